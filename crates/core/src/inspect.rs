@@ -1,0 +1,69 @@
+//! Header-only listing of a checkpoint for the TypeScript side, which detects the architecture and expert
+//! layout from it: the config text, the files and every tensor's name, dtype and shape. No tensor data is
+//! read.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, IoContext, Result};
+
+/// One tensor as listed in a header.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorHeader {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// File name relative to the checkpoint directory.
+    pub file: String,
+    /// Size of the data in bytes.
+    pub bytes: u64,
+}
+
+/// Everything inspect needs, read from headers only.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderListing {
+    pub dir: String,
+    /// config.json, verbatim.
+    pub config: String,
+    /// safetensors files with their sizes in bytes.
+    pub files: Vec<(String, u64)>,
+    pub tensors: Vec<TensorHeader>,
+    /// Other files of the directory (copied unchanged on export).
+    pub other_files: Vec<String>,
+}
+
+/// Lists config.json and the tensors of the checkpoint in `dir`.
+pub fn inspect_headers(dir: impl AsRef<Path>) -> Result<HeaderListing> {
+    let dir = dir.as_ref();
+    let config_path = dir.join("config.json");
+    if dir.is_dir() && !config_path.exists() {
+        return Err(Error::ConfigMissing { dir: dir.to_path_buf() });
+    }
+    let checkpoint = Checkpoint::open(dir)?;
+    let config = std::fs::read_to_string(&config_path).with_path(&config_path)?;
+    let files = checkpoint.files().iter().map(|f| (f.name.clone(), f.size)).collect::<Vec<_>>();
+    let tensors = checkpoint
+        .tensors()
+        .iter()
+        .map(|t| TensorHeader {
+            name: t.name.clone(),
+            dtype: t.dtype.name().to_string(),
+            shape: t.shape.clone(),
+            file: checkpoint.files()[t.file].name.clone(),
+            bytes: (t.end - t.start) as u64,
+        })
+        .collect();
+    let mut other_files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_path(dir)? {
+        let entry = entry.with_path(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_weights = files.iter().any(|(f, _)| f == &name) || name == crate::checkpoint::INDEX_FILE;
+        if !is_weights && entry.file_type().with_path(&entry.path())?.is_file() {
+            other_files.push(name);
+        }
+    }
+    other_files.sort();
+    Ok(HeaderListing { dir: dir.display().to_string(), config, files, tensors, other_files })
+}

@@ -1,0 +1,12 @@
+//! moe-quant core: checkpoint I/O, expert layouts, calibration forward, quantization formats and export.
+//!
+//! The TypeScript side decides *what* to do (architecture, layout, which tensors); this crate does the
+//! work on the descriptor it is given. The crate root only lists modules and re-exports entry points.
+
+pub mod checkpoint;
+pub mod error;
+pub mod inspect;
+
+pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorInfo, TensorView, WriterOptions};
+pub use error::{Error, Result};
+pub use inspect::{inspect_headers, HeaderListing};
