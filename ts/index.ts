@@ -1,1 +1,12 @@
-export {}
+/**
+ * moe-quant: quantize Mixture-of-Experts checkpoints into NVIDIA ModelOpt's format.
+ * Public API; see README.md for a tour.
+ */
+export { inspectModel, expertTensorNames } from './inspect'
+export type { InspectReport } from './inspect'
+export type { MoeLayer } from './resolve'
+export type { KeepReason } from './plan'
+export type { ExpertLayoutKind, RouterKind, ArchitectureEntry } from './registry'
+export { REGISTRY, lookupArchitecture } from './registry'
+export { MoeQuantError, ERROR_CODES, NATIVE_ERROR_CODES } from './errors'
+export type { ErrorCode } from './errors'

@@ -1,0 +1,75 @@
+/** `moe-quant inspect DIR [--json]`: the inspect report as a readable table, or as JSON. */
+import { inspectModel, type InspectReport } from '../inspect'
+import type { MoeLayer } from '../resolve'
+import { bytes, count, ranges, table } from './format'
+
+/** Groups consecutive MoE layers that share everything but the layer index, for a compact table. */
+function layerGroups(layers: readonly MoeLayer[]): Array<{ indices: number[]; layer: MoeLayer }> {
+  const key = (l: MoeLayer): string =>
+    JSON.stringify([l.layout, l.experts, l.topK, l.hidden, l.intermediate, l.router, l.sharedExperts?.intermediate ?? null, l.sharedExperts?.gate !== undefined])
+  const groups: Array<{ indices: number[]; layer: MoeLayer }> = []
+  for (const layer of layers) {
+    const last = groups[groups.length - 1]
+    if (last && key(last.layer) === key(layer)) last.indices.push(layer.layer)
+    else groups.push({ indices: [layer.layer], layer })
+  }
+  return groups
+}
+
+export function renderReport(report: InspectReport): string {
+  const out: string[] = []
+  out.push(`${report.dir}`)
+  out.push(
+    table(
+      ['model', 'family', 'layers', 'hidden', 'dtype', 'size', 'parameters', 'experts', 'active/token'],
+      [
+        [
+          report.modelType,
+          report.family,
+          String(report.numLayers),
+          String(report.hiddenSize),
+          report.dtype,
+          bytes(report.sizeBytes),
+          count(report.parameters.total),
+          count(report.parameters.experts),
+          count(report.parameters.activePerToken),
+        ],
+      ],
+    ),
+  )
+  out.push('')
+  out.push(
+    table(
+      ['MoE layers', 'layout', 'E', 'K', 'H', 'I', 'router', 'shared experts', 'tensors (first layer)'],
+      layerGroups(report.moeLayers).map(({ indices, layer }) => [
+        ranges(indices),
+        layer.layout,
+        String(layer.experts),
+        String(layer.topK),
+        String(layer.hidden),
+        String(layer.intermediate),
+        layer.router,
+        layer.sharedExperts ? `I=${layer.sharedExperts.intermediate}${layer.sharedExperts.gate ? ', gated' : ''}` : 'none',
+        [layer.tensors.gateUp ?? layer.tensors.gate, layer.tensors.up, layer.tensors.down]
+          .filter(Boolean)
+          .map((n) => (n as string).slice(layer.block.length + 1))
+          .join(' '),
+      ]),
+    ),
+  )
+  out.push(`dense layers: ${ranges(report.denseLayers)}`)
+  const reasons = new Map<string, number>()
+  for (const { reason } of report.tensors.keep) reasons.set(reason, (reasons.get(reason) ?? 0) + 1)
+  out.push(
+    `tensors: ${report.tensors.quantize.length} to quantize, ${report.tensors.keep.length} kept (` +
+      [...reasons].map(([r, n]) => `${n} ${r}`).join(', ') +
+      ')',
+  )
+  for (const note of report.notes) out.push(`note: ${note}`)
+  return out.join('\n')
+}
+
+export async function inspectCommand(dir: string, json: boolean): Promise<void> {
+  const report = await inspectModel(dir)
+  process.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : `${renderReport(report)}\n`)
+}

@@ -1,0 +1,380 @@
+/**
+ * Structural expert-layout detection over a checkpoint's header listing. Every decoder layer's tensors are
+ * matched against the layouts of SPEC §2 by name and shape, then validated strictly: an even gate/up split,
+ * E equal to the config's expert count, H and I consistent across gate/up/down and with config.json, the
+ * orientation checked against H and I. Nothing here knows model families; the registry (resolve.ts)
+ * decides which of the detected structures a family may use.
+ */
+import type { TextConfig } from './config'
+import { MoeQuantError } from './errors'
+import type { TensorHeader } from './listing'
+import type { ExpertLayoutKind } from './registry/types'
+
+/** The routed experts of one MoE layer as found on disk. Tensor names are relative to the block. */
+export interface DetectedExperts {
+  kind: ExpertLayoutKind
+  /** Block path inside the decoder layer (`mlp`, `block_sparse_moe`, `feed_forward`). */
+  block: string
+  experts: number
+  hidden: number
+  intermediate: number
+  /** Relative tensor names; per-expert ones contain `{e}`. */
+  tensors: {
+    gate?: string
+    up?: string
+    down: string
+    gateUp?: string
+    gateUpBias?: string
+    downBias?: string
+  }
+}
+
+export interface DetectedRouter {
+  /** `[E,H]` weight, relative to the block. */
+  weight: string
+  bias?: string
+  /** DeepSeek-V3/GLM4 `e_score_correction_bias [E]`. */
+  correctionBias?: string
+}
+
+export interface DetectedSharedExperts {
+  /** Module path relative to the block. */
+  module: string
+  /** Intermediate size of the shared MLP (all shared experts together). */
+  intermediate: number
+  /** `[1,H]` gate weight relative to the block, when the shared output is gated. */
+  gate?: string
+}
+
+export interface DetectedLayer {
+  index: number
+  /** Full name prefix of the layer, e.g. `model.layers.3.`. */
+  prefix: string
+  kind: 'moe' | 'dense' | 'none'
+  experts?: DetectedExperts
+  router?: DetectedRouter
+  sharedExperts?: DetectedSharedExperts
+  /** Dense MLP module relative to the layer (`mlp`, `feed_forward`), for dense layers. */
+  denseMlp?: string
+}
+
+/** Roles of per-expert projections, by the names the hub uses. */
+const PER_EXPERT_ROLES = {
+  gate: ['gate_proj', 'w1'],
+  up: ['up_proj', 'w3'],
+  down: ['down_proj', 'w2'],
+} as const
+
+const LAYER_PREFIX = /^(.*?)(layers|blocks)\.(\d+)\./
+
+/** Finds the prefix under which decoder layers live (`model.layers.`, `model.language_model.layers.` …). */
+export function findLayerPrefix(tensors: readonly TensorHeader[]): string {
+  const counts = new Map<string, number>()
+  for (const tensor of tensors) {
+    const match = LAYER_PREFIX.exec(tensor.name)
+    if (!match) continue
+    const prefix = `${match[1]}${match[2]}.`
+    // Vision towers have layers too; the text model is the one with the most tensors.
+    counts.set(prefix, (counts.get(prefix) ?? 0) + 1)
+  }
+  let best: string | undefined
+  for (const [prefix, count] of counts) {
+    if (best === undefined || count > (counts.get(best) ?? 0)) best = prefix
+  }
+  if (best === undefined) {
+    throw new MoeQuantError('E_LAYOUT_UNRECOGNISED', 'no decoder layers found: no tensor name contains "layers.<n>."')
+  }
+  return best
+}
+
+const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`
+
+function fail(code: ConstructorParameters<typeof MoeQuantError>[0], message: string, tensor?: TensorHeader): never {
+  throw new MoeQuantError(code, message, tensor ? { tensor: tensor.name, shape: tensor.shape, file: tensor.file } : {})
+}
+
+/** Detects every decoder layer's structure. */
+export function detectLayers(tensors: readonly TensorHeader[], config: TextConfig): DetectedLayer[] {
+  const layersPrefix = findLayerPrefix(tensors)
+  const byLayer = new Map<number, Map<string, TensorHeader>>()
+  for (const tensor of tensors) {
+    if (!tensor.name.startsWith(layersPrefix)) continue
+    const rest = tensor.name.slice(layersPrefix.length)
+    const dot = rest.indexOf('.')
+    const index = Number(rest.slice(0, dot))
+    if (!Number.isInteger(index)) continue
+    let layer = byLayer.get(index)
+    if (!layer) byLayer.set(index, (layer = new Map()))
+    layer.set(rest.slice(dot + 1), tensor)
+  }
+  const layers: DetectedLayer[] = []
+  for (let index = 0; index < config.numLayers; index++) {
+    const prefix = `${layersPrefix}${index}.`
+    const relative = byLayer.get(index)
+    if (!relative) {
+      fail('E_LAYOUT_MISSING_TENSOR', `config.json declares ${config.numLayers} layers but no tensor starts with ${prefix}`)
+    }
+    layers.push(detectLayer(index, prefix, relative, config))
+  }
+  return layers
+}
+
+function detectLayer(index: number, prefix: string, relative: Map<string, TensorHeader>, config: TextConfig): DetectedLayer {
+  const experts = detectExperts(prefix, relative, config)
+  if (!experts) {
+    const denseMlp = ['mlp', 'feed_forward', 'block_sparse_moe'].find(
+      (m) => relative.has(`${m}.gate_proj.weight`) || relative.has(`${m}.up_proj.weight`) || relative.has(`${m}.down_proj.weight`),
+    )
+    return { index, prefix, kind: denseMlp ? 'dense' : 'none', ...(denseMlp ? { denseMlp } : {}) }
+  }
+  const router = detectRouter(prefix, relative, experts)
+  const sharedExperts = detectSharedExperts(relative, experts)
+  return { index, prefix, kind: 'moe', experts, router, ...(sharedExperts ? { sharedExperts } : {}) }
+}
+
+function expectedExpertCount(config: TextConfig, found: number, tensor: TensorHeader, what: string): number {
+  if (config.numExperts === undefined) {
+    fail('E_CONFIG_INVALID', `${what} holds ${found} experts but config.json gives no expert count (num_experts, num_local_experts or n_routed_experts)`, tensor)
+  }
+  if (found !== config.numExperts) {
+    fail(
+      'E_LAYOUT_EXPERT_COUNT',
+      `${what} holds ${found} experts but config.json says ${config.numExperts}`,
+      tensor,
+    )
+  }
+  return found
+}
+
+function checkIntermediate(config: TextConfig, intermediate: number, tensor: TensorHeader): void {
+  const candidates = config.expertIntermediateCandidates
+  if (candidates.length > 0 && !candidates.includes(intermediate)) {
+    fail(
+      'E_LAYOUT_SHAPE',
+      `${tensor.name} ${fmt(tensor.shape)} gives an expert intermediate size of ${intermediate}, but config.json says ${candidates.join(' or ')}`,
+      tensor,
+    )
+  }
+}
+
+function detectExperts(prefix: string, relative: Map<string, TensorHeader>, config: TextConfig): DetectedExperts | undefined {
+  const perExpert = new Map<string, Map<string, Map<number, TensorHeader>>>() // block → proj → e → tensor
+  const fused = new Map<string, TensorHeader[]>() // block → rank-3 tensors
+  for (const [name, tensor] of relative) {
+    const match = /^(.+?)\.experts\.(\d+)\.([^.]+)\.weight$/.exec(name)
+    if (match) {
+      const [, block, e, proj] = match as unknown as [string, string, string, string]
+      let projections = perExpert.get(block)
+      if (!projections) perExpert.set(block, (projections = new Map()))
+      let byExpert = projections.get(proj)
+      if (!byExpert) projections.set(proj, (byExpert = new Map()))
+      byExpert.set(Number(e), tensor)
+      continue
+    }
+    if (tensor.shape.length === 3) {
+      const module = name.replace(/\.weight$/, '').split('.').slice(0, -1).join('.')
+      const block = module.replace(/\.experts$/, '')
+      const list = fused.get(block) ?? []
+      list.push(tensor)
+      fused.set(block, list)
+    }
+  }
+  if (perExpert.size + fused.size === 0) return undefined
+  if (perExpert.size + fused.size > 1) {
+    const blocks = [...perExpert.keys(), ...fused.keys()].map((b) => prefix + b)
+    fail('E_LAYOUT_UNRECOGNISED', `${prefix}: expert tensors found in more than one block (${blocks.join(', ')})`)
+  }
+  const [perBlock] = perExpert.entries()
+  if (perBlock) return detectPerExpert(prefix, perBlock[0], perBlock[1], config)
+  const [fusedBlock] = fused.entries()
+  if (!fusedBlock) return undefined
+  return detectFused(prefix, fusedBlock[0], fusedBlock[1], relative, config)
+}
+
+function detectPerExpert(
+  prefix: string,
+  block: string,
+  projections: Map<string, Map<number, TensorHeader>>,
+  config: TextConfig,
+): DetectedExperts {
+  const where = `${prefix}${block}.experts`
+  const role = (names: readonly string[]): [string, Map<number, TensorHeader>] | undefined => {
+    for (const name of names) {
+      const byExpert = projections.get(name)
+      if (byExpert) return [name, byExpert]
+    }
+    return undefined
+  }
+  const gate = role(PER_EXPERT_ROLES.gate)
+  const up = role(PER_EXPERT_ROLES.up)
+  const down = role(PER_EXPERT_ROLES.down)
+  const known = new Set<string>(Object.values(PER_EXPERT_ROLES).flat())
+  const unknown = [...projections.keys()].filter((p) => !known.has(p))
+  if (!gate || !up || !down || unknown.length > 0) {
+    fail(
+      'E_LAYOUT_UNRECOGNISED',
+      `${where}: per-expert projections [${[...projections.keys()].join(', ')}] are not gate_proj/up_proj/down_proj nor w1/w3/w2`,
+    )
+  }
+  const indices = new Set<number>()
+  for (const byExpert of projections.values()) for (const e of byExpert.keys()) indices.add(e)
+  const count = Math.max(...indices) + 1
+  for (const [name, byExpert] of [gate, up, down]) {
+    for (let e = 0; e < count; e++) {
+      if (!byExpert.has(e)) fail('E_LAYOUT_MISSING_TENSOR', `${where}.${e}.${name}.weight is missing (experts 0..${count - 1} exist)`)
+    }
+  }
+  const first = (byExpert: Map<number, TensorHeader>): TensorHeader => byExpert.get(0) as TensorHeader
+  expectedExpertCount(config, count, first(gate[1]), where)
+
+  const hidden = config.hiddenSize
+  const gate0 = first(gate[1])
+  if (gate0.shape.length !== 2) fail('E_LAYOUT_SHAPE', `${gate0.name} ${fmt(gate0.shape)} is not 2-D`, gate0)
+  const [gateOut, gateIn] = gate0.shape as [number, number]
+  if (gateIn !== hidden) {
+    if (gateOut === hidden) {
+      fail('E_LAYOUT_ORIENTATION', `${gate0.name} is ${fmt(gate0.shape)} = [H, I]; expected [I, H] with H = ${hidden} (nn.Linear's [out, in])`, gate0)
+    }
+    fail('E_LAYOUT_SHAPE', `${gate0.name} ${fmt(gate0.shape)} does not have hidden_size ${hidden} as its input dimension`, gate0)
+  }
+  const intermediate = gateOut
+  checkIntermediate(config, intermediate, gate0)
+  const expect = (byExpert: Map<number, TensorHeader>, shape: [number, number], label: string): void => {
+    for (const tensor of byExpert.values()) {
+      const [a, b] = tensor.shape
+      if (tensor.shape.length === 2 && a === shape[0] && b === shape[1]) continue
+      if (tensor.shape.length === 2 && a === shape[1] && b === shape[0]) {
+        fail('E_LAYOUT_ORIENTATION', `${tensor.name} is ${fmt(tensor.shape)}; expected ${label} ${fmt(shape)} (stored transposed)`, tensor)
+      }
+      fail('E_LAYOUT_SHAPE', `${tensor.name} is ${fmt(tensor.shape)}; expected ${label} ${fmt(shape)} like ${gate0.name}`, tensor)
+    }
+  }
+  expect(gate[1], [intermediate, hidden], '[I, H]')
+  expect(up[1], [intermediate, hidden], '[I, H]')
+  expect(down[1], [hidden, intermediate], '[H, I]')
+  return {
+    kind: 'per_expert',
+    block,
+    experts: count,
+    hidden,
+    intermediate,
+    tensors: {
+      gate: `experts.{e}.${gate[0]}.weight`,
+      up: `experts.{e}.${up[0]}.weight`,
+      down: `experts.{e}.${down[0]}.weight`,
+    },
+  }
+}
+
+function detectFused(
+  prefix: string,
+  block: string,
+  rank3: TensorHeader[],
+  relative: Map<string, TensorHeader>,
+  config: TextConfig,
+): DetectedExperts {
+  const where = `${prefix}${block}`
+  if (rank3.length !== 2) {
+    fail(
+      'E_LAYOUT_UNRECOGNISED',
+      `${where}: expected two fused expert tensors (gate/up and down), found ${rank3.length}: ${rank3.map((t) => `${t.name} ${fmt(t.shape)}`).join(', ')}`,
+    )
+  }
+  const isDown = (t: TensorHeader): boolean => /(^|[._])(down|output|w2)([._]|$)/.test(t.name.slice(prefix.length + block.length))
+  let [gateUp, down] = rank3 as [TensorHeader, TensorHeader]
+  if (isDown(gateUp) && !isDown(down)) [gateUp, down] = [down, gateUp]
+  else if (isDown(gateUp) === isDown(down)) {
+    // Names do not tell: the gate/up tensor is the one with twice the elements.
+    const size = (t: TensorHeader): number => t.shape.reduce((a, b) => a * b, 1)
+    if (size(down) === 2 * size(gateUp)) [gateUp, down] = [down, gateUp]
+  }
+  const hidden = config.hiddenSize
+  const [experts, p, q] = gateUp.shape as [number, number, number]
+  const [downExperts, x, y] = down.shape as [number, number, number]
+  if (downExperts !== experts) {
+    fail('E_LAYOUT_SHAPE', `${gateUp.name} ${fmt(gateUp.shape)} and ${down.name} ${fmt(down.shape)} disagree on the expert count`, down)
+  }
+  expectedExpertCount(config, experts, gateUp, gateUp.name)
+
+  // Orientation comes from down: [E, H, I] is standard, [E, I, H] transposed.
+  let transposed: boolean
+  if (x === hidden && y !== hidden) transposed = false
+  else if (y === hidden && x !== hidden) transposed = true
+  else if (x === hidden && y === hidden) transposed = q !== hidden // I == H: gate/up decides
+  else fail('E_LAYOUT_SHAPE', `${down.name} ${fmt(down.shape)} has no dimension equal to hidden_size ${hidden}`, down)
+  const intermediate = transposed ? x : y
+  const [gateUpHidden, gateUpDouble] = transposed ? [p, q] : [q, p]
+  const expected = transposed ? `[E, H, 2I] = [${experts}, ${hidden}, ${2 * intermediate}]` : `[E, 2I, H] = [${experts}, ${2 * intermediate}, ${hidden}]`
+  if (gateUpHidden !== hidden) {
+    if (gateUpDouble === hidden) {
+      fail('E_LAYOUT_ORIENTATION', `${gateUp.name} is ${fmt(gateUp.shape)} but ${down.name} ${fmt(down.shape)} implies ${expected} (stored transposed)`, gateUp)
+    }
+    fail('E_LAYOUT_SHAPE', `${gateUp.name} ${fmt(gateUp.shape)} does not have hidden_size ${hidden} where ${expected} puts it`, gateUp)
+  }
+  if (gateUpDouble % 2 !== 0) {
+    fail('E_LAYOUT_ODD_SPLIT', `${gateUp.name} ${fmt(gateUp.shape)}: the gate/up dimension ${gateUpDouble} is odd, so it cannot hold equal gate and up halves`, gateUp)
+  }
+  if (gateUpDouble !== 2 * intermediate) {
+    fail('E_LAYOUT_SHAPE', `${gateUp.name} ${fmt(gateUp.shape)} holds gate/up of ${gateUpDouble / 2} each but ${down.name} ${fmt(down.shape)} has I = ${intermediate}; expected ${expected}`, gateUp)
+  }
+  checkIntermediate(config, intermediate, down)
+
+  const blockPrefix = block ? `${block}.` : ''
+  const rel = (t: TensorHeader): string => t.name.slice(prefix.length + blockPrefix.length)
+  const tensors: DetectedExperts['tensors'] = { gateUp: rel(gateUp), down: rel(down) }
+  for (const [name, tensor] of relative) {
+    if (!name.startsWith(blockPrefix) || tensor.shape.length !== 2 || !/bias$/.test(name)) continue
+    const [e, n] = tensor.shape as [number, number]
+    if (e !== experts) continue
+    const local = name.slice(blockPrefix.length)
+    if (n === 2 * intermediate && local.startsWith(rel(gateUp))) tensors.gateUpBias = local
+    else if (n === hidden && local.startsWith(rel(down))) tensors.downBias = local
+  }
+  return { kind: transposed ? 'fused_transposed' : 'fused', block, experts, hidden, intermediate, tensors }
+}
+
+function detectRouter(prefix: string, relative: Map<string, TensorHeader>, experts: DetectedExperts): DetectedRouter {
+  const blockPrefix = experts.block ? `${experts.block}.` : ''
+  const candidates: string[] = []
+  for (const [name, tensor] of relative) {
+    if (!name.startsWith(blockPrefix) || !name.endsWith('.weight')) continue
+    const local = name.slice(blockPrefix.length)
+    if (/(^|\.)(experts|shared_experts?)\./.test(local)) continue
+    const [e, h] = tensor.shape
+    if (tensor.shape.length === 2 && e === experts.experts && h === experts.hidden) candidates.push(local)
+  }
+  if (candidates.length !== 1) {
+    fail(
+      'E_LAYOUT_UNRECOGNISED',
+      candidates.length === 0
+        ? `${prefix}${experts.block}: no router weight [${experts.experts}, ${experts.hidden}] found beside the experts`
+        : `${prefix}${experts.block}: several router candidates: ${candidates.join(', ')}`,
+    )
+  }
+  const weight = candidates[0] as string
+  const module = weight.replace(/\.weight$/, '')
+  const router: DetectedRouter = { weight }
+  if (relative.has(`${blockPrefix}${module}.bias`)) router.bias = `${module}.bias`
+  for (const candidate of [`${module}.e_score_correction_bias`, 'gate.e_score_correction_bias', 'e_score_correction_bias']) {
+    if (relative.has(`${blockPrefix}${candidate}`)) {
+      router.correctionBias = candidate
+      break
+    }
+  }
+  return router
+}
+
+function detectSharedExperts(relative: Map<string, TensorHeader>, experts: DetectedExperts): DetectedSharedExperts | undefined {
+  const blockPrefix = experts.block ? `${experts.block}.` : ''
+  for (const module of ['shared_expert', 'shared_experts', 'shared_mlp']) {
+    const up = relative.get(`${blockPrefix}${module}.up_proj.weight`) ?? relative.get(`${blockPrefix}${module}.gate_proj.weight`)
+    const inputLinear = relative.get(`${blockPrefix}${module}.input_linear.weight`)
+    if (!up && !inputLinear) continue
+    const intermediate = up ? (up.shape[0] as number) : (inputLinear?.shape[0] as number) / 2
+    const shared: DetectedSharedExperts = { module, intermediate }
+    const gate = `${module}_gate.weight`
+    if (relative.has(`${blockPrefix}${gate}`)) shared.gate = gate
+    return shared
+  }
+  return undefined
+}

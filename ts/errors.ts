@@ -1,0 +1,84 @@
+/**
+ * MoeQuantError: every failure of moe-quant carries a stable `code` (assert on codes, not messages) and a
+ * message naming the file, tensor and shapes involved. Native errors arrive as `[E_CODE] message` and are
+ * converted here; the native code list is kept equal to Rust's by a test.
+ */
+
+/** Codes produced by the native core (crates/core/src/error.rs). */
+export const NATIVE_ERROR_CODES = [
+  'E_CONFIG_MISSING',
+  'E_CONFIG_INVALID',
+  'E_CHECKPOINT_NO_WEIGHTS',
+  'E_CHECKPOINT_INDEX_INVALID',
+  'E_CHECKPOINT_SHARD_MISSING',
+  'E_CHECKPOINT_TRUNCATED',
+  'E_CHECKPOINT_HEADER_INVALID',
+  'E_CHECKPOINT_DTYPE_UNSUPPORTED',
+  'E_TENSOR_NOT_FOUND',
+  'E_TENSOR_DUPLICATE',
+  'E_TENSOR_SHAPE',
+  'E_OUTPUT_INVALID',
+  'E_IO',
+  'E_CANCELLED',
+  'E_INTERNAL',
+] as const
+
+/** Codes produced by the TypeScript layer (architecture and layout detection, options, loading). */
+export const TS_ERROR_CODES = [
+  /** An option passed to a public function is missing, of the wrong type or out of range. */
+  'E_OPTION_INVALID',
+  /** The native addon could not be loaded. */
+  'E_NATIVE_LOAD',
+  /** No expert layout matches the tensors of an MoE layer. */
+  'E_LAYOUT_UNRECOGNISED',
+  /** A fused gate/up tensor whose gate/up dimension is odd, so it cannot be split in two halves. */
+  'E_LAYOUT_ODD_SPLIT',
+  /** The number of experts found disagrees with config.json. */
+  'E_LAYOUT_EXPERT_COUNT',
+  /** An expert tensor is stored in the wrong orientation for the layout (H and I swapped). */
+  'E_LAYOUT_ORIENTATION',
+  /** Expert tensors disagree with each other or with config.json on H or I. */
+  'E_LAYOUT_SHAPE',
+  /** Some expert's tensor is missing. */
+  'E_LAYOUT_MISSING_TENSOR',
+] as const
+
+export type ErrorCode = (typeof NATIVE_ERROR_CODES)[number] | (typeof TS_ERROR_CODES)[number]
+
+export const ERROR_CODES: readonly ErrorCode[] = [...NATIVE_ERROR_CODES, ...TS_ERROR_CODES]
+
+/** Details that help a program react to an error (all optional). */
+export interface ErrorDetails {
+  file?: string
+  tensor?: string
+  shape?: readonly number[]
+  expected?: string
+}
+
+/** The error every moe-quant function throws or rejects with. */
+export class MoeQuantError extends Error {
+  readonly code: ErrorCode
+  readonly details: ErrorDetails
+
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
+    super(message)
+    this.name = 'MoeQuantError'
+    this.code = code
+    this.details = details
+  }
+}
+
+const NATIVE_MESSAGE = /^\[(E_[A-Z0-9_]+)\] ([\s\S]*)$/
+
+/**
+ * Converts an error thrown by the native addon into a MoeQuantError, keeping `stack` (the caller's stack,
+ * captured before the await) so the error points at the user's call site.
+ */
+export function fromNative(error: unknown, stack?: string): MoeQuantError {
+  const message = error instanceof Error ? error.message : String(error)
+  const match = NATIVE_MESSAGE.exec(message)
+  const code = (match && (ERROR_CODES as readonly string[]).includes(match[1] ?? '') ? match[1] : 'E_INTERNAL') as ErrorCode
+  const converted = new MoeQuantError(code, match ? (match[2] ?? message) : message)
+  if (stack) converted.stack = `${converted.name} [${code}]: ${converted.message}\n${stack.split('\n').slice(1).join('\n')}`
+  return converted
+}

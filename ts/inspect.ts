@@ -1,0 +1,136 @@
+/**
+ * inspectModel(): what a checkpoint is and what a quantization would do to it, read from headers only.
+ */
+import * as path from 'node:path'
+
+import { parseConfig } from './config'
+import { detectLayers, findLayerPrefix } from './detect'
+import { MoeQuantError } from './errors'
+import { type HeaderListing, readListing, type TensorHeader } from './listing'
+import { type KeepReason, planTensors } from './plan'
+import { type MoeLayer, resolveModel } from './resolve'
+
+export interface InspectReport {
+  /** The checkpoint directory as given. */
+  dir: string
+  /** `model_type` of the text model. */
+  modelType: string
+  /** Family name from the registry, or `<model_type> (generic)`. */
+  family: string
+  /** `registry` when an explicit entry handles the model, `generic` when only its structure matched. */
+  architecture: 'registry' | 'generic'
+  /** Remarks worth showing to the user (generic handling, nested text config …). */
+  notes: string[]
+  numLayers: number
+  hiddenSize: number
+  vocabSize: number | null
+  /** The floating-point dtype holding most of the weight bytes. */
+  dtype: string
+  files: Array<{ name: string; bytes: number }>
+  /** Total size of the weight files in bytes. */
+  sizeBytes: number
+  parameters: {
+    total: number
+    /** Parameters of the routed experts (all layers, all experts). */
+    experts: number
+    /** Parameters one token uses: everything but the routed experts, plus K of E experts per MoE layer. */
+    activePerToken: number
+  }
+  moeLayers: MoeLayer[]
+  /** Decoder layers without routed experts. */
+  denseLayers: number[]
+  tensors: {
+    /** Names of the tensors a quantization would quantize. */
+    quantize: string[]
+    /** Tensors kept in their source dtype, with the reason. */
+    keep: Array<{ name: string; reason: KeepReason }>
+  }
+}
+
+/** Expands a layer's routed-expert tensor names (`{e}` patterns) into every tensor name. */
+export function expertTensorNames(layer: MoeLayer): string[] {
+  const t = layer.tensors
+  const names: string[] = []
+  for (const name of [t.gate, t.up, t.down, t.gateUp, t.gateUpBias, t.downBias]) {
+    if (!name) continue
+    if (name.includes('{e}')) for (let e = 0; e < layer.experts; e++) names.push(name.replace('{e}', String(e)))
+    else names.push(name)
+  }
+  return names
+}
+
+const numel = (tensor: TensorHeader): number => tensor.shape.reduce((a, b) => a * b, 1)
+
+/** Builds the report from a header listing (no I/O). */
+export function reportFromListing(listing: HeaderListing): InspectReport {
+  const configFile = path.join(listing.dir, 'config.json')
+  const config = parseConfig(listing.config, configFile)
+  const layersPrefix = findLayerPrefix(listing.tensors)
+  const layers = detectLayers(listing.tensors, config)
+  const resolved = resolveModel(config, layers)
+  const plan = planTensors(listing.tensors, layers, layersPrefix)
+
+  const byName = new Map(listing.tensors.map((t) => [t.name, t]))
+  let total = 0
+  for (const tensor of listing.tensors) total += numel(tensor)
+  let experts = 0
+  let activeExperts = 0
+  for (const layer of resolved.moeLayers) {
+    let layerParams = 0
+    for (const name of expertTensorNames(layer)) {
+      const tensor = byName.get(name)
+      if (!tensor) throw new MoeQuantError('E_LAYOUT_MISSING_TENSOR', `${name} is missing`, { tensor: name })
+      layerParams += numel(tensor)
+    }
+    experts += layerParams
+    activeExperts += (layerParams * layer.topK) / layer.experts
+  }
+  const bytesByDtype = new Map<string, number>()
+  for (const tensor of listing.tensors) bytesByDtype.set(tensor.dtype, (bytesByDtype.get(tensor.dtype) ?? 0) + tensor.bytes)
+  const dtype = [...bytesByDtype.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'unknown'
+
+  const notes: string[] = []
+  if (resolved.source === 'generic') {
+    notes.push(`model_type "${config.modelType}" has no registry entry; its experts were recognised by structure alone (router kind guessed as ${resolved.moeLayers[0]?.router})`)
+  }
+  if (config.nested) notes.push(`text model nested under text_config (model_type ${config.outerModelType})`)
+  return {
+    dir: listing.dir,
+    modelType: config.modelType,
+    family: resolved.family,
+    architecture: resolved.source,
+    notes,
+    numLayers: config.numLayers,
+    hiddenSize: config.hiddenSize,
+    vocabSize: config.vocabSize ?? null,
+    dtype,
+    files: listing.files.map(([name, bytes]) => ({ name, bytes })),
+    sizeBytes: listing.files.reduce((sum, [, bytes]) => sum + bytes, 0),
+    parameters: { total, experts, activePerToken: Math.round(total - experts + activeExperts) },
+    moeLayers: resolved.moeLayers,
+    denseLayers: resolved.denseLayers,
+    tensors: {
+      quantize: plan.quantize.map((t) => t.name),
+      keep: plan.keep.map(({ tensor, reason }) => ({ name: tensor.name, reason })),
+    },
+  }
+}
+
+/**
+ * Reads a checkpoint's headers and reports its architecture, expert layout per MoE layer, parameter counts
+ * and which tensors a quantization would quantize or keep. Reads no tensor data.
+ *
+ * @param dir A Hugging Face model directory (config.json + model.safetensors or shards with an index).
+ * @throws MoeQuantError with codes such as `E_CONFIG_MISSING`, `E_CHECKPOINT_TRUNCATED`,
+ *   `E_LAYOUT_ODD_SPLIT`, `E_LAYOUT_EXPERT_COUNT`, `E_LAYOUT_ORIENTATION`.
+ * @example
+ *   const report = await inspectModel('./Qwen3-30B-A3B')
+ *   console.log(report.moeLayers[0].layout, report.parameters.activePerToken)
+ */
+export async function inspectModel(dir: string): Promise<InspectReport> {
+  if (typeof dir !== 'string' || dir.length === 0) {
+    throw new MoeQuantError('E_OPTION_INVALID', `inspectModel(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
+  }
+  const listing = await readListing(dir)
+  return reportFromListing(listing)
+}

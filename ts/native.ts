@@ -1,0 +1,42 @@
+/**
+ * Loads the native addon (the napi-rs loader at the package root picks the platform binary) and wraps
+ * each call so that its errors become MoeQuantErrors thrown at the caller's site.
+ */
+import { MoeQuantError, fromNative } from './errors'
+
+/** The raw binding, as declared in the generated index.d.ts at the package root. */
+export interface NativeBinding {
+  inspectHeaders(dir: string): Promise<string>
+  errorCodes(): string[]
+}
+
+let binding: NativeBinding | undefined
+
+/** The native binding, loaded once; a clear error listing fixes when it cannot load. */
+export function native(): NativeBinding {
+  if (binding) return binding
+  try {
+    binding = require('../index.js') as NativeBinding
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error)
+    throw new MoeQuantError(
+      'E_NATIVE_LOAD',
+      `moe-quant could not load its native addon: ${reason}\n` +
+        'Possible fixes:\n' +
+        '  - reinstall so that the prebuilt package for your platform is installed: npm install moe-quant\n' +
+        '  - or build it from a source checkout: npm run build (needs a Rust toolchain)',
+    )
+  }
+  return binding
+}
+
+/** Awaits a native call; a rejection becomes a MoeQuantError with the caller's stack. */
+export async function callNative<T>(call: (binding: NativeBinding) => Promise<T>): Promise<T> {
+  const stack = new Error().stack
+  try {
+    return await call(native())
+  } catch (error) {
+    if (error instanceof MoeQuantError) throw error
+    throw fromNative(error, stack)
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * The architecture registry: one declarative entry per supported family, looked up by `model_type`.
+ * An entry always wins over the generic structural match; an unknown `model_type` whose tensors follow a
+ * known pattern is handled generically.
+ */
+import { deepseekV3 } from './deepseek'
+import { glm4Moe } from './glm'
+import { gptOss } from './gpt-oss'
+import { graniteMoe } from './granite'
+import { llama4 } from './llama4'
+import { mixtral } from './mixtral'
+import { olmoe } from './olmoe'
+import { qwen2Moe, qwen3Moe } from './qwen-moe'
+import type { ArchitectureEntry } from './types'
+
+export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
+
+export const REGISTRY: readonly ArchitectureEntry[] = [
+  qwen3Moe,
+  qwen2Moe,
+  mixtral,
+  olmoe,
+  deepseekV3,
+  glm4Moe,
+  graniteMoe,
+  gptOss,
+  llama4,
+]
+
+/** The registry entry for a `model_type`, if one exists. */
+export function lookupArchitecture(modelType: string): ArchitectureEntry | undefined {
+  return REGISTRY.find((entry) => entry.modelTypes.includes(modelType))
+}

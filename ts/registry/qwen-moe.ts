@@ -1,0 +1,24 @@
+/**
+ * Qwen2-MoE and Qwen3-MoE: softmax top-K router (renormalised when `norm_topk_prob`), MoE placement by
+ * `mlp_only_layers` and `decoder_sparse_step`; Qwen2-MoE adds a sigmoid-gated shared expert.
+ * transformers: models/qwen2_moe/modeling_qwen2_moe.py, models/qwen3_moe/modeling_qwen3_moe.py
+ */
+import { fusedGateUp, perExpertGateUpDown } from './layouts'
+import type { ArchitectureEntry } from './types'
+
+export const qwen3Moe: ArchitectureEntry = {
+  modelTypes: ['qwen3_moe'],
+  family: 'Qwen3-MoE',
+  layouts: [perExpertGateUpDown('mlp'), fusedGateUp('mlp')],
+  router: 'softmax_topk',
+  placement: { kind: 'sparse_step' },
+}
+
+export const qwen2Moe: ArchitectureEntry = {
+  modelTypes: ['qwen2_moe'],
+  family: 'Qwen2-MoE',
+  layouts: [perExpertGateUpDown('mlp'), fusedGateUp('mlp')],
+  router: 'softmax_topk',
+  placement: { kind: 'sparse_step' },
+  sharedExperts: { module: 'shared_expert', gate: 'shared_expert_gate.weight' },
+}
