@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::tensor::{Metadata, SafeTensorError};
 use safetensors::SafeTensors;
+use serde::Deserialize;
 
 use super::{Dtype, TensorView, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
@@ -90,12 +91,10 @@ impl Checkpoint {
         if weight_map.is_empty() {
             return Err(Error::NoWeights { dir });
         }
-        // Shard name → tensors the index places there, in first-seen order of shards.
+        // Shard name → tensors the index places there (shards opened in name order).
         let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (tensor, shard) in weight_map {
-            let shard = shard
-                .as_str()
-                .ok_or_else(|| invalid(format!("weight_map[{tensor:?}] is not a file name")))?;
+            let shard = shard.as_str().ok_or_else(|| invalid(format!("weight_map[{tensor:?}] is not a file name")))?;
             check_relative_name(shard).map_err(|m| invalid(format!("weight_map[{tensor:?}] = {shard:?}: {m}")))?;
             shards.entry(shard.to_string()).or_default().push(tensor.clone());
         }
@@ -123,7 +122,10 @@ impl Checkpoint {
                 if !parsed.tensors.iter().any(|t| &t.name == tensor) {
                     return Err(Error::IndexInvalid {
                         path: index_path.to_path_buf(),
-                        message: format!("tensor {tensor} is listed in {} but that file does not hold it", parsed.file.name),
+                        message: format!(
+                            "tensor {tensor} is listed in {} but that file does not hold it",
+                            parsed.file.name
+                        ),
                     });
                 }
             }
@@ -178,8 +180,22 @@ impl Checkpoint {
     pub fn view(&self, name: &str) -> Result<TensorView<'_>> {
         let info = self.info(name)?;
         let file = &self.files[info.file];
-        Ok(TensorView { name: &info.name, dtype: info.dtype, shape: &info.shape, data: &file.mmap[info.start..info.end] })
+        Ok(TensorView {
+            name: &info.name,
+            dtype: info.dtype,
+            shape: &info.shape,
+            data: &file.mmap[info.start..info.end],
+        })
     }
+}
+
+/// Whether `file` is a blob of the Hugging Face download cache that the snapshot directory `dir` links to:
+/// the cache keeps `<repo>/snapshots/<revision>/<file>` as symlinks into `<repo>/blobs/`. Any other link
+/// leaving the model directory is refused.
+fn is_hub_cache_blob(dir: &Path, file: &Path) -> bool {
+    let Some(snapshots) = dir.parent() else { return false };
+    let Some(repo) = snapshots.parent() else { return false };
+    snapshots.file_name().is_some_and(|n| n == "snapshots") && file.parent() == Some(repo.join("blobs").as_path())
 }
 
 /// A validated file and its tensors (file index not yet assigned).
@@ -204,7 +220,7 @@ fn open_shard(dir: &Path, name: &str) -> Result<ParsedShard> {
     let path = dir.join(name);
     let canonical_dir = dir.canonicalize().with_path(dir)?;
     let canonical = path.canonicalize().with_path(&path)?;
-    if !canonical.starts_with(&canonical_dir) {
+    if !canonical.starts_with(&canonical_dir) && !is_hub_cache_blob(&canonical_dir, &canonical) {
         return Err(Error::IndexInvalid {
             path,
             message: format!("resolves to {}, outside the model directory", canonical.display()),
@@ -243,10 +259,7 @@ fn open_shard(dir: &Path, name: &str) -> Result<ParsedShard> {
     }
     tensors.sort_by_key(|t| t.start);
     let header_metadata = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
-    Ok(ParsedShard {
-        file: ShardFile { name: name.to_string(), path, size, metadata: header_metadata, mmap },
-        tensors,
-    })
+    Ok(ParsedShard { file: ShardFile { name: name.to_string(), path, size, metadata: header_metadata, mmap }, tensors })
 }
 
 /// Turns a safetensors parse error into one that says what is wrong with which file.
@@ -256,23 +269,34 @@ fn describe(path: &Path, bytes: &[u8], error: SafeTensorError) -> Error {
     let path = path.to_path_buf();
     let invalid = |message: String| Error::HeaderInvalid { path: path.clone(), message };
     match error {
-        SafeTensorError::HeaderTooSmall => Error::Truncated { path, message: "shorter than the 8-byte header length".into() },
+        SafeTensorError::HeaderTooSmall => {
+            Error::Truncated { path, message: "shorter than the 8-byte header length".into() }
+        }
         SafeTensorError::InvalidHeaderLength => Error::Truncated {
             path,
-            message: format!("the header declares {header_len} bytes but the file holds only {} after the length", bytes.len() - 8),
+            message: format!(
+                "the header declares {header_len} bytes but the file holds only {} after the length",
+                bytes.len() - 8
+            ),
         },
         SafeTensorError::HeaderTooLarge => invalid(format!("header length {header_len} exceeds the 100 MB limit")),
         SafeTensorError::InvalidHeader(e) => invalid(format!("header is not UTF-8: {e}")),
         SafeTensorError::InvalidHeaderDeserialization(e) => match header.and_then(unknown_dtype) {
-            Some((tensor, dtype)) => Error::UnsupportedDtype { path, tensor, dtype, supported: Dtype::SUPPORTED.to_string() },
+            Some((tensor, dtype)) => {
+                Error::UnsupportedDtype { path, tensor, dtype, supported: Dtype::SUPPORTED.to_string() }
+            }
             None => invalid(format!("header is not valid safetensors JSON: {e}")),
         },
         SafeTensorError::InvalidOffset(tensor) => {
             invalid(format!("tensor {tensor}: data_offsets overlap, leave a gap or run backwards"))
         }
-        SafeTensorError::TensorInvalidInfo => invalid("a tensor's data_offsets do not match its dtype and shape".into()),
+        SafeTensorError::TensorInvalidInfo => {
+            let tensor = header.and_then(mis_sized_tensor).map_or("a tensor".into(), |t| format!("tensor {t}"));
+            invalid(format!("{tensor}: data_offsets do not match its dtype and shape"))
+        }
         SafeTensorError::ValidationOverflow | SafeTensorError::MisalignedSlice => {
-            invalid("a tensor's shape is too large or not byte aligned".into())
+            let tensor = header.and_then(mis_sized_tensor).map_or("a tensor".into(), |t| format!("tensor {t}"));
+            invalid(format!("{tensor}: shape is too large or not byte aligned"))
         }
         SafeTensorError::MetadataIncompleteBuffer => {
             let needed = header.and_then(|h| serde_json::from_slice::<Metadata>(h).ok()).map(|m| m.data_len());
@@ -295,11 +319,44 @@ fn describe(path: &Path, bytes: &[u8], error: SafeTensorError) -> Error {
 fn unknown_dtype(header: &[u8]) -> Option<(String, String)> {
     let value: serde_json::Value = serde_json::from_slice(header).ok()?;
     let known: [&str; 22] = [
-        "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ",
-        "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64",
+        "BOOL",
+        "F4",
+        "F6_E2M3",
+        "F6_E3M2",
+        "U8",
+        "I8",
+        "F8_E5M2",
+        "F8_E4M3",
+        "F8_E8M0",
+        "F8_E4M3FNUZ",
+        "F8_E5M2FNUZ",
+        "I16",
+        "U16",
+        "F16",
+        "BF16",
+        "I32",
+        "U32",
+        "F32",
+        "C64",
+        "F64",
+        "I64",
+        "U64",
     ];
-    value.as_object()?.iter().find_map(|(name, entry)| {
+    value.as_object()?.iter().filter(|(name, _)| *name != "__metadata__").find_map(|(name, entry)| {
         let dtype = entry.get("dtype")?.as_str()?;
         (!known.contains(&dtype)).then(|| (name.clone(), dtype.to_string()))
+    })
+}
+
+/// Finds a tensor whose data_offsets disagree with dtype × shape (or whose size overflows), to report it by
+/// name: safetensors' error does not say which. Sizes use checked arithmetic; nothing the header claims is allocated.
+fn mis_sized_tensor(header: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    value.as_object()?.iter().filter(|(name, _)| *name != "__metadata__").find_map(|(name, entry)| {
+        let info = safetensors::tensor::TensorInfo::deserialize(entry).ok()?;
+        let bits = info.shape.iter().try_fold(info.dtype.bitsize(), |bits, &dim| bits.checked_mul(dim));
+        let (start, end) = info.data_offsets;
+        let consistent = bits.is_some_and(|bits| bits % 8 == 0 && end.checked_sub(start) == Some(bits / 8));
+        (!consistent).then(|| name.clone())
     })
 }

@@ -82,16 +82,23 @@ impl CheckpointWriter {
     pub fn create(target: impl AsRef<Path>, options: WriterOptions) -> Result<Self> {
         let target = absolute(target.as_ref())?;
         let invalid = |message: String| Error::OutputInvalid { path: target.clone(), message };
-        let name = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| invalid("not a usable directory name".into()))?;
+        let name =
+            target.file_name().and_then(|n| n.to_str()).ok_or_else(|| invalid("not a usable directory name".into()))?;
         if let Some(input) = &options.input_dir {
             let input = absolute(input)?;
             let input = input.canonicalize().unwrap_or(input);
             let resolved = resolve_existing_prefix(&target);
             if resolved.starts_with(&input) {
-                return Err(invalid(format!("is inside the input checkpoint {}; choose another output directory", input.display())));
+                return Err(invalid(format!(
+                    "is inside the input checkpoint {}; choose another output directory",
+                    input.display()
+                )));
             }
             if input.starts_with(&resolved) {
-                return Err(invalid(format!("contains the input checkpoint {}; choose another output directory", input.display())));
+                return Err(invalid(format!(
+                    "contains the input checkpoint {}; choose another output directory",
+                    input.display()
+                )));
             }
         }
         match std::fs::metadata(&target) {
@@ -135,12 +142,14 @@ impl CheckpointWriter {
 
     /// Adds one tensor (row-major little-endian bytes). Shards are flushed to disk as they fill.
     pub fn add_tensor(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
-        let expected = shape.iter().product::<usize>() * dtype.size();
-        if data.len() != expected {
+        // Checked: a shape from an untrusted descriptor must not overflow into a panic.
+        let expected = shape.iter().try_fold(dtype.size(), |bytes, &dim| bytes.checked_mul(dim));
+        if expected != Some(data.len()) {
+            let expected = expected.map_or("more than usize::MAX bytes".into(), |n| format!("{n} bytes"));
             return Err(Error::ShapeInvalid {
                 tensor: name.to_string(),
                 shape: shape.to_vec(),
-                message: format!("{dtype} data of {} bytes does not fill the shape ({expected} bytes)", data.len()),
+                message: format!("{dtype} data of {} bytes does not fill the shape ({expected})", data.len()),
             });
         }
         if !self.names.insert(name.to_string()) {
@@ -159,6 +168,9 @@ impl CheckpointWriter {
     /// Writes a non-tensor file (config, metadata) into the output.
     pub fn write_file(&mut self, relative: &str, bytes: &[u8]) -> Result<()> {
         let path = self.tmp.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_path(parent)?;
+        }
         std::fs::write(&path, bytes).with_path(&path)
     }
 
@@ -177,11 +189,12 @@ impl CheckpointWriter {
         let tensors = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
-        safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), metadata, &path)
-            .map_err(|e| match e {
+        safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), metadata, &path).map_err(|e| {
+            match e {
                 safetensors::SafeTensorError::IoError(source) => Error::Io { path: path.clone(), source },
                 other => Error::Internal(format!("serializing {}: {other}", path.display())),
-            })?;
+            }
+        })?;
         self.shards.push(tensors.into_keys().collect());
         Ok(())
     }
@@ -194,8 +207,11 @@ impl CheckpointWriter {
         let count = self.shards.len();
         let mut weight_map = BTreeMap::new();
         for (k, tensors) in self.shards.iter().enumerate() {
-            let final_name =
-                if count == 1 { SINGLE_FILE.to_string() } else { format!("model-{:05}-of-{count:05}.safetensors", k + 1) };
+            let final_name = if count == 1 {
+                SINGLE_FILE.to_string()
+            } else {
+                format!("model-{:05}-of-{count:05}.safetensors", k + 1)
+            };
             let from = self.tmp.join(format!("shard-{k}"));
             let to = self.tmp.join(&final_name);
             std::fs::rename(&from, &to).with_path(&from)?;
@@ -214,8 +230,10 @@ impl CheckpointWriter {
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(&self.tmp).with_path(&self.tmp)? {
             let entry = entry.with_path(&self.tmp)?;
-            let size = entry.metadata().with_path(&entry.path())?.len();
-            files.insert(entry.file_name().to_string_lossy().into_owned(), size);
+            let metadata = entry.metadata().with_path(&entry.path())?;
+            if metadata.is_file() {
+                files.insert(entry.file_name().to_string_lossy().into_owned(), metadata.len());
+            }
         }
         self.publish()?;
         Ok(WriteSummary { files, tensor_bytes: self.tensor_bytes, shard_count: count })
@@ -276,7 +294,9 @@ fn remove_stale_tmp_dirs(parent: &Path, name: &str) {
         let file_name = entry.file_name();
         let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
         let pid = rest.split('.').next().unwrap_or("");
-        let alive = pid.parse::<u32>().is_ok_and(|pid| pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists());
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
         }

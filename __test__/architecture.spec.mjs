@@ -1,0 +1,130 @@
+// Config variants, the generic structural match, text_config nesting, and the registry winning over
+// structure.
+import test from 'ava'
+import { readdirSync, renameSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { inspectModel } from '../dist/index.js'
+import { parseConfig } from '../dist/config.js'
+import { copyFixture, readJson, readRaw, writeJson, writeRaw } from './helpers/checkpoint.mjs'
+
+function editConfig(dir, edit) {
+  const config = readJson(join(dir, 'config.json'))
+  writeJson(join(dir, 'config.json'), edit(config) ?? config)
+}
+
+/** Renames every tensor of every weight file of `dir` with `rename(name)`. */
+function renameTensors(dir, rename) {
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.safetensors') && f !== 'reference.safetensors')) {
+    const { header, data } = readRaw(join(dir, file))
+    const renamed = {}
+    for (const [name, info] of Object.entries(header)) renamed[name === '__metadata__' ? name : rename(name)] = info
+    writeRaw(join(dir, file), renamed, data)
+  }
+}
+
+for (const key of ['num_experts', 'num_local_experts', 'n_routed_experts']) {
+  test(`the expert count is read from ${key}`, async (t) => {
+    const dir = copyFixture('qwen3_moe/hub')
+    editConfig(dir, (c) => {
+      const experts = c.num_experts ?? c.num_local_experts
+      delete c.num_experts
+      delete c.num_local_experts
+      c[key] = experts
+    })
+    const report = await inspectModel(dir)
+    t.is(report.moeLayers[0].experts, 8)
+  })
+}
+
+test('rope_theta + rope_scaling (older configs) and rope_parameters (transformers 5) are both read', (t) => {
+  const old = parseConfig(
+    JSON.stringify({ model_type: 'x', hidden_size: 8, num_hidden_layers: 1, rope_theta: 1e6, rope_scaling: { rope_type: 'yarn', factor: 4 } }),
+    'config.json',
+  )
+  t.is(old.ropeTheta, 1e6)
+  t.is(old.ropeScaling.rope_type, 'yarn')
+  const v5 = parseConfig(
+    JSON.stringify({ model_type: 'x', hidden_size: 8, num_hidden_layers: 1, rope_parameters: { rope_type: 'llama3', rope_theta: 5e5, factor: 8 } }),
+    'config.json',
+  )
+  t.is(v5.ropeTheta, 5e5)
+  t.is(v5.ropeScaling.rope_type, 'llama3')
+})
+
+test('config values that are zero, negative or not integers are rejected with the field named', (t) => {
+  for (const bad of [0, -4, 2.5, 'many']) {
+    const error = t.throws(() => parseConfig(JSON.stringify({ model_type: 'x', hidden_size: bad, num_hidden_layers: 1 }), 'm/config.json'))
+    t.is(error.code, 'E_CONFIG_INVALID')
+    t.true(error.message.includes('hidden_size') && error.message.includes('m/config.json'), error.message)
+  }
+})
+
+test('a model nested under text_config with weights under model.language_model is handled', async (t) => {
+  const dir = copyFixture('qwen3_moe/hub')
+  editConfig(dir, (c) => ({ model_type: 'qwen3_moe_vl_wrapper', architectures: ['Wrapper'], text_config: c }))
+  renameTensors(dir, (name) => name.replace(/^model\./, 'model.language_model.'))
+  const report = await inspectModel(dir)
+  t.is(report.modelType, 'qwen3_moe')
+  t.is(report.architecture, 'registry')
+  t.is(report.moeLayers[0].block, 'model.language_model.layers.0.mlp')
+  t.true(report.notes.some((n) => n.includes('text_config')))
+})
+
+test('an unknown model_type whose tensors follow a known pattern is handled generically, and says so', async (t) => {
+  const dir = copyFixture('qwen3_moe/fused')
+  editConfig(dir, (c) => {
+    c.model_type = 'brand_new_moe'
+  })
+  const report = await inspectModel(dir)
+  t.is(report.architecture, 'generic')
+  t.is(report.family, 'brand_new_moe (generic)')
+  t.is(report.moeLayers[0].layout, 'fused')
+  t.is(report.moeLayers.length, 2)
+  t.true(report.notes.some((n) => n.includes('brand_new_moe') && n.includes('structure')))
+})
+
+test('generic handling also covers transposed fused experts', async (t) => {
+  const dir = copyFixture('llama4_text/hub')
+  editConfig(dir, (c) => {
+    c.model_type = 'someone_elses_moe'
+  })
+  const report = await inspectModel(dir)
+  t.is(report.architecture, 'generic')
+  t.is(report.moeLayers[0].layout, 'fused_transposed')
+})
+
+test('the registry entry wins: a Qwen3-MoE config over Granite-named experts is refused', async (t) => {
+  const dir = copyFixture('granitemoe/hub')
+  editConfig(dir, (c) => {
+    c.model_type = 'qwen3_moe'
+    c.num_experts = c.num_local_experts
+  })
+  const error = await t.throwsAsync(inspectModel(dir))
+  t.is(error.code, 'E_LAYOUT_UNRECOGNISED')
+  t.true(error.message.includes('Qwen3-MoE') && error.message.includes('input_linear.weight'), error.message)
+  // The same tensors under an unknown model_type are accepted generically.
+  editConfig(dir, (c) => {
+    c.model_type = 'unknown_granite_like'
+  })
+  const report = await inspectModel(dir)
+  t.is(report.architecture, 'generic')
+})
+
+test('a placement rule that disagrees with the tensors is an error', async (t) => {
+  const dir = copyFixture('deepseek_v3/hub')
+  editConfig(dir, (c) => {
+    c.first_k_dense_replace = 0
+  })
+  const error = await t.throwsAsync(inspectModel(dir))
+  t.is(error.code, 'E_LAYOUT_UNRECOGNISED')
+  t.true(error.message.includes('first_k_dense'), error.message)
+})
+
+test('a renamed directory inspects the same', async (t) => {
+  const dir = copyFixture('olmoe/fused')
+  const moved = `${dir}-moved`
+  renameSync(dir, moved)
+  const report = await inspectModel(moved)
+  t.is(report.dir, moved)
+})

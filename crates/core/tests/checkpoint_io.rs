@@ -1,0 +1,555 @@
+//! Checkpoint I/O on valid input: writer → reader round trips (sharded and single file), zero-copy views
+//! of fused expert tensors, the writer's atomic publishing and its refusals, and the header listing.
+
+// clippy.toml's allow-*-in-tests covers `#[test]` functions only; the helpers here are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::{assert_error, expect_err, pattern, temp_dir, write_index, write_valid, Tensor};
+use moe_quant_core::checkpoint::{INDEX_FILE, SINGLE_FILE};
+use moe_quant_core::{inspect_headers, Checkpoint, CheckpointWriter, Dtype, WriterOptions};
+
+const EXPERTS: usize = 4;
+const INTERMEDIATE: usize = 3;
+const HIDDEN: usize = 5;
+
+fn bf16_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()
+}
+
+fn f16_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Values exactly representable in bf16 and f16.
+fn exact_values(count: usize) -> Vec<f32> {
+    (0..count).map(|i| (i as f32 - 7.0) * 0.25).collect()
+}
+
+/// FP8 E4M3 bytes and the values they encode.
+const F8_CASES: [(u8, f32); 8] = [
+    (0x00, 0.0),
+    (0x38, 1.0),
+    (0xC0, -2.0),
+    (0x30, 0.5),
+    (0x7E, 448.0),
+    (0xFE, -448.0),
+    (0x01, 0.001_953_125),
+    (0x3C, 1.5),
+];
+
+/// One tensor of every supported dtype, a 0-d tensor and a fused `[E, 2I, H]` expert tensor.
+fn every_dtype() -> Vec<Tensor> {
+    let gate_up = exact_values(EXPERTS * 2 * INTERMEDIATE * HIDDEN);
+    vec![
+        Tensor::new("model.embed_tokens.weight", Dtype::BF16, &[6, 4], bf16_bytes(&exact_values(24))),
+        Tensor::new(
+            "model.layers.0.mlp.experts.gate_up_proj",
+            Dtype::BF16,
+            &[EXPERTS, 2 * INTERMEDIATE, HIDDEN],
+            bf16_bytes(&gate_up),
+        ),
+        Tensor::new("model.layers.0.input_layernorm.weight", Dtype::F16, &[3, 5], f16_bytes(&exact_values(15))),
+        Tensor::new(
+            "model.layers.0.mlp.gate.weight",
+            Dtype::F32,
+            &[2, 3],
+            f32_bytes(&[1.0, -2.5, 3.25, 1e-30, -7e20, 0.0]),
+        ),
+        Tensor::new("model.layers.0.mlp.experts.down_proj_weight_scale_2", Dtype::F32, &[], f32_bytes(&[0.125])),
+        Tensor::patterned("rope.inv_freq", Dtype::F64, &[4], 3),
+        Tensor::new(
+            "model.layers.0.mlp.experts.down_proj",
+            Dtype::F8E4M3,
+            &[2, 4],
+            F8_CASES.iter().map(|c| c.0).collect(),
+        ),
+        Tensor::patterned("u8", Dtype::U8, &[7], 5),
+        Tensor::patterned("i8", Dtype::I8, &[2, 3], 7),
+        Tensor::patterned("i16", Dtype::I16, &[5], 11),
+        Tensor::patterned("i32", Dtype::I32, &[3], 13),
+        Tensor::patterned("position_ids", Dtype::I64, &[2, 2], 17),
+        Tensor::new("attention_mask", Dtype::Bool, &[5], vec![1, 0, 0, 1, 1]),
+    ]
+}
+
+/// Writes `tensors` plus a config and a copied tokenizer into `target`.
+fn write_checkpoint(
+    target: &Path,
+    tensors: &[Tensor],
+    max_shard_bytes: u64,
+) -> moe_quant_core::checkpoint::WriteSummary {
+    let sources = temp_dir();
+    let tokenizer = sources.path().join("tokenizer.json");
+    std::fs::write(&tokenizer, br#"{"version":"1.0"}"#).unwrap();
+    let options = WriterOptions { max_shard_bytes, ..WriterOptions::default() };
+    let mut writer = CheckpointWriter::create(target, options).unwrap();
+    for t in tensors {
+        writer.add_tensor(&t.name, t.dtype, &t.shape, t.data.clone()).unwrap();
+    }
+    writer.write_file("config.json", br#"{"model_type":"test"}"#).unwrap();
+    writer.copy_file(&tokenizer, "tokenizer.json").unwrap();
+    writer.copy_file(&tokenizer, "nested/tokenizer_copy.json").unwrap();
+    writer.finish().unwrap()
+}
+
+/// Asserts that the checkpoint holds exactly `tensors`, byte for byte.
+fn assert_same_tensors(checkpoint: &Checkpoint, tensors: &[Tensor]) {
+    let read: BTreeSet<&str> = checkpoint.tensors().iter().map(|t| t.name.as_str()).collect();
+    let written: BTreeSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(read, written);
+    for t in tensors {
+        let view = checkpoint.view(&t.name).unwrap();
+        assert_eq!(view.name, t.name);
+        assert_eq!(view.dtype, t.dtype, "{}", t.name);
+        assert_eq!(view.shape, t.shape.as_slice(), "{}", t.name);
+        assert_eq!(view.data, t.data.as_slice(), "{}", t.name);
+        assert_eq!(checkpoint.info(&t.name).unwrap().end - checkpoint.info(&t.name).unwrap().start, t.data.len());
+    }
+}
+
+fn assert_extra_files(dir: &Path) {
+    assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), br#"{"model_type":"test"}"#);
+    assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), br#"{"version":"1.0"}"#);
+    assert_eq!(std::fs::read(dir.join("nested/tokenizer_copy.json")).unwrap(), br#"{"version":"1.0"}"#);
+}
+
+fn safetensors_files(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect()
+}
+
+#[test]
+fn sharded_round_trip_keeps_every_dtype_byte_for_byte() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let tensors = every_dtype();
+    let summary = write_checkpoint(&target, &tensors, 64);
+    let total: usize = tensors.iter().map(|t| t.data.len()).sum();
+
+    assert!(summary.shard_count >= 3, "only {} shards", summary.shard_count);
+    assert_eq!(summary.tensor_bytes, total as u64);
+    let expected_shards: BTreeSet<String> =
+        (1..=summary.shard_count).map(|k| format!("model-{k:05}-of-{:05}.safetensors", summary.shard_count)).collect();
+    assert_eq!(safetensors_files(&target), expected_shards);
+    assert!(!target.join(SINGLE_FILE).exists());
+    for shard in &expected_shards {
+        assert_eq!(summary.files.get(shard), Some(&std::fs::metadata(target.join(shard)).unwrap().len()));
+    }
+    assert!(summary.files.contains_key(INDEX_FILE));
+
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(target.join(INDEX_FILE)).unwrap()).unwrap();
+    assert_eq!(index["metadata"]["total_size"].as_u64(), Some(total as u64));
+    let weight_map = index["weight_map"].as_object().unwrap();
+    let mapped: BTreeSet<&str> = weight_map.keys().map(String::as_str).collect();
+    assert_eq!(mapped, tensors.iter().map(|t| t.name.as_str()).collect());
+    let used: BTreeSet<String> = weight_map.values().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(used, expected_shards);
+
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    assert_same_tensors(&checkpoint, &tensors);
+    assert_eq!(checkpoint.files().len(), summary.shard_count);
+    assert_eq!(checkpoint.index_metadata().unwrap()["total_size"].as_u64(), Some(total as u64));
+    for t in checkpoint.tensors() {
+        assert_eq!(weight_map[&t.name].as_str(), Some(checkpoint.files()[t.file].name.as_str()), "{}", t.name);
+    }
+    assert_extra_files(&target);
+}
+
+#[test]
+fn single_file_round_trip_has_no_index() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let tensors = every_dtype();
+    let summary = write_checkpoint(&target, &tensors, 1 << 30);
+
+    assert_eq!(summary.shard_count, 1);
+    assert_eq!(safetensors_files(&target), BTreeSet::from([SINGLE_FILE.to_string()]));
+    assert!(!target.join(INDEX_FILE).exists());
+
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    assert_same_tensors(&checkpoint, &tensors);
+    assert_eq!(checkpoint.files().len(), 1);
+    assert!(checkpoint.index_metadata().is_none());
+    assert_eq!(checkpoint.files()[0].metadata.get("format").map(String::as_str), Some("pt"));
+    assert_extra_files(&target);
+}
+
+#[test]
+fn tensor_larger_than_a_shard_gets_a_shard_of_its_own() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let tensors = vec![
+        Tensor::patterned("a", Dtype::U8, &[10], 1),
+        Tensor::patterned("big", Dtype::U8, &[100], 2),
+        Tensor::patterned("c", Dtype::U8, &[10], 3),
+    ];
+    let summary = write_checkpoint(&target, &tensors, 32);
+    assert_eq!(summary.shard_count, 3);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    assert_same_tensors(&checkpoint, &tensors);
+    let files: BTreeSet<usize> = checkpoint.tensors().iter().map(|t| t.file).collect();
+    assert_eq!(files.len(), 3);
+}
+
+/// The name of the file mapped at `address`, from `/proc/self/maps`.
+#[cfg(target_os = "linux")]
+fn mapped_file_at(address: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+        let path = fields.nth(4)?;
+        (start <= address && address < end).then(|| path.to_string())
+    })
+}
+
+#[test]
+fn slice_first_returns_one_expert_borrowed_from_the_mmap() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let tensors = every_dtype();
+    write_checkpoint(&target, &tensors, 1 << 30);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    let name = "model.layers.0.mlp.experts.gate_up_proj";
+    let written = &tensors.iter().find(|t| t.name == name).unwrap().data;
+    let view = checkpoint.view(name).unwrap();
+    assert_eq!(view.numel(), EXPERTS * 2 * INTERMEDIATE * HIDDEN);
+
+    let expert_bytes = 2 * INTERMEDIATE * HIDDEN * Dtype::BF16.size();
+    for expert in 0..EXPERTS {
+        let slice = view.slice_first(expert).unwrap();
+        assert_eq!(slice.shape, vec![2 * INTERMEDIATE, HIDDEN]);
+        assert_eq!(slice.dtype, Dtype::BF16);
+        assert_eq!(slice.data, &written[expert * expert_bytes..(expert + 1) * expert_bytes]);
+        // No copy: the slice points into the view, which points into the mapped file.
+        assert_eq!(slice.data.as_ptr(), view.data[expert * expert_bytes..].as_ptr());
+        let values = exact_values(EXPERTS * 2 * INTERMEDIATE * HIDDEN);
+        let per_expert = 2 * INTERMEDIATE * HIDDEN;
+        assert_eq!(slice.to_f32(), values[expert * per_expert..(expert + 1) * per_expert]);
+    }
+    assert_eq!(view.data.as_ptr(), checkpoint.view(name).unwrap().data.as_ptr());
+    #[cfg(target_os = "linux")]
+    {
+        let mapped = mapped_file_at(view.slice_first(EXPERTS - 1).unwrap().data.as_ptr() as usize);
+        let expected = std::fs::canonicalize(target.join(SINGLE_FILE)).unwrap();
+        assert_eq!(mapped.as_deref(), expected.to_str(), "the slice is not inside the mapped shard");
+    }
+
+    let error = view.slice_first(EXPERTS).unwrap_err();
+    assert_error(&error, "E_TENSOR_SHAPE", &[name]);
+    let scalar = checkpoint.view("model.layers.0.mlp.experts.down_proj_weight_scale_2").unwrap();
+    assert_error(&scalar.slice_first(0).unwrap_err(), "E_TENSOR_SHAPE", &["down_proj_weight_scale_2"]);
+}
+
+#[test]
+fn to_f32_returns_the_written_float_values() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    write_checkpoint(&target, &every_dtype(), 64);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+
+    assert_eq!(checkpoint.view("model.embed_tokens.weight").unwrap().to_f32(), exact_values(24));
+    assert_eq!(checkpoint.view("model.layers.0.input_layernorm.weight").unwrap().to_f32(), exact_values(15));
+    assert_eq!(
+        checkpoint.view("model.layers.0.mlp.gate.weight").unwrap().to_f32(),
+        vec![1.0, -2.5, 3.25, 1e-30, -7e20, 0.0]
+    );
+    assert_eq!(checkpoint.view("model.layers.0.mlp.experts.down_proj_weight_scale_2").unwrap().to_f32(), vec![0.125]);
+    let f8: Vec<f32> = F8_CASES.iter().map(|c| c.1).collect();
+    assert_eq!(checkpoint.view("model.layers.0.mlp.experts.down_proj").unwrap().to_f32(), f8);
+    assert_eq!(checkpoint.view("attention_mask").unwrap().to_f32(), vec![1.0, 0.0, 0.0, 1.0, 1.0]);
+}
+
+#[test]
+fn unknown_tensor_is_reported_by_name() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    write_checkpoint(&target, &every_dtype(), 1 << 30);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    assert!(!checkpoint.contains("lm_head.weight"));
+    assert_error(&expect_err(checkpoint.view("lm_head.weight")), "E_TENSOR_NOT_FOUND", &["lm_head.weight"]);
+}
+
+#[test]
+fn add_tensor_rejects_data_that_does_not_fill_the_shape() {
+    let tmp = temp_dir();
+    let mut writer = CheckpointWriter::create(tmp.path().join("out"), WriterOptions::default()).unwrap();
+    let error = writer.add_tensor("w", Dtype::BF16, &[2, 3], vec![0; 11]).unwrap_err();
+    assert_error(&error, "E_TENSOR_SHAPE", &["w"]);
+    // A shape whose size overflows must be an error, not an arithmetic panic.
+    let error = writer.add_tensor("huge", Dtype::F32, &[1 << 40, 1 << 40], vec![0; 4]).unwrap_err();
+    assert_error(&error, "E_TENSOR_SHAPE", &["huge"]);
+    writer.add_tensor("w", Dtype::BF16, &[2, 3], vec![0; 12]).unwrap();
+    assert!(writer.add_tensor("w", Dtype::BF16, &[2, 3], vec![0; 12]).is_err());
+}
+
+// ---- writer atomicity and refusals -------------------------------------------------------------------
+
+/// Entries of `dir` whose names carry the writer's temporary marker.
+fn tmp_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".moe-quant-tmp-"))
+        .collect()
+}
+
+#[test]
+fn target_appears_only_on_finish() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let options = WriterOptions { max_shard_bytes: 16, ..WriterOptions::default() };
+    let mut writer = CheckpointWriter::create(&target, options).unwrap();
+    let tmp_dir = writer.tmp_dir().to_path_buf();
+    assert_eq!(tmp_dir.parent(), Some(tmp.path()));
+    assert!(tmp_dir.file_name().unwrap().to_str().unwrap().starts_with(".out.moe-quant-tmp-"));
+    for k in 0..4u8 {
+        writer.add_tensor(&format!("t{k}"), Dtype::U8, &[16], pattern(16, k)).unwrap();
+    }
+    writer.write_file("config.json", b"{}").unwrap();
+    assert!(!target.exists(), "target exists before finish");
+    assert!(std::fs::read_dir(&tmp_dir).unwrap().count() >= 3, "shards are flushed while writing");
+    writer.finish().unwrap();
+    assert!(target.join(INDEX_FILE).is_file());
+    assert!(!tmp_dir.exists());
+    assert!(tmp_entries(tmp.path()).is_empty());
+}
+
+#[test]
+fn dropping_an_unfinished_writer_leaves_nothing() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let options = WriterOptions { max_shard_bytes: 16, ..WriterOptions::default() };
+    let mut writer = CheckpointWriter::create(&target, options).unwrap();
+    for k in 0..4u8 {
+        writer.add_tensor(&format!("t{k}"), Dtype::U8, &[16], pattern(16, k)).unwrap();
+    }
+    writer.write_file("config.json", b"{}").unwrap();
+    let tmp_dir = writer.tmp_dir().to_path_buf();
+    assert!(tmp_dir.is_dir());
+    drop(writer);
+    assert!(!target.exists());
+    assert!(!tmp_dir.exists());
+    assert!(tmp_entries(tmp.path()).is_empty(), "left {:?}", tmp_entries(tmp.path()));
+}
+
+/// A small valid single-file checkpoint in `dir`.
+fn small_input(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    write_valid(&dir.join(SINGLE_FILE), &[Tensor::patterned("w", Dtype::F32, &[2, 2], 1)]);
+    std::fs::write(dir.join("config.json"), "{}").unwrap();
+}
+
+fn create_err(target: &Path, options: WriterOptions) -> moe_quant_core::Error {
+    expect_err(CheckpointWriter::create(target, options))
+}
+
+#[test]
+fn refuses_to_write_into_the_input_directory() {
+    let tmp = temp_dir();
+    let input = tmp.path().join("model");
+    small_input(&input);
+    let before = std::fs::read(input.join(SINGLE_FILE)).unwrap();
+    let options = WriterOptions { input_dir: Some(input.clone()), overwrite: true, ..WriterOptions::default() };
+    assert_error(&create_err(&input, options.clone()), "E_OUTPUT_INVALID", &["model"]);
+    // Spelled differently: relative components and a trailing dot.
+    assert_error(&create_err(&input.join("sub/.."), options.clone()), "E_OUTPUT_INVALID", &[]);
+    assert_error(&create_err(&input.join("."), options), "E_OUTPUT_INVALID", &["model"]);
+    assert_eq!(std::fs::read(input.join(SINGLE_FILE)).unwrap(), before);
+    assert!(tmp_entries(tmp.path()).is_empty());
+    assert!(tmp_entries(&input).is_empty());
+}
+
+#[test]
+fn refuses_to_write_inside_or_around_the_input() {
+    let tmp = temp_dir();
+    let input = tmp.path().join("model");
+    small_input(&input);
+    let options = WriterOptions { input_dir: Some(input.clone()), overwrite: true, ..WriterOptions::default() };
+    let inside = input.join("quantized");
+    assert_error(&create_err(&inside, options.clone()), "E_OUTPUT_INVALID", &["quantized"]);
+    assert_error(&create_err(&input.join("a/b/c"), options.clone()), "E_OUTPUT_INVALID", &["c"]);
+    assert!(!inside.exists());
+    // The output directory would contain the input.
+    assert_error(&create_err(tmp.path(), options.clone()), "E_OUTPUT_INVALID", &["model"]);
+    // Through a symlink to the input.
+    #[cfg(unix)]
+    {
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        assert_error(&create_err(&link.join("quantized"), options), "E_OUTPUT_INVALID", &["quantized"]);
+    }
+    assert!(tmp_entries(&input).is_empty());
+}
+
+#[test]
+fn refuses_a_non_empty_directory_without_overwrite() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep.txt"), "mine").unwrap();
+    assert_error(&create_err(&target, WriterOptions::default()), "E_OUTPUT_INVALID", &["out", "overwrite"]);
+    assert_eq!(std::fs::read_to_string(target.join("keep.txt")).unwrap(), "mine");
+    // A file where the directory should be.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let options = WriterOptions { overwrite: true, ..WriterOptions::default() };
+    assert_error(&create_err(&file, options), "E_OUTPUT_INVALID", &["file"]);
+    assert!(tmp_entries(tmp.path()).is_empty());
+}
+
+#[test]
+fn an_empty_directory_is_used_without_overwrite() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    std::fs::create_dir(&target).unwrap();
+    let mut writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
+    writer.add_tensor("w", Dtype::U8, &[3], vec![1, 2, 3]).unwrap();
+    writer.finish().unwrap();
+    assert_eq!(Checkpoint::open(&target).unwrap().view("w").unwrap().data, &[1, 2, 3]);
+}
+
+#[test]
+fn overwrite_replaces_a_non_empty_directory() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("stale.txt"), "old").unwrap();
+    std::fs::write(target.join(SINGLE_FILE), "not a checkpoint").unwrap();
+    let options = WriterOptions { overwrite: true, ..WriterOptions::default() };
+    let mut writer = CheckpointWriter::create(&target, options).unwrap();
+    writer.add_tensor("w", Dtype::I32, &[2], vec![1, 0, 0, 0, 2, 0, 0, 0]).unwrap();
+    // The old output stays intact until finish.
+    assert_eq!(std::fs::read_to_string(target.join("stale.txt")).unwrap(), "old");
+    writer.finish().unwrap();
+    assert!(!target.join("stale.txt").exists());
+    assert_eq!(Checkpoint::open(&target).unwrap().view("w").unwrap().to_f32(), vec![1.0, 2.0]);
+    assert!(tmp_entries(tmp.path()).is_empty(), "left {:?}", tmp_entries(tmp.path()));
+}
+
+#[test]
+fn stale_temp_dir_of_a_dead_process_is_removed() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    // pid_max is at most 2^22 on Linux, so this process cannot exist.
+    let stale = tmp.path().join(".out.moe-quant-tmp-999999999.0");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("shard-0"), "half written").unwrap();
+    let stale_replaced = tmp.path().join(".out.moe-quant-tmp-999999999.replaced");
+    std::fs::create_dir(&stale_replaced).unwrap();
+    // Another target's temp dir and an unrelated hidden dir are left alone.
+    let other = tmp.path().join(".other.moe-quant-tmp-999999999.0");
+    std::fs::create_dir(&other).unwrap();
+    let unrelated = tmp.path().join(".out.cache");
+    std::fs::create_dir(&unrelated).unwrap();
+
+    let writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
+    assert!(!stale.exists());
+    assert!(!stale_replaced.exists());
+    assert!(other.exists());
+    assert!(unrelated.exists());
+    assert!(writer.tmp_dir().exists());
+    drop(writer);
+}
+
+#[test]
+fn temp_dir_of_a_live_process_is_kept() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let first = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
+    let second = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
+    assert!(first.tmp_dir().exists(), "a second writer removed the first one's temp dir");
+    assert_ne!(first.tmp_dir(), second.tmp_dir());
+}
+
+// ---- header listing -----------------------------------------------------------------------------------
+
+#[test]
+fn inspect_headers_lists_tensors_files_and_other_files() {
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let expert_shape = [EXPERTS, 2 * INTERMEDIATE, HIDDEN];
+    write_valid(
+        &dir.join("model-00001-of-00002.safetensors"),
+        &[
+            Tensor::patterned("model.embed_tokens.weight", Dtype::BF16, &[8, 4], 1),
+            Tensor::patterned("model.layers.0.mlp.gate.weight", Dtype::F32, &[EXPERTS, HIDDEN], 2),
+        ],
+    );
+    write_valid(
+        &dir.join("model-00002-of-00002.safetensors"),
+        &[
+            Tensor::patterned("model.layers.0.mlp.experts.gate_up_proj", Dtype::BF16, &expert_shape, 3),
+            Tensor::patterned("model.layers.0.mlp.experts.down_proj_scale", Dtype::F32, &[], 4),
+        ],
+    );
+    write_index(
+        dir,
+        &[
+            ("model.embed_tokens.weight", "model-00001-of-00002.safetensors"),
+            ("model.layers.0.mlp.gate.weight", "model-00001-of-00002.safetensors"),
+            ("model.layers.0.mlp.experts.gate_up_proj", "model-00002-of-00002.safetensors"),
+            ("model.layers.0.mlp.experts.down_proj_scale", "model-00002-of-00002.safetensors"),
+        ],
+    );
+    let config = r#"{"model_type":"qwen3_moe","num_experts":4}"#;
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
+    std::fs::create_dir(dir.join("original")).unwrap();
+
+    let listing = inspect_headers(dir).unwrap();
+    assert_eq!(listing.config, config);
+    let files: BTreeMap<&str, u64> = listing.files.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    assert_eq!(files.len(), 2);
+    for (name, size) in &files {
+        assert_eq!(*size, std::fs::metadata(dir.join(name)).unwrap().len());
+    }
+
+    let tensors: BTreeMap<&str, _> = listing.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    assert_eq!(tensors.len(), 4);
+    let expected = [
+        ("model.embed_tokens.weight", "BF16", vec![8, 4], "model-00001-of-00002.safetensors", 64),
+        ("model.layers.0.mlp.gate.weight", "F32", vec![EXPERTS, HIDDEN], "model-00001-of-00002.safetensors", 80),
+        (
+            "model.layers.0.mlp.experts.gate_up_proj",
+            "BF16",
+            expert_shape.to_vec(),
+            "model-00002-of-00002.safetensors",
+            240,
+        ),
+        ("model.layers.0.mlp.experts.down_proj_scale", "F32", vec![], "model-00002-of-00002.safetensors", 4),
+    ];
+    for (name, dtype, shape, file, bytes) in expected {
+        let t = tensors[name];
+        assert_eq!((t.dtype.as_str(), &t.shape, t.file.as_str(), t.bytes), (dtype, &shape, file, bytes), "{name}");
+    }
+
+    assert_eq!(listing.other_files, vec!["config.json".to_string(), "tokenizer.json".to_string()]);
+}
+
+#[test]
+fn inspect_headers_on_a_single_file_checkpoint() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    write_checkpoint(&target, &every_dtype(), 1 << 30);
+    let listing = inspect_headers(&target).unwrap();
+    assert_eq!(listing.files.len(), 1);
+    assert_eq!(listing.files[0].0, SINGLE_FILE);
+    assert_eq!(listing.tensors.len(), every_dtype().len());
+    assert_eq!(listing.other_files, vec!["config.json".to_string(), "tokenizer.json".to_string()]);
+    let dtypes: BTreeSet<&str> = listing.tensors.iter().map(|t| t.dtype.as_str()).collect();
+    assert_eq!(dtypes, Dtype::SUPPORTED.split(", ").collect());
+}

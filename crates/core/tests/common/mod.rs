@@ -1,0 +1,88 @@
+//! Helpers shared by the checkpoint integration tests: temp directories, hand-assembled safetensors files
+//! (for malformed input), valid ones through the safetensors crate, index files and error assertions.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use moe_quant_core::{Dtype, Error};
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// The bytes of a safetensors file: 8-byte little-endian header length, the header, then `data`.
+/// The header is written verbatim, so it may be anything (invalid JSON, wrong offsets …).
+pub fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// Writes a hand-assembled safetensors file (see [`raw_safetensors`]).
+pub fn write_raw(path: &Path, header: &str, data: &[u8]) {
+    std::fs::write(path, raw_safetensors(header, data)).unwrap();
+}
+
+/// One tensor to write: name, dtype, shape and row-major little-endian bytes.
+pub struct Tensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl Tensor {
+    pub fn new(name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Self {
+        assert_eq!(data.len(), shape.iter().product::<usize>() * dtype.size(), "test tensor {name}");
+        Tensor { name: name.to_string(), dtype, shape: shape.to_vec(), data }
+    }
+
+    /// A tensor filled with a byte pattern that differs per `seed`.
+    pub fn patterned(name: &str, dtype: Dtype, shape: &[usize], seed: u8) -> Self {
+        let len = shape.iter().product::<usize>() * dtype.size();
+        Self::new(name, dtype, shape, pattern(len, seed))
+    }
+}
+
+/// `len` bytes that differ per position and per `seed` (never all zero).
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 8) as u8)).collect()
+}
+
+/// Writes a valid safetensors file with the safetensors crate itself.
+pub fn write_valid(path: &Path, tensors: &[Tensor]) {
+    let views = tensors.iter().map(|t| {
+        let view = safetensors::tensor::TensorView::new(t.dtype.to_safetensors(), t.shape.clone(), &t.data).unwrap();
+        (t.name.as_str(), view)
+    });
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Writes `model.safetensors.index.json` with the given tensor → file map.
+pub fn write_index(dir: &Path, weight_map: &[(&str, &str)]) {
+    let map: serde_json::Map<String, serde_json::Value> =
+        weight_map.iter().map(|(t, f)| (t.to_string(), serde_json::Value::from(*f))).collect();
+    let index = serde_json::json!({ "metadata": { "total_size": 0 }, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index).unwrap()).unwrap();
+}
+
+/// Asserts the error's stable code and that its message mentions every needle (file names, tensor names).
+pub fn assert_error(error: &Error, code: &str, needles: &[&str]) {
+    let message = error.to_string();
+    assert_eq!(error.code(), code, "wrong code for error: {message}");
+    for needle in needles {
+        assert!(message.contains(needle), "message {message:?} does not mention {needle:?}");
+    }
+}
+
+/// Unwraps the error of a result whose success type need not be `Debug`.
+pub fn expect_err<T>(result: moe_quant_core::Result<T>) -> Error {
+    match result {
+        Ok(_) => panic!("expected an error, got Ok"),
+        Err(e) => e,
+    }
+}
