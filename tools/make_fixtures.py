@@ -45,8 +45,9 @@ Deliberate choices and things skipped:
   * Llama4: its experts module gets every token for every expert, pre-multiplied by the router's sigmoid score
     (0 for tokens not routed to that expert). gate_up_input amax is taken over exactly that input (so it includes the
     router score); down_input and tokens use the router's top-k choice.
-  * GPT-OSS: the hub stores experts in MXFP4 (_blocks/_scales); transformers cannot write MXFP4 from a random model,
-    so gpt_oss/hub holds them dequantized (bf16) under the in-memory names. Its expert biases, zero at init, are
+  * GPT-OSS: the real hub checkpoints store experts in MXFP4 (*_blocks/*_scales); no MXFP4 fixture is produced
+    (transformers' MXFP4 writer needs its triton kernels on a GPU), so gpt_oss/hub holds bf16 experts under the
+    in-memory names, i.e. the layout of the bf16 GPT-OSS re-uploads. Its expert biases, zero at init, are
     filled with small random values so that bias handling is exercised; the same is done for e_score_correction_bias
     of deepseek_v3 / glm4_moe (zero at init).
   * No multimodal (text_config / model.language_model.) variant is produced; Llama4 is text-only (Llama4ForCausalLM).
@@ -960,7 +961,7 @@ def write_readme(manifest: list[dict], eos_id: int):
         "- GPT-OSS experts: `gate_up = x @ gate_up_proj[e] + gate_up_proj_bias[e]`, gate = even columns, up = odd, "
         "`gate = min(gate, 7)`, `up = clamp(up, -7, 7)`, `h = (up + 1) * gate * sigmoid(1.702 * gate)`, "
         "`out = h @ down_proj[e] + down_proj_bias[e]`. The real hub checkpoints store these experts as MXFP4 "
-        "(`*_blocks`, `*_scales`) which transformers cannot write; here they are bf16.",
+        "(`*_blocks`, `*_scales`); no MXFP4 fixture is produced, these are bf16.",
         "- DeepSeek-V3 / GLM4-MoE configs carry `num_nextn_predict_layers: 1`, but transformers neither builds nor "
         "saves MTP layers: there is no `model.layers.<num_hidden_layers>.*`. `e_score_correction_bias` is F32 "
         "in otherwise BF16 files (as on the hub).",
