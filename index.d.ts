@@ -9,6 +9,19 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A flag that a running task checks between steps; `cancel()` makes it stop with `E_CANCELLED`. */
+export declare class CancelToken {
+  constructor()
+  /** Asks the task holding this token to stop. */
+  cancel(): void
+}
+
+/**
+ * Logits `[rows, seq_len, vocab]` (row-major) of the unquantized model described by `descriptor` (JSON)
+ * for token ids `[rows, seq_len]`.
+ */
+export declare function computeLogits(dir: string, descriptor: string, ids: Array<number>, rows: number, seqLen: number, cancel?: CancelToken | undefined | null): Promise<unknown>
+
 /** Every error code the native core can produce. */
 export declare function errorCodes(): Array<string>
 

@@ -835,5 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.CancelToken = nativeBinding.CancelToken
+module.exports.computeLogits = nativeBinding.computeLogits
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.inspectHeaders = nativeBinding.inspectHeaders

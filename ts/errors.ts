@@ -21,6 +21,13 @@ export const NATIVE_ERROR_CODES = [
   'E_IO',
   'E_CANCELLED',
   'E_INTERNAL',
+  'E_TOKENIZER_MISSING',
+  'E_TOKENIZER_INVALID',
+  'E_CALIBRATION_INVALID',
+  'E_CALIBRATION_EMPTY',
+  'E_CALIBRATION_ID_RANGE',
+  'E_CALIBRATION_OPTIONS',
+  'E_TENSOR_NON_FINITE',
 ] as const
 
 /** Codes produced by the TypeScript layer (architecture and layout detection, options, loading). */

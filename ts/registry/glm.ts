@@ -13,4 +13,28 @@ export const glm4Moe: ArchitectureEntry = {
   router: 'sigmoid_group_topk',
   placement: { kind: 'first_k_dense' },
   sharedExperts: { module: 'shared_experts' },
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'inverse_sqrt_head_dim',
+    expertActivation: 'silu',
+    partialRotary: true,
+    qkNormKey: 'use_qk_norm',
+    slidingWindow: 'never',
+    // configuration_glm4_moe.py (partial_rotary_factor 0.5 "for BC")
+    configDefaults: {
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 96,
+      num_key_value_heads: 8,
+      norm_topk_prob: true,
+      n_group: 1,
+      topk_group: 1,
+      routed_scaling_factor: 1,
+      max_position_embeddings: 131072,
+      rope_theta: 10000,
+      partial_rotary_factor: 0.5,
+      use_qk_norm: false,
+    },
+  },
 }

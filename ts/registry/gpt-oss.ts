@@ -24,4 +24,7 @@ export const gptOss: ArchitectureEntry = {
   ],
   router: 'topk_softmax',
   placement: { kind: 'all' },
+  forwardUnsupported:
+    'attention sinks (self_attn.sinks, an extra softmax logit per head) and sliding-window layers (layer_types) ' +
+    'are not expressible in the model descriptor yet',
 }

@@ -25,4 +25,25 @@ export const graniteMoe: ArchitectureEntry = {
   ],
   router: 'topk_softmax',
   placement: { kind: 'all' },
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'attention_multiplier',
+    expertActivation: 'silu',
+    multipliers: { embedding: 'embedding_multiplier', residual: 'residual_multiplier', logits: 'logits_scaling' },
+    slidingWindow: 'never',
+    // configuration_granitemoe.py
+    configDefaults: {
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 32,
+      num_key_value_heads: null,
+      max_position_embeddings: 2048,
+      rope_theta: 10000,
+      attention_multiplier: 1,
+      embedding_multiplier: 1,
+      residual_multiplier: 1,
+      logits_scaling: 1,
+    },
+  },
 }

@@ -20,4 +20,8 @@ export const llama4: ArchitectureEntry = {
   router: 'topk_sigmoid',
   placement: { kind: 'interleave' },
   sharedExperts: { module: 'shared_expert' },
+  forwardUnsupported:
+    'layers without rope (no_rope_layers) with attention temperature tuning, chunked attention ' +
+    '(attention_chunk_size), the weightless L2 q/k norm and the router weight applied to the expert input ' +
+    'are not expressible in the model descriptor yet',
 }

@@ -11,4 +11,23 @@ export const olmoe: ArchitectureEntry = {
   layouts: [perExpertGateUpDown('mlp'), fusedGateUp('mlp')],
   router: 'softmax_topk',
   placement: { kind: 'all' },
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'inverse_sqrt_head_dim',
+    expertActivation: 'silu',
+    slidingWindow: 'never',
+    clipQkvKey: 'clip_qkv',
+    // configuration_olmoe.py
+    configDefaults: {
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 16,
+      num_key_value_heads: null,
+      norm_topk_prob: false,
+      max_position_embeddings: 4096,
+      rope_theta: 10000,
+      clip_qkv: null,
+    },
+  },
 }

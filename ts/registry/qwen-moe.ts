@@ -12,6 +12,24 @@ export const qwen3Moe: ArchitectureEntry = {
   layouts: [perExpertGateUpDown('mlp'), fusedGateUp('mlp')],
   router: 'softmax_topk',
   placement: { kind: 'sparse_step' },
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'inverse_sqrt_head_dim',
+    expertActivation: 'silu',
+    slidingWindow: 'when_enabled',
+    // configuration_qwen3_moe.py
+    configDefaults: {
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 32,
+      num_key_value_heads: 4,
+      norm_topk_prob: false,
+      max_position_embeddings: 32768,
+      rope_theta: 10000,
+      use_sliding_window: false,
+    },
+  },
 }
 
 export const qwen2Moe: ArchitectureEntry = {
@@ -21,4 +39,22 @@ export const qwen2Moe: ArchitectureEntry = {
   router: 'softmax_topk',
   placement: { kind: 'sparse_step' },
   sharedExperts: { module: 'shared_expert', gate: 'shared_expert_gate.weight' },
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'inverse_sqrt_head_dim',
+    expertActivation: 'silu',
+    slidingWindow: 'when_enabled',
+    // configuration_qwen2_moe.py
+    configDefaults: {
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 16,
+      num_key_value_heads: 16,
+      norm_topk_prob: false,
+      max_position_embeddings: 32768,
+      rope_theta: 10000,
+      use_sliding_window: false,
+    },
+  },
 }

@@ -65,6 +65,69 @@ export interface SharedExpertsDecl {
   gate?: string
 }
 
+/** The self-attention of a family's decoder layers. */
+export type AttentionKind =
+  /** `self_attn.{q,k,v,o}_proj` (grouped-query; multi-head when the kv heads equal the heads). */
+  | 'gqa'
+  /** DeepSeek multi-head latent attention: `q_proj` or `q_a_proj`/`q_a_layernorm`/`q_b_proj`,
+   * `kv_a_proj_with_mqa`, `kv_a_layernorm`, `kv_b_proj`, `o_proj`. */
+  | 'mla'
+
+/** What multiplies q·k before the attention softmax. */
+export type AttentionScale =
+  /** `head_dim^-0.5`. */
+  | 'inverse_sqrt_head_dim'
+  /** config `attention_multiplier` (Granite). */
+  | 'attention_multiplier'
+  /** `qk_head_dim^-0.5`, times `mscale(factor, mscale_all_dim)²` when the rope is scaled and
+   * `mscale_all_dim` is set (DeepSeek-V3 `yarn_apply_mscale`). */
+  | 'mla_yarn_mscale'
+
+/** The gated activation of the routed experts (shared experts and dense MLPs use `silu`). */
+export type ExpertActivationKind =
+  /** `silu(gate) * up`, with config `hidden_act` = `silu`. */
+  | 'silu'
+  /** GPT-OSS: clamp at 7, `(up + 1) · gate · sigmoid(1.702 · gate)`. */
+  | 'gpt_oss'
+
+/** When a family's attention uses a sliding window (transformers' rule for its config). */
+export type SlidingWindowRule =
+  /** Never. */
+  | 'never'
+  /** Whenever config `sliding_window` is set (Mixtral). */
+  | 'when_set'
+  /** Only when config `use_sliding_window` is true (Qwen2/3-MoE). */
+  | 'when_enabled'
+
+/** A scalar of the forward that a family reads from config.json. */
+export type ConfigScalar = number | boolean | string | null
+
+/**
+ * How the calibration forward of a family is built: what its transformers `modeling_<family>.py` does
+ * beyond the MoE block. Everything here is declarative; `ts/descriptor.ts` turns it into the descriptor.
+ */
+export interface ForwardDecl {
+  attention: AttentionKind
+  attentionScale: AttentionScale
+  expertActivation: ExpertActivationKind
+  /** The rope rotates only the leading `head_dim × partial_rotary_factor` dimensions (GLM4). Without it the
+   * whole head is rotated and transformers ignores `partial_rotary_factor`. */
+  partialRotary?: boolean
+  /** Config key that makes the rope rotate adjacent pairs instead of halves (DeepSeek-V3 `rope_interleave`). */
+  ropeInterleaveKey?: string
+  /** Config key that switches the q/k norms on (GLM4 `use_qk_norm`); without it they are used whenever the
+   * checkpoint holds `self_attn.q_norm` / `k_norm`. */
+  qkNormKey?: string
+  /** Config keys of the scalar multipliers (Granite): embeddings ×, each residual branch ×, logits ÷. */
+  multipliers?: { embedding: string; residual: string; logits: string }
+  slidingWindow: SlidingWindowRule
+  /** Config key of a clamp of q/k/v (OLMoE `clip_qkv`); a set value is refused (not expressible yet). */
+  clipQkvKey?: string
+  /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
+   * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
+  configDefaults: Readonly<Record<string, ConfigScalar>>
+}
+
 export interface ArchitectureEntry {
   /** `model_type` values (of the text model) this entry handles. */
   modelTypes: readonly string[]
@@ -75,4 +138,8 @@ export interface ArchitectureEntry {
   router: RouterKind
   placement: PlacementRule
   sharedExperts?: SharedExpertsDecl
+  /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
+  forward?: ForwardDecl
+  /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */
+  forwardUnsupported?: string
 }

@@ -50,8 +50,35 @@ pub enum Error {
     #[error("the operation was cancelled")]
     Cancelled,
 
+    #[error("tensor {tensor}: element {index} is NaN or infinite, which cannot be quantized")]
+    NonFinite { tensor: String, index: usize },
+
     #[error("internal error: {0}")]
     Internal(String),
+
+    #[error("{dir}: no tokenizer.json in the model directory (needed to tokenize calibration text; pass pre-tokenized ids instead)")]
+    TokenizerMissing { dir: PathBuf },
+
+    #[error("{path}: {message}")]
+    TokenizerInvalid { path: PathBuf, message: String },
+
+    #[error("{path}, line {line}: {message}")]
+    CalibrationInvalid { path: PathBuf, line: usize, message: String },
+
+    #[error("{input}: yielded {tokens} tokens, fewer than the {needed} needed for one sequence")]
+    CalibrationEmpty { input: String, tokens: usize, needed: usize },
+
+    #[error("{input}: sample {sample}, position {position}: token id {id} is outside the vocabulary (vocab_size {vocab_size})")]
+    CalibrationIdRange { input: String, sample: usize, position: usize, id: u32, vocab_size: usize },
+
+    #[error("calibration options: {message}")]
+    CalibrationOptions { message: String },
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(error: candle_core::Error) -> Self {
+        Error::Internal(format!("tensor computation failed: {error}"))
+    }
 }
 
 impl Error {
@@ -72,6 +99,13 @@ impl Error {
         "E_IO",
         "E_CANCELLED",
         "E_INTERNAL",
+        "E_TOKENIZER_MISSING",
+        "E_TOKENIZER_INVALID",
+        "E_CALIBRATION_INVALID",
+        "E_CALIBRATION_EMPTY",
+        "E_CALIBRATION_ID_RANGE",
+        "E_CALIBRATION_OPTIONS",
+        "E_TENSOR_NON_FINITE",
     ];
 
     /// The stable code of this error.
@@ -92,6 +126,13 @@ impl Error {
             Error::Io { .. } => "E_IO",
             Error::Cancelled => "E_CANCELLED",
             Error::Internal(_) => "E_INTERNAL",
+            Error::NonFinite { .. } => "E_TENSOR_NON_FINITE",
+            Error::TokenizerMissing { .. } => "E_TOKENIZER_MISSING",
+            Error::TokenizerInvalid { .. } => "E_TOKENIZER_INVALID",
+            Error::CalibrationInvalid { .. } => "E_CALIBRATION_INVALID",
+            Error::CalibrationEmpty { .. } => "E_CALIBRATION_EMPTY",
+            Error::CalibrationIdRange { .. } => "E_CALIBRATION_ID_RANGE",
+            Error::CalibrationOptions { .. } => "E_CALIBRATION_OPTIONS",
         }
     }
 }

@@ -3,9 +3,13 @@
 //! The TypeScript side decides *what* to do (architecture, layout, which tensors); this crate does the
 //! work on the descriptor it is given. The crate root only lists modules and re-exports entry points.
 
+pub mod calib;
 pub mod checkpoint;
 pub mod error;
+pub mod formats;
 pub mod inspect;
+pub mod memory;
+pub mod model;
 
 pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorInfo, TensorView, WriterOptions};
 pub use error::{Error, Result};

@@ -3,9 +3,13 @@
 //! that into `MoeQuantError.code`. Panics are caught here and never reach the Node process.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use moe_quant_core::Error as CoreError;
-use napi::bindgen_prelude::{AsyncTask, Env, Result, Status, Task};
+use moe_quant_core::model::stream::TokenBatch;
+use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
+use moe_quant_core::{Checkpoint, Error as CoreError};
+use napi::bindgen_prelude::{AsyncTask, Env, Float32Array, Result, Status, Task};
 use napi_derive::napi;
 
 /// Runs core work, converting its error and any panic into a coded JS error.
@@ -60,4 +64,72 @@ pub fn inspect_headers(dir: String) -> AsyncTask<InspectHeadersTask> {
 #[napi]
 pub fn error_codes() -> Vec<String> {
     CoreError::CODES.iter().map(|c| c.to_string()).collect()
+}
+
+/// A flag that a running task checks between steps; `cancel()` makes it stop with `E_CANCELLED`.
+#[napi]
+#[derive(Default)]
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+}
+
+#[napi]
+impl CancelToken {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        CancelToken::default()
+    }
+
+    /// Asks the task holding this token to stop.
+    #[napi]
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+}
+
+fn parse_descriptor(json: &str) -> moe_quant_core::Result<ModelDescriptor> {
+    serde_json::from_str(json).map_err(|e| CoreError::Internal(format!("invalid model descriptor: {e}")))
+}
+
+pub struct ComputeLogitsTask {
+    dir: String,
+    descriptor: String,
+    batch: TokenBatch,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Task for ComputeLogitsTask {
+    type Output = Vec<f32>;
+    type JsValue = Float32Array;
+
+    fn compute(&mut self) -> Result<Vec<f32>> {
+        guarded(|| {
+            let descriptor = parse_descriptor(&self.descriptor)?;
+            let checkpoint = Checkpoint::open(&self.dir)?;
+            let options = ForwardOptions { logits: true, ..ForwardOptions::default() };
+            let batches = std::slice::from_ref(&self.batch);
+            let mut result = run_forward(&checkpoint, &descriptor, batches, &options, &self.cancel, &mut |_| {})?;
+            Ok(result.logits.pop().unwrap_or_default())
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Vec<f32>) -> Result<Float32Array> {
+        Ok(Float32Array::new(output))
+    }
+}
+
+/// Logits `[rows, seq_len, vocab]` (row-major) of the unquantized model described by `descriptor` (JSON)
+/// for token ids `[rows, seq_len]`.
+#[napi]
+pub fn compute_logits(
+    dir: String,
+    descriptor: String,
+    ids: Vec<u32>,
+    rows: u32,
+    seq_len: u32,
+    cancel: Option<&CancelToken>,
+) -> AsyncTask<ComputeLogitsTask> {
+    let batch = TokenBatch { ids, rows: rows as usize, seq_len: seq_len as usize };
+    let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    AsyncTask::new(ComputeLogitsTask { dir, descriptor, batch, cancel })
 }

@@ -3,6 +3,7 @@
 
 use super::Dtype;
 use crate::error::{Error, Result};
+use crate::formats::e4m3::e4m3_to_f32;
 
 /// Bytes of one tensor as stored (little endian, row major), borrowed from the memory map.
 #[derive(Debug, Clone, Copy)]
@@ -89,21 +90,6 @@ pub fn bytes_to_f32(dtype: Dtype, data: &[u8]) -> Vec<f32> {
         Dtype::F32 => each(data, f32::from_le_bytes),
         Dtype::F64 => each(data, |b| f64::from_le_bytes(b) as f32),
         Dtype::F8E4M3 => data.iter().map(|&b| e4m3_to_f32(b)).collect(),
-    }
-}
-
-/// Decodes one FP8 E4M3 ("fn": bias 7, no infinities, 0x7F/0xFF are NaN) byte.
-pub fn e4m3_to_f32(byte: u8) -> f32 {
-    let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
-    let exponent = i32::from((byte >> 3) & 0x0F);
-    let mantissa = f32::from(byte & 0x07);
-    if exponent == 0x0F && byte & 0x07 == 0x07 {
-        return f32::NAN;
-    }
-    if exponent == 0 {
-        sign * mantissa / 8.0 * 2f32.powi(-6)
-    } else {
-        sign * (1.0 + mantissa / 8.0) * 2f32.powi(exponent - 7)
     }
 }
 

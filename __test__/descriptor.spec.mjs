@@ -1,0 +1,407 @@
+// describeModel() / buildDescriptor(): the model descriptor the Rust forward is given, checked against the
+// fixtures' checkpoints (every referenced tensor exists with the rank the forward expects) and against
+// values transformers 5.17 derives from their configs.
+import test from 'ava'
+import { join } from 'node:path'
+
+import { parseConfig } from '../dist/config.js'
+import { buildDescriptor, describeModel } from '../dist/descriptor.js'
+import { reportFromListing } from '../dist/inspect.js'
+import { readListing } from '../dist/listing.js'
+import { FIXTURES, manifest } from './helpers/checkpoint.mjs'
+
+/** Families whose forward the descriptor cannot express yet (refused with a clear code). */
+const UNSUPPORTED = new Set(['gpt_oss', 'llama4_text'])
+
+/**
+ * Every tensor a descriptor references, with the rank the forward expects: module names get `.weight`
+ * (and `.bias` where flagged) appended as the Rust loader does; `{e}` is expanded over the experts.
+ */
+function referencedTensors(d) {
+  const refs = []
+  const tensor = (name, rank) => refs.push([name, rank])
+  const linear = (module, bias = false) => {
+    tensor(`${module}.weight`, 2)
+    if (bias) tensor(`${module}.bias`, 1)
+  }
+  tensor(d.embed, 2)
+  tensor(d.final_norm, 1)
+  tensor(d.lm_head, 2)
+  for (const layer of d.layers) {
+    tensor(layer.input_norm, 1)
+    tensor(layer.post_attention_norm, 1)
+    const a = layer.attention
+    if (a.kind === 'gqa') {
+      for (const m of [a.q, a.k, a.v]) linear(m, a.qkv_bias)
+      linear(a.o, a.o_bias)
+      if (a.q_norm) tensor(a.q_norm, 1)
+      if (a.k_norm) tensor(a.k_norm, 1)
+    } else {
+      for (const m of [a.q_proj, a.q_a_proj, a.q_b_proj, a.kv_a_proj, a.kv_b_proj, a.o_proj]) if (m) linear(m)
+      if (a.q_a_norm) tensor(a.q_a_norm, 1)
+      tensor(a.kv_a_norm, 1)
+    }
+    const mlp = layer.mlp
+    if (mlp.kind === 'dense') {
+      for (const m of [mlp.gate, mlp.up, mlp.down]) linear(m)
+      continue
+    }
+    tensor(mlp.router.weight, 2)
+    if (mlp.router.bias) tensor(mlp.router.bias, 1)
+    if (mlp.router.correction_bias) tensor(mlp.router.correction_bias, 1)
+    const perExpert = mlp.layout === 'per_expert'
+    for (const name of [mlp.gate, mlp.up, mlp.down, mlp.gate_up]) {
+      if (!name) continue
+      if (perExpert) for (let e = 0; e < mlp.experts; e++) tensor(name.replace('{e}', String(e)), 2)
+      else tensor(name, 3)
+    }
+    for (const name of [mlp.gate_up_bias, mlp.down_bias]) if (name) tensor(name, 2)
+    if (mlp.shared) {
+      for (const m of [mlp.shared.mlp.gate, mlp.shared.mlp.up, mlp.shared.mlp.down]) linear(m)
+      if (mlp.shared.gate) tensor(mlp.shared.gate, 2)
+    }
+  }
+  return refs
+}
+
+/** Checks that the values Rust deserializes as usize are non-negative integers and no value is lost in JSON. */
+function checkSerializable(t, d) {
+  t.deepEqual(JSON.parse(JSON.stringify(d)), d)
+  const usize = (v) => Number.isSafeInteger(v) && v >= 0
+  t.true([d.hidden_size, d.vocab_size, d.rope.rotary_dim].every(usize))
+  for (const layer of d.layers) {
+    const a = layer.attention
+    const ints =
+      a.kind === 'gqa'
+        ? [a.num_heads, a.num_kv_heads, a.head_dim]
+        : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
+    t.true(ints.every(usize), `layer ${layer.index} attention sizes`)
+    if (layer.mlp.kind === 'moe') {
+      const m = layer.mlp
+      t.true([m.experts, m.top_k, m.hidden, m.intermediate, m.router.n_group, m.router.topk_group].every(usize))
+    }
+  }
+}
+
+for (const entry of manifest()) {
+  const dir = join(FIXTURES, entry.path)
+  if (UNSUPPORTED.has(entry.model_type)) {
+    test(`describe ${entry.path}: refused with a clear code`, async (t) => {
+      const error = await t.throwsAsync(describeModel(dir), { code: 'E_LAYOUT_UNRECOGNISED' })
+      t.regex(error.message, /forward not supported for/)
+    })
+    continue
+  }
+  test(`describe ${entry.path}: every referenced tensor exists with the expected rank`, async (t) => {
+    const d = await describeModel(dir)
+    const listing = await readListing(dir)
+    const byName = new Map(listing.tensors.map((x) => [x.name, x]))
+    const refs = referencedTensors(d)
+    for (const [name, rank] of refs) {
+      const found = byName.get(name)
+      t.truthy(found, `${name} is referenced but not in the checkpoint`)
+      if (found) t.is(found.shape.length, rank, `${name} ${JSON.stringify(found.shape)}`)
+    }
+    // Nothing of the checkpoint is left out of the forward.
+    const referenced = new Set(refs.map(([name]) => name))
+    t.deepEqual(listing.tensors.map((x) => x.name).filter((n) => !referenced.has(n)), [])
+
+    t.is(d.hidden_size, entry.hidden)
+    t.is(d.vocab_size, 256)
+    t.is(d.layers.length, entry.num_layers)
+    t.deepEqual(d.layers.map((l) => l.index), [...Array(entry.num_layers).keys()])
+    t.deepEqual(d.layers.filter((l) => l.mlp.kind === 'moe').map((l) => l.index), entry.moe_layers)
+    t.deepEqual(d.layers.filter((l) => l.mlp.kind === 'dense').map((l) => l.index), entry.dense_layers)
+    for (const layer of d.layers.filter((l) => l.mlp.kind === 'moe')) {
+      t.is(layer.mlp.experts, entry.experts)
+      t.is(layer.mlp.top_k, entry.top_k)
+      t.is(layer.mlp.intermediate, entry.intermediate)
+      t.is(layer.mlp.activation, 'silu')
+      t.is(layer.mlp.shared !== undefined, entry.shared_experts)
+      t.true(layer.mlp.block.startsWith(`model.layers.${layer.index}.`))
+      t.true(layer.mlp.down.startsWith(`${layer.mlp.block}.`))
+    }
+    checkSerializable(t, d)
+  })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Family values pinned against the fixture configs and transformers' code.
+
+const describe = (path) => describeModel(join(FIXTURES, path))
+
+/** The descriptor of a fixture after editing its config.json text and/or its tensor list (no files written). */
+async function variant(path, { config, tensors } = {}) {
+  const listing = await readListing(join(FIXTURES, path))
+  if (config) {
+    const json = JSON.parse(listing.config)
+    listing.config = JSON.stringify(config(json) ?? json)
+  }
+  if (tensors) listing.tensors = tensors(listing.tensors) ?? listing.tensors
+  return buildDescriptor(reportFromListing(listing), parseConfig(listing.config, 'config.json'), listing)
+}
+
+const close = (t, actual, expected, what) => t.true(Math.abs(actual - expected) <= 1e-12 * Math.abs(expected), `${what}: ${actual} vs ${expected}`)
+
+test('qwen3_moe: per-head q/k norms, renormalised softmax top-k, no biases', async (t) => {
+  const d = await describe('qwen3_moe/hub')
+  const a = d.layers[0].attention
+  t.is(a.kind, 'gqa')
+  t.like(a, { num_heads: 4, num_kv_heads: 2, head_dim: 16, qkv_bias: false, o_bias: false, scaling: 0.25 })
+  t.is(a.q_norm, 'model.layers.0.self_attn.q_norm.weight')
+  t.is(a.k_norm, 'model.layers.0.self_attn.k_norm.weight')
+  t.is(d.rms_norm_eps, 1e-6)
+  t.deepEqual(d.rope, { kind: 'default', theta: 10000, rotary_dim: 16, interleaved: false })
+  t.like(d.layers[0].mlp.router, { kind: 'softmax_topk', norm_topk_prob: true, weight: 'model.layers.0.mlp.gate.weight' })
+  t.is(d.layers[0].mlp.gate, 'model.layers.0.mlp.experts.{e}.gate_proj.weight')
+  t.like(d, { embed: 'model.embed_tokens.weight', lm_head: 'lm_head.weight', final_norm: 'model.norm.weight' })
+  t.like(d, { embedding_multiplier: 1, logits_scaling: 1 })
+  t.is(d.layers[0].residual_multiplier, 1)
+  const fused = await describe('qwen3_moe/fused')
+  t.like(fused.layers[1].mlp, { layout: 'fused', gate_up: 'model.layers.1.mlp.experts.gate_up_proj', down: 'model.layers.1.mlp.experts.down_proj' })
+})
+
+test('qwen2_moe: q/k/v biases, sigmoid-gated shared expert, softmax top-k without renormalisation', async (t) => {
+  const d = await describe('qwen2_moe/hub')
+  t.like(d.layers[0].attention, { kind: 'gqa', qkv_bias: true, o_bias: false })
+  t.is(d.layers[0].attention.q_norm, undefined)
+  const mlp = d.layers[0].mlp
+  t.like(mlp.router, { kind: 'softmax_topk', norm_topk_prob: false })
+  t.deepEqual(mlp.shared, {
+    mlp: {
+      gate: 'model.layers.0.mlp.shared_expert.gate_proj',
+      up: 'model.layers.0.mlp.shared_expert.up_proj',
+      down: 'model.layers.0.mlp.shared_expert.down_proj',
+    },
+    gate: 'model.layers.0.mlp.shared_expert_gate.weight',
+  })
+})
+
+test('mixtral: always-renormalised router, hub w1/w3/w2 names, rms_norm_eps 1e-5', async (t) => {
+  const d = await describe('mixtral/hub')
+  const mlp = d.layers[0].mlp
+  t.like(mlp, { block: 'model.layers.0.block_sparse_moe', layout: 'per_expert' })
+  t.like(mlp, { gate: 'model.layers.0.block_sparse_moe.experts.{e}.w1.weight', up: 'model.layers.0.block_sparse_moe.experts.{e}.w3.weight', down: 'model.layers.0.block_sparse_moe.experts.{e}.w2.weight' })
+  t.like(mlp.router, { kind: 'softmax_topk_norm', norm_topk_prob: true, weight: 'model.layers.0.block_sparse_moe.gate.weight' })
+  t.is(d.rms_norm_eps, 1e-5)
+})
+
+test('olmoe: q/k norms over the whole projection, no renormalisation', async (t) => {
+  const d = await describe('olmoe/hub')
+  const listing = await readListing(join(FIXTURES, 'olmoe/hub'))
+  const shape = (name) => listing.tensors.find((x) => x.name === name).shape
+  const a = d.layers[0].attention
+  t.deepEqual(shape(a.q_norm), [4 * 16])
+  t.deepEqual(shape(a.k_norm), [2 * 16])
+  t.like(d.layers[0].mlp.router, { kind: 'softmax_topk', norm_topk_prob: false })
+})
+
+test('deepseek_v3: MLA dims, interleaved rope over qk_rope_head_dim, grouped sigmoid router, ungated shared experts', async (t) => {
+  const d = await describe('deepseek_v3/hub')
+  t.deepEqual(d.rope, { kind: 'default', theta: 10000, rotary_dim: 8, interleaved: true })
+  const a = d.layers[0].attention
+  t.is(a.kind, 'mla')
+  t.like(a, { num_heads: 4, kv_lora_rank: 16, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16 })
+  t.like(a, {
+    q_a_proj: 'model.layers.0.self_attn.q_a_proj',
+    q_a_norm: 'model.layers.0.self_attn.q_a_layernorm.weight',
+    q_b_proj: 'model.layers.0.self_attn.q_b_proj',
+    kv_a_proj: 'model.layers.0.self_attn.kv_a_proj_with_mqa',
+    kv_a_norm: 'model.layers.0.self_attn.kv_a_layernorm.weight',
+    kv_b_proj: 'model.layers.0.self_attn.kv_b_proj',
+    o_proj: 'model.layers.0.self_attn.o_proj',
+  })
+  t.is(a.q_proj, undefined)
+  close(t, a.scaling, (16 + 8) ** -0.5, 'qk_head_dim^-0.5')
+  t.deepEqual(d.layers[0].mlp, {
+    kind: 'dense',
+    gate: 'model.layers.0.mlp.gate_proj',
+    up: 'model.layers.0.mlp.up_proj',
+    down: 'model.layers.0.mlp.down_proj',
+  })
+  const mlp = d.layers[1].mlp
+  t.deepEqual(mlp.router, {
+    kind: 'sigmoid_group_topk',
+    weight: 'model.layers.1.mlp.gate.weight',
+    correction_bias: 'model.layers.1.mlp.gate.e_score_correction_bias',
+    norm_topk_prob: true,
+    n_group: 2,
+    topk_group: 1,
+    routed_scaling_factor: 2.5,
+  })
+  t.deepEqual(mlp.shared, {
+    mlp: {
+      gate: 'model.layers.1.mlp.shared_experts.gate_proj',
+      up: 'model.layers.1.mlp.shared_experts.up_proj',
+      down: 'model.layers.1.mlp.shared_experts.down_proj',
+    },
+  })
+})
+
+test('deepseek_v3: q_lora_rank null uses q_proj', async (t) => {
+  const d = await variant('deepseek_v3/hub', {
+    config: (c) => {
+      c.q_lora_rank = null
+    },
+    tensors: (list) => {
+      const kept = list.filter((x) => !/self_attn\.q_(a_proj|a_layernorm|b_proj)\./.test(x.name))
+      for (const layer of [0, 1]) {
+        kept.push({ name: `model.layers.${layer}.self_attn.q_proj.weight`, dtype: 'BF16', shape: [4 * 24, 64], file: 'model.safetensors', bytes: 4 * 24 * 64 * 2 })
+      }
+      return kept
+    },
+  })
+  const a = d.layers[1].attention
+  t.is(a.q_proj, 'model.layers.1.self_attn.q_proj')
+  t.is(a.q_a_proj, undefined)
+  t.is(a.q_b_proj, undefined)
+  t.is(a.q_a_norm, undefined)
+})
+
+test('deepseek_v3: yarn rope (old rope_scaling) and the mscale² attention scaling match transformers', async (t) => {
+  const d = await variant('deepseek_v3/hub', {
+    config: (c) => {
+      delete c.rope_parameters
+      c.rope_theta = 10000
+      c.max_position_embeddings = 163840
+      c.rope_scaling = { type: 'yarn', factor: 40, mscale: 1.0, mscale_all_dim: 1.0, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1 }
+    },
+  })
+  // transformers 5.17: DeepseekV3Attention(config).scaling and DeepseekV3RotaryEmbedding(config).attention_scaling.
+  close(t, d.layers[0].attention.scaling, 0.38249888831204115, 'scaling')
+  t.like(d.rope, { kind: 'yarn', theta: 10000, rotary_dim: 8, interleaved: true, factor: 40, original_max_position_embeddings: 4096 })
+  t.like(d.rope, { beta_fast: 32, beta_slow: 1, mscale: 1, mscale_all_dim: 1, attention_factor: 1, truncate: true })
+})
+
+test('yarn defaults are resolved as transformers does (attention factor from the factor alone)', async (t) => {
+  const d = await variant('qwen3_moe/hub', {
+    config: (c) => {
+      delete c.rope_parameters
+      c.rope_theta = 500000
+      c.rope_scaling = { rope_type: 'yarn', factor: 4.0, original_max_position_embeddings: 64 }
+    },
+  })
+  // transformers 5.17: _compute_yarn_parameters(Qwen3MoeConfig(...)) returns attention factor 1.138629436111989.
+  close(t, d.rope.attention_factor, 1.138629436111989, 'attention_factor')
+  t.like(d.rope, { kind: 'yarn', theta: 500000, rotary_dim: 16, factor: 4, original_max_position_embeddings: 64, beta_fast: 32, beta_slow: 1, truncate: true })
+  t.is(d.layers[0].attention.scaling, 0.25)
+})
+
+test('linear and llama3 rope parameters are copied; unsupported rope types are refused', async (t) => {
+  const linear = await variant('qwen3_moe/hub', { config: (c) => void (c.rope_parameters = { rope_type: 'linear', factor: 2, rope_theta: 1e6 }) })
+  t.deepEqual(linear.rope, { kind: 'linear', theta: 1e6, rotary_dim: 16, interleaved: false, factor: 2 })
+  const llama3 = await variant('qwen3_moe/hub', {
+    config: (c) => void (c.rope_parameters = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, rope_theta: 5e5 }),
+  })
+  // original_max_position_embeddings defaults to max_position_embeddings (standardize_rope_params).
+  t.like(llama3.rope, { kind: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 256 })
+  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.rope_parameters = { rope_type: 'longrope', rope_theta: 1e4 }) }), {
+    code: 'E_LAYOUT_UNRECOGNISED',
+    message: /rope type "longrope"/,
+  })
+})
+
+test('glm4_moe: partial rotary (head_dim / 2), q/k/v biases, grouped sigmoid router, dense first layer', async (t) => {
+  const d = await describe('glm4_moe/hub')
+  const a = d.layers[1].attention
+  t.like(a, { kind: 'gqa', head_dim: 16, qkv_bias: true, o_bias: false, scaling: 0.25 })
+  t.is(d.rope.rotary_dim, a.head_dim / 2)
+  t.false(d.rope.interleaved)
+  t.is(a.q_norm, undefined) // use_qk_norm false
+  t.like(d.layers[1].mlp.router, { kind: 'sigmoid_group_topk', n_group: 1, topk_group: 1, routed_scaling_factor: 2.5, norm_topk_prob: true })
+  t.is(d.layers[1].mlp.shared.gate, undefined)
+  t.is(d.layers[0].mlp.kind, 'dense')
+  // transformers' GLM4 default partial_rotary_factor is 0.5 even when config.json does not say it.
+  const bare = await variant('glm4_moe/hub', {
+    config: (c) => {
+      delete c.partial_rotary_factor
+      delete c.rope_parameters.partial_rotary_factor
+    },
+  })
+  t.is(bare.rope.rotary_dim, 8)
+  const full = await variant('glm4_moe/hub', { config: (c) => void (c.rope_parameters.partial_rotary_factor = 1.0) })
+  t.is(full.rope.rotary_dim, 16)
+})
+
+test('granitemoe: embedding, residual, logits and attention multipliers', async (t) => {
+  const d = await describe('granitemoe/hub')
+  t.is(d.embedding_multiplier, 12)
+  t.is(d.logits_scaling, 4)
+  for (const layer of d.layers) {
+    t.is(layer.residual_multiplier, 0.22)
+    t.is(layer.attention.scaling, 0.0625)
+    t.like(layer.mlp, { layout: 'fused', gate_up: `model.layers.${layer.index}.block_sparse_moe.input_linear.weight` })
+    t.like(layer.mlp.router, { kind: 'topk_softmax', weight: `model.layers.${layer.index}.block_sparse_moe.router.layer.weight` })
+  }
+  const fused = await describe('granitemoe/fused')
+  t.is(fused.layers[0].mlp.router.weight, 'model.layers.0.block_sparse_moe.router.weight')
+})
+
+test('absent config keys take the family defaults of transformers', async (t) => {
+  const qwen = await variant('qwen3_moe/hub', {
+    config: (c) => {
+      delete c.rms_norm_eps
+      delete c.norm_topk_prob
+      delete c.rope_parameters
+    },
+  })
+  t.is(qwen.rms_norm_eps, 1e-6)
+  t.false(qwen.layers[0].mlp.router.norm_topk_prob)
+  t.is(qwen.rope.theta, 10000)
+  const mixtral = await variant('mixtral/hub', {
+    config: (c) => {
+      delete c.rms_norm_eps
+      delete c.rope_parameters
+      delete c.head_dim
+    },
+  })
+  t.is(mixtral.rms_norm_eps, 1e-5)
+  t.is(mixtral.rope.theta, 1e6) // MixtralConfig.default_theta
+  t.is(mixtral.layers[0].attention.head_dim, 16) // hidden_size / num_attention_heads
+  const deepseek = await variant('deepseek_v3/hub', { config: (c) => void delete c.rope_interleave })
+  t.true(deepseek.rope.interleaved)
+  const olmoe = await variant('olmoe/hub', { config: (c) => void delete c.norm_topk_prob })
+  t.false(olmoe.layers[0].mlp.router.norm_topk_prob)
+  const granite = await variant('granitemoe/hub', {
+    config: (c) => {
+      for (const k of ['embedding_multiplier', 'residual_multiplier', 'logits_scaling', 'attention_multiplier']) delete c[k]
+    },
+  })
+  t.like(granite, { embedding_multiplier: 1, logits_scaling: 1 })
+  t.like(granite.layers[0], { residual_multiplier: 1 })
+  t.is(granite.layers[0].attention.scaling, 1)
+})
+
+test('tied embeddings: lm_head is the embedding when the checkpoint has no lm_head', async (t) => {
+  const tied = await variant('qwen3_moe/hub', {
+    config: (c) => void (c.tie_word_embeddings = true),
+    tensors: (list) => list.filter((x) => x.name !== 'lm_head.weight'),
+  })
+  t.is(tied.lm_head, 'model.embed_tokens.weight')
+  await t.throwsAsync(variant('qwen3_moe/hub', { tensors: (list) => list.filter((x) => x.name !== 'lm_head.weight') }), {
+    code: 'E_LAYOUT_MISSING_TENSOR',
+    message: /lm_head\.weight/,
+  })
+})
+
+test('features the descriptor cannot express are refused, not ignored', async (t) => {
+  const refused = { code: 'E_LAYOUT_UNRECOGNISED', message: /forward not supported/ }
+  await t.throwsAsync(variant('mixtral/hub', { config: (c) => void (c.sliding_window = 4096) }), refused)
+  await t.throwsAsync(variant('qwen2_moe/hub', { config: (c) => void (c.use_sliding_window = true) }), refused)
+  await t.throwsAsync(variant('olmoe/hub', { config: (c) => void (c.clip_qkv = 8) }), refused)
+  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.hidden_act = 'gelu') }), refused)
+  const extra = { name: 'model.layers.0.self_attn.sinks', dtype: 'BF16', shape: [4], file: 'model.safetensors', bytes: 8 }
+  await t.throwsAsync(variant('qwen3_moe/hub', { tensors: (list) => [...list, extra] }), { ...refused, message: /self_attn\.sinks/ })
+})
+
+test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {
+  const error = await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.num_key_value_heads = 4) }), { code: 'E_LAYOUT_SHAPE' })
+  t.regex(error.message, /k_proj\.weight/)
+})
+
+test('a model_type without a registry entry has no known forward', async (t) => {
+  await t.throwsAsync(
+    variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'my_moe') }),
+    { code: 'E_LAYOUT_UNRECOGNISED', message: /no registry entry/ },
+  )
+})

@@ -1,0 +1,384 @@
+//! Calibration data: turns a JSONL file, a plain-text file or pre-tokenized ids into fixed-length token
+//! sequences `[rows, seq_len]`, grouped in batches, for the calibration forward.
+//!
+//! Windowing rule for text (JSONL and plain text), like fixed-length chunking in hf_ptq / `group_texts`:
+//! every document is tokenized on its own *without* the tokenizer's special tokens, the documents' token
+//! streams are concatenated with one end-of-sequence token between consecutive documents (when the model
+//! directory names one, see [`document_separator`]), and the stream is cut into consecutive windows of
+//! `seq_len` tokens. The first `samples` windows are kept and the incomplete tail is dropped. Documents
+//! that tokenize to nothing add no separator. Reading stops once `samples × seq_len` tokens are collected,
+//! so a large file is only read as far as needed (and a malformed line after that point goes unnoticed).
+//!
+//! Special tokens are left out because a post-processor such as Llama's template puts a BOS in front of
+//! every document, which in a concatenated stream would land mid-window; the single separator between
+//! documents marks the boundary instead. For ByteLevel post-processors (Qwen) the ids are the same either
+//! way. The tokenizer's own padding and truncation settings are switched off: they would pad or cut the
+//! documents.
+//!
+//! Pre-tokenized ids are taken as they are: each given sequence is one sample, truncated to `seq_len`, and
+//! each used sequence must hold at least `seq_len` ids (sequences beyond the first `samples` are ignored).
+//!
+//! Fewer windows than `samples` is not an error: the set holds what there is and
+//! [`CalibrationSet::sample_count`] says how many, next to [`CalibrationSet::requested_samples`].
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Where calibration text (or ids) come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalibrationSource {
+    /// One JSON object per line with a string field `text`; blank lines are skipped.
+    Jsonl(PathBuf),
+    /// Plain UTF-8 text, split into documents on blank (or whitespace-only) lines; the lines of one
+    /// document are joined with `\n`.
+    Text(PathBuf),
+    /// Already tokenized sequences, one per sample.
+    Ids(Vec<Vec<u32>>),
+}
+
+/// How many sequences of which length, in batches of how many rows. All must be at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibrationOptions {
+    /// The number of sequences wanted (fewer are used when the source runs out).
+    pub samples: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Rows per batch (the last batch may hold fewer).
+    pub batch_size: usize,
+}
+
+/// One batch of calibration sequences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Token ids, row-major `[rows, seq_len]`.
+    pub ids: Vec<u32>,
+    pub rows: usize,
+    pub seq_len: usize,
+}
+
+impl Batch {
+    /// The ids of row `row`, `[seq_len]`.
+    pub fn row(&self, row: usize) -> Option<&[u32]> {
+        self.ids.chunks_exact(self.seq_len).nth(row)
+    }
+}
+
+/// The calibration sequences, in batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalibrationSet {
+    pub batches: Vec<Batch>,
+    /// The `samples` asked for; [`CalibrationSet::sample_count`] may be lower when the source ran out.
+    pub requested_samples: usize,
+}
+
+impl CalibrationSet {
+    /// The number of sequences over all batches.
+    pub fn sample_count(&self) -> usize {
+        self.batches.iter().map(|batch| batch.rows).sum()
+    }
+
+    /// The number of tokens over all batches (`sample_count × seq_len`).
+    pub fn token_count(&self) -> usize {
+        self.batches.iter().map(|batch| batch.ids.len()).sum()
+    }
+}
+
+/// Documents tokenized per call to the tokenizer: large enough to use its threads, small enough that reading
+/// stops soon after enough tokens are collected.
+const DOCUMENTS_PER_CHUNK: usize = 128;
+
+const IDS_INPUT: &str = "pre-tokenized ids";
+
+/// Loads calibration sequences from `source`, tokenizing text with `model_dir/tokenizer.json`, and checks
+/// every id against `vocab_size`. See the module documentation for the windowing rule.
+///
+/// Errors: `E_CALIBRATION_OPTIONS` (a zero option or vocab size, `samples × seq_len` overflowing),
+/// `E_TOKENIZER_MISSING`, `E_TOKENIZER_INVALID`, `E_IO`, `E_CALIBRATION_INVALID` (a bad JSONL line or
+/// non-UTF-8 text), `E_CALIBRATION_EMPTY` (not one full sequence), `E_CALIBRATION_ID_RANGE`.
+pub fn load_calibration(
+    model_dir: &Path,
+    source: &CalibrationSource,
+    options: &CalibrationOptions,
+    vocab_size: usize,
+) -> Result<CalibrationSet> {
+    let token_budget = check_options(options, vocab_size)?;
+    let (input, windows) = match source {
+        CalibrationSource::Ids(sequences) => (IDS_INPUT.to_string(), id_windows(sequences, options)?),
+        CalibrationSource::Jsonl(path) | CalibrationSource::Text(path) => {
+            let format = match source {
+                CalibrationSource::Jsonl(_) => Format::Jsonl,
+                _ => Format::Text,
+            };
+            (path.display().to_string(), text_windows(model_dir, path, format, options, token_budget)?)
+        }
+    };
+    check_ids(&windows, options.seq_len, vocab_size, &input)?;
+    Ok(CalibrationSet { batches: into_batches(windows, options), requested_samples: options.samples })
+}
+
+/// Rejects zero sizes and returns `samples × seq_len`, the most tokens the set can hold.
+fn check_options(options: &CalibrationOptions, vocab_size: usize) -> Result<usize> {
+    let named = [
+        ("samples", options.samples),
+        ("seq_len", options.seq_len),
+        ("batch_size", options.batch_size),
+        ("vocab_size", vocab_size),
+    ];
+    if let Some((name, _)) = named.iter().find(|(_, value)| *value == 0) {
+        return Err(Error::CalibrationOptions { message: format!("{name} must be at least 1 (got 0)") });
+    }
+    options.samples.checked_mul(options.seq_len).ok_or_else(|| Error::CalibrationOptions {
+        message: format!("samples × seq_len ({} × {}) overflows", options.samples, options.seq_len),
+    })
+}
+
+/// The first `samples` sequences, each cut to `seq_len`, flattened `[windows, seq_len]`.
+fn id_windows(sequences: &[Vec<u32>], options: &CalibrationOptions) -> Result<Vec<u32>> {
+    if sequences.is_empty() {
+        return Err(Error::CalibrationEmpty { input: IDS_INPUT.to_string(), tokens: 0, needed: options.seq_len });
+    }
+    let used = &sequences[..sequences.len().min(options.samples)];
+    // Lengths are checked before allocating, so the buffer is bounded by the ids actually given.
+    if let Some((index, short)) = used.iter().enumerate().find(|(_, seq)| seq.len() < options.seq_len) {
+        return Err(Error::CalibrationEmpty {
+            input: format!("{IDS_INPUT}, sample {index}"),
+            tokens: short.len(),
+            needed: options.seq_len,
+        });
+    }
+    let mut windows = Vec::with_capacity(used.len() * options.seq_len);
+    for sequence in used {
+        windows.extend_from_slice(&sequence[..options.seq_len]);
+    }
+    Ok(windows)
+}
+
+/// Tokenizes the documents of `path` into one stream and cuts it into windows (module docs).
+fn text_windows(
+    model_dir: &Path,
+    path: &Path,
+    format: Format,
+    options: &CalibrationOptions,
+    token_budget: usize,
+) -> Result<Vec<u32>> {
+    let tokenizer_path = model_dir.join("tokenizer.json");
+    if !tokenizer_path.is_file() {
+        return Err(Error::TokenizerMissing { dir: model_dir.to_path_buf() });
+    }
+    let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+        .map_err(|error| Error::TokenizerInvalid { path: tokenizer_path.clone(), message: error.to_string() })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|error| Error::TokenizerInvalid { path: tokenizer_path.clone(), message: error.to_string() })?;
+    let separator = document_separator(model_dir, &tokenizer)?;
+
+    let mut documents = Documents::open(path, format)?;
+    let mut stream: Vec<u32> = Vec::new();
+    'read: loop {
+        let mut chunk = Vec::with_capacity(DOCUMENTS_PER_CHUNK);
+        while chunk.len() < DOCUMENTS_PER_CHUNK {
+            match documents.next_document()? {
+                Some(document) => chunk.push(document),
+                None => break,
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let last_chunk = chunk.len() < DOCUMENTS_PER_CHUNK;
+        let encodings = tokenizer.encode_batch_fast(chunk, false).map_err(|error| Error::TokenizerInvalid {
+            path: tokenizer_path.clone(),
+            message: format!("could not encode calibration text from {}: {error}", path.display()),
+        })?;
+        for encoding in encodings {
+            let ids = encoding.get_ids();
+            if ids.is_empty() {
+                continue;
+            }
+            if let (Some(separator), false) = (separator, stream.is_empty()) {
+                stream.push(separator);
+            }
+            stream.extend_from_slice(ids);
+            if stream.len() >= token_budget {
+                break 'read;
+            }
+        }
+        if last_chunk {
+            break;
+        }
+    }
+
+    if stream.len() < options.seq_len {
+        return Err(Error::CalibrationEmpty {
+            input: path.display().to_string(),
+            tokens: stream.len(),
+            needed: options.seq_len,
+        });
+    }
+    let windows = (stream.len() / options.seq_len).min(options.samples);
+    stream.truncate(windows * options.seq_len);
+    stream.shrink_to_fit();
+    Ok(stream)
+}
+
+/// The token put between documents: the end-of-sequence token, as `transformers` would find it —
+/// `eos_token` of `tokenizer_config.json` (a string or `{"content": …}`) looked up in the tokenizer, else
+/// the first `eos_token_id` of `generation_config.json`, else of `config.json`. `None` when none names one.
+fn document_separator(model_dir: &Path, tokenizer: &Tokenizer) -> Result<Option<u32>> {
+    let tokenizer_config = model_dir.join("tokenizer_config.json");
+    if let Some(config) = read_optional_json(&tokenizer_config, true)? {
+        let eos = config.get("eos_token");
+        let content = eos.and_then(|eos| eos.as_str().or_else(|| eos.get("content").and_then(|c| c.as_str())));
+        if let Some(id) = content.and_then(|token| tokenizer.token_to_id(token)) {
+            return Ok(Some(id));
+        }
+    }
+    for name in ["generation_config.json", "config.json"] {
+        if let Some(config) = read_optional_json(&model_dir.join(name), false)? {
+            let eos = config.get("eos_token_id");
+            let first = eos.and_then(|eos| eos.as_array().and_then(|ids| ids.first()).or(Some(eos)));
+            if let Some(id) = first.and_then(|id| id.as_u64()).and_then(|id| u32::try_from(id).ok()) {
+                return Ok(Some(id));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Parses `path` as JSON when it exists; a file that does not parse is an error naming it.
+fn read_optional_json(path: &Path, tokenizer_file: bool) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).with_path(path)?;
+    serde_json::from_str(&text).map(Some).map_err(|error| {
+        let (path, message) = (path.to_path_buf(), format!("invalid JSON: {error}"));
+        if tokenizer_file {
+            Error::TokenizerInvalid { path, message }
+        } else {
+            Error::ConfigInvalid { path, message }
+        }
+    })
+}
+
+/// Checks every id against the vocabulary; `sample` and `position` index `[windows, seq_len]`.
+fn check_ids(windows: &[u32], seq_len: usize, vocab_size: usize, input: &str) -> Result<()> {
+    match windows.iter().position(|&id| id as usize >= vocab_size) {
+        None => Ok(()),
+        Some(flat) => Err(Error::CalibrationIdRange {
+            input: input.to_string(),
+            sample: flat / seq_len,
+            position: flat % seq_len,
+            id: windows[flat],
+            vocab_size,
+        }),
+    }
+}
+
+/// Splits `[windows, seq_len]` into batches of `batch_size` rows (the last may be smaller).
+fn into_batches(windows: Vec<u32>, options: &CalibrationOptions) -> Vec<Batch> {
+    let total_rows = windows.len() / options.seq_len;
+    // Capped by the rows there are, so the product cannot overflow (windows.len() fits in memory).
+    let rows_per_batch = options.batch_size.min(total_rows.max(1));
+    windows
+        .chunks(rows_per_batch * options.seq_len)
+        .map(|chunk| Batch { ids: chunk.to_vec(), rows: chunk.len() / options.seq_len, seq_len: options.seq_len })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Jsonl,
+    Text,
+}
+
+/// Reads documents one at a time, counting 1-based lines for error messages.
+struct Documents {
+    reader: BufReader<File>,
+    path: PathBuf,
+    format: Format,
+    line: usize,
+    buffer: Vec<u8>,
+}
+
+impl Documents {
+    fn open(path: &Path, format: Format) -> Result<Self> {
+        let file = File::open(path).with_path(path)?;
+        Ok(Documents { reader: BufReader::new(file), path: path.to_path_buf(), format, line: 0, buffer: Vec::new() })
+    }
+
+    fn next_document(&mut self) -> Result<Option<String>> {
+        match self.format {
+            Format::Jsonl => self.next_jsonl(),
+            Format::Text => self.next_paragraph(),
+        }
+    }
+
+    /// The `text` of the next non-blank line.
+    fn next_jsonl(&mut self) -> Result<Option<String>> {
+        while let Some(line) = self.next_line()? {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(&line).map_err(|error| self.invalid(format!("not valid JSON: {error}")))?;
+            return match value.get("text") {
+                Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+                Some(_) => Err(self.invalid("field \"text\" is not a string".to_string())),
+                None => Err(self.invalid("expected a JSON object with a string field \"text\"".to_string())),
+            };
+        }
+        Ok(None)
+    }
+
+    /// The next run of non-blank lines, joined with `\n`.
+    fn next_paragraph(&mut self) -> Result<Option<String>> {
+        let mut paragraph: Option<String> = None;
+        while let Some(line) = self.next_line()? {
+            if line.trim().is_empty() {
+                if paragraph.is_some() {
+                    break;
+                }
+                continue;
+            }
+            match paragraph.as_mut() {
+                Some(text) => {
+                    text.push('\n');
+                    text.push_str(&line);
+                }
+                None => paragraph = Some(line),
+            }
+        }
+        Ok(paragraph)
+    }
+
+    /// The next line without its `\n` / `\r\n`, or `None` at the end of the file.
+    fn next_line(&mut self) -> Result<Option<String>> {
+        self.buffer.clear();
+        let read = self.reader.read_until(b'\n', &mut self.buffer).with_path(&self.path)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        if self.buffer.last() == Some(&b'\n') {
+            self.buffer.pop();
+            if self.buffer.last() == Some(&b'\r') {
+                self.buffer.pop();
+            }
+        }
+        match std::str::from_utf8(&self.buffer) {
+            Ok(line) => Ok(Some(line.to_string())),
+            Err(error) => Err(self.invalid(format!("not valid UTF-8: {error}"))),
+        }
+    }
+
+    fn invalid(&self, message: String) -> Error {
+        Error::CalibrationInvalid { path: self.path.clone(), line: self.line, message }
+    }
+}

@@ -1,0 +1,4 @@
+//! Calibration: the token sequences the model runs on while observers collect activation statistics.
+
+pub mod data;
+pub mod observers;

@@ -1,0 +1,22 @@
+//! RMSNorm over the last dimension: `x · rsqrt(mean(x²) + eps) · w`, in f32 as transformers computes it.
+
+use candle_core::{Tensor, D};
+
+use crate::error::Result;
+
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Tensor, eps: f64) -> Self {
+        RmsNorm { weight, eps }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xs.broadcast_mul(&(variance + self.eps)?.sqrt()?.recip()?)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+}

@@ -1,0 +1,253 @@
+//! The model descriptor: what the TypeScript side decided about a checkpoint (architecture, tensor names,
+//! block kinds, hyper-parameters), deserialized as given. Rust never re-derives any of it. Tensor names are
+//! full checkpoint names; module names get `.weight` / `.bias` appended where the block loads them.
+
+use serde::Deserialize;
+
+/// One model, as TS describes it (`ts/descriptor.ts` builds it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelDescriptor {
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    /// Token embedding `[V, H]`.
+    pub embed: String,
+    /// Granite multiplies the embeddings by this (1 elsewhere).
+    #[serde(default = "one")]
+    pub embedding_multiplier: f64,
+    /// Final norm weight `[H]`.
+    pub final_norm: String,
+    /// Output projection `[V, H]` (the embedding when tied).
+    pub lm_head: String,
+    /// Granite divides the logits by this (1 elsewhere).
+    #[serde(default = "one")]
+    pub logits_scaling: f64,
+    pub rope: RopeDescriptor,
+    pub layers: Vec<LayerDescriptor>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Rotary embedding parameters, as transformers' `rope_parameters` describe them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RopeDescriptor {
+    /// `default`, `linear`, `llama3` or `yarn`.
+    pub kind: String,
+    pub theta: f64,
+    /// Number of leading dimensions of each head that are rotated (head_dim × partial_rotary_factor).
+    pub rotary_dim: usize,
+    /// Rotate adjacent pairs (DeepSeek-V3's `rope_interleave`) instead of the two halves.
+    #[serde(default)]
+    pub interleaved: bool,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<f64>,
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub beta_fast: Option<f64>,
+    #[serde(default)]
+    pub beta_slow: Option<f64>,
+    #[serde(default)]
+    pub mscale: Option<f64>,
+    #[serde(default)]
+    pub mscale_all_dim: Option<f64>,
+    #[serde(default)]
+    pub attention_factor: Option<f64>,
+    #[serde(default)]
+    pub truncate: Option<bool>,
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LayerDescriptor {
+    pub index: usize,
+    /// RMSNorm weight before attention.
+    pub input_norm: String,
+    /// RMSNorm weight before the MLP.
+    pub post_attention_norm: String,
+    /// Granite scales each residual branch by this (1 elsewhere).
+    #[serde(default = "one")]
+    pub residual_multiplier: f64,
+    pub attention: AttentionDescriptor,
+    pub mlp: MlpDescriptor,
+}
+
+/// Self-attention of one layer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AttentionDescriptor {
+    /// Grouped-query attention (multi-head when `num_kv_heads == num_heads`).
+    Gqa(GqaDescriptor),
+    /// DeepSeek multi-head latent attention.
+    Mla(MlaDescriptor),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GqaDescriptor {
+    /// Module names of the projections.
+    pub q: String,
+    pub k: String,
+    pub v: String,
+    pub o: String,
+    /// q/k/v carry biases.
+    #[serde(default)]
+    pub qkv_bias: bool,
+    /// o carries a bias.
+    #[serde(default)]
+    pub o_bias: bool,
+    /// RMSNorm weights on q and k: `[head_dim]` applied per head (Qwen3) or `[heads·head_dim]` over the
+    /// whole projection (OLMoE).
+    #[serde(default)]
+    pub q_norm: Option<String>,
+    #[serde(default)]
+    pub k_norm: Option<String>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplier of q·k (head_dim^-0.5 unless the family says otherwise).
+    pub scaling: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MlaDescriptor {
+    /// `q_proj` when `q_lora_rank` is absent, else `q_a_proj` → `q_a_layernorm` → `q_b_proj`.
+    #[serde(default)]
+    pub q_proj: Option<String>,
+    #[serde(default)]
+    pub q_a_proj: Option<String>,
+    #[serde(default)]
+    pub q_a_norm: Option<String>,
+    #[serde(default)]
+    pub q_b_proj: Option<String>,
+    /// `kv_a_proj_with_mqa` `[kv_lora_rank + qk_rope_head_dim, H]`.
+    pub kv_a_proj: String,
+    pub kv_a_norm: String,
+    /// `kv_b_proj` `[heads·(qk_nope_head_dim + v_head_dim), kv_lora_rank]`.
+    pub kv_b_proj: String,
+    pub o_proj: String,
+    pub num_heads: usize,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    pub scaling: f64,
+}
+
+/// The feed-forward part of one layer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MlpDescriptor {
+    Dense(DenseMlpDescriptor),
+    Moe(MoeDescriptor),
+}
+
+/// `down(act(gate(x)) * up(x))`, module names.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DenseMlpDescriptor {
+    pub gate: String,
+    pub up: String,
+    pub down: String,
+}
+
+/// How the expert tensors are stored; see `ts/registry/types.ts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertLayout {
+    PerExpert,
+    Fused,
+    FusedTransposed,
+    FusedInterleaved,
+}
+
+/// The expert activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertActivation {
+    /// `silu(gate) * up`.
+    #[default]
+    Silu,
+    /// GPT-OSS: clamp, `(up + 1) · gate · sigmoid(1.702 · gate)`.
+    GptOss,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MoeDescriptor {
+    /// Module path of the MoE block, e.g. `model.layers.1.mlp` (names observers record).
+    pub block: String,
+    pub layout: ExpertLayout,
+    pub experts: usize,
+    pub top_k: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    /// Full tensor names; per-expert ones contain `{e}`.
+    #[serde(default)]
+    pub gate: Option<String>,
+    #[serde(default)]
+    pub up: Option<String>,
+    pub down: String,
+    #[serde(default)]
+    pub gate_up: Option<String>,
+    #[serde(default)]
+    pub gate_up_bias: Option<String>,
+    #[serde(default)]
+    pub down_bias: Option<String>,
+    #[serde(default)]
+    pub activation: ExpertActivation,
+    pub router: RouterDescriptor,
+    #[serde(default)]
+    pub shared: Option<SharedExpertDescriptor>,
+}
+
+/// How routing weights are computed from the router logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouterKind {
+    /// softmax over all experts, top-K, renormalised when `norm_topk_prob`.
+    SoftmaxTopk,
+    /// softmax, top-K, always renormalised.
+    SoftmaxTopkNorm,
+    /// sigmoid scores, correction bias for choosing, group-limited top-K, routed scaling.
+    SigmoidGroupTopk,
+    /// top-K on the logits, softmax over the K.
+    TopkSoftmax,
+    /// top-K on the logits, sigmoid of the K.
+    TopkSigmoid,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouterDescriptor {
+    pub kind: RouterKind,
+    /// `[E, H]` weight.
+    pub weight: String,
+    #[serde(default)]
+    pub bias: Option<String>,
+    #[serde(default)]
+    pub correction_bias: Option<String>,
+    #[serde(default)]
+    pub norm_topk_prob: bool,
+    #[serde(default = "one_usize")]
+    pub n_group: usize,
+    #[serde(default = "one_usize")]
+    pub topk_group: usize,
+    #[serde(default = "one")]
+    pub routed_scaling_factor: f64,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+/// Shared expert(s): a dense gated MLP every token goes through, optionally scaled by `sigmoid(gate(x))`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SharedExpertDescriptor {
+    pub mlp: DenseMlpDescriptor,
+    /// `[1, H]` gate weight (Qwen2-MoE `shared_expert_gate`).
+    #[serde(default)]
+    pub gate: Option<String>,
+}

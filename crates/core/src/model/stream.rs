@@ -1,0 +1,122 @@
+//! The layer-by-layer driver: embed the calibration batches, then for each decoder layer load its weights,
+//! run every batch through it while observers record, and free it before the next; only one layer's
+//! weights are resident at a time. Optionally finishes with the final norm and lm_head for logits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use super::blocks::linear::Linear;
+use super::blocks::norm::RmsNorm;
+use super::blocks::rope::Rope;
+use super::decoder::DecoderLayer;
+use super::descriptor::ModelDescriptor;
+use super::weights::WeightLoader;
+use crate::calib::observers::Observers;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+/// One batch of token ids, row-major `[rows, seq_len]`.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    pub ids: Vec<u32>,
+    pub rows: usize,
+    pub seq_len: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOptions {
+    /// Compute and return the logits `[rows, seq_len, vocab]` of every batch.
+    pub logits: bool,
+    /// Route every token through every expert for statistics (outputs unchanged).
+    pub all_experts_stats: bool,
+}
+
+/// Progress of the forward: `layer` of `layers` done.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardProgress {
+    pub layer: usize,
+    pub layers: usize,
+    pub tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardResult {
+    /// Logits of each batch, row-major `[rows, seq_len, vocab]`, when asked for.
+    #[serde(skip)]
+    pub logits: Vec<Vec<f32>>,
+    pub observers: Observers,
+    pub tokens: usize,
+    pub peak_rss_bytes: Option<u64>,
+    pub seconds: f64,
+}
+
+/// Runs the model over `batches`, one layer at a time.
+pub fn run_forward(
+    checkpoint: &Checkpoint,
+    desc: &ModelDescriptor,
+    batches: &[TokenBatch],
+    options: &ForwardOptions,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(ForwardProgress),
+) -> Result<ForwardResult> {
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let loader = WeightLoader::new(checkpoint, device.clone());
+    let tokens: usize = batches.iter().map(|b| b.rows * b.seq_len).sum();
+    for (i, batch) in batches.iter().enumerate() {
+        if batch.ids.len() != batch.rows * batch.seq_len {
+            return Err(Error::Internal(format!("batch {i}: {} ids for {}×{}", batch.ids.len(), batch.rows, batch.seq_len)));
+        }
+        if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= desc.vocab_size) {
+            return Err(Error::Internal(format!("batch {i}: token id {bad} is outside the vocabulary of {}", desc.vocab_size)));
+        }
+    }
+    let mut hidden = {
+        let embed = loader.tensor_shaped(&desc.embed, &[desc.vocab_size, desc.hidden_size])?;
+        batches
+            .iter()
+            .map(|batch| {
+                let ids = Tensor::from_vec(batch.ids.clone(), batch.ids.len(), &device)?;
+                let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
+                Ok((xs * desc.embedding_multiplier)?)
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
+    let rope = Rope::new(&desc.rope, max_len.max(1), &device)?;
+    let mut observers = Observers::default();
+    let layers = desc.layers.len();
+    for (done, layer_desc) in desc.layers.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let layer = DecoderLayer::load(&loader, layer_desc, desc.rms_norm_eps, options.all_experts_stats)?;
+        layer.observe_weights(&mut observers)?;
+        for xs in hidden.iter_mut() {
+            *xs = layer.forward(xs, &rope, &mut observers)?;
+        }
+        drop(layer);
+        progress(ForwardProgress { layer: done + 1, layers, tokens });
+    }
+    let mut logits = Vec::new();
+    if options.logits {
+        let norm = RmsNorm::new(loader.tensor(&desc.final_norm)?, desc.rms_norm_eps);
+        let head = Linear::from_weight("lm_head", loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?, None);
+        for xs in &hidden {
+            let normed = norm.forward(xs)?;
+            observers.record_input(&["lm_head"], &normed)?;
+            let ys = (head.forward(&normed)? / desc.logits_scaling)?;
+            logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(ForwardResult {
+        logits,
+        observers,
+        tokens,
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

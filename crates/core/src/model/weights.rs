@@ -1,0 +1,127 @@
+//! Loading tensors from a checkpoint into f32 candle tensors, and the expert view: gate, up and down of
+//! expert e in the standard `[out, in]` orientation from any stored layout, without rewriting the file.
+
+use candle_core::{Device, Tensor};
+
+use super::descriptor::{ExpertLayout, MoeDescriptor};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+/// Reads tensors of one checkpoint onto one device as f32.
+pub struct WeightLoader<'a> {
+    pub checkpoint: &'a Checkpoint,
+    pub device: Device,
+}
+
+impl<'a> WeightLoader<'a> {
+    pub fn new(checkpoint: &'a Checkpoint, device: Device) -> Self {
+        WeightLoader { checkpoint, device }
+    }
+
+    /// The whole tensor as f32.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let view = self.checkpoint.view(name)?;
+        Ok(Tensor::from_vec(view.to_f32(), view.shape, &self.device)?)
+    }
+
+    /// The tensor, checking its shape.
+    pub fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let info = self.checkpoint.info(name)?;
+        if info.shape != shape {
+            return Err(Error::ShapeInvalid {
+                tensor: name.to_string(),
+                shape: info.shape.clone(),
+                message: format!("expected shape {shape:?}"),
+            });
+        }
+        self.tensor(name)
+    }
+
+    /// `<module>.weight`.
+    pub fn weight(&self, module: &str) -> Result<Tensor> {
+        self.tensor(&format!("{module}.weight"))
+    }
+
+    /// `<module>.bias` when `present`.
+    pub fn bias(&self, module: &str, present: bool) -> Result<Option<Tensor>> {
+        if present {
+            Ok(Some(self.tensor(&format!("{module}.bias"))?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// One expert's slice `[…]` of a fused `[E, …]` tensor, as f32.
+    fn expert_slice(&self, name: &str, expert: usize) -> Result<Tensor> {
+        let view = self.checkpoint.view(name)?;
+        let slice = view.slice_first(expert)?;
+        Ok(Tensor::from_vec(slice.to_f32(), slice.shape.as_slice(), &self.device)?)
+    }
+
+    /// Expert `e` of a MoE layer: `gate_up [2I, H]` (gate rows first), `down [H, I]`, and biases
+    /// (`gate_up_bias [2I]`, `down_bias [H]`) when the layout has them.
+    pub fn expert(&self, moe: &MoeDescriptor, expert: usize) -> Result<ExpertWeights> {
+        let missing = |what: &str| Error::Internal(format!("{}: the descriptor gives no {what} tensor", moe.block));
+        let per_expert = |pattern: &Option<String>, what: &str| -> Result<Tensor> {
+            let pattern = pattern.as_ref().ok_or_else(|| missing(what))?;
+            self.tensor(&pattern.replace("{e}", &expert.to_string()))
+        };
+        let (gate_up, down) = match moe.layout {
+            ExpertLayout::PerExpert => {
+                let gate = per_expert(&moe.gate, "gate")?;
+                let up = per_expert(&moe.up, "up")?;
+                let down = self.tensor(&moe.down.replace("{e}", &expert.to_string()))?;
+                (Tensor::cat(&[gate, up], 0)?, down)
+            }
+            ExpertLayout::Fused => {
+                let gate_up = self.expert_slice(moe.gate_up.as_ref().ok_or_else(|| missing("gate_up"))?, expert)?;
+                (gate_up, self.expert_slice(&moe.down, expert)?)
+            }
+            ExpertLayout::FusedTransposed | ExpertLayout::FusedInterleaved => {
+                // Stored [H, 2I] and [I, H]: transpose to [out, in].
+                let gate_up = self.expert_slice(moe.gate_up.as_ref().ok_or_else(|| missing("gate_up"))?, expert)?;
+                let gate_up = gate_up.t()?.contiguous()?;
+                let down = self.expert_slice(&moe.down, expert)?.t()?.contiguous()?;
+                let gate_up = if moe.layout == ExpertLayout::FusedInterleaved {
+                    deinterleave_rows(&gate_up, moe.intermediate)?
+                } else {
+                    gate_up
+                };
+                (gate_up, down)
+            }
+        };
+        let gate_up_bias = match &moe.gate_up_bias {
+            Some(name) => {
+                let bias = self.expert_slice(name, expert)?;
+                Some(if moe.layout == ExpertLayout::FusedInterleaved {
+                    deinterleave_rows(&bias.unsqueeze(1)?, moe.intermediate)?.squeeze(1)?
+                } else {
+                    bias
+                })
+            }
+            None => None,
+        };
+        let down_bias = match &moe.down_bias {
+            Some(name) => Some(self.expert_slice(name, expert)?),
+            None => None,
+        };
+        Ok(ExpertWeights { gate_up, down, gate_up_bias, down_bias })
+    }
+}
+
+/// Reorders interleaved rows (gate at even rows, up at odd) into gate rows then up rows.
+fn deinterleave_rows(xs: &Tensor, intermediate: usize) -> Result<Tensor> {
+    let cols = xs.dim(1)?;
+    let pairs = xs.reshape((intermediate, 2, cols))?;
+    Ok(pairs.transpose(0, 1)?.contiguous()?.reshape((2 * intermediate, cols))?)
+}
+
+/// One expert's weights in the standard orientation.
+pub struct ExpertWeights {
+    /// `[2I, H]`, gate rows then up rows.
+    pub gate_up: Tensor,
+    /// `[H, I]`.
+    pub down: Tensor,
+    pub gate_up_bias: Option<Tensor>,
+    pub down_bias: Option<Tensor>,
+}

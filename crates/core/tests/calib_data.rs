@@ -1,0 +1,367 @@
+//! Calibration data loading: JSONL, plain text and pre-tokenized ids become `[rows, seq_len]` batches cut from
+//! one token stream (checked against the `tokenizers` crate and ids pinned from Python's `tokenizers`), and
+//! every malformed input fails with its stable code and a message naming the file, line or id.
+
+// clippy.toml's allow-*-in-tests covers `#[test]` functions only; the helpers here are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{assert_error, expect_err, temp_dir};
+use moe_quant_core::calib::data::{load_calibration, Batch, CalibrationOptions, CalibrationSet, CalibrationSource};
+use tokenizers::Tokenizer;
+
+const VOCAB: usize = 256;
+/// `<|endoftext|>`, the fixture's EOS (tokenizer_config.json), put between documents.
+const EOS: u32 = 0;
+
+fn fixture_hub() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/qwen3_moe/hub")
+}
+
+/// A model directory holding the fixture's tokenizer.json and tokenizer_config.json.
+fn model_dir(root: &Path) -> PathBuf {
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture_hub().join(name), dir.join(name)).unwrap();
+    }
+    dir
+}
+
+/// What the windowing rule should produce: each document encoded without special tokens, EOS between them.
+fn expected_stream(documents: &[&str], separator: Option<u32>) -> Vec<u32> {
+    let tokenizer = Tokenizer::from_file(fixture_hub().join("tokenizer.json")).unwrap();
+    let mut stream = Vec::new();
+    for document in documents {
+        let ids = tokenizer.encode(*document, false).unwrap().get_ids().to_vec();
+        if ids.is_empty() {
+            continue;
+        }
+        if let (Some(separator), false) = (separator, stream.is_empty()) {
+            stream.push(separator);
+        }
+        stream.extend(ids);
+    }
+    stream
+}
+
+fn options(samples: usize, seq_len: usize, batch_size: usize) -> CalibrationOptions {
+    CalibrationOptions { samples, seq_len, batch_size }
+}
+
+fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn jsonl(texts: &[&str]) -> String {
+    texts.iter().map(|text| format!("{}\n", serde_json::json!({ "text": text, "meta": 1 }))).collect()
+}
+
+fn all_ids(set: &CalibrationSet) -> Vec<u32> {
+    set.batches.iter().flat_map(|batch| batch.ids.iter().copied()).collect()
+}
+
+fn batch_rows(set: &CalibrationSet) -> Vec<usize> {
+    set.batches.iter().map(|batch| batch.rows).collect()
+}
+
+/// Every batch is a full `[rows, seq_len]` block.
+fn assert_well_formed(set: &CalibrationSet, seq_len: usize) {
+    for batch in &set.batches {
+        assert_eq!(batch.seq_len, seq_len);
+        assert_eq!(batch.ids.len(), batch.rows * seq_len);
+        assert!(batch.rows > 0);
+    }
+}
+
+const DOCUMENTS: [&str; 3] = [
+    "Hello, world!",
+    "The quick brown fox.",
+    "Mixture of experts\nroute tokens to a few of many feed-forward networks.",
+];
+
+#[test]
+fn rust_encoding_matches_pinned_python_ids() {
+    // Pinned from Python: Tokenizer.from_file(...).encode(text, add_special_tokens=False).ids (tokenizers 0.22).
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    let text = write(tmp.path(), "hello.txt", "Hello, world!\n");
+    let set = load_calibration(&dir, &CalibrationSource::Text(text), &options(1, 9, 1), VOCAB).unwrap();
+    assert_eq!(all_ids(&set), [40, 180, 76, 79, 12, 110, 131, 226, 1]);
+
+    let file = write(tmp.path(), "fox.jsonl", jsonl(&["The quick brown fox."]));
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(1, 10, 1), VOCAB).unwrap();
+    assert_eq!(all_ids(&set), [157, 240, 73, 146, 127, 250, 119, 79, 88, 14]);
+}
+
+#[test]
+fn jsonl_documents_are_joined_by_eos_and_cut_into_windows() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    // Blank lines (also whitespace-only and CRLF) are skipped; other fields are ignored.
+    let contents = format!("{}\n  \r\n{}", jsonl(&DOCUMENTS[..2]), jsonl(&DOCUMENTS[2..]).replace('\n', "\r\n"));
+    let file = write(tmp.path(), "calib.jsonl", contents);
+    let stream = expected_stream(&DOCUMENTS, Some(EOS));
+    let seq_len = 8;
+    let windows = stream.len() / seq_len;
+    assert!(windows >= 5, "fixture text too short: {} tokens", stream.len());
+
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(100, seq_len, 2), VOCAB).unwrap();
+    assert_well_formed(&set, seq_len);
+    assert_eq!(all_ids(&set), stream[..windows * seq_len]);
+    assert_eq!(set.sample_count(), windows);
+    assert_eq!(set.token_count(), windows * seq_len);
+    assert_eq!(set.requested_samples, 100);
+    let mut rows = vec![2; windows / 2];
+    if windows % 2 == 1 {
+        rows.push(1);
+    }
+    assert_eq!(batch_rows(&set), rows);
+    // The separator sits right after the first document's tokens.
+    let first = expected_stream(&DOCUMENTS[..1], None).len();
+    assert_eq!(all_ids(&set)[first], EOS);
+}
+
+#[test]
+fn samples_caps_the_windows_and_batches_group_rows() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    let file = write(tmp.path(), "calib.jsonl", jsonl(&DOCUMENTS));
+    let stream = expected_stream(&DOCUMENTS, Some(EOS));
+    let seq_len = 4;
+    assert!(stream.len() / seq_len > 7);
+
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(7, seq_len, 3), VOCAB).unwrap();
+    assert_well_formed(&set, seq_len);
+    assert_eq!(batch_rows(&set), [3, 3, 1]);
+    assert_eq!(set.sample_count(), 7);
+    assert_eq!(set.token_count(), 28);
+    assert_eq!(all_ids(&set), stream[..28]);
+    let last: &Batch = &set.batches[2];
+    assert_eq!(last.row(0).unwrap(), &stream[24..28]);
+    assert_eq!(set.batches[1].row(2).unwrap(), &stream[20..24]);
+    assert!(last.row(1).is_none());
+
+    // A batch size larger than the windows gives one batch.
+    let file = write(tmp.path(), "again.jsonl", jsonl(&DOCUMENTS));
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(5, seq_len, usize::MAX), VOCAB).unwrap();
+    assert_eq!(batch_rows(&set), [5]);
+}
+
+#[test]
+fn plain_text_splits_documents_on_blank_lines() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    let contents = "\n\nHello, world!\r\nThe quick brown fox.\n \t \n\n\nMixture of experts\nroute tokens.\n\n";
+    let file = write(tmp.path(), "calib.txt", contents);
+    let documents = ["Hello, world!\nThe quick brown fox.", "Mixture of experts\nroute tokens."];
+    let stream = expected_stream(&documents, Some(EOS));
+    let seq_len = 5;
+    let windows = stream.len() / seq_len;
+
+    let set = load_calibration(&dir, &CalibrationSource::Text(file), &options(64, seq_len, 4), VOCAB).unwrap();
+    assert_well_formed(&set, seq_len);
+    assert_eq!(all_ids(&set), stream[..windows * seq_len]);
+    assert_eq!(set.sample_count(), windows);
+    assert_eq!(set.requested_samples, 64);
+}
+
+#[test]
+fn separator_falls_back_to_generation_config_or_is_absent() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture_hub().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let file = write(tmp.path(), "calib.jsonl", jsonl(&DOCUMENTS[..2]));
+    let seq_len = 3;
+
+    // Only tokenizer.json: documents are concatenated as they are.
+    let stream = expected_stream(&DOCUMENTS[..2], None);
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file.clone()), &options(99, seq_len, 8), VOCAB).unwrap();
+    assert_eq!(all_ids(&set), stream[..stream.len() / seq_len * seq_len]);
+
+    // generation_config.json's eos_token_id may be a list; its first entry separates documents.
+    write(&dir, "generation_config.json", r#"{"eos_token_id": [7, 9]}"#);
+    let stream = expected_stream(&DOCUMENTS[..2], Some(7));
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(99, seq_len, 8), VOCAB).unwrap();
+    assert_eq!(all_ids(&set), stream[..stream.len() / seq_len * seq_len]);
+}
+
+#[test]
+fn tokenizer_padding_and_truncation_settings_are_ignored() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
+    tokenizer["padding"] = serde_json::json!({
+        "strategy": { "Fixed": 64 }, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "<|endoftext|>"
+    });
+    tokenizer["truncation"] =
+        serde_json::json!({ "direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 0 });
+    write(&dir, "tokenizer.json", serde_json::to_string(&tokenizer).unwrap());
+    let file = write(tmp.path(), "calib.jsonl", jsonl(&DOCUMENTS));
+    let stream = expected_stream(&DOCUMENTS, Some(EOS));
+    let seq_len = 6;
+
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(99, seq_len, 2), VOCAB).unwrap();
+    assert_eq!(all_ids(&set), stream[..stream.len() / seq_len * seq_len]);
+}
+
+#[test]
+fn reading_stops_once_enough_tokens_are_collected() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    // Far more documents than one tokenizer chunk, then a malformed line that is never reached.
+    let texts = vec!["The quick brown fox."; 300];
+    let file = write(tmp.path(), "calib.jsonl", format!("{}not json\n", jsonl(&texts)));
+    let set = load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(2, 16, 2), VOCAB).unwrap();
+    assert_eq!(set.sample_count(), 2);
+    assert_eq!(all_ids(&set), expected_stream(&texts, Some(EOS))[..32]);
+}
+
+#[test]
+fn ids_are_truncated_to_seq_len_and_need_no_tokenizer() {
+    let tmp = temp_dir();
+    let no_model = tmp.path().join("absent");
+    let sequences = vec![vec![1, 2, 3, 4, 5], vec![6, 7, 8], vec![9, 10, 11, 12], vec![255, 254, 253]];
+    let source = CalibrationSource::Ids(sequences);
+
+    let set = load_calibration(&no_model, &source, &options(3, 3, 2), VOCAB).unwrap();
+    assert_well_formed(&set, 3);
+    assert_eq!(batch_rows(&set), [2, 1]);
+    assert_eq!(all_ids(&set), [1, 2, 3, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(set.token_count(), 9);
+
+    let set = load_calibration(&no_model, &source, &options(10, 3, 10), VOCAB).unwrap();
+    assert_eq!(set.sample_count(), 4);
+    assert_eq!(set.requested_samples, 10);
+}
+
+// ---- errors ----
+
+#[test]
+fn text_without_tokenizer_is_tokenizer_missing() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("bare-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = write(tmp.path(), "calib.jsonl", jsonl(&DOCUMENTS));
+    let error = expect_err(load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(1, 4, 1), VOCAB));
+    assert_error(&error, "E_TOKENIZER_MISSING", &["bare-model", "tokenizer.json"]);
+}
+
+#[test]
+fn unparsable_tokenizer_files_are_tokenizer_invalid() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    let file = write(tmp.path(), "calib.txt", "Hello, world!");
+    write(&dir, "tokenizer.json", r#"{"model": {"type": "BPE", "vocab": 3}}"#);
+    let error = expect_err(load_calibration(&dir, &CalibrationSource::Text(file.clone()), &options(1, 4, 1), VOCAB));
+    assert_error(&error, "E_TOKENIZER_INVALID", &["tokenizer.json"]);
+
+    let dir = model_dir(&tmp.path().join("second"));
+    write(&dir, "tokenizer_config.json", "{ not json");
+    let error = expect_err(load_calibration(&dir, &CalibrationSource::Text(file), &options(1, 4, 1), VOCAB));
+    assert_error(&error, "E_TOKENIZER_INVALID", &["tokenizer_config.json"]);
+}
+
+#[test]
+fn empty_or_short_files_are_calibration_empty() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    for (name, contents) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n\n")] {
+        let file = write(tmp.path(), name, contents);
+        let error = expect_err(load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(4, 16, 2), VOCAB));
+        assert_error(&error, "E_CALIBRATION_EMPTY", &[name, "yielded 0 tokens", "16 needed"]);
+    }
+    let file = write(tmp.path(), "empty.txt", "\n\n");
+    let error = expect_err(load_calibration(&dir, &CalibrationSource::Text(file), &options(4, 16, 2), VOCAB));
+    assert_error(&error, "E_CALIBRATION_EMPTY", &["empty.txt", "yielded 0 tokens"]);
+
+    // "Hello, world!" is 9 tokens: one short of a 10-token sequence.
+    let file = write(tmp.path(), "short.txt", "Hello, world!");
+    let error = expect_err(load_calibration(&dir, &CalibrationSource::Text(file), &options(4, 10, 2), VOCAB));
+    assert_error(&error, "E_CALIBRATION_EMPTY", &["short.txt", "yielded 9 tokens", "10 needed"]);
+}
+
+#[test]
+fn short_or_missing_ids_are_calibration_empty() {
+    let tmp = temp_dir();
+    let source = CalibrationSource::Ids(vec![vec![1, 2, 3, 4], vec![1, 2]]);
+    let error = expect_err(load_calibration(tmp.path(), &source, &options(2, 4, 1), VOCAB));
+    assert_error(&error, "E_CALIBRATION_EMPTY", &["sample 1", "yielded 2 tokens", "4 needed"]);
+    // The short sequence lies beyond `samples`, so it is not used.
+    assert!(load_calibration(tmp.path(), &source, &options(1, 4, 1), VOCAB).is_ok());
+
+    let error = expect_err(load_calibration(tmp.path(), &CalibrationSource::Ids(vec![]), &options(2, 4, 1), VOCAB));
+    assert_error(&error, "E_CALIBRATION_EMPTY", &["pre-tokenized ids", "yielded 0 tokens"]);
+}
+
+#[test]
+fn malformed_jsonl_lines_are_calibration_invalid_with_line_numbers() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("syntax.jsonl", b"{\"text\": \"a\"}\n\n{\"text\": \"b\"\n", "line 3"),
+        ("no_text.jsonl", b"{\"text\": \"a\"}\n{\"body\": \"a\"}\n", "line 2"),
+        ("number.jsonl", b"\n{\"text\": 42}\n", "line 2"),
+        ("array.jsonl", b"[\"text\"]\n", "line 1"),
+        ("latin1.jsonl", b"{\"text\": \"caf\xe9\"}\n", "line 1"),
+    ];
+    for (name, contents, line) in cases {
+        let file = write(tmp.path(), name, contents);
+        let error = expect_err(load_calibration(&dir, &CalibrationSource::Jsonl(file), &options(9, 64, 1), VOCAB));
+        assert_error(&error, "E_CALIBRATION_INVALID", &[name, line]);
+    }
+    let file = write(tmp.path(), "latin1.txt", b"Hello\n\ncaf\xe9\n");
+    let error = expect_err(load_calibration(&dir, &CalibrationSource::Text(file), &options(9, 64, 1), VOCAB));
+    assert_error(&error, "E_CALIBRATION_INVALID", &["latin1.txt", "line 3", "UTF-8"]);
+}
+
+#[test]
+fn ids_outside_the_vocabulary_are_id_range_errors() {
+    let tmp = temp_dir();
+    let source = CalibrationSource::Ids(vec![vec![1, 2, 3, 4], vec![5, 6, 7, 300, 9]]);
+    let error = expect_err(load_calibration(tmp.path(), &source, &options(2, 4, 1), VOCAB));
+    assert_error(&error, "E_CALIBRATION_ID_RANGE", &["sample 1", "position 3", "token id 300", "vocab_size 256"]);
+
+    // A tokenizer producing ids beyond the model's vocabulary is caught the same way, naming the file.
+    let dir = model_dir(tmp.path());
+    let file = write(tmp.path(), "calib.txt", "Hello, world!");
+    let error = expect_err(load_calibration(&dir, &CalibrationSource::Text(file), &options(1, 9, 1), 100));
+    assert_error(
+        &error,
+        "E_CALIBRATION_ID_RANGE",
+        &["calib.txt", "sample 0", "position 1", "token id 180", "vocab_size 100"],
+    );
+}
+
+#[test]
+fn zero_or_overflowing_options_are_rejected() {
+    let tmp = temp_dir();
+    let source = CalibrationSource::Ids(vec![vec![1, 2, 3, 4]]);
+    for (opts, vocab, needle) in [
+        (options(0, 4, 1), VOCAB, "samples"),
+        (options(1, 0, 1), VOCAB, "seq_len"),
+        (options(1, 4, 0), VOCAB, "batch_size"),
+        (options(1, 4, 1), 0, "vocab_size"),
+        (options(usize::MAX, 4, 1), VOCAB, "overflows"),
+    ] {
+        let error = expect_err(load_calibration(tmp.path(), &source, &opts, vocab));
+        assert_error(&error, "E_CALIBRATION_OPTIONS", &[needle]);
+    }
+}
+
+#[test]
+fn a_missing_calibration_file_is_an_io_error_naming_it() {
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    let source = CalibrationSource::Jsonl(tmp.path().join("nowhere.jsonl"));
+    let error = expect_err(load_calibration(&dir, &source, &options(1, 4, 1), VOCAB));
+    assert_error(&error, "E_IO", &["nowhere.jsonl"]);
+}

@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""Build the golden NVIDIA ModelOpt exports under fixtures/golden/ (dev tooling, not a runtime dependency).
+
+Our quantizer must write what ModelOpt's `export_hf_checkpoint` writes. This script runs ModelOpt itself on the
+tiny fixtures (fixtures/<model_type>/<layout>/, written by tools/make_fixtures.py) and keeps its output as the oracle.
+
+Regenerate (from the repository root; CPU only, about a minute, deterministic):
+
+    python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.17.* nvidia-modelopt==0.47.0 \
+        safetensors numpy && .venv-tools/bin/python tools/make_golden.py
+
+Versions used for the committed files: torch 2.15, transformers 5.17.0, nvidia-modelopt 0.47.0 (recorded in every
+amax.json). The script deletes and rewrites fixtures/golden/.
+
+What it writes
+--------------
+fixtures/golden/calib_ids.safetensors
+    `input_ids` int64 [4, 32], torch.Generator seeded with CALIB_SEED, values in [0, 256). Calibration is ONE forward
+    of the model on this batch: 4 sequences of 32 tokens, no padding, no attention mask (causal only), no KV cache.
+
+fixtures/golden/<model_type>_<layout>/<fp8|nvfp4>/     for each CASES x FORMATS entry
+    model.safetensors (+ model.safetensors.index.json if ModelOpt shards), config.json, hf_quant_config.json:
+        exactly the files export_hf_checkpoint wrote, minus generation_config.json (tokenizer files are not written
+        by the export in the first place).
+    amax.json: what the calibration recorded, read right after mtq.quantize and before the export touches anything:
+        "quantizers": every TensorQuantizer of the model by module name: enabled flag and amax (float, exact f32
+            value; null when none was recorded). transformers 5 holds experts fused (`<experts>.gate_up_proj` [E,2I,H],
+            `<experts>.down_proj` [E,H,I]) and ModelOpt 0.47 wraps that module (`_QuantFusedExperts`) with ONE input
+            quantizer per projection shared by all experts (`<experts>.gate_up_proj_input_quantizer`,
+            `<experts>.down_proj_input_quantizer`) and one weight quantizer per expert
+            (`<experts>.gate_up_proj_weight_quantizers.<e>` covering gate AND up together,
+            `<experts>.down_proj_weight_quantizers.<e>`).
+        "expert_tokens": per fused experts module, the routed (token, expert) pairs each expert received.
+        "export_dtype", "calibration", versions.
+
+fixtures/golden/qwen3_moe_hub_f32_fewtokens/<fp8|nvfp4>/
+    Same as above for qwen3_moe/hub_f32, calibrated on only calib_ids[0, :2] (one sequence of 2 tokens), so that
+    several experts get no calibration token: shows what ModelOpt exports for them.
+
+Precision choice (read this before comparing numbers)
+-----------------------------------------------------
+A real user loads a bf16 checkpoint in bf16, calibrates and exports bf16. Our calibration forward is f32, so:
+  1. the model is loaded in float32 (dtype=torch.float32, experts_implementation="eager") and calibrated in f32;
+     the bf16 source weights are exact in f32, so weight amaxes are the same as in bf16; activation amaxes are f32
+     activations (the only deliberate difference from a bf16 run);
+  2. after calibration, every parameter and buffer of the model EXCEPT the quantizers' own state is cast back to the
+     dtype transformers gives it when a user loads the checkpoint with dtype="auto" (a second "twin" load decides,
+     tensor by tensor: bf16 for the bf16 fixtures, but e.g. GLM4-MoE's e_score_correction_bias stays f32, as in a
+     real bf16 load), and config.dtype is set back to the source dtype;
+  3. export_hf_checkpoint(model, dtype=<source dtype>, export_dir=...).
+Passing only export_hf_checkpoint(dtype=torch.bfloat16) to an f32 model is NOT enough: the dtype argument is only
+applied to the quantized weights; unquantized tensors (embeddings, norms, routers, lm_head) stay F32 and config.json
+says "float32". Casting the whole model (model.to(bf16)) is also wrong: it would round the quantizers' f32 amax
+buffers (and so every input_scale) to bf16.
+Consequence for the math (ModelOpt 0.47, see the report / SPEC section 4): the quantized weights are computed from
+the weight in its SOURCE dtype. FP8: `weight / weight_scale` is a bf16 tensor divided by a 0-d f32 tensor, which
+torch evaluates as f32 division rounded to bf16, then cast to e4m3 (two roundings). NVFP4: the divisor
+`f32(weight_scale) * weight_scale_2` is an [N, K/16, 1] f32 tensor, so the division promotes to f32 (one rounding)
+whatever the weight dtype. Scales are always f32 computations on the amax.
+Checked (transformers 5.17, ModelOpt 0.47): running the plain user flow (load dtype="auto", calibrate in bf16 on the
+same ids, export) on mixtral/hub and glm4_moe/hub gives files identical to these in every tensor (names, dtypes,
+quantized bytes, weight scales, unquantized tensors) and in config.json / hf_quant_config.json, except the
+input_scale values, which come from bf16 instead of f32 activations.
+
+Self-check: after writing, the script recomputes every quantized weight and scale of every export in numpy from the
+source fixture weights and amax.json (rules in the comment above verify_export) and exits 1 unless all are
+bit-identical to what ModelOpt wrote.
+
+Everything runs single-threaded (torch.set_num_threads(1)); no randomness besides the seeded calibration ids.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+GOLDEN = FIXTURES / "golden"
+
+CALIB_SEED = 20240607
+CALIB_SHAPE = (4, 32)
+VOCAB = 256
+
+# (model_type, layout) of fixtures/<model_type>/<layout>/
+CASES = [
+    ("qwen3_moe", "hub_f32"),
+    ("qwen3_moe", "fused"),
+    ("mixtral", "hub"),
+    ("glm4_moe", "hub"),
+]
+FORMATS = ["fp8", "nvfp4"]
+# Extra case: too few calibration tokens, some experts never routed to.
+FEWTOKENS_CASE = ("qwen3_moe", "hub_f32")
+FEWTOKENS_SLICE = (slice(0, 1), slice(0, 2))  # calib_ids[0:1, 0:2]
+
+KEEP_FILES = ("config.json", "hf_quant_config.json")
+
+
+def calib_ids() -> torch.Tensor:
+    g = torch.Generator().manual_seed(CALIB_SEED)
+    return torch.randint(0, VOCAB, CALIB_SHAPE, generator=g, dtype=torch.int64)
+
+
+def load(fixture: Path, dtype):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(fixture, dtype=dtype, experts_implementation="eager")
+    model.eval()
+    return model
+
+
+def quant_cfg(fmt: str):
+    import modelopt.torch.quantization as mtq
+
+    return {"fp8": mtq.FP8_DEFAULT_CFG, "nvfp4": mtq.NVFP4_DEFAULT_CFG}[fmt]
+
+
+def amax_value(q):
+    a = getattr(q, "_amax", None)
+    if a is None:
+        return None
+    a = a.detach().to(torch.float32).cpu()
+    return float(a) if a.numel() == 1 else {"shape": list(a.shape), "values": [float(x) for x in a.flatten()]}
+
+
+def record_quantizers(model) -> tuple[dict, dict]:
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, TensorQuantizer):
+            out[name] = {"enabled": bool(mod.is_enabled), "amax": amax_value(mod)}
+    # Group states ModelOpt 0.47 attaches to q/k/v and gate/up sibling groups (max of the members' weight amax).
+    # Only static NVFP4 quantizers read them; the default (dynamic) configs do not, and the export recomputes the
+    # group max itself (see the report). Recorded for completeness.
+    shared = {n: float(b.float()) for n, b in model.named_buffers() if "_shared_quant_states" in n and b is not None}
+    return out, shared
+
+
+def install_token_counters(model) -> tuple[dict, list]:
+    """Count routed (token, expert) pairs per fused experts module (its forward gets top_k_index)."""
+    counts: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if hasattr(mod, "gate_up_proj") and hasattr(mod, "num_experts") and isinstance(
+            getattr(mod, "gate_up_proj"), torch.nn.Parameter
+        ):
+            counts[name] = torch.zeros(mod.num_experts, dtype=torch.int64)
+
+            def hook(m, args, kwargs, name=name):
+                idx = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
+                counts[name] += torch.bincount(idx.reshape(-1), minlength=counts[name].numel())
+
+            handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
+    return counts, handles
+
+
+def cast_like_twin(model, twin) -> torch.dtype:
+    """Cast every non-quantizer parameter/buffer of `model` to the dtype the same tensor has in `twin`."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    ref = {n: t.dtype for n, t in twin.named_parameters()}
+    ref.update({n: t.dtype for n, t in twin.named_buffers()})
+    # Quantizer state (amax buffers, ModelOpt's shared group states) must keep its f32 values.
+    skip = [n + "." for n, m in model.named_modules() if isinstance(m, TensorQuantizer) or n.endswith("_shared_quant_states")]
+    for mname, mod in model.named_modules():
+        if any((mname + ".").startswith(p) for p in skip):
+            continue
+        tensors = [(n, t, True) for n, t in mod.named_parameters(recurse=False)]
+        tensors += [(n, t, False) for n, t in mod.named_buffers(recurse=False) if t is not None]
+        for tname, t, is_param in tensors:
+            full = f"{mname}.{tname}" if mname else tname
+            if full not in ref:
+                raise RuntimeError(f"{full}: not in the dtype='auto' twin, cannot choose its export dtype")
+            if t.dtype == ref[full]:
+                continue
+            if is_param:
+                t.data = t.data.to(ref[full])
+            else:
+                setattr(mod, tname, t.to(ref[full]))
+    model.config.dtype = twin.config.dtype
+    return twin.config.dtype
+
+
+def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_note: str) -> None:
+    import modelopt
+    import transformers
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_hf_checkpoint
+
+    model = load(fixture, torch.float32)
+    counts, handles = install_token_counters(model)
+
+    def forward_loop(m):
+        with torch.no_grad():
+            m(input_ids=ids, use_cache=False)
+
+    model = mtq.quantize(model, quant_cfg(fmt), forward_loop)
+    for h in handles:
+        h.remove()
+    quantizers, shared_states = record_quantizers(model)
+
+    twin = load(fixture, "auto")
+    export_dtype = cast_like_twin(model, twin)
+    del twin
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_hf_checkpoint(model, dtype=export_dtype, export_dir=tmp)
+        written = sorted(p.name for p in Path(tmp).iterdir())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in written:
+            if name.endswith(".safetensors") or name.endswith(".safetensors.index.json") or name in KEEP_FILES:
+                shutil.copyfile(Path(tmp) / name, out_dir / name)
+
+    info = {
+        "fixture": str(fixture.relative_to(ROOT)),
+        "format": fmt,
+        "modelopt_version": modelopt.__version__,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "calibration": calib_note,
+        "calibration_dtype": "float32",
+        "export_dtype": str(export_dtype).replace("torch.", ""),
+        "files_written_by_export": written,
+        "expert_tokens": {k: v.tolist() for k, v in counts.items()},
+        "shared_states": shared_states,
+        "quantizers": quantizers,
+    }
+    (out_dir / "amax.json").write_text(compact_json(info))
+
+
+def compact_json(obj: dict) -> str:
+    """Top-level keys one per line, nested dicts one entry per line, leaves compact."""
+    lines = ["{"]
+    items = list(obj.items())
+    for i, (k, v) in enumerate(items):
+        end = "," if i + 1 < len(items) else ""
+        if isinstance(v, dict) and v:
+            lines.append(f" {json.dumps(k)}: {{")
+            sub = list(v.items())
+            for j, (k2, v2) in enumerate(sub):
+                lines.append(f"  {json.dumps(k2)}: {json.dumps(v2)}" + ("," if j + 1 < len(sub) else ""))
+            lines.append(" }" + end)
+        else:
+            lines.append(f" {json.dumps(k)}: {json.dumps(v)}{end}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Self-check: recompute every quantized tensor and scale of every export in numpy from the SOURCE fixture weights and
+# the amax in amax.json, with the rules below, and require bit-identity. These rules are the spec our Rust code
+# follows (written out in the report; SPEC section 4):
+#   FP8:   ws = f32(a_w) / f32(448)  (f32 division); y = f32(W) / ws in f32, then rounded to bf16 (RNE) if the source
+#          weight is bf16; byte = e4m3(y): RNE, |y| in (448, 464) -> 448 (never reached below 464), sign bit kept for
+#          negative values that round to 0 (0x80).  is = f32(a_in) / f32(448).
+#   NVFP4: ws2 = f32(a_w) / f32(2688) (one f32 division, NOT /6 then /448); per 16-block along the input dim:
+#          s = f32(bamax) / f32(f32(6) * ws2) (product rounded to f32 first); s = 1 where s == 0;
+#          ws = e4m3(clamp(s, 2^-9, 448)); y = f32(W) / f32(f32(ws) * ws2) in f32 (whatever the source dtype);
+#          code = e2m1 RNE index (saturating at 6) | 8 if y < 0 (also when it rounds to 0: "-0" = 0x8);
+#          byte = code[2j] | code[2j+1] << 4.  is = f32(a_in) / f32(2688).
+#   amax used: a_w of a routed expert's gate AND up = its fused gate_up weight quantizer; down = its own.
+#          a_in of every routed expert = the experts module's shared input quantizer (one per projection type).
+#          NVFP4 only: q/k/v (and gate/up of dense MLPs / shared experts) use the MAX over the group of a_w and a_in.
+# ---------------------------------------------------------------------------------------------------------------
+import re  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+_C = np.arange(127)
+_E, _M = (_C >> 3) & 0xF, _C & 7
+E4M3_POS = np.where(_E == 0, _M * 2.0**-9, (1 + _M / 8.0) * 2.0 ** (_E - 7))  # codes 0x00..0x7E, increasing
+E2M1_POS = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], dtype=np.float64)
+
+
+def _f32(x):
+    return np.asarray(x, dtype=np.float32)
+
+
+def _bf16_rne(x):
+    b = _f32(x).view(np.uint32).astype(np.uint64)
+    return (((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+
+
+def _rne_index(table, a):
+    """Index of the nearest table entry to a (a >= 0, table increasing), ties to the even index; saturating."""
+    idx = np.clip(np.searchsorted(table, a, side="left"), 1, len(table) - 1)
+    lo, hi = table[idx - 1], table[idx]
+    mid = (lo + hi) / 2
+    pick = np.where(a < mid, idx - 1, np.where(a > mid, idx, np.where((idx - 1) % 2 == 0, idx - 1, idx)))
+    return np.where(a >= table[-1], len(table) - 1, pick)
+
+
+def e4m3_bytes(x):
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    assert np.all(a < 464), "would be NaN in torch"
+    return (_rne_index(E4M3_POS, a) | (np.signbit(x).astype(np.int64) << 7)).astype(np.uint8)
+
+
+def e4m3_values(b):
+    v = E4M3_POS[b & 0x7F].astype(np.float32)
+    return np.where(b & 0x80, -v, v)
+
+
+def e2m1_codes(y):
+    y = np.asarray(y, dtype=np.float64)
+    return (_rne_index(E2M1_POS, np.abs(y)) | ((y < 0).astype(np.int64) << 3)).astype(np.uint8)
+
+
+def _source_weights(fixture: Path) -> dict:
+    from safetensors.torch import load_file
+
+    sd = {}
+    for f in sorted(fixture.glob("model*.safetensors")):
+        sd.update(load_file(f))
+    return sd
+
+
+def _source_weight(sd: dict, module: str) -> torch.Tensor:
+    if module + ".weight" in sd:
+        return sd[module + ".weight"]
+    m = re.fullmatch(r"(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)", module)  # fused source
+    e = int(m.group(2))
+    if m.group(3) == "down_proj":
+        return sd[m.group(1) + ".down_proj"][e]
+    gate_up = sd[m.group(1) + ".gate_up_proj"][e]
+    half = gate_up.shape[0] // 2
+    return gate_up[:half] if m.group(3) == "gate_proj" else gate_up[half:]
+
+
+def _quantizer_names(module: str) -> tuple[str, str]:
+    m = re.fullmatch(r"(.*)\.experts\.(\d+)\.(\w+)", module)
+    if m:  # in memory: one fused experts module (Mixtral's block is `mlp` in memory, `block_sparse_moe` on disk)
+        experts = m.group(1).replace(".block_sparse_moe", ".mlp") + ".experts"
+        proj = "down_proj" if m.group(3) in ("down_proj", "w2") else "gate_up_proj"
+        return f"{experts}.{proj}_weight_quantizers.{m.group(2)}", f"{experts}.{proj}_input_quantizer"
+    return module + ".weight_quantizer", module + ".input_quantizer"
+
+
+def _nvfp4_group(module: str, modules: set) -> list[str]:
+    if ".experts." in module:
+        return [module]
+    parent, leaf = module.rsplit(".", 1)
+    for group in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")):
+        if leaf in group:
+            return [f"{parent}.{x}" for x in group if f"{parent}.{x}" in modules]
+    return [module]
+
+
+def verify_export(out_dir: Path, fixture: Path) -> dict:
+    from safetensors.torch import load_file
+
+    fmt = out_dir.name
+    amax = {k: v["amax"] for k, v in json.loads((out_dir / "amax.json").read_text())["quantizers"].items()}
+    out = {}
+    for f in sorted(out_dir.glob("*.safetensors")):
+        out.update(load_file(f))
+    sd = _source_weights(fixture)
+    modules = {k[: -len(".weight_scale")] for k in out if k.endswith(".weight_scale")}
+    n_bytes = bad_bytes = bad_scales = 0
+    for module in sorted(modules):
+        w = _source_weight(sd, module)
+        wf = w.float().numpy()
+        names = [_quantizer_names(m) for m in (_nvfp4_group(module, modules) if fmt == "nvfp4" else [module])]
+        a_w = max(_f32(amax[wq]) for wq, _ in names)
+        a_in = max(_f32(amax[iq]) for _, iq in names)
+        scales = {}
+        if fmt == "fp8":
+            ws = _f32(a_w / _f32(448))
+            y = _f32(wf / ws)
+            if w.dtype == torch.bfloat16:
+                y = _bf16_rne(y)
+            q = e4m3_bytes(y)
+            got = out[module + ".weight"].view(torch.uint8).numpy()
+            scales = {"weight_scale": ws, "input_scale": _f32(a_in / _f32(448))}
+        else:
+            ws2 = _f32(a_w / _f32(2688))
+            n, k = wf.shape
+            blocks = wf.reshape(n, k // 16, 16)
+            s = _f32(np.abs(blocks).max(-1) / _f32(_f32(6) * ws2))
+            s = np.clip(np.where(s == 0, _f32(1), s), _f32(2.0**-9), _f32(448))
+            ws = e4m3_bytes(s)
+            y = _f32(blocks / _f32(e4m3_values(ws) * ws2)[..., None]).reshape(n, k)
+            codes = e2m1_codes(y)
+            q = codes[:, 0::2] | (codes[:, 1::2] << 4)
+            got = out[module + ".weight"].numpy()
+            bad_scales += int(not np.array_equal(out[module + ".weight_scale"].view(torch.uint8).numpy(), ws))
+            scales = {"weight_scale_2": ws2, "input_scale": _f32(a_in / _f32(2688))}
+        for name, val in scales.items():
+            t = out[f"{module}.{name}"]
+            bad_scales += int(t.dtype != torch.float32 or t.dim() != 0 or t.numpy().view(np.uint32) != val.view(np.uint32))
+        n_bytes += q.size
+        bad_bytes += int((q != got).sum())
+    return {"linears": len(modules), "bytes": n_bytes, "bad_bytes": bad_bytes, "bad_scales": bad_scales}
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    from safetensors.torch import save_file
+
+    if GOLDEN.exists():
+        shutil.rmtree(GOLDEN)
+    GOLDEN.mkdir(parents=True)
+    ids = calib_ids()
+    save_file({"input_ids": ids}, str(GOLDEN / "calib_ids.safetensors"))
+    (GOLDEN / "calib_ids.safetensors").chmod(0o644)
+
+    for model_type, layout in CASES:
+        for fmt in FORMATS:
+            out = GOLDEN / f"{model_type}_{layout}" / fmt
+            print(f"== {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
+
+    few = ids[FEWTOKENS_SLICE].contiguous()
+    model_type, layout = FEWTOKENS_CASE
+    for fmt in FORMATS:
+        out = GOLDEN / f"{model_type}_{layout}_fewtokens" / fmt
+        print(f"== {model_type}/{layout} {fmt} (2 calibration tokens) -> {out.relative_to(ROOT)}", flush=True)
+        run_case(FIXTURES / model_type / layout, fmt, few, out,
+                 f"calib_ids.safetensors input_ids[0:1, 0:2] = {few.tolist()} (2 tokens)")
+
+    failed = False
+    for d in sorted(p.parent for p in GOLDEN.rglob("amax.json")):
+        fixture = ROOT / json.loads((d / "amax.json").read_text())["fixture"]
+        r = verify_export(d, fixture)
+        failed |= bool(r["bad_bytes"] or r["bad_scales"])
+        print(f"check {d.relative_to(GOLDEN)}: {r}")
+    total = sum(p.stat().st_size for p in GOLDEN.rglob("*") if p.is_file())
+    print(f"fixtures/golden: {total} bytes")
+    if failed:
+        print("numpy reference does NOT reproduce ModelOpt's export bit for bit", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
