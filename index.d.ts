@@ -17,6 +17,12 @@ export declare class CancelToken {
 }
 
 /**
+ * Runs the calibration forward; resolves to the report as JSON text. `on_progress` receives JSON events
+ * `{ layer, layers, tokens }`.
+ */
+export declare function calibrate(dir: string, descriptor: string, request: string, cancel?: CancelToken | undefined | null, onProgress?: ((event: string) => void) | undefined | null): Promise<string>
+
+/**
  * Logits `[rows, seq_len, vocab]` (row-major) of the unquantized model described by `descriptor` (JSON)
  * for token ids `[rows, seq_len]`.
  */

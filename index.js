@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.CancelToken = nativeBinding.CancelToken
+module.exports.calibrate = nativeBinding.calibrate
 module.exports.computeLogits = nativeBinding.computeLogits
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.inspectHeaders = nativeBinding.inspectHeaders

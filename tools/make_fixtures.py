@@ -6,7 +6,7 @@ Regenerate (from the repository root):
     python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.17.* tokenizers safetensors \
         && .venv-tools/bin/python tools/make_fixtures.py
 
-The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It deletes and rewrites fixtures/.
+The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/ (keeping golden/ and vectors/, which other scripts make from it).
 
 What it produces, for each family (qwen3_moe, qwen2_moe, mixtral, olmoe, deepseek_v3, glm4_moe, granitemoe,
 gpt_oss, llama4_text):
@@ -636,9 +636,16 @@ def main() -> int:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    if FIXTURES.exists():
-        shutil.rmtree(FIXTURES)
-    FIXTURES.mkdir(parents=True)
+    # Rewrite the model fixtures; golden/ (tools/make_golden.py) and vectors/ (tools/make_format_vectors.py)
+    # are made from them by their own scripts and kept.
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for entry in FIXTURES.iterdir():
+        if entry.name in ("golden", "vectors"):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
     tokenizer_json, eos_id = build_tokenizer()
     gen = torch.Generator().manual_seed(INPUT_SEED)

@@ -28,9 +28,16 @@ quantizer's maxbound (448 for FP8, 6 for NVFP4), the rule ModelOpt itself applie
 produced by ModelOpt with `modelopt_amax` (the substituted value). The script checks that raw ModelOpt indeed
 gives NaN there, so a ModelOpt fix would be noticed.
 
+The vectors are checked to be discriminating: the script also runs plausible wrong implementations (FP8: no
+bf16 rounding of W / scale for bf16 weights, the scale rounded to bf16, W * (1/scale); NVFP4: block scale from
+amax/448 instead of f32(6 * weight_scale_2), W * (1/divisor), a bf16 rounding of W / divisor, E2M1 ties away from
+zero, no sign bit on codes rounded to zero) and requires each to disagree with ModelOpt on some case. The
+`near_miss_*` cases exist for that: values placed on E4M3 / E2M1 midpoints, and kept only where a variant errs.
+
 File layout (every case `<c>`):
   <c>.input            F32 or BF16 [N, K]   the weight
-  <c>.amax             F32 0-d              the per-tensor weight amax moe-quant is given
+  <c>.amax             F32 0-d              the per-tensor weight amax moe-quant is given (a bf16 value for bf16
+                                            weights: ModelOpt keeps a bf16 model's amaxes in bf16)
   <c>.modelopt_amax    F32 0-d              the amax ModelOpt was given (equal to <c>.amax except zeros*)
   <c>.weight           F8_E4M3 [N, K] (fp8) or U8 [N, K/2] (nvfp4)
   <c>.weight_scale     F32 0-d (fp8) or F8_E4M3 [N, K/16] (nvfp4)
@@ -503,8 +510,6 @@ def check_variants_are_caught(fmt: str, tensors: dict[str, torch.Tensor], cases)
             if fmt == "fp8":
                 wrong = fp8_variant(variant, w, amax).view(torch.uint8)
             else:
-                if fmt == "nvfp4" and variant == "":
-                    continue
                 wrong, _ = nvfp4_variant(variant, w, amax)
             if not torch.equal(wrong, tensors[f"{name}.weight"].view(torch.uint8)):
                 caught.append(name)

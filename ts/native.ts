@@ -7,7 +7,21 @@ import { MoeQuantError, fromNative } from './errors'
 /** The raw binding, as declared in the generated index.d.ts at the package root. */
 export interface NativeBinding {
   inspectHeaders(dir: string): Promise<string>
+  computeLogits(dir: string, descriptor: string, ids: number[], rows: number, seqLen: number, cancel?: CancelToken | null): Promise<Float32Array>
+  calibrate(
+    dir: string,
+    descriptor: string,
+    request: string,
+    cancel?: CancelToken | null,
+    onProgress?: ((event: string) => void) | null,
+  ): Promise<string>
   errorCodes(): string[]
+  CancelToken: new () => CancelToken
+}
+
+/** A native flag a running task checks between steps. */
+export interface CancelToken {
+  cancel(): void
 }
 
 let binding: NativeBinding | undefined

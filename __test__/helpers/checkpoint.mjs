@@ -61,3 +61,39 @@ export function readJson(path) {
 export function writeJson(path, value) {
   writeFileSync(path, JSON.stringify(value, null, 2))
 }
+
+/** Reads every tensor of a safetensors file into typed arrays: `{ name: { dtype, shape, values } }`. */
+export function readTensors(path) {
+  const { header, data } = readRaw(path)
+  const out = {}
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue
+    const [start, end] = info.data_offsets
+    const bytes = data.subarray(start, end)
+    const copy = new Uint8Array(bytes).buffer
+    const values =
+      info.dtype === 'F32' ? new Float32Array(copy)
+      : info.dtype === 'I64' ? Array.from(new BigInt64Array(copy), Number)
+      : new Uint8Array(copy)
+    out[name] = { dtype: info.dtype, shape: info.shape, values }
+  }
+  return out
+}
+
+/** ‖a − b‖ / ‖b‖. */
+export function relativeL2(a, b) {
+  let num = 0
+  let den = 0
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i] - b[i]) ** 2
+    den += b[i] ** 2
+  }
+  return Math.sqrt(num / den)
+}
+
+/** Reshapes a flat array into rows of `width`. */
+export function rows(values, width) {
+  const out = []
+  for (let i = 0; i < values.length; i += width) out.push(Array.from(values.slice(i, i + width)))
+  return out
+}

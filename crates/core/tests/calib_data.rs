@@ -87,7 +87,7 @@ const DOCUMENTS: [&str; 3] = [
 
 #[test]
 fn rust_encoding_matches_pinned_python_ids() {
-    // Pinned from Python: Tokenizer.from_file(...).encode(text, add_special_tokens=False).ids (tokenizers 0.22).
+    // Pinned from Python: Tokenizer.from_file(...).encode(text, add_special_tokens=False).ids (Python tokenizers 0.23.3).
     let tmp = temp_dir();
     let dir = model_dir(tmp.path());
     let text = write(tmp.path(), "hello.txt", "Hello, world!\n");

@@ -6,10 +6,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use moe_quant_core::model::stream::TokenBatch;
+use moe_quant_core::calib::data::Batch;
 use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::{Checkpoint, Error as CoreError};
 use napi::bindgen_prelude::{AsyncTask, Env, Float32Array, Result, Status, Task};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 /// Runs core work, converting its error and any panic into a coded JS error.
@@ -94,7 +95,7 @@ fn parse_descriptor(json: &str) -> moe_quant_core::Result<ModelDescriptor> {
 pub struct ComputeLogitsTask {
     dir: String,
     descriptor: String,
-    batch: TokenBatch,
+    batch: Batch,
     cancel: Arc<AtomicBool>,
 }
 
@@ -129,7 +130,64 @@ pub fn compute_logits(
     seq_len: u32,
     cancel: Option<&CancelToken>,
 ) -> AsyncTask<ComputeLogitsTask> {
-    let batch = TokenBatch { ids, rows: rows as usize, seq_len: seq_len as usize };
+    let batch = Batch { ids, rows: rows as usize, seq_len: seq_len as usize };
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     AsyncTask::new(ComputeLogitsTask { dir, descriptor, batch, cancel })
+}
+
+/// A JS progress callback receiving one JSON event string per call.
+type ProgressCallback = ThreadsafeFunction<String, (), String, Status, false>;
+
+fn emit(callback: &Option<Arc<ProgressCallback>>, event: &impl serde::Serialize) {
+    if let (Some(callback), Ok(json)) = (callback, serde_json::to_string(event)) {
+        callback.call(json, ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+pub struct CalibrateTask {
+    dir: String,
+    descriptor: String,
+    request: String,
+    cancel: Arc<AtomicBool>,
+    progress: Option<Arc<ProgressCallback>>,
+}
+
+impl Task for CalibrateTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> Result<String> {
+        guarded(|| {
+            let descriptor = parse_descriptor(&self.descriptor)?;
+            let request: moe_quant_core::calib::run::CalibrationRequest = serde_json::from_str(&self.request)
+                .map_err(|e| CoreError::Internal(format!("invalid calibration request: {e}")))?;
+            let progress = self.progress.clone();
+            let report = moe_quant_core::calib::run::calibrate(
+                std::path::Path::new(&self.dir),
+                &descriptor,
+                &request,
+                &self.cancel,
+                &mut |event| emit(&progress, &event),
+            )?;
+            to_json(&report)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
+        Ok(output)
+    }
+}
+
+/// Runs the calibration forward; resolves to the report as JSON text. `on_progress` receives JSON events
+/// `{ layer, layers, tokens }`.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn calibrate(
+    dir: String,
+    descriptor: String,
+    request: String,
+    cancel: Option<&CancelToken>,
+    #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
+) -> AsyncTask<CalibrateTask> {
+    let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    AsyncTask::new(CalibrateTask { dir, descriptor, request, cancel, progress: on_progress.map(Arc::new) })
 }

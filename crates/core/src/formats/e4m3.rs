@@ -17,27 +17,25 @@ pub const E4M3_NAN: u8 = 0x7F;
 
 /// Encodes one value: saturating at ±448, round to nearest even, sign kept (so -0.0 → 0x80); NaN → 0x7F with
 /// the NaN's sign bit (torch writes 0xFF for the negative NaN that 0/0 gives on x86).
+///
+/// Branch-free (both ranges are computed, then selected), so loops over it vectorize.
 #[inline]
 pub fn f32_to_e4m3(value: f32) -> u8 {
     let bits = value.to_bits();
-    let sign = ((bits >> 24) & 0x80) as u8;
+    let sign = (bits >> 24) & 0x80;
     let magnitude = f32::from_bits(bits & 0x7FFF_FFFF);
-    if magnitude.is_nan() {
-        return sign | E4M3_NAN;
-    }
-    let magnitude = magnitude.min(E4M3_MAX);
-    let code = if magnitude < E4M3_MIN_NORMAL {
-        // Subnormal: the code is the value in units of 2^-9 (exact: a power-of-two scaling), rounded half even.
-        // A result of 8 is 2^-6, which is also the first normal's encoding (exponent 1, mantissa 0).
-        (magnitude * 512.0).round_ties_even() as u8
-    } else {
-        // Normal: keep 3 of the 23 mantissa bits, rounding half to even; a carry moves into the exponent.
-        let m = magnitude.to_bits();
-        let rounded = (m + 0x7_FFFF + ((m >> 20) & 1)) >> 20;
-        // Re-bias the exponent from 127 to 7; `rounded` holds the exponent above 3 mantissa bits.
-        (rounded - ((127 - 7) << 3)) as u8
-    };
-    sign | code
+    let clamped = magnitude.min(E4M3_MAX);
+    // Subnormal range (below 2^-6): adding 2^14 leaves the value in units of 2^-9 (the ulp of 2^14) in the low
+    // mantissa bits, rounded half to even by the addition itself. A result of 8 is 2^-6, which is also the
+    // first normal's encoding (exponent 1, mantissa 0).
+    let subnormal = (clamped + 16384.0).to_bits().wrapping_sub(16384f32.to_bits());
+    // Normal range: keep 3 of the 23 mantissa bits, rounding half to even (a carry moves into the exponent),
+    // then re-bias the exponent from 127 to 7.
+    let m = clamped.to_bits();
+    let normal = ((m + 0x7_FFFF + ((m >> 20) & 1)) >> 20).wrapping_sub((127 - 7) << 3);
+    let code = if clamped < E4M3_MIN_NORMAL { subnormal } else { normal };
+    let code = if magnitude.is_nan() { u32::from(E4M3_NAN) } else { code };
+    (sign | code) as u8
 }
 
 /// Decodes one byte (exactly: every E4M3 value is an f32).

@@ -90,8 +90,13 @@ fn quantize_blocks(values: &[f32], scale_2: f32, scales: &mut [u8], packed: &mut
         }
         *scale_byte = f32_to_e4m3(s.clamp(E4M3_MIN_SUBNORMAL, E4M3_MAX));
         let divisor = e4m3_to_f32(*scale_byte) * scale_2;
-        for (byte, pair) in out.iter_mut().zip(block.chunks_exact(2)) {
-            *byte = pack_pair(e2m1_code(pair[0] / divisor), e2m1_code(pair[1] / divisor));
+        // Codes first, then packing: two simple fixed-length loops the compiler vectorizes.
+        let mut codes = [0u8; NVFP4_BLOCK];
+        for (code, &value) in codes.iter_mut().zip(block) {
+            *code = e2m1_code(value / divisor);
+        }
+        for (byte, pair) in out.iter_mut().zip(codes.chunks_exact(2)) {
+            *byte = pack_pair(pair[0], pair[1]);
         }
     }
 }

@@ -21,7 +21,7 @@ enum SelfAttention {
 
 enum FeedForward {
     Dense(Mlp),
-    Moe(MoeBlock),
+    Moe(Box<MoeBlock>),
 }
 
 pub struct DecoderLayer {
@@ -41,7 +41,7 @@ impl DecoderLayer {
         };
         let feed_forward = match &desc.mlp {
             MlpDescriptor::Dense(dense) => FeedForward::Dense(Mlp::load(loader, dense)?),
-            MlpDescriptor::Moe(moe) => FeedForward::Moe(MoeBlock::load(loader, moe, all_experts_stats)?),
+            MlpDescriptor::Moe(moe) => FeedForward::Moe(Box::new(MoeBlock::load(loader, moe, all_experts_stats)?)),
         };
         Ok(DecoderLayer {
             input_norm: RmsNorm::new(loader.tensor(&desc.input_norm)?, eps),

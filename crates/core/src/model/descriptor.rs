@@ -144,7 +144,7 @@ pub struct MlaDescriptor {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MlpDescriptor {
     Dense(DenseMlpDescriptor),
-    Moe(MoeDescriptor),
+    Moe(Box<MoeDescriptor>),
 }
 
 /// `down(act(gate(x)) * up(x))`, module names.

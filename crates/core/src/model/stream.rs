@@ -14,17 +14,10 @@ use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
 use super::descriptor::ModelDescriptor;
 use super::weights::WeightLoader;
+use crate::calib::data::Batch;
 use crate::calib::observers::Observers;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-
-/// One batch of token ids, row-major `[rows, seq_len]`.
-#[derive(Debug, Clone)]
-pub struct TokenBatch {
-    pub ids: Vec<u32>,
-    pub rows: usize,
-    pub seq_len: usize,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOptions {
@@ -57,7 +50,7 @@ pub struct ForwardResult {
 pub fn run_forward(
     checkpoint: &Checkpoint,
     desc: &ModelDescriptor,
-    batches: &[TokenBatch],
+    batches: &[Batch],
     options: &ForwardOptions,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(ForwardProgress),

@@ -18,7 +18,7 @@ pub struct Rope {
 /// Inverse frequencies `[rotary_dim / 2]` and the attention scaling that multiplies cos and sin.
 pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
     let dim = rope.rotary_dim;
-    if dim == 0 || dim % 2 != 0 {
+    if dim == 0 || !dim.is_multiple_of(2) {
         return Err(Error::Internal(format!("rotary dimension {dim} must be even and positive")));
     }
     let base: Vec<f64> = (0..dim / 2).map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / dim as f64)).collect();
@@ -37,7 +37,7 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
                 .map(|&f| {
                     let wavelen = 2.0 * std::f64::consts::PI / f;
                     let scaled = if wavelen > low_wavelen { f / factor } else { f };
-                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
                     if medium {
                         let smooth = (old_context / wavelen - low) / (high - low);
                         (1.0 - smooth) * scaled / factor + smooth * scaled

@@ -1,0 +1,139 @@
+// The native forward against transformers 5.17: logits within 1e-4 relative L2 (f32) and every recorded
+// activation maximum within 1e-5 relative, for every fixture family with a softmax or sigmoid router, in
+// both layouts. References were written by tools/make_fixtures.py with forward hooks.
+import test from 'ava'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { calibrateModel, computeLogits } from '../dist/index.js'
+import { FIXTURES, manifest, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
+
+/** Families whose forward the descriptor supports (GPT-OSS and Llama4 are refused with a clear code). */
+const SUPPORTED = new Set(['qwen3_moe', 'qwen2_moe', 'mixtral', 'olmoe', 'deepseek_v3', 'glm4_moe', 'granitemoe'])
+const fixtures = manifest().filter((f) => SUPPORTED.has(f.model_type))
+
+function reference(entry) {
+  const tensors = readTensors(join(FIXTURES, entry.path, 'reference.safetensors'))
+  const [batch, seq] = tensors.input_ids.shape
+  return { tensors, ids: rows(tensors.input_ids.values, seq), batch, seq }
+}
+
+const close = (t, got, want, tolerance, what) =>
+  t.true(Math.abs(got - want) <= tolerance * Math.abs(want), `${what}: ${got} vs transformers ${want}`)
+
+for (const entry of fixtures) {
+  test(`logits of ${entry.path} match transformers`, async (t) => {
+    const ref = reference(entry)
+    const { logits, shape } = await computeLogits(join(FIXTURES, entry.path), ref.ids)
+    t.deepEqual(shape, ref.tensors.logits.shape)
+    const error = relativeL2(logits, ref.tensors.logits.values)
+    t.true(error < 1e-4, `relative L2 ${error}`)
+  })
+
+  test(`activation maxima and expert token counts of ${entry.path} match transformers hooks`, async (t) => {
+    const ref = reference(entry)
+    const result = await calibrateModel({
+      model: join(FIXTURES, entry.path),
+      calibration: { ids: ref.ids, samples: ref.batch, seqLen: ref.seq },
+    })
+    t.is(result.tokens, ref.batch * ref.seq)
+    // Every nn.Linear input the reference recorded under a module name we also use.
+    let compared = 0
+    for (const [key, tensor] of Object.entries(ref.tensors)) {
+      if (!key.startsWith('amax.') || key.endsWith('_input')) continue
+      const module = key.slice('amax.'.length)
+      if (module in result.inputAmax) {
+        close(t, result.inputAmax[module], tensor.values[0], 1e-5, module)
+        compared++
+      }
+    }
+    t.true(compared >= 4 * entry.num_layers, `compared ${compared} linear inputs`)
+    // Experts: one gate/up and one down input maximum per MoE layer, and routed tokens per expert.
+    t.deepEqual(result.experts.map((l) => l.layer), entry.moe_layers)
+    for (const layer of result.experts) {
+      const module = entry.experts_modules_in_memory.find((m) => m.includes(`.layers.${layer.layer}.`))
+      close(t, layer.gateUpInputAmax, ref.tensors[`amax.${module}.gate_up_input`].values[0], 1e-5, `${module} gate/up input`)
+      close(t, layer.downInputAmax, ref.tensors[`amax.${module}.down_input`].values[0], 1e-5, `${module} down input`)
+      t.deepEqual(layer.tokens, Array.from(ref.tensors[`tokens.${module}`].values))
+      t.deepEqual(layer.uncalibrated, [])
+    }
+  })
+}
+
+test('hub and fused layouts of one model give identical calibration statistics', async (t) => {
+  const ref = reference(fixtures.find((f) => f.path === 'qwen3_moe/hub'))
+  const calibrate = (path) => calibrateModel({ model: join(FIXTURES, path), calibration: { ids: ref.ids, samples: 2, seqLen: 12 } })
+  const [hub, fused] = await Promise.all([calibrate('qwen3_moe/hub'), calibrate('qwen3_moe/fused')])
+  t.deepEqual(hub.inputAmax, fused.inputAmax)
+  t.deepEqual(hub.experts, fused.experts)
+})
+
+test('experts that saw no token are reported, with a warning and in the coverage heatmap', async (t) => {
+  const dir = join(FIXTURES, 'qwen3_moe/hub')
+  const report = join(tempDir(), 'coverage.html')
+  const result = await calibrateModel({ model: dir, calibration: { ids: [[229, 27]], samples: 1, seqLen: 2 }, coverageReport: report })
+  // 2 tokens × top-2 = 4 routings per layer: at least 4 of the 8 experts got nothing.
+  for (const layer of result.experts) {
+    t.is(layer.tokens.reduce((a, b) => a + b, 0), 4)
+    t.true(layer.uncalibrated.length >= 4)
+    t.deepEqual(layer.uncalibrated, layer.tokens.flatMap((n, e) => (n === 0 ? [e] : [])))
+    // Weight maxima exist for every expert, routed or not.
+    t.true(layer.weightAmax.gate.every((v) => v > 0) && layer.weightAmax.down.every((v) => v > 0))
+  }
+  t.is(result.uncalibratedExperts, result.experts.reduce((n, l) => n + l.uncalibrated.length, 0))
+  t.true(result.warnings.some((w) => w.includes('saw no calibration token')))
+  t.is(result.coverageReportPath, report)
+  const html = readFileSync(report, 'utf8')
+  t.true(html.startsWith('<!doctype html>'))
+  t.false(/<script|https?:\/\//.test(html), 'self-contained: no scripts, no external assets')
+  t.is((html.match(/<td style="background:#d7301f"/g) ?? []).length, result.uncalibratedExperts)
+})
+
+test('routing every token through every expert changes statistics but not coverage counts', async (t) => {
+  const ref = reference(fixtures.find((f) => f.path === 'qwen3_moe/hub'))
+  const run = (allExperts) =>
+    calibrateModel({ model: join(FIXTURES, 'qwen3_moe/hub'), calibration: { ids: ref.ids, samples: 2, seqLen: 12, allExperts } })
+  const [routed, all] = [await run(false), await run(true)]
+  t.deepEqual(all.inputAmax, routed.inputAmax, 'the layer outputs, hence later inputs, are unchanged')
+  for (let i = 0; i < all.experts.length; i++) {
+    t.deepEqual(all.experts[i].tokens, routed.experts[i].tokens)
+    t.true(all.experts[i].downInputAmax >= routed.experts[i].downInputAmax)
+  }
+})
+
+test('progress reports every layer, and peak memory is reported', async (t) => {
+  const events = []
+  const result = await calibrateModel({
+    model: join(FIXTURES, 'mixtral/hub_sharded'),
+    calibration: { ids: [[1, 2, 3, 4]], samples: 1, seqLen: 4 },
+    onProgress: (e) => events.push(e),
+  })
+  t.deepEqual(events.map((e) => e.layer), [1, 2])
+  t.true(events.every((e) => e.stage === 'calibrate' && e.layers === 2 && e.tokens === 4))
+  t.true(result.peakRssBytes > 0)
+})
+
+test('an aborted signal rejects with E_CANCELLED', async (t) => {
+  const controller = new AbortController()
+  controller.abort()
+  const error = await t.throwsAsync(
+    calibrateModel({ model: join(FIXTURES, 'qwen3_moe/hub'), calibration: { ids: [[1, 2]], samples: 1, seqLen: 2 }, signal: controller.signal }),
+  )
+  t.is(error.code, 'E_CANCELLED')
+})
+
+test('calibration from text uses the model tokenizer; ids outside the vocabulary are refused', async (t) => {
+  const dir = join(FIXTURES, 'qwen3_moe/hub')
+  const text = join(tempDir(), 'calib.jsonl')
+  const lines = Array.from({ length: 20 }, (_, i) => JSON.stringify({ text: `Sample ${i}: the experts route tokens by their router scores.` }))
+  await import('node:fs').then((fs) => fs.writeFileSync(text, lines.join('\n')))
+  const result = await calibrateModel({ model: dir, calibration: { data: text, samples: 4, seqLen: 16, batchSize: 3 } })
+  t.is(result.samples, 4)
+  t.is(result.tokens, 64)
+  const bad = await t.throwsAsync(calibrateModel({ model: dir, calibration: { ids: [[1, 999]], samples: 1, seqLen: 2 } }))
+  t.is(bad.code, 'E_CALIBRATION_ID_RANGE')
+  t.true(bad.message.includes('999') && bad.message.includes('256'))
+  const missing = await t.throwsAsync(calibrateModel({ model: dir, calibration: { samples: 1 } }))
+  t.is(missing.code, 'E_OPTION_INVALID')
+  t.false(existsSync(join(dir, 'coverage.html')))
+})

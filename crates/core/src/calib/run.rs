@@ -1,0 +1,77 @@
+//! One calibration run: load the calibration sequences, run the layer-streamed forward over them with
+//! observers, and report what was recorded.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+use super::data::{load_calibration, CalibrationOptions, CalibrationSource};
+use super::observers::Observers;
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::model::stream::{run_forward, ForwardOptions, ForwardProgress};
+use crate::model::ModelDescriptor;
+
+/// Where the calibration sequences come from, as the TS side sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSpec {
+    Jsonl { path: PathBuf },
+    Text { path: PathBuf },
+    Ids { ids: Vec<Vec<u32>> },
+}
+
+/// A calibration request (options already validated and defaulted by TS).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CalibrationRequest {
+    pub source: SourceSpec,
+    pub samples: usize,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    /// Route every token through every expert for statistics only.
+    #[serde(default)]
+    pub all_experts: bool,
+}
+
+/// What a calibration run recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    pub observers: Observers,
+    pub samples: usize,
+    pub requested_samples: usize,
+    pub seq_len: usize,
+    pub tokens: usize,
+    pub peak_rss_bytes: Option<u64>,
+    pub seconds: f64,
+}
+
+/// Runs the calibration forward of the checkpoint in `dir` described by `desc`.
+pub fn calibrate(
+    dir: &Path,
+    desc: &ModelDescriptor,
+    request: &CalibrationRequest,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(ForwardProgress),
+) -> Result<CalibrationReport> {
+    let source = match &request.source {
+        SourceSpec::Jsonl { path } => CalibrationSource::Jsonl(path.clone()),
+        SourceSpec::Text { path } => CalibrationSource::Text(path.clone()),
+        SourceSpec::Ids { ids } => CalibrationSource::Ids(ids.clone()),
+    };
+    let options =
+        CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
+    let set = load_calibration(dir, &source, &options, desc.vocab_size)?;
+    let checkpoint = Checkpoint::open(dir)?;
+    let forward_options = ForwardOptions { logits: false, all_experts_stats: request.all_experts };
+    let result = run_forward(&checkpoint, desc, &set.batches, &forward_options, cancel, progress)?;
+    Ok(CalibrationReport {
+        observers: result.observers,
+        samples: set.sample_count(),
+        requested_samples: set.requested_samples,
+        seq_len: request.seq_len,
+        tokens: result.tokens,
+        peak_rss_bytes: result.peak_rss_bytes,
+        seconds: result.seconds,
+    })
+}

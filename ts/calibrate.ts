@@ -1,0 +1,223 @@
+/**
+ * calibrateModel(): runs the real model on calibration text (or ids), layer by layer, and returns the
+ * activation maxima every quantized linear needs, per-expert token counts and the experts that saw no
+ * token. Optionally writes the expert-coverage heatmap as a self-contained HTML file.
+ */
+import * as path from 'node:path'
+
+import { writeCoverageReport } from './coverage'
+import { describeModel, type ModelDescriptor } from './descriptor'
+import { MoeQuantError } from './errors'
+import { flattenIds } from './forward'
+import { callNative, native } from './native'
+
+/** Where the calibration tokens come from and how many. */
+export interface CalibrationOptions {
+  /** A `.jsonl` file of `{"text": …}` lines, or a plain text file (documents separated by blank lines). */
+  data?: string
+  /** Pre-tokenized sequences instead of `data`; each must hold at least `seqLen` ids. */
+  ids?: number[][]
+  /** Sequences to use (fewer when the data runs out). Default 512. */
+  samples?: number
+  /** Tokens per sequence. Default 512. */
+  seqLen?: number
+  /** Sequences per forward batch, or `'auto'` (about 8192 tokens per batch). Default `'auto'`. */
+  batchSize?: number | 'auto'
+  /** Also route every token through every expert, for statistics only (outputs unchanged). Default false. */
+  allExperts?: boolean
+}
+
+export interface CalibrationProgress {
+  stage: 'calibrate'
+  /** Decoder layers done, of `layers`. */
+  layer: number
+  layers: number
+  /** Calibration tokens per layer. */
+  tokens: number
+}
+
+export interface CalibrateOptions {
+  /** The model directory. */
+  model: string
+  calibration: CalibrationOptions
+  /** Write the expert-coverage heatmap (HTML) here. */
+  coverageReport?: string
+  onProgress?: (event: CalibrationProgress) => void
+  /** Aborting rejects with `E_CANCELLED` at the next layer boundary. */
+  signal?: AbortSignal
+}
+
+export interface ExpertCoverage {
+  layer: number
+  /** Module path of the MoE block. */
+  block: string
+  /** max |x| entering gate/up, shared by all experts of the layer. */
+  gateUpInputAmax: number
+  /** max |act(gate)·up| entering down, shared by all experts of the layer. */
+  downInputAmax: number
+  /** (token, expert) routings per expert. */
+  tokens: number[]
+  /** Experts that received no calibration token. */
+  uncalibrated: number[]
+  /** Per expert: max |W| of gate, up and down. */
+  weightAmax: { gate: number[]; up: number[]; down: number[] }
+}
+
+export interface CalibrationResult {
+  samples: number
+  requestedSamples: number
+  seqLen: number
+  tokens: number
+  /** max |input| of every linear outside the routed experts, by module name. */
+  inputAmax: Record<string, number>
+  experts: ExpertCoverage[]
+  /** Experts (over all layers) that saw no calibration token. */
+  uncalibratedExperts: number
+  warnings: string[]
+  peakRssBytes: number | null
+  seconds: number
+  coverageReportPath: string | null
+}
+
+interface NativeReport {
+  observers: {
+    input_amax: Record<string, number>
+    experts: Record<
+      string,
+      { gate_up_input_amax: number; down_input_amax: number; tokens: number[]; gate_amax: number[]; up_amax: number[]; down_amax: number[] }
+    >
+  }
+  samples: number
+  requested_samples: number
+  seq_len: number
+  tokens: number
+  peak_rss_bytes: number | null
+  seconds: number
+}
+
+const TOKENS_PER_AUTO_BATCH = 8192
+
+function positiveInteger(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw new MoeQuantError('E_OPTION_INVALID', `${name}: expected an integer ≥ 1, got ${JSON.stringify(value)}`)
+  }
+  return value
+}
+
+/** Validates calibration options and resolves defaults into the native request. */
+export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor): Record<string, unknown> {
+  if (typeof options !== 'object' || options === null) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'calibration: expected an object with data or ids')
+  }
+  const samples = positiveInteger(options.samples, 'calibration.samples', 512)
+  const seqLen = positiveInteger(options.seqLen, 'calibration.seqLen', 512)
+  const batchSize =
+    options.batchSize === undefined || options.batchSize === 'auto'
+      ? Math.max(1, Math.min(samples, Math.floor(TOKENS_PER_AUTO_BATCH / seqLen)))
+      : positiveInteger(options.batchSize, 'calibration.batchSize', 1)
+  if ((options.data === undefined) === (options.ids === undefined)) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'calibration: give exactly one of data (a .jsonl or text file) or ids')
+  }
+  let source: Record<string, unknown>
+  if (options.data !== undefined) {
+    if (typeof options.data !== 'string' || options.data.length === 0) {
+      throw new MoeQuantError('E_OPTION_INVALID', `calibration.data: expected a file path, got ${JSON.stringify(options.data)}`)
+    }
+    const file = path.resolve(options.data)
+    source = { kind: file.toLowerCase().endsWith('.jsonl') ? 'jsonl' : 'text', path: file }
+  } else {
+    const rows = options.ids as number[][]
+    flattenIds(rows, descriptor.vocab_size, 'calibration.ids')
+    source = { kind: 'ids', ids: rows }
+  }
+  return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true }
+}
+
+/** Turns the native report into the public result. */
+function toResult(report: NativeReport, descriptor: ModelDescriptor): CalibrationResult {
+  const experts: ExpertCoverage[] = []
+  for (const layer of descriptor.layers) {
+    if (layer.mlp.kind !== 'moe') continue
+    const stats = report.observers.experts[layer.mlp.block]
+    if (!stats) continue
+    experts.push({
+      layer: layer.index,
+      block: layer.mlp.block,
+      gateUpInputAmax: stats.gate_up_input_amax,
+      downInputAmax: stats.down_input_amax,
+      tokens: stats.tokens,
+      uncalibrated: stats.tokens.flatMap((n, e) => (n === 0 ? [e] : [])),
+      weightAmax: { gate: stats.gate_amax, up: stats.up_amax, down: stats.down_amax },
+    })
+  }
+  const uncalibratedExperts = experts.reduce((n, l) => n + l.uncalibrated.length, 0)
+  const warnings: string[] = []
+  if (uncalibratedExperts > 0) {
+    const layers = experts.filter((l) => l.uncalibrated.length > 0).map((l) => `layer ${l.layer}: ${l.uncalibrated.length}`)
+    warnings.push(
+      `${uncalibratedExperts} experts saw no calibration token (${layers.join(', ')}); they get weight scales from ` +
+        `their own weights and their layer's shared input scale. More or more varied calibration data would cover them.`,
+    )
+  }
+  if (report.samples < report.requested_samples) {
+    warnings.push(`the calibration data gave ${report.samples} sequences of ${report.seq_len} tokens, fewer than the ${report.requested_samples} asked for`)
+  }
+  return {
+    samples: report.samples,
+    requestedSamples: report.requested_samples,
+    seqLen: report.seq_len,
+    tokens: report.tokens,
+    inputAmax: report.observers.input_amax,
+    experts,
+    uncalibratedExperts,
+    warnings,
+    peakRssBytes: report.peak_rss_bytes,
+    seconds: report.seconds,
+    coverageReportPath: null,
+  }
+}
+
+/**
+ * Runs the calibration forward of the model in `options.model`.
+ *
+ * @example
+ *   const result = await calibrateModel({ model: './tiny-moe', calibration: { data: './calib.jsonl', samples: 64, seqLen: 256 } })
+ *   result.experts[0].uncalibrated   // experts of the first MoE layer that saw no token
+ * @throws MoeQuantError `E_OPTION_INVALID`, `E_TOKENIZER_MISSING`, `E_CALIBRATION_EMPTY`,
+ *   `E_CALIBRATION_ID_RANGE`, `E_CANCELLED`, checkpoint and layout codes.
+ */
+export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationResult> {
+  if (typeof options !== 'object' || options === null || typeof options.model !== 'string') {
+    throw new MoeQuantError('E_OPTION_INVALID', 'calibrateModel(options): options.model must be a directory path')
+  }
+  const descriptor = await describeModel(options.model)
+  const request = calibrationRequest(options.calibration, descriptor)
+  if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
+  const token = new (native().CancelToken)()
+  const abort = (): void => token.cancel()
+  options.signal?.addEventListener('abort', abort, { once: true })
+  const onProgress = options.onProgress
+  let delivered = 0
+  try {
+    const text = await callNative((b) =>
+      b.calibrate(options.model, JSON.stringify(descriptor), JSON.stringify(request), token, onProgress
+        ? (event: string) => {
+            delivered++
+            onProgress({ stage: 'calibrate', ...(JSON.parse(event) as Omit<CalibrationProgress, 'stage'>) })
+          }
+        : undefined),
+    )
+    // Progress events cross threads separately from the result: let the last ones arrive first.
+    for (let spin = 0; onProgress && delivered < descriptor.layers.length && spin < 100; spin++) {
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    const result = toResult(JSON.parse(text) as NativeReport, descriptor)
+    if (options.coverageReport) {
+      result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, result)
+    }
+    return result
+  } finally {
+    options.signal?.removeEventListener('abort', abort)
+  }
+}
