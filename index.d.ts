@@ -36,3 +36,9 @@ export declare function errorCodes(): Array<string>
  * (`{ dir, config, files, tensors: [{ name, dtype, shape, file, bytes }], other_files }`).
  */
 export declare function inspectHeaders(dir: string): Promise<string>
+
+/**
+ * Calibrates `dir`, quantizes it as `plan` (JSON) says and writes `output` atomically; resolves to the
+ * report as JSON text. `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`.
+ */
+export declare function quantize(dir: string, output: string, descriptor: string, plan: string, calibration: string, cancel?: CancelToken | undefined | null, onProgress?: ((event: string) => void) | undefined | null): Promise<string>

@@ -840,3 +840,4 @@ module.exports.calibrate = nativeBinding.calibrate
 module.exports.computeLogits = nativeBinding.computeLogits
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.inspectHeaders = nativeBinding.inspectHeaders
+module.exports.quantize = nativeBinding.quantize

@@ -48,6 +48,10 @@ export const TS_ERROR_CODES = [
   'E_LAYOUT_SHAPE',
   /** Some expert's tensor is missing. */
   'E_LAYOUT_MISSING_TENSOR',
+  /** The input is already a quantized (ModelOpt-format) checkpoint. */
+  'E_CHECKPOINT_ALREADY_QUANTIZED',
+  /** The device asked for is not available in this build or on this machine. */
+  'E_DEVICE_UNAVAILABLE',
 ] as const
 
 export type ErrorCode = (typeof NATIVE_ERROR_CODES)[number] | (typeof TS_ERROR_CODES)[number]

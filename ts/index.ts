@@ -10,6 +10,8 @@ export type { ExpertLayoutKind, RouterKind, ArchitectureEntry } from './registry
 export { REGISTRY, lookupArchitecture } from './registry'
 export { computeLogits } from './forward'
 export { calibrateModel } from './calibrate'
+export { quantizeModel } from './quantize'
+export type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult, LayerError } from './quantize'
 export type { CalibrateOptions, CalibrationOptions, CalibrationProgress, CalibrationResult, ExpertCoverage } from './calibrate'
 export type { LogitsResult } from './forward'
 export { describeModel } from './descriptor'

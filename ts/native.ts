@@ -15,6 +15,15 @@ export interface NativeBinding {
     cancel?: CancelToken | null,
     onProgress?: ((event: string) => void) | null,
   ): Promise<string>
+  quantize(
+    dir: string,
+    output: string,
+    descriptor: string,
+    plan: string,
+    calibration: string,
+    cancel?: CancelToken | null,
+    onProgress?: ((event: string) => void) | null,
+  ): Promise<string>
   errorCodes(): string[]
   CancelToken: new () => CancelToken
 }

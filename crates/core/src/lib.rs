@@ -6,6 +6,7 @@
 pub mod calib;
 pub mod checkpoint;
 pub mod error;
+pub mod export;
 pub mod formats;
 pub mod inspect;
 pub mod memory;

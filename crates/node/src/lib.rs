@@ -191,3 +191,124 @@ pub fn calibrate(
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     AsyncTask::new(CalibrateTask { dir, descriptor, request, cancel, progress: on_progress.map(Arc::new) })
 }
+
+pub struct QuantizeTask {
+    dir: String,
+    output: String,
+    descriptor: String,
+    plan: String,
+    calibration: String,
+    cancel: Arc<AtomicBool>,
+    progress: Option<Arc<ProgressCallback>>,
+}
+
+impl Task for QuantizeTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> Result<String> {
+        guarded(|| {
+            let descriptor = parse_descriptor(&self.descriptor)?;
+            let plan: moe_quant_core::export::ExportPlan = serde_json::from_str(&self.plan)
+                .map_err(|e| CoreError::Internal(format!("invalid export plan: {e}")))?;
+            let calibration: moe_quant_core::calib::run::CalibrationRequest = serde_json::from_str(&self.calibration)
+                .map_err(|e| CoreError::Internal(format!("invalid calibration request: {e}")))?;
+            let progress = self.progress.clone();
+            let report = moe_quant_core::export::quantize_checkpoint(
+                std::path::Path::new(&self.dir),
+                std::path::Path::new(&self.output),
+                &descriptor,
+                &plan,
+                &calibration,
+                &self.cancel,
+                &mut |event| emit(&progress, &event),
+            )?;
+            to_json(&report)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
+        Ok(output)
+    }
+}
+
+/// Calibrates `dir`, quantizes it as `plan` (JSON) says and writes `output` atomically; resolves to the
+/// report as JSON text. `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn quantize(
+    dir: String,
+    output: String,
+    descriptor: String,
+    plan: String,
+    calibration: String,
+    cancel: Option<&CancelToken>,
+    #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
+) -> AsyncTask<QuantizeTask> {
+    let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    let progress = on_progress.map(Arc::new);
+    AsyncTask::new(QuantizeTask { dir, output, descriptor, plan, calibration, cancel, progress })
+}
+
+pub struct CompareModelsTask {
+    original: String,
+    original_descriptor: String,
+    quantized: String,
+    quantized_descriptor: String,
+    request: String,
+    cancel: Arc<AtomicBool>,
+    progress: Option<Arc<ProgressCallback>>,
+}
+
+impl Task for CompareModelsTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> Result<String> {
+        guarded(|| {
+            let original = parse_descriptor(&self.original_descriptor)?;
+            let quantized = parse_descriptor(&self.quantized_descriptor)?;
+            let request: moe_quant_core::model::compare::ComparisonRequest = serde_json::from_str(&self.request)
+                .map_err(|e| CoreError::Internal(format!("invalid comparison request: {e}")))?;
+            let progress = self.progress.clone();
+            let report = moe_quant_core::model::compare::compare_models(
+                std::path::Path::new(&self.original),
+                &original,
+                std::path::Path::new(&self.quantized),
+                &quantized,
+                &request,
+                &self.cancel,
+                &mut |event| emit(&progress, &event),
+            )?;
+            to_json(&report)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
+        Ok(output)
+    }
+}
+
+/// Runs the models `original` and `quantized` (each with its descriptor, JSON) over the sequences `request`
+/// names and compares their next-token distributions; resolves to the summary as JSON text. `on_progress`
+/// receives JSON events `{ model, batch, batches, layer, layers }`.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn compare_models(
+    original: String,
+    original_descriptor: String,
+    quantized: String,
+    quantized_descriptor: String,
+    request: String,
+    cancel: Option<&CancelToken>,
+    #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
+) -> AsyncTask<CompareModelsTask> {
+    let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    AsyncTask::new(CompareModelsTask {
+        original,
+        original_descriptor,
+        quantized,
+        quantized_descriptor,
+        request,
+        cancel,
+        progress: on_progress.map(Arc::new),
+    })
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use super::data::{load_calibration, CalibrationOptions, CalibrationSource};
+use super::data::{load_calibration, CalibrationOptions, CalibrationSet, CalibrationSource};
 use super::observers::Observers;
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
@@ -46,6 +46,18 @@ pub struct CalibrationReport {
     pub seconds: f64,
 }
 
+/// Loads the calibration sequences a request names (tokenizing text with the model's tokenizer).
+pub fn load_request(dir: &Path, request: &CalibrationRequest, vocab_size: usize) -> Result<CalibrationSet> {
+    let source = match &request.source {
+        SourceSpec::Jsonl { path } => CalibrationSource::Jsonl(path.clone()),
+        SourceSpec::Text { path } => CalibrationSource::Text(path.clone()),
+        SourceSpec::Ids { ids } => CalibrationSource::Ids(ids.clone()),
+    };
+    let options =
+        CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
+    load_calibration(dir, &source, &options, vocab_size)
+}
+
 /// Runs the calibration forward of the checkpoint in `dir` described by `desc`.
 pub fn calibrate(
     dir: &Path,
@@ -54,14 +66,7 @@ pub fn calibrate(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(ForwardProgress),
 ) -> Result<CalibrationReport> {
-    let source = match &request.source {
-        SourceSpec::Jsonl { path } => CalibrationSource::Jsonl(path.clone()),
-        SourceSpec::Text { path } => CalibrationSource::Text(path.clone()),
-        SourceSpec::Ids { ids } => CalibrationSource::Ids(ids.clone()),
-    };
-    let options =
-        CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
-    let set = load_calibration(dir, &source, &options, desc.vocab_size)?;
+    let set = load_request(dir, request, desc.vocab_size)?;
     let checkpoint = Checkpoint::open(dir)?;
     let forward_options = ForwardOptions { logits: false, all_experts_stats: request.all_experts };
     let result = run_forward(&checkpoint, desc, &set.batches, &forward_options, cancel, progress)?;

@@ -4,11 +4,13 @@
 //! One trait, one file per format. Callers choose the amax (shared over gate/up or q/k/v, SPEC §4.3) and the
 //! output names (`<module>.` + each tensor's suffix).
 
+mod dequant;
 pub mod e2m1;
 pub mod e4m3;
 mod fp8;
 mod nvfp4;
 
+pub use dequant::{dequantize, dequantize_fp8, dequantize_nvfp4, dequantize_stored, stored_quantization, StoredQuantization};
 pub use fp8::Fp8;
 pub use nvfp4::Nvfp4;
 

@@ -2,6 +2,7 @@
 //! the calibration batch with observers recording activation maxima.
 
 pub mod blocks;
+pub mod compare;
 pub mod decoder;
 pub mod descriptor;
 pub mod stream;

@@ -1,6 +1,7 @@
 //! The layer-by-layer driver: embed the calibration batches, then for each decoder layer load its weights,
 //! run every batch through it while observers record, and free it before the next; only one layer's
 //! weights are resident at a time. Optionally finishes with the final norm and lm_head for logits.
+//! [`LayerStream`] exposes the steps so that export can quantize and write each layer as soon as it ran.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -46,6 +47,94 @@ pub struct ForwardResult {
     pub seconds: f64,
 }
 
+/// The calibration batches' hidden states moving through the decoder one layer at a time.
+pub struct LayerStream<'a> {
+    loader: WeightLoader<'a>,
+    desc: &'a ModelDescriptor,
+    rope: Rope,
+    hidden: Vec<Tensor>,
+    all_experts_stats: bool,
+    next_layer: usize,
+    pub observers: Observers,
+    /// Tokens per layer (all batches).
+    pub tokens: usize,
+}
+
+impl<'a> LayerStream<'a> {
+    /// Checks the batches and embeds them.
+    pub fn new(checkpoint: &'a Checkpoint, desc: &'a ModelDescriptor, batches: &[Batch], all_experts_stats: bool) -> Result<Self> {
+        let device = Device::Cpu;
+        let loader = WeightLoader::new(checkpoint, device.clone());
+        for (i, batch) in batches.iter().enumerate() {
+            if batch.ids.len() != batch.rows * batch.seq_len {
+                return Err(Error::Internal(format!("batch {i}: {} ids for {}×{}", batch.ids.len(), batch.rows, batch.seq_len)));
+            }
+            if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= desc.vocab_size) {
+                return Err(Error::Internal(format!(
+                    "batch {i}: token id {bad} is outside the vocabulary of {}",
+                    desc.vocab_size
+                )));
+            }
+        }
+        let hidden = {
+            let embed = loader.tensor_shaped(&desc.embed, &[desc.vocab_size, desc.hidden_size])?;
+            batches
+                .iter()
+                .map(|batch| {
+                    let ids = Tensor::from_vec(batch.ids.clone(), batch.ids.len(), &device)?;
+                    let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
+                    Ok((xs * desc.embedding_multiplier)?)
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
+        let rope = Rope::new(&desc.rope, max_len.max(1), &device)?;
+        Ok(LayerStream {
+            loader,
+            desc,
+            rope,
+            hidden,
+            all_experts_stats,
+            next_layer: 0,
+            observers: Observers::default(),
+            tokens: batches.iter().map(|b| b.rows * b.seq_len).sum(),
+        })
+    }
+
+    /// Number of decoder layers.
+    pub fn layers(&self) -> usize {
+        self.desc.layers.len()
+    }
+
+    /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
+    pub fn step(&mut self) -> Result<Option<usize>> {
+        let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
+        let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;
+        layer.observe_weights(&mut self.observers)?;
+        for xs in self.hidden.iter_mut() {
+            *xs = layer.forward(xs, &self.rope, &mut self.observers)?;
+        }
+        self.next_layer += 1;
+        Ok(Some(self.next_layer - 1))
+    }
+
+    /// Final norm and lm_head over every batch (after the last layer): logits `[rows, seq_len, vocab]`.
+    pub fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
+        let desc = self.desc;
+        let norm = RmsNorm::new(self.loader.tensor(&desc.final_norm)?, desc.rms_norm_eps);
+        let weight = self.loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?;
+        let head = Linear::from_weight("lm_head", weight, None);
+        let mut logits = Vec::with_capacity(self.hidden.len());
+        for xs in &self.hidden {
+            let normed = norm.forward(xs)?;
+            self.observers.record_input(&["lm_head"], &normed)?;
+            let ys = (head.forward(&normed)? / desc.logits_scaling)?;
+            logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(logits)
+    }
+}
+
 /// Runs the model over `batches`, one layer at a time.
 pub fn run_forward(
     checkpoint: &Checkpoint,
@@ -56,59 +145,20 @@ pub fn run_forward(
     progress: &mut dyn FnMut(ForwardProgress),
 ) -> Result<ForwardResult> {
     let started = Instant::now();
-    let device = Device::Cpu;
-    let loader = WeightLoader::new(checkpoint, device.clone());
-    let tokens: usize = batches.iter().map(|b| b.rows * b.seq_len).sum();
-    for (i, batch) in batches.iter().enumerate() {
-        if batch.ids.len() != batch.rows * batch.seq_len {
-            return Err(Error::Internal(format!("batch {i}: {} ids for {}×{}", batch.ids.len(), batch.rows, batch.seq_len)));
-        }
-        if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= desc.vocab_size) {
-            return Err(Error::Internal(format!("batch {i}: token id {bad} is outside the vocabulary of {}", desc.vocab_size)));
-        }
-    }
-    let mut hidden = {
-        let embed = loader.tensor_shaped(&desc.embed, &[desc.vocab_size, desc.hidden_size])?;
-        batches
-            .iter()
-            .map(|batch| {
-                let ids = Tensor::from_vec(batch.ids.clone(), batch.ids.len(), &device)?;
-                let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
-                Ok((xs * desc.embedding_multiplier)?)
-            })
-            .collect::<Result<Vec<_>>>()?
-    };
-    let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
-    let rope = Rope::new(&desc.rope, max_len.max(1), &device)?;
-    let mut observers = Observers::default();
-    let layers = desc.layers.len();
-    for (done, layer_desc) in desc.layers.iter().enumerate() {
+    let mut stream = LayerStream::new(checkpoint, desc, batches, options.all_experts_stats)?;
+    let layers = stream.layers();
+    loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        let layer = DecoderLayer::load(&loader, layer_desc, desc.rms_norm_eps, options.all_experts_stats)?;
-        layer.observe_weights(&mut observers)?;
-        for xs in hidden.iter_mut() {
-            *xs = layer.forward(xs, &rope, &mut observers)?;
-        }
-        drop(layer);
-        progress(ForwardProgress { layer: done + 1, layers, tokens });
+        let Some(done) = stream.step()? else { break };
+        progress(ForwardProgress { layer: done + 1, layers, tokens: stream.tokens });
     }
-    let mut logits = Vec::new();
-    if options.logits {
-        let norm = RmsNorm::new(loader.tensor(&desc.final_norm)?, desc.rms_norm_eps);
-        let head = Linear::from_weight("lm_head", loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?, None);
-        for xs in &hidden {
-            let normed = norm.forward(xs)?;
-            observers.record_input(&["lm_head"], &normed)?;
-            let ys = (head.forward(&normed)? / desc.logits_scaling)?;
-            logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
-        }
-    }
+    let logits = if options.logits { stream.logits()? } else { Vec::new() };
     Ok(ForwardResult {
         logits,
-        observers,
-        tokens,
+        tokens: stream.tokens,
+        observers: stream.observers,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor};
 use super::descriptor::{ExpertLayout, MoeDescriptor};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::formats;
 
 /// Reads tensors of one checkpoint onto one device as f32.
 pub struct WeightLoader<'a> {
@@ -18,23 +19,37 @@ impl<'a> WeightLoader<'a> {
         WeightLoader { checkpoint, device }
     }
 
-    /// The whole tensor as f32.
+    /// The whole tensor as f32. A weight stored quantized in ModelOpt's format (FP8, or NVFP4 with its
+    /// scales beside it) comes back dequantized, with its logical shape `[N, K]`.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        if let Some((shape, values)) = formats::dequantize_stored(self.checkpoint, name)? {
+            return Ok(Tensor::from_vec(values, shape, &self.device)?);
+        }
         let view = self.checkpoint.view(name)?;
         Ok(Tensor::from_vec(view.to_f32(), view.shape, &self.device)?)
     }
 
-    /// The tensor, checking its shape.
+    /// The tensor, checking its (logical) shape.
     pub fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let info = self.checkpoint.info(name)?;
-        if info.shape != shape {
+        let quantized = formats::stored_quantization(self.checkpoint, name)?.is_some();
+        // A quantized weight's stored shape is not its logical one (NVFP4 packs two values per byte).
+        if !quantized && info.shape != shape {
             return Err(Error::ShapeInvalid {
                 tensor: name.to_string(),
                 shape: info.shape.clone(),
                 message: format!("expected shape {shape:?}"),
             });
         }
-        self.tensor(name)
+        let tensor = self.tensor(name)?;
+        if tensor.dims() != shape {
+            return Err(Error::ShapeInvalid {
+                tensor: name.to_string(),
+                shape: tensor.dims().to_vec(),
+                message: format!("expected shape {shape:?} once dequantized"),
+            });
+        }
+        Ok(tensor)
     }
 
     /// `<module>.weight`.

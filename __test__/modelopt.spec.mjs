@@ -1,0 +1,174 @@
+// ModelOpt 0.47's quantization metadata (exclude_modules, hf_quant_config.json, config.json), byte for byte
+// against the golden exports in fixtures/golden/ (made by tools/make_golden.py with ModelOpt itself).
+import test from 'ava'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import {
+  excludeModules,
+  hfQuantConfig,
+  MODELOPT_VERSION,
+  moduleLists,
+  outputConfigJson,
+  quantizationConfig,
+} from '../dist/export/modelopt.js'
+import { dumpPyJson, parsePyJson, pyFloatRepr } from '../dist/export/python-json.js'
+import { FIXTURES, ROOT, readRaw } from './helpers/checkpoint.mjs'
+
+const GOLDEN = join(FIXTURES, 'golden')
+const golden = readdirSync(GOLDEN, { withFileTypes: true })
+  .filter((d) => d.isDirectory())
+  .flatMap((d) =>
+    ['fp8', 'nvfp4'].map((format) => {
+      const dir = join(GOLDEN, d.name, format)
+      const amax = JSON.parse(readFileSync(join(dir, 'amax.json'), 'utf8'))
+      return { name: `${d.name}/${format}`, dir, format, fixture: join(ROOT, amax.fixture) }
+    }),
+  )
+
+const tensorNames = (dir) => Object.keys(readRaw(join(dir, 'model.safetensors')).header).filter((n) => n !== '__metadata__')
+const goldenExclude = (dir) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules
+
+test('the golden cases are all there', (t) => {
+  t.is(golden.length, 10)
+})
+
+test('exclude lists of the golden cases, as stated', (t) => {
+  const byCase = Object.fromEntries(golden.map((g) => [g.name, goldenExclude(g.dir)]))
+  t.deepEqual(byCase['mixtral_hub/fp8'], ['lm_head', 'model.embed_tokens', 'model.layers.0.block_sparse_moe.gate', 'model.layers.1.block_sparse_moe.gate'])
+  t.deepEqual(byCase['glm4_moe_hub/nvfp4'], ['lm_head', 'model.embed_tokens', 'model.layers.1.mlp.gate'])
+  t.deepEqual(byCase['qwen3_moe_fused/nvfp4'], ['lm_head', 'model.embed_tokens', 'model.layers.0.mlp.gate', 'model.layers.1.mlp.gate'])
+})
+
+for (const g of golden) {
+  test(`exclude_modules from the exported tensors: ${g.name}`, (t) => {
+    const { quantized, unquantized } = moduleLists(tensorNames(g.dir))
+    t.true(quantized.length > 0)
+    t.deepEqual(excludeModules(unquantized, quantized), goldenExclude(g.dir))
+  })
+
+  test(`hf_quant_config.json byte for byte: ${g.name}`, (t) => {
+    const expected = readFileSync(join(g.dir, 'hf_quant_config.json'), 'utf8')
+    t.is(dumpPyJson(hfQuantConfig(g.format, goldenExclude(g.dir), MODELOPT_VERSION)), expected)
+  })
+
+  test(`config.json byte for byte: ${g.name}`, (t) => {
+    const expected = readFileSync(join(g.dir, 'config.json'), 'utf8')
+    const input = readFileSync(join(g.fixture, 'config.json'), 'utf8')
+    const exclude = excludeModules(...Object.values(moduleLists(tensorNames(g.dir))).reverse())
+    t.is(outputConfigJson(input, quantizationConfig(g.format, exclude, MODELOPT_VERSION)), expected)
+    t.deepEqual(JSON.parse(expected).quantization_config, quantizationConfig(g.format, exclude))
+  })
+}
+
+test('moduleLists: weight_scale marks quantized modules; norms are never listed', (t) => {
+  const lists = moduleLists([
+    'lm_head.weight',
+    'model.norm.weight',
+    'model.layers.0.input_layernorm.weight',
+    'model.layers.0.self_attn.q_norm.weight',
+    'model.layers.0.self_attn.q_proj.weight',
+    'model.layers.0.self_attn.q_proj.weight_scale',
+    'model.layers.0.self_attn.q_proj.input_scale',
+    'model.layers.0.self_attn.q_proj.bias',
+    'model.layers.0.mlp.gate.weight',
+    'model.layers.0.mlp.gate.e_score_correction_bias',
+  ])
+  t.deepEqual(lists, { quantized: ['model.layers.0.self_attn.q_proj'], unquantized: ['lm_head', 'model.layers.0.mlp.gate'] })
+})
+
+// Expected values below were computed by ModelOpt 0.47's own _prefix_wildcard_summarize_exclude_modules.
+test('excludeModules: a vision tower collapses into one prefix wildcard', (t) => {
+  const vision = []
+  for (let b = 0; b < 4; b++) for (const m of ['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2']) vision.push(`model.visual.blocks.${b}.${m}`)
+  vision.push('model.visual.merger.mlp.0', 'model.visual.merger.mlp.2', 'model.visual.patch_embed.proj')
+  const quantized = []
+  for (let l = 0; l < 2; l++) for (const m of ['self_attn.q_proj', 'self_attn.k_proj', 'mlp.experts.0.gate_proj']) quantized.push(`model.language_model.layers.${l}.${m}`)
+  const unquantized = ['lm_head', 'model.language_model.embed_tokens', 'model.language_model.layers.0.mlp.gate', 'model.language_model.layers.1.mlp.gate', ...vision]
+  t.deepEqual(excludeModules(unquantized, quantized), [
+    'lm_head',
+    'model.language_model.embed_tokens',
+    'model.language_model.layers.0.mlp.gate',
+    'model.language_model.layers.1.mlp.gate',
+    'model.visual*',
+  ])
+})
+
+test('excludeModules: the pair {prefix, prefix.*} is written prefix.* when prefix* would catch a quantized module', (t) => {
+  t.deepEqual(excludeModules(['model.visual.blocks.0.attn.qkv', 'model.visual.merger.mlp.0'], ['model.visual_proj', 'model.layers.0.self_attn.q_proj']), ['model.visual.*'])
+})
+
+test('excludeModules: wildcards only at dots; layer 1 is not layer 12', (t) => {
+  const quantized = Array.from({ length: 12 }, (_, l) => `model.layers.${l}.self_attn.q_proj`)
+  const unquantized = ['model.layers.1.mlp.gate', 'model.layers.12.self_attn.q_proj', 'model.layers.12.eh_proj', 'model.layers.12.mlp.gate']
+  t.deepEqual(excludeModules(unquantized, quantized), ['model.layers.1.mlp*', 'model.layers.12*'])
+})
+
+test('excludeModules: exact names when every prefix is taken; quantized names are never listed; order-free', (t) => {
+  const quantized = ['model.layers.0.mlp.shared_expert.gate_proj', 'model.layers.0.mlp.experts.0.up_proj']
+  t.deepEqual(excludeModules(['model.layers.0.mlp.shared_expert_gate', 'model.layers.0.mlp.gate'], quantized), [
+    'model.layers.0.mlp.gate',
+    'model.layers.0.mlp.shared_expert_gate',
+  ])
+  t.deepEqual(excludeModules(['lm_head', 'model.layers.0.self_attn.q_proj'], ['model.layers.0.self_attn.q_proj']), ['lm_head'])
+  t.deepEqual(excludeModules(['model.embed_tokens', 'lm_head', 'lm_head'], []), ['lm_head', 'model*'])
+  t.deepEqual(excludeModules([], ['a.b']), [])
+})
+
+test('hfQuantConfig: an empty exclude list and an optional tool record', (t) => {
+  t.is(
+    dumpPyJson(hfQuantConfig('fp8', [], '0.47.0', { name: 'moe-quant', version: '0.1.0' })),
+    '{\n    "producer": {\n        "name": "modelopt",\n        "version": "0.47.0"\n    },\n    "quantization": {\n' +
+      '        "quant_algo": "FP8",\n        "kv_cache_quant_algo": null,\n        "exclude_modules": []\n    },\n' +
+      '    "quantizer": {\n        "name": "moe-quant",\n        "version": "0.1.0"\n    }\n}',
+  )
+  t.throws(() => hfQuantConfig('int8', []), { instanceOf: TypeError })
+})
+
+test('Python float spelling', (t) => {
+  const cases = [
+    [1e-5, '1e-05'], [1e-6, '1e-06'], [1e-4, '0.0001'], [10000, '10000.0'], [1e16, '1e+16'], [1e22, '1e+22'],
+    [1234567890123456, '1234567890123456.0'], [9999999999999998, '9999999999999998.0'], [0.1, '0.1'],
+    [1 / 3, '0.3333333333333333'], [-0, '-0.0'], [0, '0.0'], [1.5e-7, '1.5e-07'], [123456789.125, '123456789.125'],
+    [5e-324, '5e-324'], [1.7976931348623157e308, '1.7976931348623157e+308'], [Infinity, 'Infinity'],
+    [-Infinity, '-Infinity'], [NaN, 'NaN'], [0.00012345, '0.00012345'], [3e15, '3000000000000000.0'],
+  ]
+  for (const [value, python] of cases) t.is(pyFloatRepr(value), python, String(value))
+})
+
+test('Python JSON text: floats and ints kept apart, ASCII escapes, empty containers, repeated keys', (t) => {
+  t.is(dumpPyJson(parsePyJson('{"x": 10000.0, "y": 10000, "z": 1e-5, "w": -0, "big": 123456789012345678901234567890}')),
+    '{\n    "x": 10000.0,\n    "y": 10000,\n    "z": 1e-05,\n    "w": 0,\n    "big": 123456789012345678901234567890\n}')
+  t.is(
+    dumpPyJson({ a: 'é☃😀\u007f\u0001"\\\n/', b: [], c: {}, d: [1, { x: null }] }),
+    '{\n    "a": "\\u00e9\\u2603\\ud83d\\ude00\\u007f\\u0001\\"\\\\\\n/",\n    "b": [],\n    "c": {},\n    "d": [\n        1,\n        {\n            "x": null\n        }\n    ]\n}',
+  )
+  t.is(dumpPyJson(parsePyJson('{"b":1,"a":2,"b":3,"10":1,"2":2}')), '{\n    "b": 3,\n    "a": 2,\n    "10": 1,\n    "2": 2\n}')
+  t.throws(() => parsePyJson('{"a": 1,}', 'x.json'), { code: 'E_CONFIG_INVALID' })
+  t.throws(() => parsePyJson('[1] 2'), { code: 'E_CONFIG_INVALID' })
+})
+
+test('outputConfigJson: keys sorted as transformers saves them, ModelOpt sanitizing, quantization_config last', (t) => {
+  const input = `{
+  "num_hidden_layers": 2,
+  "rope_theta": 500000.0,
+  "rope_scaling": {"type": "llama3", "factor": 8.0},
+  "layer_types": ["full_attention", "sliding_attention", "full_attention"],
+  "num_nextn_predict_layers": 1,
+  "id2label": {"2": "b", "10": "a"},
+  "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]},
+  "dtype": "bfloat16"
+}
+`
+  const out = JSON.parse(outputConfigJson(input, quantizationConfig('nvfp4', ['lm_head'])))
+  t.deepEqual(Object.keys(out), ['dtype', 'id2label', 'layer_types', 'num_hidden_layers', 'num_nextn_predict_layers', 'rope_scaling', 'rope_theta', 'quantization_config'])
+  t.deepEqual(out.layer_types, ['full_attention', 'sliding_attention'])
+  t.deepEqual(out.rope_scaling, { factor: 8, type: 'llama3', rope_theta: 500000 })
+  t.is(out.quantization_config.quant_algo, 'NVFP4')
+  t.regex(outputConfigJson(input, quantizationConfig('fp8', [])), /"id2label": \{\n {8}"10": "a",\n {8}"2": "b"\n {4}\}/)
+  t.regex(outputConfigJson(input, quantizationConfig('fp8', [])), /"rope_theta": 500000\.0\n {4}\},/)
+  // Without the next-token-prediction explanation, layer_types is left alone.
+  const plain = JSON.parse(outputConfigJson(JSON.stringify({ num_hidden_layers: 1, layer_types: ['a', 'b'] }), quantizationConfig('fp8', [])))
+  t.deepEqual(plain.layer_types, ['a', 'b'])
+  t.throws(() => outputConfigJson('[1]', {}), { code: 'E_CONFIG_INVALID' })
+})

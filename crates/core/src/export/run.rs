@@ -1,0 +1,258 @@
+//! Quantize and write a checkpoint: calibration streams layer by layer; each layer's linears and experts
+//! are quantized as soon as that layer has seen every calibration batch (its input maxima are then final),
+//! and written; tensors kept in the source dtype are copied. The output appears only when complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
+use crate::calib::observers::{ExpertStats, Observers};
+use crate::calib::run::{load_request, CalibrationRequest};
+use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype, WriterOptions};
+use crate::error::{Error, Result};
+use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
+use crate::model::descriptor::{MlpDescriptor, MoeDescriptor};
+use crate::model::stream::LayerStream;
+use crate::model::weights::WeightLoader;
+use crate::model::ModelDescriptor;
+
+/// Where a quantization run is.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeProgress {
+    /// `calibrate` (a layer ran), `quantize` (its tensors were quantized and queued), `write` (finishing).
+    pub stage: &'static str,
+    pub layer: usize,
+    pub layers: usize,
+    pub tokens: usize,
+    pub bytes_written: u64,
+}
+
+/// Weight quantization error of one decoder layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerError {
+    pub layer: usize,
+    pub tensors: usize,
+    /// Σ(dequantized − original)² / Σ original² over the layer's quantized weights.
+    pub relative_mse: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageSeconds {
+    pub calibrate: f64,
+    pub quantize: f64,
+    pub write: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeReport {
+    pub layers: Vec<LayerError>,
+    pub observers: Observers,
+    pub samples: usize,
+    pub requested_samples: usize,
+    pub seq_len: usize,
+    pub tokens: usize,
+    pub quantized_tensors: usize,
+    /// Output files and their sizes.
+    pub files: BTreeMap<String, u64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub seconds: StageSeconds,
+}
+
+/// Accumulates a layer's squared error and squared norm.
+#[derive(Default)]
+struct ErrorSum {
+    tensors: usize,
+    error: f64,
+    norm: f64,
+}
+
+struct Exporter<'a> {
+    checkpoint: &'a Checkpoint,
+    loader: WeightLoader<'a>,
+    format: Box<dyn QuantFormat>,
+    writer: CheckpointWriter,
+    bytes_written: u64,
+    quantized_tensors: usize,
+}
+
+impl Exporter<'_> {
+    fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
+        self.bytes_written += data.len() as u64;
+        self.writer.add_tensor(name, dtype, shape, data)
+    }
+
+    /// Quantizes one weight with the given amaxes and queues `<output>.weight`, scales and `input_scale`.
+    fn write_quantized(&mut self, output: &str, weight: &WeightInput, weight_amax: f32, input_amax: f32, errors: &mut ErrorSum) -> Result<()> {
+        let quantized = self.format.quantize(weight, weight_amax)?;
+        accumulate_error(&quantized, weight, errors)?;
+        for tensor in quantized.tensors {
+            self.add(&format!("{output}.{}", tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
+        }
+        let input_scale = self.format.input_scale(input_amax);
+        self.add(&format!("{output}.input_scale"), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
+        self.quantized_tensors += 1;
+        Ok(())
+    }
+
+    /// max |W| of `<module>.weight`.
+    fn weight_amax(&self, module: &str, cache: &mut HashMap<String, f32>) -> Result<f32> {
+        if let Some(&amax) = cache.get(module) {
+            return Ok(amax);
+        }
+        let amax = formats::weight_amax(&self.checkpoint.view(&format!("{module}.weight"))?.to_f32());
+        cache.insert(module.to_string(), amax);
+        Ok(amax)
+    }
+
+    fn quantize_linear(&mut self, linear: &LinearPlan, observers: &Observers, cache: &mut HashMap<String, f32>, errors: &mut ErrorSum) -> Result<()> {
+        let own = std::slice::from_ref(&linear.module);
+        let weight_group = if linear.weight_group.is_empty() { own } else { &linear.weight_group[..] };
+        let input_group = if linear.input_group.is_empty() { own } else { &linear.input_group[..] };
+        let mut weight_amax = 0.0f32;
+        for module in weight_group {
+            weight_amax = weight_amax.max(self.weight_amax(module, cache)?);
+        }
+        let mut input_amax = 0.0f32;
+        for module in input_group {
+            let amax = observers.input_amax.get(module).ok_or_else(|| {
+                Error::Internal(format!("no activation statistics were recorded for {module}; is it part of the forward?"))
+            })?;
+            input_amax = input_amax.max(*amax);
+        }
+        let name = format!("{}.weight", linear.module);
+        let view = self.checkpoint.view(&name)?;
+        let values = view.to_f32();
+        let weight = WeightInput::new(&name, view.dtype, view.shape, &values)?;
+        self.write_quantized(&linear.output, &weight, weight_amax, input_amax, errors)
+    }
+
+    fn quantize_experts(&mut self, plan: &ExpertPlan, moe: &MoeDescriptor, stats: &ExpertStats, errors: &mut ErrorSum) -> Result<()> {
+        let inter = moe.intermediate;
+        let hidden = moe.hidden;
+        let stored = moe.gate.as_ref().or(moe.gate_up.as_ref()).ok_or_else(|| Error::Internal(format!("{}: no gate tensor", moe.block)))?;
+        for e in 0..moe.experts {
+            let expert = self.loader.expert(moe, e)?;
+            let source_dtype = self.checkpoint.info(&stored.replace("{e}", &e.to_string()))?.dtype;
+            let gate_up = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
+            let down = expert.down.flatten_all()?.to_vec1::<f32>()?;
+            let (gate, up) = gate_up.split_at(inter * hidden);
+            let gate_up_amax = stats.gate_amax[e].max(stats.up_amax[e]);
+            let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| p.replace("{e}", &e.to_string()));
+            let (gate_name, up_name, down_name) =
+                (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
+            let gate = WeightInput::new(&gate_name, source_dtype, &[inter, hidden], gate)?;
+            let up = WeightInput::new(&up_name, source_dtype, &[inter, hidden], up)?;
+            let down = WeightInput::new(&down_name, source_dtype, &[hidden, inter], &down)?;
+            self.write_quantized(&gate_out, &gate, gate_up_amax, stats.gate_up_input_amax, errors)?;
+            self.write_quantized(&up_out, &up, gate_up_amax, stats.gate_up_input_amax, errors)?;
+            self.write_quantized(&down_out, &down, stats.down_amax[e], stats.down_input_amax, errors)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds one quantized weight's squared error to the layer's sums.
+fn accumulate_error(quantized: &QuantizedWeight, weight: &WeightInput, errors: &mut ErrorSum) -> Result<()> {
+    let restored = formats::dequantize(quantized, weight.shape)?;
+    for (a, b) in restored.iter().zip(weight.values) {
+        errors.error += f64::from(a - b).powi(2);
+        errors.norm += f64::from(*b).powi(2);
+    }
+    errors.tensors += 1;
+    Ok(())
+}
+
+/// Calibrates the checkpoint in `dir`, quantizes it as `plan` says and writes it to `target`.
+pub fn quantize_checkpoint(
+    dir: &Path,
+    target: &Path,
+    desc: &ModelDescriptor,
+    plan: &ExportPlan,
+    calibration: &CalibrationRequest,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(QuantizeProgress),
+) -> Result<QuantizeReport> {
+    let started = Instant::now();
+    let mut seconds = StageSeconds::default();
+    let format = formats::format_by_name(&plan.format)
+        .ok_or_else(|| Error::Internal(format!("unknown quantization format {:?}", plan.format)))?;
+    let checkpoint = Checkpoint::open(dir)?;
+    let set = load_request(dir, calibration, desc.vocab_size)?;
+    let writer_options =
+        WriterOptions { max_shard_bytes: plan.max_shard_bytes, overwrite: plan.overwrite, input_dir: Some(dir.to_path_buf()) };
+    let writer = CheckpointWriter::create(target, writer_options)?;
+    let mut exporter = Exporter { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format, writer, bytes_written: 0, quantized_tensors: 0 };
+
+    let clock = Instant::now();
+    for kept in &plan.keep {
+        let view = checkpoint.view(&kept.input)?;
+        exporter.add(&kept.output, view.dtype, view.shape, view.data.to_vec())?;
+    }
+    seconds.write += clock.elapsed().as_secs_f64();
+
+    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts)?;
+    let layers = stream.layers();
+    let mut layer_errors = Vec::with_capacity(layers);
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let clock = Instant::now();
+        let Some(layer) = stream.step()? else { break };
+        seconds.calibrate += clock.elapsed().as_secs_f64();
+        let event = |stage, bytes_written| QuantizeProgress { stage, layer: layer + 1, layers, tokens: stream.tokens, bytes_written };
+        progress(event("calibrate", exporter.bytes_written));
+
+        let clock = Instant::now();
+        let mut errors = ErrorSum::default();
+        let mut amax_cache = HashMap::new();
+        for linear in plan.linears.iter().filter(|l| l.layer == layer) {
+            exporter.quantize_linear(linear, &stream.observers, &mut amax_cache, &mut errors)?;
+        }
+        for experts in plan.experts.iter().filter(|x| x.layer == layer) {
+            let moe = match desc.layers.get(layer).map(|l| &l.mlp) {
+                Some(MlpDescriptor::Moe(moe)) if moe.block == experts.block => moe,
+                _ => return Err(Error::Internal(format!("layer {layer} of the descriptor has no MoE block {}", experts.block))),
+            };
+            let stats = stream.observers.experts.get(&experts.block).cloned().ok_or_else(|| {
+                Error::Internal(format!("no expert statistics were recorded for {}", experts.block))
+            })?;
+            exporter.quantize_experts(experts, moe, &stats, &mut errors)?;
+        }
+        let relative_mse = if errors.norm > 0.0 { errors.error / errors.norm } else { 0.0 };
+        layer_errors.push(LayerError { layer, tensors: errors.tensors, relative_mse });
+        seconds.quantize += clock.elapsed().as_secs_f64();
+        progress(event("quantize", exporter.bytes_written));
+    }
+
+    let clock = Instant::now();
+    progress(QuantizeProgress { stage: "write", layer: layers, layers, tokens: stream.tokens, bytes_written: exporter.bytes_written });
+    for (name, text) in &plan.files {
+        exporter.writer.write_file(name, text.as_bytes())?;
+    }
+    for name in &plan.copy {
+        exporter.writer.copy_file(&dir.join(name), name)?;
+    }
+    let Exporter { writer, quantized_tensors, .. } = exporter;
+    let summary = writer.finish()?;
+    seconds.write += clock.elapsed().as_secs_f64();
+    seconds.total = started.elapsed().as_secs_f64();
+    Ok(QuantizeReport {
+        layers: layer_errors,
+        observers: stream.observers,
+        samples: set.sample_count(),
+        requested_samples: set.requested_samples,
+        seq_len: calibration.seq_len,
+        tokens: stream.tokens,
+        quantized_tensors,
+        files: summary.files,
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+        seconds,
+    })
+}

@@ -1,0 +1,231 @@
+/**
+ * quantizeModel(): calibrate a Mixture-of-Experts checkpoint, quantize it to FP8 or NVFP4 and write a
+ * checkpoint that vLLM, SGLang and TensorRT-LLM load as `quant_method: "modelopt"`.
+ */
+import { readFileSync } from 'node:fs'
+import * as path from 'node:path'
+
+import { calibrationRequest } from './calibrate'
+import { writeCoverageReport } from './coverage'
+import { buildDescriptor } from './descriptor'
+import { parseConfig } from './config'
+import { MoeQuantError } from './errors'
+import { planExport } from './export/plan'
+import { reportFromListing } from './inspect'
+import { readListing } from './listing'
+import { callNative, native } from './native'
+import type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult } from './quantize-types'
+
+export type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult, LayerError } from './quantize-types'
+
+const FORMATS: readonly QuantFormatName[] = ['fp8', 'nvfp4']
+
+const UNITS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40 }
+
+/** `'5GB'` → 5e9 bytes (decimal units as Hugging Face uses them; KiB/MiB/GiB binary). */
+export function parseSize(value: number | string, name = 'maxShardSize'): number {
+  if (typeof value === 'number') {
+    if (Number.isSafeInteger(value) && value > 0) return value
+  } else if (typeof value === 'string') {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)?\s*$/i.exec(value)
+    if (match) {
+      const bytes = Math.round(Number(match[1]) * (UNITS[(match[2] ?? 'B').toUpperCase()] ?? Number.NaN))
+      if (Number.isSafeInteger(bytes) && bytes > 0) return bytes
+    }
+  }
+  throw new MoeQuantError('E_OPTION_INVALID', `${name}: expected a positive byte count or a size such as '5GB', got ${JSON.stringify(value)}`)
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version
+  } catch {
+    return 'unknown'
+  }
+}
+
+/** The quantization ModelOpt-format metadata of a directory's config, or null. */
+function existingQuantization(configText: string, otherFiles: readonly string[]): string | null {
+  if (otherFiles.includes('hf_quant_config.json')) return 'hf_quant_config.json'
+  try {
+    const config = JSON.parse(configText) as { quantization_config?: { quant_method?: string } }
+    if (config.quantization_config?.quant_method === 'modelopt') return 'config.json quantization_config'
+  } catch {
+    // parseConfig reports a broken config.json.
+  }
+  return null
+}
+
+function validate(options: QuantizeOptions): void {
+  if (typeof options !== 'object' || options === null) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'quantizeModel(options): expected an options object')
+  }
+  for (const key of ['model', 'output'] as const) {
+    if (typeof options[key] !== 'string' || options[key].length === 0) {
+      throw new MoeQuantError('E_OPTION_INVALID', `${key}: expected a directory path, got ${JSON.stringify(options[key])}`)
+    }
+  }
+  if (!FORMATS.includes(options.format)) {
+    throw new MoeQuantError('E_OPTION_INVALID', `format: expected one of ${FORMATS.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(options.format)}`)
+  }
+  const device = options.device ?? 'cpu'
+  if (device !== 'cpu') {
+    if (/^cuda(:\d+)?$/.test(device)) {
+      throw new MoeQuantError('E_DEVICE_UNAVAILABLE', `device '${device}': this build of moe-quant runs on the CPU only (device: 'cpu')`)
+    }
+    throw new MoeQuantError('E_OPTION_INVALID', `device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`)
+  }
+  if (options.exclude !== undefined && (!Array.isArray(options.exclude) || options.exclude.some((p) => typeof p !== 'string' || p.length === 0))) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'exclude: expected an array of module-name patterns')
+  }
+  if (options.indivisible !== undefined && options.indivisible !== 'error' && options.indivisible !== 'keep') {
+    throw new MoeQuantError('E_OPTION_INVALID', `indivisible: expected 'error' or 'keep', got ${JSON.stringify(options.indivisible)}`)
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw new MoeQuantError('E_OPTION_INVALID', 'onProgress: expected a function')
+  }
+}
+
+interface NativeQuantizeReport {
+  layers: Array<{ layer: number; tensors: number; relative_mse: number }>
+  observers: { experts: Record<string, { tokens: number[] }> }
+  samples: number
+  requested_samples: number
+  seq_len: number
+  tokens: number
+  quantized_tensors: number
+  files: Record<string, number>
+  peak_rss_bytes: number | null
+  seconds: { calibrate: number; quantize: number; write: number; total: number }
+}
+
+/**
+ * Calibrates, quantizes and writes a checkpoint in ModelOpt's unified HF format.
+ *
+ * @example
+ *   const result = await quantizeModel({
+ *     model: './Qwen3-30B-A3B', output: './Qwen3-30B-A3B-NVFP4', format: 'nvfp4',
+ *     calibration: { data: './calib.jsonl', samples: 512, seqLen: 512 },
+ *     onProgress: (e) => console.log(e.stage, e.layer, '/', e.layers),
+ *   })
+ * @throws MoeQuantError `E_OPTION_INVALID`, `E_CHECKPOINT_ALREADY_QUANTIZED`, `E_OUTPUT_INVALID` (output is
+ *   the input, inside it, or not empty without `overwrite`), `E_TENSOR_SHAPE` (NVFP4 and a dimension not a
+ *   multiple of 16), `E_TENSOR_NON_FINITE`, `E_CANCELLED`, calibration, checkpoint and layout codes.
+ */
+export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeResult> {
+  validate(options)
+  const started = Date.now()
+  const listing = await readListing(options.model)
+  const quantized = existingQuantization(listing.config, listing.other_files)
+  if (quantized) {
+    throw new MoeQuantError(
+      'E_CHECKPOINT_ALREADY_QUANTIZED',
+      `${options.model} is already a quantized checkpoint (${quantized}); quantize the original model instead`,
+      { file: options.model },
+    )
+  }
+  const report = reportFromListing(listing)
+  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
+  const descriptor = buildDescriptor(report, config, listing)
+  const request = calibrationRequest(options.calibration, descriptor)
+  const { plan, keptIndivisible } = planExport(report, descriptor, listing, {
+    format: options.format,
+    exclude: options.exclude ?? [],
+    indivisible: options.indivisible ?? 'error',
+    maxShardBytes: parseSize(options.maxShardSize ?? '5GB'),
+    overwrite: options.overwrite === true,
+    tool: { name: 'moe-quant', version: packageVersion() },
+  })
+  if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
+  const token = new (native().CancelToken)()
+  const abort = (): void => token.cancel()
+  options.signal?.addEventListener('abort', abort, { once: true })
+  const onProgress = options.onProgress
+  let text: string
+  try {
+    text = await callNative((b) =>
+      b.quantize(
+        options.model,
+        options.output,
+        JSON.stringify(descriptor),
+        JSON.stringify(plan),
+        JSON.stringify(request),
+        token,
+        onProgress
+          ? (event: string) => {
+              const e = JSON.parse(event) as { stage: QuantizeProgress['stage']; layer: number; layers: number; tokens: number; bytes_written: number }
+              onProgress({ stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, bytesWritten: e.bytes_written })
+            }
+          : undefined,
+      ),
+    )
+  } finally {
+    options.signal?.removeEventListener('abort', abort)
+  }
+  const native_ = JSON.parse(text) as NativeQuantizeReport
+  const uncalibratedExperts = report.moeLayers.flatMap((layer) => {
+    const tokens = native_.observers.experts[layer.block]?.tokens ?? []
+    const experts = tokens.flatMap((n, e) => (n === 0 ? [e] : []))
+    return experts.length > 0 ? [{ layer: layer.layer, experts }] : []
+  })
+  const warnings: string[] = []
+  const uncalibrated = uncalibratedExperts.reduce((n, l) => n + l.experts.length, 0)
+  if (uncalibrated > 0) {
+    warnings.push(
+      `${uncalibrated} experts saw no calibration token (${uncalibratedExperts.map((l) => `layer ${l.layer}: ${l.experts.length}`).join(', ')}); ` +
+        'their weight scales come from their own weights and their input scale is the layer\'s shared one. More calibration data would cover them.',
+    )
+  }
+  if (native_.samples < native_.requested_samples) {
+    warnings.push(`the calibration data gave ${native_.samples} sequences of ${native_.seq_len} tokens, fewer than the ${native_.requested_samples} asked for`)
+  }
+  if (keptIndivisible.length > 0) {
+    warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of 16 (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
+  }
+  let coverageReportPath: string | null = null
+  if (options.coverageReport !== false) {
+    const file = options.coverageReport ?? `${path.resolve(options.output)}.coverage.html`
+    const experts = report.moeLayers.map((layer) => {
+      const tokens = native_.observers.experts[layer.block]?.tokens ?? []
+      return {
+        layer: layer.layer,
+        block: layer.block,
+        gateUpInputAmax: 0,
+        downInputAmax: 0,
+        tokens,
+        uncalibrated: tokens.flatMap((n, e) => (n === 0 ? [e] : [])),
+        weightAmax: { gate: [], up: [], down: [] },
+      }
+    })
+    coverageReportPath = await writeCoverageReport(file, options.model, {
+      samples: native_.samples,
+      requestedSamples: native_.requested_samples,
+      seqLen: native_.seq_len,
+      tokens: native_.tokens,
+      inputAmax: {},
+      experts,
+      uncalibratedExperts: uncalibrated,
+      warnings,
+      peakRssBytes: native_.peak_rss_bytes,
+      seconds: native_.seconds.calibrate,
+      coverageReportPath: null,
+    })
+  }
+  const weightBytes = (files: Array<[string, number]> | Record<string, number>): number =>
+    (Array.isArray(files) ? files : Object.entries(files)).filter(([f]) => f.endsWith('.safetensors')).reduce((n, [, b]) => n + b, 0)
+  return {
+    output: path.resolve(options.output),
+    format: options.format,
+    sizeBytes: { before: weightBytes(listing.files), after: weightBytes(native_.files) },
+    layers: native_.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
+    uncalibratedExperts,
+    keptIndivisible,
+    quantizedTensors: native_.quantized_tensors,
+    warnings,
+    coverageReportPath,
+    peakRssBytes: native_.peak_rss_bytes,
+    seconds: { ...native_.seconds, total: (Date.now() - started) / 1000 },
+    tokens: native_.tokens,
+  }
+}
+
