@@ -21,6 +21,8 @@ export interface InspectReport {
   architecture: 'registry' | 'generic'
   /** Remarks worth showing to the user (generic handling, nested text config …). */
   notes: string[]
+  /** `quant_algo` of a checkpoint already quantized in ModelOpt's format (`"NVFP4"`, `"FP8"` …), else null. */
+  quantization: string | null
   numLayers: number
   hiddenSize: number
   vocabSize: number | null
@@ -94,12 +96,18 @@ export function reportFromListing(listing: HeaderListing): InspectReport {
     notes.push(`model_type "${config.modelType}" has no registry entry; its experts were recognised by structure alone (router kind guessed as ${resolved.moeLayers[0]?.router})`)
   }
   if (config.nested) notes.push(`text model nested under text_config (model_type ${config.outerModelType})`)
+  const quantization = listing.quantization ?? null
+  if (quantization) {
+    const producer = quantization.producer?.name ? ` by ${quantization.producer.name} ${quantization.producer.version ?? ''}`.trimEnd() : ''
+    notes.push(`already quantized: ${quantization.algo}${producer} (${quantization.declaredIn}); shapes are the dequantized ones, ${listing.scales?.length ?? 0} scale tensors not counted`)
+  }
   return {
     dir: listing.dir,
     modelType: config.modelType,
     family: resolved.family,
     architecture: resolved.source,
     notes,
+    quantization: quantization?.algo ?? null,
     numLayers: config.numLayers,
     hiddenSize: config.hiddenSize,
     vocabSize: config.vocabSize ?? null,

@@ -24,6 +24,15 @@ export interface NativeBinding {
     cancel?: CancelToken | null,
     onProgress?: ((event: string) => void) | null,
   ): Promise<string>
+  compareModels(
+    original: string,
+    originalDescriptor: string,
+    quantized: string,
+    quantizedDescriptor: string,
+    request: string,
+    cancel?: CancelToken | null,
+    onProgress?: ((event: string) => void) | null,
+  ): Promise<string>
   errorCodes(): string[]
   CancelToken: new () => CancelToken
 }

@@ -7,6 +7,7 @@ import type { DetectedLayer } from './detect'
 import type { TensorHeader } from './listing'
 
 export type KeepReason =
+  | 'already quantized'
   | 'not floating point'
   | 'not a matrix'
   | 'lm_head'
@@ -55,6 +56,7 @@ export function planTensors(tensors: readonly TensorHeader[], layers: readonly D
 }
 
 function keepReason(tensor: TensorHeader, routers: Set<string>, layersPrefix: string, layerCount: number): KeepReason | undefined {
+  if (tensor.quantized) return 'already quantized'
   if (!FLOAT_DTYPES.has(tensor.dtype)) return 'not floating point'
   for (const [pattern, reason] of KEEP_BY_NAME) if (pattern.test(tensor.name)) return reason
   if (routers.has(tensor.name)) return 'router'

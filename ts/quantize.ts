@@ -3,6 +3,7 @@
  * checkpoint that vLLM, SGLang and TensorRT-LLM load as `quant_method: "modelopt"`.
  */
 import { readFileSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
 import * as path from 'node:path'
 
 import { calibrationRequest } from './calibrate'
@@ -141,6 +142,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   const abort = (): void => token.cancel()
   options.signal?.addEventListener('abort', abort, { once: true })
   const onProgress = options.onProgress
+  let delivered = 0
   let text: string
   try {
     text = await callNative((b) =>
@@ -153,12 +155,24 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
         token,
         onProgress
           ? (event: string) => {
+              delivered++
               const e = JSON.parse(event) as { stage: QuantizeProgress['stage']; layer: number; layers: number; tokens: number; bytes_written: number }
               onProgress({ stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, bytesWritten: e.bytes_written })
             }
           : undefined,
       ),
     )
+    // Progress events cross threads separately from the result: let them all arrive (calibrate and
+    // quantize per layer, then write), so that a callback's abort is seen before the result is returned.
+    const expected = 2 * descriptor.layers.length + 1
+    for (let spin = 0; onProgress && delivered < expected && spin < 100; spin++) {
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    if (options.signal?.aborted) {
+      // Aborted after the last layer: the output was already published; take it back.
+      await rm(path.resolve(options.output), { recursive: true, force: true })
+      throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
+    }
   } finally {
     options.signal?.removeEventListener('abort', abort)
   }

@@ -1,6 +1,6 @@
 // Test helpers: copy fixtures into temp directories, and write small safetensors files by hand
 // (the format is an 8-byte little-endian header length, a JSON header, then the data).
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -96,4 +96,77 @@ export function rows(values, width) {
   const out = []
   for (let i = 0; i < values.length; i += width) out.push(Array.from(values.slice(i, i + width)))
   return out
+}
+
+/** A seeded pseudo-random generator (mulberry32) returning floats in [-1, 1). */
+export function random(seed) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1
+  }
+}
+
+/** BF16 bytes of `count` random values scaled by `scale` (a value may be replaced by `poison`). */
+export function randomBf16(count, scale, next, poison) {
+  const out = Buffer.alloc(count * 2)
+  const f32 = new Float32Array(1)
+  const u32 = new Uint32Array(f32.buffer)
+  for (let i = 0; i < count; i++) {
+    f32[0] = poison && i === poison.index ? poison.value : next() * scale
+    out.writeUInt16LE(u32[0] >>> 16, i * 2)
+  }
+  return out
+}
+
+/**
+ * Writes a small random Qwen3-MoE checkpoint (per-expert hub layout, bf16) with the given sizes, for tests
+ * that need shapes the committed fixtures do not have. `poison` puts a value into one tensor.
+ */
+export function writeSyntheticQwen3(dir, { hidden = 64, intermediate = 48, experts = 4, layers = 1, vocab = 256, poison } = {}) {
+  mkdirSync(dir, { recursive: true })
+  const heads = 4
+  const headDim = 16
+  writeJson(join(dir, 'config.json'), {
+    architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: hidden, num_hidden_layers: layers,
+    num_attention_heads: heads, num_key_value_heads: 2, head_dim: headDim, num_experts: experts, num_experts_per_tok: 2,
+    moe_intermediate_size: intermediate, intermediate_size: 96, vocab_size: vocab, rms_norm_eps: 1e-6, norm_topk_prob: true,
+    rope_parameters: { rope_type: 'default', rope_theta: 10000.0 }, tie_word_embeddings: false, dtype: 'bfloat16',
+  })
+  const next = random(7)
+  const tensors = {}
+  const add = (name, shape, scale = 0.05) => {
+    const count = shape.reduce((a, b) => a * b, 1)
+    tensors[name] = { dtype: 'BF16', shape, data: randomBf16(count, scale, next, poison?.tensor === name ? poison : undefined) }
+  }
+  const ones = (name, n) => {
+    const data = Buffer.alloc(n * 2)
+    for (let i = 0; i < n; i++) data.writeUInt16LE(0x3f80, i * 2) // bf16 1.0
+    tensors[name] = { dtype: 'BF16', shape: [n], data }
+  }
+  add('model.embed_tokens.weight', [vocab, hidden], 1)
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}.`
+    ones(`${p}input_layernorm.weight`, hidden)
+    ones(`${p}post_attention_layernorm.weight`, hidden)
+    add(`${p}self_attn.q_proj.weight`, [heads * headDim, hidden])
+    add(`${p}self_attn.k_proj.weight`, [2 * headDim, hidden])
+    add(`${p}self_attn.v_proj.weight`, [2 * headDim, hidden])
+    add(`${p}self_attn.o_proj.weight`, [hidden, heads * headDim])
+    ones(`${p}self_attn.q_norm.weight`, headDim)
+    ones(`${p}self_attn.k_norm.weight`, headDim)
+    add(`${p}mlp.gate.weight`, [experts, hidden], 0.5)
+    for (let e = 0; e < experts; e++) {
+      add(`${p}mlp.experts.${e}.gate_proj.weight`, [intermediate, hidden])
+      add(`${p}mlp.experts.${e}.up_proj.weight`, [intermediate, hidden])
+      add(`${p}mlp.experts.${e}.down_proj.weight`, [hidden, intermediate])
+    }
+  }
+  ones('model.norm.weight', hidden)
+  add('lm_head.weight', [vocab, hidden])
+  writeSafetensors(join(dir, 'model.safetensors'), tensors)
+  return dir
 }

@@ -1,0 +1,75 @@
+// quantizeModel() against ModelOpt 0.47's own exports of the same fixtures with the same calibration ids
+// (fixtures/golden, made by tools/make_golden.py): same tensor names, dtypes and shapes; same metadata;
+// input scales within 1e-5 and weight scales within 1e-6 relative; quantized weight bytes identical for at
+// least 99.9% of bytes (the count of differing bytes is logged).
+import test from 'ava'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { quantizeModel } from '../dist/index.js'
+import { FIXTURES, readTensors, rows, tempDir } from './helpers/checkpoint.mjs'
+
+const GOLDEN = join(FIXTURES, 'golden')
+const calibIds = readTensors(join(GOLDEN, 'calib_ids.safetensors')).input_ids
+const CASES = [
+  ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32', rows(calibIds.values, calibIds.shape[1])],
+  ['qwen3_moe/fused', 'qwen3_moe_fused', rows(calibIds.values, calibIds.shape[1])],
+  ['mixtral/hub', 'mixtral_hub', rows(calibIds.values, calibIds.shape[1])],
+  ['glm4_moe/hub', 'glm4_moe_hub', rows(calibIds.values, calibIds.shape[1])],
+  // Two calibration tokens: most experts see none and are scaled from their own weights.
+  ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32_fewtokens', [[229, 27]]],
+]
+
+const bytesOf = (tensor) => {
+  const v = tensor.values
+  return v instanceof Uint8Array ? v : new Uint8Array(v.buffer)
+}
+
+for (const [fixture, golden, ids] of CASES) {
+  for (const format of ['fp8', 'nvfp4']) {
+    test(`${fixture} → ${format} equals ModelOpt's export (${golden})`, async (t) => {
+      const output = join(tempDir(), 'out')
+      const result = await quantizeModel({
+        model: join(FIXTURES, fixture),
+        output,
+        format,
+        calibration: { ids, samples: ids.length, seqLen: ids[0].length },
+        coverageReport: false,
+      })
+      const goldenDir = join(GOLDEN, golden, format)
+      const ours = readTensors(join(output, 'model.safetensors'))
+      const theirs = readTensors(join(goldenDir, 'model.safetensors'))
+      t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
+      let bytes = 0
+      let differing = 0
+      for (const [name, expected] of Object.entries(theirs)) {
+        const actual = ours[name]
+        t.is(actual.dtype, expected.dtype, `${name} dtype`)
+        t.deepEqual(actual.shape, expected.shape, `${name} shape`)
+        const scalar = expected.dtype === 'F32' && expected.shape.length === 0
+        if (scalar && /(input_scale|weight_scale|weight_scale_2)$/.test(name)) {
+          const tolerance = name.endsWith('input_scale') ? 1e-5 : 1e-6
+          const [a, b] = [actual.values[0], expected.values[0]]
+          t.true(Math.abs(a - b) <= tolerance * Math.abs(b), `${name}: ${a} vs ModelOpt ${b}`)
+          continue
+        }
+        const [a, b] = [bytesOf(actual), bytesOf(expected)]
+        bytes += b.length
+        for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) differing++
+      }
+      t.log(`${differing} of ${bytes} tensor bytes differ from ModelOpt`)
+      t.true(differing <= bytes * 0.001, `${differing} of ${bytes} bytes differ`)
+      // Metadata: config.json byte for byte; hf_quant_config.json equal apart from our own "quantizer" key.
+      t.is(readFileSync(join(output, 'config.json'), 'utf8'), readFileSync(join(goldenDir, 'config.json'), 'utf8'))
+      const ourQuant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
+      t.is(ourQuant.quantizer.name, 'moe-quant')
+      delete ourQuant.quantizer
+      t.deepEqual(ourQuant, JSON.parse(readFileSync(join(goldenDir, 'hf_quant_config.json'), 'utf8')))
+      if (golden.endsWith('fewtokens')) {
+        t.true(result.uncalibratedExperts.length === 2 && result.warnings.some((w) => w.includes('saw no calibration token')))
+      } else {
+        t.deepEqual(result.uncalibratedExperts, [])
+      }
+    })
+  }
+}

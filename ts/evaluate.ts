@@ -1,0 +1,259 @@
+/**
+ * evaluateModel(): how far a quantized checkpoint's next-token distributions are from its original's. Both
+ * models run the native f32 forward (a ModelOpt-format checkpoint is read dequantized) over the same held-out
+ * ids, batch by batch, and only summary statistics come back: mean and max KL(P_original ‖ P_quantized) in
+ * nats and top-1 agreement over every position, plus each model's perplexity of the actual next tokens.
+ *
+ * Activations are not quantized: the numbers measure the weight quantization alone.
+ */
+import * as path from 'node:path'
+
+import { describeModel, type ModelDescriptor } from './descriptor'
+import { MoeQuantError } from './errors'
+import { flattenIds } from './forward'
+import { callNative, native } from './native'
+import { readQuantization } from './quantized'
+
+/** Which held-out tokens to run; give at most one of `data` and `ids`. */
+export interface EvaluateOptions {
+  /** A `.jsonl` file of `{"text": …}` lines, or a plain text file (documents separated by blank lines),
+   * tokenized with the original model's tokenizer exactly as calibration data is. */
+  data?: string
+  /** Pre-tokenized sequences of equal length instead (no tokenizer needed). */
+  ids?: number[][]
+  /** Sequences to use. Default 8 (with `ids`: all of them). */
+  samples?: number
+  /** Tokens per sequence. Default 128 (with `ids`: their length). */
+  seqLen?: number
+  /** Seed of the pseudo-random ids used when neither `data` nor `ids` is given, 0 to 2³²−1. Default 0. */
+  seed?: number
+  /** Sequences per forward, or `'auto'` (each model's logits of one batch within about 256 MiB). */
+  batchSize?: number | 'auto'
+  onProgress?: (event: EvaluationProgress) => void
+  /** Aborting rejects with `E_CANCELLED` at the next layer boundary. */
+  signal?: AbortSignal
+}
+
+export interface EvaluationProgress {
+  stage: 'evaluate'
+  /** The model whose forward advanced. */
+  model: 'original' | 'quantized'
+  /** Batch (1-based) of `batches`. */
+  batch: number
+  batches: number
+  /** Decoder layers done, of `layers`. */
+  layer: number
+  layers: number
+}
+
+/** Where the evaluated ids came from. */
+export type EvaluationData =
+  | { source: 'file'; path: string }
+  | { source: 'ids' }
+  | {
+      /** `ids[r][t] = floor(x / 2³² · vocabSize)` for successive `x ← (1664525·x + 1013904223) mod 2³²`,
+       * starting from `x = seed`, row by row: uniform over the vocabulary, reproducible everywhere. */
+      source: 'random'
+      seed: number
+    }
+
+export interface EvaluationResult {
+  /** Mean KL(P_original ‖ P_quantized) over all positions, nats. */
+  klMean: number
+  klMax: number
+  /** Where the largest KL occurred. */
+  klMaxAt: { sample: number; position: number }
+  /** Fraction of positions where both models' most likely next token is the same. */
+  top1Agreement: number
+  /** Positions compared: every token of every sequence (`samples × seqLen`). */
+  positions: number
+  /** exp(mean negative log-likelihood) of the actual next token (the last position of each sequence has
+   * none), per model. Meaningful on real text; on random ids it is about the vocabulary size. */
+  perplexity: { original: number; quantized: number }
+  samples: number
+  requestedSamples: number
+  seqLen: number
+  data: EvaluationData
+  /** `quant_algo` the quantized checkpoint declares, or null when it declares none. */
+  quantization: string | null
+  peakRssBytes: number | null
+  seconds: number
+}
+
+interface NativeReport {
+  positions: number
+  kl_mean: number
+  kl_max: number
+  kl_max_at: [number, number]
+  top1_agreement: number
+  predicted_positions: number
+  nll_original: number
+  nll_quantized: number
+  samples: number
+  requested_samples: number
+  seq_len: number
+  peak_rss_bytes: number | null
+  seconds: number
+}
+
+const DEFAULT_SAMPLES = 8
+const DEFAULT_SEQ_LEN = 128
+const LOGITS_BUDGET_BYTES = 256 * 2 ** 20
+const OPTION_KEYS = new Set(['data', 'ids', 'samples', 'seqLen', 'seed', 'batchSize', 'onProgress', 'signal'])
+
+const invalid = (message: string): MoeQuantError => new MoeQuantError('E_OPTION_INVALID', message)
+
+function positiveInteger(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw invalid(`${name}: expected an integer ≥ 1, got ${JSON.stringify(value)}`)
+  }
+  return value
+}
+
+/** Deterministic pseudo-random ids `[rows, seqLen]` below `vocab` (see EvaluationData). */
+export function randomIds(rows: number, seqLen: number, vocab: number, seed: number): number[][] {
+  let state = seed >>> 0
+  const next = (): number => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
+    return Math.floor((state / 2 ** 32) * vocab)
+  }
+  return Array.from({ length: rows }, () => Array.from({ length: seqLen }, next))
+}
+
+/** The options after validation, before the models' vocabulary is known. */
+interface ResolvedOptions {
+  samples: number
+  seqLen: number
+  batchSize: number | 'auto'
+  data: EvaluationData
+  ids?: number[][]
+}
+
+/** Validates the options eagerly (before any model is read); token ids are range-checked later. */
+export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalid(`evaluateModel(original, quantized, options): options must be an object, got ${JSON.stringify(options)}`)
+  }
+  for (const key of Object.keys(options)) {
+    if (!OPTION_KEYS.has(key)) throw invalid(`${key}: unknown option (expected ${[...OPTION_KEYS].join(', ')})`)
+  }
+  if (options.data !== undefined && options.ids !== undefined) throw invalid('data, ids: give at most one of them')
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw invalid(`onProgress: expected a function, got ${typeof options.onProgress}`)
+  }
+  const batchSize = options.batchSize === undefined || options.batchSize === 'auto' ? 'auto' : positiveInteger(options.batchSize, 'batchSize', 1)
+  if (options.ids !== undefined) {
+    const { rows, seqLen } = flattenIds(options.ids, Number.POSITIVE_INFINITY, 'ids')
+    if (options.seed !== undefined) throw invalid('seed: only used for random ids, not with ids')
+    return {
+      samples: positiveInteger(options.samples, 'samples', rows),
+      seqLen: positiveInteger(options.seqLen, 'seqLen', seqLen),
+      batchSize,
+      data: { source: 'ids' },
+      ids: options.ids,
+    }
+  }
+  const samples = positiveInteger(options.samples, 'samples', DEFAULT_SAMPLES)
+  const seqLen = positiveInteger(options.seqLen, 'seqLen', DEFAULT_SEQ_LEN)
+  if (options.data !== undefined) {
+    if (typeof options.data !== 'string' || options.data.length === 0) {
+      throw invalid(`data: expected a file path, got ${JSON.stringify(options.data)}`)
+    }
+    if (options.seed !== undefined) throw invalid('seed: only used for random ids, not with data')
+    return { samples, seqLen, batchSize, data: { source: 'file', path: path.resolve(options.data) } }
+  }
+  const seed = options.seed ?? 0
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
+    throw invalid(`seed: expected an integer from 0 to 2^32 − 1, got ${JSON.stringify(options.seed)}`)
+  }
+  return { samples, seqLen, batchSize, data: { source: 'random', seed } }
+}
+
+/** The native request for resolved options and the models' vocabulary size. */
+export function evaluationRequest(resolved: ResolvedOptions, vocabSize: number): Record<string, unknown> {
+  const { samples, seqLen, data } = resolved
+  let source: Record<string, unknown>
+  if (data.source === 'file') source = { kind: data.path.toLowerCase().endsWith('.jsonl') ? 'jsonl' : 'text', path: data.path }
+  else if (data.source === 'random') source = { kind: 'ids', ids: randomIds(samples, seqLen, vocabSize, data.seed) }
+  else {
+    flattenIds(resolved.ids, vocabSize, 'ids')
+    source = { kind: 'ids', ids: resolved.ids }
+  }
+  const batchSize =
+    resolved.batchSize === 'auto' ? Math.max(1, Math.min(samples, Math.floor(LOGITS_BUDGET_BYTES / (seqLen * vocabSize * 4)))) : resolved.batchSize
+  return { source, samples, seq_len: seqLen, batch_size: batchSize }
+}
+
+function checkComparable(original: ModelDescriptor, quantized: ModelDescriptor, quantizedDir: string): void {
+  if (original.vocab_size !== quantized.vocab_size) {
+    throw invalid(
+      `quantized: ${quantizedDir} has a vocabulary of ${quantized.vocab_size} tokens and the original ${original.vocab_size}; ` +
+        'their next-token distributions cannot be compared',
+    )
+  }
+}
+
+/**
+ * Runs `original` and `quantized` over the same held-out tokens and compares their next-token distributions.
+ * Without `data` or `ids`, `samples × seqLen` pseudo-random ids (seeded, see EvaluationData) are used; the
+ * result's `data` says which source was used.
+ *
+ * @param original The unquantized model directory.
+ * @param quantized A checkpoint of the same model, typically a ModelOpt-format FP8/NVFP4 export (read
+ *   dequantized to f32); any checkpoint with the same vocabulary works.
+ * @example
+ *   const r = await evaluateModel('./Qwen3-30B-A3B', './Qwen3-30B-A3B-NVFP4', { data: './held-out.jsonl' })
+ *   console.log(r.klMean, r.top1Agreement)
+ * @throws MoeQuantError `E_OPTION_INVALID` for bad options or models with different vocabularies,
+ *   `E_TOKENIZER_MISSING` (text data for an original without tokenizer.json), `E_CALIBRATION_EMPTY`,
+ *   `E_CALIBRATION_ID_RANGE`, `E_TENSOR_NON_FINITE` (NaN/∞ logits), `E_CANCELLED`, checkpoint and layout codes.
+ */
+export async function evaluateModel(original: string, quantized: string, options: EvaluateOptions = {}): Promise<EvaluationResult> {
+  for (const [name, dir] of [['original', original], ['quantized', quantized]] as const) {
+    if (typeof dir !== 'string' || dir.length === 0) {
+      throw invalid(`${name}: expected a model directory path, got ${JSON.stringify(dir)}`)
+    }
+  }
+  const resolved = resolveOptions(options)
+  const [originalDescriptor, quantizedDescriptor] = await Promise.all([describeModel(original), describeModel(quantized)])
+  checkComparable(originalDescriptor, quantizedDescriptor, quantized)
+  const request = evaluationRequest(resolved, originalDescriptor.vocab_size)
+  const quantization = (await readQuantization(quantized))?.algo ?? null
+  if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
+  const token = new (native().CancelToken)()
+  const abort = (): void => token.cancel()
+  options.signal?.addEventListener('abort', abort, { once: true })
+  const onProgress = options.onProgress
+  try {
+    const text = await callNative((b) =>
+      b.compareModels(
+        original,
+        JSON.stringify(originalDescriptor),
+        quantized,
+        JSON.stringify(quantizedDescriptor),
+        JSON.stringify(request),
+        token,
+        onProgress ? (event: string) => onProgress({ stage: 'evaluate', ...(JSON.parse(event) as Omit<EvaluationProgress, 'stage'>) }) : undefined,
+      ),
+    )
+    const report = JSON.parse(text) as NativeReport
+    return {
+      klMean: report.kl_mean,
+      klMax: report.kl_max,
+      klMaxAt: { sample: report.kl_max_at[0], position: report.kl_max_at[1] },
+      top1Agreement: report.top1_agreement,
+      positions: report.positions,
+      perplexity: { original: Math.exp(report.nll_original), quantized: Math.exp(report.nll_quantized) },
+      samples: report.samples,
+      requestedSamples: report.requested_samples,
+      seqLen: report.seq_len,
+      data: resolved.data,
+      quantization,
+      peakRssBytes: report.peak_rss_bytes,
+      seconds: report.seconds,
+    }
+  } finally {
+    options.signal?.removeEventListener('abort', abort)
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * Checkpoints already quantized in NVIDIA ModelOpt's format (SPEC §5), seen through their logical tensors.
+ *
+ * A checkpoint is quantized when it has `hf_quant_config.json`, or when config.json's `quantization_config`
+ * has `quant_method: "modelopt"`. Its listing is rewritten so that detection and the descriptor see the model
+ * the weights stand for (the native WeightLoader dequantizes the same tensors when they are read):
+ * - `M.weight` U8 `[N, K/2]` beside an F8_E4M3 `M.weight_scale` and an `M.weight_scale_2` (NVFP4) keeps its
+ *   dtype but gets the logical shape `[N, K]` and `quantized: 'nvfp4'`;
+ * - `M.weight` F8_E4M3 beside `M.weight_scale` (FP8) gets `quantized: 'fp8'`;
+ * - scale tensors (`weight_scale`, `weight_scale_2`, `input_scale`, `k_scale`, `v_scale`) leave the tensor
+ *   list and are recorded in `scales`.
+ */
+import { readFile } from 'node:fs/promises'
+import * as path from 'node:path'
+
+import { MoeQuantError } from './errors'
+import type { HeaderListing, TensorHeader } from './listing'
+
+/** The file ModelOpt's unified HF export writes beside config.json. */
+export const HF_QUANT_CONFIG = 'hf_quant_config.json'
+
+/** What a quantized checkpoint declares about itself. */
+export interface QuantizationInfo {
+  /** `quant_algo`: `"NVFP4"`, `"FP8"` … (`"UNKNOWN"` when the file does not say). */
+  algo: string
+  /** The file it was read from: `hf_quant_config.json` (preferred) or `config.json`. */
+  declaredIn: string
+  /** `producer` as written (`{ name: "modelopt", version }`), when present. */
+  producer: { name?: string; version?: string } | null
+}
+
+/** The quantization format of one stored weight. */
+export type QuantizedWeightFormat = 'nvfp4' | 'fp8'
+
+const SCALE_SUFFIX = /\.(weight_scale|weight_scale_2|input_scale|k_scale|v_scale)$/
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function parseJson(text: string, file: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new MoeQuantError('E_CONFIG_INVALID', `${file}: not valid JSON (${(error as Error).message})`, { file })
+  }
+}
+
+function info(section: Record<string, unknown>, producer: unknown, declaredIn: string): QuantizationInfo {
+  const algo = typeof section.quant_algo === 'string' && section.quant_algo.length > 0 ? section.quant_algo : 'UNKNOWN'
+  const p = isObject(producer) ? producer : null
+  return {
+    algo,
+    declaredIn,
+    producer: p ? { name: typeof p.name === 'string' ? p.name : undefined, version: typeof p.version === 'string' ? p.version : undefined } : null,
+  }
+}
+
+/**
+ * What `config.json` (text) and `hf_quant_config.json` (text, when the directory has one) declare; null for an
+ * unquantized checkpoint. A config.json that is not JSON counts as unquantized here (parseConfig reports it).
+ */
+export function quantizationFromFiles(configText: string, hfQuantConfigText: string | null, dir: string): QuantizationInfo | null {
+  if (hfQuantConfigText !== null) {
+    const file = path.join(dir, HF_QUANT_CONFIG)
+    const parsed = parseJson(hfQuantConfigText, file)
+    if (!isObject(parsed)) throw new MoeQuantError('E_CONFIG_INVALID', `${file}: expected a JSON object`, { file })
+    return info(isObject(parsed.quantization) ? parsed.quantization : {}, parsed.producer, HF_QUANT_CONFIG)
+  }
+  let config: unknown
+  try {
+    config = JSON.parse(configText)
+  } catch {
+    return null
+  }
+  const section = isObject(config) ? config.quantization_config : undefined
+  if (isObject(section) && section.quant_method === 'modelopt') return info(section, section.producer, 'config.json')
+  return null
+}
+
+/**
+ * Rewrites a listing into logical tensors (see the module header). Weights are recognised by their scales
+ * whatever the config says, as the native loader does; scale tensors are set aside when the checkpoint is
+ * quantized or when their weight was recognised.
+ */
+export function logicalListing(listing: HeaderListing, quantization: QuantizationInfo | null): HeaderListing {
+  const byName = new Map(listing.tensors.map((t) => [t.name, t]))
+  const recognised = new Set<string>()
+  const tensors: TensorHeader[] = []
+  for (const tensor of listing.tensors) {
+    const format = weightFormat(tensor, byName)
+    if (!format) {
+      tensors.push(tensor)
+      continue
+    }
+    recognised.add(tensor.name.slice(0, -'.weight'.length))
+    const [rows, cols] = tensor.shape as [number, number]
+    tensors.push({ ...tensor, shape: format === 'nvfp4' ? [rows, cols * 2] : [rows, cols], quantized: format })
+  }
+  const scales: TensorHeader[] = []
+  const kept = tensors.filter((tensor) => {
+    const match = SCALE_SUFFIX.exec(tensor.name)
+    if (!match || !(quantization || recognised.has(tensor.name.slice(0, match.index)))) return true
+    scales.push(tensor)
+    return false
+  })
+  return { ...listing, tensors: kept, scales, quantization }
+}
+
+/** The format of a stored `M.weight` recognised from the tensors beside it, as the native loader does. */
+function weightFormat(tensor: TensorHeader, byName: Map<string, TensorHeader>): QuantizedWeightFormat | undefined {
+  if (!tensor.name.endsWith('.weight') || tensor.shape.length !== 2) return undefined
+  const module = tensor.name.slice(0, -'.weight'.length)
+  const scale = byName.get(`${module}.weight_scale`)
+  if (!scale) return undefined
+  if (tensor.dtype === 'F8_E4M3') return 'fp8'
+  if (tensor.dtype === 'U8' && scale.dtype === 'F8_E4M3' && byName.has(`${module}.weight_scale_2`)) return 'nvfp4'
+  return undefined
+}
+
+/** Reads `dir/name` as text, or null when it does not exist. */
+export async function readOptional(dir: string, name: string): Promise<string | null> {
+  try {
+    return await readFile(path.join(dir, name), 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw new MoeQuantError('E_IO', `${path.join(dir, name)}: ${(error as Error).message}`, { file: path.join(dir, name) })
+  }
+}
+
+/** The quantization a model directory declares (reads config.json and hf_quant_config.json only). */
+export async function readQuantization(dir: string): Promise<QuantizationInfo | null> {
+  const [config, hfQuantConfig] = await Promise.all([readOptional(dir, 'config.json'), readOptional(dir, HF_QUANT_CONFIG)])
+  return quantizationFromFiles(config ?? '', hfQuantConfig, dir)
+}
+
+/**
+ * Whether the model in `dir` is already quantized in ModelOpt's format: its `quant_algo` (`"NVFP4"`, `"FP8"`,
+ * …; `"UNKNOWN"` when the files do not name one), or null for an unquantized checkpoint. Reads config.json and
+ * hf_quant_config.json only, no tensor header.
+ *
+ * @example
+ *   if (await isQuantizedCheckpoint('./Qwen3-30B-A3B-NVFP4')) throw new Error('already quantized')
+ * @throws MoeQuantError `E_OPTION_INVALID` for a `dir` that is not a string, `E_CONFIG_INVALID` for an
+ *   hf_quant_config.json that is not a JSON object, `E_IO` when a file exists but cannot be read.
+ */
+export async function isQuantizedCheckpoint(dir: string): Promise<string | null> {
+  if (typeof dir !== 'string' || dir.length === 0) {
+    throw new MoeQuantError('E_OPTION_INVALID', `isQuantizedCheckpoint(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
+  }
+  return (await readQuantization(dir))?.algo ?? null
+}
