@@ -23,6 +23,13 @@ export declare class CancelToken {
 export declare function calibrate(dir: string, descriptor: string, request: string, cancel?: CancelToken | undefined | null, onProgress?: ((event: string) => void) | undefined | null): Promise<string>
 
 /**
+ * Runs the models `original` and `quantized` (each with its descriptor, JSON) over the sequences `request`
+ * names and compares their next-token distributions; resolves to the summary as JSON text. `on_progress`
+ * receives JSON events `{ model, batch, batches, layer, layers }`.
+ */
+export declare function compareModels(original: string, originalDescriptor: string, quantized: string, quantizedDescriptor: string, request: string, cancel?: CancelToken | undefined | null, onProgress?: ((event: string) => void) | undefined | null): Promise<string>
+
+/**
  * Logits `[rows, seq_len, vocab]` (row-major) of the unquantized model described by `descriptor` (JSON)
  * for token ids `[rows, seq_len]`.
  */

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.CancelToken = nativeBinding.CancelToken
 module.exports.calibrate = nativeBinding.calibrate
+module.exports.compareModels = nativeBinding.compareModels
 module.exports.computeLogits = nativeBinding.computeLogits
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.inspectHeaders = nativeBinding.inspectHeaders

@@ -38,6 +38,33 @@ export interface TextConfig {
 const EXPERT_COUNT_KEYS = ['num_experts', 'num_local_experts', 'n_routed_experts'] as const
 const TOP_K_KEYS = ['num_experts_per_tok', 'num_experts_per_token', 'moe_topk', 'top_k'] as const
 
+const MAX_EXPERTS = 1 << 16
+/**
+ * The largest value accepted for each size and count of config.json. Far above every released model (hidden
+ * sizes reach 16 384, layer counts a few hundred, expert counts 384, vocabularies 262 144), yet low enough
+ * that a corrupt or hostile config fails here, naming the field, instead of later driving a loop over a
+ * billion layers or an allocation sized by a trillion experts.
+ */
+export const CONFIG_MAXIMA: Readonly<Record<string, number>> = {
+  hidden_size: 1 << 20,
+  num_hidden_layers: 1 << 14,
+  vocab_size: 1 << 24,
+  moe_intermediate_size: 1 << 22,
+  intermediate_size: 1 << 22,
+  num_attention_heads: 1 << 16,
+  num_key_value_heads: 1 << 16,
+  head_dim: 1 << 16,
+  ...Object.fromEntries([...EXPERT_COUNT_KEYS, ...TOP_K_KEYS].map((key) => [key, MAX_EXPERTS])),
+}
+
+/** A short description of a JSON value for messages (never the whole of a large or deeply nested one). */
+function describeValue(value: unknown): string {
+  if (typeof value === 'number') return String(value)
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
+  if (typeof value === 'boolean' || value === null) return String(value)
+  return Array.isArray(value) ? 'an array' : 'an object'
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
@@ -64,10 +91,11 @@ export function parseConfig(text: string, file: string): TextConfig {
       return undefined
     }
     const min = options.min ?? 1
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    const max = CONFIG_MAXIMA[key] ?? Number.MAX_SAFE_INTEGER
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
       throw new MoeQuantError(
         'E_CONFIG_INVALID',
-        `${file}: "${key}" must be an integer ≥ ${min}, got ${JSON.stringify(value)}`,
+        `${file}: "${key}" must be an integer from ${min} to ${max}, got ${describeValue(value)}`,
         { file },
       )
     }

@@ -107,14 +107,16 @@ export function detectLayers(tensors: readonly TensorHeader[], config: TextConfi
     if (!layer) byLayer.set(index, (layer = new Map()))
     layer.set(rest.slice(dot + 1), tensor)
   }
+  // The declared layer count is checked against the tensors before anything loops over it: the first
+  // missing layer is found in at most (layers present + 1) steps, however large the config's count.
+  let present = 0
+  while (present < config.numLayers && byLayer.has(present)) present++
+  if (present < config.numLayers) {
+    fail('E_LAYOUT_MISSING_TENSOR', `config.json declares ${config.numLayers} layers but no tensor starts with ${layersPrefix}${present}.`)
+  }
   const layers: DetectedLayer[] = []
   for (let index = 0; index < config.numLayers; index++) {
-    const prefix = `${layersPrefix}${index}.`
-    const relative = byLayer.get(index)
-    if (!relative) {
-      fail('E_LAYOUT_MISSING_TENSOR', `config.json declares ${config.numLayers} layers but no tensor starts with ${prefix}`)
-    }
-    layers.push(detectLayer(index, prefix, relative, config))
+    layers.push(detectLayer(index, `${layersPrefix}${index}.`, byLayer.get(index) as Map<string, TensorHeader>, config))
   }
   return layers
 }
@@ -218,7 +220,9 @@ function detectPerExpert(
   }
   const indices = new Set<number>()
   for (const byExpert of projections.values()) for (const e of byExpert.keys()) indices.add(e)
-  const count = Math.max(...indices) + 1
+  // A loop, not Math.max(...indices): spreading a million indices overflows the call stack.
+  let count = 0
+  for (const e of indices) count = Math.max(count, e + 1)
   for (const [name, byExpert] of [gate, up, down]) {
     for (let e = 0; e < count; e++) {
       if (!byExpert.has(e)) fail('E_LAYOUT_MISSING_TENSOR', `${where}.${e}.${name}.weight is missing (experts 0..${count - 1} exist)`)

@@ -28,6 +28,8 @@ export const NATIVE_ERROR_CODES = [
   'E_CALIBRATION_ID_RANGE',
   'E_CALIBRATION_OPTIONS',
   'E_TENSOR_NON_FINITE',
+  /** The device asked for is not available in this build or on this machine. */
+  'E_DEVICE_UNAVAILABLE',
 ] as const
 
 /** Codes produced by the TypeScript layer (architecture and layout detection, options, loading). */
@@ -50,8 +52,6 @@ export const TS_ERROR_CODES = [
   'E_LAYOUT_MISSING_TENSOR',
   /** The input is already a quantized (ModelOpt-format) checkpoint. */
   'E_CHECKPOINT_ALREADY_QUANTIZED',
-  /** The device asked for is not available in this build or on this machine. */
-  'E_DEVICE_UNAVAILABLE',
 ] as const
 
 export type ErrorCode = (typeof NATIVE_ERROR_CODES)[number] | (typeof TS_ERROR_CODES)[number]

@@ -52,9 +52,9 @@ export function moeLayerIndices(entry: ArchitectureEntry, config: TextConfig): n
     case 'all':
       return all
     case 'sparse_step': {
-      const mlpOnly = Array.isArray(raw.mlp_only_layers) ? (raw.mlp_only_layers as number[]) : []
+      const mlpOnly = new Set(Array.isArray(raw.mlp_only_layers) ? (raw.mlp_only_layers as unknown[]) : [])
       const step = num('decoder_sparse_step', 1)
-      return all.filter((i) => !mlpOnly.includes(i) && step > 0 && (i + 1) % step === 0)
+      return all.filter((i) => !mlpOnly.has(i) && step > 0 && (i + 1) % step === 0)
     }
     case 'first_k_dense': {
       const k = num('first_k_dense_replace', 0)

@@ -1,10 +1,17 @@
 #!/usr/bin/env node
-/** The `moe-quant` command line: `moe-quant inspect DIR [--json]`. */
+/** The `moe-quant` command line: `inspect`, `quantize` and `eval` (`moe-quant --help`). */
 import { MoeQuantError } from '../errors'
+import { evalCommand } from './eval'
 import { inspectCommand } from './inspect'
+import { quantizeCommand } from './quantize'
 
 const USAGE = `Usage:
   moe-quant inspect DIR [--json]   show a checkpoint's architecture, expert layout and quantization plan
+  moe-quant quantize DIR --format fp8|nvfp4 --out OUT [options]
+                                   calibrate, quantize and write a ModelOpt-format checkpoint
+                                   (moe-quant quantize --help lists the options)
+  moe-quant eval ORIGINAL QUANTIZED [--data FILE] [--samples N] [--seq-len L] [--json]
+                                   compare a quantized checkpoint's next-token distributions with the original's
 
 Options:
   --json      print the report as JSON (same data as the table)
@@ -44,6 +51,10 @@ async function main(argv: readonly string[]): Promise<number> {
       await inspectCommand(dir, args.flags.has('--json'))
       return 0
     }
+    case 'quantize':
+      return quantizeCommand(rest)
+    case 'eval':
+      return evalCommand(rest, USAGE)
     default:
       throw new MoeQuantError('E_OPTION_INVALID', `unknown command "${command}"\n\n${USAGE}`)
   }

@@ -73,6 +73,9 @@ pub enum Error {
 
     #[error("calibration options: {message}")]
     CalibrationOptions { message: String },
+
+    #[error("device unavailable: {message}")]
+    DeviceUnavailable { message: String },
 }
 
 impl From<candle_core::Error> for Error {
@@ -106,6 +109,7 @@ impl Error {
         "E_CALIBRATION_ID_RANGE",
         "E_CALIBRATION_OPTIONS",
         "E_TENSOR_NON_FINITE",
+        "E_DEVICE_UNAVAILABLE",
     ];
 
     /// The stable code of this error.
@@ -133,6 +137,7 @@ impl Error {
             Error::CalibrationEmpty { .. } => "E_CALIBRATION_EMPTY",
             Error::CalibrationIdRange { .. } => "E_CALIBRATION_ID_RANGE",
             Error::CalibrationOptions { .. } => "E_CALIBRATION_OPTIONS",
+            Error::DeviceUnavailable { .. } => "E_DEVICE_UNAVAILABLE",
         }
     }
 }

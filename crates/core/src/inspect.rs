@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, IoContext, Result};
+use crate::limits::{read_small_text, MAX_CONFIG_BYTES};
 
 /// One tensor as listed in a header.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +43,10 @@ pub fn inspect_headers(dir: impl AsRef<Path>) -> Result<HeaderListing> {
         return Err(Error::ConfigMissing { dir: dir.to_path_buf() });
     }
     let checkpoint = Checkpoint::open(dir)?;
-    let config = std::fs::read_to_string(&config_path).with_path(&config_path)?;
+    let config = read_small_text(&config_path, MAX_CONFIG_BYTES, |message| Error::ConfigInvalid {
+        path: config_path.clone(),
+        message,
+    })?;
     let files = checkpoint.files().iter().map(|f| (f.name.clone(), f.size)).collect::<Vec<_>>();
     let tensors = checkpoint
         .tensors()

@@ -9,6 +9,8 @@ pub mod error;
 pub mod export;
 pub mod formats;
 pub mod inspect;
+pub mod kernels;
+pub mod limits;
 pub mod memory;
 pub mod model;
 

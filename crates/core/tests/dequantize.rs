@@ -148,7 +148,10 @@ fn weight_loader_dequantizes_what_the_formats_write() {
 
     let checkpoint = Checkpoint::open(dir.path()).unwrap();
     let loader = WeightLoader::new(&checkpoint, Device::Cpu);
-    assert!(matches!(stored_quantization(&checkpoint, "nvfp4.weight").unwrap(), Some(StoredQuantization::Nvfp4 { .. })));
+    assert!(matches!(
+        stored_quantization(&checkpoint, "nvfp4.weight").unwrap(),
+        Some(StoredQuantization::Nvfp4 { .. })
+    ));
     assert!(matches!(stored_quantization(&checkpoint, "fp8.weight").unwrap(), Some(StoredQuantization::Fp8 { .. })));
     for module in ["nvfp4", "fp8"] {
         let (shape, got) = values(&loader, &format!("{module}.weight"));

@@ -15,6 +15,10 @@
 //! way. The tokenizer's own padding and truncation settings are switched off: they would pad or cut the
 //! documents.
 //!
+//! One document (a JSONL line, or a paragraph of a text file) may hold at most
+//! [`MAX_DOCUMENT_BYTES`] (16 MiB); a longer one is an error found before it is read whole, since the
+//! tokenizer's working memory grows with the document and a model needs only `samples × seq_len` tokens.
+//!
 //! Pre-tokenized ids are taken as they are: each given sequence is one sample, truncated to `seq_len`, and
 //! each used sequence must hold at least `seq_len` ids (sequences beyond the first `samples` are ignored).
 //!
@@ -22,12 +26,13 @@
 //! [`CalibrationSet::sample_count`] says how many, next to [`CalibrationSet::requested_samples`].
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, IoContext, Result};
+use crate::limits::{describe_size, read_small_text, MAX_CONFIG_BYTES, MAX_DOCUMENT_BYTES, MAX_TOKENIZER_BYTES};
 
 /// Where calibration text (or ids) come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +103,8 @@ const IDS_INPUT: &str = "pre-tokenized ids";
 /// every id against `vocab_size`. See the module documentation for the windowing rule.
 ///
 /// Errors: `E_CALIBRATION_OPTIONS` (a zero option or vocab size, `samples × seq_len` overflowing),
-/// `E_TOKENIZER_MISSING`, `E_TOKENIZER_INVALID`, `E_IO`, `E_CALIBRATION_INVALID` (a bad JSONL line or
-/// non-UTF-8 text), `E_CALIBRATION_EMPTY` (not one full sequence), `E_CALIBRATION_ID_RANGE`.
+/// `E_TOKENIZER_MISSING`, `E_TOKENIZER_INVALID`, `E_IO`, `E_CALIBRATION_INVALID` (a bad JSONL line,
+/// non-UTF-8 text or a document over [`MAX_DOCUMENT_BYTES`]), `E_CALIBRATION_EMPTY` (not one full sequence), `E_CALIBRATION_ID_RANGE`.
 pub fn load_calibration(
     model_dir: &Path,
     source: &CalibrationSource,
@@ -170,12 +175,12 @@ fn text_windows(
     if !tokenizer_path.is_file() {
         return Err(Error::TokenizerMissing { dir: model_dir.to_path_buf() });
     }
-    let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-        .map_err(|error| Error::TokenizerInvalid { path: tokenizer_path.clone(), message: error.to_string() })?;
+    let invalid = |message: String| Error::TokenizerInvalid { path: tokenizer_path.clone(), message };
+    let text = read_small_text(&tokenizer_path, MAX_TOKENIZER_BYTES, invalid)?;
+    let mut tokenizer: Tokenizer = text.parse().map_err(|error| invalid(format!("not a valid tokenizer: {error}")))?;
+    drop(text);
     tokenizer.with_padding(None);
-    tokenizer
-        .with_truncation(None)
-        .map_err(|error| Error::TokenizerInvalid { path: tokenizer_path.clone(), message: error.to_string() })?;
+    tokenizer.with_truncation(None).map_err(|error| invalid(error.to_string()))?;
     let separator = document_separator(model_dir, &tokenizer)?;
 
     let mut documents = Documents::open(path, format)?;
@@ -256,15 +261,16 @@ fn read_optional_json(path: &Path, tokenizer_file: bool) -> Result<Option<serde_
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).with_path(path)?;
-    serde_json::from_str(&text).map(Some).map_err(|error| {
-        let (path, message) = (path.to_path_buf(), format!("invalid JSON: {error}"));
+    let invalid = |message: String| {
+        let path = path.to_path_buf();
         if tokenizer_file {
             Error::TokenizerInvalid { path, message }
         } else {
             Error::ConfigInvalid { path, message }
         }
-    })
+    };
+    let text = read_small_text(path, MAX_CONFIG_BYTES, invalid)?;
+    serde_json::from_str(&text).map(Some).map_err(|error| invalid(format!("invalid JSON: {error}")))
 }
 
 /// Checks every id against the vocabulary; `sample` and `position` index `[windows, seq_len]`.
@@ -348,6 +354,9 @@ impl Documents {
                 continue;
             }
             match paragraph.as_mut() {
+                Some(text) if text.len() + 1 + line.len() > MAX_DOCUMENT_BYTES => {
+                    return Err(self.too_long("paragraph"))
+                }
                 Some(text) => {
                     text.push('\n');
                     text.push_str(&line);
@@ -358,14 +367,19 @@ impl Documents {
         Ok(paragraph)
     }
 
-    /// The next line without its `\n` / `\r\n`, or `None` at the end of the file.
+    /// The next line without its `\n` / `\r\n`, or `None` at the end of the file. A line longer than
+    /// [`MAX_DOCUMENT_BYTES`] is an error, found before more of it is read.
     fn next_line(&mut self) -> Result<Option<String>> {
         self.buffer.clear();
-        let read = self.reader.read_until(b'\n', &mut self.buffer).with_path(&self.path)?;
+        let limit = MAX_DOCUMENT_BYTES as u64 + 1;
+        let read = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buffer).with_path(&self.path)?;
         if read == 0 {
             return Ok(None);
         }
         self.line += 1;
+        if self.buffer.len() > MAX_DOCUMENT_BYTES && self.buffer.last() != Some(&b'\n') {
+            return Err(self.too_long("line"));
+        }
         if self.buffer.last() == Some(&b'\n') {
             self.buffer.pop();
             if self.buffer.last() == Some(&b'\r') {
@@ -376,6 +390,13 @@ impl Documents {
             Ok(line) => Ok(Some(line.to_string())),
             Err(error) => Err(self.invalid(format!("not valid UTF-8: {error}"))),
         }
+    }
+
+    fn too_long(&self, what: &str) -> Error {
+        let limit = describe_size(MAX_DOCUMENT_BYTES as u64);
+        self.invalid(format!(
+            "{what} is longer than {limit}, the most one calibration document may hold; split it into smaller documents"
+        ))
     }
 
     fn invalid(&self, message: String) -> Error {

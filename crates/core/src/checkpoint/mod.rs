@@ -2,11 +2,13 @@
 //! and writing sharded ones atomically.
 
 mod dtype;
+mod header;
 mod reader;
 mod view;
 mod writer;
 
 pub use dtype::Dtype;
+pub use header::{parse_safetensors, ParsedHeader};
 pub use reader::{Checkpoint, TensorInfo};
 pub use view::TensorView;
 pub use writer::{CheckpointWriter, WriteSummary, WriterOptions};

@@ -1,18 +1,17 @@
 //! Opens a Hugging Face checkpoint directory: `model.safetensors`, or the shards listed in
-//! `model.safetensors.index.json`. Files are memory mapped; every header is validated by the safetensors
-//! crate before any tensor is touched, and its errors are turned into ones that name the file and tensor.
+//! `model.safetensors.index.json`. Files are memory mapped; every file is validated by
+//! [`parse_safetensors`](super::header::parse_safetensors) before any tensor is touched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
 use memmap2::Mmap;
-use safetensors::tensor::{Metadata, SafeTensorError};
-use safetensors::SafeTensors;
-use serde::Deserialize;
 
+use super::header::{parse_safetensors, too_short};
 use super::{Dtype, TensorView, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
+use crate::limits::{not_a_regular_file, read_small_text, MAX_INDEX_BYTES};
 
 /// Where one tensor lives and what it holds.
 #[derive(Debug, Clone)]
@@ -80,8 +79,8 @@ impl Checkpoint {
     }
 
     fn open_sharded(dir: PathBuf, index_path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index_path).with_path(index_path)?;
         let invalid = |message: String| Error::IndexInvalid { path: index_path.to_path_buf(), message };
+        let text = read_small_text(index_path, MAX_INDEX_BYTES, invalid)?;
         let index: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
         let weight_map = index
@@ -101,7 +100,9 @@ impl Checkpoint {
         let mut checkpoint = Self::empty(dir.clone());
         checkpoint.index_metadata = index.get("metadata").cloned();
         for (shard, expected) in shards {
-            if !dir.join(&shard).exists() {
+            // `try_exists`: a symlink loop or an unreadable directory is an I/O error, not a missing shard.
+            let shard_path = dir.join(&shard);
+            if !shard_path.try_exists().with_path(&shard_path)? {
                 return Err(Error::ShardMissing {
                     index: index_path.to_path_buf(),
                     shard,
@@ -118,8 +119,10 @@ impl Checkpoint {
     fn add_file(&mut self, parsed: ParsedShard, index: Option<(&Path, &[String])>) -> Result<()> {
         let file_index = self.files.len();
         if let Some((index_path, expected)) = index {
+            // A set, so that an index listing a million names costs a million lookups, not a million scans.
+            let held: HashSet<&str> = parsed.tensors.iter().map(|t| t.name.as_str()).collect();
             for tensor in expected {
-                if !parsed.tensors.iter().any(|t| &t.name == tensor) {
+                if !held.contains(tensor.as_str()) {
                     return Err(Error::IndexInvalid {
                         path: index_path.to_path_buf(),
                         message: format!(
@@ -226,137 +229,22 @@ fn open_shard(dir: &Path, name: &str) -> Result<ParsedShard> {
             message: format!("resolves to {}, outside the model directory", canonical.display()),
         });
     }
+    // Checked before opening: opening a FIFO would block forever, and a directory cannot be mapped.
+    if !std::fs::metadata(&canonical).with_path(&path)?.is_file() {
+        return Err(not_a_regular_file(&path));
+    }
     let handle = File::open(&path).with_path(&path)?;
     let size = handle.metadata().with_path(&path)?.len();
     if size < 8 {
-        return Err(Error::Truncated {
-            path,
-            message: format!("{size} bytes is too short for a safetensors file (the header length alone is 8 bytes)"),
-        });
+        return Err(too_short(&path, size));
     }
     // SAFETY: the map is read only. A file changed by another process while mapped is the user's
     // responsibility, as with every memory-mapped checkpoint reader.
     #[allow(unsafe_code)]
     let mmap = unsafe { Mmap::map(&handle) }.with_path(&path)?;
-    let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| describe(&path, &mmap, e))?;
-    let data_start = 8 + header_len;
-    let mut tensors = Vec::new();
-    for (tensor_name, info) in metadata.tensors() {
-        let dtype = Dtype::from_safetensors(info.dtype).ok_or_else(|| Error::UnsupportedDtype {
-            path: path.clone(),
-            tensor: tensor_name.clone(),
-            dtype: format!("{:?}", info.dtype),
-            supported: Dtype::SUPPORTED.to_string(),
-        })?;
-        tensors.push(TensorInfo {
-            name: tensor_name,
-            dtype,
-            shape: info.shape.clone(),
-            file: 0,
-            start: data_start + info.data_offsets.0,
-            end: data_start + info.data_offsets.1,
-        });
-    }
-    tensors.sort_by_key(|t| t.start);
-    let header_metadata = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
-    Ok(ParsedShard { file: ShardFile { name: name.to_string(), path, size, metadata: header_metadata, mmap }, tensors })
-}
-
-/// Turns a safetensors parse error into one that says what is wrong with which file.
-fn describe(path: &Path, bytes: &[u8], error: SafeTensorError) -> Error {
-    let header_len = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
-    let header = usize::try_from(header_len).ok().and_then(|n| bytes.get(8..8usize.checked_add(n)?));
-    let path = path.to_path_buf();
-    let invalid = |message: String| Error::HeaderInvalid { path: path.clone(), message };
-    match error {
-        SafeTensorError::HeaderTooSmall => {
-            Error::Truncated { path, message: "shorter than the 8-byte header length".into() }
-        }
-        SafeTensorError::InvalidHeaderLength => Error::Truncated {
-            path,
-            message: format!(
-                "the header declares {header_len} bytes but the file holds only {} after the length",
-                bytes.len() - 8
-            ),
-        },
-        SafeTensorError::HeaderTooLarge => invalid(format!("header length {header_len} exceeds the 100 MB limit")),
-        SafeTensorError::InvalidHeader(e) => invalid(format!("header is not UTF-8: {e}")),
-        SafeTensorError::InvalidHeaderDeserialization(e) => match header.and_then(unknown_dtype) {
-            Some((tensor, dtype)) => {
-                Error::UnsupportedDtype { path, tensor, dtype, supported: Dtype::SUPPORTED.to_string() }
-            }
-            None => invalid(format!("header is not valid safetensors JSON: {e}")),
-        },
-        SafeTensorError::InvalidOffset(tensor) => {
-            invalid(format!("tensor {tensor}: data_offsets overlap, leave a gap or run backwards"))
-        }
-        SafeTensorError::TensorInvalidInfo => {
-            let tensor = header.and_then(mis_sized_tensor).map_or("a tensor".into(), |t| format!("tensor {t}"));
-            invalid(format!("{tensor}: data_offsets do not match its dtype and shape"))
-        }
-        SafeTensorError::ValidationOverflow | SafeTensorError::MisalignedSlice => {
-            let tensor = header.and_then(mis_sized_tensor).map_or("a tensor".into(), |t| format!("tensor {t}"));
-            invalid(format!("{tensor}: shape is too large or not byte aligned"))
-        }
-        SafeTensorError::MetadataIncompleteBuffer => {
-            let needed = header.and_then(|h| serde_json::from_slice::<Metadata>(h).ok()).map(|m| m.data_len());
-            match needed {
-                Some(needed) if 8 + header.map_or(0, <[u8]>::len) + needed > bytes.len() => Error::Truncated {
-                    path,
-                    message: format!(
-                        "the header's offsets need {needed} bytes of tensor data but the file holds only {}",
-                        bytes.len() - 8 - header.map_or(0, <[u8]>::len)
-                    ),
-                },
-                _ => invalid("the file holds bytes past the last tensor".into()),
-            }
-        }
-        other => invalid(other.to_string()),
-    }
-}
-
-/// Finds a tensor whose dtype safetensors does not know, to report it by name.
-fn unknown_dtype(header: &[u8]) -> Option<(String, String)> {
-    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
-    let known: [&str; 22] = [
-        "BOOL",
-        "F4",
-        "F6_E2M3",
-        "F6_E3M2",
-        "U8",
-        "I8",
-        "F8_E5M2",
-        "F8_E4M3",
-        "F8_E8M0",
-        "F8_E4M3FNUZ",
-        "F8_E5M2FNUZ",
-        "I16",
-        "U16",
-        "F16",
-        "BF16",
-        "I32",
-        "U32",
-        "F32",
-        "C64",
-        "F64",
-        "I64",
-        "U64",
-    ];
-    value.as_object()?.iter().filter(|(name, _)| *name != "__metadata__").find_map(|(name, entry)| {
-        let dtype = entry.get("dtype")?.as_str()?;
-        (!known.contains(&dtype)).then(|| (name.clone(), dtype.to_string()))
-    })
-}
-
-/// Finds a tensor whose data_offsets disagree with dtype × shape (or whose size overflows), to report it by
-/// name: safetensors' error does not say which. Sizes use checked arithmetic; nothing the header claims is allocated.
-fn mis_sized_tensor(header: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
-    value.as_object()?.iter().filter(|(name, _)| *name != "__metadata__").find_map(|(name, entry)| {
-        let info = safetensors::tensor::TensorInfo::deserialize(entry).ok()?;
-        let bits = info.shape.iter().try_fold(info.dtype.bitsize(), |bits, &dim| bits.checked_mul(dim));
-        let (start, end) = info.data_offsets;
-        let consistent = bits.is_some_and(|bits| bits % 8 == 0 && end.checked_sub(start) == Some(bits / 8));
-        (!consistent).then(|| name.clone())
+    let parsed = parse_safetensors(&path, &mmap)?;
+    Ok(ParsedShard {
+        file: ShardFile { name: name.to_string(), path, size, metadata: parsed.metadata, mmap },
+        tensors: parsed.tensors,
     })
 }

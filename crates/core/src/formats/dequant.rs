@@ -69,7 +69,11 @@ pub fn dequantize_nvfp4(
     let [rows, half_cols] = packed_shape;
     let cols = half_cols * 2;
     if rows.checked_mul(half_cols) != Some(packed.len()) {
-        return Err(shape_error(name, &packed_shape, format!("{} packed bytes were given for this shape", packed.len())));
+        return Err(shape_error(
+            name,
+            &packed_shape,
+            format!("{} packed bytes were given for this shape", packed.len()),
+        ));
     }
     if cols % NVFP4_BLOCK != 0 {
         return Err(shape_error(
@@ -111,9 +115,11 @@ pub fn dequantize(quantized: &QuantizedWeight, shape: [usize; 2]) -> Result<Vec<
     let weight = part("weight")?;
     let scale_value = |suffix: &str| -> Result<f32> {
         let tensor = part(suffix)?;
-        let bytes: [u8; 4] = tensor.data.as_slice().try_into().map_err(|_| {
-            Error::Internal(format!("{suffix} holds {} bytes, not one f32", tensor.data.len()))
-        })?;
+        let bytes: [u8; 4] = tensor
+            .data
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Internal(format!("{suffix} holds {} bytes, not one f32", tensor.data.len())))?;
         Ok(f32::from_le_bytes(bytes))
     };
     let values = if quantized.get("weight_scale_2").is_some() {
@@ -183,7 +189,11 @@ pub fn dequantize_stored(checkpoint: &Checkpoint, name: &str) -> Result<Option<(
             let block_scales = checkpoint.view(&weight_scale)?;
             let expected = [shape[0], shape[1] * 2 / NVFP4_BLOCK];
             if block_scales.shape != expected {
-                return Err(shape_error(&weight_scale, block_scales.shape, format!("expected {expected:?} for {name}")));
+                return Err(shape_error(
+                    &weight_scale,
+                    block_scales.shape,
+                    format!("expected {expected:?} for {name}"),
+                ));
             }
             let scale_2 = scalar(&checkpoint.view(&weight_scale_2)?)?;
             let (logical, values) = dequantize_nvfp4(name, shape, weight.data, block_scales.data, scale_2)?;
@@ -195,7 +205,9 @@ pub fn dequantize_stored(checkpoint: &Checkpoint, name: &str) -> Result<Option<(
 fn matrix_shape(view: &TensorView) -> Result<[usize; 2]> {
     match *view.shape {
         [rows, cols] => Ok([rows, cols]),
-        _ => Err(shape_error(view.name, view.shape, "a quantized weight must be 2-D [out_features, in_features]".into())),
+        _ => {
+            Err(shape_error(view.name, view.shape, "a quantized weight must be 2-D [out_features, in_features]".into()))
+        }
     }
 }
 
@@ -203,7 +215,11 @@ fn matrix_shape(view: &TensorView) -> Result<[usize; 2]> {
 fn scalar(view: &TensorView) -> Result<f32> {
     match view.to_f32().as_slice() {
         [value] if view.dtype.is_float() => Ok(*value),
-        _ => Err(shape_error(view.name, view.shape, format!("expected one floating-point value, found {} {}", view.numel(), view.dtype))),
+        _ => Err(shape_error(
+            view.name,
+            view.shape,
+            format!("expected one floating-point value, found {} {}", view.numel(), view.dtype),
+        )),
     }
 }
 
@@ -220,7 +236,12 @@ mod tests {
 
     /// The obviously correct NVFP4 decoder the table-driven one is tested against: element by element with
     /// explicit (row, column) indexing.
-    fn dequantize_nvfp4_reference(packed_shape: [usize; 2], packed: &[u8], block_scales: &[u8], scale_2: f32) -> Vec<f32> {
+    fn dequantize_nvfp4_reference(
+        packed_shape: [usize; 2],
+        packed: &[u8],
+        block_scales: &[u8],
+        scale_2: f32,
+    ) -> Vec<f32> {
         let [rows, half_cols] = packed_shape;
         let cols = half_cols * 2;
         let mut values = Vec::with_capacity(rows * cols);
@@ -335,7 +356,9 @@ mod tests {
     #[test]
     fn nvfp4_matches_the_reference_decoder() {
         let values = random_values(8 * 48, 7);
-        let q = Nvfp4.quantize(&WeightInput::new("w", Dtype::F32, &[8, 48], &values).unwrap(), weight_amax(&values)).unwrap();
+        let q = Nvfp4
+            .quantize(&WeightInput::new("w", Dtype::F32, &[8, 48], &values).unwrap(), weight_amax(&values))
+            .unwrap();
         let (packed, scales) = (&q.get("weight").unwrap().data, &q.get("weight_scale").unwrap().data);
         let scale_2 = scalar_of(&q, "weight_scale_2");
         let (_, fast) = dequantize_nvfp4("w", [8, 24], packed, scales, scale_2).unwrap();

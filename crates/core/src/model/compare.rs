@@ -229,9 +229,17 @@ pub fn compare_models(
     let mut first_sample = 0;
     for (index, batch) in set.batches.iter().enumerate() {
         let mut logits = Vec::with_capacity(2);
-        for ((side, checkpoint), desc) in [Side::Original, Side::Quantized].into_iter().zip(&checkpoints).zip([original, quantized]) {
+        for ((side, checkpoint), desc) in
+            [Side::Original, Side::Quantized].into_iter().zip(&checkpoints).zip([original, quantized])
+        {
             let mut report = |event: ForwardProgress| {
-                progress(ComparisonProgress { model: side, batch: index + 1, batches, layer: event.layer, layers: event.layers })
+                progress(ComparisonProgress {
+                    model: side,
+                    batch: index + 1,
+                    batches,
+                    layer: event.layer,
+                    layers: event.layers,
+                })
             };
             let result =
                 run_forward(checkpoint, desc, std::slice::from_ref(batch), &forward_options, cancel, &mut report)?;

@@ -1,0 +1,71 @@
+//! With the `cuda` feature, compiles `src/kernels/*.cu` to PTX with nvcc into `$OUT_DIR` (embedded by
+//! `src/kernels/cuda.rs`). Without it, does nothing: the default build needs no CUDA toolkit.
+//!
+//! nvcc is `$NVCC`, else `$CUDA_ROOT/bin/nvcc` (or `CUDA_PATH`, `CUDA_HOME`), else `nvcc` on the PATH. The
+//! target is `compute_$CUDA_COMPUTE_CAP` (default 80): PTX that the driver JIT-compiles for the GPU it runs on,
+//! so one build serves Ampere and Hopper. `tools/cuda-env.sh` sets all of this up.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const KERNELS: &[&str] = &["quant"];
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    for var in ["NVCC", "CUDA_ROOT", "CUDA_PATH", "CUDA_HOME", "CUDA_COMPUTE_CAP", "MOE_QUANT_NVCC_FLAGS"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap_or_else(|_| fail("OUT_DIR is not set")));
+    let nvcc = find_nvcc();
+    let compute_cap = env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
+    let compute_cap = compute_cap.trim().trim_start_matches("sm_").trim_start_matches("compute_").to_string();
+    if compute_cap.is_empty() || !compute_cap.chars().all(|c| c.is_ascii_alphanumeric()) {
+        fail(&format!("CUDA_COMPUTE_CAP={compute_cap:?} is not a compute capability such as 80 or 90a"));
+    }
+    for kernel in KERNELS {
+        let source = Path::new("src/kernels").join(format!("{kernel}.cu"));
+        println!("cargo:rerun-if-changed={}", source.display());
+        let ptx = out_dir.join(format!("{kernel}.ptx"));
+        let mut command = Command::new(&nvcc);
+        command
+            .arg("--ptx")
+            .arg(format!("-arch=compute_{compute_cap}"))
+            .args(["-O3", "-std=c++17", "-lineinfo"])
+            .arg("-o")
+            .arg(&ptx)
+            .arg(&source);
+        if let Ok(flags) = env::var("MOE_QUANT_NVCC_FLAGS") {
+            command.args(flags.split_whitespace());
+        }
+        let status = command
+            .status()
+            .unwrap_or_else(|error| fail(&format!("could not run {} ({error}); source tools/cuda-env.sh", nvcc.display())));
+        if !status.success() {
+            fail(&format!("{} failed on {} ({status})", nvcc.display(), source.display()));
+        }
+    }
+}
+
+fn find_nvcc() -> PathBuf {
+    if let Some(nvcc) = env::var_os("NVCC") {
+        return PathBuf::from(nvcc);
+    }
+    for var in ["CUDA_ROOT", "CUDA_PATH", "CUDA_HOME"] {
+        if let Some(root) = env::var_os(var) {
+            let nvcc = Path::new(&root).join("bin").join("nvcc");
+            if nvcc.is_file() {
+                return nvcc;
+            }
+        }
+    }
+    PathBuf::from("nvcc")
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("moe-quant-core build (feature cuda): {message}");
+    std::process::exit(1)
+}

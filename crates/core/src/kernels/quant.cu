@@ -1,0 +1,377 @@
+// moe-quant's CUDA kernels: amax reductions, FP8 (E4M3) and NVFP4 (E2M1 + E4M3 block scales) quantization and
+// the split of fused gate/up expert tensors. Compiled to PTX by crates/core/build.rs and loaded by
+// crates/core/src/kernels/cuda.rs.
+//
+// Every result must equal the CPU quantizers' bytes (crates/core/src/formats/), which match ModelOpt's: so the
+// E4M3 / E2M1 / bf16 roundings are written out in integer arithmetic here (candle's own F8E4M3 casts are wrong
+// on CUDA), and each f32 product and quotient uses an explicitly rounded intrinsic (__fmul_rn, __fdiv_rn) so no
+// flag (--use_fast_math, FMA contraction) can change a bit.
+//
+// Layout conventions: inputs are contiguous and 16-byte aligned (the launcher copies anything else), element
+// counts are in elements; a "group" is 16 consecutive elements, the unit one thread loads with 16-byte vectors
+// and, for NVFP4, one block scale. Where a run of elements may not be a whole number of aligned groups, the
+// launcher passes vectorized = 0 and every element takes the scalar path. Kernels with a per-expert dimension
+// take it as blockIdx.y; `per_expert` is the number of elements of one expert (the whole tensor when there is
+// one scale).
+
+#include <stdint.h>
+#include <cuda_fp16.h>
+
+#define GROUP 16
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scalar conversions (mirrors of formats/e4m3.rs and formats/e2m1.rs)
+// ---------------------------------------------------------------------------------------------------------------
+
+// f32 → E4M3 ("fn": bias 7, max 448, 0x7F NaN): saturating, round to nearest even, sign kept, NaN → 0x7F | sign.
+__device__ __forceinline__ uint32_t f32_to_e4m3(float value) {
+    const uint32_t bits = __float_as_uint(value);
+    const uint32_t sign = (bits >> 24) & 0x80u;
+    const float magnitude = __uint_as_float(bits & 0x7FFFFFFFu);
+    const float clamped = fminf(magnitude, 448.0f);
+    // Below 2^-6: adding 2^14 leaves the value in units of 2^-9 in the low mantissa bits, rounded half to even
+    // by the addition itself.
+    const uint32_t subnormal = __float_as_uint(__fadd_rn(clamped, 16384.0f)) - __float_as_uint(16384.0f);
+    // Normal range: keep 3 mantissa bits, round half to even (a carry moves into the exponent), re-bias 127 → 7.
+    const uint32_t m = __float_as_uint(clamped);
+    const uint32_t normal = ((m + 0x7FFFFu + ((m >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
+    uint32_t code = clamped < 0.015625f ? subnormal : normal;
+    code = magnitude != magnitude ? 0x7Fu : code;
+    return sign | code;
+}
+
+// E4M3 → f32, exact.
+__device__ __forceinline__ float e4m3_to_f32(uint32_t byte) {
+    const uint32_t sign = (byte & 0x80u) << 24;
+    const uint32_t exponent = (byte >> 3) & 0x0Fu;
+    const uint32_t mantissa = byte & 0x07u;
+    float magnitude;
+    if ((byte & 0x7Fu) == 0x7Fu) {
+        magnitude = __uint_as_float(0x7FC00000u);
+    } else if (exponent == 0) {
+        magnitude = __fmul_rn((float)mantissa, 1.0f / 512.0f);
+    } else {
+        magnitude = __uint_as_float(((exponent + 127u - 7u) << 23) | (mantissa << 20));
+    }
+    return __uint_as_float(__float_as_uint(magnitude) | sign);
+}
+
+// The E2M1 code of a value already divided by its block scale: grid index rounded to nearest, ties to the even
+// index, saturating at 6; bit 3 set for every value below zero (-0.0 gives 0, -0.1 gives 0x8).
+__device__ __forceinline__ uint32_t e2m1_code(float value) {
+    const uint32_t sign = value < 0.0f ? 0x8u : 0x0u;
+    const float a = fabsf(value);
+    const uint32_t index = (uint32_t)(a > 0.25f) + (uint32_t)(a >= 0.75f) + (uint32_t)(a > 1.25f) +
+                           (uint32_t)(a >= 1.75f) + (uint32_t)(a > 2.5f) + (uint32_t)(a >= 3.5f) +
+                           (uint32_t)(a > 5.0f);
+    return index | sign;
+}
+
+// f32 → nearest bf16 (ties to even), returned as f32. Inputs are never NaN here (weights are checked finite
+// and the scale is positive), so plain integer rounding is exact; overflow rounds to infinity as in `half`.
+__device__ __forceinline__ float round_to_bf16(float value) {
+    uint32_t bits = __float_as_uint(value);
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    return __uint_as_float(bits & 0xFFFF0000u);
+}
+
+__device__ __forceinline__ float round_to_f16(float value) {
+    return __half2float(__float2half_rn(value));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loading 16 elements (one group) as f32, with 16-byte loads
+// ---------------------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void unpack_bf16x2(uint32_t word, float* out) {
+    out[0] = __uint_as_float(word << 16);
+    out[1] = __uint_as_float(word & 0xFFFF0000u);
+}
+
+__device__ __forceinline__ void unpack_f16x2(uint32_t word, float* out) {
+    out[0] = __half2float(__ushort_as_half((unsigned short)(word & 0xFFFFu)));
+    out[1] = __half2float(__ushort_as_half((unsigned short)(word >> 16)));
+}
+
+struct Bf16 {
+    typedef uint16_t storage;
+    __device__ __forceinline__ static void load_group(const storage* src, float* v) {
+        const uint4* p = reinterpret_cast<const uint4*>(src);
+        const uint4 a = __ldg(p);
+        const uint4 b = __ldg(p + 1);
+        unpack_bf16x2(a.x, v + 0); unpack_bf16x2(a.y, v + 2); unpack_bf16x2(a.z, v + 4); unpack_bf16x2(a.w, v + 6);
+        unpack_bf16x2(b.x, v + 8); unpack_bf16x2(b.y, v + 10); unpack_bf16x2(b.z, v + 12); unpack_bf16x2(b.w, v + 14);
+    }
+    __device__ __forceinline__ static float load_one(const storage* src) {
+        return __uint_as_float((uint32_t)src[0] << 16);
+    }
+    __device__ __forceinline__ static float round_quotient(float q) { return round_to_bf16(q); }
+};
+
+struct F16 {
+    typedef uint16_t storage;
+    __device__ __forceinline__ static void load_group(const storage* src, float* v) {
+        const uint4* p = reinterpret_cast<const uint4*>(src);
+        const uint4 a = __ldg(p);
+        const uint4 b = __ldg(p + 1);
+        unpack_f16x2(a.x, v + 0); unpack_f16x2(a.y, v + 2); unpack_f16x2(a.z, v + 4); unpack_f16x2(a.w, v + 6);
+        unpack_f16x2(b.x, v + 8); unpack_f16x2(b.y, v + 10); unpack_f16x2(b.z, v + 12); unpack_f16x2(b.w, v + 14);
+    }
+    __device__ __forceinline__ static float load_one(const storage* src) {
+        return __half2float(__ushort_as_half(src[0]));
+    }
+    __device__ __forceinline__ static float round_quotient(float q) { return round_to_f16(q); }
+};
+
+struct F32 {
+    typedef float storage;
+    __device__ __forceinline__ static void load_group(const storage* src, float* v) {
+        const float4* p = reinterpret_cast<const float4*>(src);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float4 x = __ldg(p + i);
+            v[4 * i + 0] = x.x; v[4 * i + 1] = x.y; v[4 * i + 2] = x.z; v[4 * i + 3] = x.w;
+        }
+    }
+    __device__ __forceinline__ static float load_one(const storage* src) { return src[0]; }
+    __device__ __forceinline__ static float round_quotient(float q) { return q; }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reductions
+// ---------------------------------------------------------------------------------------------------------------
+
+// fmaxf ignores NaN, as the CPU's f32::max does; the result is never NaN, so its bits order as unsigned ints and
+// atomicMax on them is a float max for non-negative values.
+__device__ __forceinline__ float block_max(float value) {
+    __shared__ float warp_max[32];
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        value = fmaxf(value, __shfl_xor_sync(0xFFFFFFFFu, value, offset));
+    }
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    if (lane == 0) warp_max[warp] = value;
+    __syncthreads();
+    if (warp == 0) {
+        const int warps = (blockDim.x + 31) >> 5;
+        value = lane < warps ? warp_max[lane] : 0.0f;
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            value = fmaxf(value, __shfl_xor_sync(0xFFFFFFFFu, value, offset));
+        }
+    }
+    return value;
+}
+
+// out[blockIdx.y] = max |x| over the blockIdx.y-th run of `per_expert` elements (out zeroed by the caller).
+template <typename T>
+__device__ __forceinline__ void amax_experts(const typename T::storage* x, float* out, uint64_t per_expert,
+                                             int vectorized) {
+    const typename T::storage* expert = x + (uint64_t)blockIdx.y * per_expert;
+    const uint64_t groups = vectorized ? per_expert / GROUP : 0;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    float m = 0.0f;
+    for (uint64_t g = first; g < groups; g += stride) {
+        float v[GROUP];
+        T::load_group(expert + g * GROUP, v);
+#pragma unroll
+        for (int i = 0; i < GROUP; ++i) m = fmaxf(m, fabsf(v[i]));
+    }
+    for (uint64_t i = groups * GROUP + first; i < per_expert; i += stride) {
+        m = fmaxf(m, fabsf(T::load_one(expert + i)));
+    }
+    m = block_max(m);
+    if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned int*>(out + blockIdx.y), __float_as_uint(m));
+}
+
+// out[g] = max |x| over the g-th group of 16 (the element count is a multiple of 16).
+template <typename T>
+__device__ __forceinline__ void amax_groups(const typename T::storage* x, float* out, uint64_t groups) {
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += stride) {
+        float v[GROUP];
+        T::load_group(x + g * GROUP, v);
+        float m = 0.0f;
+#pragma unroll
+        for (int i = 0; i < GROUP; ++i) m = fmaxf(m, fabsf(v[i]));
+        out[g] = m;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// FP8: y = e4m3(round_to_source_dtype(x / scale)), one scale per run of `per_expert` elements
+// ---------------------------------------------------------------------------------------------------------------
+
+template <typename T>
+__device__ __forceinline__ void fp8_quantize(const typename T::storage* x, uint8_t* y, const float* scales,
+                                             uint64_t per_expert, int vectorized) {
+    const uint64_t base = (uint64_t)blockIdx.y * per_expert;
+    const typename T::storage* src = x + base;
+    uint8_t* dst = y + base;
+    const float scale = scales[blockIdx.y];
+    const uint64_t groups = vectorized ? per_expert / GROUP : 0;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (uint64_t g = first; g < groups; g += stride) {
+        float v[GROUP];
+        T::load_group(src + g * GROUP, v);
+        uint32_t packed[4];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            uint32_t word = 0;
+#pragma unroll
+            for (int b = 0; b < 4; ++b) {
+                word |= f32_to_e4m3(T::round_quotient(__fdiv_rn(v[4 * w + b], scale))) << (8 * b);
+            }
+            packed[w] = word;
+        }
+        reinterpret_cast<uint4*>(dst)[g] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    }
+    for (uint64_t i = groups * GROUP + first; i < per_expert; i += stride) {
+        dst[i] = (uint8_t)f32_to_e4m3(T::round_quotient(__fdiv_rn(T::load_one(src + i), scale)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// NVFP4: per group of 16, s = e4m3(clamp(amax / (6·scale_2), 2^-9, 448)) (s = 1 where the quotient is 0),
+// then 16 E2M1 codes of x / (f32(s)·scale_2), two per byte, the even element in the low nibble.
+// ---------------------------------------------------------------------------------------------------------------
+
+template <typename T>
+__device__ __forceinline__ void nvfp4_quantize(const typename T::storage* x, uint8_t* packed, uint8_t* block_scales,
+                                               const float* scales_2, uint64_t per_expert) {
+    const uint64_t groups = per_expert / GROUP;
+    const uint64_t first_group = (uint64_t)blockIdx.y * groups;
+    const float scale_2 = scales_2[blockIdx.y];
+    const float block_divisor = __fmul_rn(6.0f, scale_2);
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += stride) {
+        const uint64_t group = first_group + g;
+        float v[GROUP];
+        T::load_group(x + group * GROUP, v);
+        float block_amax = 0.0f;
+#pragma unroll
+        for (int i = 0; i < GROUP; ++i) block_amax = fmaxf(block_amax, fabsf(v[i]));
+        float s = __fdiv_rn(block_amax, block_divisor);
+        s = s == 0.0f ? 1.0f : s;
+        s = fminf(fmaxf(s, 1.0f / 512.0f), 448.0f);
+        const uint32_t scale_byte = f32_to_e4m3(s);
+        const float divisor = __fmul_rn(e4m3_to_f32(scale_byte), scale_2);
+        uint32_t words[2];
+#pragma unroll
+        for (int w = 0; w < 2; ++w) {
+            uint32_t word = 0;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) word |= e2m1_code(__fdiv_rn(v[8 * w + i], divisor)) << (4 * i);
+            words[w] = word;
+        }
+        reinterpret_cast<uint2*>(packed)[group] = make_uint2(words[0], words[1]);
+        block_scales[group] = (uint8_t)scale_byte;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Expert split
+// ---------------------------------------------------------------------------------------------------------------
+
+// [E, 2I, H] → gate [E, I, H], up [E, I, H]: 2E contiguous chunks of `chunk_bytes`, copied with 16-byte vectors
+// when every chunk is a multiple of 16 bytes (the caller passes vectorized = 0 otherwise).
+// blockIdx.y = 2e + half.
+extern "C" __global__ void split_gate_up(const uint8_t* src, uint8_t* gate, uint8_t* up, uint64_t chunk_bytes,
+                                         int vectorized) {
+    const uint64_t expert = blockIdx.y >> 1;
+    const uint8_t* from = src + (uint64_t)blockIdx.y * chunk_bytes;
+    uint8_t* to = ((blockIdx.y & 1) ? up : gate) + expert * chunk_bytes;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (vectorized) {
+        const uint4* s = reinterpret_cast<const uint4*>(from);
+        uint4* d = reinterpret_cast<uint4*>(to);
+        const uint64_t vectors = chunk_bytes / 16;
+        // Two independent 16-byte loads in flight per thread before the first store.
+        uint64_t i = first;
+        for (; i + stride < vectors; i += 2 * stride) {
+            const uint4 a = __ldg(s + i);
+            const uint4 b = __ldg(s + i + stride);
+            d[i] = a;
+            d[i + stride] = b;
+        }
+        if (i < vectors) d[i] = __ldg(s + i);
+    } else {
+        for (uint64_t i = first; i < chunk_bytes; i += stride) to[i] = from[i];
+    }
+}
+
+// [E, H, 2I] (transposed layouts) → gate [E, I, H], up [E, I, H]: column c of expert e's [H, 2I] matrix becomes row
+// j of gate (c = j, or c = 2j when interleaved) or of up (c = I + j, or 2j + 1). Tiles of 32×32 through shared
+// memory, so reads and writes are both coalesced. Grid: x over H / 32 tiles, y over 2I / 32 tiles, z = E.
+template <typename E>
+__device__ __forceinline__ void split_gate_up_transposed(const E* src, E* gate, E* up, uint32_t hidden,
+                                                         uint32_t inter, int interleaved) {
+    __shared__ E tile[32][33];
+    const uint32_t two_i = 2 * inter;
+    const uint64_t expert = blockIdx.z;
+    const E* in = src + expert * (uint64_t)hidden * two_i;
+    const uint32_t h0 = blockIdx.x * 32;
+    const uint32_t c0 = blockIdx.y * 32;
+    // Read rows h0..h0+31, columns c0..c0+31 of [H, 2I]; threadIdx.x walks columns.
+    for (uint32_t r = threadIdx.y; r < 32; r += blockDim.y) {
+        const uint32_t h = h0 + r;
+        const uint32_t c = c0 + threadIdx.x;
+        if (h < hidden && c < two_i) tile[r][threadIdx.x] = in[(uint64_t)h * two_i + c];
+    }
+    __syncthreads();
+    // Write: for column c (one output row), threadIdx.x walks h.
+    for (uint32_t r = threadIdx.y; r < 32; r += blockDim.y) {
+        const uint32_t c = c0 + r;
+        const uint32_t h = h0 + threadIdx.x;
+        if (c >= two_i || h >= hidden) continue;
+        uint32_t row;
+        E* out;
+        if (interleaved) {
+            row = c >> 1;
+            out = (c & 1) ? up : gate;
+        } else {
+            row = c < inter ? c : c - inter;
+            out = c < inter ? gate : up;
+        }
+        out[(expert * inter + row) * (uint64_t)hidden + h] = tile[threadIdx.x][r];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Entry points (extern "C": the names the launcher loads)
+// ---------------------------------------------------------------------------------------------------------------
+
+#define FOR_EACH_SOURCE(X) X(bf16, Bf16) X(f16, F16) X(f32, F32)
+
+#define ENTRY_POINTS(suffix, T)                                                                                  \
+    extern "C" __global__ void amax_experts_##suffix(const T::storage* x, float* out, uint64_t per_expert,      \
+                                                     int vectorized) {                                           \
+        amax_experts<T>(x, out, per_expert, vectorized);                                                         \
+    }                                                                                                            \
+    extern "C" __global__ void amax_groups_##suffix(const T::storage* x, float* out, uint64_t groups) {          \
+        amax_groups<T>(x, out, groups);                                                                          \
+    }                                                                                                            \
+    extern "C" __global__ void fp8_quantize_##suffix(const T::storage* x, uint8_t* y, const float* scales,       \
+                                                     uint64_t per_expert, int vectorized) {                      \
+        fp8_quantize<T>(x, y, scales, per_expert, vectorized);                                                   \
+    }                                                                                                            \
+    extern "C" __global__ void nvfp4_quantize_##suffix(const T::storage* x, uint8_t* packed, uint8_t* block_scales, \
+                                                       const float* scales_2, uint64_t per_expert) {             \
+        nvfp4_quantize<T>(x, packed, block_scales, scales_2, per_expert);                                        \
+    }
+
+FOR_EACH_SOURCE(ENTRY_POINTS)
+
+extern "C" __global__ void split_gate_up_transposed_b16(const uint16_t* src, uint16_t* gate, uint16_t* up,
+                                                        uint32_t hidden, uint32_t inter, int interleaved) {
+    split_gate_up_transposed<uint16_t>(src, gate, up, hidden, inter, interleaved);
+}
+
+extern "C" __global__ void split_gate_up_transposed_b32(const uint32_t* src, uint32_t* gate, uint32_t* up,
+                                                        uint32_t hidden, uint32_t inter, int interleaved) {
+    split_gate_up_transposed<uint32_t>(src, gate, up, hidden, inter, interleaved);
+}
