@@ -45,18 +45,6 @@ function packageVersion(): string {
   }
 }
 
-/** The quantization ModelOpt-format metadata of a directory's config, or null. */
-function existingQuantization(configText: string, otherFiles: readonly string[]): string | null {
-  if (otherFiles.includes('hf_quant_config.json')) return 'hf_quant_config.json'
-  try {
-    const config = JSON.parse(configText) as { quantization_config?: { quant_method?: string } }
-    if (config.quantization_config?.quant_method === 'modelopt') return 'config.json quantization_config'
-  } catch {
-    // parseConfig reports a broken config.json.
-  }
-  return null
-}
-
 function validate(options: QuantizeOptions): void {
   if (typeof options !== 'object' || options === null) {
     throw new MoeQuantError('E_OPTION_INVALID', 'quantizeModel(options): expected an options object')
@@ -117,11 +105,10 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   validate(options)
   const started = Date.now()
   const listing = await readListing(options.model)
-  const quantized = existingQuantization(listing.config, listing.other_files)
-  if (quantized) {
+  if (listing.quantization) {
     throw new MoeQuantError(
       'E_CHECKPOINT_ALREADY_QUANTIZED',
-      `${options.model} is already a quantized checkpoint (${quantized}); quantize the original model instead`,
+      `${options.model} is already a quantized checkpoint (${listing.quantization.algo}, declared in ${listing.quantization.declaredIn}); quantize the original model instead`,
       { file: options.model },
     )
   }
@@ -225,8 +212,10 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
       coverageReportPath: null,
     })
   }
+  // Weight files only: the input's are the listing's; the output's are the shards the writer names.
+  const isShard = (file: string): boolean => /^model(-\d+-of-\d+)?\.safetensors$/.test(file)
   const weightBytes = (files: Array<[string, number]> | Record<string, number>): number =>
-    (Array.isArray(files) ? files : Object.entries(files)).filter(([f]) => f.endsWith('.safetensors')).reduce((n, [, b]) => n + b, 0)
+    (Array.isArray(files) ? files : Object.entries(files).filter(([f]) => isShard(f))).reduce((n, [, b]) => n + b, 0)
   return {
     output: path.resolve(options.output),
     format: options.format,

@@ -41,9 +41,9 @@ fn main() {
         if let Ok(flags) = env::var("MOE_QUANT_NVCC_FLAGS") {
             command.args(flags.split_whitespace());
         }
-        let status = command
-            .status()
-            .unwrap_or_else(|error| fail(&format!("could not run {} ({error}); source tools/cuda-env.sh", nvcc.display())));
+        let status = command.status().unwrap_or_else(|error| {
+            fail(&format!("could not run {} ({error}); source tools/cuda-env.sh", nvcc.display()))
+        });
         if !status.success() {
             fail(&format!("{} failed on {} ({status})", nvcc.display(), source.display()));
         }

@@ -15,10 +15,11 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use moe_quant_core::formats::{weight_amax, Fp8, Nvfp4, QuantFormat, WeightInput};
 use moe_quant_core::Dtype;
 
+#[cfg(feature = "cuda")]
 const EXPERTS: usize = 128;
 const TWO_I: usize = 1536;
 const HIDDEN: usize = 2048;
@@ -87,11 +88,15 @@ fn cpu_bench(experts: usize) {
     let values = random_values(n, 42);
     let time = |f: &mut dyn FnMut()| {
         f();
-        median((0..5).map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        }).collect())
+        median(
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64()
+                })
+                .collect(),
+        )
     };
     let (n_f, f32_bytes) = (n as f64, 4.0 * n as f64);
     let mut table = Vec::new();
@@ -135,8 +140,12 @@ fn cpu_bench(experts: usize) {
             bytes: f32_bytes + n_f / 2.0 + n_f / 16.0,
         });
     }
-    let bf16 = Tensor::from_vec(values.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(), (experts, TWO_I, HIDDEN), &Device::Cpu)
-        .unwrap();
+    let bf16 = Tensor::from_vec(
+        values.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(),
+        (experts, TWO_I, HIDDEN),
+        &Device::Cpu,
+    )
+    .unwrap();
     table.push(Row {
         name: "expert split, candle narrow + contiguous (bf16)".into(),
         seconds: time(&mut || {
@@ -159,6 +168,7 @@ fn cpu_bench(experts: usize) {
 #[cfg(feature = "cuda")]
 fn cuda_bench() {
     use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+    use candle_core::DType;
     use moe_quant_core::kernels;
 
     let device = kernels::cuda_device(0).expect("a CUDA GPU");
@@ -230,7 +240,9 @@ fn cuda_bench() {
     });
     drop(transposed);
     let gate_up_f32 = gate_up.to_dtype(DType::F32).unwrap();
-    run("fp8 quantize (f32 source)", 4.0 * n_f + n_f, &mut || drop(kernels::fp8_quantize(&gate_up_f32, scale).unwrap()));
+    run("fp8 quantize (f32 source)", 4.0 * n_f + n_f, &mut || {
+        drop(kernels::fp8_quantize(&gate_up_f32, scale).unwrap())
+    });
     run("nvfp4 quantize + pack (f32 source)", 4.0 * n_f + n_f / 2.0 + n_f / 16.0, &mut || {
         drop(kernels::nvfp4_quantize(&gate_up_f32, scale_2).unwrap())
     });

@@ -553,3 +553,18 @@ fn inspect_headers_on_a_single_file_checkpoint() {
     let dtypes: BTreeSet<&str> = listing.tensors.iter().map(|t| t.dtype.as_str()).collect();
     assert_eq!(dtypes, Dtype::SUPPORTED.split(", ").collect());
 }
+
+#[cfg(unix)]
+#[test]
+fn shards_get_the_permissions_of_any_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let mut writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
+    writer.add_tensor("a", Dtype::F32, &[2], vec![0; 8]).unwrap();
+    writer.write_file("config.json", b"{}").unwrap();
+    writer.finish().unwrap();
+    let shard = std::fs::metadata(target.join("model.safetensors")).unwrap().permissions().mode() & 0o777;
+    let config = std::fs::metadata(target.join("config.json")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(shard, config, "shard {shard:o} vs config {config:o}");
+}

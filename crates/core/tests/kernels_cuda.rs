@@ -48,8 +48,12 @@ fn round(value: f32, dtype: Dtype) -> f32 {
 /// A device tensor holding `values` (exactly representable in `dtype`).
 fn tensor(values: &[f32], dtype: Dtype, shape: &[usize], device: &Device) -> Tensor {
     let t = match dtype {
-        Dtype::BF16 => Tensor::from_vec(values.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(), shape, device),
-        Dtype::F16 => Tensor::from_vec(values.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>(), shape, device),
+        Dtype::BF16 => {
+            Tensor::from_vec(values.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(), shape, device)
+        }
+        Dtype::F16 => {
+            Tensor::from_vec(values.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>(), shape, device)
+        }
         _ => Tensor::from_vec(values.to_vec(), shape, device),
     };
     t.unwrap()
@@ -186,7 +190,8 @@ fn fp8_per_expert_scales_strided_and_misaligned_views() {
     let expected = Fp8.quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
     assert_eq!(bytes(&kernels::fp8_quantize(&narrow, scale).unwrap()), expected);
     let transposed = xs.i(0).unwrap().t().unwrap();
-    let t_values: Vec<f32> = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| values[r * cols + c]).collect();
+    let t_values: Vec<f32> =
+        (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| values[r * cols + c]).collect();
     let weight = WeightInput::new("transposed", Dtype::BF16, &[cols, rows], &t_values).unwrap();
     let expected = Fp8.quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
     assert_eq!(bytes(&kernels::fp8_quantize(&transposed, scale).unwrap()), expected);

@@ -74,6 +74,7 @@ pub struct CheckpointWriter {
     shards: Vec<Vec<String>>,
     names: HashSet<String>,
     tensor_bytes: u64,
+    file_permissions: std::fs::Permissions,
     finished: bool,
 }
 
@@ -122,6 +123,12 @@ impl CheckpointWriter {
             std::fs::remove_dir_all(&tmp).with_path(&tmp)?;
         }
         std::fs::create_dir(&tmp).with_path(&tmp)?;
+        // The permissions a newly created file gets here (umask applied); shards written through a temporary
+        // file would otherwise be private to the owner.
+        let probe = tmp.join(".permissions");
+        std::fs::File::create(&probe).with_path(&probe)?;
+        let file_permissions = std::fs::metadata(&probe).with_path(&probe)?.permissions();
+        std::fs::remove_file(&probe).with_path(&probe)?;
         Ok(CheckpointWriter {
             target,
             tmp,
@@ -131,6 +138,7 @@ impl CheckpointWriter {
             shards: Vec::new(),
             names: HashSet::new(),
             tensor_bytes: 0,
+            file_permissions,
             finished: false,
         })
     }
@@ -195,6 +203,7 @@ impl CheckpointWriter {
                 other => Error::Internal(format!("serializing {}: {other}", path.display())),
             }
         })?;
+        std::fs::set_permissions(&path, self.file_permissions.clone()).with_path(&path)?;
         self.shards.push(tensors.into_keys().collect());
         Ok(())
     }

@@ -99,11 +99,8 @@ fn function(device: &CudaDevice, name: &str) -> Result<CudaFunction> {
 
 /// Grid-stride launch over `work` items per row of `rows` (blockIdx.y), enough blocks to fill the GPU.
 fn grid(device: &CudaDevice, work: usize, rows: usize) -> Result<LaunchConfig> {
-    let sms = device
-        .cuda_stream()
-        .context()
-        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-        .w()?;
+    let sms =
+        device.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()?;
     let target = (sms.max(1) as u32) * BLOCKS_PER_SM;
     let rows = u32::try_from(rows).map_err(|_| Error::Internal("kernels: too many experts for one launch".into()))?;
     let per_row = (target / rows.max(1)).max(1);
@@ -276,7 +273,7 @@ pub(super) fn split_gate_up(gate_up: &Tensor) -> Result<(Tensor, Tensor)> {
                         return Err(Error::Internal("kernels: could not view expert tensors as bytes".into()));
                     };
                     let stream = device.cuda_stream();
-            let mut launch = stream.launch_builder(&func);
+                    let mut launch = stream.launch_builder(&func);
                     launch.arg(&src).arg(gate_bytes).arg(up_bytes).arg(&chunk_bytes).arg(&vectorized);
                     unsafe { launch.launch(config) }.w()?;
                     Ok(())
@@ -329,7 +326,7 @@ pub(super) fn split_gate_up_transposed(gate_up: &Tensor, interleaved: bool) -> R
                         return Err(Error::Internal("kernels: could not view expert tensors".into()));
                     };
                     let stream = device.cuda_stream();
-            let mut launch = stream.launch_builder(&func);
+                    let mut launch = stream.launch_builder(&func);
                     launch.arg(&src).arg(gate_view).arg(up_view).arg(&hidden_arg).arg(&inter_arg).arg(&interleaved);
                     unsafe { launch.launch(config) }.w()?;
                     Ok(())
