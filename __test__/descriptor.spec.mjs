@@ -2,6 +2,7 @@
 // fixtures' checkpoints (every referenced tensor exists with the rank the forward expects) and against
 // values transformers 5.17 derives from their configs.
 import test from 'ava'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { parseConfig } from '../dist/config.js'
@@ -404,4 +405,12 @@ test('a model_type without a registry entry has no known forward', async (t) => 
     variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'my_moe') }),
     { code: 'E_LAYOUT_UNRECOGNISED', message: /no registry entry/ },
   )
+})
+
+test('the committed descriptors (used by the Rust forward tests) equal freshly built ones', async (t) => {
+  const { DESCRIBED, descriptorFile } = await import('../tools/write_descriptors.mjs')
+  for (const fixture of DESCRIBED) {
+    const committed = JSON.parse(readFileSync(join(FIXTURES, 'descriptors', descriptorFile(fixture)), 'utf8'))
+    t.deepEqual(committed, JSON.parse(JSON.stringify(await describeModel(join(FIXTURES, fixture)))), `${fixture}: run node tools/write_descriptors.mjs`)
+  }
 })

@@ -39,6 +39,8 @@ export interface CalibrationProgress {
 export interface CalibrateOptions {
   /** The model directory. */
   model: string
+  /** `'cpu'` (default, f32) or `'cuda'`/`'cuda:N'` (bf16, with the CUDA build). */
+  device?: string
   calibration: CalibrationOptions
   /** Write the expert-coverage heatmap (HTML) here. */
   coverageReport?: string
@@ -106,7 +108,10 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
 }
 
 /** Validates calibration options and resolves defaults into the native request. */
-export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor): Record<string, unknown> {
+export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device = 'cpu'): Record<string, unknown> {
+  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
+    throw new MoeQuantError('E_OPTION_INVALID', `device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`)
+  }
   if (typeof options !== 'object' || options === null) {
     throw new MoeQuantError('E_OPTION_INVALID', 'calibration: expected an object with data or ids')
   }
@@ -131,7 +136,7 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
     flattenIds(rows, descriptor.vocab_size, 'calibration.ids')
     source = { kind: 'ids', ids: rows }
   }
-  return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true }
+  return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, device }
 }
 
 /** Turns the native report into the public result. */
@@ -192,9 +197,9 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
     throw new MoeQuantError('E_OPTION_INVALID', 'calibrateModel(options): options.model must be a directory path')
   }
   const descriptor = await describeModel(options.model)
-  const request = calibrationRequest(options.calibration, descriptor)
+  const request = calibrationRequest(options.calibration, descriptor, options.device)
   if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
-  const token = new (native().CancelToken)()
+  const token = new (native(options.device).CancelToken)()
   const abort = (): void => token.cancel()
   options.signal?.addEventListener('abort', abort, { once: true })
   const onProgress = options.onProgress
@@ -207,6 +212,7 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
             onProgress({ stage: 'calibrate', ...(JSON.parse(event) as Omit<CalibrationProgress, 'stage'>) })
           }
         : undefined),
+      options.device,
     )
     // Progress events cross threads separately from the result: let the last ones arrive first.
     for (let spin = 0; onProgress && delivered < descriptor.layers.length && spin < 100; spin++) {

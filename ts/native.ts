@@ -43,9 +43,37 @@ export interface CancelToken {
 }
 
 let binding: NativeBinding | undefined
+let cudaBinding: NativeBinding | undefined
 
-/** The native binding, loaded once; a clear error listing fixes when it cannot load. */
-export function native(): NativeBinding {
+/** Where the CUDA build of the addon is looked for: the published package, then a source build. */
+export const CUDA_BINDINGS = ['@moe-quant/linux-x64-gnu-cuda', '../moe-quant.linux-x64-gnu.cuda.node'] as const
+
+/** Whether a device string asks for the GPU. */
+export const isCudaDevice = (device: string | undefined): boolean => device !== undefined && device.startsWith('cuda')
+
+function loadCuda(): NativeBinding {
+  const reasons: string[] = []
+  for (const candidate of CUDA_BINDINGS) {
+    try {
+      return require(candidate) as NativeBinding
+    } catch (error) {
+      reasons.push(`${candidate}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`)
+    }
+  }
+  throw new MoeQuantError(
+    'E_DEVICE_UNAVAILABLE',
+    'a CUDA device was asked for, but the CUDA build of moe-quant is not installed.\n' +
+      'Possible fixes:\n' +
+      `  - install it: npm install ${CUDA_BINDINGS[0]}\n` +
+      '  - or build it from a source checkout: npm run build:cuda (see README, "Building with CUDA")\n' +
+      '  - or use device: \'cpu\'\n' +
+      `Tried: ${reasons.join('; ')}`,
+  )
+}
+
+/** The native binding for `device` (the CPU build unless a CUDA device is asked for), loaded once. */
+export function native(device?: string): NativeBinding {
+  if (isCudaDevice(device)) return (cudaBinding ??= loadCuda())
   if (binding) return binding
   try {
     binding = require('../index.js') as NativeBinding
@@ -62,11 +90,11 @@ export function native(): NativeBinding {
   return binding
 }
 
-/** Awaits a native call; a rejection becomes a MoeQuantError with the caller's stack. */
-export async function callNative<T>(call: (binding: NativeBinding) => Promise<T>): Promise<T> {
+/** Awaits a native call on the binding for `device`; a rejection becomes a MoeQuantError with the caller's stack. */
+export async function callNative<T>(call: (binding: NativeBinding) => Promise<T>, device?: string): Promise<T> {
   const stack = new Error().stack
   try {
-    return await call(native())
+    return await call(native(device))
   } catch (error) {
     if (error instanceof MoeQuantError) throw error
     throw fromNative(error, stack)

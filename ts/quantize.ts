@@ -57,13 +57,6 @@ function validate(options: QuantizeOptions): void {
   if (!FORMATS.includes(options.format)) {
     throw new MoeQuantError('E_OPTION_INVALID', `format: expected one of ${FORMATS.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(options.format)}`)
   }
-  const device = options.device ?? 'cpu'
-  if (device !== 'cpu') {
-    if (/^cuda(:\d+)?$/.test(device)) {
-      throw new MoeQuantError('E_DEVICE_UNAVAILABLE', `device '${device}': this build of moe-quant runs on the CPU only (device: 'cpu')`)
-    }
-    throw new MoeQuantError('E_OPTION_INVALID', `device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`)
-  }
   if (options.exclude !== undefined && (!Array.isArray(options.exclude) || options.exclude.some((p) => typeof p !== 'string' || p.length === 0))) {
     throw new MoeQuantError('E_OPTION_INVALID', 'exclude: expected an array of module-name patterns')
   }
@@ -115,7 +108,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   const report = reportFromListing(listing)
   const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
   const descriptor = buildDescriptor(report, config, listing)
-  const request = calibrationRequest(options.calibration, descriptor)
+  const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
   const { plan, keptIndivisible } = planExport(report, descriptor, listing, {
     format: options.format,
     exclude: options.exclude ?? [],
@@ -125,7 +118,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     tool: { name: 'moe-quant', version: packageVersion() },
   })
   if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
-  const token = new (native().CancelToken)()
+  const token = new (native(options.device).CancelToken)()
   const abort = (): void => token.cancel()
   options.signal?.addEventListener('abort', abort, { once: true })
   const onProgress = options.onProgress
@@ -148,6 +141,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
             }
           : undefined,
       ),
+      options.device,
     )
     // Progress events cross threads separately from the result: let them all arrive (calibrate and
     // quantize per layer, then write), so that a callback's abort is seen before the result is returned.

@@ -80,7 +80,10 @@ pub enum Error {
 
 impl From<candle_core::Error> for Error {
     fn from(error: candle_core::Error) -> Self {
-        Error::Internal(format!("tensor computation failed: {error}"))
+        // candle appends a backtrace when RUST_BACKTRACE is set; the first line says what failed.
+        let text = error.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        Error::Internal(format!("tensor computation failed: {first}"))
     }
 }
 

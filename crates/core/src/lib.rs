@@ -5,6 +5,7 @@
 
 pub mod calib;
 pub mod checkpoint;
+pub mod device;
 pub mod error;
 pub mod export;
 pub mod formats;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{load_calibration, CalibrationOptions, CalibrationSet, CalibrationSource};
 use super::observers::Observers;
 use crate::checkpoint::Checkpoint;
+use crate::device::ComputeDevice;
 use crate::error::Result;
 use crate::model::stream::{run_forward, ForwardOptions, ForwardProgress};
 use crate::model::ModelDescriptor;
@@ -32,6 +33,16 @@ pub struct CalibrationRequest {
     /// Route every token through every expert for statistics only.
     #[serde(default)]
     pub all_experts: bool,
+    /// `cpu` (default), `cuda` or `cuda:N`.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+impl CalibrationRequest {
+    /// The device the forward runs on.
+    pub fn compute_device(&self) -> Result<ComputeDevice> {
+        ComputeDevice::parse(self.device.as_deref().unwrap_or("cpu"))
+    }
 }
 
 /// What a calibration run recorded.
@@ -68,7 +79,8 @@ pub fn calibrate(
 ) -> Result<CalibrationReport> {
     let set = load_request(dir, request, desc.vocab_size)?;
     let checkpoint = Checkpoint::open(dir)?;
-    let forward_options = ForwardOptions { logits: false, all_experts_stats: request.all_experts };
+    let forward_options =
+        ForwardOptions { logits: false, all_experts_stats: request.all_experts, device: Some(request.compute_device()?) };
     let result = run_forward(&checkpoint, desc, &set.batches, &forward_options, cancel, progress)?;
     Ok(CalibrationReport {
         observers: result.observers,

@@ -10,7 +10,7 @@ mod writer;
 pub use dtype::Dtype;
 pub use header::{parse_safetensors, ParsedHeader};
 pub use reader::{Checkpoint, TensorInfo};
-pub use view::TensorView;
+pub use view::{bytes_to_f32, TensorView};
 pub use writer::{CheckpointWriter, WriteSummary, WriterOptions};
 
 /// File name of a single-file checkpoint.

@@ -182,6 +182,7 @@ pub fn quantize_checkpoint(
     let mut seconds = StageSeconds::default();
     let format = formats::format_by_name(&plan.format)
         .ok_or_else(|| Error::Internal(format!("unknown quantization format {:?}", plan.format)))?;
+    let compute = calibration.compute_device()?;
     let checkpoint = Checkpoint::open(dir)?;
     let set = load_request(dir, calibration, desc.vocab_size)?;
     let writer_options =
@@ -196,7 +197,7 @@ pub fn quantize_checkpoint(
     }
     seconds.write += clock.elapsed().as_secs_f64();
 
-    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts)?;
+    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
     let layers = stream.layers();
     let mut layer_errors = Vec::with_capacity(layers);
     loop {

@@ -223,7 +223,7 @@ pub fn compare_models(
         CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
     let set = load_calibration(original_dir, &source, &options, vocab)?;
     let checkpoints = [Checkpoint::open(original_dir)?, Checkpoint::open(quantized_dir)?];
-    let forward_options = ForwardOptions { logits: true, all_experts_stats: false };
+    let forward_options = ForwardOptions { logits: true, all_experts_stats: false, device: None };
     let batches = set.batches.len();
     let mut stats = ComparisonStats::default();
     let mut first_sample = 0;

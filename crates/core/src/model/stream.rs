@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use super::blocks::linear::Linear;
@@ -18,6 +18,7 @@ use super::weights::WeightLoader;
 use crate::calib::data::Batch;
 use crate::calib::observers::Observers;
 use crate::checkpoint::Checkpoint;
+use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +27,8 @@ pub struct ForwardOptions {
     pub logits: bool,
     /// Route every token through every expert for statistics (outputs unchanged).
     pub all_experts_stats: bool,
+    /// Where the forward runs (CPU f32 by default).
+    pub device: Option<ComputeDevice>,
 }
 
 /// Progress of the forward: `layer` of `layers` done.
@@ -61,10 +64,16 @@ pub struct LayerStream<'a> {
 }
 
 impl<'a> LayerStream<'a> {
-    /// Checks the batches and embeds them.
-    pub fn new(checkpoint: &'a Checkpoint, desc: &'a ModelDescriptor, batches: &[Batch], all_experts_stats: bool) -> Result<Self> {
-        let device = Device::Cpu;
-        let loader = WeightLoader::new(checkpoint, device.clone());
+    /// Checks the batches and embeds them on `compute`'s device.
+    pub fn new(
+        checkpoint: &'a Checkpoint,
+        desc: &'a ModelDescriptor,
+        batches: &[Batch],
+        all_experts_stats: bool,
+        compute: &ComputeDevice,
+    ) -> Result<Self> {
+        let device = compute.device.clone();
+        let loader = WeightLoader::with_dtype(checkpoint, device.clone(), compute.dtype);
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
                 return Err(Error::Internal(format!("batch {i}: {} ids for {}×{}", batch.ids.len(), batch.rows, batch.seq_len)));
@@ -88,7 +97,7 @@ impl<'a> LayerStream<'a> {
                 .collect::<Result<Vec<_>>>()?
         };
         let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
-        let rope = Rope::new(&desc.rope, max_len.max(1), &device)?;
+        let rope = Rope::new(&desc.rope, max_len.max(1), &device, compute.dtype)?;
         Ok(LayerStream {
             loader,
             desc,
@@ -128,7 +137,7 @@ impl<'a> LayerStream<'a> {
         for xs in &self.hidden {
             let normed = norm.forward(xs)?;
             self.observers.record_input(&["lm_head"], &normed)?;
-            let ys = (head.forward(&normed)? / desc.logits_scaling)?;
+            let ys = (head.forward(&normed)?.to_dtype(DType::F32)? / desc.logits_scaling)?;
             logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(logits)
@@ -145,7 +154,8 @@ pub fn run_forward(
     progress: &mut dyn FnMut(ForwardProgress),
 ) -> Result<ForwardResult> {
     let started = Instant::now();
-    let mut stream = LayerStream::new(checkpoint, desc, batches, options.all_experts_stats)?;
+    let compute = options.device.clone().unwrap_or_else(ComputeDevice::cpu);
+    let mut stream = LayerStream::new(checkpoint, desc, batches, options.all_experts_stats, &compute)?;
     let layers = stream.layers();
     loop {
         if cancel.load(Ordering::Relaxed) {

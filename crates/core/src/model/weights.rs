@@ -1,32 +1,56 @@
 //! Loading tensors from a checkpoint into f32 candle tensors, and the expert view: gate, up and down of
 //! expert e in the standard `[out, in]` orientation from any stored layout, without rewriting the file.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::descriptor::{ExpertLayout, MoeDescriptor};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::formats;
 
-/// Reads tensors of one checkpoint onto one device as f32.
+/// Reads tensors of one checkpoint onto one device, in one compute dtype (f32 unless told otherwise).
 pub struct WeightLoader<'a> {
     pub checkpoint: &'a Checkpoint,
     pub device: Device,
+    pub dtype: DType,
 }
 
 impl<'a> WeightLoader<'a> {
+    /// A loader producing f32 tensors.
     pub fn new(checkpoint: &'a Checkpoint, device: Device) -> Self {
-        WeightLoader { checkpoint, device }
+        WeightLoader { checkpoint, device, dtype: DType::F32 }
+    }
+
+    /// A loader producing tensors of `dtype` (bf16 on the GPU).
+    pub fn with_dtype(checkpoint: &'a Checkpoint, device: Device, dtype: DType) -> Self {
+        WeightLoader { checkpoint, device, dtype }
+    }
+
+    /// Values as stored (bf16, f16, f32 copied as they are; anything else through f32) on the device, in the
+    /// compute dtype.
+    fn upload(&self, dtype: crate::checkpoint::Dtype, shape: &[usize], data: &[u8]) -> Result<Tensor> {
+        use crate::checkpoint::Dtype as Stored;
+        let native = match dtype {
+            Stored::BF16 => Some(DType::BF16),
+            Stored::F16 => Some(DType::F16),
+            Stored::F32 => Some(DType::F32),
+            _ => None,
+        };
+        let tensor = match native {
+            Some(native) => Tensor::from_raw_buffer(data, native, shape, &self.device)?,
+            None => Tensor::from_vec(crate::checkpoint::bytes_to_f32(dtype, data), shape, &self.device)?,
+        };
+        Ok(tensor.to_dtype(self.dtype)?)
     }
 
     /// The whole tensor as f32. A weight stored quantized in ModelOpt's format (FP8, or NVFP4 with its
     /// scales beside it) comes back dequantized, with its logical shape `[N, K]`.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         if let Some((shape, values)) = formats::dequantize_stored(self.checkpoint, name)? {
-            return Ok(Tensor::from_vec(values, shape, &self.device)?);
+            return Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?);
         }
         let view = self.checkpoint.view(name)?;
-        Ok(Tensor::from_vec(view.to_f32(), view.shape, &self.device)?)
+        self.upload(view.dtype, view.shape, view.data)
     }
 
     /// The tensor, checking its (logical) shape.
@@ -66,11 +90,11 @@ impl<'a> WeightLoader<'a> {
         }
     }
 
-    /// One expert's slice `[…]` of a fused `[E, …]` tensor, as f32.
+    /// One expert's slice `[…]` of a fused `[E, …]` tensor.
     fn expert_slice(&self, name: &str, expert: usize) -> Result<Tensor> {
         let view = self.checkpoint.view(name)?;
         let slice = view.slice_first(expert)?;
-        Ok(Tensor::from_vec(slice.to_f32(), slice.shape.as_slice(), &self.device)?)
+        self.upload(slice.dtype, &slice.shape, slice.data)
     }
 
     /// Expert `e` of a MoE layer: `gate_up [2I, H]` (gate rows first), `down [H, I]`, and biases

@@ -87,7 +87,8 @@ pub fn repeat_kv(xs: &Tensor, groups: usize) -> Result<Tensor> {
 /// Causal scaled dot-product attention: `softmax(q·kᵀ·scaling + mask)·v`, `[B, H, T, D]`.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64) -> Result<Tensor> {
     let t = q.dim(2)?;
-    let scores = (q.matmul(&k.t()?)? * scaling)?;
+    // Scores and softmax in f32; the product with v in the compute dtype, as transformers' eager attention.
+    let scores = (q.matmul(&k.t()?)?.to_dtype(candle_core::DType::F32)? * scaling)?;
     let scores = scores.broadcast_add(&causal_mask(t, q.device())?)?;
-    Ok(softmax_last(&scores)?.matmul(&v.contiguous()?)?)
+    Ok(softmax_last(&scores)?.to_dtype(q.dtype())?.matmul(&v.contiguous()?)?)
 }

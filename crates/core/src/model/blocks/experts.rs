@@ -3,7 +3,7 @@
 //! any stored layout through the expert view (`WeightLoader::expert`).
 //! transformers: the `eager` experts implementation of models/qwen3_moe (and the other families).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::linear::Linear;
 use super::mlp::Mlp;
@@ -31,7 +31,7 @@ impl MoeBlock {
         let router_bias = desc.router.bias.as_ref().map(|b| loader.tensor(b)).transpose()?;
         let router = Linear::from_weight(module, loader.tensor(&desc.router.weight)?, router_bias);
         let correction_bias = match &desc.router.correction_bias {
-            Some(name) => Some(loader.tensor(name)?.to_vec1::<f32>()?),
+            Some(name) => Some(loader.tensor(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
         let experts = (0..desc.experts).map(|e| loader.expert(desc, e)).collect::<Result<Vec<_>>>()?;
@@ -93,13 +93,14 @@ impl MoeBlock {
         let tokens = flat.dim(0)?;
         let device = flat.device().clone();
         observers.record_input(&[&self.router.name], &flat)?;
-        let logits = self.router.forward(&flat)?.flatten_all()?.to_vec1::<f32>()?;
+        let logits = self.router.forward(&flat)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let routing = route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
         let per_expert = group_by_expert(&routing, self.desc.experts);
         // Llama4 scales the expert input by the routing weight instead of the output.
         let scale_input = self.desc.router.kind == RouterKind::TopkSigmoid;
 
-        let mut out = Tensor::zeros((tokens, hidden_size), flat.dtype(), &device)?;
+        // Routed outputs accumulate in f32 whatever the compute dtype.
+        let mut out = Tensor::zeros((tokens, hidden_size), DType::F32, &device)?;
         let mut gate_up_amax = if scale_input { 0.0f32 } else { abs_max(&flat)? };
         let mut down_amax = 0.0f32;
         let mut counts = vec![0u64; self.desc.experts];
@@ -109,7 +110,7 @@ impl MoeBlock {
             }
             counts[e] = token_ids.len() as u64;
             let index = Tensor::from_vec(token_ids.clone(), token_ids.len(), &device)?;
-            let weight = Tensor::from_vec(weights.clone(), (weights.len(), 1), &device)?;
+            let weight = Tensor::from_vec(weights.clone(), (weights.len(), 1), &device)?.to_dtype(flat.dtype())?;
             let mut routed = flat.index_select(&index, 0)?;
             if scale_input {
                 routed = routed.broadcast_mul(&weight)?;
@@ -121,7 +122,7 @@ impl MoeBlock {
             if !scale_input {
                 ys = ys.broadcast_mul(&weight)?;
             }
-            out = out.index_add(&index, &ys, 0)?;
+            out = out.index_add(&index, &ys.to_dtype(DType::F32)?, 0)?;
         }
         if self.all_experts_stats {
             for weights in &self.experts {
@@ -142,9 +143,9 @@ impl MoeBlock {
                 observers.record_input(&[&gate.name], &flat)?;
                 shared_out = shared_out.broadcast_mul(&sigmoid(&gate.forward(&flat)?)?)?;
             }
-            out = (out + shared_out)?;
+            out = (out + shared_out.to_dtype(DType::F32)?)?;
         }
-        Ok(out.reshape(dims)?)
+        Ok(out.to_dtype(flat.dtype())?.reshape(dims)?)
     }
 }
 

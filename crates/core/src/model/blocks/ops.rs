@@ -4,8 +4,9 @@ use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::Result;
 
-/// Softmax over the last dimension, stabilised by the row maximum.
+/// Softmax over the last dimension in f32, stabilised by the row maximum (returns f32).
 pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
+    let xs = xs.to_dtype(DType::F32)?;
     let max = xs.max_keepdim(D::Minus1)?;
     let exp = xs.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_keepdim(D::Minus1)?;

@@ -86,7 +86,8 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
 }
 
 impl Rope {
-    pub fn new(rope: &RopeDescriptor, len: usize, device: &Device) -> Result<Self> {
+    /// Tables for positions `0..len` in `dtype` (the dtype of the q/k they rotate).
+    pub fn new(rope: &RopeDescriptor, len: usize, device: &Device, dtype: candle_core::DType) -> Result<Self> {
         let (freqs, scaling) = inverse_frequencies(rope)?;
         let half = freqs.len();
         let mut cos = Vec::with_capacity(len * 2 * half);
@@ -102,8 +103,8 @@ impl Rope {
             }
         }
         Ok(Rope {
-            cos: Tensor::from_vec(cos, (len, 2 * half), device)?,
-            sin: Tensor::from_vec(sin, (len, 2 * half), device)?,
+            cos: Tensor::from_vec(cos, (len, 2 * half), device)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, (len, 2 * half), device)?.to_dtype(dtype)?,
             rotary_dim: 2 * half,
             interleaved: rope.interleaved,
         })

@@ -1,0 +1,48 @@
+//! Compute devices: `cpu` (f32) or `cuda[:N]` (bf16 with f32 accumulation), the latter only in builds with
+//! the `cuda` feature.
+
+use candle_core::{DType, Device};
+
+use crate::error::{Error, Result};
+
+/// A device and the dtype the forward computes in there.
+#[derive(Debug, Clone)]
+pub struct ComputeDevice {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl ComputeDevice {
+    /// The CPU in f32 (what the reference comparisons use).
+    pub fn cpu() -> Self {
+        ComputeDevice { device: Device::Cpu, dtype: DType::F32 }
+    }
+
+    /// Parses `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec {
+            "cpu" => Ok(Self::cpu()),
+            "cuda" => Self::cuda(0),
+            _ => match spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+                Some(ordinal) => Self::cuda(ordinal),
+                None => Err(Error::DeviceUnavailable {
+                    message: format!("unknown device {spec:?}: expected cpu, cuda or cuda:N"),
+                }),
+            },
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(ordinal: usize) -> Result<Self> {
+        let device = Device::new_cuda(ordinal)
+            .map_err(|e| Error::DeviceUnavailable { message: format!("cuda:{ordinal} could not be opened: {e}") })?;
+        Ok(ComputeDevice { device, dtype: DType::BF16 })
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn cuda(ordinal: usize) -> Result<Self> {
+        Err(Error::DeviceUnavailable {
+            message: format!("cuda:{ordinal} was asked for, but this build of moe-quant has no CUDA support"),
+        })
+    }
+}
