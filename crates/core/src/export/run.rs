@@ -88,14 +88,25 @@ impl Exporter<'_> {
     }
 
     /// Quantizes one weight with the given amaxes and queues `<output>.weight`, scales and `input_scale`.
-    fn write_quantized(&mut self, output: &str, weight: &WeightInput, weight_amax: f32, input_amax: f32, errors: &mut ErrorSum) -> Result<()> {
-        let quantized = self.format.quantize(weight, weight_amax)?;
-        accumulate_error(&quantized, weight, errors)?;
-        for tensor in quantized.tensors {
-            self.add(&format!("{output}.{}", tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
+    fn write_quantized(
+        &mut self,
+        output: &str,
+        weight: &WeightInput,
+        weight_amax: f32,
+        input_amax: f32,
+        errors: &mut ErrorSum,
+    ) -> Result<()> {
+        let quantized = quantize_one(self.format.as_ref(), output, weight, weight_amax, input_amax, errors)?;
+        self.queue(quantized)
+    }
+
+    /// Queues one quantized linear's tensors for writing.
+    fn queue(&mut self, quantized: QuantizedLinear) -> Result<()> {
+        for tensor in quantized.weight.tensors {
+            self.add(&format!("{}.{}", quantized.output, tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
         }
-        let input_scale = self.format.input_scale(input_amax);
-        self.add(&format!("{output}.input_scale"), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
+        let input_scale = self.format.input_scale(quantized.input_amax);
+        self.add(&format!("{}.input_scale", quantized.output), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
         self.quantized_tensors += 1;
         Ok(())
     }
@@ -110,7 +121,13 @@ impl Exporter<'_> {
         Ok(amax)
     }
 
-    fn quantize_linear(&mut self, linear: &LinearPlan, observers: &Observers, cache: &mut HashMap<String, f32>, errors: &mut ErrorSum) -> Result<()> {
+    fn quantize_linear(
+        &mut self,
+        linear: &LinearPlan,
+        observers: &Observers,
+        cache: &mut HashMap<String, f32>,
+        errors: &mut ErrorSum,
+    ) -> Result<()> {
         let own = std::slice::from_ref(&linear.module);
         let weight_group = if linear.weight_group.is_empty() { own } else { &linear.weight_group[..] };
         let input_group = if linear.input_group.is_empty() { own } else { &linear.input_group[..] };
@@ -121,7 +138,9 @@ impl Exporter<'_> {
         let mut input_amax = 0.0f32;
         for module in input_group {
             let amax = observers.input_amax.get(module).ok_or_else(|| {
-                Error::Internal(format!("no activation statistics were recorded for {module}; is it part of the forward?"))
+                Error::Internal(format!(
+                    "no activation statistics were recorded for {module}; is it part of the forward?"
+                ))
             })?;
             input_amax = input_amax.max(*amax);
         }
@@ -132,29 +151,107 @@ impl Exporter<'_> {
         self.write_quantized(&linear.output, &weight, weight_amax, input_amax, errors)
     }
 
-    fn quantize_experts(&mut self, plan: &ExpertPlan, moe: &MoeDescriptor, stats: &ExpertStats, errors: &mut ErrorSum) -> Result<()> {
-        let inter = moe.intermediate;
-        let hidden = moe.hidden;
-        let stored = moe.gate.as_ref().or(moe.gate_up.as_ref()).ok_or_else(|| Error::Internal(format!("{}: no gate tensor", moe.block)))?;
-        for e in 0..moe.experts {
-            let expert = self.loader.expert(moe, e)?;
-            let source_dtype = self.checkpoint.info(&stored.replace("{e}", &e.to_string()))?.dtype;
-            let gate_up = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
-            let down = expert.down.flatten_all()?.to_vec1::<f32>()?;
-            let (gate, up) = gate_up.split_at(inter * hidden);
-            let gate_up_amax = stats.gate_amax[e].max(stats.up_amax[e]);
-            let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| p.replace("{e}", &e.to_string()));
-            let (gate_name, up_name, down_name) =
-                (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
-            let gate = WeightInput::new(&gate_name, source_dtype, &[inter, hidden], gate)?;
-            let up = WeightInput::new(&up_name, source_dtype, &[inter, hidden], up)?;
-            let down = WeightInput::new(&down_name, source_dtype, &[hidden, inter], &down)?;
-            self.write_quantized(&gate_out, &gate, gate_up_amax, stats.gate_up_input_amax, errors)?;
-            self.write_quantized(&up_out, &up, gate_up_amax, stats.gate_up_input_amax, errors)?;
-            self.write_quantized(&down_out, &down, stats.down_amax[e], stats.down_input_amax, errors)?;
+    /// Quantizes every expert of a layer, spread over the CPU's cores, then queues the results in order.
+    fn quantize_experts(
+        &mut self,
+        plan: &ExpertPlan,
+        moe: &MoeDescriptor,
+        stats: &ExpertStats,
+        errors: &mut ErrorSum,
+    ) -> Result<()> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(moe.experts.max(1));
+        let chunk = moe.experts.div_ceil(threads);
+        let this = &*self;
+        let results: Vec<Result<(Vec<QuantizedLinear>, ErrorSum)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..moe.experts)
+                .step_by(chunk.max(1))
+                .map(|first| {
+                    let experts = first..(first + chunk).min(moe.experts);
+                    scope.spawn(move || {
+                        let mut sums = ErrorSum::default();
+                        let mut out = Vec::new();
+                        for e in experts {
+                            out.extend(this.quantize_expert(plan, moe, stats, e, &mut sums)?);
+                        }
+                        Ok((out, sums))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Err(Error::Internal("an expert quantization thread panicked".into())))
+                })
+                .collect()
+        });
+        for result in results {
+            let (linears, sums) = result?;
+            errors.tensors += sums.tensors;
+            errors.error += sums.error;
+            errors.norm += sums.norm;
+            for linear in linears {
+                self.queue(linear)?;
+            }
         }
         Ok(())
     }
+
+    /// Gate, up and down of expert `e`, quantized with the layer's shared input amaxes.
+    fn quantize_expert(
+        &self,
+        plan: &ExpertPlan,
+        moe: &MoeDescriptor,
+        stats: &ExpertStats,
+        e: usize,
+        errors: &mut ErrorSum,
+    ) -> Result<[QuantizedLinear; 3]> {
+        let inter = moe.intermediate;
+        let hidden = moe.hidden;
+        let stored = moe
+            .gate
+            .as_ref()
+            .or(moe.gate_up.as_ref())
+            .ok_or_else(|| Error::Internal(format!("{}: no gate tensor", moe.block)))?;
+        let expert = self.loader.expert(moe, e)?;
+        let source_dtype = self.checkpoint.info(&stored.replace("{e}", &e.to_string()))?.dtype;
+        let gate_up = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
+        let down = expert.down.flatten_all()?.to_vec1::<f32>()?;
+        let (gate, up) = gate_up.split_at(inter * hidden);
+        let gate_up_amax = stats.gate_amax[e].max(stats.up_amax[e]);
+        let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| p.replace("{e}", &e.to_string()));
+        let (gate_name, up_name, down_name) =
+            (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
+        let gate = WeightInput::new(&gate_name, source_dtype, &[inter, hidden], gate)?;
+        let up = WeightInput::new(&up_name, source_dtype, &[inter, hidden], up)?;
+        let down = WeightInput::new(&down_name, source_dtype, &[hidden, inter], &down)?;
+        let format = self.format.as_ref();
+        Ok([
+            quantize_one(format, &gate_out, &gate, gate_up_amax, stats.gate_up_input_amax, errors)?,
+            quantize_one(format, &up_out, &up, gate_up_amax, stats.gate_up_input_amax, errors)?,
+            quantize_one(format, &down_out, &down, stats.down_amax[e], stats.down_input_amax, errors)?,
+        ])
+    }
+}
+
+/// One quantized linear waiting to be written.
+struct QuantizedLinear {
+    output: String,
+    weight: QuantizedWeight,
+    input_amax: f32,
+}
+
+/// Quantizes one weight and adds its error to `errors`.
+fn quantize_one(
+    format: &dyn QuantFormat,
+    output: &str,
+    weight: &WeightInput,
+    weight_amax: f32,
+    input_amax: f32,
+    errors: &mut ErrorSum,
+) -> Result<QuantizedLinear> {
+    let quantized = format.quantize(weight, weight_amax)?;
+    accumulate_error(&quantized, weight, errors)?;
+    Ok(QuantizedLinear { output: output.to_string(), weight: quantized, input_amax })
 }
 
 /// Adds one quantized weight's squared error to the layer's sums.
@@ -185,10 +282,20 @@ pub fn quantize_checkpoint(
     let compute = calibration.compute_device()?;
     let checkpoint = Checkpoint::open(dir)?;
     let set = load_request(dir, calibration, desc.vocab_size)?;
-    let writer_options =
-        WriterOptions { max_shard_bytes: plan.max_shard_bytes, overwrite: plan.overwrite, input_dir: Some(dir.to_path_buf()) };
+    let writer_options = WriterOptions {
+        max_shard_bytes: plan.max_shard_bytes,
+        overwrite: plan.overwrite,
+        input_dir: Some(dir.to_path_buf()),
+    };
     let writer = CheckpointWriter::create(target, writer_options)?;
-    let mut exporter = Exporter { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format, writer, bytes_written: 0, quantized_tensors: 0 };
+    let mut exporter = Exporter {
+        checkpoint: &checkpoint,
+        loader: WeightLoader::new(&checkpoint, Device::Cpu),
+        format,
+        writer,
+        bytes_written: 0,
+        quantized_tensors: 0,
+    };
 
     let clock = Instant::now();
     for kept in &plan.keep {
@@ -207,7 +314,13 @@ pub fn quantize_checkpoint(
         let clock = Instant::now();
         let Some(layer) = stream.step()? else { break };
         seconds.calibrate += clock.elapsed().as_secs_f64();
-        let event = |stage, bytes_written| QuantizeProgress { stage, layer: layer + 1, layers, tokens: stream.tokens, bytes_written };
+        let event = |stage, bytes_written| QuantizeProgress {
+            stage,
+            layer: layer + 1,
+            layers,
+            tokens: stream.tokens,
+            bytes_written,
+        };
         progress(event("calibrate", exporter.bytes_written));
 
         let clock = Instant::now();
@@ -219,11 +332,17 @@ pub fn quantize_checkpoint(
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let moe = match desc.layers.get(layer).map(|l| &l.mlp) {
                 Some(MlpDescriptor::Moe(moe)) if moe.block == experts.block => moe,
-                _ => return Err(Error::Internal(format!("layer {layer} of the descriptor has no MoE block {}", experts.block))),
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "layer {layer} of the descriptor has no MoE block {}",
+                        experts.block
+                    )))
+                }
             };
-            let stats = stream.observers.experts.get(&experts.block).cloned().ok_or_else(|| {
-                Error::Internal(format!("no expert statistics were recorded for {}", experts.block))
-            })?;
+            let stats =
+                stream.observers.experts.get(&experts.block).cloned().ok_or_else(|| {
+                    Error::Internal(format!("no expert statistics were recorded for {}", experts.block))
+                })?;
             exporter.quantize_experts(experts, moe, &stats, &mut errors)?;
         }
         let relative_mse = if errors.norm > 0.0 { errors.error / errors.norm } else { 0.0 };
@@ -233,7 +352,13 @@ pub fn quantize_checkpoint(
     }
 
     let clock = Instant::now();
-    progress(QuantizeProgress { stage: "write", layer: layers, layers, tokens: stream.tokens, bytes_written: exporter.bytes_written });
+    progress(QuantizeProgress {
+        stage: "write",
+        layer: layers,
+        layers,
+        tokens: stream.tokens,
+        bytes_written: exporter.bytes_written,
+    });
     for (name, text) in &plan.files {
         exporter.writer.write_file(name, text.as_bytes())?;
     }
