@@ -1,0 +1,83 @@
+// Prepares the moe-quant side of the end-to-end race on a machine with Node: writes a header-only skeleton
+// of the synthetic checkpoint (real headers, sparse zero data), builds the model descriptor and the FP8 and
+// NVFP4 export plans from it exactly as quantizeModel() does, and writes them with the tensor list that
+// make_checkpoint.py fills with random weights on the GPU machine.
+//
+//   npm run build:ts && node benches/e2e/prepare.mjs --layers 8 --out .device/e2e/plans-8
+import { mkdirSync, openSync, closeSync, ftruncateSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+import { parseConfig } from '../../dist/config.js'
+import { buildDescriptor } from '../../dist/descriptor.js'
+import { planExport } from '../../dist/export/plan.js'
+import { reportFromListing } from '../../dist/inspect.js'
+import { readListing } from '../../dist/listing.js'
+
+const here = fileURLToPath(new URL('.', import.meta.url))
+const { values } = parseArgs({ options: { layers: { type: 'string', default: '8' }, out: { type: 'string' }, config: { type: 'string', default: join(here, 'qwen3-30b-a3b.config.json') } } })
+const layers = Number(values.layers)
+const out = values.out
+if (!out || !Number.isInteger(layers) || layers < 1) throw new Error('usage: prepare.mjs --layers N --out DIR [--config FILE]')
+
+const config = JSON.parse(readFileSync(values.config, 'utf8'))
+config.num_hidden_layers = layers
+const H = config.hidden_size
+const I = config.moe_intermediate_size
+const E = config.num_experts
+const heads = config.num_attention_heads
+const kv = config.num_key_value_heads
+const D = config.head_dim
+const V = config.vocab_size
+
+/** The hub (per-expert) tensor list of a Qwen3-MoE checkpoint, in file order. */
+const tensors = [['model.embed_tokens.weight', [V, H]]]
+for (let l = 0; l < layers; l++) {
+  const p = `model.layers.${l}.`
+  tensors.push([`${p}input_layernorm.weight`, [H]], [`${p}post_attention_layernorm.weight`, [H]])
+  tensors.push([`${p}self_attn.q_proj.weight`, [heads * D, H]], [`${p}self_attn.k_proj.weight`, [kv * D, H]])
+  tensors.push([`${p}self_attn.v_proj.weight`, [kv * D, H]], [`${p}self_attn.o_proj.weight`, [H, heads * D]])
+  tensors.push([`${p}self_attn.q_norm.weight`, [D]], [`${p}self_attn.k_norm.weight`, [D]], [`${p}mlp.gate.weight`, [E, H]])
+  for (let e = 0; e < E; e++) {
+    tensors.push([`${p}mlp.experts.${e}.gate_proj.weight`, [I, H]], [`${p}mlp.experts.${e}.up_proj.weight`, [I, H]])
+    tensors.push([`${p}mlp.experts.${e}.down_proj.weight`, [H, I]])
+  }
+}
+tensors.push(['model.norm.weight', [H]], ['lm_head.weight', [V, H]])
+
+// Skeleton: a valid single-file safetensors whose data is a hole (sparse; no disk used).
+const skeleton = join(out, 'skeleton')
+mkdirSync(skeleton, { recursive: true })
+writeFileSync(join(skeleton, 'config.json'), JSON.stringify(config, null, 2))
+const header = {}
+let offset = 0
+for (const [name, shape] of tensors) {
+  const bytes = shape.reduce((a, b) => a * b, 1) * 2
+  header[name] = { dtype: 'BF16', shape, data_offsets: [offset, offset + bytes] }
+  offset += bytes
+}
+let json = Buffer.from(JSON.stringify(header))
+json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)])
+const length = Buffer.alloc(8)
+length.writeBigUInt64LE(BigInt(json.length))
+const fd = openSync(join(skeleton, 'model.safetensors'), 'w')
+writeSync(fd, Buffer.concat([length, json]))
+ftruncateSync(fd, 8 + json.length + offset)
+closeSync(fd)
+
+const listing = await readListing(skeleton)
+const report = reportFromListing(listing)
+const descriptor = buildDescriptor(report, parseConfig(listing.config, 'config.json'), listing)
+writeFileSync(join(out, 'descriptor.json'), JSON.stringify(descriptor))
+for (const format of ['fp8', 'nvfp4']) {
+  const { plan } = planExport(report, descriptor, listing, {
+    format, exclude: [], indivisible: 'error', maxShardBytes: 5e9, overwrite: true, tool: { name: 'moe-quant', version: 'bench' },
+  })
+  plan.copy = []
+  writeFileSync(join(out, `plan-${format}.json`), JSON.stringify(plan))
+}
+writeFileSync(join(out, 'tensors.json'), JSON.stringify(tensors))
+writeFileSync(join(out, 'config.json'), JSON.stringify(config, null, 2))
+rmSync(skeleton, { recursive: true })
+console.log(`${layers} layers, ${tensors.length} tensors, ${(offset / 1e9).toFixed(2)} GB of bf16 weights → ${out}`)

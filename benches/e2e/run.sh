@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The end-to-end race of BENCH.md on one GPU machine: moe-quant (CUDA build of the e2e_quantize example)
+# against ModelOpt (nvidia-modelopt from wheels) on the same synthetic Qwen3-30B-A3B-shaped checkpoint, the
+# same calibration ids and the same card, FP8 and NVFP4; then the tensor-by-tensor comparison and a table.
+#
+#   benches/e2e/run.sh BUNDLE LAYERS SAMPLES SEQ_LEN BATCH OUT
+#
+# BUNDLE holds e2e_quantize, plans-<LAYERS>/ (and plans-<LAYERS/2>/ for the linearity check, made by
+# prepare.mjs) and wheels/ (nvidia-modelopt and those of its dependencies the machine may lack).
+set -uo pipefail
+bundle=$1 layers=$2 samples=$3 seq_len=$4 batch=$5 out=$6
+here=$(cd "$(dirname "$0")" && pwd)
+work=${E2E_WORK:-/tmp/moe-quant-e2e}
+mkdir -p "$work" "$out"
+log() { echo "[$(date +%T)] $*" | tee -a "$out/log.txt" >&2; }
+
+# ModelOpt and whichever of its dependencies are missing here.
+python3 - "$bundle/wheels" <<'PY' >"$work/missing.txt"
+import importlib.util, os, sys
+wanted = {"modelopt": "nvidia_modelopt", "pulp": "pulp", "omegaconf": "omegaconf", "pynvml": "nvidia_ml_py",
+          "rich": "rich", "markdown_it": "markdown_it_py", "mdurl": "mdurl", "pygments": "pygments",
+          "pydantic": "pydantic", "pydantic_core": "pydantic_core", "annotated_types": "annotated_types",
+          "typing_inspection": "typing_inspection"}
+files = os.listdir(sys.argv[1])
+for module, wheel in wanted.items():
+    if importlib.util.find_spec(module) is None:
+        print(" ".join(os.path.join(sys.argv[1], f) for f in files if f.lower().startswith(wheel.lower() + "-")))
+PY
+if [ -s "$work/missing.txt" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $(cat "$work/missing.txt") && export PYTHONPATH=/tmp/site
+  log "installed: $(tr '\n' ' ' <"$work/missing.txt" | xargs -n1 basename | tr '\n' ' ')"
+fi
+export LD_LIBRARY_PATH=$("$here/cuda-libs.sh")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
+
+log "writing the checkpoint ($layers layers)"
+python3 "$here/make_checkpoint.py" "$bundle/plans-$layers" "$work/model" "$samples" "$seq_len" | tee "$out/checkpoint.json"
+
+# Peak GPU memory in use (MiB) while a command runs, sampled by nvidia-smi every 100 ms.
+measure() {
+  local name=$1; shift
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$work/gpu-$name.txt" &
+  local monitor=$!
+  local started=$(date +%s.%N) ended wall
+  "$@" >"$out/$name.json" 2>"$out/$name.log"
+  local status=$?
+  ended=$(date +%s.%N)
+  wall=$(python3 -c "print(round($ended - $started, 2))")
+  kill $monitor 2>/dev/null; wait $monitor 2>/dev/null
+  local peak=$(sort -n "$work/gpu-$name.txt" | tail -n 1)
+  echo "{\"name\": \"$name\", \"status\": $status, \"wall_seconds\": $wall, \"peak_gpu_mib\": ${peak:-0}}" >"$out/$name.measure.json"
+  log "$name: status $status, $wall s, peak GPU ${peak:-?} MiB"
+  return $status
+}
+
+ids=$work/model/calib_ids.json
+for format in fp8 nvfp4; do
+  measure "ours-$format" "$bundle/e2e_quantize" "$work/model" "$work/ours-$format" "$bundle/plans-$layers/descriptor.json" \
+    "$bundle/plans-$layers/plan-$format.json" "$ids" cuda:0 "$batch"
+  measure "modelopt-$format" python3 "$here/modelopt_race.py" "$work/model" "$work/modelopt-$format" "$format" "$ids" "$batch"
+  log "comparing $format outputs"
+  python3 "$here/compare.py" "$work/ours-$format" "$work/modelopt-$format" >"$out/compare-$format.json" 2>>"$out/log.txt"
+  rm -rf "$work/ours-$format" "$work/modelopt-$format"
+done
+half=$((layers / 2))
+if [ -d "$bundle/plans-$half" ]; then
+  measure "ours-nvfp4-$half-layers" "$bundle/e2e_quantize" "$work/model" "$work/ours-half" "$bundle/plans-$half/descriptor.json" \
+    "$bundle/plans-$half/plan-nvfp4.json" "$ids" cuda:0 "$batch"
+  rm -rf "$work/ours-half"
+fi
+python3 "$here/report.py" "$out" "$layers" | tee "$out/report.md"

@@ -1,0 +1,69 @@
+//! The moe-quant side of the end-to-end race (benches/e2e): quantize a checkpoint from disk to disk with a
+//! descriptor and export plan that the TypeScript side built, on a given device, and print the report
+//! (without per-module statistics) as JSON. Node is not needed where this runs.
+//!
+//! usage: e2e_quantize MODEL_DIR OUTPUT_DIR DESCRIPTOR.json PLAN.json CALIB_IDS.json DEVICE BATCH_SIZE
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use moe_quant_core::calib::run::{CalibrationRequest, SourceSpec};
+use moe_quant_core::export::{quantize_checkpoint, ExportPlan};
+use moe_quant_core::model::ModelDescriptor;
+
+fn main() {
+    if let Err(message) = run() {
+        eprintln!("e2e_quantize: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &str) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, output, descriptor, plan, ids, device, batch_size] = args.as_slice() else {
+        return Err(
+            "usage: e2e_quantize MODEL_DIR OUTPUT_DIR DESCRIPTOR.json PLAN.json CALIB_IDS.json DEVICE BATCH_SIZE".into()
+        );
+    };
+    let descriptor: ModelDescriptor = read(descriptor)?;
+    let plan: ExportPlan = read(plan)?;
+    let ids: Vec<Vec<u32>> = read(ids)?;
+    let request = CalibrationRequest {
+        samples: ids.len(),
+        seq_len: ids.first().map_or(0, Vec::len),
+        batch_size: batch_size.parse().map_err(|e| format!("batch size: {e}"))?,
+        all_experts: false,
+        device: Some(device.clone()),
+        source: SourceSpec::Ids { ids },
+    };
+    let started = Instant::now();
+    let report = quantize_checkpoint(
+        model.as_ref(),
+        output.as_ref(),
+        &descriptor,
+        &plan,
+        &request,
+        &AtomicBool::new(false),
+        &mut |event| eprintln!("{} layer {}/{} ({:.1} s)", event.stage, event.layer, event.layers, started.elapsed().as_secs_f64()),
+    )
+    .map_err(|e| format!("[{}] {e}", e.code()))?;
+    let uncalibrated: usize =
+        report.observers.experts.values().map(|s| s.tokens.iter().filter(|&&n| n == 0).count()).sum();
+    let summary = serde_json::json!({
+        "wall_seconds": started.elapsed().as_secs_f64(),
+        "seconds": report.seconds,
+        "tokens": report.tokens,
+        "layers": report.layers,
+        "quantized_tensors": report.quantized_tensors,
+        "output_bytes": report.files.values().sum::<u64>(),
+        "peak_rss_bytes": report.peak_rss_bytes,
+        "uncalibrated_experts": uncalibrated,
+    });
+    println!("{summary}");
+    Ok(())
+}
