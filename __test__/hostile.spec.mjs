@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { closeSync, mkdirSync, openSync, rmSync, symlinkSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { calibrateModel, inspectModel } from '../dist/index.js'
+import { calibrateModel, inspectModel, isQuantizedCheckpoint } from '../dist/index.js'
 import { FIXTURES, readJson, tempDir, writeJson, writeSafetensors, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 /** A small valid Qwen3-MoE checkpoint (2 layers, 4 experts) in a fresh directory. */
@@ -201,6 +201,20 @@ test.serial('a config.json that is a FIFO does not block inspect', async (t) => 
   rmSync(join(dir, 'config.json'))
   execFileSync('mkfifo', [join(dir, 'config.json')])
   await rejects(t, inspectModel(dir), 'E_IO', ['config.json', 'not a regular file'])
+})
+
+test.serial('isQuantizedCheckpoint refuses a FIFO config.json and a 4 GiB hf_quant_config.json without reading them', async (t) => {
+  const dir = validModel()
+  rmSync(join(dir, 'config.json'))
+  execFileSync('mkfifo', [join(dir, 'config.json')])
+  await rejects(t, isQuantizedCheckpoint(dir), 'E_IO', ['config.json', 'not a regular file'])
+  rmSync(join(dir, 'config.json'))
+  writeJson(join(dir, 'config.json'), { model_type: 'qwen3_moe' })
+  const fd = openSync(join(dir, 'hf_quant_config.json'), 'w')
+  ftruncateSync(fd, 2 ** 32)
+  closeSync(fd)
+  await rejects(t, isQuantizedCheckpoint(dir), 'E_CONFIG_INVALID', ['hf_quant_config.json', 'more than'])
+  await rejects(t, inspectModel(dir), 'E_CONFIG_INVALID', ['hf_quant_config.json', 'more than'])
 })
 
 // ---- tokenizer and calibration data ---------------------------------------------------------------------

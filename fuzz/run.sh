@@ -16,7 +16,9 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(safetensors_header open_checkpoint)
 toolchain="${FUZZ_TOOLCHAIN:-+stable}"
 export RUSTC_BOOTSTRAP="${RUSTC_BOOTSTRAP:-1}"
-jobs="${FUZZ_JOBS:-1}"
+# FUZZ_JOBS=N runs N fuzzing processes per target (their output then goes to fuzz-<i>.log).
+parallel=()
+if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then parallel=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS"); fi
 
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" "corpus-new/$target"
@@ -27,9 +29,10 @@ for target in "${targets[@]}"; do
   # here: the inputs are at most max_len bytes).
   cargo "$toolchain" fuzz run "$target" "corpus-new/$target" "corpus/$target" -- \
     -dict=safetensors.dict -max_total_time="$seconds" -max_len=65536 -timeout=10 \
-    -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 -jobs="$jobs" -workers="$jobs"
+    -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 "${parallel[@]}"
   # Merge what was found back into the kept corpus, minimized.
   cp -n corpus-new/"$target"/* "corpus/$target/" 2>/dev/null || true
   cargo "$toolchain" fuzz cmin "$target" "corpus/$target" -- -dict=safetensors.dict -max_len=65536
   rm -rf "corpus-new/$target"
 done
+rmdir corpus-new 2>/dev/null || true

@@ -11,7 +11,7 @@
 #             nvidia-nvvm, which pip resolves to the newest (13.5 emits `.version 9.5` PTX, which driver 580 =
 #             CUDA 13.0 refuses to JIT); same for the crt headers
 #   include/  the wheels' headers, crt/ replaced by 13.0.88's
-#   lib64/    unversioned links to the wheels' libraries
+#   lib64/    unversioned links to the wheels' libraries (and their static archives, for nvcc-built programs)
 #   lib64/stubs/libcuda.so
 #             a link-time stub of the driver API generated from the symbols cudarc declares (every function
 #             returns CUDA_ERROR_NO_DEVICE). Its soname is libcuda.so.1, so binaries load the real driver on a
@@ -26,7 +26,7 @@ moe_quant_cuda_env() {
   wheels=${MOE_QUANT_CUDA_WHEELS:-/opt/cuda-venv/lib/python3.11/site-packages/nvidia/cu13}
   toolkit=${MOE_QUANT_CUDA_TOOLKIT:-$repo/target/cuda-toolkit}
   nvvm_version=13.0.88
-  marker=$toolkit/.complete-$nvvm_version
+  marker=$toolkit/.complete-$nvvm_version-2
 
   if [ ! -x "$wheels/bin/nvcc" ]; then
     echo "cuda-env: no nvcc in $wheels/bin (install the CUDA 13.0 wheels, e.g. nvidia-cuda-nvcc==13.0.88," \
@@ -60,6 +60,7 @@ moe_quant_cuda_env() {
       ln -sf "$f" "$toolkit/lib64/$name"
       ln -sf "$f" "$toolkit/lib64/${name%%.so.*}.so"
     done
+    for f in "$wheels"/lib/*.a; do [ -e "$f" ] && ln -sf "$f" "$toolkit/lib64/"; done
 
     # The driver stub: every cu* function cudarc's driver bindings declare.
     cudarc_sys=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19*/src/driver/sys/mod.rs 2>/dev/null | tail -n 1)

@@ -10,7 +10,7 @@
  * - scale tensors (`weight_scale`, `weight_scale_2`, `input_scale`, `k_scale`, `v_scale`) leave the tensor
  *   list and are recorded in `scales`.
  */
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import * as path from 'node:path'
 
 import { MoeQuantError } from './errors'
@@ -118,13 +118,26 @@ function weightFormat(tensor: TensorHeader, byName: Map<string, TensorHeader>): 
   return undefined
 }
 
-/** Reads `dir/name` as text, or null when it does not exist. */
+/** The most a small JSON file of the model directory may hold (as the native core's limit for config.json). */
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+/**
+ * Reads the small JSON file `dir/name` as text, or null when it does not exist. Anything but a regular file
+ * (reading a FIFO would never finish) and files over 16 MiB are refused before reading.
+ */
 export async function readOptional(dir: string, name: string): Promise<string | null> {
+  const file = path.join(dir, name)
   try {
-    return await readFile(path.join(dir, name), 'utf8')
+    const info = await stat(file)
+    if (!info.isFile()) throw new MoeQuantError('E_IO', `${file}: not a regular file`, { file })
+    if (info.size > MAX_CONFIG_BYTES) {
+      throw new MoeQuantError('E_CONFIG_INVALID', `${file}: the file is ${info.size} bytes, more than the ${MAX_CONFIG_BYTES} accepted for it`, { file })
+    }
+    return await readFile(file, 'utf8')
   } catch (error) {
+    if (error instanceof MoeQuantError) throw error
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new MoeQuantError('E_IO', `${path.join(dir, name)}: ${(error as Error).message}`, { file: path.join(dir, name) })
+    throw new MoeQuantError('E_IO', `${file}: ${(error as Error).message}`, { file })
   }
 }
 

@@ -1,9 +1,11 @@
 //! With the `cuda` feature, compiles `src/kernels/*.cu` to PTX with nvcc into `$OUT_DIR` (embedded by
 //! `src/kernels/cuda.rs`). Without it, does nothing: the default build needs no CUDA toolkit.
 //!
-//! nvcc is `$NVCC`, else `$CUDA_ROOT/bin/nvcc` (or `CUDA_PATH`, `CUDA_HOME`), else `nvcc` on the PATH. The
-//! target is `compute_$CUDA_COMPUTE_CAP` (default 80): PTX that the driver JIT-compiles for the GPU it runs on,
-//! so one build serves Ampere and Hopper. `tools/cuda-env.sh` sets all of this up.
+//! nvcc is `$NVCC`, else `$CUDA_ROOT/bin/nvcc` (or `CUDA_PATH`, `CUDA_HOME`), else `nvcc` on the PATH. Each
+//! kernel file becomes two PTX modules that the driver JIT-compiles for the GPU it runs on: `<name>.sm80.ptx`
+//! for `compute_$CUDA_COMPUTE_CAP` (default 80, any GPU since Ampere) and `<name>.sm89.ptx` for compute_89
+//! (Ada and Hopper: hardware FP8 conversions); the launcher picks by the device's compute capability.
+//! `tools/cuda-env.sh` sets all of this up.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -26,14 +28,15 @@ fn main() {
     if compute_cap.is_empty() || !compute_cap.chars().all(|c| c.is_ascii_alphanumeric()) {
         fail(&format!("CUDA_COMPUTE_CAP={compute_cap:?} is not a compute capability such as 80 or 90a"));
     }
-    for kernel in KERNELS {
+    let variants = [("sm80", compute_cap), ("sm89", "89".to_string())];
+    for (kernel, (variant, arch)) in KERNELS.iter().flat_map(|k| variants.iter().map(move |v| (k, v))) {
         let source = Path::new("src/kernels").join(format!("{kernel}.cu"));
         println!("cargo:rerun-if-changed={}", source.display());
-        let ptx = out_dir.join(format!("{kernel}.ptx"));
+        let ptx = out_dir.join(format!("{kernel}.{variant}.ptx"));
         let mut command = Command::new(&nvcc);
         command
             .arg("--ptx")
-            .arg(format!("-arch=compute_{compute_cap}"))
+            .arg(format!("-arch=compute_{arch}"))
             .args(["-O3", "-std=c++17", "-lineinfo"])
             .arg("-o")
             .arg(&ptx)

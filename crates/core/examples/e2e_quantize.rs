@@ -27,7 +27,8 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, output, descriptor, plan, ids, device, batch_size] = args.as_slice() else {
         return Err(
-            "usage: e2e_quantize MODEL_DIR OUTPUT_DIR DESCRIPTOR.json PLAN.json CALIB_IDS.json DEVICE BATCH_SIZE".into()
+            "usage: e2e_quantize MODEL_DIR OUTPUT_DIR DESCRIPTOR.json PLAN.json CALIB_IDS.json DEVICE BATCH_SIZE"
+                .into(),
         );
     };
     let descriptor: ModelDescriptor = read(descriptor)?;
@@ -49,7 +50,15 @@ fn run() -> Result<(), String> {
         &plan,
         &request,
         &AtomicBool::new(false),
-        &mut |event| eprintln!("{} layer {}/{} ({:.1} s)", event.stage, event.layer, event.layers, started.elapsed().as_secs_f64()),
+        &mut |event| {
+            eprintln!(
+                "{} layer {}/{} ({:.1} s)",
+                event.stage,
+                event.layer,
+                event.layers,
+                started.elapsed().as_secs_f64()
+            )
+        },
     )
     .map_err(|e| format!("[{}] {e}", e.code()))?;
     let uncalibrated: usize =

@@ -26,7 +26,13 @@ fn reference(fixture: &str) -> (Batch, Vec<f32>) {
     let ids = st.tensor("input_ids").unwrap();
     let (rows, seq_len) = (ids.shape()[0], ids.shape()[1]);
     let ids = ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
-    let logits = st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let logits = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (Batch { ids, rows, seq_len }, logits)
 }
 
@@ -37,7 +43,8 @@ fn logits(fixture: &str, compute: ComputeDevice) -> Vec<f32> {
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
     let (batch, _) = reference(fixture);
     let options = ForwardOptions { logits: true, all_experts_stats: false, device: Some(compute) };
-    let mut result = run_forward(&checkpoint, &descriptor, &[batch], &options, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let mut result =
+        run_forward(&checkpoint, &descriptor, &[batch], &options, &AtomicBool::new(false), &mut |_| {}).unwrap();
     result.logits.pop().unwrap()
 }
 

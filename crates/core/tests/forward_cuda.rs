@@ -27,8 +27,13 @@ fn reference(fixture: &str) -> (Batch, Vec<f32>) {
     let ids = st.tensor("input_ids").unwrap();
     let (rows, seq_len) = (ids.shape()[0], ids.shape()[1]);
     let ids = ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
-    let logits =
-        st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let logits = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (Batch { ids, rows, seq_len }, logits)
 }
 

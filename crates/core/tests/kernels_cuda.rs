@@ -6,7 +6,8 @@
 //! . tools/cuda-env.sh && cargo test --release -p moe-quant-core --features cuda --test kernels_cuda
 //! ```
 //!
-//! `MOE_QUANT_VECTORS_DIR` overrides where the ModelOpt vectors are read from (for a binary copied elsewhere).
+//! `MOE_QUANT_VECTORS_DIR` overrides where the ModelOpt vectors are read from (for a binary copied elsewhere);
+//! `MOE_QUANT_CUDA_PTX=sm80` tests the portable kernels on a GPU that would get the sm89 ones.
 #![cfg(feature = "cuda")]
 // clippy.toml's allow-*-in-tests covers `#[test]` functions only; the helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -161,6 +162,61 @@ fn fp8_edge_cases_match_the_cpu() {
     let zeros = [0.0f32, -0.0, 0.0, -0.0].repeat(8);
     for dtype in SOURCES {
         check_fp8("zeros", &zeros, dtype, [2, 16], 0.0, &device);
+    }
+}
+
+/// Every finite bf16 and f16 value, and f32 values with every pattern of their top 11 mantissa bits over the
+/// exponents that reach E4M3 (low bits at and around the rounding points), in blocks of 16.
+fn sweep(dtype: Dtype) -> Vec<f32> {
+    let mut values: Vec<f32> = match dtype {
+        Dtype::BF16 => (0..=u16::MAX).map(|b| half::bf16::from_bits(b).to_f32()).filter(|v| v.is_finite()).collect(),
+        Dtype::F16 => (0..=u16::MAX).map(|b| half::f16::from_bits(b).to_f32()).filter(|v| v.is_finite()).collect(),
+        _ => (100u32..=140)
+            .flat_map(|exponent| {
+                (0u32..2048).flat_map(move |high| {
+                    [0u32, 1, 0x7FF, 0x800, 0x801, 0xFFF].into_iter().flat_map(move |low| {
+                        let bits = (exponent << 23) | (high << 12) | low;
+                        [f32::from_bits(bits), -f32::from_bits(bits)]
+                    })
+                })
+            })
+            .collect(),
+    };
+    values.truncate(values.len() / 32 * 32);
+    values
+}
+
+#[test]
+fn fp8_every_bf16_and_f16_value_and_an_f32_sweep() {
+    let device = gpu();
+    for dtype in SOURCES {
+        let values = sweep(dtype);
+        let shape = [values.len() / 16, 16];
+        // Scale 1 (the values as they are), ordinary scales, one below the fast path's range and the smallest.
+        for amax in [448.0, 313.6, 0.0123, 7.5e4, 1e-20, 1e-39] {
+            check_fp8("sweep", &values, dtype, shape, amax, &device);
+        }
+        let moderate: Vec<f32> = values.iter().copied().filter(|v| v.abs() < 1e4).collect();
+        let moderate = &moderate[..moderate.len() / 16 * 16];
+        check_fp8("moderate sweep", moderate, dtype, [moderate.len() / 16, 16], weight_amax(moderate) * 0.9, &device);
+    }
+}
+
+#[test]
+fn nvfp4_every_bf16_and_f16_value_and_an_f32_sweep() {
+    let device = gpu();
+    for dtype in SOURCES {
+        let values = sweep(dtype);
+        let amax = weight_amax(&values);
+        for amax in [amax, 2688.0, 1.0, 1e-3, 1e-30] {
+            check_nvfp4("sweep", &values, dtype, [values.len() / 32, 32], amax, &device);
+        }
+        // Neighbouring values in one block: block scales in the fast path's range.
+        let moderate: Vec<f32> = values.iter().copied().filter(|v| v.abs() < 1e4 && v.abs() > 1e-4).collect();
+        let moderate = &moderate[..moderate.len() / 32 * 32];
+        for amax in [weight_amax(moderate), 3.0, 1e3] {
+            check_nvfp4("moderate sweep", moderate, dtype, [moderate.len() / 32, 32], amax, &device);
+        }
     }
 }
 

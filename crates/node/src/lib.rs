@@ -211,8 +211,9 @@ impl Task for QuantizeTask {
             let descriptor = parse_descriptor(&self.descriptor)?;
             let plan: moe_quant_core::export::ExportPlan = serde_json::from_str(&self.plan)
                 .map_err(|e| CoreError::Internal(format!("invalid export plan: {e}")))?;
-            let calibration: moe_quant_core::calib::run::CalibrationRequest = serde_json::from_str(&self.calibration)
-                .map_err(|e| CoreError::Internal(format!("invalid calibration request: {e}")))?;
+            let calibration: moe_quant_core::calib::run::CalibrationRequest =
+                serde_json::from_str(&self.calibration)
+                    .map_err(|e| CoreError::Internal(format!("invalid calibration request: {e}")))?;
             let progress = self.progress.clone();
             let report = moe_quant_core::export::quantize_checkpoint(
                 std::path::Path::new(&self.dir),

@@ -79,8 +79,11 @@ pub fn calibrate(
 ) -> Result<CalibrationReport> {
     let set = load_request(dir, request, desc.vocab_size)?;
     let checkpoint = Checkpoint::open(dir)?;
-    let forward_options =
-        ForwardOptions { logits: false, all_experts_stats: request.all_experts, device: Some(request.compute_device()?) };
+    let forward_options = ForwardOptions {
+        logits: false,
+        all_experts_stats: request.all_experts,
+        device: Some(request.compute_device()?),
+    };
     let result = run_forward(&checkpoint, desc, &set.batches, &forward_options, cancel, progress)?;
     Ok(CalibrationReport {
         observers: result.observers,

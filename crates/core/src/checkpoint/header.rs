@@ -69,11 +69,11 @@ pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<ParsedHeader> {
     let raw = parse_json(text).map_err(invalid)?;
 
     let mut seen = HashSet::with_capacity(raw.tensors.len());
+    if let Some((name, _)) = raw.tensors.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+        return Err(invalid(format!("tensor {name} is listed twice")));
+    }
     let mut tensors = Vec::with_capacity(raw.tensors.len());
     for (name, RawTensor { dtype, shape: Shape(shape), data_offsets: (start, end) }) in raw.tensors {
-        if !seen.insert(name.clone()) {
-            return Err(invalid(format!("tensor {name} is listed twice")));
-        }
         let Some(dtype) = Dtype::from_name(&dtype) else {
             return Err(Error::UnsupportedDtype {
                 path: path.to_path_buf(),
@@ -91,9 +91,8 @@ pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<ParsedHeader> {
         };
         if needed != end - start {
             return Err(invalid(format!(
-                "tensor {name}: data_offsets [{start}, {end}] hold {} bytes but {dtype} × {:?} needs {needed}",
-                end - start,
-                shape
+                "tensor {name}: data_offsets [{start}, {end}] hold {} bytes but {dtype} × {shape:?} needs {needed}",
+                end - start
             )));
         }
         tensors.push(TensorInfo { name, dtype, shape, file: 0, start, end });

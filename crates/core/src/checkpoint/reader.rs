@@ -179,6 +179,17 @@ impl Checkpoint {
             .ok_or_else(|| Error::TensorNotFound { tensor: name.to_string() })
     }
 
+    /// Asks the kernel to start reading the bytes of every tensor whose name starts with `prefix` (readahead
+    /// of the next layer while the current one computes). Returns at once; failures only cost the readahead.
+    pub fn prefetch(&self, prefix: &str) {
+        const PAGE: usize = 4096;
+        for info in self.tensors.iter().filter(|t| t.name.starts_with(prefix)) {
+            let start = info.start - info.start % PAGE;
+            #[cfg(unix)]
+            let _ = self.files[info.file].mmap.advise_range(memmap2::Advice::WillNeed, start, info.end - start);
+        }
+    }
+
     /// The tensor's bytes, borrowed from the memory map (no copy).
     pub fn view(&self, name: &str) -> Result<TensorView<'_>> {
         let info = self.info(name)?;

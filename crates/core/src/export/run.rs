@@ -72,43 +72,86 @@ struct ErrorSum {
     norm: f64,
 }
 
-struct Exporter<'a> {
+impl ErrorSum {
+    fn add(&mut self, other: &ErrorSum) {
+        self.tensors += other.tensors;
+        self.error += other.error;
+        self.norm += other.norm;
+    }
+}
+
+/// What quantizing needs: the checkpoint (read again from the memory map, in the exact stored values) and
+/// the format. Shared read-only with the thread that quantizes one layer while the next one calibrates.
+struct Quantizer<'a> {
     checkpoint: &'a Checkpoint,
     loader: WeightLoader<'a>,
     format: Box<dyn QuantFormat>,
+}
+
+/// The output being written.
+struct Output {
     writer: CheckpointWriter,
     bytes_written: u64,
     quantized_tensors: usize,
 }
 
-impl Exporter<'_> {
+impl Output {
     fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
         self.bytes_written += data.len() as u64;
         self.writer.add_tensor(name, dtype, shape, data)
     }
 
-    /// Quantizes one weight with the given amaxes and queues `<output>.weight`, scales and `input_scale`.
-    fn write_quantized(
-        &mut self,
-        output: &str,
-        weight: &WeightInput,
-        weight_amax: f32,
-        input_amax: f32,
-        errors: &mut ErrorSum,
-    ) -> Result<()> {
-        let quantized = quantize_one(self.format.as_ref(), output, weight, weight_amax, input_amax, errors)?;
-        self.queue(quantized)
-    }
-
-    /// Queues one quantized linear's tensors for writing.
-    fn queue(&mut self, quantized: QuantizedLinear) -> Result<()> {
+    /// Queues one quantized linear's tensors and its `input_scale`.
+    fn queue(&mut self, format: &dyn QuantFormat, quantized: QuantizedLinear) -> Result<()> {
         for tensor in quantized.weight.tensors {
             self.add(&format!("{}.{}", quantized.output, tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
         }
-        let input_scale = self.format.input_scale(quantized.input_amax);
+        let input_scale = format.input_scale(quantized.input_amax);
         self.add(&format!("{}.input_scale", quantized.output), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
         self.quantized_tensors += 1;
         Ok(())
+    }
+}
+
+/// One layer's quantized linears with the layer's error sums.
+struct QuantizedLayer {
+    layer: usize,
+    linears: Vec<QuantizedLinear>,
+    errors: ErrorSum,
+}
+
+impl Quantizer<'_> {
+    /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded.
+    fn quantize_layer(
+        &self,
+        layer: usize,
+        plan: &ExportPlan,
+        desc: &ModelDescriptor,
+        observers: &Observers,
+    ) -> Result<QuantizedLayer> {
+        let mut errors = ErrorSum::default();
+        let mut linears = Vec::new();
+        let mut amax_cache = HashMap::new();
+        for linear in plan.linears.iter().filter(|l| l.layer == layer) {
+            linears.push(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?);
+        }
+        for experts in plan.experts.iter().filter(|x| x.layer == layer) {
+            let moe = match desc.layers.get(layer).map(|l| &l.mlp) {
+                Some(MlpDescriptor::Moe(moe)) if moe.block == experts.block => moe,
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "layer {layer} of the descriptor has no MoE block {}",
+                        experts.block
+                    )))
+                }
+            };
+            let stats = observers
+                .experts
+                .get(&experts.block)
+                .ok_or_else(|| Error::Internal(format!("no expert statistics were recorded for {}", experts.block)))?;
+            linears.extend(self.quantize_experts(experts, moe, stats, &mut errors)?);
+        }
+        Ok(QuantizedLayer { layer, linears, errors })
     }
 
     /// max |W| of `<module>.weight`.
@@ -122,12 +165,12 @@ impl Exporter<'_> {
     }
 
     fn quantize_linear(
-        &mut self,
+        &self,
         linear: &LinearPlan,
         observers: &Observers,
         cache: &mut HashMap<String, f32>,
         errors: &mut ErrorSum,
-    ) -> Result<()> {
+    ) -> Result<QuantizedLinear> {
         let own = std::slice::from_ref(&linear.module);
         let weight_group = if linear.weight_group.is_empty() { own } else { &linear.weight_group[..] };
         let input_group = if linear.input_group.is_empty() { own } else { &linear.input_group[..] };
@@ -148,30 +191,29 @@ impl Exporter<'_> {
         let view = self.checkpoint.view(&name)?;
         let values = view.to_f32();
         let weight = WeightInput::new(&name, view.dtype, view.shape, &values)?;
-        self.write_quantized(&linear.output, &weight, weight_amax, input_amax, errors)
+        quantize_one(self.format.as_ref(), &linear.output, &weight, weight_amax, input_amax, errors)
     }
 
-    /// Quantizes every expert of a layer, spread over the CPU's cores, then queues the results in order.
+    /// Quantizes every expert of a layer, spread over the CPU's cores, results in expert order.
     fn quantize_experts(
-        &mut self,
+        &self,
         plan: &ExpertPlan,
         moe: &MoeDescriptor,
         stats: &ExpertStats,
         errors: &mut ErrorSum,
-    ) -> Result<()> {
+    ) -> Result<Vec<QuantizedLinear>> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(moe.experts.max(1));
-        let chunk = moe.experts.div_ceil(threads);
-        let this = &*self;
+        let chunk = moe.experts.div_ceil(threads).max(1);
         let results: Vec<Result<(Vec<QuantizedLinear>, ErrorSum)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..moe.experts)
-                .step_by(chunk.max(1))
+                .step_by(chunk)
                 .map(|first| {
                     let experts = first..(first + chunk).min(moe.experts);
                     scope.spawn(move || {
                         let mut sums = ErrorSum::default();
                         let mut out = Vec::new();
                         for e in experts {
-                            out.extend(this.quantize_expert(plan, moe, stats, e, &mut sums)?);
+                            out.extend(self.quantize_expert(plan, moe, stats, e, &mut sums)?);
                         }
                         Ok((out, sums))
                     })
@@ -184,16 +226,13 @@ impl Exporter<'_> {
                 })
                 .collect()
         });
+        let mut linears = Vec::with_capacity(3 * moe.experts);
         for result in results {
-            let (linears, sums) = result?;
-            errors.tensors += sums.tensors;
-            errors.error += sums.error;
-            errors.norm += sums.norm;
-            for linear in linears {
-                self.queue(linear)?;
-            }
+            let (part, sums) = result?;
+            errors.add(&sums);
+            linears.extend(part);
         }
-        Ok(())
+        Ok(linears)
     }
 
     /// Gate, up and down of expert `e`, quantized with the layer's shared input amaxes.
@@ -288,68 +327,82 @@ pub fn quantize_checkpoint(
         input_dir: Some(dir.to_path_buf()),
     };
     let writer = CheckpointWriter::create(target, writer_options)?;
-    let mut exporter = Exporter {
-        checkpoint: &checkpoint,
-        loader: WeightLoader::new(&checkpoint, Device::Cpu),
-        format,
-        writer,
-        bytes_written: 0,
-        quantized_tensors: 0,
-    };
+    let quantizer = Quantizer { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format };
+    let mut output = Output { writer, bytes_written: 0, quantized_tensors: 0 };
 
     let clock = Instant::now();
     for kept in &plan.keep {
         let view = checkpoint.view(&kept.input)?;
-        exporter.add(&kept.output, view.dtype, view.shape, view.data.to_vec())?;
+        output.add(&kept.output, view.dtype, view.shape, view.data.to_vec())?;
     }
     seconds.write += clock.elapsed().as_secs_f64();
 
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
     let layers = stream.layers();
     let mut layer_errors = Vec::with_capacity(layers);
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
-        let clock = Instant::now();
-        let Some(layer) = stream.step()? else { break };
-        seconds.calibrate += clock.elapsed().as_secs_f64();
-        let event = |stage, bytes_written| QuantizeProgress {
-            stage,
-            layer: layer + 1,
-            layers,
-            tokens: stream.tokens,
-            bytes_written,
+    // Layer L is quantized on CPU threads while layer L+1 calibrates; its results are queued for writing
+    // when the next layer is done (in layer order).
+    let quantize_seconds = std::sync::Mutex::new(0.0f64);
+    let tokens = stream.tokens;
+    std::thread::scope(|scope| -> Result<()> {
+        let mut pending: Option<std::thread::ScopedJoinHandle<'_, Result<QuantizedLayer>>> = None;
+        let mut finish = |handle: std::thread::ScopedJoinHandle<'_, Result<QuantizedLayer>>,
+                          output: &mut Output,
+                          progress: &mut dyn FnMut(QuantizeProgress)|
+         -> Result<()> {
+            let done =
+                handle.join().unwrap_or_else(|_| Err(Error::Internal("the quantization thread panicked".into())))?;
+            let clock = Instant::now();
+            for linear in done.linears {
+                output.queue(quantizer.format.as_ref(), linear)?;
+            }
+            seconds.write += clock.elapsed().as_secs_f64();
+            let errors = &done.errors;
+            let relative_mse = if errors.norm > 0.0 { errors.error / errors.norm } else { 0.0 };
+            layer_errors.push(LayerError { layer: done.layer, tensors: errors.tensors, relative_mse });
+            progress(QuantizeProgress {
+                stage: "quantize",
+                layer: done.layer + 1,
+                layers,
+                tokens,
+                bytes_written: output.bytes_written,
+            });
+            Ok(())
         };
-        progress(event("calibrate", exporter.bytes_written));
-
-        let clock = Instant::now();
-        let mut errors = ErrorSum::default();
-        let mut amax_cache = HashMap::new();
-        for linear in plan.linears.iter().filter(|l| l.layer == layer) {
-            exporter.quantize_linear(linear, &stream.observers, &mut amax_cache, &mut errors)?;
-        }
-        for experts in plan.experts.iter().filter(|x| x.layer == layer) {
-            let moe = match desc.layers.get(layer).map(|l| &l.mlp) {
-                Some(MlpDescriptor::Moe(moe)) if moe.block == experts.block => moe,
-                _ => {
-                    return Err(Error::Internal(format!(
-                        "layer {layer} of the descriptor has no MoE block {}",
-                        experts.block
-                    )))
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let clock = Instant::now();
+            let Some(layer) = stream.step()? else { break };
+            seconds.calibrate += clock.elapsed().as_secs_f64();
+            progress(QuantizeProgress {
+                stage: "calibrate",
+                layer: layer + 1,
+                layers,
+                tokens,
+                bytes_written: output.bytes_written,
+            });
+            if let Some(handle) = pending.take() {
+                finish(handle, &mut output, progress)?;
+            }
+            let observers = stream.observers.clone();
+            let (quantizer, quantize_seconds) = (&quantizer, &quantize_seconds);
+            pending = Some(scope.spawn(move || {
+                let clock = Instant::now();
+                let done = quantizer.quantize_layer(layer, plan, desc, &observers);
+                if let Ok(mut total) = quantize_seconds.lock() {
+                    *total += clock.elapsed().as_secs_f64();
                 }
-            };
-            let stats =
-                stream.observers.experts.get(&experts.block).cloned().ok_or_else(|| {
-                    Error::Internal(format!("no expert statistics were recorded for {}", experts.block))
-                })?;
-            exporter.quantize_experts(experts, moe, &stats, &mut errors)?;
+                done
+            }));
         }
-        let relative_mse = if errors.norm > 0.0 { errors.error / errors.norm } else { 0.0 };
-        layer_errors.push(LayerError { layer, tensors: errors.tensors, relative_mse });
-        seconds.quantize += clock.elapsed().as_secs_f64();
-        progress(event("quantize", exporter.bytes_written));
-    }
+        match pending.take() {
+            Some(handle) => finish(handle, &mut output, progress),
+            None => Ok(()),
+        }
+    })?;
+    seconds.quantize = quantize_seconds.into_inner().unwrap_or_default();
 
     let clock = Instant::now();
     progress(QuantizeProgress {
@@ -357,15 +410,15 @@ pub fn quantize_checkpoint(
         layer: layers,
         layers,
         tokens: stream.tokens,
-        bytes_written: exporter.bytes_written,
+        bytes_written: output.bytes_written,
     });
     for (name, text) in &plan.files {
-        exporter.writer.write_file(name, text.as_bytes())?;
+        output.writer.write_file(name, text.as_bytes())?;
     }
     for name in &plan.copy {
-        exporter.writer.copy_file(&dir.join(name), name)?;
+        output.writer.copy_file(&dir.join(name), name)?;
     }
-    let Exporter { writer, quantized_tensors, .. } = exporter;
+    let Output { writer, quantized_tensors, .. } = output;
     let summary = writer.finish()?;
     seconds.write += clock.elapsed().as_secs_f64();
     seconds.total = started.elapsed().as_secs_f64();

@@ -10,7 +10,9 @@ pub mod e4m3;
 mod fp8;
 mod nvfp4;
 
-pub use dequant::{dequantize, dequantize_fp8, dequantize_nvfp4, dequantize_stored, stored_quantization, StoredQuantization};
+pub use dequant::{
+    dequantize, dequantize_fp8, dequantize_nvfp4, dequantize_stored, stored_quantization, StoredQuantization,
+};
 pub use fp8::Fp8;
 pub use nvfp4::Nvfp4;
 

@@ -12,9 +12,9 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/quant.ptx"));
-/// The name candle caches the loaded module under (one per device).
-const MODULE: &str = "moe_quant_core::kernels::quant";
+/// `quant.cu` for any GPU since Ampere, and for compute capability 8.9+ (hardware E4M3 conversion).
+const PTX_SM80: &str = include_str!(concat!(env!("OUT_DIR"), "/quant.sm80.ptx"));
+const PTX_SM89: &str = include_str!(concat!(env!("OUT_DIR"), "/quant.sm89.ptx"));
 const THREADS: u32 = 256;
 /// Resident blocks of `THREADS` per multiprocessor that a grid-stride launch aims for (2048 threads per SM).
 const BLOCKS_PER_SM: u32 = 8;
@@ -92,9 +92,17 @@ fn device_of<'a>(xs: &'a Tensor, op: &str) -> Result<&'a CudaDevice> {
     }
 }
 
-/// The kernel `name`, loading the module on this device the first time (candle caches it).
+/// The kernel `name`, loading the module on this device the first time (candle caches it by module name).
+/// `MOE_QUANT_CUDA_PTX=sm80` forces the portable module (to test it on newer GPUs).
 fn function(device: &CudaDevice, name: &str) -> Result<CudaFunction> {
-    Ok(device.get_or_load_custom_func(name, MODULE, PTX)?.into_cuda_function())
+    let (major, minor) = device.cuda_stream().context().compute_capability().w()?;
+    let portable = std::env::var("MOE_QUANT_CUDA_PTX").is_ok_and(|v| v == "sm80");
+    let (module, ptx) = if (major, minor) >= (8, 9) && !portable {
+        ("moe_quant_core::kernels::quant::sm89", PTX_SM89)
+    } else {
+        ("moe_quant_core::kernels::quant::sm80", PTX_SM80)
+    };
+    Ok(device.get_or_load_custom_func(name, module, ptx)?.into_cuda_function())
 }
 
 /// Grid-stride launch over `work` items per row of `rows` (blockIdx.y), enough blocks to fill the GPU.
@@ -279,7 +287,7 @@ pub(super) fn split_gate_up(gate_up: &Tensor) -> Result<(Tensor, Tensor)> {
                     Ok(())
                 })?;
             }
-            Ok((wrap(gate, &device, half_dims), wrap(up, &device, half_dims)))
+            Ok((wrap(gate, &device, &half_dims), wrap(up, &device, &half_dims)))
         }};
     }
     match gate_up.dtype() {
@@ -299,8 +307,8 @@ pub(super) fn split_gate_up_transposed(gate_up: &Tensor, interleaved: bool) -> R
     let too_large = || Error::Internal("kernels::split_gate_up_transposed: dimensions too large".into());
     let config = LaunchConfig {
         grid_dim: (
-            u32::try_from(hidden.div_ceil(32)).map_err(|_| too_large())?,
-            u32::try_from(two_i.div_ceil(32)).map_err(|_| too_large())?,
+            u32::try_from(hidden.div_ceil(64)).map_err(|_| too_large())?,
+            u32::try_from(two_i.div_ceil(64)).map_err(|_| too_large())?,
             u32::try_from(experts).map_err(|_| too_large())?,
         ),
         block_dim: (32, 8, 1),
@@ -332,7 +340,7 @@ pub(super) fn split_gate_up_transposed(gate_up: &Tensor, interleaved: bool) -> R
                     Ok(())
                 })?;
             }
-            Ok((wrap(gate, &device, half_dims), wrap(up, &device, half_dims)))
+            Ok((wrap(gate, &device, &half_dims), wrap(up, &device, &half_dims)))
         }};
     }
     match gate_up.dtype() {

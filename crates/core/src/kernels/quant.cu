@@ -1,11 +1,14 @@
 // moe-quant's CUDA kernels: amax reductions, FP8 (E4M3) and NVFP4 (E2M1 + E4M3 block scales) quantization and
-// the split of fused gate/up expert tensors. Compiled to PTX by crates/core/build.rs and loaded by
-// crates/core/src/kernels/cuda.rs.
+// the split of fused gate/up expert tensors. Compiled to PTX by crates/core/build.rs twice: for compute_80
+// (any GPU since Ampere) and for compute_89 (Ada, Hopper: E4M3 conversion in hardware); loaded by
+// crates/core/src/kernels/cuda.rs, which picks the variant by the device's compute capability.
 //
-// Every result must equal the CPU quantizers' bytes (crates/core/src/formats/), which match ModelOpt's: so the
-// E4M3 / E2M1 / bf16 roundings are written out in integer arithmetic here (candle's own F8E4M3 casts are wrong
-// on CUDA), and each f32 product and quotient uses an explicitly rounded intrinsic (__fmul_rn, __fdiv_rn) so no
-// flag (--use_fast_math, FMA contraction) can change a bit.
+// Every result must equal the CPU quantizers' bytes (crates/core/src/formats/), which match ModelOpt's. So:
+// - each f32 product and quotient uses an explicitly rounded intrinsic (__fmul_rn, __fdiv_rn, __fmaf_rn), so
+//   no flag (--use_fast_math, FMA contraction) can change a bit;
+// - divisions by a scale take a fast exact path (see fast_div) where its proof holds, __fdiv_rn elsewhere;
+// - E4M3 uses `cvt.rn.satfinite.e4m3x2.f32` on sm_89+ (round to nearest even, saturating, as the CPU), and an
+//   integer encoding elsewhere (candle's own F8E4M3 casts are wrong on CUDA); E2M1 is computed here.
 //
 // Layout conventions: inputs are contiguous and 16-byte aligned (the launcher copies anything else), element
 // counts are in elements; a "group" is 16 consecutive elements, the unit one thread loads with 16-byte vectors
@@ -19,12 +22,19 @@
 
 #define GROUP 16
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define HAVE_E4M3_CVT 1
+#else
+#define HAVE_E4M3_CVT 0
+#endif
+
 // ---------------------------------------------------------------------------------------------------------------
 // Scalar conversions (mirrors of formats/e4m3.rs and formats/e2m1.rs)
 // ---------------------------------------------------------------------------------------------------------------
 
-// f32 → E4M3 ("fn": bias 7, max 448, 0x7F NaN): saturating, round to nearest even, sign kept, NaN → 0x7F | sign.
-__device__ __forceinline__ uint32_t f32_to_e4m3(float value) {
+// f32 → E4M3 ("fn": bias 7, max 448, 0x7F NaN) in integer arithmetic: saturating, round to nearest even, sign
+// kept, NaN → 0x7F | sign.
+__device__ __forceinline__ uint32_t f32_to_e4m3_soft(float value) {
     const uint32_t bits = __float_as_uint(value);
     const uint32_t sign = (bits >> 24) & 0x80u;
     const float magnitude = __uint_as_float(bits & 0x7FFFFFFFu);
@@ -38,6 +48,21 @@ __device__ __forceinline__ uint32_t f32_to_e4m3(float value) {
     uint32_t code = clamped < 0.015625f ? subnormal : normal;
     code = magnitude != magnitude ? 0x7Fu : code;
     return sign | code;
+}
+
+// Two values → two E4M3 bytes, `lo` in bits 0-7 and `hi` in bits 8-15.
+__device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
+#if HAVE_E4M3_CVT
+    unsigned short pair;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(hi), "f"(lo));
+    return pair;
+#else
+    return f32_to_e4m3_soft(lo) | (f32_to_e4m3_soft(hi) << 8);
+#endif
+}
+
+__device__ __forceinline__ uint32_t f32_to_e4m3(float value) {
+    return e4m3x2(value, 0.0f) & 0xFFu;
 }
 
 // E4M3 → f32, exact.
@@ -56,31 +81,60 @@ __device__ __forceinline__ float e4m3_to_f32(uint32_t byte) {
     return __uint_as_float(__float_as_uint(magnitude) | sign);
 }
 
-// The E2M1 code of a value already divided by its block scale: grid index rounded to nearest, ties to the even
-// index, saturating at 6; bit 3 set for every value below zero (-0.0 gives 0, -0.1 gives 0x8).
+// The E2M1 code of a value already divided by its block scale: the grid {0, .5, 1, 1.5, 2, 3, 4, 6} index,
+// rounded to nearest with ties to the even index, saturating at 6; bit 3 set for every value below zero (-0.0
+// gives 0, -0.1 gives 0x8). The grid steps by 0.5 below 2, by 1 in [2, 4) and by 2 in [4, 6]: adding
+// M = 2^22, 2^23 or 2^24 (whose ulp is that step) rounds to the grid with the f32 adder's ties-to-even, and the
+// even multiples of each step are exactly the even indices.
 __device__ __forceinline__ uint32_t e2m1_code(float value) {
-    const uint32_t sign = value < 0.0f ? 0x8u : 0x0u;
-    const float a = fabsf(value);
-    const uint32_t index = (uint32_t)(a > 0.25f) + (uint32_t)(a >= 0.75f) + (uint32_t)(a > 1.25f) +
-                           (uint32_t)(a >= 1.75f) + (uint32_t)(a > 2.5f) + (uint32_t)(a >= 3.5f) +
-                           (uint32_t)(a > 5.0f);
-    return index | sign;
-}
-
-// f32 → nearest bf16 (ties to even), returned as f32. Inputs are never NaN here (weights are checked finite
-// and the scale is positive), so plain integer rounding is exact; overflow rounds to infinity as in `half`.
-__device__ __forceinline__ float round_to_bf16(float value) {
-    uint32_t bits = __float_as_uint(value);
-    bits += 0x7FFFu + ((bits >> 16) & 1u);
-    return __uint_as_float(bits & 0xFFFF0000u);
-}
-
-__device__ __forceinline__ float round_to_f16(float value) {
-    return __half2float(__float2half_rn(value));
+    const float a = fminf(fabsf(value), 6.0f);
+    const uint32_t exponent = max(__float_as_uint(a) >> 23, 127u);  // 127 for a < 2, 128, 129
+    const uint32_t magic = (exponent + 22u) << 23;                    // 2^22, 2^23, 2^24
+    const uint32_t steps = __float_as_uint(__fadd_rn(a, __uint_as_float(magic))) - magic;
+    const uint32_t index = steps + 2u * (exponent - 127u);
+    return index | (value < 0.0f ? 0x8u : 0x0u);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Loading 16 elements (one group) as f32, with 16-byte loads
+// Division by a scale
+// ---------------------------------------------------------------------------------------------------------------
+
+// a / b correctly rounded, from y = RN(1/b) (Markstein's correction: q0 = RN(a·y) is within about an ulp, the
+// remainder a − b·q0 is exact in an FMA, and RN(q0 + r·y) = RN(a/b)). It holds without underflow or overflow
+// anywhere, which FAST_MIN/FAST_MAX guarantee: b and every nonzero |a| in [2^-60, 2^60] keep a/b, y and the
+// remainder (≈ a·2^-24) normal. Zeros give +0 here; callers that need the sign of a zero restore it.
+// (Checked against __fdiv_rn on 4·10^8 random pairs, and byte for byte in tests/kernels_cuda.rs.)
+#define FAST_MIN 0x1p-60f
+#define FAST_MAX 0x1p60f
+
+__device__ __forceinline__ float fast_div(float a, float b, float y) {
+    const float q0 = __fmul_rn(a, y);
+    const float r = __fmaf_rn(-q0, b, a);
+    return __fmaf_rn(r, y, q0);
+}
+
+__device__ __forceinline__ bool fast_divisor(float b) {
+    return b >= FAST_MIN && b <= FAST_MAX;
+}
+
+// Tracks max |a| and the smallest nonzero |a| (as doubled bits minus one, so that zeros wrap to the maximum).
+struct Range {
+    float max_abs;
+    uint32_t min_nonzero;
+    __device__ __forceinline__ Range() : max_abs(0.0f), min_nonzero(0xFFFFFFFFu) {}
+    __device__ __forceinline__ void add(float a) {
+        max_abs = fmaxf(max_abs, fabsf(a));
+        min_nonzero = min(min_nonzero, (__float_as_uint(a) << 1) - 1u);
+    }
+    // Every nonzero |a| in [FAST_MIN, FAST_MAX] (NaN fails).
+    __device__ __forceinline__ bool fast() const {
+        return max_abs <= FAST_MAX &&
+               (min_nonzero == 0xFFFFFFFFu || min_nonzero + 1u >= (__float_as_uint(FAST_MIN) << 1));
+    }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sources: loading 16 elements (one group) as f32 with 16-byte loads, and rounding quotients to the source dtype
 // ---------------------------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ void unpack_bf16x2(uint32_t word, float* out) {
@@ -105,7 +159,13 @@ struct Bf16 {
     __device__ __forceinline__ static float load_one(const storage* src) {
         return __uint_as_float((uint32_t)src[0] << 16);
     }
-    __device__ __forceinline__ static float round_quotient(float q) { return round_to_bf16(q); }
+    // Rounds a pair to bf16 (nearest even; one cvt.rn.bf16x2.f32, sm_80+).
+    __device__ __forceinline__ static void round_pair(float& lo, float& hi) {
+        uint32_t packed;
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+        unpack_bf16x2(packed, &lo);
+        hi = __uint_as_float(packed & 0xFFFF0000u);
+    }
 };
 
 struct F16 {
@@ -120,7 +180,10 @@ struct F16 {
     __device__ __forceinline__ static float load_one(const storage* src) {
         return __half2float(__ushort_as_half(src[0]));
     }
-    __device__ __forceinline__ static float round_quotient(float q) { return round_to_f16(q); }
+    __device__ __forceinline__ static void round_pair(float& lo, float& hi) {
+        lo = __half2float(__float2half_rn(lo));
+        hi = __half2float(__float2half_rn(hi));
+    }
 };
 
 struct F32 {
@@ -134,7 +197,7 @@ struct F32 {
         }
     }
     __device__ __forceinline__ static float load_one(const storage* src) { return src[0]; }
-    __device__ __forceinline__ static float round_quotient(float q) { return q; }
+    __device__ __forceinline__ static void round_pair(float&, float&) {}
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -205,32 +268,50 @@ __device__ __forceinline__ void amax_groups(const typename T::storage* x, float*
 // ---------------------------------------------------------------------------------------------------------------
 
 template <typename T>
+__device__ __forceinline__ uint32_t fp8_encode_one(float value, float scale) {
+    float q = __fdiv_rn(value, scale);
+    float unused = 0.0f;
+    T::round_pair(q, unused);
+    return f32_to_e4m3(q);
+}
+
+template <typename T>
 __device__ __forceinline__ void fp8_quantize(const typename T::storage* x, uint8_t* y, const float* scales,
                                              uint64_t per_expert, int vectorized) {
     const uint64_t base = (uint64_t)blockIdx.y * per_expert;
     const typename T::storage* src = x + base;
     uint8_t* dst = y + base;
     const float scale = scales[blockIdx.y];
+    const float recip = __frcp_rn(scale);
+    const bool fast_scale = fast_divisor(scale);
     const uint64_t groups = vectorized ? per_expert / GROUP : 0;
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     for (uint64_t g = first; g < groups; g += stride) {
         float v[GROUP];
         T::load_group(src + g * GROUP, v);
+        Range range;
+#pragma unroll
+        for (int i = 0; i < GROUP; ++i) range.add(v[i]);
+        float q[GROUP];
+        if (fast_scale && range.fast()) {
+#pragma unroll
+            for (int i = 0; i < GROUP; ++i) q[i] = copysignf(fast_div(v[i], scale, recip), v[i]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < GROUP; ++i) q[i] = __fdiv_rn(v[i], scale);
+        }
         uint32_t packed[4];
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
-            uint32_t word = 0;
-#pragma unroll
-            for (int b = 0; b < 4; ++b) {
-                word |= f32_to_e4m3(T::round_quotient(__fdiv_rn(v[4 * w + b], scale))) << (8 * b);
-            }
-            packed[w] = word;
+            T::round_pair(q[4 * w + 0], q[4 * w + 1]);
+            T::round_pair(q[4 * w + 2], q[4 * w + 3]);
+            packed[w] = e4m3x2(q[4 * w + 0], q[4 * w + 1]) | (e4m3x2(q[4 * w + 2], q[4 * w + 3]) << 16);
         }
         reinterpret_cast<uint4*>(dst)[g] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
     }
     for (uint64_t i = groups * GROUP + first; i < per_expert; i += stride) {
-        dst[i] = (uint8_t)f32_to_e4m3(T::round_quotient(__fdiv_rn(T::load_one(src + i), scale)));
+        dst[i] = (uint8_t)fp8_encode_one<T>(T::load_one(src + i), scale);
     }
 }
 
@@ -251,20 +332,30 @@ __device__ __forceinline__ void nvfp4_quantize(const typename T::storage* x, uin
         const uint64_t group = first_group + g;
         float v[GROUP];
         T::load_group(x + group * GROUP, v);
-        float block_amax = 0.0f;
+        Range range;
 #pragma unroll
-        for (int i = 0; i < GROUP; ++i) block_amax = fmaxf(block_amax, fabsf(v[i]));
-        float s = __fdiv_rn(block_amax, block_divisor);
+        for (int i = 0; i < GROUP; ++i) range.add(v[i]);
+        float s = __fdiv_rn(range.max_abs, block_divisor);
         s = s == 0.0f ? 1.0f : s;
         s = fminf(fmaxf(s, 1.0f / 512.0f), 448.0f);
         const uint32_t scale_byte = f32_to_e4m3(s);
         const float divisor = __fmul_rn(e4m3_to_f32(scale_byte), scale_2);
+        float q[GROUP];
+        // The sign of a zero quotient does not matter here: E2M1 gives -0.0 the code of +0.0.
+        if (fast_divisor(divisor) && range.fast()) {
+            const float recip = __frcp_rn(divisor);
+#pragma unroll
+            for (int i = 0; i < GROUP; ++i) q[i] = fast_div(v[i], divisor, recip);
+        } else {
+#pragma unroll
+            for (int i = 0; i < GROUP; ++i) q[i] = __fdiv_rn(v[i], divisor);
+        }
         uint32_t words[2];
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
             uint32_t word = 0;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) word |= e2m1_code(__fdiv_rn(v[8 * w + i], divisor)) << (4 * i);
+            for (int i = 0; i < 8; ++i) word |= e2m1_code(q[8 * w + i]) << (4 * i);
             words[w] = word;
         }
         reinterpret_cast<uint2*>(packed)[group] = make_uint2(words[0], words[1]);
@@ -290,43 +381,56 @@ extern "C" __global__ void split_gate_up(const uint8_t* src, uint8_t* gate, uint
         const uint4* s = reinterpret_cast<const uint4*>(from);
         uint4* d = reinterpret_cast<uint4*>(to);
         const uint64_t vectors = chunk_bytes / 16;
-        // Two independent 16-byte loads in flight per thread before the first store.
+        // Four independent 16-byte loads in flight per thread before the first store.
         uint64_t i = first;
-        for (; i + stride < vectors; i += 2 * stride) {
+        for (; i + 3 * stride < vectors; i += 4 * stride) {
             const uint4 a = __ldg(s + i);
             const uint4 b = __ldg(s + i + stride);
-            d[i] = a;
-            d[i + stride] = b;
+            const uint4 c = __ldg(s + i + 2 * stride);
+            const uint4 e = __ldg(s + i + 3 * stride);
+            __stcs(d + i, a);
+            __stcs(d + i + stride, b);
+            __stcs(d + i + 2 * stride, c);
+            __stcs(d + i + 3 * stride, e);
         }
-        if (i < vectors) d[i] = __ldg(s + i);
+        for (; i < vectors; i += stride) __stcs(d + i, __ldg(s + i));
     } else {
         for (uint64_t i = first; i < chunk_bytes; i += stride) to[i] = from[i];
     }
 }
 
 // [E, H, 2I] (transposed layouts) → gate [E, I, H], up [E, I, H]: column c of expert e's [H, 2I] matrix becomes row
-// j of gate (c = j, or c = 2j when interleaved) or of up (c = I + j, or 2j + 1). Tiles of 32×32 through shared
-// memory, so reads and writes are both coalesced. Grid: x over H / 32 tiles, y over 2I / 32 tiles, z = E.
-template <typename E>
+// j of gate (c = j, or c = 2j when interleaved) or of up (c = I + j, or 2j + 1). Tiles of 64 (h) × 64 (c) through
+// shared memory, moved as pairs of elements (4 or 8 bytes) so a warp reads and writes 128- or 256-byte runs.
+// Grid: x over H / 64, y over 2I / 64, z = E; block 32 × 8.
+template <typename E, typename Pair>
 __device__ __forceinline__ void split_gate_up_transposed(const E* src, E* gate, E* up, uint32_t hidden,
                                                          uint32_t inter, int interleaved) {
-    __shared__ E tile[32][33];
+    __shared__ E tile[64][65];
     const uint32_t two_i = 2 * inter;
     const uint64_t expert = blockIdx.z;
     const E* in = src + expert * (uint64_t)hidden * two_i;
-    const uint32_t h0 = blockIdx.x * 32;
-    const uint32_t c0 = blockIdx.y * 32;
-    // Read rows h0..h0+31, columns c0..c0+31 of [H, 2I]; threadIdx.x walks columns.
-    for (uint32_t r = threadIdx.y; r < 32; r += blockDim.y) {
+    const uint32_t h0 = blockIdx.x * 64;
+    const uint32_t c0 = blockIdx.y * 64;
+    // Read rows h0..h0+63, columns c0..c0+63 of [H, 2I]; thread x reads columns c0+2x, c0+2x+1.
+    for (uint32_t r = threadIdx.y; r < 64; r += blockDim.y) {
         const uint32_t h = h0 + r;
-        const uint32_t c = c0 + threadIdx.x;
-        if (h < hidden && c < two_i) tile[r][threadIdx.x] = in[(uint64_t)h * two_i + c];
+        const uint32_t c = c0 + 2 * threadIdx.x;
+        if (h >= hidden) continue;
+        if (c + 1 < two_i) {  // 2I is even, so pairs never straddle a row
+            const Pair p = *reinterpret_cast<const Pair*>(in + (uint64_t)h * two_i + c);
+            tile[r][2 * threadIdx.x] = p.x;
+            tile[r][2 * threadIdx.x + 1] = p.y;
+        } else if (c < two_i) {
+            tile[r][2 * threadIdx.x] = in[(uint64_t)h * two_i + c];
+        }
     }
     __syncthreads();
-    // Write: for column c (one output row), threadIdx.x walks h.
-    for (uint32_t r = threadIdx.y; r < 32; r += blockDim.y) {
+    // Write: for column c (one output row), thread x writes h0+2x, h0+2x+1.
+    const bool pairs_out = (hidden % 2 == 0);
+    for (uint32_t r = threadIdx.y; r < 64; r += blockDim.y) {
         const uint32_t c = c0 + r;
-        const uint32_t h = h0 + threadIdx.x;
+        const uint32_t h = h0 + 2 * threadIdx.x;
         if (c >= two_i || h >= hidden) continue;
         uint32_t row;
         E* out;
@@ -337,7 +441,16 @@ __device__ __forceinline__ void split_gate_up_transposed(const E* src, E* gate, 
             row = c < inter ? c : c - inter;
             out = c < inter ? gate : up;
         }
-        out[(expert * inter + row) * (uint64_t)hidden + h] = tile[threadIdx.x][r];
+        E* dst = out + (expert * inter + row) * (uint64_t)hidden + h;
+        if (pairs_out && h + 1 < hidden) {
+            Pair p;
+            p.x = tile[2 * threadIdx.x][r];
+            p.y = tile[2 * threadIdx.x + 1][r];
+            *reinterpret_cast<Pair*>(dst) = p;
+        } else {
+            dst[0] = tile[2 * threadIdx.x][r];
+            if (h + 1 < hidden) dst[1] = tile[2 * threadIdx.x + 1][r];
+        }
     }
 }
 
@@ -366,12 +479,14 @@ __device__ __forceinline__ void split_gate_up_transposed(const E* src, E* gate, 
 
 FOR_EACH_SOURCE(ENTRY_POINTS)
 
+struct __align__(4) U16x2 { uint16_t x, y; };
+
 extern "C" __global__ void split_gate_up_transposed_b16(const uint16_t* src, uint16_t* gate, uint16_t* up,
                                                         uint32_t hidden, uint32_t inter, int interleaved) {
-    split_gate_up_transposed<uint16_t>(src, gate, up, hidden, inter, interleaved);
+    split_gate_up_transposed<uint16_t, U16x2>(src, gate, up, hidden, inter, interleaved);
 }
 
 extern "C" __global__ void split_gate_up_transposed_b32(const uint32_t* src, uint32_t* gate, uint32_t* up,
                                                         uint32_t hidden, uint32_t inter, int interleaved) {
-    split_gate_up_transposed<uint32_t>(src, gate, up, hidden, inter, interleaved);
+    split_gate_up_transposed<uint32_t, uint2>(src, gate, up, hidden, inter, interleaved);
 }

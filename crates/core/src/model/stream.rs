@@ -76,7 +76,12 @@ impl<'a> LayerStream<'a> {
         let loader = WeightLoader::with_dtype(checkpoint, device.clone(), compute.dtype);
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
-                return Err(Error::Internal(format!("batch {i}: {} ids for {}×{}", batch.ids.len(), batch.rows, batch.seq_len)));
+                return Err(Error::Internal(format!(
+                    "batch {i}: {} ids for {}×{}",
+                    batch.ids.len(),
+                    batch.rows,
+                    batch.seq_len
+                )));
             }
             if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= desc.vocab_size) {
                 return Err(Error::Internal(format!(
@@ -118,6 +123,13 @@ impl<'a> LayerStream<'a> {
     /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
     pub fn step(&mut self) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
+        if let Some(next) = self.desc.layers.get(self.next_layer + 1) {
+            // Read the next layer from disk while this one computes.
+            let marker = format!("layers.{}.", next.index);
+            if let Some(at) = next.input_norm.find(&marker) {
+                self.loader.checkpoint.prefetch(&next.input_norm[..at + marker.len()]);
+            }
+        }
         let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;
         layer.observe_weights(&mut self.observers)?;
         for xs in self.hidden.iter_mut() {

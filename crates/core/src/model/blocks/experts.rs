@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 
 use super::linear::Linear;
 use super::mlp::Mlp;
-use super::ops::{abs_max, sigmoid};
+use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
 use crate::calib::observers::Observers;
 use crate::error::Result;
@@ -47,10 +47,17 @@ impl MoeBlock {
     pub fn observe_weights(&self, observers: &mut Observers) -> Result<()> {
         let inter = self.desc.intermediate;
         let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
-        for (e, weights) in self.experts.iter().enumerate() {
-            stats.gate_amax[e] = abs_max(&weights.gate_up.narrow(0, 0, inter)?)?;
-            stats.up_amax[e] = abs_max(&weights.gate_up.narrow(0, inter, inter)?)?;
-            stats.down_amax[e] = abs_max(&weights.down)?;
+        // Reduced on the device and read back at once: one synchronisation per layer, not three per expert.
+        let mut maxima = Vec::with_capacity(3 * self.experts.len());
+        for weights in &self.experts {
+            maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, 0, inter)?)?);
+            maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, inter, inter)?)?);
+            maxima.push(abs_max_on_device(&weights.down)?);
+        }
+        for (e, amax) in read_scalars(&maxima)?.chunks_exact(3).enumerate() {
+            stats.gate_amax[e] = amax[0];
+            stats.up_amax[e] = amax[1];
+            stats.down_amax[e] = amax[2];
         }
         Ok(())
     }
@@ -94,15 +101,20 @@ impl MoeBlock {
         let device = flat.device().clone();
         observers.record_input(&[&self.router.name], &flat)?;
         let logits = self.router.forward(&flat)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let routing = route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
+        let routing =
+            route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
         let per_expert = group_by_expert(&routing, self.desc.experts);
         // Llama4 scales the expert input by the routing weight instead of the output.
         let scale_input = self.desc.router.kind == RouterKind::TopkSigmoid;
 
         // Routed outputs accumulate in f32 whatever the compute dtype.
         let mut out = Tensor::zeros((tokens, hidden_size), DType::F32, &device)?;
-        let mut gate_up_amax = if scale_input { 0.0f32 } else { abs_max(&flat)? };
-        let mut down_amax = 0.0f32;
+        // Maxima stay on the device until the end of the block: no synchronisation inside the expert loop.
+        let mut gate_up_maxima = Vec::new();
+        if !scale_input {
+            gate_up_maxima.push(abs_max_on_device(&flat)?);
+        }
+        let mut down_maxima = Vec::with_capacity(self.desc.experts);
         let mut counts = vec![0u64; self.desc.experts];
         for (e, (token_ids, weights)) in per_expert.iter().enumerate() {
             if token_ids.is_empty() {
@@ -114,10 +126,10 @@ impl MoeBlock {
             let mut routed = flat.index_select(&index, 0)?;
             if scale_input {
                 routed = routed.broadcast_mul(&weight)?;
-                gate_up_amax = gate_up_amax.max(abs_max(&routed)?);
+                gate_up_maxima.push(abs_max_on_device(&routed)?);
             }
             let hidden = self.hidden(&self.experts[e], &routed)?;
-            down_amax = down_amax.max(abs_max(&hidden)?);
+            down_maxima.push(abs_max_on_device(&hidden)?);
             let mut ys = self.expert_output(&self.experts[e], &hidden)?;
             if !scale_input {
                 ys = ys.broadcast_mul(&weight)?;
@@ -126,10 +138,13 @@ impl MoeBlock {
         }
         if self.all_experts_stats {
             for weights in &self.experts {
-                down_amax = down_amax.max(abs_max(&self.hidden(weights, &flat)?)?);
+                down_maxima.push(abs_max_on_device(&self.hidden(weights, &flat)?)?);
             }
-            gate_up_amax = gate_up_amax.max(abs_max(&flat)?);
+            gate_up_maxima.push(abs_max_on_device(&flat)?);
         }
+        let fold = |values: Vec<f32>| values.into_iter().fold(0.0f32, f32::max);
+        let gate_up_amax = fold(read_scalars(&gate_up_maxima)?);
+        let down_amax = fold(read_scalars(&down_maxima)?);
         let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
         stats.gate_up_input_amax = stats.gate_up_input_amax.max(gate_up_amax);
         stats.down_input_amax = stats.down_input_amax.max(down_amax);

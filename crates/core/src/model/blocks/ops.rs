@@ -25,6 +25,19 @@ pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(mask, (len, len), device)?)
 }
 
+/// max |x| over the whole tensor, as a 0-d f32 tensor left on the device (no host synchronisation).
+pub fn abs_max_on_device(xs: &Tensor) -> Result<Tensor> {
+    Ok(xs.abs()?.flatten_all()?.max_all()?.to_dtype(DType::F32)?)
+}
+
+/// The values of 0-d tensors gathered on the device and read back with one copy.
+pub fn read_scalars(values: &[Tensor]) -> Result<Vec<f32>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(Tensor::stack(values, 0)?.to_vec1::<f32>()?)
+}
+
 /// max |x| over the whole tensor.
 pub fn abs_max(xs: &Tensor) -> Result<f32> {
     Ok(xs.abs()?.flatten_all()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?)

@@ -31,9 +31,16 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// Routes every token. `logits` is `[T, E]` row-major; `correction_bias` is DeepSeek-V3's `[E]` bias.
-pub fn route(desc: &RouterDescriptor, logits: &[f32], experts: usize, k: usize, correction_bias: Option<&[f32]>) -> Routing {
+pub fn route(
+    desc: &RouterDescriptor,
+    logits: &[f32],
+    experts: usize,
+    k: usize,
+    correction_bias: Option<&[f32]>,
+) -> Routing {
     let tokens = logits.len() / experts;
-    let mut routing = Routing { top_k: k, experts: Vec::with_capacity(tokens * k), weights: Vec::with_capacity(tokens * k) };
+    let mut routing =
+        Routing { top_k: k, experts: Vec::with_capacity(tokens * k), weights: Vec::with_capacity(tokens * k) };
     for row in logits.chunks_exact(experts) {
         let (chosen, mut weights): (Vec<usize>, Vec<f32>) = match desc.kind {
             RouterKind::SoftmaxTopk | RouterKind::SoftmaxTopkNorm => {
