@@ -8,7 +8,6 @@ Regenerate (from the repository root):
     python -m venv .venv-tools && .venv-tools/bin/pip install torch nvidia-modelopt==0.47.0 safetensors \
         && .venv-tools/bin/python tools/make_format_vectors.py
 
-(on the project's dev machine the venv already exists: /opt/tools-venv/bin/python tools/make_format_vectors.py).
 Deterministic (fixed seeds), CPU only, a few seconds. It rewrites the two files and nothing else.
 
 The oracle is the code path that writes ModelOpt's unified HF checkpoints: each case builds a one-layer model,

@@ -27,7 +27,7 @@ for module, wheel in wanted.items():
         print(" ".join(os.path.join(sys.argv[1], f) for f in files if f.lower().startswith(wheel.lower() + "-")))
 PY
 if [ -s "$work/missing.txt" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $(cat "$work/missing.txt") && export PYTHONPATH=/tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" $(cat "$work/missing.txt") && export PYTHONPATH="$work/site"
   log "installed: $(tr '\n' ' ' <"$work/missing.txt" | xargs -n1 basename | tr '\n' ' ')"
 fi
 export LD_LIBRARY_PATH=$("$here/cuda-libs.sh")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
