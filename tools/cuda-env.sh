@@ -18,12 +18,16 @@
 #             GPU machine; no file named libcuda.so.1 exists here, so the stub can never be loaded by mistake.
 #
 # Then it exports CUDA_ROOT/CUDA_PATH/CUDA_HOME, PATH, LIBRARY_PATH, LD_LIBRARY_PATH, CUDA_COMPUTE_CAP=80 and
-# CUDARC_CUDA_VERSION=13000. Override the wheels' folder with MOE_QUANT_CUDA_WHEELS.
+# CUDARC_CUDA_VERSION=13000. The wheels are found through MOE_QUANT_CUDA_PYTHON (a Python whose pip installed
+# them, default python3) or given directly with MOE_QUANT_CUDA_WHEELS.
 
 moe_quant_cuda_env() {
   local repo wheels toolkit nvvm_version marker cudarc_sys f
   repo=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
-  wheels=${MOE_QUANT_CUDA_WHEELS:-/opt/cuda-venv/lib/python3.11/site-packages/nvidia/cu13}
+  # The wheels' folder: MOE_QUANT_CUDA_WHEELS, else nvidia/cu13 of the Python that has them
+  # (MOE_QUANT_CUDA_PYTHON, default python3).
+  wheels=${MOE_QUANT_CUDA_WHEELS:-$("${MOE_QUANT_CUDA_PYTHON:-python3}" -c \
+    'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))' 2>/dev/null)}
   toolkit=${MOE_QUANT_CUDA_TOOLKIT:-$repo/target/cuda-toolkit}
   nvvm_version=13.0.88
   marker=$toolkit/.complete-$nvvm_version-2
