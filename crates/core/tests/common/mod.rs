@@ -4,6 +4,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod forward;
+
 use std::path::Path;
 
 use moe_quant_core::{Dtype, Error};
