@@ -18,22 +18,29 @@
 #             GPU machine; no file named libcuda.so.1 exists here, so the stub can never be loaded by mistake.
 #
 # Then it exports CUDA_ROOT/CUDA_PATH/CUDA_HOME, PATH, LIBRARY_PATH, LD_LIBRARY_PATH, CUDA_COMPUTE_CAP=80 and
-# CUDARC_CUDA_VERSION=13000. The wheels are found through MOE_QUANT_CUDA_PYTHON (a Python whose pip installed
-# them, default python3) or given directly with MOE_QUANT_CUDA_WHEELS.
+# CUDARC_CUDA_VERSION=13000. The wheels' folder is MOE_QUANT_CUDA_WHEELS if set, else nvidia/cu13 of the first
+# of MOE_QUANT_CUDA_PYTHON and python3 whose `nvidia` package holds nvcc.
 
 moe_quant_cuda_env() {
   local repo wheels toolkit nvvm_version marker cudarc_sys f
   repo=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
-  # The wheels' folder: MOE_QUANT_CUDA_WHEELS, else nvidia/cu13 of the Python that has them
-  # (MOE_QUANT_CUDA_PYTHON, default python3).
-  wheels=${MOE_QUANT_CUDA_WHEELS:-$("${MOE_QUANT_CUDA_PYTHON:-python3}" -c \
-    'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))' 2>/dev/null)}
+  wheels=${MOE_QUANT_CUDA_WHEELS:-}
+  if [ -z "$wheels" ]; then
+    local python candidate
+    for python in ${MOE_QUANT_CUDA_PYTHON:-} python3; do
+      candidate=$("$python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))' 2>/dev/null)
+      if [ -n "$candidate" ] && [ -x "$candidate/bin/nvcc" ]; then
+        wheels=$candidate
+        break
+      fi
+    done
+  fi
   toolkit=${MOE_QUANT_CUDA_TOOLKIT:-$repo/target/cuda-toolkit}
   nvvm_version=13.0.88
   marker=$toolkit/.complete-$nvvm_version-2
 
-  if [ ! -x "$wheels/bin/nvcc" ]; then
-    echo "cuda-env: no nvcc in $wheels/bin (install the CUDA 13.0 wheels, e.g. nvidia-cuda-nvcc==13.0.88," \
+  if [ -z "$wheels" ] || [ ! -x "$wheels/bin/nvcc" ]; then
+    echo "cuda-env: no nvcc in ${wheels:-the nvidia/cu13 folder of MOE_QUANT_CUDA_PYTHON or python3}/bin (install the CUDA 13.0 wheels, e.g. nvidia-cuda-nvcc==13.0.88," \
       "nvidia-cuda-runtime, nvidia-cublas, nvidia-curand, nvidia-cuda-nvrtc, or set MOE_QUANT_CUDA_WHEELS)" >&2
     return 1
   fi

@@ -38,12 +38,13 @@ fn print_table(title: &str, rows: &[Row]) {
     let copy = rows[0].bytes / rows[0].seconds;
     for row in rows {
         let rate = row.bytes / row.seconds;
+        let gbps = rate / 1e9;
+        let gbps = if gbps < 100.0 { format!("{gbps:.1}") } else { format!("{gbps:.0}") };
         println!(
-            "| {} | {:.0} MB | {:.3} | {:.0} | {:.0}% |",
+            "| {} | {:.0} MB | {:.3} | {gbps} | {:.0}% |",
             row.name,
             row.bytes / 1e6,
             row.seconds * 1e3,
-            rate / 1e9,
             100.0 * rate / copy
         );
     }

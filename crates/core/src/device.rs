@@ -32,17 +32,9 @@ impl ComputeDevice {
         }
     }
 
-    #[cfg(feature = "cuda")]
+    /// The GPU (bf16 compute), opened with the kernels' memory-pool setting; `E_DEVICE_UNAVAILABLE` in a CPU
+    /// build or without such a GPU.
     fn cuda(ordinal: usize) -> Result<Self> {
-        let device = Device::new_cuda(ordinal)
-            .map_err(|e| Error::DeviceUnavailable { message: format!("cuda:{ordinal} could not be opened: {e}") })?;
-        Ok(ComputeDevice { device, dtype: DType::BF16 })
-    }
-
-    #[cfg(not(feature = "cuda"))]
-    fn cuda(ordinal: usize) -> Result<Self> {
-        Err(Error::DeviceUnavailable {
-            message: format!("cuda:{ordinal} was asked for, but this build of moe-quant has no CUDA support"),
-        })
+        Ok(ComputeDevice { device: crate::kernels::cuda_device(ordinal)?, dtype: DType::BF16 })
     }
 }

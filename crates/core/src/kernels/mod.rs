@@ -39,13 +39,22 @@ pub const fn compiled() -> bool {
 }
 
 /// The CUDA device with this ordinal, or [`Error::DeviceUnavailable`] when the build has no CUDA or the
-/// machine has no such GPU (or no driver).
+/// machine has no such GPU (or no driver). Its memory pool keeps freed memory for reuse (as PyTorch's caching
+/// allocator does), so repeated large allocations stay cheap.
 pub fn cuda_device(ordinal: usize) -> Result<Device> {
-    if !compiled() {
-        return Err(not_compiled("cuda_device"));
+    #[cfg(feature = "cuda")]
+    {
+        let device = Device::new_cuda(ordinal).map_err(|error| Error::DeviceUnavailable {
+            message: format!("cuda:{ordinal} could not be opened: {error}"),
+        })?;
+        cuda::keep_freed_memory(device.as_cuda_device()?)?;
+        Ok(device)
     }
-    Device::new_cuda(ordinal)
-        .map_err(|error| Error::DeviceUnavailable { message: format!("cuda:{ordinal} could not be opened: {error}") })
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = ordinal;
+        Err(not_compiled("cuda_device"))
+    }
 }
 
 /// `weight_scale` of FP8 for a per-tensor weight amax, as `formats::Fp8` computes it: `amax / 448`, with a
@@ -182,6 +191,7 @@ fn amax_runs(xs: &Tensor, runs: usize, op: &str) -> Result<Tensor> {
     }
 }
 
+#[cfg_attr(feature = "cuda", allow(dead_code))]
 fn not_compiled(op: &str) -> Error {
     Error::DeviceUnavailable {
         message: format!(

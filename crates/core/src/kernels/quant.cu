@@ -85,14 +85,14 @@ __device__ __forceinline__ float e4m3_to_f32(uint32_t byte) {
 // rounded to nearest with ties to the even index, saturating at 6; bit 3 set for every value below zero (-0.0
 // gives 0, -0.1 gives 0x8). The grid steps by 0.5 below 2, by 1 in [2, 4) and by 2 in [4, 6]: adding
 // M = 2^22, 2^23 or 2^24 (whose ulp is that step) rounds to the grid with the f32 adder's ties-to-even, and the
-// even multiples of each step are exactly the even indices.
+// even multiples of each step are exactly the even indices. index = bits(a + M) − bits(M) + 2·(exponent − 127),
+// with bits(M) = (exponent + 22)·2^23, folded into one multiply-add.
 __device__ __forceinline__ uint32_t e2m1_code(float value) {
     const float a = fminf(fabsf(value), 6.0f);
     const uint32_t exponent = max(__float_as_uint(a) >> 23, 127u);  // 127 for a < 2, 128, 129
-    const uint32_t magic = (exponent + 22u) << 23;                    // 2^22, 2^23, 2^24
-    const uint32_t steps = __float_as_uint(__fadd_rn(a, __uint_as_float(magic))) - magic;
-    const uint32_t index = steps + 2u * (exponent - 127u);
-    return index | (value < 0.0f ? 0x8u : 0x0u);
+    const float magic = __uint_as_float((exponent + 22u) << 23);     // 2^22, 2^23, 2^24
+    const uint32_t sign = value < 0.0f ? 0x8u : 0x0u;
+    return __float_as_uint(__fadd_rn(a, magic)) + exponent * (2u - (1u << 23)) - ((22u << 23) + 254u) + sign;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ __device__ __forceinline__ uint32_t e2m1_code(float value) {
 // a / b correctly rounded, from y = RN(1/b) (Markstein's correction: q0 = RN(a·y) is within about an ulp, the
 // remainder a − b·q0 is exact in an FMA, and RN(q0 + r·y) = RN(a/b)). It holds without underflow or overflow
 // anywhere, which FAST_MIN/FAST_MAX guarantee: b and every nonzero |a| in [2^-60, 2^60] keep a/b, y and the
-// remainder (≈ a·2^-24) normal. Zeros give +0 here; callers that need the sign of a zero restore it.
+// remainder (≈ a·2^-24) normal.
 // (Checked against __fdiv_rn on 4·10^8 random pairs, and byte for byte in tests/kernels_cuda.rs.)
 #define FAST_MIN 0x1p-60f
 #define FAST_MAX 0x1p60f
@@ -117,20 +117,17 @@ __device__ __forceinline__ bool fast_divisor(float b) {
     return b >= FAST_MIN && b <= FAST_MAX;
 }
 
-// Tracks max |a| and the smallest nonzero |a| (as doubled bits minus one, so that zeros wrap to the maximum).
+// Tracks max |a| and min |a| of a group: the fast path needs every |a| in [FAST_MIN, FAST_MAX]. A group holding
+// a zero takes the exact path (cheaper than tracking the smallest nonzero value, and rare in weights).
 struct Range {
     float max_abs;
-    uint32_t min_nonzero;
-    __device__ __forceinline__ Range() : max_abs(0.0f), min_nonzero(0xFFFFFFFFu) {}
+    float min_abs;
+    __device__ __forceinline__ Range() : max_abs(0.0f), min_abs(__uint_as_float(0x7F800000u)) {}
     __device__ __forceinline__ void add(float a) {
         max_abs = fmaxf(max_abs, fabsf(a));
-        min_nonzero = min(min_nonzero, (__float_as_uint(a) << 1) - 1u);
+        min_abs = fminf(min_abs, fabsf(a));
     }
-    // Every nonzero |a| in [FAST_MIN, FAST_MAX] (NaN fails).
-    __device__ __forceinline__ bool fast() const {
-        return max_abs <= FAST_MAX &&
-               (min_nonzero == 0xFFFFFFFFu || min_nonzero + 1u >= (__float_as_uint(FAST_MIN) << 1));
-    }
+    __device__ __forceinline__ bool fast() const { return min_abs >= FAST_MIN && max_abs <= FAST_MAX; }
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -296,7 +293,7 @@ __device__ __forceinline__ void fp8_quantize(const typename T::storage* x, uint8
         float q[GROUP];
         if (fast_scale && range.fast()) {
 #pragma unroll
-            for (int i = 0; i < GROUP; ++i) q[i] = copysignf(fast_div(v[i], scale, recip), v[i]);
+            for (int i = 0; i < GROUP; ++i) q[i] = fast_div(v[i], scale, recip);
         } else {
 #pragma unroll
             for (int i = 0; i < GROUP; ++i) q[i] = __fdiv_rn(v[i], scale);
@@ -323,10 +320,21 @@ __device__ __forceinline__ void fp8_quantize(const typename T::storage* x, uint8
 template <typename T>
 __device__ __forceinline__ void nvfp4_quantize(const typename T::storage* x, uint8_t* packed, uint8_t* block_scales,
                                                const float* scales_2, uint64_t per_expert) {
+    // Block scales are E4M3 bytes 1..126 (s is clamped to [2^-9, 448]), so the divisors f32(s)·scale_2 and their
+    // reciprocals (0 where the fast division does not apply) come from a table built once per thread block.
+    __shared__ float divisors[128];
+    __shared__ float recips[128];
+    const float scale_2 = scales_2[blockIdx.y];
+    for (uint32_t byte = threadIdx.x; byte < 128; byte += blockDim.x) {
+        const float divisor = __fmul_rn(e4m3_to_f32(byte), scale_2);
+        divisors[byte] = divisor;
+        recips[byte] = fast_divisor(divisor) ? __frcp_rn(divisor) : 0.0f;
+    }
+    __syncthreads();
     const uint64_t groups = per_expert / GROUP;
     const uint64_t first_group = (uint64_t)blockIdx.y * groups;
-    const float scale_2 = scales_2[blockIdx.y];
     const float block_divisor = __fmul_rn(6.0f, scale_2);
+    const float block_recip = fast_divisor(block_divisor) ? __frcp_rn(block_divisor) : 0.0f;
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     for (uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += stride) {
         const uint64_t group = first_group + g;
@@ -335,15 +343,20 @@ __device__ __forceinline__ void nvfp4_quantize(const typename T::storage* x, uin
         Range range;
 #pragma unroll
         for (int i = 0; i < GROUP; ++i) range.add(v[i]);
-        float s = __fdiv_rn(range.max_abs, block_divisor);
-        s = s == 0.0f ? 1.0f : s;
+        const bool fast = range.fast();
+        float s;
+        if (fast && block_recip != 0.0f) {
+            s = fast_div(range.max_abs, block_divisor, block_recip);
+        } else {
+            s = __fdiv_rn(range.max_abs, block_divisor);
+            s = s == 0.0f ? 1.0f : s;
+        }
         s = fminf(fmaxf(s, 1.0f / 512.0f), 448.0f);
         const uint32_t scale_byte = f32_to_e4m3(s);
-        const float divisor = __fmul_rn(e4m3_to_f32(scale_byte), scale_2);
+        const float divisor = divisors[scale_byte];
+        const float recip = recips[scale_byte];
         float q[GROUP];
-        // The sign of a zero quotient does not matter here: E2M1 gives -0.0 the code of +0.0.
-        if (fast_divisor(divisor) && range.fast()) {
-            const float recip = __frcp_rn(divisor);
+        if (fast && recip != 0.0f) {
 #pragma unroll
             for (int i = 0; i < GROUP; ++i) q[i] = fast_div(v[i], divisor, recip);
         } else {
@@ -355,7 +368,7 @@ __device__ __forceinline__ void nvfp4_quantize(const typename T::storage* x, uin
         for (int w = 0; w < 2; ++w) {
             uint32_t word = 0;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) word |= e2m1_code(q[8 * w + i]) << (4 * i);
+            for (int i = 0; i < 8; ++i) word += e2m1_code(q[8 * w + i]) << (4 * i);
             words[w] = word;
         }
         reinterpret_cast<uint2*>(packed)[group] = make_uint2(words[0], words[1]);
