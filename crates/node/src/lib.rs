@@ -37,16 +37,24 @@ fn to_json<T: serde::Serialize>(value: &T) -> moe_quant_core::Result<String> {
     serde_json::to_string(value).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
-pub struct InspectHeadersTask {
-    dir: String,
+/// Core work that produces JSON text, run once off the JS thread (errors and panics become coded JS errors).
+pub struct JsonTask {
+    work: Option<Box<dyn FnOnce() -> moe_quant_core::Result<String> + Send>>,
 }
 
-impl Task for InspectHeadersTask {
+impl JsonTask {
+    fn new(work: impl FnOnce() -> moe_quant_core::Result<String> + Send + 'static) -> AsyncTask<JsonTask> {
+        AsyncTask::new(JsonTask { work: Some(Box::new(work)) })
+    }
+}
+
+impl Task for JsonTask {
     type Output = String;
     type JsValue = String;
 
     fn compute(&mut self) -> Result<String> {
-        guarded(|| to_json(&moe_quant_core::inspect_headers(&self.dir)?))
+        let work = self.work.take();
+        guarded(|| work.ok_or_else(|| CoreError::Internal("the task already ran".into()))?())
     }
 
     fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
@@ -54,11 +62,16 @@ impl Task for InspectHeadersTask {
     }
 }
 
+/// Parses a JSON request for the core, naming what it is in the error.
+fn parse_request<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> moe_quant_core::Result<T> {
+    serde_json::from_str(json).map_err(|e| CoreError::Internal(format!("invalid {what}: {e}")))
+}
+
 /// Lists config.json and every tensor header of the checkpoint in `dir`, as JSON text
 /// (`{ dir, config, files, tensors: [{ name, dtype, shape, file, bytes }], other_files }`).
 #[napi(ts_return_type = "Promise<string>")]
-pub fn inspect_headers(dir: String) -> AsyncTask<InspectHeadersTask> {
-    AsyncTask::new(InspectHeadersTask { dir })
+pub fn inspect_headers(dir: String) -> AsyncTask<JsonTask> {
+    JsonTask::new(move || to_json(&moe_quant_core::inspect_headers(&dir)?))
 }
 
 /// Every error code the native core can produce.
@@ -144,40 +157,6 @@ fn emit(callback: &Option<Arc<ProgressCallback>>, event: &impl serde::Serialize)
     }
 }
 
-pub struct CalibrateTask {
-    dir: String,
-    descriptor: String,
-    request: String,
-    cancel: Arc<AtomicBool>,
-    progress: Option<Arc<ProgressCallback>>,
-}
-
-impl Task for CalibrateTask {
-    type Output = String;
-    type JsValue = String;
-
-    fn compute(&mut self) -> Result<String> {
-        guarded(|| {
-            let descriptor = parse_descriptor(&self.descriptor)?;
-            let request: moe_quant_core::calib::run::CalibrationRequest = serde_json::from_str(&self.request)
-                .map_err(|e| CoreError::Internal(format!("invalid calibration request: {e}")))?;
-            let progress = self.progress.clone();
-            let report = moe_quant_core::calib::run::calibrate(
-                std::path::Path::new(&self.dir),
-                &descriptor,
-                &request,
-                &self.cancel,
-                &mut |event| emit(&progress, &event),
-            )?;
-            to_json(&report)
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
-        Ok(output)
-    }
-}
-
 /// Runs the calibration forward; resolves to the report as JSON text. `on_progress` receives JSON events
 /// `{ layer, layers, tokens }`.
 #[napi(ts_return_type = "Promise<string>")]
@@ -187,50 +166,21 @@ pub fn calibrate(
     request: String,
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
-) -> AsyncTask<CalibrateTask> {
+) -> AsyncTask<JsonTask> {
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
-    AsyncTask::new(CalibrateTask { dir, descriptor, request, cancel, progress: on_progress.map(Arc::new) })
-}
-
-pub struct QuantizeTask {
-    dir: String,
-    output: String,
-    descriptor: String,
-    plan: String,
-    calibration: String,
-    cancel: Arc<AtomicBool>,
-    progress: Option<Arc<ProgressCallback>>,
-}
-
-impl Task for QuantizeTask {
-    type Output = String;
-    type JsValue = String;
-
-    fn compute(&mut self) -> Result<String> {
-        guarded(|| {
-            let descriptor = parse_descriptor(&self.descriptor)?;
-            let plan: moe_quant_core::export::ExportPlan = serde_json::from_str(&self.plan)
-                .map_err(|e| CoreError::Internal(format!("invalid export plan: {e}")))?;
-            let calibration: moe_quant_core::calib::run::CalibrationRequest =
-                serde_json::from_str(&self.calibration)
-                    .map_err(|e| CoreError::Internal(format!("invalid calibration request: {e}")))?;
-            let progress = self.progress.clone();
-            let report = moe_quant_core::export::quantize_checkpoint(
-                std::path::Path::new(&self.dir),
-                std::path::Path::new(&self.output),
-                &descriptor,
-                &plan,
-                &calibration,
-                &self.cancel,
-                &mut |event| emit(&progress, &event),
-            )?;
-            to_json(&report)
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
-        Ok(output)
-    }
+    let progress = on_progress.map(Arc::new);
+    JsonTask::new(move || {
+        let descriptor = parse_descriptor(&descriptor)?;
+        let request = parse_request(&request, "calibration request")?;
+        let report = moe_quant_core::calib::run::calibrate(
+            std::path::Path::new(&dir),
+            &descriptor,
+            &request,
+            &cancel,
+            &mut |event| emit(&progress, &event),
+        )?;
+        to_json(&report)
+    })
 }
 
 /// Calibrates `dir`, quantizes it as `plan` (JSON) says and writes `output` atomically; resolves to the
@@ -244,49 +194,24 @@ pub fn quantize(
     calibration: String,
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
-) -> AsyncTask<QuantizeTask> {
+) -> AsyncTask<JsonTask> {
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     let progress = on_progress.map(Arc::new);
-    AsyncTask::new(QuantizeTask { dir, output, descriptor, plan, calibration, cancel, progress })
-}
-
-pub struct CompareModelsTask {
-    original: String,
-    original_descriptor: String,
-    quantized: String,
-    quantized_descriptor: String,
-    request: String,
-    cancel: Arc<AtomicBool>,
-    progress: Option<Arc<ProgressCallback>>,
-}
-
-impl Task for CompareModelsTask {
-    type Output = String;
-    type JsValue = String;
-
-    fn compute(&mut self) -> Result<String> {
-        guarded(|| {
-            let original = parse_descriptor(&self.original_descriptor)?;
-            let quantized = parse_descriptor(&self.quantized_descriptor)?;
-            let request: moe_quant_core::model::compare::ComparisonRequest = serde_json::from_str(&self.request)
-                .map_err(|e| CoreError::Internal(format!("invalid comparison request: {e}")))?;
-            let progress = self.progress.clone();
-            let report = moe_quant_core::model::compare::compare_models(
-                std::path::Path::new(&self.original),
-                &original,
-                std::path::Path::new(&self.quantized),
-                &quantized,
-                &request,
-                &self.cancel,
-                &mut |event| emit(&progress, &event),
-            )?;
-            to_json(&report)
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
-        Ok(output)
-    }
+    JsonTask::new(move || {
+        let descriptor = parse_descriptor(&descriptor)?;
+        let plan: moe_quant_core::export::ExportPlan = parse_request(&plan, "export plan")?;
+        let calibration = parse_request(&calibration, "calibration request")?;
+        let report = moe_quant_core::export::quantize_checkpoint(
+            std::path::Path::new(&dir),
+            std::path::Path::new(&output),
+            &descriptor,
+            &plan,
+            &calibration,
+            &cancel,
+            &mut |event| emit(&progress, &event),
+        )?;
+        to_json(&report)
+    })
 }
 
 /// Runs the models `original` and `quantized` (each with its descriptor, JSON) over the sequences `request`
@@ -301,15 +226,22 @@ pub fn compare_models(
     request: String,
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
-) -> AsyncTask<CompareModelsTask> {
+) -> AsyncTask<JsonTask> {
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
-    AsyncTask::new(CompareModelsTask {
-        original,
-        original_descriptor,
-        quantized,
-        quantized_descriptor,
-        request,
-        cancel,
-        progress: on_progress.map(Arc::new),
+    let progress = on_progress.map(Arc::new);
+    JsonTask::new(move || {
+        let original_descriptor = parse_descriptor(&original_descriptor)?;
+        let quantized_descriptor = parse_descriptor(&quantized_descriptor)?;
+        let request = parse_request(&request, "comparison request")?;
+        let report = moe_quant_core::model::compare::compare_models(
+            std::path::Path::new(&original),
+            &original_descriptor,
+            std::path::Path::new(&quantized),
+            &quantized_descriptor,
+            &request,
+            &cancel,
+            &mut |event| emit(&progress, &event),
+        )?;
+        to_json(&report)
     })
 }
