@@ -30,6 +30,10 @@ export const NATIVE_ERROR_CODES = [
   'E_TENSOR_NON_FINITE',
   /** The device asked for is not available in this build or on this machine. */
   'E_DEVICE_UNAVAILABLE',
+  /** A checkpoint file changed size or was modified while it was being read. */
+  'E_INPUT_CHANGED',
+  /** The output could not be written: the disk is full, a file-size limit was hit or the filesystem is read-only. */
+  'E_OUTPUT_WRITE',
 ] as const
 
 /** Codes produced by the TypeScript layer (architecture and layout detection, options, loading). */

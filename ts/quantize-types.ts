@@ -67,8 +67,11 @@ export interface QuantizeResult {
   warnings: string[]
   coverageReportPath: string | null
   peakRssBytes: number | null
-  /** Wall time per stage, in seconds. */
-  seconds: { calibrate: number; quantize: number; write: number; total: number }
+  /**
+   * Wall time per stage, in seconds. `load` (reading each layer and copying it to the device) and `forward`
+   * are the parts of `calibrate`; `quantize` runs on CPU threads while the next layer calibrates.
+   */
+  seconds: { calibrate: number; load: number; forward: number; quantize: number; write: number; total: number }
   /** Calibration tokens per decoder layer. */
   tokens: number
 }

@@ -78,7 +78,7 @@ interface NativeQuantizeReport {
   quantized_tensors: number
   files: Record<string, number>
   peak_rss_bytes: number | null
-  seconds: { calibrate: number; quantize: number; write: number; total: number }
+  seconds: { calibrate: number; load: number; forward: number; quantize: number; write: number; total: number }
 }
 
 /**

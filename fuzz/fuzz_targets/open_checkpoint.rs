@@ -62,7 +62,8 @@ fuzz_target!(|data: &[u8]| {
     match &opened {
         Ok(checkpoint) => {
             for info in checkpoint.tensors() {
-                let view = checkpoint.view(&info.name).unwrap();
+                let tensor = checkpoint.read(&info.name).unwrap();
+                let view = tensor.view();
                 let values = view.to_f32();
                 assert_eq!(values.len(), view.numel());
                 if let Some(&first) = info.shape.first() {
@@ -70,6 +71,8 @@ fuzz_target!(|data: &[u8]| {
                         if index < first {
                             let slice = view.slice_first(index).unwrap();
                             assert_eq!(slice.to_f32().len() * first, values.len());
+                            let read = checkpoint.read_slice_first(&info.name, index).unwrap();
+                            assert_eq!(&*read.data, slice.data);
                         }
                     }
                 }

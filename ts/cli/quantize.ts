@@ -187,7 +187,8 @@ export function renderSummary(result: QuantizeResult): string {
     ['peak RSS', result.peakRssBytes === null ? 'unknown' : bytes(result.peakRssBytes)],
     [
       'time',
-      `calibrate ${seconds(result.seconds.calibrate)}, quantize ${seconds(result.seconds.quantize)}, ` +
+      `calibrate ${seconds(result.seconds.calibrate)} (load ${seconds(result.seconds.load)}, ` +
+        `forward ${seconds(result.seconds.forward)}), quantize ${seconds(result.seconds.quantize)}, ` +
         `write ${seconds(result.seconds.write)}, total ${seconds(result.seconds.total)}`,
     ],
     ['output', result.output],

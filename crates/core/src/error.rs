@@ -76,6 +76,12 @@ pub enum Error {
 
     #[error("device unavailable: {message}")]
     DeviceUnavailable { message: String },
+
+    #[error("{path}: the input file changed during the run ({message}); the output was not written")]
+    InputChanged { path: PathBuf, message: String },
+
+    #[error("{path}: cannot write the output ({reason}): {source}")]
+    OutputWrite { path: PathBuf, reason: &'static str, source: std::io::Error },
 }
 
 impl From<candle_core::Error> for Error {
@@ -113,6 +119,8 @@ impl Error {
         "E_CALIBRATION_OPTIONS",
         "E_TENSOR_NON_FINITE",
         "E_DEVICE_UNAVAILABLE",
+        "E_INPUT_CHANGED",
+        "E_OUTPUT_WRITE",
     ];
 
     /// The stable code of this error.
@@ -141,6 +149,8 @@ impl Error {
             Error::CalibrationIdRange { .. } => "E_CALIBRATION_ID_RANGE",
             Error::CalibrationOptions { .. } => "E_CALIBRATION_OPTIONS",
             Error::DeviceUnavailable { .. } => "E_DEVICE_UNAVAILABLE",
+            Error::InputChanged { .. } => "E_INPUT_CHANGED",
+            Error::OutputWrite { .. } => "E_OUTPUT_WRITE",
         }
     }
 }

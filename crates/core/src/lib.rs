@@ -15,6 +15,6 @@ pub mod limits;
 pub mod memory;
 pub mod model;
 
-pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorInfo, TensorView, WriterOptions};
+pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorData, TensorInfo, TensorView, WriterOptions};
 pub use error::{Error, Result};
 pub use inspect::{inspect_headers, HeaderListing};

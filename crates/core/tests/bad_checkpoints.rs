@@ -205,7 +205,7 @@ fn symlinked_shard_inside_the_directory_is_accepted() {
     std::fs::create_dir(dir.join("blobs")).unwrap();
     write_valid(&dir.join("blobs/abc"), &[Tensor::patterned("a", Dtype::F32, &[4], 1)]);
     std::os::unix::fs::symlink("blobs/abc", dir.join(SINGLE_FILE)).unwrap();
-    assert_eq!(Checkpoint::open(dir).unwrap().view("a").unwrap().data.len(), 16);
+    assert_eq!(Checkpoint::open(dir).unwrap().read("a").unwrap().data.len(), 16);
 }
 
 // ---- truncated files ----------------------------------------------------------------------------------
@@ -376,7 +376,7 @@ fn raw_helper_builds_files_the_reader_accepts() {
     let header = format!("{{\"a\":{F32_4},\"__metadata__\":{{\"format\":\"pt\"}}}}");
     let tmp = single_raw(&header, &f32::to_le_bytes(1.5).repeat(4));
     let checkpoint = Checkpoint::open(tmp.path()).unwrap();
-    assert_eq!(checkpoint.view("a").unwrap().to_f32(), vec![1.5; 4]);
+    assert_eq!(checkpoint.read("a").unwrap().to_f32(), vec![1.5; 4]);
     assert_eq!(raw_safetensors("{}", &[]).len(), 10);
 }
 
@@ -427,7 +427,7 @@ fn hub_cache_snapshot_links_into_blobs_are_accepted_but_nothing_else_outside() {
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
     write_valid(&repo.join("blobs/f00d"), &[Tensor::patterned("a", Dtype::F32, &[4], 1)]);
     std::os::unix::fs::symlink("../../blobs/f00d", snapshot.join(SINGLE_FILE)).unwrap();
-    assert_eq!(Checkpoint::open(&snapshot).unwrap().view("a").unwrap().data.len(), 16);
+    assert_eq!(Checkpoint::open(&snapshot).unwrap().read("a").unwrap().data.len(), 16);
 
     // A link to the repo folder itself (not its blobs/) is still outside.
     std::fs::remove_file(snapshot.join(SINGLE_FILE)).unwrap();

@@ -107,11 +107,11 @@ fn assert_same_tensors(checkpoint: &Checkpoint, tensors: &[Tensor]) {
     let written: BTreeSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(read, written);
     for t in tensors {
-        let view = checkpoint.view(&t.name).unwrap();
+        let view = checkpoint.read(&t.name).unwrap();
         assert_eq!(view.name, t.name);
         assert_eq!(view.dtype, t.dtype, "{}", t.name);
         assert_eq!(view.shape, t.shape.as_slice(), "{}", t.name);
-        assert_eq!(view.data, t.data.as_slice(), "{}", t.name);
+        assert_eq!(&*view.data, t.data.as_slice(), "{}", t.name);
         assert_eq!(checkpoint.info(&t.name).unwrap().end - checkpoint.info(&t.name).unwrap().start, t.data.len());
     }
 }
@@ -203,21 +203,8 @@ fn tensor_larger_than_a_shard_gets_a_shard_of_its_own() {
     assert_eq!(files.len(), 3);
 }
 
-/// The name of the file mapped at `address`, from `/proc/self/maps`.
-#[cfg(target_os = "linux")]
-fn mapped_file_at(address: usize) -> Option<String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (start, end) = fields.next()?.split_once('-')?;
-        let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
-        let path = fields.nth(4)?;
-        (start <= address && address < end).then(|| path.to_string())
-    })
-}
-
 #[test]
-fn slice_first_returns_one_expert_borrowed_from_the_mmap() {
+fn slice_first_reads_one_expert() {
     let tmp = temp_dir();
     let target = tmp.path().join("out");
     let tensors = every_dtype();
@@ -225,33 +212,96 @@ fn slice_first_returns_one_expert_borrowed_from_the_mmap() {
     let checkpoint = Checkpoint::open(&target).unwrap();
     let name = "model.layers.0.mlp.experts.gate_up_proj";
     let written = &tensors.iter().find(|t| t.name == name).unwrap().data;
-    let view = checkpoint.view(name).unwrap();
-    assert_eq!(view.numel(), EXPERTS * 2 * INTERMEDIATE * HIDDEN);
+    let whole = checkpoint.read(name).unwrap();
+    assert_eq!(whole.view().numel(), EXPERTS * 2 * INTERMEDIATE * HIDDEN);
 
     let expert_bytes = 2 * INTERMEDIATE * HIDDEN * Dtype::BF16.size();
+    let per_expert = 2 * INTERMEDIATE * HIDDEN;
+    let values = exact_values(EXPERTS * per_expert);
     for expert in 0..EXPERTS {
-        let slice = view.slice_first(expert).unwrap();
-        assert_eq!(slice.shape, vec![2 * INTERMEDIATE, HIDDEN]);
-        assert_eq!(slice.dtype, Dtype::BF16);
-        assert_eq!(slice.data, &written[expert * expert_bytes..(expert + 1) * expert_bytes]);
-        // No copy: the slice points into the view, which points into the mapped file.
-        assert_eq!(slice.data.as_ptr(), view.data[expert * expert_bytes..].as_ptr());
-        let values = exact_values(EXPERTS * 2 * INTERMEDIATE * HIDDEN);
-        let per_expert = 2 * INTERMEDIATE * HIDDEN;
-        assert_eq!(slice.to_f32(), values[expert * per_expert..(expert + 1) * per_expert]);
-    }
-    assert_eq!(view.data.as_ptr(), checkpoint.view(name).unwrap().data.as_ptr());
-    #[cfg(target_os = "linux")]
-    {
-        let mapped = mapped_file_at(view.slice_first(EXPERTS - 1).unwrap().data.as_ptr() as usize);
-        let expected = std::fs::canonicalize(target.join(SINGLE_FILE)).unwrap();
-        assert_eq!(mapped.as_deref(), expected.to_str(), "the slice is not inside the mapped shard");
+        let expected = &written[expert * expert_bytes..(expert + 1) * expert_bytes];
+        // Read alone (only that expert's bytes), and sliced from the whole tensor (shared, no copy).
+        let read = checkpoint.read_slice_first(name, expert).unwrap();
+        let sliced = whole.slice_first(expert).unwrap();
+        for slice in [&read, &sliced] {
+            assert_eq!(slice.shape, vec![2 * INTERMEDIATE, HIDDEN]);
+            assert_eq!(slice.dtype, Dtype::BF16);
+            assert_eq!(&*slice.data, expected);
+            assert_eq!(slice.to_f32(), values[expert * per_expert..(expert + 1) * per_expert]);
+        }
+        assert_eq!(sliced.data.as_ptr(), whole.data[expert * expert_bytes..].as_ptr());
     }
 
-    let error = view.slice_first(EXPERTS).unwrap_err();
-    assert_error(&error, "E_TENSOR_SHAPE", &[name]);
-    let scalar = checkpoint.view("model.layers.0.mlp.experts.down_proj_weight_scale_2").unwrap();
-    assert_error(&scalar.slice_first(0).unwrap_err(), "E_TENSOR_SHAPE", &["down_proj_weight_scale_2"]);
+    // After a read-ahead of the layer, every expert's slice shares the one buffer read ahead.
+    checkpoint.prefetch("model.layers.0.mlp.experts.");
+    let first = checkpoint.read_slice_first(name, 0).unwrap();
+    let last = checkpoint.read_slice_first(name, EXPERTS - 1).unwrap();
+    assert_eq!(&*last.data, &written[(EXPERTS - 1) * expert_bytes..]);
+    assert_eq!(last.data.as_ptr(), first.data.as_ptr().wrapping_add((EXPERTS - 1) * expert_bytes));
+
+    assert_error(&checkpoint.read_slice_first(name, EXPERTS).unwrap_err(), "E_TENSOR_SHAPE", &[name]);
+    assert_error(&whole.slice_first(EXPERTS).unwrap_err(), "E_TENSOR_SHAPE", &[name]);
+    let scalar = "model.layers.0.mlp.experts.down_proj_weight_scale_2";
+    assert_error(&checkpoint.read_slice_first(scalar, 0).unwrap_err(), "E_TENSOR_SHAPE", &["down_proj_weight_scale_2"]);
+}
+
+#[test]
+fn read_ahead_hands_out_each_tensor_once_with_the_stored_bytes() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let tensors = every_dtype();
+    // Small shards, so the read-ahead spans several files.
+    write_checkpoint(&target, &tensors, 64);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    let layer: Vec<&Tensor> = tensors.iter().filter(|t| t.name.starts_with("model.layers.0.")).collect();
+    assert!(layer.len() > 3);
+    checkpoint.prefetch("model.layers.0.");
+    assert_eq!(checkpoint.prefetched(), layer.len());
+    for t in &layer {
+        assert_eq!(&*checkpoint.read(&t.name).unwrap().data, &t.data[..], "{}", t.name);
+    }
+    assert_eq!(checkpoint.prefetched(), 0, "every tensor read ahead was handed out");
+    // Read again: straight from the file, same bytes.
+    for t in &layer {
+        assert_eq!(&*checkpoint.read(&t.name).unwrap().data, &t.data[..]);
+    }
+    // A new read-ahead forgets what the previous one held.
+    checkpoint.prefetch("model.layers.0.");
+    checkpoint.prefetch("model.embed_tokens.");
+    assert_eq!(checkpoint.prefetched(), 1);
+    assert_same_tensors(&checkpoint, &tensors);
+}
+
+#[test]
+fn a_file_that_changes_during_the_run_is_reported() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let tensors = every_dtype();
+    write_checkpoint(&target, &tensors, 1 << 30);
+    let file = target.join(SINGLE_FILE);
+    let name = "model.layers.0.mlp.experts.gate_up_proj";
+
+    // Truncated: reads past the new end, and the final check, fail with the file named.
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(size / 2).unwrap();
+    let last = checkpoint.tensors().iter().max_by_key(|t| t.end).unwrap().name.clone();
+    assert_error(&checkpoint.read(&last).unwrap_err(), "E_INPUT_CHANGED", &[SINGLE_FILE, "ended before byte"]);
+    assert_error(&checkpoint.check_unchanged().unwrap_err(), "E_INPUT_CHANGED", &["size went from"]);
+    // A read-ahead over a truncated file hands nothing out; the direct read reports it.
+    checkpoint.prefetch("model.");
+    assert_error(&checkpoint.read(&last).unwrap_err(), "E_INPUT_CHANGED", &[SINGLE_FILE]);
+
+    // Modified in place with the same size: the modification time gives it away.
+    let target = tmp.path().join("again");
+    write_checkpoint(&target, &tensors, 1 << 30);
+    let file = target.join(SINGLE_FILE);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let handle = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    handle.set_modified(before + std::time::Duration::from_secs(5)).unwrap();
+    assert_error(&checkpoint.read(name).unwrap_err(), "E_INPUT_CHANGED", &["modified"]);
+    assert_error(&checkpoint.check_unchanged().unwrap_err(), "E_INPUT_CHANGED", &["modified"]);
 }
 
 #[test]
@@ -261,16 +311,16 @@ fn to_f32_returns_the_written_float_values() {
     write_checkpoint(&target, &every_dtype(), 64);
     let checkpoint = Checkpoint::open(&target).unwrap();
 
-    assert_eq!(checkpoint.view("model.embed_tokens.weight").unwrap().to_f32(), exact_values(24));
-    assert_eq!(checkpoint.view("model.layers.0.input_layernorm.weight").unwrap().to_f32(), exact_values(15));
+    assert_eq!(checkpoint.read("model.embed_tokens.weight").unwrap().to_f32(), exact_values(24));
+    assert_eq!(checkpoint.read("model.layers.0.input_layernorm.weight").unwrap().to_f32(), exact_values(15));
     assert_eq!(
-        checkpoint.view("model.layers.0.mlp.gate.weight").unwrap().to_f32(),
+        checkpoint.read("model.layers.0.mlp.gate.weight").unwrap().to_f32(),
         vec![1.0, -2.5, 3.25, 1e-30, -7e20, 0.0]
     );
-    assert_eq!(checkpoint.view("model.layers.0.mlp.experts.down_proj_weight_scale_2").unwrap().to_f32(), vec![0.125]);
+    assert_eq!(checkpoint.read("model.layers.0.mlp.experts.down_proj_weight_scale_2").unwrap().to_f32(), vec![0.125]);
     let f8: Vec<f32> = F8_CASES.iter().map(|c| c.1).collect();
-    assert_eq!(checkpoint.view("model.layers.0.mlp.experts.down_proj").unwrap().to_f32(), f8);
-    assert_eq!(checkpoint.view("attention_mask").unwrap().to_f32(), vec![1.0, 0.0, 0.0, 1.0, 1.0]);
+    assert_eq!(checkpoint.read("model.layers.0.mlp.experts.down_proj").unwrap().to_f32(), f8);
+    assert_eq!(checkpoint.read("attention_mask").unwrap().to_f32(), vec![1.0, 0.0, 0.0, 1.0, 1.0]);
 }
 
 #[test]
@@ -280,7 +330,7 @@ fn unknown_tensor_is_reported_by_name() {
     write_checkpoint(&target, &every_dtype(), 1 << 30);
     let checkpoint = Checkpoint::open(&target).unwrap();
     assert!(!checkpoint.contains("lm_head.weight"));
-    assert_error(&expect_err(checkpoint.view("lm_head.weight")), "E_TENSOR_NOT_FOUND", &["lm_head.weight"]);
+    assert_error(&expect_err(checkpoint.read("lm_head.weight")), "E_TENSOR_NOT_FOUND", &["lm_head.weight"]);
 }
 
 #[test]
@@ -419,7 +469,7 @@ fn an_empty_directory_is_used_without_overwrite() {
     let mut writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
     writer.add_tensor("w", Dtype::U8, &[3], vec![1, 2, 3]).unwrap();
     writer.finish().unwrap();
-    assert_eq!(Checkpoint::open(&target).unwrap().view("w").unwrap().data, &[1, 2, 3]);
+    assert_eq!(Checkpoint::open(&target).unwrap().read("w").unwrap().data[..], [1, 2, 3]);
 }
 
 #[test]
@@ -436,7 +486,7 @@ fn overwrite_replaces_a_non_empty_directory() {
     assert_eq!(std::fs::read_to_string(target.join("stale.txt")).unwrap(), "old");
     writer.finish().unwrap();
     assert!(!target.join("stale.txt").exists());
-    assert_eq!(Checkpoint::open(&target).unwrap().view("w").unwrap().to_f32(), vec![1.0, 2.0]);
+    assert_eq!(Checkpoint::open(&target).unwrap().read("w").unwrap().to_f32(), vec![1.0, 2.0]);
     assert!(tmp_entries(tmp.path()).is_empty(), "left {:?}", tmp_entries(tmp.path()));
 }
 

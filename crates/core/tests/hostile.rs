@@ -75,6 +75,12 @@ fn open_err(dir: &Path) -> Error {
     bounded(MIB, Duration::from_secs(20), || expect_err(Checkpoint::open(dir)))
 }
 
+/// Opens `dir` expecting an error, allocating at most the `header` bytes the file really holds (which are
+/// read to be parsed) plus 1 MiB at once.
+fn open_err_reading(dir: &Path, header: usize) -> Error {
+    bounded(8 + header + MIB, Duration::from_secs(20), || expect_err(Checkpoint::open(dir)))
+}
+
 fn single_raw(header: &str, data: &[u8]) -> tempfile::TempDir {
     let tmp = temp_dir();
     write_raw(&tmp.path().join(SINGLE_FILE), header, data);
@@ -189,7 +195,8 @@ fn header_of_100_mb_of_spaces() {
     }
     file.write_all(&spaces[..length % MIB]).unwrap();
     drop(file);
-    assert_error(&open_err(tmp.path()), "E_CHECKPOINT_HEADER_INVALID", &[SINGLE_FILE, "not valid safetensors JSON"]);
+    let error = open_err_reading(tmp.path(), length);
+    assert_error(&error, "E_CHECKPOINT_HEADER_INVALID", &[SINGLE_FILE, "not valid safetensors JSON"]);
 }
 
 #[test]
@@ -207,21 +214,25 @@ fn deeply_nested_json_in_the_header() {
     for (header, needle) in &headers {
         let tmp = single_raw(header, &[0]);
         // Skipping an unknown field costs serde_json one byte per nesting level (1 MiB here), no recursion.
-        let error = bounded(2 * MIB, Duration::from_secs(20), || expect_err(Checkpoint::open(tmp.path())));
+        let error =
+            bounded(8 + header.len() + 2 * MIB, Duration::from_secs(20), || expect_err(Checkpoint::open(tmp.path())));
         assert_error(&error, "E_CHECKPOINT_HEADER_INVALID", &[SINGLE_FILE, needle]);
     }
     // An unknown field is skipped without recursion, however deep: the file is valid.
     let header = format!(r#"{{"w":{{"dtype":"U8","shape":[1],"data_offsets":[0,1],"extra":{deep}}}}}"#);
     let tmp = single_raw(&header, &[7]);
-    let checkpoint = bounded(4 * MIB, Duration::from_secs(20), || Checkpoint::open(tmp.path()).unwrap());
-    assert_eq!(checkpoint.view("w").unwrap().to_f32(), vec![7.0]);
+    let checkpoint =
+        bounded(8 + header.len() + 4 * MIB, Duration::from_secs(20), || Checkpoint::open(tmp.path()).unwrap());
+    assert_eq!(checkpoint.read("w").unwrap().to_f32(), vec![7.0]);
 }
 
 #[test]
 fn shape_with_millions_of_dimensions() {
     let shape = vec!["1"; 5_000_000].join(",");
-    let tmp = single_raw(&format!(r#"{{"w":{{"dtype":"U8","shape":[{shape}],"data_offsets":[0,1]}}}}"#), &[0]);
-    assert_error(&open_err(tmp.path()), "E_CHECKPOINT_HEADER_INVALID", &[SINGLE_FILE, "tensor w", "64 dimensions"]);
+    let header = format!(r#"{{"w":{{"dtype":"U8","shape":[{shape}],"data_offsets":[0,1]}}}}"#);
+    let tmp = single_raw(&header, &[0]);
+    let error = open_err_reading(tmp.path(), header.len());
+    assert_error(&error, "E_CHECKPOINT_HEADER_INVALID", &[SINGLE_FILE, "tensor w", "64 dimensions"]);
 }
 
 #[test]

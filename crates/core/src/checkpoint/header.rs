@@ -46,24 +46,43 @@ pub fn too_short(path: &Path, size: u64) -> Error {
 /// offsets, offsets overlapping, leaving gaps or stopping before the end of the file, a name listed twice),
 /// `E_CHECKPOINT_DTYPE_UNSUPPORTED`.
 pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<ParsedHeader> {
+    parse_safetensors_prefix(path, bytes, bytes.len() as u64)
+}
+
+/// How many leading bytes of a file [`parse_safetensors_prefix`] needs, given its first 8 bytes: the length
+/// field and the header it declares (capped at the header limit, which the parser then reports).
+pub fn header_prefix_len(first: [u8; LENGTH_BYTES]) -> usize {
+    let declared = u64::from_le_bytes(first).min(MAX_HEADER_BYTES);
+    // At most 100 MB, so it fits usize.
+    LENGTH_BYTES + declared as usize
+}
+
+/// [`parse_safetensors`] from the first bytes of a file of `file_size` bytes: `prefix` holds the length
+/// field and the header (as much of them as the file has), which is all the parser reads; the data region is
+/// checked against `file_size`.
+pub fn parse_safetensors_prefix(path: &Path, prefix: &[u8], file_size: u64) -> Result<ParsedHeader> {
     let invalid = |message: String| Error::HeaderInvalid { path: path.to_path_buf(), message };
-    let Some((length, rest)) = bytes.split_first_chunk::<LENGTH_BYTES>() else {
-        return Err(too_short(path, bytes.len() as u64));
+    let Some((length, rest)) = prefix.split_first_chunk::<LENGTH_BYTES>() else {
+        return Err(too_short(path, file_size));
     };
+    // Bytes after the length field in the whole file (the prefix may stop after the header).
+    let after_length = file_size.saturating_sub(LENGTH_BYTES as u64);
     let declared = u64::from_le_bytes(*length);
     if declared > MAX_HEADER_BYTES {
         return Err(invalid(format!("header length {declared} exceeds the 100 MB limit")));
     }
     // At most 100 MB, so it fits usize.
     let header_len = declared as usize;
-    let Some(header) = rest.get(..header_len) else {
-        return Err(Error::Truncated {
-            path: path.to_path_buf(),
-            message: format!(
-                "the header declares {header_len} bytes but the file holds only {} after the length",
-                rest.len()
-            ),
-        });
+    let header = match rest.get(..header_len) {
+        Some(header) if header_len as u64 <= after_length => header,
+        _ => {
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the header declares {header_len} bytes but the file holds only {after_length} after the length"
+                ),
+            })
+        }
     };
     let text = std::str::from_utf8(header).map_err(|e| invalid(format!("header is not UTF-8: {e}")))?;
     let raw = parse_json(text).map_err(invalid)?;
@@ -127,7 +146,8 @@ pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<ParsedHeader> {
         }
         data_len = tensor.end;
     }
-    let available = rest.len() - header_len;
+    let available = after_length - header_len as u64;
+    let data_len = data_len as u64;
     if data_len > available {
         return Err(Error::Truncated {
             path: path.to_path_buf(),
@@ -143,7 +163,7 @@ pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<ParsedHeader> {
         )));
     }
 
-    // Offsets become absolute; `data_start + end` is at most `bytes.len()`, so nothing overflows.
+    // Offsets become absolute; `data_start + end` is at most the file size, so nothing overflows.
     let data_start = LENGTH_BYTES + header_len;
     for tensor in &mut tensors {
         tensor.start += data_start;

@@ -1,17 +1,19 @@
-//! Checkpoint I/O: reading Hugging Face safetensors checkpoints (single file or sharded, memory mapped)
-//! and writing sharded ones atomically.
+//! Checkpoint I/O: reading Hugging Face safetensors checkpoints (single file or sharded, with positioned
+//! reads and a layer of read-ahead) and writing sharded ones atomically.
 
 mod dtype;
 mod header;
 mod reader;
+mod source;
 mod view;
 mod writer;
 
 pub use dtype::Dtype;
-pub use header::{parse_safetensors, ParsedHeader};
-pub use reader::{Checkpoint, TensorInfo};
+pub use header::{header_prefix_len, parse_safetensors, parse_safetensors_prefix, ParsedHeader};
+pub use reader::{Checkpoint, TensorData, TensorInfo};
+pub use source::SharedBytes;
 pub use view::{bytes_to_f32, TensorView};
-pub use writer::{CheckpointWriter, WriteSummary, WriterOptions};
+pub use writer::{CheckpointWriter, OutputOp, WriteSummary, WriterOptions};
 
 /// File name of a single-file checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";

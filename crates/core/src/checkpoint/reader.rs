@@ -1,14 +1,15 @@
 //! Opens a Hugging Face checkpoint directory: `model.safetensors`, or the shards listed in
-//! `model.safetensors.index.json`. Files are memory mapped; every file is validated by
-//! [`parse_safetensors`](super::header::parse_safetensors) before any tensor is touched.
+//! `model.safetensors.index.json`. Every file's header is validated by
+//! [`parse_safetensors_prefix`](super::header::parse_safetensors_prefix) before any tensor is touched;
+//! tensors are then read with positioned reads (see [`source`](super::source)), a layer ahead when asked.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
-use memmap2::Mmap;
-
-use super::header::{parse_safetensors, too_short};
+use super::header::{header_prefix_len, parse_safetensors_prefix, too_short};
+use super::source::{ReadAhead, ShardSource, SharedBytes, Wanted};
 use super::{Dtype, TensorView, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::{not_a_regular_file, read_small_text, MAX_INDEX_BYTES};
@@ -26,7 +27,7 @@ pub struct TensorInfo {
     pub end: usize,
 }
 
-/// One memory-mapped safetensors file.
+/// One safetensors file of the checkpoint.
 #[derive(Debug)]
 pub struct ShardFile {
     /// File name relative to the checkpoint directory.
@@ -35,18 +36,59 @@ pub struct ShardFile {
     pub size: u64,
     /// `__metadata__` of the header, if any.
     pub metadata: BTreeMap<String, String>,
-    mmap: Mmap,
 }
 
 /// An opened checkpoint: every tensor of every shard, by name.
-#[derive(Debug)]
 pub struct Checkpoint {
     dir: PathBuf,
     files: Vec<ShardFile>,
+    /// The open files, in the order of `files`.
+    sources: Arc<Vec<ShardSource>>,
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
     /// The `metadata` object of the index file, when sharded.
     index_metadata: Option<serde_json::Value>,
+    ahead: Arc<ReadAhead>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint").field("dir", &self.dir).field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+/// One tensor's bytes as stored (little endian, row major), read from the checkpoint and owned.
+#[derive(Debug, Clone)]
+pub struct TensorData {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: SharedBytes,
+}
+
+impl TensorData {
+    /// A borrowed view, for the conversions of [`TensorView`].
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView { name: &self.name, dtype: self.dtype, shape: &self.shape, data: &self.data }
+    }
+
+    /// The values converted to f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.view().to_f32()
+    }
+
+    /// The `index`-th slice along the first dimension (one expert of a fused `[E, …]` tensor), sharing the
+    /// bytes.
+    pub fn slice_first(&self, index: usize) -> Result<TensorData> {
+        let slice = self.view().slice_first(index)?;
+        let stride = slice.data.len();
+        Ok(TensorData {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape: slice.shape,
+            data: self.data.slice(index * stride..(index + 1) * stride),
+        })
+    }
 }
 
 impl Checkpoint {
@@ -66,8 +108,10 @@ impl Checkpoint {
             Self::open_sharded(dir, &index_path)
         } else if single_path.is_file() {
             let mut checkpoint = Self::empty(dir.clone());
+            let mut sources = Vec::new();
             let file = open_shard(&dir, SINGLE_FILE)?;
-            checkpoint.add_file(file, None)?;
+            checkpoint.add_file(file, None, &mut sources)?;
+            checkpoint.sources = Arc::new(sources);
             Ok(checkpoint)
         } else {
             Err(Error::NoWeights { dir })
@@ -75,7 +119,15 @@ impl Checkpoint {
     }
 
     fn empty(dir: PathBuf) -> Self {
-        Checkpoint { dir, files: Vec::new(), tensors: Vec::new(), by_name: HashMap::new(), index_metadata: None }
+        Checkpoint {
+            dir,
+            files: Vec::new(),
+            sources: Arc::new(Vec::new()),
+            tensors: Vec::new(),
+            by_name: HashMap::new(),
+            index_metadata: None,
+            ahead: Arc::new(ReadAhead::default()),
+        }
     }
 
     fn open_sharded(dir: PathBuf, index_path: &Path) -> Result<Self> {
@@ -99,6 +151,7 @@ impl Checkpoint {
         }
         let mut checkpoint = Self::empty(dir.clone());
         checkpoint.index_metadata = index.get("metadata").cloned();
+        let mut sources = Vec::with_capacity(shards.len());
         for (shard, expected) in shards {
             // `try_exists`: a symlink loop or an unreadable directory is an I/O error, not a missing shard.
             let shard_path = dir.join(&shard);
@@ -110,13 +163,19 @@ impl Checkpoint {
                 });
             }
             let file = open_shard(&dir, &shard)?;
-            checkpoint.add_file(file, Some((index_path, &expected)))?;
+            checkpoint.add_file(file, Some((index_path, &expected)), &mut sources)?;
         }
+        checkpoint.sources = Arc::new(sources);
         Ok(checkpoint)
     }
 
     /// Registers a file's tensors; with an index, checks that the tensors it lists are really there.
-    fn add_file(&mut self, parsed: ParsedShard, index: Option<(&Path, &[String])>) -> Result<()> {
+    fn add_file(
+        &mut self,
+        parsed: ParsedShard,
+        index: Option<(&Path, &[String])>,
+        sources: &mut Vec<ShardSource>,
+    ) -> Result<()> {
         let file_index = self.files.len();
         if let Some((index_path, expected)) = index {
             // A set, so that an index listing a million names costs a million lookups, not a million scans.
@@ -143,6 +202,7 @@ impl Checkpoint {
             self.tensors.push(info);
         }
         self.files.push(parsed.file);
+        sources.push(parsed.source);
         Ok(())
     }
 
@@ -179,27 +239,62 @@ impl Checkpoint {
             .ok_or_else(|| Error::TensorNotFound { tensor: name.to_string() })
     }
 
-    /// Asks the kernel to start reading the bytes of every tensor whose name starts with `prefix` (readahead
-    /// of the next layer while the current one computes). Returns at once; failures only cost the readahead.
+    /// Starts reading every tensor whose name starts with `prefix` on a background thread (the next layer,
+    /// while the current one computes), in large requests. Forgets what an earlier call read and nobody
+    /// took. Returns at once; a failed read-ahead only means the tensor is read when asked for.
     pub fn prefetch(&self, prefix: &str) {
-        const PAGE: usize = 4096;
-        for info in self.tensors.iter().filter(|t| t.name.starts_with(prefix)) {
-            let start = info.start - info.start % PAGE;
-            #[cfg(unix)]
-            let _ = self.files[info.file].mmap.advise_range(memmap2::Advice::WillNeed, start, info.end - start);
-        }
+        let wanted = self
+            .tensors
+            .iter()
+            .filter(|t| t.name.starts_with(prefix))
+            .map(|t| Wanted { name: t.name.clone(), file: t.file, range: t.start as u64..t.end as u64 })
+            .collect();
+        self.ahead.start(Arc::clone(&self.sources), wanted);
     }
 
-    /// The tensor's bytes, borrowed from the memory map (no copy).
-    pub fn view(&self, name: &str) -> Result<TensorView<'_>> {
+    /// Tensors read ahead and not yet taken (or still on their way).
+    pub fn prefetched(&self) -> usize {
+        self.ahead.outstanding()
+    }
+
+    /// The tensor's bytes: from the read-ahead when it fetched them (each once), else read now.
+    ///
+    /// Errors: `E_TENSOR_NOT_FOUND`; `E_INPUT_CHANGED` when the file is shorter than when it was opened or
+    /// was modified since; `E_IO`.
+    pub fn read(&self, name: &str) -> Result<TensorData> {
         let info = self.info(name)?;
-        let file = &self.files[info.file];
-        Ok(TensorView {
-            name: &info.name,
-            dtype: info.dtype,
-            shape: &info.shape,
-            data: &file.mmap[info.start..info.end],
-        })
+        let data = match self.ahead.take(name) {
+            Some(bytes) => bytes,
+            None => SharedBytes::new(self.sources[info.file].read_range(info.start as u64..info.end as u64)?),
+        };
+        Ok(TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape.clone(), data })
+    }
+
+    /// Slice `index` along the first dimension of a tensor (one expert of a fused `[E, …]` tensor), reading
+    /// only its bytes, or sharing them when the whole tensor was read ahead (which then stays until the next
+    /// read-ahead, for the other slices).
+    pub fn read_slice_first(&self, name: &str, index: usize) -> Result<TensorData> {
+        let info = self.info(name)?;
+        let bounds = TensorView { name: &info.name, dtype: info.dtype, shape: &info.shape, data: &[] };
+        let count = info.shape.first().copied().unwrap_or(0);
+        if info.shape.is_empty() || index >= count {
+            // The view reports the error with the tensor's name and shape.
+            bounds.slice_first(index)?;
+        }
+        let stride = (info.end - info.start) / count;
+        if let Some(whole) = self.ahead.get(name) {
+            let whole = TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape.clone(), data: whole };
+            return whole.slice_first(index);
+        }
+        let start = (info.start + index * stride) as u64;
+        let data = SharedBytes::new(self.sources[info.file].read_range(start..start + stride as u64)?);
+        Ok(TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape[1..].to_vec(), data })
+    }
+
+    /// Fails with `E_INPUT_CHANGED` when any file changed size or was modified since it was opened (checked
+    /// before an output is published, so a run never writes a mix of two inputs).
+    pub fn check_unchanged(&self) -> Result<()> {
+        self.sources.iter().try_for_each(ShardSource::check_unchanged)
     }
 }
 
@@ -215,6 +310,7 @@ fn is_hub_cache_blob(dir: &Path, file: &Path) -> bool {
 /// A validated file and its tensors (file index not yet assigned).
 struct ParsedShard {
     file: ShardFile,
+    source: ShardSource,
     tensors: Vec<TensorInfo>,
 }
 
@@ -245,17 +341,21 @@ fn open_shard(dir: &Path, name: &str) -> Result<ParsedShard> {
         return Err(not_a_regular_file(&path));
     }
     let handle = File::open(&path).with_path(&path)?;
-    let size = handle.metadata().with_path(&path)?.len();
+    let source = ShardSource::new(path.clone(), handle)?;
+    let size = source.size();
     if size < 8 {
         return Err(too_short(&path, size));
     }
-    // SAFETY: the map is read only. A file changed by another process while mapped is the user's
-    // responsibility, as with every memory-mapped checkpoint reader.
-    #[allow(unsafe_code)]
-    let mmap = unsafe { Mmap::map(&handle) }.with_path(&path)?;
-    let parsed = parse_safetensors(&path, &mmap)?;
+    let mut first = [0u8; 8];
+    source.read_at(0, &mut first)?;
+    // The header as the length field declares it, capped at the header limit and at the file's size.
+    let prefix_len = (header_prefix_len(first) as u64).min(size) as usize;
+    let mut prefix = vec![0u8; prefix_len];
+    source.read_at(0, &mut prefix)?;
+    let parsed = parse_safetensors_prefix(&path, &prefix, size)?;
     Ok(ParsedShard {
-        file: ShardFile { name: name.to_string(), path, size, metadata: parsed.metadata, mmap },
+        file: ShardFile { name: name.to_string(), path, size, metadata: parsed.metadata },
+        source,
         tensors: parsed.tensors,
     })
 }

@@ -5,7 +5,7 @@ use super::Dtype;
 use crate::error::{Error, Result};
 use crate::formats::e4m3::e4m3_to_f32;
 
-/// Bytes of one tensor as stored (little endian, row major), borrowed from the memory map.
+/// Bytes of one tensor as stored (little endian, row major), borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorView<'a> {
     pub name: &'a str,

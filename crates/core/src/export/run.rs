@@ -44,6 +44,9 @@ pub struct LayerError {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StageSeconds {
     pub calibrate: f64,
+    /// Parts of `calibrate`: loading each layer (reading, converting, copying to the device), and the forward.
+    pub load: f64,
+    pub forward: f64,
     pub quantize: f64,
     pub write: f64,
     pub total: f64,
@@ -80,7 +83,7 @@ impl ErrorSum {
     }
 }
 
-/// What quantizing needs: the checkpoint (read again from the memory map, in the exact stored values) and
+/// What quantizing needs: the checkpoint (read again, in the exact stored values) and
 /// the format. Shared read-only with the thread that quantizes one layer while the next one calibrates.
 struct Quantizer<'a> {
     checkpoint: &'a Checkpoint,
@@ -159,7 +162,7 @@ impl Quantizer<'_> {
         if let Some(&amax) = cache.get(module) {
             return Ok(amax);
         }
-        let amax = formats::weight_amax(&self.checkpoint.view(&format!("{module}.weight"))?.to_f32());
+        let amax = formats::weight_amax(&self.checkpoint.read(&format!("{module}.weight"))?.to_f32());
         cache.insert(module.to_string(), amax);
         Ok(amax)
     }
@@ -188,9 +191,9 @@ impl Quantizer<'_> {
             input_amax = input_amax.max(*amax);
         }
         let name = format!("{}.weight", linear.module);
-        let view = self.checkpoint.view(&name)?;
-        let values = view.to_f32();
-        let weight = WeightInput::new(&name, view.dtype, view.shape, &values)?;
+        let tensor = self.checkpoint.read(&name)?;
+        let values = tensor.to_f32();
+        let weight = WeightInput::new(&name, tensor.dtype, &tensor.shape, &values)?;
         quantize_one(self.format.as_ref(), &linear.output, &weight, weight_amax, input_amax, errors)
     }
 
@@ -332,8 +335,8 @@ pub fn quantize_checkpoint(
 
     let clock = Instant::now();
     for kept in &plan.keep {
-        let view = checkpoint.view(&kept.input)?;
-        output.add(&kept.output, view.dtype, view.shape, view.data.to_vec())?;
+        let tensor = checkpoint.read(&kept.input)?;
+        output.add(&kept.output, tensor.dtype, &tensor.shape, tensor.data.to_vec())?;
     }
     seconds.write += clock.elapsed().as_secs_f64();
 
@@ -403,6 +406,8 @@ pub fn quantize_checkpoint(
         }
     })?;
     seconds.quantize = quantize_seconds.into_inner().unwrap_or_default();
+    seconds.load = stream.load_seconds;
+    seconds.forward = stream.forward_seconds;
 
     let clock = Instant::now();
     progress(QuantizeProgress {
@@ -418,6 +423,8 @@ pub fn quantize_checkpoint(
     for name in &plan.copy {
         output.writer.copy_file(&dir.join(name), name)?;
     }
+    // Everything was read: publish only if the input stayed the same throughout.
+    checkpoint.check_unchanged()?;
     let Output { writer, quantized_tensors, .. } = output;
     let summary = writer.finish()?;
     seconds.write += clock.elapsed().as_secs_f64();

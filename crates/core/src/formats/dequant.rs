@@ -170,11 +170,13 @@ pub fn stored_quantization(checkpoint: &Checkpoint, name: &str) -> Result<Option
 /// `None` when the tensor is not a quantized weight (see [`stored_quantization`]).
 pub fn dequantize_stored(checkpoint: &Checkpoint, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
     let Some(kind) = stored_quantization(checkpoint, name)? else { return Ok(None) };
-    let weight = checkpoint.view(name)?;
+    let weight = checkpoint.read(name)?;
+    let weight = weight.view();
     let shape = matrix_shape(&weight)?;
     match kind {
         StoredQuantization::Fp8 { weight_scale } => {
-            let scale = checkpoint.view(&weight_scale)?;
+            let scale = checkpoint.read(&weight_scale)?;
+            let scale = scale.view();
             if !scale.dtype.is_float() {
                 return Err(shape_error(
                     &weight_scale,
@@ -186,7 +188,8 @@ pub fn dequantize_stored(checkpoint: &Checkpoint, name: &str) -> Result<Option<(
             Ok(Some((shape.to_vec(), values)))
         }
         StoredQuantization::Nvfp4 { weight_scale, weight_scale_2 } => {
-            let block_scales = checkpoint.view(&weight_scale)?;
+            let block_scales = checkpoint.read(&weight_scale)?;
+            let block_scales = block_scales.view();
             let expected = [shape[0], shape[1] * 2 / NVFP4_BLOCK];
             if block_scales.shape != expected {
                 return Err(shape_error(
@@ -195,7 +198,7 @@ pub fn dequantize_stored(checkpoint: &Checkpoint, name: &str) -> Result<Option<(
                     format!("expected {expected:?} for {name}"),
                 ));
             }
-            let scale_2 = scalar(&checkpoint.view(&weight_scale_2)?)?;
+            let scale_2 = scalar(&checkpoint.read(&weight_scale_2)?.view())?;
             let (logical, values) = dequantize_nvfp4(name, shape, weight.data, block_scales.data, scale_2)?;
             Ok(Some((logical.to_vec(), values)))
         }

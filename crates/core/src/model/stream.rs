@@ -61,6 +61,10 @@ pub struct LayerStream<'a> {
     pub observers: Observers,
     /// Tokens per layer (all batches).
     pub tokens: usize,
+    /// Seconds spent loading layers (waiting for their bytes, converting, copying to the device) and running
+    /// the batches through them.
+    pub load_seconds: f64,
+    pub forward_seconds: f64,
 }
 
 impl<'a> LayerStream<'a> {
@@ -112,6 +116,8 @@ impl<'a> LayerStream<'a> {
             next_layer: 0,
             observers: Observers::default(),
             tokens: batches.iter().map(|b| b.rows * b.seq_len).sum(),
+            load_seconds: 0.0,
+            forward_seconds: 0.0,
         })
     }
 
@@ -130,11 +136,15 @@ impl<'a> LayerStream<'a> {
                 self.loader.checkpoint.prefetch(&next.input_norm[..at + marker.len()]);
             }
         }
+        let clock = Instant::now();
         let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;
+        self.load_seconds += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         layer.observe_weights(&mut self.observers)?;
         for xs in self.hidden.iter_mut() {
             *xs = layer.forward(xs, &self.rope, &mut self.observers)?;
         }
+        self.forward_seconds += clock.elapsed().as_secs_f64();
         self.next_layer += 1;
         Ok(Some(self.next_layer - 1))
     }

@@ -49,8 +49,8 @@ impl<'a> WeightLoader<'a> {
         if let Some((shape, values)) = formats::dequantize_stored(self.checkpoint, name)? {
             return Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?);
         }
-        let view = self.checkpoint.view(name)?;
-        self.upload(view.dtype, view.shape, view.data)
+        let tensor = self.checkpoint.read(name)?;
+        self.upload(tensor.dtype, &tensor.shape, &tensor.data)
     }
 
     /// The tensor, checking its (logical) shape.
@@ -92,9 +92,8 @@ impl<'a> WeightLoader<'a> {
 
     /// One expert's slice `[…]` of a fused `[E, …]` tensor.
     fn expert_slice(&self, name: &str, expert: usize) -> Result<Tensor> {
-        let view = self.checkpoint.view(name)?;
-        let slice = view.slice_first(expert)?;
-        self.upload(slice.dtype, &slice.shape, slice.data)
+        let slice = self.checkpoint.read_slice_first(name, expert)?;
+        self.upload(slice.dtype, &slice.shape, &slice.data)
     }
 
     /// Expert `e` of a MoE layer: `gate_up [2I, H]` (gate rows first), `down [H, I]`, and biases

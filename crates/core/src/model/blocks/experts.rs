@@ -103,26 +103,27 @@ impl MoeBlock {
         let logits = self.router.forward(&flat)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let routing =
             route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
-        let per_expert = group_by_expert(&routing, self.desc.experts);
+        let groups = group_by_expert(&routing, self.desc.experts);
         // Llama4 scales the expert input by the routing weight instead of the output.
         let scale_input = self.desc.router.kind == RouterKind::TopkSigmoid;
 
-        // Routed outputs accumulate in f32 whatever the compute dtype.
-        let mut out = Tensor::zeros((tokens, hidden_size), DType::F32, &device)?;
         // Maxima stay on the device until the end of the block: no synchronisation inside the expert loop.
         let mut gate_up_maxima = Vec::new();
         if !scale_input {
             gate_up_maxima.push(abs_max_on_device(&flat)?);
         }
         let mut down_maxima = Vec::with_capacity(self.desc.experts);
-        let mut counts = vec![0u64; self.desc.experts];
-        for (e, (token_ids, weights)) in per_expert.iter().enumerate() {
-            if token_ids.is_empty() {
+        // The routing goes to the device in one copy; each expert takes its slice.
+        let all_tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), &device)?;
+        let all_weights = Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?
+            .to_dtype(flat.dtype())?;
+        let mut outputs = Vec::with_capacity(self.desc.experts);
+        for (e, range) in groups.ranges.iter().enumerate() {
+            if range.is_empty() {
                 continue;
             }
-            counts[e] = token_ids.len() as u64;
-            let index = Tensor::from_vec(token_ids.clone(), token_ids.len(), &device)?;
-            let weight = Tensor::from_vec(weights.clone(), (weights.len(), 1), &device)?.to_dtype(flat.dtype())?;
+            let index = all_tokens.narrow(0, range.start, range.len())?;
+            let weight = all_weights.narrow(0, range.start, range.len())?;
             let mut routed = flat.index_select(&index, 0)?;
             if scale_input {
                 routed = routed.broadcast_mul(&weight)?;
@@ -134,8 +135,17 @@ impl MoeBlock {
             if !scale_input {
                 ys = ys.broadcast_mul(&weight)?;
             }
-            out = out.index_add(&index, &ys.to_dtype(DType::F32)?, 0)?;
+            outputs.push(ys);
         }
+        // Routed outputs are summed per token in f32 whatever the compute dtype, in expert order (the order of
+        // transformers' loop): the rows of every expert's output, gathered token by token, then summed.
+        let routed = Tensor::cat(&outputs, 0)?;
+        let gather = Tensor::from_vec(groups.rows_by_token(), tokens * self.desc.top_k, &device)?;
+        let mut out = routed
+            .index_select(&gather, 0)?
+            .to_dtype(DType::F32)?
+            .reshape((tokens, self.desc.top_k, hidden_size))?
+            .sum(1)?;
         if self.all_experts_stats {
             for weights in &self.experts {
                 down_maxima.push(abs_max_on_device(&self.hidden(weights, &flat)?)?);
@@ -148,8 +158,8 @@ impl MoeBlock {
         let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
         stats.gate_up_input_amax = stats.gate_up_input_amax.max(gate_up_amax);
         stats.down_input_amax = stats.down_input_amax.max(down_amax);
-        for (total, count) in stats.tokens.iter_mut().zip(counts) {
-            *total += count;
+        for (total, range) in stats.tokens.iter_mut().zip(&groups.ranges) {
+            *total += range.len() as u64;
         }
 
         if let Some(shared) = &self.shared {
@@ -164,13 +174,52 @@ impl MoeBlock {
     }
 }
 
-/// For each expert, the tokens routed to it (ascending) and their routing weights.
-fn group_by_expert(routing: &Routing, experts: usize) -> Vec<(Vec<u32>, Vec<f32>)> {
-    let mut groups = vec![(Vec::new(), Vec::new()); experts];
-    for (slot, (&e, &w)) in routing.experts.iter().zip(&routing.weights).enumerate() {
-        let token = (slot / routing.top_k) as u32;
-        groups[e].0.push(token);
-        groups[e].1.push(w);
+/// The routing regrouped by expert: slots sorted by expert (tokens ascending within one), with each
+/// expert's range of slots.
+struct ExpertGroups {
+    /// Token of each slot.
+    tokens: Vec<u32>,
+    /// Routing weight of each slot.
+    weights: Vec<f32>,
+    /// Slots of expert e: `ranges[e]`.
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl ExpertGroups {
+    /// For each token in turn, the slots (rows of the experts' concatenated outputs) it was routed to, in
+    /// expert order: `tokens × top_k` row indices.
+    fn rows_by_token(&self) -> Vec<u32> {
+        let mut per_token: Vec<Vec<u32>> = Vec::new();
+        for (row, &token) in self.tokens.iter().enumerate() {
+            let token = token as usize;
+            if per_token.len() <= token {
+                per_token.resize_with(token + 1, Vec::new);
+            }
+            per_token[token].push(row as u32);
+        }
+        per_token.into_iter().flatten().collect()
     }
-    groups
+}
+
+/// Groups the routing by expert (a counting sort: stable, so tokens stay ascending within an expert).
+fn group_by_expert(routing: &Routing, experts: usize) -> ExpertGroups {
+    let mut counts = vec![0usize; experts];
+    for &e in &routing.experts {
+        counts[e] += 1;
+    }
+    let mut ranges = Vec::with_capacity(experts);
+    let mut start = 0;
+    for count in &counts {
+        ranges.push(start..start + count);
+        start += count;
+    }
+    let mut next: Vec<usize> = ranges.iter().map(|r| r.start).collect();
+    let mut tokens = vec![0u32; routing.experts.len()];
+    let mut weights = vec![0f32; routing.experts.len()];
+    for (slot, (&e, &w)) in routing.experts.iter().zip(&routing.weights).enumerate() {
+        tokens[next[e]] = (slot / routing.top_k) as u32;
+        weights[next[e]] = w;
+        next[e] += 1;
+    }
+    ExpertGroups { tokens, weights, ranges }
 }

@@ -1,0 +1,284 @@
+//! Reading tensor bytes out of the shard files with positioned reads (no memory map), and reading a whole
+//! decoder layer ahead in the background while the current one computes.
+//!
+//! Positioned reads instead of a memory map: a file truncated by another process mid-run makes a mapped
+//! reader die of SIGBUS, while a read returns a short count that becomes `E_INPUT_CHANGED`. Every read also
+//! checks that the file still has the size and modification time it had when opened, so an input rewritten
+//! during the run is reported instead of silently mixing two versions. And a layer read as a few large
+//! requests over several threads is faster than the page faults of a cold map.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::error::{Error, IoContext, Result};
+
+/// An open shard file and what it looked like when opened.
+#[derive(Debug)]
+pub(crate) struct ShardSource {
+    pub path: PathBuf,
+    file: File,
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+impl ShardSource {
+    pub fn new(path: PathBuf, file: File) -> Result<Self> {
+        let metadata = file.metadata().with_path(&path)?;
+        Ok(ShardSource { size: metadata.len(), modified: metadata.modified().ok(), path, file })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn changed(&self, message: String) -> Error {
+        Error::InputChanged { path: self.path.clone(), message }
+    }
+
+    /// Fails with `E_INPUT_CHANGED` when the file's size or modification time differ from when it was opened.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let metadata = self.file.metadata().with_path(&self.path)?;
+        if metadata.len() != self.size {
+            return Err(self.changed(format!("its size went from {} to {} bytes", self.size, metadata.len())));
+        }
+        if metadata.modified().ok() != self.modified {
+            return Err(self.changed("it was modified".into()));
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` from byte `offset` on, then checks the file did not change meanwhile.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        read_exact_at(&self.file, offset, buf).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.changed(format!(
+                    "it ended before byte {} that its header promised (opened with {} bytes)",
+                    offset + buf.len() as u64,
+                    self.size
+                ))
+            } else {
+                Error::Io { path: self.path.clone(), source: error }
+            }
+        })?;
+        self.check_unchanged()
+    }
+
+    /// Reads `range` into a new buffer, in pieces over a few threads when it is large.
+    pub fn read_range(&self, range: Range<u64>) -> Result<Vec<u8>> {
+        const PIECE: usize = 16 << 20;
+        const THREADS: usize = 4;
+        let len = usize::try_from(range.end - range.start)
+            .map_err(|_| Error::Internal(format!("{}: a read of {range:?} does not fit memory", self.path.display())))?;
+        let mut buf = vec![0u8; len];
+        if len <= PIECE {
+            self.read_at(range.start, &mut buf)?;
+            return Ok(buf);
+        }
+        let share = len.div_ceil(THREADS).next_multiple_of(PIECE);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = buf
+                .chunks_mut(share)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let offset = range.start + (i * share) as u64;
+                    scope.spawn(move || self.read_at(offset, chunk))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|handle| {
+                handle.join().unwrap_or_else(|_| Err(Error::Internal("a checkpoint read thread panicked".into())))
+            })
+        })?;
+        Ok(buf)
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of one tensor (or one slice of it), owned and cheap to clone: a range of a shared buffer that may
+/// hold several tensors read together.
+#[derive(Debug, Clone)]
+pub struct SharedBytes {
+    buffer: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl SharedBytes {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let range = 0..bytes.len();
+        SharedBytes { buffer: Arc::new(bytes), range }
+    }
+
+    /// The sub-range `range` (relative to these bytes), without copying.
+    pub fn slice(&self, range: Range<usize>) -> Self {
+        debug_assert!(range.end <= self.range.len());
+        SharedBytes { buffer: Arc::clone(&self.buffer), range: self.range.start + range.start..self.range.start + range.end }
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buffer[self.range.clone()]
+    }
+}
+
+/// One tensor a read-ahead will fetch: its name, file and absolute byte range.
+pub(crate) struct Wanted {
+    pub name: String,
+    pub file: usize,
+    pub range: Range<u64>,
+}
+
+enum Slot {
+    /// The background read has not reached it yet.
+    Pending,
+    Ready(SharedBytes),
+}
+
+#[derive(Default)]
+struct AheadState {
+    /// Bumped by every new read-ahead; a read finishing for an older one is dropped.
+    generation: u64,
+    slots: HashMap<String, Slot>,
+}
+
+/// Tensors read ahead of need, handed out once each.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    state: Mutex<AheadState>,
+    changed: Condvar,
+}
+
+/// Reads coalesced into one request stop growing at this size.
+const MAX_REQUEST: u64 = 64 << 20;
+
+impl ReadAhead {
+    fn lock(&self) -> MutexGuard<'_, AheadState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets what an earlier read-ahead fetched and starts fetching `wanted` on a background thread,
+    /// contiguous tensors in one request. Returns at once.
+    pub fn start(self: &Arc<Self>, sources: Arc<Vec<ShardSource>>, mut wanted: Vec<Wanted>) {
+        wanted.sort_by_key(|w| (w.file, w.range.start));
+        let generation = {
+            let mut state = self.lock();
+            state.generation += 1;
+            state.slots = wanted.iter().map(|w| (w.name.clone(), Slot::Pending)).collect();
+            state.generation
+        };
+        self.changed.notify_all();
+        if wanted.is_empty() {
+            return;
+        }
+        let ahead = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("moe-quant-read-ahead".into()).spawn(move || {
+            let mut rest = wanted.as_slice();
+            while !rest.is_empty() {
+                let first = &rest[0];
+                let mut count = 1;
+                while let Some(next) = rest.get(count) {
+                    let contiguous = next.file == first.file && next.range.start == rest[count - 1].range.end;
+                    if !contiguous || next.range.end - first.range.start > MAX_REQUEST {
+                        break;
+                    }
+                    count += 1;
+                }
+                let (group, after) = rest.split_at(count);
+                rest = after;
+                if ahead.lock().generation != generation {
+                    return;
+                }
+                let span = first.range.start..group[count - 1].range.end;
+                let read = sources[first.file].read_range(span.clone());
+                let mut state = ahead.lock();
+                if state.generation != generation {
+                    return;
+                }
+                match read {
+                    Ok(bytes) => {
+                        let bytes = SharedBytes::new(bytes);
+                        for w in group {
+                            let local = (w.range.start - span.start) as usize..(w.range.end - span.start) as usize;
+                            state.slots.insert(w.name.clone(), Slot::Ready(bytes.slice(local)));
+                        }
+                    }
+                    // The reader reports the error itself when it reads the tensor directly.
+                    Err(_) => {
+                        for w in group {
+                            state.slots.remove(&w.name);
+                        }
+                    }
+                }
+                drop(state);
+                ahead.changed.notify_all();
+            }
+        });
+        if spawned.is_err() {
+            // No thread: every tensor is read directly when needed.
+            self.lock().slots.clear();
+        }
+    }
+
+    /// The bytes of `name` if a read-ahead fetched them (waiting for one that is on its way), handed out once:
+    /// `None` when the tensor is not part of the current read-ahead, or was already taken.
+    pub fn take(&self, name: &str) -> Option<SharedBytes> {
+        let mut state = self.wait_ready(name)?;
+        match state.slots.remove(name) {
+            Some(Slot::Ready(bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Like [`take`](Self::take) but leaves the bytes for later callers (slices of one fused tensor).
+    pub fn get(&self, name: &str) -> Option<SharedBytes> {
+        let state = self.wait_ready(name)?;
+        match state.slots.get(name) {
+            Some(Slot::Ready(bytes)) => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
+    /// The lock, once `name` is no longer pending; `None` when it is not part of the read-ahead.
+    fn wait_ready(&self, name: &str) -> Option<MutexGuard<'_, AheadState>> {
+        let mut state = self.lock();
+        loop {
+            match state.slots.get(name) {
+                None => return None,
+                Some(Slot::Pending) => {
+                    state = self.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                Some(Slot::Ready(_)) => return Some(state),
+            }
+        }
+    }
+
+    /// Tensors held or on their way, not yet handed out.
+    pub fn outstanding(&self) -> usize {
+        self.lock().slots.len()
+    }
+}
