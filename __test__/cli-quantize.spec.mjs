@@ -109,7 +109,7 @@ const result = (layers) => ({
   warnings: [],
   coverageReportPath: '/models/out.coverage.html',
   peakRssBytes: 3 * 2 ** 20,
-  seconds: { calibrate: 12.34, quantize: 0.5, write: 2, total: 15 },
+  seconds: { calibrate: 12.34, load: 4.5, forward: 7.8, quantize: 0.5, write: 2, total: 15 },
   tokens: 2048,
 })
 
@@ -121,7 +121,7 @@ test('the summary: sizes and ratio, tensors, per-layer error, uncalibrated exper
   t.regex(small, /^uncalibrated experts  layer 1: 2 \(3, 5\)$/m)
   t.regex(small, /^coverage report {7}\/models\/out\.coverage\.html$/m)
   t.regex(small, /^peak RSS {14}3\.0 MiB$/m)
-  t.regex(small, /^time {18}calibrate 12\.3 s, quantize 0\.50 s, write 2\.0 s, total 15\.0 s$/m)
+  t.regex(small, /^time {18}calibrate 12\.3 s \(load 4\.5 s, forward 7\.8 s\), quantize 0\.50 s, write 2\.0 s, total 15\.0 s$/m)
   t.regex(small, /^output {16}\/models\/out$/m)
   t.regex(small, /^1 {6}28 {7}2\.00e-3$/m)
   t.notRegex(small, /relative MSE +min/)

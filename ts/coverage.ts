@@ -6,6 +6,7 @@ import { promises as fs } from 'node:fs'
 import * as path from 'node:path'
 
 import type { CalibrationResult } from './calibrate'
+import { MoeQuantError } from './errors'
 
 const escape = (text: string): string =>
   text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string)
@@ -61,11 +62,34 @@ ${result.warnings.map((w) => `<p>⚠ ${escape(w)}</p>`).join('\n')}
 `
 }
 
-/** Writes the report to `file` (atomically) and returns its absolute path. */
+/** Write failures caused by the file system's state, as the native writer names them (`E_OUTPUT_WRITE`). */
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: 'the disk is full',
+  EFBIG: 'a file-size limit was reached',
+  EROFS: 'the filesystem is read-only',
+  EDQUOT: 'the disk quota is exceeded',
+}
+
+/**
+ * Writes the report to `file` (atomically) and returns its absolute path. A failure removes the temporary
+ * file and is an `E_OUTPUT_WRITE` (disk full, size limit, read-only, quota) or `E_IO` naming the report.
+ */
 export async function writeCoverageReport(file: string, model: string, result: CalibrationResult): Promise<string> {
   const target = path.resolve(file)
   const tmp = `${target}.${process.pid}.tmp`
-  await fs.writeFile(tmp, renderCoverageReport(model, result))
-  await fs.rename(tmp, target)
+  try {
+    await fs.writeFile(tmp, renderCoverageReport(model, result))
+    await fs.rename(tmp, target)
+  } catch (error) {
+    await fs.rm(tmp, { force: true }).catch(() => {})
+    const code = (error as NodeJS.ErrnoException).code ?? ''
+    const reason = WRITE_FAILURES[code]
+    const message = error instanceof Error ? error.message : String(error)
+    throw new MoeQuantError(
+      reason ? 'E_OUTPUT_WRITE' : 'E_IO',
+      `${target}: cannot write the coverage report${reason ? ` (${reason})` : ''}: ${message}`,
+      { file: target },
+    )
+  }
   return target
 }

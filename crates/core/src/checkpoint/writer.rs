@@ -1,19 +1,35 @@
 //! Writes a checkpoint: tensors go into safetensors shards of a bounded size, with
 //! `model.safetensors.index.json` when there is more than one. Everything is written into a temporary
-//! directory beside the target and renamed into place only by [`CheckpointWriter::finish`]; dropping an
-//! unfinished writer removes the temporary directory, so a failure never leaves a half-written output.
+//! directory beside the target (`.<target>.moe-quant-tmp-<pid>.<n>`) and renamed into place only by
+//! [`CheckpointWriter::finish`], so a failure never leaves a half-written output:
+//!
+//! - a failed write, flush, sync, create or rename removes the temporary directory before the error is
+//!   returned; one caused by the file system's state (disk full, file-size limit, read-only file system, quota)
+//!   is `E_OUTPUT_WRITE`, any other `E_IO`;
+//! - dropping an unfinished writer (an error elsewhere, cancellation) removes it too;
+//! - a process killed outright (SIGKILL, power loss) leaves it behind: the next writer for the same target
+//!   removes the temporary directories of processes that no longer exist.
+//!
+//! Every file is synced before the directory is renamed into place, so a published output is complete on
+//! disk, and a file system that reports a full disk only when data is flushed (NFS, some quotas) is caught.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::View;
+use safetensors::tensor::{Metadata, View};
 
 use super::{Dtype, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
+use crate::limits::MAX_HEADER_BYTES;
 
 /// Marker in the names of temporary output directories (`.<target>.moe-quant-tmp-<pid>.<n>`).
 const TMP_MARKER: &str = ".moe-quant-tmp-";
+
+/// Buffer of each output file (and of copies): large writes go straight through.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// How to write the output.
 #[derive(Debug, Clone)]
@@ -41,6 +57,26 @@ pub struct WriteSummary {
     pub tensor_bytes: u64,
     pub shard_count: usize,
 }
+
+/// A file-system operation of the writer on its output, as a fault hook sees it (tests only).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputOp {
+    /// Creating a directory inside the temporary directory.
+    CreateDir,
+    /// Creating a file.
+    CreateFile,
+    /// One `write` call on a file (buffered: one per megabyte, or per larger tensor).
+    Write,
+    /// Syncing a finished file to disk.
+    Sync,
+    /// Renaming a shard to its final name, or the temporary directory into place.
+    Rename,
+}
+
+/// Called before every [`OutputOp`] with the path it touches; an error it returns is what the operation
+/// fails with (tests only: it simulates a full disk or a read-only file system where neither can be made).
+type FaultHook = Box<dyn FnMut(OutputOp, &Path) -> io::Result<()> + Send>;
 
 struct PendingTensor {
     dtype: Dtype,
@@ -74,13 +110,16 @@ pub struct CheckpointWriter {
     shards: Vec<Vec<String>>,
     names: HashSet<String>,
     tensor_bytes: u64,
-    file_permissions: std::fs::Permissions,
-    finished: bool,
+    /// Published, or discarded after a failed write: the temporary directory is no longer ours to remove.
+    closed: bool,
+    fault: Option<FaultHook>,
 }
 
 impl CheckpointWriter {
     /// Checks the target and creates the temporary directory beside it.
     pub fn create(target: impl AsRef<Path>, options: WriterOptions) -> Result<Self> {
+        #[cfg(unix)]
+        ignore_sigxfsz();
         let target = absolute(target.as_ref())?;
         let invalid = |message: String| Error::OutputInvalid { path: target.clone(), message };
         let name =
@@ -110,11 +149,11 @@ impl CheckpointWriter {
                     return Err(invalid("exists and is not empty; pass overwrite to replace it".into()));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::Io { path: target, source: e }),
         }
         let parent = target.parent().ok_or_else(|| invalid("has no parent directory".into()))?.to_path_buf();
-        std::fs::create_dir_all(&parent).with_path(&parent)?;
+        std::fs::create_dir_all(&parent).map_err(|e| output_error(&parent, e))?;
         remove_stale_tmp_dirs(&parent, name);
         static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -122,13 +161,7 @@ impl CheckpointWriter {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_path(&tmp)?;
         }
-        std::fs::create_dir(&tmp).with_path(&tmp)?;
-        // The permissions a newly created file gets here (umask applied); shards written through a temporary
-        // file would otherwise be private to the owner.
-        let probe = tmp.join(".permissions");
-        std::fs::File::create(&probe).with_path(&probe)?;
-        let file_permissions = std::fs::metadata(&probe).with_path(&probe)?.permissions();
-        std::fs::remove_file(&probe).with_path(&probe)?;
+        std::fs::create_dir(&tmp).map_err(|e| output_error(&tmp, e))?;
         Ok(CheckpointWriter {
             target,
             tmp,
@@ -138,8 +171,8 @@ impl CheckpointWriter {
             shards: Vec::new(),
             names: HashSet::new(),
             tensor_bytes: 0,
-            file_permissions,
-            finished: false,
+            closed: false,
+            fault: None,
         })
     }
 
@@ -148,8 +181,16 @@ impl CheckpointWriter {
         &self.tmp
     }
 
+    /// Test support: `hook` is called before every file-system operation on the output from now on, and
+    /// an error it returns is what that operation fails with. Not part of the API.
+    #[doc(hidden)]
+    pub fn set_fault_hook(&mut self, hook: impl FnMut(OutputOp, &Path) -> io::Result<()> + Send + 'static) {
+        self.fault = Some(Box::new(hook));
+    }
+
     /// Adds one tensor (row-major little-endian bytes). Shards are flushed to disk as they fill.
     pub fn add_tensor(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
+        self.ensure_open()?;
         // Checked: a shape from an untrusted descriptor must not overflow into a panic.
         let expected = shape.iter().try_fold(dtype.size(), |bytes, &dim| bytes.checked_mul(dim));
         if expected != Some(data.len()) {
@@ -165,7 +206,8 @@ impl CheckpointWriter {
         }
         let size = data.len() as u64;
         if !self.pending.is_empty() && self.pending_bytes + size > self.options.max_shard_bytes {
-            self.flush_shard()?;
+            let flushed = self.flush_shard();
+            self.discard_on_error(flushed)?;
         }
         self.pending_bytes += size;
         self.tensor_bytes += size;
@@ -175,41 +217,86 @@ impl CheckpointWriter {
 
     /// Writes a non-tensor file (config, metadata) into the output.
     pub fn write_file(&mut self, relative: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.tmp.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_path(parent)?;
-        }
-        std::fs::write(&path, bytes).with_path(&path)
+        self.ensure_open()?;
+        let written = self.write_file_inner(relative, bytes);
+        self.discard_on_error(written)
     }
 
-    /// Copies a file of the input (tokenizer, generation config …) into the output unchanged.
-    pub fn copy_file(&mut self, source: &Path, relative: &str) -> Result<()> {
+    fn write_file_inner(&mut self, relative: &str, bytes: &[u8]) -> Result<()> {
         let path = self.tmp.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_path(parent)?;
+        self.create_parent(&path)?;
+        write_new_file(&path, &mut self.fault, |out| out.write_all(bytes))
+    }
+
+    /// Copies a file of the input (tokenizer, generation config …) into the output unchanged. A failure to
+    /// read names the source, a failure to write the copy.
+    pub fn copy_file(&mut self, source: &Path, relative: &str) -> Result<()> {
+        self.ensure_open()?;
+        let copied = self.copy_file_inner(source, relative);
+        self.discard_on_error(copied)
+    }
+
+    fn copy_file_inner(&mut self, source: &Path, relative: &str) -> Result<()> {
+        let mut input = File::open(source).with_path(source)?;
+        let path = self.tmp.join(relative);
+        self.create_parent(&path)?;
+        let mut read_error = None;
+        let written = write_new_file(&path, &mut self.fault, |out| {
+            let mut buffer = vec![0u8; WRITE_BUFFER];
+            loop {
+                let n = match input.read(&mut buffer) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        read_error = Some(e);
+                        return Err(io::Error::other("reading the source failed"));
+                    }
+                };
+                out.write_all(&buffer[..n])?;
+            }
+        });
+        match read_error {
+            Some(source_error) => Err(Error::Io { path: source.to_path_buf(), source: source_error }),
+            None => written,
         }
-        std::fs::copy(source, &path).with_path(source)?;
-        Ok(())
+    }
+
+    /// Creates the directories above `path` inside the temporary directory.
+    fn create_parent(&mut self, path: &Path) -> Result<()> {
+        match path.parent() {
+            Some(parent) if parent != self.tmp => check(&mut self.fault, OutputOp::CreateDir, parent)
+                .and_then(|()| std::fs::create_dir_all(parent))
+                .map_err(|e| output_error(parent, e)),
+            _ => Ok(()),
+        }
     }
 
     fn flush_shard(&mut self) -> Result<()> {
         let path = self.tmp.join(format!("shard-{}", self.shards.len()));
         let tensors = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
-        safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), metadata, &path).map_err(|e| {
-            match e {
-                safetensors::SafeTensorError::IoError(source) => Error::Io { path: path.clone(), source },
-                other => Error::Internal(format!("serializing {}: {other}", path.display())),
+        let (header, order) = shard_header(&tensors, &path)?;
+        write_new_file(&path, &mut self.fault, |out| {
+            out.write_all(&(header.len() as u64).to_le_bytes())?;
+            out.write_all(&header)?;
+            for tensor in order {
+                out.write_all(&tensor.data)?;
             }
+            Ok(())
         })?;
-        std::fs::set_permissions(&path, self.file_permissions.clone()).with_path(&path)?;
         self.shards.push(tensors.into_keys().collect());
         Ok(())
     }
 
     /// Writes the last shard and the index, then renames the temporary directory into place.
     pub fn finish(mut self) -> Result<WriteSummary> {
+        self.ensure_open()?;
+        let finished = self.finish_inner();
+        self.discard_on_error(finished)
+    }
+
+    fn finish_inner(&mut self) -> Result<WriteSummary> {
         if !self.pending.is_empty() || self.shards.is_empty() {
             self.flush_shard()?;
         }
@@ -223,7 +310,9 @@ impl CheckpointWriter {
             };
             let from = self.tmp.join(format!("shard-{k}"));
             let to = self.tmp.join(&final_name);
-            std::fs::rename(&from, &to).with_path(&from)?;
+            check(&mut self.fault, OutputOp::Rename, &from)
+                .and_then(|()| std::fs::rename(&from, &to))
+                .map_err(|e| output_error(&from, e))?;
             for tensor in tensors {
                 weight_map.insert(tensor.clone(), final_name.clone());
             }
@@ -234,7 +323,7 @@ impl CheckpointWriter {
                 "weight_map": weight_map,
             });
             let text = serde_json::to_string_pretty(&index).map_err(|e| Error::Internal(e.to_string()))?;
-            self.write_file(INDEX_FILE, format!("{text}\n").as_bytes())?;
+            self.write_file_inner(INDEX_FILE, format!("{text}\n").as_bytes())?;
         }
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(&self.tmp).with_path(&self.tmp)? {
@@ -244,31 +333,200 @@ impl CheckpointWriter {
                 files.insert(entry.file_name().to_string_lossy().into_owned(), metadata.len());
             }
         }
+        sync_dir(&self.tmp);
         self.publish()?;
         Ok(WriteSummary { files, tensor_bytes: self.tensor_bytes, shard_count: count })
     }
 
-    /// Moves the finished temporary directory to the target, replacing an old one only now.
+    /// Moves the finished temporary directory to the target, replacing an old one only now. If the new one
+    /// cannot be moved into place, the old one is put back.
     fn publish(&mut self) -> Result<()> {
+        let rename = |fault: &mut Option<FaultHook>, from: &Path, to: &Path| {
+            check(fault, OutputOp::Rename, from)
+                .and_then(|()| std::fs::rename(from, to))
+                .map_err(|e| output_error(from, e))
+        };
         if self.target.exists() {
             let old = self.tmp.with_extension("replaced");
-            std::fs::rename(&self.target, &old).with_path(&self.target)?;
-            std::fs::rename(&self.tmp, &self.target).with_path(&self.tmp)?;
-            std::fs::remove_dir_all(&old).with_path(&old)?;
+            rename(&mut self.fault, &self.target, &old)?;
+            if let Err(error) = rename(&mut self.fault, &self.tmp, &self.target) {
+                let _ = std::fs::rename(&old, &self.target);
+                return Err(error);
+            }
+            self.closed = true;
+            // The new output is in place: failing to delete the old one is no error (being named like a
+            // temporary directory of this process, it is removed by the next run for this target).
+            let _ = std::fs::remove_dir_all(&old);
         } else {
-            std::fs::rename(&self.tmp, &self.target).with_path(&self.tmp)?;
+            rename(&mut self.fault, &self.tmp, &self.target)?;
+            self.closed = true;
         }
-        self.finished = true;
+        if let Some(parent) = self.target.parent() {
+            sync_dir(parent);
+        }
         Ok(())
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Internal(format!(
+                "{}: the output writer was used after it failed or finished",
+                self.target.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary directory when `result` is an error, before the error goes back to the caller;
+    /// the writer cannot be used afterwards. Where the file system no longer allows it (read-only), the
+    /// directory is left to the next run.
+    fn discard_on_error<T>(&mut self, result: Result<T>) -> Result<T> {
+        if result.is_err() && !self.closed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+            self.closed = true;
+        }
+        result
     }
 }
 
 impl Drop for CheckpointWriter {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.closed {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// Runs the fault hook, if any, for one operation.
+fn check(fault: &mut Option<FaultHook>, op: OutputOp, path: &Path) -> io::Result<()> {
+    match fault {
+        Some(hook) => hook(op, path),
+        None => Ok(()),
+    }
+}
+
+/// A file of the output being written, passing each write through the fault hook.
+struct OutputFile<'a> {
+    file: File,
+    path: &'a Path,
+    fault: &'a mut Option<FaultHook>,
+}
+
+impl Write for OutputFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        check(self.fault, OutputOp::Write, self.path)?;
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Creates `path` (with the umask's permissions), writes it through `fill`, flushes and syncs it. Any
+/// failure is reported for `path` (see [`output_error`]).
+fn write_new_file(
+    path: &Path,
+    fault: &mut Option<FaultHook>,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    let written = (|| {
+        check(fault, OutputOp::CreateFile, path)?;
+        let file = File::create(path)?;
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, OutputFile { file, path, fault });
+        fill(&mut out)?;
+        let inner = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        check(inner.fault, OutputOp::Sync, path)?;
+        inner.file.sync_all()
+    })();
+    written.map_err(|e| output_error(path, e))
+}
+
+/// The safetensors header of a shard and its tensors in file order, exactly as
+/// `safetensors::serialize_to_file` lays them out (tensors by descending dtype alignment, then by name;
+/// the JSON padded with spaces to a multiple of 8; `{"format": "pt"}` metadata), so outputs keep the same
+/// bytes; written here so that every write goes through [`OutputFile`].
+fn shard_header<'a>(
+    tensors: &'a BTreeMap<String, PendingTensor>,
+    path: &Path,
+) -> Result<(Vec<u8>, Vec<&'a PendingTensor>)> {
+    let mut order: Vec<(&String, &PendingTensor)> = tensors.iter().collect();
+    order.sort_by(|(a_name, a), (b_name, b)| {
+        b.dtype.to_safetensors().cmp(&a.dtype.to_safetensors()).then(a_name.cmp(b_name))
+    });
+    let mut offset = 0;
+    let mut infos = Vec::with_capacity(order.len());
+    for (name, tensor) in &order {
+        let end = offset + tensor.data.len();
+        infos.push((
+            name.to_string(),
+            safetensors::tensor::TensorInfo {
+                dtype: tensor.dtype.to_safetensors(),
+                shape: tensor.shape.clone(),
+                data_offsets: (offset, end),
+            },
+        ));
+        offset = end;
+    }
+    let internal = |e: &dyn std::fmt::Display| Error::Internal(format!("serializing {}: {e}", path.display()));
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let metadata = Metadata::new(Some(metadata), infos).map_err(|e| internal(&e))?;
+    let mut header = serde_json::to_string(&metadata).map_err(|e| internal(&e))?.into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    if header.len() as u64 > MAX_HEADER_BYTES {
+        return Err(internal(&format!("the header is {} bytes, more than safetensors allows", header.len())));
+    }
+    Ok((header, order.into_iter().map(|(_, t)| t).collect()))
+}
+
+/// Why the file system refused to write, for the errors that come from its state rather than from a bug
+/// or a bad path: these become `E_OUTPUT_WRITE`.
+fn write_failure_reason(error: &io::Error) -> Option<&'static str> {
+    match error.kind() {
+        io::ErrorKind::StorageFull => Some("the disk is full"),
+        io::ErrorKind::FileTooLarge => Some("a file-size limit was reached"),
+        io::ErrorKind::ReadOnlyFilesystem => Some("the filesystem is read-only"),
+        io::ErrorKind::QuotaExceeded => Some("the disk quota is exceeded"),
+        _ => None,
+    }
+}
+
+/// The error of a failed operation on the output file or directory `path`.
+fn output_error(path: &Path, source: io::Error) -> Error {
+    match write_failure_reason(&source) {
+        Some(reason) => Error::OutputWrite { path: path.to_path_buf(), reason, source },
+        None => Error::Io { path: path.to_path_buf(), source },
+    }
+}
+
+/// Syncs a directory's entries (a rename is durable only then). Best effort: some file systems refuse to
+/// sync directories, and the files themselves were synced already.
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// A write past the file-size limit (RLIMIT_FSIZE, `ulimit -f`) raises SIGXFSZ, whose default action
+/// terminates the process (with a core dump) before the writer can report anything or remove its temporary
+/// directory. Ignored, the write fails with EFBIG instead, which becomes `E_OUTPUT_WRITE` like a full disk.
+/// Done once, when the first writer is created, and only while the disposition is the default: a handler
+/// that the embedding program installed is left alone. (Node already ignores SIGXFSZ; this is for programs
+/// that use the Rust library directly. Like any ignored signal, it stays ignored in child processes.)
+#[cfg(unix)]
+fn ignore_sigxfsz() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sigaction` with a null new action only reads the current one into a zeroed struct that it
+        // fully owns; `signal` with SIG_IGN installs no handler code. Neither touches Rust-managed memory.
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGXFSZ, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction == libc::SIG_DFL
+            {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            }
+        }
+    });
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -308,6 +566,56 @@ fn remove_stale_tmp_dirs(parent: &Path, name: &str) {
             .is_ok_and(|pid| pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_have_the_bytes_of_safetensors_serialize() {
+        let mut tensors = BTreeMap::new();
+        let entries: [(&str, Dtype, &[usize]); 5] = [
+            ("b.weight", Dtype::U8, &[3, 5]),
+            ("a.weight", Dtype::BF16, &[2, 3]),
+            ("a.scale", Dtype::F32, &[]),
+            ("c", Dtype::F8E4M3, &[7]),
+            ("z", Dtype::F64, &[1]),
+        ];
+        for (k, (name, dtype, shape)) in entries.into_iter().enumerate() {
+            let len = shape.iter().product::<usize>() * dtype.size();
+            let data = (0..len).map(|i| (i * 7 + k) as u8).collect();
+            tensors.insert(name.to_string(), PendingTensor { dtype, shape: shape.to_vec(), data });
+        }
+        let (header, order) = shard_header(&tensors, Path::new("shard-0")).unwrap();
+        let mut ours = (header.len() as u64).to_le_bytes().to_vec();
+        ours.extend_from_slice(&header);
+        for tensor in order {
+            ours.extend_from_slice(&tensor.data);
+        }
+        let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+        let theirs = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), metadata).unwrap();
+        assert_eq!(ours, theirs);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn write_failures_of_the_file_system_are_classified() {
+        for (errno, reason) in [
+            (libc::ENOSPC, "the disk is full"),
+            (libc::EFBIG, "a file-size limit was reached"),
+            (libc::EROFS, "the filesystem is read-only"),
+            (libc::EDQUOT, "the disk quota is exceeded"),
+        ] {
+            let error = output_error(Path::new("/out/shard-0"), io::Error::from_raw_os_error(errno));
+            assert_eq!(error.code(), "E_OUTPUT_WRITE");
+            let message = error.to_string();
+            assert!(message.starts_with(&format!("/out/shard-0: cannot write the output ({reason}): ")), "{message}");
+        }
+        for errno in [libc::EIO, libc::EACCES, libc::ENOENT] {
+            assert_eq!(output_error(Path::new("x"), io::Error::from_raw_os_error(errno)).code(), "E_IO");
         }
     }
 }
