@@ -53,18 +53,33 @@ export const isCudaDevice = (device: string | undefined): boolean => device !== 
 
 function loadCuda(): NativeBinding {
   const reasons: string[] = []
+  let present: string | undefined
   for (const candidate of CUDA_BINDINGS) {
     try {
       return require(candidate) as NativeBinding
     } catch (error) {
+      const code = (error as { code?: unknown } | null)?.code
+      if (code !== 'MODULE_NOT_FOUND') present ??= candidate
       reasons.push(`${candidate}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`)
     }
+  }
+  if (present !== undefined) {
+    // Found but not loadable: almost always the CUDA libraries, not the package.
+    throw new MoeQuantError(
+      'E_DEVICE_UNAVAILABLE',
+      `a CUDA device was asked for, but the CUDA build of moe-quant (${present}) could not be loaded.\n` +
+        'Possible fixes:\n' +
+        '  - install an NVIDIA driver for CUDA 13.0 or later (driver 580+, provides libcuda.so.1) and put libcublas.so.13, ' +
+        'libcublasLt.so.13 and libcurand.so.10 on LD_LIBRARY_PATH (see README, "Building with CUDA")\n' +
+        '  - or use device: \'cpu\'\n' +
+        `Tried: ${reasons.join('; ')}`,
+    )
   }
   throw new MoeQuantError(
     'E_DEVICE_UNAVAILABLE',
     'a CUDA device was asked for, but the CUDA build of moe-quant is not installed.\n' +
       'Possible fixes:\n' +
-      `  - install it: npm install ${CUDA_BINDINGS[0]}\n` +
+      `  - install it (Linux x64): npm install ${CUDA_BINDINGS[0]}\n` +
       '  - or build it from a source checkout: npm run build:cuda (see README, "Building with CUDA")\n' +
       '  - or use device: \'cpu\'\n' +
       `Tried: ${reasons.join('; ')}`,
@@ -83,7 +98,8 @@ export function native(device?: string): NativeBinding {
       'E_NATIVE_LOAD',
       `moe-quant could not load its native addon: ${reason}\n` +
         'Possible fixes:\n' +
-        '  - reinstall so that the prebuilt package for your platform is installed: npm install moe-quant\n' +
+        '  - reinstall so that the prebuilt addon is installed (published for Linux x64 with glibc as the optional dependency ' +
+        '@moe-quant/linux-x64-gnu; installs that omit optional dependencies skip it): npm install moe-quant\n' +
         '  - or build it from a source checkout: npm run build (needs a Rust toolchain)',
     )
   }
