@@ -283,7 +283,8 @@ impl Checkpoint {
         }
         let stride = (info.end - info.start) / count;
         if let Some(whole) = self.ahead.get(name) {
-            let whole = TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape.clone(), data: whole };
+            let whole =
+                TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape.clone(), data: whole };
             return whole.slice_first(index);
         }
         let start = (info.start + index * stride) as u64;

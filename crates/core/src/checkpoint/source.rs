@@ -71,8 +71,9 @@ impl ShardSource {
     pub fn read_range(&self, range: Range<u64>) -> Result<Vec<u8>> {
         const PIECE: usize = 16 << 20;
         const THREADS: usize = 4;
-        let len = usize::try_from(range.end - range.start)
-            .map_err(|_| Error::Internal(format!("{}: a read of {range:?} does not fit memory", self.path.display())))?;
+        let len = usize::try_from(range.end - range.start).map_err(|_| {
+            Error::Internal(format!("{}: a read of {range:?} does not fit memory", self.path.display()))
+        })?;
         let mut buf = vec![0u8; len];
         if len <= PIECE {
             self.read_at(range.start, &mut buf)?;
@@ -135,7 +136,10 @@ impl SharedBytes {
     /// The sub-range `range` (relative to these bytes), without copying.
     pub fn slice(&self, range: Range<usize>) -> Self {
         debug_assert!(range.end <= self.range.len());
-        SharedBytes { buffer: Arc::clone(&self.buffer), range: self.range.start + range.start..self.range.start + range.end }
+        SharedBytes {
+            buffer: Arc::clone(&self.buffer),
+            range: self.range.start + range.start..self.range.start + range.end,
+        }
     }
 }
 

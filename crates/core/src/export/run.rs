@@ -123,6 +123,13 @@ struct QuantizedLayer {
     errors: ErrorSum,
 }
 
+/// What a layer's quantization thread hands back once its tensors are queued for writing.
+struct LayerDone {
+    layer: usize,
+    errors: ErrorSum,
+    bytes_written: u64,
+}
+
 impl Quantizer<'_> {
     /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded.
     fn quantize_layer(
@@ -282,6 +289,11 @@ struct QuantizedLinear {
     input_amax: f32,
 }
 
+/// A mutex's guard, also when a thread panicked holding it (the panic is reported through its join).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Quantizes one weight and adds its error to `errors`.
 fn quantize_one(
     format: &dyn QuantFormat,
@@ -343,23 +355,19 @@ pub fn quantize_checkpoint(
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
     let layers = stream.layers();
     let mut layer_errors = Vec::with_capacity(layers);
-    // Layer L is quantized on CPU threads while layer L+1 calibrates; its results are queued for writing
-    // when the next layer is done (in layer order).
+    // Layer L is quantized and queued for writing on CPU threads while layer L+1 calibrates. One such thread
+    // runs at a time (the next starts after it is joined), so tensors are written in layer order.
     let quantize_seconds = std::sync::Mutex::new(0.0f64);
+    let write_seconds = std::sync::Mutex::new(0.0f64);
+    let output = std::sync::Mutex::new(output);
     let tokens = stream.tokens;
     std::thread::scope(|scope| -> Result<()> {
-        let mut pending: Option<std::thread::ScopedJoinHandle<'_, Result<QuantizedLayer>>> = None;
-        let mut finish = |handle: std::thread::ScopedJoinHandle<'_, Result<QuantizedLayer>>,
-                          output: &mut Output,
+        let mut pending: Option<std::thread::ScopedJoinHandle<'_, Result<LayerDone>>> = None;
+        let mut finish = |handle: std::thread::ScopedJoinHandle<'_, Result<LayerDone>>,
                           progress: &mut dyn FnMut(QuantizeProgress)|
          -> Result<()> {
             let done =
                 handle.join().unwrap_or_else(|_| Err(Error::Internal("the quantization thread panicked".into())))?;
-            let clock = Instant::now();
-            for linear in done.linears {
-                output.queue(quantizer.format.as_ref(), linear)?;
-            }
-            seconds.write += clock.elapsed().as_secs_f64();
             let errors = &done.errors;
             let relative_mse = if errors.norm > 0.0 { errors.error / errors.norm } else { 0.0 };
             layer_errors.push(LayerError { layer: done.layer, tensors: errors.tensors, relative_mse });
@@ -368,7 +376,7 @@ pub fn quantize_checkpoint(
                 layer: done.layer + 1,
                 layers,
                 tokens,
-                bytes_written: output.bytes_written,
+                bytes_written: done.bytes_written,
             });
             Ok(())
         };
@@ -384,27 +392,34 @@ pub fn quantize_checkpoint(
                 layer: layer + 1,
                 layers,
                 tokens,
-                bytes_written: output.bytes_written,
+                bytes_written: lock(&output).bytes_written,
             });
             if let Some(handle) = pending.take() {
-                finish(handle, &mut output, progress)?;
+                finish(handle, progress)?;
             }
             let observers = stream.observers.clone();
-            let (quantizer, quantize_seconds) = (&quantizer, &quantize_seconds);
+            let (quantizer, quantize_seconds, write_seconds, output) =
+                (&quantizer, &quantize_seconds, &write_seconds, &output);
             pending = Some(scope.spawn(move || {
                 let clock = Instant::now();
-                let done = quantizer.quantize_layer(layer, plan, desc, &observers);
-                if let Ok(mut total) = quantize_seconds.lock() {
-                    *total += clock.elapsed().as_secs_f64();
+                let done = quantizer.quantize_layer(layer, plan, desc, &observers)?;
+                *lock(quantize_seconds) += clock.elapsed().as_secs_f64();
+                let clock = Instant::now();
+                let mut output = lock(output);
+                for linear in done.linears {
+                    output.queue(quantizer.format.as_ref(), linear)?;
                 }
-                done
+                *lock(write_seconds) += clock.elapsed().as_secs_f64();
+                Ok(LayerDone { layer: done.layer, errors: done.errors, bytes_written: output.bytes_written })
             }));
         }
         match pending.take() {
-            Some(handle) => finish(handle, &mut output, progress),
+            Some(handle) => finish(handle, progress),
             None => Ok(()),
         }
     })?;
+    let mut output = output.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    seconds.write += write_seconds.into_inner().unwrap_or_default();
     seconds.quantize = quantize_seconds.into_inner().unwrap_or_default();
     seconds.load = stream.load_seconds;
     seconds.forward = stream.forward_seconds;
