@@ -129,7 +129,7 @@ fn cpu_bench(experts: usize) {
         table.push(Row {
             name: format!("fp8 quantize ({dtype} source)"),
             seconds: time(&mut || {
-                std::hint::black_box(Fp8.quantize(&weight, amax).unwrap());
+                std::hint::black_box(Fp8::default().quantize(&weight, amax).unwrap());
             }),
             bytes: f32_bytes + n_f,
         });

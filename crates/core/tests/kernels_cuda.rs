@@ -90,7 +90,7 @@ fn first_difference(got: &[u8], expected: &[u8]) -> String {
 /// FP8 of one weight on the CPU (the reference) and on the GPU; asserts equal bytes and scales.
 fn check_fp8(label: &str, values: &[f32], dtype: Dtype, shape: [usize; 2], amax: f32, device: &Device) {
     let weight = WeightInput::new(label, dtype, &shape, values).unwrap();
-    let cpu = Fp8.quantize(&weight, amax).unwrap();
+    let cpu = Fp8::default().quantize(&weight, amax).unwrap();
     let scale = kernels::fp8_weight_scale(amax).unwrap();
     assert_eq!(scale, scalar_of(&cpu, "weight_scale"), "{label}: scale");
     let got = bytes(&kernels::fp8_quantize(&tensor(values, dtype, &shape, device), scale).unwrap());
@@ -233,7 +233,7 @@ fn fp8_per_expert_scales_strided_and_misaligned_views() {
     for e in 0..experts {
         let chunk = &values[e * per_expert..(e + 1) * per_expert];
         let weight = WeightInput::new("expert", Dtype::BF16, &[rows, cols], chunk).unwrap();
-        let cpu = Fp8.quantize(&weight, amaxes[e]).unwrap();
+        let cpu = Fp8::default().quantize(&weight, amaxes[e]).unwrap();
         let expected = &cpu.get("weight").unwrap().data;
         let got = &got[e * per_expert..(e + 1) * per_expert];
         assert!(got == expected.as_slice(), "expert {e}: {}", first_difference(got, expected));
@@ -243,13 +243,13 @@ fn fp8_per_expert_scales_strided_and_misaligned_views() {
     let flat = xs.flatten_all().unwrap();
     let narrow = flat.narrow(0, 3, 1000).unwrap();
     let weight = WeightInput::new("narrow", Dtype::BF16, &[1, 1000], &values[3..1003]).unwrap();
-    let expected = Fp8.quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
+    let expected = Fp8::default().quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
     assert_eq!(bytes(&kernels::fp8_quantize(&narrow, scale).unwrap()), expected);
     let transposed = xs.i(0).unwrap().t().unwrap();
     let t_values: Vec<f32> =
         (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| values[r * cols + c]).collect();
     let weight = WeightInput::new("transposed", Dtype::BF16, &[cols, rows], &t_values).unwrap();
-    let expected = Fp8.quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
+    let expected = Fp8::default().quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
     assert_eq!(bytes(&kernels::fp8_quantize(&transposed, scale).unwrap()), expected);
     // Experts whose size is not a multiple of 16 take the scalar path.
     let odd = random_values(3 * 5 * 7, 5, Dtype::F32);
@@ -258,7 +258,7 @@ fn fp8_per_expert_scales_strided_and_misaligned_views() {
     let got = bytes(&kernels::fp8_quantize_experts(&tensor(&odd, Dtype::F32, &[3, 5, 7], &device), &scales).unwrap());
     for e in 0..3 {
         let weight = WeightInput::new("odd", Dtype::F32, &[5, 7], &odd[e * 35..(e + 1) * 35]).unwrap();
-        assert_eq!(&got[e * 35..(e + 1) * 35], Fp8.quantize(&weight, amaxes[e]).unwrap().get("weight").unwrap().data);
+        assert_eq!(&got[e * 35..(e + 1) * 35], Fp8::default().quantize(&weight, amaxes[e]).unwrap().get("weight").unwrap().data);
     }
 }
 

@@ -331,9 +331,10 @@ pub fn quantize_checkpoint(
 ) -> Result<QuantizeReport> {
     let started = Instant::now();
     let mut seconds = StageSeconds::default();
-    let format = formats::format_by_name(&plan.format)
-        .ok_or_else(|| Error::Internal(format!("unknown quantization format {:?}", plan.format)))?;
     let compute = calibration.compute_device()?;
+    // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
+    let format = formats::format_for_device(&plan.format, compute.device.is_cuda())
+        .ok_or_else(|| Error::Internal(format!("unknown quantization format {:?}", plan.format)))?;
     let checkpoint = Checkpoint::open(dir)?;
     let set = load_request(dir, calibration, desc.vocab_size)?;
     let writer_options = WriterOptions {

@@ -275,7 +275,7 @@ mod tests {
     }
 
     fn fp8_round_trip(values: &[f32], shape: [usize; 2], amax: f32) -> Vec<f32> {
-        let q = Fp8.quantize(&WeightInput::new("w", Dtype::F32, &shape, values).unwrap(), amax).unwrap();
+        let q = Fp8::default().quantize(&WeightInput::new("w", Dtype::F32, &shape, values).unwrap(), amax).unwrap();
         dequantize_fp8("w", shape, &q.get("weight").unwrap().data, &[scalar_of(&q, "weight_scale")]).unwrap()
     }
 

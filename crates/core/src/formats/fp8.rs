@@ -2,8 +2,12 @@
 //! `weight_scale = amax / 448` (F32 0-d) and `weight = e4m3(W / weight_scale)` (F8_E4M3 `[N, K]`).
 //!
 //! The division happens in the weight's dtype, as torch does for a tensor divided by a 0-d f32 tensor: the
-//! quotient is computed in f32 with the full f32 scale, then rounded to bf16 / f16 for such weights, and only
-//! then cast to E4M3 (two roundings). The cast saturates at ±448.
+//! quotient is computed in f32, then rounded to bf16 / f16 for such weights, and only then cast to E4M3 (two
+//! roundings). The cast saturates at ±448. Where the division runs decides the divisor: torch on the CPU
+//! divides by the full f32 scale, torch on CUDA first casts the 0-d scale to the weight's dtype (its kernels
+//! load every operand as the common dtype). Measured on an H200 with torch 2.11 (BENCHMARKS.md): ModelOpt's CUDA
+//! export equals `e4m3(bf16(W / bf16(scale)))` in every byte, and differs from its CPU export in about 1% of
+//! them. [`Fp8::torch_cuda`] selects that arithmetic, so a GPU run writes what ModelOpt writes on a GPU.
 
 use super::e4m3::{f32_to_e4m3, round_to_bf16, round_to_f16, E4M3_MAX};
 use super::{sanitize_input_amax, sanitize_weight_amax, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
@@ -12,7 +16,11 @@ use crate::error::Result;
 
 /// FP8 E4M3 weights with one f32 scale per tensor.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Fp8;
+pub struct Fp8 {
+    /// Divide bf16 / f16 weights by the scale rounded to their dtype, as torch does on CUDA (see the module
+    /// documentation); the CPU arithmetic otherwise.
+    pub torch_cuda: bool,
+}
 
 impl QuantFormat for Fp8 {
     fn name(&self) -> &'static str {
@@ -40,9 +48,10 @@ impl QuantFormat for Fp8 {
         weight.validate()?;
         let scale = sanitize_weight_amax(weight, amax, E4M3_MAX)? / E4M3_MAX;
         let mut data = vec![0u8; weight.values.len()];
+        let divisor = |round: fn(f32) -> f32| if self.torch_cuda { round(scale) } else { scale };
         match weight.source_dtype {
-            Dtype::BF16 => encode(weight.values, scale, &mut data, round_to_bf16),
-            Dtype::F16 => encode(weight.values, scale, &mut data, round_to_f16),
+            Dtype::BF16 => encode(weight.values, divisor(round_to_bf16), &mut data, round_to_bf16),
+            Dtype::F16 => encode(weight.values, divisor(round_to_f16), &mut data, round_to_f16),
             _ => encode(weight.values, scale, &mut data, |q| q),
         }
         Ok(QuantizedWeight {
@@ -101,7 +110,7 @@ mod tests {
     fn writes_the_tensors_of_spec_section_5() {
         let values = [1.0f32, -2.0, 0.5, 448.0, -0.0, 3.0];
         let weight = WeightInput::new("w", Dtype::F32, &[2, 3], &values).unwrap();
-        let q = Fp8.quantize(&weight, 448.0).unwrap();
+        let q = Fp8::default().quantize(&weight, 448.0).unwrap();
         let suffixes: Vec<_> = q.tensors.iter().map(|t| t.suffix).collect();
         assert_eq!(suffixes, ["weight", "weight_scale"]);
         let w = q.get("weight").unwrap();
@@ -114,7 +123,7 @@ mod tests {
     fn all_zero_weight_gets_scale_one_not_nan() {
         let values = [0.0f32, -0.0, 0.0, -0.0];
         let weight = WeightInput::new("w", Dtype::BF16, &[1, 4], &values).unwrap();
-        let q = Fp8.quantize(&weight, 0.0).unwrap();
+        let q = Fp8::default().quantize(&weight, 0.0).unwrap();
         assert_eq!(scale_of(&q), 1.0);
         assert_eq!(q.get("weight").unwrap().data, [0x00, 0x80, 0x00, 0x80]);
     }
@@ -124,7 +133,7 @@ mod tests {
         let values = [4.0f32, -4.0, 1.0, 2.0];
         let weight = WeightInput::new("w", Dtype::F32, &[1, 4], &values).unwrap();
         // scale = 2/448: 4 → 896 → 448, 1 → 224, 2 → 448.
-        let q = Fp8.quantize(&weight, 2.0).unwrap();
+        let q = Fp8::default().quantize(&weight, 2.0).unwrap();
         assert_eq!(q.get("weight").unwrap().data, [0x7E, 0xFE, f32_to_e4m3(224.0), 0x7E]);
     }
 
@@ -133,7 +142,7 @@ mod tests {
         // amax 448 makes the scale 1, so the weight is encoded as is.
         let values = [2f32.powi(-9), 2f32.powi(-10), 3.0 * 2f32.powi(-10), -7.0 * 2f32.powi(-9), 1e-12, -1e-12];
         let weight = WeightInput::new("w", Dtype::F32, &[1, 6], &values).unwrap();
-        let q = Fp8.quantize(&weight, 448.0).unwrap();
+        let q = Fp8::default().quantize(&weight, 448.0).unwrap();
         assert_eq!(q.get("weight").unwrap().data, [0x01, 0x00, 0x02, 0x87, 0x00, 0x80]);
     }
 
@@ -156,9 +165,9 @@ mod tests {
         let (v, expected) = differing.expect("some value rounds differently through bf16");
         let values = [v];
         let weight = WeightInput::new("w", Dtype::BF16, &[1, 1], &values).unwrap();
-        assert_eq!(Fp8.quantize(&weight, amax).unwrap().get("weight").unwrap().data, [expected]);
+        assert_eq!(Fp8::default().quantize(&weight, amax).unwrap().get("weight").unwrap().data, [expected]);
         let weight = WeightInput::new("w", Dtype::F32, &[1, 1], &values).unwrap();
-        assert_ne!(Fp8.quantize(&weight, amax).unwrap().get("weight").unwrap().data, [expected]);
+        assert_ne!(Fp8::default().quantize(&weight, amax).unwrap().get("weight").unwrap().data, [expected]);
     }
 
     #[test]
@@ -168,7 +177,7 @@ mod tests {
             let weight = WeightInput::new("w", dtype, &[64, 48], &values).unwrap();
             let amax = super::super::weight_amax(&values);
             for amax in [amax, amax * 1.37, amax * 0.25, 0.0] {
-                let q = Fp8.quantize(&weight, amax).unwrap();
+                let q = Fp8::default().quantize(&weight, amax).unwrap();
                 let (bytes, scale) = quantize_reference(&weight, amax);
                 assert_eq!(q.get("weight").unwrap().data, bytes, "{dtype} amax {amax}");
                 assert_eq!(scale_of(&q), scale);
@@ -181,7 +190,7 @@ mod tests {
         let values = random_values(256, 9);
         let weight = WeightInput::new("w", Dtype::F32, &[16, 16], &values).unwrap();
         let amax = super::super::weight_amax(&values);
-        let q = Fp8.quantize(&weight, amax).unwrap();
+        let q = Fp8::default().quantize(&weight, amax).unwrap();
         let scale = scale_of(&q);
         for (&v, &b) in values.iter().zip(&q.get("weight").unwrap().data) {
             let back = e4m3_to_f32(b) * scale;
@@ -192,11 +201,34 @@ mod tests {
 
     #[test]
     fn input_scale_follows_modelopt() {
-        assert_eq!(Fp8.input_scale(448.0), 1.0);
-        assert_eq!(Fp8.input_scale(0.0), 1.0, "a zero amax becomes 448");
-        assert_eq!(Fp8.input_scale(f32::NAN), 1.0);
-        assert_eq!(Fp8.input_scale(f32::INFINITY), f32::MAX / 448.0);
-        assert_eq!(Fp8.input_scale(1e-45), f32::MIN_POSITIVE / 448.0);
-        assert_eq!(Fp8.input_scale(3.5), 3.5 / 448.0);
+        assert_eq!(Fp8::default().input_scale(448.0), 1.0);
+        assert_eq!(Fp8::default().input_scale(0.0), 1.0, "a zero amax becomes 448");
+        assert_eq!(Fp8::default().input_scale(f32::NAN), 1.0);
+        assert_eq!(Fp8::default().input_scale(f32::INFINITY), f32::MAX / 448.0);
+        assert_eq!(Fp8::default().input_scale(1e-45), f32::MIN_POSITIVE / 448.0);
+        assert_eq!(Fp8::default().input_scale(3.5), 3.5 / 448.0);
+    }
+
+    #[test]
+    fn on_cuda_bf16_weights_are_divided_by_the_scale_rounded_to_bf16() {
+        // amax 1.0: scale 1/448 is not a bf16 value, so the two arithmetics differ on some weights.
+        let values: Vec<f32> = (0..4096).map(|i| round_to_bf16((i as f32 - 2048.0) / 2048.0)).collect();
+        let weight = WeightInput::new("w", Dtype::BF16, &[64, 64], &values).unwrap();
+        let cpu = Fp8::default().quantize(&weight, 1.0).unwrap();
+        let cuda = Fp8 { torch_cuda: true }.quantize(&weight, 1.0).unwrap();
+        let scale = 1.0f32 / 448.0;
+        let bf16_scale = round_to_bf16(scale);
+        assert_ne!(scale, bf16_scale);
+        let expected: Vec<u8> = values.iter().map(|&v| f32_to_e4m3(round_to_bf16(v / bf16_scale))).collect();
+        assert_eq!(cuda.get("weight").unwrap().data, expected);
+        let differing = cpu.get("weight").unwrap().data.iter().zip(&expected).filter(|(a, b)| a != b).count();
+        assert!(differing > 0, "the two arithmetics should differ on some of these weights");
+        // The scale written is the same f32 value either way; f32 weights are unaffected.
+        assert_eq!(cuda.get("weight_scale").unwrap().data, cpu.get("weight_scale").unwrap().data);
+        let weight = WeightInput::new("w", Dtype::F32, &[64, 64], &values).unwrap();
+        assert_eq!(
+            Fp8 { torch_cuda: true }.quantize(&weight, 1.0).unwrap().get("weight").unwrap().data,
+            Fp8::default().quantize(&weight, 1.0).unwrap().get("weight").unwrap().data
+        );
     }
 }

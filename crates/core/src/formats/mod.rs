@@ -135,8 +135,14 @@ pub trait QuantFormat: Send + Sync {
 
 /// The format with this name (`"fp8"`, `"nvfp4"`; ASCII case ignored).
 pub fn format_by_name(name: &str) -> Option<Box<dyn QuantFormat>> {
+    format_for_device(name, false)
+}
+
+/// The format named `name` with the arithmetic torch uses on the device that runs the forward: on CUDA
+/// (`torch_cuda`), FP8 divides bf16 / f16 weights by their dtype's rounding of the scale (see [`Fp8`]).
+pub fn format_for_device(name: &str, torch_cuda: bool) -> Option<Box<dyn QuantFormat>> {
     match name.to_ascii_lowercase().as_str() {
-        "fp8" => Some(Box::new(Fp8)),
+        "fp8" => Some(Box::new(Fp8 { torch_cuda })),
         "nvfp4" => Some(Box::new(Nvfp4)),
         _ => None,
     }
@@ -256,7 +262,7 @@ mod tests {
         }
         values[17] = f32::NEG_INFINITY;
         let weight = WeightInput::new("w", Dtype::F32, &[2, 16], &values).unwrap();
-        assert_eq!(Fp8.quantize(&weight, 1.0).unwrap_err().code(), "E_TENSOR_NON_FINITE");
+        assert_eq!(Fp8::default().quantize(&weight, 1.0).unwrap_err().code(), "E_TENSOR_NON_FINITE");
     }
 
     #[test]
@@ -264,10 +270,10 @@ mod tests {
         let values = vec![0.5f32; 32];
         let weight = WeightInput::new("w", Dtype::F32, &[2, 16], &values).unwrap();
         for amax in [f32::NAN, f32::INFINITY, -1.0] {
-            assert!(Fp8.quantize(&weight, amax).is_err());
+            assert!(Fp8::default().quantize(&weight, amax).is_err());
             assert!(Nvfp4.quantize(&weight, amax).is_err());
         }
         let weight = WeightInput { source_dtype: Dtype::I32, ..weight };
-        assert_eq!(Fp8.quantize(&weight, 1.0).unwrap_err().code(), "E_INTERNAL");
+        assert_eq!(Fp8::default().quantize(&weight, 1.0).unwrap_err().code(), "E_INTERNAL");
     }
 }

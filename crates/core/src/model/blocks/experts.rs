@@ -19,9 +19,6 @@ pub struct MoeBlock {
     router: Linear,
     correction_bias: Option<Vec<f32>>,
     experts: Vec<ExpertWeights>,
-    /// On the GPU, every expert's `gate_up [E, 2I, H]` and `down [E, H, I]` in one tensor each (`experts` then
-    /// holds views into them), for the batched forward.
-    stacked: Option<(Tensor, Tensor)>,
     shared: Option<Mlp>,
     shared_gate: Option<Linear>,
     /// Route every token through every expert for statistics (the output is unchanged).
@@ -37,41 +34,13 @@ impl MoeBlock {
             Some(name) => Some(loader.tensor(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        let mut experts = (0..desc.experts).map(|e| loader.expert(desc, e)).collect::<Result<Vec<_>>>()?;
-        // The GPU runs all experts as one batched matmul (kernel launches, not arithmetic, bound the
-        // per-expert loop there). Biases and scaled inputs keep the loop; so does the CPU, whose per-expert
-        // matmuls are the reference arithmetic.
-        let batched = loader.device.is_cuda()
-            && desc.gate_up_bias.is_none()
-            && desc.down_bias.is_none()
-            && desc.router.kind != RouterKind::TopkSigmoid
-            && !experts.is_empty();
-        let stacked = if batched {
-            let gate_up = Tensor::stack(&experts.iter().map(|x| x.gate_up.clone()).collect::<Vec<_>>(), 0)?;
-            let down = Tensor::stack(&experts.iter().map(|x| x.down.clone()).collect::<Vec<_>>(), 0)?;
-            for (e, weights) in experts.iter_mut().enumerate() {
-                weights.gate_up = gate_up.get(e)?;
-                weights.down = down.get(e)?;
-            }
-            Some((gate_up, down))
-        } else {
-            None
-        };
+        let experts = (0..desc.experts).map(|e| loader.expert(desc, e)).collect::<Result<Vec<_>>>()?;
         let shared = desc.shared.as_ref().map(|s| Mlp::load(loader, &s.mlp)).transpose()?;
         let shared_gate = match desc.shared.as_ref().and_then(|s| s.gate.as_ref()) {
             Some(gate) => Some(Linear::from_weight(gate.trim_end_matches(".weight"), loader.tensor(gate)?, None)),
             None => None,
         };
-        Ok(MoeBlock {
-            desc: desc.clone(),
-            router,
-            correction_bias,
-            experts,
-            stacked,
-            shared,
-            shared_gate,
-            all_experts_stats,
-        })
+        Ok(MoeBlock { desc: desc.clone(), router, correction_bias, experts, shared, shared_gate, all_experts_stats })
     }
 
     /// Records each expert's weight maxima (gate and up separately) in the block's statistics.
@@ -95,18 +64,13 @@ impl MoeBlock {
 
     /// `act(gate)·up` of one expert on `xs [m, H]` → `[m, I]`.
     fn hidden(&self, weights: &ExpertWeights, xs: &Tensor) -> Result<Tensor> {
+        let inter = self.desc.intermediate;
         let mut gate_up = xs.matmul(&weights.gate_up.t()?)?;
         if let Some(bias) = &weights.gate_up_bias {
             gate_up = gate_up.broadcast_add(bias)?;
         }
-        self.activation(&gate_up, 1)
-    }
-
-    /// `act(gate)·up` from `gate_up` whose dimension `dim` holds the gate then the up half.
-    fn activation(&self, gate_up: &Tensor, dim: usize) -> Result<Tensor> {
-        let inter = self.desc.intermediate;
-        let gate = gate_up.narrow(dim, 0, inter)?;
-        let up = gate_up.narrow(dim, inter, inter)?;
+        let gate = gate_up.narrow(1, 0, inter)?;
+        let up = gate_up.narrow(1, inter, inter)?;
         Ok(match self.desc.activation {
             ExpertActivation::Silu => (gate.silu()? * up)?,
             ExpertActivation::GptOss => {
@@ -149,66 +113,34 @@ impl MoeBlock {
             gate_up_maxima.push(abs_max_on_device(&flat)?);
         }
         let mut down_maxima = Vec::with_capacity(self.desc.experts);
+        // The routing goes to the device in one copy; each expert takes its slice.
+        let all_tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), &device)?;
+        let all_weights = Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?
+            .to_dtype(flat.dtype())?;
         let mut outputs = Vec::with_capacity(self.desc.experts);
-        let rows_by_token = match &self.stacked {
-            Some((gate_up, down)) => {
-                // Every expert's tokens padded to the busiest expert's count: [E, cap, H] in one gather. Padding
-                // rows read an appended zero row (so their hidden activations are zero and leave the maximum
-                // alone), have routing weight 0, and are never gathered back.
-                let cap = groups.ranges.iter().map(|r| r.len()).max().unwrap_or(0);
-                let experts = self.desc.experts;
-                let zero_row = tokens as u32;
-                let mut padded_tokens = vec![zero_row; experts * cap];
-                let mut padded_weights = vec![0f32; experts * cap];
-                let mut padded_row = vec![0u32; groups.tokens.len()];
-                for (e, range) in groups.ranges.iter().enumerate() {
-                    for (j, slot) in range.clone().enumerate() {
-                        padded_tokens[e * cap + j] = groups.tokens[slot];
-                        padded_weights[e * cap + j] = groups.weights[slot];
-                        padded_row[slot] = (e * cap + j) as u32;
-                    }
-                }
-                let index = Tensor::from_vec(padded_tokens, experts * cap, &device)?;
-                let weight = Tensor::from_vec(padded_weights, (experts, cap, 1), &device)?.to_dtype(flat.dtype())?;
-                let with_zero = Tensor::cat(&[&flat, &Tensor::zeros((1, hidden_size), flat.dtype(), &device)?], 0)?;
-                let routed = with_zero.index_select(&index, 0)?.reshape((experts, cap, hidden_size))?;
-                let hidden = self.activation(&routed.matmul(&gate_up.transpose(1, 2)?)?, 2)?;
-                down_maxima.push(abs_max_on_device(&hidden)?);
-                let ys = hidden.matmul(&down.transpose(1, 2)?)?.broadcast_mul(&weight)?;
-                outputs.push(ys.reshape((experts * cap, hidden_size))?);
-                groups.rows_by_token().into_iter().map(|slot| padded_row[slot as usize]).collect()
+        for (e, range) in groups.ranges.iter().enumerate() {
+            if range.is_empty() {
+                continue;
             }
-            None => {
-                // The routing goes to the device in one copy; each expert takes its slice.
-                let all_tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), &device)?;
-                let all_weights = Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?
-                    .to_dtype(flat.dtype())?;
-                for (e, range) in groups.ranges.iter().enumerate() {
-                    if range.is_empty() {
-                        continue;
-                    }
-                    let index = all_tokens.narrow(0, range.start, range.len())?;
-                    let weight = all_weights.narrow(0, range.start, range.len())?;
-                    let mut routed = flat.index_select(&index, 0)?;
-                    if scale_input {
-                        routed = routed.broadcast_mul(&weight)?;
-                        gate_up_maxima.push(abs_max_on_device(&routed)?);
-                    }
-                    let hidden = self.hidden(&self.experts[e], &routed)?;
-                    down_maxima.push(abs_max_on_device(&hidden)?);
-                    let mut ys = self.expert_output(&self.experts[e], &hidden)?;
-                    if !scale_input {
-                        ys = ys.broadcast_mul(&weight)?;
-                    }
-                    outputs.push(ys);
-                }
-                groups.rows_by_token()
+            let index = all_tokens.narrow(0, range.start, range.len())?;
+            let weight = all_weights.narrow(0, range.start, range.len())?;
+            let mut routed = flat.index_select(&index, 0)?;
+            if scale_input {
+                routed = routed.broadcast_mul(&weight)?;
+                gate_up_maxima.push(abs_max_on_device(&routed)?);
             }
-        };
+            let hidden = self.hidden(&self.experts[e], &routed)?;
+            down_maxima.push(abs_max_on_device(&hidden)?);
+            let mut ys = self.expert_output(&self.experts[e], &hidden)?;
+            if !scale_input {
+                ys = ys.broadcast_mul(&weight)?;
+            }
+            outputs.push(ys);
+        }
         // Routed outputs are summed per token in f32 whatever the compute dtype, in expert order (the order of
         // transformers' loop): the rows of every expert's output, gathered token by token, then summed.
         let routed = Tensor::cat(&outputs, 0)?;
-        let gather = Tensor::from_vec(rows_by_token, tokens * self.desc.top_k, &device)?;
+        let gather = Tensor::from_vec(groups.rows_by_token(), tokens * self.desc.top_k, &device)?;
         let mut out = routed
             .index_select(&gather, 0)?
             .to_dtype(DType::F32)?
