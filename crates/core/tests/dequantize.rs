@@ -132,7 +132,7 @@ fn weight_loader_dequantizes_what_the_formats_write() {
     let weights: Vec<f32> = (0..32 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0).collect();
     let input = WeightInput::new("w", Dtype::F32, &[32, 64], &weights).unwrap();
     let mut tensors = Vec::new();
-    for (module, format) in [("nvfp4", &Nvfp4 as &dyn QuantFormat), ("fp8", &Fp8)] {
+    for (module, format) in [("nvfp4", &Nvfp4 as &dyn QuantFormat), ("fp8", &Fp8::default())] {
         for t in format.quantize(&input, 50.0 / 64.0).unwrap().tensors {
             tensors.push(Tensor::new(&format!("{module}.{}", t.suffix), t.dtype, &t.shape, t.data));
         }
