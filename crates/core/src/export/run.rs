@@ -220,6 +220,7 @@ impl Quantizer<'_> {
                 .map(|first| {
                     let experts = first..(first + chunk).min(moe.experts);
                     scope.spawn(move || {
+                        background_priority();
                         let mut sums = ErrorSum::default();
                         let mut out = Vec::new();
                         for e in experts {
@@ -287,6 +288,18 @@ struct QuantizedLinear {
     output: String,
     weight: QuantizedWeight,
     input_amax: f32,
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10, Linux): quantizing and writing layer L must not
+/// take the CPU from the thread that drives layer L+1's calibration on the GPU, which launches its kernels.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: plain system calls on the calling thread's own id; a failure only leaves the priority as it was.
+    unsafe {
+        let thread = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, 10);
+    }
 }
 
 /// A mutex's guard, also when a thread panicked holding it (the panic is reported through its join).
@@ -402,6 +415,7 @@ pub fn quantize_checkpoint(
             let (quantizer, quantize_seconds, write_seconds, output) =
                 (&quantizer, &quantize_seconds, &write_seconds, &output);
             pending = Some(scope.spawn(move || {
+                background_priority();
                 let clock = Instant::now();
                 let done = quantizer.quantize_layer(layer, plan, desc, &observers)?;
                 *lock(quantize_seconds) += clock.elapsed().as_secs_f64();
