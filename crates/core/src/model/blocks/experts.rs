@@ -113,33 +113,39 @@ impl MoeBlock {
             gate_up_maxima.push(abs_max_on_device(&flat)?);
         }
         let mut down_maxima = Vec::with_capacity(self.desc.experts);
-        // The routing goes to the device in one copy; each expert takes its slice.
+        // The routing goes to the device in one copy.
         let all_tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), &device)?;
         let all_weights = Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?
             .to_dtype(flat.dtype())?;
-        let mut outputs = Vec::with_capacity(self.desc.experts);
-        for (e, range) in groups.ranges.iter().enumerate() {
-            if range.is_empty() {
-                continue;
-            }
-            let index = all_tokens.narrow(0, range.start, range.len())?;
-            let weight = all_weights.narrow(0, range.start, range.len())?;
-            let mut routed = flat.index_select(&index, 0)?;
+        // Whole-batch steps (gather, routing-weight products, maxima) run once over all routed slots, which are
+        // sorted by expert; each expert only runs its two matmuls and the activation on its rows (views).
+        let active: Vec<(usize, &std::ops::Range<usize>)> =
+            groups.ranges.iter().enumerate().filter(|(_, range)| !range.is_empty()).collect();
+        // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
+        let hidden = {
+            let mut routed = flat.index_select(&all_tokens, 0)?;
             if scale_input {
-                routed = routed.broadcast_mul(&weight)?;
+                routed = routed.broadcast_mul(&all_weights)?;
                 gate_up_maxima.push(abs_max_on_device(&routed)?);
             }
-            let hidden = self.hidden(&self.experts[e], &routed)?;
-            down_maxima.push(abs_max_on_device(&hidden)?);
-            let mut ys = self.expert_output(&self.experts[e], &hidden)?;
-            if !scale_input {
-                ys = ys.broadcast_mul(&weight)?;
+            let mut hidden = Vec::with_capacity(active.len());
+            for &(e, range) in &active {
+                hidden.push(self.hidden(&self.experts[e], &routed.narrow(0, range.start, range.len())?)?);
             }
-            outputs.push(ys);
-        }
+            Tensor::cat(&hidden, 0)?
+        };
+        down_maxima.push(abs_max_on_device(&hidden)?);
+        let routed = {
+            let mut outputs = Vec::with_capacity(active.len());
+            for &(e, range) in &active {
+                outputs.push(self.expert_output(&self.experts[e], &hidden.narrow(0, range.start, range.len())?)?);
+            }
+            drop(hidden);
+            Tensor::cat(&outputs, 0)?
+        };
         // Routed outputs are summed per token in f32 whatever the compute dtype, in expert order (the order of
         // transformers' loop): the rows of every expert's output, gathered token by token, then summed.
-        let routed = Tensor::cat(&outputs, 0)?;
+        let routed = if scale_input { routed } else { routed.broadcast_mul(&all_weights)? };
         let gather = Tensor::from_vec(groups.rows_by_token(), tokens * self.desc.top_k, &device)?;
         let mut out = routed
             .index_select(&gather, 0)?
