@@ -13,13 +13,12 @@
 //! Every file is synced before the directory is renamed into place, so a published output is complete on
 //! disk, and a file system that reports a full disk only when data is flushed (NFS, some quotas) is caught.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Metadata, View};
+use safetensors::tensor::Metadata;
 
 use super::{Dtype, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
@@ -40,11 +39,15 @@ pub struct WriterOptions {
     pub overwrite: bool,
     /// The checkpoint being read, which the output must never touch.
     pub input_dir: Option<PathBuf>,
+    /// Most tensor bytes of the shard being filled kept in memory; the rest waits in a spill file beside it
+    /// until the shard is written (a shard's header, which comes first, needs all its tensors). Bounds the
+    /// writer's memory whatever the shard size.
+    pub max_buffer_bytes: u64,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { max_shard_bytes: 5_000_000_000, overwrite: false, input_dir: None }
+        WriterOptions { max_shard_bytes: 5_000_000_000, overwrite: false, input_dir: None, max_buffer_bytes: 512 << 20 }
     }
 }
 
@@ -81,22 +84,29 @@ type FaultHook = Box<dyn FnMut(OutputOp, &Path) -> io::Result<()> + Send>;
 struct PendingTensor {
     dtype: Dtype,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    data: PendingData,
 }
 
-impl View for &PendingTensor {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype.to_safetensors()
+/// Where a pending tensor's bytes wait: in memory, or at a range of the shard's spill file.
+enum PendingData {
+    Memory(Vec<u8>),
+    Spilled { offset: u64, len: usize },
+}
+
+impl PendingTensor {
+    fn len(&self) -> usize {
+        match &self.data {
+            PendingData::Memory(bytes) => bytes.len(),
+            PendingData::Spilled { len, .. } => *len,
+        }
     }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
+}
+
+/// The spill file of the shard being filled.
+struct Spill {
+    path: PathBuf,
+    file: File,
+    len: u64,
 }
 
 /// A checkpoint being written. Call [`finish`](Self::finish) to publish it.
@@ -106,6 +116,9 @@ pub struct CheckpointWriter {
     options: WriterOptions,
     pending: BTreeMap<String, PendingTensor>,
     pending_bytes: u64,
+    /// Bytes of `pending` held in memory.
+    buffered_bytes: u64,
+    spill: Option<Spill>,
     /// Tensor names of each shard written so far (temporary file names are `shard-<k>`).
     shards: Vec<Vec<String>>,
     names: HashSet<String>,
@@ -168,6 +181,8 @@ impl CheckpointWriter {
             options,
             pending: BTreeMap::new(),
             pending_bytes: 0,
+            buffered_bytes: 0,
+            spill: None,
             shards: Vec::new(),
             names: HashSet::new(),
             tensor_bytes: 0,
@@ -211,8 +226,33 @@ impl CheckpointWriter {
         }
         self.pending_bytes += size;
         self.tensor_bytes += size;
+        let data = if self.buffered_bytes + size > self.options.max_buffer_bytes {
+            let spilled = self.spill_tensor(&data);
+            self.discard_on_error(spilled)?
+        } else {
+            self.buffered_bytes += size;
+            PendingData::Memory(data)
+        };
         self.pending.insert(name.to_string(), PendingTensor { dtype, shape: shape.to_vec(), data });
         Ok(())
+    }
+
+    /// Appends `data` to the current shard's spill file (created on first use).
+    fn spill_tensor(&mut self, data: &[u8]) -> Result<PendingData> {
+        if self.spill.is_none() {
+            let path = self.tmp.join(format!("shard-{}.spill", self.shards.len()));
+            let file = check(&mut self.fault, OutputOp::CreateFile, &path)
+                .and_then(|()| File::options().read(true).write(true).create_new(true).open(&path))
+                .map_err(|e| output_error(&path, e))?;
+            self.spill = Some(Spill { path, file, len: 0 });
+        }
+        let Some(spill) = self.spill.as_mut() else { unreachable!("created above") };
+        let offset = spill.len;
+        check(&mut self.fault, OutputOp::Write, &spill.path)
+            .and_then(|()| spill.file.write_all(data))
+            .map_err(|e| output_error(&spill.path, e))?;
+        spill.len += data.len() as u64;
+        Ok(PendingData::Spilled { offset, len: data.len() })
     }
 
     /// Writes a non-tensor file (config, metadata) into the output.
@@ -276,15 +316,38 @@ impl CheckpointWriter {
         let path = self.tmp.join(format!("shard-{}", self.shards.len()));
         let tensors = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        self.buffered_bytes = 0;
+        let spill = self.spill.take();
         let (header, order) = shard_header(&tensors, &path)?;
         write_new_file(&path, &mut self.fault, |out| {
             out.write_all(&(header.len() as u64).to_le_bytes())?;
             out.write_all(&header)?;
+            let mut chunk = Vec::new();
             for tensor in order {
-                out.write_all(&tensor.data)?;
+                match (&tensor.data, &spill) {
+                    (PendingData::Memory(bytes), _) => out.write_all(bytes)?,
+                    (&PendingData::Spilled { offset, len }, Some(spill)) => {
+                        // Copied back in pieces, so memory stays bounded by the piece.
+                        let mut done = 0;
+                        while done < len {
+                            let piece = (len - done).min(WRITE_BUFFER * 16);
+                            chunk.resize(piece, 0);
+                            read_exact_at(&spill.file, &mut chunk, offset + done as u64)?;
+                            out.write_all(&chunk)?;
+                            done += piece;
+                        }
+                    }
+                    (PendingData::Spilled { .. }, None) => {
+                        return Err(io::Error::other("a spilled tensor has no spill file"));
+                    }
+                }
             }
             Ok(())
         })?;
+        if let Some(spill) = spill {
+            drop(spill.file);
+            std::fs::remove_file(&spill.path).map_err(|e| output_error(&spill.path, e))?;
+        }
         self.shards.push(tensors.into_keys().collect());
         Ok(())
     }
@@ -456,7 +519,7 @@ fn shard_header<'a>(
     let mut offset = 0;
     let mut infos = Vec::with_capacity(order.len());
     for (name, tensor) in &order {
-        let end = offset + tensor.data.len();
+        let end = offset + tensor.len();
         infos.push((
             name.to_string(),
             safetensors::tensor::TensorInfo {
@@ -476,6 +539,26 @@ fn shard_header<'a>(
         return Err(internal(&format!("the header is {} bytes, more than safetensors allows", header.len())));
     }
     Ok((header, order.into_iter().map(|(_, t)| t).collect()))
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why the file system refused to write, for the errors that come from its state rather than from a bug
@@ -575,8 +658,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shards_have_the_bytes_of_safetensors_serialize() {
-        let mut tensors = BTreeMap::new();
+    fn shards_have_the_bytes_of_safetensors_serialize_whether_buffered_or_spilled() {
         let entries: [(&str, Dtype, &[usize]); 5] = [
             ("b.weight", Dtype::U8, &[3, 5]),
             ("a.weight", Dtype::BF16, &[2, 3]),
@@ -584,20 +666,35 @@ mod tests {
             ("c", Dtype::F8E4M3, &[7]),
             ("z", Dtype::F64, &[1]),
         ];
-        for (k, (name, dtype, shape)) in entries.into_iter().enumerate() {
-            let len = shape.iter().product::<usize>() * dtype.size();
-            let data = (0..len).map(|i| (i * 7 + k) as u8).collect();
-            tensors.insert(name.to_string(), PendingTensor { dtype, shape: shape.to_vec(), data });
-        }
-        let (header, order) = shard_header(&tensors, Path::new("shard-0")).unwrap();
-        let mut ours = (header.len() as u64).to_le_bytes().to_vec();
-        ours.extend_from_slice(&header);
-        for tensor in order {
-            ours.extend_from_slice(&tensor.data);
-        }
+        let tensors: Vec<(&str, Dtype, &[usize], Vec<u8>)> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(k, (name, dtype, shape))| {
+                let len = shape.iter().product::<usize>() * dtype.size();
+                (name, dtype, shape, (0..len).map(|i| (i * 7 + k) as u8).collect())
+            })
+            .collect();
+        let views = tensors.iter().map(|(name, dtype, shape, data)| {
+            (*name, safetensors::tensor::TensorView::new(dtype.to_safetensors(), shape.to_vec(), data).unwrap())
+        });
         let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-        let theirs = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), metadata).unwrap();
-        assert_eq!(ours, theirs);
+        let theirs = safetensors::serialize(views, metadata).unwrap();
+        // Everything in memory, everything spilled, and a mix (the first 20 bytes buffered).
+        for max_buffer_bytes in [u64::MAX, 0, 20] {
+            let tmp = tempfile::tempdir().unwrap();
+            let target = tmp.path().join("out");
+            let options = WriterOptions { max_buffer_bytes, ..WriterOptions::default() };
+            let mut writer = CheckpointWriter::create(&target, options).unwrap();
+            let mut spilled = false;
+            for (name, dtype, shape, data) in &tensors {
+                writer.add_tensor(name, *dtype, shape, data.clone()).unwrap();
+                spilled |= writer.spill.is_some();
+            }
+            assert_eq!(spilled, max_buffer_bytes != u64::MAX);
+            let summary = writer.finish().unwrap();
+            assert_eq!(std::fs::read(target.join(SINGLE_FILE)).unwrap(), theirs, "budget {max_buffer_bytes}");
+            assert_eq!(summary.files.keys().collect::<Vec<_>>(), [SINGLE_FILE], "no spill file is left");
+        }
     }
 
     #[cfg(unix)]

@@ -354,6 +354,7 @@ pub fn quantize_checkpoint(
         max_shard_bytes: plan.max_shard_bytes,
         overwrite: plan.overwrite,
         input_dir: Some(dir.to_path_buf()),
+        ..WriterOptions::default()
     };
     let writer = CheckpointWriter::create(target, writer_options)?;
     let quantizer = Quantizer { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format };
