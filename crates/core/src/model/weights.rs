@@ -13,17 +13,25 @@ pub struct WeightLoader<'a> {
     pub checkpoint: &'a Checkpoint,
     pub device: Device,
     pub dtype: DType,
+    /// Keep bf16 / f16 / f32 tensors in their stored dtype instead of converting them to `dtype`.
+    pub keep_stored: bool,
 }
 
 impl<'a> WeightLoader<'a> {
     /// A loader producing f32 tensors.
     pub fn new(checkpoint: &'a Checkpoint, device: Device) -> Self {
-        WeightLoader { checkpoint, device, dtype: DType::F32 }
+        WeightLoader { checkpoint, device, dtype: DType::F32, keep_stored: false }
     }
 
     /// A loader producing tensors of `dtype` (bf16 on the GPU).
     pub fn with_dtype(checkpoint: &'a Checkpoint, device: Device, dtype: DType) -> Self {
-        WeightLoader { checkpoint, device, dtype }
+        WeightLoader { checkpoint, device, dtype, keep_stored: false }
+    }
+
+    /// A loader on the same checkpoint and device that keeps floating-point tensors in their stored dtype
+    /// (half the memory of f32 for bf16 weights; users convert at the point of use).
+    pub fn keeping_stored(&self) -> Self {
+        WeightLoader { checkpoint: self.checkpoint, device: self.device.clone(), dtype: self.dtype, keep_stored: true }
     }
 
     /// Values as stored (bf16, f16, f32 copied as they are; anything else through f32) on the device, in the
@@ -40,6 +48,9 @@ impl<'a> WeightLoader<'a> {
             Some(native) => Tensor::from_raw_buffer(data, native, shape, &self.device)?,
             None => Tensor::from_vec(crate::checkpoint::bytes_to_f32(dtype, data), shape, &self.device)?,
         };
+        if self.keep_stored && native.is_some() {
+            return Ok(tensor);
+        }
         Ok(tensor.to_dtype(self.dtype)?)
     }
 

@@ -34,7 +34,12 @@ impl MoeBlock {
             Some(name) => Some(loader.tensor(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        let experts = (0..desc.experts).map(|e| loader.expert(desc, e)).collect::<Result<Vec<_>>>()?;
+        // On the CPU the experts stay in their stored dtype (bf16 instead of f32: half the memory) and each is
+        // converted to the compute dtype when it runs, so a layer's experts cost their size on disk. (The GPU
+        // computes in bf16, the dtype they are stored in.)
+        let mut experts_loader = loader.keeping_stored();
+        experts_loader.keep_stored = loader.device.is_cpu();
+        let experts = (0..desc.experts).map(|e| experts_loader.expert(desc, e)).collect::<Result<Vec<_>>>()?;
         let shared = desc.shared.as_ref().map(|s| Mlp::load(loader, &s.mlp)).transpose()?;
         let shared_gate = match desc.shared.as_ref().and_then(|s| s.gate.as_ref()) {
             Some(gate) => Some(Linear::from_weight(gate.trim_end_matches(".weight"), loader.tensor(gate)?, None)),
@@ -65,9 +70,9 @@ impl MoeBlock {
     /// `act(gate)·up` of one expert on `xs [m, H]` → `[m, I]`.
     fn hidden(&self, weights: &ExpertWeights, xs: &Tensor) -> Result<Tensor> {
         let inter = self.desc.intermediate;
-        let mut gate_up = xs.matmul(&weights.gate_up.t()?)?;
+        let mut gate_up = xs.matmul(&weights.gate_up.to_dtype(xs.dtype())?.t()?)?;
         if let Some(bias) = &weights.gate_up_bias {
-            gate_up = gate_up.broadcast_add(bias)?;
+            gate_up = gate_up.broadcast_add(&bias.to_dtype(xs.dtype())?)?;
         }
         let gate = gate_up.narrow(1, 0, inter)?;
         let up = gate_up.narrow(1, inter, inter)?;
@@ -85,9 +90,9 @@ impl MoeBlock {
     }
 
     fn expert_output(&self, weights: &ExpertWeights, hidden: &Tensor) -> Result<Tensor> {
-        let mut ys = hidden.matmul(&weights.down.t()?)?;
+        let mut ys = hidden.matmul(&weights.down.to_dtype(hidden.dtype())?.t()?)?;
         if let Some(bias) = &weights.down_bias {
-            ys = ys.broadcast_add(bias)?;
+            ys = ys.broadcast_add(&bias.to_dtype(hidden.dtype())?)?;
         }
         Ok(ys)
     }
