@@ -8,11 +8,13 @@
 //
 // Each npm/<dir>/package.json names its addon in `main`; the addon is copied from the repository root, where
 // `npm run build:native` (moe-quant.linux-x64-gnu.node) and `npm run build:cuda`
-// (moe-quant.linux-x64-gnu.cuda.node) leave it. A package in moe-quant's optionalDependencies (the CPU addon)
-// must have its addon; one that is not (the CUDA addon, installed explicitly by users) is skipped when its
-// addon has not been built. The copies are git-ignored.
+// (moe-quant.linux-x64-gnu.cuda.node) leave it. A package listed in moe-quant's `platformPackages` (the CPU
+// addon) must have its addon; it becomes an optional dependency, at exactly moe-quant's version, of the packed
+// moe-quant only (a source checkout does not list it, so its lock file stays installable with `npm ci` while
+// the package is not on the registry). Others (the CUDA addon, installed explicitly by users) are skipped when
+// their addon has not been built. The copies are git-ignored.
 //
-// Checks: every package's version equals moe-quant's, optionalDependencies pin exactly that version and name
+// Checks: every package's version equals moe-quant's, platformPackages name
 // packages under npm/, the CUDA package's peer dependency on moe-quant is that version; with --pack, moe-quant's
 // tarball holds dist/, the loader and the CLI but no .node file, and each platform tarball holds its addon.
 // The packs run with --ignore-scripts: moe-quant's `prepare` would rebuild everything. Publish the tarballs
@@ -38,7 +40,8 @@ if (packIndex >= 0 && !packDir) fail('--pack needs a destination directory')
 const only = args.flatMap((arg, i) => (args[i - 1] === '--only' ? [arg] : []))
 
 const main = readJson(join(ROOT, 'package.json'))
-const optional = main.optionalDependencies ?? {}
+if (main.optionalDependencies) fail('list platform packages in "platformPackages"; the packed manifest gets optionalDependencies')
+const optional = Object.fromEntries((main.platformPackages ?? []).map((name) => [name, main.version]))
 const packages = readdirSync(join(ROOT, 'npm'), { withFileTypes: true })
   .filter((entry) => entry.isDirectory() && existsSync(join(ROOT, 'npm', entry.name, 'package.json')))
   .map((entry) => {
@@ -56,8 +59,8 @@ for (const { dir, manifest, addon } of packages) {
   if (peer !== undefined && peer !== main.version) problems.push(`${manifest.name} peer-depends on moe-quant ${peer}, not ${main.version}`)
 }
 for (const [name, version] of Object.entries(optional)) {
-  if (version !== main.version) problems.push(`optionalDependencies: ${name} is ${version}, not exactly ${main.version}`)
-  if (!packages.some((p) => p.manifest.name === name)) problems.push(`optionalDependencies: ${name} has no package under npm/`)
+  if (version !== main.version) problems.push(`platformPackages: ${name} is ${version}, not exactly ${main.version}`)
+  if (!packages.some((p) => p.manifest.name === name)) problems.push(`platformPackages: ${name} has no package under npm/`)
 }
 if (Object.keys(main.dependencies ?? {}).length > 0) problems.push('moe-quant must have no runtime dependencies (the install test installs offline)')
 for (const name of only) if (!packages.some((p) => p.manifest.name === name)) problems.push(`--only ${name}: no such package under npm/`)
@@ -99,8 +102,8 @@ function pack(cwd) {
   return { file: join(destination, info.filename), files: info.files.map((f) => f.path), size: info.size }
 }
 
-// moe-quant is packed from a staging copy of what `files` selects, with a published manifest that has no
-// scripts: npm never runs a dependency's `prepare` (it builds a source checkout), but it still lists it as an
+// moe-quant is packed from a staging copy of what `files` selects, with a published manifest that lists the
+// platform packages as optional dependencies and has no scripts: npm never runs a dependency's `prepare` (it builds a source checkout), but it still lists it as an
 // install script, warns about it on every install and refuses it under --strict-allow-scripts.
 const staging = mkdtempSync(join(tmpdir(), 'moe-quant-stage-'))
 let mainPack
@@ -109,7 +112,8 @@ try {
     mkdirSync(dirname(join(staging, path)), { recursive: true })
     copyFileSync(join(ROOT, path), join(staging, path))
   }
-  const { scripts, devDependencies, ava, ...published } = main
+  const { scripts, devDependencies, ava, platformPackages, ...rest } = main
+  const published = { ...rest, optionalDependencies: optional }
   writeFileSync(join(staging, 'package.json'), `${JSON.stringify(published, null, 2)}\n`)
   mainPack = pack(staging)
 } finally {
