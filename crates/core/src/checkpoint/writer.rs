@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Metadata;
 
+use super::source::read_exact_at;
 use super::{Dtype, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::MAX_HEADER_BYTES;
@@ -332,7 +333,7 @@ impl CheckpointWriter {
                         while done < len {
                             let piece = (len - done).min(WRITE_BUFFER * 16);
                             chunk.resize(piece, 0);
-                            read_exact_at(&spill.file, &mut chunk, offset + done as u64)?;
+                            read_exact_at(&spill.file, offset + done as u64, &mut chunk)?;
                             out.write_all(&chunk)?;
                             done += piece;
                         }
@@ -539,26 +540,6 @@ fn shard_header<'a>(
         return Err(internal(&format!("the header is {} bytes, more than safetensors allows", header.len())));
     }
     Ok((header, order.into_iter().map(|(_, t)| t).collect()))
-}
-
-#[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match file.seek_read(buf, offset)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Why the file system refused to write, for the errors that come from its state rather than from a bug
