@@ -28,10 +28,10 @@ impl<'a> WeightLoader<'a> {
         WeightLoader { checkpoint, device, dtype, keep_stored: false }
     }
 
-    /// A loader on the same checkpoint and device that keeps floating-point tensors in their stored dtype
-    /// (half the memory of f32 for bf16 weights; users convert at the point of use).
-    pub fn keeping_stored(&self) -> Self {
-        WeightLoader { checkpoint: self.checkpoint, device: self.device.clone(), dtype: self.dtype, keep_stored: true }
+    /// A loader on the same checkpoint and device that, when `keep` is set, keeps floating-point tensors in
+    /// their stored dtype (half the memory of f32 for bf16 weights; users convert at the point of use).
+    pub fn keeping_stored(&self, keep: bool) -> Self {
+        WeightLoader { checkpoint: self.checkpoint, device: self.device.clone(), dtype: self.dtype, keep_stored: keep }
     }
 
     /// Values as stored (bf16, f16, f32 copied as they are; anything else through f32) on the device, in the

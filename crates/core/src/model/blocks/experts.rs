@@ -37,8 +37,7 @@ impl MoeBlock {
         // On the CPU the experts stay in their stored dtype (bf16 instead of f32: half the memory) and each is
         // converted to the compute dtype when it runs, so a layer's experts cost their size on disk. (The GPU
         // computes in bf16, the dtype they are stored in.)
-        let mut experts_loader = loader.keeping_stored();
-        experts_loader.keep_stored = loader.device.is_cpu();
+        let experts_loader = loader.keeping_stored(loader.device.is_cpu());
         let experts = (0..desc.experts).map(|e| experts_loader.expert(desc, e)).collect::<Result<Vec<_>>>()?;
         let shared = desc.shared.as_ref().map(|s| Mlp::load(loader, &s.mlp)).transpose()?;
         let shared_gate = match desc.shared.as_ref().and_then(|s| s.gate.as_ref()) {
@@ -120,8 +119,8 @@ impl MoeBlock {
         let mut down_maxima = Vec::with_capacity(self.desc.experts);
         // The routing goes to the device in one copy.
         let all_tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), &device)?;
-        let all_weights = Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?
-            .to_dtype(flat.dtype())?;
+        let all_weights =
+            Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?.to_dtype(flat.dtype())?;
         // Whole-batch steps (gather, routing-weight products, maxima) run once over all routed slots, which are
         // sorted by expert; each expert only runs its two matmuls and the activation on its rows (views).
         let active: Vec<(usize, &std::ops::Range<usize>)> =
@@ -194,21 +193,23 @@ struct ExpertGroups {
     weights: Vec<f32>,
     /// Slots of expert e: `ranges[e]`.
     ranges: Vec<std::ops::Range<usize>>,
+    /// Slots per token (every token has exactly this many).
+    top_k: usize,
 }
 
 impl ExpertGroups {
     /// For each token in turn, the slots (rows of the experts' concatenated outputs) it was routed to, in
     /// expert order: `tokens × top_k` row indices.
     fn rows_by_token(&self) -> Vec<u32> {
-        let mut per_token: Vec<Vec<u32>> = Vec::new();
+        let mut rows = vec![0u32; self.tokens.len()];
+        let mut filled = vec![0usize; self.tokens.len() / self.top_k.max(1)];
+        // Slots are visited in expert order, so each token's rows come out in expert order.
         for (row, &token) in self.tokens.iter().enumerate() {
             let token = token as usize;
-            if per_token.len() <= token {
-                per_token.resize_with(token + 1, Vec::new);
-            }
-            per_token[token].push(row as u32);
+            rows[token * self.top_k + filled[token]] = row as u32;
+            filled[token] += 1;
         }
-        per_token.into_iter().flatten().collect()
+        rows
     }
 }
 
@@ -232,5 +233,5 @@ fn group_by_expert(routing: &Routing, experts: usize) -> ExpertGroups {
         weights[next[e]] = w;
         next[e] += 1;
     }
-    ExpertGroups { tokens, weights, ranges }
+    ExpertGroups { tokens, weights, ranges, top_k: routing.top_k }
 }
