@@ -258,7 +258,10 @@ fn fp8_per_expert_scales_strided_and_misaligned_views() {
     let got = bytes(&kernels::fp8_quantize_experts(&tensor(&odd, Dtype::F32, &[3, 5, 7], &device), &scales).unwrap());
     for e in 0..3 {
         let weight = WeightInput::new("odd", Dtype::F32, &[5, 7], &odd[e * 35..(e + 1) * 35]).unwrap();
-        assert_eq!(&got[e * 35..(e + 1) * 35], Fp8::default().quantize(&weight, amaxes[e]).unwrap().get("weight").unwrap().data);
+        assert_eq!(
+            &got[e * 35..(e + 1) * 35],
+            Fp8::default().quantize(&weight, amaxes[e]).unwrap().get("weight").unwrap().data
+        );
     }
 }
 

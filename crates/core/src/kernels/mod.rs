@@ -259,7 +259,10 @@ mod tests {
         let values = [0.5f32; 16];
         let weight = WeightInput::new("w", Dtype::F32, &[1, 16], &values).unwrap();
         for amax in [0.0, 1e-45, 1e-39, 0.5, 3.7, 448.0, 1e30] {
-            assert_eq!(fp8_weight_scale(amax).unwrap(), scalar(&Fp8::default().quantize(&weight, amax).unwrap(), "weight_scale"));
+            assert_eq!(
+                fp8_weight_scale(amax).unwrap(),
+                scalar(&Fp8::default().quantize(&weight, amax).unwrap(), "weight_scale")
+            );
             assert_eq!(
                 nvfp4_weight_scale_2(amax).unwrap(),
                 scalar(&Nvfp4.quantize(&weight, amax).unwrap(), "weight_scale_2")
