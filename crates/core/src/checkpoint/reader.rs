@@ -67,6 +67,11 @@ pub struct TensorData {
 }
 
 impl TensorData {
+    /// The tensor `info` describes, holding `data`.
+    fn of(info: &TensorInfo, data: SharedBytes) -> Self {
+        TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape.clone(), data }
+    }
+
     /// A borrowed view, for the conversions of [`TensorView`].
     pub fn view(&self) -> TensorView<'_> {
         TensorView { name: &self.name, dtype: self.dtype, shape: &self.shape, data: &self.data }
@@ -267,7 +272,7 @@ impl Checkpoint {
             Some(bytes) => bytes,
             None => SharedBytes::new(self.sources[info.file].read_range(info.start as u64..info.end as u64)?),
         };
-        Ok(TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape.clone(), data })
+        Ok(TensorData::of(info, data))
     }
 
     /// Slice `index` along the first dimension of a tensor (one expert of a fused `[E, …]` tensor), reading
@@ -283,9 +288,7 @@ impl Checkpoint {
         }
         let stride = (info.end - info.start) / count;
         if let Some(whole) = self.ahead.get(name) {
-            let whole =
-                TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape.clone(), data: whole };
-            return whole.slice_first(index);
+            return TensorData::of(info, whole).slice_first(index);
         }
         let start = (info.start + index * stride) as u64;
         let data = SharedBytes::new(self.sources[info.file].read_range(start..start + stride as u64)?);
