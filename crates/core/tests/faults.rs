@@ -142,6 +142,15 @@ struct ChildResult {
     message: String,
 }
 
+/// Asserts that a child's run failed with `E_OUTPUT_WRITE` for a file of its temporary directory beside
+/// `output`, for `reason`.
+fn assert_output_write(result: &ChildResult, output: &Path, reason: &str) {
+    assert_eq!(result.code.as_deref(), Some("E_OUTPUT_WRITE"), "{}", result.message);
+    let temporary = output.with_file_name(format!(".{}.moe-quant-tmp-", output.file_name().unwrap().to_string_lossy()));
+    assert!(result.message.starts_with(&temporary.display().to_string()), "{}", result.message);
+    assert!(result.message.contains(&format!("cannot write the output ({reason}): ")), "{}", result.message);
+}
+
 /// Quantizes `model` into `output` with fixed pre-tokenized calibration ids.
 fn run_quantization(
     model: &Path,
@@ -238,14 +247,8 @@ fn a_file_size_limit_fails_the_export_with_e_output_write_and_leaves_nothing() {
     // Without SIGXFSZ ignored, the child would be killed by the signal here.
     assert!(output.status.success(), "{:?}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
     let [result] = &results(&stdout)[..] else { panic!("no single RESULT line in {stdout}") };
-    assert_eq!(result.code.as_deref(), Some("E_OUTPUT_WRITE"), "{}", result.message);
-    let shard = parent.join(".out.moe-quant-tmp-");
-    assert!(result.message.starts_with(&shard.display().to_string()), "{}", result.message);
-    assert!(
-        result.message.contains("/shard-0: cannot write the output (a file-size limit was reached): "),
-        "{}",
-        result.message
-    );
+    assert_output_write(result, &parent.join("out"), "a file-size limit was reached");
+    assert!(result.message.contains("/shard-0: cannot write"), "{}", result.message);
     assert_eq!(listing(&parent), Vec::<String>::new(), "no output and no temporary directory");
     assert_eq!(snapshot(&model), before, "the input is untouched");
 }
@@ -522,9 +525,7 @@ fn a_full_disk_fails_the_export_with_e_output_write_and_leaves_nothing() {
     let script = format!("TASK=\"$2\" {RUN_CHILD}\necho \"LISTING [$(ls -A \"$1\" | tr '\\n' ' ')]\"");
     let stdout = in_namespace(&namespace, &disk, "64k", &script, &[task]);
     let [result] = &results(&stdout)[..] else { panic!("no single RESULT line in {stdout}") };
-    assert_eq!(result.code.as_deref(), Some("E_OUTPUT_WRITE"), "{}", result.message);
-    assert!(result.message.contains("cannot write the output (the disk is full): "), "{}", result.message);
-    assert!(result.message.starts_with(&disk.join(".out.moe-quant-tmp-").display().to_string()), "{}", result.message);
+    assert_output_write(result, &disk.join("out"), "the disk is full");
     assert!(stdout.lines().any(|l| l == "LISTING []"), "the tmpfs is left empty: {stdout}");
     assert_eq!(snapshot(&model), before, "the input is untouched");
 }
@@ -558,9 +559,7 @@ fn a_file_system_turning_read_only_mid_export_is_e_output_write_and_the_next_run
     );
     let stdout = in_namespace(&namespace, &disk, "16m", &script, &[first, second]);
     let [failed, succeeded] = &results(&stdout)[..] else { panic!("not two RESULT lines in {stdout}") };
-    assert_eq!(failed.code.as_deref(), Some("E_OUTPUT_WRITE"), "{}", failed.message);
-    assert!(failed.message.contains("cannot write the output (the filesystem is read-only): "), "{}", failed.message);
-    assert!(failed.message.starts_with(&disk.join(".out.moe-quant-tmp-").display().to_string()), "{}", failed.message);
+    assert_output_write(failed, &disk.join("out"), "the filesystem is read-only");
     assert_eq!(succeeded.code, None, "{}", succeeded.message);
     let listings: Vec<Vec<&str>> = stdout
         .lines()
