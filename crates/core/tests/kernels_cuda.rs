@@ -406,6 +406,64 @@ fn expert_split_matches_candle_on_the_cpu() {
     }
 }
 
+/// Each range of rows times its own weight, in one grouped GEMM, against the f32 product on the CPU: empty,
+/// single-row and uneven ranges, weights that are views into one stacked tensor (non-zero start offsets) as
+/// well as separate tensors, bf16 and f16.
+#[test]
+fn grouped_matmul_matches_per_expert_products() {
+    let device = gpu();
+    let uniform = |count: usize, seed: u64, dtype: Dtype| -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..count)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                round(((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0, dtype)
+            })
+            .collect()
+    };
+    for dtype in [Dtype::BF16, Dtype::F16] {
+        for (k, n, bounds) in [
+            (64usize, 96usize, vec![0usize, 5, 5, 37, 38, 100]),
+            (2048, 1536, vec![0, 300, 300, 301, 700]),
+            (768, 2048, vec![0, 1, 450, 451]),
+        ] {
+            let ranges: Vec<std::ops::Range<usize>> = bounds.windows(2).map(|w| w[0]..w[1]).collect();
+            let rows = *bounds.last().unwrap();
+            let xs_values = uniform(rows * k, 11, dtype);
+            let w_values = uniform(ranges.len() * n * k, 12, dtype);
+            let xs = tensor(&xs_values, dtype, &[rows, k], &device);
+            let stacked = tensor(&w_values, dtype, &[ranges.len(), n, k], &device);
+            let views: Vec<Tensor> = (0..ranges.len()).map(|i| stacked.i(i).unwrap()).collect();
+            let separate: Vec<Tensor> = views.iter().map(|v| v.copy().unwrap()).collect();
+            for (label, weights) in [("views", &views), ("separate", &separate)] {
+                let weights: Vec<&Tensor> = weights.iter().collect();
+                let got = kernels::grouped_matmul_t(&xs, &weights, &ranges).unwrap();
+                assert_eq!(got.dims(), [rows, n]);
+                assert_eq!(got.dtype(), xs.dtype());
+                let got = f32s(&got.to_dtype(DType::F32).unwrap());
+                let mut worst = 0.0f32;
+                for (i, range) in ranges.iter().enumerate() {
+                    for r in range.clone() {
+                        for j in 0..n {
+                            let exact: f32 = (0..k).map(|c| xs_values[r * k + c] * w_values[(i * n + j) * k + c]).sum();
+                            // f32 accumulation, one rounding to the 16-bit output: 2^-8 relative (bf16), plus the
+                            // summation order's error.
+                            let error = (got[r * n + j] - exact).abs() / (exact.abs() + 1e-2 * (k as f32).sqrt());
+                            worst = worst.max(error);
+                        }
+                    }
+                }
+                assert!(worst < 8e-3, "{dtype:?} k={k} n={n} {label}: relative error {worst}");
+            }
+        }
+    }
+    // Ranges must tile the rows.
+    let xs = tensor(&[0.0; 8], Dtype::BF16, &[2, 4], &device);
+    let w = tensor(&[0.0; 12], Dtype::BF16, &[3, 4], &device);
+    assert!(kernels::grouped_matmul_t(&xs, &[&w], &[0..1]).is_err());
+    assert!(kernels::grouped_matmul_t(&xs, &[&w, &w], &[1..2, 0..1]).is_err());
+}
+
 fn assert_same(got: &Tensor, expected: &Tensor, what: &str) {
     assert_eq!(got.dims(), expected.dims(), "{what}");
     assert_eq!(got.dtype(), expected.dtype(), "{what}");

@@ -144,7 +144,7 @@ pub(super) fn keep_freed_memory(device: &CudaDevice) -> Result<()> {
     Ok(())
 }
 
-fn wrap<T: CudaDType>(slice: CudaSlice<T>, device: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
+pub(super) fn wrap<T: CudaDType>(slice: CudaSlice<T>, device: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
     let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, device.clone()));
     Tensor::from_storage(storage, shape, BackpropOp::none(), false)
 }

@@ -13,6 +13,8 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+mod grouped_gemm;
 
 use candle_core::{Device, Tensor};
 
@@ -40,15 +42,21 @@ pub const fn compiled() -> bool {
 
 /// The CUDA device with this ordinal, or [`Error::DeviceUnavailable`] when the build has no CUDA or the
 /// machine has no such GPU (or no driver). Its memory pool keeps freed memory for reuse (as PyTorch's caching
-/// allocator does), so repeated large allocations stay cheap.
+/// allocator does), so repeated large allocations stay cheap. Everything on it runs on one stream.
 pub fn cuda_device(ordinal: usize) -> Result<Device> {
     #[cfg(feature = "cuda")]
     {
-        let device = Device::new_cuda(ordinal).map_err(|error| Error::DeviceUnavailable {
+        let device = candle_core::CudaDevice::new_with_stream(ordinal).map_err(|error| Error::DeviceUnavailable {
             message: format!("cuda:{ordinal} could not be opened: {error}"),
         })?;
-        cuda::keep_freed_memory(device.as_cuda_device()?)?;
-        Ok(device)
+        // All work on this device goes to this one stream, whichever thread issues it, so stream order alone
+        // orders every use of every buffer. cudarc's per-buffer events (two created per allocation, a wait and
+        // a record per kernel argument) add nothing then, and cost host time on every one of the forward's
+        // thousands of small launches.
+        // SAFETY: no other stream of this context touches memory allocated through this device.
+        unsafe { device.disable_event_tracking() };
+        cuda::keep_freed_memory(&device)?;
+        Ok(Device::Cuda(device))
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -177,6 +185,65 @@ pub fn split_gate_up_transposed(gate_up: &Tensor, interleaved: bool) -> Result<(
     }
 }
 
+/// The routed experts' projection in one call: for each i, rows `ranges[i]` of `xs [rows, K]` times
+/// `weights[i]ᵀ` (`[N, K]`, an `nn.Linear` weight) into the same rows of the `[rows, N]` result. One cuBLAS
+/// grouped GEMM (f32 accumulation, as candle's matmul), no per-expert allocation or concatenation. `xs` and
+/// every weight are contiguous CUDA tensors of one dtype, bf16 or f16; the ranges tile `0..rows` in order
+/// (empty ones allowed).
+pub fn grouped_matmul_t(xs: &Tensor, weights: &[&Tensor], ranges: &[std::ops::Range<usize>]) -> Result<Tensor> {
+    let op = "grouped_matmul_t";
+    let (rows, k) = xs.dims2().map_err(|_| shape_error(xs, "grouped_matmul_t expects activations [rows, K]"))?;
+    if weights.len() != ranges.len() || weights.is_empty() {
+        return Err(Error::Internal(format!(
+            "kernels::{op}: {} weights for {} row ranges (one each, at least one)",
+            weights.len(),
+            ranges.len()
+        )));
+    }
+    let n = weights[0].dim(0)?;
+    for weight in weights {
+        if weight.dims() != [n, k] || weight.dtype() != xs.dtype() || !weight.is_contiguous() {
+            return Err(shape_error(
+                weight,
+                &format!("grouped_matmul_t expects contiguous {:?} weights [{n}, {k}]", xs.dtype()),
+            ));
+        }
+    }
+    if !xs.is_contiguous() {
+        return Err(shape_error(xs, "grouped_matmul_t expects contiguous activations"));
+    }
+    let mut next = 0;
+    for range in ranges {
+        if range.start != next || range.end < range.start {
+            return Err(Error::Internal(format!("kernels::{op}: row ranges do not tile 0..{rows} in order")));
+        }
+        next = range.end;
+    }
+    if next != rows {
+        return Err(Error::Internal(format!("kernels::{op}: row ranges cover 0..{next}, not 0..{rows}")));
+    }
+    let device = match xs.device() {
+        Device::Cuda(device) => device,
+        _ => {
+            return Err(Error::DeviceUnavailable {
+                message: format!("kernels::{op} runs on CUDA tensors (the CPU path multiplies expert by expert)"),
+            })
+        }
+    };
+    if weights.iter().any(|w| !w.device().same_device(xs.device())) {
+        return Err(Error::Internal(format!("kernels::{op}: weights and activations on different devices")));
+    }
+    #[cfg(feature = "cuda")]
+    {
+        grouped_gemm::grouped_matmul_t(device, xs, weights, ranges, n)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        Err(not_compiled(op))
+    }
+}
+
 /// `amax` over `runs` equal consecutive runs of the tensor's elements, F32 `[runs]`.
 fn amax_runs(xs: &Tensor, runs: usize, op: &str) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
@@ -270,6 +337,31 @@ mod tests {
         }
         assert!(fp8_weight_scale(f32::NAN).is_err());
         assert!(nvfp4_weight_scale_2(-1.0).is_err());
+    }
+
+    #[test]
+    fn grouped_matmul_checks_its_arguments_before_the_device() {
+        let bf16 = candle_core::DType::BF16;
+        let xs = Tensor::zeros((5, 4), bf16, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 4), bf16, &Device::Cpu).unwrap();
+        let code = |weights: &[&Tensor], ranges: &[std::ops::Range<usize>]| {
+            grouped_matmul_t(&xs, weights, ranges).unwrap_err().code()
+        };
+        // Well-formed, but on the CPU.
+        assert_eq!(code(&[&w, &w, &w], &[0..2, 2..2, 2..5]), "E_DEVICE_UNAVAILABLE");
+        // Ranges that leave a row out, overlap, run backwards or go past the end.
+        assert_eq!(code(&[&w, &w], &[0..2, 3..5]), "E_INTERNAL");
+        assert_eq!(code(&[&w, &w], &[0..3, 2..5]), "E_INTERNAL");
+        assert_eq!(code(&[&w], &[0..4]), "E_INTERNAL");
+        assert_eq!(code(&[&w], &[0..6]), "E_INTERNAL");
+        assert_eq!(code(&[&w, &w], &[0..5]), "E_INTERNAL");
+        // Weights of another shape or dtype, and activations that are not a contiguous matrix.
+        let wide = Tensor::zeros((3, 8), bf16, &Device::Cpu).unwrap();
+        assert_eq!(code(&[&w, &wide], &[0..2, 2..5]), "E_TENSOR_SHAPE");
+        let f32_w = Tensor::zeros((3, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(code(&[&f32_w], &[0..5]), "E_TENSOR_SHAPE");
+        let strided = Tensor::zeros((4, 5), bf16, &Device::Cpu).unwrap().t().unwrap();
+        assert_eq!(grouped_matmul_t(&strided, &[&w], &[0..5]).unwrap_err().code(), "E_TENSOR_SHAPE");
     }
 
     #[test]

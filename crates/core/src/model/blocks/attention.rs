@@ -84,11 +84,59 @@ pub fn repeat_kv(xs: &Tensor, groups: usize) -> Result<Tensor> {
     Ok(xs.unsqueeze(2)?.expand((b, kv, groups, t, d))?.reshape((b, kv * groups, t, d))?)
 }
 
-/// Causal scaled dot-product attention: `softmax(q·kᵀ·scaling + mask)·v`, `[B, H, T, D]`.
+/// Bytes of f32 attention scores computed at once: sequences are attended in chunks of at most this much (the
+/// softmax holds a few temporaries of that size), which bounds the forward's memory for long batches.
+const SCORES_BYTES_PER_CHUNK: usize = 128 << 20;
+
+/// Causal scaled dot-product attention: `softmax(q·kᵀ·scaling + mask)·v`, `[B, H, T, D]` (v's head size may
+/// differ from q's and k's).
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64) -> Result<Tensor> {
-    let t = q.dim(2)?;
+    let (_, heads, t, _) = q.dims4()?;
+    let per_sequence = heads * t * t * std::mem::size_of::<f32>();
+    attend_in_chunks(q, k, v, scaling, (SCORES_BYTES_PER_CHUNK / per_sequence.max(1)).max(1))
+}
+
+/// [`attend`] over `chunk` sequences at a time.
+fn attend_in_chunks(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64, chunk: usize) -> Result<Tensor> {
+    let (b, _, t, _) = q.dims4()?;
+    let mask = causal_mask(t, q.device())?;
+    if chunk >= b {
+        return attend_sequences(q, k, v, &mask, scaling);
+    }
+    let mut outputs = Vec::with_capacity(b.div_ceil(chunk));
+    for start in (0..b).step_by(chunk) {
+        let len = chunk.min(b - start);
+        let rows = |xs: &Tensor| xs.narrow(0, start, len);
+        outputs.push(attend_sequences(&rows(q)?, &rows(k)?, &rows(v)?, &mask, scaling)?);
+    }
+    Ok(Tensor::cat(&outputs, 0)?)
+}
+
+fn attend_sequences(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scaling: f64) -> Result<Tensor> {
     // Scores and softmax in f32; the product with v in the compute dtype, as transformers' eager attention.
     let scores = (q.matmul(&k.t()?)?.to_dtype(candle_core::DType::F32)? * scaling)?;
-    let scores = scores.broadcast_add(&causal_mask(t, q.device())?)?;
+    let scores = scores.broadcast_add(mask)?;
     Ok(softmax_last(&scores)?.to_dtype(q.dtype())?.matmul(&v.contiguous()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn chunked_attention_equals_attention_over_the_whole_batch() {
+        let device = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (5, 4, 7, 8), &device).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (5, 4, 7, 8), &device).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (5, 4, 7, 6), &device).unwrap();
+        let whole = attend_in_chunks(&q, &k, &v, 0.35, 5).unwrap();
+        assert_eq!(whole.dims(), [5, 4, 7, 6]);
+        for chunk in [1, 2, 3] {
+            let chunked = attend_in_chunks(&q, &k, &v, 0.35, chunk).unwrap();
+            let difference = (&chunked - &whole).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(difference.to_scalar::<f32>().unwrap(), 0.0, "chunks of {chunk}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
 use crate::calib::observers::Observers;
 use crate::error::Result;
+use crate::kernels;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
 use crate::model::weights::{ExpertWeights, WeightLoader};
 
@@ -23,6 +24,9 @@ pub struct MoeBlock {
     shared_gate: Option<Linear>,
     /// Route every token through every expert for statistics (the output is unchanged).
     all_experts_stats: bool,
+    /// Run each projection of all experts as one grouped GEMM (CUDA, bf16/f16, no expert biases) instead of a
+    /// matmul per expert.
+    grouped: bool,
 }
 
 impl MoeBlock {
@@ -44,7 +48,19 @@ impl MoeBlock {
             Some(gate) => Some(Linear::from_weight(gate.trim_end_matches(".weight"), loader.tensor(gate)?, None)),
             None => None,
         };
-        Ok(MoeBlock { desc: desc.clone(), router, correction_bias, experts, shared, shared_gate, all_experts_stats })
+        let grouped = loader.device.is_cuda()
+            && matches!(loader.dtype, DType::BF16 | DType::F16)
+            && experts.iter().all(|w| w.gate_up_bias.is_none() && w.down_bias.is_none());
+        Ok(MoeBlock {
+            desc: desc.clone(),
+            router,
+            correction_bias,
+            experts,
+            shared,
+            shared_gate,
+            all_experts_stats,
+            grouped,
+        })
     }
 
     /// Records each expert's weight maxima (gate and up separately) in the block's statistics.
@@ -68,11 +84,16 @@ impl MoeBlock {
 
     /// `act(gate)·up` of one expert on `xs [m, H]` → `[m, I]`.
     fn hidden(&self, weights: &ExpertWeights, xs: &Tensor) -> Result<Tensor> {
-        let inter = self.desc.intermediate;
         let mut gate_up = xs.matmul(&weights.gate_up.to_dtype(xs.dtype())?.t()?)?;
         if let Some(bias) = &weights.gate_up_bias {
             gate_up = gate_up.broadcast_add(&bias.to_dtype(xs.dtype())?)?;
         }
+        self.activate(&gate_up)
+    }
+
+    /// `act(gate)·up` of gate/up projections `[m, 2I]` (gate columns first) → `[m, I]`.
+    fn activate(&self, gate_up: &Tensor) -> Result<Tensor> {
+        let inter = self.desc.intermediate;
         let gate = gate_up.narrow(1, 0, inter)?;
         let up = gate_up.narrow(1, inter, inter)?;
         Ok(match self.desc.activation {
@@ -121,8 +142,9 @@ impl MoeBlock {
         let all_tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), &device)?;
         let all_weights =
             Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?.to_dtype(flat.dtype())?;
-        // Whole-batch steps (gather, routing-weight products, maxima) run once over all routed slots, which are
-        // sorted by expert; each expert only runs its two matmuls and the activation on its rows (views).
+        // Whole-batch steps (gather, activation, routing-weight products, maxima) run once over all routed
+        // slots, which are sorted by expert; per expert there are only its two matmuls on its rows: on the GPU
+        // each projection of all experts is one grouped GEMM, elsewhere one matmul per expert on a view.
         let active: Vec<(usize, &std::ops::Range<usize>)> =
             groups.ranges.iter().enumerate().filter(|(_, range)| !range.is_empty()).collect();
         // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
@@ -132,21 +154,31 @@ impl MoeBlock {
                 routed = routed.broadcast_mul(&all_weights)?;
                 gate_up_maxima.push(abs_max_on_device(&routed)?);
             }
-            let mut hidden = Vec::with_capacity(active.len());
-            for &(e, range) in &active {
-                hidden.push(self.hidden(&self.experts[e], &routed.narrow(0, range.start, range.len())?)?);
+            if self.grouped {
+                let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.gate_up).collect();
+                let gate_up = kernels::grouped_matmul_t(&routed, &weights, &groups.ranges)?;
+                drop(routed);
+                self.activate(&gate_up)?
+            } else {
+                let mut hidden = Vec::with_capacity(active.len());
+                for &(e, range) in &active {
+                    hidden.push(self.hidden(&self.experts[e], &routed.narrow(0, range.start, range.len())?)?);
+                }
+                Tensor::cat(&hidden, 0)?
             }
-            Tensor::cat(&hidden, 0)?
         };
         down_maxima.push(abs_max_on_device(&hidden)?);
-        let routed = {
+        let routed = if self.grouped {
+            let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.down).collect();
+            kernels::grouped_matmul_t(&hidden, &weights, &groups.ranges)?
+        } else {
             let mut outputs = Vec::with_capacity(active.len());
             for &(e, range) in &active {
                 outputs.push(self.expert_output(&self.experts[e], &hidden.narrow(0, range.start, range.len())?)?);
             }
-            drop(hidden);
             Tensor::cat(&outputs, 0)?
         };
+        drop(hidden);
         // Routed outputs are summed per token in f32 whatever the compute dtype, in expert order (the order of
         // transformers' loop): the rows of every expert's output, gathered token by token, then summed.
         let routed = if scale_input { routed } else { routed.broadcast_mul(&all_weights)? };

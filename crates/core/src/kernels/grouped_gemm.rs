@@ -1,0 +1,119 @@
+//! The routed experts' matmuls as one cuBLAS grouped GEMM: each expert multiplies its own rows of the routed
+//! activations by its weight, written straight into those rows of one output, instead of a matmul, an
+//! allocation and a concatenation per expert. Shapes were checked by the caller (`mod.rs`).
+
+use std::ops::Range;
+
+use candle_core::cuda_backend::cudarc::cublas::sys as cublas;
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DeviceRepr};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{CudaDevice, DType, Storage, Tensor};
+use half::{bf16, f16};
+
+use super::cuda::wrap;
+use crate::error::{Error, Result};
+
+/// `out[r] = xs[r] · weights[i]ᵀ` for the rows r of `ranges[i]`; see `kernels::grouped_matmul_t`.
+pub(super) fn grouped_matmul_t(
+    device: &CudaDevice,
+    xs: &Tensor,
+    weights: &[&Tensor],
+    ranges: &[Range<usize>],
+    n: usize,
+) -> Result<Tensor> {
+    match xs.dtype() {
+        DType::BF16 => run::<bf16>(device, xs, weights, ranges, n, cublas::cudaDataType_t::CUDA_R_16BF),
+        DType::F16 => run::<f16>(device, xs, weights, ranges, n, cublas::cudaDataType_t::CUDA_R_16F),
+        other => Err(Error::Internal(format!("kernels::grouped_matmul_t: {other:?} is not bf16 or f16"))),
+    }
+}
+
+/// The address of element `layout.start_offset()` of a contiguous CUDA tensor of `T`.
+fn address<T: CudaDType + DeviceRepr>(tensor: &Tensor, device: &CudaDevice) -> Result<u64> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cuda(cuda) = &*storage else {
+        return Err(Error::Internal("kernels::grouped_matmul_t: a CUDA tensor without CUDA storage".into()));
+    };
+    let stream = device.cuda_stream();
+    let (base, _sync) = cuda.as_cuda_slice::<T>()?.device_ptr(&stream);
+    Ok(base + (layout.start_offset() * std::mem::size_of::<T>()) as u64)
+}
+
+fn run<T: CudaDType + DeviceRepr>(
+    device: &CudaDevice,
+    xs: &Tensor,
+    weights: &[&Tensor],
+    ranges: &[Range<usize>],
+    n: usize,
+    data_type: cublas::cudaDataType_t,
+) -> Result<Tensor> {
+    let (rows, k) = xs.dims2()?;
+    let size = std::mem::size_of::<T>() as u64;
+    // SAFETY: the ranges tile 0..rows (checked by the caller), so the GEMMs below write every element.
+    let out = unsafe { device.alloc::<T>((rows * n).max(1)) }?;
+    let groups: Vec<(usize, &Range<usize>)> =
+        ranges.iter().enumerate().filter(|(_, range)| !range.is_empty()).collect();
+    if groups.is_empty() {
+        return Ok(wrap(out, device, (rows, n)));
+    }
+    let stream = device.cuda_stream();
+    let out_base = {
+        let (ptr, _sync) = out.device_ptr(&stream);
+        ptr
+    };
+    let xs_base = address::<T>(xs, device)?;
+    // One upload of the three pointer arrays: weights (A), inputs (B), outputs (C).
+    let mut pointers = Vec::with_capacity(3 * groups.len());
+    for &(i, _) in &groups {
+        pointers.push(address::<T>(weights[i], device)?);
+    }
+    pointers.extend(groups.iter().map(|(_, range)| xs_base + (range.start * k) as u64 * size));
+    pointers.extend(groups.iter().map(|(_, range)| out_base + (range.start * n) as u64 * size));
+    let pointers_on_device = stream.clone_htod(&pointers).w()?;
+    let (array_base, _sync) = pointers_on_device.device_ptr(&stream);
+    let count = groups.len();
+    let array = |part: usize| (array_base + (part * count * std::mem::size_of::<u64>()) as u64) as *const *const _;
+
+    // Row-major `out_rows [m, n] = x_rows [m, k] · W [n, k]ᵀ` is column-major `outᵀ [n, m] = Wᵀ · xᵀ`: cuBLAS
+    // sees W as a k×n matrix (transposed to n×k) and the rows of x as a k×m one.
+    let int = |value: usize| i32::try_from(value).map_err(|_| Error::Internal(format!("grouped GEMM: {value} > i32")));
+    let (n_i, k_i) = (int(n)?, int(k)?);
+    let m_array = groups.iter().map(|(_, range)| int(range.len())).collect::<Result<Vec<i32>>>()?;
+    let transa = vec![cublas::cublasOperation_t::CUBLAS_OP_T; count];
+    let transb = vec![cublas::cublasOperation_t::CUBLAS_OP_N; count];
+    let (n_array, k_array) = (vec![n_i; count], vec![k_i; count]);
+    let (alpha, beta) = (vec![1.0f32; count], vec![0.0f32; count]);
+    let group_size = vec![1i32; count];
+    let blas = device.cublas_handle();
+    // SAFETY: the host arrays have `count` entries each; the device pointer arrays point into live tensors
+    // (read-locked until this returns, and ordered on the one stream of this device) whose extents cover the
+    // rows and columns given; f32 alpha/beta go with CUBLAS_COMPUTE_32F.
+    unsafe {
+        cublas::cublasGemmGroupedBatchedEx(
+            *blas.handle(),
+            transa.as_ptr(),
+            transb.as_ptr(),
+            n_array.as_ptr(),
+            m_array.as_ptr(),
+            k_array.as_ptr(),
+            alpha.as_ptr().cast(),
+            array(0),
+            data_type,
+            k_array.as_ptr(),
+            array(1),
+            data_type,
+            k_array.as_ptr(),
+            beta.as_ptr().cast(),
+            array(2) as *const *mut _,
+            data_type,
+            n_array.as_ptr(),
+            i32::try_from(count).map_err(|_| Error::Internal("grouped GEMM: too many groups".into()))?,
+            group_size.as_ptr(),
+            cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        )
+        .result()
+        .w()?;
+    }
+    // The pointer arrays are freed when this returns, in stream order: after the GEMM has read them.
+    Ok(wrap(out, device, (rows, n)))
+}
