@@ -11,26 +11,54 @@ pub struct Routing {
     pub weights: Vec<f32>,
 }
 
-/// Indices of the `k` largest values, largest first; ties go to the lower index.
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    order.truncate(k);
-    order
+/// Indices of the `k` largest values, largest first; ties go to the lower index (the order of a stable sort
+/// by descending value under `f32::total_cmp`). One pass keeping the best `k` in order: k is a handful and
+/// there are a few hundred values per token, so this beats sorting them all.
+fn top_k_into(values: &[f32], k: usize, chosen: &mut Vec<usize>) {
+    chosen.clear();
+    let k = k.min(values.len());
+    if k == 0 {
+        return;
+    }
+    for (i, v) in values.iter().enumerate() {
+        let better = |j: &usize| v.total_cmp(&values[*j]) == std::cmp::Ordering::Greater;
+        if chosen.len() == k {
+            if !better(&chosen[k - 1]) {
+                continue;
+            }
+            chosen.pop();
+        }
+        // After every kept index that ranks at least as high (equal values keep the lower index first).
+        let at = chosen.iter().position(better).unwrap_or(chosen.len());
+        chosen.insert(at, i);
+    }
 }
 
-fn softmax(values: &[f32]) -> Vec<f32> {
-    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = values.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    exp.iter().map(|e| e / sum).collect()
+fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut chosen = Vec::with_capacity(k);
+    top_k_into(values, k, &mut chosen);
+    chosen
 }
+
+/// Softmax of `values` into `out` (same length).
+fn softmax_into(values: &[f32], out: &mut Vec<f32>) {
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    out.clear();
+    out.extend(values.iter().map(|v| (v - max).exp()));
+    let sum: f32 = out.iter().sum();
+    out.iter_mut().for_each(|e| *e /= sum);
+}
+
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Routes every token. `logits` is `[T, E]` row-major; `correction_bias` is DeepSeek-V3's `[E]` bias.
+/// Tokens routed per thread at least: below this, spreading the rows over threads costs more than it saves.
+const TOKENS_PER_THREAD: usize = 1024;
+
+/// Routes every token. `logits` is `[T, E]` row-major; `correction_bias` is DeepSeek-V3's `[E]` bias. Rows are
+/// independent, so a large batch is split over the CPU's cores (same result as one thread).
 pub fn route(
     desc: &RouterDescriptor,
     logits: &[f32],
@@ -38,29 +66,67 @@ pub fn route(
     k: usize,
     correction_bias: Option<&[f32]>,
 ) -> Routing {
-    let tokens = logits.len() / experts;
-    let mut routing =
-        Routing { top_k: k, experts: Vec::with_capacity(tokens * k), weights: Vec::with_capacity(tokens * k) };
-    for row in logits.chunks_exact(experts) {
-        let (chosen, mut weights): (Vec<usize>, Vec<f32>) = match desc.kind {
+    let tokens = logits.len() / experts.max(1);
+    let mut routing = Routing { top_k: k, experts: vec![0; tokens * k], weights: vec![0.0; tokens * k] };
+    if tokens == 0 || k == 0 {
+        return routing;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tokens / TOKENS_PER_THREAD).max(1);
+    let per_thread = tokens.div_ceil(threads);
+    if threads == 1 {
+        route_rows(desc, logits, experts, k, correction_bias, &mut routing.experts, &mut routing.weights);
+        return routing;
+    }
+    std::thread::scope(|scope| {
+        let rows = logits.chunks(per_thread * experts);
+        let chosen = routing.experts.chunks_mut(per_thread * k);
+        let weights = routing.weights.chunks_mut(per_thread * k);
+        for ((rows, chosen), weights) in rows.zip(chosen).zip(weights) {
+            scope.spawn(move || route_rows(desc, rows, experts, k, correction_bias, chosen, weights));
+        }
+    });
+    routing
+}
+
+/// Routes the rows of `logits` (`[rows, E]`) into `out_experts` and `out_weights` (`[rows, K]`).
+fn route_rows(
+    desc: &RouterDescriptor,
+    logits: &[f32],
+    experts: usize,
+    k: usize,
+    correction_bias: Option<&[f32]>,
+    out_experts: &mut [usize],
+    out_weights: &mut [f32],
+) {
+    let mut chosen = Vec::with_capacity(k);
+    let mut scores = Vec::with_capacity(experts);
+    let mut picked = Vec::with_capacity(k);
+    let rows = logits.chunks_exact(experts).zip(out_experts.chunks_exact_mut(k)).zip(out_weights.chunks_exact_mut(k));
+    for ((row, out_experts), weights) in rows {
+        match desc.kind {
             RouterKind::SoftmaxTopk | RouterKind::SoftmaxTopkNorm => {
-                let probs = softmax(row);
-                let chosen = top_k(&probs, k);
-                let weights = chosen.iter().map(|&e| probs[e]).collect();
-                (chosen, weights)
+                softmax_into(row, &mut scores);
+                top_k_into(&scores, k, &mut chosen);
+                for (w, &e) in weights.iter_mut().zip(&chosen) {
+                    *w = scores[e];
+                }
             }
             RouterKind::TopkSoftmax => {
-                let chosen = top_k(row, k);
-                let weights = softmax(&chosen.iter().map(|&e| row[e]).collect::<Vec<_>>());
-                (chosen, weights)
+                top_k_into(row, k, &mut chosen);
+                picked.clear();
+                picked.extend(chosen.iter().map(|&e| row[e]));
+                softmax_into(&picked, &mut scores);
+                weights.copy_from_slice(&scores);
             }
             RouterKind::TopkSigmoid => {
-                let chosen = top_k(row, k);
-                let weights = chosen.iter().map(|&e| sigmoid(row[e])).collect();
-                (chosen, weights)
+                top_k_into(row, k, &mut chosen);
+                for (w, &e) in weights.iter_mut().zip(&chosen) {
+                    *w = sigmoid(row[e]);
+                }
             }
             RouterKind::SigmoidGroupTopk => {
-                let scores: Vec<f32> = row.iter().map(|&x| sigmoid(x)).collect();
+                scores.clear();
+                scores.extend(row.iter().map(|&x| sigmoid(x)));
                 let mut choice: Vec<f32> =
                     scores.iter().enumerate().map(|(e, s)| s + correction_bias.map_or(0.0, |b| b[e])).collect();
                 let groups = desc.n_group.max(1);
@@ -75,11 +141,13 @@ pub fn route(
                         chunk.fill(f32::NEG_INFINITY);
                     }
                 }
-                let chosen = top_k(&choice, k);
-                let weights = chosen.iter().map(|&e| scores[e]).collect();
-                (chosen, weights)
+                top_k_into(&choice, k, &mut chosen);
+                for (w, &e) in weights.iter_mut().zip(&chosen) {
+                    *w = scores[e];
+                }
             }
-        };
+        }
+        out_experts.copy_from_slice(&chosen);
         let normalise = match desc.kind {
             RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
             RouterKind::SoftmaxTopkNorm => true,
@@ -94,10 +162,7 @@ pub fn route(
             let scale = desc.routed_scaling_factor as f32;
             weights.iter_mut().for_each(|w| *w *= scale);
         }
-        routing.experts.extend(chosen);
-        routing.weights.extend(weights);
     }
-    routing
 }
 
 #[cfg(test)]
@@ -114,6 +179,57 @@ mod tests {
             n_group: 1,
             topk_group: 1,
             routed_scaling_factor: 1.0,
+        }
+    }
+
+    /// The k largest by a stable sort (the definition `top_k_into` must match).
+    fn sorted_top_k(values: &[f32], k: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+        order.truncate(k);
+        order
+    }
+
+    #[test]
+    fn top_k_matches_a_stable_sort_with_ties_and_nan() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for case in 0..2000 {
+            let len = 1 + case % 70;
+            let values: Vec<f32> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    match state % 11 {
+                        0 => f32::NAN,
+                        1 => f32::NEG_INFINITY,
+                        2 => -0.0,
+                        3 => 0.0,
+                        // Few distinct values: many ties.
+                        _ => ((state >> 20) % 5) as f32 - 2.0,
+                    }
+                })
+                .collect();
+            for k in [1, 2, 8, len] {
+                assert_eq!(top_k(&values, k), sorted_top_k(&values, k), "{values:?}, k = {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn many_tokens_route_the_same_on_threads_as_row_by_row() {
+        let experts = 16;
+        let tokens = 3 * TOKENS_PER_THREAD + 5;
+        let logits: Vec<f32> = (0..tokens * experts).map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0).collect();
+        for kind in [RouterKind::SoftmaxTopk, RouterKind::TopkSoftmax, RouterKind::TopkSigmoid] {
+            let d = desc(kind, true);
+            let all = route(&d, &logits, experts, 4, None);
+            assert_eq!(all.experts.len(), tokens * 4);
+            for token in [0, TOKENS_PER_THREAD - 1, TOKENS_PER_THREAD, 2 * TOKENS_PER_THREAD + 1, tokens - 1] {
+                let one = route(&d, &logits[token * experts..(token + 1) * experts], experts, 4, None);
+                assert_eq!(one.experts, all.experts[token * 4..(token + 1) * 4], "{kind:?} token {token}");
+                assert_eq!(one.weights, all.weights[token * 4..(token + 1) * 4], "{kind:?} token {token}");
+            }
         }
     }
 
