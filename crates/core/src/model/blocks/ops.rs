@@ -25,8 +25,13 @@ pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(mask, (len, len), device)?)
 }
 
-/// max |x| over the whole tensor, as a 0-d f32 tensor left on the device (no host synchronisation).
+/// max |x| over the whole tensor, as a 0-d f32 tensor left on the device (no host synchronisation). On a GPU
+/// this is our amax kernel (all multiprocessors at memory bandwidth; candle's `max_all` reduces the whole
+/// tensor in one thread block); NaN is ignored on both paths, as `f32::max` does.
 pub fn abs_max_on_device(xs: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cuda() && matches!(xs.dtype(), DType::BF16 | DType::F16 | DType::F32) {
+        return crate::kernels::amax(xs);
+    }
     Ok(xs.abs()?.flatten_all()?.max_all()?.to_dtype(DType::F32)?)
 }
 
@@ -40,5 +45,5 @@ pub fn read_scalars(values: &[Tensor]) -> Result<Vec<f32>> {
 
 /// max |x| over the whole tensor.
 pub fn abs_max(xs: &Tensor) -> Result<f32> {
-    Ok(xs.abs()?.flatten_all()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+    Ok(abs_max_on_device(xs)?.to_scalar::<f32>()?)
 }
