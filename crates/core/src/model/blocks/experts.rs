@@ -31,6 +31,12 @@ pub struct MoeBlock {
 
 impl MoeBlock {
     pub fn load(loader: &WeightLoader, desc: &MoeDescriptor, all_experts_stats: bool) -> Result<Self> {
+        if desc.top_k == 0 || desc.top_k > desc.experts {
+            return Err(crate::error::Error::Internal(format!(
+                "{}: top_k {} must be between 1 and the number of experts ({})",
+                desc.block, desc.top_k, desc.experts
+            )));
+        }
         let module = desc.router.weight.trim_end_matches(".weight");
         let router_bias = desc.router.bias.as_ref().map(|b| loader.tensor(b)).transpose()?;
         let router = Linear::from_weight(module, loader.tensor(&desc.router.weight)?, router_bias);
