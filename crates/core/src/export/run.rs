@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use candle_core::Device;
@@ -92,16 +92,27 @@ struct Quantizer<'a> {
 }
 
 /// The output being written.
-struct Output {
+struct Output<'a> {
     writer: CheckpointWriter,
-    bytes_written: u64,
+    /// Bytes handed to the writer so far: read by progress events without taking the output's lock, which
+    /// the writing thread holds while a finished shard goes to disk.
+    bytes_written: &'a AtomicU64,
     quantized_tensors: usize,
 }
 
-impl Output {
+impl Output<'_> {
     fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
-        self.bytes_written += data.len() as u64;
+        self.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.writer.add_tensor(name, dtype, shape, data)
+    }
+
+    /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint.
+    fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan) -> Result<()> {
+        for kept in &plan.keep {
+            let tensor = checkpoint.read(&kept.input)?;
+            self.add(&kept.output, tensor.dtype, &tensor.shape, tensor.data.to_vec())?;
+        }
+        Ok(())
     }
 
     /// Queues one quantized linear's tensors and its `input_scale`.
@@ -358,24 +369,20 @@ pub fn quantize_checkpoint(
     };
     let writer = CheckpointWriter::create(target, writer_options)?;
     let quantizer = Quantizer { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format };
-    let mut output = Output { writer, bytes_written: 0, quantized_tensors: 0 };
-
-    let clock = Instant::now();
-    for kept in &plan.keep {
-        let tensor = checkpoint.read(&kept.input)?;
-        output.add(&kept.output, tensor.dtype, &tensor.shape, tensor.data.to_vec())?;
-    }
-    seconds.write += clock.elapsed().as_secs_f64();
+    let bytes_written = AtomicU64::new(0);
+    let output = Output { writer, bytes_written: &bytes_written, quantized_tensors: 0 };
 
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
     let layers = stream.layers();
     let mut layer_errors = Vec::with_capacity(layers);
     // Layer L is quantized and queued for writing on CPU threads while layer L+1 calibrates. One such thread
-    // runs at a time (the next starts after it is joined), so tensors are written in layer order.
+    // runs at a time (the next starts after it is joined), so tensors are written in layer order. The first
+    // one also copies the tensors kept as they are, ahead of layer 0's, off the calibration's path.
     let quantize_seconds = std::sync::Mutex::new(0.0f64);
     let write_seconds = std::sync::Mutex::new(0.0f64);
     let output = std::sync::Mutex::new(output);
     let tokens = stream.tokens;
+    let mut kept_copied = false;
     std::thread::scope(|scope| -> Result<()> {
         let mut pending: Option<std::thread::ScopedJoinHandle<'_, Result<LayerDone>>> = None;
         let mut finish = |handle: std::thread::ScopedJoinHandle<'_, Result<LayerDone>>,
@@ -407,16 +414,23 @@ pub fn quantize_checkpoint(
                 layer: layer + 1,
                 layers,
                 tokens,
-                bytes_written: lock(&output).bytes_written,
+                bytes_written: bytes_written.load(Ordering::Relaxed),
             });
             if let Some(handle) = pending.take() {
                 finish(handle, progress)?;
             }
             let observers = stream.observers.clone();
-            let (quantizer, quantize_seconds, write_seconds, output) =
-                (&quantizer, &quantize_seconds, &write_seconds, &output);
+            let (quantizer, quantize_seconds, write_seconds, output, checkpoint) =
+                (&quantizer, &quantize_seconds, &write_seconds, &output, &checkpoint);
+            let copy_kept = !kept_copied;
+            kept_copied = true;
             pending = Some(scope.spawn(move || {
                 background_priority();
+                if copy_kept {
+                    let clock = Instant::now();
+                    lock(output).copy_kept(checkpoint, plan)?;
+                    *lock(write_seconds) += clock.elapsed().as_secs_f64();
+                }
                 let clock = Instant::now();
                 let done = quantizer.quantize_layer(layer, plan, desc, &observers)?;
                 *lock(quantize_seconds) += clock.elapsed().as_secs_f64();
@@ -426,7 +440,11 @@ pub fn quantize_checkpoint(
                     output.queue(quantizer.format.as_ref(), linear)?;
                 }
                 *lock(write_seconds) += clock.elapsed().as_secs_f64();
-                Ok(LayerDone { layer: done.layer, errors: done.errors, bytes_written: output.bytes_written })
+                Ok(LayerDone {
+                    layer: done.layer,
+                    errors: done.errors,
+                    bytes_written: output.bytes_written.load(Ordering::Relaxed),
+                })
             }));
         }
         match pending.take() {
@@ -441,12 +459,15 @@ pub fn quantize_checkpoint(
     seconds.forward = stream.forward_seconds;
 
     let clock = Instant::now();
+    if !kept_copied {
+        output.copy_kept(&checkpoint, plan)?;
+    }
     progress(QuantizeProgress {
         stage: "write",
         layer: layers,
         layers,
         tokens: stream.tokens,
-        bytes_written: output.bytes_written,
+        bytes_written: bytes_written.load(Ordering::Relaxed),
     });
     for (name, text) in &plan.files {
         output.writer.write_file(name, text.as_bytes())?;
