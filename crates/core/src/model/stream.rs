@@ -77,6 +77,8 @@ impl<'a> LayerStream<'a> {
         compute: &ComputeDevice,
     ) -> Result<Self> {
         let device = compute.device.clone();
+        // The first layer is read from disk while the batches are checked and embedded.
+        prefetch_layer(checkpoint, desc, 0);
         let loader = WeightLoader::with_dtype(checkpoint, device.clone(), compute.dtype);
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
@@ -129,16 +131,12 @@ impl<'a> LayerStream<'a> {
     /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
     pub fn step(&mut self) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
-        if let Some(next) = self.desc.layers.get(self.next_layer + 1) {
-            // Read the next layer from disk while this one computes.
-            let marker = format!("layers.{}.", next.index);
-            if let Some(at) = next.input_norm.find(&marker) {
-                self.loader.checkpoint.prefetch(&next.input_norm[..at + marker.len()]);
-            }
-        }
         let clock = Instant::now();
         let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;
         self.load_seconds += clock.elapsed().as_secs_f64();
+        // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
+        // the previous one, which this layer's load has just used up.)
+        prefetch_layer(self.loader.checkpoint, self.desc, self.next_layer + 1);
         let clock = Instant::now();
         layer.observe_weights(&mut self.observers)?;
         for xs in self.hidden.iter_mut() {
@@ -163,6 +161,16 @@ impl<'a> LayerStream<'a> {
             logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(logits)
+    }
+}
+
+/// Starts reading decoder layer `index`'s tensors in the background (nothing past the last layer).
+fn prefetch_layer(checkpoint: &Checkpoint, desc: &ModelDescriptor, index: usize) {
+    if let Some(layer) = desc.layers.get(index) {
+        let marker = format!("layers.{}.", layer.index);
+        if let Some(at) = layer.input_norm.find(&marker) {
+            checkpoint.prefetch(&layer.input_norm[..at + marker.len()]);
+        }
     }
 }
 
