@@ -13,7 +13,7 @@ pub use header::{header_prefix_len, parse_safetensors, parse_safetensors_prefix,
 pub use reader::{Checkpoint, TensorData, TensorInfo};
 pub use source::SharedBytes;
 pub use view::{bytes_to_f32, TensorView};
-pub use writer::{CheckpointWriter, OutputOp, WriteSummary, WriterOptions};
+pub use writer::{CheckpointWriter, OutputOp, TensorLayout, WriteSummary, WriterOptions};
 
 /// File name of a single-file checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";

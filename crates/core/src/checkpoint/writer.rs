@@ -12,6 +12,14 @@
 //!
 //! Every file is synced before the directory is renamed into place, so a published output is complete on
 //! disk, and a file system that reports a full disk only when data is flushed (NFS, some quotas) is caught.
+//!
+//! Tensors are written one of two ways, with the same bytes in the end:
+//! - added one by one, each shard's tensors wait (in memory, then in a spill file) until the shard is full,
+//!   because its header, which comes first, needs all of them;
+//! - declared up front ([`CheckpointWriter::declare`]: names, dtypes and shapes, in the order they would be
+//!   added), every shard's header is written at once and each tensor's bytes go straight to their place in
+//!   their shard whenever it is added, in any order: nothing is held back or written twice, and a finished
+//!   shard starts going to disk while the rest is still being produced.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -103,6 +111,31 @@ impl PendingTensor {
     }
 }
 
+/// A tensor to be written, as [`CheckpointWriter::declare`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorLayout {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+/// Where a declared tensor's bytes go.
+struct Placement {
+    shard: usize,
+    /// Byte offset in the shard file.
+    offset: u64,
+    dtype: Dtype,
+    shape: Vec<usize>,
+}
+
+/// A shard whose header is on disk, waiting for its declared tensors.
+struct LaidOutShard {
+    path: PathBuf,
+    file: File,
+    /// Declared tensors not added yet.
+    missing: usize,
+}
+
 /// The spill file of the shard being filled.
 struct Spill {
     path: PathBuf,
@@ -124,6 +157,9 @@ pub struct CheckpointWriter {
     shards: Vec<Vec<String>>,
     names: HashSet<String>,
     tensor_bytes: u64,
+    /// Declared tensors (see [`declare`](Self::declare)) and the shards laid out for them.
+    declared: HashMap<String, Placement>,
+    laid_out: Vec<LaidOutShard>,
     /// Published, or discarded after a failed write: the temporary directory is no longer ours to remove.
     closed: bool,
     fault: Option<FaultHook>,
@@ -187,6 +223,8 @@ impl CheckpointWriter {
             shards: Vec::new(),
             names: HashSet::new(),
             tensor_bytes: 0,
+            declared: HashMap::new(),
+            laid_out: Vec::new(),
             closed: false,
             fault: None,
         })
@@ -202,6 +240,111 @@ impl CheckpointWriter {
     #[doc(hidden)]
     pub fn set_fault_hook(&mut self, hook: impl FnMut(OutputOp, &Path) -> io::Result<()> + Send + 'static) {
         self.fault = Some(Box::new(hook));
+    }
+
+    /// Declares every tensor the output will hold, in the order they would be added one by one (which
+    /// decides the shards, exactly as adding them would), before any is added. The shards' headers are
+    /// written now; [`add_tensor`](Self::add_tensor) then writes each tensor's bytes straight to its place,
+    /// in any order, and accepts only declared tensors with their declared dtype and shape. `finish` fails if
+    /// one was never added.
+    pub fn declare(&mut self, tensors: &[TensorLayout]) -> Result<()> {
+        self.ensure_open()?;
+        if !self.names.is_empty() || !self.shards.is_empty() {
+            return Err(Error::Internal(format!(
+                "{}: tensors must be declared before any is added, and once",
+                self.target.display()
+            )));
+        }
+        let declared = self.declare_inner(tensors);
+        self.discard_on_error(declared)
+    }
+
+    fn declare_inner(&mut self, tensors: &[TensorLayout]) -> Result<()> {
+        let mut groups: Vec<Vec<(&TensorLayout, usize)>> = Vec::new();
+        let mut group_bytes = 0u64;
+        let mut seen = HashSet::new();
+        for tensor in tensors {
+            if !seen.insert(tensor.name.as_str()) {
+                return Err(Error::Internal(format!("tensor {} was declared twice", tensor.name)));
+            }
+            let len = tensor.shape.iter().try_fold(tensor.dtype.size(), |bytes, &dim| bytes.checked_mul(dim));
+            let len = len.ok_or_else(|| Error::ShapeInvalid {
+                tensor: tensor.name.clone(),
+                shape: tensor.shape.clone(),
+                message: "holds more than usize::MAX bytes".into(),
+            })?;
+            // The rule of `add_tensor`: a shard is full when the next tensor would take it past the limit.
+            match groups.last_mut() {
+                Some(group) if group_bytes + len as u64 <= self.options.max_shard_bytes => {
+                    group.push((tensor, len));
+                    group_bytes += len as u64;
+                }
+                _ => {
+                    groups.push(vec![(tensor, len)]);
+                    group_bytes = len as u64;
+                }
+            }
+        }
+        for group in groups {
+            let k = self.shards.len();
+            let path = self.tmp.join(format!("shard-{k}"));
+            let entries: Vec<HeaderEntry<'_>> = group
+                .iter()
+                .map(|(t, len)| HeaderEntry { name: &t.name, dtype: t.dtype, shape: &t.shape, len: *len })
+                .collect();
+            let (header, order) = shard_header(&entries, &path)?;
+            let data_start = 8 + header.len() as u64;
+            let mut offset = data_start;
+            for &i in &order {
+                let (tensor, len) = group[i];
+                let placement = Placement { shard: k, offset, dtype: tensor.dtype, shape: tensor.shape.clone() };
+                self.declared.insert(tensor.name.clone(), placement);
+                offset += len as u64;
+            }
+            let file = (|| {
+                check(&mut self.fault, OutputOp::CreateFile, &path)?;
+                let file = File::options().read(true).write(true).create_new(true).open(&path)?;
+                check(&mut self.fault, OutputOp::Write, &path)?;
+                let mut head = Vec::with_capacity(data_start as usize);
+                head.extend_from_slice(&(header.len() as u64).to_le_bytes());
+                head.extend_from_slice(&header);
+                write_all_at(&file, &head, 0)?;
+                // The full size at once: tensors are written at their offsets, in any order.
+                file.set_len(offset)?;
+                Ok(file)
+            })()
+            .map_err(|e| output_error(&path, e))?;
+            self.laid_out.push(LaidOutShard { path, file, missing: group.len() });
+            self.shards.push(group.iter().map(|(t, _)| t.name.clone()).collect());
+        }
+        Ok(())
+    }
+
+    /// Writes a declared tensor's bytes at their place in its shard; starts writing the shard back to disk
+    /// once its last tensor is in.
+    fn write_declared(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
+        let Some(placement) = self.declared.get(name) else {
+            return Err(Error::Internal(format!("tensor {name} was not declared before the output was written")));
+        };
+        if placement.dtype != dtype || placement.shape != shape {
+            return Err(Error::ShapeInvalid {
+                tensor: name.to_string(),
+                shape: shape.to_vec(),
+                message: format!(
+                    "{dtype} {shape:?} does not match the declared {} {:?}",
+                    placement.dtype, placement.shape
+                ),
+            });
+        }
+        let shard = &mut self.laid_out[placement.shard];
+        check(&mut self.fault, OutputOp::Write, &shard.path)
+            .and_then(|()| write_all_at(&shard.file, data, placement.offset))
+            .map_err(|e| output_error(&shard.path, e))?;
+        shard.missing -= 1;
+        if shard.missing == 0 {
+            start_writeback(&shard.file);
+        }
+        Ok(())
     }
 
     /// Adds one tensor (row-major little-endian bytes). Shards are flushed to disk as they fill.
@@ -221,6 +364,12 @@ impl CheckpointWriter {
             return Err(Error::Internal(format!("tensor {name} was written twice")));
         }
         let size = data.len() as u64;
+        if !self.declared.is_empty() {
+            let written = self.write_declared(name, dtype, shape, &data);
+            self.discard_on_error(written)?;
+            self.tensor_bytes += size;
+            return Ok(());
+        }
         if !self.pending.is_empty() && self.pending_bytes + size > self.options.max_shard_bytes {
             let flushed = self.flush_shard();
             self.discard_on_error(flushed)?;
@@ -319,7 +468,13 @@ impl CheckpointWriter {
         self.pending_bytes = 0;
         self.buffered_bytes = 0;
         let spill = self.spill.take();
-        let (header, order) = shard_header(&tensors, &path)?;
+        let entries: Vec<HeaderEntry<'_>> = tensors
+            .iter()
+            .map(|(name, t)| HeaderEntry { name, dtype: t.dtype, shape: &t.shape, len: t.len() })
+            .collect();
+        let (header, order) = shard_header(&entries, &path)?;
+        let all: Vec<&PendingTensor> = tensors.values().collect();
+        let order: Vec<&PendingTensor> = order.into_iter().map(|i| all[i]).collect();
         write_new_file(&path, &mut self.fault, |out| {
             out.write_all(&(header.len() as u64).to_le_bytes())?;
             out.write_all(&header)?;
@@ -361,7 +516,22 @@ impl CheckpointWriter {
     }
 
     fn finish_inner(&mut self) -> Result<WriteSummary> {
-        if !self.pending.is_empty() || self.shards.is_empty() {
+        if !self.declared.is_empty() {
+            let mut missing: Vec<&String> = self.declared.keys().filter(|name| !self.names.contains(*name)).collect();
+            if !missing.is_empty() {
+                missing.sort();
+                return Err(Error::Internal(format!(
+                    "{} declared tensor(s) were never written, first {}",
+                    missing.len(),
+                    missing[0]
+                )));
+            }
+            for shard in std::mem::take(&mut self.laid_out) {
+                check(&mut self.fault, OutputOp::Sync, &shard.path)
+                    .and_then(|()| shard.file.sync_all())
+                    .map_err(|e| output_error(&shard.path, e))?;
+            }
+        } else if !self.pending.is_empty() || self.shards.is_empty() {
             self.flush_shard()?;
         }
         let count = self.shards.len();
@@ -505,27 +675,35 @@ fn write_new_file(
     written.map_err(|e| output_error(path, e))
 }
 
-/// The safetensors header of a shard and its tensors in file order, exactly as
-/// `safetensors::serialize_to_file` lays them out (tensors by descending dtype alignment, then by name;
-/// the JSON padded with spaces to a multiple of 8; `{"format": "pt"}` metadata), so outputs keep the same
-/// bytes; written here so that every write goes through [`OutputFile`].
-fn shard_header<'a>(
-    tensors: &'a BTreeMap<String, PendingTensor>,
-    path: &Path,
-) -> Result<(Vec<u8>, Vec<&'a PendingTensor>)> {
-    let mut order: Vec<(&String, &PendingTensor)> = tensors.iter().collect();
-    order.sort_by(|(a_name, a), (b_name, b)| {
-        b.dtype.to_safetensors().cmp(&a.dtype.to_safetensors()).then(a_name.cmp(b_name))
+/// One tensor of a shard, as its header describes it.
+struct HeaderEntry<'a> {
+    name: &'a str,
+    dtype: Dtype,
+    shape: &'a [usize],
+    /// Bytes of data.
+    len: usize,
+}
+
+/// The safetensors header of a shard and the order of its tensors in the file (indices into `entries`),
+/// exactly as `safetensors::serialize_to_file` lays them out (tensors by descending dtype alignment, then by
+/// name; the JSON padded with spaces to a multiple of 8; `{"format": "pt"}` metadata), so outputs keep the
+/// same bytes; written here so that every write goes through [`OutputFile`].
+fn shard_header(entries: &[HeaderEntry<'_>], path: &Path) -> Result<(Vec<u8>, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&entries[a], &entries[b]);
+        b.dtype.to_safetensors().cmp(&a.dtype.to_safetensors()).then(a.name.cmp(b.name))
     });
     let mut offset = 0;
     let mut infos = Vec::with_capacity(order.len());
-    for (name, tensor) in &order {
-        let end = offset + tensor.len();
+    for &i in &order {
+        let entry = &entries[i];
+        let end = offset + entry.len;
         infos.push((
-            name.to_string(),
+            entry.name.to_string(),
             safetensors::tensor::TensorInfo {
-                dtype: tensor.dtype.to_safetensors(),
-                shape: tensor.shape.clone(),
+                dtype: entry.dtype.to_safetensors(),
+                shape: entry.shape.to_vec(),
                 data_offsets: (offset, end),
             },
         ));
@@ -539,7 +717,35 @@ fn shard_header<'a>(
     if header.len() as u64 > MAX_HEADER_BYTES {
         return Err(internal(&format!("the header is {} bytes, more than safetensors allows", header.len())));
     }
-    Ok((header, order.into_iter().map(|(_, t)| t).collect()))
+    Ok((header, order))
+}
+
+/// `pwrite` of all of `data` at `offset`.
+fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, data, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, data, offset);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "positioned writes need a Unix system"))
+    }
+}
+
+/// Asks the kernel to start writing a finished file's dirty pages to disk now, without waiting, so that
+/// the sync before publishing finds little left to do. A hint: nothing happens where it is not available.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on an open descriptor; it neither reads nor writes our memory.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// Why the file system refused to write, for the errors that come from its state rather than from a bug
@@ -676,6 +882,116 @@ mod tests {
             assert_eq!(std::fs::read(target.join(SINGLE_FILE)).unwrap(), theirs, "budget {max_buffer_bytes}");
             assert_eq!(summary.files.keys().collect::<Vec<_>>(), [SINGLE_FILE], "no spill file is left");
         }
+    }
+
+    /// Tensors of several dtypes and sizes (names out of order), with distinct bytes.
+    fn sample_tensors() -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+        let entries: [(&str, Dtype, &[usize]); 8] = [
+            ("m.b.weight", Dtype::U8, &[3, 5]),
+            ("m.a.weight", Dtype::BF16, &[2, 3]),
+            ("m.a.scale", Dtype::F32, &[]),
+            ("c", Dtype::F8E4M3, &[7]),
+            ("z", Dtype::F64, &[1]),
+            ("big", Dtype::F32, &[6, 4]),
+            ("e.input_scale", Dtype::F32, &[]),
+            ("d", Dtype::BF16, &[9]),
+        ];
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(k, (name, dtype, shape))| {
+                let len = shape.iter().product::<usize>() * dtype.size();
+                (name.to_string(), dtype, shape.to_vec(), (0..len).map(|i| (i * 7 + k * 31) as u8).collect())
+            })
+            .collect()
+    }
+
+    /// Every file of a published output, name → bytes.
+    fn output_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn declared_tensors_written_in_any_order_give_the_bytes_of_adding_them_in_order() {
+        let tensors = sample_tensors();
+        let layout: Vec<TensorLayout> = tensors
+            .iter()
+            .map(|(name, dtype, shape, _)| TensorLayout { name: name.clone(), dtype: *dtype, shape: shape.clone() })
+            .collect();
+        // One shard, and shards of at most 40 bytes (several, one tensor alone in its own).
+        for max_shard_bytes in [u64::MAX, 40] {
+            let tmp = tempfile::tempdir().unwrap();
+            let options = WriterOptions { max_shard_bytes, ..WriterOptions::default() };
+            let added = tmp.path().join("added");
+            let mut writer = CheckpointWriter::create(&added, options.clone()).unwrap();
+            for (name, dtype, shape, data) in &tensors {
+                writer.add_tensor(name, *dtype, shape, data.clone()).unwrap();
+            }
+            let expected = writer.finish().unwrap();
+            assert_eq!(expected.shard_count > 1, max_shard_bytes == 40);
+            for order in [vec![0usize, 1, 2, 3, 4, 5, 6, 7], vec![7, 5, 3, 1, 0, 2, 4, 6], vec![4, 6, 7, 0, 5, 1, 3, 2]]
+            {
+                let declared = tmp.path().join(format!("declared-{order:?}"));
+                let mut writer = CheckpointWriter::create(&declared, options.clone()).unwrap();
+                writer.declare(&layout).unwrap();
+                for &i in &order {
+                    let (name, dtype, shape, data) = &tensors[i];
+                    writer.add_tensor(name, *dtype, shape, data.clone()).unwrap();
+                }
+                let summary = writer.finish().unwrap();
+                assert_eq!(summary.files, expected.files, "{max_shard_bytes} {order:?}");
+                assert_eq!(summary.tensor_bytes, expected.tensor_bytes);
+                assert_eq!(output_files(&declared), output_files(&added), "{max_shard_bytes} {order:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn declared_output_refuses_strangers_mismatches_and_gaps() {
+        let tensors = sample_tensors();
+        let layout: Vec<TensorLayout> = tensors
+            .iter()
+            .map(|(name, dtype, shape, _)| TensorLayout { name: name.clone(), dtype: *dtype, shape: shape.clone() })
+            .collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = |name: &str| {
+            let mut writer = CheckpointWriter::create(tmp.path().join(name), WriterOptions::default()).unwrap();
+            writer.declare(&layout).unwrap();
+            writer
+        };
+        let (name, dtype, shape, data) = &tensors[0];
+
+        let mut writer = fresh("stranger");
+        let error = writer.add_tensor("not.declared", Dtype::U8, &[2], vec![0, 1]).unwrap_err();
+        assert!(error.to_string().contains("not.declared was not declared"), "{error}");
+        assert!(!writer.tmp_dir().exists(), "a failed writer removes its temporary directory");
+
+        let mut writer = fresh("dtype");
+        let error = writer.add_tensor(name, Dtype::F8E4M3, shape, data.clone()).unwrap_err();
+        assert_eq!(error.code(), "E_TENSOR_SHAPE");
+        let mut writer = fresh("shape");
+        let error = writer.add_tensor(name, *dtype, &[5, 3], data.clone()).unwrap_err();
+        assert_eq!(error.code(), "E_TENSOR_SHAPE", "{error}");
+
+        let mut writer = fresh("gap");
+        for (name, dtype, shape, data) in tensors.iter().skip(1) {
+            writer.add_tensor(name, *dtype, shape, data.clone()).unwrap();
+        }
+        let tmp_dir = writer.tmp_dir().to_path_buf();
+        let error = writer.finish().unwrap_err();
+        assert!(error.to_string().contains("1 declared tensor(s) were never written, first m.b.weight"), "{error}");
+        assert!(!tmp_dir.exists() && !tmp.path().join("gap").exists(), "nothing published");
+
+        let mut writer = CheckpointWriter::create(tmp.path().join("late"), WriterOptions::default()).unwrap();
+        writer.add_tensor(name, *dtype, shape, data.clone()).unwrap();
+        assert!(writer.declare(&layout).is_err(), "declared after a tensor was added");
+        let mut writer = CheckpointWriter::create(tmp.path().join("twice"), WriterOptions::default()).unwrap();
+        let doubled: Vec<TensorLayout> = layout.iter().chain(&layout[..1]).cloned().collect();
+        assert!(writer.declare(&doubled).unwrap_err().to_string().contains("declared twice"));
     }
 
     #[cfg(unix)]

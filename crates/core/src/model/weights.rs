@@ -61,7 +61,10 @@ impl<'a> WeightLoader<'a> {
             return Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?);
         }
         let tensor = self.checkpoint.read(name)?;
-        self.upload(tensor.dtype, &tensor.shape, &tensor.data)
+        crate::prof::mark("load_read", &self.device);
+        let t = self.upload(tensor.dtype, &tensor.shape, &tensor.data);
+        crate::prof::mark("load_upload", &self.device);
+        t
     }
 
     /// The tensor, checking its (logical) shape.
