@@ -6,11 +6,15 @@ use std::time::Instant;
 static TIMES: Mutex<BTreeMap<&'static str, (f64, u64)>> = Mutex::new(BTreeMap::new());
 thread_local! { static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) }; }
 
-pub fn enabled() -> bool { std::env::var_os("MOE_QUANT_PROFILE").is_some() }
+pub fn enabled() -> bool {
+    std::env::var_os("MOE_QUANT_PROFILE").is_some()
+}
 
 /// Closes the section `name` (since the previous mark), after the device finished its work.
 pub fn mark(name: &'static str, device: &candle_core::Device) {
-    if !enabled() { return; }
+    if !enabled() {
+        return;
+    }
     let _ = device.synchronize();
     let now = Instant::now();
     LAST.with(|last| {
@@ -28,6 +32,8 @@ pub fn report() -> String {
     let t = TIMES.lock().unwrap();
     let total: f64 = t.values().map(|v| v.0).sum();
     let mut s = format!("profile total {total:.3} s\n");
-    for (k, (v, n)) in t.iter() { s += &format!("{k:>24} {v:8.3} s {n:6}\n"); }
+    for (k, (v, n)) in t.iter() {
+        s += &format!("{k:>24} {v:8.3} s {n:6}\n");
+    }
     s
 }

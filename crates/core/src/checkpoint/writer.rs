@@ -128,10 +128,11 @@ struct Placement {
     shape: Vec<usize>,
 }
 
-/// A shard whose header is on disk, waiting for its declared tensors.
+/// A shard whose header is on disk, waiting for its declared tensors. Its file is opened for each write
+/// rather than held open: a run with many shards holds no descriptors, and the file system keeps no writer
+/// between them.
 struct LaidOutShard {
     path: PathBuf,
-    file: File,
     /// Declared tensors not added yet.
     missing: usize,
 }
@@ -301,20 +302,19 @@ impl CheckpointWriter {
                 self.declared.insert(tensor.name.clone(), placement);
                 offset += len as u64;
             }
-            let file = (|| {
+            (|| {
                 check(&mut self.fault, OutputOp::CreateFile, &path)?;
-                let file = File::options().read(true).write(true).create_new(true).open(&path)?;
+                let file = File::options().write(true).create_new(true).open(&path)?;
                 check(&mut self.fault, OutputOp::Write, &path)?;
                 let mut head = Vec::with_capacity(data_start as usize);
                 head.extend_from_slice(&(header.len() as u64).to_le_bytes());
                 head.extend_from_slice(&header);
                 write_all_at(&file, &head, 0)?;
                 // The full size at once: tensors are written at their offsets, in any order.
-                file.set_len(offset)?;
-                Ok(file)
+                file.set_len(offset)
             })()
             .map_err(|e| output_error(&path, e))?;
-            self.laid_out.push(LaidOutShard { path, file, missing: group.len() });
+            self.laid_out.push(LaidOutShard { path, missing: group.len() });
             self.shards.push(group.iter().map(|(t, _)| t.name.clone()).collect());
         }
         Ok(())
@@ -337,14 +337,18 @@ impl CheckpointWriter {
             });
         }
         let shard = &mut self.laid_out[placement.shard];
-        check(&mut self.fault, OutputOp::Write, &shard.path)
-            .and_then(|()| write_all_at(&shard.file, data, placement.offset))
-            .map_err(|e| output_error(&shard.path, e))?;
         shard.missing -= 1;
-        if shard.missing == 0 {
-            start_writeback(&shard.file);
-        }
-        Ok(())
+        let complete = shard.missing == 0;
+        check(&mut self.fault, OutputOp::Write, &shard.path)
+            .and_then(|()| File::options().write(true).open(&shard.path))
+            .and_then(|file| {
+                write_all_at(&file, data, placement.offset)?;
+                if complete {
+                    start_writeback(&file);
+                }
+                Ok(())
+            })
+            .map_err(|e| output_error(&shard.path, e))
     }
 
     /// Adds one tensor (row-major little-endian bytes). Shards are flushed to disk as they fill.
@@ -528,7 +532,8 @@ impl CheckpointWriter {
             }
             for shard in std::mem::take(&mut self.laid_out) {
                 check(&mut self.fault, OutputOp::Sync, &shard.path)
-                    .and_then(|()| shard.file.sync_all())
+                    .and_then(|()| File::options().write(true).open(&shard.path))
+                    .and_then(|file| file.sync_all())
                     .map_err(|e| output_error(&shard.path, e))?;
             }
         } else if !self.pending.is_empty() || self.shards.is_empty() {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
 use crate::calib::observers::{ExpertStats, Observers};
 use crate::calib::run::{load_request, CalibrationRequest};
-use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype, WriterOptions};
+use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorLayout, WriterOptions};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
 use crate::model::descriptor::{MlpDescriptor, MoeDescriptor};
@@ -157,15 +157,7 @@ impl Quantizer<'_> {
             linears.push(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?);
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
-            let moe = match desc.layers.get(layer).map(|l| &l.mlp) {
-                Some(MlpDescriptor::Moe(moe)) if moe.block == experts.block => moe,
-                _ => {
-                    return Err(Error::Internal(format!(
-                        "layer {layer} of the descriptor has no MoE block {}",
-                        experts.block
-                    )))
-                }
-            };
+            let moe = moe_block(desc, experts)?;
             let stats = observers
                 .experts
                 .get(&experts.block)
@@ -294,6 +286,65 @@ impl Quantizer<'_> {
     }
 }
 
+/// The MoE block of the descriptor that an expert plan refers to.
+fn moe_block<'a>(desc: &'a ModelDescriptor, experts: &ExpertPlan) -> Result<&'a MoeDescriptor> {
+    match desc.layers.get(experts.layer).map(|l| &l.mlp) {
+        Some(MlpDescriptor::Moe(moe)) if moe.block == experts.block => Ok(moe),
+        _ => Err(Error::Internal(format!(
+            "layer {} of the descriptor has no MoE block {}",
+            experts.layer, experts.block
+        ))),
+    }
+}
+
+/// Every tensor the export writes, in the order it queues them: the kept tensors, then layer by layer the
+/// quantized linears and experts (each weight's format tensors, then its `input_scale`).
+fn output_layout(
+    checkpoint: &Checkpoint,
+    plan: &ExportPlan,
+    desc: &ModelDescriptor,
+    format: &dyn QuantFormat,
+) -> Result<Vec<TensorLayout>> {
+    let mut layout = Vec::new();
+    for kept in &plan.keep {
+        let info = checkpoint.info(&kept.input)?;
+        layout.push(TensorLayout { name: kept.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
+    }
+    let mut linear = |output: &str, weight: &str, shape: &[usize]| -> Result<()> {
+        let &[rows, cols] = shape else {
+            return Err(Error::ShapeInvalid {
+                tensor: weight.to_string(),
+                shape: shape.to_vec(),
+                message: "a quantized weight must be 2-D [out_features, in_features]".into(),
+            });
+        };
+        for (suffix, dtype, shape) in format.output_layout([rows, cols]) {
+            layout.push(TensorLayout { name: format!("{output}.{suffix}"), dtype, shape });
+        }
+        layout.push(TensorLayout { name: format!("{output}.input_scale"), dtype: Dtype::F32, shape: Vec::new() });
+        Ok(())
+    };
+    for layer in 0..desc.layers.len() {
+        for l in plan.linears.iter().filter(|l| l.layer == layer) {
+            let weight = format!("{}.weight", l.module);
+            linear(&l.output, &weight, &checkpoint.info(&weight)?.shape)?;
+        }
+        for experts in plan.experts.iter().filter(|x| x.layer == layer) {
+            let moe = moe_block(desc, experts)?;
+            let (inter, hidden) = (moe.intermediate, moe.hidden);
+            for e in 0..moe.experts {
+                for (output, shape) in
+                    [(&experts.gate, [inter, hidden]), (&experts.up, [inter, hidden]), (&experts.down, [hidden, inter])]
+                {
+                    let output = output.replace("{e}", &e.to_string());
+                    linear(&output, &format!("{output}.weight"), &shape)?;
+                }
+            }
+        }
+    }
+    Ok(layout)
+}
+
 /// One quantized linear waiting to be written.
 struct QuantizedLinear {
     output: String,
@@ -369,6 +420,9 @@ pub fn quantize_checkpoint(
     };
     let writer = CheckpointWriter::create(target, writer_options)?;
     let quantizer = Quantizer { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format };
+    // Declared up front, every tensor is written straight to its place in its shard as soon as it exists.
+    let mut writer = writer;
+    writer.declare(&output_layout(&checkpoint, plan, desc, quantizer.format.as_ref())?)?;
     let bytes_written = AtomicU64::new(0);
     let output = Output { writer, bytes_written: &bytes_written, quantized_tensors: 0 };
 

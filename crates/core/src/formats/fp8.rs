@@ -61,6 +61,10 @@ impl QuantFormat for Fp8 {
             ],
         })
     }
+
+    fn output_layout(&self, shape: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
+        vec![("weight", Dtype::F8E4M3, shape.to_vec()), ("weight_scale", Dtype::F32, Vec::new())]
+    }
 }
 
 /// `out[i] = e4m3(round(values[i] / scale))`; `round` is generic so each dtype gets its own tight loop.

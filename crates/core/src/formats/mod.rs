@@ -131,6 +131,8 @@ pub trait QuantFormat: Send + Sync {
     fn input_scale(&self, amax: f32) -> f32;
     /// Quantizes one weight with the per-tensor weight amax to use (which may exceed the weight's own max).
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight>;
+    /// The suffix, dtype and shape of each tensor `quantize` returns for a weight `[N, K]`, in its order.
+    fn output_layout(&self, shape: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)>;
 }
 
 /// The format with this name (`"fp8"`, `"nvfp4"`; ASCII case ignored).
@@ -214,6 +216,24 @@ mod tests {
             ("nvfp4", "NVFP4", Some(16), 4.5)
         );
         assert!(format_by_name("int4").is_none());
+    }
+
+    #[test]
+    fn output_layout_is_what_quantize_returns() {
+        for (name, torch_cuda) in [("fp8", false), ("fp8", true), ("nvfp4", false)] {
+            let format = format_for_device(name, torch_cuda).unwrap();
+            for shape in [[1usize, 16], [3, 32], [48, 64]] {
+                let values: Vec<f32> = (0..shape[0] * shape[1]).map(|i| (i % 13) as f32 - 6.0).collect();
+                let weight = WeightInput::new("w", Dtype::BF16, &shape, &values).unwrap();
+                let quantized = format.quantize(&weight, 6.0).unwrap();
+                let got: Vec<(&str, Dtype, Vec<usize>)> =
+                    quantized.tensors.iter().map(|t| (t.suffix, t.dtype, t.shape.clone())).collect();
+                assert_eq!(got, format.output_layout(shape), "{name} {shape:?}");
+                for t in &quantized.tensors {
+                    assert_eq!(t.data.len(), t.shape.iter().product::<usize>() * t.dtype.size(), "{name} {shape:?}");
+                }
+            }
+        }
     }
 
     #[test]

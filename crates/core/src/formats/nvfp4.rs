@@ -74,6 +74,14 @@ impl QuantFormat for Nvfp4 {
             ],
         })
     }
+
+    fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
+        vec![
+            ("weight", Dtype::U8, vec![rows, cols / 2]),
+            ("weight_scale", Dtype::F8E4M3, vec![rows, cols / NVFP4_BLOCK]),
+            ("weight_scale_2", Dtype::F32, Vec::new()),
+        ]
+    }
 }
 
 /// Quantizes consecutive blocks of 16 values (K is a multiple of 16, so no block straddles two rows):

@@ -131,7 +131,6 @@ impl<'a> LayerStream<'a> {
     /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
     pub fn step(&mut self) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
-        let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         crate::prof::mark("between_layers", &self.loader.device);
         let clock = Instant::now();
         let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;

@@ -123,7 +123,9 @@ impl<'a> WeightLoader<'a> {
                 let gate = per_expert(&moe.gate, "gate")?;
                 let up = per_expert(&moe.up, "up")?;
                 let down = self.tensor(&moe.down.replace("{e}", &expert.to_string()))?;
-                (Tensor::cat(&[gate, up], 0)?, down)
+                let gate_up = Tensor::cat(&[gate, up], 0)?;
+                crate::prof::mark("load_cat", &self.device);
+                (gate_up, down)
             }
             ExpertLayout::Fused => {
                 let gate_up = self.expert_slice(moe.gate_up.as_ref().ok_or_else(|| missing("gate_up"))?, expert)?;

@@ -49,7 +49,6 @@ fn softmax_into(values: &[f32], out: &mut Vec<f32>) {
     out.iter_mut().for_each(|e| *e /= sum);
 }
 
-
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
