@@ -429,21 +429,53 @@ pub fn quantize_checkpoint(
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
     let layers = stream.layers();
     let mut layer_errors = Vec::with_capacity(layers);
-    // Layer L is quantized and queued for writing on CPU threads while layer L+1 calibrates. One such thread
-    // runs at a time (the next starts after it is joined), so tensors are written in layer order. The first
-    // one also copies the tensors kept as they are, ahead of layer 0's, off the calibration's path.
+    // Layer L is quantized and written on CPU threads while the next layers calibrate: up to `JOBS` such
+    // layer jobs at once (one writing while the next quantizes), joined in layer order for progress and
+    // errors. Tensors go to their declared places in whatever order they come. The tensors kept as they are
+    // are copied by a thread of their own while layer 0 calibrates.
+    const JOBS: usize = 2;
+    // The first error of any job, in the order they happened: after the writer fails, a job still running
+    // fails too (the writer is closed), and the error to report is the writer's.
+    let first_error = std::sync::Mutex::new(None::<Error>);
+    let first_error = &first_error;
+    fn record<T>(first_error: &std::sync::Mutex<Option<Error>>, result: Result<T>) -> Result<T> {
+        result.map_err(|error| {
+            let mut first = lock(first_error);
+            match *first {
+                None => {
+                    *first = Some(error);
+                    Error::Internal("a background job failed (its error is reported instead)".into())
+                }
+                Some(_) => error,
+            }
+        })
+    }
+    // A failed job's error, or the one that happened first if another job failed before it.
+    let reported = |error: Error| lock(first_error).take().unwrap_or(error);
     let quantize_seconds = std::sync::Mutex::new(0.0f64);
     let write_seconds = std::sync::Mutex::new(0.0f64);
     let output = std::sync::Mutex::new(output);
     let tokens = stream.tokens;
-    let mut kept_copied = false;
     std::thread::scope(|scope| -> Result<()> {
-        let mut pending: Option<std::thread::ScopedJoinHandle<'_, Result<LayerDone>>> = None;
+        let kept = {
+            let (output, write_seconds, checkpoint) = (&output, &write_seconds, &checkpoint);
+            scope.spawn(move || -> Result<()> {
+                background_priority();
+                let mut output = lock(output);
+                let clock = Instant::now();
+                record(first_error, output.copy_kept(checkpoint, plan))?;
+                *lock(write_seconds) += clock.elapsed().as_secs_f64();
+                Ok(())
+            })
+        };
+        let mut pending = std::collections::VecDeque::with_capacity(JOBS);
         let mut finish = |handle: std::thread::ScopedJoinHandle<'_, Result<LayerDone>>,
                           progress: &mut dyn FnMut(QuantizeProgress)|
          -> Result<()> {
-            let done =
-                handle.join().unwrap_or_else(|_| Err(Error::Internal("the quantization thread panicked".into())))?;
+            let done = handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("the quantization thread panicked".into())))
+                .map_err(reported)?;
             let errors = &done.errors;
             let relative_mse = if errors.norm > 0.0 { errors.error / errors.norm } else { 0.0 };
             layer_errors.push(LayerError { layer: done.layer, tensors: errors.tensors, relative_mse });
@@ -470,28 +502,23 @@ pub fn quantize_checkpoint(
                 tokens,
                 bytes_written: bytes_written.load(Ordering::Relaxed),
             });
-            if let Some(handle) = pending.take() {
-                finish(handle, progress)?;
+            while pending.len() >= JOBS {
+                if let Some(handle) = pending.pop_front() {
+                    finish(handle, progress)?;
+                }
             }
             let observers = stream.observers.clone();
-            let (quantizer, quantize_seconds, write_seconds, output, checkpoint) =
-                (&quantizer, &quantize_seconds, &write_seconds, &output, &checkpoint);
-            let copy_kept = !kept_copied;
-            kept_copied = true;
-            pending = Some(scope.spawn(move || {
+            let (quantizer, quantize_seconds, write_seconds, output) =
+                (&quantizer, &quantize_seconds, &write_seconds, &output);
+            pending.push_back(scope.spawn(move || {
                 background_priority();
-                if copy_kept {
-                    let clock = Instant::now();
-                    lock(output).copy_kept(checkpoint, plan)?;
-                    *lock(write_seconds) += clock.elapsed().as_secs_f64();
-                }
                 let clock = Instant::now();
-                let done = quantizer.quantize_layer(layer, plan, desc, &observers)?;
+                let done = record(first_error, quantizer.quantize_layer(layer, plan, desc, &observers))?;
                 *lock(quantize_seconds) += clock.elapsed().as_secs_f64();
-                let clock = Instant::now();
                 let mut output = lock(output);
+                let clock = Instant::now();
                 for linear in done.linears {
-                    output.queue(quantizer.format.as_ref(), linear)?;
+                    record(first_error, output.queue(quantizer.format.as_ref(), linear))?;
                 }
                 *lock(write_seconds) += clock.elapsed().as_secs_f64();
                 Ok(LayerDone {
@@ -501,10 +528,12 @@ pub fn quantize_checkpoint(
                 })
             }));
         }
-        match pending.take() {
-            Some(handle) => finish(handle, progress),
-            None => Ok(()),
+        while let Some(handle) = pending.pop_front() {
+            finish(handle, progress)?;
         }
+        kept.join()
+            .unwrap_or_else(|_| Err(Error::Internal("the thread copying the kept tensors panicked".into())))
+            .map_err(reported)
     })?;
     let mut output = output.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     seconds.write += write_seconds.into_inner().unwrap_or_default();
@@ -513,9 +542,6 @@ pub fn quantize_checkpoint(
     seconds.forward = stream.forward_seconds;
 
     let clock = Instant::now();
-    if !kept_copied {
-        output.copy_kept(&checkpoint, plan)?;
-    }
     progress(QuantizeProgress {
         stage: "write",
         layer: layers,
