@@ -16,7 +16,7 @@ use crate::calib::run::{load_request, CalibrationRequest};
 use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorLayout, WriterOptions};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
-use crate::model::descriptor::{MlpDescriptor, MoeDescriptor};
+use crate::model::descriptor::{ExpertLayout, MlpDescriptor, MoeDescriptor};
 use crate::model::stream::LayerStream;
 use crate::model::weights::WeightLoader;
 use crate::model::ModelDescriptor;
@@ -265,17 +265,22 @@ impl Quantizer<'_> {
             .as_ref()
             .or(moe.gate_up.as_ref())
             .ok_or_else(|| Error::Internal(format!("{}: no gate tensor", moe.block)))?;
-        let expert = self.loader.expert(moe, e)?;
         let source_dtype = self.checkpoint.info(&stored.replace("{e}", &e.to_string()))?.dtype;
-        let gate_up = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
-        let down = expert.down.flatten_all()?.to_vec1::<f32>()?;
-        let (gate, up) = gate_up.split_at(inter * hidden);
+        let [gate, up, down] = match self.plain_expert(moe, e)? {
+            Some(values) => values,
+            None => {
+                let expert = self.loader.expert(moe, e)?;
+                let mut gate = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
+                let up = gate.split_off((inter * hidden).min(gate.len()));
+                [gate, up, expert.down.flatten_all()?.to_vec1::<f32>()?]
+            }
+        };
         let gate_up_amax = stats.gate_amax[e].max(stats.up_amax[e]);
         let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| p.replace("{e}", &e.to_string()));
         let (gate_name, up_name, down_name) =
             (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
-        let gate = WeightInput::new(&gate_name, source_dtype, &[inter, hidden], gate)?;
-        let up = WeightInput::new(&up_name, source_dtype, &[inter, hidden], up)?;
+        let gate = WeightInput::new(&gate_name, source_dtype, &[inter, hidden], &gate)?;
+        let up = WeightInput::new(&up_name, source_dtype, &[inter, hidden], &up)?;
         let down = WeightInput::new(&down_name, source_dtype, &[hidden, inter], &down)?;
         let format = self.format.as_ref();
         Ok([
@@ -283,6 +288,25 @@ impl Quantizer<'_> {
             quantize_one(format, &up_out, &up, gate_up_amax, stats.gate_up_input_amax, errors)?,
             quantize_one(format, &down_out, &down, stats.down_amax[e], stats.down_input_amax, errors)?,
         ])
+    }
+
+    /// Expert `e`'s gate, up and down values, converted straight from the stored bytes when the layout stores
+    /// each as a plain tensor of its own (the hub layout, not quantized): the same values as through the
+    /// expert view, without its tensors and copies. `None` for every other layout.
+    fn plain_expert(&self, moe: &MoeDescriptor, e: usize) -> Result<Option<[Vec<f32>; 3]>> {
+        let (Some(gate), Some(up)) = (&moe.gate, &moe.up) else { return Ok(None) };
+        if moe.layout != ExpertLayout::PerExpert {
+            return Ok(None);
+        }
+        let names = [gate, up, &moe.down].map(|pattern| pattern.replace("{e}", &e.to_string()));
+        for name in &names {
+            if formats::stored_quantization(self.checkpoint, name)?.is_some() {
+                return Ok(None);
+            }
+        }
+        let [gate, up, down] = names;
+        let read = |name: &str| -> Result<Vec<f32>> { Ok(self.checkpoint.read(name)?.to_f32()) };
+        Ok(Some([read(&gate)?, read(&up)?, read(&down)?]))
     }
 }
 
