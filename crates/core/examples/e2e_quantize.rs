@@ -74,8 +74,5 @@ fn run() -> Result<(), String> {
         "uncalibrated_experts": uncalibrated,
     });
     println!("{summary}");
-    if moe_quant_core::prof::enabled() {
-        eprintln!("{}", moe_quant_core::prof::report());
-    }
     Ok(())
 }

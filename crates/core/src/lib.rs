@@ -14,7 +14,6 @@ pub mod kernels;
 pub mod limits;
 pub mod memory;
 pub mod model;
-pub mod prof;
 
 pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorData, TensorInfo, TensorView, WriterOptions};
 pub use error::{Error, Result};

@@ -62,24 +62,17 @@ impl DecoderLayer {
 
     /// `xs [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
-        crate::prof::mark("layer_other", xs.device());
         let normed = self.input_norm.forward(xs)?;
-        crate::prof::mark("norm1", xs.device());
         let attended = match &self.attention {
             SelfAttention::Gqa(attention) => attention.forward(&normed, rope, observers)?,
             SelfAttention::Mla(mla) => mla.forward(&normed, rope, observers)?,
         };
-        crate::prof::mark("attention", xs.device());
         let xs = (xs + (attended * self.residual_multiplier)?)?;
         let normed = self.post_attention_norm.forward(&xs)?;
-        crate::prof::mark("residual+norm2", xs.device());
         let fed = match &self.feed_forward {
             FeedForward::Dense(mlp) => mlp.forward(&normed, observers)?,
             FeedForward::Moe(moe) => moe.forward(&normed, observers)?,
         };
-        crate::prof::mark("moe_exit", xs.device());
-        let out = (xs + (fed * self.residual_multiplier)?)?;
-        crate::prof::mark("residual2", out.device());
-        Ok(out)
+        Ok((xs + (fed * self.residual_multiplier)?)?)
     }
 }

@@ -131,20 +131,17 @@ impl<'a> LayerStream<'a> {
     /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
     pub fn step(&mut self) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
-        crate::prof::mark("between_layers", &self.loader.device);
         let clock = Instant::now();
         let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;
         self.load_seconds += clock.elapsed().as_secs_f64();
-        crate::prof::mark("load_tail", &self.loader.device);
+        // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
+        // the previous one, which this layer's load has just used up.)
         prefetch_layer(self.loader.checkpoint, self.desc, self.next_layer + 1);
         let clock = Instant::now();
         layer.observe_weights(&mut self.observers)?;
-        crate::prof::mark("observe_weights", &self.loader.device);
         for xs in self.hidden.iter_mut() {
             *xs = layer.forward(xs, &self.rope, &mut self.observers)?;
         }
-        drop(layer);
-        crate::prof::mark("drop_layer", &self.loader.device);
         self.forward_seconds += clock.elapsed().as_secs_f64();
         self.next_layer += 1;
         Ok(Some(self.next_layer - 1))

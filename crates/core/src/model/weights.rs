@@ -61,10 +61,7 @@ impl<'a> WeightLoader<'a> {
             return Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?);
         }
         let tensor = self.checkpoint.read(name)?;
-        crate::prof::mark("load_read", &self.device);
-        let t = self.upload(tensor.dtype, &tensor.shape, &tensor.data);
-        crate::prof::mark("load_upload", &self.device);
-        t
+        self.upload(tensor.dtype, &tensor.shape, &tensor.data)
     }
 
     /// The tensor, checking its (logical) shape.
@@ -123,9 +120,7 @@ impl<'a> WeightLoader<'a> {
                 let gate = per_expert(&moe.gate, "gate")?;
                 let up = per_expert(&moe.up, "up")?;
                 let down = self.tensor(&moe.down.replace("{e}", &expert.to_string()))?;
-                let gate_up = Tensor::cat(&[gate, up], 0)?;
-                crate::prof::mark("load_cat", &self.device);
-                (gate_up, down)
+                (Tensor::cat(&[gate, up], 0)?, down)
             }
             ExpertLayout::Fused => {
                 let gate_up = self.expert_slice(moe.gate_up.as_ref().ok_or_else(|| missing("gate_up"))?, expert)?;

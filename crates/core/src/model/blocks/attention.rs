@@ -63,21 +63,15 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         observers.record_input(&[&self.q.name, &self.k.name, &self.v.name], xs)?;
-        crate::prof::mark("attn_record_in", xs.device());
         let q = rope.apply(&self.heads(&self.q, self.q_norm.as_ref(), xs, self.num_heads)?)?;
         let k = rope.apply(&self.heads(&self.k, self.k_norm.as_ref(), xs, self.num_kv_heads)?)?;
         let v = self.heads(&self.v, None, xs, self.num_kv_heads)?;
         let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
         let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;
-        crate::prof::mark("attn_qkv_rope_repeat", xs.device());
         let out = attend(&q, &k, &v, self.scaling)?;
-        crate::prof::mark("attn_core", xs.device());
         let out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
         observers.record_input(&[&self.o.name], &out)?;
-        crate::prof::mark("attn_transpose_record", xs.device());
-        let o = self.o.forward(&out);
-        crate::prof::mark("attn_o", xs.device());
-        o
+        self.o.forward(&out)
     }
 }
 

@@ -130,13 +130,11 @@ impl MoeBlock {
         let flat = xs.reshape(((), hidden_size))?;
         let tokens = flat.dim(0)?;
         let device = flat.device().clone();
-        crate::prof::mark("moe_enter", &device);
         observers.record_input(&[&self.router.name], &flat)?;
         let logits = self.router.forward(&flat)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let routing =
             route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
         let groups = group_by_expert(&routing, self.desc.experts);
-        crate::prof::mark("router+host", &device);
         // Llama4 scales the expert input by the routing weight instead of the output.
         let scale_input = self.desc.router.kind == RouterKind::TopkSigmoid;
 
@@ -162,11 +160,9 @@ impl MoeBlock {
                 routed = routed.broadcast_mul(&all_weights)?;
                 gate_up_maxima.push(abs_max_on_device(&routed)?);
             }
-            crate::prof::mark("gather", &device);
             if self.grouped {
                 let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.gate_up).collect();
                 let gate_up = kernels::grouped_matmul_t(&routed, &weights, &groups.ranges)?;
-                crate::prof::mark("gemm1", &device);
                 drop(routed);
                 self.activate(&gate_up)?
             } else {
@@ -178,7 +174,6 @@ impl MoeBlock {
             }
         };
         down_maxima.push(abs_max_on_device(&hidden)?);
-        crate::prof::mark("act+amax", &device);
         let routed = if self.grouped {
             let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.down).collect();
             kernels::grouped_matmul_t(&hidden, &weights, &groups.ranges)?
@@ -190,7 +185,6 @@ impl MoeBlock {
             Tensor::cat(&outputs, 0)?
         };
         drop(hidden);
-        crate::prof::mark("gemm2", &device);
         // Routed outputs are summed per token in f32 whatever the compute dtype, in expert order (the order of
         // transformers' loop): the rows of every expert's output, gathered token by token, then summed.
         let routed = if scale_input { routed } else { routed.broadcast_mul(&all_weights)? };
@@ -200,7 +194,6 @@ impl MoeBlock {
             .to_dtype(DType::F32)?
             .reshape((tokens, self.desc.top_k, hidden_size))?
             .sum(1)?;
-        crate::prof::mark("combine", &device);
         if self.all_experts_stats {
             for weights in &self.experts {
                 down_maxima.push(abs_max_on_device(&self.hidden(weights, &flat)?)?);
@@ -213,7 +206,6 @@ impl MoeBlock {
         let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
         stats.gate_up_input_amax = stats.gate_up_input_amax.max(gate_up_amax);
         stats.down_input_amax = stats.down_input_amax.max(down_amax);
-        crate::prof::mark("maxima_read", &device);
         for (total, range) in stats.tokens.iter_mut().zip(&groups.ranges) {
             *total += range.len() as u64;
         }
@@ -226,9 +218,7 @@ impl MoeBlock {
             }
             out = (out + shared_out.to_dtype(DType::F32)?)?;
         }
-        let out = out.to_dtype(flat.dtype())?.reshape(dims)?;
-        crate::prof::mark("shared+out", &device);
-        Ok(out)
+        Ok(out.to_dtype(flat.dtype())?.reshape(dims)?)
     }
 }
 
