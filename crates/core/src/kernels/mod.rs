@@ -1,7 +1,8 @@
 //! GPU kernels for the hot loops of quantization: amax reductions, FP8 and NVFP4 quantization, and the split
 //! of fused gate/up expert tensors. They take and return candle CUDA tensors (the sources in bf16, f16 or f32)
 //! and produce exactly the bytes of the CPU reference in [`crate::formats`] (tested in
-//! `tests/kernels_cuda.rs`).
+//! `tests/kernels_cuda.rs`). Also the calibration forward's routed-expert projections as one cuBLAS grouped
+//! GEMM ([`grouped_matmul_t`]), and the amax that its activation maxima use.
 //!
 //! The CUDA code lives in `quant.cu` beside this file, compiled to PTX by `build.rs` when the `cuda` feature is
 //! on. Without the feature every function here returns [`Error::DeviceUnavailable`]; a tensor on the CPU gets
