@@ -33,6 +33,12 @@ impl Dtype {
         }
     }
 
+    /// Bytes of a tensor of this dtype and shape; `None` when that overflows (a shape from an untrusted file
+    /// or descriptor must not panic).
+    pub fn byte_len(self, shape: &[usize]) -> Option<usize> {
+        shape.iter().try_fold(self.size(), |bytes, &dim| bytes.checked_mul(dim))
+    }
+
     /// The name safetensors uses in headers (`"BF16"`, `"F8_E4M3"` …).
     pub fn name(self) -> &'static str {
         match self {

@@ -104,8 +104,7 @@ pub fn parse_safetensors_prefix(path: &Path, prefix: &[u8], file_size: u64) -> R
         if end < start {
             return Err(invalid(format!("tensor {name}: data_offsets [{start}, {end}] run backwards")));
         }
-        let needed = shape.iter().try_fold(dtype.size(), |bytes, &dim| bytes.checked_mul(dim));
-        let Some(needed) = needed else {
+        let Some(needed) = dtype.byte_len(&shape) else {
             return Err(invalid(format!("tensor {name}: {dtype} × {shape:?} is too large (its byte size overflows)")));
         };
         if needed != end - start {

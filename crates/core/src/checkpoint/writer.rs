@@ -268,8 +268,7 @@ impl CheckpointWriter {
             if !seen.insert(tensor.name.as_str()) {
                 return Err(Error::Internal(format!("tensor {} was declared twice", tensor.name)));
             }
-            let len = tensor.shape.iter().try_fold(tensor.dtype.size(), |bytes, &dim| bytes.checked_mul(dim));
-            let len = len.ok_or_else(|| Error::ShapeInvalid {
+            let len = tensor.dtype.byte_len(&tensor.shape).ok_or_else(|| Error::ShapeInvalid {
                 tensor: tensor.name.clone(),
                 shape: tensor.shape.clone(),
                 message: "holds more than usize::MAX bytes".into(),
@@ -354,8 +353,7 @@ impl CheckpointWriter {
     /// Adds one tensor (row-major little-endian bytes). Shards are flushed to disk as they fill.
     pub fn add_tensor(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
         self.ensure_open()?;
-        // Checked: a shape from an untrusted descriptor must not overflow into a panic.
-        let expected = shape.iter().try_fold(dtype.size(), |bytes, &dim| bytes.checked_mul(dim));
+        let expected = dtype.byte_len(shape);
         if expected != Some(data.len()) {
             let expected = expected.map_or("more than usize::MAX bytes".into(), |n| format!("{n} bytes"));
             return Err(Error::ShapeInvalid {
@@ -858,16 +856,9 @@ mod tests {
             ("c", Dtype::F8E4M3, &[7]),
             ("z", Dtype::F64, &[1]),
         ];
-        let tensors: Vec<(&str, Dtype, &[usize], Vec<u8>)> = entries
-            .into_iter()
-            .enumerate()
-            .map(|(k, (name, dtype, shape))| {
-                let len = shape.iter().product::<usize>() * dtype.size();
-                (name, dtype, shape, (0..len).map(|i| (i * 7 + k) as u8).collect())
-            })
-            .collect();
+        let tensors = tensors_of(&entries);
         let views = tensors.iter().map(|(name, dtype, shape, data)| {
-            (*name, safetensors::tensor::TensorView::new(dtype.to_safetensors(), shape.to_vec(), data).unwrap())
+            (name, safetensors::tensor::TensorView::new(dtype.to_safetensors(), shape.clone(), data).unwrap())
         });
         let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
         let theirs = safetensors::serialize(views, metadata).unwrap();
@@ -889,9 +880,29 @@ mod tests {
         }
     }
 
+    /// Each (name, dtype, shape) with distinct bytes.
+    fn tensors_of(entries: &[(&str, Dtype, &[usize])]) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(k, &(name, dtype, shape))| {
+                let len = shape.iter().product::<usize>() * dtype.size();
+                (name.to_string(), dtype, shape.to_vec(), (0..len).map(|i| (i * 7 + k * 31) as u8).collect())
+            })
+            .collect()
+    }
+
+    /// The declaration of `tensors`, in their order.
+    fn layout_of(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<TensorLayout> {
+        tensors
+            .iter()
+            .map(|(name, dtype, shape, _)| TensorLayout { name: name.clone(), dtype: *dtype, shape: shape.clone() })
+            .collect()
+    }
+
     /// Tensors of several dtypes and sizes (names out of order), with distinct bytes.
     fn sample_tensors() -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
-        let entries: [(&str, Dtype, &[usize]); 8] = [
+        tensors_of(&[
             ("m.b.weight", Dtype::U8, &[3, 5]),
             ("m.a.weight", Dtype::BF16, &[2, 3]),
             ("m.a.scale", Dtype::F32, &[]),
@@ -900,15 +911,7 @@ mod tests {
             ("big", Dtype::F32, &[6, 4]),
             ("e.input_scale", Dtype::F32, &[]),
             ("d", Dtype::BF16, &[9]),
-        ];
-        entries
-            .into_iter()
-            .enumerate()
-            .map(|(k, (name, dtype, shape))| {
-                let len = shape.iter().product::<usize>() * dtype.size();
-                (name.to_string(), dtype, shape.to_vec(), (0..len).map(|i| (i * 7 + k * 31) as u8).collect())
-            })
-            .collect()
+        ])
     }
 
     /// Every file of a published output, name → bytes.
@@ -923,10 +926,7 @@ mod tests {
     #[test]
     fn declared_tensors_written_in_any_order_give_the_bytes_of_adding_them_in_order() {
         let tensors = sample_tensors();
-        let layout: Vec<TensorLayout> = tensors
-            .iter()
-            .map(|(name, dtype, shape, _)| TensorLayout { name: name.clone(), dtype: *dtype, shape: shape.clone() })
-            .collect();
+        let layout = layout_of(&tensors);
         // One shard, and shards of at most 40 bytes (several, one tensor alone in its own).
         for max_shard_bytes in [u64::MAX, 40] {
             let tmp = tempfile::tempdir().unwrap();
@@ -958,10 +958,7 @@ mod tests {
     #[test]
     fn declared_output_refuses_strangers_mismatches_and_gaps() {
         let tensors = sample_tensors();
-        let layout: Vec<TensorLayout> = tensors
-            .iter()
-            .map(|(name, dtype, shape, _)| TensorLayout { name: name.clone(), dtype: *dtype, shape: shape.clone() })
-            .collect();
+        let layout = layout_of(&tensors);
         let tmp = tempfile::tempdir().unwrap();
         let fresh = |name: &str| {
             let mut writer = CheckpointWriter::create(tmp.path().join(name), WriterOptions::default()).unwrap();
