@@ -118,10 +118,10 @@ impl Output<'_> {
     /// Queues one quantized linear's tensors and its `input_scale`.
     fn queue(&mut self, format: &dyn QuantFormat, quantized: QuantizedLinear) -> Result<()> {
         for tensor in quantized.weight.tensors {
-            self.add(&format!("{}.{}", quantized.output, tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
+            self.add(&tensor_name(&quantized.output, tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
         }
         let input_scale = format.input_scale(quantized.input_amax);
-        self.add(&format!("{}.input_scale", quantized.output), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
+        self.add(&tensor_name(&quantized.output, INPUT_SCALE), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
         self.quantized_tensors += 1;
         Ok(())
     }
@@ -310,6 +310,14 @@ impl Quantizer<'_> {
     }
 }
 
+/// Suffix of the 0-d activation scale written beside each quantized weight.
+const INPUT_SCALE: &str = "input_scale";
+
+/// `<module>.<suffix>`: the name of one output tensor of a quantized linear.
+fn tensor_name(module: &str, suffix: &str) -> String {
+    format!("{module}.{suffix}")
+}
+
 /// The MoE block of the descriptor that an expert plan refers to.
 fn moe_block<'a>(desc: &'a ModelDescriptor, experts: &ExpertPlan) -> Result<&'a MoeDescriptor> {
     match desc.layers.get(experts.layer).map(|l| &l.mlp) {
@@ -335,17 +343,10 @@ fn output_layout(
         layout.push(TensorLayout { name: kept.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
     }
     let mut linear = |output: &str, weight: &str, shape: &[usize]| -> Result<()> {
-        let &[rows, cols] = shape else {
-            return Err(Error::ShapeInvalid {
-                tensor: weight.to_string(),
-                shape: shape.to_vec(),
-                message: "a quantized weight must be 2-D [out_features, in_features]".into(),
-            });
-        };
-        for (suffix, dtype, shape) in format.output_layout([rows, cols]) {
-            layout.push(TensorLayout { name: format!("{output}.{suffix}"), dtype, shape });
+        for (suffix, dtype, shape) in format.output_layout(formats::matrix_shape(weight, shape)?) {
+            layout.push(TensorLayout { name: tensor_name(output, suffix), dtype, shape });
         }
-        layout.push(TensorLayout { name: format!("{output}.input_scale"), dtype: Dtype::F32, shape: Vec::new() });
+        layout.push(TensorLayout { name: tensor_name(output, INPUT_SCALE), dtype: Dtype::F32, shape: Vec::new() });
         Ok(())
     };
     for layer in 0..desc.layers.len() {

@@ -36,13 +36,7 @@ pub struct WeightInput<'a> {
 impl<'a> WeightInput<'a> {
     /// Checks that `shape` is 2-D and matches the number of values.
     pub fn new(name: &'a str, source_dtype: Dtype, shape: &[usize], values: &'a [f32]) -> Result<Self> {
-        let &[rows, cols] = shape else {
-            return Err(Error::ShapeInvalid {
-                tensor: name.to_string(),
-                shape: shape.to_vec(),
-                message: "a quantized weight must be 2-D [out_features, in_features]".into(),
-            });
-        };
+        let [rows, cols] = matrix_shape(name, shape)?;
         if rows.checked_mul(cols) != Some(values.len()) {
             return Err(Error::ShapeInvalid {
                 tensor: name.to_string(),
@@ -114,6 +108,18 @@ impl QuantizedWeight {
     /// The tensor with this suffix.
     pub fn get(&self, suffix: &str) -> Option<&OutputTensor> {
         self.tensors.iter().find(|t| t.suffix == suffix)
+    }
+}
+
+/// The `[out_features, in_features]` of a weight `name` to quantize; `E_TENSOR_SHAPE` unless it is 2-D.
+pub fn matrix_shape(name: &str, shape: &[usize]) -> Result<[usize; 2]> {
+    match *shape {
+        [rows, cols] => Ok([rows, cols]),
+        _ => Err(Error::ShapeInvalid {
+            tensor: name.to_string(),
+            shape: shape.to_vec(),
+            message: "a quantized weight must be 2-D [out_features, in_features]".into(),
+        }),
     }
 }
 
