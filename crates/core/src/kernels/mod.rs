@@ -341,6 +341,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // one range of rows per weight: a slice of one range is meant
     fn grouped_matmul_checks_its_arguments_before_the_device() {
         let bf16 = candle_core::DType::BF16;
         let xs = Tensor::zeros((5, 4), bf16, &Device::Cpu).unwrap();
