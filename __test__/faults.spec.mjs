@@ -122,7 +122,7 @@ mounting(`CLI: a full disk exits with E_OUTPUT_WRITE and leaves nothing${mountNo
   // 64 KiB of tmpfs: config.json and the tokenizer fit, the 190 KB shard does not.
   const report = drive({ mode: 'full', dir: parent, size: '64k', args: quantizeArgs(model, out) })
   t.is(report.status, 1, report.stderr)
-  t.regex(report.stderr, /\nmoe-quant: \S+\/\.out\.moe-quant-tmp-\d+\.\d+\/\S+: cannot write the output \(the disk is full\): .* \[E_OUTPUT_WRITE\]\n$/)
+  t.regex(report.stderr, /(^|\n)moe-quant: \S+\/\.out\.moe-quant-tmp-\d+\.\d+\/\S+: cannot write the output \(the disk is full\): .* \[E_OUTPUT_WRITE\]\n$/)
   t.true(report.stderr.includes(parent), report.stderr)
   t.deepEqual(report.after, [], 'no output directory, no temporary directory')
   t.deepEqual(hashes(model), before, 'the input is untouched')
@@ -133,7 +133,7 @@ mounting(`CLI: a file system turning read-only mid-export exits with E_OUTPUT_WR
   const report = drive({ mode: 'readonly', dir: parent, size: '16m', args: quantizeArgs(model, out, 64, 256) })
   t.true(report.sawTmp && report.remounted, JSON.stringify(report))
   t.is(report.status, 1, report.stderr)
-  t.regex(report.stderr, /\nmoe-quant: \S+\/\.out\.moe-quant-tmp-\d+\.\d+\/\S+: cannot write the output \(the filesystem is read-only\): .* \[E_OUTPUT_WRITE\]\n$/)
+  t.regex(report.stderr, /(^|\n)moe-quant: \S+\/\.out\.moe-quant-tmp-\d+\.\d+\/\S+: cannot write the output \(the filesystem is read-only\): .* \[E_OUTPUT_WRITE\]\n$/)
   // Nothing can be removed from a read-only file system: only the temporary directory is left …
   t.is(report.after.length, 1, JSON.stringify(report.after))
   t.regex(report.after[0], TMP)
