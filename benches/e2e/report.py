@@ -20,14 +20,14 @@ def main() -> None:
     out, layers = sys.argv[1], int(sys.argv[2])
     card = open(os.path.join(out, "card.txt")).read().strip() if os.path.exists(os.path.join(out, "card.txt")) else "?"
     print(f"Card: {card}; {layers} layers of Qwen3-30B-A3B (random bf16)\n")
-    print("| tool | format | total s | load s | calibrate s | quantize+write s | layer-tokens/s | peak GPU MiB | peak RSS GiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| tool | format | total s | then sync s | load s | calibrate s | quantize+write s | layer-tokens/s | peak GPU MiB | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = {}
     for fmt in ("fp8", "nvfp4"):
         for tool in ("ours", "modelopt"):
             result, measure = load(os.path.join(out, f"{tool}-{fmt}.json")), load(os.path.join(out, f"{tool}-{fmt}.measure.json"))
             if not result or not measure:
-                print(f"| {tool} | {fmt} | failed (see {tool}-{fmt}.log) | | | | | | |")
+                print(f"| {tool} | {fmt} | failed (see {tool}-{fmt}.log) | | | | | | | |")
                 continue
             s = result["seconds"]
             if tool == "ours":
@@ -36,14 +36,27 @@ def main() -> None:
             else:
                 load_s, calib, qw = s["load"], s["calibrate"], s["quantize_write"]
                 rate = result["layer_tokens_per_second"]
-            rows[(tool, fmt)] = (measure["wall_seconds"], measure["peak_gpu_mib"])
-            print(f"| {'moe-quant' if tool == 'ours' else 'ModelOpt'} | {fmt} | {measure['wall_seconds']:.1f} | {load_s:.1f} | {calib:.1f} | {qw:.1f} | "
+            synced = measure.get("sync_seconds", 0.0)
+            rows[(tool, fmt)] = (measure["wall_seconds"], measure["peak_gpu_mib"], synced)
+            print(f"| {'moe-quant' if tool == 'ours' else 'ModelOpt'} | {fmt} | {measure['wall_seconds']:.1f} | {synced:.1f} | {load_s:.1f} | {calib:.1f} | {qw:.1f} | "
                   f"{rate:,.0f} | {measure['peak_gpu_mib']:,} | {result['peak_rss_bytes'] / 2**30:.1f} |")
     print()
+    disk = load(os.path.join(out, "disk.json"))
+    if disk:
+        read_rate, write_rate = disk["read_bytes"] / disk["read_seconds"], disk["write_bytes"] / disk["write_seconds"]
+        print(f"- disk: the checkpoint ({disk['read_bytes'] / 1e9:.1f} GB) read cold at {read_rate / 1e9:.2f} GB/s; "
+              f"{disk['write_bytes'] / 2**30:.0f} GiB written with fsync at {write_rate / 1e9:.2f} GB/s; both at once "
+              f"{disk['read_and_write_at_once_seconds']:.1f} s (one after the other: {disk['read_seconds'] + disk['write_seconds']:.1f} s)")
     for fmt in ("fp8", "nvfp4"):
         if ("ours", fmt) in rows and ("modelopt", fmt) in rows:
-            (ot, og), (mt, mg) = rows[("ours", fmt)], rows[("modelopt", fmt)]
-            print(f"- {fmt}: moe-quant {mt / ot:.1f}× faster end to end; peak GPU memory {og / max(mg, 1):.2f}× ModelOpt's")
+            (ot, og, osync), (mt, mg, msync) = rows[("ours", fmt)], rows[("modelopt", fmt)]
+            print(f"- {fmt}: moe-quant {mt / ot:.1f}× faster end to end ({(mt + msync) / (ot + osync):.1f}× until both "
+                  f"outputs are on disk); peak GPU memory {og / max(mg, 1):.2f}× ModelOpt's")
+        written = load(os.path.join(out, f"bytes-{fmt}.json"))
+        if disk and written and ("ours", fmt) in rows:
+            floor = disk["read_bytes"] / read_rate + written["ours"] / write_rate
+            print(f"- {fmt}: reading the checkpoint and writing moe-quant's {written['ours'] / 1e9:.2f} GB output alone take "
+                  f"{floor:.1f} s on this disk; moe-quant took {rows[('ours', fmt)][0]:.1f} s")
         c = load(os.path.join(out, f"compare-{fmt}.json"))
         if c:
             print(f"- {fmt} outputs: {c['tensors']} tensors, names differ: {len(c['only_ours']) + len(c['only_modelopt'])}, "

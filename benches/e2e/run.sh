@@ -36,7 +36,43 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 log "writing the checkpoint ($layers layers)"
 python3 "$here/make_checkpoint.py" "$bundle/plans-$layers" "$work/model" "$samples" "$seq_len" | tee "$out/checkpoint.json"
 
-# Peak GPU memory in use (MiB) while a command runs, sampled by nvidia-smi every 100 ms.
+# What the disk alone allows: the checkpoint read cold, then 4 GiB written and fsync'd (moe-quant's output is
+# on disk when it exits), then both at once (whether reads and writes share the disk's bandwidth).
+log "disk: cold read of the checkpoint, a 4 GiB write with fsync, then both at once"
+sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+python3 - "$work/model" "$work/disk-probe" <<'PY' >"$out/disk.json"
+import json, os, sys, threading, time
+model, probe = sys.argv[1], sys.argv[2]
+shards = sorted(os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors"))
+def read_all():
+    total = 0
+    for path in shards:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(64 << 20):
+                total += len(chunk)
+    return total
+def write(size):
+    block = os.urandom(1 << 20) * 64
+    fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    for _ in range(size // len(block)):
+        os.write(fd, block)
+    os.fsync(fd)
+    os.close(fd)
+    os.unlink(probe)
+t = time.time(); read_bytes = read_all(); read_s = time.time() - t
+write_bytes = 4 << 30
+t = time.time(); write(write_bytes); write_s = time.time() - t
+os.sync(); open("/proc/sys/vm/drop_caches", "w").write("3\n")
+t = time.time(); writer = threading.Thread(target=write, args=(write_bytes,)); writer.start(); read_all(); writer.join()
+both_s = time.time() - t
+print(json.dumps({"read_bytes": read_bytes, "read_seconds": read_s, "write_bytes": write_bytes, "write_seconds": write_s,
+                  "read_and_write_at_once_seconds": both_s}))
+PY
+cat "$out/disk.json"
+
+# Peak GPU memory in use (MiB) while a command runs, sampled by nvidia-smi every 100 ms. Then `sync`, timed on
+# its own: ModelOpt's export leaves its last writes in the page cache, moe-quant's output is fsync'd before it
+# exits.
 measure() {
   local name=$1; shift
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
@@ -46,11 +82,14 @@ measure() {
   "$@" >"$out/$name.json" 2>"$out/$name.log"
   local status=$?
   ended=$(date +%s.%N)
-  wall=$(python3 -c "print(round($ended - $started, 2))")
   kill $monitor 2>/dev/null; wait $monitor 2>/dev/null
+  sync
+  local synced=$(date +%s.%N)
+  wall=$(python3 -c "print(round($ended - $started, 2))")
+  local sync_s=$(python3 -c "print(round($synced - $ended, 2))")
   local peak=$(sort -n "$work/gpu-$name.txt" | tail -n 1)
-  echo "{\"name\": \"$name\", \"status\": $status, \"wall_seconds\": $wall, \"peak_gpu_mib\": ${peak:-0}}" >"$out/$name.measure.json"
-  log "$name: status $status, $wall s, peak GPU ${peak:-?} MiB"
+  echo "{\"name\": \"$name\", \"status\": $status, \"wall_seconds\": $wall, \"sync_seconds\": $sync_s, \"peak_gpu_mib\": ${peak:-0}}" >"$out/$name.measure.json"
+  log "$name: status $status, $wall s (then sync $sync_s s), peak GPU ${peak:-?} MiB"
   return $status
 }
 
@@ -69,6 +108,7 @@ for format in fp8 nvfp4; do
   measure "ours-$format" "$bundle/e2e_quantize" "$work/model" "$work/ours-$format" "$bundle/plans-$layers/descriptor.json" \
     "$bundle/plans-$layers/plan-$format.json" "$ids" cuda:0 "$batch"
   measure "modelopt-$format" python3 "$here/modelopt_race.py" "$work/model" "$work/modelopt-$format" "$format" "$ids" "$batch"
+  echo "{\"ours\": $(du -sb "$work/ours-$format" | cut -f1), \"modelopt\": $(du -sb "$work/modelopt-$format" | cut -f1)}" >"$out/bytes-$format.json"
   log "comparing $format outputs"
   python3 "$here/compare.py" "$work/ours-$format" "$work/modelopt-$format" >"$out/compare-$format.json" 2>>"$out/log.txt"
   rm -rf "$work/ours-$format" "$work/modelopt-$format"
