@@ -233,7 +233,7 @@ fn slice_first_reads_one_expert() {
     }
 
     // After a read-ahead of the layer, every expert's slice shares the one buffer read ahead.
-    checkpoint.prefetch("model.layers.0.mlp.experts.");
+    checkpoint.prefetch(&["model.layers.0.mlp.experts."]);
     let first = checkpoint.read_slice_first(name, 0).unwrap();
     let last = checkpoint.read_slice_first(name, EXPERTS - 1).unwrap();
     assert_eq!(&*last.data, &written[(EXPERTS - 1) * expert_bytes..]);
@@ -255,7 +255,7 @@ fn read_ahead_hands_out_each_tensor_once_with_the_stored_bytes() {
     let checkpoint = Checkpoint::open(&target).unwrap();
     let layer: Vec<&Tensor> = tensors.iter().filter(|t| t.name.starts_with("model.layers.0.")).collect();
     assert!(layer.len() > 3);
-    checkpoint.prefetch("model.layers.0.");
+    checkpoint.prefetch(&["model.layers.0."]);
     assert_eq!(checkpoint.prefetched(), layer.len());
     for t in &layer {
         assert_eq!(&*checkpoint.read(&t.name).unwrap().data, &t.data[..], "{}", t.name);
@@ -266,9 +266,23 @@ fn read_ahead_hands_out_each_tensor_once_with_the_stored_bytes() {
         assert_eq!(&*checkpoint.read(&t.name).unwrap().data, &t.data[..]);
     }
     // A new read-ahead forgets what the previous one held.
-    checkpoint.prefetch("model.layers.0.");
-    checkpoint.prefetch("model.embed_tokens.");
+    checkpoint.prefetch(&["model.layers.0."]);
+    checkpoint.prefetch(&["model.embed_tokens."]);
     assert_eq!(checkpoint.prefetched(), 1);
+    assert_same_tensors(&checkpoint, &tensors);
+
+    // Asked again for the same tensors before any was taken, the read-ahead goes on (nothing is read twice);
+    // once one was taken, the same request starts over.
+    let first = ["model.embed_tokens.", "model.layers.0."];
+    checkpoint.prefetch(&first);
+    let wanted = checkpoint.prefetched();
+    assert_eq!(wanted, layer.len() + 1);
+    checkpoint.prefetch(&first);
+    assert_eq!(checkpoint.prefetched(), wanted);
+    checkpoint.read(&layer[0].name).unwrap();
+    assert_eq!(checkpoint.prefetched(), wanted - 1);
+    checkpoint.prefetch(&first);
+    assert_eq!(checkpoint.prefetched(), wanted);
     assert_same_tensors(&checkpoint, &tensors);
 }
 
@@ -289,7 +303,7 @@ fn a_file_that_changes_during_the_run_is_reported() {
     assert_error(&checkpoint.read(&last).unwrap_err(), "E_INPUT_CHANGED", &[SINGLE_FILE, "ended before byte"]);
     assert_error(&checkpoint.check_unchanged().unwrap_err(), "E_INPUT_CHANGED", &["size went from"]);
     // A read-ahead over a truncated file hands nothing out; the direct read reports it.
-    checkpoint.prefetch("model.");
+    checkpoint.prefetch(&["model."]);
     assert_error(&checkpoint.read(&last).unwrap_err(), "E_INPUT_CHANGED", &[SINGLE_FILE]);
 
     // Modified in place with the same size: the modification time gives it away.

@@ -244,14 +244,16 @@ impl Checkpoint {
             .ok_or_else(|| Error::TensorNotFound { tensor: name.to_string() })
     }
 
-    /// Starts reading every tensor whose name starts with `prefix` on a background thread (the next layer,
-    /// while the current one computes), in large requests. Forgets what an earlier call read and nobody
-    /// took. Returns at once; a failed read-ahead only means the tensor is read when asked for.
-    pub fn prefetch(&self, prefix: &str) {
+    /// Starts reading every tensor whose name starts with one of `prefixes` on a background thread (the next
+    /// layer, while the current one computes), in large requests in file order. Forgets what an earlier call
+    /// read and nobody took, unless it asked for the very same tensors and none was taken yet: that read-ahead
+    /// goes on. Returns at
+    /// once; a failed read-ahead only means the tensor is read when asked for.
+    pub fn prefetch(&self, prefixes: &[&str]) {
         let wanted = self
             .tensors
             .iter()
-            .filter(|t| t.name.starts_with(prefix))
+            .filter(|t| prefixes.iter().any(|prefix| t.name.starts_with(prefix)))
             .map(|t| Wanted { name: t.name.clone(), file: t.file, range: t.start as u64..t.end as u64 })
             .collect();
         self.ahead.start(Arc::clone(&self.sources), wanted);
@@ -305,6 +307,13 @@ impl Checkpoint {
 /// Whether `file` is a blob of the Hugging Face download cache that the snapshot directory `dir` links to:
 /// the cache keeps `<repo>/snapshots/<revision>/<file>` as symlinks into `<repo>/blobs/`. Any other link
 /// leaving the model directory is refused.
+impl Drop for Checkpoint {
+    /// A read-ahead still under way stops at its next request: nobody can take what it reads.
+    fn drop(&mut self) {
+        self.ahead.cancel();
+    }
+}
+
 fn is_hub_cache_blob(dir: &Path, file: &Path) -> bool {
     let Some(snapshots) = dir.parent() else { return false };
     let Some(repo) = snapshots.parent() else { return false };

@@ -17,7 +17,7 @@ use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorLayout, Write
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
 use crate::model::descriptor::{ExpertLayout, MlpDescriptor, MoeDescriptor};
-use crate::model::stream::LayerStream;
+use crate::model::stream::{self, LayerStream};
 use crate::model::weights::WeightLoader;
 use crate::model::ModelDescriptor;
 
@@ -431,11 +431,14 @@ pub fn quantize_checkpoint(
 ) -> Result<QuantizeReport> {
     let started = Instant::now();
     let mut seconds = StageSeconds::default();
+    let checkpoint = Checkpoint::open(dir)?;
+    // The disk starts on the embedding and layer 0 while the device starts up (the checkpoint's drop stops
+    // this read when the run ends early).
+    stream::read_ahead_first(&checkpoint, desc);
     let compute = calibration.compute_device()?;
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
     let format = formats::format_for_device(&plan.format, compute.device.is_cuda())
         .ok_or_else(|| Error::Internal(format!("unknown quantization format {:?}", plan.format)))?;
-    let checkpoint = Checkpoint::open(dir)?;
     let set = load_request(dir, calibration, desc.vocab_size)?;
     let writer_options = WriterOptions {
         max_shard_bytes: plan.max_shard_bytes,

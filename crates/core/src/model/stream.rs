@@ -77,8 +77,9 @@ impl<'a> LayerStream<'a> {
         compute: &ComputeDevice,
     ) -> Result<Self> {
         let device = compute.device.clone();
-        // The first layer is read from disk while the batches are checked and embedded.
-        prefetch_layer(checkpoint, desc, 0);
+        // The embedding and the first layer are read from disk while the batches are checked (a run started
+        // this read before it opened its device; it then goes on).
+        read_ahead_first(checkpoint, desc);
         let loader = WeightLoader::with_dtype(checkpoint, device.clone(), compute.dtype);
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
@@ -164,14 +165,28 @@ impl<'a> LayerStream<'a> {
     }
 }
 
+/// Starts reading what calibration needs first, the embedding and decoder layer 0, in the background. A run
+/// calls this as soon as the checkpoint is open, so the disk works while the device starts;
+/// [`LayerStream::new`] asks for the same read, which then goes on.
+pub fn read_ahead_first(checkpoint: &Checkpoint, desc: &ModelDescriptor) {
+    let mut prefixes = vec![desc.embed.as_str()];
+    prefixes.extend(layer_prefix(desc, 0));
+    checkpoint.prefetch(&prefixes);
+}
+
 /// Starts reading decoder layer `index`'s tensors in the background (nothing past the last layer).
 fn prefetch_layer(checkpoint: &Checkpoint, desc: &ModelDescriptor, index: usize) {
-    if let Some(layer) = desc.layers.get(index) {
-        let marker = format!("layers.{}.", layer.index);
-        if let Some(at) = layer.input_norm.find(&marker) {
-            checkpoint.prefetch(&layer.input_norm[..at + marker.len()]);
-        }
+    if let Some(prefix) = layer_prefix(desc, index) {
+        checkpoint.prefetch(&[prefix]);
     }
+}
+
+/// `…layers.<i>.`: the name prefix of decoder layer `index`'s tensors.
+fn layer_prefix(desc: &ModelDescriptor, index: usize) -> Option<&str> {
+    let layer = desc.layers.get(index)?;
+    let marker = format!("layers.{}.", layer.index);
+    let at = layer.input_norm.find(&marker)?;
+    Some(&layer.input_norm[..at + marker.len()])
 }
 
 /// Runs the model over `batches`, one layer at a time.
