@@ -135,14 +135,7 @@ struct LaidOutShard {
     path: PathBuf,
     /// Declared tensors not added yet.
     missing: usize,
-    /// Bytes written since the shard's writeback was last started.
-    not_written_back: u64,
 }
-
-/// A declared shard's writeback is started whenever this many bytes were written to it since the last start
-/// (and when its last tensor is in): dirty pages do not pile up in the page cache, where the final sync would
-/// have to write them all after the last layer, while the disk could have written them during calibration.
-const WRITEBACK_EVERY: u64 = 64 << 20;
 
 /// The spill file of the shard being filled.
 struct Spill {
@@ -320,14 +313,14 @@ impl CheckpointWriter {
                 file.set_len(offset)
             })()
             .map_err(|e| output_error(&path, e))?;
-            self.laid_out.push(LaidOutShard { path, missing: group.len(), not_written_back: 0 });
+            self.laid_out.push(LaidOutShard { path, missing: group.len() });
             self.shards.push(group.iter().map(|(t, _)| t.name.clone()).collect());
         }
         Ok(())
     }
 
     /// Writes a declared tensor's bytes at their place in its shard; starts writing the shard back to disk
-    /// every [`WRITEBACK_EVERY`] bytes and once its last tensor is in.
+    /// once its last tensor is in.
     fn write_declared(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
         let Some(placement) = self.declared.get(name) else {
             return Err(Error::Internal(format!("tensor {name} was not declared before the output was written")));
@@ -344,16 +337,12 @@ impl CheckpointWriter {
         }
         let shard = &mut self.laid_out[placement.shard];
         shard.missing -= 1;
-        shard.not_written_back += data.len() as u64;
-        let write_back = shard.missing == 0 || shard.not_written_back >= WRITEBACK_EVERY;
-        if write_back {
-            shard.not_written_back = 0;
-        }
+        let complete = shard.missing == 0;
         check(&mut self.fault, OutputOp::Write, &shard.path)
             .and_then(|()| File::options().write(true).open(&shard.path))
             .and_then(|file| {
                 write_all_at(&file, data, placement.offset)?;
-                if write_back {
+                if complete {
                     start_writeback(&file);
                 }
                 Ok(())
@@ -747,8 +736,8 @@ fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     }
 }
 
-/// Asks the kernel to start writing a file's dirty pages to disk now, without waiting for them, so that the
-/// sync before publishing finds little left to do. A hint: nothing happens where it is not available.
+/// Asks the kernel to start writing a finished file's dirty pages to disk now, without waiting, so that
+/// the sync before publishing finds little left to do. A hint: nothing happens where it is not available.
 fn start_writeback(file: &File) {
     #[cfg(target_os = "linux")]
     {
