@@ -271,18 +271,25 @@ fn read_ahead_hands_out_each_tensor_once_with_the_stored_bytes() {
     assert_eq!(checkpoint.prefetched(), 1);
     assert_same_tensors(&checkpoint, &tensors);
 
-    // Asked again for the same tensors before any was taken, the read-ahead goes on (nothing is read twice);
-    // once one was taken, the same request starts over.
+    // Asked again for the same tensors before any was taken, the read-ahead goes on: an expert slice (which
+    // leaves the fused tensor's bytes in place) shares the very buffer read the first time. Once a tensor was
+    // taken, the same request starts over and reads into a new buffer.
     let first = ["model.embed_tokens.", "model.layers.0."];
+    let fused = "model.layers.0.mlp.experts.gate_up_proj";
     checkpoint.prefetch(&first);
     let wanted = checkpoint.prefetched();
     assert_eq!(wanted, layer.len() + 1);
+    let before = checkpoint.read_slice_first(fused, 0).unwrap();
     checkpoint.prefetch(&first);
     assert_eq!(checkpoint.prefetched(), wanted);
-    checkpoint.read(&layer[0].name).unwrap();
+    assert_eq!(checkpoint.read_slice_first(fused, 0).unwrap().data.as_ptr(), before.data.as_ptr());
+    checkpoint.read("model.layers.0.mlp.gate.weight").unwrap();
     assert_eq!(checkpoint.prefetched(), wanted - 1);
     checkpoint.prefetch(&first);
     assert_eq!(checkpoint.prefetched(), wanted);
+    let again = checkpoint.read_slice_first(fused, 0).unwrap();
+    assert_ne!(again.data.as_ptr(), before.data.as_ptr());
+    assert_eq!(&*again.data, &*before.data);
     assert_same_tensors(&checkpoint, &tensors);
 }
 

@@ -247,8 +247,7 @@ impl Checkpoint {
     /// Starts reading every tensor whose name starts with one of `prefixes` on a background thread (the next
     /// layer, while the current one computes), in large requests in file order. Forgets what an earlier call
     /// read and nobody took, unless it asked for the very same tensors and none was taken yet: that read-ahead
-    /// goes on. Returns at
-    /// once; a failed read-ahead only means the tensor is read when asked for.
+    /// goes on. Returns at once; a failed read-ahead only means the tensor is read when asked for.
     pub fn prefetch(&self, prefixes: &[&str]) {
         let wanted = self
             .tensors
@@ -304,9 +303,6 @@ impl Checkpoint {
     }
 }
 
-/// Whether `file` is a blob of the Hugging Face download cache that the snapshot directory `dir` links to:
-/// the cache keeps `<repo>/snapshots/<revision>/<file>` as symlinks into `<repo>/blobs/`. Any other link
-/// leaving the model directory is refused.
 impl Drop for Checkpoint {
     /// A read-ahead still under way stops at its next request: nobody can take what it reads.
     fn drop(&mut self) {
@@ -314,6 +310,9 @@ impl Drop for Checkpoint {
     }
 }
 
+/// Whether `file` is a blob of the Hugging Face download cache that the snapshot directory `dir` links to:
+/// the cache keeps `<repo>/snapshots/<revision>/<file>` as symlinks into `<repo>/blobs/`. Any other link
+/// leaving the model directory is refused.
 fn is_hub_cache_blob(dir: &Path, file: &Path) -> bool {
     let Some(snapshots) = dir.parent() else { return false };
     let Some(repo) = snapshots.parent() else { return false };
