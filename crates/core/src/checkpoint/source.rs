@@ -168,8 +168,6 @@ enum Slot {
 struct AheadState {
     /// Bumped by every new read-ahead; a read finishing for an older one is dropped.
     generation: u64,
-    /// The tensors the current read-ahead was asked for (sorted), whether handed out yet or not.
-    wanted: Vec<String>,
     slots: HashMap<String, Slot>,
 }
 
@@ -189,20 +187,21 @@ impl ReadAhead {
     }
 
     /// Forgets what an earlier read-ahead fetched and starts fetching `wanted` on a background thread,
-    /// contiguous tensors in one request. Returns at once. Asked again for the very same tensors before any
-    /// was handed out, it lets the current read-ahead go on (a run starts reading its first layer before it
-    /// opens its device, and the layer stream asks for the same read once it exists).
+    /// contiguous tensors in one request. Returns at once. Asked for exactly the tensors the current
+    /// read-ahead still holds or fetches (none of them handed out yet), it lets that read-ahead go on: a run
+    /// starts reading its first layer before it opens its device, and the layer stream asks for the same
+    /// read once it exists.
     pub fn start(self: &Arc<Self>, sources: Arc<Vec<ShardSource>>, mut wanted: Vec<Wanted>) {
         wanted.sort_by_key(|w| (w.file, w.range.start));
-        let mut names: Vec<String> = wanted.iter().map(|w| w.name.clone()).collect();
-        names.sort_unstable();
         let generation = {
             let mut state = self.lock();
-            if !names.is_empty() && state.wanted == names && state.slots.len() == names.len() {
+            let same = !wanted.is_empty()
+                && state.slots.len() == wanted.len()
+                && wanted.iter().all(|w| state.slots.contains_key(&w.name));
+            if same {
                 return;
             }
             state.generation += 1;
-            state.wanted = names;
             state.slots = wanted.iter().map(|w| (w.name.clone(), Slot::Pending)).collect();
             state.generation
         };
@@ -263,7 +262,6 @@ impl ReadAhead {
     pub fn cancel(&self) {
         let mut state = self.lock();
         state.generation += 1;
-        state.wanted.clear();
         state.slots.clear();
         drop(state);
         self.changed.notify_all();
