@@ -446,10 +446,9 @@ pub fn quantize_checkpoint(
         input_dir: Some(dir.to_path_buf()),
         ..WriterOptions::default()
     };
-    let writer = CheckpointWriter::create(target, writer_options)?;
+    let mut writer = CheckpointWriter::create(target, writer_options)?;
     let quantizer = Quantizer { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format };
     // Declared up front, every tensor is written straight to its place in its shard as soon as it exists.
-    let mut writer = writer;
     writer.declare(&output_layout(&checkpoint, plan, desc, quantizer.format.as_ref())?)?;
     let bytes_written = AtomicU64::new(0);
     let output = Output { writer, bytes_written: &bytes_written, quantized_tensors: 0 };
