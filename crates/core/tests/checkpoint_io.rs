@@ -511,6 +511,108 @@ fn overwrite_replaces_a_non_empty_directory() {
     assert!(tmp_entries(tmp.path()).is_empty(), "left {:?}", tmp_entries(tmp.path()));
 }
 
+/// A writer for `target` holding one small tensor, ready to finish.
+fn ready_writer(target: &Path, overwrite: bool) -> CheckpointWriter {
+    let mut writer = CheckpointWriter::create(target, WriterOptions { overwrite, ..WriterOptions::default() }).unwrap();
+    writer.add_tensor("w", Dtype::U8, &[3], vec![7, 8, 9]).unwrap();
+    writer
+}
+
+#[test]
+fn an_output_that_appears_during_the_run_is_left_alone_without_overwrite() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    // Another run's output (or anything a user put there) appears between the start and the publish.
+    let writer = ready_writer(&target, false);
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("theirs.txt"), "theirs").unwrap();
+    assert_error(&expect_err(writer.finish()), "E_OUTPUT_INVALID", &["out", "appeared", "nothing was written"]);
+    assert_eq!(std::fs::read_to_string(target.join("theirs.txt")).unwrap(), "theirs");
+    assert!(tmp_entries(tmp.path()).is_empty(), "left {:?}", tmp_entries(tmp.path()));
+
+    // The same with a file, and with two writers racing for one target: the first to finish wins.
+    let file_target = tmp.path().join("file-out");
+    let writer = ready_writer(&file_target, false);
+    std::fs::write(&file_target, "a file").unwrap();
+    assert_error(&expect_err(writer.finish()), "E_OUTPUT_INVALID", &["file-out", "appeared"]);
+    assert_eq!(std::fs::read_to_string(&file_target).unwrap(), "a file");
+    let raced = tmp.path().join("raced");
+    let (first, second) = (ready_writer(&raced, false), ready_writer(&raced, false));
+    first.finish().unwrap();
+    assert_error(&expect_err(second.finish()), "E_OUTPUT_INVALID", &["raced", "appeared"]);
+    assert_eq!(Checkpoint::open(&raced).unwrap().read("w").unwrap().data[..], [7, 8, 9]);
+    assert!(tmp_entries(tmp.path()).is_empty(), "left {:?}", tmp_entries(tmp.path()));
+
+    // An empty directory appearing is no loss: it is replaced.
+    let empty = tmp.path().join("empty");
+    let writer = ready_writer(&empty, false);
+    std::fs::create_dir(&empty).unwrap();
+    writer.finish().unwrap();
+    assert!(empty.join(SINGLE_FILE).is_file());
+}
+
+#[test]
+fn overwrite_replaces_only_a_directory_at_publish_time() {
+    let tmp = temp_dir();
+    // A directory that appeared during the run is replaced, in one step.
+    let target = tmp.path().join("out");
+    let writer = ready_writer(&target, true);
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("old.txt"), "old").unwrap();
+    writer.finish().unwrap();
+    assert!(!target.join("old.txt").exists());
+    assert_eq!(Checkpoint::open(&target).unwrap().read("w").unwrap().data[..], [7, 8, 9]);
+    // A file or a symbolic link that took the directory's place is not deleted.
+    let replaced = tmp.path().join("gone");
+    let writer = ready_writer(&replaced, true);
+    std::fs::write(&replaced, "a file").unwrap();
+    assert_error(&expect_err(writer.finish()), "E_OUTPUT_INVALID", &["gone", "a file", "nothing was written"]);
+    assert_eq!(std::fs::read_to_string(&replaced).unwrap(), "a file");
+    #[cfg(unix)]
+    {
+        let linked = tmp.path().join("linked");
+        let writer = ready_writer(&linked, true);
+        std::os::unix::fs::symlink(&target, &linked).unwrap();
+        assert_error(&expect_err(writer.finish()), "E_OUTPUT_INVALID", &["linked", "symbolic link"]);
+        assert_eq!(Checkpoint::open(&target).unwrap().read("w").unwrap().data[..], [7, 8, 9]);
+    }
+    assert!(tmp_entries(tmp.path()).is_empty(), "left {:?}", tmp_entries(tmp.path()));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_output_is_written_where_it_points_and_a_dangling_one_is_refused() {
+    let tmp = temp_dir();
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    ready_writer(&link, false).finish().unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays");
+    assert!(real.join(SINGLE_FILE).is_file());
+
+    let dangling = tmp.path().join("dangling");
+    std::os::unix::fs::symlink(tmp.path().join("nowhere"), &dangling).unwrap();
+    let error = create_err(&dangling, WriterOptions::default());
+    assert_error(&error, "E_OUTPUT_INVALID", &["dangling", "symbolic link", "nowhere"]);
+    assert!(tmp_entries(tmp.path()).is_empty());
+}
+
+#[test]
+fn long_output_names_work_up_to_the_file_system_limit() {
+    let tmp = temp_dir();
+    for name in ["a".repeat(240), "é".repeat(127), "b".repeat(255)] {
+        let target = tmp.path().join(&name);
+        let writer = ready_writer(&target, false);
+        assert!(writer.tmp_dir().file_name().unwrap().len() <= 255);
+        writer.finish().unwrap();
+        assert!(target.join(SINGLE_FILE).is_file(), "{} bytes", name.len());
+    }
+    let too_long = tmp.path().join("c".repeat(256));
+    assert_error(&create_err(&too_long, WriterOptions::default()), "E_OUTPUT_INVALID", &["256 bytes", "255"]);
+    assert!(tmp_entries(tmp.path()).is_empty());
+}
+
 #[test]
 fn stale_temp_dir_of_a_dead_process_is_removed() {
     let tmp = temp_dir();

@@ -36,6 +36,22 @@ use crate::limits::MAX_HEADER_BYTES;
 /// Marker in the names of temporary output directories (`.<target>.moe-quant-tmp-<pid>.<n>`).
 const TMP_MARKER: &str = ".moe-quant-tmp-";
 
+/// The longest file name most file systems allow, in bytes.
+const NAME_MAX: usize = 255;
+
+/// `.<target>.moe-quant-tmp-`, the start of the temporary directories' names for the target named `name`:
+/// a long name is cut (at a character boundary) so that the whole temporary name, with a process id and a
+/// sequence number, stays within [`NAME_MAX`].
+fn tmp_prefix(name: &str) -> String {
+    // Room for the dot, the marker, a pid, a dot and a sequence number (each at most 20 digits).
+    let room = NAME_MAX - 1 - TMP_MARKER.len() - 20 - 1 - 20;
+    let mut end = name.len().min(room);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".{}{TMP_MARKER}", &name[..end])
+}
+
 /// Buffer of each output file (and of copies): large writes go straight through.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -167,14 +183,21 @@ pub struct CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Checks the target and creates the temporary directory beside it.
+    /// Checks the target and creates the temporary directory beside it. A target that is a symbolic link to a
+    /// directory is written where the link points (the link stays); a link to nothing is refused.
     pub fn create(target: impl AsRef<Path>, options: WriterOptions) -> Result<Self> {
         #[cfg(unix)]
         ignore_sigxfsz();
-        let target = absolute(target.as_ref())?;
+        let target = resolve_target(&absolute(target.as_ref())?)?;
         let invalid = |message: String| Error::OutputInvalid { path: target.clone(), message };
         let name =
             target.file_name().and_then(|n| n.to_str()).ok_or_else(|| invalid("not a usable directory name".into()))?;
+        if name.len() > NAME_MAX {
+            return Err(invalid(format!(
+                "the directory name is {} bytes long, more than the {NAME_MAX} a file system allows",
+                name.len()
+            )));
+        }
         if let Some(input) = &options.input_dir {
             let input = absolute(input)?;
             let input = input.canonicalize().unwrap_or(input);
@@ -208,7 +231,7 @@ impl CheckpointWriter {
         remove_stale_tmp_dirs(&parent, name);
         static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = parent.join(format!(".{name}{TMP_MARKER}{}.{sequence}", std::process::id()));
+        let tmp = parent.join(format!("{}{}.{sequence}", tmp_prefix(name), std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_path(&tmp)?;
         }
@@ -575,32 +598,78 @@ impl CheckpointWriter {
         Ok(WriteSummary { files, tensor_bytes: self.tensor_bytes, shard_count: count })
     }
 
-    /// Moves the finished temporary directory to the target, replacing an old one only now. If the new one
-    /// cannot be moved into place, the old one is put back.
+    /// Moves the finished temporary directory to the target in one atomic step. The decision about what is
+    /// at the target holds at this moment, not only when the writer was created:
+    /// - without `overwrite`, the rename itself refuses a target that is not an empty directory (one that
+    ///   appeared during the run, another run's output …), which is left as it is;
+    /// - with `overwrite`, an existing directory is swapped with the new one in one step (Linux
+    ///   `RENAME_EXCHANGE`; elsewhere renamed away first and put back if the move fails) and deleted after;
+    ///   anything else at the target (a file, a link) is refused.
     fn publish(&mut self) -> Result<()> {
-        let rename = |fault: &mut Option<FaultHook>, from: &Path, to: &Path| {
-            check(fault, OutputOp::Rename, from)
-                .and_then(|()| std::fs::rename(from, to))
-                .map_err(|e| output_error(from, e))
+        check(&mut self.fault, OutputOp::Rename, &self.tmp).map_err(|e| output_error(&self.tmp, e))?;
+        let appeared = |what: &str| Error::OutputInvalid {
+            path: self.target.clone(),
+            message: format!(
+                "{what} appeared there while the output was being written (another run writing the same output?); \
+                 it was left as it is and nothing was written"
+            ),
         };
-        if self.target.exists() {
-            let old = self.tmp.with_extension("replaced");
-            rename(&mut self.fault, &self.target, &old)?;
-            if let Err(error) = rename(&mut self.fault, &self.tmp, &self.target) {
-                let _ = std::fs::rename(&old, &self.target);
-                return Err(error);
+        let existing = match std::fs::symlink_metadata(&self.target) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::Io { path: self.target.clone(), source: e }),
+        };
+        match existing {
+            Some(meta) if self.options.overwrite && meta.is_dir() => self.replace_existing()?,
+            Some(meta) if self.options.overwrite => {
+                let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "a file" };
+                return Err(appeared(what));
             }
-            self.closed = true;
-            // The new output is in place: failing to delete the old one is no error (being named like a
-            // temporary directory of this process, it is removed by the next run for this target).
-            let _ = std::fs::remove_dir_all(&old);
-        } else {
-            rename(&mut self.fault, &self.tmp, &self.target)?;
-            self.closed = true;
+            _ => match std::fs::rename(&self.tmp, &self.target) {
+                Ok(()) => self.closed = true,
+                Err(e) if matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists) => {
+                    return Err(Error::OutputInvalid {
+                        path: self.target.clone(),
+                        message: "is not empty: another output appeared there while this one was being written \
+                                  (another run writing the same output?); it was left as it is and nothing was \
+                                  written; pass overwrite to replace it"
+                            .into(),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(appeared("a file")),
+                Err(e) => return Err(output_error(&self.tmp, e)),
+            },
         }
         if let Some(parent) = self.target.parent() {
             sync_dir(parent);
         }
+        Ok(())
+    }
+
+    /// Puts the new output in place of the existing directory at the target, then deletes the old one.
+    fn replace_existing(&mut self) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        match exchange(&self.tmp, &self.target) {
+            Ok(()) => {
+                // The old output is now where the temporary directory was: once it is in place, failing to
+                // delete the old one is no error (named like this process's temporary directories, it is
+                // removed by the next run for this target).
+                self.closed = true;
+                let _ = std::fs::remove_dir_all(&self.tmp);
+                return Ok(());
+            }
+            // A file system without the exchange: the two renames below.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {}
+            Err(e) => return Err(output_error(&self.tmp, e)),
+        }
+        let old = self.tmp.with_extension("replaced");
+        std::fs::rename(&self.target, &old).map_err(|e| output_error(&self.target, e))?;
+        if let Err(e) = std::fs::rename(&self.tmp, &self.target) {
+            let _ = std::fs::rename(&old, &self.target);
+            return Err(output_error(&self.tmp, e));
+        }
+        self.closed = true;
+        let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
 
@@ -802,6 +871,44 @@ fn ignore_sigxfsz() {
     });
 }
 
+/// Swaps two paths in one step (`renameat2` with `RENAME_EXCHANGE`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call; the call reads nothing else.
+    let status = unsafe {
+        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The directory an output path stands for: itself, or where it points when it is a symbolic link. A link
+/// to nothing is refused up front (it would fail only when the finished output is moved into place).
+fn resolve_target(target: &Path) -> Result<PathBuf> {
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.file_type().is_symlink() => match target.canonicalize() {
+            Ok(resolved) => Ok(resolved),
+            Err(e) => {
+                let points_to = std::fs::read_link(target).map(|p| p.display().to_string()).unwrap_or_default();
+                Err(Error::OutputInvalid {
+                    path: target.to_path_buf(),
+                    message: format!(
+                        "is a symbolic link to {points_to}, which cannot be used ({e}); create the directory it \
+                         points to or choose another output"
+                    ),
+                })
+            }
+        },
+        _ => Ok(target.to_path_buf()),
+    }
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_path(path)
 }
@@ -828,7 +935,7 @@ fn resolve_existing_prefix(path: &Path) -> PathBuf {
 
 /// Removes temporary directories left for this target by runs that were killed (their process is gone).
 fn remove_stale_tmp_dirs(parent: &Path, name: &str) {
-    let prefix = format!(".{name}{TMP_MARKER}");
+    let prefix = tmp_prefix(name);
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
