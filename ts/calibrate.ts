@@ -9,7 +9,7 @@ import { writeCoverageReport } from './coverage'
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { flattenIds } from './forward'
-import { callNative, native } from './native'
+import { runTask } from './native'
 
 /** Where the calibration tokens come from and how many. */
 export interface CalibrationOptions {
@@ -198,32 +198,14 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
   }
   const descriptor = await describeModel(options.model)
   const request = calibrationRequest(options.calibration, descriptor, options.device)
-  if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
-  const token = new (native(options.device).CancelToken)()
-  const abort = (): void => token.cancel()
-  options.signal?.addEventListener('abort', abort, { once: true })
-  const onProgress = options.onProgress
-  let delivered = 0
-  try {
-    const text = await callNative((b) =>
-      b.calibrate(options.model, JSON.stringify(descriptor), JSON.stringify(request), token, onProgress
-        ? (event: string) => {
-            delivered++
-            onProgress({ stage: 'calibrate', ...(JSON.parse(event) as Omit<CalibrationProgress, 'stage'>) })
-          }
-        : undefined),
-      options.device,
-    )
-    // Progress events cross threads separately from the result: let the last ones arrive first.
-    for (let spin = 0; onProgress && delivered < descriptor.layers.length && spin < 100; spin++) {
-      await new Promise((resolve) => setImmediate(resolve))
-    }
-    const result = toResult(JSON.parse(text) as NativeReport, descriptor)
-    if (options.coverageReport) {
-      result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, result)
-    }
-    return result
-  } finally {
-    options.signal?.removeEventListener('abort', abort)
+  const text = await runTask(
+    options,
+    (event): CalibrationProgress => ({ stage: 'calibrate', ...(JSON.parse(event) as Omit<CalibrationProgress, 'stage'>) }),
+    (binding, token, onEvent) => binding.calibrate(options.model, JSON.stringify(descriptor), JSON.stringify(request), token, onEvent),
+  )
+  const result = toResult(JSON.parse(text) as NativeReport, descriptor)
+  if (options.coverageReport) {
+    result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, result)
   }
+  return result
 }

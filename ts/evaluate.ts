@@ -11,7 +11,7 @@ import * as path from 'node:path'
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { flattenIds } from './forward'
-import { callNative, native } from './native'
+import { runTask } from './native'
 import { readQuantization } from './quantized'
 
 /** Which held-out tokens to run; give at most one of `data` and `ids`. */
@@ -220,40 +220,26 @@ export async function evaluateModel(original: string, quantized: string, options
   checkComparable(originalDescriptor, quantizedDescriptor, quantized)
   const request = evaluationRequest(resolved, originalDescriptor.vocab_size)
   const quantization = (await readQuantization(quantized))?.algo ?? null
-  if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
-  const token = new (native().CancelToken)()
-  const abort = (): void => token.cancel()
-  options.signal?.addEventListener('abort', abort, { once: true })
-  const onProgress = options.onProgress
-  try {
-    const text = await callNative((b) =>
-      b.compareModels(
-        original,
-        JSON.stringify(originalDescriptor),
-        quantized,
-        JSON.stringify(quantizedDescriptor),
-        JSON.stringify(request),
-        token,
-        onProgress ? (event: string) => onProgress({ stage: 'evaluate', ...(JSON.parse(event) as Omit<EvaluationProgress, 'stage'>) }) : undefined,
-      ),
-    )
-    const report = JSON.parse(text) as NativeReport
-    return {
-      klMean: report.kl_mean,
-      klMax: report.kl_max,
-      klMaxAt: { sample: report.kl_max_at[0], position: report.kl_max_at[1] },
-      top1Agreement: report.top1_agreement,
-      positions: report.positions,
-      perplexity: { original: Math.exp(report.nll_original), quantized: Math.exp(report.nll_quantized) },
-      samples: report.samples,
-      requestedSamples: report.requested_samples,
-      seqLen: report.seq_len,
-      data: resolved.data,
-      quantization,
-      peakRssBytes: report.peak_rss_bytes,
-      seconds: report.seconds,
-    }
-  } finally {
-    options.signal?.removeEventListener('abort', abort)
+  const text = await runTask(
+    options,
+    (event): EvaluationProgress => ({ stage: 'evaluate', ...(JSON.parse(event) as Omit<EvaluationProgress, 'stage'>) }),
+    (binding, token, onEvent) =>
+      binding.compareModels(original, JSON.stringify(originalDescriptor), quantized, JSON.stringify(quantizedDescriptor), JSON.stringify(request), token, onEvent),
+  )
+  const report = JSON.parse(text) as NativeReport
+  return {
+    klMean: report.kl_mean,
+    klMax: report.kl_max,
+    klMaxAt: { sample: report.kl_max_at[0], position: report.kl_max_at[1] },
+    top1Agreement: report.top1_agreement,
+    positions: report.positions,
+    perplexity: { original: Math.exp(report.nll_original), quantized: Math.exp(report.nll_quantized) },
+    samples: report.samples,
+    requestedSamples: report.requested_samples,
+    seqLen: report.seq_len,
+    data: resolved.data,
+    quantization,
+    peakRssBytes: report.peak_rss_bytes,
+    seconds: report.seconds,
   }
 }

@@ -106,6 +106,58 @@ export function native(device?: string): NativeBinding {
   return binding
 }
 
+/** What a cancellable native task takes from the caller's options. */
+export interface TaskOptions<E> {
+  device?: string
+  signal?: AbortSignal
+  onProgress?: (event: E) => void
+}
+
+/**
+ * Runs a cancellable native task: its CancelToken follows `options.signal`, and each progress event (JSON)
+ * is decoded and handed to `options.onProgress`. The native side waits for each callback before it goes
+ * on, so the events arrive in order and all before the result, and an abort from a callback is seen at the
+ * task's next cancellation check (for quantizeModel, at the latest right before the output is published).
+ * A callback that throws cancels the task, and its error is what the returned promise rejects with.
+ * Native errors become MoeQuantErrors with the caller's stack.
+ */
+export async function runTask<T, E>(
+  options: TaskOptions<E>,
+  decode: (event: string) => E,
+  call: (binding: NativeBinding, token: CancelToken, onEvent: ((event: string) => void) | undefined) => Promise<T>,
+): Promise<T> {
+  const stack = new Error().stack
+  if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
+  const binding = native(options.device)
+  const token = new binding.CancelToken()
+  const abort = (): void => token.cancel()
+  options.signal?.addEventListener('abort', abort, { once: true })
+  const onProgress = options.onProgress
+  let failure: { error: unknown } | undefined
+  const onEvent = onProgress
+    ? (event: string): void => {
+        if (failure) return
+        try {
+          onProgress(decode(event))
+        } catch (error) {
+          failure = { error }
+          token.cancel()
+        }
+      }
+    : undefined
+  try {
+    const result = await call(binding, token, onEvent)
+    if (failure) throw failure.error
+    return result
+  } catch (error) {
+    if (failure) throw failure.error
+    if (error instanceof MoeQuantError) throw error
+    throw fromNative(error, stack)
+  } finally {
+    options.signal?.removeEventListener('abort', abort)
+  }
+}
+
 /** Awaits a native call on the binding for `device`; a rejection becomes a MoeQuantError with the caller's stack. */
 export async function callNative<T>(call: (binding: NativeBinding) => Promise<T>, device?: string): Promise<T> {
   const stack = new Error().stack

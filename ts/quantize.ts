@@ -3,7 +3,6 @@
  * checkpoint that vLLM, SGLang and TensorRT-LLM load as `quant_method: "modelopt"`.
  */
 import { readFileSync } from 'node:fs'
-import { rm } from 'node:fs/promises'
 import * as path from 'node:path'
 
 import { calibrationRequest } from './calibrate'
@@ -14,7 +13,7 @@ import { MoeQuantError } from './errors'
 import { planExport } from './export/plan'
 import { reportFromListing } from './inspect'
 import { readListing } from './listing'
-import { callNative, native } from './native'
+import { runTask } from './native'
 import type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult } from './quantize-types'
 
 export type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult, LayerError } from './quantize-types'
@@ -117,46 +116,18 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     overwrite: options.overwrite === true,
     tool: { name: 'moe-quant', version: packageVersion() },
   })
-  if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
-  const token = new (native(options.device).CancelToken)()
-  const abort = (): void => token.cancel()
-  options.signal?.addEventListener('abort', abort, { once: true })
-  const onProgress = options.onProgress
-  let delivered = 0
-  let text: string
-  try {
-    text = await callNative((b) =>
-      b.quantize(
-        options.model,
-        options.output,
-        JSON.stringify(descriptor),
-        JSON.stringify(plan),
-        JSON.stringify(request),
-        token,
-        onProgress
-          ? (event: string) => {
-              delivered++
-              const e = JSON.parse(event) as { stage: QuantizeProgress['stage']; layer: number; layers: number; tokens: number; bytes_written: number }
-              onProgress({ stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, bytesWritten: e.bytes_written })
-            }
-          : undefined,
-      ),
-      options.device,
-    )
-    // Progress events cross threads separately from the result: let them all arrive (calibrate and
-    // quantize per layer, then write), so that a callback's abort is seen before the result is returned.
-    const expected = 2 * descriptor.layers.length + 1
-    for (let spin = 0; onProgress && delivered < expected && spin < 100; spin++) {
-      await new Promise((resolve) => setImmediate(resolve))
-    }
-    if (options.signal?.aborted) {
-      // Aborted after the last layer: the output was already published; take it back.
-      await rm(path.resolve(options.output), { recursive: true, force: true })
-      throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
-    }
-  } finally {
-    options.signal?.removeEventListener('abort', abort)
-  }
+  type NativeProgress = { stage: QuantizeProgress['stage']; layer: number; layers: number; tokens: number; bytes_written: number }
+  // Once the core has published the output, the run has succeeded, even if the signal was aborted after its
+  // last cancellation check; before that, cancelling leaves a previous output as it was.
+  const text = await runTask(
+    options,
+    (event): QuantizeProgress => {
+      const e = JSON.parse(event) as NativeProgress
+      return { stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, bytesWritten: e.bytes_written }
+    },
+    (binding, token, onEvent) =>
+      binding.quantize(options.model, options.output, JSON.stringify(descriptor), JSON.stringify(plan), JSON.stringify(request), token, onEvent),
+  )
   const native_ = JSON.parse(text) as NativeQuantizeReport
   const uncalibratedExperts = report.moeLayers.flatMap((layer) => {
     const tokens = native_.observers.experts[layer.block]?.tokens ?? []

@@ -1,6 +1,7 @@
 //! Node.js binding of moe-quant: one `#[napi]` function per operation, each an async task off the JS
 //! thread. Core errors cross as JS errors whose message starts with `[E_CODE]`; the TypeScript layer turns
-//! that into `MoeQuantError.code`. Panics are caught here and never reach the Node process.
+//! that into `MoeQuantError.code`. Panics are caught here and never reach the Node process. Progress events
+//! are delivered one at a time: the task waits until the JS callback has run before it goes on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,9 +152,19 @@ pub fn compute_logits(
 /// A JS progress callback receiving one JSON event string per call.
 type ProgressCallback = ThreadsafeFunction<String, (), String, Status, false>;
 
+/// Delivers one progress event and waits until the JS callback has run: what the callback did (abort the
+/// run's signal, throw) is seen by the task's next cancellation check, in particular the one right before an
+/// output is published. Does not wait when the callback can no longer be called (the environment is closing).
 fn emit(callback: &Option<Arc<ProgressCallback>>, event: &impl serde::Serialize) {
-    if let (Some(callback), Ok(json)) = (callback, serde_json::to_string(event)) {
-        callback.call(json, ThreadsafeFunctionCallMode::NonBlocking);
+    let (Some(callback), Ok(json)) = (callback, serde_json::to_string(event)) else { return };
+    let (delivered, wait) = std::sync::mpsc::channel::<()>();
+    let status = callback.call_with_return_value(json, ThreadsafeFunctionCallMode::Blocking, move |_, _| {
+        let _ = delivered.send(());
+        Ok(())
+    });
+    if status == Status::Ok {
+        // An error means the call was dropped without running, which also ends the wait.
+        let _ = wait.recv();
     }
 }
 

@@ -582,8 +582,12 @@ pub fn quantize_checkpoint(
     for name in &plan.copy {
         output.writer.copy_file(&dir.join(name), name)?;
     }
-    // Everything was read: publish only if the input stayed the same throughout.
+    // Everything was read: publish only if the input stayed the same throughout, and only if the run was not
+    // cancelled meanwhile (the last chance: once published, the run has succeeded).
     checkpoint.check_unchanged()?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Cancelled);
+    }
     let Output { writer, quantized_tensors, .. } = output;
     let summary = writer.finish()?;
     seconds.write += clock.elapsed().as_secs_f64();
