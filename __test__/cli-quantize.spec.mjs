@@ -105,6 +105,7 @@ const result = (layers) => ({
   layers: Array.from({ length: layers }, (_, i) => ({ layer: i, tensors: 28, relativeMse: (i + 1) * 1e-3 })),
   uncalibratedExperts: [{ layer: 1, experts: [3, 5] }],
   keptIndivisible: [],
+  skippedFiles: [],
   quantizedTensors: 12345,
   warnings: [],
   coverageReportPath: '/models/out.coverage.html',

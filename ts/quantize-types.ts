@@ -63,6 +63,12 @@ export interface QuantizeResult {
   uncalibratedExperts: Array<{ layer: number; experts: number[] }>
   /** Linears kept unquantized because their input dimension is not a multiple of 16 (`indivisible: 'keep'`). */
   keptIndivisible: string[]
+  /**
+   * Files of the input directory not copied into the output. Copied are the configs, tokenizer and chat
+   * template files, processor configs, remote-code modules, README and licence; anything else (a stray
+   * `consolidated.safetensors`, notes, scripts) stays behind and is listed here.
+   */
+  skippedFiles: string[]
   quantizedTensors: number
   warnings: string[]
   coverageReportPath: string | null

@@ -108,7 +108,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
   const descriptor = buildDescriptor(report, config, listing)
   const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
-  const { plan, keptIndivisible } = planExport(report, descriptor, listing, {
+  const { plan, keptIndivisible, skippedFiles } = planExport(report, descriptor, listing, {
     format: options.format,
     exclude: options.exclude ?? [],
     indivisible: options.indivisible ?? 'error',
@@ -147,6 +147,12 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   }
   if (keptIndivisible.length > 0) {
     warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of 16 (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
+  }
+  const skippedWeights = skippedFiles.filter((f) => /\.(safetensors|bin|pt|pth|ckpt|gguf|npz|h5|msgpack)$/i.test(f))
+  if (skippedWeights.length > 0) {
+    warnings.push(
+      `${skippedWeights.length} weight file(s) of the input are not part of its checkpoint and were not copied: ${skippedWeights.join(', ')}`,
+    )
   }
   let coverageReportPath: string | null = null
   if (options.coverageReport !== false) {
@@ -188,6 +194,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     layers: native_.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
     uncalibratedExperts,
     keptIndivisible,
+    skippedFiles,
     quantizedTensors: native_.quantized_tensors,
     warnings,
     coverageReportPath,

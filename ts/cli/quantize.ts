@@ -182,6 +182,7 @@ export function renderSummary(result: QuantizeResult): string {
   if (result.layers.length > 8 || result.layers.length === 0) rows.push(['relative MSE', layerError])
   rows.push(['uncalibrated experts', uncalibrated])
   if (result.keptIndivisible.length > 0) rows.push(['kept (not ÷16)', result.keptIndivisible.join(', ')])
+  if (result.skippedFiles.length > 0) rows.push(['files not copied', result.skippedFiles.join(', ')])
   rows.push(
     ['coverage report', result.coverageReportPath ?? 'none'],
     ['peak RSS', result.peakRssBytes === null ? 'unknown' : bytes(result.peakRssBytes)],

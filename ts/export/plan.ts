@@ -10,6 +10,7 @@ import type { HeaderListing } from '../listing'
 import { lookupArchitecture } from '../registry'
 import type { MoeLayer } from '../resolve'
 import type { QuantFormatName } from '../quantize-types'
+import { planCopies } from './files'
 import { dumpPyJson } from './python-json'
 import { excludeModules, hfQuantConfig, quantizationConfig, outputConfigJson } from './modelopt'
 
@@ -42,6 +43,8 @@ export interface PlannedExport {
   keptIndivisible: string[]
   /** The `exclude_modules` written. */
   excludeModules: string[]
+  /** Input files not copied into the output (not on the allow-list of export/files.ts). */
+  skippedFiles: string[]
 }
 
 const NVFP4_BLOCK = 16
@@ -195,10 +198,11 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor, l
     'config.json': configText,
     'hf_quant_config.json': dumpPyJson(hfQuantConfig(options.format, exclude, undefined, options.tool)),
   }
-  const copy = listing.other_files.filter((f) => !(f in files))
+  const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))
   return {
     plan: { format: options.format, keep, linears, experts, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite },
     keptIndivisible,
     excludeModules: exclude,
+    skippedFiles: skipped,
   }
 }

@@ -31,7 +31,7 @@ pub struct HeaderListing {
     /// safetensors files with their sizes in bytes.
     pub files: Vec<(String, u64)>,
     pub tensors: Vec<TensorHeader>,
-    /// Other files of the directory (copied unchanged on export).
+    /// Other regular files of the directory, symbolic links followed (export copies those it knows).
     pub other_files: Vec<String>,
 }
 
@@ -64,7 +64,10 @@ pub fn inspect_headers(dir: impl AsRef<Path>) -> Result<HeaderListing> {
         let entry = entry.with_path(dir)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_weights = files.iter().any(|(f, _)| f == &name) || name == crate::checkpoint::INDEX_FILE;
-        if !is_weights && entry.file_type().with_path(&entry.path())?.is_file() {
+        // Links are followed: in the Hugging Face cache every file of a snapshot is a link into `blobs/`. A
+        // link to nothing, a FIFO or a device is not a file to copy.
+        let is_file = std::fs::metadata(entry.path()).is_ok_and(|meta| meta.is_file());
+        if !is_weights && is_file {
             other_files.push(name);
         }
     }
