@@ -276,6 +276,8 @@ function buildRope(
 ): RopeDescriptor {
   const kind = params.rope_type as string
   const theta = ropeNumber(params, 'rope_theta', true) as number
+  // theta^(-2i/d) is infinite for 0 and NaN below: every rotated query and key would be NaN.
+  if (!(theta > 0)) throw new MoeQuantError('E_CONFIG_INVALID', `config.json: "rope_theta" must be a positive number, got ${theta}`)
   const partial = ropeNumber(params, 'partial_rotary_factor', false) ?? 1
   let rotaryDim = ropeHeadDim
   if (forward.partialRotary) rotaryDim = Math.trunc(ropeHeadDim * partial)
@@ -437,6 +439,8 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const headDim = typeof raw.head_dim === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
   const rmsEpsKey = ['rms_norm_eps', 'layer_norm_eps', 'layer_norm_epsilon'].find((k) => typeof raw[k] === 'number') ?? 'rms_norm_eps'
   const rmsNormEps = values.number(rmsEpsKey)
+  // A negative epsilon can make the normalised variance negative, and its square root NaN.
+  if (rmsNormEps < 0) values.invalid(rmsEpsKey, 'a number ≥ 0')
   const params = ropeParameters(values, raw)
 
   let mla: { qLora: number | null; kvLora: number; nope: number; rope: number; v: number } | undefined

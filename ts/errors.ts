@@ -34,6 +34,8 @@ export const NATIVE_ERROR_CODES = [
   'E_INPUT_CHANGED',
   /** The output could not be written: the disk is full, a file-size limit was hit or the filesystem is read-only. */
   'E_OUTPUT_WRITE',
+  /** The calibration forward produced a NaN or an infinity (the message names the layer and the activation). */
+  'E_ACTIVATION_NON_FINITE',
 ] as const
 
 /** Codes produced by the TypeScript layer (architecture and layout detection, options, loading). */

@@ -124,9 +124,10 @@ export function randomBf16(count, scale, next, poison) {
 
 /**
  * Writes a small random Qwen3-MoE checkpoint (per-expert hub layout, bf16) with the given sizes, for tests
- * that need shapes the committed fixtures do not have. `poison` puts a value into one tensor.
+ * that need shapes the committed fixtures do not have. `poison` puts a value into one tensor; `scales` maps
+ * tensor-name prefixes to the scale of their random values.
  */
-export function writeSyntheticQwen3(dir, { hidden = 64, intermediate = 48, experts = 4, layers = 1, vocab = 256, poison } = {}) {
+export function writeSyntheticQwen3(dir, { hidden = 64, intermediate = 48, experts = 4, layers = 1, vocab = 256, poison, scales = {} } = {}) {
   mkdirSync(dir, { recursive: true })
   const heads = 4
   const headDim = 16
@@ -138,8 +139,9 @@ export function writeSyntheticQwen3(dir, { hidden = 64, intermediate = 48, exper
   })
   const next = random(7)
   const tensors = {}
-  const add = (name, shape, scale = 0.05) => {
+  const add = (name, shape, defaultScale = 0.05) => {
     const count = shape.reduce((a, b) => a * b, 1)
+    const scale = Object.entries(scales).find(([prefix]) => name.startsWith(prefix))?.[1] ?? defaultScale
     tensors[name] = { dtype: 'BF16', shape, data: randomBf16(count, scale, next, poison?.tensor === name ? poison : undefined) }
   }
   const ones = (name, n) => {

@@ -50,8 +50,14 @@ pub enum Error {
     #[error("the operation was cancelled")]
     Cancelled,
 
-    #[error("tensor {tensor}: element {index} is NaN or infinite, which cannot be quantized")]
-    NonFinite { tensor: String, index: usize },
+    /// `context` says what the value was needed for (`, which cannot be quantized` …).
+    #[error("tensor {tensor}: element {index} is NaN or infinite{context}")]
+    NonFinite { tensor: String, index: usize, context: String },
+
+    /// The calibration forward produced a NaN or an infinity: `location` is the decoder layer (or the
+    /// embedding), `tensor` the first activation found not finite, `detail` how it was found.
+    #[error("calibration stopped at {location}: {tensor} is NaN or infinite ({detail}); check this layer's weights and config.json (rope_theta, rms_norm_eps, the scaling factors)")]
+    ActivationNonFinite { location: String, tensor: String, detail: String },
 
     #[error("internal error: {0}")]
     Internal(String),
@@ -121,6 +127,7 @@ impl Error {
         "E_DEVICE_UNAVAILABLE",
         "E_INPUT_CHANGED",
         "E_OUTPUT_WRITE",
+        "E_ACTIVATION_NON_FINITE",
     ];
 
     /// The stable code of this error.
@@ -151,6 +158,7 @@ impl Error {
             Error::DeviceUnavailable { .. } => "E_DEVICE_UNAVAILABLE",
             Error::InputChanged { .. } => "E_INPUT_CHANGED",
             Error::OutputWrite { .. } => "E_OUTPUT_WRITE",
+            Error::ActivationNonFinite { .. } => "E_ACTIVATION_NON_FINITE",
         }
     }
 }

@@ -27,3 +27,35 @@ fn bf16_compute_agrees_within_bf16_tolerance() {
         assert!(error > 0.0, "{fixture}: bf16 should not be bit-identical to f32");
     }
 }
+
+/// Runs the qwen3_moe/hub fixture's forward with its descriptor changed by `edit`; the error it stops with.
+fn forward_error(edit: impl FnOnce(&mut serde_json::Value)) -> moe_quant_core::Error {
+    let dir = common::forward::fixtures().join("qwen3_moe/hub");
+    let text = std::fs::read_to_string(common::forward::fixtures().join("descriptors/qwen3_moe_hub.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut json);
+    let descriptor: moe_quant_core::model::ModelDescriptor = serde_json::from_value(json).unwrap();
+    let checkpoint = moe_quant_core::Checkpoint::open(dir).unwrap();
+    let (batch, _) = reference("qwen3_moe/hub");
+    let options = moe_quant_core::model::ForwardOptions::default();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    match moe_quant_core::model::run_forward(&checkpoint, &descriptor, &[batch], &options, &cancel, &mut |_| {}) {
+        Ok(_) => panic!("the forward succeeded"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn a_forward_that_stops_being_finite_names_the_layer_and_the_first_activation() {
+    // A negative epsilon makes every normalised hidden state NaN: the first activation is the attention input.
+    let error = forward_error(|d| d["rms_norm_eps"] = (-1.0).into());
+    assert_eq!(error.code(), "E_ACTIVATION_NON_FINITE", "{error}");
+    let message = error.to_string();
+    assert!(message.contains("decoder layer 0"), "{message}");
+    let projections = "model.layers.0.self_attn.q_proj, model.layers.0.self_attn.k_proj, model.layers.0.self_attn.v_proj";
+    assert!(message.contains(&format!("the input of {projections}")), "{message}");
+    // A rope theta of 0 makes the rotated queries and keys NaN: attention's output, o_proj's input.
+    let error = forward_error(|d| d["rope"]["theta"] = 0.0.into());
+    assert_eq!(error.code(), "E_ACTIVATION_NON_FINITE", "{error}");
+    assert!(error.to_string().contains("the input of model.layers.0.self_attn.o_proj"), "{error}");
+}

@@ -2,6 +2,9 @@
 //! will be quantized (one value per module); per MoE block, one input maximum for gate/up and one for down
 //! shared by all experts (serving engines use one activation scale per layer), routed token counts per
 //! expert, and each expert's weight maxima.
+//!
+//! Observers also serve to find where a forward stopped being finite: created with [`Observers::tracing`],
+//! they note the first activation they see that holds a NaN or an infinity (in the order of the forward).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +12,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::blocks::ops::abs_max;
+use crate::model::blocks::ops::{abs_max, all_finite};
 
 /// Statistics of one MoE block.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -46,11 +49,48 @@ pub struct Observers {
     pub input_amax: BTreeMap<String, f32>,
     /// MoE block path (e.g. `model.layers.1.mlp`) → statistics of its routed experts.
     pub experts: BTreeMap<String, ExpertStats>,
+    /// While tracing: `Some(first activation found not finite, if any)`.
+    #[serde(skip)]
+    trace: Option<Option<String>>,
 }
 
 impl Observers {
+    /// Observers that also look for the first activation that is not finite (see [`Observers::check`]).
+    pub fn tracing() -> Self {
+        Observers { trace: Some(None), ..Observers::default() }
+    }
+
+    /// The first activation found NaN or infinite while tracing.
+    pub fn first_non_finite(&self) -> Option<&str> {
+        self.trace.as_ref().and_then(|first| first.as_deref())
+    }
+
+    /// While tracing, notes `what()` when `xs` is the first activation seen that is not finite; otherwise
+    /// does nothing (no pass over the activations).
+    pub fn check(&mut self, what: impl FnOnce() -> String, xs: &Tensor) -> Result<()> {
+        if let Some(first @ None) = &mut self.trace {
+            if !all_finite(xs)? {
+                *first = Some(what());
+            }
+        }
+        Ok(())
+    }
+
+    /// The first recorded maximum that is infinite (a NaN is never recorded: maxima skip it), by the name of
+    /// what it is the input of.
+    pub fn first_infinite(&self) -> Option<String> {
+        let inputs = self.input_amax.iter().find(|(_, amax)| !amax.is_finite()).map(|(module, _)| module.clone());
+        inputs.or_else(|| {
+            self.experts.iter().find_map(|(block, stats)| {
+                (!stats.gate_up_input_amax.is_finite() || !stats.down_input_amax.is_finite())
+                    .then(|| format!("{block}.experts"))
+            })
+        })
+    }
+
     /// Records `max |xs|` as the input of each of `modules` (linears reading the same input).
     pub fn record_input(&mut self, modules: &[&str], xs: &Tensor) -> Result<()> {
+        self.check(|| format!("the input of {}", modules.join(", ")), xs)?;
         let amax = abs_max(xs)?;
         for module in modules {
             let entry = self.input_amax.entry((*module).to_string()).or_insert(0.0);

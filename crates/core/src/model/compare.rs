@@ -153,7 +153,7 @@ impl ComparisonStats {
                 )));
             }
             if let Some(index) = logits.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite { tensor: format!("the {side} model's logits"), index });
+                return Err(Error::NonFinite { tensor: format!("the {side} model's logits"), index, context: String::new() });
             }
         }
         let rows = original.chunks_exact(vocab).zip(quantized.chunks_exact(vocab));

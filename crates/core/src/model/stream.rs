@@ -2,6 +2,10 @@
 //! run every batch through it while observers record, and free it before the next; only one layer's
 //! weights are resident at a time. Optionally finishes with the final norm and lm_head for logits.
 //! [`LayerStream`] exposes the steps so that export can quantize and write each layer as soon as it ran.
+//!
+//! Every batch's embedding and every layer's output are checked to be finite (one reduction each): a NaN or
+//! an infinity would otherwise end as a meaningless scale. The first batch found not finite stops the run
+//! with an error naming the layer and the first weight or activation that is not finite.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -11,6 +15,7 @@ use serde::Serialize;
 
 use super::blocks::linear::Linear;
 use super::blocks::norm::RmsNorm;
+use super::blocks::ops::all_finite;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
 use super::descriptor::ModelDescriptor;
@@ -104,7 +109,11 @@ impl<'a> LayerStream<'a> {
                 .map(|batch| {
                     let ids = Tensor::from_vec(batch.ids.clone(), batch.ids.len(), &device)?;
                     let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
-                    Ok((xs * desc.embedding_multiplier)?)
+                    let xs = (xs * desc.embedding_multiplier)?;
+                    if !all_finite(&xs)? {
+                        return Err(non_finite_embedding(checkpoint, desc, batch)?);
+                    }
+                    Ok(xs)
                 })
                 .collect::<Result<Vec<_>>>()?
         };
@@ -140,12 +149,49 @@ impl<'a> LayerStream<'a> {
         prefetch_layer(self.loader.checkpoint, self.desc, self.next_layer + 1);
         let clock = Instant::now();
         layer.observe_weights(&mut self.observers)?;
-        for xs in self.hidden.iter_mut() {
-            *xs = layer.forward(xs, &self.rope, &mut self.observers)?;
+        for batch in 0..self.hidden.len() {
+            let ys = layer.forward(&self.hidden[batch], &self.rope, &mut self.observers)?;
+            if !all_finite(&ys)? {
+                return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
+            }
+            self.hidden[batch] = ys;
+        }
+        if let Some(module) = self.observers.first_infinite() {
+            return Err(Error::ActivationNonFinite {
+                location: format!("decoder layer {}", layer_desc.index),
+                tensor: format!("the input of {module}"),
+                detail: "its recorded maximum is infinite".into(),
+            });
         }
         self.forward_seconds += clock.elapsed().as_secs_f64();
         self.next_layer += 1;
         Ok(Some(self.next_layer - 1))
+    }
+
+    /// The error for batch `batch` whose output of `layer` (the next one) is not finite, `xs` being its input:
+    /// a weight of the layer that is not finite if there is one (the likeliest cause), else the first
+    /// activation found not finite when the batch runs through the layer again.
+    fn non_finite(&self, layer: &DecoderLayer, batch: usize, xs: &Tensor) -> Error {
+        let index = self.desc.layers[self.next_layer].index;
+        let location = format!("decoder layer {index}");
+        let checkpoint = self.loader.checkpoint;
+        match layer_prefix(self.desc, self.next_layer).map(|prefix| first_non_finite_weight(checkpoint, prefix)) {
+            Some(Ok(Some((tensor, element)))) => {
+                return Error::NonFinite {
+                    tensor,
+                    index: element,
+                    context: ", and the calibration activations of its layer are no longer finite".into(),
+                }
+            }
+            Some(Err(error)) => return error,
+            _ => {}
+        }
+        let mut trace = Observers::tracing();
+        if let Err(error) = layer.forward(xs, &self.rope, &mut trace) {
+            return error;
+        }
+        let tensor = trace.first_non_finite().map_or_else(|| format!("the output of {location}"), str::to_string);
+        Error::ActivationNonFinite { location, tensor, detail: format!("calibration batch {batch}") }
     }
 
     /// Final norm and lm_head over every batch (after the last layer): logits `[rows, seq_len, vocab]`.
@@ -163,6 +209,39 @@ impl<'a> LayerStream<'a> {
         }
         Ok(logits)
     }
+}
+
+/// The first element of a floating-point tensor named `prefix…` that is NaN or infinite, as (tensor, index).
+fn first_non_finite_weight(checkpoint: &Checkpoint, prefix: &str) -> Result<Option<(String, usize)>> {
+    for info in checkpoint.tensors().iter().filter(|t| t.name.starts_with(prefix) && t.dtype.is_float()) {
+        if let Some(index) = checkpoint.read(&info.name)?.to_f32().iter().position(|x| !x.is_finite()) {
+            return Ok(Some((info.name.clone(), index)));
+        }
+    }
+    Ok(None)
+}
+
+/// The error for a batch whose embeddings are not finite: the embedding's first element that is NaN or
+/// infinite in a row the batch uses, or (finite rows overflowing the embedding multiplier) the embedding
+/// itself.
+fn non_finite_embedding(checkpoint: &Checkpoint, desc: &ModelDescriptor, batch: &Batch) -> Result<Error> {
+    let embed = checkpoint.read(&desc.embed)?.to_f32();
+    let hidden = desc.hidden_size;
+    for &id in &batch.ids {
+        let row = id as usize * hidden;
+        if let Some(column) = embed.get(row..row + hidden).and_then(|r| r.iter().position(|x| !x.is_finite())) {
+            return Ok(Error::NonFinite {
+                tensor: desc.embed.clone(),
+                index: row + column,
+                context: format!(" (the embedding of token {id}, which the calibration data uses)"),
+            });
+        }
+    }
+    Ok(Error::ActivationNonFinite {
+        location: "the embedding".into(),
+        tensor: format!("the embeddings of the calibration tokens ({} × {})", desc.embed, desc.embedding_multiplier),
+        detail: "the embedding multiplier overflows".into(),
+    })
 }
 
 /// Starts reading what calibration needs first, the embedding and decoder layer 0, in the background. A run

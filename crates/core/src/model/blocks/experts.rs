@@ -131,7 +131,9 @@ impl MoeBlock {
         let tokens = flat.dim(0)?;
         let device = flat.device().clone();
         observers.record_input(&[&self.router.name], &flat)?;
-        let logits = self.router.forward(&flat)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let logits = self.router.forward(&flat)?.to_dtype(DType::F32)?;
+        observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let routing =
             route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
         let groups = group_by_expert(&routing, self.desc.experts);
@@ -158,6 +160,7 @@ impl MoeBlock {
             let mut routed = flat.index_select(&all_tokens, 0)?;
             if scale_input {
                 routed = routed.broadcast_mul(&all_weights)?;
+                observers.check(|| format!("the input of {}.experts (gate/up)", self.desc.block), &routed)?;
                 gate_up_maxima.push(abs_max_on_device(&routed)?);
             }
             if self.grouped {
@@ -173,6 +176,7 @@ impl MoeBlock {
                 Tensor::cat(&hidden, 0)?
             }
         };
+        observers.check(|| format!("the input of {}.experts (down)", self.desc.block), &hidden)?;
         down_maxima.push(abs_max_on_device(&hidden)?);
         let routed = if self.grouped {
             let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.down).collect();
@@ -185,6 +189,7 @@ impl MoeBlock {
             Tensor::cat(&outputs, 0)?
         };
         drop(hidden);
+        observers.check(|| format!("the output of {}.experts", self.desc.block), &routed)?;
         // Routed outputs are summed per token in f32 whatever the compute dtype, in expert order (the order of
         // transformers' loop): the rows of every expert's output, gathered token by token, then summed.
         let routed = if scale_input { routed } else { routed.broadcast_mul(&all_weights)? };
@@ -212,6 +217,7 @@ impl MoeBlock {
 
         if let Some(shared) = &self.shared {
             let mut shared_out = shared.forward(&flat, observers)?;
+            observers.check(|| format!("the output of the shared experts of {}", self.desc.block), &shared_out)?;
             if let Some(gate) = &self.shared_gate {
                 observers.record_input(&[&gate.name], &flat)?;
                 shared_out = shared_out.broadcast_mul(&sigmoid(&gate.forward(&flat)?)?)?;

@@ -43,6 +43,12 @@ pub fn read_scalars(values: &[Tensor]) -> Result<Vec<f32>> {
     Ok(Tensor::stack(values, 0)?.to_vec1::<f32>()?)
 }
 
+/// Whether every element of `xs` is finite: the sum of `xs · 0` is 0 for finite values and NaN as soon as one
+/// is NaN or infinite, whatever the magnitudes (no overflow, unlike a sum of the values).
+pub fn all_finite(xs: &Tensor) -> Result<bool> {
+    Ok((xs * 0.0)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? == 0.0)
+}
+
 /// max |x| over the whole tensor.
 pub fn abs_max(xs: &Tensor) -> Result<f32> {
     Ok(abs_max_on_device(xs)?.to_scalar::<f32>()?)
