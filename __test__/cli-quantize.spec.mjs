@@ -186,7 +186,7 @@ real(`CLI: a real run on the example model with --json${skipNote}`, (t) => {
   t.true(result.quantizedTensors > 0)
   t.true(result.sizeBytes.after < result.sizeBytes.before)
   t.is(result.tokens, 8 * 32)
-  t.is(result.coverageReportPath, `${out}.coverage.html`)
+  t.is(result.coverageReportPath, join(out, 'moe-quant-coverage.html'))
   t.true(existsSync(result.coverageReportPath))
   t.regex(run.stderr, /calibrate: started/)
   const hf = JSON.parse(readFileSync(join(out, 'hf_quant_config.json'), 'utf8'))

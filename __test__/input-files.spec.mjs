@@ -42,7 +42,7 @@ test('only the files serving engines read are copied; stray weights and other fi
   symlinkSync(join(model, 'nowhere'), join(model, 'vocab.json'))
   const output = join(tempDir(), 'out')
   const result = await quantizeModel(options(model, output))
-  const written = ['hf_quant_config.json', 'model.safetensors']
+  const written = ['hf_quant_config.json', 'model.safetensors', 'moe-quant-run.json']
   t.deepEqual(readdirSync(output).sort(), [...SERVING_FILES, ...copied, ...written].sort())
   // The fixture's own reference.safetensors (transformers' logits) is a stray weight file too.
   t.deepEqual(result.skippedFiles, [...stray, 'reference.safetensors'].sort())

@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path'
 
-import { writeCoverageReport } from './coverage'
+import { checkReportPath, type CoverageInput, writeCoverageReport } from './coverage'
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { flattenIds } from './forward'
@@ -42,8 +42,10 @@ export interface CalibrateOptions {
   /** `'cpu'` (default, f32) or `'cuda'`/`'cuda:N'` (bf16, with the CUDA build). */
   device?: string
   calibration: CalibrationOptions
-  /** Write the expert-coverage heatmap (HTML) here. */
+  /** Write the expert-coverage heatmap (HTML) here (not inside the model directory). */
   coverageReport?: string
+  /** Replace an existing file at `coverageReport`. Default false. */
+  overwrite?: boolean
   onProgress?: (event: CalibrationProgress) => void
   /** Aborting rejects with `E_CANCELLED` at the next layer boundary. */
   signal?: AbortSignal
@@ -107,8 +109,18 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
   return value
 }
 
+/** The calibration request the native core reads (crates/core/src/calib/run.rs). */
+export interface CalibrationRequest {
+  source: { kind: 'jsonl' | 'text'; path: string } | { kind: 'ids'; ids: number[][] }
+  samples: number
+  seq_len: number
+  batch_size: number
+  all_experts: boolean
+  device: string
+}
+
 /** Validates calibration options and resolves defaults into the native request. */
-export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device = 'cpu'): Record<string, unknown> {
+export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device = 'cpu'): CalibrationRequest {
   if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
     throw new MoeQuantError('E_OPTION_INVALID', `device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`)
   }
@@ -124,7 +136,7 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
   if ((options.data === undefined) === (options.ids === undefined)) {
     throw new MoeQuantError('E_OPTION_INVALID', 'calibration: give exactly one of data (a .jsonl or text file) or ids')
   }
-  let source: Record<string, unknown>
+  let source: CalibrationRequest['source']
   if (options.data !== undefined) {
     if (typeof options.data !== 'string' || options.data.length === 0) {
       throw new MoeQuantError('E_OPTION_INVALID', `calibration.data: expected a file path, got ${JSON.stringify(options.data)}`)
@@ -137,6 +149,12 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
     source = { kind: 'ids', ids: rows }
   }
   return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, device }
+}
+
+/** What the coverage report shows of a calibration result. */
+function coverageOf(result: CalibrationResult): CoverageInput {
+  const layers = result.experts.map((e) => ({ layer: e.layer, tokens: e.tokens }))
+  return { samples: result.samples, seqLen: result.seqLen, tokens: result.tokens, layers, warnings: result.warnings }
 }
 
 /** Turns the native report into the public result. */
@@ -198,6 +216,9 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
   }
   const descriptor = await describeModel(options.model)
   const request = calibrationRequest(options.calibration, descriptor, options.device)
+  if (options.coverageReport) {
+    await checkReportPath(options.coverageReport, { model: options.model, overwrite: options.overwrite === true, option: 'coverageReport' })
+  }
   const text = await runTask(
     options,
     (event): CalibrationProgress => ({ stage: 'calibrate', ...(JSON.parse(event) as Omit<CalibrationProgress, 'stage'>) }),
@@ -205,7 +226,7 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
   )
   const result = toResult(JSON.parse(text) as NativeReport, descriptor)
   if (options.coverageReport) {
-    result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, result)
+    result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, coverageOf(result))
   }
   return result
 }

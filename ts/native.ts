@@ -23,6 +23,7 @@ export interface NativeBinding {
     calibration: string,
     cancel?: CancelToken | null,
     onProgress?: ((event: string) => void) | null,
+    onFiles?: ((summary: string) => string) | null,
   ): Promise<string>
   compareModels(
     original: string,
@@ -106,6 +107,12 @@ export function native(device?: string): NativeBinding {
   return binding
 }
 
+/**
+ * Wraps a callback the native side calls: if it throws, the task is cancelled, `fallback` goes back to the
+ * native side, and the error becomes the task's.
+ */
+export type Guard = <A, R>(fn: (arg: A) => R, fallback: R) => (arg: A) => R
+
 /** What a cancellable native task takes from the caller's options. */
 export interface TaskOptions<E> {
   device?: string
@@ -118,13 +125,14 @@ export interface TaskOptions<E> {
  * is decoded and handed to `options.onProgress`. The native side waits for each callback before it goes
  * on, so the events arrive in order and all before the result, and an abort from a callback is seen at the
  * task's next cancellation check (for quantizeModel, at the latest right before the output is published).
- * A callback that throws cancels the task, and its error is what the returned promise rejects with.
+ * A callback that throws cancels the task, and its error is what the returned promise rejects with; `guard`
+ * gives the same treatment to other callbacks of the task.
  * Native errors become MoeQuantErrors with the caller's stack.
  */
 export async function runTask<T, E>(
   options: TaskOptions<E>,
   decode: (event: string) => E,
-  call: (binding: NativeBinding, token: CancelToken, onEvent: ((event: string) => void) | undefined) => Promise<T>,
+  call: (binding: NativeBinding, token: CancelToken, onEvent: ((event: string) => void) | undefined, guard: Guard) => Promise<T>,
 ): Promise<T> {
   const stack = new Error().stack
   if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
@@ -134,19 +142,19 @@ export async function runTask<T, E>(
   options.signal?.addEventListener('abort', abort, { once: true })
   const onProgress = options.onProgress
   let failure: { error: unknown } | undefined
-  const onEvent = onProgress
-    ? (event: string): void => {
-        if (failure) return
-        try {
-          onProgress(decode(event))
-        } catch (error) {
-          failure = { error }
-          token.cancel()
-        }
-      }
-    : undefined
+  const guard: Guard = (fn, fallback) => (arg) => {
+    if (failure) return fallback
+    try {
+      return fn(arg)
+    } catch (error) {
+      failure = { error }
+      token.cancel()
+      return fallback
+    }
+  }
+  const onEvent = onProgress ? guard((event: string) => onProgress(decode(event)), undefined) : undefined
   try {
-    const result = await call(binding, token, onEvent)
+    const result = await call(binding, token, onEvent, guard)
     if (failure) throw failure.error
     return result
   } catch (error) {

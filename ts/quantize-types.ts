@@ -19,14 +19,18 @@ export interface QuantizeOptions {
   maxShardSize?: number | string
   /** Extra module-name patterns (`*` wildcards) to keep unquantized, added to the defaults. */
   exclude?: string[]
-  /** Replace a non-empty output directory. Default false. */
+  /** Replace a non-empty output directory (and an existing `coverageReport` file). Default false. */
   overwrite?: boolean
   /**
    * NVFP4 needs every input dimension to be a multiple of 16: `'error'` (default) stops with
    * `E_TENSOR_SHAPE` naming the tensor; `'keep'` keeps such linears unquantized and lists them.
    */
   indivisible?: 'error' | 'keep'
-  /** Write the expert-coverage heatmap here. Default `<output>.coverage.html` beside the output; `false` for none. */
+  /**
+   * The expert-coverage heatmap (HTML). By default it is written into the output directory
+   * (`moe-quant-coverage.html`, published with the checkpoint); a path writes it there instead once the
+   * checkpoint is complete (not inside the input; an existing file only with `overwrite`); `false` for none.
+   */
   coverageReport?: string | false
   onProgress?: (event: QuantizeProgress) => void
   /** Aborting stops at the next layer boundary, rejects with `E_CANCELLED` and leaves nothing behind. */
@@ -72,6 +76,8 @@ export interface QuantizeResult {
   quantizedTensors: number
   warnings: string[]
   coverageReportPath: string | null
+  /** `moe-quant-run.json` in the output: format, options, tool version and the calibration summary. */
+  runRecordPath: string
   peakRssBytes: number | null
   /**
    * Wall time per stage, in seconds. `load` (reading each layer and copying it to the device) and `forward`

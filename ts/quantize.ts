@@ -6,12 +6,12 @@ import { readFileSync } from 'node:fs'
 import * as path from 'node:path'
 
 import { calibrationRequest } from './calibrate'
-import { writeCoverageReport } from './coverage'
+import { checkReportPath, renderCoverageReport, writeCoverageReport } from './coverage'
 import { buildDescriptor } from './descriptor'
 import { parseConfig } from './config'
 import { MoeQuantError } from './errors'
 import { planExport } from './export/plan'
-import { reportFromListing } from './inspect'
+import { type InspectReport, reportFromListing } from './inspect'
 import { readListing } from './listing'
 import { runTask } from './native'
 import type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult } from './quantize-types'
@@ -67,17 +67,62 @@ function validate(options: QuantizeOptions): void {
   }
 }
 
-interface NativeQuantizeReport {
-  layers: Array<{ layer: number; tensors: number; relative_mse: number }>
+/** What calibration recorded, as the core hands it over before publishing (and in its final report). */
+interface NativeCalibrationSummary {
   observers: { experts: Record<string, { tokens: number[] }> }
   samples: number
   requested_samples: number
   seq_len: number
   tokens: number
+}
+
+interface NativeQuantizeReport extends NativeCalibrationSummary {
+  layers: Array<{ layer: number; tensors: number; relative_mse: number }>
   quantized_tensors: number
   files: Record<string, number>
   peak_rss_bytes: number | null
   seconds: { calibrate: number; load: number; forward: number; quantize: number; write: number; total: number }
+}
+
+/** The expert-coverage report written into the output directory by default. */
+export const COVERAGE_FILE = 'moe-quant-coverage.html'
+/** The run record written into the output directory: format, options, tool version, calibration summary. */
+export const RUN_RECORD_FILE = 'moe-quant-run.json'
+
+/** Per MoE layer, the routings each expert received. */
+function layerTokens(report: InspectReport, summary: NativeCalibrationSummary): Array<{ layer: number; tokens: number[] }> {
+  return report.moeLayers.map((layer) => ({ layer: layer.layer, tokens: summary.observers.experts[layer.block]?.tokens ?? [] }))
+}
+
+/** The experts that saw no calibration token, per MoE layer that has any. */
+function uncalibratedOf(layers: ReadonlyArray<{ layer: number; tokens: readonly number[] }>): QuantizeResult['uncalibratedExperts'] {
+  return layers.flatMap(({ layer, tokens }) => {
+    const experts = tokens.flatMap((n, e) => (n === 0 ? [e] : []))
+    return experts.length > 0 ? [{ layer, experts }] : []
+  })
+}
+
+/** The run's warnings: experts without tokens, too little data, linears and files left as they were. */
+function warningsOf(summary: NativeCalibrationSummary, uncalibratedExperts: QuantizeResult['uncalibratedExperts'], keptIndivisible: string[], skippedFiles: string[]): string[] {
+  const warnings: string[] = []
+  const uncalibrated = uncalibratedExperts.reduce((n, l) => n + l.experts.length, 0)
+  if (uncalibrated > 0) {
+    warnings.push(
+      `${uncalibrated} experts saw no calibration token (${uncalibratedExperts.map((l) => `layer ${l.layer}: ${l.experts.length}`).join(', ')}); ` +
+        'their weight scales come from their own weights and their input scale is the layer\'s shared one. More calibration data would cover them.',
+    )
+  }
+  if (summary.samples < summary.requested_samples) {
+    warnings.push(`the calibration data gave ${summary.samples} sequences of ${summary.seq_len} tokens, fewer than the ${summary.requested_samples} asked for`)
+  }
+  if (keptIndivisible.length > 0) {
+    warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of 16 (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
+  }
+  const skippedWeights = skippedFiles.filter((f) => /\.(safetensors|bin|pt|pth|ckpt|gguf|npz|h5|msgpack)$/i.test(f))
+  if (skippedWeights.length > 0) {
+    warnings.push(`${skippedWeights.length} weight file(s) of the input are not part of its checkpoint and were not copied: ${skippedWeights.join(', ')}`)
+  }
+  return warnings
 }
 
 /**
@@ -108,14 +153,56 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
   const descriptor = buildDescriptor(report, config, listing)
   const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
+  const overwrite = options.overwrite === true
+  const tool = { name: 'moe-quant', version: packageVersion() }
   const { plan, keptIndivisible, skippedFiles } = planExport(report, descriptor, listing, {
     format: options.format,
     exclude: options.exclude ?? [],
     indivisible: options.indivisible ?? 'error',
     maxShardBytes: parseSize(options.maxShardSize ?? '5GB'),
-    overwrite: options.overwrite === true,
-    tool: { name: 'moe-quant', version: packageVersion() },
+    overwrite,
+    tool,
   })
+  const customReport = typeof options.coverageReport === 'string' ? options.coverageReport : undefined
+  if (customReport !== undefined) await checkReportPath(customReport, { model: options.model, overwrite, option: 'coverageReport' })
+  const output = path.resolve(options.output)
+
+  // Made once calibration is done, before the core publishes the output: the files added to it.
+  const outputFiles = (summary: NativeCalibrationSummary): Record<string, string> => {
+    const layers = layerTokens(report, summary)
+    const uncalibratedExperts = uncalibratedOf(layers)
+    const warnings = warningsOf(summary, uncalibratedExperts, keptIndivisible, skippedFiles)
+    const record = {
+      tool,
+      created: new Date().toISOString(),
+      input: path.resolve(options.model),
+      format: options.format,
+      options: {
+        device: request.device,
+        exclude: options.exclude ?? [],
+        indivisible: options.indivisible ?? 'error',
+        maxShardBytes: plan.max_shard_bytes,
+        calibration: {
+          source: 'path' in request.source ? request.source.path : 'ids',
+          samples: request.samples,
+          seqLen: request.seq_len,
+          batchSize: request.batch_size,
+          allExperts: request.all_experts,
+        },
+      },
+      calibration: { samples: summary.samples, requestedSamples: summary.requested_samples, seqLen: summary.seq_len, tokensPerLayer: summary.tokens, uncalibratedExperts },
+      keptIndivisible,
+      skippedFiles,
+      warnings,
+    }
+    const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
+    if (options.coverageReport === undefined) {
+      const input = { samples: summary.samples, seqLen: summary.seq_len, tokens: summary.tokens, layers, warnings }
+      files[COVERAGE_FILE] = renderCoverageReport(options.model, input)
+    }
+    return files
+  }
+
   type NativeProgress = { stage: QuantizeProgress['stage']; layer: number; layers: number; tokens: number; bytes_written: number }
   // Once the core has published the output, the run has succeeded, even if the signal was aborted after its
   // last cancellation check; before that, cancelling leaves a previous output as it was.
@@ -125,70 +212,26 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
       const e = JSON.parse(event) as NativeProgress
       return { stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, bytesWritten: e.bytes_written }
     },
-    (binding, token, onEvent) =>
-      binding.quantize(options.model, options.output, JSON.stringify(descriptor), JSON.stringify(plan), JSON.stringify(request), token, onEvent),
+    (binding, token, onEvent, guard) => {
+      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(JSON.parse(summary) as NativeCalibrationSummary)), '{}')
+      return binding.quantize(options.model, options.output, JSON.stringify(descriptor), JSON.stringify(plan), JSON.stringify(request), token, onEvent, onFiles)
+    },
   )
   const native_ = JSON.parse(text) as NativeQuantizeReport
-  const uncalibratedExperts = report.moeLayers.flatMap((layer) => {
-    const tokens = native_.observers.experts[layer.block]?.tokens ?? []
-    const experts = tokens.flatMap((n, e) => (n === 0 ? [e] : []))
-    return experts.length > 0 ? [{ layer: layer.layer, experts }] : []
-  })
-  const warnings: string[] = []
-  const uncalibrated = uncalibratedExperts.reduce((n, l) => n + l.experts.length, 0)
-  if (uncalibrated > 0) {
-    warnings.push(
-      `${uncalibrated} experts saw no calibration token (${uncalibratedExperts.map((l) => `layer ${l.layer}: ${l.experts.length}`).join(', ')}); ` +
-        'their weight scales come from their own weights and their input scale is the layer\'s shared one. More calibration data would cover them.',
-    )
-  }
-  if (native_.samples < native_.requested_samples) {
-    warnings.push(`the calibration data gave ${native_.samples} sequences of ${native_.seq_len} tokens, fewer than the ${native_.requested_samples} asked for`)
-  }
-  if (keptIndivisible.length > 0) {
-    warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of 16 (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
-  }
-  const skippedWeights = skippedFiles.filter((f) => /\.(safetensors|bin|pt|pth|ckpt|gguf|npz|h5|msgpack)$/i.test(f))
-  if (skippedWeights.length > 0) {
-    warnings.push(
-      `${skippedWeights.length} weight file(s) of the input are not part of its checkpoint and were not copied: ${skippedWeights.join(', ')}`,
-    )
-  }
-  let coverageReportPath: string | null = null
-  if (options.coverageReport !== false) {
-    const file = options.coverageReport ?? `${path.resolve(options.output)}.coverage.html`
-    const experts = report.moeLayers.map((layer) => {
-      const tokens = native_.observers.experts[layer.block]?.tokens ?? []
-      return {
-        layer: layer.layer,
-        block: layer.block,
-        gateUpInputAmax: 0,
-        downInputAmax: 0,
-        tokens,
-        uncalibrated: tokens.flatMap((n, e) => (n === 0 ? [e] : [])),
-        weightAmax: { gate: [], up: [], down: [] },
-      }
-    })
-    coverageReportPath = await writeCoverageReport(file, options.model, {
-      samples: native_.samples,
-      requestedSamples: native_.requested_samples,
-      seqLen: native_.seq_len,
-      tokens: native_.tokens,
-      inputAmax: {},
-      experts,
-      uncalibratedExperts: uncalibrated,
-      warnings,
-      peakRssBytes: native_.peak_rss_bytes,
-      seconds: native_.seconds.calibrate,
-      coverageReportPath: null,
-    })
+  const layers = layerTokens(report, native_)
+  const uncalibratedExperts = uncalibratedOf(layers)
+  const warnings = warningsOf(native_, uncalibratedExperts, keptIndivisible, skippedFiles)
+  let coverageReportPath: string | null = options.coverageReport === undefined ? path.join(output, COVERAGE_FILE) : null
+  if (customReport !== undefined) {
+    const input = { samples: native_.samples, seqLen: native_.seq_len, tokens: native_.tokens, layers, warnings }
+    coverageReportPath = await writeCoverageReport(customReport, options.model, input, ` (the quantized checkpoint in ${output} is complete)`)
   }
   // Weight files only: the input's are the listing's; the output's are the shards the writer names.
   const isShard = (file: string): boolean => /^model(-\d+-of-\d+)?\.safetensors$/.test(file)
   const weightBytes = (files: Array<[string, number]> | Record<string, number>): number =>
     (Array.isArray(files) ? files : Object.entries(files).filter(([f]) => isShard(f))).reduce((n, [, b]) => n + b, 0)
   return {
-    output: path.resolve(options.output),
+    output,
     format: options.format,
     sizeBytes: { before: weightBytes(listing.files), after: weightBytes(native_.files) },
     layers: native_.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
@@ -198,9 +241,9 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     quantizedTensors: native_.quantized_tensors,
     warnings,
     coverageReportPath,
+    runRecordPath: path.join(output, RUN_RECORD_FILE),
     peakRssBytes: native_.peak_rss_bytes,
     seconds: { ...native_.seconds, total: (Date.now() - started) / 1000 },
     tokens: native_.tokens,
   }
 }
-

@@ -33,7 +33,7 @@ Options:
   --keep-indivisible      NVFP4: keep linears whose input dimension is not a multiple of 16 unquantized
                           instead of stopping with an error
   --all-experts           route every calibration token through every expert, for statistics only
-  --no-coverage           do not write the expert-coverage report (OUT.coverage.html)
+  --no-coverage           do not write the expert-coverage report (OUT/moe-quant-coverage.html)
   --json                  print the result as JSON instead of the summary table
   -h, --help              show this help`
 

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use moe_quant_core::calib::run::{CalibrationRequest, SourceSpec};
-use moe_quant_core::export::{quantize_checkpoint, ExportPlan};
+use moe_quant_core::export::{quantize_checkpoint, ExportPlan, RunControl};
 use moe_quant_core::model::ModelDescriptor;
 
 fn main() {
@@ -49,24 +49,27 @@ fn run() -> Result<(), String> {
         &descriptor,
         &plan,
         &request,
-        &AtomicBool::new(false),
-        &mut |event| {
-            eprintln!(
-                "{} layer {}/{} ({:.1} s)",
-                event.stage,
-                event.layer,
-                event.layers,
-                started.elapsed().as_secs_f64()
-            )
+        RunControl {
+            cancel: &AtomicBool::new(false),
+            progress: &mut |event| {
+                eprintln!(
+                    "{} layer {}/{} ({:.1} s)",
+                    event.stage,
+                    event.layer,
+                    event.layers,
+                    started.elapsed().as_secs_f64()
+                )
+            },
+            extra_files: None,
         },
     )
     .map_err(|e| format!("[{}] {e}", e.code()))?;
     let uncalibrated: usize =
-        report.observers.experts.values().map(|s| s.tokens.iter().filter(|&&n| n == 0).count()).sum();
+        report.calibration.observers.experts.values().map(|s| s.tokens.iter().filter(|&&n| n == 0).count()).sum();
     let summary = serde_json::json!({
         "wall_seconds": started.elapsed().as_secs_f64(),
         "seconds": report.seconds,
-        "tokens": report.tokens,
+        "tokens": report.calibration.tokens,
         "layers": report.layers,
         "quantized_tensors": report.quantized_tensors,
         "output_bytes": report.files.values().sum::<u64>(),

@@ -28,7 +28,7 @@ use common::forward::fixtures;
 use common::{assert_error, expect_err, pattern, temp_dir};
 use moe_quant_core::calib::run::{CalibrationRequest, SourceSpec};
 use moe_quant_core::checkpoint::OutputOp;
-use moe_quant_core::export::{quantize_checkpoint, ExportPlan};
+use moe_quant_core::export::{quantize_checkpoint, ExportPlan, RunControl};
 use moe_quant_core::model::ModelDescriptor;
 use moe_quant_core::{CheckpointWriter, Dtype, WriterOptions};
 use serde::{Deserialize, Serialize};
@@ -168,10 +168,12 @@ fn run_quantization(
         device: None,
         source: SourceSpec::Ids { ids },
     };
-    quantize_checkpoint(model, output, &descriptor, &plan, &request, &AtomicBool::new(false), &mut |event| {
-        progress(event.stage)
-    })
-    .map(|_| ())
+    let control = RunControl {
+        cancel: &AtomicBool::new(false),
+        progress: &mut |event| progress(event.stage),
+        extra_files: None,
+    };
+    quantize_checkpoint(model, output, &descriptor, &plan, &request, control).map(|_| ())
 }
 
 /// Not a test: the body of the child processes the tests start (does nothing when run as a test).

@@ -194,9 +194,35 @@ pub fn calibrate(
     })
 }
 
+/// A JS callback receiving the calibration summary (JSON) and returning files for the output as JSON text
+/// (`{ "name": "text" }`).
+type FilesCallback = ThreadsafeFunction<String, String, String, Status, false>;
+
+/// Asks the JS callback for the output's extra files and waits for its answer.
+fn extra_files(
+    callback: &FilesCallback,
+    summary: &moe_quant_core::export::CalibrationSummary,
+) -> moe_quant_core::Result<Vec<(String, Vec<u8>)>> {
+    let (answered, answer) = std::sync::mpsc::channel::<Result<String>>();
+    let status = callback.call_with_return_value(to_json(summary)?, ThreadsafeFunctionCallMode::Blocking, move |result, _| {
+        let _ = answered.send(result);
+        Ok(())
+    });
+    let unanswered = || CoreError::Internal("the callback making the output's extra files was not called".into());
+    if status != Status::Ok {
+        return Err(unanswered());
+    }
+    let text = answer.recv().map_err(|_| unanswered())?.map_err(|e| CoreError::Internal(e.to_string()))?;
+    let files: std::collections::BTreeMap<String, String> = parse_request(&text, "list of extra files")?;
+    Ok(files.into_iter().map(|(name, text)| (name, text.into_bytes())).collect())
+}
+
 /// Calibrates `dir`, quantizes it as `plan` (JSON) says and writes `output` atomically; resolves to the
-/// report as JSON text. `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`.
+/// report as JSON text. `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`;
+/// `on_files`, called before the output is published with the calibration summary (JSON), returns files to
+/// add to the output (`{ "name": "text" }` as JSON text).
 #[napi(ts_return_type = "Promise<string>")]
+#[allow(clippy::too_many_arguments)] // one per value the JS side passes
 pub fn quantize(
     dir: String,
     output: String,
@@ -205,6 +231,7 @@ pub fn quantize(
     calibration: String,
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
+    #[napi(ts_arg_type = "((summary: string) => string) | undefined | null")] on_files: Option<FilesCallback>,
 ) -> AsyncTask<JsonTask> {
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     let progress = on_progress.map(Arc::new);
@@ -212,14 +239,22 @@ pub fn quantize(
         let descriptor = parse_descriptor(&descriptor)?;
         let plan: moe_quant_core::export::ExportPlan = parse_request(&plan, "export plan")?;
         let calibration = parse_request(&calibration, "calibration request")?;
+        let mut files = |summary: &moe_quant_core::export::CalibrationSummary| match &on_files {
+            Some(callback) => extra_files(callback, summary),
+            None => Ok(Vec::new()),
+        };
+        let control = moe_quant_core::export::RunControl {
+            cancel: &cancel,
+            progress: &mut |event| emit(&progress, &event),
+            extra_files: Some(&mut files),
+        };
         let report = moe_quant_core::export::quantize_checkpoint(
             std::path::Path::new(&dir),
             std::path::Path::new(&output),
             &descriptor,
             &plan,
             &calibration,
-            &cancel,
-            &mut |event| emit(&progress, &event),
+            control,
         )?;
         to_json(&report)
     })

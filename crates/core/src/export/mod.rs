@@ -6,4 +6,4 @@ pub mod plan;
 pub mod run;
 
 pub use plan::ExportPlan;
-pub use run::{quantize_checkpoint, QuantizeProgress, QuantizeReport};
+pub use run::{quantize_checkpoint, CalibrationSummary, ExtraFiles, QuantizeProgress, QuantizeReport, RunControl};

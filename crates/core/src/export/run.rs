@@ -52,14 +52,36 @@ pub struct StageSeconds {
     pub total: f64,
 }
 
+/// What calibration recorded and on how much data, known before the output is published.
 #[derive(Debug, Clone, Serialize)]
-pub struct QuantizeReport {
-    pub layers: Vec<LayerError>,
+pub struct CalibrationSummary {
     pub observers: Observers,
     pub samples: usize,
     pub requested_samples: usize,
     pub seq_len: usize,
+    /// Calibration tokens per layer.
     pub tokens: usize,
+}
+
+/// Extra files for the output, made from the calibration summary: relative name → bytes.
+pub type ExtraFiles<'a> = dyn FnMut(&CalibrationSummary) -> Result<Vec<(String, Vec<u8>)>> + 'a;
+
+/// What the caller follows and controls while [`quantize_checkpoint`] runs.
+pub struct RunControl<'a> {
+    /// Checked between layers and a last time right before the output is published.
+    pub cancel: &'a AtomicBool,
+    pub progress: &'a mut dyn FnMut(QuantizeProgress),
+    /// Called once every layer is quantized, before the output is published: the files it returns (plain
+    /// names, none of the checkpoint's own) are written into the output with the checkpoint, and an error
+    /// stops the run with nothing published.
+    pub extra_files: Option<&'a mut ExtraFiles<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeReport {
+    pub layers: Vec<LayerError>,
+    #[serde(flatten)]
+    pub calibration: CalibrationSummary,
     pub quantized_tensors: usize,
     /// Output files and their sizes.
     pub files: BTreeMap<String, u64>,
@@ -419,6 +441,21 @@ fn accumulate_error(quantized: &QuantizedWeight, weight: &WeightInput, errors: &
     Ok(())
 }
 
+/// Checks a name [`RunControl::extra_files`] returned: a plain file name the checkpoint does not use.
+fn check_extra_name(name: &str, plan: &ExportPlan) -> Result<()> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let taken = plan.files.contains_key(name)
+        || plan.copy.iter().any(|f| f == name)
+        || name.ends_with(".safetensors")
+        || name == crate::checkpoint::INDEX_FILE;
+    if !plain || taken {
+        return Err(Error::Internal(format!("{name:?} cannot be added to the output (not a plain name, or taken)")));
+    }
+    Ok(())
+}
+
 /// Calibrates the checkpoint in `dir`, quantizes it as `plan` says and writes it to `target`.
 pub fn quantize_checkpoint(
     dir: &Path,
@@ -426,9 +463,9 @@ pub fn quantize_checkpoint(
     desc: &ModelDescriptor,
     plan: &ExportPlan,
     calibration: &CalibrationRequest,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(QuantizeProgress),
+    control: RunControl<'_>,
 ) -> Result<QuantizeReport> {
+    let RunControl { cancel, progress, extra_files } = control;
     let started = Instant::now();
     let mut seconds = StageSeconds::default();
     let checkpoint = Checkpoint::open(dir)?;
@@ -582,6 +619,19 @@ pub fn quantize_checkpoint(
     for name in &plan.copy {
         output.writer.copy_file(&dir.join(name), name)?;
     }
+    let summary = CalibrationSummary {
+        observers: stream.observers,
+        samples: set.sample_count(),
+        requested_samples: set.requested_samples,
+        seq_len: calibration.seq_len,
+        tokens: stream.tokens,
+    };
+    if let Some(extra_files) = extra_files {
+        for (name, bytes) in extra_files(&summary)? {
+            check_extra_name(&name, plan)?;
+            output.writer.write_file(&name, &bytes)?;
+        }
+    }
     // Everything was read: publish only if the input stayed the same throughout, and only if the run was not
     // cancelled meanwhile (the last chance: once published, the run has succeeded).
     checkpoint.check_unchanged()?;
@@ -589,18 +639,14 @@ pub fn quantize_checkpoint(
         return Err(Error::Cancelled);
     }
     let Output { writer, quantized_tensors, .. } = output;
-    let summary = writer.finish()?;
+    let written = writer.finish()?;
     seconds.write += clock.elapsed().as_secs_f64();
     seconds.total = started.elapsed().as_secs_f64();
     Ok(QuantizeReport {
         layers: layer_errors,
-        observers: stream.observers,
-        samples: set.sample_count(),
-        requested_samples: set.requested_samples,
-        seq_len: calibration.seq_len,
-        tokens: stream.tokens,
+        calibration: summary,
         quantized_tensors,
-        files: summary.files,
+        files: written.files,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         seconds,
     })
