@@ -16,6 +16,7 @@ import { findLayerPrefix } from './detect'
 import { MoeQuantError } from './errors'
 import { expertTensorNames, type InspectReport, reportFromListing } from './inspect'
 import { type HeaderListing, readListing, type TensorHeader } from './listing'
+import { refuseQuantizedSource } from './quantized'
 import { lookupArchitecture } from './registry'
 import type { ArchitectureEntry, ConfigScalar, ForwardDecl } from './registry/types'
 import type { MoeLayer } from './resolve'
@@ -726,6 +727,8 @@ export async function describeModel(dir: string): Promise<ModelDescriptor> {
     throw new MoeQuantError('E_OPTION_INVALID', `describeModel(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
   }
   const listing = await readListing(dir)
+  // A ModelOpt export is read dequantized (evaluateModel compares one with its original).
+  refuseQuantizedSource(listing, { modelOpt: false })
   const report = reportFromListing(listing)
   const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
   return buildDescriptor(report, config, listing)

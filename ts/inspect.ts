@@ -8,6 +8,7 @@ import { detectLayers, findLayerPrefix } from './detect'
 import { MoeQuantError } from './errors'
 import { type HeaderListing, readListing, type TensorHeader } from './listing'
 import { type KeepReason, planTensors } from './plan'
+import { unreadableQuantization } from './quantized'
 import { type MoeLayer, resolveModel } from './resolve'
 
 export interface InspectReport {
@@ -97,6 +98,10 @@ export function reportFromListing(listing: HeaderListing): InspectReport {
   }
   if (config.nested) notes.push(`text model nested under text_config (model_type ${config.outerModelType})`)
   const quantization = listing.quantization ?? null
+  const unreadable = quantization ? null : unreadableQuantization(listing)
+  if (unreadable) {
+    notes.push(`stored quantized (${unreadable.format}${unreadable.tensor ? `, e.g. ${unreadable.tensor}` : ''}): calibrating or quantizing it is not supported yet; start from the BF16 release`)
+  }
   if (quantization) {
     const producer = quantization.producer?.name ? ` by ${quantization.producer.name} ${quantization.producer.version ?? ''}`.trimEnd() : ''
     notes.push(`already quantized: ${quantization.algo}${producer} (${quantization.declaredIn}); shapes are the dequantized ones, ${listing.scales?.length ?? 0} scale tensors not counted`)

@@ -13,6 +13,7 @@ import { MoeQuantError } from './errors'
 import { planExport } from './export/plan'
 import { type InspectReport, reportFromListing } from './inspect'
 import { readListing } from './listing'
+import { refuseQuantizedSource } from './quantized'
 import { runTask } from './native'
 import type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult } from './quantize-types'
 
@@ -142,13 +143,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   validate(options)
   const started = Date.now()
   const listing = await readListing(options.model)
-  if (listing.quantization) {
-    throw new MoeQuantError(
-      'E_CHECKPOINT_ALREADY_QUANTIZED',
-      `${options.model} is already a quantized checkpoint (${listing.quantization.algo}, declared in ${listing.quantization.declaredIn}); quantize the original model instead`,
-      { file: options.model },
-    )
-  }
+  refuseQuantizedSource(listing, { modelOpt: true })
   const report = reportFromListing(listing)
   const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
   const descriptor = buildDescriptor(report, config, listing)

@@ -118,6 +118,55 @@ function weightFormat(tensor: TensorHeader, byName: Map<string, TensorHeader>): 
   return undefined
 }
 
+/**
+ * How a checkpoint is stored quantized in a form the weight loader cannot read yet, and the first tensor
+ * that shows it; null when its weights can be read (unquantized, or in ModelOpt's format). Recognised from
+ * the tensors (FP8 with 128×128 block scales `M.weight_scale_inv`, as DeepSeek-V3/R1 and the "-FP8" releases
+ * ship; MXFP4 `…_blocks` with `…_scales`, as GPT-OSS ships) and from config.json's `quantization_config`.
+ */
+export function unreadableQuantization(listing: HeaderListing): { format: string; tensor?: string } | null {
+  const names = new Set(listing.tensors.map((t) => t.name))
+  const blockScaled = listing.tensors.find((t) => t.name.endsWith('_scale_inv'))
+  if (blockScaled) return { format: 'FP8 with block scales (weight_scale_inv)', tensor: blockScaled.name }
+  const mxfp4 = listing.tensors.find((t) => t.name.endsWith('_blocks') && names.has(`${t.name.slice(0, -'_blocks'.length)}_scales`))
+  if (mxfp4) return { format: 'MXFP4 (_blocks with _scales)', tensor: mxfp4.name }
+  let config: unknown
+  try {
+    config = JSON.parse(listing.config)
+  } catch {
+    return null
+  }
+  const section = isObject(config) ? config.quantization_config : undefined
+  const method = isObject(section) ? section.quant_method : undefined
+  if (typeof method === 'string' && method !== 'modelopt') return { format: `quant_method "${method}" in config.json` }
+  return null
+}
+
+/**
+ * Refuses a checkpoint that quantizing or calibrating cannot start from: one already quantized in ModelOpt's
+ * format (when `modelOpt` is set: reading one dequantized is fine for evaluation), or one stored in a
+ * quantized form that cannot be read yet.
+ * @throws MoeQuantError `E_CHECKPOINT_ALREADY_QUANTIZED` naming the format and the tensor that shows it.
+ */
+export function refuseQuantizedSource(listing: HeaderListing, { modelOpt }: { modelOpt: boolean }): void {
+  if (modelOpt && listing.quantization) {
+    throw new MoeQuantError(
+      'E_CHECKPOINT_ALREADY_QUANTIZED',
+      `${listing.dir} is already a quantized checkpoint (${listing.quantization.algo}, declared in ${listing.quantization.declaredIn}); quantize the original model instead`,
+      { file: listing.dir },
+    )
+  }
+  const unreadable = listing.quantization ? null : unreadableQuantization(listing)
+  if (unreadable) {
+    throw new MoeQuantError(
+      'E_CHECKPOINT_ALREADY_QUANTIZED',
+      `${listing.dir} is stored quantized (${unreadable.format}${unreadable.tensor ? `, e.g. ${unreadable.tensor}` : ''}); ` +
+        'moe-quant cannot read pre-quantized weights of this kind yet: start from the BF16 (unquantized) release of the model',
+      { file: listing.dir, ...(unreadable.tensor ? { tensor: unreadable.tensor } : {}) },
+    )
+  }
+}
+
 /** The most a small JSON file of the model directory may hold (as the native core's limit for config.json). */
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
