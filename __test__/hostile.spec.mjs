@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { closeSync, mkdirSync, openSync, rmSync, symlinkSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { calibrateModel, inspectModel, isQuantizedCheckpoint } from '../dist/index.js'
+import { calibrateModel, inspectModel, isQuantizedCheckpoint, quantizeModel } from '../dist/index.js'
 import { FIXTURES, readJson, tempDir, writeJson, writeSafetensors, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 /** A small valid Qwen3-MoE checkpoint (2 layers, 4 experts) in a fresh directory. */
@@ -245,4 +245,29 @@ test.serial('calibration from a JSONL file with a 50 MB line', async (t) => {
   writeSync(fd, '"}\n')
   closeSync(fd)
   await rejects(t, calibrateModel({ model: dir, calibration: { data, samples: 512, seqLen: 2048 } }), 'E_CALIBRATION_INVALID', ['calib.jsonl', 'line 2', '16.0 MiB'])
+})
+
+test.serial('calibration data that is a FIFO is refused at once instead of being waited on', async (t) => {
+  const dir = calibrationModel()
+  const data = join(dir, '..', 'calib.jsonl')
+  execFileSync('mkfifo', [data])
+  const calibration = { data, samples: 2, seqLen: 4 }
+  await rejects(t, calibrateModel({ model: dir, calibration }), 'E_IO', ['calib.jsonl', 'a FIFO (named pipe), not a regular file'])
+  const output = join(tempDir(), 'out')
+  await rejects(t, quantizeModel({ model: dir, output, format: 'fp8', calibration }), 'E_IO', ['calib.jsonl', 'a FIFO'])
+})
+
+test.serial('a tokenizer.json that is a FIFO is named as such, not reported missing', async (t) => {
+  const dir = calibrationModel()
+  rmSync(join(dir, 'tokenizer.json'))
+  execFileSync('mkfifo', [join(dir, 'tokenizer.json')])
+  const data = join(dir, '..', 'calib.jsonl')
+  writeFileSync(data, '{"text":"hello world"}\n')
+  await rejects(t, calibrateModel({ model: dir, calibration: { data, samples: 2, seqLen: 4 } }), 'E_IO', ['tokenizer.json', 'a FIFO (named pipe)'])
+})
+
+test.serial('an index that is a link to /dev/zero is named as such, not "no weights"', async (t) => {
+  const dir = validModel()
+  symlinkSync('/dev/zero', join(dir, 'model.safetensors.index.json'))
+  await rejects(t, inspectModel(dir), 'E_IO', ['model.safetensors.index.json', 'a device (a link to /dev/zero), not a regular file'])
 })

@@ -217,8 +217,9 @@ export async function runQuantize(
   io: CommandIo = { stdout: process.stdout, stderr: process.stderr },
 ): Promise<QuantizeResult | null> {
   const data = options.calibration.data
-  if (data !== undefined && !(existsSync(data) && statSync(data).isFile())) {
-    throw new MoeQuantError('E_OPTION_INVALID', `--calib: no such file ${data}`, { file: data })
+  if (data !== undefined && !existsSync(data)) throw new MoeQuantError('E_OPTION_INVALID', `--calib: no such file ${data}`, { file: data })
+  if (data !== undefined && !statSync(data).isFile()) {
+    throw new MoeQuantError('E_OPTION_INVALID', `--calib: ${data} is not a regular file (a directory, FIFO or device)`, { file: data })
   }
   // Loaded on use, so that `inspect`, `--help` and the flag parser work without the quantizer (and its tests
   // can import this file alone).

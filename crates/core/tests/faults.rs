@@ -168,11 +168,8 @@ fn run_quantization(
         device: None,
         source: SourceSpec::Ids { ids },
     };
-    let control = RunControl {
-        cancel: &AtomicBool::new(false),
-        progress: &mut |event| progress(event.stage),
-        extra_files: None,
-    };
+    let control =
+        RunControl { cancel: &AtomicBool::new(false), progress: &mut |event| progress(event.stage), extra_files: None };
     quantize_checkpoint(model, output, &descriptor, &plan, &request, control).map(|_| ())
 }
 

@@ -52,7 +52,8 @@ fn a_forward_that_stops_being_finite_names_the_layer_and_the_first_activation() 
     assert_eq!(error.code(), "E_ACTIVATION_NON_FINITE", "{error}");
     let message = error.to_string();
     assert!(message.contains("decoder layer 0"), "{message}");
-    let projections = "model.layers.0.self_attn.q_proj, model.layers.0.self_attn.k_proj, model.layers.0.self_attn.v_proj";
+    let projections =
+        "model.layers.0.self_attn.q_proj, model.layers.0.self_attn.k_proj, model.layers.0.self_attn.v_proj";
     assert!(message.contains(&format!("the input of {projections}")), "{message}");
     // A rope theta of 0 makes the rotated queries and keys NaN: attention's output, o_proj's input.
     let error = forward_error(|d| d["rope"]["theta"] = 0.0.into());

@@ -12,6 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::{assert_error, expect_err, raw_safetensors, temp_dir, write_index, write_raw, write_valid, Tensor};
@@ -324,7 +325,23 @@ fn shard_that_is_a_fifo_or_a_directory_does_not_block() {
     assert!(std::process::Command::new("mkfifo").arg(dir.join("config.json")).status().unwrap().success());
     write_valid(&dir.join(SINGLE_FILE), &[Tensor::patterned("a", Dtype::F32, &[4], 1)]);
     let error = bounded(MIB, Duration::from_secs(20), || expect_err(inspect_headers(dir)));
-    assert_error(&error, "E_IO", &["config.json", "not a regular file"]);
+    assert_error(&error, "E_IO", &["config.json", "a FIFO (named pipe)", "not a regular file"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn an_index_or_weights_file_that_is_a_device_or_fifo_is_named_as_such_not_missing() {
+    use std::os::unix::fs::symlink;
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    // No weights file at all: "no weights found". An index that is a link to /dev/zero is not "no weights".
+    symlink("/dev/zero", dir.join(INDEX_FILE)).unwrap();
+    let error = bounded(MIB, Duration::from_secs(20), || open_err(dir));
+    assert_error(&error, "E_IO", &[INDEX_FILE, "a device (a link to /dev/zero)", "not a regular file"]);
+    std::fs::remove_file(dir.join(INDEX_FILE)).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(dir.join(SINGLE_FILE)).status().unwrap().success());
+    let error = bounded(MIB, Duration::from_secs(20), || open_err(dir));
+    assert_error(&error, "E_IO", &[SINGLE_FILE, "a FIFO (named pipe)"]);
 }
 
 #[test]
@@ -422,7 +439,7 @@ fn tokenizer_that_does_not_parse() {
         std::fs::write(dir.join("tokenizer.json"), tokenizer).unwrap();
         let source = CalibrationSource::Jsonl(text.clone());
         let error = bounded(MIB, Duration::from_secs(20), || {
-            expect_err(load_calibration(dir, &source, &calibration_options(), 256))
+            expect_err(load_calibration(dir, &source, &calibration_options(), 256, &AtomicBool::new(false)))
         });
         assert_error(&error, "E_TOKENIZER_INVALID", &["tokenizer.json"]);
     }
@@ -462,6 +479,7 @@ fn calibration_jsonl_with_a_50_mb_line() {
             &source,
             &CalibrationOptions { samples: 512, seq_len: 2048, batch_size: 8 },
             151_936,
+            &AtomicBool::new(false),
         ))
     });
     assert_error(&error, "E_CALIBRATION_INVALID", &["calib.jsonl", "line 3", "16.0 MiB"]);
@@ -485,6 +503,7 @@ fn calibration_text_with_a_50_mb_paragraph() {
             &source,
             &CalibrationOptions { samples: 512, seq_len: 2048, batch_size: 8 },
             151_936,
+            &AtomicBool::new(false),
         ))
     });
     assert_error(&error, "E_CALIBRATION_INVALID", &["calib.txt", "paragraph", "16.0 MiB"]);
@@ -498,6 +517,6 @@ fn calibration_document_just_under_the_limit_is_read() {
     // 1 MiB of words: well under the limit; it tokenizes to enough windows.
     write_long_line(&jsonl, 0, MIB);
     let source = CalibrationSource::Jsonl(jsonl);
-    let set = load_calibration(&dir, &source, &calibration_options(), 151_936).unwrap();
+    let set = load_calibration(&dir, &source, &calibration_options(), 151_936, &AtomicBool::new(false)).unwrap();
     assert_eq!(set.sample_count(), 4);
 }

@@ -204,10 +204,11 @@ fn extra_files(
     summary: &moe_quant_core::export::CalibrationSummary,
 ) -> moe_quant_core::Result<Vec<(String, Vec<u8>)>> {
     let (answered, answer) = std::sync::mpsc::channel::<Result<String>>();
-    let status = callback.call_with_return_value(to_json(summary)?, ThreadsafeFunctionCallMode::Blocking, move |result, _| {
-        let _ = answered.send(result);
-        Ok(())
-    });
+    let status =
+        callback.call_with_return_value(to_json(summary)?, ThreadsafeFunctionCallMode::Blocking, move |result, _| {
+            let _ = answered.send(result);
+            Ok(())
+        });
     let unanswered = || CoreError::Internal("the callback making the output's extra files was not called".into());
     if status != Status::Ok {
         return Err(unanswered());

@@ -28,11 +28,14 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, IoContext, Result};
-use crate::limits::{describe_size, read_small_text, MAX_CONFIG_BYTES, MAX_DOCUMENT_BYTES, MAX_TOKENIZER_BYTES};
+use crate::limits::{
+    describe_size, open_regular, read_small_text, MAX_CONFIG_BYTES, MAX_DOCUMENT_BYTES, MAX_TOKENIZER_BYTES,
+};
 
 /// Where calibration text (or ids) come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +113,7 @@ pub fn load_calibration(
     source: &CalibrationSource,
     options: &CalibrationOptions,
     vocab_size: usize,
+    cancel: &AtomicBool,
 ) -> Result<CalibrationSet> {
     let token_budget = check_options(options, vocab_size)?;
     let (input, windows) = match source {
@@ -119,7 +123,7 @@ pub fn load_calibration(
                 CalibrationSource::Jsonl(_) => Format::Jsonl,
                 _ => Format::Text,
             };
-            (path.display().to_string(), text_windows(model_dir, path, format, options, token_budget)?)
+            (path.display().to_string(), text_windows(model_dir, path, format, options, token_budget, cancel)?)
         }
     };
     check_ids(&windows, options.seq_len, vocab_size, &input)?;
@@ -170,9 +174,11 @@ fn text_windows(
     format: Format,
     options: &CalibrationOptions,
     token_budget: usize,
+    cancel: &AtomicBool,
 ) -> Result<Vec<u32>> {
     let tokenizer_path = model_dir.join("tokenizer.json");
-    if !tokenizer_path.is_file() {
+    // Missing only when nothing is there: a FIFO or a directory is refused as such when it is read.
+    if !tokenizer_path.exists() {
         return Err(Error::TokenizerMissing { dir: model_dir.to_path_buf() });
     }
     let invalid = |message: String| Error::TokenizerInvalid { path: tokenizer_path.clone(), message };
@@ -186,6 +192,9 @@ fn text_windows(
     let mut documents = Documents::open(path, format)?;
     let mut stream: Vec<u32> = Vec::new();
     'read: loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
         let mut chunk = Vec::with_capacity(DOCUMENTS_PER_CHUNK);
         while chunk.len() < DOCUMENTS_PER_CHUNK {
             match documents.next_document()? {
@@ -315,7 +324,7 @@ struct Documents {
 
 impl Documents {
     fn open(path: &Path, format: Format) -> Result<Self> {
-        let file = File::open(path).with_path(path)?;
+        let file = open_regular(path)?;
         Ok(Documents { reader: BufReader::new(file), path: path.to_path_buf(), format, line: 0, buffer: Vec::new() })
     }
 

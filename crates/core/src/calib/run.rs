@@ -58,7 +58,12 @@ pub struct CalibrationReport {
 }
 
 /// Loads the calibration sequences a request names (tokenizing text with the model's tokenizer).
-pub fn load_request(dir: &Path, request: &CalibrationRequest, vocab_size: usize) -> Result<CalibrationSet> {
+pub fn load_request(
+    dir: &Path,
+    request: &CalibrationRequest,
+    vocab_size: usize,
+    cancel: &AtomicBool,
+) -> Result<CalibrationSet> {
     let source = match &request.source {
         SourceSpec::Jsonl { path } => CalibrationSource::Jsonl(path.clone()),
         SourceSpec::Text { path } => CalibrationSource::Text(path.clone()),
@@ -66,7 +71,7 @@ pub fn load_request(dir: &Path, request: &CalibrationRequest, vocab_size: usize)
     };
     let options =
         CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
-    load_calibration(dir, &source, &options, vocab_size)
+    load_calibration(dir, &source, &options, vocab_size, cancel)
 }
 
 /// Runs the calibration forward of the checkpoint in `dir` described by `desc`.
@@ -77,7 +82,7 @@ pub fn calibrate(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(ForwardProgress),
 ) -> Result<CalibrationReport> {
-    let set = load_request(dir, request, desc.vocab_size)?;
+    let set = load_request(dir, request, desc.vocab_size, cancel)?;
     let checkpoint = Checkpoint::open(dir)?;
     let forward_options = ForwardOptions {
         logits: false,

@@ -4,7 +4,6 @@
 //! tensors are then read with positioned reads (see [`source`](super::source)), a layer ahead when asked.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use super::header::{header_prefix_len, parse_safetensors_prefix, too_short};
 use super::source::{ReadAhead, ShardSource, SharedBytes, Wanted};
 use super::{Dtype, TensorView, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
-use crate::limits::{not_a_regular_file, read_small_text, MAX_INDEX_BYTES};
+use crate::limits::{open_regular, read_small_text, MAX_INDEX_BYTES};
 
 /// Where one tensor lives and what it holds.
 #[derive(Debug, Clone)]
@@ -109,9 +108,11 @@ impl Checkpoint {
         }
         let index_path = dir.join(INDEX_FILE);
         let single_path = dir.join(SINGLE_FILE);
-        if index_path.is_file() {
+        // `exists` (links followed), not `is_file`: an index or a weights file that is a FIFO or a device is
+        // refused as such, not taken for missing.
+        if index_path.exists() {
             Self::open_sharded(dir, &index_path)
-        } else if single_path.is_file() {
+        } else if single_path.exists() {
             let mut checkpoint = Self::empty(dir.clone());
             let mut sources = Vec::new();
             let file = open_shard(&dir, SINGLE_FILE)?;
@@ -348,11 +349,8 @@ fn open_shard(dir: &Path, name: &str) -> Result<ParsedShard> {
             message: format!("resolves to {}, outside the model directory", canonical.display()),
         });
     }
-    // Checked before opening: opening a FIFO would block forever, and a directory cannot be mapped.
-    if !std::fs::metadata(&canonical).with_path(&path)?.is_file() {
-        return Err(not_a_regular_file(&path));
-    }
-    let handle = File::open(&path).with_path(&path)?;
+    // A FIFO, device or directory is refused without blocking on it.
+    let handle = open_regular(&path)?;
     let source = ShardSource::new(path.clone(), handle)?;
     let size = source.size();
     if size < 8 {

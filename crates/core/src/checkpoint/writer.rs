@@ -31,7 +31,7 @@ use safetensors::tensor::Metadata;
 use super::source::read_exact_at;
 use super::{Dtype, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
-use crate::limits::MAX_HEADER_BYTES;
+use crate::limits::{open_regular, MAX_HEADER_BYTES};
 
 /// Marker in the names of temporary output directories (`.<target>.moe-quant-tmp-<pid>.<n>`).
 const TMP_MARKER: &str = ".moe-quant-tmp-";
@@ -452,7 +452,7 @@ impl CheckpointWriter {
     }
 
     fn copy_file_inner(&mut self, source: &Path, relative: &str) -> Result<()> {
-        let mut input = File::open(source).with_path(source)?;
+        let mut input = open_regular(source)?;
         let path = self.tmp.join(relative);
         self.create_parent(&path)?;
         let mut read_error = None;
@@ -878,9 +878,8 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput);
     let (a, b) = (c(a)?, c(b)?);
     // SAFETY: both paths are NUL-terminated strings that outlive the call; the call reads nothing else.
-    let status = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
-    };
+    let status =
+        unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
     if status == 0 {
         Ok(())
     } else {

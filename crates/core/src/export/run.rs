@@ -476,7 +476,7 @@ pub fn quantize_checkpoint(
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
     let format = formats::format_for_device(&plan.format, compute.device.is_cuda())
         .ok_or_else(|| Error::Internal(format!("unknown quantization format {:?}", plan.format)))?;
-    let set = load_request(dir, calibration, desc.vocab_size)?;
+    let set = load_request(dir, calibration, desc.vocab_size, cancel)?;
     let writer_options = WriterOptions {
         max_shard_bytes: plan.max_shard_bytes,
         overwrite: plan.overwrite,

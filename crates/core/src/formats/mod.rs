@@ -73,7 +73,11 @@ impl<'a> WeightInput<'a> {
             )));
         }
         if let Some(index) = first_non_finite(self.values) {
-            return Err(Error::NonFinite { tensor: self.name.to_string(), index, context: ", which cannot be quantized".into() });
+            return Err(Error::NonFinite {
+                tensor: self.name.to_string(),
+                index,
+                context: ", which cannot be quantized".into(),
+            });
         }
         Ok(())
     }

@@ -153,7 +153,11 @@ impl ComparisonStats {
                 )));
             }
             if let Some(index) = logits.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite { tensor: format!("the {side} model's logits"), index, context: String::new() });
+                return Err(Error::NonFinite {
+                    tensor: format!("the {side} model's logits"),
+                    index,
+                    context: String::new(),
+                });
             }
         }
         let rows = original.chunks_exact(vocab).zip(quantized.chunks_exact(vocab));
@@ -221,7 +225,7 @@ pub fn compare_models(
     };
     let options =
         CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
-    let set = load_calibration(original_dir, &source, &options, vocab)?;
+    let set = load_calibration(original_dir, &source, &options, vocab, cancel)?;
     let checkpoints = [Checkpoint::open(original_dir)?, Checkpoint::open(quantized_dir)?];
     let forward_options = ForwardOptions { logits: true, all_experts_stats: false, device: None };
     let batches = set.batches.len();
