@@ -210,25 +210,27 @@ real(`CLI: the summary table, then --overwrite and --no-coverage${skipNote}`, (t
   t.is(cli(...args, '--overwrite').status, 0)
 })
 
-real(`CLI: Ctrl-C cancels, exits 130 with one line and leaves nothing behind${skipNote}`, async (t) => {
-  const dir = tempDir()
-  const out = join(dir, 'out')
-  // Enough calibration work that layer 1 is still running when the first layer's progress line arrives.
-  const child = spawn(process.execPath, [MAIN, 'quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'fp8', '--out', out, '--samples', '40', '--seq-len', '256'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stderr = ''
-  let stdout = ''
-  child.stdout.on('data', (chunk) => (stdout += chunk))
-  const code = await new Promise((resolve) => {
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk
-      if (stderr.includes('calibrate: started') && !child.killed) child.kill('SIGINT')
+for (const [signal, status, said] of [['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)']]) {
+  real(`CLI: ${signal} cancels, exits ${status} with one line and leaves nothing behind${skipNote}`, async (t) => {
+    const dir = tempDir()
+    const out = join(dir, 'out')
+    // Enough calibration work that layer 1 is still running when the first layer's progress line arrives.
+    const child = spawn(process.execPath, [MAIN, 'quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'fp8', '--out', out, '--samples', '40', '--seq-len', '256'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
     })
-    child.on('close', resolve)
+    let stderr = ''
+    let stdout = ''
+    child.stdout.on('data', (chunk) => (stdout += chunk))
+    const code = await new Promise((resolve) => {
+      child.stderr.on('data', (chunk) => {
+        stderr += chunk
+        if (stderr.includes('calibrate: started') && !child.killed) child.kill(signal)
+      })
+      child.on('close', resolve)
+    })
+    t.is(code, status, stderr)
+    t.is(stdout, '')
+    t.regex(stderr, new RegExp(`\\nmoe-quant: ${said}, stopping at the next layer boundary .*… cancelled; nothing was written to .*\\n$`))
+    t.deepEqual(readdirSync(dir), [])
   })
-  t.is(code, 130, stderr)
-  t.is(stdout, '')
-  t.regex(stderr, /\nmoe-quant: interrupted, stopping at the next layer boundary .*… cancelled; nothing was written to .*\n$/)
-  t.deepEqual(readdirSync(dir), [])
-})
+}

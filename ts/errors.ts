@@ -36,6 +36,8 @@ export const NATIVE_ERROR_CODES = [
   'E_OUTPUT_WRITE',
   /** The calibration forward produced a NaN or an infinity (the message names the layer and the activation). */
   'E_ACTIVATION_NON_FINITE',
+  /** A large buffer could not be allocated: the machine's memory or the process's address-space limit is exhausted. */
+  'E_OUT_OF_MEMORY',
 ] as const
 
 /** Codes produced by the TypeScript layer (architecture and layout detection, options, loading). */

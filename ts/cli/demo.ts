@@ -26,7 +26,7 @@ async function demo(): Promise<number> {
     calibration: { data: BUNDLED_CALIBRATION, samples: 32, seqLen: 64 },
     overwrite: true,
   })
-  if (result === null) return 130
+  if (typeof result === 'number') return result
   process.stdout.write(`${renderSummary(result)}\n`)
   for (const warning of result.warnings) process.stderr.write(`warning: ${warning}\n`)
 

@@ -1,6 +1,7 @@
 /**
  * `moe-quant quantize DIR --format fp8|nvfp4 --out OUT [...]`: flag parsing (exported for tests), progress on
- * stderr, a summary table (or `--json`) on stdout, and Ctrl-C that cancels cleanly with exit code 130.
+ * stderr, a summary table (or `--json`) on stdout, and Ctrl-C (SIGINT) or SIGTERM that cancel cleanly with exit
+ * code 130 or 143.
  */
 import { existsSync, statSync } from 'node:fs'
 import * as path from 'node:path'
@@ -8,6 +9,7 @@ import * as path from 'node:path'
 import { MoeQuantError } from '../errors'
 import type { QuantFormatName, QuantizeOptions, QuantizeResult } from '../quantize-types'
 import { bytes, table } from './format'
+import { EXIT_CODES, interruptible } from './interrupt'
 import { createProgress } from './progress'
 
 /** The calibration text shipped with the package (`examples/calibration.jsonl`), used when `--calib` is absent. */
@@ -209,13 +211,13 @@ export interface CommandIo {
 }
 
 /**
- * Runs quantizeModel() with progress on stderr and Ctrl-C wired to its `signal`. Resolves to the result, or
- * to `null` when the run was interrupted (the message is already printed; exit with 130).
+ * Runs quantizeModel() with progress on stderr and Ctrl-C / SIGTERM wired to its `signal`. Resolves to the
+ * result, or to the exit status when the run was stopped by a signal (the message is already printed).
  */
 export async function runQuantize(
   options: QuantizeCommandArgs['options'],
   io: CommandIo = { stdout: process.stdout, stderr: process.stderr },
-): Promise<QuantizeResult | null> {
+): Promise<QuantizeResult | number> {
   const data = options.calibration.data
   if (data !== undefined && !existsSync(data)) throw new MoeQuantError('E_OPTION_INVALID', `--calib: no such file ${data}`, { file: data })
   if (data !== undefined && !statSync(data).isFile()) {
@@ -224,41 +226,27 @@ export async function runQuantize(
   // Loaded on use, so that `inspect`, `--help` and the flag parser work without the quantizer (and its tests
   // can import this file alone).
   const { quantizeModel } = require('../quantize') as typeof import('../quantize')
-  const controller = new AbortController()
   const progress = createProgress(io.stderr)
-  let interrupts = 0
   // The interruption notice and its outcome share one line: "interrupted, stopping … cancelled; …".
-  const onSigint = (): void => {
-    interrupts++
-    if (interrupts === 1) {
+  const outcome = await interruptible(
+    (signal) => quantizeModel({ ...options, onProgress: (event) => progress.update(event), signal }),
+    (signal) => {
       progress.stop()
-      io.stderr.write(`${io.stderr.isTTY ? '\r\x1b[2K' : ''}moe-quant: interrupted, stopping at the next layer boundary (Ctrl-C again to quit now)… `)
-      controller.abort()
-    } else {
-      io.stderr.write('quitting; a partial output may remain beside OUT\n')
-      process.exit(130)
-    }
+      const what = signal === 'SIGINT' ? 'interrupted' : 'terminated (SIGTERM)'
+      io.stderr.write(`${io.stderr.isTTY ? '\r\x1b[2K' : ''}moe-quant: ${what}, stopping at the next layer boundary (Ctrl-C again to quit now)… `)
+    },
+    () => io.stderr.write('quitting; a partial output may remain beside OUT (the next run for OUT removes it)\n'),
+    (error) => error instanceof MoeQuantError && error.code === 'E_CANCELLED',
+  ).finally(() => progress.stop())
+  if ('stoppedBy' in outcome) {
+    io.stderr.write(`cancelled; nothing was written to ${options.output}\n`)
+    return EXIT_CODES[outcome.stoppedBy]
   }
-  process.on('SIGINT', onSigint)
-  try {
-    const result = await quantizeModel({ ...options, onProgress: (event) => progress.update(event), signal: controller.signal })
-    progress.stop()
-    if (interrupts > 0) io.stderr.write('too late, the run had already finished\n')
-    return result
-  } catch (error) {
-    progress.stop()
-    if (controller.signal.aborted && error instanceof MoeQuantError && error.code === 'E_CANCELLED') {
-      io.stderr.write(`cancelled; nothing was written to ${options.output}\n`)
-      return null
-    }
-    if (interrupts > 0) io.stderr.write('\n')
-    throw error
-  } finally {
-    process.removeListener('SIGINT', onSigint)
-  }
+  if (outcome.lateSignal) io.stderr.write('too late, the run had already finished\n')
+  return outcome.value
 }
 
-/** `moe-quant quantize …`: returns the process exit code (0, or 130 when interrupted). */
+/** `moe-quant quantize …`: returns the process exit code (0, or 130/143 when stopped by SIGINT/SIGTERM). */
 export async function quantizeCommand(argv: readonly string[], io: CommandIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const args = parseQuantizeArgs(argv)
   if (args.help) {
@@ -266,7 +254,7 @@ export async function quantizeCommand(argv: readonly string[], io: CommandIo = {
     return 0
   }
   const result = await runQuantize(args.options, io)
-  if (result === null) return 130
+  if (typeof result === 'number') return result
   if (args.json) {
     io.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
     return 0

@@ -56,6 +56,9 @@ pub enum Error {
 
     /// The calibration forward produced a NaN or an infinity: `location` is the decoder layer (or the
     /// embedding), `tensor` the first activation found not finite, `detail` how it was found.
+    #[error("out of memory: {bytes} bytes for {what} could not be allocated (the machine's memory, or the process's address-space limit, is exhausted)")]
+    OutOfMemory { what: String, bytes: u64 },
+
     #[error("calibration stopped at {location}: {tensor} is NaN or infinite ({detail}); check this layer's weights and config.json (rope_theta, rms_norm_eps, the scaling factors)")]
     ActivationNonFinite { location: String, tensor: String, detail: String },
 
@@ -128,6 +131,7 @@ impl Error {
         "E_INPUT_CHANGED",
         "E_OUTPUT_WRITE",
         "E_ACTIVATION_NON_FINITE",
+        "E_OUT_OF_MEMORY",
     ];
 
     /// The stable code of this error.
@@ -159,6 +163,7 @@ impl Error {
             Error::InputChanged { .. } => "E_INPUT_CHANGED",
             Error::OutputWrite { .. } => "E_OUTPUT_WRITE",
             Error::ActivationNonFinite { .. } => "E_ACTIVATION_NON_FINITE",
+            Error::OutOfMemory { .. } => "E_OUT_OF_MEMORY",
         }
     }
 }

@@ -133,6 +133,8 @@ struct ChildTask {
     hold: bool,
     /// At the first `quantize` progress event: remount this directory read-only.
     remount_read_only: Option<PathBuf>,
+    /// RLIMIT_AS to set before running, as bytes above the address space the process already uses.
+    address_space_headroom: Option<u64>,
 }
 
 /// How a quantization ended, as a child process reports it on a `RESULT` line.
@@ -182,6 +184,15 @@ fn child_process_entry_point() {
         let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
         // SAFETY: setrlimit reads the struct it is given.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) }, 0);
+    }
+    if let Some(headroom) = task.address_space_headroom {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+        let used = line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024;
+        let limit = used + headroom;
+        let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+        // SAFETY: setrlimit reads the struct it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
     }
     let mut held = false;
     let result = run_quantization(&task.model, &task.output, task.max_shard_bytes, &mut |stage| {
@@ -250,6 +261,50 @@ fn a_file_size_limit_fails_the_export_with_e_output_write_and_leaves_nothing() {
     assert!(result.message.contains("/shard-0: cannot write"), "{}", result.message);
     assert_eq!(listing(&parent), Vec::<String>::new(), "no output and no temporary directory");
     assert_eq!(snapshot(&model), before, "the input is untouched");
+}
+
+// ---- memory exhausted (a real quantization in a child process) ------------------------------------------
+
+#[test]
+fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_leaves_nothing() {
+    let tmp = temp_dir();
+    let model = copy_fixture(&tmp.path().join("input"));
+    // A 4 GiB tensor (a sparse file) beside the model, kept as it is by the export: reading it cannot fit
+    // under a limit of 1 GiB above what the process uses.
+    let big = 4u64 << 30;
+    let header = format!(r#"{{"model.extra.weight":{{"dtype":"U8","shape":[{big}],"data_offsets":[0,{big}]}}}}"#);
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    let file = std::fs::File::create(model.join("extra.safetensors")).unwrap();
+    std::io::Write::write_all(&mut &file, &bytes).unwrap();
+    file.set_len(bytes.len() as u64 + big).unwrap();
+    let tensors: Vec<String> =
+        moe_quant_core::Checkpoint::open(&model).unwrap().tensors().iter().map(|t| t.name.clone()).collect();
+    let mut map: Vec<(&str, &str)> = tensors.iter().map(|t| (t.as_str(), "model.safetensors")).collect();
+    map.push(("model.extra.weight", "extra.safetensors"));
+    common::write_index(&model, &map);
+    let parent = tmp.path().join("output");
+    std::fs::create_dir(&parent).unwrap();
+    let task = ChildTask {
+        model: model.clone(),
+        output: parent.join("out"),
+        max_shard_bytes: 5_000_000_000,
+        address_space_headroom: Some(1 << 30),
+        ..ChildTask::default()
+    };
+    // Few malloc arenas: each one reserves address space of its own.
+    let output = child_command(&task).env("MALLOC_ARENA_MAX", "2").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Without fallible allocation, the child would abort (SIGABRT) here.
+    assert!(output.status.success(), "{:?}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let [result] = &results(&stdout)[..] else { panic!("no single RESULT line in {stdout}") };
+    assert_eq!(result.code.as_deref(), Some("E_OUT_OF_MEMORY"), "{}", result.message);
+    assert!(
+        result.message.contains("extra.safetensors") && result.message.contains(&big.to_string()),
+        "{}",
+        result.message
+    );
+    assert_eq!(listing(&parent), Vec::<String>::new(), "no output and no temporary directory");
 }
 
 // ---- kill -9 mid-export (a real quantization in a child process) ----------------------------------------

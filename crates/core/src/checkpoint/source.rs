@@ -74,7 +74,7 @@ impl ShardSource {
         let len = usize::try_from(range.end - range.start).map_err(|_| {
             Error::Internal(format!("{}: a read of {range:?} does not fit memory", self.path.display()))
         })?;
-        let mut buf = vec![0u8; len];
+        let mut buf = crate::memory::try_zeroed(len, || format!("reading {} bytes of {}", len, self.path.display()))?;
         if len <= PIECE {
             self.read_at(range.start, &mut buf)?;
             return Ok(buf);

@@ -47,7 +47,7 @@ impl QuantFormat for Fp8 {
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
         let scale = sanitize_weight_amax(weight, amax, E4M3_MAX)? / E4M3_MAX;
-        let mut data = vec![0u8; weight.values.len()];
+        let mut data = crate::memory::try_zeroed(weight.values.len(), || format!("the FP8 codes of {}", weight.name))?;
         let divisor = |round: fn(f32) -> f32| if self.torch_cuda { round(scale) } else { scale };
         match weight.source_dtype {
             Dtype::BF16 => encode(weight.values, divisor(round_to_bf16), &mut data, round_to_bf16),

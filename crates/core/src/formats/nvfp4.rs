@@ -58,8 +58,11 @@ impl QuantFormat for Nvfp4 {
             });
         }
         let scale_2 = sanitize_weight_amax(weight, amax, E2M1_MAX)? / (E2M1_MAX * E4M3_MAX);
-        let mut scales = vec![0u8; weight.values.len() / NVFP4_BLOCK];
-        let mut packed = vec![0u8; weight.values.len() / 2];
+        let mut scales = crate::memory::try_zeroed(weight.values.len() / NVFP4_BLOCK, || {
+            format!("the NVFP4 scales of {}", weight.name)
+        })?;
+        let mut packed =
+            crate::memory::try_zeroed(weight.values.len() / 2, || format!("the NVFP4 codes of {}", weight.name))?;
         quantize_blocks(weight.values, scale_2, &mut scales, &mut packed);
         Ok(QuantizedWeight {
             tensors: vec![
