@@ -8,18 +8,22 @@ import * as path from 'node:path'
 import { checkReportPath, type CoverageInput, writeCoverageReport } from './coverage'
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
-import { flattenIds } from './forward'
+import { checkIdRows, type IdRow } from './ids'
 import { runTask } from './native'
 
 /** Where the calibration tokens come from and how many. */
 export interface CalibrationOptions {
   /** A `.jsonl` file of `{"text": …}` lines, or a plain text file (documents separated by blank lines). */
   data?: string
-  /** Pre-tokenized sequences instead of `data`; each must hold at least `seqLen` ids. */
-  ids?: number[][]
-  /** Sequences to use (fewer when the data runs out). Default 512. */
+  /**
+   * Pre-tokenized rows instead of `data` (arrays or typed arrays of numbers or bigints, rows of any
+   * lengths): each row is cut into consecutive windows of `seqLen` ids (its tail dropped), and the first
+   * `samples` windows are used. A row shorter than `seqLen` is an error.
+   */
+  ids?: readonly IdRow[]
+  /** Sequences to use (fewer when the data runs out). Default 512; with `ids`, every window they give. */
   samples?: number
-  /** Tokens per sequence. Default 512. */
+  /** Tokens per sequence. Default 512; with `ids`, the length of the shortest row. */
   seqLen?: number
   /** Sequences per forward batch, or `'auto'` (about 8192 tokens per batch). Default `'auto'`. */
   batchSize?: number | 'auto'
@@ -127,15 +131,18 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
   if (typeof options !== 'object' || options === null) {
     throw new MoeQuantError('E_OPTION_INVALID', 'calibration: expected an object with data or ids')
   }
-  const samples = positiveInteger(options.samples, 'calibration.samples', 512)
-  const seqLen = positiveInteger(options.seqLen, 'calibration.seqLen', 512)
+  if ((options.data === undefined) === (options.ids === undefined)) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'calibration: give exactly one of data (a .jsonl or text file) or ids')
+  }
+  // Pre-tokenized rows set the defaults by their own shape: the shortest row's length, and every window.
+  const rows = options.ids === undefined ? undefined : checkIdRows(options.ids, descriptor.vocab_size, 'calibration.ids')
+  const seqLen = positiveInteger(options.seqLen, 'calibration.seqLen', rows ? Math.min(...rows.map((r) => r.length)) : 512)
+  const windows = rows?.reduce((n, row) => n + Math.floor(row.length / seqLen), 0)
+  const samples = positiveInteger(options.samples, 'calibration.samples', windows || 512)
   const batchSize =
     options.batchSize === undefined || options.batchSize === 'auto'
       ? Math.max(1, Math.min(samples, Math.floor(TOKENS_PER_AUTO_BATCH / seqLen)))
       : positiveInteger(options.batchSize, 'calibration.batchSize', 1)
-  if ((options.data === undefined) === (options.ids === undefined)) {
-    throw new MoeQuantError('E_OPTION_INVALID', 'calibration: give exactly one of data (a .jsonl or text file) or ids')
-  }
   let source: CalibrationRequest['source']
   if (options.data !== undefined) {
     if (typeof options.data !== 'string' || options.data.length === 0) {
@@ -144,9 +151,7 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
     const file = path.resolve(options.data)
     source = { kind: file.toLowerCase().endsWith('.jsonl') ? 'jsonl' : 'text', path: file }
   } else {
-    const rows = options.ids as number[][]
-    flattenIds(rows, descriptor.vocab_size, 'calibration.ids')
-    source = { kind: 'ids', ids: rows }
+    source = { kind: 'ids', ids: rows as number[][] }
   }
   return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, device }
 }

@@ -10,7 +10,7 @@ import * as path from 'node:path'
 
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
-import { flattenIds } from './forward'
+import { flattenIds, type IdRow } from './ids'
 import { runTask } from './native'
 import { readQuantization } from './quantized'
 
@@ -19,8 +19,8 @@ export interface EvaluateOptions {
   /** A `.jsonl` file of `{"text": …}` lines, or a plain text file (documents separated by blank lines),
    * tokenized with the original model's tokenizer exactly as calibration data is. */
   data?: string
-  /** Pre-tokenized sequences of equal length instead (no tokenizer needed). */
-  ids?: number[][]
+  /** Pre-tokenized sequences of equal length instead (no tokenizer needed): arrays or typed arrays. */
+  ids?: readonly IdRow[]
   /** Sequences to use. Default 8 (with `ids`: all of them). */
   samples?: number
   /** Tokens per sequence. Default 128 (with `ids`: their length). */
@@ -144,14 +144,14 @@ export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
   }
   const batchSize = options.batchSize === undefined || options.batchSize === 'auto' ? 'auto' : positiveInteger(options.batchSize, 'batchSize', 1)
   if (options.ids !== undefined) {
-    const { rows, seqLen } = flattenIds(options.ids, Number.POSITIVE_INFINITY, 'ids')
+    const { flat, rows, seqLen } = flattenIds(options.ids, Number.POSITIVE_INFINITY, 'ids')
     if (options.seed !== undefined) throw invalid('seed: only used for random ids, not with ids')
     return {
       samples: positiveInteger(options.samples, 'samples', rows),
       seqLen: positiveInteger(options.seqLen, 'seqLen', seqLen),
       batchSize,
       data: { source: 'ids' },
-      ids: options.ids,
+      ids: Array.from({ length: rows }, (_, r) => flat.slice(r * seqLen, (r + 1) * seqLen)),
     }
   }
   const samples = positiveInteger(options.samples, 'samples', DEFAULT_SAMPLES)

@@ -281,7 +281,7 @@ fn reading_stops_once_enough_tokens_are_collected() {
 }
 
 #[test]
-fn ids_are_truncated_to_seq_len_and_need_no_tokenizer() {
+fn id_rows_give_one_window_each_when_shorter_than_two_and_need_no_tokenizer() {
     let tmp = temp_dir();
     let no_model = tmp.path().join("absent");
     let sequences = vec![vec![1, 2, 3, 4, 5], vec![6, 7, 8], vec![9, 10, 11, 12], vec![255, 254, 253]];
@@ -381,11 +381,25 @@ fn empty_or_short_files_are_calibration_empty() {
 }
 
 #[test]
+fn long_id_rows_are_cut_into_windows_until_samples() {
+    let tmp = temp_dir();
+    let source = CalibrationSource::Ids(vec![(0..10).collect(), vec![20, 21, 22, 23, 24], (30..42).collect()]);
+    let load = |samples| load_calibration(tmp.path(), &source, &options(samples, 4, 8), VOCAB, &AtomicBool::new(false));
+    // Rows of 10, 5 and 12 ids give 2, 1 and 3 windows of 4; tails are dropped.
+    let all = load(100).unwrap();
+    assert_eq!(all.sample_count(), 6);
+    assert_eq!(all_ids(&all), [0, 1, 2, 3, 4, 5, 6, 7, 20, 21, 22, 23, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41]);
+    assert_eq!(all.requested_samples, 100);
+    // The first `samples` windows, row after row.
+    assert_eq!(all_ids(&load(3).unwrap()), [0, 1, 2, 3, 4, 5, 6, 7, 20, 21, 22, 23]);
+}
+
+#[test]
 fn short_or_missing_ids_are_calibration_empty() {
     let tmp = temp_dir();
     let source = CalibrationSource::Ids(vec![vec![1, 2, 3, 4], vec![1, 2]]);
     let error = expect_err(load_calibration(tmp.path(), &source, &options(2, 4, 1), VOCAB, &AtomicBool::new(false)));
-    assert_error(&error, "E_CALIBRATION_EMPTY", &["sample 1", "yielded 2 tokens", "4 needed"]);
+    assert_error(&error, "E_CALIBRATION_EMPTY", &["row 1", "yielded 2 tokens", "4 needed"]);
     // The short sequence lies beyond `samples`, so it is not used.
     assert!(load_calibration(tmp.path(), &source, &options(1, 4, 1), VOCAB, &AtomicBool::new(false)).is_ok());
 

@@ -19,8 +19,9 @@
 //! [`MAX_DOCUMENT_BYTES`] (16 MiB); a longer one is an error found before it is read whole, since the
 //! tokenizer's working memory grows with the document and a model needs only `samples × seq_len` tokens.
 //!
-//! Pre-tokenized ids are taken as they are: each given sequence is one sample, truncated to `seq_len`, and
-//! each used sequence must hold at least `seq_len` ids (sequences beyond the first `samples` are ignored).
+//! Pre-tokenized ids are taken as they are, row by row: each row is cut into consecutive windows of `seq_len`
+//! ids (its tail dropped) and the first `samples` windows are kept. Every row needed must hold at least
+//! `seq_len` ids (rows after the first `samples` windows are ignored).
 //!
 //! Fewer windows than `samples` is not an error: the set holds what there is and
 //! [`CalibrationSet::sample_count`] says how many, next to [`CalibrationSet::requested_samples`].
@@ -146,25 +147,30 @@ fn check_options(options: &CalibrationOptions, vocab_size: usize) -> Result<usiz
     })
 }
 
-/// The first `samples` sequences, each cut to `seq_len`, flattened `[windows, seq_len]`.
+/// The first `samples` windows of `seq_len` ids, row after row, flattened `[windows, seq_len]`.
 fn id_windows(sequences: &[Vec<u32>], options: &CalibrationOptions) -> Result<Vec<u32>> {
     if sequences.is_empty() {
         return Err(Error::CalibrationEmpty { input: IDS_INPUT.to_string(), tokens: 0, needed: options.seq_len });
     }
-    let used = &sequences[..sequences.len().min(options.samples)];
-    // Lengths are checked before allocating, so the buffer is bounded by the ids actually given.
-    if let Some((index, short)) = used.iter().enumerate().find(|(_, seq)| seq.len() < options.seq_len) {
-        return Err(Error::CalibrationEmpty {
-            input: format!("{IDS_INPUT}, sample {index}"),
-            tokens: short.len(),
-            needed: options.seq_len,
-        });
+    // Rows are checked before allocating, so the buffer is bounded by the ids actually given.
+    let mut rows = Vec::new();
+    let mut count = 0;
+    for (index, sequence) in sequences.iter().enumerate() {
+        if count >= options.samples {
+            break;
+        }
+        if sequence.len() < options.seq_len {
+            return Err(Error::CalibrationEmpty {
+                input: format!("{IDS_INPUT}, row {index}"),
+                tokens: sequence.len(),
+                needed: options.seq_len,
+            });
+        }
+        let taken = (sequence.len() / options.seq_len).min(options.samples - count);
+        rows.push(&sequence[..taken * options.seq_len]);
+        count += taken;
     }
-    let mut windows = Vec::with_capacity(used.len() * options.seq_len);
-    for sequence in used {
-        windows.extend_from_slice(&sequence[..options.seq_len]);
-    }
-    Ok(windows)
+    Ok(rows.concat())
 }
 
 /// Tokenizes the documents of `path` into one stream and cuts it into windows (module docs).

@@ -282,12 +282,14 @@ impl Quantizer<'_> {
     ) -> Result<[QuantizedLinear; 3]> {
         let inter = moe.intermediate;
         let hidden = moe.hidden;
-        let stored = moe
-            .gate
-            .as_ref()
-            .or(moe.gate_up.as_ref())
-            .ok_or_else(|| Error::Internal(format!("{}: no gate tensor", moe.block)))?;
-        let source_dtype = self.checkpoint.info(&stored.replace("{e}", &e.to_string()))?.dtype;
+        // Each weight is divided in the dtype it is stored in (they may differ within one expert).
+        let stored = |pattern: Option<&String>| -> Result<Dtype> {
+            let pattern = pattern.ok_or_else(|| Error::Internal(format!("{}: no gate tensor", moe.block)))?;
+            Ok(self.checkpoint.info(&pattern.replace("{e}", &e.to_string()))?.dtype)
+        };
+        let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
+        let up_dtype = stored(moe.up.as_ref().or(moe.gate_up.as_ref()))?;
+        let down_dtype = stored(Some(&moe.down))?;
         let [gate, up, down] = match self.plain_expert(moe, e)? {
             Some(values) => values,
             None => {
@@ -301,9 +303,9 @@ impl Quantizer<'_> {
         let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| p.replace("{e}", &e.to_string()));
         let (gate_name, up_name, down_name) =
             (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
-        let gate = WeightInput::new(&gate_name, source_dtype, &[inter, hidden], &gate)?;
-        let up = WeightInput::new(&up_name, source_dtype, &[inter, hidden], &up)?;
-        let down = WeightInput::new(&down_name, source_dtype, &[hidden, inter], &down)?;
+        let gate = WeightInput::new(&gate_name, gate_dtype, &[inter, hidden], &gate)?;
+        let up = WeightInput::new(&up_name, up_dtype, &[inter, hidden], &up)?;
+        let down = WeightInput::new(&down_name, down_dtype, &[hidden, inter], &down)?;
         let format = self.format.as_ref();
         Ok([
             quantize_one(format, &gate_out, &gate, gate_up_amax, stats.gate_up_input_amax, errors)?,

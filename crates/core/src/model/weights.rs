@@ -117,8 +117,13 @@ impl<'a> WeightLoader<'a> {
         };
         let (gate_up, down) = match moe.layout {
             ExpertLayout::PerExpert => {
-                let gate = per_expert(&moe.gate, "gate")?;
-                let up = per_expert(&moe.up, "up")?;
+                let mut gate = per_expert(&moe.gate, "gate")?;
+                let mut up = per_expert(&moe.up, "up")?;
+                // Stored in different dtypes (kept as stored on the CPU): both in the compute dtype, where
+                // they are used anyway.
+                if gate.dtype() != up.dtype() {
+                    (gate, up) = (gate.to_dtype(self.dtype)?, up.to_dtype(self.dtype)?);
+                }
                 let down = self.tensor(&moe.down.replace("{e}", &expert.to_string()))?;
                 (Tensor::cat(&[gate, up], 0)?, down)
             }

@@ -1,0 +1,92 @@
+// What calibration accepts: pre-tokenized ids as arrays or typed arrays (numbers or bigints) of any lengths,
+// windowed as documented, with defaults from their own shape; precise errors for holes, non-integers and ids
+// outside the vocabulary; and experts whose tensors are stored in different dtypes.
+import test from 'ava'
+import { join } from 'node:path'
+
+import { calibrateModel, computeLogits, evaluateModel, quantizeModel } from '../dist/index.js'
+import { FIXTURES, readRaw, tempDir, writeSafetensors, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
+
+const MODEL = join(FIXTURES, 'qwen3_moe/hub')
+const calibrate = (calibration) => calibrateModel({ model: MODEL, calibration })
+
+test('ids default samples and seqLen to their own shape; ragged and long rows are windowed', async (t) => {
+  const one = await calibrate({ ids: [[1, 2, 3, 4, 5, 6]] })
+  t.is(one.seqLen, 6)
+  t.is(one.samples, 1)
+  // The shortest row (4) sets seqLen; rows of 9 and 4 give 2 and 1 windows.
+  const ragged = await calibrate({ ids: [[1, 2, 3, 4, 5, 6, 7, 8, 9], [10, 11, 12, 13]] })
+  t.deepEqual([ragged.seqLen, ragged.samples, ragged.tokens], [4, 3, 12])
+  // Windowing is the same rule as the native core's: the same ids cut by hand give the same statistics.
+  const byHand = await calibrate({ ids: [[1, 2, 3, 4], [5, 6, 7, 8], [10, 11, 12, 13]] })
+  t.deepEqual(ragged.inputAmax, byHand.inputAmax)
+  t.deepEqual(ragged.experts.map((e) => e.tokens), byHand.experts.map((e) => e.tokens))
+  // A row shorter than an explicit seqLen is an error naming it, once its windows are needed.
+  const short = await t.throwsAsync(calibrate({ ids: [[1, 2, 3, 4, 5, 6], [1, 2]], seqLen: 4, samples: 2 }))
+  t.is(short.code, 'E_CALIBRATION_EMPTY')
+  t.true(short.message.includes('row 1'), short.message)
+})
+
+test('typed arrays and bigints are accepted and give the same result as plain numbers', async (t) => {
+  const plain = await calibrate({ ids: [[1, 5, 9, 13], [2, 4, 6, 8]] })
+  for (const ids of [
+    [Int32Array.from([1, 5, 9, 13]), Uint32Array.from([2, 4, 6, 8])],
+    [BigInt64Array.from([1n, 5n, 9n, 13n]), [2n, 4n, 6n, 8n]],
+    [Uint16Array.from([1, 5, 9, 13]), Float64Array.from([2, 4, 6, 8])],
+  ]) {
+    const result = await calibrate({ ids })
+    t.deepEqual(result.inputAmax, plain.inputAmax)
+  }
+  const logits = await computeLogits(MODEL, [Int32Array.from([1, 2, 3])])
+  t.deepEqual(logits.shape, [1, 3, 256])
+  const evaluation = await evaluateModel(MODEL, MODEL, { ids: [Uint32Array.from([1, 2, 3, 4])] })
+  t.is(evaluation.klMax, 0)
+})
+
+test('holes, non-integers, bigints out of range and ids outside the vocabulary are coded errors naming the position', async (t) => {
+  const cases = [
+    [[[1, , 3]], 'E_OPTION_INVALID', 'calibration.ids[0][1]: a hole'], // eslint-disable-line no-sparse-arrays
+    [[[1, 2], , [3, 4]], 'E_OPTION_INVALID', 'calibration.ids[1]: a hole'], // eslint-disable-line no-sparse-arrays
+    [[[1, 2.5]], 'E_OPTION_INVALID', 'calibration.ids[0][1] = 2.5'],
+    [[[1, '2']], 'E_OPTION_INVALID', 'calibration.ids[0][1] = "2"'],
+    [[[1, null]], 'E_OPTION_INVALID', 'calibration.ids[0][1] = null'],
+    [[[]], 'E_OPTION_INVALID', 'calibration.ids[0]: an empty row'],
+    [['abc'], 'E_OPTION_INVALID', 'calibration.ids[0]: expected an array or typed array'],
+    [[[1, 2n ** 70n]], 'E_CALIBRATION_ID_RANGE', 'calibration.ids[0][1] = 1180591620717411303424n'],
+    [[[1, -1]], 'E_CALIBRATION_ID_RANGE', 'calibration.ids[0][1] = -1'],
+    [[Int32Array.from([1, 256])], 'E_CALIBRATION_ID_RANGE', 'calibration.ids[0][1] = 256 is not a token id of this model (vocabulary of 256)'],
+  ]
+  for (const [ids, code, message] of cases) {
+    const error = await t.throwsAsync(calibrate({ ids }))
+    t.is(error.code, code, error.message)
+    t.true(error.message.startsWith(message), error.message)
+  }
+})
+
+test('an expert whose gate and up are stored in different dtypes calibrates and quantizes like the uniform one', async (t) => {
+  const dir = writeSyntheticQwen3(join(tempDir(), 'model'))
+  const uniform = await calibrateModel({ model: dir, calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] } })
+  // Expert 1's up_proj as F32 with the same values (bf16 widened exactly).
+  const file = join(dir, 'model.safetensors')
+  const { header, data } = readRaw(file)
+  const tensors = {}
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue
+    const bytes = data.subarray(...info.data_offsets)
+    if (name !== 'model.layers.0.mlp.experts.1.up_proj.weight') {
+      tensors[name] = { dtype: info.dtype, shape: info.shape, data: bytes }
+      continue
+    }
+    const widened = Buffer.alloc(bytes.length * 2)
+    for (let i = 0; i < bytes.length / 2; i++) widened.writeUInt32LE(bytes.readUInt16LE(2 * i) * 65536, 4 * i)
+    tensors[name] = { dtype: 'F32', shape: info.shape, data: widened }
+  }
+  writeSafetensors(file, tensors)
+  const mixed = await calibrateModel({ model: dir, calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] } })
+  t.deepEqual(mixed.inputAmax, uniform.inputAmax)
+  t.deepEqual(mixed.experts, uniform.experts)
+  for (const format of ['fp8', 'nvfp4']) {
+    const result = await quantizeModel({ model: dir, output: join(tempDir(), 'out'), format, calibration: { ids: [[1, 2, 3, 4]] } })
+    t.is(result.quantizedTensors, 4 + 4 * 3, format)
+  }
+})
