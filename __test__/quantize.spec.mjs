@@ -4,7 +4,7 @@ import test from 'ava'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 
-import { inspectModel, quantizeModel } from '../dist/index.js'
+import { calibrateModel, inspectModel, quantizeModel } from '../dist/index.js'
 import { FIXTURES, copyFixture, readTensors, tempDir, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 const calibration = { ids: [[1, 5, 9, 13, 17, 21, 25, 29], [2, 4, 6, 8, 10, 12, 14, 16]], samples: 2, seqLen: 8 }
@@ -148,4 +148,21 @@ test('options are validated with messages naming the option', async (t) => {
   const cuda = await t.throwsAsync(quantizeModel(base(output, { device: 'cuda:0' })))
   t.is(cuda.code, 'E_DEVICE_UNAVAILABLE')
   assertClean(t, dirname(output))
+})
+
+test('unknown options are refused with the valid ones and the closest match, at every level', async (t) => {
+  const output = join(tempDir(), 'out')
+  const cases = [
+    [{ kvCache: 'fp8' }, /^kvCache: unknown option; valid options: model, output, format, calibration, .*signal$/],
+    [{ overwirte: true }, /^overwirte: unknown option \(did you mean overwrite\?\)/],
+    [{ calibration: { ...calibration, seqlen: 8 } }, /^calibration\.seqlen: unknown option \(did you mean calibration\.seqLen\?\); valid options: calibration\.data, /],
+  ]
+  for (const [extra, message] of cases) {
+    const error = await t.throwsAsync(quantizeModel(base(output, extra)))
+    t.is(error.code, 'E_OPTION_INVALID')
+    t.regex(error.message, message)
+  }
+  const calibrated = await t.throwsAsync(calibrateModel({ model: join(FIXTURES, 'qwen3_moe/hub'), calibration, device_: 'cpu' }))
+  t.regex(calibrated.message, /^device_: unknown option \(did you mean device\?\)/)
+  t.false(existsSync(output))
 })

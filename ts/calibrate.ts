@@ -10,6 +10,7 @@ import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { checkIdRows, type IdRow } from './ids'
 import { runTask } from './native'
+import { rejectUnknownKeys } from './options'
 
 /** Where the calibration tokens come from and how many. */
 export interface CalibrationOptions {
@@ -113,6 +114,16 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
   return value
 }
 
+/** Every option of `calibration` (checked complete against the type). */
+const CALIBRATION_KEYS = Object.keys({
+  data: 1, ids: 1, samples: 1, seqLen: 1, batchSize: 1, allExperts: 1,
+} satisfies Record<keyof CalibrationOptions, 1>)
+
+/** Every option of calibrateModel. */
+const CALIBRATE_KEYS = Object.keys({
+  model: 1, device: 1, calibration: 1, coverageReport: 1, overwrite: 1, onProgress: 1, signal: 1,
+} satisfies Record<keyof CalibrateOptions, 1>)
+
 /** The calibration request the native core reads (crates/core/src/calib/run.rs). */
 export interface CalibrationRequest {
   source: { kind: 'jsonl' | 'text'; path: string } | { kind: 'ids'; ids: number[][] }
@@ -131,6 +142,7 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
   if (typeof options !== 'object' || options === null) {
     throw new MoeQuantError('E_OPTION_INVALID', 'calibration: expected an object with data or ids')
   }
+  rejectUnknownKeys(options, CALIBRATION_KEYS, 'calibration.')
   if ((options.data === undefined) === (options.ids === undefined)) {
     throw new MoeQuantError('E_OPTION_INVALID', 'calibration: give exactly one of data (a .jsonl or text file) or ids')
   }
@@ -219,6 +231,7 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
   if (typeof options !== 'object' || options === null || typeof options.model !== 'string') {
     throw new MoeQuantError('E_OPTION_INVALID', 'calibrateModel(options): options.model must be a directory path')
   }
+  rejectUnknownKeys(options, CALIBRATE_KEYS)
   const descriptor = await describeModel(options.model)
   const request = calibrationRequest(options.calibration, descriptor, options.device)
   if (options.coverageReport) {

@@ -12,6 +12,7 @@ import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { flattenIds, type IdRow } from './ids'
 import { runTask } from './native'
+import { rejectUnknownKeys } from './options'
 import { readQuantization } from './quantized'
 
 /** Which held-out tokens to run; give at most one of `data` and `ids`. */
@@ -99,7 +100,10 @@ interface NativeReport {
 const DEFAULT_SAMPLES = 8
 const DEFAULT_SEQ_LEN = 128
 const LOGITS_BUDGET_BYTES = 256 * 2 ** 20
-const OPTION_KEYS = new Set(['data', 'ids', 'samples', 'seqLen', 'seed', 'batchSize', 'onProgress', 'signal'])
+/** Every option of evaluateModel (checked complete against the type). */
+const OPTION_KEYS = Object.keys({
+  data: 1, ids: 1, samples: 1, seqLen: 1, seed: 1, batchSize: 1, onProgress: 1, signal: 1,
+} satisfies Record<keyof EvaluateOptions, 1>)
 
 const invalid = (message: string): MoeQuantError => new MoeQuantError('E_OPTION_INVALID', message)
 
@@ -135,9 +139,7 @@ export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw invalid(`evaluateModel(original, quantized, options): options must be an object, got ${JSON.stringify(options)}`)
   }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.has(key)) throw invalid(`${key}: unknown option (expected ${[...OPTION_KEYS].join(', ')})`)
-  }
+  rejectUnknownKeys(options, OPTION_KEYS)
   if (options.data !== undefined && options.ids !== undefined) throw invalid('data, ids: give at most one of them')
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw invalid(`onProgress: expected a function, got ${typeof options.onProgress}`)

@@ -15,6 +15,7 @@ import { type InspectReport, reportFromListing } from './inspect'
 import { readListing } from './listing'
 import { refuseQuantizedSource } from './quantized'
 import { runTask } from './native'
+import { rejectUnknownKeys } from './options'
 import type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult } from './quantize-types'
 
 export type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult, LayerError } from './quantize-types'
@@ -45,10 +46,17 @@ function packageVersion(): string {
   }
 }
 
+/** Every option of quantizeModel (checked complete against the type). */
+const OPTION_KEYS = Object.keys({
+  model: 1, output: 1, format: 1, calibration: 1, device: 1, maxShardSize: 1, exclude: 1, overwrite: 1,
+  indivisible: 1, coverageReport: 1, onProgress: 1, signal: 1,
+} satisfies Record<keyof QuantizeOptions, 1>)
+
 function validate(options: QuantizeOptions): void {
   if (typeof options !== 'object' || options === null) {
     throw new MoeQuantError('E_OPTION_INVALID', 'quantizeModel(options): expected an options object')
   }
+  rejectUnknownKeys(options, OPTION_KEYS)
   for (const key of ['model', 'output'] as const) {
     if (typeof options[key] !== 'string' || options[key].length === 0) {
       throw new MoeQuantError('E_OPTION_INVALID', `${key}: expected a directory path, got ${JSON.stringify(options[key])}`)
