@@ -2,10 +2,11 @@
 // windowed as documented, with defaults from their own shape; precise errors for holes, non-integers and ids
 // outside the vocabulary; and experts whose tensors are stored in different dtypes.
 import test from 'ava'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { calibrateModel, computeLogits, evaluateModel, quantizeModel } from '../dist/index.js'
-import { FIXTURES, readRaw, tempDir, writeSafetensors, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
+import { FIXTURES, copyFixture, readJson, readRaw, tempDir, writeJson, writeSafetensors, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 const MODEL = join(FIXTURES, 'qwen3_moe/hub')
 const calibrate = (calibration) => calibrateModel({ model: MODEL, calibration })
@@ -89,4 +90,41 @@ test('an expert whose gate and up are stored in different dtypes calibrates and 
     const result = await quantizeModel({ model: dir, output: join(tempDir(), 'out'), format, calibration: { ids: [[1, 2, 3, 4]] } })
     t.is(result.quantizedTensors, 4 + 4 * 3, format)
   }
+})
+
+test('texts and conversations in memory, and .json files, calibrate like the same documents in JSONL', async (t) => {
+  const model = copyFixture('qwen3_moe/hub')
+  const config = readJson(join(model, 'tokenizer_config.json'))
+  config.chat_template = "{%- for m in messages %}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'].strip() + '<|im_end|>\\n' }}{%- endfor %}"
+  writeJson(join(model, 'tokenizer_config.json'), config)
+  const conversation = [{ role: 'user', content: ' What is a mixture of experts? ' }, { role: 'assistant', content: 'A layer that routes each token to a few experts.' }]
+  // By hand: what the template makes of the conversation.
+  const rendered = '<|im_start|>user\nWhat is a mixture of experts?<|im_end|>\n<|im_start|>assistant\nA layer that routes each token to a few experts.<|im_end|>\n'
+  const texts = ['Quantization maps weights to a few bits.', rendered, 'Calibration runs the model on real text.']
+  const dir = tempDir()
+  const jsonl = join(dir, 'calib.jsonl')
+  writeFileSync(jsonl, texts.map((text) => `${JSON.stringify({ text })}\n`).join(''))
+  const reference = await calibrateModel({ model, calibration: { data: jsonl, samples: 4, seqLen: 16 } })
+  t.true(reference.samples > 1)
+  const json = join(dir, 'calib.json')
+  writeFileSync(json, JSON.stringify([texts[0], { messages: conversation }, { text: texts[2] }]))
+  for (const calibration of [{ texts }, { data: json }]) {
+    const result = await calibrateModel({ model, calibration: { ...calibration, samples: 4, seqLen: 16 } })
+    t.deepEqual(result.inputAmax, reference.inputAmax, JSON.stringify(Object.keys(calibration)))
+  }
+  // Conversations alone equal their rendered text.
+  const fromConversation = await calibrateModel({ model, calibration: { conversations: [conversation], samples: 1, seqLen: 8 } })
+  const fromText = await calibrateModel({ model, calibration: { texts: [rendered], samples: 1, seqLen: 8 } })
+  t.deepEqual(fromConversation.inputAmax, fromText.inputAmax)
+  // Only one source at a time, and each checked.
+  const both = await t.throwsAsync(calibrateModel({ model, calibration: { texts, ids: [[1, 2]] } }))
+  t.regex(both.message, /give exactly one of data .*, not texts and ids/)
+  const hole = await t.throwsAsync(calibrateModel({ model, calibration: { texts: ['a', , 'b'] } })) // eslint-disable-line no-sparse-arrays
+  t.is(hole.message, 'calibration.texts[1]: expected a string, got a hole')
+  const message = await t.throwsAsync(calibrateModel({ model, calibration: { conversations: [[{ content: 'no role' }]] } }))
+  t.regex(message.message, /^calibration\.conversations\[0\]\[0\]: expected a message such as/)
+  // A model without a chat template cannot render conversations.
+  const plain = await t.throwsAsync(calibrateModel({ model: MODEL, calibration: { conversations: [conversation] } }))
+  t.is(plain.code, 'E_TOKENIZER_INVALID')
+  t.true(plain.message.includes('no chat template'), plain.message)
 })

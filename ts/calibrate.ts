@@ -12,10 +12,24 @@ import { checkIdRows, type IdRow } from './ids'
 import { runTask } from './native'
 import { rejectUnknownKeys } from './options'
 
-/** Where the calibration tokens come from and how many. */
+/** One message of a chat conversation, as chat templates read it. */
+export interface ChatMessage {
+  role: string
+  content: unknown
+  [key: string]: unknown
+}
+
+/** Where the calibration tokens come from (exactly one of `data`, `texts`, `conversations`, `ids`) and how many. */
 export interface CalibrationOptions {
-  /** A `.jsonl` file of `{"text": …}` lines, or a plain text file (documents separated by blank lines). */
+  /**
+   * A file of documents: `.jsonl` (one `{"text": …}` or `{"messages": […]}` object per line), `.json` (an array
+   * of strings, such objects or conversations; read whole), or plain text (documents separated by blank lines).
+   */
   data?: string
+  /** Documents given in memory. */
+  texts?: readonly string[]
+  /** Chat conversations given in memory, each rendered to text with the model's chat template. */
+  conversations?: ReadonlyArray<readonly ChatMessage[]>
   /**
    * Pre-tokenized rows instead of `data` (arrays or typed arrays of numbers or bigints, rows of any
    * lengths): each row is cut into consecutive windows of `seqLen` ids (its tail dropped), and the first
@@ -116,8 +130,11 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
 
 /** Every option of `calibration` (checked complete against the type). */
 const CALIBRATION_KEYS = Object.keys({
-  data: 1, ids: 1, samples: 1, seqLen: 1, batchSize: 1, allExperts: 1,
+  data: 1, texts: 1, conversations: 1, ids: 1, samples: 1, seqLen: 1, batchSize: 1, allExperts: 1,
 } satisfies Record<keyof CalibrationOptions, 1>)
+
+/** The options that name where the calibration tokens come from. */
+const SOURCES = ['data', 'texts', 'conversations', 'ids'] as const
 
 /** Every option of calibrateModel. */
 const CALIBRATE_KEYS = Object.keys({
@@ -126,12 +143,50 @@ const CALIBRATE_KEYS = Object.keys({
 
 /** The calibration request the native core reads (crates/core/src/calib/run.rs). */
 export interface CalibrationRequest {
-  source: { kind: 'jsonl' | 'text'; path: string } | { kind: 'ids'; ids: number[][] }
+  source:
+    | { kind: 'jsonl' | 'json' | 'text'; path: string }
+    | { kind: 'documents'; documents: Array<string | ChatMessage[]> }
+    | { kind: 'ids'; ids: number[][] }
   samples: number
   seq_len: number
   batch_size: number
   all_experts: boolean
   device: string
+}
+
+/** A file of documents, read as its extension says: `.jsonl`, `.json`, anything else plain text. */
+export function fileSource(file: string): { kind: 'jsonl' | 'json' | 'text'; path: string } {
+  const resolved = path.resolve(file)
+  const extension = path.extname(resolved).toLowerCase()
+  return { kind: extension === '.jsonl' ? 'jsonl' : extension === '.json' ? 'json' : 'text', path: resolved }
+}
+
+/** `calibration.texts`: a non-empty array of strings (no holes). */
+function checkTexts(texts: unknown): string[] {
+  if (!Array.isArray(texts) || texts.length === 0) throw new MoeQuantError('E_OPTION_INVALID', 'calibration.texts: expected a non-empty array of strings')
+  for (let i = 0; i < texts.length; i++) {
+    if (typeof texts[i] !== 'string') {
+      throw new MoeQuantError('E_OPTION_INVALID', `calibration.texts[${i}]: expected a string, got ${i in texts ? JSON.stringify(texts[i]) : 'a hole'}`)
+    }
+  }
+  return texts as string[]
+}
+
+/** `calibration.conversations`: a non-empty array of non-empty arrays of messages with a string `role`. */
+function checkConversations(conversations: unknown): ChatMessage[][] {
+  const invalid = (where: string, message: string): MoeQuantError => new MoeQuantError('E_OPTION_INVALID', `calibration.conversations${where}: ${message}`)
+  if (!Array.isArray(conversations) || conversations.length === 0) throw invalid('', 'expected a non-empty array of conversations')
+  for (let c = 0; c < conversations.length; c++) {
+    const conversation: unknown = conversations[c]
+    if (!Array.isArray(conversation) || conversation.length === 0) throw invalid(`[${c}]`, 'expected a non-empty array of messages')
+    for (let m = 0; m < conversation.length; m++) {
+      const message: unknown = conversation[m]
+      if (typeof message !== 'object' || message === null || typeof (message as ChatMessage).role !== 'string') {
+        throw invalid(`[${c}][${m}]`, `expected a message such as { role: 'user', content: '…' }, got ${JSON.stringify(message)}`)
+      }
+    }
+  }
+  return conversations as ChatMessage[][]
 }
 
 /** Validates calibration options and resolves defaults into the native request. */
@@ -143,8 +198,12 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
     throw new MoeQuantError('E_OPTION_INVALID', 'calibration: expected an object with data or ids')
   }
   rejectUnknownKeys(options, CALIBRATION_KEYS, 'calibration.')
-  if ((options.data === undefined) === (options.ids === undefined)) {
-    throw new MoeQuantError('E_OPTION_INVALID', 'calibration: give exactly one of data (a .jsonl or text file) or ids')
+  const given = SOURCES.filter((key) => options[key] !== undefined)
+  if (given.length !== 1) {
+    throw new MoeQuantError(
+      'E_OPTION_INVALID',
+      `calibration: give exactly one of data (a .jsonl, .json or text file), texts, conversations or ids${given.length > 1 ? `, not ${given.join(' and ')}` : ''}`,
+    )
   }
   // Pre-tokenized rows set the defaults by their own shape: the shortest row's length, and every window.
   const rows = options.ids === undefined ? undefined : checkIdRows(options.ids, descriptor.vocab_size, 'calibration.ids')
@@ -160,8 +219,11 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
     if (typeof options.data !== 'string' || options.data.length === 0) {
       throw new MoeQuantError('E_OPTION_INVALID', `calibration.data: expected a file path, got ${JSON.stringify(options.data)}`)
     }
-    const file = path.resolve(options.data)
-    source = { kind: file.toLowerCase().endsWith('.jsonl') ? 'jsonl' : 'text', path: file }
+    source = fileSource(options.data)
+  } else if (options.texts !== undefined) {
+    source = { kind: 'documents', documents: checkTexts(options.texts) }
+  } else if (options.conversations !== undefined) {
+    source = { kind: 'documents', documents: checkConversations(options.conversations) }
   } else {
     source = { kind: 'ids', ids: rows as number[][] }
   }

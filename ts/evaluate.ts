@@ -8,6 +8,7 @@
  */
 import * as path from 'node:path'
 
+import { fileSource } from './calibrate'
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { flattenIds, type IdRow } from './ids'
@@ -17,8 +18,8 @@ import { readQuantization } from './quantized'
 
 /** Which held-out tokens to run; give at most one of `data` and `ids`. */
 export interface EvaluateOptions {
-  /** A `.jsonl` file of `{"text": …}` lines, or a plain text file (documents separated by blank lines),
-   * tokenized with the original model's tokenizer exactly as calibration data is. */
+  /** A file of documents (`.jsonl`, `.json` or plain text, as calibration's `data`), tokenized with the
+   * original model's tokenizer exactly as calibration data is. */
   data?: string
   /** Pre-tokenized sequences of equal length instead (no tokenizer needed): arrays or typed arrays. */
   ids?: readonly IdRow[]
@@ -176,7 +177,7 @@ export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
 export function evaluationRequest(resolved: ResolvedOptions, vocabSize: number): Record<string, unknown> {
   const { samples, seqLen, data } = resolved
   let source: Record<string, unknown>
-  if (data.source === 'file') source = { kind: data.path.toLowerCase().endsWith('.jsonl') ? 'jsonl' : 'text', path: data.path }
+  if (data.source === 'file') source = fileSource(data.path)
   else if (data.source === 'random') source = { kind: 'ids', ids: randomIds(samples, seqLen, vocabSize, data.seed) }
   else {
     flattenIds(resolved.ids, vocabSize, 'ids')

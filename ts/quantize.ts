@@ -186,7 +186,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
         indivisible: options.indivisible ?? 'error',
         maxShardBytes: plan.max_shard_bytes,
         calibration: {
-          source: 'path' in request.source ? request.source.path : 'ids',
+          source: 'path' in request.source ? request.source.path : request.source.kind,
           samples: request.samples,
           seqLen: request.seq_len,
           batchSize: request.batch_size,

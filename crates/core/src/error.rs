@@ -71,8 +71,9 @@ pub enum Error {
     #[error("{path}: {message}")]
     TokenizerInvalid { path: PathBuf, message: String },
 
-    #[error("{path}, line {line}: {message}")]
-    CalibrationInvalid { path: PathBuf, line: usize, message: String },
+    /// `input` is a file or "calibration documents", `place` a line or a document.
+    #[error("{input}, {place}: {message}")]
+    CalibrationInvalid { input: String, place: String, message: String },
 
     #[error("{input}: yielded {tokens} tokens, fewer than the {needed} needed for one sequence")]
     CalibrationEmpty { input: String, tokens: usize, needed: usize },

@@ -547,3 +547,108 @@ fn a_tokenizer_json_that_is_a_fifo_is_named_as_such_not_missing() {
     ));
     assert_error(&error, "E_IO", &["tokenizer.json", "a FIFO (named pipe)"]);
 }
+
+// ---- documents: JSON files, documents in memory, conversations through the chat template -----------------
+
+/// A Qwen-style chat template (as tokenizer_config.json carries it) that strips message contents.
+const CHAT_TEMPLATE: &str = "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + \
+    message['content'].strip() + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}\
+    {{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+/// The test model directory with `CHAT_TEMPLATE` in its tokenizer_config.json.
+fn chat_model_dir(root: &Path) -> PathBuf {
+    let dir = model_dir(root);
+    let path = dir.join("tokenizer_config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["chat_template"] = CHAT_TEMPLATE.into();
+    std::fs::write(path, config.to_string()).unwrap();
+    dir
+}
+
+fn conversation() -> serde_json::Value {
+    serde_json::json!([{ "role": "user", "content": "  Hi there " }, { "role": "assistant", "content": "Hello!" }])
+}
+
+/// By hand: what CHAT_TEMPLATE makes of `conversation()`.
+const RENDERED: &str = "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n";
+
+fn documents(values: serde_json::Value) -> CalibrationSource {
+    CalibrationSource::Documents(serde_json::from_value(values).unwrap())
+}
+
+#[test]
+fn conversations_are_rendered_with_the_chat_template_then_tokenized_like_text() {
+    let tmp = temp_dir();
+    let dir = chat_model_dir(tmp.path());
+    let chat = moe_quant_core::calib::chat::ChatTemplate::load(&dir).unwrap();
+    let rendered = chat.render(&conversation(), &|m| moe_quant_core::Error::Internal(m)).unwrap();
+    assert_eq!(rendered, RENDERED);
+
+    let load = |source: &CalibrationSource| {
+        all_ids(&load_calibration(&dir, source, &options(100, 4, 8), VOCAB, &AtomicBool::new(false)).unwrap())
+    };
+    let by_hand = load(&documents(serde_json::json!(["a first document", RENDERED, "the end"])));
+    let conversations = documents(serde_json::json!(["a first document", conversation(), "the end"]));
+    assert_eq!(load(&conversations), by_hand);
+
+    // The same documents in a JSON file (every item form) and in JSONL lines.
+    let json = serde_json::json!([{ "text": "a first document" }, { "messages": conversation() }, "the end"]);
+    let file = write(tmp.path(), "calib.json", json.to_string());
+    assert_eq!(load(&CalibrationSource::Json(file)), by_hand);
+    let bare =
+        write(tmp.path(), "bare.json", serde_json::json!(["a first document", conversation(), "the end"]).to_string());
+    assert_eq!(load(&CalibrationSource::Json(bare)), by_hand);
+    let lines = [
+        serde_json::json!({ "text": "a first document" }),
+        serde_json::json!({ "messages": conversation() }),
+        serde_json::json!({ "text": "the end" }),
+    ];
+    let jsonl = write(tmp.path(), "calib.jsonl", lines.iter().map(|l| format!("{l}\n")).collect::<String>());
+    assert_eq!(load(&CalibrationSource::Jsonl(jsonl)), by_hand);
+}
+
+#[test]
+fn bad_documents_and_templates_are_named() {
+    let tmp = temp_dir();
+    let dir = chat_model_dir(tmp.path());
+    let load = |dir: &Path, source: CalibrationSource| {
+        expect_err(load_calibration(dir, &source, &options(1, 4, 1), VOCAB, &AtomicBool::new(false)))
+    };
+    let not_array = write(tmp.path(), "object.json", r#"{"text": "x"}"#);
+    assert_error(
+        &load(&dir, CalibrationSource::Json(not_array)),
+        "E_CALIBRATION_INVALID",
+        &["object.json", "the file", "JSON array"],
+    );
+    let bad_item = write(tmp.path(), "items.json", r#"["fine", {"text": 3}]"#);
+    assert_error(
+        &load(&dir, CalibrationSource::Json(bad_item)),
+        "E_CALIBRATION_INVALID",
+        &["items.json", "item 1", "\"text\" is not a string"],
+    );
+    let broken = write(tmp.path(), "broken.json", "[");
+    assert_error(
+        &load(&dir, CalibrationSource::Json(broken)),
+        "E_CALIBRATION_INVALID",
+        &["broken.json", "not valid JSON"],
+    );
+    let bad_line = write(tmp.path(), "lines.jsonl", "{\"text\": \"ok\"}\n{\"messages\": 7}\n");
+    assert_error(
+        &load(&dir, CalibrationSource::Jsonl(bad_line)),
+        "E_CALIBRATION_INVALID",
+        &["lines.jsonl", "line 2", "\"messages\""],
+    );
+
+    // A template that raises, and a model without one.
+    let path = dir.join("chat_template.jinja");
+    std::fs::write(&path, "{{ raise_exception('Conversation roles must alternate') }}").unwrap();
+    let error = load(&dir, documents(serde_json::json!([conversation()])));
+    assert_error(
+        &error,
+        "E_CALIBRATION_INVALID",
+        &["calibration documents", "document 0", "chat_template.jinja", "roles must alternate"],
+    );
+    let plain = model_dir(&tmp.path().join("plain"));
+    let error = load(&plain, documents(serde_json::json!(["text is fine", conversation()])));
+    assert_error(&error, "E_TOKENIZER_INVALID", &["no chat template"]);
+}

@@ -1,7 +1,8 @@
-//! Calibration data: turns a JSONL file, a plain-text file or pre-tokenized ids into fixed-length token
-//! sequences `[rows, seq_len]`, grouped in batches, for the calibration forward.
+//! Calibration data: turns documents (from a JSONL, JSON or plain-text file, or given in memory; see
+//! [`super::documents`]) or pre-tokenized ids into fixed-length token sequences `[rows, seq_len]`, grouped in
+//! batches, for the calibration forward.
 //!
-//! Windowing rule for text (JSONL and plain text), like fixed-length chunking in hf_ptq / `group_texts`:
+//! Windowing rule for documents, like fixed-length chunking in hf_ptq / `group_texts`:
 //! every document is tokenized on its own *without* the tokenizer's special tokens, the documents' token
 //! streams are concatenated with one end-of-sequence token between consecutive documents (when the model
 //! directory names one, see [`document_separator`]), and the stream is cut into consecutive windows of
@@ -15,9 +16,9 @@
 //! way. The tokenizer's own padding and truncation settings are switched off: they would pad or cut the
 //! documents.
 //!
-//! One document (a JSONL line, or a paragraph of a text file) may hold at most
-//! [`MAX_DOCUMENT_BYTES`] (16 MiB); a longer one is an error found before it is read whole, since the
-//! tokenizer's working memory grows with the document and a model needs only `samples × seq_len` tokens.
+//! One document may hold at most 16 MiB (`MAX_DOCUMENT_BYTES`); a longer one is an error found before it is
+//! read whole, since the tokenizer's working memory grows with the document and a model needs only
+//! `samples × seq_len` tokens.
 //!
 //! Pre-tokenized ids are taken as they are, row by row: each row is cut into consecutive windows of `seq_len`
 //! ids (its tail dropped) and the first `samples` windows are kept. Every row needed must hold at least
@@ -26,27 +27,27 @@
 //! Fewer windows than `samples` is not an error: the set holds what there is and
 //! [`CalibrationSet::sample_count`] says how many, next to [`CalibrationSet::requested_samples`].
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokenizers::Tokenizer;
 
-use crate::error::{Error, IoContext, Result};
-use crate::limits::{
-    describe_size, open_regular, read_small_text, MAX_CONFIG_BYTES, MAX_DOCUMENT_BYTES, MAX_TOKENIZER_BYTES,
-};
+use super::documents::{Document, DocumentReader};
+use crate::error::{Error, Result};
+use crate::limits::{read_small_text, MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES};
 
-/// Where calibration text (or ids) come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where calibration text (or ids) come from (the document formats are described in [`super::documents`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum CalibrationSource {
-    /// One JSON object per line with a string field `text`; blank lines are skipped.
+    /// One JSON object per line: `{"text": …}` or `{"messages": […]}`.
     Jsonl(PathBuf),
-    /// Plain UTF-8 text, split into documents on blank (or whitespace-only) lines; the lines of one
-    /// document are joined with `\n`.
+    /// A JSON array of documents, read whole.
+    Json(PathBuf),
+    /// Plain UTF-8 text, split into documents on blank lines.
     Text(PathBuf),
-    /// Already tokenized sequences, one per sample.
+    /// Documents given in memory: texts and conversations.
+    Documents(Vec<Document>),
+    /// Already tokenized rows, cut into windows.
     Ids(Vec<Vec<u32>>),
 }
 
@@ -117,16 +118,19 @@ pub fn load_calibration(
     cancel: &AtomicBool,
 ) -> Result<CalibrationSet> {
     let token_budget = check_options(options, vocab_size)?;
-    let (input, windows) = match source {
-        CalibrationSource::Ids(sequences) => (IDS_INPUT.to_string(), id_windows(sequences, options)?),
-        CalibrationSource::Jsonl(path) | CalibrationSource::Text(path) => {
-            let format = match source {
-                CalibrationSource::Jsonl(_) => Format::Jsonl,
-                _ => Format::Text,
-            };
-            (path.display().to_string(), text_windows(model_dir, path, format, options, token_budget, cancel)?)
+    let documents = match source {
+        CalibrationSource::Ids(sequences) => {
+            let windows = id_windows(sequences, options)?;
+            check_ids(&windows, options.seq_len, vocab_size, IDS_INPUT)?;
+            return Ok(CalibrationSet { batches: into_batches(windows, options), requested_samples: options.samples });
         }
+        CalibrationSource::Jsonl(path) => DocumentReader::jsonl(model_dir, path)?,
+        CalibrationSource::Json(path) => DocumentReader::json(model_dir, path)?,
+        CalibrationSource::Text(path) => DocumentReader::text(model_dir, path)?,
+        CalibrationSource::Documents(documents) => DocumentReader::memory(model_dir, documents),
     };
+    let input = documents.input().to_string();
+    let windows = text_windows(model_dir, documents, options, token_budget, cancel)?;
     check_ids(&windows, options.seq_len, vocab_size, &input)?;
     Ok(CalibrationSet { batches: into_batches(windows, options), requested_samples: options.samples })
 }
@@ -173,11 +177,10 @@ fn id_windows(sequences: &[Vec<u32>], options: &CalibrationOptions) -> Result<Ve
     Ok(rows.concat())
 }
 
-/// Tokenizes the documents of `path` into one stream and cuts it into windows (module docs).
+/// Tokenizes the documents into one stream and cuts it into windows (module docs).
 fn text_windows(
     model_dir: &Path,
-    path: &Path,
-    format: Format,
+    mut documents: DocumentReader<'_>,
     options: &CalibrationOptions,
     token_budget: usize,
     cancel: &AtomicBool,
@@ -195,7 +198,6 @@ fn text_windows(
     tokenizer.with_truncation(None).map_err(|error| invalid(error.to_string()))?;
     let separator = document_separator(model_dir, &tokenizer)?;
 
-    let mut documents = Documents::open(path, format)?;
     let mut stream: Vec<u32> = Vec::new();
     'read: loop {
         if cancel.load(Ordering::Relaxed) {
@@ -203,7 +205,7 @@ fn text_windows(
         }
         let mut chunk = Vec::with_capacity(DOCUMENTS_PER_CHUNK);
         while chunk.len() < DOCUMENTS_PER_CHUNK {
-            match documents.next_document()? {
+            match documents.next_text()? {
                 Some(document) => chunk.push(document),
                 None => break,
             }
@@ -214,7 +216,7 @@ fn text_windows(
         let last_chunk = chunk.len() < DOCUMENTS_PER_CHUNK;
         let encodings = tokenizer.encode_batch_fast(chunk, false).map_err(|error| Error::TokenizerInvalid {
             path: tokenizer_path.clone(),
-            message: format!("could not encode calibration text from {}: {error}", path.display()),
+            message: format!("could not encode calibration text from {}: {error}", documents.input()),
         })?;
         for encoding in encodings {
             let ids = encoding.get_ids();
@@ -236,7 +238,7 @@ fn text_windows(
 
     if stream.len() < options.seq_len {
         return Err(Error::CalibrationEmpty {
-            input: path.display().to_string(),
+            input: documents.input().to_string(),
             tokens: stream.len(),
             needed: options.seq_len,
         });
@@ -311,110 +313,4 @@ fn into_batches(windows: Vec<u32>, options: &CalibrationOptions) -> Vec<Batch> {
         .chunks(rows_per_batch * options.seq_len)
         .map(|chunk| Batch { ids: chunk.to_vec(), rows: chunk.len() / options.seq_len, seq_len: options.seq_len })
         .collect()
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Format {
-    Jsonl,
-    Text,
-}
-
-/// Reads documents one at a time, counting 1-based lines for error messages.
-struct Documents {
-    reader: BufReader<File>,
-    path: PathBuf,
-    format: Format,
-    line: usize,
-    buffer: Vec<u8>,
-}
-
-impl Documents {
-    fn open(path: &Path, format: Format) -> Result<Self> {
-        let file = open_regular(path)?;
-        Ok(Documents { reader: BufReader::new(file), path: path.to_path_buf(), format, line: 0, buffer: Vec::new() })
-    }
-
-    fn next_document(&mut self) -> Result<Option<String>> {
-        match self.format {
-            Format::Jsonl => self.next_jsonl(),
-            Format::Text => self.next_paragraph(),
-        }
-    }
-
-    /// The `text` of the next non-blank line.
-    fn next_jsonl(&mut self) -> Result<Option<String>> {
-        while let Some(line) = self.next_line()? {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let value: serde_json::Value =
-                serde_json::from_str(&line).map_err(|error| self.invalid(format!("not valid JSON: {error}")))?;
-            return match value.get("text") {
-                Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
-                Some(_) => Err(self.invalid("field \"text\" is not a string".to_string())),
-                None => Err(self.invalid("expected a JSON object with a string field \"text\"".to_string())),
-            };
-        }
-        Ok(None)
-    }
-
-    /// The next run of non-blank lines, joined with `\n`.
-    fn next_paragraph(&mut self) -> Result<Option<String>> {
-        let mut paragraph: Option<String> = None;
-        while let Some(line) = self.next_line()? {
-            if line.trim().is_empty() {
-                if paragraph.is_some() {
-                    break;
-                }
-                continue;
-            }
-            match paragraph.as_mut() {
-                Some(text) if text.len() + 1 + line.len() > MAX_DOCUMENT_BYTES => {
-                    return Err(self.too_long("paragraph"))
-                }
-                Some(text) => {
-                    text.push('\n');
-                    text.push_str(&line);
-                }
-                None => paragraph = Some(line),
-            }
-        }
-        Ok(paragraph)
-    }
-
-    /// The next line without its `\n` / `\r\n`, or `None` at the end of the file. A line longer than
-    /// [`MAX_DOCUMENT_BYTES`] is an error, found before more of it is read.
-    fn next_line(&mut self) -> Result<Option<String>> {
-        self.buffer.clear();
-        let limit = MAX_DOCUMENT_BYTES as u64 + 1;
-        let read = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buffer).with_path(&self.path)?;
-        if read == 0 {
-            return Ok(None);
-        }
-        self.line += 1;
-        if self.buffer.len() > MAX_DOCUMENT_BYTES && self.buffer.last() != Some(&b'\n') {
-            return Err(self.too_long("line"));
-        }
-        if self.buffer.last() == Some(&b'\n') {
-            self.buffer.pop();
-            if self.buffer.last() == Some(&b'\r') {
-                self.buffer.pop();
-            }
-        }
-        match std::str::from_utf8(&self.buffer) {
-            Ok(line) => Ok(Some(line.to_string())),
-            Err(error) => Err(self.invalid(format!("not valid UTF-8: {error}"))),
-        }
-    }
-
-    fn too_long(&self, what: &str) -> Error {
-        let limit = describe_size(MAX_DOCUMENT_BYTES as u64);
-        self.invalid(format!(
-            "{what} is longer than {limit}, the most one calibration document may hold; split it into smaller documents"
-        ))
-    }
-
-    fn invalid(&self, message: String) -> Error {
-        Error::CalibrationInvalid { path: self.path.clone(), line: self.line, message }
-    }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use super::data::{load_calibration, CalibrationOptions, CalibrationSet, CalibrationSource};
+use super::documents::Document;
 use super::observers::Observers;
 use crate::checkpoint::Checkpoint;
 use crate::device::ComputeDevice;
@@ -19,8 +20,23 @@ use crate::model::ModelDescriptor;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceSpec {
     Jsonl { path: PathBuf },
+    Json { path: PathBuf },
     Text { path: PathBuf },
+    Documents { documents: Vec<Document> },
     Ids { ids: Vec<Vec<u32>> },
+}
+
+impl SourceSpec {
+    /// The source this names.
+    pub fn source(&self) -> CalibrationSource {
+        match self {
+            SourceSpec::Jsonl { path } => CalibrationSource::Jsonl(path.clone()),
+            SourceSpec::Json { path } => CalibrationSource::Json(path.clone()),
+            SourceSpec::Text { path } => CalibrationSource::Text(path.clone()),
+            SourceSpec::Documents { documents } => CalibrationSource::Documents(documents.clone()),
+            SourceSpec::Ids { ids } => CalibrationSource::Ids(ids.clone()),
+        }
+    }
 }
 
 /// A calibration request (options already validated and defaulted by TS).
@@ -64,11 +80,7 @@ pub fn load_request(
     vocab_size: usize,
     cancel: &AtomicBool,
 ) -> Result<CalibrationSet> {
-    let source = match &request.source {
-        SourceSpec::Jsonl { path } => CalibrationSource::Jsonl(path.clone()),
-        SourceSpec::Text { path } => CalibrationSource::Text(path.clone()),
-        SourceSpec::Ids { ids } => CalibrationSource::Ids(ids.clone()),
-    };
+    let source = request.source.source();
     let options =
         CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
     load_calibration(dir, &source, &options, vocab_size, cancel)

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::descriptor::ModelDescriptor;
 use super::stream::{run_forward, ForwardOptions, ForwardProgress};
-use crate::calib::data::{load_calibration, Batch, CalibrationOptions, CalibrationSource};
+use crate::calib::data::{load_calibration, Batch, CalibrationOptions};
 use crate::calib::run::SourceSpec;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -218,11 +218,7 @@ pub fn compare_models(
         )));
     }
     let vocab = original.vocab_size;
-    let source = match &request.source {
-        SourceSpec::Jsonl { path } => CalibrationSource::Jsonl(path.clone()),
-        SourceSpec::Text { path } => CalibrationSource::Text(path.clone()),
-        SourceSpec::Ids { ids } => CalibrationSource::Ids(ids.clone()),
-    };
+    let source = request.source.source();
     let options =
         CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
     let set = load_calibration(original_dir, &source, &options, vocab, cancel)?;
