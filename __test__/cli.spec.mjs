@@ -37,3 +37,12 @@ test('usage errors', (t) => {
   t.is(help.status, 0)
   t.regex(help.stdout, /moe-quant inspect DIR/)
 })
+
+test('the demo quantizes and evaluates the example model without a warning', (t) => {
+  const run = spawnSync(process.execPath, [join(ROOT, 'dist/cli/demo.js')], { encoding: 'utf8' })
+  t.is(run.status, 0, run.stderr)
+  t.regex(run.stdout, /^format {16}NVFP4$/m)
+  t.regex(run.stdout, /KL mean/)
+  t.notRegex(run.stderr, /warning/i)
+  t.notRegex(run.stdout, /files not copied/)
+})

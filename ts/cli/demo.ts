@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
  * `npm run demo`: quantizes the bundled example model (fixtures/qwen3_moe/hub, a tiny random-weight
- * Qwen3-MoE) to NVFP4 with the bundled calibration text, then measures how far the quantized model's
- * next-token distributions are from the original's. Runs from a source checkout (the fixture is not
- * published with the package).
+ * Qwen3-MoE, copied to .out/demo-model without its test references) to NVFP4 with the bundled calibration
+ * text, then measures how far the quantized model's next-token distributions are from the original's. Runs
+ * from a source checkout (the fixture is not published with the package).
  */
+import { copyFileSync, mkdirSync, rmSync } from 'node:fs'
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
@@ -13,11 +14,17 @@ import { renderEvaluation } from './eval'
 import { BUNDLED_CALIBRATION, renderSummary, runQuantize } from './quantize'
 
 const ROOT = path.join(__dirname, '..', '..')
-const MODEL = path.join(ROOT, 'fixtures', 'qwen3_moe', 'hub')
+const FIXTURE = path.join(ROOT, 'fixtures', 'qwen3_moe', 'hub')
+/** The example model as a user would have it: the fixture without its test references. */
+const MODEL = path.join(ROOT, '.out', 'demo-model')
 const OUTPUT = path.join(ROOT, '.out', 'demo-nvfp4')
+const MODEL_FILES = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
 
 async function demo(): Promise<number> {
   const rel = (p: string): string => path.relative(process.cwd(), p) || '.'
+  rmSync(MODEL, { recursive: true, force: true })
+  mkdirSync(MODEL, { recursive: true })
+  for (const file of MODEL_FILES) copyFileSync(path.join(FIXTURE, file), path.join(MODEL, file))
   process.stdout.write(`Quantizing ${rel(MODEL)} to NVFP4 → ${rel(OUTPUT)} (calibration: ${rel(BUNDLED_CALIBRATION)}, 32 × 64 tokens)\n\n`)
   const result = await runQuantize({
     model: MODEL,
