@@ -2,11 +2,11 @@
 // the bundled example model (JSON output, usage errors, Ctrl-C).
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { BUNDLED_CALIBRATION, parseQuantizeArgs, renderSummary } from '../dist/cli/quantize.js'
-import { bar, createProgress } from '../dist/cli/progress.js'
+import { bar, createProgress, duration, quantizeStage } from '../dist/cli/progress.js'
 import { FIXTURES, ROOT, tempDir } from './helpers/checkpoint.mjs'
 
 const MAIN = join(ROOT, 'dist/cli/main.js')
@@ -133,37 +133,62 @@ test('the summary: sizes and ratio, tensors, per-layer error, uncalibrated exper
 test('progress: bars redrawn in place on a terminal, a plain line per stage start and end otherwise', (t) => {
   t.is(bar(1, 2, 4), '[██░░]')
   t.is(bar(0, 0, 2), '[░░]')
-  const event = (stage, layer, bytesWritten = 0) => ({ stage, layer, layers: 2, tokens: 512, bytesWritten })
+  t.deepEqual([duration(4.2), duration(65), duration(3725)], ['4.2s', '1m05s', '1h02m'])
+  const event = (stage, layer, bytesWritten = 0, batch = 4) => ({ stage, layer, layers: 2, tokens: 512, batch, batches: 4, bytesWritten })
   const plain = []
-  let clock = 0
-  const log = createProgress({ write: (s) => plain.push(s), isTTY: false }, { now: () => (clock += 100) })
-  for (const e of [event('calibrate', 1), event('quantize', 1, 1024), event('calibrate', 2, 1024), event('quantize', 2, 4096), event('write', 2, 4096)]) log.update(e)
+  let time = 0
+  const log = createProgress({ write: (s) => plain.push(s), isTTY: false }, { now: () => time, heartbeatMs: 0 })
+  // One event each half second, from the start.
+  for (const e of [event('calibrate', 0, 0, 2), event('calibrate', 1), event('quantize', 1, 1024), event('calibrate', 2, 1024), event('quantize', 2, 4096), event('write', 2, 4096)]) {
+    time += 500
+    log.update(quantizeStage(e))
+  }
   log.stop()
   t.deepEqual(plain, [
-    'moe-quant: calibrate: started (2 layers)\n',
-    'moe-quant: quantize: started (2 layers)\n',
-    'moe-quant: calibrate: done, 2/2 layers, 512 tokens/layer, 1.0 KiB written (0.1 s)\n',
-    'moe-quant: quantize: done, 2/2 layers, 4.0 KiB written (0.2 s)\n',
-    'moe-quant: write: finishing the checkpoint (4.0 KiB written so far)\n',
+    'moe-quant: calibrate: started, 0/2 layers (batch 2/4), 512 tokens/layer\n',
+    'moe-quant: quantize: started, 1/2 layers, 1.0 KiB written\n',
+    // 512 tokens through both layers in 2 s.
+    'moe-quant: calibrate: done, 2/2 layers, 512 tokens/layer, 256 tokens/s, 2.0s elapsed\n',
+    'moe-quant: quantize: done, 2/2 layers, 4.0 KiB written, 2.5s elapsed\n',
+    'moe-quant: write: started, finishing the checkpoint, 4.0 KiB written\n',
   ])
   const screen = []
-  const bars = createProgress({ write: (s) => screen.push(s), isTTY: true, columns: 80 }, { now: () => 0 })
-  bars.update(event('calibrate', 1))
-  bars.update(event('quantize', 1, 2048))
+  time = 0
+  const bars = createProgress({ write: (s) => screen.push(s), isTTY: true, columns: 200 }, { now: () => time })
+  time = 1000
+  bars.update(quantizeStage(event('calibrate', 0, 0, 2)))
+  time = 3000
+  bars.update(quantizeStage(event('quantize', 1, 2048)))
   bars.stop()
-  bars.update(event('calibrate', 2))
+  bars.update(quantizeStage(event('calibrate', 2)))
   t.is(screen.length, 3, 'first events draw at once; stop draws the final state; nothing after stop')
   t.true(screen[1].startsWith('\x1b[1F\x1b[2Kcalibrate '))
-  t.regex(screen[2], /^\x1b\[2F\x1b\[2Kcalibrate +\[█{12}░{12}\] 1\/2 layers, 512 tokens\/layer\n\x1b\[2Kquantize +\[█{12}░{12}\] 1\/2 layers, 2\.0 KiB written\n$/)
+  // At 3 s: calibration a quarter done (128 tokens through the model; 9 s to go), quantization half (3 s).
+  t.regex(screen[2], /^\x1b\[2F\x1b\[2Kcalibrate +\[█{6}░{18}\] 0\/2 layers \(batch 2\/4\), 512 tokens\/layer · 43 tokens\/s · 3\.0s elapsed · ETA 9\.0s\n/)
+  t.regex(screen[2], /\n\x1b\[2Kquantize +\[█{12}░{12}\] 1\/2 layers, 2\.0 KiB written · 3\.0s elapsed · ETA 3\.0s\n$/)
 })
 
-test('CLI: usage errors exit 1 with the code; --help exits 0', (t) => {
+test('progress: a heartbeat line every few seconds when the output is not a terminal', async (t) => {
+  const lines = []
+  const log = createProgress({ write: (s) => lines.push(s), isTTY: false }, { heartbeatMs: 20 })
+  log.update(quantizeStage({ stage: 'calibrate', layer: 1, layers: 4, tokens: 64, batch: 1, batches: 2, bytesWritten: 0 }))
+  const beats = () => lines.filter((l) => l.startsWith('moe-quant: calibrate: 1/4 layers (batch 1/2)'))
+  for (let waited = 0; beats().length < 2 && waited < 5000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10))
+  log.stop()
+  t.true(beats().length >= 2, lines.join(''))
+  t.regex(beats()[0], /tokens\/s, \d+\.\ds elapsed, ETA /)
+  const count = lines.length
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.is(lines.length, count, 'no heartbeat after stop')
+})
+
+test('CLI: usage errors exit 2 with the code; --help exits 0', (t) => {
   const run = cli('quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'fp8', '--out', join(tempDir(), 'o'), '--samples', '12x')
-  t.is(run.status, 1)
+  t.is(run.status, 2)
   t.regex(run.stderr, /^moe-quant: --samples: expected a positive integer, got "12x"\n.*--help.* \[E_OPTION_INVALID\]\n$/s)
   const missing = cli('quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'fp8', '--out', join(tempDir(), 'o'), '--calib', join(tempDir(), 'none.jsonl'))
-  t.is(missing.status, 1)
-  t.regex(missing.stderr, /--calib: no such file .*none\.jsonl \[E_OPTION_INVALID\]/)
+  t.is(missing.status, 2)
+  t.regex(missing.stderr, /--calib: no such file .*none\.jsonl\n.* \[E_OPTION_INVALID\]/)
   const help = cli('quantize', '--help')
   t.is(help.status, 0)
   t.regex(help.stdout, /--max-shard-size SIZE/)
@@ -234,3 +259,22 @@ for (const [signal, status, said] of [['SIGINT', 130, 'interrupted'], ['SIGTERM'
     t.deepEqual(readdirSync(dir), [])
   })
 }
+
+test('CLI: errors are worded with flags, close misspellings get a suggestion, --exclude must match a module', (t) => {
+  const model = join(FIXTURES, 'qwen3_moe/hub')
+  const format = cli('quantize', model, '--format', 'nvpf4', '--out', join(tempDir(), 'o'))
+  t.is(format.status, 2)
+  t.regex(format.stderr, /--format: expected fp8 or nvfp4, got "nvpf4" \(did you mean nvfp4\?\)/)
+  const flag = cli('quantize', model, '--format', 'fp8', '--out', join(tempDir(), 'o'), '--overwirte')
+  t.regex(flag.stderr, /unknown option --overwirte \(did you mean --overwrite\?\)/)
+  const busy = tempDir()
+  writeFileSync(join(busy, 'mine.txt'), 'mine')
+  const taken = cli('quantize', model, '--format', 'fp8', '--out', busy, '--samples', '2', '--seq-len', '8')
+  t.is(taken.status, 1)
+  t.regex(taken.stderr, /exists and is not empty; pass --overwrite to replace it \[E_OUTPUT_INVALID\]/)
+  const out = join(tempDir(), 'o')
+  const nothing = cli('quantize', model, '--format', 'fp8', '--out', out, '--exclude', 'model.layers.*.self_atn.*', '--samples', '2', '--seq-len', '8')
+  t.is(nothing.status, 1)
+  t.regex(nothing.stderr, /^moe-quant: --exclude: "model\.layers\.\*\.self_atn\.\*" matches no module of this model \(patterns match whole module names with \* wildcards, e\.g\. /)
+  t.false(existsSync(out))
+})

@@ -1,6 +1,7 @@
 // The `moe-quant` command line, run as a user would.
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { inspectModel } from '../dist/index.js'
@@ -29,13 +30,39 @@ test('errors exit with status 1 and name the code, without a stack trace', (t) =
   t.regex(run.stderr, /^moe-quant: .*missing.*\[E_IO\]\n$/s)
 })
 
-test('usage errors', (t) => {
-  t.is(cli('inspect').status, 1)
-  t.regex(cli('frobnicate').stderr, /unknown command "frobnicate"/)
-  t.regex(cli('inspect', 'x', '--jsn').stderr, /unknown option --jsn/)
+test('usage errors exit with status 2 and suggest the closest command or flag', (t) => {
+  t.is(cli('inspect').status, 2)
+  t.is(cli().status, 2)
+  const command = cli('quantise', 'x')
+  t.is(command.status, 2)
+  t.regex(command.stderr, /unknown command "quantise" \(did you mean quantize\?\); commands: inspect, quantize, eval\n\(moe-quant --help lists the options\)/)
+  const flag = cli('inspect', 'x', '--jsn')
+  t.is(flag.status, 2)
+  t.regex(flag.stderr, /^moe-quant: unknown option --jsn \(did you mean --json\?\)\n\(moe-quant inspect --help lists the options\) \[E_OPTION_INVALID\]\n$/)
   const help = cli('--help')
   t.is(help.status, 0)
   t.regex(help.stdout, /moe-quant inspect DIR/)
+})
+
+test('--version, and help per command (COMMAND --help and help COMMAND)', (t) => {
+  const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version
+  for (const flag of ['--version', '-V']) t.is(cli(flag).stdout, `${version}\n`)
+  for (const [command, option] of [['inspect', /--json/], ['quantize', /--max-shard-size SIZE/], ['eval', /--device DEVICE/]]) {
+    const help = cli(command, '--help')
+    t.is(help.status, 0, command)
+    t.regex(help.stdout, new RegExp(`^Usage:\n  moe-quant ${command} `))
+    t.regex(help.stdout, option)
+    t.is(cli('help', command).stdout, help.stdout)
+  }
+})
+
+test('a Hugging Face model id instead of a folder says to download it first', (t) => {
+  for (const args of [['inspect', 'Qwen/Qwen3-30B-A3B'], ['quantize', 'Qwen/Qwen3-30B-A3B', '--format', 'fp8', '--out', join(tempDir(), 'o')]]) {
+    const run = cli(...args)
+    t.is(run.status, 2, args.join(' '))
+    t.regex(run.stderr, /Qwen\/Qwen3-30B-A3B is not a folder here, and moe-quant downloads nothing: it looks like a Hugging Face model id/)
+    t.regex(run.stderr, /huggingface-cli download Qwen\/Qwen3-30B-A3B --local-dir \.\/Qwen3-30B-A3B/)
+  }
 })
 
 test('the demo quantizes and evaluates the example model without a warning', (t) => {

@@ -167,14 +167,26 @@ test('the eval command prints a table, or JSON', (t) => {
   t.true(result.klMean > 0)
 })
 
-test('eval usage errors', (t) => {
+test('eval usage errors exit with status 2', (t) => {
   for (const args of [['eval', ORIGINAL], ['eval', ORIGINAL, NVFP4, '--samples', '0'], ['eval', ORIGINAL, NVFP4, '--seq-len'], ['eval', ORIGINAL, NVFP4, '--sampels', '2']]) {
     const run = cli(...args)
-    t.is(run.status, 1, args.join(' '))
-    t.regex(run.stderr, /\[E_OPTION_INVALID\]/)
+    t.is(run.status, 2, args.join(' '))
+    t.regex(run.stderr, /\(moe-quant eval --help lists the options\) \[E_OPTION_INVALID\]\n$/)
   }
-  t.regex(cli('eval', ORIGINAL, NVFP4, '--samples', 'x').stderr, /--samples: expected an integer/)
+  t.regex(cli('eval', ORIGINAL, NVFP4, '--samples', 'x').stderr, /--samples: expected a positive integer/)
+  t.regex(cli('eval', ORIGINAL, NVFP4, '--sampels', '2').stderr, /unknown option --sampels \(did you mean --samples\?\)/)
+  t.regex(cli('eval', ORIGINAL, NVFP4, '--device', 'gpu').stderr, /--device: expected cpu, cuda or cuda:N/)
   const help = cli('eval', '--help')
   t.is(help.status, 0)
   t.regex(help.stdout, /moe-quant eval ORIGINAL QUANTIZED/)
+})
+
+test('eval shows progress on stderr and accepts --device', (t) => {
+  const run = cli('eval', ORIGINAL, NVFP4, '--samples', '2', '--seq-len', '8', '--device', 'cpu')
+  t.is(run.status, 0, run.stderr)
+  t.regex(run.stderr, /^moe-quant: evaluate: started, batch 1\/\d+, original model \d\/2 layers\n/)
+  t.regex(run.stderr, /moe-quant: evaluate: done, batch \d+\/\d+, quantized model 2\/2 layers, [\d.]+s elapsed\n$/)
+  const cuda = cli('eval', ORIGINAL, NVFP4, '--samples', '2', '--seq-len', '8', '--device', 'cuda')
+  t.is(cuda.status, 1)
+  t.regex(cuda.stderr, /\[E_DEVICE_UNAVAILABLE\]/)
 })

@@ -98,3 +98,17 @@ test('two runs to the same output without overwrite: one publishes, the other is
   t.is(algo, fulfilled[0].value.format.toUpperCase(), 'the output is the one that was published')
   t.deepEqual(leftovers(parent), [])
 })
+
+test('calibration progress moves within a layer: batches done of the next layer', async (t) => {
+  const events = []
+  const calibration3 = { ids: [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]], batchSize: 1 }
+  await quantizeModel(base(join(tempDir(), 'out'), { calibration: calibration3, onProgress: (e) => events.push(e) }))
+  const within = events.filter((e) => e.stage === 'calibrate' && e.batch < e.batches)
+  t.true(within.length >= 1, JSON.stringify(events))
+  t.like(within[0], { layer: 0, batch: 1, batches: 3 })
+  const layerDone = events.filter((e) => e.stage === 'calibrate' && e.batch === e.batches).map((e) => e.layer)
+  t.deepEqual(layerDone, [1, 2])
+  const calibrated = []
+  await calibrateModel({ model: MODEL, calibration: calibration3, onProgress: (e) => calibrated.push(e) })
+  t.like(calibrated[0], { stage: 'calibrate', layer: 0, batch: 1, batches: 3 })
+})

@@ -166,3 +166,11 @@ test('unknown options are refused with the valid ones and the closest match, at 
   t.regex(calibrated.message, /^device_: unknown option \(did you mean device\?\)/)
   t.false(existsSync(output))
 })
+
+test('an exclude pattern that matches no module is refused before any work', async (t) => {
+  const parent = tempDir()
+  const error = await t.throwsAsync(quantizeModel(base(join(parent, 'out'), { exclude: ['model.layers.0.self_attn.*', '*visual*'] })))
+  t.is(error.code, 'E_OPTION_INVALID')
+  t.regex(error.message, /^exclude: "\*visual\*" matches no module of this model/)
+  t.deepEqual(readdirSync(parent), [])
+})

@@ -10,7 +10,7 @@ import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { checkIdRows, type IdRow } from './ids'
 import { runTask } from './native'
-import { rejectUnknownKeys } from './options'
+import { checkDevice, rejectUnknownKeys } from './options'
 
 /** One message of a chat conversation, as chat templates read it. */
 export interface ChatMessage {
@@ -46,6 +46,7 @@ export interface CalibrationOptions {
   allExperts?: boolean
 }
 
+/** Where a calibration is: after each layer, and in between (at most every 250 ms) with the batches done. */
 export interface CalibrationProgress {
   stage: 'calibrate'
   /** Decoder layers done, of `layers`. */
@@ -53,6 +54,9 @@ export interface CalibrationProgress {
   layers: number
   /** Calibration tokens per layer. */
   tokens: number
+  /** Batches of the next layer done, of `batches` (`batches` once a layer is done). */
+  batch: number
+  batches: number
 }
 
 export interface CalibrateOptions {
@@ -190,10 +194,8 @@ function checkConversations(conversations: unknown): ChatMessage[][] {
 }
 
 /** Validates calibration options and resolves defaults into the native request. */
-export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device = 'cpu'): CalibrationRequest {
-  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
-    throw new MoeQuantError('E_OPTION_INVALID', `device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`)
-  }
+export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, deviceOption?: string): CalibrationRequest {
+  const device = checkDevice(deviceOption)
   if (typeof options !== 'object' || options === null) {
     throw new MoeQuantError('E_OPTION_INVALID', 'calibration: expected an object with data or ids')
   }

@@ -13,7 +13,7 @@ import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { flattenIds, type IdRow } from './ids'
 import { runTask } from './native'
-import { rejectUnknownKeys } from './options'
+import { checkDevice, rejectUnknownKeys } from './options'
 import { readQuantization } from './quantized'
 
 /** Which held-out tokens to run; give at most one of `data` and `ids`. */
@@ -31,6 +31,8 @@ export interface EvaluateOptions {
   seed?: number
   /** Sequences per forward, or `'auto'` (each model's logits of one batch within about 256 MiB). */
   batchSize?: number | 'auto'
+  /** `'cpu'` (default, f32) or `'cuda'`/`'cuda:N'` (both models in bf16 on the GPU, with the CUDA build). */
+  device?: string
   onProgress?: (event: EvaluationProgress) => void
   /** Aborting rejects with `E_CANCELLED` at the next layer boundary. */
   signal?: AbortSignal
@@ -103,7 +105,7 @@ const DEFAULT_SEQ_LEN = 128
 const LOGITS_BUDGET_BYTES = 256 * 2 ** 20
 /** Every option of evaluateModel (checked complete against the type). */
 const OPTION_KEYS = Object.keys({
-  data: 1, ids: 1, samples: 1, seqLen: 1, seed: 1, batchSize: 1, onProgress: 1, signal: 1,
+  data: 1, ids: 1, samples: 1, seqLen: 1, seed: 1, batchSize: 1, device: 1, onProgress: 1, signal: 1,
 } satisfies Record<keyof EvaluateOptions, 1>)
 
 const invalid = (message: string): MoeQuantError => new MoeQuantError('E_OPTION_INVALID', message)
@@ -128,6 +130,7 @@ export function randomIds(rows: number, seqLen: number, vocab: number, seed: num
 
 /** The options after validation, before the models' vocabulary is known. */
 interface ResolvedOptions {
+  device: string
   samples: number
   seqLen: number
   batchSize: number | 'auto'
@@ -146,10 +149,12 @@ export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
     throw invalid(`onProgress: expected a function, got ${typeof options.onProgress}`)
   }
   const batchSize = options.batchSize === undefined || options.batchSize === 'auto' ? 'auto' : positiveInteger(options.batchSize, 'batchSize', 1)
+  const device = checkDevice(options.device)
   if (options.ids !== undefined) {
     const { flat, rows, seqLen } = flattenIds(options.ids, Number.POSITIVE_INFINITY, 'ids')
     if (options.seed !== undefined) throw invalid('seed: only used for random ids, not with ids')
     return {
+      device,
       samples: positiveInteger(options.samples, 'samples', rows),
       seqLen: positiveInteger(options.seqLen, 'seqLen', seqLen),
       batchSize,
@@ -164,13 +169,13 @@ export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
       throw invalid(`data: expected a file path, got ${JSON.stringify(options.data)}`)
     }
     if (options.seed !== undefined) throw invalid('seed: only used for random ids, not with data')
-    return { samples, seqLen, batchSize, data: { source: 'file', path: path.resolve(options.data) } }
+    return { device, samples, seqLen, batchSize, data: { source: 'file', path: path.resolve(options.data) } }
   }
   const seed = options.seed ?? 0
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
     throw invalid(`seed: expected an integer from 0 to 2^32 − 1, got ${JSON.stringify(options.seed)}`)
   }
-  return { samples, seqLen, batchSize, data: { source: 'random', seed } }
+  return { device, samples, seqLen, batchSize, data: { source: 'random', seed } }
 }
 
 /** The native request for resolved options and the models' vocabulary size. */
@@ -185,7 +190,7 @@ export function evaluationRequest(resolved: ResolvedOptions, vocabSize: number):
   }
   const batchSize =
     resolved.batchSize === 'auto' ? Math.max(1, Math.min(samples, Math.floor(LOGITS_BUDGET_BYTES / (seqLen * vocabSize * 4)))) : resolved.batchSize
-  return { source, samples, seq_len: seqLen, batch_size: batchSize }
+  return { source, samples, seq_len: seqLen, batch_size: batchSize, device: resolved.device }
 }
 
 function checkComparable(original: ModelDescriptor, quantized: ModelDescriptor, quantizedDir: string): void {

@@ -44,3 +44,11 @@ export function rejectUnknownKeys(options: object, allowed: readonly string[], p
     )
   }
 }
+
+/** `'cpu'`, `'cuda'` or `'cuda:N'` (default `'cpu'`). @throws MoeQuantError `E_OPTION_INVALID` */
+export function checkDevice(device: unknown = 'cpu'): string {
+  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
+    throw new MoeQuantError('E_OPTION_INVALID', `device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`)
+  }
+  return device
+}

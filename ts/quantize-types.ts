@@ -37,6 +37,12 @@ export interface QuantizeOptions {
   signal?: AbortSignal
 }
 
+/**
+ * Where a quantization is. `calibrate` comes when a decoder layer has run every calibration batch, and in
+ * between (at most every 250 ms) with the batches of the next layer done so far; `quantize` when a layer's
+ * tensors are quantized and queued for writing; `write` once, when the last files are written. The run
+ * waits for the callback to return before it goes on.
+ */
 export interface QuantizeProgress {
   stage: 'calibrate' | 'quantize' | 'write'
   /** Decoder layers done, of `layers`. */
@@ -44,6 +50,9 @@ export interface QuantizeProgress {
   layers: number
   /** Calibration tokens per layer. */
   tokens: number
+  /** Calibration batches of the next layer done, of `batches` (`batches` once a layer is done). */
+  batch: number
+  batches: number
   /** Output bytes written so far. */
   bytesWritten: number
 }

@@ -2,7 +2,6 @@
  * quantizeModel(): calibrate a Mixture-of-Experts checkpoint, quantize it to FP8 or NVFP4 and write a
  * checkpoint that vLLM, SGLang and TensorRT-LLM load as `quant_method: "modelopt"`.
  */
-import { readFileSync } from 'node:fs'
 import * as path from 'node:path'
 
 import { calibrationRequest } from './calibrate'
@@ -16,6 +15,7 @@ import { readListing } from './listing'
 import { refuseQuantizedSource } from './quantized'
 import { runTask } from './native'
 import { rejectUnknownKeys } from './options'
+import { packageVersion } from './version'
 import type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult } from './quantize-types'
 
 export type { QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult, LayerError } from './quantize-types'
@@ -36,14 +36,6 @@ export function parseSize(value: number | string, name = 'maxShardSize'): number
     }
   }
   throw new MoeQuantError('E_OPTION_INVALID', `${name}: expected a positive byte count or a size such as '5GB', got ${JSON.stringify(value)}`)
-}
-
-function packageVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version
-  } catch {
-    return 'unknown'
-  }
 }
 
 /** Every option of quantizeModel (checked complete against the type). */
@@ -206,14 +198,14 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     return files
   }
 
-  type NativeProgress = { stage: QuantizeProgress['stage']; layer: number; layers: number; tokens: number; bytes_written: number }
+  type NativeProgress = Omit<QuantizeProgress, 'bytesWritten'> & { bytes_written: number }
   // Once the core has published the output, the run has succeeded, even if the signal was aborted after its
   // last cancellation check; before that, cancelling leaves a previous output as it was.
   const text = await runTask(
     options,
     (event): QuantizeProgress => {
       const e = JSON.parse(event) as NativeProgress
-      return { stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, bytesWritten: e.bytes_written }
+      return { stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, batch: e.batch, batches: e.batches, bytesWritten: e.bytes_written }
     },
     (binding, token, onEvent, guard) => {
       const onFiles = guard((summary: string) => JSON.stringify(outputFiles(JSON.parse(summary) as NativeCalibrationSummary)), '{}')

@@ -1,13 +1,31 @@
 /**
- * `moe-quant eval ORIGINAL QUANTIZED [--data FILE] [--samples N] [--seq-len L] [--json]`: how far a quantized
- * checkpoint's next-token distributions are from the original's (evaluateModel), as a small table or JSON.
+ * `moe-quant eval ORIGINAL QUANTIZED [--data FILE] [--samples N] [--seq-len L] [--device D] [--json]`: how far
+ * a quantized checkpoint's next-token distributions are from the original's (evaluateModel), as a small table
+ * or JSON, with progress on stderr.
  */
 import { MoeQuantError } from '../errors'
 import { evaluateModel, type EvaluateOptions, type EvaluationResult } from '../evaluate'
+import { device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { table } from './format'
+import { EXIT_CODES, interruptible } from './interrupt'
+import { createProgress, evaluateStage } from './progress'
 
-const VALUE_FLAGS = ['--data', '--samples', '--seq-len'] as const
-const BOOLEAN_FLAGS = ['--json', '-h', '--help'] as const
+export const EVAL_USAGE = `Usage:
+  moe-quant eval ORIGINAL QUANTIZED [options]
+
+Runs the original and the quantized model over the same held-out tokens and compares their next-token
+distributions: mean and max KL divergence, top-1 agreement and each model's perplexity.
+
+Options:
+  --data FILE      held-out documents (.jsonl, .json or plain text, as --calib of quantize), tokenized with
+                   the original's tokenizer (default: seeded random token ids)
+  --samples N      sequences (default 8)
+  --seq-len L      tokens per sequence (default 128)
+  --device DEVICE  cpu (default, f32), cuda or cuda:N (bf16, with the CUDA build)
+  --json           print the result as JSON
+  -h, --help       show this help`
+
+const FLAGS: FlagSpec = { values: ['--data', '--samples', '--seq-len', '--device'], switches: ['--json'] }
 
 interface EvalArgs {
   original: string
@@ -17,42 +35,21 @@ interface EvalArgs {
   help: boolean
 }
 
-/** Parses the arguments after `eval`; `usage` is appended to every usage error. */
-export function parseEvalArgs(argv: readonly string[], usage: string): EvalArgs {
-  const fail = (message: string): never => {
-    throw new MoeQuantError('E_OPTION_INVALID', `${message}\n\n${usage}`)
-  }
-  const positional: string[] = []
-  const values = new Map<string, string>()
-  const flags = new Set<string>()
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string
-    const [name, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined]
-    if ((VALUE_FLAGS as readonly string[]).includes(name)) {
-      const value = inline ?? argv[++i]
-      if (value === undefined || value === '') fail(`${name} needs a value`)
-      values.set(name, value as string)
-    } else if ((BOOLEAN_FLAGS as readonly string[]).includes(arg)) flags.add(arg)
-    else if (arg.startsWith('-')) fail(`unknown option ${arg}`)
-    else positional.push(arg)
-  }
-  const help = flags.has('-h') || flags.has('--help')
-  const [original, quantized, ...extra] = positional
-  if (!help && (!original || !quantized || extra.length > 0)) fail('eval takes exactly two directories: ORIGINAL QUANTIZED')
-  const integer = (flag: string): number | undefined => {
-    const value = values.get(flag)
-    if (value === undefined) return undefined
-    if (!/^\d+$/.test(value) || Number(value) < 1 || !Number.isSafeInteger(Number(value))) fail(`${flag}: expected an integer ≥ 1, got ${JSON.stringify(value)}`)
-    return Number(value)
-  }
+/** Parses the arguments after `eval`. @throws UsageError naming the flag or argument. */
+export function parseEvalArgs(argv: readonly string[]): EvalArgs {
+  const args = parseArgs(argv, FLAGS, 'eval')
+  const [original, quantized, ...extra] = args.positional
+  if (!args.help && (!original || !quantized || extra.length > 0)) throw new UsageError('eval takes exactly two directories: ORIGINAL QUANTIZED', 'eval')
   const options: EvaluateOptions = {}
-  const data = values.get('--data')
+  const data = value(args, '--data')
   if (data !== undefined) options.data = data
-  const samples = integer('--samples')
-  if (samples !== undefined) options.samples = samples
-  const seqLen = integer('--seq-len')
-  if (seqLen !== undefined) options.seqLen = seqLen
-  return { original: original ?? '', quantized: quantized ?? '', options, json: flags.has('--json'), help }
+  const samples = value(args, '--samples')
+  if (samples !== undefined) options.samples = positiveInteger('--samples', samples, 'eval')
+  const seqLen = value(args, '--seq-len')
+  if (seqLen !== undefined) options.seqLen = positiveInteger('--seq-len', seqLen, 'eval')
+  const deviceText = value(args, '--device')
+  if (deviceText !== undefined) options.device = device('--device', deviceText, 'eval')
+  return { original: original ?? '', quantized: quantized ?? '', options, json: args.switches.has('--json'), help: args.help }
 }
 
 function describeData(result: EvaluationResult): string {
@@ -92,14 +89,29 @@ export function renderEvaluation(original: string, quantized: string, result: Ev
   return out.join('\n')
 }
 
-/** Runs `eval`; returns the exit status. */
-export async function evalCommand(argv: readonly string[], usage: string): Promise<number> {
-  const args = parseEvalArgs(argv, usage)
+/** Runs `eval` with progress on stderr and Ctrl-C / SIGTERM cancelling it; returns the exit status. */
+export async function evalCommand(argv: readonly string[]): Promise<number> {
+  const args = parseEvalArgs(argv)
   if (args.help) {
-    process.stdout.write(`${usage}\n`)
+    process.stdout.write(`${EVAL_USAGE}\n`)
     return 0
   }
-  const result = await evaluateModel(args.original, args.quantized, args.options)
-  process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : `${renderEvaluation(args.original, args.quantized, result)}\n`)
+  const [original, quantized] = [localModel(args.original, 'eval'), localModel(args.quantized, 'eval')]
+  const progress = createProgress(process.stderr)
+  const outcome = await interruptible(
+    (signal) => evaluateModel(original, quantized, { ...args.options, signal, onProgress: (event) => progress.update(evaluateStage(event)) }),
+    () => {
+      progress.stop()
+      process.stderr.write('moe-quant: stopping… ')
+    },
+    () => process.stderr.write('quitting\n'),
+    (error) => error instanceof MoeQuantError && error.code === 'E_CANCELLED',
+  ).finally(() => progress.stop())
+  if ('stoppedBy' in outcome) {
+    process.stderr.write('cancelled\n')
+    return EXIT_CODES[outcome.stoppedBy]
+  }
+  const result = outcome.value
+  process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : `${renderEvaluation(original, quantized, result)}\n`)
   return 0
 }

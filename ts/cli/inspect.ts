@@ -1,6 +1,7 @@
 /** `moe-quant inspect DIR [--json]`: the inspect report as a readable table, or as JSON. */
 import { inspectModel, type InspectReport } from '../inspect'
 import type { MoeLayer } from '../resolve'
+import { localModel, parseArgs, UsageError } from './args'
 import { bytes, count, ranges, table } from './format'
 
 /** Groups consecutive MoE layers that share everything but the layer index, for a compact table. */
@@ -69,7 +70,26 @@ export function renderReport(report: InspectReport): string {
   return out.join('\n')
 }
 
-export async function inspectCommand(dir: string, json: boolean): Promise<void> {
-  const report = await inspectModel(dir)
-  process.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : `${renderReport(report)}\n`)
+export const INSPECT_USAGE = `Usage:
+  moe-quant inspect DIR [--json]
+
+Reads only the headers of the checkpoint in DIR and shows its architecture, expert layout per MoE layer,
+parameter counts and which tensors a quantization would quantize or keep.
+
+Options:
+  --json      print the report as JSON (the same data as the tables)
+  -h, --help  show this help`
+
+/** `moe-quant inspect DIR [--json]`: returns the exit status. */
+export async function inspectCommand(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv, { values: [], switches: ['--json'] }, 'inspect')
+  if (args.help) {
+    process.stdout.write(`${INSPECT_USAGE}\n`)
+    return 0
+  }
+  const [dir, ...extra] = args.positional
+  if (dir === undefined || extra.length > 0) throw new UsageError('inspect takes exactly one directory', 'inspect')
+  const report = await inspectModel(localModel(dir, 'inspect'))
+  process.stdout.write(args.switches.has('--json') ? `${JSON.stringify(report, null, 2)}\n` : `${renderReport(report)}\n`)
+  return 0
 }

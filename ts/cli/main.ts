@@ -1,63 +1,53 @@
 #!/usr/bin/env node
-/** The `moe-quant` command line: `inspect`, `quantize` and `eval` (`moe-quant --help`). */
+/** The `moe-quant` command line: `inspect`, `quantize` and `eval` (`moe-quant --help`, `moe-quant COMMAND --help`). */
 import { MoeQuantError } from '../errors'
-import { evalCommand } from './eval'
-import { inspectCommand } from './inspect'
-import { quantizeCommand } from './quantize'
+import { closest } from '../options'
+import { packageVersion } from '../version'
+import { cliWording, USAGE_EXIT, UsageError } from './args'
+import { EVAL_USAGE, evalCommand } from './eval'
+import { INSPECT_USAGE, inspectCommand } from './inspect'
+import { QUANTIZE_USAGE, quantizeCommand } from './quantize'
 
 const USAGE = `Usage:
   moe-quant inspect DIR [--json]   show a checkpoint's architecture, expert layout and quantization plan
   moe-quant quantize DIR --format fp8|nvfp4 --out OUT [options]
                                    calibrate, quantize and write a ModelOpt-format checkpoint
-                                   (moe-quant quantize --help lists the options)
-  moe-quant eval ORIGINAL QUANTIZED [--data FILE] [--samples N] [--seq-len L] [--json]
+  moe-quant eval ORIGINAL QUANTIZED [options]
                                    compare a quantized checkpoint's next-token distributions with the original's
 
+moe-quant COMMAND --help shows a command's options.
+
 Options:
-  --json      print the report as JSON (same data as the table)
-  -h, --help  show this help`
+  -h, --help     show this help
+  -V, --version  print the version`
 
-interface Parsed {
-  positional: string[]
-  flags: Set<string>
-}
-
-function parseArgs(argv: readonly string[], known: readonly string[]): Parsed {
-  const parsed: Parsed = { positional: [], flags: new Set() }
-  for (const arg of argv) {
-    if (arg.startsWith('-')) {
-      if (!known.includes(arg)) throw new MoeQuantError('E_OPTION_INVALID', `unknown option ${arg}\n\n${USAGE}`)
-      parsed.flags.add(arg)
-    } else parsed.positional.push(arg)
-  }
-  return parsed
+const COMMANDS: Record<string, { usage: string; run: (argv: readonly string[]) => Promise<number> }> = {
+  inspect: { usage: INSPECT_USAGE, run: inspectCommand },
+  quantize: { usage: QUANTIZE_USAGE, run: (argv) => quantizeCommand(argv) },
+  eval: { usage: EVAL_USAGE, run: evalCommand },
 }
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv
-  if (!command || command === '-h' || command === '--help') {
+  if (command === '-V' || command === '--version') {
+    process.stdout.write(`${packageVersion()}\n`)
+    return 0
+  }
+  if (command === undefined || command === '-h' || command === '--help') {
     process.stdout.write(`${USAGE}\n`)
-    return command ? 0 : 2
+    return command === undefined ? USAGE_EXIT : 0
   }
-  switch (command) {
-    case 'inspect': {
-      const args = parseArgs(rest, ['--json', '-h', '--help'])
-      if (args.flags.has('-h') || args.flags.has('--help')) {
-        process.stdout.write(`${USAGE}\n`)
-        return 0
-      }
-      const [dir, ...extra] = args.positional
-      if (!dir || extra.length > 0) throw new MoeQuantError('E_OPTION_INVALID', `inspect takes exactly one directory\n\n${USAGE}`)
-      await inspectCommand(dir, args.flags.has('--json'))
-      return 0
-    }
-    case 'quantize':
-      return quantizeCommand(rest)
-    case 'eval':
-      return evalCommand(rest, USAGE)
-    default:
-      throw new MoeQuantError('E_OPTION_INVALID', `unknown command "${command}"\n\n${USAGE}`)
+  if (command === 'help') {
+    const topic = rest[0]
+    process.stdout.write(`${topic !== undefined && topic in COMMANDS ? COMMANDS[topic]?.usage : USAGE}\n`)
+    return 0
   }
+  const entry = COMMANDS[command]
+  if (!entry) {
+    const guess = closest(command, Object.keys(COMMANDS))
+    throw new UsageError(`unknown command "${command}"${guess ? ` (did you mean ${guess}?)` : ''}; commands: ${Object.keys(COMMANDS).join(', ')}`, '')
+  }
+  return entry.run(rest)
 }
 
 main(process.argv.slice(2)).then(
@@ -65,7 +55,13 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (error: unknown) => {
-    if (error instanceof MoeQuantError) process.stderr.write(`moe-quant: ${error.message} [${error.code}]\n`)
+    if (error instanceof UsageError) {
+      const help = error.command ? `moe-quant ${error.command} --help` : 'moe-quant --help'
+      process.stderr.write(`moe-quant: ${error.message}\n(${help} lists the options) [${error.code}]\n`)
+      process.exitCode = USAGE_EXIT
+      return
+    }
+    if (error instanceof MoeQuantError) process.stderr.write(`moe-quant: ${cliWording(error.message)} [${error.code}]\n`)
     else process.stderr.write(`moe-quant: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
     process.exitCode = 1
   },

@@ -8,9 +8,10 @@ import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
 import type { QuantFormatName, QuantizeOptions, QuantizeResult } from '../quantize-types'
+import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
 import { EXIT_CODES, interruptible } from './interrupt'
-import { createProgress } from './progress'
+import { createProgress, quantizeStage } from './progress'
 
 /** The calibration text shipped with the package (`examples/calibration.jsonl`), used when `--calib` is absent. */
 export const BUNDLED_CALIBRATION = path.join(__dirname, '..', '..', 'examples', 'calibration.jsonl')
@@ -23,7 +24,8 @@ Calibrates the model in DIR, quantizes it and writes a ModelOpt-format checkpoin
 Options:
   --format fp8|nvfp4      quantization format (required)
   --out OUT               output directory (required); written beside it, renamed into place when complete
-  --calib FILE            calibration text: .jsonl of {"text": …} lines, or plain text
+  --calib FILE            calibration documents: .jsonl ({"text": …} or {"messages": […]} per line),
+                          .json (an array of documents) or plain text (documents separated by blank lines)
                           (default: the calibration text bundled with moe-quant)
   --samples N             calibration sequences (default 512)
   --seq-len L             tokens per sequence (default 512)
@@ -35,7 +37,8 @@ Options:
   --keep-indivisible      NVFP4: keep linears whose input dimension is not a multiple of 16 unquantized
                           instead of stopping with an error
   --all-experts           route every calibration token through every expert, for statistics only
-  --no-coverage           do not write the expert-coverage report (OUT/moe-quant-coverage.html)
+  --coverage FILE         write the expert-coverage report to FILE (default: OUT/moe-quant-coverage.html)
+  --no-coverage           do not write the expert-coverage report
   --json                  print the result as JSON instead of the summary table
   -h, --help              show this help`
 
@@ -47,22 +50,16 @@ export interface QuantizeCommandArgs {
 
 export type ParsedQuantizeArgs = ({ help: false } & QuantizeCommandArgs) | { help: true }
 
-const VALUE_FLAGS = ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device'] as const
-const BOOLEAN_FLAGS = ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'] as const
-type ValueFlag = (typeof VALUE_FLAGS)[number]
-type BooleanFlag = (typeof BOOLEAN_FLAGS)[number]
+const FLAGS: FlagSpec = {
+  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage'],
+  repeatable: ['--exclude'],
+  switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
+}
 
 const FORMATS: readonly QuantFormatName[] = ['fp8', 'nvfp4']
 
 function invalid(message: string): never {
-  throw new MoeQuantError('E_OPTION_INVALID', `${message}\n(moe-quant quantize --help lists the options)`)
-}
-
-/** `"512"` → 512; anything but a plain positive decimal integer is an error (no `1e3`, `0x10`, `12abc`, `3.0`). */
-function positiveInteger(flag: string, text: string): number {
-  const value = /^[1-9][0-9]*$/.test(text) ? Number(text) : Number.NaN
-  if (!Number.isSafeInteger(value)) invalid(`${flag}: expected a positive integer, got ${JSON.stringify(text)}`)
-  return value
+  throw new UsageError(message, 'quantize')
 }
 
 /** `5GB`, `500 MB`, `1.5GiB` or a byte count; the library converts it (decimal units, as Hugging Face uses). */
@@ -76,81 +73,48 @@ function shardSize(text: string): number | string {
 /**
  * Parses the arguments after `quantize`. Accepts `--flag value` and `--flag=value`; a flag other than
  * `--exclude` may appear once. Validates everything it can without touching the disk.
- * @throws MoeQuantError `E_OPTION_INVALID` with a message naming the flag, what it expects and what it got.
+ * @throws UsageError (`E_OPTION_INVALID`, exit status 2) naming the flag, what it expects and what it got.
  */
 export function parseQuantizeArgs(argv: readonly string[], defaults: { calibration?: string } = {}): ParsedQuantizeArgs {
-  const values = new Map<ValueFlag, string>()
-  const excludes: string[] = []
-  const switches = new Set<BooleanFlag>()
-  const positional: string[] = []
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string
-    if (arg === '-h' || arg === '--help') return { help: true }
-    if (arg === '--') {
-      positional.push(...argv.slice(i + 1))
-      break
-    }
-    if (!arg.startsWith('-') || arg === '-') {
-      positional.push(arg)
-      continue
-    }
-    const eq = arg.indexOf('=')
-    const flag = eq > 0 ? arg.slice(0, eq) : arg
-    if ((BOOLEAN_FLAGS as readonly string[]).includes(flag)) {
-      if (eq > 0) invalid(`${flag} takes no value, got ${JSON.stringify(arg)}`)
-      switches.add(flag as BooleanFlag)
-      continue
-    }
-    if (!(VALUE_FLAGS as readonly string[]).includes(flag)) invalid(`unknown option ${flag}`)
-    let value: string
-    if (eq > 0) value = arg.slice(eq + 1)
-    else {
-      const next = argv[i + 1]
-      if (next === undefined || (next.startsWith('--') && next.length > 2)) invalid(`${flag} needs a value`)
-      value = next
-      i++
-    }
-    if (value.length === 0) invalid(`${flag}: expected a value, got an empty string`)
-    if (flag === '--exclude') excludes.push(value)
-    else if (values.has(flag as ValueFlag)) invalid(`${flag} given more than once`)
-    else values.set(flag as ValueFlag, value)
-  }
-
+  const args = parseArgs(argv, FLAGS, 'quantize')
+  if (args.help) return { help: true }
+  const { positional } = args
   if (positional.length !== 1) {
     invalid(positional.length === 0 ? 'quantize needs the model directory' : `quantize takes one model directory, got ${positional.length}: ${positional.join(' ')}`)
   }
-  const formatText = values.get('--format')
+  const formatText = value(args, '--format')
   if (formatText === undefined) invalid(`--format is required (${FORMATS.join(' or ')})`)
-  const format = formatText.toLowerCase() as QuantFormatName
-  if (!FORMATS.includes(format)) invalid(`--format: expected ${FORMATS.join(' or ')}, got ${JSON.stringify(formatText)}`)
-  const output = values.get('--out')
+  const format = choice('--format', formatText, FORMATS, 'quantize')
+  const output = value(args, '--out')
   if (output === undefined) invalid('--out is required (the output directory)')
+  const integer = (flag: string, text: string): number => positiveInteger(flag, text, 'quantize')
 
-  const calibration: QuantizeOptions['calibration'] = { data: values.get('--calib') ?? defaults.calibration ?? BUNDLED_CALIBRATION }
-  const samples = values.get('--samples')
-  if (samples !== undefined) calibration.samples = positiveInteger('--samples', samples)
-  const seqLen = values.get('--seq-len')
-  if (seqLen !== undefined) calibration.seqLen = positiveInteger('--seq-len', seqLen)
-  const batchSize = values.get('--batch-size')
-  if (batchSize !== undefined) calibration.batchSize = batchSize === 'auto' ? 'auto' : positiveInteger('--batch-size', batchSize)
-  if (switches.has('--all-experts')) calibration.allExperts = true
+  const calibration: QuantizeOptions['calibration'] = { data: value(args, '--calib') ?? defaults.calibration ?? BUNDLED_CALIBRATION }
+  const samples = value(args, '--samples')
+  if (samples !== undefined) calibration.samples = integer('--samples', samples)
+  const seqLen = value(args, '--seq-len')
+  if (seqLen !== undefined) calibration.seqLen = integer('--seq-len', seqLen)
+  const batchSize = value(args, '--batch-size')
+  if (batchSize !== undefined) calibration.batchSize = batchSize === 'auto' ? 'auto' : integer('--batch-size', batchSize)
+  if (args.switches.has('--all-experts')) calibration.allExperts = true
 
   const options: QuantizeCommandArgs['options'] = { model: positional[0] as string, output, format, calibration }
-  const device = values.get('--device')
-  if (device !== undefined) {
-    if (!/^(cpu|cuda(:\d+)?)$/.test(device)) invalid(`--device: expected cpu, cuda or cuda:N, got ${JSON.stringify(device)}`)
-    options.device = device
-  }
-  const maxShard = values.get('--max-shard-size')
+  const deviceText = value(args, '--device')
+  if (deviceText !== undefined) options.device = device('--device', deviceText, 'quantize')
+  const maxShard = value(args, '--max-shard-size')
   if (maxShard !== undefined) options.maxShardSize = shardSize(maxShard)
-  if (excludes.length > 0) options.exclude = excludes
-  if (switches.has('--overwrite')) options.overwrite = true
-  if (switches.has('--keep-indivisible')) {
+  const excludes = args.values.get('--exclude')
+  if (excludes) options.exclude = excludes
+  if (args.switches.has('--overwrite')) options.overwrite = true
+  if (args.switches.has('--keep-indivisible')) {
     if (format !== 'nvfp4') invalid('--keep-indivisible applies to --format nvfp4 only')
     options.indivisible = 'keep'
   }
-  if (switches.has('--no-coverage')) options.coverageReport = false
-  return { help: false, options, json: switches.has('--json') }
+  const coverage = value(args, '--coverage')
+  if (coverage !== undefined && args.switches.has('--no-coverage')) invalid('--coverage and --no-coverage: give at most one of them')
+  if (coverage !== undefined) options.coverageReport = coverage
+  if (args.switches.has('--no-coverage')) options.coverageReport = false
+  return { help: false, options, json: args.switches.has('--json') }
 }
 
 const seconds = (s: number): string => `${s < 1 ? s.toFixed(2) : s.toFixed(1)} s`
@@ -219,17 +183,15 @@ export async function runQuantize(
   io: CommandIo = { stdout: process.stdout, stderr: process.stderr },
 ): Promise<QuantizeResult | number> {
   const data = options.calibration.data
-  if (data !== undefined && !existsSync(data)) throw new MoeQuantError('E_OPTION_INVALID', `--calib: no such file ${data}`, { file: data })
-  if (data !== undefined && !statSync(data).isFile()) {
-    throw new MoeQuantError('E_OPTION_INVALID', `--calib: ${data} is not a regular file (a directory, FIFO or device)`, { file: data })
-  }
+  if (data !== undefined && !existsSync(data)) throw new UsageError(`--calib: no such file ${data}`, 'quantize')
+  if (data !== undefined && !statSync(data).isFile()) throw new UsageError(`--calib: ${data} is not a regular file (a directory, FIFO or device)`, 'quantize')
   // Loaded on use, so that `inspect`, `--help` and the flag parser work without the quantizer (and its tests
   // can import this file alone).
   const { quantizeModel } = require('../quantize') as typeof import('../quantize')
   const progress = createProgress(io.stderr)
   // The interruption notice and its outcome share one line: "interrupted, stopping … cancelled; …".
   const outcome = await interruptible(
-    (signal) => quantizeModel({ ...options, onProgress: (event) => progress.update(event), signal }),
+    (signal) => quantizeModel({ ...options, onProgress: (event) => progress.update(quantizeStage(event)), signal }),
     (signal) => {
       progress.stop()
       const what = signal === 'SIGINT' ? 'interrupted' : 'terminated (SIGTERM)'
@@ -253,6 +215,7 @@ export async function quantizeCommand(argv: readonly string[], io: CommandIo = {
     io.stdout.write(`${QUANTIZE_USAGE}\n`)
     return 0
   }
+  localModel(args.options.model, 'quantize')
   const result = await runQuantize(args.options, io)
   if (typeof result === 'number') return result
   if (args.json) {

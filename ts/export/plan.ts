@@ -97,7 +97,12 @@ function inputGroups(descriptor: ModelDescriptor): string[][] {
 /** Builds the export plan. */
 export function planExport(report: InspectReport, descriptor: ModelDescriptor, listing: HeaderListing, options: PlanOptions): PlannedExport {
   const excluded = options.exclude.map(globToRegExp)
-  const isExcluded = (module: string): boolean => excluded.some((re) => re.test(module))
+  // Which patterns matched a module: one that matches none is most likely misspelled.
+  const matched = new Set<number>()
+  const isExcluded = (module: string): boolean => {
+    excluded.forEach((re, i) => re.test(module) && matched.add(i))
+    return excluded.some((re) => re.test(module))
+  }
   const byName = new Map(listing.tensors.map((t) => [t.name, t]))
   const layerOf = (name: string): number => {
     const match = /(?:^|\.)(?:layers|blocks)\.(\d+)\./.exec(name)
@@ -182,6 +187,18 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor, l
   // Everything else is kept in its source dtype, under its (hub) output name.
   const quantizedWeights = new Set([...expertTensors, ...[...planned].map((m) => `${m}.weight`)])
   const keep = listing.tensors.filter((t) => !quantizedWeights.has(t.name)).map((t) => ({ input: t.name, output: outputName(t.name) }))
+
+  const modules = [...new Set(listing.tensors.map((t) => moduleOf(t.name)))]
+  for (const module of modules) isExcluded(outputName(module))
+  const unmatched = options.exclude.filter((_, i) => !matched.has(i))
+  if (unmatched.length > 0) {
+    const examples = [...new Set(quantizedModules.map((m) => m.replace(/\.\d+\./g, '.*.')))].slice(0, 4)
+    throw new MoeQuantError(
+      'E_OPTION_INVALID',
+      `exclude: ${unmatched.map((p) => JSON.stringify(p)).join(', ')} ${unmatched.length > 1 ? 'match' : 'matches'} no module of this model ` +
+        `(patterns match whole module names with * wildcards, e.g. ${examples.join(', ')})`,
+    )
+  }
 
   // ModelOpt lists unquantized modules that own a weight, except norms (moduleLists' rule).
   const unquantized = new Set<string>()

@@ -17,18 +17,23 @@ use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorLayout, Write
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
 use crate::model::descriptor::{ExpertLayout, MlpDescriptor, MoeDescriptor};
-use crate::model::stream::{self, LayerStream};
+use crate::model::stream::{self, LayerStream, Throttle};
 use crate::model::weights::WeightLoader;
 use crate::model::ModelDescriptor;
 
 /// Where a quantization run is.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuantizeProgress {
-    /// `calibrate` (a layer ran), `quantize` (its tensors were quantized and queued), `write` (finishing).
+    /// `calibrate` (a layer ran, or some batches of the next one did), `quantize` (a layer's tensors were
+    /// quantized and queued), `write` (finishing).
     pub stage: &'static str,
+    /// Layers done.
     pub layer: usize,
     pub layers: usize,
     pub tokens: usize,
+    /// Calibration batches of the next layer done, of `batches` (`batches` once a layer is done).
+    pub batch: usize,
+    pub batches: usize,
     pub bytes_written: u64,
 }
 
@@ -493,8 +498,10 @@ pub fn quantize_checkpoint(
     let output = Output { writer, bytes_written: &bytes_written, quantized_tensors: 0 };
 
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
-    let layers = stream.layers();
+    let (layers, batches) = (stream.layers(), stream.batches());
     let mut layer_errors = Vec::with_capacity(layers);
+    let mut throttle = Throttle::new(Throttle::WITHIN_LAYER);
+    let mut calibrated = 0;
     // Layer L is quantized and written on CPU threads while the next layers calibrate: up to `JOBS` such
     // layer jobs at once (one writing while the next quantizes), joined in layer order for progress and
     // errors. Tensors go to their declared places in whatever order they come. The tensors kept as they are
@@ -550,6 +557,8 @@ pub fn quantize_checkpoint(
                 layer: done.layer + 1,
                 layers,
                 tokens,
+                batch: batches,
+                batches,
                 bytes_written: done.bytes_written,
             });
             Ok(())
@@ -559,13 +568,29 @@ pub fn quantize_checkpoint(
                 return Err(Error::Cancelled);
             }
             let clock = Instant::now();
-            let Some(layer) = stream.step()? else { break };
+            let mut within = |batch| {
+                if throttle.ready() {
+                    progress(QuantizeProgress {
+                        stage: "calibrate",
+                        layer: calibrated,
+                        layers,
+                        tokens,
+                        batch,
+                        batches,
+                        bytes_written: bytes_written.load(Ordering::Relaxed),
+                    });
+                }
+            };
+            let Some(layer) = stream.step(&mut within)? else { break };
+            calibrated = layer + 1;
             seconds.calibrate += clock.elapsed().as_secs_f64();
             progress(QuantizeProgress {
                 stage: "calibrate",
                 layer: layer + 1,
                 layers,
                 tokens,
+                batch: batches,
+                batches,
                 bytes_written: bytes_written.load(Ordering::Relaxed),
             });
             while pending.len() >= JOBS {
@@ -613,6 +638,8 @@ pub fn quantize_checkpoint(
         layer: layers,
         layers,
         tokens: stream.tokens,
+        batch: batches,
+        batches,
         bytes_written: bytes_written.load(Ordering::Relaxed),
     });
     for (name, text) in &plan.files {

@@ -32,6 +32,9 @@ pub struct ComparisonRequest {
     pub seq_len: usize,
     /// Rows per forward; each model's logits of one batch (`rows × seq_len × vocab` f32) are in memory at once.
     pub batch_size: usize,
+    /// `cpu` (default), `cuda` or `cuda:N`.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 /// Which model a progress event is about.
@@ -223,7 +226,8 @@ pub fn compare_models(
         CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
     let set = load_calibration(original_dir, &source, &options, vocab, cancel)?;
     let checkpoints = [Checkpoint::open(original_dir)?, Checkpoint::open(quantized_dir)?];
-    let forward_options = ForwardOptions { logits: true, all_experts_stats: false, device: None };
+    let device = Some(crate::device::ComputeDevice::parse(request.device.as_deref().unwrap_or("cpu"))?);
+    let forward_options = ForwardOptions { logits: true, all_experts_stats: false, device };
     let batches = set.batches.len();
     let mut stats = ComparisonStats::default();
     let mut first_sample = 0;

@@ -36,12 +36,40 @@ pub struct ForwardOptions {
     pub device: Option<ComputeDevice>,
 }
 
-/// Progress of the forward: `layer` of `layers` done.
+/// Progress of the forward: `layer` of `layers` done, and `batch` of `batches` of the next one (`batches`
+/// of `batches` when a layer has just finished).
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardProgress {
     pub layer: usize,
     pub layers: usize,
     pub tokens: usize,
+    pub batch: usize,
+    pub batches: usize,
+}
+
+/// Lets an event through at most once per interval (the first at once): progress within a layer.
+pub struct Throttle {
+    every: std::time::Duration,
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    /// Progress within a layer is reported at most this often.
+    pub const WITHIN_LAYER: std::time::Duration = std::time::Duration::from_millis(250);
+
+    pub fn new(every: std::time::Duration) -> Self {
+        Throttle { every, last: None }
+    }
+
+    /// Whether an event may go out now (and, if so, starts the next interval).
+    pub fn ready(&mut self) -> bool {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,8 +166,14 @@ impl<'a> LayerStream<'a> {
         self.desc.layers.len()
     }
 
+    /// Number of calibration batches (run through each layer in turn).
+    pub fn batches(&self) -> usize {
+        self.hidden.len()
+    }
+
     /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
-    pub fn step(&mut self) -> Result<Option<usize>> {
+    /// `on_batch(done)` follows the batches within the layer (not called after the last: the layer is done).
+    pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
         let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;
@@ -155,6 +189,9 @@ impl<'a> LayerStream<'a> {
                 return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
             }
             self.hidden[batch] = ys;
+            if batch + 1 < self.hidden.len() {
+                on_batch(batch + 1);
+            }
         }
         if let Some(module) = self.observers.first_infinite() {
             return Err(Error::ActivationNonFinite {
@@ -280,13 +317,19 @@ pub fn run_forward(
     let started = Instant::now();
     let compute = options.device.clone().unwrap_or_else(ComputeDevice::cpu);
     let mut stream = LayerStream::new(checkpoint, desc, batches, options.all_experts_stats, &compute)?;
-    let layers = stream.layers();
-    loop {
+    let (layers, batches, tokens) = (stream.layers(), stream.batches(), stream.tokens);
+    let mut throttle = Throttle::new(Throttle::WITHIN_LAYER);
+    for layer in 0.. {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        let Some(done) = stream.step()? else { break };
-        progress(ForwardProgress { layer: done + 1, layers, tokens: stream.tokens });
+        let mut within = |batch| {
+            if throttle.ready() {
+                progress(ForwardProgress { layer, layers, tokens, batch, batches });
+            }
+        };
+        let Some(done) = stream.step(&mut within)? else { break };
+        progress(ForwardProgress { layer: done + 1, layers, tokens, batch: batches, batches });
     }
     let logits = if options.logits { stream.logits()? } else { Vec::new() };
     Ok(ForwardResult {
