@@ -73,3 +73,16 @@ test('the demo quantizes and evaluates the example model without a warning', (t)
   t.notRegex(run.stderr, /warning/i)
   t.notRegex(run.stdout, /files not copied/)
 })
+
+test('the README examples for a source checkout run as written', (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const block = /These run as written\s+there, on the bundled example model:\n\n```sh\n([\s\S]*?)```/.exec(readme)
+  t.truthy(block, 'the README block is where this test expects it')
+  const commands = block[1].trim().split('\n')
+  t.is(commands.length, 3)
+  for (const command of commands) {
+    t.true(command.startsWith('npx moe-quant '), command)
+    const run = spawnSync('sh', ['-c', command], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 })
+    t.is(run.status, 0, `${command}\n${run.stderr}`)
+  }
+})

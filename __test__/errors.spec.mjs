@@ -1,11 +1,11 @@
 // Bad input gets a typed MoeQuantError whose code is stable and whose message names the file, tensor and
 // shapes; the Node process never crashes.
 import test from 'ava'
-import { mkdirSync, readdirSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
 
-import { MoeQuantError, NATIVE_ERROR_CODES, inspectModel } from '../dist/index.js'
+import { ERROR_CODES, MoeQuantError, NATIVE_ERROR_CODES, inspectModel } from '../dist/index.js'
 import { copyFixture, readJson, readRaw, tempDir, writeJson, writeRaw, writeSafetensors } from './helpers/checkpoint.mjs'
 
 const require = createRequire(import.meta.url)
@@ -186,4 +186,12 @@ test('a bad argument is an option error', async (t) => {
 test('errors keep the caller\'s stack', async (t) => {
   const error = await t.throwsAsync(inspectModel(join(tempDir(), 'nope')))
   t.true(error.stack.includes('errors.spec.mjs'), error.stack)
+})
+
+test('every error code is documented in the README\'s table', (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const section = readme.slice(readme.indexOf('## Errors'), readme.indexOf('### Failure behaviour'))
+  const documented = new Set([...section.matchAll(/^\| ([^|]+) \|/gm)].flatMap((m) => [...m[1].matchAll(/`(E_[A-Z0-9_]+)`/g)].map((c) => c[1])))
+  for (const code of ERROR_CODES) t.true(documented.has(code), `${code} is missing from README.md's Errors table`)
+  for (const code of documented) t.true(ERROR_CODES.includes(code), `README.md documents ${code}, which no error carries`)
 })

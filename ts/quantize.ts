@@ -135,9 +135,12 @@ function warningsOf(summary: NativeCalibrationSummary, uncalibratedExperts: Quan
  *     calibration: { data: './calib.jsonl', samples: 512, seqLen: 512 },
  *     onProgress: (e) => console.log(e.stage, e.layer, '/', e.layers),
  *   })
- * @throws MoeQuantError `E_OPTION_INVALID`, `E_CHECKPOINT_ALREADY_QUANTIZED`, `E_OUTPUT_INVALID` (output is
- *   the input, inside it, or not empty without `overwrite`), `E_TENSOR_SHAPE` (NVFP4 and a dimension not a
- *   multiple of 16), `E_TENSOR_NON_FINITE`, `E_CANCELLED`, calibration, checkpoint and layout codes.
+ * @throws MoeQuantError `E_OPTION_INVALID` (a bad or unknown option, an `exclude` pattern matching nothing),
+ *   `E_CHECKPOINT_ALREADY_QUANTIZED` (a ModelOpt export, or a source stored quantized in a form not read yet),
+ *   `E_OUTPUT_INVALID` (output is the input, inside it, not empty without `overwrite`, or another output
+ *   appeared there during the run), `E_TENSOR_SHAPE` (NVFP4 and a dimension not a multiple of 16),
+ *   `E_TENSOR_NON_FINITE`, `E_ACTIVATION_NON_FINITE`, `E_OUT_OF_MEMORY`, `E_OUTPUT_WRITE`, `E_CANCELLED`,
+ *   calibration, checkpoint and layout codes; or the error a throwing `onProgress` threw.
  */
 export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeResult> {
   validate(options)
