@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path'
 
-import { calibrationRequest } from './calibrate'
+import { type CalibrationRequest, calibrationRequest } from './calibrate'
 import { checkReportPath, renderCoverageReport, writeCoverageReport } from './coverage'
 import { buildDescriptor } from './descriptor'
 import { parseConfig } from './config'
@@ -126,6 +126,45 @@ function warningsOf(summary: NativeCalibrationSummary, uncalibratedExperts: Quan
   return warnings
 }
 
+/** The run record: what was asked (format, options as resolved, tool version) and what calibration saw. */
+function runRecord(
+  options: QuantizeOptions,
+  resolved: { tool: { name: string; version: string }; request: CalibrationRequest; maxShardBytes: number },
+  summary: NativeCalibrationSummary,
+  outcome: Pick<QuantizeResult, 'uncalibratedExperts' | 'keptIndivisible' | 'skippedFiles' | 'warnings'>,
+): Record<string, unknown> {
+  const { request } = resolved
+  return {
+    tool: resolved.tool,
+    created: new Date().toISOString(),
+    input: path.resolve(options.model),
+    format: options.format,
+    options: {
+      device: request.device,
+      exclude: options.exclude ?? [],
+      indivisible: options.indivisible ?? 'error',
+      maxShardBytes: resolved.maxShardBytes,
+      calibration: {
+        source: 'path' in request.source ? request.source.path : request.source.kind,
+        samples: request.samples,
+        seqLen: request.seq_len,
+        batchSize: request.batch_size,
+        allExperts: request.all_experts,
+      },
+    },
+    calibration: {
+      samples: summary.samples,
+      requestedSamples: summary.requested_samples,
+      seqLen: summary.seq_len,
+      tokensPerLayer: summary.tokens,
+      uncalibratedExperts: outcome.uncalibratedExperts,
+    },
+    keptIndivisible: outcome.keptIndivisible,
+    skippedFiles: outcome.skippedFiles,
+    warnings: outcome.warnings,
+  }
+}
+
 /**
  * Calibrates, quantizes and writes a checkpoint in ModelOpt's unified HF format.
  *
@@ -170,29 +209,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     const layers = layerTokens(report, summary)
     const uncalibratedExperts = uncalibratedOf(layers)
     const warnings = warningsOf(summary, uncalibratedExperts, keptIndivisible, skippedFiles)
-    const record = {
-      tool,
-      created: new Date().toISOString(),
-      input: path.resolve(options.model),
-      format: options.format,
-      options: {
-        device: request.device,
-        exclude: options.exclude ?? [],
-        indivisible: options.indivisible ?? 'error',
-        maxShardBytes: plan.max_shard_bytes,
-        calibration: {
-          source: 'path' in request.source ? request.source.path : request.source.kind,
-          samples: request.samples,
-          seqLen: request.seq_len,
-          batchSize: request.batch_size,
-          allExperts: request.all_experts,
-        },
-      },
-      calibration: { samples: summary.samples, requestedSamples: summary.requested_samples, seqLen: summary.seq_len, tokensPerLayer: summary.tokens, uncalibratedExperts },
-      keptIndivisible,
-      skippedFiles,
-      warnings,
-    }
+    const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes }, summary, { uncalibratedExperts, keptIndivisible, skippedFiles, warnings })
     const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
     if (options.coverageReport === undefined) {
       const input = { samples: summary.samples, seqLen: summary.seq_len, tokens: summary.tokens, layers, warnings }

@@ -652,3 +652,28 @@ fn bad_documents_and_templates_are_named() {
     let error = load(&plain, documents(serde_json::json!(["text is fine", conversation()])));
     assert_error(&error, "E_TOKENIZER_INVALID", &["no chat template"]);
 }
+
+#[test]
+fn chat_templates_render_as_transformers_apply_chat_template_does() {
+    // fixtures/vectors/chat.json: transformers 5.25's apply_chat_template on a template written to use what real
+    // chat templates use (tools/make_chat_vectors.py).
+    let text = std::fs::read_to_string(fixture_hub().join("../../vectors/chat.json")).unwrap();
+    let vectors: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let tmp = temp_dir();
+    let dir = model_dir(tmp.path());
+    std::fs::write(dir.join("chat_template.jinja"), vectors["template"].as_str().unwrap()).unwrap();
+    let chat = moe_quant_core::calib::chat::ChatTemplate::load(&dir).unwrap();
+    let cases = vectors["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        let rendered = chat.render(&case["messages"], &|m| moe_quant_core::Error::Internal(m));
+        match (case["text"].as_str(), case["error"].as_str()) {
+            (Some(expected), _) => assert_eq!(rendered.unwrap(), expected, "{}", case["name"]),
+            (None, Some(error)) => {
+                let message = rendered.unwrap_err().to_string();
+                assert!(message.contains(error), "{}: {message}", case["name"]);
+            }
+            _ => panic!("a case with neither text nor error"),
+        }
+    }
+}
