@@ -230,6 +230,16 @@ fn child_command(task: &ChildTask) -> Command {
     command
 }
 
+/// Runs a child to its end; the result it reports on its single `RESULT` line (it must exit normally).
+fn run_child(command: &mut Command) -> ChildResult {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{:?}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let mut all = results(&stdout);
+    assert_eq!(all.len(), 1, "no single RESULT line in {stdout}");
+    all.remove(0)
+}
+
 /// The `RESULT` lines of a child's output.
 fn results(stdout: &str) -> Vec<ChildResult> {
     stdout.lines().filter_map(|l| l.strip_prefix("RESULT ")).map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -252,11 +262,8 @@ fn a_file_size_limit_fails_the_export_with_e_output_write_and_leaves_nothing() {
         fsize_limit: Some(64 << 10),
         ..ChildTask::default()
     };
-    let output = child_command(&task).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    // Without SIGXFSZ ignored, the child would be killed by the signal here.
-    assert!(output.status.success(), "{:?}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    let [result] = &results(&stdout)[..] else { panic!("no single RESULT line in {stdout}") };
+    // Without SIGXFSZ ignored, the child would be killed by the signal.
+    let result = &run_child(&mut child_command(&task));
     assert_output_write(result, &parent.join("out"), "a file-size limit was reached");
     assert!(result.message.contains("/shard-0: cannot write"), "{}", result.message);
     assert_eq!(listing(&parent), Vec::<String>::new(), "no output and no temporary directory");
@@ -293,11 +300,8 @@ fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_lea
         ..ChildTask::default()
     };
     // Few malloc arenas: each one reserves address space of its own.
-    let output = child_command(&task).env("MALLOC_ARENA_MAX", "2").output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    // Without fallible allocation, the child would abort (SIGABRT) here.
-    assert!(output.status.success(), "{:?}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    let [result] = &results(&stdout)[..] else { panic!("no single RESULT line in {stdout}") };
+    // Without fallible allocation, the child would abort (SIGABRT).
+    let result = run_child(child_command(&task).env("MALLOC_ARENA_MAX", "2"));
     assert_eq!(result.code.as_deref(), Some("E_OUT_OF_MEMORY"), "{}", result.message);
     assert!(
         result.message.contains("extra.safetensors") && result.message.contains(&big.to_string()),
