@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, ErrorKind, Value};
 
+use super::data::{read_optional_json, token_text};
 use crate::error::{Error, Result};
-use crate::limits::{read_small_text, MAX_CONFIG_BYTES};
+use crate::limits::read_small_text;
 
 /// A model's chat template, ready to render conversations.
 pub struct ChatTemplate {
@@ -33,7 +34,7 @@ impl ChatTemplate {
     /// Errors: `E_TOKENIZER_MISSING` when the model has none, `E_TOKENIZER_INVALID` for one that does not parse.
     pub fn load(model_dir: &Path) -> Result<Self> {
         let config_path = model_dir.join("tokenizer_config.json");
-        let config = read_json(&config_path)?;
+        let config = read_optional_json(&config_path, true)?;
         let (template, source) = find_template(model_dir, config.as_ref(), &config_path)?;
         let invalid = |message: String| Error::TokenizerInvalid { path: source.clone(), message };
         let mut env = Environment::new();
@@ -46,7 +47,7 @@ impl ChatTemplate {
             .map_err(|error| invalid(format!("the chat template does not parse: {error}")))?;
         let special_tokens = ["bos_token", "eos_token", "pad_token", "unk_token"]
             .into_iter()
-            .filter_map(|name| Some((name, token_text(config.as_ref()?.get(name)?)?)))
+            .filter_map(|name| Some((name, token_text(config.as_ref()?.get(name)?)?.to_string())))
             .collect();
         Ok(ChatTemplate { env, source, special_tokens })
     }
@@ -83,7 +84,7 @@ fn find_template(
         return Ok((read_small_text(&jinja, MAX_TEMPLATE_BYTES, invalid)?, jinja));
     }
     let json_path = model_dir.join("chat_template.json");
-    if let Some(json) = read_json(&json_path)? {
+    if let Some(json) = read_optional_json(&json_path, true)? {
         if let Some(template) = json.get("chat_template").and_then(named_template) {
             return Ok((template, json_path));
         }
@@ -109,20 +110,6 @@ fn named_template(value: &serde_json::Value) -> Option<String> {
             .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
         _ => None,
     }
-}
-
-/// A special token as tokenizer_config.json writes it: a string, or `{"content": …}`.
-fn token_text(value: &serde_json::Value) -> Option<String> {
-    value.as_str().or_else(|| value.get("content")?.as_str()).map(str::to_string)
-}
-
-fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let invalid = |message: String| Error::TokenizerInvalid { path: path.to_path_buf(), message };
-    let text = read_small_text(path, MAX_CONFIG_BYTES, invalid)?;
-    serde_json::from_str(&text).map(Some).map_err(|error| invalid(format!("invalid JSON: {error}")))
 }
 
 /// Today's date (UTC) in `format`, for templates that state it (`%Y`, `%m`, `%d`, `%b`, `%B`, `%%`).

@@ -255,9 +255,7 @@ fn text_windows(
 fn document_separator(model_dir: &Path, tokenizer: &Tokenizer) -> Result<Option<u32>> {
     let tokenizer_config = model_dir.join("tokenizer_config.json");
     if let Some(config) = read_optional_json(&tokenizer_config, true)? {
-        let eos = config.get("eos_token");
-        let content = eos.and_then(|eos| eos.as_str().or_else(|| eos.get("content").and_then(|c| c.as_str())));
-        if let Some(id) = content.and_then(|token| tokenizer.token_to_id(token)) {
+        if let Some(id) = config.get("eos_token").and_then(token_text).and_then(|token| tokenizer.token_to_id(token)) {
             return Ok(Some(id));
         }
     }
@@ -273,9 +271,15 @@ fn document_separator(model_dir: &Path, tokenizer: &Tokenizer) -> Result<Option<
     Ok(None)
 }
 
-/// Parses `path` as JSON when it exists; a file that does not parse is an error naming it.
-fn read_optional_json(path: &Path, tokenizer_file: bool) -> Result<Option<serde_json::Value>> {
-    if !path.is_file() {
+/// A special token as tokenizer_config.json writes it: a string, or `{"content": …}`.
+pub(super) fn token_text(value: &serde_json::Value) -> Option<&str> {
+    value.as_str().or_else(|| value.get("content")?.as_str())
+}
+
+/// Parses `path` as JSON when it exists; a file that does not parse (or is not a regular file) is an error
+/// naming it.
+pub(super) fn read_optional_json(path: &Path, tokenizer_file: bool) -> Result<Option<serde_json::Value>> {
+    if !path.exists() {
         return Ok(None);
     }
     let invalid = |message: String| {

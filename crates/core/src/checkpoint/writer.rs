@@ -607,11 +607,11 @@ impl CheckpointWriter {
     ///   anything else at the target (a file, a link) is refused.
     fn publish(&mut self) -> Result<()> {
         check(&mut self.fault, OutputOp::Rename, &self.tmp).map_err(|e| output_error(&self.tmp, e))?;
-        let appeared = |what: &str| Error::OutputInvalid {
+        let appeared = |what: &str, hint: &str| Error::OutputInvalid {
             path: self.target.clone(),
             message: format!(
                 "{what} appeared there while the output was being written (another run writing the same output?); \
-                 it was left as it is and nothing was written"
+                 it was left as it is and nothing was written{hint}"
             ),
         };
         let existing = match std::fs::symlink_metadata(&self.target) {
@@ -623,20 +623,14 @@ impl CheckpointWriter {
             Some(meta) if self.options.overwrite && meta.is_dir() => self.replace_existing()?,
             Some(meta) if self.options.overwrite => {
                 let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "a file" };
-                return Err(appeared(what));
+                return Err(appeared(what, ""));
             }
             _ => match std::fs::rename(&self.tmp, &self.target) {
                 Ok(()) => self.closed = true,
                 Err(e) if matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists) => {
-                    return Err(Error::OutputInvalid {
-                        path: self.target.clone(),
-                        message: "is not empty: another output appeared there while this one was being written \
-                                  (another run writing the same output?); it was left as it is and nothing was \
-                                  written; pass overwrite to replace it"
-                            .into(),
-                    })
+                    return Err(appeared("another output", "; pass overwrite to replace it"))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(appeared("a file")),
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(appeared("a file", "")),
                 Err(e) => return Err(output_error(&self.tmp, e)),
             },
         }

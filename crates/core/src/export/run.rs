@@ -289,7 +289,8 @@ impl Quantizer<'_> {
         let hidden = moe.hidden;
         // Each weight is divided in the dtype it is stored in (they may differ within one expert).
         let stored = |pattern: Option<&String>| -> Result<Dtype> {
-            let pattern = pattern.ok_or_else(|| Error::Internal(format!("{}: no gate tensor", moe.block)))?;
+            let pattern =
+                pattern.ok_or_else(|| Error::Internal(format!("{}: an expert tensor is not named", moe.block)))?;
             Ok(self.checkpoint.info(&pattern.replace("{e}", &e.to_string()))?.dtype)
         };
         let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
