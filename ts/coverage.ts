@@ -27,13 +27,12 @@ const NO_TOKEN_COLOUR = '#d7301f'
 const escape = (text: string): string =>
   text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string)
 
-/** Lightness of a cell for `tokens` of the layer's busiest `max`, on a log scale so that rare experts show. */
-function lightness(tokens: number, max: number): number {
-  const t = max <= 1 ? 1 : Math.log1p(tokens) / Math.log1p(max)
-  return Math.round(95 - 60 * t)
-}
+/** The colour at `t` of the scale from few routings (0) to the layer's busiest expert (1). */
+const scale = (t: number): string => `hsl(210, 70%, ${Math.round(95 - 60 * t)}%)`
 
-const shade = (tokens: number, max: number): string => (tokens === 0 ? NO_TOKEN_COLOUR : `hsl(210, 70%, ${lightness(tokens, max)}%)`)
+/** Colour of a cell for `tokens` of the layer's busiest `max`, on a log scale so that rare experts show. */
+const shade = (tokens: number, max: number): string =>
+  tokens === 0 ? NO_TOKEN_COLOUR : scale(max <= 1 ? 1 : Math.log1p(tokens) / Math.log1p(max))
 
 /** The experts of a layer that saw no token, and those under FEW_TOKENS_SHARE of the mean (with counts). */
 export function sparseExperts(tokens: readonly number[]): { none: number[]; few: Array<[expert: number, tokens: number]> } {
@@ -73,7 +72,7 @@ ${rows}
 }
 
 function legend(): string {
-  const steps = [0, 0.25, 0.5, 0.75, 1].map((t) => `<span style="background:hsl(210, 70%, ${Math.round(95 - 60 * t)}%)"></span>`).join('')
+  const steps = [0, 0.25, 0.5, 0.75, 1].map((t) => `<span style="background:${scale(t)}"></span>`).join('')
   return `<p class="legend"><span style="background:${NO_TOKEN_COLOUR}"></span>no token (scaled from its own weights and the layer's shared input scale)
 &nbsp; 1 routing ${steps} the layer's busiest expert (log scale; hover a cell for its count and share).
 "few": under ${FEW_TOKENS_SHARE * 100}% of the layer's mean routings per expert.</p>`

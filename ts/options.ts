@@ -45,9 +45,12 @@ export function rejectUnknownKeys(options: object, allowed: readonly string[], p
   }
 }
 
+/** The devices moe-quant names: `cpu`, `cuda`, `cuda:N`. */
+export const DEVICE = /^(cpu|cuda(:\d+)?)$/
+
 /** `'cpu'`, `'cuda'` or `'cuda:N'` (default `'cpu'`). @throws MoeQuantError `E_OPTION_INVALID` */
 export function checkDevice(device: unknown = 'cpu'): string {
-  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
+  if (typeof device !== 'string' || !DEVICE.test(device)) {
     throw new MoeQuantError('E_OPTION_INVALID', `device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`)
   }
   return device

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs'
 
 import { MoeQuantError } from '../errors'
-import { closest } from '../options'
+import { closest, DEVICE } from '../options'
 
 /** Exit status of a usage error (a wrong flag, value or argument count), as most CLIs use. */
 export const USAGE_EXIT = 2
@@ -102,7 +102,7 @@ export function choice<T extends string>(flag: string, text: string, choices: re
 
 /** `cpu`, `cuda` or `cuda:N`. */
 export function device(flag: string, text: string, command: string): string {
-  if (!/^(cpu|cuda(:\d+)?)$/.test(text)) throw new UsageError(`${flag}: expected cpu, cuda or cuda:N, got ${JSON.stringify(text)}`, command)
+  if (!DEVICE.test(text)) throw new UsageError(`${flag}: expected cpu, cuda or cuda:N, got ${JSON.stringify(text)}`, command)
   return text
 }
 

@@ -100,8 +100,9 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor, l
   // Which patterns matched a module: one that matches none is most likely misspelled.
   const matched = new Set<number>()
   const isExcluded = (module: string): boolean => {
-    excluded.forEach((re, i) => re.test(module) && matched.add(i))
-    return excluded.some((re) => re.test(module))
+    const hits = excluded.flatMap((re, i) => (re.test(module) ? [i] : []))
+    for (const i of hits) matched.add(i)
+    return hits.length > 0
   }
   const byName = new Map(listing.tensors.map((t) => [t.name, t]))
   const layerOf = (name: string): number => {
