@@ -33,7 +33,7 @@ export declare function compareModels(original: string, originalDescriptor: stri
  * Logits `[rows, seq_len, vocab]` (row-major) of the unquantized model described by `descriptor` (JSON)
  * for token ids `[rows, seq_len]`.
  */
-export declare function computeLogits(dir: string, descriptor: string, ids: Array<number>, rows: number, seqLen: number, cancel?: CancelToken | undefined | null): Promise<unknown>
+export declare function computeLogits(dir: string, descriptor: string, ids: Array<number>, rows: number, seqLen: number, cancel?: CancelToken | undefined | null): Promise<Float32Array>
 
 /** Every error code the native core can produce. */
 export declare function errorCodes(): Array<string>

@@ -5,8 +5,8 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, statSync, w
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
 
-import { ERROR_CODES, MoeQuantError, NATIVE_ERROR_CODES, inspectModel } from '../dist/index.js'
-import { copyFixture, readJson, readRaw, tempDir, writeJson, writeRaw, writeSafetensors } from './helpers/checkpoint.mjs'
+import { ERROR_CODES, MoeQuantError, NATIVE_ERROR_CODES, evaluateModel, inspectModel, quantizeModel } from '../dist/index.js'
+import { FIXTURES, copyFixture, readJson, readRaw, readTensors, tempDir, writeJson, writeRaw, writeSafetensors } from './helpers/checkpoint.mjs'
 
 const require = createRequire(import.meta.url)
 
@@ -194,4 +194,29 @@ test('every error code is documented in the README\'s table', (t) => {
   const documented = new Set([...section.matchAll(/^\| ([^|]+) \|/gm)].flatMap((m) => [...m[1].matchAll(/`(E_[A-Z0-9_]+)`/g)].map((c) => c[1])))
   for (const code of ERROR_CODES) t.true(documented.has(code), `${code} is missing from README.md's Errors table`)
   for (const code of documented) t.true(ERROR_CODES.includes(code), `README.md documents ${code}, which no error carries`)
+})
+
+test('a native shape error carries its tensor and shape in details, as the Rust error declares them', async (t) => {
+  // An FP8 export whose weight has three scales (neither one per tensor nor one per row): only the native
+  // dequantizer, which evaluateModel reads the quantized model through, checks this.
+  const parent = tempDir()
+  const model = join(FIXTURES, 'qwen3_moe/hub')
+  const output = join(parent, 'fp8')
+  await quantizeModel({ model, output, format: 'fp8', coverageReport: false, calibration: { ids: [[1, 2, 3, 4]], samples: 1, seqLen: 4 } })
+  const file = join(output, 'model.safetensors')
+  const tensors = readTensors(file)
+  const weight = 'model.layers.0.self_attn.q_proj.weight'
+  tensors[`${weight}_scale`] = { dtype: 'F32', shape: [3], values: new Float32Array([1, 1, 1]) }
+  writeSafetensors(file, Object.fromEntries(Object.entries(tensors).map(([name, { dtype, shape, values }]) => [name, { dtype, shape, data: Buffer.from(values.buffer) }])))
+  const error = await rejectsWith(t, evaluateModel(model, output, { samples: 1, seqLen: 4 }), 'E_TENSOR_SHAPE', weight)
+  t.is(error.details.tensor, weight)
+  t.is(error.details.shape.length, 2)
+  t.regex(error.details.message, /one weight_scale per tensor or one per row/)
+})
+
+test('a native error with a path names it as details.file', async (t) => {
+  const model = copyFixture('qwen3_moe/hub')
+  writeFileSync(join(model, 'model.safetensors'), Buffer.from([1, 2, 3]))
+  const error = await rejectsWith(t, inspectModel(model), 'E_CHECKPOINT_TRUNCATED')
+  t.is(error.details.file, join(model, 'model.safetensors'))
 })

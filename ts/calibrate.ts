@@ -9,6 +9,7 @@ import { checkReportPath, type CoverageInput, writeCoverageReport } from './cove
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { checkIdRows, type IdRow } from './ids'
+import type { CalibrationReport, CalibrationRequest, ForwardProgress } from './native/contract'
 import { runTask } from './native'
 import { checkDevice, rejectUnknownKeys } from './options'
 
@@ -106,22 +107,6 @@ export interface CalibrationResult {
   coverageReportPath: string | null
 }
 
-interface NativeReport {
-  observers: {
-    input_amax: Record<string, number>
-    experts: Record<
-      string,
-      { gate_up_input_amax: number; down_input_amax: number; tokens: number[]; gate_amax: number[]; up_amax: number[]; down_amax: number[] }
-    >
-  }
-  samples: number
-  requested_samples: number
-  seq_len: number
-  tokens: number
-  peak_rss_bytes: number | null
-  seconds: number
-}
-
 const TOKENS_PER_AUTO_BATCH = 8192
 
 function positiveInteger(value: unknown, name: string, fallback: number): number {
@@ -145,18 +130,7 @@ const CALIBRATE_KEYS = Object.keys({
   model: 1, device: 1, calibration: 1, coverageReport: 1, overwrite: 1, onProgress: 1, signal: 1,
 } satisfies Record<keyof CalibrateOptions, 1>)
 
-/** The calibration request the native core reads (crates/core/src/calib/run.rs). */
-export interface CalibrationRequest {
-  source:
-    | { kind: 'jsonl' | 'json' | 'text'; path: string }
-    | { kind: 'documents'; documents: Array<string | ChatMessage[]> }
-    | { kind: 'ids'; ids: number[][] }
-  samples: number
-  seq_len: number
-  batch_size: number
-  all_experts: boolean
-  device: string
-}
+export type { CalibrationRequest }
 
 /** A file of documents, read as its extension says: `.jsonl`, `.json`, anything else plain text. */
 export function fileSource(file: string): { kind: 'jsonl' | 'json' | 'text'; path: string } {
@@ -239,7 +213,7 @@ function coverageOf(result: CalibrationResult): CoverageInput {
 }
 
 /** Turns the native report into the public result. */
-function toResult(report: NativeReport, descriptor: ModelDescriptor): CalibrationResult {
+function toResult(report: CalibrationReport, descriptor: ModelDescriptor): CalibrationResult {
   const experts: ExpertCoverage[] = []
   for (const layer of descriptor.layers) {
     if (layer.mlp.kind !== 'moe') continue
@@ -303,10 +277,10 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
   }
   const text = await runTask(
     options,
-    (event): CalibrationProgress => ({ stage: 'calibrate', ...(JSON.parse(event) as Omit<CalibrationProgress, 'stage'>) }),
+    (event): CalibrationProgress => ({ stage: 'calibrate', ...(JSON.parse(event) as ForwardProgress) }),
     (binding, token, onEvent) => binding.calibrate(options.model, JSON.stringify(descriptor), JSON.stringify(request), token, onEvent),
   )
-  const result = toResult(JSON.parse(text) as NativeReport, descriptor)
+  const result = toResult(JSON.parse(text) as CalibrationReport, descriptor)
   if (options.coverageReport) {
     result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, coverageOf(result))
   }

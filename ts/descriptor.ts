@@ -1,8 +1,8 @@
 /**
  * The model descriptor: everything the Rust forward needs to reproduce transformers' forward of a checkpoint
  * (full tensor and module names, block kinds, hyper-parameters), decided here once from config.json, the
- * header listing, the inspect report and the registry. The types mirror `crates/core/src/model/descriptor.rs`
- * field for field (snake_case, serde). Rust never re-derives any of it: every default transformers applies
+ * header listing, the inspect report and the registry. The types are generated from
+ * `crates/core/src/model/descriptor.rs` (snake_case, serde). Rust never re-derives any of it: every default transformers applies
  * when a config key is absent is resolved here.
  *
  * Naming convention (as descriptor.rs says): projections and MLPs are *module* names (the Rust side appends
@@ -21,153 +21,41 @@ import { lookupArchitecture } from './registry'
 import type { ArchitectureEntry, ConfigScalar, ForwardDecl } from './registry/types'
 import type { MoeLayer } from './resolve'
 
-// ---------------------------------------------------------------------------------------------------------
-// Types mirroring crates/core/src/model/descriptor.rs.
-
-/** One model, as the Rust forward is given it. */
-export interface ModelDescriptor {
-  hidden_size: number
-  vocab_size: number
-  rms_norm_eps: number
-  /** Token embedding `[V, H]` (tensor name). */
-  embed: string
-  /** Granite multiplies the embeddings by this (1 elsewhere). */
-  embedding_multiplier: number
-  /** Final norm weight `[H]` (tensor name). */
-  final_norm: string
-  /** Output projection `[V, H]` (tensor name; the embedding when tied). */
-  lm_head: string
-  /** Granite divides the logits by this (1 elsewhere). */
-  logits_scaling: number
-  rope: RopeDescriptor
-  layers: LayerDescriptor[]
-}
-
-export type RopeKind = 'default' | 'linear' | 'llama3' | 'yarn'
-
-/** Rotary embedding parameters, with every transformers default already applied. */
-export interface RopeDescriptor {
-  kind: RopeKind
-  theta: number
-  /** Leading dimensions of each head that are rotated. */
-  rotary_dim: number
-  /** Rotate adjacent pairs (DeepSeek-V3 `rope_interleave`) instead of the two halves. */
-  interleaved: boolean
-  factor?: number
-  original_max_position_embeddings?: number
-  low_freq_factor?: number
-  high_freq_factor?: number
-  beta_fast?: number
-  beta_slow?: number
-  mscale?: number
-  mscale_all_dim?: number
-  /** Multiplies cos and sin (yarn; computed here as transformers does when the config omits it). */
-  attention_factor?: number
-  truncate?: boolean
-}
-
-export interface LayerDescriptor {
-  index: number
-  /** RMSNorm weight before attention (tensor name). */
-  input_norm: string
-  /** RMSNorm weight before the MLP (tensor name). */
-  post_attention_norm: string
-  /** Granite scales each residual branch by this (1 elsewhere). */
-  residual_multiplier: number
-  attention: AttentionDescriptor
-  mlp: MlpDescriptor
-}
-
-export type AttentionDescriptor = ({ kind: 'gqa' } & GqaDescriptor) | ({ kind: 'mla' } & MlaDescriptor)
-
-export interface GqaDescriptor {
-  /** Module names of the projections. */
-  q: string
-  k: string
-  v: string
-  o: string
-  qkv_bias: boolean
-  o_bias: boolean
-  /** RMSNorm weights (tensor names): `[head_dim]` per head (Qwen3, GLM4) or `[heads·head_dim]` (OLMoE). */
-  q_norm?: string
-  k_norm?: string
-  num_heads: number
-  num_kv_heads: number
-  head_dim: number
-  /** Multiplier of q·k. */
-  scaling: number
-}
-
-export interface MlaDescriptor {
-  /** Module names of the projections; `q_proj` when `q_lora_rank` is null, else `q_a_proj` → `q_b_proj`. */
-  q_proj?: string
-  q_a_proj?: string
-  /** `q_a_layernorm` weight (tensor name). */
-  q_a_norm?: string
-  q_b_proj?: string
-  kv_a_proj: string
-  /** `kv_a_layernorm` weight (tensor name). */
-  kv_a_norm: string
-  kv_b_proj: string
-  o_proj: string
-  num_heads: number
-  kv_lora_rank: number
-  qk_nope_head_dim: number
-  qk_rope_head_dim: number
-  v_head_dim: number
-  scaling: number
-}
-
-export type MlpDescriptor = ({ kind: 'dense' } & DenseMlpDescriptor) | ({ kind: 'moe' } & MoeDescriptor)
-
-/** `down(silu(gate(x)) * up(x))`, module names. */
-export interface DenseMlpDescriptor {
-  gate: string
-  up: string
-  down: string
-}
-
-export type ExpertLayout = 'per_expert' | 'fused' | 'fused_transposed' | 'fused_interleaved'
-export type ExpertActivation = 'silu' | 'gpt_oss'
-export type RouterKind = 'softmax_topk' | 'softmax_topk_norm' | 'sigmoid_group_topk' | 'topk_softmax' | 'topk_sigmoid'
-
-export interface MoeDescriptor {
-  /** Module path of the MoE block, e.g. `model.layers.1.mlp`. */
-  block: string
-  layout: ExpertLayout
-  experts: number
-  top_k: number
-  hidden: number
-  intermediate: number
-  /** Full tensor names; per-expert ones contain `{e}`. */
-  gate?: string
-  up?: string
-  down: string
-  gate_up?: string
-  gate_up_bias?: string
-  down_bias?: string
-  activation: ExpertActivation
-  router: RouterDescriptor
-  shared?: SharedExpertDescriptor
-}
-
-export interface RouterDescriptor {
-  kind: RouterKind
-  /** `[E, H]` weight (tensor name). */
-  weight: string
-  bias?: string
-  correction_bias?: string
-  norm_topk_prob: boolean
-  n_group: number
-  topk_group: number
-  routed_scaling_factor: number
-}
-
-export interface SharedExpertDescriptor {
-  mlp: DenseMlpDescriptor
-  /** `[1, H]` gate weight (tensor name), scaling the shared output by `sigmoid(gate(x))`. */
-  gate?: string
-}
+// The descriptor's types are declared in Rust (crates/core/src/model/descriptor.rs) and generated.
+export type {
+  AttentionDescriptor,
+  DenseMlpDescriptor,
+  ExpertActivation,
+  ExpertLayout,
+  GqaDescriptor,
+  LayerDescriptor,
+  MlaDescriptor,
+  MlpDescriptor,
+  ModelDescriptor,
+  MoeDescriptor,
+  RopeDescriptor,
+  RopeKind,
+  RouterDescriptor,
+  RouterKind,
+  SharedExpertDescriptor,
+} from './native/contract'
+import type {
+  AttentionDescriptor,
+  DenseMlpDescriptor,
+  ExpertActivation,
+  ExpertLayout,
+  GqaDescriptor,
+  LayerDescriptor,
+  MlaDescriptor,
+  MlpDescriptor,
+  ModelDescriptor,
+  MoeDescriptor,
+  RopeDescriptor,
+  RopeKind,
+  RouterDescriptor,
+  RouterKind,
+  SharedExpertDescriptor,
+} from './native/contract'
 
 // ---------------------------------------------------------------------------------------------------------
 // Config access with transformers' defaults.

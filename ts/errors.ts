@@ -1,8 +1,11 @@
 /**
  * MoeQuantError: every failure of moe-quant carries a stable `code` (assert on codes, not messages) and a
- * message naming the file, tensor and shapes involved. Native errors arrive as `[E_CODE] message` and are
- * converted here; the native code list is kept equal to Rust's by a test.
+ * message naming the file, tensor and shapes involved. Native errors arrive as an ErrorPayload (JSON of
+ * `{ code, message, details }`, declared in Rust) and are converted here; the native code list is checked
+ * against the generated ErrorCode type at compile time and against the addon's list by a test.
  */
+import type { ErrorCode as NativeErrorCode } from './native/generated/ErrorCode'
+import type { ErrorPayload } from './native/generated/ErrorPayload'
 
 /** Codes produced by the native core (crates/core/src/error.rs). */
 export const NATIVE_ERROR_CODES = [
@@ -38,7 +41,11 @@ export const NATIVE_ERROR_CODES = [
   'E_ACTIVATION_NON_FINITE',
   /** A large buffer could not be allocated: the machine's memory or the process's address-space limit is exhausted. */
   'E_OUT_OF_MEMORY',
-] as const
+] as const satisfies readonly NativeErrorCode[]
+
+/** Compiles only while NATIVE_ERROR_CODES lists every code of the Rust error table. */
+const listsEveryNativeCode: Exclude<NativeErrorCode, (typeof NATIVE_ERROR_CODES)[number]> extends never ? true : never = true
+void listsEveryNativeCode
 
 /** Codes produced by the TypeScript layer (architecture and layout detection, options, loading). */
 export const TS_ERROR_CODES = [
@@ -66,12 +73,17 @@ export type ErrorCode = (typeof NATIVE_ERROR_CODES)[number] | (typeof TS_ERROR_C
 
 export const ERROR_CODES: readonly ErrorCode[] = [...NATIVE_ERROR_CODES, ...TS_ERROR_CODES]
 
-/** Details that help a program react to an error (all optional). */
+/**
+ * Details that help a program react to an error (all optional). Native errors carry their variant's fields
+ * (crates/core/src/error.rs) in camelCase, with `file` for the path involved: `tensor` and `shape` for
+ * E_TENSOR_SHAPE, `sample`, `position`, `id` and `vocabSize` for E_CALIBRATION_ID_RANGE, and so on.
+ */
 export interface ErrorDetails {
   file?: string
   tensor?: string
   shape?: readonly number[]
   expected?: string
+  [field: string]: unknown
 }
 
 /** The error every moe-quant function throws or rejects with. */
@@ -87,17 +99,27 @@ export class MoeQuantError extends Error {
   }
 }
 
-const NATIVE_MESSAGE = /^\[(E_[A-Z0-9_]+)\] ([\s\S]*)$/
+/** The ErrorPayload a native error's message holds, if it holds one. */
+function payloadOf(message: string): ErrorPayload | undefined {
+  if (!message.startsWith('{')) return undefined
+  try {
+    const payload = JSON.parse(message) as Partial<ErrorPayload> | null
+    if (typeof payload?.code !== 'string' || typeof payload.message !== 'string') return undefined
+    return { code: payload.code, message: payload.message, details: payload.details ?? {} }
+  } catch {
+    return undefined
+  }
+}
 
 /**
  * Converts an error thrown by the native addon into a MoeQuantError, keeping `stack` (the caller's stack,
  * captured before the await) so the error points at the user's call site.
  */
 export function fromNative(error: unknown, stack?: string): MoeQuantError {
-  const message = error instanceof Error ? error.message : String(error)
-  const match = NATIVE_MESSAGE.exec(message)
-  const code = (match && (ERROR_CODES as readonly string[]).includes(match[1] ?? '') ? match[1] : 'E_INTERNAL') as ErrorCode
-  const converted = new MoeQuantError(code, match ? (match[2] ?? message) : message)
+  const text = error instanceof Error ? error.message : String(error)
+  const payload = payloadOf(text)
+  const code: ErrorCode = payload && (ERROR_CODES as readonly string[]).includes(payload.code) ? payload.code : 'E_INTERNAL'
+  const converted = new MoeQuantError(code, payload?.message ?? text, (payload?.details ?? {}) as ErrorDetails)
   if (stack) converted.stack = `${converted.name} [${code}]: ${converted.message}\n${stack.split('\n').slice(1).join('\n')}`
   return converted
 }

@@ -12,6 +12,7 @@ import { fileSource } from './calibrate'
 import { describeModel, type ModelDescriptor } from './descriptor'
 import { MoeQuantError } from './errors'
 import { flattenIds, type IdRow } from './ids'
+import type { ComparisonProgress, ComparisonReport, ComparisonRequest } from './native/contract'
 import { runTask } from './native'
 import { checkDevice, rejectUnknownKeys } from './options'
 import { readQuantization } from './quantized'
@@ -81,22 +82,6 @@ export interface EvaluationResult {
   /** `quant_algo` the quantized checkpoint declares, or null when it declares none. */
   quantization: string | null
   peakRssBytes: number | null
-  seconds: number
-}
-
-interface NativeReport {
-  positions: number
-  kl_mean: number
-  kl_max: number
-  kl_max_at: [number, number]
-  top1_agreement: number
-  predicted_positions: number
-  nll_original: number
-  nll_quantized: number
-  samples: number
-  requested_samples: number
-  seq_len: number
-  peak_rss_bytes: number | null
   seconds: number
 }
 
@@ -179,14 +164,14 @@ export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
 }
 
 /** The native request for resolved options and the models' vocabulary size. */
-export function evaluationRequest(resolved: ResolvedOptions, vocabSize: number): Record<string, unknown> {
+export function evaluationRequest(resolved: ResolvedOptions, vocabSize: number): ComparisonRequest {
   const { samples, seqLen, data } = resolved
-  let source: Record<string, unknown>
+  let source: ComparisonRequest['source']
   if (data.source === 'file') source = fileSource(data.path)
   else if (data.source === 'random') source = { kind: 'ids', ids: randomIds(samples, seqLen, vocabSize, data.seed) }
   else {
     flattenIds(resolved.ids, vocabSize, 'ids')
-    source = { kind: 'ids', ids: resolved.ids }
+    source = { kind: 'ids', ids: resolved.ids ?? [] }
   }
   const batchSize =
     resolved.batchSize === 'auto' ? Math.max(1, Math.min(samples, Math.floor(LOGITS_BUDGET_BYTES / (seqLen * vocabSize * 4)))) : resolved.batchSize
@@ -230,11 +215,11 @@ export async function evaluateModel(original: string, quantized: string, options
   const quantization = (await readQuantization(quantized))?.algo ?? null
   const text = await runTask(
     options,
-    (event): EvaluationProgress => ({ stage: 'evaluate', ...(JSON.parse(event) as Omit<EvaluationProgress, 'stage'>) }),
+    (event): EvaluationProgress => ({ stage: 'evaluate', ...(JSON.parse(event) as ComparisonProgress) }),
     (binding, token, onEvent) =>
       binding.compareModels(original, JSON.stringify(originalDescriptor), quantized, JSON.stringify(quantizedDescriptor), JSON.stringify(request), token, onEvent),
   )
-  const report = JSON.parse(text) as NativeReport
+  const report = JSON.parse(text) as ComparisonReport
   return {
     klMean: report.kl_mean,
     klMax: report.kl_max,

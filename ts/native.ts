@@ -4,44 +4,13 @@
  */
 import { MoeQuantError, fromNative } from './errors'
 
-/** The raw binding, as declared in the generated index.d.ts at the package root. */
-export interface NativeBinding {
-  inspectHeaders(dir: string): Promise<string>
-  computeLogits(dir: string, descriptor: string, ids: number[], rows: number, seqLen: number, cancel?: CancelToken | null): Promise<Float32Array>
-  calibrate(
-    dir: string,
-    descriptor: string,
-    request: string,
-    cancel?: CancelToken | null,
-    onProgress?: ((event: string) => void) | null,
-  ): Promise<string>
-  quantize(
-    dir: string,
-    output: string,
-    descriptor: string,
-    plan: string,
-    calibration: string,
-    cancel?: CancelToken | null,
-    onProgress?: ((event: string) => void) | null,
-    onFiles?: ((summary: string) => string) | null,
-  ): Promise<string>
-  compareModels(
-    original: string,
-    originalDescriptor: string,
-    quantized: string,
-    quantizedDescriptor: string,
-    request: string,
-    cancel?: CancelToken | null,
-    onProgress?: ((event: string) => void) | null,
-  ): Promise<string>
-  errorCodes(): string[]
-  CancelToken: new () => CancelToken
-}
+import type * as Addon from '../index'
+
+/** The raw binding, as napi-rs declares it in index.d.ts at the package root (generated from crates/node). */
+export type NativeBinding = typeof Addon
 
 /** A native flag a running task checks between steps. */
-export interface CancelToken {
-  cancel(): void
-}
+export type CancelToken = Addon.CancelToken
 
 let binding: NativeBinding | undefined
 let cudaBinding: NativeBinding | undefined

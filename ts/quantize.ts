@@ -13,6 +13,7 @@ import { planExport } from './export/plan'
 import { type InspectReport, reportFromListing } from './inspect'
 import { readListing } from './listing'
 import { refuseQuantizedSource } from './quantized'
+import type { CalibrationSummary, QuantizeProgress as NativeQuantizeProgress, QuantizeReport } from './native/contract'
 import { runTask } from './native'
 import { rejectUnknownKeys } from './options'
 import { packageVersion } from './version'
@@ -68,30 +69,13 @@ function validate(options: QuantizeOptions): void {
   }
 }
 
-/** What calibration recorded, as the core hands it over before publishing (and in its final report). */
-interface NativeCalibrationSummary {
-  observers: { experts: Record<string, { tokens: number[] }> }
-  samples: number
-  requested_samples: number
-  seq_len: number
-  tokens: number
-}
-
-interface NativeQuantizeReport extends NativeCalibrationSummary {
-  layers: Array<{ layer: number; tensors: number; relative_mse: number }>
-  quantized_tensors: number
-  files: Record<string, number>
-  peak_rss_bytes: number | null
-  seconds: { calibrate: number; load: number; forward: number; quantize: number; write: number; total: number }
-}
-
 /** The expert-coverage report written into the output directory by default. */
 export const COVERAGE_FILE = 'moe-quant-coverage.html'
 /** The run record written into the output directory: format, options, tool version, calibration summary. */
 export const RUN_RECORD_FILE = 'moe-quant-run.json'
 
 /** Per MoE layer, the routings each expert received. */
-function layerTokens(report: InspectReport, summary: NativeCalibrationSummary): Array<{ layer: number; tokens: number[] }> {
+function layerTokens(report: InspectReport, summary: CalibrationSummary): Array<{ layer: number; tokens: number[] }> {
   return report.moeLayers.map((layer) => ({ layer: layer.layer, tokens: summary.observers.experts[layer.block]?.tokens ?? [] }))
 }
 
@@ -104,7 +88,7 @@ function uncalibratedOf(layers: ReadonlyArray<{ layer: number; tokens: readonly 
 }
 
 /** The run's warnings: experts without tokens, too little data, linears and files left as they were. */
-function warningsOf(summary: NativeCalibrationSummary, uncalibratedExperts: QuantizeResult['uncalibratedExperts'], keptIndivisible: string[], skippedFiles: string[]): string[] {
+function warningsOf(summary: CalibrationSummary, uncalibratedExperts: QuantizeResult['uncalibratedExperts'], keptIndivisible: string[], skippedFiles: string[]): string[] {
   const warnings: string[] = []
   const uncalibrated = uncalibratedExperts.reduce((n, l) => n + l.experts.length, 0)
   if (uncalibrated > 0) {
@@ -130,7 +114,7 @@ function warningsOf(summary: NativeCalibrationSummary, uncalibratedExperts: Quan
 function runRecord(
   options: QuantizeOptions,
   resolved: { tool: { name: string; version: string }; request: CalibrationRequest; maxShardBytes: number },
-  summary: NativeCalibrationSummary,
+  summary: CalibrationSummary,
   outcome: Pick<QuantizeResult, 'uncalibratedExperts' | 'keptIndivisible' | 'skippedFiles' | 'warnings'>,
 ): Record<string, unknown> {
   const { request } = resolved
@@ -205,7 +189,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   const output = path.resolve(options.output)
 
   // Made once calibration is done, before the core publishes the output: the files added to it.
-  const outputFiles = (summary: NativeCalibrationSummary): Record<string, string> => {
+  const outputFiles = (summary: CalibrationSummary): Record<string, string> => {
     const layers = layerTokens(report, summary)
     const uncalibratedExperts = uncalibratedOf(layers)
     const warnings = warningsOf(summary, uncalibratedExperts, keptIndivisible, skippedFiles)
@@ -218,21 +202,20 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     return files
   }
 
-  type NativeProgress = Omit<QuantizeProgress, 'bytesWritten'> & { bytes_written: number }
   // Once the core has published the output, the run has succeeded, even if the signal was aborted after its
   // last cancellation check; before that, cancelling leaves a previous output as it was.
   const text = await runTask(
     options,
     (event): QuantizeProgress => {
-      const e = JSON.parse(event) as NativeProgress
+      const e = JSON.parse(event) as NativeQuantizeProgress
       return { stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, batch: e.batch, batches: e.batches, bytesWritten: e.bytes_written }
     },
     (binding, token, onEvent, guard) => {
-      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(JSON.parse(summary) as NativeCalibrationSummary)), '{}')
+      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(JSON.parse(summary) as CalibrationSummary)), '{}')
       return binding.quantize(options.model, options.output, JSON.stringify(descriptor), JSON.stringify(plan), JSON.stringify(request), token, onEvent, onFiles)
     },
   )
-  const native_ = JSON.parse(text) as NativeQuantizeReport
+  const native_ = JSON.parse(text) as QuantizeReport
   const layers = layerTokens(report, native_)
   const uncalibratedExperts = uncalibratedOf(layers)
   const warnings = warningsOf(native_, uncalibratedExperts, keptIndivisible, skippedFiles)

@@ -5,6 +5,7 @@
  */
 import type { ModelDescriptor } from '../descriptor'
 import { MoeQuantError } from '../errors'
+import type { ExportPlan } from '../native/contract'
 import { expertTensorNames, type InspectReport } from '../inspect'
 import type { HeaderListing } from '../listing'
 import { lookupArchitecture } from '../registry'
@@ -14,17 +15,7 @@ import { planCopies } from './files'
 import { dumpPyJson } from './python-json'
 import { excludeModules, hfQuantConfig, quantizationConfig, outputConfigJson } from './modelopt'
 
-/** The plan as the native exporter reads it (crates/core/src/export/plan.rs). */
-export interface ExportPlan {
-  format: QuantFormatName
-  keep: Array<{ input: string; output: string }>
-  linears: Array<{ layer: number; module: string; output: string; weight_group: string[]; input_group: string[] }>
-  experts: Array<{ layer: number; block: string; gate: string; up: string; down: string }>
-  files: Record<string, string>
-  copy: string[]
-  max_shard_bytes: number
-  overwrite: boolean
-}
+export type { ExportPlan }
 
 export interface PlanOptions {
   format: QuantFormatName

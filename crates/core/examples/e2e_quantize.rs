@@ -53,7 +53,7 @@ fn run() -> Result<(), String> {
             cancel: &AtomicBool::new(false),
             progress: &mut |event| {
                 eprintln!(
-                    "{} layer {}/{} ({:.1} s)",
+                    "{:?} layer {}/{} ({:.1} s)",
                     event.stage,
                     event.layer,
                     event.layers,

@@ -11,7 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::limits::{read_small_text, MAX_CONFIG_BYTES};
 
 /// One tensor as listed in a header.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct TensorHeader {
     pub name: String,
     pub dtype: String,
@@ -23,7 +23,7 @@ pub struct TensorHeader {
 }
 
 /// Everything inspect needs, read from headers only.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct HeaderListing {
     pub dir: String,
     /// config.json, verbatim.

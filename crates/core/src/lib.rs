@@ -5,6 +5,7 @@
 
 pub mod calib;
 pub mod checkpoint;
+pub mod contract;
 pub mod device;
 pub mod error;
 pub mod export;
@@ -16,5 +17,5 @@ pub mod memory;
 pub mod model;
 
 pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorData, TensorInfo, TensorView, WriterOptions};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorPayload, Result};
 pub use inspect::{inspect_headers, HeaderListing};

@@ -464,7 +464,7 @@ fn conversations_are_rendered_with_the_chat_template_then_tokenized_like_text() 
     let tmp = temp_dir();
     let dir = chat_model_dir(tmp.path());
     let chat = moe_quant_core::calib::chat::ChatTemplate::load(&dir).unwrap();
-    let rendered = chat.render(&conversation(), &|m| moe_quant_core::Error::Internal(m)).unwrap();
+    let rendered = chat.render(&conversation(), &|m| moe_quant_core::Error::internal(m)).unwrap();
     assert_eq!(rendered, RENDERED);
 
     let load = |source: &CalibrationSource| all_ids(&load(&dir, source, &options(100, 4, 8)).unwrap());
@@ -545,7 +545,7 @@ fn chat_templates_render_as_transformers_apply_chat_template_does() {
     let cases = vectors["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 4);
     for case in cases {
-        let rendered = chat.render(&case["messages"], &|m| moe_quant_core::Error::Internal(m));
+        let rendered = chat.render(&case["messages"], &|m| moe_quant_core::Error::internal(m));
         match (case["text"].as_str(), case["error"].as_str()) {
             (Some(expected), _) => assert_eq!(rendered.unwrap(), expected, "{}", case["name"]),
             (None, Some(error)) => {

@@ -28,7 +28,7 @@ use common::forward::fixtures;
 use common::{assert_error, expect_err, pattern, temp_dir};
 use moe_quant_core::calib::run::{CalibrationRequest, SourceSpec};
 use moe_quant_core::checkpoint::OutputOp;
-use moe_quant_core::export::{quantize_checkpoint, ExportPlan, RunControl};
+use moe_quant_core::export::{quantize_checkpoint, ExportPlan, QuantizeStage, RunControl};
 use moe_quant_core::model::ModelDescriptor;
 use moe_quant_core::{CheckpointWriter, Dtype, WriterOptions};
 use serde::{Deserialize, Serialize};
@@ -158,7 +158,7 @@ fn run_quantization(
     model: &Path,
     output: &Path,
     max_shard_bytes: u64,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(bool),
 ) -> moe_quant_core::Result<()> {
     let (descriptor, plan) = qwen3_plan(model, max_shard_bytes);
     let ids: Vec<Vec<u32>> = (0..4u32).map(|s| (0..16u32).map(|i| (s * 37 + i * 11) % 256).collect()).collect();
@@ -170,8 +170,11 @@ fn run_quantization(
         device: None,
         source: SourceSpec::Ids { ids },
     };
-    let control =
-        RunControl { cancel: &AtomicBool::new(false), progress: &mut |event| progress(event.stage), extra_files: None };
+    let control = RunControl {
+        cancel: &AtomicBool::new(false),
+        progress: &mut |event| progress(event.stage == QuantizeStage::Quantize),
+        extra_files: None,
+    };
     quantize_checkpoint(model, output, &descriptor, &plan, &request, control).map(|_| ())
 }
 
@@ -195,8 +198,8 @@ fn child_process_entry_point() {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
     }
     let mut held = false;
-    let result = run_quantization(&task.model, &task.output, task.max_shard_bytes, &mut |stage| {
-        if stage != "quantize" || held {
+    let result = run_quantization(&task.model, &task.output, task.max_shard_bytes, &mut |quantizing| {
+        if !quantizing || held {
             return;
         }
         held = true;

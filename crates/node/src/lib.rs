@@ -1,7 +1,9 @@
-//! Node.js binding of moe-quant: one `#[napi]` function per operation, each an async task off the JS
-//! thread. Core errors cross as JS errors whose message starts with `[E_CODE]`; the TypeScript layer turns
-//! that into `MoeQuantError.code`. Panics are caught here and never reach the Node process. Progress events
-//! are delivered one at a time: the task waits until the JS callback has run before it goes on.
+//! Node.js binding of moe-quant: one `#[napi]` function per operation, each a [`CoreTask`] run off the JS
+//! thread. Requests and reports cross as JSON of the contract's types (`moe_quant_core::contract`, declared
+//! for TypeScript in `ts/native/generated/`); a core error crosses as a JS error whose message is an
+//! `ErrorPayload` (`{ code, message, details }`) as JSON. Panics are caught here and never reach the Node
+//! process. Progress events are delivered one at a time: the task waits until the JS callback has run before
+//! it goes on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,12 +11,12 @@ use std::sync::Arc;
 
 use moe_quant_core::calib::data::Batch;
 use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
-use moe_quant_core::{Checkpoint, Error as CoreError};
+use moe_quant_core::{Checkpoint, Error as CoreError, ErrorPayload};
 use napi::bindgen_prelude::{AsyncTask, Env, Float32Array, Result, Status, Task};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-/// Runs core work, converting its error and any panic into a coded JS error.
+/// Runs core work, converting its error and any panic into a JS error carrying an [`ErrorPayload`].
 fn guarded<T>(work: impl FnOnce() -> moe_quant_core::Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(work)) {
         Ok(Ok(value)) => Ok(value),
@@ -25,54 +27,80 @@ fn guarded<T>(work: impl FnOnce() -> moe_quant_core::Result<T>) -> Result<T> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(to_js_error(&CoreError::Internal(message)))
+            Err(to_js_error(&CoreError::internal(message)))
         }
     }
 }
 
 fn to_js_error(error: &CoreError) -> napi::Error {
-    napi::Error::new(Status::GenericFailure, format!("[{}] {error}", error.code()))
+    let payload = ErrorPayload::from(error);
+    // Serializing strings and numbers cannot fail; the fallback still carries the code.
+    let json = serde_json::to_string(&payload)
+        .unwrap_or_else(|_| format!(r#"{{"code":"{}","message":"{}","details":{{}}}}"#, error.code(), error.code()));
+    napi::Error::new(Status::GenericFailure, json)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> moe_quant_core::Result<String> {
-    serde_json::to_string(value).map_err(|e| CoreError::Internal(e.to_string()))
+    serde_json::to_string(value).map_err(|e| CoreError::internal(e.to_string()))
 }
 
-/// Core work that produces JSON text, run once off the JS thread (errors and panics become coded JS errors).
-pub struct JsonTask {
-    work: Option<Box<dyn FnOnce() -> moe_quant_core::Result<String> + Send>>,
+/// What a finished task hands to JavaScript.
+pub trait Resolve: Send + Sized + 'static {
+    type Js: napi::bindgen_prelude::ToNapiValue + napi::bindgen_prelude::TypeName;
+    fn into_js(self) -> Self::Js;
 }
 
-impl JsonTask {
-    fn new(work: impl FnOnce() -> moe_quant_core::Result<String> + Send + 'static) -> AsyncTask<JsonTask> {
-        AsyncTask::new(JsonTask { work: Some(Box::new(work)) })
+/// Reports and listings: JSON text of a contract type.
+impl Resolve for String {
+    type Js = String;
+    fn into_js(self) -> String {
+        self
     }
 }
 
-impl Task for JsonTask {
-    type Output = String;
-    type JsValue = String;
+/// Logits.
+impl Resolve for Vec<f32> {
+    type Js = Float32Array;
+    fn into_js(self) -> Float32Array {
+        Float32Array::new(self)
+    }
+}
 
-    fn compute(&mut self) -> Result<String> {
+/// Core work run once off the JS thread (errors and panics become JS errors carrying an [`ErrorPayload`]).
+pub struct CoreTask<T: Resolve> {
+    work: Option<Box<dyn FnOnce() -> moe_quant_core::Result<T> + Send>>,
+}
+
+impl<T: Resolve> CoreTask<T> {
+    fn new(work: impl FnOnce() -> moe_quant_core::Result<T> + Send + 'static) -> AsyncTask<CoreTask<T>> {
+        AsyncTask::new(CoreTask { work: Some(Box::new(work)) })
+    }
+}
+
+impl<T: Resolve> Task for CoreTask<T> {
+    type Output = T;
+    type JsValue = T::Js;
+
+    fn compute(&mut self) -> Result<T> {
         let work = self.work.take();
-        guarded(|| work.ok_or_else(|| CoreError::Internal("the task already ran".into()))?())
+        guarded(|| work.ok_or_else(|| CoreError::internal("the task already ran"))?())
     }
 
-    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
-        Ok(output)
+    fn resolve(&mut self, _env: Env, output: T) -> Result<T::Js> {
+        Ok(output.into_js())
     }
 }
 
 /// Parses a JSON request for the core, naming what it is in the error.
 fn parse_request<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> moe_quant_core::Result<T> {
-    serde_json::from_str(json).map_err(|e| CoreError::Internal(format!("invalid {what}: {e}")))
+    serde_json::from_str(json).map_err(|e| CoreError::internal(format!("invalid {what}: {e}")))
 }
 
 /// Lists config.json and every tensor header of the checkpoint in `dir`, as JSON text
 /// (`{ dir, config, files, tensors: [{ name, dtype, shape, file, bytes }], other_files }`).
 #[napi(ts_return_type = "Promise<string>")]
-pub fn inspect_headers(dir: String) -> AsyncTask<JsonTask> {
-    JsonTask::new(move || to_json(&moe_quant_core::inspect_headers(&dir)?))
+pub fn inspect_headers(dir: String) -> AsyncTask<CoreTask<String>> {
+    CoreTask::new(move || to_json(&moe_quant_core::inspect_headers(&dir)?))
 }
 
 /// Every error code the native core can produce.
@@ -103,39 +131,12 @@ impl CancelToken {
 }
 
 fn parse_descriptor(json: &str) -> moe_quant_core::Result<ModelDescriptor> {
-    serde_json::from_str(json).map_err(|e| CoreError::Internal(format!("invalid model descriptor: {e}")))
-}
-
-pub struct ComputeLogitsTask {
-    dir: String,
-    descriptor: String,
-    batch: Batch,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Task for ComputeLogitsTask {
-    type Output = Vec<f32>;
-    type JsValue = Float32Array;
-
-    fn compute(&mut self) -> Result<Vec<f32>> {
-        guarded(|| {
-            let descriptor = parse_descriptor(&self.descriptor)?;
-            let checkpoint = Checkpoint::open(&self.dir)?;
-            let options = ForwardOptions { logits: true, ..ForwardOptions::default() };
-            let batches = std::slice::from_ref(&self.batch);
-            let mut result = run_forward(&checkpoint, &descriptor, batches, &options, &self.cancel, &mut |_| {})?;
-            Ok(result.logits.pop().unwrap_or_default())
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: Vec<f32>) -> Result<Float32Array> {
-        Ok(Float32Array::new(output))
-    }
+    parse_request(json, "model descriptor")
 }
 
 /// Logits `[rows, seq_len, vocab]` (row-major) of the unquantized model described by `descriptor` (JSON)
 /// for token ids `[rows, seq_len]`.
-#[napi]
+#[napi(ts_return_type = "Promise<Float32Array>")]
 pub fn compute_logits(
     dir: String,
     descriptor: String,
@@ -143,10 +144,16 @@ pub fn compute_logits(
     rows: u32,
     seq_len: u32,
     cancel: Option<&CancelToken>,
-) -> AsyncTask<ComputeLogitsTask> {
+) -> AsyncTask<CoreTask<Vec<f32>>> {
     let batch = Batch { ids, rows: rows as usize, seq_len: seq_len as usize };
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
-    AsyncTask::new(ComputeLogitsTask { dir, descriptor, batch, cancel })
+    CoreTask::new(move || {
+        let descriptor = parse_descriptor(&descriptor)?;
+        let checkpoint = Checkpoint::open(&dir)?;
+        let options = ForwardOptions { logits: true, ..ForwardOptions::default() };
+        let mut result = run_forward(&checkpoint, &descriptor, &[batch], &options, &cancel, &mut |_| {})?;
+        Ok(result.logits.pop().unwrap_or_default())
+    })
 }
 
 /// A JS progress callback receiving one JSON event string per call.
@@ -177,10 +184,10 @@ pub fn calibrate(
     request: String,
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
-) -> AsyncTask<JsonTask> {
+) -> AsyncTask<CoreTask<String>> {
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     let progress = on_progress.map(Arc::new);
-    JsonTask::new(move || {
+    CoreTask::new(move || {
         let descriptor = parse_descriptor(&descriptor)?;
         let request = parse_request(&request, "calibration request")?;
         let report = moe_quant_core::calib::run::calibrate(
@@ -209,11 +216,11 @@ fn extra_files(
             let _ = answered.send(result);
             Ok(())
         });
-    let unanswered = || CoreError::Internal("the callback making the output's extra files was not called".into());
+    let unanswered = || CoreError::internal("the callback making the output's extra files was not called");
     if status != Status::Ok {
         return Err(unanswered());
     }
-    let text = answer.recv().map_err(|_| unanswered())?.map_err(|e| CoreError::Internal(e.to_string()))?;
+    let text = answer.recv().map_err(|_| unanswered())?.map_err(|e| CoreError::internal(e.to_string()))?;
     let files: std::collections::BTreeMap<String, String> = parse_request(&text, "list of extra files")?;
     Ok(files.into_iter().map(|(name, text)| (name, text.into_bytes())).collect())
 }
@@ -233,10 +240,10 @@ pub fn quantize(
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     #[napi(ts_arg_type = "((summary: string) => string) | undefined | null")] on_files: Option<FilesCallback>,
-) -> AsyncTask<JsonTask> {
+) -> AsyncTask<CoreTask<String>> {
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     let progress = on_progress.map(Arc::new);
-    JsonTask::new(move || {
+    CoreTask::new(move || {
         let descriptor = parse_descriptor(&descriptor)?;
         let plan: moe_quant_core::export::ExportPlan = parse_request(&plan, "export plan")?;
         let calibration = parse_request(&calibration, "calibration request")?;
@@ -273,10 +280,10 @@ pub fn compare_models(
     request: String,
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
-) -> AsyncTask<JsonTask> {
+) -> AsyncTask<CoreTask<String>> {
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     let progress = on_progress.map(Arc::new);
-    JsonTask::new(move || {
+    CoreTask::new(move || {
         let original_descriptor = parse_descriptor(&original_descriptor)?;
         let quantized_descriptor = parse_descriptor(&quantized_descriptor)?;
         let request = parse_request(&request, "comparison request")?;

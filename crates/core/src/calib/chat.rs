@@ -60,7 +60,7 @@ impl ChatTemplate {
                 "expected a conversation: an array of messages such as {\"role\": …, \"content\": …}".into(),
             ));
         }
-        let template = self.env.get_template("chat").map_err(|e| Error::Internal(e.to_string()))?;
+        let template = self.env.get_template("chat").map_err(|e| Error::internal(e.to_string()))?;
         let mut context: Vec<(&str, Value)> = vec![
             ("messages", Value::from(minijinja::value::Serde(conversation))),
             ("add_generation_prompt", Value::from(false)),

@@ -22,11 +22,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::limits::{describe_size, open_regular, read_small_text, MAX_DOCUMENT_BYTES};
 
 /// One calibration document: text, or a conversation (an array of messages with `role` and `content`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ts_rs::TS)]
 #[serde(untagged)]
 pub enum Document {
     Text(String),
-    Conversation(Vec<serde_json::Map<String, serde_json::Value>>),
+    Conversation(#[ts(type = "Array<Record<string, unknown>>")] Vec<serde_json::Map<String, serde_json::Value>>),
 }
 
 /// Largest JSON calibration file accepted: it is parsed whole (JSONL is read line by line, with no limit).
@@ -122,7 +122,7 @@ impl<'a> DocumentReader<'a> {
                 if self.chat.is_none() {
                     self.chat = Some(ChatTemplate::load(&self.model_dir)?);
                 }
-                let Some(chat) = &self.chat else { return Err(Error::Internal("no chat template".into())) };
+                let Some(chat) = &self.chat else { return Err(Error::internal("no chat template")) };
                 let input = &self.input;
                 let conversation =
                     serde_json::Value::Array(messages.into_iter().map(serde_json::Value::Object).collect());

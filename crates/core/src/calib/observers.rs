@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::model::blocks::ops::{abs_max, all_finite};
 
 /// Statistics of one MoE block.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
 pub struct ExpertStats {
     /// max |x| over the tokens entering the experts (input of gate/up).
     pub gate_up_input_amax: f32,
@@ -43,7 +43,7 @@ impl ExpertStats {
 }
 
 /// Everything recorded during one calibration forward.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
 pub struct Observers {
     /// Module name (no `.weight`) → max |input|.
     pub input_amax: BTreeMap<String, f32>,

@@ -16,7 +16,7 @@ use crate::model::stream::{run_forward, ForwardOptions, ForwardProgress};
 use crate::model::ModelDescriptor;
 
 /// Where the calibration sequences come from, as the TS side sends it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceSpec {
     Jsonl { path: PathBuf },
@@ -40,7 +40,8 @@ impl SourceSpec {
 }
 
 /// A calibration request (options already validated and defaulted by TS).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct CalibrationRequest {
     pub source: SourceSpec,
     pub samples: usize,
@@ -62,7 +63,7 @@ impl CalibrationRequest {
 }
 
 /// What a calibration run recorded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct CalibrationReport {
     pub observers: Observers,
     pub samples: usize,

@@ -72,7 +72,7 @@ impl ShardSource {
         const PIECE: usize = 16 << 20;
         const THREADS: usize = 4;
         let len = usize::try_from(range.end - range.start).map_err(|_| {
-            Error::Internal(format!("{}: a read of {range:?} does not fit memory", self.path.display()))
+            Error::internal(format!("{}: a read of {range:?} does not fit memory", self.path.display()))
         })?;
         let mut buf = crate::memory::try_zeroed(len, || format!("reading {} bytes of {}", len, self.path.display()))?;
         if len <= PIECE {
@@ -90,7 +90,7 @@ impl ShardSource {
                 })
                 .collect();
             handles.into_iter().try_for_each(|handle| {
-                handle.join().unwrap_or_else(|_| Err(Error::Internal("a checkpoint read thread panicked".into())))
+                handle.join().unwrap_or_else(|_| Err(Error::internal("a checkpoint read thread panicked")))
             })
         })?;
         Ok(buf)

@@ -274,7 +274,7 @@ impl CheckpointWriter {
     pub fn declare(&mut self, tensors: &[TensorLayout]) -> Result<()> {
         self.ensure_open()?;
         if !self.names.is_empty() || !self.shards.is_empty() {
-            return Err(Error::Internal(format!(
+            return Err(Error::internal(format!(
                 "{}: tensors must be declared before any is added, and once",
                 self.target.display()
             )));
@@ -289,7 +289,7 @@ impl CheckpointWriter {
         let mut seen = HashSet::new();
         for tensor in tensors {
             if !seen.insert(tensor.name.as_str()) {
-                return Err(Error::Internal(format!("tensor {} was declared twice", tensor.name)));
+                return Err(Error::internal(format!("tensor {} was declared twice", tensor.name)));
             }
             let len = tensor.dtype.byte_len(&tensor.shape).ok_or_else(|| Error::ShapeInvalid {
                 tensor: tensor.name.clone(),
@@ -346,7 +346,7 @@ impl CheckpointWriter {
     /// once its last tensor is in.
     fn write_declared(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
         let Some(placement) = self.declared.get(name) else {
-            return Err(Error::Internal(format!("tensor {name} was not declared before the output was written")));
+            return Err(Error::internal(format!("tensor {name} was not declared before the output was written")));
         };
         if placement.dtype != dtype || placement.shape != shape {
             return Err(Error::ShapeInvalid {
@@ -386,7 +386,7 @@ impl CheckpointWriter {
             });
         }
         if !self.names.insert(name.to_string()) {
-            return Err(Error::Internal(format!("tensor {name} was written twice")));
+            return Err(Error::internal(format!("tensor {name} was written twice")));
         }
         let size = data.len() as u64;
         if !self.declared.is_empty() {
@@ -545,7 +545,7 @@ impl CheckpointWriter {
             let mut missing: Vec<&String> = self.declared.keys().filter(|name| !self.names.contains(*name)).collect();
             if !missing.is_empty() {
                 missing.sort();
-                return Err(Error::Internal(format!(
+                return Err(Error::internal(format!(
                     "{} declared tensor(s) were never written, first {}",
                     missing.len(),
                     missing[0]
@@ -582,7 +582,7 @@ impl CheckpointWriter {
                 "metadata": { "total_size": self.tensor_bytes },
                 "weight_map": weight_map,
             });
-            let text = serde_json::to_string_pretty(&index).map_err(|e| Error::Internal(e.to_string()))?;
+            let text = serde_json::to_string_pretty(&index).map_err(|e| Error::internal(e.to_string()))?;
             self.write_file_inner(INDEX_FILE, format!("{text}\n").as_bytes())?;
         }
         let mut files = BTreeMap::new();
@@ -669,7 +669,7 @@ impl CheckpointWriter {
 
     fn ensure_open(&self) -> Result<()> {
         if self.closed {
-            return Err(Error::Internal(format!(
+            return Err(Error::internal(format!(
                 "{}: the output writer was used after it failed or finished",
                 self.target.display()
             )));
@@ -775,7 +775,7 @@ fn shard_header(entries: &[HeaderEntry<'_>], path: &Path) -> Result<(Vec<u8>, Ve
         ));
         offset = end;
     }
-    let internal = |e: &dyn std::fmt::Display| Error::Internal(format!("serializing {}: {e}", path.display()));
+    let internal = |e: &dyn std::fmt::Display| Error::internal(format!("serializing {}: {e}", path.display()));
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let metadata = Metadata::new(Some(metadata), infos).map_err(|e| internal(&e))?;
     let mut header = serde_json::to_string(&metadata).map_err(|e| internal(&e))?.into_bytes();

@@ -6,4 +6,6 @@ pub mod plan;
 pub mod run;
 
 pub use plan::ExportPlan;
-pub use run::{quantize_checkpoint, CalibrationSummary, ExtraFiles, QuantizeProgress, QuantizeReport, RunControl};
+pub use run::{
+    quantize_checkpoint, CalibrationSummary, ExtraFiles, QuantizeProgress, QuantizeReport, QuantizeStage, RunControl,
+};

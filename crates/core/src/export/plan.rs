@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExportPlan {
     /// `fp8` or `nvfp4`.
     pub format: String,
@@ -23,14 +23,14 @@ pub struct ExportPlan {
     pub overwrite: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct KeptTensor {
     pub input: String,
     pub output: String,
 }
 
 /// One linear (`[out, in]` weight) to quantize.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct LinearPlan {
     /// The decoder layer it belongs to; quantized right after that layer's calibration.
     pub layer: usize,
@@ -47,7 +47,7 @@ pub struct LinearPlan {
 }
 
 /// The routed experts of one MoE layer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExpertPlan {
     pub layer: usize,
     /// The MoE block (as in the model descriptor), whose observers hold the shared input amaxes.

@@ -21,12 +21,22 @@ use crate::model::stream::{self, LayerStream, Throttle};
 use crate::model::weights::WeightLoader;
 use crate::model::ModelDescriptor;
 
+/// The stage a quantization progress event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantizeStage {
+    /// A layer ran, or some batches of the next one did.
+    Calibrate,
+    /// A layer's tensors were quantized and queued.
+    Quantize,
+    /// Finishing the output.
+    Write,
+}
+
 /// Where a quantization run is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct QuantizeProgress {
-    /// `calibrate` (a layer ran, or some batches of the next one did), `quantize` (a layer's tensors were
-    /// quantized and queued), `write` (finishing).
-    pub stage: &'static str,
+    pub stage: QuantizeStage,
     /// Layers done.
     pub layer: usize,
     pub layers: usize,
@@ -38,7 +48,7 @@ pub struct QuantizeProgress {
 }
 
 /// Weight quantization error of one decoder layer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct LayerError {
     pub layer: usize,
     pub tensors: usize,
@@ -46,7 +56,7 @@ pub struct LayerError {
     pub relative_mse: f64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
 pub struct StageSeconds {
     pub calibrate: f64,
     /// Parts of `calibrate`: loading each layer (reading, converting, copying to the device), and the forward.
@@ -58,7 +68,7 @@ pub struct StageSeconds {
 }
 
 /// What calibration recorded and on how much data, known before the output is published.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct CalibrationSummary {
     pub observers: Observers,
     pub samples: usize,
@@ -82,7 +92,7 @@ pub struct RunControl<'a> {
     pub extra_files: Option<&'a mut ExtraFiles<'a>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct QuantizeReport {
     pub layers: Vec<LayerError>,
     #[serde(flatten)]
@@ -188,7 +198,7 @@ impl Quantizer<'_> {
             let stats = observers
                 .experts
                 .get(&experts.block)
-                .ok_or_else(|| Error::Internal(format!("no expert statistics were recorded for {}", experts.block)))?;
+                .ok_or_else(|| Error::internal(format!("no expert statistics were recorded for {}", experts.block)))?;
             linears.extend(self.quantize_experts(experts, moe, stats, &mut errors)?);
         }
         Ok(QuantizedLayer { layer, linears, errors })
@@ -221,7 +231,7 @@ impl Quantizer<'_> {
         let mut input_amax = 0.0f32;
         for module in input_group {
             let amax = observers.input_amax.get(module).ok_or_else(|| {
-                Error::Internal(format!(
+                Error::internal(format!(
                     "no activation statistics were recorded for {module}; is it part of the forward?"
                 ))
             })?;
@@ -262,9 +272,7 @@ impl Quantizer<'_> {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| Err(Error::Internal("an expert quantization thread panicked".into())))
-                })
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("an expert quantization thread panicked"))))
                 .collect()
         });
         let mut linears = Vec::with_capacity(3 * moe.experts);
@@ -290,7 +298,7 @@ impl Quantizer<'_> {
         // Each weight is divided in the dtype it is stored in (they may differ within one expert).
         let stored = |pattern: Option<&String>| -> Result<Dtype> {
             let pattern =
-                pattern.ok_or_else(|| Error::Internal(format!("{}: an expert tensor is not named", moe.block)))?;
+                pattern.ok_or_else(|| Error::internal(format!("{}: an expert tensor is not named", moe.block)))?;
             Ok(self.checkpoint.info(&pattern.replace("{e}", &e.to_string()))?.dtype)
         };
         let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
@@ -352,7 +360,7 @@ fn tensor_name(module: &str, suffix: &str) -> String {
 fn moe_block<'a>(desc: &'a ModelDescriptor, experts: &ExpertPlan) -> Result<&'a MoeDescriptor> {
     match desc.layers.get(experts.layer).map(|l| &l.mlp) {
         Some(MlpDescriptor::Moe(moe)) if moe.block == experts.block => Ok(moe),
-        _ => Err(Error::Internal(format!(
+        _ => Err(Error::internal(format!(
             "layer {} of the descriptor has no MoE block {}",
             experts.layer, experts.block
         ))),
@@ -459,7 +467,7 @@ fn check_extra_name(name: &str, plan: &ExportPlan) -> Result<()> {
         || name.ends_with(".safetensors")
         || name == crate::checkpoint::INDEX_FILE;
     if !plain || taken {
-        return Err(Error::Internal(format!("{name:?} cannot be added to the output (not a plain name, or taken)")));
+        return Err(Error::internal(format!("{name:?} cannot be added to the output (not a plain name, or taken)")));
     }
     Ok(())
 }
@@ -483,7 +491,7 @@ pub fn quantize_checkpoint(
     let compute = calibration.compute_device()?;
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
     let format = formats::format_for_device(&plan.format, compute.device.is_cuda())
-        .ok_or_else(|| Error::Internal(format!("unknown quantization format {:?}", plan.format)))?;
+        .ok_or_else(|| Error::internal(format!("unknown quantization format {:?}", plan.format)))?;
     let set = load_request(dir, calibration, desc.vocab_size, cancel)?;
     let writer_options = WriterOptions {
         max_shard_bytes: plan.max_shard_bytes,
@@ -518,7 +526,7 @@ pub fn quantize_checkpoint(
             match *first {
                 None => {
                     *first = Some(error);
-                    Error::Internal("a background job failed (its error is reported instead)".into())
+                    Error::internal("a background job failed (its error is reported instead)")
                 }
                 Some(_) => error,
             }
@@ -548,13 +556,13 @@ pub fn quantize_checkpoint(
          -> Result<()> {
             let done = handle
                 .join()
-                .unwrap_or_else(|_| Err(Error::Internal("the quantization thread panicked".into())))
+                .unwrap_or_else(|_| Err(Error::internal("the quantization thread panicked")))
                 .map_err(reported)?;
             let errors = &done.errors;
             let relative_mse = if errors.norm > 0.0 { errors.error / errors.norm } else { 0.0 };
             layer_errors.push(LayerError { layer: done.layer, tensors: errors.tensors, relative_mse });
             progress(QuantizeProgress {
-                stage: "quantize",
+                stage: QuantizeStage::Quantize,
                 layer: done.layer + 1,
                 layers,
                 tokens,
@@ -572,7 +580,7 @@ pub fn quantize_checkpoint(
             let mut within = |batch| {
                 if throttle.ready() {
                     progress(QuantizeProgress {
-                        stage: "calibrate",
+                        stage: QuantizeStage::Calibrate,
                         layer: calibrated,
                         layers,
                         tokens,
@@ -586,7 +594,7 @@ pub fn quantize_checkpoint(
             calibrated = layer + 1;
             seconds.calibrate += clock.elapsed().as_secs_f64();
             progress(QuantizeProgress {
-                stage: "calibrate",
+                stage: QuantizeStage::Calibrate,
                 layer: layer + 1,
                 layers,
                 tokens,
@@ -624,7 +632,7 @@ pub fn quantize_checkpoint(
             finish(handle, progress)?;
         }
         kept.join()
-            .unwrap_or_else(|_| Err(Error::Internal("the thread copying the kept tensors panicked".into())))
+            .unwrap_or_else(|_| Err(Error::internal("the thread copying the kept tensors panicked")))
             .map_err(reported)
     })?;
     let mut output = output.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -635,7 +643,7 @@ pub fn quantize_checkpoint(
 
     let clock = Instant::now();
     progress(QuantizeProgress {
-        stage: "write",
+        stage: QuantizeStage::Write,
         layer: layers,
         layers,
         tokens: stream.tokens,

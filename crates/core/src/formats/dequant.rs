@@ -110,7 +110,7 @@ pub fn dequantize_nvfp4(
 /// a `weight_scale_2` is among them, FP8 when the weight is F8_E4M3. `shape` is the logical `[N, K]`.
 pub fn dequantize(quantized: &QuantizedWeight, shape: [usize; 2]) -> Result<Vec<f32>> {
     let part = |suffix: &str| {
-        quantized.get(suffix).ok_or_else(|| Error::Internal(format!("a quantized weight without its {suffix} tensor")))
+        quantized.get(suffix).ok_or_else(|| Error::internal(format!("a quantized weight without its {suffix} tensor")))
     };
     let weight = part("weight")?;
     let scale_value = |suffix: &str| -> Result<f32> {
@@ -119,7 +119,7 @@ pub fn dequantize(quantized: &QuantizedWeight, shape: [usize; 2]) -> Result<Vec<
             .data
             .as_slice()
             .try_into()
-            .map_err(|_| Error::Internal(format!("{suffix} holds {} bytes, not one f32", tensor.data.len())))?;
+            .map_err(|_| Error::internal(format!("{suffix} holds {} bytes, not one f32", tensor.data.len())))?;
         Ok(f32::from_le_bytes(bytes))
     };
     let values = if quantized.get("weight_scale_2").is_some() {
@@ -129,7 +129,7 @@ pub fn dequantize(quantized: &QuantizedWeight, shape: [usize; 2]) -> Result<Vec<
     } else if weight.dtype == Dtype::F8E4M3 {
         dequantize_fp8("weight", shape, &weight.data, &[scale_value("weight_scale")?])?
     } else {
-        return Err(Error::Internal(format!("cannot dequantize a {} weight without block scales", weight.dtype)));
+        return Err(Error::internal(format!("cannot dequantize a {} weight without block scales", weight.dtype)));
     };
     if values.len() != shape[0] * shape[1] {
         return Err(shape_error("weight", &shape, format!("dequantized to {} values", values.len())));

@@ -67,7 +67,7 @@ impl<'a> WeightInput<'a> {
             });
         }
         if !matches!(self.source_dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
-            return Err(Error::Internal(format!(
+            return Err(Error::internal(format!(
                 "tensor {}: cannot quantize a weight stored as {} (F32, BF16 or F16 expected)",
                 self.name, self.source_dtype
             )));
@@ -194,7 +194,7 @@ pub(crate) fn first_non_finite(values: &[f32]) -> Option<usize> {
 /// raised to it, as `TensorQuantizer.export_amax` does, so no scale underflows to zero.
 pub(crate) fn sanitize_weight_amax(weight: &WeightInput, amax: f32, maxbound: f32) -> Result<f32> {
     if !amax.is_finite() || amax < 0.0 {
-        return Err(Error::Internal(format!(
+        return Err(Error::internal(format!(
             "tensor {}: the weight amax {amax} is not a finite, non-negative number",
             weight.name
         )));

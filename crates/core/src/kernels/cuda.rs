@@ -33,7 +33,7 @@ impl Source {
             DType::F16 => "f16",
             DType::F32 => "f32",
             other => {
-                return Err(Error::Internal(format!(
+                return Err(Error::internal(format!(
                     "kernels::{op}: cannot read a {other:?} tensor (BF16, F16 or F32 expected)"
                 )))
             }
@@ -55,14 +55,14 @@ impl Source {
     fn with_view<R>(&self, f: impl FnOnce(ViewArg<'_>) -> Result<R>) -> Result<R> {
         let (storage, layout) = self.tensor.storage_and_layout();
         let Storage::Cuda(cuda) = &*storage else {
-            return Err(Error::Internal("kernels: a CUDA tensor without CUDA storage".into()));
+            return Err(Error::internal("kernels: a CUDA tensor without CUDA storage"));
         };
         let range = layout.start_offset()..layout.start_offset() + self.tensor.elem_count();
         match self.tensor.dtype() {
             DType::BF16 => f(ViewArg::B16(unsafe_u16(cuda.as_cuda_slice::<bf16>()?.slice(range))?)),
             DType::F16 => f(ViewArg::B16(unsafe_u16(cuda.as_cuda_slice::<f16>()?.slice(range))?)),
             DType::F32 => f(ViewArg::B32(cuda.as_cuda_slice::<f32>()?.slice(range))),
-            other => Err(Error::Internal(format!("kernels: unexpected dtype {other:?}"))),
+            other => Err(Error::internal(format!("kernels: unexpected dtype {other:?}"))),
         }
     }
 }
@@ -78,7 +78,7 @@ fn unsafe_u16<T>(view: CudaView<'_, T>) -> Result<CudaView<'_, u16>> {
     let len = view.len();
     // SAFETY: T is bf16 or f16, two bytes like u16, and every bit pattern is a valid u16.
     let reinterpreted = unsafe { view.transmute::<u16>(len) };
-    reinterpreted.ok_or_else(|| Error::Internal("kernels: could not view a 16-bit tensor as u16".into()))
+    reinterpreted.ok_or_else(|| Error::internal("kernels: could not view a 16-bit tensor as u16"))
 }
 
 fn device_of<'a>(xs: &'a Tensor, op: &str) -> Result<&'a CudaDevice> {
@@ -113,7 +113,7 @@ fn grid(device: &CudaDevice, func: &CudaFunction, work: usize, rows: usize) -> R
         device.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()?;
     let resident = func.occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None).w()?;
     let target = (sms.max(1) as u32) * resident.clamp(1, MAX_BLOCKS_PER_SM);
-    let rows = u32::try_from(rows).map_err(|_| Error::Internal("kernels: too many experts for one launch".into()))?;
+    let rows = u32::try_from(rows).map_err(|_| Error::internal("kernels: too many experts for one launch"))?;
     let per_row = (target / rows.max(1)).max(1);
     let needed = work.div_ceil(THREADS as usize).max(1);
     let blocks = (needed.min(per_row as usize)) as u32;
@@ -289,8 +289,8 @@ pub(super) fn split_gate_up(gate_up: &Tensor) -> Result<(Tensor, Tensor)> {
     // cuMemcpyDtoD on an H200) than a grid-stride loop over a single wave (92%).
     let config = if vectorized {
         let blocks = u32::try_from((chunk_bytes / 16).div_ceil(THREADS as usize))
-            .map_err(|_| Error::Internal("kernels::split_gate_up: expert too large".into()))?;
-        let rows = u32::try_from(2 * experts).map_err(|_| Error::Internal("kernels: too many experts".into()))?;
+            .map_err(|_| Error::internal("kernels::split_gate_up: expert too large"))?;
+        let rows = u32::try_from(2 * experts).map_err(|_| Error::internal("kernels: too many experts"))?;
         LaunchConfig { grid_dim: (blocks.max(1), rows, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
     } else {
         grid(&device, &func, chunk_bytes, 2 * experts)?
@@ -315,7 +315,7 @@ pub(super) fn split_gate_up(gate_up: &Tensor) -> Result<(Tensor, Tensor)> {
                     };
                     let (Some(src), Some(gate_bytes), Some(up_bytes)) = (src, gate_bytes.as_mut(), up_bytes.as_mut())
                     else {
-                        return Err(Error::Internal("kernels: could not view expert tensors as bytes".into()));
+                        return Err(Error::internal("kernels: could not view expert tensors as bytes"));
                     };
                     let stream = device.cuda_stream();
                     let mut launch = stream.launch_builder(&func);
@@ -341,7 +341,7 @@ pub(super) fn split_gate_up_transposed(gate_up: &Tensor, interleaved: bool) -> R
     let inter = two_i / 2;
     let half_dims = [experts, inter, hidden];
     let half_count = experts * inter * hidden;
-    let too_large = || Error::Internal("kernels::split_gate_up_transposed: dimensions too large".into());
+    let too_large = || Error::internal("kernels::split_gate_up_transposed: dimensions too large");
     let config = LaunchConfig {
         grid_dim: (
             u32::try_from(hidden.div_ceil(64)).map_err(|_| too_large())?,
@@ -362,13 +362,13 @@ pub(super) fn split_gate_up_transposed(gate_up: &Tensor, interleaved: bool) -> R
                 let func = function(&device, $name)?;
                 source.with_view(|view| {
                     let ViewArg::$variant(src) = view else {
-                        return Err(Error::Internal("kernels: element size mismatch".into()));
+                        return Err(Error::internal("kernels: element size mismatch"));
                     };
                     // SAFETY: views of the outputs with elements of the same size, used only for this launch.
                     let (mut gate_view, mut up_view) =
                         unsafe { (gate.transmute_mut::<$elem>(half_count), up.transmute_mut::<$elem>(half_count)) };
                     let (Some(gate_view), Some(up_view)) = (gate_view.as_mut(), up_view.as_mut()) else {
-                        return Err(Error::Internal("kernels: could not view expert tensors".into()));
+                        return Err(Error::internal("kernels: could not view expert tensors"));
                     };
                     let stream = device.cuda_stream();
                     let mut launch = stream.launch_builder(&func);

@@ -24,7 +24,7 @@ pub(super) fn grouped_matmul_t(
     match xs.dtype() {
         DType::BF16 => run::<bf16>(device, xs, weights, ranges, n, cublas::cudaDataType_t::CUDA_R_16BF),
         DType::F16 => run::<f16>(device, xs, weights, ranges, n, cublas::cudaDataType_t::CUDA_R_16F),
-        other => Err(Error::Internal(format!("kernels::grouped_matmul_t: {other:?} is not bf16 or f16"))),
+        other => Err(Error::internal(format!("kernels::grouped_matmul_t: {other:?} is not bf16 or f16"))),
     }
 }
 
@@ -32,7 +32,7 @@ pub(super) fn grouped_matmul_t(
 fn address<T: CudaDType + DeviceRepr>(tensor: &Tensor, device: &CudaDevice) -> Result<u64> {
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cuda(cuda) = &*storage else {
-        return Err(Error::Internal("kernels::grouped_matmul_t: a CUDA tensor without CUDA storage".into()));
+        return Err(Error::internal("kernels::grouped_matmul_t: a CUDA tensor without CUDA storage"));
     };
     let stream = device.cuda_stream();
     let (base, _sync) = cuda.as_cuda_slice::<T>()?.device_ptr(&stream);
@@ -76,7 +76,7 @@ fn run<T: CudaDType + DeviceRepr>(
 
     // Row-major `out_rows [m, n] = x_rows [m, k] · W [n, k]ᵀ` is column-major `outᵀ [n, m] = Wᵀ · xᵀ`: cuBLAS
     // sees W as a k×n matrix (transposed to n×k) and the rows of x as a k×m one.
-    let int = |value: usize| i32::try_from(value).map_err(|_| Error::Internal(format!("grouped GEMM: {value} > i32")));
+    let int = |value: usize| i32::try_from(value).map_err(|_| Error::internal(format!("grouped GEMM: {value} > i32")));
     let (n_i, k_i) = (int(n)?, int(k)?);
     let m_array = groups.iter().map(|(_, range)| int(range.len())).collect::<Result<Vec<i32>>>()?;
     let transa = vec![cublas::cublasOperation_t::CUBLAS_OP_T; count];
@@ -107,7 +107,7 @@ fn run<T: CudaDType + DeviceRepr>(
             array(2) as *const *mut _,
             data_type,
             n_array.as_ptr(),
-            i32::try_from(count).map_err(|_| Error::Internal("grouped GEMM: too many groups".into()))?,
+            i32::try_from(count).map_err(|_| Error::internal("grouped GEMM: too many groups"))?,
             group_size.as_ptr(),
             cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
         )

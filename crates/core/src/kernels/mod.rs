@@ -195,7 +195,7 @@ pub fn grouped_matmul_t(xs: &Tensor, weights: &[&Tensor], ranges: &[std::ops::Ra
     let op = "grouped_matmul_t";
     let (rows, k) = xs.dims2().map_err(|_| shape_error(xs, "grouped_matmul_t expects activations [rows, K]"))?;
     if weights.len() != ranges.len() || weights.is_empty() {
-        return Err(Error::Internal(format!(
+        return Err(Error::internal(format!(
             "kernels::{op}: {} weights for {} row ranges (one each, at least one)",
             weights.len(),
             ranges.len()
@@ -216,12 +216,12 @@ pub fn grouped_matmul_t(xs: &Tensor, weights: &[&Tensor], ranges: &[std::ops::Ra
     let mut next = 0;
     for range in ranges {
         if range.start != next || range.end < range.start {
-            return Err(Error::Internal(format!("kernels::{op}: row ranges do not tile 0..{rows} in order")));
+            return Err(Error::internal(format!("kernels::{op}: row ranges do not tile 0..{rows} in order")));
         }
         next = range.end;
     }
     if next != rows {
-        return Err(Error::Internal(format!("kernels::{op}: row ranges cover 0..{next}, not 0..{rows}")));
+        return Err(Error::internal(format!("kernels::{op}: row ranges cover 0..{next}, not 0..{rows}")));
     }
     let device = match xs.device() {
         Device::Cuda(device) => device,
@@ -232,7 +232,7 @@ pub fn grouped_matmul_t(xs: &Tensor, weights: &[&Tensor], ranges: &[std::ops::Ra
         }
     };
     if weights.iter().any(|w| !w.device().same_device(xs.device())) {
-        return Err(Error::Internal(format!("kernels::{op}: weights and activations on different devices")));
+        return Err(Error::internal(format!("kernels::{op}: weights and activations on different devices")));
     }
     #[cfg(feature = "cuda")]
     {
@@ -298,7 +298,7 @@ fn check_scales(xs: &Tensor, scales: &[f32], op: &str) -> Result<()> {
         ));
     }
     if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-        return Err(Error::Internal(format!("{op}: scale {bad} is not a finite, positive number")));
+        return Err(Error::internal(format!("{op}: scale {bad} is not a finite, positive number")));
     }
     Ok(())
 }
@@ -306,7 +306,7 @@ fn check_scales(xs: &Tensor, scales: &[f32], op: &str) -> Result<()> {
 /// `formats::sanitize_weight_amax` without the tensor name: 0 → `maxbound`, tiny → smallest normal f32.
 fn sanitize_weight_amax(amax: f32, maxbound: f32) -> Result<f32> {
     if !amax.is_finite() || amax < 0.0 {
-        return Err(Error::Internal(format!("the weight amax {amax} is not a finite, non-negative number")));
+        return Err(Error::internal(format!("the weight amax {amax} is not a finite, non-negative number")));
     }
     Ok(if amax == 0.0 { maxbound } else { amax.max(f32::MIN_POSITIVE) })
 }

@@ -24,7 +24,8 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
 /// A comparison request (options already validated and defaulted by TS).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct ComparisonRequest {
     /// The token ids, or text tokenized with the *original* model's tokenizer.
     pub source: SourceSpec,
@@ -38,7 +39,7 @@ pub struct ComparisonRequest {
 }
 
 /// Which model a progress event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Original,
@@ -46,7 +47,7 @@ pub enum Side {
 }
 
 /// Progress: `model`'s forward of batch `batch` (1-based) of `batches` has finished `layer` of `layers`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct ComparisonProgress {
     pub model: Side,
     pub batch: usize,
@@ -56,7 +57,7 @@ pub struct ComparisonProgress {
 }
 
 /// The summary over every position.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct ComparisonReport {
     /// Positions compared (`samples × seq_len`).
     pub positions: usize,
@@ -148,7 +149,7 @@ impl ComparisonStats {
         let expected = batch.rows * batch.seq_len * vocab;
         for (side, logits) in [("original", original), ("quantized", quantized)] {
             if logits.len() != expected {
-                return Err(Error::Internal(format!(
+                return Err(Error::internal(format!(
                     "{side} logits hold {} values, not {}×{}×{vocab}",
                     logits.len(),
                     batch.rows,
@@ -215,7 +216,7 @@ pub fn compare_models(
 ) -> Result<ComparisonReport> {
     let started = Instant::now();
     if original.vocab_size != quantized.vocab_size {
-        return Err(Error::Internal(format!(
+        return Err(Error::internal(format!(
             "the models have different vocabularies ({} and {} tokens), so their distributions cannot be compared",
             original.vocab_size, quantized.vocab_size
         )));

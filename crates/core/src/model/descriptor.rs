@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 /// One model, as TS describes it (`ts/descriptor.ts` builds it).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ModelDescriptor {
     pub hidden_size: usize,
     pub vocab_size: usize,
@@ -30,11 +30,21 @@ fn one() -> f64 {
     1.0
 }
 
+/// transformers' `rope_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeKind {
+    Default,
+    Linear,
+    Llama3,
+    Yarn,
+}
+
 /// Rotary embedding parameters, as transformers' `rope_parameters` describe them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct RopeDescriptor {
-    /// `default`, `linear`, `llama3` or `yarn`.
-    pub kind: String,
+    pub kind: RopeKind,
     pub theta: f64,
     /// Number of leading dimensions of each head that are rotated (head_dim × partial_rotary_factor).
     pub rotary_dim: usize,
@@ -64,7 +74,7 @@ pub struct RopeDescriptor {
 }
 
 /// One decoder layer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct LayerDescriptor {
     pub index: usize,
     /// RMSNorm weight before attention.
@@ -79,7 +89,7 @@ pub struct LayerDescriptor {
 }
 
 /// Self-attention of one layer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttentionDescriptor {
     /// Grouped-query attention (multi-head when `num_kv_heads == num_heads`).
@@ -88,7 +98,8 @@ pub enum AttentionDescriptor {
     Mla(MlaDescriptor),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct GqaDescriptor {
     /// Module names of the projections.
     pub q: String,
@@ -114,7 +125,8 @@ pub struct GqaDescriptor {
     pub scaling: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct MlaDescriptor {
     /// `q_proj` when `q_lora_rank` is absent, else `q_a_proj` → `q_a_layernorm` → `q_b_proj`.
     #[serde(default)]
@@ -140,7 +152,7 @@ pub struct MlaDescriptor {
 }
 
 /// The feed-forward part of one layer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MlpDescriptor {
     Dense(DenseMlpDescriptor),
@@ -148,7 +160,7 @@ pub enum MlpDescriptor {
 }
 
 /// `down(act(gate(x)) * up(x))`, module names.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct DenseMlpDescriptor {
     pub gate: String,
     pub up: String,
@@ -156,7 +168,7 @@ pub struct DenseMlpDescriptor {
 }
 
 /// How the expert tensors are stored; see `ts/registry/types.ts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpertLayout {
     PerExpert,
@@ -166,7 +178,7 @@ pub enum ExpertLayout {
 }
 
 /// The expert activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpertActivation {
     /// `silu(gate) * up`.
@@ -176,7 +188,8 @@ pub enum ExpertActivation {
     GptOss,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct MoeDescriptor {
     /// Module path of the MoE block, e.g. `model.layers.1.mlp` (names observers record).
     pub block: String,
@@ -205,7 +218,7 @@ pub struct MoeDescriptor {
 }
 
 /// How routing weights are computed from the router logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum RouterKind {
     /// softmax over all experts, top-K, renormalised when `norm_topk_prob`.
@@ -220,7 +233,8 @@ pub enum RouterKind {
     TopkSigmoid,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct RouterDescriptor {
     pub kind: RouterKind,
     /// `[E, H]` weight.
@@ -244,7 +258,8 @@ fn one_usize() -> usize {
 }
 
 /// Shared expert(s): a dense gated MLP every token goes through, optionally scaled by `sigmoid(gate(x))`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct SharedExpertDescriptor {
     pub mlp: DenseMlpDescriptor,
     /// `[1, H]` gate weight (Qwen2-MoE `shared_expert_gate`).

@@ -38,7 +38,7 @@ pub struct ForwardOptions {
 
 /// Progress of the forward: `layer` of `layers` done, and `batch` of `batches` of the next one (`batches`
 /// of `batches` when a layer has just finished).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct ForwardProgress {
     pub layer: usize,
     pub layers: usize,
@@ -116,7 +116,7 @@ impl<'a> LayerStream<'a> {
         let loader = WeightLoader::with_dtype(checkpoint, device.clone(), compute.dtype);
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
-                return Err(Error::Internal(format!(
+                return Err(Error::internal(format!(
                     "batch {i}: {} ids for {}×{}",
                     batch.ids.len(),
                     batch.rows,
@@ -124,7 +124,7 @@ impl<'a> LayerStream<'a> {
                 )));
             }
             if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= desc.vocab_size) {
-                return Err(Error::Internal(format!(
+                return Err(Error::internal(format!(
                     "batch {i}: token id {bad} is outside the vocabulary of {}",
                     desc.vocab_size
                 )));

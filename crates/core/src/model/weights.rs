@@ -110,7 +110,7 @@ impl<'a> WeightLoader<'a> {
     /// Expert `e` of a MoE layer: `gate_up [2I, H]` (gate rows first), `down [H, I]`, and biases
     /// (`gate_up_bias [2I]`, `down_bias [H]`) when the layout has them.
     pub fn expert(&self, moe: &MoeDescriptor, expert: usize) -> Result<ExpertWeights> {
-        let missing = |what: &str| Error::Internal(format!("{}: the descriptor gives no {what} tensor", moe.block));
+        let missing = |what: &str| Error::internal(format!("{}: the descriptor gives no {what} tensor", moe.block));
         let per_expert = |pattern: &Option<String>, what: &str| -> Result<Tensor> {
             let pattern = pattern.as_ref().ok_or_else(|| missing(what))?;
             self.tensor(&pattern.replace("{e}", &expert.to_string()))

@@ -32,7 +32,7 @@ pub struct MoeBlock {
 impl MoeBlock {
     pub fn load(loader: &WeightLoader, desc: &MoeDescriptor, all_experts_stats: bool) -> Result<Self> {
         if desc.top_k == 0 || desc.top_k > desc.experts {
-            return Err(crate::error::Error::Internal(format!(
+            return Err(crate::error::Error::internal(format!(
                 "{}: top_k {} must be between 1 and the number of experts ({})",
                 desc.block, desc.top_k, desc.experts
             )));

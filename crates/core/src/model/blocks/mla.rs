@@ -41,7 +41,7 @@ impl Mla {
                 norm: RmsNorm::new(loader.tensor(norm)?, eps),
                 b: Linear::load(loader, b, false)?,
             },
-            _ => return Err(Error::Internal("MLA needs q_proj or q_a_proj + q_a_norm + q_b_proj".into())),
+            _ => return Err(Error::internal("MLA needs q_proj or q_a_proj + q_a_norm + q_b_proj")),
         };
         Ok(Mla {
             query,

@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::descriptor::RopeDescriptor;
+use crate::model::descriptor::{RopeDescriptor, RopeKind};
 
 /// cos/sin tables for positions `0..len`, `[len, rotary_dim]`.
 pub struct Rope {
@@ -19,14 +19,14 @@ pub struct Rope {
 pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
     let dim = rope.rotary_dim;
     if dim == 0 || !dim.is_multiple_of(2) {
-        return Err(Error::Internal(format!("rotary dimension {dim} must be even and positive")));
+        return Err(Error::internal(format!("rotary dimension {dim} must be even and positive")));
     }
     let base: Vec<f64> = (0..dim / 2).map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / dim as f64)).collect();
     let factor = rope.factor.unwrap_or(1.0);
-    match rope.kind.as_str() {
-        "default" => Ok((base, 1.0)),
-        "linear" => Ok((base.iter().map(|f| f / factor).collect(), 1.0)),
-        "llama3" => {
+    match rope.kind {
+        RopeKind::Default => Ok((base, 1.0)),
+        RopeKind::Linear => Ok((base.iter().map(|f| f / factor).collect(), 1.0)),
+        RopeKind::Llama3 => {
             let old_context = rope.original_max_position_embeddings.unwrap_or(8192.0);
             let low = rope.low_freq_factor.unwrap_or(1.0);
             let high = rope.high_freq_factor.unwrap_or(4.0);
@@ -48,7 +48,7 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
                 .collect();
             Ok((freqs, 1.0))
         }
-        "yarn" => {
+        RopeKind::Yarn => {
             let mscale_of = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
             let attention = match (rope.attention_factor, rope.mscale, rope.mscale_all_dim) {
                 (Some(a), _, _) => a,
@@ -81,7 +81,6 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
                 .collect();
             Ok((freqs, attention))
         }
-        other => Err(Error::Internal(format!("rope type {other:?} is not supported"))),
     }
 }
 
