@@ -9,8 +9,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{assert_error, expect_err, pattern, temp_dir, write_index, write_valid, Tensor};
-use moe_quant_core::checkpoint::{INDEX_FILE, SINGLE_FILE};
+use common::{assert_error, declare_and_write, expect_err, temp_dir, write_index, write_valid, Tensor};
+use moe_quant_core::checkpoint::{TensorLayout, INDEX_FILE, SINGLE_FILE};
 use moe_quant_core::{inspect_headers, Checkpoint, CheckpointWriter, Dtype, WriterOptions};
 
 const EXPERTS: usize = 4;
@@ -92,9 +92,7 @@ fn write_checkpoint(
     std::fs::write(&tokenizer, br#"{"version":"1.0"}"#).unwrap();
     let options = WriterOptions { max_shard_bytes, ..WriterOptions::default() };
     let mut writer = CheckpointWriter::create(target, options).unwrap();
-    for t in tensors {
-        writer.add_tensor(&t.name, t.dtype, &t.shape, t.data.clone()).unwrap();
-    }
+    declare_and_write(&mut writer, tensors);
     writer.write_file("config.json", br#"{"model_type":"test"}"#).unwrap();
     writer.copy_file(&tokenizer, "tokenizer.json").unwrap();
     writer.copy_file(&tokenizer, "nested/tokenizer_copy.json").unwrap();
@@ -355,16 +353,27 @@ fn unknown_tensor_is_reported_by_name() {
 }
 
 #[test]
-fn add_tensor_rejects_data_that_does_not_fill_the_shape() {
+fn write_rejects_data_that_does_not_fill_the_shape() {
     let tmp = temp_dir();
-    let mut writer = CheckpointWriter::create(tmp.path().join("out"), WriterOptions::default()).unwrap();
-    let error = writer.add_tensor("w", Dtype::BF16, &[2, 3], vec![0; 11]).unwrap_err();
-    assert_error(&error, "E_TENSOR_SHAPE", &["w"]);
+    let target = tmp.path().join("out");
+    let mut writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
+    let w = Tensor::patterned("w", Dtype::BF16, &[2, 3], 1);
+    writer.declare(&[w.layout()]).unwrap();
+    let error = writer.write("w", Dtype::BF16, &[2, 3], &[0; 11]).unwrap_err();
+    assert_error(&error, "E_TENSOR_SHAPE", &["w", "11 bytes", "12 bytes"]);
     // A shape whose size overflows must be an error, not an arithmetic panic.
-    let error = writer.add_tensor("huge", Dtype::F32, &[1 << 40, 1 << 40], vec![0; 4]).unwrap_err();
-    assert_error(&error, "E_TENSOR_SHAPE", &["huge"]);
-    writer.add_tensor("w", Dtype::BF16, &[2, 3], vec![0; 12]).unwrap();
-    assert!(writer.add_tensor("w", Dtype::BF16, &[2, 3], vec![0; 12]).is_err());
+    let error = writer.write("huge", Dtype::F32, &[1 << 40, 1 << 40], &[0; 4]).unwrap_err();
+    assert_error(&error, "E_TENSOR_SHAPE", &["huge", "more than usize::MAX bytes"]);
+    // Neither refusal ends the writer, and a tensor is written once.
+    w.write_to(&mut writer).unwrap();
+    assert_error(&w.write_to(&mut writer).unwrap_err(), "E_INTERNAL", &["w was written twice"]);
+    writer.finish().unwrap();
+    assert_eq!(&*Checkpoint::open(&target).unwrap().read("w").unwrap().data, &w.data[..]);
+    // Nor can such a shape be declared.
+    let mut writer = CheckpointWriter::create(tmp.path().join("huge"), WriterOptions::default()).unwrap();
+    let huge = TensorLayout { name: "huge".into(), dtype: Dtype::F32, shape: vec![1 << 40, 1 << 40] };
+    assert_error(&writer.declare(&[huge]).unwrap_err(), "E_TENSOR_SHAPE", &["huge"]);
+    assert!(!writer.tmp_dir().exists());
 }
 
 // ---- writer atomicity and refusals -------------------------------------------------------------------
@@ -387,12 +396,15 @@ fn target_appears_only_on_finish() {
     let tmp_dir = writer.tmp_dir().to_path_buf();
     assert_eq!(tmp_dir.parent(), Some(tmp.path()));
     assert!(tmp_dir.file_name().unwrap().to_str().unwrap().starts_with(".out.moe-quant-tmp-"));
-    for k in 0..4u8 {
-        writer.add_tensor(&format!("t{k}"), Dtype::U8, &[16], pattern(16, k)).unwrap();
-    }
+    let tensors: Vec<Tensor> = (0..4u8).map(|k| Tensor::patterned(&format!("t{k}"), Dtype::U8, &[16], k)).collect();
+    declare_and_write(&mut writer, &tensors);
     writer.write_file("config.json", b"{}").unwrap();
     assert!(!target.exists(), "target exists before finish");
-    assert!(std::fs::read_dir(&tmp_dir).unwrap().count() >= 3, "shards are flushed while writing");
+    assert_eq!(
+        std::fs::read_dir(&tmp_dir).unwrap().count(),
+        5,
+        "four shards and the config, in the temporary directory"
+    );
     writer.finish().unwrap();
     assert!(target.join(INDEX_FILE).is_file());
     assert!(!tmp_dir.exists());
@@ -405,9 +417,8 @@ fn dropping_an_unfinished_writer_leaves_nothing() {
     let target = tmp.path().join("out");
     let options = WriterOptions { max_shard_bytes: 16, ..WriterOptions::default() };
     let mut writer = CheckpointWriter::create(&target, options).unwrap();
-    for k in 0..4u8 {
-        writer.add_tensor(&format!("t{k}"), Dtype::U8, &[16], pattern(16, k)).unwrap();
-    }
+    let tensors: Vec<Tensor> = (0..4u8).map(|k| Tensor::patterned(&format!("t{k}"), Dtype::U8, &[16], k)).collect();
+    declare_and_write(&mut writer, &tensors);
     writer.write_file("config.json", b"{}").unwrap();
     let tmp_dir = writer.tmp_dir().to_path_buf();
     assert!(tmp_dir.is_dir());
@@ -488,7 +499,7 @@ fn an_empty_directory_is_used_without_overwrite() {
     let target = tmp.path().join("out");
     std::fs::create_dir(&target).unwrap();
     let mut writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
-    writer.add_tensor("w", Dtype::U8, &[3], vec![1, 2, 3]).unwrap();
+    declare_and_write(&mut writer, &[Tensor::new("w", Dtype::U8, &[3], vec![1, 2, 3])]);
     writer.finish().unwrap();
     assert_eq!(Checkpoint::open(&target).unwrap().read("w").unwrap().data[..], [1, 2, 3]);
 }
@@ -502,7 +513,7 @@ fn overwrite_replaces_a_non_empty_directory() {
     std::fs::write(target.join(SINGLE_FILE), "not a checkpoint").unwrap();
     let options = WriterOptions { overwrite: true, ..WriterOptions::default() };
     let mut writer = CheckpointWriter::create(&target, options).unwrap();
-    writer.add_tensor("w", Dtype::I32, &[2], vec![1, 0, 0, 0, 2, 0, 0, 0]).unwrap();
+    declare_and_write(&mut writer, &[Tensor::new("w", Dtype::I32, &[2], vec![1, 0, 0, 0, 2, 0, 0, 0])]);
     // The old output stays intact until finish.
     assert_eq!(std::fs::read_to_string(target.join("stale.txt")).unwrap(), "old");
     writer.finish().unwrap();
@@ -514,7 +525,7 @@ fn overwrite_replaces_a_non_empty_directory() {
 /// A writer for `target` holding one small tensor, ready to finish.
 fn ready_writer(target: &Path, overwrite: bool) -> CheckpointWriter {
     let mut writer = CheckpointWriter::create(target, WriterOptions { overwrite, ..WriterOptions::default() }).unwrap();
-    writer.add_tensor("w", Dtype::U8, &[3], vec![7, 8, 9]).unwrap();
+    declare_and_write(&mut writer, &[Tensor::new("w", Dtype::U8, &[3], vec![7, 8, 9])]);
     writer
 }
 
@@ -734,7 +745,7 @@ fn shards_get_the_permissions_of_any_new_file() {
     let tmp = temp_dir();
     let target = tmp.path().join("out");
     let mut writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
-    writer.add_tensor("a", Dtype::F32, &[2], vec![0; 8]).unwrap();
+    declare_and_write(&mut writer, &[Tensor::new("a", Dtype::F32, &[2], vec![0; 8])]);
     writer.write_file("config.json", b"{}").unwrap();
     writer.finish().unwrap();
     let shard = std::fs::metadata(target.join("model.safetensors")).unwrap().permissions().mode() & 0o777;

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::forward::fixtures;
-use common::{assert_error, expect_err, pattern, temp_dir};
+use common::{assert_error, declare_and_write, expect_err, pattern, temp_dir, Tensor};
 use moe_quant_core::calib::run::{CalibrationRequest, SourceSpec};
 use moe_quant_core::checkpoint::OutputOp;
 use moe_quant_core::export::{quantize_checkpoint, ExportPlan, QuantizeStage, RunControl};
@@ -389,7 +389,7 @@ fn temporary_directories_of_dead_processes_are_removed_by_the_next_writer_for_th
         std::fs::write(tmp.path().join(name).join("shard-0"), pattern(64, 1)).unwrap();
     }
     let mut writer = CheckpointWriter::create(tmp.path().join("out"), WriterOptions::default()).unwrap();
-    writer.add_tensor("w", Dtype::U8, &[4], vec![1, 2, 3, 4]).unwrap();
+    declare_and_write(&mut writer, &[Tensor::new("w", Dtype::U8, &[4], vec![1, 2, 3, 4])]);
     writer.finish().unwrap();
     let _ = live.kill();
     let _ = live.wait();
@@ -412,18 +412,26 @@ fn write_sample(
     source: &Path,
     hook: impl FnMut(OutputOp, &Path) -> std::io::Result<()> + Send + 'static,
 ) -> Result<(), (moe_quant_core::Error, bool)> {
-    static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let big = BIG.get_or_init(|| pattern(3 << 19, 1));
+    static TENSORS: std::sync::OnceLock<[Tensor; 3]> = std::sync::OnceLock::new();
+    // 1.5 MiB alone in the first shard, then the two others in the second.
+    let [big, a, b] = TENSORS.get_or_init(|| {
+        [
+            Tensor::patterned("big", Dtype::U8, &[3 << 19], 1),
+            Tensor::patterned("a", Dtype::U8, &[64], 2),
+            Tensor::patterned("b", Dtype::F32, &[3], 3),
+        ]
+    });
     let options = WriterOptions { max_shard_bytes: 1 << 20, ..WriterOptions::default() };
     let mut writer = CheckpointWriter::create(target, options).unwrap();
     writer.set_fault_hook(hook);
     let tmp = writer.tmp_dir().to_path_buf();
     // The temporary directory must be gone as soon as the error is returned, while the writer still exists.
     let fail = |e: moe_quant_core::Error| (e, tmp.exists());
-    // 1.5 MiB: past the writer's 1 MiB buffer, so the first shard takes more than one write call.
-    writer.add_tensor("big", Dtype::U8, &[big.len()], big.clone()).map_err(fail)?;
-    writer.add_tensor("a", Dtype::U8, &[64], pattern(64, 2)).map_err(fail)?;
-    writer.add_tensor("b", Dtype::F32, &[3], pattern(12, 3)).map_err(fail)?;
+    writer.declare(&[big.layout(), a.layout(), b.layout()]).map_err(fail)?;
+    // Out of the declared order: the second shard is complete before the first.
+    for tensor in [b, a, big] {
+        tensor.write_to(&mut writer).map_err(fail)?;
+    }
     writer.write_file("config.json", b"{}").map_err(fail)?;
     writer.write_file("sub/extra.json", b"[]").map_err(fail)?;
     writer.copy_file(source, "tokenizer.json").map_err(fail)?;
@@ -483,13 +491,14 @@ fn other_io_errors_stay_e_io_and_a_failed_writer_cannot_be_used_again() {
     let target = tmp.path().join("out");
     let mut writer =
         CheckpointWriter::create(&target, WriterOptions { max_shard_bytes: 8, ..Default::default() }).unwrap();
+    let (a, b) = (Tensor::patterned("a", Dtype::U8, &[8], 1), Tensor::patterned("b", Dtype::U8, &[8], 2));
+    writer.declare(&[a.layout(), b.layout()]).unwrap();
     writer.set_fault_hook(|op, _| match op {
         OutputOp::Write => Err(std::io::Error::from_raw_os_error(libc::EIO)),
         _ => Ok(()),
     });
-    writer.add_tensor("a", Dtype::U8, &[8], pattern(8, 1)).unwrap();
-    let error = writer.add_tensor("b", Dtype::U8, &[8], pattern(8, 2)).unwrap_err();
-    assert_error(&error, "E_IO", &["shard-0"]);
+    let error = b.write_to(&mut writer).unwrap_err();
+    assert_error(&error, "E_IO", &["shard-1"]);
     assert!(!writer.tmp_dir().exists());
     assert_error(&writer.write_file("config.json", b"{}").unwrap_err(), "E_INTERNAL", &["after it failed"]);
     assert_error(&expect_err(writer.finish()), "E_INTERNAL", &["after it failed"]);
@@ -516,7 +525,7 @@ fn a_failure_to_move_the_new_output_into_place_keeps_the_old_one() {
         OutputOp::Rename if path == moving => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
         _ => Ok(()),
     });
-    writer.add_tensor("w", Dtype::U8, &[4], vec![1, 2, 3, 4]).unwrap();
+    declare_and_write(&mut writer, &[Tensor::new("w", Dtype::U8, &[4], vec![1, 2, 3, 4])]);
     let error = expect_err(writer.finish());
     assert_error(&error, "E_OUTPUT_WRITE", &["the disk is full", &tmp_dir.display().to_string()]);
     assert_eq!(listing(tmp.path()), vec!["out".to_string()]);

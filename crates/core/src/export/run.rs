@@ -140,7 +140,7 @@ struct Output<'a> {
 impl Output<'_> {
     fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
         self.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.writer.add_tensor(name, dtype, shape, data)
+        self.writer.write(name, dtype, shape, &data)
     }
 
     /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint.
@@ -497,7 +497,6 @@ pub fn quantize_checkpoint(
         max_shard_bytes: plan.max_shard_bytes,
         overwrite: plan.overwrite,
         input_dir: Some(dir.to_path_buf()),
-        ..WriterOptions::default()
     };
     let mut writer = CheckpointWriter::create(target, writer_options)?;
     let quantizer = Quantizer { checkpoint: &checkpoint, loader: WeightLoader::new(&checkpoint, Device::Cpu), format };

@@ -1,5 +1,6 @@
 //! Helpers shared by the checkpoint integration tests: temp directories, hand-assembled safetensors files
-//! (for malformed input), valid ones through the safetensors crate, index files and error assertions.
+//! (for malformed input), valid ones through the safetensors crate, index files, tensors declared and
+//! written through the checkpoint writer, and error assertions.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -8,7 +9,8 @@ pub mod forward;
 
 use std::path::Path;
 
-use moe_quant_core::{Dtype, Error};
+use moe_quant_core::checkpoint::TensorLayout;
+use moe_quant_core::{CheckpointWriter, Dtype, Error};
 
 /// A fresh temporary directory, removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
@@ -47,6 +49,25 @@ impl Tensor {
     pub fn patterned(name: &str, dtype: Dtype, shape: &[usize], seed: u8) -> Self {
         let len = shape.iter().product::<usize>() * dtype.size();
         Self::new(name, dtype, shape, pattern(len, seed))
+    }
+
+    /// The tensor as a writer's declaration lists it.
+    pub fn layout(&self) -> TensorLayout {
+        TensorLayout { name: self.name.clone(), dtype: self.dtype, shape: self.shape.clone() }
+    }
+
+    /// Writes the tensor's bytes to `writer`, which must have declared it.
+    pub fn write_to(&self, writer: &mut CheckpointWriter) -> moe_quant_core::Result<()> {
+        writer.write(&self.name, self.dtype, &self.shape, &self.data)
+    }
+}
+
+/// Declares `tensors` to `writer` in their order, then writes them last first (the order of the writes is
+/// free).
+pub fn declare_and_write(writer: &mut CheckpointWriter, tensors: &[Tensor]) {
+    writer.declare(&tensors.iter().map(Tensor::layout).collect::<Vec<_>>()).unwrap();
+    for tensor in tensors.iter().rev() {
+        tensor.write_to(writer).unwrap();
     }
 }
 
