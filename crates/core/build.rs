@@ -1,5 +1,6 @@
-//! With the `cuda` feature, compiles `src/kernels/*.cu` to PTX with nvcc into `$OUT_DIR` (embedded by
-//! `src/kernels/cuda.rs`). Without it, does nothing: the default build needs no CUDA toolkit.
+//! With the `cuda` feature, compiles the CUDA kernels (`src/cuda/*.cu` and each format's `src/formats/<name>/*.cu`,
+//! all including `src/cuda/common.cuh`) to PTX with nvcc into `$OUT_DIR`, embedded by `src/cuda/launch.rs`.
+//! Without it, does nothing: the default build needs no CUDA toolkit.
 //!
 //! nvcc is `$NVCC`, else `$CUDA_ROOT/bin/nvcc` (or `CUDA_PATH`, `CUDA_HOME`), else `nvcc` on the PATH. Each
 //! kernel file becomes two PTX modules that the driver JIT-compiles for the GPU it runs on: `<name>.sm80.ptx`
@@ -11,36 +12,52 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const KERNELS: &[&str] = &["quant"];
+/// Each kernel module: its name (the PTX file's stem) and its source.
+const KERNELS: &[(&str, &str)] = &[
+    ("amax", "src/cuda/amax.cu"),
+    ("split", "src/cuda/split.cu"),
+    ("fp8", "src/formats/fp8/fp8.cu"),
+    ("nvfp4", "src/formats/nvfp4/nvfp4.cu"),
+];
+const COMMON: &str = "src/cuda/common.cuh";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap_or_else(|_| fail("OUT_DIR is not set")));
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        // Empty modules, so that the launchers embed the same file names in every build; a build without CUDA
+        // never loads them (opening a device fails first).
+        for (kernel, _) in KERNELS {
+            for variant in ["sm80", "sm89"] {
+                let ptx = out_dir.join(format!("{kernel}.{variant}.ptx"));
+                std::fs::write(&ptx, "").unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", ptx.display())));
+            }
+        }
         return;
     }
     for var in ["NVCC", "CUDA_ROOT", "CUDA_PATH", "CUDA_HOME", "CUDA_COMPUTE_CAP", "MOE_QUANT_NVCC_FLAGS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap_or_else(|_| fail("OUT_DIR is not set")));
     let nvcc = find_nvcc();
     let compute_cap = env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let compute_cap = compute_cap.trim().trim_start_matches("sm_").trim_start_matches("compute_").to_string();
     if compute_cap.is_empty() || !compute_cap.chars().all(|c| c.is_ascii_alphanumeric()) {
         fail(&format!("CUDA_COMPUTE_CAP={compute_cap:?} is not a compute capability such as 80 or 90a"));
     }
+    println!("cargo:rerun-if-changed={COMMON}");
     let variants = [("sm80", compute_cap), ("sm89", "89".to_string())];
-    for (kernel, (variant, arch)) in KERNELS.iter().flat_map(|k| variants.iter().map(move |v| (k, v))) {
-        let source = Path::new("src/kernels").join(format!("{kernel}.cu"));
+    for ((kernel, source), (variant, arch)) in KERNELS.iter().flat_map(|k| variants.iter().map(move |v| (k, v))) {
+        let source = Path::new(source);
         println!("cargo:rerun-if-changed={}", source.display());
         let ptx = out_dir.join(format!("{kernel}.{variant}.ptx"));
         let mut command = Command::new(&nvcc);
         command
             .arg("--ptx")
             .arg(format!("-arch=compute_{arch}"))
-            .args(["-O3", "-std=c++17", "-lineinfo"])
+            .args(["-O3", "-std=c++17", "-lineinfo", "-Isrc/cuda"])
             .arg("-o")
             .arg(&ptx)
-            .arg(&source);
+            .arg(source);
         if let Ok(flags) = env::var("MOE_QUANT_NVCC_FLAGS") {
             command.args(flags.split_whitespace());
         }
@@ -69,6 +86,6 @@ fn find_nvcc() -> PathBuf {
 }
 
 fn fail(message: &str) -> ! {
-    eprintln!("moe-quant-core build (feature cuda): {message}");
+    eprintln!("moe-quant-core build: {message}");
     std::process::exit(1)
 }

@@ -16,7 +16,8 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use moe_quant_core::formats::{weight_amax, Fp8, Nvfp4, QuantFormat, WeightInput};
+use moe_quant_core::formats::{Fp8, Nvfp4, QuantFormat, WeightInput};
+use moe_quant_core::numerics::weight_amax;
 use moe_quant_core::Dtype;
 
 #[cfg(feature = "cuda")]
@@ -170,9 +171,41 @@ fn cpu_bench(experts: usize) {
 fn cuda_bench() {
     use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
     use candle_core::DType;
-    use moe_quant_core::kernels;
+    use moe_quant_core::cuda;
+    use moe_quant_core::formats::DeviceQuantize;
 
-    let device = kernels::cuda_device(0).expect("a CUDA GPU");
+    /// The FP8 kernel under test: E4M3 codes of `xs` with one scale per tensor or per expert.
+    fn fp8_on_gpu(xs: &Tensor, scales: &[f32]) -> moe_quant_core::Result<Tensor> {
+        Ok(Fp8::default().quantize_on_device(xs, scales)?.remove(0))
+    }
+
+    /// The NVFP4 kernel's two outputs.
+    struct Nvfp4Out {
+        packed: Tensor,
+        block_scales: Tensor,
+    }
+
+    /// The NVFP4 kernel under test: packed codes and block scales of `xs` with one `weight_scale_2` per tensor or
+    /// per expert.
+    fn nvfp4_on_gpu(xs: &Tensor, scales_2: &[f32]) -> moe_quant_core::Result<Nvfp4Out> {
+        let mut outputs = Nvfp4.quantize_on_device(xs, scales_2)?.into_iter();
+        match (outputs.next(), outputs.next()) {
+            (Some(packed), Some(block_scales)) => Ok(Nvfp4Out { packed, block_scales }),
+            _ => Err(moe_quant_core::Error::internal("NVFP4 returned fewer than two tensors")),
+        }
+    }
+
+    /// `weight_scale` of FP8 for a weight amax.
+    fn fp8_weight_scale(amax: f32) -> moe_quant_core::Result<f32> {
+        Fp8::default().weight_scale("w", amax)
+    }
+
+    /// `weight_scale_2` of NVFP4 for a weight amax.
+    fn nvfp4_weight_scale_2(amax: f32) -> moe_quant_core::Result<f32> {
+        Nvfp4.weight_scale("w", amax)
+    }
+
+    let device = cuda::device(0).expect("a CUDA GPU");
     let cuda = device.as_cuda_device().unwrap().clone();
     let stream = cuda.cuda_stream();
     let name = stream.context().name().unwrap_or_else(|_| "unknown GPU".into());
@@ -215,37 +248,35 @@ fn cuda_bench() {
     let mut run = |name: &str, bytes: f64, f: &mut dyn FnMut()| {
         table.push(Row { name: name.into(), seconds: time(f), bytes });
     };
-    run("amax (tensor)", bf16_bytes, &mut || drop(kernels::amax(&gate_up).unwrap()));
-    run("amax (per expert)", bf16_bytes, &mut || drop(kernels::amax_per_expert(&gate_up).unwrap()));
+    run("amax (tensor)", bf16_bytes, &mut || drop(cuda::amax(&gate_up).unwrap()));
+    run("amax (per expert)", bf16_bytes, &mut || drop(cuda::amax_per_expert(&gate_up).unwrap()));
     run("amax (per block of 16)", bf16_bytes + 4.0 * n_f / 16.0, &mut || {
-        drop(kernels::amax_per_block(&gate_up).unwrap())
+        drop(moe_quant_core::formats::block_amax(&gate_up).unwrap())
     });
-    let amax = kernels::amax(&gate_up).unwrap().to_scalar::<f32>().unwrap();
-    let scale = kernels::fp8_weight_scale(amax).unwrap();
-    let scale_2 = kernels::nvfp4_weight_scale_2(amax).unwrap();
-    run("fp8 quantize (bf16 source)", bf16_bytes + n_f, &mut || drop(kernels::fp8_quantize(&gate_up, scale).unwrap()));
+    let amax = cuda::amax(&gate_up).unwrap().to_scalar::<f32>().unwrap();
+    let scale = fp8_weight_scale(amax).unwrap();
+    let scale_2 = nvfp4_weight_scale_2(amax).unwrap();
+    run("fp8 quantize (bf16 source)", bf16_bytes + n_f, &mut || drop(fp8_on_gpu(&gate_up, &[scale]).unwrap()));
     let scales = vec![scale; EXPERTS];
     run("fp8 quantize, per-expert scales (bf16)", bf16_bytes + n_f, &mut || {
-        drop(kernels::fp8_quantize_experts(&gate_up, &scales).unwrap())
+        drop(fp8_on_gpu(&gate_up, &scales).unwrap())
     });
     run("nvfp4 quantize + pack (bf16 source)", bf16_bytes + n_f / 2.0 + n_f / 16.0, &mut || {
-        drop(kernels::nvfp4_quantize(&gate_up, scale_2).unwrap())
+        drop(nvfp4_on_gpu(&gate_up, &[scale_2]).unwrap())
     });
-    run("expert split [E,2I,H] (bf16)", 2.0 * bf16_bytes, &mut || drop(kernels::split_gate_up(&gate_up).unwrap()));
+    run("expert split [E,2I,H] (bf16)", 2.0 * bf16_bytes, &mut || drop(cuda::split_gate_up(&gate_up).unwrap()));
     let transposed = gate_up.reshape((EXPERTS, HIDDEN, TWO_I)).unwrap();
     run("expert split, transposed [E,H,2I] (bf16)", 2.0 * bf16_bytes, &mut || {
-        drop(kernels::split_gate_up_transposed(&transposed, false).unwrap())
+        drop(cuda::split_gate_up_transposed(&transposed, false).unwrap())
     });
     run("expert split, interleaved [E,H,2I] (bf16)", 2.0 * bf16_bytes, &mut || {
-        drop(kernels::split_gate_up_transposed(&transposed, true).unwrap())
+        drop(cuda::split_gate_up_transposed(&transposed, true).unwrap())
     });
     drop(transposed);
     let gate_up_f32 = gate_up.to_dtype(DType::F32).unwrap();
-    run("fp8 quantize (f32 source)", 4.0 * n_f + n_f, &mut || {
-        drop(kernels::fp8_quantize(&gate_up_f32, scale).unwrap())
-    });
+    run("fp8 quantize (f32 source)", 4.0 * n_f + n_f, &mut || drop(fp8_on_gpu(&gate_up_f32, &[scale]).unwrap()));
     run("nvfp4 quantize + pack (f32 source)", 4.0 * n_f + n_f / 2.0 + n_f / 16.0, &mut || {
-        drop(kernels::nvfp4_quantize(&gate_up_f32, scale_2).unwrap())
+        drop(nvfp4_on_gpu(&gate_up_f32, &[scale_2]).unwrap())
     });
     print_table(
         &format!(

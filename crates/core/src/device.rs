@@ -35,6 +35,6 @@ impl ComputeDevice {
     /// The GPU (bf16 compute), opened with the kernels' memory-pool setting; `E_DEVICE_UNAVAILABLE` in a CPU
     /// build or without such a GPU.
     fn cuda(ordinal: usize) -> Result<Self> {
-        Ok(ComputeDevice { device: crate::kernels::cuda_device(ordinal)?, dtype: DType::BF16 })
+        Ok(ComputeDevice { device: crate::cuda::device(ordinal)?, dtype: DType::BF16 })
     }
 }

@@ -6,15 +6,16 @@
 pub mod calib;
 pub mod checkpoint;
 pub mod contract;
+pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod export;
 pub mod formats;
 pub mod inspect;
-pub mod kernels;
 pub mod limits;
 pub mod memory;
 pub mod model;
+pub mod numerics;
 
 pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorData, TensorInfo, TensorView, WriterOptions};
 pub use error::{Error, ErrorPayload, Result};

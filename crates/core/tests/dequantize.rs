@@ -12,10 +12,10 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use common::{temp_dir, write_valid, Tensor};
-use moe_quant_core::formats::e2m1::E2M1_GRID;
-use moe_quant_core::formats::e4m3::{e4m3_to_f32, f32_to_e4m3};
-use moe_quant_core::formats::{stored_quantization, Fp8, Nvfp4, QuantFormat, StoredQuantization, WeightInput};
+use moe_quant_core::formats::{stored_format, FormatName, Fp8, Nvfp4, QuantFormat, WeightInput};
 use moe_quant_core::model::weights::WeightLoader;
+use moe_quant_core::numerics::e2m1::E2M1_GRID;
+use moe_quant_core::numerics::e4m3::{e4m3_to_f32, f32_to_e4m3};
 use moe_quant_core::{Checkpoint, Dtype};
 
 fn fixture(relative: &str) -> PathBuf {
@@ -38,7 +38,7 @@ fn quantized_weights(checkpoint: &Checkpoint) -> Vec<String> {
     checkpoint
         .tensors()
         .iter()
-        .filter(|t| stored_quantization(checkpoint, &t.name).unwrap().is_some())
+        .filter(|t| stored_format(checkpoint, &t.name).unwrap().is_some())
         .map(|t| t.name.clone())
         .collect()
 }
@@ -114,7 +114,7 @@ fn golden_unquantized_tensors_read_as_stored() {
     let source = Checkpoint::open(fixture("qwen3_moe/hub_f32")).unwrap();
     let (loader, source_loader) = (WeightLoader::new(&golden, Device::Cpu), WeightLoader::new(&source, Device::Cpu));
     for name in ["model.embed_tokens.weight", "lm_head.weight", "model.layers.1.mlp.gate.weight", "model.norm.weight"] {
-        assert!(stored_quantization(&golden, name).unwrap().is_none(), "{name}");
+        assert!(stored_format(&golden, name).unwrap().is_none(), "{name}");
         assert_eq!(values(&loader, name), values(&source_loader, name), "{name}");
     }
     // Scale tensors themselves are plain tensors.
@@ -148,11 +148,9 @@ fn weight_loader_dequantizes_what_the_formats_write() {
 
     let checkpoint = Checkpoint::open(dir.path()).unwrap();
     let loader = WeightLoader::new(&checkpoint, Device::Cpu);
-    assert!(matches!(
-        stored_quantization(&checkpoint, "nvfp4.weight").unwrap(),
-        Some(StoredQuantization::Nvfp4 { .. })
-    ));
-    assert!(matches!(stored_quantization(&checkpoint, "fp8.weight").unwrap(), Some(StoredQuantization::Fp8 { .. })));
+    let stored = |name: &str| stored_format(&checkpoint, name).unwrap().map(|format| format.name());
+    assert_eq!(stored("nvfp4.weight"), Some(FormatName::Nvfp4));
+    assert_eq!(stored("fp8.weight"), Some(FormatName::Fp8));
     for module in ["nvfp4", "fp8"] {
         let (shape, got) = values(&loader, &format!("{module}.weight"));
         assert_eq!(shape, [32, 64], "{module}");

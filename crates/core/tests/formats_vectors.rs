@@ -8,7 +8,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use moe_quant_core::formats::{format_by_name, weight_amax, QuantFormat, QuantizedWeight, WeightInput};
+use moe_quant_core::formats::{format, FormatName, QuantFormat, QuantizedWeight, WeightInput};
+use moe_quant_core::numerics::weight_amax;
+
+/// The format with this name, as options spell it.
+fn format_by_name(name: &str) -> Option<Box<dyn QuantFormat>> {
+    FormatName::ALL.into_iter().find(|f| f.as_str() == name).map(|f| format(f, false))
+}
 use moe_quant_core::{Dtype, TensorView};
 use safetensors::SafeTensors;
 

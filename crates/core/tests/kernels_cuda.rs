@@ -1,4 +1,4 @@
-//! The CUDA kernels (`moe_quant_core::kernels`) against the CPU reference (`moe_quant_core::formats`) and
+//! The CUDA kernels (`moe_quant_core::cuda`, each format's `DeviceQuantize`) against the CPU reference (`moe_quant_core::formats`) and
 //! ModelOpt's own bytes (fixtures/vectors): every output byte must be identical, for random and edge-case
 //! inputs, in f32, bf16 and f16. Compiled only with the `cuda` feature and run on a GPU machine:
 //!
@@ -15,13 +15,45 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use moe_quant_core::formats::{weight_amax, Fp8, Nvfp4, QuantFormat, QuantizedWeight, WeightInput};
-use moe_quant_core::kernels;
+use moe_quant_core::cuda;
+use moe_quant_core::formats::{DeviceQuantize, Fp8, Nvfp4, QuantFormat, QuantizedWeight, WeightInput};
+use moe_quant_core::numerics::weight_amax;
 use moe_quant_core::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+/// The FP8 kernel under test: E4M3 codes of `xs` with one scale per tensor or per expert.
+fn fp8_on_gpu(xs: &Tensor, scales: &[f32]) -> moe_quant_core::Result<Tensor> {
+    Ok(Fp8::default().quantize_on_device(xs, scales)?.remove(0))
+}
+
+/// The NVFP4 kernel's two outputs.
+struct Nvfp4Out {
+    packed: Tensor,
+    block_scales: Tensor,
+}
+
+/// The NVFP4 kernel under test: packed codes and block scales of `xs` with one `weight_scale_2` per tensor or
+/// per expert.
+fn nvfp4_on_gpu(xs: &Tensor, scales_2: &[f32]) -> moe_quant_core::Result<Nvfp4Out> {
+    let mut outputs = Nvfp4.quantize_on_device(xs, scales_2)?.into_iter();
+    match (outputs.next(), outputs.next()) {
+        (Some(packed), Some(block_scales)) => Ok(Nvfp4Out { packed, block_scales }),
+        _ => Err(moe_quant_core::Error::internal("NVFP4 returned fewer than two tensors")),
+    }
+}
+
+/// `weight_scale` of FP8 for a weight amax.
+fn fp8_weight_scale(amax: f32) -> moe_quant_core::Result<f32> {
+    Fp8::default().weight_scale("w", amax)
+}
+
+/// `weight_scale_2` of NVFP4 for a weight amax.
+fn nvfp4_weight_scale_2(amax: f32) -> moe_quant_core::Result<f32> {
+    Nvfp4.weight_scale("w", amax)
+}
+
 fn gpu() -> Device {
-    kernels::cuda_device(0).expect("these tests need a CUDA GPU")
+    cuda::device(0).expect("these tests need a CUDA GPU")
 }
 
 /// Values over several decades (so some land in E4M3's subnormal range), rounded to `dtype`.
@@ -91,9 +123,9 @@ fn first_difference(got: &[u8], expected: &[u8]) -> String {
 fn check_fp8(label: &str, values: &[f32], dtype: Dtype, shape: [usize; 2], amax: f32, device: &Device) {
     let weight = WeightInput::new(label, dtype, &shape, values).unwrap();
     let cpu = Fp8::default().quantize(&weight, amax).unwrap();
-    let scale = kernels::fp8_weight_scale(amax).unwrap();
+    let scale = fp8_weight_scale(amax).unwrap();
     assert_eq!(scale, scalar_of(&cpu, "weight_scale"), "{label}: scale");
-    let got = bytes(&kernels::fp8_quantize(&tensor(values, dtype, &shape, device), scale).unwrap());
+    let got = bytes(&fp8_on_gpu(&tensor(values, dtype, &shape, device), &[scale]).unwrap());
     let expected = &cpu.get("weight").unwrap().data;
     assert!(got == *expected, "{label} ({dtype}, amax {amax:e}): {}", first_difference(&got, expected));
 }
@@ -102,9 +134,9 @@ fn check_fp8(label: &str, values: &[f32], dtype: Dtype, shape: [usize; 2], amax:
 fn check_nvfp4(label: &str, values: &[f32], dtype: Dtype, shape: [usize; 2], amax: f32, device: &Device) {
     let weight = WeightInput::new(label, dtype, &shape, values).unwrap();
     let cpu = Nvfp4.quantize(&weight, amax).unwrap();
-    let scale_2 = kernels::nvfp4_weight_scale_2(amax).unwrap();
+    let scale_2 = nvfp4_weight_scale_2(amax).unwrap();
     assert_eq!(scale_2, scalar_of(&cpu, "weight_scale_2"), "{label}: scale_2");
-    let gpu = kernels::nvfp4_quantize(&tensor(values, dtype, &shape, device), scale_2).unwrap();
+    let gpu = nvfp4_on_gpu(&tensor(values, dtype, &shape, device), &[scale_2]).unwrap();
     assert_eq!(gpu.packed.dims(), [shape[0], shape[1] / 2]);
     assert_eq!(gpu.block_scales.dims(), [shape[0], shape[1] / 16]);
     for (what, got, expected) in [
@@ -139,8 +171,8 @@ fn fp8_edge_cases_match_the_cpu() {
     // the subnormal range and its flush-to-zero edge, beyond the max, and signed zeros.
     let mut values = Vec::new();
     for code in 0u8..0x7E {
-        let low = moe_quant_core::formats::e4m3::e4m3_to_f32(code);
-        let high = moe_quant_core::formats::e4m3::e4m3_to_f32(code + 1);
+        let low = moe_quant_core::numerics::e4m3::e4m3_to_f32(code);
+        let high = moe_quant_core::numerics::e4m3::e4m3_to_f32(code + 1);
         let middle = (low + high) / 2.0;
         values.extend([low, middle, middle.next_up(), middle.next_down(), -middle, -low]);
     }
@@ -228,8 +260,8 @@ fn fp8_per_expert_scales_strided_and_misaligned_views() {
     let xs = tensor(&values, Dtype::BF16, &[experts, rows, cols], &device);
     let per_expert = rows * cols;
     let amaxes: Vec<f32> = values.chunks(per_expert).map(weight_amax).collect();
-    let scales: Vec<f32> = amaxes.iter().map(|&a| kernels::fp8_weight_scale(a).unwrap()).collect();
-    let got = bytes(&kernels::fp8_quantize_experts(&xs, &scales).unwrap());
+    let scales: Vec<f32> = amaxes.iter().map(|&a| fp8_weight_scale(a).unwrap()).collect();
+    let got = bytes(&fp8_on_gpu(&xs, &scales).unwrap());
     for e in 0..experts {
         let chunk = &values[e * per_expert..(e + 1) * per_expert];
         let weight = WeightInput::new("expert", Dtype::BF16, &[rows, cols], chunk).unwrap();
@@ -244,18 +276,18 @@ fn fp8_per_expert_scales_strided_and_misaligned_views() {
     let narrow = flat.narrow(0, 3, 1000).unwrap();
     let weight = WeightInput::new("narrow", Dtype::BF16, &[1, 1000], &values[3..1003]).unwrap();
     let expected = Fp8::default().quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
-    assert_eq!(bytes(&kernels::fp8_quantize(&narrow, scale).unwrap()), expected);
+    assert_eq!(bytes(&fp8_on_gpu(&narrow, &[scale]).unwrap()), expected);
     let transposed = xs.i(0).unwrap().t().unwrap();
     let t_values: Vec<f32> =
         (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| values[r * cols + c]).collect();
     let weight = WeightInput::new("transposed", Dtype::BF16, &[cols, rows], &t_values).unwrap();
     let expected = Fp8::default().quantize(&weight, amaxes[0]).unwrap().get("weight").unwrap().data.clone();
-    assert_eq!(bytes(&kernels::fp8_quantize(&transposed, scale).unwrap()), expected);
+    assert_eq!(bytes(&fp8_on_gpu(&transposed, &[scale]).unwrap()), expected);
     // Experts whose size is not a multiple of 16 take the scalar path.
     let odd = random_values(3 * 5 * 7, 5, Dtype::F32);
     let amaxes: Vec<f32> = odd.chunks(35).map(weight_amax).collect();
-    let scales: Vec<f32> = amaxes.iter().map(|&a| kernels::fp8_weight_scale(a).unwrap()).collect();
-    let got = bytes(&kernels::fp8_quantize_experts(&tensor(&odd, Dtype::F32, &[3, 5, 7], &device), &scales).unwrap());
+    let scales: Vec<f32> = amaxes.iter().map(|&a| fp8_weight_scale(a).unwrap()).collect();
+    let got = bytes(&fp8_on_gpu(&tensor(&odd, Dtype::F32, &[3, 5, 7], &device), &scales).unwrap());
     for e in 0..3 {
         let weight = WeightInput::new("odd", Dtype::F32, &[5, 7], &odd[e * 35..(e + 1) * 35]).unwrap();
         assert_eq!(
@@ -326,9 +358,9 @@ fn nvfp4_per_expert_scales() {
         let values = random_values(experts * rows * cols, 99, dtype);
         let per_expert = rows * cols;
         let amaxes: Vec<f32> = values.chunks(per_expert).map(|c| weight_amax(c) * 0.9).collect();
-        let scales: Vec<f32> = amaxes.iter().map(|&a| kernels::nvfp4_weight_scale_2(a).unwrap()).collect();
+        let scales: Vec<f32> = amaxes.iter().map(|&a| nvfp4_weight_scale_2(a).unwrap()).collect();
         let xs = tensor(&values, dtype, &[experts, rows, cols], &device);
-        let gpu = kernels::nvfp4_quantize_experts(&xs, &scales).unwrap();
+        let gpu = nvfp4_on_gpu(&xs, &scales).unwrap();
         assert_eq!(gpu.packed.dims(), [experts, rows, cols / 2]);
         let (packed, block_scales) = (bytes(&gpu.packed), bytes(&gpu.block_scales));
         for e in 0..experts {
@@ -350,15 +382,15 @@ fn amax_kernels_match_the_cpu() {
             let count = dims.iter().product();
             let values = random_values(count, count as u64, dtype);
             let xs = tensor(&values, dtype, &dims, &device);
-            let total = kernels::amax(&xs).unwrap();
+            let total = cuda::amax(&xs).unwrap();
             assert_eq!(total.dims(), [0usize; 0]);
             assert_eq!(total.to_scalar::<f32>().unwrap(), weight_amax(&values), "{dtype} {dims:?}");
             let per_expert = count / dims[0];
             let expected: Vec<f32> = values.chunks(per_expert).map(weight_amax).collect();
-            assert_eq!(f32s(&kernels::amax_per_expert(&xs).unwrap()), expected, "{dtype} {dims:?} per expert");
+            assert_eq!(f32s(&cuda::amax_per_expert(&xs).unwrap()), expected, "{dtype} {dims:?} per expert");
             if dims[2] % 16 == 0 {
                 let expected: Vec<f32> = values.chunks(16).map(weight_amax).collect();
-                let got = kernels::amax_per_block(&xs).unwrap();
+                let got = moe_quant_core::formats::block_amax(&xs).unwrap();
                 assert_eq!(got.dims(), [dims[0], dims[1], dims[2] / 16]);
                 assert_eq!(f32s(&got), expected, "{dtype} {dims:?} per block");
             }
@@ -368,12 +400,12 @@ fn amax_kernels_match_the_cpu() {
     let mut values = random_values(4096, 3, Dtype::F32);
     values[1000] = f32::NAN;
     let xs = tensor(&values, Dtype::F32, &[4096], &device);
-    assert_eq!(kernels::amax(&xs).unwrap().to_scalar::<f32>().unwrap(), weight_amax(&values));
+    assert_eq!(cuda::amax(&xs).unwrap().to_scalar::<f32>().unwrap(), weight_amax(&values));
     values[2000] = f32::NEG_INFINITY;
     let xs = tensor(&values, Dtype::F32, &[4096], &device);
-    assert_eq!(kernels::amax(&xs).unwrap().to_scalar::<f32>().unwrap(), f32::INFINITY);
+    assert_eq!(cuda::amax(&xs).unwrap().to_scalar::<f32>().unwrap(), f32::INFINITY);
     let zeros = tensor(&[-0.0; 64], Dtype::BF16, &[64], &device);
-    assert_eq!(kernels::amax(&zeros).unwrap().to_scalar::<f32>().unwrap().to_bits(), 0);
+    assert_eq!(cuda::amax(&zeros).unwrap().to_scalar::<f32>().unwrap().to_bits(), 0);
 }
 
 #[test]
@@ -385,7 +417,7 @@ fn expert_split_matches_candle_on_the_cpu() {
             let values = random_values(count, 5, dtype);
             let cpu = tensor(&values, dtype, &[experts, 2 * inter, hidden], &Device::Cpu);
             let xs = cpu.to_device(&device).unwrap();
-            let (gate, up) = kernels::split_gate_up(&xs).unwrap();
+            let (gate, up) = cuda::split_gate_up(&xs).unwrap();
             let expected_gate = cpu.narrow(1, 0, inter).unwrap().contiguous().unwrap();
             let expected_up = cpu.narrow(1, inter, inter).unwrap().contiguous().unwrap();
             assert_same(&gate, &expected_gate, "gate");
@@ -394,11 +426,11 @@ fn expert_split_matches_candle_on_the_cpu() {
             // Transposed [E, H, 2I]: concatenated halves, then interleaved columns.
             let cpu = tensor(&values, dtype, &[experts, hidden, 2 * inter], &Device::Cpu);
             let xs = cpu.to_device(&device).unwrap();
-            let (gate, up) = kernels::split_gate_up_transposed(&xs, false).unwrap();
+            let (gate, up) = cuda::split_gate_up_transposed(&xs, false).unwrap();
             let linear = |t: Tensor| t.transpose(1, 2).unwrap().contiguous().unwrap();
             assert_same(&gate, &linear(cpu.narrow(2, 0, inter).unwrap()), "transposed gate");
             assert_same(&up, &linear(cpu.narrow(2, inter, inter).unwrap()), "transposed up");
-            let (gate, up) = kernels::split_gate_up_transposed(&xs, true).unwrap();
+            let (gate, up) = cuda::split_gate_up_transposed(&xs, true).unwrap();
             let pairs = cpu.reshape((experts, hidden, inter, 2)).unwrap();
             assert_same(&gate, &linear(pairs.narrow(3, 0, 1).unwrap().squeeze(3).unwrap()), "interleaved gate");
             assert_same(&up, &linear(pairs.narrow(3, 1, 1).unwrap().squeeze(3).unwrap()), "interleaved up");
@@ -437,7 +469,7 @@ fn grouped_matmul_matches_per_expert_products() {
             let separate: Vec<Tensor> = views.iter().map(|v| v.copy().unwrap()).collect();
             for (label, weights) in [("views", &views), ("separate", &separate)] {
                 let weights: Vec<&Tensor> = weights.iter().collect();
-                let got = kernels::grouped_matmul_t(&xs, &weights, &ranges).unwrap();
+                let got = cuda::grouped_matmul_t(&xs, &weights, &ranges).unwrap();
                 assert_eq!(got.dims(), [rows, n]);
                 assert_eq!(got.dtype(), xs.dtype());
                 let got = f32s(&got.to_dtype(DType::F32).unwrap());
@@ -460,8 +492,8 @@ fn grouped_matmul_matches_per_expert_products() {
     // Ranges must tile the rows.
     let xs = tensor(&[0.0; 8], Dtype::BF16, &[2, 4], &device);
     let w = tensor(&[0.0; 12], Dtype::BF16, &[3, 4], &device);
-    assert!(kernels::grouped_matmul_t(&xs, &[&w], &[0..1]).is_err());
-    assert!(kernels::grouped_matmul_t(&xs, &[&w, &w], &[1..2, 0..1]).is_err());
+    assert!(cuda::grouped_matmul_t(&xs, &[&w], &[0..1]).is_err());
+    assert!(cuda::grouped_matmul_t(&xs, &[&w, &w], &[1..2, 0..1]).is_err());
 }
 
 fn assert_same(got: &Tensor, expected: &Tensor, what: &str) {
@@ -502,13 +534,13 @@ fn gpu_matches_modelopt_vectors() {
             // The `zeros_*` cases hold moe-quant's rule for a zero amax, as the CPU test documents.
             let want = |suffix: &str| file.tensor(&format!("{case}.{suffix}")).unwrap().data().to_vec();
             if format == "fp8" {
-                let scale = kernels::fp8_weight_scale(amax).unwrap();
+                let scale = fp8_weight_scale(amax).unwrap();
                 assert_eq!(scale.to_le_bytes().to_vec(), want("weight_scale"), "{case} scale");
-                assert_eq!(bytes(&kernels::fp8_quantize(&xs, scale).unwrap()), want("weight"), "fp8 {case}");
+                assert_eq!(bytes(&fp8_on_gpu(&xs, &[scale]).unwrap()), want("weight"), "fp8 {case}");
             } else {
-                let scale_2 = kernels::nvfp4_weight_scale_2(amax).unwrap();
+                let scale_2 = nvfp4_weight_scale_2(amax).unwrap();
                 assert_eq!(scale_2.to_le_bytes().to_vec(), want("weight_scale_2"), "{case} scale_2");
-                let gpu = kernels::nvfp4_quantize(&xs, scale_2).unwrap();
+                let gpu = nvfp4_on_gpu(&xs, &[scale_2]).unwrap();
                 assert_eq!(bytes(&gpu.packed), want("weight"), "nvfp4 {case} codes");
                 assert_eq!(bytes(&gpu.block_scales), want("weight_scale"), "nvfp4 {case} block scales");
             }

@@ -1,14 +1,13 @@
 //! Checkpoint I/O: reading Hugging Face safetensors checkpoints (single file or sharded, with positioned
 //! reads and a layer of read-ahead) and writing sharded ones atomically.
 
-mod dtype;
 mod header;
 mod reader;
 mod source;
 mod view;
 mod writer;
 
-pub use dtype::Dtype;
+pub use crate::numerics::Dtype;
 pub use header::{header_prefix_len, parse_safetensors, parse_safetensors_prefix, ParsedHeader};
 pub use reader::{Checkpoint, TensorData, TensorInfo};
 pub use source::SharedBytes;

@@ -3,7 +3,7 @@
 
 use super::Dtype;
 use crate::error::{Error, Result};
-use crate::formats::e4m3::e4m3_to_f32;
+use crate::numerics::e4m3::e4m3_to_f32;
 
 /// Bytes of one tensor as stored (little endian, row major), borrowed.
 #[derive(Debug, Clone, Copy)]

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::formats::FormatName;
+
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExportPlan {
-    /// `fp8` or `nvfp4`.
-    pub format: String,
+    pub format: FormatName,
     /// Tensors written unchanged: input name → output name.
     pub keep: Vec<KeptTensor>,
     /// Linears quantized outside the routed experts.

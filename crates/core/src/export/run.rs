@@ -209,7 +209,7 @@ impl Quantizer<'_> {
         if let Some(&amax) = cache.get(module) {
             return Ok(amax);
         }
-        let amax = formats::weight_amax(&self.checkpoint.read(&format!("{module}.weight"))?.to_f32());
+        let amax = crate::numerics::weight_amax(&self.checkpoint.read(&format!("{module}.weight"))?.to_f32());
         cache.insert(module.to_string(), amax);
         Ok(amax)
     }
@@ -338,7 +338,7 @@ impl Quantizer<'_> {
         }
         let names = [gate, up, &moe.down].map(|pattern| pattern.replace("{e}", &e.to_string()));
         for name in &names {
-            if formats::stored_quantization(self.checkpoint, name)?.is_some() {
+            if formats::stored_format(self.checkpoint, name)?.is_some() {
                 return Ok(None);
             }
         }
@@ -442,13 +442,21 @@ fn quantize_one(
     errors: &mut ErrorSum,
 ) -> Result<QuantizedLinear> {
     let quantized = format.quantize(weight, weight_amax)?;
-    accumulate_error(&quantized, weight, errors)?;
+    accumulate_error(format, &quantized, weight, errors)?;
     Ok(QuantizedLinear { output: output.to_string(), weight: quantized, input_amax })
 }
 
 /// Adds one quantized weight's squared error to the layer's sums.
-fn accumulate_error(quantized: &QuantizedWeight, weight: &WeightInput, errors: &mut ErrorSum) -> Result<()> {
-    let restored = formats::dequantize(quantized, weight.shape)?;
+fn accumulate_error(
+    format: &dyn QuantFormat,
+    quantized: &QuantizedWeight,
+    weight: &WeightInput,
+    errors: &mut ErrorSum,
+) -> Result<()> {
+    let (shape, restored) = format.dequantize(weight.name, &quantized.views())?;
+    if shape != weight.shape {
+        return Err(Error::internal(format!("{}: dequantized to {shape:?}, not {:?}", weight.name, weight.shape)));
+    }
     for (a, b) in restored.iter().zip(weight.values) {
         errors.error += f64::from(a - b).powi(2);
         errors.norm += f64::from(*b).powi(2);
@@ -490,8 +498,7 @@ pub fn quantize_checkpoint(
     stream::read_ahead_first(&checkpoint, desc);
     let compute = calibration.compute_device()?;
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
-    let format = formats::format_for_device(&plan.format, compute.device.is_cuda())
-        .ok_or_else(|| Error::internal(format!("unknown quantization format {:?}", plan.format)))?;
+    let format = formats::format(plan.format, compute.device.is_cuda());
     let set = load_request(dir, calibration, desc.vocab_size, cancel)?;
     let writer_options = WriterOptions {
         max_shard_bytes: plan.max_shard_bytes,

@@ -1,23 +1,55 @@
-//! Quantization formats: pure CPU math that turns one 2-D weight `[N, K]` (output rows, input columns) and its
-//! per-tensor amax into the tensors ModelOpt's unified HF export writes for it (SPEC §4, §5), byte for byte.
+//! Quantization formats, one folder each: the math that turns one 2-D weight `[N, K]` (output rows, input
+//! columns) and its per-tensor amax into the tensors ModelOpt's unified HF export writes for it (SPEC §4, §5),
+//! byte for byte; the way back (dequantization, to run or compare an exported checkpoint); and, as a device
+//! capability, the same quantization by a CUDA kernel on a weight already on the GPU.
 //!
-//! One trait, one file per format. Callers choose the amax (shared over gate/up or q/k/v, SPEC §4.3) and the
-//! output names (`<module>.` + each tensor's suffix).
+//! A new format is a new folder implementing [`QuantFormat`] (and [`DeviceQuantize`] when it has a kernel) plus
+//! one [`FormatName`] variant; nothing format-specific lives in this file. Callers choose the amax (shared over
+//! gate/up or q/k/v, SPEC §4.3) and the output names (`<module>.` + each tensor's suffix).
 
-mod dequant;
-pub mod e2m1;
-pub mod e4m3;
 mod fp8;
 mod nvfp4;
+mod stored;
 
-pub use dequant::{
-    dequantize, dequantize_fp8, dequantize_nvfp4, dequantize_stored, stored_quantization, StoredQuantization,
-};
-pub use fp8::Fp8;
-pub use nvfp4::Nvfp4;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::Dtype;
+pub use fp8::{dequantize_fp8, Fp8};
+pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, NVFP4_BLOCK};
+pub use stored::{dequantize_stored, stored_format};
+
+use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
+use crate::numerics::first_non_finite;
+
+/// The formats by the name options use (`"fp8"`, `"nvfp4"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatName {
+    Fp8,
+    Nvfp4,
+}
+
+impl FormatName {
+    pub const ALL: [FormatName; 2] = [FormatName::Fp8, FormatName::Nvfp4];
+
+    /// The name options use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FormatName::Fp8 => "fp8",
+            FormatName::Nvfp4 => "nvfp4",
+        }
+    }
+}
+
+/// The format `name` with the arithmetic torch uses on the device that runs the forward: on CUDA
+/// (`torch_cuda`), FP8 divides bf16 / f16 weights by their dtype's rounding of the scale (see [`Fp8`]).
+pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
+    match name {
+        FormatName::Fp8 => Box::new(Fp8 { torch_cuda }),
+        FormatName::Nvfp4 => Box::new(Nvfp4),
+    }
+}
 
 /// One weight to quantize: row-major values `[N, K]` converted to f32, and the dtype they were stored in
 /// (FP8 divides in that dtype: a bf16 weight's `W / scale` is rounded to bf16 before the E4M3 cast).
@@ -127,76 +159,63 @@ pub fn matrix_shape(name: &str, shape: &[usize]) -> Result<[usize; 2]> {
     }
 }
 
-/// A weight quantization format. Optional abilities (calibration searches, GPU kernels) belong in other traits.
+/// A weight quantization format. Optional abilities belong in other traits ([`DeviceQuantize`]).
 pub trait QuantFormat: Send + Sync {
-    /// Short name used in options: `"fp8"`, `"nvfp4"`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> FormatName;
     /// `quant_algo` in hf_quant_config.json: `"FP8"`, `"NVFP4"`.
     fn quant_algo(&self) -> &'static str;
     /// Elements per block scale along K, for block formats.
     fn group_size(&self) -> Option<usize>;
     /// Stored bits per weight element, block scales included (0-d scalars not counted).
     fn bits_per_weight(&self) -> f64;
+    /// The per-tensor scale written for a weight amax (`weight_scale` of FP8, `weight_scale_2` of NVFP4);
+    /// `name` is the weight's, for errors.
+    fn weight_scale(&self, name: &str, amax: f32) -> Result<f32>;
     /// The `input_scale` written for an activation amax (the max |x| calibration saw).
     fn input_scale(&self, amax: f32) -> f32;
     /// Quantizes one weight with the per-tensor weight amax to use (which may exceed the weight's own max).
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight>;
     /// The suffix, dtype and shape of each tensor `quantize` returns for a weight `[N, K]`, in its order.
     fn output_layout(&self, shape: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)>;
-}
-
-/// The format with this name (`"fp8"`, `"nvfp4"`; ASCII case ignored).
-pub fn format_by_name(name: &str) -> Option<Box<dyn QuantFormat>> {
-    format_for_device(name, false)
-}
-
-/// The format named `name` with the arithmetic torch uses on the device that runs the forward: on CUDA
-/// (`torch_cuda`), FP8 divides bf16 / f16 weights by their dtype's rounding of the scale (see [`Fp8`]).
-pub fn format_for_device(name: &str, torch_cuda: bool) -> Option<Box<dyn QuantFormat>> {
-    match name.to_ascii_lowercase().as_str() {
-        "fp8" => Some(Box::new(Fp8 { torch_cuda })),
-        "nvfp4" => Some(Box::new(Nvfp4)),
-        _ => None,
+    /// Whether tensors of these dtypes, stored under the suffixes of `output_layout` (in its order; `None`
+    /// where a tensor is absent), are a weight of this format.
+    fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool;
+    /// The logical shape `[N, K]` and the f32 values (row major) of a weight of this format, from its tensors
+    /// in `output_layout` order; `name` is the weight's, for errors.
+    fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)>;
+    /// This format's GPU quantization, where it has one.
+    fn on_device(&self) -> Option<&dyn DeviceQuantize> {
+        None
     }
 }
 
-/// max |v| over the values (0 for none; NaN values are skipped, callers reject them separately).
-pub fn weight_amax(values: &[f32]) -> f32 {
-    // Eight independent lanes let the compiler vectorize the reduction.
-    let mut lanes = [0f32; 8];
-    let mut chunks = values.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(v.abs());
-        }
-    }
-    let tail = chunks.remainder().iter().fold(0f32, |m, v| m.max(v.abs()));
-    lanes.iter().fold(tail, |m, &v| m.max(v))
+/// A format's quantization by a CUDA kernel, for weights already on the GPU (bf16, f16 or f32). Without the
+/// `cuda` feature (or for a tensor on the CPU) every call fails with `E_DEVICE_UNAVAILABLE`.
+pub trait DeviceQuantize {
+    /// Quantizes `xs` (`[.., N, K]`: one weight, or `[E, N, K]` experts) with per-tensor scales from
+    /// [`QuantFormat::weight_scale`]: one for the whole tensor or one per expert. Returns the tensors `quantize`
+    /// writes that are not per-tensor scalars, in `output_layout` order, stacked over the experts.
+    fn quantize_on_device(&self, xs: &Tensor, weight_scales: &[f32]) -> Result<Vec<Tensor>>;
 }
 
-/// Index of the first NaN or infinite value.
-pub(crate) fn first_non_finite(values: &[f32]) -> Option<usize> {
-    const CHUNK: usize = 1024;
-    for (c, chunk) in values.chunks(CHUNK).enumerate() {
-        // A branch-free pass over the chunk; the position is looked up only when something was found.
-        let all_finite = chunk.iter().fold(true, |ok, v| ok & v.is_finite());
-        if !all_finite {
-            let within = chunk.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Some(c * CHUNK + within);
-        }
+impl QuantizedWeight {
+    /// The tensors as views in `output_layout` order (for [`QuantFormat::dequantize`]).
+    pub fn views(&self) -> Vec<TensorView<'_>> {
+        self.tensors
+            .iter()
+            .map(|t| TensorView { name: t.suffix, dtype: t.dtype, shape: &t.shape, data: &t.data })
+            .collect()
     }
-    None
 }
 
 /// The weight amax a format divides by. NaN, infinite or negative amaxes are the caller's bug. A zero amax
 /// (an all-zero weight) becomes the format's `maxbound`, as ModelOpt's `TensorQuantizer._sanitize_export_amax`
 /// does for activations (its weight export would write NaN scales); one below the smallest normal f32 is
 /// raised to it, as `TensorQuantizer.export_amax` does, so no scale underflows to zero.
-pub(crate) fn sanitize_weight_amax(weight: &WeightInput, amax: f32, maxbound: f32) -> Result<f32> {
+pub(crate) fn sanitize_weight_amax(name: &str, amax: f32, maxbound: f32) -> Result<f32> {
     if !amax.is_finite() || amax < 0.0 {
         return Err(Error::internal(format!(
-            "tensor {}: the weight amax {amax} is not a finite, non-negative number",
-            weight.name
+            "tensor {name}: the weight amax {amax} is not a finite, non-negative number"
         )));
     }
     Ok(if amax == 0.0 { maxbound } else { amax.max(f32::MIN_POSITIVE) })
@@ -212,58 +231,67 @@ pub(crate) fn sanitize_input_amax(amax: f32, maxbound: f32) -> f32 {
     }
 }
 
+/// The `E_TENSOR_SHAPE` error for tensor `name`.
+pub(crate) fn shape_error(name: &str, shape: &[usize], message: String) -> Error {
+    Error::ShapeInvalid { tensor: name.to_string(), shape: shape.to_vec(), message }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn formats_by_name() {
-        let fp8 = format_by_name("fp8").unwrap();
-        assert_eq!((fp8.name(), fp8.quant_algo(), fp8.group_size(), fp8.bits_per_weight()), ("fp8", "FP8", None, 8.0));
-        let nvfp4 = format_by_name("NVFP4").unwrap();
+        let fp8 = format(FormatName::Fp8, false);
         assert_eq!(
-            (nvfp4.name(), nvfp4.quant_algo(), nvfp4.group_size(), nvfp4.bits_per_weight()),
+            (fp8.name().as_str(), fp8.quant_algo(), fp8.group_size(), fp8.bits_per_weight()),
+            ("fp8", "FP8", None, 8.0)
+        );
+        let nvfp4 = format(FormatName::Nvfp4, false);
+        assert_eq!(
+            (nvfp4.name().as_str(), nvfp4.quant_algo(), nvfp4.group_size(), nvfp4.bits_per_weight()),
             ("nvfp4", "NVFP4", Some(16), 4.5)
         );
-        assert!(format_by_name("int4").is_none());
+        for name in FormatName::ALL {
+            assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());
+            assert_eq!(serde_json::from_value::<FormatName>(name.as_str().into()).unwrap(), name);
+        }
+        assert!(serde_json::from_value::<FormatName>("int4".into()).is_err());
+    }
+
+    #[test]
+    fn weight_scales_are_the_ones_quantize_writes() {
+        let values = [0.5f32; 16];
+        let weight = WeightInput::new("w", Dtype::F32, &[1, 16], &values).unwrap();
+        for name in FormatName::ALL {
+            let format = format(name, false);
+            let scalar = format.output_layout([1, 16]).iter().rev().find(|(_, _, s)| s.is_empty()).unwrap().0;
+            for amax in [0.0, 1e-45, 1e-39, 0.5, 3.7, 448.0, 1e30] {
+                let q = format.quantize(&weight, amax).unwrap();
+                let written = f32::from_le_bytes(q.get(scalar).unwrap().data.clone().try_into().unwrap());
+                assert_eq!(format.weight_scale("w", amax).unwrap(), written, "{name:?} {amax}");
+            }
+            assert!(format.weight_scale("w", f32::NAN).is_err());
+            assert!(format.weight_scale("w", -1.0).is_err());
+        }
     }
 
     #[test]
     fn output_layout_is_what_quantize_returns() {
-        for (name, torch_cuda) in [("fp8", false), ("fp8", true), ("nvfp4", false)] {
-            let format = format_for_device(name, torch_cuda).unwrap();
+        for (name, torch_cuda) in [(FormatName::Fp8, false), (FormatName::Fp8, true), (FormatName::Nvfp4, false)] {
+            let format = format(name, torch_cuda);
             for shape in [[1usize, 16], [3, 32], [48, 64]] {
                 let values: Vec<f32> = (0..shape[0] * shape[1]).map(|i| (i % 13) as f32 - 6.0).collect();
                 let weight = WeightInput::new("w", Dtype::BF16, &shape, &values).unwrap();
                 let quantized = format.quantize(&weight, 6.0).unwrap();
                 let got: Vec<(&str, Dtype, Vec<usize>)> =
                     quantized.tensors.iter().map(|t| (t.suffix, t.dtype, t.shape.clone())).collect();
-                assert_eq!(got, format.output_layout(shape), "{name} {shape:?}");
+                assert_eq!(got, format.output_layout(shape), "{name:?} {shape:?}");
                 for t in &quantized.tensors {
-                    assert_eq!(t.data.len(), t.shape.iter().product::<usize>() * t.dtype.size(), "{name} {shape:?}");
+                    assert_eq!(t.data.len(), t.shape.iter().product::<usize>() * t.dtype.size(), "{name:?} {shape:?}");
                 }
             }
         }
-    }
-
-    #[test]
-    fn amax_is_the_largest_magnitude() {
-        assert_eq!(weight_amax(&[]), 0.0);
-        assert_eq!(weight_amax(&[-0.0]), 0.0);
-        let values: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0) * 0.5).collect();
-        assert_eq!(weight_amax(&values), 10.0);
-        assert_eq!(weight_amax(&[1.0, -3.0, 2.0]), 3.0);
-    }
-
-    #[test]
-    fn finds_the_first_non_finite_value() {
-        let mut values = vec![1.0f32; 3000];
-        assert_eq!(first_non_finite(&values), None);
-        values[2500] = f32::NAN;
-        values[2900] = f32::INFINITY;
-        assert_eq!(first_non_finite(&values), Some(2500));
-        values[7] = f32::NEG_INFINITY;
-        assert_eq!(first_non_finite(&values), Some(7));
     }
 
     #[test]
@@ -282,7 +310,7 @@ mod tests {
     fn rejects_non_finite_weights_naming_the_tensor() {
         let mut values = vec![0.5f32; 32];
         values[17] = f32::NAN;
-        for format in [format_by_name("fp8").unwrap(), format_by_name("nvfp4").unwrap()] {
+        for format in FormatName::ALL.map(|name| format(name, false)) {
             let weight =
                 WeightInput::new("layers.0.mlp.experts.3.up_proj.weight", Dtype::BF16, &[2, 16], &values).unwrap();
             let err = format.quantize(&weight, 1.0).unwrap_err();

@@ -67,7 +67,7 @@ impl<'a> WeightLoader<'a> {
     /// The tensor, checking its (logical) shape.
     pub fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let info = self.checkpoint.info(name)?;
-        let quantized = formats::stored_quantization(self.checkpoint, name)?.is_some();
+        let quantized = formats::stored_format(self.checkpoint, name)?.is_some();
         // A quantized weight's stored shape is not its logical one (NVFP4 packs two values per byte).
         if !quantized && info.shape != shape {
             return Err(Error::ShapeInvalid {

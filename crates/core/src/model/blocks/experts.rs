@@ -10,8 +10,8 @@ use super::mlp::Mlp;
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
 use crate::calib::observers::Observers;
+use crate::cuda;
 use crate::error::Result;
-use crate::kernels;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
 use crate::model::weights::{ExpertWeights, WeightLoader};
 
@@ -165,7 +165,7 @@ impl MoeBlock {
             }
             if self.grouped {
                 let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.gate_up).collect();
-                let gate_up = kernels::grouped_matmul_t(&routed, &weights, &groups.ranges)?;
+                let gate_up = cuda::grouped_matmul_t(&routed, &weights, &groups.ranges)?;
                 drop(routed);
                 self.activate(&gate_up)?
             } else {
@@ -180,7 +180,7 @@ impl MoeBlock {
         down_maxima.push(abs_max_on_device(&hidden)?);
         let routed = if self.grouped {
             let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.down).collect();
-            kernels::grouped_matmul_t(&hidden, &weights, &groups.ranges)?
+            cuda::grouped_matmul_t(&hidden, &weights, &groups.ranges)?
         } else {
             let mut outputs = Vec::with_capacity(active.len());
             for &(e, range) in &active {

@@ -30,7 +30,7 @@ pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
 /// tensor in one thread block); NaN is ignored on both paths, as `f32::max` does.
 pub fn abs_max_on_device(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cuda() && matches!(xs.dtype(), DType::BF16 | DType::F16 | DType::F32) {
-        return crate::kernels::amax(xs);
+        return crate::cuda::amax(xs);
     }
     Ok(xs.abs()?.flatten_all()?.max_all()?.to_dtype(DType::F32)?)
 }

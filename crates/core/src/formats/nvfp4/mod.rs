@@ -7,11 +7,18 @@
 //! - `y = W / f32(f32(weight_scale) · weight_scale_2)` in f32 whatever the weight's dtype (torch promotes a
 //!   bf16 weight divided by an f32 block tensor to f32), then E2M1 codes packed two per byte, U8 `[N, K/2]`.
 
-use super::e2m1::{e2m1_code, pack_pair, E2M1_MAX};
-use super::e4m3::{e4m3_to_f32, f32_to_e4m3, E4M3_MAX, E4M3_MIN_SUBNORMAL};
-use super::{sanitize_input_amax, sanitize_weight_amax, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
-use crate::checkpoint::Dtype;
+mod cuda;
+
+pub use cuda::block_amax;
+
+use super::{
+    sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight,
+    WeightInput,
+};
+use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
+use crate::numerics::e2m1::{e2m1_code, pack_pair, E2M1_GRID, E2M1_MAX};
+use crate::numerics::e4m3::{e4m3_to_f32, f32_to_e4m3, E4M3_MAX, E4M3_MIN_SUBNORMAL};
 
 /// Elements per block scale.
 pub const NVFP4_BLOCK: usize = 16;
@@ -21,8 +28,8 @@ pub const NVFP4_BLOCK: usize = 16;
 pub struct Nvfp4;
 
 impl QuantFormat for Nvfp4 {
-    fn name(&self) -> &'static str {
-        "nvfp4"
+    fn name(&self) -> FormatName {
+        FormatName::Nvfp4
     }
 
     fn quant_algo(&self) -> &'static str {
@@ -44,6 +51,12 @@ impl QuantFormat for Nvfp4 {
         scale.max(f32::from_bits(1))
     }
 
+    /// `weight_scale_2 = amax / (6·448)`, with a zero amax read as 6 and one below the smallest normal f32
+    /// raised to it.
+    fn weight_scale(&self, name: &str, amax: f32) -> Result<f32> {
+        Ok(sanitize_weight_amax(name, amax, E2M1_MAX)? / (E2M1_MAX * E4M3_MAX))
+    }
+
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
         let [rows, cols] = weight.shape;
@@ -57,7 +70,7 @@ impl QuantFormat for Nvfp4 {
                 ),
             });
         }
-        let scale_2 = sanitize_weight_amax(weight, amax, E2M1_MAX)? / (E2M1_MAX * E4M3_MAX);
+        let scale_2 = self.weight_scale(weight.name, amax)?;
         let mut scales = crate::memory::try_zeroed(weight.values.len() / NVFP4_BLOCK, || {
             format!("the NVFP4 scales of {}", weight.name)
         })?;
@@ -85,6 +98,103 @@ impl QuantFormat for Nvfp4 {
             ("weight_scale_2", Dtype::F32, Vec::new()),
         ]
     }
+
+    /// A U8 weight with an F8_E4M3 `weight_scale` and a `weight_scale_2` beside it.
+    fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
+        matches!(dtypes, [Some(Dtype::U8), Some(Dtype::F8E4M3), Some(_)])
+    }
+
+    fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
+        let [weight, block_scales, scale_2] = parts else {
+            return Err(Error::internal(format!("{name}: NVFP4 dequantizes a weight and its two scales")));
+        };
+        let packed_shape = super::matrix_shape(weight.name, weight.shape)?;
+        let expected = [packed_shape[0], packed_shape[1] * 2 / NVFP4_BLOCK];
+        if block_scales.shape != expected {
+            return Err(shape_error(
+                block_scales.name,
+                block_scales.shape,
+                format!("expected {expected:?} for {name}"),
+            ));
+        }
+        let scale_2 = match scale_2.to_f32().as_slice() {
+            [value] if scale_2.dtype.is_float() => *value,
+            _ => {
+                return Err(shape_error(
+                    scale_2.name,
+                    scale_2.shape,
+                    format!("expected one floating-point value, found {} {}", scale_2.numel(), scale_2.dtype),
+                ))
+            }
+        };
+        dequantize_nvfp4(name, packed_shape, weight.data, block_scales.data, scale_2)
+    }
+
+    fn on_device(&self) -> Option<&dyn super::DeviceQuantize> {
+        Some(self)
+    }
+}
+
+/// The values of every E2M1 code (bit 3 is the sign), for decoding by table.
+const E2M1_VALUES: [f32; 16] = {
+    let grid = E2M1_GRID;
+    let mut values = [0f32; 16];
+    let mut i = 0;
+    while i < 8 {
+        values[i] = grid[i];
+        values[i + 8] = -grid[i];
+        i += 1;
+    }
+    values
+};
+
+/// NVFP4 weight: packed codes `[N, K/2]`, E4M3 block scales `[N, K/16]` and the per-tensor `scale_2`.
+/// `packed_shape` is the stored `[N, K/2]`; returns the logical `[N, K]` and `N·K` f32 values, row major.
+pub fn dequantize_nvfp4(
+    name: &str,
+    packed_shape: [usize; 2],
+    packed: &[u8],
+    block_scales: &[u8],
+    scale_2: f32,
+) -> Result<([usize; 2], Vec<f32>)> {
+    let [rows, half_cols] = packed_shape;
+    let cols = half_cols * 2;
+    if rows.checked_mul(half_cols) != Some(packed.len()) {
+        return Err(shape_error(
+            name,
+            &packed_shape,
+            format!("{} packed bytes were given for this shape", packed.len()),
+        ));
+    }
+    if cols % NVFP4_BLOCK != 0 {
+        return Err(shape_error(
+            name,
+            &packed_shape,
+            format!("an NVFP4 weight holds K = {cols} values per row, not a multiple of the block size {NVFP4_BLOCK}"),
+        ));
+    }
+    if block_scales.len() != rows * (cols / NVFP4_BLOCK) {
+        return Err(shape_error(
+            name,
+            &packed_shape,
+            format!(
+                "its weight_scale holds {} block scales; [{rows}, {}] were expected for K = {cols}",
+                block_scales.len(),
+                cols / NVFP4_BLOCK
+            ),
+        ));
+    }
+    let mut values = vec![0f32; rows * cols];
+    let bytes_per_block = NVFP4_BLOCK / 2;
+    let blocks = values.chunks_exact_mut(NVFP4_BLOCK).zip(packed.chunks_exact(bytes_per_block)).zip(block_scales);
+    for ((out, bytes), &scale_byte) in blocks {
+        let block_scale = e4m3_to_f32(scale_byte) * scale_2;
+        for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = E2M1_VALUES[usize::from(byte & 0x0F)] * block_scale;
+            pair[1] = E2M1_VALUES[usize::from(byte >> 4)] * block_scale;
+        }
+    }
+    Ok(([rows, cols], values))
 }
 
 /// Quantizes consecutive blocks of 16 values (K is a multiple of 16, so no block straddles two rows):
@@ -114,10 +224,10 @@ fn quantize_blocks(values: &[f32], scale_2: f32, scales: &mut [u8], packed: &mut
 
 #[cfg(test)]
 mod tests {
-    use super::super::e2m1::{e2m1_code_reference, e2m1_to_f32, pack_codes, unpack_pair};
-    use super::super::e4m3::{f32_to_e4m3_reference, round_to_bf16};
-    use super::super::weight_amax;
     use super::*;
+    use crate::numerics::e2m1::{e2m1_code_reference, e2m1_to_f32, pack_codes, unpack_pair};
+    use crate::numerics::e4m3::{f32_to_e4m3_reference, round_to_bf16};
+    use crate::numerics::weight_amax;
 
     /// The obviously correct path: element by element with explicit (row, block) indexing and the search-based
     /// encoders. Returns (packed weight, block scales, weight_scale_2).

@@ -9,10 +9,15 @@
 //! export equals `e4m3(bf16(W / bf16(scale)))` in every byte, and differs from its CPU export in about 1% of
 //! them. [`Fp8::torch_cuda`] selects that arithmetic, so a GPU run writes what ModelOpt writes on a GPU.
 
-use super::e4m3::{f32_to_e4m3, round_to_bf16, round_to_f16, E4M3_MAX};
-use super::{sanitize_input_amax, sanitize_weight_amax, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
-use crate::checkpoint::Dtype;
+mod cuda;
+
+use super::{
+    sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight,
+    WeightInput,
+};
+use crate::checkpoint::{Dtype, TensorView};
 use crate::error::Result;
+use crate::numerics::e4m3::{e4m3_to_f32, f32_to_e4m3, round_to_bf16, round_to_f16, E4M3_MAX};
 
 /// FP8 E4M3 weights with one f32 scale per tensor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,8 +28,8 @@ pub struct Fp8 {
 }
 
 impl QuantFormat for Fp8 {
-    fn name(&self) -> &'static str {
-        "fp8"
+    fn name(&self) -> FormatName {
+        FormatName::Fp8
     }
 
     fn quant_algo(&self) -> &'static str {
@@ -44,9 +49,14 @@ impl QuantFormat for Fp8 {
         sanitize_input_amax(amax, E4M3_MAX).clamp(f32::MIN_POSITIVE, f32::MAX) / E4M3_MAX
     }
 
+    /// `amax / 448`, with a zero amax read as 448 and one below the smallest normal f32 raised to it.
+    fn weight_scale(&self, name: &str, amax: f32) -> Result<f32> {
+        Ok(sanitize_weight_amax(name, amax, E4M3_MAX)? / E4M3_MAX)
+    }
+
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
-        let scale = sanitize_weight_amax(weight, amax, E4M3_MAX)? / E4M3_MAX;
+        let scale = self.weight_scale(weight.name, amax)?;
         let mut data = crate::memory::try_zeroed(weight.values.len(), || format!("the FP8 codes of {}", weight.name))?;
         let divisor = |round: fn(f32) -> f32| if self.torch_cuda { round(scale) } else { scale };
         match weight.source_dtype {
@@ -65,6 +75,57 @@ impl QuantFormat for Fp8 {
     fn output_layout(&self, shape: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
         vec![("weight", Dtype::F8E4M3, shape.to_vec()), ("weight_scale", Dtype::F32, Vec::new())]
     }
+
+    /// An F8_E4M3 weight with a `weight_scale` beside it.
+    fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
+        matches!(dtypes, [Some(Dtype::F8E4M3), Some(_)])
+    }
+
+    fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
+        let [weight, scale] = parts else {
+            return Err(crate::error::Error::internal(format!("{name}: FP8 dequantizes a weight and its scale")));
+        };
+        let shape = super::matrix_shape(weight.name, weight.shape)?;
+        if !scale.dtype.is_float() {
+            return Err(shape_error(
+                scale.name,
+                scale.shape,
+                format!("the scale of an FP8 weight must be floating point, not {}", scale.dtype),
+            ));
+        }
+        Ok((shape, dequantize_fp8(name, shape, weight.data, &scale.to_f32())?))
+    }
+
+    fn on_device(&self) -> Option<&dyn super::DeviceQuantize> {
+        Some(self)
+    }
+}
+
+/// FP8 weight `[N, K]` (E4M3 bytes) times its scale: one per tensor (`scales.len() == 1`) or one per row
+/// (`scales.len() == N`). Returns `N·K` f32 values, row major.
+pub fn dequantize_fp8(name: &str, shape: [usize; 2], codes: &[u8], scales: &[f32]) -> Result<Vec<f32>> {
+    let [rows, cols] = shape;
+    if rows.checked_mul(cols) != Some(codes.len()) {
+        return Err(shape_error(name, &shape, format!("{} FP8 bytes were given for this shape", codes.len())));
+    }
+    match scales.len() {
+        1 => {
+            let scale = scales[0];
+            Ok(codes.iter().map(|&b| e4m3_to_f32(b) * scale).collect())
+        }
+        n if n == rows => {
+            let mut values = Vec::with_capacity(codes.len());
+            for (row, &scale) in codes.chunks_exact(cols.max(1)).zip(scales) {
+                values.extend(row.iter().map(|&b| e4m3_to_f32(b) * scale));
+            }
+            Ok(values)
+        }
+        n => Err(shape_error(
+            name,
+            &shape,
+            format!("an FP8 weight needs one weight_scale per tensor or one per row ({rows}), got {n}"),
+        )),
+    }
 }
 
 /// `out[i] = e4m3(round(values[i] / scale))`; `round` is generic so each dtype gets its own tight loop.
@@ -77,8 +138,8 @@ fn encode(values: &[f32], scale: f32, out: &mut [u8], round: impl Fn(f32) -> f32
 
 #[cfg(test)]
 mod tests {
-    use super::super::e4m3::{e4m3_to_f32, f32_to_e4m3_reference, round_to_dtype};
     use super::*;
+    use crate::numerics::e4m3::{f32_to_e4m3_reference, round_to_dtype};
 
     /// The obviously correct path: the nearest-code search encoder, element by element.
     fn quantize_reference(weight: &WeightInput, amax: f32) -> (Vec<u8>, f32) {
@@ -179,7 +240,7 @@ mod tests {
         for (seed, dtype) in [(1, Dtype::F32), (2, Dtype::BF16), (3, Dtype::F16)] {
             let values: Vec<f32> = random_values(64 * 48, seed).into_iter().map(|v| round_to_dtype(v, dtype)).collect();
             let weight = WeightInput::new("w", dtype, &[64, 48], &values).unwrap();
-            let amax = super::super::weight_amax(&values);
+            let amax = crate::numerics::weight_amax(&values);
             for amax in [amax, amax * 1.37, amax * 0.25, 0.0] {
                 let q = Fp8::default().quantize(&weight, amax).unwrap();
                 let (bytes, scale) = quantize_reference(&weight, amax);
@@ -193,7 +254,7 @@ mod tests {
     fn dequantized_values_are_close() {
         let values = random_values(256, 9);
         let weight = WeightInput::new("w", Dtype::F32, &[16, 16], &values).unwrap();
-        let amax = super::super::weight_amax(&values);
+        let amax = crate::numerics::weight_amax(&values);
         let q = Fp8::default().quantize(&weight, amax).unwrap();
         let scale = scale_of(&q);
         for (&v, &b) in values.iter().zip(&q.get("weight").unwrap().data) {

@@ -1,6 +1,6 @@
 //! The routed experts' matmuls as one cuBLAS grouped GEMM: each expert multiplies its own rows of the routed
 //! activations by its weight, written straight into those rows of one output, instead of a matmul, an
-//! allocation and a concatenation per expert. Shapes were checked by the caller (`mod.rs`).
+//! allocation and a concatenation per expert. Shapes were checked by the caller (`cuda/mod.rs`).
 
 use std::ops::Range;
 
@@ -10,11 +10,11 @@ use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, DType, Storage, Tensor};
 use half::{bf16, f16};
 
-use super::cuda::wrap;
+use super::wrap;
 use crate::error::{Error, Result};
 
-/// `out[r] = xs[r] · weights[i]ᵀ` for the rows r of `ranges[i]`; see `kernels::grouped_matmul_t`.
-pub(super) fn grouped_matmul_t(
+/// `out[r] = xs[r] · weights[i]ᵀ` for the rows r of `ranges[i]`; see `cuda::grouped_matmul_t`.
+pub(crate) fn grouped_matmul_t(
     device: &CudaDevice,
     xs: &Tensor,
     weights: &[&Tensor],
@@ -24,7 +24,7 @@ pub(super) fn grouped_matmul_t(
     match xs.dtype() {
         DType::BF16 => run::<bf16>(device, xs, weights, ranges, n, cublas::cudaDataType_t::CUDA_R_16BF),
         DType::F16 => run::<f16>(device, xs, weights, ranges, n, cublas::cudaDataType_t::CUDA_R_16F),
-        other => Err(Error::internal(format!("kernels::grouped_matmul_t: {other:?} is not bf16 or f16"))),
+        other => Err(Error::internal(format!("cuda::grouped_matmul_t: {other:?} is not bf16 or f16"))),
     }
 }
 
@@ -32,7 +32,7 @@ pub(super) fn grouped_matmul_t(
 fn address<T: CudaDType + DeviceRepr>(tensor: &Tensor, device: &CudaDevice) -> Result<u64> {
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cuda(cuda) = &*storage else {
-        return Err(Error::internal("kernels::grouped_matmul_t: a CUDA tensor without CUDA storage"));
+        return Err(Error::internal("cuda::grouped_matmul_t: a CUDA tensor without CUDA storage"));
     };
     let stream = device.cuda_stream();
     let (base, _sync) = cuda.as_cuda_slice::<T>()?.device_ptr(&stream);
