@@ -4,9 +4,9 @@
 use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
-use super::blocks::experts::MoeBlock;
 use super::blocks::mla::Mla;
 use super::blocks::mlp::Mlp;
+use super::blocks::moe::MoeBlock;
 use super::blocks::norm::RmsNorm;
 use super::blocks::rope::Rope;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor};

@@ -1,10 +1,10 @@
 //! Model blocks: small structs built from the descriptor and the checkpoint, each with a `forward`.
 
 pub mod attention;
-pub mod experts;
 pub mod linear;
 pub mod mla;
 pub mod mlp;
+pub mod moe;
 pub mod norm;
 pub mod ops;
 pub mod rope;

@@ -1,6 +1,7 @@
-//! The MoE block: router, routed experts and shared experts. Tokens are grouped by expert and each expert
-//! that has tokens runs one gate/up and one down matmul on them; outputs are weighted and summed. Works on
-//! any stored layout through the expert view (`WeightLoader::expert`).
+//! The MoE block: route → group by expert → routed experts → combine, plus the shared experts. Tokens are
+//! grouped by expert and each expert that has tokens runs one gate/up and one down projection on them; outputs
+//! are weighted and summed. How the projections run ([`RoutedExperts`]) is chosen once, at load. Works on any
+//! stored layout through the expert view (`WeightLoader::expert`).
 //! transformers: the `eager` experts implementation of models/qwen3_moe (and the other families).
 
 use candle_core::{DType, Tensor};
@@ -14,19 +15,91 @@ use crate::cuda;
 use crate::error::Result;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
 use crate::model::weights::{ExpertWeights, WeightLoader};
+use std::ops::Range;
 
 pub struct MoeBlock {
     desc: MoeDescriptor,
     router: Linear,
     correction_bias: Option<Vec<f32>>,
-    experts: Vec<ExpertWeights>,
+    experts: RoutedExperts,
     shared: Option<Mlp>,
     shared_gate: Option<Linear>,
     /// Route every token through every expert for statistics (the output is unchanged).
     all_experts_stats: bool,
-    /// Run each projection of all experts as one grouped GEMM (CUDA, bf16/f16, no expert biases) instead of a
-    /// matmul per expert.
-    grouped: bool,
+}
+
+/// How the routed experts' projections run, chosen at load.
+enum RoutedExperts {
+    /// Each projection of all experts as one grouped GEMM (CUDA, bf16/f16, no expert biases).
+    Grouped(Vec<ExpertWeights>),
+    /// One matmul per expert that has tokens, on a view of its rows.
+    PerExpert(Vec<ExpertWeights>),
+}
+
+impl RoutedExperts {
+    fn choose(experts: Vec<ExpertWeights>, loader: &WeightLoader) -> Self {
+        let grouped = loader.device.is_cuda()
+            && matches!(loader.dtype, DType::BF16 | DType::F16)
+            && experts.iter().all(|w| w.gate_up_bias.is_none() && w.down_bias.is_none());
+        if grouped {
+            RoutedExperts::Grouped(experts)
+        } else {
+            RoutedExperts::PerExpert(experts)
+        }
+    }
+
+    fn weights(&self) -> &[ExpertWeights] {
+        match self {
+            RoutedExperts::Grouped(experts) | RoutedExperts::PerExpert(experts) => experts,
+        }
+    }
+
+    /// Rows `ranges[e]` of `xs` through expert e's gate/up (`Gate`) or down (`Down`) projection, bias added.
+    fn project(&self, xs: &Tensor, ranges: &[Range<usize>], projection: Projection) -> Result<Tensor> {
+        fn weight(w: &ExpertWeights, projection: Projection) -> (&Tensor, &Option<Tensor>) {
+            match projection {
+                Projection::GateUp => (&w.gate_up, &w.gate_up_bias),
+                Projection::Down => (&w.down, &w.down_bias),
+            }
+        }
+        match self {
+            RoutedExperts::Grouped(experts) => {
+                let weights: Vec<&Tensor> = experts.iter().map(|w| weight(w, projection).0).collect();
+                cuda::grouped_matmul_t(xs, &weights, ranges)
+            }
+            RoutedExperts::PerExpert(experts) => {
+                let mut outputs = Vec::with_capacity(ranges.len());
+                for (w, range) in experts.iter().zip(ranges).filter(|(_, range)| !range.is_empty()) {
+                    let (matrix, bias) = weight(w, projection);
+                    outputs.push(linear(&xs.narrow(0, range.start, range.len())?, matrix, bias.as_ref())?);
+                }
+                Ok(Tensor::cat(&outputs, 0)?)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Projection {
+    GateUp,
+    Down,
+}
+
+/// `xs · weightᵀ (+ bias)`, the weight converted to the activations' dtype (the CPU keeps experts stored).
+fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let ys = xs.matmul(&weight.to_dtype(xs.dtype())?.t()?)?;
+    Ok(match bias {
+        Some(bias) => ys.broadcast_add(&bias.to_dtype(xs.dtype())?)?,
+        None => ys,
+    })
+}
+
+/// What one forward routed: the slots grouped by expert, on the device.
+struct Dispatch {
+    groups: ExpertGroups,
+    /// Token of each slot `[slots]` and its routing weight `[slots, 1]`.
+    tokens: Tensor,
+    weights: Tensor,
 }
 
 impl MoeBlock {
@@ -54,18 +127,14 @@ impl MoeBlock {
             Some(gate) => Some(Linear::from_weight(gate.trim_end_matches(".weight"), loader.tensor(gate)?, None)),
             None => None,
         };
-        let grouped = loader.device.is_cuda()
-            && matches!(loader.dtype, DType::BF16 | DType::F16)
-            && experts.iter().all(|w| w.gate_up_bias.is_none() && w.down_bias.is_none());
         Ok(MoeBlock {
             desc: desc.clone(),
             router,
             correction_bias,
-            experts,
+            experts: RoutedExperts::choose(experts, loader),
             shared,
             shared_gate,
             all_experts_stats,
-            grouped,
         })
     }
 
@@ -74,8 +143,8 @@ impl MoeBlock {
         let inter = self.desc.intermediate;
         let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
         // Reduced on the device and read back at once: one synchronisation per layer, not three per expert.
-        let mut maxima = Vec::with_capacity(3 * self.experts.len());
-        for weights in &self.experts {
+        let mut maxima = Vec::with_capacity(3 * self.desc.experts);
+        for weights in self.experts.weights() {
             maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, 0, inter)?)?);
             maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, inter, inter)?)?);
             maxima.push(abs_max_on_device(&weights.down)?);
@@ -86,15 +155,6 @@ impl MoeBlock {
             stats.down_amax[e] = amax[2];
         }
         Ok(())
-    }
-
-    /// `act(gate)·up` of one expert on `xs [m, H]` → `[m, I]`.
-    fn hidden(&self, weights: &ExpertWeights, xs: &Tensor) -> Result<Tensor> {
-        let mut gate_up = xs.matmul(&weights.gate_up.to_dtype(xs.dtype())?.t()?)?;
-        if let Some(bias) = &weights.gate_up_bias {
-            gate_up = gate_up.broadcast_add(&bias.to_dtype(xs.dtype())?)?;
-        }
-        self.activate(&gate_up)
     }
 
     /// `act(gate)·up` of gate/up projections `[m, 2I]` (gate columns first) → `[m, I]`.
@@ -115,106 +175,29 @@ impl MoeBlock {
         })
     }
 
-    fn expert_output(&self, weights: &ExpertWeights, hidden: &Tensor) -> Result<Tensor> {
-        let mut ys = hidden.matmul(&weights.down.to_dtype(hidden.dtype())?.t()?)?;
-        if let Some(bias) = &weights.down_bias {
-            ys = ys.broadcast_add(&bias.to_dtype(hidden.dtype())?)?;
-        }
-        Ok(ys)
+    /// Llama4 scales the expert input by the routing weight instead of the output.
+    fn scales_input(&self) -> bool {
+        self.desc.router.kind == RouterKind::TopkSigmoid
     }
 
     /// `xs [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
-        let hidden_size = self.desc.hidden;
-        let flat = xs.reshape(((), hidden_size))?;
-        let tokens = flat.dim(0)?;
-        let device = flat.device().clone();
-        observers.record_input(&[&self.router.name], &flat)?;
-        let logits = self.router.forward(&flat)?.to_dtype(DType::F32)?;
-        observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        let routing =
-            route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
-        let groups = group_by_expert(&routing, self.desc.experts);
-        // Llama4 scales the expert input by the routing weight instead of the output.
-        let scale_input = self.desc.router.kind == RouterKind::TopkSigmoid;
-
-        // Maxima stay on the device until the end of the block: no synchronisation inside the expert loop.
+        let flat = xs.reshape(((), self.desc.hidden))?;
+        let dispatch = self.route(&flat, observers)?;
+        // Maxima stay on the device until the end of the block: no synchronisation inside the expert pass.
         let mut gate_up_maxima = Vec::new();
-        if !scale_input {
-            gate_up_maxima.push(abs_max_on_device(&flat)?);
-        }
-        let mut down_maxima = Vec::with_capacity(self.desc.experts);
-        // The routing goes to the device in one copy.
-        let all_tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), &device)?;
-        let all_weights =
-            Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), &device)?.to_dtype(flat.dtype())?;
-        // Whole-batch steps (gather, activation, routing-weight products, maxima) run once over all routed
-        // slots, which are sorted by expert; per expert there are only its two matmuls on its rows: on the GPU
-        // each projection of all experts is one grouped GEMM, elsewhere one matmul per expert on a view.
-        let active: Vec<(usize, &std::ops::Range<usize>)> =
-            groups.ranges.iter().enumerate().filter(|(_, range)| !range.is_empty()).collect();
-        // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
-        let hidden = {
-            let mut routed = flat.index_select(&all_tokens, 0)?;
-            if scale_input {
-                routed = routed.broadcast_mul(&all_weights)?;
-                observers.check(|| format!("the input of {}.experts (gate/up)", self.desc.block), &routed)?;
-                gate_up_maxima.push(abs_max_on_device(&routed)?);
-            }
-            if self.grouped {
-                let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.gate_up).collect();
-                let gate_up = cuda::grouped_matmul_t(&routed, &weights, &groups.ranges)?;
-                drop(routed);
-                self.activate(&gate_up)?
-            } else {
-                let mut hidden = Vec::with_capacity(active.len());
-                for &(e, range) in &active {
-                    hidden.push(self.hidden(&self.experts[e], &routed.narrow(0, range.start, range.len())?)?);
-                }
-                Tensor::cat(&hidden, 0)?
-            }
-        };
-        observers.check(|| format!("the input of {}.experts (down)", self.desc.block), &hidden)?;
-        down_maxima.push(abs_max_on_device(&hidden)?);
-        let routed = if self.grouped {
-            let weights: Vec<&Tensor> = self.experts.iter().map(|w| &w.down).collect();
-            cuda::grouped_matmul_t(&hidden, &weights, &groups.ranges)?
-        } else {
-            let mut outputs = Vec::with_capacity(active.len());
-            for &(e, range) in &active {
-                outputs.push(self.expert_output(&self.experts[e], &hidden.narrow(0, range.start, range.len())?)?);
-            }
-            Tensor::cat(&outputs, 0)?
-        };
-        drop(hidden);
-        observers.check(|| format!("the output of {}.experts", self.desc.block), &routed)?;
-        // Routed outputs are summed per token in f32 whatever the compute dtype, in expert order (the order of
-        // transformers' loop): the rows of every expert's output, gathered token by token, then summed.
-        let routed = if scale_input { routed } else { routed.broadcast_mul(&all_weights)? };
-        let gather = Tensor::from_vec(groups.rows_by_token(), tokens * self.desc.top_k, &device)?;
-        let mut out = routed
-            .index_select(&gather, 0)?
-            .to_dtype(DType::F32)?
-            .reshape((tokens, self.desc.top_k, hidden_size))?
-            .sum(1)?;
+        let mut down_maxima = Vec::new();
+        let routed = self.run_experts(&flat, &dispatch, observers, &mut gate_up_maxima, &mut down_maxima)?;
+        let mut out = self.combine(routed, &dispatch, flat.dim(0)?)?;
         if self.all_experts_stats {
-            for weights in &self.experts {
-                down_maxima.push(abs_max_on_device(&self.hidden(weights, &flat)?)?);
+            for weights in self.experts.weights() {
+                let hidden = self.activate(&linear(&flat, &weights.gate_up, weights.gate_up_bias.as_ref())?)?;
+                down_maxima.push(abs_max_on_device(&hidden)?);
             }
             gate_up_maxima.push(abs_max_on_device(&flat)?);
         }
-        let fold = |values: Vec<f32>| values.into_iter().fold(0.0f32, f32::max);
-        let gate_up_amax = fold(read_scalars(&gate_up_maxima)?);
-        let down_amax = fold(read_scalars(&down_maxima)?);
-        let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
-        stats.gate_up_input_amax = stats.gate_up_input_amax.max(gate_up_amax);
-        stats.down_input_amax = stats.down_input_amax.max(down_amax);
-        for (total, range) in stats.tokens.iter_mut().zip(&groups.ranges) {
-            *total += range.len() as u64;
-        }
-
+        self.record(observers, &dispatch.groups, &gate_up_maxima, &down_maxima)?;
         if let Some(shared) = &self.shared {
             let mut shared_out = shared.forward(&flat, observers)?;
             observers.check(|| format!("the output of the shared experts of {}", self.desc.block), &shared_out)?;
@@ -226,6 +209,88 @@ impl MoeBlock {
         }
         Ok(out.to_dtype(flat.dtype())?.reshape(dims)?)
     }
+
+    /// The router on `flat [tokens, H]`: each token's experts and weights, grouped by expert, on the device.
+    fn route(&self, flat: &Tensor, observers: &mut Observers) -> Result<Dispatch> {
+        observers.record_input(&[&self.router.name], flat)?;
+        let logits = self.router.forward(flat)?.to_dtype(DType::F32)?;
+        observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let routing =
+            route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
+        let groups = group_by_expert(&routing, self.desc.experts);
+        // The routing goes to the device in one copy.
+        let device = flat.device();
+        let tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), device)?;
+        let weights =
+            Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), device)?.to_dtype(flat.dtype())?;
+        Ok(Dispatch { groups, tokens, weights })
+    }
+
+    /// The routed slots through their experts: `[slots, H]`, sorted by expert. Whole-batch steps (gather,
+    /// activation, routing-weight products, maxima) run once over all slots; per expert there are only its
+    /// two projections (see [`RoutedExperts`]).
+    fn run_experts(
+        &self,
+        flat: &Tensor,
+        dispatch: &Dispatch,
+        observers: &mut Observers,
+        gate_up_maxima: &mut Vec<Tensor>,
+        down_maxima: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
+        let ranges = &dispatch.groups.ranges;
+        // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
+        let hidden = {
+            let mut routed = flat.index_select(&dispatch.tokens, 0)?;
+            if self.scales_input() {
+                routed = routed.broadcast_mul(&dispatch.weights)?;
+                observers.check(|| format!("the input of {}.experts (gate/up)", self.desc.block), &routed)?;
+                gate_up_maxima.push(abs_max_on_device(&routed)?);
+            } else {
+                gate_up_maxima.push(abs_max_on_device(flat)?);
+            }
+            let gate_up = self.experts.project(&routed, ranges, Projection::GateUp)?;
+            drop(routed);
+            self.activate(&gate_up)?
+        };
+        observers.check(|| format!("the input of {}.experts (down)", self.desc.block), &hidden)?;
+        down_maxima.push(abs_max_on_device(&hidden)?);
+        let routed = self.experts.project(&hidden, ranges, Projection::Down)?;
+        observers.check(|| format!("the output of {}.experts", self.desc.block), &routed)?;
+        Ok(routed)
+    }
+
+    /// Routed outputs weighted and summed per token, in f32 whatever the compute dtype, in expert order (the
+    /// order of transformers' loop): the rows of every expert's output, gathered token by token, then summed.
+    fn combine(&self, routed: Tensor, dispatch: &Dispatch, tokens: usize) -> Result<Tensor> {
+        let routed = if self.scales_input() { routed } else { routed.broadcast_mul(&dispatch.weights)? };
+        let gather = Tensor::from_vec(dispatch.groups.rows_by_token(), tokens * self.desc.top_k, routed.device())?;
+        Ok(routed
+            .index_select(&gather, 0)?
+            .to_dtype(DType::F32)?
+            .reshape((tokens, self.desc.top_k, self.desc.hidden))?
+            .sum(1)?)
+    }
+
+    /// The block's statistics, written in one place: input maxima and tokens per expert.
+    fn record(
+        &self,
+        observers: &mut Observers,
+        groups: &ExpertGroups,
+        gate_up_maxima: &[Tensor],
+        down_maxima: &[Tensor],
+    ) -> Result<()> {
+        let fold = |values: Vec<f32>| values.into_iter().fold(0.0f32, f32::max);
+        let gate_up_amax = fold(read_scalars(gate_up_maxima)?);
+        let down_amax = fold(read_scalars(down_maxima)?);
+        let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
+        stats.gate_up_input_amax = stats.gate_up_input_amax.max(gate_up_amax);
+        stats.down_input_amax = stats.down_input_amax.max(down_amax);
+        for (total, range) in stats.tokens.iter_mut().zip(&groups.ranges) {
+            *total += range.len() as u64;
+        }
+        Ok(())
+    }
 }
 
 /// The routing regrouped by expert: slots sorted by expert (tokens ascending within one), with each
@@ -236,7 +301,7 @@ struct ExpertGroups {
     /// Routing weight of each slot.
     weights: Vec<f32>,
     /// Slots of expert e: `ranges[e]`.
-    ranges: Vec<std::ops::Range<usize>>,
+    ranges: Vec<Range<usize>>,
     /// Slots per token (every token has exactly this many).
     top_k: usize,
 }
