@@ -7,9 +7,11 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use moe_quant_core::calib::run::{CalibrationRequest, SourceSpec};
-use moe_quant_core::export::{quantize_checkpoint, ExportPlan, RunControl};
+use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
+use moe_quant_core::export::ExportPlan;
 use moe_quant_core::model::ModelDescriptor;
+use moe_quant_core::ops::calibrate::CalibrationRequest;
+use moe_quant_core::ops::quantize::{quantize_checkpoint, RunControl};
 
 fn main() {
     if let Err(message) = run() {
@@ -34,14 +36,14 @@ fn run() -> Result<(), String> {
     let descriptor: ModelDescriptor = read(descriptor)?;
     let plan: ExportPlan = read(plan)?;
     let ids: Vec<Vec<u32>> = read(ids)?;
-    let request = CalibrationRequest {
+    let sequences = SequenceRequest {
         samples: ids.len(),
         seq_len: ids.first().map_or(0, Vec::len),
         batch_size: batch_size.parse().map_err(|e| format!("batch size: {e}"))?,
-        all_experts: false,
         device: Some(device.clone()),
-        source: SourceSpec::Ids { ids },
+        source: CalibrationSource::Ids { ids },
     };
+    let request = CalibrationRequest { sequences, all_experts: false };
     let started = Instant::now();
     let report = quantize_checkpoint(
         model.as_ref(),

@@ -5,18 +5,19 @@
 //! Requests and descriptions go to Rust as JSON; reports and progress events come back as JSON; errors come
 //! back as an [`ErrorPayload`].
 
+pub use crate::calib::data::CalibrationSource;
 pub use crate::calib::documents::Document;
-pub use crate::calib::observers::{ExpertStats, Observers};
-pub use crate::calib::run::{CalibrationReport, CalibrationRequest, SourceSpec};
 pub use crate::error::{ErrorCode, ErrorPayload};
 pub use crate::export::plan::{ExpertPlan, ExportPlan, KeptTensor, LinearPlan};
-pub use crate::export::run::{
+pub use crate::model::descriptor::ModelDescriptor;
+pub use crate::model::layers::ForwardProgress;
+pub use crate::model::observe::{ExpertStats, Observers};
+pub use crate::ops::calibrate::{CalibrationReport, CalibrationRequest};
+pub use crate::ops::compare::{ComparisonProgress, ComparisonReport, ComparisonRequest, Side};
+pub use crate::ops::inspect::{HeaderListing, TensorHeader};
+pub use crate::ops::quantize::{
     CalibrationSummary, LayerError, QuantizeProgress, QuantizeReport, QuantizeStage, StageSeconds,
 };
-pub use crate::inspect::{HeaderListing, TensorHeader};
-pub use crate::model::compare::{ComparisonProgress, ComparisonReport, ComparisonRequest, Side};
-pub use crate::model::descriptor::ModelDescriptor;
-pub use crate::model::stream::ForwardProgress;
 
 #[cfg(test)]
 mod tests {

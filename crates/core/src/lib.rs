@@ -11,12 +11,13 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod formats;
-pub mod inspect;
 pub mod limits;
 pub mod memory;
 pub mod model;
 pub mod numerics;
+pub mod ops;
+pub mod threads;
 
 pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorData, TensorInfo, TensorView, WriterOptions};
 pub use error::{Error, ErrorPayload, Result};
-pub use inspect::{inspect_headers, HeaderListing};
+pub use ops::inspect::{inspect_headers, HeaderListing};

@@ -101,11 +101,11 @@ fn rust_encoding_matches_pinned_python_ids() {
     let tmp = temp_dir();
     let dir = model_dir(tmp.path());
     let text = write(tmp.path(), "hello.txt", "Hello, world!\n");
-    let set = load(&dir, &CalibrationSource::Text(text), &options(1, 9, 1)).unwrap();
+    let set = load(&dir, &CalibrationSource::Text { path: text }, &options(1, 9, 1)).unwrap();
     assert_eq!(all_ids(&set), [40, 180, 76, 79, 12, 110, 131, 226, 1]);
 
     let file = write(tmp.path(), "fox.jsonl", jsonl(&["The quick brown fox."]));
-    let set = load(&dir, &CalibrationSource::Jsonl(file), &options(1, 10, 1)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file }, &options(1, 10, 1)).unwrap();
     assert_eq!(all_ids(&set), [157, 240, 73, 146, 127, 250, 119, 79, 88, 14]);
 }
 
@@ -121,7 +121,7 @@ fn jsonl_documents_are_joined_by_eos_and_cut_into_windows() {
     let windows = stream.len() / seq_len;
     assert!(windows >= 5, "fixture text too short: {} tokens", stream.len());
 
-    let set = load(&dir, &CalibrationSource::Jsonl(file), &options(100, seq_len, 2)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file }, &options(100, seq_len, 2)).unwrap();
     assert_well_formed(&set, seq_len);
     assert_eq!(all_ids(&set), stream[..windows * seq_len]);
     assert_eq!(set.sample_count(), windows);
@@ -146,7 +146,7 @@ fn samples_caps_the_windows_and_batches_group_rows() {
     let seq_len = 4;
     assert!(stream.len() / seq_len > 7);
 
-    let set = load(&dir, &CalibrationSource::Jsonl(file), &options(7, seq_len, 3)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file }, &options(7, seq_len, 3)).unwrap();
     assert_well_formed(&set, seq_len);
     assert_eq!(batch_rows(&set), [3, 3, 1]);
     assert_eq!(set.sample_count(), 7);
@@ -159,7 +159,7 @@ fn samples_caps_the_windows_and_batches_group_rows() {
 
     // A batch size larger than the windows gives one batch.
     let file = write(tmp.path(), "again.jsonl", jsonl(&DOCUMENTS));
-    let set = load(&dir, &CalibrationSource::Jsonl(file), &options(5, seq_len, usize::MAX)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file }, &options(5, seq_len, usize::MAX)).unwrap();
     assert_eq!(batch_rows(&set), [5]);
 }
 
@@ -174,7 +174,7 @@ fn plain_text_splits_documents_on_blank_lines() {
     let seq_len = 5;
     let windows = stream.len() / seq_len;
 
-    let set = load(&dir, &CalibrationSource::Text(file), &options(64, seq_len, 4)).unwrap();
+    let set = load(&dir, &CalibrationSource::Text { path: file }, &options(64, seq_len, 4)).unwrap();
     assert_well_formed(&set, seq_len);
     assert_eq!(all_ids(&set), stream[..windows * seq_len]);
     assert_eq!(set.sample_count(), windows);
@@ -192,13 +192,13 @@ fn separator_falls_back_to_generation_config_or_is_absent() {
 
     // Only tokenizer.json: documents are concatenated as they are.
     let stream = expected_stream(&DOCUMENTS[..2], None);
-    let set = load(&dir, &CalibrationSource::Jsonl(file.clone()), &options(99, seq_len, 8)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file.clone() }, &options(99, seq_len, 8)).unwrap();
     assert_eq!(all_ids(&set), stream[..stream.len() / seq_len * seq_len]);
 
     // generation_config.json's eos_token_id may be a list; its first entry separates documents.
     write(&dir, "generation_config.json", r#"{"eos_token_id": [7, 9]}"#);
     let stream = expected_stream(&DOCUMENTS[..2], Some(7));
-    let set = load(&dir, &CalibrationSource::Jsonl(file), &options(99, seq_len, 8)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file }, &options(99, seq_len, 8)).unwrap();
     assert_eq!(all_ids(&set), stream[..stream.len() / seq_len * seq_len]);
 }
 
@@ -219,7 +219,7 @@ fn tokenizer_padding_and_truncation_settings_are_ignored() {
     let stream = expected_stream(&DOCUMENTS, Some(EOS));
     let seq_len = 6;
 
-    let set = load(&dir, &CalibrationSource::Jsonl(file), &options(99, seq_len, 2)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file }, &options(99, seq_len, 2)).unwrap();
     assert_eq!(all_ids(&set), stream[..stream.len() / seq_len * seq_len]);
 }
 
@@ -230,7 +230,7 @@ fn reading_stops_once_enough_tokens_are_collected() {
     // Far more documents than one tokenizer chunk, then a malformed line that is never reached.
     let texts = vec!["The quick brown fox."; 300];
     let file = write(tmp.path(), "calib.jsonl", format!("{}not json\n", jsonl(&texts)));
-    let set = load(&dir, &CalibrationSource::Jsonl(file), &options(2, 16, 2)).unwrap();
+    let set = load(&dir, &CalibrationSource::Jsonl { path: file }, &options(2, 16, 2)).unwrap();
     assert_eq!(set.sample_count(), 2);
     assert_eq!(all_ids(&set), expected_stream(&texts, Some(EOS))[..32]);
 }
@@ -240,7 +240,7 @@ fn id_rows_give_one_window_each_when_shorter_than_two_and_need_no_tokenizer() {
     let tmp = temp_dir();
     let no_model = tmp.path().join("absent");
     let sequences = vec![vec![1, 2, 3, 4, 5], vec![6, 7, 8], vec![9, 10, 11, 12], vec![255, 254, 253]];
-    let source = CalibrationSource::Ids(sequences);
+    let source = CalibrationSource::Ids { ids: sequences };
 
     let set = load(&no_model, &source, &options(3, 3, 2)).unwrap();
     assert_well_formed(&set, 3);
@@ -261,7 +261,7 @@ fn text_without_tokenizer_is_tokenizer_missing() {
     let dir = tmp.path().join("bare-model");
     std::fs::create_dir_all(&dir).unwrap();
     let file = write(tmp.path(), "calib.jsonl", jsonl(&DOCUMENTS));
-    let error = expect_err(load(&dir, &CalibrationSource::Jsonl(file), &options(1, 4, 1)));
+    let error = expect_err(load(&dir, &CalibrationSource::Jsonl { path: file }, &options(1, 4, 1)));
     assert_error(&error, "E_TOKENIZER_MISSING", &["bare-model", "tokenizer.json"]);
 }
 
@@ -271,12 +271,12 @@ fn unparsable_tokenizer_files_are_tokenizer_invalid() {
     let dir = model_dir(tmp.path());
     let file = write(tmp.path(), "calib.txt", "Hello, world!");
     write(&dir, "tokenizer.json", r#"{"model": {"type": "BPE", "vocab": 3}}"#);
-    let error = expect_err(load(&dir, &CalibrationSource::Text(file.clone()), &options(1, 4, 1)));
+    let error = expect_err(load(&dir, &CalibrationSource::Text { path: file.clone() }, &options(1, 4, 1)));
     assert_error(&error, "E_TOKENIZER_INVALID", &["tokenizer.json"]);
 
     let dir = model_dir(&tmp.path().join("second"));
     write(&dir, "tokenizer_config.json", "{ not json");
-    let error = expect_err(load(&dir, &CalibrationSource::Text(file), &options(1, 4, 1)));
+    let error = expect_err(load(&dir, &CalibrationSource::Text { path: file }, &options(1, 4, 1)));
     assert_error(&error, "E_TOKENIZER_INVALID", &["tokenizer_config.json"]);
 }
 
@@ -286,23 +286,23 @@ fn empty_or_short_files_are_calibration_empty() {
     let dir = model_dir(tmp.path());
     for (name, contents) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n\n")] {
         let file = write(tmp.path(), name, contents);
-        let error = expect_err(load(&dir, &CalibrationSource::Jsonl(file), &options(4, 16, 2)));
+        let error = expect_err(load(&dir, &CalibrationSource::Jsonl { path: file }, &options(4, 16, 2)));
         assert_error(&error, "E_CALIBRATION_EMPTY", &[name, "yielded 0 tokens", "16 needed"]);
     }
     let file = write(tmp.path(), "empty.txt", "\n\n");
-    let error = expect_err(load(&dir, &CalibrationSource::Text(file), &options(4, 16, 2)));
+    let error = expect_err(load(&dir, &CalibrationSource::Text { path: file }, &options(4, 16, 2)));
     assert_error(&error, "E_CALIBRATION_EMPTY", &["empty.txt", "yielded 0 tokens"]);
 
     // "Hello, world!" is 9 tokens: one short of a 10-token sequence.
     let file = write(tmp.path(), "short.txt", "Hello, world!");
-    let error = expect_err(load(&dir, &CalibrationSource::Text(file), &options(4, 10, 2)));
+    let error = expect_err(load(&dir, &CalibrationSource::Text { path: file }, &options(4, 10, 2)));
     assert_error(&error, "E_CALIBRATION_EMPTY", &["short.txt", "yielded 9 tokens", "10 needed"]);
 }
 
 #[test]
 fn long_id_rows_are_cut_into_windows_until_samples() {
     let tmp = temp_dir();
-    let source = CalibrationSource::Ids(vec![(0..10).collect(), vec![20, 21, 22, 23, 24], (30..42).collect()]);
+    let source = CalibrationSource::Ids { ids: vec![(0..10).collect(), vec![20, 21, 22, 23, 24], (30..42).collect()] };
     let load = |samples| load(tmp.path(), &source, &options(samples, 4, 8));
     // Rows of 10, 5 and 12 ids give 2, 1 and 3 windows of 4; tails are dropped.
     let all = load(100).unwrap();
@@ -316,13 +316,13 @@ fn long_id_rows_are_cut_into_windows_until_samples() {
 #[test]
 fn short_or_missing_ids_are_calibration_empty() {
     let tmp = temp_dir();
-    let source = CalibrationSource::Ids(vec![vec![1, 2, 3, 4], vec![1, 2]]);
+    let source = CalibrationSource::Ids { ids: vec![vec![1, 2, 3, 4], vec![1, 2]] };
     let error = expect_err(load(tmp.path(), &source, &options(2, 4, 1)));
     assert_error(&error, "E_CALIBRATION_EMPTY", &["row 1", "yielded 2 tokens", "4 needed"]);
     // The short sequence lies beyond `samples`, so it is not used.
     assert!(load(tmp.path(), &source, &options(1, 4, 1)).is_ok());
 
-    let error = expect_err(load(tmp.path(), &CalibrationSource::Ids(vec![]), &options(2, 4, 1)));
+    let error = expect_err(load(tmp.path(), &CalibrationSource::Ids { ids: vec![] }, &options(2, 4, 1)));
     assert_error(&error, "E_CALIBRATION_EMPTY", &["pre-tokenized ids", "yielded 0 tokens"]);
 }
 
@@ -339,18 +339,18 @@ fn malformed_jsonl_lines_are_calibration_invalid_with_line_numbers() {
     ];
     for (name, contents, line) in cases {
         let file = write(tmp.path(), name, contents);
-        let error = expect_err(load(&dir, &CalibrationSource::Jsonl(file), &options(9, 64, 1)));
+        let error = expect_err(load(&dir, &CalibrationSource::Jsonl { path: file }, &options(9, 64, 1)));
         assert_error(&error, "E_CALIBRATION_INVALID", &[name, line]);
     }
     let file = write(tmp.path(), "latin1.txt", b"Hello\n\ncaf\xe9\n");
-    let error = expect_err(load(&dir, &CalibrationSource::Text(file), &options(9, 64, 1)));
+    let error = expect_err(load(&dir, &CalibrationSource::Text { path: file }, &options(9, 64, 1)));
     assert_error(&error, "E_CALIBRATION_INVALID", &["latin1.txt", "line 3", "UTF-8"]);
 }
 
 #[test]
 fn ids_outside_the_vocabulary_are_id_range_errors() {
     let tmp = temp_dir();
-    let source = CalibrationSource::Ids(vec![vec![1, 2, 3, 4], vec![5, 6, 7, 300, 9]]);
+    let source = CalibrationSource::Ids { ids: vec![vec![1, 2, 3, 4], vec![5, 6, 7, 300, 9]] };
     let error = expect_err(load(tmp.path(), &source, &options(2, 4, 1)));
     assert_error(&error, "E_CALIBRATION_ID_RANGE", &["sample 1", "position 3", "token id 300", "vocab_size 256"]);
 
@@ -359,7 +359,7 @@ fn ids_outside_the_vocabulary_are_id_range_errors() {
     let file = write(tmp.path(), "calib.txt", "Hello, world!");
     let error = expect_err(load_calibration(
         &dir,
-        &CalibrationSource::Text(file),
+        &CalibrationSource::Text { path: file },
         &options(1, 9, 1),
         100,
         &AtomicBool::new(false),
@@ -374,7 +374,7 @@ fn ids_outside_the_vocabulary_are_id_range_errors() {
 #[test]
 fn zero_or_overflowing_options_are_rejected() {
     let tmp = temp_dir();
-    let source = CalibrationSource::Ids(vec![vec![1, 2, 3, 4]]);
+    let source = CalibrationSource::Ids { ids: vec![vec![1, 2, 3, 4]] };
     for (opts, vocab, needle) in [
         (options(0, 4, 1), VOCAB, "samples"),
         (options(1, 0, 1), VOCAB, "seq_len"),
@@ -391,7 +391,7 @@ fn zero_or_overflowing_options_are_rejected() {
 fn a_missing_calibration_file_is_an_io_error_naming_it() {
     let tmp = temp_dir();
     let dir = model_dir(tmp.path());
-    let source = CalibrationSource::Jsonl(tmp.path().join("nowhere.jsonl"));
+    let source = CalibrationSource::Jsonl { path: tmp.path().join("nowhere.jsonl") };
     let error = expect_err(load(&dir, &source, &options(1, 4, 1)));
     assert_error(&error, "E_IO", &["nowhere.jsonl"]);
 }
@@ -403,16 +403,16 @@ fn calibration_text_that_is_not_a_regular_file_is_refused_without_blocking_and_r
     let fifo = tmp.path().join("calib.jsonl");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     // Opening a FIFO without a writer would block forever.
-    let error = expect_err(load(&dir, &CalibrationSource::Jsonl(fifo), &options(1, 4, 1)));
+    let error = expect_err(load(&dir, &CalibrationSource::Jsonl { path: fifo }, &options(1, 4, 1)));
     assert_error(&error, "E_IO", &["calib.jsonl", "a FIFO (named pipe)", "not a regular file"]);
-    let error = expect_err(load(&dir, &CalibrationSource::Text(tmp.path().into()), &options(1, 4, 1)));
+    let error = expect_err(load(&dir, &CalibrationSource::Text { path: tmp.path().into() }, &options(1, 4, 1)));
     assert_error(&error, "E_IO", &["a directory", "not a regular file"]);
 
     // A cancelled run stops reading.
     let file = write(tmp.path(), "many.jsonl", jsonl(&DOCUMENTS));
     let error = expect_err(load_calibration(
         &dir,
-        &CalibrationSource::Jsonl(file),
+        &CalibrationSource::Jsonl { path: file },
         &options(1, 4, 1),
         VOCAB,
         &AtomicBool::new(true),
@@ -427,7 +427,7 @@ fn a_tokenizer_json_that_is_a_fifo_is_named_as_such_not_missing() {
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     assert!(std::process::Command::new("mkfifo").arg(dir.join("tokenizer.json")).status().unwrap().success());
     let file = write(tmp.path(), "c.jsonl", jsonl(&DOCUMENTS));
-    let error = expect_err(load(&dir, &CalibrationSource::Jsonl(file), &options(1, 4, 1)));
+    let error = expect_err(load(&dir, &CalibrationSource::Jsonl { path: file }, &options(1, 4, 1)));
     assert_error(&error, "E_IO", &["tokenizer.json", "a FIFO (named pipe)"]);
 }
 
@@ -456,7 +456,7 @@ fn conversation() -> serde_json::Value {
 const RENDERED: &str = "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n";
 
 fn documents(values: serde_json::Value) -> CalibrationSource {
-    CalibrationSource::Documents(serde_json::from_value(values).unwrap())
+    CalibrationSource::Documents { documents: serde_json::from_value(values).unwrap() }
 }
 
 #[test]
@@ -475,17 +475,17 @@ fn conversations_are_rendered_with_the_chat_template_then_tokenized_like_text() 
     // The same documents in a JSON file (every item form) and in JSONL lines.
     let json = serde_json::json!([{ "text": "a first document" }, { "messages": conversation() }, "the end"]);
     let file = write(tmp.path(), "calib.json", json.to_string());
-    assert_eq!(load(&CalibrationSource::Json(file)), by_hand);
+    assert_eq!(load(&CalibrationSource::Json { path: file }), by_hand);
     let bare =
         write(tmp.path(), "bare.json", serde_json::json!(["a first document", conversation(), "the end"]).to_string());
-    assert_eq!(load(&CalibrationSource::Json(bare)), by_hand);
+    assert_eq!(load(&CalibrationSource::Json { path: bare }), by_hand);
     let lines = [
         serde_json::json!({ "text": "a first document" }),
         serde_json::json!({ "messages": conversation() }),
         serde_json::json!({ "text": "the end" }),
     ];
     let jsonl = write(tmp.path(), "calib.jsonl", lines.iter().map(|l| format!("{l}\n")).collect::<String>());
-    assert_eq!(load(&CalibrationSource::Jsonl(jsonl)), by_hand);
+    assert_eq!(load(&CalibrationSource::Jsonl { path: jsonl }), by_hand);
 }
 
 #[test]
@@ -495,25 +495,25 @@ fn bad_documents_and_templates_are_named() {
     let load = |dir: &Path, source: CalibrationSource| expect_err(load(dir, &source, &options(1, 4, 1)));
     let not_array = write(tmp.path(), "object.json", r#"{"text": "x"}"#);
     assert_error(
-        &load(&dir, CalibrationSource::Json(not_array)),
+        &load(&dir, CalibrationSource::Json { path: not_array }),
         "E_CALIBRATION_INVALID",
         &["object.json", "the file", "JSON array"],
     );
     let bad_item = write(tmp.path(), "items.json", r#"["fine", {"text": 3}]"#);
     assert_error(
-        &load(&dir, CalibrationSource::Json(bad_item)),
+        &load(&dir, CalibrationSource::Json { path: bad_item }),
         "E_CALIBRATION_INVALID",
         &["items.json", "item 1", "\"text\" is not a string"],
     );
     let broken = write(tmp.path(), "broken.json", "[");
     assert_error(
-        &load(&dir, CalibrationSource::Json(broken)),
+        &load(&dir, CalibrationSource::Json { path: broken }),
         "E_CALIBRATION_INVALID",
         &["broken.json", "not valid JSON"],
     );
     let bad_line = write(tmp.path(), "lines.jsonl", "{\"text\": \"ok\"}\n{\"messages\": 7}\n");
     assert_error(
-        &load(&dir, CalibrationSource::Jsonl(bad_line)),
+        &load(&dir, CalibrationSource::Jsonl { path: bad_line }),
         "E_CALIBRATION_INVALID",
         &["lines.jsonl", "line 2", "\"messages\""],
     );

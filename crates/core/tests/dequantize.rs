@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use candle_core::Device;
 use common::{temp_dir, write_valid, Tensor};
 use moe_quant_core::formats::{stored_format, FormatName, Fp8, Nvfp4, QuantFormat, WeightInput};
-use moe_quant_core::model::weights::WeightLoader;
+use moe_quant_core::model::loader::WeightLoader;
 use moe_quant_core::numerics::e2m1::E2M1_GRID;
 use moe_quant_core::numerics::e4m3::{e4m3_to_f32, f32_to_e4m3};
 use moe_quant_core::{Checkpoint, Dtype};

@@ -26,10 +26,12 @@ use std::time::Duration;
 
 use common::forward::fixtures;
 use common::{assert_error, declare_and_write, expect_err, pattern, temp_dir, Tensor};
-use moe_quant_core::calib::run::{CalibrationRequest, SourceSpec};
+use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
 use moe_quant_core::checkpoint::OutputOp;
-use moe_quant_core::export::{quantize_checkpoint, ExportPlan, QuantizeStage, RunControl};
+use moe_quant_core::export::ExportPlan;
 use moe_quant_core::model::ModelDescriptor;
+use moe_quant_core::ops::calibrate::CalibrationRequest;
+use moe_quant_core::ops::quantize::{quantize_checkpoint, QuantizeStage, RunControl};
 use moe_quant_core::{CheckpointWriter, Dtype, WriterOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -162,14 +164,14 @@ fn run_quantization(
 ) -> moe_quant_core::Result<()> {
     let (descriptor, plan) = qwen3_plan(model, max_shard_bytes);
     let ids: Vec<Vec<u32>> = (0..4u32).map(|s| (0..16u32).map(|i| (s * 37 + i * 11) % 256).collect()).collect();
-    let request = CalibrationRequest {
+    let sequences = SequenceRequest {
         samples: ids.len(),
         seq_len: 16,
         batch_size: 2,
-        all_experts: false,
         device: None,
-        source: SourceSpec::Ids { ids },
+        source: CalibrationSource::Ids { ids },
     };
+    let request = CalibrationRequest { sequences, all_experts: false };
     let control = RunControl {
         cancel: &AtomicBool::new(false),
         progress: &mut |event| progress(event.stage == QuantizeStage::Quantize),

@@ -437,7 +437,7 @@ fn tokenizer_that_does_not_parse() {
         [b"", b"{\"model\": ", b"{\"version\":\"1.0\",\"model\":{\"type\":\"BPE\",\"vocab\":7}}", &[0xFF, 0xFE]];
     for tokenizer in contents {
         std::fs::write(dir.join("tokenizer.json"), tokenizer).unwrap();
-        let source = CalibrationSource::Jsonl(text.clone());
+        let source = CalibrationSource::Jsonl { path: text.clone() };
         let error = bounded(MIB, Duration::from_secs(20), || {
             expect_err(load_calibration(dir, &source, &calibration_options(), 256, &AtomicBool::new(false)))
         });
@@ -471,7 +471,7 @@ fn calibration_jsonl_with_a_50_mb_line() {
     let dir = model_with_tokenizer(tmp.path());
     let jsonl = tmp.path().join("calib.jsonl");
     write_long_line(&jsonl, 2, 50 * MIB);
-    let source = CalibrationSource::Jsonl(jsonl.clone());
+    let source = CalibrationSource::Jsonl { path: jsonl.clone() };
     // The line is refused after 16 MiB of it were read; that buffer (grown by doubling) is the largest.
     let error = bounded(40 * MIB, Duration::from_secs(30), || {
         expect_err(load_calibration(
@@ -496,7 +496,7 @@ fn calibration_text_with_a_50_mb_paragraph() {
         file.write_all(&line).unwrap();
     }
     drop(file);
-    let source = CalibrationSource::Text(text);
+    let source = CalibrationSource::Text { path: text };
     let error = bounded(40 * MIB, Duration::from_secs(30), || {
         expect_err(load_calibration(
             &dir,
@@ -516,7 +516,7 @@ fn calibration_document_just_under_the_limit_is_read() {
     let jsonl = tmp.path().join("calib.jsonl");
     // 1 MiB of words: well under the limit; it tokenizes to enough windows.
     write_long_line(&jsonl, 0, MIB);
-    let source = CalibrationSource::Jsonl(jsonl);
+    let source = CalibrationSource::Jsonl { path: jsonl };
     let set = load_calibration(&dir, &source, &calibration_options(), 151_936, &AtomicBool::new(false)).unwrap();
     assert_eq!(set.sample_count(), 4);
 }

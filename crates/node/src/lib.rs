@@ -6,12 +6,14 @@
 //! it goes on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use moe_quant_core::calib::data::Batch;
-use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
-use moe_quant_core::{Checkpoint, Error as CoreError, ErrorPayload};
+use moe_quant_core::model::ModelDescriptor;
+use moe_quant_core::ops::quantize::{CalibrationSummary, RunControl};
+use moe_quant_core::{ops, Error as CoreError, ErrorPayload};
 use napi::bindgen_prelude::{AsyncTask, Env, Float32Array, Result, Status, Task};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -100,7 +102,7 @@ fn parse_request<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> moe_
 /// (`{ dir, config, files, tensors: [{ name, dtype, shape, file, bytes }], other_files }`).
 #[napi(ts_return_type = "Promise<string>")]
 pub fn inspect_headers(dir: String) -> AsyncTask<CoreTask<String>> {
-    CoreTask::new(move || to_json(&moe_quant_core::inspect_headers(&dir)?))
+    CoreTask::new(move || to_json(&ops::inspect::inspect_headers(&dir)?))
 }
 
 /// Every error code the native core can produce.
@@ -147,13 +149,7 @@ pub fn compute_logits(
 ) -> AsyncTask<CoreTask<Vec<f32>>> {
     let batch = Batch { ids, rows: rows as usize, seq_len: seq_len as usize };
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
-    CoreTask::new(move || {
-        let descriptor = parse_descriptor(&descriptor)?;
-        let checkpoint = Checkpoint::open(&dir)?;
-        let options = ForwardOptions { logits: true, ..ForwardOptions::default() };
-        let mut result = run_forward(&checkpoint, &descriptor, &[batch], &options, &cancel, &mut |_| {})?;
-        Ok(result.logits.pop().unwrap_or_default())
-    })
+    CoreTask::new(move || ops::logits::compute_logits(Path::new(&dir), &parse_descriptor(&descriptor)?, batch, &cancel))
 }
 
 /// A JS progress callback receiving one JSON event string per call.
@@ -190,13 +186,10 @@ pub fn calibrate(
     CoreTask::new(move || {
         let descriptor = parse_descriptor(&descriptor)?;
         let request = parse_request(&request, "calibration request")?;
-        let report = moe_quant_core::calib::run::calibrate(
-            std::path::Path::new(&dir),
-            &descriptor,
-            &request,
-            &cancel,
-            &mut |event| emit(&progress, &event),
-        )?;
+        let report =
+            moe_quant_core::ops::calibrate::calibrate(Path::new(&dir), &descriptor, &request, &cancel, &mut |event| {
+                emit(&progress, &event)
+            })?;
         to_json(&report)
     })
 }
@@ -208,7 +201,7 @@ type FilesCallback = ThreadsafeFunction<String, String, String, Status, false>;
 /// Asks the JS callback for the output's extra files and waits for its answer.
 fn extra_files(
     callback: &FilesCallback,
-    summary: &moe_quant_core::export::CalibrationSummary,
+    summary: &CalibrationSummary,
 ) -> moe_quant_core::Result<Vec<(String, Vec<u8>)>> {
     let (answered, answer) = std::sync::mpsc::channel::<Result<String>>();
     let status =
@@ -247,18 +240,18 @@ pub fn quantize(
         let descriptor = parse_descriptor(&descriptor)?;
         let plan: moe_quant_core::export::ExportPlan = parse_request(&plan, "export plan")?;
         let calibration = parse_request(&calibration, "calibration request")?;
-        let mut files = |summary: &moe_quant_core::export::CalibrationSummary| match &on_files {
+        let mut files = |summary: &CalibrationSummary| match &on_files {
             Some(callback) => extra_files(callback, summary),
             None => Ok(Vec::new()),
         };
-        let control = moe_quant_core::export::RunControl {
+        let control = RunControl {
             cancel: &cancel,
             progress: &mut |event| emit(&progress, &event),
             extra_files: Some(&mut files),
         };
-        let report = moe_quant_core::export::quantize_checkpoint(
-            std::path::Path::new(&dir),
-            std::path::Path::new(&output),
+        let report = ops::quantize::quantize_checkpoint(
+            Path::new(&dir),
+            Path::new(&output),
             &descriptor,
             &plan,
             &calibration,
@@ -287,10 +280,10 @@ pub fn compare_models(
         let original_descriptor = parse_descriptor(&original_descriptor)?;
         let quantized_descriptor = parse_descriptor(&quantized_descriptor)?;
         let request = parse_request(&request, "comparison request")?;
-        let report = moe_quant_core::model::compare::compare_models(
-            std::path::Path::new(&original),
+        let report = ops::compare::compare_models(
+            Path::new(&original),
             &original_descriptor,
-            std::path::Path::new(&quantized),
+            Path::new(&quantized),
             &quantized_descriptor,
             &request,
             &cancel,

@@ -36,19 +36,50 @@ use super::documents::{Document, DocumentReader};
 use crate::error::{Error, Result};
 use crate::limits::{read_small_text, MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES};
 
-/// Where calibration text (or ids) come from (the document formats are described in [`super::documents`]).
-#[derive(Debug, Clone, PartialEq)]
+/// Which sequences a run uses, as calibration and comparison requests name them (options already validated
+/// and defaulted by TS).
+#[derive(Debug, Clone, serde::Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
+pub struct SequenceRequest {
+    /// Texts or ids; text is tokenized with the model's tokenizer (the *original* model's, when comparing).
+    pub source: CalibrationSource,
+    pub samples: usize,
+    pub seq_len: usize,
+    /// Rows per forward.
+    pub batch_size: usize,
+    /// `cpu` (default), `cuda` or `cuda:N`.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+impl SequenceRequest {
+    /// Loads the sequences (tokenizing text with the tokenizer of the model in `dir`).
+    pub fn load(&self, dir: &Path, vocab_size: usize, cancel: &AtomicBool) -> Result<CalibrationSet> {
+        let options = CalibrationOptions { samples: self.samples, seq_len: self.seq_len, batch_size: self.batch_size };
+        load_calibration(dir, &self.source, &options, vocab_size, cancel)
+    }
+
+    /// The device the forward runs on.
+    pub fn compute_device(&self) -> Result<crate::device::ComputeDevice> {
+        crate::device::ComputeDevice::parse(self.device.as_deref().unwrap_or("cpu"))
+    }
+}
+
+/// Where calibration text (or ids) come from (the document formats are described in [`super::documents`]), as
+/// requests name it (`{ "kind": "jsonl", "path": … }`, …).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, ts_rs::TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CalibrationSource {
     /// One JSON object per line: `{"text": …}` or `{"messages": […]}`.
-    Jsonl(PathBuf),
+    Jsonl { path: PathBuf },
     /// A JSON array of documents, read whole.
-    Json(PathBuf),
+    Json { path: PathBuf },
     /// Plain UTF-8 text, split into documents on blank lines.
-    Text(PathBuf),
+    Text { path: PathBuf },
     /// Documents given in memory: texts and conversations.
-    Documents(Vec<Document>),
+    Documents { documents: Vec<Document> },
     /// Already tokenized rows, cut into windows.
-    Ids(Vec<Vec<u32>>),
+    Ids { ids: Vec<Vec<u32>> },
 }
 
 /// How many sequences of which length, in batches of how many rows. All must be at least 1.
@@ -119,15 +150,15 @@ pub fn load_calibration(
 ) -> Result<CalibrationSet> {
     let token_budget = check_options(options, vocab_size)?;
     let documents = match source {
-        CalibrationSource::Ids(sequences) => {
+        CalibrationSource::Ids { ids: sequences } => {
             let windows = id_windows(sequences, options)?;
             check_ids(&windows, options.seq_len, vocab_size, IDS_INPUT)?;
             return Ok(CalibrationSet { batches: into_batches(windows, options), requested_samples: options.samples });
         }
-        CalibrationSource::Jsonl(path) => DocumentReader::jsonl(model_dir, path)?,
-        CalibrationSource::Json(path) => DocumentReader::json(model_dir, path)?,
-        CalibrationSource::Text(path) => DocumentReader::text(model_dir, path)?,
-        CalibrationSource::Documents(documents) => DocumentReader::memory(model_dir, documents),
+        CalibrationSource::Jsonl { path } => DocumentReader::jsonl(model_dir, path)?,
+        CalibrationSource::Json { path } => DocumentReader::json(model_dir, path)?,
+        CalibrationSource::Text { path } => DocumentReader::text(model_dir, path)?,
+        CalibrationSource::Documents { documents } => DocumentReader::memory(model_dir, documents),
     };
     let input = documents.input().to_string();
     let windows = text_windows(model_dir, documents, options, token_budget, cancel)?;

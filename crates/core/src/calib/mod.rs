@@ -3,5 +3,3 @@
 pub mod chat;
 pub mod data;
 pub mod documents;
-pub mod observers;
-pub mod run;

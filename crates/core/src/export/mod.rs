@@ -1,11 +1,11 @@
-//! Export: the quantized checkpoint. TS decides the plan (which tensors are quantized under which output
-//! names, which scales are shared, the metadata files); this module runs calibration layer by layer,
-//! quantizes each layer as soon as its statistics are complete, and writes everything atomically.
+//! Export: the quantized checkpoint's parts. TS decides the plan (which tensors are quantized under which
+//! output names, which scales are shared, the metadata files); here the output's tensors are declared
+//! (`layout`), each layer is quantized (`quantizer`) and written (`output`). The verb that runs them over the
+//! calibration is `ops::quantize`.
 
+pub mod layout;
+pub mod output;
 pub mod plan;
-pub mod run;
+pub mod quantizer;
 
 pub use plan::ExportPlan;
-pub use run::{
-    quantize_checkpoint, CalibrationSummary, ExtraFiles, QuantizeProgress, QuantizeReport, QuantizeStage, RunControl,
-};

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use crate::formats::FormatName;
+use crate::model::descriptor::{MlpDescriptor, MoeDescriptor};
+use crate::model::ModelDescriptor;
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExportPlan {
@@ -57,4 +60,16 @@ pub struct ExpertPlan {
     pub gate: String,
     pub up: String,
     pub down: String,
+}
+
+impl ExpertPlan {
+    /// The MoE block of the descriptor this plan refers to.
+    pub fn moe_block<'a>(&self, desc: &'a ModelDescriptor) -> Result<&'a MoeDescriptor> {
+        match desc.layers.get(self.layer).map(|l| &l.mlp) {
+            Some(MlpDescriptor::Moe(moe)) if moe.block == self.block => Ok(moe),
+            _ => {
+                Err(Error::internal(format!("layer {} of the descriptor has no MoE block {}", self.layer, self.block)))
+            }
+        }
+    }
 }

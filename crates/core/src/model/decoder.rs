@@ -10,9 +10,9 @@ use super::blocks::moe::MoeBlock;
 use super::blocks::norm::RmsNorm;
 use super::blocks::rope::Rope;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor};
-use super::weights::WeightLoader;
-use crate::calib::observers::Observers;
+use super::loader::WeightLoader;
 use crate::error::Result;
+use crate::model::observe::Observers;
 
 enum SelfAttention {
     Gqa(Attention),

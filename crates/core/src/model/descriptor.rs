@@ -26,6 +26,11 @@ pub struct ModelDescriptor {
     pub layers: Vec<LayerDescriptor>,
 }
 
+/// The name of expert `expert`'s tensor or module from a per-expert pattern (`…experts.{e}.down_proj.weight`).
+pub fn expert_name(pattern: &str, expert: usize) -> String {
+    pattern.replace("{e}", &expert.to_string())
+}
+
 fn one() -> f64 {
     1.0
 }

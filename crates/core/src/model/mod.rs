@@ -2,11 +2,11 @@
 //! the calibration batch with observers recording activation maxima.
 
 pub mod blocks;
-pub mod compare;
 pub mod decoder;
 pub mod descriptor;
-pub mod stream;
-pub mod weights;
+pub mod layers;
+pub mod loader;
+pub mod observe;
 
 pub use descriptor::ModelDescriptor;
-pub use stream::{run_forward, ForwardOptions, ForwardResult};
+pub use layers::{run_forward, ForwardOptions, ForwardResult};

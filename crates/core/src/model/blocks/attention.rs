@@ -8,10 +8,10 @@ use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::ops::{causal_mask, softmax_last};
 use super::rope::Rope;
-use crate::calib::observers::Observers;
 use crate::error::Result;
 use crate::model::descriptor::GqaDescriptor;
-use crate::model::weights::WeightLoader;
+use crate::model::loader::WeightLoader;
+use crate::model::observe::Observers;
 
 pub struct Attention {
     q: Linear,

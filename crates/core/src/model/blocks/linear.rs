@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::model::weights::WeightLoader;
+use crate::model::loader::WeightLoader;
 
 pub struct Linear {
     /// Module name (what observers record under).

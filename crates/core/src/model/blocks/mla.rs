@@ -8,10 +8,10 @@ use super::attention::attend;
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
-use crate::calib::observers::Observers;
 use crate::error::{Error, Result};
 use crate::model::descriptor::MlaDescriptor;
-use crate::model::weights::WeightLoader;
+use crate::model::loader::WeightLoader;
+use crate::model::observe::Observers;
 
 enum QueryPath {
     Direct(Linear),

@@ -3,10 +3,10 @@
 use candle_core::Tensor;
 
 use super::linear::Linear;
-use crate::calib::observers::Observers;
 use crate::error::Result;
 use crate::model::descriptor::DenseMlpDescriptor;
-use crate::model::weights::WeightLoader;
+use crate::model::loader::WeightLoader;
+use crate::model::observe::Observers;
 
 pub struct Mlp {
     gate: Linear,

@@ -10,11 +10,11 @@ use super::linear::Linear;
 use super::mlp::Mlp;
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
-use crate::calib::observers::Observers;
 use crate::cuda;
 use crate::error::Result;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
-use crate::model::weights::{ExpertWeights, WeightLoader};
+use crate::model::loader::{ExpertWeights, WeightLoader};
+use crate::model::observe::Observers;
 use std::ops::Range;
 
 pub struct MoeBlock {

@@ -1,5 +1,5 @@
 //! Comparing two models on the same token ids, one batch at a time: typically an original checkpoint and its
-//! quantized export (which [`WeightLoader`](super::weights::WeightLoader) reads dequantized). Only summary
+//! quantized export (which [`WeightLoader`](super::loader::WeightLoader) reads dequantized). Only summary
 //! statistics are kept, so memory holds the logits of one batch of each model, never of the whole set.
 //!
 //! At every position (every row, every token: each one's logits are a next-token distribution), with P the
@@ -16,26 +16,18 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::descriptor::ModelDescriptor;
-use super::stream::{run_forward, ForwardOptions, ForwardProgress};
-use crate::calib::data::{load_calibration, Batch, CalibrationOptions};
-use crate::calib::run::SourceSpec;
+use crate::calib::data::{Batch, SequenceRequest};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::model::descriptor::ModelDescriptor;
+use crate::model::layers::{run_forward, ForwardOptions, ForwardProgress};
 
-/// A comparison request (options already validated and defaulted by TS).
+/// A comparison request: the sequences both models run on. Each model's logits of one batch
+/// (`batch_size × seq_len × vocab` f32) are in memory at once.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
-#[ts(optional_fields)]
 pub struct ComparisonRequest {
-    /// The token ids, or text tokenized with the *original* model's tokenizer.
-    pub source: SourceSpec,
-    pub samples: usize,
-    pub seq_len: usize,
-    /// Rows per forward; each model's logits of one batch (`rows × seq_len × vocab` f32) are in memory at once.
-    pub batch_size: usize,
-    /// `cpu` (default), `cuda` or `cuda:N`.
-    #[serde(default)]
-    pub device: Option<String>,
+    #[serde(flatten)]
+    pub sequences: SequenceRequest,
 }
 
 /// Which model a progress event is about.
@@ -222,12 +214,9 @@ pub fn compare_models(
         )));
     }
     let vocab = original.vocab_size;
-    let source = request.source.source();
-    let options =
-        CalibrationOptions { samples: request.samples, seq_len: request.seq_len, batch_size: request.batch_size };
-    let set = load_calibration(original_dir, &source, &options, vocab, cancel)?;
+    let set = request.sequences.load(original_dir, vocab, cancel)?;
     let checkpoints = [Checkpoint::open(original_dir)?, Checkpoint::open(quantized_dir)?];
-    let device = Some(crate::device::ComputeDevice::parse(request.device.as_deref().unwrap_or("cpu"))?);
+    let device = Some(request.sequences.compute_device()?);
     let forward_options = ForwardOptions { logits: true, all_experts_stats: false, device };
     let batches = set.batches.len();
     let mut stats = ComparisonStats::default();
@@ -265,7 +254,7 @@ pub fn compare_models(
         nll_quantized,
         samples: set.sample_count(),
         requested_samples: set.requested_samples,
-        seq_len: request.seq_len,
+        seq_len: request.sequences.seq_len,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -19,12 +19,12 @@ use super::blocks::ops::all_finite;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
 use super::descriptor::ModelDescriptor;
-use super::weights::WeightLoader;
+use super::loader::WeightLoader;
 use crate::calib::data::Batch;
-use crate::calib::observers::Observers;
 use crate::checkpoint::Checkpoint;
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::model::observe::Observers;
 
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOptions {

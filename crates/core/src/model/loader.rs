@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::descriptor::{ExpertLayout, MoeDescriptor};
+use super::descriptor::{expert_name, ExpertLayout, MoeDescriptor};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::formats;
@@ -113,7 +113,7 @@ impl<'a> WeightLoader<'a> {
         let missing = |what: &str| Error::internal(format!("{}: the descriptor gives no {what} tensor", moe.block));
         let per_expert = |pattern: &Option<String>, what: &str| -> Result<Tensor> {
             let pattern = pattern.as_ref().ok_or_else(|| missing(what))?;
-            self.tensor(&pattern.replace("{e}", &expert.to_string()))
+            self.tensor(&expert_name(pattern, expert))
         };
         let (gate_up, down) = match moe.layout {
             ExpertLayout::PerExpert => {
@@ -124,7 +124,7 @@ impl<'a> WeightLoader<'a> {
                 if gate.dtype() != up.dtype() {
                     (gate, up) = (gate.to_dtype(self.dtype)?, up.to_dtype(self.dtype)?);
                 }
-                let down = self.tensor(&moe.down.replace("{e}", &expert.to_string()))?;
+                let down = self.tensor(&expert_name(&moe.down, expert))?;
                 (Tensor::cat(&[gate, up], 0)?, down)
             }
             ExpertLayout::Fused => {

@@ -1,0 +1,82 @@
+//! The output being written: the checkpoint writer with its declared tensors, the bytes handed to it so far
+//! (for progress), and the files beside the tensors.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::layout::{tensor_name, INPUT_SCALE};
+use super::plan::ExportPlan;
+use super::quantizer::QuantizedLinear;
+use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype};
+use crate::error::{Error, Result};
+use crate::formats::QuantFormat;
+
+/// The output being written.
+pub struct Output<'a> {
+    pub writer: CheckpointWriter,
+    /// Bytes handed to the writer so far: read by progress events without taking the output's lock, which
+    /// the writing thread holds while a finished shard goes to disk.
+    pub bytes_written: &'a AtomicU64,
+    pub quantized_tensors: usize,
+}
+
+impl<'a> Output<'a> {
+    pub fn new(writer: CheckpointWriter, bytes_written: &'a AtomicU64) -> Self {
+        Output { writer, bytes_written, quantized_tensors: 0 }
+    }
+
+    /// The plan's metadata files, the input's files it copies, and `extra` (checked against the plan's names).
+    pub fn add_files(&mut self, dir: &Path, plan: &ExportPlan, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
+        for (name, text) in &plan.files {
+            self.writer.write_file(name, text.as_bytes())?;
+        }
+        for name in &plan.copy {
+            self.writer.copy_file(&dir.join(name), name)?;
+        }
+        for (name, bytes) in extra {
+            check_extra_name(&name, plan)?;
+            self.writer.write_file(&name, &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
+        self.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.writer.write(name, dtype, shape, &data)
+    }
+
+    /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint.
+    pub fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan) -> Result<()> {
+        for kept in &plan.keep {
+            let tensor = checkpoint.read(&kept.input)?;
+            self.add(&kept.output, tensor.dtype, &tensor.shape, tensor.data.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Queues one quantized linear's tensors and its `input_scale`.
+    pub fn queue(&mut self, format: &dyn QuantFormat, quantized: QuantizedLinear) -> Result<()> {
+        for tensor in quantized.weight.tensors {
+            self.add(&tensor_name(&quantized.output, tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
+        }
+        let input_scale = format.input_scale(quantized.input_amax);
+        self.add(&tensor_name(&quantized.output, INPUT_SCALE), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
+        self.quantized_tensors += 1;
+        Ok(())
+    }
+}
+
+/// Checks the name of an extra file: a plain file name the checkpoint does not use.
+fn check_extra_name(name: &str, plan: &ExportPlan) -> Result<()> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let taken = plan.files.contains_key(name)
+        || plan.copy.iter().any(|f| f == name)
+        || name.ends_with(".safetensors")
+        || name == crate::checkpoint::INDEX_FILE;
+    if !plain || taken {
+        return Err(Error::internal(format!("{name:?} cannot be added to the output (not a plain name, or taken)")));
+    }
+    Ok(())
+}

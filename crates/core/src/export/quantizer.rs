@@ -1,0 +1,279 @@
+//! Quantizing one layer: its linears with their shared amaxes (SPEC §4.3) and its experts spread over the
+//! CPU's cores, each weight read again from the checkpoint in its exact stored values, and the layer's
+//! weight error measured by dequantizing what was written.
+
+use std::collections::HashMap;
+
+use candle_core::Device;
+
+use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
+use crate::checkpoint::{Checkpoint, Dtype};
+use crate::error::{Error, Result};
+use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
+use crate::model::descriptor::{expert_name, ExpertLayout, MoeDescriptor};
+use crate::model::loader::WeightLoader;
+use crate::model::observe::{ExpertStats, Observers};
+use crate::model::ModelDescriptor;
+use crate::threads::background_priority;
+
+/// Accumulates a layer's squared error and squared norm.
+#[derive(Default)]
+pub struct ErrorSum {
+    pub tensors: usize,
+    pub error: f64,
+    pub norm: f64,
+}
+
+impl ErrorSum {
+    /// Σ(dequantized − original)² / Σ original² (0 for all-zero weights).
+    pub fn relative_mse(&self) -> f64 {
+        if self.norm > 0.0 {
+            self.error / self.norm
+        } else {
+            0.0
+        }
+    }
+
+    fn add(&mut self, other: &ErrorSum) {
+        self.tensors += other.tensors;
+        self.error += other.error;
+        self.norm += other.norm;
+    }
+}
+
+/// What quantizing needs: the checkpoint (read again, in the exact stored values) and
+/// the format. Shared read-only with the thread that quantizes one layer while the next one calibrates.
+pub struct Quantizer<'a> {
+    checkpoint: &'a Checkpoint,
+    loader: WeightLoader<'a>,
+    format: Box<dyn QuantFormat>,
+}
+
+/// One layer's quantized linears with the layer's error sums.
+pub struct QuantizedLayer {
+    pub layer: usize,
+    pub linears: Vec<QuantizedLinear>,
+    pub errors: ErrorSum,
+}
+
+/// One quantized linear waiting to be written.
+pub struct QuantizedLinear {
+    pub output: String,
+    pub weight: QuantizedWeight,
+    pub input_amax: f32,
+}
+
+impl<'a> Quantizer<'a> {
+    pub fn new(checkpoint: &'a Checkpoint, format: Box<dyn QuantFormat>) -> Self {
+        Quantizer { checkpoint, loader: WeightLoader::new(checkpoint, Device::Cpu), format }
+    }
+
+    pub fn format(&self) -> &dyn QuantFormat {
+        self.format.as_ref()
+    }
+
+    pub fn checkpoint(&self) -> &'a Checkpoint {
+        self.checkpoint
+    }
+
+    /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded.
+    pub fn quantize_layer(
+        &self,
+        layer: usize,
+        plan: &ExportPlan,
+        desc: &ModelDescriptor,
+        observers: &Observers,
+    ) -> Result<QuantizedLayer> {
+        let mut errors = ErrorSum::default();
+        let mut linears = Vec::new();
+        let mut amax_cache = HashMap::new();
+        for linear in plan.linears.iter().filter(|l| l.layer == layer) {
+            linears.push(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?);
+        }
+        for experts in plan.experts.iter().filter(|x| x.layer == layer) {
+            let moe = experts.moe_block(desc)?;
+            let stats = observers
+                .experts
+                .get(&experts.block)
+                .ok_or_else(|| Error::internal(format!("no expert statistics were recorded for {}", experts.block)))?;
+            linears.extend(self.quantize_experts(experts, moe, stats, &mut errors)?);
+        }
+        Ok(QuantizedLayer { layer, linears, errors })
+    }
+
+    /// max |W| of `<module>.weight`.
+    fn weight_amax(&self, module: &str, cache: &mut HashMap<String, f32>) -> Result<f32> {
+        if let Some(&amax) = cache.get(module) {
+            return Ok(amax);
+        }
+        let amax = crate::numerics::weight_amax(&self.checkpoint.read(&format!("{module}.weight"))?.to_f32());
+        cache.insert(module.to_string(), amax);
+        Ok(amax)
+    }
+
+    fn quantize_linear(
+        &self,
+        linear: &LinearPlan,
+        observers: &Observers,
+        cache: &mut HashMap<String, f32>,
+        errors: &mut ErrorSum,
+    ) -> Result<QuantizedLinear> {
+        let own = std::slice::from_ref(&linear.module);
+        let weight_group = if linear.weight_group.is_empty() { own } else { &linear.weight_group[..] };
+        let input_group = if linear.input_group.is_empty() { own } else { &linear.input_group[..] };
+        let mut weight_amax = 0.0f32;
+        for module in weight_group {
+            weight_amax = weight_amax.max(self.weight_amax(module, cache)?);
+        }
+        let mut input_amax = 0.0f32;
+        for module in input_group {
+            let amax = observers.input_amax.get(module).ok_or_else(|| {
+                Error::internal(format!(
+                    "no activation statistics were recorded for {module}; is it part of the forward?"
+                ))
+            })?;
+            input_amax = input_amax.max(*amax);
+        }
+        let name = format!("{}.weight", linear.module);
+        let tensor = self.checkpoint.read(&name)?;
+        let values = tensor.to_f32();
+        let weight = WeightInput::new(&name, tensor.dtype, &tensor.shape, &values)?;
+        quantize_one(self.format.as_ref(), &linear.output, &weight, weight_amax, input_amax, errors)
+    }
+
+    /// Quantizes every expert of a layer, spread over the CPU's cores, results in expert order.
+    fn quantize_experts(
+        &self,
+        plan: &ExpertPlan,
+        moe: &MoeDescriptor,
+        stats: &ExpertStats,
+        errors: &mut ErrorSum,
+    ) -> Result<Vec<QuantizedLinear>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(moe.experts.max(1));
+        let chunk = moe.experts.div_ceil(threads).max(1);
+        let results: Vec<Result<(Vec<QuantizedLinear>, ErrorSum)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..moe.experts)
+                .step_by(chunk)
+                .map(|first| {
+                    let experts = first..(first + chunk).min(moe.experts);
+                    scope.spawn(move || {
+                        background_priority();
+                        let mut sums = ErrorSum::default();
+                        let mut out = Vec::new();
+                        for e in experts {
+                            out.extend(self.quantize_expert(plan, moe, stats, e, &mut sums)?);
+                        }
+                        Ok((out, sums))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("an expert quantization thread panicked"))))
+                .collect()
+        });
+        let mut linears = Vec::with_capacity(3 * moe.experts);
+        for result in results {
+            let (part, sums) = result?;
+            errors.add(&sums);
+            linears.extend(part);
+        }
+        Ok(linears)
+    }
+
+    /// Gate, up and down of expert `e`, quantized with the layer's shared input amaxes.
+    fn quantize_expert(
+        &self,
+        plan: &ExpertPlan,
+        moe: &MoeDescriptor,
+        stats: &ExpertStats,
+        e: usize,
+        errors: &mut ErrorSum,
+    ) -> Result<[QuantizedLinear; 3]> {
+        let inter = moe.intermediate;
+        let hidden = moe.hidden;
+        // Each weight is divided in the dtype it is stored in (they may differ within one expert).
+        let stored = |pattern: Option<&String>| -> Result<Dtype> {
+            let pattern =
+                pattern.ok_or_else(|| Error::internal(format!("{}: an expert tensor is not named", moe.block)))?;
+            Ok(self.checkpoint.info(&expert_name(pattern, e))?.dtype)
+        };
+        let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
+        let up_dtype = stored(moe.up.as_ref().or(moe.gate_up.as_ref()))?;
+        let down_dtype = stored(Some(&moe.down))?;
+        let [gate, up, down] = match self.plain_expert(moe, e)? {
+            Some(values) => values,
+            None => {
+                let expert = self.loader.expert(moe, e)?;
+                let mut gate = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
+                let up = gate.split_off((inter * hidden).min(gate.len()));
+                [gate, up, expert.down.flatten_all()?.to_vec1::<f32>()?]
+            }
+        };
+        let gate_up_amax = stats.gate_amax[e].max(stats.up_amax[e]);
+        let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| expert_name(p, e));
+        let (gate_name, up_name, down_name) =
+            (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
+        let gate = WeightInput::new(&gate_name, gate_dtype, &[inter, hidden], &gate)?;
+        let up = WeightInput::new(&up_name, up_dtype, &[inter, hidden], &up)?;
+        let down = WeightInput::new(&down_name, down_dtype, &[hidden, inter], &down)?;
+        let format = self.format.as_ref();
+        Ok([
+            quantize_one(format, &gate_out, &gate, gate_up_amax, stats.gate_up_input_amax, errors)?,
+            quantize_one(format, &up_out, &up, gate_up_amax, stats.gate_up_input_amax, errors)?,
+            quantize_one(format, &down_out, &down, stats.down_amax[e], stats.down_input_amax, errors)?,
+        ])
+    }
+
+    /// Expert `e`'s gate, up and down values, converted straight from the stored bytes when the layout stores
+    /// each as a plain tensor of its own (the hub layout, not quantized): the same values as through the
+    /// expert view, without its tensors and copies. `None` for every other layout.
+    fn plain_expert(&self, moe: &MoeDescriptor, e: usize) -> Result<Option<[Vec<f32>; 3]>> {
+        let (Some(gate), Some(up)) = (&moe.gate, &moe.up) else { return Ok(None) };
+        if moe.layout != ExpertLayout::PerExpert {
+            return Ok(None);
+        }
+        let names = [gate, up, &moe.down].map(|pattern| expert_name(pattern, e));
+        for name in &names {
+            if formats::stored_format(self.checkpoint, name)?.is_some() {
+                return Ok(None);
+            }
+        }
+        let [gate, up, down] = names;
+        let read = |name: &str| -> Result<Vec<f32>> { Ok(self.checkpoint.read(name)?.to_f32()) };
+        Ok(Some([read(&gate)?, read(&up)?, read(&down)?]))
+    }
+}
+
+/// Quantizes one weight and adds its error to `errors`.
+fn quantize_one(
+    format: &dyn QuantFormat,
+    output: &str,
+    weight: &WeightInput,
+    weight_amax: f32,
+    input_amax: f32,
+    errors: &mut ErrorSum,
+) -> Result<QuantizedLinear> {
+    let quantized = format.quantize(weight, weight_amax)?;
+    accumulate_error(format, &quantized, weight, errors)?;
+    Ok(QuantizedLinear { output: output.to_string(), weight: quantized, input_amax })
+}
+
+/// Adds one quantized weight's squared error to the layer's sums.
+fn accumulate_error(
+    format: &dyn QuantFormat,
+    quantized: &QuantizedWeight,
+    weight: &WeightInput,
+    errors: &mut ErrorSum,
+) -> Result<()> {
+    let (shape, restored) = format.dequantize(weight.name, &quantized.views())?;
+    if shape != weight.shape {
+        return Err(Error::internal(format!("{}: dequantized to {shape:?}, not {:?}", weight.name, weight.shape)));
+    }
+    for (a, b) in restored.iter().zip(weight.values) {
+        errors.error += f64::from(a - b).powi(2);
+        errors.norm += f64::from(*b).powi(2);
+    }
+    errors.tensors += 1;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Quantize: calibrate a checkpoint layer by layer, quantize each layer as soon as its statistics are complete
+//! (its input maxima are then final) and write the output, which appears only when complete. The work is laid
+//! out by the export plan (`export::plan`), declared up front (`export::layout`), done by the quantizer
+//! (`export::quantizer`) and the output (`export::output`), and scheduled by the layer pipeline
+//! ([`super::pipeline`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::calibrate::CalibrationRequest;
+use super::pipeline::{LayerPipeline, Progress, Stage};
+use crate::checkpoint::{Checkpoint, CheckpointWriter, WriterOptions};
+use crate::error::Result;
+use crate::export::layout::output_layout;
+use crate::export::output::Output;
+use crate::export::plan::ExportPlan;
+use crate::export::quantizer::{ErrorSum, Quantizer};
+use crate::formats;
+use crate::model::layers::{self, LayerStream};
+use crate::model::observe::Observers;
+use crate::model::ModelDescriptor;
+use crate::threads::lock;
+
+/// The stage a quantization progress event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantizeStage {
+    /// A layer ran, or some batches of the next one did.
+    Calibrate,
+    /// A layer's tensors were quantized and queued.
+    Quantize,
+    /// Finishing the output.
+    Write,
+}
+
+/// Where a quantization run is.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct QuantizeProgress {
+    pub stage: QuantizeStage,
+    /// Layers done.
+    pub layer: usize,
+    pub layers: usize,
+    pub tokens: usize,
+    /// Calibration batches of the next layer done, of `batches` (`batches` once a layer is done).
+    pub batch: usize,
+    pub batches: usize,
+    pub bytes_written: u64,
+}
+
+/// Weight quantization error of one decoder layer.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct LayerError {
+    pub layer: usize,
+    pub tensors: usize,
+    /// Σ(dequantized − original)² / Σ original² over the layer's quantized weights.
+    pub relative_mse: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
+pub struct StageSeconds {
+    pub calibrate: f64,
+    /// Parts of `calibrate`: loading each layer (reading, converting, copying to the device), and the forward.
+    pub load: f64,
+    pub forward: f64,
+    pub quantize: f64,
+    pub write: f64,
+    pub total: f64,
+}
+
+/// What calibration recorded and on how much data, known before the output is published.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct CalibrationSummary {
+    pub observers: Observers,
+    pub samples: usize,
+    pub requested_samples: usize,
+    pub seq_len: usize,
+    /// Calibration tokens per layer.
+    pub tokens: usize,
+}
+
+/// Extra files for the output, made from the calibration summary: relative name → bytes.
+pub type ExtraFiles<'a> = dyn FnMut(&CalibrationSummary) -> Result<Vec<(String, Vec<u8>)>> + 'a;
+
+/// What the caller follows and controls while [`quantize_checkpoint`] runs.
+pub struct RunControl<'a> {
+    /// Checked between layers and a last time right before the output is published.
+    pub cancel: &'a AtomicBool,
+    pub progress: &'a mut dyn FnMut(QuantizeProgress),
+    /// Called once every layer is quantized, before the output is published: the files it returns (plain
+    /// names, none of the checkpoint's own) are written into the output with the checkpoint, and an error
+    /// stops the run with nothing published.
+    pub extra_files: Option<&'a mut ExtraFiles<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct QuantizeReport {
+    pub layers: Vec<LayerError>,
+    #[serde(flatten)]
+    pub calibration: CalibrationSummary,
+    pub quantized_tensors: usize,
+    /// Output files and their sizes.
+    pub files: BTreeMap<String, u64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub seconds: StageSeconds,
+}
+
+/// What a layer job hands back once its tensors are queued for writing.
+struct LayerDone {
+    layer: usize,
+    errors: ErrorSum,
+    bytes_written: u64,
+}
+
+/// Calibrates the checkpoint in `dir`, quantizes it as `plan` says and writes it to `target`.
+pub fn quantize_checkpoint(
+    dir: &Path,
+    target: &Path,
+    desc: &ModelDescriptor,
+    plan: &ExportPlan,
+    calibration: &CalibrationRequest,
+    control: RunControl<'_>,
+) -> Result<QuantizeReport> {
+    let RunControl { cancel, progress, extra_files } = control;
+    let started = Instant::now();
+    let checkpoint = Checkpoint::open(dir)?;
+    // The disk starts on the embedding and layer 0 while the device starts up (the checkpoint's drop stops
+    // this read when the run ends early).
+    layers::read_ahead_first(&checkpoint, desc);
+    let compute = calibration.sequences.compute_device()?;
+    // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
+    let quantizer = Quantizer::new(&checkpoint, formats::format(plan.format, compute.device.is_cuda()));
+    let set = calibration.sequences.load(dir, desc.vocab_size, cancel)?;
+    let options =
+        WriterOptions { max_shard_bytes: plan.max_shard_bytes, overwrite: plan.overwrite, input_dir: Some(dir.into()) };
+    let mut writer = CheckpointWriter::create(target, options)?;
+    // Declared up front, every tensor is written straight to its place in its shard as soon as it exists.
+    writer.declare(&output_layout(&checkpoint, plan, desc, quantizer.format())?)?;
+    let bytes_written = AtomicU64::new(0);
+    let output = Mutex::new(Output::new(writer, &bytes_written));
+    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
+    let pipeline = LayerPipeline::new(cancel);
+    let event =
+        Event { layers: stream.layers(), tokens: stream.tokens, batches: stream.batches(), bytes: &bytes_written };
+    let layer_errors = run_layers(&pipeline, &mut stream, &quantizer, &output, plan, desc, &event, progress)?;
+
+    let clock = Instant::now();
+    progress(event.at(QuantizeStage::Write, event.layers, event.batches));
+    let summary = CalibrationSummary {
+        observers: std::mem::take(&mut stream.observers),
+        samples: set.sample_count(),
+        requested_samples: set.requested_samples,
+        seq_len: calibration.sequences.seq_len,
+        tokens: stream.tokens,
+    };
+    let mut output = output.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let extra = match extra_files {
+        Some(extra_files) => extra_files(&summary)?,
+        None => Vec::new(),
+    };
+    output.add_files(dir, plan, extra)?;
+    // Everything was read: publish only if the input stayed the same throughout.
+    checkpoint.check_unchanged()?;
+    let quantized_tensors = output.quantized_tensors;
+    let written = pipeline.publish(|| output.writer.finish())?;
+    let (calibrate, quantize, write) = pipeline.clock.seconds();
+    let seconds = StageSeconds {
+        calibrate,
+        load: stream.load_seconds,
+        forward: stream.forward_seconds,
+        quantize,
+        write: write + clock.elapsed().as_secs_f64(),
+        total: started.elapsed().as_secs_f64(),
+    };
+    Ok(QuantizeReport {
+        layers: layer_errors,
+        calibration: summary,
+        quantized_tensors,
+        files: written.files,
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+        seconds,
+    })
+}
+
+/// The numbers every progress event of one run shares.
+struct Event<'a> {
+    layers: usize,
+    tokens: usize,
+    batches: usize,
+    bytes: &'a AtomicU64,
+}
+
+impl Event<'_> {
+    fn at(&self, stage: QuantizeStage, layer: usize, batch: usize) -> QuantizeProgress {
+        QuantizeProgress {
+            stage,
+            layer,
+            layers: self.layers,
+            tokens: self.tokens,
+            batch,
+            batches: self.batches,
+            bytes_written: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Calibrates every layer, quantizing and writing each in a background job; returns the layers' errors.
+#[allow(clippy::too_many_arguments)] // the run's parts, each borrowed by the jobs
+fn run_layers(
+    pipeline: &LayerPipeline<'_>,
+    stream: &mut LayerStream<'_>,
+    quantizer: &Quantizer<'_>,
+    output: &Mutex<Output<'_>>,
+    plan: &ExportPlan,
+    desc: &ModelDescriptor,
+    event: &Event<'_>,
+    progress: &mut dyn FnMut(QuantizeProgress),
+) -> Result<Vec<LayerError>> {
+    // The tensors kept as they are, copied while layer 0 calibrates.
+    let side = || pipeline.clock.time(Stage::Write, || lock(output).copy_kept(quantizer.checkpoint(), plan));
+    // Layer L is quantized and written while the next layers calibrate; tensors go to their declared places
+    // in whatever order they come.
+    let job = |layer: usize, observers: Observers| -> Result<LayerDone> {
+        let quantized = pipeline
+            .clock
+            .time(Stage::Quantize, || pipeline.record(quantizer.quantize_layer(layer, plan, desc, &observers)))?;
+        let mut output = lock(output);
+        pipeline.clock.time(Stage::Write, || -> Result<()> {
+            for linear in quantized.linears {
+                pipeline.record(output.queue(quantizer.format(), linear))?;
+            }
+            Ok(())
+        })?;
+        let bytes_written = output.bytes_written.load(Ordering::Relaxed);
+        Ok(LayerDone { layer: quantized.layer, errors: quantized.errors, bytes_written })
+    };
+    let mut errors = Vec::with_capacity(event.layers);
+    pipeline.run(stream, side, &job, &mut |step| {
+        match step {
+            Progress::Batch { layer, batch } => progress(event.at(QuantizeStage::Calibrate, layer, batch)),
+            Progress::Calibrated { layer } => progress(event.at(QuantizeStage::Calibrate, layer + 1, event.batches)),
+            Progress::Done(done) => {
+                let relative_mse = done.errors.relative_mse();
+                errors.push(LayerError { layer: done.layer, tensors: done.errors.tensors, relative_mse });
+                let at = event.at(QuantizeStage::Quantize, done.layer + 1, event.batches);
+                progress(QuantizeProgress { bytes_written: done.bytes_written, ..at });
+            }
+        }
+        Ok(())
+    })?;
+    Ok(errors)
+}
