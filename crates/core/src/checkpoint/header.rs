@@ -62,91 +62,17 @@ pub fn header_prefix_len(first: [u8; LENGTH_BYTES]) -> usize {
 /// checked against `file_size`.
 pub fn parse_safetensors_prefix(path: &Path, prefix: &[u8], file_size: u64) -> Result<ParsedHeader> {
     let invalid = |message: String| Error::HeaderInvalid { path: path.to_path_buf(), message };
-    let Some((length, rest)) = prefix.split_first_chunk::<LENGTH_BYTES>() else {
-        return Err(too_short(path, file_size));
-    };
-    // Bytes after the length field in the whole file (the prefix may stop after the header).
-    let after_length = file_size.saturating_sub(LENGTH_BYTES as u64);
-    let declared = u64::from_le_bytes(*length);
-    if declared > MAX_HEADER_BYTES {
-        return Err(invalid(format!("header length {declared} exceeds the 100 MB limit")));
-    }
-    // At most 100 MB, so it fits usize.
-    let header_len = declared as usize;
-    let header = match rest.get(..header_len) {
-        Some(header) if header_len as u64 <= after_length => header,
-        _ => {
-            return Err(Error::Truncated {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the header declares {header_len} bytes but the file holds only {after_length} after the length"
-                ),
-            })
-        }
-    };
+    let header = header_bytes(path, prefix, file_size)?;
+    let header_len = header.len();
     let text = std::str::from_utf8(header).map_err(|e| invalid(format!("header is not UTF-8: {e}")))?;
     let raw = parse_json(text).map_err(invalid)?;
-
-    let mut seen = HashSet::with_capacity(raw.tensors.len());
-    if let Some((name, _)) = raw.tensors.iter().find(|(name, _)| !seen.insert(name.as_str())) {
-        return Err(invalid(format!("tensor {name} is listed twice")));
-    }
-    let mut tensors = Vec::with_capacity(raw.tensors.len());
-    for (name, RawTensor { dtype, shape: Shape(shape), data_offsets: (start, end) }) in raw.tensors {
-        let Some(dtype) = Dtype::from_name(&dtype) else {
-            return Err(Error::UnsupportedDtype {
-                path: path.to_path_buf(),
-                tensor: name,
-                dtype,
-                supported: Dtype::SUPPORTED.to_string(),
-            });
-        };
-        if end < start {
-            return Err(invalid(format!("tensor {name}: data_offsets [{start}, {end}] run backwards")));
-        }
-        let Some(needed) = dtype.byte_len(&shape) else {
-            return Err(invalid(format!("tensor {name}: {dtype} × {shape:?} is too large (its byte size overflows)")));
-        };
-        if needed != end - start {
-            return Err(invalid(format!(
-                "tensor {name}: data_offsets [{start}, {end}] hold {} bytes but {dtype} × {shape:?} needs {needed}",
-                end - start
-            )));
-        }
-        tensors.push(TensorInfo { name, dtype, shape, file: 0, start, end });
-    }
+    let mut tensors = checked_tensors(path, raw.tensors)?;
 
     // The tensors must tile the data region: sorted by offset, each starts where the previous one ended.
     tensors.sort_by_key(|t| (t.start, t.end));
-    let mut data_len = 0usize;
-    for (i, tensor) in tensors.iter().enumerate() {
-        if tensor.start != data_len {
-            let (start, end) = (tensor.start, tensor.end);
-            let previous = i.checked_sub(1).and_then(|p| tensors.get(p));
-            let message = match previous {
-                Some(prev) if start < data_len => format!(
-                    "tensor {}: data_offsets [{start}, {end}] overlap those of tensor {} [{}, {}]",
-                    tensor.name, prev.name, prev.start, prev.end
-                ),
-                Some(prev) => format!(
-                    "tensor {}: data_offsets [{start}, {end}] leave a gap of {} bytes after tensor {} [{}, {}]",
-                    tensor.name,
-                    start - data_len,
-                    prev.name,
-                    prev.start,
-                    prev.end
-                ),
-                None => format!(
-                    "tensor {}: data_offsets [{start}, {end}] leave a gap of {start} bytes at the start of the data",
-                    tensor.name
-                ),
-            };
-            return Err(invalid(message));
-        }
-        data_len = tensor.end;
-    }
-    let available = after_length - header_len as u64;
-    let data_len = data_len as u64;
+    let data_len = tiled_length(&tensors).map_err(invalid)? as u64;
+    // Bytes after the length field in the whole file (the prefix may stop after the header).
+    let available = file_size.saturating_sub(LENGTH_BYTES as u64) - header_len as u64;
     if data_len > available {
         return Err(Error::Truncated {
             path: path.to_path_buf(),
@@ -169,6 +95,100 @@ pub fn parse_safetensors_prefix(path: &Path, prefix: &[u8], file_size: u64) -> R
         tensor.end += data_start;
     }
     Ok(ParsedHeader { header_len, tensors, metadata: raw.metadata })
+}
+
+/// The header's JSON bytes: the length field read and checked against the limit and the file's size.
+fn header_bytes<'p>(path: &Path, prefix: &'p [u8], file_size: u64) -> Result<&'p [u8]> {
+    let Some((length, rest)) = prefix.split_first_chunk::<LENGTH_BYTES>() else {
+        return Err(too_short(path, file_size));
+    };
+    // Bytes after the length field in the whole file (the prefix may stop after the header).
+    let after_length = file_size.saturating_sub(LENGTH_BYTES as u64);
+    let declared = u64::from_le_bytes(*length);
+    if declared > MAX_HEADER_BYTES {
+        return Err(Error::HeaderInvalid {
+            path: path.to_path_buf(),
+            message: format!("header length {declared} exceeds the 100 MB limit"),
+        });
+    }
+    // At most 100 MB, so it fits usize.
+    let header_len = declared as usize;
+    match rest.get(..header_len) {
+        Some(header) if header_len as u64 <= after_length => Ok(header),
+        _ => Err(Error::Truncated {
+            path: path.to_path_buf(),
+            message: format!(
+                "the header declares {header_len} bytes but the file holds only {after_length} after the length"
+            ),
+        }),
+    }
+}
+
+/// Every tensor of the header, each listed once, of a dtype moe-quant reads, its offsets holding exactly its
+/// bytes (offsets still relative to the data region).
+fn checked_tensors(path: &Path, raw: Vec<(String, RawTensor)>) -> Result<Vec<TensorInfo>> {
+    let invalid = |message: String| Error::HeaderInvalid { path: path.to_path_buf(), message };
+    let mut seen = HashSet::with_capacity(raw.len());
+    if let Some((name, _)) = raw.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+        return Err(invalid(format!("tensor {name} is listed twice")));
+    }
+    let mut tensors = Vec::with_capacity(raw.len());
+    for (name, RawTensor { dtype, shape: Shape(shape), data_offsets: (start, end) }) in raw {
+        let Some(dtype) = Dtype::from_name(&dtype) else {
+            return Err(Error::UnsupportedDtype {
+                path: path.to_path_buf(),
+                tensor: name,
+                dtype,
+                supported: Dtype::SUPPORTED.to_string(),
+            });
+        };
+        if end < start {
+            return Err(invalid(format!("tensor {name}: data_offsets [{start}, {end}] run backwards")));
+        }
+        let Some(needed) = dtype.byte_len(&shape) else {
+            return Err(invalid(format!("tensor {name}: {dtype} × {shape:?} is too large (its byte size overflows)")));
+        };
+        if needed != end - start {
+            return Err(invalid(format!(
+                "tensor {name}: data_offsets [{start}, {end}] hold {} bytes but {dtype} × {shape:?} needs {needed}",
+                end - start
+            )));
+        }
+        tensors.push(TensorInfo { name, dtype, shape, file: 0, start, end });
+    }
+    Ok(tensors)
+}
+
+/// The length of the data region of tensors sorted by offset, or what breaks their tiling (an overlap or a
+/// gap, named with the tensors around it).
+fn tiled_length(tensors: &[TensorInfo]) -> std::result::Result<usize, String> {
+    let mut data_len = 0usize;
+    for (i, tensor) in tensors.iter().enumerate() {
+        if tensor.start != data_len {
+            let (start, end) = (tensor.start, tensor.end);
+            let previous = i.checked_sub(1).and_then(|p| tensors.get(p));
+            return Err(match previous {
+                Some(prev) if start < data_len => format!(
+                    "tensor {}: data_offsets [{start}, {end}] overlap those of tensor {} [{}, {}]",
+                    tensor.name, prev.name, prev.start, prev.end
+                ),
+                Some(prev) => format!(
+                    "tensor {}: data_offsets [{start}, {end}] leave a gap of {} bytes after tensor {} [{}, {}]",
+                    tensor.name,
+                    start - data_len,
+                    prev.name,
+                    prev.start,
+                    prev.end
+                ),
+                None => format!(
+                    "tensor {}: data_offsets [{start}, {end}] leave a gap of {start} bytes at the start of the data",
+                    tensor.name
+                ),
+            });
+        }
+        data_len = tensor.end;
+    }
+    Ok(data_len)
 }
 
 /// The header as written: tensors in header order, not yet checked against each other.
