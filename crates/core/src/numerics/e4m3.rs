@@ -4,7 +4,7 @@
 //! Encoding rounds to nearest, ties to even, and saturates at ±448, as torch 2.15's `.to(torch.float8_e4m3fn)`
 //! does after ModelOpt's own clamps; values at or below 2^-10 (half the smallest subnormal) become ±0.
 
-use crate::checkpoint::Dtype;
+use super::Dtype;
 
 /// Largest finite E4M3 value.
 pub const E4M3_MAX: f32 = 448.0;
