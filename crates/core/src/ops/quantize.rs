@@ -146,7 +146,8 @@ pub fn quantize_checkpoint(
     let pipeline = LayerPipeline::new(cancel);
     let event =
         Event { layers: stream.layers(), tokens: stream.tokens, batches: stream.batches(), bytes: &bytes_written };
-    let layer_errors = run_layers(&pipeline, &mut stream, &quantizer, &output, plan, desc, &event, progress)?;
+    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan, desc };
+    let layer_errors = jobs.run(&mut stream, &event, progress)?;
 
     let clock = Instant::now();
     progress(event.at(QuantizeStage::Write, event.layers, event.batches));
@@ -208,49 +209,64 @@ impl Event<'_> {
     }
 }
 
-/// Calibrates every layer, quantizing and writing each in a background job; returns the layers' errors.
-#[allow(clippy::too_many_arguments)] // the run's parts, each borrowed by the jobs
-fn run_layers(
-    pipeline: &LayerPipeline<'_>,
-    stream: &mut LayerStream<'_>,
-    quantizer: &Quantizer<'_>,
-    output: &Mutex<Output<'_>>,
-    plan: &ExportPlan,
-    desc: &ModelDescriptor,
-    event: &Event<'_>,
-    progress: &mut dyn FnMut(QuantizeProgress),
-) -> Result<Vec<LayerError>> {
-    // The tensors kept as they are, copied while layer 0 calibrates.
-    let side = || pipeline.clock.time(Stage::Write, || lock(output).copy_kept(quantizer.checkpoint(), plan));
-    // Layer L is quantized and written while the next layers calibrate; tensors go to their declared places
-    // in whatever order they come.
-    let job = |layer: usize, observers: Observers| -> Result<LayerDone> {
-        let quantized = pipeline
-            .clock
-            .time(Stage::Quantize, || pipeline.record(quantizer.quantize_layer(layer, plan, desc, &observers)))?;
-        let mut output = lock(output);
+/// What the layer jobs of one run share.
+struct Jobs<'a, 'o> {
+    pipeline: &'a LayerPipeline<'a>,
+    quantizer: &'a Quantizer<'a>,
+    output: &'a Mutex<Output<'o>>,
+    plan: &'a ExportPlan,
+    desc: &'a ModelDescriptor,
+}
+
+impl Jobs<'_, '_> {
+    /// The tensors kept as they are, copied while layer 0 calibrates.
+    fn copy_kept(&self) -> Result<()> {
+        let mut output = lock(self.output);
+        self.pipeline.clock.time(Stage::Write, || output.copy_kept(self.quantizer.checkpoint(), self.plan))
+    }
+
+    /// Layer `layer` quantized and written while the next layers calibrate; tensors go to their declared
+    /// places in whatever order they come.
+    fn layer(&self, layer: usize, observers: Observers) -> Result<LayerDone> {
+        let pipeline = self.pipeline;
+        let quantized = pipeline.clock.time(Stage::Quantize, || {
+            pipeline.record(self.quantizer.quantize_layer(layer, self.plan, self.desc, &observers))
+        })?;
+        let mut output = lock(self.output);
         pipeline.clock.time(Stage::Write, || -> Result<()> {
             for linear in quantized.linears {
-                pipeline.record(output.queue(quantizer.format(), linear))?;
+                pipeline.record(output.queue(self.quantizer.format(), linear))?;
             }
             Ok(())
         })?;
         let bytes_written = output.bytes_written.load(Ordering::Relaxed);
         Ok(LayerDone { layer: quantized.layer, errors: quantized.errors, bytes_written })
-    };
-    let mut errors = Vec::with_capacity(event.layers);
-    pipeline.run(stream, side, &job, &mut |step| {
-        match step {
-            Progress::Batch { layer, batch } => progress(event.at(QuantizeStage::Calibrate, layer, batch)),
-            Progress::Calibrated { layer } => progress(event.at(QuantizeStage::Calibrate, layer + 1, event.batches)),
-            Progress::Done(done) => {
-                let relative_mse = done.errors.relative_mse();
-                errors.push(LayerError { layer: done.layer, tensors: done.errors.tensors, relative_mse });
-                let at = event.at(QuantizeStage::Quantize, done.layer + 1, event.batches);
-                progress(QuantizeProgress { bytes_written: done.bytes_written, ..at });
+    }
+
+    /// Calibrates every layer, quantizing and writing each in a background job; returns the layers' errors.
+    fn run(
+        &self,
+        stream: &mut LayerStream<'_>,
+        event: &Event<'_>,
+        progress: &mut dyn FnMut(QuantizeProgress),
+    ) -> Result<Vec<LayerError>> {
+        let mut errors = Vec::with_capacity(event.layers);
+        let job = |layer, observers| self.layer(layer, observers);
+        self.pipeline.run(stream, || self.copy_kept(), &job, &mut |step| {
+            match step {
+                Progress::Batch { layer, batch } => progress(event.at(QuantizeStage::Calibrate, layer, batch)),
+                Progress::Calibrated { layer } => {
+                    progress(event.at(QuantizeStage::Calibrate, layer + 1, event.batches))
+                }
+                Progress::Done(done) => {
+                    let relative_mse = done.errors.relative_mse();
+                    errors.push(LayerError { layer: done.layer, tensors: done.errors.tensors, relative_mse });
+                    let at = event.at(QuantizeStage::Quantize, done.layer + 1, event.batches);
+                    progress(QuantizeProgress { bytes_written: done.bytes_written, ..at });
+                }
             }
-        }
-        Ok(())
-    })?;
-    Ok(errors)
+            Ok(())
+        })?;
+        Ok(errors)
+    }
 }
