@@ -10,7 +10,7 @@ import { cpSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { describeModel, evaluateModel, inspectModel, isQuantizedCheckpoint } from '../dist/index.js'
-import { readListing } from '../dist/listing.js'
+import { readListing } from '../dist/model/listing.js'
 import { FIXTURES, ROOT, readJson, tempDir, writeJson } from './helpers/checkpoint.mjs'
 
 const ORIGINAL = join(FIXTURES, 'qwen3_moe/hub_f32')

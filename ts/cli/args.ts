@@ -6,8 +6,8 @@
  */
 import { existsSync } from 'node:fs'
 
+import { closest, DEVICE } from '../api/options'
 import { MoeQuantError } from '../errors'
-import { closest, DEVICE } from '../options'
 
 /** Exit status of a usage error (a wrong flag, value or argument count), as most CLIs use. */
 export const USAGE_EXIT = 2

@@ -6,8 +6,9 @@
 import { existsSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 
+import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
 import { MoeQuantError } from '../errors'
-import type { QuantFormatName, QuantizeOptions, QuantizeResult } from '../quantize-types'
+import type { QuantFormatName } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
 import { EXIT_CODES, interruptible } from './interrupt'
@@ -187,7 +188,7 @@ export async function runQuantize(
   if (data !== undefined && !statSync(data).isFile()) throw new UsageError(`--calib: ${data} is not a regular file (a directory, FIFO or device)`, 'quantize')
   // Loaded on use, so that `inspect`, `--help` and the flag parser work without the quantizer (and its tests
   // can import this file alone).
-  const { quantizeModel } = require('../quantize') as typeof import('../quantize')
+  const { quantizeModel } = require('../api/quantize') as typeof import('../api/quantize')
   const progress = createProgress(io.stderr)
   // The interruption notice and its outcome share one line: "interrupted, stopping … cancelled; …".
   const outcome = await interruptible(

@@ -8,8 +8,8 @@
  * - convert_hf_config.py `convert_hf_quant_config_format`
  * - unified_export_hf.py `_write_hf_export_config`; plugins/hf_checkpoint_utils.py `sanitize_hf_config_for_deployment`
  */
-import type { QuantFormatName } from '../quantize-types'
 import { MoeQuantError } from '../errors'
+import type { QuantFormatName } from '../formats'
 import { dumpPyJson, parsePyJson, PyInt, sortKeysDeep, toPyJson, type PyJson, type PyObject } from './python-json'
 
 /** The ModelOpt release whose export format we follow; written as `producer.version`. */

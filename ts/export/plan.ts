@@ -3,14 +3,13 @@
  * quantized under which output (hub) names, which scales are shared (SPEC §4.3), which tensors are kept,
  * and the metadata files — everything the native exporter needs, so that it only does the bytes.
  */
-import type { ModelDescriptor } from '../descriptor'
 import { MoeQuantError } from '../errors'
-import type { ExportPlan } from '../native/contract'
-import { expertTensorNames, type InspectReport } from '../inspect'
-import type { HeaderListing } from '../listing'
-import { lookupArchitecture } from '../registry'
-import type { MoeLayer } from '../resolve'
-import type { QuantFormatName } from '../quantize-types'
+import type { QuantFormatName } from '../formats'
+import type { InspectReport } from '../model/inspection'
+import type { HeaderListing } from '../model/listing'
+import { lookupArchitecture } from '../model/registry'
+import { expertTensorNames, type MoeLayer } from '../model/resolve'
+import type { ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
 import { dumpPyJson } from './python-json'
 import { excludeModules, hfQuantConfig, quantizationConfig, outputConfigJson } from './modelopt'

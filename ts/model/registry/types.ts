@@ -104,7 +104,7 @@ export type ConfigScalar = number | boolean | string | null
 
 /**
  * How the calibration forward of a family is built: what its transformers `modeling_<family>.py` does
- * beyond the MoE block. Everything here is declarative; `ts/descriptor.ts` turns it into the descriptor.
+ * beyond the MoE block. Everything here is declarative; `model/spec/` turns it into the descriptor.
  */
 export interface ForwardDecl {
   attention: AttentionKind

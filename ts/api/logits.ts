@@ -2,9 +2,9 @@
  * computeLogits(): the unquantized model's logits for a batch of token ids, computed by the native
  * forward that calibration uses (layer by layer, f32 on the CPU).
  */
-import { describeModel } from './descriptor'
+import { callNative } from '../native/task'
+import { describeModel } from './describe'
 import { flattenIds, type IdRow } from './ids'
-import { callNative } from './native'
 
 export interface LogitsResult {
   /** Row-major `[rows, seqLen, vocabSize]`. */

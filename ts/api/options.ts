@@ -2,7 +2,7 @@
  * Checks shared by the public functions' option objects: JavaScript callers are not protected by the types,
  * so an unknown (often misspelled) key is refused with the list of valid ones and the closest match.
  */
-import { MoeQuantError } from './errors'
+import { MoeQuantError } from '../errors'
 
 /** Levenshtein distance between `a` and `b`. */
 export function editDistance(a: string, b: string): number {

@@ -5,12 +5,12 @@
  */
 import * as path from 'node:path'
 
-import { checkReportPath, type CoverageInput, writeCoverageReport } from './coverage'
-import { describeModel, type ModelDescriptor } from './descriptor'
-import { MoeQuantError } from './errors'
+import { MoeQuantError } from '../errors'
+import type { CalibrationReport, CalibrationRequest, ForwardProgress, ModelDescriptor } from '../native/contract'
+import { runTask } from '../native/task'
+import { checkReportPath, type CoverageInput, writeCoverageReport } from '../report/coverage'
+import { describeModel } from './describe'
 import { checkIdRows, type IdRow } from './ids'
-import type { CalibrationReport, CalibrationRequest, ForwardProgress } from './native/contract'
-import { runTask } from './native'
 import { checkDevice, rejectUnknownKeys } from './options'
 
 /** One message of a chat conversation, as chat templates read it. */
@@ -129,8 +129,6 @@ const SOURCES = ['data', 'texts', 'conversations', 'ids'] as const
 const CALIBRATE_KEYS = Object.keys({
   model: 1, device: 1, calibration: 1, coverageReport: 1, overwrite: 1, onProgress: 1, signal: 1,
 } satisfies Record<keyof CalibrateOptions, 1>)
-
-export type { CalibrationRequest }
 
 /** A file of documents, read as its extension says: `.jsonl`, `.json`, anything else plain text. */
 export function fileSource(file: string): { kind: 'jsonl' | 'json' | 'text'; path: string } {

@@ -8,14 +8,14 @@
  */
 import * as path from 'node:path'
 
+import { MoeQuantError } from '../errors'
+import { readQuantization } from '../model/listing'
+import type { ComparisonProgress, ComparisonReport, ComparisonRequest, ModelDescriptor } from '../native/contract'
+import { runTask } from '../native/task'
 import { fileSource } from './calibrate'
-import { describeModel, type ModelDescriptor } from './descriptor'
-import { MoeQuantError } from './errors'
+import { describeModel } from './describe'
 import { flattenIds, type IdRow } from './ids'
-import type { ComparisonProgress, ComparisonReport, ComparisonRequest } from './native/contract'
-import { runTask } from './native'
 import { checkDevice, rejectUnknownKeys } from './options'
-import { readQuantization } from './quantized'
 
 /** Which held-out tokens to run; give at most one of `data` and `ids`. */
 export interface EvaluateOptions {

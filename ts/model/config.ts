@@ -3,7 +3,7 @@
  * use: the expert count as `num_experts`, `num_local_experts` or `n_routed_experts`; RoPE as `rope_theta` +
  * `rope_scaling` or `rope_parameters`; multimodal configs nesting the text model under `text_config`.
  */
-import { MoeQuantError } from './errors'
+import { MoeQuantError } from '../errors'
 
 /** The text model's configuration, normalised. Raw fields stay available in `raw`. */
 export interface TextConfig {

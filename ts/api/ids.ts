@@ -4,7 +4,7 @@
  * arrays included), every id must be an integer in the vocabulary, and the rows come back as plain number
  * arrays, ready to cross to the native core as JSON.
  */
-import { MoeQuantError } from './errors'
+import { MoeQuantError } from '../errors'
 
 /** One row of token ids: a number array, or a typed array (`Int32Array`, `Uint32Array`, `BigInt64Array` …). */
 export type IdRow = ArrayLike<number | bigint>

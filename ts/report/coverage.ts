@@ -7,7 +7,7 @@
 import { promises as fs } from 'node:fs'
 import * as path from 'node:path'
 
-import { MoeQuantError } from './errors'
+import { MoeQuantError } from '../errors'
 
 /** What the report shows: per MoE layer, the routings each expert received, and the calibration's size. */
 export interface CoverageInput {

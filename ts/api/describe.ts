@@ -1,0 +1,35 @@
+/**
+ * describeModel(): the model descriptor the native forward is given, read from a checkpoint's headers.
+ */
+import * as path from 'node:path'
+
+import { MoeQuantError } from '../errors'
+import { parseConfig } from '../model/config'
+import { reportFromListing } from '../model/inspection'
+import { readListing, refuseQuantizedSource } from '../model/listing'
+import { buildDescriptor } from '../model/spec'
+import type { ModelDescriptor } from '../native/contract'
+
+export type { ModelDescriptor }
+
+/**
+ * Reads a checkpoint's headers and returns the descriptor the native forward is given.
+ *
+ * @param dir A Hugging Face model directory.
+ * @throws MoeQuantError as inspectModel does, plus `E_LAYOUT_UNRECOGNISED` ("forward not supported for …")
+ *   for families whose forward the descriptor cannot express (GPT-OSS, Llama 4 for now).
+ * @example
+ *   const descriptor = await describeModel('./Qwen3-30B-A3B')
+ *   console.log(descriptor.layers[0].mlp.kind, descriptor.rope.theta)
+ */
+export async function describeModel(dir: string): Promise<ModelDescriptor> {
+  if (typeof dir !== 'string' || dir.length === 0) {
+    throw new MoeQuantError('E_OPTION_INVALID', `describeModel(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
+  }
+  const listing = await readListing(dir)
+  // A ModelOpt export is read dequantized (evaluateModel compares one with its original).
+  refuseQuantizedSource(listing, { modelOpt: false })
+  const report = reportFromListing(listing)
+  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
+  return buildDescriptor(report, config, listing)
+}
