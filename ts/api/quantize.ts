@@ -6,7 +6,7 @@ import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
 import { planExport } from '../export/plan'
-import type { QuantFormatName } from '../formats'
+import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import { parseConfig } from '../model/config'
 import { type InspectReport, reportFromListing } from '../model/inspection'
 import { readListing, refuseQuantizedSource } from '../model/listing'
@@ -111,8 +111,6 @@ export interface QuantizeResult {
   tokens: number
 }
 
-const FORMATS: readonly QuantFormatName[] = ['fp8', 'nvfp4']
-
 const UNITS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40 }
 
 /** `'5GB'` → 5e9 bytes (decimal units as Hugging Face uses them; KiB/MiB/GiB binary). */
@@ -145,8 +143,8 @@ function validate(options: QuantizeOptions): void {
       throw new MoeQuantError('E_OPTION_INVALID', `${key}: expected a directory path, got ${JSON.stringify(options[key])}`)
     }
   }
-  if (!FORMATS.includes(options.format)) {
-    throw new MoeQuantError('E_OPTION_INVALID', `format: expected one of ${FORMATS.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(options.format)}`)
+  if (!FORMAT_NAMES.includes(options.format)) {
+    throw new MoeQuantError('E_OPTION_INVALID', `format: expected one of ${FORMAT_NAMES.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(options.format)}`)
   }
   if (options.exclude !== undefined && (!Array.isArray(options.exclude) || options.exclude.some((p) => typeof p !== 'string' || p.length === 0))) {
     throw new MoeQuantError('E_OPTION_INVALID', 'exclude: expected an array of module-name patterns')
@@ -178,7 +176,13 @@ function uncalibratedOf(layers: ReadonlyArray<{ layer: number; tokens: readonly 
 }
 
 /** The run's warnings: experts without tokens, too little data, linears and files left as they were. */
-function warningsOf(summary: CalibrationSummary, uncalibratedExperts: QuantizeResult['uncalibratedExperts'], keptIndivisible: string[], skippedFiles: string[]): string[] {
+function warningsOf(
+  format: QuantFormatName,
+  summary: CalibrationSummary,
+  uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
+  keptIndivisible: string[],
+  skippedFiles: string[],
+): string[] {
   const warnings: string[] = []
   const uncalibrated = uncalibratedExperts.reduce((n, l) => n + l.experts.length, 0)
   if (uncalibrated > 0) {
@@ -191,7 +195,7 @@ function warningsOf(summary: CalibrationSummary, uncalibratedExperts: QuantizeRe
     warnings.push(`the calibration data gave ${summary.samples} sequences of ${summary.seq_len} tokens, fewer than the ${summary.requested_samples} asked for`)
   }
   if (keptIndivisible.length > 0) {
-    warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of 16 (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
+    warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of ${FORMATS[format].groupSize} (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
   }
   const skippedWeights = skippedFiles.filter((f) => /\.(safetensors|bin|pt|pth|ckpt|gguf|npz|h5|msgpack)$/i.test(f))
   if (skippedWeights.length > 0) {
@@ -282,7 +286,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   const outputFiles = (summary: CalibrationSummary): Record<string, string> => {
     const layers = layerTokens(report, summary)
     const uncalibratedExperts = uncalibratedOf(layers)
-    const warnings = warningsOf(summary, uncalibratedExperts, keptIndivisible, skippedFiles)
+    const warnings = warningsOf(options.format, summary, uncalibratedExperts, keptIndivisible, skippedFiles)
     const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes }, summary, { uncalibratedExperts, keptIndivisible, skippedFiles, warnings })
     const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
     if (options.coverageReport === undefined) {
@@ -308,7 +312,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
   const native_ = JSON.parse(text) as QuantizeReport
   const layers = layerTokens(report, native_)
   const uncalibratedExperts = uncalibratedOf(layers)
-  const warnings = warningsOf(native_, uncalibratedExperts, keptIndivisible, skippedFiles)
+  const warnings = warningsOf(options.format, native_, uncalibratedExperts, keptIndivisible, skippedFiles)
   let coverageReportPath: string | null = options.coverageReport === undefined ? path.join(output, COVERAGE_FILE) : null
   if (customReport !== undefined) {
     const input = { samples: native_.samples, seqLen: native_.seq_len, tokens: native_.tokens, layers, warnings }

@@ -8,7 +8,7 @@ import * as path from 'node:path'
 
 import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
 import { MoeQuantError } from '../errors'
-import type { QuantFormatName } from '../formats'
+import { FORMAT_NAMES, FORMATS } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
 import { EXIT_CODES, interruptible } from './interrupt'
@@ -35,7 +35,7 @@ Options:
   --exclude PATTERN       also keep modules matching PATTERN (* wildcards) unquantized; repeatable
   --device DEVICE         cpu (default), cuda or cuda:N
   --overwrite             replace OUT if it exists and is not empty
-  --keep-indivisible      NVFP4: keep linears whose input dimension is not a multiple of 16 unquantized
+  --keep-indivisible      NVFP4: keep linears whose input dimension is not a multiple of ${FORMATS.nvfp4.groupSize} unquantized
                           instead of stopping with an error
   --all-experts           route every calibration token through every expert, for statistics only
   --coverage FILE         write the expert-coverage report to FILE (default: OUT/moe-quant-coverage.html)
@@ -56,8 +56,6 @@ const FLAGS: FlagSpec = {
   repeatable: ['--exclude'],
   switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
 }
-
-const FORMATS: readonly QuantFormatName[] = ['fp8', 'nvfp4']
 
 function invalid(message: string): never {
   throw new UsageError(message, 'quantize')
@@ -84,8 +82,8 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
     invalid(positional.length === 0 ? 'quantize needs the model directory' : `quantize takes one model directory, got ${positional.length}: ${positional.join(' ')}`)
   }
   const formatText = value(args, '--format')
-  if (formatText === undefined) invalid(`--format is required (${FORMATS.join(' or ')})`)
-  const format = choice('--format', formatText, FORMATS, 'quantize')
+  if (formatText === undefined) invalid(`--format is required (${FORMAT_NAMES.join(' or ')})`)
+  const format = choice('--format', formatText, FORMAT_NAMES, 'quantize')
   const output = value(args, '--out')
   if (output === undefined) invalid('--out is required (the output directory)')
   const integer = (flag: string, text: string): number => positiveInteger(flag, text, 'quantize')
@@ -148,7 +146,7 @@ export function renderSummary(result: QuantizeResult): string {
   ]
   if (result.layers.length > 8 || result.layers.length === 0) rows.push(['relative MSE', layerError])
   rows.push(['uncalibrated experts', uncalibrated])
-  if (result.keptIndivisible.length > 0) rows.push(['kept (not ÷16)', result.keptIndivisible.join(', ')])
+  if (result.keptIndivisible.length > 0) rows.push([`kept (not ÷${FORMATS[result.format].groupSize})`, result.keptIndivisible.join(', ')])
   if (result.skippedFiles.length > 0) rows.push(['files not copied', result.skippedFiles.join(', ')])
   rows.push(
     ['coverage report', result.coverageReportPath ?? 'none'],

@@ -4,7 +4,7 @@
  * and the metadata files — everything the native exporter needs, so that it only does the bytes.
  */
 import { MoeQuantError } from '../errors'
-import type { QuantFormatName } from '../formats'
+import { FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import type { HeaderListing } from '../model/listing'
 import { lookupArchitecture } from '../model/registry'
@@ -29,15 +29,13 @@ export interface PlanOptions {
 
 export interface PlannedExport {
   plan: ExportPlan
-  /** Linears kept unquantized because an input dimension is not a multiple of 16 (NVFP4). */
+  /** Linears kept unquantized because an input dimension is not a multiple of the format's group size (NVFP4). */
   keptIndivisible: string[]
   /** The `exclude_modules` written. */
   excludeModules: string[]
   /** Input files not copied into the output (not on the allow-list of export/files.ts). */
   skippedFiles: string[]
 }
-
-const NVFP4_BLOCK = 16
 
 /** `*` wildcards → a RegExp over whole module names. */
 function globToRegExp(pattern: string): RegExp {
@@ -86,6 +84,7 @@ function inputGroups(descriptor: ModelDescriptor): string[][] {
 
 /** Builds the export plan. */
 export function planExport(report: InspectReport, descriptor: ModelDescriptor, listing: HeaderListing, options: PlanOptions): PlannedExport {
+  const { groupSize, quantAlgo } = FORMATS[options.format]
   const excluded = options.exclude.map(globToRegExp)
   // Which patterns matched a module: one that matches none is most likely misspelled.
   const matched = new Set<number>()
@@ -115,12 +114,12 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor, l
     const names = expertTensorNames(layer)
     const naming = expertNaming(layer, report.modelType)
     if (naming.rename) renames.push(naming.rename)
-    const indivisible = options.format === 'nvfp4' && (layer.hidden % NVFP4_BLOCK !== 0 || layer.intermediate % NVFP4_BLOCK !== 0)
+    const indivisible = groupSize !== null && (layer.hidden % groupSize !== 0 || layer.intermediate % groupSize !== 0)
     if (isExcluded(naming.gate.replace('{e}', '0')) || indivisible) {
       if (indivisible && options.indivisible === 'error') {
         throw new MoeQuantError(
           'E_TENSOR_SHAPE',
-          `${names[0]}: NVFP4 needs input dimensions that are multiples of 16, but the experts of ${layer.block} have H = ${layer.hidden}, I = ${layer.intermediate}` +
+          `${names[0]}: ${quantAlgo} needs input dimensions that are multiples of ${groupSize}, but the experts of ${layer.block} have H = ${layer.hidden}, I = ${layer.intermediate}` +
             ' (pass indivisible: "keep" to keep such linears unquantized)',
           { tensor: names[0] },
         )
@@ -148,11 +147,11 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor, l
     const tensor = byName.get(name)
     if (isExcluded(module) || !tensor || tensor.shape.length !== 2) continue
     const inputs = tensor.shape[1] as number
-    if (options.format === 'nvfp4' && inputs % NVFP4_BLOCK !== 0) {
+    if (groupSize !== null && inputs % groupSize !== 0) {
       if (options.indivisible === 'error') {
         throw new MoeQuantError(
           'E_TENSOR_SHAPE',
-          `${name} [${tensor.shape.join(', ')}]: NVFP4 needs an input dimension that is a multiple of 16, this one is ${inputs}` +
+          `${name} [${tensor.shape.join(', ')}]: ${quantAlgo} needs an input dimension that is a multiple of ${groupSize}, this one is ${inputs}` +
             ' (pass indivisible: "keep" to keep such linears unquantized)',
           { tensor: name, shape: tensor.shape },
         )
@@ -169,7 +168,8 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor, l
       layer: layerOf(module),
       module,
       output: outputName(module),
-      weight_group: options.format === 'nvfp4' ? shared : [],
+      // A group-scaled format's per-tensor weight_scale_2 is shared by the linears that read one input.
+      weight_group: groupSize !== null ? shared : [],
       input_group: shared,
     })
     quantizedModules.push(outputName(module))

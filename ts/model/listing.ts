@@ -16,7 +16,7 @@ import { readFile, stat } from 'node:fs/promises'
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
-import type { QuantFormatName } from '../formats'
+import { FORMAT_NAMES, FORMATS, type QuantFormatName, SCALE_TENSORS } from '../formats'
 import type { HeaderListing as NativeListing, TensorHeader as NativeTensor } from '../native/contract'
 import { callNative } from '../native/task'
 
@@ -56,7 +56,7 @@ export async function readListing(dir: string): Promise<HeaderListing> {
   return logicalListing(listing, quantizationFromFiles(listing.config, hfQuantConfig, listing.dir))
 }
 
-const SCALE_SUFFIX = /\.(weight_scale|weight_scale_2|input_scale|k_scale|v_scale)$/
+const SCALE_SUFFIX = new RegExp(`\\.(${SCALE_TENSORS.join('|')})$`)
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -119,7 +119,7 @@ export function logicalListing(listing: NativeListing, quantization: Quantizatio
     }
     recognised.add(tensor.name.slice(0, -'.weight'.length))
     const [rows, cols] = tensor.shape as [number, number]
-    tensors.push({ ...tensor, shape: format === 'nvfp4' ? [rows, cols * 2] : [rows, cols], quantized: format })
+    tensors.push({ ...tensor, shape: [rows, cols * FORMATS[format].weightsPerByte], quantized: format })
   }
   const scales: TensorHeader[] = []
   const kept = tensors.filter((tensor) => {
@@ -137,9 +137,11 @@ function weightFormat(tensor: NativeTensor, byName: Map<string, NativeTensor>): 
   const module = tensor.name.slice(0, -'.weight'.length)
   const scale = byName.get(`${module}.weight_scale`)
   if (!scale) return undefined
-  if (tensor.dtype === 'F8_E4M3') return 'fp8'
-  if (tensor.dtype === 'U8' && scale.dtype === 'F8_E4M3' && byName.has(`${module}.weight_scale_2`)) return 'nvfp4'
-  return undefined
+  return FORMAT_NAMES.find((name) => {
+    const { weightDtype, groupScaleDtype } = FORMATS[name]
+    if (tensor.dtype !== weightDtype) return false
+    return groupScaleDtype === null || (scale.dtype === groupScaleDtype && byName.has(`${module}.weight_scale_2`))
+  })
 }
 
 /**
