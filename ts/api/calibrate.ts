@@ -3,15 +3,23 @@
  * activation maxima every quantized linear needs, per-expert token counts and the experts that saw no
  * token. Optionally writes the expert-coverage heatmap as a self-contained HTML file.
  */
-import * as path from 'node:path'
-
 import { MoeQuantError } from '../errors'
 import type { CalibrationReport, CalibrationRequest, ForwardProgress, ModelDescriptor } from '../native/contract'
 import { runTask } from '../native/task'
 import { checkReportPath, type CoverageInput, writeCoverageReport } from '../report/coverage'
 import { describeModel } from './describe'
-import { checkIdRows, type IdRow } from './ids'
-import { checkDevice, rejectUnknownKeys } from './options'
+import {
+  checkConversations,
+  checkIdRows,
+  checkOptions,
+  checkTexts,
+  fileSource,
+  type IdRow,
+  idWindows,
+  is,
+  rules,
+  type Rules,
+} from './options'
 
 /** One message of a chat conversation, as chat templates read it. */
 export interface ChatMessage {
@@ -109,69 +117,45 @@ export interface CalibrationResult {
 
 const TOKENS_PER_AUTO_BATCH = 8192
 
-function positiveInteger(value: unknown, name: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new MoeQuantError('E_OPTION_INVALID', `${name}: expected an integer ≥ 1, got ${JSON.stringify(value)}`)
-  }
-  return value
+/** The options of `calibration`, shared with quantizeModel. */
+const CALIBRATION_OPTIONS: Rules<CalibrationOptions> = {
+  data: rules.filePath,
+  texts: null,
+  conversations: null,
+  ids: null,
+  samples: rules.positiveInteger,
+  seqLen: rules.positiveInteger,
+  batchSize: rules.batchSize,
+  allExperts: null,
 }
-
-/** Every option of `calibration` (checked complete against the type). */
-const CALIBRATION_KEYS = Object.keys({
-  data: 1, texts: 1, conversations: 1, ids: 1, samples: 1, seqLen: 1, batchSize: 1, allExperts: 1,
-} satisfies Record<keyof CalibrationOptions, 1>)
 
 /** The options that name where the calibration tokens come from. */
 const SOURCES = ['data', 'texts', 'conversations', 'ids'] as const
 
-/** Every option of calibrateModel. */
-const CALIBRATE_KEYS = Object.keys({
-  model: 1, device: 1, calibration: 1, coverageReport: 1, overwrite: 1, onProgress: 1, signal: 1,
-} satisfies Record<keyof CalibrateOptions, 1>)
-
-/** A file of documents, read as its extension says: `.jsonl`, `.json`, anything else plain text. */
-export function fileSource(file: string): { kind: 'jsonl' | 'json' | 'text'; path: string } {
-  const resolved = path.resolve(file)
-  const extension = path.extname(resolved).toLowerCase()
-  return { kind: extension === '.jsonl' ? 'jsonl' : extension === '.json' ? 'json' : 'text', path: resolved }
+const CALIBRATE_OPTIONS: Rules<CalibrateOptions> = {
+  model: rules.directory,
+  device: rules.device,
+  calibration: null,
+  coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path' },
+  overwrite: null,
+  onProgress: rules.callback,
+  signal: null,
 }
 
-/** `calibration.texts`: a non-empty array of strings (no holes). */
-function checkTexts(texts: unknown): string[] {
-  if (!Array.isArray(texts) || texts.length === 0) throw new MoeQuantError('E_OPTION_INVALID', 'calibration.texts: expected a non-empty array of strings')
-  for (let i = 0; i < texts.length; i++) {
-    if (typeof texts[i] !== 'string') {
-      throw new MoeQuantError('E_OPTION_INVALID', `calibration.texts[${i}]: expected a string, got ${i in texts ? JSON.stringify(texts[i]) : 'a hole'}`)
-    }
-  }
-  return texts as string[]
+/** Where the tokens come from, as the native request names it. */
+function calibrationSource(options: CalibrationOptions, rows: number[][] | undefined): CalibrationRequest['source'] {
+  if (options.data !== undefined) return fileSource(options.data)
+  if (options.texts !== undefined) return { kind: 'documents', documents: checkTexts(options.texts, 'calibration.texts') }
+  if (options.conversations !== undefined) return { kind: 'documents', documents: checkConversations(options.conversations, 'calibration.conversations') }
+  return { kind: 'ids', ids: rows as number[][] }
 }
 
-/** `calibration.conversations`: a non-empty array of non-empty arrays of messages with a string `role`. */
-function checkConversations(conversations: unknown): ChatMessage[][] {
-  const invalid = (where: string, message: string): MoeQuantError => new MoeQuantError('E_OPTION_INVALID', `calibration.conversations${where}: ${message}`)
-  if (!Array.isArray(conversations) || conversations.length === 0) throw invalid('', 'expected a non-empty array of conversations')
-  for (let c = 0; c < conversations.length; c++) {
-    const conversation: unknown = conversations[c]
-    if (!Array.isArray(conversation) || conversation.length === 0) throw invalid(`[${c}]`, 'expected a non-empty array of messages')
-    for (let m = 0; m < conversation.length; m++) {
-      const message: unknown = conversation[m]
-      if (typeof message !== 'object' || message === null || typeof (message as ChatMessage).role !== 'string') {
-        throw invalid(`[${c}][${m}]`, `expected a message such as { role: 'user', content: '…' }, got ${JSON.stringify(message)}`)
-      }
-    }
-  }
-  return conversations as ChatMessage[][]
-}
-
-/** Validates calibration options and resolves defaults into the native request. */
-export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, deviceOption?: string): CalibrationRequest {
-  const device = checkDevice(deviceOption)
-  if (typeof options !== 'object' || options === null) {
-    throw new MoeQuantError('E_OPTION_INVALID', 'calibration: expected an object with data or ids')
-  }
-  rejectUnknownKeys(options, CALIBRATION_KEYS, 'calibration.')
+/**
+ * Validates calibration options (`device` is the caller's, already checked) and resolves their defaults into
+ * the native request. Token ids are checked against the model's vocabulary.
+ */
+export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device = 'cpu'): CalibrationRequest {
+  checkOptions(options, CALIBRATION_OPTIONS, 'calibration', 'calibration.')
   const given = SOURCES.filter((key) => options[key] !== undefined)
   if (given.length !== 1) {
     throw new MoeQuantError(
@@ -181,26 +165,12 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
   }
   // Pre-tokenized rows set the defaults by their own shape: the shortest row's length, and every window.
   const rows = options.ids === undefined ? undefined : checkIdRows(options.ids, descriptor.vocab_size, 'calibration.ids')
-  const seqLen = positiveInteger(options.seqLen, 'calibration.seqLen', rows ? Math.min(...rows.map((r) => r.length)) : 512)
-  const windows = rows?.reduce((n, row) => n + Math.floor(row.length / seqLen), 0)
-  const samples = positiveInteger(options.samples, 'calibration.samples', windows || 512)
+  const windows = rows ? idWindows(rows, options.seqLen) : undefined
+  const seqLen = windows?.seqLen ?? options.seqLen ?? 512
+  const samples = options.samples ?? (windows?.windows || 512)
   const batchSize =
-    options.batchSize === undefined || options.batchSize === 'auto'
-      ? Math.max(1, Math.min(samples, Math.floor(TOKENS_PER_AUTO_BATCH / seqLen)))
-      : positiveInteger(options.batchSize, 'calibration.batchSize', 1)
-  let source: CalibrationRequest['source']
-  if (options.data !== undefined) {
-    if (typeof options.data !== 'string' || options.data.length === 0) {
-      throw new MoeQuantError('E_OPTION_INVALID', `calibration.data: expected a file path, got ${JSON.stringify(options.data)}`)
-    }
-    source = fileSource(options.data)
-  } else if (options.texts !== undefined) {
-    source = { kind: 'documents', documents: checkTexts(options.texts) }
-  } else if (options.conversations !== undefined) {
-    source = { kind: 'documents', documents: checkConversations(options.conversations) }
-  } else {
-    source = { kind: 'ids', ids: rows as number[][] }
-  }
+    options.batchSize === undefined || options.batchSize === 'auto' ? Math.max(1, Math.min(samples, Math.floor(TOKENS_PER_AUTO_BATCH / seqLen))) : options.batchSize
+  const source = calibrationSource(options, rows)
   return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, device }
 }
 
@@ -264,10 +234,7 @@ function toResult(report: CalibrationReport, descriptor: ModelDescriptor): Calib
  *   `E_CALIBRATION_ID_RANGE`, `E_CANCELLED`, checkpoint and layout codes.
  */
 export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationResult> {
-  if (typeof options !== 'object' || options === null || typeof options.model !== 'string') {
-    throw new MoeQuantError('E_OPTION_INVALID', 'calibrateModel(options): options.model must be a directory path')
-  }
-  rejectUnknownKeys(options, CALIBRATE_KEYS)
+  checkOptions(options, CALIBRATE_OPTIONS, 'calibrateModel(options)')
   const descriptor = await describeModel(options.model)
   const request = calibrationRequest(options.calibration, descriptor, options.device)
   if (options.coverageReport) {

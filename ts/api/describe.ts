@@ -3,12 +3,12 @@
  */
 import * as path from 'node:path'
 
-import { MoeQuantError } from '../errors'
 import { parseConfig } from '../model/config'
 import { reportFromListing } from '../model/inspection'
 import { readListing, refuseQuantizedSource } from '../model/listing'
 import { buildDescriptor } from '../model/spec'
 import type { ModelDescriptor } from '../native/contract'
+import { checkDirectory } from './options'
 
 export type { ModelDescriptor }
 
@@ -23,10 +23,7 @@ export type { ModelDescriptor }
  *   console.log(descriptor.layers[0].mlp.kind, descriptor.rope.theta)
  */
 export async function describeModel(dir: string): Promise<ModelDescriptor> {
-  if (typeof dir !== 'string' || dir.length === 0) {
-    throw new MoeQuantError('E_OPTION_INVALID', `describeModel(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
-  }
-  const listing = await readListing(dir)
+  const listing = await readListing(checkDirectory(dir, 'describeModel(dir)'))
   // A ModelOpt export is read dequantized (evaluateModel compares one with its original).
   refuseQuantizedSource(listing, { modelOpt: false })
   const report = reportFromListing(listing)

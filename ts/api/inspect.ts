@@ -1,9 +1,9 @@
 /**
  * inspectModel() and isQuantizedCheckpoint(): what a checkpoint is, read from its headers and config files only.
  */
-import { MoeQuantError } from '../errors'
 import { type InspectReport, reportFromListing } from '../model/inspection'
 import { readListing, readQuantization } from '../model/listing'
+import { checkDirectory } from './options'
 
 export type { InspectReport }
 
@@ -19,10 +19,7 @@ export type { InspectReport }
  *   console.log(report.moeLayers[0].layout, report.parameters.activePerToken)
  */
 export async function inspectModel(dir: string): Promise<InspectReport> {
-  if (typeof dir !== 'string' || dir.length === 0) {
-    throw new MoeQuantError('E_OPTION_INVALID', `inspectModel(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
-  }
-  const listing = await readListing(dir)
+  const listing = await readListing(checkDirectory(dir, 'inspectModel(dir)'))
   return reportFromListing(listing)
 }
 
@@ -37,8 +34,5 @@ export async function inspectModel(dir: string): Promise<InspectReport> {
  *   hf_quant_config.json that is not a JSON object, `E_IO` when a file exists but cannot be read.
  */
 export async function isQuantizedCheckpoint(dir: string): Promise<string | null> {
-  if (typeof dir !== 'string' || dir.length === 0) {
-    throw new MoeQuantError('E_OPTION_INVALID', `isQuantizedCheckpoint(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
-  }
-  return (await readQuantization(dir))?.algo ?? null
+  return (await readQuantization(checkDirectory(dir, 'isQuantizedCheckpoint(dir)')))?.algo ?? null
 }

@@ -16,7 +16,7 @@ import { runTask } from '../native/task'
 import { checkReportPath, renderCoverageReport, writeCoverageReport } from '../report/coverage'
 import { packageVersion } from '../version'
 import { type CalibrationOptions, calibrationRequest } from './calibrate'
-import { rejectUnknownKeys } from './options'
+import { checkOptions, is, parseSize, rules, type Rules } from './options'
 
 export type { QuantFormatName }
 
@@ -111,50 +111,19 @@ export interface QuantizeResult {
   tokens: number
 }
 
-const UNITS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40 }
-
-/** `'5GB'` → 5e9 bytes (decimal units as Hugging Face uses them; KiB/MiB/GiB binary). */
-export function parseSize(value: number | string, name = 'maxShardSize'): number {
-  if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && value > 0) return value
-  } else if (typeof value === 'string') {
-    const match = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)?\s*$/i.exec(value)
-    if (match) {
-      const bytes = Math.round(Number(match[1]) * (UNITS[(match[2] ?? 'B').toUpperCase()] ?? Number.NaN))
-      if (Number.isSafeInteger(bytes) && bytes > 0) return bytes
-    }
-  }
-  throw new MoeQuantError('E_OPTION_INVALID', `${name}: expected a positive byte count or a size such as '5GB', got ${JSON.stringify(value)}`)
-}
-
-/** Every option of quantizeModel (checked complete against the type). */
-const OPTION_KEYS = Object.keys({
-  model: 1, output: 1, format: 1, calibration: 1, device: 1, maxShardSize: 1, exclude: 1, overwrite: 1,
-  indivisible: 1, coverageReport: 1, onProgress: 1, signal: 1,
-} satisfies Record<keyof QuantizeOptions, 1>)
-
-function validate(options: QuantizeOptions): void {
-  if (typeof options !== 'object' || options === null) {
-    throw new MoeQuantError('E_OPTION_INVALID', 'quantizeModel(options): expected an options object')
-  }
-  rejectUnknownKeys(options, OPTION_KEYS)
-  for (const key of ['model', 'output'] as const) {
-    if (typeof options[key] !== 'string' || options[key].length === 0) {
-      throw new MoeQuantError('E_OPTION_INVALID', `${key}: expected a directory path, got ${JSON.stringify(options[key])}`)
-    }
-  }
-  if (!FORMAT_NAMES.includes(options.format)) {
-    throw new MoeQuantError('E_OPTION_INVALID', `format: expected one of ${FORMAT_NAMES.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(options.format)}`)
-  }
-  if (options.exclude !== undefined && (!Array.isArray(options.exclude) || options.exclude.some((p) => typeof p !== 'string' || p.length === 0))) {
-    throw new MoeQuantError('E_OPTION_INVALID', 'exclude: expected an array of module-name patterns')
-  }
-  if (options.indivisible !== undefined && options.indivisible !== 'error' && options.indivisible !== 'keep') {
-    throw new MoeQuantError('E_OPTION_INVALID', `indivisible: expected 'error' or 'keep', got ${JSON.stringify(options.indivisible)}`)
-  }
-  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
-    throw new MoeQuantError('E_OPTION_INVALID', 'onProgress: expected a function')
-  }
+const QUANTIZE_OPTIONS: Rules<QuantizeOptions> = {
+  model: rules.directory,
+  output: rules.directory,
+  format: { test: is.oneOf(FORMAT_NAMES), expected: `one of ${FORMAT_NAMES.map((f) => `'${f}'`).join(', ')}`, required: true },
+  calibration: null,
+  device: rules.device,
+  maxShardSize: { test: is.size, expected: "a positive byte count or a size such as '5GB'" },
+  exclude: { test: is.arrayOf(is.nonEmptyString), expected: 'an array of module-name patterns' },
+  overwrite: null,
+  indivisible: { test: is.oneOf(['error', 'keep']), expected: "'error' or 'keep'" },
+  coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path or false' },
+  onProgress: rules.callback,
+  signal: null,
 }
 
 /** The expert-coverage report written into the output directory by default. */
@@ -260,7 +229,7 @@ function runRecord(
  *   calibration, checkpoint and layout codes; or the error a throwing `onProgress` threw.
  */
 export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeResult> {
-  validate(options)
+  checkOptions(options, QUANTIZE_OPTIONS, 'quantizeModel(options)')
   const started = Date.now()
   const listing = await readListing(options.model)
   refuseQuantizedSource(listing, { modelOpt: true })
@@ -274,7 +243,7 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     format: options.format,
     exclude: options.exclude ?? [],
     indivisible: options.indivisible ?? 'error',
-    maxShardBytes: parseSize(options.maxShardSize ?? '5GB'),
+    maxShardBytes: parseSize(options.maxShardSize ?? '5GB') as number,
     overwrite,
     tool,
   })

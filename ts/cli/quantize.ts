@@ -8,6 +8,7 @@ import * as path from 'node:path'
 
 import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
 import { MoeQuantError } from '../errors'
+import { is } from '../api/options'
 import { FORMAT_NAMES, FORMATS } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
@@ -61,11 +62,14 @@ function invalid(message: string): never {
   throw new UsageError(message, 'quantize')
 }
 
-/** `5GB`, `500 MB`, `1.5GiB` or a byte count; the library converts it (decimal units, as Hugging Face uses). */
+/**
+ * `5GB`, `500 MB`, `1.5GiB` or a byte count, stricter in its spelling than the API (no spaces around it, a unit
+ * after a fraction); the library converts it (decimal units, as Hugging Face uses).
+ */
 function shardSize(text: string): number | string {
   if (/^[1-9][0-9]*$/.test(text) && Number.isSafeInteger(Number(text))) return Number(text)
-  const match = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.exec(text)
-  if (!match || !(Number(match[1]) > 0)) invalid(`--max-shard-size: expected a size such as 5GB or 500MB, or a byte count, got ${JSON.stringify(text)}`)
+  const spelled = /^\d+(?:\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(text)
+  if (!spelled || !is.size(text)) invalid(`--max-shard-size: expected a size such as 5GB or 500MB, or a byte count, got ${JSON.stringify(text)}`)
   return text
 }
 
