@@ -63,6 +63,15 @@ test('given ids need no tokenizer (the golden directories have none)', async (t)
   t.true(result.klMean > 0 && Number.isFinite(result.perplexity.original))
 })
 
+test('given ids are all used: a seqLen shorter than the rows cuts each into windows, as calibration does', async (t) => {
+  const ids = [Array.from({ length: 24 }, (_, i) => (i * 37) % 256), Array.from({ length: 24 }, (_, i) => (i * 11 + 5) % 256)]
+  const windowed = await evaluateModel(NVFP4, FP8, { ids, seqLen: 12, batchSize: 1 })
+  t.like(windowed, { samples: 4, requestedSamples: 4, seqLen: 12, positions: 48 })
+  const byHand = await evaluateModel(NVFP4, FP8, { ids: ids.flatMap((row) => [row.slice(0, 12), row.slice(12)]), batchSize: 1 })
+  t.like(byHand, { samples: 4, seqLen: 12 })
+  t.deepEqual([windowed.klMean, windowed.klMax, windowed.top1Agreement], [byHand.klMean, byHand.klMax, byHand.top1Agreement])
+})
+
 test('text data is tokenized with the original model tokenizer', async (t) => {
   const dir = tempDir()
   const data = join(dir, 'held-out.jsonl')
