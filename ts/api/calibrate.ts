@@ -4,9 +4,17 @@
  * token. Optionally writes the expert-coverage heatmap as a self-contained HTML file.
  */
 import { MoeQuantError } from '../errors'
-import type { CalibrationReport, CalibrationRequest, ForwardProgress, ModelDescriptor } from '../native/contract'
+import type { CalibrationReport, CalibrationRequest, CalibrationSummary, ExpertStats, ForwardProgress, ModelDescriptor } from '../native/contract'
 import { runTask } from '../native/task'
-import { checkReportPath, type CoverageInput, writeCoverageReport } from '../report/coverage'
+import {
+  checkReportPath,
+  type CoverageLayer,
+  coverageInput,
+  coverageLayers,
+  uncalibratedExperts,
+  uncalibratedSummary,
+  writeCoverageReport,
+} from '../report/coverage'
 import { describeModel } from './describe'
 import {
   checkConversations,
@@ -174,54 +182,50 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
   return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, device }
 }
 
-/** What the coverage report shows of a calibration result. */
-function coverageOf(result: CalibrationResult): CoverageInput {
-  const layers = result.experts.map((e) => ({ layer: e.layer, tokens: e.tokens }))
-  return { samples: result.samples, seqLen: result.seqLen, tokens: result.tokens, layers, warnings: result.warnings }
+/** The warning of a calibration that ran out of data before `samples` sequences, if it did. */
+export function shortDataWarnings(summary: CalibrationSummary): string[] {
+  if (summary.samples >= summary.requested_samples) return []
+  return [`the calibration data gave ${summary.samples} sequences of ${summary.seq_len} tokens, fewer than the ${summary.requested_samples} asked for`]
 }
 
-/** Turns the native report into the public result. */
-function toResult(report: CalibrationReport, descriptor: ModelDescriptor): CalibrationResult {
-  const experts: ExpertCoverage[] = []
-  for (const layer of descriptor.layers) {
-    if (layer.mlp.kind !== 'moe') continue
-    const stats = report.observers.experts[layer.mlp.block]
-    if (!stats) continue
-    experts.push({
-      layer: layer.index,
-      block: layer.mlp.block,
+/** The MoE blocks of the model, in layer order. */
+const moeBlocks = (descriptor: ModelDescriptor): Array<{ layer: number; block: string }> =>
+  descriptor.layers.flatMap((l) => (l.mlp.kind === 'moe' ? [{ layer: l.index, block: l.mlp.block }] : []))
+
+/** Turns the native report into the public result, and the coverage report's layers. */
+function toResult(report: CalibrationReport, descriptor: ModelDescriptor): { result: CalibrationResult; coverage: CoverageLayer[] } {
+  const coverage = coverageLayers(report, moeBlocks(descriptor))
+  const experts = coverage.map(({ layer, block, tokens }): ExpertCoverage => {
+    const stats = report.observers.experts[block] as ExpertStats
+    return {
+      layer,
+      block,
       gateUpInputAmax: stats.gate_up_input_amax,
       downInputAmax: stats.down_input_amax,
       tokens: stats.tokens,
-      uncalibrated: stats.tokens.flatMap((n, e) => (n === 0 ? [e] : [])),
+      uncalibrated: tokens.flatMap((n, e) => (n === 0 ? [e] : [])),
       weightAmax: { gate: stats.gate_amax, up: stats.up_amax, down: stats.down_amax },
-    })
-  }
-  const uncalibratedExperts = experts.reduce((n, l) => n + l.uncalibrated.length, 0)
-  const warnings: string[] = []
-  if (uncalibratedExperts > 0) {
-    const layers = experts.filter((l) => l.uncalibrated.length > 0).map((l) => `layer ${l.layer}: ${l.uncalibrated.length}`)
-    warnings.push(
-      `${uncalibratedExperts} experts saw no calibration token (${layers.join(', ')}); they get weight scales from ` +
-        `their own weights and their layer's shared input scale. More or more varied calibration data would cover them.`,
-    )
-  }
-  if (report.samples < report.requested_samples) {
-    warnings.push(`the calibration data gave ${report.samples} sequences of ${report.seq_len} tokens, fewer than the ${report.requested_samples} asked for`)
-  }
-  return {
+    }
+  })
+  const uncalibrated = uncalibratedSummary(uncalibratedExperts(coverage))
+  const warnings = uncalibrated
+    ? [`${uncalibrated}; they get weight scales from their own weights and their layer's shared input scale. More or more varied calibration data would cover them.`]
+    : []
+  warnings.push(...shortDataWarnings(report))
+  const result: CalibrationResult = {
     samples: report.samples,
     requestedSamples: report.requested_samples,
     seqLen: report.seq_len,
     tokens: report.tokens,
     inputAmax: report.observers.input_amax,
     experts,
-    uncalibratedExperts,
+    uncalibratedExperts: experts.reduce((n, l) => n + l.uncalibrated.length, 0),
     warnings,
     peakRssBytes: report.peak_rss_bytes,
     seconds: report.seconds,
     coverageReportPath: null,
   }
+  return { result, coverage }
 }
 
 /**
@@ -245,9 +249,10 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
     (event): CalibrationProgress => ({ stage: 'calibrate', ...(JSON.parse(event) as ForwardProgress) }),
     (binding, token, onEvent) => binding.calibrate(options.model, JSON.stringify(descriptor), JSON.stringify(request), token, onEvent),
   )
-  const result = toResult(JSON.parse(text) as CalibrationReport, descriptor)
+  const report = JSON.parse(text) as CalibrationReport
+  const { result, coverage } = toResult(report, descriptor)
   if (options.coverageReport) {
-    result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, coverageOf(result))
+    result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, coverageInput(report, coverage, result.warnings))
   }
   return result
 }

@@ -4,18 +4,26 @@
  */
 import * as path from 'node:path'
 
-import { MoeQuantError } from '../errors'
-import { planExport } from '../export/plan'
+import { type PlannedExport, planExport } from '../export/plan'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import { parseConfig } from '../model/config'
 import { type InspectReport, reportFromListing } from '../model/inspection'
-import { readListing, refuseQuantizedSource } from '../model/listing'
+import { type HeaderListing, readListing, refuseQuantizedSource } from '../model/listing'
 import { buildDescriptor } from '../model/spec'
-import type { CalibrationRequest, CalibrationSummary, QuantizeProgress as NativeQuantizeProgress, QuantizeReport } from '../native/contract'
+import type { CalibrationRequest, CalibrationSummary, ModelDescriptor, QuantizeProgress as NativeQuantizeProgress, QuantizeReport } from '../native/contract'
 import { runTask } from '../native/task'
-import { checkReportPath, renderCoverageReport, writeCoverageReport } from '../report/coverage'
+import {
+  checkReportPath,
+  type CoverageLayer,
+  coverageInput,
+  coverageLayers,
+  renderCoverageReport,
+  uncalibratedExperts,
+  uncalibratedSummary,
+  writeCoverageReport,
+} from '../report/coverage'
 import { packageVersion } from '../version'
-import { type CalibrationOptions, calibrationRequest } from './calibrate'
+import { type CalibrationOptions, calibrationRequest, shortDataWarnings } from './calibrate'
 import { checkOptions, is, parseSize, rules, type Rules } from './options'
 
 export type { QuantFormatName }
@@ -131,17 +139,11 @@ export const COVERAGE_FILE = 'moe-quant-coverage.html'
 /** The run record written into the output directory: format, options, tool version, calibration summary. */
 export const RUN_RECORD_FILE = 'moe-quant-run.json'
 
-/** Per MoE layer, the routings each expert received. */
-function layerTokens(report: InspectReport, summary: CalibrationSummary): Array<{ layer: number; tokens: number[] }> {
-  return report.moeLayers.map((layer) => ({ layer: layer.layer, tokens: summary.observers.experts[layer.block]?.tokens ?? [] }))
-}
-
-/** The experts that saw no calibration token, per MoE layer that has any. */
-function uncalibratedOf(layers: ReadonlyArray<{ layer: number; tokens: readonly number[] }>): QuantizeResult['uncalibratedExperts'] {
-  return layers.flatMap(({ layer, tokens }) => {
-    const experts = tokens.flatMap((n, e) => (n === 0 ? [e] : []))
-    return experts.length > 0 ? [{ layer, experts }] : []
-  })
+/** What a run leaves besides the weights, known once calibration is done. */
+interface Outcome {
+  coverage: CoverageLayer[]
+  uncalibratedExperts: QuantizeResult['uncalibratedExperts']
+  warnings: string[]
 }
 
 /** The run's warnings: experts without tokens, too little data, linears and files left as they were. */
@@ -149,20 +151,16 @@ function warningsOf(
   format: QuantFormatName,
   summary: CalibrationSummary,
   uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
-  keptIndivisible: string[],
-  skippedFiles: string[],
+  { keptIndivisible, skippedFiles }: Pick<PlannedExport, 'keptIndivisible' | 'skippedFiles'>,
 ): string[] {
   const warnings: string[] = []
-  const uncalibrated = uncalibratedExperts.reduce((n, l) => n + l.experts.length, 0)
-  if (uncalibrated > 0) {
+  const uncalibrated = uncalibratedSummary(uncalibratedExperts)
+  if (uncalibrated) {
     warnings.push(
-      `${uncalibrated} experts saw no calibration token (${uncalibratedExperts.map((l) => `layer ${l.layer}: ${l.experts.length}`).join(', ')}); ` +
-        'their weight scales come from their own weights and their input scale is the layer\'s shared one. More calibration data would cover them.',
+      `${uncalibrated}; their weight scales come from their own weights and their input scale is the layer's shared one. More calibration data would cover them.`,
     )
   }
-  if (summary.samples < summary.requested_samples) {
-    warnings.push(`the calibration data gave ${summary.samples} sequences of ${summary.seq_len} tokens, fewer than the ${summary.requested_samples} asked for`)
-  }
+  warnings.push(...shortDataWarnings(summary))
   if (keptIndivisible.length > 0) {
     warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of ${FORMATS[format].groupSize} (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
   }
@@ -212,6 +210,90 @@ function runRecord(
   }
 }
 
+/** Everything decided before the run: the model's descriptor, the calibration request and the export plan. */
+interface Prepared extends PlannedExport {
+  listing: HeaderListing
+  report: InspectReport
+  descriptor: ModelDescriptor
+  request: CalibrationRequest
+  tool: { name: string; version: string }
+  /** The coverage report's path when the caller gave one (written once the checkpoint is complete). */
+  customReport: string | undefined
+}
+
+/** Reads the model's headers and decides the run, refusing what cannot run before any work. */
+async function prepare(options: QuantizeOptions): Promise<Prepared> {
+  const listing = await readListing(options.model)
+  refuseQuantizedSource(listing, { modelOpt: true })
+  const report = reportFromListing(listing)
+  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
+  const descriptor = buildDescriptor(report, config, listing)
+  const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
+  const overwrite = options.overwrite === true
+  const tool = { name: 'moe-quant', version: packageVersion() }
+  const planned = planExport(report, descriptor, listing, {
+    format: options.format,
+    exclude: options.exclude ?? [],
+    indivisible: options.indivisible ?? 'error',
+    maxShardBytes: parseSize(options.maxShardSize ?? '5GB') as number,
+    overwrite,
+    tool,
+  })
+  const customReport = typeof options.coverageReport === 'string' ? options.coverageReport : undefined
+  if (customReport !== undefined) await checkReportPath(customReport, { model: options.model, overwrite, option: 'coverageReport' })
+  return { ...planned, listing, report, descriptor, request, tool, customReport }
+}
+
+/** Coverage, uncalibrated experts and warnings, from what calibration recorded. */
+function outcomeOf(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary): Outcome {
+  const coverage = coverageLayers(summary, prepared.report.moeLayers)
+  const uncalibrated = uncalibratedExperts(coverage)
+  return { coverage, uncalibratedExperts: uncalibrated, warnings: warningsOf(options.format, summary, uncalibrated, prepared) }
+}
+
+/** The files added to the output before the core publishes it: the run record, and the default coverage report. */
+function outputFiles(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary): Record<string, string> {
+  const { uncalibratedExperts: uncalibrated, coverage, warnings } = outcomeOf(options, prepared, summary)
+  const { tool, request, plan, keptIndivisible, skippedFiles } = prepared
+  const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes }, summary, { uncalibratedExperts: uncalibrated, keptIndivisible, skippedFiles, warnings })
+  const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
+  if (options.coverageReport === undefined) files[COVERAGE_FILE] = renderCoverageReport(options.model, coverageInput(summary, coverage, warnings))
+  return files
+}
+
+/** Bytes of weight files: the input's are the listing's; the output's are the shards the writer names. */
+function weightBytes(files: Array<[string, number]> | Record<string, number>): number {
+  const isShard = (file: string): boolean => /^model(-\d+-of-\d+)?\.safetensors$/.test(file)
+  return (Array.isArray(files) ? files : Object.entries(files).filter(([f]) => isShard(f))).reduce((n, [, b]) => n + b, 0)
+}
+
+/** The public result of a run the core has published; writes a coverage report the caller gave a path for. */
+async function finish(options: QuantizeOptions, prepared: Prepared, report: QuantizeReport, started: number): Promise<QuantizeResult> {
+  const output = path.resolve(options.output)
+  const { coverage, uncalibratedExperts: uncalibrated, warnings } = outcomeOf(options, prepared, report)
+  let coverageReportPath: string | null = options.coverageReport === undefined ? path.join(output, COVERAGE_FILE) : null
+  if (prepared.customReport !== undefined) {
+    const note = ` (the quantized checkpoint in ${output} is complete)`
+    coverageReportPath = await writeCoverageReport(prepared.customReport, options.model, coverageInput(report, coverage, warnings), note)
+  }
+  return {
+    output,
+    format: options.format,
+    sizeBytes: { before: weightBytes(prepared.listing.files), after: weightBytes(report.files) },
+    layers: report.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
+    uncalibratedExperts: uncalibrated,
+    keptIndivisible: prepared.keptIndivisible,
+    skippedFiles: prepared.skippedFiles,
+    quantizedTensors: report.quantized_tensors,
+    warnings,
+    coverageReportPath,
+    runRecordPath: path.join(output, RUN_RECORD_FILE),
+    peakRssBytes: report.peak_rss_bytes,
+    seconds: { ...report.seconds, total: (Date.now() - started) / 1000 },
+    tokens: report.tokens,
+  }
+}
+
 /**
  * Calibrates, quantizes and writes a checkpoint in ModelOpt's unified HF format.
  *
@@ -231,40 +313,8 @@ function runRecord(
 export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeResult> {
   checkOptions(options, QUANTIZE_OPTIONS, 'quantizeModel(options)')
   const started = Date.now()
-  const listing = await readListing(options.model)
-  refuseQuantizedSource(listing, { modelOpt: true })
-  const report = reportFromListing(listing)
-  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
-  const descriptor = buildDescriptor(report, config, listing)
-  const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
-  const overwrite = options.overwrite === true
-  const tool = { name: 'moe-quant', version: packageVersion() }
-  const { plan, keptIndivisible, skippedFiles } = planExport(report, descriptor, listing, {
-    format: options.format,
-    exclude: options.exclude ?? [],
-    indivisible: options.indivisible ?? 'error',
-    maxShardBytes: parseSize(options.maxShardSize ?? '5GB') as number,
-    overwrite,
-    tool,
-  })
-  const customReport = typeof options.coverageReport === 'string' ? options.coverageReport : undefined
-  if (customReport !== undefined) await checkReportPath(customReport, { model: options.model, overwrite, option: 'coverageReport' })
-  const output = path.resolve(options.output)
-
-  // Made once calibration is done, before the core publishes the output: the files added to it.
-  const outputFiles = (summary: CalibrationSummary): Record<string, string> => {
-    const layers = layerTokens(report, summary)
-    const uncalibratedExperts = uncalibratedOf(layers)
-    const warnings = warningsOf(options.format, summary, uncalibratedExperts, keptIndivisible, skippedFiles)
-    const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes }, summary, { uncalibratedExperts, keptIndivisible, skippedFiles, warnings })
-    const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
-    if (options.coverageReport === undefined) {
-      const input = { samples: summary.samples, seqLen: summary.seq_len, tokens: summary.tokens, layers, warnings }
-      files[COVERAGE_FILE] = renderCoverageReport(options.model, input)
-    }
-    return files
-  }
-
+  const prepared = await prepare(options)
+  const { descriptor, plan, request } = prepared
   // Once the core has published the output, the run has succeeded, even if the signal was aborted after its
   // last cancellation check; before that, cancelling leaves a previous output as it was.
   const text = await runTask(
@@ -274,37 +324,10 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
       return { stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, batch: e.batch, batches: e.batches, bytesWritten: e.bytes_written }
     },
     (binding, token, onEvent, guard) => {
-      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(JSON.parse(summary) as CalibrationSummary)), '{}')
+      // Called once calibration is done, before the core publishes the output.
+      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(options, prepared, JSON.parse(summary) as CalibrationSummary)), '{}')
       return binding.quantize(options.model, options.output, JSON.stringify(descriptor), JSON.stringify(plan), JSON.stringify(request), token, onEvent, onFiles)
     },
   )
-  const native_ = JSON.parse(text) as QuantizeReport
-  const layers = layerTokens(report, native_)
-  const uncalibratedExperts = uncalibratedOf(layers)
-  const warnings = warningsOf(options.format, native_, uncalibratedExperts, keptIndivisible, skippedFiles)
-  let coverageReportPath: string | null = options.coverageReport === undefined ? path.join(output, COVERAGE_FILE) : null
-  if (customReport !== undefined) {
-    const input = { samples: native_.samples, seqLen: native_.seq_len, tokens: native_.tokens, layers, warnings }
-    coverageReportPath = await writeCoverageReport(customReport, options.model, input, ` (the quantized checkpoint in ${output} is complete)`)
-  }
-  // Weight files only: the input's are the listing's; the output's are the shards the writer names.
-  const isShard = (file: string): boolean => /^model(-\d+-of-\d+)?\.safetensors$/.test(file)
-  const weightBytes = (files: Array<[string, number]> | Record<string, number>): number =>
-    (Array.isArray(files) ? files : Object.entries(files).filter(([f]) => isShard(f))).reduce((n, [, b]) => n + b, 0)
-  return {
-    output,
-    format: options.format,
-    sizeBytes: { before: weightBytes(listing.files), after: weightBytes(native_.files) },
-    layers: native_.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
-    uncalibratedExperts,
-    keptIndivisible,
-    skippedFiles,
-    quantizedTensors: native_.quantized_tensors,
-    warnings,
-    coverageReportPath,
-    runRecordPath: path.join(output, RUN_RECORD_FILE),
-    peakRssBytes: native_.peak_rss_bytes,
-    seconds: { ...native_.seconds, total: (Date.now() - started) / 1000 },
-    tokens: native_.tokens,
-  }
+  return finish(options, prepared, JSON.parse(text) as QuantizeReport, started)
 }
