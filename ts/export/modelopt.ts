@@ -81,7 +81,7 @@ export function moduleLists(tensorNames: Iterable<string>): { quantized: string[
 }
 
 /** Norm modules (`input_layernorm`, `q_norm`, `model.norm`, `ln_f` …) by their last name component. */
-function isNorm(module: string): boolean {
+export function isNorm(module: string): boolean {
   const leaf = module.slice(module.lastIndexOf('.') + 1)
   return /norm/i.test(leaf) || /^ln(_|$)/.test(leaf)
 }
