@@ -125,7 +125,7 @@ export interface CalibrationResult {
 
 const TOKENS_PER_AUTO_BATCH = 8192
 
-/** The options of `calibration`, shared with quantizeModel. */
+/** The options of `calibration`, shared with quantizeModel; the sources in memory are checked item by item in calibrationRequest. */
 const CALIBRATION_OPTIONS: Rules<CalibrationOptions> = {
   data: rules.filePath,
   texts: null,

@@ -1,12 +1,8 @@
 /**
  * describeModel(): the model descriptor the native forward is given, read from a checkpoint's headers.
  */
-import * as path from 'node:path'
-
-import { parseConfig } from '../model/config'
-import { reportFromListing } from '../model/inspection'
 import { readListing, refuseQuantizedSource } from '../model/listing'
-import { buildDescriptor } from '../model/spec'
+import { describeListing } from '../model/spec'
 import type { ModelDescriptor } from '../native/contract'
 import { checkDirectory } from './options'
 
@@ -26,7 +22,5 @@ export async function describeModel(dir: string): Promise<ModelDescriptor> {
   const listing = await readListing(checkDirectory(dir, 'describeModel(dir)'))
   // A ModelOpt export is read dequantized (evaluateModel compares one with its original).
   refuseQuantizedSource(listing, { modelOpt: false })
-  const report = reportFromListing(listing)
-  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
-  return buildDescriptor(report, config, listing)
+  return describeListing(listing).descriptor
 }

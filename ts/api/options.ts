@@ -26,10 +26,9 @@ function describeValue(value: unknown): string {
   }
 }
 
-/** The error for option `name`: "name: expected …, got …" (without "got" when `actual` is not given). */
-export function invalidOption(name: string, expected: string, ...actual: [unknown?]): MoeQuantError {
-  const got = actual.length > 0 ? `, got ${describeValue(actual[0])}` : ''
-  return new MoeQuantError('E_OPTION_INVALID', `${name}: expected ${expected}${got}`)
+/** The error for option `name`: "name: expected …, got …". */
+export function invalidOption(name: string, expected: string, actual: unknown): MoeQuantError {
+  return new MoeQuantError('E_OPTION_INVALID', `${name}: expected ${expected}, got ${describeValue(actual)}`)
 }
 
 /** The devices moe-quant names: `cpu`, `cuda`, `cuda:N`. */
@@ -129,8 +128,8 @@ function rejectUnknownKeys(options: object, allowed: readonly string[], prefix =
 }
 
 /**
- * Checks an options object against its table: `options` must be an object (`what` names it: "quantizeModel(options)"),
- * its keys those of `table`, and each value given (or required) must pass its rule.
+ * Checks an options object against its table: `options` must be an object (`what` names it in messages:
+ * "quantizeModel(options)"), its keys those of `table`, and each value given (or required) must pass its rule.
  * @throws MoeQuantError `E_OPTION_INVALID` naming the first offending option (`prefix` + key)
  */
 export function checkOptions<T extends object>(options: T, table: Rules<T>, what: string, prefix = ''): void {

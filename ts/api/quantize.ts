@@ -6,10 +6,9 @@ import * as path from 'node:path'
 
 import { type PlannedExport, planExport } from '../export/plan'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
-import { parseConfig } from '../model/config'
-import { type InspectReport, reportFromListing } from '../model/inspection'
+import type { InspectReport } from '../model/inspection'
 import { type HeaderListing, readListing, refuseQuantizedSource } from '../model/listing'
-import { buildDescriptor } from '../model/spec'
+import { describeListing } from '../model/spec'
 import type { CalibrationRequest, CalibrationSummary, ModelDescriptor, QuantizeProgress as NativeQuantizeProgress, QuantizeReport } from '../native/contract'
 import { runTask } from '../native/task'
 import {
@@ -225,9 +224,7 @@ interface Prepared extends PlannedExport {
 async function prepare(options: QuantizeOptions): Promise<Prepared> {
   const listing = await readListing(options.model)
   refuseQuantizedSource(listing, { modelOpt: true })
-  const report = reportFromListing(listing)
-  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
-  const descriptor = buildDescriptor(report, config, listing)
+  const { report, descriptor } = describeListing(listing)
   const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }

@@ -14,8 +14,6 @@ import { planCopies } from './files'
 import { dumpPyJson } from './python-json'
 import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
 
-export type { ExportPlan }
-
 export interface PlanOptions {
   format: QuantFormatName
   /** Module-name patterns (`*` wildcards) kept unquantized on top of the defaults. */

@@ -17,10 +17,10 @@ let binding: NativeBinding | undefined
 let cudaBinding: NativeBinding | undefined
 
 /** Where the CUDA build of the addon is looked for: the published package, then a source build. */
-export const CUDA_BINDINGS = ['@moe-quant/linux-x64-gnu-cuda', '../../moe-quant.linux-x64-gnu.cuda.node'] as const
+const CUDA_BINDINGS = ['@moe-quant/linux-x64-gnu-cuda', '../../moe-quant.linux-x64-gnu.cuda.node'] as const
 
 /** Whether a device string asks for the GPU. */
-export const isCudaDevice = (device: string | undefined): boolean => device !== undefined && device.startsWith('cuda')
+const isCudaDevice = (device: string | undefined): boolean => device !== undefined && device.startsWith('cuda')
 
 function loadCuda(): NativeBinding {
   const reasons: string[] = []

@@ -13,9 +13,9 @@ import * as path from 'node:path'
 
 import { MoeQuantError } from '../../errors'
 import type { LayerDescriptor, ModelDescriptor } from '../../native/contract'
-import type { TextConfig } from '../config'
+import { parseConfig, type TextConfig } from '../config'
 import { findLayerPrefix } from '../detect'
-import type { InspectReport } from '../inspection'
+import { type InspectReport, reportFromListing } from '../inspection'
 import type { HeaderListing } from '../listing'
 import { lookupArchitecture } from '../registry'
 import type { MoeLayer } from '../resolve'
@@ -166,4 +166,11 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     rope,
     layers,
   }
+}
+
+/** The inspect report and the descriptor of the checkpoint a listing describes. @throws MoeQuantError as buildDescriptor */
+export function describeListing(listing: HeaderListing): { report: InspectReport; descriptor: ModelDescriptor } {
+  const report = reportFromListing(listing)
+  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
+  return { report, descriptor: buildDescriptor(report, config, listing) }
 }
