@@ -6,9 +6,9 @@
 import { existsSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 
+import { is } from '../api/options'
 import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
 import { MoeQuantError } from '../errors'
-import { is } from '../api/options'
 import { FORMAT_NAMES, FORMATS } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'

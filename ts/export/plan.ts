@@ -11,8 +11,8 @@ import { lookupArchitecture } from '../model/registry'
 import { expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
-import { dumpPyJson } from './python-json'
 import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
+import { dumpPyJson } from './python-json'
 
 export interface PlanOptions {
   format: QuantFormatName
