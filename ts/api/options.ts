@@ -9,7 +9,7 @@
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
-import type { SourceSpec } from '../native/contract'
+import type { CalibrationRequest } from '../native/contract'
 
 /** Stands for the missing element of a sparse array in messages ("got a hole"). */
 const HOLE: unique symbol = Symbol('a hole')
@@ -149,7 +149,7 @@ export function checkDirectory(dir: unknown, what: string, expected = 'a directo
 }
 
 /** A file of documents, read as its extension says: `.jsonl`, `.json`, anything else plain text. */
-export function fileSource(file: string): Extract<SourceSpec, { path: string }> {
+export function fileSource(file: string): Extract<CalibrationRequest['source'], { path: string }> {
   const resolved = path.resolve(file)
   const extension = path.extname(resolved).toLowerCase()
   return { kind: extension === '.jsonl' ? 'jsonl' : extension === '.json' ? 'json' : 'text', path: resolved }
