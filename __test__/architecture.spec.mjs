@@ -5,7 +5,7 @@ import { readdirSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { inspectModel } from '../dist/index.js'
-import { parseConfig } from '../dist/config.js'
+import { parseConfig } from '../dist/model/config.js'
 import { copyFixture, readJson, readRaw, writeJson, writeRaw } from './helpers/checkpoint.mjs'
 
 function editConfig(dir, edit) {

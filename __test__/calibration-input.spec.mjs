@@ -28,6 +28,40 @@ test('ids default samples and seqLen to their own shape; ragged and long rows ar
   t.true(short.message.includes('row 1'), short.message)
 })
 
+test('ragged ids go through calibrateModel as documented: every row cut into windows of seqLen, defaults from the rows', async (t) => {
+  const ids = (from, length) => Array.from({ length }, (_, i) => (from + 7 * i) % 256)
+  // Rows of 10, 7 and 5 ids, as a plain array, a typed array and bigints.
+  const rows = [ids(1, 10), Int32Array.from(ids(2, 7)), ids(3, 5).map(BigInt)]
+  const plain = rows.map((row) => Array.from(row, Number))
+  // The windows [row, start] cut by hand, for comparison.
+  const windows = (seqLen, starts) => starts.map(([row, from]) => plain[row].slice(from, from + seqLen))
+  const summary = (r) => ({ seqLen: r.seqLen, samples: r.samples, requestedSamples: r.requestedSamples, tokens: r.tokens })
+
+  // Defaults: seqLen is the shortest row (5) and samples every window: 2 + 1 + 1, each row's tail dropped.
+  const all = await calibrate({ ids: rows })
+  t.deepEqual(summary(all), { seqLen: 5, samples: 4, requestedSamples: 4, tokens: 20 })
+  t.deepEqual(all.warnings, [])
+  const byHand = await calibrate({ ids: windows(5, [[0, 0], [0, 5], [1, 0], [2, 0]]) })
+  t.deepEqual(all.inputAmax, byHand.inputAmax)
+  t.deepEqual(all.experts.map((e) => e.tokens), byHand.experts.map((e) => e.tokens))
+
+  // An explicit seqLen windows every row by it (3 + 2 + 1 windows of 3); samples takes the first windows, row by row.
+  const three = await calibrate({ ids: rows, seqLen: 3 })
+  t.deepEqual(summary(three), { seqLen: 3, samples: 6, requestedSamples: 6, tokens: 18 })
+  const firstFour = await calibrate({ ids: rows, seqLen: 3, samples: 4 })
+  t.deepEqual(summary(firstFour), { seqLen: 3, samples: 4, requestedSamples: 4, tokens: 12 })
+  t.deepEqual(firstFour.inputAmax, (await calibrate({ ids: windows(3, [[0, 0], [0, 3], [0, 6], [1, 0]]) })).inputAmax)
+
+  // Asking for more windows than the rows hold uses what there is, with a warning.
+  const more = await calibrate({ ids: rows, samples: 10 })
+  t.deepEqual(summary(more), { seqLen: 5, samples: 4, requestedSamples: 10, tokens: 20 })
+  t.deepEqual(more.warnings, ['the calibration data gave 4 sequences of 5 tokens, fewer than the 10 asked for'])
+
+  // A row shorter than seqLen is fine while its windows are not needed (here none: it holds no window).
+  const short = await calibrate({ ids: [ids(4, 10), ids(5, 2)], seqLen: 5 })
+  t.deepEqual(summary(short), { seqLen: 5, samples: 2, requestedSamples: 2, tokens: 10 })
+})
+
 test('typed arrays and bigints are accepted and give the same result as plain numbers', async (t) => {
   const plain = await calibrate({ ids: [[1, 5, 9, 13], [2, 4, 6, 8]] })
   for (const ids of [

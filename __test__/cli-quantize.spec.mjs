@@ -195,9 +195,9 @@ test('CLI: usage errors exit 2 with the code; --help exits 0', (t) => {
   t.regex(cli('--help').stdout, /moe-quant quantize DIR --format fp8\|nvfp4 --out OUT/)
 })
 
-const HAVE_QUANTIZE = existsSync(join(ROOT, 'dist/quantize.js'))
+const HAVE_QUANTIZE = existsSync(join(ROOT, 'dist/api/quantize.js'))
 const real = HAVE_QUANTIZE ? test : test.skip
-const skipNote = HAVE_QUANTIZE ? '' : ' (skipped: dist/quantize.js is missing; build ts/quantize.ts first)'
+const skipNote = HAVE_QUANTIZE ? '' : ' (skipped: dist/api/quantize.js is missing; build ts/api/quantize.ts first)'
 
 real(`CLI: a real run on the example model with --json${skipNote}`, (t) => {
   const dir = tempDir()

@@ -5,10 +5,11 @@ import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { parseConfig } from '../dist/config.js'
-import { buildDescriptor, describeModel } from '../dist/descriptor.js'
-import { reportFromListing } from '../dist/inspect.js'
-import { readListing } from '../dist/listing.js'
+import { describeModel } from '../dist/index.js'
+import { parseConfig } from '../dist/model/config.js'
+import { reportFromListing } from '../dist/model/inspection.js'
+import { readListing } from '../dist/model/listing.js'
+import { buildDescriptor } from '../dist/model/spec/index.js'
 import { FIXTURES, manifest } from './helpers/checkpoint.mjs'
 
 /** Families whose forward the descriptor cannot express yet (refused with a clear code). */

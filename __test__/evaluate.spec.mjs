@@ -10,7 +10,7 @@ import { cpSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { describeModel, evaluateModel, inspectModel, isQuantizedCheckpoint } from '../dist/index.js'
-import { readListing } from '../dist/listing.js'
+import { readListing } from '../dist/model/listing.js'
 import { FIXTURES, ROOT, readJson, tempDir, writeJson } from './helpers/checkpoint.mjs'
 
 const ORIGINAL = join(FIXTURES, 'qwen3_moe/hub_f32')
@@ -61,6 +61,15 @@ test('given ids need no tokenizer (the golden directories have none)', async (t)
   const result = await evaluateModel(NVFP4, FP8, { ids, batchSize: 1 })
   t.like(result, { samples: 2, seqLen: 24, positions: 48, data: { source: 'ids' } })
   t.true(result.klMean > 0 && Number.isFinite(result.perplexity.original))
+})
+
+test('given ids are all used: a seqLen shorter than the rows cuts each into windows, as calibration does', async (t) => {
+  const ids = [Array.from({ length: 24 }, (_, i) => (i * 37) % 256), Array.from({ length: 24 }, (_, i) => (i * 11 + 5) % 256)]
+  const windowed = await evaluateModel(NVFP4, FP8, { ids, seqLen: 12, batchSize: 1 })
+  t.like(windowed, { samples: 4, requestedSamples: 4, seqLen: 12, positions: 48 })
+  const byHand = await evaluateModel(NVFP4, FP8, { ids: ids.flatMap((row) => [row.slice(0, 12), row.slice(12)]), batchSize: 1 })
+  t.like(byHand, { samples: 4, seqLen: 12 })
+  t.deepEqual([windowed.klMean, windowed.klMax, windowed.top1Agreement], [byHand.klMean, byHand.klMax, byHand.top1Agreement])
 })
 
 test('text data is tokenized with the original model tokenizer', async (t) => {

@@ -6,7 +6,7 @@ import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from
 import { join } from 'node:path'
 
 import { calibrateModel, quantizeModel } from '../dist/index.js'
-import { renderCoverageReport, sparseExperts } from '../dist/coverage.js'
+import { renderCoverageReport, sparseExperts } from '../dist/report/coverage.js'
 import { copyFixture, tempDir } from './helpers/checkpoint.mjs'
 
 const calibration = { ids: [[1, 5, 9, 13, 17, 21, 25, 29]], samples: 1, seqLen: 8 }

@@ -5,7 +5,7 @@
 // napi-rs 3 names a platform package `${napi.packageName}-${platformArchABI}` and has no setting for a
 // scope of its own (napi.packageName "@moe-quant/moe-quant" would give "@moe-quant/moe-quant-linux-x64-gnu"),
 // while moe-quant publishes its addons as `@moe-quant/<platformArchABI>` (`@moe-quant/linux-x64-gnu`, and
-// `@moe-quant/linux-x64-gnu-cuda`, which ts/native.ts loads). So every `'moe-quant-<platformArchABI>'` the
+// `@moe-quant/linux-x64-gnu-cuda`, which ts/native/loader.ts loads). So every `'moe-quant-<platformArchABI>'` the
 // loader requires becomes `'@moe-quant/<platformArchABI>'`. The local `./moe-quant.<platformArchABI>.node`
 // of a source build is left alone, and stays the loader's first choice.
 //

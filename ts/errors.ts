@@ -1,11 +1,10 @@
 /**
  * MoeQuantError: every failure of moe-quant carries a stable `code` (assert on codes, not messages) and a
  * message naming the file, tensor and shapes involved. Native errors arrive as an ErrorPayload (JSON of
- * `{ code, message, details }`, declared in Rust) and are converted here; the native code list is checked
- * against the generated ErrorCode type at compile time and against the addon's list by a test.
+ * `{ code, message, details }`, declared in Rust) and are converted by native/task.ts; the native code list
+ * is checked against the generated ErrorCode type at compile time and against the addon's list by a test.
  */
-import type { ErrorCode as NativeErrorCode } from './native/generated/ErrorCode'
-import type { ErrorPayload } from './native/generated/ErrorPayload'
+import type { ErrorCode as NativeErrorCode } from './native/contract'
 
 /** Codes produced by the native core (crates/core/src/error.rs). */
 export const NATIVE_ERROR_CODES = [
@@ -97,29 +96,4 @@ export class MoeQuantError extends Error {
     this.code = code
     this.details = details
   }
-}
-
-/** The ErrorPayload a native error's message holds, if it holds one. */
-function payloadOf(message: string): ErrorPayload | undefined {
-  if (!message.startsWith('{')) return undefined
-  try {
-    const payload = JSON.parse(message) as Partial<ErrorPayload> | null
-    if (typeof payload?.code !== 'string' || typeof payload.message !== 'string') return undefined
-    return { code: payload.code, message: payload.message, details: payload.details ?? {} }
-  } catch {
-    return undefined
-  }
-}
-
-/**
- * Converts an error thrown by the native addon into a MoeQuantError, keeping `stack` (the caller's stack,
- * captured before the await) so the error points at the user's call site.
- */
-export function fromNative(error: unknown, stack?: string): MoeQuantError {
-  const text = error instanceof Error ? error.message : String(error)
-  const payload = payloadOf(text)
-  const code: ErrorCode = payload && (ERROR_CODES as readonly string[]).includes(payload.code) ? payload.code : 'E_INTERNAL'
-  const converted = new MoeQuantError(code, payload?.message ?? text, (payload?.details ?? {}) as ErrorDetails)
-  if (stack) converted.stack = `${converted.name} [${code}]: ${converted.message}\n${stack.split('\n').slice(1).join('\n')}`
-  return converted
 }

@@ -6,8 +6,8 @@
  */
 import { existsSync } from 'node:fs'
 
+import { closest, is, rules } from '../api/options'
 import { MoeQuantError } from '../errors'
-import { closest, DEVICE } from '../options'
 
 /** Exit status of a usage error (a wrong flag, value or argument count), as most CLIs use. */
 export const USAGE_EXIT = 2
@@ -88,7 +88,7 @@ export const value = (args: ParsedArgs, flag: string): string | undefined => arg
 /** `"512"` → 512; anything but a plain positive decimal integer is a usage error (no `1e3`, `0x10`, `3.0`). */
 export function positiveInteger(flag: string, text: string, command: string): number {
   const parsed = /^[1-9][0-9]*$/.test(text) ? Number(text) : Number.NaN
-  if (!Number.isSafeInteger(parsed)) throw new UsageError(`${flag}: expected a positive integer, got ${JSON.stringify(text)}`, command)
+  if (!is.positiveInteger(parsed)) throw new UsageError(`${flag}: expected a positive integer, got ${JSON.stringify(text)}`, command)
   return parsed
 }
 
@@ -100,9 +100,9 @@ export function choice<T extends string>(flag: string, text: string, choices: re
   throw new UsageError(`${flag}: expected ${choices.join(' or ')}, got ${JSON.stringify(text)}${guess ? ` (did you mean ${guess}?)` : ''}`, command)
 }
 
-/** `cpu`, `cuda` or `cuda:N`. */
+/** `cpu`, `cuda` or `cuda:N`, as the API's `device` option. */
 export function device(flag: string, text: string, command: string): string {
-  if (!DEVICE.test(text)) throw new UsageError(`${flag}: expected cpu, cuda or cuda:N, got ${JSON.stringify(text)}`, command)
+  if (!rules.device.test(text)) throw new UsageError(`${flag}: expected cpu, cuda or cuda:N, got ${JSON.stringify(text)}`, command)
   return text
 }
 

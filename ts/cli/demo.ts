@@ -8,8 +8,8 @@
 import { copyFileSync, mkdirSync, rmSync } from 'node:fs'
 import * as path from 'node:path'
 
+import { evaluateModel } from '../api/evaluate'
 import { MoeQuantError } from '../errors'
-import { evaluateModel } from '../evaluate'
 import { renderEvaluation } from './eval'
 import { BUNDLED_CALIBRATION, renderSummary, runQuantize } from './quantize'
 

@@ -3,8 +3,8 @@
  * a quantized checkpoint's next-token distributions are from the original's (evaluateModel), as a small table
  * or JSON, with progress on stderr.
  */
+import { evaluateModel, type EvaluateOptions, type EvaluationResult } from '../api/evaluate'
 import { MoeQuantError } from '../errors'
-import { evaluateModel, type EvaluateOptions, type EvaluationResult } from '../evaluate'
 import { device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { table } from './format'
 import { EXIT_CODES, interruptible } from './interrupt'

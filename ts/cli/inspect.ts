@@ -1,6 +1,6 @@
 /** `moe-quant inspect DIR [--json]`: the inspect report as a readable table, or as JSON. */
-import { inspectModel, type InspectReport } from '../inspect'
-import type { MoeLayer } from '../resolve'
+import { inspectModel, type InspectReport } from '../api/inspect'
+import type { MoeLayer } from '../model/resolve'
 import { localModel, parseArgs, UsageError } from './args'
 import { bytes, count, ranges, table } from './format'
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The `moe-quant` command line: `inspect`, `quantize` and `eval` (`moe-quant --help`, `moe-quant COMMAND --help`). */
+import { closest } from '../api/options'
 import { MoeQuantError } from '../errors'
-import { closest } from '../options'
 import { packageVersion } from '../version'
 import { cliWording, USAGE_EXIT, UsageError } from './args'
 import { EVAL_USAGE, evalCommand } from './eval'

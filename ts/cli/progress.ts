@@ -5,8 +5,8 @@
  * prints a plain line when a stage starts and when it finishes, and a heartbeat line every few seconds in
  * between, so a long run never looks hung.
  */
-import type { EvaluationProgress } from '../evaluate'
-import type { QuantizeProgress } from '../quantize-types'
+import type { EvaluationProgress } from '../api/evaluate'
+import type { QuantizeProgress } from '../api/quantize'
 import { bytes } from './format'
 
 /** Where one stage is. */

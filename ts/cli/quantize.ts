@@ -6,8 +6,10 @@
 import { existsSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 
+import { is } from '../api/options'
+import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
 import { MoeQuantError } from '../errors'
-import type { QuantFormatName, QuantizeOptions, QuantizeResult } from '../quantize-types'
+import { FORMAT_NAMES, FORMATS } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
 import { EXIT_CODES, interruptible } from './interrupt'
@@ -34,7 +36,7 @@ Options:
   --exclude PATTERN       also keep modules matching PATTERN (* wildcards) unquantized; repeatable
   --device DEVICE         cpu (default), cuda or cuda:N
   --overwrite             replace OUT if it exists and is not empty
-  --keep-indivisible      NVFP4: keep linears whose input dimension is not a multiple of 16 unquantized
+  --keep-indivisible      NVFP4: keep linears whose input dimension is not a multiple of ${FORMATS.nvfp4.groupSize} unquantized
                           instead of stopping with an error
   --all-experts           route every calibration token through every expert, for statistics only
   --coverage FILE         write the expert-coverage report to FILE (default: OUT/moe-quant-coverage.html)
@@ -56,17 +58,18 @@ const FLAGS: FlagSpec = {
   switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
 }
 
-const FORMATS: readonly QuantFormatName[] = ['fp8', 'nvfp4']
-
 function invalid(message: string): never {
   throw new UsageError(message, 'quantize')
 }
 
-/** `5GB`, `500 MB`, `1.5GiB` or a byte count; the library converts it (decimal units, as Hugging Face uses). */
+/**
+ * `5GB`, `500 MB`, `1.5GiB` or a byte count, stricter in its spelling than the API (no spaces around it, a unit
+ * after a fraction); the library converts it (decimal units, as Hugging Face uses).
+ */
 function shardSize(text: string): number | string {
   if (/^[1-9][0-9]*$/.test(text) && Number.isSafeInteger(Number(text))) return Number(text)
-  const match = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.exec(text)
-  if (!match || !(Number(match[1]) > 0)) invalid(`--max-shard-size: expected a size such as 5GB or 500MB, or a byte count, got ${JSON.stringify(text)}`)
+  const spelled = /^\d+(?:\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(text)
+  if (!spelled || !is.size(text)) invalid(`--max-shard-size: expected a size such as 5GB or 500MB, or a byte count, got ${JSON.stringify(text)}`)
   return text
 }
 
@@ -83,8 +86,8 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
     invalid(positional.length === 0 ? 'quantize needs the model directory' : `quantize takes one model directory, got ${positional.length}: ${positional.join(' ')}`)
   }
   const formatText = value(args, '--format')
-  if (formatText === undefined) invalid(`--format is required (${FORMATS.join(' or ')})`)
-  const format = choice('--format', formatText, FORMATS, 'quantize')
+  if (formatText === undefined) invalid(`--format is required (${FORMAT_NAMES.join(' or ')})`)
+  const format = choice('--format', formatText, FORMAT_NAMES, 'quantize')
   const output = value(args, '--out')
   if (output === undefined) invalid('--out is required (the output directory)')
   const integer = (flag: string, text: string): number => positiveInteger(flag, text, 'quantize')
@@ -147,7 +150,7 @@ export function renderSummary(result: QuantizeResult): string {
   ]
   if (result.layers.length > 8 || result.layers.length === 0) rows.push(['relative MSE', layerError])
   rows.push(['uncalibrated experts', uncalibrated])
-  if (result.keptIndivisible.length > 0) rows.push(['kept (not ÷16)', result.keptIndivisible.join(', ')])
+  if (result.keptIndivisible.length > 0) rows.push([`kept (not ÷${FORMATS[result.format].groupSize})`, result.keptIndivisible.join(', ')])
   if (result.skippedFiles.length > 0) rows.push(['files not copied', result.skippedFiles.join(', ')])
   rows.push(
     ['coverage report', result.coverageReportPath ?? 'none'],
@@ -187,7 +190,7 @@ export async function runQuantize(
   if (data !== undefined && !statSync(data).isFile()) throw new UsageError(`--calib: ${data} is not a regular file (a directory, FIFO or device)`, 'quantize')
   // Loaded on use, so that `inspect`, `--help` and the flag parser work without the quantizer (and its tests
   // can import this file alone).
-  const { quantizeModel } = require('../quantize') as typeof import('../quantize')
+  const { quantizeModel } = require('../api/quantize') as typeof import('../api/quantize')
   const progress = createProgress(io.stderr)
   // The interruption notice and its outcome share one line: "interrupted, stopping … cancelled; …".
   const outcome = await interruptible(

@@ -8,15 +8,12 @@
  * - convert_hf_config.py `convert_hf_quant_config_format`
  * - unified_export_hf.py `_write_hf_export_config`; plugins/hf_checkpoint_utils.py `sanitize_hf_config_for_deployment`
  */
-import type { QuantFormatName } from '../quantize-types'
 import { MoeQuantError } from '../errors'
+import { FORMAT_NAMES, type FormatFacts, FORMATS, type QuantFormatName } from '../formats'
 import { dumpPyJson, parsePyJson, PyInt, sortKeysDeep, toPyJson, type PyJson, type PyObject } from './python-json'
 
 /** The ModelOpt release whose export format we follow; written as `producer.version`. */
 export const MODELOPT_VERSION = '0.47.0'
-
-/** NVFP4's block size along the input dimension (`group_size`). */
-export const NVFP4_GROUP_SIZE = 16
 
 /**
  * Compresses the names of unquantized modules into ModelOpt's `exclude_modules` list.
@@ -84,17 +81,17 @@ export function moduleLists(tensorNames: Iterable<string>): { quantized: string[
 }
 
 /** Norm modules (`input_layernorm`, `q_norm`, `model.norm`, `ln_f` …) by their last name component. */
-function isNorm(module: string): boolean {
+export function isNorm(module: string): boolean {
   const leaf = module.slice(module.lastIndexOf('.') + 1)
   return /norm/i.test(leaf) || /^ln(_|$)/.test(leaf)
 }
 
-const QUANT_ALGO: Record<QuantFormatName, string> = { fp8: 'FP8', nvfp4: 'NVFP4' }
-
-function checkFormat(format: QuantFormatName): string {
-  const algo = QUANT_ALGO[format]
-  if (algo === undefined) throw new TypeError(`format: expected 'fp8' or 'nvfp4', got ${JSON.stringify(format)}`)
-  return algo
+/** The facts of `format`; these pure functions are also called from JavaScript, where the type guards nothing. */
+function checkFormat(format: QuantFormatName): FormatFacts {
+  if (typeof format !== 'string' || !Object.hasOwn(FORMATS, format)) {
+    throw new TypeError(`format: expected ${FORMAT_NAMES.map((f) => `'${f}'`).join(' or ')}, got ${JSON.stringify(format)}`)
+  }
+  return FORMATS[format]
 }
 
 /** Who wrote the checkpoint, recorded beside ModelOpt's `producer` (engines read only `producer`). */
@@ -113,8 +110,9 @@ export function hfQuantConfig(
   version: string = MODELOPT_VERSION,
   tool?: ToolInfo,
 ): Record<string, unknown> {
-  const quantization: Record<string, unknown> = { quant_algo: checkFormat(format), kv_cache_quant_algo: null }
-  if (format === 'nvfp4') quantization.group_size = NVFP4_GROUP_SIZE
+  const facts = checkFormat(format)
+  const quantization: Record<string, unknown> = { quant_algo: facts.quantAlgo, kv_cache_quant_algo: null }
+  if (facts.groupSize !== null) quantization.group_size = facts.groupSize
   quantization.exclude_modules = [...exclude]
   const config: Record<string, unknown> = { producer: { name: 'modelopt', version }, quantization }
   if (tool) config.quantizer = { name: tool.name, version: tool.version }
@@ -123,15 +121,12 @@ export function hfQuantConfig(
 
 /** config.json's `quantization_config` (`convert_hf_quant_config_format`), keys in ModelOpt's order. */
 export function quantizationConfig(format: QuantFormatName, exclude: readonly string[], version: string = MODELOPT_VERSION): Record<string, unknown> {
-  const algo = checkFormat(format)
-  const args =
-    format === 'nvfp4'
-      ? { dynamic: false, num_bits: 4, type: 'float', group_size: NVFP4_GROUP_SIZE }
-      : { dynamic: false, num_bits: 8, type: 'float' }
+  const facts = checkFormat(format)
+  const args = { dynamic: false, num_bits: facts.bits, type: 'float', ...(facts.groupSize === null ? {} : { group_size: facts.groupSize }) }
   return {
     config_groups: { group_0: { input_activations: { ...args }, weights: { ...args }, targets: ['Linear'] } },
     ignore: [...exclude],
-    quant_algo: algo,
+    quant_algo: facts.quantAlgo,
     producer: { name: 'modelopt', version },
     quant_method: 'modelopt',
   }

@@ -3,19 +3,16 @@
  * quantized under which output (hub) names, which scales are shared (SPEC §4.3), which tensors are kept,
  * and the metadata files — everything the native exporter needs, so that it only does the bytes.
  */
-import type { ModelDescriptor } from '../descriptor'
 import { MoeQuantError } from '../errors'
-import type { ExportPlan } from '../native/contract'
-import { expertTensorNames, type InspectReport } from '../inspect'
-import type { HeaderListing } from '../listing'
-import { lookupArchitecture } from '../registry'
-import type { MoeLayer } from '../resolve'
-import type { QuantFormatName } from '../quantize-types'
+import { FORMATS, type QuantFormatName } from '../formats'
+import type { InspectReport } from '../model/inspection'
+import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
+import { lookupArchitecture } from '../model/registry'
+import { expertTensorNames, type MoeLayer } from '../model/resolve'
+import type { ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
+import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
-import { excludeModules, hfQuantConfig, quantizationConfig, outputConfigJson } from './modelopt'
-
-export type { ExportPlan }
 
 export interface PlanOptions {
   format: QuantFormatName
@@ -30,15 +27,13 @@ export interface PlanOptions {
 
 export interface PlannedExport {
   plan: ExportPlan
-  /** Linears kept unquantized because an input dimension is not a multiple of 16 (NVFP4). */
+  /** Linears kept unquantized because an input dimension is not a multiple of the format's group size (NVFP4). */
   keptIndivisible: string[]
   /** The `exclude_modules` written. */
   excludeModules: string[]
   /** Input files not copied into the output (not on the allow-list of export/files.ts). */
   skippedFiles: string[]
 }
-
-const NVFP4_BLOCK = 16
 
 /** `*` wildcards → a RegExp over whole module names. */
 function globToRegExp(pattern: string): RegExp {
@@ -85,105 +80,26 @@ function inputGroups(descriptor: ModelDescriptor): string[][] {
   return groups
 }
 
-/** Builds the export plan. */
-export function planExport(report: InspectReport, descriptor: ModelDescriptor, listing: HeaderListing, options: PlanOptions): PlannedExport {
-  const excluded = options.exclude.map(globToRegExp)
-  // Which patterns matched a module: one that matches none is most likely misspelled.
-  const matched = new Set<number>()
-  const isExcluded = (module: string): boolean => {
-    const hits = excluded.flatMap((re, i) => (re.test(module) ? [i] : []))
-    for (const i of hits) matched.add(i)
+/** The caller's exclude patterns, remembering which matched a module: one that matches none is most likely misspelled. */
+class Excludes {
+  private readonly patterns: RegExp[]
+  private readonly matched = new Set<number>()
+
+  constructor(private readonly given: readonly string[]) {
+    this.patterns = given.map(globToRegExp)
+  }
+
+  /** Whether `module` is excluded. */
+  test(module: string): boolean {
+    const hits = this.patterns.flatMap((re, i) => (re.test(module) ? [i] : []))
+    for (const i of hits) this.matched.add(i)
     return hits.length > 0
   }
-  const byName = new Map(listing.tensors.map((t) => [t.name, t]))
-  const layerOf = (name: string): number => {
-    const match = /(?:^|\.)(?:layers|blocks)\.(\d+)\./.exec(name)
-    if (!match) throw new MoeQuantError('E_INTERNAL', `${name} is quantized but belongs to no decoder layer`)
-    return Number(match[1])
-  }
-  const renames: Array<[string, string]> = []
-  const outputName = (name: string): string => {
-    for (const [from, to] of renames) if (name.startsWith(from)) return to + name.slice(from.length)
-    return name
-  }
 
-  // Routed experts.
-  const experts: ExportPlan['experts'] = []
-  const expertTensors = new Set<string>()
-  const quantizedModules: string[] = []
-  const keptIndivisible: string[] = []
-  for (const layer of report.moeLayers) {
-    const names = expertTensorNames(layer)
-    const naming = expertNaming(layer, report.modelType)
-    if (naming.rename) renames.push(naming.rename)
-    const indivisible = options.format === 'nvfp4' && (layer.hidden % NVFP4_BLOCK !== 0 || layer.intermediate % NVFP4_BLOCK !== 0)
-    if (isExcluded(naming.gate.replace('{e}', '0')) || indivisible) {
-      if (indivisible && options.indivisible === 'error') {
-        throw new MoeQuantError(
-          'E_TENSOR_SHAPE',
-          `${names[0]}: NVFP4 needs input dimensions that are multiples of 16, but the experts of ${layer.block} have H = ${layer.hidden}, I = ${layer.intermediate}` +
-            ' (pass indivisible: "keep" to keep such linears unquantized)',
-          { tensor: names[0] },
-        )
-      }
-      if (indivisible) keptIndivisible.push(`${layer.block}.experts`)
-      continue
-    }
-    for (const name of names) expertTensors.add(name)
-    experts.push({ layer: layer.layer, block: layer.block, gate: naming.gate, up: naming.up, down: naming.down })
-    for (let e = 0; e < layer.experts; e++) {
-      for (const pattern of [naming.gate, naming.up, naming.down]) quantizedModules.push(pattern.replace('{e}', String(e)))
-    }
-  }
-
-  // Other linears: attention projections, dense MLPs, shared experts.
-  const groups = inputGroups(descriptor)
-  const groupOf = new Map<string, string[]>()
-  for (const group of groups) for (const module of group) groupOf.set(module, group)
-  const planned = new Set<string>()
-  const linears: ExportPlan['linears'] = []
-  for (const name of report.tensors.quantize) {
-    if (expertTensors.has(name) || !name.endsWith('.weight')) continue
-    if (report.moeLayers.some((l) => expertTensorNames(l).includes(name))) continue
-    const module = moduleOf(name)
-    const tensor = byName.get(name)
-    if (isExcluded(module) || !tensor || tensor.shape.length !== 2) continue
-    const inputs = tensor.shape[1] as number
-    if (options.format === 'nvfp4' && inputs % NVFP4_BLOCK !== 0) {
-      if (options.indivisible === 'error') {
-        throw new MoeQuantError(
-          'E_TENSOR_SHAPE',
-          `${name} [${tensor.shape.join(', ')}]: NVFP4 needs an input dimension that is a multiple of 16, this one is ${inputs}` +
-            ' (pass indivisible: "keep" to keep such linears unquantized)',
-          { tensor: name, shape: tensor.shape },
-        )
-      }
-      keptIndivisible.push(module)
-      continue
-    }
-    planned.add(module)
-  }
-  for (const module of planned) {
-    const group = (groupOf.get(module) ?? []).filter((m) => planned.has(m))
-    const shared = group.length > 1 ? group : []
-    linears.push({
-      layer: layerOf(module),
-      module,
-      output: outputName(module),
-      weight_group: options.format === 'nvfp4' ? shared : [],
-      input_group: shared,
-    })
-    quantizedModules.push(outputName(module))
-  }
-
-  // Everything else is kept in its source dtype, under its (hub) output name.
-  const quantizedWeights = new Set([...expertTensors, ...[...planned].map((m) => `${m}.weight`)])
-  const keep = listing.tensors.filter((t) => !quantizedWeights.has(t.name)).map((t) => ({ input: t.name, output: outputName(t.name) }))
-
-  const modules = [...new Set(listing.tensors.map((t) => moduleOf(t.name)))]
-  for (const module of modules) isExcluded(outputName(module))
-  const unmatched = options.exclude.filter((_, i) => !matched.has(i))
-  if (unmatched.length > 0) {
+  /** @throws MoeQuantError `E_OPTION_INVALID` naming the patterns that matched no module, with examples of names. */
+  refuseUnmatched(quantizedModules: readonly string[]): void {
+    const unmatched = this.given.filter((_, i) => !this.matched.has(i))
+    if (unmatched.length === 0) return
     const examples = [...new Set(quantizedModules.map((m) => m.replace(/\.\d+\./g, '.*.')))].slice(0, 4)
     throw new MoeQuantError(
       'E_OPTION_INVALID',
@@ -191,26 +107,139 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor, l
         `(patterns match whole module names with * wildcards, e.g. ${examples.join(', ')})`,
     )
   }
+}
+
+/** What planning the experts and the linears shares. */
+interface Planning {
+  options: PlanOptions
+  /** The format's group size (null: any input dimension) and its name, for messages. */
+  groupSize: number | null
+  quantAlgo: string
+  excludes: Excludes
+  /** Block renames a fused input needs (`from.` → `to.`), found with the experts. */
+  renames: Array<[string, string]>
+  /** Output names of every quantized module, for `exclude_modules`. */
+  quantizedModules: string[]
+  keptIndivisible: string[]
+}
+
+/** The output (hub) name of an input tensor or module. */
+function outputName(planning: Planning, name: string): string {
+  for (const [from, to] of planning.renames) if (name.startsWith(from)) return to + name.slice(from.length)
+  return name
+}
+
+/** The routed experts quantized, layer by layer, and their input tensors. */
+function planExperts(report: InspectReport, planning: Planning): { experts: ExportPlan['experts']; expertTensors: Set<string> } {
+  const { groupSize, quantAlgo, options } = planning
+  const experts: ExportPlan['experts'] = []
+  const expertTensors = new Set<string>()
+  for (const layer of report.moeLayers) {
+    const names = expertTensorNames(layer)
+    const naming = expertNaming(layer, report.modelType)
+    if (naming.rename) planning.renames.push(naming.rename)
+    const indivisible = groupSize !== null && (layer.hidden % groupSize !== 0 || layer.intermediate % groupSize !== 0)
+    if (planning.excludes.test(naming.gate.replace('{e}', '0')) || indivisible) {
+      if (indivisible && options.indivisible === 'error') {
+        throw new MoeQuantError(
+          'E_TENSOR_SHAPE',
+          `${names[0]}: ${quantAlgo} needs input dimensions that are multiples of ${groupSize}, but the experts of ${layer.block} have H = ${layer.hidden}, I = ${layer.intermediate}` +
+            ' (pass indivisible: "keep" to keep such linears unquantized)',
+          { tensor: names[0] },
+        )
+      }
+      if (indivisible) planning.keptIndivisible.push(`${layer.block}.experts`)
+      continue
+    }
+    for (const name of names) expertTensors.add(name)
+    experts.push({ layer: layer.layer, block: layer.block, gate: naming.gate, up: naming.up, down: naming.down })
+    for (let e = 0; e < layer.experts; e++) {
+      for (const pattern of [naming.gate, naming.up, naming.down]) planning.quantizedModules.push(pattern.replace('{e}', String(e)))
+    }
+  }
+  return { experts, expertTensors }
+}
+
+/** The modules of the other linears to quantize (attention projections, dense MLPs, shared experts). */
+function linearModules(report: InspectReport, listing: HeaderListing, expertTensors: Set<string>, planning: Planning): Set<string> {
+  const { groupSize, quantAlgo, options } = planning
+  const byName = new Map(listing.tensors.map((t) => [t.name, t]))
+  const planned = new Set<string>()
+  for (const name of report.tensors.quantize) {
+    if (expertTensors.has(name) || !name.endsWith('.weight')) continue
+    if (report.moeLayers.some((l) => expertTensorNames(l).includes(name))) continue
+    const module = moduleOf(name)
+    const tensor = byName.get(name)
+    if (planning.excludes.test(module) || !tensor || tensor.shape.length !== 2) continue
+    const inputs = tensor.shape[1] as number
+    if (groupSize !== null && inputs % groupSize !== 0) {
+      if (options.indivisible === 'error') {
+        throw new MoeQuantError(
+          'E_TENSOR_SHAPE',
+          `${name} [${tensor.shape.join(', ')}]: ${quantAlgo} needs an input dimension that is a multiple of ${groupSize}, this one is ${inputs}` +
+            ' (pass indivisible: "keep" to keep such linears unquantized)',
+          { tensor: name, shape: tensor.shape },
+        )
+      }
+      planning.keptIndivisible.push(module)
+      continue
+    }
+    planned.add(module)
+  }
+  return planned
+}
+
+/** The linears of `planned`, each with the linears it shares scales with. */
+function planLinears(descriptor: ModelDescriptor, planned: Set<string>, planning: Planning): ExportPlan['linears'] {
+  const groupOf = new Map<string, string[]>()
+  for (const group of inputGroups(descriptor)) for (const module of group) groupOf.set(module, group)
+  const layerOf = (name: string): number => {
+    const match = /(?:^|\.)(?:layers|blocks)\.(\d+)\./.exec(name)
+    if (!match) throw new MoeQuantError('E_INTERNAL', `${name} is quantized but belongs to no decoder layer`)
+    return Number(match[1])
+  }
+  const linears: ExportPlan['linears'] = []
+  for (const module of planned) {
+    const group = (groupOf.get(module) ?? []).filter((m) => planned.has(m))
+    const shared = group.length > 1 ? group : []
+    const output = outputName(planning, module)
+    // A group-scaled format's per-tensor weight_scale_2 is shared by the linears that read one input.
+    linears.push({ layer: layerOf(module), module, output, weight_group: planning.groupSize !== null ? shared : [], input_group: shared })
+    planning.quantizedModules.push(output)
+  }
+  return linears
+}
+
+/** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules`. */
+function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[]): Record<string, string> {
+  return {
+    'config.json': outputConfigJson(listing.config, quantizationConfig(options.format, exclude), `${listing.dir}/config.json`),
+    [HF_QUANT_CONFIG]: dumpPyJson(hfQuantConfig(options.format, exclude, undefined, options.tool)),
+  }
+}
+
+/** Builds the export plan. */
+export function planExport(report: InspectReport, descriptor: ModelDescriptor, listing: HeaderListing, options: PlanOptions): PlannedExport {
+  const { groupSize, quantAlgo } = FORMATS[options.format]
+  const planning: Planning = { options, groupSize, quantAlgo, excludes: new Excludes(options.exclude), renames: [], quantizedModules: [], keptIndivisible: [] }
+  const { experts, expertTensors } = planExperts(report, planning)
+  const planned = linearModules(report, listing, expertTensors, planning)
+  const linears = planLinears(descriptor, planned, planning)
+
+  // Everything else is kept in its source dtype, under its (hub) output name.
+  const quantizedWeights = new Set([...expertTensors, ...[...planned].map((m) => `${m}.weight`)])
+  const keep = listing.tensors.filter((t) => !quantizedWeights.has(t.name)).map((t) => ({ input: t.name, output: outputName(planning, t.name) }))
+  for (const module of new Set(listing.tensors.map((t) => moduleOf(t.name)))) planning.excludes.test(outputName(planning, module))
+  planning.excludes.refuseUnmatched(planning.quantizedModules)
 
   // ModelOpt lists unquantized modules that own a weight, except norms (moduleLists' rule).
-  const unquantized = new Set<string>()
-  for (const { output } of keep) {
-    if (!output.endsWith('.weight')) continue
-    const module = moduleOf(output)
-    const leaf = module.slice(module.lastIndexOf('.') + 1)
-    if (/norm/i.test(leaf) || /^ln(_|$)/.test(leaf)) continue
-    unquantized.add(module)
-  }
-  const exclude = excludeModules([...unquantized].sort(), quantizedModules)
-  const configText = outputConfigJson(listing.config, quantizationConfig(options.format, exclude), `${listing.dir}/config.json`)
-  const files: Record<string, string> = {
-    'config.json': configText,
-    'hf_quant_config.json': dumpPyJson(hfQuantConfig(options.format, exclude, undefined, options.tool)),
-  }
+  const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && !isNorm(moduleOf(output)) ? [moduleOf(output)] : [])))
+  const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
+  const files = metadataFiles(listing, options, exclude)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))
   return {
     plan: { format: options.format, keep, linears, experts, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite },
-    keptIndivisible,
+    keptIndivisible: planning.keptIndivisible,
     excludeModules: exclude,
     skippedFiles: skipped,
   }

@@ -22,116 +22,135 @@ export class PyFloat {
 export type PyJson = null | boolean | string | PyInt | PyFloat | PyJson[] | PyObject
 export type PyObject = Map<string, PyJson>
 
+const ESCAPES: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' }
+
+/** A recursive-descent reader of one JSON text; `at` is the offset of the next character. */
+class PyJsonReader {
+  at = 0
+  private readonly number = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?/y
+
+  constructor(
+    private readonly text: string,
+    private readonly source: string,
+  ) {}
+
+  fail(what: string): never {
+    throw new MoeQuantError('E_CONFIG_INVALID', `${this.source}: not valid JSON: ${what} at offset ${this.at}`, { file: this.source })
+  }
+
+  skipSpace(): void {
+    while (this.at < this.text.length && ' \t\n\r'.includes(this.text[this.at] as string)) this.at++
+  }
+
+  private literal(word: string): boolean {
+    if (!this.text.startsWith(word, this.at)) return false
+    this.at += word.length
+    return true
+  }
+
+  private string(): string {
+    const { text } = this
+    this.at++ // opening quote
+    let out = ''
+    for (;;) {
+      if (this.at >= text.length) this.fail('unterminated string')
+      const c = text[this.at] as string
+      if (c === '"') {
+        this.at++
+        return out
+      }
+      if (c < ' ') this.fail('control character in string')
+      if (c !== '\\') {
+        out += c
+        this.at++
+        continue
+      }
+      const e = text[this.at + 1]
+      this.at += 2
+      if (e !== undefined && e in ESCAPES) out += ESCAPES[e]
+      else if (e === 'u') {
+        const hex = text.slice(this.at, this.at + 4)
+        if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.fail('bad \\u escape')
+        out += String.fromCharCode(Number.parseInt(hex, 16))
+        this.at += 4
+      } else this.fail('bad escape')
+    }
+  }
+
+  private object(): PyObject {
+    this.at++
+    const object: PyObject = new Map()
+    this.skipSpace()
+    if (this.text[this.at] === '}') {
+      this.at++
+      return object
+    }
+    for (;;) {
+      this.skipSpace()
+      if (this.text[this.at] !== '"') this.fail('expected a property name')
+      const key = this.string()
+      this.skipSpace()
+      if (this.text[this.at] !== ':') this.fail("expected ':'")
+      this.at++
+      object.set(key, this.value())
+      this.skipSpace()
+      if (this.text[this.at] === ',') this.at++
+      else if (this.text[this.at] === '}') {
+        this.at++
+        return object
+      } else this.fail("expected ',' or '}'")
+    }
+  }
+
+  private array(): PyJson[] {
+    this.at++
+    const array: PyJson[] = []
+    this.skipSpace()
+    if (this.text[this.at] === ']') {
+      this.at++
+      return array
+    }
+    for (;;) {
+      array.push(this.value())
+      this.skipSpace()
+      if (this.text[this.at] === ',') this.at++
+      else if (this.text[this.at] === ']') {
+        this.at++
+        return array
+      } else this.fail("expected ',' or ']'")
+    }
+  }
+
+  value(): PyJson {
+    this.skipSpace()
+    const c = this.text[this.at]
+    if (c === '{') return this.object()
+    if (c === '[') return this.array()
+    if (c === '"') return this.string()
+    if (this.literal('null')) return null
+    if (this.literal('true')) return true
+    if (this.literal('false')) return false
+    if (this.literal('NaN')) return new PyFloat(Number.NaN)
+    if (this.literal('Infinity')) return new PyFloat(Number.POSITIVE_INFINITY)
+    if (this.literal('-Infinity')) return new PyFloat(Number.NEGATIVE_INFINITY)
+    this.number.lastIndex = this.at
+    const match = this.number.exec(this.text)
+    if (!match) return this.fail('unexpected character')
+    this.at += match[0].length
+    return match[1] !== undefined || match[2] !== undefined ? new PyFloat(Number(match[0])) : new PyInt(match[0])
+  }
+}
+
 /**
  * Parses JSON text as Python's `json.loads` does: key order kept, a repeated key keeps its first position and
  * its last value, `NaN`/`Infinity`/`-Infinity` accepted.
  * @throws MoeQuantError `E_CONFIG_INVALID` naming `source` and the offset of the error.
  */
 export function parsePyJson(text: string, source = 'JSON text'): PyJson {
-  let at = 0
-  const fail = (what: string): never => {
-    throw new MoeQuantError('E_CONFIG_INVALID', `${source}: not valid JSON: ${what} at offset ${at}`, { file: source })
-  }
-  const skipSpace = (): void => {
-    while (at < text.length && ' \t\n\r'.includes(text[at] as string)) at++
-  }
-  const literal = (word: string): boolean => {
-    if (text.startsWith(word, at)) {
-      at += word.length
-      return true
-    }
-    return false
-  }
-  const string = (): string => {
-    at++ // opening quote
-    let out = ''
-    for (;;) {
-      if (at >= text.length) fail('unterminated string')
-      const c = text[at] as string
-      if (c === '"') {
-        at++
-        return out
-      }
-      if (c < ' ') fail('control character in string')
-      if (c !== '\\') {
-        out += c
-        at++
-        continue
-      }
-      const e = text[at + 1]
-      at += 2
-      const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' }
-      if (e !== undefined && e in simple) out += simple[e]
-      else if (e === 'u') {
-        const hex = text.slice(at, at + 4)
-        if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail('bad \\u escape')
-        out += String.fromCharCode(Number.parseInt(hex, 16))
-        at += 4
-      } else fail('bad escape')
-    }
-  }
-  const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?/y
-  const value = (): PyJson => {
-    skipSpace()
-    const c = text[at]
-    if (c === '{') {
-      at++
-      const object: PyObject = new Map()
-      skipSpace()
-      if (text[at] === '}') {
-        at++
-        return object
-      }
-      for (;;) {
-        skipSpace()
-        if (text[at] !== '"') fail('expected a property name')
-        const key = string()
-        skipSpace()
-        if (text[at] !== ':') fail("expected ':'")
-        at++
-        object.set(key, value())
-        skipSpace()
-        if (text[at] === ',') at++
-        else if (text[at] === '}') {
-          at++
-          return object
-        } else fail("expected ',' or '}'")
-      }
-    }
-    if (c === '[') {
-      at++
-      const array: PyJson[] = []
-      skipSpace()
-      if (text[at] === ']') {
-        at++
-        return array
-      }
-      for (;;) {
-        array.push(value())
-        skipSpace()
-        if (text[at] === ',') at++
-        else if (text[at] === ']') {
-          at++
-          return array
-        } else fail("expected ',' or ']'")
-      }
-    }
-    if (c === '"') return string()
-    if (literal('null')) return null
-    if (literal('true')) return true
-    if (literal('false')) return false
-    if (literal('NaN')) return new PyFloat(Number.NaN)
-    if (literal('Infinity')) return new PyFloat(Number.POSITIVE_INFINITY)
-    if (literal('-Infinity')) return new PyFloat(Number.NEGATIVE_INFINITY)
-    NUMBER.lastIndex = at
-    const match = NUMBER.exec(text)
-    if (!match) return fail('unexpected character')
-    at += match[0].length
-    return match[1] !== undefined || match[2] !== undefined ? new PyFloat(Number(match[0])) : new PyInt(match[0])
-  }
-  const result = value()
-  skipSpace()
-  if (at !== text.length) fail('extra data')
+  const reader = new PyJsonReader(text, source)
+  const result = reader.value()
+  reader.skipSpace()
+  if (reader.at !== text.length) reader.fail('extra data')
   return result
 }
 

@@ -5,8 +5,8 @@
  * orientation checked against H and I. Nothing here knows model families; the registry (resolve.ts)
  * decides which of the detected structures a family may use.
  */
+import { MoeQuantError } from '../errors'
 import type { TextConfig } from './config'
-import { MoeQuantError } from './errors'
 import type { TensorHeader } from './listing'
 import type { ExpertLayoutKind } from './registry/types'
 

@@ -2,9 +2,9 @@
  * computeLogits(): the unquantized model's logits for a batch of token ids, computed by the native
  * forward that calibration uses (layer by layer, f32 on the CPU).
  */
-import { describeModel } from './descriptor'
-import { flattenIds, type IdRow } from './ids'
-import { callNative } from './native'
+import { callNative } from '../native/task'
+import { describeModel } from './describe'
+import { checkIdRows, type IdRow } from './options'
 
 export interface LogitsResult {
   /** Row-major `[rows, seqLen, vocabSize]`. */
@@ -22,7 +22,9 @@ export interface LogitsResult {
  */
 export async function computeLogits(dir: string, ids: readonly IdRow[]): Promise<LogitsResult> {
   const descriptor = await describeModel(dir)
-  const { flat, rows, seqLen } = flattenIds(ids, descriptor.vocab_size)
-  const logits = (await callNative((b) => b.computeLogits(dir, JSON.stringify(descriptor), flat, rows, seqLen))) as Float32Array
-  return { logits, shape: [rows, seqLen, descriptor.vocab_size] }
+  // One forward over `[rows, seqLen]`: the rows are a batch, not cut into windows, so they must not be ragged.
+  const rows = checkIdRows(ids, descriptor.vocab_size, 'ids', { sameLength: true })
+  const seqLen = (rows[0] as number[]).length
+  const logits = (await callNative((b) => b.computeLogits(dir, JSON.stringify(descriptor), rows.flat(), rows.length, seqLen))) as Float32Array
+  return { logits, shape: [rows.length, seqLen, descriptor.vocab_size] }
 }

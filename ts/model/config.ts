@@ -3,7 +3,7 @@
  * use: the expert count as `num_experts`, `num_local_experts` or `n_routed_experts`; RoPE as `rope_theta` +
  * `rope_scaling` or `rope_parameters`; multimodal configs nesting the text model under `text_config`.
  */
-import { MoeQuantError } from './errors'
+import { MoeQuantError } from '../errors'
 
 /** The text model's configuration, normalised. Raw fields stay available in `raw`. */
 export interface TextConfig {
@@ -69,6 +69,22 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
+/** RoPE's theta and scaling, from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`. */
+function ropeFields(field: (key: string) => unknown): Pick<TextConfig, 'ropeTheta' | 'ropeScaling'> {
+  let ropeTheta: number | undefined
+  let ropeScaling: Record<string, unknown> | undefined
+  const ropeParameters = field('rope_parameters')
+  if (isObject(ropeParameters)) {
+    // transformers 5: one object holding theta and the scaling type (possibly per attention type).
+    const params = isObject(ropeParameters.full_attention) ? ropeParameters.full_attention : ropeParameters
+    if (typeof params.rope_theta === 'number') ropeTheta = params.rope_theta
+    ropeScaling = params as Record<string, unknown>
+  }
+  if (ropeTheta === undefined && typeof field('rope_theta') === 'number') ropeTheta = field('rope_theta') as number
+  if (ropeScaling === undefined && isObject(field('rope_scaling'))) ropeScaling = field('rope_scaling') as Record<string, unknown>
+  return { ropeTheta, ropeScaling }
+}
+
 /** Parses config.json text into a TextConfig, with errors naming the file and the field. */
 export function parseConfig(text: string, file: string): TextConfig {
   let outer: unknown
@@ -117,18 +133,6 @@ export function parseConfig(text: string, file: string): TextConfig {
   const hiddenSize = integer('hidden_size', { required: true }) as number
   const numLayers = integer('num_hidden_layers', { required: true }) as number
 
-  let ropeTheta: number | undefined
-  let ropeScaling: Record<string, unknown> | undefined
-  const ropeParameters = field('rope_parameters')
-  if (isObject(ropeParameters)) {
-    // transformers 5: one object holding theta and the scaling type (possibly per attention type).
-    const params = isObject(ropeParameters.full_attention) ? ropeParameters.full_attention : ropeParameters
-    if (typeof params.rope_theta === 'number') ropeTheta = params.rope_theta
-    ropeScaling = params as Record<string, unknown>
-  }
-  if (ropeTheta === undefined && typeof field('rope_theta') === 'number') ropeTheta = field('rope_theta') as number
-  if (ropeScaling === undefined && isObject(field('rope_scaling'))) ropeScaling = field('rope_scaling') as Record<string, unknown>
-
   const candidates = ['moe_intermediate_size', 'intermediate_size']
     .map((key) => integer(key))
     .filter((v): v is number => v !== undefined)
@@ -147,8 +151,7 @@ export function parseConfig(text: string, file: string): TextConfig {
     numAttentionHeads: integer('num_attention_heads'),
     numKeyValueHeads: integer('num_key_value_heads'),
     headDim: integer('head_dim'),
-    ropeTheta,
-    ropeScaling,
+    ...ropeFields(field),
     tieWordEmbeddings: field('tie_word_embeddings') === true,
     dtype: typeof dtype === 'string' ? dtype : undefined,
     raw,

@@ -3,9 +3,9 @@
  * generic structural match, checked against the detected layers. The result is the model descriptor that
  * inspect reports and that the native core is given.
  */
+import { MoeQuantError } from '../errors'
 import type { TextConfig } from './config'
 import type { DetectedExperts, DetectedLayer } from './detect'
-import { MoeQuantError } from './errors'
 import { lookupArchitecture } from './registry'
 import type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, RouterKind } from './registry'
 
@@ -165,4 +165,16 @@ export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[
     moeLayers,
     denseLayers: layers.filter((l) => l.kind !== 'moe').map((l) => l.index),
   }
+}
+
+/** Expands a layer's routed-expert tensor names (`{e}` patterns) into every tensor name. */
+export function expertTensorNames(layer: MoeLayer): string[] {
+  const t = layer.tensors
+  const names: string[] = []
+  for (const name of [t.gate, t.up, t.down, t.gateUp, t.gateUpBias, t.downBias]) {
+    if (!name) continue
+    if (name.includes('{e}')) for (let e = 0; e < layer.experts; e++) names.push(name.replace('{e}', String(e)))
+    else names.push(name)
+  }
+  return names
 }

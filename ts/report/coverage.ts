@@ -1,13 +1,22 @@
 /**
- * The expert-coverage report: a self-contained HTML heatmap (no scripts, no external assets) of the tokens
- * each expert of each MoE layer received during calibration, readable from 8 to 256+ experts (the table
- * scrolls under sticky headers), with a colour legend and, per layer, the ids of the experts that saw no
- * token or very few.
+ * Expert coverage: the tokens each expert of each MoE layer received during calibration, read from what
+ * calibration recorded, and the report of it, a self-contained HTML heatmap (no scripts, no external assets)
+ * readable from 8 to 256+ experts (the table scrolls under sticky headers), with a colour legend and, per
+ * layer, the ids of the experts that saw no token or very few.
  */
 import { promises as fs } from 'node:fs'
 import * as path from 'node:path'
 
-import { MoeQuantError } from './errors'
+import { MoeQuantError } from '../errors'
+import type { CalibrationSummary } from '../native/contract'
+
+/** One MoE block's coverage: the (token, expert) routings each of its experts received. */
+export interface CoverageLayer {
+  layer: number
+  /** Module path of the MoE block. */
+  block: string
+  tokens: readonly number[]
+}
 
 /** What the report shows: per MoE layer, the routings each expert received, and the calibration's size. */
 export interface CoverageInput {
@@ -15,8 +24,36 @@ export interface CoverageInput {
   seqLen: number
   /** Calibration tokens per layer. */
   tokens: number
-  layers: ReadonlyArray<{ layer: number; tokens: readonly number[] }>
+  layers: readonly CoverageLayer[]
   warnings: readonly string[]
+}
+
+/** The coverage of the MoE `blocks` (in their order) as calibration recorded it; a block it has no record of is left out. */
+export function coverageLayers(summary: CalibrationSummary, blocks: ReadonlyArray<{ layer: number; block: string }>): CoverageLayer[] {
+  return blocks.flatMap(({ layer, block }) => {
+    const stats = summary.observers.experts[block]
+    return stats ? [{ layer, block, tokens: stats.tokens }] : []
+  })
+}
+
+/** The report's input: the layers' coverage, the size of the calibration that gave it, the run's warnings. */
+export function coverageInput(summary: CalibrationSummary, layers: readonly CoverageLayer[], warnings: readonly string[]): CoverageInput {
+  return { samples: summary.samples, seqLen: summary.seq_len, tokens: summary.tokens, layers, warnings }
+}
+
+/** The experts that saw no calibration token, per layer that has any. */
+export function uncalibratedExperts(layers: readonly CoverageLayer[]): Array<{ layer: number; experts: number[] }> {
+  return layers.flatMap(({ layer, tokens }) => {
+    const experts = tokens.flatMap((n, e) => (n === 0 ? [e] : []))
+    return experts.length > 0 ? [{ layer, experts }] : []
+  })
+}
+
+/** "12 experts saw no calibration token (layer 1: 5, layer 3: 7)", or undefined when every expert saw one. */
+export function uncalibratedSummary(uncalibrated: ReadonlyArray<{ layer: number; experts: readonly number[] }>): string | undefined {
+  const count = uncalibrated.reduce((n, l) => n + l.experts.length, 0)
+  if (count === 0) return undefined
+  return `${count} experts saw no calibration token (${uncalibrated.map((l) => `layer ${l.layer}: ${l.experts.length}`).join(', ')})`
 }
 
 /** An expert is "nearly unrouted" below this share of its layer's mean routings per expert. */

@@ -1,15 +1,15 @@
 /**
- * inspectModel(): what a checkpoint is and what a quantization would do to it, read from headers only.
+ * The inspect report: what a checkpoint is and what a quantization would do to it (architecture, expert
+ * layout per MoE layer, parameter counts, the tensors quantized and kept), built from its header listing alone.
  */
 import * as path from 'node:path'
 
+import { MoeQuantError } from '../errors'
 import { parseConfig } from './config'
 import { detectLayers, findLayerPrefix } from './detect'
-import { MoeQuantError } from './errors'
-import { type HeaderListing, readListing, type TensorHeader } from './listing'
-import { type KeepReason, planTensors } from './plan'
-import { unreadableQuantization } from './quantized'
-import { type MoeLayer, resolveModel } from './resolve'
+import { type HeaderListing, type TensorHeader, unreadableQuantization } from './listing'
+import { expertTensorNames, type MoeLayer, resolveModel } from './resolve'
+import { type KeepReason, planTensors } from './tensor-plan'
 
 export interface InspectReport {
   /** The checkpoint directory as given. */
@@ -48,18 +48,6 @@ export interface InspectReport {
     /** Tensors kept in their source dtype, with the reason. */
     keep: Array<{ name: string; reason: KeepReason }>
   }
-}
-
-/** Expands a layer's routed-expert tensor names (`{e}` patterns) into every tensor name. */
-export function expertTensorNames(layer: MoeLayer): string[] {
-  const t = layer.tensors
-  const names: string[] = []
-  for (const name of [t.gate, t.up, t.down, t.gateUp, t.gateUpBias, t.downBias]) {
-    if (!name) continue
-    if (name.includes('{e}')) for (let e = 0; e < layer.experts; e++) names.push(name.replace('{e}', String(e)))
-    else names.push(name)
-  }
-  return names
 }
 
 const numel = (tensor: TensorHeader): number => tensor.shape.reduce((a, b) => a * b, 1)
@@ -127,23 +115,4 @@ export function reportFromListing(listing: HeaderListing): InspectReport {
       keep: plan.keep.map(({ tensor, reason }) => ({ name: tensor.name, reason })),
     },
   }
-}
-
-/**
- * Reads a checkpoint's headers and reports its architecture, expert layout per MoE layer, parameter counts
- * and which tensors a quantization would quantize or keep. Reads no tensor data.
- *
- * @param dir A Hugging Face model directory (config.json + model.safetensors or shards with an index).
- * @throws MoeQuantError with codes such as `E_CONFIG_MISSING`, `E_CHECKPOINT_TRUNCATED`,
- *   `E_LAYOUT_ODD_SPLIT`, `E_LAYOUT_EXPERT_COUNT`, `E_LAYOUT_ORIENTATION`.
- * @example
- *   const report = await inspectModel('./Qwen3-30B-A3B')
- *   console.log(report.moeLayers[0].layout, report.parameters.activePerToken)
- */
-export async function inspectModel(dir: string): Promise<InspectReport> {
-  if (typeof dir !== 'string' || dir.length === 0) {
-    throw new MoeQuantError('E_OPTION_INVALID', `inspectModel(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
-  }
-  const listing = await readListing(dir)
-  return reportFromListing(listing)
 }

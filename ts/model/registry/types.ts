@@ -1,32 +1,31 @@
 /**
  * The shape of one architecture registry entry: a declarative description of a model family's MoE
  * blocks. Tensor patterns are relative to a decoder layer (`model.layers.L.`); `{e}` stands for the expert
- * index. An entry always wins over the generic structural match.
+ * index. An entry always wins over the generic structural match. The kinds the native forward implements are
+ * its own declarations (native/contract.ts).
  */
+import type { ExpertActivation, ExpertLayout, RouterKind as NativeRouterKind } from '../../native/contract'
 
-/** How the routed experts of one MoE layer are stored. */
-export type ExpertLayoutKind =
-  /** `experts.{e}.gate_proj.weight [I,H]`, `up_proj [I,H]`, `down_proj [H,I]` (or w1/w3/w2). */
-  | 'per_expert'
-  /** `gate_up_proj [E,2I,H]` (gate rows first, then up), `down_proj [E,H,I]`. */
-  | 'fused'
-  /** `gate_up_proj [E,H,2I]` (gate columns first), `down_proj [E,I,H]`. */
-  | 'fused_transposed'
-  /** `gate_up_proj [E,H,2I]` with gate/up interleaved (even columns gate, odd up), `down_proj [E,I,H]`. */
-  | 'fused_interleaved'
+/**
+ * How the routed experts of one MoE layer are stored (the native core's ExpertLayout):
+ * - `per_expert`: `experts.{e}.gate_proj.weight [I,H]`, `up_proj [I,H]`, `down_proj [H,I]` (or w1/w3/w2);
+ * - `fused`: `gate_up_proj [E,2I,H]` (gate rows first, then up), `down_proj [E,H,I]`;
+ * - `fused_transposed`: `gate_up_proj [E,H,2I]` (gate columns first), `down_proj [E,I,H]`;
+ * - `fused_interleaved`: `gate_up_proj [E,H,2I]` with gate/up interleaved (even columns gate, odd up),
+ *   `down_proj [E,I,H]`.
+ */
+export type ExpertLayoutKind = ExpertLayout
 
-/** How a router turns logits into the K experts and their weights. */
-export type RouterKind =
-  /** softmax over all experts, top-K, renormalised when `norm_topk_prob` (Qwen, OLMoE). */
-  | 'softmax_topk'
-  /** softmax, top-K, always renormalised (Mixtral, MiniMax, Qwen3.5). */
-  | 'softmax_topk_norm'
-  /** sigmoid scores + correction bias for choosing, group-limited top-K, routed scaling (DeepSeek-V3, GLM4). */
-  | 'sigmoid_group_topk'
-  /** top-K on the logits, softmax over the K (Granite, GPT-OSS, Llama4 uses sigmoid over the K). */
-  | 'topk_softmax'
-  /** top-K on the logits, sigmoid of the K (Llama4). */
-  | 'topk_sigmoid'
+/**
+ * How a router turns logits into the K experts and their weights (the native core's RouterKind):
+ * - `softmax_topk`: softmax over all experts, top-K, renormalised when `norm_topk_prob` (Qwen, OLMoE);
+ * - `softmax_topk_norm`: softmax, top-K, always renormalised (Mixtral, MiniMax, Qwen3.5);
+ * - `sigmoid_group_topk`: sigmoid scores + correction bias for choosing, group-limited top-K, routed scaling
+ *   (DeepSeek-V3, GLM4);
+ * - `topk_softmax`: top-K on the logits, softmax over the K (Granite, GPT-OSS);
+ * - `topk_sigmoid`: top-K on the logits, sigmoid of the K (Llama4).
+ */
+export type RouterKind = NativeRouterKind
 
 /** One on-disk layout a family may use, with its exact tensor names. */
 export interface LayoutDecl {
@@ -83,12 +82,12 @@ export type AttentionScale =
    * `mscale_all_dim` is set (DeepSeek-V3 `yarn_apply_mscale`). */
   | 'mla_yarn_mscale'
 
-/** The gated activation of the routed experts (shared experts and dense MLPs use `silu`). */
-export type ExpertActivationKind =
-  /** `silu(gate) * up`, with config `hidden_act` = `silu`. */
-  | 'silu'
-  /** GPT-OSS: clamp at 7, `(up + 1) · gate · sigmoid(1.702 · gate)`. */
-  | 'gpt_oss'
+/**
+ * The gated activation of the routed experts (the native core's ExpertActivation; shared experts and dense
+ * MLPs use `silu`): `silu` is `silu(gate) * up`, with config `hidden_act` = `silu`; `gpt_oss` is GPT-OSS's clamp
+ * at 7, `(up + 1) · gate · sigmoid(1.702 · gate)`.
+ */
+export type ExpertActivationKind = ExpertActivation
 
 /** When a family's attention uses a sliding window (transformers' rule for its config). */
 export type SlidingWindowRule =
@@ -104,7 +103,7 @@ export type ConfigScalar = number | boolean | string | null
 
 /**
  * How the calibration forward of a family is built: what its transformers `modeling_<family>.py` does
- * beyond the MoE block. Everything here is declarative; `ts/descriptor.ts` turns it into the descriptor.
+ * beyond the MoE block. Everything here is declarative; `model/spec/` turns it into the descriptor.
  */
 export interface ForwardDecl {
   attention: AttentionKind

@@ -8,23 +8,24 @@
  */
 import * as path from 'node:path'
 
-import { fileSource } from './calibrate'
-import { describeModel, type ModelDescriptor } from './descriptor'
-import { MoeQuantError } from './errors'
-import { flattenIds, type IdRow } from './ids'
-import type { ComparisonProgress, ComparisonReport, ComparisonRequest } from './native/contract'
-import { runTask } from './native'
-import { checkDevice, rejectUnknownKeys } from './options'
-import { readQuantization } from './quantized'
+import { MoeQuantError } from '../errors'
+import { readQuantization } from '../model/listing'
+import type { ComparisonProgress, ComparisonReport, ComparisonRequest, ModelDescriptor } from '../native/contract'
+import { runTask } from '../native/task'
+import { describeModel } from './describe'
+import { checkDirectory, checkIdRows, checkOptions, fileSource, type IdRow, idWindows, rules, type Rules } from './options'
 
 /** Which held-out tokens to run; give at most one of `data` and `ids`. */
 export interface EvaluateOptions {
   /** A file of documents (`.jsonl`, `.json` or plain text, as calibration's `data`), tokenized with the
    * original model's tokenizer exactly as calibration data is. */
   data?: string
-  /** Pre-tokenized sequences of equal length instead (no tokenizer needed): arrays or typed arrays. */
+  /**
+   * Pre-tokenized sequences of equal length instead (no tokenizer needed): arrays or typed arrays of numbers or
+   * bigints. Like calibration's `ids`, each row is cut into windows of `seqLen` ids (its tail dropped).
+   */
   ids?: readonly IdRow[]
-  /** Sequences to use. Default 8 (with `ids`: all of them). */
+  /** Sequences to use. Default 8 (with `ids`: all of them, i.e. every window, one per row at their own length). */
   samples?: number
   /** Tokens per sequence. Default 128 (with `ids`: their length). */
   seqLen?: number
@@ -88,20 +89,20 @@ export interface EvaluationResult {
 const DEFAULT_SAMPLES = 8
 const DEFAULT_SEQ_LEN = 128
 const LOGITS_BUDGET_BYTES = 256 * 2 ** 20
-/** Every option of evaluateModel (checked complete against the type). */
-const OPTION_KEYS = Object.keys({
-  data: 1, ids: 1, samples: 1, seqLen: 1, seed: 1, batchSize: 1, device: 1, onProgress: 1, signal: 1,
-} satisfies Record<keyof EvaluateOptions, 1>)
+
+const EVALUATE_OPTIONS: Rules<EvaluateOptions> = {
+  data: rules.filePath,
+  ids: null,
+  samples: rules.positiveInteger,
+  seqLen: rules.positiveInteger,
+  seed: { test: (value) => typeof value === 'number' && Number.isInteger(value) && value >= 0 && value < 2 ** 32, expected: 'an integer from 0 to 2^32 − 1' },
+  batchSize: rules.batchSize,
+  device: rules.device,
+  onProgress: rules.callback,
+  signal: null,
+}
 
 const invalid = (message: string): MoeQuantError => new MoeQuantError('E_OPTION_INVALID', message)
-
-function positiveInteger(value: unknown, name: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw invalid(`${name}: expected an integer ≥ 1, got ${JSON.stringify(value)}`)
-  }
-  return value
-}
 
 /** Deterministic pseudo-random ids `[rows, seqLen]` below `vocab` (see EvaluationData). */
 export function randomIds(rows: number, seqLen: number, vocab: number, seed: number): number[][] {
@@ -125,42 +126,20 @@ interface ResolvedOptions {
 
 /** Validates the options eagerly (before any model is read); token ids are range-checked later. */
 export function resolveOptions(options: EvaluateOptions): ResolvedOptions {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw invalid(`evaluateModel(original, quantized, options): options must be an object, got ${JSON.stringify(options)}`)
-  }
-  rejectUnknownKeys(options, OPTION_KEYS)
+  checkOptions(options, EVALUATE_OPTIONS, 'evaluateModel(original, quantized, options)')
   if (options.data !== undefined && options.ids !== undefined) throw invalid('data, ids: give at most one of them')
-  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
-    throw invalid(`onProgress: expected a function, got ${typeof options.onProgress}`)
-  }
-  const batchSize = options.batchSize === undefined || options.batchSize === 'auto' ? 'auto' : positiveInteger(options.batchSize, 'batchSize', 1)
-  const device = checkDevice(options.device)
+  const given = options.ids !== undefined ? 'ids' : options.data !== undefined ? 'data' : undefined
+  if (given && options.seed !== undefined) throw invalid(`seed: only used for random ids, not with ${given}`)
+  const common = { device: options.device ?? 'cpu', batchSize: options.batchSize ?? 'auto' }
   if (options.ids !== undefined) {
-    const { flat, rows, seqLen } = flattenIds(options.ids, Number.POSITIVE_INFINITY, 'ids')
-    if (options.seed !== undefined) throw invalid('seed: only used for random ids, not with ids')
-    return {
-      device,
-      samples: positiveInteger(options.samples, 'samples', rows),
-      seqLen: positiveInteger(options.seqLen, 'seqLen', seqLen),
-      batchSize,
-      data: { source: 'ids' },
-      ids: Array.from({ length: rows }, (_, r) => flat.slice(r * seqLen, (r + 1) * seqLen)),
-    }
+    // Held-out sequences are of one length, as documented; by default every one of them is run whole.
+    const ids = checkIdRows(options.ids, Number.POSITIVE_INFINITY, 'ids', { sameLength: true })
+    const { seqLen, windows } = idWindows(ids, options.seqLen)
+    return { ...common, samples: options.samples ?? windows, seqLen, data: { source: 'ids' }, ids }
   }
-  const samples = positiveInteger(options.samples, 'samples', DEFAULT_SAMPLES)
-  const seqLen = positiveInteger(options.seqLen, 'seqLen', DEFAULT_SEQ_LEN)
-  if (options.data !== undefined) {
-    if (typeof options.data !== 'string' || options.data.length === 0) {
-      throw invalid(`data: expected a file path, got ${JSON.stringify(options.data)}`)
-    }
-    if (options.seed !== undefined) throw invalid('seed: only used for random ids, not with data')
-    return { device, samples, seqLen, batchSize, data: { source: 'file', path: path.resolve(options.data) } }
-  }
-  const seed = options.seed ?? 0
-  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
-    throw invalid(`seed: expected an integer from 0 to 2^32 − 1, got ${JSON.stringify(options.seed)}`)
-  }
-  return { device, samples, seqLen, batchSize, data: { source: 'random', seed } }
+  const sizes = { samples: options.samples ?? DEFAULT_SAMPLES, seqLen: options.seqLen ?? DEFAULT_SEQ_LEN }
+  if (options.data !== undefined) return { ...common, ...sizes, data: { source: 'file', path: path.resolve(options.data) } }
+  return { ...common, ...sizes, data: { source: 'random', seed: options.seed ?? 0 } }
 }
 
 /** The native request for resolved options and the models' vocabulary size. */
@@ -169,10 +148,7 @@ export function evaluationRequest(resolved: ResolvedOptions, vocabSize: number):
   let source: ComparisonRequest['source']
   if (data.source === 'file') source = fileSource(data.path)
   else if (data.source === 'random') source = { kind: 'ids', ids: randomIds(samples, seqLen, vocabSize, data.seed) }
-  else {
-    flattenIds(resolved.ids, vocabSize, 'ids')
-    source = { kind: 'ids', ids: resolved.ids ?? [] }
-  }
+  else source = { kind: 'ids', ids: checkIdRows(resolved.ids, vocabSize, 'ids') }
   const batchSize =
     resolved.batchSize === 'auto' ? Math.max(1, Math.min(samples, Math.floor(LOGITS_BUDGET_BYTES / (seqLen * vocabSize * 4)))) : resolved.batchSize
   return { source, samples, seq_len: seqLen, batch_size: batchSize, device: resolved.device }
@@ -203,11 +179,7 @@ function checkComparable(original: ModelDescriptor, quantized: ModelDescriptor, 
  *   `E_CALIBRATION_ID_RANGE`, `E_TENSOR_NON_FINITE` (NaN/∞ logits), `E_CANCELLED`, checkpoint and layout codes.
  */
 export async function evaluateModel(original: string, quantized: string, options: EvaluateOptions = {}): Promise<EvaluationResult> {
-  for (const [name, dir] of [['original', original], ['quantized', quantized]] as const) {
-    if (typeof dir !== 'string' || dir.length === 0) {
-      throw invalid(`${name}: expected a model directory path, got ${JSON.stringify(dir)}`)
-    }
-  }
+  for (const [name, dir] of [['original', original], ['quantized', quantized]] as const) checkDirectory(dir, name, 'a model directory path')
   const resolved = resolveOptions(options)
   const [originalDescriptor, quantizedDescriptor] = await Promise.all([describeModel(original), describeModel(quantized)])
   checkComparable(originalDescriptor, quantizedDescriptor, quantized)

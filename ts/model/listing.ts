@@ -1,5 +1,7 @@
 /**
- * Checkpoints already quantized in NVIDIA ModelOpt's format (SPEC §5), seen through their logical tensors.
+ * The checkpoint's header listing (names, dtypes, shapes; no data) as the rest of moe-quant sees it: the native
+ * core lists the safetensors headers, and a checkpoint already quantized in NVIDIA ModelOpt's format (SPEC §5)
+ * is rewritten into its logical tensors, with what it declares about its quantization.
  *
  * A checkpoint is quantized when it has `hf_quant_config.json`, or when config.json's `quantization_config`
  * has `quant_method: "modelopt"`. Its listing is rewritten so that detection and the descriptor see the model
@@ -13,8 +15,25 @@
 import { readFile, stat } from 'node:fs/promises'
 import * as path from 'node:path'
 
-import { MoeQuantError } from './errors'
-import type { HeaderListing, TensorHeader } from './listing'
+import { MoeQuantError } from '../errors'
+import { FORMAT_NAMES, FORMATS, type QuantFormatName, SCALE_TENSORS } from '../formats'
+import type { HeaderListing as NativeListing, TensorHeader as NativeTensor } from '../native/contract'
+import { callNative } from '../native/task'
+
+/** One tensor as its safetensors header describes it. */
+export interface TensorHeader extends NativeTensor {
+  /** Set on a weight stored quantized; `shape` is then the logical `[N, K]`, `dtype` and `bytes` as stored. */
+  quantized?: QuantFormatName
+}
+
+/** The native listing with logical tensors, and what a quantized checkpoint declares. */
+export interface HeaderListing extends Omit<NativeListing, 'tensors'> {
+  tensors: TensorHeader[]
+  /** What a quantized checkpoint declares (null when unquantized; absent on raw native listings). */
+  quantization?: QuantizationInfo | null
+  /** Scale tensors of quantized weights, set aside from `tensors`. */
+  scales?: TensorHeader[]
+}
 
 /** The file ModelOpt's unified HF export writes beside config.json. */
 export const HF_QUANT_CONFIG = 'hf_quant_config.json'
@@ -29,10 +48,15 @@ export interface QuantizationInfo {
   producer: { name?: string; version?: string } | null
 }
 
-/** The quantization format of one stored weight. */
-export type QuantizedWeightFormat = 'nvfp4' | 'fp8'
+/** Reads config.json and every tensor header of the checkpoint in `dir`, quantized weights as logical tensors. */
+export async function readListing(dir: string): Promise<HeaderListing> {
+  const text = await callNative((binding) => binding.inspectHeaders(dir))
+  const listing = JSON.parse(text) as NativeListing
+  const hfQuantConfig = listing.other_files.includes(HF_QUANT_CONFIG) ? await readOptional(dir, HF_QUANT_CONFIG) : null
+  return logicalListing(listing, quantizationFromFiles(listing.config, hfQuantConfig, listing.dir))
+}
 
-const SCALE_SUFFIX = /\.(weight_scale|weight_scale_2|input_scale|k_scale|v_scale)$/
+const SCALE_SUFFIX = new RegExp(`\\.(${SCALE_TENSORS.join('|')})$`)
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -83,7 +107,7 @@ export function quantizationFromFiles(configText: string, hfQuantConfigText: str
  * whatever the config says, as the native loader does; scale tensors are set aside when the checkpoint is
  * quantized or when their weight was recognised.
  */
-export function logicalListing(listing: HeaderListing, quantization: QuantizationInfo | null): HeaderListing {
+export function logicalListing(listing: NativeListing, quantization: QuantizationInfo | null): HeaderListing {
   const byName = new Map(listing.tensors.map((t) => [t.name, t]))
   const recognised = new Set<string>()
   const tensors: TensorHeader[] = []
@@ -95,7 +119,7 @@ export function logicalListing(listing: HeaderListing, quantization: Quantizatio
     }
     recognised.add(tensor.name.slice(0, -'.weight'.length))
     const [rows, cols] = tensor.shape as [number, number]
-    tensors.push({ ...tensor, shape: format === 'nvfp4' ? [rows, cols * 2] : [rows, cols], quantized: format })
+    tensors.push({ ...tensor, shape: [rows, cols * FORMATS[format].weightsPerByte], quantized: format })
   }
   const scales: TensorHeader[] = []
   const kept = tensors.filter((tensor) => {
@@ -108,14 +132,16 @@ export function logicalListing(listing: HeaderListing, quantization: Quantizatio
 }
 
 /** The format of a stored `M.weight` recognised from the tensors beside it, as the native loader does. */
-function weightFormat(tensor: TensorHeader, byName: Map<string, TensorHeader>): QuantizedWeightFormat | undefined {
+function weightFormat(tensor: NativeTensor, byName: Map<string, NativeTensor>): QuantFormatName | undefined {
   if (!tensor.name.endsWith('.weight') || tensor.shape.length !== 2) return undefined
   const module = tensor.name.slice(0, -'.weight'.length)
   const scale = byName.get(`${module}.weight_scale`)
   if (!scale) return undefined
-  if (tensor.dtype === 'F8_E4M3') return 'fp8'
-  if (tensor.dtype === 'U8' && scale.dtype === 'F8_E4M3' && byName.has(`${module}.weight_scale_2`)) return 'nvfp4'
-  return undefined
+  return FORMAT_NAMES.find((name) => {
+    const { weightDtype, groupScaleDtype } = FORMATS[name]
+    if (tensor.dtype !== weightDtype) return false
+    return groupScaleDtype === null || (scale.dtype === groupScaleDtype && byName.has(`${module}.weight_scale_2`))
+  })
 }
 
 /**
@@ -194,21 +220,4 @@ export async function readOptional(dir: string, name: string): Promise<string | 
 export async function readQuantization(dir: string): Promise<QuantizationInfo | null> {
   const [config, hfQuantConfig] = await Promise.all([readOptional(dir, 'config.json'), readOptional(dir, HF_QUANT_CONFIG)])
   return quantizationFromFiles(config ?? '', hfQuantConfig, dir)
-}
-
-/**
- * Whether the model in `dir` is already quantized in ModelOpt's format: its `quant_algo` (`"NVFP4"`, `"FP8"`,
- * …; `"UNKNOWN"` when the files do not name one), or null for an unquantized checkpoint. Reads config.json and
- * hf_quant_config.json only, no tensor header.
- *
- * @example
- *   if (await isQuantizedCheckpoint('./Qwen3-30B-A3B-NVFP4')) throw new Error('already quantized')
- * @throws MoeQuantError `E_OPTION_INVALID` for a `dir` that is not a string, `E_CONFIG_INVALID` for an
- *   hf_quant_config.json that is not a JSON object, `E_IO` when a file exists but cannot be read.
- */
-export async function isQuantizedCheckpoint(dir: string): Promise<string | null> {
-  if (typeof dir !== 'string' || dir.length === 0) {
-    throw new MoeQuantError('E_OPTION_INVALID', `isQuantizedCheckpoint(dir): expected a directory path string, got ${JSON.stringify(dir)}`)
-  }
-  return (await readQuantization(dir))?.algo ?? null
 }

@@ -1,0 +1,38 @@
+/**
+ * inspectModel() and isQuantizedCheckpoint(): what a checkpoint is, read from its headers and config files only.
+ */
+import { type InspectReport, reportFromListing } from '../model/inspection'
+import { readListing, readQuantization } from '../model/listing'
+import { checkDirectory } from './options'
+
+export type { InspectReport }
+
+/**
+ * Reads a checkpoint's headers and reports its architecture, expert layout per MoE layer, parameter counts
+ * and which tensors a quantization would quantize or keep. Reads no tensor data.
+ *
+ * @param dir A Hugging Face model directory (config.json + model.safetensors or shards with an index).
+ * @throws MoeQuantError with codes such as `E_CONFIG_MISSING`, `E_CHECKPOINT_TRUNCATED`,
+ *   `E_LAYOUT_ODD_SPLIT`, `E_LAYOUT_EXPERT_COUNT`, `E_LAYOUT_ORIENTATION`.
+ * @example
+ *   const report = await inspectModel('./Qwen3-30B-A3B')
+ *   console.log(report.moeLayers[0].layout, report.parameters.activePerToken)
+ */
+export async function inspectModel(dir: string): Promise<InspectReport> {
+  const listing = await readListing(checkDirectory(dir, 'inspectModel(dir)'))
+  return reportFromListing(listing)
+}
+
+/**
+ * Whether the model in `dir` is already quantized in ModelOpt's format: its `quant_algo` (`"NVFP4"`, `"FP8"`,
+ * …; `"UNKNOWN"` when the files do not name one), or null for an unquantized checkpoint. Reads config.json and
+ * hf_quant_config.json only, no tensor header.
+ *
+ * @example
+ *   if (await isQuantizedCheckpoint('./Qwen3-30B-A3B-NVFP4')) throw new Error('already quantized')
+ * @throws MoeQuantError `E_OPTION_INVALID` for a `dir` that is not a string, `E_CONFIG_INVALID` for an
+ *   hf_quant_config.json that is not a JSON object, `E_IO` when a file exists but cannot be read.
+ */
+export async function isQuantizedCheckpoint(dir: string): Promise<string | null> {
+  return (await readQuantization(checkDirectory(dir, 'isQuantizedCheckpoint(dir)')))?.algo ?? null
+}

@@ -1,0 +1,330 @@
+/**
+ * quantizeModel(): calibrate a Mixture-of-Experts checkpoint, quantize it to FP8 or NVFP4 and write a
+ * checkpoint that vLLM, SGLang and TensorRT-LLM load as `quant_method: "modelopt"`.
+ */
+import * as path from 'node:path'
+
+import { type PlannedExport, planExport } from '../export/plan'
+import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
+import type { InspectReport } from '../model/inspection'
+import { type HeaderListing, readListing, refuseQuantizedSource } from '../model/listing'
+import { describeListing } from '../model/spec'
+import type { CalibrationRequest, CalibrationSummary, ModelDescriptor, QuantizeProgress as NativeQuantizeProgress, QuantizeReport } from '../native/contract'
+import { runTask } from '../native/task'
+import {
+  checkReportPath,
+  type CoverageLayer,
+  coverageInput,
+  coverageLayers,
+  renderCoverageReport,
+  uncalibratedExperts,
+  uncalibratedSummary,
+  writeCoverageReport,
+} from '../report/coverage'
+import { packageVersion } from '../version'
+import { type CalibrationOptions, calibrationRequest, shortDataWarnings } from './calibrate'
+import { checkOptions, is, parseSize, rules, type Rules } from './options'
+
+export type { QuantFormatName }
+
+export interface QuantizeOptions {
+  /** The input model directory (Hugging Face checkpoint). */
+  model: string
+  /** The output directory; written beside it first and renamed into place when complete. */
+  output: string
+  format: QuantFormatName
+  calibration: CalibrationOptions
+  /** `'cpu'` (default) or `'cuda'`/`'cuda:N'` with the CUDA build. */
+  device?: string
+  /** Largest output shard: bytes, or a string such as `'5GB'`, `'500MB'`. Default `'5GB'`. */
+  maxShardSize?: number | string
+  /** Extra module-name patterns (`*` wildcards) to keep unquantized, added to the defaults. */
+  exclude?: string[]
+  /** Replace a non-empty output directory (and an existing `coverageReport` file). Default false. */
+  overwrite?: boolean
+  /**
+   * NVFP4 needs every input dimension to be a multiple of 16: `'error'` (default) stops with
+   * `E_TENSOR_SHAPE` naming the tensor; `'keep'` keeps such linears unquantized and lists them.
+   */
+  indivisible?: 'error' | 'keep'
+  /**
+   * The expert-coverage heatmap (HTML). By default it is written into the output directory
+   * (`moe-quant-coverage.html`, published with the checkpoint); a path writes it there instead once the
+   * checkpoint is complete (not inside the input; an existing file only with `overwrite`); `false` for none.
+   */
+  coverageReport?: string | false
+  onProgress?: (event: QuantizeProgress) => void
+  /** Aborting stops at the next layer boundary, rejects with `E_CANCELLED` and leaves nothing behind. */
+  signal?: AbortSignal
+}
+
+/**
+ * Where a quantization is. `calibrate` comes when a decoder layer has run every calibration batch, and in
+ * between (at most every 250 ms) with the batches of the next layer done so far; `quantize` when a layer's
+ * tensors are quantized and queued for writing; `write` once, when the last files are written. The run
+ * waits for the callback to return before it goes on.
+ */
+export interface QuantizeProgress {
+  stage: 'calibrate' | 'quantize' | 'write'
+  /** Decoder layers done, of `layers`. */
+  layer: number
+  layers: number
+  /** Calibration tokens per layer. */
+  tokens: number
+  /** Calibration batches of the next layer done, of `batches` (`batches` once a layer is done). */
+  batch: number
+  batches: number
+  /** Output bytes written so far. */
+  bytesWritten: number
+}
+
+export interface LayerError {
+  layer: number
+  /** Quantized weight tensors of the layer. */
+  tensors: number
+  /** Σ(dequantized − original)² / Σ original² over the layer's quantized weights. */
+  relativeMse: number
+}
+
+export interface QuantizeResult {
+  output: string
+  format: QuantFormatName
+  /** Weight bytes (safetensors files) before and after. */
+  sizeBytes: { before: number; after: number }
+  /** Per decoder layer, the weight quantization error. */
+  layers: LayerError[]
+  /** Per MoE layer, experts that saw no calibration token (scaled from their own weights). */
+  uncalibratedExperts: Array<{ layer: number; experts: number[] }>
+  /** Linears kept unquantized because their input dimension is not a multiple of 16 (`indivisible: 'keep'`). */
+  keptIndivisible: string[]
+  /**
+   * Files of the input directory not copied into the output. Copied are the configs, tokenizer and chat
+   * template files, processor configs, remote-code modules, README and licence; anything else (a stray
+   * `consolidated.safetensors`, notes, scripts) stays behind and is listed here.
+   */
+  skippedFiles: string[]
+  quantizedTensors: number
+  warnings: string[]
+  coverageReportPath: string | null
+  /** `moe-quant-run.json` in the output: format, options, tool version and the calibration summary. */
+  runRecordPath: string
+  peakRssBytes: number | null
+  /**
+   * Wall time per stage, in seconds. `load` (reading each layer and copying it to the device) and `forward`
+   * are the parts of `calibrate`; `quantize` runs on CPU threads while the next layer calibrates.
+   */
+  seconds: { calibrate: number; load: number; forward: number; quantize: number; write: number; total: number }
+  /** Calibration tokens per decoder layer. */
+  tokens: number
+}
+
+const QUANTIZE_OPTIONS: Rules<QuantizeOptions> = {
+  model: rules.directory,
+  output: rules.directory,
+  format: { test: is.oneOf(FORMAT_NAMES), expected: `one of ${FORMAT_NAMES.map((f) => `'${f}'`).join(', ')}`, required: true },
+  calibration: null,
+  device: rules.device,
+  maxShardSize: { test: is.size, expected: "a positive byte count or a size such as '5GB'" },
+  exclude: { test: is.arrayOf(is.nonEmptyString), expected: 'an array of module-name patterns' },
+  overwrite: null,
+  indivisible: { test: is.oneOf(['error', 'keep']), expected: "'error' or 'keep'" },
+  coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path or false' },
+  onProgress: rules.callback,
+  signal: null,
+}
+
+/** The expert-coverage report written into the output directory by default. */
+export const COVERAGE_FILE = 'moe-quant-coverage.html'
+/** The run record written into the output directory: format, options, tool version, calibration summary. */
+export const RUN_RECORD_FILE = 'moe-quant-run.json'
+
+/** What a run leaves besides the weights, known once calibration is done. */
+interface Outcome {
+  coverage: CoverageLayer[]
+  uncalibratedExperts: QuantizeResult['uncalibratedExperts']
+  warnings: string[]
+}
+
+/** The run's warnings: experts without tokens, too little data, linears and files left as they were. */
+function warningsOf(
+  format: QuantFormatName,
+  summary: CalibrationSummary,
+  uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
+  { keptIndivisible, skippedFiles }: Pick<PlannedExport, 'keptIndivisible' | 'skippedFiles'>,
+): string[] {
+  const warnings: string[] = []
+  const uncalibrated = uncalibratedSummary(uncalibratedExperts)
+  if (uncalibrated) {
+    warnings.push(
+      `${uncalibrated}; their weight scales come from their own weights and their input scale is the layer's shared one. More calibration data would cover them.`,
+    )
+  }
+  warnings.push(...shortDataWarnings(summary))
+  if (keptIndivisible.length > 0) {
+    warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of ${FORMATS[format].groupSize} (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
+  }
+  const skippedWeights = skippedFiles.filter((f) => /\.(safetensors|bin|pt|pth|ckpt|gguf|npz|h5|msgpack)$/i.test(f))
+  if (skippedWeights.length > 0) {
+    warnings.push(`${skippedWeights.length} weight file(s) of the input are not part of its checkpoint and were not copied: ${skippedWeights.join(', ')}`)
+  }
+  return warnings
+}
+
+/** The run record: what was asked (format, options as resolved, tool version) and what calibration saw. */
+function runRecord(
+  options: QuantizeOptions,
+  resolved: { tool: { name: string; version: string }; request: CalibrationRequest; maxShardBytes: number },
+  summary: CalibrationSummary,
+  outcome: Pick<QuantizeResult, 'uncalibratedExperts' | 'keptIndivisible' | 'skippedFiles' | 'warnings'>,
+): Record<string, unknown> {
+  const { request } = resolved
+  return {
+    tool: resolved.tool,
+    created: new Date().toISOString(),
+    input: path.resolve(options.model),
+    format: options.format,
+    options: {
+      device: request.device,
+      exclude: options.exclude ?? [],
+      indivisible: options.indivisible ?? 'error',
+      maxShardBytes: resolved.maxShardBytes,
+      calibration: {
+        source: 'path' in request.source ? request.source.path : request.source.kind,
+        samples: request.samples,
+        seqLen: request.seq_len,
+        batchSize: request.batch_size,
+        allExperts: request.all_experts,
+      },
+    },
+    calibration: {
+      samples: summary.samples,
+      requestedSamples: summary.requested_samples,
+      seqLen: summary.seq_len,
+      tokensPerLayer: summary.tokens,
+      uncalibratedExperts: outcome.uncalibratedExperts,
+    },
+    keptIndivisible: outcome.keptIndivisible,
+    skippedFiles: outcome.skippedFiles,
+    warnings: outcome.warnings,
+  }
+}
+
+/** Everything decided before the run: the model's descriptor, the calibration request and the export plan. */
+interface Prepared extends PlannedExport {
+  listing: HeaderListing
+  report: InspectReport
+  descriptor: ModelDescriptor
+  request: CalibrationRequest
+  tool: { name: string; version: string }
+  /** The coverage report's path when the caller gave one (written once the checkpoint is complete). */
+  customReport: string | undefined
+}
+
+/** Reads the model's headers and decides the run, refusing what cannot run before any work. */
+async function prepare(options: QuantizeOptions): Promise<Prepared> {
+  const listing = await readListing(options.model)
+  refuseQuantizedSource(listing, { modelOpt: true })
+  const { report, descriptor } = describeListing(listing)
+  const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
+  const overwrite = options.overwrite === true
+  const tool = { name: 'moe-quant', version: packageVersion() }
+  const planned = planExport(report, descriptor, listing, {
+    format: options.format,
+    exclude: options.exclude ?? [],
+    indivisible: options.indivisible ?? 'error',
+    maxShardBytes: parseSize(options.maxShardSize ?? '5GB') as number,
+    overwrite,
+    tool,
+  })
+  const customReport = typeof options.coverageReport === 'string' ? options.coverageReport : undefined
+  if (customReport !== undefined) await checkReportPath(customReport, { model: options.model, overwrite, option: 'coverageReport' })
+  return { ...planned, listing, report, descriptor, request, tool, customReport }
+}
+
+/** Coverage, uncalibrated experts and warnings, from what calibration recorded. */
+function outcomeOf(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary): Outcome {
+  const coverage = coverageLayers(summary, prepared.report.moeLayers)
+  const uncalibrated = uncalibratedExperts(coverage)
+  return { coverage, uncalibratedExperts: uncalibrated, warnings: warningsOf(options.format, summary, uncalibrated, prepared) }
+}
+
+/** The files added to the output before the core publishes it: the run record, and the default coverage report. */
+function outputFiles(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary): Record<string, string> {
+  const { uncalibratedExperts: uncalibrated, coverage, warnings } = outcomeOf(options, prepared, summary)
+  const { tool, request, plan, keptIndivisible, skippedFiles } = prepared
+  const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes }, summary, { uncalibratedExperts: uncalibrated, keptIndivisible, skippedFiles, warnings })
+  const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
+  if (options.coverageReport === undefined) files[COVERAGE_FILE] = renderCoverageReport(options.model, coverageInput(summary, coverage, warnings))
+  return files
+}
+
+/** Bytes of weight files: the input's are the listing's; the output's are the shards the writer names. */
+function weightBytes(files: Array<[string, number]> | Record<string, number>): number {
+  const isShard = (file: string): boolean => /^model(-\d+-of-\d+)?\.safetensors$/.test(file)
+  return (Array.isArray(files) ? files : Object.entries(files).filter(([f]) => isShard(f))).reduce((n, [, b]) => n + b, 0)
+}
+
+/** The public result of a run the core has published; writes a coverage report the caller gave a path for. */
+async function finish(options: QuantizeOptions, prepared: Prepared, report: QuantizeReport, started: number): Promise<QuantizeResult> {
+  const output = path.resolve(options.output)
+  const { coverage, uncalibratedExperts: uncalibrated, warnings } = outcomeOf(options, prepared, report)
+  let coverageReportPath: string | null = options.coverageReport === undefined ? path.join(output, COVERAGE_FILE) : null
+  if (prepared.customReport !== undefined) {
+    const note = ` (the quantized checkpoint in ${output} is complete)`
+    coverageReportPath = await writeCoverageReport(prepared.customReport, options.model, coverageInput(report, coverage, warnings), note)
+  }
+  return {
+    output,
+    format: options.format,
+    sizeBytes: { before: weightBytes(prepared.listing.files), after: weightBytes(report.files) },
+    layers: report.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
+    uncalibratedExperts: uncalibrated,
+    keptIndivisible: prepared.keptIndivisible,
+    skippedFiles: prepared.skippedFiles,
+    quantizedTensors: report.quantized_tensors,
+    warnings,
+    coverageReportPath,
+    runRecordPath: path.join(output, RUN_RECORD_FILE),
+    peakRssBytes: report.peak_rss_bytes,
+    seconds: { ...report.seconds, total: (Date.now() - started) / 1000 },
+    tokens: report.tokens,
+  }
+}
+
+/**
+ * Calibrates, quantizes and writes a checkpoint in ModelOpt's unified HF format.
+ *
+ * @example
+ *   const result = await quantizeModel({
+ *     model: './Qwen3-30B-A3B', output: './Qwen3-30B-A3B-NVFP4', format: 'nvfp4',
+ *     calibration: { data: './calib.jsonl', samples: 512, seqLen: 512 },
+ *     onProgress: (e) => console.log(e.stage, e.layer, '/', e.layers),
+ *   })
+ * @throws MoeQuantError `E_OPTION_INVALID` (a bad or unknown option, an `exclude` pattern matching nothing),
+ *   `E_CHECKPOINT_ALREADY_QUANTIZED` (a ModelOpt export, or a source stored quantized in a form not read yet),
+ *   `E_OUTPUT_INVALID` (output is the input, inside it, not empty without `overwrite`, or another output
+ *   appeared there during the run), `E_TENSOR_SHAPE` (NVFP4 and a dimension not a multiple of 16),
+ *   `E_TENSOR_NON_FINITE`, `E_ACTIVATION_NON_FINITE`, `E_OUT_OF_MEMORY`, `E_OUTPUT_WRITE`, `E_CANCELLED`,
+ *   calibration, checkpoint and layout codes; or the error a throwing `onProgress` threw.
+ */
+export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeResult> {
+  checkOptions(options, QUANTIZE_OPTIONS, 'quantizeModel(options)')
+  const started = Date.now()
+  const prepared = await prepare(options)
+  const { descriptor, plan, request } = prepared
+  // Once the core has published the output, the run has succeeded, even if the signal was aborted after its
+  // last cancellation check; before that, cancelling leaves a previous output as it was.
+  const text = await runTask(
+    options,
+    (event): QuantizeProgress => {
+      const e = JSON.parse(event) as NativeQuantizeProgress
+      return { stage: e.stage, layer: e.layer, layers: e.layers, tokens: e.tokens, batch: e.batch, batches: e.batches, bytesWritten: e.bytes_written }
+    },
+    (binding, token, onEvent, guard) => {
+      // Called once calibration is done, before the core publishes the output.
+      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(options, prepared, JSON.parse(summary) as CalibrationSummary)), '{}')
+      return binding.quantize(options.model, options.output, JSON.stringify(descriptor), JSON.stringify(plan), JSON.stringify(request), token, onEvent, onFiles)
+    },
+  )
+  return finish(options, prepared, JSON.parse(text) as QuantizeReport, started)
+}

@@ -1,0 +1,176 @@
+/**
+ * The model spec (the descriptor the native forward is given): everything the Rust forward needs to reproduce
+ * transformers' forward of a checkpoint (full tensor and module names, block kinds, hyper-parameters), decided
+ * here once from config.json, the header listing, the inspect report and the registry. The types are declared
+ * in Rust and generated (native/contract.ts). Rust never re-derives any of it: every default transformers
+ * applies when a config key is absent is resolved here.
+ *
+ * Naming convention (as the Rust declaration says): projections and MLPs are *module* names (the Rust side
+ * appends `.weight` / `.bias`); norms, embeddings, the lm_head, routers, biases and expert tensors are full
+ * *tensor* names; per-expert tensor names contain `{e}`.
+ */
+import * as path from 'node:path'
+
+import { MoeQuantError } from '../../errors'
+import type { LayerDescriptor, ModelDescriptor } from '../../native/contract'
+import { parseConfig, type TextConfig } from '../config'
+import { findLayerPrefix } from '../detect'
+import { type InspectReport, reportFromListing } from '../inspection'
+import type { HeaderListing } from '../listing'
+import { lookupArchitecture } from '../registry'
+import type { MoeLayer } from '../resolve'
+import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
+import { ConfigValues } from './config-values'
+import { CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext, unsupported } from './context'
+import { mlpDescriptor } from './moe'
+import { buildRope, ropeParameters } from './rope'
+
+/** Tensors of a decoder layer that the forward legitimately does not load (quantization scales of FP8 sources,
+ * rotary caches some checkpoints carry). */
+const IGNORED_LAYER_TENSOR = /(\.rotary_emb\.inv_freq|_scale_inv|\.weight_scale|\.input_scale)$/
+
+/** The registry entry and forward of the model, refusing families whose forward is not declared. */
+function specContext(report: InspectReport, config: TextConfig, listing: HeaderListing): SpecContext {
+  const entry = report.architecture === 'registry' ? lookupArchitecture(config.modelType) : undefined
+  if (!entry) {
+    unsupported(undefined, config.modelType, `model_type "${config.modelType}" has no registry entry, so its forward is unknown (its experts were only recognised by structure)`)
+  }
+  const forward = entry.forward
+  if (!forward) unsupported(entry, config.modelType, entry.forwardUnsupported ?? 'the registry entry declares no forward')
+  const file = path.join(listing.dir, 'config.json')
+  const values = new ConfigValues(config.raw, forward.configDefaults, file)
+  return { entry, forward, modelType: config.modelType, hidden: config.hiddenSize, values, file, tensors: new CheckpointTensors(listing.tensors) }
+}
+
+/** Features of the family's forward that the descriptor cannot express: refused rather than guessed. */
+function refuseInexpressible(context: SpecContext, raw: Record<string, unknown>): void {
+  const { forward, values } = context
+  const hiddenAct = values.value('hidden_act') ?? 'silu'
+  if (forward.expertActivation === 'silu' && hiddenAct !== 'silu') refuse(context, `hidden_act "${String(hiddenAct)}" (the forward implements silu)`)
+  if (forward.slidingWindow === 'when_set' && values.value('sliding_window') !== null && values.value('sliding_window') !== undefined) {
+    refuse(context, `sliding-window attention (sliding_window ${JSON.stringify(values.value('sliding_window'))}) is not expressible in the descriptor yet`)
+  }
+  if (forward.slidingWindow === 'when_enabled' && values.value('use_sliding_window') === true) {
+    refuse(context, 'sliding-window attention (use_sliding_window true) is not expressible in the descriptor yet')
+  }
+  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention')) {
+    refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: only full attention is expressible in the descriptor yet`)
+  }
+  if (forward.clipQkvKey) {
+    const clip = values.value(forward.clipQkvKey)
+    if (clip !== null && clip !== undefined) refuse(context, `${forward.clipQkvKey} ${JSON.stringify(clip)} (clamping q/k/v) is not expressible in the descriptor yet`)
+  }
+}
+
+/** The tensors outside the decoder layers: token embedding, output projection (tied or not), final norm. */
+function modelTensors(context: SpecContext, config: TextConfig): { layersPrefix: string; embed: string; lmHead: string; finalNorm: string; vocab: number } {
+  const { tensors, hidden } = context
+  const layersPrefix = findLayerPrefix(tensors.list)
+  const base = layersPrefix.replace(/(layers|blocks)\.$/, '')
+  const tie = context.values.value('tie_word_embeddings') === true
+  const lmHeadName = ['lm_head.weight', ...tensors.list.map((t) => t.name).filter((n) => n.endsWith('.lm_head.weight')).sort((a, b) => a.length - b.length)].find((n) =>
+    tensors.has(n),
+  )
+  let embed = `${base}embed_tokens.weight`
+  if (!tensors.has(embed) && tie && lmHeadName) embed = lmHeadName // transformers ties whichever of the two exists
+  const embedTensor = tensors.expect(embed, null, 'the token embedding')
+  const vocab = config.vocabSize ?? (embedTensor.shape[0] as number)
+  tensors.expect(embed, [vocab, hidden], 'the token embedding [vocab_size, hidden_size]')
+  let lmHead: string
+  if (lmHeadName) lmHead = lmHeadName
+  else if (tie) lmHead = embed
+  else {
+    throw new MoeQuantError('E_LAYOUT_MISSING_TENSOR', 'lm_head.weight is missing and config.json does not tie the word embeddings (tie_word_embeddings)', {
+      tensor: 'lm_head.weight',
+    })
+  }
+  tensors.expect(lmHead, [vocab, hidden], 'the output projection [vocab_size, hidden_size]')
+  const finalNorm = `${base}norm.weight`
+  tensors.expect(finalNorm, [hidden], 'the final norm')
+  return { layersPrefix, embed, lmHead, finalNorm, vocab }
+}
+
+/** The RMSNorm epsilon, under whichever name config.json uses. */
+function normEpsilon(context: SpecContext, raw: Record<string, unknown>): number {
+  const key = ['rms_norm_eps', 'layer_norm_eps', 'layer_norm_epsilon'].find((k) => typeof raw[k] === 'number') ?? 'rms_norm_eps'
+  const eps = context.values.number(key)
+  // A negative epsilon can make the normalised variance negative, and its square root NaN.
+  if (eps < 0) context.values.invalid(key, 'a number ≥ 0')
+  return eps
+}
+
+/** What every decoder layer shares. */
+interface LayerParts {
+  prefix: string
+  attention: AttentionShape
+  scaling: number
+  residualMultiplier: number
+  moeByLayer: Map<number, MoeLayer>
+}
+
+/** Decoder layer `index`; any tensor of the layer the forward would not use is refused. */
+function layerDescriptor(context: SpecContext, index: number, parts: LayerParts): LayerDescriptor {
+  const prefix = `${parts.prefix}${index}.`
+  const { hidden } = context
+  const tensors = new LayerTensors(context.tensors)
+  const inputNorm = tensors.use(`${prefix}input_layernorm.weight`, [hidden], 'the input norm [hidden_size]')
+  const postNorm = tensors.use(`${prefix}post_attention_layernorm.weight`, [hidden], 'the post-attention norm [hidden_size]')
+  const attention = attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling)
+  const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
+  for (const t of context.tensors.list) {
+    if (!t.name.startsWith(prefix) || tensors.used.has(t.name) || tensors.ignored.has(t.name) || IGNORED_LAYER_TENSOR.test(t.name)) continue
+    refuse(context, `${t.name} ${fmt(t.shape)} belongs to layer ${index} but the descriptor's forward would not use it`)
+  }
+  return { index, input_norm: inputNorm, post_attention_norm: postNorm, residual_multiplier: parts.residualMultiplier, attention, mlp }
+}
+
+/**
+ * Builds the model descriptor of a checkpoint from its inspect report, parsed config and header listing.
+ * Every name it returns exists in the listing with the shape the forward expects.
+ *
+ * @throws MoeQuantError `E_LAYOUT_UNRECOGNISED` ("forward not supported for …") for families or features the
+ *   descriptor cannot express yet, `E_CONFIG_INVALID` for config values transformers could not use,
+ *   `E_LAYOUT_MISSING_TENSOR` / `E_LAYOUT_SHAPE` when the checkpoint disagrees with config.json.
+ */
+export function buildDescriptor(report: InspectReport, config: TextConfig, listing: HeaderListing): ModelDescriptor {
+  const context = specContext(report, config, listing)
+  const { forward, values } = context
+  const raw = config.raw
+  refuseInexpressible(context, raw)
+  const model = modelTensors(context, config)
+  const heads = attentionHeads(context, raw)
+  const rmsNormEps = normEpsilon(context, raw)
+  const params = ropeParameters(values, raw)
+  const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads
+  // DeepSeek's config replaces head_dim by qk_rope_head_dim, which is what its rope rotates.
+  const rope = buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim)
+  const scaling = attentionScaling(context, attention, params)
+  const multiplier = (key: string | undefined): number => (key ? values.number(key) : 1)
+  const parts: LayerParts = {
+    prefix: model.layersPrefix,
+    attention,
+    scaling,
+    residualMultiplier: multiplier(forward.multipliers?.residual),
+    moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
+  }
+  const layers = Array.from({ length: config.numLayers }, (_, index) => layerDescriptor(context, index, parts))
+  return {
+    hidden_size: context.hidden,
+    vocab_size: model.vocab,
+    rms_norm_eps: rmsNormEps,
+    embed: model.embed,
+    embedding_multiplier: multiplier(forward.multipliers?.embedding),
+    final_norm: model.finalNorm,
+    lm_head: model.lmHead,
+    logits_scaling: multiplier(forward.multipliers?.logits),
+    rope,
+    layers,
+  }
+}
+
+/** The inspect report and the descriptor of the checkpoint a listing describes. @throws MoeQuantError as buildDescriptor */
+export function describeListing(listing: HeaderListing): { report: InspectReport; descriptor: ModelDescriptor } {
+  const report = reportFromListing(listing)
+  const config = parseConfig(listing.config, path.join(listing.dir, 'config.json'))
+  return { report, descriptor: buildDescriptor(report, config, listing) }
+}

@@ -1,0 +1,116 @@
+/**
+ * The feed-forward part of the spec: a dense gated MLP, or an MoE block (router, routed experts in their
+ * detected layout, shared experts) whose router parameters come from config.json under the family's router
+ * kind, and whose shared experts must be what the registry declares.
+ */
+import { MoeQuantError } from '../../errors'
+import type { DenseMlpDescriptor, MlpDescriptor, MoeDescriptor, RouterDescriptor, SharedExpertDescriptor } from '../../native/contract'
+import { expertTensorNames, type MoeLayer } from '../resolve'
+import { type LayerTensors, refuse, type SpecContext } from './context'
+
+/** A gated MLP's module names, checking `gate/up [I, H]`, `down [H, I]`. */
+function denseMlp(module: string, hidden: number, tensors: LayerTensors): DenseMlpDescriptor {
+  const gate = tensors.get(`${module}.gate_proj.weight`)
+  const intermediate = gate?.shape.length === 2 ? (gate.shape[0] as number) : 0
+  tensors.use(`${module}.gate_proj.weight`, [intermediate, hidden], 'gate_proj [intermediate, hidden_size]')
+  tensors.use(`${module}.up_proj.weight`, [intermediate, hidden], 'up_proj [intermediate, hidden_size]')
+  tensors.use(`${module}.down_proj.weight`, [hidden, intermediate], 'down_proj [hidden_size, intermediate]')
+  return { gate: `${module}.gate_proj`, up: `${module}.up_proj`, down: `${module}.down_proj` }
+}
+
+/** The router of an MoE layer, with the parameters its kind reads from config.json. */
+function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): RouterDescriptor {
+  const { values } = context
+  const t = layer.tensors
+  const { experts, hidden } = layer
+  tensors.use(t.router, [experts, hidden], 'the router weight [experts, hidden_size]')
+  const router: RouterDescriptor = {
+    kind: layer.router,
+    weight: t.router,
+    norm_topk_prob: false,
+    n_group: 1,
+    topk_group: 1,
+    routed_scaling_factor: 1,
+  }
+  if (t.routerBias) router.bias = tensors.use(t.routerBias, [experts], 'the router bias [experts]')
+  if (t.correctionBias) router.correction_bias = tensors.use(t.correctionBias, [experts], 'e_score_correction_bias [experts]')
+  switch (layer.router) {
+    case 'softmax_topk':
+      router.norm_topk_prob = values.boolean('norm_topk_prob')
+      break
+    case 'softmax_topk_norm':
+      router.norm_topk_prob = true
+      break
+    case 'sigmoid_group_topk': {
+      router.norm_topk_prob = values.boolean('norm_topk_prob')
+      router.n_group = values.integer('n_group')
+      router.topk_group = values.integer('topk_group')
+      router.routed_scaling_factor = values.number('routed_scaling_factor')
+      if (experts % router.n_group !== 0 || router.topk_group > router.n_group) {
+        throw new MoeQuantError(
+          'E_CONFIG_INVALID',
+          `config.json: ${experts} experts cannot be split into n_group ${router.n_group} groups with topk_group ${router.topk_group}`,
+        )
+      }
+      break
+    }
+    case 'topk_softmax':
+    case 'topk_sigmoid':
+      break
+  }
+  return router
+}
+
+/** The shared experts of an MoE layer: what the registry declares must be what the checkpoint holds. */
+function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): SharedExpertDescriptor | undefined {
+  const declared = context.entry.sharedExperts
+  const found = layer.sharedExperts
+  if (!!declared !== !!found || (declared && found && !!declared.gate !== !!found.gate)) {
+    const describe = (s: { gate?: string } | null | undefined): string => (s ? (s.gate ? 'gated shared experts' : 'ungated shared experts') : 'no shared experts')
+    refuse(context, `${layer.block}: the family has ${describe(declared)} but the checkpoint holds ${describe(found)}`)
+  }
+  if (!found) return undefined
+  const shared: SharedExpertDescriptor = { mlp: denseMlp(found.module, layer.hidden, tensors) }
+  if (found.gate) shared.gate = tensors.use(found.gate, [1, layer.hidden], 'the shared-expert gate [1, hidden_size]')
+  return shared
+}
+
+/** An MoE layer: router, routed experts (their tensors were checked by detection) and shared experts. */
+function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): MoeDescriptor {
+  const t = layer.tensors
+  const router = routerDescriptor(context, layer, tensors)
+  const descriptor: MoeDescriptor = {
+    block: layer.block,
+    layout: layer.layout,
+    experts: layer.experts,
+    top_k: layer.topK,
+    hidden: layer.hidden,
+    intermediate: layer.intermediate,
+    down: t.down,
+    activation: context.forward.expertActivation,
+    router,
+  }
+  if (t.gate) descriptor.gate = t.gate
+  if (t.up) descriptor.up = t.up
+  if (t.gateUp) descriptor.gate_up = t.gateUp
+  if (t.gateUpBias) descriptor.gate_up_bias = t.gateUpBias
+  if (t.downBias) descriptor.down_bias = t.downBias
+  const shared = sharedExperts(context, layer, tensors)
+  if (shared) descriptor.shared = shared
+  for (const name of expertTensorNames(layer)) tensors.used.add(name)
+  return descriptor
+}
+
+/**
+ * The feed-forward part of decoder layer `index` (names starting with `prefix`): its MoE block when
+ * detection found one, else a dense MLP under `mlp` or `feed_forward`.
+ * @throws MoeQuantError `E_LAYOUT_MISSING_TENSOR` for a layer with neither
+ */
+export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index: number, prefix: string, moe: MoeLayer | undefined): MlpDescriptor {
+  if (moe) return { kind: 'moe', ...moeDescriptor(context, moe, tensors) }
+  const block = ['mlp', 'feed_forward'].find((b) => tensors.has(`${prefix}${b}.gate_proj.weight`))
+  if (!block) {
+    throw new MoeQuantError('E_LAYOUT_MISSING_TENSOR', `layer ${index} has neither routed experts nor a dense MLP (${prefix}mlp.gate_proj.weight)`)
+  }
+  return { kind: 'dense', ...denseMlp(`${prefix}${block}`, context.hidden, tensors) }
+}
