@@ -3,9 +3,10 @@
  * names, bits per weight, block size, and how a ModelOpt checkpoint stores a weight of each. The one table of
  * format facts in TypeScript; the bytes themselves are the native core's.
  */
+import type { FormatName } from './native/contract'
 
-/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4). */
-export type QuantFormatName = 'fp8' | 'nvfp4'
+/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4): the native core's `FormatName`. */
+export type QuantFormatName = FormatName
 
 /** What moe-quant knows of one format. */
 export interface FormatFacts {

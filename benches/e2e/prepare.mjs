@@ -9,11 +9,11 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
-import { parseConfig } from '../../dist/config.js'
-import { buildDescriptor } from '../../dist/descriptor.js'
+import { parseConfig } from '../../dist/model/config.js'
+import { buildDescriptor } from '../../dist/model/spec/index.js'
 import { planExport } from '../../dist/export/plan.js'
-import { reportFromListing } from '../../dist/inspect.js'
-import { readListing } from '../../dist/listing.js'
+import { reportFromListing } from '../../dist/model/inspection.js'
+import { readListing } from '../../dist/model/listing.js'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const { values } = parseArgs({ options: { layers: { type: 'string', default: '8' }, out: { type: 'string' }, config: { type: 'string', default: join(here, 'qwen3-30b-a3b.config.json') } } })

@@ -3,7 +3,7 @@ import type { LayerDescriptor } from "./LayerDescriptor";
 import type { RopeDescriptor } from "./RopeDescriptor";
 
 /**
- * One model, as TS describes it (`ts/descriptor.ts` builds it).
+ * One model, as TS describes it (`ts/model/spec/` builds it).
  */
 export type ModelDescriptor = { hidden_size: number, vocab_size: number, rms_norm_eps: number, 
 /**

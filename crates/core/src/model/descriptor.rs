@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-/// One model, as TS describes it (`ts/descriptor.ts` builds it).
+/// One model, as TS describes it (`ts/model/spec/` builds it).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ModelDescriptor {
     pub hidden_size: usize,
@@ -172,7 +172,7 @@ pub struct DenseMlpDescriptor {
     pub down: String,
 }
 
-/// How the expert tensors are stored; see `ts/registry/types.ts`.
+/// How the expert tensors are stored; see `ts/model/registry/types.ts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpertLayout {
