@@ -179,20 +179,9 @@ fn cuda_bench() {
         Ok(Fp8::default().quantize_on_device(xs, scales)?.remove(0))
     }
 
-    /// The NVFP4 kernel's two outputs.
-    struct Nvfp4Out {
-        packed: Tensor,
-        block_scales: Tensor,
-    }
-
-    /// The NVFP4 kernel under test: packed codes and block scales of `xs` with one `weight_scale_2` per tensor or
-    /// per expert.
-    fn nvfp4_on_gpu(xs: &Tensor, scales_2: &[f32]) -> moe_quant_core::Result<Nvfp4Out> {
-        let mut outputs = Nvfp4.quantize_on_device(xs, scales_2)?.into_iter();
-        match (outputs.next(), outputs.next()) {
-            (Some(packed), Some(block_scales)) => Ok(Nvfp4Out { packed, block_scales }),
-            _ => Err(moe_quant_core::Error::internal("NVFP4 returned fewer than two tensors")),
-        }
+    /// The NVFP4 kernel under test: packed codes and block scales of `xs`.
+    fn nvfp4_on_gpu(xs: &Tensor, scales_2: &[f32]) -> moe_quant_core::Result<Vec<Tensor>> {
+        Nvfp4.quantize_on_device(xs, scales_2)
     }
 
     /// `weight_scale` of FP8 for a weight amax.

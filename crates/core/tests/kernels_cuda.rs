@@ -442,6 +442,7 @@ fn expert_split_matches_candle_on_the_cpu() {
 /// single-row and uneven ranges, weights that are views into one stacked tensor (non-zero start offsets) as
 /// well as separate tensors, bf16 and f16.
 #[test]
+#[allow(clippy::single_range_in_vec_init)] // one range of rows per weight: a slice of one range is meant
 fn grouped_matmul_matches_per_expert_products() {
     let device = gpu();
     let uniform = |count: usize, seed: u64, dtype: Dtype| -> Vec<f32> {
