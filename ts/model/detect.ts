@@ -8,7 +8,7 @@
 import { MoeQuantError } from '../errors'
 import type { TextConfig } from './config'
 import type { TensorHeader } from './listing'
-import type { ExpertLayoutKind } from './registry/types'
+import type { ExpertLayoutKind, ExpertTensorNames } from './registry/types'
 
 /** The routed experts of one MoE layer as found on disk. Tensor names are relative to the block. */
 export interface DetectedExperts {
@@ -19,14 +19,7 @@ export interface DetectedExperts {
   hidden: number
   intermediate: number
   /** Relative tensor names; per-expert ones contain `{e}`. */
-  tensors: {
-    gate?: string
-    up?: string
-    down: string
-    gateUp?: string
-    gateUpBias?: string
-    downBias?: string
-  }
+  tensors: ExpertTensorNames
 }
 
 export interface DetectedRouter {

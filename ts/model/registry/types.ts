@@ -27,20 +27,23 @@ export type ExpertLayoutKind = ExpertLayout
  */
 export type RouterKind = NativeRouterKind
 
+/** The names of one MoE block's expert tensors (per-expert ones contain `{e}`). */
+export interface ExpertTensorNames {
+  gate?: string
+  up?: string
+  down: string
+  gateUp?: string
+  gateUpBias?: string
+  downBias?: string
+}
+
 /** One on-disk layout a family may use, with its exact tensor names. */
 export interface LayoutDecl {
   kind: ExpertLayoutKind
   /** Block path inside the decoder layer, e.g. `mlp`, `block_sparse_moe`, `feed_forward`. */
   block: string
   /** Expert tensors relative to the block. */
-  tensors: {
-    gate?: string
-    up?: string
-    down: string
-    gateUp?: string
-    gateUpBias?: string
-    downBias?: string
-  }
+  tensors: ExpertTensorNames
   /** Router weight `[E,H]` relative to the block. */
   router: string
 }
