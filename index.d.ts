@@ -45,9 +45,10 @@ export declare function errorCodes(): Array<string>
 export declare function inspectHeaders(dir: string): Promise<string>
 
 /**
- * Calibrates `dir`, quantizes it as `plan` (JSON) says and writes `output` atomically; resolves to the
- * report as JSON text. `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`;
- * `on_files`, called before the output is published with the calibration summary (JSON), returns files to
- * add to the output (`{ "name": "text" }` as JSON text).
+ * Quantizes `dir` as `plan` (JSON) says, calibrated with `descriptor` and `calibration` (JSON; both null
+ * for a weight-only format), and writes `output` atomically; resolves to the report as JSON text.
+ * `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`; `on_files`, called
+ * before the output is published with the calibration summary (JSON, `null` when weight-only), returns
+ * files to add to the output (`{ "name": "text" }` as JSON text).
  */
-export declare function quantize(dir: string, output: string, descriptor: string, plan: string, calibration: string, cancel?: CancelToken | undefined | null, onProgress?: ((event: string) => void) | undefined | null, onFiles?: ((summary: string) => string) | undefined | null): Promise<string>
+export declare function quantize(dir: string, output: string, descriptor: string | undefined | null, plan: string, calibration?: string | undefined | null, cancel?: CancelToken | undefined | null, onProgress?: ((event: string) => void) | undefined | null, onFiles?: ((summary: string) => string) | undefined | null): Promise<string>

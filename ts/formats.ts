@@ -5,7 +5,7 @@
  */
 import type { FormatName } from './native/contract'
 
-/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4): the native core's `FormatName`. */
+/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4, W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN): the native core's `FormatName`. */
 export type QuantFormatName = FormatName
 
 /** What moe-quant knows of one format. */
@@ -24,12 +24,27 @@ export interface FormatFacts {
   /** The dtype of the per-group `weight_scale` beside a weight; null for a per-tensor scale of any dtype. A
    * group-scaled weight also has a per-tensor `weight_scale_2`. */
   groupScaleDtype: string | null
+  /** Activations are quantized with a static `input_scale` measured by calibration, which needs a forward of
+   * the model's family. Weight-only formats (activations in 16 bits, or scaled per token at run time) need
+   * neither, so every detected model can take them. */
+  calibrated: boolean
+  /** The tensors config.json's `quantization_config.config_groups` describes, as ModelOpt 0.47 writes it:
+   * weights and input activations, weights only, or no `config_groups` at all. */
+  configGroups: 'weights_and_inputs' | 'weights' | 'none'
+  /** What the weights carry beside `weight`: per-tensor scale(s), per-channel scale, or both block scales. */
+  weightScales: 'tensor' | 'channel' | 'block'
 }
 
-/** Per-tensor E4M3, and NVFP4's E2M1 with E4M3 scales for blocks of 16 weights and an f32 global scale. */
+/**
+ * Per-tensor E4M3; NVFP4's E2M1 with E4M3 scales for blocks of 16 weights and an f32 global scale; the same
+ * NVFP4 weights with 16-bit activations; and E4M3 with one scale per output channel, activations scaled per
+ * token by the serving engine.
+ */
 export const FORMATS: Readonly<Record<QuantFormatName, FormatFacts>> = {
-  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null },
-  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3' },
+  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor' },
+  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'block' },
+  w4a16_nvfp4: { quantAlgo: 'W4A16_NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: false, configGroups: 'weights', weightScales: 'block' },
+  fp8_pc_pt: { quantAlgo: 'FP8_PER_CHANNEL_PER_TOKEN', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'channel' },
 }
 
 /** The format names, in the order messages list them. */

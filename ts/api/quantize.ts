@@ -1,12 +1,16 @@
 /**
  * quantizeModel(): calibrate a Mixture-of-Experts checkpoint, quantize it to FP8 or NVFP4 and write a
- * checkpoint that vLLM, SGLang and TensorRT-LLM load as `quant_method: "modelopt"`.
+ * checkpoint that vLLM, SGLang and TensorRT-LLM load as `quant_method: "modelopt"`; or, for the weight-only
+ * formats (W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN), quantize its weights without calibration, which needs no
+ * forward of the model's family.
  */
 import * as path from 'node:path'
 
+import { MoeQuantError } from '../errors'
 import { type PlannedExport, planExport } from '../export/plan'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
+import { reportFromListing } from '../model/inspection'
 import { type HeaderListing, readListing, refuseQuantizedSource } from '../model/listing'
 import { describeListing } from '../model/spec'
 import type { CalibrationRequest, CalibrationSummary, ModelDescriptor, QuantizeProgress as NativeQuantizeProgress, QuantizeReport } from '../native/contract'
@@ -32,9 +36,16 @@ export interface QuantizeOptions {
   model: string
   /** The output directory; written beside it first and renamed into place when complete. */
   output: string
+  /**
+   * `'fp8'` and `'nvfp4'` calibrate static activation scales (they need `calibration` and a forward of the
+   * model's family); `'w4a16_nvfp4'` (NVFP4 weights, 16-bit activations) and `'fp8_pc_pt'` (FP8 weights with
+   * one scale per output channel, activations scaled per token by the engine) are weight-only: no
+   * calibration, any detected MoE model.
+   */
   format: QuantFormatName
-  calibration: CalibrationOptions
-  /** `'cpu'` (default) or `'cuda'`/`'cuda:N'` with the CUDA build. */
+  /** The calibration data of a calibrated format; not given for a weight-only one. */
+  calibration?: CalibrationOptions
+  /** `'cpu'` (default) or `'cuda'`/`'cuda:N'` with the CUDA build; it runs the calibration forward. */
   device?: string
   /** Largest output shard: bytes, or a string such as `'5GB'`, `'500MB'`. Default `'5GB'`. */
   maxShardSize?: number | string
@@ -93,7 +104,7 @@ export interface QuantizeResult {
   sizeBytes: { before: number; after: number }
   /** Per decoder layer, the weight quantization error. */
   layers: LayerError[]
-  /** Per MoE layer, experts that saw no calibration token (scaled from their own weights). */
+  /** Per MoE layer, experts that saw no calibration token (scaled from their own weights); empty when weight-only. */
   uncalibratedExperts: Array<{ layer: number; experts: number[] }>
   /** Linears kept unquantized because their input dimension is not a multiple of 16 (`indivisible: 'keep'`). */
   keptIndivisible: string[]
@@ -114,7 +125,7 @@ export interface QuantizeResult {
    * are the parts of `calibrate`; `quantize` runs on CPU threads while the next layer calibrates.
    */
   seconds: { calibrate: number; load: number; forward: number; quantize: number; write: number; total: number }
-  /** Calibration tokens per decoder layer. */
+  /** Calibration tokens per decoder layer (0 when weight-only). */
   tokens: number
 }
 
@@ -148,7 +159,7 @@ interface Outcome {
 /** The run's warnings: experts without tokens, too little data, linears and files left as they were. */
 function warningsOf(
   format: QuantFormatName,
-  summary: CalibrationSummary,
+  summary: CalibrationSummary | null,
   uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
   { keptIndivisible, skippedFiles }: Pick<PlannedExport, 'keptIndivisible' | 'skippedFiles'>,
 ): string[] {
@@ -159,7 +170,7 @@ function warningsOf(
       `${uncalibrated}; their weight scales come from their own weights and their input scale is the layer's shared one. More calibration data would cover them.`,
     )
   }
-  warnings.push(...shortDataWarnings(summary))
+  if (summary) warnings.push(...shortDataWarnings(summary))
   if (keptIndivisible.length > 0) {
     warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of ${FORMATS[format].groupSize} (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
   }
@@ -173,8 +184,8 @@ function warningsOf(
 /** The run record: what was asked (format, options as resolved, tool version) and what calibration saw. */
 function runRecord(
   options: QuantizeOptions,
-  resolved: { tool: { name: string; version: string }; request: CalibrationRequest; maxShardBytes: number },
-  summary: CalibrationSummary,
+  resolved: { tool: { name: string; version: string }; request: CalibrationRequest | null; maxShardBytes: number },
+  summary: CalibrationSummary | null,
   outcome: Pick<QuantizeResult, 'uncalibratedExperts' | 'keptIndivisible' | 'skippedFiles' | 'warnings'>,
 ): Record<string, unknown> {
   const { request } = resolved
@@ -184,11 +195,11 @@ function runRecord(
     input: path.resolve(options.model),
     format: options.format,
     options: {
-      device: request.device,
+      device: request ? request.device : null,
       exclude: options.exclude ?? [],
       indivisible: options.indivisible ?? 'error',
       maxShardBytes: resolved.maxShardBytes,
-      calibration: {
+      calibration: request && {
         source: 'path' in request.source ? request.source.path : request.source.kind,
         samples: request.samples,
         seqLen: request.seq_len,
@@ -196,7 +207,7 @@ function runRecord(
         allExperts: request.all_experts,
       },
     },
-    calibration: {
+    calibration: summary && {
       samples: summary.samples,
       requestedSamples: summary.requested_samples,
       seqLen: summary.seq_len,
@@ -209,12 +220,13 @@ function runRecord(
   }
 }
 
-/** Everything decided before the run: the model's descriptor, the calibration request and the export plan. */
+/** Everything decided before the run: the model's descriptor, the calibration request (both null for a
+ * weight-only format) and the export plan. */
 interface Prepared extends PlannedExport {
   listing: HeaderListing
   report: InspectReport
-  descriptor: ModelDescriptor
-  request: CalibrationRequest
+  descriptor: ModelDescriptor | null
+  request: CalibrationRequest | null
   tool: { name: string; version: string }
   /** The coverage report's path when the caller gave one (written once the checkpoint is complete). */
   customReport: string | undefined
@@ -224,8 +236,10 @@ interface Prepared extends PlannedExport {
 async function prepare(options: QuantizeOptions): Promise<Prepared> {
   const listing = await readListing(options.model)
   refuseQuantizedSource(listing, { modelOpt: true })
-  const { report, descriptor } = describeListing(listing)
-  const request = calibrationRequest(options.calibration, descriptor, options.device ?? 'cpu')
+  checkCalibrationOption(options)
+  const calibrated = FORMATS[options.format].calibrated
+  const { report, descriptor } = calibrated ? describeListing(listing) : { report: reportFromListing(listing), descriptor: null }
+  const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, options.device ?? 'cpu')
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }
   const planned = planExport(report, descriptor, listing, {
@@ -241,20 +255,39 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
   return { ...planned, listing, report, descriptor, request, tool, customReport }
 }
 
-/** Coverage, uncalibrated experts and warnings, from what calibration recorded. */
-function outcomeOf(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary): Outcome {
+/**
+ * `calibration` is given exactly when the format calibrates.
+ * @throws MoeQuantError `E_OPTION_INVALID`
+ */
+function checkCalibrationOption(options: QuantizeOptions): void {
+  const calibrated = FORMATS[options.format].calibrated
+  const weightOnly = FORMAT_NAMES.filter((f) => !FORMATS[f].calibrated).map((f) => `'${f}'`).join(', ')
+  if (calibrated && options.calibration === undefined) {
+    throw new MoeQuantError('E_OPTION_INVALID', `calibration: format '${options.format}' measures activation scales and needs calibration data (the weight-only formats ${weightOnly} need none)`)
+  }
+  if (!calibrated && options.calibration !== undefined) {
+    throw new MoeQuantError('E_OPTION_INVALID', `calibration: format '${options.format}' is weight-only and runs no calibration; leave the option out`)
+  }
+  if (!calibrated && typeof options.coverageReport === 'string') {
+    throw new MoeQuantError('E_OPTION_INVALID', `coverageReport: format '${options.format}' is weight-only; without calibration there is no expert coverage to report`)
+  }
+}
+
+/** Coverage, uncalibrated experts and warnings, from what calibration recorded (nothing when weight-only). */
+function outcomeOf(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary | null): Outcome {
+  if (!summary) return { coverage: [], uncalibratedExperts: [], warnings: warningsOf(options.format, null, [], prepared) }
   const coverage = coverageLayers(summary, prepared.report.moeLayers)
   const uncalibrated = uncalibratedExperts(coverage)
   return { coverage, uncalibratedExperts: uncalibrated, warnings: warningsOf(options.format, summary, uncalibrated, prepared) }
 }
 
 /** The files added to the output before the core publishes it: the run record, and the default coverage report. */
-function outputFiles(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary): Record<string, string> {
+function outputFiles(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary | null): Record<string, string> {
   const { uncalibratedExperts: uncalibrated, coverage, warnings } = outcomeOf(options, prepared, summary)
   const { tool, request, plan, keptIndivisible, skippedFiles } = prepared
   const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes }, summary, { uncalibratedExperts: uncalibrated, keptIndivisible, skippedFiles, warnings })
   const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
-  if (options.coverageReport === undefined) files[COVERAGE_FILE] = renderCoverageReport(options.model, coverageInput(summary, coverage, warnings))
+  if (summary && options.coverageReport === undefined) files[COVERAGE_FILE] = renderCoverageReport(options.model, coverageInput(summary, coverage, warnings))
   return files
 }
 
@@ -267,11 +300,12 @@ function weightBytes(files: Array<[string, number]> | Record<string, number>): n
 /** The public result of a run the core has published; writes a coverage report the caller gave a path for. */
 async function finish(options: QuantizeOptions, prepared: Prepared, report: QuantizeReport, started: number): Promise<QuantizeResult> {
   const output = path.resolve(options.output)
-  const { coverage, uncalibratedExperts: uncalibrated, warnings } = outcomeOf(options, prepared, report)
-  let coverageReportPath: string | null = options.coverageReport === undefined ? path.join(output, COVERAGE_FILE) : null
-  if (prepared.customReport !== undefined) {
+  const summary = report.calibration
+  const { coverage, uncalibratedExperts: uncalibrated, warnings } = outcomeOf(options, prepared, summary)
+  let coverageReportPath: string | null = summary && options.coverageReport === undefined ? path.join(output, COVERAGE_FILE) : null
+  if (summary && prepared.customReport !== undefined) {
     const note = ` (the quantized checkpoint in ${output} is complete)`
-    coverageReportPath = await writeCoverageReport(prepared.customReport, options.model, coverageInput(report, coverage, warnings), note)
+    coverageReportPath = await writeCoverageReport(prepared.customReport, options.model, coverageInput(summary, coverage, warnings), note)
   }
   return {
     output,
@@ -287,7 +321,7 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
     runRecordPath: path.join(output, RUN_RECORD_FILE),
     peakRssBytes: report.peak_rss_bytes,
     seconds: { ...report.seconds, total: (Date.now() - started) / 1000 },
-    tokens: report.tokens,
+    tokens: summary ? summary.tokens : 0,
   }
 }
 
@@ -322,8 +356,9 @@ export async function quantizeModel(options: QuantizeOptions): Promise<QuantizeR
     },
     (binding, token, onEvent, guard) => {
       // Called once calibration is done, before the core publishes the output.
-      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(options, prepared, JSON.parse(summary) as CalibrationSummary)), '{}')
-      return binding.quantize(options.model, options.output, JSON.stringify(descriptor), JSON.stringify(plan), JSON.stringify(request), token, onEvent, onFiles)
+      const onFiles = guard((summary: string) => JSON.stringify(outputFiles(options, prepared, JSON.parse(summary) as CalibrationSummary | null)), '{}')
+      const json = (value: unknown): string | null => (value === null ? null : JSON.stringify(value))
+      return binding.quantize(options.model, options.output, json(descriptor), JSON.stringify(plan), json(request), token, onEvent, onFiles)
     },
   )
   return finish(options, prepared, JSON.parse(text) as QuantizeReport, started)

@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 
 import { is } from '../api/options'
+import type { CalibrationOptions } from '../api/calibrate'
 import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
 import { MoeQuantError } from '../errors'
 import { FORMAT_NAMES, FORMATS } from '../formats'
@@ -92,16 +93,22 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   if (output === undefined) invalid('--out is required (the output directory)')
   const integer = (flag: string, text: string): number => positiveInteger(flag, text, 'quantize')
 
-  const calibration: QuantizeOptions['calibration'] = { data: value(args, '--calib') ?? defaults.calibration ?? BUNDLED_CALIBRATION }
-  const samples = value(args, '--samples')
-  if (samples !== undefined) calibration.samples = integer('--samples', samples)
-  const seqLen = value(args, '--seq-len')
-  if (seqLen !== undefined) calibration.seqLen = integer('--seq-len', seqLen)
-  const batchSize = value(args, '--batch-size')
-  if (batchSize !== undefined) calibration.batchSize = batchSize === 'auto' ? 'auto' : integer('--batch-size', batchSize)
-  if (args.switches.has('--all-experts')) calibration.allExperts = true
-
-  const options: QuantizeCommandArgs['options'] = { model: positional[0] as string, output, format, calibration }
+  const options: QuantizeCommandArgs['options'] = { model: positional[0] as string, output, format }
+  if (FORMATS[format].calibrated) {
+    const calibration: CalibrationOptions = { data: value(args, '--calib') ?? defaults.calibration ?? BUNDLED_CALIBRATION }
+    const samples = value(args, '--samples')
+    if (samples !== undefined) calibration.samples = integer('--samples', samples)
+    const seqLen = value(args, '--seq-len')
+    if (seqLen !== undefined) calibration.seqLen = integer('--seq-len', seqLen)
+    const batchSize = value(args, '--batch-size')
+    if (batchSize !== undefined) calibration.batchSize = batchSize === 'auto' ? 'auto' : integer('--batch-size', batchSize)
+    if (args.switches.has('--all-experts')) calibration.allExperts = true
+    options.calibration = calibration
+  } else {
+    const given = ['--calib', '--samples', '--seq-len', '--batch-size', '--coverage'].filter((flag) => args.values.has(flag))
+    if (args.switches.has('--all-experts')) given.push('--all-experts')
+    if (given.length > 0) invalid(`${given.join(', ')}: --format ${format} is weight-only and runs no calibration`)
+  }
   const deviceText = value(args, '--device')
   if (deviceText !== undefined) options.device = device('--device', deviceText, 'quantize')
   const maxShard = value(args, '--max-shard-size')
@@ -110,7 +117,7 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   if (excludes) options.exclude = excludes
   if (args.switches.has('--overwrite')) options.overwrite = true
   if (args.switches.has('--keep-indivisible')) {
-    if (format !== 'nvfp4') invalid('--keep-indivisible applies to --format nvfp4 only')
+    if (FORMATS[format].groupSize === null) invalid(`--keep-indivisible applies to the block formats only (${FORMAT_NAMES.filter((f) => FORMATS[f].groupSize !== null).join(', ')})`)
     options.indivisible = 'keep'
   }
   const coverage = value(args, '--coverage')
@@ -185,7 +192,7 @@ export async function runQuantize(
   options: QuantizeCommandArgs['options'],
   io: CommandIo = { stdout: process.stdout, stderr: process.stderr },
 ): Promise<QuantizeResult | number> {
-  const data = options.calibration.data
+  const data = options.calibration?.data
   if (data !== undefined && !existsSync(data)) throw new UsageError(`--calib: no such file ${data}`, 'quantize')
   if (data !== undefined && !statSync(data).isFile()) throw new UsageError(`--calib: ${data} is not a regular file (a directory, FIFO or device)`, 'quantize')
   // Loaded on use, so that `inspect`, `--help` and the flag parser work without the quantizer (and its tests

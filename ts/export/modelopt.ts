@@ -123,8 +123,13 @@ export function hfQuantConfig(
 export function quantizationConfig(format: QuantFormatName, exclude: readonly string[], version: string = MODELOPT_VERSION): Record<string, unknown> {
   const facts = checkFormat(format)
   const args = { dynamic: false, num_bits: facts.bits, type: 'float', ...(facts.groupSize === null ? {} : { group_size: facts.groupSize }) }
+  const groups: Record<string, Record<string, unknown>> = {
+    weights_and_inputs: { config_groups: { group_0: { input_activations: { ...args }, weights: { ...args }, targets: ['Linear'] } } },
+    weights: { config_groups: { group_0: { weights: { ...args }, targets: ['Linear'] } } },
+    none: {},
+  }
   return {
-    config_groups: { group_0: { input_activations: { ...args }, weights: { ...args }, targets: ['Linear'] } },
+    ...groups[facts.configGroups],
     ignore: [...exclude],
     quant_algo: facts.quantAlgo,
     producer: { name: 'modelopt', version },

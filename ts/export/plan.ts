@@ -8,7 +8,7 @@ import { FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture } from '../model/registry'
-import { expertTensorNames, type MoeLayer } from '../model/resolve'
+import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
 import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
@@ -69,9 +69,25 @@ function expertNaming(layer: MoeLayer, modelType: string): { gate: string; up: s
   }
 }
 
-/** Groups of linears that read the same input: q/k/v, and gate/up of dense MLPs and shared experts. */
-function inputGroups(descriptor: ModelDescriptor): string[][] {
+/**
+ * Groups of linears that read the same input: q/k/v, and gate/up of dense MLPs and shared experts. From the
+ * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
+ * module names: sibling `q_proj`/`k_proj`/`v_proj` and sibling `gate_proj`/`up_proj` of one parent.
+ */
+function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<string>): string[][] {
   const groups: string[][] = []
+  if (!descriptor) {
+    const present = new Set(modules)
+    for (const module of present) {
+      for (const [first, ...rest] of [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj']] as const) {
+        if (!module.endsWith(`.${first}`)) continue
+        const parent = module.slice(0, -first.length)
+        const group = [module, ...rest.map((leaf) => `${parent}${leaf}`)]
+        if (group.every((m) => present.has(m))) groups.push(group)
+      }
+    }
+    return groups
+  }
   for (const layer of descriptor.layers) {
     if (layer.attention.kind === 'gqa') groups.push([layer.attention.q, layer.attention.k, layer.attention.v])
     if (layer.mlp.kind === 'dense') groups.push([layer.mlp.gate, layer.mlp.up])
@@ -152,7 +168,7 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
       continue
     }
     for (const name of names) expertTensors.add(name)
-    experts.push({ layer: layer.layer, block: layer.block, gate: naming.gate, up: naming.up, down: naming.down })
+    experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), gate: naming.gate, up: naming.up, down: naming.down })
     for (let e = 0; e < layer.experts; e++) {
       for (const pattern of [naming.gate, naming.up, naming.down]) planning.quantizedModules.push(pattern.replace('{e}', String(e)))
     }
@@ -190,9 +206,9 @@ function linearModules(report: InspectReport, listing: HeaderListing, expertTens
 }
 
 /** The linears of `planned`, each with the linears it shares scales with. */
-function planLinears(descriptor: ModelDescriptor, planned: Set<string>, planning: Planning): ExportPlan['linears'] {
+function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, planning: Planning): ExportPlan['linears'] {
   const groupOf = new Map<string, string[]>()
-  for (const group of inputGroups(descriptor)) for (const module of group) groupOf.set(module, group)
+  for (const group of inputGroups(descriptor, planned)) for (const module of group) groupOf.set(module, group)
   const layerOf = (name: string): number => {
     const match = /(?:^|\.)(?:layers|blocks)\.(\d+)\./.exec(name)
     if (!match) throw new MoeQuantError('E_INTERNAL', `${name} is quantized but belongs to no decoder layer`)
@@ -218,8 +234,8 @@ function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: st
   }
 }
 
-/** Builds the export plan. */
-export function planExport(report: InspectReport, descriptor: ModelDescriptor, listing: HeaderListing, options: PlanOptions): PlannedExport {
+/** Builds the export plan; `descriptor` is the calibration forward's (null for a weight-only format). */
+export function planExport(report: InspectReport, descriptor: ModelDescriptor | null, listing: HeaderListing, options: PlanOptions): PlannedExport {
   const { groupSize, quantAlgo } = FORMATS[options.format]
   const planning: Planning = { options, groupSize, quantAlgo, excludes: new Excludes(options.exclude), renames: [], quantizedModules: [], keptIndivisible: [] }
   const { experts, expertTensors } = planExperts(report, planning)

@@ -4,6 +4,7 @@
  * inspect reports and that the native core is given.
  */
 import { MoeQuantError } from '../errors'
+import type { ExpertTensors } from '../native/contract'
 import type { TextConfig } from './config'
 import type { DetectedExperts, DetectedLayer } from './detect'
 import { lookupArchitecture } from './registry'
@@ -165,6 +166,18 @@ export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[
     moeLayers,
     denseLayers: layers.filter((l) => l.kind !== 'moe').map((l) => l.index),
   }
+}
+
+/** Where the native core reads a layer's routed experts from (the forward's MoE block and the quantizer). */
+export function expertSource(layer: MoeLayer): ExpertTensors {
+  const t = layer.tensors
+  const source: ExpertTensors = { layout: layer.layout, experts: layer.experts, hidden: layer.hidden, intermediate: layer.intermediate, down: t.down }
+  if (t.gate) source.gate = t.gate
+  if (t.up) source.up = t.up
+  if (t.gateUp) source.gate_up = t.gateUp
+  if (t.gateUpBias) source.gate_up_bias = t.gateUpBias
+  if (t.downBias) source.down_bias = t.downBias
+  return source
 }
 
 /** Expands a layer's routed-expert tensor names (`{e}` patterns) into every tensor name. */

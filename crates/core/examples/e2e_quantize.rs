@@ -11,7 +11,7 @@ use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
 use moe_quant_core::export::ExportPlan;
 use moe_quant_core::model::ModelDescriptor;
 use moe_quant_core::ops::calibrate::CalibrationRequest;
-use moe_quant_core::ops::quantize::{quantize_checkpoint, RunControl};
+use moe_quant_core::ops::quantize::{quantize_checkpoint, Calibration, RunControl};
 
 fn main() {
     if let Err(message) = run() {
@@ -48,9 +48,8 @@ fn run() -> Result<(), String> {
     let report = quantize_checkpoint(
         model.as_ref(),
         output.as_ref(),
-        &descriptor,
         &plan,
-        &request,
+        Some(Calibration { desc: &descriptor, request: &request }),
         RunControl {
             cancel: &AtomicBool::new(false),
             progress: &mut |event| {
@@ -66,12 +65,13 @@ fn run() -> Result<(), String> {
         },
     )
     .map_err(|e| format!("[{}] {e}", e.code()))?;
+    let calibration = report.calibration.as_ref().ok_or("a calibrated run reports its calibration")?;
     let uncalibrated: usize =
-        report.calibration.observers.experts.values().map(|s| s.tokens.iter().filter(|&&n| n == 0).count()).sum();
+        calibration.observers.experts.values().map(|s| s.tokens.iter().filter(|&&n| n == 0).count()).sum();
     let summary = serde_json::json!({
         "wall_seconds": started.elapsed().as_secs_f64(),
         "seconds": report.seconds,
-        "tokens": report.calibration.tokens,
+        "tokens": calibration.tokens,
         "layers": report.layers,
         "quantized_tensors": report.quantized_tensors,
         "output_bytes": report.files.values().sum::<u64>(),

@@ -31,7 +31,7 @@ use moe_quant_core::checkpoint::OutputOp;
 use moe_quant_core::export::ExportPlan;
 use moe_quant_core::model::ModelDescriptor;
 use moe_quant_core::ops::calibrate::CalibrationRequest;
-use moe_quant_core::ops::quantize::{quantize_checkpoint, QuantizeStage, RunControl};
+use moe_quant_core::ops::quantize::{quantize_checkpoint, Calibration, QuantizeStage, RunControl};
 use moe_quant_core::{CheckpointWriter, Dtype, WriterOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -100,7 +100,7 @@ fn qwen3_plan(model: &Path, max_shard_bytes: u64) -> (ModelDescriptor, ExportPla
             }
         }
         let [gate, up, down] = names.map(|n| n.trim_end_matches(".weight").to_string());
-        experts.push(json!({ "layer": index, "block": mlp["block"], "gate": gate, "up": up, "down": down }));
+        experts.push(json!({ "layer": index, "block": mlp["block"], "source": mlp, "gate": gate, "up": up, "down": down }));
     }
     let checkpoint = moe_quant_core::Checkpoint::open(model).unwrap();
     let keep: Vec<_> = checkpoint
@@ -177,7 +177,8 @@ fn run_quantization(
         progress: &mut |event| progress(event.stage == QuantizeStage::Quantize),
         extra_files: None,
     };
-    quantize_checkpoint(model, output, &descriptor, &plan, &request, control).map(|_| ())
+    let calibration = Calibration { desc: &descriptor, request: &request };
+    quantize_checkpoint(model, output, &plan, Some(calibration), control).map(|_| ())
 }
 
 /// Not a test: the body of the child processes the tests start (does nothing when run as a test).

@@ -201,11 +201,11 @@ type FilesCallback = ThreadsafeFunction<String, String, String, Status, false>;
 /// Asks the JS callback for the output's extra files and waits for its answer.
 fn extra_files(
     callback: &FilesCallback,
-    summary: &CalibrationSummary,
+    summary: Option<&CalibrationSummary>,
 ) -> moe_quant_core::Result<Vec<(String, Vec<u8>)>> {
     let (answered, answer) = std::sync::mpsc::channel::<Result<String>>();
     let status =
-        callback.call_with_return_value(to_json(summary)?, ThreadsafeFunctionCallMode::Blocking, move |result, _| {
+        callback.call_with_return_value(to_json(&summary)?, ThreadsafeFunctionCallMode::Blocking, move |result, _| {
             let _ = answered.send(result);
             Ok(())
         });
@@ -218,18 +218,19 @@ fn extra_files(
     Ok(files.into_iter().map(|(name, text)| (name, text.into_bytes())).collect())
 }
 
-/// Calibrates `dir`, quantizes it as `plan` (JSON) says and writes `output` atomically; resolves to the
-/// report as JSON text. `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`;
-/// `on_files`, called before the output is published with the calibration summary (JSON), returns files to
-/// add to the output (`{ "name": "text" }` as JSON text).
+/// Quantizes `dir` as `plan` (JSON) says, calibrated with `descriptor` and `calibration` (JSON; both null
+/// for a weight-only format), and writes `output` atomically; resolves to the report as JSON text.
+/// `on_progress` receives JSON events `{ stage, layer, layers, tokens, bytes_written }`; `on_files`, called
+/// before the output is published with the calibration summary (JSON, `null` when weight-only), returns
+/// files to add to the output (`{ "name": "text" }` as JSON text).
 #[napi(ts_return_type = "Promise<string>")]
 #[allow(clippy::too_many_arguments)] // one per value the JS side passes
 pub fn quantize(
     dir: String,
     output: String,
-    descriptor: String,
+    descriptor: Option<String>,
     plan: String,
-    calibration: String,
+    calibration: Option<String>,
     cancel: Option<&CancelToken>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     #[napi(ts_arg_type = "((summary: string) => string) | undefined | null")] on_files: Option<FilesCallback>,
@@ -237,10 +238,14 @@ pub fn quantize(
     let cancel = cancel.map(|c| c.flag.clone()).unwrap_or_default();
     let progress = on_progress.map(Arc::new);
     CoreTask::new(move || {
-        let descriptor = parse_descriptor(&descriptor)?;
         let plan: moe_quant_core::export::ExportPlan = parse_request(&plan, "export plan")?;
-        let calibration = parse_request(&calibration, "calibration request")?;
-        let mut files = |summary: &CalibrationSummary| match &on_files {
+        let calibrated = match (descriptor, calibration) {
+            (Some(descriptor), Some(calibration)) => {
+                Some((parse_descriptor(&descriptor)?, parse_request(&calibration, "calibration request")?))
+            }
+            _ => None,
+        };
+        let mut files = |summary: Option<&CalibrationSummary>| match &on_files {
             Some(callback) => extra_files(callback, summary),
             None => Ok(Vec::new()),
         };
@@ -249,14 +254,10 @@ pub fn quantize(
             progress: &mut |event| emit(&progress, &event),
             extra_files: Some(&mut files),
         };
-        let report = ops::quantize::quantize_checkpoint(
-            Path::new(&dir),
-            Path::new(&output),
-            &descriptor,
-            &plan,
-            &calibration,
-            control,
-        )?;
+        let calibration =
+            calibrated.as_ref().map(|(desc, request)| ops::quantize::Calibration { desc, request });
+        let report =
+            ops::quantize::quantize_checkpoint(Path::new(&dir), Path::new(&output), &plan, calibration, control)?;
         to_json(&report)
     })
 }

@@ -5,7 +5,7 @@
  */
 import { MoeQuantError } from '../../errors'
 import type { DenseMlpDescriptor, MlpDescriptor, MoeDescriptor, RouterDescriptor, SharedExpertDescriptor } from '../../native/contract'
-import { expertTensorNames, type MoeLayer } from '../resolve'
+import { expertSource, expertTensorNames, type MoeLayer } from '../resolve'
 import { type LayerTensors, refuse, type SpecContext } from './context'
 
 /** A gated MLP's module names, checking `gate/up [I, H]`, `down [H, I]`. */
@@ -77,24 +77,14 @@ function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTens
 
 /** An MoE layer: router, routed experts (their tensors were checked by detection) and shared experts. */
 function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): MoeDescriptor {
-  const t = layer.tensors
   const router = routerDescriptor(context, layer, tensors)
   const descriptor: MoeDescriptor = {
     block: layer.block,
-    layout: layer.layout,
-    experts: layer.experts,
+    ...expertSource(layer),
     top_k: layer.topK,
-    hidden: layer.hidden,
-    intermediate: layer.intermediate,
-    down: t.down,
     activation: context.forward.expertActivation,
     router,
   }
-  if (t.gate) descriptor.gate = t.gate
-  if (t.up) descriptor.up = t.up
-  if (t.gateUp) descriptor.gate_up = t.gateUp
-  if (t.gateUpBias) descriptor.gate_up_bias = t.gateUpBias
-  if (t.downBias) descriptor.down_bias = t.downBias
   const shared = sharedExperts(context, layer, tensors)
   if (shared) descriptor.shared = shared
   for (const name of expertTensorNames(layer)) tensors.used.add(name)

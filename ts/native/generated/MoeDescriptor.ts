@@ -8,8 +8,8 @@ export type MoeDescriptor = {
 /**
  * Module path of the MoE block, e.g. `model.layers.1.mlp` (names observers record).
  */
-block: string, layout: ExpertLayout, experts: number, top_k: number, hidden: number, intermediate: number, 
+block: string, top_k: number, activation: ExpertActivation, router: RouterDescriptor, shared?: SharedExpertDescriptor, layout: ExpertLayout, experts: number, hidden: number, intermediate: number, 
 /**
  * Full tensor names; per-expert ones contain `{e}`.
  */
-gate?: string, up?: string, down: string, gate_up?: string, gate_up_bias?: string, down_bias?: string, activation: ExpertActivation, router: RouterDescriptor, shared?: SharedExpertDescriptor, };
+gate?: string, up?: string, down: string, gate_up?: string, gate_up_bias?: string, down_bias?: string, };

@@ -54,13 +54,16 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    /// Queues one quantized linear's tensors and its `input_scale`.
+    /// Queues one quantized linear's tensors and, for a calibrated format, its `input_scale`.
     pub fn queue(&mut self, format: &dyn QuantFormat, quantized: QuantizedLinear) -> Result<()> {
         for tensor in quantized.weight.tensors {
             self.add(&tensor_name(&quantized.output, tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
         }
-        let input_scale = format.input_scale(quantized.input_amax);
-        self.add(&tensor_name(&quantized.output, INPUT_SCALE), Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
+        if format.calibrated() {
+            let input_scale = format.input_scale(quantized.input_amax);
+            let name = tensor_name(&quantized.output, INPUT_SCALE);
+            self.add(&name, Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
+        }
         self.quantized_tensors += 1;
         Ok(())
     }

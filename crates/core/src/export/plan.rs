@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
 use crate::formats::FormatName;
-use crate::model::descriptor::{MlpDescriptor, MoeDescriptor};
-use crate::model::ModelDescriptor;
+use crate::model::descriptor::ExpertTensors;
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExportPlan {
@@ -56,20 +54,19 @@ pub struct ExpertPlan {
     pub layer: usize,
     /// The MoE block (as in the model descriptor), whose observers hold the shared input amaxes.
     pub block: String,
+    /// Where the experts are read from.
+    pub source: ExpertTensors,
     /// Output module names with `{e}`: `…experts.{e}.gate_proj` (or `w1`), `up_proj` (`w3`), `down_proj` (`w2`).
     pub gate: String,
     pub up: String,
     pub down: String,
 }
 
-impl ExpertPlan {
-    /// The MoE block of the descriptor this plan refers to.
-    pub fn moe_block<'a>(&self, desc: &'a ModelDescriptor) -> Result<&'a MoeDescriptor> {
-        match desc.layers.get(self.layer).map(|l| &l.mlp) {
-            Some(MlpDescriptor::Moe(moe)) if moe.block == self.block => Ok(moe),
-            _ => {
-                Err(Error::internal(format!("layer {} of the descriptor has no MoE block {}", self.layer, self.block)))
-            }
-        }
+impl ExportPlan {
+    /// The decoder layers with something to quantize, in order.
+    pub fn layers(&self) -> Vec<usize> {
+        let layers: std::collections::BTreeSet<usize> =
+            self.linears.iter().map(|l| l.layer).chain(self.experts.iter().map(|x| x.layer)).collect();
+        layers.into_iter().collect()
     }
 }

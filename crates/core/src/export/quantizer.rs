@@ -10,10 +10,10 @@ use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
-use crate::model::descriptor::{expert_name, ExpertLayout, MoeDescriptor};
+use crate::model::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::{ExpertStats, Observers};
-use crate::model::ModelDescriptor;
+use crate::numerics::weight_amax;
 use crate::threads::background_priority;
 
 /// Accumulates a layer's squared error and squared norm.
@@ -76,14 +76,9 @@ impl<'a> Quantizer<'a> {
         self.checkpoint
     }
 
-    /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded.
-    pub fn quantize_layer(
-        &self,
-        layer: usize,
-        plan: &ExportPlan,
-        desc: &ModelDescriptor,
-        observers: &Observers,
-    ) -> Result<QuantizedLayer> {
+    /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded (`None`
+    /// for a format that needs none: weight amaxes then come from the weights themselves).
+    pub fn quantize_layer(&self, layer: usize, plan: &ExportPlan, observers: Option<&Observers>) -> Result<QuantizedLayer> {
         let mut errors = ErrorSum::default();
         let mut linears = Vec::new();
         let mut amax_cache = HashMap::new();
@@ -91,12 +86,13 @@ impl<'a> Quantizer<'a> {
             linears.push(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?);
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
-            let moe = experts.moe_block(desc)?;
-            let stats = observers
-                .experts
-                .get(&experts.block)
-                .ok_or_else(|| Error::internal(format!("no expert statistics were recorded for {}", experts.block)))?;
-            linears.extend(self.quantize_experts(experts, moe, stats, &mut errors)?);
+            let stats = match observers {
+                Some(observers) => Some(observers.experts.get(&experts.block).ok_or_else(|| {
+                    Error::internal(format!("no expert statistics were recorded for {}", experts.block))
+                })?),
+                None => None,
+            };
+            linears.extend(self.quantize_experts(experts, stats, &mut errors)?);
         }
         Ok(QuantizedLayer { layer, linears, errors })
     }
@@ -106,7 +102,7 @@ impl<'a> Quantizer<'a> {
         if let Some(&amax) = cache.get(module) {
             return Ok(amax);
         }
-        let amax = crate::numerics::weight_amax(&self.checkpoint.read(&format!("{module}.weight"))?.to_f32());
+        let amax = weight_amax(&self.checkpoint.read(&format!("{module}.weight"))?.to_f32());
         cache.insert(module.to_string(), amax);
         Ok(amax)
     }
@@ -114,7 +110,7 @@ impl<'a> Quantizer<'a> {
     fn quantize_linear(
         &self,
         linear: &LinearPlan,
-        observers: &Observers,
+        observers: Option<&Observers>,
         cache: &mut HashMap<String, f32>,
         errors: &mut ErrorSum,
     ) -> Result<QuantizedLinear> {
@@ -126,8 +122,8 @@ impl<'a> Quantizer<'a> {
             weight_amax = weight_amax.max(self.weight_amax(module, cache)?);
         }
         let mut input_amax = 0.0f32;
-        for module in input_group {
-            let amax = observers.input_amax.get(module).ok_or_else(|| {
+        for module in input_group.iter().filter(|_| observers.is_some()) {
+            let amax = observers.and_then(|o| o.input_amax.get(module)).ok_or_else(|| {
                 Error::internal(format!(
                     "no activation statistics were recorded for {module}; is it part of the forward?"
                 ))
@@ -145,10 +141,10 @@ impl<'a> Quantizer<'a> {
     fn quantize_experts(
         &self,
         plan: &ExpertPlan,
-        moe: &MoeDescriptor,
-        stats: &ExpertStats,
+        stats: Option<&ExpertStats>,
         errors: &mut ErrorSum,
     ) -> Result<Vec<QuantizedLinear>> {
+        let moe = &plan.source;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(moe.experts.max(1));
         let chunk = moe.experts.div_ceil(threads).max(1);
         let results: Vec<Result<(Vec<QuantizedLinear>, ErrorSum)>> = std::thread::scope(|scope| {
@@ -181,12 +177,12 @@ impl<'a> Quantizer<'a> {
         Ok(linears)
     }
 
-    /// Gate, up and down of expert `e`, quantized with the layer's shared input amaxes.
+    /// Gate, up and down of expert `e`, quantized with the layer's shared input amaxes (when calibrated).
     fn quantize_expert(
         &self,
         plan: &ExpertPlan,
-        moe: &MoeDescriptor,
-        stats: &ExpertStats,
+        moe: &ExpertTensors,
+        stats: Option<&ExpertStats>,
         e: usize,
         errors: &mut ErrorSum,
     ) -> Result<[QuantizedLinear; 3]> {
@@ -195,7 +191,7 @@ impl<'a> Quantizer<'a> {
         // Each weight is divided in the dtype it is stored in (they may differ within one expert).
         let stored = |pattern: Option<&String>| -> Result<Dtype> {
             let pattern =
-                pattern.ok_or_else(|| Error::internal(format!("{}: an expert tensor is not named", moe.block)))?;
+                pattern.ok_or_else(|| Error::internal(format!("{}: an expert tensor is not named", plan.block)))?;
             Ok(self.checkpoint.info(&expert_name(pattern, e))?.dtype)
         };
         let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
@@ -210,7 +206,11 @@ impl<'a> Quantizer<'a> {
                 [gate, up, expert.down.flatten_all()?.to_vec1::<f32>()?]
             }
         };
-        let gate_up_amax = stats.gate_amax[e].max(stats.up_amax[e]);
+        // Calibration recorded each weight's amax as the forward loaded it; without it, the same from the values.
+        let (gate_up_amax, down_amax, gate_up_input, down_input) = match stats {
+            Some(s) => (s.gate_amax[e].max(s.up_amax[e]), s.down_amax[e], s.gate_up_input_amax, s.down_input_amax),
+            None => (weight_amax(&gate).max(weight_amax(&up)), weight_amax(&down), 0.0, 0.0),
+        };
         let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| expert_name(p, e));
         let (gate_name, up_name, down_name) =
             (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
@@ -219,16 +219,16 @@ impl<'a> Quantizer<'a> {
         let down = WeightInput::new(&down_name, down_dtype, &[hidden, inter], &down)?;
         let format = self.format.as_ref();
         Ok([
-            quantize_one(format, &gate_out, &gate, gate_up_amax, stats.gate_up_input_amax, errors)?,
-            quantize_one(format, &up_out, &up, gate_up_amax, stats.gate_up_input_amax, errors)?,
-            quantize_one(format, &down_out, &down, stats.down_amax[e], stats.down_input_amax, errors)?,
+            quantize_one(format, &gate_out, &gate, gate_up_amax, gate_up_input, errors)?,
+            quantize_one(format, &up_out, &up, gate_up_amax, gate_up_input, errors)?,
+            quantize_one(format, &down_out, &down, down_amax, down_input, errors)?,
         ])
     }
 
     /// Expert `e`'s gate, up and down values, converted straight from the stored bytes when the layout stores
     /// each as a plain tensor of its own (the hub layout, not quantized): the same values as through the
     /// expert view, without its tensors and copies. `None` for every other layout.
-    fn plain_expert(&self, moe: &MoeDescriptor, e: usize) -> Result<Option<[Vec<f32>; 3]>> {
+    fn plain_expert(&self, moe: &ExpertTensors, e: usize) -> Result<Option<[Vec<f32>; 3]>> {
         let (Some(gate), Some(up)) = (&moe.gate, &moe.up) else { return Ok(None) };
         if moe.layout != ExpertLayout::PerExpert {
             return Ok(None);

@@ -1,4 +1,4 @@
-//! Quantization formats, one folder each: the math that turns one 2-D weight `[N, K]` (output rows, input
+//! Quantization formats, one folder each (weight-only variants beside the format they derive from): the math that turns one 2-D weight `[N, K]` (output rows, input
 //! columns) and its per-tensor amax into the tensors ModelOpt's unified HF export writes for it (SPEC §4, §5),
 //! byte for byte; the way back (dequantization, to run or compare an exported checkpoint); and, as a device
 //! capability, the same quantization by a CUDA kernel on a weight already on the GPU.
@@ -14,30 +14,43 @@ mod stored;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-pub use fp8::{dequantize_fp8, Fp8};
-pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, NVFP4_BLOCK};
+pub use fp8::{dequantize_fp8, Fp8, Fp8PerChannel};
+pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, W4a16Nvfp4, NVFP4_BLOCK};
 pub use stored::{dequantize_stored, stored_format};
 
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::numerics::first_non_finite;
 
-/// The formats by the name options use (`"fp8"`, `"nvfp4"`).
+/// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "lowercase")]
 pub enum FormatName {
+    /// FP8 E4M3, one scale per tensor, calibrated static input scales (`FP8`).
+    #[serde(rename = "fp8")]
     Fp8,
+    /// NVFP4 weights and calibrated static input scales (`NVFP4`).
+    #[serde(rename = "nvfp4")]
     Nvfp4,
+    /// NVFP4 weights, activations left in 16 bits (`W4A16_NVFP4`): no calibration.
+    #[serde(rename = "w4a16_nvfp4")]
+    W4a16Nvfp4,
+    /// FP8 E4M3 weights with one scale per output channel, activations quantized per token at run time
+    /// (`FP8_PER_CHANNEL_PER_TOKEN`): no calibration.
+    #[serde(rename = "fp8_pc_pt")]
+    Fp8PcPt,
 }
 
 impl FormatName {
-    pub const ALL: [FormatName; 2] = [FormatName::Fp8, FormatName::Nvfp4];
+    /// Every format; the ones that read stored weights back try them in this order.
+    pub const ALL: [FormatName; 4] = [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PcPt];
 
     /// The name options use.
     pub fn as_str(self) -> &'static str {
         match self {
             FormatName::Fp8 => "fp8",
             FormatName::Nvfp4 => "nvfp4",
+            FormatName::W4a16Nvfp4 => "w4a16_nvfp4",
+            FormatName::Fp8PcPt => "fp8_pc_pt",
         }
     }
 }
@@ -48,6 +61,8 @@ pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
     match name {
         FormatName::Fp8 => Box::new(Fp8 { torch_cuda }),
         FormatName::Nvfp4 => Box::new(Nvfp4),
+        FormatName::W4a16Nvfp4 => Box::new(W4a16Nvfp4),
+        FormatName::Fp8PcPt => Box::new(Fp8PerChannel),
     }
 }
 
@@ -169,9 +184,14 @@ pub trait QuantFormat: Send + Sync {
     /// Stored bits per weight element, block scales included (0-d scalars not counted).
     fn bits_per_weight(&self) -> f64;
     /// The per-tensor scale written for a weight amax (`weight_scale` of FP8, `weight_scale_2` of NVFP4);
-    /// `name` is the weight's, for errors.
+    /// `name` is the weight's, for errors. Formats without one (per-channel scales) refuse.
     fn weight_scale(&self, name: &str, amax: f32) -> Result<f32>;
-    /// The `input_scale` written for an activation amax (the max |x| calibration saw).
+    /// Whether activations are quantized with a static scale measured by calibration: only then is an
+    /// `input_scale` written beside each weight, and only then does quantizing need a calibration forward.
+    fn calibrated(&self) -> bool {
+        true
+    }
+    /// The `input_scale` written for an activation amax (the max |x| calibration saw), for calibrated formats.
     fn input_scale(&self, amax: f32) -> f32;
     /// Quantizes one weight with the per-tensor weight amax to use (which may exceed the weight's own max).
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight>;
@@ -257,13 +277,19 @@ mod tests {
             assert_eq!(serde_json::from_value::<FormatName>(name.as_str().into()).unwrap(), name);
         }
         assert!(serde_json::from_value::<FormatName>("int4".into()).is_err());
+        let calibrated: Vec<bool> = FormatName::ALL.iter().map(|&name| format(name, false).calibrated()).collect();
+        assert_eq!(calibrated, [true, true, false, false]);
+        let algos: Vec<&str> = FormatName::ALL.iter().map(|&name| format(name, false).quant_algo()).collect();
+        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN"]);
     }
 
     #[test]
     fn weight_scales_are_the_ones_quantize_writes() {
         let values = [0.5f32; 16];
         let weight = WeightInput::new("w", Dtype::F32, &[1, 16], &values).unwrap();
-        for name in FormatName::ALL {
+        // Every format with a per-tensor scale (per-channel FP8 has none, and refuses).
+        assert!(format(FormatName::Fp8PcPt, false).weight_scale("w", 1.0).is_err());
+        for name in [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4] {
             let format = format(name, false);
             let scalar = format.output_layout([1, 16]).iter().rev().find(|(_, _, s)| s.is_empty()).unwrap().0;
             for amax in [0.0, 1e-45, 1e-39, 0.5, 3.7, 448.0, 1e30] {
@@ -278,7 +304,9 @@ mod tests {
 
     #[test]
     fn output_layout_is_what_quantize_returns() {
-        for (name, torch_cuda) in [(FormatName::Fp8, false), (FormatName::Fp8, true), (FormatName::Nvfp4, false)] {
+        let mut cases: Vec<(FormatName, bool)> = FormatName::ALL.iter().map(|&name| (name, false)).collect();
+        cases.push((FormatName::Fp8, true));
+        for (name, torch_cuda) in cases {
             let format = format(name, torch_cuda);
             for shape in [[1usize, 16], [3, 32], [48, 64]] {
                 let values: Vec<f32> = (0..shape[0] * shape[1]).map(|i| (i % 13) as f32 - 6.0).collect();

@@ -193,14 +193,13 @@ pub enum ExpertActivation {
     GptOss,
 }
 
+/// Where the routed experts of one MoE layer are stored, and their sizes: what reading an expert's weights
+/// needs (the forward's MoE block and the export's quantizer both read through it).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[ts(optional_fields)]
-pub struct MoeDescriptor {
-    /// Module path of the MoE block, e.g. `model.layers.1.mlp` (names observers record).
-    pub block: String,
+pub struct ExpertTensors {
     pub layout: ExpertLayout,
     pub experts: usize,
-    pub top_k: usize,
     pub hidden: usize,
     pub intermediate: usize,
     /// Full tensor names; per-expert ones contain `{e}`.
@@ -215,6 +214,17 @@ pub struct MoeDescriptor {
     pub gate_up_bias: Option<String>,
     #[serde(default)]
     pub down_bias: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
+pub struct MoeDescriptor {
+    /// Module path of the MoE block, e.g. `model.layers.1.mlp` (names observers record).
+    pub block: String,
+    #[serde(flatten)]
+    #[ts(flatten)]
+    pub tensors: ExpertTensors,
+    pub top_k: usize,
     #[serde(default)]
     pub activation: ExpertActivation,
     pub router: RouterDescriptor,

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::descriptor::{expert_name, ExpertLayout, MoeDescriptor};
+use super::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::formats;
@@ -109,8 +109,8 @@ impl<'a> WeightLoader<'a> {
 
     /// Expert `e` of a MoE layer: `gate_up [2I, H]` (gate rows first), `down [H, I]`, and biases
     /// (`gate_up_bias [2I]`, `down_bias [H]`) when the layout has them.
-    pub fn expert(&self, moe: &MoeDescriptor, expert: usize) -> Result<ExpertWeights> {
-        let missing = |what: &str| Error::internal(format!("{}: the descriptor gives no {what} tensor", moe.block));
+    pub fn expert(&self, moe: &ExpertTensors, expert: usize) -> Result<ExpertWeights> {
+        let missing = |what: &str| Error::internal(format!("the experts of {} have no {what} tensor", moe.down));
         let per_expert = |pattern: &Option<String>, what: &str| -> Result<Tensor> {
             let pattern = pattern.as_ref().ok_or_else(|| missing(what))?;
             self.tensor(&expert_name(pattern, expert))

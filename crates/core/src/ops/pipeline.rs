@@ -93,11 +93,12 @@ impl<'a> LayerPipeline<'a> {
     }
 
     /// The error to report for a failed job: the one that happened first.
-    fn reported(&self, error: Error) -> Error {
+    pub fn reported(&self, error: Error) -> Error {
         lock(&self.first_error).take().unwrap_or(error)
     }
 
-    fn cancelled(&self) -> Result<()> {
+    /// `E_CANCELLED` once the caller asked to stop.
+    pub fn cancelled(&self) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }

@@ -1,5 +1,6 @@
 //! Quantize: calibrate a checkpoint layer by layer, quantize each layer as soon as its statistics are complete
-//! (its input maxima are then final) and write the output, which appears only when complete. The work is laid
+//! (its input maxima are then final) and write the output, which appears only when complete. Weight-only
+//! formats need no calibration: their layers are quantized straight from the checkpoint, without a forward. The work is laid
 //! out by the export plan (`export::plan`), declared up front (`export::layout`), done by the quantizer
 //! (`export::quantizer`) and the output (`export::output`), and scheduled by the layer pipeline
 //! ([`super::pipeline`]).
@@ -14,8 +15,8 @@ use serde::Serialize;
 
 use super::calibrate::CalibrationRequest;
 use super::pipeline::{LayerPipeline, Progress, Stage};
-use crate::checkpoint::{Checkpoint, CheckpointWriter, WriterOptions};
-use crate::error::Result;
+use crate::checkpoint::{Checkpoint, CheckpointWriter, WriteSummary, WriterOptions};
+use crate::error::{Error, Result};
 use crate::export::layout::output_layout;
 use crate::export::output::Output;
 use crate::export::plan::ExportPlan;
@@ -83,8 +84,9 @@ pub struct CalibrationSummary {
     pub tokens: usize,
 }
 
-/// Extra files for the output, made from the calibration summary: relative name → bytes.
-pub type ExtraFiles<'a> = dyn FnMut(&CalibrationSummary) -> Result<Vec<(String, Vec<u8>)>> + 'a;
+/// Extra files for the output, made from the calibration summary (`None` for a weight-only format): relative
+/// name → bytes.
+pub type ExtraFiles<'a> = dyn FnMut(Option<&CalibrationSummary>) -> Result<Vec<(String, Vec<u8>)>> + 'a;
 
 /// What the caller follows and controls while [`quantize_checkpoint`] runs.
 pub struct RunControl<'a> {
@@ -100,8 +102,8 @@ pub struct RunControl<'a> {
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct QuantizeReport {
     pub layers: Vec<LayerError>,
-    #[serde(flatten)]
-    pub calibration: CalibrationSummary,
+    /// What calibration recorded; `None` for a weight-only format, which runs no calibration.
+    pub calibration: Option<CalibrationSummary>,
     pub quantized_tensors: usize,
     /// Output files and their sizes.
     pub files: BTreeMap<String, u64>,
@@ -116,37 +118,94 @@ struct LayerDone {
     bytes_written: u64,
 }
 
-/// Calibrates the checkpoint in `dir`, quantizes it as `plan` says and writes it to `target`.
+/// What a calibrated format needs: the forward's descriptor and the calibration data.
+pub struct Calibration<'a> {
+    pub desc: &'a ModelDescriptor,
+    pub request: &'a CalibrationRequest,
+}
+
+/// Quantizes the checkpoint in `dir` as `plan` says and writes it to `target`: calibrated (`calibration`
+/// given, required by a calibrated format) or weight-only (`None`, the format must need no calibration).
 pub fn quantize_checkpoint(
     dir: &Path,
     target: &Path,
-    desc: &ModelDescriptor,
     plan: &ExportPlan,
-    calibration: &CalibrationRequest,
+    calibration: Option<Calibration<'_>>,
+    control: RunControl<'_>,
+) -> Result<QuantizeReport> {
+    let calibrated = formats::format(plan.format, false).calibrated();
+    match calibration {
+        Some(calibration) if calibrated => quantize_calibrated(dir, target, plan, &calibration, control),
+        None if !calibrated => quantize_weights(dir, target, plan, control),
+        _ => Err(Error::internal(format!(
+            "{} {} calibration",
+            plan.format.as_str(),
+            if calibrated { "needs" } else { "takes no" }
+        ))),
+    }
+}
+
+/// The output's writer with every tensor of the plan declared.
+fn create_output<'a>(
+    dir: &Path,
+    target: &Path,
+    checkpoint: &Checkpoint,
+    plan: &ExportPlan,
+    quantizer: &Quantizer<'_>,
+    bytes_written: &'a AtomicU64,
+) -> Result<Mutex<Output<'a>>> {
+    let options =
+        WriterOptions { max_shard_bytes: plan.max_shard_bytes, overwrite: plan.overwrite, input_dir: Some(dir.into()) };
+    let mut writer = CheckpointWriter::create(target, options)?;
+    // Declared up front, every tensor is written straight to its place in its shard as soon as it exists.
+    writer.declare(&output_layout(checkpoint, plan, quantizer.format())?)?;
+    Ok(Mutex::new(Output::new(writer, bytes_written)))
+}
+
+/// Adds the metadata and extra files and publishes the output once the input is known unchanged.
+fn finish_output(
+    dir: &Path,
+    checkpoint: &Checkpoint,
+    plan: &ExportPlan,
+    output: Mutex<Output<'_>>,
+    pipeline: &LayerPipeline<'_>,
+    extra: Vec<(String, Vec<u8>)>,
+) -> Result<(usize, WriteSummary)> {
+    let mut output = output.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    output.add_files(dir, plan, extra)?;
+    // Everything was read: publish only if the input stayed the same throughout.
+    checkpoint.check_unchanged()?;
+    let quantized_tensors = output.quantized_tensors;
+    let written = pipeline.publish(|| output.writer.finish())?;
+    Ok((quantized_tensors, written))
+}
+
+/// The calibrated run: calibration layer by layer, each layer quantized once its statistics are final.
+fn quantize_calibrated(
+    dir: &Path,
+    target: &Path,
+    plan: &ExportPlan,
+    calibration: &Calibration<'_>,
     control: RunControl<'_>,
 ) -> Result<QuantizeReport> {
     let RunControl { cancel, progress, extra_files } = control;
+    let Calibration { desc, request } = *calibration;
     let started = Instant::now();
     let checkpoint = Checkpoint::open(dir)?;
     // The disk starts on the embedding and layer 0 while the device starts up (the checkpoint's drop stops
     // this read when the run ends early).
     layers::read_ahead_first(&checkpoint, desc);
-    let compute = calibration.sequences.compute_device()?;
+    let compute = request.sequences.compute_device()?;
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
     let quantizer = Quantizer::new(&checkpoint, formats::format(plan.format, compute.device.is_cuda()));
-    let set = calibration.sequences.load(dir, desc.vocab_size, cancel)?;
-    let options =
-        WriterOptions { max_shard_bytes: plan.max_shard_bytes, overwrite: plan.overwrite, input_dir: Some(dir.into()) };
-    let mut writer = CheckpointWriter::create(target, options)?;
-    // Declared up front, every tensor is written straight to its place in its shard as soon as it exists.
-    writer.declare(&output_layout(&checkpoint, plan, desc, quantizer.format())?)?;
+    let set = request.sequences.load(dir, desc.vocab_size, cancel)?;
     let bytes_written = AtomicU64::new(0);
-    let output = Mutex::new(Output::new(writer, &bytes_written));
-    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, calibration.all_experts, &compute)?;
+    let output = create_output(dir, target, &checkpoint, plan, &quantizer, &bytes_written)?;
+    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, request.all_experts, &compute)?;
     let pipeline = LayerPipeline::new(cancel);
     let event =
         Event { layers: stream.layers(), tokens: stream.tokens, batches: stream.batches(), bytes: &bytes_written };
-    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan, desc };
+    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan };
     let layer_errors = jobs.run(&mut stream, &event, progress)?;
 
     let clock = Instant::now();
@@ -155,19 +214,14 @@ pub fn quantize_checkpoint(
         observers: std::mem::take(&mut stream.observers),
         samples: set.sample_count(),
         requested_samples: set.requested_samples,
-        seq_len: calibration.sequences.seq_len,
+        seq_len: request.sequences.seq_len,
         tokens: stream.tokens,
     };
-    let mut output = output.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     let extra = match extra_files {
-        Some(extra_files) => extra_files(&summary)?,
+        Some(extra_files) => extra_files(Some(&summary))?,
         None => Vec::new(),
     };
-    output.add_files(dir, plan, extra)?;
-    // Everything was read: publish only if the input stayed the same throughout.
-    checkpoint.check_unchanged()?;
-    let quantized_tensors = output.quantized_tensors;
-    let written = pipeline.publish(|| output.writer.finish())?;
+    let (quantized_tensors, written) = finish_output(dir, &checkpoint, plan, output, &pipeline, extra)?;
     let (calibrate, quantize, write) = pipeline.clock.seconds();
     let seconds = StageSeconds {
         calibrate,
@@ -179,7 +233,55 @@ pub fn quantize_checkpoint(
     };
     Ok(QuantizeReport {
         layers: layer_errors,
-        calibration: summary,
+        calibration: Some(summary),
+        quantized_tensors,
+        files: written.files,
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+        seconds,
+    })
+}
+
+/// The weight-only run: no forward; each layer's weights are read, quantized (experts spread over the CPU's
+/// cores) and written in layer order.
+fn quantize_weights(dir: &Path, target: &Path, plan: &ExportPlan, control: RunControl<'_>) -> Result<QuantizeReport> {
+    let RunControl { cancel, progress, extra_files } = control;
+    let started = Instant::now();
+    let checkpoint = Checkpoint::open(dir)?;
+    // Weight-only formats divide in f32 (per-row and per-block divisors): the same bytes on every device.
+    let quantizer = Quantizer::new(&checkpoint, formats::format(plan.format, false));
+    let bytes_written = AtomicU64::new(0);
+    let output = create_output(dir, target, &checkpoint, plan, &quantizer, &bytes_written)?;
+    let pipeline = LayerPipeline::new(cancel);
+    let layers = plan.layers();
+    let event = Event { layers: layers.len(), tokens: 0, batches: 0, bytes: &bytes_written };
+    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan };
+    jobs.copy_kept()?;
+    let mut layer_errors = Vec::with_capacity(layers.len());
+    for (done, &layer) in layers.iter().enumerate() {
+        pipeline.cancelled()?;
+        let result = jobs.layer(layer, None).map_err(|error| pipeline.reported(error))?;
+        let relative_mse = result.errors.relative_mse();
+        layer_errors.push(LayerError { layer, tensors: result.errors.tensors, relative_mse });
+        let at = event.at(QuantizeStage::Quantize, done + 1, 0);
+        progress(QuantizeProgress { bytes_written: result.bytes_written, ..at });
+    }
+    let clock = Instant::now();
+    progress(event.at(QuantizeStage::Write, event.layers, 0));
+    let extra = match extra_files {
+        Some(extra_files) => extra_files(None)?,
+        None => Vec::new(),
+    };
+    let (quantized_tensors, written) = finish_output(dir, &checkpoint, plan, output, &pipeline, extra)?;
+    let (_, quantize, write) = pipeline.clock.seconds();
+    let seconds = StageSeconds {
+        quantize,
+        write: write + clock.elapsed().as_secs_f64(),
+        total: started.elapsed().as_secs_f64(),
+        ..StageSeconds::default()
+    };
+    Ok(QuantizeReport {
+        layers: layer_errors,
+        calibration: None,
         quantized_tensors,
         files: written.files,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
@@ -215,7 +317,6 @@ struct Jobs<'a, 'o> {
     quantizer: &'a Quantizer<'a>,
     output: &'a Mutex<Output<'o>>,
     plan: &'a ExportPlan,
-    desc: &'a ModelDescriptor,
 }
 
 impl Jobs<'_, '_> {
@@ -225,13 +326,13 @@ impl Jobs<'_, '_> {
         self.pipeline.clock.time(Stage::Write, || output.copy_kept(self.quantizer.checkpoint(), self.plan))
     }
 
-    /// Layer `layer` quantized and written while the next layers calibrate; tensors go to their declared
-    /// places in whatever order they come.
-    fn layer(&self, layer: usize, observers: Observers) -> Result<LayerDone> {
+    /// Layer `layer` quantized (with its calibration statistics, if any) and written, while the next layers
+    /// calibrate; tensors go to their declared places in whatever order they come.
+    fn layer(&self, layer: usize, observers: Option<&Observers>) -> Result<LayerDone> {
         let pipeline = self.pipeline;
-        let quantized = pipeline.clock.time(Stage::Quantize, || {
-            pipeline.record(self.quantizer.quantize_layer(layer, self.plan, self.desc, &observers))
-        })?;
+        let quantized = pipeline
+            .clock
+            .time(Stage::Quantize, || pipeline.record(self.quantizer.quantize_layer(layer, self.plan, observers)))?;
         let mut output = lock(self.output);
         pipeline.clock.time(Stage::Write, || -> Result<()> {
             for linear in quantized.linears {
@@ -251,7 +352,7 @@ impl Jobs<'_, '_> {
         progress: &mut dyn FnMut(QuantizeProgress),
     ) -> Result<Vec<LayerError>> {
         let mut errors = Vec::with_capacity(event.layers);
-        let job = |layer, observers| self.layer(layer, observers);
+        let job = |layer, observers: Observers| self.layer(layer, Some(&observers));
         self.pipeline.run(stream, || self.copy_kept(), &job, &mut |step| {
             match step {
                 Progress::Batch { layer, batch } => progress(event.at(QuantizeStage::Calibrate, layer, batch)),

@@ -10,6 +10,9 @@
 //! them. [`Fp8::torch_cuda`] selects that arithmetic, so a GPU run writes what ModelOpt writes on a GPU.
 
 mod cuda;
+mod per_channel;
+
+pub use per_channel::Fp8PerChannel;
 
 use super::{
     sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight,

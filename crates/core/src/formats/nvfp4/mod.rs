@@ -8,8 +8,10 @@
 //!   bf16 weight divided by an f32 block tensor to f32), then E2M1 codes packed two per byte, U8 `[N, K/2]`.
 
 mod cuda;
+mod w4a16;
 
 pub use cuda::block_amax;
+pub use w4a16::W4a16Nvfp4;
 
 use super::{
     sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight,

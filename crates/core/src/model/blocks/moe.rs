@@ -104,10 +104,10 @@ struct Dispatch {
 
 impl MoeBlock {
     pub fn load(loader: &WeightLoader, desc: &MoeDescriptor, all_experts_stats: bool) -> Result<Self> {
-        if desc.top_k == 0 || desc.top_k > desc.experts {
+        if desc.top_k == 0 || desc.top_k > desc.tensors.experts {
             return Err(crate::error::Error::internal(format!(
                 "{}: top_k {} must be between 1 and the number of experts ({})",
-                desc.block, desc.top_k, desc.experts
+                desc.block, desc.top_k, desc.tensors.experts
             )));
         }
         let module = desc.router.weight.trim_end_matches(".weight");
@@ -121,7 +121,7 @@ impl MoeBlock {
         // converted to the compute dtype when it runs, so a layer's experts cost their size on disk. (The GPU
         // computes in bf16, the dtype they are stored in.)
         let experts_loader = loader.keeping_stored(loader.device.is_cpu());
-        let experts = (0..desc.experts).map(|e| experts_loader.expert(desc, e)).collect::<Result<Vec<_>>>()?;
+        let experts = (0..desc.tensors.experts).map(|e| experts_loader.expert(&desc.tensors, e)).collect::<Result<Vec<_>>>()?;
         let shared = desc.shared.as_ref().map(|s| Mlp::load(loader, &s.mlp)).transpose()?;
         let shared_gate = match desc.shared.as_ref().and_then(|s| s.gate.as_ref()) {
             Some(gate) => Some(Linear::from_weight(gate.trim_end_matches(".weight"), loader.tensor(gate)?, None)),
@@ -140,10 +140,10 @@ impl MoeBlock {
 
     /// Records each expert's weight maxima (gate and up separately) in the block's statistics.
     pub fn observe_weights(&self, observers: &mut Observers) -> Result<()> {
-        let inter = self.desc.intermediate;
-        let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
+        let inter = self.desc.tensors.intermediate;
+        let stats = observers.experts_mut(&self.desc.block, self.desc.tensors.experts);
         // Reduced on the device and read back at once: one synchronisation per layer, not three per expert.
-        let mut maxima = Vec::with_capacity(3 * self.desc.experts);
+        let mut maxima = Vec::with_capacity(3 * self.desc.tensors.experts);
         for weights in self.experts.weights() {
             maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, 0, inter)?)?);
             maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, inter, inter)?)?);
@@ -159,7 +159,7 @@ impl MoeBlock {
 
     /// `act(gate)·up` of gate/up projections `[m, 2I]` (gate columns first) → `[m, I]`.
     fn activate(&self, gate_up: &Tensor) -> Result<Tensor> {
-        let inter = self.desc.intermediate;
+        let inter = self.desc.tensors.intermediate;
         let gate = gate_up.narrow(1, 0, inter)?;
         let up = gate_up.narrow(1, inter, inter)?;
         Ok(match self.desc.activation {
@@ -183,7 +183,7 @@ impl MoeBlock {
     /// `xs [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
-        let flat = xs.reshape(((), self.desc.hidden))?;
+        let flat = xs.reshape(((), self.desc.tensors.hidden))?;
         let dispatch = self.route(&flat, observers)?;
         // Maxima stay on the device until the end of the block: no synchronisation inside the expert pass.
         let mut gate_up_maxima = Vec::new();
@@ -217,8 +217,8 @@ impl MoeBlock {
         observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let routing =
-            route(&self.desc.router, &logits, self.desc.experts, self.desc.top_k, self.correction_bias.as_deref());
-        let groups = group_by_expert(&routing, self.desc.experts);
+            route(&self.desc.router, &logits, self.desc.tensors.experts, self.desc.top_k, self.correction_bias.as_deref());
+        let groups = group_by_expert(&routing, self.desc.tensors.experts);
         // The routing goes to the device in one copy.
         let device = flat.device();
         let tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), device)?;
@@ -268,7 +268,7 @@ impl MoeBlock {
         Ok(routed
             .index_select(&gather, 0)?
             .to_dtype(DType::F32)?
-            .reshape((tokens, self.desc.top_k, self.desc.hidden))?
+            .reshape((tokens, self.desc.top_k, self.desc.tensors.hidden))?
             .sum(1)?)
     }
 
@@ -283,7 +283,7 @@ impl MoeBlock {
         let fold = |values: Vec<f32>| values.into_iter().fold(0.0f32, f32::max);
         let gate_up_amax = fold(read_scalars(gate_up_maxima)?);
         let down_amax = fold(read_scalars(down_maxima)?);
-        let stats = observers.experts_mut(&self.desc.block, self.desc.experts);
+        let stats = observers.experts_mut(&self.desc.block, self.desc.tensors.experts);
         stats.gate_up_input_amax = stats.gate_up_input_amax.max(gate_up_amax);
         stats.down_input_amax = stats.down_input_amax.max(down_amax);
         for (total, range) in stats.tokens.iter_mut().zip(&groups.ranges) {
