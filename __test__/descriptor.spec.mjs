@@ -89,7 +89,7 @@ for (const entry of manifest()) {
   const dir = join(FIXTURES, entry.path)
   if (UNSUPPORTED.has(entry.model_type)) {
     test(`describe ${entry.path}: refused with a clear code`, async (t) => {
-      const error = await t.throwsAsync(describeModel(dir), { code: 'E_LAYOUT_UNRECOGNISED' })
+      const error = await t.throwsAsync(describeModel(dir), { code: 'E_MODEL_UNSUPPORTED' })
       t.regex(error.message, /forward not supported for/)
     })
     continue
@@ -298,7 +298,7 @@ test('linear and llama3 rope parameters are copied; unsupported rope types are r
   // original_max_position_embeddings defaults to max_position_embeddings (standardize_rope_params).
   t.like(llama3.rope, { kind: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 256 })
   await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.rope_parameters = { rope_type: 'longrope', rope_theta: 1e4 }) }), {
-    code: 'E_LAYOUT_UNRECOGNISED',
+    code: 'E_MODEL_UNSUPPORTED',
     message: /rope type "longrope"/,
   })
 })
@@ -387,7 +387,7 @@ test('tied embeddings: lm_head is the embedding when the checkpoint has no lm_he
 })
 
 test('features the descriptor cannot express are refused, not ignored', async (t) => {
-  const refused = { code: 'E_LAYOUT_UNRECOGNISED', message: /forward not supported/ }
+  const refused = { code: 'E_MODEL_UNSUPPORTED', message: /forward not supported/ }
   await t.throwsAsync(variant('mixtral/hub', { config: (c) => void (c.sliding_window = 4096) }), refused)
   await t.throwsAsync(variant('qwen2_moe/hub', { config: (c) => void (c.use_sliding_window = true) }), refused)
   await t.throwsAsync(variant('olmoe/hub', { config: (c) => void (c.clip_qkv = 8) }), refused)
@@ -404,7 +404,7 @@ test('a checkpoint disagreeing with config.json is a shape error naming the tens
 test('a model_type without a registry entry has no known forward', async (t) => {
   await t.throwsAsync(
     variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'my_moe') }),
-    { code: 'E_LAYOUT_UNRECOGNISED', message: /no registry entry/ },
+    { code: 'E_MODEL_UNSUPPORTED', message: /no registry entry/ },
   )
 })
 

@@ -3,7 +3,7 @@
 // input scales within 1e-5 and weight scales within 1e-6 relative; quantized weight bytes identical for at
 // least 99.9% of bytes (the count of differing bytes is logged).
 import test from 'ava'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { quantizeModel } from '../dist/index.js'
@@ -25,6 +25,77 @@ const bytesOf = (tensor) => {
   return v instanceof Uint8Array ? v : new Uint8Array(v.buffer)
 }
 
+// Weight-only formats need no calibration (nor a forward: GPT-OSS and Llama4 have none in moe-quant).
+const WEIGHT_ONLY_CASES = [
+  ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32'],
+  ['qwen3_moe/fused', 'qwen3_moe_fused'],
+  ['mixtral/hub', 'mixtral_hub'],
+  ['glm4_moe/hub', 'glm4_moe_hub'],
+  ['deepseek_v3/hub', 'deepseek_v3_hub'],
+  ['qwen2_moe/fused', 'qwen2_moe_fused'],
+]
+// Families whose hub checkpoints keep experts fused ([E, H, 2I]): ModelOpt exports them fused and quantized
+// (`experts.gate_up_proj` U8 [E, H/2, 2I] with `gate_up_proj_weight_scale` …; goldens kept beside the others),
+// a form not written yet: refused up front, naming the block.
+const FUSED_ON_HUB = [
+  ['gpt_oss/hub', 'model.layers.0.mlp'],
+  ['llama4_text/hub', 'model.layers.1.feed_forward'],
+]
+
+for (const [fixture, block] of FUSED_ON_HUB) {
+  test(`${fixture}: weight-only export of experts fused on the hub is refused up front`, async (t) => {
+    const output = join(tempDir(), 'out')
+    const error = await t.throwsAsync(quantizeModel({ model: join(FIXTURES, fixture), output, format: 'w4a16_nvfp4' }), { code: 'E_MODEL_UNSUPPORTED' })
+    t.true(error.message.startsWith(`${block}: experts stored fused on the hub`), error.message)
+    t.false(existsSync(output))
+  })
+}
+
+/** Our output in `output` against ModelOpt's in `goldenDir`: tensors, scales, bytes and metadata. */
+function compareWithGolden(t, output, goldenDir) {
+  const ours = readTensors(join(output, 'model.safetensors'))
+  const theirs = readTensors(join(goldenDir, 'model.safetensors'))
+  t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
+  let bytes = 0
+  let differing = 0
+  for (const [name, expected] of Object.entries(theirs)) {
+    const actual = ours[name]
+    t.is(actual.dtype, expected.dtype, `${name} dtype`)
+    t.deepEqual(actual.shape, expected.shape, `${name} shape`)
+    const scalar = expected.dtype === 'F32' && expected.shape.length === 0
+    if (scalar && /(input_scale|weight_scale|weight_scale_2)$/.test(name)) {
+      const tolerance = name.endsWith('input_scale') ? 1e-5 : 1e-6
+      const [a, b] = [actual.values[0], expected.values[0]]
+      t.true(Math.abs(a - b) <= tolerance * Math.abs(b), `${name}: ${a} vs ModelOpt ${b}`)
+      continue
+    }
+    const [a, b] = [bytesOf(actual), bytesOf(expected)]
+    bytes += b.length
+    for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) differing++
+  }
+  t.log(`${differing} of ${bytes} tensor bytes differ from ModelOpt`)
+  t.true(differing <= bytes * 0.001, `${differing} of ${bytes} bytes differ`)
+  // Metadata: config.json byte for byte; hf_quant_config.json equal apart from our own "quantizer" key.
+  t.is(readFileSync(join(output, 'config.json'), 'utf8'), readFileSync(join(goldenDir, 'config.json'), 'utf8'))
+  const ourQuant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
+  t.is(ourQuant.quantizer.name, 'moe-quant')
+  delete ourQuant.quantizer
+  t.deepEqual(ourQuant, JSON.parse(readFileSync(join(goldenDir, 'hf_quant_config.json'), 'utf8')))
+  return differing
+}
+
+for (const [fixture, golden] of WEIGHT_ONLY_CASES) {
+  for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
+    test(`${fixture} → ${format} (weight-only) equals ModelOpt's export (${golden})`, async (t) => {
+      const output = join(tempDir(), 'out')
+      const result = await quantizeModel({ model: join(FIXTURES, fixture), output, format })
+      const differing = compareWithGolden(t, output, join(GOLDEN, golden, format))
+      if (format === 'fp8_pc_pt') t.is(differing, 0, 'per-channel FP8 divides in f32 once: every byte equal')
+      t.deepEqual([result.tokens, result.uncalibratedExperts, result.coverageReportPath], [0, [], null])
+    })
+  }
+}
+
 for (const [fixture, golden, ids] of CASES) {
   for (const format of ['fp8', 'nvfp4']) {
     test(`${fixture} → ${format} equals ModelOpt's export (${golden})`, async (t) => {
@@ -36,35 +107,7 @@ for (const [fixture, golden, ids] of CASES) {
         calibration: { ids, samples: ids.length, seqLen: ids[0].length },
         coverageReport: false,
       })
-      const goldenDir = join(GOLDEN, golden, format)
-      const ours = readTensors(join(output, 'model.safetensors'))
-      const theirs = readTensors(join(goldenDir, 'model.safetensors'))
-      t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
-      let bytes = 0
-      let differing = 0
-      for (const [name, expected] of Object.entries(theirs)) {
-        const actual = ours[name]
-        t.is(actual.dtype, expected.dtype, `${name} dtype`)
-        t.deepEqual(actual.shape, expected.shape, `${name} shape`)
-        const scalar = expected.dtype === 'F32' && expected.shape.length === 0
-        if (scalar && /(input_scale|weight_scale|weight_scale_2)$/.test(name)) {
-          const tolerance = name.endsWith('input_scale') ? 1e-5 : 1e-6
-          const [a, b] = [actual.values[0], expected.values[0]]
-          t.true(Math.abs(a - b) <= tolerance * Math.abs(b), `${name}: ${a} vs ModelOpt ${b}`)
-          continue
-        }
-        const [a, b] = [bytesOf(actual), bytesOf(expected)]
-        bytes += b.length
-        for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) differing++
-      }
-      t.log(`${differing} of ${bytes} tensor bytes differ from ModelOpt`)
-      t.true(differing <= bytes * 0.001, `${differing} of ${bytes} bytes differ`)
-      // Metadata: config.json byte for byte; hf_quant_config.json equal apart from our own "quantizer" key.
-      t.is(readFileSync(join(output, 'config.json'), 'utf8'), readFileSync(join(goldenDir, 'config.json'), 'utf8'))
-      const ourQuant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
-      t.is(ourQuant.quantizer.name, 'moe-quant')
-      delete ourQuant.quantizer
-      t.deepEqual(ourQuant, JSON.parse(readFileSync(join(goldenDir, 'hf_quant_config.json'), 'utf8')))
+      compareWithGolden(t, output, join(GOLDEN, golden, format))
       if (golden.endsWith('fewtokens')) {
         t.true(result.uncalibratedExperts.length === 2 && result.warnings.some((w) => w.includes('saw no calibration token')))
       } else {

@@ -33,6 +33,12 @@ fixtures/golden/<model_type>_<layout>/<fp8|nvfp4>/     for each CASES x FORMATS 
         "expert_tokens": per fused experts module, the routed (token, expert) pairs each expert received.
         "export_dtype", "calibration", versions.
 
+fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGHT_ONLY_CASES x WEIGHT_ONLY_FORMATS entry
+    The weight-only formats (ModelOpt W4A16_NVFP4_CFG, FP8_PER_CHANNEL_PER_TOKEN_CFG), same files. Also made for
+    families moe-quant has no forward for (gpt_oss, llama4_text: experts fused on the hub, which ModelOpt exports
+    fused). `python tools/make_golden.py --weight-only` rewrites only these; the numpy self-check below covers
+    the calibrated formats only.
+
 fixtures/golden/qwen3_moe_hub_f32_fewtokens/<fp8|nvfp4>/
     Same as above for qwen3_moe/hub_f32, calibrated on only calib_ids[0, :2] (one sequence of 2 tokens), so that
     several experts get no calibration token: shows what ModelOpt exports for them.
@@ -96,6 +102,10 @@ CASES = [
     ("glm4_moe", "hub"),
 ]
 FORMATS = ["fp8", "nvfp4"]
+# Weight-only formats: ModelOpt still runs the forward loop (its weight quantizers record their amax), but nothing
+# the export writes depends on the calibration data. Also made for families whose forward moe-quant lacks.
+WEIGHT_ONLY_FORMATS = ["w4a16_nvfp4", "fp8_pc_pt"]
+WEIGHT_ONLY_CASES = CASES + [("gpt_oss", "hub"), ("llama4_text", "hub"), ("deepseek_v3", "hub"), ("qwen2_moe", "fused")]
 # Extra case: too few calibration tokens, some experts never routed to.
 FEWTOKENS_CASE = ("qwen3_moe", "hub_f32")
 FEWTOKENS_SLICE = (slice(0, 1), slice(0, 2))  # calib_ids[0:1, 0:2]
@@ -119,7 +129,12 @@ def load(fixture: Path, dtype):
 def quant_cfg(fmt: str):
     import modelopt.torch.quantization as mtq
 
-    return {"fp8": mtq.FP8_DEFAULT_CFG, "nvfp4": mtq.NVFP4_DEFAULT_CFG}[fmt]
+    return {
+        "fp8": mtq.FP8_DEFAULT_CFG,
+        "nvfp4": mtq.NVFP4_DEFAULT_CFG,
+        "w4a16_nvfp4": mtq.W4A16_NVFP4_CFG,
+        "fp8_pc_pt": mtq.FP8_PER_CHANNEL_PER_TOKEN_CFG,
+    }[fmt]
 
 
 def amax_value(q):
@@ -156,7 +171,8 @@ def install_token_counters(model) -> tuple[dict, list]:
 
             def hook(m, args, kwargs, name=name):
                 idx = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
-                counts[name] += torch.bincount(idx.reshape(-1), minlength=counts[name].numel())
+                if idx is not None:  # Llama4's experts get every token, without a routing index
+                    counts[name] += torch.bincount(idx.reshape(-1), minlength=counts[name].numel())
 
             handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
     return counts, handles
@@ -403,9 +419,23 @@ def verify_export(out_dir: Path, fixture: Path) -> dict:
     return {"linears": len(modules), "bytes": n_bytes, "bad_bytes": bad_bytes, "bad_scales": bad_scales}
 
 
+def make_weight_only(ids: torch.Tensor) -> None:
+    """The weight-only goldens (`--weight-only` rewrites only these, leaving the calibrated ones as they are)."""
+    for model_type, layout in WEIGHT_ONLY_CASES:
+        for fmt in WEIGHT_ONLY_FORMATS:
+            out = GOLDEN / f"{model_type}_{layout}" / fmt
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"== {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
+
+
 def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    if "--weight-only" in sys.argv[1:]:
+        make_weight_only(calib_ids())
+        return 0
     from safetensors.torch import save_file
 
     if GOLDEN.exists():
@@ -429,8 +459,10 @@ def main() -> int:
         run_case(FIXTURES / model_type / layout, fmt, few, out,
                  f"calib_ids.safetensors input_ids[0:1, 0:2] = {few.tolist()} (2 tokens)")
 
+    make_weight_only(ids)
+    # The numpy self-check below covers the calibrated formats.
     failed = False
-    for d in sorted(p.parent for p in GOLDEN.rglob("amax.json")):
+    for d in sorted(p.parent for p in GOLDEN.rglob("amax.json") if p.parent.name in FORMATS):
         fixture = ROOT / json.loads((d / "amax.json").read_text())["fixture"]
         r = verify_export(d, fixture)
         failed |= bool(r["bad_bytes"] or r["bad_scales"])

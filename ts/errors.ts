@@ -66,6 +66,9 @@ export const TS_ERROR_CODES = [
   'E_LAYOUT_MISSING_TENSOR',
   /** The input is already a quantized (ModelOpt-format) checkpoint. */
   'E_CHECKPOINT_ALREADY_QUANTIZED',
+  /** The model is recognised, but what was asked needs something moe-quant lacks for it: a calibration forward
+   * for its family (weight-only formats need none), or an export form for its experts. */
+  'E_MODEL_UNSUPPORTED',
 ] as const
 
 export type ErrorCode = (typeof NATIVE_ERROR_CODES)[number] | (typeof TS_ERROR_CODES)[number]

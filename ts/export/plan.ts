@@ -56,6 +56,14 @@ function expertNaming(layer: MoeLayer, modelType: string): { gate: string; up: s
     return { gate: strip(layer.tensors.gate), up: strip(layer.tensors.up), down: strip(layer.tensors.down) }
   }
   const hub = lookupArchitecture(modelType)?.layouts.find((l) => l.kind === 'per_expert')
+  if (!hub && layer.layout !== 'fused') {
+    // GPT-OSS and Llama4 keep their experts fused on the hub ([E, H, 2I]); ModelOpt exports them fused too,
+    // as `<experts>.gate_up_proj` with `gate_up_proj_weight_scale` beside it, which is not written yet.
+    throw new MoeQuantError(
+      'E_MODEL_UNSUPPORTED',
+      `${layer.block}: experts stored fused on the hub (${layer.layout}, as ${modelType} ships them) are exported by ModelOpt as fused quantized tensors, which moe-quant does not write yet`,
+    )
+  }
   if (hub) {
     const block = `${layerPrefix}${hub.block}`
     const name = (t: string | undefined): string => `${block}.${moduleOf(t as string)}`
@@ -69,17 +77,20 @@ function expertNaming(layer: MoeLayer, modelType: string): { gate: string; up: s
   }
 }
 
+/** Sibling linears that read one input, by name: q/k/v, MLA's two down-projections, gate/up. */
+const NAMED_INPUT_GROUPS = [['q_proj', 'k_proj', 'v_proj'], ['q_a_proj', 'kv_a_proj_with_mqa'], ['q_proj', 'kv_a_proj_with_mqa'], ['gate_proj', 'up_proj']] as const
+
 /**
- * Groups of linears that read the same input: q/k/v, and gate/up of dense MLPs and shared experts. From the
+ * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections), and gate/up of dense MLPs and shared experts. From the
  * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
- * module names: sibling `q_proj`/`k_proj`/`v_proj` and sibling `gate_proj`/`up_proj` of one parent.
+ * module names (NAMED_INPUT_GROUPS, siblings of one parent).
  */
 function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<string>): string[][] {
   const groups: string[][] = []
   if (!descriptor) {
     const present = new Set(modules)
     for (const module of present) {
-      for (const [first, ...rest] of [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj']] as const) {
+      for (const [first, ...rest] of NAMED_INPUT_GROUPS) {
         if (!module.endsWith(`.${first}`)) continue
         const parent = module.slice(0, -first.length)
         const group = [module, ...rest.map((leaf) => `${parent}${leaf}`)]
@@ -90,6 +101,7 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   }
   for (const layer of descriptor.layers) {
     if (layer.attention.kind === 'gqa') groups.push([layer.attention.q, layer.attention.k, layer.attention.v])
+    if (layer.attention.kind === 'mla') groups.push([(layer.attention.q_a_proj ?? layer.attention.q_proj) as string, layer.attention.kv_a_proj])
     if (layer.mlp.kind === 'dense') groups.push([layer.mlp.gate, layer.mlp.up])
     if (layer.mlp.kind === 'moe' && layer.mlp.shared) groups.push([layer.mlp.shared.mlp.gate, layer.mlp.shared.mlp.up])
   }

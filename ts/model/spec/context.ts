@@ -4,6 +4,7 @@
  * the forward expects as soon as the spec names it.
  */
 import { MoeQuantError } from '../../errors'
+import { FORMAT_NAMES, FORMATS } from '../../formats'
 import type { TensorHeader } from '../listing'
 import type { ArchitectureEntry, ForwardDecl } from '../registry/types'
 import type { ConfigValues } from './config-values'
@@ -11,10 +12,12 @@ import type { ConfigValues } from './config-values'
 /** A shape as messages write it: `[a, b]`. */
 export const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`
 
-/** Refuses a family, or a feature of its forward, that the descriptor cannot express. */
+/** Refuses a family, or a feature of its forward, that the descriptor cannot express (in one line, with the
+ * formats that need no forward). */
 export function unsupported(entry: ArchitectureEntry | undefined, modelType: string, reason: string): never {
   const family = entry ? `${entry.family} (${modelType})` : modelType
-  throw new MoeQuantError('E_LAYOUT_UNRECOGNISED', `forward not supported for ${family}: ${reason}`)
+  const weightOnly = FORMAT_NAMES.filter((f) => !FORMATS[f].calibrated).join(', ')
+  throw new MoeQuantError('E_MODEL_UNSUPPORTED', `forward not supported for ${family}: ${reason} (the weight-only formats ${weightOnly} need no forward)`)
 }
 
 /** The checkpoint's tensors by name. */
