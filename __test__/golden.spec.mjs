@@ -96,6 +96,17 @@ for (const [fixture, golden] of WEIGHT_ONLY_CASES) {
   }
 }
 
+// Scopes against ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG (GLM4-MoE: a dense layer, shared experts).
+for (const [scope, golden] of [['experts', 'nvfp4_experts'], ['mlp', 'nvfp4_mlp']]) {
+  test(`glm4_moe/hub → nvfp4 with scope '${scope}' equals ModelOpt's ${golden} export`, async (t) => {
+    const output = join(tempDir(), 'out')
+    const ids = rows(calibIds.values, calibIds.shape[1])
+    const calibration = { ids, samples: ids.length, seqLen: ids[0].length }
+    await quantizeModel({ model: join(FIXTURES, 'glm4_moe/hub'), output, format: 'nvfp4', scope, calibration, coverageReport: false })
+    compareWithGolden(t, output, join(GOLDEN, 'glm4_moe_hub', golden))
+  })
+}
+
 for (const [fixture, golden, ids] of CASES) {
   for (const format of ['fp8', 'nvfp4']) {
     test(`${fixture} → ${format} equals ModelOpt's export (${golden})`, async (t) => {

@@ -39,6 +39,10 @@ fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGH
     fused). `python tools/make_golden.py --weight-only` rewrites only these; the numpy self-check below covers
     the calibrated formats only.
 
+fixtures/golden/glm4_moe_hub/<nvfp4_experts|nvfp4_mlp>/
+    ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG presets (moe-quant's
+    `scope: 'experts'` and `scope: 'mlp'`), calibrated on calib_ids like the others.
+
 fixtures/golden/qwen3_moe_hub_f32_fewtokens/<fp8|nvfp4>/
     Same as above for qwen3_moe/hub_f32, calibrated on only calib_ids[0, :2] (one sequence of 2 tokens), so that
     several experts get no calibration token: shows what ModelOpt exports for them.
@@ -105,6 +109,13 @@ FORMATS = ["fp8", "nvfp4"]
 # Weight-only formats: ModelOpt still runs the forward loop (its weight quantizers record their amax), but nothing
 # the export writes depends on the calibration data. Also made for families whose forward moe-quant lacks.
 WEIGHT_ONLY_FORMATS = ["w4a16_nvfp4", "fp8_pc_pt"]
+# Scopes (ModelOpt's *_experts_only / *_mlp_only presets), on a family with a dense layer and shared experts:
+# golden directory name -> (format as moe-quant names it, ModelOpt config).
+SCOPE_FIXTURE = ("glm4_moe", "hub")
+SCOPE_FORMATS = {
+    "nvfp4_experts": "NVFP4_EXPERTS_ONLY_CFG",
+    "nvfp4_mlp": "NVFP4_MLP_ONLY_CFG",
+}
 WEIGHT_ONLY_CASES = CASES + [("gpt_oss", "hub"), ("llama4_text", "hub"), ("deepseek_v3", "hub"), ("qwen2_moe", "fused")]
 # Extra case: too few calibration tokens, some experts never routed to.
 FEWTOKENS_CASE = ("qwen3_moe", "hub_f32")
@@ -129,6 +140,8 @@ def load(fixture: Path, dtype):
 def quant_cfg(fmt: str):
     import modelopt.torch.quantization as mtq
 
+    if fmt in SCOPE_FORMATS:
+        return getattr(mtq, SCOPE_FORMATS[fmt])
     return {
         "fp8": mtq.FP8_DEFAULT_CFG,
         "nvfp4": mtq.NVFP4_DEFAULT_CFG,
@@ -420,7 +433,14 @@ def verify_export(out_dir: Path, fixture: Path) -> dict:
 
 
 def make_weight_only(ids: torch.Tensor) -> None:
-    """The weight-only goldens (`--weight-only` rewrites only these, leaving the calibrated ones as they are)."""
+    """The weight-only and scope goldens (`--weight-only` rewrites only these, leaving the others as they are)."""
+    model_type, layout = SCOPE_FIXTURE
+    for fmt in SCOPE_FORMATS:
+        out = GOLDEN / f"{model_type}_{layout}" / fmt
+        if out.exists():
+            shutil.rmtree(out)
+        print(f"== {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+        run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
     for model_type, layout in WEIGHT_ONLY_CASES:
         for fmt in WEIGHT_ONLY_FORMATS:
             out = GOLDEN / f"{model_type}_{layout}" / fmt

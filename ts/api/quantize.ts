@@ -7,7 +7,7 @@
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
-import { type PlannedExport, planExport } from '../export/plan'
+import { type PlannedExport, planExport, type QuantizeScope } from '../export/plan'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import { reportFromListing } from '../model/inspection'
@@ -58,6 +58,12 @@ export interface QuantizeOptions {
    * `E_TENSOR_SHAPE` naming the tensor; `'keep'` keeps such linears unquantized and lists them.
    */
   indivisible?: 'error' | 'keep'
+  /**
+   * Which linears are quantized, as ModelOpt's presets choose them: `'all'` (default; every linear but
+   * routers, norms, embeddings and lm_head), `'mlp'` (the feed-forward part: routed and shared experts and
+   * dense MLPs; attention stays in 16 bits) or `'experts'` (routed experts only).
+   */
+  scope?: QuantizeScope
   /**
    * The expert-coverage heatmap (HTML). By default it is written into the output directory
    * (`moe-quant-coverage.html`, published with the checkpoint); a path writes it there instead once the
@@ -139,6 +145,7 @@ const QUANTIZE_OPTIONS: Rules<QuantizeOptions> = {
   exclude: { test: is.arrayOf(is.nonEmptyString), expected: 'an array of module-name patterns' },
   overwrite: null,
   indivisible: { test: is.oneOf(['error', 'keep']), expected: "'error' or 'keep'" },
+  scope: { test: is.oneOf(['all', 'mlp', 'experts']), expected: "'all', 'mlp' or 'experts'" },
   coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path or false' },
   onProgress: rules.callback,
   signal: null,
@@ -198,6 +205,7 @@ function runRecord(
       device: request ? request.device : null,
       exclude: options.exclude ?? [],
       indivisible: options.indivisible ?? 'error',
+      scope: options.scope ?? 'all',
       maxShardBytes: resolved.maxShardBytes,
       calibration: request && {
         source: 'path' in request.source ? request.source.path : request.source.kind,
@@ -246,6 +254,7 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
     format: options.format,
     exclude: options.exclude ?? [],
     indivisible: options.indivisible ?? 'error',
+    scope: options.scope ?? 'all',
     maxShardBytes: parseSize(options.maxShardSize ?? '5GB') as number,
     overwrite,
     tool,

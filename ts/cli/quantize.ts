@@ -20,12 +20,15 @@ import { createProgress, quantizeStage } from './progress'
 export const BUNDLED_CALIBRATION = path.join(__dirname, '..', '..', 'examples', 'calibration.jsonl')
 
 export const QUANTIZE_USAGE = `Usage:
-  moe-quant quantize DIR --format fp8|nvfp4 --out OUT [options]
+  moe-quant quantize DIR --format FORMAT --out OUT [options]
 
-Calibrates the model in DIR, quantizes it and writes a ModelOpt-format checkpoint to OUT.
+Calibrates the model in DIR, quantizes it and writes a ModelOpt-format checkpoint to OUT. The weight-only
+formats need no calibration (and no calibration flags): any detected MoE model takes them.
 
 Options:
-  --format fp8|nvfp4      quantization format (required)
+  --format FORMAT         quantization format (required): fp8, nvfp4 (calibrated activation scales);
+                          w4a16_nvfp4 (NVFP4 weights, 16-bit activations), fp8_pc_pt (FP8 weights with a
+                          scale per output channel, activations scaled per token by the engine)
   --out OUT               output directory (required); written beside it, renamed into place when complete
   --calib FILE            calibration documents: .jsonl ({"text": …} or {"messages": […]} per line),
                           .json (an array of documents) or plain text (documents separated by blank lines)
@@ -37,8 +40,10 @@ Options:
   --exclude PATTERN       also keep modules matching PATTERN (* wildcards) unquantized; repeatable
   --device DEVICE         cpu (default), cuda or cuda:N
   --overwrite             replace OUT if it exists and is not empty
-  --keep-indivisible      NVFP4: keep linears whose input dimension is not a multiple of ${FORMATS.nvfp4.groupSize} unquantized
-                          instead of stopping with an error
+  --keep-indivisible      NVFP4 formats: keep linears whose input dimension is not a multiple of ${FORMATS.nvfp4.groupSize}
+                          unquantized instead of stopping with an error
+  --scope all|mlp|experts which linears to quantize (default all): mlp leaves attention in 16 bits, experts
+                          quantizes the routed experts only (ModelOpt's *_mlp_only / *_experts_only presets)
   --all-experts           route every calibration token through every expert, for statistics only
   --coverage FILE         write the expert-coverage report to FILE (default: OUT/moe-quant-coverage.html)
   --no-coverage           do not write the expert-coverage report
@@ -54,7 +59,7 @@ export interface QuantizeCommandArgs {
 export type ParsedQuantizeArgs = ({ help: false } & QuantizeCommandArgs) | { help: true }
 
 const FLAGS: FlagSpec = {
-  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage'],
+  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope'],
   repeatable: ['--exclude'],
   switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
 }
@@ -116,6 +121,8 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   const excludes = args.values.get('--exclude')
   if (excludes) options.exclude = excludes
   if (args.switches.has('--overwrite')) options.overwrite = true
+  const scope = value(args, '--scope')
+  if (scope !== undefined) options.scope = choice('--scope', scope, ['all', 'mlp', 'experts'] as const, 'quantize')
   if (args.switches.has('--keep-indivisible')) {
     if (FORMATS[format].groupSize === null) invalid(`--keep-indivisible applies to the block formats only (${FORMAT_NAMES.filter((f) => FORMATS[f].groupSize !== null).join(', ')})`)
     options.indivisible = 'keep'

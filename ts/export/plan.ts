@@ -14,8 +14,24 @@ import { planCopies } from './files'
 import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
 
+/**
+ * Which linears are quantized, as ModelOpt's presets choose them: every linear but routers and the like
+ * (`all`, its default configs); the feed-forward part only (`mlp`, its `*_mlp_only` presets: modules whose
+ * name contains `mlp` or `block_sparse_moe`, and routed experts); routed experts only (`experts`, its
+ * `*_experts_only` presets: modules under `.experts.` or `block_sparse_moe`; shared experts stay unquantized).
+ */
+export type QuantizeScope = 'all' | 'mlp' | 'experts'
+
+/** Whether a linear outside the routed experts is quantized under `scope` (ModelOpt's quantizer-name patterns). */
+export function inScope(module: string, scope: QuantizeScope): boolean {
+  if (scope === 'all') return true
+  const expertish = module.includes('.experts.') || module.includes('block_sparse_moe')
+  return scope === 'experts' ? expertish : expertish || module.includes('mlp')
+}
+
 export interface PlanOptions {
   format: QuantFormatName
+  scope: QuantizeScope
   /** Module-name patterns (`*` wildcards) kept unquantized on top of the defaults. */
   exclude: readonly string[]
   indivisible: 'error' | 'keep'
@@ -198,7 +214,7 @@ function linearModules(report: InspectReport, listing: HeaderListing, expertTens
     if (report.moeLayers.some((l) => expertTensorNames(l).includes(name))) continue
     const module = moduleOf(name)
     const tensor = byName.get(name)
-    if (planning.excludes.test(module) || !tensor || tensor.shape.length !== 2) continue
+    if (!inScope(module, options.scope) || planning.excludes.test(module) || !tensor || tensor.shape.length !== 2) continue
     const inputs = tensor.shape[1] as number
     if (groupSize !== null && inputs % groupSize !== 0) {
       if (options.indivisible === 'error') {
