@@ -3,7 +3,7 @@
  * Public API; see README.md for a tour.
  */
 export { inspectModel, isQuantizedCheckpoint } from './api/inspect'
-export type { InspectReport } from './api/inspect'
+export type { FormatSupport, InspectReport } from './api/inspect'
 export { expertTensorNames } from './model/resolve'
 export type { MoeLayer } from './model/resolve'
 export type { KeepReason } from './model/tensor-plan'

@@ -1,15 +1,24 @@
 /**
  * inspectModel() and isQuantizedCheckpoint(): what a checkpoint is, read from its headers and config files only.
  */
-import { type InspectReport, reportFromListing } from '../model/inspection'
+import type { InspectReport as ModelReport } from '../model/inspection'
+import { reportFromListing } from '../model/inspection'
 import { readListing, readQuantization } from '../model/listing'
+import { type FormatSupport, formatSupport } from './capabilities'
 import { checkDirectory } from './options'
 
-export type { InspectReport }
+export type { FormatSupport }
+
+/** What inspectModel() reports: the checkpoint's structure, and the formats it can take. */
+export interface InspectReport extends ModelReport {
+  /** Every format, with whether this model takes it calibrated, weight-only, or not (and why not). */
+  formats: FormatSupport[]
+}
 
 /**
  * Reads a checkpoint's headers and reports its architecture, expert layout per MoE layer, parameter counts
- * and which tensors a quantization would quantize or keep. Reads no tensor data.
+ * and which tensors a quantization would quantize or keep, and which formats it can take (calibrated,
+ * weight-only, or refused with the reason). Reads no tensor data.
  *
  * @param dir A Hugging Face model directory (config.json + model.safetensors or shards with an index).
  * @throws MoeQuantError with codes such as `E_CONFIG_MISSING`, `E_CHECKPOINT_TRUNCATED`,
@@ -20,7 +29,9 @@ export type { InspectReport }
  */
 export async function inspectModel(dir: string): Promise<InspectReport> {
   const listing = await readListing(checkDirectory(dir, 'inspectModel(dir)'))
-  return reportFromListing(listing)
+  const report = reportFromListing(listing)
+  // A checkpoint already quantized takes no format; its report still describes it.
+  return { ...report, formats: report.quantization ? [] : formatSupport(listing, report) }
 }
 
 /**

@@ -66,6 +66,15 @@ export function renderReport(report: InspectReport): string {
       [...reasons].map(([r, n]) => `${n} ${r}`).join(', ') +
       ')',
   )
+  if (report.formats.length > 0) {
+    out.push('')
+    out.push(
+      table(
+        ['format', 'quant_algo', 'takes it', 'why not / note'],
+        report.formats.map((f) => [f.format, f.quantAlgo, f.support.replace('_', '-'), f.reason ?? '']),
+      ),
+    )
+  }
   for (const note of report.notes) out.push(`note: ${note}`)
   return out.join('\n')
 }
@@ -74,7 +83,8 @@ export const INSPECT_USAGE = `Usage:
   moe-quant inspect DIR [--json]
 
 Reads only the headers of the checkpoint in DIR and shows its architecture, expert layout per MoE layer,
-parameter counts and which tensors a quantization would quantize or keep.
+parameter counts, which tensors a quantization would quantize or keep, and which formats the model can
+take (calibrated, weight-only, or not, with the reason).
 
 Options:
   --json      print the report as JSON (the same data as the tables)

@@ -1,0 +1,52 @@
+/**
+ * Which formats a checkpoint can take, and why not where it cannot: found by building what a quantization
+ * would build (the calibration forward's descriptor, the export plan), so the answer is the one
+ * quantizeModel() would give, without reading any weight.
+ */
+import { MoeQuantError } from '../errors'
+import { planExport } from '../export/plan'
+import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
+import type { InspectReport } from '../model/inspection'
+import type { HeaderListing } from '../model/listing'
+import { describeListing } from '../model/spec'
+
+/** What one format can do for a checkpoint. */
+export interface FormatSupport {
+  format: QuantFormatName
+  /** ModelOpt's `quant_algo`. */
+  quantAlgo: string
+  /**
+   * `calibrated`: quantized with activation scales measured by the family's forward; `weight_only`: quantized
+   * from the weights alone (the format needs no calibration); `refused`: `reason` says why.
+   */
+  support: 'calibrated' | 'weight_only' | 'refused'
+  /** Why a refused format cannot be used (the error quantizeModel() would give), or a note. */
+  reason?: string
+}
+
+/** The formats `listing` (whose report is `report`) can take, in FORMAT_NAMES order. */
+export function formatSupport(listing: HeaderListing, report: InspectReport): FormatSupport[] {
+  let forwardRefusal: string | undefined
+  let descriptor = null
+  try {
+    descriptor = describeListing(listing).descriptor
+  } catch (error) {
+    if (!(error instanceof MoeQuantError)) throw error
+    forwardRefusal = `${error.code}: ${error.message}`
+  }
+  return FORMAT_NAMES.map((format): FormatSupport => {
+    const facts = FORMATS[format]
+    const base = { format, quantAlgo: facts.quantAlgo }
+    if (facts.calibrated && !descriptor) return { ...base, support: 'refused', reason: forwardRefusal }
+    try {
+      const options = { format, scope: 'all' as const, exclude: [], indivisible: 'keep' as const, maxShardBytes: 1, overwrite: false, tool: { name: '', version: '' } }
+      const planned = planExport(report, facts.calibrated ? descriptor : null, listing, options)
+      const kept = planned.keptIndivisible.length
+      const note = kept > 0 ? { reason: `${kept} linears stay unquantized: an input dimension is not a multiple of ${facts.groupSize}` } : {}
+      return { ...base, support: facts.calibrated ? 'calibrated' : 'weight_only', ...note }
+    } catch (error) {
+      if (!(error instanceof MoeQuantError)) throw error
+      return { ...base, support: 'refused', reason: `${error.code}: ${error.message}` }
+    }
+  })
+}
