@@ -1,0 +1,78 @@
+// The weight-only formats (w4a16_nvfp4, fp8_pc_pt) from the user's side: no calibration asked or accepted, any
+// family detected (with or without a forward), what inspect reports, and the refusals that name what is missing.
+// Bytes are compared with ModelOpt's exports in golden.spec.mjs.
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { existsSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { inspectModel, quantizeModel } from '../dist/index.js'
+import { FIXTURES, ROOT, readTensors, tempDir } from './helpers/checkpoint.mjs'
+
+const MAIN = join(ROOT, 'dist', 'cli', 'main.js')
+const cli = (...args) => spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' })
+
+test('a weight-only format takes no calibration, and a calibrated one needs it', async (t) => {
+  const model = join(FIXTURES, 'qwen3_moe/hub')
+  const output = join(tempDir(), 'out')
+  await t.throwsAsync(quantizeModel({ model, output, format: 'w4a16_nvfp4', calibration: { data: 'x.jsonl' } }), {
+    code: 'E_OPTION_INVALID',
+    message: /format 'w4a16_nvfp4' is weight-only and runs no calibration/,
+  })
+  await t.throwsAsync(quantizeModel({ model, output, format: 'fp8_pc_pt', coverageReport: join(tempDir(), 'c.html') }), {
+    code: 'E_OPTION_INVALID',
+    message: /coverageReport: .* no expert coverage/,
+  })
+  await t.throwsAsync(quantizeModel({ model, output, format: 'nvfp4' }), {
+    code: 'E_OPTION_INVALID',
+    message: /format 'nvfp4' measures activation scales and needs calibration data \(the weight-only formats 'w4a16_nvfp4', 'fp8_pc_pt' need none\)/,
+  })
+  t.false(existsSync(output))
+})
+
+test('weight-only output: no input_scale, no coverage report, weights within the format precision', async (t) => {
+  const output = join(tempDir(), 'out')
+  const result = await quantizeModel({ model: join(FIXTURES, 'mixtral/hub'), output, format: 'fp8_pc_pt' })
+  t.false(readdirSync(output).includes('moe-quant-coverage.html'))
+  const tensors = readTensors(join(output, 'model.safetensors'))
+  t.false(Object.keys(tensors).some((n) => n.endsWith('input_scale')))
+  t.deepEqual(tensors['model.layers.0.block_sparse_moe.experts.3.w2.weight_scale'].shape, [64])
+  // FP8 E4M3 with a per-row scale: relative error per weight ≤ 2^-4, so the mean squared error is far below 1e-2.
+  t.is(result.layers.length, 2)
+  for (const layer of result.layers) t.true(layer.relativeMse > 0 && layer.relativeMse < 2e-3, `${layer.relativeMse}`)
+})
+
+test('a family without a forward: calibrated formats refused in one line naming what is missing', async (t) => {
+  const model = join(FIXTURES, 'gpt_oss/hub')
+  const error = await t.throwsAsync(quantizeModel({ model, output: join(tempDir(), 'out'), format: 'fp8', calibration: { data: join(ROOT, 'examples/calibration.jsonl') } }), {
+    code: 'E_MODEL_UNSUPPORTED',
+  })
+  t.false(error.message.includes('\n'))
+  t.regex(error.message, /^forward not supported for GPT-OSS \(gpt_oss\): attention sinks .* \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/)
+})
+
+test('inspect lists the formats each model takes, and why not', async (t) => {
+  const qwen = await inspectModel(join(FIXTURES, 'qwen3_moe/hub'))
+  t.deepEqual(qwen.formats.map((f) => [f.format, f.support]), [['fp8', 'calibrated'], ['nvfp4', 'calibrated'], ['w4a16_nvfp4', 'weight_only'], ['fp8_pc_pt', 'weight_only']])
+  const llama4 = await inspectModel(join(FIXTURES, 'llama4_text/hub'))
+  for (const f of llama4.formats) {
+    t.is(f.support, f.format === 'fp8' || f.format === 'nvfp4' ? 'refused' : f.support, f.format)
+    if (f.support === 'refused') t.regex(f.reason, /^E_MODEL_UNSUPPORTED: /)
+  }
+  t.regex(llama4.formats[0].reason, /no_rope_layers/)
+  const shown = cli('inspect', join(FIXTURES, 'qwen3_moe/hub'))
+  t.is(shown.status, 0, shown.stderr)
+  t.regex(shown.stdout, /w4a16_nvfp4 +W4A16_NVFP4 +weight-only/)
+})
+
+test('CLI: weight-only formats run without calibration flags and refuse them', (t) => {
+  const out = join(tempDir(), 'out')
+  const refused = cli('quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'w4a16_nvfp4', '--out', out, '--samples', '8')
+  t.is(refused.status, 2)
+  t.regex(refused.stderr, /--samples: --format w4a16_nvfp4 is weight-only and runs no calibration/)
+  const ran = cli('quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'w4a16_nvfp4', '--out', out, '--scope', 'experts', '--json')
+  t.is(ran.status, 0, ran.stderr)
+  const result = JSON.parse(ran.stdout)
+  t.is(result.format, 'w4a16_nvfp4')
+  t.is(result.quantizedTensors, 2 * 8 * 3, 'experts only: 2 layers × 8 experts × 3 projections')
+})
