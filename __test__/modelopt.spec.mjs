@@ -1,7 +1,7 @@
 // ModelOpt 0.47's quantization metadata (exclude_modules, hf_quant_config.json, config.json), byte for byte
 // against the golden exports in fixtures/golden/ (made by tools/make_golden.py with ModelOpt itself).
 import test from 'ava'
-import { readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import {
@@ -16,8 +16,9 @@ import { dumpPyJson, parsePyJson, pyFloatRepr } from '../dist/export/python-json
 import { FIXTURES, ROOT, readRaw } from './helpers/checkpoint.mjs'
 
 const GOLDEN = join(FIXTURES, 'golden')
+// The calibrated goldens (the weight-only and scope ones sit beside them in some directories).
 const golden = readdirSync(GOLDEN, { withFileTypes: true })
-  .filter((d) => d.isDirectory())
+  .filter((d) => d.isDirectory() && existsSync(join(GOLDEN, d.name, 'fp8')))
   .flatMap((d) =>
     ['fp8', 'nvfp4'].map((format) => {
       const dir = join(GOLDEN, d.name, format)
@@ -172,4 +173,11 @@ test('outputConfigJson: keys sorted as transformers saves them, ModelOpt sanitiz
   const plain = JSON.parse(outputConfigJson(JSON.stringify({ num_hidden_layers: 1, layer_types: ['a', 'b'] }), quantizationConfig('fp8', [])))
   t.deepEqual(plain.layer_types, ['a', 'b'])
   t.throws(() => outputConfigJson('[1]', {}), { code: 'E_CONFIG_INVALID' })
+})
+
+test('config.json nested deeper than Python reads is refused with a code, not a stack overflow', (t) => {
+  const deep = (n) => `{"a":${'['.repeat(n)}${']'.repeat(n)}}`
+  t.true(parsePyJson(deep(900), 'config.json') instanceof Map)
+  const error = t.throws(() => parsePyJson(deep(100000), 'config.json'), { code: 'E_CONFIG_INVALID' })
+  t.regex(error.message, /^config\.json: not valid JSON: arrays and objects nested more than 1000 deep at offset/)
 })

@@ -22,11 +22,15 @@ export class PyFloat {
 export type PyJson = null | boolean | string | PyInt | PyFloat | PyJson[] | PyObject
 export type PyObject = Map<string, PyJson>
 
+const MAX_DEPTH = 1000
+
 const ESCAPES: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' }
 
 /** A recursive-descent reader of one JSON text; `at` is the offset of the next character. */
 class PyJsonReader {
   at = 0
+  /** Arrays and objects open around `at`: deeper than MAX_DEPTH is refused (Python's json stops near 1000 too). */
+  private depth = 0
   private readonly number = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?/y
 
   constructor(
@@ -77,12 +81,18 @@ class PyJsonReader {
     }
   }
 
+  private enter(): void {
+    if (++this.depth > MAX_DEPTH) this.fail(`arrays and objects nested more than ${MAX_DEPTH} deep`)
+  }
+
   private object(): PyObject {
+    this.enter()
     this.at++
     const object: PyObject = new Map()
     this.skipSpace()
     if (this.text[this.at] === '}') {
       this.at++
+      this.depth--
       return object
     }
     for (;;) {
@@ -97,17 +107,20 @@ class PyJsonReader {
       if (this.text[this.at] === ',') this.at++
       else if (this.text[this.at] === '}') {
         this.at++
+        this.depth--
         return object
       } else this.fail("expected ',' or '}'")
     }
   }
 
   private array(): PyJson[] {
+    this.enter()
     this.at++
     const array: PyJson[] = []
     this.skipSpace()
     if (this.text[this.at] === ']') {
       this.at++
+      this.depth--
       return array
     }
     for (;;) {
@@ -116,6 +129,7 @@ class PyJsonReader {
       if (this.text[this.at] === ',') this.at++
       else if (this.text[this.at] === ']') {
         this.at++
+        this.depth--
         return array
       } else this.fail("expected ',' or ']'")
     }
