@@ -799,6 +799,11 @@ def block_roles(model, info: dict, config) -> dict:
                 shared.append(f"{outer_name}.{child_name}")
     direct = [f"{info['block']}.{n}" if info["block"] else n for n, _ in block.named_parameters(recurse=False)]
     direct += [f"{info['block']}.{n}" if info["block"] else n for n, _ in block.named_buffers(recurse=False)]
+    if info["layer_stack"] and re.fullmatch(re.escape(info["layer_stack"]) + r"\.\d+", info["block"]):
+        # Experts directly in the decoder layer (Gemma 4): only a child named router / gate routes; the layer's
+        # own tensors and its other gates (per-layer input gates ...) are not the router.
+        router = [r for r in router if re.fullmatch(r"router|gate", r.rsplit(".", 1)[-1])]
+        direct = []
     text_cfg = text_config_of(config)
     top_k, source = router_top_k(block, text_cfg)
     return {"router_modules": router, "block_tensors": direct, "shared_modules": shared, "shared_gates": shared_gate,
@@ -933,7 +938,7 @@ def checkpoint_prefix(names: list[str], relative: list[str]) -> str | None:
     return max(sorted(counts), key=lambda p: counts[p]) if counts else None
 
 
-def layout_truth(listing: dict, tags: dict, codes: dict, experts: list[dict], relative: dict) -> dict:
+def layout_truth(listing: dict, tags: dict, codes: dict, experts: list[dict], relative: dict, text_stack: str) -> dict:
     by_code: dict[int, list[str]] = {}
     untagged = []
     for name, code in tags.items():
@@ -959,7 +964,8 @@ def layout_truth(listing: dict, tags: dict, codes: dict, experts: list[dict], re
             multimodal[what[1]] = checkpoint_prefix(names, relative.get(what[1], [])) if names else None
     prefixes = set()
     for index, names in layer_names.items():
-        all_names = names + [n for e in per_experts if e["layer"] == index for n in e["experts"] + e["router"] + e["shared"] + e["shared_gate"]]
+        all_names = names + [n for e, info in zip(per_experts, experts) if e["layer"] == index and info["layer_stack"] == text_stack
+                             for n in e["experts"] + e["router"] + e["shared"] + e["shared_gate"]]
         p = layer_prefix(all_names, index)
         if p is not None:
             prefixes.add(p)
@@ -1000,6 +1006,13 @@ def multimodal_modules(model, text_stack: str) -> list[str]:
             continue
         if re.search(r"vision|visual|image|audio|speech|projector|merger|vit|sam|encoder|mm_|adapter|patch|tower|resampler|connector", name, re.I):
             out.append(full)
+    # Parts of the wrapper beside its base model (Qwen3-Omni's talker and code2wav)
+    root = base_name.split(".", 1)[0] if base_name else ""
+    for name, child in model.named_children():
+        if name in (root, "lm_head") or not list(child.parameters()) or (text_root and text_root.startswith(name + ".")):
+            continue
+        if re.search(r"talker|wav|vision|visual|audio|speech|projector|tower|encoder", name, re.I):
+            out.append(name)
     return out
 
 
@@ -1078,7 +1091,7 @@ def build_one(model_type: str, workdir: Path) -> tuple[str, dict]:
         model.save_pretrained(out, save_original_format=original, max_shard_size="10GB")
         listing, tags = read_listing(out)
         saved_config = json.loads((out / "config.json").read_text())
-        layouts[layout] = {"tensors": listing, "truth": layout_truth(listing, tags, codes, experts, relative),
+        layouts[layout] = {"tensors": listing, "truth": layout_truth(listing, tags, codes, experts, relative, text_stack),
                            "config": saved_config}
         shutil.rmtree(out)
     for k, info in enumerate(truth["experts"]):
