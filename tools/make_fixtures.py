@@ -6,7 +6,8 @@ Regenerate (from the repository root):
     python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.17.* tokenizers safetensors \
         && .venv-tools/bin/python tools/make_fixtures.py
 
-The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/ (keeping golden/ and vectors/, which other scripts make from it).
+The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/ (keeping golden/ and vectors/, which other scripts make from it, and zoo/, made by
+tools/make_zoo.py).
 
 What it produces, for each family (qwen3_moe, qwen2_moe, mixtral, olmoe, deepseek_v3, glm4_moe, granitemoe,
 gpt_oss, llama4_text):
@@ -637,10 +638,10 @@ def main() -> int:
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     # Rewrite the model fixtures; golden/ (tools/make_golden.py) and vectors/ (tools/make_format_vectors.py)
-    # are made from them by their own scripts and kept.
+    # are made from them by their own scripts and kept, as is zoo/ (tools/make_zoo.py, independent of them).
     FIXTURES.mkdir(parents=True, exist_ok=True)
     for entry in FIXTURES.iterdir():
-        if entry.name in ("golden", "vectors"):
+        if entry.name in ("golden", "vectors", "zoo"):
             continue
         if entry.is_dir():
             shutil.rmtree(entry)

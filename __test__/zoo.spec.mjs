@@ -1,0 +1,106 @@
+// inspectModel() over the MoE zoo: a tiny checkpoint of every Mixture-of-Experts model type of transformers
+// 5.25 (fixtures/zoo/, written by tools/make_zoo.py with ground truth read from the models' modules), in the
+// hub layout and, where it differs, the transformers 5 fused layout. Each case is materialized from its header
+// listing (__test__/helpers/zoo.mjs).
+//
+// EXPECTED_OK lists the cases detection gets entirely right today (MoE layers, E, top-k, H, I, layout kind,
+// shared experts, router and routed-expert tensor names): they must stay right. Every other case must end
+// either in a report or in a coded MoeQuantError, never in an uncoded exception; what it reports is not
+// pinned here (tools/zoo-report.mjs shows it). When detection learns a family, move its cases into EXPECTED_OK.
+import test from 'ava'
+
+import { ERROR_CODES, MoeQuantError, expertTensorNames, inspectModel } from '../dist/index.js'
+import { compareWithTruth, loadZooEntry, materializeZoo, removeZooCheckpoint, zooCases } from './helpers/zoo.mjs'
+
+const EXPECTED_OK = new Set([
+  'afmoe/fused', 'afmoe/hub',
+  'axk1/fused', 'axk1/hub',
+  'axk2/fused', 'axk2/hub',
+  'beam/fused', 'beam/hub',
+  'cohere2_moe/fused', 'cohere2_moe/hub',
+  'deepseek_ocr2/fused', 'deepseek_ocr2/hub',
+  'deepseek_v2/fused', 'deepseek_v2/hub',
+  'deepseek_v3/fused', 'deepseek_v3/hub',
+  'deepseek_v32/fused', 'deepseek_v32/hub',
+  'deepseek_v4/fused',
+  'dots1/fused', 'dots1/hub',
+  'dots3_note/fused', 'dots3_note/hub',
+  'dots3_note_text/fused', 'dots3_note_text/hub',
+  'exaone_moe/fused', 'exaone_moe/hub',
+  'flex_olmo/fused', 'flex_olmo/hub',
+  'flint/fused', 'flint/hub',
+  'glm4_moe/fused', 'glm4_moe/hub',
+  'glm4_moe_lite/fused', 'glm4_moe_lite/hub',
+  'glm4v_moe/fused', 'glm4v_moe/hub',
+  'glm_moe_dsa/fused', 'glm_moe_dsa/hub',
+  'gpt_oss/hub',
+  'granitemoe/fused', 'granitemoe/hub',
+  'hunyuan_v1_moe/fused', 'hunyuan_v1_moe/hub',
+  'hy_v3/fused', 'hy_v3/hub',
+  'hy_v4/fused', 'hy_v4/hub',
+  'hy_v4_vl/fused', 'hy_v4_vl/hub',
+  'kimi_k25/fused', 'kimi_k25/hub',
+  'kolibri1/fused', 'kolibri1/hub',
+  'kolibri1_1/fused', 'kolibri1_1/hub',
+  'laguna/fused', 'laguna/hub',
+  'llama4/hub',
+  'llama4_text/hub',
+  'mellum/fused', 'mellum/hub',
+  'mimo_v2_flash/fused', 'mimo_v2_flash/hub',
+  'minicpm5_moe/fused', 'minicpm5_moe/hub',
+  'minimax_m2/fused', 'minimax_m2/hub',
+  'minimax_m3_vl/hub',
+  'mistral4/hub',
+  'mistral_large4/fused',
+  'mixtral/fused', 'mixtral/hub',
+  'muse_spark/hub',
+  'olmoe/fused', 'olmoe/hub',
+  'openai_privacy_filter/hub',
+  'param2moe/fused', 'param2moe/hub',
+  'phimoe/fused', 'phimoe/hub',
+  'qwen2_moe/fused', 'qwen2_moe/hub',
+  'qwen3_moe/fused', 'qwen3_moe/hub',
+  'qwen3_omni_moe_thinker/fused', 'qwen3_omni_moe_thinker/hub',
+  'qwen3_vl_moe/hub',
+  'sarvam_mla/fused', 'sarvam_mla/hub',
+  'sarvam_moe/fused', 'sarvam_moe/hub',
+  'solar_open/fused', 'solar_open/hub',
+  'step3p7/fused',
+  'unlimited_ocr/fused', 'unlimited_ocr/hub',
+])
+
+const KNOWN_CODES = new Set(ERROR_CODES)
+const cases = zooCases()
+
+test('every EXPECTED_OK case is in the zoo', (t) => {
+  const present = new Set(cases.map(({ modelType, layout }) => `${modelType}/${layout}`))
+  t.deepEqual([...EXPECTED_OK].filter((key) => !present.has(key)), [])
+})
+
+for (const { modelType, layout } of cases) {
+  const key = `${modelType}/${layout}`
+  if (EXPECTED_OK.has(key)) {
+    test(`zoo ${key}: detected as the model's modules say`, async (t) => {
+      const dir = materializeZoo(modelType, layout)
+      try {
+        const report = await inspectModel(dir)
+        t.deepEqual(compareWithTruth(report, loadZooEntry(modelType), layout, expertTensorNames), [])
+      } finally {
+        removeZooCheckpoint(dir)
+      }
+    })
+  } else {
+    test(`zoo ${key}: inspected or refused with a code`, async (t) => {
+      const dir = materializeZoo(modelType, layout)
+      try {
+        await inspectModel(dir)
+        t.pass()
+      } catch (error) {
+        t.true(error instanceof MoeQuantError, `expected a MoeQuantError, got ${error?.name}: ${error?.message}`)
+        t.true(KNOWN_CODES.has(error.code), `unknown error code ${error.code}`)
+      } finally {
+        removeZooCheckpoint(dir)
+      }
+    })
+  }
+}
