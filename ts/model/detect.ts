@@ -152,13 +152,26 @@ function checkIntermediate(config: TextConfig, intermediate: number, tensor: Ten
   }
 }
 
+/**
+ * Whether a rank-3 tensor may hold routed experts: one under an `experts` module (its shape is then checked
+ * strictly, naming what disagrees), or one whose leading dimension is the configured expert count and which
+ * has a dimension equal to hidden_size. Convolution kernels of Mamba and linear-attention mixers
+ * (`conv1d.weight [C, 1, K]`), decay buffers and position tables are not, and neither are shared experts.
+ */
+function isExpertCandidate(name: string, tensor: TensorHeader, config: TextConfig): boolean {
+  if (/(^|\.)shared_experts?\./.test(name)) return false
+  if (/(^|\.)experts\.[^.]+$/.test(name) || /(^|\.)experts\.[^.]+\.weight$/.test(name)) return true
+  const [experts, a, b] = tensor.shape as [number, number, number]
+  return experts === config.numExperts && (a === config.hiddenSize || b === config.hiddenSize)
+}
+
 function detectExperts(prefix: string, relative: Map<string, TensorHeader>, config: TextConfig): DetectedExperts | undefined {
   const perExpert = new Map<string, Map<string, Map<number, TensorHeader>>>() // block → proj → e → tensor
   const fused = new Map<string, TensorHeader[]>() // block → rank-3 tensors
   for (const [name, tensor] of relative) {
-    const match = /^(.+?)\.experts\.(\d+)\.([^.]+)\.weight$/.exec(name)
+    const match = /^(?:(.+?)\.)?experts\.(\d+)\.([^.]+)\.weight$/.exec(name)
     if (match) {
-      const [, block, e, proj] = match as unknown as [string, string, string, string]
+      const [, block = '', e, proj] = match as unknown as [string, string | undefined, string, string]
       let projections = perExpert.get(block)
       if (!projections) perExpert.set(block, (projections = new Map()))
       let byExpert = projections.get(proj)
@@ -166,7 +179,7 @@ function detectExperts(prefix: string, relative: Map<string, TensorHeader>, conf
       byExpert.set(Number(e), tensor)
       continue
     }
-    if (tensor.shape.length === 3) {
+    if (tensor.shape.length === 3 && isExpertCandidate(name, tensor, config)) {
       const module = name.replace(/\.weight$/, '').split('.').slice(0, -1).join('.')
       const block = module.replace(/\.experts$/, '')
       const list = fused.get(block) ?? []
