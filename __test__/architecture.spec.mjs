@@ -128,3 +128,18 @@ test('a renamed directory inspects the same', async (t) => {
   const report = await inspectModel(moved)
   t.is(report.dir, moved)
 })
+
+test('config fields are read through the family table: DBRX, ERNIE, LongCat, Nemotron-H, Qwen3-Omni spellings', async (t) => {
+  const { parseConfig } = await import('../dist/model/config.js')
+  const dbrx = parseConfig(JSON.stringify({ model_type: 'dbrx', d_model: 64, n_layers: 2, n_heads: 4, ffn_config: { moe_num_experts: 8, moe_top_k: 2, ffn_hidden_size: 48 }, attn_config: { kv_n_heads: 2 } }), 'config.json')
+  t.like(dbrx, { hiddenSize: 64, numLayers: 2, numExperts: 8, topK: 2, expertIntermediateCandidates: [48], numAttentionHeads: 4, numKeyValueHeads: 2 })
+  const ernieVl = parseConfig(JSON.stringify({ model_type: 'ernie4_5_vl_moe', text_config: { model_type: 'ernie4_5_vl_moe_text', hidden_size: 64, num_hidden_layers: 4, moe_num_experts: 8, moe_k: 2, moe_intermediate_size: [48, 32], intermediate_size: 80 } }), 'config.json')
+  t.like(ernieVl, { nested: true, numExperts: 8, topK: 2, expertIntermediateCandidates: [48, 80] })
+  const nemotron = parseConfig(JSON.stringify({ model_type: 'nemotron_h', hidden_size: 64, layers_block_type: ['mamba', 'moe', 'attention'], n_routed_experts: 8 }), 'config.json')
+  t.is(nemotron.numLayers, 3)
+  const omni = parseConfig(JSON.stringify({ model_type: 'qwen3_omni_moe', thinker_config: { text_config: { model_type: 'qwen3_omni_moe_text', hidden_size: 64, num_hidden_layers: 2, num_experts: 8 } } }), 'config.json')
+  t.like(omni, { modelType: 'qwen3_omni_moe_text', nested: true, hiddenSize: 64, numExperts: 8 })
+  // The family's spelling is the one messages name.
+  t.throws(() => parseConfig(JSON.stringify({ model_type: 'dbrx', d_model: 0, n_layers: 2 }), 'config.json'), { code: 'E_CONFIG_INVALID', message: 'config.json: "d_model" must be an integer from 1 to 1048576, got 0' })
+  t.throws(() => parseConfig(JSON.stringify({ model_type: 'dbrx', d_model: 64 }), 'config.json'), { code: 'E_CONFIG_INVALID', message: 'config.json: missing required field "n_layers"' })
+})

@@ -14,6 +14,8 @@ import { compareWithTruth, loadZooEntry, materializeZoo, removeZooCheckpoint, zo
 
 const EXPECTED_OK = new Set([
   'afmoe/fused', 'afmoe/hub',
+  'aria/fused', 'aria/hub',
+  'aria_text/fused', 'aria_text/hub',
   'axk1/fused', 'axk1/hub',
   'axk2/fused', 'axk2/hub',
   'bailing_hybrid/fused', 'bailing_hybrid/hub',
@@ -27,12 +29,14 @@ const EXPECTED_OK = new Set([
   'dots1/fused', 'dots1/hub',
   'dots3_note/fused', 'dots3_note/hub',
   'dots3_note_text/fused', 'dots3_note_text/hub',
+  'ernie4_5_moe/fused', 'ernie4_5_moe/hub',
   'exaone_moe/fused', 'exaone_moe/hub',
   'flex_olmo/fused', 'flex_olmo/hub',
   'flint/fused', 'flint/hub',
   'glm4_moe/fused', 'glm4_moe/hub',
   'glm4_moe_lite/fused', 'glm4_moe_lite/hub',
   'glm4v_moe/fused', 'glm4v_moe/hub',
+  'glm5_next/fused', 'glm5_next/hub',
   'glm_moe_dsa/fused', 'glm_moe_dsa/hub',
   'gpt_oss/hub',
   'granitemoe/fused', 'granitemoe/hub',

@@ -1,9 +1,12 @@
 /**
- * Reads the fields of config.json that moe-quant needs, accepting every spelling transformers and the hub
- * use: the expert count as `num_experts`, `num_local_experts` or `n_routed_experts`; RoPE as `rope_theta` +
- * `rope_scaling` or `rope_parameters`; multimodal configs nesting the text model under `text_config`.
+ * Reads the fields of config.json that moe-quant needs, through the family's config table
+ * (registry/config-fields.ts: the default spellings, such as the expert count as `num_experts`,
+ * `num_local_experts` or `n_routed_experts`, and each family's own, such as DBRX's `d_model` and
+ * `ffn_config.moe_num_experts`); RoPE as `rope_theta` + `rope_scaling` or `rope_parameters`; multimodal
+ * configs nesting the text model (`text_config`, or where the family's table says).
  */
 import { MoeQuantError } from '../errors'
+import { type ConfigFields, configTable } from './registry/config-fields'
 
 /** The text model's configuration, normalised. Raw fields stay available in `raw`. */
 export interface TextConfig {
@@ -35,9 +38,6 @@ export interface TextConfig {
   raw: Record<string, unknown>
 }
 
-const EXPERT_COUNT_KEYS = ['num_experts', 'num_local_experts', 'n_routed_experts'] as const
-const TOP_K_KEYS = ['num_experts_per_tok', 'num_experts_per_token', 'moe_topk', 'top_k'] as const
-
 const MAX_EXPERTS = 1 << 16
 /**
  * The largest value accepted for each size and count of config.json. Far above every released model (hidden
@@ -45,16 +45,17 @@ const MAX_EXPERTS = 1 << 16
  * that a corrupt or hostile config fails here, naming the field, instead of later driving a loop over a
  * billion layers or an allocation sized by a trillion experts.
  */
-export const CONFIG_MAXIMA: Readonly<Record<string, number>> = {
-  hidden_size: 1 << 20,
-  num_hidden_layers: 1 << 14,
-  vocab_size: 1 << 24,
-  moe_intermediate_size: 1 << 22,
-  intermediate_size: 1 << 22,
-  num_attention_heads: 1 << 16,
-  num_key_value_heads: 1 << 16,
-  head_dim: 1 << 16,
-  ...Object.fromEntries([...EXPERT_COUNT_KEYS, ...TOP_K_KEYS].map((key) => [key, MAX_EXPERTS])),
+export const CONFIG_MAXIMA: Readonly<Record<keyof ConfigFields, number>> = {
+  hiddenSize: 1 << 20,
+  numLayers: 1 << 14,
+  vocabSize: 1 << 24,
+  numExperts: MAX_EXPERTS,
+  topK: MAX_EXPERTS,
+  expertIntermediate: 1 << 22,
+  intermediateSize: 1 << 22,
+  numAttentionHeads: 1 << 16,
+  numKeyValueHeads: 1 << 16,
+  headDim: 1 << 16,
 }
 
 /** A short description of a JSON value for messages (never the whole of a large or deeply nested one). */
@@ -85,6 +86,30 @@ function ropeFields(field: (key: string) => unknown): Pick<TextConfig, 'ropeThet
   return { ropeTheta, ropeScaling }
 }
 
+/** The value at `path` of `object` (`a.b` nested, `a[0]` an element, `a[]` an array's length), or undefined. */
+function valueAt(object: Record<string, unknown>, path: string): unknown {
+  let value: unknown = object
+  for (const part of path.split('.')) {
+    const match = /^([^[]+)(?:\[(\d*)\])?$/.exec(part)
+    if (!match || !isObject(value)) return undefined
+    value = value[match[1] as string]
+    if (match[2] === undefined) continue
+    if (!Array.isArray(value)) return undefined
+    value = match[2] === '' ? value.length : value[Number(match[2])]
+  }
+  return value
+}
+
+/** The text model's config object: the first of the family's nested paths that holds an object, or the whole config. */
+function textConfigOf(outer: Record<string, unknown>): { raw: Record<string, unknown>; nested: boolean } {
+  const outerType = typeof outer.model_type === 'string' ? outer.model_type : undefined
+  for (const path of configTable(outerType, undefined).textConfig) {
+    const value = valueAt(outer, path)
+    if (isObject(value)) return { raw: value, nested: true }
+  }
+  return { raw: outer, nested: false }
+}
+
 /** Parses config.json text into a TextConfig, with errors naming the file and the field. */
 export function parseConfig(text: string, file: string): TextConfig {
   let outer: unknown
@@ -94,48 +119,46 @@ export function parseConfig(text: string, file: string): TextConfig {
     throw new MoeQuantError('E_CONFIG_INVALID', `${file}: not valid JSON (${(error as Error).message})`, { file })
   }
   if (!isObject(outer)) throw new MoeQuantError('E_CONFIG_INVALID', `${file}: expected a JSON object`, { file })
-  const nested = isObject(outer.text_config)
-  const raw = nested ? (outer.text_config as Record<string, unknown>) : outer
-  const field = (key: string): unknown => raw[key] ?? outer[key]
-
-  const integer = (key: string, options: { required?: boolean; min?: number } = {}): number | undefined => {
-    const value = field(key)
-    if (value === undefined || value === null) {
-      if (options.required) {
-        throw new MoeQuantError('E_CONFIG_INVALID', `${file}: missing required field "${key}"`, { file })
-      }
-      return undefined
-    }
-    const min = options.min ?? 1
-    const max = CONFIG_MAXIMA[key] ?? Number.MAX_SAFE_INTEGER
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new MoeQuantError(
-        'E_CONFIG_INVALID',
-        `${file}: "${key}" must be an integer from ${min} to ${max}, got ${describeValue(value)}`,
-        { file },
-      )
-    }
-    return value
-  }
-  const firstInteger = (keys: readonly string[]): number | undefined => {
-    for (const key of keys) {
-      const value = integer(key)
-      if (value !== undefined) return value
-    }
-    return undefined
-  }
+  const { raw, nested } = textConfigOf(outer)
+  const field = (key: string): unknown => valueAt(raw, key) ?? valueAt(outer as Record<string, unknown>, key)
 
   const modelType = typeof raw.model_type === 'string' ? raw.model_type : undefined
   const outerModelType = typeof outer.model_type === 'string' ? outer.model_type : undefined
   if (!modelType && !outerModelType) {
     throw new MoeQuantError('E_CONFIG_INVALID', `${file}: missing "model_type"`, { file })
   }
-  const hiddenSize = integer('hidden_size', { required: true }) as number
-  const numLayers = integer('num_hidden_layers', { required: true }) as number
+  const { fields } = configTable(outerModelType, modelType ?? outerModelType)
+  /** The first of a field's paths that is set, checked to be an integer in range; undefined when none is. */
+  const integer = (name: keyof ConfigFields, options: { required?: boolean } = {}): number | undefined => {
+    const paths = fields[name]
+    const key = paths.find((path) => field(path) !== undefined && field(path) !== null)
+    if (key === undefined) {
+      if (options.required) {
+        const spelled = paths.map((p) => `"${p}"`).join(' or ')
+        throw new MoeQuantError('E_CONFIG_INVALID', `${file}: missing required field ${spelled || `for ${name}`}`, { file })
+      }
+      return undefined
+    }
+    const value = field(key)
+    const max = CONFIG_MAXIMA[name]
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+      throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${key}" must be an integer from 1 to ${max}, got ${describeValue(value)}`, { file })
+    }
+    return value
+  }
 
-  const candidates = ['moe_intermediate_size', 'intermediate_size']
-    .map((key) => integer(key))
-    .filter((v): v is number => v !== undefined)
+  const hiddenSize = integer('hiddenSize', { required: true }) as number
+  const numLayers = integer('numLayers', { required: true }) as number
+  // Every spelling present is a candidate (a list, such as ERNIE-VL's per-modality sizes, only through `[i]`).
+  const candidates = fields.expertIntermediate.flatMap((path) => {
+    const value = field(path)
+    if (value === undefined || value === null || Array.isArray(value)) return []
+    const max = CONFIG_MAXIMA.expertIntermediate
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+      throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${path}" must be an integer from 1 to ${max}, got ${describeValue(value)}`, { file })
+    }
+    return [value]
+  })
   const dtype = field('dtype') ?? field('torch_dtype')
   return {
     modelType: (modelType ?? outerModelType) as string,
@@ -143,14 +166,14 @@ export function parseConfig(text: string, file: string): TextConfig {
     nested,
     hiddenSize,
     numLayers,
-    vocabSize: integer('vocab_size'),
-    numExperts: firstInteger(EXPERT_COUNT_KEYS),
-    topK: firstInteger(TOP_K_KEYS),
+    vocabSize: integer('vocabSize'),
+    numExperts: integer('numExperts'),
+    topK: integer('topK'),
     expertIntermediateCandidates: [...new Set(candidates)],
-    intermediateSize: integer('intermediate_size'),
-    numAttentionHeads: integer('num_attention_heads'),
-    numKeyValueHeads: integer('num_key_value_heads'),
-    headDim: integer('head_dim'),
+    intermediateSize: integer('intermediateSize'),
+    numAttentionHeads: integer('numAttentionHeads'),
+    numKeyValueHeads: integer('numKeyValueHeads'),
+    headDim: integer('headDim'),
     ...ropeFields(field),
     tieWordEmbeddings: field('tie_word_embeddings') === true,
     dtype: typeof dtype === 'string' ? dtype : undefined,

@@ -1,0 +1,96 @@
+/**
+ * Where the fields moe-quant reads live in each family's config.json: one table per family, beside the
+ * default spellings. A field is a list of paths tried in order: `a.b` reads a nested object, `a[0]` the first
+ * element of an array, `a[]` the length of an array. A family lists only what differs from the defaults.
+ */
+
+/** The fields of the text model moe-quant reads. */
+export interface ConfigFields {
+  hiddenSize: readonly string[]
+  numLayers: readonly string[]
+  vocabSize: readonly string[]
+  /** Routed experts per MoE layer. */
+  numExperts: readonly string[]
+  /** Experts per token. */
+  topK: readonly string[]
+  /** The per-expert intermediate size, most specific first. */
+  expertIntermediate: readonly string[]
+  /** The dense MLP's intermediate size. */
+  intermediateSize: readonly string[]
+  numAttentionHeads: readonly string[]
+  numKeyValueHeads: readonly string[]
+  headDim: readonly string[]
+}
+
+/** Where a family nests its text model, and how it spells the fields. */
+export interface ConfigTable {
+  /** Paths to the text model's config object, tried in order; the whole config when none is present. */
+  textConfig: readonly string[]
+  fields: ConfigFields
+}
+
+export const DEFAULT_CONFIG_TABLE: ConfigTable = {
+  textConfig: ['text_config'],
+  fields: {
+    hiddenSize: ['hidden_size'],
+    numLayers: ['num_hidden_layers'],
+    vocabSize: ['vocab_size'],
+    numExperts: ['num_experts', 'num_local_experts', 'n_routed_experts'],
+    topK: ['num_experts_per_tok', 'num_experts_per_token', 'moe_topk', 'top_k'],
+    expertIntermediate: ['moe_intermediate_size', 'intermediate_size'],
+    intermediateSize: ['intermediate_size'],
+    numAttentionHeads: ['num_attention_heads'],
+    numKeyValueHeads: ['num_key_value_heads'],
+    headDim: ['head_dim'],
+  },
+}
+
+type Overrides = { textConfig?: readonly string[]; fields?: Partial<ConfigFields> }
+
+/** ERNIE 4.5: `moe_num_experts`, `moe_k`; the VL model lists one intermediate size per modality (text first). */
+const ernie: Overrides = {
+  fields: { numExperts: ['moe_num_experts'], topK: ['moe_k'], expertIntermediate: ['moe_intermediate_size', 'moe_intermediate_size[0]', 'intermediate_size'] },
+}
+/** Nemotron-H: the layer count is the length of `layers_block_type` (transformers derives it). */
+const nemotronH: Overrides = { fields: { numLayers: ['num_hidden_layers', 'layers_block_type[]'] } }
+/** GLM-5 Next: `head_dim` is 0 (its linear-attention layers use `linear_head_dim`); not read. */
+const glm5Next: Overrides = { fields: { headDim: [] } }
+
+/** Per `model_type` (the outer one for `textConfig`, the text model's for `fields`). */
+const OVERRIDES: Readonly<Record<string, Overrides>> = {
+  dbrx: {
+    fields: {
+      hiddenSize: ['d_model'],
+      numLayers: ['n_layers'],
+      numExperts: ['ffn_config.moe_num_experts'],
+      topK: ['ffn_config.moe_top_k'],
+      expertIntermediate: ['ffn_config.ffn_hidden_size'],
+      intermediateSize: [],
+      numAttentionHeads: ['n_heads'],
+      numKeyValueHeads: ['attn_config.kv_n_heads'],
+    },
+  },
+  aria_text: { fields: { numExperts: ['moe_num_experts'], topK: ['moe_topk'] } },
+  ernie4_5_moe: ernie,
+  ernie4_5_vl_moe_text: ernie,
+  longcat_flash: {
+    fields: { numLayers: ['num_layers'], expertIntermediate: ['expert_ffn_hidden_size'], intermediateSize: ['ffn_hidden_size'], topK: ['moe_topk'] },
+  },
+  nemotron_h: nemotronH,
+  glm5_next_text: glm5Next,
+  qwen3_omni_moe: { textConfig: ['thinker_config.text_config', 'text_config'] },
+}
+
+/** The config table of a family: where its text model is (by the outer `model_type`) and its fields (by the
+ * text model's `model_type`). */
+export function configTable(outerModelType: string | undefined, textModelType: string | undefined): ConfigTable {
+  const outer = outerModelType === undefined ? undefined : OVERRIDES[outerModelType]
+  const text = textModelType === undefined ? undefined : OVERRIDES[textModelType]
+  return {
+    textConfig: outer?.textConfig ?? DEFAULT_CONFIG_TABLE.textConfig,
+    fields: { ...DEFAULT_CONFIG_TABLE.fields, ...text?.fields },
+  }
+}
+
+/** The families with their own spellings, for documentation and tests. */
+export const CONFIG_OVERRIDES: readonly string[] = Object.keys(OVERRIDES)
