@@ -31,8 +31,10 @@ export interface DetectedRouter {
 }
 
 export interface DetectedSharedExperts {
-  /** Module path relative to the block. */
+  /** Module path relative to the block (relative to the decoder layer when `atLayer`). */
   module: string
+  /** The shared experts sit beside the MoE block in the decoder layer (Granite's `shared_mlp`), not inside it. */
+  atLayer?: boolean
   /** Intermediate size of the shared MLP (all shared experts together). */
   intermediate: number
   /** `[1,H]` gate weight relative to the block, when the shared output is gated. */
@@ -67,12 +69,15 @@ export function findLayerPrefix(tensors: readonly TensorHeader[]): string {
     const match = LAYER_PREFIX.exec(tensor.name)
     if (!match) continue
     const prefix = `${match[1]}${match[2]}.`
-    // Vision towers have layers too; the text model is the one with the most tensors.
     counts.set(prefix, (counts.get(prefix) ?? 0) + 1)
   }
+  // Vision, audio and speech towers have layers too, and so does Qwen3-Omni's talker: the text model is the
+  // stack with the most tensors among those that are none of these.
+  const tower = (prefix: string): boolean => /(^|\.)(visual|vision\w*|audio\w*|talker|code2wav|speech\w*|image\w*)(\.|$)/.test(prefix)
   let best: string | undefined
   for (const [prefix, count] of counts) {
-    if (best === undefined || count > (counts.get(best) ?? 0)) best = prefix
+    const better = best === undefined || tower(best) > tower(prefix) || (tower(best) === tower(prefix) && count > (counts.get(best) ?? 0))
+    if (better) best = prefix
   }
   if (best === undefined) {
     throw new MoeQuantError('E_LAYOUT_UNRECOGNISED', 'no decoder layers found: no tensor name contains "layers.<n>."')
@@ -374,17 +379,28 @@ function detectRouter(prefix: string, relative: Map<string, TensorHeader>, exper
   return router
 }
 
+/** Module names of shared experts, and the projections that give their intermediate size (rows, or rows / 2 for a fused gate/up). */
+const SHARED_MODULES = ['shared_expert', 'shared_experts', 'shared_mlp', 'share_expert']
+const SHARED_PROJECTIONS: ReadonlyArray<[string, number]> = [['up_proj', 1], ['gate_proj', 1], ['w3', 1], ['w1', 1], ['gate_up_proj', 2], ['input_linear', 2]]
+
+/**
+ * Shared experts (every token goes through them) under any name in use, inside the MoE block or beside it in
+ * the decoder layer, with their sigmoid gate (`<module>_gate`) when present.
+ */
 function detectSharedExperts(relative: Map<string, TensorHeader>, experts: DetectedExperts): DetectedSharedExperts | undefined {
   const blockPrefix = experts.block ? `${experts.block}.` : ''
-  for (const module of ['shared_expert', 'shared_experts', 'shared_mlp']) {
-    const up = relative.get(`${blockPrefix}${module}.up_proj.weight`) ?? relative.get(`${blockPrefix}${module}.gate_proj.weight`)
-    const inputLinear = relative.get(`${blockPrefix}${module}.input_linear.weight`)
-    if (!up && !inputLinear) continue
-    const intermediate = up ? (up.shape[0] as number) : (inputLinear?.shape[0] as number) / 2
-    const shared: DetectedSharedExperts = { module, intermediate }
-    const gate = `${module}_gate.weight`
-    if (relative.has(`${blockPrefix}${gate}`)) shared.gate = gate
-    return shared
+  for (const [prefix, atLayer] of [[blockPrefix, false], ['', true]] as const) {
+    if (atLayer && prefix === blockPrefix) continue
+    for (const module of SHARED_MODULES) {
+      for (const [projection, per] of SHARED_PROJECTIONS) {
+        const tensor = relative.get(`${prefix}${module}.${projection}.weight`)
+        if (!tensor || tensor.shape.length !== 2) continue
+        const shared: DetectedSharedExperts = { module, intermediate: (tensor.shape[0] as number) / per }
+        if (atLayer) shared.atLayer = true
+        if (relative.has(`${prefix}${module}_gate.weight`)) shared.gate = `${module}_gate.weight`
+        return shared
+      }
+    }
   }
   return undefined
 }

@@ -6,7 +6,7 @@
 import { MoeQuantError } from '../errors'
 import type { ExpertTensors } from '../native/contract'
 import type { TextConfig } from './config'
-import type { DetectedExperts, DetectedLayer } from './detect'
+import type { DetectedExperts, DetectedLayer, DetectedSharedExperts } from './detect'
 import { lookupArchitecture } from './registry'
 import type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, RouterKind } from './registry'
 
@@ -90,6 +90,11 @@ function guessRouter(layer: DetectedLayer): RouterKind {
   return 'softmax_topk'
 }
 
+/** Shared experts with full names, under `parent` (the MoE block, or the decoder layer when they sit beside it). */
+function sharedExperts(shared: DetectedSharedExperts, parent: string): NonNullable<MoeLayer['sharedExperts']> {
+  return { module: `${parent}.${shared.module}`, intermediate: shared.intermediate, ...(shared.gate ? { gate: `${parent}.${shared.gate}` } : {}) }
+}
+
 /** Applies the registry (or the generic rules) to the detected layers. */
 export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[]): ResolvedModel {
   const entry = lookupArchitecture(config.modelType)
@@ -154,9 +159,7 @@ export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[
       intermediate: experts.intermediate,
       router: entry ? entry.router : guessRouter(layer),
       tensors,
-      sharedExperts: shared
-        ? { module: `${block}.${shared.module}`, intermediate: shared.intermediate, ...(shared.gate ? { gate: `${block}.${shared.gate}` } : {}) }
-        : null,
+      sharedExperts: shared ? sharedExperts(shared, shared.atLayer ? layer.prefix.slice(0, -1) : block) : null,
     }
   })
   return {
