@@ -186,7 +186,7 @@ function detectExperts(prefix: string, relative: Map<string, TensorHeader>, conf
     }
     if (tensor.shape.length === 3 && isExpertCandidate(name, tensor, config)) {
       const module = name.replace(/\.weight$/, '').split('.').slice(0, -1).join('.')
-      const block = module.replace(/\.experts$/, '')
+      const block = module.replace(/(^|\.)experts$/, '')
       const list = fused.get(block) ?? []
       list.push(tensor)
       fused.set(block, list)
@@ -351,13 +351,19 @@ function detectFused(
 function detectRouter(prefix: string, relative: Map<string, TensorHeader>, experts: DetectedExperts): DetectedRouter {
   const blockPrefix = experts.block ? `${experts.block}.` : ''
   const candidates: string[] = []
+  const extra: string[] = []
   for (const [name, tensor] of relative) {
     if (!name.startsWith(blockPrefix) || !name.endsWith('.weight')) continue
     const local = name.slice(blockPrefix.length)
     if (/(^|\.)(experts|shared_experts?)\./.test(local)) continue
     const [e, h] = tensor.shape
     if (tensor.shape.length === 2 && e === experts.experts && h === experts.hidden) candidates.push(local)
+    // A few extra rows: zero-computation experts (LongCat) or a sink logit (Inkling), under a router's name.
+    else if (tensor.shape.length === 2 && h === experts.hidden && (e as number) > experts.experts && (e as number) <= 2 * experts.experts && /(^|\.)(gate|router)(\.|$)/.test(local)) {
+      extra.push(local)
+    }
   }
+  if (candidates.length === 0 && extra.length === 1) candidates.push(extra[0] as string)
   if (candidates.length !== 1) {
     fail(
       'E_LAYOUT_UNRECOGNISED',
@@ -381,7 +387,7 @@ function detectRouter(prefix: string, relative: Map<string, TensorHeader>, exper
 
 /** Module names of shared experts, and the projections that give their intermediate size (rows, or rows / 2 for a fused gate/up). */
 const SHARED_MODULES = ['shared_expert', 'shared_experts', 'shared_mlp', 'share_expert']
-const SHARED_PROJECTIONS: ReadonlyArray<[string, number]> = [['up_proj', 1], ['gate_proj', 1], ['w3', 1], ['w1', 1], ['gate_up_proj', 2], ['input_linear', 2]]
+const SHARED_PROJECTIONS: ReadonlyArray<[string, number]> = [['up_proj', 1], ['gate_proj', 1], ['w3', 1], ['w1', 1], ['gate_up_proj', 2], ['input_linear', 2], ['shared_w13_weight', 2]]
 
 /**
  * Shared experts (every token goes through them) under any name in use, inside the MoE block or beside it in
@@ -394,8 +400,11 @@ function detectSharedExperts(relative: Map<string, TensorHeader>, experts: Detec
     for (const module of SHARED_MODULES) {
       for (const [projection, per] of SHARED_PROJECTIONS) {
         const tensor = relative.get(`${prefix}${module}.${projection}.weight`)
-        if (!tensor || tensor.shape.length !== 2) continue
-        const shared: DetectedSharedExperts = { module, intermediate: (tensor.shape[0] as number) / per }
+        // Or stored like routed experts, one of them: `[1, I, H]` without `.weight` (Inkling).
+        const single = relative.get(`${prefix}${module}.${projection}`)
+        const rows = tensor?.shape.length === 2 ? tensor.shape[0] : single?.shape.length === 3 && single.shape[0] === 1 ? single.shape[1] : undefined
+        if (rows === undefined) continue
+        const shared: DetectedSharedExperts = { module, intermediate: rows / per }
         if (atLayer) shared.atLayer = true
         if (relative.has(`${prefix}${module}_gate.weight`)) shared.gate = `${module}_gate.weight`
         return shared

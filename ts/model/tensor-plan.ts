@@ -1,7 +1,8 @@
 /**
  * Which tensors a quantization would quantize and which it keeps in the source dtype (SPEC §5): attention
  * projections, dense MLPs, shared experts and routed experts are quantized; lm_head, embeddings, routers,
- * shared-expert gates, norms, conv1d, vision towers and MTP layers are kept.
+ * shared-expert gates, norms, conv1d, the small gate projections of linear-attention mixers, vision towers and
+ * MTP layers are kept.
  */
 import type { DetectedLayer } from './detect'
 import type { TensorHeader } from './listing'
@@ -15,6 +16,7 @@ export type KeepReason =
   | 'router'
   | 'norm'
   | 'conv1d'
+  | 'mixer gate'
   | 'vision tower'
   | 'MTP layer'
   | 'outside the decoder layers'
@@ -26,12 +28,17 @@ export interface TensorPlan {
 
 const FLOAT_DTYPES = new Set(['F16', 'BF16', 'F32', 'F64', 'F8_E4M3'])
 
+/** By name, as ModelOpt 0.47's default_disabled_quantizers leaves them unquantized (and a few more spellings). */
 const KEEP_BY_NAME: Array<[RegExp, KeepReason]> = [
   [/(^|\.)lm_head\./, 'lm_head'],
-  [/(^|\.)(embed_tokens|wte|word_embeddings|embeddings|embed)\./, 'embedding'],
+  [/(^|\.)(output_layer|proj_out)\./, 'lm_head'],
+  [/(^|\.)(embed_tokens|wte|word_embeddings|embeddings|embed|embed_vision)\./, 'embedding'],
   [/(^|\.)(router|shared_expert_gate)(\.|$)/, 'router'],
+  // The whole gate module of an MoE block: a router, or a router MLP (Zaya).
+  [/(^|\.)(mlp|block_sparse_moe)\.gate\./, 'router'],
   [/norm/, 'norm'],
   [/conv1d/, 'conv1d'],
+  [/(^|\.)linear_attn\.in_proj_[ab]/, 'mixer gate'],
   [/(^|\.)(vision_tower|vision_model|visual|vision|multi_modal_projector|mm_projector)\./, 'vision tower'],
   [/(^|\.)(mtp|nextn)[._]/, 'MTP layer'],
 ]

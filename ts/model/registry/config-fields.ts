@@ -56,8 +56,13 @@ const nemotronH: Overrides = { fields: { numLayers: ['num_hidden_layers', 'layer
 /** GLM-5 Next: `head_dim` is 0 (its linear-attention layers use `linear_head_dim`); not read. */
 const glm5Next: Overrides = { fields: { headDim: [] } }
 
+/** Gemma 4: `top_k_experts`. */
+const gemma4: Overrides = { fields: { topK: ['top_k_experts'] } }
+
 /** Per `model_type` (the outer one for `textConfig`, the text model's for `fields`). */
 const OVERRIDES: Readonly<Record<string, Overrides>> = {
+  gemma4_text: gemma4,
+  diffusion_gemma_text: gemma4,
   dbrx: {
     fields: {
       hiddenSize: ['d_model'],
