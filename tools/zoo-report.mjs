@@ -6,8 +6,8 @@
 // For every built zoo entry and layout (hub, and fused when it differs), materializes a checkpoint in a
 // temporary directory, runs inspectModel() from <checkout>/dist/index.js (default: this checkout; it must be
 // built) and compares the report with the zoo's ground truth: MoE layer indices, expert count, top-k, H, I,
-// layout kind, shared experts, router and routed-expert tensor names. Prints a markdown table, one row per
-// entry and layout:
+// layout kind, shared experts, router and routed-expert tensor names, and records which formats inspect says
+// the checkpoint takes. Prints a markdown table, one row per entry and layout:
 //   ok                      everything matches
 //   wrong: <what>           a report that differs from the truth
 //   refused: <code> <msg>   inspectModel threw a MoeQuantError (message cut to 100 characters)
@@ -52,9 +52,10 @@ async function judge(pkg, modelType, layout) {
       return { result: 'crash', code: error?.name ?? typeof error, detail: String(error?.message ?? error).slice(0, 100) }
     }
     const problems = compareWithTruth(report, entry, layout, pkg.expertTensorNames)
+    const formats = Object.fromEntries((report.formats ?? []).map((f) => [f.format, f.support]))
     return problems.length === 0
-      ? { result: 'ok', family: report.family, architecture: report.architecture }
-      : { result: 'wrong', detail: problems.join('; '), family: report.family, architecture: report.architecture }
+      ? { result: 'ok', family: report.family, architecture: report.architecture, formats }
+      : { result: 'wrong', detail: problems.join('; '), family: report.family, architecture: report.architecture, formats }
   } finally {
     removeZooCheckpoint(dir)
   }
@@ -98,6 +99,13 @@ async function main() {
     console.log(`- ${result}: ${t.all} (hub ${t.hub}, fused ${t.fused})`)
   }
   console.log(`- model types ok in every layout: ${okTypes.length}`)
+  // What inspect says each detected checkpoint can take (the same plan quantizeModel would build).
+  const takes = (format, support) => rows.filter((r) => r.result === 'ok' && r.formats?.[format] === support)
+  const typesOf = (list) => new Set(list.map((r) => r.modelType)).size
+  for (const [format, support] of [['w4a16_nvfp4', 'weight_only'], ['fp8_pc_pt', 'weight_only'], ['fp8', 'calibrated'], ['nvfp4', 'calibrated']]) {
+    const list = takes(format, support)
+    console.log(`- ${format} ${support.replace('_', '-')}: ${list.length} checkpoints, ${typesOf(list)} model types`)
+  }
   const index = zooIndex()
   const notBuilt = Object.entries(index).filter(([, v]) => v.status !== 'built')
   console.log(`- not in the table (INDEX.json): ${notBuilt.map(([k, v]) => `${k} (${v.status})`).join(', ')}`)
