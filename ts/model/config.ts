@@ -119,6 +119,10 @@ export function parseConfig(text: string, file: string): TextConfig {
     throw new MoeQuantError('E_CONFIG_INVALID', `${file}: not valid JSON (${(error as Error).message})`, { file })
   }
   if (!isObject(outer)) throw new MoeQuantError('E_CONFIG_INVALID', `${file}: expected a JSON object`, { file })
+  if (outer.is_encoder_decoder === true) {
+    const type = typeof outer.model_type === 'string' ? ` (${outer.model_type})` : ''
+    throw new MoeQuantError('E_MODEL_UNSUPPORTED', `${file}: an encoder-decoder model${type}: moe-quant quantizes decoder-only language models`, { file })
+  }
   const { raw, nested } = textConfigOf(outer)
   const field = (key: string): unknown => valueAt(raw, key) ?? valueAt(outer as Record<string, unknown>, key)
 
@@ -127,7 +131,10 @@ export function parseConfig(text: string, file: string): TextConfig {
   if (!modelType && !outerModelType) {
     throw new MoeQuantError('E_CONFIG_INVALID', `${file}: missing "model_type"`, { file })
   }
-  const { fields } = configTable(outerModelType, modelType ?? outerModelType)
+  const { fields, unsupported } = configTable(outerModelType, modelType ?? outerModelType)
+  if (unsupported) {
+    throw new MoeQuantError('E_MODEL_UNSUPPORTED', `${file}: model_type "${modelType ?? outerModelType}" is not handled: ${unsupported}`, { file })
+  }
   /** The first of a field's paths that is set, checked to be an integer in range; undefined when none is. */
   const integer = (name: keyof ConfigFields, options: { required?: boolean } = {}): number | undefined => {
     const paths = fields[name]

@@ -221,6 +221,7 @@ function detectPerExpert(
   const gate = role(PER_EXPERT_ROLES.gate)
   const up = role(PER_EXPERT_ROLES.up)
   const down = role(PER_EXPERT_ROLES.down)
+  if (!gate && up && down && projections.size === 2) refuseUngated(where)
   const known = new Set<string>(Object.values(PER_EXPERT_ROLES).flat())
   const unknown = [...projections.keys()].filter((p) => !known.has(p))
   if (!gate || !up || !down || unknown.length > 0) {
@@ -281,6 +282,11 @@ function detectPerExpert(
   }
 }
 
+/** Experts without a gate projection (Nemotron-H's relu², ERGO): not read yet. */
+function refuseUngated(where: string): never {
+  fail('E_MODEL_UNSUPPORTED', `${where}: ungated experts (up_proj and down_proj, no gate projection) are not read yet`)
+}
+
 function detectFused(
   prefix: string,
   block: string,
@@ -289,6 +295,12 @@ function detectFused(
   config: TextConfig,
 ): DetectedExperts {
   const where = `${prefix}${block}`
+  const leaf = (t: TensorHeader): string => t.name.slice(t.name.lastIndexOf('.', t.name.endsWith('.weight') ? t.name.length - 8 : t.name.length) + 1).replace(/\.weight$/, '')
+  const leaves = rank3.map(leaf).sort().join(',')
+  if (leaves === 'down_proj,up_proj') refuseUngated(where)
+  if (leaves === 'down_proj,gate_proj,up_proj') {
+    fail('E_MODEL_UNSUPPORTED', `${where}: experts stored as three stacked tensors (gate_proj, up_proj, down_proj [E, …] each) are not read yet`)
+  }
   if (rank3.length !== 2) {
     fail(
       'E_LAYOUT_UNRECOGNISED',

@@ -100,9 +100,11 @@ export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[
   const entry = lookupArchitecture(config.modelType)
   const moe = layers.filter((l) => l.kind === 'moe')
   if (moe.length === 0) {
+    const declared = config.numExperts === undefined ? '' : ` although config.json declares ${config.numExperts} experts`
     throw new MoeQuantError(
       'E_LAYOUT_UNRECOGNISED',
-      `no MoE layer found in this ${config.modelType} checkpoint: no decoder layer holds expert tensors`,
+      `no MoE layer found in this ${config.modelType} checkpoint: no decoder layer holds expert tensors in a layout moe-quant reads${declared} ` +
+        '(per-expert experts.{e}.<projection>.weight, or fused [experts, …] tensors)',
     )
   }
   if (entry) {

@@ -27,6 +27,8 @@ export interface ConfigTable {
   /** Paths to the text model's config object, tried in order; the whole config when none is present. */
   textConfig: readonly string[]
   fields: ConfigFields
+  /** Why moe-quant does not handle the family at all (its MoE is not one it can read), when it does not. */
+  unsupported?: string
 }
 
 export const DEFAULT_CONFIG_TABLE: ConfigTable = {
@@ -45,7 +47,7 @@ export const DEFAULT_CONFIG_TABLE: ConfigTable = {
   },
 }
 
-type Overrides = { textConfig?: readonly string[]; fields?: Partial<ConfigFields> }
+type Overrides = { textConfig?: readonly string[]; fields?: Partial<ConfigFields>; unsupported?: string }
 
 /** ERNIE 4.5: `moe_num_experts`, `moe_k`; the VL model lists one intermediate size per modality (text first). */
 const ernie: Overrides = {
@@ -77,11 +79,16 @@ const OVERRIDES: Readonly<Record<string, Overrides>> = {
   },
   aria_text: { fields: { numExperts: ['moe_num_experts'], topK: ['moe_topk'] } },
   ernie4_5_moe: ernie,
-  ernie4_5_vl_moe_text: ernie,
   longcat_flash: {
     fields: { numLayers: ['num_layers'], expertIntermediate: ['expert_ffn_hidden_size'], intermediateSize: ['ffn_hidden_size'], topK: ['moe_topk'] },
   },
   nemotron_h: nemotronH,
+  jetmoe: { unsupported: 'its attention is a mixture of experts too (self_attention.experts, mixture of attention heads), which moe-quant does not read' },
+  ernie4_5_vl_moe_text: {
+    ...ernie,
+    unsupported: 'each MoE block holds text and vision experts side by side (one expert count per modality), which moe-quant does not read yet',
+  },
+  zaya: { unsupported: 'its router is an MLP (mlp.gate.router_mlp), not one [experts, hidden] linear, which moe-quant does not read yet' },
   glm5_next_text: glm5Next,
   qwen3_omni_moe: { textConfig: ['thinker_config.text_config', 'text_config'] },
 }
@@ -91,9 +98,11 @@ const OVERRIDES: Readonly<Record<string, Overrides>> = {
 export function configTable(outerModelType: string | undefined, textModelType: string | undefined): ConfigTable {
   const outer = outerModelType === undefined ? undefined : OVERRIDES[outerModelType]
   const text = textModelType === undefined ? undefined : OVERRIDES[textModelType]
+  const unsupported = text?.unsupported ?? outer?.unsupported
   return {
     textConfig: outer?.textConfig ?? DEFAULT_CONFIG_TABLE.textConfig,
     fields: { ...DEFAULT_CONFIG_TABLE.fields, ...text?.fields },
+    ...(unsupported ? { unsupported } : {}),
   }
 }
 
