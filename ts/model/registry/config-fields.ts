@@ -1,7 +1,7 @@
 /**
  * Where the fields moe-quant reads live in each family's config.json: one table per family, beside the
- * default spellings. A field is a list of paths tried in order: `a.b` reads a nested object, `a[0]` the first
- * element of an array, `a[]` the length of an array. A family lists only what differs from the defaults.
+ * default spellings. A field is a list of paths tried in order: `a.b` reads a nested object, `a[0]` an element
+ * of an array, `a[]` the length of an array. A family lists only what differs from the defaults.
  */
 
 /** The fields of the text model moe-quant reads. */
@@ -49,10 +49,8 @@ export const DEFAULT_CONFIG_TABLE: ConfigTable = {
 
 type Overrides = { textConfig?: readonly string[]; fields?: Partial<ConfigFields>; unsupported?: string }
 
-/** ERNIE 4.5: `moe_num_experts`, `moe_k`; the VL model lists one intermediate size per modality (text first). */
-const ernie: Overrides = {
-  fields: { numExperts: ['moe_num_experts'], topK: ['moe_k'], expertIntermediate: ['moe_intermediate_size', 'moe_intermediate_size[0]', 'intermediate_size'] },
-}
+/** ERNIE 4.5: `moe_num_experts`, `moe_k`. */
+const ernie: Overrides = { fields: { numExperts: ['moe_num_experts'], topK: ['moe_k'] } }
 /** Nemotron-H: the layer count is the length of `layers_block_type` (transformers derives it). */
 const nemotronH: Overrides = { fields: { numLayers: ['num_hidden_layers', 'layers_block_type[]'] } }
 /** GLM-5 Next: `head_dim` is 0 (its linear-attention layers use `linear_head_dim`); not read. */
