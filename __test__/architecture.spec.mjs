@@ -147,3 +147,28 @@ test('config fields are read through the family table: DBRX, ERNIE, LongCat, Nem
   t.throws(() => parseConfig(JSON.stringify({ model_type: 'dbrx', d_model: 0, n_layers: 2 }), 'config.json'), { code: 'E_CONFIG_INVALID', message: 'config.json: "d_model" must be an integer from 1 to 1048576, got 0' })
   t.throws(() => parseConfig(JSON.stringify({ model_type: 'dbrx', d_model: 64 }), 'config.json'), { code: 'E_CONFIG_INVALID', message: 'config.json: missing required field "n_layers"' })
 })
+
+test('a dense model is refused, saying moe-quant quantizes Mixture-of-Experts models', async (t) => {
+  const dir = copyFixture('qwen3_moe/hub')
+  editConfig(dir, (c) => {
+    c.model_type = 'llama'
+    delete c.num_experts
+    delete c.num_local_experts
+  })
+  // Keep only what a dense Llama has: drop every expert and router tensor.
+  const file = join(dir, 'model.safetensors')
+  const { header, data } = readRaw(file)
+  const kept = {}
+  const chunks = []
+  let offset = 0
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__' || /mlp\.(experts|gate)\./.test(name)) continue
+    const bytes = data.subarray(info.data_offsets[0], info.data_offsets[1])
+    kept[name] = { ...info, data_offsets: [offset, offset + bytes.length] }
+    chunks.push(bytes)
+    offset += bytes.length
+  }
+  writeRaw(file, kept, Buffer.concat(chunks))
+  const error = await t.throwsAsync(inspectModel(dir), { code: 'E_MODEL_UNSUPPORTED' })
+  t.regex(error.message, /^this llama checkpoint is a dense model .*: moe-quant quantizes Mixture-of-Experts models$/)
+})

@@ -99,6 +99,12 @@ function sharedExperts(shared: DetectedSharedExperts, parent: string): NonNullab
 export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[]): ResolvedModel {
   const entry = lookupArchitecture(config.modelType)
   const moe = layers.filter((l) => l.kind === 'moe')
+  if (moe.length === 0 && config.numExperts === undefined) {
+    throw new MoeQuantError(
+      'E_MODEL_UNSUPPORTED',
+      `this ${config.modelType} checkpoint is a dense model (config.json declares no experts and no decoder layer holds expert tensors): moe-quant quantizes Mixture-of-Experts models`,
+    )
+  }
   if (moe.length === 0) {
     const declared = config.numExperts === undefined ? '' : ` although config.json declares ${config.numExperts} experts`
     throw new MoeQuantError(
