@@ -154,6 +154,30 @@ test('every EXPECTED_OK case is in the zoo', (t) => {
   t.deepEqual([...EXPECTED_OK].filter((key) => !present.has(key)), [])
 })
 
+/**
+ * Families whose hub checkpoints spell the routing bias in a way structure alone cannot tell from a plain bias
+ * (Inkling's `gate.bias`, Kolibri's `moe.router.expert_bias` outside the block, DeepSeek-V4's hash-routed
+ * layers): the router kind guessed for their hub layout differs from the fused one. A registry entry fixes that.
+ */
+const ROUTER_GUESS_DIFFERS = new Set(['deepseek_v4', 'inkling2', 'inkling2_loop', 'inkling2_loop_text', 'inkling2_text', 'inkling_mm_model', 'kolibri1', 'kolibri1_1'])
+
+test('the router guessed for one model is the same in both layouts', async (t) => {
+  const byType = new Map()
+  for (const { modelType, layout } of cases) {
+    if (!EXPECTED_OK.has(`${modelType}/${layout}`)) continue
+    const dir = materializeZoo(modelType, layout)
+    try {
+      const report = await inspectModel(dir)
+      const kinds = report.moeLayers.map((l) => l.router).join(',')
+      byType.set(modelType, [...(byType.get(modelType) ?? []), kinds])
+    } finally {
+      removeZooCheckpoint(dir)
+    }
+  }
+  const differing = [...byType].filter(([, kinds]) => new Set(kinds).size > 1).map(([type]) => type)
+  t.deepEqual(differing.sort(), [...ROUTER_GUESS_DIFFERS].sort())
+})
+
 for (const { modelType, layout } of cases) {
   const key = `${modelType}/${layout}`
   if (EXPECTED_OK.has(key)) {

@@ -388,8 +388,12 @@ function detectRouter(prefix: string, relative: Map<string, TensorHeader>, exper
   const module = weight.replace(/\.weight$/, '')
   const router: DetectedRouter = { weight }
   if (relative.has(`${blockPrefix}${module}.bias`)) router.bias = `${module}.bias`
-  for (const candidate of [`${module}.e_score_correction_bias`, 'gate.e_score_correction_bias', 'e_score_correction_bias']) {
-    if (relative.has(`${blockPrefix}${candidate}`)) {
+  // The bias that only chooses experts, under the names hub checkpoints use for it: beside the router weight,
+  // on the block, or on the experts module (transformers 5 renames all of them e_score_correction_bias).
+  const correction = ['e_score_correction_bias', 'expert_bias'].flatMap((leaf) => [`${module}.${leaf}`, `gate.${leaf}`, leaf, `experts.${leaf}`])
+  for (const candidate of correction) {
+    const tensor = relative.get(`${blockPrefix}${candidate}`)
+    if (tensor && tensor.shape.length === 1 && tensor.shape[0] === experts.experts) {
       router.correctionBias = candidate
       break
     }
