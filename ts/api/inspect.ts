@@ -2,24 +2,29 @@
  * inspectModel() and isQuantizedCheckpoint(): what a checkpoint is, read from its headers and config files only.
  */
 import { type InspectReport, reportFromListing } from '../model/inspection'
-import { readListing, readQuantization } from '../model/listing'
+import { readListing, readQuantization, refuseQuantizedSource } from '../model/listing'
 import { checkDirectory } from './options'
 
 export type { InspectReport }
 
 /**
  * Reads a checkpoint's headers and reports its architecture, expert layout per MoE layer, parameter counts
- * and which tensors a quantization would quantize or keep. Reads no tensor data.
+ * and which tensors a quantization would quantize or keep. Reads no tensor data. Weights stored as MXFP4
+ * (GPT-OSS) or as FP8 with block scales (DeepSeek-V3 and the "-FP8" releases) are described dequantized, as
+ * transformers loads them, and `notes` says so.
  *
  * @param dir A Hugging Face model directory (config.json + model.safetensors or shards with an index).
  * @throws MoeQuantError with codes such as `E_CONFIG_MISSING`, `E_CHECKPOINT_TRUNCATED`,
- *   `E_LAYOUT_ODD_SPLIT`, `E_LAYOUT_EXPERT_COUNT`, `E_LAYOUT_ORIENTATION`.
+ *   `E_LAYOUT_ODD_SPLIT`, `E_LAYOUT_EXPERT_COUNT`, `E_LAYOUT_ORIENTATION`; `E_CHECKPOINT_ALREADY_QUANTIZED` for a
+ *   checkpoint stored in a quantized form that cannot be read (AWQ, GPTQ, bitsandbytes …), named.
  * @example
  *   const report = await inspectModel('./Qwen3-30B-A3B')
  *   console.log(report.moeLayers[0].layout, report.parameters.activePerToken)
  */
 export async function inspectModel(dir: string): Promise<InspectReport> {
   const listing = await readListing(checkDirectory(dir, 'inspectModel(dir)'))
+  // A ModelOpt export is described dequantized; a form that cannot be read is refused before detection.
+  refuseQuantizedSource(listing, { modelOpt: false })
   return reportFromListing(listing)
 }
 
