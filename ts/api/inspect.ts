@@ -3,7 +3,7 @@
  */
 import type { InspectReport as ModelReport } from '../model/inspection'
 import { reportFromListing } from '../model/inspection'
-import { readListing, readQuantization } from '../model/listing'
+import { readListing, readQuantization, refuseQuantizedSource } from '../model/listing'
 import { type FormatSupport, formatSupport } from './capabilities'
 import { checkDirectory } from './options'
 
@@ -18,17 +18,22 @@ export interface InspectReport extends ModelReport {
 /**
  * Reads a checkpoint's headers and reports its architecture, expert layout per MoE layer, parameter counts
  * and which tensors a quantization would quantize or keep, and which formats it can take (calibrated,
- * weight-only, or refused with the reason). Reads no tensor data.
+ * weight-only, or refused with the reason). Reads no tensor data. Weights stored as MXFP4 (GPT-OSS) or as FP8
+ * with block scales (DeepSeek-V3 and the "-FP8" releases) are described dequantized, as transformers loads
+ * them, and `notes` says so.
  *
  * @param dir A Hugging Face model directory (config.json + model.safetensors or shards with an index).
  * @throws MoeQuantError with codes such as `E_CONFIG_MISSING`, `E_CHECKPOINT_TRUNCATED`,
- *   `E_LAYOUT_ODD_SPLIT`, `E_LAYOUT_EXPERT_COUNT`, `E_LAYOUT_ORIENTATION`.
+ *   `E_LAYOUT_ODD_SPLIT`, `E_LAYOUT_EXPERT_COUNT`, `E_LAYOUT_ORIENTATION`; `E_CHECKPOINT_ALREADY_QUANTIZED` for a
+ *   checkpoint stored in a quantized form that cannot be read (AWQ, GPTQ, bitsandbytes …), named.
  * @example
  *   const report = await inspectModel('./Qwen3-30B-A3B')
  *   console.log(report.moeLayers[0].layout, report.parameters.activePerToken)
  */
 export async function inspectModel(dir: string): Promise<InspectReport> {
   const listing = await readListing(checkDirectory(dir, 'inspectModel(dir)'))
+  // A ModelOpt export is described dequantized; a form that cannot be read is refused before detection.
+  refuseQuantizedSource(listing, { modelOpt: false })
   const report = reportFromListing(listing)
   // A checkpoint already quantized takes no format; its report still describes it.
   return { ...report, formats: report.quantization ? [] : formatSupport(listing, report) }

@@ -344,7 +344,7 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
  *     onProgress: (e) => console.log(e.stage, e.layer, '/', e.layers),
  *   })
  * @throws MoeQuantError `E_OPTION_INVALID` (a bad or unknown option, an `exclude` pattern matching nothing),
- *   `E_CHECKPOINT_ALREADY_QUANTIZED` (a ModelOpt export, or a source stored quantized in a form not read yet),
+ *   `E_CHECKPOINT_ALREADY_QUANTIZED` (a ModelOpt export, or a source stored quantized in a form that cannot be read),
  *   `E_OUTPUT_INVALID` (output is the input, inside it, not empty without `overwrite`, or another output
  *   appeared there during the run), `E_TENSOR_SHAPE` (NVFP4 and a dimension not a multiple of 16),
  *   `E_TENSOR_NON_FINITE`, `E_ACTIVATION_NON_FINITE`, `E_OUT_OF_MEMORY`, `E_OUTPUT_WRITE`, `E_CANCELLED`,

@@ -7,7 +7,7 @@ import * as path from 'node:path'
 import { MoeQuantError } from '../errors'
 import { parseConfig } from './config'
 import { detectLayers, findLayerPrefix } from './detect'
-import { type HeaderListing, type TensorHeader, unreadableQuantization } from './listing'
+import type { HeaderListing, TensorHeader } from './listing'
 import { expertTensorNames, type MoeLayer, resolveModel } from './resolve'
 import { type KeepReason, planTensors } from './tensor-plan'
 
@@ -86,9 +86,9 @@ export function reportFromListing(listing: HeaderListing): InspectReport {
   }
   if (config.nested) notes.push(`text model nested under text_config (model_type ${config.outerModelType})`)
   const quantization = listing.quantization ?? null
-  const unreadable = quantization ? null : unreadableQuantization(listing)
-  if (unreadable) {
-    notes.push(`stored quantized (${unreadable.format}${unreadable.tensor ? `, e.g. ${unreadable.tensor}` : ''}): calibrating or quantizing it is not supported yet; start from the BF16 release`)
+  for (const stored of listing.dequantized ?? []) {
+    const many = stored.count === 1 ? 'tensor' : 'tensors'
+    notes.push(`stored as ${stored.form} (dequantized to ${stored.dtype.toLowerCase()} on read, as transformers does): ${stored.count} ${many}, e.g. ${stored.example}`)
   }
   if (quantization) {
     const producer = quantization.producer?.name ? ` by ${quantization.producer.name} ${quantization.producer.version ?? ''}`.trimEnd() : ''

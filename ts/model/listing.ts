@@ -3,6 +3,11 @@
  * core lists the safetensors headers, and a checkpoint already quantized in NVIDIA ModelOpt's format (SPEC §5)
  * is rewritten into its logical tensors, with what it declares about its quantization.
  *
+ * Weights stored pre-quantized in a form transformers dequantizes when it loads them (GPT-OSS' MXFP4 experts,
+ * FP8 with block scales `weight_scale_inv` as DeepSeek-V3/R1, Kimi-K2 and the "-FP8" releases ship) are already
+ * listed dequantized by the native core, in the model's dtype (bf16), and read so: such a checkpoint looks like
+ * a plain bf16 one here, with `dequantized` saying what was stored.
+ *
  * A checkpoint is quantized when it has `hf_quant_config.json`, or when config.json's `quantization_config`
  * has `quant_method: "modelopt"`. Its listing is rewritten so that detection and the descriptor see the model
  * the weights stand for (the native WeightLoader dequantizes the same tensors when they are read):
@@ -144,34 +149,42 @@ function weightFormat(tensor: NativeTensor, byName: Map<string, NativeTensor>): 
   })
 }
 
+/** `quant_method`s of config.json whose tensors the native core reads dequantized (MXFP4, FP8 with block scales). */
+const READ_DEQUANTIZED = new Set(['mxfp4', 'fp8'])
+
 /**
- * How a checkpoint is stored quantized in a form the weight loader cannot read yet, and the first tensor
- * that shows it; null when its weights can be read (unquantized, or in ModelOpt's format). Recognised from
- * the tensors (FP8 with 128×128 block scales `M.weight_scale_inv`, as DeepSeek-V3/R1 and the "-FP8" releases
- * ship; MXFP4 `…_blocks` with `…_scales`, as GPT-OSS ships) and from config.json's `quantization_config`.
+ * How a checkpoint is stored quantized in a form that cannot be read, and the first tensor that shows it; null
+ * when its weights can be read (unquantized, in ModelOpt's format, or MXFP4 / FP8 with block scales, which the
+ * native core dequantizes). From config.json's `quantization_config` first (AWQ, GPTQ, bitsandbytes,
+ * compressed-tensors … are refused by name whatever their tensors look like), then from what the native core
+ * left quantized: block scales or MXFP4 blocks it did not recognise, FP8 weights without scales under
+ * `quant_method: "fp8"`.
  */
 export function unreadableQuantization(listing: HeaderListing): { format: string; tensor?: string } | null {
-  const names = new Set(listing.tensors.map((t) => t.name))
-  const blockScaled = listing.tensors.find((t) => t.name.endsWith('_scale_inv'))
-  if (blockScaled) return { format: 'FP8 with block scales (weight_scale_inv)', tensor: blockScaled.name }
-  const mxfp4 = listing.tensors.find((t) => t.name.endsWith('_blocks') && names.has(`${t.name.slice(0, -'_blocks'.length)}_scales`))
-  if (mxfp4) return { format: 'MXFP4 (_blocks with _scales)', tensor: mxfp4.name }
   let config: unknown
   try {
     config = JSON.parse(listing.config)
   } catch {
-    return null
+    config = null
   }
   const section = isObject(config) ? config.quantization_config : undefined
   const method = isObject(section) ? section.quant_method : undefined
-  if (typeof method === 'string' && method !== 'modelopt') return { format: `quant_method "${method}" in config.json` }
+  if (typeof method === 'string' && method !== 'modelopt' && !READ_DEQUANTIZED.has(method)) return { format: `quant_method "${method}" in config.json` }
+  const names = new Set(listing.tensors.map((t) => t.name))
+  const blockScaled = listing.tensors.find((t) => t.name.endsWith('_scale_inv'))
+  if (blockScaled) return { format: 'scales (weight_scale_inv) beside weights that are not FP8 E4M3', tensor: blockScaled.name }
+  const mxfp4 = listing.tensors.find((t) => t.name.endsWith('_blocks') && names.has(`${t.name.slice(0, -'_blocks'.length)}_scales`))
+  if (mxfp4) return { format: 'MXFP4 blocks that are not U8 (_blocks with _scales)', tensor: mxfp4.name }
+  const unscaled = method === 'fp8' ? listing.tensors.find((t) => t.dtype === 'F8_E4M3' && !t.quantized) : undefined
+  if (unscaled) return { format: 'FP8 weights without block scales (weight_scale_inv)', tensor: unscaled.name }
   return null
 }
 
 /**
  * Refuses a checkpoint that quantizing or calibrating cannot start from: one already quantized in ModelOpt's
- * format (when `modelOpt` is set: reading one dequantized is fine for evaluation), or one stored in a
- * quantized form that cannot be read yet.
+ * format (when `modelOpt` is set: reading one dequantized is fine for evaluation and inspection), or one stored
+ * in a quantized form that cannot be read. Called right after the listing, before any detection, so that such a
+ * checkpoint is refused by its format's name rather than by whatever its packed tensors make detection say.
  * @throws MoeQuantError `E_CHECKPOINT_ALREADY_QUANTIZED` naming the format and the tensor that shows it.
  */
 export function refuseQuantizedSource(listing: HeaderListing, { modelOpt }: { modelOpt: boolean }): void {
@@ -187,7 +200,7 @@ export function refuseQuantizedSource(listing: HeaderListing, { modelOpt }: { mo
     throw new MoeQuantError(
       'E_CHECKPOINT_ALREADY_QUANTIZED',
       `${listing.dir} is stored quantized (${unreadable.format}${unreadable.tensor ? `, e.g. ${unreadable.tensor}` : ''}); ` +
-        'moe-quant cannot read pre-quantized weights of this kind yet: start from the BF16 (unquantized) release of the model',
+        'moe-quant reads MXFP4 and block-scaled FP8 checkpoints dequantized, but not this form: start from the BF16 (unquantized) release of the model',
       { file: listing.dir, ...(unreadable.tensor ? { tensor: unreadable.tensor } : {}) },
     )
   }

@@ -14,7 +14,7 @@ pub use crate::model::layers::ForwardProgress;
 pub use crate::model::observe::{ExpertStats, Observers};
 pub use crate::ops::calibrate::{CalibrationReport, CalibrationRequest};
 pub use crate::ops::compare::{ComparisonProgress, ComparisonReport, ComparisonRequest, Side};
-pub use crate::ops::inspect::{HeaderListing, TensorHeader};
+pub use crate::ops::inspect::{DequantizedTensors, HeaderListing, TensorHeader};
 pub use crate::ops::quantize::{
     CalibrationSummary, LayerError, QuantizeProgress, QuantizeReport, QuantizeStage, StageSeconds,
 };

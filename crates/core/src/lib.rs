@@ -18,6 +18,8 @@ pub mod numerics;
 pub mod ops;
 pub mod threads;
 
-pub use checkpoint::{Checkpoint, CheckpointWriter, Dtype, TensorData, TensorInfo, TensorView, WriterOptions};
+pub use checkpoint::{
+    Checkpoint, CheckpointWriter, Dtype, StoredForm, TensorData, TensorInfo, TensorView, WriterOptions,
+};
 pub use error::{Error, ErrorPayload, Result};
 pub use ops::inspect::{inspect_headers, HeaderListing};

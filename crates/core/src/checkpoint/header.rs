@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::prequant::StoredForm;
 use super::{Dtype, TensorInfo};
 use crate::error::{Error, Result};
 use crate::limits::{MAX_HEADER_BYTES, MAX_RANK};
@@ -154,7 +155,7 @@ fn checked_tensors(path: &Path, raw: Vec<(String, RawTensor)>) -> Result<Vec<Ten
                 end - start
             )));
         }
-        tensors.push(TensorInfo { name, dtype, shape, file: 0, start, end });
+        tensors.push(TensorInfo { name, dtype, shape, file: 0, start, end, form: StoredForm::Plain });
     }
     Ok(tensors)
 }

@@ -1,7 +1,9 @@
 //! Checkpoint I/O: reading Hugging Face safetensors checkpoints (single file or sharded, with positioned
-//! reads and a layer of read-ahead) and writing sharded ones atomically.
+//! reads and a layer of read-ahead; weights stored as MXFP4 or block-scaled FP8 read dequantized) and writing
+//! sharded ones atomically.
 
 mod header;
+mod prequant;
 mod reader;
 mod source;
 mod view;
@@ -9,6 +11,7 @@ mod writer;
 
 pub use crate::numerics::Dtype;
 pub use header::{header_prefix_len, parse_safetensors, parse_safetensors_prefix, ParsedHeader};
+pub use prequant::StoredForm;
 pub use reader::{Checkpoint, TensorData, TensorInfo};
 pub use source::SharedBytes;
 pub use view::{bytes_to_f32, TensorView};

@@ -2,12 +2,17 @@
 //! `model.safetensors.index.json`. Every file's header is validated by
 //! [`parse_safetensors_prefix`](super::header::parse_safetensors_prefix) before any tensor is touched;
 //! tensors are then read with positioned reads (see [`source`](super::source)), a layer ahead when asked.
+//!
+//! The tensors it lists and reads are the logical ones: weights stored pre-quantized in a form transformers
+//! dequantizes on load (GPT-OSS' MXFP4, FP8 with block scales) appear dequantized, as [`prequant`](super::prequant)
+//! describes; [`Checkpoint::stored_tensors`] lists the files' own.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use super::header::{header_prefix_len, parse_safetensors_prefix, too_short};
+use super::prequant::{self, StoredForm};
 use super::source::{ReadAhead, ShardSource, SharedBytes, Wanted};
 use super::{Dtype, TensorView, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
@@ -17,13 +22,26 @@ use crate::limits::{open_regular, read_small_text, MAX_INDEX_BYTES};
 #[derive(Debug, Clone)]
 pub struct TensorInfo {
     pub name: String,
+    /// The dtype it is read in (for a dequantized tensor, not the stored one).
     pub dtype: Dtype,
     pub shape: Vec<usize>,
     /// Index into [`Checkpoint::files`].
     pub file: usize,
-    /// Byte range inside the file (absolute, header included).
+    /// Byte range inside the file (absolute, header included); of the stored codes for a dequantized tensor.
     pub start: usize,
     pub end: usize,
+    /// How it is stored: as listed, or quantized in a form dequantized on read.
+    pub form: StoredForm,
+}
+
+impl TensorInfo {
+    /// Bytes of the tensor as read.
+    pub fn bytes(&self) -> usize {
+        match self.form {
+            StoredForm::Plain => self.end - self.start,
+            _ => self.dtype.byte_len(&self.shape).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// One safetensors file of the checkpoint.
@@ -43,8 +61,11 @@ pub struct Checkpoint {
     files: Vec<ShardFile>,
     /// The open files, in the order of `files`.
     sources: Arc<Vec<ShardSource>>,
+    /// The tensors as read (pre-quantized ones dequantized).
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
+    /// The tensors as the files hold them, when some are read dequantized (else they are `tensors`).
+    stored: Option<(Vec<TensorInfo>, HashMap<String, usize>)>,
     /// The `metadata` object of the index file, when sharded.
     index_metadata: Option<serde_json::Value>,
     ahead: Arc<ReadAhead>,
@@ -117,8 +138,7 @@ impl Checkpoint {
             let mut sources = Vec::new();
             let file = open_shard(&dir, SINGLE_FILE)?;
             checkpoint.add_file(file, None, &mut sources)?;
-            checkpoint.sources = Arc::new(sources);
-            Ok(checkpoint)
+            checkpoint.finish(sources)
         } else {
             Err(Error::NoWeights { dir })
         }
@@ -131,6 +151,7 @@ impl Checkpoint {
             sources: Arc::new(Vec::new()),
             tensors: Vec::new(),
             by_name: HashMap::new(),
+            stored: None,
             index_metadata: None,
             ahead: Arc::new(ReadAhead::default()),
         }
@@ -171,8 +192,19 @@ impl Checkpoint {
             let file = open_shard(&dir, &shard)?;
             checkpoint.add_file(file, Some((index_path, &expected)), &mut sources)?;
         }
-        checkpoint.sources = Arc::new(sources);
-        Ok(checkpoint)
+        checkpoint.finish(sources)
+    }
+
+    /// Keeps the open files and lists the tensors as read, when they differ from the stored ones.
+    fn finish(mut self, sources: Vec<ShardSource>) -> Result<Self> {
+        self.sources = Arc::new(sources);
+        let paths: Vec<&Path> = self.files.iter().map(|f| f.path.as_path()).collect();
+        if let Some(logical) = prequant::logical_tensors(&self.dir, &self.tensors, &paths)? {
+            let by_name = logical.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+            let stored = std::mem::replace(&mut self.tensors, logical);
+            self.stored = Some((stored, std::mem::replace(&mut self.by_name, by_name)));
+        }
+        Ok(self)
     }
 
     /// Registers a file's tensors; with an index, checks that the tensors it lists are really there.
@@ -222,9 +254,30 @@ impl Checkpoint {
         &self.files
     }
 
-    /// Every tensor, in file order then offset order.
+    /// Every tensor as read, in file order then offset order (a dequantized tensor where its codes are).
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
+    }
+
+    /// Every tensor as the files store it (pre-quantized ones as codes and scales).
+    pub fn stored_tensors(&self) -> &[TensorInfo] {
+        self.stored.as_ref().map_or(&self.tensors, |(stored, _)| stored)
+    }
+
+    /// A stored tensor that a tensor as read is made of.
+    fn stored_info(&self, name: &str) -> Result<&TensorInfo> {
+        let (tensors, by_name) = self.stored.as_ref().map_or((&self.tensors, &self.by_name), |(t, b)| (t, b));
+        by_name.get(name).map(|&i| &tensors[i]).ok_or_else(|| Error::TensorNotFound { tensor: name.to_string() })
+    }
+
+    /// The stored tensors `info` is read from.
+    fn parts<'a>(&'a self, info: &'a TensorInfo) -> Vec<&'a TensorInfo> {
+        let names: Vec<&str> = match &info.form {
+            StoredForm::Plain => return vec![info],
+            StoredForm::Mxfp4 { blocks, scales } => vec![blocks, scales],
+            StoredForm::Fp8Block { scale_inv, .. } => vec![&info.name, scale_inv],
+        };
+        names.into_iter().filter_map(|name| self.stored_info(name).ok()).collect()
     }
 
     /// The index file's `metadata` object, when the checkpoint is sharded.
@@ -254,6 +307,7 @@ impl Checkpoint {
             .tensors
             .iter()
             .filter(|t| prefixes.iter().any(|prefix| t.name.starts_with(prefix)))
+            .flat_map(|t| self.parts(t))
             .map(|t| Wanted { name: t.name.clone(), file: t.file, range: t.start as u64..t.end as u64 })
             .collect();
         self.ahead.start(Arc::clone(&self.sources), wanted);
@@ -264,22 +318,40 @@ impl Checkpoint {
         self.ahead.outstanding()
     }
 
-    /// The tensor's bytes: from the read-ahead when it fetched them (each once), else read now.
+    /// The tensor's bytes (dequantized when stored pre-quantized): from the read-ahead when it fetched them (each
+    /// once), else read now.
     ///
     /// Errors: `E_TENSOR_NOT_FOUND`; `E_INPUT_CHANGED` when the file is shorter than when it was opened or
     /// was modified since; `E_IO`.
     pub fn read(&self, name: &str) -> Result<TensorData> {
         let info = self.info(name)?;
-        let data = match self.ahead.take(name) {
-            Some(bytes) => bytes,
-            None => SharedBytes::new(self.sources[info.file].read_range(info.start as u64..info.end as u64)?),
+        let data = match &info.form {
+            StoredForm::Plain => return Ok(TensorData::of(info, self.read_stored(info)?)),
+            StoredForm::Mxfp4 { blocks, scales } => {
+                let (blocks, scales) = (self.stored_info(blocks)?, self.stored_info(scales)?);
+                let dims = [blocks.shape[0], blocks.shape[1], blocks.shape[2]];
+                prequant::decode_mxfp4(&self.read_stored(blocks)?, &self.read_stored(scales)?, dims, info.dtype)?
+            }
+            StoredForm::Fp8Block { scale_inv, block } => {
+                let (weight, scale) = (self.stored_info(&info.name)?, self.stored_info(scale_inv)?);
+                let scales = prequant::scale_values(scale.dtype, &self.read_stored(scale)?);
+                prequant::decode_fp8_block(&self.read_stored(weight)?, &scales, &info.shape, *block, info.dtype)?
+            }
         };
-        Ok(TensorData::of(info, data))
+        Ok(TensorData::of(info, SharedBytes::new(data)))
+    }
+
+    /// A stored tensor's bytes, from the read-ahead when it fetched them (each once), else read now.
+    fn read_stored(&self, info: &TensorInfo) -> Result<SharedBytes> {
+        match self.ahead.take(&info.name) {
+            Some(bytes) => Ok(bytes),
+            None => Ok(SharedBytes::new(self.sources[info.file].read_range(info.start as u64..info.end as u64)?)),
+        }
     }
 
     /// Slice `index` along the first dimension of a tensor (one expert of a fused `[E, …]` tensor), reading
     /// only its bytes, or sharing them when the whole tensor was read ahead (which then stays until the next
-    /// read-ahead, for the other slices).
+    /// read-ahead, for the other slices). Of an MXFP4 tensor only that expert's codes are read and decoded.
     pub fn read_slice_first(&self, name: &str, index: usize) -> Result<TensorData> {
         let info = self.info(name)?;
         let bounds = TensorView { name: &info.name, dtype: info.dtype, shape: &info.shape, data: &[] };
@@ -288,13 +360,36 @@ impl Checkpoint {
             // The view reports the error with the tensor's name and shape.
             bounds.slice_first(index)?;
         }
+        let shape = info.shape[1..].to_vec();
+        let data = match &info.form {
+            StoredForm::Plain => self.stored_slice(info, index)?,
+            StoredForm::Mxfp4 { blocks, scales } => {
+                let (blocks, scales) = (self.stored_info(blocks)?, self.stored_info(scales)?);
+                let dims = [1, blocks.shape[1], blocks.shape[2]];
+                let (codes, exponents) = (self.stored_slice(blocks, index)?, self.stored_slice(scales, index)?);
+                SharedBytes::new(prequant::decode_mxfp4(&codes, &exponents, dims, info.dtype)?)
+            }
+            StoredForm::Fp8Block { scale_inv, block } if info.shape.len() > 2 => {
+                let (weight, scale) = (self.stored_info(&info.name)?, self.stored_info(scale_inv)?);
+                let scales = prequant::scale_values(scale.dtype, &self.stored_slice(scale, index)?);
+                let codes = self.stored_slice(weight, index)?;
+                SharedBytes::new(prequant::decode_fp8_block(&codes, &scales, &shape, *block, info.dtype)?)
+            }
+            StoredForm::Fp8Block { .. } => return self.read(name)?.slice_first(index),
+        };
+        Ok(TensorData { name: info.name.clone(), dtype: info.dtype, shape, data })
+    }
+
+    /// Slice `index` along the first dimension of a stored tensor (in range), shared with a read-ahead of the
+    /// whole tensor or read alone.
+    fn stored_slice(&self, info: &TensorInfo, index: usize) -> Result<SharedBytes> {
+        let count = info.shape.first().copied().unwrap_or(1).max(1);
         let stride = (info.end - info.start) / count;
-        if let Some(whole) = self.ahead.get(name) {
-            return TensorData::of(info, whole).slice_first(index);
+        if let Some(whole) = self.ahead.get(&info.name) {
+            return Ok(whole.slice(index * stride..(index + 1) * stride));
         }
         let start = (info.start + index * stride) as u64;
-        let data = SharedBytes::new(self.sources[info.file].read_range(start..start + stride as u64)?);
-        Ok(TensorData { name: info.name.clone(), dtype: info.dtype, shape: info.shape[1..].to_vec(), data })
+        Ok(SharedBytes::new(self.sources[info.file].read_range(start..start + stride as u64)?))
     }
 
     /// Fails with `E_INPUT_CHANGED` when any file changed size or was modified since it was opened (checked

@@ -96,6 +96,17 @@ impl Dtype {
         }
     }
 
+    /// A function writing an f32 as one little-endian element of this dtype, rounding to nearest even as torch's
+    /// casts do: for bf16, f16 and f32 (`None` for the others).
+    pub fn float_writer(self) -> Option<fn(f32, &mut [u8])> {
+        match self {
+            Dtype::BF16 => Some(|value, out| out.copy_from_slice(&half::bf16::from_f32(value).to_le_bytes())),
+            Dtype::F16 => Some(|value, out| out.copy_from_slice(&half::f16::from_f32(value).to_le_bytes())),
+            Dtype::F32 => Some(|value, out| out.copy_from_slice(&value.to_le_bytes())),
+            _ => None,
+        }
+    }
+
     /// Parses a safetensors dtype name.
     pub fn from_name(name: &str) -> Option<Dtype> {
         [

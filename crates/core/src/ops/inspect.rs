@@ -1,6 +1,7 @@
 //! Header-only listing of a checkpoint for the TypeScript side, which detects the architecture and expert
-//! layout from it: the config text, the files and every tensor's name, dtype and shape. No tensor data is
-//! read.
+//! layout from it: the config text, the files and every tensor's name, dtype and shape, as the tensors are read
+//! (weights stored as MXFP4 or block-scaled FP8 listed dequantized, with a summary of what was). No tensor data
+//! is read.
 
 use std::path::Path;
 
@@ -22,6 +23,19 @@ pub struct TensorHeader {
     pub bytes: u64,
 }
 
+/// Tensors stored pre-quantized in one form and listed dequantized.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct DequantizedTensors {
+    /// The stored form: `"MXFP4"`, `"FP8 E4M3 with 128x128 block scales (weight_scale_inv)"`.
+    pub form: String,
+    /// The dtype they are read in (`"BF16"` …).
+    pub dtype: String,
+    /// How many tensors.
+    pub count: usize,
+    /// The first of them, as listed.
+    pub example: String,
+}
+
 /// Everything inspect needs, read from headers only.
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct HeaderListing {
@@ -30,7 +44,10 @@ pub struct HeaderListing {
     pub config: String,
     /// safetensors files with their sizes in bytes.
     pub files: Vec<(String, u64)>,
+    /// The tensors as read (pre-quantized weights dequantized).
     pub tensors: Vec<TensorHeader>,
+    /// Which tensors are stored pre-quantized and read dequantized, by form (empty for most checkpoints).
+    pub dequantized: Vec<DequantizedTensors>,
     /// Other regular files of the directory, symbolic links followed (export copies those it knows).
     pub other_files: Vec<String>,
 }
@@ -56,9 +73,18 @@ pub fn inspect_headers(dir: impl AsRef<Path>) -> Result<HeaderListing> {
             dtype: t.dtype.name().to_string(),
             shape: t.shape.clone(),
             file: checkpoint.files()[t.file].name.clone(),
-            bytes: (t.end - t.start) as u64,
+            bytes: t.bytes() as u64,
         })
         .collect();
+    let mut dequantized: Vec<DequantizedTensors> = Vec::new();
+    for t in checkpoint.tensors() {
+        let Some(form) = t.form.describe() else { continue };
+        let dtype = t.dtype.name().to_string();
+        match dequantized.iter_mut().find(|d| d.form == form && d.dtype == dtype) {
+            Some(group) => group.count += 1,
+            None => dequantized.push(DequantizedTensors { form, dtype, count: 1, example: t.name.clone() }),
+        }
+    }
     let mut other_files = Vec::new();
     for entry in std::fs::read_dir(dir).with_path(dir)? {
         let entry = entry.with_path(dir)?;
@@ -72,5 +98,5 @@ pub fn inspect_headers(dir: impl AsRef<Path>) -> Result<HeaderListing> {
         }
     }
     other_files.sort();
-    Ok(HeaderListing { dir: dir.display().to_string(), config, files, tensors, other_files })
+    Ok(HeaderListing { dir: dir.display().to_string(), config, files, tensors, dequantized, other_files })
 }
