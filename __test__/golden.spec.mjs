@@ -16,6 +16,8 @@ const CASES = [
   ['qwen3_moe/fused', 'qwen3_moe_fused', rows(calibIds.values, calibIds.shape[1])],
   ['mixtral/hub', 'mixtral_hub', rows(calibIds.values, calibIds.shape[1])],
   ['glm4_moe/hub', 'glm4_moe_hub', rows(calibIds.values, calibIds.shape[1])],
+  // MLA: the query and key/value down-projections read one input and share their scales.
+  ['deepseek_v3/hub', 'deepseek_v3_hub', rows(calibIds.values, calibIds.shape[1])],
   // Two calibration tokens: most experts see none and are scaled from their own weights.
   ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32_fewtokens', [[229, 27]]],
 ]

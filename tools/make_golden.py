@@ -104,6 +104,7 @@ CASES = [
     ("qwen3_moe", "fused"),
     ("mixtral", "hub"),
     ("glm4_moe", "hub"),
+    ("deepseek_v3", "hub"),
 ]
 FORMATS = ["fp8", "nvfp4"]
 # Weight-only formats: ModelOpt still runs the forward loop (its weight quantizers record their amax), but nothing
@@ -116,7 +117,7 @@ SCOPE_FORMATS = {
     "nvfp4_experts": "NVFP4_EXPERTS_ONLY_CFG",
     "nvfp4_mlp": "NVFP4_MLP_ONLY_CFG",
 }
-WEIGHT_ONLY_CASES = CASES + [("gpt_oss", "hub"), ("llama4_text", "hub"), ("deepseek_v3", "hub"), ("qwen2_moe", "fused")]
+WEIGHT_ONLY_CASES = CASES + [("gpt_oss", "hub"), ("llama4_text", "hub"), ("qwen2_moe", "fused")]
 # Extra case: too few calibration tokens, some experts never routed to.
 FEWTOKENS_CASE = ("qwen3_moe", "hub_f32")
 FEWTOKENS_SLICE = (slice(0, 1), slice(0, 2))  # calib_ids[0:1, 0:2]
@@ -379,7 +380,8 @@ def _nvfp4_group(module: str, modules: set) -> list[str]:
     if ".experts." in module:
         return [module]
     parent, leaf = module.rsplit(".", 1)
-    for group in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")):
+    # Linears that read one input share weight_scale_2 (MLA: the query and key/value down-projections).
+    for group in (("q_proj", "k_proj", "v_proj"), ("q_a_proj", "kv_a_proj_with_mqa"), ("gate_proj", "up_proj")):
         if leaf in group:
             return [f"{parent}.{x}" for x in group if f"{parent}.{x}" in modules]
     return [module]
