@@ -93,8 +93,9 @@ function expertNaming(layer: MoeLayer, modelType: string): { gate: string; up: s
   }
 }
 
-/** Sibling linears that read one input, by name: q/k/v, MLA's two down-projections, gate/up (w1/w3). */
-const NAMED_INPUT_GROUPS = [['q_proj', 'k_proj', 'v_proj'], ['q_a_proj', 'kv_a_proj_with_mqa'], ['q_proj', 'kv_a_proj_with_mqa'], ['gate_proj', 'up_proj'], ['w1', 'w3']] as const
+/** Sibling linears that read one input, by name: q/k/v, MLA's two down-projections, gate/up (w1/w3), and the
+ * query/key/value and output-gate projections of a Gated DeltaNet mixer (Qwen3.5). */
+const NAMED_INPUT_GROUPS = [['q_proj', 'k_proj', 'v_proj'], ['q_a_proj', 'kv_a_proj_with_mqa'], ['q_proj', 'kv_a_proj_with_mqa'], ['gate_proj', 'up_proj'], ['w1', 'w3'], ['in_proj_qkv', 'in_proj_z']] as const
 
 /**
  * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections), and gate/up of dense MLPs and shared experts. From the
