@@ -39,6 +39,13 @@ fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGH
     fused). `python tools/make_golden.py --weight-only` rewrites only these; the numpy self-check below covers
     the calibrated formats only.
 
+fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, for each ZOO_CASES entry
+    The weight-only formats on a zoo checkpoint (fixtures/zoo/, materialized by tools/zoo-materialize.mjs) of a
+    family without a forward in moe-quant: Qwen3.5-MoE, a vision-language wrapper with Gated DeltaNet layers and
+    gated shared experts. ModelOpt's forward loop is one random batch (nothing exported depends on it). The
+    config.json ModelOpt writes is re-saved by the transformers that loads it (fields added by that version):
+    compare its quantization_config.
+
 fixtures/golden/glm4_moe_hub/<nvfp4_experts|nvfp4_mlp>/
     ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG presets (moe-quant's
     `scope: 'experts'` and `scope: 'mlp'`), calibrated on calib_ids like the others.
@@ -434,6 +441,38 @@ def verify_export(out_dir: Path, fixture: Path) -> dict:
     return {"linears": len(modules), "bytes": n_bytes, "bad_bytes": bad_bytes, "bad_scales": bad_scales}
 
 
+# Zoo checkpoints (fixtures/zoo/, materialized by tools/zoo-materialize.mjs exactly as the tests do) of families
+# moe-quant has no forward for, loaded with the class users load them with: weight-only goldens.
+ZOO_CASES = [("qwen3_5_moe", "hub", "AutoModelForImageTextToText")]
+
+
+def make_zoo_goldens() -> None:
+    """`--zoo`: ModelOpt's weight-only exports of materialized zoo checkpoints (random values, no tokenizer)."""
+    import subprocess
+    import transformers
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_hf_checkpoint
+
+    ids = torch.randint(0, 200, (1, 16), generator=torch.Generator().manual_seed(CALIB_SEED))
+    for model_type, layout, auto_class in ZOO_CASES:
+        with tempfile.TemporaryDirectory() as src:
+            subprocess.run(["node", str(ROOT / "tools" / "zoo-materialize.mjs"), model_type, layout, src], check=True)
+            for fmt in WEIGHT_ONLY_FORMATS:
+                model = getattr(transformers, auto_class).from_pretrained(src, dtype=torch.bfloat16)
+                mtq.quantize(model, quant_cfg(fmt), lambda m: m(input_ids=ids))
+                out = GOLDEN / f"zoo_{model_type}_{layout}" / fmt
+                if out.exists():
+                    shutil.rmtree(out)
+                out.mkdir(parents=True)
+                print(f"== zoo {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+                with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    export_hf_checkpoint(model, dtype=torch.bfloat16, export_dir=tmp)
+                    for name in sorted(p.name for p in Path(tmp).iterdir()):
+                        if name.endswith(".safetensors") or name.endswith(".safetensors.index.json") or name in KEEP_FILES:
+                            shutil.copyfile(Path(tmp) / name, out / name)
+
+
 def make_weight_only(ids: torch.Tensor) -> None:
     """The weight-only and scope goldens (`--weight-only` rewrites only these, leaving the others as they are)."""
     model_type, layout = SCOPE_FIXTURE
@@ -457,6 +496,9 @@ def main() -> int:
     torch.manual_seed(0)
     if "--weight-only" in sys.argv[1:]:
         make_weight_only(calib_ids())
+        return 0
+    if "--zoo" in sys.argv[1:]:
+        make_zoo_goldens()
         return 0
     from safetensors.torch import save_file
 
