@@ -28,7 +28,9 @@ const bytesOf = (tensor) => {
   return v instanceof Uint8Array ? v : new Uint8Array(v.buffer)
 }
 
-// Weight-only formats need no calibration (nor a forward: GPT-OSS and Llama4 have none in moe-quant).
+// Weight-only formats need no calibration (nor a forward: GPT-OSS and Llama4 have none in moe-quant). GPT-OSS
+// and Llama4 keep their experts stacked on the hub ([E, H, 2I]) and ModelOpt exports them so: `experts.gate_up_proj`
+// quantized in place, with `gate_up_proj_weight_scale` … beside it.
 const WEIGHT_ONLY_CASES = [
   ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32'],
   ['qwen3_moe/fused', 'qwen3_moe_fused'],
@@ -36,6 +38,8 @@ const WEIGHT_ONLY_CASES = [
   ['glm4_moe/hub', 'glm4_moe_hub'],
   ['deepseek_v3/hub', 'deepseek_v3_hub'],
   ['qwen2_moe/fused', 'qwen2_moe_fused'],
+  ['gpt_oss/hub', 'gpt_oss_hub'],
+  ['llama4_text/hub', 'llama4_text_hub'],
 ]
 // A family without a forward, through the zoo: Qwen3.5-MoE (a vision-language wrapper, Gated DeltaNet layers,
 // gated shared experts), materialized as tools/make_golden.py --zoo gave it to ModelOpt. Its config.json was
@@ -60,19 +64,15 @@ for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
   })
 }
 
-// Families whose hub checkpoints keep experts fused ([E, H, 2I]): ModelOpt exports them fused and quantized
-// (`experts.gate_up_proj` U8 [E, H/2, 2I] with `gate_up_proj_weight_scale` …; goldens kept beside the others),
-// a form not written yet: refused up front, naming the block.
-const FUSED_ON_HUB = [
-  ['gpt_oss/hub', 'model.layers.0.mlp'],
-  ['llama4_text/hub', 'model.layers.1.feed_forward'],
-]
+const STACKED_ON_HUB = new Set(['gpt_oss_hub', 'llama4_text_hub'])
 
-for (const [fixture, block] of FUSED_ON_HUB) {
-  test(`${fixture}: weight-only export of experts fused on the hub is refused up front`, async (t) => {
+for (const fixture of ['gpt_oss/hub', 'llama4_text/hub']) {
+  test(`${fixture}: the calibrated formats are refused up front (no forward for the family)`, async (t) => {
     const output = join(tempDir(), 'out')
-    const error = await t.throwsAsync(quantizeModel({ model: join(FIXTURES, fixture), output, format: 'w4a16_nvfp4' }), { code: 'E_MODEL_UNSUPPORTED' })
-    t.true(error.message.startsWith(`${block}: experts stored fused on the hub`), error.message)
+    const ids = rows(calibIds.values, calibIds.shape[1])
+    const calibration = { ids, samples: ids.length, seqLen: ids[0].length }
+    const error = await t.throwsAsync(quantizeModel({ model: join(FIXTURES, fixture), output, format: 'nvfp4', calibration }), { code: 'E_MODEL_UNSUPPORTED' })
+    t.true(error.message.includes('w4a16_nvfp4'), error.message)
     t.false(existsSync(output))
   })
 }
@@ -122,10 +122,30 @@ for (const [fixture, golden] of WEIGHT_ONLY_CASES) {
       const output = join(tempDir(), 'out')
       const result = await quantizeModel({ model: join(FIXTURES, fixture), output, format })
       const differing = compareWithGolden(t, output, join(GOLDEN, golden, format))
-      if (format === 'fp8_pc_pt') t.is(differing, 0, 'per-channel FP8 divides in f32 once: every byte equal')
+      if (format === 'fp8_pc_pt' || STACKED_ON_HUB.has(golden)) t.is(differing, 0, 'every byte equal')
       t.deepEqual([result.tokens, result.uncalibratedExperts, result.coverageReportPath], [0, [], null])
     })
   }
+}
+
+// Stacked experts excluded: kept as they are, and listed in exclude_modules as ModelOpt 0.47 lists them when its
+// quantizers on `*experts*` are disabled (the whole MLP of GPT-OSS, whose router is unquantized too).
+for (const [fixture, pattern, expected] of [
+  ['gpt_oss/hub', 'model.layers.*.mlp.experts', ['lm_head', 'model.embed_tokens', 'model.layers.0.mlp*', 'model.layers.1.mlp*']],
+  ['llama4_text/hub', 'model.layers.1.feed_forward.experts', ['lm_head', 'model.embed_tokens', 'model.layers.1.feed_forward.experts', 'model.layers.1.feed_forward.router']],
+]) {
+  test(`${fixture}: excluded stacked experts are kept and listed in exclude_modules`, async (t) => {
+    const output = join(tempDir(), 'out')
+    await quantizeModel({ model: join(FIXTURES, fixture), output, format: 'w4a16_nvfp4', exclude: [pattern] })
+    const quant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
+    t.deepEqual(quant.quantization.exclude_modules, expected)
+    const ours = readTensors(join(output, 'model.safetensors'))
+    const input = readTensors(join(FIXTURES, fixture, 'model.safetensors'))
+    const stacks = Object.keys(input).filter((name) => /experts\.(gate_up|down)_proj$/.test(name))
+    t.true(stacks.length > 0)
+    for (const name of stacks) t.deepEqual(bytesOf(ours[name]), bytesOf(input[name]), name)
+    t.false(Object.keys(ours).some((name) => name.includes('experts') && name.includes('weight_scale')))
+  })
 }
 
 // Scopes against ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG (GLM4-MoE: a dense layer, shared experts).

@@ -4,12 +4,12 @@
  * and the metadata files — everything the native exporter needs, so that it only does the bytes.
  */
 import { MoeQuantError } from '../errors'
-import { FORMATS, type QuantFormatName } from '../formats'
+import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
-import type { ExportPlan, ModelDescriptor } from '../native/contract'
+import type { ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
 import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
@@ -59,38 +59,54 @@ function globToRegExp(pattern: string): RegExp {
 
 const moduleOf = (tensor: string): string => tensor.replace(/\.(weight|bias)$/, '')
 
+/** How the experts of one layer are written: the output form, and the block rename a fused input needs. */
+interface ExpertNaming {
+  output: ExpertOutput
+  /** The quantized modules it writes, for `exclude_modules` and exclusion patterns. */
+  modules: string[]
+  rename?: [string, string]
+}
+
 /**
- * How the experts of one layer are named in the output: the family's hub per-expert names
+ * How the experts of one layer are written in the output: under the family's hub per-expert names
  * (`experts.{e}.gate_proj` or `experts.{e}.w1` …, under the hub block name), or `gate_proj/up_proj/down_proj`
- * when the family stores experts fused even on the hub. Also returns the block rename a fused input needs
- * (Mixtral's transformers 5 `mlp` is `block_sparse_moe` on the hub).
+ * when a fused input has no per-expert hub form; a fused input needs a block rename when the hub's block is
+ * named otherwise (Mixtral's transformers 5 `mlp` is `block_sparse_moe` on the hub). Experts stored stacked
+ * on the hub (`[E, H, 2I]`: GPT-OSS, Llama4) are written stacked, as ModelOpt exports them: the stacks keep
+ * their names, quantized (weight-only formats only, as the calibrated ones need the family's forward).
  */
-function expertNaming(layer: MoeLayer, modelType: string): { gate: string; up: string; down: string; rename?: [string, string] } {
+function expertNaming(layer: MoeLayer, modelType: string, format: QuantFormatName): ExpertNaming {
   const layerPrefix = layer.block.slice(0, layer.block.lastIndexOf('.') + 1)
+  const perExpert = (gate: string, up: string, down: string): ExpertNaming => ({
+    output: { kind: 'per_expert', gate, up, down },
+    modules: Array.from({ length: layer.experts }, (_, e) => [gate, up, down].map((p) => p.replace('{e}', String(e)))).flat(),
+  })
   if (layer.layout === 'per_expert') {
     const strip = (name: string | undefined): string => moduleOf(name as string)
-    return { gate: strip(layer.tensors.gate), up: strip(layer.tensors.up), down: strip(layer.tensors.down) }
+    return perExpert(strip(layer.tensors.gate), strip(layer.tensors.up), strip(layer.tensors.down))
   }
   const hub = lookupArchitecture(modelType)?.layouts.find((l) => l.kind === 'per_expert')
-  if (!hub && layer.layout !== 'fused') {
-    // GPT-OSS and Llama4 keep their experts fused on the hub ([E, H, 2I]); ModelOpt exports them fused too,
-    // as `<experts>.gate_up_proj` with `gate_up_proj_weight_scale` beside it, which is not written yet.
-    throw new MoeQuantError(
-      'E_MODEL_UNSUPPORTED',
-      `${layer.block}: experts stored fused on the hub (${layer.layout}, as ${modelType} ships them) are exported by ModelOpt as fused quantized tensors, which moe-quant does not write yet`,
-    )
-  }
+  if (!hub && layer.layout !== 'fused') return stackedNaming(layer, format)
   if (hub) {
     const block = `${layerPrefix}${hub.block}`
     const name = (t: string | undefined): string => `${block}.${moduleOf(t as string)}`
-    const naming = { gate: name(hub.tensors.gate), up: name(hub.tensors.up), down: name(hub.tensors.down) }
+    const naming = perExpert(name(hub.tensors.gate), name(hub.tensors.up), name(hub.tensors.down))
     return block === layer.block ? naming : { ...naming, rename: [`${layer.block}.`, `${block}.`] }
   }
-  return {
-    gate: `${layer.block}.experts.{e}.gate_proj`,
-    up: `${layer.block}.experts.{e}.up_proj`,
-    down: `${layer.block}.experts.{e}.down_proj`,
+  return perExpert(`${layer.block}.experts.{e}.gate_proj`, `${layer.block}.experts.{e}.up_proj`, `${layer.block}.experts.{e}.down_proj`)
+}
+
+/** The stacked (fused) output of experts stored `[E, H, 2I]` on the hub; refused for a calibrated format. */
+function stackedNaming(layer: MoeLayer, format: QuantFormatName): ExpertNaming {
+  const gateUp = layer.tensors.gateUp as string
+  if (FORMATS[format].calibrated) {
+    const weightOnly = FORMAT_NAMES.filter((f) => !FORMATS[f].calibrated).join(', ')
+    throw new MoeQuantError(
+      'E_MODEL_UNSUPPORTED',
+      `${layer.block}: experts stored stacked on the hub (${layer.layout}) are written in ModelOpt's fused form for the weight-only formats only (${weightOnly}); ${format} needs a calibration forward moe-quant lacks for them`,
+    )
   }
+  return { output: { kind: 'fused', gate_up: gateUp, down: layer.tensors.down }, modules: [gateUp.slice(0, gateUp.lastIndexOf('.'))] }
 }
 
 /** Sibling linears that read one input, by name: q/k/v, MLA's two down-projections, gate/up (w1/w3), and the
@@ -165,6 +181,8 @@ interface Planning {
   renames: Array<[string, string]>
   /** Output names of every quantized module, for `exclude_modules`. */
   quantizedModules: string[]
+  /** Experts modules whose stacks stay unquantized (their parameters are not `.weight`s), for `exclude_modules`. */
+  keptStacks: string[]
   keptIndivisible: string[]
 }
 
@@ -180,11 +198,12 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
   const experts: ExportPlan['experts'] = []
   const expertTensors = new Set<string>()
   for (const layer of report.moeLayers) {
-    const names = expertTensorNames(layer)
-    const naming = expertNaming(layer, report.modelType)
+    const naming = expertNaming(layer, report.modelType, options.format)
+    // A stacked output keeps the biases beside the stacks, unquantized.
+    const names = naming.output.kind === 'fused' ? [naming.output.gate_up, naming.output.down] : expertTensorNames(layer)
     if (naming.rename) planning.renames.push(naming.rename)
     const indivisible = groupSize !== null && (layer.hidden % groupSize !== 0 || layer.intermediate % groupSize !== 0)
-    if (planning.excludes.test(naming.gate.replace('{e}', '0')) || indivisible) {
+    if (planning.excludes.test(naming.modules[0] as string) || indivisible) {
       if (indivisible && options.indivisible === 'error') {
         throw new MoeQuantError(
           'E_TENSOR_SHAPE',
@@ -194,13 +213,12 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
         )
       }
       if (indivisible) planning.keptIndivisible.push(`${layer.block}.experts`)
+      if (naming.output.kind === 'fused') planning.keptStacks.push(...naming.modules)
       continue
     }
     for (const name of names) expertTensors.add(name)
-    experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), gate: naming.gate, up: naming.up, down: naming.down })
-    for (let e = 0; e < layer.experts; e++) {
-      for (const pattern of [naming.gate, naming.up, naming.down]) planning.quantizedModules.push(pattern.replace('{e}', String(e)))
-    }
+    experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), output: naming.output })
+    planning.quantizedModules.push(...naming.modules)
   }
   return { experts, expertTensors }
 }
@@ -266,7 +284,7 @@ function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: st
 /** Builds the export plan; `descriptor` is the calibration forward's (null for a weight-only format). */
 export function planExport(report: InspectReport, descriptor: ModelDescriptor | null, listing: HeaderListing, options: PlanOptions): PlannedExport {
   const { groupSize, quantAlgo } = FORMATS[options.format]
-  const planning: Planning = { options, groupSize, quantAlgo, excludes: new Excludes(options.exclude), renames: [], quantizedModules: [], keptIndivisible: [] }
+  const planning: Planning = { options, groupSize, quantAlgo, excludes: new Excludes(options.exclude), renames: [], quantizedModules: [], keptStacks: [], keptIndivisible: [] }
   const { experts, expertTensors } = planExperts(report, planning)
   const planned = linearModules(report, listing, expertTensors, planning)
   const linears = planLinears(descriptor, planned, planning)
@@ -279,6 +297,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
 
   // ModelOpt lists unquantized modules that own a weight, except norms (moduleLists' rule).
   const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && !isNorm(moduleOf(output)) ? [moduleOf(output)] : [])))
+  for (const module of planning.keptStacks) unquantized.add(module)
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
   const files = metadataFiles(listing, options, exclude)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))

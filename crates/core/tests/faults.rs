@@ -100,7 +100,8 @@ fn qwen3_plan(model: &Path, max_shard_bytes: u64) -> (ModelDescriptor, ExportPla
             }
         }
         let [gate, up, down] = names.map(|n| n.trim_end_matches(".weight").to_string());
-        experts.push(json!({ "layer": index, "block": mlp["block"], "source": mlp, "gate": gate, "up": up, "down": down }));
+        let output = json!({ "kind": "per_expert", "gate": gate, "up": up, "down": down });
+        experts.push(json!({ "layer": index, "block": mlp["block"], "source": mlp, "output": output }));
     }
     let checkpoint = moe_quant_core::Checkpoint::open(model).unwrap();
     let keep: Vec<_> = checkpoint

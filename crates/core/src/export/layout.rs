@@ -1,18 +1,34 @@
 //! The output checkpoint's tensors, declared before anything is written: names, dtypes and shapes, in the
 //! order the export queues them.
 
-use super::plan::ExportPlan;
+use super::plan::{ExpertOutput, ExportPlan, Stack};
 use crate::checkpoint::{Checkpoint, Dtype, TensorLayout};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat};
 use crate::model::descriptor::expert_name;
 
 /// Suffix of the 0-d activation scale written beside each quantized weight.
 pub const INPUT_SCALE: &str = "input_scale";
 
-/// `<module>.<suffix>`: the name of one output tensor of a quantized linear.
-pub fn tensor_name(module: &str, suffix: &str) -> String {
-    format!("{module}.{suffix}")
+/// How the tensors of one quantized weight are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// A linear module's: `<module>.weight`, `<module>.weight_scale`, `<module>.input_scale` …
+    Module,
+    /// A parameter of a fused experts module (ModelOpt's form for experts stored stacked): `<param>` for the
+    /// codes, `<param>_weight_scale`, `<param>_weight_scale_2`, `<param>_input_scale`.
+    Parameter,
+}
+
+impl Naming {
+    /// The name of the tensor `suffix` (`weight`, `weight_scale` …) of the quantized weight `output`.
+    pub fn tensor(self, output: &str, suffix: &str) -> String {
+        match self {
+            Naming::Module => format!("{output}.{suffix}"),
+            Naming::Parameter if suffix == "weight" => output.to_string(),
+            Naming::Parameter => format!("{output}_{suffix}"),
+        }
+    }
 }
 
 /// Every tensor the export writes, in the order it queues them: the kept tensors, then layer by layer the
@@ -24,32 +40,73 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, format: &dyn Qu
         let info = checkpoint.info(&kept.input)?;
         layout.push(TensorLayout { name: kept.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
     }
-    let mut linear = |output: &str, weight: &str, shape: &[usize]| -> Result<()> {
-        for (suffix, dtype, shape) in format.output_layout(formats::matrix_shape(weight, shape)?) {
-            layout.push(TensorLayout { name: tensor_name(output, suffix), dtype, shape });
+    let mut add = |naming: Naming, output: &str, tensors: Vec<(&'static str, Dtype, Vec<usize>)>| {
+        for (suffix, dtype, shape) in tensors {
+            layout.push(TensorLayout { name: naming.tensor(output, suffix), dtype, shape });
         }
         if format.calibrated() {
-            layout.push(TensorLayout { name: tensor_name(output, INPUT_SCALE), dtype: Dtype::F32, shape: Vec::new() });
+            layout.push(TensorLayout {
+                name: naming.tensor(output, INPUT_SCALE),
+                dtype: Dtype::F32,
+                shape: Vec::new(),
+            });
         }
-        Ok(())
+    };
+    let linear = |weight: &str, shape: &[usize]| -> Result<_> {
+        Ok(format.output_layout(formats::matrix_shape(weight, shape)?))
     };
     for layer in plan.layers() {
         for l in plan.linears.iter().filter(|l| l.layer == layer) {
             let weight = format!("{}.weight", l.module);
-            linear(&l.output, &weight, &checkpoint.info(&weight)?.shape)?;
+            add(Naming::Module, &l.output, linear(&weight, &checkpoint.info(&weight)?.shape)?);
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let source = &experts.source;
             let (inter, hidden) = (source.intermediate, source.hidden);
-            for e in 0..source.experts {
-                for (output, shape) in
-                    [(&experts.gate, [inter, hidden]), (&experts.up, [inter, hidden]), (&experts.down, [hidden, inter])]
-                {
-                    let output = expert_name(output, e);
-                    linear(&output, &format!("{output}.weight"), &shape)?;
+            match &experts.output {
+                ExpertOutput::PerExpert(names) => {
+                    for e in 0..source.experts {
+                        for (output, shape) in [
+                            (&names.gate, [inter, hidden]),
+                            (&names.up, [inter, hidden]),
+                            (&names.down, [hidden, inter]),
+                        ] {
+                            let output = expert_name(output, e);
+                            add(Naming::Module, &output, linear(&format!("{output}.weight"), &shape)?);
+                        }
+                    }
+                }
+                ExpertOutput::Fused(fused) => {
+                    if format.calibrated() {
+                        return Err(Error::internal(format!(
+                            "{}: experts are written fused for the weight-only formats only",
+                            experts.block
+                        )));
+                    }
+                    for stack in fused.stacks(source)? {
+                        check_stack(checkpoint, &stack)?;
+                        add(
+                            Naming::Parameter,
+                            &stack.output,
+                            formats::stacked_layout(format, &stack.input, stack.shape)?,
+                        );
+                    }
                 }
             }
         }
     }
     Ok(layout)
+}
+
+/// `E_TENSOR_SHAPE` unless the checkpoint stores `stack` with the shape the plan gives it.
+pub fn check_stack(checkpoint: &Checkpoint, stack: &Stack) -> Result<()> {
+    let info = checkpoint.info(&stack.input)?;
+    if info.shape != stack.shape {
+        return Err(Error::ShapeInvalid {
+            tensor: stack.input.clone(),
+            shape: info.shape.clone(),
+            message: format!("experts stored stacked were expected as {:?}", stack.shape),
+        });
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::layout::{tensor_name, INPUT_SCALE};
+use super::layout::INPUT_SCALE;
 use super::plan::ExportPlan;
 use super::quantizer::QuantizedLinear;
 use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype};
@@ -57,11 +57,16 @@ impl<'a> Output<'a> {
     /// Queues one quantized linear's tensors and, for a calibrated format, its `input_scale`.
     pub fn queue(&mut self, format: &dyn QuantFormat, quantized: QuantizedLinear) -> Result<()> {
         for tensor in quantized.weight.tensors {
-            self.add(&tensor_name(&quantized.output, tensor.suffix), tensor.dtype, &tensor.shape, tensor.data)?;
+            self.add(
+                &quantized.naming.tensor(&quantized.output, tensor.suffix),
+                tensor.dtype,
+                &tensor.shape,
+                tensor.data,
+            )?;
         }
         if format.calibrated() {
             let input_scale = format.input_scale(quantized.input_amax);
-            let name = tensor_name(&quantized.output, INPUT_SCALE);
+            let name = quantized.naming.tensor(&quantized.output, INPUT_SCALE);
             self.add(&name, Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
         }
         self.quantized_tensors += 1;

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use crate::formats::FormatName;
-use crate::model::descriptor::ExpertTensors;
+use crate::model::descriptor::{ExpertLayout, ExpertTensors};
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExportPlan {
@@ -56,10 +57,62 @@ pub struct ExpertPlan {
     pub block: String,
     /// Where the experts are read from.
     pub source: ExpertTensors,
-    /// Output module names with `{e}`: `…experts.{e}.gate_proj` (or `w1`), `up_proj` (`w3`), `down_proj` (`w2`).
+    /// How they are written.
+    pub output: ExpertOutput,
+}
+
+/// The form the routed experts of one layer are written in.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExpertOutput {
+    /// One quantized linear per expert and projection, as families that store experts one by one on the hub.
+    PerExpert(PerExpertOutput),
+    /// The stacks kept whole, as ModelOpt exports experts stored stacked on the hub (GPT-OSS, Llama4): the
+    /// source's `gate_up` `[E, H, 2I]` and `down` `[E, I, H]` (layout `fused_transposed` or
+    /// `fused_interleaved`, columns in their stored order) quantized under these parameter names.
+    Fused(FusedOutput),
+}
+
+/// Output module names with `{e}`: `…experts.{e}.gate_proj` (or `w1`), `up_proj` (`w3`), `down_proj` (`w2`).
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct PerExpertOutput {
     pub gate: String,
     pub up: String,
     pub down: String,
+}
+
+/// Output parameter names of the stacks: `…experts.gate_up_proj` and `…experts.down_proj` (the codes are
+/// written under the name itself, the scales as `<name>_weight_scale` …).
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct FusedOutput {
+    pub gate_up: String,
+    pub down: String,
+}
+
+/// One stack of a fused output: the tensor read, the parameter written, its shape `[E, K, N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub input: String,
+    pub output: String,
+    pub shape: [usize; 3],
+}
+
+impl FusedOutput {
+    /// The two stacks (`gate_up` `[E, H, 2I]`, `down` `[E, I, H]`) as `source` stores them.
+    pub fn stacks(&self, source: &ExpertTensors) -> Result<[Stack; 2]> {
+        let stacked = matches!(source.layout, ExpertLayout::FusedTransposed | ExpertLayout::FusedInterleaved);
+        let Some(gate_up) = source.gate_up.as_ref().filter(|_| stacked) else {
+            return Err(Error::internal(format!(
+                "{}: a fused output needs experts stored stacked [E, H, 2I] (layout {:?})",
+                source.down, source.layout
+            )));
+        };
+        let (experts, hidden, inter) = (source.experts, source.hidden, source.intermediate);
+        Ok([
+            Stack { input: gate_up.clone(), output: self.gate_up.clone(), shape: [experts, hidden, 2 * inter] },
+            Stack { input: source.down.clone(), output: self.down.clone(), shape: [experts, inter, hidden] },
+        ])
+    }
 }
 
 impl ExportPlan {

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 
 use candle_core::Device;
 
-use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
+use super::layout::{check_stack, Naming};
+use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, FusedOutput, LinearPlan, PerExpertOutput, Stack};
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
-use crate::formats::{self, QuantFormat, QuantizedWeight, WeightInput};
+use crate::formats::{self, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
 use crate::model::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::{ExpertStats, Observers};
-use crate::numerics::weight_amax;
+use crate::numerics::{first_non_finite, weight_amax};
 use crate::threads::background_priority;
 
 /// Accumulates a layer's squared error and squared norm.
@@ -56,9 +57,11 @@ pub struct QuantizedLayer {
     pub errors: ErrorSum,
 }
 
-/// One quantized linear waiting to be written.
+/// One quantized weight (a linear's, or a stack of experts') waiting to be written.
 pub struct QuantizedLinear {
     pub output: String,
+    /// How its tensors are named after `output`.
+    pub naming: Naming,
     pub weight: QuantizedWeight,
     pub input_amax: f32,
 }
@@ -92,7 +95,14 @@ impl<'a> Quantizer<'a> {
                 })?),
                 None => None,
             };
-            linears.extend(self.quantize_experts(experts, stats, &mut errors)?);
+            match &experts.output {
+                ExpertOutput::PerExpert(names) => {
+                    linears.extend(self.quantize_experts(experts, names, stats, &mut errors)?)
+                }
+                ExpertOutput::Fused(fused) => {
+                    linears.extend(self.quantize_fused(experts, fused, stats, &mut errors)?)
+                }
+            }
         }
         Ok(QuantizedLayer { layer, linears, errors })
     }
@@ -141,51 +151,93 @@ impl<'a> Quantizer<'a> {
     fn quantize_experts(
         &self,
         plan: &ExpertPlan,
+        names: &PerExpertOutput,
         stats: Option<&ExpertStats>,
         errors: &mut ErrorSum,
     ) -> Result<Vec<QuantizedLinear>> {
         let moe = &plan.source;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(moe.experts.max(1));
-        let chunk = moe.experts.div_ceil(threads).max(1);
-        let results: Vec<Result<(Vec<QuantizedLinear>, ErrorSum)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..moe.experts)
-                .step_by(chunk)
-                .map(|first| {
-                    let experts = first..(first + chunk).min(moe.experts);
-                    scope.spawn(move || {
-                        background_priority();
-                        let mut sums = ErrorSum::default();
-                        let mut out = Vec::new();
-                        for e in experts {
-                            out.extend(self.quantize_expert(plan, moe, stats, e, &mut sums)?);
-                        }
-                        Ok((out, sums))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("an expert quantization thread panicked"))))
-                .collect()
-        });
+        let experts = for_experts(moe.experts, |e| {
+            let mut sums = ErrorSum::default();
+            Ok((self.quantize_expert(plan, names, stats, e, &mut sums)?, sums))
+        })?;
         let mut linears = Vec::with_capacity(3 * moe.experts);
-        for result in results {
-            let (part, sums) = result?;
+        for (expert, sums) in experts {
             errors.add(&sums);
-            linears.extend(part);
+            linears.extend(expert);
         }
         Ok(linears)
+    }
+
+    /// The experts of a layer written fused, as ModelOpt writes experts stored stacked: each stack quantized
+    /// whole (weight-only formats: no calibration statistics).
+    fn quantize_fused(
+        &self,
+        plan: &ExpertPlan,
+        fused: &FusedOutput,
+        stats: Option<&ExpertStats>,
+        errors: &mut ErrorSum,
+    ) -> Result<Vec<QuantizedLinear>> {
+        if stats.is_some() {
+            return Err(Error::internal(format!(
+                "{}: experts are written fused for weight-only formats only",
+                plan.block
+            )));
+        }
+        fused.stacks(&plan.source)?.iter().map(|stack| self.quantize_stack(stack, errors)).collect()
+    }
+
+    /// One stack `[E, K, N]` read whole and quantized expert by expert (spread over the CPU's cores) as its
+    /// format's stacked rule says, with the amax of the whole stack where the rule takes one.
+    fn quantize_stack(&self, stack: &Stack, errors: &mut ErrorSum) -> Result<QuantizedLinear> {
+        check_stack(self.checkpoint, stack)?;
+        let format = self.format.as_ref();
+        let rule = formats::stacked_rule(format, &stack.input)?;
+        let tensor = self.checkpoint.read(&stack.input)?;
+        let [experts, k, n] = stack.shape;
+        let expert = |e: usize| -> Result<Vec<f32>> { Ok(tensor.view().slice_first(e)?.to_f32()) };
+        // A value that cannot be quantized is named by its index in the stack as stored.
+        let amaxes = for_experts(experts, |e| {
+            let values = expert(e)?;
+            match first_non_finite(&values) {
+                Some(i) => Err(Error::NonFinite {
+                    tensor: stack.input.clone(),
+                    index: e * k * n + i,
+                    context: ", which cannot be quantized".into(),
+                }),
+                None => Ok(weight_amax(&values)),
+            }
+        })?;
+        let amax = amaxes.into_iter().fold(0f32, f32::max);
+        let parts = for_experts(experts, |e| {
+            let values = expert(e)?;
+            let (shape, matrix) = formats::expert_matrix(rule, [k, n], &values);
+            let weight = WeightInput::new(&stack.input, tensor.dtype, &shape, &matrix)?;
+            let quantized = format.quantize(&weight, amax)?;
+            let mut sums = ErrorSum::default();
+            accumulate_error(format, &quantized, &weight, &mut sums)?;
+            Ok((quantized, sums))
+        })?;
+        let mut assembler = StackAssembler::new(format, &stack.input, stack.shape)?;
+        let mut sums = ErrorSum::default();
+        for (quantized, part) in parts {
+            assembler.add(&quantized)?;
+            sums.add(&part);
+        }
+        errors.add(&ErrorSum { tensors: 1, ..sums });
+        let weight = assembler.finish()?;
+        Ok(QuantizedLinear { output: stack.output.clone(), naming: Naming::Parameter, weight, input_amax: 0.0 })
     }
 
     /// Gate, up and down of expert `e`, quantized with the layer's shared input amaxes (when calibrated).
     fn quantize_expert(
         &self,
         plan: &ExpertPlan,
-        moe: &ExpertTensors,
+        names: &PerExpertOutput,
         stats: Option<&ExpertStats>,
         e: usize,
         errors: &mut ErrorSum,
     ) -> Result<[QuantizedLinear; 3]> {
+        let moe = &plan.source;
         let inter = moe.intermediate;
         let hidden = moe.hidden;
         // Each weight is divided in the dtype it is stored in (they may differ within one expert).
@@ -211,7 +263,7 @@ impl<'a> Quantizer<'a> {
             Some(s) => (s.gate_amax[e].max(s.up_amax[e]), s.down_amax[e], s.gate_up_input_amax, s.down_input_amax),
             None => (weight_amax(&gate).max(weight_amax(&up)), weight_amax(&down), 0.0, 0.0),
         };
-        let [gate_out, up_out, down_out] = [&plan.gate, &plan.up, &plan.down].map(|p| expert_name(p, e));
+        let [gate_out, up_out, down_out] = [&names.gate, &names.up, &names.down].map(|p| expert_name(p, e));
         let (gate_name, up_name, down_name) =
             (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
         let gate = WeightInput::new(&gate_name, gate_dtype, &[inter, hidden], &gate)?;
@@ -256,7 +308,34 @@ fn quantize_one(
 ) -> Result<QuantizedLinear> {
     let quantized = format.quantize(weight, weight_amax)?;
     accumulate_error(format, &quantized, weight, errors)?;
-    Ok(QuantizedLinear { output: output.to_string(), weight: quantized, input_amax })
+    Ok(QuantizedLinear { output: output.to_string(), naming: Naming::Module, weight: quantized, input_amax })
+}
+
+/// `f` for experts `0..count`, spread over the CPU's cores at background priority; results in expert order.
+fn for_experts<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count.max(1));
+    let chunk = count.div_ceil(threads).max(1);
+    let f = &f;
+    let results: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .step_by(chunk)
+            .map(|first| {
+                scope.spawn(move || {
+                    background_priority();
+                    (first..(first + chunk).min(count)).map(f).collect::<Result<Vec<T>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("an expert quantization thread panicked"))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(count);
+    for result in results {
+        out.extend(result?);
+    }
+    Ok(out)
 }
 
 /// Adds one quantized weight's squared error to the layer's sums.

@@ -9,6 +9,7 @@
 
 mod fp8;
 mod nvfp4;
+mod stacked;
 mod stored;
 
 use candle_core::Tensor;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fp8::{dequantize_fp8, Fp8, Fp8PerChannel};
 pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, W4a16Nvfp4, NVFP4_BLOCK};
+pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
 pub use stored::{dequantize_stored, stored_format};
 
 use crate::checkpoint::{Dtype, TensorView};
@@ -203,6 +205,11 @@ pub trait QuantFormat: Send + Sync {
     /// The logical shape `[N, K]` and the f32 values (row major) of a weight of this format, from its tensors
     /// in `output_layout` order; `name` is the weight's, for errors.
     fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)>;
+    /// How one expert of a stack `[E, K, N]` (experts stored BMM style) is quantized, for the formats ModelOpt
+    /// writes such stacks in; `None` where that form is not written.
+    fn stacked_rule(&self) -> Option<StackedRule> {
+        None
+    }
     /// This format's GPU quantization, where it has one.
     fn on_device(&self) -> Option<&dyn DeviceQuantize> {
         None

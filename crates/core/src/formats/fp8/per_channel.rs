@@ -83,6 +83,11 @@ impl QuantFormat for Fp8PerChannel {
         vec![("weight", Dtype::F8E4M3, vec![rows, cols]), ("weight_scale", Dtype::F32, vec![rows])]
     }
 
+    /// A per-channel quantizer over axis 0 of a stack `[E, K, N]` has one channel per expert: one scale each.
+    fn stacked_rule(&self) -> Option<crate::formats::StackedRule> {
+        Some(crate::formats::StackedRule::ExpertChannel)
+    }
+
     /// An F8_E4M3 weight with an F32 `weight_scale` of one dimension beside it (checked in `dequantize`).
     fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
         matches!(dtypes, [Some(Dtype::F8E4M3), Some(Dtype::F32)])

@@ -15,7 +15,7 @@ pub use w4a16::W4a16Nvfp4;
 
 use super::{
     sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight,
-    WeightInput,
+    StackedRule, WeightInput,
 };
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
@@ -99,6 +99,11 @@ impl QuantFormat for Nvfp4 {
             ("weight_scale", Dtype::F8E4M3, vec![rows, cols / NVFP4_BLOCK]),
             ("weight_scale_2", Dtype::F32, Vec::new()),
         ]
+    }
+
+    /// ModelOpt's one weight quantizer over the whole stack, blocks along each expert's input axis.
+    fn stacked_rule(&self) -> Option<StackedRule> {
+        Some(StackedRule::Transposed)
     }
 
     /// A U8 weight with an F8_E4M3 `weight_scale` and a `weight_scale_2` beside it.

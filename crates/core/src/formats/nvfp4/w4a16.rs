@@ -58,6 +58,10 @@ impl QuantFormat for W4a16Nvfp4 {
         Nvfp4.dequantize(name, parts)
     }
 
+    fn stacked_rule(&self) -> Option<crate::formats::StackedRule> {
+        Nvfp4.stacked_rule()
+    }
+
     fn on_device(&self) -> Option<&dyn crate::formats::DeviceQuantize> {
         Some(&Nvfp4)
     }
