@@ -59,9 +59,12 @@ test('GPT-OSS with MXFP4 experts is detected like its bf16 release, the experts 
   )
   const expertParams = Object.values(expected).reduce((sum, { shape }) => sum + shape.reduce((a, b) => a * b, 1), 0)
   t.is(report.parameters.experts, expertParams + 2 * 4 * (64 + 32), 'weights and biases')
-  // Like the bf16 release, its fused experts cannot be exported yet: refused for that, not for being quantized.
-  const error = await t.throwsAsync(quantizeModel({ model: GPT_OSS, output: join(tempDir(), 'out'), format: 'w4a16_nvfp4' }))
-  t.is(error.code, 'E_MODEL_UNSUPPORTED', error.message)
+  // Like the bf16 release, it quantizes weight-only, its experts stacked as ModelOpt exports GPT-OSS.
+  const output = join(tempDir(), 'out')
+  await quantizeModel({ model: GPT_OSS, output, format: 'w4a16_nvfp4' })
+  const written = tensorsOf(join(output, 'model.safetensors'))
+  t.like(written['model.layers.0.mlp.experts.gate_up_proj'], { dtype: 'U8', shape: [4, 16, 64] })
+  t.like(written['model.layers.0.mlp.experts.gate_up_proj_weight_scale'], { dtype: 'F8_E4M3', shape: [4, 2, 64] })
 })
 
 test('DeepSeek-V3 with FP8 block-scaled linears is detected like its bf16 release', async (t) => {

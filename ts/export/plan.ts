@@ -85,8 +85,18 @@ function expertNaming(layer: MoeLayer, modelType: string, format: QuantFormatNam
     const strip = (name: string | undefined): string => moduleOf(name as string)
     return perExpert(strip(layer.tensors.gate), strip(layer.tensors.up), strip(layer.tensors.down))
   }
-  const hub = lookupArchitecture(modelType)?.layouts.find((l) => l.kind === 'per_expert')
-  if (!hub && layer.layout !== 'fused') return stackedNaming(layer, format)
+  const entry = lookupArchitecture(modelType)
+  const hub = entry?.layouts.find((l) => l.kind === 'per_expert')
+  if (!hub && layer.layout !== 'fused') {
+    // ModelOpt's stacked form is known (and pinned by goldens) for the families whose entries keep experts stacked.
+    if (!entry) {
+      throw new MoeQuantError(
+        'E_MODEL_UNSUPPORTED',
+        `${layer.block}: experts stored stacked on the hub (${layer.layout}) by a family without a registry entry (${modelType}): the form ModelOpt exports them in is known for GPT-OSS and Llama 4 only`,
+      )
+    }
+    return stackedNaming(layer, format)
+  }
   if (hub) {
     const block = `${layerPrefix}${hub.block}`
     const name = (t: string | undefined): string => `${block}.${moduleOf(t as string)}`

@@ -95,24 +95,29 @@ function sharedExperts(shared: DetectedSharedExperts, parent: string): NonNullab
   return { module: `${parent}.${shared.module}`, intermediate: shared.intermediate, ...(shared.gate ? { gate: `${parent}.${shared.gate}` } : {}) }
 }
 
-/** Applies the registry (or the generic rules) to the detected layers. */
-export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[]): ResolvedModel {
-  const entry = lookupArchitecture(config.modelType)
-  const moe = layers.filter((l) => l.kind === 'moe')
-  if (moe.length === 0 && config.numExperts === undefined) {
+/**
+ * No decoder layer holds experts: a dense model, or experts in a layout moe-quant does not read.
+ * @throws MoeQuantError `E_MODEL_UNSUPPORTED` (dense) or `E_LAYOUT_UNRECOGNISED`
+ */
+function refuseWithoutMoe(config: TextConfig): never {
+  if (config.numExperts === undefined) {
     throw new MoeQuantError(
       'E_MODEL_UNSUPPORTED',
       `this ${config.modelType} checkpoint is a dense model (config.json declares no experts and no decoder layer holds expert tensors): moe-quant quantizes Mixture-of-Experts models`,
     )
   }
-  if (moe.length === 0) {
-    const declared = config.numExperts === undefined ? '' : ` although config.json declares ${config.numExperts} experts`
-    throw new MoeQuantError(
-      'E_LAYOUT_UNRECOGNISED',
-      `no MoE layer found in this ${config.modelType} checkpoint: no decoder layer holds expert tensors in a layout moe-quant reads${declared} ` +
-        '(per-expert experts.{e}.<projection>.weight, or fused [experts, …] tensors)',
-    )
-  }
+  throw new MoeQuantError(
+    'E_LAYOUT_UNRECOGNISED',
+    `no MoE layer found in this ${config.modelType} checkpoint: no decoder layer holds expert tensors in a layout moe-quant reads although config.json declares ${config.numExperts} experts ` +
+      '(per-expert experts.{e}.<projection>.weight, or fused [experts, …] tensors)',
+  )
+}
+
+/** Applies the registry (or the generic rules) to the detected layers. */
+export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[]): ResolvedModel {
+  const entry = lookupArchitecture(config.modelType)
+  const moe = layers.filter((l) => l.kind === 'moe')
+  if (moe.length === 0) refuseWithoutMoe(config)
   if (entry) {
     const expected = moeLayerIndices(entry, config)
     const found = moe.map((l) => l.index)
