@@ -290,7 +290,7 @@ function detectFused(
   const where = `${prefix}${block}`
   const leaf = (t: TensorHeader): string => t.name.slice(t.name.lastIndexOf('.', t.name.endsWith('.weight') ? t.name.length - 8 : t.name.length) + 1).replace(/\.weight$/, '')
   const leaves = rank3.map(leaf).sort().join(',')
-  if (leaves === 'down_proj,up_proj') return detectFusedUngated(prefix, block, rank3, config)
+  if (leaves === 'down_proj,up_proj') return detectFusedUngated(prefix, block, rank3, relative, config)
   if (leaves === 'down_proj,gate_proj,up_proj') {
     fail('E_MODEL_UNSUPPORTED', `${where}: experts stored as three stacked tensors (gate_proj, up_proj, down_proj [E, …] each) are not read yet`)
   }
@@ -355,9 +355,17 @@ function detectFused(
 
 /**
  * Ungated experts stored as two stacks (transformers 5's Nemotron-H): `up_proj [E, I, H]` and
- * `down_proj [E, H, I]`, or both transposed (`[E, H, I]`, `[E, I, H]`); down gives the orientation.
+ * `down_proj [E, H, I]`, or both transposed (`[E, H, I]`, `[E, I, H]`); down gives the orientation. Nothing
+ * else may sit in the experts module.
  */
-function detectFusedUngated(prefix: string, block: string, rank3: TensorHeader[], config: TextConfig): DetectedExperts {
+function detectFusedUngated(prefix: string, block: string, rank3: TensorHeader[], relative: Map<string, TensorHeader>, config: TextConfig): DetectedExperts {
+  // Anything else in an experts module (ERGO's per-expert output norm) changes what an expert computes.
+  const module = rank3[0]?.name.slice(prefix.length).replace(/\.[^.]+(\.weight)?$/, '') as string
+  const inExperts = /(^|\.)experts$/.test(module)
+  const others = [...relative.keys()].filter((name) => inExperts && name.startsWith(`${module}.`) && !rank3.some((t) => t.name === prefix + name))
+  if (others.length > 0) {
+    fail('E_MODEL_UNSUPPORTED', `${prefix}${module}: ungated experts with more than up_proj and down_proj (${others.join(', ')}) are not read`)
+  }
   const isDown = (t: TensorHeader): boolean => /(^|\.)down_proj(\.weight)?$/.test(t.name)
   const down = rank3.find(isDown) as TensorHeader
   const up = rank3.find((t) => !isDown(t)) as TensorHeader
