@@ -64,6 +64,41 @@ for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
   })
 }
 
+// Ungated experts (up_proj and down_proj, no gate): Nemotron-H (Mamba-2 and attention layers, relu² experts,
+// ungated shared experts), from the zoo's hub layout, as ModelOpt 0.47 under transformers 5.17 exported it. Two
+// differences come from that transformers, not from ModelOpt's format: it loads the router weight, stored F32,
+// as bf16 (we keep it as stored), and its reverse renaming of the hub's `backbone.` prefix leaves a sentinel
+// suffix on the module names it excludes (`lm_head.\u0000backbone.pt_name_sentinel`), removed here; ModelOpt sorts
+// them by its in-memory `model.` names before that renaming, so the lists are compared as sets.
+const SENTINEL = /\.\u0000backbone\.pt_name_sentinel$/
+for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
+  test(`zoo nemotron_h/hub → ${format} (ungated experts, weight-only) equals ModelOpt's export`, async (t) => {
+    const model = materializeZoo('nemotron_h', 'hub')
+    const output = join(tempDir(), 'out')
+    try {
+      await quantizeModel({ model, output, format })
+      const goldenDir = join(GOLDEN, 'zoo_nemotron_h_hub', format)
+      t.is(compareTensors(t, output, goldenDir, new Set(['backbone.layers.1.mixer.gate.weight'])), 0)
+      const ours = readTensors(join(output, 'model.safetensors'))
+      t.true(Object.keys(ours).some((n) => n === 'backbone.layers.1.mixer.experts.7.up_proj.weight'))
+      t.false(Object.keys(ours).some((n) => /experts\.\d+\.gate_proj/.test(n)))
+      const clean = (names) => names.map((m) => m.replace(SENTINEL, '')).sort()
+      const quantization = (dir) => {
+        const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config
+        return { ...config, ignore: clean(config.ignore) }
+      }
+      t.deepEqual(quantization(output), quantization(goldenDir))
+      const hfQuant = (dir) => {
+        const { quantizer, ...rest } = JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8'))
+        return { ...rest, quantization: { ...rest.quantization, exclude_modules: clean(rest.quantization.exclude_modules) } }
+      }
+      t.deepEqual(hfQuant(output), hfQuant(goldenDir))
+    } finally {
+      removeZooCheckpoint(model)
+    }
+  })
+}
+
 const STACKED_ON_HUB = new Set(['gpt_oss_hub', 'llama4_text_hub'])
 
 for (const fixture of ['gpt_oss/hub', 'llama4_text/hub']) {
@@ -89,15 +124,28 @@ function compareWithGolden(t, output, goldenDir) {
   return differing
 }
 
-/** The tensors of our output against ModelOpt's: names, dtypes, shapes, scales; returns the bytes that differ. */
-function compareTensors(t, output, goldenDir) {
+/** F32 values as bf16 bytes (round to nearest even), as torch's `.to(torch.bfloat16)` gives them. */
+function bf16Bytes(values) {
+  const bits = new Uint32Array(Float32Array.from(values).buffer)
+  const out = new Uint16Array(bits.length)
+  for (let i = 0; i < bits.length; i++) out[i] = (bits[i] + 0x7fff + ((bits[i] >>> 16) & 1)) >>> 16
+  return new Uint8Array(out.buffer)
+}
+
+/**
+ * The tensors of our output against ModelOpt's: names, dtypes, shapes, scales; returns the bytes that differ.
+ * `loadedAsBf16`: tensors we keep in their stored F32 that the transformers loading the model for ModelOpt cast
+ * to bf16 (compared as bf16).
+ */
+function compareTensors(t, output, goldenDir, loadedAsBf16 = new Set()) {
   const ours = readTensors(join(output, 'model.safetensors'))
   const theirs = readTensors(join(goldenDir, 'model.safetensors'))
   t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
   let bytes = 0
   let differing = 0
   for (const [name, expected] of Object.entries(theirs)) {
-    const actual = ours[name]
+    let actual = ours[name]
+    if (loadedAsBf16.has(name) && actual.dtype === 'F32' && expected.dtype === 'BF16') actual = { ...actual, dtype: 'BF16', values: bf16Bytes(actual.values) }
     t.is(actual.dtype, expected.dtype, `${name} dtype`)
     t.deepEqual(actual.shape, expected.shape, `${name} shape`)
     const scalar = expected.dtype === 'F32' && expected.shape.length === 0

@@ -79,6 +79,9 @@ const EXPECTED_OK = new Set([
   'mistral_large4/fused', 'mistral_large4/hub',
   'mixtral/fused', 'mixtral/hub',
   'muse_spark/hub',
+  'nemo_speechlm/fused', 'nemo_speechlm/hub',
+  'nemotron_h/fused', 'nemotron_h/hub',
+  'nemotron_h_omni/fused', 'nemotron_h_omni/hub',
   'olmoe/fused', 'olmoe/hub',
   'openai_privacy_filter/hub',
   'param2moe/fused', 'param2moe/hub',
@@ -102,18 +105,14 @@ const EXPECTED_OK = new Set([
 
 /** The cases refused, with the code and the start of the message that says why (the model directory cut out). */
 const REFUSED = {
+  // ERGO: ungated, with a per-expert output norm inside the experts module.
+  'ergo/fused': ['E_MODEL_UNSUPPORTED', 'model.layers.1.mlp.experts: ungated experts with more than up_proj and down_proj (mlp.experts.post_expert_norm.weight) are not read'],
+  // On the hub its stacks sit in the block beside a router stored [H, E] (`gate_kernel`).
+  'ergo/hub': ['E_LAYOUT_UNRECOGNISED', 'layers.1.feed_forward: no router weight [8, 64] found beside the experts'],
   'dbrx/hub': ['E_LAYOUT_UNRECOGNISED', 'no MoE layer found in this dbrx checkpoint: no decoder layer holds expert tensors in a layout moe-quant reads although config.json declares 8 experts'],
-  'ergo/fused': ['E_MODEL_UNSUPPORTED', 'model.layers.1.mlp: ungated experts (up_proj and down_proj, no gate projection) are not read yet'],
-  'ergo/hub': ['E_MODEL_UNSUPPORTED', 'layers.1.feed_forward: ungated experts'],
   'ernie4_5_vl_moe/fused': ['E_MODEL_UNSUPPORTED', 'config.json: model_type "ernie4_5_vl_moe_text" is not handled: each MoE block holds text and vision experts side by side'],
   'ernie4_5_vl_moe/hub': ['E_MODEL_UNSUPPORTED', 'config.json: model_type "ernie4_5_vl_moe_text" is not handled'],
   'jetmoe/hub': ['E_MODEL_UNSUPPORTED', 'config.json: model_type "jetmoe" is not handled: its attention is a mixture of experts too'],
-  'nemo_speechlm/fused': ['E_MODEL_UNSUPPORTED', 'model.language_model.layers.1.mixer: ungated experts'],
-  'nemo_speechlm/hub': ['E_MODEL_UNSUPPORTED', 'llm.model.layers.1.mixer.experts: ungated experts'],
-  'nemotron_h/fused': ['E_MODEL_UNSUPPORTED', 'model.layers.1.mixer: ungated experts'],
-  'nemotron_h/hub': ['E_MODEL_UNSUPPORTED', 'backbone.layers.1.mixer.experts: ungated experts'],
-  'nemotron_h_omni/fused': ['E_MODEL_UNSUPPORTED', 'language_model.model.layers.1.mixer: ungated experts'],
-  'nemotron_h_omni/hub': ['E_MODEL_UNSUPPORTED', 'language_model.backbone.layers.1.mixer.experts: ungated experts'],
   'nllb-moe/hub': ['E_MODEL_UNSUPPORTED', 'config.json: an encoder-decoder model (nllb-moe): moe-quant quantizes decoder-only language models'],
   'step3p7/hub': ['E_MODEL_UNSUPPORTED', 'model.layers.3.moe: experts stored as three stacked tensors'],
   'switch_transformers/hub': ['E_MODEL_UNSUPPORTED', 'config.json: an encoder-decoder model (switch_transformers)'],
@@ -129,7 +128,7 @@ const KNOWN_CODES = new Set(ERROR_CODES)
 /**
  * Quantizes a materialized zoo checkpoint to W4A16_NVFP4 (block-16 linears only: the zoo's odd-sized tensors of
  * vision towers and mixers are kept, as `indivisible: 'keep'` says) and checks what came out: every routed
- * expert of every MoE layer quantized (3 projections per expert, or the 2 stacks of a family that keeps its
+ * expert of every MoE layer quantized (3 projections per expert, 2 for ungated experts, or the 2 stacks of a family that keeps its
  * experts stacked on the hub), each layer's weights within NVFP4's
  * precision of the original (relative MSE, Σ(dequantized − original)² / Σ original², below 2e-2 for random
  * normal weights), and no calibration.
@@ -149,7 +148,9 @@ async function quantizedWithinPrecision(t, dir, report) {
       // Per expert (hub names), or stacked as the hub keeps them ([E, …] with `<param>_weight_scale_2`).
       const perExpert = ofLayer.filter((n) => n.endsWith('.weight_scale_2') && /experts\.\d+\./.test(n)).length
       const stacked = ofLayer.filter((n) => /experts\.(?!\d+\.)[^.]+[._]weight_scale_2$/.test(n)).length
-      t.true((perExpert === 3 * layer.experts && stacked === 0) || (perExpert === 0 && stacked === 2), `layer ${layer.layer}: ${perExpert} per-expert and ${stacked} stacked projections quantized`)
+      // Ungated experts (up and down, no gate: Nemotron-H) have 2 projections per expert.
+      const projections = layer.tensors.gate || layer.tensors.gateUp ? 3 : 2
+      t.true((perExpert === projections * layer.experts && stacked === 0) || (perExpert === 0 && stacked === 2), `layer ${layer.layer}: ${perExpert} per-expert and ${stacked} stacked projections quantized`)
     }
   } finally {
     removeZooCheckpoint(output)

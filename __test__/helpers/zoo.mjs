@@ -221,8 +221,8 @@ const EXPERT_INDEX = /(^|\.)experts?\.(expert_)?\d+\./
  * What detection should find in one layout of an entry, from the modules of the transformers model (never from
  * names): the MoE layers of the text decoder stack and, per layer, E, top-k, H, I, whether shared experts exist,
  * the router tensor names, the routed-expert tensor names, and the layout kinds that describe how they are stored
- * (`per_expert`, `fused`, `fused_transposed` or `fused_interleaved`; none for experts moe-quant has no kind for:
- * ungated experts, DBRX's 2-D stacks, expert lists with biases of another shape ...).
+ * (`per_expert`, `fused`, `fused_transposed` or `fused_interleaved`, ungated experts included; none for experts
+ * moe-quant has no kind for: DBRX's 2-D stacks, expert lists with biases of another shape ...).
  */
 export function zooTruth(entry, layout) {
   const truth = entry.truth
@@ -265,9 +265,14 @@ export function zooTruth(entry, layout) {
 /** The moe-quant layout kinds that describe how one layer's experts are stored in a layout. */
 function layoutKinds(experts, names, listing) {
   const impl = experts.implementation ?? {}
-  if (experts.gated === false || impl.has_gate === false) return [] // ungated experts: no moe-quant kind
   const perExpert = names.filter((name) => EXPERT_INDEX.test(name))
   if (perExpert.length > 0 && perExpert.length === names.length) return ['per_expert']
+  if (experts.gated === false || impl.has_gate === false) {
+    // Ungated experts (up and down only): up stacked [E, I, H], or [E, H, I] transposed.
+    const up = listing[names.find((name) => /(^|\.)up_proj(\.weight)?$/.test(name))]
+    if (!up || up[1].length !== 3 || names.length !== 2 || experts.intermediate === experts.hidden) return []
+    return up[1][1] === experts.intermediate ? ['fused'] : ['fused_transposed']
+  }
   const twoI = 2 * experts.intermediate
   const gateUp = names.map((name) => listing[name]).find((t) => t && t[1].length === 3 && t[1].includes(twoI))
   if (!gateUp) return []

@@ -77,12 +77,17 @@ interface ExpertNaming {
  */
 function expertNaming(layer: MoeLayer, modelType: string, format: QuantFormatName): ExpertNaming {
   const layerPrefix = layer.block.slice(0, layer.block.lastIndexOf('.') + 1)
-  const perExpert = (gate: string, up: string, down: string): ExpertNaming => ({
-    output: { kind: 'per_expert', gate, up, down },
-    modules: Array.from({ length: layer.experts }, (_, e) => [gate, up, down].map((p) => p.replace('{e}', String(e)))).flat(),
-  })
+  // Ungated experts (up and down only) write no gate.
+  const gated = layer.tensors.gate !== undefined || layer.tensors.gateUp !== undefined
+  const perExpert = (gate: string, up: string, down: string): ExpertNaming => {
+    const projections = gated ? [gate, up, down] : [up, down]
+    return {
+      output: gated ? { kind: 'per_expert', gate, up, down } : { kind: 'per_expert', up, down },
+      modules: Array.from({ length: layer.experts }, (_, e) => projections.map((p) => p.replace('{e}', String(e)))).flat(),
+    }
+  }
   if (layer.layout === 'per_expert') {
-    const strip = (name: string | undefined): string => moduleOf(name as string)
+    const strip = (name: string | undefined): string => (name === undefined ? '' : moduleOf(name))
     return perExpert(strip(layer.tensors.gate), strip(layer.tensors.up), strip(layer.tensors.down))
   }
   const entry = lookupArchitecture(modelType)
@@ -99,7 +104,7 @@ function expertNaming(layer: MoeLayer, modelType: string, format: QuantFormatNam
   }
   if (hub) {
     const block = `${layerPrefix}${hub.block}`
-    const name = (t: string | undefined): string => `${block}.${moduleOf(t as string)}`
+    const name = (t: string | undefined): string => (t === undefined ? '' : `${block}.${moduleOf(t)}`)
     const naming = perExpert(name(hub.tensors.gate), name(hub.tensors.up), name(hub.tensors.down))
     return block === layer.block ? naming : { ...naming, rename: [`${layer.block}.`, `${block}.`] }
   }

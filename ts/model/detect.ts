@@ -1,6 +1,7 @@
 /**
  * Structural expert-layout detection over a checkpoint's header listing. Every decoder layer's tensors are
- * matched against the layouts of SPEC §2 by name and shape, then validated strictly: an even gate/up split,
+ * matched against the layouts of SPEC §2 by name and shape (gated experts, or ungated ones with up and down
+ * only), then validated strictly: an even gate/up split,
  * E equal to the config's expert count, H and I consistent across gate/up/down and with config.json, the
  * orientation checked against H and I. Nothing here knows model families; the registry (resolve.ts)
  * decides which of the detected structures a family may use.
@@ -221,40 +222,33 @@ function detectPerExpert(
   const gate = role(PER_EXPERT_ROLES.gate)
   const up = role(PER_EXPERT_ROLES.up)
   const down = role(PER_EXPERT_ROLES.down)
-  if (!gate && up && down && projections.size === 2) refuseUngated(where)
   const known = new Set<string>(Object.values(PER_EXPERT_ROLES).flat())
   const unknown = [...projections.keys()].filter((p) => !known.has(p))
-  if (!gate || !up || !down || unknown.length > 0) {
+  // Ungated experts (Nemotron-H's relu²) have up and down only.
+  const ungated = !gate && projections.size === 2
+  if ((!gate && !ungated) || !up || !down || unknown.length > 0) {
     fail(
       'E_LAYOUT_UNRECOGNISED',
-      `${where}: per-expert projections [${[...projections.keys()].join(', ')}] are not gate_proj/up_proj/down_proj nor w1/w3/w2`,
+      `${where}: per-expert projections [${[...projections.keys()].join(', ')}] are not gate_proj/up_proj/down_proj nor w1/w3/w2 (nor up_proj/down_proj without a gate)`,
     )
   }
+  const roles = gate ? [gate, up, down] : [up, down]
   const indices = new Set<number>()
   for (const byExpert of projections.values()) for (const e of byExpert.keys()) indices.add(e)
   // A loop, not Math.max(...indices): spreading a million indices overflows the call stack.
   let count = 0
   for (const e of indices) count = Math.max(count, e + 1)
-  for (const [name, byExpert] of [gate, up, down]) {
+  for (const [name, byExpert] of roles) {
     for (let e = 0; e < count; e++) {
       if (!byExpert.has(e)) fail('E_LAYOUT_MISSING_TENSOR', `${where}.${e}.${name}.weight is missing (experts 0..${count - 1} exist)`)
     }
   }
-  const first = (byExpert: Map<number, TensorHeader>): TensorHeader => byExpert.get(0) as TensorHeader
-  expectedExpertCount(config, count, first(gate[1]), where)
-
+  // The first projection that reads the input (gate, or up when there is no gate) gives I.
+  const lead = (gate ?? up)[1].get(0) as TensorHeader
+  expectedExpertCount(config, count, lead, where)
   const hidden = config.hiddenSize
-  const gate0 = first(gate[1])
-  if (gate0.shape.length !== 2) fail('E_LAYOUT_SHAPE', `${gate0.name} ${fmt(gate0.shape)} is not 2-D`, gate0)
-  const [gateOut, gateIn] = gate0.shape as [number, number]
-  if (gateIn !== hidden) {
-    if (gateOut === hidden) {
-      fail('E_LAYOUT_ORIENTATION', `${gate0.name} is ${fmt(gate0.shape)} = [H, I]; expected [I, H] with H = ${hidden} (nn.Linear's [out, in])`, gate0)
-    }
-    fail('E_LAYOUT_SHAPE', `${gate0.name} ${fmt(gate0.shape)} does not have hidden_size ${hidden} as its input dimension`, gate0)
-  }
-  const intermediate = gateOut
-  checkIntermediate(config, intermediate, gate0)
+  const intermediate = perExpertIntermediate(lead, hidden)
+  checkIntermediate(config, intermediate, lead)
   const expect = (byExpert: Map<number, TensorHeader>, shape: [number, number], label: string): void => {
     for (const tensor of byExpert.values()) {
       const [a, b] = tensor.shape
@@ -262,29 +256,28 @@ function detectPerExpert(
       if (tensor.shape.length === 2 && a === shape[1] && b === shape[0]) {
         fail('E_LAYOUT_ORIENTATION', `${tensor.name} is ${fmt(tensor.shape)}; expected ${label} ${fmt(shape)} (stored transposed)`, tensor)
       }
-      fail('E_LAYOUT_SHAPE', `${tensor.name} is ${fmt(tensor.shape)}; expected ${label} ${fmt(shape)} like ${gate0.name}`, tensor)
+      fail('E_LAYOUT_SHAPE', `${tensor.name} is ${fmt(tensor.shape)}; expected ${label} ${fmt(shape)} like ${lead.name}`, tensor)
     }
   }
-  expect(gate[1], [intermediate, hidden], '[I, H]')
+  if (gate) expect(gate[1], [intermediate, hidden], '[I, H]')
   expect(up[1], [intermediate, hidden], '[I, H]')
   expect(down[1], [hidden, intermediate], '[H, I]')
-  return {
-    kind: 'per_expert',
-    block,
-    experts: count,
-    hidden,
-    intermediate,
-    tensors: {
-      gate: `experts.{e}.${gate[0]}.weight`,
-      up: `experts.{e}.${up[0]}.weight`,
-      down: `experts.{e}.${down[0]}.weight`,
-    },
-  }
+  const tensors: ExpertTensorNames = { up: `experts.{e}.${up[0]}.weight`, down: `experts.{e}.${down[0]}.weight` }
+  if (gate) tensors.gate = `experts.{e}.${gate[0]}.weight`
+  return { kind: 'per_expert', block, experts: count, hidden, intermediate, tensors }
 }
 
-/** Experts without a gate projection (Nemotron-H's relu², ERGO): not read yet. */
-function refuseUngated(where: string): never {
-  fail('E_MODEL_UNSUPPORTED', `${where}: ungated experts (up_proj and down_proj, no gate projection) are not read yet`)
+/** I from the first input projection of expert 0 (`[I, H]`), refusing one stored `[H, I]` or without H. */
+function perExpertIntermediate(lead: TensorHeader, hidden: number): number {
+  if (lead.shape.length !== 2) fail('E_LAYOUT_SHAPE', `${lead.name} ${fmt(lead.shape)} is not 2-D`, lead)
+  const [out, input] = lead.shape as [number, number]
+  if (input !== hidden) {
+    if (out === hidden) {
+      fail('E_LAYOUT_ORIENTATION', `${lead.name} is ${fmt(lead.shape)} = [H, I]; expected [I, H] with H = ${hidden} (nn.Linear's [out, in])`, lead)
+    }
+    fail('E_LAYOUT_SHAPE', `${lead.name} ${fmt(lead.shape)} does not have hidden_size ${hidden} as its input dimension`, lead)
+  }
+  return out
 }
 
 function detectFused(
@@ -297,7 +290,7 @@ function detectFused(
   const where = `${prefix}${block}`
   const leaf = (t: TensorHeader): string => t.name.slice(t.name.lastIndexOf('.', t.name.endsWith('.weight') ? t.name.length - 8 : t.name.length) + 1).replace(/\.weight$/, '')
   const leaves = rank3.map(leaf).sort().join(',')
-  if (leaves === 'down_proj,up_proj') refuseUngated(where)
+  if (leaves === 'down_proj,up_proj') return detectFusedUngated(prefix, block, rank3, relative, config)
   if (leaves === 'down_proj,gate_proj,up_proj') {
     fail('E_MODEL_UNSUPPORTED', `${where}: experts stored as three stacked tensors (gate_proj, up_proj, down_proj [E, …] each) are not read yet`)
   }
@@ -358,6 +351,48 @@ function detectFused(
     else if (n === hidden && local.startsWith(rel(down))) tensors.downBias = local
   }
   return { kind: transposed ? 'fused_transposed' : 'fused', block, experts, hidden, intermediate, tensors }
+}
+
+/**
+ * Ungated experts stored as two stacks (transformers 5's Nemotron-H): `up_proj [E, I, H]` and
+ * `down_proj [E, H, I]`, or both transposed (`[E, H, I]`, `[E, I, H]`); down gives the orientation. Nothing
+ * else may sit in the experts module.
+ */
+function detectFusedUngated(prefix: string, block: string, rank3: TensorHeader[], relative: Map<string, TensorHeader>, config: TextConfig): DetectedExperts {
+  // Anything else in an experts module (ERGO's per-expert output norm) changes what an expert computes.
+  const module = rank3[0]?.name.slice(prefix.length).replace(/\.[^.]+(\.weight)?$/, '') as string
+  const inExperts = /(^|\.)experts$/.test(module)
+  const others = [...relative.keys()].filter((name) => inExperts && name.startsWith(`${module}.`) && !rank3.some((t) => t.name === prefix + name))
+  if (others.length > 0) {
+    fail('E_MODEL_UNSUPPORTED', `${prefix}${module}: ungated experts with more than up_proj and down_proj (${others.join(', ')}) are not read`)
+  }
+  const isDown = (t: TensorHeader): boolean => /(^|\.)down_proj(\.weight)?$/.test(t.name)
+  const down = rank3.find(isDown) as TensorHeader
+  const up = rank3.find((t) => !isDown(t)) as TensorHeader
+  const hidden = config.hiddenSize
+  const [experts, p, q] = up.shape as [number, number, number]
+  const [downExperts, x, y] = down.shape as [number, number, number]
+  if (downExperts !== experts) {
+    fail('E_LAYOUT_SHAPE', `${up.name} ${fmt(up.shape)} and ${down.name} ${fmt(down.shape)} disagree on the expert count`, down)
+  }
+  expectedExpertCount(config, experts, up, up.name)
+  let transposed: boolean
+  if (x === hidden && y !== hidden) transposed = false
+  else if (y === hidden && x !== hidden) transposed = true
+  else if (x === hidden && y === hidden) transposed = false // I == H: either reading gives the same shapes
+  else fail('E_LAYOUT_SHAPE', `${down.name} ${fmt(down.shape)} has no dimension equal to hidden_size ${hidden}`, down)
+  const intermediate = transposed ? x : y
+  const [upIntermediate, upHidden] = transposed ? [q, p] : [p, q]
+  const expected = transposed ? `[E, H, I] = [${experts}, ${hidden}, ${intermediate}]` : `[E, I, H] = [${experts}, ${intermediate}, ${hidden}]`
+  if (upHidden !== hidden || upIntermediate !== intermediate) {
+    if (upIntermediate === hidden && upHidden === intermediate) {
+      fail('E_LAYOUT_ORIENTATION', `${up.name} is ${fmt(up.shape)} but ${down.name} ${fmt(down.shape)} implies ${expected} (stored transposed)`, up)
+    }
+    fail('E_LAYOUT_SHAPE', `${up.name} ${fmt(up.shape)} does not match ${down.name} ${fmt(down.shape)}; expected ${expected}`, up)
+  }
+  checkIntermediate(config, intermediate, down)
+  const rel = (t: TensorHeader): string => t.name.slice(prefix.length + (block ? block.length + 1 : 0))
+  return { kind: transposed ? 'fused_transposed' : 'fused', block, experts, hidden, intermediate, tensors: { up: rel(up), down: rel(down) } }
 }
 
 function detectRouter(prefix: string, relative: Map<string, TensorHeader>, experts: DetectedExperts): DetectedRouter {

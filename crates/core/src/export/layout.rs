@@ -65,14 +65,16 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, format: &dyn Qu
             let (inter, hidden) = (source.intermediate, source.hidden);
             match &experts.output {
                 ExpertOutput::PerExpert(names) => {
+                    // Ungated experts (no gate output) write up and down only.
+                    let projections = [
+                        names.gate.as_ref().map(|gate| (gate, [inter, hidden])),
+                        Some((&names.up, [inter, hidden])),
+                        Some((&names.down, [hidden, inter])),
+                    ];
                     for e in 0..source.experts {
-                        for (output, shape) in [
-                            (&names.gate, [inter, hidden]),
-                            (&names.up, [inter, hidden]),
-                            (&names.down, [hidden, inter]),
-                        ] {
+                        for (output, shape) in projections.iter().flatten() {
                             let output = expert_name(output, e);
-                            add(Naming::Module, &output, linear(&format!("{output}.weight"), &shape)?);
+                            add(Naming::Module, &output, linear(&format!("{output}.weight"), shape)?);
                         }
                     }
                 }

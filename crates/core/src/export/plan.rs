@@ -73,10 +73,13 @@ pub enum ExpertOutput {
     Fused(FusedOutput),
 }
 
-/// Output module names with `{e}`: `…experts.{e}.gate_proj` (or `w1`), `up_proj` (`w3`), `down_proj` (`w2`).
+/// Output module names with `{e}`: `…experts.{e}.gate_proj` (or `w1`), `up_proj` (`w3`), `down_proj` (`w2`);
+/// no gate for ungated experts (Nemotron-H's relu²: up and down only).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct PerExpertOutput {
-    pub gate: String,
+    #[serde(default)]
+    pub gate: Option<String>,
     pub up: String,
     pub down: String,
 }

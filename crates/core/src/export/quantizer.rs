@@ -228,7 +228,8 @@ impl<'a> Quantizer<'a> {
         Ok(QuantizedLinear { output: stack.output.clone(), naming: Naming::Parameter, weight, input_amax: 0.0 })
     }
 
-    /// Gate, up and down of expert `e`, quantized with the layer's shared input amaxes (when calibrated).
+    /// Gate, up and down of expert `e` (up and down for ungated experts), quantized with the layer's shared
+    /// input amaxes (when calibrated). Gate and up share one weight amax; an ungated up has its own.
     fn quantize_expert(
         &self,
         plan: &ExpertPlan,
@@ -236,64 +237,85 @@ impl<'a> Quantizer<'a> {
         stats: Option<&ExpertStats>,
         e: usize,
         errors: &mut ErrorSum,
-    ) -> Result<[QuantizedLinear; 3]> {
+    ) -> Result<Vec<QuantizedLinear>> {
         let moe = &plan.source;
-        let inter = moe.intermediate;
-        let hidden = moe.hidden;
+        let (inter, hidden) = (moe.intermediate, moe.hidden);
+        let gated = moe.gated();
+        if gated != names.gate.is_some() {
+            return Err(Error::internal(format!("{}: the plan's gate output does not match the experts read", plan.block)));
+        }
         // Each weight is divided in the dtype it is stored in (they may differ within one expert).
         let stored = |pattern: Option<&String>| -> Result<Dtype> {
             let pattern =
                 pattern.ok_or_else(|| Error::internal(format!("{}: an expert tensor is not named", plan.block)))?;
             Ok(self.checkpoint.info(&expert_name(pattern, e))?.dtype)
         };
-        let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
         let up_dtype = stored(moe.up.as_ref().or(moe.gate_up.as_ref()))?;
         let down_dtype = stored(Some(&moe.down))?;
-        let [gate, up, down] = match self.plain_expert(moe, e)? {
-            Some(values) => values,
-            None => {
-                let expert = self.loader.expert(moe, e)?;
-                let mut gate = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
-                let up = gate.split_off((inter * hidden).min(gate.len()));
-                [gate, up, expert.down.flatten_all()?.to_vec1::<f32>()?]
-            }
-        };
+        let (gate, up, down) = self.expert_values(moe, e)?;
         // Calibration recorded each weight's amax as the forward loaded it; without it, the same from the values.
         let (gate_up_amax, down_amax, gate_up_input, down_input) = match stats {
-            Some(s) => (s.gate_amax[e].max(s.up_amax[e]), s.down_amax[e], s.gate_up_input_amax, s.down_input_amax),
-            None => (weight_amax(&gate).max(weight_amax(&up)), weight_amax(&down), 0.0, 0.0),
+            Some(s) => {
+                let at = |v: &[f32]| v.get(e).copied().ok_or_else(|| Error::internal(format!("{}: no statistics for expert {e}", plan.block)));
+                let gate_amax = if gated { at(&s.gate_amax)? } else { 0.0 };
+                (gate_amax.max(at(&s.up_amax)?), at(&s.down_amax)?, s.gate_up_input_amax, s.down_input_amax)
+            }
+            None => {
+                let gate_amax = gate.as_deref().map_or(0.0, weight_amax);
+                (gate_amax.max(weight_amax(&up)), weight_amax(&down), 0.0, 0.0)
+            }
         };
-        let [gate_out, up_out, down_out] = [&names.gate, &names.up, &names.down].map(|p| expert_name(p, e));
-        let (gate_name, up_name, down_name) =
-            (format!("{gate_out}.weight"), format!("{up_out}.weight"), format!("{down_out}.weight"));
-        let gate = WeightInput::new(&gate_name, gate_dtype, &[inter, hidden], &gate)?;
-        let up = WeightInput::new(&up_name, up_dtype, &[inter, hidden], &up)?;
-        let down = WeightInput::new(&down_name, down_dtype, &[hidden, inter], &down)?;
         let format = self.format.as_ref();
-        Ok([
-            quantize_one(format, &gate_out, &gate, gate_up_amax, gate_up_input, errors)?,
-            quantize_one(format, &up_out, &up, gate_up_amax, gate_up_input, errors)?,
-            quantize_one(format, &down_out, &down, down_amax, down_input, errors)?,
-        ])
+        let mut out = Vec::with_capacity(3);
+        let mut one = |pattern: &str, dtype: Dtype, shape: [usize; 2], values: &[f32], amax: f32, input: f32| -> Result<()> {
+            let output = expert_name(pattern, e);
+            let name = format!("{output}.weight");
+            let weight = WeightInput::new(&name, dtype, &shape, values)?;
+            out.push(quantize_one(format, &output, &weight, amax, input, errors)?);
+            Ok(())
+        };
+        if let (Some(gate_out), Some(gate)) = (&names.gate, &gate) {
+            let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
+            one(gate_out, gate_dtype, [inter, hidden], gate, gate_up_amax, gate_up_input)?;
+        }
+        one(&names.up, up_dtype, [inter, hidden], &up, gate_up_amax, gate_up_input)?;
+        one(&names.down, down_dtype, [hidden, inter], &down, down_amax, down_input)?;
+        Ok(out)
     }
 
-    /// Expert `e`'s gate, up and down values, converted straight from the stored bytes when the layout stores
-    /// each as a plain tensor of its own (the hub layout, not quantized): the same values as through the
-    /// expert view, without its tensors and copies. `None` for every other layout.
-    fn plain_expert(&self, moe: &ExpertTensors, e: usize) -> Result<Option<[Vec<f32>; 3]>> {
-        let (Some(gate), Some(up)) = (&moe.gate, &moe.up) else { return Ok(None) };
-        if moe.layout != ExpertLayout::PerExpert {
+    /// Expert `e`'s gate (none when ungated), up and down values in the `[out, in]` orientation.
+    fn expert_values(&self, moe: &ExpertTensors, e: usize) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
+        if let Some(values) = self.plain_expert(moe, e)? {
+            return Ok(values);
+        }
+        let expert = self.loader.expert(moe, e)?;
+        let mut gate = expert.gate_up.flatten_all()?.to_vec1::<f32>()?;
+        let down = expert.down.flatten_all()?.to_vec1::<f32>()?;
+        if !moe.gated() {
+            return Ok((None, gate, down));
+        }
+        let up = gate.split_off((moe.intermediate * moe.hidden).min(gate.len()));
+        Ok((Some(gate), up, down))
+    }
+
+    /// Expert `e`'s gate (when gated), up and down values, converted straight from the stored bytes when the
+    /// layout stores each as a plain tensor of its own (the hub layout, not quantized): the same values as
+    /// through the expert view, without its tensors and copies. `None` for every other layout.
+    fn plain_expert(&self, moe: &ExpertTensors, e: usize) -> Result<Option<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)>> {
+        let Some(up) = &moe.up else { return Ok(None) };
+        if moe.layout != ExpertLayout::PerExpert || (moe.gated() && moe.gate.is_none()) {
             return Ok(None);
         }
-        let names = [gate, up, &moe.down].map(|pattern| expert_name(pattern, e));
-        for name in &names {
+        let gate = moe.gate.as_ref().map(|pattern| expert_name(pattern, e));
+        let (up, down) = (expert_name(up, e), expert_name(&moe.down, e));
+        for name in gate.iter().chain([&up, &down]) {
             if formats::stored_format(self.checkpoint, name)?.is_some() {
                 return Ok(None);
             }
         }
-        let [gate, up, down] = names;
         let read = |name: &str| -> Result<Vec<f32>> { Ok(self.checkpoint.read(name)?.to_f32()) };
-        Ok(Some([read(&gate)?, read(&up)?, read(&down)?]))
+        let gate = gate.map(|name| read(&name)).transpose()?;
+        Ok(Some((gate, read(&up)?, read(&down)?)))
     }
 }
 

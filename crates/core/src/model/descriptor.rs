@@ -216,6 +216,14 @@ pub struct ExpertTensors {
     pub down_bias: Option<String>,
 }
 
+impl ExpertTensors {
+    /// Whether the experts have a gate projection (`gate` or `gate_up`); ungated ones (Nemotron-H's relu²)
+    /// have up and down only.
+    pub fn gated(&self) -> bool {
+        self.gate.is_some() || self.gate_up.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[ts(optional_fields)]
 pub struct MoeDescriptor {

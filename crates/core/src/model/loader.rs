@@ -109,7 +109,11 @@ impl<'a> WeightLoader<'a> {
 
     /// Expert `e` of a MoE layer: `gate_up [2I, H]` (gate rows first), `down [H, I]`, and biases
     /// (`gate_up_bias [2I]`, `down_bias [H]`) when the layout has them.
+    /// Ungated experts (no gate projection) come back with `gate_up` holding up alone, `[I, H]`.
     pub fn expert(&self, moe: &ExpertTensors, expert: usize) -> Result<ExpertWeights> {
+        if !moe.gated() {
+            return self.ungated_expert(moe, expert);
+        }
         let missing = |what: &str| Error::internal(format!("the experts of {} have no {what} tensor", moe.down));
         let per_expert = |pattern: &Option<String>, what: &str| -> Result<Tensor> {
             let pattern = pattern.as_ref().ok_or_else(|| missing(what))?;
@@ -161,6 +165,34 @@ impl<'a> WeightLoader<'a> {
         };
         Ok(ExpertWeights { gate_up, down, gate_up_bias, down_bias })
     }
+
+    /// Expert `e` of ungated experts: `gate_up` is up `[I, H]`, `down` `[H, I]`, from per-expert tensors or
+    /// from stacks `[E, I, H]` / `[E, H, I]` (transposed: `[E, H, I]` / `[E, I, H]`).
+    fn ungated_expert(&self, moe: &ExpertTensors, expert: usize) -> Result<ExpertWeights> {
+        let up = moe.up.as_ref().ok_or_else(|| {
+            Error::internal(format!("the experts of {} have neither a gate nor an up tensor", moe.down))
+        })?;
+        let (up, down) = match moe.layout {
+            ExpertLayout::PerExpert => {
+                (self.tensor(&expert_name(up, expert))?, self.tensor(&expert_name(&moe.down, expert))?)
+            }
+            ExpertLayout::Fused => (self.expert_slice(up, expert)?, self.expert_slice(&moe.down, expert)?),
+            ExpertLayout::FusedTransposed => (
+                self.expert_slice(up, expert)?.t()?.contiguous()?,
+                self.expert_slice(&moe.down, expert)?.t()?.contiguous()?,
+            ),
+            ExpertLayout::FusedInterleaved => {
+                return Err(Error::internal(format!(
+                    "the experts of {}: an interleaved gate/up layout needs a gate",
+                    moe.down
+                )))
+            }
+        };
+        if moe.gate_up_bias.is_some() || moe.down_bias.is_some() {
+            return Err(Error::internal(format!("the ungated experts of {} are read without biases", moe.down)));
+        }
+        Ok(ExpertWeights { gate_up: up, down, gate_up_bias: None, down_bias: None })
+    }
 }
 
 /// Reorders interleaved rows (gate at even rows, up at odd) into gate rows then up rows.
@@ -172,7 +204,7 @@ fn deinterleave_rows(xs: &Tensor, intermediate: usize) -> Result<Tensor> {
 
 /// One expert's weights in the standard orientation.
 pub struct ExpertWeights {
-    /// `[2I, H]`, gate rows then up rows.
+    /// `[2I, H]`, gate rows then up rows (ungated experts: up alone, `[I, H]`).
     pub gate_up: Tensor,
     /// `[H, I]`.
     pub down: Tensor,

@@ -110,6 +110,12 @@ impl MoeBlock {
                 desc.block, desc.top_k, desc.tensors.experts
             )));
         }
+        if !desc.tensors.gated() {
+            return Err(crate::error::Error::internal(format!(
+                "{}: the MoE forward computes gated experts (silu(gate) · up); these have no gate projection",
+                desc.block
+            )));
+        }
         let module = desc.router.weight.trim_end_matches(".weight");
         let router_bias = desc.router.bias.as_ref().map(|b| loader.tensor(b)).transpose()?;
         let router = Linear::from_weight(module, loader.tensor(&desc.router.weight)?, router_bias);
@@ -121,7 +127,8 @@ impl MoeBlock {
         // converted to the compute dtype when it runs, so a layer's experts cost their size on disk. (The GPU
         // computes in bf16, the dtype they are stored in.)
         let experts_loader = loader.keeping_stored(loader.device.is_cpu());
-        let experts = (0..desc.tensors.experts).map(|e| experts_loader.expert(&desc.tensors, e)).collect::<Result<Vec<_>>>()?;
+        let experts =
+            (0..desc.tensors.experts).map(|e| experts_loader.expert(&desc.tensors, e)).collect::<Result<Vec<_>>>()?;
         let shared = desc.shared.as_ref().map(|s| Mlp::load(loader, &s.mlp)).transpose()?;
         let shared_gate = match desc.shared.as_ref().and_then(|s| s.gate.as_ref()) {
             Some(gate) => Some(Linear::from_weight(gate.trim_end_matches(".weight"), loader.tensor(gate)?, None)),
@@ -216,8 +223,13 @@ impl MoeBlock {
         let logits = self.router.forward(flat)?.to_dtype(DType::F32)?;
         observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        let routing =
-            route(&self.desc.router, &logits, self.desc.tensors.experts, self.desc.top_k, self.correction_bias.as_deref());
+        let routing = route(
+            &self.desc.router,
+            &logits,
+            self.desc.tensors.experts,
+            self.desc.top_k,
+            self.correction_bias.as_deref(),
+        );
         let groups = group_by_expert(&routing, self.desc.tensors.experts);
         // The routing goes to the device in one copy.
         let device = flat.device();
