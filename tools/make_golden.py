@@ -482,20 +482,14 @@ def make_zoo_goldens() -> None:
 
 def make_weight_only(ids: torch.Tensor) -> None:
     """The weight-only and scope goldens (`--weight-only` rewrites only these, leaving the others as they are)."""
-    model_type, layout = SCOPE_FIXTURE
-    for fmt in SCOPE_FORMATS:
+    cases = [(*SCOPE_FIXTURE, fmt) for fmt in SCOPE_FORMATS]
+    cases += [(model_type, layout, fmt) for model_type, layout in WEIGHT_ONLY_CASES for fmt in WEIGHT_ONLY_FORMATS]
+    for model_type, layout, fmt in cases:
         out = GOLDEN / f"{model_type}_{layout}" / fmt
         if out.exists():
             shutil.rmtree(out)
         print(f"== {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
         run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
-    for model_type, layout in WEIGHT_ONLY_CASES:
-        for fmt in WEIGHT_ONLY_FORMATS:
-            out = GOLDEN / f"{model_type}_{layout}" / fmt
-            if out.exists():
-                shutil.rmtree(out)
-            print(f"== {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
-            run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
 
 
 def main() -> int:

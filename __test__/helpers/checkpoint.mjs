@@ -98,16 +98,22 @@ export function rows(values, width) {
   return out
 }
 
-/** A seeded pseudo-random generator (mulberry32) returning floats in [-1, 1). */
-export function random(seed) {
+/** mulberry32: a small deterministic pseudo-random generator returning uint32s. */
+export function mulberry32(seed) {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0
     let t = a
     t = Math.imul(t ^ (t >>> 15), t | 1)
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1
+    return (t ^ (t >>> 14)) >>> 0
   }
+}
+
+/** A seeded pseudo-random generator (mulberry32) returning floats in [-1, 1). */
+export function random(seed) {
+  const next = mulberry32(seed)
+  return () => (next() / 4294967296) * 2 - 1
 }
 
 /** BF16 bytes of `count` random values scaled by `scale` (a value may be replaced by `poison`). */

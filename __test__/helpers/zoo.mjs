@@ -3,11 +3,13 @@
 // checkpoint directory: config.json and a model.safetensors whose header lists exactly the recorded tensors
 // (names, dtypes, shapes), filled with deterministic pseudo-random finite values.
 //
-// Plain JavaScript (no TypeScript, no dependencies): usable from the ava tests and from tools/zoo-report.mjs.
+// Plain JavaScript (no TypeScript, no packages): usable from the ava tests and from tools/zoo-report.mjs.
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+
+import { mulberry32 } from './checkpoint.mjs'
 
 export const ZOO_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures', 'zoo')
 
@@ -74,17 +76,6 @@ function hashString(text) {
   return h
 }
 
-/** mulberry32: a small deterministic PRNG returning uint32s. */
-function prng(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (t ^ (t >>> 14)) >>> 0
-  }
-}
 
 const f32 = new Float32Array(1)
 const u32 = new Uint32Array(f32.buffer)
@@ -110,7 +101,7 @@ function f16Bits(value) {
 
 /** Fills `buffer` (the bytes of one tensor) with deterministic values that are finite in `dtype`. */
 function fill(buffer, dtype, seed) {
-  const next = prng(seed)
+  const next = mulberry32(seed)
   // Normal-ish: the sum of four uniforms, centred, scaled to a standard deviation of about 0.02.
   const normal = () => ((next() + next() + next() + next()) / 4294967296 - 2) * 0.035
   const count = buffer.length / DTYPE_SIZES[dtype]

@@ -280,6 +280,27 @@ function perExpertIntermediate(lead: TensorHeader, hidden: number): number {
   return out
 }
 
+/**
+ * The expert count of a pair of stacks (the first one and down, which must agree and match config.json) and
+ * their orientation, which down gives: `[E, H, I]` standard, `[E, I, H]` transposed; `whenSquare` decides when
+ * I == H.
+ */
+function stackPair(first: TensorHeader, down: TensorHeader, config: TextConfig, whenSquare: () => boolean): { experts: number; transposed: boolean; intermediate: number } {
+  const hidden = config.hiddenSize
+  const [experts] = first.shape as [number]
+  const [downExperts, x, y] = down.shape as [number, number, number]
+  if (downExperts !== experts) {
+    fail('E_LAYOUT_SHAPE', `${first.name} ${fmt(first.shape)} and ${down.name} ${fmt(down.shape)} disagree on the expert count`, down)
+  }
+  expectedExpertCount(config, experts, first, first.name)
+  let transposed: boolean
+  if (x === hidden && y !== hidden) transposed = false
+  else if (y === hidden && x !== hidden) transposed = true
+  else if (x === hidden && y === hidden) transposed = whenSquare()
+  else fail('E_LAYOUT_SHAPE', `${down.name} ${fmt(down.shape)} has no dimension equal to hidden_size ${hidden}`, down)
+  return { experts, transposed, intermediate: transposed ? x : y }
+}
+
 function detectFused(
   prefix: string,
   block: string,
@@ -309,20 +330,9 @@ function detectFused(
     if (size(down) === 2 * size(gateUp)) [gateUp, down] = [down, gateUp]
   }
   const hidden = config.hiddenSize
-  const [experts, p, q] = gateUp.shape as [number, number, number]
-  const [downExperts, x, y] = down.shape as [number, number, number]
-  if (downExperts !== experts) {
-    fail('E_LAYOUT_SHAPE', `${gateUp.name} ${fmt(gateUp.shape)} and ${down.name} ${fmt(down.shape)} disagree on the expert count`, down)
-  }
-  expectedExpertCount(config, experts, gateUp, gateUp.name)
-
-  // Orientation comes from down: [E, H, I] is standard, [E, I, H] transposed.
-  let transposed: boolean
-  if (x === hidden && y !== hidden) transposed = false
-  else if (y === hidden && x !== hidden) transposed = true
-  else if (x === hidden && y === hidden) transposed = q !== hidden // I == H: gate/up decides
-  else fail('E_LAYOUT_SHAPE', `${down.name} ${fmt(down.shape)} has no dimension equal to hidden_size ${hidden}`, down)
-  const intermediate = transposed ? x : y
+  const [, p, q] = gateUp.shape as [number, number, number]
+  // I == H: gate/up decides.
+  const { experts, transposed, intermediate } = stackPair(gateUp, down, config, () => q !== hidden)
   const [gateUpHidden, gateUpDouble] = transposed ? [p, q] : [q, p]
   const expected = transposed ? `[E, H, 2I] = [${experts}, ${hidden}, ${2 * intermediate}]` : `[E, 2I, H] = [${experts}, ${2 * intermediate}, ${hidden}]`
   if (gateUpHidden !== hidden) {
@@ -370,18 +380,9 @@ function detectFusedUngated(prefix: string, block: string, rank3: TensorHeader[]
   const down = rank3.find(isDown) as TensorHeader
   const up = rank3.find((t) => !isDown(t)) as TensorHeader
   const hidden = config.hiddenSize
-  const [experts, p, q] = up.shape as [number, number, number]
-  const [downExperts, x, y] = down.shape as [number, number, number]
-  if (downExperts !== experts) {
-    fail('E_LAYOUT_SHAPE', `${up.name} ${fmt(up.shape)} and ${down.name} ${fmt(down.shape)} disagree on the expert count`, down)
-  }
-  expectedExpertCount(config, experts, up, up.name)
-  let transposed: boolean
-  if (x === hidden && y !== hidden) transposed = false
-  else if (y === hidden && x !== hidden) transposed = true
-  else if (x === hidden && y === hidden) transposed = false // I == H: either reading gives the same shapes
-  else fail('E_LAYOUT_SHAPE', `${down.name} ${fmt(down.shape)} has no dimension equal to hidden_size ${hidden}`, down)
-  const intermediate = transposed ? x : y
+  const [, p, q] = up.shape as [number, number, number]
+  // I == H: either reading gives the same shapes.
+  const { experts, transposed, intermediate } = stackPair(up, down, config, () => false)
   const [upIntermediate, upHidden] = transposed ? [q, p] : [p, q]
   const expected = transposed ? `[E, H, I] = [${experts}, ${hidden}, ${intermediate}]` : `[E, I, H] = [${experts}, ${intermediate}, ${hidden}]`
   if (upHidden !== hidden || upIntermediate !== intermediate) {
