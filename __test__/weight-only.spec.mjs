@@ -76,3 +76,10 @@ test('CLI: weight-only formats run without calibration flags and refuse them', (
   t.is(result.format, 'w4a16_nvfp4')
   t.is(result.quantizedTensors, 2 * 8 * 3, 'experts only: 2 layers × 8 experts × 3 projections')
 })
+
+test('stacked expert biases are kept, not counted as weights to quantize (GPT-OSS)', async (t) => {
+  const report = await inspectModel(join(FIXTURES, 'gpt_oss/hub'))
+  const biases = report.tensors.keep.filter((k) => k.reason === 'expert bias').map((k) => k.name)
+  t.deepEqual(biases.sort(), [0, 1].flatMap((l) => [`model.layers.${l}.mlp.experts.down_proj_bias`, `model.layers.${l}.mlp.experts.gate_up_proj_bias`]))
+  t.false(report.tensors.quantize.some((n) => n.endsWith('_bias')))
+})

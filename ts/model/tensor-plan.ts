@@ -17,6 +17,7 @@ export type KeepReason =
   | 'norm'
   | 'conv1d'
   | 'mixer gate'
+  | 'expert bias'
   | 'vision tower'
   | 'MTP layer'
   | 'outside the decoder layers'
@@ -46,16 +47,18 @@ const KEEP_BY_NAME: Array<[RegExp, KeepReason]> = [
 /** Splits the checkpoint's tensors into those to quantize and those to keep, with the reason. */
 export function planTensors(tensors: readonly TensorHeader[], layers: readonly DetectedLayer[], layersPrefix: string): TensorPlan {
   const routers = new Set<string>()
+  const expertBiases = new Set<string>()
   for (const layer of layers) {
-    if (layer.experts && layer.router) {
-      const block = layer.experts.block ? `${layer.prefix}${layer.experts.block}.` : layer.prefix
-      routers.add(block + layer.router.weight)
-    }
+    if (!layer.experts) continue
+    const block = layer.experts.block ? `${layer.prefix}${layer.experts.block}.` : layer.prefix
+    if (layer.router) routers.add(block + layer.router.weight)
+    // Stacked biases ([E, 2I], [E, H]: GPT-OSS) are 2-D but no weight.
+    for (const bias of [layer.experts.tensors.gateUpBias, layer.experts.tensors.downBias]) if (bias) expertBiases.add(block + bias)
   }
   const layerCount = layers.length
   const plan: TensorPlan = { quantize: [], keep: [] }
   for (const tensor of tensors) {
-    const reason = keepReason(tensor, routers, layersPrefix, layerCount)
+    const reason = expertBiases.has(tensor.name) ? 'expert bias' : keepReason(tensor, routers, layersPrefix, layerCount)
     if (reason) plan.keep.push({ tensor, reason })
     else plan.quantize.push(tensor)
   }
