@@ -181,3 +181,19 @@ test('config.json nested deeper than Python reads is refused with a code, not a 
   const error = t.throws(() => parsePyJson(deep(100000), 'config.json'), { code: 'E_CONFIG_INVALID' })
   t.regex(error.message, /^config\.json: not valid JSON: arrays and objects nested more than 1000 deep at offset/)
 })
+
+test('every format meets the keys serving engines read from a ModelOpt checkpoint', (t) => {
+  // vLLM's and SGLang's ModelOpt loaders read quant_algo (one of the names they accept), group_size for the
+  // NVFP4 formats, kv_cache_quant_algo, and exclude_modules, which must be present even when empty; config.json
+  // carries the same under quantization_config with quant_method "modelopt".
+  const accepted = { fp8: 'FP8', nvfp4: 'NVFP4', w4a16_nvfp4: 'W4A16_NVFP4', fp8_pc_pt: 'FP8_PER_CHANNEL_PER_TOKEN' }
+  for (const [format, algo] of Object.entries(accepted)) {
+    const { quantization } = hfQuantConfig(format, [])
+    t.is(quantization.quant_algo, algo, format)
+    t.true(Object.hasOwn(quantization, 'kv_cache_quant_algo') && quantization.kv_cache_quant_algo === null, format)
+    t.deepEqual(quantization.exclude_modules, [], format)
+    t.is(quantization.group_size, format.includes('nvfp4') ? 16 : undefined, format)
+    const config = quantizationConfig(format, [])
+    t.like(config, { quant_method: 'modelopt', quant_algo: algo, ignore: [] })
+  }
+})
