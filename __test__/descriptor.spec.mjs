@@ -12,9 +12,6 @@ import { readListing } from '../dist/model/listing.js'
 import { buildDescriptor } from '../dist/model/spec/index.js'
 import { FIXTURES, manifest } from './helpers/checkpoint.mjs'
 
-/** Families whose forward the descriptor cannot express yet (refused with a clear code). */
-const UNSUPPORTED = new Set(['gpt_oss', 'llama4_text'])
-
 /**
  * Every tensor a descriptor references, with the rank the forward expects: module names get `.weight`
  * (and `.bias` where flagged) appended as the Rust loader does; `{e}` is expanded over the experts.
@@ -38,6 +35,7 @@ function referencedTensors(d) {
       linear(a.o, a.o_bias)
       if (a.q_norm) tensor(a.q_norm, 1)
       if (a.k_norm) tensor(a.k_norm, 1)
+      if (a.sinks) tensor(a.sinks, 1)
     } else {
       for (const m of [a.q_proj, a.q_a_proj, a.q_b_proj, a.kv_a_proj, a.kv_b_proj, a.o_proj]) if (m) linear(m)
       if (a.q_a_norm) tensor(a.q_a_norm, 1)
@@ -87,13 +85,6 @@ function checkSerializable(t, d) {
 
 for (const entry of manifest()) {
   const dir = join(FIXTURES, entry.path)
-  if (UNSUPPORTED.has(entry.model_type)) {
-    test(`describe ${entry.path}: refused with a clear code`, async (t) => {
-      const error = await t.throwsAsync(describeModel(dir), { code: 'E_MODEL_UNSUPPORTED' })
-      t.regex(error.message, /forward not supported for/)
-    })
-    continue
-  }
   test(`describe ${entry.path}: every referenced tensor exists with the expected rank`, async (t) => {
     const d = await describeModel(dir)
     const listing = await readListing(dir)
@@ -118,7 +109,7 @@ for (const entry of manifest()) {
       t.is(layer.mlp.experts, entry.experts)
       t.is(layer.mlp.top_k, entry.top_k)
       t.is(layer.mlp.intermediate, entry.intermediate)
-      t.is(layer.mlp.activation, 'silu')
+      t.is(layer.mlp.activation, entry.model_type === 'gpt_oss' ? 'gpt_oss' : 'silu')
       t.is(layer.mlp.shared !== undefined, entry.shared_experts)
       t.true(layer.mlp.block.startsWith(`model.layers.${layer.index}.`))
       t.true(layer.mlp.down.startsWith(`${layer.mlp.block}.`))
@@ -388,12 +379,43 @@ test('tied embeddings: lm_head is the embedding when the checkpoint has no lm_he
 
 test('features the descriptor cannot express are refused, not ignored', async (t) => {
   const refused = { code: 'E_MODEL_UNSUPPORTED', message: /forward not supported/ }
-  await t.throwsAsync(variant('mixtral/hub', { config: (c) => void (c.sliding_window = 4096) }), refused)
-  await t.throwsAsync(variant('qwen2_moe/hub', { config: (c) => void (c.use_sliding_window = true) }), refused)
+  // Qwen2-MoE's config class derives alternating sliding layers from max_window_layers: not reproduced.
+  await t.throwsAsync(variant('qwen2_moe/hub', { config: (c) => void ((c.use_sliding_window = true), delete c.layer_types) }), { ...refused, message: /use_sliding_window true without layer_types/ })
+  // A family whose layers are all alike refuses per-layer kinds.
+  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.layer_types = ['sliding_attention', 'full_attention']) }), { ...refused, message: /layer_types/ })
   await t.throwsAsync(variant('olmoe/hub', { config: (c) => void (c.clip_qkv = 8) }), refused)
   await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.hidden_act = 'gelu') }), refused)
   const extra = { name: 'model.layers.0.self_attn.sinks', dtype: 'BF16', shape: [4], file: 'model.safetensors', bytes: 8 }
   await t.throwsAsync(variant('qwen3_moe/hub', { tensors: (list) => [...list, extra] }), { ...refused, message: /self_attn\.sinks/ })
+})
+
+test('per-layer attention: sliding windows, chunks, sinks and layers without rope, as transformers derives them', async (t) => {
+  const window = { kind: 'sliding_window', window: 4096 }
+  const mixtral = await variant('mixtral/hub', { config: (c) => void (c.sliding_window = 4096) })
+  t.deepEqual(mixtral.layers.map((l) => l.attention.mask), [window, window])
+  const qwen3 = await variant('qwen3_moe/hub', { config: (c) => void Object.assign(c, { use_sliding_window: true, sliding_window: 4096 }) })
+  t.deepEqual(qwen3.layers.map((l) => l.attention.mask), [window, window])
+  const sinks = (d) => d.layers.map((l) => [l.attention.mask, l.attention.sinks])
+  const gptOss = [
+    [{ kind: 'sliding_window', window: 8 }, 'model.layers.0.self_attn.sinks'],
+    [{ kind: 'causal' }, 'model.layers.1.self_attn.sinks'],
+  ]
+  t.deepEqual(sinks(await describe('gpt_oss/hub')), gptOss)
+  // Without layer_types, GPT-OSS's config class alternates sliding and full layers.
+  t.deepEqual(sinks(await variant('gpt_oss/hub', { config: (c) => void delete c.layer_types })), gptOss)
+  const nope = (d) => d.layers.map(({ attention: a }) => [a.mask, a.rope, a.qk_weightless_norm, a.temperature])
+  const llama4 = [
+    [{ kind: 'chunked', size: 8 }, true, true, undefined],
+    [{ kind: 'causal' }, false, false, { scale: 0.1, floor_scale: 8192 }],
+  ]
+  const described = await describe('llama4_text/hub')
+  t.deepEqual(nope(described), llama4)
+  t.true(described.rope.interleaved)
+  // Without layer_types and no_rope_layers: every no_rope_layer_interval-th layer has no rope, the others are chunked.
+  const derived = await variant('llama4_text/hub', { config: (c) => void (delete c.layer_types, delete c.no_rope_layers, (c.no_rope_layer_interval = 2)) })
+  t.deepEqual(nope(derived), llama4)
+  await t.throwsAsync(variant('llama4_text/hub', { config: (c) => void (c.no_rope_layers = [1, 0, 1]) }), { code: 'E_CONFIG_INVALID', message: /no_rope_layers/ })
+  await t.throwsAsync(variant('gpt_oss/hub', { config: (c) => void (c.layer_types = ['sliding_attention', 'local']) }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
 })
 
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {

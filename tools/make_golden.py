@@ -46,6 +46,9 @@ fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, f
     config.json ModelOpt writes is re-saved by the transformers that loads it (fields added by that version):
     compare its quantization_config.
 
+fixtures/golden/<gpt_oss|llama4_text>_hub/<fp8|nvfp4>/    `--stacked` rewrites only these
+    The calibrated formats on the two families whose experts are stacked on the hub and exported stacked.
+
 fixtures/golden/glm4_moe_hub/<nvfp4_experts|nvfp4_mlp>/
     ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG presets (moe-quant's
     `scope: 'experts'` and `scope: 'mlp'`), calibrated on calib_ids like the others.
@@ -125,6 +128,8 @@ SCOPE_FORMATS = {
     "nvfp4_mlp": "NVFP4_MLP_ONLY_CFG",
 }
 WEIGHT_ONLY_CASES = CASES + [("gpt_oss", "hub"), ("llama4_text", "hub"), ("qwen2_moe", "fused")]
+# Calibrated formats on the families whose experts are stacked on the hub (exported stacked by ModelOpt).
+STACKED_CASES = [("gpt_oss", "hub"), ("llama4_text", "hub")]
 # Extra case: too few calibration tokens, some experts never routed to.
 FEWTOKENS_CASE = ("qwen3_moe", "hub_f32")
 FEWTOKENS_SLICE = (slice(0, 1), slice(0, 2))  # calib_ids[0:1, 0:2]
@@ -492,11 +497,25 @@ def make_weight_only(ids: torch.Tensor) -> None:
         run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
 
 
+def make_stacked(ids: torch.Tensor) -> None:
+    """The calibrated goldens of STACKED_CASES (`--stacked` rewrites only these)."""
+    for model_type, layout in STACKED_CASES:
+        for fmt in FORMATS:
+            out = GOLDEN / f"{model_type}_{layout}" / fmt
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"== {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
+
+
 def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     if "--weight-only" in sys.argv[1:]:
         make_weight_only(calib_ids())
+        return 0
+    if "--stacked" in sys.argv[1:]:
+        make_stacked(calib_ids())
         return 0
     if "--zoo" in sys.argv[1:]:
         make_zoo_goldens()
@@ -525,6 +544,7 @@ def main() -> int:
                  f"calib_ids.safetensors input_ids[0:1, 0:2] = {few.tolist()} (2 tokens)")
 
     make_weight_only(ids)
+    make_stacked(ids)
     # The numpy self-check below covers the calibrated formats.
     failed = False
     for d in sorted(p.parent for p in GOLDEN.rglob("amax.json") if p.parent.name in FORMATS):

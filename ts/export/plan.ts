@@ -4,7 +4,7 @@
  * and the metadata files — everything the native exporter needs, so that it only does the bytes.
  */
 import { MoeQuantError } from '../errors'
-import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
+import { FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture } from '../model/registry'
@@ -73,9 +73,9 @@ interface ExpertNaming {
  * when a fused input has no per-expert hub form; a fused input needs a block rename when the hub's block is
  * named otherwise (Mixtral's transformers 5 `mlp` is `block_sparse_moe` on the hub). Experts stored stacked
  * on the hub (`[E, H, 2I]`: GPT-OSS, Llama4) are written stacked, as ModelOpt exports them: the stacks keep
- * their names, quantized (weight-only formats only, as the calibrated ones need the family's forward).
+ * their names, quantized.
  */
-function expertNaming(layer: MoeLayer, modelType: string, format: QuantFormatName): ExpertNaming {
+function expertNaming(layer: MoeLayer, modelType: string): ExpertNaming {
   const layerPrefix = layer.block.slice(0, layer.block.lastIndexOf('.') + 1)
   // Ungated experts (up and down only) write no gate.
   const gated = layer.tensors.gate !== undefined || layer.tensors.gateUp !== undefined
@@ -100,7 +100,7 @@ function expertNaming(layer: MoeLayer, modelType: string, format: QuantFormatNam
         `${layer.block}: experts stored stacked on the hub (${layer.layout}) by a family without a registry entry (${modelType}): the form ModelOpt exports them in is known for GPT-OSS and Llama 4 only`,
       )
     }
-    return stackedNaming(layer, format)
+    return stackedNaming(layer)
   }
   if (hub) {
     const block = `${layerPrefix}${hub.block}`
@@ -111,16 +111,9 @@ function expertNaming(layer: MoeLayer, modelType: string, format: QuantFormatNam
   return perExpert(`${layer.block}.experts.{e}.gate_proj`, `${layer.block}.experts.{e}.up_proj`, `${layer.block}.experts.{e}.down_proj`)
 }
 
-/** The stacked (fused) output of experts stored `[E, H, 2I]` on the hub; refused for a calibrated format. */
-function stackedNaming(layer: MoeLayer, format: QuantFormatName): ExpertNaming {
+/** The stacked (fused) output of experts stored `[E, H, 2I]` on the hub. */
+function stackedNaming(layer: MoeLayer): ExpertNaming {
   const gateUp = layer.tensors.gateUp as string
-  if (FORMATS[format].calibrated) {
-    const weightOnly = FORMAT_NAMES.filter((f) => !FORMATS[f].calibrated).join(', ')
-    throw new MoeQuantError(
-      'E_MODEL_UNSUPPORTED',
-      `${layer.block}: experts stored stacked on the hub (${layer.layout}) are written in ModelOpt's fused form for the weight-only formats only (${weightOnly}); ${format} needs a calibration forward moe-quant lacks for them`,
-    )
-  }
   return { output: { kind: 'fused', gate_up: gateUp, down: layer.tensors.down }, modules: [gateUp.slice(0, gateUp.lastIndexOf('.'))] }
 }
 
@@ -213,7 +206,7 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
   const experts: ExportPlan['experts'] = []
   const expertTensors = new Set<string>()
   for (const layer of report.moeLayers) {
-    const naming = expertNaming(layer, report.modelType, options.format)
+    const naming = expertNaming(layer, report.modelType)
     // A stacked output keeps the biases beside the stacks, unquantized.
     const names = naming.output.kind === 'fused' ? [naming.output.gate_up, naming.output.down] : expertTensorNames(layer)
     if (naming.rename) planning.renames.push(naming.rename)

@@ -3,6 +3,8 @@
  * generated/ are written by `cargo test` from the Rust types and committed; CI fails when they drift.
  */
 export type { AttentionDescriptor } from './generated/AttentionDescriptor'
+export type { AttentionMask } from './generated/AttentionMask'
+export type { AttentionTemperature } from './generated/AttentionTemperature'
 export type { CalibrationReport } from './generated/CalibrationReport'
 export type { CalibrationRequest } from './generated/CalibrationRequest'
 export type { ComparisonProgress } from './generated/ComparisonProgress'

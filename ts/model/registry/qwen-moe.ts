@@ -43,7 +43,7 @@ export const qwen2Moe: ArchitectureEntry = {
     attention: 'gqa',
     attentionScale: 'inverse_sqrt_head_dim',
     expertActivation: 'silu',
-    slidingWindow: 'when_enabled',
+    slidingWindow: 'layer_types',
     // configuration_qwen2_moe.py
     configDefaults: {
       rms_norm_eps: 1e-6,

@@ -96,10 +96,31 @@ export type ExpertActivationKind = ExpertActivation
 export type SlidingWindowRule =
   /** Never. */
   | 'never'
-  /** Whenever config `sliding_window` is set (Mixtral). */
+  /** On every layer whenever config `sliding_window` is set (Mixtral). */
   | 'when_set'
-  /** Only when config `use_sliding_window` is true (Qwen2/3-MoE). */
+  /** On every layer, only when config `use_sliding_window` is true (Qwen3-MoE). */
   | 'when_enabled'
+  /** Per layer, from config `layer_types`: `sliding_attention` layers see `sliding_window` positions,
+   * `chunked_attention` layers their `attention_chunk_size` chunk (GPT-OSS, Llama4). */
+  | 'layer_types'
+
+/** The `layer_types` transformers' config class derives when config.json has none. */
+export type DefaultLayerTypes =
+  /** Sliding on even layers, full on odd ones (GPT-OSS). */
+  | 'alternate_sliding'
+  /** Chunked on the layers with rope when `attention_chunk_size` is set, else full (Llama4). */
+  | 'chunked_on_rope_layers'
+
+/** Llama4's layers without rope (NoPE) and what differs on them. */
+export interface NoRopeDecl {
+  /** Config key of the per-layer list, 1 where the layer uses rope (`no_rope_layers`). */
+  layersKey: string
+  /** Config key of the interval the default list is made from: every `interval`-th layer has no rope. */
+  intervalKey: string
+  /** Config keys of the attention temperature tuning on NoPE layers (`attn_temperature_tuning`, `attn_scale`,
+   * `floor_scale`). */
+  temperature: { enabled: string; scale: string; floorScale: string }
+}
 
 /** A scalar of the forward that a family reads from config.json. */
 export type ConfigScalar = number | boolean | string | null
@@ -123,6 +144,19 @@ export interface ForwardDecl {
   /** Config keys of the scalar multipliers (Granite): embeddings ×, each residual branch ×, logits ÷. */
   multipliers?: { embedding: string; residual: string; logits: string }
   slidingWindow: SlidingWindowRule
+  /** The `layer_types` used when config.json has none (with `slidingWindow: 'layer_types'`; all full without). */
+  defaultLayerTypes?: DefaultLayerTypes
+  /** The config class's rope parameters, used when config.json has neither `rope_scaling` nor `rope_parameters`. */
+  ropeDefaults?: Readonly<Record<string, ConfigScalar>>
+  /** Every attention layer has `self_attn.sinks [heads]` (GPT-OSS). */
+  attentionSinks?: boolean
+  /** The rope rotates adjacent pairs, always (Llama4's complex rope). */
+  ropeAdjacentPairs?: boolean
+  /** Config key that switches on a weightless RMSNorm of q and k after the rope, on layers with rope (Llama4
+   * `use_qk_norm`). */
+  weightlessQkNormKey?: string
+  /** Layers without rope (Llama4). */
+  noRope?: NoRopeDecl
   /** Config key of a clamp of q/k/v (OLMoE `clip_qkv`); a set value is refused (not expressible yet). */
   clipQkvKey?: string
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them

@@ -7,6 +7,7 @@ import { MoeQuantError } from '../../errors'
 import type { AttentionDescriptor, GqaDescriptor, MlaDescriptor } from '../../native/contract'
 import { truthy } from './config-values'
 import { type LayerTensors, refuse, type SpecContext } from './context'
+import type { LayerAttention } from './layer-attention'
 import { ropeNumber, yarnMscale } from './rope'
 
 /** MLA's low-rank and per-head dimensions (`q_lora_rank` null: q is projected directly). */
@@ -138,8 +139,8 @@ function qkNorms(context: SpecContext, tensors: LayerTensors, attn: string, shap
   }
 }
 
-/** Grouped-query projections (and their biases and norms) of the layer whose attention module is `attn`. */
-function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string, shape: AttentionShape, scaling: number): AttentionDescriptor {
+/** Grouped-query projections (and their biases, norms and sinks) of the layer whose attention module is `attn`. */
+function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string, shape: AttentionShape, scaling: number, variant: LayerAttention): AttentionDescriptor {
   const { hidden } = context
   const { numHeads, numKvHeads, headDim } = shape
   const [q, k, v, o] = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `${attn}.${p}`) as [string, string, string, string]
@@ -159,13 +160,23 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   }
   const oBias = tensors.has(`${o}.bias`)
   if (oBias) tensors.use(`${o}.bias`, [hidden], 'o_proj bias')
-  const gqa: GqaDescriptor = { q, k, v, o, qkv_bias: qkvBias, o_bias: oBias, num_heads: numHeads, num_kv_heads: numKvHeads, head_dim: headDim, scaling }
+  const gqa: GqaDescriptor = { q, k, v, o, qkv_bias: qkvBias, o_bias: oBias, num_heads: numHeads, num_kv_heads: numKvHeads, head_dim: headDim, scaling, ...variant }
+  if (context.forward.attentionSinks) gqa.sinks = tensors.use(`${attn}.sinks`, [numHeads], 'the attention sinks [heads]')
   qkNorms(context, tensors, attn, shape, gqa)
   return { kind: 'gqa', ...gqa }
 }
 
 /** The attention of the decoder layer whose names start with `prefix`. */
-export function attentionDescriptor(context: SpecContext, tensors: LayerTensors, prefix: string, shape: AttentionShape, scaling: number): AttentionDescriptor {
+export function attentionDescriptor(
+  context: SpecContext,
+  tensors: LayerTensors,
+  prefix: string,
+  shape: AttentionShape,
+  scaling: number,
+  variant: LayerAttention,
+): AttentionDescriptor {
   const attn = `${prefix}self_attn`
-  return shape.mla ? mlaAttention(context, tensors, attn, shape, shape.mla, scaling) : gqaAttention(context, tensors, attn, shape, scaling)
+  if (!shape.mla) return gqaAttention(context, tensors, attn, shape, scaling, variant)
+  if (variant.mask.kind !== 'causal' || !variant.rope || variant.temperature) refuse(context, 'MLA attention with a sliding, chunked or rope-less layer')
+  return mlaAttention(context, tensors, attn, shape, shape.mla, scaling)
 }

@@ -21,6 +21,7 @@ import { lookupArchitecture } from '../registry'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
+import { type LayerAttention, layerAttentions } from './layer-attention'
 import { CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext, unsupported } from './context'
 import { mlpDescriptor } from './moe'
 import { buildRope, ropeParameters } from './rope'
@@ -43,18 +44,14 @@ function specContext(report: InspectReport, config: TextConfig, listing: HeaderL
 }
 
 /** Features of the family's forward that the descriptor cannot express: refused rather than guessed. */
-function refuseInexpressible(context: SpecContext, raw: Record<string, unknown>): void {
+function refuseInexpressible(context: SpecContext): void {
   const { forward, values } = context
   const hiddenAct = values.value('hidden_act') ?? 'silu'
   if (forward.expertActivation === 'silu' && hiddenAct !== 'silu') refuse(context, `hidden_act "${String(hiddenAct)}" (the forward implements silu)`)
-  if (forward.slidingWindow === 'when_set' && values.value('sliding_window') !== null && values.value('sliding_window') !== undefined) {
-    refuse(context, `sliding-window attention (sliding_window ${JSON.stringify(values.value('sliding_window'))}) is not expressible in the descriptor yet`)
-  }
-  if (forward.slidingWindow === 'when_enabled' && values.value('use_sliding_window') === true) {
-    refuse(context, 'sliding-window attention (use_sliding_window true) is not expressible in the descriptor yet')
-  }
-  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention')) {
-    refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: only full attention is expressible in the descriptor yet`)
+  if (forward.expertActivation === 'gpt_oss') {
+    const alpha = values.number('swiglu_alpha')
+    const limit = values.number('swiglu_limit')
+    if (alpha !== 1.702 || limit !== 7) refuse(context, `swiglu_alpha ${alpha} and swiglu_limit ${limit} (the forward implements GPT-OSS's 1.702 and 7)`)
   }
   if (forward.clipQkvKey) {
     const clip = values.value(forward.clipQkvKey)
@@ -104,6 +101,8 @@ interface LayerParts {
   prefix: string
   attention: AttentionShape
   scaling: number
+  /** Per layer: mask, rope, q/k norm after the rope, temperature. */
+  variants: LayerAttention[]
   residualMultiplier: number
   moeByLayer: Map<number, MoeLayer>
 }
@@ -115,7 +114,7 @@ function layerDescriptor(context: SpecContext, index: number, parts: LayerParts)
   const tensors = new LayerTensors(context.tensors)
   const inputNorm = tensors.use(`${prefix}input_layernorm.weight`, [hidden], 'the input norm [hidden_size]')
   const postNorm = tensors.use(`${prefix}post_attention_layernorm.weight`, [hidden], 'the post-attention norm [hidden_size]')
-  const attention = attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling)
+  const attention = attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention)
   const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
   for (const t of context.tensors.list) {
     if (!t.name.startsWith(prefix) || tensors.used.has(t.name) || tensors.ignored.has(t.name) || IGNORED_LAYER_TENSOR.test(t.name)) continue
@@ -136,11 +135,11 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const context = specContext(report, config, listing)
   const { forward, values } = context
   const raw = config.raw
-  refuseInexpressible(context, raw)
+  refuseInexpressible(context)
   const model = modelTensors(context, config)
   const heads = attentionHeads(context, raw)
   const rmsNormEps = normEpsilon(context, raw)
-  const params = ropeParameters(values, raw)
+  const params = ropeParameters(values, raw, forward.ropeDefaults)
   const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads
   // DeepSeek's config replaces head_dim by qk_rope_head_dim, which is what its rope rotates.
   const rope = buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim)
@@ -150,6 +149,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     prefix: model.layersPrefix,
     attention,
     scaling,
+    variants: layerAttentions(context, raw, config.numLayers),
     residualMultiplier: multiplier(forward.multipliers?.residual),
     moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
   }

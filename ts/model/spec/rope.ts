@@ -12,10 +12,11 @@ export function yarnMscale(scale: number, mscale = 1): number {
   return scale <= 1 ? 1 : 0.1 * mscale * Math.log(scale) + 1
 }
 
-/** The rope parameters after transformers' `convert_rope_params_to_dict` + `standardize_rope_params`. */
-export function ropeParameters(values: ConfigValues, raw: Record<string, unknown>): Record<string, unknown> {
+/** The rope parameters after transformers' `convert_rope_params_to_dict` + `standardize_rope_params`; `defaults` are
+ * the family config class's when config.json gives none (GPT-OSS's yarn). */
+export function ropeParameters(values: ConfigValues, raw: Record<string, unknown>, defaults?: Readonly<Record<string, unknown>>): Record<string, unknown> {
   // `rope_scaling` (older configs) wins over `rope_parameters`, as in convert_rope_params_to_dict.
-  const source = [raw.rope_scaling, raw.rope_parameters].find((v) => isObject(v) && Object.keys(v).length > 0)
+  const source = [raw.rope_scaling, raw.rope_parameters, defaults].find((v) => isObject(v) && Object.keys(v).length > 0)
   const params: Record<string, unknown> = isObject(source) ? { ...source } : {}
   for (const key of ['full_attention', 'sliding_attention', 'chunked_attention']) {
     if (isObject(params[key])) {
@@ -105,7 +106,7 @@ export function buildRope(context: SpecContext, params: Record<string, unknown>,
   // theta^(-2i/d) is infinite for 0 and NaN below: every rotated query and key would be NaN.
   if (!(theta > 0)) throw new MoeQuantError('E_CONFIG_INVALID', `config.json: "rope_theta" must be a positive number, got ${theta}`)
   const rotaryDim = rotaryDimension(context, params, ropeHeadDim)
-  const interleaved = forward.ropeInterleaveKey ? values.value(forward.ropeInterleaveKey) === true : false
+  const interleaved = forward.ropeAdjacentPairs === true || (forward.ropeInterleaveKey ? values.value(forward.ropeInterleaveKey) === true : false)
   const rope: RopeDescriptor = { kind: 'default', theta, rotary_dim: rotaryDim, interleaved }
   switch (kind) {
     case 'default':

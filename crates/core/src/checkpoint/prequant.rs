@@ -141,11 +141,13 @@ pub(super) fn logical_tensors(dir: &Path, stored: &[TensorInfo], files: &[&Path]
     if decoded.is_empty() {
         return Ok(None);
     }
-    Ok(Some(stored
-        .iter()
-        .filter(|t| !consumed.contains(t.name.as_str()))
-        .map(|t| decoded.remove(t.name.as_str()).unwrap_or_else(|| t.clone()))
-        .collect()))
+    Ok(Some(
+        stored
+            .iter()
+            .filter(|t| !consumed.contains(t.name.as_str()))
+            .map(|t| decoded.remove(t.name.as_str()).unwrap_or_else(|| t.clone()))
+            .collect(),
+    ))
 }
 
 fn shape_error(tensor: &TensorInfo, message: String) -> Error {

@@ -34,7 +34,11 @@ impl Naming {
 /// Every tensor the export writes, in the order it queues them: the kept tensors, then layer by layer the
 /// quantized linears and experts (each weight's format tensors, then its `input_scale` when the format is
 /// calibrated).
-pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, format: &dyn QuantFormat) -> Result<Vec<TensorLayout>> {
+pub fn output_layout(
+    checkpoint: &Checkpoint,
+    plan: &ExportPlan,
+    format: &dyn QuantFormat,
+) -> Result<Vec<TensorLayout>> {
     let mut layout = Vec::new();
     for kept in &plan.keep {
         let info = checkpoint.info(&kept.input)?;
@@ -79,12 +83,6 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, format: &dyn Qu
                     }
                 }
                 ExpertOutput::Fused(fused) => {
-                    if format.calibrated() {
-                        return Err(Error::internal(format!(
-                            "{}: experts are written fused for the weight-only formats only",
-                            experts.block
-                        )));
-                    }
                     for stack in fused.stacks(source)? {
                         check_stack(checkpoint, &stack)?;
                         add(

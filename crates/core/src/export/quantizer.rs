@@ -81,7 +81,12 @@ impl<'a> Quantizer<'a> {
 
     /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded (`None`
     /// for a format that needs none: weight amaxes then come from the weights themselves).
-    pub fn quantize_layer(&self, layer: usize, plan: &ExportPlan, observers: Option<&Observers>) -> Result<QuantizedLayer> {
+    pub fn quantize_layer(
+        &self,
+        layer: usize,
+        plan: &ExportPlan,
+        observers: Option<&Observers>,
+    ) -> Result<QuantizedLayer> {
         let mut errors = ErrorSum::default();
         let mut linears = Vec::new();
         let mut amax_cache = HashMap::new();
@@ -169,7 +174,7 @@ impl<'a> Quantizer<'a> {
     }
 
     /// The experts of a layer written fused, as ModelOpt writes experts stored stacked: each stack quantized
-    /// whole (weight-only formats: no calibration statistics).
+    /// whole, with one input amax per stack when calibrated (ModelOpt's one input quantizer per projection).
     fn quantize_fused(
         &self,
         plan: &ExpertPlan,
@@ -177,18 +182,14 @@ impl<'a> Quantizer<'a> {
         stats: Option<&ExpertStats>,
         errors: &mut ErrorSum,
     ) -> Result<Vec<QuantizedLinear>> {
-        if stats.is_some() {
-            return Err(Error::internal(format!(
-                "{}: experts are written fused for weight-only formats only",
-                plan.block
-            )));
-        }
-        fused.stacks(&plan.source)?.iter().map(|stack| self.quantize_stack(stack, errors)).collect()
+        let [gate_up, down] = fused.stacks(&plan.source)?;
+        let inputs = stats.map_or((0.0, 0.0), |s| (s.gate_up_input_amax, s.down_input_amax));
+        Ok(vec![self.quantize_stack(&gate_up, inputs.0, errors)?, self.quantize_stack(&down, inputs.1, errors)?])
     }
 
     /// One stack `[E, K, N]` read whole and quantized expert by expert (spread over the CPU's cores) as its
     /// format's stacked rule says, with the amax of the whole stack where the rule takes one.
-    fn quantize_stack(&self, stack: &Stack, errors: &mut ErrorSum) -> Result<QuantizedLinear> {
+    fn quantize_stack(&self, stack: &Stack, input_amax: f32, errors: &mut ErrorSum) -> Result<QuantizedLinear> {
         check_stack(self.checkpoint, stack)?;
         let format = self.format.as_ref();
         let rule = formats::stacked_rule(format, &stack.input)?;
@@ -211,7 +212,7 @@ impl<'a> Quantizer<'a> {
         let parts = for_experts(experts, |e| {
             let values = expert(e)?;
             let (shape, matrix) = formats::expert_matrix(rule, [k, n], &values);
-            let weight = WeightInput::new(&stack.input, tensor.dtype, &shape, &matrix)?;
+            let weight = WeightInput::new(&stack.input, rule.division_dtype(tensor.dtype), &shape, &matrix)?;
             let quantized = format.quantize(&weight, amax)?;
             let mut sums = ErrorSum::default();
             accumulate_error(format, &quantized, &weight, &mut sums)?;
@@ -225,7 +226,7 @@ impl<'a> Quantizer<'a> {
         }
         errors.add(&ErrorSum { tensors: 1, ..sums });
         let weight = assembler.finish()?;
-        Ok(QuantizedLinear { output: stack.output.clone(), naming: Naming::Parameter, weight, input_amax: 0.0 })
+        Ok(QuantizedLinear { output: stack.output.clone(), naming: Naming::Parameter, weight, input_amax })
     }
 
     /// Gate, up and down of expert `e` (up and down for ungated experts), quantized with the layer's shared
@@ -242,7 +243,10 @@ impl<'a> Quantizer<'a> {
         let (inter, hidden) = (moe.intermediate, moe.hidden);
         let gated = moe.gated();
         if gated != names.gate.is_some() {
-            return Err(Error::internal(format!("{}: the plan's gate output does not match the experts read", plan.block)));
+            return Err(Error::internal(format!(
+                "{}: the plan's gate output does not match the experts read",
+                plan.block
+            )));
         }
         // Each weight is divided in the dtype it is stored in (they may differ within one expert).
         let stored = |pattern: Option<&String>| -> Result<Dtype> {
@@ -256,7 +260,11 @@ impl<'a> Quantizer<'a> {
         // Calibration recorded each weight's amax as the forward loaded it; without it, the same from the values.
         let (gate_up_amax, down_amax, gate_up_input, down_input) = match stats {
             Some(s) => {
-                let at = |v: &[f32]| v.get(e).copied().ok_or_else(|| Error::internal(format!("{}: no statistics for expert {e}", plan.block)));
+                let at = |v: &[f32]| {
+                    v.get(e)
+                        .copied()
+                        .ok_or_else(|| Error::internal(format!("{}: no statistics for expert {e}", plan.block)))
+                };
                 let gate_amax = if gated { at(&s.gate_amax)? } else { 0.0 };
                 (gate_amax.max(at(&s.up_amax)?), at(&s.down_amax)?, s.gate_up_input_amax, s.down_input_amax)
             }
@@ -267,13 +275,14 @@ impl<'a> Quantizer<'a> {
         };
         let format = self.format.as_ref();
         let mut out = Vec::with_capacity(3);
-        let mut one = |pattern: &str, dtype: Dtype, shape: [usize; 2], values: &[f32], amax: f32, input: f32| -> Result<()> {
-            let output = expert_name(pattern, e);
-            let name = format!("{output}.weight");
-            let weight = WeightInput::new(&name, dtype, &shape, values)?;
-            out.push(quantize_one(format, &output, &weight, amax, input, errors)?);
-            Ok(())
-        };
+        let mut one =
+            |pattern: &str, dtype: Dtype, shape: [usize; 2], values: &[f32], amax: f32, input: f32| -> Result<()> {
+                let output = expert_name(pattern, e);
+                let name = format!("{output}.weight");
+                let weight = WeightInput::new(&name, dtype, &shape, values)?;
+                out.push(quantize_one(format, &output, &weight, amax, input, errors)?);
+                Ok(())
+            };
         if let (Some(gate_out), Some(gate)) = (&names.gate, &gate) {
             let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
             one(gate_out, gate_dtype, [inter, hidden], gate, gate_up_amax, gate_up_input)?;

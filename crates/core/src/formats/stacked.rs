@@ -25,6 +25,20 @@ pub enum StackedRule {
     /// over axis 0 of the stack). `[1, K·N]` tensors go back to `[K, N]`, one-element `[1]` tensors (its
     /// scale) become one entry of an `[E]` tensor.
     ExpertChannel,
+    /// The expert as stored, `[K, N]`, quantized element by element with the amax of the whole stack and
+    /// divided in f32 whatever the stored dtype (ModelOpt divides a stack by a one-element scale tensor, which
+    /// promotes the division to f32, where a 2-D weight is divided in its own dtype); its scale written once.
+    Whole,
+}
+
+impl StackedRule {
+    /// The dtype an expert's values are divided in, for values stored in `stored`.
+    pub fn division_dtype(self, stored: Dtype) -> Dtype {
+        match self {
+            StackedRule::Whole => Dtype::F32,
+            StackedRule::Transposed | StackedRule::ExpertChannel => stored,
+        }
+    }
 }
 
 /// `[E, K, N]` of a stack `name`; `E_TENSOR_SHAPE` unless it is 3-D.
@@ -47,6 +61,7 @@ fn matrix_of(rule: StackedRule, [k, n]: [usize; 2]) -> [usize; 2] {
     match rule {
         StackedRule::Transposed => [n, k],
         StackedRule::ExpertChannel => [1, k * n],
+        StackedRule::Whole => [k, n],
     }
 }
 
@@ -63,6 +78,7 @@ pub fn expert_matrix(rule: StackedRule, [k, n]: [usize; 2], values: &[f32]) -> (
             ([n, k], Cow::Owned(out))
         }
         StackedRule::ExpertChannel => ([1, k * n], Cow::Borrowed(values)),
+        StackedRule::Whole => ([k, n], Cow::Borrowed(values)),
     }
 }
 
@@ -91,6 +107,8 @@ fn stack_layout(
             (StackedRule::Transposed, &[]) => (Vec::new(), Placement::Once),
             (StackedRule::ExpertChannel, &[1, len]) if len == k * n => (vec![experts, k, n], Placement::Append),
             (StackedRule::ExpertChannel, &[1]) => (vec![experts], Placement::Append),
+            (StackedRule::Whole, &[r, c]) if [r, c] == [k, n] => (vec![experts, k, n], Placement::Append),
+            (StackedRule::Whole, &[]) => (Vec::new(), Placement::Once),
             _ => {
                 return Err(Error::internal(format!(
                     "{}: a {shape:?} tensor of an expert {matrix:?} has no place in a stack",
@@ -207,7 +225,7 @@ mod tests {
         let mut assembler = StackAssembler::new(format.as_ref(), "s", shape).unwrap();
         for expert in values.chunks_exact(k * n).take(experts) {
             let (matrix, m) = expert_matrix(rule, [k, n], expert);
-            let weight = WeightInput::new("s", Dtype::BF16, &matrix, &m).unwrap();
+            let weight = WeightInput::new("s", rule.division_dtype(Dtype::BF16), &matrix, &m).unwrap();
             assembler.add(&format.quantize(&weight, amax).unwrap()).unwrap();
         }
         let stacked = assembler.finish().unwrap();
@@ -253,9 +271,26 @@ mod tests {
     }
 
     #[test]
-    fn formats_without_a_stacked_form_refuse() {
-        let fp8 = format(FormatName::Fp8, false);
-        assert_eq!(stacked_layout(fp8.as_ref(), "s", [2, 16, 16]).unwrap_err().code(), "E_INTERNAL");
+    fn fp8_divides_the_whole_stack_by_one_scale_in_f32() {
+        let shape = [3, 4, 8];
+        // Quotients that round differently once rounded to bf16 first: 136.37 is 144 in E4M3, 136 (its bf16
+        // rounding) the tie that goes to 128.
+        let mut values = stack(shape);
+        let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        values[37] = 136.37 * amax / 448.0;
+        let stacked = quantize(FormatName::Fp8, shape, &values);
+        assert_eq!(stacked.tensors[0].shape, vec![3, 4, 8]);
+        assert_eq!(stacked.tensors[1].shape, Vec::<usize>::new());
+        let alone = format(FormatName::Fp8, false)
+            .quantize(&WeightInput::new("x", Dtype::F32, &[12, 8], &values).unwrap(), amax)
+            .unwrap();
+        assert_eq!(stacked.tensors[0].data, alone.tensors[0].data);
+        assert_eq!(stacked.tensors[1].data, alone.tensors[1].data);
+        assert_eq!(crate::numerics::e4m3::e4m3_to_f32(stacked.tensors[0].data[37]), 144.0);
+    }
+
+    #[test]
+    fn a_stack_must_be_three_dimensional() {
         assert_eq!(stack_shape("s", &[2, 16]).unwrap_err().code(), "E_TENSOR_SHAPE");
     }
 }

@@ -35,6 +35,10 @@ fn one() -> f64 {
     1.0
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// transformers' `rope_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
@@ -128,6 +132,43 @@ pub struct GqaDescriptor {
     pub head_dim: usize,
     /// Multiplier of q·k (head_dim^-0.5 unless the family says otherwise).
     pub scaling: f64,
+    /// Which earlier positions each query sees.
+    #[serde(default)]
+    pub mask: AttentionMask,
+    /// `[heads]` learned logits joined to every row of the softmax and dropped after it (GPT-OSS `sinks`).
+    #[serde(default)]
+    pub sinks: Option<String>,
+    /// Whether the rope rotates q and k (false on Llama4's NoPE layers).
+    #[serde(default = "yes")]
+    pub rope: bool,
+    /// Weightless RMSNorm of every q and k head after the rope (Llama4 `use_qk_norm`), with the model's eps.
+    #[serde(default)]
+    pub qk_weightless_norm: bool,
+    /// Llama4's attention temperature tuning (NoPE layers).
+    #[serde(default)]
+    pub temperature: Option<AttentionTemperature>,
+}
+
+/// Which key positions a query at position `q` sees (transformers' masking_utils).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ts_rs::TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AttentionMask {
+    /// `k <= q`.
+    #[default]
+    Causal,
+    /// `q - window < k <= q` (`sliding_attention` layers, `sliding_window`).
+    SlidingWindow { window: usize },
+    /// `k <= q` within the same chunk: `k / size == q / size` (`chunked_attention`, `attention_chunk_size`).
+    Chunked { size: usize },
+}
+
+/// q at position `p` (from 0) is multiplied by `log1p(floor((p + 1) / floor_scale)) · scale + 1`.
+#[derive(Debug, Clone, Copy, Deserialize, ts_rs::TS)]
+pub struct AttentionTemperature {
+    /// config `attn_scale`.
+    pub scale: f64,
+    /// config `floor_scale`.
+    pub floor_scale: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]

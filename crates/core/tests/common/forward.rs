@@ -9,8 +9,16 @@ use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
-pub const DESCRIBED: [&str; 6] =
-    ["qwen3_moe/hub", "qwen2_moe/fused", "mixtral/hub", "deepseek_v3/hub", "glm4_moe/fused", "granitemoe/hub"];
+pub const DESCRIBED: [&str; 8] = [
+    "qwen3_moe/hub",
+    "qwen2_moe/fused",
+    "mixtral/hub",
+    "deepseek_v3/hub",
+    "glm4_moe/fused",
+    "granitemoe/hub",
+    "gpt_oss/hub",
+    "llama4_text/hub",
+];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).
 pub fn fixtures() -> PathBuf {

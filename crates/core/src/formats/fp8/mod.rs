@@ -79,6 +79,11 @@ impl QuantFormat for Fp8 {
         vec![("weight", Dtype::F8E4M3, shape.to_vec()), ("weight_scale", Dtype::F32, Vec::new())]
     }
 
+    /// ModelOpt's one weight quantizer over the whole stack: one scale, each value quantized where it is stored.
+    fn stacked_rule(&self) -> Option<crate::formats::StackedRule> {
+        Some(crate::formats::StackedRule::Whole)
+    }
+
     /// An F8_E4M3 weight with a `weight_scale` beside it.
     fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
         matches!(dtypes, [Some(Dtype::F8E4M3), Some(_)])

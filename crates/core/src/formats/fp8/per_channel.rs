@@ -99,7 +99,11 @@ impl QuantFormat for Fp8PerChannel {
         };
         let shape = crate::formats::matrix_shape(weight.name, weight.shape)?;
         if scale.shape != [shape[0]] {
-            return Err(shape_error(scale.name, scale.shape, format!("expected one scale per row of {name}: [{}]", shape[0])));
+            return Err(shape_error(
+                scale.name,
+                scale.shape,
+                format!("expected one scale per row of {name}: [{}]", shape[0]),
+            ));
         }
         Ok((shape, dequantize_fp8(name, shape, weight.data, &scale.to_f32())?))
     }
@@ -120,8 +124,13 @@ mod tests {
         values[32] = 1e-39;
         let weight = WeightInput::new("w", Dtype::BF16, &[3, 16], &values).unwrap();
         let q = Fp8PerChannel.quantize(&weight, 123.0).unwrap();
-        let scales: Vec<f32> =
-            q.get("weight_scale").unwrap().data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let scales: Vec<f32> = q
+            .get("weight_scale")
+            .unwrap()
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         assert_eq!(scales, vec![7.5 * 0.37 / 448.0, 1.0, f32::MIN_POSITIVE / 448.0]);
         let codes = &q.get("weight").unwrap().data;
         for (i, &v) in values.iter().enumerate() {
@@ -131,10 +140,10 @@ mod tests {
         let (shape, restored) = Fp8PerChannel.dequantize("w", &q.views()).unwrap();
         assert_eq!(shape, [3, 16]);
         assert!((restored[15] - values[15]).abs() < 1e-6);
-        assert_eq!(Fp8PerChannel.output_layout([3, 16]), vec![
-            ("weight", Dtype::F8E4M3, vec![3, 16]),
-            ("weight_scale", Dtype::F32, vec![3])
-        ]);
+        assert_eq!(
+            Fp8PerChannel.output_layout([3, 16]),
+            vec![("weight", Dtype::F8E4M3, vec![3, 16]), ("weight_scale", Dtype::F32, vec![3])]
+        );
         assert!(!Fp8PerChannel.calibrated());
     }
 }

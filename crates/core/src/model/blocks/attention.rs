@@ -1,15 +1,18 @@
-//! Grouped-query self-attention with optional biases and q/k RMSNorm (per head as in Qwen3, or over the
-//! whole projection as in OLMoE), causal, no KV cache (calibration runs whole sequences).
-//! transformers: models/qwen3_moe/modeling_qwen3_moe.py `Qwen3MoeAttention`, models/olmoe `OlmoeAttention`.
+//! Grouped-query self-attention, no KV cache (calibration runs whole sequences), with the variants families
+//! declare: biases; q/k RMSNorm before the rope, per head (Qwen3) or over the whole projection (OLMoE), or
+//! weightless after it (Llama4); causal, sliding-window or chunked masks; attention sinks (GPT-OSS); layers
+//! without rope and with temperature tuning (Llama4).
+//! transformers: models/qwen3_moe `Qwen3MoeAttention`, models/olmoe `OlmoeAttention`, models/gpt_oss
+//! `GptOssAttention`, models/llama4 `Llama4TextAttention`.
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 
 use super::linear::Linear;
-use super::norm::RmsNorm;
-use super::ops::{causal_mask, softmax_last};
+use super::norm::{normalize, RmsNorm};
+use super::ops::{attention_mask, softmax_last};
 use super::rope::Rope;
 use crate::error::Result;
-use crate::model::descriptor::GqaDescriptor;
+use crate::model::descriptor::{AttentionMask, AttentionTemperature, GqaDescriptor};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
 
@@ -24,6 +27,22 @@ pub struct Attention {
     num_kv_heads: usize,
     head_dim: usize,
     scaling: f64,
+    pattern: Pattern,
+    rope: bool,
+    /// eps of the weightless q/k norm after the rope.
+    weightless_norm: Option<f64>,
+    temperature: Option<AttentionTemperature>,
+}
+
+/// Which keys each query sees, and the sink logits joined to its softmax.
+pub struct Pattern {
+    pub mask: AttentionMask,
+    /// `[heads]`.
+    pub sinks: Option<Tensor>,
+}
+
+impl Pattern {
+    pub const CAUSAL: Pattern = Pattern { mask: AttentionMask::Causal, sinks: None };
 }
 
 impl Attention {
@@ -42,7 +61,34 @@ impl Attention {
             num_kv_heads: desc.num_kv_heads,
             head_dim: desc.head_dim,
             scaling: desc.scaling,
+            pattern: Pattern {
+                mask: desc.mask,
+                sinks: desc.sinks.as_ref().map(|name| loader.tensor_shaped(name, &[desc.num_heads])).transpose()?,
+            },
+            rope: desc.rope,
+            weightless_norm: desc.qk_weightless_norm.then_some(eps),
+            temperature: desc.temperature,
         })
+    }
+
+    /// The rope (where the layer has one), then the weightless norm (where declared).
+    fn position(&self, xs: Tensor, rope: &Rope) -> Result<Tensor> {
+        let xs = if self.rope { rope.apply(&xs)? } else { xs };
+        match self.weightless_norm {
+            Some(eps) => normalize(&xs, eps),
+            None => Ok(xs),
+        }
+    }
+
+    /// Multiplies `q [B, heads, T, D]` by the temperature of each position.
+    fn tune_temperature(&self, q: Tensor) -> Result<Tensor> {
+        let Some(AttentionTemperature { scale, floor_scale }) = self.temperature else { return Ok(q) };
+        let (_, _, t, _) = q.dims4()?;
+        // transformers: positions and the floor in f32, then log1p, times attn_scale, plus 1.
+        let factors: Vec<f32> =
+            (0..t).map(|p| (((p as f32 + 1.0) / floor_scale as f32).floor()).ln_1p() * scale as f32 + 1.0).collect();
+        let factors = Tensor::from_vec(factors, (1, 1, t, 1), q.device())?;
+        Ok(q.to_dtype(DType::F32)?.broadcast_mul(&factors)?.to_dtype(q.dtype())?)
     }
 
     /// Projects and splits into heads `[B, heads, T, head_dim]`, applying the q/k norm where present.
@@ -63,12 +109,13 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         observers.record_input(&[&self.q.name, &self.k.name, &self.v.name], xs)?;
-        let q = rope.apply(&self.heads(&self.q, self.q_norm.as_ref(), xs, self.num_heads)?)?;
-        let k = rope.apply(&self.heads(&self.k, self.k_norm.as_ref(), xs, self.num_kv_heads)?)?;
+        let q = self.position(self.heads(&self.q, self.q_norm.as_ref(), xs, self.num_heads)?, rope)?;
+        let q = self.tune_temperature(q)?;
+        let k = self.position(self.heads(&self.k, self.k_norm.as_ref(), xs, self.num_kv_heads)?, rope)?;
         let v = self.heads(&self.v, None, xs, self.num_kv_heads)?;
         let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
         let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;
-        let out = attend(&q, &k, &v, self.scaling)?;
+        let out = attend(&q, &k, &v, self.scaling, &self.pattern)?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
         observers.record_input(&[&self.o.name], &out)?;
         self.o.forward(&out)
@@ -88,35 +135,65 @@ pub fn repeat_kv(xs: &Tensor, groups: usize) -> Result<Tensor> {
 /// softmax holds a few temporaries of that size), which bounds the forward's memory for long batches.
 const SCORES_BYTES_PER_CHUNK: usize = 128 << 20;
 
-/// Causal scaled dot-product attention: `softmax(q·kᵀ·scaling + mask)·v`, `[B, H, T, D]` (v's head size may
-/// differ from q's and k's).
-pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64) -> Result<Tensor> {
+/// Scaled dot-product attention: `softmax(q·kᵀ·scaling + mask)·v`, `[B, H, T, D]` (v's head size may differ
+/// from q's and k's); with sinks, each row's softmax also counts its head's sink logit, whose share is dropped.
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64, pattern: &Pattern) -> Result<Tensor> {
     let (_, heads, t, _) = q.dims4()?;
-    let per_sequence = heads * t * t * std::mem::size_of::<f32>();
-    attend_in_chunks(q, k, v, scaling, (SCORES_BYTES_PER_CHUNK / per_sequence.max(1)).max(1))
+    let per_sequence = heads * t * (t + 1) * std::mem::size_of::<f32>();
+    attend_in_chunks(q, k, v, scaling, pattern, (SCORES_BYTES_PER_CHUNK / per_sequence.max(1)).max(1))
 }
 
 /// [`attend`] over `chunk` sequences at a time.
-fn attend_in_chunks(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64, chunk: usize) -> Result<Tensor> {
-    let (b, _, t, _) = q.dims4()?;
-    let mask = causal_mask(t, q.device())?;
+fn attend_in_chunks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scaling: f64,
+    pattern: &Pattern,
+    chunk: usize,
+) -> Result<Tensor> {
+    let (b, heads, t, _) = q.dims4()?;
+    let scores = Scores {
+        mask: attention_mask(t, pattern.mask, q.device())?,
+        sinks: sink_column(pattern, heads, t, q.device())?,
+    };
     if chunk >= b {
-        return attend_sequences(q, k, v, &mask, scaling);
+        return attend_sequences(q, k, v, &scores, scaling);
     }
     let mut outputs = Vec::with_capacity(b.div_ceil(chunk));
     for start in (0..b).step_by(chunk) {
         let len = chunk.min(b - start);
         let rows = |xs: &Tensor| xs.narrow(0, start, len);
-        outputs.push(attend_sequences(&rows(q)?, &rows(k)?, &rows(v)?, &mask, scaling)?);
+        outputs.push(attend_sequences(&rows(q)?, &rows(k)?, &rows(v)?, &scores, scaling)?);
     }
     Ok(Tensor::cat(&outputs, 0)?)
 }
 
-fn attend_sequences(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scaling: f64) -> Result<Tensor> {
+/// The additive mask `[T, T]` and the sink logits as one extra key column `[1, H, T, 1]` (f32).
+struct Scores {
+    mask: Tensor,
+    sinks: Option<Tensor>,
+}
+
+fn sink_column(pattern: &Pattern, heads: usize, t: usize, device: &Device) -> Result<Option<Tensor>> {
+    let Some(sinks) = &pattern.sinks else { return Ok(None) };
+    let column = sinks.to_device(device)?.to_dtype(DType::F32)?.reshape((1, heads, 1, 1))?;
+    Ok(Some(column.broadcast_as((1, heads, t, 1))?.contiguous()?))
+}
+
+fn attend_sequences(q: &Tensor, k: &Tensor, v: &Tensor, extra: &Scores, scaling: f64) -> Result<Tensor> {
     // Scores and softmax in f32; the product with v in the compute dtype, as transformers' eager attention.
-    let scores = (q.matmul(&k.t()?)?.to_dtype(candle_core::DType::F32)? * scaling)?;
-    let scores = scores.broadcast_add(mask)?;
-    Ok(softmax_last(&scores)?.to_dtype(q.dtype())?.matmul(&v.contiguous()?)?)
+    let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scaling)?;
+    let scores = scores.broadcast_add(&extra.mask)?;
+    let probabilities = match &extra.sinks {
+        None => softmax_last(&scores)?,
+        Some(column) => {
+            let (b, heads, t, keys) = scores.dims4()?;
+            let column = column.broadcast_as((b, heads, t, 1))?.contiguous()?;
+            softmax_last(&Tensor::cat(&[&scores, &column], 3)?)?.narrow(3, 0, keys)?
+        }
+    };
+    Ok(probabilities.to_dtype(q.dtype())?.matmul(&v.contiguous()?)?)
 }
 
 #[cfg(test)]
@@ -131,12 +208,66 @@ mod tests {
         let q = Tensor::randn(0f32, 1.0, (5, 4, 7, 8), &device).unwrap();
         let k = Tensor::randn(0f32, 1.0, (5, 4, 7, 8), &device).unwrap();
         let v = Tensor::randn(0f32, 1.0, (5, 4, 7, 6), &device).unwrap();
-        let whole = attend_in_chunks(&q, &k, &v, 0.35, 5).unwrap();
+        let sinks = Tensor::randn(0f32, 1.0, 4, &device).unwrap();
+        let pattern = Pattern { mask: AttentionMask::SlidingWindow { window: 3 }, sinks: Some(sinks) };
+        let whole = attend_in_chunks(&q, &k, &v, 0.35, &pattern, 5).unwrap();
         assert_eq!(whole.dims(), [5, 4, 7, 6]);
         for chunk in [1, 2, 3] {
-            let chunked = attend_in_chunks(&q, &k, &v, 0.35, chunk).unwrap();
+            let chunked = attend_in_chunks(&q, &k, &v, 0.35, &pattern, chunk).unwrap();
             let difference = (&chunked - &whole).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(difference.to_scalar::<f32>().unwrap(), 0.0, "chunks of {chunk}");
+        }
+    }
+
+    /// One head's attention computed row by row with scalars: what transformers' eager attention computes.
+    fn by_hand(
+        q: &[Vec<f32>],
+        k: &[Vec<f32>],
+        v: &[Vec<f32>],
+        scaling: f32,
+        sees: impl Fn(usize, usize) -> bool,
+        sink: Option<f32>,
+    ) -> Vec<Vec<f32>> {
+        (0..q.len())
+            .map(|i| {
+                let logits: Vec<Option<f32>> = (0..k.len())
+                    .map(|j| sees(i, j).then(|| q[i].iter().zip(&k[j]).map(|(a, b)| a * b).sum::<f32>() * scaling))
+                    .collect();
+                let max = logits.iter().flatten().copied().chain(sink).fold(f32::NEG_INFINITY, f32::max);
+                let weights: Vec<f32> = logits.iter().map(|l| l.map_or(0.0, |l| (l - max).exp())).collect();
+                let total: f32 = weights.iter().sum::<f32>() + sink.map_or(0.0, |s| (s - max).exp());
+                (0..v[0].len()).map(|d| weights.iter().zip(v).map(|(w, row)| w * row[d]).sum::<f32>() / total).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn masks_and_sinks_match_attention_computed_by_hand() {
+        let device = Device::Cpu;
+        let (t, d) = (9, 4);
+        let q = Tensor::randn(0f32, 1.0, (1, 2, t, d), &device).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 2, t, d), &device).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, 2, t, d), &device).unwrap();
+        let rows = |xs: &Tensor, head: usize| xs.get(0).unwrap().get(head).unwrap().to_vec2::<f32>().unwrap();
+        let sinks = [0.7f32, -1.3];
+        type Sees = Box<dyn Fn(usize, usize) -> bool>;
+        let cases: [(AttentionMask, Sees); 3] = [
+            (AttentionMask::Causal, Box::new(|i, j| j <= i)),
+            (AttentionMask::SlidingWindow { window: 3 }, Box::new(|i, j| j <= i && i - j < 3)),
+            (AttentionMask::Chunked { size: 4 }, Box::new(|i, j| j <= i && i / 4 == j / 4)),
+        ];
+        for (mask, sees) in &cases {
+            for with_sinks in [false, true] {
+                let pattern = Pattern { mask: *mask, sinks: with_sinks.then(|| Tensor::new(&sinks, &device).unwrap()) };
+                let out = attend(&q, &k, &v, 0.5, &pattern).unwrap();
+                for (head, &sink) in sinks.iter().enumerate() {
+                    let sink = with_sinks.then_some(sink);
+                    let want = by_hand(&rows(&q, head), &rows(&k, head), &rows(&v, head), 0.5, sees, sink);
+                    for (got, want) in rows(&out, head).iter().flatten().zip(want.iter().flatten()) {
+                        assert!((got - want).abs() < 1e-5, "{mask:?} sinks {with_sinks}: {got} vs {want}");
+                    }
+                }
+            }
         }
     }
 }

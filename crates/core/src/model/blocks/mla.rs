@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::attention::attend;
+use super::attention::{attend, Pattern};
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
@@ -91,7 +91,7 @@ impl Mla {
         let k_rot = rope.apply(&k_rot)?.expand((b, heads, t, self.rope_dim))?;
         let query = Tensor::cat(&[&q_pass, &q_rot], 3)?.contiguous()?;
         let key = Tensor::cat(&[&k_pass, &k_rot], 3)?.contiguous()?;
-        let out = attend(&query, &key, &value, self.scaling)?;
+        let out = attend(&query, &key, &value, self.scaling, &Pattern::CAUSAL)?;
         let out = out.transpose(1, 2)?.reshape((b, t, heads * self.v_dim))?;
         observers.record_input(&[&self.o.name], &out)?;
         self.o.forward(&out)

@@ -1,5 +1,5 @@
 //! RMSNorm over the last dimension: `x · rsqrt(mean(x²) + eps) · w`, normalised in f32 as transformers
-//! computes it, then cast back to the input dtype before the weight multiplies it.
+//! computes it, then cast back to the input dtype before the weight multiplies it; and without a weight.
 
 use candle_core::{DType, Tensor, D};
 
@@ -16,10 +16,15 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dtype = xs.dtype();
-        let xs = xs.to_dtype(DType::F32)?;
-        let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = xs.broadcast_mul(&(variance + self.eps)?.sqrt()?.recip()?)?.to_dtype(dtype)?;
-        Ok(normed.broadcast_mul(&self.weight)?)
+        Ok(normalize(xs, self.eps)?.broadcast_mul(&self.weight)?)
     }
+}
+
+/// `x · rsqrt(mean(x²) + eps)` over the last dimension, computed in f32 and returned in `xs`'s dtype: RMSNorm
+/// without a weight (Llama4's q/k norm).
+pub fn normalize(xs: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let xs = xs.to_dtype(DType::F32)?;
+    let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
+    Ok(xs.broadcast_mul(&(variance + eps)?.sqrt()?.recip()?)?.to_dtype(dtype)?)
 }

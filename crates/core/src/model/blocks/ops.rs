@@ -1,8 +1,9 @@
-//! Tensor helpers candle-core lacks: softmax, sigmoid, causal mask, absolute maximum.
+//! Tensor helpers candle-core lacks: softmax, sigmoid, attention masks, absolute maximum.
 
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::Result;
+use crate::model::descriptor::AttentionMask;
 
 /// Softmax over the last dimension in f32, stabilised by the row maximum (returns f32).
 pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
@@ -20,8 +21,21 @@ pub fn sigmoid(xs: &Tensor) -> Result<Tensor> {
 
 /// `[T, T]` additive mask: 0 on and below the diagonal, -inf above.
 pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
+    attention_mask(len, AttentionMask::Causal, device)
+}
+
+/// `[T, T]` additive mask: 0 where query `q` (row) sees key `k` (column), -inf elsewhere.
+pub fn attention_mask(len: usize, kind: AttentionMask, device: &Device) -> Result<Tensor> {
+    let sees = move |q: usize, k: usize| {
+        k <= q
+            && match kind {
+                AttentionMask::Causal => true,
+                AttentionMask::SlidingWindow { window } => k + window > q,
+                AttentionMask::Chunked { size } => k / size.max(1) == q / size.max(1),
+            }
+    };
     let mask: Vec<f32> =
-        (0..len).flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        (0..len).flat_map(|q| (0..len).map(move |k| if sees(q, k) { 0.0 } else { f32::NEG_INFINITY })).collect();
     Ok(Tensor::from_vec(mask, (len, len), device)?)
 }
 

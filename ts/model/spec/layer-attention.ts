@@ -1,0 +1,93 @@
+/**
+ * What differs between the attention of one decoder layer and the next: the mask (causal, sliding window,
+ * chunked) from the family's sliding-window rule and `layer_types`, and on Llama4 the layers without rope
+ * (`no_rope_layers`), which take attention temperature tuning instead of the weightless q/k norm.
+ */
+import type { AttentionMask, AttentionTemperature } from '../../native/contract'
+import { refuse, type SpecContext } from './context'
+
+/** The per-layer part of a grouped-query attention descriptor. */
+export interface LayerAttention {
+  mask: AttentionMask
+  rope: boolean
+  qk_weightless_norm: boolean
+  temperature?: AttentionTemperature
+}
+
+const LAYER_TYPES = ['full_attention', 'sliding_attention', 'chunked_attention'] as const
+type LayerType = (typeof LAYER_TYPES)[number]
+
+/** Whether each layer uses rope: config `no_rope_layers` (1 = rope), else transformers' default from the interval. */
+function ropeLayers(context: SpecContext, raw: Record<string, unknown>, layers: number): boolean[] {
+  const decl = context.forward.noRope
+  if (!decl) return Array.from({ length: layers }, () => true)
+  const list = raw[decl.layersKey]
+  // transformers: `no_rope_layers if no_rope_layers else default` (an empty list takes the default).
+  if (Array.isArray(list) && list.length > 0) {
+    if (list.length !== layers || !list.every((v) => v === 0 || v === 1 || typeof v === 'boolean')) {
+      context.values.invalid(decl.layersKey, `a list of ${layers} values 0 or 1 (one per decoder layer)`, list)
+    }
+    return list.map((v) => v === 1 || v === true)
+  }
+  const interval = context.values.integer(decl.intervalKey)
+  return Array.from({ length: layers }, (_, i) => (i + 1) % interval !== 0)
+}
+
+/** config `layer_types`, or what the family's config class derives without it. */
+function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: number, rope: boolean[]): LayerType[] {
+  const given = raw.layer_types
+  if (Array.isArray(given)) {
+    if (given.length !== layers || !given.every((t) => (LAYER_TYPES as readonly unknown[]).includes(t))) {
+      context.values.invalid('layer_types', `a list of ${layers} of ${LAYER_TYPES.join(', ')} (one per decoder layer)`, given)
+    }
+    return given as LayerType[]
+  }
+  switch (context.forward.defaultLayerTypes) {
+    case 'alternate_sliding':
+      return Array.from({ length: layers }, (_, i) => ((i + 1) % 2 ? 'sliding_attention' : 'full_attention'))
+    case 'chunked_on_rope_layers': {
+      const chunked = context.values.value('attention_chunk_size') !== null && context.values.value('attention_chunk_size') !== undefined
+      return rope.map((r) => (r && chunked ? 'chunked_attention' : 'full_attention'))
+    }
+    case undefined:
+      // Qwen2-MoE derives alternating sliding layers from use_sliding_window and max_window_layers.
+      if (context.values.value('use_sliding_window') === true) refuse(context, 'use_sliding_window true without layer_types')
+      return Array.from({ length: layers }, () => 'full_attention')
+  }
+}
+
+/** The mask of every layer under the family's sliding-window rule. */
+function masks(context: SpecContext, raw: Record<string, unknown>, layers: number, rope: boolean[]): AttentionMask[] {
+  const { forward, values } = context
+  const every = (mask: AttentionMask): AttentionMask[] => Array.from({ length: layers }, () => mask)
+  const window = (): AttentionMask => ({ kind: 'sliding_window', window: values.integer('sliding_window') })
+  if (forward.slidingWindow === 'layer_types') {
+    return layerTypes(context, raw, layers, rope).map((type): AttentionMask => {
+      if (type === 'sliding_attention') return window()
+      if (type === 'chunked_attention') return { kind: 'chunked', size: values.integer('attention_chunk_size') }
+      return { kind: 'causal' }
+    })
+  }
+  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention')) {
+    refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: ${context.entry.family} layers are all alike (its attention does not read layer_types)`)
+  }
+  const set = (key: string): boolean => values.value(key) !== null && values.value(key) !== undefined
+  if (forward.slidingWindow === 'when_set' && set('sliding_window')) return every(window())
+  if (forward.slidingWindow === 'when_enabled' && values.value('use_sliding_window') === true) return every(window())
+  return every({ kind: 'causal' })
+}
+
+/** The attention variant of every decoder layer. */
+export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number): LayerAttention[] {
+  const { forward, values } = context
+  const rope = ropeLayers(context, raw, layers)
+  const mask = masks(context, raw, layers, rope)
+  const weightless = forward.weightlessQkNormKey ? values.boolean(forward.weightlessQkNormKey) : false
+  const tuning = forward.noRope?.temperature
+  const tuned = tuning ? values.boolean(tuning.enabled) : false
+  return rope.map((withRope, i) => {
+    const layer: LayerAttention = { mask: mask[i] as AttentionMask, rope: withRope, qk_weightless_norm: weightless && withRope }
+    if (tuning && tuned && !withRope) layer.temperature = { scale: values.number(tuning.scale), floor_scale: values.number(tuning.floorScale) }
+    return layer
+  })
+}
