@@ -6,8 +6,9 @@ Regenerate (from the repository root):
     python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.17.* tokenizers safetensors \
         && .venv-tools/bin/python tools/make_fixtures.py
 
-The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/ (keeping golden/ and vectors/, which other scripts make from it, and zoo/, made by
-tools/make_zoo.py).
+The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/,
+keeping golden/, vectors/ and descriptors/, which other scripts make from it, and zoo/, prequant/ and families/,
+made by tools/make_zoo.py, tools/make_prequant_vectors.py and tools/make_family_fixtures.py.
 
 What it produces, for each family (qwen3_moe, qwen2_moe, mixtral, olmoe, deepseek_v3, glm4_moe, granitemoe,
 gpt_oss, llama4_text):
@@ -415,10 +416,16 @@ def experts_geometry(mod, hidden: int) -> dict:
 
 
 def router_of(block, E: int, H: int):
+    """(name relative to block, module) of the [E, H] router: a child of the block or, failing that, a module
+    below one (a gate module that holds its linear)."""
     for child_name, child in block.named_children():
         w = getattr(child, "weight", None)
         if child_name != "experts" and isinstance(w, torch.nn.Parameter) and tuple(w.shape) == (E, H):
             return child_name, child
+    for name, mod in block.named_modules():
+        w = getattr(mod, "weight", None)
+        if name and not name.startswith("experts") and isinstance(w, torch.nn.Parameter) and tuple(w.shape) == (E, H):
+            return name, mod
     raise AssertionError(f"no router found in {type(block).__name__}")
 
 
@@ -453,7 +460,8 @@ class Recorder:
 
     def __init__(self, model):
         self.model = model
-        self.hidden = model.config.hidden_size
+        self.text_config = model.config.get_text_config()
+        self.hidden = self.text_config.hidden_size
         self.handles = []
         self.amax: dict[str, torch.Tensor] = {}
         self.calls: dict[str, list] = {}
@@ -505,7 +513,7 @@ class Recorder:
         kinds: dict[str, str] = {}
         for name, mod in self.experts:
             geo = experts_geometry(mod, self.hidden)
-            E, K = geo["experts"], self.model.config.num_experts_per_tok
+            E, K = geo["experts"], self.text_config.num_experts_per_tok
             _, block = parent_of(self.model, name)
             _, router = router_of(block, E, self.hidden)
             assert len(self.calls[name]) == 1 and len(self.router_io[name]) == 1, name
@@ -538,6 +546,9 @@ class Recorder:
                     down_amax = torch.maximum(down_amax, h.abs().amax().float())
                     recon.index_add_(0, tok, down(e, h) * w[tok, kpos, None])
                 kinds[name] = classify_router(rlogits, idx, w)
+                rsf = getattr(self.text_config, "routed_scaling_factor", None)
+                if kinds[name] == "unknown" and rsf:  # weights scaled without renormalising (DeepSeek-V2)
+                    kinds[name] = classify_router(rlogits, idx, w / rsf)
             else:  # Llama4: x is [E*T, H], every token for every expert, pre-scaled by the router score
                 scores = rout[0]  # [T, E], sigmoid(top-k logits), 0 elsewhere
                 T = scores.shape[0]
@@ -604,10 +615,13 @@ def classify_key(key: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_model(config, model_cls, lkw: dict, fam: dict, seed: int):
-    """Returns (f32 model as initialised, f32 model holding the bf16-rounded weights, bf16 model to save)."""
+def build_model(config, model_cls, lkw: dict, fam: dict, seed: int, auto_cls=AutoModelForCausalLM, extra_init=None):
+    """Returns (f32 model as initialised, f32 model holding the bf16-rounded weights, bf16 model to save).
+
+    extra_init(model, generator, keep_f32), if given, runs after the bias initialisation below, under no_grad, with
+    the same generator; it may add names of float32 tensors (like e_score_correction_bias) to keep_f32."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **lkw).eval()
+    model = auto_cls.from_config(config, dtype=torch.float32, **lkw).eval()
     assert type(model) is model_cls
     # Make parameters that are zero at init non-trivial (deterministically).
     g = torch.Generator().manual_seed(BIAS_SEED + seed)
@@ -620,11 +634,14 @@ def build_model(config, model_cls, lkw: dict, fam: dict, seed: int):
             if fam.get("router_bias") and isinstance(getattr(mod, "e_score_correction_bias", None), torch.Tensor):
                 mod.e_score_correction_bias.copy_(torch.randn(mod.e_score_correction_bias.shape, generator=g) * 0.01)
                 keep_f32.add(f"{name}.e_score_correction_bias")
+        if extra_init is not None:
+            extra_init(model, g, keep_f32)
     # bf16 copy to save; e_score_correction_bias stays float32 as in the hub checkpoints
     model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
     for key in keep_f32:
-        owner = model_bf16.get_submodule(key.rsplit(".", 1)[0])
-        owner.e_score_correction_bias.data = owner.e_score_correction_bias.data.float()
+        owner_name, attr = key.rsplit(".", 1)
+        owner = model_bf16.get_submodule(owner_name)
+        getattr(owner, attr).data = getattr(owner, attr).data.float()
     # f32 model with exactly the saved values. Not model_bf16.float(): that would also round non-persistent
     # buffers (RoPE inv_freq), which are not saved and are recomputed in f32 on load.
     rounded = copy.deepcopy(model)
@@ -633,15 +650,50 @@ def build_model(config, model_cls, lkw: dict, fam: dict, seed: int):
     return model, rounded.eval(), model_bf16
 
 
+def make_input_ids() -> torch.Tensor:
+    """The int64 [2, 12] input_ids shared by every fixture."""
+    gen = torch.Generator().manual_seed(INPUT_SEED)
+    return torch.randint(0, VOCAB, SEQ_SHAPE, generator=gen, dtype=torch.int64)
+
+
+def find_seed(config, model_cls, lkw: dict, fam: dict, input_ids: torch.Tensor, auto_cls=AutoModelForCausalLM,
+              extra_init=None, tries: int = 200):
+    """Deterministic seed search: the first seed from MODEL_SEED whose random routers send at least one token to
+    every expert of every MoE layer (with the bf16-rounded weights, on input_ids). Returns (seed, *build_model)."""
+    for seed in range(MODEL_SEED, MODEL_SEED + tries):
+        model_f32, expected_bf16, model = build_model(config, model_cls, lkw, fam, seed, auto_cls, extra_init)
+        rec = Recorder(expected_bf16)
+        with torch.no_grad():
+            expected_bf16(input_ids=input_ids)
+        rec.remove()
+        counts = [v for k, v in rec.experts_stats()[0].items() if k.startswith("tokens.")]
+        if all(bool((c > 0).all()) for c in counts):
+            return seed, model_f32, expected_bf16, model
+    raise SystemExit(f"{config.model_type}: no seed in {tries} spreads tokens over all experts")
+
+
+def decoder_layers(model) -> tuple[str, torch.nn.ModuleList]:
+    """(module name, ModuleList) of the decoder layers of the text model: model.layers for a causal LM,
+    model.language_model.layers for a vision-language wrapper."""
+    for name in ("model.layers", "model.language_model.layers"):
+        try:
+            return name, model.get_submodule(name)
+        except AttributeError:
+            pass
+    raise AssertionError(f"no decoder layers found in {type(model).__name__}")
+
+
 def main() -> int:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    # Rewrite the model fixtures; golden/ (tools/make_golden.py) and vectors/ (tools/make_format_vectors.py)
-    # are made from them by their own scripts and kept, as is zoo/ (tools/make_zoo.py, independent of them).
+    # Rewrite the model fixtures; golden/ (tools/make_golden.py), vectors/ (tools/make_format_vectors.py) and
+    # descriptors/ (tools/write_descriptors.mjs) are made from them by their own scripts and kept, as are zoo/
+    # (tools/make_zoo.py), prequant/ (tools/make_prequant_vectors.py) and families/
+    # (tools/make_family_fixtures.py), independent of them.
     FIXTURES.mkdir(parents=True, exist_ok=True)
     for entry in FIXTURES.iterdir():
-        if entry.name in ("golden", "vectors", "zoo"):
+        if entry.name in ("golden", "vectors", "zoo", "descriptors", "prequant", "families"):
             continue
         if entry.is_dir():
             shutil.rmtree(entry)
@@ -649,8 +701,7 @@ def main() -> int:
             entry.unlink()
 
     tokenizer_json, eos_id = build_tokenizer()
-    gen = torch.Generator().manual_seed(INPUT_SEED)
-    input_ids = torch.randint(0, VOCAB, SEQ_SHAPE, generator=gen, dtype=torch.int64)
+    input_ids = make_input_ids()
 
     manifest: list[dict] = []
     seeds: dict[str, int] = {}
@@ -662,30 +713,18 @@ def main() -> int:
         config = AutoConfig.for_model(mt, **fam["kwargs"])
         model_cls = AutoModelForCausalLM._model_mapping[type(config)]
         lkw = load_kwargs(model_cls)
-        # Deterministic seed search: the first seed whose random routers send at least one token to every expert
-        # of every MoE layer (with the bf16-rounded weights, on the fixed input_ids).
-        for seed in range(MODEL_SEED, MODEL_SEED + 200):
-            model_f32, expected_bf16, model = build_model(config, model_cls, lkw, fam, seed)
-            rec = Recorder(expected_bf16)
-            with torch.no_grad():
-                expected_bf16(input_ids=input_ids)
-            rec.remove()
-            counts = [v for k, v in rec.experts_stats()[0].items() if k.startswith("tokens.")]
-            if all(bool((c > 0).all()) for c in counts):
-                break
-        else:
-            raise SystemExit(f"{mt}: no seed in 200 spreads tokens over all experts")
+        seed, model_f32, expected_bf16, model = find_seed(config, model_cls, lkw, fam, input_ids)
         print(f"  model seed {seed}")
         seeds[mt] = seed
 
         # ---- structure, from the modules
-        layers = model.model.layers
+        layers_name, layers = decoder_layers(model)
         exp_mods = experts_modules(model)
         moe_layers, dense_layers = [], []
         for li in range(len(layers)):
-            names = [n for n, _ in exp_mods if n.startswith(f"model.layers.{li}.")]
+            names = [n for n, _ in exp_mods if n.startswith(f"{layers_name}.{li}.")]
             (moe_layers if names else dense_layers).append(li)
-        first_moe = f"model.layers.{moe_layers[0]}."
+        first_moe = f"{layers_name}.{moe_layers[0]}."
         en, emod = next((n, m) for n, m in exp_mods if n.startswith(first_moe))
         geo = experts_geometry(emod, config.hidden_size)
         block_name, block = parent_of(model, en)

@@ -1,0 +1,760 @@
+#!/usr/bin/env python3
+"""Build tiny Mixture-of-Experts test fixtures for the families tools/make_fixtures.py does not cover, under
+fixtures/families/ (dev tooling, not a runtime dependency).
+
+Regenerate (from the repository root):
+
+    python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.25.* tokenizers safetensors \\
+        && .venv-tools/bin/python tools/make_family_fixtures.py
+
+The script is deterministic (all seeds fixed) and runs on CPU in a minute or two. It rewrites fixtures/families/
+and nothing else. It imports tools/make_fixtures.py and reuses its tokenizer, input_ids, shapes, seeds, model
+construction, seed search, hooks and checks, so that these fixtures are made exactly like the ones there.
+
+What it produces, for each family below:
+
+  fixtures/families/<model_type>/hub/    save_pretrained(dir): the hub / original on-disk layout
+  fixtures/families/<model_type>/fused/  save_pretrained(dir, save_original_format=False): the transformers 5
+                                         in-memory fused experts layout; only written when it differs from hub/
+
+Every directory holds the same files as the directories of tools/make_fixtures.py: config.json,
+generation_config.json, model.safetensors, tokenizer.json (the same 256-entry byte-level BPE), tokenizer_config.json
+and reference.safetensors with input_ids int64 [2, 12] (the same ids as every fixture), logits float32 [2, 12, 256]
+(transformers in float32 from the saved weights, eager attention, eager experts, one thread),
+amax.<nn.Linear module>, amax.<experts module>.gate_up_input, amax.<experts module>.down_input and
+tokens.<experts module> (see tools/make_fixtures.py for their exact meaning). Weights are bfloat16, except
+e_score_correction_bias, which is float32 as in the hub checkpoints.
+
+Plus fixtures/families/MANIFEST.json (the same per-directory schema as fixtures/MANIFEST.json, `path` relative to
+fixtures/, so the two `fixtures` lists can be concatenated) and fixtures/families/README.md (a summary table).
+
+Families (model_type in transformers 5.25): qwen3_vl_moe, glm4v_moe, dots1, deepseek_v2, hunyuan_v1_moe,
+ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared.
+
+  fixtures/families/qwen3_vl_moe/hub_transposed/
+                                         the hub/ checkpoint with its stacked experts stored transposed,
+                                         gate_up_proj [E, H, 2I] / down_proj [E, I, H]: the layout of the published
+                                         Qwen3-VL-MoE checkpoints. transformers 5.25 reads it (it transposes when the
+                                         shapes differ from its own) but writes [E, 2I, H] / [E, H, I] in both
+                                         layouts, so hub/ == fused/ there and only hub/ is kept.
+
+Deliberate choices:
+  * Shapes are those of tools/make_fixtures.py: hidden 64, 4 attention heads, 2 KV heads, head_dim 16, 8 experts of
+    intermediate 48, top-k 2, dense and shared intermediate 80 (unless the family derives the shared size from the
+    expert size), vocab 256, max_position_embeddings 256. Two decoder layers, three where the family has a
+    dense-first-layer rule or alternating layer kinds, so that both kinds of layer appear.
+  * Parameters and persistent buffers that are all zeros or all ones at init (norm weights, attention and other
+    biases, e_score_correction_bias) get small random values from a fixed seed, so that a forward that ignores one
+    of them does not reproduce the logits. Norm weights become 1 + 0.1 * N(0, 1), other all-zero tensors
+    0.02 * N(0, 1), e_score_correction_bias 0.01 * N(0, 1) (as tools/make_fixtures.py does for it).
+  * Vision-language wrappers (qwen3_vl_moe, glm4v_moe) are built and saved whole, with a tiny vision tower (its
+    tensors are in model.safetensors), and run on text-only input_ids: the references come from the wrapper
+    (...ForConditionalGeneration) and cover only the language model, whose modules are
+    model.language_model.layers.*. The image/video special token ids are set to ids of the 256-entry vocabulary
+    that do not occur in input_ids. Config keys of the text model are given in MANIFEST.json as paths
+    (`text_config.num_experts`).
+  * Config features are chosen so that the forward exercises them; each family's line in README.md lists them
+    (router, group routing, shared experts, dense layers, q/k norms, partial rotary, sliding windows, ...).
+  * Model seeds: as in tools/make_fixtures.py, the first seed from MODEL_SEED whose routers give every expert of
+    every MoE layer at least one token of input_ids (model_seed in MANIFEST.json).
+
+Families not produced, and why: none so far.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import make_fixtures as mf  # noqa: E402  (sets the environment and logging before transformers is imported)
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer  # noqa: E402
+
+OUT = mf.FIXTURES / "families"
+GENERATOR = "tools/make_family_fixtures.py"
+
+KNOWN_ROUTERS = ("softmax", "topk_softmax", "sigmoid")  # the kinds make_fixtures.classify_router tells apart
+
+# Token ids of the vision wrappers' special tokens: in the vocabulary, absent from input_ids (checked).
+VISION_TOKEN_IDS = [255, 254, 253, 251, 249, 248, 246]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Families
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def rope(**extra) -> dict:
+    return dict(mf.ROPE, **extra)
+
+
+def families(eos_id: int) -> list[dict]:
+    """Each: family, model_type, kind ("causal" or "vl"), kwargs for AutoConfig.for_model, router (the kind string
+    of MANIFEST.json), notes for README.md (router, attention), and the flags build_model reads (router_bias)."""
+    c = mf.common(eos_id)
+    t = VISION_TOKEN_IDS
+    return [
+        dict(
+            family="Qwen3-VL-MoE",
+            model_type="qwen3_vl_moe",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    head_dim=mf.HEAD_DIM,
+                    num_hidden_layers=2,
+                    num_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    # interleaved multimodal RoPE; sections sum to head_dim / 2 (text-only: all three positions agree)
+                    rope_parameters=rope(mrope_section=[4, 2, 2], mrope_interleaved=True),
+                ),
+                vision_config=dict(
+                    depth=2,
+                    hidden_size=32,
+                    num_heads=2,
+                    intermediate_size=64,
+                    patch_size=4,
+                    num_position_embeddings=16,
+                    out_hidden_size=mf.HIDDEN,
+                    deepstack_visual_indexes=[0],
+                ),
+                image_token_id=t[0],
+                video_token_id=t[1],
+                vision_start_token_id=t[2],
+                vision_end_token_id=t[3],
+                tie_word_embeddings=False,
+            ),
+            router="topk_softmax",
+            router_notes="softmax over E, top-k, renormalised (always, no norm_topk_prob key)",
+            transposed_variant=True,
+            attention_notes="q/k RMSNorm per head; interleaved M-RoPE (mrope_section [4,2,2]); vision tower of 2 "
+            "blocks with deepstack merger at block 0",
+        ),
+        dict(
+            family="GLM-4.5V (GLM4V-MoE)",
+            model_type="glm4v_moe",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    head_dim=mf.HEAD_DIM,
+                    num_hidden_layers=3,
+                    n_routed_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    n_shared_experts=1,
+                    n_group=2,
+                    topk_group=1,
+                    first_k_dense_replace=1,
+                    routed_scaling_factor=2.5,
+                    norm_topk_prob=True,
+                    attention_bias=True,
+                    # partial rotary: RoPE on half of each head (8 dims), M-RoPE sections sum to 4
+                    rope_parameters=rope(mrope_section=[2, 1, 1], partial_rotary_factor=0.5),
+                ),
+                vision_config=dict(
+                    depth=2,
+                    hidden_size=32,
+                    num_heads=2,
+                    intermediate_size=64,
+                    patch_size=4,
+                    image_size=16,
+                    out_hidden_size=mf.HIDDEN,
+                ),
+                image_token_id=t[0],
+                video_token_id=t[1],
+                image_start_token_id=t[2],
+                image_end_token_id=t[3],
+                video_start_token_id=t[4],
+                video_end_token_id=t[5],
+                tie_word_embeddings=False,
+            ),
+            router="sigmoid",
+            router_notes="sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="q/k/v bias; partial_rotary_factor 0.5 with M-RoPE (mrope_section [2,1,1]); vision tower of "
+            "2 blocks",
+            router_bias=True,
+        ),
+        dict(
+            family="dots.llm1",
+            model_type="dots1",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=2,  # one shared MLP of 2 x 48
+                n_group=4,
+                topk_group=2,
+                first_k_dense_replace=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                sliding_window=8,  # 8 < 12 tokens
+                max_window_layers=2,  # -> layer 2 sliding_attention, layers 0 and 1 full_attention
+            ),
+            router="sigmoid",
+            router_notes="sigmoid + e_score_correction_bias for the choice, n_group 4 / topk_group 2 (group score = "
+            "sum of its top-2), weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="q/k RMSNorm per head; sliding_window 8 on layer 2 (max_window_layers 2)",
+            router_bias=True,
+        ),
+        dict(
+            family="DeepSeek-V2",
+            model_type="deepseek_v2",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=2,  # one shared MLP of 2 x 48
+                first_k_dense_replace=1,
+                topk_method="group_limited_greedy",
+                n_group=4,
+                topk_group=2,
+                routed_scaling_factor=16.0,
+                norm_topk_prob=False,
+                q_lora_rank=None,  # q_proj directly (DeepSeek-V2-Lite style)
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=16,
+                # YaRN as in the DeepSeek-V2 checkpoints: mscale_all_dim scales the softmax
+                rope_parameters=rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=64,
+                                     beta_fast=32.0, beta_slow=1.0, mscale=0.707, mscale_all_dim=0.707),
+            ),
+            router="softmax",
+            router_notes="softmax over E; group_limited_greedy: n_group 4 / topk_group 2 by the max score of each "
+            "group; weights not renormalised, x routed_scaling_factor 16",
+            attention_notes="MLA without q LoRA (q_proj, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj), qk_nope 16 + "
+            "qk_rope 8, v_head 16; RoPE on interleaved pairs (complex form); YaRN (factor 4, original 64, "
+            "mscale_all_dim 0.707 folded into the softmax scale)",
+        ),
+        dict(
+            family="Hunyuan-A13B (HunYuan MoE V1)",
+            model_type="hunyuan_v1_moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=2,
+                num_experts=mf.N_EXPERTS,
+                moe_topk=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,  # experts and the shared MLP alike
+                # NTK RoPE with a fixed alpha, as the checkpoints' rope_scaling {"type": "dynamic", "alpha": ...}
+                rope_parameters=rope(rope_type="dynamic", factor=1.0, alpha=1000.0),
+            ),
+            router="topk_softmax",
+            router_notes="f32 linear `gate.wg` (an nn.Linear), softmax over E, top-k, renormalised",
+            attention_notes="q/k RMSNorm per head (query_layernorm / key_layernorm, after RoPE); NTK-alpha RoPE "
+            "(alpha 1000)",
+        ),
+        dict(
+            family="ERNIE 4.5 MoE",
+            model_type="ernie4_5_moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                moe_num_experts=mf.N_EXPERTS,
+                moe_k=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                moe_num_shared_experts=2,  # one shared MLP of 2 x 48
+                moe_layer_start_index=1,  # layer 0 dense
+                tie_word_embeddings=True,  # as the ERNIE 4.5 checkpoints: no lm_head.weight in the file
+            ),
+            router="topk_softmax",
+            router_notes="f32 softmax over E; choice on softmax + e_score_correction_bias (moe_statics), weights the "
+            "chosen softmax values renormalised",
+            attention_notes="RoPE on interleaved pairs (GLM style), full head; tied embeddings",
+            router_bias=True,
+        ),
+        dict(
+            family="MiniMax-M2",
+            model_type="minimax_m2",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=2,
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                rope_parameters=rope(partial_rotary_factor=0.5),  # the checkpoints' rotary_dim = head_dim / 2
+            ),
+            router="sigmoid",
+            router_notes="sigmoid; choice on sigmoid + e_score_correction_bias (on the MoE block), weights the chosen "
+            "sigmoids renormalised",
+            attention_notes="q/k RMSNorm over all heads together (q_norm [64], k_norm [32]); partial_rotary_factor 0.5",
+            router_bias=True,
+        ),
+        dict(
+            family="Phi-3.5-MoE (PhiMoE)",
+            model_type="phimoe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_hidden_layers=2,
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                attention_bias=True,
+                lm_head_bias=True,
+                sliding_window=8,  # every layer; 8 < 12 tokens
+                # LongRoPE as in the checkpoints (12 tokens < original 64: short factors and short_mscale apply)
+                rope_parameters=rope(
+                    rope_type="longrope",
+                    original_max_position_embeddings=64,
+                    short_factor=[1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.1, 2.6],
+                    long_factor=[1.0, 1.2, 1.5, 2.0, 2.8, 3.9, 5.3, 7.0],
+                    short_mscale=1.243,
+                    long_mscale=1.243,
+                ),
+            ),
+            router="sparsemixer",
+            router_notes="SparseMixer (eval): expert 1 = argmax of the logits, its weight = softmax over the logits "
+            "whose relative gap to that max is at most 2 x router_jitter_noise (0.01); expert 2 and its weight "
+            "likewise with expert 1 masked out; not renormalised; the router is an nn.Linear",
+            attention_notes="q/k/v/o bias, lm_head bias; LayerNorm (with bias) instead of RMSNorm; sliding_window 8 on "
+            "every layer; LongRoPE (short factors, short_mscale 1.243)",
+        ),
+        dict(
+            family="FlexOlmo",
+            model_type="flex_olmo",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_hidden_layers=2,
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                norm_topk_prob=False,
+            ),
+            router="softmax",
+            router_notes="softmax over E, top-k, not renormalised (norm_topk_prob false)",
+            attention_notes="q/k RMSNorm over all heads together; post-norm blocks (post_attention_layernorm and "
+            "post_feedforward_layernorm on the sublayer outputs, no input norm)",
+        ),
+        dict(
+            family="Granite-MoE-Shared",
+            model_type="granitemoeshared",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_hidden_layers=2,
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                shared_intermediate_size=mf.I_DENSE,
+                embedding_multiplier=12.0,
+                attention_multiplier=1.0 / mf.HEAD_DIM,
+                residual_multiplier=0.22,
+                logits_scaling=4.0,
+            ),
+            router="topk_softmax",
+            router_notes="linear `router.layer`, top-k on the logits, softmax over the k chosen",
+            attention_notes="Granite multipliers (embedding 12, attention 1/16, residual 0.22, logits 1/4); shared MLP "
+            "`shared_mlp` beside `block_sparse_moe` (input_linear [2 x 80, 64] / output_linear)",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def randomise_constants(model, g: torch.Generator, keep_f32: set):
+    """Give parameters and persistent buffers that are all 0 or all 1 at init small random values (see header).
+    Runs after make_fixtures.build_model's own bias initialisation, with its generator."""
+    for name, t in model.state_dict(keep_vars=True).items():
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        ones, zeros = bool((t == 1).all()), bool((t == 0).all())
+        if not (ones or zeros):
+            continue
+        assert not name.endswith("e_score_correction_bias"), f"{name}: set router_bias on the family"
+        noise = torch.randn(t.shape, generator=g)
+        leaf = name.rsplit(".", 2)[-2] if "." in name else name
+        if ones:
+            t.data.copy_(1.0 + 0.1 * noise)
+        elif "norm" in leaf:
+            t.data.copy_(0.1 * noise)
+        else:
+            t.data.copy_(0.02 * noise)
+
+
+def classify_key(key: str) -> str:
+    """make_fixtures.classify_key, plus shared MLPs named shared_mlp and routers nested in a gate module."""
+    if re.search(r"\.shared_(mlp|experts?)\.|\.shared_expert_gate\.", key):
+        return "shared"
+    if re.search(r"\.gate\.wg\.weight$|\.moe_statics\.e_score_correction_bias$|\.e_score_correction_bias$", key):
+        return "router"
+    return mf.classify_key(key)
+
+
+def text_cfg_json(cfg_json: dict) -> tuple[dict, str]:
+    """The text model's part of config.json and its path prefix ('' or 'text_config.')."""
+    if "text_config" in cfg_json:
+        return cfg_json["text_config"], "text_config."
+    return cfg_json, ""
+
+
+def config_keys(cfg_json: dict, experts: int, top_k: int, inter: int) -> dict:
+    tc, prefix = text_cfg_json(cfg_json)
+    expert_keys = [k for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts") if k in tc]
+    assert expert_keys and all(tc[k] == experts for k in expert_keys), expert_keys
+    topk_key = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "top_k") if k in tc)
+    assert tc[topk_key] == top_k, topk_key
+    inter_key = "moe_intermediate_size" if "moe_intermediate_size" in tc else "intermediate_size"
+    assert tc[inter_key] == inter, inter_key
+    return {
+        "experts": [prefix + k for k in expert_keys],
+        "top_k": prefix + topk_key,
+        "intermediate": prefix + inter_key,
+    }
+
+
+def write_transposed_experts(src: Path, dst: Path):
+    """A copy of the checkpoint in src with every stacked experts tensor stored transposed: gate_up_proj
+    [E, H, 2I] and down_proj [E, I, H], the layout of the published Qwen3-VL-MoE checkpoints (transformers reads it,
+    transposing where the shapes differ from its own, but writes [E, 2I, H] / [E, H, I])."""
+    dst.mkdir(parents=True)
+    for name in ("config.json", "generation_config.json"):
+        shutil.copyfile(src / name, dst / name)
+    tensors, n = {}, 0
+    with safe_open(src / "model.safetensors", framework="pt") as f:
+        metadata = f.metadata()
+        for k in f.keys():
+            t = f.get_tensor(k)
+            if re.search(r"\.experts\.(gate_up_proj|down_proj)$", k):
+                t, n = t.transpose(1, 2).contiguous(), n + 1
+            tensors[k] = t
+    assert n, "no stacked experts tensors"
+    save_file(tensors, dst / "model.safetensors", metadata=metadata)
+
+
+def mlp_intermediate(mod) -> int | None:
+    """The intermediate size of a dense MLP / shared expert module."""
+    for attr in ("gate_proj", "up_proj"):
+        lin = getattr(mod, attr, None)
+        if isinstance(lin, torch.nn.Linear):
+            return lin.out_features
+    lin = getattr(mod, "input_linear", None)  # Granite: [2I, H]
+    if isinstance(lin, torch.nn.Linear):
+        return lin.out_features // 2
+    return None
+
+
+def shared_of(layer, block) -> tuple[list[str], int | None]:
+    """Names (relative to the block, or to the layer when the shared MLP sits beside the block) and intermediate
+    size of the shared experts of one MoE layer."""
+    for owner in (block, layer):
+        names = [n for n, _ in owner.named_children()
+                 if (n.startswith("shared_expert") or n == "shared_mlp") and n != "shared_expert_gate"]
+        if names:
+            return names, mlp_intermediate(getattr(owner, names[0]))
+    return [], None
+
+
+def dense_intermediate(layers, dense_layers: list[int]) -> int | None:
+    for li in dense_layers:
+        for attr in ("mlp", "feed_forward", "mixer"):
+            inter = mlp_intermediate(getattr(layers[li], attr, None))
+            if inter is not None:
+                return inter
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+
+    tokenizer_json, eos_id = mf.build_tokenizer()
+    input_ids = mf.make_input_ids()
+    assert not set(VISION_TOKEN_IDS) & set(input_ids.flatten().tolist())
+
+    manifest: list[dict] = []
+    problems: list[str] = []
+    readme_rows: list[dict] = []
+
+    for fam in families(eos_id):
+        mt = fam["model_type"]
+        print(f"\n=== {fam['family']} ({mt})")
+        config = AutoConfig.for_model(mt, **fam["kwargs"])
+        auto_cls = AutoModelForImageTextToText if fam["kind"] == "vl" else AutoModelForCausalLM
+        model_cls = auto_cls._model_mapping[type(config)]
+        lkw = mf.load_kwargs(model_cls)
+        seed, _, expected_bf16, model = mf.find_seed(config, model_cls, lkw, fam, input_ids, auto_cls,
+                                                     randomise_constants)
+        print(f"  model seed {seed}")
+        tcfg = config.get_text_config()
+        hidden = tcfg.hidden_size
+
+        # ---- structure, from the modules
+        layers_name, layers = mf.decoder_layers(model)
+        exp_mods = mf.experts_modules(model)
+        moe_layers, dense_layers = [], []
+        for li in range(len(layers)):
+            names = [n for n, _ in exp_mods if n.startswith(f"{layers_name}.{li}.")]
+            (moe_layers if names else dense_layers).append(li)
+        first_moe = f"{layers_name}.{moe_layers[0]}."
+        en, emod = next((n, m) for n, m in exp_mods if n.startswith(first_moe))
+        geo = mf.experts_geometry(emod, hidden)
+        block_name, block = mf.parent_of(model, en)
+        router_name, router = mf.router_of(block, geo["experts"], hidden)
+        shared_children, shared_inter = shared_of(layers[moe_layers[0]], block)
+        dense_inter = dense_intermediate(layers, dense_layers)
+
+        # ---- save
+        for sub in ("text_config", "vision_config"):  # sub-configs keep the dtype they were built with otherwise
+            if getattr(model.config, sub, None) is not None:
+                getattr(model.config, sub).dtype = torch.bfloat16
+        fam_dir = OUT / mt
+        dirs: list[tuple[str, str | None, Path]] = []  # layout, variant, dir
+        hub = fam_dir / "hub"
+        model.save_pretrained(hub)
+        dirs.append(("hub", None, hub))
+        fused = fam_dir / "fused"
+        model.save_pretrained(fused, save_original_format=False)
+        if mf.safetensors_index(hub) == mf.safetensors_index(fused):
+            shutil.rmtree(fused)
+            print("  fused layout == hub layout: only hub/ kept")
+        else:
+            dirs.append(("fused", None, fused))
+        if fam.get("transposed_variant"):
+            transposed = fam_dir / "hub_transposed"
+            write_transposed_experts(hub, transposed)
+            dirs.append(("hub", "transposed", transposed))
+
+        with torch.no_grad():
+            want = expected_bf16(input_ids=input_ids).logits.float()
+            first_ref = None
+            for layout, variant, d in dirs:
+                tag = layout + (f"_{variant}" if variant else "")
+                rel = d.relative_to(mf.FIXTURES)
+                mf.clean_dir(d)
+                (d / "tokenizer.json").write_text(tokenizer_json)
+                (d / "tokenizer_config.json").write_text(json.dumps(mf.TOKENIZER_CONFIG, indent=2) + "\n")
+                tensors = mf.safetensors_index(d)
+
+                # reload in f32 and check against the model that was saved
+                loaded, info = auto_cls.from_pretrained(d, dtype=torch.float32, output_loading_info=True, **lkw)
+                loaded.eval()
+                assert type(loaded) is model_cls
+                for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+                    if info.get(k):
+                        problems.append(f"{rel}: {k} = {info[k]}")
+                rec = mf.Recorder(loaded)
+                logits = loaded(input_ids=input_ids).logits.float()
+                rec.remove()
+                if not torch.equal(logits, want):
+                    diff = (logits - want).abs().max().item()
+                    msg = f"{rel}: logits differ from the saved model by {diff:g}"
+                    (problems.append if diff > 1e-5 else print)(msg)
+
+                ref = {"input_ids": input_ids.clone(), "logits": logits.contiguous()}
+                for name, a in sorted(rec.amax.items()):
+                    ref[f"amax.{name}"] = a.reshape(())
+                estats, router_kinds = rec.experts_stats()
+                ref.update(estats)
+                for name in sorted(router_kinds):
+                    print(f"  {tag}: {name} tokens/expert {estats[f'tokens.{name}'].tolist()}")
+                for name, cnt in ((k, v) for k, v in estats.items() if k.startswith("tokens.")):
+                    if (cnt == 0).any():
+                        problems.append(f"{rel}: an expert of {name} gets no token: {cnt.tolist()}")
+                save_file({k: v.contiguous() for k, v in ref.items()}, d / "reference.safetensors",
+                          metadata={"generator": GENERATOR})
+                (d / "reference.safetensors").chmod(0o644)
+                if first_ref is None:
+                    first_ref = ref
+                elif first_ref.keys() != ref.keys() or any(not torch.equal(first_ref[k], ref[k]) for k in ref):
+                    problems.append(f"{rel}: reference differs from the other layout")
+
+                kinds = set(router_kinds.values())
+                assert len(kinds) == 1, router_kinds
+                router_kind = kinds.pop()
+                if router_kind == "unknown" and fam["router"] not in KNOWN_ROUTERS:
+                    router_kind = fam["router"]  # a kind make_fixtures.classify_router does not know (SparseMixer)
+                if router_kind != fam["router"]:
+                    problems.append(f"{rel}: router classified {router_kind}, family says {fam['router']}")
+
+                # tensors of the first MoE layer, as written
+                groups: dict[str, dict] = {"experts": {}, "router": {}, "shared": {}}
+                for k, (shape, dt, _) in sorted(tensors.items()):
+                    if k.startswith(first_moe):
+                        grp = classify_key(k)
+                        if grp in groups:
+                            groups[grp][k] = {"shape": shape, "dtype": dt}
+                print(f"  {tag} expert tensors of {first_moe[:-1]}:")
+                for k, v in groups["experts"].items():
+                    if not re.search(r"\.experts\.[1-9]\d*\.", k):
+                        print(f"    {k} {v['shape']} {v['dtype']}")
+                for grp in ("router", "shared"):
+                    for k, v in groups[grp].items():
+                        print(f"    ({grp}) {k} {v['shape']} {v['dtype']}")
+
+                cfg_json = json.loads((d / "config.json").read_text())
+                top_k = int(tcfg.num_experts_per_tok)
+                entry = {
+                    "path": str(rel),
+                    "family": fam["family"],
+                    "model_type": cfg_json["model_type"],
+                    "architecture": cfg_json["architectures"][0],
+                    "layout": layout,
+                    "variant": variant,
+                    "dtype": "bfloat16",
+                    "tensor_dtypes": sorted({v[1] for v in tensors.values()}),
+                    "files": sorted({v[2] for v in tensors.values()}),
+                    "sharded": (d / "model.safetensors.index.json").exists(),
+                    "num_layers": len(layers),
+                    "moe_layers": moe_layers,
+                    "dense_layers": dense_layers,
+                    "experts": geo["experts"],
+                    "top_k": top_k,
+                    "hidden": int(hidden),
+                    "intermediate": geo["intermediate"],
+                    "dense_intermediate": dense_inter,
+                    "in_memory_experts_layout": {
+                        "gate_up_proj": list(emod.gate_up_proj.shape),
+                        "down_proj": list(emod.down_proj.shape),
+                        "transposed": geo["transposed"],
+                        "gate_up_concatenated": geo["concatenated"],
+                        "bias": geo["has_bias"],
+                    },
+                    "expert_tensor_names": list(groups["experts"]),
+                    "expert_tensors": groups["experts"],
+                    "router": router_kind,
+                    "router_module_in_memory": f"{block_name}.{router_name}",
+                    "router_tensors": groups["router"],
+                    "router_e_score_correction_bias": any(
+                        hasattr(m, "e_score_correction_bias") for m in (block, router, *router.children())),
+                    "norm_topk_prob": getattr(tcfg, "norm_topk_prob", None),
+                    "routed_scaling_factor": getattr(tcfg, "routed_scaling_factor", None),
+                    "n_group": getattr(tcfg, "n_group", None),
+                    "topk_group": getattr(tcfg, "topk_group", None),
+                    "shared_experts": bool(shared_children),
+                    "shared_expert_intermediate": shared_inter,
+                    "shared_expert_gate": hasattr(block, "shared_expert_gate"),
+                    "shared_expert_tensors": groups["shared"],
+                    "config_keys": config_keys(cfg_json, geo["experts"], top_k, geo["intermediate"]),
+                    "experts_modules_in_memory": sorted(router_kinds),
+                    "reference": "reference.safetensors",
+                    "model_seed": seed,
+                }
+                manifest.append(entry)
+                print(f"  {tag}: loaded OK, router={router_kind}, {len(tensors)} tensors, "
+                      f"dtypes {entry['tensor_dtypes']}")
+        readme_rows.append(fam)
+
+    if problems:
+        print("\nPROBLEMS:")
+        for p in problems:
+            print("  " + p)
+        return 1
+
+    tk = AutoTokenizer.from_pretrained(mf.FIXTURES / manifest[0]["path"])
+    assert len(tk) == mf.VOCAB, len(tk)
+
+    (OUT / "MANIFEST.json").write_text(json.dumps(
+        {"generator": GENERATOR, "transformers": transformers.__version__,
+         "torch": torch.__version__.split("+")[0], "input_ids_shape": list(mf.SEQ_SHAPE), "vocab_size": mf.VOCAB,
+         "fixtures": manifest}, indent=2) + "\n")
+    write_readme(manifest, readme_rows, eos_id)
+    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    print(f"\nwrote {len(manifest)} fixture directories, {total / 1e6:.2f} MB in all")
+    return 0
+
+
+def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
+    by_mt: dict[str, list[dict]] = {}
+    for e in manifest:
+        by_mt.setdefault(e["model_type"], []).append(e)
+    lines = [
+        "# More MoE family fixtures (generated — do not edit)",
+        "",
+        f"Tiny random Mixture-of-Experts checkpoints written by transformers {transformers.__version__}, with "
+        "reference outputs, for families `../MANIFEST.json` does not cover. Regenerate with "
+        "`tools/make_family_fixtures.py` (see its header). `MANIFEST.json` here has the same per-directory schema "
+        "as `../MANIFEST.json` (`path` relative to `fixtures/`) and is the ground truth for tests.",
+        "",
+        "Every directory holds the files described in `../README.md`: `config.json`, `generation_config.json`, "
+        f"`model.safetensors`, `tokenizer.json` (byte-level BPE, 256 entries, `<|endoftext|>` = {eos_id}), "
+        "`tokenizer_config.json`, `reference.safetensors` (`input_ids` int64 [2,12], `logits` f32 [2,12,256], "
+        "`amax.<nn.Linear name>`, `amax.<experts>.gate_up_input`, `amax.<experts>.down_input`, `tokens.<experts>`).",
+        "",
+        "| family | model_type | dirs | E | K | I | layers | dense layers | router | shared experts | attention |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fam in fams:
+        entries = by_mt[fam["model_type"]]
+        e0 = entries[0]
+        shared = "no"
+        if e0["shared_experts"]:
+            shared = f"yes (I={e0['shared_expert_intermediate']}" + (", sigmoid gate" if e0["shared_expert_gate"] else "") + ")"
+        dense = "-"
+        if e0["dense_layers"]:
+            dense = f"{e0['dense_layers']}" + (f" (I={e0['dense_intermediate']})" if e0["dense_intermediate"] else "")
+        lines.append(
+            f"| {e0['family']} | `{e0['model_type']}` | {', '.join(e['path'].rsplit('/', 1)[1] for e in entries)} | "
+            f"{e0['experts']} | {e0['top_k']} | {e0['intermediate']} | {e0['num_layers']} | {dense} | "
+            f"`{e0['router']}`: {fam['router_notes']} | {shared} | {fam['attention_notes']} |"
+        )
+    lines += ["", "## Fixture directories", "",
+              "| path | layout | tensor dtypes | expert tensors of the first MoE layer |", "|---|---|---|---|"]
+    for e in manifest:
+        seen = {}
+        for n, v in e["expert_tensors"].items():
+            seen.setdefault(re.sub(r"\.experts\.\d+\.", ".experts.{e}.", n), v["shape"])
+        names = "<br>".join(f"`{n}` {s}" for n, s in seen.items())
+        lines.append(f"| `{e['path']}` | {e['layout']} | {', '.join(e['tensor_dtypes'])} | {names} |")
+    lines += [
+        "",
+        "## Notes",
+        "",
+        "- Router kinds are those of `../README.md` (`softmax`, `topk_softmax`, `sigmoid`); the router column says "
+        "how each family chooses and weights its experts.",
+        "- Parameters that are all zeros or all ones at init (norm weights, biases, `e_score_correction_bias`) hold "
+        "small random values, so a forward that skips one of them does not match the logits.",
+        "- Vision-language wrappers hold a tiny vision tower; the references come from text-only `input_ids` through "
+        "the wrapper and cover the language model (`model.language_model.layers.*`). Their `config_keys` in "
+        "`MANIFEST.json` are paths into `config.json` (`text_config.num_experts`).",
+        "- `hub` and `fused` of one family hold the same bf16 weights and have identical references.",
+        "- Every expert of every MoE layer receives at least one token from `input_ids` (`model_seed`).",
+    ]
+    (OUT / "README.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
