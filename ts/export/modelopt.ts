@@ -62,8 +62,9 @@ function firstValidPattern(name: string, quantizedPrefixes: Set<string>, quantiz
 
 /**
  * The module lists `excludeModules` needs, read off the tensor names of an exported (hub-named) checkpoint:
- * a module is quantized iff it has a `weight_scale`; it is listed as unquantized iff it owns a `weight`, is
- * not quantized and is not a norm (ModelOpt puts no quantizer on norms, so never lists them).
+ * a module is quantized iff it has a `weight_scale`, or a `<parameter>_weight_scale` for experts stored as
+ * stacked parameters (GPT-OSS's `experts.gate_up_proj_weight_scale`); it is listed as unquantized iff it owns a
+ * `weight`, is not quantized and is not a norm (ModelOpt puts no quantizer on norms, so never lists them).
  */
 export function moduleLists(tensorNames: Iterable<string>): { quantized: string[]; unquantized: string[] } {
   const quantized = new Set<string>()
@@ -73,7 +74,7 @@ export function moduleLists(tensorNames: Iterable<string>): { quantized: string[
     if (dot < 0) continue
     const module = tensor.slice(0, dot)
     const leaf = tensor.slice(dot + 1)
-    if (leaf === 'weight_scale') quantized.add(module)
+    if (leaf === 'weight_scale' || leaf.endsWith('_weight_scale')) quantized.add(module)
     else if (leaf === 'weight') withWeight.add(module)
   }
   const unquantized = [...withWeight].filter((m) => !quantized.has(m) && !isNorm(m))
