@@ -29,7 +29,8 @@ Plus fixtures/families/MANIFEST.json (the same per-directory schema as fixtures/
 fixtures/, so the two `fixtures` lists can be concatenated) and fixtures/families/README.md (a summary table).
 
 Families (model_type in transformers 5.25): qwen3_vl_moe, glm4v_moe, dots1, deepseek_v2, hunyuan_v1_moe,
-ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared.
+ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared, qwen3_next, qwen3_5_moe_text, jamba,
+granitemoehybrid.
 
   fixtures/families/qwen3_vl_moe/hub_transposed/
                                          the hub/ checkpoint with its stacked experts stored transposed,
@@ -53,6 +54,9 @@ Deliberate choices:
     model.language_model.layers.*. The image/video special token ids are set to ids of the 256-entry vocabulary
     that do not occur in input_ids. Config keys of the text model are given in MANIFEST.json as paths
     (`text_config.num_experts`).
+  * Qwen3.5-MoE is built as its text model (qwen3_5_moe_text, Qwen3_5MoeForCausalLM), saved under model.layers.*;
+    the published Qwen3.5 MoE checkpoints are the vision-language wrapper (model.language_model.layers.*), whose
+    language model is this one.
   * Config features are chosen so that the forward exercises them; each family's line in README.md lists them
     (router, group routing, shared experts, dense layers, q/k norms, partial rotary, sliding windows, ...).
   * Model seeds: as in tools/make_fixtures.py, the first seed from MODEL_SEED whose routers give every expert of
@@ -377,6 +381,114 @@ def families(eos_id: int) -> list[dict]:
             router_notes="linear `router.layer`, top-k on the logits, softmax over the k chosen",
             attention_notes="Granite multipliers (embedding 12, attention 1/16, residual 0.22, logits 1/4); shared MLP "
             "`shared_mlp` beside `block_sparse_moe` (input_linear [2 x 80, 64] / output_linear)",
+        ),
+        dict(
+            family="Qwen3-Next",
+            model_type="qwen3_next",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                full_attention_interval=3,  # layers 0, 1 linear_attention (Gated DeltaNet), layer 2 full_attention
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                shared_expert_intermediate_size=mf.I_DENSE,
+                intermediate_size=mf.I_DENSE,
+                norm_topk_prob=True,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                linear_key_head_dim=16,
+                linear_value_head_dim=16,
+                linear_conv_kernel_dim=4,
+                rope_parameters=rope(partial_rotary_factor=0.25),
+            ),
+            router="topk_softmax",
+            router_notes="softmax over E, top-k, renormalised (norm_topk_prob)",
+            attention_notes="layers 0, 1 Gated DeltaNet (linear_attn: in_proj_qkvz, in_proj_ba, conv1d, gated RMSNorm, "
+            "out_proj), layer 2 gated full attention (q_proj [2 x 64], sigmoid output gate) with q/k RMSNorm per head; "
+            "RMSNorms zero-centred (1 + w) except the gated one; partial_rotary_factor 0.25",
+        ),
+        dict(
+            family="Qwen3.5-MoE (text)",
+            model_type="qwen3_5_moe_text",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                layer_types=["linear_attention", "linear_attention", "full_attention"],
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                shared_expert_intermediate_size=mf.I_DENSE,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                linear_key_head_dim=16,
+                linear_value_head_dim=16,
+                linear_conv_kernel_dim=4,
+                rope_parameters=rope(partial_rotary_factor=0.25),
+            ),
+            router="topk_softmax",
+            router_notes="softmax over E, top-k, renormalised",
+            attention_notes="layers 0, 1 Gated DeltaNet (linear_attn: in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, "
+            "conv1d, gated RMSNorm, out_proj), layer 2 gated full attention with q/k RMSNorm per head; zero-centred "
+            "RMSNorms (1 + w); partial_rotary_factor 0.25",
+        ),
+        dict(
+            family="Jamba",
+            model_type="jamba",
+            kind="causal",
+            kwargs=dict(
+                {k: v for k, v in c.items() if k != "rope_parameters"},  # no RoPE
+                num_hidden_layers=3,
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,  # experts and dense MLPs alike
+                expert_layer_period=2,
+                expert_layer_offset=1,  # layer 1 MoE, layers 0 and 2 dense
+                attn_layer_period=3,
+                attn_layer_offset=2,  # layer 2 attention, layers 0 and 1 Mamba
+                mamba_d_state=16,
+                mamba_d_conv=4,
+                mamba_expand=2,
+                use_mamba_kernels=False,
+            ),
+            router="softmax",
+            router_notes="linear `router`, softmax over E, top-k, not renormalised",
+            attention_notes="layers 0, 1 Mamba (in_proj, conv1d, x_proj, dt_proj, dt/B/C RMSNorms, out_proj), layer 2 "
+            "attention without RoPE; MoE on layer 1 only (expert_layer_period 2, offset 1)",
+        ),
+        dict(
+            family="Granite-4.0-H (GraniteMoeHybrid)",
+            model_type="granitemoehybrid",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_hidden_layers=3,
+                layer_types=["mamba", "attention", "mamba"],
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                shared_intermediate_size=mf.I_DENSE,
+                embedding_multiplier=12.0,
+                attention_multiplier=1.0 / mf.HEAD_DIM,
+                residual_multiplier=0.22,
+                logits_scaling=4.0,
+                position_embedding_type="nope",  # as the Granite 4.0 H checkpoints: no RoPE
+                mamba_n_heads=4,
+                mamba_d_head=32,
+                mamba_n_groups=1,
+                mamba_d_state=16,
+                mamba_d_conv=4,
+                mamba_expand=2,
+                mamba_chunk_size=8,  # 12 tokens span two chunks
+            ),
+            router="topk_softmax",
+            router_notes="linear `router.layer`, top-k on the logits, softmax over the k chosen",
+            attention_notes="layers 0, 2 Mamba2 (4 heads of 32, chunk 8), layer 1 attention without position "
+            "embedding (nope); Granite multipliers; shared MLP `shared_mlp` on every layer",
         ),
     ]
 
