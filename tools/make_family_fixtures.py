@@ -30,7 +30,7 @@ fixtures/, so the two `fixtures` lists can be concatenated) and fixtures/familie
 
 Families (model_type in transformers 5.25): qwen3_vl_moe, glm4v_moe, dots1, deepseek_v2, hunyuan_v1_moe,
 ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared, qwen3_next, qwen3_5_moe_text, jamba,
-granitemoehybrid.
+granitemoehybrid, nemotron_h.
 
   fixtures/families/qwen3_vl_moe/hub_transposed/
                                          the hub/ checkpoint with its stacked experts stored transposed,
@@ -54,6 +54,15 @@ Deliberate choices:
     model.language_model.layers.*. The image/video special token ids are set to ids of the 256-entry vocabulary
     that do not occur in input_ids. Config keys of the text model are given in MANIFEST.json as paths
     (`text_config.num_experts`).
+  * Hybrid families (qwen3_next, qwen3_5_moe_text, jamba, granitemoehybrid, nemotron_h) run their Mamba / Gated
+    DeltaNet layers with transformers' PyTorch implementations (no mamba-ssm / causal-conv1d / fla kernels), and
+    their Mamba2 chunk size is 8 so that the 12 tokens span two chunks. `dense_layers` in MANIFEST.json are, as in
+    fixtures/MANIFEST.json, the decoder layers without routed experts; for Nemotron-H they have no MLP at all
+    (one mixer per layer: Mamba2, MoE or attention), so their dense_intermediate is null.
+  * Nemotron-H's experts are ungated (up_proj [E, I, H], down_proj [E, H, I], relu2), which the schema of
+    fixtures/MANIFEST.json cannot express: its in_memory_experts_layout has gate_up_proj and gate_up_concatenated
+    null, up_proj, and gated: false. In reference.safetensors, amax.<experts>.gate_up_input is the max |input| of
+    up_proj and amax.<experts>.down_input the max |relu2(up)|.
   * Qwen3.5-MoE is built as its text model (qwen3_5_moe_text, Qwen3_5MoeForCausalLM), saved under model.layers.*;
     the published Qwen3.5 MoE checkpoints are the vision-language wrapper (model.language_model.layers.*), whose
     language model is this one.
@@ -62,7 +71,7 @@ Deliberate choices:
   * Model seeds: as in tools/make_fixtures.py, the first seed from MODEL_SEED whose routers give every expert of
     every MoE layer at least one token of input_ids (model_seed in MANIFEST.json).
 
-Families not produced, and why: none so far.
+Families not produced, and why: none of those asked for was skipped; every one builds, saves and reloads on CPU.
 """
 
 from __future__ import annotations
@@ -490,6 +499,38 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="layers 0, 2 Mamba2 (4 heads of 32, chunk 8), layer 1 attention without position "
             "embedding (nope); Granite multipliers; shared MLP `shared_mlp` on every layer",
         ),
+        dict(
+            family="Nemotron-H (Nemotron 3 Nano)",
+            model_type="nemotron_h",
+            kind="causal",
+            kwargs=dict(
+                {k: v for k, v in c.items() if k != "rope_parameters"},  # no RoPE
+                head_dim=mf.HEAD_DIM,
+                layers_block_type=["mamba", "moe", "attention"],  # one mixer per layer: M, E, *
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                moe_shared_expert_intermediate_size=mf.I_DENSE,
+                intermediate_size=mf.I_DENSE,
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                mamba_num_heads=4,
+                mamba_head_dim=32,
+                n_groups=1,
+                ssm_state_size=16,
+                conv_kernel=4,
+                chunk_size=8,  # 12 tokens span two chunks
+            ),
+            router="sigmoid",
+            router_notes="sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="one mixer per layer (`mixer`): layer 0 Mamba2 (4 heads of 32, chunk 8), layer 1 MoE, "
+            "layer 2 attention without RoPE; UNGATED experts up_proj [E, I, H] / down_proj [E, H, I] with relu2, "
+            "shared expert up/down relu2; hub layout under backbone.",
+            router_bias=True,
+        ),
     ]
 
 
@@ -566,6 +607,37 @@ def write_transposed_experts(src: Path, dst: Path):
             tensors[k] = t
     assert n, "no stacked experts tensors"
     save_file(tensors, dst / "model.safetensors", metadata=metadata)
+
+
+def disk_prefix(prefix: str, tensors: dict) -> str:
+    """The checkpoint's spelling of an in-memory module prefix (model.layers.1.): the same, or under backbone.
+    (Nemotron-H's hub layout)."""
+    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix)):
+        if any(k.startswith(cand) for k in tensors):
+            return cand
+    raise AssertionError(f"no tensor under {prefix}")
+
+
+def experts_layout(emod, geo: dict) -> dict:
+    """in_memory_experts_layout of MANIFEST.json; ungated experts (no gate_up_proj) give up_proj instead and
+    gated: false."""
+    if hasattr(emod, "gate_up_proj"):
+        return {
+            "gate_up_proj": list(emod.gate_up_proj.shape),
+            "down_proj": list(emod.down_proj.shape),
+            "transposed": geo["transposed"],
+            "gate_up_concatenated": geo["concatenated"],
+            "bias": geo["has_bias"],
+        }
+    return {
+        "gate_up_proj": None,
+        "up_proj": list(emod.up_proj.shape),
+        "down_proj": list(emod.down_proj.shape),
+        "transposed": geo["transposed"],
+        "gate_up_concatenated": None,
+        "bias": geo["has_bias"],
+        "gated": False,
+    }
 
 
 def mlp_intermediate(mod) -> int | None:
@@ -724,12 +796,13 @@ def main() -> int:
 
                 # tensors of the first MoE layer, as written
                 groups: dict[str, dict] = {"experts": {}, "router": {}, "shared": {}}
+                disk_first_moe = disk_prefix(first_moe, tensors)
                 for k, (shape, dt, _) in sorted(tensors.items()):
-                    if k.startswith(first_moe):
+                    if k.startswith(disk_first_moe):
                         grp = classify_key(k)
                         if grp in groups:
                             groups[grp][k] = {"shape": shape, "dtype": dt}
-                print(f"  {tag} expert tensors of {first_moe[:-1]}:")
+                print(f"  {tag} expert tensors of {disk_first_moe[:-1]}:")
                 for k, v in groups["experts"].items():
                     if not re.search(r"\.experts\.[1-9]\d*\.", k):
                         print(f"    {k} {v['shape']} {v['dtype']}")
@@ -758,13 +831,7 @@ def main() -> int:
                     "hidden": int(hidden),
                     "intermediate": geo["intermediate"],
                     "dense_intermediate": dense_inter,
-                    "in_memory_experts_layout": {
-                        "gate_up_proj": list(emod.gate_up_proj.shape),
-                        "down_proj": list(emod.down_proj.shape),
-                        "transposed": geo["transposed"],
-                        "gate_up_concatenated": geo["concatenated"],
-                        "bias": geo["has_bias"],
-                    },
+                    "in_memory_experts_layout": experts_layout(emod, geo),
                     "expert_tensor_names": list(groups["experts"]),
                     "expert_tensors": groups["experts"],
                     "router": router_kind,
@@ -837,7 +904,8 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
             shared = f"yes (I={e0['shared_expert_intermediate']}" + (", sigmoid gate" if e0["shared_expert_gate"] else "") + ")"
         dense = "-"
         if e0["dense_layers"]:
-            dense = f"{e0['dense_layers']}" + (f" (I={e0['dense_intermediate']})" if e0["dense_intermediate"] else "")
+            dense = f"{e0['dense_layers']}" + (f" (I={e0['dense_intermediate']})" if e0["dense_intermediate"]
+                                               else " (no MLP)")
         lines.append(
             f"| {e0['family']} | `{e0['model_type']}` | {', '.join(e['path'].rsplit('/', 1)[1] for e in entries)} | "
             f"{e0['experts']} | {e0['top_k']} | {e0['intermediate']} | {e0['num_layers']} | {dense} | "
@@ -862,7 +930,16 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
         "- Vision-language wrappers hold a tiny vision tower; the references come from text-only `input_ids` through "
         "the wrapper and cover the language model (`model.language_model.layers.*`). Their `config_keys` in "
         "`MANIFEST.json` are paths into `config.json` (`text_config.num_experts`).",
-        "- `hub` and `fused` of one family hold the same bf16 weights and have identical references.",
+        "- `hub` and `fused` of one family hold the same bf16 weights and have identical references. "
+        "`qwen3_vl_moe/hub_transposed` holds them too, with the stacked experts stored transposed (`gate_up_proj` "
+        "[E, H, 2I], `down_proj` [E, I, H]) as in the published Qwen3-VL-MoE checkpoints; transformers 5.25 reads "
+        "that layout but writes [E, 2I, H] / [E, H, I], so its `hub` and `fused` are the same and only `hub` is kept.",
+        "- Hybrid models: `dense_layers` are the layers without routed experts. Jamba's have a dense MLP; Nemotron-H's "
+        "have none (one mixer per layer: Mamba2, MoE or attention). Mamba / Gated DeltaNet layers ran with "
+        "transformers' PyTorch implementations.",
+        "- Nemotron-H's experts are ungated (`up_proj` [E, I, H], `down_proj` [E, H, I], relu2): its "
+        "`in_memory_experts_layout` has `gated: false`, `up_proj` and `gate_up_proj: null`; `gate_up_input` is the "
+        "input of `up_proj`, `down_input` is relu2(up). Its hub layout is under `backbone.`.",
         "- Every expert of every MoE layer receives at least one token from `input_ids` (`model_seed`).",
     ]
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
