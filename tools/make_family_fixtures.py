@@ -7,7 +7,7 @@ Regenerate (from the repository root):
     python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.25.* tokenizers safetensors \\
         && .venv-tools/bin/python tools/make_family_fixtures.py
 
-The script is deterministic (all seeds fixed) and runs on CPU in a minute or two. It rewrites fixtures/families/
+The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/families/
 and nothing else. It imports tools/make_fixtures.py and reuses its tokenizer, input_ids, shapes, seeds, model
 construction, seed search, hooks and checks, so that these fixtures are made exactly like the ones there.
 
@@ -45,9 +45,10 @@ Deliberate choices:
     expert size), vocab 256, max_position_embeddings 256. Two decoder layers, three where the family has a
     dense-first-layer rule or alternating layer kinds, so that both kinds of layer appear.
   * Parameters and persistent buffers that are all zeros or all ones at init (norm weights, attention and other
-    biases, e_score_correction_bias) get small random values from a fixed seed, so that a forward that ignores one
-    of them does not reproduce the logits. Norm weights become 1 + 0.1 * N(0, 1), other all-zero tensors
-    0.02 * N(0, 1), e_score_correction_bias 0.01 * N(0, 1) (as tools/make_fixtures.py does for it).
+    biases, e_score_correction_bias, Mamba's D and dt_bias) get small random values from a fixed seed, so that a
+    forward that ignores one of them does not reproduce the logits: all-ones tensors become 1 + 0.1 * N(0, 1),
+    all-zero norm weights (the zero-centred 1 + w RMSNorms of Qwen3-Next / Qwen3.5) 0.1 * N(0, 1), other all-zero
+    tensors 0.02 * N(0, 1), and e_score_correction_bias 0.01 * N(0, 1) (as tools/make_fixtures.py does for it).
   * Vision-language wrappers (qwen3_vl_moe, glm4v_moe) are built and saved whole, with a tiny vision tower (its
     tensors are in model.safetensors), and run on text-only input_ids: the references come from the wrapper
     (...ForConditionalGeneration) and cover only the language model, whose modules are
@@ -55,10 +56,11 @@ Deliberate choices:
     that do not occur in input_ids. Config keys of the text model are given in MANIFEST.json as paths
     (`text_config.num_experts`).
   * Hybrid families (qwen3_next, qwen3_5_moe_text, jamba, granitemoehybrid, nemotron_h) run their Mamba / Gated
-    DeltaNet layers with transformers' PyTorch implementations (no mamba-ssm / causal-conv1d / fla kernels), and
-    their Mamba2 chunk size is 8 so that the 12 tokens span two chunks. `dense_layers` in MANIFEST.json are, as in
-    fixtures/MANIFEST.json, the decoder layers without routed experts; for Nemotron-H they have no MLP at all
-    (one mixer per layer: Mamba2, MoE or attention), so their dense_intermediate is null.
+    DeltaNet layers with transformers' PyTorch implementations (no mamba-ssm / causal-conv1d / fla kernels); the
+    Mamba2 layers (granitemoehybrid, nemotron_h) have chunk size 8 so that the 12 tokens span two chunks.
+    `dense_layers` in MANIFEST.json are, as in fixtures/MANIFEST.json, the decoder layers without routed experts;
+    for Nemotron-H they have no MLP at all (one mixer per layer: Mamba2, MoE or attention), so its
+    dense_intermediate is null.
   * Nemotron-H's experts are ungated (up_proj [E, I, H], down_proj [E, H, I], relu2), which the schema of
     fixtures/MANIFEST.json cannot express: its in_memory_experts_layout has gate_up_proj and gate_up_concatenated
     null, up_proj, and gated: false. In reference.safetensors, amax.<experts>.gate_up_input is the max |input| of
@@ -71,7 +73,7 @@ Deliberate choices:
   * Model seeds: as in tools/make_fixtures.py, the first seed from MODEL_SEED whose routers give every expert of
     every MoE layer at least one token of input_ids (model_seed in MANIFEST.json).
 
-Families not produced, and why: none of those asked for was skipped; every one builds, saves and reloads on CPU.
+Families not produced, and why: none; every family listed above builds, saves and reloads on CPU.
 """
 
 from __future__ import annotations
@@ -197,8 +199,8 @@ def families(eos_id: int) -> list[dict]:
             router="sigmoid",
             router_notes="sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
             "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
-            attention_notes="q/k/v bias; partial_rotary_factor 0.5 with M-RoPE (mrope_section [2,1,1]); vision tower of "
-            "2 blocks",
+            attention_notes="q/k/v bias; partial_rotary_factor 0.5 with M-RoPE (mrope_section [2,1,1]); vision tower "
+            "of 2 blocks",
             router_bias=True,
         ),
         dict(
@@ -462,7 +464,6 @@ def families(eos_id: int) -> list[dict]:
                 mamba_d_state=16,
                 mamba_d_conv=4,
                 mamba_expand=2,
-                use_mamba_kernels=False,
             ),
             router="softmax",
             router_notes="linear `router`, softmax over E, top-k, not renormalised",
@@ -560,10 +561,11 @@ def randomise_constants(model, g: torch.Generator, keep_f32: set):
 
 
 def classify_key(key: str) -> str:
-    """make_fixtures.classify_key, plus shared MLPs named shared_mlp and routers nested in a gate module."""
+    """make_fixtures.classify_key, plus shared MLPs named shared_mlp, a router linear nested in its gate module
+    (gate.wg) and e_score_correction_bias wherever it is kept (gate.moe_statics, the MoE block)."""
     if re.search(r"\.shared_(mlp|experts?)\.|\.shared_expert_gate\.", key):
         return "shared"
-    if re.search(r"\.gate\.wg\.weight$|\.moe_statics\.e_score_correction_bias$|\.e_score_correction_bias$", key):
+    if re.search(r"\.gate\.wg\.weight$|\.e_score_correction_bias$", key):
         return "router"
     return mf.classify_key(key)
 
@@ -901,7 +903,8 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
         e0 = entries[0]
         shared = "no"
         if e0["shared_experts"]:
-            shared = f"yes (I={e0['shared_expert_intermediate']}" + (", sigmoid gate" if e0["shared_expert_gate"] else "") + ")"
+            gate = ", sigmoid gate" if e0["shared_expert_gate"] else ""
+            shared = f"yes (I={e0['shared_expert_intermediate']}{gate})"
         dense = "-"
         if e0["dense_layers"]:
             dense = f"{e0['dense_layers']}" + (f" (I={e0['dense_intermediate']})" if e0["dense_intermediate"]
@@ -923,8 +926,8 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
         "",
         "## Notes",
         "",
-        "- Router kinds are those of `../README.md` (`softmax`, `topk_softmax`, `sigmoid`); the router column says "
-        "how each family chooses and weights its experts.",
+        "- Router kinds are those of `../README.md` (`softmax`, `topk_softmax`, `sigmoid`), plus `sparsemixer` "
+        "(PhiMoE); the router column says how each family chooses and weights its experts.",
         "- Parameters that are all zeros or all ones at init (norm weights, biases, `e_score_correction_bias`) hold "
         "small random values, so a forward that skips one of them does not match the logits.",
         "- Vision-language wrappers hold a tiny vision tower; the references come from text-only `input_ids` through "
