@@ -7,7 +7,7 @@ Regenerate (from the repository root):
     python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.25.* tokenizers safetensors \\
         && .venv-tools/bin/python tools/make_family_fixtures.py
 
-The script is deterministic (all seeds fixed) and runs on CPU in a minute or two. It rewrites fixtures/families/
+The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/families/
 and nothing else. It imports tools/make_fixtures.py and reuses its tokenizer, input_ids, shapes, seeds, model
 construction, seed search, hooks and checks, so that these fixtures are made exactly like the ones there.
 
@@ -29,7 +29,8 @@ Plus fixtures/families/MANIFEST.json (the same per-directory schema as fixtures/
 fixtures/, so the two `fixtures` lists can be concatenated) and fixtures/families/README.md (a summary table).
 
 Families (model_type in transformers 5.25): qwen3_vl_moe, glm4v_moe, dots1, deepseek_v2, hunyuan_v1_moe,
-ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared.
+ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared, qwen3_next, qwen3_5_moe_text, jamba,
+granitemoehybrid, nemotron_h.
 
   fixtures/families/qwen3_vl_moe/hub_transposed/
                                          the hub/ checkpoint with its stacked experts stored transposed,
@@ -44,21 +45,35 @@ Deliberate choices:
     expert size), vocab 256, max_position_embeddings 256. Two decoder layers, three where the family has a
     dense-first-layer rule or alternating layer kinds, so that both kinds of layer appear.
   * Parameters and persistent buffers that are all zeros or all ones at init (norm weights, attention and other
-    biases, e_score_correction_bias) get small random values from a fixed seed, so that a forward that ignores one
-    of them does not reproduce the logits. Norm weights become 1 + 0.1 * N(0, 1), other all-zero tensors
-    0.02 * N(0, 1), e_score_correction_bias 0.01 * N(0, 1) (as tools/make_fixtures.py does for it).
+    biases, e_score_correction_bias, Mamba's D and dt_bias) get small random values from a fixed seed, so that a
+    forward that ignores one of them does not reproduce the logits: all-ones tensors become 1 + 0.1 * N(0, 1),
+    all-zero norm weights (the zero-centred 1 + w RMSNorms of Qwen3-Next / Qwen3.5) 0.1 * N(0, 1), other all-zero
+    tensors 0.02 * N(0, 1), and e_score_correction_bias 0.01 * N(0, 1) (as tools/make_fixtures.py does for it).
   * Vision-language wrappers (qwen3_vl_moe, glm4v_moe) are built and saved whole, with a tiny vision tower (its
     tensors are in model.safetensors), and run on text-only input_ids: the references come from the wrapper
     (...ForConditionalGeneration) and cover only the language model, whose modules are
     model.language_model.layers.*. The image/video special token ids are set to ids of the 256-entry vocabulary
     that do not occur in input_ids. Config keys of the text model are given in MANIFEST.json as paths
     (`text_config.num_experts`).
+  * Hybrid families (qwen3_next, qwen3_5_moe_text, jamba, granitemoehybrid, nemotron_h) run their Mamba / Gated
+    DeltaNet layers with transformers' PyTorch implementations (no mamba-ssm / causal-conv1d / fla kernels); the
+    Mamba2 layers (granitemoehybrid, nemotron_h) have chunk size 8 so that the 12 tokens span two chunks.
+    `dense_layers` in MANIFEST.json are, as in fixtures/MANIFEST.json, the decoder layers without routed experts;
+    for Nemotron-H they have no MLP at all (one mixer per layer: Mamba2, MoE or attention), so its
+    dense_intermediate is null.
+  * Nemotron-H's experts are ungated (up_proj [E, I, H], down_proj [E, H, I], relu2), which the schema of
+    fixtures/MANIFEST.json cannot express: its in_memory_experts_layout has gate_up_proj and gate_up_concatenated
+    null, up_proj, and gated: false. In reference.safetensors, amax.<experts>.gate_up_input is the max |input| of
+    up_proj and amax.<experts>.down_input the max |relu2(up)|.
+  * Qwen3.5-MoE is built as its text model (qwen3_5_moe_text, Qwen3_5MoeForCausalLM), saved under model.layers.*;
+    the published Qwen3.5 MoE checkpoints are the vision-language wrapper (model.language_model.layers.*), whose
+    language model is this one.
   * Config features are chosen so that the forward exercises them; each family's line in README.md lists them
     (router, group routing, shared experts, dense layers, q/k norms, partial rotary, sliding windows, ...).
   * Model seeds: as in tools/make_fixtures.py, the first seed from MODEL_SEED whose routers give every expert of
     every MoE layer at least one token of input_ids (model_seed in MANIFEST.json).
 
-Families not produced, and why: none so far.
+Families not produced, and why: none; every family listed above builds, saves and reloads on CPU.
 """
 
 from __future__ import annotations
@@ -184,8 +199,8 @@ def families(eos_id: int) -> list[dict]:
             router="sigmoid",
             router_notes="sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
             "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
-            attention_notes="q/k/v bias; partial_rotary_factor 0.5 with M-RoPE (mrope_section [2,1,1]); vision tower of "
-            "2 blocks",
+            attention_notes="q/k/v bias; partial_rotary_factor 0.5 with M-RoPE (mrope_section [2,1,1]); vision tower "
+            "of 2 blocks",
             router_bias=True,
         ),
         dict(
@@ -378,6 +393,145 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="Granite multipliers (embedding 12, attention 1/16, residual 0.22, logits 1/4); shared MLP "
             "`shared_mlp` beside `block_sparse_moe` (input_linear [2 x 80, 64] / output_linear)",
         ),
+        dict(
+            family="Qwen3-Next",
+            model_type="qwen3_next",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                full_attention_interval=3,  # layers 0, 1 linear_attention (Gated DeltaNet), layer 2 full_attention
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                shared_expert_intermediate_size=mf.I_DENSE,
+                intermediate_size=mf.I_DENSE,
+                norm_topk_prob=True,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                linear_key_head_dim=16,
+                linear_value_head_dim=16,
+                linear_conv_kernel_dim=4,
+                rope_parameters=rope(partial_rotary_factor=0.25),
+            ),
+            router="topk_softmax",
+            router_notes="softmax over E, top-k, renormalised (norm_topk_prob)",
+            attention_notes="layers 0, 1 Gated DeltaNet (linear_attn: in_proj_qkvz, in_proj_ba, conv1d, gated RMSNorm, "
+            "out_proj), layer 2 gated full attention (q_proj [2 x 64], sigmoid output gate) with q/k RMSNorm per head; "
+            "RMSNorms zero-centred (1 + w) except the gated one; partial_rotary_factor 0.25",
+        ),
+        dict(
+            family="Qwen3.5-MoE (text)",
+            model_type="qwen3_5_moe_text",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                layer_types=["linear_attention", "linear_attention", "full_attention"],
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                shared_expert_intermediate_size=mf.I_DENSE,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                linear_key_head_dim=16,
+                linear_value_head_dim=16,
+                linear_conv_kernel_dim=4,
+                rope_parameters=rope(partial_rotary_factor=0.25),
+            ),
+            router="topk_softmax",
+            router_notes="softmax over E, top-k, renormalised",
+            attention_notes="layers 0, 1 Gated DeltaNet (linear_attn: in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, "
+            "conv1d, gated RMSNorm, out_proj), layer 2 gated full attention with q/k RMSNorm per head; zero-centred "
+            "RMSNorms (1 + w); partial_rotary_factor 0.25",
+        ),
+        dict(
+            family="Jamba",
+            model_type="jamba",
+            kind="causal",
+            kwargs=dict(
+                {k: v for k, v in c.items() if k != "rope_parameters"},  # no RoPE
+                num_hidden_layers=3,
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,  # experts and dense MLPs alike
+                expert_layer_period=2,
+                expert_layer_offset=1,  # layer 1 MoE, layers 0 and 2 dense
+                attn_layer_period=3,
+                attn_layer_offset=2,  # layer 2 attention, layers 0 and 1 Mamba
+                mamba_d_state=16,
+                mamba_d_conv=4,
+                mamba_expand=2,
+            ),
+            router="softmax",
+            router_notes="linear `router`, softmax over E, top-k, not renormalised",
+            attention_notes="layers 0, 1 Mamba (in_proj, conv1d, x_proj, dt_proj, dt/B/C RMSNorms, out_proj), layer 2 "
+            "attention without RoPE; MoE on layer 1 only (expert_layer_period 2, offset 1)",
+        ),
+        dict(
+            family="Granite-4.0-H (GraniteMoeHybrid)",
+            model_type="granitemoehybrid",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_hidden_layers=3,
+                layer_types=["mamba", "attention", "mamba"],
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                shared_intermediate_size=mf.I_DENSE,
+                embedding_multiplier=12.0,
+                attention_multiplier=1.0 / mf.HEAD_DIM,
+                residual_multiplier=0.22,
+                logits_scaling=4.0,
+                position_embedding_type="nope",  # as the Granite 4.0 H checkpoints: no RoPE
+                mamba_n_heads=4,
+                mamba_d_head=32,
+                mamba_n_groups=1,
+                mamba_d_state=16,
+                mamba_d_conv=4,
+                mamba_expand=2,
+                mamba_chunk_size=8,  # 12 tokens span two chunks
+            ),
+            router="topk_softmax",
+            router_notes="linear `router.layer`, top-k on the logits, softmax over the k chosen",
+            attention_notes="layers 0, 2 Mamba2 (4 heads of 32, chunk 8), layer 1 attention without position "
+            "embedding (nope); Granite multipliers; shared MLP `shared_mlp` on every layer",
+        ),
+        dict(
+            family="Nemotron-H (Nemotron 3 Nano)",
+            model_type="nemotron_h",
+            kind="causal",
+            kwargs=dict(
+                {k: v for k, v in c.items() if k != "rope_parameters"},  # no RoPE
+                head_dim=mf.HEAD_DIM,
+                layers_block_type=["mamba", "moe", "attention"],  # one mixer per layer: M, E, *
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                moe_shared_expert_intermediate_size=mf.I_DENSE,
+                intermediate_size=mf.I_DENSE,
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                mamba_num_heads=4,
+                mamba_head_dim=32,
+                n_groups=1,
+                ssm_state_size=16,
+                conv_kernel=4,
+                chunk_size=8,  # 12 tokens span two chunks
+            ),
+            router="sigmoid",
+            router_notes="sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="one mixer per layer (`mixer`): layer 0 Mamba2 (4 heads of 32, chunk 8), layer 1 MoE, "
+            "layer 2 attention without RoPE; UNGATED experts up_proj [E, I, H] / down_proj [E, H, I] with relu2, "
+            "shared expert up/down relu2; hub layout under backbone.",
+            router_bias=True,
+        ),
     ]
 
 
@@ -407,10 +561,11 @@ def randomise_constants(model, g: torch.Generator, keep_f32: set):
 
 
 def classify_key(key: str) -> str:
-    """make_fixtures.classify_key, plus shared MLPs named shared_mlp and routers nested in a gate module."""
+    """make_fixtures.classify_key, plus shared MLPs named shared_mlp, a router linear nested in its gate module
+    (gate.wg) and e_score_correction_bias wherever it is kept (gate.moe_statics, the MoE block)."""
     if re.search(r"\.shared_(mlp|experts?)\.|\.shared_expert_gate\.", key):
         return "shared"
-    if re.search(r"\.gate\.wg\.weight$|\.moe_statics\.e_score_correction_bias$|\.e_score_correction_bias$", key):
+    if re.search(r"\.gate\.wg\.weight$|\.e_score_correction_bias$", key):
         return "router"
     return mf.classify_key(key)
 
@@ -454,6 +609,37 @@ def write_transposed_experts(src: Path, dst: Path):
             tensors[k] = t
     assert n, "no stacked experts tensors"
     save_file(tensors, dst / "model.safetensors", metadata=metadata)
+
+
+def disk_prefix(prefix: str, tensors: dict) -> str:
+    """The checkpoint's spelling of an in-memory module prefix (model.layers.1.): the same, or under backbone.
+    (Nemotron-H's hub layout)."""
+    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix)):
+        if any(k.startswith(cand) for k in tensors):
+            return cand
+    raise AssertionError(f"no tensor under {prefix}")
+
+
+def experts_layout(emod, geo: dict) -> dict:
+    """in_memory_experts_layout of MANIFEST.json; ungated experts (no gate_up_proj) give up_proj instead and
+    gated: false."""
+    if hasattr(emod, "gate_up_proj"):
+        return {
+            "gate_up_proj": list(emod.gate_up_proj.shape),
+            "down_proj": list(emod.down_proj.shape),
+            "transposed": geo["transposed"],
+            "gate_up_concatenated": geo["concatenated"],
+            "bias": geo["has_bias"],
+        }
+    return {
+        "gate_up_proj": None,
+        "up_proj": list(emod.up_proj.shape),
+        "down_proj": list(emod.down_proj.shape),
+        "transposed": geo["transposed"],
+        "gate_up_concatenated": None,
+        "bias": geo["has_bias"],
+        "gated": False,
+    }
 
 
 def mlp_intermediate(mod) -> int | None:
@@ -612,12 +798,13 @@ def main() -> int:
 
                 # tensors of the first MoE layer, as written
                 groups: dict[str, dict] = {"experts": {}, "router": {}, "shared": {}}
+                disk_first_moe = disk_prefix(first_moe, tensors)
                 for k, (shape, dt, _) in sorted(tensors.items()):
-                    if k.startswith(first_moe):
+                    if k.startswith(disk_first_moe):
                         grp = classify_key(k)
                         if grp in groups:
                             groups[grp][k] = {"shape": shape, "dtype": dt}
-                print(f"  {tag} expert tensors of {first_moe[:-1]}:")
+                print(f"  {tag} expert tensors of {disk_first_moe[:-1]}:")
                 for k, v in groups["experts"].items():
                     if not re.search(r"\.experts\.[1-9]\d*\.", k):
                         print(f"    {k} {v['shape']} {v['dtype']}")
@@ -646,13 +833,7 @@ def main() -> int:
                     "hidden": int(hidden),
                     "intermediate": geo["intermediate"],
                     "dense_intermediate": dense_inter,
-                    "in_memory_experts_layout": {
-                        "gate_up_proj": list(emod.gate_up_proj.shape),
-                        "down_proj": list(emod.down_proj.shape),
-                        "transposed": geo["transposed"],
-                        "gate_up_concatenated": geo["concatenated"],
-                        "bias": geo["has_bias"],
-                    },
+                    "in_memory_experts_layout": experts_layout(emod, geo),
                     "expert_tensor_names": list(groups["experts"]),
                     "expert_tensors": groups["experts"],
                     "router": router_kind,
@@ -722,10 +903,12 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
         e0 = entries[0]
         shared = "no"
         if e0["shared_experts"]:
-            shared = f"yes (I={e0['shared_expert_intermediate']}" + (", sigmoid gate" if e0["shared_expert_gate"] else "") + ")"
+            gate = ", sigmoid gate" if e0["shared_expert_gate"] else ""
+            shared = f"yes (I={e0['shared_expert_intermediate']}{gate})"
         dense = "-"
         if e0["dense_layers"]:
-            dense = f"{e0['dense_layers']}" + (f" (I={e0['dense_intermediate']})" if e0["dense_intermediate"] else "")
+            dense = f"{e0['dense_layers']}" + (f" (I={e0['dense_intermediate']})" if e0["dense_intermediate"]
+                                               else " (no MLP)")
         lines.append(
             f"| {e0['family']} | `{e0['model_type']}` | {', '.join(e['path'].rsplit('/', 1)[1] for e in entries)} | "
             f"{e0['experts']} | {e0['top_k']} | {e0['intermediate']} | {e0['num_layers']} | {dense} | "
@@ -743,14 +926,23 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
         "",
         "## Notes",
         "",
-        "- Router kinds are those of `../README.md` (`softmax`, `topk_softmax`, `sigmoid`); the router column says "
-        "how each family chooses and weights its experts.",
+        "- Router kinds are those of `../README.md` (`softmax`, `topk_softmax`, `sigmoid`), plus `sparsemixer` "
+        "(PhiMoE); the router column says how each family chooses and weights its experts.",
         "- Parameters that are all zeros or all ones at init (norm weights, biases, `e_score_correction_bias`) hold "
         "small random values, so a forward that skips one of them does not match the logits.",
         "- Vision-language wrappers hold a tiny vision tower; the references come from text-only `input_ids` through "
         "the wrapper and cover the language model (`model.language_model.layers.*`). Their `config_keys` in "
         "`MANIFEST.json` are paths into `config.json` (`text_config.num_experts`).",
-        "- `hub` and `fused` of one family hold the same bf16 weights and have identical references.",
+        "- `hub` and `fused` of one family hold the same bf16 weights and have identical references. "
+        "`qwen3_vl_moe/hub_transposed` holds them too, with the stacked experts stored transposed (`gate_up_proj` "
+        "[E, H, 2I], `down_proj` [E, I, H]) as in the published Qwen3-VL-MoE checkpoints; transformers 5.25 reads "
+        "that layout but writes [E, 2I, H] / [E, H, I], so its `hub` and `fused` are the same and only `hub` is kept.",
+        "- Hybrid models: `dense_layers` are the layers without routed experts. Jamba's have a dense MLP; Nemotron-H's "
+        "have none (one mixer per layer: Mamba2, MoE or attention). Mamba / Gated DeltaNet layers ran with "
+        "transformers' PyTorch implementations.",
+        "- Nemotron-H's experts are ungated (`up_proj` [E, I, H], `down_proj` [E, H, I], relu2): its "
+        "`in_memory_experts_layout` has `gated: false`, `up_proj` and `gate_up_proj: null`; `gate_up_input` is the "
+        "input of `up_proj`, `down_input` is relu2(up). Its hub layout is under `backbone.`.",
         "- Every expert of every MoE layer receives at least one token from `input_ids` (`model_seed`).",
     ]
     (OUT / "README.md").write_text("\n".join(lines) + "\n")

@@ -377,12 +377,19 @@ def load_kwargs(model_cls) -> dict:
     return kw
 
 
+def first_proj(mod):
+    """The first projection of a fused experts module: gate_up_proj, or up_proj for ungated experts (Nemotron-H,
+    has_gate False: act(x @ up^T) @ down^T), else None."""
+    gu = getattr(mod, "gate_up_proj", None)
+    if gu is None and getattr(mod, "has_gate", True) is False:
+        gu = getattr(mod, "up_proj", None)
+    return gu if isinstance(gu, torch.nn.Parameter) else None
+
+
 def experts_modules(model) -> list[tuple[str, torch.nn.Module]]:
     out = []
     for name, mod in model.named_modules():
-        if isinstance(getattr(mod, "gate_up_proj", None), torch.nn.Parameter) and isinstance(
-            getattr(mod, "down_proj", None), torch.nn.Parameter
-        ):
+        if first_proj(mod) is not None and isinstance(getattr(mod, "down_proj", None), torch.nn.Parameter):
             out.append((name, mod))
     return out
 
@@ -394,13 +401,14 @@ def parent_of(model, name: str):
 
 def experts_geometry(mod, hidden: int) -> dict:
     """Orientation of the fused experts module, from its shapes (checked against the decorator flags if any)."""
-    gu, dn = tuple(mod.gate_up_proj.shape), tuple(mod.down_proj.shape)
+    gu, dn = tuple(first_proj(mod).shape), tuple(mod.down_proj.shape)
     E = gu[0]
+    per = 2 if getattr(mod, "has_gate", True) else 1  # gate and up, or up alone
     if gu[2] == hidden and dn[1] == hidden:
-        transposed, inter = False, gu[1] // 2
+        transposed, inter = False, gu[1] // per
         assert dn == (E, hidden, inter), (gu, dn)
     elif gu[1] == hidden and dn[2] == hidden:
-        transposed, inter = True, gu[2] // 2
+        transposed, inter = True, gu[2] // per
         assert dn == (E, inter, hidden), (gu, dn)
     else:
         raise AssertionError(f"unrecognised experts shapes {gu} {dn}")
@@ -430,6 +438,8 @@ def router_of(block, E: int, H: int):
 
 
 def apply_gate(mod, gu: torch.Tensor, concatenated: bool) -> torch.Tensor:
+    if getattr(mod, "has_gate", True) is False:  # ungated experts: no gate half
+        return mod.act_fn(gu)
     fn = getattr(mod, "_apply_gate", None)
     if fn is not None:
         return fn(gu)
@@ -521,7 +531,7 @@ class Recorder:
             rx, rout = self.router_io[name][0]
             rlogits = F.linear(rx.reshape(-1, self.hidden).double(), router.weight.double(),
                                None if getattr(router, "bias", None) is None else router.bias.double())
-            W, D = mod.gate_up_proj.detach(), mod.down_proj.detach()
+            W, D = first_proj(mod).detach(), mod.down_proj.detach()
             Wb = mod.gate_up_proj_bias.detach() if geo["has_bias"] else None
             Db = mod.down_proj_bias.detach() if geo["has_bias"] else None
 
