@@ -1,14 +1,15 @@
-// The native forward against transformers 5.17: logits within 1e-5 relative L2 (f32) and every recorded
-// activation maximum within 1e-5 relative, for every fixture family, in every layout. References were written
-// by tools/make_fixtures.py with forward hooks.
+// The native forward against transformers (5.17 for fixtures/, 5.25 for fixtures/families/): logits within 1e-5
+// relative L2 (f32) and every recorded activation maximum within 1e-5 relative, for every fixture family with a
+// forward, in every layout. References were written by tools/make_fixtures.py and tools/make_family_fixtures.py
+// with forward hooks.
 import test from 'ava'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { calibrateModel, computeLogits } from '../dist/index.js'
-import { FIXTURES, manifest, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
+import { CALIBRATED_FAMILIES, FIXTURES, familyManifest, manifest, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
 
-const fixtures = manifest()
+const fixtures = [...manifest(), ...familyManifest().filter((f) => CALIBRATED_FAMILIES.has(f.model_type))]
 
 function reference(entry) {
   const tensors = readTensors(join(FIXTURES, entry.path, 'reference.safetensors'))

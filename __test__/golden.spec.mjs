@@ -26,6 +26,15 @@ const CASES = [
   // router's weight applied to the expert input.
   ['gpt_oss/hub', 'gpt_oss_hub', rows(calibIds.values, calibIds.shape[1])],
   ['llama4_text/hub', 'llama4_text_hub', rows(calibIds.values, calibIds.shape[1])],
+  // fixtures/families/ (transformers 5.25): Qwen3-VL-MoE's text stack (vision-language wrapper, experts stored
+  // [E, H, 2I]), GLM-4.5V's (wrapper, partial rope), dots.llm1 (a sliding-window layer, grouped sigmoid router),
+  // MiniMax-M2 (q/k norms over the whole projection, partial rope, correction bias on the block).
+  // transformers 5.25 loads the routers of GLM-4.5V and dots.llm1 in F32 (`_keep_in_fp32_modules_strict`) and
+  // MiniMax-M2's F32 correction bias in the model's bf16, and ModelOpt exports them so; we keep them as stored.
+  ['families/qwen3_vl_moe/hub_transposed', 'families_qwen3_vl_moe_hub_transposed', rows(calibIds.values, calibIds.shape[1])],
+  ['families/glm4v_moe/hub', 'families_glm4v_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/dots1/hub', 'families_dots1_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/minimax_m2/hub', 'families_minimax_m2_hub', rows(calibIds.values, calibIds.shape[1]), [/e_score_correction_bias$/, 'BF16']],
 ]
 
 const bytesOf = (tensor) => {
@@ -83,7 +92,7 @@ for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
     try {
       await quantizeModel({ model, output, format })
       const goldenDir = join(GOLDEN, 'zoo_nemotron_h_hub', format)
-      t.is(compareTensors(t, output, goldenDir, new Set(['backbone.layers.1.mixer.gate.weight'])), 0)
+      t.is(compareTensors(t, output, goldenDir, [/^backbone\.layers\.1\.mixer\.gate\.weight$/, 'BF16']), 0)
       const ours = readTensors(join(output, 'model.safetensors'))
       t.true(Object.keys(ours).some((n) => n === 'backbone.layers.1.mixer.experts.7.up_proj.weight'))
       t.false(Object.keys(ours).some((n) => /experts\.\d+\.gate_proj/.test(n)))
@@ -107,8 +116,8 @@ for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
 const STACKED_ON_HUB = new Set(['gpt_oss_hub', 'llama4_text_hub'])
 
 /** Our output in `output` against ModelOpt's in `goldenDir`: tensors, scales, bytes and metadata. */
-function compareWithGolden(t, output, goldenDir) {
-  const differing = compareTensors(t, output, goldenDir)
+function compareWithGolden(t, output, goldenDir, loadedAs) {
+  const differing = compareTensors(t, output, goldenDir, loadedAs)
   // Metadata: config.json byte for byte; hf_quant_config.json equal apart from our own "quantizer" key.
   t.is(readFileSync(join(output, 'config.json'), 'utf8'), readFileSync(join(goldenDir, 'config.json'), 'utf8'))
   const ourQuant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
@@ -116,6 +125,16 @@ function compareWithGolden(t, output, goldenDir) {
   delete ourQuant.quantizer
   t.deepEqual(ourQuant, JSON.parse(readFileSync(join(goldenDir, 'hf_quant_config.json'), 'utf8')))
   return differing
+}
+
+/** A tensor of ours in the dtype transformers loaded it in: F32 → BF16 or BF16 → F32. */
+function castAs(tensor, dtype) {
+  if (tensor.dtype === 'F32' && dtype === 'BF16') return { ...tensor, dtype, values: bf16Bytes(tensor.values) }
+  if (tensor.dtype === 'BF16' && dtype === 'F32') {
+    const halves = new Uint16Array(tensor.values.buffer.slice(tensor.values.byteOffset, tensor.values.byteOffset + tensor.values.byteLength))
+    return { ...tensor, dtype, values: new Float32Array(Uint32Array.from(halves, (h) => h << 16).buffer) }
+  }
+  return tensor
 }
 
 /** F32 values as bf16 bytes (round to nearest even), as torch's `.to(torch.bfloat16)` gives them. */
@@ -128,10 +147,10 @@ function bf16Bytes(values) {
 
 /**
  * The tensors of our output against ModelOpt's: names, dtypes, shapes, scales; returns the bytes that differ.
- * `loadedAsBf16`: tensors we keep in their stored F32 that the transformers loading the model for ModelOpt cast
- * to bf16 (compared as bf16).
+ * `loadedAs` [pattern, dtype]: tensors we keep as stored that the transformers loading the model for ModelOpt
+ * cast to `dtype` (F32 → BF16 rounded to nearest even, BF16 → F32 exactly), compared in that dtype.
  */
-function compareTensors(t, output, goldenDir, loadedAsBf16 = new Set()) {
+function compareTensors(t, output, goldenDir, loadedAs) {
   const ours = readTensors(join(output, 'model.safetensors'))
   const theirs = readTensors(join(goldenDir, 'model.safetensors'))
   t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
@@ -139,7 +158,7 @@ function compareTensors(t, output, goldenDir, loadedAsBf16 = new Set()) {
   let differing = 0
   for (const [name, expected] of Object.entries(theirs)) {
     let actual = ours[name]
-    if (loadedAsBf16.has(name) && actual.dtype === 'F32' && expected.dtype === 'BF16') actual = { ...actual, dtype: 'BF16', values: bf16Bytes(actual.values) }
+    if (loadedAs && loadedAs[0].test(name) && expected.dtype === loadedAs[1]) actual = castAs(actual, loadedAs[1])
     t.is(actual.dtype, expected.dtype, `${name} dtype`)
     t.deepEqual(actual.shape, expected.shape, `${name} shape`)
     const scalar = expected.dtype === 'F32' && expected.shape.length === 0
@@ -201,7 +220,7 @@ for (const [scope, golden] of [['experts', 'nvfp4_experts'], ['mlp', 'nvfp4_mlp'
   })
 }
 
-for (const [fixture, golden, ids] of CASES) {
+for (const [fixture, golden, ids, loadedAs] of CASES) {
   for (const format of ['fp8', 'nvfp4']) {
     test(`${fixture} → ${format} equals ModelOpt's export (${golden})`, async (t) => {
       const output = join(tempDir(), 'out')
@@ -212,7 +231,7 @@ for (const [fixture, golden, ids] of CASES) {
         calibration: { ids, samples: ids.length, seqLen: ids[0].length },
         coverageReport: false,
       })
-      compareWithGolden(t, output, join(GOLDEN, golden, format))
+      compareWithGolden(t, output, join(GOLDEN, golden, format), loadedAs)
       if (golden.endsWith('fewtokens')) {
         t.true(result.uncalibratedExperts.length === 2 && result.warnings.some((w) => w.includes('saw no calibration token')))
       } else {

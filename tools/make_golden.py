@@ -49,6 +49,10 @@ fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, f
 fixtures/golden/<gpt_oss|llama4_text>_hub/<fp8|nvfp4>/    `--stacked` rewrites only these
     The calibrated formats on the two families whose experts are stacked on the hub and exported stacked.
 
+fixtures/golden/families_<model_type>_<layout>/<fp8|nvfp4>/    `--families` rewrites only these
+    The calibrated formats on fixtures/families/ checkpoints (FAMILY_CASES), made with the transformers those
+    fixtures were made with (5.25; the other goldens use 5.17).
+
 fixtures/golden/glm4_moe_hub/<nvfp4_experts|nvfp4_mlp>/
     ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG presets (moe-quant's
     `scope: 'experts'` and `scope: 'mlp'`), calibrated on calib_ids like the others.
@@ -142,10 +146,10 @@ def calib_ids() -> torch.Tensor:
     return torch.randint(0, VOCAB, CALIB_SHAPE, generator=g, dtype=torch.int64)
 
 
-def load(fixture: Path, dtype):
-    from transformers import AutoModelForCausalLM
+def load(fixture: Path, dtype, auto_class: str = "AutoModelForCausalLM"):
+    import transformers
 
-    model = AutoModelForCausalLM.from_pretrained(fixture, dtype=dtype, experts_implementation="eager")
+    model = getattr(transformers, auto_class).from_pretrained(fixture, dtype=dtype, experts_implementation="eager")
     model.eval()
     return model
 
@@ -228,16 +232,22 @@ def cast_like_twin(model, twin) -> torch.dtype:
             else:
                 setattr(mod, tname, t.to(ref[full]))
     model.config.dtype = twin.config.dtype
+    # A vision-language wrapper's sub-configs (text_config, vision_config) carry their own dtype.
+    for key in ("text_config", "vision_config"):
+        sub, twin_sub = getattr(model.config, key, None), getattr(twin.config, key, None)
+        if sub is not None and twin_sub is not None:
+            sub.dtype = twin_sub.dtype
     return twin.config.dtype
 
 
-def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_note: str) -> None:
+def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_note: str,
+             auto_class: str = "AutoModelForCausalLM") -> None:
     import modelopt
     import transformers
     import modelopt.torch.quantization as mtq
     from modelopt.torch.export import export_hf_checkpoint
 
-    model = load(fixture, torch.float32)
+    model = load(fixture, torch.float32, auto_class)
     counts, handles = install_token_counters(model)
 
     def forward_loop(m):
@@ -249,7 +259,7 @@ def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_no
         h.remove()
     quantizers, shared_states = record_quantizers(model)
 
-    twin = load(fixture, "auto")
+    twin = load(fixture, "auto", auto_class)
     export_dtype = cast_like_twin(model, twin)
     del twin
 
@@ -497,6 +507,29 @@ def make_weight_only(ids: torch.Tensor) -> None:
         run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
 
 
+# Calibrated formats on fixtures/families/ (made with transformers 5.25 by tools/make_family_fixtures.py):
+# (family directory, layout, transformers auto class). `--families` rewrites only these, and needs the
+# transformers those fixtures were made with.
+FAMILY_CASES = [
+    ("qwen3_vl_moe", "hub_transposed", "AutoModelForImageTextToText"),
+    ("glm4v_moe", "hub", "AutoModelForImageTextToText"),
+    ("dots1", "hub", "AutoModelForCausalLM"),
+    ("minimax_m2", "hub", "AutoModelForCausalLM"),
+]
+
+
+def make_families(ids: torch.Tensor) -> None:
+    """The calibrated goldens of FAMILY_CASES, in fixtures/golden/families_<model_type>_<layout>/<format>/."""
+    for model_type, layout, auto_class in FAMILY_CASES:
+        for fmt in FORMATS:
+            out = GOLDEN / f"families_{model_type}_{layout}" / fmt
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"== families/{model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(FIXTURES / "families" / model_type / layout, fmt, ids, out,
+                     "calib_ids.safetensors input_ids [4, 32]", auto_class)
+
+
 def make_stacked(ids: torch.Tensor) -> None:
     """The calibrated goldens of STACKED_CASES (`--stacked` rewrites only these)."""
     for model_type, layout in STACKED_CASES:
@@ -516,6 +549,9 @@ def main() -> int:
         return 0
     if "--stacked" in sys.argv[1:]:
         make_stacked(calib_ids())
+        return 0
+    if "--families" in sys.argv[1:]:
+        make_families(calib_ids())
         return 0
     if "--zoo" in sys.argv[1:]:
         make_zoo_goldens()

@@ -10,6 +10,12 @@ export const FIXTURES = join(ROOT, 'fixtures')
 
 export const manifest = () => JSON.parse(readFileSync(join(FIXTURES, 'MANIFEST.json'), 'utf8')).fixtures
 
+/** The fixtures of fixtures/families/ (tools/make_family_fixtures.py), in MANIFEST.json's schema. */
+export const familyManifest = () => JSON.parse(readFileSync(join(FIXTURES, 'families', 'MANIFEST.json'), 'utf8')).fixtures
+
+/** Model types of fixtures/families/ whose forward moe-quant has (the others are refused, naming what is missing). */
+export const CALIBRATED_FAMILIES = new Set(['qwen3_vl_moe', 'glm4v_moe', 'dots1', 'minimax_m2'])
+
 export function tempDir(prefix = 'moe-quant-test-') {
   return mkdtempSync(join(tmpdir(), prefix))
 }

@@ -72,8 +72,8 @@ interface ExpertNaming {
  * (`experts.{e}.gate_proj` or `experts.{e}.w1` …, under the hub block name), or `gate_proj/up_proj/down_proj`
  * when a fused input has no per-expert hub form; a fused input needs a block rename when the hub's block is
  * named otherwise (Mixtral's transformers 5 `mlp` is `block_sparse_moe` on the hub). Experts stored stacked
- * on the hub (`[E, H, 2I]`: GPT-OSS, Llama4) are written stacked, as ModelOpt exports them: the stacks keep
- * their names, quantized.
+ * on the hub (`[E, H, 2I]`) are written stacked for the families ModelOpt exports so (GPT-OSS, Llama4): the
+ * stacks keep their names, quantized; other families' (Qwen3-VL-MoE) one module per expert and projection.
  */
 function expertNaming(layer: MoeLayer, modelType: string): ExpertNaming {
   const layerPrefix = layer.block.slice(0, layer.block.lastIndexOf('.') + 1)
@@ -91,16 +91,14 @@ function expertNaming(layer: MoeLayer, modelType: string): ExpertNaming {
     return perExpert(strip(layer.tensors.gate), strip(layer.tensors.up), strip(layer.tensors.down))
   }
   const entry = lookupArchitecture(modelType)
+  // ModelOpt's stacked form is known (and pinned by goldens) for the families whose entries say so.
+  if (entry?.exportStacked) return stackedNaming(layer)
   const hub = entry?.layouts.find((l) => l.kind === 'per_expert')
-  if (!hub && layer.layout !== 'fused') {
-    // ModelOpt's stacked form is known (and pinned by goldens) for the families whose entries keep experts stacked.
-    if (!entry) {
-      throw new MoeQuantError(
-        'E_MODEL_UNSUPPORTED',
-        `${layer.block}: experts stored stacked on the hub (${layer.layout}) by a family without a registry entry (${modelType}): the form ModelOpt exports them in is known for GPT-OSS and Llama 4 only`,
-      )
-    }
-    return stackedNaming(layer)
+  if (!entry && layer.layout !== 'fused') {
+    throw new MoeQuantError(
+      'E_MODEL_UNSUPPORTED',
+      `${layer.block}: experts stored stacked on the hub (${layer.layout}) by a family without a registry entry (${modelType}): the form ModelOpt exports them in is known for the families with one`,
+    )
   }
   if (hub) {
     const block = `${layerPrefix}${hub.block}`

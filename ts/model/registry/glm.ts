@@ -1,7 +1,8 @@
 /**
  * GLM-4.5 / GLM4-MoE: DeepSeek-V3's router (sigmoid, correction bias, groups, routed scaling), dense MLPs
- * below `first_k_dense_replace`, ungated shared experts, GQA attention with optional q/k norm.
- * transformers: models/glm4_moe/modeling_glm4_moe.py
+ * below `first_k_dense_replace`, ungated shared experts, GQA attention with optional q/k norm, partial rope.
+ * GLM-4.5V's text stack is the same without q/k norms; its M-RoPE is, for text alone, the default rope.
+ * transformers: models/glm4_moe/modeling_glm4_moe.py, models/glm4v_moe/modeling_glm4v_moe.py
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry } from './types'
@@ -35,6 +36,34 @@ export const glm4Moe: ArchitectureEntry = {
       rope_theta: 10000,
       partial_rotary_factor: 0.5,
       use_qk_norm: false,
+    },
+  },
+}
+
+export const glm4vMoe: ArchitectureEntry = {
+  ...glm4Moe,
+  modelTypes: ['glm4v_moe_text', 'glm4v_moe'],
+  family: 'GLM-4.5V',
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'inverse_sqrt_head_dim',
+    expertActivation: 'silu',
+    partialRotary: true,
+    slidingWindow: 'never',
+    // configuration_glm4v_moe.py (Glm4vMoeTextConfig; partial_rotary_factor 0.5 set in __post_init__)
+    configDefaults: {
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 96,
+      num_key_value_heads: 8,
+      norm_topk_prob: true,
+      n_group: 1,
+      topk_group: 1,
+      routed_scaling_factor: 1,
+      max_position_embeddings: 65536,
+      rope_theta: 10000,
+      partial_rotary_factor: 0.5,
     },
   },
 }

@@ -24,6 +24,7 @@ export const gptOss: ArchitectureEntry = {
     },
   ],
   router: 'topk_softmax',
+  exportStacked: true,
   placement: { kind: 'all' },
   forward: {
     attention: 'gqa',

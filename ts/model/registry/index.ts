@@ -4,13 +4,15 @@
  * known pattern is handled generically.
  */
 import { deepseekV3 } from './deepseek'
-import { glm4Moe } from './glm'
+import { dots1 } from './dots'
+import { glm4Moe, glm4vMoe } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe } from './granite'
 import { llama4 } from './llama4'
+import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
 import { olmoe } from './olmoe'
-import { qwen2Moe, qwen3Moe } from './qwen-moe'
+import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
 import type { ArchitectureEntry } from './types'
 
 export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
@@ -25,6 +27,10 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   graniteMoe,
   gptOss,
   llama4,
+  qwen3VlMoe,
+  glm4vMoe,
+  dots1,
+  minimaxM2,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -25,3 +25,9 @@ export function perExpertW1W3W2(block: string, router = 'gate.weight'): LayoutDe
 export function fusedGateUp(block: string, router = 'gate.weight'): LayoutDecl {
   return { kind: 'fused', block, tensors: { gateUp: 'experts.gate_up_proj', down: 'experts.down_proj' }, router }
 }
+
+/** Fused experts stored with the input axis first: `experts.gate_up_proj [E,H,2I]` (gate columns first),
+ * `experts.down_proj [E,I,H]` (Qwen3-VL-MoE and Llama4 on the hub). */
+export function fusedTransposedGateUp(block: string, router = 'gate.weight'): LayoutDecl {
+  return { kind: 'fused_transposed', block, tensors: { gateUp: 'experts.gate_up_proj', down: 'experts.down_proj' }, router }
+}

@@ -20,6 +20,7 @@ export const llama4: ArchitectureEntry = {
     },
   ],
   router: 'topk_sigmoid',
+  exportStacked: true,
   placement: { kind: 'interleave' },
   sharedExperts: { module: 'shared_expert' },
   forward: {

@@ -1,9 +1,12 @@
 /**
  * Qwen2-MoE and Qwen3-MoE: softmax top-K router (renormalised when `norm_topk_prob`), MoE placement by
- * `mlp_only_layers` and `decoder_sparse_step`; Qwen2-MoE adds a sigmoid-gated shared expert.
- * transformers: models/qwen2_moe/modeling_qwen2_moe.py, models/qwen3_moe/modeling_qwen3_moe.py
+ * `mlp_only_layers` and `decoder_sparse_step`; Qwen2-MoE adds a sigmoid-gated shared expert. Qwen3-VL-MoE's
+ * text stack is Qwen3-MoE with the top-K always renormalised, its experts fused (stored `[E,H,2I]` on the
+ * hub, `[E,2I,H]` when transformers saves them) and its M-RoPE, which for text alone is the default rope.
+ * transformers: models/qwen2_moe/modeling_qwen2_moe.py, models/qwen3_moe/modeling_qwen3_moe.py,
+ * models/qwen3_vl_moe/modeling_qwen3_vl_moe.py
  */
-import { fusedGateUp, perExpertGateUpDown } from './layouts'
+import { fusedGateUp, fusedTransposedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry } from './types'
 
 export const qwen3Moe: ArchitectureEntry = {
@@ -55,6 +58,30 @@ export const qwen2Moe: ArchitectureEntry = {
       max_position_embeddings: 32768,
       rope_theta: 10000,
       use_sliding_window: false,
+    },
+  },
+}
+
+export const qwen3VlMoe: ArchitectureEntry = {
+  modelTypes: ['qwen3_vl_moe_text', 'qwen3_vl_moe'],
+  family: 'Qwen3-VL-MoE',
+  layouts: [fusedGateUp('mlp'), fusedTransposedGateUp('mlp')],
+  router: 'softmax_topk_norm',
+  placement: { kind: 'sparse_step' },
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'inverse_sqrt_head_dim',
+    expertActivation: 'silu',
+    slidingWindow: 'never',
+    // configuration_qwen3_vl_moe.py (Qwen3VLMoeTextConfig, default_theta 5e5)
+    configDefaults: {
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 16,
+      num_key_value_heads: 16,
+      max_position_embeddings: 128000,
+      rope_theta: 500000,
     },
   },
 }

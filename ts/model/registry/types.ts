@@ -110,6 +110,8 @@ export type DefaultLayerTypes =
   | 'alternate_sliding'
   /** Chunked on the layers with rope when `attention_chunk_size` is set, else full (Llama4). */
   | 'chunked_on_rope_layers'
+  /** Sliding from layer `max_window_layers` on when `sliding_window` is set, else full (dots.llm1). */
+  | 'sliding_from_max_window_layers'
 
 /** Llama4's layers without rope (NoPE) and what differs on them. */
 export interface NoRopeDecl {
@@ -136,6 +138,9 @@ export interface ForwardDecl {
   /** The rope rotates only the leading `head_dim × partial_rotary_factor` dimensions (GLM4). Without it the
    * whole head is rotated and transformers ignores `partial_rotary_factor`. */
   partialRotary?: boolean
+  /** Config key of the number of rotated dimensions, read as `partial_rotary_factor = value / head_dim` when
+   * config.json has it (MiniMax-M2's legacy `rotary_dim`). */
+  rotaryDimKey?: string
   /** Config key that makes the rope rotate adjacent pairs instead of halves (DeepSeek-V3 `rope_interleave`). */
   ropeInterleaveKey?: string
   /** Config key that switches the q/k norms on (GLM4 `use_qk_norm`); without it they are used whenever the
@@ -174,6 +179,9 @@ export interface ArchitectureEntry {
   router: RouterKind
   placement: PlacementRule
   sharedExperts?: SharedExpertsDecl
+  /** ModelOpt exports this family's experts stacked, as stored (its BMM-style experts export: GPT-OSS, Llama4);
+   * other families' experts are exported one module per expert and projection. */
+  exportStacked?: boolean
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

@@ -49,6 +49,11 @@ function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: 
       const chunked = context.values.value('attention_chunk_size') !== null && context.values.value('attention_chunk_size') !== undefined
       return rope.map((r) => (r && chunked ? 'chunked_attention' : 'full_attention'))
     }
+    case 'sliding_from_max_window_layers': {
+      const set = context.values.value('sliding_window') !== null && context.values.value('sliding_window') !== undefined
+      const from = set ? context.values.integer('max_window_layers', 0) : layers
+      return Array.from({ length: layers }, (_, i) => (i >= from ? 'sliding_attention' : 'full_attention'))
+    }
     case undefined:
       // Qwen2-MoE derives alternating sliding layers from use_sliding_window and max_window_layers.
       if (context.values.value('use_sliding_window') === true) refuse(context, 'use_sliding_window true without layer_types')

@@ -52,7 +52,9 @@ export function ropeNumber(params: Record<string, unknown>, key: string, require
 /** How many leading dimensions of a head are rotated, checked against the family's rule. */
 function rotaryDimension(context: SpecContext, params: Record<string, unknown>, ropeHeadDim: number): number {
   const kind = params.rope_type as string
-  const partial = ropeNumber(params, 'partial_rotary_factor', false) ?? 1
+  const rotaryKey = context.forward.rotaryDimKey
+  const legacy = rotaryKey !== undefined && typeof context.values.value(rotaryKey) === 'number' ? context.values.integer(rotaryKey) / ropeHeadDim : undefined
+  const partial = legacy ?? ropeNumber(params, 'partial_rotary_factor', false) ?? 1
   let rotaryDim = ropeHeadDim
   if (context.forward.partialRotary) rotaryDim = Math.trunc(ropeHeadDim * partial)
   else if (partial !== 1 && kind !== 'default') {
