@@ -48,7 +48,8 @@ function referencedTensors(d) {
     }
     tensor(mlp.router.weight, 2)
     if (mlp.router.bias) tensor(mlp.router.bias, 1)
-    if (mlp.router.correction_bias) tensor(mlp.router.correction_bias, 1)
+    // [E], or ERNIE's [1, E].
+    if (mlp.router.correction_bias) tensor(mlp.router.correction_bias, mlp.router.correction_bias.includes('moe_statics') ? 2 : 1)
     const perExpert = mlp.layout === 'per_expert'
     for (const name of [mlp.gate, mlp.up, mlp.down, mlp.gate_up]) {
       if (!name) continue
@@ -217,6 +218,7 @@ test('deepseek_v3: MLA dims, interleaved rope over qk_rope_head_dim, grouped sig
   t.deepEqual(mlp.router, {
     kind: 'sigmoid_group_topk',
     weight: 'model.layers.1.mlp.gate.weight',
+    norm_min: 0,
     correction_bias: 'model.layers.1.mlp.gate.e_score_correction_bias',
     norm_topk_prob: true,
     n_group: 2,

@@ -212,7 +212,7 @@ def cast_like_twin(model, twin) -> torch.dtype:
     """Cast every non-quantizer parameter/buffer of `model` to the dtype the same tensor has in `twin`."""
     from modelopt.torch.quantization.nn import TensorQuantizer
 
-    ref = {n: t.dtype for n, t in twin.named_parameters()}
+    ref = {n: t.dtype for n, t in twin.named_parameters(remove_duplicate=False)}  # tied weights under both names
     ref.update({n: t.dtype for n, t in twin.named_buffers()})
     # Quantizer state (amax buffers, ModelOpt's shared group states) must keep its f32 values.
     skip = [n + "." for n, m in model.named_modules() if isinstance(m, TensorQuantizer) or n.endswith("_shared_quant_states")]
@@ -515,6 +515,8 @@ FAMILY_CASES = [
     ("glm4v_moe", "hub", "AutoModelForImageTextToText"),
     ("dots1", "hub", "AutoModelForCausalLM"),
     ("minimax_m2", "hub", "AutoModelForCausalLM"),
+    ("deepseek_v2", "hub", "AutoModelForCausalLM"),
+    ("ernie4_5_moe", "hub", "AutoModelForCausalLM"),
 ]
 
 

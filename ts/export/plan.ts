@@ -5,6 +5,7 @@
  */
 import { MoeQuantError } from '../errors'
 import { FORMATS, type QuantFormatName } from '../formats'
+import { parseConfig } from '../model/config'
 import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture } from '../model/registry'
@@ -279,6 +280,18 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
   return linears
 }
 
+/**
+ * Whether the model's `lm_head` is the token embedding, stored once under the embedding's name: ModelOpt still
+ * lists the module `lm_head` as unquantized (config `tie_word_embeddings`, else the family's default).
+ */
+function tiedLmHead(report: InspectReport, listing: HeaderListing): boolean {
+  if (listing.tensors.some((t) => t.name === 'lm_head.weight' || t.name.endsWith('.lm_head.weight'))) return false
+  const config = parseConfig(listing.config, `${listing.dir}/config.json`)
+  const given = config.raw.tie_word_embeddings
+  if (typeof given === 'boolean') return given
+  return config.tieWordEmbeddings || lookupArchitecture(report.modelType)?.forward?.configDefaults.tie_word_embeddings === true
+}
+
 /** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules`. */
 function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[]): Record<string, string> {
   return {
@@ -304,6 +317,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   // ModelOpt lists unquantized modules that own a weight, except norms (moduleLists' rule).
   const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && !isNorm(moduleOf(output)) ? [moduleOf(output)] : [])))
   for (const module of planning.keptStacks) unquantized.add(module)
+  if (tiedLmHead(report, listing)) unquantized.add('lm_head')
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
   const files = metadataFiles(listing, options, exclude)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))

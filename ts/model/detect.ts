@@ -425,11 +425,14 @@ function detectRouter(prefix: string, relative: Map<string, TensorHeader>, exper
   const router: DetectedRouter = { weight }
   if (relative.has(`${blockPrefix}${module}.bias`)) router.bias = `${module}.bias`
   // The bias that only chooses experts, under the names hub checkpoints use for it: beside the router weight,
-  // on the block, or on the experts module (transformers 5 renames all of them e_score_correction_bias).
-  const correction = ['e_score_correction_bias', 'expert_bias'].flatMap((leaf) => [`${module}.${leaf}`, `gate.${leaf}`, leaf, `experts.${leaf}`])
+  // on the block, on the experts module, or in ERNIE's `moe_statics` as [1, E] (transformers 5 renames all of
+  // them e_score_correction_bias).
+  const leaves = ['e_score_correction_bias', 'expert_bias', 'moe_statics.e_score_correction_bias']
+  const correction = leaves.flatMap((leaf) => [`${module}.${leaf}`, `gate.${leaf}`, leaf, `experts.${leaf}`])
   for (const candidate of correction) {
     const tensor = relative.get(`${blockPrefix}${candidate}`)
-    if (tensor && tensor.shape.length === 1 && tensor.shape[0] === experts.experts) {
+    const shape = tensor?.shape.length === 2 && tensor.shape[0] === 1 ? tensor.shape.slice(1) : tensor?.shape
+    if (shape && shape.length === 1 && shape[0] === experts.experts) {
       router.correctionBias = candidate
       break
     }

@@ -67,6 +67,13 @@ export function moeLayerIndices(entry: ArchitectureEntry, config: TextConfig): n
       const step = num('interleave_moe_layer_step', 1)
       return all.filter((i) => (i + 1) % step === 0)
     }
+    case 'start_end_interval': {
+      const start = num('moe_layer_start_index', 1)
+      const endIndex = num('moe_layer_end_index', -1)
+      const end = endIndex === -1 ? config.numLayers - 1 : endIndex
+      const interval = num('moe_layer_interval', 1)
+      return all.filter((i) => interval > 0 && (i + 1) % interval === 0 && i >= start && i <= end)
+    }
   }
 }
 

@@ -1,7 +1,9 @@
 /**
  * DeepSeek-V3 (and R1, Kimi-K2 shapes): sigmoid router with `e_score_correction_bias`, group-limited
  * top-K and routed scaling; dense MLPs below `first_k_dense_replace`; ungated shared experts; MLA attention.
- * transformers: models/deepseek_v3/modeling_deepseek_v3.py
+ * DeepSeek-V2: the same blocks with a softmax router (`greedy`, or `group_limited_greedy` by each group's best
+ * score), routed scaling and no renormalisation, and the rope always on adjacent pairs.
+ * transformers: models/deepseek_v3/modeling_deepseek_v3.py, models/deepseek_v2/modeling_deepseek_v2.py
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry } from './types'
@@ -38,6 +40,41 @@ export const deepseekV3: ArchitectureEntry = {
       max_position_embeddings: 4096,
       rope_theta: 10000,
       rope_interleave: true,
+    },
+  },
+}
+
+export const deepseekV2: ArchitectureEntry = {
+  modelTypes: ['deepseek_v2'],
+  family: 'DeepSeek-V2',
+  layouts: [perExpertGateUpDown('mlp'), fusedGateUp('mlp')],
+  router: 'softmax_group_topk',
+  placement: { kind: 'first_k_dense' },
+  sharedExperts: { module: 'shared_experts' },
+  forward: {
+    attention: 'mla',
+    attentionScale: 'mla_yarn_mscale',
+    expertActivation: 'silu',
+    ropeAdjacentPairs: true,
+    slidingWindow: 'never',
+    // configuration_deepseek_v2.py
+    configDefaults: {
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 32,
+      num_key_value_heads: 32,
+      q_lora_rank: 1536,
+      kv_lora_rank: 512,
+      qk_nope_head_dim: 128,
+      qk_rope_head_dim: 64,
+      v_head_dim: 128,
+      topk_method: 'greedy',
+      n_group: null,
+      topk_group: null,
+      routed_scaling_factor: 1,
+      max_position_embeddings: 2048,
+      rope_theta: 10000,
     },
   },
 }

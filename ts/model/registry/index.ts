@@ -3,8 +3,9 @@
  * An entry always wins over the generic structural match; an unknown `model_type` whose tensors follow a
  * known pattern is handled generically.
  */
-import { deepseekV3 } from './deepseek'
+import { deepseekV2, deepseekV3 } from './deepseek'
 import { dots1 } from './dots'
+import { ernie45Moe } from './ernie'
 import { glm4Moe, glm4vMoe } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe } from './granite'
@@ -31,6 +32,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   glm4vMoe,
   dots1,
   minimaxM2,
+  deepseekV2,
+  ernie45Moe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

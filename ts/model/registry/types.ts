@@ -23,7 +23,11 @@ export type ExpertLayoutKind = ExpertLayout
  * - `sigmoid_group_topk`: sigmoid scores + correction bias for choosing, group-limited top-K, routed scaling
  *   (DeepSeek-V3, GLM4);
  * - `topk_softmax`: top-K on the logits, softmax over the K (Granite, GPT-OSS);
- * - `topk_sigmoid`: top-K on the logits, sigmoid of the K (Llama4).
+ * - `topk_sigmoid`: top-K on the logits, sigmoid of the K (Llama4);
+ * - `softmax_group_topk`: softmax, group-limited top-K by each group's best score, routed scaling, never
+ *   renormalised (DeepSeek-V2);
+ * - `softmax_bias_topk`: softmax, the K chosen on the scores plus `e_score_correction_bias`, renormalised with the
+ *   sum floored at `moe_norm_min` (ERNIE 4.5).
  */
 export type RouterKind = NativeRouterKind
 
@@ -58,6 +62,9 @@ export type PlacementRule =
   | { kind: 'first_k_dense' }
   /** Llama4: `moe_layers`, or every `interleave_moe_layer_step`-th layer. */
   | { kind: 'interleave' }
+  /** ERNIE 4.5: every `moe_layer_interval`-th layer from `moe_layer_start_index` to `moe_layer_end_index` (-1:
+   * the last). */
+  | { kind: 'start_end_interval' }
 
 /** Shared experts that every token goes through. */
 export interface SharedExpertsDecl {

@@ -95,6 +95,8 @@ function mlaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
     qk_rope_head_dim: mla.rope,
     v_head_dim: mla.v,
     scaling,
+    // transformers builds q_a_layernorm and kv_a_layernorm with its default eps, not rms_norm_eps.
+    lora_norm_eps: 1e-6,
   }
   if (mla.qLora === null) {
     if (tensors.has(`${attn}.q_a_proj.weight`)) {

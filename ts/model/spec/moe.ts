@@ -18,6 +18,16 @@ function denseMlp(module: string, hidden: number, tensors: LayerTensors): DenseM
   return { gate: `${module}.gate_proj`, up: `${module}.up_proj`, down: `${module}.down_proj` }
 }
 
+/** `E_CONFIG_INVALID` unless the experts split into `n_group` equal groups of which `topk_group` are kept. */
+function checkGroups(experts: number, router: RouterDescriptor): void {
+  if (experts % router.n_group !== 0 || router.topk_group > router.n_group) {
+    throw new MoeQuantError(
+      'E_CONFIG_INVALID',
+      `config.json: ${experts} experts cannot be split into n_group ${router.n_group} groups with topk_group ${router.topk_group}`,
+    )
+  }
+}
+
 /** The router of an MoE layer, with the parameters its kind reads from config.json. */
 function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): RouterDescriptor {
   const { values } = context
@@ -31,9 +41,14 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     n_group: 1,
     topk_group: 1,
     routed_scaling_factor: 1,
+    norm_min: 0,
   }
   if (t.routerBias) router.bias = tensors.use(t.routerBias, [experts], 'the router bias [experts]')
-  if (t.correctionBias) router.correction_bias = tensors.use(t.correctionBias, [experts], 'e_score_correction_bias [experts]')
+  if (t.correctionBias) {
+    // ERNIE stores it as [1, experts].
+    const shape = tensors.get(t.correctionBias)?.shape.length === 2 ? [1, experts] : [experts]
+    router.correction_bias = tensors.use(t.correctionBias, shape, `e_score_correction_bias [${shape.length === 2 ? '1, ' : ''}experts]`)
+  }
   switch (layer.router) {
     case 'softmax_topk':
       router.norm_topk_prob = values.boolean('norm_topk_prob')
@@ -46,14 +61,26 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
       router.n_group = values.integer('n_group')
       router.topk_group = values.integer('topk_group')
       router.routed_scaling_factor = values.number('routed_scaling_factor')
-      if (experts % router.n_group !== 0 || router.topk_group > router.n_group) {
-        throw new MoeQuantError(
-          'E_CONFIG_INVALID',
-          `config.json: ${experts} experts cannot be split into n_group ${router.n_group} groups with topk_group ${router.topk_group}`,
-        )
-      }
+      checkGroups(experts, router)
       break
     }
+    case 'softmax_group_topk': {
+      // DeepSeek-V2: `greedy` is one group; `group_limited_greedy` keeps topk_group of n_group groups.
+      const method = values.value('topk_method')
+      if (method === 'group_limited_greedy') {
+        router.n_group = values.integer('n_group')
+        router.topk_group = values.integer('topk_group')
+      } else if (method !== 'greedy') {
+        values.invalid('topk_method', '"greedy" or "group_limited_greedy"')
+      }
+      router.routed_scaling_factor = values.number('routed_scaling_factor')
+      checkGroups(experts, router)
+      break
+    }
+    case 'softmax_bias_topk':
+      if (!router.correction_bias) refuse(context, `${layer.block}: the router chooses with e_score_correction_bias, which the checkpoint lacks`)
+      router.norm_min = values.number('moe_norm_min')
+      break
     case 'topk_softmax':
     case 'topk_sigmoid':
       break

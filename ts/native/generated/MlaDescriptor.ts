@@ -12,4 +12,9 @@ kv_a_proj: string, kv_a_norm: string,
 /**
  * `kv_b_proj` `[heads·(qk_nope_head_dim + v_head_dim), kv_lora_rank]`.
  */
-kv_b_proj: string, o_proj: string, num_heads: number, kv_lora_rank: number, qk_nope_head_dim: number, qk_rope_head_dim: number, v_head_dim: number, scaling: number, };
+kv_b_proj: string, o_proj: string, num_heads: number, kv_lora_rank: number, qk_nope_head_dim: number, qk_rope_head_dim: number, v_head_dim: number, scaling: number, 
+/**
+ * eps of `q_a_layernorm` and `kv_a_layernorm` (transformers builds them with its default, 1e-6, whatever
+ * `rms_norm_eps` says).
+ */
+lora_norm_eps: number, };

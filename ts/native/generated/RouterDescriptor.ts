@@ -5,4 +5,8 @@ export type RouterDescriptor = { kind: RouterKind,
 /**
  * `[E, H]` weight.
  */
-weight: string, bias?: string, correction_bias?: string, norm_topk_prob: boolean, n_group: number, topk_group: number, routed_scaling_factor: number, };
+weight: string, bias?: string, correction_bias?: string, norm_topk_prob: boolean, n_group: number, topk_group: number, routed_scaling_factor: number, 
+/**
+ * The smallest sum renormalised weights are divided by (`SoftmaxBiasTopk`: ERNIE's `moe_norm_min`).
+ */
+norm_min: number, };

@@ -37,7 +37,7 @@ impl DecoderLayer {
     pub fn load(loader: &WeightLoader, desc: &LayerDescriptor, eps: f64, all_experts_stats: bool) -> Result<Self> {
         let attention = match &desc.attention {
             AttentionDescriptor::Gqa(gqa) => SelfAttention::Gqa(Attention::load(loader, gqa, eps)?),
-            AttentionDescriptor::Mla(mla) => SelfAttention::Mla(Mla::load(loader, mla, eps)?),
+            AttentionDescriptor::Mla(mla) => SelfAttention::Mla(Mla::load(loader, mla)?),
         };
         let feed_forward = match &desc.mlp {
             MlpDescriptor::Dense(dense) => FeedForward::Dense(Mlp::load(loader, dense)?),

@@ -195,6 +195,9 @@ pub struct MlaDescriptor {
     pub qk_rope_head_dim: usize,
     pub v_head_dim: usize,
     pub scaling: f64,
+    /// eps of `q_a_layernorm` and `kv_a_layernorm` (transformers builds them with its default, 1e-6, whatever
+    /// `rms_norm_eps` says).
+    pub lora_norm_eps: f64,
 }
 
 /// The feed-forward part of one layer.
@@ -295,6 +298,12 @@ pub enum RouterKind {
     TopkSoftmax,
     /// top-K on the logits, sigmoid of the K.
     TopkSigmoid,
+    /// softmax, group-limited top-K (a group scored by its best expert, the others' scores set to 0), routed
+    /// scaling, no renormalisation (DeepSeek-V2's `greedy` with one group and `group_limited_greedy`).
+    SoftmaxGroupTopk,
+    /// softmax; the K chosen on the scores plus a correction bias; their scores renormalised with the sum
+    /// clamped to `norm_min` (ERNIE 4.5).
+    SoftmaxBiasTopk,
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
@@ -315,6 +324,9 @@ pub struct RouterDescriptor {
     pub topk_group: usize,
     #[serde(default = "one")]
     pub routed_scaling_factor: f64,
+    /// The smallest sum renormalised weights are divided by (`SoftmaxBiasTopk`: ERNIE's `moe_norm_min`).
+    #[serde(default)]
+    pub norm_min: f64,
 }
 
 fn one_usize() -> usize {

@@ -33,7 +33,8 @@ pub struct Mla {
 }
 
 impl Mla {
-    pub fn load(loader: &WeightLoader, desc: &MlaDescriptor, eps: f64) -> Result<Self> {
+    pub fn load(loader: &WeightLoader, desc: &MlaDescriptor) -> Result<Self> {
+        let eps = desc.lora_norm_eps;
         let query = match (&desc.q_proj, &desc.q_a_proj, &desc.q_a_norm, &desc.q_b_proj) {
             (Some(q), _, _, _) => QueryPath::Direct(Linear::load(loader, q, false)?),
             (None, Some(a), Some(norm), Some(b)) => QueryPath::LowRank {

@@ -120,7 +120,7 @@ impl MoeBlock {
         let router_bias = desc.router.bias.as_ref().map(|b| loader.tensor(b)).transpose()?;
         let router = Linear::from_weight(module, loader.tensor(&desc.router.weight)?, router_bias);
         let correction_bias = match &desc.router.correction_bias {
-            Some(name) => Some(loader.tensor(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            Some(name) => Some(loader.tensor(name)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
             None => None,
         };
         // On the CPU the experts stay in their stored dtype (bf16 instead of f32: half the memory) and each is

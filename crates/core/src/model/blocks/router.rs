@@ -123,23 +123,37 @@ fn route_rows(
                     *w = sigmoid(row[e]);
                 }
             }
+            RouterKind::SoftmaxGroupTopk => {
+                softmax_into(row, &mut scores);
+                let mut choice = scores.clone();
+                keep_best_groups(
+                    &mut choice,
+                    desc,
+                    |group| group.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                    0.0,
+                );
+                top_k_into(&choice, k, &mut chosen);
+                for (w, &e) in weights.iter_mut().zip(&chosen) {
+                    *w = scores[e];
+                }
+            }
+            RouterKind::SoftmaxBiasTopk => {
+                softmax_into(row, &mut scores);
+                let choice: Vec<f32> =
+                    scores.iter().enumerate().map(|(e, s)| s + correction_bias.map_or(0.0, |b| b[e])).collect();
+                top_k_into(&choice, k, &mut chosen);
+                for (w, &e) in weights.iter_mut().zip(&chosen) {
+                    *w = scores[e];
+                }
+            }
             RouterKind::SigmoidGroupTopk => {
                 scores.clear();
                 scores.extend(row.iter().map(|&x| sigmoid(x)));
                 let mut choice: Vec<f32> =
                     scores.iter().enumerate().map(|(e, s)| s + correction_bias.map_or(0.0, |b| b[e])).collect();
-                let groups = desc.n_group.max(1);
-                let per_group = experts / groups;
-                let group_scores: Vec<f32> = choice
-                    .chunks_exact(per_group)
-                    .map(|g| top_k(g, 2.min(per_group)).iter().map(|&i| g[i]).sum())
-                    .collect();
-                let kept = top_k(&group_scores, desc.topk_group);
-                for (g, chunk) in choice.chunks_exact_mut(per_group).enumerate() {
-                    if !kept.contains(&g) {
-                        chunk.fill(f32::NEG_INFINITY);
-                    }
-                }
+                // A group is scored by the sum of its best two.
+                let best_two = |g: &[f32]| top_k(g, 2.min(g.len())).iter().map(|&i| g[i]).sum();
+                keep_best_groups(&mut choice, desc, best_two, f32::NEG_INFINITY);
                 top_k_into(&choice, k, &mut chosen);
                 for (w, &e) in weights.iter_mut().zip(&chosen) {
                     *w = scores[e];
@@ -149,17 +163,38 @@ fn route_rows(
         out_experts.copy_from_slice(&chosen);
         let normalise = match desc.kind {
             RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
-            RouterKind::SoftmaxTopkNorm => true,
-            RouterKind::TopkSoftmax | RouterKind::TopkSigmoid => false,
+            RouterKind::SoftmaxTopkNorm | RouterKind::SoftmaxBiasTopk => true,
+            RouterKind::TopkSoftmax | RouterKind::TopkSigmoid | RouterKind::SoftmaxGroupTopk => false,
         };
         if normalise {
-            let epsilon = if desc.kind == RouterKind::SigmoidGroupTopk { 1e-20 } else { 0.0 };
-            let sum: f32 = weights.iter().sum::<f32>() + epsilon;
+            let sum: f32 = weights.iter().sum::<f32>();
+            let sum = match desc.kind {
+                RouterKind::SigmoidGroupTopk => sum + 1e-20,
+                RouterKind::SoftmaxBiasTopk => sum.max(desc.norm_min as f32),
+                _ => sum,
+            };
             weights.iter_mut().for_each(|w| *w /= sum);
         }
-        if desc.kind == RouterKind::SigmoidGroupTopk {
+        if matches!(desc.kind, RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk) {
             let scale = desc.routed_scaling_factor as f32;
             weights.iter_mut().for_each(|w| *w *= scale);
+        }
+    }
+}
+
+/// Keeps the `topk_group` best of the router's `n_group` groups of experts (a group scored by `score`) and sets
+/// the other experts' values to `fill`.
+fn keep_best_groups(values: &mut [f32], desc: &RouterDescriptor, score: impl Fn(&[f32]) -> f32, fill: f32) {
+    let groups = desc.n_group.max(1);
+    if groups == 1 {
+        return;
+    }
+    let per_group = values.len() / groups;
+    let group_scores: Vec<f32> = values.chunks_exact(per_group).map(score).collect();
+    let kept = top_k(&group_scores, desc.topk_group);
+    for (g, chunk) in values.chunks_exact_mut(per_group).enumerate() {
+        if !kept.contains(&g) {
+            chunk.fill(fill);
         }
     }
 }
@@ -178,6 +213,7 @@ mod tests {
             n_group: 1,
             topk_group: 1,
             routed_scaling_factor: 1.0,
+            norm_min: 0.0,
         }
     }
 
@@ -267,5 +303,42 @@ mod tests {
         let r = route(&d, &logits, 4, 2, Some(&bias));
         assert_eq!(r.experts, vec![3, 2]);
         assert!((r.weights[0] - 1.25).abs() < 1e-6 && (r.weights[1] - 1.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_group_routing_scores_groups_by_their_best_and_does_not_renormalise() {
+        // softmax([3, 0, 2, 2, 0, 0]) over two groups of three: group 0 (best 0.53) wins over group 1 (0.19).
+        let logits = [3.0f32, 0.0, 2.0, 2.0, 0.0, 0.0];
+        let total: f32 = logits.iter().map(|x| x.exp()).sum();
+        let mut d = desc(RouterKind::SoftmaxGroupTopk, false);
+        d.n_group = 2;
+        d.topk_group = 1;
+        d.routed_scaling_factor = 16.0;
+        let r = route(&d, &logits, 6, 2, None);
+        assert_eq!(r.experts, vec![0, 2]);
+        assert!((r.weights[0] - 16.0 * 3f32.exp() / total).abs() < 1e-5);
+        assert!((r.weights[1] - 16.0 * 2f32.exp() / total).abs() < 1e-5);
+        // One group: plain softmax top-K, scaled.
+        d.n_group = 1;
+        let r = route(&d, &logits, 6, 3, None);
+        assert_eq!(r.experts, vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn softmax_bias_routing_chooses_with_the_bias_and_renormalises_with_a_floor() {
+        let logits = [1.0f32, 0.0, 0.5, -1.0];
+        let total: f32 = logits.iter().map(|x| x.exp()).sum();
+        let p: Vec<f32> = logits.iter().map(|x| x.exp() / total).collect();
+        let mut d = desc(RouterKind::SoftmaxBiasTopk, false);
+        d.norm_min = 1e-12;
+        let bias = [0.0f32, 0.9, 0.0, 0.0];
+        let r = route(&d, &logits, 4, 2, Some(&bias));
+        assert_eq!(r.experts, vec![1, 0]);
+        assert!((r.weights[0] - p[1] / (p[0] + p[1])).abs() < 1e-6);
+        assert!((r.weights[1] - p[0] / (p[0] + p[1])).abs() < 1e-6);
+        // A floor above the sum divides by the floor.
+        d.norm_min = 10.0;
+        let r = route(&d, &logits, 4, 2, Some(&bias));
+        assert!((r.weights[0] - p[1] / 10.0).abs() < 1e-6);
     }
 }
