@@ -23,12 +23,18 @@ function referencedTensors(d) {
     tensor(`${module}.weight`, 2)
     if (bias) tensor(`${module}.bias`, 1)
   }
+  // LayerNorms have a bias beside each weight.
+  const norm = (weight) => {
+    tensor(weight, 1)
+    if (d.norm === 'layer') tensor(weight.replace(/weight$/, 'bias'), 1)
+  }
   tensor(d.embed, 2)
-  tensor(d.final_norm, 1)
+  norm(d.final_norm)
   tensor(d.lm_head, 2)
+  if (d.lm_head_bias) tensor(d.lm_head_bias, 1)
   for (const layer of d.layers) {
-    tensor(layer.input_norm, 1)
-    tensor(layer.post_attention_norm, 1)
+    norm(layer.input_norm)
+    norm(layer.post_attention_norm)
     const a = layer.attention
     if (a.kind === 'gqa') {
       for (const m of [a.q, a.k, a.v]) linear(m, a.qkv_bias)
@@ -167,6 +173,7 @@ test('qwen2_moe: q/k/v biases, sigmoid-gated shared expert, softmax top-k withou
       gate: 'model.layers.0.mlp.shared_expert.gate_proj',
       up: 'model.layers.0.mlp.shared_expert.up_proj',
       down: 'model.layers.0.mlp.shared_expert.down_proj',
+      gate_up_fused: false,
     },
     gate: 'model.layers.0.mlp.shared_expert_gate.weight',
   })
@@ -213,12 +220,14 @@ test('deepseek_v3: MLA dims, interleaved rope over qk_rope_head_dim, grouped sig
     gate: 'model.layers.0.mlp.gate_proj',
     up: 'model.layers.0.mlp.up_proj',
     down: 'model.layers.0.mlp.down_proj',
+    gate_up_fused: false,
   })
   const mlp = d.layers[1].mlp
   t.deepEqual(mlp.router, {
     kind: 'sigmoid_group_topk',
     weight: 'model.layers.1.mlp.gate.weight',
     norm_min: 0,
+    jitter_eps: 0,
     correction_bias: 'model.layers.1.mlp.gate.e_score_correction_bias',
     norm_topk_prob: true,
     n_group: 2,
@@ -230,6 +239,7 @@ test('deepseek_v3: MLA dims, interleaved rope over qk_rope_head_dim, grouped sig
       gate: 'model.layers.1.mlp.shared_experts.gate_proj',
       up: 'model.layers.1.mlp.shared_experts.up_proj',
       down: 'model.layers.1.mlp.shared_experts.down_proj',
+      gate_up_fused: false,
     },
   })
 })

@@ -29,7 +29,7 @@ const CASES = [
   // fixtures/families/ (transformers 5.25): Qwen3-VL-MoE's text stack (vision-language wrapper, experts stored
   // [E, H, 2I]), GLM-4.5V's (wrapper, partial rope), dots.llm1 (a sliding-window layer, grouped sigmoid router),
   // MiniMax-M2 (q/k norms over the whole projection, partial rope, correction bias on the block).
-  // transformers 5.25 loads the routers of GLM-4.5V, dots.llm1, DeepSeek-V2 and ERNIE in F32 (`_keep_in_fp32_modules_strict`) and
+  // transformers 5.25 loads the routers of GLM-4.5V, dots.llm1, DeepSeek-V2, ERNIE and Hunyuan in F32 (`_keep_in_fp32_modules_strict`) and
   // MiniMax-M2's F32 correction bias in the model's bf16, and ModelOpt exports them so; we keep them as stored.
   ['families/qwen3_vl_moe/hub_transposed', 'families_qwen3_vl_moe_hub_transposed', rows(calibIds.values, calibIds.shape[1])],
   ['families/glm4v_moe/hub', 'families_glm4v_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
@@ -39,6 +39,12 @@ const CASES = [
   // correction bias, MoE from moe_layer_start_index, tied embeddings).
   ['families/deepseek_v2/hub', 'families_deepseek_v2_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   ['families/ernie4_5_moe/hub', 'families_ernie4_5_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // Hunyuan (q/k norms after the rope, NTK-alpha rope, shared MLP), FlexOlmo (post-norm layers), Granite-MoE-Shared
+  // (shared MLP with a fused input_linear), PhiMoE (LayerNorms, SparseMixer router, LongRoPE, sliding window).
+  ['families/hunyuan_v1_moe/hub', 'families_hunyuan_v1_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.wg\.weight$/, 'F32']],
+  ['families/flex_olmo/hub', 'families_flex_olmo_hub', rows(calibIds.values, calibIds.shape[1])],
+  ['families/granitemoeshared/hub', 'families_granitemoeshared_hub', rows(calibIds.values, calibIds.shape[1])],
+  ['families/phimoe/hub', 'families_phimoe_hub', rows(calibIds.values, calibIds.shape[1])],
 ]
 
 const bytesOf = (tensor) => {

@@ -517,6 +517,10 @@ FAMILY_CASES = [
     ("minimax_m2", "hub", "AutoModelForCausalLM"),
     ("deepseek_v2", "hub", "AutoModelForCausalLM"),
     ("ernie4_5_moe", "hub", "AutoModelForCausalLM"),
+    ("hunyuan_v1_moe", "hub", "AutoModelForCausalLM"),
+    ("flex_olmo", "hub", "AutoModelForCausalLM"),
+    ("granitemoeshared", "hub", "AutoModelForCausalLM"),
+    ("phimoe", "hub", "AutoModelForCausalLM"),
 ]
 
 

@@ -292,6 +292,21 @@ function tiedLmHead(report: InspectReport, listing: HeaderListing): boolean {
   return config.tieWordEmbeddings || lookupArchitecture(report.modelType)?.forward?.configDefaults.tie_word_embeddings === true
 }
 
+/**
+ * Routers whose module transformers 5 names otherwise than the hub (Granite's `router.layer` is `router`,
+ * PhiMoE's `gate` is `router`): ModelOpt lists them under that name, in the hub's block. Pairs (hub module,
+ * listed module), from the entry's transformers 5 layout (`experts.gate_up_proj`).
+ */
+function routerModuleNames(report: InspectReport): [string, string][] {
+  const fused = lookupArchitecture(report.modelType)?.layouts.find((l) => l.kind === 'fused' && l.tensors.gateUp === 'experts.gate_up_proj')
+  if (!fused) return []
+  return report.moeLayers.flatMap((layer) => {
+    const hub = moduleOf(layer.tensors.router)
+    const inMemory = `${layer.block}.${moduleOf(fused.router)}`
+    return hub === inMemory ? [] : [[hub, inMemory] as [string, string]]
+  })
+}
+
 /** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules`. */
 function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[]): Record<string, string> {
   return {
@@ -318,6 +333,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && !isNorm(moduleOf(output)) ? [moduleOf(output)] : [])))
   for (const module of planning.keptStacks) unquantized.add(module)
   if (tiedLmHead(report, listing)) unquantized.add('lm_head')
+  for (const [hub, inMemory] of routerModuleNames(report)) if (unquantized.delete(hub)) unquantized.add(inMemory)
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
   const files = metadataFiles(listing, options, exclude)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))

@@ -1,8 +1,9 @@
 /**
  * Granite-MoE: experts fused on the hub as `input_linear [E,2I,H]` / `output_linear [E,H,I]`, router
  * `router.layer`; top-K on the logits then softmax over the K. transformers 5 renames them to
- * `experts.gate_up_proj` / `experts.down_proj` / `router.weight`.
- * transformers: models/granitemoe/modeling_granitemoe.py
+ * `experts.gate_up_proj` / `experts.down_proj` / `router.weight`. Granite-MoE-Shared adds a shared MLP beside the
+ * block (`shared_mlp.input_linear [2S,H]`, gate rows first, and `output_linear`) inside the residual multiplier.
+ * transformers: models/granitemoe/modeling_granitemoe.py, models/granitemoeshared/modeling_granitemoeshared.py
  */
 import type { ArchitectureEntry } from './types'
 
@@ -46,4 +47,11 @@ export const graniteMoe: ArchitectureEntry = {
       logits_scaling: 1,
     },
   },
+}
+
+export const graniteMoeShared: ArchitectureEntry = {
+  ...graniteMoe,
+  modelTypes: ['granitemoeshared'],
+  family: 'Granite-MoE-Shared',
+  sharedExperts: { module: 'shared_mlp' },
 }

@@ -8,11 +8,13 @@ import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
 import { glm4Moe, glm4vMoe } from './glm'
 import { gptOss } from './gpt-oss'
-import { graniteMoe } from './granite'
+import { graniteMoe, graniteMoeShared } from './granite'
+import { hunyuanV1Moe } from './hunyuan'
 import { llama4 } from './llama4'
 import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
-import { olmoe } from './olmoe'
+import { flexOlmo, olmoe } from './olmoe'
+import { phimoe } from './phimoe'
 import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
 import type { ArchitectureEntry } from './types'
 
@@ -34,6 +36,10 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   minimaxM2,
   deepseekV2,
   ernie45Moe,
+  hunyuanV1Moe,
+  flexOlmo,
+  graniteMoeShared,
+  phimoe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

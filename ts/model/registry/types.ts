@@ -27,7 +27,8 @@ export type ExpertLayoutKind = ExpertLayout
  * - `softmax_group_topk`: softmax, group-limited top-K by each group's best score, routed scaling, never
  *   renormalised (DeepSeek-V2);
  * - `softmax_bias_topk`: softmax, the K chosen on the scores plus `e_score_correction_bias`, renormalised with the
- *   sum floored at `moe_norm_min` (ERNIE 4.5).
+ *   sum floored at `moe_norm_min` (ERNIE 4.5);
+ * - `sparsemixer`: PhiMoE's SparseMixer, two experts each weighted by a softmax over the logits close to its own.
  */
 export type RouterKind = NativeRouterKind
 
@@ -150,6 +151,20 @@ export interface ForwardDecl {
   rotaryDimKey?: string
   /** Config key that makes the rope rotate adjacent pairs instead of halves (DeepSeek-V3 `rope_interleave`). */
   ropeInterleaveKey?: string
+  /** The q/k norm modules when not `q_norm` / `k_norm` (Hunyuan's `query_layernorm` / `key_layernorm`), and
+   * whether they apply after the rope instead of before. */
+  qkNorm?: { q: string; k: string; afterRope: boolean }
+  /** The norms of the residual stream are LayerNorms with a bias (PhiMoE), not RMSNorms. */
+  layerNorm?: boolean
+  /** Each decoder layer norms its sublayers' outputs (`post_attention_layernorm`, `post_feedforward_layernorm`:
+   * FlexOlmo) instead of their inputs. */
+  postNorms?: boolean
+  /** A `longrope` rope is computed as PhiMoE does: its short factors whatever the length, `short_mscale` or, past
+   * `original_max_position_embeddings` positions, `long_mscale` on cos and sin. */
+  ropeLongShortFactors?: boolean
+  /** A `dynamic` rope with a fixed `alpha` is Hunyuan's NTK-alpha rope: the default rope with
+   * `theta · alpha^(d / (d − 2))`. */
+  ropeNtkAlpha?: boolean
   /** Config key that switches the q/k norms on (GLM4 `use_qk_norm`); without it they are used whenever the
    * checkpoint holds `self_attn.q_norm` / `k_norm`. */
   qkNormKey?: string

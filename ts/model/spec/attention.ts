@@ -124,8 +124,8 @@ function qkNorms(context: SpecContext, tensors: LayerTensors, attn: string, shap
   const { forward, values } = context
   const { numHeads, numKvHeads, headDim } = shape
   const qkNormEnabled = forward.qkNormKey ? values.value(forward.qkNormKey) === true : undefined
-  const qNorm = `${attn}.q_norm.weight`
-  const kNorm = `${attn}.k_norm.weight`
+  const qNorm = `${attn}.${forward.qkNorm?.q ?? 'q_norm'}.weight`
+  const kNorm = `${attn}.${forward.qkNorm?.k ?? 'k_norm'}.weight`
   const withNorms = qkNormEnabled ?? (tensors.has(qNorm) || tensors.has(kNorm))
   if (withNorms) {
     // The shape tells the two kinds apart.
@@ -135,6 +135,7 @@ function qkNorms(context: SpecContext, tensors: LayerTensors, attn: string, shap
     tensors.use(kNorm, perHead ? [headDim] : [numKvHeads * headDim], perHead ? 'k_norm [head_dim]' : 'k_norm [kv_heads·head_dim]')
     gqa.q_norm = qNorm
     gqa.k_norm = kNorm
+    if (forward.qkNorm?.afterRope) gqa.qk_norm_after_rope = true
   } else if (qkNormEnabled === false) {
     // transformers builds no q/k norm modules; tensors in the checkpoint are unused.
     tensors.ignored.add(qNorm).add(kNorm)
@@ -162,7 +163,7 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   }
   const oBias = tensors.has(`${o}.bias`)
   if (oBias) tensors.use(`${o}.bias`, [hidden], 'o_proj bias')
-  const gqa: GqaDescriptor = { q, k, v, o, qkv_bias: qkvBias, o_bias: oBias, num_heads: numHeads, num_kv_heads: numKvHeads, head_dim: headDim, scaling, ...variant }
+  const gqa: GqaDescriptor = { q, k, v, o, qkv_bias: qkvBias, o_bias: oBias, num_heads: numHeads, num_kv_heads: numKvHeads, head_dim: headDim, scaling, qk_norm_after_rope: false, ...variant }
   if (context.forward.attentionSinks) gqa.sinks = tensors.use(`${attn}.sinks`, [numHeads], 'the attention sinks [heads]')
   qkNorms(context, tensors, attn, shape, gqa)
   return { kind: 'gqa', ...gqa }

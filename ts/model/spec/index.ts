@@ -60,7 +60,10 @@ function refuseInexpressible(context: SpecContext): void {
 }
 
 /** The tensors outside the decoder layers: token embedding, output projection (tied or not), final norm. */
-function modelTensors(context: SpecContext, config: TextConfig): { layersPrefix: string; embed: string; lmHead: string; finalNorm: string; vocab: number } {
+function modelTensors(
+  context: SpecContext,
+  config: TextConfig,
+): { layersPrefix: string; embed: string; lmHead: string; lmHeadBias: string | undefined; finalNorm: string; vocab: number } {
   const { tensors, hidden } = context
   const layersPrefix = findLayerPrefix(tensors.list)
   const base = layersPrefix.replace(/(layers|blocks)\.$/, '')
@@ -82,9 +85,10 @@ function modelTensors(context: SpecContext, config: TextConfig): { layersPrefix:
     })
   }
   tensors.expect(lmHead, [vocab, hidden], 'the output projection [vocab_size, hidden_size]')
-  const finalNorm = `${base}norm.weight`
-  tensors.expect(finalNorm, [hidden], 'the final norm')
-  return { layersPrefix, embed, lmHead, finalNorm, vocab }
+  const finalNorm = hiddenNorm(context, tensors, `${base}norm`, 'the final norm [hidden_size]')
+  const lmHeadBias = lmHead.endsWith('lm_head.weight') && tensors.has(lmHead.replace(/weight$/, 'bias')) ? lmHead.replace(/weight$/, 'bias') : undefined
+  if (lmHeadBias) tensors.expect(lmHeadBias, [vocab], 'the output projection bias [vocab_size]')
+  return { layersPrefix, embed, lmHead, lmHeadBias, finalNorm, vocab }
 }
 
 /** The RMSNorm epsilon, under whichever name config.json uses. */
@@ -94,6 +98,19 @@ function normEpsilon(context: SpecContext, raw: Record<string, unknown>): number
   // A negative epsilon can make the normalised variance negative, and its square root NaN.
   if (eps < 0) context.values.invalid(key, 'a number ≥ 0')
   return eps
+}
+
+/** A norm of the residual stream: its weight `[H]` (and, for LayerNorm families, its bias); the weight's name. */
+function hiddenNorm(context: SpecContext, tensors: LayerTensors | CheckpointTensors, module: string, what: string): string {
+  const { hidden } = context
+  const weight = `${module}.weight`
+  if (tensors instanceof LayerTensors) tensors.use(weight, [hidden], what)
+  else tensors.expect(weight, [hidden], what)
+  if (context.forward.layerNorm) {
+    if (tensors instanceof LayerTensors) tensors.use(`${module}.bias`, [hidden], `${what} bias`)
+    else tensors.expect(`${module}.bias`, [hidden], `${what} bias`)
+  }
+  return weight
 }
 
 /** What every decoder layer shares. */
@@ -112,15 +129,19 @@ function layerDescriptor(context: SpecContext, index: number, parts: LayerParts)
   const prefix = `${parts.prefix}${index}.`
   const { hidden } = context
   const tensors = new LayerTensors(context.tensors)
-  const inputNorm = tensors.use(`${prefix}input_layernorm.weight`, [hidden], 'the input norm [hidden_size]')
-  const postNorm = tensors.use(`${prefix}post_attention_layernorm.weight`, [hidden], 'the post-attention norm [hidden_size]')
+  // The attention's and the MLP's norms: on their inputs, or (post-norm families) on their outputs.
+  const post = context.forward.postNorms === true
+  const [first, second] = post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : ['input_layernorm', 'post_attention_layernorm']
+  const inputNorm = hiddenNorm(context, tensors, `${prefix}${first}`, `the ${first} [hidden_size]`)
+  const postNorm = hiddenNorm(context, tensors, `${prefix}${second}`, `the ${second} [hidden_size]`)
   const attention = attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention)
   const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
   for (const t of context.tensors.list) {
     if (!t.name.startsWith(prefix) || tensors.used.has(t.name) || tensors.ignored.has(t.name) || IGNORED_LAYER_TENSOR.test(t.name)) continue
     refuse(context, `${t.name} ${fmt(t.shape)} belongs to layer ${index} but the descriptor's forward would not use it`)
   }
-  return { index, input_norm: inputNorm, post_attention_norm: postNorm, residual_multiplier: parts.residualMultiplier, attention, mlp }
+  const placement = post ? 'post' : 'pre'
+  return { index, input_norm: inputNorm, post_attention_norm: postNorm, norm_placement: placement, residual_multiplier: parts.residualMultiplier, attention, mlp }
 }
 
 /**
@@ -162,6 +183,8 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     embedding_multiplier: multiplier(forward.multipliers?.embedding),
     final_norm: model.finalNorm,
     lm_head: model.lmHead,
+    lm_head_bias: model.lmHeadBias ?? null,
+    norm: forward.layerNorm ? 'layer' : 'rms',
     logits_scaling: multiplier(forward.multipliers?.logits),
     rope,
     layers,

@@ -8,14 +8,23 @@ import type { DenseMlpDescriptor, MlpDescriptor, MoeDescriptor, RouterDescriptor
 import { expertSource, expertTensorNames, type MoeLayer } from '../resolve'
 import { type LayerTensors, refuse, type SpecContext } from './context'
 
-/** A gated MLP's module names, checking `gate/up [I, H]`, `down [H, I]`. */
+/** A gated MLP's module names, checking `gate/up [I, H]`, `down [H, I]`; or Granite's `input_linear [2I, H]` (gate
+ * rows, then up rows) and `output_linear [H, I]`. */
 function denseMlp(module: string, hidden: number, tensors: LayerTensors): DenseMlpDescriptor {
+  const fused = tensors.get(`${module}.input_linear.weight`)
+  if (fused) {
+    const rows = fused.shape.length === 2 ? (fused.shape[0] as number) : 0
+    const input = tensors.use(`${module}.input_linear.weight`, [rows - (rows % 2), hidden], 'input_linear [2·intermediate, hidden_size]')
+    tensors.use(`${module}.output_linear.weight`, [hidden, rows / 2], 'output_linear [hidden_size, intermediate]')
+    const linear = input.replace(/\.weight$/, '')
+    return { gate: linear, up: linear, down: `${module}.output_linear`, gate_up_fused: true }
+  }
   const gate = tensors.get(`${module}.gate_proj.weight`)
   const intermediate = gate?.shape.length === 2 ? (gate.shape[0] as number) : 0
   tensors.use(`${module}.gate_proj.weight`, [intermediate, hidden], 'gate_proj [intermediate, hidden_size]')
   tensors.use(`${module}.up_proj.weight`, [intermediate, hidden], 'up_proj [intermediate, hidden_size]')
   tensors.use(`${module}.down_proj.weight`, [hidden, intermediate], 'down_proj [hidden_size, intermediate]')
-  return { gate: `${module}.gate_proj`, up: `${module}.up_proj`, down: `${module}.down_proj` }
+  return { gate: `${module}.gate_proj`, up: `${module}.up_proj`, down: `${module}.down_proj`, gate_up_fused: false }
 }
 
 /** `E_CONFIG_INVALID` unless the experts split into `n_group` equal groups of which `topk_group` are kept. */
@@ -42,6 +51,7 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     topk_group: 1,
     routed_scaling_factor: 1,
     norm_min: 0,
+    jitter_eps: 0,
   }
   if (t.routerBias) router.bias = tensors.use(t.routerBias, [experts], 'the router bias [experts]')
   if (t.correctionBias) {
@@ -80,6 +90,11 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     case 'softmax_bias_topk':
       if (!router.correction_bias) refuse(context, `${layer.block}: the router chooses with e_score_correction_bias, which the checkpoint lacks`)
       router.norm_min = values.number('moe_norm_min')
+      break
+    case 'sparsemixer':
+      // PhiMoE: always two experts, whatever num_experts_per_tok says.
+      if (layer.topK !== 2) refuse(context, `${layer.block}: SparseMixer routes every token to 2 experts, not num_experts_per_tok ${layer.topK}`)
+      router.jitter_eps = values.number('router_jitter_noise')
       break
     case 'topk_softmax':
     case 'topk_sigmoid':

@@ -100,6 +100,22 @@ function yarnRope(rope: RopeDescriptor, params: Record<string, unknown>, values:
   return yarn
 }
 
+/** LongRoPE as PhiMoE computes it: the short factors always, `short_mscale` / `long_mscale` on cos and sin. */
+function longRope(rope: RopeDescriptor, params: Record<string, unknown>): RopeDescriptor {
+  const factors = params.short_factor
+  if (!Array.isArray(factors) || factors.length !== rope.rotary_dim / 2 || !factors.every((f) => typeof f === 'number' && f > 0)) {
+    throw new MoeQuantError('E_CONFIG_INVALID', `config.json: rope parameter "short_factor" must be ${rope.rotary_dim / 2} positive numbers, got ${JSON.stringify(factors)}`)
+  }
+  return {
+    ...rope,
+    kind: 'longrope',
+    short_factor: factors as number[],
+    short_mscale: ropeNumber(params, 'short_mscale', true),
+    long_mscale: ropeNumber(params, 'long_mscale', true),
+    original_max_position_embeddings: ropeNumber(params, 'original_max_position_embeddings', true),
+  }
+}
+
 /** The rope descriptor for heads whose rotated part is `ropeHeadDim` wide, every default resolved. */
 export function buildRope(context: SpecContext, params: Record<string, unknown>, ropeHeadDim: number): RopeDescriptor {
   const { entry, forward, values } = context
@@ -126,7 +142,15 @@ export function buildRope(context: SpecContext, params: Record<string, unknown>,
       }
     case 'yarn':
       return yarnRope(rope, params, values)
-    default:
-      return unsupported(entry, entry.modelTypes[0] ?? '', `rope type "${kind}" (the forward knows default, linear, llama3 and yarn)`)
+    case 'dynamic': {
+      const alpha = ropeNumber(params, 'alpha', false)
+      if (!forward.ropeNtkAlpha || alpha === undefined) break
+      // Hunyuan: a fixed alpha stretches the base; the result does not depend on the sequence length.
+      return { ...rope, theta: theta * alpha ** (rotaryDim / (rotaryDim - 2)) }
+    }
+    case 'longrope':
+      if (forward.ropeLongShortFactors) return longRope(rope, params)
+      break
   }
+  return unsupported(entry, entry.modelTypes[0] ?? '', `rope type "${kind}" (the forward knows default, linear, llama3 and yarn, and the family's own longrope or dynamic rope where it declares one)`)
 }

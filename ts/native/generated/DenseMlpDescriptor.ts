@@ -3,4 +3,9 @@
 /**
  * `down(act(gate(x)) * up(x))`, module names.
  */
-export type DenseMlpDescriptor = { gate: string, up: string, down: string, };
+export type DenseMlpDescriptor = { gate: string, up: string, down: string, 
+/**
+ * `gate` and `up` name one module whose weight `[2I, H]` holds the gate rows, then the up rows (Granite's
+ * `shared_mlp.input_linear`).
+ */
+gate_up_fused: boolean, };

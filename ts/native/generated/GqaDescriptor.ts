@@ -37,6 +37,10 @@ sinks?: string,
  */
 rope: boolean, 
 /**
+ * The q/k norms apply after the rope instead of before (Hunyuan's `query_layernorm` / `key_layernorm`).
+ */
+qk_norm_after_rope: boolean, 
+/**
  * Weightless RMSNorm of every q and k head after the rope (Llama4 `use_qk_norm`), with the model's eps.
  */
 qk_weightless_norm: boolean, 

@@ -12,4 +12,8 @@ rotary_dim: number,
 /**
  * Rotate adjacent pairs (DeepSeek-V3's `rope_interleave`) instead of the two halves.
  */
-interleaved: boolean, factor?: number, original_max_position_embeddings?: number, low_freq_factor?: number, high_freq_factor?: number, beta_fast?: number, beta_slow?: number, mscale?: number, mscale_all_dim?: number, attention_factor?: number, truncate?: boolean, };
+interleaved: boolean, factor?: number, original_max_position_embeddings?: number, low_freq_factor?: number, high_freq_factor?: number, beta_fast?: number, beta_slow?: number, mscale?: number, mscale_all_dim?: number, attention_factor?: number, truncate?: boolean, 
+/**
+ * LongRoPE: one divisor per inverse frequency.
+ */
+short_factor?: Array<number>, short_mscale?: number, long_mscale?: number, };

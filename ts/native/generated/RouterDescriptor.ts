@@ -9,4 +9,8 @@ weight: string, bias?: string, correction_bias?: string, norm_topk_prob: boolean
 /**
  * The smallest sum renormalised weights are divided by (`SoftmaxBiasTopk`: ERNIE's `moe_norm_min`).
  */
-norm_min: number, };
+norm_min: number, 
+/**
+ * SparseMixer's `router_jitter_noise`.
+ */
+jitter_eps: number, };

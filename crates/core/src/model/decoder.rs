@@ -1,5 +1,6 @@
-//! One decoder layer assembled from blocks: pre-norm attention and pre-norm MLP (dense or MoE), each added
-//! to the residual stream (scaled by Granite's residual multiplier).
+//! One decoder layer assembled from blocks: attention and MLP (dense or MoE), each with its norm on the input
+//! (pre-norm) or on the output (post-norm), each added to the residual stream (scaled by Granite's residual
+//! multiplier).
 
 use candle_core::Tensor;
 
@@ -7,9 +8,9 @@ use super::blocks::attention::Attention;
 use super::blocks::mla::Mla;
 use super::blocks::mlp::Mlp;
 use super::blocks::moe::MoeBlock;
-use super::blocks::norm::RmsNorm;
+use super::blocks::norm::HiddenNorm;
 use super::blocks::rope::Rope;
-use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor};
+use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormKind, NormPlacement};
 use super::loader::WeightLoader;
 use crate::error::Result;
 use crate::model::observe::Observers;
@@ -25,16 +26,23 @@ enum FeedForward {
 }
 
 pub struct DecoderLayer {
-    input_norm: RmsNorm,
+    input_norm: HiddenNorm,
     attention: SelfAttention,
-    post_attention_norm: RmsNorm,
+    post_attention_norm: HiddenNorm,
     feed_forward: FeedForward,
     residual_multiplier: f64,
+    placement: NormPlacement,
 }
 
 impl DecoderLayer {
     /// Loads the layer's weights (only this layer's are resident while it runs).
-    pub fn load(loader: &WeightLoader, desc: &LayerDescriptor, eps: f64, all_experts_stats: bool) -> Result<Self> {
+    pub fn load(
+        loader: &WeightLoader,
+        desc: &LayerDescriptor,
+        norm: (NormKind, f64),
+        all_experts_stats: bool,
+    ) -> Result<Self> {
+        let (kind, eps) = norm;
         let attention = match &desc.attention {
             AttentionDescriptor::Gqa(gqa) => SelfAttention::Gqa(Attention::load(loader, gqa, eps)?),
             AttentionDescriptor::Mla(mla) => SelfAttention::Mla(Mla::load(loader, mla)?),
@@ -44,11 +52,12 @@ impl DecoderLayer {
             MlpDescriptor::Moe(moe) => FeedForward::Moe(Box::new(MoeBlock::load(loader, moe, all_experts_stats)?)),
         };
         Ok(DecoderLayer {
-            input_norm: RmsNorm::new(loader.tensor(&desc.input_norm)?, eps),
+            input_norm: HiddenNorm::load(loader, kind, &desc.input_norm, eps)?,
             attention,
-            post_attention_norm: RmsNorm::new(loader.tensor(&desc.post_attention_norm)?, eps),
+            post_attention_norm: HiddenNorm::load(loader, kind, &desc.post_attention_norm, eps)?,
             feed_forward,
             residual_multiplier: desc.residual_multiplier,
+            placement: desc.norm_placement,
         })
     }
 
@@ -62,17 +71,39 @@ impl DecoderLayer {
 
     /// `xs [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
-        let normed = self.input_norm.forward(xs)?;
-        let attended = match &self.attention {
-            SelfAttention::Gqa(attention) => attention.forward(&normed, rope, observers)?,
-            SelfAttention::Mla(mla) => mla.forward(&normed, rope, observers)?,
-        };
+        let attended = self.sublayer(
+            &self.input_norm,
+            xs,
+            |input, observers| match &self.attention {
+                SelfAttention::Gqa(attention) => attention.forward(input, rope, observers),
+                SelfAttention::Mla(mla) => mla.forward(input, rope, observers),
+            },
+            observers,
+        )?;
         let xs = (xs + (attended * self.residual_multiplier)?)?;
-        let normed = self.post_attention_norm.forward(&xs)?;
-        let fed = match &self.feed_forward {
-            FeedForward::Dense(mlp) => mlp.forward(&normed, observers)?,
-            FeedForward::Moe(moe) => moe.forward(&normed, observers)?,
-        };
+        let fed = self.sublayer(
+            &self.post_attention_norm,
+            &xs,
+            |input, observers| match &self.feed_forward {
+                FeedForward::Dense(mlp) => mlp.forward(input, observers),
+                FeedForward::Moe(moe) => moe.forward(input, observers),
+            },
+            observers,
+        )?;
         Ok((xs + (fed * self.residual_multiplier)?)?)
+    }
+
+    /// One sublayer's branch with its norm on the input (pre) or on the output (post).
+    fn sublayer(
+        &self,
+        norm: &HiddenNorm,
+        xs: &Tensor,
+        run: impl FnOnce(&Tensor, &mut Observers) -> Result<Tensor>,
+        observers: &mut Observers,
+    ) -> Result<Tensor> {
+        match self.placement {
+            NormPlacement::Pre => run(&norm.forward(xs)?, observers),
+            NormPlacement::Post => norm.forward(&run(xs, observers)?),
+        }
     }
 }

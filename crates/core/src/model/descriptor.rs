@@ -19,11 +19,39 @@ pub struct ModelDescriptor {
     pub final_norm: String,
     /// Output projection `[V, H]` (the embedding when tied).
     pub lm_head: String,
+    /// `[V]` bias of the output projection (PhiMoE's `lm_head_bias`).
+    #[serde(default)]
+    pub lm_head_bias: Option<String>,
+    /// The kind of the decoder layers' and the final norm.
+    #[serde(default)]
+    pub norm: NormKind,
     /// Granite divides the logits by this (1 elsewhere).
     #[serde(default = "one")]
     pub logits_scaling: f64,
     pub rope: RopeDescriptor,
     pub layers: Vec<LayerDescriptor>,
+}
+
+/// The norm of the residual stream (the decoder layers' and the final one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// RMSNorm `x · rsqrt(mean(x²) + eps) · w`.
+    #[default]
+    Rms,
+    /// LayerNorm with a bias (`<norm>.bias` beside each weight): `(x − mean) · rsqrt(var + eps) · w + b`.
+    Layer,
+}
+
+/// Where a decoder layer's two norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPlacement {
+    /// On each sublayer's input: `h = x + attn(n₁(x))`, `y = h + mlp(n₂(h))`.
+    #[default]
+    Pre,
+    /// On each sublayer's output (OLMo-2, FlexOlmo): `h = x + n₁(attn(x))`, `y = h + n₂(mlp(h))`.
+    Post,
 }
 
 /// The name of expert `expert`'s tensor or module from a per-expert pattern (`…experts.{e}.down_proj.weight`).
@@ -47,6 +75,9 @@ pub enum RopeKind {
     Linear,
     Llama3,
     Yarn,
+    /// Phi-3's LongRoPE as PhiMoE computes it: the short factors always, `short_mscale` or, past
+    /// `original_max_position_embeddings` positions, `long_mscale` on cos and sin.
+    Longrope,
 }
 
 /// Rotary embedding parameters, as transformers' `rope_parameters` describe them.
@@ -80,16 +111,25 @@ pub struct RopeDescriptor {
     pub attention_factor: Option<f64>,
     #[serde(default)]
     pub truncate: Option<bool>,
+    /// LongRoPE: one divisor per inverse frequency.
+    #[serde(default)]
+    pub short_factor: Option<Vec<f64>>,
+    #[serde(default)]
+    pub short_mscale: Option<f64>,
+    #[serde(default)]
+    pub long_mscale: Option<f64>,
 }
 
 /// One decoder layer.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct LayerDescriptor {
     pub index: usize,
-    /// RMSNorm weight before attention.
+    /// The attention's norm weight (`n₁`: before attention, or after it when the placement is `post`).
     pub input_norm: String,
-    /// RMSNorm weight before the MLP.
+    /// The MLP's norm weight (`n₂`: before the MLP, or after it when the placement is `post`).
     pub post_attention_norm: String,
+    #[serde(default)]
+    pub norm_placement: NormPlacement,
     /// Granite scales each residual branch by this (1 elsewhere).
     #[serde(default = "one")]
     pub residual_multiplier: f64,
@@ -141,6 +181,9 @@ pub struct GqaDescriptor {
     /// Whether the rope rotates q and k (false on Llama4's NoPE layers).
     #[serde(default = "yes")]
     pub rope: bool,
+    /// The q/k norms apply after the rope instead of before (Hunyuan's `query_layernorm` / `key_layernorm`).
+    #[serde(default)]
+    pub qk_norm_after_rope: bool,
     /// Weightless RMSNorm of every q and k head after the rope (Llama4 `use_qk_norm`), with the model's eps.
     #[serde(default)]
     pub qk_weightless_norm: bool,
@@ -214,6 +257,10 @@ pub struct DenseMlpDescriptor {
     pub gate: String,
     pub up: String,
     pub down: String,
+    /// `gate` and `up` name one module whose weight `[2I, H]` holds the gate rows, then the up rows (Granite's
+    /// `shared_mlp.input_linear`).
+    #[serde(default)]
+    pub gate_up_fused: bool,
 }
 
 /// How the expert tensors are stored; see `ts/model/registry/types.ts`.
@@ -304,6 +351,9 @@ pub enum RouterKind {
     /// softmax; the K chosen on the scores plus a correction bias; their scores renormalised with the sum
     /// clamped to `norm_min` (ERNIE 4.5).
     SoftmaxBiasTopk,
+    /// PhiMoE's SparseMixer (evaluation), always two experts: the best logit, weighted by the softmax over the
+    /// logits within `2·jitter_eps` (relative) of it; then the best of the others, likewise; no renormalisation.
+    Sparsemixer,
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
@@ -327,6 +377,9 @@ pub struct RouterDescriptor {
     /// The smallest sum renormalised weights are divided by (`SoftmaxBiasTopk`: ERNIE's `moe_norm_min`).
     #[serde(default)]
     pub norm_min: f64,
+    /// SparseMixer's `router_jitter_noise`.
+    #[serde(default)]
+    pub jitter_eps: f64,
 }
 
 fn one_usize() -> usize {

@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use super::blocks::linear::Linear;
-use super::blocks::norm::RmsNorm;
+use super::blocks::norm::HiddenNorm;
 use super::blocks::ops::all_finite;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
@@ -176,7 +176,8 @@ impl<'a> LayerStream<'a> {
     pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
-        let layer = DecoderLayer::load(&self.loader, layer_desc, self.desc.rms_norm_eps, self.all_experts_stats)?;
+        let norm = (self.desc.norm, self.desc.rms_norm_eps);
+        let layer = DecoderLayer::load(&self.loader, layer_desc, norm, self.all_experts_stats)?;
         self.load_seconds += clock.elapsed().as_secs_f64();
         // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
         // the previous one, which this layer's load has just used up.)
@@ -234,9 +235,10 @@ impl<'a> LayerStream<'a> {
     /// Final norm and lm_head over every batch (after the last layer): logits `[rows, seq_len, vocab]`.
     pub fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
         let desc = self.desc;
-        let norm = RmsNorm::new(self.loader.tensor(&desc.final_norm)?, desc.rms_norm_eps);
+        let norm = HiddenNorm::load(&self.loader, desc.norm, &desc.final_norm, desc.rms_norm_eps)?;
         let weight = self.loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?;
-        let head = Linear::from_weight("lm_head", weight, None);
+        let bias = desc.lm_head_bias.as_ref().map(|b| self.loader.tensor_shaped(b, &[desc.vocab_size])).transpose()?;
+        let head = Linear::from_weight("lm_head", weight, bias);
         let mut logits = Vec::with_capacity(self.hidden.len());
         for xs in &self.hidden {
             let normed = norm.forward(xs)?;

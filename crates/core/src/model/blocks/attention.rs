@@ -29,6 +29,7 @@ pub struct Attention {
     scaling: f64,
     pattern: Pattern,
     rope: bool,
+    qk_norm_after_rope: bool,
     /// eps of the weightless q/k norm after the rope.
     weightless_norm: Option<f64>,
     temperature: Option<AttentionTemperature>,
@@ -66,18 +67,28 @@ impl Attention {
                 sinks: desc.sinks.as_ref().map(|name| loader.tensor_shaped(name, &[desc.num_heads])).transpose()?,
             },
             rope: desc.rope,
+            qk_norm_after_rope: desc.qk_norm_after_rope,
             weightless_norm: desc.qk_weightless_norm.then_some(eps),
             temperature: desc.temperature,
         })
     }
 
-    /// The rope (where the layer has one), then the weightless norm (where declared).
-    fn position(&self, xs: Tensor, rope: &Rope) -> Result<Tensor> {
+    /// The rope (where the layer has one), then the q/k norm declared after it or the weightless norm.
+    fn position(&self, xs: Tensor, rope: &Rope, norm: Option<&RmsNorm>) -> Result<Tensor> {
         let xs = if self.rope { rope.apply(&xs)? } else { xs };
+        let xs = match norm.filter(|_| self.qk_norm_after_rope) {
+            Some(norm) => norm.forward(&xs)?,
+            None => xs,
+        };
         match self.weightless_norm {
             Some(eps) => normalize(&xs, eps),
             None => Ok(xs),
         }
+    }
+
+    /// The q or k norm to apply before the rope (none when declared after it).
+    fn norm_before_rope<'n>(&self, norm: &'n Option<RmsNorm>) -> Option<&'n RmsNorm> {
+        norm.as_ref().filter(|_| !self.qk_norm_after_rope)
     }
 
     /// Multiplies `q [B, heads, T, D]` by the temperature of each position.
@@ -109,9 +120,10 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         observers.record_input(&[&self.q.name, &self.k.name, &self.v.name], xs)?;
-        let q = self.position(self.heads(&self.q, self.q_norm.as_ref(), xs, self.num_heads)?, rope)?;
-        let q = self.tune_temperature(q)?;
-        let k = self.position(self.heads(&self.k, self.k_norm.as_ref(), xs, self.num_kv_heads)?, rope)?;
+        let q = self.heads(&self.q, self.norm_before_rope(&self.q_norm), xs, self.num_heads)?;
+        let q = self.tune_temperature(self.position(q, rope, self.q_norm.as_ref())?)?;
+        let k = self.heads(&self.k, self.norm_before_rope(&self.k_norm), xs, self.num_kv_heads)?;
+        let k = self.position(k, rope, self.k_norm.as_ref())?;
         let v = self.heads(&self.v, None, xs, self.num_kv_heads)?;
         let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
         let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;

@@ -1,4 +1,5 @@
-//! The dense gated MLP `down(silu(gate(x)) · up(x))`, used for dense layers and shared experts.
+//! The dense gated MLP `down(silu(gate(x)) · up(x))`, used for dense layers and shared experts (gate and up
+//! stored apart, or as the two halves of one module).
 
 use candle_core::Tensor;
 
@@ -16,11 +17,18 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn load(loader: &WeightLoader, desc: &DenseMlpDescriptor) -> Result<Self> {
-        Ok(Mlp {
-            gate: Linear::load(loader, &desc.gate, false)?,
-            up: Linear::load(loader, &desc.up, false)?,
-            down: Linear::load(loader, &desc.down, false)?,
-        })
+        let (gate, up) = if desc.gate_up_fused {
+            // One module's `[2I, H]` weight: gate rows, then up rows, both named by the module.
+            let weight = loader.weight(&desc.gate)?;
+            let half = weight.dim(0)? / 2;
+            (
+                Linear::from_weight(&desc.gate, weight.narrow(0, 0, half)?, None),
+                Linear::from_weight(&desc.up, weight.narrow(0, half, half)?, None),
+            )
+        } else {
+            (Linear::load(loader, &desc.gate, false)?, Linear::load(loader, &desc.up, false)?)
+        };
+        Ok(Mlp { gate, up, down: Linear::load(loader, &desc.down, false)? })
     }
 
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {

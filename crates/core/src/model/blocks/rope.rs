@@ -1,4 +1,4 @@
-//! Rotary position embeddings: inverse frequencies for the default, linear, llama3 and yarn variants
+//! Rotary position embeddings: inverse frequencies for the default, linear, llama3, yarn and LongRoPE variants
 //! (transformers' `modeling_rope_utils.py`), and their application to the leading `rotary_dim` dimensions of
 //! each head, rotating halves or (DeepSeek-V3's `rope_interleave`) adjacent pairs.
 
@@ -25,6 +25,17 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
     let factor = rope.factor.unwrap_or(1.0);
     match rope.kind {
         RopeKind::Default => Ok((base, 1.0)),
+        RopeKind::Longrope => {
+            let factors = rope.short_factor.as_deref().unwrap_or_default();
+            if factors.len() != base.len() {
+                return Err(Error::internal(format!(
+                    "LongRoPE needs {} short factors, one per inverse frequency, not {}",
+                    base.len(),
+                    factors.len()
+                )));
+            }
+            Ok((base.iter().zip(factors).map(|(f, s)| f / s).collect(), rope.short_mscale.unwrap_or(1.0)))
+        }
         RopeKind::Linear => Ok((base.iter().map(|f| f / factor).collect(), 1.0)),
         RopeKind::Llama3 => {
             let old_context = rope.original_max_position_embeddings.unwrap_or(8192.0);
@@ -88,6 +99,12 @@ impl Rope {
     /// Tables for positions `0..len` in `dtype` (the dtype of the q/k they rotate).
     pub fn new(rope: &RopeDescriptor, len: usize, device: &Device, dtype: candle_core::DType) -> Result<Self> {
         let (freqs, scaling) = inverse_frequencies(rope)?;
+        // LongRoPE scales by long_mscale once the positions pass the original context.
+        let past_original = rope.original_max_position_embeddings.is_some_and(|original| len as f64 > original);
+        let scaling = match (rope.kind, rope.long_mscale) {
+            (RopeKind::Longrope, Some(long)) if past_original => long,
+            _ => scaling,
+        };
         let half = freqs.len();
         let mut cos = Vec::with_capacity(len * 2 * half);
         let mut sin = Vec::with_capacity(len * 2 * half);

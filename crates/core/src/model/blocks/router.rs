@@ -146,6 +146,7 @@ fn route_rows(
                     *w = scores[e];
                 }
             }
+            RouterKind::Sparsemixer => sparsemixer(row, desc.jitter_eps as f32, &mut chosen, weights),
             RouterKind::SigmoidGroupTopk => {
                 scores.clear();
                 scores.extend(row.iter().map(|&x| sigmoid(x)));
@@ -164,7 +165,10 @@ fn route_rows(
         let normalise = match desc.kind {
             RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
             RouterKind::SoftmaxTopkNorm | RouterKind::SoftmaxBiasTopk => true,
-            RouterKind::TopkSoftmax | RouterKind::TopkSigmoid | RouterKind::SoftmaxGroupTopk => false,
+            RouterKind::TopkSoftmax
+            | RouterKind::TopkSigmoid
+            | RouterKind::SoftmaxGroupTopk
+            | RouterKind::Sparsemixer => false,
         };
         if normalise {
             let sum: f32 = weights.iter().sum::<f32>();
@@ -179,6 +183,33 @@ fn route_rows(
             let scale = desc.routed_scaling_factor as f32;
             weights.iter_mut().for_each(|w| *w *= scale);
         }
+    }
+}
+
+/// PhiMoE's SparseMixer in evaluation, two rounds: the best expert left (the first of equal ones), weighted by
+/// the softmax over the logits still in play that are within `2·eps` of its logit relative to
+/// `max(|logit|, its logit)`; the first round's expert is out of the second.
+fn sparsemixer(row: &[f32], eps: f32, chosen: &mut Vec<usize>, weights: &mut [f32]) {
+    let mut in_play = row.to_vec();
+    let mut gates = Vec::with_capacity(row.len());
+    let mut probabilities = Vec::with_capacity(row.len());
+    chosen.clear();
+    for weight in weights.iter_mut().take(2) {
+        let best = top_k(&in_play, 1)[0];
+        let threshold = in_play[best];
+        gates.clear();
+        gates.extend(in_play.iter().zip(row).map(|(&value, &logit)| {
+            let factor = logit.abs().max(threshold);
+            if (threshold - logit) / factor > 2.0 * eps {
+                f32::NEG_INFINITY
+            } else {
+                value
+            }
+        }));
+        softmax_into(&gates, &mut probabilities);
+        *weight = probabilities[best];
+        chosen.push(best);
+        in_play[best] = f32::NEG_INFINITY;
     }
 }
 
@@ -214,6 +245,7 @@ mod tests {
             topk_group: 1,
             routed_scaling_factor: 1.0,
             norm_min: 0.0,
+            jitter_eps: 0.0,
         }
     }
 
@@ -340,5 +372,23 @@ mod tests {
         d.norm_min = 10.0;
         let r = route(&d, &logits, 4, 2, Some(&bias));
         assert!((r.weights[0] - p[1] / 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sparsemixer_weights_each_choice_by_the_logits_close_to_it() {
+        // eps 0.01: round one keeps the logits within 2% of 5.0 (5.0, 4.95; 4.8 is 4% off); round two, expert 0
+        // out, those within 2% of 4.95 (4.95 alone). transformers' sparsemixer gives [0.5125, 1.0].
+        let mut d = desc(RouterKind::Sparsemixer, false);
+        d.jitter_eps = 0.01;
+        let r = route(&d, &[5.0f32, 4.95, 1.0, 4.8], 4, 2, None);
+        assert_eq!(r.experts, vec![0, 1]);
+        let first = 1.0 / (1.0 + (4.95f32 - 5.0).exp());
+        assert!((r.weights[0] - first).abs() < 1e-6, "{} vs {first}", r.weights[0]);
+        assert_eq!(r.weights[1], 1.0);
+        // Round two measures against max(|logit|, 2.99) with expert 1 out: 2.97 stays (0.7% off), 1.0 does not.
+        let r = route(&d, &[1.0f32, 3.0, 2.99, -4.0, 2.97], 5, 2, None);
+        assert_eq!(r.experts, vec![1, 2]);
+        let second = 1.0 / (1.0 + (2.97f32 - 2.99).exp());
+        assert!((r.weights[1] - second).abs() < 1e-6, "{} vs {second}", r.weights[1]);
     }
 }
