@@ -99,90 +99,98 @@ fn route_rows(
 ) {
     let mut chosen = Vec::with_capacity(k);
     let mut scores = Vec::with_capacity(experts);
-    let mut picked = Vec::with_capacity(k);
     let rows = logits.chunks_exact(experts).zip(out_experts.chunks_exact_mut(k)).zip(out_weights.chunks_exact_mut(k));
     for ((row, out_experts), weights) in rows {
-        match desc.kind {
-            RouterKind::SoftmaxTopk | RouterKind::SoftmaxTopkNorm => {
-                softmax_into(row, &mut scores);
-                top_k_into(&scores, k, &mut chosen);
-                for (w, &e) in weights.iter_mut().zip(&chosen) {
-                    *w = scores[e];
-                }
-            }
-            RouterKind::TopkSoftmax => {
-                top_k_into(row, k, &mut chosen);
-                picked.clear();
-                picked.extend(chosen.iter().map(|&e| row[e]));
-                softmax_into(&picked, &mut scores);
-                weights.copy_from_slice(&scores);
-            }
-            RouterKind::TopkSigmoid => {
-                top_k_into(row, k, &mut chosen);
-                for (w, &e) in weights.iter_mut().zip(&chosen) {
-                    *w = sigmoid(row[e]);
-                }
-            }
-            RouterKind::SoftmaxGroupTopk => {
-                softmax_into(row, &mut scores);
-                let mut choice = scores.clone();
-                keep_best_groups(
-                    &mut choice,
-                    desc,
-                    |group| group.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                    0.0,
-                );
-                top_k_into(&choice, k, &mut chosen);
-                for (w, &e) in weights.iter_mut().zip(&chosen) {
-                    *w = scores[e];
-                }
-            }
-            RouterKind::SoftmaxBiasTopk => {
-                softmax_into(row, &mut scores);
-                let choice: Vec<f32> =
-                    scores.iter().enumerate().map(|(e, s)| s + correction_bias.map_or(0.0, |b| b[e])).collect();
-                top_k_into(&choice, k, &mut chosen);
-                for (w, &e) in weights.iter_mut().zip(&chosen) {
-                    *w = scores[e];
-                }
-            }
-            RouterKind::Sparsemixer => sparsemixer(row, desc.jitter_eps as f32, &mut chosen, weights),
-            RouterKind::SigmoidGroupTopk => {
-                scores.clear();
-                scores.extend(row.iter().map(|&x| sigmoid(x)));
-                let mut choice: Vec<f32> =
-                    scores.iter().enumerate().map(|(e, s)| s + correction_bias.map_or(0.0, |b| b[e])).collect();
-                // A group is scored by the sum of its best two.
-                let best_two = |g: &[f32]| top_k(g, 2.min(g.len())).iter().map(|&i| g[i]).sum();
-                keep_best_groups(&mut choice, desc, best_two, f32::NEG_INFINITY);
-                top_k_into(&choice, k, &mut chosen);
-                for (w, &e) in weights.iter_mut().zip(&chosen) {
-                    *w = scores[e];
-                }
-            }
-        }
+        choose(desc, row, correction_bias, &mut scores, &mut chosen, weights);
         out_experts.copy_from_slice(&chosen);
-        let normalise = match desc.kind {
-            RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
-            RouterKind::SoftmaxTopkNorm | RouterKind::SoftmaxBiasTopk => true,
-            RouterKind::TopkSoftmax
-            | RouterKind::TopkSigmoid
-            | RouterKind::SoftmaxGroupTopk
-            | RouterKind::Sparsemixer => false,
+        finish(desc, weights);
+    }
+}
+
+/// The K experts of one row of logits (into `chosen`) and their weights before renormalisation and scaling;
+/// `scores` is scratch space.
+fn choose(
+    desc: &RouterDescriptor,
+    row: &[f32],
+    correction_bias: Option<&[f32]>,
+    scores: &mut Vec<f32>,
+    chosen: &mut Vec<usize>,
+    weights: &mut [f32],
+) {
+    let k = weights.len();
+    let biased = |scores: &[f32]| -> Vec<f32> {
+        scores.iter().enumerate().map(|(e, s)| s + correction_bias.map_or(0.0, |b| b[e])).collect()
+    };
+    match desc.kind {
+        RouterKind::SoftmaxTopk | RouterKind::SoftmaxTopkNorm => {
+            softmax_into(row, scores);
+            pick(scores, scores, chosen, weights);
+        }
+        RouterKind::TopkSoftmax => {
+            top_k_into(row, k, chosen);
+            let picked: Vec<f32> = chosen.iter().map(|&e| row[e]).collect();
+            softmax_into(&picked, scores);
+            weights.copy_from_slice(scores);
+        }
+        RouterKind::TopkSigmoid => {
+            top_k_into(row, k, chosen);
+            for (w, &e) in weights.iter_mut().zip(chosen.iter()) {
+                *w = sigmoid(row[e]);
+            }
+        }
+        RouterKind::SoftmaxGroupTopk => {
+            softmax_into(row, scores);
+            let mut choice = scores.clone();
+            // A group is scored by its best expert; the experts of the other groups score 0.
+            keep_best_groups(&mut choice, desc, |g| g.iter().copied().fold(f32::NEG_INFINITY, f32::max), 0.0);
+            pick(scores, &choice, chosen, weights);
+        }
+        RouterKind::SoftmaxBiasTopk => {
+            softmax_into(row, scores);
+            pick(scores, &biased(scores), chosen, weights);
+        }
+        RouterKind::Sparsemixer => sparsemixer(row, desc.jitter_eps as f32, chosen, weights),
+        RouterKind::SigmoidGroupTopk => {
+            scores.clear();
+            scores.extend(row.iter().map(|&x| sigmoid(x)));
+            let mut choice = biased(scores);
+            // A group is scored by the sum of its best two.
+            let best_two = |g: &[f32]| top_k(g, 2.min(g.len())).iter().map(|&i| g[i]).sum();
+            keep_best_groups(&mut choice, desc, best_two, f32::NEG_INFINITY);
+            pick(scores, &choice, chosen, weights);
+        }
+    }
+}
+
+/// The top `weights.len()` experts by `choice` into `chosen`, weighted by their `scores`.
+fn pick(scores: &[f32], choice: &[f32], chosen: &mut Vec<usize>, weights: &mut [f32]) {
+    top_k_into(choice, weights.len(), chosen);
+    for (w, &e) in weights.iter_mut().zip(chosen.iter()) {
+        *w = scores[e];
+    }
+}
+
+/// Renormalises (where the kind does) and scales (routed scaling) one token's weights.
+fn finish(desc: &RouterDescriptor, weights: &mut [f32]) {
+    let normalise = match desc.kind {
+        RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
+        RouterKind::SoftmaxTopkNorm | RouterKind::SoftmaxBiasTopk => true,
+        RouterKind::TopkSoftmax | RouterKind::TopkSigmoid | RouterKind::SoftmaxGroupTopk | RouterKind::Sparsemixer => {
+            false
+        }
+    };
+    if normalise {
+        let sum: f32 = weights.iter().sum::<f32>();
+        let sum = match desc.kind {
+            RouterKind::SigmoidGroupTopk => sum + 1e-20,
+            RouterKind::SoftmaxBiasTopk => sum.max(desc.norm_min as f32),
+            _ => sum,
         };
-        if normalise {
-            let sum: f32 = weights.iter().sum::<f32>();
-            let sum = match desc.kind {
-                RouterKind::SigmoidGroupTopk => sum + 1e-20,
-                RouterKind::SoftmaxBiasTopk => sum.max(desc.norm_min as f32),
-                _ => sum,
-            };
-            weights.iter_mut().for_each(|w| *w /= sum);
-        }
-        if matches!(desc.kind, RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk) {
-            let scale = desc.routed_scaling_factor as f32;
-            weights.iter_mut().for_each(|w| *w *= scale);
-        }
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    if matches!(desc.kind, RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk) {
+        let scale = desc.routed_scaling_factor as f32;
+        weights.iter_mut().for_each(|w| *w *= scale);
     }
 }
 
