@@ -9,7 +9,7 @@ import { cpSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { calibrateModel, computeLogits, describeModel, evaluateModel, inspectModel, quantizeModel } from '../dist/index.js'
-import { FIXTURES, readJson, readRaw, tempDir, writeJson, writeSafetensors, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
+import { FIXTURES, readJson, readRaw, readTensors, relativeL2, rows, tempDir, writeJson, writeSafetensors, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 const GPT_OSS = join(FIXTURES, 'prequant/gpt_oss_mxfp4')
 const DEEPSEEK = join(FIXTURES, 'prequant/deepseek_v3_fp8')
@@ -50,7 +50,7 @@ test('GPT-OSS with MXFP4 experts is detected like its bf16 release, the experts 
     report.notes.join('\n'),
   )
   // The experts have the shapes transformers gives them ([E, H, 2I] and [E, I, H]); the values are compared
-  // with transformers' in crates/core/tests/prequant.rs (GPT-OSS has no forward nor export in moe-quant).
+  // with transformers' in crates/core/tests/prequant.rs, the forward below.
   const expected = tensorsOf(join(GPT_OSS, 'dequantized.safetensors'))
   t.deepEqual(expected['model.layers.0.mlp.experts.gate_up_proj'].shape, [4, 32, 64])
   t.deepEqual(
@@ -65,6 +65,21 @@ test('GPT-OSS with MXFP4 experts is detected like its bf16 release, the experts 
   const written = tensorsOf(join(output, 'model.safetensors'))
   t.like(written['model.layers.0.mlp.experts.gate_up_proj'], { dtype: 'U8', shape: [4, 16, 64] })
   t.like(written['model.layers.0.mlp.experts.gate_up_proj_weight_scale'], { dtype: 'F8_E4M3', shape: [4, 2, 64] })
+})
+
+test('GPT-OSS as shipped (MXFP4 experts): the calibrated forward equals transformers, and it quantizes calibrated', async (t) => {
+  const reference = readTensors(join(GPT_OSS, 'reference.safetensors'))
+  const ids = rows(reference.input_ids.values, reference.input_ids.shape[1])
+  const { logits } = await computeLogits(GPT_OSS, ids)
+  const error = relativeL2(logits, reference.logits.values)
+  t.true(error < 1e-5, `relative L2 ${error}`)
+  const output = join(tempDir(), 'out')
+  const result = await quantizeModel({ model: GPT_OSS, output, format: 'nvfp4', calibration: { ids, samples: ids.length, seqLen: ids[0].length } })
+  t.deepEqual(result.uncalibratedExperts, [])
+  const written = tensorsOf(join(output, 'model.safetensors'))
+  t.like(written['model.layers.0.mlp.experts.gate_up_proj'], { dtype: 'U8', shape: [4, 16, 64] })
+  t.like(written['model.layers.1.mlp.experts.down_proj_input_scale'], { dtype: 'F32', shape: [] })
+  t.false(Object.keys(written).some((name) => /_(blocks|scales)$/.test(name)))
 })
 
 test('DeepSeek-V3 with FP8 block-scaled linears is detected like its bf16 release', async (t) => {

@@ -29,7 +29,8 @@ Deterministic (fixed seeds), CPU only, a few seconds. It rewrites the files belo
    init are quantized to MXFP4 here (OCP rule: shared exponent floor(log2(amax)) - 2, nearest E2M1, saturating).
    `dequantized.safetensors` holds what `from_pretrained(..., quantization_config=Mxfp4Config(dequantize=True))`
    loads for them: `gate_up_proj` bf16 [E, H, 2I], `down_proj` bf16 [E, I, H] per layer. The script checks that every
-   other tensor transformers loads equals the stored one.
+   other tensor transformers loads equals the stored one. `reference.safetensors`: `input_ids` int64 [2, 12] and the
+   f32 `logits` of that model (eager attention, loaded in float32).
 
 3. fixtures/prequant/deepseek_v3_fp8/: a tiny DeepSeek-V3 (the config of fixtures/deepseek_v3/hub, smaller:
    H = 32, 2 heads, dense intermediate 256 so that the dense MLP has two 128-blocks along N or K, 8 experts of
@@ -298,6 +299,15 @@ def write_gpt_oss() -> None:
     assert len(expected) == 2 * config["num_hidden_layers"], sorted(expected)
     check_kept(loaded, stored, lambda n: n in expected)
     save_file(expected, GPT_OSS / "dequantized.safetensors", metadata={"transformers": transformers.__version__})
+
+    # The forward of the model as transformers loads it (experts dequantized), in f32 with eager attention.
+    model = AutoModelForCausalLM.from_pretrained(GPT_OSS, dtype=torch.float32, attn_implementation="eager",
+                                                 quantization_config=Mxfp4Config(dequantize=True))
+    ids = torch.randint(0, config["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float().contiguous()
+    save_file({"input_ids": ids, "logits": logits}, GPT_OSS / "reference.safetensors",
+              metadata={"transformers": transformers.__version__})
 
 
 def write_deepseek() -> None:
