@@ -441,6 +441,12 @@ test('a model_type without a registry entry has no known forward', async (t) => 
     variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'my_moe') }),
     { code: 'E_MODEL_UNSUPPORTED', message: /no registry entry/ },
   )
+  // A family whose forward needs a block moe-quant lacks says which.
+  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'lfm2_moe') }), {
+    code: 'E_MODEL_UNSUPPORTED',
+    message: /^forward not supported for lfm2_moe: its forward needs the gated short convolution of its convolution layers, which moe-quant lacks/,
+  })
+  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'constructor') }), { code: 'E_MODEL_UNSUPPORTED', message: /no registry entry/ })
 })
 
 test('the committed descriptors (used by the Rust forward tests) equal freshly built ones', async (t) => {

@@ -18,6 +18,7 @@ import { findLayerPrefix } from '../detect'
 import { type InspectReport, reportFromListing } from '../inspection'
 import type { HeaderListing } from '../listing'
 import { lookupArchitecture } from '../registry'
+import { MISSING_BLOCKS } from '../registry/missing'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
@@ -34,6 +35,8 @@ const IGNORED_LAYER_TENSOR = /(\.rotary_emb\.inv_freq|_scale_inv|\.weight_scale|
 function specContext(report: InspectReport, config: TextConfig, listing: HeaderListing): SpecContext {
   const entry = report.architecture === 'registry' ? lookupArchitecture(config.modelType) : undefined
   if (!entry) {
+    const missing = Object.hasOwn(MISSING_BLOCKS, config.modelType) ? MISSING_BLOCKS[config.modelType] : undefined
+    if (missing) unsupported(undefined, config.modelType, `its forward needs ${missing}, which moe-quant lacks`)
     unsupported(undefined, config.modelType, `model_type "${config.modelType}" has no registry entry, so its forward is unknown (its experts were only recognised by structure)`)
   }
   const forward = entry.forward
