@@ -148,10 +148,10 @@ test('config fields are read through the family table: DBRX, ERNIE, LongCat, Nem
   t.throws(() => parseConfig(JSON.stringify({ model_type: 'dbrx', d_model: 64 }), 'config.json'), { code: 'E_CONFIG_INVALID', message: 'config.json: missing required field "n_layers"' })
 })
 
-test('a dense model is refused, saying moe-quant quantizes Mixture-of-Experts models', async (t) => {
+test('a dense model is refused, saying moe-quant quantizes Mixture-of-Experts models (and three dense families)', async (t) => {
   const dir = copyFixture('qwen3_moe/hub')
   editConfig(dir, (c) => {
-    c.model_type = 'llama'
+    c.model_type = 'gemma'
     delete c.num_experts
     delete c.num_local_experts
   })
@@ -170,5 +170,5 @@ test('a dense model is refused, saying moe-quant quantizes Mixture-of-Experts mo
   }
   writeRaw(file, kept, Buffer.concat(chunks))
   const error = await t.throwsAsync(inspectModel(dir), { code: 'E_MODEL_UNSUPPORTED' })
-  t.regex(error.message, /^this llama checkpoint is a dense model .*: moe-quant quantizes Mixture-of-Experts models$/)
+  t.regex(error.message, /^this gemma checkpoint is a dense model .*: moe-quant quantizes Mixture-of-Experts models, and of the dense ones Llama, Qwen3 and Mistral$/)
 })

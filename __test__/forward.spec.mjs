@@ -136,3 +136,24 @@ test('calibration from text uses the model tokenizer; ids outside the vocabulary
   t.is(missing.code, 'E_OPTION_INVALID')
   t.false(existsSync(join(dir, 'coverage.html')))
 })
+
+// Dense Llama, Qwen3 and Mistral (fixtures/dense, tools/make_dense_fixtures.py, transformers 5.25) through the
+// same blocks: logits, and the input maximum of every linear transformers' hooks saw.
+const dense = JSON.parse(readFileSync(join(FIXTURES, 'dense', 'MANIFEST.json'), 'utf8')).fixtures
+for (const entry of dense) {
+  test(`dense ${entry.model_type}: logits and activation maxima match transformers`, async (t) => {
+    const ref = reference(entry)
+    const { logits } = await computeLogits(join(FIXTURES, entry.path), ref.ids)
+    const error = relativeL2(logits, ref.tensors.logits.values)
+    t.true(error < 1e-5, `relative L2 ${error}`)
+    const result = await calibrateModel({ model: join(FIXTURES, entry.path), calibration: { ids: ref.ids, samples: ref.batch, seqLen: ref.seq } })
+    t.deepEqual(result.experts, [])
+    // Calibration stops at the last layer (the lm_head is not quantized).
+    const linears = Object.keys(ref.tensors).filter((k) => k.startsWith('amax.') && k !== 'amax.lm_head')
+    t.is(linears.length, 7 * entry.num_layers, 'q, k, v, o, gate, up, down per layer')
+    for (const key of linears) {
+      const module = key.slice('amax.'.length)
+      close(t, result.inputAmax[module], ref.tensors[key].values[0], 1e-5, module)
+    }
+  })
+}

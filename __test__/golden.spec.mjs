@@ -45,6 +45,10 @@ const CASES = [
   ['families/flex_olmo/hub', 'families_flex_olmo_hub', rows(calibIds.values, calibIds.shape[1])],
   ['families/granitemoeshared/hub', 'families_granitemoeshared_hub', rows(calibIds.values, calibIds.shape[1])],
   ['families/phimoe/hub', 'families_phimoe_hub', rows(calibIds.values, calibIds.shape[1])],
+  // Dense Llama (biases, llama3 rope), Qwen3 (q/k norms) and Mistral (sliding window): every linear but lm_head.
+  ['dense/llama', 'dense_llama', rows(calibIds.values, calibIds.shape[1])],
+  ['dense/qwen3', 'dense_qwen3', rows(calibIds.values, calibIds.shape[1])],
+  ['dense/mistral', 'dense_mistral', rows(calibIds.values, calibIds.shape[1])],
 ]
 
 const bytesOf = (tensor) => {

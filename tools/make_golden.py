@@ -53,6 +53,9 @@ fixtures/golden/families_<model_type>_<layout>/<fp8|nvfp4>/    `--families` rewr
     The calibrated formats on fixtures/families/ checkpoints (FAMILY_CASES), made with the transformers those
     fixtures were made with (5.25; the other goldens use 5.17).
 
+fixtures/golden/dense_<model_type>/<fp8|nvfp4>/    `--dense` rewrites only these
+    The calibrated formats on the dense checkpoints of fixtures/dense/ (Llama, Qwen3, Mistral; transformers 5.25).
+
 fixtures/golden/glm4_moe_hub/<nvfp4_experts|nvfp4_mlp>/
     ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG presets (moe-quant's
     `scope: 'experts'` and `scope: 'mlp'`), calibrated on calib_ids like the others.
@@ -536,6 +539,21 @@ def make_families(ids: torch.Tensor) -> None:
                      "calib_ids.safetensors input_ids [4, 32]", auto_class)
 
 
+# Calibrated formats on the dense checkpoints of fixtures/dense/ (tools/make_dense_fixtures.py, transformers 5.25):
+# `--dense` rewrites only these, in fixtures/golden/dense_<model_type>/<format>/.
+DENSE_CASES = ["llama", "qwen3", "mistral"]
+
+
+def make_dense(ids: torch.Tensor) -> None:
+    for model_type in DENSE_CASES:
+        for fmt in FORMATS:
+            out = GOLDEN / f"dense_{model_type}" / fmt
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"== dense/{model_type} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(FIXTURES / "dense" / model_type, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
+
+
 def make_stacked(ids: torch.Tensor) -> None:
     """The calibrated goldens of STACKED_CASES (`--stacked` rewrites only these)."""
     for model_type, layout in STACKED_CASES:
@@ -558,6 +576,9 @@ def main() -> int:
         return 0
     if "--families" in sys.argv[1:]:
         make_families(calib_ids())
+        return 0
+    if "--dense" in sys.argv[1:]:
+        make_dense(calib_ids())
         return 0
     if "--zoo" in sys.argv[1:]:
         make_zoo_goldens()

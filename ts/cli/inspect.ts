@@ -39,7 +39,8 @@ export function renderReport(report: InspectReport): string {
     ),
   )
   out.push('')
-  out.push(
+  if (report.moeLayers.length === 0) out.push('MoE layers: none (a dense model)')
+  else out.push(
     table(
       ['MoE layers', 'layout', 'E', 'K', 'H', 'I', 'router', 'shared experts', 'tensors (first layer)'],
       layerGroups(report.moeLayers).map(({ indices, layer }) => [

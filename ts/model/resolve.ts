@@ -62,6 +62,8 @@ export function moeLayerIndices(entry: ArchitectureEntry, config: TextConfig): n
       const freq = num('moe_layer_freq', 1)
       return all.filter((i) => i >= k && i % freq === 0)
     }
+    case 'none':
+      return []
     case 'interleave': {
       if (Array.isArray(raw.moe_layers)) return (raw.moe_layers as number[]).filter((i) => i < config.numLayers)
       const step = num('interleave_moe_layer_step', 1)
@@ -103,14 +105,15 @@ function sharedExperts(shared: DetectedSharedExperts, parent: string): NonNullab
 }
 
 /**
- * No decoder layer holds experts: a dense model, or experts in a layout moe-quant does not read.
+ * No decoder layer holds experts: a dense model of a family without a dense entry, or experts in a layout
+ * moe-quant does not read.
  * @throws MoeQuantError `E_MODEL_UNSUPPORTED` (dense) or `E_LAYOUT_UNRECOGNISED`
  */
 function refuseWithoutMoe(config: TextConfig): never {
   if (config.numExperts === undefined) {
     throw new MoeQuantError(
       'E_MODEL_UNSUPPORTED',
-      `this ${config.modelType} checkpoint is a dense model (config.json declares no experts and no decoder layer holds expert tensors): moe-quant quantizes Mixture-of-Experts models`,
+      `this ${config.modelType} checkpoint is a dense model (config.json declares no experts and no decoder layer holds expert tensors): moe-quant quantizes Mixture-of-Experts models, and of the dense ones Llama, Qwen3 and Mistral`,
     )
   }
   throw new MoeQuantError(
@@ -120,11 +123,19 @@ function refuseWithoutMoe(config: TextConfig): never {
   )
 }
 
+/** A dense model of a family whose entry says so: every layer a dense MLP. */
+function dense(config: TextConfig, entry: ArchitectureEntry, layers: readonly DetectedLayer[]): ResolvedModel {
+  return { modelType: config.modelType, family: entry.family, source: 'registry', moeLayers: [], denseLayers: layers.map((l) => l.index) }
+}
+
 /** Applies the registry (or the generic rules) to the detected layers. */
 export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[]): ResolvedModel {
   const entry = lookupArchitecture(config.modelType)
   const moe = layers.filter((l) => l.kind === 'moe')
-  if (moe.length === 0) refuseWithoutMoe(config)
+  if (moe.length === 0) {
+    if (entry?.placement.kind === 'none' && config.numExperts === undefined) return dense(config, entry, layers)
+    refuseWithoutMoe(config)
+  }
   if (entry) {
     const expected = moeLayerIndices(entry, config)
     const found = moe.map((l) => l.index)
@@ -177,7 +188,7 @@ export function resolveModel(config: TextConfig, layers: readonly DetectedLayer[
       topK,
       hidden: experts.hidden,
       intermediate: experts.intermediate,
-      router: entry ? entry.router : guessRouter(layer),
+      router: entry?.router ?? guessRouter(layer),
       tensors,
       sharedExperts: shared ? sharedExperts(shared, shared.atLayer ? layer.prefix.slice(0, -1) : block) : null,
     }

@@ -4,6 +4,7 @@
  * known pattern is handled generically.
  */
 import { deepseekV2, deepseekV3 } from './deepseek'
+import { llama, mistral, qwen3 } from './dense'
 import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
 import { glm4Moe, glm4vMoe } from './glm'
@@ -40,6 +41,9 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   flexOlmo,
   graniteMoeShared,
   phimoe,
+  llama,
+  qwen3,
+  mistral,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -63,6 +63,8 @@ export type PlacementRule =
   | { kind: 'first_k_dense' }
   /** Llama4: `moe_layers`, or every `interleave_moe_layer_step`-th layer. */
   | { kind: 'interleave' }
+  /** No MoE layer: a dense model of a family the forward covers (Llama, Qwen3, Mistral). */
+  | { kind: 'none' }
   /** ERNIE 4.5: every `moe_layer_interval`-th layer from `moe_layer_start_index` to `moe_layer_end_index` (-1:
    * the last). */
   | { kind: 'start_end_interval' }
@@ -198,7 +200,8 @@ export interface ArchitectureEntry {
   family: string
   /** Every layout the family is found in; the first that matches a layer's tensors is used. */
   layouts: readonly LayoutDecl[]
-  router: RouterKind
+  /** The router of the MoE layers (absent for a dense family). */
+  router?: RouterKind
   placement: PlacementRule
   sharedExperts?: SharedExpertsDecl
   /** ModelOpt exports this family's experts stacked, as stored (its BMM-style experts export: GPT-OSS, Llama4);
