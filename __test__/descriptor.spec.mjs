@@ -36,6 +36,12 @@ function referencedTensors(d) {
       if (a.q_norm) tensor(a.q_norm, 1)
       if (a.k_norm) tensor(a.k_norm, 1)
       if (a.sinks) tensor(a.sinks, 1)
+    } else if (a.kind === 'gated_delta_net') {
+      const p = a.projections
+      for (const m of p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a]) linear(m)
+      linear(a.out_proj)
+      tensor(a.conv1d, 3)
+      for (const name of [a.dt_bias, a.a_log, a.norm]) tensor(name, 1)
     } else {
       for (const m of [a.q_proj, a.q_a_proj, a.q_b_proj, a.kv_a_proj, a.kv_b_proj, a.o_proj]) if (m) linear(m)
       if (a.q_a_norm) tensor(a.q_a_norm, 1)
@@ -75,7 +81,9 @@ function checkSerializable(t, d) {
     const ints =
       a.kind === 'gqa'
         ? [a.num_heads, a.num_kv_heads, a.head_dim]
-        : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
+        : a.kind === 'gated_delta_net'
+          ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
+          : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
     t.true(ints.every(usize), `layer ${layer.index} attention sizes`)
     if (layer.mlp.kind === 'moe') {
       const m = layer.mlp

@@ -14,6 +14,7 @@ import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
 import { olmoe } from './olmoe'
 import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
+import { qwen35Moe, qwen3Next } from './qwen-next'
 import type { ArchitectureEntry } from './types'
 
 export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
@@ -34,6 +35,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   minimaxM2,
   deepseekV2,
   ernie45Moe,
+  qwen3Next,
+  qwen35Moe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -23,6 +23,7 @@ import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScal
 import { ConfigValues } from './config-values'
 import { type LayerAttention, layerAttentions } from './layer-attention'
 import { CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext, unsupported } from './context'
+import { deltaNetDescriptor, linearAttentionLayers } from './linear-attention'
 import { mlpDescriptor } from './moe'
 import { buildRope, ropeParameters } from './rope'
 
@@ -103,6 +104,8 @@ interface LayerParts {
   scaling: number
   /** Per layer: mask, rope, q/k norm after the rope, temperature. */
   variants: LayerAttention[]
+  /** Per layer: whether its token mixer is linear attention instead of self-attention. */
+  linear: boolean[]
   residualMultiplier: number
   moeByLayer: Map<number, MoeLayer>
 }
@@ -114,7 +117,9 @@ function layerDescriptor(context: SpecContext, index: number, parts: LayerParts)
   const tensors = new LayerTensors(context.tensors)
   const inputNorm = tensors.use(`${prefix}input_layernorm.weight`, [hidden], 'the input norm [hidden_size]')
   const postNorm = tensors.use(`${prefix}post_attention_layernorm.weight`, [hidden], 'the post-attention norm [hidden_size]')
-  const attention = attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention)
+  const attention = parts.linear[index]
+    ? deltaNetDescriptor(context, tensors, prefix)
+    : attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention)
   const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
   for (const t of context.tensors.list) {
     if (!t.name.startsWith(prefix) || tensors.used.has(t.name) || tensors.ignored.has(t.name) || IGNORED_LAYER_TENSOR.test(t.name)) continue
@@ -150,6 +155,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     attention,
     scaling,
     variants: layerAttentions(context, raw, config.numLayers),
+    linear: linearAttentionLayers(context, raw, config.numLayers),
     residualMultiplier: multiplier(forward.multipliers?.residual),
     moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
   }
@@ -158,6 +164,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     hidden_size: context.hidden,
     vocab_size: model.vocab,
     rms_norm_eps: rmsNormEps,
+    rms_norm_offset: forward.normWeightOffset ?? 0,
     embed: model.embed,
     embedding_multiplier: multiplier(forward.multipliers?.embedding),
     final_norm: model.finalNorm,
