@@ -39,6 +39,10 @@ const CASES = [
   // correction bias, MoE from moe_layer_start_index, tied embeddings).
   ['families/deepseek_v2/hub', 'families_deepseek_v2_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   ['families/ernie4_5_moe/hub', 'families_ernie4_5_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // Qwen3-Next and Qwen3.5-MoE: Gated DeltaNet layers (in_proj_qkvz / in_proj_qkv + in_proj_z quantized, the b/a
+  // projections and conv1d kept), a gated attention layer, sigmoid-gated shared experts.
+  ['families/qwen3_next/hub', 'families_qwen3_next_hub', rows(calibIds.values, calibIds.shape[1])],
+  ['families/qwen3_5_moe_text/hub', 'families_qwen3_5_moe_text_hub', rows(calibIds.values, calibIds.shape[1])],
 ]
 
 const bytesOf = (tensor) => {
@@ -59,11 +63,11 @@ const WEIGHT_ONLY_CASES = [
   ['gpt_oss/hub', 'gpt_oss_hub'],
   ['llama4_text/hub', 'llama4_text_hub'],
 ]
-// A family without a forward, through the zoo: Qwen3.5-MoE (a vision-language wrapper, Gated DeltaNet layers,
-// gated shared experts), materialized as tools/make_golden.py --zoo gave it to ModelOpt. Its config.json was
-// re-saved by the transformers that loaded it, so only its quantization_config is compared.
+// Weight-only through the zoo: Qwen3.5-MoE (a vision-language wrapper, Gated DeltaNet layers, gated shared
+// experts), materialized as tools/make_golden.py --zoo gave it to ModelOpt. Its config.json was re-saved by the
+// transformers that loaded it, so only its quantization_config is compared.
 for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
-  test(`zoo qwen3_5_moe/hub → ${format} (weight-only, no forward) equals ModelOpt's export`, async (t) => {
+  test(`zoo qwen3_5_moe/hub → ${format} (weight-only) equals ModelOpt's export`, async (t) => {
     const model = materializeZoo('qwen3_5_moe', 'hub')
     const output = join(tempDir(), 'out')
     try {

@@ -517,6 +517,8 @@ FAMILY_CASES = [
     ("minimax_m2", "hub", "AutoModelForCausalLM"),
     ("deepseek_v2", "hub", "AutoModelForCausalLM"),
     ("ernie4_5_moe", "hub", "AutoModelForCausalLM"),
+    ("qwen3_next", "hub", "AutoModelForCausalLM"),
+    ("qwen3_5_moe_text", "hub", "AutoModelForCausalLM"),
 ]
 
 
