@@ -429,6 +429,38 @@ test('per-layer attention: sliding windows, chunks, sinks and layers without rop
   await t.throwsAsync(variant('gpt_oss/hub', { config: (c) => void (c.layer_types = ['sliding_attention', 'local']) }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
 })
 
+test('qwen3_next and qwen3_5_moe: Gated DeltaNet layers from layer_types or full_attention_interval, gated attention, (1 + w) norms', async (t) => {
+  const next = await describe('families/qwen3_next/hub')
+  t.deepEqual(next.layers.map((l) => l.attention.kind), ['gated_delta_net', 'gated_delta_net', 'gqa'])
+  t.is(next.rms_norm_offset, 1)
+  t.is(next.rope.rotary_dim, 4) // head_dim 16 × partial_rotary_factor 0.25
+  const [mixer, , attention] = next.layers.map((l) => l.attention)
+  t.deepEqual(mixer.projections, { layout: 'grouped', qkvz: 'model.layers.0.linear_attn.in_proj_qkvz', ba: 'model.layers.0.linear_attn.in_proj_ba' })
+  t.deepEqual([mixer.num_key_heads, mixer.num_value_heads, mixer.key_head_dim, mixer.value_head_dim, mixer.conv_kernel], [2, 4, 16, 16, 4])
+  t.is(mixer.a_log, 'model.layers.0.linear_attn.A_log')
+  t.true(attention.output_gate)
+  t.is(attention.q_norm, 'model.layers.2.self_attn.q_norm.weight')
+  t.deepEqual([next.layers[0].mlp.router.kind, next.layers[0].mlp.router.norm_topk_prob], ['softmax_topk', true])
+  t.is(next.layers[0].mlp.shared.gate, 'model.layers.0.mlp.shared_expert_gate.weight')
+  const split = await describe('families/qwen3_5_moe_text/hub')
+  t.deepEqual(split.layers[1].attention.projections, {
+    layout: 'split',
+    qkv: 'model.layers.1.linear_attn.in_proj_qkv',
+    z: 'model.layers.1.linear_attn.in_proj_z',
+    b: 'model.layers.1.linear_attn.in_proj_b',
+    a: 'model.layers.1.linear_attn.in_proj_a',
+  })
+  t.is(split.layers[0].mlp.router.kind, 'softmax_topk_norm')
+  // Without layer_types the config class makes every full_attention_interval-th layer full attention.
+  t.deepEqual(await variant('families/qwen3_next/hub', { config: (c) => void (delete c.layer_types, (c.full_attention_interval = 3)) }), next)
+  // Its default interval, 4, would make layer 2 linear attention, whose tensors the checkpoint lacks.
+  await t.throwsAsync(variant('families/qwen3_next/hub', { config: (c) => void delete c.layer_types }), { code: 'E_LAYOUT_MISSING_TENSOR', message: /layers\.2\.linear_attn/ })
+  await t.throwsAsync(variant('families/qwen3_next/hub', { config: (c) => void (c.layer_types[2] = 'sliding_attention') }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
+  await t.throwsAsync(variant('families/qwen3_next/hub', { config: (c) => void (c.linear_num_value_heads = 3) }), { code: 'E_CONFIG_INVALID', message: /linear_num_value_heads/ })
+  const bias = { name: 'model.layers.0.linear_attn.out_proj.bias', dtype: 'BF16', shape: [64], file: 'model.safetensors', bytes: 128 }
+  await t.throwsAsync(variant('families/qwen3_next/hub', { tensors: (list) => [...list, bias] }), { code: 'E_MODEL_UNSUPPORTED', message: /out_proj\.bias/ })
+})
+
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {
   const error = await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.num_key_value_heads = 4) }), { code: 'E_LAYOUT_SHAPE' })
   t.regex(error.message, /k_proj\.weight/)

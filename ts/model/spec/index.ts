@@ -150,12 +150,14 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const rope = buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim)
   const scaling = attentionScaling(context, attention, params)
   const multiplier = (key: string | undefined): number => (key ? values.number(key) : 1)
+  // Read first: a layer type the family's layers cannot take is a config error before it is anything else.
+  const linear = linearAttentionLayers(context, raw, config.numLayers)
   const parts: LayerParts = {
     prefix: model.layersPrefix,
     attention,
     scaling,
     variants: layerAttentions(context, raw, config.numLayers),
-    linear: linearAttentionLayers(context, raw, config.numLayers),
+    linear,
     residualMultiplier: multiplier(forward.multipliers?.residual),
     moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
   }
