@@ -4,6 +4,6 @@ import type { GqaDescriptor } from "./GqaDescriptor";
 import type { MlaDescriptor } from "./MlaDescriptor";
 
 /**
- * Self-attention of one layer.
+ * The token mixer of one layer: self-attention, or linear attention.
  */
 export type AttentionDescriptor = { "kind": "gqa" } & GqaDescriptor | { "kind": "mla" } & MlaDescriptor | { "kind": "gated_delta_net" } & GatedDeltaNetDescriptor;

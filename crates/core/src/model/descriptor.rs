@@ -101,7 +101,7 @@ pub struct LayerDescriptor {
     pub mlp: MlpDescriptor,
 }
 
-/// Self-attention of one layer.
+/// The token mixer of one layer: self-attention, or linear attention.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttentionDescriptor {
