@@ -2,7 +2,8 @@
 //! the decay input a projected from the hidden states (grouped by key head in one projection on Qwen3-Next,
 //! in four on Qwen3.5); q, k, v through a depthwise causal convolution and SiLU; `β = sigmoid(b)`,
 //! `g = −exp(A_log) · softplus(a + dt_bias)`; the gated delta rule ([`super::delta_rule`], f32); per value head
-//! an RMSNorm gated by `silu(z)`; the output projection.
+//! an RMSNorm gated by `silu(z)`; the output projection. The delta rule runs on the host CPU in f32 whatever the
+//! compute device (its inputs are copied there and its output back), as transformers computes it in f32.
 //! transformers: models/qwen3_next `Qwen3NextGatedDeltaNet`, models/qwen3_5_moe `Qwen3_5MoeGatedDeltaNet`
 //! (without a cache: whole sequences, no padding).
 
