@@ -42,6 +42,12 @@ function referencedTensors(d) {
       if (a.q_norm) tensor(a.q_norm, 1)
       if (a.k_norm) tensor(a.k_norm, 1)
       if (a.sinks) tensor(a.sinks, 1)
+    } else if (a.kind === 'gated_delta_net') {
+      const p = a.projections
+      for (const m of p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a]) linear(m)
+      linear(a.out_proj)
+      tensor(a.conv1d, 3)
+      for (const name of [a.dt_bias, a.a_log, a.norm]) tensor(name, 1)
     } else {
       for (const m of [a.q_proj, a.q_a_proj, a.q_b_proj, a.kv_a_proj, a.kv_b_proj, a.o_proj]) if (m) linear(m)
       if (a.q_a_norm) tensor(a.q_a_norm, 1)
@@ -81,7 +87,9 @@ function checkSerializable(t, d) {
     const ints =
       a.kind === 'gqa'
         ? [a.num_heads, a.num_kv_heads, a.head_dim]
-        : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
+        : a.kind === 'gated_delta_net'
+          ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
+          : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
     t.true(ints.every(usize), `layer ${layer.index} attention sizes`)
     if (layer.mlp.kind === 'moe') {
       const m = layer.mlp
@@ -429,6 +437,38 @@ test('per-layer attention: sliding windows, chunks, sinks and layers without rop
   t.deepEqual(nope(derived), llama4)
   await t.throwsAsync(variant('llama4_text/hub', { config: (c) => void (c.no_rope_layers = [1, 0, 1]) }), { code: 'E_CONFIG_INVALID', message: /no_rope_layers/ })
   await t.throwsAsync(variant('gpt_oss/hub', { config: (c) => void (c.layer_types = ['sliding_attention', 'local']) }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
+})
+
+test('qwen3_next and qwen3_5_moe: Gated DeltaNet layers from layer_types or full_attention_interval, gated attention, (1 + w) norms', async (t) => {
+  const next = await describe('families/qwen3_next/hub')
+  t.deepEqual(next.layers.map((l) => l.attention.kind), ['gated_delta_net', 'gated_delta_net', 'gqa'])
+  t.is(next.rms_norm_offset, 1)
+  t.is(next.rope.rotary_dim, 4) // head_dim 16 × partial_rotary_factor 0.25
+  const [mixer, , attention] = next.layers.map((l) => l.attention)
+  t.deepEqual(mixer.projections, { layout: 'grouped', qkvz: 'model.layers.0.linear_attn.in_proj_qkvz', ba: 'model.layers.0.linear_attn.in_proj_ba' })
+  t.deepEqual([mixer.num_key_heads, mixer.num_value_heads, mixer.key_head_dim, mixer.value_head_dim, mixer.conv_kernel], [2, 4, 16, 16, 4])
+  t.is(mixer.a_log, 'model.layers.0.linear_attn.A_log')
+  t.true(attention.output_gate)
+  t.is(attention.q_norm, 'model.layers.2.self_attn.q_norm.weight')
+  t.deepEqual([next.layers[0].mlp.router.kind, next.layers[0].mlp.router.norm_topk_prob], ['softmax_topk', true])
+  t.is(next.layers[0].mlp.shared.gate, 'model.layers.0.mlp.shared_expert_gate.weight')
+  const split = await describe('families/qwen3_5_moe_text/hub')
+  t.deepEqual(split.layers[1].attention.projections, {
+    layout: 'split',
+    qkv: 'model.layers.1.linear_attn.in_proj_qkv',
+    z: 'model.layers.1.linear_attn.in_proj_z',
+    b: 'model.layers.1.linear_attn.in_proj_b',
+    a: 'model.layers.1.linear_attn.in_proj_a',
+  })
+  t.is(split.layers[0].mlp.router.kind, 'softmax_topk_norm')
+  // Without layer_types the config class makes every full_attention_interval-th layer full attention.
+  t.deepEqual(await variant('families/qwen3_next/hub', { config: (c) => void (delete c.layer_types, (c.full_attention_interval = 3)) }), next)
+  // Its default interval, 4, would make layer 2 linear attention, whose tensors the checkpoint lacks.
+  await t.throwsAsync(variant('families/qwen3_next/hub', { config: (c) => void delete c.layer_types }), { code: 'E_LAYOUT_MISSING_TENSOR', message: /layers\.2\.linear_attn/ })
+  await t.throwsAsync(variant('families/qwen3_next/hub', { config: (c) => void (c.layer_types[2] = 'sliding_attention') }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
+  await t.throwsAsync(variant('families/qwen3_next/hub', { config: (c) => void (c.linear_num_value_heads = 3) }), { code: 'E_CONFIG_INVALID', message: /linear_num_value_heads/ })
+  const bias = { name: 'model.layers.0.linear_attn.out_proj.bias', dtype: 'BF16', shape: [64], file: 'model.safetensors', bytes: 128 }
+  await t.throwsAsync(variant('families/qwen3_next/hub', { tensors: (list) => [...list, bias] }), { code: 'E_MODEL_UNSUPPORTED', message: /out_proj\.bias/ })
 })
 
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {

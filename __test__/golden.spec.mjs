@@ -49,6 +49,10 @@ const CASES = [
   ['dense/llama', 'dense_llama', rows(calibIds.values, calibIds.shape[1])],
   ['dense/qwen3', 'dense_qwen3', rows(calibIds.values, calibIds.shape[1])],
   ['dense/mistral', 'dense_mistral', rows(calibIds.values, calibIds.shape[1])],
+  // Qwen3-Next and Qwen3.5-MoE: Gated DeltaNet layers (in_proj_qkvz / in_proj_qkv + in_proj_z quantized, the b/a
+  // projections and conv1d kept), a gated attention layer, sigmoid-gated shared experts.
+  ['families/qwen3_next/hub', 'families_qwen3_next_hub', rows(calibIds.values, calibIds.shape[1])],
+  ['families/qwen3_5_moe_text/hub', 'families_qwen3_5_moe_text_hub', rows(calibIds.values, calibIds.shape[1])],
 ]
 
 const bytesOf = (tensor) => {
@@ -69,11 +73,11 @@ const WEIGHT_ONLY_CASES = [
   ['gpt_oss/hub', 'gpt_oss_hub'],
   ['llama4_text/hub', 'llama4_text_hub'],
 ]
-// A family without a forward, through the zoo: Qwen3.5-MoE (a vision-language wrapper, Gated DeltaNet layers,
-// gated shared experts), materialized as tools/make_golden.py --zoo gave it to ModelOpt. Its config.json was
-// re-saved by the transformers that loaded it, so only its quantization_config is compared.
+// Weight-only through the zoo: Qwen3.5-MoE (a vision-language wrapper, Gated DeltaNet layers, gated shared
+// experts), materialized as tools/make_golden.py --zoo gave it to ModelOpt. Its config.json was re-saved by the
+// transformers that loaded it, so only its quantization_config is compared.
 for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
-  test(`zoo qwen3_5_moe/hub → ${format} (weight-only, no forward) equals ModelOpt's export`, async (t) => {
+  test(`zoo qwen3_5_moe/hub → ${format} (weight-only) equals ModelOpt's export`, async (t) => {
     const model = materializeZoo('qwen3_5_moe', 'hub')
     const output = join(tempDir(), 'out')
     try {

@@ -524,6 +524,8 @@ FAMILY_CASES = [
     ("flex_olmo", "hub", "AutoModelForCausalLM"),
     ("granitemoeshared", "hub", "AutoModelForCausalLM"),
     ("phimoe", "hub", "AutoModelForCausalLM"),
+    ("qwen3_next", "hub", "AutoModelForCausalLM"),
+    ("qwen3_5_moe_text", "hub", "AutoModelForCausalLM"),
 ]
 
 

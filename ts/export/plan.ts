@@ -121,7 +121,8 @@ function stackedNaming(layer: MoeLayer): ExpertNaming {
 const NAMED_INPUT_GROUPS = [['q_proj', 'k_proj', 'v_proj'], ['q_a_proj', 'kv_a_proj_with_mqa'], ['q_proj', 'kv_a_proj_with_mqa'], ['gate_proj', 'up_proj'], ['w1', 'w3'], ['in_proj_qkv', 'in_proj_z']] as const
 
 /**
- * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections), and gate/up of dense MLPs and shared experts. From the
+ * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections; Gated DeltaNet:
+ * its input projections), and gate/up of dense MLPs and shared experts. From the
  * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
  * module names (NAMED_INPUT_GROUPS, siblings of one parent).
  */
@@ -142,6 +143,11 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   for (const layer of descriptor.layers) {
     if (layer.attention.kind === 'gqa') groups.push([layer.attention.q, layer.attention.k, layer.attention.v])
     if (layer.attention.kind === 'mla') groups.push([(layer.attention.q_a_proj ?? layer.attention.q_proj) as string, layer.attention.kv_a_proj])
+    if (layer.attention.kind === 'gated_delta_net') {
+      // Every input projection reads the layer's normed hidden states (ModelOpt leaves in_proj_a/b, in_proj_ba unquantized).
+      const p = layer.attention.projections
+      groups.push(p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a])
+    }
     if (layer.mlp.kind === 'dense') groups.push([layer.mlp.gate, layer.mlp.up])
     if (layer.mlp.kind === 'moe' && layer.mlp.shared) groups.push([layer.mlp.shared.mlp.gate, layer.mlp.shared.mlp.up])
   }

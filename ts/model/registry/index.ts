@@ -17,6 +17,7 @@ import { mixtral } from './mixtral'
 import { flexOlmo, olmoe } from './olmoe'
 import { phimoe } from './phimoe'
 import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
+import { qwen35Moe, qwen3Next } from './qwen-next'
 import type { ArchitectureEntry } from './types'
 
 export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
@@ -44,6 +45,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   llama,
   qwen3,
   mistral,
+  qwen3Next,
+  qwen35Moe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

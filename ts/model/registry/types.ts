@@ -134,6 +134,21 @@ export interface NoRopeDecl {
   temperature: { enabled: string; scale: string; floorScale: string }
 }
 
+/**
+ * Decoder layers whose token mixer is linear attention instead of self-attention (`linear_attn`), as config
+ * `layer_types` says (`linear_attention` / `full_attention`), or when config.json has none, every layer but each
+ * `intervalKey`-th (config `full_attention_interval`), as the family's config class derives it.
+ */
+export interface LinearAttentionDecl {
+  /** Gated DeltaNet (Qwen3-Next, Qwen3.5): `conv1d`, `dt_bias`, `A_log`, a gated `norm` and `out_proj`. */
+  kind: 'gated_delta_net'
+  /** How its input projections are stored: `grouped` (Qwen3-Next: `in_proj_qkvz` and `in_proj_ba`, grouped by key
+   * head) or `split` (Qwen3.5: `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a`). */
+  projections: 'grouped' | 'split'
+  /** Config key of the interval of full-attention layers when `layer_types` is absent. */
+  intervalKey: string
+}
+
 /** A scalar of the forward that a family reads from config.json. */
 export type ConfigScalar = number | boolean | string | null
 
@@ -188,6 +203,14 @@ export interface ForwardDecl {
   noRope?: NoRopeDecl
   /** Config key of a clamp of q/k/v (OLMoE `clip_qkv`); a set value is refused (not expressible yet). */
   clipQkvKey?: string
+  /** Every RMSNorm of the decoder (input, post-attention, final, q/k) multiplies by `offset + w`: 1 on
+   * Qwen3-Next and Qwen3.5, whose norm weights start at 0 (`x̂ · (1 + w)`); 0 (plain `w`) when absent. */
+  normWeightOffset?: number
+  /** `q_proj` yields, head after head, the query then an output gate of `head_dim` each; the attention output is
+   * multiplied by `sigmoid(gate)` before `o_proj` (Qwen3-Next, Qwen3.5). */
+  attentionOutputGate?: boolean
+  /** Layers mixing tokens with linear attention (Qwen3-Next, Qwen3.5); all layers use self-attention without it. */
+  linearAttention?: LinearAttentionDecl
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>

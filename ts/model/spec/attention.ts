@@ -33,7 +33,8 @@ export function attentionHeads(context: SpecContext, raw: Record<string, unknown
   const numHeads = values.integer('num_attention_heads')
   const kvValue = values.value('num_key_value_heads')
   const numKvHeads = kvValue === null || kvValue === undefined ? numHeads : values.integer('num_key_value_heads')
-  const headDim = typeof raw.head_dim === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
+  // A config class may declare head_dim (Qwen3-Next's is 256), used when config.json has none.
+  const headDim = typeof raw.head_dim === 'number' || typeof values.value('head_dim') === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
   return { numHeads, numKvHeads, headDim }
 }
 
@@ -147,7 +148,10 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   const { hidden } = context
   const { numHeads, numKvHeads, headDim } = shape
   const [q, k, v, o] = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `${attn}.${p}`) as [string, string, string, string]
-  tensors.use(`${q}.weight`, [numHeads * headDim, hidden], 'q_proj [heads·head_dim, hidden_size]')
+  // With an output gate, q_proj yields each head's query and gate.
+  const gated = context.forward.attentionOutputGate === true
+  const qRows = numHeads * headDim * (gated ? 2 : 1)
+  tensors.use(`${q}.weight`, [qRows, hidden], gated ? 'q_proj [heads·2·head_dim (query and output gate), hidden_size]' : 'q_proj [heads·head_dim, hidden_size]')
   tensors.use(`${k}.weight`, [numKvHeads * headDim, hidden], 'k_proj [kv_heads·head_dim, hidden_size]')
   tensors.use(`${v}.weight`, [numKvHeads * headDim, hidden], 'v_proj [kv_heads·head_dim, hidden_size]')
   tensors.use(`${o}.weight`, [hidden, numHeads * headDim], 'o_proj [hidden_size, heads·head_dim]')
@@ -157,13 +161,27 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   }
   const qkvBias = biases[0] === true
   if (qkvBias) {
-    tensors.use(`${q}.bias`, [numHeads * headDim], 'q_proj bias')
+    tensors.use(`${q}.bias`, [qRows], 'q_proj bias')
     tensors.use(`${k}.bias`, [numKvHeads * headDim], 'k_proj bias')
     tensors.use(`${v}.bias`, [numKvHeads * headDim], 'v_proj bias')
   }
   const oBias = tensors.has(`${o}.bias`)
   if (oBias) tensors.use(`${o}.bias`, [hidden], 'o_proj bias')
-  const gqa: GqaDescriptor = { q, k, v, o, qkv_bias: qkvBias, o_bias: oBias, num_heads: numHeads, num_kv_heads: numKvHeads, head_dim: headDim, scaling, qk_norm_after_rope: false, ...variant }
+  const gqa: GqaDescriptor = {
+    q,
+    k,
+    v,
+    o,
+    qkv_bias: qkvBias,
+    o_bias: oBias,
+    num_heads: numHeads,
+    num_kv_heads: numKvHeads,
+    head_dim: headDim,
+    scaling,
+    qk_norm_after_rope: false,
+    output_gate: gated,
+    ...variant,
+  }
   if (context.forward.attentionSinks) gqa.sinks = tensors.use(`${attn}.sinks`, [numHeads], 'the attention sinks [heads]')
   qkNorms(context, tensors, attn, shape, gqa)
   return { kind: 'gqa', ...gqa }

@@ -24,6 +24,7 @@ import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScal
 import { ConfigValues } from './config-values'
 import { type LayerAttention, layerAttentions } from './layer-attention'
 import { CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext, unsupported } from './context'
+import { deltaNetDescriptor, linearAttentionLayers } from './linear-attention'
 import { mlpDescriptor } from './moe'
 import { buildRope, ropeParameters } from './rope'
 
@@ -123,6 +124,8 @@ interface LayerParts {
   scaling: number
   /** Per layer: mask, rope, q/k norm after the rope, temperature. */
   variants: LayerAttention[]
+  /** Per layer: whether its token mixer is linear attention instead of self-attention. */
+  linear: boolean[]
   residualMultiplier: number
   moeByLayer: Map<number, MoeLayer>
 }
@@ -137,7 +140,9 @@ function layerDescriptor(context: SpecContext, index: number, parts: LayerParts)
   const [first, second] = post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : ['input_layernorm', 'post_attention_layernorm']
   const inputNorm = hiddenNorm(context, tensors, `${prefix}${first}`, `the ${first} [hidden_size]`)
   const postNorm = hiddenNorm(context, tensors, `${prefix}${second}`, `the ${second} [hidden_size]`)
-  const attention = attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention)
+  const attention = parts.linear[index]
+    ? deltaNetDescriptor(context, tensors, prefix)
+    : attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention)
   const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
   for (const t of context.tensors.list) {
     if (!t.name.startsWith(prefix) || tensors.used.has(t.name) || tensors.ignored.has(t.name) || IGNORED_LAYER_TENSOR.test(t.name)) continue
@@ -169,11 +174,14 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const rope = buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim)
   const scaling = attentionScaling(context, attention, params)
   const multiplier = (key: string | undefined): number => (key ? values.number(key) : 1)
+  // Read first: a layer type the family's layers cannot take is a config error before it is anything else.
+  const linear = linearAttentionLayers(context, raw, config.numLayers)
   const parts: LayerParts = {
     prefix: model.layersPrefix,
     attention,
     scaling,
     variants: layerAttentions(context, raw, config.numLayers),
+    linear,
     residualMultiplier: multiplier(forward.multipliers?.residual),
     moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
   }
@@ -182,6 +190,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     hidden_size: context.hidden,
     vocab_size: model.vocab,
     rms_norm_eps: rmsNormEps,
+    rms_norm_offset: forward.normWeightOffset ?? 0,
     embed: model.embed,
     embedding_multiplier: multiplier(forward.multipliers?.embedding),
     final_norm: model.finalNorm,

@@ -73,7 +73,9 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
       return { kind: 'causal' }
     })
   }
-  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention')) {
+  // Linear-attention layers (their own mixer, linear-attention.ts) take no mask.
+  const attentionTypes = Array.isArray(raw.layer_types) ? raw.layer_types.filter((t) => !(forward.linearAttention && t === 'linear_attention')) : []
+  if (attentionTypes.some((t) => t !== 'full_attention')) {
     refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: ${context.entry.family} layers are all alike (its attention does not read layer_types)`)
   }
   const set = (key: string): boolean => values.value(key) !== null && values.value(key) !== undefined

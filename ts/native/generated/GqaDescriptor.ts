@@ -47,4 +47,10 @@ qk_weightless_norm: boolean,
 /**
  * Llama4's attention temperature tuning (NoPE layers).
  */
-temperature?: AttentionTemperature, };
+temperature?: AttentionTemperature, 
+/**
+ * q's projection yields, head after head, the query `[head_dim]` then an output gate `[head_dim]`
+ * (`q_proj [heads·2·head_dim, H]`); the attention output is multiplied by `sigmoid(gate)` before o
+ * (Qwen3-Next, Qwen3.5).
+ */
+output_gate: boolean, };

@@ -8,6 +8,11 @@ import type { RopeDescriptor } from "./RopeDescriptor";
  */
 export type ModelDescriptor = { hidden_size: number, vocab_size: number, rms_norm_eps: number, 
 /**
+ * Added to the weight of every RMSNorm of the decoder (input, post-attention, final, q/k): 1 where
+ * transformers computes `x̂ · (1 + w)` in f32 (Qwen3-Next, Qwen3.5, whose norm weights start at 0), 0 elsewhere.
+ */
+rms_norm_offset: number, 
+/**
  * Token embedding `[V, H]`.
  */
 embed: string, 

@@ -1,16 +1,18 @@
-//! One decoder layer assembled from blocks: attention and MLP (dense or MoE), each with its norm on the input
-//! (pre-norm) or on the output (post-norm), each added to the residual stream (scaled by Granite's residual
+//! One decoder layer assembled from blocks: a token mixer (attention, or Gated DeltaNet linear attention) and an
+//! MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm), each added to
+//! the residual stream (scaled by Granite's residual
 //! multiplier).
 
 use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
+use super::blocks::deltanet::GatedDeltaNet;
 use super::blocks::mla::Mla;
 use super::blocks::mlp::Mlp;
 use super::blocks::moe::MoeBlock;
-use super::blocks::norm::HiddenNorm;
+use super::blocks::norm::{HiddenNorm, NormStyle};
 use super::blocks::rope::Rope;
-use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormKind, NormPlacement};
+use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormPlacement};
 use super::loader::WeightLoader;
 use crate::error::Result;
 use crate::model::observe::Observers;
@@ -18,6 +20,7 @@ use crate::model::observe::Observers;
 enum SelfAttention {
     Gqa(Attention),
     Mla(Mla),
+    DeltaNet(Box<GatedDeltaNet>),
 }
 
 enum FeedForward {
@@ -39,22 +42,24 @@ impl DecoderLayer {
     pub fn load(
         loader: &WeightLoader,
         desc: &LayerDescriptor,
-        norm: (NormKind, f64),
+        style: NormStyle,
         all_experts_stats: bool,
     ) -> Result<Self> {
-        let (kind, eps) = norm;
         let attention = match &desc.attention {
-            AttentionDescriptor::Gqa(gqa) => SelfAttention::Gqa(Attention::load(loader, gqa, eps)?),
+            AttentionDescriptor::Gqa(gqa) => SelfAttention::Gqa(Attention::load(loader, gqa, style)?),
             AttentionDescriptor::Mla(mla) => SelfAttention::Mla(Mla::load(loader, mla)?),
+            AttentionDescriptor::GatedDeltaNet(mixer) => {
+                SelfAttention::DeltaNet(Box::new(GatedDeltaNet::load(loader, mixer, style.eps)?))
+            }
         };
         let feed_forward = match &desc.mlp {
             MlpDescriptor::Dense(dense) => FeedForward::Dense(Mlp::load(loader, dense)?),
             MlpDescriptor::Moe(moe) => FeedForward::Moe(Box::new(MoeBlock::load(loader, moe, all_experts_stats)?)),
         };
         Ok(DecoderLayer {
-            input_norm: HiddenNorm::load(loader, kind, &desc.input_norm, eps)?,
+            input_norm: style.hidden(loader, &desc.input_norm)?,
             attention,
-            post_attention_norm: HiddenNorm::load(loader, kind, &desc.post_attention_norm, eps)?,
+            post_attention_norm: style.hidden(loader, &desc.post_attention_norm)?,
             feed_forward,
             residual_multiplier: desc.residual_multiplier,
             placement: desc.norm_placement,
@@ -77,6 +82,7 @@ impl DecoderLayer {
             |input, observers| match &self.attention {
                 SelfAttention::Gqa(attention) => attention.forward(input, rope, observers),
                 SelfAttention::Mla(mla) => mla.forward(input, rope, observers),
+                SelfAttention::DeltaNet(mixer) => mixer.forward(input, observers),
             },
             observers,
         )?;

@@ -10,6 +10,10 @@ pub struct ModelDescriptor {
     pub hidden_size: usize,
     pub vocab_size: usize,
     pub rms_norm_eps: f64,
+    /// Added to the weight of every RMSNorm of the decoder (input, post-attention, final, q/k): 1 where
+    /// transformers computes `x̂ · (1 + w)` in f32 (Qwen3-Next, Qwen3.5, whose norm weights start at 0), 0 elsewhere.
+    #[serde(default)]
+    pub rms_norm_offset: f64,
     /// Token embedding `[V, H]`.
     pub embed: String,
     /// Granite multiplies the embeddings by this (1 elsewhere).
@@ -137,7 +141,7 @@ pub struct LayerDescriptor {
     pub mlp: MlpDescriptor,
 }
 
-/// Self-attention of one layer.
+/// The token mixer of one layer: self-attention, or linear attention.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttentionDescriptor {
@@ -145,6 +149,8 @@ pub enum AttentionDescriptor {
     Gqa(GqaDescriptor),
     /// DeepSeek multi-head latent attention.
     Mla(MlaDescriptor),
+    /// Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5 `linear_attn`).
+    GatedDeltaNet(GatedDeltaNetDescriptor),
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
@@ -190,6 +196,49 @@ pub struct GqaDescriptor {
     /// Llama4's attention temperature tuning (NoPE layers).
     #[serde(default)]
     pub temperature: Option<AttentionTemperature>,
+    /// q's projection yields, head after head, the query `[head_dim]` then an output gate `[head_dim]`
+    /// (`q_proj [heads·2·head_dim, H]`); the attention output is multiplied by `sigmoid(gate)` before o
+    /// (Qwen3-Next, Qwen3.5).
+    #[serde(default)]
+    pub output_gate: bool,
+}
+
+/// A Gated DeltaNet mixer: projections, a depthwise causal convolution with SiLU over q, k and v, the gated
+/// delta rule (per value head, a `[key_head_dim, value_head_dim]` state decayed by `exp(g)` and corrected toward
+/// each value with rate `β`), a per-head RMSNorm gated by `silu(z)`, and the output projection.
+/// transformers: models/qwen3_next `Qwen3NextGatedDeltaNet`, models/qwen3_5_moe `Qwen3_5MoeGatedDeltaNet`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct GatedDeltaNetDescriptor {
+    pub projections: DeltaNetProjections,
+    /// Depthwise convolution weight `[2·key_heads·key_head_dim + value_heads·value_head_dim, 1, conv_kernel]`
+    /// (no bias), over the channels q, k, v in that order.
+    pub conv1d: String,
+    /// `[value_heads]`: added to `a` before the softplus.
+    pub dt_bias: String,
+    /// `[value_heads]`: `g = -exp(A_log) · softplus(a + dt_bias)`.
+    pub a_log: String,
+    /// Weight `[value_head_dim]` of the gated RMSNorm (`w · x̂ · silu(z)`, plain weight, the model's eps).
+    pub norm: String,
+    /// Module name of the output projection `[H, value_heads·value_head_dim]`.
+    pub out_proj: String,
+    pub num_key_heads: usize,
+    pub num_value_heads: usize,
+    pub key_head_dim: usize,
+    pub value_head_dim: usize,
+    pub conv_kernel: usize,
+}
+
+/// How a Gated DeltaNet stores its input projections (module names, no biases).
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[serde(tag = "layout", rename_all = "snake_case")]
+pub enum DeltaNetProjections {
+    /// Qwen3-Next: `in_proj_qkvz [2·key_dim + 2·value_dim, H]` grouped by key head, each group
+    /// `[q (dk) | k (dk) | v (r·dv) | z (r·dv)]` with `r = value_heads / key_heads`, and `in_proj_ba [2·value_heads, H]`
+    /// grouped likewise, `[b (r) | a (r)]`.
+    Grouped { qkvz: String, ba: String },
+    /// Qwen3.5: `in_proj_qkv [2·key_dim + value_dim, H]` (all q heads, all k heads, all v heads),
+    /// `in_proj_z [value_dim, H]`, `in_proj_b` and `in_proj_a [value_heads, H]`.
+    Split { qkv: String, z: String, b: String, a: String },
 }
 
 /// Which key positions a query at position `q` sees (transformers' masking_utils).

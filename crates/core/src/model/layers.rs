@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use super::blocks::linear::Linear;
-use super::blocks::norm::HiddenNorm;
+use super::blocks::norm::NormStyle;
 use super::blocks::ops::all_finite;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
@@ -161,6 +161,11 @@ impl<'a> LayerStream<'a> {
         })
     }
 
+    /// The eps and weight offset of the model's RMSNorms.
+    fn norm_style(&self) -> NormStyle {
+        NormStyle { eps: self.desc.rms_norm_eps, offset: self.desc.rms_norm_offset, kind: self.desc.norm }
+    }
+
     /// Number of decoder layers.
     pub fn layers(&self) -> usize {
         self.desc.layers.len()
@@ -176,8 +181,7 @@ impl<'a> LayerStream<'a> {
     pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
-        let norm = (self.desc.norm, self.desc.rms_norm_eps);
-        let layer = DecoderLayer::load(&self.loader, layer_desc, norm, self.all_experts_stats)?;
+        let layer = DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), self.all_experts_stats)?;
         self.load_seconds += clock.elapsed().as_secs_f64();
         // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
         // the previous one, which this layer's load has just used up.)
@@ -235,7 +239,7 @@ impl<'a> LayerStream<'a> {
     /// Final norm and lm_head over every batch (after the last layer): logits `[rows, seq_len, vocab]`.
     pub fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
         let desc = self.desc;
-        let norm = HiddenNorm::load(&self.loader, desc.norm, &desc.final_norm, desc.rms_norm_eps)?;
+        let norm = self.norm_style().hidden(&self.loader, &desc.final_norm)?;
         let weight = self.loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?;
         let bias = desc.lm_head_bias.as_ref().map(|b| self.loader.tensor_shaped(b, &[desc.vocab_size])).transpose()?;
         let head = Linear::from_weight("lm_head", weight, bias);

@@ -1,15 +1,16 @@
 //! Grouped-query self-attention, no KV cache (calibration runs whole sequences), with the variants families
 //! declare: biases; q/k RMSNorm before the rope, per head (Qwen3) or over the whole projection (OLMoE), or
 //! weightless after it (Llama4); causal, sliding-window or chunked masks; attention sinks (GPT-OSS); layers
-//! without rope and with temperature tuning (Llama4).
+//! without rope and with temperature tuning (Llama4); an output gate projected with the queries (Qwen3-Next,
+//! Qwen3.5).
 //! transformers: models/qwen3_moe `Qwen3MoeAttention`, models/olmoe `OlmoeAttention`, models/gpt_oss
-//! `GptOssAttention`, models/llama4 `Llama4TextAttention`.
+//! `GptOssAttention`, models/llama4 `Llama4TextAttention`, models/qwen3_next `Qwen3NextAttention`.
 
 use candle_core::{DType, Device, Tensor};
 
 use super::linear::Linear;
-use super::norm::{normalize, RmsNorm};
-use super::ops::{attention_mask, softmax_last};
+use super::norm::{normalize, NormStyle, RmsNorm};
+use super::ops::{attention_mask, sigmoid, softmax_last};
 use super::rope::Rope;
 use crate::error::Result;
 use crate::model::descriptor::{AttentionMask, AttentionTemperature, GqaDescriptor};
@@ -33,6 +34,8 @@ pub struct Attention {
     /// eps of the weightless q/k norm after the rope.
     weightless_norm: Option<f64>,
     temperature: Option<AttentionTemperature>,
+    /// q's projection carries an output gate after each head's query.
+    output_gate: bool,
 }
 
 /// Which keys each query sees, and the sink logits joined to its softmax.
@@ -47,9 +50,9 @@ impl Pattern {
 }
 
 impl Attention {
-    pub fn load(loader: &WeightLoader, desc: &GqaDescriptor, eps: f64) -> Result<Self> {
+    pub fn load(loader: &WeightLoader, desc: &GqaDescriptor, style: NormStyle) -> Result<Self> {
         let norm = |name: &Option<String>| -> Result<Option<RmsNorm>> {
-            name.as_ref().map(|n| Ok(RmsNorm::new(loader.tensor(n)?, eps))).transpose()
+            name.as_ref().map(|n| style.norm(loader.tensor(n)?)).transpose()
         };
         Ok(Attention {
             q: Linear::load(loader, &desc.q, desc.qkv_bias)?,
@@ -68,8 +71,9 @@ impl Attention {
             },
             rope: desc.rope,
             qk_norm_after_rope: desc.qk_norm_after_rope,
-            weightless_norm: desc.qk_weightless_norm.then_some(eps),
+            weightless_norm: desc.qk_weightless_norm.then_some(style.eps),
             temperature: desc.temperature,
+            output_gate: desc.output_gate,
         })
     }
 
@@ -102,10 +106,23 @@ impl Attention {
         Ok(q.to_dtype(DType::F32)?.broadcast_mul(&factors)?.to_dtype(q.dtype())?)
     }
 
-    /// Projects and splits into heads `[B, heads, T, head_dim]`, applying the q/k norm where present.
-    fn heads(&self, proj: &Linear, norm: Option<&RmsNorm>, xs: &Tensor, heads: usize) -> Result<Tensor> {
-        let (b, t, _) = xs.dims3()?;
-        let mut ys = proj.forward(xs)?;
+    /// q's projection `[B, T, heads·head_dim]`, and the output gate `[B, T, heads·head_dim]` when q's projection
+    /// carries one (per head, the query's `head_dim` columns then the gate's).
+    fn query(&self, xs: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let ys = self.q.forward(xs)?;
+        if !self.output_gate {
+            return Ok((ys, None));
+        }
+        let (b, t, _) = ys.dims3()?;
+        let pairs = ys.reshape((b, t, self.num_heads, 2, self.head_dim))?;
+        let half = |i: usize| pairs.narrow(3, i, 1)?.reshape((b, t, self.num_heads * self.head_dim));
+        Ok((half(0)?, Some(half(1)?)))
+    }
+
+    /// A projection `ys [B, T, heads·head_dim]` split into heads `[B, heads, T, head_dim]`, applying the q/k norm
+    /// where present.
+    fn heads(&self, mut ys: Tensor, norm: Option<&RmsNorm>, heads: usize) -> Result<Tensor> {
+        let (b, t, _) = ys.dims3()?;
         let whole = norm.map(|n| n.weight.elem_count() != self.head_dim).unwrap_or(false);
         if let (Some(norm), true) = (norm, whole) {
             ys = norm.forward(&ys)?;
@@ -120,15 +137,19 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         observers.record_input(&[&self.q.name, &self.k.name, &self.v.name], xs)?;
-        let q = self.heads(&self.q, self.norm_before_rope(&self.q_norm), xs, self.num_heads)?;
+        let (q, gate) = self.query(xs)?;
+        let q = self.heads(q, self.norm_before_rope(&self.q_norm), self.num_heads)?;
         let q = self.tune_temperature(self.position(q, rope, self.q_norm.as_ref())?)?;
-        let k = self.heads(&self.k, self.norm_before_rope(&self.k_norm), xs, self.num_kv_heads)?;
+        let k = self.heads(self.k.forward(xs)?, self.norm_before_rope(&self.k_norm), self.num_kv_heads)?;
         let k = self.position(k, rope, self.k_norm.as_ref())?;
-        let v = self.heads(&self.v, None, xs, self.num_kv_heads)?;
+        let v = self.heads(self.v.forward(xs)?, None, self.num_kv_heads)?;
         let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
         let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;
         let out = attend(&q, &k, &v, self.scaling, &self.pattern)?;
-        let out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
+        let mut out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
+        if let Some(gate) = gate {
+            out = (out * sigmoid(&gate)?)?;
+        }
         observers.record_input(&[&self.o.name], &out)?;
         self.o.forward(&out)
     }

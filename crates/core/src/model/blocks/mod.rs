@@ -1,6 +1,9 @@
 //! Model blocks: small structs built from the descriptor and the checkpoint, each with a `forward`.
 
 pub mod attention;
+pub mod causal_conv;
+pub mod delta_rule;
+pub mod deltanet;
 pub mod linear;
 pub mod mla;
 pub mod mlp;
