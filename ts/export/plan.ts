@@ -10,7 +10,7 @@ import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
-import type { ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
+import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
 import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
@@ -139,11 +139,16 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
     }
     return groups
   }
+  // Gate and up of an MLP are two linears reading one input (a fused gate_up, or an ungated up, is one).
+  const mlpGroup = (mlp: DenseMlpDescriptor): void => {
+    if (mlp.gate && mlp.up) groups.push([mlp.gate, mlp.up])
+  }
   for (const layer of descriptor.layers) {
-    if (layer.attention.kind === 'gqa') groups.push([layer.attention.q, layer.attention.k, layer.attention.v])
-    if (layer.attention.kind === 'mla') groups.push([(layer.attention.q_a_proj ?? layer.attention.q_proj) as string, layer.attention.kv_a_proj])
-    if (layer.mlp.kind === 'dense') groups.push([layer.mlp.gate, layer.mlp.up])
-    if (layer.mlp.kind === 'moe' && layer.mlp.shared) groups.push([layer.mlp.shared.mlp.gate, layer.mlp.shared.mlp.up])
+    const { attention, mlp } = layer
+    if (attention?.kind === 'gqa') groups.push([attention.q, attention.k, attention.v])
+    if (attention?.kind === 'mla') groups.push([(attention.q_a_proj ?? attention.q_proj) as string, attention.kv_a_proj])
+    if (mlp?.kind === 'dense') mlpGroup(mlp)
+    if (mlp?.kind === 'moe' && mlp.shared) mlpGroup(mlp.shared.mlp)
   }
   return groups
 }

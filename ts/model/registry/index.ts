@@ -9,9 +9,11 @@ import { ernie45Moe } from './ernie'
 import { glm4Moe, glm4vMoe } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe } from './granite'
+import { graniteMoeHybrid } from './granite-hybrid'
 import { llama4 } from './llama4'
 import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
+import { nemotronH } from './nemotron-h'
 import { olmoe } from './olmoe'
 import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
 import type { ArchitectureEntry } from './types'
@@ -34,6 +36,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   minimaxM2,
   deepseekV2,
   ernie45Moe,
+  graniteMoeHybrid,
+  nemotronH,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

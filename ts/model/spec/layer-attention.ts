@@ -73,7 +73,9 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
       return { kind: 'causal' }
     })
   }
-  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention')) {
+  // A hybrid family's layer_types name each layer's mixer, not its mask.
+  const mixerKinds = forward.hybrid?.layerTypes.includes('layer_types') === true
+  if (!mixerKinds && Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention')) {
     refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: ${context.entry.family} layers are all alike (its attention does not read layer_types)`)
   }
   const set = (key: string): boolean => values.value(key) !== null && values.value(key) !== undefined
@@ -82,10 +84,10 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
   return every({ kind: 'causal' })
 }
 
-/** The attention variant of every decoder layer. */
-export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number): LayerAttention[] {
+/** The attention variant of every decoder layer; `modelRope` false: the model has no rotary embedding. */
+export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number, modelRope = true): LayerAttention[] {
   const { forward, values } = context
-  const rope = ropeLayers(context, raw, layers)
+  const rope = ropeLayers(context, raw, layers).map((r) => r && modelRope)
   const mask = masks(context, raw, layers, rope)
   const weightless = forward.weightlessQkNormKey ? values.boolean(forward.weightlessQkNormKey) : false
   const tuning = forward.noRope?.temperature

@@ -3,18 +3,28 @@ import type { AttentionDescriptor } from "./AttentionDescriptor";
 import type { MlpDescriptor } from "./MlpDescriptor";
 
 /**
- * One decoder layer.
+ * One decoder layer: `x + attention(input_norm(x))`, then `x + mlp(post_attention_norm(x))`, each branch scaled
+ * by the residual multiplier. A layer with a single mixer (Nemotron-H) has one of `attention` and `mlp`, no
+ * `post_attention_norm`, and `input_norm` before its mixer.
  */
 export type LayerDescriptor = { index: number, 
 /**
- * RMSNorm weight before attention.
+ * RMSNorm weight before attention (before the only mixer of a single-mixer layer).
  */
 input_norm: string, 
 /**
- * RMSNorm weight before the MLP.
+ * RMSNorm weight before the MLP (absent on a single-mixer layer).
  */
-post_attention_norm: string, 
+post_attention_norm?: string, 
 /**
  * Granite scales each residual branch by this (1 elsewhere).
  */
-residual_multiplier: number, attention: AttentionDescriptor, mlp: MlpDescriptor, };
+residual_multiplier: number, 
+/**
+ * The token mixer (absent on a single-mixer layer whose mixer is an MLP or MoE block).
+ */
+attention?: AttentionDescriptor, 
+/**
+ * The feed-forward part (absent on a single-mixer layer whose mixer is a token mixer).
+ */
+mlp?: MlpDescriptor, };

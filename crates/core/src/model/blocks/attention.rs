@@ -1,7 +1,7 @@
 //! Grouped-query self-attention, no KV cache (calibration runs whole sequences), with the variants families
 //! declare: biases; q/k RMSNorm before the rope, per head (Qwen3) or over the whole projection (OLMoE), or
 //! weightless after it (Llama4); causal, sliding-window or chunked masks; attention sinks (GPT-OSS); layers
-//! without rope and with temperature tuning (Llama4).
+//! without rope, with temperature tuning (Llama4) or not (Granite-4.0-H, Nemotron-H).
 //! transformers: models/qwen3_moe `Qwen3MoeAttention`, models/olmoe `OlmoeAttention`, models/gpt_oss
 //! `GptOssAttention`, models/llama4 `Llama4TextAttention`.
 
@@ -12,6 +12,7 @@ use super::norm::{normalize, RmsNorm};
 use super::ops::{attention_mask, softmax_last};
 use super::rope::Rope;
 use crate::error::Result;
+use crate::model::decoder::required_rope;
 use crate::model::descriptor::{AttentionMask, AttentionTemperature, GqaDescriptor};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
@@ -72,8 +73,8 @@ impl Attention {
     }
 
     /// The rope (where the layer has one), then the weightless norm (where declared).
-    fn position(&self, xs: Tensor, rope: &Rope) -> Result<Tensor> {
-        let xs = if self.rope { rope.apply(&xs)? } else { xs };
+    fn position(&self, xs: Tensor, rope: Option<&Rope>) -> Result<Tensor> {
+        let xs = if self.rope { required_rope(rope)?.apply(&xs)? } else { xs };
         match self.weightless_norm {
             Some(eps) => normalize(&xs, eps),
             None => Ok(xs),
@@ -106,7 +107,7 @@ impl Attention {
         Ok(ys.transpose(1, 2)?.contiguous()?)
     }
 
-    pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, rope: Option<&Rope>, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         observers.record_input(&[&self.q.name, &self.k.name, &self.v.name], xs)?;
         let q = self.position(self.heads(&self.q, self.q_norm.as_ref(), xs, self.num_heads)?, rope)?;

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod linear;
+pub mod mamba2;
 pub mod mla;
 pub mod mlp;
 pub mod moe;
@@ -9,3 +10,4 @@ pub mod norm;
 pub mod ops;
 pub mod rope;
 pub mod router;
+pub mod ssd;
