@@ -133,7 +133,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   }
   if (forward.hybrid) parts.kinds = hybridLayerKinds(forward.hybrid, raw, config.numLayers, context.file)
   const layers = Array.from({ length: config.numLayers }, (_, index) => layerDescriptor(context, index, parts))
-  const descriptor: ModelDescriptor = {
+  return {
     hidden_size: context.hidden,
     vocab_size: model.vocab,
     rms_norm_eps: rmsNormEps,
@@ -142,10 +142,9 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     final_norm: model.finalNorm,
     lm_head: model.lmHead,
     logits_scaling: multiplier(forward.multipliers?.logits),
+    ...(rope ? { rope } : {}),
     layers,
   }
-  // Key order of the descriptors written so far: rope before the layers.
-  return rope ? { ...descriptor, rope, layers } : descriptor
 }
 
 /** Whether the model has a rotary embedding, as the family declares (Granite-4.0-H: only with
