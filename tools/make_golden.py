@@ -517,6 +517,8 @@ FAMILY_CASES = [
     ("minimax_m2", "hub", "AutoModelForCausalLM"),
     ("deepseek_v2", "hub", "AutoModelForCausalLM"),
     ("ernie4_5_moe", "hub", "AutoModelForCausalLM"),
+    ("granitemoehybrid", "hub", "AutoModelForCausalLM"),
+    ("nemotron_h", "hub", "AutoModelForCausalLM"),
 ]
 
 

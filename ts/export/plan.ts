@@ -12,7 +12,7 @@ import { lookupArchitecture } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
-import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
+import { excludeModules, hfQuantConfig, listedWhenUnquantized, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
 
 /**
@@ -305,6 +305,18 @@ function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: st
   }
 }
 
+/** Stored router modules that transformers holds under another module name (the layout's `routerModule`), mapped
+ * to that name. */
+function routerModules(report: InspectReport): Map<string, string> {
+  const renamed = new Map<string, string>()
+  const layouts = lookupArchitecture(report.modelType)?.layouts ?? []
+  for (const layer of report.moeLayers) {
+    const decl = layouts.find((d) => d.routerModule !== undefined && layer.tensors.router === `${layer.block}.${d.router}`)
+    if (decl) renamed.set(moduleOf(layer.tensors.router), `${layer.block}.${decl.routerModule}`)
+  }
+  return renamed
+}
+
 /** Builds the export plan; `descriptor` is the calibration forward's (null for a weight-only format). */
 export function planExport(report: InspectReport, descriptor: ModelDescriptor | null, listing: HeaderListing, options: PlanOptions): PlannedExport {
   const { groupSize, quantAlgo } = FORMATS[options.format]
@@ -319,8 +331,11 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   for (const module of new Set(listing.tensors.map((t) => moduleOf(t.name)))) planning.excludes.test(outputName(planning, module))
   planning.excludes.refuseUnmatched(planning.quantizedModules)
 
-  // ModelOpt lists unquantized modules that own a weight, except norms (moduleLists' rule).
-  const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && !isNorm(moduleOf(output)) ? [moduleOf(output)] : [])))
+  // ModelOpt lists unquantized modules that own a weight, except norms and convolutions it leaves enabled
+  // (moduleLists' rule), routers by their module in transformers.
+  const routers = routerModules(report)
+  const listedAs = (module: string): string => routers.get(module) ?? module
+  const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && listedWhenUnquantized(moduleOf(output)) ? [listedAs(moduleOf(output))] : [])))
   for (const module of planning.keptStacks) unquantized.add(module)
   if (tiedLmHead(report, listing)) unquantized.add('lm_head')
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)

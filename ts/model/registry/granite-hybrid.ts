@@ -16,6 +16,7 @@ export const graniteMoeHybrid: ArchitectureEntry = {
       block: 'block_sparse_moe',
       tensors: { gateUp: 'input_linear.weight', down: 'output_linear.weight' },
       router: 'router.layer.weight',
+      routerModule: 'router',
     },
     {
       kind: 'fused',

@@ -50,6 +50,9 @@ export interface LayoutDecl {
   tensors: ExpertTensorNames
   /** Router weight `[E,H]` relative to the block. */
   router: string
+  /** The router's module as transformers holds it, relative to the block, when its stored weight is renamed on
+   * load (Granite's hub `router.layer.weight` is module `router`): ModelOpt names it so in `exclude_modules`. */
+  routerModule?: string
 }
 
 /** Which decoder layers are MoE, from config.json. */
