@@ -50,7 +50,9 @@ impl DecoderLayer {
         let mixer = match &desc.attention {
             Some(AttentionDescriptor::Gqa(gqa)) => Some(TokenMixer::Gqa(Attention::load(loader, gqa, eps)?)),
             Some(AttentionDescriptor::Mla(mla)) => Some(TokenMixer::Mla(Mla::load(loader, mla)?)),
-            Some(AttentionDescriptor::Mamba2(mamba)) => Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?))),
+            Some(AttentionDescriptor::Mamba2(mamba)) => {
+                Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)))
+            }
             None => None,
         };
         let feed_forward = match &desc.mlp {

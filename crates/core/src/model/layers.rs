@@ -146,7 +146,8 @@ impl<'a> LayerStream<'a> {
                 .collect::<Result<Vec<_>>>()?
         };
         let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
-        let rope = desc.rope.as_ref().map(|rope| Rope::new(rope, max_len.max(1), &device, compute.dtype)).transpose()?;
+        let rope =
+            desc.rope.as_ref().map(|rope| Rope::new(rope, max_len.max(1), &device, compute.dtype)).transpose()?;
         Ok(LayerStream {
             loader,
             desc,

@@ -32,7 +32,13 @@ impl Mamba2 {
     pub fn load(loader: &WeightLoader, desc: &Mamba2Descriptor) -> Result<Self> {
         let heads = desc.num_heads;
         let limits = desc.dt_max.is_none_or(|max| max >= desc.dt_min);
-        if heads == 0 || desc.n_groups == 0 || !heads.is_multiple_of(desc.n_groups) || desc.chunk_size == 0 || desc.conv_kernel == 0 || !limits {
+        if heads == 0
+            || desc.n_groups == 0
+            || !heads.is_multiple_of(desc.n_groups)
+            || desc.chunk_size == 0
+            || desc.conv_kernel == 0
+            || !limits
+        {
             return Err(Error::internal(format!(
                 "{}: {heads} heads in {} groups, chunks of {}, time steps in [{}, {:?}]",
                 desc.in_proj, desc.n_groups, desc.chunk_size, desc.dt_min, desc.dt_max

@@ -29,7 +29,9 @@ impl Mlp {
     pub fn load(loader: &WeightLoader, desc: &DenseMlpDescriptor) -> Result<Self> {
         let linear = |module: &str| Linear::load(loader, module, false);
         let input = match (desc.activation, &desc.gate, &desc.up, &desc.gate_up) {
-            (ExpertActivation::Silu, Some(gate), Some(up), None) => Input::Gated { gate: linear(gate)?, up: linear(up)? },
+            (ExpertActivation::Silu, Some(gate), Some(up), None) => {
+                Input::Gated { gate: linear(gate)?, up: linear(up)? }
+            }
             (ExpertActivation::Silu, None, None, Some(gate_up)) => Input::Fused(linear(gate_up)?),
             (ExpertActivation::Relu2, None, Some(up), None) => Input::Relu2(linear(up)?),
             _ => {

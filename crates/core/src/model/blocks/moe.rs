@@ -177,7 +177,8 @@ impl MoeBlock {
     /// up projections `[m, I]`.
     fn activate(&self, gate_up: &Tensor) -> Result<Tensor> {
         let inter = self.desc.tensors.intermediate;
-        let halves = || -> Result<(Tensor, Tensor)> { Ok((gate_up.narrow(1, 0, inter)?, gate_up.narrow(1, inter, inter)?)) };
+        let halves =
+            || -> Result<(Tensor, Tensor)> { Ok((gate_up.narrow(1, 0, inter)?, gate_up.narrow(1, inter, inter)?)) };
         Ok(match self.desc.activation {
             ExpertActivation::Relu2 => gate_up.relu()?.sqr()?,
             ExpertActivation::Silu => {

@@ -161,24 +161,30 @@ fn route_rows(
             }
         }
         out_experts.copy_from_slice(&chosen);
-        let normalise = match desc.kind {
-            RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
-            RouterKind::SoftmaxTopkNorm | RouterKind::SoftmaxBiasTopk => true,
-            RouterKind::TopkSoftmax | RouterKind::TopkSigmoid | RouterKind::SoftmaxGroupTopk => false,
+        renormalise_and_scale(desc, weights);
+    }
+}
+
+/// The chosen experts' weights renormalised (where the router kind does) and multiplied by the routed scaling
+/// factor (where it does).
+fn renormalise_and_scale(desc: &RouterDescriptor, weights: &mut [f32]) {
+    let normalise = match desc.kind {
+        RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
+        RouterKind::SoftmaxTopkNorm | RouterKind::SoftmaxBiasTopk => true,
+        RouterKind::TopkSoftmax | RouterKind::TopkSigmoid | RouterKind::SoftmaxGroupTopk => false,
+    };
+    if normalise {
+        let sum: f32 = weights.iter().sum::<f32>();
+        let sum = match desc.kind {
+            RouterKind::SigmoidGroupTopk => sum + 1e-20,
+            RouterKind::SoftmaxBiasTopk => sum.max(desc.norm_min as f32),
+            _ => sum,
         };
-        if normalise {
-            let sum: f32 = weights.iter().sum::<f32>();
-            let sum = match desc.kind {
-                RouterKind::SigmoidGroupTopk => sum + 1e-20,
-                RouterKind::SoftmaxBiasTopk => sum.max(desc.norm_min as f32),
-                _ => sum,
-            };
-            weights.iter_mut().for_each(|w| *w /= sum);
-        }
-        if matches!(desc.kind, RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk) {
-            let scale = desc.routed_scaling_factor as f32;
-            weights.iter_mut().for_each(|w| *w *= scale);
-        }
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    if matches!(desc.kind, RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk) {
+        let scale = desc.routed_scaling_factor as f32;
+        weights.iter_mut().for_each(|w| *w *= scale);
     }
 }
 

@@ -134,8 +134,14 @@ mod tests {
     fn recurrence(inputs: &ScanInputs) -> Vec<f32> {
         let (batch, len, heads, head_dim) = inputs.x.dims4().unwrap();
         let (groups, state) = (inputs.b.dim(2).unwrap(), inputs.b.dim(3).unwrap());
-        let (x, dt, a, b, c, d) =
-            (values(inputs.x), values(inputs.dt), values(inputs.a), values(inputs.b), values(inputs.c), values(inputs.d));
+        let (x, dt, a, b, c, d) = (
+            values(inputs.x),
+            values(inputs.dt),
+            values(inputs.a),
+            values(inputs.b),
+            values(inputs.c),
+            values(inputs.d),
+        );
         let mut y = vec![0f32; x.len()];
         for n in 0..batch {
             for h in 0..heads {
@@ -208,22 +214,25 @@ mod tests {
             }
             Tensor::from_vec(data, dims, &device).unwrap()
         };
-        let x = grid(&[1, len, heads, head_dim], &|i| (1.0 + 0.7 * i[1] as f32 + 0.3 * i[2] as f32 + 0.11 * i[3] as f32).sin());
+        let x = grid(&[1, len, heads, head_dim], &|i| {
+            (1.0 + 0.7 * i[1] as f32 + 0.3 * i[2] as f32 + 0.11 * i[3] as f32).sin()
+        });
         let dt = grid(&[1, len, heads], &|i| 0.2 + 0.1 * i[1] as f32 + 0.3 * i[2] as f32);
         let b = grid(&[1, len, 1, state], &|i| (0.5 * i[1] as f32 + 0.2 * i[3] as f32).cos());
         let c = grid(&[1, len, 1, state], &|i| (0.3 * i[1] as f32 - 0.4 * i[3] as f32).sin());
         let a = Tensor::new(&[-0.5f32, -1.5], &device).unwrap();
         let d = Tensor::new(&[0.5f32, -1.0], &device).unwrap();
         let inputs = ScanInputs { x: &x, dt: &dt, a: &a, b: &b, c: &c, d: &d };
-        let want = [
+        let want: [f64; 20] = [
             0.2453082, 0.2611168, -1.4657574, -1.5015690, 0.4262814, 0.4146306, -1.0198299, -0.9662852, 0.6264660,
             0.5740865, -0.1851328, -0.1124384, 0.4851419, 0.4197427, 0.4107136, 0.5024205, 0.5863400, 0.5936251,
             1.6884077, 1.8015926,
         ];
         let got = values(&chunked_scan(&inputs, 2).unwrap());
         for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-6, "{g} vs transformers {w}");
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{g} vs transformers {w}");
         }
+        let want: Vec<f32> = want.iter().map(|&w| w as f32).collect();
         assert!(relative_l2(&recurrence(&inputs), &want) < 1e-6);
     }
 }
