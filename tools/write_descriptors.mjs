@@ -8,8 +8,11 @@ import { fileURLToPath } from 'node:url'
 
 import { describeModel } from '../dist/index.js'
 
-export const DESCRIBED = ['qwen3_moe/hub', 'qwen2_moe/fused', 'mixtral/hub', 'deepseek_v3/hub', 'glm4_moe/fused', 'granitemoe/hub', 'gpt_oss/hub', 'llama4_text/hub']
-export const descriptorFile = (fixture) => `${fixture.replace('/', '_')}.json`
+export const DESCRIBED = [
+  'qwen3_moe/hub', 'qwen2_moe/fused', 'mixtral/hub', 'deepseek_v3/hub', 'glm4_moe/fused', 'granitemoe/hub', 'gpt_oss/hub', 'llama4_text/hub',
+  'families/granitemoehybrid/hub', 'families/nemotron_h/hub',
+]
+export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 
 const root = join(fileURLToPath(import.meta.url), '..', '..')
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -9,7 +9,7 @@ use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
-pub const DESCRIBED: [&str; 8] = [
+pub const DESCRIBED: [&str; 10] = [
     "qwen3_moe/hub",
     "qwen2_moe/fused",
     "mixtral/hub",
@@ -18,6 +18,8 @@ pub const DESCRIBED: [&str; 8] = [
     "granitemoe/hub",
     "gpt_oss/hub",
     "llama4_text/hub",
+    "families/granitemoehybrid/hub",
+    "families/nemotron_h/hub",
 ];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).
