@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 
 use super::linear::Linear;
 use super::norm::normalize;
-use super::ssd::{chunked_scan, ScanInputs};
+use super::ssd::{scan, ScanInputs};
 use crate::error::{Error, Result};
 use crate::model::descriptor::Mamba2Descriptor;
 use crate::model::loader::WeightLoader;
@@ -82,7 +82,7 @@ impl Mamba2 {
         let c = x_b_c.narrow(2, inner + groups * state, groups * state)?.reshape((batch, len, groups, state))?;
         let dt = self.time_steps(&projected.narrow(2, inner + desc.conv_dim(), heads)?)?;
         let inputs = ScanInputs { x: &x, dt: &dt, a: &self.a, b: &b, c: &c, d: &self.d };
-        let scanned = chunked_scan(&inputs, desc.chunk_size)?.reshape((batch, len, inner))?;
+        let scanned = scan(&inputs, desc.chunk_size)?.reshape((batch, len, inner))?;
         observers.check(|| format!("the output of the scan of {}", desc.in_proj), &scanned)?;
         let normed = self.gated_norm(&scanned, &gate)?.to_dtype(xs.dtype())?;
         observers.record_input(&[&self.out_proj.name], &normed)?;

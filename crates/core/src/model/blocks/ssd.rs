@@ -81,6 +81,36 @@ fn per_head(xs: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(xs.reshape((batch, len, heads, state))?)
 }
 
+/// Bytes of the largest intermediates (the per-chunk position × position terms and the per-head B and C) computed
+/// at once: sequences are scanned a few at a time so that long batches stay within this.
+const SCAN_BYTES_AT_ONCE: usize = 256 << 20;
+
+/// The scan output `[batch, T, heads, P]` (the `D` skip included), in chunks of `chunk` positions, over as many
+/// sequences at a time as [`SCAN_BYTES_AT_ONCE`] allows (each sequence is scanned on its own, so the result does
+/// not depend on the grouping).
+pub fn scan(inputs: &ScanInputs, chunk: usize) -> Result<Tensor> {
+    let (batch, len, heads, _) = inputs.x.dims4()?;
+    let state = inputs.b.dim(3)?;
+    let per_sequence = 2 * heads * (len + chunk) * (chunk + state) * std::mem::size_of::<f32>();
+    let rows = (SCAN_BYTES_AT_ONCE / per_sequence.max(1)).max(1);
+    if rows >= batch {
+        return chunked_scan(inputs, chunk);
+    }
+    let mut outputs = Vec::with_capacity(batch.div_ceil(rows));
+    for start in (0..batch).step_by(rows) {
+        let n = rows.min(batch - start);
+        let (x, dt, b, c) = (
+            inputs.x.narrow(0, start, n)?,
+            inputs.dt.narrow(0, start, n)?,
+            inputs.b.narrow(0, start, n)?,
+            inputs.c.narrow(0, start, n)?,
+        );
+        let part = ScanInputs { x: &x, dt: &dt, a: inputs.a, b: &b, c: &c, d: inputs.d };
+        outputs.push(chunked_scan(&part, chunk)?);
+    }
+    Ok(Tensor::cat(&outputs, 0)?)
+}
+
 /// The scan output `[batch, T, heads, P]` (the `D` skip included), in chunks of `chunk` positions.
 pub fn chunked_scan(inputs: &ScanInputs, chunk: usize) -> Result<Tensor> {
     let (batch, len, heads, head_dim) = inputs.x.dims4()?;
@@ -190,7 +220,17 @@ mod tests {
             let got = values(&chunked_scan(&inputs, chunk).unwrap());
             let error = relative_l2(&got, &want);
             assert!(error < 1e-6, "chunks of {chunk}: relative L2 {error}");
+            // One sequence at a time gives the same values.
+            let rows: Vec<Tensor> = (0..batch)
+                .map(|n| {
+                    let row = |t: &Tensor| t.narrow(0, n, 1).unwrap();
+                    let (x, dt, b, c) = (row(&x), row(&dt), row(&b), row(&c));
+                    chunked_scan(&ScanInputs { x: &x, dt: &dt, a: &a, b: &b, c: &c, d: &d }, chunk).unwrap()
+                })
+                .collect();
+            assert_eq!(values(&Tensor::cat(&rows, 0).unwrap()), got, "chunks of {chunk}, one sequence at a time");
         }
+        assert_eq!(values(&scan(&inputs, 4).unwrap()), values(&chunked_scan(&inputs, 4).unwrap()));
     }
 
     /// transformers 5.25's `mamba2_chunk_scan` (models/granitemoehybrid, PyTorch path, f32) on one sequence of 5
