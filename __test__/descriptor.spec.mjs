@@ -32,11 +32,22 @@ function referencedTensors(d) {
   norm(d.final_norm)
   tensor(d.lm_head, 2)
   if (d.lm_head_bias) tensor(d.lm_head_bias, 1)
+  const dense = (mlp) => {
+    for (const m of [mlp.gate, mlp.up, mlp.gate_up, mlp.down]) if (m) linear(m)
+  }
   for (const layer of d.layers) {
     norm(layer.input_norm)
-    norm(layer.post_attention_norm)
+    if (layer.post_attention_norm) norm(layer.post_attention_norm)
     const a = layer.attention
-    if (a.kind === 'gqa') {
+    if (!a) {
+      // A single-mixer layer whose mixer is its MLP.
+    } else if (a.kind === 'mamba2') {
+      linear(a.in_proj, a.proj_bias)
+      linear(a.out_proj, a.proj_bias)
+      tensor(`${a.conv1d}.weight`, 3)
+      if (a.conv_bias) tensor(`${a.conv1d}.bias`, 1)
+      for (const name of [a.a_log, a.d, a.dt_bias, a.norm]) tensor(name, 1)
+    } else if (a.kind === 'gqa') {
       for (const m of [a.q, a.k, a.v]) linear(m, a.qkv_bias)
       linear(a.o, a.o_bias)
       if (a.q_norm) tensor(a.q_norm, 1)
@@ -54,8 +65,9 @@ function referencedTensors(d) {
       tensor(a.kv_a_norm, 1)
     }
     const mlp = layer.mlp
+    if (!mlp) continue
     if (mlp.kind === 'dense') {
-      for (const m of [mlp.gate, mlp.up, mlp.down]) linear(m)
+      dense(mlp)
       continue
     }
     tensor(mlp.router.weight, 2)
@@ -70,7 +82,7 @@ function referencedTensors(d) {
     }
     for (const name of [mlp.gate_up_bias, mlp.down_bias]) if (name) tensor(name, 2)
     if (mlp.shared) {
-      for (const m of [mlp.shared.mlp.gate, mlp.shared.mlp.up, mlp.shared.mlp.down]) linear(m)
+      dense(mlp.shared.mlp)
       if (mlp.shared.gate) tensor(mlp.shared.gate, 2)
     }
   }
@@ -81,17 +93,17 @@ function referencedTensors(d) {
 function checkSerializable(t, d) {
   t.deepEqual(JSON.parse(JSON.stringify(d)), d)
   const usize = (v) => Number.isSafeInteger(v) && v >= 0
-  t.true([d.hidden_size, d.vocab_size, d.rope.rotary_dim].every(usize))
+  t.true([d.hidden_size, d.vocab_size, ...(d.rope ? [d.rope.rotary_dim] : [])].every(usize))
   for (const layer of d.layers) {
     const a = layer.attention
     const ints =
-      a.kind === 'gqa'
-        ? [a.num_heads, a.num_kv_heads, a.head_dim]
-        : a.kind === 'gated_delta_net'
-          ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
-          : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
+      !a ? []
+      : a.kind === 'gqa' ? [a.num_heads, a.num_kv_heads, a.head_dim]
+      : a.kind === 'gated_delta_net' ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
+      : a.kind === 'mamba2' ? [a.num_heads, a.head_dim, a.n_groups, a.state_size, a.conv_kernel, a.chunk_size]
+      : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
     t.true(ints.every(usize), `layer ${layer.index} attention sizes`)
-    if (layer.mlp.kind === 'moe') {
+    if (layer.mlp?.kind === 'moe') {
       const m = layer.mlp
       t.true([m.experts, m.top_k, m.hidden, m.intermediate, m.router.n_group, m.router.topk_group].every(usize))
     }
@@ -119,15 +131,16 @@ for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED
     t.is(d.vocab_size, 256)
     t.is(d.layers.length, entry.num_layers)
     t.deepEqual(d.layers.map((l) => l.index), [...Array(entry.num_layers).keys()])
-    t.deepEqual(d.layers.filter((l) => l.mlp.kind === 'moe').map((l) => l.index), entry.moe_layers)
-    t.deepEqual(d.layers.filter((l) => l.mlp.kind === 'dense').map((l) => l.index), entry.dense_layers)
-    for (const layer of d.layers.filter((l) => l.mlp.kind === 'moe')) {
+    t.deepEqual(d.layers.filter((l) => l.mlp?.kind === 'moe').map((l) => l.index), entry.moe_layers)
+    // Layers without routed experts: a dense MLP, or (single-mixer layers) none.
+    t.deepEqual(d.layers.filter((l) => l.mlp?.kind !== 'moe').map((l) => l.index), entry.dense_layers)
+    for (const layer of d.layers.filter((l) => l.mlp?.kind === 'moe')) {
       t.is(layer.mlp.experts, entry.experts)
       t.is(layer.mlp.top_k, entry.top_k)
       t.is(layer.mlp.intermediate, entry.intermediate)
-      t.is(layer.mlp.activation, entry.model_type === 'gpt_oss' ? 'gpt_oss' : 'silu')
+      t.is(layer.mlp.activation, { gpt_oss: 'gpt_oss', nemotron_h: 'relu2' }[entry.model_type] ?? 'silu')
       t.is(layer.mlp.shared !== undefined, entry.shared_experts)
-      t.regex(layer.mlp.block, new RegExp(`^model\\.(language_model\\.)?layers\\.${layer.index}\\.`))
+      t.regex(layer.mlp.block, new RegExp(`^(model|backbone)\\.(language_model\\.)?layers\\.${layer.index}\\.`))
       t.true(layer.mlp.down.startsWith(`${layer.mlp.block}.`))
     }
     checkSerializable(t, d)
@@ -181,7 +194,7 @@ test('qwen2_moe: q/k/v biases, sigmoid-gated shared expert, softmax top-k withou
       gate: 'model.layers.0.mlp.shared_expert.gate_proj',
       up: 'model.layers.0.mlp.shared_expert.up_proj',
       down: 'model.layers.0.mlp.shared_expert.down_proj',
-      gate_up_fused: false,
+      activation: 'silu',
     },
     gate: 'model.layers.0.mlp.shared_expert_gate.weight',
   })
@@ -228,7 +241,7 @@ test('deepseek_v3: MLA dims, interleaved rope over qk_rope_head_dim, grouped sig
     gate: 'model.layers.0.mlp.gate_proj',
     up: 'model.layers.0.mlp.up_proj',
     down: 'model.layers.0.mlp.down_proj',
-    gate_up_fused: false,
+    activation: 'silu',
   })
   const mlp = d.layers[1].mlp
   t.deepEqual(mlp.router, {
@@ -247,7 +260,7 @@ test('deepseek_v3: MLA dims, interleaved rope over qk_rope_head_dim, grouped sig
       gate: 'model.layers.1.mlp.shared_experts.gate_proj',
       up: 'model.layers.1.mlp.shared_experts.up_proj',
       down: 'model.layers.1.mlp.shared_experts.down_proj',
-      gate_up_fused: false,
+      activation: 'silu',
     },
   })
 })
@@ -469,6 +482,60 @@ test('qwen3_next and qwen3_5_moe: Gated DeltaNet layers from layer_types or full
   await t.throwsAsync(variant('families/qwen3_next/hub', { config: (c) => void (c.linear_num_value_heads = 3) }), { code: 'E_CONFIG_INVALID', message: /linear_num_value_heads/ })
   const bias = { name: 'model.layers.0.linear_attn.out_proj.bias', dtype: 'BF16', shape: [64], file: 'model.safetensors', bytes: 128 }
   await t.throwsAsync(variant('families/qwen3_next/hub', { tensors: (list) => [...list, bias] }), { code: 'E_MODEL_UNSUPPORTED', message: /out_proj\.bias/ })
+})
+
+test('granitemoehybrid: Mamba-2 and rope-less attention layers from layer_types, fused shared MLP, Granite multipliers', async (t) => {
+  for (const layout of ['hub', 'fused']) {
+    const d = await describe(`families/granitemoehybrid/${layout}`)
+    t.is(d.rope, undefined, 'position_embedding_type "nope": no rotary embedding')
+    t.like(d, { embedding_multiplier: 12, logits_scaling: 4, rms_norm_eps: 1e-6 })
+    t.deepEqual(d.layers.map((l) => l.attention.kind), ['mamba2', 'gqa', 'mamba2'])
+    t.deepEqual(d.layers[0].attention, {
+      kind: 'mamba2', in_proj: 'model.layers.0.mamba.in_proj', out_proj: 'model.layers.0.mamba.out_proj', proj_bias: false,
+      conv1d: 'model.layers.0.mamba.conv1d', conv_bias: true, a_log: 'model.layers.0.mamba.A_log', d: 'model.layers.0.mamba.D',
+      dt_bias: 'model.layers.0.mamba.dt_bias', norm: 'model.layers.0.mamba.norm.weight', norm_eps: 1e-6, num_heads: 4, head_dim: 32,
+      n_groups: 1, state_size: 16, conv_kernel: 4, chunk_size: 8, dt_min: 0,
+    })
+    t.like(d.layers[1], { residual_multiplier: 0.22, attention: { kind: 'gqa', rope: false, scaling: 0.0625, num_heads: 4, num_kv_heads: 2 } })
+    t.deepEqual(d.layers[1].mlp.shared, { mlp: { gate_up: 'model.layers.1.shared_mlp.input_linear', down: 'model.layers.1.shared_mlp.output_linear', activation: 'silu' } })
+  }
+  // position_embedding_type "rope": every attention layer rotates with the default rope over the head.
+  const rope = await variant('families/granitemoehybrid/hub', { config: (c) => void (c.position_embedding_type = 'rope') })
+  t.deepEqual(rope.rope, { kind: 'default', theta: 10000, rotary_dim: 16, interleaved: false })
+  t.true(rope.layers[1].attention.rope)
+  // Legacy spellings, a head size derived from mamba_expand, time-step limits.
+  const legacy = await variant('families/granitemoehybrid/hub', {
+    config: (c) => void ((c.layer_types = ['mamba', 'attention', 'mamba']), (c.mamba_d_head = 'auto'), (c.time_step_limit = [0.001, 0.1])),
+  })
+  t.deepEqual(legacy.layers.map((l) => l.attention.kind), ['mamba2', 'gqa', 'mamba2'])
+  t.like(legacy.layers[2].attention, { head_dim: 32, dt_min: 0.001, dt_max: 0.1 })
+  await t.throwsAsync(variant('families/granitemoehybrid/hub', { config: (c) => void (c.layer_types = ['mamba', 'moe', 'mamba']) }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
+  // An attention layer where the checkpoint holds a Mamba mixer: its tensors would go unused.
+  await t.throwsAsync(variant('families/granitemoehybrid/hub', { config: (c) => void (c.layer_types = ['attention', 'attention', 'mamba']) }), { code: 'E_LAYOUT_MISSING_TENSOR' })
+  await t.throwsAsync(variant('families/granitemoehybrid/hub', { config: (c) => void (c.hidden_act = 'gelu') }), { code: 'E_MODEL_UNSUPPORTED', message: /hidden_act "gelu"/ })
+})
+
+test('nemotron_h: one mixer per layer after one norm, relu² experts and shared expert, no rope, backbone names', async (t) => {
+  const hub = await describe('families/nemotron_h/hub')
+  t.like(hub, { embed: 'backbone.embeddings.weight', final_norm: 'backbone.norm_f.weight', lm_head: 'lm_head.weight', rms_norm_eps: 1e-5 })
+  t.is(hub.rope, undefined)
+  const [mamba, moe, attention] = hub.layers
+  t.deepEqual(Object.keys(mamba), ['index', 'input_norm', 'norm_placement', 'residual_multiplier', 'attention'])
+  t.like(mamba, { input_norm: 'backbone.layers.0.norm.weight', attention: { kind: 'mamba2', in_proj: 'backbone.layers.0.mixer.in_proj', num_heads: 4, head_dim: 32, n_groups: 1, state_size: 16, chunk_size: 8, norm_eps: 1e-5 } })
+  t.deepEqual(Object.keys(moe), ['index', 'input_norm', 'norm_placement', 'residual_multiplier', 'mlp'])
+  t.like(moe.mlp, { kind: 'moe', block: 'backbone.layers.1.mixer', layout: 'per_expert', activation: 'relu2', up: 'backbone.layers.1.mixer.experts.{e}.up_proj.weight' })
+  t.is(moe.mlp.gate, undefined)
+  t.like(moe.mlp.router, { kind: 'sigmoid_group_topk', n_group: 2, topk_group: 1, routed_scaling_factor: 2.5, norm_topk_prob: true })
+  t.deepEqual(moe.mlp.shared, { mlp: { up: 'backbone.layers.1.mixer.shared_experts.up_proj', down: 'backbone.layers.1.mixer.shared_experts.down_proj', activation: 'relu2' } })
+  t.like(attention.attention, { kind: 'gqa', q: 'backbone.layers.2.mixer.q_proj', rope: false, head_dim: 16, scaling: 0.25 })
+  const fused = await describe('families/nemotron_h/fused')
+  t.like(fused.layers[1].mlp, { layout: 'fused', up: 'model.layers.1.mixer.experts.up_proj', down: 'model.layers.1.mixer.experts.down_proj' })
+  // The legacy pattern string gives the same layers; a dense MLP layer is an ungated relu² MLP.
+  const pattern = await variant('families/nemotron_h/hub', { config: (c) => void (delete c.layers_block_type, (c.hybrid_override_pattern = 'ME*'), (c.num_hidden_layers = 3)) })
+  t.deepEqual(pattern.layers, hub.layers)
+  await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.moe_latent_size = 32) }), { code: 'E_MODEL_UNSUPPORTED', message: /moe_latent_size/ })
+  await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.mlp_hidden_act = 'silu') }), { code: 'E_MODEL_UNSUPPORTED', message: /mlp_hidden_act/ })
+  await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.layers_block_type = ['mamba', 'moe', 'mlp']) }), { code: 'E_LAYOUT_MISSING_TENSOR' })
 })
 
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {

@@ -44,14 +44,17 @@ test('weight-only output: no input_scale, no coverage report, weights within the
 })
 
 test('a family without a forward: calibrated formats refused in one line naming what is missing', async (t) => {
-  // Nemotron-H (Mamba2, MoE and attention layers), from the zoo: detected by structure, no forward yet.
-  const model = materializeZoo('nemotron_h', 'hub')
+  // LFM2-MoE (short-convolution and attention layers), from the zoo: detected by structure, no forward yet.
+  const model = materializeZoo('lfm2_moe', 'hub')
   try {
-    const error = await t.throwsAsync(quantizeModel({ model, output: join(tempDir(), 'out'), format: 'fp8', calibration: { data: join(ROOT, 'examples/calibration.jsonl') } }), {
+    const error = await t.throwsAsync(quantizeModel({ model, output: join(tempDir(), 'out'), format: 'fp8', calibration: { ids: [[1, 2, 3, 4]] } }), {
       code: 'E_MODEL_UNSUPPORTED',
     })
     t.false(error.message.includes('\n'))
-    t.regex(error.message, /^forward not supported for .*nemotron_h.* \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/)
+    t.regex(
+      error.message,
+      /^forward not supported for lfm2_moe: its forward needs the gated short convolution of its convolution layers, which moe-quant lacks \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/,
+    )
     const report = await inspectModel(model)
     for (const f of report.formats) {
       t.is(f.support, f.format === 'fp8' || f.format === 'nvfp4' ? 'refused' : 'weight_only', f.format)

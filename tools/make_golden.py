@@ -526,6 +526,8 @@ FAMILY_CASES = [
     ("phimoe", "hub", "AutoModelForCausalLM"),
     ("qwen3_next", "hub", "AutoModelForCausalLM"),
     ("qwen3_5_moe_text", "hub", "AutoModelForCausalLM"),
+    ("granitemoehybrid", "hub", "AutoModelForCausalLM"),
+    ("nemotron_h", "hub", "AutoModelForCausalLM"),
 ]
 
 

@@ -19,6 +19,8 @@ export const DESCRIBED = [
   'llama4_text/hub',
   'families/qwen3_next/hub',
   'families/qwen3_5_moe_text/fused',
+  'families/granitemoehybrid/hub',
+  'families/nemotron_h/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

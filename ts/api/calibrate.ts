@@ -190,7 +190,7 @@ export function shortDataWarnings(summary: CalibrationSummary): string[] {
 
 /** The MoE blocks of the model, in layer order. */
 const moeBlocks = (descriptor: ModelDescriptor): Array<{ layer: number; block: string }> =>
-  descriptor.layers.flatMap((l) => (l.mlp.kind === 'moe' ? [{ layer: l.index, block: l.mlp.block }] : []))
+  descriptor.layers.flatMap((l) => (l.mlp?.kind === 'moe' ? [{ layer: l.index, block: l.mlp.block }] : []))
 
 /** Turns the native report into the public result, and the coverage report's layers. */
 function toResult(report: CalibrationReport, descriptor: ModelDescriptor): { result: CalibrationResult; coverage: CoverageLayer[] } {

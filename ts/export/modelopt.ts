@@ -77,7 +77,7 @@ export function moduleLists(tensorNames: Iterable<string>): { quantized: string[
     if (leaf === 'weight_scale' || leaf.endsWith('_weight_scale')) quantized.add(module)
     else if (leaf === 'weight') withWeight.add(module)
   }
-  const unquantized = [...withWeight].filter((m) => !quantized.has(m) && !isNorm(m))
+  const unquantized = [...withWeight].filter((m) => !quantized.has(m) && listedWhenUnquantized(m))
   return { quantized: [...quantized].sort(), unquantized: unquantized.sort() }
 }
 
@@ -85,6 +85,18 @@ export function moduleLists(tensorNames: Iterable<string>): { quantized: string[
 export function isNorm(module: string): boolean {
   const leaf = module.slice(module.lastIndexOf('.') + 1)
   return /norm/i.test(leaf) || /^ln(_|$)/.test(leaf)
+}
+
+/**
+ * Whether ModelOpt lists a module with an unquantized weight in `exclude_modules`: not a norm (it puts no
+ * quantizer on norms), and not a convolution whose quantizers stay enabled. ModelOpt quantizes every Conv1d but
+ * disables those its default patterns name (`*mixer.conv1d*`, `*linear_attn.conv1d*`, `*self_attention.conv1d*`),
+ * which it lists; another one (Granite-4.0-H's `mamba.conv1d`) keeps enabled quantizers that its export of linears
+ * leaves unused, and is not listed.
+ */
+export function listedWhenUnquantized(module: string): boolean {
+  if (isNorm(module)) return false
+  return !module.endsWith('.conv1d') || /(mixer|linear_attn|self_attention)\.conv1d$/.test(module)
 }
 
 /** The facts of `format`; these pure functions are also called from JavaScript, where the type guards nothing. */

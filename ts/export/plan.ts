@@ -10,9 +10,9 @@ import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
-import type { ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
+import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
-import { excludeModules, hfQuantConfig, isNorm, outputConfigJson, quantizationConfig } from './modelopt'
+import { excludeModules, hfQuantConfig, listedWhenUnquantized, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
 
 /**
@@ -140,16 +140,21 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
     }
     return groups
   }
+  // Gate and up of an MLP are two linears reading one input (a fused gate_up, or an ungated up, is one).
+  const mlpGroup = (mlp: DenseMlpDescriptor): void => {
+    if (mlp.gate && mlp.up) groups.push([mlp.gate, mlp.up])
+  }
   for (const layer of descriptor.layers) {
-    if (layer.attention.kind === 'gqa') groups.push([layer.attention.q, layer.attention.k, layer.attention.v])
-    if (layer.attention.kind === 'mla') groups.push([(layer.attention.q_a_proj ?? layer.attention.q_proj) as string, layer.attention.kv_a_proj])
-    if (layer.attention.kind === 'gated_delta_net') {
+    const { attention, mlp } = layer
+    if (attention?.kind === 'gqa') groups.push([attention.q, attention.k, attention.v])
+    if (attention?.kind === 'mla') groups.push([(attention.q_a_proj ?? attention.q_proj) as string, attention.kv_a_proj])
+    if (attention?.kind === 'gated_delta_net') {
       // Every input projection reads the layer's normed hidden states (ModelOpt leaves in_proj_a/b, in_proj_ba unquantized).
-      const p = layer.attention.projections
+      const p = attention.projections
       groups.push(p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a])
     }
-    if (layer.mlp.kind === 'dense') groups.push([layer.mlp.gate, layer.mlp.up])
-    if (layer.mlp.kind === 'moe' && layer.mlp.shared) groups.push([layer.mlp.shared.mlp.gate, layer.mlp.shared.mlp.up])
+    if (mlp?.kind === 'dense') mlpGroup(mlp)
+    if (mlp?.kind === 'moe' && mlp.shared) mlpGroup(mlp.shared.mlp)
   }
   return groups
 }
@@ -335,8 +340,9 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   for (const module of new Set(listing.tensors.map((t) => moduleOf(t.name)))) planning.excludes.test(outputName(planning, module))
   planning.excludes.refuseUnmatched(planning.quantizedModules)
 
-  // ModelOpt lists unquantized modules that own a weight, except norms (moduleLists' rule).
-  const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && !isNorm(moduleOf(output)) ? [moduleOf(output)] : [])))
+  // ModelOpt lists unquantized modules that own a weight, except norms and convolutions it leaves enabled
+  // (moduleLists' rule), routers by their module in transformers.
+  const unquantized = new Set(keep.flatMap(({ output }) => (output.endsWith('.weight') && listedWhenUnquantized(moduleOf(output)) ? [moduleOf(output)] : [])))
   for (const module of planning.keptStacks) unquantized.add(module)
   if (tiedLmHead(report, listing)) unquantized.add('lm_head')
   for (const [hub, inMemory] of routerModuleNames(report)) if (unquantized.delete(hub)) unquantized.add(inMemory)

@@ -7,6 +7,7 @@ import { MoeQuantError } from '../errors'
 import type { ExpertTensors } from '../native/contract'
 import type { TextConfig } from './config'
 import type { DetectedExperts, DetectedLayer, DetectedSharedExperts } from './detect'
+import { hybridLayerKinds } from './layer-kinds'
 import { lookupArchitecture } from './registry'
 import type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, RouterKind } from './registry'
 
@@ -68,6 +69,11 @@ export function moeLayerIndices(entry: ArchitectureEntry, config: TextConfig): n
       if (Array.isArray(raw.moe_layers)) return (raw.moe_layers as number[]).filter((i) => i < config.numLayers)
       const step = num('interleave_moe_layer_step', 1)
       return all.filter((i) => (i + 1) % step === 0)
+    }
+    case 'hybrid_moe_layers': {
+      const hybrid = entry.forward?.hybrid
+      if (!hybrid) throw new MoeQuantError('E_INTERNAL', `${entry.family}: MoE placement by layer kind without a hybrid forward declaration`)
+      return hybridLayerKinds(hybrid, raw, config.numLayers, 'config.json').flatMap((kind, i) => (kind === 'moe' ? [i] : []))
     }
     case 'start_end_interval': {
       const start = num('moe_layer_start_index', 1)

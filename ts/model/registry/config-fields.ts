@@ -51,8 +51,9 @@ type Overrides = { textConfig?: readonly string[]; fields?: Partial<ConfigFields
 
 /** ERNIE 4.5: `moe_num_experts`, `moe_k`. */
 const ernie: Overrides = { fields: { numExperts: ['moe_num_experts'], topK: ['moe_k'] } }
-/** Nemotron-H: the layer count is the length of `layers_block_type` (transformers derives it). */
-const nemotronH: Overrides = { fields: { numLayers: ['num_hidden_layers', 'layers_block_type[]'] } }
+/** Nemotron-H: the layer count is the length of `layers_block_type` (transformers derives it, whatever
+ * `num_hidden_layers` says); configs with the legacy `hybrid_override_pattern` give `num_hidden_layers`. */
+const nemotronH: Overrides = { fields: { numLayers: ['layers_block_type[]', 'num_hidden_layers'] } }
 /** GLM-5 Next: `head_dim` is 0 (its linear-attention layers use `linear_head_dim`); not read. */
 const glm5Next: Overrides = { fields: { headDim: [] } }
 

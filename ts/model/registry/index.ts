@@ -10,10 +10,12 @@ import { ernie45Moe } from './ernie'
 import { glm4Moe, glm4vMoe } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared } from './granite'
+import { graniteMoeHybrid } from './granite-hybrid'
 import { hunyuanV1Moe } from './hunyuan'
 import { llama4 } from './llama4'
 import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
+import { nemotronH } from './nemotron-h'
 import { flexOlmo, olmoe } from './olmoe'
 import { phimoe } from './phimoe'
 import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
@@ -47,6 +49,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   mistral,
   qwen3Next,
   qwen35Moe,
+  graniteMoeHybrid,
+  nemotronH,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -68,6 +68,9 @@ export type PlacementRule =
   /** ERNIE 4.5: every `moe_layer_interval`-th layer from `moe_layer_start_index` to `moe_layer_end_index` (-1:
    * the last). */
   | { kind: 'start_end_interval' }
+  /** Hybrid families whose layers each hold one mixer (Nemotron-H): the layers whose kind is `moe` (ForwardDecl
+   * `hybrid`). */
+  | { kind: 'hybrid_moe_layers' }
 
 /** Shared experts that every token goes through. */
 export interface SharedExpertsDecl {
@@ -96,9 +99,10 @@ export type AttentionScale =
   | 'mla_yarn_mscale'
 
 /**
- * The gated activation of the routed experts (the native core's ExpertActivation; shared experts and dense
- * MLPs use `silu`): `silu` is `silu(gate) * up`, with config `hidden_act` = `silu`; `gpt_oss` is GPT-OSS's clamp
- * at 7, `(up + 1) · gate · sigmoid(1.702 · gate)`.
+ * The activation of the routed experts (the native core's ExpertActivation; shared experts and dense MLPs use
+ * `silu`, or `relu2` in a `relu2` family): `silu` is `silu(gate) * up`, with config `hidden_act` = `silu`;
+ * `gpt_oss` is GPT-OSS's clamp at 7, `(up + 1) · gate · sigmoid(1.702 · gate)`; `relu2` is ungated
+ * `relu(up)²`, with config `mlp_hidden_act` = `relu2` (Nemotron-H).
  */
 export type ExpertActivationKind = ExpertActivation
 
@@ -147,6 +151,52 @@ export interface LinearAttentionDecl {
   projections: 'grouped' | 'split'
   /** Config key of the interval of full-attention layers when `layer_types` is absent. */
   intervalKey: string
+}
+
+/** The mixer of one decoder layer of a hybrid family. */
+export type HybridLayerKind = 'mamba2' | 'attention' | 'moe' | 'mlp'
+
+/** Where a family's config.json gives the sizes and switches of its Mamba-2 mixers: for each, the keys tried in
+ * order (the aliases its config class reads first, then its own name). */
+export interface Mamba2Decl {
+  heads: readonly string[]
+  /** The head size; absent or `"auto"`: `expand × hidden_size / heads`. */
+  headDim: readonly string[]
+  expand: readonly string[]
+  groups: readonly string[]
+  stateSize: readonly string[]
+  convKernel: readonly string[]
+  chunkSize: readonly string[]
+  convBias: readonly string[]
+  /** in_proj and out_proj biases. */
+  projBias: readonly string[]
+  /** The convolution's activation (the forward implements silu). */
+  activation: readonly string[]
+  /** `[min, max]` of the time step. */
+  timeStepLimit: readonly string[]
+  /** The gated norm's epsilon. */
+  normEps: readonly string[]
+}
+
+/** A hybrid family: which mixer each decoder layer has, and where its Mamba-2 mixers' parameters are. */
+export interface HybridDecl {
+  /** Config keys of the per-layer list of kinds, tried in order. */
+  layerTypes: readonly string[]
+  /** Config key of a string with one character per layer (Nemotron-H's legacy `hybrid_override_pattern`), read
+   * when config.json has no list. */
+  patternKey?: string
+  /** What each spelling of a kind, in the list or the pattern, means (legacy spellings included). */
+  kinds: Readonly<Record<string, HybridLayerKind>>
+  /** The kinds transformers' config class uses when config.json gives none: every layer one kind, or a list. */
+  defaultLayerTypes: HybridLayerKind | readonly HybridLayerKind[]
+  /** Each layer holds one mixer after one norm (Nemotron-H); otherwise a token mixer (`mamba2` or `attention`)
+   * and then the MLP, each after its norm. */
+  singleMixer: boolean
+  /** Each mixer's module, relative to the decoder layer. */
+  modules: { mamba2: string; attention: string; moe?: string; mlp?: string }
+  /** The norm of a single-mixer layer, relative to the decoder layer. */
+  norm?: string
+  mamba2: Mamba2Decl
 }
 
 /** A scalar of the forward that a family reads from config.json. */
@@ -211,6 +261,14 @@ export interface ForwardDecl {
   attentionOutputGate?: boolean
   /** Layers mixing tokens with linear attention (Qwen3-Next, Qwen3.5); all layers use self-attention without it. */
   linearAttention?: LinearAttentionDecl
+  /** Whether the model has a rotary embedding: always (absent), never (`none`: every attention layer is
+   * position-free), or when config `key` equals `rope` (Granite-4.0-H's `position_embedding_type`). */
+  positionEmbedding?: 'none' | { key: string; rope: string }
+  /** Names of the token embedding and the final norm beside the layers, when not `embed_tokens.weight` and
+   * `norm.weight` (Nemotron-H: `embeddings.weight`, `norm_f.weight`). */
+  modelTensors?: { embed: string; finalNorm: string }
+  /** Layers of different mixers (Mamba-2, attention, MoE, MLP). */
+  hybrid?: HybridDecl
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>

@@ -33,8 +33,8 @@ export function attentionHeads(context: SpecContext, raw: Record<string, unknown
   const numHeads = values.integer('num_attention_heads')
   const kvValue = values.value('num_key_value_heads')
   const numKvHeads = kvValue === null || kvValue === undefined ? numHeads : values.integer('num_key_value_heads')
-  // A config class may declare head_dim (Qwen3-Next's is 256), used when config.json has none.
-  const headDim = typeof raw.head_dim === 'number' || typeof values.value('head_dim') === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
+  // `getattr(config, "head_dim", hidden_size // heads)`: the config class's default when it declares one.
+  const headDim = typeof values.value('head_dim') === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
   return { numHeads, numKvHeads, headDim }
 }
 
@@ -195,8 +195,9 @@ export function attentionDescriptor(
   shape: AttentionShape,
   scaling: number,
   variant: LayerAttention,
+  module = 'self_attn',
 ): AttentionDescriptor {
-  const attn = `${prefix}self_attn`
+  const attn = `${prefix}${module}`
   if (!shape.mla) return gqaAttention(context, tensors, attn, shape, scaling, variant)
   if (variant.mask.kind !== 'causal' || !variant.rope || variant.temperature) refuse(context, 'MLA attention with a sliding, chunked or rope-less layer')
   return mlaAttention(context, tensors, attn, shape, shape.mla, scaling)

@@ -13,6 +13,11 @@ export class ConfigValues {
     private readonly file: string,
   ) {}
 
+  /** Whether config.json itself has `key` (null included). */
+  has(key: string): boolean {
+    return Object.prototype.hasOwnProperty.call(this.raw, key)
+  }
+
   /** The value as transformers sees it: config.json's (null included), else the class default. */
   value(key: string): unknown {
     return Object.prototype.hasOwnProperty.call(this.raw, key) ? this.raw[key] : this.defaults[key]

@@ -12,25 +12,21 @@
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../../errors'
-import type { LayerDescriptor, ModelDescriptor } from '../../native/contract'
+import type { ModelDescriptor } from '../../native/contract'
 import { parseConfig, type TextConfig } from '../config'
 import { findLayerPrefix } from '../detect'
 import { type InspectReport, reportFromListing } from '../inspection'
+import { hybridLayerKinds } from '../layer-kinds'
 import type { HeaderListing } from '../listing'
 import { lookupArchitecture } from '../registry'
 import { MISSING_BLOCKS } from '../registry/missing'
-import type { MoeLayer } from '../resolve'
-import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
+import { attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
-import { type LayerAttention, layerAttentions } from './layer-attention'
-import { CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext, unsupported } from './context'
-import { deltaNetDescriptor, linearAttentionLayers } from './linear-attention'
-import { mlpDescriptor } from './moe'
+import { CheckpointTensors, refuse, type SpecContext, unsupported } from './context'
+import { layerAttentions } from './layer-attention'
+import { hiddenNorm, layerDescriptor, type LayerParts } from './layers'
+import { linearAttentionLayers } from './linear-attention'
 import { buildRope, ropeParameters } from './rope'
-
-/** Tensors of a decoder layer that the forward legitimately does not load (quantization scales of FP8 sources,
- * rotary caches some checkpoints carry). */
-const IGNORED_LAYER_TENSOR = /(\.rotary_emb\.inv_freq|_scale_inv|\.weight_scale|\.input_scale)$/
 
 /** The registry entry and forward of the model, refusing families whose forward is not declared. */
 function specContext(report: InspectReport, config: TextConfig, listing: HeaderListing): SpecContext {
@@ -57,6 +53,12 @@ function refuseInexpressible(context: SpecContext): void {
     const limit = values.number('swiglu_limit')
     if (alpha !== 1.702 || limit !== 7) refuse(context, `swiglu_alpha ${alpha} and swiglu_limit ${limit} (the forward implements GPT-OSS's 1.702 and 7)`)
   }
+  if (forward.expertActivation === 'relu2') {
+    const act = values.value('mlp_hidden_act')
+    if (act !== 'relu2') refuse(context, `mlp_hidden_act ${JSON.stringify(act)} (the forward implements relu2)`)
+    const latent = values.value('moe_latent_size')
+    if (latent !== null && latent !== undefined) refuse(context, `moe_latent_size ${JSON.stringify(latent)}: the latent projections around the experts are not expressible in the descriptor yet`)
+  }
   if (forward.clipQkvKey) {
     const clip = values.value(forward.clipQkvKey)
     if (clip !== null && clip !== undefined) refuse(context, `${forward.clipQkvKey} ${JSON.stringify(clip)} (clamping q/k/v) is not expressible in the descriptor yet`)
@@ -75,7 +77,8 @@ function modelTensors(
   const lmHeadName = ['lm_head.weight', ...tensors.list.map((t) => t.name).filter((n) => n.endsWith('.lm_head.weight')).sort((a, b) => a.length - b.length)].find((n) =>
     tensors.has(n),
   )
-  let embed = `${base}embed_tokens.weight`
+  const names = context.forward.modelTensors ?? { embed: 'embed_tokens.weight', finalNorm: 'norm.weight' }
+  let embed = `${base}${names.embed}`
   if (!tensors.has(embed) && tie && lmHeadName) embed = lmHeadName // transformers ties whichever of the two exists
   const embedTensor = tensors.expect(embed, null, 'the token embedding')
   const vocab = config.vocabSize ?? (embedTensor.shape[0] as number)
@@ -89,7 +92,7 @@ function modelTensors(
     })
   }
   tensors.expect(lmHead, [vocab, hidden], 'the output projection [vocab_size, hidden_size]')
-  const finalNorm = hiddenNorm(context, tensors, `${base}norm`, 'the final norm [hidden_size]')
+  const finalNorm = hiddenNorm(context, tensors, `${base}${names.finalNorm.replace(/\.weight$/, '')}`, 'the final norm [hidden_size]')
   const lmHeadBias = lmHead.endsWith('lm_head.weight') && tensors.has(lmHead.replace(/weight$/, 'bias')) ? lmHead.replace(/weight$/, 'bias') : undefined
   if (lmHeadBias) tensors.expect(lmHeadBias, [vocab], 'the output projection bias [vocab_size]')
   return { layersPrefix, embed, lmHead, lmHeadBias, finalNorm, vocab }
@@ -97,59 +100,12 @@ function modelTensors(
 
 /** The RMSNorm epsilon, under whichever name config.json uses. */
 function normEpsilon(context: SpecContext, raw: Record<string, unknown>): number {
-  const key = ['rms_norm_eps', 'layer_norm_eps', 'layer_norm_epsilon'].find((k) => typeof raw[k] === 'number') ?? 'rms_norm_eps'
+  const keys = ['rms_norm_eps', 'layer_norm_eps', 'layer_norm_epsilon']
+  const key = keys.find((k) => typeof raw[k] === 'number') ?? keys.find((k) => typeof context.forward.configDefaults[k] === 'number') ?? 'rms_norm_eps'
   const eps = context.values.number(key)
   // A negative epsilon can make the normalised variance negative, and its square root NaN.
   if (eps < 0) context.values.invalid(key, 'a number ≥ 0')
   return eps
-}
-
-/** A norm of the residual stream: its weight `[H]` (and, for LayerNorm families, its bias); the weight's name. */
-function hiddenNorm(context: SpecContext, tensors: LayerTensors | CheckpointTensors, module: string, what: string): string {
-  const { hidden } = context
-  const weight = `${module}.weight`
-  if (tensors instanceof LayerTensors) tensors.use(weight, [hidden], what)
-  else tensors.expect(weight, [hidden], what)
-  if (context.forward.layerNorm) {
-    if (tensors instanceof LayerTensors) tensors.use(`${module}.bias`, [hidden], `${what} bias`)
-    else tensors.expect(`${module}.bias`, [hidden], `${what} bias`)
-  }
-  return weight
-}
-
-/** What every decoder layer shares. */
-interface LayerParts {
-  prefix: string
-  attention: AttentionShape
-  scaling: number
-  /** Per layer: mask, rope, q/k norm after the rope, temperature. */
-  variants: LayerAttention[]
-  /** Per layer: whether its token mixer is linear attention instead of self-attention. */
-  linear: boolean[]
-  residualMultiplier: number
-  moeByLayer: Map<number, MoeLayer>
-}
-
-/** Decoder layer `index`; any tensor of the layer the forward would not use is refused. */
-function layerDescriptor(context: SpecContext, index: number, parts: LayerParts): LayerDescriptor {
-  const prefix = `${parts.prefix}${index}.`
-  const { hidden } = context
-  const tensors = new LayerTensors(context.tensors)
-  // The attention's and the MLP's norms: on their inputs, or (post-norm families) on their outputs.
-  const post = context.forward.postNorms === true
-  const [first, second] = post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : ['input_layernorm', 'post_attention_layernorm']
-  const inputNorm = hiddenNorm(context, tensors, `${prefix}${first}`, `the ${first} [hidden_size]`)
-  const postNorm = hiddenNorm(context, tensors, `${prefix}${second}`, `the ${second} [hidden_size]`)
-  const attention = parts.linear[index]
-    ? deltaNetDescriptor(context, tensors, prefix)
-    : attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention)
-  const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
-  for (const t of context.tensors.list) {
-    if (!t.name.startsWith(prefix) || tensors.used.has(t.name) || tensors.ignored.has(t.name) || IGNORED_LAYER_TENSOR.test(t.name)) continue
-    refuse(context, `${t.name} ${fmt(t.shape)} belongs to layer ${index} but the descriptor's forward would not use it`)
-  }
-  const placement = post ? 'post' : 'pre'
-  return { index, input_norm: inputNorm, post_attention_norm: postNorm, norm_placement: placement, residual_multiplier: parts.residualMultiplier, attention, mlp }
 }
 
 /**
@@ -170,8 +126,9 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const rmsNormEps = normEpsilon(context, raw)
   const params = ropeParameters(values, raw, forward.ropeDefaults)
   const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads
+  const withRope = hasRope(context)
   // DeepSeek's config replaces head_dim by qk_rope_head_dim, which is what its rope rotates.
-  const rope = buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim)
+  const rope = withRope ? buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim) : undefined
   const scaling = attentionScaling(context, attention, params)
   const multiplier = (key: string | undefined): number => (key ? values.number(key) : 1)
   // Read first: a layer type the family's layers cannot take is a config error before it is anything else.
@@ -180,11 +137,12 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     prefix: model.layersPrefix,
     attention,
     scaling,
-    variants: layerAttentions(context, raw, config.numLayers),
+    variants: layerAttentions(context, raw, config.numLayers, withRope),
     linear,
     residualMultiplier: multiplier(forward.multipliers?.residual),
     moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
   }
+  if (forward.hybrid) parts.kinds = hybridLayerKinds(forward.hybrid, raw, config.numLayers, context.file)
   const layers = Array.from({ length: config.numLayers }, (_, index) => layerDescriptor(context, index, parts))
   return {
     hidden_size: context.hidden,
@@ -198,9 +156,18 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     lm_head_bias: model.lmHeadBias ?? null,
     norm: forward.layerNorm ? 'layer' : 'rms',
     logits_scaling: multiplier(forward.multipliers?.logits),
-    rope,
+    ...(rope ? { rope } : {}),
     layers,
   }
+}
+
+/** Whether the model has a rotary embedding, as the family declares (Granite-4.0-H: only with
+ * `position_embedding_type` "rope"). */
+function hasRope(context: SpecContext): boolean {
+  const declared = context.forward.positionEmbedding
+  if (declared === undefined) return true
+  if (declared === 'none') return false
+  return context.values.value(declared.key) === declared.rope
 }
 
 /** The inspect report and the descriptor of the checkpoint a listing describes. @throws MoeQuantError as buildDescriptor */

@@ -73,8 +73,10 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
       return { kind: 'causal' }
     })
   }
-  // Linear-attention layers (their own mixer, linear-attention.ts) take no mask.
-  const attentionTypes = Array.isArray(raw.layer_types) ? raw.layer_types.filter((t) => !(forward.linearAttention && t === 'linear_attention')) : []
+  // Linear-attention layers (their own mixer, linear-attention.ts) take no mask; a hybrid family's layer_types
+  // name each layer's mixer, not its mask.
+  const mixerKinds = forward.hybrid?.layerTypes.includes('layer_types') === true
+  const attentionTypes = Array.isArray(raw.layer_types) && !mixerKinds ? raw.layer_types.filter((t) => !(forward.linearAttention && t === 'linear_attention')) : []
   if (attentionTypes.some((t) => t !== 'full_attention')) {
     refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: ${context.entry.family} layers are all alike (its attention does not read layer_types)`)
   }
@@ -84,10 +86,10 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
   return every({ kind: 'causal' })
 }
 
-/** The attention variant of every decoder layer. */
-export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number): LayerAttention[] {
+/** The attention variant of every decoder layer; `modelRope` false: the model has no rotary embedding. */
+export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number, modelRope = true): LayerAttention[] {
   const { forward, values } = context
-  const rope = ropeLayers(context, raw, layers)
+  const rope = ropeLayers(context, raw, layers).map((r) => r && modelRope)
   const mask = masks(context, raw, layers, rope)
   const weightless = forward.weightlessQkNormKey ? values.boolean(forward.weightlessQkNormKey) : false
   const tuning = forward.noRope?.temperature

@@ -1,5 +1,5 @@
 /**
- * The feed-forward part of the spec: a dense gated MLP, or an MoE block (router, routed experts in their
+ * The feed-forward part of the spec: a dense MLP, or an MoE block (router, routed experts in their
  * detected layout, shared experts) whose router parameters come from config.json under the family's router
  * kind, and whose shared experts must be what the registry declares.
  */
@@ -8,23 +8,34 @@ import type { DenseMlpDescriptor, MlpDescriptor, MoeDescriptor, RouterDescriptor
 import { expertSource, expertTensorNames, type MoeLayer } from '../resolve'
 import { type LayerTensors, refuse, type SpecContext } from './context'
 
-/** A gated MLP's module names, checking `gate/up [I, H]`, `down [H, I]`; or Granite's `input_linear [2I, H]` (gate
- * rows, then up rows) and `output_linear [H, I]`. */
-function denseMlp(module: string, hidden: number, tensors: LayerTensors): DenseMlpDescriptor {
-  const fused = tensors.get(`${module}.input_linear.weight`)
-  if (fused) {
-    const rows = fused.shape.length === 2 ? (fused.shape[0] as number) : 0
-    const input = tensors.use(`${module}.input_linear.weight`, [rows - (rows % 2), hidden], 'input_linear [2·intermediate, hidden_size]')
-    tensors.use(`${module}.output_linear.weight`, [hidden, rows / 2], 'output_linear [hidden_size, intermediate]')
-    const linear = input.replace(/\.weight$/, '')
-    return { gate: linear, up: linear, down: `${module}.output_linear`, gate_up_fused: true }
+/**
+ * A dense MLP's module names: gated `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]`; Granite's fused
+ * `input_linear [2I, H]` (gate rows first) and `output_linear [H, I]`; or, in a family whose MLPs are relu²,
+ * ungated `up_proj`/`down_proj`.
+ */
+function denseMlp(context: SpecContext, module: string, hidden: number, tensors: LayerTensors): DenseMlpDescriptor {
+  const rows = (name: string): number => {
+    const shape = tensors.get(`${module}.${name}.weight`)?.shape
+    return shape?.length === 2 ? (shape[0] as number) : 0
   }
-  const gate = tensors.get(`${module}.gate_proj.weight`)
-  const intermediate = gate?.shape.length === 2 ? (gate.shape[0] as number) : 0
+  if (tensors.has(`${module}.input_linear.weight`)) {
+    const intermediate = Math.floor(rows('input_linear') / 2)
+    tensors.use(`${module}.input_linear.weight`, [2 * intermediate, hidden], 'input_linear [2·intermediate, hidden_size]')
+    tensors.use(`${module}.output_linear.weight`, [hidden, intermediate], 'output_linear [hidden_size, intermediate]')
+    return { gate_up: `${module}.input_linear`, down: `${module}.output_linear`, activation: 'silu' }
+  }
+  if (context.forward.expertActivation === 'relu2') {
+    if (context.values.value('mlp_bias') === true) refuse(context, 'mlp_bias true: MLP biases are not expressible in the descriptor yet')
+    const intermediate = rows('up_proj')
+    tensors.use(`${module}.up_proj.weight`, [intermediate, hidden], 'up_proj [intermediate, hidden_size]')
+    tensors.use(`${module}.down_proj.weight`, [hidden, intermediate], 'down_proj [hidden_size, intermediate]')
+    return { up: `${module}.up_proj`, down: `${module}.down_proj`, activation: 'relu2' }
+  }
+  const intermediate = rows('gate_proj')
   tensors.use(`${module}.gate_proj.weight`, [intermediate, hidden], 'gate_proj [intermediate, hidden_size]')
   tensors.use(`${module}.up_proj.weight`, [intermediate, hidden], 'up_proj [intermediate, hidden_size]')
   tensors.use(`${module}.down_proj.weight`, [hidden, intermediate], 'down_proj [hidden_size, intermediate]')
-  return { gate: `${module}.gate_proj`, up: `${module}.up_proj`, down: `${module}.down_proj`, gate_up_fused: false }
+  return { gate: `${module}.gate_proj`, up: `${module}.up_proj`, down: `${module}.down_proj`, activation: 'silu' }
 }
 
 /** `E_CONFIG_INVALID` unless the experts split into `n_group` equal groups of which `topk_group` are kept. */
@@ -112,7 +123,7 @@ function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTens
     refuse(context, `${layer.block}: the family has ${describe(declared)} but the checkpoint holds ${describe(found)}`)
   }
   if (!found) return undefined
-  const shared: SharedExpertDescriptor = { mlp: denseMlp(found.module, layer.hidden, tensors) }
+  const shared: SharedExpertDescriptor = { mlp: denseMlp(context, found.module, layer.hidden, tensors) }
   if (found.gate) shared.gate = tensors.use(found.gate, [1, layer.hidden], 'the shared-expert gate [1, hidden_size]')
   return shared
 }
@@ -135,14 +146,15 @@ function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTens
 
 /**
  * The feed-forward part of decoder layer `index` (names starting with `prefix`): its MoE block when
- * detection found one, else a dense MLP under `mlp` or `feed_forward`.
+ * detection found one, else a dense MLP under `mlp` or `feed_forward` (or the module `module`).
  * @throws MoeQuantError `E_LAYOUT_MISSING_TENSOR` for a layer with neither
  */
-export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index: number, prefix: string, moe: MoeLayer | undefined): MlpDescriptor {
+export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index: number, prefix: string, moe: MoeLayer | undefined, module?: string): MlpDescriptor {
   if (moe) return { kind: 'moe', ...moeDescriptor(context, moe, tensors) }
-  const block = ['mlp', 'feed_forward'].find((b) => tensors.has(`${prefix}${b}.gate_proj.weight`))
-  if (!block) {
-    throw new MoeQuantError('E_LAYOUT_MISSING_TENSOR', `layer ${index} has neither routed experts nor a dense MLP (${prefix}mlp.gate_proj.weight)`)
+  const projection = context.forward.expertActivation === 'relu2' ? 'up_proj' : 'gate_proj'
+  const block = module ?? ['mlp', 'feed_forward'].find((b) => tensors.has(`${prefix}${b}.${projection}.weight`))
+  if (!block || !tensors.has(`${prefix}${block}.${projection}.weight`)) {
+    throw new MoeQuantError('E_LAYOUT_MISSING_TENSOR', `layer ${index} has neither routed experts nor a dense MLP (${prefix}${block ?? 'mlp'}.${projection}.weight)`)
   }
-  return { kind: 'dense', ...denseMlp(`${prefix}${block}`, context.hidden, tensors) }
+  return { kind: 'dense', ...denseMlp(context, `${prefix}${block}`, context.hidden, tensors) }
 }

@@ -3,4 +3,4 @@
 /**
  * The expert activation.
  */
-export type ExpertActivation = "silu" | "gpt_oss";
+export type ExpertActivation = "silu" | "gpt_oss" | "relu2";

@@ -4,18 +4,30 @@ import type { MlpDescriptor } from "./MlpDescriptor";
 import type { NormPlacement } from "./NormPlacement";
 
 /**
- * One decoder layer.
+ * One decoder layer: `x + attention(input_norm(x))`, then `x + mlp(post_attention_norm(x))`, each branch scaled
+ * by the residual multiplier. A layer with a single mixer (Nemotron-H) has one of `attention` and `mlp`, no
+ * `post_attention_norm`, and `input_norm` before its mixer.
  */
 export type LayerDescriptor = { index: number, 
 /**
- * The attention's norm weight (`n₁`: before attention, or after it when the placement is `post`).
+ * The attention's norm weight (`n₁`: before attention, or after it when the placement is `post`; before
+ * the only mixer of a single-mixer layer).
  */
 input_norm: string, 
 /**
- * The MLP's norm weight (`n₂`: before the MLP, or after it when the placement is `post`).
+ * The MLP's norm weight (`n₂`: before the MLP, or after it when the placement is `post`; absent on a
+ * single-mixer layer).
  */
-post_attention_norm: string, norm_placement: NormPlacement, 
+post_attention_norm?: string, norm_placement: NormPlacement, 
 /**
  * Granite scales each residual branch by this (1 elsewhere).
  */
-residual_multiplier: number, attention: AttentionDescriptor, mlp: MlpDescriptor, };
+residual_multiplier: number, 
+/**
+ * The token mixer (absent on a single-mixer layer whose mixer is an MLP or MoE block).
+ */
+attention?: AttentionDescriptor, 
+/**
+ * The feed-forward part (absent on a single-mixer layer whose mixer is a token mixer).
+ */
+mlp?: MlpDescriptor, };

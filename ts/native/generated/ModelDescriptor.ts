@@ -39,4 +39,8 @@ norm: NormKind,
 /**
  * Granite divides the logits by this (1 elsewhere).
  */
-logits_scaling: number, rope: RopeDescriptor, layers: Array<LayerDescriptor>, };
+logits_scaling: number, 
+/**
+ * The rotary embedding; absent when no layer rotates (Nemotron-H, Granite-4.0-H without rope).
+ */
+rope?: RopeDescriptor, layers: Array<LayerDescriptor>, };

@@ -2,7 +2,7 @@
 import type { DenseMlpDescriptor } from "./DenseMlpDescriptor";
 
 /**
- * Shared expert(s): a dense gated MLP every token goes through, optionally scaled by `sigmoid(gate(x))`.
+ * Shared expert(s): a dense MLP every token goes through, optionally scaled by `sigmoid(gate(x))`.
  */
 export type SharedExpertDescriptor = { mlp: DenseMlpDescriptor, 
 /**

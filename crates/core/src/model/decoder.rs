@@ -1,12 +1,13 @@
-//! One decoder layer assembled from blocks: a token mixer (attention, or Gated DeltaNet linear attention) and an
-//! MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm), each added to
-//! the residual stream (scaled by Granite's residual
-//! multiplier).
+//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention or
+//! Mamba-2) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
+//! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
+//! (Nemotron-H), one pre-norm mixer of either kind.
 
 use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
 use super::blocks::deltanet::GatedDeltaNet;
+use super::blocks::mamba2::Mamba2;
 use super::blocks::mla::Mla;
 use super::blocks::mlp::Mlp;
 use super::blocks::moe::MoeBlock;
@@ -14,13 +15,14 @@ use super::blocks::norm::{HiddenNorm, NormStyle};
 use super::blocks::rope::Rope;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormPlacement};
 use super::loader::WeightLoader;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::observe::Observers;
 
-enum SelfAttention {
+enum TokenMixer {
     Gqa(Attention),
     Mla(Mla),
     DeltaNet(Box<GatedDeltaNet>),
+    Mamba2(Box<Mamba2>),
 }
 
 enum FeedForward {
@@ -30,36 +32,52 @@ enum FeedForward {
 
 pub struct DecoderLayer {
     input_norm: HiddenNorm,
-    attention: SelfAttention,
-    post_attention_norm: HiddenNorm,
-    feed_forward: FeedForward,
+    mixer: Option<TokenMixer>,
+    /// The norm of the feed-forward part (the input norm on a single-mixer layer).
+    feed_forward_norm: Option<HiddenNorm>,
+    feed_forward: Option<FeedForward>,
     residual_multiplier: f64,
     placement: NormPlacement,
 }
 
 impl DecoderLayer {
-    /// Loads the layer's weights (only this layer's are resident while it runs).
+    /// Loads the layer's weights (only this layer's are resident while it runs). `rope` says whether the model
+    /// has a rotary embedding.
     pub fn load(
         loader: &WeightLoader,
         desc: &LayerDescriptor,
         style: NormStyle,
+        rope: bool,
         all_experts_stats: bool,
     ) -> Result<Self> {
-        let attention = match &desc.attention {
-            AttentionDescriptor::Gqa(gqa) => SelfAttention::Gqa(Attention::load(loader, gqa, style)?),
-            AttentionDescriptor::Mla(mla) => SelfAttention::Mla(Mla::load(loader, mla)?),
-            AttentionDescriptor::GatedDeltaNet(mixer) => {
-                SelfAttention::DeltaNet(Box::new(GatedDeltaNet::load(loader, mixer, style.eps)?))
+        check_form(desc, rope)?;
+        let mixer = match &desc.attention {
+            Some(AttentionDescriptor::Gqa(gqa)) => Some(TokenMixer::Gqa(Attention::load(loader, gqa, style)?)),
+            Some(AttentionDescriptor::Mla(mla)) => Some(TokenMixer::Mla(Mla::load(loader, mla)?)),
+            Some(AttentionDescriptor::GatedDeltaNet(mixer)) => {
+                Some(TokenMixer::DeltaNet(Box::new(GatedDeltaNet::load(loader, mixer, style.eps)?)))
             }
+            Some(AttentionDescriptor::Mamba2(mamba)) => {
+                Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)))
+            }
+            None => None,
         };
         let feed_forward = match &desc.mlp {
-            MlpDescriptor::Dense(dense) => FeedForward::Dense(Mlp::load(loader, dense)?),
-            MlpDescriptor::Moe(moe) => FeedForward::Moe(Box::new(MoeBlock::load(loader, moe, all_experts_stats)?)),
+            Some(MlpDescriptor::Dense(dense)) => Some(FeedForward::Dense(Mlp::load(loader, dense)?)),
+            Some(MlpDescriptor::Moe(moe)) => {
+                Some(FeedForward::Moe(Box::new(MoeBlock::load(loader, moe, all_experts_stats)?)))
+            }
+            None => None,
+        };
+        let feed_forward_norm = match (&desc.mlp, &desc.post_attention_norm) {
+            (None, _) => None,
+            (Some(_), Some(post)) => Some(style.hidden(loader, post)?),
+            (Some(_), None) => Some(style.hidden(loader, &desc.input_norm)?),
         };
         Ok(DecoderLayer {
             input_norm: style.hidden(loader, &desc.input_norm)?,
-            attention,
-            post_attention_norm: style.hidden(loader, &desc.post_attention_norm)?,
+            mixer,
+            feed_forward_norm,
             feed_forward,
             residual_multiplier: desc.residual_multiplier,
             placement: desc.norm_placement,
@@ -69,34 +87,41 @@ impl DecoderLayer {
     /// Records weight statistics that do not depend on the input (per-expert weight maxima).
     pub fn observe_weights(&self, observers: &mut Observers) -> Result<()> {
         match &self.feed_forward {
-            FeedForward::Moe(moe) => moe.observe_weights(observers),
-            FeedForward::Dense(_) => Ok(()),
+            Some(FeedForward::Moe(moe)) => moe.observe_weights(observers),
+            _ => Ok(()),
         }
     }
 
     /// `xs [B, T, H]` → `[B, T, H]`.
-    pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
-        let attended = self.sublayer(
-            &self.input_norm,
-            xs,
-            |input, observers| match &self.attention {
-                SelfAttention::Gqa(attention) => attention.forward(input, rope, observers),
-                SelfAttention::Mla(mla) => mla.forward(input, rope, observers),
-                SelfAttention::DeltaNet(mixer) => mixer.forward(input, observers),
-            },
-            observers,
-        )?;
-        let xs = (xs + (attended * self.residual_multiplier)?)?;
-        let fed = self.sublayer(
-            &self.post_attention_norm,
-            &xs,
-            |input, observers| match &self.feed_forward {
-                FeedForward::Dense(mlp) => mlp.forward(input, observers),
-                FeedForward::Moe(moe) => moe.forward(input, observers),
-            },
-            observers,
-        )?;
-        Ok((xs + (fed * self.residual_multiplier)?)?)
+    pub fn forward(&self, xs: &Tensor, rope: Option<&Rope>, observers: &mut Observers) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        if let Some(mixer) = &self.mixer {
+            let mixed = self.sublayer(
+                &self.input_norm,
+                &xs,
+                |input, observers| match mixer {
+                    TokenMixer::Gqa(attention) => attention.forward(input, rope, observers),
+                    TokenMixer::Mla(mla) => mla.forward(input, required_rope(rope)?, observers),
+                    TokenMixer::DeltaNet(mixer) => mixer.forward(input, observers),
+                    TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
+                },
+                observers,
+            )?;
+            xs = (xs + (mixed * self.residual_multiplier)?)?;
+        }
+        if let (Some(norm), Some(feed_forward)) = (&self.feed_forward_norm, &self.feed_forward) {
+            let fed = self.sublayer(
+                norm,
+                &xs,
+                |input, observers| match feed_forward {
+                    FeedForward::Dense(mlp) => mlp.forward(input, observers),
+                    FeedForward::Moe(moe) => moe.forward(input, observers),
+                },
+                observers,
+            )?;
+            xs = (xs + (fed * self.residual_multiplier)?)?;
+        }
+        Ok(xs)
     }
 
     /// One sublayer's branch with its norm on the input (pre) or on the output (post).
@@ -112,4 +137,34 @@ impl DecoderLayer {
             NormPlacement::Post => norm.forward(&run(xs, observers)?),
         }
     }
+}
+
+/// A layer is a token mixer and an MLP with a norm each, or a single mixer of either kind after its input norm;
+/// a layer that rotates needs the model's rotary embedding.
+fn check_form(desc: &LayerDescriptor, rope: bool) -> Result<()> {
+    let parts = (desc.attention.is_some(), desc.post_attention_norm.is_some(), desc.mlp.is_some());
+    let form_ok = matches!(parts, (true, true, true) | (true, false, false) | (false, false, true));
+    if !form_ok {
+        return Err(Error::internal(format!(
+            "decoder layer {}: a layer has attention, post-attention norm and MLP, or one mixer alone (found {parts:?})",
+            desc.index
+        )));
+    }
+    let rotates = match &desc.attention {
+        Some(AttentionDescriptor::Gqa(gqa)) => gqa.rope,
+        Some(AttentionDescriptor::Mla(_)) => true,
+        _ => false,
+    };
+    if rotates && !rope {
+        return Err(Error::internal(format!(
+            "decoder layer {}: its attention rotates but the model has no rotary embedding",
+            desc.index
+        )));
+    }
+    Ok(())
+}
+
+/// The rotary embedding of a layer that needs one (checked at load).
+pub fn required_rope(rope: Option<&Rope>) -> Result<&Rope> {
+    rope.ok_or_else(|| Error::internal("an attention layer rotates but the model has no rotary embedding"))
 }

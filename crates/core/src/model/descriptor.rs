@@ -32,7 +32,10 @@ pub struct ModelDescriptor {
     /// Granite divides the logits by this (1 elsewhere).
     #[serde(default = "one")]
     pub logits_scaling: f64,
-    pub rope: RopeDescriptor,
+    /// The rotary embedding; absent when no layer rotates (Nemotron-H, Granite-4.0-H without rope).
+    #[serde(default)]
+    #[ts(optional)]
+    pub rope: Option<RopeDescriptor>,
     pub layers: Vec<LayerDescriptor>,
 }
 
@@ -124,24 +127,34 @@ pub struct RopeDescriptor {
     pub long_mscale: Option<f64>,
 }
 
-/// One decoder layer.
+/// One decoder layer: `x + attention(input_norm(x))`, then `x + mlp(post_attention_norm(x))`, each branch scaled
+/// by the residual multiplier. A layer with a single mixer (Nemotron-H) has one of `attention` and `mlp`, no
+/// `post_attention_norm`, and `input_norm` before its mixer.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct LayerDescriptor {
     pub index: usize,
-    /// The attention's norm weight (`n₁`: before attention, or after it when the placement is `post`).
+    /// The attention's norm weight (`n₁`: before attention, or after it when the placement is `post`; before
+    /// the only mixer of a single-mixer layer).
     pub input_norm: String,
-    /// The MLP's norm weight (`n₂`: before the MLP, or after it when the placement is `post`).
-    pub post_attention_norm: String,
+    /// The MLP's norm weight (`n₂`: before the MLP, or after it when the placement is `post`; absent on a
+    /// single-mixer layer).
+    #[serde(default)]
+    pub post_attention_norm: Option<String>,
     #[serde(default)]
     pub norm_placement: NormPlacement,
     /// Granite scales each residual branch by this (1 elsewhere).
     #[serde(default = "one")]
     pub residual_multiplier: f64,
-    pub attention: AttentionDescriptor,
-    pub mlp: MlpDescriptor,
+    /// The token mixer (absent on a single-mixer layer whose mixer is an MLP or MoE block).
+    #[serde(default)]
+    pub attention: Option<AttentionDescriptor>,
+    /// The feed-forward part (absent on a single-mixer layer whose mixer is a token mixer).
+    #[serde(default)]
+    pub mlp: Option<MlpDescriptor>,
 }
 
-/// The token mixer of one layer: self-attention, or linear attention.
+/// The token mixer of one layer: self-attention, linear attention or a state-space mixer.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttentionDescriptor {
@@ -151,6 +164,54 @@ pub enum AttentionDescriptor {
     Mla(MlaDescriptor),
     /// Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5 `linear_attn`).
     GatedDeltaNet(GatedDeltaNetDescriptor),
+    /// Mamba-2 (state space duality) mixer.
+    Mamba2(Mamba2Descriptor),
+}
+
+/// A Mamba-2 mixer: `[z | xBC | dt] = in_proj(x)`; `xBC = silu(causal depthwise conv(xBC))`, split into x
+/// `[heads, head_dim]`, B and C `[groups, state]`; the selective scan with `A = -exp(A_log)`,
+/// `dt = softplus(dt + dt_bias)` clamped to the time-step limits, and the `D` skip; then `y · silu(z)`
+/// RMS-normalised per group of `heads·head_dim / groups` channels, times the norm weight, and `out_proj`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
+pub struct Mamba2Descriptor {
+    /// Module names of the projections `[heads·head_dim·2 + 2·groups·state + heads, H]` and `[H, heads·head_dim]`.
+    pub in_proj: String,
+    pub out_proj: String,
+    /// in_proj and out_proj carry biases.
+    #[serde(default)]
+    pub proj_bias: bool,
+    /// Module name of the depthwise convolution, weight `[conv_dim, 1, conv_kernel]`.
+    pub conv1d: String,
+    /// The convolution carries a bias `[conv_dim]`.
+    #[serde(default)]
+    pub conv_bias: bool,
+    /// `[heads]` tensors.
+    pub a_log: String,
+    pub d: String,
+    pub dt_bias: String,
+    /// Weight `[heads·head_dim]` of the gated group norm.
+    pub norm: String,
+    pub norm_eps: f64,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub n_groups: usize,
+    pub state_size: usize,
+    pub conv_kernel: usize,
+    /// Positions per chunk of the chunked scan (transformers' `chunk_size`).
+    pub chunk_size: usize,
+    /// The time step is clamped to `[dt_min, dt_max]` (no upper bound when absent).
+    #[serde(default)]
+    pub dt_min: f64,
+    #[serde(default)]
+    pub dt_max: Option<f64>,
+}
+
+impl Mamba2Descriptor {
+    /// Channels of x, B and C together (what the convolution runs over).
+    pub fn conv_dim(&self) -> usize {
+        self.num_heads * self.head_dim + 2 * self.n_groups * self.state_size
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
@@ -300,16 +361,21 @@ pub enum MlpDescriptor {
     Moe(Box<MoeDescriptor>),
 }
 
-/// `down(act(gate(x)) * up(x))`, module names.
+/// `down(silu(gate(x)) · up(x))`, or ungated `down(relu(up(x))²)` (`activation` `relu2`); module names. Gate and up
+/// are either two modules or one (`gate_up`, `[2I, H]`, gate rows first: Granite's `input_linear`).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct DenseMlpDescriptor {
-    pub gate: String,
-    pub up: String,
-    pub down: String,
-    /// `gate` and `up` name one module whose weight `[2I, H]` holds the gate rows, then the up rows (Granite's
-    /// `shared_mlp.input_linear`).
     #[serde(default)]
-    pub gate_up_fused: bool,
+    pub gate: Option<String>,
+    #[serde(default)]
+    pub up: Option<String>,
+    #[serde(default)]
+    pub gate_up: Option<String>,
+    pub down: String,
+    /// `silu` (gated) or `relu2` (ungated).
+    #[serde(default)]
+    pub activation: ExpertActivation,
 }
 
 /// How the expert tensors are stored; see `ts/model/registry/types.ts`.
@@ -331,6 +397,8 @@ pub enum ExpertActivation {
     Silu,
     /// GPT-OSS: clamp, `(up + 1) · gate · sigmoid(1.702 · gate)`.
     GptOss,
+    /// Ungated `relu(up)²` (Nemotron-H): no gate projection.
+    Relu2,
 }
 
 /// Where the routed experts of one MoE layer are stored, and their sizes: what reading an expert's weights
@@ -435,7 +503,7 @@ fn one_usize() -> usize {
     1
 }
 
-/// Shared expert(s): a dense gated MLP every token goes through, optionally scaled by `sigmoid(gate(x))`.
+/// Shared expert(s): a dense MLP every token goes through, optionally scaled by `sigmoid(gate(x))`.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[ts(optional_fields)]
 pub struct SharedExpertDescriptor {

@@ -87,7 +87,7 @@ pub struct ForwardResult {
 pub struct LayerStream<'a> {
     loader: WeightLoader<'a>,
     desc: &'a ModelDescriptor,
-    rope: Rope,
+    rope: Option<Rope>,
     hidden: Vec<Tensor>,
     all_experts_stats: bool,
     next_layer: usize,
@@ -146,7 +146,8 @@ impl<'a> LayerStream<'a> {
                 .collect::<Result<Vec<_>>>()?
         };
         let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
-        let rope = Rope::new(&desc.rope, max_len.max(1), &device, compute.dtype)?;
+        let rope =
+            desc.rope.as_ref().map(|rope| Rope::new(rope, max_len.max(1), &device, compute.dtype)).transpose()?;
         Ok(LayerStream {
             loader,
             desc,
@@ -181,7 +182,8 @@ impl<'a> LayerStream<'a> {
     pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
-        let layer = DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), self.all_experts_stats)?;
+        let rope = self.rope.is_some();
+        let layer = DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), rope, self.all_experts_stats)?;
         self.load_seconds += clock.elapsed().as_secs_f64();
         // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
         // the previous one, which this layer's load has just used up.)
@@ -189,7 +191,7 @@ impl<'a> LayerStream<'a> {
         let clock = Instant::now();
         layer.observe_weights(&mut self.observers)?;
         for batch in 0..self.hidden.len() {
-            let ys = layer.forward(&self.hidden[batch], &self.rope, &mut self.observers)?;
+            let ys = layer.forward(&self.hidden[batch], self.rope.as_ref(), &mut self.observers)?;
             if !all_finite(&ys)? {
                 return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
             }
@@ -229,7 +231,7 @@ impl<'a> LayerStream<'a> {
             _ => {}
         }
         let mut trace = Observers::tracing();
-        if let Err(error) = layer.forward(xs, &self.rope, &mut trace) {
+        if let Err(error) = layer.forward(xs, self.rope.as_ref(), &mut trace) {
             return error;
         }
         let tensor = trace.first_non_finite().map_or_else(|| format!("the output of {location}"), str::to_string);

@@ -9,7 +9,7 @@ use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
-pub const DESCRIBED: [&str; 10] = [
+pub const DESCRIBED: [&str; 12] = [
     "qwen3_moe/hub",
     "qwen2_moe/fused",
     "mixtral/hub",
@@ -21,6 +21,9 @@ pub const DESCRIBED: [&str; 10] = [
     // Gated DeltaNet layers: projections grouped by key head (Qwen3-Next) and split (Qwen3.5).
     "families/qwen3_next/hub",
     "families/qwen3_5_moe_text/fused",
+    // Mamba-2 layers: Granite-4.0-H (attention without rope) and Nemotron-H (one mixer per layer).
+    "families/granitemoehybrid/hub",
+    "families/nemotron_h/hub",
 ];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).

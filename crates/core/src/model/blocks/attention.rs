@@ -1,8 +1,8 @@
 //! Grouped-query self-attention, no KV cache (calibration runs whole sequences), with the variants families
 //! declare: biases; q/k RMSNorm before the rope, per head (Qwen3) or over the whole projection (OLMoE), or
 //! weightless after it (Llama4); causal, sliding-window or chunked masks; attention sinks (GPT-OSS); layers
-//! without rope and with temperature tuning (Llama4); an output gate projected with the queries (Qwen3-Next,
-//! Qwen3.5).
+//! without rope, with temperature tuning (Llama4) or not (Granite-4.0-H, Nemotron-H); an output gate projected
+//! with the queries (Qwen3-Next, Qwen3.5).
 //! transformers: models/qwen3_moe `Qwen3MoeAttention`, models/olmoe `OlmoeAttention`, models/gpt_oss
 //! `GptOssAttention`, models/llama4 `Llama4TextAttention`, models/qwen3_next `Qwen3NextAttention`.
 
@@ -13,6 +13,7 @@ use super::norm::{normalize, NormStyle, RmsNorm};
 use super::ops::{attention_mask, sigmoid, softmax_last};
 use super::rope::Rope;
 use crate::error::Result;
+use crate::model::decoder::required_rope;
 use crate::model::descriptor::{AttentionMask, AttentionTemperature, GqaDescriptor};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
@@ -78,8 +79,8 @@ impl Attention {
     }
 
     /// The rope (where the layer has one), then the q/k norm declared after it or the weightless norm.
-    fn position(&self, xs: Tensor, rope: &Rope, norm: Option<&RmsNorm>) -> Result<Tensor> {
-        let xs = if self.rope { rope.apply(&xs)? } else { xs };
+    fn position(&self, xs: Tensor, rope: Option<&Rope>, norm: Option<&RmsNorm>) -> Result<Tensor> {
+        let xs = if self.rope { required_rope(rope)?.apply(&xs)? } else { xs };
         let xs = match norm.filter(|_| self.qk_norm_after_rope) {
             Some(norm) => norm.forward(&xs)?,
             None => xs,
@@ -134,7 +135,7 @@ impl Attention {
         Ok(ys.transpose(1, 2)?.contiguous()?)
     }
 
-    pub fn forward(&self, xs: &Tensor, rope: &Rope, observers: &mut Observers) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, rope: Option<&Rope>, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         observers.record_input(&[&self.q.name, &self.k.name, &self.v.name], xs)?;
         let (q, gate) = self.query(xs)?;

@@ -110,10 +110,12 @@ impl MoeBlock {
                 desc.block, desc.top_k, desc.tensors.experts
             )));
         }
-        if !desc.tensors.gated() {
+        if desc.tensors.gated() == (desc.activation == ExpertActivation::Relu2) {
             return Err(crate::error::Error::internal(format!(
-                "{}: the MoE forward computes gated experts (silu(gate) · up); these have no gate projection",
-                desc.block
+                "{}: {:?} experts {} a gate projection",
+                desc.block,
+                desc.activation,
+                if desc.tensors.gated() { "have" } else { "need" }
             )));
         }
         let module = desc.router.weight.trim_end_matches(".weight");
@@ -151,9 +153,16 @@ impl MoeBlock {
         let stats = observers.experts_mut(&self.desc.block, self.desc.tensors.experts);
         // Reduced on the device and read back at once: one synchronisation per layer, not three per expert.
         let mut maxima = Vec::with_capacity(3 * self.desc.tensors.experts);
+        let gated = self.desc.tensors.gated();
         for weights in self.experts.weights() {
-            maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, 0, inter)?)?);
-            maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, inter, inter)?)?);
+            if gated {
+                maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, 0, inter)?)?);
+                maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, inter, inter)?)?);
+            } else {
+                // Ungated: no gate (its maximum stays 0); `gate_up` is up alone.
+                maxima.push(Tensor::new(0f32, weights.gate_up.device())?);
+                maxima.push(abs_max_on_device(&weights.gate_up)?);
+            }
             maxima.push(abs_max_on_device(&weights.down)?);
         }
         for (e, amax) in read_scalars(&maxima)?.chunks_exact(3).enumerate() {
@@ -164,14 +173,20 @@ impl MoeBlock {
         Ok(())
     }
 
-    /// `act(gate)·up` of gate/up projections `[m, 2I]` (gate columns first) → `[m, I]`.
+    /// `act(gate)·up` of gate/up projections `[m, 2I]` (gate columns first) → `[m, I]`; ungated: `relu(up)²` of
+    /// up projections `[m, I]`.
     fn activate(&self, gate_up: &Tensor) -> Result<Tensor> {
         let inter = self.desc.tensors.intermediate;
-        let gate = gate_up.narrow(1, 0, inter)?;
-        let up = gate_up.narrow(1, inter, inter)?;
+        let halves =
+            || -> Result<(Tensor, Tensor)> { Ok((gate_up.narrow(1, 0, inter)?, gate_up.narrow(1, inter, inter)?)) };
         Ok(match self.desc.activation {
-            ExpertActivation::Silu => (gate.silu()? * up)?,
+            ExpertActivation::Relu2 => gate_up.relu()?.sqr()?,
+            ExpertActivation::Silu => {
+                let (gate, up) = halves()?;
+                (gate.silu()? * up)?
+            }
             ExpertActivation::GptOss => {
+                let (gate, up) = halves()?;
                 const ALPHA: f64 = 1.702;
                 const LIMIT: f64 = 7.0;
                 let gate = gate.clamp(f32::NEG_INFINITY, LIMIT as f32)?;

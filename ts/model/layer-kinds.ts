@@ -1,0 +1,36 @@
+/**
+ * The mixer of every decoder layer of a hybrid family (Mamba-2, attention, MoE or MLP), read from config.json
+ * as its transformers config class reads it: the per-layer list (legacy spellings remapped), else the legacy
+ * pattern string, else the class's default.
+ */
+import { MoeQuantError } from '../errors'
+import type { HybridDecl, HybridLayerKind } from './registry/types'
+
+/**
+ * The kind of each of the `layers` decoder layers.
+ * @throws MoeQuantError `E_CONFIG_INVALID` for a list or pattern of another length or with an unknown kind
+ */
+export function hybridLayerKinds(decl: HybridDecl, raw: Record<string, unknown>, layers: number, file: string): HybridLayerKind[] {
+  const invalid = (key: string, value: unknown): never => {
+    const spellings = Object.keys(decl.kinds).map((k) => JSON.stringify(k)).join(', ')
+    throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${key}" must give one of ${spellings} for each of the ${layers} layers, got ${JSON.stringify(value)}`, { file })
+  }
+  const read = (key: string, spelled: readonly unknown[]): HybridLayerKind[] => {
+    const kinds = spelled.map((k) => (typeof k === 'string' && Object.hasOwn(decl.kinds, k) ? decl.kinds[k] : undefined))
+    if (kinds.length !== layers || kinds.some((k) => k === undefined)) invalid(key, spelled)
+    return kinds as HybridLayerKind[]
+  }
+  const listKey = decl.layerTypes.find((key) => raw[key] !== undefined && raw[key] !== null)
+  if (listKey !== undefined) {
+    const list = raw[listKey]
+    return Array.isArray(list) ? read(listKey, list) : invalid(listKey, list)
+  }
+  const pattern = decl.patternKey === undefined ? undefined : raw[decl.patternKey]
+  if (pattern !== undefined && pattern !== null) {
+    return typeof pattern === 'string' ? read(decl.patternKey as string, [...pattern]) : invalid(decl.patternKey as string, pattern)
+  }
+  const fallback = decl.defaultLayerTypes
+  if (typeof fallback === 'string') return Array.from({ length: layers }, () => fallback)
+  if (fallback.length !== layers) invalid(decl.layerTypes[0] as string, null)
+  return [...fallback]
+}

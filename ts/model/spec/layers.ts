@@ -1,0 +1,100 @@
+/**
+ * The decoder layers of the spec: a token mixer (attention, Gated DeltaNet linear attention, or a hybrid family's
+ * Mamba-2 mixer) and an MLP or MoE block, each with its norm before it (or after it: post-norm families); or, in
+ * a single-mixer family (Nemotron-H), one mixer of any of these kinds after one norm. Every tensor of a layer
+ * must be used by its descriptor, or the layer is refused.
+ */
+import type { LayerDescriptor } from '../../native/contract'
+import type { HybridDecl, HybridLayerKind } from '../registry/types'
+import type { MoeLayer } from '../resolve'
+import { attentionDescriptor, type AttentionShape } from './attention'
+import { type CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext } from './context'
+import type { LayerAttention } from './layer-attention'
+import { deltaNetDescriptor } from './linear-attention'
+import { mamba2Descriptor } from './mamba2'
+import { mlpDescriptor } from './moe'
+
+/** Tensors of a decoder layer that the forward legitimately does not load (quantization scales of FP8 sources,
+ * rotary caches some checkpoints carry). */
+const IGNORED_LAYER_TENSOR = /(\.rotary_emb\.inv_freq|_scale_inv|\.weight_scale|\.input_scale)$/
+
+/** What every decoder layer shares. */
+export interface LayerParts {
+  prefix: string
+  attention: AttentionShape
+  scaling: number
+  /** Per layer: mask, rope, q/k norm after the rope, temperature. */
+  variants: LayerAttention[]
+  /** Per layer: whether its token mixer is linear attention instead of self-attention. */
+  linear: boolean[]
+  residualMultiplier: number
+  moeByLayer: Map<number, MoeLayer>
+  /** A hybrid family's mixer of each layer. */
+  kinds?: HybridLayerKind[]
+}
+
+/** A norm of the residual stream: its weight `[H]` (and, for LayerNorm families, its bias); the weight's name. */
+export function hiddenNorm(context: SpecContext, tensors: LayerTensors | CheckpointTensors, module: string, what: string): string {
+  const { hidden } = context
+  const check = (name: string, description: string): void => {
+    if (tensors instanceof LayerTensors) tensors.use(name, [hidden], description)
+    else tensors.expect(name, [hidden], description)
+  }
+  check(`${module}.weight`, what)
+  if (context.forward.layerNorm) check(`${module}.bias`, `${what} bias`)
+  return `${module}.weight`
+}
+
+/** Refuses any tensor of layer `index` (names starting with `prefix`) that the descriptor does not use. */
+function refuseUnused(context: SpecContext, tensors: LayerTensors, prefix: string, index: number): void {
+  for (const t of context.tensors.list) {
+    if (!t.name.startsWith(prefix) || tensors.used.has(t.name) || tensors.ignored.has(t.name) || IGNORED_LAYER_TENSOR.test(t.name)) continue
+    refuse(context, `${t.name} ${fmt(t.shape)} belongs to layer ${index} but the descriptor's forward would not use it`)
+  }
+}
+
+/** The token mixer of a layer whose kind is `kind` (`mamba2` or `attention`). */
+function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string, index: number, parts: LayerParts, hybrid: HybridDecl | undefined) {
+  const kind = parts.kinds?.[index] ?? 'attention'
+  if (parts.linear[index]) return deltaNetDescriptor(context, tensors, prefix)
+  if (kind === 'mamba2' && hybrid) return { kind: 'mamba2' as const, ...mamba2Descriptor(context, tensors, `${prefix}${hybrid.modules.mamba2}`, hybrid.mamba2) }
+  return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention, hybrid?.modules.attention)
+}
+
+/** A single-mixer layer (Nemotron-H): one norm, then a Mamba-2 mixer, attention, an MoE block or a dense MLP. */
+function singleMixerLayer(context: SpecContext, tensors: LayerTensors, index: number, parts: LayerParts, hybrid: HybridDecl): LayerDescriptor {
+  const prefix = `${parts.prefix}${index}.`
+  const inputNorm = tensors.use(`${prefix}${hybrid.norm ?? 'norm'}.weight`, [context.hidden], 'the layer norm [hidden_size]')
+  const layer: LayerDescriptor = { index, input_norm: inputNorm, norm_placement: 'pre', residual_multiplier: parts.residualMultiplier }
+  const kind = parts.kinds?.[index] as HybridLayerKind
+  const moe = parts.moeByLayer.get(index)
+  if ((kind === 'moe') !== (moe !== undefined)) refuse(context, `layer ${index} is ${kind} in config.json but ${moe ? 'holds' : 'lacks'} routed experts`)
+  if (kind === 'mamba2' || kind === 'attention') layer.attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
+  else layer.mlp = mlpDescriptor(context, tensors, index, prefix, moe, hybrid.modules[kind] ?? 'mlp')
+  return layer
+}
+
+/** Decoder layer `index`; any tensor of the layer the forward would not use is refused. */
+export function layerDescriptor(context: SpecContext, index: number, parts: LayerParts): LayerDescriptor {
+  const prefix = `${parts.prefix}${index}.`
+  const hybrid = context.forward.hybrid
+  const tensors = new LayerTensors(context.tensors)
+  let layer: LayerDescriptor
+  if (hybrid?.singleMixer) {
+    layer = singleMixerLayer(context, tensors, index, parts, hybrid)
+  } else {
+    const kind = parts.kinds?.[index]
+    if (kind === 'moe' || kind === 'mlp') refuse(context, `layer ${index} is ${kind} in config.json, but ${context.entry.family} layers hold a token mixer and an MLP`)
+    // The mixer's and the MLP's norms: on their inputs, or (post-norm families) on their outputs.
+    const post = context.forward.postNorms === true
+    const [first, second] = post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : ['input_layernorm', 'post_attention_layernorm']
+    const inputNorm = hiddenNorm(context, tensors, `${prefix}${first}`, `the ${first} [hidden_size]`)
+    const postNorm = hiddenNorm(context, tensors, `${prefix}${second}`, `the ${second} [hidden_size]`)
+    const attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
+    const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
+    const placement = post ? 'post' : 'pre'
+    layer = { index, input_norm: inputNorm, post_attention_norm: postNorm, norm_placement: placement, residual_multiplier: parts.residualMultiplier, attention, mlp }
+  }
+  refuseUnused(context, tensors, prefix, index)
+  return layer
+}
