@@ -4,6 +4,9 @@
 
 use serde::Deserialize;
 
+mod mixers;
+pub use mixers::{DeltaNetProjections, GatedDeltaNetDescriptor, Mamba2Descriptor};
+
 /// One model, as TS describes it (`ts/model/spec/` builds it).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ModelDescriptor {
@@ -168,52 +171,6 @@ pub enum AttentionDescriptor {
     Mamba2(Mamba2Descriptor),
 }
 
-/// A Mamba-2 mixer: `[z | xBC | dt] = in_proj(x)`; `xBC = silu(causal depthwise conv(xBC))`, split into x
-/// `[heads, head_dim]`, B and C `[groups, state]`; the selective scan with `A = -exp(A_log)`,
-/// `dt = softplus(dt + dt_bias)` clamped to the time-step limits, and the `D` skip; then `y · silu(z)`
-/// RMS-normalised per group of `heads·head_dim / groups` channels, times the norm weight, and `out_proj`.
-#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
-#[ts(optional_fields)]
-pub struct Mamba2Descriptor {
-    /// Module names of the projections `[heads·head_dim·2 + 2·groups·state + heads, H]` and `[H, heads·head_dim]`.
-    pub in_proj: String,
-    pub out_proj: String,
-    /// in_proj and out_proj carry biases.
-    #[serde(default)]
-    pub proj_bias: bool,
-    /// Module name of the depthwise convolution, weight `[conv_dim, 1, conv_kernel]`.
-    pub conv1d: String,
-    /// The convolution carries a bias `[conv_dim]`.
-    #[serde(default)]
-    pub conv_bias: bool,
-    /// `[heads]` tensors.
-    pub a_log: String,
-    pub d: String,
-    pub dt_bias: String,
-    /// Weight `[heads·head_dim]` of the gated group norm.
-    pub norm: String,
-    pub norm_eps: f64,
-    pub num_heads: usize,
-    pub head_dim: usize,
-    pub n_groups: usize,
-    pub state_size: usize,
-    pub conv_kernel: usize,
-    /// Positions per chunk of the chunked scan (transformers' `chunk_size`).
-    pub chunk_size: usize,
-    /// The time step is clamped to `[dt_min, dt_max]` (no upper bound when absent).
-    #[serde(default)]
-    pub dt_min: f64,
-    #[serde(default)]
-    pub dt_max: Option<f64>,
-}
-
-impl Mamba2Descriptor {
-    /// Channels of x, B and C together (what the convolution runs over).
-    pub fn conv_dim(&self) -> usize {
-        self.num_heads * self.head_dim + 2 * self.n_groups * self.state_size
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[ts(optional_fields)]
 pub struct GqaDescriptor {
@@ -262,44 +219,6 @@ pub struct GqaDescriptor {
     /// (Qwen3-Next, Qwen3.5).
     #[serde(default)]
     pub output_gate: bool,
-}
-
-/// A Gated DeltaNet mixer: projections, a depthwise causal convolution with SiLU over q, k and v, the gated
-/// delta rule (per value head, a `[key_head_dim, value_head_dim]` state decayed by `exp(g)` and corrected toward
-/// each value with rate `β`), a per-head RMSNorm gated by `silu(z)`, and the output projection.
-/// transformers: models/qwen3_next `Qwen3NextGatedDeltaNet`, models/qwen3_5_moe `Qwen3_5MoeGatedDeltaNet`.
-#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
-pub struct GatedDeltaNetDescriptor {
-    pub projections: DeltaNetProjections,
-    /// Depthwise convolution weight `[2·key_heads·key_head_dim + value_heads·value_head_dim, 1, conv_kernel]`
-    /// (no bias), over the channels q, k, v in that order.
-    pub conv1d: String,
-    /// `[value_heads]`: added to `a` before the softplus.
-    pub dt_bias: String,
-    /// `[value_heads]`: `g = -exp(A_log) · softplus(a + dt_bias)`.
-    pub a_log: String,
-    /// Weight `[value_head_dim]` of the gated RMSNorm (`w · x̂ · silu(z)`, plain weight, the model's eps).
-    pub norm: String,
-    /// Module name of the output projection `[H, value_heads·value_head_dim]`.
-    pub out_proj: String,
-    pub num_key_heads: usize,
-    pub num_value_heads: usize,
-    pub key_head_dim: usize,
-    pub value_head_dim: usize,
-    pub conv_kernel: usize,
-}
-
-/// How a Gated DeltaNet stores its input projections (module names, no biases).
-#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
-#[serde(tag = "layout", rename_all = "snake_case")]
-pub enum DeltaNetProjections {
-    /// Qwen3-Next: `in_proj_qkvz [2·key_dim + 2·value_dim, H]` grouped by key head, each group
-    /// `[q (dk) | k (dk) | v (r·dv) | z (r·dv)]` with `r = value_heads / key_heads`, and `in_proj_ba [2·value_heads, H]`
-    /// grouped likewise, `[b (r) | a (r)]`.
-    Grouped { qkvz: String, ba: String },
-    /// Qwen3.5: `in_proj_qkv [2·key_dim + value_dim, H]` (all q heads, all k heads, all v heads),
-    /// `in_proj_z [value_dim, H]`, `in_proj_b` and `in_proj_a [value_heads, H]`.
-    Split { qkv: String, z: String, b: String, a: String },
 }
 
 /// Which key positions a query at position `q` sees (transformers' masking_utils).
