@@ -26,6 +26,11 @@ const CASES = [
   // router's weight applied to the expert input.
   ['gpt_oss/hub', 'gpt_oss_hub', rows(calibIds.values, calibIds.shape[1])],
   ['llama4_text/hub', 'llama4_text_hub', rows(calibIds.values, calibIds.shape[1])],
+  // Qwen2-MoE (sigmoid-gated shared expert, q/k/v biases), OLMoE (q/k norms over the whole projection), Granite-MoE
+  // (multipliers, experts fused on the hub as input_linear / output_linear).
+  ['qwen2_moe/hub', 'qwen2_moe_hub', rows(calibIds.values, calibIds.shape[1])],
+  ['olmoe/hub', 'olmoe_hub', rows(calibIds.values, calibIds.shape[1])],
+  ['granitemoe/hub', 'granitemoe_hub', rows(calibIds.values, calibIds.shape[1])],
   // fixtures/families/ (transformers 5.25): Qwen3-VL-MoE's text stack (vision-language wrapper, experts stored
   // [E, H, 2I]), GLM-4.5V's (wrapper, partial rope), dots.llm1 (a sliding-window layer, grouped sigmoid router),
   // MiniMax-M2 (q/k norms over the whole projection, partial rope, correction bias on the block).

@@ -53,6 +53,9 @@ fixtures/golden/families_<model_type>_<layout>/<fp8|nvfp4>/    `--families` rewr
     The calibrated formats on fixtures/families/ checkpoints (FAMILY_CASES), made with the transformers those
     fixtures were made with (5.25; the other goldens use 5.17).
 
+fixtures/golden/<qwen2_moe|olmoe|granitemoe>_hub/<fp8|nvfp4>/    `--more` rewrites only these
+    The calibrated formats on three more families of fixtures/ (MORE_CASES).
+
 fixtures/golden/dense_<model_type>/<fp8|nvfp4>/    `--dense` rewrites only these
     The calibrated formats on the dense checkpoints of fixtures/dense/ (Llama, Qwen3, Mistral; transformers 5.25).
 
@@ -558,6 +561,20 @@ def make_dense(ids: torch.Tensor) -> None:
             run_case(FIXTURES / "dense" / model_type, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
 
 
+# More calibrated cases on fixtures/ (made with transformers 5.17, like CASES): `--more` rewrites only these.
+MORE_CASES = [("qwen2_moe", "hub"), ("olmoe", "hub"), ("granitemoe", "hub")]
+
+
+def make_more(ids: torch.Tensor) -> None:
+    for model_type, layout in MORE_CASES:
+        for fmt in FORMATS:
+            out = GOLDEN / f"{model_type}_{layout}" / fmt
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"== {model_type}/{layout} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
+
+
 def make_stacked(ids: torch.Tensor) -> None:
     """The calibrated goldens of STACKED_CASES (`--stacked` rewrites only these)."""
     for model_type, layout in STACKED_CASES:
@@ -583,6 +600,9 @@ def main() -> int:
         return 0
     if "--dense" in sys.argv[1:]:
         make_dense(calib_ids())
+        return 0
+    if "--more" in sys.argv[1:]:
+        make_more(calib_ids())
         return 0
     if "--zoo" in sys.argv[1:]:
         make_zoo_goldens()
@@ -612,6 +632,7 @@ def main() -> int:
 
     make_weight_only(ids)
     make_stacked(ids)
+    make_more(ids)
     # The numpy self-check below covers the calibrated formats.
     failed = False
     for d in sorted(p.parent for p in GOLDEN.rglob("amax.json") if p.parent.name in FORMATS):
