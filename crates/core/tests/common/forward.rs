@@ -9,7 +9,7 @@ use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
-pub const DESCRIBED: [&str; 12] = [
+pub const DESCRIBED: [&str; 14] = [
     "qwen3_moe/hub",
     "qwen2_moe/fused",
     "mixtral/hub",
@@ -24,6 +24,9 @@ pub const DESCRIBED: [&str; 12] = [
     // Mamba-2 layers: Granite-4.0-H (attention without rope) and Nemotron-H (one mixer per layer).
     "families/granitemoehybrid/hub",
     "families/nemotron_h/hub",
+    // MLA restricted by DeepSeek sparse attention: DeepSeek-V3.2, and GLM-5 with a layer reusing another's keys.
+    "families/deepseek_v32/hub",
+    "families/glm_moe_dsa/fused",
 ];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).
