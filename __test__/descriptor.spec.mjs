@@ -595,8 +595,8 @@ test('glm_moe_dsa: shared layers reuse the keys of the last indexer, from indexe
   const d = await describe('families/glm_moe_dsa/hub')
   t.like(d.rope, { kind: 'default', rotary_dim: 8, interleaved: true })
   t.is(d.rms_norm_eps, 1e-5)
-  t.deepEqual(d.layers[1].attention.sparse, { top_k: 6 })
-  for (const index of [0, 2]) t.like(d.layers[index].attention.sparse.indexer, { num_heads: 4, head_dim: 16, rope_dim: 8, rope_interleaved: true })
+  t.deepEqual(d.layers[1].attention.sparse, { top_k: 4 })
+  for (const index of [0, 2]) t.like(d.layers[index].attention.sparse.indexer, { num_heads: 8, head_dim: 16, rope_dim: 8, rope_interleaved: true })
   t.like(d.layers[1].attention, { qk_nope_head_dim: 24, v_head_dim: 32 })
   const owners = (descriptor) => descriptor.layers.map((l) => l.attention.sparse.indexer !== undefined)
   // Layer 1's indexer tensors, when the schedule gives it one.

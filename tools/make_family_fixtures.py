@@ -73,12 +73,12 @@ Deliberate choices:
   * Model seeds: as in tools/make_fixtures.py, the first seed from MODEL_SEED whose routers give every expert of
     every MoE layer at least one token of input_ids (model_seed in MANIFEST.json).
 
-  * DeepSeek sparse attention (deepseek_v32, glm_moe_dsa): index_topk is 5 and 6, below the 12 tokens, so that the
+  * DeepSeek sparse attention (deepseek_v32, glm_moe_dsa): index_topk is 5 and 4, below the 12 tokens, so that the
     indexer's choice of keys changes the output. transformers breaks ties of the indexer's scores arbitrarily (torch
     topk), so every family with an indexer is checked to have no near tie where the top-k choice is made: the
     smallest relative gap between the score of the last key kept and that of the best key dropped must be at least
-    1e-3 (printed for each directory). DeepSeek-V3.2's indexer has 8 heads: with fewer, the ReLU of every head's
-    score is often 0 for a key, and keys tie at 0. glm_moe_dsa's layer 1 is a "shared" layer (indexer_types), which
+    1e-3 (printed for each directory). The indexers have 8 heads: with fewer, the ReLU of every head's score is
+    often 0 for a key, and keys tie at 0. glm_moe_dsa's layer 1 is a "shared" layer (indexer_types), which
     has no indexer and reuses layer 0's keys.
 
 Families not produced, and why: none; every family listed above builds, saves and reloads on CPU.
@@ -604,8 +604,8 @@ def families(eos_id: int) -> list[dict]:
                 qk_nope_head_dim=24,
                 qk_rope_head_dim=8,
                 v_head_dim=32,
-                index_topk=6,
-                index_n_heads=4,
+                index_topk=4,
+                index_n_heads=8,
                 index_head_dim=16,
                 # layer 1 has no indexer: it reuses layer 0's choice of keys
                 indexer_types=["full", "shared", "full"],
@@ -615,8 +615,8 @@ def families(eos_id: int) -> list[dict]:
             router_notes="sigmoid + e_score_correction_bias for the choice, one group, weights renormalised "
             "(norm_topk_prob) x routed_scaling_factor 2.5",
             attention_notes="MLA (q LoRA 32, kv LoRA 16, qk_nope 24 + qk_rope 8, v_head 32) restricted by DeepSeek "
-            "sparse attention, index_topk 6, the indexer's rope on interleaved pairs; indexer_types full, shared, full "
-            "(layer 1 reuses layer 0's keys and has no indexer)",
+            "sparse attention, index_topk 4 (indexer of 8 heads of 16), the indexer's rope on interleaved pairs; "
+            "indexer_types full, shared, full (layer 1 reuses layer 0's keys and has no indexer)",
             router_bias=True,
         ),
     ]
@@ -1079,7 +1079,7 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
         "`in_memory_experts_layout` has `gated: false`, `up_proj` and `gate_up_proj: null`; `gate_up_input` is the "
         "input of `up_proj`, `down_input` is relu2(up). Its hub layout is under `backbone.`.",
         "- Every expert of every MoE layer receives at least one token from `input_ids` (`model_seed`).",
-        "- DeepSeek sparse attention (`deepseek_v32`, `glm_moe_dsa`): `index_topk` (5, 6) is below the 12 tokens, so "
+        "- DeepSeek sparse attention (`deepseek_v32`, `glm_moe_dsa`): `index_topk` (5, 4) is below the 12 tokens, so "
         "later queries attend to some of the keys they see; no indexer score ties, or nearly ties (relative gap under "
         "1e-3), where the top-k choice is made, since transformers breaks such ties arbitrarily.",
     ]

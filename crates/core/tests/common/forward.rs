@@ -55,9 +55,16 @@ pub fn reference(fixture: &str) -> (Batch, Vec<f32>) {
 
 /// Our logits of a fixture's reference ids, computed on `compute`.
 pub fn logits(fixture: &str, compute: ComputeDevice) -> Vec<f32> {
+    edited_logits(fixture, compute, |_| {})
+}
+
+/// Our logits of a fixture's reference ids with its committed descriptor changed by `edit`.
+pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<f32> {
     let name = format!("{}.json", fixture.replace('/', "_"));
     let text = std::fs::read_to_string(fixtures().join("descriptors").join(name)).unwrap();
-    let descriptor: ModelDescriptor = serde_json::from_str(&text).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut json);
+    let descriptor: ModelDescriptor = serde_json::from_value(json).unwrap();
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
     let (batch, _) = reference(fixture);
     let options = ForwardOptions { logits: true, all_experts_stats: false, device: Some(compute) };

@@ -67,7 +67,11 @@ impl KeyChooser {
         for (i, row) in rows.iter().enumerate() {
             let query = first + i;
             if query >= self.len || row.len() != self.len {
-                return Err(Error::internal(format!("index scores of query {query}: {} keys of {}", row.len(), self.len)));
+                return Err(Error::internal(format!(
+                    "index scores of query {query}: {} keys of {}",
+                    row.len(),
+                    self.len
+                )));
             }
             for key in top_keys(&row[..=query], self.top_k) {
                 let bit = query * self.len + key;
@@ -93,9 +97,8 @@ pub fn top_keys(scores: &[f32], top_k: usize) -> Vec<usize> {
         return Vec::new();
     }
     // `+ 0.0` turns -0 into +0, so that the total order sees them equal.
-    let higher_first = |a: &usize, b: &usize| -> Ordering {
-        (scores[*b] + 0.0).total_cmp(&(scores[*a] + 0.0)).then(a.cmp(b))
-    };
+    let higher_first =
+        |a: &usize, b: &usize| -> Ordering { (scores[*b] + 0.0).total_cmp(&(scores[*a] + 0.0)).then(a.cmp(b)) };
     keys.select_nth_unstable_by(top_k - 1, higher_first);
     keys.truncate(top_k);
     keys.sort_unstable();
@@ -155,11 +158,11 @@ mod tests {
         chooser.add_rows(2, &scores[2..].iter().map(|r| r.to_vec()).collect::<Vec<_>>()).unwrap();
         let selection = chooser.finish();
         let mask = selection.mask(6, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-        for (query, keys) in kept.iter().enumerate() {
-            for key in 0..6 {
+        for (query, (keys, row)) in kept.iter().zip(&mask).enumerate() {
+            for (key, &value) in row.iter().enumerate() {
                 let attends = keys.contains(&key);
                 assert_eq!(selection.attends(query, key), attends, "query {query}, key {key}");
-                assert_eq!(mask[query][key], if attends { 0.0 } else { f32::NEG_INFINITY }, "query {query}, key {key}");
+                assert_eq!(value, if attends { 0.0 } else { f32::NEG_INFINITY }, "query {query}, key {key}");
             }
         }
         assert!(selection.mask(5, &Device::Cpu).is_err());
