@@ -63,6 +63,12 @@ function referencedTensors(d) {
       for (const m of [a.q_proj, a.q_a_proj, a.q_b_proj, a.kv_a_proj, a.kv_b_proj, a.o_proj]) if (m) linear(m)
       if (a.q_a_norm) tensor(a.q_a_norm, 1)
       tensor(a.kv_a_norm, 1)
+      const indexer = a.sparse?.indexer
+      if (indexer) {
+        for (const m of [indexer.wq_b, indexer.wk, indexer.weights_proj]) linear(m)
+        tensor(indexer.k_norm, 1)
+        tensor(indexer.k_norm.replace(/weight$/, 'bias'), 1)
+      }
     }
     const mlp = layer.mlp
     if (!mlp) continue
@@ -102,6 +108,9 @@ function checkSerializable(t, d) {
       : a.kind === 'gated_delta_net' ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
       : a.kind === 'mamba2' ? [a.num_heads, a.head_dim, a.n_groups, a.state_size, a.conv_kernel, a.chunk_size]
       : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
+    const indexer = a?.kind === 'mla' ? a.sparse?.indexer : undefined
+    if (a?.kind === 'mla' && a.sparse) ints.push(a.sparse.top_k)
+    if (indexer) ints.push(indexer.num_heads, indexer.head_dim, indexer.rope_dim)
     t.true(ints.every(usize), `layer ${layer.index} attention sizes`)
     if (layer.mlp?.kind === 'moe') {
       const m = layer.mlp
@@ -536,6 +545,77 @@ test('nemotron_h: one mixer per layer after one norm, relu² experts and shared 
   await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.moe_latent_size = 32) }), { code: 'E_MODEL_UNSUPPORTED', message: /moe_latent_size/ })
   await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.mlp_hidden_act = 'silu') }), { code: 'E_MODEL_UNSUPPORTED', message: /mlp_hidden_act/ })
   await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.layers_block_type = ['mamba', 'moe', 'mlp']) }), { code: 'E_LAYOUT_MISSING_TENSOR' })
+})
+
+test('deepseek_v32: MLA on interleaved pairs restricted by sparse attention, the indexer rotating halves', async (t) => {
+  const d = await describe('families/deepseek_v32/hub')
+  t.like(d.rope, { kind: 'yarn', rotary_dim: 8, interleaved: true, factor: 4, mscale: 1, mscale_all_dim: 0.8 })
+  for (const layer of d.layers) {
+    const a = layer.attention
+    const indexer = `model.layers.${layer.index}.self_attn.indexer`
+    t.like(a, { kind: 'mla', q_a_proj: `model.layers.${layer.index}.self_attn.q_a_proj`, qk_rope_head_dim: 8 })
+    t.deepEqual(a.sparse, {
+      top_k: 5,
+      indexer: {
+        wq_b: `${indexer}.wq_b`,
+        wk: `${indexer}.wk`,
+        weights_proj: `${indexer}.weights_proj`,
+        k_norm: `${indexer}.k_norm.weight`,
+        k_norm_eps: 1e-6,
+        num_heads: 8,
+        head_dim: 16,
+        rope_dim: 8,
+        rope_interleaved: false,
+      },
+    })
+  }
+  // yarn_apply_mscale: qk_head_dim^-0.5 · (0.1 · 0.8 · ln 4 + 1)².
+  close(t, d.layers[0].attention.scaling, 24 ** -0.5 * (0.1 * 0.8 * Math.log(4) + 1) ** 2, 'scaling')
+  // transformers reads layer_types ("indexed_attention") for the cache only.
+  t.deepEqual(JSON.parse((await readListing(join(FIXTURES, 'families/deepseek_v32/hub'))).config).layer_types, ['indexed_attention', 'indexed_attention'])
+  // Every query keeps at least one key; the indexer reads the q LoRA latent and rotates at least the rope's dimensions.
+  await t.throwsAsync(variant('families/deepseek_v32/hub', { config: (c) => void (c.index_topk = 0) }), { code: 'E_CONFIG_INVALID', message: /index_topk/ })
+  await t.throwsAsync(variant('families/deepseek_v32/hub', { config: (c) => void (c.index_head_dim = 4) }), { code: 'E_CONFIG_INVALID', message: /index_head_dim/ })
+  const withoutQLora = variant('families/deepseek_v32/hub', {
+    config: (c) => void (c.q_lora_rank = null),
+    tensors: (list) => [
+      ...list.filter((x) => !/self_attn\.q_(a_proj|a_layernorm|b_proj)\./.test(x.name)),
+      ...[0, 1].map((i) => ({ name: `model.layers.${i}.self_attn.q_proj.weight`, dtype: 'BF16', shape: [4 * 24, 64], file: 'model.safetensors', bytes: 4 * 24 * 64 * 2 })),
+    ],
+  })
+  await t.throwsAsync(withoutQLora, { code: 'E_CONFIG_INVALID', message: /q_lora_rank/ })
+  await t.throwsAsync(variant('families/deepseek_v32/hub', { tensors: (list) => list.filter((x) => !x.name.endsWith('layers.1.self_attn.indexer.k_norm.bias')) }), {
+    code: 'E_LAYOUT_MISSING_TENSOR',
+    message: /layers\.1\.self_attn\.indexer\.k_norm\.bias/,
+  })
+  await t.throwsAsync(variant('families/deepseek_v32/hub', { config: (c) => void (c.index_n_heads = 4) }), { code: 'E_LAYOUT_SHAPE', message: /indexer\.wq_b/ })
+})
+
+test('glm_moe_dsa: shared layers reuse the keys of the last indexer, from indexer_types or the schedule transformers derives', async (t) => {
+  const d = await describe('families/glm_moe_dsa/hub')
+  t.like(d.rope, { kind: 'default', rotary_dim: 8, interleaved: true })
+  t.is(d.rms_norm_eps, 1e-5)
+  t.deepEqual(d.layers[1].attention.sparse, { top_k: 4 })
+  for (const index of [0, 2]) t.like(d.layers[index].attention.sparse.indexer, { num_heads: 8, head_dim: 16, rope_dim: 8, rope_interleaved: true })
+  t.like(d.layers[1].attention, { qk_nope_head_dim: 24, v_head_dim: 32 })
+  const owners = (descriptor) => descriptor.layers.map((l) => l.attention.sparse.indexer !== undefined)
+  // Layer 1's indexer tensors, when the schedule gives it one.
+  const indexerOf = (layer) => (list) => [
+    ...list,
+    ...list.filter((x) => x.name.startsWith('model.layers.0.self_attn.indexer.')).map((x) => ({ ...x, name: x.name.replace('layers.0.', `layers.${layer}.`) })),
+  ]
+  const pattern = await variant('families/glm_moe_dsa/hub', { config: (c) => void (delete c.indexer_types, (c.index_topk_pattern = 'FSF')) })
+  t.deepEqual(owners(pattern), [true, false, true])
+  t.deepEqual(owners(await variant('families/glm_moe_dsa/hub', { config: (c) => void (delete c.indexer_types, (c.index_topk_pattern = ['full', 'shared', 'full'])) })), [true, false, true])
+  // GlmMoeDsaConfig: "full" where max(i - offset + 1, 0) % freq == 0 (freq 1, offset 2 when absent: every layer).
+  t.deepEqual(owners(await variant('families/glm_moe_dsa/hub', { config: (c) => void delete c.indexer_types, tensors: indexerOf(1) })), [true, true, true])
+  const scheduled = await variant('families/glm_moe_dsa/hub', { config: (c) => void (delete c.indexer_types, (c.index_topk_freq = 2), (c.index_skip_topk_offset = 1)) })
+  t.deepEqual(owners(scheduled), [true, false, true])
+  // A shared layer holding indexer tensors, a first layer without an earlier indexer, a list of the wrong length.
+  await t.throwsAsync(variant('families/glm_moe_dsa/hub', { tensors: indexerOf(1) }), { code: 'E_MODEL_UNSUPPORTED', message: /layers\.1\.self_attn\.indexer\./ })
+  await t.throwsAsync(variant('families/glm_moe_dsa/hub', { config: (c) => void (c.indexer_types = ['shared', 'full', 'full']) }), { code: 'E_CONFIG_INVALID', message: /indexer_types/ })
+  await t.throwsAsync(variant('families/glm_moe_dsa/hub', { config: (c) => void (c.indexer_types = ['full', 'shared']) }), { code: 'E_CONFIG_INVALID', message: /indexer_types/ })
+  await t.throwsAsync(variant('families/glm_moe_dsa/hub', { config: (c) => void (delete c.indexer_types, (c.index_topk_pattern = 'FXF')) }), { code: 'E_CONFIG_INVALID', message: /index_topk_pattern/ })
 })
 
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {

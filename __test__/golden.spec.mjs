@@ -63,6 +63,10 @@ const CASES = [
   // backbone. names, its router loaded in F32).
   ['families/granitemoehybrid/hub', 'families_granitemoehybrid_hub', rows(calibIds.values, calibIds.shape[1])],
   ['families/nemotron_h/hub', 'families_nemotron_h_hub', rows(calibIds.values, calibIds.shape[1]), [/mixer\.gate\.weight$/, 'F32']],
+  // DeepSeek sparse attention: DeepSeek-V3.2 and GLM-5 (a layer reusing another's keys). ModelOpt's default configs
+  // quantize the indexers' wq_b, wk and weights_proj like the other linears; transformers loads the routers in F32.
+  ['families/deepseek_v32/hub', 'families_deepseek_v32_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/glm_moe_dsa/hub', 'families_glm_moe_dsa_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {

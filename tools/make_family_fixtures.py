@@ -30,7 +30,7 @@ fixtures/, so the two `fixtures` lists can be concatenated) and fixtures/familie
 
 Families (model_type in transformers 5.25): qwen3_vl_moe, glm4v_moe, dots1, deepseek_v2, hunyuan_v1_moe,
 ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared, qwen3_next, qwen3_5_moe_text, jamba,
-granitemoehybrid, nemotron_h.
+granitemoehybrid, nemotron_h, deepseek_v32, glm_moe_dsa.
 
   fixtures/families/qwen3_vl_moe/hub_transposed/
                                          the hub/ checkpoint with its stacked experts stored transposed,
@@ -72,6 +72,14 @@ Deliberate choices:
     (router, group routing, shared experts, dense layers, q/k norms, partial rotary, sliding windows, ...).
   * Model seeds: as in tools/make_fixtures.py, the first seed from MODEL_SEED whose routers give every expert of
     every MoE layer at least one token of input_ids (model_seed in MANIFEST.json).
+
+  * DeepSeek sparse attention (deepseek_v32, glm_moe_dsa): index_topk is 5 and 4, below the 12 tokens, so that the
+    indexer's choice of keys changes the output. transformers breaks ties of the indexer's scores arbitrarily (torch
+    topk), so every family with an indexer is checked to have no near tie where the top-k choice is made: the
+    smallest relative gap between the score of the last key kept and that of the best key dropped must be at least
+    1e-3 (printed for each directory). The indexers have 8 heads: with fewer, the ReLU of every head's score is
+    often 0 for a key, and keys tie at 0. glm_moe_dsa's layer 1 is a "shared" layer (indexer_types), which
+    has no indexer and reuses layer 0's keys.
 
 Families not produced, and why: none; every family listed above builds, saves and reloads on CPU.
 """
@@ -532,6 +540,85 @@ def families(eos_id: int) -> list[dict]:
             "shared expert up/down relu2; hub layout under backbone.",
             router_bias=True,
         ),
+        dict(
+            family="DeepSeek-V3.2",
+            model_type="deepseek_v32",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=2,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                first_k_dense_replace=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                q_lora_rank=32,
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=16,
+                # the lightning indexer: 5 of the visible keys per query, so that queries past position 4 attend
+                # to a subset of their 12 tokens
+                index_topk=5,
+                index_n_heads=8,
+                index_head_dim=16,  # rope on its first 8 dimensions, the other 8 unrotated
+                # YaRN with mscale != mscale_all_dim: cos and sin (the indexer's too) carry the attention factor
+                rope_parameters=rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=64,
+                                     beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=0.8),
+            ),
+            router="sigmoid",
+            router_notes="sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="MLA (q LoRA 32, kv LoRA 16, qk_nope 16 + qk_rope 8, v_head 16, rope on interleaved pairs) "
+            "restricted by DeepSeek sparse attention: the indexer (wq_b on the q LoRA latent, wk + LayerNorm k_norm, "
+            "weights_proj; 8 heads of 16, rope on halves of the first 8 dims) keeps index_topk 5 keys per query; "
+            "YaRN (factor 4, original 64, mscale 1, mscale_all_dim 0.8)",
+            router_bias=True,
+        ),
+        dict(
+            family="GLM-5 (GLM-MoE-DSA)",
+            model_type="glm_moe_dsa",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=1,
+                topk_group=1,
+                first_k_dense_replace=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                q_lora_rank=32,
+                kv_lora_rank=16,
+                qk_nope_head_dim=24,
+                qk_rope_head_dim=8,
+                v_head_dim=32,
+                index_topk=4,
+                index_n_heads=8,
+                index_head_dim=16,
+                # layer 1 has no indexer: it reuses layer 0's choice of keys
+                indexer_types=["full", "shared", "full"],
+                rope_parameters=rope(),
+            ),
+            router="sigmoid",
+            router_notes="sigmoid + e_score_correction_bias for the choice, one group, weights renormalised "
+            "(norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="MLA (q LoRA 32, kv LoRA 16, qk_nope 24 + qk_rope 8, v_head 32) restricted by DeepSeek "
+            "sparse attention, index_topk 4 (indexer of 8 heads of 16), the indexer's rope on interleaved pairs; "
+            "indexer_types full, shared, full (layer 1 reuses layer 0's keys and has no indexer)",
+            router_bias=True,
+        ),
     ]
 
 
@@ -640,6 +727,48 @@ def experts_layout(emod, geo: dict) -> dict:
         "bias": geo["has_bias"],
         "gated": False,
     }
+
+
+def indexer_margin(model, input_ids: torch.Tensor) -> float | None:
+    """The smallest relative gap, over every query of every DeepSeek sparse attention indexer that sees more keys than
+    index_topk, between the score of the last key the indexer keeps and that of the best key it drops (None when the
+    model has no indexer). The scores are the ones the indexer hands to topk, taken during a forward on input_ids.
+    Another implementation sums in another order: with a tie or a near tie it could keep another key."""
+    indexers = [m for n, m in model.named_modules() if n.endswith(".indexer")]
+    if not indexers:
+        return None
+    original = torch.Tensor.topk
+    taken: list[tuple[int, torch.Tensor]] = []
+
+    def tap(mod):
+        def topk(t, *args, **kwargs):
+            taken.append((mod.index_topk, t.detach().clone()))
+            return original(t, *args, **kwargs)
+        return topk
+
+    def before(mod, args):
+        torch.Tensor.topk = tap(mod)
+
+    def after(mod, args, output):
+        torch.Tensor.topk = original
+
+    handles = [h for m in indexers for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids)
+    finally:
+        torch.Tensor.topk = original
+        for h in handles:
+            h.remove()
+    assert len(taken) == len(indexers), (len(taken), len(indexers))
+    margin = float("inf")
+    for keep, scores in taken:
+        for sequence in scores.reshape(-1, scores.shape[-2], scores.shape[-1]):
+            for s in range(keep, sequence.shape[0]):  # query s sees keys 0..s (no padding in input_ids)
+                ranked = sequence[s, : s + 1].double().sort(descending=True).values
+                last, first_dropped = ranked[keep - 1].item(), ranked[keep].item()
+                margin = min(margin, (last - first_dropped) / max(abs(last), abs(first_dropped), 1e-30))
+    return margin
 
 
 def mlp_intermediate(mod) -> int | None:
@@ -769,6 +898,12 @@ def main() -> int:
                     diff = (logits - want).abs().max().item()
                     msg = f"{rel}: logits differ from the saved model by {diff:g}"
                     (problems.append if diff > 1e-5 else print)(msg)
+
+                margin = indexer_margin(loaded, input_ids)
+                if margin is not None:
+                    print(f"  {tag}: smallest relative gap at the indexers' top-k boundary {margin:.3g}")
+                    if margin < 1e-3:
+                        problems.append(f"{rel}: an indexer's top-k choice is a near tie (relative gap {margin:.3g})")
 
                 ref = {"input_ids": input_ids.clone(), "logits": logits.contiguous()}
                 for name, a in sorted(rec.amax.items()):
@@ -944,6 +1079,9 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
         "`in_memory_experts_layout` has `gated: false`, `up_proj` and `gate_up_proj: null`; `gate_up_input` is the "
         "input of `up_proj`, `down_input` is relu2(up). Its hub layout is under `backbone.`.",
         "- Every expert of every MoE layer receives at least one token from `input_ids` (`model_seed`).",
+        "- DeepSeek sparse attention (`deepseek_v32`, `glm_moe_dsa`): `index_topk` (5, 4) is below the 12 tokens, so "
+        "later queries attend to some of the keys they see; no indexer score ties, or nearly ties (relative gap under "
+        "1e-3), where the top-k choice is made, since transformers breaks such ties arbitrarily.",
     ]
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
 

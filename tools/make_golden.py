@@ -531,6 +531,8 @@ FAMILY_CASES = [
     ("qwen3_5_moe_text", "hub", "AutoModelForCausalLM"),
     ("granitemoehybrid", "hub", "AutoModelForCausalLM"),
     ("nemotron_h", "hub", "AutoModelForCausalLM"),
+    ("deepseek_v32", "hub", "AutoModelForCausalLM"),
+    ("glm_moe_dsa", "hub", "AutoModelForCausalLM"),
 ]
 
 

@@ -21,6 +21,8 @@ export const DESCRIBED = [
   'families/qwen3_5_moe_text/fused',
   'families/granitemoehybrid/hub',
   'families/nemotron_h/hub',
+  'families/deepseek_v32/hub',
+  'families/glm_moe_dsa/fused',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

@@ -116,9 +116,20 @@ function stackedNaming(layer: MoeLayer): ExpertNaming {
   return { output: { kind: 'fused', gate_up: gateUp, down: layer.tensors.down }, modules: [gateUp.slice(0, gateUp.lastIndexOf('.'))] }
 }
 
-/** Sibling linears that read one input, by name: q/k/v, MLA's two down-projections, gate/up (w1/w3), and the
- * query/key/value and output-gate projections of a Gated DeltaNet mixer (Qwen3.5). */
-const NAMED_INPUT_GROUPS = [['q_proj', 'k_proj', 'v_proj'], ['q_a_proj', 'kv_a_proj_with_mqa'], ['q_proj', 'kv_a_proj_with_mqa'], ['gate_proj', 'up_proj'], ['w1', 'w3'], ['in_proj_qkv', 'in_proj_z']] as const
+/** Sibling linears that read one input, by name: q/k/v, MLA's two down-projections (with a sparse-attention
+ * indexer, its wk and weights_proj read the same input, and its wq_b the query latent q_b_proj reads), gate/up
+ * (w1/w3), and the query/key/value and output-gate projections of a Gated DeltaNet mixer (Qwen3.5). The first group
+ * a module completes is its group. */
+const NAMED_INPUT_GROUPS = [
+  ['q_proj', 'k_proj', 'v_proj'],
+  ['q_a_proj', 'kv_a_proj_with_mqa', 'indexer.wk', 'indexer.weights_proj'],
+  ['q_a_proj', 'kv_a_proj_with_mqa'],
+  ['q_proj', 'kv_a_proj_with_mqa'],
+  ['q_b_proj', 'indexer.wq_b'],
+  ['gate_proj', 'up_proj'],
+  ['w1', 'w3'],
+  ['in_proj_qkv', 'in_proj_z'],
+] as const
 
 /**
  * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections; Gated DeltaNet:
@@ -135,7 +146,10 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
         if (!module.endsWith(`.${first}`)) continue
         const parent = module.slice(0, -first.length)
         const group = [module, ...rest.map((leaf) => `${parent}${leaf}`)]
-        if (group.every((m) => present.has(m))) groups.push(group)
+        if (group.every((m) => present.has(m))) {
+          groups.push(group)
+          break
+        }
       }
     }
     return groups
@@ -147,7 +161,12 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   for (const layer of descriptor.layers) {
     const { attention, mlp } = layer
     if (attention?.kind === 'gqa') groups.push([attention.q, attention.k, attention.v])
-    if (attention?.kind === 'mla') groups.push([(attention.q_a_proj ?? attention.q_proj) as string, attention.kv_a_proj])
+    if (attention?.kind === 'mla') {
+      // A sparse-attention indexer reads the layer's input (wk, weights_proj) and the query latent (wq_b).
+      const indexer = attention.sparse?.indexer
+      groups.push([(attention.q_a_proj ?? attention.q_proj) as string, attention.kv_a_proj, ...(indexer ? [indexer.wk, indexer.weights_proj] : [])])
+      if (indexer && attention.q_b_proj) groups.push([attention.q_b_proj, indexer.wq_b])
+    }
     if (attention?.kind === 'gated_delta_net') {
       // Every input projection reads the layer's normed hidden states (ModelOpt leaves in_proj_a/b, in_proj_ba unquantized).
       const p = attention.projections

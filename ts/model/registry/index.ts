@@ -20,6 +20,7 @@ import { flexOlmo, olmoe } from './olmoe'
 import { phimoe } from './phimoe'
 import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
 import { qwen35Moe, qwen3Next } from './qwen-next'
+import { deepseekV32, glmMoeDsa } from './sparse-attention'
 import type { ArchitectureEntry } from './types'
 
 export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
@@ -51,6 +52,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   qwen35Moe,
   graniteMoeHybrid,
   nemotronH,
+  deepseekV32,
+  glmMoeDsa,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -199,6 +199,19 @@ export interface HybridDecl {
   mamba2: Mamba2Decl
 }
 
+/**
+ * DeepSeek sparse attention on MLA layers (DeepSeek-V3.2, GLM-5): each query attends to the `index_topk` keys a
+ * lightning indexer (`self_attn.indexer`: `wq_b`, `wk`, `k_norm`, `weights_proj`; `index_n_heads` heads of
+ * `index_head_dim`) scores highest.
+ */
+export interface SparseAttentionDecl {
+  /** The indexer's rope rotates adjacent pairs (GLM-5) instead of halves (DeepSeek-V3.2). */
+  indexerRopeAdjacentPairs: boolean
+  /** Layers may reuse the keys of the last layer with an indexer and have none (GLM-5's `shared` layers, from
+   * config `indexer_types`, or else `index_topk_pattern`, or else `index_topk_freq` / `index_skip_topk_offset`). */
+  sharedLayers?: boolean
+}
+
 /** A scalar of the forward that a family reads from config.json. */
 export type ConfigScalar = number | boolean | string | null
 
@@ -269,6 +282,9 @@ export interface ForwardDecl {
   modelTensors?: { embed: string; finalNorm: string }
   /** Layers of different mixers (Mamba-2, attention, MoE, MLP). */
   hybrid?: HybridDecl
+  /** MLA restricted by DeepSeek sparse attention; its config `layer_types` (`indexed_attention`) name the cache
+   * kind, not a mask. */
+  sparseAttention?: SparseAttentionDecl
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>

@@ -9,6 +9,7 @@ import { truthy } from './config-values'
 import { type LayerTensors, refuse, type SpecContext } from './context'
 import type { LayerAttention } from './layer-attention'
 import { ropeNumber, yarnMscale } from './rope'
+import { sparseAttention } from './sparse-attention'
 
 /** MLA's low-rank and per-head dimensions (`q_lora_rank` null: q is projected directly). */
 export interface MlaShape {
@@ -77,8 +78,17 @@ export function attentionScaling(context: SpecContext, shape: AttentionShape, pa
   }
 }
 
-/** MLA projections of the layer whose attention module is `attn`. */
-function mlaAttention(context: SpecContext, tensors: LayerTensors, attn: string, shape: AttentionShape, mla: MlaShape, scaling: number): AttentionDescriptor {
+/** MLA projections of the layer whose attention module is `attn`, and its sparse attention in a family that has
+ * it (`ownIndexer`: the layer runs its own indexer). */
+function mlaAttention(
+  context: SpecContext,
+  tensors: LayerTensors,
+  attn: string,
+  shape: AttentionShape,
+  mla: MlaShape,
+  scaling: number,
+  ownIndexer: boolean,
+): AttentionDescriptor {
   const { hidden } = context
   const { numHeads } = shape
   const qkHead = mla.nope + mla.rope
@@ -117,6 +127,7 @@ function mlaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   tensors.use(descriptor.kv_a_norm, [mla.kvLora], 'kv_a_layernorm [kv_lora_rank]')
   tensors.use(`${attn}.kv_b_proj.weight`, [numHeads * (mla.nope + mla.v), mla.kvLora], 'kv_b_proj [heads·(qk_nope_head_dim + v_head_dim), kv_lora_rank]')
   tensors.use(`${attn}.o_proj.weight`, [hidden, numHeads * mla.v], 'o_proj [hidden_size, heads·v_head_dim]')
+  if (context.forward.sparseAttention) descriptor.sparse = sparseAttention(context, tensors, attn, { qLora: mla.qLora, rope: mla.rope }, ownIndexer)
   return { kind: 'mla', ...descriptor }
 }
 
@@ -187,7 +198,8 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   return { kind: 'gqa', ...gqa }
 }
 
-/** The attention of the decoder layer whose names start with `prefix`. */
+/** The attention of the decoder layer whose names start with `prefix`; `ownIndexer` false: with sparse attention,
+ * the layer reuses the keys of an earlier layer's indexer. */
 export function attentionDescriptor(
   context: SpecContext,
   tensors: LayerTensors,
@@ -196,9 +208,10 @@ export function attentionDescriptor(
   scaling: number,
   variant: LayerAttention,
   module = 'self_attn',
+  ownIndexer = true,
 ): AttentionDescriptor {
   const attn = `${prefix}${module}`
   if (!shape.mla) return gqaAttention(context, tensors, attn, shape, scaling, variant)
   if (variant.mask.kind !== 'causal' || !variant.rope || variant.temperature) refuse(context, 'MLA attention with a sliding, chunked or rope-less layer')
-  return mlaAttention(context, tensors, attn, shape, shape.mla, scaling)
+  return mlaAttention(context, tensors, attn, shape, shape.mla, scaling, ownIndexer)
 }

@@ -27,6 +27,7 @@ import { layerAttentions } from './layer-attention'
 import { hiddenNorm, layerDescriptor, type LayerParts } from './layers'
 import { linearAttentionLayers } from './linear-attention'
 import { buildRope, ropeParameters } from './rope'
+import { indexerLayers } from './sparse-attention'
 
 /** The registry entry and forward of the model, refusing families whose forward is not declared. */
 function specContext(report: InspectReport, config: TextConfig, listing: HeaderListing): SpecContext {
@@ -143,6 +144,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
   }
   if (forward.hybrid) parts.kinds = hybridLayerKinds(forward.hybrid, raw, config.numLayers, context.file)
+  if (forward.sparseAttention) parts.indexers = indexerLayers(context, raw, config.numLayers)
   const layers = Array.from({ length: config.numLayers }, (_, index) => layerDescriptor(context, index, parts))
   return {
     hidden_size: context.hidden,

@@ -75,7 +75,8 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
   }
   // Linear-attention layers (their own mixer, linear-attention.ts) take no mask; a hybrid family's layer_types
   // name each layer's mixer, not its mask.
-  const mixerKinds = forward.hybrid?.layerTypes.includes('layer_types') === true
+  // Sparse-attention families' layer_types (`indexed_attention`) name their cache, not their mask.
+  const mixerKinds = forward.hybrid?.layerTypes.includes('layer_types') === true || forward.sparseAttention !== undefined
   const attentionTypes = Array.isArray(raw.layer_types) && !mixerKinds ? raw.layer_types.filter((t) => !(forward.linearAttention && t === 'linear_attention')) : []
   if (attentionTypes.some((t) => t !== 'full_attention')) {
     refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: ${context.entry.family} layers are all alike (its attention does not read layer_types)`)

@@ -31,6 +31,8 @@ export interface LayerParts {
   moeByLayer: Map<number, MoeLayer>
   /** A hybrid family's mixer of each layer. */
   kinds?: HybridLayerKind[]
+  /** With sparse attention: per layer, whether it runs its own indexer. */
+  indexers?: boolean[]
 }
 
 /** A norm of the residual stream: its weight `[H]` (and, for LayerNorm families, its bias); the weight's name. */
@@ -58,7 +60,8 @@ function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string,
   const kind = parts.kinds?.[index] ?? 'attention'
   if (parts.linear[index]) return deltaNetDescriptor(context, tensors, prefix)
   if (kind === 'mamba2' && hybrid) return { kind: 'mamba2' as const, ...mamba2Descriptor(context, tensors, `${prefix}${hybrid.modules.mamba2}`, hybrid.mamba2) }
-  return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention, hybrid?.modules.attention)
+  const variant = parts.variants[index] as LayerAttention
+  return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, variant, hybrid?.modules.attention, parts.indexers?.[index])
 }
 
 /** A single-mixer layer (Nemotron-H): one norm, then a Mamba-2 mixer, attention, an MoE block or a dense MLP. */

@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
 use super::blocks::deltanet::GatedDeltaNet;
+use super::blocks::key_selection::ChosenKeys;
 use super::blocks::mamba2::Mamba2;
 use super::blocks::mla::Mla;
 use super::blocks::mlp::Mlp;
@@ -92,8 +93,15 @@ impl DecoderLayer {
         }
     }
 
-    /// `xs [B, T, H]` → `[B, T, H]`.
-    pub fn forward(&self, xs: &Tensor, rope: Option<&Rope>, observers: &mut Observers) -> Result<Tensor> {
+    /// `xs [B, T, H]` → `[B, T, H]`; `chosen` carries the keys DeepSeek sparse attention chose for the batch from
+    /// a layer with an indexer to the layers after it that reuse them.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        rope: Option<&Rope>,
+        chosen: &mut ChosenKeys,
+        observers: &mut Observers,
+    ) -> Result<Tensor> {
         let mut xs = xs.clone();
         if let Some(mixer) = &self.mixer {
             let mixed = self.sublayer(
@@ -101,7 +109,7 @@ impl DecoderLayer {
                 &xs,
                 |input, observers| match mixer {
                     TokenMixer::Gqa(attention) => attention.forward(input, rope, observers),
-                    TokenMixer::Mla(mla) => mla.forward(input, required_rope(rope)?, observers),
+                    TokenMixer::Mla(mla) => mla.forward(input, required_rope(rope)?, chosen, observers),
                     TokenMixer::DeltaNet(mixer) => mixer.forward(input, observers),
                     TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
                 },

@@ -13,6 +13,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
+use super::blocks::key_selection::ChosenKeys;
 use super::blocks::linear::Linear;
 use super::blocks::norm::NormStyle;
 use super::blocks::ops::all_finite;
@@ -89,6 +90,8 @@ pub struct LayerStream<'a> {
     desc: &'a ModelDescriptor,
     rope: Option<Rope>,
     hidden: Vec<Tensor>,
+    /// Per batch, the keys the last layer with a sparse-attention indexer chose.
+    chosen: Vec<ChosenKeys>,
     all_experts_stats: bool,
     next_layer: usize,
     pub observers: Observers,
@@ -152,6 +155,7 @@ impl<'a> LayerStream<'a> {
             loader,
             desc,
             rope,
+            chosen: vec![ChosenKeys::default(); hidden.len()],
             hidden,
             all_experts_stats,
             next_layer: 0,
@@ -191,7 +195,8 @@ impl<'a> LayerStream<'a> {
         let clock = Instant::now();
         layer.observe_weights(&mut self.observers)?;
         for batch in 0..self.hidden.len() {
-            let ys = layer.forward(&self.hidden[batch], self.rope.as_ref(), &mut self.observers)?;
+            let ys =
+                layer.forward(&self.hidden[batch], self.rope.as_ref(), &mut self.chosen[batch], &mut self.observers)?;
             if !all_finite(&ys)? {
                 return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
             }
@@ -231,7 +236,8 @@ impl<'a> LayerStream<'a> {
             _ => {}
         }
         let mut trace = Observers::tracing();
-        if let Err(error) = layer.forward(xs, self.rope.as_ref(), &mut trace) {
+        let mut chosen = self.chosen[batch].clone();
+        if let Err(error) = layer.forward(xs, self.rope.as_ref(), &mut chosen, &mut trace) {
             return error;
         }
         let tensor = trace.first_non_finite().map_or_else(|| format!("the output of {location}"), str::to_string);

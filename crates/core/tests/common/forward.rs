@@ -9,7 +9,7 @@ use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
-pub const DESCRIBED: [&str; 12] = [
+pub const DESCRIBED: [&str; 14] = [
     "qwen3_moe/hub",
     "qwen2_moe/fused",
     "mixtral/hub",
@@ -24,6 +24,9 @@ pub const DESCRIBED: [&str; 12] = [
     // Mamba-2 layers: Granite-4.0-H (attention without rope) and Nemotron-H (one mixer per layer).
     "families/granitemoehybrid/hub",
     "families/nemotron_h/hub",
+    // MLA restricted by DeepSeek sparse attention: DeepSeek-V3.2, and GLM-5 with a layer reusing another's keys.
+    "families/deepseek_v32/hub",
+    "families/glm_moe_dsa/fused",
 ];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).
@@ -52,9 +55,16 @@ pub fn reference(fixture: &str) -> (Batch, Vec<f32>) {
 
 /// Our logits of a fixture's reference ids, computed on `compute`.
 pub fn logits(fixture: &str, compute: ComputeDevice) -> Vec<f32> {
+    edited_logits(fixture, compute, |_| {})
+}
+
+/// Our logits of a fixture's reference ids with its committed descriptor changed by `edit`.
+pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<f32> {
     let name = format!("{}.json", fixture.replace('/', "_"));
     let text = std::fs::read_to_string(fixtures().join("descriptors").join(name)).unwrap();
-    let descriptor: ModelDescriptor = serde_json::from_str(&text).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut json);
+    let descriptor: ModelDescriptor = serde_json::from_value(json).unwrap();
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
     let (batch, _) = reference(fixture);
     let options = ForwardOptions { logits: true, all_experts_stats: false, device: Some(compute) };

@@ -177,6 +177,12 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64, pattern: &Patter
     attend_in_chunks(q, k, v, scaling, pattern, (SCORES_BYTES_PER_CHUNK / per_sequence.max(1)).max(1))
 }
 
+/// Scaled dot-product attention as [`attend`], over sequences whose queries see the keys `mask` says: an additive
+/// f32 mask `[T, T]` (or `[B, 1, T, T]`), 0 where a query sees a key and -inf elsewhere.
+pub fn attend_masked(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64, mask: &Tensor) -> Result<Tensor> {
+    attend_sequences(q, k, v, &Scores { mask: mask.clone(), sinks: None }, scaling)
+}
+
 /// [`attend`] over `chunk` sequences at a time.
 fn attend_in_chunks(
     q: &Tensor,

@@ -4,6 +4,8 @@ pub mod attention;
 pub mod causal_conv;
 pub mod delta_rule;
 pub mod deltanet;
+pub mod indexer;
+pub mod key_selection;
 pub mod linear;
 pub mod mamba2;
 pub mod mla;

@@ -126,13 +126,25 @@ impl Rope {
         })
     }
 
-    /// Rotates `xs [B, heads, T, head_dim]` at positions `0..T`.
+    /// Rotates `xs [B, heads, T, head_dim]` at positions `0..T`, by pairs or halves as the model's rope does.
     pub fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+        self.rotate(xs, self.interleaved)
+    }
+
+    /// Number of leading dimensions of each head that are rotated.
+    pub fn rotary_dim(&self) -> usize {
+        self.rotary_dim
+    }
+
+    /// Rotates `xs [B, heads, T, head_dim]` at positions `0..T` with these tables, by adjacent pairs
+    /// (`interleaved`, the rotated dimensions coming out as the even ones then the odd ones) or by halves, whatever
+    /// the model's rope does (DeepSeek-V3.2's indexer rotates halves beside an attention that rotates pairs).
+    pub fn rotate(&self, xs: &Tensor, interleaved: bool) -> Result<Tensor> {
         let (_, _, len, head_dim) = xs.dims4()?;
         let cos = self.cos.narrow(0, 0, len)?;
         let sin = self.sin.narrow(0, 0, len)?;
         let rotated = xs.narrow(3, 0, self.rotary_dim)?;
-        let rotated = if self.interleaved {
+        let rotated = if interleaved {
             // Pairs (2i, 2i+1) → halves: the even dimensions first, then the odd ones.
             let (b, h, t, d) = rotated.dims4()?;
             rotated.reshape((b, h, t, d / 2, 2))?.transpose(3, 4)?.reshape((b, h, t, d))?

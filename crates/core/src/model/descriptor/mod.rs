@@ -5,7 +5,9 @@
 use serde::Deserialize;
 
 mod mixers;
+mod sparse;
 pub use mixers::{DeltaNetProjections, GatedDeltaNetDescriptor, Mamba2Descriptor};
+pub use sparse::{IndexerDescriptor, SparseAttentionDescriptor};
 
 /// One model, as TS describes it (`ts/model/spec/` builds it).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
@@ -270,6 +272,10 @@ pub struct MlaDescriptor {
     /// eps of `q_a_layernorm` and `kv_a_layernorm` (transformers builds them with its default, 1e-6, whatever
     /// `rms_norm_eps` says).
     pub lora_norm_eps: f64,
+    /// DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): each query attends to the keys an indexer chooses;
+    /// absent, to every earlier key.
+    #[serde(default)]
+    pub sparse: Option<SparseAttentionDescriptor>,
 }
 
 /// The feed-forward part of one layer.
