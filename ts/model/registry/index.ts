@@ -12,6 +12,7 @@ import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared } from './granite'
 import { graniteMoeHybrid } from './granite-hybrid'
 import { hunyuanV1Moe } from './hunyuan'
+import { jamba } from './jamba'
 import { llama4 } from './llama4'
 import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
@@ -51,6 +52,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   qwen35Moe,
   graniteMoeHybrid,
   nemotronH,
+  jamba,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -72,7 +72,8 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
   }
   switch (layer.router) {
     case 'softmax_topk':
-      router.norm_topk_prob = values.boolean('norm_topk_prob')
+      // A family whose router never renormalises (Jamba) ignores the key.
+      router.norm_topk_prob = context.forward.routerRenormalises === false ? false : values.boolean('norm_topk_prob')
       break
     case 'softmax_topk_norm':
       router.norm_topk_prob = true

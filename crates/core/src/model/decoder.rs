@@ -1,5 +1,5 @@
-//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention or
-//! Mamba-2) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
+//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention,
+//! Mamba-2 or Mamba) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
 //! (Nemotron-H), one pre-norm mixer of either kind.
 
@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
 use super::blocks::deltanet::GatedDeltaNet;
+use super::blocks::mamba::Mamba;
 use super::blocks::mamba2::Mamba2;
 use super::blocks::mla::Mla;
 use super::blocks::mlp::Mlp;
@@ -23,6 +24,7 @@ enum TokenMixer {
     Mla(Mla),
     DeltaNet(Box<GatedDeltaNet>),
     Mamba2(Box<Mamba2>),
+    Mamba(Box<Mamba>),
 }
 
 enum FeedForward {
@@ -60,6 +62,7 @@ impl DecoderLayer {
             Some(AttentionDescriptor::Mamba2(mamba)) => {
                 Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)))
             }
+            Some(AttentionDescriptor::Mamba(mamba)) => Some(TokenMixer::Mamba(Box::new(Mamba::load(loader, mamba)?))),
             None => None,
         };
         let feed_forward = match &desc.mlp {
@@ -104,6 +107,7 @@ impl DecoderLayer {
                     TokenMixer::Mla(mla) => mla.forward(input, required_rope(rope)?, observers),
                     TokenMixer::DeltaNet(mixer) => mixer.forward(input, observers),
                     TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
+                    TokenMixer::Mamba(mamba) => mamba.forward(input, observers),
                 },
                 observers,
             )?;

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 mod mixers;
-pub use mixers::{DeltaNetProjections, GatedDeltaNetDescriptor, Mamba2Descriptor};
+pub use mixers::{DeltaNetProjections, GatedDeltaNetDescriptor, Mamba2Descriptor, MambaDescriptor};
 
 /// One model, as TS describes it (`ts/model/spec/` builds it).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
@@ -169,6 +169,8 @@ pub enum AttentionDescriptor {
     GatedDeltaNet(GatedDeltaNetDescriptor),
     /// Mamba-2 (state space duality) mixer.
     Mamba2(Mamba2Descriptor),
+    /// Mamba (selective state space) mixer (Jamba's `mamba`).
+    Mamba(MambaDescriptor),
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
