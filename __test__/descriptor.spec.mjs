@@ -47,6 +47,16 @@ function referencedTensors(d) {
       tensor(`${a.conv1d}.weight`, 3)
       if (a.conv_bias) tensor(`${a.conv1d}.bias`, 1)
       for (const name of [a.a_log, a.d, a.dt_bias, a.norm]) tensor(name, 1)
+    } else if (a.kind === 'mamba') {
+      linear(a.in_proj, a.proj_bias)
+      linear(a.out_proj, a.proj_bias)
+      linear(a.x_proj)
+      linear(a.dt_proj, true)
+      tensor(`${a.conv1d}.weight`, 3)
+      if (a.conv_bias) tensor(`${a.conv1d}.bias`, 1)
+      tensor(a.a_log, 2)
+      tensor(a.d, 1)
+      for (const name of [a.dt_norm, a.b_norm, a.c_norm]) if (name) tensor(name, 1)
     } else if (a.kind === 'gqa') {
       for (const m of [a.q, a.k, a.v]) linear(m, a.qkv_bias)
       linear(a.o, a.o_bias)
@@ -101,6 +111,7 @@ function checkSerializable(t, d) {
       : a.kind === 'gqa' ? [a.num_heads, a.num_kv_heads, a.head_dim]
       : a.kind === 'gated_delta_net' ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
       : a.kind === 'mamba2' ? [a.num_heads, a.head_dim, a.n_groups, a.state_size, a.conv_kernel, a.chunk_size]
+      : a.kind === 'mamba' ? [a.intermediate_size, a.state_size, a.dt_rank, a.conv_kernel]
       : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
     t.true(ints.every(usize), `layer ${layer.index} attention sizes`)
     if (layer.mlp?.kind === 'moe') {
@@ -536,6 +547,35 @@ test('nemotron_h: one mixer per layer after one norm, relu² experts and shared 
   await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.moe_latent_size = 32) }), { code: 'E_MODEL_UNSUPPORTED', message: /moe_latent_size/ })
   await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.mlp_hidden_act = 'silu') }), { code: 'E_MODEL_UNSUPPORTED', message: /mlp_hidden_act/ })
   await t.throwsAsync(variant('families/nemotron_h/hub', { config: (c) => void (c.layers_block_type = ['mamba', 'moe', 'mlp']) }), { code: 'E_LAYOUT_MISSING_TENSOR' })
+})
+
+test('jamba: Mamba layers with dt/B/C norms and attention without rope by the attention period, MoE by the expert period', async (t) => {
+  const hub = await describe('families/jamba/hub')
+  t.like(hub, { embed: 'model.embed_tokens.weight', final_norm: 'model.final_layernorm.weight', lm_head: 'lm_head.weight', rms_norm_eps: 1e-6 })
+  t.is(hub.rope, undefined)
+  t.deepEqual(hub.layers.map((l) => [l.attention.kind, l.mlp.kind]), [['mamba', 'dense'], ['mamba', 'moe'], ['gqa', 'dense']])
+  t.like(hub.layers[0], { input_norm: 'model.layers.0.input_layernorm.weight', post_attention_norm: 'model.layers.0.pre_ff_layernorm.weight', norm_placement: 'pre' })
+  const m = (name) => `model.layers.0.mamba.${name}`
+  t.deepEqual(hub.layers[0].attention, {
+    kind: 'mamba', in_proj: m('in_proj'), x_proj: m('x_proj'), dt_proj: m('dt_proj'), out_proj: m('out_proj'), proj_bias: false,
+    conv1d: m('conv1d'), conv_bias: true, a_log: m('A_log'), d: m('D'), dt_norm: m('dt_layernorm.weight'), b_norm: m('b_layernorm.weight'),
+    c_norm: m('c_layernorm.weight'), norm_eps: 1e-6, intermediate_size: 128, state_size: 16, dt_rank: 4, conv_kernel: 4,
+  })
+  t.like(hub.layers[2].attention, { kind: 'gqa', q: 'model.layers.2.self_attn.q_proj', rope: false, scaling: 0.25, num_heads: 4, num_kv_heads: 2, head_dim: 16 })
+  t.like(hub.layers[0].mlp, { kind: 'dense', gate: 'model.layers.0.feed_forward.gate_proj', down: 'model.layers.0.feed_forward.down_proj' })
+  t.like(hub.layers[1].mlp, { kind: 'moe', block: 'model.layers.1.feed_forward', layout: 'per_expert', gate: 'model.layers.1.feed_forward.experts.{e}.gate_proj.weight' })
+  t.like(hub.layers[1].mlp.router, { kind: 'softmax_topk', norm_topk_prob: false, weight: 'model.layers.1.feed_forward.router.weight' })
+  const fused = await describe('families/jamba/fused')
+  t.like(fused.layers[1].mlp, { layout: 'fused', gate_up: 'model.layers.1.feed_forward.experts.gate_up_proj', down: 'model.layers.1.feed_forward.experts.down_proj' })
+  // The router never renormalises (it does not read norm_topk_prob); a time-step rank "auto" is ceil(hidden / 16).
+  const ignored = await variant('families/jamba/hub', { config: (c) => void ((c.norm_topk_prob = true), (c.mamba_dt_rank = 'auto')) })
+  t.deepEqual(ignored, hub)
+  // The attention and expert periods place the layers; an offset past its period is invalid, as JambaConfig says.
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.attn_layer_offset = 0) }), { code: 'E_LAYOUT_MISSING_TENSOR', message: /layers\.0\.self_attn/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.attn_layer_offset = 3) }), { code: 'E_CONFIG_INVALID', message: /attn_layer_offset/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.expert_layer_offset = 0) }), { code: 'E_LAYOUT_UNRECOGNISED', message: /layers \[0, 2\]/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.hidden_act = 'gelu') }), { code: 'E_MODEL_UNSUPPORTED', message: /hidden_act "gelu"/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.mamba_d_state = 8) }), { code: 'E_LAYOUT_SHAPE', message: /x_proj/ })
 })
 
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {

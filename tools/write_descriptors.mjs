@@ -21,6 +21,7 @@ export const DESCRIBED = [
   'families/qwen3_5_moe_text/fused',
   'families/granitemoehybrid/hub',
   'families/nemotron_h/hub',
+  'families/jamba/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

@@ -9,7 +9,7 @@ use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
-pub const DESCRIBED: [&str; 12] = [
+pub const DESCRIBED: [&str; 13] = [
     "qwen3_moe/hub",
     "qwen2_moe/fused",
     "mixtral/hub",
@@ -24,6 +24,8 @@ pub const DESCRIBED: [&str; 12] = [
     // Mamba-2 layers: Granite-4.0-H (attention without rope) and Nemotron-H (one mixer per layer).
     "families/granitemoehybrid/hub",
     "families/nemotron_h/hub",
+    // Mamba layers with dt/B/C norms and attention without rope (Jamba).
+    "families/jamba/hub",
 ];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).
