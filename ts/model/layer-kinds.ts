@@ -1,7 +1,8 @@
 /**
- * The mixer of every decoder layer of a hybrid family (Mamba-2, Mamba, attention, MoE or MLP), read from config.json
- * as its transformers config class reads it: the per-layer list (legacy spellings remapped), else the legacy
- * pattern string, else the class's default (a fixed list, or kinds derived from a period).
+ * The mixer of every decoder layer of a hybrid family (Mamba-2, Mamba, short convolution, attention, MoE or MLP),
+ * read from config.json as its transformers config class reads it: the per-layer list (legacy spellings
+ * remapped), else the legacy pattern string, else the class's default (a fixed list, or kinds derived from a
+ * period).
  */
 import { MoeQuantError } from '../errors'
 import type { HybridDecl, HybridLayerKind, PeriodicLayerKinds } from './registry/types'

@@ -82,6 +82,10 @@ export function moeLayerIndices(entry: ArchitectureEntry, config: TextConfig): n
       if ((config.numExperts ?? 2) <= 1) return []
       return all.filter((i) => period > 0 && i % period === offset)
     }
+    case 'num_dense_layers': {
+      const dense = num('num_dense_layers', 2)
+      return all.filter((i) => i >= dense)
+    }
     case 'start_end_interval': {
       const start = num('moe_layer_start_index', 1)
       const endIndex = num('moe_layer_end_index', -1)

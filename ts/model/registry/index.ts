@@ -13,6 +13,7 @@ import { graniteMoe, graniteMoeShared } from './granite'
 import { graniteMoeHybrid } from './granite-hybrid'
 import { hunyuanV1Moe } from './hunyuan'
 import { jamba } from './jamba'
+import { lfm2Moe } from './lfm2'
 import { llama4 } from './llama4'
 import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
@@ -53,6 +54,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   graniteMoeHybrid,
   nemotronH,
   jamba,
+  lfm2Moe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -4,7 +4,6 @@
  */
 export const MISSING_BLOCKS: Readonly<Record<string, string>> = {
   minimax: "lightning attention (MiniMax-Text-01's linear attention with per-head decay) on its linear layers",
-  lfm2_moe: 'the gated short convolution of its convolution layers',
   kimi_linear: 'Kimi Delta Attention (a gated delta-rule linear attention) on its linear layers',
   deepseek_v32: "DeepSeek sparse attention (the lightning indexer's top-k choice of keys for each query)",
   glm_moe_dsa: "DeepSeek sparse attention (the lightning indexer's top-k choice of keys for each query)",

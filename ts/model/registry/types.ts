@@ -73,6 +73,8 @@ export type PlacementRule =
   | { kind: 'hybrid_moe_layers' }
   /** Jamba: every `expert_layer_period`-th layer from `expert_layer_offset` (when there is more than one expert). */
   | { kind: 'expert_layer_period' }
+  /** LFM2-MoE: dense below `num_dense_layers`, MoE from there on. */
+  | { kind: 'num_dense_layers' }
 
 /** Shared experts that every token goes through. */
 export interface SharedExpertsDecl {
@@ -156,7 +158,7 @@ export interface LinearAttentionDecl {
 }
 
 /** The mixer of one decoder layer of a hybrid family. */
-export type HybridLayerKind = 'mamba2' | 'mamba' | 'attention' | 'moe' | 'mlp'
+export type HybridLayerKind = 'mamba2' | 'mamba' | 'short_conv' | 'attention' | 'moe' | 'mlp'
 
 /** Where a family's config.json gives the sizes and switches of its Mamba-2 mixers: for each, the keys tried in
  * order (the aliases its config class reads first, then its own name). */
@@ -199,6 +201,13 @@ export interface MambaDecl {
   norms?: { dt: string; b: string; c: string; eps: readonly string[] }
 }
 
+/** Where a family's config.json gives the kernel and the bias switch of its gated short convolutions. */
+export interface ShortConvDecl {
+  kernel: readonly string[]
+  /** in_proj, out_proj and the convolution carry biases. */
+  bias: readonly string[]
+}
+
 /** Layer kinds a config class derives from a period: the kind `atOffset` on the layers `i` with `i % period ==
  * offset`, `elsewhere` on the others (Jamba's `attn_layer_period` / `attn_layer_offset`); each key with the class's
  * default. */
@@ -225,7 +234,7 @@ export interface HybridDecl {
    * and then the MLP, each after its norm. */
   singleMixer: boolean
   /** Each mixer's module, relative to the decoder layer. */
-  modules: { mamba2?: string; mamba?: string; attention: string; moe?: string; mlp?: string }
+  modules: { mamba2?: string; mamba?: string; short_conv?: string; attention: string; moe?: string; mlp?: string }
   /** The norm of a single-mixer layer, relative to the decoder layer. */
   norm?: string
   /** The norms before the token mixer and before the MLP, relative to the decoder layer, when not
@@ -235,6 +244,8 @@ export interface HybridDecl {
   mamba2?: Mamba2Decl
   /** The family's Mamba mixers. */
   mamba?: MambaDecl
+  /** The family's gated short convolutions. */
+  shortConv?: ShortConvDecl
 }
 
 /** A scalar of the forward that a family reads from config.json. */
@@ -305,6 +316,14 @@ export interface ForwardDecl {
   /** Names of the token embedding and the final norm beside the layers, when not `embed_tokens.weight` and
    * `norm.weight` (Nemotron-H: `embeddings.weight`, `norm_f.weight`). */
   modelTensors?: { embed: string; finalNorm: string }
+  /** The output projection of the attention, relative to it, when not `o_proj` (LFM2's `out_proj`). */
+  attentionOutput?: string
+  /** What a `sigmoid_group_topk` router adds to the sum of the chosen weights before dividing by it, when not
+   * 1e-20 (LFM2: 1e-6). */
+  routerRenormEps?: number
+  /** Config key that switches the router's choice bias on (LFM2 `use_expert_bias`); off, a bias the checkpoint holds
+   * is refused (transformers would not load it). */
+  routerBiasKey?: string
   /** false: the `softmax_topk` router never renormalises the chosen weights, whatever config `norm_topk_prob` says
    * (Jamba, whose router does not read it); absent: as `norm_topk_prob` says. */
   routerRenormalises?: false

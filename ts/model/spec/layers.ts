@@ -1,6 +1,6 @@
 /**
  * The decoder layers of the spec: a token mixer (attention, Gated DeltaNet linear attention, or a hybrid family's
- * Mamba-2 or Mamba mixer) and an MLP or MoE block, each with its norm before it (or after it: post-norm families); or, in
+ * Mamba-2, Mamba or short-convolution mixer) and an MLP or MoE block, each with its norm before it (or after it: post-norm families); or, in
  * a single-mixer family (Nemotron-H), one mixer of any of these kinds after one norm. Every tensor of a layer
  * must be used by its descriptor, or the layer is refused.
  */
@@ -13,6 +13,7 @@ import type { LayerAttention } from './layer-attention'
 import { deltaNetDescriptor } from './linear-attention'
 import { mambaDescriptor } from './mamba'
 import { mamba2Descriptor } from './mamba2'
+import { shortConvDescriptor } from './short-conv'
 import { mlpDescriptor } from './moe'
 
 /** Tensors of a decoder layer that the forward legitimately does not load (quantization scales of FP8 sources,
@@ -54,7 +55,7 @@ function refuseUnused(context: SpecContext, tensors: LayerTensors, prefix: strin
   }
 }
 
-/** The token mixer of a layer whose kind is `kind` (`mamba2`, `mamba` or `attention`). */
+/** The token mixer of a layer whose kind is `kind` (`mamba2`, `mamba`, `short_conv` or `attention`). */
 function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string, index: number, parts: LayerParts, hybrid: HybridDecl | undefined): AttentionDescriptor {
   const kind = parts.kinds?.[index] ?? 'attention'
   if (parts.linear[index]) return deltaNetDescriptor(context, tensors, prefix)
@@ -63,6 +64,11 @@ function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string,
     if (kind === 'mamba2' && module && hybrid?.mamba2) return { kind, ...mamba2Descriptor(context, tensors, `${prefix}${module}`, hybrid.mamba2) }
     if (kind === 'mamba' && module && hybrid?.mamba) return { kind, ...mambaDescriptor(context, tensors, `${prefix}${module}`, hybrid.mamba) }
     refuse(context, `layer ${index} is ${kind} in config.json, but ${context.entry.family} declares no ${kind} mixer`)
+  }
+  if (kind === 'short_conv') {
+    const module = hybrid?.modules.short_conv
+    if (module && hybrid?.shortConv) return { kind, ...shortConvDescriptor(context, tensors, `${prefix}${module}`, hybrid.shortConv) }
+    refuse(context, `layer ${index} is a short convolution in config.json, but ${context.entry.family} declares none`)
   }
   return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention, hybrid?.modules.attention)
 }
@@ -75,7 +81,7 @@ function singleMixerLayer(context: SpecContext, tensors: LayerTensors, index: nu
   const kind = parts.kinds?.[index] as HybridLayerKind
   const moe = parts.moeByLayer.get(index)
   if ((kind === 'moe') !== (moe !== undefined)) refuse(context, `layer ${index} is ${kind} in config.json but ${moe ? 'holds' : 'lacks'} routed experts`)
-  if (kind === 'mamba2' || kind === 'mamba' || kind === 'attention') layer.attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
+  if (kind !== 'moe' && kind !== 'mlp') layer.attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
   else layer.mlp = mlpDescriptor(context, tensors, index, prefix, moe, hybrid.modules[kind] ?? 'mlp')
   return layer
 }

@@ -7,12 +7,7 @@
  */
 import type { MambaDescriptor } from '../../native/contract'
 import type { MambaDecl } from '../registry/types'
-import { type LayerTensors, refuse, type SpecContext } from './context'
-
-/** The key of `keys` config.json sets, else the last one (the config class's own name, with its default). */
-function pick(context: SpecContext, keys: readonly string[]): string {
-  return keys.find((key) => context.values.has(key)) ?? (keys[keys.length - 1] as string)
-}
+import { type LayerTensors, pick, refuse, type SpecContext } from './context'
 
 /** The mixer's sizes: intermediate, state, time-step rank (`"auto"`: `ceil(hidden_size / 16)`), kernel. */
 function mambaSizes(context: SpecContext, decl: MambaDecl): { inner: number; state: number; rank: number; kernel: number } {

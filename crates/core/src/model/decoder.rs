@@ -1,5 +1,5 @@
 //! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention,
-//! Mamba-2 or Mamba) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
+//! Mamba-2, Mamba or a gated short convolution) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
 //! (Nemotron-H), one pre-norm mixer of either kind.
 
@@ -14,6 +14,7 @@ use super::blocks::mlp::Mlp;
 use super::blocks::moe::MoeBlock;
 use super::blocks::norm::{HiddenNorm, NormStyle};
 use super::blocks::rope::Rope;
+use super::blocks::short_conv::ShortConv;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormPlacement};
 use super::loader::WeightLoader;
 use crate::error::{Error, Result};
@@ -25,6 +26,7 @@ enum TokenMixer {
     DeltaNet(Box<GatedDeltaNet>),
     Mamba2(Box<Mamba2>),
     Mamba(Box<Mamba>),
+    ShortConv(Box<ShortConv>),
 }
 
 enum FeedForward {
@@ -63,6 +65,9 @@ impl DecoderLayer {
                 Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)))
             }
             Some(AttentionDescriptor::Mamba(mamba)) => Some(TokenMixer::Mamba(Box::new(Mamba::load(loader, mamba)?))),
+            Some(AttentionDescriptor::ShortConv(conv)) => {
+                Some(TokenMixer::ShortConv(Box::new(ShortConv::load(loader, conv)?)))
+            }
             None => None,
         };
         let feed_forward = match &desc.mlp {
@@ -108,6 +113,7 @@ impl DecoderLayer {
                     TokenMixer::DeltaNet(mixer) => mixer.forward(input, observers),
                     TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
                     TokenMixer::Mamba(mamba) => mamba.forward(input, observers),
+                    TokenMixer::ShortConv(conv) => conv.forward(input, observers),
                 },
                 observers,
             )?;

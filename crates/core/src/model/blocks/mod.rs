@@ -15,4 +15,5 @@ pub mod ops;
 pub mod rope;
 pub mod router;
 pub mod selective_scan;
+pub mod short_conv;
 pub mod ssd;

@@ -1,4 +1,5 @@
-//! The token mixers of hybrid stacks, as TS describes them: Gated DeltaNet linear attention, Mamba-2 and Mamba.
+//! The token mixers of hybrid stacks, as TS describes them: Gated DeltaNet linear attention, Mamba-2, Mamba and
+//! the gated short convolution.
 
 use serde::Deserialize;
 
@@ -126,5 +127,21 @@ pub struct MambaDescriptor {
     pub intermediate_size: usize,
     pub state_size: usize,
     pub dt_rank: usize,
+    pub conv_kernel: usize,
+}
+
+/// A gated short convolution: `[B | C | x] = in_proj(h)`, three chunks of `H` channels in that order; `y = C ⊙
+/// conv(B ⊙ x)` with a causal depthwise convolution and no activation; `out_proj(y)`.
+/// transformers: models/lfm2_moe `Lfm2MoeShortConv`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct ShortConvDescriptor {
+    /// Module names of the projections `[3H, H]` and `[H, H]`.
+    pub in_proj: String,
+    pub out_proj: String,
+    /// Module name of the convolution, weight `[H, 1, conv_kernel]`.
+    pub conv: String,
+    /// The projections and the convolution carry biases (LFM2's `conv_bias`).
+    #[serde(default)]
+    pub bias: bool,
     pub conv_kernel: usize,
 }
