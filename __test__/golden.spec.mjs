@@ -62,6 +62,10 @@ const CASES = [
   // multiplies directly so that no input of it is ever seen, quantized without one; conv1d kept), attention without
   // rope, MoE on one layer. FP8 only: ModelOpt cannot export the fixture's NVFP4 (dt_proj [128, 4], see below).
   ['families/jamba/hub', 'families_jamba_hub', rows(calibIds.values, calibIds.shape[1]), undefined, ['fp8']],
+  // LFM2-MoE: short-convolution layers (in_proj, out_proj quantized, with biases; conv kept and not listed),
+  // attention with q/k norms and out_proj, a sigmoid router with its F32 expert_bias, tied embeddings. Experts 4
+  // and 5 of layer 1 see no calibration token, in ModelOpt's run too (its amax.json counts 0 for them).
+  ['families/lfm2_moe/hub', 'families_lfm2_moe_hub', rows(calibIds.values, calibIds.shape[1]), undefined, undefined, [{ layer: 1, experts: [4, 5] }]],
 ]
 
 const bytesOf = (tensor) => {
@@ -262,7 +266,7 @@ for (const [scope, golden] of [['experts', 'nvfp4_experts'], ['mlp', 'nvfp4_mlp'
   })
 }
 
-for (const [fixture, golden, ids, loadedAs, formats = ['fp8', 'nvfp4']] of CASES) {
+for (const [fixture, golden, ids, loadedAs, formats = ['fp8', 'nvfp4'], unrouted = []] of CASES) {
   for (const format of formats) {
     test(`${fixture} → ${format} equals ModelOpt's export (${golden})`, async (t) => {
       const output = join(tempDir(), 'out')
@@ -277,7 +281,7 @@ for (const [fixture, golden, ids, loadedAs, formats = ['fp8', 'nvfp4']] of CASES
       if (golden.endsWith('fewtokens')) {
         t.true(result.uncalibratedExperts.length === 2 && result.warnings.some((w) => w.includes('saw no calibration token')))
       } else {
-        t.deepEqual(result.uncalibratedExperts, [])
+        t.deepEqual(result.uncalibratedExperts, unrouted)
       }
     })
   }

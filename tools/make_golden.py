@@ -531,6 +531,7 @@ FAMILY_CASES = [
     # FP8 only: ModelOpt cannot export the fixture's NVFP4 (its dt_proj [128, 4] has an input dimension that is not
     # a multiple of 16, and ModelOpt stops there; moe-quant refuses it too, unless told to keep such linears).
     ("jamba", "hub", "AutoModelForCausalLM", ("fp8",)),
+    ("lfm2_moe", "hub", "AutoModelForCausalLM"),
 ]
 
 

@@ -22,6 +22,7 @@ export const DESCRIBED = [
   'families/granitemoehybrid/hub',
   'families/nemotron_h/hub',
   'families/jamba/hub',
+  'families/lfm2_moe/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

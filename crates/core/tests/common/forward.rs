@@ -9,7 +9,7 @@ use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
-pub const DESCRIBED: [&str; 13] = [
+pub const DESCRIBED: [&str; 14] = [
     "qwen3_moe/hub",
     "qwen2_moe/fused",
     "mixtral/hub",
@@ -26,6 +26,8 @@ pub const DESCRIBED: [&str; 13] = [
     "families/nemotron_h/hub",
     // Mamba layers with dt/B/C norms and attention without rope (Jamba).
     "families/jamba/hub",
+    // Gated short convolutions and attention with q/k norms (LFM2-MoE).
+    "families/lfm2_moe/hub",
 ];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).
