@@ -47,6 +47,21 @@ function referencedTensors(d) {
       tensor(`${a.conv1d}.weight`, 3)
       if (a.conv_bias) tensor(`${a.conv1d}.bias`, 1)
       for (const name of [a.a_log, a.d, a.dt_bias, a.norm]) tensor(name, 1)
+    } else if (a.kind === 'mamba') {
+      linear(a.in_proj, a.proj_bias)
+      linear(a.out_proj, a.proj_bias)
+      linear(a.x_proj)
+      linear(a.dt_proj, true)
+      tensor(`${a.conv1d}.weight`, 3)
+      if (a.conv_bias) tensor(`${a.conv1d}.bias`, 1)
+      tensor(a.a_log, 2)
+      tensor(a.d, 1)
+      for (const name of [a.dt_norm, a.b_norm, a.c_norm]) if (name) tensor(name, 1)
+    } else if (a.kind === 'short_conv') {
+      linear(a.in_proj, a.bias)
+      linear(a.out_proj, a.bias)
+      tensor(`${a.conv}.weight`, 3)
+      if (a.bias) tensor(`${a.conv}.bias`, 1)
     } else if (a.kind === 'gqa') {
       for (const m of [a.q, a.k, a.v]) linear(m, a.qkv_bias)
       linear(a.o, a.o_bias)
@@ -107,6 +122,8 @@ function checkSerializable(t, d) {
       : a.kind === 'gqa' ? [a.num_heads, a.num_kv_heads, a.head_dim]
       : a.kind === 'gated_delta_net' ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
       : a.kind === 'mamba2' ? [a.num_heads, a.head_dim, a.n_groups, a.state_size, a.conv_kernel, a.chunk_size]
+      : a.kind === 'mamba' ? [a.intermediate_size, a.state_size, a.dt_rank, a.conv_kernel]
+      : a.kind === 'short_conv' ? [a.conv_kernel]
       : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
     const indexer = a?.kind === 'mla' ? a.sparse?.indexer : undefined
     if (a?.kind === 'mla' && a.sparse) ints.push(a.sparse.top_k)
@@ -618,6 +635,66 @@ test('glm_moe_dsa: shared layers reuse the keys of the last indexer, from indexe
   await t.throwsAsync(variant('families/glm_moe_dsa/hub', { config: (c) => void (delete c.indexer_types, (c.index_topk_pattern = 'FXF')) }), { code: 'E_CONFIG_INVALID', message: /index_topk_pattern/ })
 })
 
+test('jamba: Mamba layers with dt/B/C norms and attention without rope by the attention period, MoE by the expert period', async (t) => {
+  const hub = await describe('families/jamba/hub')
+  t.like(hub, { embed: 'model.embed_tokens.weight', final_norm: 'model.final_layernorm.weight', lm_head: 'lm_head.weight', rms_norm_eps: 1e-6 })
+  t.is(hub.rope, undefined)
+  t.deepEqual(hub.layers.map((l) => [l.attention.kind, l.mlp.kind]), [['mamba', 'dense'], ['mamba', 'moe'], ['gqa', 'dense']])
+  t.like(hub.layers[0], { input_norm: 'model.layers.0.input_layernorm.weight', post_attention_norm: 'model.layers.0.pre_ff_layernorm.weight', norm_placement: 'pre' })
+  const m = (name) => `model.layers.0.mamba.${name}`
+  t.deepEqual(hub.layers[0].attention, {
+    kind: 'mamba', in_proj: m('in_proj'), x_proj: m('x_proj'), dt_proj: m('dt_proj'), out_proj: m('out_proj'), proj_bias: false,
+    conv1d: m('conv1d'), conv_bias: true, a_log: m('A_log'), d: m('D'), dt_norm: m('dt_layernorm.weight'), b_norm: m('b_layernorm.weight'),
+    c_norm: m('c_layernorm.weight'), norm_eps: 1e-6, intermediate_size: 128, state_size: 16, dt_rank: 4, conv_kernel: 4,
+  })
+  t.like(hub.layers[2].attention, { kind: 'gqa', q: 'model.layers.2.self_attn.q_proj', rope: false, scaling: 0.25, num_heads: 4, num_kv_heads: 2, head_dim: 16 })
+  t.like(hub.layers[0].mlp, { kind: 'dense', gate: 'model.layers.0.feed_forward.gate_proj', down: 'model.layers.0.feed_forward.down_proj' })
+  t.like(hub.layers[1].mlp, { kind: 'moe', block: 'model.layers.1.feed_forward', layout: 'per_expert', gate: 'model.layers.1.feed_forward.experts.{e}.gate_proj.weight' })
+  t.like(hub.layers[1].mlp.router, { kind: 'softmax_topk', norm_topk_prob: false, weight: 'model.layers.1.feed_forward.router.weight' })
+  const fused = await describe('families/jamba/fused')
+  t.like(fused.layers[1].mlp, { layout: 'fused', gate_up: 'model.layers.1.feed_forward.experts.gate_up_proj', down: 'model.layers.1.feed_forward.experts.down_proj' })
+  // The router never renormalises (it does not read norm_topk_prob); a time-step rank "auto" is ceil(hidden / 16).
+  const ignored = await variant('families/jamba/hub', { config: (c) => void ((c.norm_topk_prob = true), (c.mamba_dt_rank = 'auto')) })
+  t.deepEqual(ignored, hub)
+  // The attention and expert periods place the layers; an offset past its period is invalid, as JambaConfig says.
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.attn_layer_offset = 0) }), { code: 'E_LAYOUT_MISSING_TENSOR', message: /layers\.0\.self_attn/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.attn_layer_offset = 3) }), { code: 'E_CONFIG_INVALID', message: /attn_layer_offset/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.expert_layer_offset = 0) }), { code: 'E_LAYOUT_UNRECOGNISED', message: /layers \[0, 2\]/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.hidden_act = 'gelu') }), { code: 'E_MODEL_UNSUPPORTED', message: /hidden_act "gelu"/ })
+  await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.mamba_d_state = 8) }), { code: 'E_LAYOUT_SHAPE', message: /x_proj/ })
+})
+
+test('lfm2_moe: short convolutions and attention by layer_types, dense first layers, sigmoid router with expert_bias', async (t) => {
+  const hub = await describe('families/lfm2_moe/hub')
+  t.like(hub, { embed: 'model.embed_tokens.weight', final_norm: 'model.embedding_norm.weight', lm_head: 'model.embed_tokens.weight', rms_norm_eps: 1e-5 })
+  t.deepEqual(hub.rope, { kind: 'default', theta: 10000, rotary_dim: 16, interleaved: false })
+  t.deepEqual(hub.layers.map((l) => [l.attention.kind, l.mlp.kind]), [['short_conv', 'dense'], ['gqa', 'moe'], ['short_conv', 'moe']])
+  t.like(hub.layers[0], { input_norm: 'model.layers.0.operator_norm.weight', post_attention_norm: 'model.layers.0.ffn_norm.weight', norm_placement: 'pre' })
+  t.deepEqual(hub.layers[0].attention, {
+    kind: 'short_conv', in_proj: 'model.layers.0.conv.in_proj', out_proj: 'model.layers.0.conv.out_proj', conv: 'model.layers.0.conv.conv', bias: true, conv_kernel: 3,
+  })
+  t.deepEqual(hub.layers[0].mlp, { kind: 'dense', gate: 'model.layers.0.feed_forward.w1', up: 'model.layers.0.feed_forward.w3', down: 'model.layers.0.feed_forward.w2', activation: 'silu' })
+  t.like(hub.layers[1].attention, {
+    kind: 'gqa', o: 'model.layers.1.self_attn.out_proj', q_norm: 'model.layers.1.self_attn.q_layernorm.weight', k_norm: 'model.layers.1.self_attn.k_layernorm.weight',
+    qk_norm_after_rope: false, rope: true, scaling: 0.25,
+  })
+  t.like(hub.layers[1].mlp, { kind: 'moe', block: 'model.layers.1.feed_forward', layout: 'per_expert', gate: 'model.layers.1.feed_forward.experts.{e}.w1.weight' })
+  t.like(hub.layers[2].mlp.router, {
+    kind: 'sigmoid_group_topk', weight: 'model.layers.2.feed_forward.gate.weight', correction_bias: 'model.layers.2.feed_forward.expert_bias',
+    norm_topk_prob: true, n_group: 1, topk_group: 1, routed_scaling_factor: 2, norm_eps: 1e-6,
+  })
+  const fused = await describe('families/lfm2_moe/fused')
+  t.like(fused.layers[1].mlp, { layout: 'fused', gate_up: 'model.layers.1.feed_forward.experts.gate_up_proj', down: 'model.layers.1.feed_forward.experts.down_proj' })
+  // layer_types decides each mixer (without it transformers cannot build the layers); num_dense_layers the MLPs.
+  await t.throwsAsync(variant('families/lfm2_moe/hub', { config: (c) => void delete c.layer_types }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
+  await t.throwsAsync(variant('families/lfm2_moe/hub', { config: (c) => void (c.layer_types = ['conv', 'conv', 'conv']) }), { code: 'E_LAYOUT_MISSING_TENSOR', message: /layers\.1\.conv/ })
+  await t.throwsAsync(variant('families/lfm2_moe/hub', { config: (c) => void (c.num_dense_layers = 2) }), { code: 'E_LAYOUT_UNRECOGNISED', message: /layers \[2\]/ })
+  // A stored expert_bias that use_expert_bias switches off would not be loaded by transformers.
+  await t.throwsAsync(variant('families/lfm2_moe/hub', { config: (c) => void (c.use_expert_bias = false) }), { code: 'E_MODEL_UNSUPPORTED', message: /expert_bias/ })
+  const unbiased = await variant('families/lfm2_moe/hub', { config: (c) => void (c.conv_bias = false) }).catch((e) => e)
+  t.is(unbiased.code, 'E_MODEL_UNSUPPORTED', 'the stored biases would go unused')
+})
+
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {
   const error = await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.num_key_value_heads = 4) }), { code: 'E_LAYOUT_SHAPE' })
   t.regex(error.message, /k_proj\.weight/)
@@ -629,9 +706,9 @@ test('a model_type without a registry entry has no known forward', async (t) => 
     { code: 'E_MODEL_UNSUPPORTED', message: /no registry entry/ },
   )
   // A family whose forward needs a block moe-quant lacks says which.
-  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'lfm2_moe') }), {
+  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'kimi_linear') }), {
     code: 'E_MODEL_UNSUPPORTED',
-    message: /^forward not supported for lfm2_moe: its forward needs the gated short convolution of its convolution layers, which moe-quant lacks/,
+    message: /^forward not supported for kimi_linear: its forward needs Kimi Delta Attention \(a gated delta-rule linear attention\) on its linear layers, which moe-quant lacks/,
   })
   await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'constructor') }), { code: 'E_MODEL_UNSUPPORTED', message: /no registry entry/ })
 })

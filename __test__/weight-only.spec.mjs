@@ -44,8 +44,8 @@ test('weight-only output: no input_scale, no coverage report, weights within the
 })
 
 test('a family without a forward: calibrated formats refused in one line naming what is missing', async (t) => {
-  // LFM2-MoE (short-convolution and attention layers), from the zoo: detected by structure, no forward yet.
-  const model = materializeZoo('lfm2_moe', 'hub')
+  // MiniMax-Text-01 (lightning-attention and attention layers), from the zoo: detected by structure, no forward yet.
+  const model = materializeZoo('minimax', 'hub')
   try {
     const error = await t.throwsAsync(quantizeModel({ model, output: join(tempDir(), 'out'), format: 'fp8', calibration: { ids: [[1, 2, 3, 4]] } }), {
       code: 'E_MODEL_UNSUPPORTED',
@@ -53,7 +53,7 @@ test('a family without a forward: calibrated formats refused in one line naming 
     t.false(error.message.includes('\n'))
     t.regex(
       error.message,
-      /^forward not supported for lfm2_moe: its forward needs the gated short convolution of its convolution layers, which moe-quant lacks \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/,
+      /^forward not supported for minimax: its forward needs lightning attention \(MiniMax-Text-01's linear attention with per-head decay\) on its linear layers, which moe-quant lacks \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/,
     )
     const report = await inspectModel(model)
     for (const f of report.formats) {

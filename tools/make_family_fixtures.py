@@ -23,14 +23,15 @@ and reference.safetensors with input_ids int64 [2, 12] (the same ids as every fi
 (transformers in float32 from the saved weights, eager attention, eager experts, one thread),
 amax.<nn.Linear module>, amax.<experts module>.gate_up_input, amax.<experts module>.down_input and
 tokens.<experts module> (see tools/make_fixtures.py for their exact meaning). Weights are bfloat16, except
-e_score_correction_bias, which is float32 as in the hub checkpoints.
+e_score_correction_bias, which is float32 as in the hub checkpoints, and LFM2-MoE's expert_bias, a buffer
+transformers declares float32.
 
 Plus fixtures/families/MANIFEST.json (the same per-directory schema as fixtures/MANIFEST.json, `path` relative to
 fixtures/, so the two `fixtures` lists can be concatenated) and fixtures/families/README.md (a summary table).
 
 Families (model_type in transformers 5.25): qwen3_vl_moe, glm4v_moe, dots1, deepseek_v2, hunyuan_v1_moe,
 ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared, qwen3_next, qwen3_5_moe_text, jamba,
-granitemoehybrid, nemotron_h, deepseek_v32, glm_moe_dsa.
+granitemoehybrid, nemotron_h, deepseek_v32, glm_moe_dsa, lfm2_moe.
 
   fixtures/families/qwen3_vl_moe/hub_transposed/
                                          the hub/ checkpoint with its stacked experts stored transposed,
@@ -48,16 +49,18 @@ Deliberate choices:
     biases, e_score_correction_bias, Mamba's D and dt_bias) get small random values from a fixed seed, so that a
     forward that ignores one of them does not reproduce the logits: all-ones tensors become 1 + 0.1 * N(0, 1),
     all-zero norm weights (the zero-centred 1 + w RMSNorms of Qwen3-Next / Qwen3.5) 0.1 * N(0, 1), other all-zero
-    tensors 0.02 * N(0, 1), and e_score_correction_bias 0.01 * N(0, 1) (as tools/make_fixtures.py does for it).
+    tensors 0.02 * N(0, 1), and e_score_correction_bias and LFM2-MoE's expert_bias 0.01 * N(0, 1) (as
+    tools/make_fixtures.py does for the former).
   * Vision-language wrappers (qwen3_vl_moe, glm4v_moe) are built and saved whole, with a tiny vision tower (its
     tensors are in model.safetensors), and run on text-only input_ids: the references come from the wrapper
     (...ForConditionalGeneration) and cover only the language model, whose modules are
     model.language_model.layers.*. The image/video special token ids are set to ids of the 256-entry vocabulary
     that do not occur in input_ids. Config keys of the text model are given in MANIFEST.json as paths
     (`text_config.num_experts`).
-  * Hybrid families (qwen3_next, qwen3_5_moe_text, jamba, granitemoehybrid, nemotron_h) run their Mamba / Gated
-    DeltaNet layers with transformers' PyTorch implementations (no mamba-ssm / causal-conv1d / fla kernels); the
-    Mamba2 layers (granitemoehybrid, nemotron_h) have chunk size 8 so that the 12 tokens span two chunks.
+  * Hybrid families (qwen3_next, qwen3_5_moe_text, jamba, granitemoehybrid, nemotron_h, lfm2_moe) run their Mamba /
+    Gated DeltaNet / short-convolution layers with transformers' PyTorch implementations (no mamba-ssm /
+    causal-conv1d / fla kernels); the Mamba2 layers (granitemoehybrid, nemotron_h) have chunk size 8 so that the
+    12 tokens span two chunks.
     `dense_layers` in MANIFEST.json are, as in fixtures/MANIFEST.json, the decoder layers without routed experts;
     for Nemotron-H they have no MLP at all (one mixer per layer: Mamba2, MoE or attention), so its
     dense_intermediate is null.
@@ -619,6 +622,33 @@ def families(eos_id: int) -> list[dict]:
             "indexer_types full, shared, full (layer 1 reuses layer 0's keys and has no indexer)",
             router_bias=True,
         ),
+        dict(
+            family="LFM2-MoE",
+            model_type="lfm2_moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                tie_word_embeddings=True,  # as the LFM2 checkpoints
+                num_hidden_layers=3,
+                layer_types=["conv", "full_attention", "conv"],
+                num_dense_layers=1,  # layer 0 dense, layers 1 and 2 MoE
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                conv_L_cache=3,
+                conv_bias=True,  # in_proj, out_proj and conv biases (the LFM2 checkpoints have none)
+                use_expert_bias=True,
+                norm_topk_prob=True,
+                routed_scaling_factor=2.0,
+            ),
+            router="sigmoid",
+            router_notes="linear `gate`, sigmoid; choice on sigmoid + `expert_bias` (F32 buffer on the MoE block), "
+            "weights the chosen sigmoids renormalised (sum + 1e-6) x routed_scaling_factor 2",
+            attention_notes="layers 0, 2 gated short convolution (`conv`: in_proj into B, C, x; conv over B*x; C*conv; "
+            "out_proj; with biases), layer 1 attention with q/k RMSNorm per head before RoPE and `out_proj`; norms "
+            "`operator_norm`, `ffn_norm`, final `embedding_norm`; tied embeddings; dense MLP w1/w3/w2 on layer 0",
+        ),
     ]
 
 
@@ -638,6 +668,10 @@ def randomise_constants(model, g: torch.Generator, keep_f32: set):
             continue
         assert not name.endswith("e_score_correction_bias"), f"{name}: set router_bias on the family"
         noise = torch.randn(t.shape, generator=g)
+        if name.endswith(".expert_bias"):  # LFM2's router bias, a buffer declared float32: kept so, as the others
+            t.data.copy_(0.01 * noise)
+            keep_f32.add(name)
+            continue
         leaf = name.rsplit(".", 2)[-2] if "." in name else name
         if ones:
             t.data.copy_(1.0 + 0.1 * noise)
@@ -649,10 +683,11 @@ def randomise_constants(model, g: torch.Generator, keep_f32: set):
 
 def classify_key(key: str) -> str:
     """make_fixtures.classify_key, plus shared MLPs named shared_mlp, a router linear nested in its gate module
-    (gate.wg) and e_score_correction_bias wherever it is kept (gate.moe_statics, the MoE block)."""
+    (gate.wg), e_score_correction_bias wherever it is kept (gate.moe_statics, the MoE block) and LFM2-MoE's
+    expert_bias."""
     if re.search(r"\.shared_(mlp|experts?)\.|\.shared_expert_gate\.", key):
         return "shared"
-    if re.search(r"\.gate\.wg\.weight$|\.e_score_correction_bias$", key):
+    if re.search(r"\.gate\.wg\.weight$|\.e_score_correction_bias$|\.expert_bias$", key):
         return "router"
     return mf.classify_key(key)
 
@@ -773,7 +808,7 @@ def indexer_margin(model, input_ids: torch.Tensor) -> float | None:
 
 def mlp_intermediate(mod) -> int | None:
     """The intermediate size of a dense MLP / shared expert module."""
-    for attr in ("gate_proj", "up_proj"):
+    for attr in ("gate_proj", "up_proj", "w1"):  # w1: LFM2-MoE's dense MLP
         lin = getattr(mod, attr, None)
         if isinstance(lin, torch.nn.Linear):
             return lin.out_features

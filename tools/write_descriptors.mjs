@@ -23,6 +23,8 @@ export const DESCRIBED = [
   'families/nemotron_h/hub',
   'families/deepseek_v32/hub',
   'families/glm_moe_dsa/fused',
+  'families/jamba/hub',
+  'families/lfm2_moe/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

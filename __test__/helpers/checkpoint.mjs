@@ -16,7 +16,7 @@ export const familyManifest = () => JSON.parse(readFileSync(join(FIXTURES, 'fami
 /** Model types of fixtures/families/ whose forward moe-quant has (the others are refused, naming what is missing). */
 export const CALIBRATED_FAMILIES = new Set([
   'qwen3_vl_moe', 'glm4v_moe', 'dots1', 'minimax_m2', 'deepseek_v2', 'ernie4_5_moe', 'hunyuan_v1_moe', 'flex_olmo', 'granitemoeshared', 'phimoe',
-  'qwen3_next', 'qwen3_5_moe_text', 'granitemoehybrid', 'nemotron_h', 'deepseek_v32', 'glm_moe_dsa',
+  'qwen3_next', 'qwen3_5_moe_text', 'granitemoehybrid', 'nemotron_h', 'deepseek_v32', 'glm_moe_dsa', 'jamba', 'lfm2_moe',
 ])
 
 export function tempDir(prefix = 'moe-quant-test-') {

@@ -91,12 +91,13 @@ export function isNorm(module: string): boolean {
  * Whether ModelOpt lists a module with an unquantized weight in `exclude_modules`: not a norm (it puts no
  * quantizer on norms), and not a convolution whose quantizers stay enabled. ModelOpt quantizes every Conv1d but
  * disables those its default patterns name (`*mixer.conv1d*`, `*linear_attn.conv1d*`, `*self_attention.conv1d*`),
- * which it lists; another one (Granite-4.0-H's `mamba.conv1d`) keeps enabled quantizers that its export of linears
- * leaves unused, and is not listed.
+ * which it lists; another one (Granite-4.0-H's and Jamba's `mamba.conv1d`, LFM2's short convolution `conv.conv`)
+ * keeps enabled quantizers that its export of linears leaves unused, and is not listed.
  */
 export function listedWhenUnquantized(module: string): boolean {
   if (isNorm(module)) return false
-  return !module.endsWith('.conv1d') || /(mixer|linear_attn|self_attention)\.conv1d$/.test(module)
+  const convolution = module.endsWith('.conv1d') || module.endsWith('.conv.conv')
+  return !convolution || /(mixer|linear_attn|self_attention)\.conv1d$/.test(module)
 }
 
 /** The facts of `format`; these pure functions are also called from JavaScript, where the type guards nothing. */

@@ -298,13 +298,17 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
     if (!match) throw new MoeQuantError('E_INTERNAL', `${name} is quantized but belongs to no decoder layer`)
     return Number(match[1])
   }
+  // Linears the forward never runs (a Mamba mixer's dt_proj, whose weight multiplies directly) have no input
+  // statistics: ModelOpt quantizes their weight and writes no input_scale.
+  const unobserved = new Set(descriptor?.layers.flatMap((l) => (l.attention?.kind === 'mamba' ? [l.attention.dt_proj] : [])))
   const linears: ExportPlan['linears'] = []
   for (const module of planned) {
     const group = (groupOf.get(module) ?? []).filter((m) => planned.has(m))
     const shared = group.length > 1 ? group : []
     const output = outputName(planning, module)
     // A group-scaled format's per-tensor weight_scale_2 is shared by the linears that read one input.
-    linears.push({ layer: layerOf(module), module, output, weight_group: planning.groupSize !== null ? shared : [], input_group: shared })
+    const weightGroup = planning.groupSize !== null ? shared : []
+    linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: shared, weight_only: unobserved.has(module) })
     planning.quantizedModules.push(output)
   }
   return linears

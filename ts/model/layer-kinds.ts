@@ -1,10 +1,11 @@
 /**
- * The mixer of every decoder layer of a hybrid family (Mamba-2, attention, MoE or MLP), read from config.json
- * as its transformers config class reads it: the per-layer list (legacy spellings remapped), else the legacy
- * pattern string, else the class's default.
+ * The mixer of every decoder layer of a hybrid family (Mamba-2, Mamba, short convolution, attention, MoE or MLP),
+ * read from config.json as its transformers config class reads it: the per-layer list (legacy spellings
+ * remapped), else the legacy pattern string, else the class's default (a fixed list, or kinds derived from a
+ * period).
  */
 import { MoeQuantError } from '../errors'
-import type { HybridDecl, HybridLayerKind } from './registry/types'
+import type { HybridDecl, HybridLayerKind, PeriodicLayerKinds } from './registry/types'
 
 /**
  * The kind of each of the `layers` decoder layers.
@@ -31,6 +32,32 @@ export function hybridLayerKinds(decl: HybridDecl, raw: Record<string, unknown>,
   }
   const fallback = decl.defaultLayerTypes
   if (typeof fallback === 'string') return Array.from({ length: layers }, () => fallback)
+  if (!isList(fallback)) return periodicKinds(fallback, raw, layers, file)
   if (fallback.length !== layers) invalid(decl.layerTypes[0] as string, null)
   return [...fallback]
+}
+
+function isList(kinds: readonly HybridLayerKind[] | PeriodicLayerKinds): kinds is readonly HybridLayerKind[] {
+  return Array.isArray(kinds)
+}
+
+/**
+ * Kinds derived from a period, as the config class does (`atOffset` where `i % period == offset`), its
+ * validation included (a positive period, an offset below it).
+ * @throws MoeQuantError `E_CONFIG_INVALID`
+ */
+function periodicKinds(rule: PeriodicLayerKinds, raw: Record<string, unknown>, layers: number, file: string): HybridLayerKind[] {
+  const read = ({ key, default: fallback }: { key: string; default: number }): number => {
+    const value = raw[key] ?? fallback
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+      throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${key}" must be an integer ≥ 0, got ${JSON.stringify(value)}`, { file })
+    }
+    return value
+  }
+  const period = read(rule.period)
+  const offset = read(rule.offset)
+  if (offset >= period) {
+    throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${rule.offset.key}" (${offset}) must be smaller than "${rule.period.key}" (${period})`, { file })
+  }
+  return Array.from({ length: layers }, (_, i) => (i % period === offset ? rule.atOffset : rule.elsewhere))
 }

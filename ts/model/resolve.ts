@@ -75,6 +75,17 @@ export function moeLayerIndices(entry: ArchitectureEntry, config: TextConfig): n
       if (!hybrid) throw new MoeQuantError('E_INTERNAL', `${entry.family}: MoE placement by layer kind without a hybrid forward declaration`)
       return hybridLayerKinds(hybrid, raw, config.numLayers, 'config.json').flatMap((kind, i) => (kind === 'moe' ? [i] : []))
     }
+    case 'expert_layer_period': {
+      // JambaConfig.layers_num_experts: the experts on these layers, one expert (a dense MLP) elsewhere.
+      const period = num('expert_layer_period', 2)
+      const offset = num('expert_layer_offset', 1)
+      if ((config.numExperts ?? 2) <= 1) return []
+      return all.filter((i) => period > 0 && i % period === offset)
+    }
+    case 'num_dense_layers': {
+      const dense = num('num_dense_layers', 2)
+      return all.filter((i) => i >= dense)
+    }
     case 'start_end_interval': {
       const start = num('moe_layer_start_index', 1)
       const endIndex = num('moe_layer_end_index', -1)

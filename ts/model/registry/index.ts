@@ -12,6 +12,8 @@ import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared } from './granite'
 import { graniteMoeHybrid } from './granite-hybrid'
 import { hunyuanV1Moe } from './hunyuan'
+import { jamba } from './jamba'
+import { lfm2Moe } from './lfm2'
 import { llama4 } from './llama4'
 import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
@@ -54,6 +56,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   nemotronH,
   deepseekV32,
   glmMoeDsa,
+  jamba,
+  lfm2Moe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

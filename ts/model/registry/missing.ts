@@ -3,8 +3,6 @@
  * calibration forward needs a block the native forward lacks: the block, as the refusal names it.
  */
 export const MISSING_BLOCKS: Readonly<Record<string, string>> = {
-  jamba: 'a Mamba (selective state space) mixer on its Mamba layers',
   minimax: "lightning attention (MiniMax-Text-01's linear attention with per-head decay) on its linear layers",
-  lfm2_moe: 'the gated short convolution of its convolution layers',
   kimi_linear: 'Kimi Delta Attention (a gated delta-rule linear attention) on its linear layers',
 }

@@ -71,6 +71,10 @@ export type PlacementRule =
   /** Hybrid families whose layers each hold one mixer (Nemotron-H): the layers whose kind is `moe` (ForwardDecl
    * `hybrid`). */
   | { kind: 'hybrid_moe_layers' }
+  /** Jamba: every `expert_layer_period`-th layer from `expert_layer_offset` (when there is more than one expert). */
+  | { kind: 'expert_layer_period' }
+  /** LFM2-MoE: dense below `num_dense_layers`, MoE from there on. */
+  | { kind: 'num_dense_layers' }
 
 /** Shared experts that every token goes through. */
 export interface SharedExpertsDecl {
@@ -154,7 +158,7 @@ export interface LinearAttentionDecl {
 }
 
 /** The mixer of one decoder layer of a hybrid family. */
-export type HybridLayerKind = 'mamba2' | 'attention' | 'moe' | 'mlp'
+export type HybridLayerKind = 'mamba2' | 'mamba' | 'short_conv' | 'attention' | 'moe' | 'mlp'
 
 /** Where a family's config.json gives the sizes and switches of its Mamba-2 mixers: for each, the keys tried in
  * order (the aliases its config class reads first, then its own name). */
@@ -178,6 +182,42 @@ export interface Mamba2Decl {
   normEps: readonly string[]
 }
 
+/** Where a family's config.json gives the sizes and switches of its Mamba (Mamba-1) mixers, keys tried in order
+ * as for Mamba-2. */
+export interface MambaDecl {
+  /** `intermediate = expand × hidden_size`. */
+  expand: readonly string[]
+  stateSize: readonly string[]
+  convKernel: readonly string[]
+  /** The rank of the time-step projection; `"auto"`: `ceil(hidden_size / 16)`. */
+  dtRank: readonly string[]
+  convBias: readonly string[]
+  /** in_proj and out_proj biases. */
+  projBias: readonly string[]
+  /** The convolution's activation (the forward implements silu). */
+  activation: readonly string[]
+  /** The RMSNorms of dt, B and C (Jamba's `dt_layernorm`, `b_layernorm`, `c_layernorm`), relative to the mixer,
+   * and the keys of their epsilon; absent where the mixer has none. */
+  norms?: { dt: string; b: string; c: string; eps: readonly string[] }
+}
+
+/** Where a family's config.json gives the kernel and the bias switch of its gated short convolutions. */
+export interface ShortConvDecl {
+  kernel: readonly string[]
+  /** in_proj, out_proj and the convolution carry biases. */
+  bias: readonly string[]
+}
+
+/** Layer kinds a config class derives from a period: the kind `atOffset` on the layers `i` with `i % period ==
+ * offset`, `elsewhere` on the others (Jamba's `attn_layer_period` / `attn_layer_offset`); each key with the class's
+ * default. */
+export interface PeriodicLayerKinds {
+  period: { key: string; default: number }
+  offset: { key: string; default: number }
+  atOffset: HybridLayerKind
+  elsewhere: HybridLayerKind
+}
+
 /** A hybrid family: which mixer each decoder layer has, and where its Mamba-2 mixers' parameters are. */
 export interface HybridDecl {
   /** Config keys of the per-layer list of kinds, tried in order. */
@@ -187,16 +227,25 @@ export interface HybridDecl {
   patternKey?: string
   /** What each spelling of a kind, in the list or the pattern, means (legacy spellings included). */
   kinds: Readonly<Record<string, HybridLayerKind>>
-  /** The kinds transformers' config class uses when config.json gives none: every layer one kind, or a list. */
-  defaultLayerTypes: HybridLayerKind | readonly HybridLayerKind[]
+  /** The kinds transformers' config class uses when config.json gives none: every layer one kind, a list, or
+   * kinds it derives from a period. */
+  defaultLayerTypes: HybridLayerKind | readonly HybridLayerKind[] | PeriodicLayerKinds
   /** Each layer holds one mixer after one norm (Nemotron-H); otherwise a token mixer (`mamba2` or `attention`)
    * and then the MLP, each after its norm. */
   singleMixer: boolean
   /** Each mixer's module, relative to the decoder layer. */
-  modules: { mamba2: string; attention: string; moe?: string; mlp?: string }
+  modules: { mamba2?: string; mamba?: string; short_conv?: string; attention: string; moe?: string; mlp?: string }
   /** The norm of a single-mixer layer, relative to the decoder layer. */
   norm?: string
-  mamba2: Mamba2Decl
+  /** The norms before the token mixer and before the MLP, relative to the decoder layer, when not
+   * `input_layernorm` and `post_attention_layernorm` (Jamba's `pre_ff_layernorm`). */
+  norms?: { mixer: string; mlp: string }
+  /** The family's Mamba-2 mixers. */
+  mamba2?: Mamba2Decl
+  /** The family's Mamba mixers. */
+  mamba?: MambaDecl
+  /** The family's gated short convolutions. */
+  shortConv?: ShortConvDecl
 }
 
 /**
@@ -280,6 +329,17 @@ export interface ForwardDecl {
   /** Names of the token embedding and the final norm beside the layers, when not `embed_tokens.weight` and
    * `norm.weight` (Nemotron-H: `embeddings.weight`, `norm_f.weight`). */
   modelTensors?: { embed: string; finalNorm: string }
+  /** The output projection of the attention, relative to it, when not `o_proj` (LFM2's `out_proj`). */
+  attentionOutput?: string
+  /** What a `sigmoid_group_topk` router adds to the sum of the chosen weights before dividing by it, when not
+   * 1e-20 (LFM2: 1e-6). */
+  routerRenormEps?: number
+  /** Config key that switches the router's choice bias on (LFM2 `use_expert_bias`); off, a bias the checkpoint holds
+   * is refused (transformers would not load it). */
+  routerBiasKey?: string
+  /** false: the `softmax_topk` router never renormalises the chosen weights, whatever config `norm_topk_prob` says
+   * (Jamba, whose router does not read it); absent: as `norm_topk_prob` says. */
+  routerRenormalises?: false
   /** Layers of different mixers (Mamba-2, attention, MoE, MLP). */
   hybrid?: HybridDecl
   /** MLA restricted by DeepSeek sparse attention; its config `layer_types` (`indexed_attention`) name the cache

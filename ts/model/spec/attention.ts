@@ -158,14 +158,15 @@ function qkNorms(context: SpecContext, tensors: LayerTensors, attn: string, shap
 function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string, shape: AttentionShape, scaling: number, variant: LayerAttention): AttentionDescriptor {
   const { hidden } = context
   const { numHeads, numKvHeads, headDim } = shape
-  const [q, k, v, o] = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `${attn}.${p}`) as [string, string, string, string]
+  const output = context.forward.attentionOutput ?? 'o_proj'
+  const [q, k, v, o] = ['q_proj', 'k_proj', 'v_proj', output].map((p) => `${attn}.${p}`) as [string, string, string, string]
   // With an output gate, q_proj yields each head's query and gate.
   const gated = context.forward.attentionOutputGate === true
   const qRows = numHeads * headDim * (gated ? 2 : 1)
   tensors.use(`${q}.weight`, [qRows, hidden], gated ? 'q_proj [heads·2·head_dim (query and output gate), hidden_size]' : 'q_proj [heads·head_dim, hidden_size]')
   tensors.use(`${k}.weight`, [numKvHeads * headDim, hidden], 'k_proj [kv_heads·head_dim, hidden_size]')
   tensors.use(`${v}.weight`, [numKvHeads * headDim, hidden], 'v_proj [kv_heads·head_dim, hidden_size]')
-  tensors.use(`${o}.weight`, [hidden, numHeads * headDim], 'o_proj [hidden_size, heads·head_dim]')
+  tensors.use(`${o}.weight`, [hidden, numHeads * headDim], `${output} [hidden_size, heads·head_dim]`)
   const biases = [q, k, v].map((m) => tensors.has(`${m}.bias`))
   if (biases.some((b) => b !== biases[0])) {
     throw new MoeQuantError('E_LAYOUT_UNRECOGNISED', `${attn}: q/k/v biases must all be present or all absent (found q ${biases[0]}, k ${biases[1]}, v ${biases[2]})`)
@@ -177,7 +178,7 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
     tensors.use(`${v}.bias`, [numKvHeads * headDim], 'v_proj bias')
   }
   const oBias = tensors.has(`${o}.bias`)
-  if (oBias) tensors.use(`${o}.bias`, [hidden], 'o_proj bias')
+  if (oBias) tensors.use(`${o}.bias`, [hidden], `${output} bias`)
   const gqa: GqaDescriptor = {
     q,
     k,

@@ -98,3 +98,8 @@ export interface SpecContext {
 
 /** Refuses a feature of the model's forward that the descriptor cannot express yet. */
 export const refuse = (context: SpecContext, reason: string): never => unsupported(context.entry, context.modelType, reason)
+
+/** The key of `keys` config.json sets, else the last one (the config class's own name, with its default). */
+export function pick(context: SpecContext, keys: readonly string[]): string {
+  return keys.find((key) => context.values.has(key)) ?? (keys[keys.length - 1] as string)
+}

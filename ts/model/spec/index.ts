@@ -101,7 +101,7 @@ function modelTensors(
 
 /** The RMSNorm epsilon, under whichever name config.json uses. */
 function normEpsilon(context: SpecContext, raw: Record<string, unknown>): number {
-  const keys = ['rms_norm_eps', 'layer_norm_eps', 'layer_norm_epsilon']
+  const keys = ['rms_norm_eps', 'layer_norm_eps', 'layer_norm_epsilon', 'norm_eps']
   const key = keys.find((k) => typeof raw[k] === 'number') ?? keys.find((k) => typeof context.forward.configDefaults[k] === 'number') ?? 'rms_norm_eps'
   const eps = context.values.number(key)
   // A negative epsilon can make the normalised variance negative, and its square root NaN.

@@ -1,17 +1,19 @@
 /**
  * The decoder layers of the spec: a token mixer (attention, Gated DeltaNet linear attention, or a hybrid family's
- * Mamba-2 mixer) and an MLP or MoE block, each with its norm before it (or after it: post-norm families); or, in
+ * Mamba-2, Mamba or short-convolution mixer) and an MLP or MoE block, each with its norm before it (or after it: post-norm families); or, in
  * a single-mixer family (Nemotron-H), one mixer of any of these kinds after one norm. Every tensor of a layer
  * must be used by its descriptor, or the layer is refused.
  */
-import type { LayerDescriptor } from '../../native/contract'
+import type { AttentionDescriptor, LayerDescriptor } from '../../native/contract'
 import type { HybridDecl, HybridLayerKind } from '../registry/types'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, type AttentionShape } from './attention'
 import { type CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext } from './context'
 import type { LayerAttention } from './layer-attention'
 import { deltaNetDescriptor } from './linear-attention'
+import { mambaDescriptor } from './mamba'
 import { mamba2Descriptor } from './mamba2'
+import { shortConvDescriptor } from './short-conv'
 import { mlpDescriptor } from './moe'
 
 /** Tensors of a decoder layer that the forward legitimately does not load (quantization scales of FP8 sources,
@@ -55,11 +57,21 @@ function refuseUnused(context: SpecContext, tensors: LayerTensors, prefix: strin
   }
 }
 
-/** The token mixer of a layer whose kind is `kind` (`mamba2` or `attention`). */
-function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string, index: number, parts: LayerParts, hybrid: HybridDecl | undefined) {
+/** The token mixer of a layer whose kind is `kind` (`mamba2`, `mamba`, `short_conv` or `attention`). */
+function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string, index: number, parts: LayerParts, hybrid: HybridDecl | undefined): AttentionDescriptor {
   const kind = parts.kinds?.[index] ?? 'attention'
   if (parts.linear[index]) return deltaNetDescriptor(context, tensors, prefix)
-  if (kind === 'mamba2' && hybrid) return { kind: 'mamba2' as const, ...mamba2Descriptor(context, tensors, `${prefix}${hybrid.modules.mamba2}`, hybrid.mamba2) }
+  if (kind === 'mamba2' || kind === 'mamba') {
+    const module = hybrid?.modules[kind]
+    if (kind === 'mamba2' && module && hybrid?.mamba2) return { kind, ...mamba2Descriptor(context, tensors, `${prefix}${module}`, hybrid.mamba2) }
+    if (kind === 'mamba' && module && hybrid?.mamba) return { kind, ...mambaDescriptor(context, tensors, `${prefix}${module}`, hybrid.mamba) }
+    refuse(context, `layer ${index} is ${kind} in config.json, but ${context.entry.family} declares no ${kind} mixer`)
+  }
+  if (kind === 'short_conv') {
+    const module = hybrid?.modules.short_conv
+    if (module && hybrid?.shortConv) return { kind, ...shortConvDescriptor(context, tensors, `${prefix}${module}`, hybrid.shortConv) }
+    refuse(context, `layer ${index} is a short convolution in config.json, but ${context.entry.family} declares none`)
+  }
   const variant = parts.variants[index] as LayerAttention
   return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, variant, hybrid?.modules.attention, parts.indexers?.[index])
 }
@@ -72,7 +84,7 @@ function singleMixerLayer(context: SpecContext, tensors: LayerTensors, index: nu
   const kind = parts.kinds?.[index] as HybridLayerKind
   const moe = parts.moeByLayer.get(index)
   if ((kind === 'moe') !== (moe !== undefined)) refuse(context, `layer ${index} is ${kind} in config.json but ${moe ? 'holds' : 'lacks'} routed experts`)
-  if (kind === 'mamba2' || kind === 'attention') layer.attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
+  if (kind !== 'moe' && kind !== 'mlp') layer.attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
   else layer.mlp = mlpDescriptor(context, tensors, index, prefix, moe, hybrid.modules[kind] ?? 'mlp')
   return layer
 }
@@ -90,7 +102,8 @@ export function layerDescriptor(context: SpecContext, index: number, parts: Laye
     if (kind === 'moe' || kind === 'mlp') refuse(context, `layer ${index} is ${kind} in config.json, but ${context.entry.family} layers hold a token mixer and an MLP`)
     // The mixer's and the MLP's norms: on their inputs, or (post-norm families) on their outputs.
     const post = context.forward.postNorms === true
-    const [first, second] = post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : ['input_layernorm', 'post_attention_layernorm']
+    const pre = hybrid?.norms ? [hybrid.norms.mixer, hybrid.norms.mlp] : ['input_layernorm', 'post_attention_layernorm']
+    const [first, second] = post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : pre
     const inputNorm = hiddenNorm(context, tensors, `${prefix}${first}`, `the ${first} [hidden_size]`)
     const postNorm = hiddenNorm(context, tensors, `${prefix}${second}`, `the ${second} [hidden_size]`)
     const attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)

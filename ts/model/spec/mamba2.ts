@@ -6,12 +6,7 @@
  */
 import type { Mamba2Descriptor } from '../../native/contract'
 import type { Mamba2Decl } from '../registry/types'
-import { type LayerTensors, refuse, type SpecContext } from './context'
-
-/** The key of `keys` config.json sets, else the last one (the config class's own name, with its default). */
-function pick(context: SpecContext, keys: readonly string[]): string {
-  return keys.find((key) => context.values.has(key)) ?? (keys[keys.length - 1] as string)
-}
+import { type LayerTensors, pick, refuse, type SpecContext } from './context'
 
 /** A config number as transformers 5.25 writes it: a JSON number, or `{"__float__": "Infinity"}` for ±inf and NaN. */
 function configFloat(value: unknown): number | undefined {

@@ -9,7 +9,7 @@ import { expertSource, expertTensorNames, type MoeLayer } from '../resolve'
 import { type LayerTensors, refuse, type SpecContext } from './context'
 
 /**
- * A dense MLP's module names: gated `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]`; Granite's fused
+ * A dense MLP's module names: gated `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]` (LFM2: `w1`/`w3`, `w2`); Granite's fused
  * `input_linear [2I, H]` (gate rows first) and `output_linear [H, I]`; or, in a family whose MLPs are relu²,
  * ungated `up_proj`/`down_proj`.
  */
@@ -31,11 +31,13 @@ function denseMlp(context: SpecContext, module: string, hidden: number, tensors:
     tensors.use(`${module}.down_proj.weight`, [hidden, intermediate], 'down_proj [hidden_size, intermediate]')
     return { up: `${module}.up_proj`, down: `${module}.down_proj`, activation: 'relu2' }
   }
-  const intermediate = rows('gate_proj')
-  tensors.use(`${module}.gate_proj.weight`, [intermediate, hidden], 'gate_proj [intermediate, hidden_size]')
-  tensors.use(`${module}.up_proj.weight`, [intermediate, hidden], 'up_proj [intermediate, hidden_size]')
-  tensors.use(`${module}.down_proj.weight`, [hidden, intermediate], 'down_proj [hidden_size, intermediate]')
-  return { gate: `${module}.gate_proj`, up: `${module}.up_proj`, down: `${module}.down_proj`, activation: 'silu' }
+  // gate_proj/up_proj/down_proj, or (LFM2) w1/w3/w2.
+  const [gate, up, down] = tensors.has(`${module}.w1.weight`) ? ['w1', 'w3', 'w2'] : ['gate_proj', 'up_proj', 'down_proj']
+  const intermediate = rows(gate)
+  tensors.use(`${module}.${gate}.weight`, [intermediate, hidden], `${gate} [intermediate, hidden_size]`)
+  tensors.use(`${module}.${up}.weight`, [intermediate, hidden], `${up} [intermediate, hidden_size]`)
+  tensors.use(`${module}.${down}.weight`, [hidden, intermediate], `${down} [hidden_size, intermediate]`)
+  return { gate: `${module}.${gate}`, up: `${module}.${up}`, down: `${module}.${down}`, activation: 'silu' }
 }
 
 /** `E_CONFIG_INVALID` unless the experts split into `n_group` equal groups of which `topk_group` are kept. */
@@ -65,6 +67,8 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     jitter_eps: 0,
   }
   if (t.routerBias) router.bias = tensors.use(t.routerBias, [experts], 'the router bias [experts]')
+  const biasKey = context.forward.routerBiasKey
+  if (t.correctionBias && biasKey && !values.boolean(biasKey)) refuse(context, `${t.correctionBias} is stored but ${biasKey} is false: transformers would not load it`)
   if (t.correctionBias) {
     // ERNIE stores it as [1, experts].
     const shape = tensors.get(t.correctionBias)?.shape.length === 2 ? [1, experts] : [experts]
@@ -72,13 +76,15 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
   }
   switch (layer.router) {
     case 'softmax_topk':
-      router.norm_topk_prob = values.boolean('norm_topk_prob')
+      // A family whose router never renormalises (Jamba) ignores the key.
+      router.norm_topk_prob = context.forward.routerRenormalises === false ? false : values.boolean('norm_topk_prob')
       break
     case 'softmax_topk_norm':
       router.norm_topk_prob = true
       break
     case 'sigmoid_group_topk': {
       router.norm_topk_prob = values.boolean('norm_topk_prob')
+      if (context.forward.routerRenormEps !== undefined) router.norm_eps = context.forward.routerRenormEps
       router.n_group = values.integer('n_group')
       router.topk_group = values.integer('topk_group')
       router.routed_scaling_factor = values.number('routed_scaling_factor')
@@ -151,9 +157,11 @@ function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTens
  */
 export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index: number, prefix: string, moe: MoeLayer | undefined, module?: string): MlpDescriptor {
   if (moe) return { kind: 'moe', ...moeDescriptor(context, moe, tensors) }
-  const projection = context.forward.expertActivation === 'relu2' ? 'up_proj' : 'gate_proj'
-  const block = module ?? ['mlp', 'feed_forward'].find((b) => tensors.has(`${prefix}${b}.${projection}.weight`))
-  if (!block || !tensors.has(`${prefix}${block}.${projection}.weight`)) {
+  const projections = context.forward.expertActivation === 'relu2' ? ['up_proj'] : ['gate_proj', 'w1']
+  const has = (b: string): boolean => projections.some((p) => tensors.has(`${prefix}${b}.${p}.weight`))
+  const projection = projections[0] as string
+  const block = module ?? ['mlp', 'feed_forward'].find(has)
+  if (!block || !has(block)) {
     throw new MoeQuantError('E_LAYOUT_MISSING_TENSOR', `layer ${index} has neither routed experts nor a dense MLP (${prefix}${block ?? 'mlp'}.${projection}.weight)`)
   }
   return { kind: 'dense', ...denseMlp(context, `${prefix}${block}`, context.hidden, tensors) }

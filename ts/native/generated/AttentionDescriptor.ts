@@ -2,9 +2,11 @@
 import type { GatedDeltaNetDescriptor } from "./GatedDeltaNetDescriptor";
 import type { GqaDescriptor } from "./GqaDescriptor";
 import type { Mamba2Descriptor } from "./Mamba2Descriptor";
+import type { MambaDescriptor } from "./MambaDescriptor";
 import type { MlaDescriptor } from "./MlaDescriptor";
+import type { ShortConvDescriptor } from "./ShortConvDescriptor";
 
 /**
  * The token mixer of one layer: self-attention, linear attention or a state-space mixer.
  */
-export type AttentionDescriptor = { "kind": "gqa" } & GqaDescriptor | { "kind": "mla" } & MlaDescriptor | { "kind": "gated_delta_net" } & GatedDeltaNetDescriptor | { "kind": "mamba2" } & Mamba2Descriptor;
+export type AttentionDescriptor = { "kind": "gqa" } & GqaDescriptor | { "kind": "mla" } & MlaDescriptor | { "kind": "gated_delta_net" } & GatedDeltaNetDescriptor | { "kind": "mamba2" } & Mamba2Descriptor | { "kind": "mamba" } & MambaDescriptor | { "kind": "short_conv" } & ShortConvDescriptor;

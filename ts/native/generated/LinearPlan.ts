@@ -23,4 +23,9 @@ weight_group: Array<string>,
 /**
  * Modules whose input amax is shared with this one (they read the same input); empty when its own.
  */
-input_group: Array<string>, };
+input_group: Array<string>, 
+/**
+ * The forward never runs it as a linear, so none of its inputs is observed (Jamba's `dt_proj`, whose weight
+ * transformers multiplies directly): its weight is quantized and, as ModelOpt writes it, no `input_scale`.
+ */
+weight_only: boolean, };

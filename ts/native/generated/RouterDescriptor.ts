@@ -11,6 +11,11 @@ weight: string, bias?: string, correction_bias?: string, norm_topk_prob: boolean
  */
 norm_min: number, 
 /**
+ * Added to the sum the chosen weights of a `SigmoidGroupTopk` router are divided by when renormalised: LFM2's
+ * 1e-6; 1e-20 when absent (DeepSeek-V3).
+ */
+norm_eps?: number, 
+/**
  * SparseMixer's `router_jitter_noise`.
  */
 jitter_eps: number, };

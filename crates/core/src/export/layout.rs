@@ -33,7 +33,7 @@ impl Naming {
 
 /// Every tensor the export writes, in the order it queues them: the kept tensors, then layer by layer the
 /// quantized linears and experts (each weight's format tensors, then its `input_scale` when the format is
-/// calibrated).
+/// calibrated and the linear is not weight-only).
 pub fn output_layout(
     checkpoint: &Checkpoint,
     plan: &ExportPlan,
@@ -44,11 +44,12 @@ pub fn output_layout(
         let info = checkpoint.info(&kept.input)?;
         layout.push(TensorLayout { name: kept.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
     }
-    let mut add = |naming: Naming, output: &str, tensors: Vec<(&'static str, Dtype, Vec<usize>)>| {
+    // `observed`: calibration sees the weight's input (not a plan's weight-only linear), which then has an input scale.
+    let mut add = |naming: Naming, output: &str, tensors: Vec<(&'static str, Dtype, Vec<usize>)>, observed: bool| {
         for (suffix, dtype, shape) in tensors {
             layout.push(TensorLayout { name: naming.tensor(output, suffix), dtype, shape });
         }
-        if format.calibrated() {
+        if format.calibrated() && observed {
             layout.push(TensorLayout {
                 name: naming.tensor(output, INPUT_SCALE),
                 dtype: Dtype::F32,
@@ -62,7 +63,7 @@ pub fn output_layout(
     for layer in plan.layers() {
         for l in plan.linears.iter().filter(|l| l.layer == layer) {
             let weight = format!("{}.weight", l.module);
-            add(Naming::Module, &l.output, linear(&weight, &checkpoint.info(&weight)?.shape)?);
+            add(Naming::Module, &l.output, linear(&weight, &checkpoint.info(&weight)?.shape)?, !l.weight_only);
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let source = &experts.source;
@@ -78,7 +79,7 @@ pub fn output_layout(
                     for e in 0..source.experts {
                         for (output, shape) in projections.iter().flatten() {
                             let output = expert_name(output, e);
-                            add(Naming::Module, &output, linear(&format!("{output}.weight"), shape)?);
+                            add(Naming::Module, &output, linear(&format!("{output}.weight"), shape)?, true);
                         }
                     }
                 }
@@ -89,6 +90,7 @@ pub fn output_layout(
                             Naming::Parameter,
                             &stack.output,
                             formats::stacked_layout(format, &stack.input, stack.shape)?,
+                            true,
                         );
                     }
                 }

@@ -64,8 +64,8 @@ impl<'a> Output<'a> {
                 tensor.data,
             )?;
         }
-        if format.calibrated() {
-            let input_scale = format.input_scale(quantized.input_amax);
+        if let (true, Some(amax)) = (format.calibrated(), quantized.input_amax) {
+            let input_scale = format.input_scale(amax);
             let name = quantized.naming.tensor(&quantized.output, INPUT_SCALE);
             self.add(&name, Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
         }

@@ -47,6 +47,10 @@ pub struct LinearPlan {
     /// Modules whose input amax is shared with this one (they read the same input); empty when its own.
     #[serde(default)]
     pub input_group: Vec<String>,
+    /// The forward never runs it as a linear, so none of its inputs is observed (Jamba's `dt_proj`, whose weight
+    /// transformers multiplies directly): its weight is quantized and, as ModelOpt writes it, no `input_scale`.
+    #[serde(default)]
+    pub weight_only: bool,
 }
 
 /// The routed experts of one MoE layer.

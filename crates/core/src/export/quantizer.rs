@@ -63,7 +63,8 @@ pub struct QuantizedLinear {
     /// How its tensors are named after `output`.
     pub naming: Naming,
     pub weight: QuantizedWeight,
-    pub input_amax: f32,
+    /// The input amax its `input_scale` comes from (none: no `input_scale` is written).
+    pub input_amax: Option<f32>,
 }
 
 impl<'a> Quantizer<'a> {
@@ -137,7 +138,7 @@ impl<'a> Quantizer<'a> {
             weight_amax = weight_amax.max(self.weight_amax(module, cache)?);
         }
         let mut input_amax = 0.0f32;
-        for module in input_group.iter().filter(|_| observers.is_some()) {
+        for module in input_group.iter().filter(|_| observers.is_some() && !linear.weight_only) {
             let amax = observers.and_then(|o| o.input_amax.get(module)).ok_or_else(|| {
                 Error::internal(format!(
                     "no activation statistics were recorded for {module}; is it part of the forward?"
@@ -149,6 +150,7 @@ impl<'a> Quantizer<'a> {
         let tensor = self.checkpoint.read(&name)?;
         let values = tensor.to_f32();
         let weight = WeightInput::new(&name, tensor.dtype, &tensor.shape, &values)?;
+        let input_amax = (!linear.weight_only).then_some(input_amax);
         quantize_one(self.format.as_ref(), &linear.output, &weight, weight_amax, input_amax, errors)
     }
 
@@ -226,7 +228,12 @@ impl<'a> Quantizer<'a> {
         }
         errors.add(&ErrorSum { tensors: 1, ..sums });
         let weight = assembler.finish()?;
-        Ok(QuantizedLinear { output: stack.output.clone(), naming: Naming::Parameter, weight, input_amax })
+        Ok(QuantizedLinear {
+            output: stack.output.clone(),
+            naming: Naming::Parameter,
+            weight,
+            input_amax: Some(input_amax),
+        })
     }
 
     /// Gate, up and down of expert `e` (up and down for ungated experts), quantized with the layer's shared
@@ -280,7 +287,7 @@ impl<'a> Quantizer<'a> {
                 let output = expert_name(pattern, e);
                 let name = format!("{output}.weight");
                 let weight = WeightInput::new(&name, dtype, &shape, values)?;
-                out.push(quantize_one(format, &output, &weight, amax, input, errors)?);
+                out.push(quantize_one(format, &output, &weight, amax, Some(input), errors)?);
                 Ok(())
             };
         if let (Some(gate_out), Some(gate)) = (&names.gate, &gate) {
@@ -334,7 +341,7 @@ fn quantize_one(
     output: &str,
     weight: &WeightInput,
     weight_amax: f32,
-    input_amax: f32,
+    input_amax: Option<f32>,
     errors: &mut ErrorSum,
 ) -> Result<QuantizedLinear> {
     let quantized = format.quantize(weight, weight_amax)?;

@@ -1,5 +1,5 @@
-//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention or
-//! Mamba-2) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
+//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention,
+//! Mamba-2, Mamba or a gated short convolution) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
 //! (Nemotron-H), one pre-norm mixer of either kind.
 
@@ -8,12 +8,14 @@ use candle_core::Tensor;
 use super::blocks::attention::Attention;
 use super::blocks::deltanet::GatedDeltaNet;
 use super::blocks::key_selection::ChosenKeys;
+use super::blocks::mamba::Mamba;
 use super::blocks::mamba2::Mamba2;
 use super::blocks::mla::Mla;
 use super::blocks::mlp::Mlp;
 use super::blocks::moe::MoeBlock;
 use super::blocks::norm::{HiddenNorm, NormStyle};
 use super::blocks::rope::Rope;
+use super::blocks::short_conv::ShortConv;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormPlacement};
 use super::loader::WeightLoader;
 use crate::error::{Error, Result};
@@ -24,6 +26,8 @@ enum TokenMixer {
     Mla(Mla),
     DeltaNet(Box<GatedDeltaNet>),
     Mamba2(Box<Mamba2>),
+    Mamba(Box<Mamba>),
+    ShortConv(Box<ShortConv>),
 }
 
 enum FeedForward {
@@ -60,6 +64,10 @@ impl DecoderLayer {
             }
             Some(AttentionDescriptor::Mamba2(mamba)) => {
                 Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)))
+            }
+            Some(AttentionDescriptor::Mamba(mamba)) => Some(TokenMixer::Mamba(Box::new(Mamba::load(loader, mamba)?))),
+            Some(AttentionDescriptor::ShortConv(conv)) => {
+                Some(TokenMixer::ShortConv(Box::new(ShortConv::load(loader, conv)?)))
             }
             None => None,
         };
@@ -112,6 +120,8 @@ impl DecoderLayer {
                     TokenMixer::Mla(mla) => mla.forward(input, required_rope(rope)?, chosen, observers),
                     TokenMixer::DeltaNet(mixer) => mixer.forward(input, observers),
                     TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
+                    TokenMixer::Mamba(mamba) => mamba.forward(input, observers),
+                    TokenMixer::ShortConv(conv) => conv.forward(input, observers),
                 },
                 observers,
             )?;

@@ -27,6 +27,10 @@ pub const DESCRIBED: [&str; 14] = [
     // MLA restricted by DeepSeek sparse attention: DeepSeek-V3.2, and GLM-5 with a layer reusing another's keys.
     "families/deepseek_v32/hub",
     "families/glm_moe_dsa/fused",
+    // Mamba layers with dt/B/C norms and attention without rope (Jamba).
+    "families/jamba/hub",
+    // Gated short convolutions and attention with q/k norms (LFM2-MoE).
+    "families/lfm2_moe/hub",
 ];
 
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).

@@ -13,6 +13,7 @@ use super::causal_conv::CausalConv;
 use super::delta_rule::{gated_delta_rule, DeltaInputs, DeltaShape};
 use super::linear::Linear;
 use super::norm::GatedRmsNorm;
+use super::ops::softplus;
 use crate::error::Result;
 use crate::model::descriptor::{DeltaNetProjections, GatedDeltaNetDescriptor};
 use crate::model::loader::WeightLoader;
@@ -162,14 +163,5 @@ impl GatedDeltaNet {
             .collect();
         let beta = b.iter().map(|&b| 1.0 / (1.0 + (-b).exp())).collect();
         (g, beta)
-    }
-}
-
-/// `log(1 + eˣ)`, and `x` itself above 20 (torch's `softplus` threshold).
-fn softplus(x: f32) -> f32 {
-    if x > 20.0 {
-        x
-    } else {
-        x.exp().ln_1p()
     }
 }

@@ -1,4 +1,4 @@
-//! Tensor helpers candle-core lacks: softmax, sigmoid, attention masks, absolute maximum.
+//! Tensor helpers candle-core lacks: softmax, sigmoid, softplus, attention masks, absolute maximum.
 
 use candle_core::{DType, Device, Tensor, D};
 
@@ -17,6 +17,21 @@ pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
 /// `1 / (1 + exp(-x))`.
 pub fn sigmoid(xs: &Tensor) -> Result<Tensor> {
     Ok((xs.neg()?.exp()? + 1.0)?.recip()?)
+}
+
+/// `log(1 + eˣ)`, and `x` itself above 20 (torch's `softplus` threshold).
+pub fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// [`softplus`] of every element of an f32 tensor (computed on the host, where `ln_1p` is exact).
+pub fn softplus_tensor(xs: &Tensor) -> Result<Tensor> {
+    let values: Vec<f32> = xs.flatten_all()?.to_vec1::<f32>()?.into_iter().map(softplus).collect();
+    Ok(Tensor::from_vec(values, xs.shape(), xs.device())?)
 }
 
 /// `[T, T]` additive mask: 0 on and below the diagonal, -inf above.

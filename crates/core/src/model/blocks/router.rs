@@ -182,7 +182,7 @@ fn finish(desc: &RouterDescriptor, weights: &mut [f32]) {
     if normalise {
         let sum: f32 = weights.iter().sum::<f32>();
         let sum = match desc.kind {
-            RouterKind::SigmoidGroupTopk => sum + 1e-20,
+            RouterKind::SigmoidGroupTopk => sum + desc.norm_eps.unwrap_or(1e-20) as f32,
             RouterKind::SoftmaxBiasTopk => sum.max(desc.norm_min as f32),
             _ => sum,
         };
@@ -253,6 +253,7 @@ mod tests {
             topk_group: 1,
             routed_scaling_factor: 1.0,
             norm_min: 0.0,
+            norm_eps: None,
             jitter_eps: 0.0,
         }
     }
@@ -343,6 +344,21 @@ mod tests {
         let r = route(&d, &logits, 4, 2, Some(&bias));
         assert_eq!(r.experts, vec![3, 2]);
         assert!((r.weights[0] - 1.25).abs() < 1e-6 && (r.weights[1] - 1.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sigmoid_routing_renormalises_with_the_given_epsilon() {
+        // LFM2: the chosen sigmoids over their sum + 1e-6, then scaled; one group.
+        let logits = [0.0f32, 2.0, -1.0, 1.0];
+        let mut d = desc(RouterKind::SigmoidGroupTopk, true);
+        d.norm_eps = Some(1e-6);
+        d.routed_scaling_factor = 2.0;
+        let r = route(&d, &logits, 4, 2, None);
+        assert_eq!(r.experts, vec![1, 3]);
+        let (a, b) = (1.0 / (1.0 + (-2f32).exp()), 1.0 / (1.0 + (-1f32).exp()));
+        let sum = a + b + 1e-6;
+        assert_eq!(r.weights, vec![a / sum * 2.0, b / sum * 2.0]);
+        assert!(r.weights[0] + r.weights[1] < 2.0);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The token mixers of hybrid stacks, as TS describes them: Gated DeltaNet linear attention and Mamba-2.
+//! The token mixers of hybrid stacks, as TS describes them: Gated DeltaNet linear attention, Mamba-2, Mamba and
+//! the gated short convolution.
 
 use serde::Deserialize;
 
@@ -84,4 +85,63 @@ impl Mamba2Descriptor {
     pub fn conv_dim(&self) -> usize {
         self.num_heads * self.head_dim + 2 * self.n_groups * self.state_size
     }
+}
+
+/// A Mamba (selective state space) mixer: `[x | z] = in_proj(h)`; `x = silu(causal depthwise conv(x))`;
+/// `[dt | B | C] = x_proj(x)`, split `[dt_rank, state, state]` and each RMS-normalised where the family has those
+/// norms (Jamba); `dt = softplus(dt · dt_projᵀ + dt_proj.bias)`; per channel c, a state `h ∈ R^state` from zero,
+/// `h_t = exp(A[c] · dt_t[c]) ⊙ h_t-1 + dt_t[c] · B_t · x_t[c]`, `y_t[c] = h_t · C_t + D[c] · x_t[c]`, with
+/// `A = -exp(A_log)`; then `y · silu(z)` and `out_proj`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
+pub struct MambaDescriptor {
+    /// Module names of the projections `[2·intermediate, H]`, `[dt_rank + 2·state, intermediate]` (no bias),
+    /// `[intermediate, dt_rank]` (with a bias, added before the softplus) and `[H, intermediate]`.
+    pub in_proj: String,
+    pub x_proj: String,
+    pub dt_proj: String,
+    pub out_proj: String,
+    /// in_proj and out_proj carry biases.
+    #[serde(default)]
+    pub proj_bias: bool,
+    /// Module name of the depthwise convolution, weight `[intermediate, 1, conv_kernel]`.
+    pub conv1d: String,
+    /// The convolution carries a bias `[intermediate]`.
+    #[serde(default)]
+    pub conv_bias: bool,
+    /// `[intermediate, state]`.
+    pub a_log: String,
+    /// `[intermediate]`.
+    pub d: String,
+    /// Weights of the RMSNorms of dt `[dt_rank]`, B and C `[state]` (Jamba's `dt_layernorm`, `b_layernorm`,
+    /// `c_layernorm`); absent where the mixer has none.
+    #[serde(default)]
+    pub dt_norm: Option<String>,
+    #[serde(default)]
+    pub b_norm: Option<String>,
+    #[serde(default)]
+    pub c_norm: Option<String>,
+    /// eps of those norms.
+    #[serde(default)]
+    pub norm_eps: f64,
+    pub intermediate_size: usize,
+    pub state_size: usize,
+    pub dt_rank: usize,
+    pub conv_kernel: usize,
+}
+
+/// A gated short convolution: `[B | C | x] = in_proj(h)`, three chunks of `H` channels in that order; `y = C ⊙
+/// conv(B ⊙ x)` with a causal depthwise convolution and no activation; `out_proj(y)`.
+/// transformers: models/lfm2_moe `Lfm2MoeShortConv`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct ShortConvDescriptor {
+    /// Module names of the projections `[3H, H]` and `[H, H]`.
+    pub in_proj: String,
+    pub out_proj: String,
+    /// Module name of the convolution, weight `[H, 1, conv_kernel]`.
+    pub conv: String,
+    /// The projections and the convolution carry biases (LFM2's `conv_bias`).
+    #[serde(default)]
+    pub bias: bool,
+    pub conv_kernel: usize,
 }

@@ -6,7 +6,9 @@ use serde::Deserialize;
 
 mod mixers;
 mod sparse;
-pub use mixers::{DeltaNetProjections, GatedDeltaNetDescriptor, Mamba2Descriptor};
+pub use mixers::{
+    DeltaNetProjections, GatedDeltaNetDescriptor, Mamba2Descriptor, MambaDescriptor, ShortConvDescriptor,
+};
 pub use sparse::{IndexerDescriptor, SparseAttentionDescriptor};
 
 /// One model, as TS describes it (`ts/model/spec/` builds it).
@@ -171,6 +173,10 @@ pub enum AttentionDescriptor {
     GatedDeltaNet(GatedDeltaNetDescriptor),
     /// Mamba-2 (state space duality) mixer.
     Mamba2(Mamba2Descriptor),
+    /// Mamba (selective state space) mixer (Jamba's `mamba`).
+    Mamba(MambaDescriptor),
+    /// Gated short convolution (LFM2's `conv`).
+    ShortConv(ShortConvDescriptor),
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
@@ -419,6 +425,10 @@ pub struct RouterDescriptor {
     /// The smallest sum renormalised weights are divided by (`SoftmaxBiasTopk`: ERNIE's `moe_norm_min`).
     #[serde(default)]
     pub norm_min: f64,
+    /// Added to the sum the chosen weights of a `SigmoidGroupTopk` router are divided by when renormalised: LFM2's
+    /// 1e-6; 1e-20 when absent (DeepSeek-V3).
+    #[serde(default)]
+    pub norm_eps: Option<f64>,
     /// SparseMixer's `router_jitter_noise`.
     #[serde(default)]
     pub jitter_eps: f64,
