@@ -45,6 +45,11 @@ const CASES = [
   ['families/flex_olmo/hub', 'families_flex_olmo_hub', rows(calibIds.values, calibIds.shape[1])],
   ['families/granitemoeshared/hub', 'families_granitemoeshared_hub', rows(calibIds.values, calibIds.shape[1])],
   ['families/phimoe/hub', 'families_phimoe_hub', rows(calibIds.values, calibIds.shape[1])],
+  // Sarvam-MLA (DeepSeek-V3's modules under its own config: MLA without q LoRA, yarn) and Solar Open (GLM4-MoE's
+  // router and shared experts on every layer, Llama attention with q/k/v biases); transformers loads their routers
+  // in F32.
+  ['families/sarvam_mla/hub', 'families_sarvam_mla_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/solar_open/hub', 'families_solar_open_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {

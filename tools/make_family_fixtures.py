@@ -532,6 +532,63 @@ def families(eos_id: int) -> list[dict]:
             "shared expert up/down relu2; hub layout under backbone.",
             router_bias=True,
         ),
+        dict(
+            family="Sarvam (MLA)",
+            model_type="sarvam_mla",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=2,  # one shared MLP of 2 x 48
+                first_k_dense_replace=1,
+                n_group=4,
+                topk_group=2,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                q_lora_rank=None,  # the config class's default: q_proj directly
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=16,
+                rope_parameters=rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=64,
+                                     beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0),
+            ),
+            router="sigmoid",
+            router_notes="DeepSeek-V3's: sigmoid + e_score_correction_bias for the choice, n_group 4 / topk_group 2, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="DeepSeek-V3 MLA without q LoRA, qk_nope 16 + qk_rope 8, v_head 16, RoPE on interleaved "
+            "pairs (rope_interleave); YaRN (factor 4, original 64, mscale_all_dim 1 folded into the softmax scale)",
+            router_bias=True,
+        ),
+        dict(
+            family="Solar Open",
+            model_type="solar_open",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=2,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                n_shared_experts=2,  # one shared MLP of 2 x 48
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                attention_bias=True,  # q/k/v biases; o_proj never has one
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5; every layer MoE",
+            attention_notes="Llama attention with q/k/v bias (attention_bias), no q/k norm, whole-head RoPE",
+            router_bias=True,
+        ),
     ]
 
 

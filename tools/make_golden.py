@@ -521,6 +521,8 @@ FAMILY_CASES = [
     ("flex_olmo", "hub", "AutoModelForCausalLM"),
     ("granitemoeshared", "hub", "AutoModelForCausalLM"),
     ("phimoe", "hub", "AutoModelForCausalLM"),
+    ("sarvam_mla", "hub", "AutoModelForCausalLM"),
+    ("solar_open", "hub", "AutoModelForCausalLM"),
 ]
 
 

@@ -4,6 +4,7 @@
  * DeepSeek-V2: the same blocks with a softmax router (`greedy`, or `group_limited_greedy` by each group's best
  * score), routed scaling and no renormalisation, and the rope always on adjacent pairs.
  * transformers: models/deepseek_v3/modeling_deepseek_v3.py, models/deepseek_v2/modeling_deepseek_v2.py
+ * Sarvam-MLA: DeepSeek-V3 under its own config class (models/sarvam_mla/configuration_sarvam_mla.py).
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry } from './types'
@@ -75,6 +76,42 @@ export const deepseekV2: ArchitectureEntry = {
       routed_scaling_factor: 1,
       max_position_embeddings: 2048,
       rope_theta: 10000,
+    },
+  },
+}
+
+/** Sarvam's MLA model: DeepSeek-V3's modules under its own config class (no q LoRA by default); its older configs
+ * spell the yarn rope `deepseek_yarn` in `rope_scaling`, which the config class reads as yarn. */
+export const sarvamMla: ArchitectureEntry = {
+  ...deepseekV3,
+  modelTypes: ['sarvam_mla'],
+  family: 'Sarvam-MLA',
+  forward: {
+    attention: 'mla',
+    attentionScale: 'mla_yarn_mscale',
+    expertActivation: 'silu',
+    ropeInterleaveKey: 'rope_interleave',
+    ropeScalingAliases: { deepseek_yarn: 'yarn' },
+    slidingWindow: 'never',
+    // configuration_sarvam_mla.py
+    configDefaults: {
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 64,
+      num_key_value_heads: null,
+      q_lora_rank: null,
+      kv_lora_rank: 512,
+      qk_nope_head_dim: 128,
+      qk_rope_head_dim: 64,
+      v_head_dim: 128,
+      norm_topk_prob: true,
+      n_group: 1,
+      topk_group: 1,
+      routed_scaling_factor: 2.5,
+      max_position_embeddings: 4096,
+      rope_theta: 10000,
+      rope_interleave: true,
     },
   },
 }

@@ -2,7 +2,7 @@
  * GLM-4.5 / GLM4-MoE: DeepSeek-V3's router (sigmoid, correction bias, groups, routed scaling), dense MLPs
  * below `first_k_dense_replace`, ungated shared experts, GQA attention with optional q/k norm, partial rope.
  * GLM-4.5V's text stack is the same without q/k norms; its M-RoPE is, for text alone, the default rope.
- * transformers: models/glm4_moe/modeling_glm4_moe.py, models/glm4v_moe/modeling_glm4v_moe.py
+ * transformers: models/glm4_moe/modeling_glm4_moe.py, models/glm4v_moe/modeling_glm4v_moe.py, models/solar_open/modeling_solar_open.py
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry } from './types'
@@ -64,6 +64,39 @@ export const glm4vMoe: ArchitectureEntry = {
       max_position_embeddings: 65536,
       rope_theta: 10000,
       partial_rotary_factor: 0.5,
+    },
+  },
+}
+
+/** Solar Open: GLM4-MoE's MoE block (sigmoid router, correction bias, groups, routed scaling, ungated shared
+ * experts) on every layer, in Llama decoder layers (q/k/v biases with `attention_bias`, no o bias, no q/k norm,
+ * the whole head rotated). */
+export const solarOpen: ArchitectureEntry = {
+  modelTypes: ['solar_open'],
+  family: 'Solar-Open',
+  layouts: [perExpertGateUpDown('mlp'), fusedGateUp('mlp')],
+  router: 'sigmoid_group_topk',
+  placement: { kind: 'all' },
+  sharedExperts: { module: 'shared_experts' },
+  forward: {
+    attention: 'gqa',
+    attentionScale: 'inverse_sqrt_head_dim',
+    expertActivation: 'silu',
+    withoutQkNorm: true,
+    slidingWindow: 'never',
+    // configuration_solar_open.py (default_theta 1e6)
+    configDefaults: {
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 64,
+      num_key_value_heads: 8,
+      norm_topk_prob: true,
+      n_group: 1,
+      topk_group: 1,
+      routed_scaling_factor: 1,
+      max_position_embeddings: 131072,
+      rope_theta: 1000000,
     },
   },
 }

@@ -3,10 +3,10 @@
  * An entry always wins over the generic structural match; an unknown `model_type` whose tensors follow a
  * known pattern is handled generically.
  */
-import { deepseekV2, deepseekV3 } from './deepseek'
+import { deepseekV2, deepseekV3, sarvamMla } from './deepseek'
 import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
-import { glm4Moe, glm4vMoe } from './glm'
+import { glm4Moe, glm4vMoe, solarOpen } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared } from './granite'
 import { hunyuanV1Moe } from './hunyuan'
@@ -40,6 +40,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   flexOlmo,
   graniteMoeShared,
   phimoe,
+  sarvamMla,
+  solarOpen,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -168,11 +168,15 @@ export interface ForwardDecl {
   /** Config key that switches the q/k norms on (GLM4 `use_qk_norm`); without it they are used whenever the
    * checkpoint holds `self_attn.q_norm` / `k_norm`. */
   qkNormKey?: string
+  /** The attention has no q/k norms whatever the checkpoint holds (Solar Open's Llama attention). */
+  withoutQkNorm?: boolean
   /** Config keys of the scalar multipliers (Granite): embeddings ×, each residual branch ×, logits ÷. */
   multipliers?: { embedding: string; residual: string; logits: string }
   slidingWindow: SlidingWindowRule
   /** The `layer_types` used when config.json has none (with `slidingWindow: 'layer_types'`; all full without). */
   defaultLayerTypes?: DefaultLayerTypes
+  /** Rope types of a legacy `rope_scaling` that the config class renames (Sarvam-MLA's `deepseek_yarn` is yarn). */
+  ropeScalingAliases?: Readonly<Record<string, string>>
   /** The config class's rope parameters, used when config.json has neither `rope_scaling` nor `rope_parameters`. */
   ropeDefaults?: Readonly<Record<string, ConfigScalar>>
   /** Every attention layer has `self_attn.sinks [heads]` (GPT-OSS). */

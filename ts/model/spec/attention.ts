@@ -123,7 +123,7 @@ function mlaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
 function qkNorms(context: SpecContext, tensors: LayerTensors, attn: string, shape: AttentionShape, gqa: GqaDescriptor): void {
   const { forward, values } = context
   const { numHeads, numKvHeads, headDim } = shape
-  const qkNormEnabled = forward.qkNormKey ? values.value(forward.qkNormKey) === true : undefined
+  const qkNormEnabled = forward.withoutQkNorm ? false : forward.qkNormKey ? values.value(forward.qkNormKey) === true : undefined
   const qNorm = `${attn}.${forward.qkNorm?.q ?? 'q_norm'}.weight`
   const kNorm = `${attn}.${forward.qkNorm?.k ?? 'k_norm'}.weight`
   const withNorms = qkNormEnabled ?? (tensors.has(qNorm) || tensors.has(kNorm))

@@ -160,7 +160,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const model = modelTensors(context, config)
   const heads = attentionHeads(context, raw)
   const rmsNormEps = normEpsilon(context, raw)
-  const params = ropeParameters(values, raw, forward.ropeDefaults)
+  const params = ropeParameters(values, raw, forward.ropeDefaults, forward.ropeScalingAliases)
   const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads
   // DeepSeek's config replaces head_dim by qk_rope_head_dim, which is what its rope rotates.
   const rope = buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim)
