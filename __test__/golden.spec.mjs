@@ -50,6 +50,8 @@ const CASES = [
   // in F32.
   ['families/sarvam_mla/hub', 'families_sarvam_mla_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   ['families/solar_open/hub', 'families_solar_open_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // GLM-4.7-Flash (MLA with q LoRA, GLM4-MoE's router, a dense layer between MoE layers from mlp_layer_types).
+  ['families/glm4_moe_lite/hub', 'families_glm4_moe_lite_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {

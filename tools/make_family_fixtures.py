@@ -589,6 +589,38 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="Llama attention with q/k/v bias (attention_bias), no q/k norm, whole-head RoPE",
             router_bias=True,
         ),
+        dict(
+            family="GLM-4.7-Flash (GLM4-MoE-Lite)",
+            model_type="glm4_moe_lite",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=3,
+                mlp_layer_types=["sparse", "dense", "sparse"],  # a dense layer between two MoE layers
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=1.8,
+                norm_topk_prob=True,
+                q_lora_rank=32,
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=24,  # v heads wider than q/k heads, as in GLM-4.7-Flash
+                rope_interleave=True,
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 1.8; mlp_layer_types [sparse, dense, sparse]",
+            attention_notes="DeepSeek-V3 MLA with q LoRA (q_a_proj, q_a_layernorm, q_b_proj), qk_nope 16 + qk_rope 8, "
+            "v_head 24, RoPE on interleaved pairs (rope_interleave)",
+            router_bias=True,
+        ),
     ]
 
 

@@ -523,6 +523,7 @@ FAMILY_CASES = [
     ("phimoe", "hub", "AutoModelForCausalLM"),
     ("sarvam_mla", "hub", "AutoModelForCausalLM"),
     ("solar_open", "hub", "AutoModelForCausalLM"),
+    ("glm4_moe_lite", "hub", "AutoModelForCausalLM"),
 ]
 
 

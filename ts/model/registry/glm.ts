@@ -2,7 +2,8 @@
  * GLM-4.5 / GLM4-MoE: DeepSeek-V3's router (sigmoid, correction bias, groups, routed scaling), dense MLPs
  * below `first_k_dense_replace`, ungated shared experts, GQA attention with optional q/k norm, partial rope.
  * GLM-4.5V's text stack is the same without q/k norms; its M-RoPE is, for text alone, the default rope.
- * transformers: models/glm4_moe/modeling_glm4_moe.py, models/glm4v_moe/modeling_glm4v_moe.py, models/solar_open/modeling_solar_open.py
+ * transformers: models/glm4_moe/modeling_glm4_moe.py, models/glm4v_moe/modeling_glm4v_moe.py, models/solar_open/modeling_solar_open.py,
+ *   models/glm4_moe_lite/modeling_glm4_moe_lite.py
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry } from './types'
@@ -97,6 +98,45 @@ export const solarOpen: ArchitectureEntry = {
       routed_scaling_factor: 1,
       max_position_embeddings: 131072,
       rope_theta: 1000000,
+    },
+  },
+}
+
+/** GLM-4.7-Flash (GLM4-MoE-Lite): DeepSeek-V3's MLA attention and GLM4-MoE's MoE block (sigmoid router, correction
+ * bias, groups, routed scaling, ungated shared experts); `mlp_layer_types` places the MoE layers (the first layer
+ * dense without it). */
+export const glm4MoeLite: ArchitectureEntry = {
+  modelTypes: ['glm4_moe_lite'],
+  family: 'GLM4-MoE-Lite',
+  layouts: [perExpertGateUpDown('mlp'), fusedGateUp('mlp')],
+  router: 'sigmoid_group_topk',
+  placement: { kind: 'mlp_layer_types', firstDense: 1 },
+  sharedExperts: { module: 'shared_experts' },
+  forward: {
+    attention: 'mla',
+    attentionScale: 'mla_yarn_mscale',
+    expertActivation: 'silu',
+    ropeInterleaveKey: 'rope_interleave',
+    slidingWindow: 'never',
+    // configuration_glm4_moe_lite.py
+    configDefaults: {
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      num_attention_heads: 20,
+      num_key_value_heads: 20,
+      q_lora_rank: 768,
+      kv_lora_rank: 512,
+      qk_nope_head_dim: 192,
+      qk_rope_head_dim: 64,
+      v_head_dim: 256,
+      norm_topk_prob: true,
+      n_group: 1,
+      topk_group: 1,
+      routed_scaling_factor: 1.8,
+      max_position_embeddings: 202752,
+      rope_theta: 10000,
+      rope_interleave: true,
     },
   },
 }

@@ -6,7 +6,7 @@
 import { deepseekV2, deepseekV3, sarvamMla } from './deepseek'
 import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
-import { glm4Moe, glm4vMoe, solarOpen } from './glm'
+import { glm4Moe, glm4MoeLite, glm4vMoe, solarOpen } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared } from './granite'
 import { hunyuanV1Moe } from './hunyuan'
@@ -42,6 +42,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   phimoe,
   sarvamMla,
   solarOpen,
+  glm4MoeLite,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -66,6 +66,9 @@ export type PlacementRule =
   /** ERNIE 4.5: every `moe_layer_interval`-th layer from `moe_layer_start_index` to `moe_layer_end_index` (-1:
    * the last). */
   | { kind: 'start_end_interval' }
+  /** GLM-4.7-Flash, EXAONE-MoE, HY-V3: `mlp_layer_types` ("dense" or "sparse" per layer); without it the first
+   * `firstDenseKey` layers are dense (`firstDense` when config.json, or the config class, has no such key). */
+  | { kind: 'mlp_layer_types'; firstDenseKey?: string; firstDense: number }
 
 /** Shared experts that every token goes through. */
 export interface SharedExpertsDecl {
