@@ -52,6 +52,8 @@ const CASES = [
   ['families/solar_open/hub', 'families_solar_open_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   // GLM-4.7-Flash (MLA with q LoRA, GLM4-MoE's router, a dense layer between MoE layers from mlp_layer_types).
   ['families/glm4_moe_lite/hub', 'families_glm4_moe_lite_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // HY-V3 (sigmoid router with the correction bias on the block, router_scaling_factor, shared_mlp, dense first layer); transformers loads its router in F32.
+  ['families/hy_v3/hub', 'families_hy_v3_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.router\.gate\.weight$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {

@@ -31,7 +31,7 @@ const tensorNames = (dir) => Object.keys(readRaw(join(dir, 'model.safetensors'))
 const goldenExclude = (dir) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules
 
 test('the golden cases are all there', (t) => {
-  t.is(golden.length, 42)
+  t.is(golden.length, 44)
 })
 
 test('exclude lists of the golden cases, as stated', (t) => {
@@ -42,10 +42,11 @@ test('exclude lists of the golden cases, as stated', (t) => {
 })
 
 /** Routers transformers 5 names otherwise than the hub (ModelOpt lists those names): Granite's `router.layer` is
- * `router`, PhiMoE's `gate` is `router`. */
+ * `router`, PhiMoE's `gate` is `router`, HY-V3's `router.gate` is `gate`. */
 const IN_MEMORY_ROUTERS = [
   [/\.block_sparse_moe\.router\.layer$/, '.block_sparse_moe.router'],
   [/^(.*)\.block_sparse_moe\.gate$/, '$1.block_sparse_moe.router', 'phimoe'],
+  [/\.mlp\.router\.gate$/, '.mlp.gate', 'hy_v3'],
 ]
 
 /** The modules `excludeModules` is given for a golden: its tensors', a tied `lm_head` (which has none), and

@@ -621,6 +621,30 @@ def families(eos_id: int) -> list[dict]:
             "v_head 24, RoPE on interleaved pairs (rope_interleave)",
             router_bias=True,
         ),
+        dict(
+            family="HY-V3",
+            model_type="hy_v3",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,  # mlp_layer_types: layer 0 dense, layers 1 and 2 MoE
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                num_shared_experts=1,
+                router_scaling_factor=2.826,
+                attention_bias=True,
+                initializer_range=0.02,  # the class's 0.006 leaves the choice to the correction bias alone
+            ),
+            router="sigmoid",
+            router_notes="f32 sigmoid + e_score_correction_bias (on the MoE block) for the choice, no groups, weights "
+            "always renormalised x router_scaling_factor 2.826",
+            attention_notes="q/k RMSNorm per head before RoPE; q/k/v/o bias (attention_bias); shared MLP `shared_mlp` on "
+            "the hub",
+            router_bias=True,
+        ),
     ]
 
 

@@ -524,6 +524,7 @@ FAMILY_CASES = [
     ("sarvam_mla", "hub", "AutoModelForCausalLM"),
     ("solar_open", "hub", "AutoModelForCausalLM"),
     ("glm4_moe_lite", "hub", "AutoModelForCausalLM"),
+    ("hy_v3", "hub", "AutoModelForCausalLM"),
 ]
 
 

@@ -10,6 +10,7 @@ import { glm4Moe, glm4MoeLite, glm4vMoe, solarOpen } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared } from './granite'
 import { hunyuanV1Moe } from './hunyuan'
+import { hyV3 } from './hy'
 import { llama4 } from './llama4'
 import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
@@ -43,6 +44,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   sarvamMla,
   solarOpen,
   glm4MoeLite,
+  hyV3,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

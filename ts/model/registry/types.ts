@@ -191,6 +191,9 @@ export interface ForwardDecl {
   weightlessQkNormKey?: string
   /** Layers without rope (Llama4). */
   noRope?: NoRopeDecl
+  /** A `sigmoid_group_topk` router whose config class fixes some of its parameters (HY-V3: always renormalised, no
+   * groups), and the config key of its routed scaling when not `routed_scaling_factor`. */
+  routerParameters?: { normTopkProb?: boolean; groups?: false; routedScalingKey?: string }
   /** Config key of a clamp of q/k/v (OLMoE `clip_qkv`); a set value is refused (not expressible yet). */
   clipQkvKey?: string
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them

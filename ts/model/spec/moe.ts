@@ -67,10 +67,13 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
       router.norm_topk_prob = true
       break
     case 'sigmoid_group_topk': {
-      router.norm_topk_prob = values.boolean('norm_topk_prob')
-      router.n_group = values.integer('n_group')
-      router.topk_group = values.integer('topk_group')
-      router.routed_scaling_factor = values.number('routed_scaling_factor')
+      const fixed = context.forward.routerParameters
+      router.norm_topk_prob = fixed?.normTopkProb ?? values.boolean('norm_topk_prob')
+      if (fixed?.groups !== false) {
+        router.n_group = values.integer('n_group')
+        router.topk_group = values.integer('topk_group')
+      }
+      router.routed_scaling_factor = values.number(fixed?.routedScalingKey ?? 'routed_scaling_factor')
       checkGroups(experts, router)
       break
     }
