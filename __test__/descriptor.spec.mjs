@@ -102,9 +102,10 @@ for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED
       t.truthy(found, `${name} is referenced but not in the checkpoint`)
       if (found) t.is(found.shape.length, rank, `${name} ${JSON.stringify(found.shape)}`)
     }
-    // Nothing of the checkpoint's text model is left out of the forward (a vision tower is not part of it).
+    // Nothing of the checkpoint's text model is left out of the forward (a vision tower and its projector are not
+    // part of it).
     const referenced = new Set(refs.map(([name]) => name))
-    const text = listing.tensors.map((x) => x.name).filter((n) => !n.startsWith('model.visual.'))
+    const text = listing.tensors.map((x) => x.name).filter((n) => !/^(model\.)?(visual|vision_tower|mm_projector)\./.test(n))
     t.deepEqual(text.filter((n) => !referenced.has(n)), [])
 
     t.is(d.hidden_size, entry.hidden)
@@ -119,7 +120,7 @@ for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED
       t.is(layer.mlp.intermediate, entry.intermediate)
       t.is(layer.mlp.activation, entry.model_type === 'gpt_oss' ? 'gpt_oss' : 'silu')
       t.is(layer.mlp.shared !== undefined, entry.shared_experts)
-      t.regex(layer.mlp.block, new RegExp(`^model\\.(language_model\\.)?layers\\.${layer.index}\\.`))
+      t.regex(layer.mlp.block, new RegExp(`^(model\\.(language_model\\.)?layers|language_model\\.model\\.blocks)\\.${layer.index}\\.`))
       t.true(layer.mlp.down.startsWith(`${layer.mlp.block}.`))
     }
     checkSerializable(t, d)

@@ -167,11 +167,13 @@ function bf16Bytes(values) {
 /**
  * The tensors of our output against ModelOpt's: names, dtypes, shapes, scales; returns the bytes that differ.
  * `loadedAs` [pattern, dtype]: tensors we keep as stored that the transformers loading the model for ModelOpt
- * cast to `dtype` (F32 → BF16 rounded to nearest even, BF16 → F32 exactly), compared in that dtype.
+ * cast to `dtype` (F32 → BF16 rounded to nearest even, BF16 → F32 exactly), compared in that dtype. Tensors named
+ * as `skip` says are left out on both sides.
  */
-function compareTensors(t, output, goldenDir, loadedAs) {
-  const ours = readTensors(join(output, 'model.safetensors'))
-  const theirs = readTensors(join(goldenDir, 'model.safetensors'))
+function compareTensors(t, output, goldenDir, loadedAs, skip = /^$/) {
+  const without = (tensors) => Object.fromEntries(Object.entries(tensors).filter(([name]) => !skip.test(name)))
+  const ours = without(readTensors(join(output, 'model.safetensors')))
+  const theirs = without(readTensors(join(goldenDir, 'model.safetensors')))
   t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
   let bytes = 0
   let differing = 0
@@ -259,3 +261,32 @@ for (const [fixture, golden, ids, loadedAs] of CASES) {
     })
   }
 }
+
+// Kimi-K2.5: a DeepSeek-V3 text model in a vision-language wrapper whose class ties the lm_head by default, in its
+// transformers 5 layout (for the hub layout ModelOpt writes the names transformers holds in memory:
+// model.language_model.* instead of language_model.model.*, and a vision tower converted on load). ModelOpt 0.47 also
+// quantizes the vision projector `mm_projector` (its defaults disable `*multi_modal_projector*`, not this name),
+// weights only since text never reaches it; moe-quant keeps it as stored. Everything else must be ModelOpt's.
+for (const format of ['fp8', 'nvfp4']) {
+  test(`families/kimi_k25/fused → ${format} equals ModelOpt's export (families_kimi_k25_fused) but for the vision projector`, async (t) => {
+    const output = join(tempDir(), 'out')
+    const ids = rows(calibIds.values, calibIds.shape[1])
+    const result = await quantizeModel({
+      model: join(FIXTURES, 'families/kimi_k25/fused'),
+      output,
+      format,
+      calibration: { ids, samples: ids.length, seqLen: ids[0].length },
+      coverageReport: false,
+    })
+    const goldenDir = join(GOLDEN, 'families_kimi_k25_fused', format)
+    const projector = /^model\.mm_projector\./
+    compareTensors(t, output, goldenDir, [/mlp\.gate\.weight$/, 'F32'], projector)
+    const ours = readTensors(join(output, 'model.safetensors'))
+    const input = readTensors(join(FIXTURES, 'families/kimi_k25/fused', 'model.safetensors'))
+    for (const name of Object.keys(input).filter((n) => projector.test(n))) t.deepEqual(bytesOf(ours[name]), bytesOf(input[name]), name)
+    const exclude = (dir) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules
+    t.deepEqual(exclude(output), [...exclude(goldenDir), 'model.mm_projector*'].sort())
+    t.deepEqual(result.uncalibratedExperts, [])
+  })
+}
+

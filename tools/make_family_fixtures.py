@@ -645,6 +645,55 @@ def families(eos_id: int) -> list[dict]:
             "the hub",
             router_bias=True,
         ),
+        dict(
+            family="Kimi-K2.5",
+            model_type="kimi_k25",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                    num_hidden_layers=2,
+                    n_routed_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    n_shared_experts=1,
+                    n_group=2,
+                    topk_group=1,
+                    first_k_dense_replace=1,
+                    routed_scaling_factor=2.5,
+                    norm_topk_prob=True,
+                    q_lora_rank=32,
+                    kv_lora_rank=16,
+                    qk_nope_head_dim=16,
+                    qk_rope_head_dim=8,
+                    v_head_dim=16,
+                ),
+                vision_config=dict(
+                    num_hidden_layers=1,
+                    hidden_size=32,
+                    num_attention_heads=2,
+                    intermediate_size=64,
+                    pos_emb_height=8,
+                    pos_emb_width=8,
+                ),
+                projection_hidden_size=32,
+                # The wrapper embeds its image and video placeholder ids as id 0: ids absent from the golden
+                # calibration ids too (254 is in them).
+                image_token_id=t[0],
+                video_token_id=t[2],
+                vision_start_token_id=t[3],
+                vision_end_token_id=t[4],
+                # tie_word_embeddings left to the wrapper class: tied (no lm_head.weight in the file)
+            ),
+            router="sigmoid",
+            router_notes="DeepSeek-V3's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="DeepSeek-V3 text model (MLA with q LoRA) in the Kimi-K2.5 wrapper, whose class default ties "
+            "the lm_head to the embedding; vision tower of 1 block",
+            router_bias=True,
+        ),
     ]
 
 
@@ -725,9 +774,11 @@ def write_transposed_experts(src: Path, dst: Path):
 
 
 def disk_prefix(prefix: str, tensors: dict) -> str:
-    """The checkpoint's spelling of an in-memory module prefix (model.layers.1.): the same, or under backbone.
-    (Nemotron-H's hub layout)."""
-    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix)):
+    """The checkpoint's spelling of an in-memory module prefix (model.layers.1.): the same, under backbone.
+    (Nemotron-H's hub layout), or language_model.model.blocks. (Kimi-K2.5's hub layout as transformers 5.25 writes
+    it: its reverse renaming turns every `layers` into `blocks`)."""
+    kimi = re.sub(r"^model\.language_model\.layers\.", "language_model.model.blocks.", prefix)
+    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix), kimi):
         if any(k.startswith(cand) for k in tensors):
             return cand
     raise AssertionError(f"no tensor under {prefix}")

@@ -525,6 +525,7 @@ FAMILY_CASES = [
     ("solar_open", "hub", "AutoModelForCausalLM"),
     ("glm4_moe_lite", "hub", "AutoModelForCausalLM"),
     ("hy_v3", "hub", "AutoModelForCausalLM"),
+    ("kimi_k25", "fused", "AutoModelForImageTextToText"),
 ]
 
 

@@ -1,5 +1,5 @@
 /**
- * DeepSeek-V3 (and R1, Kimi-K2 shapes): sigmoid router with `e_score_correction_bias`, group-limited
+ * DeepSeek-V3 (and R1, Kimi-K2 shapes; Kimi-K2.5's text model): sigmoid router with `e_score_correction_bias`, group-limited
  * top-K and routed scaling; dense MLPs below `first_k_dense_replace`; ungated shared experts; MLA attention.
  * DeepSeek-V2: the same blocks with a softmax router (`greedy`, or `group_limited_greedy` by each group's best
  * score), routed scaling and no renormalisation, and the rope always on adjacent pairs.
@@ -16,6 +16,10 @@ export const deepseekV3: ArchitectureEntry = {
   router: 'sigmoid_group_topk',
   placement: { kind: 'first_k_dense' },
   sharedExperts: { module: 'shared_experts' },
+  // Kimi-K2.5 nests a DeepSeek-V3 (or kimi_k2) text model; its config class ties the lm_head by default. Its wrapper
+  // embeds its image and video placeholder ids as id 0; the forward embeds every id as itself (text calibration data
+  // holds no placeholder).
+  wrappers: { kimi_k25: { tieWordEmbeddings: true } },
   forward: {
     attention: 'mla',
     attentionScale: 'mla_yarn_mscale',
@@ -83,9 +87,12 @@ export const deepseekV2: ArchitectureEntry = {
 /** Sarvam's MLA model: DeepSeek-V3's modules under its own config class (no q LoRA by default); its older configs
  * spell the yarn rope `deepseek_yarn` in `rope_scaling`, which the config class reads as yarn. */
 export const sarvamMla: ArchitectureEntry = {
-  ...deepseekV3,
   modelTypes: ['sarvam_mla'],
   family: 'Sarvam-MLA',
+  layouts: deepseekV3.layouts,
+  router: 'sigmoid_group_topk',
+  placement: { kind: 'first_k_dense' },
+  sharedExperts: { module: 'shared_experts' },
   forward: {
     attention: 'mla',
     attentionScale: 'mla_yarn_mscale',

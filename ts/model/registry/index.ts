@@ -51,3 +51,16 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
 export function lookupArchitecture(modelType: string): ArchitectureEntry | undefined {
   return REGISTRY.find((entry) => entry.modelTypes.includes(modelType))
 }
+
+/**
+ * Whether transformers ties the output projection to the token embedding of a text model nested in a wrapper its
+ * entry declares: the wrapper's `tie_word_embeddings` (transformers 5 reads the config of the model that owns the
+ * lm_head), else the wrapper class's default. Undefined for any other model.
+ */
+export function wrapperTiesEmbeddings(textModelType: string, outerModelType: string, outer: unknown): boolean | undefined {
+  if (textModelType === outerModelType) return undefined
+  const wrapper = lookupArchitecture(textModelType)?.wrappers?.[outerModelType]
+  if (!wrapper) return undefined
+  const given = typeof outer === 'object' && outer !== null ? (outer as Record<string, unknown>).tie_word_embeddings : undefined
+  return typeof given === 'boolean' ? given : wrapper.tieWordEmbeddings
+}

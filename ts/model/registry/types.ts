@@ -214,6 +214,10 @@ export interface ArchitectureEntry {
   /** ModelOpt exports this family's experts stacked, as stored (its BMM-style experts export: GPT-OSS, Llama4);
    * other families' experts are exported one module per expert and projection. */
   exportStacked?: boolean
+  /** Wrappers (by their outer `model_type`) that nest this text model and own its `lm_head`: transformers 5 ties the
+   * output projection to the token embedding as the wrapper's config says, else as its class defaults (Kimi-K2.5:
+   * tied). */
+  wrappers?: Readonly<Record<string, { tieWordEmbeddings: boolean }>>
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

@@ -17,7 +17,7 @@ import { parseConfig, type TextConfig } from '../config'
 import { findLayerPrefix } from '../detect'
 import { type InspectReport, reportFromListing } from '../inspection'
 import type { HeaderListing } from '../listing'
-import { lookupArchitecture } from '../registry'
+import { lookupArchitecture, wrapperTiesEmbeddings } from '../registry'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
@@ -63,11 +63,12 @@ function refuseInexpressible(context: SpecContext): void {
 function modelTensors(
   context: SpecContext,
   config: TextConfig,
+  outer: unknown,
 ): { layersPrefix: string; embed: string; lmHead: string; lmHeadBias: string | undefined; finalNorm: string; vocab: number } {
   const { tensors, hidden } = context
   const layersPrefix = findLayerPrefix(tensors.list)
   const base = layersPrefix.replace(/(layers|blocks)\.$/, '')
-  const tie = context.values.value('tie_word_embeddings') === true
+  const tie = wrapperTiesEmbeddings(config.modelType, config.outerModelType, outer) ?? context.values.value('tie_word_embeddings') === true
   const lmHeadName = ['lm_head.weight', ...tensors.list.map((t) => t.name).filter((n) => n.endsWith('.lm_head.weight')).sort((a, b) => a.length - b.length)].find((n) =>
     tensors.has(n),
   )
@@ -157,7 +158,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const { forward, values } = context
   const raw = config.raw
   refuseInexpressible(context)
-  const model = modelTensors(context, config)
+  const model = modelTensors(context, config, listing.config)
   const heads = attentionHeads(context, raw)
   const rmsNormEps = normEpsilon(context, raw)
   const params = ropeParameters(values, raw, forward.ropeDefaults, forward.ropeScalingAliases)
