@@ -102,10 +102,10 @@ for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED
       t.truthy(found, `${name} is referenced but not in the checkpoint`)
       if (found) t.is(found.shape.length, rank, `${name} ${JSON.stringify(found.shape)}`)
     }
-    // Nothing of the checkpoint's text model is left out of the forward (a vision tower and its projector are not
+    // Nothing of the checkpoint's text model is left out of the forward (vision and audio towers and projectors are not
     // part of it).
     const referenced = new Set(refs.map(([name]) => name))
-    const text = listing.tensors.map((x) => x.name).filter((n) => !/^(model\.)?(visual|vision_tower|mm_projector)\./.test(n))
+    const text = listing.tensors.map((x) => x.name).filter((n) => !/^(model\.)?(visual|vision_tower|mm_projector|audio_tower)\./.test(n))
     t.deepEqual(text.filter((n) => !referenced.has(n)), [])
 
     t.is(d.hidden_size, entry.hidden)

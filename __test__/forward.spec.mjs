@@ -37,12 +37,17 @@ for (const entry of fixtures) {
     })
     t.is(result.tokens, ref.batch * ref.seq)
     // Every nn.Linear input the reference recorded under a module name we also use (transformers' in-memory name,
-    // or the hub's spelling of it: Kimi-K2.5's language_model.model.blocks.*).
+    // or the hub's spelling of it: Kimi-K2.5's language_model.model.blocks.*, Qwen3-Omni's thinker's model.layers.*).
     let compared = 0
     for (const [key, tensor] of Object.entries(ref.tensors)) {
       if (!key.startsWith('amax.') || key.endsWith('_input')) continue
       const inMemory = key.slice('amax.'.length)
-      const module = [inMemory, inMemory.replace(/^model\.language_model\.layers\./, 'language_model.model.blocks.')].find((m) => m in result.inputAmax)
+      const spellings = [
+        inMemory,
+        inMemory.replace(/^model\.language_model\.layers\./, 'language_model.model.blocks.'),
+        inMemory.replace(/^model\.language_model\.layers\./, 'model.layers.'),
+      ]
+      const module = spellings.find((m) => m in result.inputAmax)
       if (module) {
         close(t, result.inputAmax[module], tensor.values[0], 1e-5, module)
         compared++

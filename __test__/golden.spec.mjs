@@ -262,31 +262,41 @@ for (const [fixture, golden, ids, loadedAs] of CASES) {
   }
 }
 
-// Kimi-K2.5: a DeepSeek-V3 text model in a vision-language wrapper whose class ties the lm_head by default, in its
-// transformers 5 layout (for the hub layout ModelOpt writes the names transformers holds in memory:
-// model.language_model.* instead of language_model.model.*, and a vision tower converted on load). ModelOpt 0.47 also
-// quantizes the vision projector `mm_projector` (its defaults disable `*multi_modal_projector*`, not this name),
-// weights only since text never reaches it; moe-quant keeps it as stored. Everything else must be ModelOpt's.
-for (const format of ['fp8', 'nvfp4']) {
-  test(`families/kimi_k25/fused → ${format} equals ModelOpt's export (families_kimi_k25_fused) but for the vision projector`, async (t) => {
-    const output = join(tempDir(), 'out')
-    const ids = rows(calibIds.values, calibIds.shape[1])
-    const result = await quantizeModel({
-      model: join(FIXTURES, 'families/kimi_k25/fused'),
-      output,
-      format,
-      calibration: { ids, samples: ids.length, seqLen: ids[0].length },
-      coverageReport: false,
+// Families whose ModelOpt export also weight-quantizes, uncalibrated, a part of the model outside the text stack
+// that moe-quant keeps as stored (text never reaches it): everything else must be ModelOpt's, and that part is
+// listed in exclude_modules. In their transformers 5 layouts, since for the hub layouts ModelOpt writes the names
+// transformers holds in memory.
+// Kimi-K2.5: a DeepSeek-V3 text model in a vision-language wrapper whose class ties the lm_head by default (the hub
+// spells it language_model.model.*, and its vision tower is converted on load). ModelOpt 0.47 quantizes the vision
+// projector `mm_projector` (its defaults disable `*multi_modal_projector*`, not this name).
+// Qwen3-Omni-MoE's thinker: Qwen3-MoE text layers (M-RoPE, a dense layer from mlp_only_layers) under a vision tower
+// and an audio encoder, whose linears ModelOpt 0.47 quantizes (its defaults disable vision modules only).
+const PARTLY_QUANTIZED = [
+  ['families/kimi_k25/fused', 'families_kimi_k25_fused', /^model\.mm_projector\./, 'model.mm_projector*', [/mlp\.gate\.weight$/, 'F32']],
+  ['families/qwen3_omni_moe_thinker/fused', 'families_qwen3_omni_moe_thinker_fused', /^model\.audio_tower\./, 'model.audio_tower*'],
+]
+for (const [fixture, golden, part, excluded, loadedAs] of PARTLY_QUANTIZED) {
+  for (const format of ['fp8', 'nvfp4']) {
+    test(`${fixture} → ${format} equals ModelOpt's export (${golden}) but for ${excluded}`, async (t) => {
+      const output = join(tempDir(), 'out')
+      const ids = rows(calibIds.values, calibIds.shape[1])
+      const result = await quantizeModel({
+        model: join(FIXTURES, fixture),
+        output,
+        format,
+        calibration: { ids, samples: ids.length, seqLen: ids[0].length },
+        coverageReport: false,
+      })
+      const goldenDir = join(GOLDEN, golden, format)
+      compareTensors(t, output, goldenDir, loadedAs, part)
+      const ours = readTensors(join(output, 'model.safetensors'))
+      const input = readTensors(join(FIXTURES, fixture, 'model.safetensors'))
+      const kept = Object.keys(input).filter((n) => part.test(n))
+      t.true(kept.length > 0)
+      for (const name of kept) t.deepEqual(bytesOf(ours[name]), bytesOf(input[name]), name)
+      const exclude = (dir) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules
+      t.deepEqual(exclude(output), [...exclude(goldenDir), excluded].sort())
+      t.deepEqual(result.uncalibratedExperts, [])
     })
-    const goldenDir = join(GOLDEN, 'families_kimi_k25_fused', format)
-    const projector = /^model\.mm_projector\./
-    compareTensors(t, output, goldenDir, [/mlp\.gate\.weight$/, 'F32'], projector)
-    const ours = readTensors(join(output, 'model.safetensors'))
-    const input = readTensors(join(FIXTURES, 'families/kimi_k25/fused', 'model.safetensors'))
-    for (const name of Object.keys(input).filter((n) => projector.test(n))) t.deepEqual(bytesOf(ours[name]), bytesOf(input[name]), name)
-    const exclude = (dir) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules
-    t.deepEqual(exclude(output), [...exclude(goldenDir), 'model.mm_projector*'].sort())
-    t.deepEqual(result.uncalibratedExperts, [])
-  })
+  }
 }
-

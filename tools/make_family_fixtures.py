@@ -694,6 +694,52 @@ def families(eos_id: int) -> list[dict]:
             "the lm_head to the embedding; vision tower of 1 block",
             router_bias=True,
         ),
+        dict(
+            family="Qwen3-Omni-MoE (thinker)",
+            model_type="qwen3_omni_moe_thinker",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    head_dim=mf.HEAD_DIM,
+                    num_hidden_layers=3,
+                    mlp_only_layers=[1],  # a dense layer between two MoE layers
+                    num_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    norm_topk_prob=True,
+                    # interleaved multimodal RoPE; sections sum to head_dim / 2 (text-only: all three positions agree)
+                    rope_parameters=rope(mrope_section=[4, 2, 2], mrope_interleaved=True, interleaved=True),
+                ),
+                audio_config=dict(
+                    d_model=32,
+                    encoder_layers=1,
+                    encoder_attention_heads=2,
+                    encoder_ffn_dim=64,
+                    downsample_hidden_size=32,
+                    output_dim=mf.HIDDEN,
+                ),
+                vision_config=dict(
+                    depth=1,
+                    hidden_size=32,
+                    num_heads=2,
+                    intermediate_size=64,
+                    out_hidden_size=mf.HIDDEN,
+                    deepstack_visual_indexes=[0],
+                ),
+                audio_token_id=t[0],
+                image_token_id=t[1],
+                video_token_id=t[2],
+                audio_start_token_id=t[3],
+                user_token_id=t[4],
+                tie_word_embeddings=False,
+            ),
+            router="topk_softmax",
+            router_notes="Qwen3-MoE's: softmax over E, top-k, renormalised (norm_topk_prob); mlp_only_layers [1]",
+            attention_notes="Qwen3-MoE layers: q/k RMSNorm per head, no sliding window; interleaved M-RoPE (mrope_section "
+            "[4,2,2]); audio encoder and vision tower of 1 block each",
+        ),
     ]
 
 
@@ -775,10 +821,12 @@ def write_transposed_experts(src: Path, dst: Path):
 
 def disk_prefix(prefix: str, tensors: dict) -> str:
     """The checkpoint's spelling of an in-memory module prefix (model.layers.1.): the same, under backbone.
-    (Nemotron-H's hub layout), or language_model.model.blocks. (Kimi-K2.5's hub layout as transformers 5.25 writes
-    it: its reverse renaming turns every `layers` into `blocks`)."""
+    (Nemotron-H's hub layout), language_model.model.blocks. (Kimi-K2.5's hub layout as transformers 5.25 writes
+    it: its reverse renaming turns every `layers` into `blocks`), or model. without language_model. (the hub layout of
+    Qwen3-Omni's thinker)."""
     kimi = re.sub(r"^model\.language_model\.layers\.", "language_model.model.blocks.", prefix)
-    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix), kimi):
+    thinker = re.sub(r"^model\.language_model\.", "model.", prefix)
+    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix), kimi, thinker):
         if any(k.startswith(cand) for k in tensors):
             return cand
     raise AssertionError(f"no tensor under {prefix}")
@@ -888,7 +936,7 @@ def main() -> int:
         dense_inter = dense_intermediate(layers, dense_layers)
 
         # ---- save
-        for sub in ("text_config", "vision_config"):  # sub-configs keep the dtype they were built with otherwise
+        for sub in ("text_config", "vision_config", "audio_config"):  # sub-configs keep their build dtype otherwise
             if getattr(model.config, sub, None) is not None:
                 getattr(model.config, sub).dtype = torch.bfloat16
         fam_dir = OUT / mt

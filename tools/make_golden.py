@@ -232,8 +232,8 @@ def cast_like_twin(model, twin) -> torch.dtype:
             else:
                 setattr(mod, tname, t.to(ref[full]))
     model.config.dtype = twin.config.dtype
-    # A vision-language wrapper's sub-configs (text_config, vision_config) carry their own dtype.
-    for key in ("text_config", "vision_config"):
+    # A multimodal wrapper's sub-configs (text_config, vision_config, audio_config) carry their own dtype.
+    for key in ("text_config", "vision_config", "audio_config"):
         sub, twin_sub = getattr(model.config, key, None), getattr(twin.config, key, None)
         if sub is not None and twin_sub is not None:
             sub.dtype = twin_sub.dtype
@@ -526,6 +526,7 @@ FAMILY_CASES = [
     ("glm4_moe_lite", "hub", "AutoModelForCausalLM"),
     ("hy_v3", "hub", "AutoModelForCausalLM"),
     ("kimi_k25", "fused", "AutoModelForImageTextToText"),
+    ("qwen3_omni_moe_thinker", "fused", "AutoModelForImageTextToText"),
 ]
 
 

@@ -16,7 +16,7 @@ import { minimaxM2 } from './minimax'
 import { mixtral } from './mixtral'
 import { flexOlmo, olmoe } from './olmoe'
 import { phimoe } from './phimoe'
-import { qwen2Moe, qwen3Moe, qwen3VlMoe } from './qwen-moe'
+import { qwen2Moe, qwen3Moe, qwen3OmniMoe, qwen3VlMoe } from './qwen-moe'
 import type { ArchitectureEntry } from './types'
 
 export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
@@ -45,6 +45,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   solarOpen,
   glm4MoeLite,
   hyV3,
+  qwen3OmniMoe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */
