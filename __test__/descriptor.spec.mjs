@@ -432,6 +432,41 @@ test('per-layer attention: sliding windows, chunks, sinks and layers without rop
   await t.throwsAsync(variant('gpt_oss/hub', { config: (c) => void (c.layer_types = ['sliding_attention', 'local']) }), { code: 'E_CONFIG_INVALID', message: /layer_types/ })
 })
 
+test('rope on the sliding layers only (EXAONE-MoE, Flint), their default layer types and MoE placements', async (t) => {
+  const layers = (d) => d.layers.map(({ attention: a, mlp }) => [a.mask.kind, a.rope, mlp.kind])
+  const exaone = [
+    ['sliding_window', true, 'dense'],
+    ['causal', false, 'moe'],
+    ['sliding_window', true, 'moe'],
+  ]
+  t.deepEqual(layers(await describe('families/exaone_moe/hub')), exaone)
+  // Without layer_types, every sliding_window_pattern-th layer is full; without mlp_layer_types, the first
+  // first_k_dense_replace layers are dense.
+  const derived = await variant('families/exaone_moe/hub', { config: (c) => void (delete c.layer_types, delete c.mlp_layer_types) })
+  t.deepEqual(layers(derived), exaone)
+  // Without a sliding window, EXAONE-MoE rotates every layer.
+  const windowless = await variant('families/exaone_moe/hub', {
+    config: (c) => void Object.assign(c, { sliding_window: null, layer_types: ['full_attention', 'full_attention', 'full_attention'] }),
+  })
+  t.deepEqual(layers(windowless).map(([, rope]) => rope), [true, true, true])
+  const flint = [
+    ['sliding_window', true, 'moe'],
+    ['causal', false, 'dense'],
+    ['sliding_window', true, 'moe'],
+  ]
+  t.deepEqual(layers(await describe('families/flint/hub')), flint)
+  t.is((await describe('families/flint/hub')).layers[0].attention.sinks, 'model.layers.0.self_attn.softmax_offset')
+  t.is((await describe('families/flint/fused')).layers[0].attention.sinks, 'model.layers.0.self_attn.sinks')
+  // Flint's default layer types: full on the first two layers, on every fourth from layer 1 and on the last.
+  const flintDefault = await variant('families/flint/hub', { config: (c) => void delete c.layer_types })
+  t.deepEqual(layers(flintDefault).map(([kind, rope]) => [kind, rope]), [['causal', false], ['causal', false], ['causal', false]])
+  // Without a sliding window, Flint rotates no layer.
+  const flintWindowless = await variant('families/flint/hub', {
+    config: (c) => void Object.assign(c, { sliding_window: null, layer_types: ['full_attention', 'full_attention', 'full_attention'] }),
+  })
+  t.deepEqual(layers(flintWindowless).map(([, rope]) => rope), [false, false, false])
+})
+
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {
   const error = await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.num_key_value_heads = 4) }), { code: 'E_LAYOUT_SHAPE' })
   t.regex(error.message, /k_proj\.weight/)

@@ -54,6 +54,12 @@ const CASES = [
   ['families/glm4_moe_lite/hub', 'families_glm4_moe_lite_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   // HY-V3 (sigmoid router with the correction bias on the block, router_scaling_factor, shared_mlp, dense first layer); transformers loads its router in F32.
   ['families/hy_v3/hub', 'families_hy_v3_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.router\.gate\.weight$/, 'F32']],
+  // EXAONE-MoE (DeepSeek-V3's router with the correction bias on the block on the hub, MoE from mlp_layer_types,
+  // sliding layers from sliding_window_pattern, the full layer without rope); transformers loads its router in F32.
+  ['families/exaone_moe/hub', 'families_exaone_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // Flint (sigmoid router without bias, ungated shared expert, attention sinks stored as softmax_offset on the hub,
+  // rope on the sliding layers only); transformers loads its router and its sinks in F32.
+  ['families/flint/hub', 'families_flint_hub', rows(calibIds.values, calibIds.shape[1]), [/(mlp\.gate\.weight|self_attn\.softmax_offset)$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {

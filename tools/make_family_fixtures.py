@@ -740,6 +740,58 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="Qwen3-MoE layers: q/k RMSNorm per head, no sliding window; interleaved M-RoPE (mrope_section "
             "[4,2,2]); audio encoder and vision tower of 1 block each",
         ),
+        dict(
+            family="EXAONE-MoE (K-EXAONE)",
+            model_type="exaone_moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,  # first_k_dense_replace 1: layer 0 dense, layers 1 and 2 MoE
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                num_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                first_k_dense_replace=1,
+                sliding_window=8,  # 8 < 12 tokens
+                sliding_window_pattern=2,  # layers 0 and 2 sliding, layer 1 full attention without RoPE
+            ),
+            router="sigmoid",
+            router_notes="DeepSeek-V3's: sigmoid + e_score_correction_bias for the choice (on the MoE block on the hub), "
+            "n_group 2 / topk_group 1, weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="q/k RMSNorm per head before RoPE; sliding_window 8 on layers 0 and 2 (sliding_window_pattern "
+            "2), layer 1 full attention without RoPE (global NoPE)",
+            router_bias=True,
+        ),
+        dict(
+            family="Flint",
+            model_type="flint",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                mlp_only_layers=[1],  # layer 1 dense, layers 0 and 2 MoE
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                shared_expert_intermediate_size=mf.I_DENSE,
+                norm_topk_prob=True,
+                sliding_window=8,  # 8 < 12 tokens
+            ),
+            router="sigmoid",
+            router_notes="f32 sigmoid, top-k of the sigmoids, renormalised (norm_topk_prob); no correction bias; "
+            "ungated shared expert `shared_expert`",
+            attention_notes="q/k RMSNorm per head; attention sinks (softmax_offset on the hub); sliding_window 8 on layers "
+            "0 and 2, which alone have RoPE; layer 1 full attention without RoPE",
+        ),
     ]
 
 

@@ -527,6 +527,8 @@ FAMILY_CASES = [
     ("hy_v3", "hub", "AutoModelForCausalLM"),
     ("kimi_k25", "fused", "AutoModelForImageTextToText"),
     ("qwen3_omni_moe_thinker", "fused", "AutoModelForImageTextToText"),
+    ("exaone_moe", "hub", "AutoModelForCausalLM"),
+    ("flint", "hub", "AutoModelForCausalLM"),
 ]
 
 

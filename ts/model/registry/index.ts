@@ -6,6 +6,8 @@
 import { deepseekV2, deepseekV3, sarvamMla } from './deepseek'
 import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
+import { exaoneMoe } from './exaone'
+import { flint } from './flint'
 import { glm4Moe, glm4MoeLite, glm4vMoe, solarOpen } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared } from './granite'
@@ -46,6 +48,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   glm4MoeLite,
   hyV3,
   qwen3OmniMoe,
+  exaoneMoe,
+  flint,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -123,6 +123,10 @@ export type DefaultLayerTypes =
   | 'chunked_on_rope_layers'
   /** Sliding from layer `max_window_layers` on when `sliding_window` is set, else full (dots.llm1). */
   | 'sliding_from_max_window_layers'
+  /** Full on every `sliding_window_pattern`-th layer, sliding elsewhere (EXAONE-MoE; needs `sliding_window`). */
+  | 'full_every_pattern'
+  /** Full on the first two layers, every fourth layer from layer 1 and the last one, sliding elsewhere (Flint). */
+  | 'full_first_two_every_fourth_last'
 
 /** Llama4's layers without rope (NoPE) and what differs on them. */
 export interface NoRopeDecl {
@@ -184,6 +188,12 @@ export interface ForwardDecl {
   ropeDefaults?: Readonly<Record<string, ConfigScalar>>
   /** Every attention layer has `self_attn.sinks [heads]` (GPT-OSS). */
   attentionSinks?: boolean
+  /** The names the sinks may have in the attention module, tried in order, when not `sinks` (Flint's hub:
+   * `softmax_offset`). */
+  sinkNames?: readonly string[]
+  /** The rope rotates q and k on sliding-window layers only (EXAONE-MoE, Flint: their full-attention layers have no
+   * position embedding); without `sliding_window`, on every layer (`everywhere`) or on none (`nowhere`). */
+  ropeOnSlidingLayersOnly?: { withoutWindow: 'everywhere' | 'nowhere' }
   /** The rope rotates adjacent pairs, always (Llama4's complex rope). */
   ropeAdjacentPairs?: boolean
   /** Config key that switches on a weightless RMSNorm of q and k after the rope, on layers with rope (Llama4
@@ -192,8 +202,9 @@ export interface ForwardDecl {
   /** Layers without rope (Llama4). */
   noRope?: NoRopeDecl
   /** A `sigmoid_group_topk` router whose config class fixes some of its parameters (HY-V3: always renormalised, no
-   * groups), and the config key of its routed scaling when not `routed_scaling_factor`. */
-  routerParameters?: { normTopkProb?: boolean; groups?: false; routedScalingKey?: string }
+   * groups; Flint: no groups, no scaling), and the config key of its routed scaling when not
+   * `routed_scaling_factor`. */
+  routerParameters?: { normTopkProb?: boolean; groups?: false; scaled?: false; routedScalingKey?: string }
   /** Config key of a clamp of q/k/v (OLMoE `clip_qkv`); a set value is refused (not expressible yet). */
   clipQkvKey?: string
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them

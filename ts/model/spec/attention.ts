@@ -28,12 +28,13 @@ export interface AttentionShape {
 }
 
 /** Heads and head dimension; `num_key_value_heads` null means as many as the heads. */
-export function attentionHeads(context: SpecContext, raw: Record<string, unknown>): AttentionShape {
+export function attentionHeads(context: SpecContext): AttentionShape {
   const { values, hidden } = context
   const numHeads = values.integer('num_attention_heads')
   const kvValue = values.value('num_key_value_heads')
   const numKvHeads = kvValue === null || kvValue === undefined ? numHeads : values.integer('num_key_value_heads')
-  const headDim = typeof raw.head_dim === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
+  // config.json's head_dim, else the config class's (Flint: 128), else hidden_size / heads.
+  const headDim = typeof values.value('head_dim') === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
   return { numHeads, numKvHeads, headDim }
 }
 
@@ -164,7 +165,10 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   const oBias = tensors.has(`${o}.bias`)
   if (oBias) tensors.use(`${o}.bias`, [hidden], 'o_proj bias')
   const gqa: GqaDescriptor = { q, k, v, o, qkv_bias: qkvBias, o_bias: oBias, num_heads: numHeads, num_kv_heads: numKvHeads, head_dim: headDim, scaling, qk_norm_after_rope: false, ...variant }
-  if (context.forward.attentionSinks) gqa.sinks = tensors.use(`${attn}.sinks`, [numHeads], 'the attention sinks [heads]')
+  if (context.forward.attentionSinks) {
+    const names = (context.forward.sinkNames ?? ['sinks']).map((n) => `${attn}.${n}`)
+    gqa.sinks = tensors.use(names.find((n) => tensors.has(n)) ?? (names[0] as string), [numHeads], 'the attention sinks [heads]')
+  }
   qkNorms(context, tensors, attn, shape, gqa)
   return { kind: 'gqa', ...gqa }
 }

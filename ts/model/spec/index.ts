@@ -159,7 +159,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const raw = config.raw
   refuseInexpressible(context)
   const model = modelTensors(context, config, listing.config)
-  const heads = attentionHeads(context, raw)
+  const heads = attentionHeads(context)
   const rmsNormEps = normEpsilon(context, raw)
   const params = ropeParameters(values, raw, forward.ropeDefaults, forward.ropeScalingAliases)
   const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads

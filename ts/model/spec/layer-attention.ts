@@ -1,7 +1,8 @@
 /**
  * What differs between the attention of one decoder layer and the next: the mask (causal, sliding window,
- * chunked) from the family's sliding-window rule and `layer_types`, and on Llama4 the layers without rope
- * (`no_rope_layers`), which take attention temperature tuning instead of the weightless q/k norm.
+ * chunked) from the family's sliding-window rule and `layer_types`, and the layers without rope: on Llama4
+ * `no_rope_layers`, which take attention temperature tuning instead of the weightless q/k norm; on EXAONE-MoE and
+ * Flint the full-attention layers.
  */
 import type { AttentionMask, AttentionTemperature } from '../../native/contract'
 import { refuse, type SpecContext } from './context'
@@ -49,6 +50,14 @@ function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: 
       const chunked = context.values.value('attention_chunk_size') !== null && context.values.value('attention_chunk_size') !== undefined
       return rope.map((r) => (r && chunked ? 'chunked_attention' : 'full_attention'))
     }
+    case 'full_every_pattern': {
+      // transformers takes (i + 1) % pattern, with pattern 0 when sliding_window is unset: it cannot build either.
+      context.values.integer('sliding_window')
+      const pattern = context.values.integer('sliding_window_pattern')
+      return Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'))
+    }
+    case 'full_first_two_every_fourth_last':
+      return Array.from({ length: layers }, (_, i) => (i < 2 || i % 4 === 1 || i === layers - 1 ? 'full_attention' : 'sliding_attention'))
     case 'sliding_from_max_window_layers': {
       const set = context.values.value('sliding_window') !== null && context.values.value('sliding_window') !== undefined
       const from = set ? context.values.integer('max_window_layers', 0) : layers
@@ -90,6 +99,14 @@ export function layerAttentions(context: SpecContext, raw: Record<string, unknow
   const weightless = forward.weightlessQkNormKey ? values.boolean(forward.weightlessQkNormKey) : false
   const tuning = forward.noRope?.temperature
   const tuned = tuning ? values.boolean(tuning.enabled) : false
+  const slidingOnly = forward.ropeOnSlidingLayersOnly
+  if (slidingOnly) {
+    // A sliding layer without sliding_window was refused by the masks.
+    const windowless = values.value('sliding_window') === null || values.value('sliding_window') === undefined
+    mask.forEach((m, i) => {
+      rope[i] = m.kind === 'sliding_window' || (windowless && slidingOnly.withoutWindow === 'everywhere')
+    })
+  }
   return rope.map((withRope, i) => {
     const layer: LayerAttention = { mask: mask[i] as AttentionMask, rope: withRope, qk_weightless_norm: weightless && withRope }
     if (tuning && tuned && !withRope) layer.temperature = { scale: values.number(tuning.scale), floor_scale: values.number(tuning.floorScale) }

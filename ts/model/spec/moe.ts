@@ -73,7 +73,7 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
         router.n_group = values.integer('n_group')
         router.topk_group = values.integer('topk_group')
       }
-      router.routed_scaling_factor = values.number(fixed?.routedScalingKey ?? 'routed_scaling_factor')
+      if (fixed?.scaled !== false) router.routed_scaling_factor = values.number(fixed?.routedScalingKey ?? 'routed_scaling_factor')
       checkGroups(experts, router)
       break
     }
