@@ -467,6 +467,23 @@ test('rope on the sliding layers only (EXAONE-MoE, Flint), their default layer t
   t.deepEqual(layers(flintWindowless).map(([, rope]) => rope), [false, false, false])
 })
 
+test('granitemoe_swa: a layer without rope from layer_rope_theta, one rope base, an optional shared MLP', async (t) => {
+  const d = await describe('families/granitemoe_swa/hub')
+  t.deepEqual(d.layers.map((l) => [l.attention.mask.kind, l.attention.rope]), [['causal', false], ['sliding_window', true], ['sliding_window', true]])
+  t.is(d.rope.theta, 10000)
+  const based = await variant('families/granitemoe_swa/hub', { config: (c) => void (c.layer_rope_theta = [0, 5e5, 5e5]) })
+  t.is(based.rope.theta, 5e5)
+  await t.throwsAsync(variant('families/granitemoe_swa/hub', { config: (c) => void (c.layer_rope_theta = [1e4, 5e5, 5e5]) }), {
+    code: 'E_MODEL_UNSUPPORTED',
+    message: /layer_rope_theta 10000, 500000: one rope base per model/,
+  })
+  const unshared = await variant('families/granitemoe_swa/hub', {
+    config: (c) => void (c.shared_intermediate_size = 0),
+    tensors: (list) => list.filter((x) => !x.name.includes('shared_mlp')),
+  })
+  t.true(unshared.layers.every((l) => l.mlp.shared === undefined))
+})
+
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {
   const error = await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.num_key_value_heads = 4) }), { code: 'E_LAYOUT_SHAPE' })
   t.regex(error.message, /k_proj\.weight/)

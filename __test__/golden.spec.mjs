@@ -60,6 +60,9 @@ const CASES = [
   // Flint (sigmoid router without bias, ungated shared expert, attention sinks stored as softmax_offset on the hub,
   // rope on the sliding layers only); transformers loads its router and its sinks in F32.
   ['families/flint/hub', 'families_flint_hub', rows(calibIds.values, calibIds.shape[1]), [/(mlp\.gate\.weight|self_attn\.softmax_offset)$/, 'F32']],
+  // Granite-MoE-SWA (experts stacked on the hub, sinks as a sigmoid scale of the output, sliding layers, a layer
+  // without rope from layer_rope_theta, Granite multipliers, shared MLP).
+  ['families/granitemoe_swa/hub', 'families_granitemoe_swa_hub', rows(calibIds.values, calibIds.shape[1])],
 ]
 
 const bytesOf = (tensor) => {

@@ -792,6 +792,31 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="q/k RMSNorm per head; attention sinks (softmax_offset on the hub); sliding_window 8 on layers "
             "0 and 2, which alone have RoPE; layer 1 full attention without RoPE",
         ),
+        dict(
+            family="Granite-MoE-SWA",
+            model_type="granitemoe_swa",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_hidden_layers=3,
+                layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+                layer_rope_theta=[0, 10000.0, 10000.0],  # layer 0 without RoPE
+                sliding_window=8,  # 8 < 12 tokens
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                shared_intermediate_size=mf.I_DENSE,
+                embedding_multiplier=12.0,
+                attention_multiplier=1.0 / mf.HEAD_DIM,
+                residual_multiplier=0.22,
+                logits_scaling=4.0,
+            ),
+            router="topk_softmax",
+            router_notes="linear `router`, top-k on the logits, softmax over the k chosen",
+            attention_notes="Granite multipliers (embedding 12, attention 1/16, residual 0.22, logits 1/4); attention "
+            "sinks (a sigmoid scale of the output); sliding_window 8 on layers 1 and 2; layer_rope_theta [0, 1e4, 1e4] "
+            "(layer 0 without RoPE); shared MLP `shared_mlp`",
+        ),
     ]
 
 

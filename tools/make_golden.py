@@ -529,6 +529,7 @@ FAMILY_CASES = [
     ("qwen3_omni_moe_thinker", "fused", "AutoModelForImageTextToText"),
     ("exaone_moe", "hub", "AutoModelForCausalLM"),
     ("flint", "hub", "AutoModelForCausalLM"),
+    ("granitemoe_swa", "hub", "AutoModelForCausalLM"),
 ]
 
 

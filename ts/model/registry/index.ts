@@ -10,7 +10,7 @@ import { exaoneMoe } from './exaone'
 import { flint } from './flint'
 import { glm4Moe, glm4MoeLite, glm4vMoe, solarOpen } from './glm'
 import { gptOss } from './gpt-oss'
-import { graniteMoe, graniteMoeShared } from './granite'
+import { graniteMoe, graniteMoeShared, graniteMoeSwa } from './granite'
 import { hunyuanV1Moe } from './hunyuan'
 import { hyV3 } from './hy'
 import { llama4 } from './llama4'
@@ -50,6 +50,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   qwen3OmniMoe,
   exaoneMoe,
   flint,
+  graniteMoeSwa,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

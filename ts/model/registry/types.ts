@@ -76,6 +76,8 @@ export interface SharedExpertsDecl {
   module: string
   /** `sigmoid(gate(x))` scales the shared output (Qwen2-MoE), relative to the block. */
   gate?: string
+  /** The config may leave them out (Granite-MoE-SWA's `shared_intermediate_size` 0). */
+  optional?: boolean
 }
 
 /** The self-attention of a family's decoder layers. */
@@ -127,6 +129,8 @@ export type DefaultLayerTypes =
   | 'full_every_pattern'
   /** Full on the first two layers, every fourth layer from layer 1 and the last one, sliding elsewhere (Flint). */
   | 'full_first_two_every_fourth_last'
+  /** Full on every fourth layer from layer 0, sliding elsewhere (Granite-MoE-SWA). */
+  | 'full_every_fourth'
 
 /** Llama4's layers without rope (NoPE) and what differs on them. */
 export interface NoRopeDecl {
@@ -191,6 +195,9 @@ export interface ForwardDecl {
   /** The names the sinks may have in the attention module, tried in order, when not `sinks` (Flint's hub:
    * `softmax_offset`). */
   sinkNames?: readonly string[]
+  /** Config key of a per-layer rope base (Granite-MoE-SWA `layer_rope_theta`): 0 is a layer without rope; the
+   * others must agree (one rope for the model), and override the rope parameters' base. */
+  layerRopeThetaKey?: string
   /** The rope rotates q and k on sliding-window layers only (EXAONE-MoE, Flint: their full-attention layers have no
    * position embedding); without `sliding_window`, on every layer (`everywhere`) or on none (`nowhere`). */
   ropeOnSlidingLayersOnly?: { withoutWindow: 'everywhere' | 'nowhere' }

@@ -21,7 +21,7 @@ import { lookupArchitecture, wrapperTiesEmbeddings } from '../registry'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
-import { type LayerAttention, layerAttentions } from './layer-attention'
+import { type LayerAttention, layerAttentions, layerRopeThetas } from './layer-attention'
 import { CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext, unsupported } from './context'
 import { mlpDescriptor } from './moe'
 import { buildRope, ropeParameters } from './rope'
@@ -162,6 +162,9 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const heads = attentionHeads(context)
   const rmsNormEps = normEpsilon(context, raw)
   const params = ropeParameters(values, raw, forward.ropeDefaults, forward.ropeScalingAliases)
+  const thetas = new Set(layerRopeThetas(context, raw, config.numLayers)?.filter((theta) => theta !== 0))
+  if (thetas.size > 1) refuse(context, `${forward.layerRopeThetaKey} ${[...thetas].join(', ')}: one rope base per model is expressible, not one per layer`)
+  if (thetas.size === 1) params.rope_theta = [...thetas][0]
   const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads
   // DeepSeek's config replaces head_dim by qk_rope_head_dim, which is what its rope rotates.
   const rope = buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim)

@@ -18,8 +18,11 @@ export interface LayerAttention {
 const LAYER_TYPES = ['full_attention', 'sliding_attention', 'chunked_attention'] as const
 type LayerType = (typeof LAYER_TYPES)[number]
 
-/** Whether each layer uses rope: config `no_rope_layers` (1 = rope), else transformers' default from the interval. */
+/** Whether each layer uses rope: config `no_rope_layers` (1 = rope), else transformers' default from the interval;
+ * or a per-layer rope base of 0 (`layer_rope_theta`). */
 function ropeLayers(context: SpecContext, raw: Record<string, unknown>, layers: number): boolean[] {
+  const thetas = layerRopeThetas(context, raw, layers)
+  if (thetas) return thetas.map((theta) => theta !== 0)
   const decl = context.forward.noRope
   if (!decl) return Array.from({ length: layers }, () => true)
   const list = raw[decl.layersKey]
@@ -56,6 +59,8 @@ function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: 
       const pattern = context.values.integer('sliding_window_pattern')
       return Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'))
     }
+    case 'full_every_fourth':
+      return Array.from({ length: layers }, (_, i) => (i % 4 === 0 ? 'full_attention' : 'sliding_attention'))
     case 'full_first_two_every_fourth_last':
       return Array.from({ length: layers }, (_, i) => (i < 2 || i % 4 === 1 || i === layers - 1 ? 'full_attention' : 'sliding_attention'))
     case 'sliding_from_max_window_layers': {
@@ -113,3 +118,15 @@ export function layerAttentions(context: SpecContext, raw: Record<string, unknow
     return layer
   })
 }
+
+/** The per-layer rope bases of a family that declares them (`layer_rope_theta`), when config.json lists them. */
+export function layerRopeThetas(context: SpecContext, raw: Record<string, unknown>, layers: number): number[] | undefined {
+  const key = context.forward.layerRopeThetaKey
+  const list = key ? raw[key] : undefined
+  if (!key || list === undefined || list === null) return undefined
+  if (!Array.isArray(list) || list.length !== layers || !list.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0)) {
+    context.values.invalid(key, `a list of ${layers} numbers ≥ 0 (one per decoder layer)`, list)
+  }
+  return list as number[]
+}
+

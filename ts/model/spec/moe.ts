@@ -110,7 +110,8 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
 function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): SharedExpertDescriptor | undefined {
   const declared = context.entry.sharedExperts
   const found = layer.sharedExperts
-  if (!!declared !== !!found || (declared && found && !!declared.gate !== !!found.gate)) {
+  const presence = !!declared !== !!found && !(declared?.optional && !found)
+  if (presence || (declared && found && !!declared.gate !== !!found.gate)) {
     const describe = (s: { gate?: string } | null | undefined): string => (s ? (s.gate ? 'gated shared experts' : 'ungated shared experts') : 'no shared experts')
     refuse(context, `${layer.block}: the family has ${describe(declared)} but the checkpoint holds ${describe(found)}`)
   }
