@@ -105,7 +105,8 @@ for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED
     // Nothing of the checkpoint's text model is left out of the forward (vision and audio towers and projectors are not
     // part of it).
     const referenced = new Set(refs.map(([name]) => name))
-    const text = listing.tensors.map((x) => x.name).filter((n) => !/^(model\.)?(visual|vision_tower|mm_projector|audio_tower)\./.test(n))
+    const tower = /^(model\.)?(visual|vision_tower|vision_model|sam_model|qwen2_model|mm_projector|multi_modal_projector|projector|audio_tower)\.|^model\.(view_separator|view_seperator|image_newline)$/
+    const text = listing.tensors.map((x) => x.name).filter((n) => !tower.test(n))
     t.deepEqual(text.filter((n) => !referenced.has(n)), [])
 
     t.is(d.hidden_size, entry.hidden)

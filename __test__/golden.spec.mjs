@@ -177,11 +177,12 @@ function bf16Bytes(values) {
  * The tensors of our output against ModelOpt's: names, dtypes, shapes, scales; returns the bytes that differ.
  * `loadedAs` [pattern, dtype]: tensors we keep as stored that the transformers loading the model for ModelOpt
  * cast to `dtype` (F32 → BF16 rounded to nearest even, BF16 → F32 exactly), compared in that dtype. Tensors named
- * as `skip` says are left out on both sides.
+ * as `skip` says are left out on both sides; ours are compared under `rename(name)`.
  */
-function compareTensors(t, output, goldenDir, loadedAs, skip = /^$/) {
+function compareTensors(t, output, goldenDir, loadedAs, skip = /^$/, rename = (name) => name) {
   const without = (tensors) => Object.fromEntries(Object.entries(tensors).filter(([name]) => !skip.test(name)))
-  const ours = without(readTensors(join(output, 'model.safetensors')))
+  const renamed = (tensors) => Object.fromEntries(Object.entries(tensors).map(([name, tensor]) => [rename(name), tensor]))
+  const ours = without(renamed(readTensors(join(output, 'model.safetensors'))))
   const theirs = without(readTensors(join(goldenDir, 'model.safetensors')))
   t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
   let bytes = 0
@@ -309,3 +310,36 @@ for (const [fixture, golden, part, excluded, loadedAs] of PARTLY_QUANTIZED) {
     })
   }
 }
+
+// Vision-language wrappers whose ModelOpt export names the vision tower (and, for Unlimited-OCR's hub layout, the
+// language model: model.language_model.* for the hub's model.*) as transformers holds them in memory, where moe-quant
+// keeps the checkpoint's names: the language model's tensors and exclude_modules must be ModelOpt's under that
+// renaming. DeepSeek-OCR-2 and Unlimited-OCR: DeepSeek-V2's router in Llama layers (Unlimited-OCR's reference sliding
+// window spares a whole sequence); transformers loads their routers in F32.
+const TEXT = /^(lm_head|model\.(language_model\.)?(layers|embed_tokens|norm)\b)/
+const NAMED_OTHERWISE = [
+  ['families/deepseek_ocr2/hub', 'families_deepseek_ocr2_hub', (name) => name],
+  ['families/unlimited_ocr/hub', 'families_unlimited_ocr_hub', (name) => name.replace(/^model\.(layers|embed_tokens|norm)\b/, 'model.language_model.$1')],
+]
+for (const [fixture, golden, rename] of NAMED_OTHERWISE) {
+  for (const format of ['fp8', 'nvfp4']) {
+    test(`${fixture} → ${format}: the language model equals ModelOpt's export (${golden})`, async (t) => {
+      const output = join(tempDir(), 'out')
+      const ids = rows(calibIds.values, calibIds.shape[1])
+      const result = await quantizeModel({
+        model: join(FIXTURES, fixture),
+        output,
+        format,
+        calibration: { ids, samples: ids.length, seqLen: ids[0].length },
+        coverageReport: false,
+      })
+      const goldenDir = join(GOLDEN, golden, format)
+      const notText = { test: (name) => !TEXT.test(name) }
+      compareTensors(t, output, goldenDir, [/mlp\.gate\.weight$/, 'F32'], notText, rename)
+      const exclude = (dir, name) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules.map(name).filter((m) => TEXT.test(m))
+      t.deepEqual(exclude(output, rename), exclude(goldenDir, (m) => m))
+      t.deepEqual(result.uncalibratedExperts, [])
+    })
+  }
+}
+

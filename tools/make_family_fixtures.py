@@ -102,6 +102,19 @@ KNOWN_ROUTERS = ("softmax", "topk_softmax", "sigmoid")  # the kinds make_fixture
 # Token ids of the vision wrappers' special tokens: in the vocabulary, absent from input_ids (checked).
 VISION_TOKEN_IDS = [255, 254, 253, 251, 249, 248, 246]
 
+# Tiny vision towers of the OCR wrappers (a SAM encoder and a text-style encoder of one block each).
+OCR_SAM = dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, num_hidden_layers=1, output_channels=32,
+               downsample_channels=[32, 64], global_attn_indexes=[2, 5, 8, 11])
+OCR_VISION = dict(
+    sam_config=OCR_SAM,
+    encoder_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1,
+                        num_key_value_heads=2, vocab_size=256),
+)
+UNLIMITED_OCR_VISION = dict(
+    sam_config=OCR_SAM,
+    encoder_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1),
+)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Families
@@ -816,6 +829,62 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="Granite multipliers (embedding 12, attention 1/16, residual 0.22, logits 1/4); attention "
             "sinks (a sigmoid scale of the output); sliding_window 8 on layers 1 and 2; layer_rope_theta [0, 1e4, 1e4] "
             "(layer 0 without RoPE); shared MLP `shared_mlp`",
+        ),
+        dict(
+            family="DeepSeek-OCR-2",
+            model_type="deepseek_ocr2",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    num_hidden_layers=3,
+                    mlp_layer_types=["dense", "sparse", "sparse"],
+                    n_routed_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    n_shared_experts=2,  # one shared MLP of 2 x 48
+                    topk_method="group_limited_greedy",
+                    n_group=4,
+                    topk_group=2,
+                    routed_scaling_factor=2.0,
+                ),
+                vision_config=OCR_VISION,
+                image_token_id=t[0],
+                tie_word_embeddings=False,
+            ),
+            router="softmax",
+            router_notes="DeepSeek-V2's: softmax over E; group_limited_greedy: n_group 4 / topk_group 2 by the max score "
+            "of each group; weights not renormalised, x routed_scaling_factor 2",
+            attention_notes="Llama multi-head attention, RoPE on halves; mlp_layer_types [dense, sparse, sparse]; SAM + "
+            "encoder vision tower of 1 block each",
+        ),
+        dict(
+            family="Unlimited-OCR",
+            model_type="unlimited_ocr",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    num_key_value_heads=mf.N_HEADS,  # its eager attention repeats no kv head (multi-head, as released)
+                    num_hidden_layers=3,
+                    first_k_dense_replace=1,  # read when mlp_layer_types is absent: layer 0 dense
+                    n_routed_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    n_shared_experts=2,
+                    routed_scaling_factor=1.5,
+                    sliding_window=8,  # reference sliding window: a whole sequence still attends causally
+                ),
+                vision_config=UNLIMITED_OCR_VISION,
+                image_token_id=t[0],
+                tie_word_embeddings=False,
+            ),
+            router="softmax",
+            router_notes="DeepSeek-V2's greedy: softmax over E, top-k, not renormalised, x routed_scaling_factor 1.5",
+            attention_notes="Llama multi-head attention, RoPE on halves; reference_sliding_attention layers (window 8 "
+            "for decoded tokens only: causal over a whole sequence); SAM + CLIP vision tower of 1 block each",
         ),
     ]
 

@@ -530,6 +530,8 @@ FAMILY_CASES = [
     ("exaone_moe", "hub", "AutoModelForCausalLM"),
     ("flint", "hub", "AutoModelForCausalLM"),
     ("granitemoe_swa", "hub", "AutoModelForCausalLM"),
+    ("deepseek_ocr2", "hub", "AutoModelForImageTextToText"),
+    ("unlimited_ocr", "hub", "AutoModelForImageTextToText"),
 ]
 
 

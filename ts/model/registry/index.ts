@@ -3,7 +3,7 @@
  * An entry always wins over the generic structural match; an unknown `model_type` whose tensors follow a
  * known pattern is handled generically.
  */
-import { deepseekV2, deepseekV3, sarvamMla } from './deepseek'
+import { deepseekOcr2, deepseekV2, deepseekV3, sarvamMla, unlimitedOcr } from './deepseek'
 import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
 import { exaoneMoe } from './exaone'
@@ -51,6 +51,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   exaoneMoe,
   flint,
   graniteMoeSwa,
+  deepseekOcr2,
+  unlimitedOcr,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -184,6 +184,9 @@ export interface ForwardDecl {
   /** Config keys of the scalar multipliers (Granite): embeddings ×, each residual branch ×, logits ÷. */
   multipliers?: { embedding: string; residual: string; logits: string }
   slidingWindow: SlidingWindowRule
+  /** Layer types that, in one forward of whole sequences without a cache, mask as full causal attention
+   * (Unlimited-OCR's `reference_sliding_attention`: the window applies to decoded tokens only). */
+  causalLayerTypes?: readonly string[]
   /** The `layer_types` used when config.json has none (with `slidingWindow: 'layer_types'`; all full without). */
   defaultLayerTypes?: DefaultLayerTypes
   /** Rope types of a legacy `rope_scaling` that the config class renames (Sarvam-MLA's `deepseek_yarn` is yarn). */

@@ -87,7 +87,8 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
       return { kind: 'causal' }
     })
   }
-  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention')) {
+  const causal = ['full_attention', ...(forward.causalLayerTypes ?? [])]
+  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => !causal.includes(t))) {
     refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: ${context.entry.family} layers are all alike (its attention does not read layer_types)`)
   }
   const set = (key: string): boolean => values.value(key) !== null && values.value(key) !== undefined
