@@ -1,6 +1,7 @@
 /**
- * DeepSeek-V3 (and R1, Kimi-K2 shapes; Kimi-K2.5's text model): sigmoid router with `e_score_correction_bias`, group-limited
- * top-K and routed scaling; dense MLPs below `first_k_dense_replace`; ungated shared experts; MLA attention.
+ * DeepSeek-V3 (and R1, Kimi-K2 shapes; Kimi-K2.5's text model): sigmoid router with `e_score_correction_bias`,
+ * group-limited top-K and routed scaling; dense MLPs below `first_k_dense_replace`; ungated shared experts; MLA
+ * attention.
  * DeepSeek-V2: the same blocks with a softmax router (`greedy`, or `group_limited_greedy` by each group's best
  * score), routed scaling and no renormalisation, and the rope always on adjacent pairs.
  * transformers: models/deepseek_v3/modeling_deepseek_v3.py, models/deepseek_v2/modeling_deepseek_v2.py

@@ -2,8 +2,8 @@
  * GLM-4.5 / GLM4-MoE: DeepSeek-V3's router (sigmoid, correction bias, groups, routed scaling), dense MLPs
  * below `first_k_dense_replace`, ungated shared experts, GQA attention with optional q/k norm, partial rope.
  * GLM-4.5V's text stack is the same without q/k norms; its M-RoPE is, for text alone, the default rope.
- * transformers: models/glm4_moe/modeling_glm4_moe.py, models/glm4v_moe/modeling_glm4v_moe.py, models/solar_open/modeling_solar_open.py,
- *   models/glm4_moe_lite/modeling_glm4_moe_lite.py
+ * transformers: models/glm4_moe/modeling_glm4_moe.py, models/glm4v_moe/modeling_glm4v_moe.py,
+ * models/solar_open/modeling_solar_open.py, models/glm4_moe_lite/modeling_glm4_moe_lite.py
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry } from './types'

@@ -65,10 +65,15 @@ export function lookupArchitecture(modelType: string): ArchitectureEntry | undef
  * entry declares: the wrapper's `tie_word_embeddings` (transformers 5 reads the config of the model that owns the
  * lm_head), else the wrapper class's default. Undefined for any other model.
  */
-export function wrapperTiesEmbeddings(textModelType: string, outerModelType: string, outer: unknown): boolean | undefined {
+export function wrapperTiesEmbeddings(
+  textModelType: string,
+  outerModelType: string,
+  outer: unknown,
+): boolean | undefined {
   if (textModelType === outerModelType) return undefined
   const wrapper = lookupArchitecture(textModelType)?.wrappers?.[outerModelType]
   if (!wrapper) return undefined
-  const given = typeof outer === 'object' && outer !== null ? (outer as Record<string, unknown>).tie_word_embeddings : undefined
+  const record = typeof outer === 'object' && outer !== null ? (outer as Record<string, unknown>) : {}
+  const given = record.tie_word_embeddings
   return typeof given === 'boolean' ? given : wrapper.tieWordEmbeddings
 }
