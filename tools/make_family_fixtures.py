@@ -886,6 +886,24 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="Llama multi-head attention, RoPE on halves; reference_sliding_attention layers (window 8 "
             "for decoded tokens only: causal over a whole sequence); SAM + CLIP vision tower of 1 block each",
         ),
+        dict(
+            family="Aria (text)",
+            model_type="aria_text",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=2,
+                moe_num_experts=mf.N_EXPERTS,
+                moe_topk=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,  # the experts' size; the shared MLP is 2 x 48
+                moe_num_shared_experts=2,
+            ),
+            router="topk_softmax",
+            router_notes="linear `router`, top-k on the logits, softmax over the k chosen",
+            attention_notes="Llama attention; experts stacked input axis first (fc1 [E, H, 2I], fc2 [E, I, H] on the "
+            "hub); shared MLP `shared_experts` of 2 x 48",
+        ),
     ]
 
 
@@ -1171,7 +1189,7 @@ def main() -> int:
                         print(f"    ({grp}) {k} {v['shape']} {v['dtype']}")
 
                 cfg_json = json.loads((d / "config.json").read_text())
-                top_k = int(tcfg.num_experts_per_tok)
+                top_k = int(mf.experts_per_token(tcfg))
                 entry = {
                     "path": str(rel),
                     "family": fam["family"],

@@ -3,6 +3,7 @@
  * An entry always wins over the generic structural match; an unknown `model_type` whose tensors follow a
  * known pattern is handled generically.
  */
+import { ariaText } from './aria'
 import { deepseekOcr2, deepseekV2, deepseekV3, sarvamMla, unlimitedOcr } from './deepseek'
 import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
@@ -53,6 +54,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   graniteMoeSwa,
   deepseekOcr2,
   unlimitedOcr,
+  ariaText,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */
