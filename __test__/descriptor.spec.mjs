@@ -10,7 +10,7 @@ import { parseConfig } from '../dist/model/config.js'
 import { reportFromListing } from '../dist/model/inspection.js'
 import { readListing } from '../dist/model/listing.js'
 import { buildDescriptor } from '../dist/model/spec/index.js'
-import { CALIBRATED_FAMILIES, FIXTURES, familyManifest, manifest } from './helpers/checkpoint.mjs'
+import { FIXTURES, FORWARD_REFUSED_LAYOUTS, calibratedFamilyFixtures, manifest } from './helpers/checkpoint.mjs'
 
 /**
  * Every tensor a descriptor references, with the rank the forward expects: module names get `.weight`
@@ -90,7 +90,7 @@ function checkSerializable(t, d) {
   }
 }
 
-for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED_FAMILIES.has(f.model_type))]) {
+for (const entry of [...manifest(), ...calibratedFamilyFixtures()]) {
   const dir = join(FIXTURES, entry.path)
   test(`describe ${entry.path}: every referenced tensor exists with the expected rank`, async (t) => {
     const d = await describeModel(dir)
@@ -484,6 +484,12 @@ test('granitemoe_swa: a layer without rope from layer_rope_theta, one rope base,
   })
   t.true(unshared.layers.every((l) => l.mlp.shared === undefined))
 })
+
+for (const [path, reason] of Object.entries(FORWARD_REFUSED_LAYOUTS)) {
+  test(`describe ${path}: refused, naming what the forward cannot read`, async (t) => {
+    await t.throwsAsync(describe(path), { code: 'E_MODEL_UNSUPPORTED', message: reason })
+  })
+}
 
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {
   const error = await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.num_key_value_heads = 4) }), { code: 'E_LAYOUT_SHAPE' })

@@ -7,9 +7,9 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { calibrateModel, computeLogits } from '../dist/index.js'
-import { CALIBRATED_FAMILIES, FIXTURES, familyManifest, manifest, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
+import { FIXTURES, calibratedFamilyFixtures, manifest, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
 
-const fixtures = [...manifest(), ...familyManifest().filter((f) => CALIBRATED_FAMILIES.has(f.model_type))]
+const fixtures = [...manifest(), ...calibratedFamilyFixtures()]
 
 function reference(entry) {
   const tensors = readTensors(join(FIXTURES, entry.path, 'reference.safetensors'))

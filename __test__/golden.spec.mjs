@@ -63,6 +63,10 @@ const CASES = [
   // Granite-MoE-SWA (experts stacked on the hub, sinks as a sigmoid scale of the output, sliding layers, a layer
   // without rope from layer_rope_theta, Granite multipliers, shared MLP).
   ['families/granitemoe_swa/hub', 'families_granitemoe_swa_hub', rows(calibIds.values, calibIds.shape[1])],
+  // Param2-MoE (tied embeddings) and Sarvam-MoE: GLM4-MoE's modules, in their transformers 5 layouts (their hub layouts
+  // fuse q, k and v, which the forward refuses); transformers loads their routers in F32.
+  ['families/param2moe/fused', 'families_param2moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/sarvam_moe/fused', 'families_sarvam_moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {

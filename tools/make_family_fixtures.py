@@ -904,6 +904,61 @@ def families(eos_id: int) -> list[dict]:
             attention_notes="Llama attention; experts stacked input axis first (fc1 [E, H, 2I], fc2 [E, I, H] on the "
             "hub); shared MLP `shared_experts` of 2 x 48",
         ),
+        dict(
+            family="Param2-MoE",
+            model_type="param2moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                first_k_dense_replace=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                use_qk_norm=True,
+                tie_word_embeddings=True,  # the class default: no lm_head.weight in the file
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="GLM4-MoE modules: q/k RMSNorm per head, whole-head RoPE (partial_rotary_factor 1); tied embeddings; the "
+            "hub layout (Bailing names) fuses q, k and v into attention.query_key_value",
+            router_bias=True,
+        ),
+        dict(
+            family="Sarvam-MoE",
+            model_type="sarvam_moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                first_k_dense_replace=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                use_qk_norm=True,
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="GLM4-MoE modules: q/k RMSNorm per head, whole-head RoPE (partial_rotary_factor 1); the "
+            "hub layout (Bailing names) fuses q, k and v into attention.query_key_value",
+            router_bias=True,
+        ),
     ]
 
 

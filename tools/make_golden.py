@@ -532,6 +532,8 @@ FAMILY_CASES = [
     ("granitemoe_swa", "hub", "AutoModelForCausalLM"),
     ("deepseek_ocr2", "hub", "AutoModelForImageTextToText"),
     ("unlimited_ocr", "hub", "AutoModelForImageTextToText"),
+    ("param2moe", "fused", "AutoModelForCausalLM"),
+    ("sarvam_moe", "fused", "AutoModelForCausalLM"),
 ]
 
 

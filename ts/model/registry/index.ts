@@ -9,7 +9,7 @@ import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
 import { exaoneMoe } from './exaone'
 import { flint } from './flint'
-import { glm4Moe, glm4MoeLite, glm4vMoe, solarOpen } from './glm'
+import { glm4Moe, glm4MoeLite, glm4vMoe, param2Moe, sarvamMoe, solarOpen } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared, graniteMoeSwa } from './granite'
 import { hunyuanV1Moe } from './hunyuan'
@@ -55,6 +55,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   deepseekOcr2,
   unlimitedOcr,
   ariaText,
+  param2Moe,
+  sarvamMoe,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

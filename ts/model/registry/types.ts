@@ -217,6 +217,9 @@ export interface ForwardDecl {
   routerParameters?: { normTopkProb?: boolean; groups?: false; scaled?: false; routedScalingKey?: string }
   /** Config key of a clamp of q/k/v (OLMoE `clip_qkv`); a set value is refused (not expressible yet). */
   clipQkvKey?: string
+  /** Tensors (by the end of their names) of a layout the forward cannot read, and why: the forward of such a
+   * checkpoint is refused (Param2 / Sarvam-MoE hub checkpoints fuse q, k and v into `attention.query_key_value`). */
+  unreadTensors?: readonly { suffix: string; reason: string }[]
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>

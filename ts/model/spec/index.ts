@@ -38,6 +38,10 @@ function specContext(report: InspectReport, config: TextConfig, listing: HeaderL
   }
   const forward = entry.forward
   if (!forward) unsupported(entry, config.modelType, entry.forwardUnsupported ?? 'the registry entry declares no forward')
+  for (const { suffix, reason } of forward.unreadTensors ?? []) {
+    const found = listing.tensors.find((t) => t.name.endsWith(suffix))
+    if (found) unsupported(entry, config.modelType, `${found.name}: ${reason}`)
+  }
   const file = path.join(listing.dir, 'config.json')
   const values = new ConfigValues(config.raw, forward.configDefaults, file)
   return { entry, forward, modelType: config.modelType, hidden: config.hiddenSize, values, file, tensors: new CheckpointTensors(listing.tensors) }
