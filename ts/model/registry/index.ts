@@ -20,6 +20,7 @@ import { mixtral } from './mixtral'
 import { flexOlmo, olmoe } from './olmoe'
 import { phimoe } from './phimoe'
 import { qwen2Moe, qwen3Moe, qwen3OmniMoe, qwen3VlMoe } from './qwen-moe'
+import { afmoe, axk1, axk2, cohere2Moe, deepseekV32, glmMoeDsa, kimiLinear, lfm2Moe, longcatFlash, mimoV2Flash, miniCpm5Moe, miniMaxText, mistral4 } from './refused'
 import type { ArchitectureEntry } from './types'
 
 export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
@@ -57,6 +58,19 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   ariaText,
   param2Moe,
   sarvamMoe,
+  deepseekV32,
+  glmMoeDsa,
+  axk1,
+  axk2,
+  mistral4,
+  miniMaxText,
+  kimiLinear,
+  miniCpm5Moe,
+  mimoV2Flash,
+  afmoe,
+  cohere2Moe,
+  lfm2Moe,
+  longcatFlash,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */
