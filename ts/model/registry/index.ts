@@ -20,7 +20,23 @@ import { mixtral } from './mixtral'
 import { flexOlmo, olmoe } from './olmoe'
 import { phimoe } from './phimoe'
 import { qwen2Moe, qwen3Moe, qwen3OmniMoe, qwen3VlMoe } from './qwen-moe'
-import { afmoe, axk1, axk2, cohere2Moe, deepseekV32, glmMoeDsa, kimiLinear, lfm2Moe, longcatFlash, mimoV2Flash, miniCpm5Moe, miniMaxText, mistral4 } from './refused'
+import {
+  afmoe,
+  axk1,
+  axk2,
+  cohere2Moe,
+  deepseekV32,
+  glmMoeDsa,
+  kimiLinear,
+  laguna,
+  lfm2Moe,
+  longcatFlash,
+  mellum,
+  mimoV2Flash,
+  miniCpm5Moe,
+  miniMaxText,
+  mistral4,
+} from './refused'
 import type { ArchitectureEntry } from './types'
 
 export type { ArchitectureEntry, ExpertLayoutKind, LayoutDecl, PlacementRule, RouterKind, SharedExpertsDecl } from './types'
@@ -71,6 +87,8 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   cohere2Moe,
   lfm2Moe,
   longcatFlash,
+  mellum,
+  laguna,
 ]
 
 /** The registry entry for a `model_type`, if one exists. */

@@ -126,3 +126,23 @@ export const longcatFlash: ArchitectureEntry = {
   placement: { kind: 'all' },
   forwardUnsupported: 'two attention and two MLP sublayers per decoder layer and zero-computation experts, which the descriptor does not express',
 }
+
+export const mellum: ArchitectureEntry = {
+  modelTypes: ['mellum'],
+  family: 'Mellum',
+  layouts: gateUpDown,
+  router: 'softmax_topk',
+  placement: mlpLayerTypes(undefined, 0),
+  forwardUnsupported: 'rope parameters given per layer type (full_attention, sliding_attention), where the descriptor has one rope',
+}
+
+export const laguna: ArchitectureEntry = {
+  modelTypes: ['laguna'],
+  family: 'Laguna',
+  layouts: gateUpDown,
+  router: 'sigmoid_group_topk',
+  placement: mlpLayerTypes(undefined, 1),
+  forwardUnsupported:
+    'a softplus gate on the attention output (g_proj), attention heads per layer and rope parameters per layer type, ' +
+    'which the descriptor does not express',
+}
