@@ -10,7 +10,7 @@ import { parseConfig } from '../dist/model/config.js'
 import { reportFromListing } from '../dist/model/inspection.js'
 import { readListing } from '../dist/model/listing.js'
 import { buildDescriptor } from '../dist/model/spec/index.js'
-import { CALIBRATED_FAMILIES, FIXTURES, familyManifest, manifest } from './helpers/checkpoint.mjs'
+import { FIXTURES, FORWARD_REFUSED_LAYOUTS, calibratedFamilyFixtures, manifest } from './helpers/checkpoint.mjs'
 
 /**
  * Every tensor a descriptor references, with the rank the forward expects: module names get `.weight`
@@ -136,7 +136,7 @@ function checkSerializable(t, d) {
   }
 }
 
-for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED_FAMILIES.has(f.model_type))]) {
+for (const entry of [...manifest(), ...calibratedFamilyFixtures()]) {
   const dir = join(FIXTURES, entry.path)
   test(`describe ${entry.path}: every referenced tensor exists with the expected rank`, async (t) => {
     const d = await describeModel(dir)
@@ -148,9 +148,11 @@ for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED
       t.truthy(found, `${name} is referenced but not in the checkpoint`)
       if (found) t.is(found.shape.length, rank, `${name} ${JSON.stringify(found.shape)}`)
     }
-    // Nothing of the checkpoint's text model is left out of the forward (a vision tower is not part of it).
+    // Nothing of the checkpoint's text model is left out of the forward (vision and audio towers and projectors are not
+    // part of it).
     const referenced = new Set(refs.map(([name]) => name))
-    const text = listing.tensors.map((x) => x.name).filter((n) => !n.startsWith('model.visual.'))
+    const tower = /^(model\.)?(visual|vision_tower|vision_model|sam_model|qwen2_model|mm_projector|multi_modal_projector|projector|audio_tower)\.|^model\.(view_separator|view_seperator|image_newline)$/
+    const text = listing.tensors.map((x) => x.name).filter((n) => !tower.test(n))
     t.deepEqual(text.filter((n) => !referenced.has(n)), [])
 
     t.is(d.hidden_size, entry.hidden)
@@ -166,7 +168,7 @@ for (const entry of [...manifest(), ...familyManifest().filter((f) => CALIBRATED
       t.is(layer.mlp.intermediate, entry.intermediate)
       t.is(layer.mlp.activation, { gpt_oss: 'gpt_oss', nemotron_h: 'relu2' }[entry.model_type] ?? 'silu')
       t.is(layer.mlp.shared !== undefined, entry.shared_experts)
-      t.regex(layer.mlp.block, new RegExp(`^(model|backbone)\\.(language_model\\.)?layers\\.${layer.index}\\.`))
+      t.regex(layer.mlp.block, new RegExp(`^((model|backbone)\\.(language_model\\.)?layers|language_model\\.model\\.blocks)\\.${layer.index}\\.`))
       t.true(layer.mlp.down.startsWith(`${layer.mlp.block}.`))
     }
     checkSerializable(t, d)
@@ -695,6 +697,64 @@ test('lfm2_moe: short convolutions and attention by layer_types, dense first lay
   t.is(unbiased.code, 'E_MODEL_UNSUPPORTED', 'the stored biases would go unused')
 })
 
+test('rope on the sliding layers only (EXAONE-MoE, Flint), their default layer types and MoE placements', async (t) => {
+  const layers = (d) => d.layers.map(({ attention: a, mlp }) => [a.mask.kind, a.rope, mlp.kind])
+  const exaone = [
+    ['sliding_window', true, 'dense'],
+    ['causal', false, 'moe'],
+    ['sliding_window', true, 'moe'],
+  ]
+  t.deepEqual(layers(await describe('families/exaone_moe/hub')), exaone)
+  // Without layer_types, every sliding_window_pattern-th layer is full; without mlp_layer_types, the first
+  // first_k_dense_replace layers are dense.
+  const derived = await variant('families/exaone_moe/hub', { config: (c) => void (delete c.layer_types, delete c.mlp_layer_types) })
+  t.deepEqual(layers(derived), exaone)
+  // Without a sliding window, EXAONE-MoE rotates every layer.
+  const windowless = await variant('families/exaone_moe/hub', {
+    config: (c) => void Object.assign(c, { sliding_window: null, layer_types: ['full_attention', 'full_attention', 'full_attention'] }),
+  })
+  t.deepEqual(layers(windowless).map(([, rope]) => rope), [true, true, true])
+  const flint = [
+    ['sliding_window', true, 'moe'],
+    ['causal', false, 'dense'],
+    ['sliding_window', true, 'moe'],
+  ]
+  t.deepEqual(layers(await describe('families/flint/hub')), flint)
+  t.is((await describe('families/flint/hub')).layers[0].attention.sinks, 'model.layers.0.self_attn.softmax_offset')
+  t.is((await describe('families/flint/fused')).layers[0].attention.sinks, 'model.layers.0.self_attn.sinks')
+  // Flint's default layer types: full on the first two layers, on every fourth from layer 1 and on the last.
+  const flintDefault = await variant('families/flint/hub', { config: (c) => void delete c.layer_types })
+  t.deepEqual(layers(flintDefault).map(([kind, rope]) => [kind, rope]), [['causal', false], ['causal', false], ['causal', false]])
+  // Without a sliding window, Flint rotates no layer.
+  const flintWindowless = await variant('families/flint/hub', {
+    config: (c) => void Object.assign(c, { sliding_window: null, layer_types: ['full_attention', 'full_attention', 'full_attention'] }),
+  })
+  t.deepEqual(layers(flintWindowless).map(([, rope]) => rope), [false, false, false])
+})
+
+test('granitemoe_swa: a layer without rope from layer_rope_theta, one rope base, an optional shared MLP', async (t) => {
+  const d = await describe('families/granitemoe_swa/hub')
+  t.deepEqual(d.layers.map((l) => [l.attention.mask.kind, l.attention.rope]), [['causal', false], ['sliding_window', true], ['sliding_window', true]])
+  t.is(d.rope.theta, 10000)
+  const based = await variant('families/granitemoe_swa/hub', { config: (c) => void (c.layer_rope_theta = [0, 5e5, 5e5]) })
+  t.is(based.rope.theta, 5e5)
+  await t.throwsAsync(variant('families/granitemoe_swa/hub', { config: (c) => void (c.layer_rope_theta = [1e4, 5e5, 5e5]) }), {
+    code: 'E_MODEL_UNSUPPORTED',
+    message: /layer_rope_theta 10000, 500000: one rope base per model/,
+  })
+  const unshared = await variant('families/granitemoe_swa/hub', {
+    config: (c) => void (c.shared_intermediate_size = 0),
+    tensors: (list) => list.filter((x) => !x.name.includes('shared_mlp')),
+  })
+  t.true(unshared.layers.every((l) => l.mlp.shared === undefined))
+})
+
+for (const [path, reason] of Object.entries(FORWARD_REFUSED_LAYOUTS)) {
+  test(`describe ${path}: refused, naming what the forward cannot read`, async (t) => {
+    await t.throwsAsync(describe(path), { code: 'E_MODEL_UNSUPPORTED', message: reason })
+  })
+}
+
 test('a checkpoint disagreeing with config.json is a shape error naming the tensor', async (t) => {
   const error = await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.num_key_value_heads = 4) }), { code: 'E_LAYOUT_SHAPE' })
   t.regex(error.message, /k_proj\.weight/)
@@ -705,11 +765,6 @@ test('a model_type without a registry entry has no known forward', async (t) => 
     variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'my_moe') }),
     { code: 'E_MODEL_UNSUPPORTED', message: /no registry entry/ },
   )
-  // A family whose forward needs a block moe-quant lacks says which.
-  await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'kimi_linear') }), {
-    code: 'E_MODEL_UNSUPPORTED',
-    message: /^forward not supported for kimi_linear: its forward needs Kimi Delta Attention \(a gated delta-rule linear attention\) on its linear layers, which moe-quant lacks/,
-  })
   await t.throwsAsync(variant('qwen3_moe/hub', { config: (c) => void (c.model_type = 'constructor') }), { code: 'E_MODEL_UNSUPPORTED', message: /no registry entry/ })
 })
 

@@ -7,9 +7,9 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { calibrateModel, computeLogits } from '../dist/index.js'
-import { CALIBRATED_FAMILIES, FIXTURES, familyManifest, manifest, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
+import { FIXTURES, calibratedFamilyFixtures, manifest, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
 
-const fixtures = [...manifest(), ...familyManifest().filter((f) => CALIBRATED_FAMILIES.has(f.model_type))]
+const fixtures = [...manifest(), ...calibratedFamilyFixtures()]
 
 function reference(entry) {
   const tensors = readTensors(join(FIXTURES, entry.path, 'reference.safetensors'))
@@ -38,16 +38,24 @@ for (const entry of fixtures) {
     t.is(result.tokens, ref.batch * ref.seq)
     // Every nn.Linear input the reference recorded under a module name we also use. The reference names modules as
     // transformers holds them; a checkpoint stored under another prefix (Nemotron-H's `backbone.` on the hub) names
-    // them under that one, as the experts' tensors show.
+    // them under that one, as the experts' tensors show; and other hub spellings (Kimi-K2.5's
+    // language_model.model.blocks.*, Qwen3-Omni's thinker's model.layers.*).
     const [inMemory, onDisk] = [entry.experts_modules_in_memory[0], entry.expert_tensor_names[0]].map((n) => n.slice(0, n.indexOf('layers.')))
     const stored = (module) => (module.startsWith(inMemory) ? onDisk + module.slice(inMemory.length) : module)
     let compared = 0
     let textLinears = 0
     for (const [key, tensor] of Object.entries(ref.tensors)) {
       if (!key.startsWith('amax.') || key.endsWith('_input')) continue
-      const module = stored(key.slice('amax.'.length))
-      if (module.startsWith(onDisk)) textLinears++
-      if (module in result.inputAmax) {
+      const name = key.slice('amax.'.length)
+      const spellings = [
+        stored(name),
+        name,
+        name.replace(/^model\.language_model\.layers\./, 'language_model.model.blocks.'),
+        name.replace(/^model\.language_model\.layers\./, 'model.layers.'),
+      ]
+      if (stored(name).startsWith(onDisk)) textLinears++
+      const module = spellings.find((m) => m in result.inputAmax)
+      if (module) {
         close(t, result.inputAmax[module], tensor.values[0], 1e-5, module)
         compared++
       }

@@ -75,6 +75,29 @@ const CASES = [
   // attention with q/k norms and out_proj, a sigmoid router with its F32 expert_bias, tied embeddings. Experts 4
   // and 5 of layer 1 see no calibration token, in ModelOpt's run too (its amax.json counts 0 for them).
   ['families/lfm2_moe/hub', 'families_lfm2_moe_hub', rows(calibIds.values, calibIds.shape[1]), undefined, undefined, [{ layer: 1, experts: [4, 5] }]],
+
+  // Sarvam-MLA (DeepSeek-V3's modules under its own config: MLA without q LoRA, yarn) and Solar Open (GLM4-MoE's
+  // router and shared experts on every layer, Llama attention with q/k/v biases); transformers loads their routers
+  // in F32.
+  ['families/sarvam_mla/hub', 'families_sarvam_mla_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/solar_open/hub', 'families_solar_open_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // GLM-4.7-Flash (MLA with q LoRA, GLM4-MoE's router, a dense layer between MoE layers from mlp_layer_types).
+  ['families/glm4_moe_lite/hub', 'families_glm4_moe_lite_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // HY-V3 (sigmoid router with the correction bias on the block, router_scaling_factor, shared_mlp, dense first layer); transformers loads its router in F32.
+  ['families/hy_v3/hub', 'families_hy_v3_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.router\.gate\.weight$/, 'F32']],
+  // EXAONE-MoE (DeepSeek-V3's router with the correction bias on the block on the hub, MoE from mlp_layer_types,
+  // sliding layers from sliding_window_pattern, the full layer without rope); transformers loads its router in F32.
+  ['families/exaone_moe/hub', 'families_exaone_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // Flint (sigmoid router without bias, ungated shared expert, attention sinks stored as softmax_offset on the hub,
+  // rope on the sliding layers only); transformers loads its router and its sinks in F32.
+  ['families/flint/hub', 'families_flint_hub', rows(calibIds.values, calibIds.shape[1]), [/(mlp\.gate\.weight|self_attn\.softmax_offset)$/, 'F32']],
+  // Granite-MoE-SWA (experts stacked on the hub, sinks as a sigmoid scale of the output, sliding layers, a layer
+  // without rope from layer_rope_theta, Granite multipliers, shared MLP).
+  ['families/granitemoe_swa/hub', 'families_granitemoe_swa_hub', rows(calibIds.values, calibIds.shape[1])],
+  // Param2-MoE (tied embeddings) and Sarvam-MoE: GLM4-MoE's modules, in their transformers 5 layouts (their hub layouts
+  // fuse q, k and v, which the forward refuses); transformers loads their routers in F32.
+  ['families/param2moe/fused', 'families_param2moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/sarvam_moe/fused', 'families_sarvam_moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {
@@ -203,11 +226,14 @@ function bf16Bytes(values) {
 /**
  * The tensors of our output against ModelOpt's: names, dtypes, shapes, scales; returns the bytes that differ.
  * `loadedAs` [pattern, dtype]: tensors we keep as stored that the transformers loading the model for ModelOpt
- * cast to `dtype` (F32 → BF16 rounded to nearest even, BF16 → F32 exactly), compared in that dtype.
+ * cast to `dtype` (F32 → BF16 rounded to nearest even, BF16 → F32 exactly), compared in that dtype. Tensors named
+ * as `skip` says are left out on both sides; ours are compared under `rename(name)`.
  */
-function compareTensors(t, output, goldenDir, loadedAs) {
-  const ours = readTensors(join(output, 'model.safetensors'))
-  const theirs = readTensors(join(goldenDir, 'model.safetensors'))
+function compareTensors(t, output, goldenDir, loadedAs, skip = /^$/, rename = (name) => name) {
+  const without = (tensors) => Object.fromEntries(Object.entries(tensors).filter(([name]) => !skip.test(name)))
+  const renamed = (tensors) => Object.fromEntries(Object.entries(tensors).map(([name, tensor]) => [rename(name), tensor]))
+  const ours = without(renamed(readTensors(join(output, 'model.safetensors'))))
+  const theirs = without(readTensors(join(goldenDir, 'model.safetensors')))
   t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort(), 'tensor names')
   let bytes = 0
   let differing = 0
@@ -309,3 +335,75 @@ test('families/jamba/hub → nvfp4 is refused on dt_proj, as ModelOpt fails on i
   t.is(ours['model.layers.0.mamba.x_proj.weight'].dtype, 'U8')
   t.true(result.keptIndivisible.includes('model.layers.0.mamba.dt_proj'))
 })
+
+// Families whose ModelOpt export also weight-quantizes, uncalibrated, a part of the model outside the text stack
+// that moe-quant keeps as stored (text never reaches it): everything else must be ModelOpt's, and that part is
+// listed in exclude_modules. In their transformers 5 layouts, since for the hub layouts ModelOpt writes the names
+// transformers holds in memory.
+// Kimi-K2.5: a DeepSeek-V3 text model in a vision-language wrapper whose class ties the lm_head by default (the hub
+// spells it language_model.model.*, and its vision tower is converted on load). ModelOpt 0.47 quantizes the vision
+// projector `mm_projector` (its defaults disable `*multi_modal_projector*`, not this name).
+// Qwen3-Omni-MoE's thinker: Qwen3-MoE text layers (M-RoPE, a dense layer from mlp_only_layers) under a vision tower
+// and an audio encoder, whose linears ModelOpt 0.47 quantizes (its defaults disable vision modules only).
+const PARTLY_QUANTIZED = [
+  ['families/kimi_k25/fused', 'families_kimi_k25_fused', /^model\.mm_projector\./, 'model.mm_projector*', [/mlp\.gate\.weight$/, 'F32']],
+  ['families/qwen3_omni_moe_thinker/fused', 'families_qwen3_omni_moe_thinker_fused', /^model\.audio_tower\./, 'model.audio_tower*'],
+]
+for (const [fixture, golden, part, excluded, loadedAs] of PARTLY_QUANTIZED) {
+  for (const format of ['fp8', 'nvfp4']) {
+    test(`${fixture} → ${format} equals ModelOpt's export (${golden}) but for ${excluded}`, async (t) => {
+      const output = join(tempDir(), 'out')
+      const ids = rows(calibIds.values, calibIds.shape[1])
+      const result = await quantizeModel({
+        model: join(FIXTURES, fixture),
+        output,
+        format,
+        calibration: { ids, samples: ids.length, seqLen: ids[0].length },
+        coverageReport: false,
+      })
+      const goldenDir = join(GOLDEN, golden, format)
+      compareTensors(t, output, goldenDir, loadedAs, part)
+      const ours = readTensors(join(output, 'model.safetensors'))
+      const input = readTensors(join(FIXTURES, fixture, 'model.safetensors'))
+      const kept = Object.keys(input).filter((n) => part.test(n))
+      t.true(kept.length > 0)
+      for (const name of kept) t.deepEqual(bytesOf(ours[name]), bytesOf(input[name]), name)
+      const exclude = (dir) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules
+      t.deepEqual(exclude(output), [...exclude(goldenDir), excluded].sort())
+      t.deepEqual(result.uncalibratedExperts, [])
+    })
+  }
+}
+
+// Vision-language wrappers whose ModelOpt export names the vision tower (and, for Unlimited-OCR's hub layout, the
+// language model: model.language_model.* for the hub's model.*) as transformers holds them in memory, where moe-quant
+// keeps the checkpoint's names: the language model's tensors and exclude_modules must be ModelOpt's under that
+// renaming. DeepSeek-OCR-2 and Unlimited-OCR: DeepSeek-V2's router in Llama layers (Unlimited-OCR's reference sliding
+// window spares a whole sequence); transformers loads their routers in F32.
+const TEXT = /^(lm_head|model\.(language_model\.)?(layers|embed_tokens|norm)\b)/
+const NAMED_OTHERWISE = [
+  ['families/deepseek_ocr2/hub', 'families_deepseek_ocr2_hub', (name) => name],
+  ['families/unlimited_ocr/hub', 'families_unlimited_ocr_hub', (name) => name.replace(/^model\.(layers|embed_tokens|norm)\b/, 'model.language_model.$1')],
+]
+for (const [fixture, golden, rename] of NAMED_OTHERWISE) {
+  for (const format of ['fp8', 'nvfp4']) {
+    test(`${fixture} → ${format}: the language model equals ModelOpt's export (${golden})`, async (t) => {
+      const output = join(tempDir(), 'out')
+      const ids = rows(calibIds.values, calibIds.shape[1])
+      const result = await quantizeModel({
+        model: join(FIXTURES, fixture),
+        output,
+        format,
+        calibration: { ids, samples: ids.length, seqLen: ids[0].length },
+        coverageReport: false,
+      })
+      const goldenDir = join(GOLDEN, golden, format)
+      const notText = { test: (name) => !TEXT.test(name) }
+      compareTensors(t, output, goldenDir, [/mlp\.gate\.weight$/, 'F32'], notText, rename)
+      const exclude = (dir, name) => JSON.parse(readFileSync(join(dir, 'hf_quant_config.json'), 'utf8')).quantization.exclude_modules.map(name).filter((m) => TEXT.test(m))
+      t.deepEqual(exclude(output, rename), exclude(goldenDir, (m) => m))
+      t.deepEqual(result.uncalibratedExperts, [])
+    })
+  }
+}
+

@@ -53,7 +53,7 @@ test('a family without a forward: calibrated formats refused in one line naming 
     t.false(error.message.includes('\n'))
     t.regex(
       error.message,
-      /^forward not supported for minimax: its forward needs lightning attention \(MiniMax-Text-01's linear attention with per-head decay\) on its linear layers, which moe-quant lacks \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/,
+      /^forward not supported for MiniMax-Text-01 \(minimax\): lightning attention \(linear attention\) on its linear_attention layers, which the forward does not implement \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/,
     )
     const report = await inspectModel(model)
     for (const f of report.formats) {

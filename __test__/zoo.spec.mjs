@@ -121,7 +121,7 @@ const REFUSED = {
 
 /** Experts stacked on the hub ([E, H, 2I]) by a family without a registry entry: detected, but the form
  * ModelOpt would export them in is pinned by goldens for GPT-OSS and Llama 4 only, so export is refused. */
-const STACKED_WITHOUT_ENTRY = new Set(['aria/fused', 'aria/hub', 'aria_text/fused', 'aria_text/hub', 'openai_privacy_filter/hub'])
+const STACKED_WITHOUT_ENTRY = new Set(['openai_privacy_filter/hub'])
 
 const KNOWN_CODES = new Set(ERROR_CODES)
 

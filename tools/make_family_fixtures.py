@@ -113,6 +113,19 @@ KNOWN_ROUTERS = ("softmax", "topk_softmax", "sigmoid")  # the kinds make_fixture
 # Token ids of the vision wrappers' special tokens: in the vocabulary, absent from input_ids (checked).
 VISION_TOKEN_IDS = [255, 254, 253, 251, 249, 248, 246]
 
+# Tiny vision towers of the OCR wrappers (a SAM encoder and a text-style encoder of one block each).
+OCR_SAM = dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, num_hidden_layers=1, output_channels=32,
+               downsample_channels=[32, 64], global_attn_indexes=[2, 5, 8, 11])
+OCR_VISION = dict(
+    sam_config=OCR_SAM,
+    encoder_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1,
+                        num_key_value_heads=2, vocab_size=256),
+)
+UNLIMITED_OCR_VISION = dict(
+    sam_config=OCR_SAM,
+    encoder_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1),
+)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Families
@@ -649,6 +662,420 @@ def families(eos_id: int) -> list[dict]:
             "out_proj; with biases), layer 1 attention with q/k RMSNorm per head before RoPE and `out_proj`; norms "
             "`operator_norm`, `ffn_norm`, final `embedding_norm`; tied embeddings; dense MLP w1/w3/w2 on layer 0",
         ),
+        dict(
+            family="Sarvam (MLA)",
+            model_type="sarvam_mla",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=2,  # one shared MLP of 2 x 48
+                first_k_dense_replace=1,
+                n_group=4,
+                topk_group=2,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                q_lora_rank=None,  # the config class's default: q_proj directly
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=16,
+                rope_parameters=rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=64,
+                                     beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0),
+            ),
+            router="sigmoid",
+            router_notes="DeepSeek-V3's: sigmoid + e_score_correction_bias for the choice, n_group 4 / topk_group 2, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="DeepSeek-V3 MLA without q LoRA, qk_nope 16 + qk_rope 8, v_head 16, RoPE on interleaved "
+            "pairs (rope_interleave); YaRN (factor 4, original 64, mscale_all_dim 1 folded into the softmax scale)",
+            router_bias=True,
+        ),
+        dict(
+            family="Solar Open",
+            model_type="solar_open",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=2,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                n_shared_experts=2,  # one shared MLP of 2 x 48
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                attention_bias=True,  # q/k/v biases; o_proj never has one
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5; every layer MoE",
+            attention_notes="Llama attention with q/k/v bias (attention_bias), no q/k norm, whole-head RoPE",
+            router_bias=True,
+        ),
+        dict(
+            family="GLM-4.7-Flash (GLM4-MoE-Lite)",
+            model_type="glm4_moe_lite",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=3,
+                mlp_layer_types=["sparse", "dense", "sparse"],  # a dense layer between two MoE layers
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=1.8,
+                norm_topk_prob=True,
+                q_lora_rank=32,
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=24,  # v heads wider than q/k heads, as in GLM-4.7-Flash
+                rope_interleave=True,
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 1.8; mlp_layer_types [sparse, dense, sparse]",
+            attention_notes="DeepSeek-V3 MLA with q LoRA (q_a_proj, q_a_layernorm, q_b_proj), qk_nope 16 + qk_rope 8, "
+            "v_head 24, RoPE on interleaved pairs (rope_interleave)",
+            router_bias=True,
+        ),
+        dict(
+            family="HY-V3",
+            model_type="hy_v3",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,  # mlp_layer_types: layer 0 dense, layers 1 and 2 MoE
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                num_shared_experts=1,
+                router_scaling_factor=2.826,
+                attention_bias=True,
+                initializer_range=0.02,  # the class's 0.006 leaves the choice to the correction bias alone
+            ),
+            router="sigmoid",
+            router_notes="f32 sigmoid + e_score_correction_bias (on the MoE block) for the choice, no groups, weights "
+            "always renormalised x router_scaling_factor 2.826",
+            attention_notes="q/k RMSNorm per head before RoPE; q/k/v/o bias (attention_bias); shared MLP `shared_mlp` on "
+            "the hub",
+            router_bias=True,
+        ),
+        dict(
+            family="Kimi-K2.5",
+            model_type="kimi_k25",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                    num_hidden_layers=2,
+                    n_routed_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    n_shared_experts=1,
+                    n_group=2,
+                    topk_group=1,
+                    first_k_dense_replace=1,
+                    routed_scaling_factor=2.5,
+                    norm_topk_prob=True,
+                    q_lora_rank=32,
+                    kv_lora_rank=16,
+                    qk_nope_head_dim=16,
+                    qk_rope_head_dim=8,
+                    v_head_dim=16,
+                ),
+                vision_config=dict(
+                    num_hidden_layers=1,
+                    hidden_size=32,
+                    num_attention_heads=2,
+                    intermediate_size=64,
+                    pos_emb_height=8,
+                    pos_emb_width=8,
+                ),
+                projection_hidden_size=32,
+                # The wrapper embeds its image and video placeholder ids as id 0: ids absent from the golden
+                # calibration ids too (254 is in them).
+                image_token_id=t[0],
+                video_token_id=t[2],
+                vision_start_token_id=t[3],
+                vision_end_token_id=t[4],
+                # tie_word_embeddings left to the wrapper class: tied (no lm_head.weight in the file)
+            ),
+            router="sigmoid",
+            router_notes="DeepSeek-V3's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, "
+            "weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="DeepSeek-V3 text model (MLA with q LoRA) in the Kimi-K2.5 wrapper, whose class default ties "
+            "the lm_head to the embedding; vision tower of 1 block",
+            router_bias=True,
+        ),
+        dict(
+            family="Qwen3-Omni-MoE (thinker)",
+            model_type="qwen3_omni_moe_thinker",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    head_dim=mf.HEAD_DIM,
+                    num_hidden_layers=3,
+                    mlp_only_layers=[1],  # a dense layer between two MoE layers
+                    num_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    norm_topk_prob=True,
+                    # interleaved multimodal RoPE; sections sum to head_dim / 2 (text-only: all three positions agree)
+                    rope_parameters=rope(mrope_section=[4, 2, 2], mrope_interleaved=True, interleaved=True),
+                ),
+                audio_config=dict(
+                    d_model=32,
+                    encoder_layers=1,
+                    encoder_attention_heads=2,
+                    encoder_ffn_dim=64,
+                    downsample_hidden_size=32,
+                    output_dim=mf.HIDDEN,
+                ),
+                vision_config=dict(
+                    depth=1,
+                    hidden_size=32,
+                    num_heads=2,
+                    intermediate_size=64,
+                    out_hidden_size=mf.HIDDEN,
+                    deepstack_visual_indexes=[0],
+                ),
+                audio_token_id=t[0],
+                image_token_id=t[1],
+                video_token_id=t[2],
+                audio_start_token_id=t[3],
+                user_token_id=t[4],
+                tie_word_embeddings=False,
+            ),
+            router="topk_softmax",
+            router_notes="Qwen3-MoE's: softmax over E, top-k, renormalised (norm_topk_prob); mlp_only_layers [1]",
+            attention_notes="Qwen3-MoE layers: q/k RMSNorm per head, no sliding window; interleaved M-RoPE (mrope_section "
+            "[4,2,2]); audio encoder and vision tower of 1 block each",
+        ),
+        dict(
+            family="EXAONE-MoE (K-EXAONE)",
+            model_type="exaone_moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,  # first_k_dense_replace 1: layer 0 dense, layers 1 and 2 MoE
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                num_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                first_k_dense_replace=1,
+                sliding_window=8,  # 8 < 12 tokens
+                sliding_window_pattern=2,  # layers 0 and 2 sliding, layer 1 full attention without RoPE
+            ),
+            router="sigmoid",
+            router_notes="DeepSeek-V3's: sigmoid + e_score_correction_bias for the choice (on the MoE block on the hub), "
+            "n_group 2 / topk_group 1, weights renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="q/k RMSNorm per head before RoPE; sliding_window 8 on layers 0 and 2 (sliding_window_pattern "
+            "2), layer 1 full attention without RoPE (global NoPE)",
+            router_bias=True,
+        ),
+        dict(
+            family="Flint",
+            model_type="flint",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                mlp_only_layers=[1],  # layer 1 dense, layers 0 and 2 MoE
+                num_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                shared_expert_intermediate_size=mf.I_DENSE,
+                norm_topk_prob=True,
+                sliding_window=8,  # 8 < 12 tokens
+            ),
+            router="sigmoid",
+            router_notes="f32 sigmoid, top-k of the sigmoids, renormalised (norm_topk_prob); no correction bias; "
+            "ungated shared expert `shared_expert`",
+            attention_notes="q/k RMSNorm per head; attention sinks (softmax_offset on the hub); sliding_window 8 on layers "
+            "0 and 2, which alone have RoPE; layer 1 full attention without RoPE",
+        ),
+        dict(
+            family="Granite-MoE-SWA",
+            model_type="granitemoe_swa",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_hidden_layers=3,
+                layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+                layer_rope_theta=[0, 10000.0, 10000.0],  # layer 0 without RoPE
+                sliding_window=8,  # 8 < 12 tokens
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                shared_intermediate_size=mf.I_DENSE,
+                embedding_multiplier=12.0,
+                attention_multiplier=1.0 / mf.HEAD_DIM,
+                residual_multiplier=0.22,
+                logits_scaling=4.0,
+            ),
+            router="topk_softmax",
+            router_notes="linear `router`, top-k on the logits, softmax over the k chosen",
+            attention_notes="Granite multipliers (embedding 12, attention 1/16, residual 0.22, logits 1/4); attention "
+            "sinks (a sigmoid scale of the output); sliding_window 8 on layers 1 and 2; layer_rope_theta [0, 1e4, 1e4] "
+            "(layer 0 without RoPE); shared MLP `shared_mlp`",
+        ),
+        dict(
+            family="DeepSeek-OCR-2",
+            model_type="deepseek_ocr2",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    num_hidden_layers=3,
+                    mlp_layer_types=["dense", "sparse", "sparse"],
+                    n_routed_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    n_shared_experts=2,  # one shared MLP of 2 x 48
+                    topk_method="group_limited_greedy",
+                    n_group=4,
+                    topk_group=2,
+                    routed_scaling_factor=2.0,
+                ),
+                vision_config=OCR_VISION,
+                image_token_id=t[0],
+                tie_word_embeddings=False,
+            ),
+            router="softmax",
+            router_notes="DeepSeek-V2's: softmax over E; group_limited_greedy: n_group 4 / topk_group 2 by the max score "
+            "of each group; weights not renormalised, x routed_scaling_factor 2",
+            attention_notes="Llama multi-head attention, RoPE on halves; mlp_layer_types [dense, sparse, sparse]; SAM + "
+            "encoder vision tower of 1 block each",
+        ),
+        dict(
+            family="Unlimited-OCR",
+            model_type="unlimited_ocr",
+            kind="vl",
+            kwargs=dict(
+                text_config=dict(
+                    c,
+                    num_key_value_heads=mf.N_HEADS,  # its eager attention repeats no kv head (multi-head, as released)
+                    num_hidden_layers=3,
+                    first_k_dense_replace=1,  # read when mlp_layer_types is absent: layer 0 dense
+                    n_routed_experts=mf.N_EXPERTS,
+                    num_experts_per_tok=mf.TOP_K,
+                    moe_intermediate_size=mf.I_EXPERT,
+                    intermediate_size=mf.I_DENSE,
+                    n_shared_experts=2,
+                    routed_scaling_factor=1.5,
+                    sliding_window=8,  # reference sliding window: a whole sequence still attends causally
+                ),
+                vision_config=UNLIMITED_OCR_VISION,
+                image_token_id=t[0],
+                tie_word_embeddings=False,
+            ),
+            router="softmax",
+            router_notes="DeepSeek-V2's greedy: softmax over E, top-k, not renormalised, x routed_scaling_factor 1.5",
+            attention_notes="Llama multi-head attention, RoPE on halves; reference_sliding_attention layers (window 8 "
+            "for decoded tokens only: causal over a whole sequence); SAM + CLIP vision tower of 1 block each",
+        ),
+        dict(
+            family="Aria (text)",
+            model_type="aria_text",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=2,
+                moe_num_experts=mf.N_EXPERTS,
+                moe_topk=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,  # the experts' size; the shared MLP is 2 x 48
+                moe_num_shared_experts=2,
+            ),
+            router="topk_softmax",
+            router_notes="linear `router`, top-k on the logits, softmax over the k chosen",
+            attention_notes="Llama attention; experts stacked input axis first (fc1 [E, H, 2I], fc2 [E, I, H] on the "
+            "hub); shared MLP `shared_experts` of 2 x 48",
+        ),
+        dict(
+            family="Param2-MoE",
+            model_type="param2moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                first_k_dense_replace=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                use_qk_norm=True,
+                tie_word_embeddings=True,  # the class default: no lm_head.weight in the file
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="GLM4-MoE modules: q/k RMSNorm per head, whole-head RoPE (partial_rotary_factor 1); tied embeddings; the "
+            "hub layout (Bailing names) fuses q, k and v into attention.query_key_value",
+            router_bias=True,
+        ),
+        dict(
+            family="Sarvam-MoE",
+            model_type="sarvam_moe",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                n_routed_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,
+                n_group=2,
+                topk_group=1,
+                first_k_dense_replace=1,
+                routed_scaling_factor=2.5,
+                norm_topk_prob=True,
+                use_qk_norm=True,
+            ),
+            router="sigmoid",
+            router_notes="GLM4-MoE's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, weights "
+            "renormalised (norm_topk_prob) x routed_scaling_factor 2.5",
+            attention_notes="GLM4-MoE modules: q/k RMSNorm per head, whole-head RoPE (partial_rotary_factor 1); the "
+            "hub layout (Bailing names) fuses q, k and v into attention.query_key_value",
+            router_bias=True,
+        ),
     ]
 
 
@@ -734,9 +1161,13 @@ def write_transposed_experts(src: Path, dst: Path):
 
 
 def disk_prefix(prefix: str, tensors: dict) -> str:
-    """The checkpoint's spelling of an in-memory module prefix (model.layers.1.): the same, or under backbone.
-    (Nemotron-H's hub layout)."""
-    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix)):
+    """The checkpoint's spelling of an in-memory module prefix (model.layers.1.): the same, under backbone.
+    (Nemotron-H's hub layout), language_model.model.blocks. (Kimi-K2.5's hub layout as transformers 5.25 writes
+    it: its reverse renaming turns every `layers` into `blocks`), or model. without language_model. (the hub layout of
+    Qwen3-Omni's thinker)."""
+    kimi = re.sub(r"^model\.language_model\.layers\.", "language_model.model.blocks.", prefix)
+    thinker = re.sub(r"^model\.language_model\.", "model.", prefix)
+    for cand in (prefix, re.sub(r"^model\.", "backbone.", prefix), kimi, thinker):
         if any(k.startswith(cand) for k in tensors):
             return cand
     raise AssertionError(f"no tensor under {prefix}")
@@ -888,7 +1319,7 @@ def main() -> int:
         dense_inter = dense_intermediate(layers, dense_layers)
 
         # ---- save
-        for sub in ("text_config", "vision_config"):  # sub-configs keep the dtype they were built with otherwise
+        for sub in ("text_config", "vision_config", "audio_config"):  # sub-configs keep their build dtype otherwise
             if getattr(model.config, sub, None) is not None:
                 getattr(model.config, sub).dtype = torch.bfloat16
         fam_dir = OUT / mt
@@ -983,7 +1414,7 @@ def main() -> int:
                         print(f"    ({grp}) {k} {v['shape']} {v['dtype']}")
 
                 cfg_json = json.loads((d / "config.json").read_text())
-                top_k = int(tcfg.num_experts_per_tok)
+                top_k = int(mf.experts_per_token(tcfg))
                 entry = {
                     "path": str(rel),
                     "family": fam["family"],

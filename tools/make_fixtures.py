@@ -399,6 +399,12 @@ def parent_of(model, name: str):
     return parent_name, model.get_submodule(parent_name)
 
 
+def experts_per_token(config) -> int:
+    """top-k of a text config: num_experts_per_tok, or Aria's moe_topk."""
+    k = getattr(config, "num_experts_per_tok", None)
+    return k if k is not None else config.moe_topk
+
+
 def experts_geometry(mod, hidden: int) -> dict:
     """Orientation of the fused experts module, from its shapes (checked against the decorator flags if any)."""
     gu, dn = tuple(first_proj(mod).shape), tuple(mod.down_proj.shape)
@@ -523,7 +529,7 @@ class Recorder:
         kinds: dict[str, str] = {}
         for name, mod in self.experts:
             geo = experts_geometry(mod, self.hidden)
-            E, K = geo["experts"], self.text_config.num_experts_per_tok
+            E, K = geo["experts"], experts_per_token(self.text_config)
             _, block = parent_of(self.model, name)
             _, router = router_of(block, E, self.hidden)
             assert len(self.calls[name]) == 1 and len(self.router_io[name]) == 1, name

@@ -238,8 +238,8 @@ def cast_like_twin(model, twin) -> torch.dtype:
             else:
                 setattr(mod, tname, t.to(ref[full]))
     model.config.dtype = twin.config.dtype
-    # A vision-language wrapper's sub-configs (text_config, vision_config) carry their own dtype.
-    for key in ("text_config", "vision_config"):
+    # A multimodal wrapper's sub-configs (text_config, vision_config, audio_config) carry their own dtype.
+    for key in ("text_config", "vision_config", "audio_config"):
         sub, twin_sub = getattr(model.config, key, None), getattr(twin.config, key, None)
         if sub is not None and twin_sub is not None:
             sub.dtype = twin_sub.dtype
@@ -537,6 +537,19 @@ FAMILY_CASES = [
     # a multiple of 16, and ModelOpt stops there; moe-quant refuses it too, unless told to keep such linears).
     ("jamba", "hub", "AutoModelForCausalLM", ("fp8",)),
     ("lfm2_moe", "hub", "AutoModelForCausalLM"),
+    ("sarvam_mla", "hub", "AutoModelForCausalLM"),
+    ("solar_open", "hub", "AutoModelForCausalLM"),
+    ("glm4_moe_lite", "hub", "AutoModelForCausalLM"),
+    ("hy_v3", "hub", "AutoModelForCausalLM"),
+    ("kimi_k25", "fused", "AutoModelForImageTextToText"),
+    ("qwen3_omni_moe_thinker", "fused", "AutoModelForImageTextToText"),
+    ("exaone_moe", "hub", "AutoModelForCausalLM"),
+    ("flint", "hub", "AutoModelForCausalLM"),
+    ("granitemoe_swa", "hub", "AutoModelForCausalLM"),
+    ("deepseek_ocr2", "hub", "AutoModelForImageTextToText"),
+    ("unlimited_ocr", "hub", "AutoModelForImageTextToText"),
+    ("param2moe", "fused", "AutoModelForCausalLM"),
+    ("sarvam_moe", "fused", "AutoModelForCausalLM"),
 ]
 
 

@@ -8,7 +8,7 @@ import { FORMATS, type QuantFormatName } from '../formats'
 import { parseConfig } from '../model/config'
 import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
-import { lookupArchitecture } from '../model/registry'
+import { lookupArchitecture, wrapperTiesEmbeddings } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
@@ -316,11 +316,13 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
 
 /**
  * Whether the model's `lm_head` is the token embedding, stored once under the embedding's name: ModelOpt still
- * lists the module `lm_head` as unquantized (config `tie_word_embeddings`, else the family's default).
+ * lists the module `lm_head` as unquantized (config `tie_word_embeddings`, a declared wrapper's, else the family's default).
  */
 function tiedLmHead(report: InspectReport, listing: HeaderListing): boolean {
   if (listing.tensors.some((t) => t.name === 'lm_head.weight' || t.name.endsWith('.lm_head.weight'))) return false
   const config = parseConfig(listing.config, `${listing.dir}/config.json`)
+  const wrapper = wrapperTiesEmbeddings(config.modelType, config.outerModelType, listing.config)
+  if (wrapper !== undefined) return wrapper
   const given = config.raw.tie_word_embeddings
   if (typeof given === 'boolean') return given
   return config.tieWordEmbeddings || lookupArchitecture(report.modelType)?.forward?.configDefaults.tie_word_embeddings === true

@@ -93,6 +93,13 @@ export function moeLayerIndices(entry: ArchitectureEntry, config: TextConfig): n
       const interval = num('moe_layer_interval', 1)
       return all.filter((i) => interval > 0 && (i + 1) % interval === 0 && i >= start && i <= end)
     }
+    case 'mlp_layer_types': {
+      const types = raw.mlp_layer_types
+      if (Array.isArray(types)) return all.filter((i) => types[i] === 'sparse')
+      const { firstDenseKey, firstDense } = entry.placement
+      const k = firstDenseKey ? num(firstDenseKey, firstDense) : firstDense
+      return all.filter((i) => i >= k)
+    }
   }
 }
 

@@ -75,6 +75,9 @@ export type PlacementRule =
   | { kind: 'expert_layer_period' }
   /** LFM2-MoE: dense below `num_dense_layers`, MoE from there on. */
   | { kind: 'num_dense_layers' }
+  /** GLM-4.7-Flash, EXAONE-MoE, HY-V3: `mlp_layer_types` ("dense" or "sparse" per layer); without it the first
+   * `firstDenseKey` layers are dense (`firstDense` when config.json, or the config class, has no such key). */
+  | { kind: 'mlp_layer_types'; firstDenseKey?: string; firstDense: number }
 
 /** Shared experts that every token goes through. */
 export interface SharedExpertsDecl {
@@ -82,6 +85,8 @@ export interface SharedExpertsDecl {
   module: string
   /** `sigmoid(gate(x))` scales the shared output (Qwen2-MoE), relative to the block. */
   gate?: string
+  /** The config may leave them out (Granite-MoE-SWA's `shared_intermediate_size` 0). */
+  optional?: boolean
 }
 
 /** The self-attention of a family's decoder layers. */
@@ -130,6 +135,12 @@ export type DefaultLayerTypes =
   | 'chunked_on_rope_layers'
   /** Sliding from layer `max_window_layers` on when `sliding_window` is set, else full (dots.llm1). */
   | 'sliding_from_max_window_layers'
+  /** Full on every `sliding_window_pattern`-th layer, sliding elsewhere (EXAONE-MoE; needs `sliding_window`). */
+  | 'full_every_pattern'
+  /** Full on the first two layers, every fourth layer from layer 1 and the last one, sliding elsewhere (Flint). */
+  | 'full_first_two_every_fourth_last'
+  /** Full on every fourth layer from layer 0, sliding elsewhere (Granite-MoE-SWA). */
+  | 'full_every_fourth'
 
 /** Llama4's layers without rope (NoPE) and what differs on them. */
 export interface NoRopeDecl {
@@ -297,15 +308,31 @@ export interface ForwardDecl {
   /** Config key that switches the q/k norms on (GLM4 `use_qk_norm`); without it they are used whenever the
    * checkpoint holds `self_attn.q_norm` / `k_norm`. */
   qkNormKey?: string
+  /** The attention has no q/k norms whatever the checkpoint holds (Solar Open's Llama attention). */
+  withoutQkNorm?: boolean
   /** Config keys of the scalar multipliers (Granite): embeddings ×, each residual branch ×, logits ÷. */
   multipliers?: { embedding: string; residual: string; logits: string }
   slidingWindow: SlidingWindowRule
+  /** Layer types that, in one forward of whole sequences without a cache, mask as full causal attention
+   * (Unlimited-OCR's `reference_sliding_attention`: the window applies to decoded tokens only). */
+  causalLayerTypes?: readonly string[]
   /** The `layer_types` used when config.json has none (with `slidingWindow: 'layer_types'`; all full without). */
   defaultLayerTypes?: DefaultLayerTypes
+  /** Rope types of a legacy `rope_scaling` that the config class renames (Sarvam-MLA's `deepseek_yarn` is yarn). */
+  ropeScalingAliases?: Readonly<Record<string, string>>
   /** The config class's rope parameters, used when config.json has neither `rope_scaling` nor `rope_parameters`. */
   ropeDefaults?: Readonly<Record<string, ConfigScalar>>
   /** Every attention layer has `self_attn.sinks [heads]` (GPT-OSS). */
   attentionSinks?: boolean
+  /** The names the sinks may have in the attention module, tried in order, when not `sinks` (Flint's hub:
+   * `softmax_offset`). */
+  sinkNames?: readonly string[]
+  /** Config key of a per-layer rope base (Granite-MoE-SWA `layer_rope_theta`): 0 is a layer without rope; the
+   * others must agree (one rope for the model), and override the rope parameters' base. */
+  layerRopeThetaKey?: string
+  /** The rope rotates q and k on sliding-window layers only (EXAONE-MoE, Flint: their full-attention layers have no
+   * position embedding); without `sliding_window`, on every layer (`everywhere`) or on none (`nowhere`). */
+  ropeOnSlidingLayersOnly?: { withoutWindow: 'everywhere' | 'nowhere' }
   /** The rope rotates adjacent pairs, always (Llama4's complex rope). */
   ropeAdjacentPairs?: boolean
   /** Config key that switches on a weightless RMSNorm of q and k after the rope, on layers with rope (Llama4
@@ -313,6 +340,10 @@ export interface ForwardDecl {
   weightlessQkNormKey?: string
   /** Layers without rope (Llama4). */
   noRope?: NoRopeDecl
+  /** A `sigmoid_group_topk` router whose config class fixes some of its parameters (HY-V3: always renormalised, no
+   * groups; Flint: no groups, no scaling), and the config key of its routed scaling when not
+   * `routed_scaling_factor`. */
+  routerParameters?: { normTopkProb?: boolean; groups?: false; scaled?: false; routedScalingKey?: string }
   /** Config key of a clamp of q/k/v (OLMoE `clip_qkv`); a set value is refused (not expressible yet). */
   clipQkvKey?: string
   /** Every RMSNorm of the decoder (input, post-attention, final, q/k) multiplies by `offset + w`: 1 on
@@ -345,6 +376,9 @@ export interface ForwardDecl {
   /** MLA restricted by DeepSeek sparse attention; its config `layer_types` (`indexed_attention`) name the cache
    * kind, not a mask. */
   sparseAttention?: SparseAttentionDecl
+  /** Tensors (by the end of their names) of a layout the forward cannot read, and why: the forward of such a
+   * checkpoint is refused (Param2 / Sarvam-MoE hub checkpoints fuse q, k and v into `attention.query_key_value`). */
+  unreadTensors?: readonly { suffix: string; reason: string }[]
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>
@@ -364,6 +398,10 @@ export interface ArchitectureEntry {
   /** ModelOpt exports this family's experts stacked, as stored (its BMM-style experts export: GPT-OSS, Llama4);
    * other families' experts are exported one module per expert and projection. */
   exportStacked?: boolean
+  /** Wrappers (by their outer `model_type`) that nest this text model and own its `lm_head`: transformers 5 ties the
+   * output projection to the token embedding as the wrapper's config says, else as its class defaults (Kimi-K2.5:
+   * tied). */
+  wrappers?: Readonly<Record<string, { tieWordEmbeddings: boolean }>>
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

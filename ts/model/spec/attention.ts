@@ -29,12 +29,12 @@ export interface AttentionShape {
 }
 
 /** Heads and head dimension; `num_key_value_heads` null means as many as the heads. */
-export function attentionHeads(context: SpecContext, raw: Record<string, unknown>): AttentionShape {
+export function attentionHeads(context: SpecContext): AttentionShape {
   const { values, hidden } = context
   const numHeads = values.integer('num_attention_heads')
   const kvValue = values.value('num_key_value_heads')
   const numKvHeads = kvValue === null || kvValue === undefined ? numHeads : values.integer('num_key_value_heads')
-  // `getattr(config, "head_dim", hidden_size // heads)`: the config class's default when it declares one.
+  // config.json's head_dim, else the config class's (Flint: 128), else hidden_size / heads.
   const headDim = typeof values.value('head_dim') === 'number' ? values.integer('head_dim') : Math.floor(hidden / numHeads)
   return { numHeads, numKvHeads, headDim }
 }
@@ -135,7 +135,7 @@ function mlaAttention(
 function qkNorms(context: SpecContext, tensors: LayerTensors, attn: string, shape: AttentionShape, gqa: GqaDescriptor): void {
   const { forward, values } = context
   const { numHeads, numKvHeads, headDim } = shape
-  const qkNormEnabled = forward.qkNormKey ? values.value(forward.qkNormKey) === true : undefined
+  const qkNormEnabled = forward.withoutQkNorm ? false : forward.qkNormKey ? values.value(forward.qkNormKey) === true : undefined
   const qNorm = `${attn}.${forward.qkNorm?.q ?? 'q_norm'}.weight`
   const kNorm = `${attn}.${forward.qkNorm?.k ?? 'k_norm'}.weight`
   const withNorms = qkNormEnabled ?? (tensors.has(qNorm) || tensors.has(kNorm))
@@ -194,7 +194,10 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
     output_gate: gated,
     ...variant,
   }
-  if (context.forward.attentionSinks) gqa.sinks = tensors.use(`${attn}.sinks`, [numHeads], 'the attention sinks [heads]')
+  if (context.forward.attentionSinks) {
+    const names = (context.forward.sinkNames ?? ['sinks']).map((n) => `${attn}.${n}`)
+    gqa.sinks = tensors.use(names.find((n) => tensors.has(n)) ?? (names[0] as string), [numHeads], 'the attention sinks [heads]')
+  }
   qkNorms(context, tensors, attn, shape, gqa)
   return { kind: 'gqa', ...gqa }
 }

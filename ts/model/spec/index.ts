@@ -18,12 +18,11 @@ import { findLayerPrefix } from '../detect'
 import { type InspectReport, reportFromListing } from '../inspection'
 import { hybridLayerKinds } from '../layer-kinds'
 import type { HeaderListing } from '../listing'
-import { lookupArchitecture } from '../registry'
-import { MISSING_BLOCKS } from '../registry/missing'
+import { lookupArchitecture, wrapperTiesEmbeddings } from '../registry'
 import { attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
 import { CheckpointTensors, refuse, type SpecContext, unsupported } from './context'
-import { layerAttentions } from './layer-attention'
+import { layerAttentions, layerRopeThetas } from './layer-attention'
 import { hiddenNorm, layerDescriptor, type LayerParts } from './layers'
 import { linearAttentionLayers } from './linear-attention'
 import { buildRope, ropeParameters } from './rope'
@@ -33,12 +32,14 @@ import { indexerLayers } from './sparse-attention'
 function specContext(report: InspectReport, config: TextConfig, listing: HeaderListing): SpecContext {
   const entry = report.architecture === 'registry' ? lookupArchitecture(config.modelType) : undefined
   if (!entry) {
-    const missing = Object.hasOwn(MISSING_BLOCKS, config.modelType) ? MISSING_BLOCKS[config.modelType] : undefined
-    if (missing) unsupported(undefined, config.modelType, `its forward needs ${missing}, which moe-quant lacks`)
     unsupported(undefined, config.modelType, `model_type "${config.modelType}" has no registry entry, so its forward is unknown (its experts were only recognised by structure)`)
   }
   const forward = entry.forward
   if (!forward) unsupported(entry, config.modelType, entry.forwardUnsupported ?? 'the registry entry declares no forward')
+  for (const { suffix, reason } of forward.unreadTensors ?? []) {
+    const found = listing.tensors.find((t) => t.name.endsWith(suffix))
+    if (found) unsupported(entry, config.modelType, `${found.name}: ${reason}`)
+  }
   const file = path.join(listing.dir, 'config.json')
   const values = new ConfigValues(config.raw, forward.configDefaults, file)
   return { entry, forward, modelType: config.modelType, hidden: config.hiddenSize, values, file, tensors: new CheckpointTensors(listing.tensors) }
@@ -70,11 +71,12 @@ function refuseInexpressible(context: SpecContext): void {
 function modelTensors(
   context: SpecContext,
   config: TextConfig,
+  outer: unknown,
 ): { layersPrefix: string; embed: string; lmHead: string; lmHeadBias: string | undefined; finalNorm: string; vocab: number } {
   const { tensors, hidden } = context
   const layersPrefix = findLayerPrefix(tensors.list)
   const base = layersPrefix.replace(/(layers|blocks)\.$/, '')
-  const tie = context.values.value('tie_word_embeddings') === true
+  const tie = wrapperTiesEmbeddings(config.modelType, config.outerModelType, outer) ?? context.values.value('tie_word_embeddings') === true
   const lmHeadName = ['lm_head.weight', ...tensors.list.map((t) => t.name).filter((n) => n.endsWith('.lm_head.weight')).sort((a, b) => a.length - b.length)].find((n) =>
     tensors.has(n),
   )
@@ -122,10 +124,13 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const { forward, values } = context
   const raw = config.raw
   refuseInexpressible(context)
-  const model = modelTensors(context, config)
-  const heads = attentionHeads(context, raw)
+  const model = modelTensors(context, config, listing.config)
+  const heads = attentionHeads(context)
   const rmsNormEps = normEpsilon(context, raw)
-  const params = ropeParameters(values, raw, forward.ropeDefaults)
+  const params = ropeParameters(values, raw, forward.ropeDefaults, forward.ropeScalingAliases)
+  const thetas = new Set(layerRopeThetas(context, raw, config.numLayers)?.filter((theta) => theta !== 0))
+  if (thetas.size > 1) refuse(context, `${forward.layerRopeThetaKey} ${[...thetas].join(', ')}: one rope base per model is expressible, not one per layer`)
+  if (thetas.size === 1) params.rope_theta = [...thetas][0]
   const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads
   const withRope = hasRope(context)
   // DeepSeek's config replaces head_dim by qk_rope_head_dim, which is what its rope rotates.

@@ -1,7 +1,8 @@
 /**
  * What differs between the attention of one decoder layer and the next: the mask (causal, sliding window,
- * chunked) from the family's sliding-window rule and `layer_types`, and on Llama4 the layers without rope
- * (`no_rope_layers`), which take attention temperature tuning instead of the weightless q/k norm.
+ * chunked) from the family's sliding-window rule and `layer_types`, and the layers without rope: on Llama4
+ * `no_rope_layers`, which take attention temperature tuning instead of the weightless q/k norm; on EXAONE-MoE and
+ * Flint the full-attention layers.
  */
 import type { AttentionMask, AttentionTemperature } from '../../native/contract'
 import { refuse, type SpecContext } from './context'
@@ -17,8 +18,11 @@ export interface LayerAttention {
 const LAYER_TYPES = ['full_attention', 'sliding_attention', 'chunked_attention'] as const
 type LayerType = (typeof LAYER_TYPES)[number]
 
-/** Whether each layer uses rope: config `no_rope_layers` (1 = rope), else transformers' default from the interval. */
+/** Whether each layer uses rope: config `no_rope_layers` (1 = rope), else transformers' default from the interval;
+ * or a per-layer rope base of 0 (`layer_rope_theta`). */
 function ropeLayers(context: SpecContext, raw: Record<string, unknown>, layers: number): boolean[] {
+  const thetas = layerRopeThetas(context, raw, layers)
+  if (thetas) return thetas.map((theta) => theta !== 0)
   const decl = context.forward.noRope
   if (!decl) return Array.from({ length: layers }, () => true)
   const list = raw[decl.layersKey]
@@ -49,6 +53,16 @@ function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: 
       const chunked = context.values.value('attention_chunk_size') !== null && context.values.value('attention_chunk_size') !== undefined
       return rope.map((r) => (r && chunked ? 'chunked_attention' : 'full_attention'))
     }
+    case 'full_every_pattern': {
+      // transformers takes (i + 1) % pattern, with pattern 0 when sliding_window is unset: it cannot build either.
+      context.values.integer('sliding_window')
+      const pattern = context.values.integer('sliding_window_pattern')
+      return Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'))
+    }
+    case 'full_every_fourth':
+      return Array.from({ length: layers }, (_, i) => (i % 4 === 0 ? 'full_attention' : 'sliding_attention'))
+    case 'full_first_two_every_fourth_last':
+      return Array.from({ length: layers }, (_, i) => (i < 2 || i % 4 === 1 || i === layers - 1 ? 'full_attention' : 'sliding_attention'))
     case 'sliding_from_max_window_layers': {
       const set = context.values.value('sliding_window') !== null && context.values.value('sliding_window') !== undefined
       const from = set ? context.values.integer('max_window_layers', 0) : layers
@@ -74,11 +88,11 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
     })
   }
   // Linear-attention layers (their own mixer, linear-attention.ts) take no mask; a hybrid family's layer_types
-  // name each layer's mixer, not its mask.
-  // Sparse-attention families' layer_types (`indexed_attention`) name their cache, not their mask.
+  // name each layer's mixer, not its mask; sparse-attention families' (`indexed_attention`) their cache.
   const mixerKinds = forward.hybrid?.layerTypes.includes('layer_types') === true || forward.sparseAttention !== undefined
+  const causal = ['full_attention', ...(forward.causalLayerTypes ?? [])]
   const attentionTypes = Array.isArray(raw.layer_types) && !mixerKinds ? raw.layer_types.filter((t) => !(forward.linearAttention && t === 'linear_attention')) : []
-  if (attentionTypes.some((t) => t !== 'full_attention')) {
+  if (attentionTypes.some((t) => !causal.includes(t))) {
     refuse(context, `layer_types ${JSON.stringify(raw.layer_types)}: ${context.entry.family} layers are all alike (its attention does not read layer_types)`)
   }
   const set = (key: string): boolean => values.value(key) !== null && values.value(key) !== undefined
@@ -95,9 +109,29 @@ export function layerAttentions(context: SpecContext, raw: Record<string, unknow
   const weightless = forward.weightlessQkNormKey ? values.boolean(forward.weightlessQkNormKey) : false
   const tuning = forward.noRope?.temperature
   const tuned = tuning ? values.boolean(tuning.enabled) : false
+  const slidingOnly = forward.ropeOnSlidingLayersOnly
+  if (slidingOnly) {
+    // A sliding layer without sliding_window was refused by the masks.
+    const windowless = values.value('sliding_window') === null || values.value('sliding_window') === undefined
+    mask.forEach((m, i) => {
+      rope[i] = m.kind === 'sliding_window' || (windowless && slidingOnly.withoutWindow === 'everywhere')
+    })
+  }
   return rope.map((withRope, i) => {
     const layer: LayerAttention = { mask: mask[i] as AttentionMask, rope: withRope, qk_weightless_norm: weightless && withRope }
     if (tuning && tuned && !withRope) layer.temperature = { scale: values.number(tuning.scale), floor_scale: values.number(tuning.floorScale) }
     return layer
   })
 }
+
+/** The per-layer rope bases of a family that declares them (`layer_rope_theta`), when config.json lists them. */
+export function layerRopeThetas(context: SpecContext, raw: Record<string, unknown>, layers: number): number[] | undefined {
+  const key = context.forward.layerRopeThetaKey
+  const list = key ? raw[key] : undefined
+  if (!key || list === undefined || list === null) return undefined
+  if (!Array.isArray(list) || list.length !== layers || !list.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0)) {
+    context.values.invalid(key, `a list of ${layers} numbers ≥ 0 (one per decoder layer)`, list)
+  }
+  return list as number[]
+}
+

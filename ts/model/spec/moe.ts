@@ -83,11 +83,14 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
       router.norm_topk_prob = true
       break
     case 'sigmoid_group_topk': {
-      router.norm_topk_prob = values.boolean('norm_topk_prob')
+      const fixed = context.forward.routerParameters
+      router.norm_topk_prob = fixed?.normTopkProb ?? values.boolean('norm_topk_prob')
       if (context.forward.routerRenormEps !== undefined) router.norm_eps = context.forward.routerRenormEps
-      router.n_group = values.integer('n_group')
-      router.topk_group = values.integer('topk_group')
-      router.routed_scaling_factor = values.number('routed_scaling_factor')
+      if (fixed?.groups !== false) {
+        router.n_group = values.integer('n_group')
+        router.topk_group = values.integer('topk_group')
+      }
+      if (fixed?.scaled !== false) router.routed_scaling_factor = values.number(fixed?.routedScalingKey ?? 'routed_scaling_factor')
       checkGroups(experts, router)
       break
     }
@@ -124,7 +127,8 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
 function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): SharedExpertDescriptor | undefined {
   const declared = context.entry.sharedExperts
   const found = layer.sharedExperts
-  if (!!declared !== !!found || (declared && found && !!declared.gate !== !!found.gate)) {
+  const presence = !!declared !== !!found && !(declared?.optional && !found)
+  if (presence || (declared && found && !!declared.gate !== !!found.gate)) {
     const describe = (s: { gate?: string } | null | undefined): string => (s ? (s.gate ? 'gated shared experts' : 'ungated shared experts') : 'no shared experts')
     refuse(context, `${layer.block}: the family has ${describe(declared)} but the checkpoint holds ${describe(found)}`)
   }

@@ -13,11 +13,22 @@ export function yarnMscale(scale: number, mscale = 1): number {
 }
 
 /** The rope parameters after transformers' `convert_rope_params_to_dict` + `standardize_rope_params`; `defaults` are
- * the family config class's when config.json gives none (GPT-OSS's yarn). */
-export function ropeParameters(values: ConfigValues, raw: Record<string, unknown>, defaults?: Readonly<Record<string, unknown>>): Record<string, unknown> {
+ * the family config class's when config.json gives none (GPT-OSS's yarn), `aliases` the rope types of a legacy
+ * `rope_scaling` it renames. */
+export function ropeParameters(
+  values: ConfigValues,
+  raw: Record<string, unknown>,
+  defaults?: Readonly<Record<string, unknown>>,
+  aliases?: Readonly<Record<string, string>>,
+): Record<string, unknown> {
   // `rope_scaling` (older configs) wins over `rope_parameters`, as in convert_rope_params_to_dict.
   const source = [raw.rope_scaling, raw.rope_parameters, defaults].find((v) => isObject(v) && Object.keys(v).length > 0)
   const params: Record<string, unknown> = isObject(source) ? { ...source } : {}
+  const legacy = source === raw.rope_scaling ? [params.type, params.rope_type].find((t) => typeof t === 'string' && aliases?.[t] !== undefined) : undefined
+  if (typeof legacy === 'string') {
+    delete params.type
+    params.rope_type = aliases?.[legacy]
+  }
   for (const key of ['full_attention', 'sliding_attention', 'chunked_attention']) {
     if (isObject(params[key])) {
       throw new MoeQuantError('E_CONFIG_INVALID', `rope parameters given per attention type (${key}) are not supported by this family`)
