@@ -33,6 +33,11 @@ pub const DESCRIBED: &[&str] = &[
     "families/lfm2_moe/hub",
 ];
 
+/// Described fixtures whose bf16 logits are not a measure of the forward: bf16 flips the choices of their tiny
+/// random models (GPT-OSS's routers; DeepSeek-V3.2's indexer keys, scores 1e-3 apart at the top-k boundary), so
+/// that transformers itself, run in bf16, is 9e-2 and 6e-2 away from its own f32 logits.
+pub const BF16_UNSTABLE: &[&str] = &["gpt_oss/hub", "families/deepseek_v32/hub"];
+
 /// The fixtures folder (MOE_QUANT_FIXTURES overrides it, for test binaries run elsewhere).
 pub fn fixtures() -> PathBuf {
     std::env::var_os("MOE_QUANT_FIXTURES")
