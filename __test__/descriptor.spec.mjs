@@ -62,6 +62,13 @@ function referencedTensors(d) {
       linear(a.out_proj, a.bias)
       tensor(`${a.conv}.weight`, 3)
       if (a.bias) tensor(`${a.conv}.bias`, 1)
+    } else if (a.kind === 'lightning') {
+      for (const m of [a.qkv_proj, a.output_gate, a.out_proj]) linear(m)
+      tensor(a.norm, 1)
+      if (a.stored_decays) {
+        for (const name of ['slope_rate', 'query_decay', 'key_decay']) tensor(`${a.stored_decays}.${name}`, 3)
+        tensor(`${a.stored_decays}.diagonal_decay`, 4)
+      }
     } else if (a.kind === 'gqa') {
       for (const m of [a.q, a.k, a.v]) linear(m, a.qkv_bias)
       linear(a.o, a.o_bias)
@@ -124,6 +131,7 @@ function checkSerializable(t, d) {
       : a.kind === 'mamba2' ? [a.num_heads, a.head_dim, a.n_groups, a.state_size, a.conv_kernel, a.chunk_size]
       : a.kind === 'mamba' ? [a.intermediate_size, a.state_size, a.dt_rank, a.conv_kernel]
       : a.kind === 'short_conv' ? [a.conv_kernel]
+      : a.kind === 'lightning' ? [a.num_heads, a.head_dim, a.block_size, a.layer_index, a.num_layers]
       : [a.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim]
     const indexer = a?.kind === 'mla' ? a.sparse?.indexer : undefined
     if (a?.kind === 'mla' && a.sparse) ints.push(a.sparse.top_k)

@@ -98,6 +98,9 @@ const CASES = [
   // fuse q, k and v, which the forward refuses); transformers loads their routers in F32.
   ['families/param2moe/fused', 'families_param2moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   ['families/sarvam_moe/fused', 'families_sarvam_moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // MiniMax-Text-01: lightning attention (qkv_proj, output_gate, out_proj quantized; its norm kept), softmax
+  // attention, the residual taken after the norm and weighted, Mixtral's MoE with w1/w3/w2 experts.
+  ['families/minimax/hub', 'families_minimax_hub', rows(calibIds.values, calibIds.shape[1])],
 ]
 
 const bytesOf = (tensor) => {

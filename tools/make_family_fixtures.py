@@ -663,6 +663,33 @@ def families(eos_id: int) -> list[dict]:
             "`operator_norm`, `ffn_norm`, final `embedding_norm`; tied embeddings; dense MLP w1/w3/w2 on layer 0",
         ),
         dict(
+            family="MiniMax-Text-01",
+            model_type="minimax",
+            kind="causal",
+            kwargs=dict(
+                c,
+                head_dim=mf.HEAD_DIM,
+                num_hidden_layers=3,
+                layer_types=["linear_attention", "full_attention", "linear_attention"],
+                block_size=5,  # the 12 tokens span three lightning blocks (5, 5, 2)
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                intermediate_size=mf.I_EXPERT,
+                linear_attn_alpha_factor=1.5,
+                linear_attn_beta_factor=0.75,
+                full_attn_alpha_factor=1.25,
+                full_attn_beta_factor=0.9,
+                mlp_alpha_factor=1.1,
+                mlp_beta_factor=0.8,
+            ),
+            router="topk_softmax",
+            router_notes="softmax over the experts, top-2, the chosen weights always renormalised (= softmax of the "
+            "top-2 logits)",
+            attention_notes="layers 0, 2 lightning attention (silu(qkv_proj) per head [q | k | v], decay per head and "
+            "layer, block_size 5, RMSNorm eps 1e-6, sigmoid(output_gate) gate, out_proj), layer 1 softmax attention "
+            "with full-head RoPE; each residual taken after the norm and weighted by its alpha/beta factors",
+        ),
+        dict(
             family="Sarvam (MLA)",
             model_type="sarvam_mla",
             kind="causal",

@@ -537,6 +537,7 @@ FAMILY_CASES = [
     # a multiple of 16, and ModelOpt stops there; moe-quant refuses it too, unless told to keep such linears).
     ("jamba", "hub", "AutoModelForCausalLM", ("fp8",)),
     ("lfm2_moe", "hub", "AutoModelForCausalLM"),
+    ("minimax", "hub", "AutoModelForCausalLM"),
     ("sarvam_mla", "hub", "AutoModelForCausalLM"),
     ("solar_open", "hub", "AutoModelForCausalLM"),
     ("glm4_moe_lite", "hub", "AutoModelForCausalLM"),

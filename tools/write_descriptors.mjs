@@ -25,6 +25,7 @@ export const DESCRIBED = [
   'families/glm_moe_dsa/fused',
   'families/jamba/hub',
   'families/lfm2_moe/hub',
+  'families/minimax/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

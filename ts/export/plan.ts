@@ -133,7 +133,7 @@ const NAMED_INPUT_GROUPS = [
 
 /**
  * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections; Gated DeltaNet:
- * its input projections), and gate/up of dense MLPs and shared experts. From the
+ * its input projections; lightning attention: qkv_proj and output_gate), and gate/up of dense MLPs and shared experts. From the
  * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
  * module names (NAMED_INPUT_GROUPS, siblings of one parent).
  */
@@ -172,6 +172,8 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
       const p = attention.projections
       groups.push(p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a])
     }
+    // Lightning attention's qkv_proj and output_gate both read the layer's normed hidden states.
+    if (attention?.kind === 'lightning') groups.push([attention.qkv_proj, attention.output_gate])
     if (mlp?.kind === 'dense') mlpGroup(mlp)
     if (mlp?.kind === 'moe' && mlp.shared) mlpGroup(mlp.shared.mlp)
   }

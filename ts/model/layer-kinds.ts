@@ -47,7 +47,8 @@ function isList(kinds: readonly HybridLayerKind[] | PeriodicLayerKinds): kinds i
  * @throws MoeQuantError `E_CONFIG_INVALID`
  */
 function periodicKinds(rule: PeriodicLayerKinds, raw: Record<string, unknown>, layers: number, file: string): HybridLayerKind[] {
-  const read = ({ key, default: fallback }: { key: string; default: number }): number => {
+  const read = ({ key, default: fallback }: { key?: string; default: number }): number => {
+    if (key === undefined) return fallback
     const value = raw[key] ?? fallback
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
       throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${key}" must be an integer ≥ 0, got ${JSON.stringify(value)}`, { file })
@@ -57,7 +58,7 @@ function periodicKinds(rule: PeriodicLayerKinds, raw: Record<string, unknown>, l
   const period = read(rule.period)
   const offset = read(rule.offset)
   if (offset >= period) {
-    throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${rule.offset.key}" (${offset}) must be smaller than "${rule.period.key}" (${period})`, { file })
+    throw new MoeQuantError('E_CONFIG_INVALID', `${file}: "${rule.offset.key ?? 'offset'}" (${offset}) must be smaller than "${rule.period.key ?? 'period'}" (${period})`, { file })
   }
   return Array.from({ length: layers }, (_, i) => (i % period === offset ? rule.atOffset : rule.elsewhere))
 }

@@ -44,15 +44,6 @@ export const mistral4: ArchitectureEntry = {
     'not apply; with expert groups, its softmax router also keeps the groups whose best two scores are highest',
 }
 
-export const miniMaxText: ArchitectureEntry = {
-  modelTypes: ['minimax'],
-  family: 'MiniMax-Text-01',
-  layouts: [perExpertW1W3W2('block_sparse_moe'), fusedGateUp('mlp')],
-  router: 'softmax_topk',
-  placement: { kind: 'all' },
-  forwardUnsupported: 'lightning attention (linear attention) on its linear_attention layers, which the forward does not implement',
-}
-
 export const kimiLinear: ArchitectureEntry = {
   modelTypes: ['kimi_linear'],
   family: 'Kimi-Linear',

@@ -169,7 +169,7 @@ export interface LinearAttentionDecl {
 }
 
 /** The mixer of one decoder layer of a hybrid family. */
-export type HybridLayerKind = 'mamba2' | 'mamba' | 'short_conv' | 'attention' | 'moe' | 'mlp'
+export type HybridLayerKind = 'mamba2' | 'mamba' | 'short_conv' | 'lightning' | 'attention' | 'moe' | 'mlp'
 
 /** Where a family's config.json gives the sizes and switches of its Mamba-2 mixers: for each, the keys tried in
  * order (the aliases its config class reads first, then its own name). */
@@ -219,12 +219,19 @@ export interface ShortConvDecl {
   bias: readonly string[]
 }
 
+/** Where a family's config.json gives the block size of its lightning attention, and the eps of its output norm
+ * (MiniMax-Text-01 leaves it at the norm class's default). */
+export interface LightningDecl {
+  blockSize: readonly string[]
+  normEps: number
+}
+
 /** Layer kinds a config class derives from a period: the kind `atOffset` on the layers `i` with `i % period ==
  * offset`, `elsewhere` on the others (Jamba's `attn_layer_period` / `attn_layer_offset`); each key with the class's
- * default. */
+ * default, or no key where the class fixes the number. */
 export interface PeriodicLayerKinds {
-  period: { key: string; default: number }
-  offset: { key: string; default: number }
+  period: { key?: string; default: number }
+  offset: { key?: string; default: number }
   atOffset: HybridLayerKind
   elsewhere: HybridLayerKind
 }
@@ -245,7 +252,7 @@ export interface HybridDecl {
    * and then the MLP, each after its norm. */
   singleMixer: boolean
   /** Each mixer's module, relative to the decoder layer. */
-  modules: { mamba2?: string; mamba?: string; short_conv?: string; attention: string; moe?: string; mlp?: string }
+  modules: { mamba2?: string; mamba?: string; short_conv?: string; lightning?: string; attention: string; moe?: string; mlp?: string }
   /** The norm of a single-mixer layer, relative to the decoder layer. */
   norm?: string
   /** The norms before the token mixer and before the MLP, relative to the decoder layer, when not
@@ -257,6 +264,15 @@ export interface HybridDecl {
   mamba?: MambaDecl
   /** The family's gated short convolutions. */
   shortConv?: ShortConvDecl
+  /** The family's lightning attention. */
+  lightning?: LightningDecl
+}
+
+/** The residual taken after each norm, each term weighted (MiniMax-Text-01): config keys of `[α, β]` after the
+ * token mixer of each kind, and after the MLP. */
+export interface NormedResidualDecl {
+  mixer: Readonly<Partial<Record<HybridLayerKind, readonly [string, string]>>>
+  mlp: readonly [string, string]
 }
 
 /**
@@ -299,6 +315,8 @@ export interface ForwardDecl {
   /** Each decoder layer norms its sublayers' outputs (`post_attention_layernorm`, `post_feedforward_layernorm`:
    * FlexOlmo) instead of their inputs. */
   postNorms?: boolean
+  /** Each decoder layer takes its residuals after the norms, weighted (MiniMax-Text-01). */
+  normedResidual?: NormedResidualDecl
   /** A `longrope` rope is computed as PhiMoE does: its short factors whatever the length, `short_mscale` or, past
    * `original_max_position_embeddings` positions, `long_mscale` on cos and sin. */
   ropeLongShortFactors?: boolean

@@ -1,15 +1,17 @@
 /**
  * The decoder layers of the spec: a token mixer (attention, Gated DeltaNet linear attention, or a hybrid family's
- * Mamba-2, Mamba or short-convolution mixer) and an MLP or MoE block, each with its norm before it (or after it: post-norm families); or, in
+ * Mamba-2, Mamba, short-convolution or lightning-attention mixer) and an MLP or MoE block, each with its norm before
+ * it (or after it: post-norm families; or before it with the residual taken after it: MiniMax-Text-01); or, in
  * a single-mixer family (Nemotron-H), one mixer of any of these kinds after one norm. Every tensor of a layer
  * must be used by its descriptor, or the layer is refused.
  */
-import type { AttentionDescriptor, LayerDescriptor } from '../../native/contract'
+import type { AttentionDescriptor, LayerDescriptor, ResidualScales } from '../../native/contract'
 import type { HybridDecl, HybridLayerKind } from '../registry/types'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, type AttentionShape } from './attention'
 import { type CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext } from './context'
 import type { LayerAttention } from './layer-attention'
+import { lightningDescriptor } from './lightning'
 import { deltaNetDescriptor } from './linear-attention'
 import { mambaDescriptor } from './mamba'
 import { mamba2Descriptor } from './mamba2'
@@ -57,7 +59,7 @@ function refuseUnused(context: SpecContext, tensors: LayerTensors, prefix: strin
   }
 }
 
-/** The token mixer of a layer whose kind is `kind` (`mamba2`, `mamba`, `short_conv` or `attention`). */
+/** The token mixer of a layer whose kind is `kind` (`mamba2`, `mamba`, `short_conv`, `lightning` or `attention`). */
 function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string, index: number, parts: LayerParts, hybrid: HybridDecl | undefined): AttentionDescriptor {
   const kind = parts.kinds?.[index] ?? 'attention'
   if (parts.linear[index]) return deltaNetDescriptor(context, tensors, prefix)
@@ -71,6 +73,12 @@ function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string,
     const module = hybrid?.modules.short_conv
     if (module && hybrid?.shortConv) return { kind, ...shortConvDescriptor(context, tensors, `${prefix}${module}`, hybrid.shortConv) }
     refuse(context, `layer ${index} is a short convolution in config.json, but ${context.entry.family} declares none`)
+  }
+  if (kind === 'lightning') {
+    const module = hybrid?.modules.lightning
+    const place = { index, layers: parts.linear.length }
+    if (module && hybrid?.lightning) return { kind, ...lightningDescriptor(context, tensors, `${prefix}${module}`, hybrid.lightning, parts.attention, place) }
+    refuse(context, `layer ${index} is lightning attention in config.json, but ${context.entry.family} declares none`)
   }
   const variant = parts.variants[index] as LayerAttention
   return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, variant, hybrid?.modules.attention, parts.indexers?.[index])
@@ -108,9 +116,27 @@ export function layerDescriptor(context: SpecContext, index: number, parts: Laye
     const postNorm = hiddenNorm(context, tensors, `${prefix}${second}`, `the ${second} [hidden_size]`)
     const attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
     const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
-    const placement = post ? 'post' : 'pre'
+    const scales = residualScales(context, kind ?? 'attention')
+    const placement = post ? 'post' : scales ? 'normed_residual' : 'pre'
     layer = { index, input_norm: inputNorm, post_attention_norm: postNorm, norm_placement: placement, residual_multiplier: parts.residualMultiplier, attention, mlp }
+    if (scales) layer.residual_scales = scales
   }
   refuseUnused(context, tensors, prefix, index)
   return layer
+}
+
+/** The weights of the residual terms of a layer whose mixer is `kind`, for a family that takes the residual after
+ * the norm (none elsewhere). */
+function residualScales(context: SpecContext, kind: HybridLayerKind): ResidualScales | undefined {
+  const decl = context.forward.normedResidual
+  if (!decl) return undefined
+  const mixer = decl.mixer[kind]
+  if (!mixer) return refuse(context, `${context.entry.family} declares no residual weights for a ${kind} layer`)
+  const { values } = context
+  return {
+    attention_alpha: values.number(mixer[0]),
+    attention_beta: values.number(mixer[1]),
+    mlp_alpha: values.number(decl.mlp[0]),
+    mlp_beta: values.number(decl.mlp[1]),
+  }
 }

@@ -2,6 +2,7 @@
 import type { AttentionDescriptor } from "./AttentionDescriptor";
 import type { MlpDescriptor } from "./MlpDescriptor";
 import type { NormPlacement } from "./NormPlacement";
+import type { ResidualScales } from "./ResidualScales";
 
 /**
  * One decoder layer: `x + attention(input_norm(x))`, then `x + mlp(post_attention_norm(x))`, each branch scaled
@@ -19,6 +20,10 @@ input_norm: string,
  * single-mixer layer).
  */
 post_attention_norm?: string, norm_placement: NormPlacement, 
+/**
+ * The weights of the residual terms (with the placement `normed_residual` only).
+ */
+residual_scales?: ResidualScales, 
 /**
  * Granite scales each residual branch by this (1 elsewhere).
  */

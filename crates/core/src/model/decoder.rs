@@ -1,13 +1,15 @@
 //! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention,
-//! Mamba-2, Mamba or a gated short convolution) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
+//! Mamba-2, Mamba, a gated short convolution or lightning attention) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
-//! (Nemotron-H), one pre-norm mixer of either kind.
+//! (Nemotron-H), one pre-norm mixer of either kind; or (MiniMax-Text-01) the residual taken after each norm and
+//! weighted with the branch.
 
 use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
 use super::blocks::deltanet::GatedDeltaNet;
 use super::blocks::key_selection::ChosenKeys;
+use super::blocks::lightning::LightningAttention;
 use super::blocks::mamba::Mamba;
 use super::blocks::mamba2::Mamba2;
 use super::blocks::mla::Mla;
@@ -16,7 +18,7 @@ use super::blocks::moe::MoeBlock;
 use super::blocks::norm::{HiddenNorm, NormStyle};
 use super::blocks::rope::Rope;
 use super::blocks::short_conv::ShortConv;
-use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormPlacement};
+use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormPlacement, ResidualScales};
 use super::loader::WeightLoader;
 use crate::error::{Error, Result};
 use crate::model::observe::Observers;
@@ -28,6 +30,7 @@ enum TokenMixer {
     Mamba2(Box<Mamba2>),
     Mamba(Box<Mamba>),
     ShortConv(Box<ShortConv>),
+    Lightning(Box<LightningAttention>),
 }
 
 enum FeedForward {
@@ -43,6 +46,7 @@ pub struct DecoderLayer {
     feed_forward: Option<FeedForward>,
     residual_multiplier: f64,
     placement: NormPlacement,
+    scales: Option<ResidualScales>,
 }
 
 impl DecoderLayer {
@@ -69,6 +73,9 @@ impl DecoderLayer {
             Some(AttentionDescriptor::ShortConv(conv)) => {
                 Some(TokenMixer::ShortConv(Box::new(ShortConv::load(loader, conv)?)))
             }
+            Some(AttentionDescriptor::Lightning(mixer)) => {
+                Some(TokenMixer::Lightning(Box::new(LightningAttention::load(loader, mixer)?)))
+            }
             None => None,
         };
         let feed_forward = match &desc.mlp {
@@ -90,6 +97,7 @@ impl DecoderLayer {
             feed_forward,
             residual_multiplier: desc.residual_multiplier,
             placement: desc.norm_placement,
+            scales: desc.residual_scales,
         })
     }
 
@@ -122,10 +130,11 @@ impl DecoderLayer {
                     TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
                     TokenMixer::Mamba(mamba) => mamba.forward(input, observers),
                     TokenMixer::ShortConv(conv) => conv.forward(input, observers),
+                    TokenMixer::Lightning(mixer) => mixer.forward(input, observers),
                 },
                 observers,
             )?;
-            xs = (xs + (mixed * self.residual_multiplier)?)?;
+            xs = self.residual(&xs, mixed, |s| (s.attention_alpha, s.attention_beta))?;
         }
         if let (Some(norm), Some(feed_forward)) = (&self.feed_forward_norm, &self.feed_forward) {
             let fed = self.sublayer(
@@ -137,22 +146,44 @@ impl DecoderLayer {
                 },
                 observers,
             )?;
-            xs = (xs + (fed * self.residual_multiplier)?)?;
+            xs = self.residual(&xs, fed, |s| (s.mlp_alpha, s.mlp_beta))?;
         }
         Ok(xs)
     }
 
-    /// One sublayer's branch with its norm on the input (pre) or on the output (post).
+    /// The stream after a sublayer: `x + m · branch`, or, with the residual taken after the norm,
+    /// `α · n(x) + β · branch` (the branch already carries `n(x)`'s place: see [`Self::sublayer`]).
+    fn residual(
+        &self,
+        xs: &Tensor,
+        branch: (Tensor, Option<Tensor>),
+        weights: impl Fn(&ResidualScales) -> (f64, f64),
+    ) -> Result<Tensor> {
+        match (branch, self.scales.as_ref()) {
+            ((out, Some(normed)), Some(scales)) => {
+                let (alpha, beta) = weights(scales);
+                Ok(((normed * alpha)? + (out * beta)?)?)
+            }
+            ((out, _), _) => Ok((xs + (out * self.residual_multiplier)?)?),
+        }
+    }
+
+    /// One sublayer's branch with its norm on the input (pre) or on the output (post); with the residual taken
+    /// after the norm, also the normed input.
     fn sublayer(
         &self,
         norm: &HiddenNorm,
         xs: &Tensor,
         run: impl FnOnce(&Tensor, &mut Observers) -> Result<Tensor>,
         observers: &mut Observers,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Option<Tensor>)> {
         match self.placement {
-            NormPlacement::Pre => run(&norm.forward(xs)?, observers),
-            NormPlacement::Post => norm.forward(&run(xs, observers)?),
+            NormPlacement::Pre => Ok((run(&norm.forward(xs)?, observers)?, None)),
+            NormPlacement::Post => Ok((norm.forward(&run(xs, observers)?)?, None)),
+            NormPlacement::NormedResidual => {
+                let normed = norm.forward(xs)?;
+                Ok((run(&normed, observers)?, Some(normed)))
+            }
         }
     }
 }
@@ -165,6 +196,13 @@ fn check_form(desc: &LayerDescriptor, rope: bool) -> Result<()> {
     if !form_ok {
         return Err(Error::internal(format!(
             "decoder layer {}: a layer has attention, post-attention norm and MLP, or one mixer alone (found {parts:?})",
+            desc.index
+        )));
+    }
+    let normed_residual = desc.norm_placement == NormPlacement::NormedResidual;
+    if normed_residual != desc.residual_scales.is_some() || (normed_residual && parts != (true, true, true)) {
+        return Err(Error::internal(format!(
+            "decoder layer {}: residual scales go with the placement normed_residual on a layer of attention and MLP",
             desc.index
         )));
     }

@@ -31,6 +31,8 @@ pub const DESCRIBED: &[&str] = &[
     "families/jamba/hub",
     // Gated short convolutions and attention with q/k norms (LFM2-MoE).
     "families/lfm2_moe/hub",
+    // Lightning attention, softmax attention, the residual taken after the norm and weighted (MiniMax-Text-01).
+    "families/minimax/hub",
 ];
 
 /// Described fixtures whose bf16 logits are not a measure of the forward: bf16 flips the choices of their tiny

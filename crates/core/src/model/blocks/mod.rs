@@ -6,6 +6,7 @@ pub mod delta_rule;
 pub mod deltanet;
 pub mod indexer;
 pub mod key_selection;
+pub mod lightning;
 pub mod linear;
 pub mod mamba;
 pub mod mamba2;

@@ -145,3 +145,29 @@ pub struct ShortConvDescriptor {
     pub bias: bool,
     pub conv_kernel: usize,
 }
+
+/// Lightning attention: `[q | k | v] = silu(qkv_proj(h))` per head (`[heads, 3·head_dim]`), the decayed linear
+/// attention of each head (rate from the head, the layer's index and the number of layers), an RMSNorm over all
+/// heads, the gate `sigmoid(output_gate(h))`, `out_proj`. transformers: models/minimax `MiniMaxLightningAttention`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct LightningAttentionDescriptor {
+    /// Module names of the projections `[3·heads·head_dim, H]`, `[heads·head_dim, H]` and `[H, heads·head_dim]`.
+    pub qkv_proj: String,
+    pub output_gate: String,
+    pub out_proj: String,
+    /// The output norm's weight `[heads·head_dim]`.
+    pub norm: String,
+    /// eps of that norm.
+    pub norm_eps: f64,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    /// Positions per block of the computation (config `block_size`).
+    pub block_size: usize,
+    /// The layer's index and the model's number of layers, which scale the decay rates.
+    pub layer_index: usize,
+    pub num_layers: usize,
+    /// The module whose stored `slope_rate`, `query_decay`, `key_decay` and `diagonal_decay` transformers loads
+    /// and uses instead of computing them; absent where the checkpoint has none.
+    #[serde(default)]
+    pub stored_decays: Option<String>,
+}

@@ -7,7 +7,8 @@ use serde::Deserialize;
 mod mixers;
 mod sparse;
 pub use mixers::{
-    DeltaNetProjections, GatedDeltaNetDescriptor, Mamba2Descriptor, MambaDescriptor, ShortConvDescriptor,
+    DeltaNetProjections, GatedDeltaNetDescriptor, LightningAttentionDescriptor, Mamba2Descriptor, MambaDescriptor,
+    ShortConvDescriptor,
 };
 pub use sparse::{IndexerDescriptor, SparseAttentionDescriptor};
 
@@ -66,6 +67,18 @@ pub enum NormPlacement {
     Pre,
     /// On each sublayer's output (OLMo-2, FlexOlmo): `h = x + n₁(attn(x))`, `y = h + n₂(mlp(h))`.
     Post,
+    /// On each sublayer's input, the residual taken after the norm and both terms weighted (MiniMax-Text-01):
+    /// `a = n₁(x)`, `h = α₁ a + β₁ attn(a)`, `b = n₂(h)`, `y = α₂ b + β₂ mlp(b)` (`residual_scales`).
+    NormedResidual,
+}
+
+/// The weights `[α₁, β₁, α₂, β₂]` of a layer whose residual is taken after the norm.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, ts_rs::TS)]
+pub struct ResidualScales {
+    pub attention_alpha: f64,
+    pub attention_beta: f64,
+    pub mlp_alpha: f64,
+    pub mlp_beta: f64,
 }
 
 /// The name of expert `expert`'s tensor or module from a per-expert pattern (`…experts.{e}.down_proj.weight`).
@@ -150,6 +163,9 @@ pub struct LayerDescriptor {
     pub post_attention_norm: Option<String>,
     #[serde(default)]
     pub norm_placement: NormPlacement,
+    /// The weights of the residual terms (with the placement `normed_residual` only).
+    #[serde(default)]
+    pub residual_scales: Option<ResidualScales>,
     /// Granite scales each residual branch by this (1 elsewhere).
     #[serde(default = "one")]
     pub residual_multiplier: f64,
@@ -177,6 +193,8 @@ pub enum AttentionDescriptor {
     Mamba(MambaDescriptor),
     /// Gated short convolution (LFM2's `conv`).
     ShortConv(ShortConvDescriptor),
+    /// Lightning attention (MiniMax-Text-01's `linear_attention` layers).
+    Lightning(LightningAttentionDescriptor),
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
