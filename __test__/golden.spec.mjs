@@ -94,8 +94,8 @@ const CASES = [
   // Granite-MoE-SWA (experts stacked on the hub, sinks as a sigmoid scale of the output, sliding layers, a layer
   // without rope from layer_rope_theta, Granite multipliers, shared MLP).
   ['families/granitemoe_swa/hub', 'families_granitemoe_swa_hub', rows(calibIds.values, calibIds.shape[1])],
-  // Param2-MoE (tied embeddings) and Sarvam-MoE: GLM4-MoE's modules, in their transformers 5 layouts (their hub layouts
-  // fuse q, k and v, which the forward refuses); transformers loads their routers in F32.
+  // Param2-MoE (tied embeddings) and Sarvam-MoE: GLM4-MoE's modules, in their transformers 5 layouts; transformers
+  // loads their routers in F32.
   ['families/param2moe/fused', 'families_param2moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   ['families/sarvam_moe/fused', 'families_sarvam_moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
 ]
@@ -407,3 +407,16 @@ for (const [fixture, golden, rename] of NAMED_OTHERWISE) {
   }
 }
 
+
+// ModelOpt exports Param2 / Sarvam-MoE hub checkpoints (fused query_key_value) as it exports their transformers 5
+// layout (fixtures/golden/families_<model_type>_hub: q_proj, k_proj and v_proj under transformers 5's names); the
+// calibrated export of the fused layout refuses rather than write another form.
+for (const fixture of ['families/param2moe/hub', 'families/sarvam_moe/hub']) {
+  test(`${fixture}: the calibrated export of the fused q/k/v is refused`, async (t) => {
+    const ids = rows(calibIds.values, calibIds.shape[1])
+    await t.throwsAsync(
+      quantizeModel({ model: join(FIXTURES, fixture), output: join(tempDir(), 'out'), format: 'fp8', calibration: { ids, samples: ids.length, seqLen: ids[0].length } }),
+      { code: 'E_MODEL_UNSUPPORTED', message: /query_key_value: ModelOpt exports a fused q\/k\/v projection split/ },
+    )
+  })
+}

@@ -160,7 +160,8 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   }
   for (const layer of descriptor.layers) {
     const { attention, mlp } = layer
-    if (attention?.kind === 'gqa') groups.push([attention.q, attention.k, attention.v])
+    // A fused q/k/v projection is one linear.
+    if (attention?.kind === 'gqa' && !attention.qkv) groups.push([attention.q, attention.k, attention.v])
     if (attention?.kind === 'mla') {
       // A sparse-attention indexer reads the layer's input (wk, weights_proj) and the query latent (wq_b).
       const indexer = attention.sparse?.indexer
@@ -354,6 +355,13 @@ function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: st
 /** Builds the export plan; `descriptor` is the calibration forward's (null for a weight-only format). */
 export function planExport(report: InspectReport, descriptor: ModelDescriptor | null, listing: HeaderListing, options: PlanOptions): PlannedExport {
   const { groupSize, quantAlgo } = FORMATS[options.format]
+  const fused = descriptor?.layers.find((l) => l.attention?.kind === 'gqa' && l.attention.qkv)?.attention
+  if (fused?.kind === 'gqa') {
+    throw new MoeQuantError(
+      'E_MODEL_UNSUPPORTED',
+      `${fused.qkv}: ModelOpt exports a fused q/k/v projection split into q_proj, k_proj and v_proj under transformers 5's names, which the calibrated export does not write yet`,
+    )
+  }
   const planning: Planning = { options, groupSize, quantAlgo, excludes: new Excludes(options.exclude), renames: [], quantizedModules: [], keptStacks: [], keptIndivisible: [] }
   const { experts, expertTensors } = planExperts(report, planning)
   const planned = linearModules(report, listing, expertTensors, planning)
