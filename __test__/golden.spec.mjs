@@ -98,6 +98,11 @@ const CASES = [
   // loads their routers in F32.
   ['families/param2moe/fused', 'families_param2moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   ['families/sarvam_moe/fused', 'families_sarvam_moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // Their hub layouts (Bailing names, q, k and v fused in query_key_value): ModelOpt exports them as it exports the
+  // transformers 5 layouts, byte for byte (transformers 5's names, q_proj, k_proj and v_proj split from the fused rows,
+  // sharing its input scale, and with NVFP4 its weight_scale_2).
+  ['families/param2moe/hub', 'families_param2moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/sarvam_moe/hub', 'families_sarvam_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {
@@ -405,18 +410,4 @@ for (const [fixture, golden, rename] of NAMED_OTHERWISE) {
       t.deepEqual(result.uncalibratedExperts, [])
     })
   }
-}
-
-
-// ModelOpt exports Param2 / Sarvam-MoE hub checkpoints (fused query_key_value) as it exports their transformers 5
-// layout (fixtures/golden/families_<model_type>_hub: q_proj, k_proj and v_proj under transformers 5's names); the
-// calibrated export of the fused layout refuses rather than write another form.
-for (const fixture of ['families/param2moe/hub', 'families/sarvam_moe/hub']) {
-  test(`${fixture}: the calibrated export of the fused q/k/v is refused`, async (t) => {
-    const ids = rows(calibIds.values, calibIds.shape[1])
-    await t.throwsAsync(
-      quantizeModel({ model: join(FIXTURES, fixture), output: join(tempDir(), 'out'), format: 'fp8', calibration: { ids, samples: ids.length, seqLen: ids[0].length } }),
-      { code: 'E_MODEL_UNSUPPORTED', message: /query_key_value: ModelOpt exports a fused q\/k\/v projection split/ },
-    )
-  })
 }

@@ -7,7 +7,7 @@
  * run GLM4-MoE's modules (models/param2moe, models/sarvam_moe: config classes only).
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
-import type { ArchitectureEntry } from './types'
+import type { ArchitectureEntry, ForwardDecl } from './types'
 
 export const glm4Moe: ArchitectureEntry = {
   modelTypes: ['glm4_moe'],
@@ -145,7 +145,7 @@ export const glm4MoeLite: ArchitectureEntry = {
 /** The hub layout of Param2 and Sarvam-MoE (Bailing names, which transformers' conversion mapping renames on load):
  * `word_embeddings`, the attention module `attention` with q, k and v fused in `query_key_value` (split in that
  * order), its output `dense`, the q/k norms `query_layernorm` / `key_layernorm` (before the rope). */
-const BAILING_NAMES = {
+const BAILING_NAMES: NonNullable<ForwardDecl['layoutNames']> = {
   suffix: '.attention.query_key_value.weight',
   names: {
     attentionModule: 'attention',
@@ -154,6 +154,15 @@ const BAILING_NAMES = {
     qkNorm: { q: 'query_layernorm', k: 'key_layernorm', afterRope: false },
     modelTensors: { embed: 'word_embeddings.weight', finalNorm: 'norm.weight' },
   },
+  // conversion_mapping.py (sarvam_moe, param2moe)
+  exportRenames: [
+    [/^model\.word_embeddings(?=\.|$)/, 'model.embed_tokens'],
+    [/\.attention(?=\.|$)/, '.self_attn'],
+    [/\.self_attn\.dense(?=\.|$)/, '.self_attn.o_proj'],
+    [/\.self_attn\.query_layernorm(?=\.|$)/, '.self_attn.q_norm'],
+    [/\.self_attn\.key_layernorm(?=\.|$)/, '.self_attn.k_norm'],
+    [/\.mlp\.gate\.expert_bias$/, '.mlp.gate.e_score_correction_bias'],
+  ],
 }
 
 /** Param2-MoE: GLM4-MoE's modules under its own config class (the whole head rotated, q/k norms, tied embeddings);

@@ -386,7 +386,13 @@ export interface ForwardDecl {
   fusedQkv?: string
   /** Another layout of the family's checkpoints, told by a tensor whose name ends with `suffix`: its names
    * replace the forward's (Param2 / Sarvam-MoE hub checkpoints: Bailing names, q, k and v fused). */
-  layoutNames?: { suffix: string; names: Partial<Pick<ForwardDecl, 'attentionModule' | 'fusedQkv' | 'attentionOutput' | 'qkNorm' | 'modelTensors'>> }
+  layoutNames?: {
+    suffix: string
+    names: Partial<Pick<ForwardDecl, 'attentionModule' | 'fusedQkv' | 'attentionOutput' | 'qkNorm' | 'modelTensors'>>
+    /** The renames transformers applies on load, in order (pattern, replacement), giving the names ModelOpt
+     * exports such a checkpoint under (the fused q/k/v as `q_proj`, `k_proj`, `v_proj` beside the renamed module). */
+    exportRenames: readonly (readonly [RegExp, string])[]
+  }
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>
