@@ -139,7 +139,11 @@ impl<'a> Quantizer<'a> {
         if let Some([start, count]) = linear.rows {
             let columns: usize = tensor.shape[1..].iter().product();
             if start + count > tensor.shape.first().copied().unwrap_or(0) {
-                return Err(Error::internal(format!("{name}: rows {start}..{} past its {:?}", start + count, tensor.shape)));
+                return Err(Error::internal(format!(
+                    "{name}: rows {start}..{} past its {:?}",
+                    start + count,
+                    tensor.shape
+                )));
             }
             values = values[start * columns..(start + count) * columns].to_vec();
         }

@@ -279,7 +279,9 @@ mod tests {
     /// An attention of 4 heads of 8 over 2 kv heads with q/k norms, its projections as given.
     fn attention_with(qkv: Projections, output_gate: bool) -> Attention {
         let device = Device::Cpu;
-        let norm = |seed: f32| RmsNorm::new(Tensor::arange(0f32, 8.0, &device).unwrap().affine(0.1, seed as f64).unwrap(), 1e-6);
+        let norm = |seed: f32| {
+            RmsNorm::new(Tensor::arange(0f32, 8.0, &device).unwrap().affine(0.1, seed as f64).unwrap(), 1e-6)
+        };
         Attention {
             qkv,
             o: Linear::from_weight("o", Tensor::randn(0f32, 0.2, (16, 32), &device).unwrap(), None),
@@ -319,7 +321,8 @@ mod tests {
                 },
                 output_gate,
             );
-            let mut fused = attention_with(Projections::Fused(Linear::from_weight("qkv", weight, Some(bias))), output_gate);
+            let mut fused =
+                attention_with(Projections::Fused(Linear::from_weight("qkv", weight, Some(bias))), output_gate);
             fused.o = Linear::from_weight("o", separate.o.weight.clone(), None);
             let mut observed = Observers::default();
             let want = separate.forward(&xs, None, &mut Observers::default()).unwrap();
