@@ -39,7 +39,8 @@ for (const entry of fixtures) {
     // Every nn.Linear input the reference recorded under a module name we also use. The reference names modules as
     // transformers holds them; a checkpoint stored under another prefix (Nemotron-H's `backbone.` on the hub) names
     // them under that one, as the experts' tensors show; and other hub spellings (Kimi-K2.5's
-    // language_model.model.blocks.*, Qwen3-Omni's thinker's model.layers.*).
+    // language_model.model.blocks.*, Qwen3-Omni's thinker's model.layers.*; Param2 / Sarvam-MoE's Bailing names, whose
+    // q, k and v, split on load, are one query_key_value reading their input).
     const [inMemory, onDisk] = [entry.experts_modules_in_memory[0], entry.expert_tensor_names[0]].map((n) => n.slice(0, n.indexOf('layers.')))
     const stored = (module) => (module.startsWith(inMemory) ? onDisk + module.slice(inMemory.length) : module)
     let compared = 0
@@ -52,6 +53,7 @@ for (const entry of fixtures) {
         name,
         name.replace(/^model\.language_model\.layers\./, 'language_model.model.blocks.'),
         name.replace(/^model\.language_model\.layers\./, 'model.layers.'),
+        name.replace(/\.self_attn\.[qkv]_proj$/, '.attention.query_key_value').replace(/\.self_attn\.o_proj$/, '.attention.dense'),
       ]
       if (stored(name).startsWith(onDisk)) textLinears++
       const module = spellings.find((m) => m in result.inputAmax)

@@ -94,10 +94,15 @@ const CASES = [
   // Granite-MoE-SWA (experts stacked on the hub, sinks as a sigmoid scale of the output, sliding layers, a layer
   // without rope from layer_rope_theta, Granite multipliers, shared MLP).
   ['families/granitemoe_swa/hub', 'families_granitemoe_swa_hub', rows(calibIds.values, calibIds.shape[1])],
-  // Param2-MoE (tied embeddings) and Sarvam-MoE: GLM4-MoE's modules, in their transformers 5 layouts (their hub layouts
-  // fuse q, k and v, which the forward refuses); transformers loads their routers in F32.
+  // Param2-MoE (tied embeddings) and Sarvam-MoE: GLM4-MoE's modules, in their transformers 5 layouts; transformers
+  // loads their routers in F32.
   ['families/param2moe/fused', 'families_param2moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   ['families/sarvam_moe/fused', 'families_sarvam_moe_fused', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  // Their hub layouts (Bailing names, q, k and v fused in query_key_value): ModelOpt exports them as it exports the
+  // transformers 5 layouts, byte for byte (transformers 5's names, q_proj, k_proj and v_proj split from the fused rows,
+  // sharing its input scale, and with NVFP4 its weight_scale_2).
+  ['families/param2moe/hub', 'families_param2moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
+  ['families/sarvam_moe/hub', 'families_sarvam_moe_hub', rows(calibIds.values, calibIds.shape[1]), [/mlp\.gate\.weight$/, 'F32']],
   // MiniMax-Text-01: lightning attention (qkv_proj, output_gate, out_proj quantized; its norm kept), softmax
   // attention, the residual taken after the norm and weighted, Mixtral's MoE with w1/w3/w2 experts.
   ['families/minimax/hub', 'families_minimax_hub', rows(calibIds.values, calibIds.shape[1])],
@@ -409,4 +414,3 @@ for (const [fixture, golden, rename] of NAMED_OTHERWISE) {
     })
   }
 }
-

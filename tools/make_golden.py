@@ -551,6 +551,8 @@ FAMILY_CASES = [
     ("unlimited_ocr", "hub", "AutoModelForImageTextToText"),
     ("param2moe", "fused", "AutoModelForCausalLM"),
     ("sarvam_moe", "fused", "AutoModelForCausalLM"),
+    ("param2moe", "hub", "AutoModelForCausalLM"),
+    ("sarvam_moe", "hub", "AutoModelForCausalLM"),
 ]
 
 

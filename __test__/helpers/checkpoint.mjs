@@ -21,12 +21,8 @@ export const CALIBRATED_FAMILIES = new Set([
   'deepseek_ocr2', 'unlimited_ocr', 'aria_text', 'param2moe', 'sarvam_moe', 'minimax',
 ])
 
-/** Layouts of calibrated families whose forward is refused, with the words that say why: Param2 and Sarvam-MoE's hub
- * layouts fuse q, k and v. */
-export const FORWARD_REFUSED_LAYOUTS = {
-  'families/param2moe/hub': /fuses q, k and v into one projection/,
-  'families/sarvam_moe/hub': /fuses q, k and v into one projection/,
-}
+/** Layouts of calibrated families whose forward is refused, with the words that say why (none at present). */
+export const FORWARD_REFUSED_LAYOUTS = {}
 
 /** The fixtures of fixtures/families/ that the forward runs on. */
 export const calibratedFamilyFixtures = () =>

@@ -160,7 +160,8 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   }
   for (const layer of descriptor.layers) {
     const { attention, mlp } = layer
-    if (attention?.kind === 'gqa') groups.push([attention.q, attention.k, attention.v])
+    // A fused q/k/v projection is one linear.
+    if (attention?.kind === 'gqa' && !attention.qkv) groups.push([attention.q, attention.k, attention.v])
     if (attention?.kind === 'mla') {
       // A sparse-attention indexer reads the layer's input (wk, weights_proj) and the query latent (wq_b).
       const indexer = attention.sparse?.indexer
@@ -218,6 +219,10 @@ interface Planning {
   excludes: Excludes
   /** Block renames a fused input needs (`from.` → `to.`), found with the experts. */
   renames: Array<[string, string]>
+  /** The renames of a layout that transformers renames on load, which ModelOpt exports under its names. */
+  layoutRenames: readonly (readonly [RegExp, string])[]
+  /** Fused q/k/v modules, with the rows of q, k and v. */
+  fusedQkv: Map<string, { q: number; kv: number }>
   /** Output names of every quantized module, for `exclude_modules`. */
   quantizedModules: string[]
   /** Experts modules whose stacks stay unquantized (their parameters are not `.weight`s), for `exclude_modules`. */
@@ -228,7 +233,27 @@ interface Planning {
 /** The output (hub) name of an input tensor or module. */
 function outputName(planning: Planning, name: string): string {
   for (const [from, to] of planning.renames) if (name.startsWith(from)) return to + name.slice(from.length)
-  return name
+  return planning.layoutRenames.reduce((renamed, [pattern, to]) => renamed.replace(pattern, to), name)
+}
+
+/** The export renames of the family's other layout when the checkpoint is in it (Param2 / Sarvam-MoE hub names). */
+function layoutRenames(report: InspectReport, listing: HeaderListing): readonly (readonly [RegExp, string])[] {
+  const other = lookupArchitecture(report.modelType)?.forward?.layoutNames
+  return other && listing.tensors.some((t) => t.name.endsWith(other.suffix)) ? other.exportRenames : []
+}
+
+/** The fused q/k/v projections of the forward, with the rows of q and of k (and v). ModelOpt exports each as the
+ * q_proj, k_proj and v_proj transformers splits it into; a bias would have to be split likewise, which is not
+ * written yet. */
+function fusedQkv(descriptor: ModelDescriptor | null): Map<string, { q: number; kv: number }> {
+  const fused = new Map<string, { q: number; kv: number }>()
+  for (const { attention } of descriptor?.layers ?? []) {
+    if (attention?.kind !== 'gqa' || !attention.qkv) continue
+    if (attention.qkv_bias) throw new MoeQuantError('E_MODEL_UNSUPPORTED', `${attention.qkv}: exporting a fused q/k/v projection with a bias is not supported yet`)
+    const kv = attention.num_kv_heads * attention.head_dim
+    fused.set(attention.qkv, { q: attention.num_heads * attention.head_dim * (attention.output_gate ? 2 : 1), kv })
+  }
+  return fused
 }
 
 /** The routed experts quantized, layer by layer, and their input tensors. */
@@ -305,12 +330,26 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
   const unobserved = new Set(descriptor?.layers.flatMap((l) => (l.attention?.kind === 'mamba' ? [l.attention.dt_proj] : [])))
   const linears: ExportPlan['linears'] = []
   for (const module of planned) {
+    const fused = planning.fusedQkv.get(module)
+    if (fused) {
+      // One linear per projection, from its rows; they share the fused module's input, and with a group-scaled format
+      // the amax of its whole weight.
+      const parent = outputName(planning, module).replace(/\.[^.]+$/, '')
+      const parts: [string, number, number][] = [['q_proj', 0, fused.q], ['k_proj', fused.q, fused.kv], ['v_proj', fused.q + fused.kv, fused.kv]]
+      for (const [projection, start, count] of parts) {
+        const output = `${parent}.${projection}`
+        const weightGroup = planning.groupSize !== null ? [module] : []
+        linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: [], weight_only: false, rows: [start, count] })
+        planning.quantizedModules.push(output)
+      }
+      continue
+    }
     const group = (groupOf.get(module) ?? []).filter((m) => planned.has(m))
     const shared = group.length > 1 ? group : []
     const output = outputName(planning, module)
     // A group-scaled format's per-tensor weight_scale_2 is shared by the linears that read one input.
     const weightGroup = planning.groupSize !== null ? shared : []
-    linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: shared, weight_only: unobserved.has(module) })
+    linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: shared, weight_only: unobserved.has(module), rows: null })
     planning.quantizedModules.push(output)
   }
   return linears
@@ -356,7 +395,19 @@ function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: st
 /** Builds the export plan; `descriptor` is the calibration forward's (null for a weight-only format). */
 export function planExport(report: InspectReport, descriptor: ModelDescriptor | null, listing: HeaderListing, options: PlanOptions): PlannedExport {
   const { groupSize, quantAlgo } = FORMATS[options.format]
-  const planning: Planning = { options, groupSize, quantAlgo, excludes: new Excludes(options.exclude), renames: [], quantizedModules: [], keptStacks: [], keptIndivisible: [] }
+  const planning: Planning = {
+    options,
+    groupSize,
+    quantAlgo,
+    excludes: new Excludes(options.exclude),
+    renames: [],
+    // Weight-only formats (no descriptor, so no split of a fused q/k/v) keep the checkpoint's names.
+    layoutRenames: descriptor ? layoutRenames(report, listing) : [],
+    fusedQkv: fusedQkv(descriptor),
+    quantizedModules: [],
+    keptStacks: [],
+    keptIndivisible: [],
+  }
   const { experts, expertTensors } = planExperts(report, planning)
   const planned = linearModules(report, listing, expertTensors, planning)
   const linears = planLinears(descriptor, planned, planning)

@@ -7,7 +7,7 @@
  * run GLM4-MoE's modules (models/param2moe, models/sarvam_moe: config classes only).
  */
 import { fusedGateUp, perExpertGateUpDown } from './layouts'
-import type { ArchitectureEntry } from './types'
+import type { ArchitectureEntry, ForwardDecl } from './types'
 
 export const glm4Moe: ArchitectureEntry = {
   modelTypes: ['glm4_moe'],
@@ -142,18 +142,31 @@ export const glm4MoeLite: ArchitectureEntry = {
   },
 }
 
-/** The hub layout of Param2 and Sarvam-MoE (Bailing-style names): q, k and v fused in one projection. */
-const FUSED_QKV = [
-  {
-    suffix: '.attention.query_key_value.weight',
-    reason:
-      'this layout fuses q, k and v into one projection, which the forward does not split (transformers 5 saves the ' +
-      'checkpoint with q_proj, k_proj and v_proj)',
+/** The hub layout of Param2 and Sarvam-MoE (Bailing names, which transformers' conversion mapping renames on load):
+ * `word_embeddings`, the attention module `attention` with q, k and v fused in `query_key_value` (split in that
+ * order), its output `dense`, the q/k norms `query_layernorm` / `key_layernorm` (before the rope). */
+const BAILING_NAMES: NonNullable<ForwardDecl['layoutNames']> = {
+  suffix: '.attention.query_key_value.weight',
+  names: {
+    attentionModule: 'attention',
+    fusedQkv: 'query_key_value',
+    attentionOutput: 'dense',
+    qkNorm: { q: 'query_layernorm', k: 'key_layernorm', afterRope: false },
+    modelTensors: { embed: 'word_embeddings.weight', finalNorm: 'norm.weight' },
   },
-]
+  // conversion_mapping.py (sarvam_moe, param2moe)
+  exportRenames: [
+    [/^model\.word_embeddings(?=\.|$)/, 'model.embed_tokens'],
+    [/\.attention(?=\.|$)/, '.self_attn'],
+    [/\.self_attn\.dense(?=\.|$)/, '.self_attn.o_proj'],
+    [/\.self_attn\.query_layernorm(?=\.|$)/, '.self_attn.q_norm'],
+    [/\.self_attn\.key_layernorm(?=\.|$)/, '.self_attn.k_norm'],
+    [/\.mlp\.gate\.expert_bias$/, '.mlp.gate.e_score_correction_bias'],
+  ],
+}
 
 /** Param2-MoE: GLM4-MoE's modules under its own config class (the whole head rotated, q/k norms, tied embeddings);
- * its hub checkpoints (Bailing names) fuse q, k and v. */
+ * its hub checkpoints have Bailing names, q, k and v fused. */
 export const param2Moe: ArchitectureEntry = {
   ...glm4Moe,
   modelTypes: ['param2moe'],
@@ -165,7 +178,7 @@ export const param2Moe: ArchitectureEntry = {
     partialRotary: true,
     qkNormKey: 'use_qk_norm',
     slidingWindow: 'never',
-    unreadTensors: FUSED_QKV,
+    layoutNames: BAILING_NAMES,
     // configuration_param2moe.py (default_theta 5e5, partial_rotary_factor 1)
     configDefaults: {
       rms_norm_eps: 1e-6,
@@ -187,7 +200,7 @@ export const param2Moe: ArchitectureEntry = {
 }
 
 /** Sarvam-MoE: GLM4-MoE's modules under its own config class (the whole head rotated, q/k norms); its hub
- * checkpoints (Bailing names) fuse q, k and v. */
+ * checkpoints have Bailing names, q, k and v fused. */
 export const sarvamMoe: ArchitectureEntry = {
   ...glm4Moe,
   modelTypes: ['sarvam_moe'],
@@ -199,7 +212,7 @@ export const sarvamMoe: ArchitectureEntry = {
     partialRotary: true,
     qkNormKey: 'use_qk_norm',
     slidingWindow: 'never',
-    unreadTensors: FUSED_QKV,
+    layoutNames: BAILING_NAMES,
     // configuration_sarvam_moe.py (default_theta 8e6, partial_rotary_factor 1)
     configDefaults: {
       rms_norm_eps: 1e-6,

@@ -395,8 +395,22 @@ export interface ForwardDecl {
    * kind, not a mask. */
   sparseAttention?: SparseAttentionDecl
   /** Tensors (by the end of their names) of a layout the forward cannot read, and why: the forward of such a
-   * checkpoint is refused (Param2 / Sarvam-MoE hub checkpoints fuse q, k and v into `attention.query_key_value`). */
+   * checkpoint is refused. */
   unreadTensors?: readonly { suffix: string; reason: string }[]
+  /** The attention module of a decoder layer, when not `self_attn` (Param2 / Sarvam-MoE hub: `attention`). */
+  attentionModule?: string
+  /** One module of the attention projects q, k and v, its output rows q's, k's then v's (Param2 / Sarvam-MoE hub:
+   * `query_key_value`, which transformers splits in that order on load); its bias, if any, likewise. */
+  fusedQkv?: string
+  /** Another layout of the family's checkpoints, told by a tensor whose name ends with `suffix`: its names
+   * replace the forward's (Param2 / Sarvam-MoE hub checkpoints: Bailing names, q, k and v fused). */
+  layoutNames?: {
+    suffix: string
+    names: Partial<Pick<ForwardDecl, 'attentionModule' | 'fusedQkv' | 'attentionOutput' | 'qkNorm' | 'modelTensors'>>
+    /** The renames transformers applies on load, in order (pattern, replacement), giving the names ModelOpt
+     * exports such a checkpoint under (the fused q/k/v as `q_proj`, `k_proj`, `v_proj` beside the renamed module). */
+    exportRenames: readonly (readonly [RegExp, string])[]
+  }
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>

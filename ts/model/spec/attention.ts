@@ -159,24 +159,39 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   const { hidden } = context
   const { numHeads, numKvHeads, headDim } = shape
   const output = context.forward.attentionOutput ?? 'o_proj'
-  const [q, k, v, o] = ['q_proj', 'k_proj', 'v_proj', output].map((p) => `${attn}.${p}`) as [string, string, string, string]
+  const fused = context.forward.fusedQkv
+  const [q, k, v, o] = (fused ? [fused, fused, fused, output] : ['q_proj', 'k_proj', 'v_proj', output]).map((p) => `${attn}.${p}`) as [
+    string,
+    string,
+    string,
+    string,
+  ]
   // With an output gate, q_proj yields each head's query and gate.
   const gated = context.forward.attentionOutputGate === true
   const qRows = numHeads * headDim * (gated ? 2 : 1)
-  tensors.use(`${q}.weight`, [qRows, hidden], gated ? 'q_proj [heads·2·head_dim (query and output gate), hidden_size]' : 'q_proj [heads·head_dim, hidden_size]')
-  tensors.use(`${k}.weight`, [numKvHeads * headDim, hidden], 'k_proj [kv_heads·head_dim, hidden_size]')
-  tensors.use(`${v}.weight`, [numKvHeads * headDim, hidden], 'v_proj [kv_heads·head_dim, hidden_size]')
+  const kvRows = numKvHeads * headDim
+  let qkvBias: boolean
+  if (fused) {
+    const rows = qRows + 2 * kvRows
+    tensors.use(`${q}.weight`, [rows, hidden], `${fused} [(heads + 2·kv_heads)·head_dim, hidden_size]`)
+    qkvBias = tensors.has(`${q}.bias`)
+    if (qkvBias) tensors.use(`${q}.bias`, [rows], `${fused} bias`)
+  } else {
+    tensors.use(`${q}.weight`, [qRows, hidden], gated ? 'q_proj [heads·2·head_dim (query and output gate), hidden_size]' : 'q_proj [heads·head_dim, hidden_size]')
+    tensors.use(`${k}.weight`, [kvRows, hidden], 'k_proj [kv_heads·head_dim, hidden_size]')
+    tensors.use(`${v}.weight`, [kvRows, hidden], 'v_proj [kv_heads·head_dim, hidden_size]')
+    const biases = [q, k, v].map((m) => tensors.has(`${m}.bias`))
+    if (biases.some((b) => b !== biases[0])) {
+      throw new MoeQuantError('E_LAYOUT_UNRECOGNISED', `${attn}: q/k/v biases must all be present or all absent (found q ${biases[0]}, k ${biases[1]}, v ${biases[2]})`)
+    }
+    qkvBias = biases[0] === true
+    if (qkvBias) {
+      tensors.use(`${q}.bias`, [qRows], 'q_proj bias')
+      tensors.use(`${k}.bias`, [kvRows], 'k_proj bias')
+      tensors.use(`${v}.bias`, [kvRows], 'v_proj bias')
+    }
+  }
   tensors.use(`${o}.weight`, [hidden, numHeads * headDim], `${output} [hidden_size, heads·head_dim]`)
-  const biases = [q, k, v].map((m) => tensors.has(`${m}.bias`))
-  if (biases.some((b) => b !== biases[0])) {
-    throw new MoeQuantError('E_LAYOUT_UNRECOGNISED', `${attn}: q/k/v biases must all be present or all absent (found q ${biases[0]}, k ${biases[1]}, v ${biases[2]})`)
-  }
-  const qkvBias = biases[0] === true
-  if (qkvBias) {
-    tensors.use(`${q}.bias`, [qRows], 'q_proj bias')
-    tensors.use(`${k}.bias`, [numKvHeads * headDim], 'k_proj bias')
-    tensors.use(`${v}.bias`, [numKvHeads * headDim], 'v_proj bias')
-  }
   const oBias = tensors.has(`${o}.bias`)
   if (oBias) tensors.use(`${o}.bias`, [hidden], `${output} bias`)
   const gqa: GqaDescriptor = {
@@ -192,6 +207,7 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
     scaling,
     qk_norm_after_rope: false,
     output_gate: gated,
+    ...(fused ? { qkv: q } : {}),
     ...variant,
   }
   if (context.forward.attentionSinks) {

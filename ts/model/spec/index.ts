@@ -34,8 +34,10 @@ function specContext(report: InspectReport, config: TextConfig, listing: HeaderL
   if (!entry) {
     unsupported(undefined, config.modelType, `model_type "${config.modelType}" has no registry entry, so its forward is unknown (its experts were only recognised by structure)`)
   }
-  const forward = entry.forward
-  if (!forward) unsupported(entry, config.modelType, entry.forwardUnsupported ?? 'the registry entry declares no forward')
+  const declared = entry.forward
+  if (!declared) unsupported(entry, config.modelType, entry.forwardUnsupported ?? 'the registry entry declares no forward')
+  const other = declared.layoutNames
+  const forward = other && listing.tensors.some((t) => t.name.endsWith(other.suffix)) ? { ...declared, ...other.names } : declared
   for (const { suffix, reason } of forward.unreadTensors ?? []) {
     const found = listing.tensors.find((t) => t.name.endsWith(suffix))
     if (found) unsupported(entry, config.modelType, `${found.name}: ${reason}`)

@@ -81,7 +81,7 @@ function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string,
     refuse(context, `layer ${index} is lightning attention in config.json, but ${context.entry.family} declares none`)
   }
   const variant = parts.variants[index] as LayerAttention
-  return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, variant, hybrid?.modules.attention, parts.indexers?.[index])
+  return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, variant, hybrid?.modules.attention ?? context.forward.attentionModule, parts.indexers?.[index])
 }
 
 /** A single-mixer layer (Nemotron-H): one norm, then a Mamba-2 mixer, attention, an MoE block or a dense MLP. */

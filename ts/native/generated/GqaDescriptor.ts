@@ -4,9 +4,15 @@ import type { AttentionTemperature } from "./AttentionTemperature";
 
 export type GqaDescriptor = { 
 /**
- * Module names of the projections.
+ * Module names of the projections (with `qkv`, q, k and v each name the fused module).
  */
 q: string, k: string, v: string, o: string, 
+/**
+ * One module projects q, k and v at once, its output rows q's (`q`'s rows, gate included), then k's, then
+ * v's (Param2 and Sarvam-MoE hub checkpoints' `query_key_value`, which transformers splits in that order on
+ * load); its bias, with `qkv_bias`, is stacked the same way.
+ */
+qkv?: string, 
 /**
  * q/k/v carry biases.
  */

@@ -28,4 +28,9 @@ input_group: Array<string>,
  * The forward never runs it as a linear, so none of its inputs is observed (Jamba's `dt_proj`, whose weight
  * transformers multiplies directly): its weight is quantized and, as ModelOpt writes it, no `input_scale`.
  */
-weight_only: boolean, };
+weight_only: boolean, 
+/**
+ * `[start, count]`: the linear is these rows of the module's weight (a fused q/k/v projection written as
+ * its q, k and v linears); the whole weight when absent.
+ */
+rows: [number, number] | null, };

@@ -63,7 +63,12 @@ pub fn output_layout(
     for layer in plan.layers() {
         for l in plan.linears.iter().filter(|l| l.layer == layer) {
             let weight = format!("{}.weight", l.module);
-            add(Naming::Module, &l.output, linear(&weight, &checkpoint.info(&weight)?.shape)?, !l.weight_only);
+            add(
+                Naming::Module,
+                &l.output,
+                linear(&weight, &l.shape(&checkpoint.info(&weight)?.shape))?,
+                !l.weight_only,
+            );
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let source = &experts.source;

@@ -51,6 +51,21 @@ pub struct LinearPlan {
     /// transformers multiplies directly): its weight is quantized and, as ModelOpt writes it, no `input_scale`.
     #[serde(default)]
     pub weight_only: bool,
+    /// `[start, count]`: the linear is these rows of the module's weight (a fused q/k/v projection written as
+    /// its q, k and v linears); the whole weight when absent.
+    #[serde(default)]
+    pub rows: Option<[usize; 2]>,
+}
+
+impl LinearPlan {
+    /// The shape of the linear's weight, from the module's.
+    pub fn shape(&self, module_shape: &[usize]) -> Vec<usize> {
+        let mut shape = module_shape.to_vec();
+        if let (Some([_, count]), Some(first)) = (self.rows, shape.first_mut()) {
+            *first = count;
+        }
+        shape
+    }
 }
 
 /// The routed experts of one MoE layer.

@@ -131,10 +131,28 @@ impl<'a> Quantizer<'a> {
         errors: &mut ErrorSum,
     ) -> Result<QuantizedLinear> {
         let own = std::slice::from_ref(&linear.module);
-        let weight_group = if linear.weight_group.is_empty() { own } else { &linear.weight_group[..] };
         let input_group = if linear.input_group.is_empty() { own } else { &linear.input_group[..] };
+        let name = format!("{}.weight", linear.module);
+        let tensor = self.checkpoint.read(&name)?;
+        let mut values = tensor.to_f32();
+        let shape = linear.shape(&tensor.shape);
+        if let Some([start, count]) = linear.rows {
+            let columns: usize = tensor.shape[1..].iter().product();
+            if start + count > tensor.shape.first().copied().unwrap_or(0) {
+                return Err(Error::internal(format!(
+                    "{name}: rows {start}..{} past its {:?}",
+                    start + count,
+                    tensor.shape
+                )));
+            }
+            values = values[start * columns..(start + count) * columns].to_vec();
+        }
+        // A group's amax is over its modules' whole weights (a fused q/k/v projection: q's, k's and v's).
         let mut weight_amax = 0.0f32;
-        for module in weight_group {
+        if linear.weight_group.is_empty() {
+            weight_amax = crate::numerics::reduce::weight_amax(&values);
+        }
+        for module in &linear.weight_group {
             weight_amax = weight_amax.max(self.weight_amax(module, cache)?);
         }
         let mut input_amax = 0.0f32;
@@ -146,10 +164,7 @@ impl<'a> Quantizer<'a> {
             })?;
             input_amax = input_amax.max(*amax);
         }
-        let name = format!("{}.weight", linear.module);
-        let tensor = self.checkpoint.read(&name)?;
-        let values = tensor.to_f32();
-        let weight = WeightInput::new(&name, tensor.dtype, &tensor.shape, &values)?;
+        let weight = WeightInput::new(&name, tensor.dtype, &shape, &values)?;
         let input_amax = (!linear.weight_only).then_some(input_amax);
         quantize_one(self.format.as_ref(), &linear.output, &weight, weight_amax, input_amax, errors)
     }

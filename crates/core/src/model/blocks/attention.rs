@@ -2,7 +2,8 @@
 //! declare: biases; q/k RMSNorm before the rope, per head (Qwen3) or over the whole projection (OLMoE), or
 //! weightless after it (Llama4); causal, sliding-window or chunked masks; attention sinks (GPT-OSS); layers
 //! without rope, with temperature tuning (Llama4) or not (Granite-4.0-H, Nemotron-H); an output gate projected
-//! with the queries (Qwen3-Next, Qwen3.5).
+//! with the queries (Qwen3-Next, Qwen3.5); q, k and v projected by one module (Param2 / Sarvam-MoE hub
+//! `query_key_value`).
 //! transformers: models/qwen3_moe `Qwen3MoeAttention`, models/olmoe `OlmoeAttention`, models/gpt_oss
 //! `GptOssAttention`, models/llama4 `Llama4TextAttention`, models/qwen3_next `Qwen3NextAttention`.
 
@@ -18,10 +19,14 @@ use crate::model::descriptor::{AttentionMask, AttentionTemperature, GqaDescripto
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
 
+/// The projections of q, k and v: three modules, or one whose output stacks them.
+enum Projections {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Projections,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -55,10 +60,16 @@ impl Attention {
         let norm = |name: &Option<String>| -> Result<Option<RmsNorm>> {
             name.as_ref().map(|n| style.norm(loader.tensor(n)?)).transpose()
         };
+        let qkv = match &desc.qkv {
+            Some(fused) => Projections::Fused(Linear::load(loader, fused, desc.qkv_bias)?),
+            None => Projections::Separate {
+                q: Linear::load(loader, &desc.q, desc.qkv_bias)?,
+                k: Linear::load(loader, &desc.k, desc.qkv_bias)?,
+                v: Linear::load(loader, &desc.v, desc.qkv_bias)?,
+            },
+        };
         Ok(Attention {
-            q: Linear::load(loader, &desc.q, desc.qkv_bias)?,
-            k: Linear::load(loader, &desc.k, desc.qkv_bias)?,
-            v: Linear::load(loader, &desc.v, desc.qkv_bias)?,
+            qkv,
             o: Linear::load(loader, &desc.o, desc.o_bias)?,
             q_norm: norm(&desc.q_norm)?,
             k_norm: norm(&desc.k_norm)?,
@@ -107,10 +118,32 @@ impl Attention {
         Ok(q.to_dtype(DType::F32)?.broadcast_mul(&factors)?.to_dtype(q.dtype())?)
     }
 
-    /// q's projection `[B, T, heads·head_dim]`, and the output gate `[B, T, heads·head_dim]` when q's projection
-    /// carries one (per head, the query's `head_dim` columns then the gate's).
-    fn query(&self, xs: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-        let ys = self.q.forward(xs)?;
+    /// The projections of `xs` by q, k and v, `[B, T, rows]` each: a fused projection's output split in its
+    /// rows' order (q's, k's, v's), as transformers splits its weight.
+    fn project(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        match &self.qkv {
+            Projections::Separate { q, k, v } => Ok((q.forward(xs)?, k.forward(xs)?, v.forward(xs)?)),
+            Projections::Fused(qkv) => {
+                let ys = qkv.forward(xs)?;
+                let kv_rows = self.num_kv_heads * self.head_dim;
+                let q_rows = ys.dim(2)? - 2 * kv_rows;
+                let part = |start: usize, len: usize| ys.narrow(2, start, len)?.contiguous();
+                Ok((part(0, q_rows)?, part(q_rows, kv_rows)?, part(q_rows + kv_rows, kv_rows)?))
+            }
+        }
+    }
+
+    /// The module names whose input is the layer's hidden states.
+    fn input_names(&self) -> Vec<&str> {
+        match &self.qkv {
+            Projections::Separate { q, k, v } => vec![&q.name, &k.name, &v.name],
+            Projections::Fused(qkv) => vec![&qkv.name],
+        }
+    }
+
+    /// q's projection `ys` as the query `[B, T, heads·head_dim]`, and the output gate `[B, T, heads·head_dim]`
+    /// when q's projection carries one (per head, the query's `head_dim` columns then the gate's).
+    fn query(&self, ys: Tensor) -> Result<(Tensor, Option<Tensor>)> {
         if !self.output_gate {
             return Ok((ys, None));
         }
@@ -137,13 +170,14 @@ impl Attention {
 
     pub fn forward(&self, xs: &Tensor, rope: Option<&Rope>, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
-        observers.record_input(&[&self.q.name, &self.k.name, &self.v.name], xs)?;
-        let (q, gate) = self.query(xs)?;
+        observers.record_input(&self.input_names(), xs)?;
+        let (q, k, v) = self.project(xs)?;
+        let (q, gate) = self.query(q)?;
         let q = self.heads(q, self.norm_before_rope(&self.q_norm), self.num_heads)?;
         let q = self.tune_temperature(self.position(q, rope, self.q_norm.as_ref())?)?;
-        let k = self.heads(self.k.forward(xs)?, self.norm_before_rope(&self.k_norm), self.num_kv_heads)?;
+        let k = self.heads(k, self.norm_before_rope(&self.k_norm), self.num_kv_heads)?;
         let k = self.position(k, rope, self.k_norm.as_ref())?;
-        let v = self.heads(self.v.forward(xs)?, None, self.num_kv_heads)?;
+        let v = self.heads(v, None, self.num_kv_heads)?;
         let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
         let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;
         let out = attend(&q, &k, &v, self.scaling, &self.pattern)?;
@@ -241,6 +275,64 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+
+    /// An attention of 4 heads of 8 over 2 kv heads with q/k norms, its projections as given.
+    fn attention_with(qkv: Projections, output_gate: bool) -> Attention {
+        let device = Device::Cpu;
+        let norm = |seed: f32| {
+            RmsNorm::new(Tensor::arange(0f32, 8.0, &device).unwrap().affine(0.1, seed as f64).unwrap(), 1e-6)
+        };
+        Attention {
+            qkv,
+            o: Linear::from_weight("o", Tensor::randn(0f32, 0.2, (16, 32), &device).unwrap(), None),
+            q_norm: Some(norm(0.5)),
+            k_norm: Some(norm(0.8)),
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 8,
+            scaling: 8f64.powf(-0.5),
+            pattern: Pattern::CAUSAL,
+            rope: false,
+            qk_norm_after_rope: false,
+            weightless_norm: None,
+            temperature: None,
+            output_gate,
+        }
+    }
+
+    #[test]
+    fn a_fused_qkv_projection_is_split_in_q_k_v_row_order() {
+        let device = Device::Cpu;
+        let xs = Tensor::randn(0f32, 1.0, (2, 5, 16), &device).unwrap();
+        for output_gate in [false, true] {
+            let q_rows = 32 * if output_gate { 2 } else { 1 };
+            let weight = Tensor::randn(0f32, 0.3, (q_rows + 32, 16), &device).unwrap();
+            let bias = Tensor::randn(0f32, 0.1, q_rows + 32, &device).unwrap();
+            let rows = |start: usize, len: usize| {
+                let linear = |xs: &Tensor| xs.narrow(0, start, len).unwrap().contiguous().unwrap();
+                (linear(&weight), linear(&bias))
+            };
+            let (q, k, v) = (rows(0, q_rows), rows(q_rows, 16), rows(q_rows + 16, 16));
+            let separate = attention_with(
+                Projections::Separate {
+                    q: Linear::from_weight("q", q.0, Some(q.1)),
+                    k: Linear::from_weight("k", k.0, Some(k.1)),
+                    v: Linear::from_weight("v", v.0, Some(v.1)),
+                },
+                output_gate,
+            );
+            let mut fused =
+                attention_with(Projections::Fused(Linear::from_weight("qkv", weight, Some(bias))), output_gate);
+            fused.o = Linear::from_weight("o", separate.o.weight.clone(), None);
+            let mut observed = Observers::default();
+            let want = separate.forward(&xs, None, &mut Observers::default()).unwrap();
+            let got = fused.forward(&xs, None, &mut observed).unwrap();
+            let difference = (&got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(difference < 1e-5, "output gate {output_gate}: {difference}");
+            // The fused module's input is recorded under its own name, once.
+            assert_eq!(observed.input_amax.keys().collect::<Vec<_>>(), ["o", "qkv"]);
+        }
+    }
 
     #[test]
     fn chunked_attention_equals_attention_over_the_whole_batch() {

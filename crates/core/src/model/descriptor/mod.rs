@@ -200,11 +200,16 @@ pub enum AttentionDescriptor {
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[ts(optional_fields)]
 pub struct GqaDescriptor {
-    /// Module names of the projections.
+    /// Module names of the projections (with `qkv`, q, k and v each name the fused module).
     pub q: String,
     pub k: String,
     pub v: String,
     pub o: String,
+    /// One module projects q, k and v at once, its output rows q's (`q`'s rows, gate included), then k's, then
+    /// v's (Param2 and Sarvam-MoE hub checkpoints' `query_key_value`, which transformers splits in that order on
+    /// load); its bias, with `qkv_bias`, is stacked the same way.
+    #[serde(default)]
+    pub qkv: Option<String>,
     /// q/k/v carry biases.
     #[serde(default)]
     pub qkv_bias: bool,
