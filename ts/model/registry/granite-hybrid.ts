@@ -5,25 +5,14 @@
  * attention rotating only when `position_embedding_type` is `rope`; Granite's multipliers.
  * transformers: models/granitemoehybrid/modeling_granitemoehybrid.py
  */
+import { graniteMoe } from './granite'
 import type { ArchitectureEntry } from './types'
 
 export const graniteMoeHybrid: ArchitectureEntry = {
   modelTypes: ['granitemoehybrid'],
   family: 'Granite-4.0-H',
-  layouts: [
-    {
-      kind: 'fused',
-      block: 'block_sparse_moe',
-      tensors: { gateUp: 'input_linear.weight', down: 'output_linear.weight' },
-      router: 'router.layer.weight',
-    },
-    {
-      kind: 'fused',
-      block: 'block_sparse_moe',
-      tensors: { gateUp: 'experts.gate_up_proj', down: 'experts.down_proj' },
-      router: 'router.weight',
-    },
-  ],
+  // Granite-MoE's experts and router, as stored on the hub and by transformers 5.
+  layouts: graniteMoe.layouts,
   router: 'topk_softmax',
   placement: { kind: 'all' },
   sharedExperts: { module: 'shared_mlp' },
