@@ -1,6 +1,6 @@
 // Test helpers: copy fixtures into temp directories, and write small safetensors files by hand
 // (the format is an 8-byte little-endian header length, a JSON header, then the data).
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -28,8 +28,16 @@ export const FORWARD_REFUSED_LAYOUTS = {}
 export const calibratedFamilyFixtures = () =>
   familyManifest().filter((f) => CALIBRATED_FAMILIES.has(f.model_type) && !Object.hasOwn(FORWARD_REFUSED_LAYOUTS, f.path))
 
+/** Temp directories of this test file, removed when its process exits (ava runs each file in a process of its own). */
+const temporaries = []
+process.once('exit', () => {
+  for (const dir of temporaries) rmSync(dir, { recursive: true, force: true })
+})
+
 export function tempDir(prefix = 'moe-quant-test-') {
-  return mkdtempSync(join(tmpdir(), prefix))
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  temporaries.push(dir)
+  return dir
 }
 
 /** Copies fixtures/<name> into a fresh temp directory and returns its path. */
