@@ -22,7 +22,7 @@
 # of MOE_QUANT_CUDA_PYTHON and python3 whose `nvidia` package holds nvcc.
 
 moe_quant_cuda_env() {
-  local repo wheels toolkit nvvm_version marker cudarc_sys f
+  local repo wheels toolkit nvvm_version marker cudarc_sys f found_python=
   repo=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
   wheels=${MOE_QUANT_CUDA_WHEELS:-}
   if [ -z "$wheels" ]; then
@@ -31,6 +31,7 @@ moe_quant_cuda_env() {
       candidate=$("$python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))' 2>/dev/null)
       if [ -n "$candidate" ] && [ -x "$candidate/bin/nvcc" ]; then
         wheels=$candidate
+        found_python=$python
         break
       fi
     done
@@ -40,9 +41,35 @@ moe_quant_cuda_env() {
   marker=$toolkit/.complete-$nvvm_version-2
 
   if [ -z "$wheels" ] || [ ! -x "$wheels/bin/nvcc" ]; then
-    echo "cuda-env: no nvcc in ${wheels:-the nvidia/cu13 folder of MOE_QUANT_CUDA_PYTHON or python3}/bin (install the CUDA 13.0 wheels, e.g. nvidia-cuda-nvcc==13.0.88," \
-      "nvidia-cuda-runtime, nvidia-cublas, nvidia-curand, nvidia-cuda-nvrtc, or set MOE_QUANT_CUDA_WHEELS)" >&2
+    echo "cuda-env: no nvcc in ${wheels:-the nvidia/cu13 folder of MOE_QUANT_CUDA_PYTHON or python3}/bin (install the CUDA 13.0" \
+      "wheels: pip install -r tools/cuda-requirements.txt; or set MOE_QUANT_CUDA_WHEELS)" >&2
     return 1
+  fi
+
+  # Every wheel of tools/cuda-requirements.txt at its pinned version: mixed releases build, then fail on the GPU.
+  if [ -n "$found_python" ]; then
+    local mismatched
+    mismatched=$("$found_python" - "$repo/tools/cuda-requirements.txt" <<'PY'
+import sys
+from importlib import metadata
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, pinned = line.split("==")
+    try:
+        found = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        found = "not installed"
+    if found != pinned:
+        print(f"{name} {found} (needs {pinned})")
+PY
+) || return 1
+    if [ -n "$mismatched" ]; then
+      echo "cuda-env: the CUDA wheels of $found_python are not the pinned CUDA 13.0 release:" $mismatched \
+        "-- run: $found_python -m pip install -r $repo/tools/cuda-requirements.txt" >&2
+      return 1
+    fi
   fi
 
   if [ ! -e "$marker" ]; then
