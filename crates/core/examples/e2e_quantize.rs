@@ -1,6 +1,7 @@
 //! The moe-quant side of the end-to-end race (benches/e2e): quantize a checkpoint from disk to disk with a
 //! descriptor and export plan that the TypeScript side built, on a given device, and print the report
-//! (without per-module statistics) as JSON. Node is not needed where this runs.
+//! (without per-module statistics) as JSON. Node is not needed where this runs. With `MOE_QUANT_PROFILE=1` the
+//! report also says where the forward's time went (a device synchronisation around each section).
 //!
 //! usage: e2e_quantize MODEL_DIR OUTPUT_DIR DESCRIPTOR.json PLAN.json CALIB_IDS.json DEVICE BATCH_SIZE
 
@@ -77,6 +78,8 @@ fn run() -> Result<(), String> {
         "output_bytes": report.files.values().sum::<u64>(),
         "peak_rss_bytes": report.peak_rss_bytes,
         "uncalibrated_experts": uncalibrated,
+        // With MOE_QUANT_PROFILE set: seconds per forward section, each synchronised (see model::profile).
+        "profile": moe_quant_core::model::profile::report(),
     });
     println!("{summary}");
     Ok(())

@@ -65,6 +65,7 @@ fn keep_freed_memory(device: &CudaDevice) -> Result<()> {
 /// Device memory a kernel writes (or reads, for uploaded scales), in the dtype of the tensor it becomes.
 pub(crate) enum Output {
     U8(CudaSlice<u8>),
+    U32(CudaSlice<u32>),
     F32(CudaSlice<f32>),
     BF16(CudaSlice<bf16>),
     F16(CudaSlice<f16>),
@@ -78,6 +79,7 @@ pub(crate) enum Arg<'a> {
     U64(u64),
     U32(u32),
     I32(i32),
+    F32(f32),
 }
 
 /// How many blocks to launch.
@@ -134,6 +136,7 @@ impl Source {
         unsafe {
             Ok(match dtype {
                 DType::U8 => Output::U8(self.device.alloc::<u8>(len)?),
+                DType::U32 => Output::U32(self.device.alloc::<u32>(len)?),
                 DType::F32 => Output::F32(self.device.alloc::<f32>(len)?),
                 DType::BF16 => Output::BF16(self.device.alloc::<bf16>(len)?),
                 DType::F16 => Output::F16(self.device.alloc::<f16>(len)?),
@@ -179,16 +182,19 @@ impl Source {
         for arg in args.iter_mut() {
             match arg {
                 Arg::Out(Output::U8(s)) => builder.arg(s),
+                Arg::Out(Output::U32(s)) => builder.arg(s),
                 Arg::Out(Output::F32(s)) => builder.arg(s),
                 Arg::Out(Output::BF16(s)) => builder.arg(s),
                 Arg::Out(Output::F16(s)) => builder.arg(s),
                 Arg::In(Output::U8(s)) => builder.arg(s),
+                Arg::In(Output::U32(s)) => builder.arg(s),
                 Arg::In(Output::F32(s)) => builder.arg(s),
                 Arg::In(Output::BF16(s)) => builder.arg(s),
                 Arg::In(Output::F16(s)) => builder.arg(s),
                 Arg::U64(v) => builder.arg(&*v),
                 Arg::U32(v) => builder.arg(&*v),
                 Arg::I32(v) => builder.arg(&*v),
+                Arg::F32(v) => builder.arg(&*v),
             };
         }
         // SAFETY: each launcher passes the pointers and scalars of its kernel's signature in order, the source
@@ -198,10 +204,44 @@ impl Source {
         Ok(())
     }
 
+    /// Launches `kernel` of `module` with `args` only: for kernels whose first input is not a float tensor (it is
+    /// passed as an address, `Arg::U64`).
+    pub fn launch_args(&self, module: &Module, kernel: &str, grid: Grid, args: &mut [Arg<'_>]) -> Result<()> {
+        let func = function(&self.device, module, kernel)?;
+        let config = match grid {
+            Grid::Wave { work, rows } => wave(&self.device, &func, work, rows)?,
+            Grid::Fixed { grid, block } => LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 },
+        };
+        let stream = self.device.cuda_stream();
+        let mut builder = stream.launch_builder(&func);
+        for arg in args.iter_mut() {
+            match arg {
+                Arg::Out(Output::U8(s)) => builder.arg(s),
+                Arg::Out(Output::U32(s)) => builder.arg(s),
+                Arg::Out(Output::F32(s)) => builder.arg(s),
+                Arg::Out(Output::BF16(s)) => builder.arg(s),
+                Arg::Out(Output::F16(s)) => builder.arg(s),
+                Arg::In(Output::U8(s)) => builder.arg(s),
+                Arg::In(Output::U32(s)) => builder.arg(s),
+                Arg::In(Output::F32(s)) => builder.arg(s),
+                Arg::In(Output::BF16(s)) => builder.arg(s),
+                Arg::In(Output::F16(s)) => builder.arg(s),
+                Arg::U64(v) => builder.arg(&*v),
+                Arg::U32(v) => builder.arg(&*v),
+                Arg::I32(v) => builder.arg(&*v),
+                Arg::F32(v) => builder.arg(&*v),
+            };
+        }
+        // SAFETY: as for `launch`; addresses passed as U64 belong to tensors the caller keeps alive.
+        unsafe { builder.launch(config) }.w()?;
+        Ok(())
+    }
+
     /// An output as a tensor of `shape` on the source's device.
     pub fn tensor(&self, output: Output, shape: impl Into<Shape>) -> Tensor {
         match output {
             Output::U8(slice) => wrap(slice, &self.device, shape),
+            Output::U32(slice) => wrap(slice, &self.device, shape),
             Output::F32(slice) => wrap(slice, &self.device, shape),
             Output::BF16(slice) => wrap(slice, &self.device, shape),
             Output::F16(slice) => wrap(slice, &self.device, shape),
@@ -212,6 +252,31 @@ impl Source {
 pub(crate) fn wrap<T: CudaDType>(slice: CudaSlice<T>, device: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
     let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, device.clone()));
     Tensor::from_storage(storage, shape, BackpropOp::none(), false)
+}
+
+/// The device address of element `layout.start_offset()` of a CUDA tensor (U8, U32, F32, BF16 or F16), to pass a
+/// second input to a kernel as a pointer (`Arg::U64`). The caller keeps the tensor alive until the kernel has run:
+/// everything runs on the device's one stream, so a later free is ordered after it.
+pub(crate) fn address(tensor: &Tensor) -> Result<u64> {
+    use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cuda(cuda) = &*storage else {
+        return Err(super::not_on_cuda("address", tensor.device()));
+    };
+    let Device::Cuda(device) = tensor.device() else {
+        return Err(super::not_on_cuda("address", tensor.device()));
+    };
+    let stream = device.cuda_stream();
+    let offset = (layout.start_offset() * tensor.dtype().size_in_bytes()) as u64;
+    let base = match tensor.dtype() {
+        DType::U8 => cuda.as_cuda_slice::<u8>()?.device_ptr(&stream).0,
+        DType::U32 => cuda.as_cuda_slice::<u32>()?.device_ptr(&stream).0,
+        DType::F32 => cuda.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
+        DType::BF16 => cuda.as_cuda_slice::<bf16>()?.device_ptr(&stream).0,
+        DType::F16 => cuda.as_cuda_slice::<f16>()?.device_ptr(&stream).0,
+        other => return Err(Error::internal(format!("cuda: no kernel input of {other:?}"))),
+    };
+    Ok(base + offset)
 }
 
 /// Reinterprets a view of 2-byte floats as u16 (same size, no alignment change).

@@ -1,5 +1,5 @@
 //! The GPU: opening a CUDA device, and moe-quant's own kernels that are not a format's (amax reductions, the
-//! split of fused gate/up experts, the routed experts' grouped GEMM). Each format's quantize kernel lives in its
+//! split of fused gate/up experts, the routed experts' grouped GEMM, fused steps of the forward). Each format's quantize kernel lives in its
 //! folder (`formats/<name>/cuda.rs`) and is launched through the same helper, [`launch`].
 //!
 //! Kernels take and return candle CUDA tensors (sources in bf16, f16 or f32) and produce exactly the bytes of
@@ -8,6 +8,7 @@
 //! [`Error::DeviceUnavailable`], as does a tensor on the CPU.
 
 mod amax;
+mod forward;
 mod split;
 
 #[cfg(feature = "cuda")]
@@ -22,7 +23,8 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 
 pub use amax::{amax, amax_per_block, amax_per_expert};
-pub(crate) use launch::{Arg, Grid, Source, BLOCK_THREADS};
+pub use forward::{combine_routed, softmax_scores};
+pub(crate) use launch::{address, Arg, Grid, Source, BLOCK_THREADS};
 pub use split::{split_gate_up, split_gate_up_transposed};
 
 use crate::error::{Error, Result};

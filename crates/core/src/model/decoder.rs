@@ -22,6 +22,7 @@ use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, Nor
 use super::loader::WeightLoader;
 use crate::error::{Error, Result};
 use crate::model::observe::Observers;
+use crate::model::profile;
 
 enum TokenMixer {
     Gqa(Attention),
@@ -124,13 +125,26 @@ impl DecoderLayer {
                 &self.input_norm,
                 &xs,
                 |input, observers| match mixer {
+                    // GQA attention times its own parts.
                     TokenMixer::Gqa(attention) => attention.forward(input, rope, observers),
-                    TokenMixer::Mla(mla) => mla.forward(input, required_rope(rope)?, chosen, observers),
-                    TokenMixer::DeltaNet(mixer) => mixer.forward(input, observers),
-                    TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
-                    TokenMixer::Mamba(mamba) => mamba.forward(input, observers),
-                    TokenMixer::ShortConv(conv) => conv.forward(input, observers),
-                    TokenMixer::Lightning(mixer) => mixer.forward(input, observers),
+                    TokenMixer::Mla(mla) => profile::section(input.device(), "MLA attention", || {
+                        mla.forward(input, required_rope(rope)?, chosen, observers)
+                    }),
+                    TokenMixer::DeltaNet(mixer) => {
+                        profile::section(input.device(), "Gated DeltaNet", || mixer.forward(input, observers))
+                    }
+                    TokenMixer::Mamba2(mamba) => {
+                        profile::section(input.device(), "Mamba-2", || mamba.forward(input, observers))
+                    }
+                    TokenMixer::Mamba(mamba) => {
+                        profile::section(input.device(), "Mamba", || mamba.forward(input, observers))
+                    }
+                    TokenMixer::ShortConv(conv) => {
+                        profile::section(input.device(), "short convolution", || conv.forward(input, observers))
+                    }
+                    TokenMixer::Lightning(mixer) => {
+                        profile::section(input.device(), "lightning attention", || mixer.forward(input, observers))
+                    }
                 },
                 observers,
             )?;
@@ -141,7 +155,9 @@ impl DecoderLayer {
                 norm,
                 &xs,
                 |input, observers| match feed_forward {
-                    FeedForward::Dense(mlp) => mlp.forward(input, observers),
+                    FeedForward::Dense(mlp) => {
+                        profile::section(input.device(), "dense MLP", || mlp.forward(input, observers))
+                    }
                     FeedForward::Moe(moe) => moe.forward(input, observers),
                 },
                 observers,

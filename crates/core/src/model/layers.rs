@@ -26,6 +26,7 @@ use crate::checkpoint::Checkpoint;
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::model::observe::Observers;
+use crate::model::profile;
 
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOptions {
@@ -187,17 +188,19 @@ impl<'a> LayerStream<'a> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
         let rope = self.rope.is_some();
-        let layer = DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), rope, self.all_experts_stats)?;
+        let layer = profile::section(&self.loader.device, "layer weights (wait for the disk, upload)", || {
+            DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), rope, self.all_experts_stats)
+        })?;
         self.load_seconds += clock.elapsed().as_secs_f64();
         // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
         // the previous one, which this layer's load has just used up.)
         prefetch_layer(self.loader.checkpoint, self.desc, self.next_layer + 1);
         let clock = Instant::now();
-        layer.observe_weights(&mut self.observers)?;
+        profile::section(&self.loader.device, "weight maxima", || layer.observe_weights(&mut self.observers))?;
         for batch in 0..self.hidden.len() {
             let ys =
                 layer.forward(&self.hidden[batch], self.rope.as_ref(), &mut self.chosen[batch], &mut self.observers)?;
-            if !all_finite(&ys)? {
+            if !profile::section(&self.loader.device, "finite check", || all_finite(&ys))? {
                 return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
             }
             self.hidden[batch] = ys;

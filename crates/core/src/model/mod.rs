@@ -7,6 +7,7 @@ pub mod descriptor;
 pub mod layers;
 pub mod loader;
 pub mod observe;
+pub mod profile;
 
 pub use descriptor::ModelDescriptor;
 pub use layers::{run_forward, ForwardOptions, ForwardResult};

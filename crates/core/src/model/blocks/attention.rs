@@ -18,6 +18,7 @@ use crate::model::decoder::required_rope;
 use crate::model::descriptor::{AttentionMask, AttentionTemperature, GqaDescriptor};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
+use crate::model::profile;
 
 /// The projections of q, k and v: three modules, or one whose output stacks them.
 enum Projections {
@@ -170,23 +171,27 @@ impl Attention {
 
     pub fn forward(&self, xs: &Tensor, rope: Option<&Rope>, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
-        observers.record_input(&self.input_names(), xs)?;
-        let (q, k, v) = self.project(xs)?;
-        let (q, gate) = self.query(q)?;
-        let q = self.heads(q, self.norm_before_rope(&self.q_norm), self.num_heads)?;
-        let q = self.tune_temperature(self.position(q, rope, self.q_norm.as_ref())?)?;
-        let k = self.heads(k, self.norm_before_rope(&self.k_norm), self.num_kv_heads)?;
-        let k = self.position(k, rope, self.k_norm.as_ref())?;
-        let v = self.heads(v, None, self.num_kv_heads)?;
-        let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
-        let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;
-        let out = attend(&q, &k, &v, self.scaling, &self.pattern)?;
-        let mut out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
+        let device = xs.device();
+        profile::section(device, "observers", || observers.record_input(&self.input_names(), xs))?;
+        let (q, k, v) = profile::section(device, "attention projections", || self.project(xs))?;
+        let (q, k, v, gate) = profile::section(device, "attention heads, norms and rope", || {
+            let (q, gate) = self.query(q)?;
+            let q = self.heads(q, self.norm_before_rope(&self.q_norm), self.num_heads)?;
+            let q = self.tune_temperature(self.position(q, rope, self.q_norm.as_ref())?)?;
+            let k = self.heads(k, self.norm_before_rope(&self.k_norm), self.num_kv_heads)?;
+            let k = self.position(k, rope, self.k_norm.as_ref())?;
+            let v = self.heads(v, None, self.num_kv_heads)?;
+            Ok((q, k, v, gate))
+        })?;
+        let mut out = profile::section(device, "attention scores, softmax, values", || {
+            let out = attend(&q, &k, &v, self.scaling, &self.pattern)?;
+            Ok(out.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?)
+        })?;
         if let Some(gate) = gate {
             out = (out * sigmoid(&gate)?)?;
         }
-        observers.record_input(&[&self.o.name], &out)?;
-        self.o.forward(&out)
+        profile::section(device, "observers", || observers.record_input(&[&self.o.name], &out))?;
+        profile::section(device, "attention projections", || self.o.forward(&out))
     }
 }
 
@@ -203,8 +208,9 @@ pub fn repeat_kv(xs: &Tensor, groups: usize) -> Result<Tensor> {
 /// softmax holds a few temporaries of that size), which bounds the forward's memory for long batches.
 const SCORES_BYTES_PER_CHUNK: usize = 128 << 20;
 
-/// Scaled dot-product attention: `softmax(q·kᵀ·scaling + mask)·v`, `[B, H, T, D]` (v's head size may differ
-/// from q's and k's); with sinks, each row's softmax also counts its head's sink logit, whose share is dropped.
+/// Scaled dot-product attention: `softmax(q·kᵀ·scaling + mask)·v`, `q [B, H, T, D]`, `k` and `v` with H heads or
+/// fewer (each kv head serving a group of H / kv query heads; v's head size may differ from q's and k's); with
+/// sinks, each row's softmax also counts its head's sink logit, whose share is dropped.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64, pattern: &Pattern) -> Result<Tensor> {
     let (_, heads, t, _) = q.dims4()?;
     let per_sequence = heads * t * (t + 1) * std::mem::size_of::<f32>();
@@ -256,6 +262,12 @@ fn sink_column(pattern: &Pattern, heads: usize, t: usize, device: &Device) -> Re
 }
 
 fn attend_sequences(q: &Tensor, k: &Tensor, v: &Tensor, extra: &Scores, scaling: f64) -> Result<Tensor> {
+    if q.device().is_cuda() && extra.mask.rank() == 2 {
+        return attend_grouped(q, k, v, extra, scaling);
+    }
+    let heads = q.dim(1)?;
+    let k = repeat_kv(k, heads / k.dim(1)?)?;
+    let v = repeat_kv(v, heads / v.dim(1)?)?;
     // Scores and softmax in f32; the product with v in the compute dtype, as transformers' eager attention.
     let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scaling)?;
     let scores = scores.broadcast_add(&extra.mask)?;
@@ -268,6 +280,25 @@ fn attend_sequences(q: &Tensor, k: &Tensor, v: &Tensor, extra: &Scores, scaling:
         }
     };
     Ok(probabilities.to_dtype(q.dtype())?.matmul(&v.contiguous()?)?)
+}
+
+/// [`attend_sequences`] on the GPU, the same values with fewer passes: the queries of each kv head's group
+/// multiplied as one matrix (no copy of k and v per query head), and scaling, mask and softmax as one kernel.
+fn attend_grouped(q: &Tensor, k: &Tensor, v: &Tensor, extra: &Scores, scaling: f64) -> Result<Tensor> {
+    let (b, heads, t, d) = q.dims4()?;
+    let (kv_heads, keys) = (k.dim(1)?, k.dim(2)?);
+    let groups = heads / kv_heads;
+    // Query head h = kv · groups + g, so [B, H, T, D] is [B, kv, groups · T, D] as it lies.
+    let scores = q.contiguous()?.reshape((b, kv_heads, groups * t, d))?.matmul(&k.t()?)?;
+    let sinks = extra.sinks.as_ref().map(|column| column.reshape((heads, t))).transpose()?;
+    let probabilities = crate::cuda::softmax_scores(
+        &scores.reshape((b, heads, t, keys))?,
+        &extra.mask,
+        sinks.as_ref(),
+        scaling as f32,
+    )?;
+    let out = probabilities.reshape((b, kv_heads, groups * t, keys))?.matmul(&v.contiguous()?)?;
+    Ok(out.reshape((b, heads, t, v.dim(3)?))?)
 }
 
 #[cfg(test)]

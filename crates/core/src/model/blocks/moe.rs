@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
 use crate::model::loader::{ExpertWeights, WeightLoader};
 use crate::model::observe::Observers;
+use crate::model::profile;
 use std::ops::Range;
 
 pub struct MoeBlock {
@@ -206,12 +207,16 @@ impl MoeBlock {
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
         let flat = xs.reshape(((), self.desc.tensors.hidden))?;
-        let dispatch = self.route(&flat, observers)?;
+        let device = xs.device();
+        let dispatch =
+            profile::section(device, "routing (router, top-k on the host, upload)", || self.route(&flat, observers))?;
         // Maxima stay on the device until the end of the block: no synchronisation inside the expert pass.
         let mut gate_up_maxima = Vec::new();
         let mut down_maxima = Vec::new();
         let routed = self.run_experts(&flat, &dispatch, observers, &mut gate_up_maxima, &mut down_maxima)?;
-        let mut out = self.combine(routed, &dispatch, flat.dim(0)?)?;
+        let mut out = profile::section(device, "expert combine (weights, gather, sum)", || {
+            self.combine(routed, &dispatch, flat.dim(0)?)
+        })?;
         if self.all_experts_stats {
             for weights in self.experts.weights() {
                 let hidden = self.activate(&linear(&flat, &weights.gate_up, weights.gate_up_bias.as_ref())?)?;
@@ -219,9 +224,11 @@ impl MoeBlock {
             }
             gate_up_maxima.push(abs_max_on_device(&flat)?);
         }
-        self.record(observers, &dispatch.groups, &gate_up_maxima, &down_maxima)?;
+        profile::section(device, "observers", || {
+            self.record(observers, &dispatch.groups, &gate_up_maxima, &down_maxima)
+        })?;
         if let Some(shared) = &self.shared {
-            let mut shared_out = shared.forward(&flat, observers)?;
+            let mut shared_out = profile::section(device, "shared experts", || shared.forward(&flat, observers))?;
             observers.check(|| format!("the output of the shared experts of {}", self.desc.block), &shared_out)?;
             if let Some(gate) = &self.shared_gate {
                 observers.record_input(&[&gate.name], &flat)?;
@@ -266,23 +273,32 @@ impl MoeBlock {
         down_maxima: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
         let ranges = &dispatch.groups.ranges;
+        let device = flat.device();
         // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
         let hidden = {
-            let mut routed = flat.index_select(&dispatch.tokens, 0)?;
-            if self.scales_input() {
-                routed = routed.broadcast_mul(&dispatch.weights)?;
-                observers.check(|| format!("the input of {}.experts (gate/up)", self.desc.block), &routed)?;
-                gate_up_maxima.push(abs_max_on_device(&routed)?);
-            } else {
-                gate_up_maxima.push(abs_max_on_device(flat)?);
-            }
-            let gate_up = self.experts.project(&routed, ranges, Projection::GateUp)?;
+            let mut routed = profile::section(device, "expert gather", || Ok(flat.index_select(&dispatch.tokens, 0)?))?;
+            profile::section(device, "observers", || {
+                if self.scales_input() {
+                    routed = routed.broadcast_mul(&dispatch.weights)?;
+                    observers.check(|| format!("the input of {}.experts (gate/up)", self.desc.block), &routed)?;
+                    gate_up_maxima.push(abs_max_on_device(&routed)?);
+                } else {
+                    gate_up_maxima.push(abs_max_on_device(flat)?);
+                }
+                Ok(())
+            })?;
+            let gate_up =
+                profile::section(device, "expert GEMMs", || self.experts.project(&routed, ranges, Projection::GateUp))?;
             drop(routed);
-            self.activate(&gate_up)?
+            profile::section(device, "expert activation", || self.activate(&gate_up))?
         };
-        observers.check(|| format!("the input of {}.experts (down)", self.desc.block), &hidden)?;
-        down_maxima.push(abs_max_on_device(&hidden)?);
-        let routed = self.experts.project(&hidden, ranges, Projection::Down)?;
+        profile::section(device, "observers", || {
+            observers.check(|| format!("the input of {}.experts (down)", self.desc.block), &hidden)?;
+            down_maxima.push(abs_max_on_device(&hidden)?);
+            Ok(())
+        })?;
+        let routed =
+            profile::section(device, "expert GEMMs", || self.experts.project(&hidden, ranges, Projection::Down))?;
         observers.check(|| format!("the output of {}.experts", self.desc.block), &routed)?;
         Ok(routed)
     }
@@ -290,8 +306,12 @@ impl MoeBlock {
     /// Routed outputs weighted and summed per token, in f32 whatever the compute dtype, in expert order (the
     /// order of transformers' loop): the rows of every expert's output, gathered token by token, then summed.
     fn combine(&self, routed: Tensor, dispatch: &Dispatch, tokens: usize) -> Result<Tensor> {
-        let routed = if self.scales_input() { routed } else { routed.broadcast_mul(&dispatch.weights)? };
         let gather = Tensor::from_vec(dispatch.groups.rows_by_token(), tokens * self.desc.top_k, routed.device())?;
+        if routed.device().is_cuda() {
+            let weights = (!self.scales_input()).then(|| dispatch.weights.flatten_all()).transpose()?;
+            return cuda::combine_routed(&routed, &gather, weights.as_ref(), self.desc.top_k);
+        }
+        let routed = if self.scales_input() { routed } else { routed.broadcast_mul(&dispatch.weights)? };
         Ok(routed
             .index_select(&gather, 0)?
             .to_dtype(DType::F32)?
