@@ -190,7 +190,10 @@ fn finish(desc: &RouterDescriptor, weights: &mut [f32]) {
         };
         weights.iter_mut().for_each(|w| *w /= sum);
     }
-    if matches!(desc.kind, RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk | RouterKind::SoftmaxBiasTopkScaled) {
+    if matches!(
+        desc.kind,
+        RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk | RouterKind::SoftmaxBiasTopkScaled
+    ) {
         let scale = desc.routed_scaling_factor as f32;
         weights.iter_mut().for_each(|w| *w *= scale);
     }
