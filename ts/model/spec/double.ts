@@ -5,27 +5,35 @@
  * transformers: models/longcat_flash/modeling_longcat_flash.py `LongcatFlashDecoderLayer`.
  */
 import type { LayerDescriptor } from '../../native/contract'
-import { attentionDescriptor } from './attention'
-import { type LayerTensors, refuse, type SpecContext } from './context'
+import type { MoeLayer } from '../resolve'
+import { attentionDescriptor, type AttentionShape } from './attention'
+import { hiddenNorm, type LayerTensors, refuse, type SpecContext } from './context'
 import type { LayerAttention } from './layer-attention'
-import type { LayerParts } from './layers'
-import { hiddenNorm } from './layers'
 import { denseMlpDescriptor, mlpDescriptor } from './moe'
 
+/** What a layer of double sublayers is built from: its names' prefix (`model.layers.<i>.`), the attention's shape,
+ * scaling and variant (both attentions share them), its MoE and the residual multiplier. */
+export interface DoubleLayerInput {
+  prefix: string
+  attention: AttentionShape
+  scaling: number
+  variant: LayerAttention
+  moe: MoeLayer | undefined
+  residualMultiplier: number
+}
+
 /** Decoder layer `index` of a family with double sublayers. */
-export function doubleSublayerLayer(context: SpecContext, tensors: LayerTensors, index: number, parts: LayerParts): LayerDescriptor {
-  const prefix = `${parts.prefix}${index}.`
-  const moe = parts.moeByLayer.get(index)
+export function doubleSublayerLayer(context: SpecContext, tensors: LayerTensors, index: number, input: DoubleLayerInput): LayerDescriptor {
+  const { prefix, moe } = input
   if (!moe) refuse(context, `layer ${index} holds no routed experts: ${context.entry.family} layers all have their MoE shortcut`)
   const norm = (name: string, sublayer: number): string => hiddenNorm(context, tensors, `${prefix}${name}.${sublayer}`, `the ${name}.${sublayer} [hidden_size]`)
-  const attention = (sublayer: number) =>
-    attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, parts.variants[index] as LayerAttention, `self_attn.${sublayer}`)
+  const attention = (sublayer: number) => attentionDescriptor(context, tensors, prefix, input.attention, input.scaling, input.variant, `self_attn.${sublayer}`)
   return {
     index,
     input_norm: norm('input_layernorm', 0),
     post_attention_norm: norm('post_attention_layernorm', 0),
     norm_placement: 'pre',
-    residual_multiplier: parts.residualMultiplier,
+    residual_multiplier: input.residualMultiplier,
     attention: attention(0),
     mlp: mlpDescriptor(context, tensors, index, prefix, moe),
     double: {

@@ -9,7 +9,7 @@ import type { AttentionDescriptor, LayerDescriptor, ResidualScales } from '../..
 import type { HybridDecl, HybridLayerKind } from '../registry/types'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, type AttentionShape } from './attention'
-import { type CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext } from './context'
+import { fmt, hiddenNorm, LayerTensors, refuse, type SpecContext } from './context'
 import { doubleSublayerLayer } from './double'
 import type { LayerAttention } from './layer-attention'
 import { lightningDescriptor } from './lightning'
@@ -38,18 +38,6 @@ export interface LayerParts {
   kinds?: HybridLayerKind[]
   /** With sparse attention: per layer, whether it runs its own indexer. */
   indexers?: boolean[]
-}
-
-/** A norm of the residual stream: its weight `[H]` (and, for LayerNorm families, its bias); the weight's name. */
-export function hiddenNorm(context: SpecContext, tensors: LayerTensors | CheckpointTensors, module: string, what: string): string {
-  const { hidden } = context
-  const check = (name: string, description: string): void => {
-    if (tensors instanceof LayerTensors) tensors.use(name, [hidden], description)
-    else tensors.expect(name, [hidden], description)
-  }
-  check(`${module}.weight`, what)
-  if (context.forward.layerNorm) check(`${module}.bias`, `${what} bias`)
-  return `${module}.weight`
 }
 
 /** Refuses any tensor of layer `index` (names starting with `prefix`) that the descriptor does not use. */
@@ -107,7 +95,8 @@ export function layerDescriptor(context: SpecContext, index: number, parts: Laye
   if (hybrid?.singleMixer) {
     layer = singleMixerLayer(context, tensors, index, parts, hybrid)
   } else if (context.forward.doubleSublayers) {
-    layer = doubleSublayerLayer(context, tensors, index, parts)
+    const input = { prefix, attention: parts.attention, scaling: parts.scaling, variant: parts.variants[index] as LayerAttention, residualMultiplier: parts.residualMultiplier }
+    layer = doubleSublayerLayer(context, tensors, index, { ...input, moe: parts.moeByLayer.get(index) })
   } else {
     const kind = parts.kinds?.[index]
     if (kind === 'moe' || kind === 'mlp') refuse(context, `layer ${index} is ${kind} in config.json, but ${context.entry.family} layers hold a token mixer and an MLP`)
