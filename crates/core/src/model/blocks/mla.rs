@@ -1,7 +1,7 @@
 //! DeepSeek multi-head latent attention: queries through an optional low-rank bottleneck, keys and values
 //! from a compressed latent plus a shared rotary key (LongCat-Flash scales the queries and the latent by constants);
-//! with DeepSeek sparse attention, each query attends only to
-//! the keys the lightning indexer chooses (or those an earlier layer's indexer chose).
+//! with DeepSeek sparse attention, each query attends only to the keys the lightning indexer chooses (or those an
+//! earlier layer's indexer chose).
 //! transformers: models/deepseek_v3/modeling_deepseek_v3.py `DeepseekV3Attention`, models/deepseek_v32
 //! `DeepseekV32Attention`, models/glm_moe_dsa `GlmMoeDsaAttention`, models/longcat_flash `LongcatFlashMLA`.
 
