@@ -35,10 +35,7 @@ function referencedTensors(d) {
   const dense = (mlp) => {
     for (const m of [mlp.gate, mlp.up, mlp.gate_up, mlp.down]) if (m) linear(m)
   }
-  for (const layer of d.layers) {
-    norm(layer.input_norm)
-    if (layer.post_attention_norm) norm(layer.post_attention_norm)
-    const a = layer.attention
+  const mixer = (a) => {
     if (!a) {
       // A single-mixer layer whose mixer is its MLP.
     } else if (a.kind === 'mamba2') {
@@ -92,6 +89,19 @@ function referencedTensors(d) {
         tensor(indexer.k_norm.replace(/weight$/, 'bias'), 1)
       }
     }
+  }
+  for (const layer of d.layers) {
+    norm(layer.input_norm)
+    if (layer.post_attention_norm) norm(layer.post_attention_norm)
+    mixer(layer.attention)
+    // LongCat-Flash: the second attention and the two dense MLPs with their norms.
+    const double = layer.double
+    if (double) {
+      for (const weight of [double.input_norm, double.post_attention_norm]) norm(weight)
+      mixer(double.attention)
+      dense(double.first_mlp)
+      dense(double.second_mlp)
+    }
     const mlp = layer.mlp
     if (!mlp) continue
     if (mlp.kind === 'dense') {
@@ -122,8 +132,7 @@ function checkSerializable(t, d) {
   t.deepEqual(JSON.parse(JSON.stringify(d)), d)
   const usize = (v) => Number.isSafeInteger(v) && v >= 0
   t.true([d.hidden_size, d.vocab_size, ...(d.rope ? [d.rope.rotary_dim] : [])].every(usize))
-  for (const layer of d.layers) {
-    const a = layer.attention
+  for (const [layer, a] of d.layers.flatMap((l) => [[l, l.attention], ...(l.double ? [[l, l.double.attention]] : [])])) {
     const ints =
       !a ? []
       : a.kind === 'gqa' ? [a.num_heads, a.num_kv_heads, a.head_dim]
@@ -139,7 +148,7 @@ function checkSerializable(t, d) {
     t.true(ints.every(usize), `layer ${layer.index} attention sizes`)
     if (layer.mlp?.kind === 'moe') {
       const m = layer.mlp
-      t.true([m.experts, m.top_k, m.hidden, m.intermediate, m.router.n_group, m.router.topk_group].every(usize))
+      t.true([m.experts, m.top_k, m.hidden, m.intermediate, m.router.n_group, m.router.topk_group, m.zero_experts ?? 0].every(usize))
     }
   }
 }
@@ -703,6 +712,37 @@ test('lfm2_moe: short convolutions and attention by layer_types, dense first lay
   await t.throwsAsync(variant('families/lfm2_moe/hub', { config: (c) => void (c.use_expert_bias = false) }), { code: 'E_MODEL_UNSUPPORTED', message: /expert_bias/ })
   const unbiased = await variant('families/lfm2_moe/hub', { config: (c) => void (c.conv_bias = false) }).catch((e) => e)
   t.is(unbiased.code, 'E_MODEL_UNSUPPORTED', 'the stored biases would go unused')
+})
+
+test('longcat_flash: two MLA and two MLP sublayers with the MoE as a shortcut, zero experts, LoRA-scaled MLA', async (t) => {
+  const hub = await describe('families/longcat_flash/hub')
+  t.deepEqual(hub.rope, { kind: 'default', theta: 10000, rotary_dim: 8, interleaved: true })
+  const [layer] = hub.layers
+  t.like(layer, { input_norm: 'model.layers.0.input_layernorm.0.weight', post_attention_norm: 'model.layers.0.post_attention_layernorm.0.weight', norm_placement: 'pre' })
+  const scales = { query: Math.sqrt(64 / 32), kv_latent: Math.sqrt(64 / 16) }
+  t.like(layer.attention, { kind: 'mla', q_a_proj: 'model.layers.0.self_attn.0.q_a_proj', kv_b_proj: 'model.layers.0.self_attn.0.kv_b_proj', lora_scales: scales })
+  close(t, layer.attention.scaling, (16 + 8) ** -0.5, 'scaling')
+  // The MoE under `mlp`, its router scoring the 8 experts and the 3 zero experts; the dense MLPs under `mlps`.
+  t.like(layer.mlp, { kind: 'moe', block: 'model.layers.0.mlp', experts: 8, top_k: 2, zero_experts: 3 })
+  t.deepEqual(layer.mlp.router, {
+    kind: 'softmax_bias_topk_scaled', weight: 'model.layers.0.mlp.router.classifier.weight', correction_bias: 'model.layers.0.mlp.router.e_score_correction_bias',
+    norm_topk_prob: false, n_group: 1, topk_group: 1, routed_scaling_factor: 6, norm_min: 0, jitter_eps: 0,
+  })
+  const mlp = (i) => ({ gate: `model.layers.0.mlps.${i}.gate_proj`, up: `model.layers.0.mlps.${i}.up_proj`, down: `model.layers.0.mlps.${i}.down_proj`, activation: 'silu' })
+  t.like(layer.double, {
+    first_mlp: mlp(0), second_mlp: mlp(1),
+    input_norm: 'model.layers.0.input_layernorm.1.weight', post_attention_norm: 'model.layers.0.post_attention_layernorm.1.weight',
+    attention: { kind: 'mla', q_a_proj: 'model.layers.0.self_attn.1.q_a_proj', o_proj: 'model.layers.0.self_attn.1.o_proj', lora_scales: scales },
+  })
+  const fused = await describe('families/longcat_flash/fused')
+  t.like(fused.layers[1].mlp, { layout: 'fused', gate_up: 'model.layers.1.mlp.experts.gate_up_proj', zero_experts: 3 })
+  // transformers builds the rope for head_dim and views q_b_proj's rows as heads of qk_head_dim: both must agree with
+  // the MLA sizes, and the queries always go through q_a_proj.
+  await t.throwsAsync(variant('families/longcat_flash/hub', { config: (c) => void (c.head_dim = 16) }), { code: 'E_CONFIG_INVALID', message: /head_dim/ })
+  await t.throwsAsync(variant('families/longcat_flash/hub', { config: (c) => void (c.qk_head_dim = 16) }), { code: 'E_CONFIG_INVALID', message: /qk_head_dim/ })
+  await t.throwsAsync(variant('families/longcat_flash/hub', { config: (c) => void (c.q_lora_rank = null) }), { code: 'E_CONFIG_INVALID', message: /q_lora_rank/ })
+  // The router's rows are the experts and the zero experts.
+  await t.throwsAsync(variant('families/longcat_flash/hub', { config: (c) => void (c.zero_expert_num = 2) }), { code: 'E_LAYOUT_SHAPE', message: /router\.classifier\.weight/ })
 })
 
 test('rope on the sliding layers only (EXAONE-MoE, Flint), their default layer types and MoE placements', async (t) => {

@@ -111,6 +111,10 @@ const CASES = [
   // MiniMax-Text-01: lightning attention (qkv_proj, output_gate, out_proj quantized; its norm kept), softmax
   // attention, the residual taken after the norm and weighted, Mixtral's MoE with w1/w3/w2 experts.
   ['families/minimax/hub', 'families_minimax_hub', CALIB_ROWS],
+  // LongCat-Flash: two MLA attentions and two dense MLPs per layer (self_attn.0/1, mlps.0/1 quantized, each with its
+  // own input scales), the MoE as a shortcut, zero-computation experts (no weights; the router, which scores them
+  // too, kept); transformers loads its F32 correction bias in the model's bf16, and ModelOpt exports it so.
+  ['families/longcat_flash/hub', 'families_longcat_flash_hub', CALIB_ROWS, [/e_score_correction_bias$/, 'BF16']],
 ]
 
 const bytesOf = (tensor) => {

@@ -7,8 +7,9 @@ Regenerate (from the repository root):
     python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.25.* tokenizers safetensors \\
         && .venv-tools/bin/python tools/make_family_fixtures.py
 
-The script is deterministic (all seeds fixed) and runs on CPU in well under a minute. It rewrites fixtures/families/
-and nothing else. It imports tools/make_fixtures.py and reuses its tokenizer, input_ids, shapes, seeds, model
+The script is deterministic (all seeds fixed) and runs on CPU in a few minutes. It rewrites fixtures/families/
+and nothing else; given model types (`tools/make_family_fixtures.py longcat_flash`), it rewrites only their directories
+and their entries of MANIFEST.json and README.md, keeping the others' as they are. It imports tools/make_fixtures.py and reuses its tokenizer, input_ids, shapes, seeds, model
 construction, seed search, hooks and checks, so that these fixtures are made exactly like the ones there.
 
 What it produces, for each family below:
@@ -31,7 +32,7 @@ fixtures/, so the two `fixtures` lists can be concatenated) and fixtures/familie
 
 Families (model_type in transformers 5.25): qwen3_vl_moe, glm4v_moe, dots1, deepseek_v2, hunyuan_v1_moe,
 ernie4_5_moe, minimax_m2, phimoe, flex_olmo, granitemoeshared, qwen3_next, qwen3_5_moe_text, jamba,
-granitemoehybrid, nemotron_h, deepseek_v32, glm_moe_dsa, lfm2_moe.
+granitemoehybrid, nemotron_h, deepseek_v32, glm_moe_dsa, lfm2_moe, longcat_flash.
 
   fixtures/families/qwen3_vl_moe/hub_transposed/
                                          the hub/ checkpoint with its stacked experts stored transposed,
@@ -690,6 +691,37 @@ def families(eos_id: int) -> list[dict]:
             "with full-head RoPE; each residual taken after the norm and weighted by its alpha/beta factors",
         ),
         dict(
+            family="LongCat-Flash",
+            model_type="longcat_flash",
+            kind="causal",
+            kwargs=dict(
+                c,
+                num_key_value_heads=mf.N_HEADS,  # MLA: as many key/value heads as heads
+                num_layers=2,  # each with two attention and two MLP sublayers
+                n_routed_experts=mf.N_EXPERTS,
+                zero_expert_num=3,  # zero experts 8, 9, 10 go to experts 0, 2 and 5 with weight 0
+                moe_topk=mf.TOP_K,
+                expert_ffn_hidden_size=mf.I_EXPERT,
+                ffn_hidden_size=mf.I_DENSE,
+                routed_scaling_factor=6.0,
+                q_lora_rank=32,
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                head_dim=8,  # the rope's size: transformers builds it for head_dim
+                v_head_dim=16,
+            ),
+            router="softmax_zero_experts",
+            router_notes="softmax over the 8 experts and 3 zero-computation experts, top-2 chosen on the scores plus "
+            "e_score_correction_bias, the scores x routed_scaling_factor 6 (not renormalised); a zero expert passes "
+            "the token through, scaled by its weight, and its slot goes to expert (j - 8) * 8 // 3 with weight 0",
+            attention_notes="two MLA sublayers (q LoRA, queries x sqrt(64/32), the normed latent x sqrt(64/16), rope on "
+            "adjacent pairs) and two dense MLPs (mlps) per layer, each after its norm; the MoE reads the first MLP's "
+            "input and is added after the second MLP",
+            router_bias=True,
+            zero_experts=True,
+        ),
+        dict(
             family="Sarvam (MLA)",
             model_type="sarvam_mla",
             kind="causal",
@@ -1136,12 +1168,12 @@ def randomise_constants(model, g: torch.Generator, keep_f32: set):
 
 
 def classify_key(key: str) -> str:
-    """make_fixtures.classify_key, plus shared MLPs named shared_mlp, a router linear nested in its gate module
-    (gate.wg), e_score_correction_bias wherever it is kept (gate.moe_statics, the MoE block) and LFM2-MoE's
+    """make_fixtures.classify_key, plus shared MLPs named shared_mlp, a router linear nested in its gate or router
+    module (gate.wg, LongCat-Flash's router.classifier), e_score_correction_bias wherever it is kept (gate.moe_statics, the MoE block) and LFM2-MoE's
     expert_bias."""
     if re.search(r"\.shared_(mlp|experts?)\.|\.shared_expert_gate\.", key):
         return "shared"
-    if re.search(r"\.gate\.wg\.weight$|\.e_score_correction_bias$|\.expert_bias$", key):
+    if re.search(r"\.gate\.wg\.weight$|\.router\.classifier\.weight$|\.e_score_correction_bias$|\.expert_bias$", key):
         return "router"
     return mf.classify_key(key)
 
@@ -1159,7 +1191,7 @@ def config_keys(cfg_json: dict, experts: int, top_k: int, inter: int) -> dict:
     assert expert_keys and all(tc[k] == experts for k in expert_keys), expert_keys
     topk_key = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "top_k") if k in tc)
     assert tc[topk_key] == top_k, topk_key
-    inter_key = "moe_intermediate_size" if "moe_intermediate_size" in tc else "intermediate_size"
+    inter_key = next(k for k in ("moe_intermediate_size", "expert_ffn_hidden_size", "intermediate_size") if k in tc)
     assert tc[inter_key] == inter, inter_key
     return {
         "experts": [prefix + k for k in expert_keys],
@@ -1301,23 +1333,33 @@ def dense_intermediate(layers, dense_layers: list[int]) -> int | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def family_of(entry: dict) -> str:
+    """The model type a MANIFEST.json entry was built for (its directory under families/)."""
+    return Path(entry["path"]).parts[1]
+
+
+def main(only: set[str]) -> int:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
-
     tokenizer_json, eos_id = mf.build_tokenizer()
+    all_families = families(eos_id)
+    unknown = only - {f["model_type"] for f in all_families}
+    if unknown:
+        raise SystemExit(f"no family of model type {', '.join(sorted(unknown))}")
+    kept = [e for e in json.loads((OUT / "MANIFEST.json").read_text())["fixtures"] if family_of(e) not in only] if only else []
+    for old in [OUT / mt for mt in sorted(only)] if only else [OUT]:
+        if old.exists():
+            shutil.rmtree(old)
+    OUT.mkdir(parents=True, exist_ok=True)
+
     input_ids = mf.make_input_ids()
     assert not set(VISION_TOKEN_IDS) & set(input_ids.flatten().tolist())
 
     manifest: list[dict] = []
     problems: list[str] = []
-    readme_rows: list[dict] = []
 
-    for fam in families(eos_id):
+    for fam in [f for f in all_families if not only or f["model_type"] in only]:
         mt = fam["model_type"]
         print(f"\n=== {fam['family']} ({mt})")
         config = AutoConfig.for_model(mt, **fam["kwargs"])
@@ -1408,6 +1450,13 @@ def main() -> int:
                 for name, cnt in ((k, v) for k, v in estats.items() if k.startswith("tokens.")):
                     if (cnt == 0).any():
                         problems.append(f"{rel}: an expert of {name} gets no token: {cnt.tolist()}")
+                if fam.get("zero_experts"):  # every MoE layer sends some tokens through its zero experts
+                    for name, calls in rec.router_io.items():
+                        chosen = calls[0][1][2]  # LongcatFlashTopkRouter: (logits, weights, indices before the move)
+                        zero = int((chosen >= geo["experts"]).sum())
+                        print(f"  {tag}: {name} slots on zero experts {zero} of {chosen.numel()}")
+                        if zero == 0:
+                            problems.append(f"{rel}: no token of {name} chooses a zero expert")
                 save_file({k: v.contiguous() for k, v in ref.items()}, d / "reference.safetensors",
                           metadata={"generator": GENERATOR})
                 (d / "reference.safetensors").chmod(0o644)
@@ -1485,7 +1534,6 @@ def main() -> int:
                 manifest.append(entry)
                 print(f"  {tag}: loaded OK, router={router_kind}, {len(tensors)} tensors, "
                       f"dtypes {entry['tensor_dtypes']}")
-        readme_rows.append(fam)
 
     if problems:
         print("\nPROBLEMS:")
@@ -1495,6 +1543,9 @@ def main() -> int:
 
     tk = AutoTokenizer.from_pretrained(mf.FIXTURES / manifest[0]["path"])
     assert len(tk) == mf.VOCAB, len(tk)
+    order = [f["model_type"] for f in all_families]
+    manifest = sorted(kept + manifest, key=lambda e: order.index(family_of(e)))  # stable: layouts keep their order
+    readme_rows = [f for f in all_families if any(family_of(e) == f["model_type"] for e in manifest)]
 
     (OUT / "MANIFEST.json").write_text(json.dumps(
         {"generator": GENERATOR, "transformers": transformers.__version__,
@@ -1580,4 +1631,4 @@ def write_readme(manifest: list[dict], fams: list[dict], eos_id: int):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(set(sys.argv[1:])))

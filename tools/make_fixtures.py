@@ -431,14 +431,16 @@ def experts_geometry(mod, hidden: int) -> dict:
 
 def router_of(block, E: int, H: int):
     """(name relative to block, module) of the [E, H] router: a child of the block or, failing that, a module
-    below one (a gate module that holds its linear)."""
+    below one (a gate module that holds its linear). LongCat-Flash's router also scores its zero-computation
+    experts: [E + zero_expert_num, H]."""
+    rows = E + (getattr(block, "zero_expert_num", 0) or 0)
     for child_name, child in block.named_children():
         w = getattr(child, "weight", None)
-        if child_name != "experts" and isinstance(w, torch.nn.Parameter) and tuple(w.shape) == (E, H):
+        if child_name != "experts" and isinstance(w, torch.nn.Parameter) and tuple(w.shape) == (rows, H):
             return child_name, child
     for name, mod in block.named_modules():
         w = getattr(mod, "weight", None)
-        if name and not name.startswith("experts") and isinstance(w, torch.nn.Parameter) and tuple(w.shape) == (E, H):
+        if name and not name.startswith("experts") and isinstance(w, torch.nn.Parameter) and tuple(w.shape) == (rows, H):
             return name, mod
     raise AssertionError(f"no router found in {type(block).__name__}")
 
@@ -491,7 +493,11 @@ class Recorder:
             self.handles.append(mod.register_forward_hook(self._experts_hook(name), with_kwargs=True))
             geo = experts_geometry(mod, self.hidden)
             _, block = parent_of(model, name)
-            _, router = router_of(block, geo["experts"], self.hidden)
+            router_name, router = router_of(block, geo["experts"], self.hidden)
+            # LongCat-Flash's router applies its classifier's weight with F.linear: the hook goes on the module that
+            # does, whose first argument is the same input.
+            if getattr(block, "zero_expert_num", 0) and "." in router_name:
+                router = block.get_submodule(router_name.rsplit(".", 1)[0])
             self.router_io[name] = []
             self.handles.append(router.register_forward_hook(self._router_hook(name)))
 

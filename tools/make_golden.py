@@ -49,7 +49,7 @@ fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, f
 fixtures/golden/<gpt_oss|llama4_text>_hub/<fp8|nvfp4>/    `--stacked` rewrites only these
     The calibrated formats on the two families whose experts are stacked on the hub and exported stacked.
 
-fixtures/golden/families_<model_type>_<layout>/<fp8|nvfp4>/    `--families` rewrites only these
+fixtures/golden/families_<model_type>_<layout>/<fp8|nvfp4>/    `--families [model_type ...]` rewrites only these
     The calibrated formats on fixtures/families/ checkpoints (FAMILY_CASES), made with the transformers those
     fixtures were made with (5.25; the other goldens use 5.17).
 
@@ -538,6 +538,7 @@ FAMILY_CASES = [
     ("jamba", "hub", "AutoModelForCausalLM", ("fp8",)),
     ("lfm2_moe", "hub", "AutoModelForCausalLM"),
     ("minimax", "hub", "AutoModelForCausalLM"),
+    ("longcat_flash", "hub", "AutoModelForCausalLM"),
     ("sarvam_mla", "hub", "AutoModelForCausalLM"),
     ("solar_open", "hub", "AutoModelForCausalLM"),
     ("glm4_moe_lite", "hub", "AutoModelForCausalLM"),
@@ -556,9 +557,12 @@ FAMILY_CASES = [
 ]
 
 
-def make_families(ids: torch.Tensor) -> None:
-    """The calibrated goldens of FAMILY_CASES, in fixtures/golden/families_<model_type>_<layout>/<format>/."""
+def make_families(ids: torch.Tensor, only: set[str]) -> None:
+    """The calibrated goldens of FAMILY_CASES (of the model types `only`, when given), in
+    fixtures/golden/families_<model_type>_<layout>/<format>/."""
     for model_type, layout, auto_class, *formats in FAMILY_CASES:
+        if only and model_type not in only:
+            continue
         for fmt in formats[0] if formats else FORMATS:
             out = GOLDEN / f"families_{model_type}_{layout}" / fmt
             if out.exists():
@@ -618,7 +622,8 @@ def main() -> int:
         make_stacked(calib_ids())
         return 0
     if "--families" in sys.argv[1:]:
-        make_families(calib_ids())
+        # `--families longcat_flash …` rewrites only those model types' goldens.
+        make_families(calib_ids(), {a for a in sys.argv[1:] if not a.startswith("--")})
         return 0
     if "--dense" in sys.argv[1:]:
         make_dense(calib_ids())

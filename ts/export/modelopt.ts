@@ -81,9 +81,11 @@ export function moduleLists(tensorNames: Iterable<string>): { quantized: string[
   return { quantized: [...quantized].sort(), unquantized: unquantized.sort() }
 }
 
-/** Norm modules (`input_layernorm`, `q_norm`, `model.norm`, `ln_f` …) by their last name component. */
+/** Norm modules (`input_layernorm`, `q_norm`, `model.norm`, `ln_f` …) by their last name component that is not an index
+ * (LongCat-Flash's norms are lists: `input_layernorm.0`). */
 export function isNorm(module: string): boolean {
-  const leaf = module.slice(module.lastIndexOf('.') + 1)
+  const names = module.split('.').filter((part) => !/^\d+$/.test(part))
+  const leaf = names[names.length - 1] ?? ''
   return /norm/i.test(leaf) || /^ln(_|$)/.test(leaf)
 }
 

@@ -133,7 +133,8 @@ const NAMED_INPUT_GROUPS = [
 
 /**
  * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections; Gated DeltaNet:
- * its input projections; lightning attention: qkv_proj and output_gate), and gate/up of dense MLPs and shared experts. From the
+ * its input projections; lightning attention: qkv_proj and output_gate), and gate/up of dense MLPs and shared experts
+ * (of both sublayers of a LongCat-Flash layer). From the
  * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
  * module names (NAMED_INPUT_GROUPS, siblings of one parent).
  */
@@ -158,8 +159,17 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   const mlpGroup = (mlp: DenseMlpDescriptor): void => {
     if (mlp.gate && mlp.up) groups.push([mlp.gate, mlp.up])
   }
-  for (const layer of descriptor.layers) {
-    const { attention, mlp } = layer
+  // A LongCat-Flash layer's second attention and its two dense MLPs are sublayers of their own.
+  const sublayers = descriptor.layers.flatMap(({ attention, mlp, double }) => [
+    { attention, mlp },
+    ...(double
+      ? [
+          { attention: double.attention, mlp: { kind: 'dense' as const, ...double.first_mlp } },
+          { attention: undefined, mlp: { kind: 'dense' as const, ...double.second_mlp } },
+        ]
+      : []),
+  ])
+  for (const { attention, mlp } of sublayers) {
     // A fused q/k/v projection is one linear.
     if (attention?.kind === 'gqa' && !attention.qkv) groups.push([attention.q, attention.k, attention.v])
     if (attention?.kind === 'mla') {

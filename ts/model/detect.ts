@@ -421,18 +421,21 @@ function detectRouter(prefix: string, relative: Map<string, TensorHeader>, exper
     )
   }
   const weight = candidates[0] as string
+  const rows = relative.get(`${blockPrefix}${weight}`)?.shape[0]
   const module = weight.replace(/\.weight$/, '')
   const router: DetectedRouter = { weight }
   if (relative.has(`${blockPrefix}${module}.bias`)) router.bias = `${module}.bias`
-  // The bias that only chooses experts, under the names hub checkpoints use for it: beside the router weight,
-  // on the block, on the experts module, or in ERNIE's `moe_statics` as [1, E] (transformers 5 renames all of
-  // them e_score_correction_bias).
+  // The bias that only chooses experts, under the names hub checkpoints use for it: beside the router weight, on
+  // the module holding the router's linear (LongCat's `router` around its `classifier`), on the block, on the experts
+  // module, or in ERNIE's `moe_statics` as [1, E] (transformers 5 renames all of them e_score_correction_bias).
   const leaves = ['e_score_correction_bias', 'expert_bias', 'moe_statics.e_score_correction_bias']
-  const correction = leaves.flatMap((leaf) => [`${module}.${leaf}`, `gate.${leaf}`, leaf, `experts.${leaf}`])
+  const holder = module.includes('.') ? [module.slice(0, module.lastIndexOf('.'))] : []
+  const correction = leaves.flatMap((leaf) => [`${module}.${leaf}`, ...holder.map((h) => `${h}.${leaf}`), `gate.${leaf}`, leaf, `experts.${leaf}`])
   for (const candidate of correction) {
     const tensor = relative.get(`${blockPrefix}${candidate}`)
     const shape = tensor?.shape.length === 2 && tensor.shape[0] === 1 ? tensor.shape.slice(1) : tensor?.shape
-    if (shape && shape.length === 1 && shape[0] === experts.experts) {
+    // One per expert, or one per router row (LongCat's zero experts are scored and biased too).
+    if (shape && shape.length === 1 && (shape[0] === experts.experts || shape[0] === rows)) {
       router.correctionBias = candidate
       break
     }

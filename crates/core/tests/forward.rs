@@ -57,6 +57,39 @@ fn every_part_of_sparse_attention_counts() {
     }
 }
 
+/// Applies `edit` to both attentions of every LongCat-Flash layer.
+fn each_longcat_attention(d: &mut serde_json::Value, edit: impl Fn(&mut serde_json::Value)) {
+    for layer in d["layers"].as_array_mut().unwrap() {
+        edit(&mut layer["attention"]);
+        edit(&mut layer["double"]["attention"]);
+    }
+}
+
+#[test]
+fn every_part_of_longcat_flash_counts() {
+    // Without any one of these, the logits are far from transformers' (which the descriptor reproduces).
+    type Edit = fn(&mut serde_json::Value);
+    let variants: [(&str, Edit); 4] = [
+        ("no LoRA scaling", |d| each_longcat_attention(d, |a| _ = a.as_object_mut().unwrap().remove("lora_scales"))),
+        ("the router renormalising", |d| {
+            for layer in d["layers"].as_array_mut().unwrap() {
+                layer["mlp"]["router"]["kind"] = "softmax_bias_topk".into();
+            }
+        }),
+        ("the second dense MLP's weights in the first", |d| {
+            for layer in d["layers"].as_array_mut().unwrap() {
+                layer["double"]["first_mlp"] = layer["double"]["second_mlp"].clone();
+            }
+        }),
+        ("the rope on halves", |d| d["rope"]["interleaved"] = false.into()),
+    ];
+    for (what, edit) in variants {
+        let fixture = "families/longcat_flash/hub";
+        let error = relative_l2(&edited_logits(fixture, ComputeDevice::cpu(), edit), &reference(fixture).1);
+        assert!(error > 1e-3, "{fixture} with {what}: relative L2 {error}");
+    }
+}
+
 /// Runs the qwen3_moe/hub fixture's forward with its descriptor changed by `edit`; the error it stops with.
 fn forward_error(edit: impl FnOnce(&mut serde_json::Value)) -> moe_quant_core::Error {
     let dir = common::forward::fixtures().join("qwen3_moe/hub");

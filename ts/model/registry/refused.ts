@@ -96,15 +96,6 @@ export const cohere2Moe: ArchitectureEntry = {
   forwardUnsupported: "Cohere's parallel layer (attention and MLP both read one norm of the layer's input), which the decoder layer does not apply",
 }
 
-export const longcatFlash: ArchitectureEntry = {
-  modelTypes: ['longcat_flash'],
-  family: 'LongCat-Flash',
-  layouts: [perExpertGateUpDown('mlp', 'router.classifier.weight'), fusedGateUp('mlp', 'router.classifier.weight')],
-  router: 'softmax_topk',
-  placement: { kind: 'all' },
-  forwardUnsupported: 'two attention and two MLP sublayers per decoder layer and zero-computation experts, which the descriptor does not express',
-}
-
 export const mellum: ArchitectureEntry = {
   modelTypes: ['mellum'],
   family: 'Mellum',

@@ -28,6 +28,8 @@ export type ExpertLayoutKind = ExpertLayout
  *   renormalised (DeepSeek-V2);
  * - `softmax_bias_topk`: softmax, the K chosen on the scores plus `e_score_correction_bias`, renormalised with the
  *   sum floored at `moe_norm_min` (ERNIE 4.5);
+ * - `softmax_bias_topk_scaled`: softmax, the K chosen on the scores plus `e_score_correction_bias`, their scores times
+ *   `routed_scaling_factor`, never renormalised (LongCat-Flash, whose router also scores its zero experts);
  * - `sparsemixer`: PhiMoE's SparseMixer, two experts each weighted by a softmax over the logits close to its own.
  */
 export type RouterKind = NativeRouterKind
@@ -391,6 +393,19 @@ export interface ForwardDecl {
   routerRenormalises?: false
   /** Layers of different mixers (Mamba-2, attention, MoE, MLP). */
   hybrid?: HybridDecl
+  /** LongCat-Flash's double sublayers: each decoder layer holds two attentions (`self_attn.0`, `self_attn.1`) and two
+   * dense MLPs (`mlps.0`, `mlps.1`), each after its norm (`input_layernorm.0`/`.1`, `post_attention_layernorm.0`/`.1`),
+   * and its MoE (`mlp`) reads the first MLP's normed input, its output added after the second MLP. */
+  doubleSublayers?: boolean
+  /** LongCat-Flash's MLA scales the queries by `√(hidden_size / q_lora_rank)` and the normed key/value latent by
+   * `√(hidden_size / kv_lora_rank)`. */
+  mlaLoraScaling?: boolean
+  /** Config key of the rope's head size when not `qk_rope_head_dim` (LongCat-Flash's rope is built for `head_dim`;
+   * transformers can run it only when the two agree). */
+  mlaRopeHeadDimKey?: string
+  /** Config key of the number of zero-computation experts the router scores after the routed ones (LongCat-Flash's
+   * `zero_expert_num`; null or 0: none): a token that chooses one passes through, scaled by its weight. */
+  zeroExpertsKey?: string
   /** MLA restricted by DeepSeek sparse attention; its config `layer_types` (`indexed_attention`) name the cache
    * kind, not a mask. */
   sparseAttention?: SparseAttentionDecl

@@ -52,6 +52,14 @@ export function mlaShape(context: SpecContext): MlaShape {
   if (values.value('attention_bias') === true) {
     refuse(context, 'attention_bias true: MLA projection biases are not expressible in the descriptor yet')
   }
+  // transformers views q_b_proj's output as heads of qk_head_dim and splits them into the nope and rope parts.
+  const qkHeadDim = values.value('qk_head_dim')
+  if (typeof qkHeadDim === 'number' && qkHeadDim !== mla.nope + mla.rope) {
+    values.invalid('qk_head_dim', `qk_nope_head_dim + qk_rope_head_dim (${mla.nope + mla.rope})`)
+  }
+  const ropeKey = context.forward.mlaRopeHeadDimKey
+  if (ropeKey && values.integer(ropeKey) !== mla.rope) values.invalid(ropeKey, `qk_rope_head_dim (${mla.rope}), the dimensions its rope rotates`)
+  if (context.forward.mlaLoraScaling && mla.qLora === null) values.invalid('q_lora_rank', `an integer (${context.entry.family} always projects its queries through q_a_proj)`)
   return mla
 }
 
@@ -127,6 +135,9 @@ function mlaAttention(
   tensors.use(descriptor.kv_a_norm, [mla.kvLora], 'kv_a_layernorm [kv_lora_rank]')
   tensors.use(`${attn}.kv_b_proj.weight`, [numHeads * (mla.nope + mla.v), mla.kvLora], 'kv_b_proj [heads·(qk_nope_head_dim + v_head_dim), kv_lora_rank]')
   tensors.use(`${attn}.o_proj.weight`, [hidden, numHeads * mla.v], 'o_proj [hidden_size, heads·v_head_dim]')
+  if (context.forward.mlaLoraScaling && mla.qLora !== null) {
+    descriptor.lora_scales = { query: Math.sqrt(hidden / mla.qLora), kv_latent: Math.sqrt(hidden / mla.kvLora) }
+  }
   if (context.forward.sparseAttention) descriptor.sparse = sparseAttention(context, tensors, attn, { qLora: mla.qLora, rope: mla.rope }, ownIndexer)
   return { kind: 'mla', ...descriptor }
 }

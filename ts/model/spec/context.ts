@@ -103,3 +103,15 @@ export const refuse = (context: SpecContext, reason: string): never => unsupport
 export function pick(context: SpecContext, keys: readonly string[]): string {
   return keys.find((key) => context.values.has(key)) ?? (keys[keys.length - 1] as string)
 }
+
+/** A norm of the residual stream: its weight `[H]` (and, for LayerNorm families, its bias); the weight's name. */
+export function hiddenNorm(context: SpecContext, tensors: LayerTensors | CheckpointTensors, module: string, what: string): string {
+  const { hidden } = context
+  const check = (name: string, description: string): void => {
+    if (tensors instanceof LayerTensors) tensors.use(name, [hidden], description)
+    else tensors.expect(name, [hidden], description)
+  }
+  check(`${module}.weight`, what)
+  if (context.forward.layerNorm) check(`${module}.bias`, `${what} bias`)
+  return `${module}.weight`
+}

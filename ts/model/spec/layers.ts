@@ -2,14 +2,15 @@
  * The decoder layers of the spec: a token mixer (attention, Gated DeltaNet linear attention, or a hybrid family's
  * Mamba-2, Mamba, short-convolution or lightning-attention mixer) and an MLP or MoE block, each with its norm before
  * it (or after it: post-norm families; or before it with the residual taken after it: MiniMax-Text-01); or, in
- * a single-mixer family (Nemotron-H), one mixer of any of these kinds after one norm. Every tensor of a layer
- * must be used by its descriptor, or the layer is refused.
+ * a single-mixer family (Nemotron-H), one mixer of any of these kinds after one norm; or LongCat-Flash's double
+ * sublayers (double.ts). Every tensor of a layer must be used by its descriptor, or the layer is refused.
  */
 import type { AttentionDescriptor, LayerDescriptor, ResidualScales } from '../../native/contract'
 import type { HybridDecl, HybridLayerKind } from '../registry/types'
 import type { MoeLayer } from '../resolve'
 import { attentionDescriptor, type AttentionShape } from './attention'
-import { type CheckpointTensors, fmt, LayerTensors, refuse, type SpecContext } from './context'
+import { fmt, hiddenNorm, LayerTensors, refuse, type SpecContext } from './context'
+import { doubleSublayerLayer } from './double'
 import type { LayerAttention } from './layer-attention'
 import { lightningDescriptor } from './lightning'
 import { deltaNetDescriptor } from './linear-attention'
@@ -37,18 +38,6 @@ export interface LayerParts {
   kinds?: HybridLayerKind[]
   /** With sparse attention: per layer, whether it runs its own indexer. */
   indexers?: boolean[]
-}
-
-/** A norm of the residual stream: its weight `[H]` (and, for LayerNorm families, its bias); the weight's name. */
-export function hiddenNorm(context: SpecContext, tensors: LayerTensors | CheckpointTensors, module: string, what: string): string {
-  const { hidden } = context
-  const check = (name: string, description: string): void => {
-    if (tensors instanceof LayerTensors) tensors.use(name, [hidden], description)
-    else tensors.expect(name, [hidden], description)
-  }
-  check(`${module}.weight`, what)
-  if (context.forward.layerNorm) check(`${module}.bias`, `${what} bias`)
-  return `${module}.weight`
 }
 
 /** Refuses any tensor of layer `index` (names starting with `prefix`) that the descriptor does not use. */
@@ -105,6 +94,9 @@ export function layerDescriptor(context: SpecContext, index: number, parts: Laye
   let layer: LayerDescriptor
   if (hybrid?.singleMixer) {
     layer = singleMixerLayer(context, tensors, index, parts, hybrid)
+  } else if (context.forward.doubleSublayers) {
+    const input = { prefix, attention: parts.attention, scaling: parts.scaling, variant: parts.variants[index] as LayerAttention, residualMultiplier: parts.residualMultiplier }
+    layer = doubleSublayerLayer(context, tensors, index, { ...input, moe: parts.moeByLayer.get(index) })
   } else {
     const kind = parts.kinds?.[index]
     if (kind === 'moe' || kind === 'mlp') refuse(context, `layer ${index} is ${kind} in config.json, but ${context.entry.family} layers hold a token mixer and an MLP`)

@@ -50,12 +50,22 @@ function checkGroups(experts: number, router: RouterDescriptor): void {
   }
 }
 
-/** The router of an MoE layer, with the parameters its kind reads from config.json. */
-function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): RouterDescriptor {
+/** The zero-computation experts the family's router scores after the routed ones (0 without them). */
+function zeroExperts(context: SpecContext): number {
+  const key = context.forward.zeroExpertsKey
+  const value = key ? context.values.value(key) : undefined
+  return key && value !== null && value !== undefined ? context.values.integer(key) : 0
+}
+
+/** The router of an MoE layer, with the parameters its kind reads from config.json; `zero` zero experts after the
+ * routed ones are scored too. */
+function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors, zero: number): RouterDescriptor {
   const { values } = context
   const t = layer.tensors
-  const { experts, hidden } = layer
-  tensors.use(t.router, [experts, hidden], 'the router weight [experts, hidden_size]')
+  const { hidden } = layer
+  const experts = layer.experts + zero
+  const what = zero > 0 ? `experts + ${context.forward.zeroExpertsKey}` : 'experts'
+  tensors.use(t.router, [experts, hidden], `the router weight [${what}, hidden_size]`)
   const router: RouterDescriptor = {
     kind: layer.router,
     weight: t.router,
@@ -72,7 +82,7 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
   if (t.correctionBias) {
     // ERNIE stores it as [1, experts].
     const shape = tensors.get(t.correctionBias)?.shape.length === 2 ? [1, experts] : [experts]
-    router.correction_bias = tensors.use(t.correctionBias, shape, `e_score_correction_bias [${shape.length === 2 ? '1, ' : ''}experts]`)
+    router.correction_bias = tensors.use(t.correctionBias, shape, `e_score_correction_bias [${shape.length === 2 ? '1, ' : ''}${what}]`)
   }
   switch (layer.router) {
     case 'softmax_topk':
@@ -111,6 +121,12 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
       if (!router.correction_bias) refuse(context, `${layer.block}: the router chooses with e_score_correction_bias, which the checkpoint lacks`)
       router.norm_min = values.number('moe_norm_min')
       break
+    case 'softmax_bias_topk_scaled':
+      if (!router.correction_bias) refuse(context, `${layer.block}: the router chooses with e_score_correction_bias, which the checkpoint lacks`)
+      router.routed_scaling_factor = values.number('routed_scaling_factor')
+      // LongCat-Flash computes its logits from the classifier's weight alone, whatever bias config router_bias gives it.
+      delete router.bias
+      break
     case 'sparsemixer':
       // PhiMoE: always two experts, whatever num_experts_per_tok says.
       if (layer.topK !== 2) refuse(context, `${layer.block}: SparseMixer routes every token to 2 experts, not num_experts_per_tok ${layer.topK}`)
@@ -140,7 +156,8 @@ function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTens
 
 /** An MoE layer: router, routed experts (their tensors were checked by detection) and shared experts. */
 function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): MoeDescriptor {
-  const router = routerDescriptor(context, layer, tensors)
+  const zero = zeroExperts(context)
+  const router = routerDescriptor(context, layer, tensors, zero)
   const descriptor: MoeDescriptor = {
     block: layer.block,
     ...expertSource(layer),
@@ -148,10 +165,16 @@ function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTens
     activation: context.forward.expertActivation,
     router,
   }
+  if (zero > 0) descriptor.zero_experts = zero
   const shared = sharedExperts(context, layer, tensors)
   if (shared) descriptor.shared = shared
   for (const name of expertTensorNames(layer)) tensors.used.add(name)
   return descriptor
+}
+
+/** The dense MLP under `module` (a full module name). */
+export function denseMlpDescriptor(context: SpecContext, tensors: LayerTensors, module: string): DenseMlpDescriptor {
+  return denseMlp(context, module, context.hidden, tensors)
 }
 
 /**

@@ -8,7 +8,12 @@ export type MoeDescriptor = {
 /**
  * Module path of the MoE block, e.g. `model.layers.1.mlp` (names observers record).
  */
-block: string, top_k: number, activation: ExpertActivation, router: RouterDescriptor, shared?: SharedExpertDescriptor, layout: ExpertLayout, experts: number, hidden: number, intermediate: number, 
+block: string, top_k: number, activation: ExpertActivation, router: RouterDescriptor, shared?: SharedExpertDescriptor, 
+/**
+ * Zero-computation experts after the routed ones (LongCat-Flash's `zero_expert_num`; absent: none): the router
+ * scores `experts + zero_experts`, and a token that chooses one passes through, scaled by its weight.
+ */
+zero_experts?: number, layout: ExpertLayout, experts: number, hidden: number, intermediate: number, 
 /**
  * Full tensor names; per-expert ones contain `{e}`.
  */

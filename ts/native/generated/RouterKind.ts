@@ -3,4 +3,4 @@
 /**
  * How routing weights are computed from the router logits.
  */
-export type RouterKind = "softmax_topk" | "softmax_topk_norm" | "sigmoid_group_topk" | "topk_softmax" | "topk_sigmoid" | "softmax_group_topk" | "softmax_bias_topk" | "sparsemixer";
+export type RouterKind = "softmax_topk" | "softmax_topk_norm" | "sigmoid_group_topk" | "topk_softmax" | "topk_sigmoid" | "softmax_group_topk" | "softmax_bias_topk" | "softmax_bias_topk_scaled" | "sparsemixer";

@@ -2,7 +2,8 @@
 //! Mamba-2, Mamba, a gated short convolution or lightning attention) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
 //! (Nemotron-H), one pre-norm mixer of either kind; or (MiniMax-Text-01) the residual taken after each norm and
-//! weighted with the branch.
+//! weighted with the branch; or (LongCat-Flash) two pre-norm attention-and-MLP sublayers with the MoE as a
+//! shortcut across them (see [`DoubleSublayers`]).
 
 use candle_core::Tensor;
 
@@ -18,7 +19,9 @@ use super::blocks::moe::MoeBlock;
 use super::blocks::norm::{HiddenNorm, NormStyle};
 use super::blocks::rope::Rope;
 use super::blocks::short_conv::ShortConv;
-use super::descriptor::{AttentionDescriptor, LayerDescriptor, MlpDescriptor, NormPlacement, ResidualScales};
+use super::descriptor::{
+    AttentionDescriptor, DoubleSublayers, LayerDescriptor, MlpDescriptor, NormPlacement, ResidualScales,
+};
 use super::loader::WeightLoader;
 use crate::error::{Error, Result};
 use crate::model::observe::Observers;
@@ -34,9 +37,76 @@ enum TokenMixer {
     Lightning(Box<LightningAttention>),
 }
 
+impl TokenMixer {
+    fn load(loader: &WeightLoader, desc: &AttentionDescriptor, style: NormStyle) -> Result<Self> {
+        Ok(match desc {
+            AttentionDescriptor::Gqa(gqa) => TokenMixer::Gqa(Attention::load(loader, gqa, style)?),
+            AttentionDescriptor::Mla(mla) => TokenMixer::Mla(Mla::load(loader, mla)?),
+            AttentionDescriptor::GatedDeltaNet(mixer) => {
+                TokenMixer::DeltaNet(Box::new(GatedDeltaNet::load(loader, mixer, style.eps)?))
+            }
+            AttentionDescriptor::Mamba2(mamba) => TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)),
+            AttentionDescriptor::Mamba(mamba) => TokenMixer::Mamba(Box::new(Mamba::load(loader, mamba)?)),
+            AttentionDescriptor::ShortConv(conv) => TokenMixer::ShortConv(Box::new(ShortConv::load(loader, conv)?)),
+            AttentionDescriptor::Lightning(mixer) => {
+                TokenMixer::Lightning(Box::new(LightningAttention::load(loader, mixer)?))
+            }
+        })
+    }
+
+    fn forward(
+        &self,
+        input: &Tensor,
+        rope: Option<&Rope>,
+        chosen: &mut ChosenKeys,
+        observers: &mut Observers,
+    ) -> Result<Tensor> {
+        let device = input.device();
+        match self {
+            // GQA attention times its own parts.
+            TokenMixer::Gqa(attention) => attention.forward(input, rope, observers),
+            TokenMixer::Mla(mla) => profile::section(device, "MLA attention", || {
+                mla.forward(input, required_rope(rope)?, chosen, observers)
+            }),
+            TokenMixer::DeltaNet(mixer) => {
+                profile::section(device, "Gated DeltaNet", || mixer.forward(input, observers))
+            }
+            TokenMixer::Mamba2(mamba) => profile::section(device, "Mamba-2", || mamba.forward(input, observers)),
+            TokenMixer::Mamba(mamba) => profile::section(device, "Mamba", || mamba.forward(input, observers)),
+            TokenMixer::ShortConv(conv) => {
+                profile::section(device, "short convolution", || conv.forward(input, observers))
+            }
+            TokenMixer::Lightning(mixer) => {
+                profile::section(device, "lightning attention", || mixer.forward(input, observers))
+            }
+        }
+    }
+}
+
 enum FeedForward {
     Dense(Mlp),
     Moe(Box<MoeBlock>),
+}
+
+/// LongCat-Flash's sublayers beside the layer's first attention and its MoE (see [`DoubleSublayers`]).
+struct Double {
+    first_mlp: Mlp,
+    input_norm: HiddenNorm,
+    mixer: TokenMixer,
+    post_attention_norm: HiddenNorm,
+    second_mlp: Mlp,
+}
+
+impl Double {
+    fn load(loader: &WeightLoader, desc: &DoubleSublayers, style: NormStyle) -> Result<Self> {
+        Ok(Double {
+            first_mlp: Mlp::load(loader, &desc.first_mlp)?,
+            input_norm: style.hidden(loader, &desc.input_norm)?,
+            mixer: TokenMixer::load(loader, &desc.attention, style)?,
+            post_attention_norm: style.hidden(loader, &desc.post_attention_norm)?,
+            second_mlp: Mlp::load(loader, &desc.second_mlp)?,
+        })
+    }
 }
 
 pub struct DecoderLayer {
@@ -48,6 +118,7 @@ pub struct DecoderLayer {
     residual_multiplier: f64,
     placement: NormPlacement,
     scales: Option<ResidualScales>,
+    double: Option<Box<Double>>,
 }
 
 impl DecoderLayer {
@@ -61,24 +132,7 @@ impl DecoderLayer {
         all_experts_stats: bool,
     ) -> Result<Self> {
         check_form(desc, rope)?;
-        let mixer = match &desc.attention {
-            Some(AttentionDescriptor::Gqa(gqa)) => Some(TokenMixer::Gqa(Attention::load(loader, gqa, style)?)),
-            Some(AttentionDescriptor::Mla(mla)) => Some(TokenMixer::Mla(Mla::load(loader, mla)?)),
-            Some(AttentionDescriptor::GatedDeltaNet(mixer)) => {
-                Some(TokenMixer::DeltaNet(Box::new(GatedDeltaNet::load(loader, mixer, style.eps)?)))
-            }
-            Some(AttentionDescriptor::Mamba2(mamba)) => {
-                Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)))
-            }
-            Some(AttentionDescriptor::Mamba(mamba)) => Some(TokenMixer::Mamba(Box::new(Mamba::load(loader, mamba)?))),
-            Some(AttentionDescriptor::ShortConv(conv)) => {
-                Some(TokenMixer::ShortConv(Box::new(ShortConv::load(loader, conv)?)))
-            }
-            Some(AttentionDescriptor::Lightning(mixer)) => {
-                Some(TokenMixer::Lightning(Box::new(LightningAttention::load(loader, mixer)?)))
-            }
-            None => None,
-        };
+        let mixer = desc.attention.as_ref().map(|attention| TokenMixer::load(loader, attention, style)).transpose()?;
         let feed_forward = match &desc.mlp {
             Some(MlpDescriptor::Dense(dense)) => Some(FeedForward::Dense(Mlp::load(loader, dense)?)),
             Some(MlpDescriptor::Moe(moe)) => {
@@ -99,6 +153,7 @@ impl DecoderLayer {
             residual_multiplier: desc.residual_multiplier,
             placement: desc.norm_placement,
             scales: desc.residual_scales,
+            double: desc.double.as_ref().map(|double| Double::load(loader, double, style).map(Box::new)).transpose()?,
         })
     }
 
@@ -119,33 +174,15 @@ impl DecoderLayer {
         chosen: &mut ChosenKeys,
         observers: &mut Observers,
     ) -> Result<Tensor> {
+        if let Some(double) = &self.double {
+            return self.forward_double(double, xs, rope, chosen, observers);
+        }
         let mut xs = xs.clone();
         if let Some(mixer) = &self.mixer {
             let mixed = self.sublayer(
                 &self.input_norm,
                 &xs,
-                |input, observers| match mixer {
-                    // GQA attention times its own parts.
-                    TokenMixer::Gqa(attention) => attention.forward(input, rope, observers),
-                    TokenMixer::Mla(mla) => profile::section(input.device(), "MLA attention", || {
-                        mla.forward(input, required_rope(rope)?, chosen, observers)
-                    }),
-                    TokenMixer::DeltaNet(mixer) => {
-                        profile::section(input.device(), "Gated DeltaNet", || mixer.forward(input, observers))
-                    }
-                    TokenMixer::Mamba2(mamba) => {
-                        profile::section(input.device(), "Mamba-2", || mamba.forward(input, observers))
-                    }
-                    TokenMixer::Mamba(mamba) => {
-                        profile::section(input.device(), "Mamba", || mamba.forward(input, observers))
-                    }
-                    TokenMixer::ShortConv(conv) => {
-                        profile::section(input.device(), "short convolution", || conv.forward(input, observers))
-                    }
-                    TokenMixer::Lightning(mixer) => {
-                        profile::section(input.device(), "lightning attention", || mixer.forward(input, observers))
-                    }
-                },
+                |input, observers| mixer.forward(input, rope, chosen, observers),
                 observers,
             )?;
             xs = self.residual(&xs, mixed, |s| (s.attention_alpha, s.attention_beta))?;
@@ -165,6 +202,30 @@ impl DecoderLayer {
             xs = self.residual(&xs, fed, |s| (s.mlp_alpha, s.mlp_beta))?;
         }
         Ok(xs)
+    }
+
+    /// LongCat-Flash's layer: the first attention, then its MLP and the MoE on one normed input, the second
+    /// attention and MLP, and the MoE's output added last (the order of transformers' sums).
+    fn forward_double(
+        &self,
+        double: &Double,
+        xs: &Tensor,
+        rope: Option<&Rope>,
+        chosen: &mut ChosenKeys,
+        observers: &mut Observers,
+    ) -> Result<Tensor> {
+        let (Some(mixer), Some(norm), Some(FeedForward::Moe(moe))) =
+            (&self.mixer, &self.feed_forward_norm, &self.feed_forward)
+        else {
+            return Err(Error::internal("double sublayers need the first attention, its norm and the MoE"));
+        };
+        let xs = (xs + mixer.forward(&self.input_norm.forward(xs)?, rope, chosen, observers)?)?;
+        let normed = norm.forward(&xs)?;
+        let shortcut = moe.forward(&normed, observers)?;
+        let xs = (&xs + double.first_mlp.forward(&normed, observers)?)?;
+        let xs = (&xs + double.mixer.forward(&double.input_norm.forward(&xs)?, rope, chosen, observers)?)?;
+        let fed = double.second_mlp.forward(&double.post_attention_norm.forward(&xs)?, observers)?;
+        Ok(((xs + fed)? + shortcut)?)
     }
 
     /// The stream after a sublayer: `x + m · branch`, or, with the residual taken after the norm,
@@ -222,11 +283,22 @@ fn check_form(desc: &LayerDescriptor, rope: bool) -> Result<()> {
             desc.index
         )));
     }
-    let rotates = match &desc.attention {
+    let double_ok = desc.norm_placement == NormPlacement::Pre
+        && desc.residual_multiplier == 1.0
+        && matches!(desc.mlp, Some(MlpDescriptor::Moe(_)))
+        && parts == (true, true, true);
+    if desc.double.is_some() && !double_ok {
+        return Err(Error::internal(format!(
+            "decoder layer {}: double sublayers go with pre-norm attention and an MoE shortcut, unscaled",
+            desc.index
+        )));
+    }
+    let rotates = |attention: Option<&AttentionDescriptor>| match attention {
         Some(AttentionDescriptor::Gqa(gqa)) => gqa.rope,
         Some(AttentionDescriptor::Mla(_)) => true,
         _ => false,
     };
+    let rotates = rotates(desc.attention.as_ref()) || rotates(desc.double.as_ref().map(|d| &d.attention));
     if rotates && !rope {
         return Err(Error::internal(format!(
             "decoder layer {}: its attention rotates but the model has no rotary embedding",

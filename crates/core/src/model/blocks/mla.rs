@@ -1,8 +1,9 @@
 //! DeepSeek multi-head latent attention: queries through an optional low-rank bottleneck, keys and values
-//! from a compressed latent plus a shared rotary key; with DeepSeek sparse attention, each query attends only to
-//! the keys the lightning indexer chooses (or those an earlier layer's indexer chose).
+//! from a compressed latent plus a shared rotary key (LongCat-Flash scales the queries and the latent by constants);
+//! with DeepSeek sparse attention, each query attends only to the keys the lightning indexer chooses (or those an
+//! earlier layer's indexer chose).
 //! transformers: models/deepseek_v3/modeling_deepseek_v3.py `DeepseekV3Attention`, models/deepseek_v32
-//! `DeepseekV32Attention`, models/glm_moe_dsa `GlmMoeDsaAttention`.
+//! `DeepseekV32Attention`, models/glm_moe_dsa `GlmMoeDsaAttention`, models/longcat_flash `LongcatFlashMLA`.
 
 use candle_core::Tensor;
 
@@ -13,7 +14,7 @@ use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
 use crate::error::{Error, Result};
-use crate::model::descriptor::{MlaDescriptor, SparseAttentionDescriptor};
+use crate::model::descriptor::{MlaDescriptor, MlaLoraScales, SparseAttentionDescriptor};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
 
@@ -34,6 +35,7 @@ pub struct Mla {
     rope_dim: usize,
     v_dim: usize,
     scaling: f64,
+    lora_scales: Option<MlaLoraScales>,
     sparse: Option<Sparse>,
 }
 
@@ -81,6 +83,7 @@ impl Mla {
             rope_dim: desc.qk_rope_head_dim,
             v_dim: desc.v_head_dim,
             scaling: desc.scaling,
+            lora_scales: desc.lora_scales,
             sparse,
         })
     }
@@ -138,7 +141,10 @@ impl Mla {
     ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let heads = self.num_heads;
-        let (q, latent) = self.query(xs, observers)?;
+        let (mut q, latent) = self.query(xs, observers)?;
+        if let Some(scales) = &self.lora_scales {
+            q = (q * scales.query)?;
+        }
         let q = q.reshape((b, t, heads, self.nope + self.rope_dim))?.transpose(1, 2)?;
         let q_pass = q.narrow(3, 0, self.nope)?;
         let q_rot = q.narrow(3, self.nope, self.rope_dim)?.contiguous()?;
@@ -146,7 +152,10 @@ impl Mla {
         let compressed = self.kv_a.forward(xs)?;
         let k_latent = compressed.narrow(2, 0, self.kv_lora_rank)?.contiguous()?;
         let k_rot = compressed.narrow(2, self.kv_lora_rank, self.rope_dim)?;
-        let k_latent = self.kv_a_norm.forward(&k_latent)?;
+        let mut k_latent = self.kv_a_norm.forward(&k_latent)?;
+        if let Some(scales) = &self.lora_scales {
+            k_latent = (k_latent * scales.kv_latent)?;
+        }
         observers.record_input(&[&self.kv_b.name], &k_latent)?;
         let kv = self.kv_b.forward(&k_latent)?.reshape((b, t, heads, self.nope + self.v_dim))?.transpose(1, 2)?;
         let k_pass = kv.narrow(3, 0, self.nope)?;

@@ -20,3 +20,4 @@ pub mod router;
 pub mod selective_scan;
 pub mod short_conv;
 pub mod ssd;
+pub mod zero_experts;

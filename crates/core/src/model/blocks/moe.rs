@@ -1,6 +1,7 @@
 //! The MoE block: route → group by expert → routed experts → combine, plus the shared experts. Tokens are
 //! grouped by expert and each expert that has tokens runs one gate/up and one down projection on them; outputs
-//! are weighted and summed. How the projections run ([`RoutedExperts`]) is chosen once, at load. Works on any
+//! are weighted and summed; a token that chose zero-computation experts (LongCat-Flash) adds itself, scaled by
+//! their weights (see [`divert`]). How the projections run ([`RoutedExperts`]) is chosen once, at load. Works on any
 //! stored layout through the expert view (`WeightLoader::expert`).
 //! transformers: the `eager` experts implementation of models/qwen3_moe (and the other families).
 
@@ -10,6 +11,7 @@ use super::linear::Linear;
 use super::mlp::Mlp;
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
+use super::zero_experts::divert;
 use crate::cuda;
 use crate::error::Result;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
@@ -101,14 +103,17 @@ struct Dispatch {
     /// Token of each slot `[slots]` and its routing weight `[slots, 1]`.
     tokens: Tensor,
     weights: Tensor,
+    /// With zero experts: each token's weight of those it chose, `[T, 1]` f32.
+    identity: Option<Tensor>,
 }
 
 impl MoeBlock {
     pub fn load(loader: &WeightLoader, desc: &MoeDescriptor, all_experts_stats: bool) -> Result<Self> {
-        if desc.top_k == 0 || desc.top_k > desc.tensors.experts {
+        let choices = desc.tensors.experts + desc.zero_experts.unwrap_or(0);
+        if desc.top_k == 0 || desc.top_k > choices {
             return Err(crate::error::Error::internal(format!(
-                "{}: top_k {} must be between 1 and the number of experts ({})",
-                desc.block, desc.top_k, desc.tensors.experts
+                "{}: top_k {} must be between 1 and the number of experts ({choices})",
+                desc.block, desc.top_k
             )));
         }
         if desc.tensors.gated() == (desc.activation == ExpertActivation::Relu2) {
@@ -217,6 +222,9 @@ impl MoeBlock {
         let mut out = profile::section(device, "expert combine (weights, gather, sum)", || {
             self.combine(routed, &dispatch, flat.dim(0)?)
         })?;
+        if let Some(identity) = &dispatch.identity {
+            out = (out + flat.to_dtype(DType::F32)?.broadcast_mul(identity)?)?;
+        }
         if self.all_experts_stats {
             for weights in self.experts.weights() {
                 let hidden = self.activate(&linear(&flat, &weights.gate_up, weights.gate_up_bias.as_ref())?)?;
@@ -245,20 +253,19 @@ impl MoeBlock {
         let logits = self.router.forward(flat)?.to_dtype(DType::F32)?;
         observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        let routing = route(
-            &self.desc.router,
-            &logits,
-            self.desc.tensors.experts,
-            self.desc.top_k,
-            self.correction_bias.as_deref(),
-        );
-        let groups = group_by_expert(&routing, self.desc.tensors.experts);
+        let experts = self.desc.tensors.experts;
+        let zero_experts = self.desc.zero_experts.unwrap_or(0);
+        let mut routing =
+            route(&self.desc.router, &logits, experts + zero_experts, self.desc.top_k, self.correction_bias.as_deref());
+        let identity = (zero_experts > 0).then(|| divert(&mut routing, experts, zero_experts));
+        let groups = group_by_expert(&routing, experts);
         // The routing goes to the device in one copy.
         let device = flat.device();
         let tokens = Tensor::from_vec(groups.tokens.clone(), groups.tokens.len(), device)?;
         let weights =
             Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), device)?.to_dtype(flat.dtype())?;
-        Ok(Dispatch { groups, tokens, weights })
+        let identity = identity.map(|w| Tensor::new(w, device)?.unsqueeze(1)).transpose()?;
+        Ok(Dispatch { groups, tokens, weights, identity })
     }
 
     /// The routed slots through their experts: `[slots, H]`, sorted by expert. Whole-batch steps (gather,

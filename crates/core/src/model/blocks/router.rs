@@ -145,7 +145,7 @@ fn choose(
             keep_best_groups(&mut choice, desc, |g| g.iter().copied().fold(f32::NEG_INFINITY, f32::max), 0.0);
             pick(scores, &choice, chosen, weights);
         }
-        RouterKind::SoftmaxBiasTopk => {
+        RouterKind::SoftmaxBiasTopk | RouterKind::SoftmaxBiasTopkScaled => {
             softmax_into(row, scores);
             pick(scores, &biased(scores), chosen, weights);
         }
@@ -175,9 +175,11 @@ fn finish(desc: &RouterDescriptor, weights: &mut [f32]) {
     let normalise = match desc.kind {
         RouterKind::SoftmaxTopk | RouterKind::SigmoidGroupTopk => desc.norm_topk_prob,
         RouterKind::SoftmaxTopkNorm | RouterKind::SoftmaxBiasTopk => true,
-        RouterKind::TopkSoftmax | RouterKind::TopkSigmoid | RouterKind::SoftmaxGroupTopk | RouterKind::Sparsemixer => {
-            false
-        }
+        RouterKind::TopkSoftmax
+        | RouterKind::TopkSigmoid
+        | RouterKind::SoftmaxGroupTopk
+        | RouterKind::SoftmaxBiasTopkScaled
+        | RouterKind::Sparsemixer => false,
     };
     if normalise {
         let sum: f32 = weights.iter().sum::<f32>();
@@ -188,7 +190,10 @@ fn finish(desc: &RouterDescriptor, weights: &mut [f32]) {
         };
         weights.iter_mut().for_each(|w| *w /= sum);
     }
-    if matches!(desc.kind, RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk) {
+    if matches!(
+        desc.kind,
+        RouterKind::SigmoidGroupTopk | RouterKind::SoftmaxGroupTopk | RouterKind::SoftmaxBiasTopkScaled
+    ) {
         let scale = desc.routed_scaling_factor as f32;
         weights.iter_mut().for_each(|w| *w *= scale);
     }
@@ -396,6 +401,20 @@ mod tests {
         d.norm_min = 10.0;
         let r = route(&d, &logits, 4, 2, Some(&bias));
         assert!((r.weights[0] - p[1] / 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn scaled_softmax_bias_routing_chooses_with_the_bias_and_scales_without_renormalising() {
+        // LongCat-Flash: the bias moves expert 1 into the top two; the weights are its softmax scores, times 6.
+        let logits = [1.0f32, 0.0, 0.5, -1.0];
+        let total: f32 = logits.iter().map(|x| x.exp()).sum();
+        let p: Vec<f32> = logits.iter().map(|x| x.exp() / total).collect();
+        let mut d = desc(RouterKind::SoftmaxBiasTopkScaled, true);
+        d.routed_scaling_factor = 6.0;
+        let r = route(&d, &logits, 4, 2, Some(&[0.0, 0.9, 0.0, 0.0]));
+        assert_eq!(r.experts, vec![1, 0]);
+        assert!((r.weights[0] - p[1] * 6.0).abs() < 1e-5 && (r.weights[1] - p[0] * 6.0).abs() < 1e-5);
+        assert!(r.weights[0] + r.weights[1] < 6.0);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 use serde::Deserialize;
 
+mod double;
 mod mixers;
 mod sparse;
+pub use double::DoubleSublayers;
 pub use mixers::{
     DeltaNetProjections, GatedDeltaNetDescriptor, LightningAttentionDescriptor, Mamba2Descriptor, MambaDescriptor,
     ShortConvDescriptor,
@@ -175,6 +177,9 @@ pub struct LayerDescriptor {
     /// The feed-forward part (absent on a single-mixer layer whose mixer is a token mixer).
     #[serde(default)]
     pub mlp: Option<MlpDescriptor>,
+    /// LongCat-Flash's double sublayers: a second attention and two dense MLPs, `mlp` (the MoE) a shortcut.
+    #[serde(default)]
+    pub double: Option<Box<DoubleSublayers>>,
 }
 
 /// The token mixer of one layer: self-attention, linear attention or a state-space mixer.
@@ -301,10 +306,21 @@ pub struct MlaDescriptor {
     /// eps of `q_a_layernorm` and `kv_a_layernorm` (transformers builds them with its default, 1e-6, whatever
     /// `rms_norm_eps` says).
     pub lora_norm_eps: f64,
+    /// LongCat-Flash's LoRA scaling (absent elsewhere).
+    #[serde(default)]
+    pub lora_scales: Option<MlaLoraScales>,
     /// DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): each query attends to the keys an indexer chooses;
     /// absent, to every earlier key.
     #[serde(default)]
     pub sparse: Option<SparseAttentionDescriptor>,
+}
+
+/// LongCat-Flash's MLA multiplies the queries by `query` (`√(H / q_lora_rank)`) before the rope, and the normed
+/// key/value latent by `kv_latent` (`√(H / kv_lora_rank)`) before `kv_b_proj`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, ts_rs::TS)]
+pub struct MlaLoraScales {
+    pub query: f64,
+    pub kv_latent: f64,
 }
 
 /// The feed-forward part of one layer.
@@ -400,6 +416,10 @@ pub struct MoeDescriptor {
     pub router: RouterDescriptor,
     #[serde(default)]
     pub shared: Option<SharedExpertDescriptor>,
+    /// Zero-computation experts after the routed ones (LongCat-Flash's `zero_expert_num`; absent: none): the router
+    /// scores `experts + zero_experts`, and a token that chooses one passes through, scaled by its weight.
+    #[serde(default)]
+    pub zero_experts: Option<usize>,
 }
 
 /// How routing weights are computed from the router logits.
@@ -422,6 +442,9 @@ pub enum RouterKind {
     /// softmax; the K chosen on the scores plus a correction bias; their scores renormalised with the sum
     /// clamped to `norm_min` (ERNIE 4.5).
     SoftmaxBiasTopk,
+    /// softmax; the K chosen on the scores plus a correction bias; their scores times `routed_scaling_factor`, not
+    /// renormalised (LongCat-Flash).
+    SoftmaxBiasTopkScaled,
     /// PhiMoE's SparseMixer (evaluation), always two experts: the best logit, weighted by the softmax over the
     /// logits within `2·jitter_eps` (relative) of it; then the best of the others, likewise; no renormalisation.
     Sparsemixer,
