@@ -1,5 +1,5 @@
-//! The forward's fused CUDA kernels (`cuda::softmax_scores`, `cuda::combine_routed`) against the op-by-op candle
-//! computation they replace, on the same GPU and in the same dtypes: the same rounding points, so only the order
+//! The forward's CUDA kernels (`cuda::softmax_scores`, `cuda::combine_routed`, `cuda::route`) against the
+//! computation they replace (op by op in candle; the host router for the routing), on the same GPU and in the same dtypes: the same rounding points, so only the order
 //! of f32 sums differs, which moves a bf16/f16 result by at most one unit in its last place (and an f32 one by a
 //! few ulps). Compiled only with the `cuda` feature and run on a GPU machine:
 //!
@@ -10,14 +10,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor, D};
-use moe_quant_core::cuda;
+use moe_quant_core::cuda::{self, DeviceRouter};
+use moe_quant_core::model::blocks::router::route;
+use moe_quant_core::model::descriptor::{RouterDescriptor, RouterKind};
 
 fn gpu() -> Device {
     cuda::device(0).expect("these tests need a CUDA GPU")
 }
 
-/// Largest difference between `got` and `expected` in units of the last place of `dtype` at the expected value.
-fn ulps(got: &Tensor, expected: &Tensor, dtype: DType) -> f32 {
+/// Largest difference between `got` and `expected` in units of the last place of `dtype` at the expected value
+/// (at `floor` for values smaller than that, where a sum cancelled).
+fn ulps_above(got: &Tensor, expected: &Tensor, dtype: DType, floor: f32) -> f32 {
     let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let expected = expected.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(got.len(), expected.len());
@@ -33,10 +36,14 @@ fn ulps(got: &Tensor, expected: &Tensor, dtype: DType) -> f32 {
                 return 0.0;
             }
             assert!(g.is_finite() && e.is_finite(), "{g} against {e}");
-            let unit = 2f32.powi(e.abs().max(f32::MIN_POSITIVE).log2().floor() as i32 - mantissa);
+            let unit = 2f32.powi(e.abs().max(floor).max(f32::MIN_POSITIVE).log2().floor() as i32 - mantissa);
             (g - e).abs() / unit
         })
         .fold(0.0, f32::max)
+}
+
+fn ulps(got: &Tensor, expected: &Tensor, dtype: DType) -> f32 {
+    ulps_above(got, expected, dtype, 0.0)
 }
 
 /// The op-by-op path: scores to f32, scaled, masked, softmax (with a sink column), back to the scores' dtype.
@@ -149,4 +156,163 @@ fn fused_kernels_check_their_arguments() {
     assert_eq!(cuda::combine_routed(&routed, &rows, None, 4).unwrap_err().code(), "E_TENSOR_SHAPE");
     let f32_weights = Tensor::zeros(6, DType::F32, &device).unwrap();
     assert_eq!(cuda::combine_routed(&routed, &rows, Some(&f32_weights), 3).unwrap_err().code(), "E_TENSOR_SHAPE");
+}
+
+/// A router descriptor of `kind` for the host path.
+fn router(kind: RouterKind, norm: bool, groups: usize, kept: usize, scaling: f64) -> RouterDescriptor {
+    RouterDescriptor {
+        kind,
+        weight: String::new(),
+        bias: None,
+        correction_bias: None,
+        norm_topk_prob: norm,
+        n_group: groups,
+        topk_group: kept,
+        routed_scaling_factor: scaling,
+        norm_min: 0.0,
+        norm_eps: None,
+        jitter_eps: 0.0,
+    }
+}
+
+/// Logits whose values within a row are distinct (a permutation of a spaced grid), so every choice is clear.
+fn spaced_logits(tokens: usize, experts: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    let mut logits = Vec::with_capacity(tokens * experts);
+    for _ in 0..tokens {
+        let mut row: Vec<f32> = (0..experts).map(|e| (e as f32 - experts as f32 / 2.0) * 0.013).collect();
+        for i in (1..experts).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            row.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        logits.extend(row);
+    }
+    logits
+}
+
+#[test]
+fn routing_on_the_gpu_chooses_as_the_host_and_groups_by_expert() {
+    let device = gpu();
+    let cases = [
+        (RouterKind::SoftmaxTopk, false, 1, 1, 1.0, 128, 8, None),
+        (RouterKind::SoftmaxTopk, true, 1, 1, 1.0, 60, 4, None),
+        (RouterKind::SoftmaxTopkNorm, true, 1, 1, 1.0, 512, 10, None),
+        (RouterKind::SigmoidGroupTopk, true, 8, 4, 2.5, 256, 8, Some(0.05f32)),
+        (RouterKind::SigmoidGroupTopk, false, 1, 1, 1.0, 64, 6, None),
+    ];
+    for (kind, norm, groups, kept, scaling, experts, top_k, bias_scale) in cases {
+        let tokens = 1000 + experts; // partial tiles
+        let logits = spaced_logits(tokens, experts, 0x9E37_79B9_7F4A_7C15 ^ experts as u64);
+        let bias: Option<Vec<f32>> = bias_scale.map(|s| (0..experts).map(|e| ((e * 37) % 11) as f32 * s).collect());
+        let desc = router(kind, norm, groups, kept, scaling);
+        let host = route(&desc, &logits, experts, top_k, bias.as_deref());
+        let device_router = match kind {
+            RouterKind::SigmoidGroupTopk => DeviceRouter::SigmoidGroups {
+                normalise: norm,
+                norm_eps: 1e-20,
+                scaling: scaling as f32,
+                groups,
+                kept_groups: kept,
+            },
+            RouterKind::SoftmaxTopkNorm => DeviceRouter::Softmax { normalise: true },
+            _ => DeviceRouter::Softmax { normalise: norm },
+        };
+        let gpu_logits = Tensor::from_vec(logits.clone(), (tokens, experts), &device).unwrap();
+        let gpu_bias = bias.as_ref().map(|b| Tensor::from_slice(b, experts, &device).unwrap());
+        let routing = cuda::route(&gpu_logits, top_k, &device_router, gpu_bias.as_ref()).unwrap();
+        let slot_tokens = routing.tokens.to_vec1::<u32>().unwrap();
+        let slot_weights = routing.weights.to_vec1::<f32>().unwrap();
+        let rows = routing.rows.to_vec1::<u32>().unwrap();
+        let label = format!("{kind:?} norm {norm} groups {groups}/{kept} E {experts} K {top_k}");
+        // Ranges tile the slots in expert order; tokens ascend within an expert.
+        let mut next = 0;
+        let mut expert_of = vec![0usize; tokens * top_k];
+        for (e, range) in routing.ranges.iter().enumerate() {
+            assert_eq!(range.start, next, "{label}");
+            next = range.end;
+            expert_of[range.clone()].iter_mut().for_each(|x| *x = e);
+            assert!(slot_tokens[range.clone()].windows(2).all(|w| w[0] < w[1]), "{label}: expert {e}");
+        }
+        assert_eq!(next, tokens * top_k, "{label}");
+        for t in 0..tokens {
+            let mut expected: Vec<(usize, f32)> =
+                (0..top_k).map(|j| (host.experts[t * top_k + j], host.weights[t * top_k + j])).collect();
+            expected.sort_by_key(|&(e, _)| e);
+            for (j, &(e, w)) in expected.iter().enumerate() {
+                let slot = rows[t * top_k + j] as usize;
+                assert_eq!(slot_tokens[slot] as usize, t, "{label}: token {t}");
+                assert_eq!(expert_of[slot], e, "{label}: token {t} choice {j}");
+                let got = slot_weights[slot];
+                assert!((got - w).abs() <= 1e-5 * w.abs().max(1e-6), "{label}: token {t} expert {e}: {got} vs {w}");
+            }
+        }
+    }
+    let logits = Tensor::zeros((3, 600), DType::F32, &device).unwrap();
+    let too_many = cuda::route(&logits, 4, &DeviceRouter::Softmax { normalise: true }, None);
+    assert_eq!(too_many.err().map(|e| e.code()), Some("E_TENSOR_SHAPE"));
+}
+
+/// The op-by-op heads: RMSNorm per head (f32 statistics, rounded, times the weight), to `[B, H, T, D]`, then the
+/// rope by halves on the leading `cos.dim(1)` dimensions.
+fn heads_reference(xs: &Tensor, norm: Option<(&Tensor, f32)>, rope: Option<(&Tensor, &Tensor)>) -> Tensor {
+    let mut ys = xs.clone();
+    if let Some((weight, eps)) = norm {
+        let x = xs.to_dtype(DType::F32).unwrap();
+        let variance = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let inverse = (variance + eps as f64).unwrap().sqrt().unwrap().recip().unwrap();
+        ys = x.broadcast_mul(&inverse).unwrap().to_dtype(xs.dtype()).unwrap().broadcast_mul(weight).unwrap();
+    }
+    let ys = ys.transpose(1, 2).unwrap().contiguous().unwrap();
+    let Some((cos, sin)) = rope else { return ys };
+    let (_, _, t, d) = ys.dims4().unwrap();
+    let rotary = cos.dim(1).unwrap();
+    let (cos, sin) = (cos.narrow(0, 0, t).unwrap(), sin.narrow(0, 0, t).unwrap());
+    let rotated = ys.narrow(3, 0, rotary).unwrap().contiguous().unwrap();
+    let half = rotary / 2;
+    let x1 = rotated.narrow(3, 0, half).unwrap();
+    let x2 = rotated.narrow(3, half, half).unwrap();
+    let rotate_half = Tensor::cat(&[&x2.neg().unwrap(), &x1], 3).unwrap();
+    let out = (rotated.broadcast_mul(&cos).unwrap() + rotate_half.broadcast_mul(&sin).unwrap()).unwrap();
+    if rotary == d {
+        out
+    } else {
+        Tensor::cat(&[&out, &ys.narrow(3, rotary, d - rotary).unwrap()], 3).unwrap()
+    }
+}
+
+#[test]
+fn head_norm_rope_matches_the_op_by_op_path() {
+    let device = gpu();
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        // Full and partial rotary, with and without a norm, a rope-less layer, and a head wider than a warp's 32.
+        for (heads, dim, rotary, with_norm) in
+            [(4, 128, Some(128), true), (2, 64, Some(32), true), (3, 96, None, true), (4, 128, Some(64), false)]
+        {
+            let (b, t) = (2, 37);
+            let xs = Tensor::randn(0f32, 2.0, (b, t, heads, dim), &device).unwrap().to_dtype(dtype).unwrap();
+            let weight = Tensor::randn(1f32, 0.3, dim, &device).unwrap().to_dtype(dtype).unwrap();
+            let tables = rotary.map(|r| {
+                let angles = Tensor::randn(0f32, 3.0, (t + 5, r / 2), &device).unwrap();
+                let angles = Tensor::cat(&[&angles, &angles], 1).unwrap();
+                (angles.cos().unwrap().to_dtype(dtype).unwrap(), angles.sin().unwrap().to_dtype(dtype).unwrap())
+            });
+            let norm = with_norm.then_some((&weight, 1e-6f32));
+            let rope = tables.as_ref().map(|(c, s)| (c, s));
+            let got = cuda::head_norm_rope(&xs, norm, rope).unwrap();
+            let expected = heads_reference(&xs, norm, rope);
+            assert_eq!(got.dims(), [b, heads, t, dim]);
+            // Normalised heads are of order 1: differences are measured in units at 0.5 at least (a rope sum that
+            // cancels keeps the error of its terms).
+            let worst = ulps_above(&got, &expected, dtype, 0.5);
+            // A different order of the f32 sum of squares may move a rounded value by one unit, and the rope's sum
+            // of two rounded products with it.
+            let bound = if dtype == DType::F32 { 16.0 } else { 2.0 };
+            assert!(
+                worst <= bound,
+                "{dtype:?} heads {heads} dim {dim} rotary {rotary:?} norm {with_norm}: {worst} ulps"
+            );
+        }
+    }
 }

@@ -107,3 +107,75 @@ __device__ __forceinline__ void combine_routed(const T* routed, float* out, cons
 COMBINE_ROUTED(bf16, __nv_bfloat16)
 COMBINE_ROUTED(f16, __half)
 COMBINE_ROUTED(f32, float)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention heads: per-head RMSNorm and rope, into [B, H, T, D]
+// ---------------------------------------------------------------------------------------------------------------
+
+#define MAX_HEAD_DIM 512
+
+// xs [B, T, H, D] (a projection's heads as they lie) → out [B, H, T, D]. With has_norm, each head's RMSNorm: the
+// mean of squares in f32, x · (1 / sqrt(mean + eps)) rounded to T, times weight [D] in T. With has_rope, the
+// leading `rotary` dimensions rotated by halves with cos/sin [T, rotary] in T: out_i = T(T(y_i · cos_i) +
+// T(r_i · sin_i)), r = (-y[h..rotary], y[0..h]), h = rotary / 2 (each product and the sum rounded, as op by op).
+// One warp per (sequence, position, head), blocks of 4 warps.
+template <typename T>
+__device__ __forceinline__ void head_norm_rope(const T* xs, T* out, const T* weight, const T* cos, const T* sin,
+                                               uint64_t rows, uint32_t positions, uint32_t heads, uint32_t dim,
+                                               uint32_t rotary, float eps, int has_norm, int has_rope) {
+    __shared__ float normed_of[4][MAX_HEAD_DIM];
+    const uint32_t warp = threadIdx.x >> 5;
+    const uint32_t lane = threadIdx.x & 31;
+    const uint64_t row = (uint64_t)blockIdx.x * 4 + warp;
+    if (row >= rows) return;
+    float* normed = normed_of[warp];
+    const T* in = xs + row * dim;
+    // row = (b · positions + t) · heads + h
+    const uint32_t head = (uint32_t)(row % heads);
+    const uint64_t bt = row / heads;
+    const uint32_t position = (uint32_t)(bt % positions);
+    const uint64_t sequence = bt / positions;
+    if (has_norm) {
+        float squares = 0.0f;
+        for (uint32_t i = lane; i < dim; i += 32) {
+            const float x = to_f32(in[i]);
+            squares = __fadd_rn(squares, __fmul_rn(x, x));
+        }
+        squares = warp_sum(squares);
+        const float inverse = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(squares, (float)dim), eps)));
+        for (uint32_t i = lane; i < dim; i += 32) {
+            const float n = to_f32(from_f32<T>(__fmul_rn(to_f32(in[i]), inverse)));
+            normed[i] = to_f32(from_f32<T>(__fmul_rn(n, to_f32(weight[i]))));
+        }
+    } else {
+        for (uint32_t i = lane; i < dim; i += 32) normed[i] = to_f32(in[i]);
+    }
+    __syncwarp();
+    T* to = out + ((sequence * heads + head) * positions + position) * (uint64_t)dim;
+    const uint32_t half = rotary / 2;
+    for (uint32_t i = lane; i < dim; i += 32) {
+        float y = normed[i];
+        if (has_rope && i < rotary) {
+            const float c = to_f32(cos[(uint64_t)position * rotary + i]);
+            const float s = to_f32(sin[(uint64_t)position * rotary + i]);
+            const float partner = i < half ? -normed[i + half] : normed[i - half];
+            const float a = to_f32(from_f32<T>(__fmul_rn(y, c)));
+            const float b = to_f32(from_f32<T>(__fmul_rn(partner, s)));
+            y = __fadd_rn(a, b);
+        }
+        to[i] = from_f32<T>(y);
+    }
+}
+
+#define HEAD_NORM_ROPE(suffix, T)                                                                                 \
+    extern "C" __global__ void head_norm_rope_##suffix(const T* xs, T* out, const T* weight, const T* cos,        \
+                                                       const T* sin, uint64_t rows, uint32_t positions,          \
+                                                       uint32_t heads, uint32_t dim, uint32_t rotary, float eps, \
+                                                       int has_norm, int has_rope) {                              \
+        head_norm_rope<T>(xs, out, weight, cos, sin, rows, positions, heads, dim, rotary, eps, has_norm,         \
+                          has_rope);                                                                              \
+    }
+
+HEAD_NORM_ROPE(bf16, __nv_bfloat16)
+HEAD_NORM_ROPE(f16, __half)
+HEAD_NORM_ROPE(f32, float)

@@ -1,5 +1,5 @@
-//! Fused steps of the calibration forward on the GPU (`forward.cu`): the attention's masked softmax and the MoE
-//! block's weighted sum of routed outputs, each one kernel where the op-by-op path makes a pass per op. They
+//! Fused steps of the calibration forward on the GPU (`forward.cu`): the attention heads' norm and rope, its masked
+//! softmax, and the MoE block's weighted sum of routed outputs, each one kernel where the op-by-op path makes a pass per op. They
 //! compute what the op-by-op path computes, in the same dtypes and at the same rounding points (tested against it
 //! in `tests/kernels_cuda.rs`); only the order of the f32 sums may differ.
 
@@ -9,6 +9,8 @@ use super::{address, kernel_module, shape_error, Arg, Grid, Module, Source};
 use crate::error::{Error, Result};
 
 const FORWARD: Module = kernel_module!("forward");
+/// Largest head the head kernel takes (`MAX_HEAD_DIM` in forward.cu).
+const MAX_HEAD_DIM: usize = 512;
 
 /// `softmax(f32(scores) · scaling + mask)` over the last dimension, in f32, returned in the scores' dtype:
 /// `scores [B, H, Q, K]` (q·kᵀ in the compute dtype), `mask [Q, K]` f32 (0 or -inf). With `sinks [H, Q]` f32 (a
@@ -98,4 +100,64 @@ pub fn combine_routed(routed: &Tensor, rows: &Tensor, weights: Option<&Tensor>, 
         source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
     }
     Ok(source.tensor(out, (tokens, hidden)))
+}
+
+/// A projection's heads `xs [B, T, H, D]` (as they lie) → `[B, H, T, D]`, with each head's RMSNorm (`weight [D]`,
+/// `eps`) and the rope (`cos`, `sin` `[≥T, R]`, rotating the leading R dimensions by halves) where given: the
+/// values of the op-by-op path (normalise in f32, round, times the weight; each rope product and sum rounded to
+/// the dtype).
+pub fn head_norm_rope(xs: &Tensor, norm: Option<(&Tensor, f32)>, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+    let op = "head_norm_rope";
+    let (b, t, heads, dim) = xs.dims4().map_err(|_| shape_error(xs, "head_norm_rope expects heads [B, T, H, D]"))?;
+    if dim > MAX_HEAD_DIM {
+        return Err(shape_error(xs, &format!("head_norm_rope takes heads of at most {MAX_HEAD_DIM}")));
+    }
+    let same = |other: &Tensor| other.dtype() == xs.dtype() && other.is_contiguous();
+    if let Some((weight, _)) = norm {
+        if weight.dims() != [dim] || !same(weight) {
+            return Err(shape_error(weight, &format!("head_norm_rope expects a contiguous norm weight [{dim}]")));
+        }
+    }
+    let rotary = match rope {
+        Some((cos, sin)) => {
+            let (rows, rotary) = cos.dims2().map_err(|_| shape_error(cos, "head_norm_rope expects cos [T, R]"))?;
+            if sin.dims() != cos.dims() || !same(cos) || !same(sin) || rows < t || rotary > dim || rotary % 2 != 0 {
+                return Err(shape_error(cos, &format!("head_norm_rope expects cos and sin [≥{t}, even R ≤ {dim}]")));
+            }
+            rotary
+        }
+        None => 0,
+    };
+    let source = Source::new(xs, op)?;
+    let rows = b * t * heads;
+    let mut out = source.alloc(xs.dtype(), rows * dim)?;
+    if rows > 0 && dim > 0 {
+        let dim_u32 = |value: usize| {
+            u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")))
+        };
+        // Stand-ins for pointers the kernel does not read without a norm or a rope.
+        let xs_address = address(xs)?;
+        let weight_address = norm.map(|(w, _)| address(w)).transpose()?.unwrap_or(xs_address);
+        let (cos_address, sin_address) = match rope {
+            Some((cos, sin)) => (address(cos)?, address(sin)?),
+            None => (xs_address, xs_address),
+        };
+        let mut args = [
+            Arg::Out(&mut out),
+            Arg::U64(weight_address),
+            Arg::U64(cos_address),
+            Arg::U64(sin_address),
+            Arg::U64(rows as u64),
+            Arg::U32(dim_u32(t)?),
+            Arg::U32(dim_u32(heads)?),
+            Arg::U32(dim_u32(dim)?),
+            Arg::U32(dim_u32(rotary)?),
+            Arg::F32(norm.map_or(0.0, |(_, eps)| eps)),
+            Arg::I32(i32::from(norm.is_some())),
+            Arg::I32(i32::from(rope.is_some())),
+        ];
+        let grid = Grid::Fixed { grid: (dim_u32(rows.div_ceil(4))?, 1, 1), block: (128, 1, 1) };
+        source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
+    }
+    Ok(source.tensor(out, (b, heads, t, dim)))
 }

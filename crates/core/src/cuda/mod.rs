@@ -9,6 +9,7 @@
 
 mod amax;
 mod forward;
+mod route;
 mod split;
 
 #[cfg(feature = "cuda")]
@@ -23,8 +24,9 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 
 pub use amax::{amax, amax_per_block, amax_per_expert};
-pub use forward::{combine_routed, softmax_scores};
+pub use forward::{combine_routed, head_norm_rope, softmax_scores};
 pub(crate) use launch::{address, Arg, Grid, Source, BLOCK_THREADS};
+pub use route::{route, routes_on_device, DeviceRouter, DeviceRouting};
 pub use split::{split_gate_up, split_gate_up_transposed};
 
 use crate::error::{Error, Result};

@@ -154,6 +154,39 @@ impl Attention {
         Ok((half(0)?, Some(half(1)?)))
     }
 
+    /// On a GPU, [`Self::heads`] then [`Self::position`] as one kernel (`cuda::head_norm_rope`), for the common
+    /// form: a per-head norm (or none) before a rope by halves (or none). None where another form applies.
+    fn heads_on_device(
+        &self,
+        ys: &Tensor,
+        norm: Option<&RmsNorm>,
+        heads: usize,
+        rope: Option<&Rope>,
+    ) -> Result<Option<Tensor>> {
+        if !ys.device().is_cuda() || self.qk_norm_after_rope || self.weightless_norm.is_some() {
+            return Ok(None);
+        }
+        let norm = match norm {
+            None => None,
+            Some(norm) => match norm.plain() {
+                Some((weight, eps)) if weight.elem_count() == self.head_dim => Some((weight, eps as f32)),
+                _ => return Ok(None),
+            },
+        };
+        let (b, t, _) = ys.dims3()?;
+        let tables = if self.rope {
+            match required_rope(rope)?.halves_tables(t)? {
+                Some(tables) => Some(tables),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        let heads_view = ys.reshape((b, t, heads, self.head_dim))?;
+        let rope = tables.as_ref().map(|(cos, sin)| (cos, sin));
+        Ok(Some(crate::cuda::head_norm_rope(&heads_view, norm, rope)?))
+    }
+
     /// A projection `ys [B, T, heads·head_dim]` split into heads `[B, heads, T, head_dim]`, applying the q/k norm
     /// where present.
     fn heads(&self, mut ys: Tensor, norm: Option<&RmsNorm>, heads: usize) -> Result<Tensor> {
@@ -176,10 +209,21 @@ impl Attention {
         let (q, k, v) = profile::section(device, "attention projections", || self.project(xs))?;
         let (q, k, v, gate) = profile::section(device, "attention heads, norms and rope", || {
             let (q, gate) = self.query(q)?;
-            let q = self.heads(q, self.norm_before_rope(&self.q_norm), self.num_heads)?;
-            let q = self.tune_temperature(self.position(q, rope, self.q_norm.as_ref())?)?;
-            let k = self.heads(k, self.norm_before_rope(&self.k_norm), self.num_kv_heads)?;
-            let k = self.position(k, rope, self.k_norm.as_ref())?;
+            let q = match self.heads_on_device(&q, self.q_norm.as_ref(), self.num_heads, rope)? {
+                Some(q) => q,
+                None => {
+                    let q = self.heads(q, self.norm_before_rope(&self.q_norm), self.num_heads)?;
+                    self.position(q, rope, self.q_norm.as_ref())?
+                }
+            };
+            let q = self.tune_temperature(q)?;
+            let k = match self.heads_on_device(&k, self.k_norm.as_ref(), self.num_kv_heads, rope)? {
+                Some(k) => k,
+                None => {
+                    let k = self.heads(k, self.norm_before_rope(&self.k_norm), self.num_kv_heads)?;
+                    self.position(k, rope, self.k_norm.as_ref())?
+                }
+            };
             let v = self.heads(v, None, self.num_kv_heads)?;
             Ok((q, k, v, gate))
         })?;

@@ -12,7 +12,7 @@ use super::mlp::Mlp;
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
 use super::zero_experts::divert;
-use crate::cuda;
+use crate::cuda::{self, DeviceRouter};
 use crate::error::Result;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
 use crate::model::loader::{ExpertWeights, WeightLoader};
@@ -24,6 +24,9 @@ pub struct MoeBlock {
     desc: MoeDescriptor,
     router: Linear,
     correction_bias: Option<Vec<f32>>,
+    /// On a GPU, the router when the routing kernel computes it (`cuda::route`), and the correction bias there.
+    device_router: Option<DeviceRouter>,
+    device_bias: Option<Tensor>,
     experts: RoutedExperts,
     shared: Option<Mlp>,
     shared_gate: Option<Linear>,
@@ -97,12 +100,36 @@ fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor>
     })
 }
 
+/// The routing kernel's form of the block's router, when it has one (`cuda::route`); the other routers, and any
+/// block with zero experts, route on the host.
+fn device_router(desc: &MoeDescriptor) -> Option<DeviceRouter> {
+    let router = &desc.router;
+    let device_router = match router.kind {
+        RouterKind::SoftmaxTopk => DeviceRouter::Softmax { normalise: router.norm_topk_prob },
+        RouterKind::SoftmaxTopkNorm => DeviceRouter::Softmax { normalise: true },
+        RouterKind::SigmoidGroupTopk => DeviceRouter::SigmoidGroups {
+            normalise: router.norm_topk_prob,
+            norm_eps: router.norm_eps.unwrap_or(1e-20) as f32,
+            scaling: router.routed_scaling_factor as f32,
+            groups: router.n_group.max(1),
+            kept_groups: router.topk_group,
+        },
+        _ => return None,
+    };
+    let fits =
+        desc.zero_experts.unwrap_or(0) == 0 && cuda::routes_on_device(desc.tensors.experts, desc.top_k, &device_router);
+    fits.then_some(device_router)
+}
+
 /// What one forward routed: the slots grouped by expert, on the device.
 struct Dispatch {
-    groups: ExpertGroups,
-    /// Token of each slot `[slots]` and its routing weight `[slots, 1]`.
+    /// Slots of expert e: `ranges[e]` (slots sorted by expert).
+    ranges: Vec<Range<usize>>,
+    /// Token of each slot `[slots]` (U32) and its routing weight `[slots, 1]`.
     tokens: Tensor,
     weights: Tensor,
+    /// Each token's slots in expert order, U32 `[T · K]`.
+    rows: Tensor,
     /// With zero experts: each token's weight of those it chose, `[T, 1]` f32.
     identity: Option<Tensor>,
 }
@@ -142,10 +169,17 @@ impl MoeBlock {
             Some(gate) => Some(Linear::from_weight(gate.trim_end_matches(".weight"), loader.tensor(gate)?, None)),
             None => None,
         };
+        let device_router = device_router(desc).filter(|_| loader.device.is_cuda());
+        let device_bias = match (&device_router, &correction_bias) {
+            (Some(_), Some(bias)) => Some(Tensor::from_slice(bias, bias.len(), &loader.device)?),
+            _ => None,
+        };
         Ok(MoeBlock {
             desc: desc.clone(),
             router,
             correction_bias,
+            device_router,
+            device_bias,
             experts: RoutedExperts::choose(experts, loader),
             shared,
             shared_gate,
@@ -233,7 +267,7 @@ impl MoeBlock {
             gate_up_maxima.push(abs_max_on_device(&flat)?);
         }
         profile::section(device, "observers", || {
-            self.record(observers, &dispatch.groups, &gate_up_maxima, &down_maxima)
+            self.record(observers, &dispatch.ranges, &gate_up_maxima, &down_maxima)
         })?;
         if let Some(shared) = &self.shared {
             let mut shared_out = profile::section(device, "shared experts", || shared.forward(&flat, observers))?;
@@ -252,6 +286,18 @@ impl MoeBlock {
         observers.record_input(&[&self.router.name], flat)?;
         let logits = self.router.forward(flat)?.to_dtype(DType::F32)?;
         observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
+        if let Some(router) = self.device_router.as_ref().filter(|_| logits.device().is_cuda()) {
+            let routing = cuda::route(&logits.contiguous()?, self.desc.top_k, router, self.device_bias.as_ref())?;
+            let slots = routing.weights.elem_count();
+            let weights = routing.weights.reshape((slots, 1))?.to_dtype(flat.dtype())?;
+            return Ok(Dispatch {
+                ranges: routing.ranges,
+                tokens: routing.tokens,
+                weights,
+                rows: routing.rows,
+                identity: None,
+            });
+        }
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let experts = self.desc.tensors.experts;
         let zero_experts = self.desc.zero_experts.unwrap_or(0);
@@ -265,7 +311,8 @@ impl MoeBlock {
         let weights =
             Tensor::from_vec(groups.weights.clone(), (groups.weights.len(), 1), device)?.to_dtype(flat.dtype())?;
         let identity = identity.map(|w| Tensor::new(w, device)?.unsqueeze(1)).transpose()?;
-        Ok(Dispatch { groups, tokens, weights, identity })
+        let rows = Tensor::from_vec(groups.rows_by_token(), groups.tokens.len(), device)?;
+        Ok(Dispatch { ranges: groups.ranges, tokens, weights, rows, identity })
     }
 
     /// The routed slots through their experts: `[slots, H]`, sorted by expert. Whole-batch steps (gather,
@@ -279,7 +326,7 @@ impl MoeBlock {
         gate_up_maxima: &mut Vec<Tensor>,
         down_maxima: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
-        let ranges = &dispatch.groups.ranges;
+        let ranges = &dispatch.ranges;
         let device = flat.device();
         // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
         let hidden = {
@@ -313,14 +360,14 @@ impl MoeBlock {
     /// Routed outputs weighted and summed per token, in f32 whatever the compute dtype, in expert order (the
     /// order of transformers' loop): the rows of every expert's output, gathered token by token, then summed.
     fn combine(&self, routed: Tensor, dispatch: &Dispatch, tokens: usize) -> Result<Tensor> {
-        let gather = Tensor::from_vec(dispatch.groups.rows_by_token(), tokens * self.desc.top_k, routed.device())?;
+        let gather = &dispatch.rows;
         if routed.device().is_cuda() {
             let weights = (!self.scales_input()).then(|| dispatch.weights.flatten_all()).transpose()?;
-            return cuda::combine_routed(&routed, &gather, weights.as_ref(), self.desc.top_k);
+            return cuda::combine_routed(&routed, gather, weights.as_ref(), self.desc.top_k);
         }
         let routed = if self.scales_input() { routed } else { routed.broadcast_mul(&dispatch.weights)? };
         Ok(routed
-            .index_select(&gather, 0)?
+            .index_select(gather, 0)?
             .to_dtype(DType::F32)?
             .reshape((tokens, self.desc.top_k, self.desc.tensors.hidden))?
             .sum(1)?)
@@ -330,7 +377,7 @@ impl MoeBlock {
     fn record(
         &self,
         observers: &mut Observers,
-        groups: &ExpertGroups,
+        ranges: &[Range<usize>],
         gate_up_maxima: &[Tensor],
         down_maxima: &[Tensor],
     ) -> Result<()> {
@@ -340,7 +387,7 @@ impl MoeBlock {
         let stats = observers.experts_mut(&self.desc.block, self.desc.tensors.experts);
         stats.gate_up_input_amax = stats.gate_up_input_amax.max(gate_up_amax);
         stats.down_input_amax = stats.down_input_amax.max(down_amax);
-        for (total, range) in stats.tokens.iter_mut().zip(&groups.ranges) {
+        for (total, range) in stats.tokens.iter_mut().zip(ranges) {
             *total += range.len() as u64;
         }
         Ok(())

@@ -54,6 +54,11 @@ impl RmsNorm {
         RmsNorm { weight, eps, offset: false }
     }
 
+    /// The weight and eps of a norm without the `1 + w` offset.
+    pub fn plain(&self) -> Option<(&Tensor, f64)> {
+        (!self.offset).then_some((&self.weight, self.eps))
+    }
+
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         if self.offset {
             let normed = normalize_f32(xs, self.eps)?.broadcast_mul(&self.weight)?;

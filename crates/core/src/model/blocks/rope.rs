@@ -131,6 +131,14 @@ impl Rope {
         self.rotate(xs, self.interleaved)
     }
 
+    /// cos and sin `[len, rotary_dim]` for a rope that rotates halves (None for adjacent pairs).
+    pub fn halves_tables(&self, len: usize) -> Result<Option<(Tensor, Tensor)>> {
+        if self.interleaved {
+            return Ok(None);
+        }
+        Ok(Some((self.cos.narrow(0, 0, len)?, self.sin.narrow(0, 0, len)?)))
+    }
+
     /// Number of leading dimensions of each head that are rotated.
     pub fn rotary_dim(&self) -> usize {
         self.rotary_dim
