@@ -109,7 +109,8 @@ export type AttentionScale =
 
 /**
  * The activation of the routed experts (the native core's ExpertActivation; shared experts and dense MLPs use
- * `silu`, or `relu2` in a `relu2` family): `silu` is `silu(gate) * up`, with config `hidden_act` = `silu`;
+ * the gated one, or `relu2` in a `relu2` family): `silu` is a gated `act(gate) * up`, with `act` silu (config
+ * `hidden_act` = `silu`) or, in a family declaring `activationKey`, the silu or GELU that key names;
  * `gpt_oss` is GPT-OSS's clamp at 7, `(up + 1) · gate · sigmoid(1.702 · gate)`; `relu2` is ungated
  * `relu(up)²`, with config `mlp_hidden_act` = `relu2` (Nemotron-H).
  */
@@ -299,6 +300,10 @@ export interface ForwardDecl {
   attention: AttentionKind
   attentionScale: AttentionScale
   expertActivation: ExpertActivationKind
+  /** Config key naming the activation of the gated experts and MLPs, an `ACT2FN` name (`silu`, `gelu`,
+   * `gelu_pytorch_tanh`, `gelu_new` …; Gemma 4's `hidden_activation`), read with the config class's default;
+   * without it they are silu and config `hidden_act` must say so. */
+  activationKey?: string
   /** The rope rotates only the leading `head_dim × partial_rotary_factor` dimensions (GLM4). Without it the
    * whole head is rotated and transformers ignores `partial_rotary_factor`. */
   partialRotary?: boolean

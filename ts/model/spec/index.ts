@@ -19,6 +19,7 @@ import { type InspectReport, reportFromListing } from '../inspection'
 import { hybridLayerKinds } from '../layer-kinds'
 import type { HeaderListing } from '../listing'
 import { lookupArchitecture, wrapperTiesEmbeddings } from '../registry'
+import { gatedActivation } from './activation'
 import { attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
 import { CheckpointTensors, refuse, type SpecContext, unsupported } from './context'
@@ -50,8 +51,7 @@ function specContext(report: InspectReport, config: TextConfig, listing: HeaderL
 /** Features of the family's forward that the descriptor cannot express: refused rather than guessed. */
 function refuseInexpressible(context: SpecContext): void {
   const { forward, values } = context
-  const hiddenAct = values.value('hidden_act') ?? 'silu'
-  if (forward.expertActivation === 'silu' && hiddenAct !== 'silu') refuse(context, `hidden_act "${String(hiddenAct)}" (the forward implements silu)`)
+  if (forward.expertActivation === 'silu') gatedActivation(context)
   if (forward.expertActivation === 'gpt_oss') {
     const alpha = values.number('swiglu_alpha')
     const limit = values.number('swiglu_limit')

@@ -5,11 +5,12 @@
  */
 import { MoeQuantError } from '../../errors'
 import type { DenseMlpDescriptor, MlpDescriptor, MoeDescriptor, RouterDescriptor, SharedExpertDescriptor } from '../../native/contract'
+import { gatedActivation } from './activation'
 import { expertSource, expertTensorNames, type MoeLayer } from '../resolve'
 import { type LayerTensors, refuse, type SpecContext } from './context'
 
 /**
- * A dense MLP's module names: gated `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]` (LFM2: `w1`/`w3`, `w2`); Granite's fused
+ * A dense MLP's module names, with the family's gated activation: gated `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]` (LFM2: `w1`/`w3`, `w2`); Granite's fused
  * `input_linear [2I, H]` (gate rows first) and `output_linear [H, I]`; or, in a family whose MLPs are relu²,
  * ungated `up_proj`/`down_proj`.
  */
@@ -22,7 +23,7 @@ function denseMlp(context: SpecContext, module: string, hidden: number, tensors:
     const intermediate = Math.floor(rows('input_linear') / 2)
     tensors.use(`${module}.input_linear.weight`, [2 * intermediate, hidden], 'input_linear [2·intermediate, hidden_size]')
     tensors.use(`${module}.output_linear.weight`, [hidden, intermediate], 'output_linear [hidden_size, intermediate]')
-    return { gate_up: `${module}.input_linear`, down: `${module}.output_linear`, activation: 'silu' }
+    return { gate_up: `${module}.input_linear`, down: `${module}.output_linear`, activation: gatedActivation(context) }
   }
   if (context.forward.expertActivation === 'relu2') {
     if (context.values.value('mlp_bias') === true) refuse(context, 'mlp_bias true: MLP biases are not expressible in the descriptor yet')
@@ -37,7 +38,7 @@ function denseMlp(context: SpecContext, module: string, hidden: number, tensors:
   tensors.use(`${module}.${gate}.weight`, [intermediate, hidden], `${gate} [intermediate, hidden_size]`)
   tensors.use(`${module}.${up}.weight`, [intermediate, hidden], `${up} [intermediate, hidden_size]`)
   tensors.use(`${module}.${down}.weight`, [hidden, intermediate], `${down} [hidden_size, intermediate]`)
-  return { gate: `${module}.${gate}`, up: `${module}.${up}`, down: `${module}.${down}`, activation: 'silu' }
+  return { gate: `${module}.${gate}`, up: `${module}.${up}`, down: `${module}.${down}`, activation: gatedActivation(context) }
 }
 
 /** `E_CONFIG_INVALID` unless the experts split into `n_group` equal groups of which `topk_group` are kept. */
@@ -145,7 +146,7 @@ function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTens
     block: layer.block,
     ...expertSource(layer),
     top_k: layer.topK,
-    activation: context.forward.expertActivation,
+    activation: context.forward.expertActivation === 'silu' ? gatedActivation(context) : context.forward.expertActivation,
     router,
   }
   const shared = sharedExperts(context, layer, tensors)

@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::activation::gated;
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
@@ -181,9 +182,9 @@ impl MoeBlock {
             || -> Result<(Tensor, Tensor)> { Ok((gate_up.narrow(1, 0, inter)?, gate_up.narrow(1, inter, inter)?)) };
         Ok(match self.desc.activation {
             ExpertActivation::Relu2 => gate_up.relu()?.sqr()?,
-            ExpertActivation::Silu => {
+            ExpertActivation::Silu | ExpertActivation::Gelu | ExpertActivation::GeluTanh => {
                 let (gate, up) = halves()?;
-                (gate.silu()? * up)?
+                gated(self.desc.activation, &gate, &up)?
             }
             ExpertActivation::GptOss => {
                 let (gate, up) = halves()?;

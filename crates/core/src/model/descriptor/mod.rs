@@ -315,8 +315,9 @@ pub enum MlpDescriptor {
     Moe(Box<MoeDescriptor>),
 }
 
-/// `down(silu(gate(x)) · up(x))`, or ungated `down(relu(up(x))²)` (`activation` `relu2`); module names. Gate and up
-/// are either two modules or one (`gate_up`, `[2I, H]`, gate rows first: Granite's `input_linear`).
+/// `down(act(gate(x)) · up(x))` (`act` silu or a GELU), or ungated `down(relu(up(x))²)` (`activation` `relu2`);
+/// module names. Gate and up are either two modules or one (`gate_up`, `[2I, H]`, gate rows first: Granite's
+/// `input_linear`).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[ts(optional_fields)]
 pub struct DenseMlpDescriptor {
@@ -327,7 +328,7 @@ pub struct DenseMlpDescriptor {
     #[serde(default)]
     pub gate_up: Option<String>,
     pub down: String,
-    /// `silu` (gated) or `relu2` (ungated).
+    /// `silu`, `gelu` or `gelu_tanh` (gated) or `relu2` (ungated).
     #[serde(default)]
     pub activation: ExpertActivation,
 }
@@ -342,13 +343,17 @@ pub enum ExpertLayout {
     FusedInterleaved,
 }
 
-/// The expert activation.
+/// The activation of experts and MLPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpertActivation {
     /// `silu(gate) * up`.
     #[default]
     Silu,
+    /// `gelu(gate) * up`, the exact GELU (transformers' `gelu`).
+    Gelu,
+    /// `gelu(gate) * up`, GELU's tanh approximation (transformers' `gelu_pytorch_tanh`, `gelu_new`).
+    GeluTanh,
     /// GPT-OSS: clamp, `(up + 1) · gate · sigmoid(1.702 · gate)`.
     GptOss,
     /// Ungated `relu(up)²` (Nemotron-H): no gate projection.
