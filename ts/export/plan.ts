@@ -160,8 +160,8 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   }
   for (const layer of descriptor.layers) {
     const { attention, mlp } = layer
-    // A fused q/k/v projection is one linear.
-    if (attention?.kind === 'gqa' && !attention.qkv) groups.push([attention.q, attention.k, attention.v])
+    // A fused q/k/v projection is one linear; keys that are the values too are one (Gemma 4: q and k).
+    if (attention?.kind === 'gqa' && !attention.qkv) groups.push(attention.values_from_keys ? [attention.q, attention.k] : [attention.q, attention.k, attention.v])
     if (attention?.kind === 'mla') {
       // A sparse-attention indexer reads the layer's input (wk, weights_proj) and the query latent (wq_b).
       const indexer = attention.sparse?.indexer

@@ -14,7 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use common::{temp_dir, write_valid};
 use moe_quant_core::model::blocks::mlp::Mlp;
 use moe_quant_core::model::blocks::moe::MoeBlock;
-use moe_quant_core::model::descriptor::{DenseMlpDescriptor, MoeDescriptor};
+use moe_quant_core::model::blocks::norm::NormStyle;
+use moe_quant_core::model::descriptor::{DenseMlpDescriptor, MoeDescriptor, NormKind};
 use moe_quant_core::model::loader::WeightLoader;
 use moe_quant_core::model::observe::Observers;
 use moe_quant_core::{Checkpoint, Dtype};
@@ -105,6 +106,7 @@ fn gated_activations_of_mlps_and_experts_equal_transformers() {
     for (dtype, suffix, floor, tolerance) in [(DType::F32, "", 1.0, 1e-5f32), (DType::BF16, ".bf16", 1e-2, 1.0 / 128.0)]
     {
         let loader = WeightLoader::with_dtype(&checkpoint, Device::Cpu, dtype);
+        let style = NormStyle { eps: 1e-6, offset: 0.0, kind: NormKind::Rms, f32_weight: false };
         let xs = Tensor::cat(
             &[vector(&file, &format!("gate{suffix}"), dtype), vector(&file, &format!("up{suffix}"), dtype)],
             1,
@@ -125,7 +127,7 @@ fn gated_activations_of_mlps_and_experts_equal_transformers() {
             assert_eq!(got.dtype(), dtype);
             let worst = worst_relative(&got, &want, floor);
             assert!(worst <= tolerance, "{transformers} ({dtype:?}): the MLP is off by {worst:e} relative");
-            let moe = MoeBlock::load(&loader, &moe_descriptor(ours, n), false).unwrap();
+            let moe = MoeBlock::load(&loader, &moe_descriptor(ours, n), style, false).unwrap();
             let got = moe.forward(&xs, &mut Observers::default()).unwrap().narrow(2, 0, n).unwrap();
             let worst = worst_relative(&got, &want, floor);
             assert!(worst <= tolerance, "{transformers} ({dtype:?}): the experts are off by {worst:e} relative");

@@ -5,6 +5,7 @@
  * its own declarations (native/contract.ts).
  */
 import type { ExpertActivation, ExpertLayout, RouterKind as NativeRouterKind } from '../../native/contract'
+import type { ConfigLimitDecl, DenseBesideExpertsDecl, LayerTypeAttentionDecl, SandwichNormsDecl, ScaledRouterDecl } from './branches'
 
 /**
  * How the routed experts of one MoE layer are stored (the native core's ExpertLayout):
@@ -101,6 +102,8 @@ export type AttentionKind =
 export type AttentionScale =
   /** `head_dim^-0.5`. */
   | 'inverse_sqrt_head_dim'
+  /** 1: q and k are normed instead (Gemma 4). */
+  | 'one'
   /** config `attention_multiplier` (Granite). */
   | 'attention_multiplier'
   /** `qk_head_dim^-0.5`, times `mscale(factor, mscale_all_dim)²` when the rope is scaled and
@@ -142,6 +145,8 @@ export type DefaultLayerTypes =
   | 'full_first_two_every_fourth_last'
   /** Full on every fourth layer from layer 0, sliding elsewhere (Granite-MoE-SWA). */
   | 'full_every_fourth'
+  /** Full on every sixth layer and the last one, sliding elsewhere (Gemma 4). */
+  | 'full_every_sixth_and_last'
 
 /** Llama4's layers without rope (NoPE) and what differs on them. */
 export interface NoRopeDecl {
@@ -416,6 +421,26 @@ export interface ForwardDecl {
      * exports such a checkpoint under (the fused q/k/v as `q_proj`, `k_proj`, `v_proj` beside the renamed module). */
     exportRenames: readonly (readonly [RegExp, string])[]
   }
+  /** The embeddings are multiplied by `sqrt(hidden_size)`, rounded to the compute dtype (Gemma 4). */
+  embeddingScaleSqrtHidden?: boolean
+  /** Every RMSNorm multiplies by its weight in f32, before the cast back (Gemma 4). */
+  normWeightInF32?: boolean
+  /** Config key of the soft-capping of the logits, `cap · tanh(logits / cap)` (null: none). */
+  logitSoftcapKey?: string
+  /** Each sublayer has a norm on its input and another on its output (Gemma 4). */
+  sandwichNorms?: SandwichNormsDecl
+  /** A `[1]` tensor of each decoder layer multiplying its output (Gemma 4's `layer_scalar`). */
+  layerScalar?: string
+  /** A dense MLP and the routed experts side by side, normed apart (Gemma 4). */
+  denseBesideExperts?: DenseBesideExpertsDecl
+  /** The router's input scaled and its weights scaled per expert (Gemma 4). */
+  scaledRouter?: ScaledRouterDecl
+  /** Head size, KV heads, values and rope by layer type (Gemma 4). */
+  layerTypeAttention?: LayerTypeAttentionDecl
+  /** A weightless RMSNorm of the value heads (Gemma 4). */
+  valueNorm?: boolean
+  /** Config values the forward cannot take, each refused naming what it would need. */
+  configLimits?: readonly ConfigLimitDecl[]
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>

@@ -68,6 +68,13 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     jitter_eps: 0,
   }
   if (t.routerBias) router.bias = tensors.use(t.routerBias, [experts], 'the router bias [experts]')
+  const scaled = context.forward.scaledRouter
+  if (scaled) {
+    // Beside the router's linear, in its module (Gemma 4: `router.proj` with `router.scale`, `router.per_expert_scale`).
+    const module = t.router.replace(/\.[^.]+\.weight$/, '')
+    router.input_scale = { scale: tensors.use(`${module}.${scaled.scale}`, [hidden], `the router's ${scaled.scale} [hidden_size]`), eps: values.number('rms_norm_eps') }
+    router.per_expert_scale = tensors.use(`${module}.${scaled.perExpertScale}`, [experts], `the router's ${scaled.perExpertScale} [experts]`)
+  }
   const biasKey = context.forward.routerBiasKey
   if (t.correctionBias && biasKey && !values.boolean(biasKey)) refuse(context, `${t.correctionBias} is stored but ${biasKey} is false: transformers would not load it`)
   if (t.correctionBias) {
@@ -139,8 +146,17 @@ function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTens
   return shared
 }
 
+/** A dense MLP beside the experts as the MoE layer's shared branch, with the norms of both branches (Gemma 4). */
+function denseBeside(context: SpecContext, layer: MoeLayer, tensors: LayerTensors, prefix: string, descriptor: MoeDescriptor): void {
+  const decl = context.forward.denseBesideExperts
+  if (!decl) return
+  descriptor.shared = { mlp: denseMlp(context, `${prefix}${decl.module}`, layer.hidden, tensors) }
+  const norm = (name: string): string => tensors.use(`${prefix}${name}.weight`, [layer.hidden], `the ${name} [hidden_size]`)
+  descriptor.branch_norms = { experts_input: norm(decl.expertsInput), experts_output: norm(decl.expertsOutput), shared_output: norm(decl.mlpOutput) }
+}
+
 /** An MoE layer: router, routed experts (their tensors were checked by detection) and shared experts. */
-function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): MoeDescriptor {
+function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors, prefix: string): MoeDescriptor {
   const router = routerDescriptor(context, layer, tensors)
   const descriptor: MoeDescriptor = {
     block: layer.block,
@@ -151,6 +167,7 @@ function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTens
   }
   const shared = sharedExperts(context, layer, tensors)
   if (shared) descriptor.shared = shared
+  denseBeside(context, layer, tensors, prefix, descriptor)
   for (const name of expertTensorNames(layer)) tensors.used.add(name)
   return descriptor
 }
@@ -161,7 +178,7 @@ function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTens
  * @throws MoeQuantError `E_LAYOUT_MISSING_TENSOR` for a layer with neither
  */
 export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index: number, prefix: string, moe: MoeLayer | undefined, module?: string): MlpDescriptor {
-  if (moe) return { kind: 'moe', ...moeDescriptor(context, moe, tensors) }
+  if (moe) return { kind: 'moe', ...moeDescriptor(context, moe, tensors, prefix) }
   const projections = context.forward.expertActivation === 'relu2' ? ['up_proj'] : ['gate_proj', 'w1']
   const has = (b: string): boolean => projections.some((p) => tensors.has(`${prefix}${b}.${p}.weight`))
   const projection = projections[0] as string

@@ -18,6 +18,7 @@ pub mod norm;
 pub mod ops;
 pub mod rope;
 pub mod router;
+pub mod router_input;
 pub mod selective_scan;
 pub mod short_conv;
 pub mod ssd;

@@ -9,8 +9,10 @@ use candle_core::{DType, Tensor};
 use super::activation::gated;
 use super::linear::Linear;
 use super::mlp::Mlp;
+use super::norm::{NormStyle, RmsNorm};
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
+use super::router_input::RouterInput;
 use crate::cuda;
 use crate::error::Result;
 use crate::model::descriptor::{ExpertActivation, MoeDescriptor, RouterKind};
@@ -21,7 +23,13 @@ use std::ops::Range;
 pub struct MoeBlock {
     desc: MoeDescriptor,
     router: Linear,
+    /// What the router reads, when not the block's input as it is.
+    router_input: Option<RouterInput>,
     correction_bias: Option<Vec<f32>>,
+    /// `[E]`, multiplying the chosen experts' weights.
+    per_expert_scale: Option<Vec<f32>>,
+    /// The norms of the two branches (the experts' input, their output, the shared MLP's output).
+    branches: Option<(RmsNorm, RmsNorm, RmsNorm)>,
     experts: RoutedExperts,
     shared: Option<Mlp>,
     shared_gate: Option<Linear>,
@@ -104,7 +112,13 @@ struct Dispatch {
 }
 
 impl MoeBlock {
-    pub fn load(loader: &WeightLoader, desc: &MoeDescriptor, all_experts_stats: bool) -> Result<Self> {
+    /// `style`: the model's RMSNorms (the branches' norms are of that kind).
+    pub fn load(
+        loader: &WeightLoader,
+        desc: &MoeDescriptor,
+        style: NormStyle,
+        all_experts_stats: bool,
+    ) -> Result<Self> {
         if desc.top_k == 0 || desc.top_k > desc.tensors.experts {
             return Err(crate::error::Error::internal(format!(
                 "{}: top_k {} must be between 1 and the number of experts ({})",
@@ -122,8 +136,19 @@ impl MoeBlock {
         let module = desc.router.weight.trim_end_matches(".weight");
         let router_bias = desc.router.bias.as_ref().map(|b| loader.tensor(b)).transpose()?;
         let router = Linear::from_weight(module, loader.tensor(&desc.router.weight)?, router_bias);
-        let correction_bias = match &desc.router.correction_bias {
-            Some(name) => Some(loader.tensor(name)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+        let host = |name: &Option<String>| -> Result<Option<Vec<f32>>> {
+            match name {
+                Some(name) => Ok(Some(loader.tensor(name)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)),
+                None => Ok(None),
+            }
+        };
+        let correction_bias = host(&desc.router.correction_bias)?;
+        let per_expert_scale = host(&desc.router.per_expert_scale)?;
+        let router_input =
+            desc.router.input_scale.as_ref().map(|s| RouterInput::load(loader, s, desc.tensors.hidden)).transpose()?;
+        let norm = |name: &str| style.norm(loader.tensor_shaped(name, &[desc.tensors.hidden])?);
+        let branches = match &desc.branch_norms {
+            Some(b) => Some((norm(&b.experts_input)?, norm(&b.experts_output)?, norm(&b.shared_output)?)),
             None => None,
         };
         // On the CPU the experts stay in their stored dtype (bf16 instead of f32: half the memory) and each is
@@ -140,7 +165,10 @@ impl MoeBlock {
         Ok(MoeBlock {
             desc: desc.clone(),
             router,
+            router_input,
             correction_bias,
+            per_expert_scale,
+            branches,
             experts: RoutedExperts::choose(experts, loader),
             shared,
             shared_gate,
@@ -205,47 +233,83 @@ impl MoeBlock {
 
     /// `xs [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
+        self.forward_branches(xs, xs, observers)
+    }
+
+    /// `xs [B, T, H]` (the layer's normed input) → `[B, T, H]`; with branch norms (Gemma 4) the router and the
+    /// experts' input norm read `unnormed`, the layer's input before its norm, and the shared MLP `xs`.
+    pub fn forward_branches(&self, xs: &Tensor, unnormed: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
-        let flat = xs.reshape(((), self.desc.tensors.hidden))?;
-        let dispatch = self.route(&flat, observers)?;
+        let hidden = self.desc.tensors.hidden;
+        let flat = xs.reshape(((), hidden))?;
+        let Some((experts_input, experts_output, shared_output)) = &self.branches else {
+            let mut out = self.routed(&flat, &flat, observers)?;
+            if let Some(shared) = self.shared_forward(&flat, observers)? {
+                out = (out + shared.to_dtype(DType::F32)?)?;
+            }
+            return Ok(out.to_dtype(flat.dtype())?.reshape(dims)?);
+        };
+        let unnormed = unnormed.reshape(((), hidden))?;
+        let routed = self.routed(&unnormed, &experts_input.forward(&unnormed)?, observers)?;
+        let routed = experts_output.forward(&routed.to_dtype(flat.dtype())?)?;
+        let out = match self.shared_forward(&flat, observers)? {
+            Some(shared) => (shared_output.forward(&shared)? + routed)?,
+            None => routed,
+        };
+        Ok(out.reshape(dims)?)
+    }
+
+    /// The routed experts of `flat [tokens, H]`, routed on `router_flat`: their weighted sum `[tokens, H]` in f32.
+    fn routed(&self, router_flat: &Tensor, flat: &Tensor, observers: &mut Observers) -> Result<Tensor> {
+        let dispatch = self.route(router_flat, observers)?;
         // Maxima stay on the device until the end of the block: no synchronisation inside the expert pass.
         let mut gate_up_maxima = Vec::new();
         let mut down_maxima = Vec::new();
-        let routed = self.run_experts(&flat, &dispatch, observers, &mut gate_up_maxima, &mut down_maxima)?;
-        let mut out = self.combine(routed, &dispatch, flat.dim(0)?)?;
+        let routed = self.run_experts(flat, &dispatch, observers, &mut gate_up_maxima, &mut down_maxima)?;
+        let out = self.combine(routed, &dispatch, flat.dim(0)?)?;
         if self.all_experts_stats {
             for weights in self.experts.weights() {
-                let hidden = self.activate(&linear(&flat, &weights.gate_up, weights.gate_up_bias.as_ref())?)?;
+                let hidden = self.activate(&linear(flat, &weights.gate_up, weights.gate_up_bias.as_ref())?)?;
                 down_maxima.push(abs_max_on_device(&hidden)?);
             }
-            gate_up_maxima.push(abs_max_on_device(&flat)?);
+            gate_up_maxima.push(abs_max_on_device(flat)?);
         }
         self.record(observers, &dispatch.groups, &gate_up_maxima, &down_maxima)?;
-        if let Some(shared) = &self.shared {
-            let mut shared_out = shared.forward(&flat, observers)?;
-            observers.check(|| format!("the output of the shared experts of {}", self.desc.block), &shared_out)?;
-            if let Some(gate) = &self.shared_gate {
-                observers.record_input(&[&gate.name], &flat)?;
-                shared_out = shared_out.broadcast_mul(&sigmoid(&gate.forward(&flat)?)?)?;
-            }
-            out = (out + shared_out.to_dtype(DType::F32)?)?;
+        Ok(out)
+    }
+
+    /// The shared experts' output of `flat [tokens, H]`, gated where they have a gate; None without them.
+    fn shared_forward(&self, flat: &Tensor, observers: &mut Observers) -> Result<Option<Tensor>> {
+        let Some(shared) = &self.shared else { return Ok(None) };
+        let mut shared_out = shared.forward(flat, observers)?;
+        observers.check(|| format!("the output of the shared experts of {}", self.desc.block), &shared_out)?;
+        if let Some(gate) = &self.shared_gate {
+            observers.record_input(&[&gate.name], flat)?;
+            shared_out = shared_out.broadcast_mul(&sigmoid(&gate.forward(flat)?)?)?;
         }
-        Ok(out.to_dtype(flat.dtype())?.reshape(dims)?)
+        Ok(Some(shared_out))
     }
 
     /// The router on `flat [tokens, H]`: each token's experts and weights, grouped by expert, on the device.
     fn route(&self, flat: &Tensor, observers: &mut Observers) -> Result<Dispatch> {
-        observers.record_input(&[&self.router.name], flat)?;
-        let logits = self.router.forward(flat)?.to_dtype(DType::F32)?;
+        let scaled = self.router_input.as_ref().map(|input| input.forward(flat)).transpose()?;
+        let input = scaled.as_ref().unwrap_or(flat);
+        observers.record_input(&[&self.router.name], input)?;
+        let logits = self.router.forward(input)?.to_dtype(DType::F32)?;
         observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        let routing = route(
+        let mut routing = route(
             &self.desc.router,
             &logits,
             self.desc.tensors.experts,
             self.desc.top_k,
             self.correction_bias.as_deref(),
         );
+        if let Some(scales) = &self.per_expert_scale {
+            for (weight, &expert) in routing.weights.iter_mut().zip(&routing.experts) {
+                *weight *= scales[expert];
+            }
+        }
         let groups = group_by_expert(&routing, self.desc.tensors.experts);
         // The routing goes to the device in one copy.
         let device = flat.device();

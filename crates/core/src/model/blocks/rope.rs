@@ -1,5 +1,5 @@
-//! Rotary position embeddings: inverse frequencies for the default, linear, llama3, yarn and LongRoPE variants
-//! (transformers' `modeling_rope_utils.py`), and their application to the leading `rotary_dim` dimensions of
+//! Rotary position embeddings: inverse frequencies for the default, linear, llama3, yarn, LongRoPE and
+//! proportional variants (transformers' `modeling_rope_utils.py`), and their application to the leading `rotary_dim` dimensions of
 //! each head, rotating halves or (DeepSeek-V3's `rope_interleave`) adjacent pairs.
 
 use candle_core::{Device, Tensor};
@@ -37,6 +37,11 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
             Ok((base.iter().zip(factors).map(|(f, s)| f / s).collect(), rope.short_mscale.unwrap_or(1.0)))
         }
         RopeKind::Linear => Ok((base.iter().map(|f| f / factor).collect(), 1.0)),
+        RopeKind::Proportional => {
+            let angles = rope.proportional_angles.unwrap_or(dim / 2);
+            let freqs = base.iter().enumerate().map(|(i, f)| if i < angles { f / factor } else { 0.0 }).collect();
+            Ok((freqs, 1.0))
+        }
         RopeKind::Llama3 => {
             let old_context = rope.original_max_position_embeddings.unwrap_or(8192.0);
             let low = rope.low_freq_factor.unwrap_or(1.0);
