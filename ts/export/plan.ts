@@ -424,6 +424,8 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   for (const module of planning.keptStacks) unquantized.add(module)
   if (tiedLmHead(report, listing)) unquantized.add('lm_head')
   for (const [hub, inMemory] of routerModuleNames(report)) if (unquantized.delete(hub)) unquantized.add(inMemory)
+  const unlisted = lookupArchitecture(report.modelType)?.exportUnlisted ?? []
+  for (const module of unquantized) if (unlisted.some((suffix) => module.endsWith(suffix))) unquantized.delete(module)
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
   const files = metadataFiles(listing, options, exclude)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))

@@ -24,8 +24,17 @@ export const gemma4: ArchitectureEntry = {
   layouts: [fusedGateUp('', 'router.proj.weight')],
   router: 'softmax_topk_norm',
   placement: { kind: 'all' },
-  // Gemma4Config ties the output projection to the token embedding (tie_word_embeddings defaults to true).
-  wrappers: { gemma4: { tieWordEmbeddings: true } },
+  // Gemma4TextScaledWordEmbedding subclasses nn.Embedding, which ModelOpt 0.47 converts by exact type only: it has no
+  // quantizer and is not listed in exclude_modules.
+  exportUnlisted: ['.embed_tokens'],
+  // Gemma4Config ties the output projection to the token embedding (tie_word_embeddings defaults to true); the
+  // wrapper writes the pad token over its image, video and audio placeholders before embedding them.
+  wrappers: {
+    gemma4: {
+      tieWordEmbeddings: true,
+      placeholders: { tokens: { image_token_id: 258880, video_token_id: 258884, audio_token_id: 258881 }, padKey: 'pad_token_id' },
+    },
+  },
   forward: {
     attention: 'gqa',
     attentionScale: 'one',
@@ -86,6 +95,7 @@ export const gemma4: ArchitectureEntry = {
       num_global_key_value_heads: null,
       use_bidirectional_attention: null,
       attention_bias: false,
+      pad_token_id: 0,
     },
   },
 }

@@ -446,6 +446,16 @@ export interface ForwardDecl {
   configDefaults: Readonly<Record<string, ConfigScalar>>
 }
 
+/** A wrapper (by its outer `model_type`) nesting a family's text model. */
+export interface WrapperDecl {
+  /** Whether its class ties the output projection to the token embedding when its config.json does not say. */
+  tieWordEmbeddings: boolean
+  /** Token ids the wrapper embeds as its text model's pad token (Gemma 4: its image, video and audio placeholders,
+   * which it replaces before the embedding): the outer config's keys with their class defaults, and the text config's
+   * key of the pad token. */
+  placeholders?: { tokens: Readonly<Record<string, number>>; padKey: string }
+}
+
 export interface ArchitectureEntry {
   /** `model_type` values (of the text model) this entry handles. */
   modelTypes: readonly string[]
@@ -463,7 +473,11 @@ export interface ArchitectureEntry {
   /** Wrappers (by their outer `model_type`) that nest this text model and own its `lm_head`: transformers 5 ties the
    * output projection to the token embedding as the wrapper's config says, else as its class defaults (Kimi-K2.5:
    * tied). */
-  wrappers?: Readonly<Record<string, { tieWordEmbeddings: boolean }>>
+  wrappers?: Readonly<Record<string, WrapperDecl>>
+  /** Modules (by the end of their names) ModelOpt puts no quantizer on, and so never lists in `exclude_modules`,
+   * where it lists their kind elsewhere (Gemma 4's token embedding, a subclass of nn.Embedding ModelOpt does not
+   * convert). */
+  exportUnlisted?: readonly string[]
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

@@ -12,7 +12,7 @@
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../../errors'
-import type { ModelDescriptor } from '../../native/contract'
+import type { ModelDescriptor, TokenReplacement } from '../../native/contract'
 import { parseConfig, type TextConfig } from '../config'
 import { findLayerPrefix } from '../detect'
 import { type InspectReport, reportFromListing } from '../inspection'
@@ -164,6 +164,7 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   return {
     hidden_size: context.hidden,
     vocab_size: model.vocab,
+    embed_as: placeholderTokens(context, config, listing.config, model.vocab),
     rms_norm_eps: rmsNormEps,
     rms_norm_offset: forward.normWeightOffset ?? 0,
     rms_norm_f32_weight: forward.normWeightInF32 === true,
@@ -179,6 +180,22 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     layer_type_ropes: typed?.ropes ?? {},
     layers,
   }
+}
+
+/** The token ids a wrapper embeds as its pad token (Gemma 4's placeholders), when the checkpoint is that wrapper. */
+function placeholderTokens(context: SpecContext, config: TextConfig, outerText: unknown, vocab: number): TokenReplacement | null {
+  const decl = context.entry.wrappers?.[config.outerModelType]?.placeholders
+  if (!decl || config.outerModelType === config.modelType) return null
+  const outer: Record<string, unknown> = typeof outerText === 'string' ? JSON.parse(outerText) : (outerText as Record<string, unknown>)
+  const id = (key: string, value: unknown): number => {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) return context.values.invalid(key, 'a token id ≥ 0', value)
+    return value
+  }
+  const ids = Object.entries(decl.tokens).map(([key, fallback]) => id(key, key in outer ? outer[key] : fallback))
+  const by = id(decl.padKey, context.values.value(decl.padKey))
+  if (by >= vocab) context.values.invalid(decl.padKey, `a token id below the vocabulary size ${vocab}`, by)
+  // Ids beyond the vocabulary never reach the embedding.
+  return { ids: ids.filter((i) => i < vocab), by }
 }
 
 /** The soft-capping of the logits the family's config sets (null: none). */

@@ -2,6 +2,7 @@
 import type { LayerDescriptor } from "./LayerDescriptor";
 import type { NormKind } from "./NormKind";
 import type { RopeDescriptor } from "./RopeDescriptor";
+import type { TokenReplacement } from "./TokenReplacement";
 
 /**
  * One model, as TS describes it (`ts/model/spec/` builds it).
@@ -21,6 +22,11 @@ rms_norm_f32_weight: boolean,
  * Token embedding `[V, H]`.
  */
 embed: string, 
+/**
+ * Token ids embedded as another id is (Gemma 4's wrapper embeds its image, video and audio placeholders as
+ * its pad token).
+ */
+embed_as: TokenReplacement | null, 
 /**
  * Granite multiplies the embeddings by this (1 elsewhere).
  */

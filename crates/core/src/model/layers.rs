@@ -141,7 +141,13 @@ impl<'a> LayerStream<'a> {
             batches
                 .iter()
                 .map(|batch| {
-                    let ids = Tensor::from_vec(batch.ids.clone(), batch.ids.len(), &device)?;
+                    let ids = match &desc.embed_as {
+                        Some(replace) => {
+                            batch.ids.iter().map(|id| if replace.ids.contains(id) { replace.by } else { *id }).collect()
+                        }
+                        None => batch.ids.clone(),
+                    };
+                    let ids = Tensor::from_vec(ids, batch.ids.len(), &device)?;
                     let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
                     let xs = (xs * desc.embedding_multiplier)?;
                     if !all_finite(&xs)? {

@@ -34,6 +34,10 @@ pub struct ModelDescriptor {
     pub rms_norm_f32_weight: bool,
     /// Token embedding `[V, H]`.
     pub embed: String,
+    /// Token ids embedded as another id is (Gemma 4's wrapper embeds its image, video and audio placeholders as
+    /// its pad token).
+    #[serde(default)]
+    pub embed_as: Option<TokenReplacement>,
     /// Granite multiplies the embeddings by this (1 elsewhere).
     #[serde(default = "one")]
     pub embedding_multiplier: f64,
@@ -62,6 +66,13 @@ pub struct ModelDescriptor {
     #[serde(default)]
     pub layer_type_ropes: BTreeMap<String, RopeDescriptor>,
     pub layers: Vec<LayerDescriptor>,
+}
+
+/// Ids `ids` are embedded as `by` is.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct TokenReplacement {
+    pub ids: Vec<u32>,
+    pub by: u32,
 }
 
 /// The name of expert `expert`'s tensor or module from a per-expert pattern (`…experts.{e}.down_proj.weight`).
