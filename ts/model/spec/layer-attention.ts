@@ -6,7 +6,6 @@
  */
 import type { AttentionMask, AttentionTemperature } from '../../native/contract'
 import { refuse, type SpecContext } from './context'
-import type { LayerTypeAttention } from './layer-type-attention'
 
 /** The per-layer part of a grouped-query attention descriptor. */
 export interface LayerAttention {
@@ -118,7 +117,7 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
 
 /** The attention variant of every decoder layer; `modelRope` false: the model has no rotary embedding; `typed`: the
  * family's attention by layer type. */
-export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number, modelRope = true, typed?: LayerTypeAttention): LayerAttention[] {
+export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number, modelRope = true, typed?: { types: string[]; keysAsValues: boolean[] }): LayerAttention[] {
   const { forward, values } = context
   const rope = ropeLayers(context, raw, layers).map((r) => r && modelRope)
   const mask = masks(context, raw, layers, rope)
