@@ -64,40 +64,45 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
                 .collect();
             Ok((freqs, 1.0))
         }
-        RopeKind::Yarn => {
-            let mscale_of = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
-            let attention = match (rope.attention_factor, rope.mscale, rope.mscale_all_dim) {
-                (Some(a), _, _) => a,
-                (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale_of(factor, m) / mscale_of(factor, all),
-                _ => mscale_of(factor, 1.0),
-            };
-            let original = rope.original_max_position_embeddings.unwrap_or(4096.0);
-            let beta_fast = rope.beta_fast.unwrap_or(32.0);
-            let beta_slow = rope.beta_slow.unwrap_or(1.0);
-            let correction_dim = |rotations: f64| {
-                (dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * rope.theta.ln())
-            };
-            let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
-            if rope.truncate.unwrap_or(true) {
-                low = low.floor();
-                high = high.ceil();
-            }
-            let low = low.max(0.0);
-            let high = high.min(dim as f64 - 1.0);
-            let high = if low == high { high + 0.001 } else { high };
-            let freqs = base
-                .iter()
-                .enumerate()
-                .map(|(i, &extrapolation)| {
-                    let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
-                    let extrapolation_factor = 1.0 - ramp;
-                    let interpolation = extrapolation / factor;
-                    interpolation * (1.0 - extrapolation_factor) + extrapolation * extrapolation_factor
-                })
-                .collect();
-            Ok((freqs, attention))
-        }
+        RopeKind::Yarn => yarn(rope, &base, factor),
     }
+}
+
+/// Yarn's inverse frequencies (the base ones blended with their interpolation by a ramp over the dimensions) and
+/// its attention scaling.
+fn yarn(rope: &RopeDescriptor, base: &[f64], factor: f64) -> Result<(Vec<f64>, f64)> {
+    let dim = rope.rotary_dim;
+    let mscale_of = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+    let attention = match (rope.attention_factor, rope.mscale, rope.mscale_all_dim) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale_of(factor, m) / mscale_of(factor, all),
+        _ => mscale_of(factor, 1.0),
+    };
+    let original = rope.original_max_position_embeddings.unwrap_or(4096.0);
+    let beta_fast = rope.beta_fast.unwrap_or(32.0);
+    let beta_slow = rope.beta_slow.unwrap_or(1.0);
+    let correction_dim = |rotations: f64| {
+        (dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * rope.theta.ln())
+    };
+    let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+    if rope.truncate.unwrap_or(true) {
+        low = low.floor();
+        high = high.ceil();
+    }
+    let low = low.max(0.0);
+    let high = high.min(dim as f64 - 1.0);
+    let high = if low == high { high + 0.001 } else { high };
+    let freqs = base
+        .iter()
+        .enumerate()
+        .map(|(i, &extrapolation)| {
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            let extrapolation_factor = 1.0 - ramp;
+            let interpolation = extrapolation / factor;
+            interpolation * (1.0 - extrapolation_factor) + extrapolation * extrapolation_factor
+        })
+        .collect();
+    Ok((freqs, attention))
 }
 
 impl Rope {
