@@ -93,6 +93,8 @@ function referencedTensors(d) {
   for (const layer of d.layers) {
     norm(layer.input_norm)
     if (layer.post_attention_norm) norm(layer.post_attention_norm)
+    if (layer.output_norms) for (const name of [layer.output_norms.attention, layer.output_norms.mlp]) norm(name)
+    if (layer.output_scale) tensor(layer.output_scale, 1)
     mixer(layer.attention)
     // LongCat-Flash: the second attention and the two dense MLPs with their norms.
     const double = layer.double
@@ -110,6 +112,9 @@ function referencedTensors(d) {
     }
     tensor(mlp.router.weight, 2)
     if (mlp.router.bias) tensor(mlp.router.bias, 1)
+    if (mlp.router.input_scale) tensor(mlp.router.input_scale.scale, 1)
+    if (mlp.router.per_expert_scale) tensor(mlp.router.per_expert_scale, 1)
+    if (mlp.branch_norms) for (const name of Object.values(mlp.branch_norms)) norm(name)
     // [E], or ERNIE's [1, E].
     if (mlp.router.correction_bias) tensor(mlp.router.correction_bias, mlp.router.correction_bias.includes('moe_statics') ? 2 : 1)
     const perExpert = mlp.layout === 'per_expert'
@@ -168,7 +173,7 @@ for (const entry of [...manifest(), ...calibratedFamilyFixtures()]) {
     // Nothing of the checkpoint's text model is left out of the forward (vision and audio towers and projectors are not
     // part of it).
     const referenced = new Set(refs.map(([name]) => name))
-    const tower = /^(model\.)?(visual|vision_tower|vision_model|sam_model|qwen2_model|mm_projector|multi_modal_projector|projector|audio_tower)\.|^model\.(view_separator|view_seperator|image_newline)$/
+    const tower = /^(model\.)?(visual|vision_tower|vision_model|sam_model|qwen2_model|mm_projector|multi_modal_projector|projector|audio_tower|embed_vision|embed_audio)\.|^model\.(view_separator|view_seperator|image_newline)$/
     const text = listing.tensors.map((x) => x.name).filter((n) => !tower.test(n))
     t.deepEqual(text.filter((n) => !referenced.has(n)), [])
 
@@ -183,9 +188,12 @@ for (const entry of [...manifest(), ...calibratedFamilyFixtures()]) {
       t.is(layer.mlp.experts, entry.experts)
       t.is(layer.mlp.top_k, entry.top_k)
       t.is(layer.mlp.intermediate, entry.intermediate)
-      t.is(layer.mlp.activation, { gpt_oss: 'gpt_oss', nemotron_h: 'relu2' }[entry.model_type] ?? 'silu')
-      t.is(layer.mlp.shared !== undefined, entry.shared_experts)
-      t.regex(layer.mlp.block, new RegExp(`^((model|backbone)\\.(language_model\\.)?layers|language_model\\.model\\.blocks)\\.${layer.index}\\.`))
+      // Gemma 4's experts take its hidden_activation (the text fixture gelu_pytorch_tanh, the wrapper's gelu).
+      const gemma = { gemma4_text: 'gelu_tanh', gemma4: 'gelu' }[entry.model_type]
+      t.is(layer.mlp.activation, { gpt_oss: 'gpt_oss', nemotron_h: 'relu2' }[entry.model_type] ?? gemma ?? 'silu')
+      // Gemma 4's dense MLP beside the experts is the MoE block's shared branch; its block is the decoder layer.
+      t.is(layer.mlp.shared !== undefined, entry.shared_experts || gemma !== undefined)
+      t.regex(layer.mlp.block, new RegExp(`^((model|backbone)\\.(language_model\\.)?layers|language_model\\.model\\.blocks)\\.${layer.index}(\\.|$)`))
       t.true(layer.mlp.down.startsWith(`${layer.mlp.block}.`))
     }
     checkSerializable(t, d)
@@ -681,6 +689,41 @@ test('jamba: Mamba layers with dt/B/C norms and attention without rope by the at
   await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.expert_layer_offset = 0) }), { code: 'E_LAYOUT_UNRECOGNISED', message: /layers \[0, 2\]/ })
   await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.hidden_act = 'gelu') }), { code: 'E_MODEL_UNSUPPORTED', message: /hidden_act "gelu"/ })
   await t.throwsAsync(variant('families/jamba/hub', { config: (c) => void (c.mamba_d_state = 8) }), { code: 'E_LAYOUT_SHAPE', message: /x_proj/ })
+})
+
+test('gemma4: attention by layer type from per_layer_config or the hub keys, the last layer full, the 26B-A4B configuration only', async (t) => {
+  const path = 'families/gemma4_text/hub'
+  const d = await describe(path)
+  t.like(d, { embedding_multiplier: 8, final_logit_softcapping: 0.25, rms_norm_f32_weight: true })
+  t.deepEqual(d.layer_type_ropes.full_attention, { kind: 'proportional', theta: 1e6, rotary_dim: 32, interleaved: false, proportional_angles: 4 })
+  t.deepEqual(d.layer_type_ropes.sliding_attention, { kind: 'default', theta: 1e4, rotary_dim: 16, interleaved: false })
+  t.like(d.layers[0].attention, { head_dim: 16, num_kv_heads: 2, values_from_keys: false, rope_layer_type: 'sliding_attention', mask: { kind: 'sliding_window', window: 8 } })
+  t.like(d.layers[1].attention, { head_dim: 32, num_kv_heads: 1, values_from_keys: true, v: 'model.layers.1.self_attn.k_proj', rope_layer_type: 'full_attention', mask: { kind: 'causal' } })
+  // The hub's config.json (transformers before 5.25) gives the full layers' shape by global keys, not per layer.
+  const hub = await variant(path, {
+    config: (c) => {
+      delete c.per_layer_config
+      Object.assign(c, { global_head_dim: 32, num_global_key_value_heads: 1 })
+    },
+  })
+  t.deepEqual(hub, d)
+  // Without keys as values the full layers need a v_proj.
+  await t.throwsAsync(variant(path, { config: (c) => void Object.assign(c, { attention_k_eq_v: false }) }), { code: 'E_LAYOUT_MISSING_TENSOR', message: /layers\.1\.self_attn\.v_proj/ })
+  // transformers makes the last layer full attention whatever layer_types says.
+  t.deepEqual(await variant(path, { config: (c) => void (c.layer_types[3] = 'sliding_attention') }), d)
+  for (const [key, value, block] of [
+    ['hidden_size_per_layer_input', 256, /per-layer embeddings/],
+    ['num_kv_shared_layers', 2, /KV sharing across layers/],
+    ['use_bidirectional_attention', 'all', /bidirectional attention/],
+    ['hidden_activation', 'relu', /hidden_activation "relu"/],
+  ]) {
+    await t.throwsAsync(variant(path, { config: (c) => void (c[key] = value) }), { code: 'E_MODEL_UNSUPPORTED', message: block })
+  }
+  // The wrapper embeds its image, video and audio placeholders as its pad token; the text model embeds every id.
+  t.is(d.embed_as, null)
+  t.deepEqual((await describe('families/gemma4/hub')).embed_as, { ids: [253, 251, 246], by: 245 })
+  // A config.json without the key takes the class default: per-layer embeddings of 256, refused.
+  await t.throwsAsync(variant(path, { config: (c) => void delete c.hidden_size_per_layer_input }), { code: 'E_MODEL_UNSUPPORTED', message: /per-layer embeddings/ })
 })
 
 test('lfm2_moe: short convolutions and attention by layer_types, dense first layers, sigmoid router with expert_bias', async (t) => {

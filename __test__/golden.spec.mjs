@@ -108,6 +108,11 @@ const CASES = [
   // sharing its input scale, and with NVFP4 its weight_scale_2).
   ['families/param2moe/hub', 'families_param2moe_hub', CALIB_ROWS, ROUTER_F32],
   ['families/sarvam_moe/hub', 'families_sarvam_moe_hub', CALIB_ROWS, ROUTER_F32],
+  // Gemma 4: the dense MLP beside the experts quantized like any MLP, the router (proj, scale, per_expert_scale)
+  // kept and listed as router*, experts exported one module per expert; the full layers' q and k (no v_proj: k is
+  // the values) share their input scale. The wrapper's vision tower and embed_vision are kept by ModelOpt too.
+  ['families/gemma4_text/hub', 'families_gemma4_text_hub', CALIB_ROWS],
+  ['families/gemma4/hub', 'families_gemma4_hub', CALIB_ROWS],
   // MiniMax-Text-01: lightning attention (qkv_proj, output_gate, out_proj quantized; its norm kept), softmax
   // attention, the residual taken after the norm and weighted, Mixtral's MoE with w1/w3/w2 experts.
   ['families/minimax/hub', 'families_minimax_hub', CALIB_ROWS],

@@ -137,6 +137,36 @@ def rope(**extra) -> dict:
     return dict(mf.ROPE, **extra)
 
 
+def gemma4_text(c: dict, activation: str) -> dict:
+    """Gemma 4's MoE text model as the 26B-A4B checkpoint configures it (no per-layer embeddings, no KV sharing,
+    keys as values on the full-attention layers, their own head size and KV heads), tiny: sliding and full layers
+    alternate, and the soft-capping of the logits is low enough to change the tiny model's logits."""
+    return dict(
+        c,
+        head_dim=mf.HEAD_DIM,
+        global_head_dim=2 * mf.HEAD_DIM,
+        num_global_key_value_heads=1,
+        attention_k_eq_v=True,
+        num_hidden_layers=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        sliding_window=8,  # 8 < 12 tokens
+        enable_moe_block=True,
+        num_experts=mf.N_EXPERTS,
+        top_k_experts=mf.TOP_K,
+        moe_intermediate_size=mf.I_EXPERT,
+        intermediate_size=mf.I_DENSE,
+        hidden_size_per_layer_input=0,
+        num_kv_shared_layers=0,
+        final_logit_softcapping=0.25,
+        hidden_activation=activation,
+        tie_word_embeddings=True,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0},
+        },
+    )
+
+
 def families(eos_id: int) -> list[dict]:
     """Each: family, model_type, kind ("causal" or "vl"), kwargs for AutoConfig.for_model, router (the kind string
     of MANIFEST.json), notes for README.md (router, attention), and the flags build_model reads (router_bias)."""
@@ -1081,6 +1111,53 @@ def families(eos_id: int) -> list[dict]:
             "hub); shared MLP `shared_experts` of 2 x 48",
         ),
         dict(
+            family="Gemma 4 (MoE)",
+            model_type="gemma4_text",
+            kind="causal",
+            kwargs=gemma4_text(c, "gelu_pytorch_tanh"),
+            router="softmax_per_expert_scale",
+            router_notes="`router`: weightless RMSNorm of the layer's residual x `scale` x hidden^-0.5, `proj`, softmax "
+            "over E, top-k, renormalised, x `per_expert_scale` of each chosen expert",
+            attention_notes="sliding layers (window 8): head_dim 16, 2 KV heads, default RoPE (theta 1e4); full layers: "
+            "head_dim 32 (global_head_dim), 1 KV head (num_global_key_value_heads) whose k_proj output is also the "
+            "value (attention_k_eq_v, no v_proj), proportional RoPE (theta 1e6, 4 of 16 frequencies: "
+            "partial_rotary_factor 0.25); q/k RMSNorm per head, weightless v norm, scaling 1; norms before and after "
+            "each sublayer; dense MLP (gelu_pytorch_tanh) and experts side by side with their own norms; layer_scalar; "
+            "embeddings x sqrt(hidden); final_logit_softcapping 0.25; tied embeddings",
+        ),
+        dict(
+            family="Gemma 4 (MoE, multimodal)",
+            model_type="gemma4",
+            kind="vl",
+            kwargs=dict(
+                # The wrapper writes pad_token_id over its placeholders (none in text alone): an id not in input_ids.
+                text_config=dict(gemma4_text(c, "gelu"), pad_token_id=245),
+                vision_config=dict(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=1,
+                    num_attention_heads=2,
+                    num_key_value_heads=2,
+                    head_dim=16,
+                    patch_size=4,
+                    position_embedding_size=64,
+                    pooling_kernel_size=2,
+                ),
+                boi_token_id=t[0],
+                eoi_token_id=t[1],
+                image_token_id=t[2],
+                video_token_id=t[3],
+                boa_token_id=t[4],
+                eoa_token_index=t[5],
+                audio_token_id=t[6],
+                tie_word_embeddings=True,
+            ),
+            router="softmax_per_expert_scale",
+            router_notes="as gemma4_text",
+            attention_notes="the Gemma4ForConditionalGeneration wrapper (a vision tower of 1 block, no audio tower) "
+            "around gemma4_text's text model, its experts and MLPs with the exact GELU (hidden_activation gelu)",
+        ),
+        dict(
             family="Param2-MoE",
             model_type="param2moe",
             kind="causal",
@@ -1189,7 +1266,7 @@ def config_keys(cfg_json: dict, experts: int, top_k: int, inter: int) -> dict:
     tc, prefix = text_cfg_json(cfg_json)
     expert_keys = [k for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts") if k in tc]
     assert expert_keys and all(tc[k] == experts for k in expert_keys), expert_keys
-    topk_key = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "top_k") if k in tc)
+    topk_key = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "top_k", "top_k_experts") if k in tc)
     assert tc[topk_key] == top_k, topk_key
     inter_key = next(k for k in ("moe_intermediate_size", "expert_ffn_hidden_size", "intermediate_size") if k in tc)
     assert tc[inter_key] == inter, inter_key

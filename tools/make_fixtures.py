@@ -400,9 +400,12 @@ def parent_of(model, name: str):
 
 
 def experts_per_token(config) -> int:
-    """top-k of a text config: num_experts_per_tok, or Aria's moe_topk."""
-    k = getattr(config, "num_experts_per_tok", None)
-    return k if k is not None else config.moe_topk
+    """top-k of a text config: num_experts_per_tok, or Aria's moe_topk, or Gemma 4's top_k_experts."""
+    for key in ("num_experts_per_tok", "moe_topk"):
+        k = getattr(config, key, None)
+        if k is not None:
+            return k
+    return config.top_k_experts
 
 
 def experts_geometry(mod, hidden: int) -> dict:

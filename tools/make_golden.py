@@ -554,6 +554,8 @@ FAMILY_CASES = [
     ("sarvam_moe", "fused", "AutoModelForCausalLM"),
     ("param2moe", "hub", "AutoModelForCausalLM"),
     ("sarvam_moe", "hub", "AutoModelForCausalLM"),
+    ("gemma4_text", "hub", "AutoModelForCausalLM"),
+    ("gemma4", "hub", "AutoModelForImageTextToText"),
 ]
 
 

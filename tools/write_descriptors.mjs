@@ -27,6 +27,7 @@ export const DESCRIBED = [
   'families/lfm2_moe/hub',
   'families/minimax/hub',
   'families/longcat_flash/hub',
+  'families/gemma4_text/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

@@ -170,8 +170,10 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
       : []),
   ])
   for (const { attention, mlp } of sublayers) {
-    // A fused q/k/v projection is one linear.
-    if (attention?.kind === 'gqa' && !attention.qkv) groups.push([attention.q, attention.k, attention.v])
+    // A fused q/k/v projection is one linear; keys that are the values too are one (Gemma 4: q and k).
+    if (attention?.kind === 'gqa' && !attention.qkv) {
+      groups.push(attention.values_from_keys ? [attention.q, attention.k] : [attention.q, attention.k, attention.v])
+    }
     if (attention?.kind === 'mla') {
       // A sparse-attention indexer reads the layer's input (wk, weights_proj) and the query latent (wq_b).
       const indexer = attention.sparse?.indexer
@@ -434,6 +436,8 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   for (const module of planning.keptStacks) unquantized.add(module)
   if (tiedLmHead(report, listing)) unquantized.add('lm_head')
   for (const [hub, inMemory] of routerModuleNames(report)) if (unquantized.delete(hub)) unquantized.add(inMemory)
+  const unlisted = lookupArchitecture(report.modelType)?.exportUnlisted ?? []
+  for (const module of unquantized) if (unlisted.some((suffix) => module.endsWith(suffix))) unquantized.delete(module)
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
   const files = metadataFiles(listing, options, exclude)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))

@@ -59,3 +59,4 @@ export type { SparseAttentionDescriptor } from './generated/SparseAttentionDescr
 export type { Side } from './generated/Side'
 export type { StageSeconds } from './generated/StageSeconds'
 export type { TensorHeader } from './generated/TensorHeader'
+export type { TokenReplacement } from './generated/TokenReplacement'

@@ -28,6 +28,52 @@ fn bf16_compute_agrees_within_bf16_tolerance() {
     }
 }
 
+/// Gemma 4's blocks, each left out in turn: every one moves the logits past the bound of the test above, ten times
+/// the f32 noise of the forward (transformers' own f32 logits are 2e-6 from its f64 ones on this fixture).
+#[test]
+fn every_part_of_gemma4_counts() {
+    const FIXTURE: &str = "families/gemma4_text/hub";
+    type Edit = fn(&mut serde_json::Value);
+    fn each_layer(d: &mut serde_json::Value, edit: impl Fn(&mut serde_json::Value)) {
+        d["layers"].as_array_mut().unwrap().iter_mut().for_each(edit);
+    }
+    let edits: [(&str, Edit); 10] = [
+        ("the embedding scale", |d| d["embedding_multiplier"] = 1.0.into()),
+        ("the soft-capping of the logits", |d| d["final_logit_softcapping"] = serde_json::Value::Null),
+        ("the layer scalar", |d| each_layer(d, |l| l["output_scale"] = serde_json::Value::Null)),
+        ("the v norm", |d| each_layer(d, |l| l["attention"]["v_norm"] = false.into())),
+        ("the unscaled q·k", |d| each_layer(d, |l| l["attention"]["scaling"] = 0.25.into())),
+        ("the proportional rope", |d| {
+            d["layer_type_ropes"]["full_attention"]["proportional_angles"] = serde_json::Value::Null
+        }),
+        ("the router's input scale", |d| {
+            each_layer(d, |l| l["mlp"]["router"]["input_scale"] = serde_json::Value::Null)
+        }),
+        ("the per-expert scale", |d| {
+            each_layer(d, |l| l["mlp"]["router"]["per_expert_scale"] = serde_json::Value::Null)
+        }),
+        ("the tanh GELU", |d| {
+            each_layer(d, |l| {
+                l["mlp"]["activation"] = "gelu".into();
+                l["mlp"]["shared"]["mlp"]["activation"] = "gelu".into();
+            })
+        }),
+        ("the branch norms", |d| {
+            each_layer(d, |l| {
+                let norms = &mut l["mlp"]["branch_norms"];
+                let output = norms["experts_output"].clone();
+                norms["experts_output"] = norms["shared_output"].clone();
+                norms["shared_output"] = output;
+            })
+        }),
+    ];
+    let want = reference(FIXTURE).1;
+    for (part, edit) in edits {
+        let error = relative_l2(&edited_logits(FIXTURE, ComputeDevice::cpu(), edit), &want);
+        assert!(error > 2e-5, "without {part} the logits are still within {error} of transformers'");
+    }
+}
+
 /// Applies `edit` to the sparse attention of every layer of a descriptor.
 fn each_sparse_layer(d: &mut serde_json::Value, edit: impl Fn(&mut serde_json::Value)) {
     for layer in d["layers"].as_array_mut().unwrap() {

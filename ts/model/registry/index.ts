@@ -10,6 +10,7 @@ import { dots1 } from './dots'
 import { ernie45Moe } from './ernie'
 import { exaoneMoe } from './exaone'
 import { flint } from './flint'
+import { gemma4 } from './gemma'
 import { glm4Moe, glm4MoeLite, glm4vMoe, param2Moe, sarvamMoe, solarOpen } from './glm'
 import { gptOss } from './gpt-oss'
 import { graniteMoe, graniteMoeShared, graniteMoeSwa } from './granite'
@@ -77,6 +78,7 @@ export const REGISTRY: readonly ArchitectureEntry[] = [
   ariaText,
   param2Moe,
   sarvamMoe,
+  gemma4,
   axk1,
   axk2,
   mistral4,

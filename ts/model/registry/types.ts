@@ -5,6 +5,7 @@
  * its own declarations (native/contract.ts).
  */
 import type { ExpertActivation, ExpertLayout, RouterKind as NativeRouterKind } from '../../native/contract'
+import type { ConfigLimitDecl, DenseBesideExpertsDecl, LayerTypeAttentionDecl, SandwichNormsDecl, ScaledRouterDecl } from './branches'
 
 /**
  * How the routed experts of one MoE layer are stored (the native core's ExpertLayout):
@@ -103,6 +104,8 @@ export type AttentionKind =
 export type AttentionScale =
   /** `head_dim^-0.5`. */
   | 'inverse_sqrt_head_dim'
+  /** 1: q and k are normed instead (Gemma 4). */
+  | 'one'
   /** config `attention_multiplier` (Granite). */
   | 'attention_multiplier'
   /** `qk_head_dim^-0.5`, times `mscale(factor, mscale_all_dim)²` when the rope is scaled and
@@ -111,7 +114,8 @@ export type AttentionScale =
 
 /**
  * The activation of the routed experts (the native core's ExpertActivation; shared experts and dense MLPs use
- * `silu`, or `relu2` in a `relu2` family): `silu` is `silu(gate) * up`, with config `hidden_act` = `silu`;
+ * the gated one, or `relu2` in a `relu2` family): `silu` is a gated `act(gate) * up`, with `act` silu (config
+ * `hidden_act` = `silu`) or, in a family declaring `activationKey`, the silu or GELU that key names;
  * `gpt_oss` is GPT-OSS's clamp at 7, `(up + 1) · gate · sigmoid(1.702 · gate)`; `relu2` is ungated
  * `relu(up)²`, with config `mlp_hidden_act` = `relu2` (Nemotron-H).
  */
@@ -143,6 +147,8 @@ export type DefaultLayerTypes =
   | 'full_first_two_every_fourth_last'
   /** Full on every fourth layer from layer 0, sliding elsewhere (Granite-MoE-SWA). */
   | 'full_every_fourth'
+  /** Full on every sixth layer and the last one, sliding elsewhere (Gemma 4). */
+  | 'full_every_sixth_and_last'
 
 /** Llama4's layers without rope (NoPE) and what differs on them. */
 export interface NoRopeDecl {
@@ -301,6 +307,10 @@ export interface ForwardDecl {
   attention: AttentionKind
   attentionScale: AttentionScale
   expertActivation: ExpertActivationKind
+  /** Config key naming the activation of the gated experts and MLPs, an `ACT2FN` name (`silu`, `gelu`,
+   * `gelu_pytorch_tanh`, `gelu_new` …; Gemma 4's `hidden_activation`), read with the config class's default;
+   * without it they are silu and config `hidden_act` must say so. */
+  activationKey?: string
   /** The rope rotates only the leading `head_dim × partial_rotary_factor` dimensions (GLM4). Without it the
    * whole head is rotated and transformers ignores `partial_rotary_factor`. */
   partialRotary?: boolean
@@ -426,9 +436,39 @@ export interface ForwardDecl {
      * exports such a checkpoint under (the fused q/k/v as `q_proj`, `k_proj`, `v_proj` beside the renamed module). */
     exportRenames: readonly (readonly [RegExp, string])[]
   }
+  /** The embeddings are multiplied by `sqrt(hidden_size)`, rounded to the compute dtype (Gemma 4). */
+  embeddingScaleSqrtHidden?: boolean
+  /** Every RMSNorm multiplies by its weight in f32, before the cast back (Gemma 4). */
+  normWeightInF32?: boolean
+  /** Config key of the soft-capping of the logits, `cap · tanh(logits / cap)` (null: none). */
+  logitSoftcapKey?: string
+  /** Each sublayer has a norm on its input and another on its output (Gemma 4). */
+  sandwichNorms?: SandwichNormsDecl
+  /** A `[1]` tensor of each decoder layer multiplying its output (Gemma 4's `layer_scalar`). */
+  layerScalar?: string
+  /** A dense MLP and the routed experts side by side, normed apart (Gemma 4). */
+  denseBesideExperts?: DenseBesideExpertsDecl
+  /** The router's input scaled and its weights scaled per expert (Gemma 4). */
+  scaledRouter?: ScaledRouterDecl
+  /** Head size, KV heads, values and rope by layer type (Gemma 4). */
+  layerTypeAttention?: LayerTypeAttentionDecl
+  /** A weightless RMSNorm of the value heads (Gemma 4). */
+  valueNorm?: boolean
+  /** Config values the forward cannot take, each refused naming what it would need. */
+  configLimits?: readonly ConfigLimitDecl[]
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>
+}
+
+/** A wrapper (by its outer `model_type`) nesting a family's text model. */
+export interface WrapperDecl {
+  /** Whether its class ties the output projection to the token embedding when its config.json does not say. */
+  tieWordEmbeddings: boolean
+  /** Token ids the wrapper embeds as its text model's pad token (Gemma 4: its image, video and audio placeholders,
+   * which it replaces before the embedding): the outer config's keys with their class defaults, and the text config's
+   * key of the pad token. */
+  placeholders?: { tokens: Readonly<Record<string, number>>; padKey: string }
 }
 
 export interface ArchitectureEntry {
@@ -448,7 +488,11 @@ export interface ArchitectureEntry {
   /** Wrappers (by their outer `model_type`) that nest this text model and own its `lm_head`: transformers 5 ties the
    * output projection to the token embedding as the wrapper's config says, else as its class defaults (Kimi-K2.5:
    * tied). */
-  wrappers?: Readonly<Record<string, { tieWordEmbeddings: boolean }>>
+  wrappers?: Readonly<Record<string, WrapperDecl>>
+  /** Modules (by the end of their names) ModelOpt puts no quantizer on, and so never lists in `exclude_modules`,
+   * where it lists their kind elsewhere (Gemma 4's token embedding, a subclass of nn.Embedding ModelOpt does not
+   * convert). */
+  exportUnlisted?: readonly string[]
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

@@ -69,6 +69,8 @@ export function attentionScaling(context: SpecContext, shape: AttentionShape, pa
   switch (forward.attentionScale) {
     case 'inverse_sqrt_head_dim':
       return shape.headDim ** -0.5
+    case 'one':
+      return 1
     case 'attention_multiplier':
       return values.number('attention_multiplier')
     case 'mla_yarn_mscale': {
@@ -182,7 +184,13 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   const qRows = numHeads * headDim * (gated ? 2 : 1)
   const kvRows = numKvHeads * headDim
   let qkvBias: boolean
-  if (fused) {
+  if (variant.values_from_keys) {
+    // k's projection is the values too: there is no v_proj (Gemma 4's attention_k_eq_v).
+    tensors.use(`${q}.weight`, [qRows, hidden], 'q_proj [heads·head_dim, hidden_size]')
+    tensors.use(`${k}.weight`, [kvRows, hidden], 'k_proj [kv_heads·head_dim, hidden_size] (also the values)')
+    if (tensors.has(`${v}.weight`)) refuse(context, `${v}.weight: the keys are the values on this layer, so transformers would not load a v projection`)
+    qkvBias = false
+  } else if (fused) {
     const rows = qRows + 2 * kvRows
     tensors.use(`${q}.weight`, [rows, hidden], `${fused} [(heads + 2·kv_heads)·head_dim, hidden_size]`)
     qkvBias = tensors.has(`${q}.bias`)
@@ -208,7 +216,7 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
   const gqa: GqaDescriptor = {
     q,
     k,
-    v,
+    v: variant.values_from_keys ? k : v,
     o,
     qkv_bias: qkvBias,
     o_bias: oBias,
@@ -220,6 +228,8 @@ function gqaAttention(context: SpecContext, tensors: LayerTensors, attn: string,
     output_gate: gated,
     ...(fused ? { qkv: q } : {}),
     ...variant,
+    values_from_keys: variant.values_from_keys === true,
+    v_norm: variant.v_norm === true,
   }
   if (context.forward.attentionSinks) {
     const names = (context.forward.sinkNames ?? ['sinks']).map((n) => `${attn}.${n}`)

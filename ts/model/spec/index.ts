@@ -12,17 +12,19 @@
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../../errors'
-import type { ModelDescriptor } from '../../native/contract'
+import type { ModelDescriptor, TokenReplacement } from '../../native/contract'
 import { parseConfig, type TextConfig } from '../config'
 import { findLayerPrefix } from '../detect'
 import { type InspectReport, reportFromListing } from '../inspection'
 import { hybridLayerKinds } from '../layer-kinds'
 import type { HeaderListing } from '../listing'
 import { lookupArchitecture, wrapperTiesEmbeddings } from '../registry'
+import { gatedActivation } from './activation'
 import { attentionHeads, type AttentionShape, attentionScaling, mlaShape } from './attention'
 import { ConfigValues } from './config-values'
 import { CheckpointTensors, hiddenNorm, refuse, type SpecContext, unsupported } from './context'
 import { layerAttentions, layerRopeThetas } from './layer-attention'
+import { layerTypeAttention } from './layer-type-attention'
 import { layerDescriptor, type LayerParts } from './layers'
 import { linearAttentionLayers } from './linear-attention'
 import { buildRope, ropeParameters } from './rope'
@@ -50,8 +52,7 @@ function specContext(report: InspectReport, config: TextConfig, listing: HeaderL
 /** Features of the family's forward that the descriptor cannot express: refused rather than guessed. */
 function refuseInexpressible(context: SpecContext): void {
   const { forward, values } = context
-  const hiddenAct = values.value('hidden_act') ?? 'silu'
-  if (forward.expertActivation === 'silu' && hiddenAct !== 'silu') refuse(context, `hidden_act "${String(hiddenAct)}" (the forward implements silu)`)
+  if (forward.expertActivation === 'silu') gatedActivation(context)
   if (forward.expertActivation === 'gpt_oss') {
     const alpha = values.number('swiglu_alpha')
     const limit = values.number('swiglu_limit')
@@ -62,6 +63,10 @@ function refuseInexpressible(context: SpecContext): void {
     if (act !== 'relu2') refuse(context, `mlp_hidden_act ${JSON.stringify(act)} (the forward implements relu2)`)
     const latent = values.value('moe_latent_size')
     if (latent !== null && latent !== undefined) refuse(context, `moe_latent_size ${JSON.stringify(latent)}: the latent projections around the experts are not expressible in the descriptor yet`)
+  }
+  for (const limit of forward.configLimits ?? []) {
+    const value = values.value(limit.key) ?? null
+    if (!limit.allowed.includes(value as never)) refuse(context, `${limit.key} ${JSON.stringify(value)}: ${limit.block}, which the forward does not implement`)
   }
   if (forward.clipQkvKey) {
     const clip = values.value(forward.clipQkvKey)
@@ -129,14 +134,16 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
   const model = modelTensors(context, config, listing.config)
   const heads = attentionHeads(context)
   const rmsNormEps = normEpsilon(context, raw)
-  const params = ropeParameters(values, raw, forward.ropeDefaults, forward.ropeScalingAliases)
+  const typed = forward.layerTypeAttention ? layerTypeAttention(context, raw, config.numLayers, heads, forward.layerTypeAttention) : undefined
+  // Ropes by layer type replace the model's one rope.
+  const params = typed ? {} : ropeParameters(values, raw, forward.ropeDefaults, forward.ropeScalingAliases)
   const thetas = new Set(layerRopeThetas(context, raw, config.numLayers)?.filter((theta) => theta !== 0))
   if (thetas.size > 1) refuse(context, `${forward.layerRopeThetaKey} ${[...thetas].join(', ')}: one rope base per model is expressible, not one per layer`)
   if (thetas.size === 1) params.rope_theta = [...thetas][0]
   const attention: AttentionShape = forward.attention === 'mla' ? { ...heads, mla: mlaShape(context) } : heads
   const withRope = hasRope(context)
   // DeepSeek's config replaces head_dim by qk_rope_head_dim, which is what its rope rotates.
-  const rope = withRope ? buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim) : undefined
+  const rope = withRope && !typed ? buildRope(context, params, attention.mla ? attention.mla.rope : attention.headDim) : undefined
   const scaling = attentionScaling(context, attention, params)
   const multiplier = (key: string | undefined): number => (key ? values.number(key) : 1)
   // Read first: a layer type the family's layers cannot take is a config error before it is anything else.
@@ -145,29 +152,60 @@ export function buildDescriptor(report: InspectReport, config: TextConfig, listi
     prefix: model.layersPrefix,
     attention,
     scaling,
-    variants: layerAttentions(context, raw, config.numLayers, withRope),
+    variants: layerAttentions(context, raw, config.numLayers, withRope, typed),
     linear,
     residualMultiplier: multiplier(forward.multipliers?.residual),
     moeByLayer: new Map(report.moeLayers.map((l) => [l.layer, l])),
   }
+  if (typed) parts.shapes = typed.shapes
   if (forward.hybrid) parts.kinds = hybridLayerKinds(forward.hybrid, raw, config.numLayers, context.file)
   if (forward.sparseAttention) parts.indexers = indexerLayers(context, raw, config.numLayers)
   const layers = Array.from({ length: config.numLayers }, (_, index) => layerDescriptor(context, index, parts))
   return {
     hidden_size: context.hidden,
     vocab_size: model.vocab,
+    embed_as: placeholderTokens(context, config, listing.config, model.vocab),
     rms_norm_eps: rmsNormEps,
     rms_norm_offset: forward.normWeightOffset ?? 0,
+    rms_norm_f32_weight: forward.normWeightInF32 === true,
     embed: model.embed,
-    embedding_multiplier: multiplier(forward.multipliers?.embedding),
+    embedding_multiplier: forward.embeddingScaleSqrtHidden ? Math.sqrt(context.hidden) : multiplier(forward.multipliers?.embedding),
     final_norm: model.finalNorm,
     lm_head: model.lmHead,
     lm_head_bias: model.lmHeadBias ?? null,
     norm: forward.layerNorm ? 'layer' : 'rms',
     logits_scaling: multiplier(forward.multipliers?.logits),
+    final_logit_softcapping: logitSoftcap(context),
     ...(rope ? { rope } : {}),
+    layer_type_ropes: typed?.ropes ?? {},
     layers,
   }
+}
+
+/** The token ids a wrapper embeds as its pad token (Gemma 4's placeholders), when the checkpoint is that wrapper. */
+function placeholderTokens(context: SpecContext, config: TextConfig, outerText: unknown, vocab: number): TokenReplacement | null {
+  const decl = context.entry.wrappers?.[config.outerModelType]?.placeholders
+  if (!decl || config.outerModelType === config.modelType) return null
+  const outer: Record<string, unknown> = typeof outerText === 'string' ? JSON.parse(outerText) : (outerText as Record<string, unknown>)
+  const id = (key: string, value: unknown): number => {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) return context.values.invalid(key, 'a token id ≥ 0', value)
+    return value
+  }
+  const ids = Object.entries(decl.tokens).map(([key, fallback]) => id(key, key in outer ? outer[key] : fallback))
+  const by = id(decl.padKey, context.values.value(decl.padKey))
+  if (by >= vocab) context.values.invalid(decl.padKey, `a token id below the vocabulary size ${vocab}`, by)
+  // Ids beyond the vocabulary never reach the embedding.
+  return { ids: ids.filter((i) => i < vocab), by }
+}
+
+/** The soft-capping of the logits the family's config sets (null: none). */
+function logitSoftcap(context: SpecContext): number | null {
+  const key = context.forward.logitSoftcapKey
+  const value = key ? context.values.value(key) : null
+  if (!key || value === null || value === undefined) return null
+  const cap = context.values.number(key)
+  if (!(cap > 0)) context.values.invalid(key, 'a positive number or null')
+  return cap
 }
 
 /** Whether the model has a rotary embedding, as the family declares (Granite-4.0-H: only with

@@ -13,6 +13,10 @@ export interface LayerAttention {
   rope: boolean
   qk_weightless_norm: boolean
   temperature?: AttentionTemperature
+  /** Attention by layer type (Gemma 4): the layer's rope, values from k's projection, the weightless v norm. */
+  rope_layer_type?: string
+  values_from_keys?: boolean
+  v_norm?: boolean
 }
 
 const LAYER_TYPES = ['full_attention', 'sliding_attention', 'chunked_attention'] as const
@@ -37,14 +41,22 @@ function ropeLayers(context: SpecContext, raw: Record<string, unknown>, layers: 
   return Array.from({ length: layers }, (_, i) => (i + 1) % interval !== 0)
 }
 
-/** config `layer_types`, or what the family's config class derives without it. */
-function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: number, rope: boolean[]): LayerType[] {
+/** config `layer_types`, or what the family's config class derives without it; the last layer of the type the
+ * config class forces there (Gemma 4). */
+export function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: number, rope: boolean[]): LayerType[] {
+  const types = declaredLayerTypes(context, raw, layers, rope)
+  const last = context.forward.layerTypeAttention?.lastLayer
+  if (last && layers > 0) types[layers - 1] = last as LayerType
+  return types
+}
+
+function declaredLayerTypes(context: SpecContext, raw: Record<string, unknown>, layers: number, rope: boolean[]): LayerType[] {
   const given = raw.layer_types
   if (Array.isArray(given)) {
     if (given.length !== layers || !given.every((t) => (LAYER_TYPES as readonly unknown[]).includes(t))) {
       context.values.invalid('layer_types', `a list of ${layers} of ${LAYER_TYPES.join(', ')} (one per decoder layer)`, given)
     }
-    return given as LayerType[]
+    return [...given] as LayerType[]
   }
   switch (context.forward.defaultLayerTypes) {
     case 'alternate_sliding':
@@ -61,6 +73,8 @@ function layerTypes(context: SpecContext, raw: Record<string, unknown>, layers: 
     }
     case 'full_every_fourth':
       return Array.from({ length: layers }, (_, i) => (i % 4 === 0 ? 'full_attention' : 'sliding_attention'))
+    case 'full_every_sixth_and_last':
+      return Array.from({ length: layers }, (_, i) => ((i + 1) % 6 !== 0 && i !== layers - 1 ? 'sliding_attention' : 'full_attention'))
     case 'full_first_two_every_fourth_last':
       return Array.from({ length: layers }, (_, i) => (i < 2 || i % 4 === 1 || i === layers - 1 ? 'full_attention' : 'sliding_attention'))
     case 'sliding_from_max_window_layers': {
@@ -101,8 +115,9 @@ function masks(context: SpecContext, raw: Record<string, unknown>, layers: numbe
   return every({ kind: 'causal' })
 }
 
-/** The attention variant of every decoder layer; `modelRope` false: the model has no rotary embedding. */
-export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number, modelRope = true): LayerAttention[] {
+/** The attention variant of every decoder layer; `modelRope` false: the model has no rotary embedding; `typed`: the
+ * family's attention by layer type. */
+export function layerAttentions(context: SpecContext, raw: Record<string, unknown>, layers: number, modelRope = true, typed?: { types: string[]; keysAsValues: boolean[] }): LayerAttention[] {
   const { forward, values } = context
   const rope = ropeLayers(context, raw, layers).map((r) => r && modelRope)
   const mask = masks(context, raw, layers, rope)
@@ -120,6 +135,11 @@ export function layerAttentions(context: SpecContext, raw: Record<string, unknow
   return rope.map((withRope, i) => {
     const layer: LayerAttention = { mask: mask[i] as AttentionMask, rope: withRope, qk_weightless_norm: weightless && withRope }
     if (tuning && tuned && !withRope) layer.temperature = { scale: values.number(tuning.scale), floor_scale: values.number(tuning.floorScale) }
+    if (typed) {
+      layer.rope_layer_type = typed.types[i] as string
+      layer.values_from_keys = typed.keysAsValues[i] === true
+    }
+    if (forward.valueNorm) layer.v_norm = true
     return layer
   })
 }

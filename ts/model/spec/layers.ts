@@ -1,9 +1,10 @@
 /**
  * The decoder layers of the spec: a token mixer (attention, Gated DeltaNet linear attention, or a hybrid family's
  * Mamba-2, Mamba, short-convolution or lightning-attention mixer) and an MLP or MoE block, each with its norm before
- * it (or after it: post-norm families; or before it with the residual taken after it: MiniMax-Text-01); or, in
- * a single-mixer family (Nemotron-H), one mixer of any of these kinds after one norm; or LongCat-Flash's double
- * sublayers (double.ts). Every tensor of a layer must be used by its descriptor, or the layer is refused.
+ * it (or after it: post-norm families; or before it with the residual taken after it: MiniMax-Text-01; or both:
+ * Gemma 4, whose layers also scale their output); or, in a single-mixer family (Nemotron-H), one mixer of any of
+ * these kinds after one norm; or LongCat-Flash's double sublayers (double.ts). Every tensor of a layer must be used
+ * by its descriptor, or the layer is refused.
  */
 import type { AttentionDescriptor, LayerDescriptor, ResidualScales } from '../../native/contract'
 import type { HybridDecl, HybridLayerKind } from '../registry/types'
@@ -38,6 +39,8 @@ export interface LayerParts {
   kinds?: HybridLayerKind[]
   /** With sparse attention: per layer, whether it runs its own indexer. */
   indexers?: boolean[]
+  /** Attention by layer type: each layer's shape, instead of `attention`. */
+  shapes?: AttentionShape[]
 }
 
 /** Refuses any tensor of layer `index` (names starting with `prefix`) that the descriptor does not use. */
@@ -70,7 +73,7 @@ function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string,
     refuse(context, `layer ${index} is lightning attention in config.json, but ${context.entry.family} declares none`)
   }
   const variant = parts.variants[index] as LayerAttention
-  return attentionDescriptor(context, tensors, prefix, parts.attention, parts.scaling, variant, hybrid?.modules.attention ?? context.forward.attentionModule, parts.indexers?.[index])
+  return attentionDescriptor(context, tensors, prefix, parts.shapes?.[index] ?? parts.attention, parts.scaling, variant, hybrid?.modules.attention ?? context.forward.attentionModule, parts.indexers?.[index])
 }
 
 /** A single-mixer layer (Nemotron-H): one norm, then a Mamba-2 mixer, attention, an MoE block or a dense MLP. */
@@ -100,18 +103,24 @@ export function layerDescriptor(context: SpecContext, index: number, parts: Laye
   } else {
     const kind = parts.kinds?.[index]
     if (kind === 'moe' || kind === 'mlp') refuse(context, `layer ${index} is ${kind} in config.json, but ${context.entry.family} layers hold a token mixer and an MLP`)
-    // The mixer's and the MLP's norms: on their inputs, or (post-norm families) on their outputs.
+    // The mixer's and the MLP's norms: on their inputs, or (post-norm families) on their outputs, or (sandwich) on
+    // both.
     const post = context.forward.postNorms === true
+    const sandwich = context.forward.sandwichNorms
     const pre = hybrid?.norms ? [hybrid.norms.mixer, hybrid.norms.mlp] : ['input_layernorm', 'post_attention_layernorm']
-    const [first, second] = post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : pre
-    const inputNorm = hiddenNorm(context, tensors, `${prefix}${first}`, `the ${first} [hidden_size]`)
-    const postNorm = hiddenNorm(context, tensors, `${prefix}${second}`, `the ${second} [hidden_size]`)
+    const [first, second] = (sandwich ? [sandwich.mixerInput, sandwich.mlpInput] : post ? ['post_attention_layernorm', 'post_feedforward_layernorm'] : pre) as [string, string]
+    const norm = (name: string): string => hiddenNorm(context, tensors, `${prefix}${name}`, `the ${name} [hidden_size]`)
+    const inputNorm = norm(first)
+    const postNorm = norm(second)
     const attention = tokenMixer(context, tensors, prefix, index, parts, hybrid)
     const mlp = mlpDescriptor(context, tensors, index, prefix, parts.moeByLayer.get(index))
     const scales = residualScales(context, kind ?? 'attention')
-    const placement = post ? 'post' : scales ? 'normed_residual' : 'pre'
+    const placement = sandwich ? 'sandwich' : post ? 'post' : scales ? 'normed_residual' : 'pre'
     layer = { index, input_norm: inputNorm, post_attention_norm: postNorm, norm_placement: placement, residual_multiplier: parts.residualMultiplier, attention, mlp }
     if (scales) layer.residual_scales = scales
+    if (sandwich) layer.output_norms = { attention: norm(sandwich.mixerOutput), mlp: norm(sandwich.mlpOutput) }
+    const scalar = context.forward.layerScalar
+    if (scalar) layer.output_scale = tensors.use(`${prefix}${scalar}`, [1], `${scalar} [1]`)
   }
   refuseUnused(context, tensors, prefix, index)
   return layer

@@ -5,11 +5,12 @@
  */
 import { MoeQuantError } from '../../errors'
 import type { DenseMlpDescriptor, MlpDescriptor, MoeDescriptor, RouterDescriptor, SharedExpertDescriptor } from '../../native/contract'
+import { gatedActivation } from './activation'
 import { expertSource, expertTensorNames, type MoeLayer } from '../resolve'
 import { type LayerTensors, refuse, type SpecContext } from './context'
 
 /**
- * A dense MLP's module names: gated `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]` (LFM2: `w1`/`w3`, `w2`); Granite's fused
+ * A dense MLP's module names, with the family's gated activation: gated `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]` (LFM2: `w1`/`w3`, `w2`); Granite's fused
  * `input_linear [2I, H]` (gate rows first) and `output_linear [H, I]`; or, in a family whose MLPs are relu²,
  * ungated `up_proj`/`down_proj`.
  */
@@ -22,7 +23,7 @@ function denseMlp(context: SpecContext, module: string, hidden: number, tensors:
     const intermediate = Math.floor(rows('input_linear') / 2)
     tensors.use(`${module}.input_linear.weight`, [2 * intermediate, hidden], 'input_linear [2·intermediate, hidden_size]')
     tensors.use(`${module}.output_linear.weight`, [hidden, intermediate], 'output_linear [hidden_size, intermediate]')
-    return { gate_up: `${module}.input_linear`, down: `${module}.output_linear`, activation: 'silu' }
+    return { gate_up: `${module}.input_linear`, down: `${module}.output_linear`, activation: gatedActivation(context) }
   }
   if (context.forward.expertActivation === 'relu2') {
     if (context.values.value('mlp_bias') === true) refuse(context, 'mlp_bias true: MLP biases are not expressible in the descriptor yet')
@@ -37,7 +38,7 @@ function denseMlp(context: SpecContext, module: string, hidden: number, tensors:
   tensors.use(`${module}.${gate}.weight`, [intermediate, hidden], `${gate} [intermediate, hidden_size]`)
   tensors.use(`${module}.${up}.weight`, [intermediate, hidden], `${up} [intermediate, hidden_size]`)
   tensors.use(`${module}.${down}.weight`, [hidden, intermediate], `${down} [hidden_size, intermediate]`)
-  return { gate: `${module}.${gate}`, up: `${module}.${up}`, down: `${module}.${down}`, activation: 'silu' }
+  return { gate: `${module}.${gate}`, up: `${module}.${up}`, down: `${module}.${down}`, activation: gatedActivation(context) }
 }
 
 /** `E_CONFIG_INVALID` unless the experts split into `n_group` equal groups of which `topk_group` are kept. */
@@ -77,6 +78,13 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     jitter_eps: 0,
   }
   if (t.routerBias) router.bias = tensors.use(t.routerBias, [experts], 'the router bias [experts]')
+  const scaled = context.forward.scaledRouter
+  if (scaled) {
+    // Beside the router's linear, in its module (Gemma 4: `router.proj` with `router.scale`, `router.per_expert_scale`).
+    const module = t.router.replace(/\.[^.]+\.weight$/, '')
+    router.input_scale = { scale: tensors.use(`${module}.${scaled.scale}`, [hidden], `the router's ${scaled.scale} [hidden_size]`), eps: values.number('rms_norm_eps') }
+    router.per_expert_scale = tensors.use(`${module}.${scaled.perExpertScale}`, [experts], `the router's ${scaled.perExpertScale} [experts]`)
+  }
   const biasKey = context.forward.routerBiasKey
   if (t.correctionBias && biasKey && !values.boolean(biasKey)) refuse(context, `${t.correctionBias} is stored but ${biasKey} is false: transformers would not load it`)
   if (t.correctionBias) {
@@ -154,20 +162,30 @@ function sharedExperts(context: SpecContext, layer: MoeLayer, tensors: LayerTens
   return shared
 }
 
+/** A dense MLP beside the experts as the MoE layer's shared branch, with the norms of both branches (Gemma 4). */
+function denseBeside(context: SpecContext, layer: MoeLayer, tensors: LayerTensors, prefix: string, descriptor: MoeDescriptor): void {
+  const decl = context.forward.denseBesideExperts
+  if (!decl) return
+  descriptor.shared = { mlp: denseMlp(context, `${prefix}${decl.module}`, layer.hidden, tensors) }
+  const norm = (name: string): string => tensors.use(`${prefix}${name}.weight`, [layer.hidden], `the ${name} [hidden_size]`)
+  descriptor.branch_norms = { experts_input: norm(decl.expertsInput), experts_output: norm(decl.expertsOutput), shared_output: norm(decl.mlpOutput) }
+}
+
 /** An MoE layer: router, routed experts (their tensors were checked by detection) and shared experts. */
-function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors): MoeDescriptor {
+function moeDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerTensors, prefix: string): MoeDescriptor {
   const zero = zeroExperts(context)
   const router = routerDescriptor(context, layer, tensors, zero)
   const descriptor: MoeDescriptor = {
     block: layer.block,
     ...expertSource(layer),
     top_k: layer.topK,
-    activation: context.forward.expertActivation,
+    activation: context.forward.expertActivation === 'silu' ? gatedActivation(context) : context.forward.expertActivation,
     router,
   }
   if (zero > 0) descriptor.zero_experts = zero
   const shared = sharedExperts(context, layer, tensors)
   if (shared) descriptor.shared = shared
+  denseBeside(context, layer, tensors, prefix, descriptor)
   for (const name of expertTensorNames(layer)) tensors.used.add(name)
   return descriptor
 }
@@ -183,7 +201,7 @@ export function denseMlpDescriptor(context: SpecContext, tensors: LayerTensors, 
  * @throws MoeQuantError `E_LAYOUT_MISSING_TENSOR` for a layer with neither
  */
 export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index: number, prefix: string, moe: MoeLayer | undefined, module?: string): MlpDescriptor {
-  if (moe) return { kind: 'moe', ...moeDescriptor(context, moe, tensors) }
+  if (moe) return { kind: 'moe', ...moeDescriptor(context, moe, tensors, prefix) }
   const projections = context.forward.expertActivation === 'relu2' ? ['up_proj'] : ['gate_proj', 'w1']
   const has = (b: string): boolean => projections.some((p) => tensors.has(`${prefix}${b}.${p}.weight`))
   const projection = projections[0] as string

@@ -2,11 +2,12 @@
 import type { ExpertActivation } from "./ExpertActivation";
 
 /**
- * `down(silu(gate(x)) · up(x))`, or ungated `down(relu(up(x))²)` (`activation` `relu2`); module names. Gate and up
- * are either two modules or one (`gate_up`, `[2I, H]`, gate rows first: Granite's `input_linear`).
+ * `down(act(gate(x)) · up(x))` (`act` silu or a GELU), or ungated `down(relu(up(x))²)` (`activation` `relu2`);
+ * module names. Gate and up are either two modules or one (`gate_up`, `[2I, H]`, gate rows first: Granite's
+ * `input_linear`).
  */
 export type DenseMlpDescriptor = { gate?: string, up?: string, gate_up?: string, down: string, 
 /**
- * `silu` (gated) or `relu2` (ungated).
+ * `silu`, `gelu` or `gelu_tanh` (gated) or `relu2` (ungated).
  */
 activation: ExpertActivation, };

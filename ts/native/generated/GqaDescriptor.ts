@@ -59,4 +59,16 @@ temperature?: AttentionTemperature,
  * (`q_proj [heads·2·head_dim, H]`); the attention output is multiplied by `sigmoid(gate)` before o
  * (Qwen3-Next, Qwen3.5).
  */
-output_gate: boolean, };
+output_gate: boolean, 
+/**
+ * The values are k's projection before k's norm (Gemma 4's `attention_k_eq_v`): no v projection is read.
+ */
+values_from_keys: boolean, 
+/**
+ * A weightless RMSNorm of every value head, with the model's eps (Gemma 4's `v_norm`).
+ */
+v_norm: boolean, 
+/**
+ * The layer rotates with the model's `layer_type_ropes` entry of this layer type instead of its `rope`.
+ */
+rope_layer_type?: string, };

@@ -3,6 +3,7 @@ import type { AttentionDescriptor } from "./AttentionDescriptor";
 import type { DoubleSublayers } from "./DoubleSublayers";
 import type { MlpDescriptor } from "./MlpDescriptor";
 import type { NormPlacement } from "./NormPlacement";
+import type { OutputNorms } from "./OutputNorms";
 import type { ResidualScales } from "./ResidualScales";
 
 /**
@@ -25,6 +26,14 @@ post_attention_norm?: string, norm_placement: NormPlacement,
  * The weights of the residual terms (with the placement `normed_residual` only).
  */
 residual_scales?: ResidualScales, 
+/**
+ * The norms on the sublayers' outputs (with the placement `sandwich` only).
+ */
+output_norms?: OutputNorms, 
+/**
+ * A `[1]` tensor multiplying the layer's output (Gemma 4's `layer_scalar`).
+ */
+output_scale?: string, 
 /**
  * Granite scales each residual branch by this (1 elsewhere).
  */

@@ -2,6 +2,7 @@
 import type { LayerDescriptor } from "./LayerDescriptor";
 import type { NormKind } from "./NormKind";
 import type { RopeDescriptor } from "./RopeDescriptor";
+import type { TokenReplacement } from "./TokenReplacement";
 
 /**
  * One model, as TS describes it (`ts/model/spec/` builds it).
@@ -13,9 +14,19 @@ export type ModelDescriptor = { hidden_size: number, vocab_size: number, rms_nor
  */
 rms_norm_offset: number, 
 /**
+ * Every RMSNorm multiplies the f32 normalised values by its weight before the cast back to the compute
+ * dtype (Gemma 4), instead of after it.
+ */
+rms_norm_f32_weight: boolean, 
+/**
  * Token embedding `[V, H]`.
  */
 embed: string, 
+/**
+ * Token ids embedded as another id is (Gemma 4's wrapper embeds its image, video and audio placeholders as
+ * its pad token).
+ */
+embed_as: TokenReplacement | null, 
 /**
  * Granite multiplies the embeddings by this (1 elsewhere).
  */
@@ -41,6 +52,15 @@ norm: NormKind,
  */
 logits_scaling: number, 
 /**
+ * `cap · tanh(logits / cap)` (Gemma 4's `final_logit_softcapping`).
+ */
+final_logit_softcapping: number | null, 
+/**
  * The rotary embedding; absent when no layer rotates (Nemotron-H, Granite-4.0-H without rope).
  */
-rope?: RopeDescriptor, layers: Array<LayerDescriptor>, };
+rope?: RopeDescriptor, 
+/**
+ * The rotary embeddings of the layer types whose rope differs from `rope` (Gemma 4's `full_attention` and
+ * `sliding_attention`), by layer type: the attention of a layer names its own (`rope_layer_type`).
+ */
+layer_type_ropes: { [key in string]: RopeDescriptor }, layers: Array<LayerDescriptor>, };

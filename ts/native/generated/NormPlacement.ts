@@ -3,4 +3,4 @@
 /**
  * Where a decoder layer's two norms sit.
  */
-export type NormPlacement = "pre" | "post" | "normed_residual";
+export type NormPlacement = "pre" | "post" | "normed_residual" | "sandwich";

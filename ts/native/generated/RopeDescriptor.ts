@@ -16,4 +16,8 @@ interleaved: boolean, factor?: number, original_max_position_embeddings?: number
 /**
  * LongRoPE: one divisor per inverse frequency.
  */
-short_factor?: Array<number>, short_mscale?: number, long_mscale?: number, };
+short_factor?: Array<number>, short_mscale?: number, long_mscale?: number, 
+/**
+ * Proportional: how many of the `rotary_dim / 2` frequencies rotate.
+ */
+proportional_angles?: number, };

@@ -3,4 +3,4 @@
 /**
  * transformers' `rope_type`.
  */
-export type RopeKind = "default" | "linear" | "llama3" | "yarn" | "longrope";
+export type RopeKind = "default" | "linear" | "llama3" | "yarn" | "longrope" | "proportional";

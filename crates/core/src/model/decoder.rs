@@ -2,8 +2,9 @@
 //! Mamba-2, Mamba, a gated short convolution or lightning attention) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
 //! (Nemotron-H), one pre-norm mixer of either kind; or (MiniMax-Text-01) the residual taken after each norm and
-//! weighted with the branch; or (LongCat-Flash) two pre-norm attention-and-MLP sublayers with the MoE as a
-//! shortcut across them (see [`DoubleSublayers`]).
+//! weighted with the branch; or (Gemma 4) a norm on each sublayer's input and another on its output, the layer's
+//! output scaled; or (LongCat-Flash) two pre-norm attention-and-MLP sublayers with the MoE as a shortcut across
+//! them (see [`DoubleSublayers`]).
 
 use candle_core::Tensor;
 
@@ -111,6 +112,10 @@ impl Double {
 
 pub struct DecoderLayer {
     input_norm: HiddenNorm,
+    /// The norms on the token mixer's and the feed-forward part's outputs (the placement `sandwich`).
+    output_norms: Option<(HiddenNorm, HiddenNorm)>,
+    /// `[1]`, multiplying the layer's output.
+    output_scale: Option<Tensor>,
     mixer: Option<TokenMixer>,
     /// The norm of the feed-forward part (the input norm on a single-mixer layer).
     feed_forward_norm: Option<HiddenNorm>,
@@ -136,7 +141,7 @@ impl DecoderLayer {
         let feed_forward = match &desc.mlp {
             Some(MlpDescriptor::Dense(dense)) => Some(FeedForward::Dense(Mlp::load(loader, dense)?)),
             Some(MlpDescriptor::Moe(moe)) => {
-                Some(FeedForward::Moe(Box::new(MoeBlock::load(loader, moe, all_experts_stats)?)))
+                Some(FeedForward::Moe(Box::new(MoeBlock::load(loader, moe, style, all_experts_stats)?)))
             }
             None => None,
         };
@@ -145,8 +150,14 @@ impl DecoderLayer {
             (Some(_), Some(post)) => Some(style.hidden(loader, post)?),
             (Some(_), None) => Some(style.hidden(loader, &desc.input_norm)?),
         };
+        let output_norms = match &desc.output_norms {
+            Some(norms) => Some((style.hidden(loader, &norms.attention)?, style.hidden(loader, &norms.mlp)?)),
+            None => None,
+        };
         Ok(DecoderLayer {
             input_norm: style.hidden(loader, &desc.input_norm)?,
+            output_norms,
+            output_scale: desc.output_scale.as_ref().map(|name| loader.tensor_shaped(name, &[1])).transpose()?,
             mixer,
             feed_forward_norm,
             feed_forward,
@@ -180,28 +191,31 @@ impl DecoderLayer {
         let mut xs = xs.clone();
         if let Some(mixer) = &self.mixer {
             let mixed = self.sublayer(
-                &self.input_norm,
+                (&self.input_norm, self.output_norms.as_ref().map(|(attention, _)| attention)),
                 &xs,
-                |input, observers| mixer.forward(input, rope, chosen, observers),
+                |input, _, observers| mixer.forward(input, rope, chosen, observers),
                 observers,
             )?;
             xs = self.residual(&xs, mixed, |s| (s.attention_alpha, s.attention_beta))?;
         }
         if let (Some(norm), Some(feed_forward)) = (&self.feed_forward_norm, &self.feed_forward) {
             let fed = self.sublayer(
-                norm,
+                (norm, self.output_norms.as_ref().map(|(_, mlp)| mlp)),
                 &xs,
-                |input, observers| match feed_forward {
+                |input, unnormed, observers| match feed_forward {
                     FeedForward::Dense(mlp) => {
                         profile::section(input.device(), "dense MLP", || mlp.forward(input, observers))
                     }
-                    FeedForward::Moe(moe) => moe.forward(input, observers),
+                    FeedForward::Moe(moe) => moe.forward_branches(input, unnormed, observers),
                 },
                 observers,
             )?;
             xs = self.residual(&xs, fed, |s| (s.mlp_alpha, s.mlp_beta))?;
         }
-        Ok(xs)
+        match &self.output_scale {
+            Some(scale) => Ok(xs.broadcast_mul(scale)?),
+            None => Ok(xs),
+        }
     }
 
     /// LongCat-Flash's layer: the first attention, then its MLP and the MoE on one normed input, the second
@@ -245,22 +259,27 @@ impl DecoderLayer {
         }
     }
 
-    /// One sublayer's branch with its norm on the input (pre) or on the output (post); with the residual taken
-    /// after the norm, also the normed input.
+    /// One sublayer's branch with its norm on the input (pre), on the output (post) or on both (sandwich: the
+    /// norm and the output norm); with the residual taken after the norm, also the normed input. `run` is given
+    /// the sublayer's input and the un-normed stream.
     fn sublayer(
         &self,
-        norm: &HiddenNorm,
+        (norm, output_norm): (&HiddenNorm, Option<&HiddenNorm>),
         xs: &Tensor,
-        run: impl FnOnce(&Tensor, &mut Observers) -> Result<Tensor>,
+        run: impl FnOnce(&Tensor, &Tensor, &mut Observers) -> Result<Tensor>,
         observers: &mut Observers,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        match self.placement {
-            NormPlacement::Pre => Ok((run(&norm.forward(xs)?, observers)?, None)),
-            NormPlacement::Post => Ok((norm.forward(&run(xs, observers)?)?, None)),
-            NormPlacement::NormedResidual => {
+        match (self.placement, output_norm) {
+            (NormPlacement::Pre, _) => Ok((run(&norm.forward(xs)?, xs, observers)?, None)),
+            (NormPlacement::Post, _) => Ok((norm.forward(&run(xs, xs, observers)?)?, None)),
+            (NormPlacement::NormedResidual, _) => {
                 let normed = norm.forward(xs)?;
-                Ok((run(&normed, observers)?, Some(normed)))
+                Ok((run(&normed, xs, observers)?, Some(normed)))
             }
+            (NormPlacement::Sandwich, Some(output_norm)) => {
+                Ok((output_norm.forward(&run(&norm.forward(xs)?, xs, observers)?)?, None))
+            }
+            (NormPlacement::Sandwich, None) => Err(Error::internal("a sandwich layer without its output norms")),
         }
     }
 }
@@ -273,6 +292,13 @@ fn check_form(desc: &LayerDescriptor, rope: bool) -> Result<()> {
     if !form_ok {
         return Err(Error::internal(format!(
             "decoder layer {}: a layer has attention, post-attention norm and MLP, or one mixer alone (found {parts:?})",
+            desc.index
+        )));
+    }
+    let sandwich = desc.norm_placement == NormPlacement::Sandwich;
+    if sandwich != desc.output_norms.is_some() || (sandwich && parts != (true, true, true)) {
+        return Err(Error::internal(format!(
+            "decoder layer {}: output norms go with the placement sandwich on a layer of attention and MLP",
             desc.index
         )));
     }

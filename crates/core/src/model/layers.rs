@@ -7,6 +7,7 @@
 //! an infinity would otherwise end as a meaningless scale. The first batch found not finite stops the run
 //! with an error naming the layer and the first weight or activation that is not finite.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use super::blocks::norm::NormStyle;
 use super::blocks::ops::all_finite;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
-use super::descriptor::ModelDescriptor;
+use super::descriptor::{AttentionDescriptor, LayerDescriptor, ModelDescriptor};
 use super::loader::WeightLoader;
 use crate::calib::data::Batch;
 use crate::checkpoint::Checkpoint;
@@ -90,6 +91,8 @@ pub struct LayerStream<'a> {
     loader: WeightLoader<'a>,
     desc: &'a ModelDescriptor,
     rope: Option<Rope>,
+    /// The ropes of the layer types that have their own (`layer_type_ropes`).
+    layer_ropes: BTreeMap<String, Rope>,
     hidden: Vec<Tensor>,
     /// Per batch, the keys the last layer with a sparse-attention indexer chose.
     chosen: Vec<ChosenKeys>,
@@ -139,7 +142,13 @@ impl<'a> LayerStream<'a> {
             batches
                 .iter()
                 .map(|batch| {
-                    let ids = Tensor::from_vec(batch.ids.clone(), batch.ids.len(), &device)?;
+                    let ids = match &desc.embed_as {
+                        Some(replace) => {
+                            batch.ids.iter().map(|id| if replace.ids.contains(id) { replace.by } else { *id }).collect()
+                        }
+                        None => batch.ids.clone(),
+                    };
+                    let ids = Tensor::from_vec(ids, batch.ids.len(), &device)?;
                     let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
                     let xs = (xs * desc.embedding_multiplier)?;
                     if !all_finite(&xs)? {
@@ -152,10 +161,16 @@ impl<'a> LayerStream<'a> {
         let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
         let rope =
             desc.rope.as_ref().map(|rope| Rope::new(rope, max_len.max(1), &device, compute.dtype)).transpose()?;
+        let layer_ropes = desc
+            .layer_type_ropes
+            .iter()
+            .map(|(kind, rope)| Ok((kind.clone(), Rope::new(rope, max_len.max(1), &device, compute.dtype)?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
         Ok(LayerStream {
             loader,
             desc,
             rope,
+            layer_ropes,
             chosen: vec![ChosenKeys::default(); hidden.len()],
             hidden,
             all_experts_stats,
@@ -169,7 +184,12 @@ impl<'a> LayerStream<'a> {
 
     /// The eps and weight offset of the model's RMSNorms.
     fn norm_style(&self) -> NormStyle {
-        NormStyle { eps: self.desc.rms_norm_eps, offset: self.desc.rms_norm_offset, kind: self.desc.norm }
+        NormStyle {
+            eps: self.desc.rms_norm_eps,
+            offset: self.desc.rms_norm_offset,
+            kind: self.desc.norm,
+            f32_weight: self.desc.rms_norm_f32_weight,
+        }
     }
 
     /// Number of decoder layers.
@@ -187,9 +207,9 @@ impl<'a> LayerStream<'a> {
     pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
-        let rope = self.rope.is_some();
+        let rope = layer_rope(&self.rope, &self.layer_ropes, layer_desc)?;
         let layer = profile::section(&self.loader.device, "layer weights (wait for the disk, upload)", || {
-            DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), rope, self.all_experts_stats)
+            DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), rope.is_some(), self.all_experts_stats)
         })?;
         self.load_seconds += clock.elapsed().as_secs_f64();
         // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
@@ -198,8 +218,7 @@ impl<'a> LayerStream<'a> {
         let clock = Instant::now();
         profile::section(&self.loader.device, "weight maxima", || layer.observe_weights(&mut self.observers))?;
         for batch in 0..self.hidden.len() {
-            let ys =
-                layer.forward(&self.hidden[batch], self.rope.as_ref(), &mut self.chosen[batch], &mut self.observers)?;
+            let ys = layer.forward(&self.hidden[batch], rope, &mut self.chosen[batch], &mut self.observers)?;
             if !profile::section(&self.loader.device, "finite check", || all_finite(&ys))? {
                 return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
             }
@@ -240,14 +259,19 @@ impl<'a> LayerStream<'a> {
         }
         let mut trace = Observers::tracing();
         let mut chosen = self.chosen[batch].clone();
-        if let Err(error) = layer.forward(xs, self.rope.as_ref(), &mut chosen, &mut trace) {
+        let rope = match layer_rope(&self.rope, &self.layer_ropes, &self.desc.layers[self.next_layer]) {
+            Ok(rope) => rope,
+            Err(error) => return error,
+        };
+        if let Err(error) = layer.forward(xs, rope, &mut chosen, &mut trace) {
             return error;
         }
         let tensor = trace.first_non_finite().map_or_else(|| format!("the output of {location}"), str::to_string);
         Error::ActivationNonFinite { location, tensor, detail: format!("calibration batch {batch}") }
     }
 
-    /// Final norm and lm_head over every batch (after the last layer): logits `[rows, seq_len, vocab]`.
+    /// Final norm and lm_head over every batch (after the last layer), soft-capped where the model caps them:
+    /// logits `[rows, seq_len, vocab]`.
     pub fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
         let desc = self.desc;
         let norm = self.norm_style().hidden(&self.loader, &desc.final_norm)?;
@@ -258,10 +282,32 @@ impl<'a> LayerStream<'a> {
         for xs in &self.hidden {
             let normed = norm.forward(xs)?;
             self.observers.record_input(&["lm_head"], &normed)?;
-            let ys = (head.forward(&normed)?.to_dtype(DType::F32)? / desc.logits_scaling)?;
+            let mut ys = head.forward(&normed)?;
+            if let Some(cap) = desc.final_logit_softcapping {
+                ys = ((ys / cap)?.tanh()? * cap)?;
+            }
+            let ys = (ys.to_dtype(DType::F32)? / desc.logits_scaling)?;
             logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(logits)
+    }
+}
+
+/// The rope a layer rotates with: its layer type's own (from `layer_ropes`), or the model's.
+fn layer_rope<'r>(
+    rope: &'r Option<Rope>,
+    layer_ropes: &'r BTreeMap<String, Rope>,
+    layer: &LayerDescriptor,
+) -> Result<Option<&'r Rope>> {
+    let kind = match &layer.attention {
+        Some(AttentionDescriptor::Gqa(gqa)) => gqa.rope_layer_type.as_ref(),
+        _ => None,
+    };
+    match kind {
+        None => Ok(rope.as_ref()),
+        Some(kind) => layer_ropes.get(kind).map(Some).ok_or_else(|| {
+            Error::internal(format!("decoder layer {}: no rope for the layer type {kind}", layer.index))
+        }),
     }
 }
 

@@ -3,9 +3,10 @@
 //! weightless after it (Llama4); causal, sliding-window or chunked masks; attention sinks (GPT-OSS); layers
 //! without rope, with temperature tuning (Llama4) or not (Granite-4.0-H, Nemotron-H); an output gate projected
 //! with the queries (Qwen3-Next, Qwen3.5); q, k and v projected by one module (Param2 / Sarvam-MoE hub
-//! `query_key_value`).
+//! `query_key_value`); k's projection used as the values too, and a weightless norm of the values (Gemma 4).
 //! transformers: models/qwen3_moe `Qwen3MoeAttention`, models/olmoe `OlmoeAttention`, models/gpt_oss
-//! `GptOssAttention`, models/llama4 `Llama4TextAttention`, models/qwen3_next `Qwen3NextAttention`.
+//! `GptOssAttention`, models/llama4 `Llama4TextAttention`, models/qwen3_next `Qwen3NextAttention`, models/gemma4
+//! `Gemma4TextAttention`.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -20,10 +21,12 @@ use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
 use crate::model::profile;
 
-/// The projections of q, k and v: three modules, or one whose output stacks them.
+/// The projections of q, k and v: three modules, one whose output stacks them, or q and k with k's output as
+/// the values too (Gemma 4's `attention_k_eq_v`).
 enum Projections {
     Separate { q: Linear, k: Linear, v: Linear },
     Fused(Linear),
+    KeysAsValues { q: Linear, k: Linear },
 }
 
 pub struct Attention {
@@ -43,6 +46,8 @@ pub struct Attention {
     temperature: Option<AttentionTemperature>,
     /// q's projection carries an output gate after each head's query.
     output_gate: bool,
+    /// eps of the weightless norm of the value heads.
+    v_norm: Option<f64>,
 }
 
 /// Which keys each query sees, and the sink logits joined to its softmax.
@@ -63,6 +68,10 @@ impl Attention {
         };
         let qkv = match &desc.qkv {
             Some(fused) => Projections::Fused(Linear::load(loader, fused, desc.qkv_bias)?),
+            None if desc.values_from_keys => Projections::KeysAsValues {
+                q: Linear::load(loader, &desc.q, desc.qkv_bias)?,
+                k: Linear::load(loader, &desc.k, desc.qkv_bias)?,
+            },
             None => Projections::Separate {
                 q: Linear::load(loader, &desc.q, desc.qkv_bias)?,
                 k: Linear::load(loader, &desc.k, desc.qkv_bias)?,
@@ -87,6 +96,7 @@ impl Attention {
             weightless_norm: desc.qk_weightless_norm.then_some(style.eps),
             temperature: desc.temperature,
             output_gate: desc.output_gate,
+            v_norm: desc.v_norm.then_some(style.eps),
         })
     }
 
@@ -124,6 +134,10 @@ impl Attention {
     fn project(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         match &self.qkv {
             Projections::Separate { q, k, v } => Ok((q.forward(xs)?, k.forward(xs)?, v.forward(xs)?)),
+            Projections::KeysAsValues { q, k } => {
+                let keys = k.forward(xs)?;
+                Ok((q.forward(xs)?, keys.clone(), keys))
+            }
             Projections::Fused(qkv) => {
                 let ys = qkv.forward(xs)?;
                 let kv_rows = self.num_kv_heads * self.head_dim;
@@ -138,6 +152,7 @@ impl Attention {
     fn input_names(&self) -> Vec<&str> {
         match &self.qkv {
             Projections::Separate { q, k, v } => vec![&q.name, &k.name, &v.name],
+            Projections::KeysAsValues { q, k } => vec![&q.name, &k.name],
             Projections::Fused(qkv) => vec![&qkv.name],
         }
     }
@@ -225,6 +240,10 @@ impl Attention {
                 }
             };
             let v = self.heads(v, None, self.num_kv_heads)?;
+            let v = match self.v_norm {
+                Some(eps) => normalize(&v, eps)?,
+                None => v,
+            };
             Ok((q, k, v, gate))
         })?;
         let mut out = profile::section(device, "attention scores, softmax, values", || {
@@ -372,6 +391,7 @@ mod tests {
             weightless_norm: None,
             temperature: None,
             output_gate,
+            v_norm: None,
         }
     }
 

@@ -1,9 +1,10 @@
-//! The dense MLP, used for dense layers and shared experts: gated `down(silu(gate(x)) · up(x))`, with gate and
-//! up as two linears or as one (`[2I, H]`, gate rows first: Granite's `input_linear`), or ungated
-//! `down(relu(up(x))²)` (Nemotron-H).
+//! The dense MLP, used for dense layers and shared experts: gated `down(act(gate(x)) · up(x))` (`act` silu or a
+//! GELU), with gate and up as two linears or as one (`[2I, H]`, gate rows first: Granite's `input_linear`), or
+//! ungated `down(relu(up(x))²)` (Nemotron-H).
 
 use candle_core::Tensor;
 
+use super::activation::{gated, is_gated};
 use super::linear::Linear;
 use crate::error::{Error, Result};
 use crate::model::descriptor::{DenseMlpDescriptor, ExpertActivation};
@@ -12,9 +13,9 @@ use crate::model::observe::Observers;
 
 /// What reads the MLP's input.
 enum Input {
-    /// `silu(gate(x)) · up(x)`.
+    /// `act(gate(x)) · up(x)`.
     Gated { gate: Linear, up: Linear },
-    /// `silu(g) · u` where `[g | u] = gate_up(x)`.
+    /// `act(g) · u` where `[g | u] = gate_up(x)`.
     Fused(Linear),
     /// `relu(up(x))²`.
     Relu2(Linear),
@@ -22,40 +23,39 @@ enum Input {
 
 pub struct Mlp {
     input: Input,
+    activation: ExpertActivation,
     down: Linear,
 }
 
 impl Mlp {
     pub fn load(loader: &WeightLoader, desc: &DenseMlpDescriptor) -> Result<Self> {
         let linear = |module: &str| Linear::load(loader, module, false);
-        let input = match (desc.activation, &desc.gate, &desc.up, &desc.gate_up) {
-            (ExpertActivation::Silu, Some(gate), Some(up), None) => {
-                Input::Gated { gate: linear(gate)?, up: linear(up)? }
-            }
-            (ExpertActivation::Silu, None, None, Some(gate_up)) => Input::Fused(linear(gate_up)?),
-            (ExpertActivation::Relu2, None, Some(up), None) => Input::Relu2(linear(up)?),
+        let input = match (is_gated(desc.activation), desc.activation, &desc.gate, &desc.up, &desc.gate_up) {
+            (true, _, Some(gate), Some(up), None) => Input::Gated { gate: linear(gate)?, up: linear(up)? },
+            (true, _, None, None, Some(gate_up)) => Input::Fused(linear(gate_up)?),
+            (false, ExpertActivation::Relu2, None, Some(up), None) => Input::Relu2(linear(up)?),
             _ => {
                 return Err(Error::internal(format!(
-                    "the MLP of {}: a {:?} MLP needs gate and up, or gate_up (silu), or up alone (relu2)",
+                    "the MLP of {}: a {:?} MLP needs gate and up, or gate_up (gated), or up alone (relu2)",
                     desc.down, desc.activation
                 )))
             }
         };
-        Ok(Mlp { input, down: linear(&desc.down)? })
+        Ok(Mlp { input, activation: desc.activation, down: linear(&desc.down)? })
     }
 
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let hidden = match &self.input {
             Input::Gated { gate, up } => {
                 observers.record_input(&[&gate.name, &up.name], xs)?;
-                (gate.forward(xs)?.silu()? * up.forward(xs)?)?
+                gated(self.activation, &gate.forward(xs)?, &up.forward(xs)?)?
             }
             Input::Fused(gate_up) => {
                 observers.record_input(&[&gate_up.name], xs)?;
                 let both = gate_up.forward(xs)?;
                 let half = both.dim(candle_core::D::Minus1)? / 2;
                 let gate = both.narrow(candle_core::D::Minus1, 0, half)?;
-                (gate.silu()? * both.narrow(candle_core::D::Minus1, half, half)?)?
+                gated(self.activation, &gate, &both.narrow(candle_core::D::Minus1, half, half)?)?
             }
             Input::Relu2(up) => {
                 observers.record_input(&[&up.name], xs)?;

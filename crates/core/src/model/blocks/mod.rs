@@ -1,5 +1,6 @@
 //! Model blocks: small structs built from the descriptor and the checkpoint, each with a `forward`.
 
+pub mod activation;
 pub mod attention;
 pub mod causal_conv;
 pub mod delta_rule;
@@ -17,6 +18,7 @@ pub mod norm;
 pub mod ops;
 pub mod rope;
 pub mod router;
+pub mod router_input;
 pub mod selective_scan;
 pub mod short_conv;
 pub mod ssd;

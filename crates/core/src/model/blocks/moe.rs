@@ -7,10 +7,13 @@
 
 use candle_core::{DType, Tensor};
 
+use super::activation::gated;
 use super::linear::Linear;
 use super::mlp::Mlp;
+use super::norm::{NormStyle, RmsNorm};
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
 use super::router::{route, Routing};
+use super::router_input::RouterInput;
 use super::zero_experts::divert;
 use crate::cuda::{self, DeviceRouter};
 use crate::error::Result;
@@ -23,10 +26,16 @@ use std::ops::Range;
 pub struct MoeBlock {
     desc: MoeDescriptor,
     router: Linear,
+    /// What the router reads, when not the block's input as it is.
+    router_input: Option<RouterInput>,
     correction_bias: Option<Vec<f32>>,
     /// On a GPU, the router when the routing kernel computes it (`cuda::route`), and the correction bias there.
     device_router: Option<DeviceRouter>,
     device_bias: Option<Tensor>,
+    /// `[E]`, multiplying the chosen experts' weights.
+    per_expert_scale: Option<Vec<f32>>,
+    /// The norms of the two branches (the experts' input, their output, the shared MLP's output).
+    branches: Option<(RmsNorm, RmsNorm, RmsNorm)>,
     experts: RoutedExperts,
     shared: Option<Mlp>,
     shared_gate: Option<Linear>,
@@ -101,7 +110,7 @@ fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor>
 }
 
 /// The routing kernel's form of the block's router, when it has one (`cuda::route`); the other routers, and any
-/// block with zero experts, route on the host.
+/// block with zero experts or per-expert scales, route on the host.
 fn device_router(desc: &MoeDescriptor) -> Option<DeviceRouter> {
     let router = &desc.router;
     let device_router = match router.kind {
@@ -116,8 +125,9 @@ fn device_router(desc: &MoeDescriptor) -> Option<DeviceRouter> {
         },
         _ => return None,
     };
-    let fits =
-        desc.zero_experts.unwrap_or(0) == 0 && cuda::routes_on_device(desc.tensors.experts, desc.top_k, &device_router);
+    let fits = desc.zero_experts.unwrap_or(0) == 0
+        && router.per_expert_scale.is_none()
+        && cuda::routes_on_device(desc.tensors.experts, desc.top_k, &device_router);
     fits.then_some(device_router)
 }
 
@@ -135,7 +145,13 @@ struct Dispatch {
 }
 
 impl MoeBlock {
-    pub fn load(loader: &WeightLoader, desc: &MoeDescriptor, all_experts_stats: bool) -> Result<Self> {
+    /// `style`: the model's RMSNorms (the branches' norms are of that kind).
+    pub fn load(
+        loader: &WeightLoader,
+        desc: &MoeDescriptor,
+        style: NormStyle,
+        all_experts_stats: bool,
+    ) -> Result<Self> {
         let choices = desc.tensors.experts + desc.zero_experts.unwrap_or(0);
         if desc.top_k == 0 || desc.top_k > choices {
             return Err(crate::error::Error::internal(format!(
@@ -154,8 +170,19 @@ impl MoeBlock {
         let module = desc.router.weight.trim_end_matches(".weight");
         let router_bias = desc.router.bias.as_ref().map(|b| loader.tensor(b)).transpose()?;
         let router = Linear::from_weight(module, loader.tensor(&desc.router.weight)?, router_bias);
-        let correction_bias = match &desc.router.correction_bias {
-            Some(name) => Some(loader.tensor(name)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+        let host = |name: &Option<String>| -> Result<Option<Vec<f32>>> {
+            match name {
+                Some(name) => Ok(Some(loader.tensor(name)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)),
+                None => Ok(None),
+            }
+        };
+        let correction_bias = host(&desc.router.correction_bias)?;
+        let per_expert_scale = host(&desc.router.per_expert_scale)?;
+        let router_input =
+            desc.router.input_scale.as_ref().map(|s| RouterInput::load(loader, s, desc.tensors.hidden)).transpose()?;
+        let norm = |name: &str| style.norm(loader.tensor_shaped(name, &[desc.tensors.hidden])?);
+        let branches = match &desc.branch_norms {
+            Some(b) => Some((norm(&b.experts_input)?, norm(&b.experts_output)?, norm(&b.shared_output)?)),
             None => None,
         };
         // On the CPU the experts stay in their stored dtype (bf16 instead of f32: half the memory) and each is
@@ -177,9 +204,12 @@ impl MoeBlock {
         Ok(MoeBlock {
             desc: desc.clone(),
             router,
+            router_input,
             correction_bias,
             device_router,
             device_bias,
+            per_expert_scale,
+            branches,
             experts: RoutedExperts::choose(experts, loader),
             shared,
             shared_gate,
@@ -221,9 +251,9 @@ impl MoeBlock {
             || -> Result<(Tensor, Tensor)> { Ok((gate_up.narrow(1, 0, inter)?, gate_up.narrow(1, inter, inter)?)) };
         Ok(match self.desc.activation {
             ExpertActivation::Relu2 => gate_up.relu()?.sqr()?,
-            ExpertActivation::Silu => {
+            ExpertActivation::Silu | ExpertActivation::Gelu | ExpertActivation::GeluTanh => {
                 let (gate, up) = halves()?;
-                (gate.silu()? * up)?
+                gated(self.desc.activation, &gate, &up)?
             }
             ExpertActivation::GptOss => {
                 let (gate, up) = halves()?;
@@ -244,15 +274,42 @@ impl MoeBlock {
 
     /// `xs [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
+        self.forward_branches(xs, xs, observers)
+    }
+
+    /// `xs [B, T, H]` (the layer's normed input) → `[B, T, H]`; with branch norms (Gemma 4) the router and the
+    /// experts' input norm read `unnormed`, the layer's input before its norm, and the shared MLP `xs`.
+    pub fn forward_branches(&self, xs: &Tensor, unnormed: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
-        let flat = xs.reshape(((), self.desc.tensors.hidden))?;
-        let device = xs.device();
-        let dispatch =
-            profile::section(device, "routing (router, top-k on the host, upload)", || self.route(&flat, observers))?;
+        let hidden = self.desc.tensors.hidden;
+        let flat = xs.reshape(((), hidden))?;
+        let Some((experts_input, experts_output, shared_output)) = &self.branches else {
+            let mut out = self.routed(&flat, &flat, observers)?;
+            if let Some(shared) = self.shared_forward(&flat, observers)? {
+                out = (out + shared.to_dtype(DType::F32)?)?;
+            }
+            return Ok(out.to_dtype(flat.dtype())?.reshape(dims)?);
+        };
+        let unnormed = unnormed.reshape(((), hidden))?;
+        let routed = self.routed(&unnormed, &experts_input.forward(&unnormed)?, observers)?;
+        let routed = experts_output.forward(&routed.to_dtype(flat.dtype())?)?;
+        let out = match self.shared_forward(&flat, observers)? {
+            Some(shared) => (shared_output.forward(&shared)? + routed)?,
+            None => routed,
+        };
+        Ok(out.reshape(dims)?)
+    }
+
+    /// The routed experts of `flat [tokens, H]`, routed on `router_flat`: their weighted sum `[tokens, H]` in f32.
+    fn routed(&self, router_flat: &Tensor, flat: &Tensor, observers: &mut Observers) -> Result<Tensor> {
+        let device = flat.device();
+        let dispatch = profile::section(device, "routing (router, top-k on the host, upload)", || {
+            self.route(router_flat, observers)
+        })?;
         // Maxima stay on the device until the end of the block: no synchronisation inside the expert pass.
         let mut gate_up_maxima = Vec::new();
         let mut down_maxima = Vec::new();
-        let routed = self.run_experts(&flat, &dispatch, observers, &mut gate_up_maxima, &mut down_maxima)?;
+        let routed = self.run_experts(flat, &dispatch, observers, &mut gate_up_maxima, &mut down_maxima)?;
         let mut out = profile::section(device, "expert combine (weights, gather, sum)", || {
             self.combine(routed, &dispatch, flat.dim(0)?)
         })?;
@@ -261,30 +318,35 @@ impl MoeBlock {
         }
         if self.all_experts_stats {
             for weights in self.experts.weights() {
-                let hidden = self.activate(&linear(&flat, &weights.gate_up, weights.gate_up_bias.as_ref())?)?;
+                let hidden = self.activate(&linear(flat, &weights.gate_up, weights.gate_up_bias.as_ref())?)?;
                 down_maxima.push(abs_max_on_device(&hidden)?);
             }
-            gate_up_maxima.push(abs_max_on_device(&flat)?);
+            gate_up_maxima.push(abs_max_on_device(flat)?);
         }
         profile::section(device, "observers", || {
             self.record(observers, &dispatch.ranges, &gate_up_maxima, &down_maxima)
         })?;
-        if let Some(shared) = &self.shared {
-            let mut shared_out = profile::section(device, "shared experts", || shared.forward(&flat, observers))?;
-            observers.check(|| format!("the output of the shared experts of {}", self.desc.block), &shared_out)?;
-            if let Some(gate) = &self.shared_gate {
-                observers.record_input(&[&gate.name], &flat)?;
-                shared_out = shared_out.broadcast_mul(&sigmoid(&gate.forward(&flat)?)?)?;
-            }
-            out = (out + shared_out.to_dtype(DType::F32)?)?;
+        Ok(out)
+    }
+
+    /// The shared experts' output of `flat [tokens, H]`, gated where they have a gate; None without them.
+    fn shared_forward(&self, flat: &Tensor, observers: &mut Observers) -> Result<Option<Tensor>> {
+        let Some(shared) = &self.shared else { return Ok(None) };
+        let mut shared_out = profile::section(flat.device(), "shared experts", || shared.forward(flat, observers))?;
+        observers.check(|| format!("the output of the shared experts of {}", self.desc.block), &shared_out)?;
+        if let Some(gate) = &self.shared_gate {
+            observers.record_input(&[&gate.name], flat)?;
+            shared_out = shared_out.broadcast_mul(&sigmoid(&gate.forward(flat)?)?)?;
         }
-        Ok(out.to_dtype(flat.dtype())?.reshape(dims)?)
+        Ok(Some(shared_out))
     }
 
     /// The router on `flat [tokens, H]`: each token's experts and weights, grouped by expert, on the device.
     fn route(&self, flat: &Tensor, observers: &mut Observers) -> Result<Dispatch> {
-        observers.record_input(&[&self.router.name], flat)?;
-        let logits = self.router.forward(flat)?.to_dtype(DType::F32)?;
+        let scaled = self.router_input.as_ref().map(|input| input.forward(flat)).transpose()?;
+        let input = scaled.as_ref().unwrap_or(flat);
+        observers.record_input(&[&self.router.name], input)?;
+        let logits = self.router.forward(input)?.to_dtype(DType::F32)?;
         observers.check(|| format!("the output of the router {}", self.router.name), &logits)?;
         if let Some(router) = self.device_router.as_ref().filter(|_| logits.device().is_cuda()) {
             let routing = cuda::route(&logits.contiguous()?, self.desc.top_k, router, self.device_bias.as_ref())?;
@@ -303,6 +365,11 @@ impl MoeBlock {
         let zero_experts = self.desc.zero_experts.unwrap_or(0);
         let mut routing =
             route(&self.desc.router, &logits, experts + zero_experts, self.desc.top_k, self.correction_bias.as_deref());
+        if let Some(scales) = &self.per_expert_scale {
+            for (weight, &expert) in routing.weights.iter_mut().zip(&routing.experts) {
+                *weight *= scales[expert];
+            }
+        }
         let identity = (zero_experts > 0).then(|| divert(&mut routing, experts, zero_experts));
         let groups = group_by_expert(&routing, experts);
         // The routing goes to the device in one copy.

@@ -13,26 +13,29 @@ use crate::model::loader::WeightLoader;
 pub struct RmsNorm {
     pub weight: Tensor,
     pub eps: f64,
-    /// The weight is `1 + w` (f32), applied to the f32 normalised values before the cast back.
+    /// The weight (`1 + w`, or `w` as stored) is f32, applied to the f32 normalised values before the cast back.
     offset: bool,
 }
 
-/// What every norm of a model's decoder shares: its eps, the offset added to RMSNorm weights (0 or 1), and the
-/// kind of the residual stream's norms.
+/// What every norm of a model's decoder shares: its eps, the offset added to RMSNorm weights (0 or 1), whether
+/// the weight multiplies the f32 normalised values before the cast back (Gemma 4), and the kind of the residual
+/// stream's norms.
 #[derive(Debug, Clone, Copy)]
 pub struct NormStyle {
     pub eps: f64,
     pub offset: f64,
     pub kind: NormKind,
+    pub f32_weight: bool,
 }
 
 impl NormStyle {
     /// The RMSNorm of this style with weight `weight`.
     pub fn norm(&self, weight: Tensor) -> Result<RmsNorm> {
-        if self.offset == 0.0 {
+        if self.offset == 0.0 && !self.f32_weight {
             return Ok(RmsNorm::new(weight, self.eps));
         }
-        // transformers: `x̂ · (1.0 + w.float())`, all in f32, then cast to the input dtype.
+        // transformers: `x̂ · (1.0 + w.float())` (Gemma 4: `x̂ · w.float()`), all in f32, then cast to the input
+        // dtype.
         let weight = (weight.to_dtype(DType::F32)? + self.offset)?;
         Ok(RmsNorm { weight, eps: self.eps, offset: true })
     }

@@ -1,5 +1,5 @@
-//! Rotary position embeddings: inverse frequencies for the default, linear, llama3, yarn and LongRoPE variants
-//! (transformers' `modeling_rope_utils.py`), and their application to the leading `rotary_dim` dimensions of
+//! Rotary position embeddings: inverse frequencies for the default, linear, llama3, yarn, LongRoPE and
+//! proportional variants (transformers' `modeling_rope_utils.py`), and their application to the leading `rotary_dim` dimensions of
 //! each head, rotating halves or (DeepSeek-V3's `rope_interleave`) adjacent pairs.
 
 use candle_core::{Device, Tensor};
@@ -37,6 +37,11 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
             Ok((base.iter().zip(factors).map(|(f, s)| f / s).collect(), rope.short_mscale.unwrap_or(1.0)))
         }
         RopeKind::Linear => Ok((base.iter().map(|f| f / factor).collect(), 1.0)),
+        RopeKind::Proportional => {
+            let angles = rope.proportional_angles.unwrap_or(dim / 2);
+            let freqs = base.iter().enumerate().map(|(i, f)| if i < angles { f / factor } else { 0.0 }).collect();
+            Ok((freqs, 1.0))
+        }
         RopeKind::Llama3 => {
             let old_context = rope.original_max_position_embeddings.unwrap_or(8192.0);
             let low = rope.low_freq_factor.unwrap_or(1.0);
@@ -59,40 +64,45 @@ pub fn inverse_frequencies(rope: &RopeDescriptor) -> Result<(Vec<f64>, f64)> {
                 .collect();
             Ok((freqs, 1.0))
         }
-        RopeKind::Yarn => {
-            let mscale_of = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
-            let attention = match (rope.attention_factor, rope.mscale, rope.mscale_all_dim) {
-                (Some(a), _, _) => a,
-                (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale_of(factor, m) / mscale_of(factor, all),
-                _ => mscale_of(factor, 1.0),
-            };
-            let original = rope.original_max_position_embeddings.unwrap_or(4096.0);
-            let beta_fast = rope.beta_fast.unwrap_or(32.0);
-            let beta_slow = rope.beta_slow.unwrap_or(1.0);
-            let correction_dim = |rotations: f64| {
-                (dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * rope.theta.ln())
-            };
-            let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
-            if rope.truncate.unwrap_or(true) {
-                low = low.floor();
-                high = high.ceil();
-            }
-            let low = low.max(0.0);
-            let high = high.min(dim as f64 - 1.0);
-            let high = if low == high { high + 0.001 } else { high };
-            let freqs = base
-                .iter()
-                .enumerate()
-                .map(|(i, &extrapolation)| {
-                    let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
-                    let extrapolation_factor = 1.0 - ramp;
-                    let interpolation = extrapolation / factor;
-                    interpolation * (1.0 - extrapolation_factor) + extrapolation * extrapolation_factor
-                })
-                .collect();
-            Ok((freqs, attention))
-        }
+        RopeKind::Yarn => yarn(rope, &base, factor),
     }
+}
+
+/// Yarn's inverse frequencies (the base ones blended with their interpolation by a ramp over the dimensions) and
+/// its attention scaling.
+fn yarn(rope: &RopeDescriptor, base: &[f64], factor: f64) -> Result<(Vec<f64>, f64)> {
+    let dim = rope.rotary_dim;
+    let mscale_of = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+    let attention = match (rope.attention_factor, rope.mscale, rope.mscale_all_dim) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale_of(factor, m) / mscale_of(factor, all),
+        _ => mscale_of(factor, 1.0),
+    };
+    let original = rope.original_max_position_embeddings.unwrap_or(4096.0);
+    let beta_fast = rope.beta_fast.unwrap_or(32.0);
+    let beta_slow = rope.beta_slow.unwrap_or(1.0);
+    let correction_dim = |rotations: f64| {
+        (dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * rope.theta.ln())
+    };
+    let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+    if rope.truncate.unwrap_or(true) {
+        low = low.floor();
+        high = high.ceil();
+    }
+    let low = low.max(0.0);
+    let high = high.min(dim as f64 - 1.0);
+    let high = if low == high { high + 0.001 } else { high };
+    let freqs = base
+        .iter()
+        .enumerate()
+        .map(|(i, &extrapolation)| {
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            let extrapolation_factor = 1.0 - ramp;
+            let interpolation = extrapolation / factor;
+            interpolation * (1.0 - extrapolation_factor) + extrapolation * extrapolation_factor
+        })
+        .collect();
+    Ok((freqs, attention))
 }
 
 impl Rope {

@@ -260,6 +260,8 @@ mod tests {
             norm_min: 0.0,
             norm_eps: None,
             jitter_eps: 0.0,
+            input_scale: None,
+            per_expert_scale: None,
         }
     }
 

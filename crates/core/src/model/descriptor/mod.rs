@@ -2,16 +2,22 @@
 //! block kinds, hyper-parameters), deserialized as given. Rust never re-derives any of it. Tensor names are
 //! full checkpoint names; module names get `.weight` / `.bias` appended where the block loads them.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 mod double;
 mod mixers;
+mod norms;
+mod rope;
 mod sparse;
 pub use double::DoubleSublayers;
 pub use mixers::{
     DeltaNetProjections, GatedDeltaNetDescriptor, LightningAttentionDescriptor, Mamba2Descriptor, MambaDescriptor,
     ShortConvDescriptor,
 };
+pub use norms::{BranchNorms, NormKind, NormPlacement, OutputNorms, ResidualScales};
+pub use rope::{RopeDescriptor, RopeKind};
 pub use sparse::{IndexerDescriptor, SparseAttentionDescriptor};
 
 /// One model, as TS describes it (`ts/model/spec/` builds it).
@@ -24,8 +30,16 @@ pub struct ModelDescriptor {
     /// transformers computes `x̂ · (1 + w)` in f32 (Qwen3-Next, Qwen3.5, whose norm weights start at 0), 0 elsewhere.
     #[serde(default)]
     pub rms_norm_offset: f64,
+    /// Every RMSNorm multiplies the f32 normalised values by its weight before the cast back to the compute
+    /// dtype (Gemma 4), instead of after it.
+    #[serde(default)]
+    pub rms_norm_f32_weight: bool,
     /// Token embedding `[V, H]`.
     pub embed: String,
+    /// Token ids embedded as another id is (Gemma 4's wrapper embeds its image, video and audio placeholders as
+    /// its pad token).
+    #[serde(default)]
+    pub embed_as: Option<TokenReplacement>,
     /// Granite multiplies the embeddings by this (1 elsewhere).
     #[serde(default = "one")]
     pub embedding_multiplier: f64,
@@ -42,45 +56,25 @@ pub struct ModelDescriptor {
     /// Granite divides the logits by this (1 elsewhere).
     #[serde(default = "one")]
     pub logits_scaling: f64,
+    /// `cap · tanh(logits / cap)` (Gemma 4's `final_logit_softcapping`).
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
     /// The rotary embedding; absent when no layer rotates (Nemotron-H, Granite-4.0-H without rope).
     #[serde(default)]
     #[ts(optional)]
     pub rope: Option<RopeDescriptor>,
+    /// The rotary embeddings of the layer types whose rope differs from `rope` (Gemma 4's `full_attention` and
+    /// `sliding_attention`), by layer type: the attention of a layer names its own (`rope_layer_type`).
+    #[serde(default)]
+    pub layer_type_ropes: BTreeMap<String, RopeDescriptor>,
     pub layers: Vec<LayerDescriptor>,
 }
 
-/// The norm of the residual stream (the decoder layers' and the final one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-pub enum NormKind {
-    /// RMSNorm `x · rsqrt(mean(x²) + eps) · w`.
-    #[default]
-    Rms,
-    /// LayerNorm with a bias (`<norm>.bias` beside each weight): `(x − mean) · rsqrt(var + eps) · w + b`.
-    Layer,
-}
-
-/// Where a decoder layer's two norms sit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-pub enum NormPlacement {
-    /// On each sublayer's input: `h = x + attn(n₁(x))`, `y = h + mlp(n₂(h))`.
-    #[default]
-    Pre,
-    /// On each sublayer's output (OLMo-2, FlexOlmo): `h = x + n₁(attn(x))`, `y = h + n₂(mlp(h))`.
-    Post,
-    /// On each sublayer's input, the residual taken after the norm and both terms weighted (MiniMax-Text-01):
-    /// `a = n₁(x)`, `h = α₁ a + β₁ attn(a)`, `b = n₂(h)`, `y = α₂ b + β₂ mlp(b)` (`residual_scales`).
-    NormedResidual,
-}
-
-/// The weights `[α₁, β₁, α₂, β₂]` of a layer whose residual is taken after the norm.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, ts_rs::TS)]
-pub struct ResidualScales {
-    pub attention_alpha: f64,
-    pub attention_beta: f64,
-    pub mlp_alpha: f64,
-    pub mlp_beta: f64,
+/// Ids `ids` are embedded as `by` is.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct TokenReplacement {
+    pub ids: Vec<u32>,
+    pub by: u32,
 }
 
 /// The name of expert `expert`'s tensor or module from a per-expert pattern (`…experts.{e}.down_proj.weight`).
@@ -94,59 +88,6 @@ fn one() -> f64 {
 
 fn yes() -> bool {
     true
-}
-
-/// transformers' `rope_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-pub enum RopeKind {
-    Default,
-    Linear,
-    Llama3,
-    Yarn,
-    /// Phi-3's LongRoPE as PhiMoE computes it: the short factors always, `short_mscale` or, past
-    /// `original_max_position_embeddings` positions, `long_mscale` on cos and sin.
-    Longrope,
-}
-
-/// Rotary embedding parameters, as transformers' `rope_parameters` describe them.
-#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
-#[ts(optional_fields)]
-pub struct RopeDescriptor {
-    pub kind: RopeKind,
-    pub theta: f64,
-    /// Number of leading dimensions of each head that are rotated (head_dim × partial_rotary_factor).
-    pub rotary_dim: usize,
-    /// Rotate adjacent pairs (DeepSeek-V3's `rope_interleave`) instead of the two halves.
-    #[serde(default)]
-    pub interleaved: bool,
-    #[serde(default)]
-    pub factor: Option<f64>,
-    #[serde(default)]
-    pub original_max_position_embeddings: Option<f64>,
-    #[serde(default)]
-    pub low_freq_factor: Option<f64>,
-    #[serde(default)]
-    pub high_freq_factor: Option<f64>,
-    #[serde(default)]
-    pub beta_fast: Option<f64>,
-    #[serde(default)]
-    pub beta_slow: Option<f64>,
-    #[serde(default)]
-    pub mscale: Option<f64>,
-    #[serde(default)]
-    pub mscale_all_dim: Option<f64>,
-    #[serde(default)]
-    pub attention_factor: Option<f64>,
-    #[serde(default)]
-    pub truncate: Option<bool>,
-    /// LongRoPE: one divisor per inverse frequency.
-    #[serde(default)]
-    pub short_factor: Option<Vec<f64>>,
-    #[serde(default)]
-    pub short_mscale: Option<f64>,
-    #[serde(default)]
-    pub long_mscale: Option<f64>,
 }
 
 /// One decoder layer: `x + attention(input_norm(x))`, then `x + mlp(post_attention_norm(x))`, each branch scaled
@@ -168,6 +109,12 @@ pub struct LayerDescriptor {
     /// The weights of the residual terms (with the placement `normed_residual` only).
     #[serde(default)]
     pub residual_scales: Option<ResidualScales>,
+    /// The norms on the sublayers' outputs (with the placement `sandwich` only).
+    #[serde(default)]
+    pub output_norms: Option<OutputNorms>,
+    /// A `[1]` tensor multiplying the layer's output (Gemma 4's `layer_scalar`).
+    #[serde(default)]
+    pub output_scale: Option<String>,
     /// Granite scales each residual branch by this (1 elsewhere).
     #[serde(default = "one")]
     pub residual_multiplier: f64,
@@ -255,6 +202,15 @@ pub struct GqaDescriptor {
     /// (Qwen3-Next, Qwen3.5).
     #[serde(default)]
     pub output_gate: bool,
+    /// The values are k's projection before k's norm (Gemma 4's `attention_k_eq_v`): no v projection is read.
+    #[serde(default)]
+    pub values_from_keys: bool,
+    /// A weightless RMSNorm of every value head, with the model's eps (Gemma 4's `v_norm`).
+    #[serde(default)]
+    pub v_norm: bool,
+    /// The layer rotates with the model's `layer_type_ropes` entry of this layer type instead of its `rope`.
+    #[serde(default)]
+    pub rope_layer_type: Option<String>,
 }
 
 /// Which key positions a query at position `q` sees (transformers' masking_utils).
@@ -331,8 +287,9 @@ pub enum MlpDescriptor {
     Moe(Box<MoeDescriptor>),
 }
 
-/// `down(silu(gate(x)) · up(x))`, or ungated `down(relu(up(x))²)` (`activation` `relu2`); module names. Gate and up
-/// are either two modules or one (`gate_up`, `[2I, H]`, gate rows first: Granite's `input_linear`).
+/// `down(act(gate(x)) · up(x))` (`act` silu or a GELU), or ungated `down(relu(up(x))²)` (`activation` `relu2`);
+/// module names. Gate and up are either two modules or one (`gate_up`, `[2I, H]`, gate rows first: Granite's
+/// `input_linear`).
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[ts(optional_fields)]
 pub struct DenseMlpDescriptor {
@@ -343,7 +300,7 @@ pub struct DenseMlpDescriptor {
     #[serde(default)]
     pub gate_up: Option<String>,
     pub down: String,
-    /// `silu` (gated) or `relu2` (ungated).
+    /// `silu`, `gelu` or `gelu_tanh` (gated) or `relu2` (ungated).
     #[serde(default)]
     pub activation: ExpertActivation,
 }
@@ -358,13 +315,17 @@ pub enum ExpertLayout {
     FusedInterleaved,
 }
 
-/// The expert activation.
+/// The activation of experts and MLPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpertActivation {
     /// `silu(gate) * up`.
     #[default]
     Silu,
+    /// `gelu(gate) * up`, the exact GELU (transformers' `gelu`).
+    Gelu,
+    /// `gelu(gate) * up`, GELU's tanh approximation (transformers' `gelu_pytorch_tanh`, `gelu_new`).
+    GeluTanh,
     /// GPT-OSS: clamp, `(up + 1) · gate · sigmoid(1.702 · gate)`.
     GptOss,
     /// Ungated `relu(up)²` (Nemotron-H): no gate projection.
@@ -420,6 +381,10 @@ pub struct MoeDescriptor {
     /// scores `experts + zero_experts`, and a token that chooses one passes through, scaled by its weight.
     #[serde(default)]
     pub zero_experts: Option<usize>,
+    /// Gemma 4: the shared MLP and the routed experts as two normed branches, the router reading the layer's
+    /// un-normed input.
+    #[serde(default)]
+    pub branch_norms: Option<BranchNorms>,
 }
 
 /// How routing weights are computed from the router logits.
@@ -478,6 +443,22 @@ pub struct RouterDescriptor {
     /// SparseMixer's `router_jitter_noise`.
     #[serde(default)]
     pub jitter_eps: f64,
+    /// The router reads its input RMS-normalised without a weight, times this `[H]` weight and `hidden^-0.5`
+    /// (Gemma 4's `scale`).
+    #[serde(default)]
+    pub input_scale: Option<RouterInputScale>,
+    /// `[E]`: multiplies each chosen expert's weight after the renormalisation (Gemma 4).
+    #[serde(default)]
+    pub per_expert_scale: Option<String>,
+}
+
+/// The scaling of a router's input (Gemma 4): `rmsnorm(x) · scale · hidden^-0.5`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct RouterInputScale {
+    /// `[H]` weight.
+    pub scale: String,
+    /// The weightless RMSNorm's eps.
+    pub eps: f64,
 }
 
 fn one_usize() -> usize {
