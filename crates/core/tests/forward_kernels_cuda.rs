@@ -172,6 +172,8 @@ fn router(kind: RouterKind, norm: bool, groups: usize, kept: usize, scaling: f64
         norm_min: 0.0,
         norm_eps: None,
         jitter_eps: 0.0,
+        input_scale: None,
+        per_expert_scale: None,
     }
 }
 
@@ -313,6 +315,73 @@ fn head_norm_rope_matches_the_op_by_op_path() {
                 worst <= bound,
                 "{dtype:?} heads {heads} dim {dim} rotary {rotary:?} norm {with_norm}: {worst} ulps"
             );
+        }
+    }
+}
+
+#[test]
+fn rms_norm_matches_the_op_by_op_path() {
+    let device = gpu();
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        for (rows, dim) in [(7, 2048), (33, 100), (4, 5000)] {
+            let xs = Tensor::randn(0f32, 2.0, (rows, dim), &device).unwrap().to_dtype(dtype).unwrap();
+            let weight = Tensor::randn(1f32, 0.3, dim, &device).unwrap().to_dtype(dtype).unwrap();
+            let got = cuda::rms_norm(&xs, &weight, 1e-6).unwrap();
+            let x = xs.to_dtype(DType::F32).unwrap();
+            let inverse =
+                (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap().sqrt().unwrap().recip().unwrap();
+            let expected = x.broadcast_mul(&inverse).unwrap().to_dtype(dtype).unwrap().broadcast_mul(&weight).unwrap();
+            let worst = ulps(&got, &expected, dtype);
+            let bound = if dtype == DType::F32 { 16.0 } else { 1.0 };
+            assert!(worst <= bound, "{dtype:?} rows {rows} dim {dim}: {worst} ulps");
+        }
+    }
+}
+
+#[test]
+fn gated_activation_matches_the_activation_in_f32_rounded_once() {
+    let device = gpu();
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let (rows, inter) = (19, 300);
+        let gate_up = Tensor::randn(0f32, 3.0, (rows, 2 * inter), &device).unwrap().to_dtype(dtype).unwrap();
+        let gate = gate_up.narrow(1, 0, inter).unwrap().to_dtype(DType::F32).unwrap();
+        let up = gate_up.narrow(1, inter, inter).unwrap();
+        for (kind, act) in [
+            (cuda::GatedActivation::Silu, gate.silu().unwrap()),
+            (cuda::GatedActivation::Gelu, gate.gelu_erf().unwrap()),
+            (cuda::GatedActivation::GeluTanh, gate.gelu().unwrap()),
+        ] {
+            let got = cuda::gated_activation(&gate_up, kind).unwrap();
+            let expected = (act.to_dtype(dtype).unwrap() * &up).unwrap();
+            // Implementations of the f32 activation differ in their last bits, and far more in relative terms
+            // where the GELUs cancel towards 0 for negative inputs: measured in units at 0.01 at least, rounding
+            // to a half type may then move a value by one unit and the product by two.
+            let worst = ulps_above(&got, &expected, dtype, 1e-2);
+            let bound = if dtype == DType::F32 { 256.0 } else { 2.0 };
+            assert!(worst <= bound, "{dtype:?} {kind:?}: {worst} ulps");
+        }
+    }
+}
+
+#[test]
+fn gather_rows_equals_index_select_and_all_finite_finds_nan_and_inf() {
+    let device = gpu();
+    for dtype in [DType::BF16, DType::F32] {
+        for hidden in [2048, 6] {
+            let src = Tensor::randn(0f32, 1.0, (50, hidden), &device).unwrap().to_dtype(dtype).unwrap();
+            let index: Vec<u32> = (0..123u32).map(|i| (i * 37) % 50).collect();
+            let index = Tensor::from_vec(index, 123, &device).unwrap();
+            let got = cuda::gather_rows(&src, &index).unwrap();
+            let expected = src.index_select(&index, 0).unwrap();
+            assert_eq!(ulps(&got, &expected, dtype), 0.0, "{dtype:?} hidden {hidden}");
+        }
+        let finite = Tensor::randn(0f32, 1e3, (64, 777), &device).unwrap().to_dtype(dtype).unwrap();
+        assert!(cuda::all_finite(&finite).unwrap());
+        let mut values = vec![0.5f32; 64 * 777];
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            values[64 * 777 - 3] = bad;
+            let xs = Tensor::from_slice(&values, (64, 777), &device).unwrap().to_dtype(dtype).unwrap();
+            assert!(!cuda::all_finite(&xs).unwrap(), "{dtype:?} {bad}");
         }
     }
 }

@@ -179,3 +179,135 @@ __device__ __forceinline__ void head_norm_rope(const T* xs, T* out, const T* wei
 HEAD_NORM_ROPE(bf16, __nv_bfloat16)
 HEAD_NORM_ROPE(f16, __half)
 HEAD_NORM_ROPE(f32, float)
+
+// ---------------------------------------------------------------------------------------------------------------
+// RMSNorm over the last dimension
+// ---------------------------------------------------------------------------------------------------------------
+
+// xs [rows, dim] → out [rows, dim]: the mean of squares in f32, x · (1 / sqrt(mean + eps)) rounded to T, times
+// weight [dim] in T. One block of 256 threads per row.
+template <typename T>
+__device__ __forceinline__ void rms_norm(const T* xs, T* out, const T* weight, uint64_t rows, uint32_t dim,
+                                         float eps) {
+    __shared__ float partial[8];
+    __shared__ float inverse_of_row;
+    const uint64_t row = blockIdx.x;
+    if (row >= rows) return;
+    const T* in = xs + row * dim;
+    float squares = 0.0f;
+    for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float x = to_f32(in[i]);
+        squares = __fadd_rn(squares, __fmul_rn(x, x));
+    }
+    squares = warp_sum(squares);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = squares;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float total = 0.0f;
+        for (uint32_t w = 0; w < (blockDim.x + 31) / 32; ++w) total = __fadd_rn(total, partial[w]);
+        inverse_of_row = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)dim), eps)));
+    }
+    __syncthreads();
+    const float inverse = inverse_of_row;
+    T* to = out + row * dim;
+    for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float n = to_f32(from_f32<T>(__fmul_rn(to_f32(in[i]), inverse)));
+        to[i] = from_f32<T>(__fmul_rn(n, to_f32(weight[i])));
+    }
+}
+
+#define RMS_NORM(suffix, T)                                                                                       \
+    extern "C" __global__ void rms_norm_##suffix(const T* xs, T* out, const T* weight, uint64_t rows,           \
+                                                 uint32_t dim, float eps) {                                       \
+        rms_norm<T>(xs, out, weight, rows, dim, eps);                                                             \
+    }
+
+RMS_NORM(bf16, __nv_bfloat16)
+RMS_NORM(f16, __half)
+RMS_NORM(f32, float)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gated activation of the experts: act(gate) · up
+// ---------------------------------------------------------------------------------------------------------------
+
+#define ACT_SILU 0
+#define ACT_GELU 1      // exact, with erf
+#define ACT_GELU_TANH 2 // the tanh approximation
+
+// gate_up [rows, 2I] (gate in the first I columns, up in the last I) → out [rows, I]: act(gate) computed in f32 and
+// rounded to T, times up, rounded (torch computes the activation in f32 for bf16 and f16). Grid-stride.
+template <typename T>
+__device__ __forceinline__ void gated_activation(const T* gate_up, T* out, uint64_t rows, uint32_t inter, int kind) {
+    const uint64_t count = rows * inter;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) {
+        const uint64_t row = i / inter;
+        const uint32_t column = (uint32_t)(i - row * inter);
+        const T* pair = gate_up + row * 2 * (uint64_t)inter;
+        const float x = to_f32(pair[column]);
+        float act;
+        if (kind == ACT_SILU) {
+            act = __fdiv_rn(x, __fadd_rn(1.0f, expf(-x)));
+        } else if (kind == ACT_GELU) {
+            act = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+        } else {
+            const float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
+            act = 0.5f * x * (1.0f + tanhf(inner));
+        }
+        const float gate = to_f32(from_f32<T>(act));
+        out[i] = from_f32<T>(__fmul_rn(gate, to_f32(pair[inter + column])));
+    }
+}
+
+#define GATED_ACTIVATION(suffix, T)                                                                               \
+    extern "C" __global__ void gated_activation_##suffix(const T* gate_up, T* out, uint64_t rows,               \
+                                                         uint32_t inter, int kind) {                              \
+        gated_activation<T>(gate_up, out, rows, inter, kind);                                                     \
+    }
+
+GATED_ACTIVATION(bf16, __nv_bfloat16)
+GATED_ACTIVATION(f16, __half)
+GATED_ACTIVATION(f32, float)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Row gather and the finite check
+// ---------------------------------------------------------------------------------------------------------------
+
+// out[i] = src[index[i]] for rows of `row_bytes` bytes, copied as 16-byte vectors when every row is a whole number
+// of them (vectorized = 1), else byte by byte. Grid: x over output rows, y over pieces of a row.
+extern "C" __global__ void gather_rows(const uint8_t* src, uint8_t* out, const uint32_t* index, uint64_t rows,
+                                      uint64_t row_bytes, int vectorized) {
+    const uint64_t row = blockIdx.x;
+    if (row >= rows) return;
+    const uint8_t* from = src + (uint64_t)index[row] * row_bytes;
+    uint8_t* to = out + row * row_bytes;
+    const uint64_t first = (uint64_t)blockIdx.y * blockDim.x + threadIdx.x;
+    const uint64_t stride = (uint64_t)gridDim.y * blockDim.x;
+    if (vectorized) {
+        const uint4* s = reinterpret_cast<const uint4*>(from);
+        uint4* d = reinterpret_cast<uint4*>(to);
+        for (uint64_t i = first; i < row_bytes / 16; i += stride) d[i] = __ldg(s + i);
+    } else {
+        for (uint64_t i = first; i < row_bytes; i += stride) to[i] = from[i];
+    }
+}
+
+// flag[0] = 1 when any of xs[0..count) is NaN or infinite (flag starts at 0). Grid-stride.
+template <typename T>
+__device__ __forceinline__ void flag_non_finite(const T* xs, float* flag, uint64_t count) {
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    bool bad = false;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) {
+        bad |= !isfinite(to_f32(xs[i]));
+    }
+    if (__any_sync(0xffffffffu, bad) && (threadIdx.x & 31) == 0) flag[0] = 1.0f;
+}
+
+#define FLAG_NON_FINITE(suffix, T)                                                                                \
+    extern "C" __global__ void flag_non_finite_##suffix(const T* xs, float* flag, uint64_t count) {              \
+        flag_non_finite<T>(xs, flag, count);                                                                      \
+    }
+
+FLAG_NON_FINITE(bf16, __nv_bfloat16)
+FLAG_NON_FINITE(f16, __half)
+FLAG_NON_FINITE(f32, float)

@@ -161,3 +161,109 @@ pub fn head_norm_rope(xs: &Tensor, norm: Option<(&Tensor, f32)>, rope: Option<(&
     }
     Ok(source.tensor(out, (b, heads, t, dim)))
 }
+
+/// RMSNorm over the last dimension: `xs [.., D]` → the same shape, the mean of squares in f32, `x / sqrt(mean +
+/// eps)` rounded to the dtype, times `weight [D]` (the op-by-op values).
+pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+    let op = "rms_norm";
+    let dim = *xs.dims().last().ok_or_else(|| shape_error(xs, "rms_norm needs a last dimension"))?;
+    if weight.dims() != [dim] || weight.dtype() != xs.dtype() || !weight.is_contiguous() {
+        return Err(shape_error(weight, &format!("rms_norm expects a contiguous {:?} weight [{dim}]", xs.dtype())));
+    }
+    let source = Source::new(xs, op)?;
+    let rows = if dim == 0 { 0 } else { xs.elem_count() / dim };
+    let mut out = source.alloc(xs.dtype(), xs.elem_count())?;
+    if rows > 0 {
+        let grid = Grid::Fixed { grid: (to_u32(rows, op)?, 1, 1), block: (256, 1, 1) };
+        let mut args = [
+            Arg::Out(&mut out),
+            Arg::U64(address(weight)?),
+            Arg::U64(rows as u64),
+            Arg::U32(to_u32(dim, op)?),
+            Arg::F32(eps),
+        ];
+        source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
+    }
+    Ok(source.tensor(out, xs.dims().to_vec()))
+}
+
+/// The gated activations the kernel computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GatedActivation {
+    Silu,
+    /// Exact (erf).
+    Gelu,
+    /// The tanh approximation.
+    GeluTanh,
+}
+
+/// `act(gate) · up` of `gate_up [rows, 2I]` (gate in the first I columns): `[rows, I]`, the activation in f32 and
+/// rounded to the dtype before the product (as torch computes it for bf16 and f16).
+pub fn gated_activation(gate_up: &Tensor, activation: GatedActivation) -> Result<Tensor> {
+    let op = "gated_activation";
+    let (rows, two_i) =
+        gate_up.dims2().map_err(|_| shape_error(gate_up, "gated_activation expects gate_up [rows, 2I]"))?;
+    if two_i % 2 != 0 {
+        return Err(shape_error(gate_up, "gated_activation expects an even gate/up width"));
+    }
+    let inter = two_i / 2;
+    let source = Source::new(gate_up, op)?;
+    let mut out = source.alloc(gate_up.dtype(), rows * inter)?;
+    if rows * inter > 0 {
+        let kind = match activation {
+            GatedActivation::Silu => 0,
+            GatedActivation::Gelu => 1,
+            GatedActivation::GeluTanh => 2,
+        };
+        let grid = Grid::Wave { work: rows * inter, rows: 1 };
+        let mut args = [Arg::Out(&mut out), Arg::U64(rows as u64), Arg::U32(to_u32(inter, op)?), Arg::I32(kind)];
+        source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
+    }
+    Ok(source.tensor(out, (rows, inter)))
+}
+
+/// Rows `index` (U32 `[m]`) of `src [n, H]`: `[m, H]`, as `index_select` on dimension 0.
+pub fn gather_rows(src: &Tensor, index: &Tensor) -> Result<Tensor> {
+    let op = "gather_rows";
+    let (n, hidden) = src.dims2().map_err(|_| shape_error(src, "gather_rows expects rows [n, H]"))?;
+    if index.dtype() != DType::U32 || index.rank() != 1 || !index.is_contiguous() {
+        return Err(shape_error(index, "gather_rows expects a contiguous U32 index [m]"));
+    }
+    let m = index.elem_count();
+    let source = Source::new(src, op)?;
+    let mut out = source.alloc(src.dtype(), m * hidden)?;
+    let row_bytes = hidden * src.dtype().size_in_bytes();
+    if m > 0 && row_bytes > 0 && n > 0 {
+        let vectorized = row_bytes.is_multiple_of(16);
+        let per_row = if vectorized { row_bytes / 16 } else { row_bytes };
+        let pieces = per_row.div_ceil(256).clamp(1, 65_535);
+        let grid = Grid::Fixed { grid: (to_u32(m, op)?, to_u32(pieces, op)?, 1), block: (256, 1, 1) };
+        let mut args = [
+            Arg::Out(&mut out),
+            Arg::U64(address(index)?),
+            Arg::U64(m as u64),
+            Arg::U64(row_bytes as u64),
+            Arg::I32(i32::from(vectorized)),
+        ];
+        source.launch(&FORWARD, op, grid, &mut args)?;
+    }
+    Ok(source.tensor(out, (m, hidden)))
+}
+
+/// Whether every value of `xs` is finite, with one small copy back (the flag).
+pub fn all_finite(xs: &Tensor) -> Result<bool> {
+    let op = "flag_non_finite";
+    let source = Source::new(xs, op)?;
+    let mut flag = source.zeros(1)?;
+    let count = xs.elem_count();
+    if count > 0 {
+        let grid = Grid::Wave { work: count, rows: 1 };
+        let mut args = [Arg::Out(&mut flag), Arg::U64(count as u64)];
+        source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
+    }
+    Ok(source.tensor(flag, 1).to_vec1::<f32>()?[0] == 0.0)
+}
+
+fn to_u32(value: usize, op: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")))
+}

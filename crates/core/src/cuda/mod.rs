@@ -24,7 +24,10 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 
 pub use amax::{amax, amax_per_block, amax_per_expert};
-pub use forward::{combine_routed, head_norm_rope, softmax_scores};
+pub use forward::{
+    all_finite, combine_routed, gated_activation, gather_rows, head_norm_rope, rms_norm, softmax_scores,
+    GatedActivation,
+};
 pub(crate) use launch::{address, Arg, Grid, Source, BLOCK_THREADS};
 pub use route::{route, routes_on_device, DeviceRouter, DeviceRouting};
 pub use split::{split_gate_up, split_gate_up_transposed};

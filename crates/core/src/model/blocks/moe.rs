@@ -249,6 +249,17 @@ impl MoeBlock {
         let inter = self.desc.tensors.intermediate;
         let halves =
             || -> Result<(Tensor, Tensor)> { Ok((gate_up.narrow(1, 0, inter)?, gate_up.narrow(1, inter, inter)?)) };
+        if gate_up.device().is_cuda() {
+            let kernel = match self.desc.activation {
+                ExpertActivation::Silu => Some(cuda::GatedActivation::Silu),
+                ExpertActivation::Gelu => Some(cuda::GatedActivation::Gelu),
+                ExpertActivation::GeluTanh => Some(cuda::GatedActivation::GeluTanh),
+                ExpertActivation::Relu2 | ExpertActivation::GptOss => None,
+            };
+            if let Some(kernel) = kernel {
+                return cuda::gated_activation(&gate_up.contiguous()?, kernel);
+            }
+        }
         Ok(match self.desc.activation {
             ExpertActivation::Relu2 => gate_up.relu()?.sqr()?,
             ExpertActivation::Silu | ExpertActivation::Gelu | ExpertActivation::GeluTanh => {
@@ -397,7 +408,12 @@ impl MoeBlock {
         let device = flat.device();
         // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
         let hidden = {
-            let mut routed = profile::section(device, "expert gather", || Ok(flat.index_select(&dispatch.tokens, 0)?))?;
+            let mut routed = profile::section(device, "expert gather", || {
+                if flat.device().is_cuda() {
+                    return cuda::gather_rows(flat, &dispatch.tokens);
+                }
+                Ok(flat.index_select(&dispatch.tokens, 0)?)
+            })?;
             profile::section(device, "observers", || {
                 if self.scales_input() {
                     routed = routed.broadcast_mul(&dispatch.weights)?;

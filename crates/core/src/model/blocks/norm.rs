@@ -67,6 +67,10 @@ impl RmsNorm {
             let normed = normalize_f32(xs, self.eps)?.broadcast_mul(&self.weight)?;
             return Ok(normed.to_dtype(xs.dtype())?);
         }
+        if xs.device().is_cuda() && self.weight.dtype() == xs.dtype() {
+            // The same values in one pass.
+            return crate::cuda::rms_norm(xs, &self.weight, self.eps as f32);
+        }
         Ok(normalize(xs, self.eps)?.broadcast_mul(&self.weight)?)
     }
 }

@@ -75,6 +75,9 @@ pub fn read_scalars(values: &[Tensor]) -> Result<Vec<f32>> {
 /// Whether every element of `xs` is finite: the sum of `xs · 0` is 0 for finite values and NaN as soon as one
 /// is NaN or infinite, whatever the magnitudes (no overflow, unlike a sum of the values).
 pub fn all_finite(xs: &Tensor) -> Result<bool> {
+    if xs.device().is_cuda() && matches!(xs.dtype(), DType::BF16 | DType::F16 | DType::F32) {
+        return crate::cuda::all_finite(xs);
+    }
     Ok((xs * 0.0)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? == 0.0)
 }
 
