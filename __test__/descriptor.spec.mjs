@@ -75,6 +75,11 @@ function referencedTensors(d) {
       if (a.q_norm) tensor(a.q_norm, 1)
       if (a.k_norm) tensor(a.k_norm, 1)
       if (a.sinks) tensor(a.sinks, 1)
+    } else if (a.kind === 'kimi_delta_attention') {
+      for (const m of [a.q_proj, a.k_proj, a.v_proj, a.f_a_proj, a.f_b_proj, a.b_proj, a.g_a_proj, a.g_b_proj, a.o_proj]) linear(m)
+      for (const name of a.conv1d) tensor(name, 3)
+      for (const name of [a.dt_bias, a.norm]) tensor(name, 1)
+      tensor(a.a_log, 4)
     } else if (a.kind === 'gated_delta_net') {
       const p = a.projections
       for (const m of p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a]) linear(m)
@@ -128,6 +133,7 @@ function checkSerializable(t, d) {
       !a ? []
       : a.kind === 'gqa' ? [a.num_heads, a.num_kv_heads, a.head_dim]
       : a.kind === 'gated_delta_net' ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
+      : a.kind === 'kimi_delta_attention' ? [a.num_heads, a.head_dim, a.conv_kernel]
       : a.kind === 'mamba2' ? [a.num_heads, a.head_dim, a.n_groups, a.state_size, a.conv_kernel, a.chunk_size]
       : a.kind === 'mamba' ? [a.intermediate_size, a.state_size, a.dt_rank, a.conv_kernel]
       : a.kind === 'short_conv' ? [a.conv_kernel]

@@ -133,7 +133,8 @@ const NAMED_INPUT_GROUPS = [
 
 /**
  * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections; Gated DeltaNet:
- * its input projections; lightning attention: qkv_proj and output_gate), and gate/up of dense MLPs and shared experts. From the
+ * its input projections; lightning attention: qkv_proj and output_gate; Kimi Delta Attention: q/k/v, f_a_proj,
+ * b_proj and g_a_proj), and gate/up of dense MLPs and shared experts. From the
  * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
  * module names (NAMED_INPUT_GROUPS, siblings of one parent).
  */
@@ -175,6 +176,10 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
     }
     // Lightning attention's qkv_proj and output_gate both read the layer's normed hidden states.
     if (attention?.kind === 'lightning') groups.push([attention.qkv_proj, attention.output_gate])
+    // So do Kimi Delta Attention's q, k, v, the decay's and the output gate's first projections, and b_proj.
+    if (attention?.kind === 'kimi_delta_attention') {
+      groups.push([attention.q_proj, attention.k_proj, attention.v_proj, attention.f_a_proj, attention.b_proj, attention.g_a_proj])
+    }
     if (mlp?.kind === 'dense') mlpGroup(mlp)
     if (mlp?.kind === 'moe' && mlp.shared) mlpGroup(mlp.shared.mlp)
   }

@@ -20,6 +20,11 @@ kv_b_proj: string, o_proj: string, num_heads: number, kv_lora_rank: number, qk_n
  */
 lora_norm_eps: number, 
 /**
+ * Whether the rope rotates the queries' and the shared key's `qk_rope_head_dim` channels (false: Kimi-Linear,
+ * whose MLA has no position embedding and uses those channels as they are).
+ */
+rope: boolean, 
+/**
  * DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): each query attends to the keys an indexer chooses;
  * absent, to every earlier key.
  */

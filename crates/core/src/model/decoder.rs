@@ -1,5 +1,5 @@
-//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention,
-//! Mamba-2, Mamba, a gated short convolution or lightning attention) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
+//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet or Kimi Delta Attention
+//! linear attention, Mamba-2, Mamba, a gated short convolution or lightning attention) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
 //! (Nemotron-H), one pre-norm mixer of either kind; or (MiniMax-Text-01) the residual taken after each norm and
 //! weighted with the branch.
@@ -8,6 +8,7 @@ use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
 use super::blocks::deltanet::GatedDeltaNet;
+use super::blocks::kda::KimiDeltaAttention;
 use super::blocks::key_selection::ChosenKeys;
 use super::blocks::lightning::LightningAttention;
 use super::blocks::mamba::Mamba;
@@ -27,6 +28,7 @@ enum TokenMixer {
     Gqa(Attention),
     Mla(Mla),
     DeltaNet(Box<GatedDeltaNet>),
+    Kda(Box<KimiDeltaAttention>),
     Mamba2(Box<Mamba2>),
     Mamba(Box<Mamba>),
     ShortConv(Box<ShortConv>),
@@ -65,6 +67,9 @@ impl DecoderLayer {
             Some(AttentionDescriptor::Mla(mla)) => Some(TokenMixer::Mla(Mla::load(loader, mla)?)),
             Some(AttentionDescriptor::GatedDeltaNet(mixer)) => {
                 Some(TokenMixer::DeltaNet(Box::new(GatedDeltaNet::load(loader, mixer, style.eps)?)))
+            }
+            Some(AttentionDescriptor::KimiDeltaAttention(mixer)) => {
+                Some(TokenMixer::Kda(Box::new(KimiDeltaAttention::load(loader, mixer, style.eps)?)))
             }
             Some(AttentionDescriptor::Mamba2(mamba)) => {
                 Some(TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)))
@@ -125,8 +130,9 @@ impl DecoderLayer {
                 &xs,
                 |input, observers| match mixer {
                     TokenMixer::Gqa(attention) => attention.forward(input, rope, observers),
-                    TokenMixer::Mla(mla) => mla.forward(input, required_rope(rope)?, chosen, observers),
+                    TokenMixer::Mla(mla) => mla.forward(input, rope, chosen, observers),
                     TokenMixer::DeltaNet(mixer) => mixer.forward(input, observers),
+                    TokenMixer::Kda(mixer) => mixer.forward(input, observers),
                     TokenMixer::Mamba2(mamba) => mamba.forward(input, observers),
                     TokenMixer::Mamba(mamba) => mamba.forward(input, observers),
                     TokenMixer::ShortConv(conv) => conv.forward(input, observers),
@@ -208,7 +214,7 @@ fn check_form(desc: &LayerDescriptor, rope: bool) -> Result<()> {
     }
     let rotates = match &desc.attention {
         Some(AttentionDescriptor::Gqa(gqa)) => gqa.rope,
-        Some(AttentionDescriptor::Mla(_)) => true,
+        Some(AttentionDescriptor::Mla(mla)) => mla.rope,
         _ => false,
     };
     if rotates && !rope {

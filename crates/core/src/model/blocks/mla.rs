@@ -1,8 +1,9 @@
 //! DeepSeek multi-head latent attention: queries through an optional low-rank bottleneck, keys and values
-//! from a compressed latent plus a shared rotary key; with DeepSeek sparse attention, each query attends only to
-//! the keys the lightning indexer chooses (or those an earlier layer's indexer chose).
+//! from a compressed latent plus a shared rotary key (not rotated in Kimi-Linear, which has no position
+//! embedding); with DeepSeek sparse attention, each query attends only to the keys the lightning indexer chooses
+//! (or those an earlier layer's indexer chose).
 //! transformers: models/deepseek_v3/modeling_deepseek_v3.py `DeepseekV3Attention`, models/deepseek_v32
-//! `DeepseekV32Attention`, models/glm_moe_dsa `GlmMoeDsaAttention`.
+//! `DeepseekV32Attention`, models/glm_moe_dsa `GlmMoeDsaAttention`, models/kimi_linear `KimiLinearAttention`.
 
 use candle_core::Tensor;
 
@@ -13,6 +14,7 @@ use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
 use crate::error::{Error, Result};
+use crate::model::decoder::required_rope;
 use crate::model::descriptor::{MlaDescriptor, SparseAttentionDescriptor};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
@@ -34,6 +36,8 @@ pub struct Mla {
     rope_dim: usize,
     v_dim: usize,
     scaling: f64,
+    /// The rope rotates the `rope_dim` channels of the queries and of the shared key.
+    rotate: bool,
     sparse: Option<Sparse>,
 }
 
@@ -81,6 +85,7 @@ impl Mla {
             rope_dim: desc.qk_rope_head_dim,
             v_dim: desc.v_head_dim,
             scaling: desc.scaling,
+            rotate: desc.rope,
             sparse,
         })
     }
@@ -117,22 +122,24 @@ impl Mla {
         &self,
         xs: &Tensor,
         latent: Option<&Tensor>,
-        rope: &Rope,
+        rope: Option<&Rope>,
         chosen: &'c mut ChosenKeys,
     ) -> Result<Option<&'c [KeySelection]>> {
         let Some(sparse) = &self.sparse else { return Ok(None) };
         if let Some(indexer) = &sparse.indexer {
             let latent = latent.ok_or_else(|| Error::internal("the indexer needs the MLA query latent"))?;
+            let rope = rope.ok_or_else(|| Error::internal("the indexer of sparse attention rotates its keys"))?;
             chosen.replace(indexer.choose(xs, latent, rope, sparse.top_k)?);
         }
         chosen.current().map(Some)
     }
 
-    /// `xs [B, T, H]` → `[B, T, H]`; `chosen` carries the keys an indexer chose from layer to layer.
+    /// `xs [B, T, H]` → `[B, T, H]`; `chosen` carries the keys an indexer chose from layer to layer; `rope` is the
+    /// model's rotary embedding, which an MLA that rotates needs.
     pub fn forward(
         &self,
         xs: &Tensor,
-        rope: &Rope,
+        rope: Option<&Rope>,
         chosen: &mut ChosenKeys,
         observers: &mut Observers,
     ) -> Result<Tensor> {
@@ -153,8 +160,13 @@ impl Mla {
         let value = kv.narrow(3, self.nope, self.v_dim)?.contiguous()?;
         let k_rot = k_rot.reshape((b, 1, t, self.rope_dim))?.contiguous()?;
 
-        let q_rot = rope.apply(&q_rot)?;
-        let k_rot = rope.apply(&k_rot)?.expand((b, heads, t, self.rope_dim))?;
+        let (q_rot, k_rot) = if self.rotate {
+            let rope = required_rope(rope)?;
+            (rope.apply(&q_rot)?, rope.apply(&k_rot)?)
+        } else {
+            (q_rot, k_rot)
+        };
+        let k_rot = k_rot.expand((b, heads, t, self.rope_dim))?;
         let query = Tensor::cat(&[&q_pass, &q_rot], 3)?.contiguous()?;
         let key = Tensor::cat(&[&k_pass, &k_rot], 3)?.contiguous()?;
         let out = match self.chosen_keys(xs, latent.as_ref(), rope, chosen)? {

@@ -1,11 +1,12 @@
 //! RMSNorm over the last dimension: `x · rsqrt(mean(x²) + eps) · w`, normalised in f32 as transformers
 //! computes it, then cast back to the input dtype before the weight multiplies it (and, for the residual stream
 //! of some families, LayerNorm with a bias); the `(1 + w)` variant of
-//! Qwen3-Next and Qwen3.5, which multiplies in f32 before the cast; the gated variant of their linear-attention
-//! mixers, `w · x̂ · silu(z)`; and the norm without a weight.
+//! Qwen3-Next and Qwen3.5, which multiplies in f32 before the cast; the gated variant of linear-attention mixers,
+//! `w · x̂ · silu(z)` (Gated DeltaNet) or `w · x̂ · sigmoid(g)` (Kimi Delta Attention); and the norm without a weight.
 
 use candle_core::{DType, Tensor, D};
 
+use super::ops::sigmoid;
 use crate::error::Result;
 use crate::model::descriptor::NormKind;
 use crate::model::loader::WeightLoader;
@@ -76,20 +77,40 @@ fn normalize_f32(xs: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(xs.broadcast_mul(&(variance + eps)?.sqrt()?.recip()?)?)
 }
 
-/// RMSNorm then gate: `w · x̂ · silu(z)` over the last dimension (the heads of a Gated DeltaNet's output), the
-/// normalisation in f32 cast back to the input dtype before the weight, the gate in f32.
-/// transformers: models/qwen3_next `Qwen3NextRMSNormGated`.
+/// How a gated RMSNorm gates its output, and where its weight multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputGate {
+    /// `w · x̂ · silu(z)`, x̂ cast back to the input dtype before the weight multiplies it (Qwen3-Next's
+    /// `Qwen3NextRMSNormGated`).
+    Silu,
+    /// `w · x̂ · sigmoid(g)`, all in f32 (Kimi-Linear's `KimiLinearRMSNormGated`).
+    Sigmoid,
+}
+
+/// RMSNorm then gate over the last dimension (the heads of a linear-attention mixer's output): the
+/// normalisation in f32, the gate in f32, the result in the input dtype.
+/// transformers: models/qwen3_next `Qwen3NextRMSNormGated`, models/kimi_linear `KimiLinearRMSNormGated`.
 pub struct GatedRmsNorm {
     /// `[D]`.
     pub weight: Tensor,
     pub eps: f64,
+    pub gate: OutputGate,
 }
 
 impl GatedRmsNorm {
     /// `xs` and `gate` `[…, D]` → `[…, D]` in `xs`'s dtype.
     pub fn forward(&self, xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
-        let normed = normalize(xs, self.eps)?.broadcast_mul(&self.weight)?;
-        let gated = normed.to_dtype(DType::F32)?.mul(&gate.to_dtype(DType::F32)?.silu()?)?;
+        let gate = gate.to_dtype(DType::F32)?;
+        let gated = match self.gate {
+            OutputGate::Silu => {
+                let normed = normalize(xs, self.eps)?.broadcast_mul(&self.weight)?;
+                normed.to_dtype(DType::F32)?.mul(&gate.silu()?)?
+            }
+            OutputGate::Sigmoid => {
+                let normed = normalize_f32(xs, self.eps)?.broadcast_mul(&self.weight.to_dtype(DType::F32)?)?;
+                normed.mul(&sigmoid(&gate)?)?
+            }
+        };
         Ok(gated.to_dtype(xs.dtype())?)
     }
 }

@@ -7,8 +7,8 @@ use serde::Deserialize;
 mod mixers;
 mod sparse;
 pub use mixers::{
-    DeltaNetProjections, GatedDeltaNetDescriptor, LightningAttentionDescriptor, Mamba2Descriptor, MambaDescriptor,
-    ShortConvDescriptor,
+    DeltaNetProjections, GatedDeltaNetDescriptor, KimiDeltaAttentionDescriptor, LightningAttentionDescriptor,
+    Mamba2Descriptor, MambaDescriptor, ShortConvDescriptor,
 };
 pub use sparse::{IndexerDescriptor, SparseAttentionDescriptor};
 
@@ -187,6 +187,8 @@ pub enum AttentionDescriptor {
     Mla(MlaDescriptor),
     /// Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5 `linear_attn`).
     GatedDeltaNet(GatedDeltaNetDescriptor),
+    /// Kimi Delta Attention linear attention (Kimi-Linear's `linear_attention` layers).
+    KimiDeltaAttention(KimiDeltaAttentionDescriptor),
     /// Mamba-2 (state space duality) mixer.
     Mamba2(Mamba2Descriptor),
     /// Mamba (selective state space) mixer (Jamba's `mamba`).
@@ -301,6 +303,10 @@ pub struct MlaDescriptor {
     /// eps of `q_a_layernorm` and `kv_a_layernorm` (transformers builds them with its default, 1e-6, whatever
     /// `rms_norm_eps` says).
     pub lora_norm_eps: f64,
+    /// Whether the rope rotates the queries' and the shared key's `qk_rope_head_dim` channels (false: Kimi-Linear,
+    /// whose MLA has no position embedding and uses those channels as they are).
+    #[serde(default = "yes")]
+    pub rope: bool,
     /// DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): each query attends to the keys an indexer chooses;
     /// absent, to every earlier key.
     #[serde(default)]
