@@ -26,6 +26,7 @@ export const DESCRIBED = [
   'families/jamba/hub',
   'families/lfm2_moe/hub',
   'families/minimax/hub',
+  'families/kimi_linear/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

@@ -33,6 +33,8 @@ pub const DESCRIBED: &[&str] = &[
     "families/lfm2_moe/hub",
     // Lightning attention, softmax attention, the residual taken after the norm and weighted (MiniMax-Text-01).
     "families/minimax/hub",
+    // Kimi Delta Attention (a decay per key channel) and MLA without rope (Kimi-Linear).
+    "families/kimi_linear/hub",
 ];
 
 /// Described fixtures whose bf16 logits are not a measure of the forward: bf16 flips the choices of their tiny
