@@ -7,7 +7,9 @@
  * dense below `first_k_dense_replace`, or as `mlp_layer_types` says. The hub stores the experts as
  * `block_sparse_moe.experts.{e}.w1/w3/w2`; transformers 5 writes that block name for every MLP of its hub layout,
  * dense ones included. Its config class stores some keys under other names (`moe_renormalize`,
- * `num_expert_group`, …), which config.json may use.
+ * `num_expert_group`, …), which config.json may use. ModelOpt 0.47 exports it under transformers 5's names (the
+ * KDA convolutions joined in `conv1d`, the decay's tensors in `forget_gate`, every MLP in `mlp`, the experts as
+ * `gate_proj`/`up_proj`/`down_proj`): its reverse conversion refuses to split the 3-D `conv1d` weight.
  * transformers: models/kimi_linear/modeling_kimi_linear.py, configuration_kimi_linear.py
  */
 import { fusedGateUp, perExpertW1W3W2 } from './layouts'
@@ -20,6 +22,14 @@ export const kimiLinear: ArchitectureEntry = {
   router: 'sigmoid_group_topk',
   placement: { kind: 'mlp_layer_types', firstDenseKey: 'first_k_dense_replace', firstDense: 1 },
   sharedExperts: { module: 'shared_experts' },
+  // conversion_mapping.py's kimi_linear renames and joins, which ModelOpt 0.47 keeps in its exports.
+  exportInMemoryNames: {
+    renames: [
+      [/\.block_sparse_moe\./, '.mlp.'],
+      [/\.self_attn\.(f_a_proj|f_b_proj|dt_bias|A_log)\b/, '.self_attn.forget_gate.$1'],
+    ],
+    joins: [{ parts: ['.q_conv1d.weight', '.k_conv1d.weight', '.v_conv1d.weight'], joined: '.conv1d.weight' }],
+  },
   forward: {
     attention: 'mla',
     attentionScale: 'inverse_sqrt_qk_head_dim',

@@ -455,6 +455,16 @@ export interface ArchitectureEntry {
    * output projection to the token embedding as the wrapper's config says, else as its class defaults (Kimi-K2.5:
    * tied). */
   wrappers?: Readonly<Record<string, { tieWordEmbeddings: boolean }>>
+  /** ModelOpt exports the family under transformers 5's in-memory names whatever the checkpoint's layout
+   * (Kimi-Linear: its reverse of the conversion transformers applies on load cannot split the joined `conv1d` back
+   * into the hub's three, and it then keeps every in-memory name), so moe-quant writes them too: the renames from
+   * the hub's names, the tensors transformers joins along their first axis (by the end of their names, in order,
+   * and the joined tensor's), and the routed experts one module per expert and projection under the block of the
+   * family's fused layout (`mlp.experts.{e}.gate_proj`, `up_proj`, `down_proj`). */
+  exportInMemoryNames?: {
+    renames: readonly (readonly [RegExp, string])[]
+    joins: readonly { parts: readonly string[]; joined: string }[]
+  }
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

@@ -351,7 +351,8 @@ mod tests {
         let v = [1.0, 2.0, -1.0, 0.5, 0.0, 1.0, 2.0, 2.0, 3.0, -1.0, 0.5, 0.25];
         let g = [-0.1, -0.5, -0.2, 0.0, -1.0, -0.3];
         let beta = [0.5, 0.9, 0.25, 0.1, 1.0, 0.75];
-        let got = gated_delta_rule(shape, &DeltaInputs { q: &q, k: &k, v: &v, g: Decay::PerHead(&g), beta: &beta }).unwrap();
+        let got =
+            gated_delta_rule(shape, &DeltaInputs { q: &q, k: &k, v: &v, g: Decay::PerHead(&g), beta: &beta }).unwrap();
         let want = [
             0.158_113_78,
             0.316_227_56,
@@ -406,11 +407,17 @@ mod tests {
     #[test]
     fn mismatched_sizes_are_refused() {
         let shape = DeltaShape { batch: 1, len: 2, key_heads: 1, value_heads: 2, key_dim: 2, value_dim: 2 };
-        let inputs = DeltaInputs { q: &[0.0; 4], k: &[0.0; 4], v: &[0.0; 7], g: Decay::PerHead(&[0.0; 4]), beta: &[0.0; 4] };
+        let inputs =
+            DeltaInputs { q: &[0.0; 4], k: &[0.0; 4], v: &[0.0; 7], g: Decay::PerHead(&[0.0; 4]), beta: &[0.0; 4] };
         assert!(gated_delta_rule(shape, &inputs).is_err());
         // A decay per key channel needs key_dim values per token and head.
-        let inputs =
-            DeltaInputs { q: &[0.0; 4], k: &[0.0; 4], v: &[0.0; 8], g: Decay::PerKeyChannel(&[0.0; 4]), beta: &[0.0; 4] };
+        let inputs = DeltaInputs {
+            q: &[0.0; 4],
+            k: &[0.0; 4],
+            v: &[0.0; 8],
+            g: Decay::PerKeyChannel(&[0.0; 4]),
+            beta: &[0.0; 4],
+        };
         assert!(gated_delta_rule(shape, &inputs).is_err());
     }
 }

@@ -87,7 +87,11 @@ impl GatedDeltaNet {
             conv,
             dt_bias: host_vector(loader, &desc.dt_bias, dims.value_heads)?,
             decay_rate,
-            norm: GatedRmsNorm { weight: loader.tensor_shaped(&desc.norm, &[dims.value_dim])?, eps, gate: OutputGate::Silu },
+            norm: GatedRmsNorm {
+                weight: loader.tensor_shaped(&desc.norm, &[dims.value_dim])?,
+                eps,
+                gate: OutputGate::Silu,
+            },
             out_proj: linear(&desc.out_proj)?,
             dims,
         })

@@ -61,10 +61,14 @@ fn host(xs: &Tensor) -> Result<Vec<f32>> {
 /// one per projection (the hub's `q_conv1d`, `k_conv1d`, `v_conv1d`), joined in that order.
 fn load_conv(loader: &WeightLoader, names: &[String], channels: usize, kernel: usize) -> Result<CausalConv> {
     if names.is_empty() || !channels.is_multiple_of(names.len()) {
-        return Err(Error::internal(format!("Kimi Delta Attention: {} convolution weights over q, k and v", names.len())));
+        return Err(Error::internal(format!(
+            "Kimi Delta Attention: {} convolution weights over q, k and v",
+            names.len()
+        )));
     }
     let part = channels / names.len();
-    let weights = names.iter().map(|name| loader.tensor_shaped(name, &[part, 1, kernel])).collect::<Result<Vec<_>>>()?;
+    let weights =
+        names.iter().map(|name| loader.tensor_shaped(name, &[part, 1, kernel])).collect::<Result<Vec<_>>>()?;
     CausalConv::new(&Tensor::cat(&weights, 0)?)
 }
 
