@@ -151,6 +151,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_gated_norm_gates_by_silu_or_by_sigmoid() {
+        // x = (3, 4): mean square 12.5, x̂ = x / √12.5; weight (1, 2); gate (0, ln 3).
+        let xs = Tensor::new(&[[3f32, 4.0]], &Device::Cpu).unwrap();
+        let gate = Tensor::new(&[[0f32, 3f32.ln()]], &Device::Cpu).unwrap();
+        let weight = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let normed = [3.0 / 12.5f32.sqrt(), 2.0 * 4.0 / 12.5f32.sqrt()];
+        // silu(0) = 0, silu(ln 3) = ln 3 · 3/4; sigmoid(0) = 1/2, sigmoid(ln 3) = 3/4.
+        let cases = [(OutputGate::Silu, [0.0, 3f32.ln() * 0.75]), (OutputGate::Sigmoid, [0.5, 0.75])];
+        for (kind, factors) in cases {
+            let norm = GatedRmsNorm { weight: weight.clone(), eps: 0.0, gate: kind };
+            let got = norm.forward(&xs, &gate).unwrap().to_vec2::<f32>().unwrap();
+            for ((g, n), f) in got[0].iter().zip(normed).zip(factors) {
+                assert!((g - n * f).abs() < 1e-6, "{kind:?}: {g} vs {}", n * f);
+            }
+        }
+    }
+
+    #[test]
     fn layer_norm_centres_scales_and_shifts() {
         let xs = Tensor::new(&[[1f32, 2.0, 3.0, 6.0]], &Device::Cpu).unwrap();
         let norm = HiddenNorm::Layer {
