@@ -72,6 +72,11 @@ function referencedTensors(d) {
       if (a.q_norm) tensor(a.q_norm, 1)
       if (a.k_norm) tensor(a.k_norm, 1)
       if (a.sinks) tensor(a.sinks, 1)
+    } else if (a.kind === 'kimi_delta_attention') {
+      for (const m of [a.q_proj, a.k_proj, a.v_proj, a.f_a_proj, a.f_b_proj, a.b_proj, a.g_a_proj, a.g_b_proj, a.o_proj]) linear(m)
+      for (const name of a.conv1d) tensor(name, 3)
+      for (const name of [a.dt_bias, a.norm]) tensor(name, 1)
+      tensor(a.a_log, 4)
     } else if (a.kind === 'gated_delta_net') {
       const p = a.projections
       for (const m of p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a]) linear(m)
@@ -142,6 +147,7 @@ function checkSerializable(t, d) {
       !a ? []
       : a.kind === 'gqa' ? [a.num_heads, a.num_kv_heads, a.head_dim]
       : a.kind === 'gated_delta_net' ? [a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, a.conv_kernel]
+      : a.kind === 'kimi_delta_attention' ? [a.num_heads, a.head_dim, a.conv_kernel]
       : a.kind === 'mamba2' ? [a.num_heads, a.head_dim, a.n_groups, a.state_size, a.conv_kernel, a.chunk_size]
       : a.kind === 'mamba' ? [a.intermediate_size, a.state_size, a.dt_rank, a.conv_kernel]
       : a.kind === 'short_conv' ? [a.conv_kernel]
@@ -786,6 +792,55 @@ test('longcat_flash: two MLA and two MLP sublayers with the MoE as a shortcut, z
   await t.throwsAsync(variant('families/longcat_flash/hub', { config: (c) => void (c.q_lora_rank = null) }), { code: 'E_CONFIG_INVALID', message: /q_lora_rank/ })
   // The router's rows are the experts and the zero experts.
   await t.throwsAsync(variant('families/longcat_flash/hub', { config: (c) => void (c.zero_expert_num = 2) }), { code: 'E_LAYOUT_SHAPE', message: /router\.classifier\.weight/ })
+})
+
+test('kimi_linear: Kimi Delta Attention and MLA without rope, from layer_types or linear_attn_config; config keys under either name', async (t) => {
+  const hub = await describe('families/kimi_linear/hub')
+  t.is(hub.rope, undefined, 'no position embedding')
+  t.deepEqual(hub.layers.map((l) => l.attention.kind), ['kimi_delta_attention', 'mla', 'kimi_delta_attention'])
+  const attn = 'model.layers.0.self_attn'
+  t.deepEqual(hub.layers[0].attention, {
+    kind: 'kimi_delta_attention', q_proj: `${attn}.q_proj`, k_proj: `${attn}.k_proj`, v_proj: `${attn}.v_proj`,
+    conv1d: ['q', 'k', 'v'].map((p) => `${attn}.${p}_conv1d.weight`), f_a_proj: `${attn}.f_a_proj`, f_b_proj: `${attn}.f_b_proj`,
+    dt_bias: `${attn}.dt_bias`, a_log: `${attn}.A_log`, b_proj: `${attn}.b_proj`, g_a_proj: `${attn}.g_a_proj`, g_b_proj: `${attn}.g_b_proj`,
+    norm: `${attn}.o_norm.weight`, o_proj: `${attn}.o_proj`, num_heads: 3, head_dim: 16, conv_kernel: 4,
+  })
+  t.like(hub.layers[1].attention, { rope: false, q_proj: 'model.layers.1.self_attn.q_proj', qk_nope_head_dim: 16, qk_rope_head_dim: 8 })
+  close(t, hub.layers[1].attention.scaling, 24 ** -0.5, 'scaling (qk_head_dim^-0.5, no rope scaling)')
+  t.like(hub.layers[1].mlp.router, { kind: 'sigmoid_group_topk', norm_topk_prob: true, n_group: 2, topk_group: 1, routed_scaling_factor: 2.446 })
+  // transformers 5.25's hub layout puts the dense MLP under block_sparse_moe too.
+  t.is(hub.layers[0].mlp.gate, 'model.layers.0.block_sparse_moe.gate_proj')
+  // transformers 5's layout: one convolution over q, k and v, the decay's tensors in forget_gate.
+  const fused = await describe('families/kimi_linear/fused')
+  t.like(fused.layers[2].attention, {
+    conv1d: ['model.layers.2.self_attn.conv1d.weight'],
+    f_a_proj: 'model.layers.2.self_attn.forget_gate.f_a_proj',
+    a_log: 'model.layers.2.self_attn.forget_gate.A_log',
+  })
+  t.is(fused.layers[0].mlp.gate, 'model.layers.0.mlp.gate_proj')
+  // The hub checkpoints' linear_attn_config (sizes, 1-based lists of layers) as KimiLinearConfig reads it.
+  const settings = (c) => {
+    for (const key of ['layer_types', 'linear_head_dim', 'linear_num_heads', 'linear_conv_kernel_dim']) delete c[key]
+    c.linear_attn_config = { head_dim: 16, num_heads: 3, short_conv_kernel_size: 4, full_attn_layers: [2], kda_layers: [1, 3] }
+  }
+  t.deepEqual(await variant('families/kimi_linear/hub', { config: settings }), hub)
+  // linear_attn_config's sizes win over the class's fields.
+  await t.throwsAsync(variant('families/kimi_linear/hub', { config: (c) => void (c.linear_attn_config = { num_heads: 4 }) }), { code: 'E_LAYOUT_SHAPE', message: /q_conv1d .* should be \[64, 1, 4\]/ })
+  const gaps = (c) => void (settings(c), (c.linear_attn_config.kda_layers = [1]))
+  await t.throwsAsync(variant('families/kimi_linear/hub', { config: gaps }), { code: 'E_CONFIG_INVALID', message: /linear_attn_config/ })
+  // Without either, full attention on layers 4, 8, …: layer 1 would be Kimi Delta Attention, which it is not.
+  await t.throwsAsync(variant('families/kimi_linear/hub', { config: (c) => void delete c.layer_types }), {
+    code: 'E_LAYOUT_MISSING_TENSOR',
+    message: /layers\.1\.self_attn\.q_conv1d/,
+  })
+  // norm_topk_prob and n_group, stored as moe_renormalize and num_expert_group, may be spelled either way.
+  const spelled = (c) => void ((c.norm_topk_prob = c.moe_renormalize), (c.n_group = c.num_expert_group), delete c.moe_renormalize, delete c.num_expert_group)
+  t.deepEqual(await variant('families/kimi_linear/hub', { config: spelled }), hub)
+  const plain = await variant('families/kimi_linear/hub', { config: (c) => void ((c.moe_renormalize = false), (c.num_expert_group = 4)) })
+  t.like(plain.layers[2].mlp.router, { norm_topk_prob: false, n_group: 4 })
+  // Projections without biases, as transformers builds them: a stored bias would go unused.
+  const bias = { name: `${attn}.g_b_proj.bias`, dtype: 'BF16', shape: [48], file: 'model.safetensors', bytes: 96 }
+  await t.throwsAsync(variant('families/kimi_linear/hub', { tensors: (list) => [...list, bias] }), { code: 'E_MODEL_UNSUPPORTED', message: /g_b_proj\.bias/ })
 })
 
 test('rope on the sliding layers only (EXAONE-MoE, Flint), their default layer types and MoE placements', async (t) => {

@@ -40,7 +40,8 @@ for (const entry of fixtures) {
     // transformers holds them; a checkpoint stored under another prefix (Nemotron-H's `backbone.` on the hub) names
     // them under that one, as the experts' tensors show; and other hub spellings (Kimi-K2.5's
     // language_model.model.blocks.*, Qwen3-Omni's thinker's model.layers.*; Param2 / Sarvam-MoE's Bailing names, whose
-    // q, k and v, split on load, are one query_key_value reading their input).
+    // q, k and v, split on load, are one query_key_value reading their input; Kimi-Linear's, whose dense MLPs are under
+    // block_sparse_moe like its experts and whose decay projections sit beside the other projections).
     const [inMemory, onDisk] = [entry.experts_modules_in_memory[0], entry.expert_tensor_names[0]].map((n) => n.slice(0, n.indexOf('layers.')))
     const stored = (module) => (module.startsWith(inMemory) ? onDisk + module.slice(inMemory.length) : module)
     let compared = 0
@@ -54,6 +55,7 @@ for (const entry of fixtures) {
         name.replace(/^model\.language_model\.layers\./, 'language_model.model.blocks.'),
         name.replace(/^model\.language_model\.layers\./, 'model.layers.'),
         name.replace(/\.self_attn\.[qkv]_proj$/, '.attention.query_key_value').replace(/\.self_attn\.o_proj$/, '.attention.dense'),
+        name.replace('.self_attn.forget_gate.', '.self_attn.').replace(/\.mlp\./, '.block_sparse_moe.'),
       ]
       if (stored(name).startsWith(onDisk)) textLinears++
       const module = spellings.find((m) => m in result.inputAmax)

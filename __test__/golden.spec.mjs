@@ -120,6 +120,13 @@ const CASES = [
   // own input scales), the MoE as a shortcut, zero-computation experts (no weights; the router, which scores them
   // too, kept); transformers loads its F32 correction bias in the model's bf16, and ModelOpt exports it so.
   ['families/longcat_flash/hub', 'families_longcat_flash_hub', CALIB_ROWS, [/e_score_correction_bias$/, 'BF16']],
+  // Kimi-Linear: Kimi Delta Attention (q/k/v_proj, the decay's and the output gate's low-rank projections, b_proj and
+  // o_proj quantized; the convolutions, A_log, dt_bias and the gated norm kept), MLA without rope, DeepSeek-V3's MoE
+  // after a dense layer. ModelOpt 0.47 exports it under transformers 5's names from either layout (it cannot split
+  // the joined conv1d back into the hub's q/k/v_conv1d, and then keeps every in-memory name), which its export of
+  // the hub layout pins for both; transformers loads the routers and dt_bias in F32.
+  ['families/kimi_linear/hub', 'families_kimi_linear_hub', CALIB_ROWS, [/(mlp\.gate\.weight|dt_bias)$/, 'F32']],
+  ['families/kimi_linear/fused', 'families_kimi_linear_hub', CALIB_ROWS, [/(mlp\.gate\.weight|dt_bias)$/, 'F32']],
 ]
 
 const bytesOf = (tensor) => {
@@ -140,27 +147,31 @@ const WEIGHT_ONLY_CASES = [
   ['gpt_oss/hub', 'gpt_oss_hub'],
   ['llama4_text/hub', 'llama4_text_hub'],
 ]
-// Weight-only through the zoo: Qwen3.5-MoE (a vision-language wrapper, Gated DeltaNet layers, gated shared
-// experts), materialized as tools/make_golden.py --zoo gave it to ModelOpt. Its config.json was re-saved by the
-// transformers that loaded it, so only its quantization_config is compared.
-for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
-  test(`zoo qwen3_5_moe/hub → ${format} (weight-only) equals ModelOpt's export`, async (t) => {
-    const model = materializeZoo('qwen3_5_moe', 'hub')
-    const output = join(tempDir(), 'out')
-    try {
-      await quantizeModel({ model, output, format })
-      const goldenDir = join(GOLDEN, 'zoo_qwen3_5_moe_hub', format)
-      const differing = compareTensors(t, output, goldenDir)
-      t.is(differing, 0)
-      const quantization = (dir) => JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config
-      t.deepEqual(quantization(output), quantization(goldenDir))
-      const ourQuant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
-      delete ourQuant.quantizer
-      t.deepEqual(ourQuant, JSON.parse(readFileSync(join(goldenDir, 'hf_quant_config.json'), 'utf8')))
-    } finally {
-      removeZooCheckpoint(model)
-    }
-  })
+// Weight-only through the zoo, materialized as tools/make_golden.py --zoo gave them to ModelOpt: Qwen3.5-MoE (a
+// vision-language wrapper, Gated DeltaNet layers, gated shared experts) and Kimi-Linear (Kimi Delta Attention layers,
+// whose q/k/v, f_a_proj, b_proj and g_a_proj read one input and share NVFP4's weight_scale_2; written under
+// transformers 5's names, its router and dt_bias, stored F32, loaded by transformers as stored). Their config.json was
+// re-saved by the transformers that loaded them, so only its quantization_config is compared.
+for (const [modelType, loadedAs] of [['qwen3_5_moe'], ['kimi_linear', [/(mlp\.gate\.weight|dt_bias)$/, 'F32']]]) {
+  for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
+    test(`zoo ${modelType}/hub → ${format} (weight-only) equals ModelOpt's export`, async (t) => {
+      const model = materializeZoo(modelType, 'hub')
+      const output = join(tempDir(), 'out')
+      try {
+        await quantizeModel({ model, output, format })
+        const goldenDir = join(GOLDEN, `zoo_${modelType}_hub`, format)
+        const differing = compareTensors(t, output, goldenDir, loadedAs)
+        t.is(differing, 0)
+        const quantization = (dir) => JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config
+        t.deepEqual(quantization(output), quantization(goldenDir))
+        const ourQuant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
+        delete ourQuant.quantizer
+        t.deepEqual(ourQuant, JSON.parse(readFileSync(join(goldenDir, 'hf_quant_config.json'), 'utf8')))
+      } finally {
+        removeZooCheckpoint(model)
+      }
+    })
+  }
 }
 
 // Ungated experts (up_proj and down_proj, no gate): Nemotron-H (Mamba-2 and attention layers, relu² experts,

@@ -44,8 +44,8 @@ test('weight-only output: no input_scale, no coverage report, weights within the
 })
 
 test('a family without a forward: calibrated formats refused in one line naming what is missing', async (t) => {
-  // Kimi-Linear (Kimi Delta Attention and MLA layers), from the zoo: detected by structure, no forward yet.
-  const model = materializeZoo('kimi_linear', 'hub')
+  // Cohere2-MoE (parallel attention and MLP), from the zoo: detected by structure, no forward yet.
+  const model = materializeZoo('cohere2_moe', 'hub')
   try {
     const error = await t.throwsAsync(quantizeModel({ model, output: join(tempDir(), 'out'), format: 'fp8', calibration: { ids: [[1, 2, 3, 4]] } }), {
       code: 'E_MODEL_UNSUPPORTED',
@@ -53,7 +53,7 @@ test('a family without a forward: calibrated formats refused in one line naming 
     t.false(error.message.includes('\n'))
     t.regex(
       error.message,
-      /^forward not supported for Kimi-Linear \(kimi_linear\): Kimi Delta Attention \(linear attention\) layers, which the forward does not implement \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/,
+      /^forward not supported for Cohere2-MoE \(cohere2_moe\): Cohere's parallel layer \(attention and MLP both read one norm of the layer's input\), which the decoder layer does not apply \(the weight-only formats w4a16_nvfp4, fp8_pc_pt need no forward\)$/,
     )
     const report = await inspectModel(model)
     for (const f of report.formats) {

@@ -752,6 +752,44 @@ def families(eos_id: int) -> list[dict]:
             zero_experts=True,
         ),
         dict(
+            family="Kimi-Linear",
+            model_type="kimi_linear",
+            kind="causal",
+            kwargs=dict(
+                {k: v for k, v in c.items() if k != "rope_parameters"},  # no position embedding at all
+                num_key_value_heads=mf.N_HEADS,  # MLA: every head has its own K/V
+                num_hidden_layers=3,
+                layer_types=["linear_attention", "full_attention", "linear_attention"],
+                first_k_dense_replace=1,
+                num_local_experts=mf.N_EXPERTS,
+                num_experts_per_tok=mf.TOP_K,
+                moe_intermediate_size=mf.I_EXPERT,
+                intermediate_size=mf.I_DENSE,
+                n_shared_experts=1,  # one shared MLP of 48
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.446,
+                norm_topk_prob=True,
+                q_lora_rank=None,
+                kv_lora_rank=32,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=16,
+                linear_num_heads=3,  # 3 x 16 = 48 channels of q, k and v, unlike hidden_size
+                linear_head_dim=16,
+                linear_conv_kernel_dim=4,
+            ),
+            router="sigmoid",
+            router_notes="DeepSeek-V3's: sigmoid + e_score_correction_bias for the choice, n_group 2 / topk_group 1, "
+            "weights renormalised (moe_renormalize) x routed_scaling_factor 2.446",
+            attention_notes="layers 0, 2 Kimi Delta Attention (q/k/v_proj with short convolutions, a decay per key "
+            "channel from f_a/f_b_proj, A_log, dt_bias, rate b_proj, output gate g_a/g_b_proj with a sigmoid-gated "
+            "RMSNorm, o_proj; 3 heads of 16), layer 1 MLA without rope (q_proj, kv_a_proj_with_mqa, kv_b_proj; "
+            "qk_nope 16 + qk_rope 8, v_head 16); dense MLP on layer 0; config keys under KimiLinearConfig's names "
+            "(moe_renormalize, num_expert_group, num_experts_per_token)",
+            router_bias=True,
+        ),
+        dict(
             family="Sarvam (MLA)",
             model_type="sarvam_mla",
             kind="causal",
@@ -1266,7 +1304,7 @@ def config_keys(cfg_json: dict, experts: int, top_k: int, inter: int) -> dict:
     tc, prefix = text_cfg_json(cfg_json)
     expert_keys = [k for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts") if k in tc]
     assert expert_keys and all(tc[k] == experts for k in expert_keys), expert_keys
-    topk_key = next(k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "top_k", "top_k_experts") if k in tc)
+    topk_key = next(k for k in ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "moe_k", "top_k", "top_k_experts") if k in tc)
     assert tc[topk_key] == top_k, topk_key
     inter_key = next(k for k in ("moe_intermediate_size", "expert_ffn_hidden_size", "intermediate_size") if k in tc)
     assert tc[inter_key] == inter, inter_key

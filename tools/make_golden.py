@@ -40,18 +40,20 @@ fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGH
     the calibrated formats only.
 
 fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, for each ZOO_CASES entry
-    The weight-only formats on a zoo checkpoint (fixtures/zoo/, materialized by tools/zoo-materialize.mjs) of a
-    family without a forward in moe-quant: Qwen3.5-MoE, a vision-language wrapper with Gated DeltaNet layers and
-    gated shared experts. ModelOpt's forward loop is one random batch (nothing exported depends on it). The
-    config.json ModelOpt writes is re-saved by the transformers that loads it (fields added by that version):
-    compare its quantization_config.
+    The weight-only formats on a zoo checkpoint (fixtures/zoo/, materialized by tools/zoo-materialize.mjs): Qwen3.5-MoE,
+    a vision-language wrapper with Gated DeltaNet layers and gated shared experts; Nemotron-H; Kimi-Linear, whose
+    zoo checkpoint has Kimi Delta Attention layers only. ModelOpt's forward loop is one random batch without a cache
+    (nothing exported depends on it). The config.json ModelOpt writes is re-saved by the transformers that loads it
+    (fields added by that version): compare its quantization_config. `--zoo <model_type> ...` rewrites only those
+    model types'.
 
 fixtures/golden/<gpt_oss|llama4_text>_hub/<fp8|nvfp4>/    `--stacked` rewrites only these
     The calibrated formats on the two families whose experts are stacked on the hub and exported stacked.
 
 fixtures/golden/families_<model_type>_<layout>/<fp8|nvfp4>/    `--families [model_type ...]` rewrites only these
     The calibrated formats on fixtures/families/ checkpoints (FAMILY_CASES), made with the transformers those
-    fixtures were made with (5.25; the other goldens use 5.17).
+    fixtures were made with (5.25; the other goldens use 5.17). `--families <model_type> ...` rewrites only those
+    model types'.
 
 fixtures/golden/<qwen2_moe|olmoe|granitemoe>_hub/<fp8|nvfp4>/    `--more` rewrites only these
     The calibrated formats on three more families of fixtures/ (MORE_CASES).
@@ -464,14 +466,19 @@ def verify_export(out_dir: Path, fixture: Path) -> dict:
 
 # Zoo checkpoints (fixtures/zoo/, materialized by tools/zoo-materialize.mjs exactly as the tests do) of families
 # moe-quant has no forward for, loaded with the class users load them with: weight-only goldens.
-ZOO_CASES = [("qwen3_5_moe", "hub", "AutoModelForImageTextToText"), ("nemotron_h", "hub", "AutoModelForCausalLM")]
+ZOO_CASES = [
+    ("qwen3_5_moe", "hub", "AutoModelForImageTextToText"),
+    ("nemotron_h", "hub", "AutoModelForCausalLM"),
+    ("kimi_linear", "hub", "AutoModelForCausalLM"),
+]
 # config.json values the zoo's transformers saved in a form the golden's older transformers rejects (its strict
 # config classes want floats where 5.25 wrote an int); nothing exported depends on them.
 ZOO_CONFIG_FIXES = {"nemotron_h": {"time_step_limit": [0.0, float("inf")]}}
 
 
-def make_zoo_goldens() -> None:
-    """`--zoo`: ModelOpt's weight-only exports of materialized zoo checkpoints (random values, no tokenizer)."""
+def make_zoo_goldens(only: list[str]) -> None:
+    """`--zoo`: ModelOpt's weight-only exports of materialized zoo checkpoints (random values, no tokenizer); with
+    model types after it, of those only."""
     import subprocess
     import transformers
     import modelopt.torch.quantization as mtq
@@ -479,6 +486,8 @@ def make_zoo_goldens() -> None:
 
     ids = torch.randint(0, 200, (1, 16), generator=torch.Generator().manual_seed(CALIB_SEED))
     for model_type, layout, auto_class in ZOO_CASES:
+        if only and model_type not in only:
+            continue
         with tempfile.TemporaryDirectory() as src:
             subprocess.run(["node", str(ROOT / "tools" / "zoo-materialize.mjs"), model_type, layout, src], check=True)
             if model_type in ZOO_CONFIG_FIXES:
@@ -487,7 +496,7 @@ def make_zoo_goldens() -> None:
                 (Path(src) / "config.json").write_text(json.dumps(config, indent=2))
             for fmt in WEIGHT_ONLY_FORMATS:
                 model = getattr(transformers, auto_class).from_pretrained(src, dtype=torch.bfloat16)
-                mtq.quantize(model, quant_cfg(fmt), lambda m: m(input_ids=ids))
+                mtq.quantize(model, quant_cfg(fmt), lambda m: m(input_ids=ids, use_cache=False))
                 out = GOLDEN / f"zoo_{model_type}_{layout}" / fmt
                 if out.exists():
                     shutil.rmtree(out)
@@ -556,6 +565,7 @@ FAMILY_CASES = [
     ("sarvam_moe", "hub", "AutoModelForCausalLM"),
     ("gemma4_text", "hub", "AutoModelForCausalLM"),
     ("gemma4", "hub", "AutoModelForImageTextToText"),
+    ("kimi_linear", "hub", "AutoModelForCausalLM"),
 ]
 
 
@@ -634,7 +644,7 @@ def main() -> int:
         make_more(calib_ids())
         return 0
     if "--zoo" in sys.argv[1:]:
-        make_zoo_goldens()
+        make_zoo_goldens([a for a in sys.argv[1:] if not a.startswith("--")])
         return 0
     from safetensors.torch import save_file
 

@@ -28,6 +28,7 @@ export const DESCRIBED = [
   'families/minimax/hub',
   'families/longcat_flash/hub',
   'families/gemma4_text/hub',
+  'families/kimi_linear/hub',
 ]
 export const descriptorFile = (fixture) => `${fixture.replaceAll('/', '_')}.json`
 

@@ -18,7 +18,7 @@ export const CALIBRATED_FAMILIES = new Set([
   'qwen3_vl_moe', 'glm4v_moe', 'dots1', 'minimax_m2', 'deepseek_v2', 'ernie4_5_moe', 'hunyuan_v1_moe', 'flex_olmo', 'granitemoeshared', 'phimoe',
   'qwen3_next', 'qwen3_5_moe_text', 'granitemoehybrid', 'nemotron_h', 'deepseek_v32', 'glm_moe_dsa', 'jamba', 'lfm2_moe',
   'sarvam_mla', 'solar_open', 'glm4_moe_lite', 'hy_v3', 'kimi_k25', 'qwen3_omni_moe_thinker', 'exaone_moe', 'flint', 'granitemoe_swa',
-  'deepseek_ocr2', 'unlimited_ocr', 'aria_text', 'param2moe', 'sarvam_moe', 'minimax', 'longcat_flash', 'gemma4_text', 'gemma4',
+  'deepseek_ocr2', 'unlimited_ocr', 'aria_text', 'param2moe', 'sarvam_moe', 'minimax', 'longcat_flash', 'gemma4_text', 'gemma4', 'kimi_linear',
 ])
 
 /** Layouts of calibrated families whose forward is refused, with the words that say why (none at present). */

@@ -10,7 +10,7 @@ import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture, wrapperTiesEmbeddings } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
-import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, ModelDescriptor } from '../native/contract'
+import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
@@ -87,13 +87,18 @@ function expertNaming(layer: MoeLayer, modelType: string): ExpertNaming {
       modules: Array.from({ length: layer.experts }, (_, e) => projections.map((p) => p.replace('{e}', String(e)))).flat(),
     }
   }
-  if (layer.layout === 'per_expert') {
+  const entry = lookupArchitecture(modelType)
+  if (layer.layout === 'per_expert' && !entry?.exportInMemoryNames) {
     const strip = (name: string | undefined): string => (name === undefined ? '' : moduleOf(name))
     return perExpert(strip(layer.tensors.gate), strip(layer.tensors.up), strip(layer.tensors.down))
   }
-  const entry = lookupArchitecture(modelType)
   // ModelOpt's stacked form is known (and pinned by goldens) for the families whose entries say so.
   if (entry?.exportStacked) return stackedNaming(layer)
+  const inMemory = entry?.exportInMemoryNames && entry.layouts.find((l) => l.kind === 'fused')
+  if (inMemory) {
+    const block = `${layerPrefix}${inMemory.block}.experts.{e}`
+    return perExpert(`${block}.gate_proj`, `${block}.up_proj`, `${block}.down_proj`)
+  }
   const hub = entry?.layouts.find((l) => l.kind === 'per_expert')
   if (!entry && layer.layout !== 'fused') {
     throw new MoeQuantError(
@@ -116,11 +121,14 @@ function stackedNaming(layer: MoeLayer): ExpertNaming {
   return { output: { kind: 'fused', gate_up: gateUp, down: layer.tensors.down }, modules: [gateUp.slice(0, gateUp.lastIndexOf('.'))] }
 }
 
-/** Sibling linears that read one input, by name: q/k/v, MLA's two down-projections (with a sparse-attention
- * indexer, its wk and weights_proj read the same input, and its wq_b the query latent q_b_proj reads), gate/up
- * (w1/w3), and the query/key/value and output-gate projections of a Gated DeltaNet mixer (Qwen3.5). The first group
- * a module completes is its group. */
+/** Sibling linears that read one input, by name: q/k/v (Kimi Delta Attention's with the first projections of its
+ * decay and output gate and b_proj, the decay's beside them on the hub, in `forget_gate` in transformers 5), MLA's two
+ * down-projections (with a sparse-attention indexer, its wk and weights_proj read the same input, and its wq_b the
+ * query latent q_b_proj reads), gate/up (w1/w3), and the query/key/value and output-gate projections of a Gated
+ * DeltaNet mixer (Qwen3.5). The first group a module completes is its group. */
 const NAMED_INPUT_GROUPS = [
+  ['q_proj', 'k_proj', 'v_proj', 'f_a_proj', 'b_proj', 'g_a_proj'],
+  ['q_proj', 'k_proj', 'v_proj', 'forget_gate.f_a_proj', 'b_proj', 'g_a_proj'],
   ['q_proj', 'k_proj', 'v_proj'],
   ['q_a_proj', 'kv_a_proj_with_mqa', 'indexer.wk', 'indexer.weights_proj'],
   ['q_a_proj', 'kv_a_proj_with_mqa'],
@@ -133,8 +141,9 @@ const NAMED_INPUT_GROUPS = [
 
 /**
  * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections; Gated DeltaNet:
- * its input projections; lightning attention: qkv_proj and output_gate), and gate/up of dense MLPs and shared experts
- * (of both sublayers of a LongCat-Flash layer). From the
+ * its input projections; lightning attention: qkv_proj and output_gate; Kimi Delta Attention: q/k/v, f_a_proj,
+ * b_proj and g_a_proj), and gate/up of dense MLPs and shared experts (of both sublayers of a LongCat-Flash layer).
+ * From the
  * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
  * module names (NAMED_INPUT_GROUPS, siblings of one parent).
  */
@@ -187,6 +196,10 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
     }
     // Lightning attention's qkv_proj and output_gate both read the layer's normed hidden states.
     if (attention?.kind === 'lightning') groups.push([attention.qkv_proj, attention.output_gate])
+    // So do Kimi Delta Attention's q, k, v, the decay's and the output gate's first projections, and b_proj.
+    if (attention?.kind === 'kimi_delta_attention') {
+      groups.push([attention.q_proj, attention.k_proj, attention.v_proj, attention.f_a_proj, attention.b_proj, attention.g_a_proj])
+    }
     if (mlp?.kind === 'dense') mlpGroup(mlp)
     if (mlp?.kind === 'moe' && mlp.shared) mlpGroup(mlp.shared.mlp)
   }
@@ -252,6 +265,29 @@ function outputName(planning: Planning, name: string): string {
 function layoutRenames(report: InspectReport, listing: HeaderListing): readonly (readonly [RegExp, string])[] {
   const other = lookupArchitecture(report.modelType)?.forward?.layoutNames
   return other && listing.tensors.some((t) => t.name.endsWith(other.suffix)) ? other.exportRenames : []
+}
+
+/**
+ * The tensors kept as they are, under their output names; those transformers joins on load (the family's
+ * `exportInMemoryNames`) joined into one, where the checkpoint holds every part of a join.
+ */
+function keptTensors(report: InspectReport, listing: HeaderListing, quantized: Set<string>, planning: Planning): KeptTensor[] {
+  const kept = listing.tensors.filter((t) => !quantized.has(t.name)).map((t) => t.name)
+  const present = new Set(kept)
+  // By its first part, each joined tensor; the other parts are written in it.
+  const joined = new Map<string, KeptTensor>()
+  const inJoins = new Set<string>()
+  for (const { parts, joined: name } of lookupArchitecture(report.modelType)?.exportInMemoryNames?.joins ?? []) {
+    const [first, ...rest] = parts as [string, ...string[]]
+    for (const input of kept.filter((n) => n.endsWith(first))) {
+      const prefix = input.slice(0, -first.length)
+      const others = rest.map((part) => `${prefix}${part}`)
+      if (!others.every((n) => present.has(n))) continue
+      joined.set(input, { input, output: outputName(planning, `${prefix}${name}`), join: others })
+      for (const other of others) inJoins.add(other)
+    }
+  }
+  return kept.filter((input) => !inJoins.has(input)).map((input) => joined.get(input) ?? { input, output: outputName(planning, input) })
 }
 
 /** The fused q/k/v projections of the forward, with the rows of q and of k (and v). ModelOpt exports each as the
@@ -413,8 +449,9 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
     quantAlgo,
     excludes: new Excludes(options.exclude),
     renames: [],
-    // Weight-only formats (no descriptor, so no split of a fused q/k/v) keep the checkpoint's names.
-    layoutRenames: descriptor ? layoutRenames(report, listing) : [],
+    // Weight-only formats (no descriptor, so no split of a fused q/k/v) keep the checkpoint's names, except where
+    // ModelOpt writes transformers 5's whatever the format.
+    layoutRenames: [...(descriptor ? layoutRenames(report, listing) : []), ...(lookupArchitecture(report.modelType)?.exportInMemoryNames?.renames ?? [])],
     fusedQkv: fusedQkv(descriptor),
     quantizedModules: [],
     keptStacks: [],
@@ -426,7 +463,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
 
   // Everything else is kept in its source dtype, under its (hub) output name.
   const quantizedWeights = new Set([...expertTensors, ...[...planned].map((m) => `${m}.weight`)])
-  const keep = listing.tensors.filter((t) => !quantizedWeights.has(t.name)).map((t) => ({ input: t.name, output: outputName(planning, t.name) }))
+  const keep = keptTensors(report, listing, quantizedWeights, planning)
   for (const module of new Set(listing.tensors.map((t) => moduleOf(t.name)))) planning.excludes.test(outputName(planning, module))
   planning.excludes.refuseUnmatched(planning.quantizedModules)
 

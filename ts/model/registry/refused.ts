@@ -4,7 +4,7 @@
  * calibration is refused naming it instead of for want of an entry.
  * transformers: models/<model_type>/modeling_<model_type>.py of each.
  */
-import { fusedGateUp, perExpertGateUpDown, perExpertW1W3W2 } from './layouts'
+import { fusedGateUp, perExpertGateUpDown } from './layouts'
 import type { ArchitectureEntry, LayoutDecl, PlacementRule } from './types'
 
 const gateUpDown: readonly LayoutDecl[] = [perExpertGateUpDown('mlp'), fusedGateUp('mlp')]
@@ -42,16 +42,6 @@ export const mistral4: ArchitectureEntry = {
   forwardUnsupported:
     'its MLA attention scales the queries by position (Llama-4 scaling, llama_4_scaling_beta), which the attention does ' +
     'not apply; with expert groups, its softmax router also keeps the groups whose best two scores are highest',
-}
-
-export const kimiLinear: ArchitectureEntry = {
-  modelTypes: ['kimi_linear'],
-  family: 'Kimi-Linear',
-  layouts: [perExpertW1W3W2('block_sparse_moe'), fusedGateUp('mlp')],
-  router: 'sigmoid_group_topk',
-  placement: mlpLayerTypes('first_k_dense_replace', 1),
-  sharedExperts: { module: 'shared_experts' },
-  forwardUnsupported: 'Kimi Delta Attention (linear attention) layers, which the forward does not implement',
 }
 
 export const miniCpm5Moe: ArchitectureEntry = {

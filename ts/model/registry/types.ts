@@ -111,6 +111,8 @@ export type AttentionScale =
   /** `qk_head_dim^-0.5`, times `mscale(factor, mscale_all_dim)²` when the rope is scaled and
    * `mscale_all_dim` is set (DeepSeek-V3 `yarn_apply_mscale`). */
   | 'mla_yarn_mscale'
+  /** `qk_head_dim^-0.5` (`qk_nope_head_dim + qk_rope_head_dim`), whatever the rope says (Kimi-Linear's MLA). */
+  | 'inverse_sqrt_qk_head_dim'
 
 /**
  * The activation of the routed experts (the native core's ExpertActivation; shared experts and dense MLPs use
@@ -162,18 +164,33 @@ export interface NoRopeDecl {
 }
 
 /**
- * Decoder layers whose token mixer is linear attention instead of self-attention (`linear_attn`), as config
- * `layer_types` says (`linear_attention` / `full_attention`), or when config.json has none, every layer but each
- * `intervalKey`-th (config `full_attention_interval`), as the family's config class derives it.
+ * Decoder layers whose token mixer is linear attention instead of self-attention, as config `layer_types` says
+ * (`linear_attention` / `full_attention`), or, when config.json has none, as the family's config class derives them.
  */
-export interface LinearAttentionDecl {
-  /** Gated DeltaNet (Qwen3-Next, Qwen3.5): `conv1d`, `dt_bias`, `A_log`, a gated `norm` and `out_proj`. */
+export type LinearAttentionDecl = GatedDeltaNetDecl | KimiDeltaAttentionDecl
+
+/** Gated DeltaNet (Qwen3-Next, Qwen3.5) in `linear_attn`: input projections, `conv1d`, `dt_bias`, `A_log`, a gated
+ * `norm` and `out_proj`; without `layer_types`, every layer but each `intervalKey`-th. */
+export interface GatedDeltaNetDecl {
   kind: 'gated_delta_net'
   /** How its input projections are stored: `grouped` (Qwen3-Next: `in_proj_qkvz` and `in_proj_ba`, grouped by key
    * head) or `split` (Qwen3.5: `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a`). */
   projections: 'grouped' | 'split'
   /** Config key of the interval of full-attention layers when `layer_types` is absent. */
   intervalKey: string
+}
+
+/**
+ * Kimi Delta Attention (Kimi-Linear) in `self_attn`: `q_proj`, `k_proj`, `v_proj` and their convolution (`conv1d`, or
+ * the hub's `q_conv1d`, `k_conv1d`, `v_conv1d`), the decay's `f_a_proj`, `f_b_proj`, `dt_bias`, `A_log` (under
+ * `forget_gate` in transformers 5's layout), `b_proj`, the output gate's `g_a_proj`, `g_b_proj`, the gated `o_norm`
+ * and `o_proj`. Its sizes and, without `layer_types`, its layers come from config.json as KimiLinearConfig reads
+ * them: the checkpoint's `linear_attn_config` first (`head_dim`, `num_heads`, `short_conv_kernel_size`, and the
+ * 1-based `full_attn_layers` / `kda_layers`), then `linear_head_dim`, `linear_num_heads`, `linear_conv_kernel_dim`;
+ * without either list, full attention on layers 4, 8, 12, … (from 0).
+ */
+export interface KimiDeltaAttentionDecl {
+  kind: 'kimi_delta_attention'
 }
 
 /** The mixer of one decoder layer of a hybrid family. */
@@ -382,7 +399,8 @@ export interface ForwardDecl {
   /** `q_proj` yields, head after head, the query then an output gate of `head_dim` each; the attention output is
    * multiplied by `sigmoid(gate)` before `o_proj` (Qwen3-Next, Qwen3.5). */
   attentionOutputGate?: boolean
-  /** Layers mixing tokens with linear attention (Qwen3-Next, Qwen3.5); all layers use self-attention without it. */
+  /** Layers mixing tokens with linear attention (Qwen3-Next, Qwen3.5, Kimi-Linear); all layers use self-attention
+   * without it. */
   linearAttention?: LinearAttentionDecl
   /** Whether the model has a rotary embedding: always (absent), never (`none`: every attention layer is
    * position-free), or when config `key` equals `rope` (Granite-4.0-H's `position_embedding_type`). */
@@ -456,6 +474,9 @@ export interface ForwardDecl {
   valueNorm?: boolean
   /** Config values the forward cannot take, each refused naming what it would need. */
   configLimits?: readonly ConfigLimitDecl[]
+  /** Keys the family's config class stores under other names (its `attribute_map`, e.g. Kimi-Linear's
+   * `moe_renormalize` for `norm_topk_prob`): config.json may spell them either way, the stored names read first. */
+  configAliases?: Readonly<Record<string, readonly string[]>>
   /** transformers' config-class defaults for the keys the forward reads, used when config.json omits them
    * (`num_key_value_heads: null` means "equal to num_attention_heads"). */
   configDefaults: Readonly<Record<string, ConfigScalar>>
@@ -493,6 +514,16 @@ export interface ArchitectureEntry {
    * where it lists their kind elsewhere (Gemma 4's token embedding, a subclass of nn.Embedding ModelOpt does not
    * convert). */
   exportUnlisted?: readonly string[]
+  /** ModelOpt exports the family under transformers 5's in-memory names whatever the checkpoint's layout
+   * (Kimi-Linear: its reverse of the conversion transformers applies on load cannot split the joined `conv1d` back
+   * into the hub's three, and it then keeps every in-memory name), so moe-quant writes them too: the renames from
+   * the hub's names, the tensors transformers joins along their first axis (by the end of their names, in order,
+   * and the joined tensor's), and the routed experts one module per expert and projection under the block of the
+   * family's fused layout (`mlp.experts.{e}.gate_proj`, `up_proj`, `down_proj`). */
+  exportInMemoryNames?: {
+    renames: readonly (readonly [RegExp, string])[]
+    joins: readonly { parts: readonly string[]; joined: string }[]
+  }
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

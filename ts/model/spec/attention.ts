@@ -71,6 +71,11 @@ export function attentionScaling(context: SpecContext, shape: AttentionShape, pa
       return shape.headDim ** -0.5
     case 'one':
       return 1
+    case 'inverse_sqrt_qk_head_dim': {
+      const mla = shape.mla
+      if (!mla) throw new MoeQuantError('E_INTERNAL', `${entry.family}: inverse_sqrt_qk_head_dim scaling without MLA attention`)
+      return (mla.nope + mla.rope) ** -0.5
+    }
     case 'attention_multiplier':
       return values.number('attention_multiplier')
     case 'mla_yarn_mscale': {
@@ -88,8 +93,8 @@ export function attentionScaling(context: SpecContext, shape: AttentionShape, pa
   }
 }
 
-/** MLA projections of the layer whose attention module is `attn`, and its sparse attention in a family that has
- * it (`ownIndexer`: the layer runs its own indexer). */
+/** MLA projections of the layer whose attention module is `attn`, whether its rope rotates (`rope`), and its sparse
+ * attention in a family that has it (`ownIndexer`: the layer runs its own indexer). */
 function mlaAttention(
   context: SpecContext,
   tensors: LayerTensors,
@@ -97,7 +102,7 @@ function mlaAttention(
   shape: AttentionShape,
   mla: MlaShape,
   scaling: number,
-  ownIndexer: boolean,
+  layer: { rope: boolean; ownIndexer: boolean },
 ): AttentionDescriptor {
   const { hidden } = context
   const { numHeads } = shape
@@ -118,6 +123,7 @@ function mlaAttention(
     scaling,
     // transformers builds q_a_layernorm and kv_a_layernorm with its default eps, not rms_norm_eps.
     lora_norm_eps: 1e-6,
+    rope: layer.rope,
   }
   if (mla.qLora === null) {
     if (tensors.has(`${attn}.q_a_proj.weight`)) {
@@ -140,7 +146,7 @@ function mlaAttention(
   if (context.forward.mlaLoraScaling && mla.qLora !== null) {
     descriptor.lora_scales = { query: Math.sqrt(hidden / mla.qLora), kv_latent: Math.sqrt(hidden / mla.kvLora) }
   }
-  if (context.forward.sparseAttention) descriptor.sparse = sparseAttention(context, tensors, attn, { qLora: mla.qLora, rope: mla.rope }, ownIndexer)
+  if (context.forward.sparseAttention) descriptor.sparse = sparseAttention(context, tensors, attn, { qLora: mla.qLora, rope: mla.rope }, layer.ownIndexer)
   return { kind: 'mla', ...descriptor }
 }
 
@@ -253,6 +259,8 @@ export function attentionDescriptor(
 ): AttentionDescriptor {
   const attn = `${prefix}${module}`
   if (!shape.mla) return gqaAttention(context, tensors, attn, shape, scaling, variant)
-  if (variant.mask.kind !== 'causal' || !variant.rope || variant.temperature) refuse(context, 'MLA attention with a sliding, chunked or rope-less layer')
-  return mlaAttention(context, tensors, attn, shape, shape.mla, scaling, ownIndexer)
+  if (variant.mask.kind !== 'causal' || variant.temperature) refuse(context, 'MLA attention with a sliding or chunked layer, or with attention temperature tuning')
+  // The lightning indexer of sparse attention rotates its keys.
+  if (!variant.rope && context.forward.sparseAttention) refuse(context, 'DeepSeek sparse attention on a layer without rope')
+  return mlaAttention(context, tensors, attn, shape, shape.mla, scaling, { rope: variant.rope, ownIndexer })
 }

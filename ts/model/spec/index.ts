@@ -45,7 +45,7 @@ function specContext(report: InspectReport, config: TextConfig, listing: HeaderL
     if (found) unsupported(entry, config.modelType, `${found.name}: ${reason}`)
   }
   const file = path.join(listing.dir, 'config.json')
-  const values = new ConfigValues(config.raw, forward.configDefaults, file)
+  const values = new ConfigValues(config.raw, forward.configDefaults, file, forward.configAliases)
   return { entry, forward, modelType: config.modelType, hidden: config.hiddenSize, values, file, tensors: new CheckpointTensors(listing.tensors) }
 }
 

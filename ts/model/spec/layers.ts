@@ -1,10 +1,10 @@
 /**
- * The decoder layers of the spec: a token mixer (attention, Gated DeltaNet linear attention, or a hybrid family's
- * Mamba-2, Mamba, short-convolution or lightning-attention mixer) and an MLP or MoE block, each with its norm before
- * it (or after it: post-norm families; or before it with the residual taken after it: MiniMax-Text-01; or both:
- * Gemma 4, whose layers also scale their output); or, in a single-mixer family (Nemotron-H), one mixer of any of
- * these kinds after one norm; or LongCat-Flash's double sublayers (double.ts). Every tensor of a layer must be used
- * by its descriptor, or the layer is refused.
+ * The decoder layers of the spec: a token mixer (attention, linear attention — Gated DeltaNet or Kimi Delta
+ * Attention —, or a hybrid family's Mamba-2, Mamba, short-convolution or lightning-attention mixer) and an MLP or MoE
+ * block, each with its norm before it (or after it: post-norm families; or before it with the residual taken after
+ * it: MiniMax-Text-01; or both: Gemma 4, whose layers also scale their output); or, in a single-mixer family
+ * (Nemotron-H), one mixer of any of these kinds after one norm; or LongCat-Flash's double sublayers (double.ts).
+ * Every tensor of a layer must be used by its descriptor, or the layer is refused.
  */
 import type { AttentionDescriptor, LayerDescriptor, ResidualScales } from '../../native/contract'
 import type { HybridDecl, HybridLayerKind } from '../registry/types'
@@ -14,7 +14,7 @@ import { fmt, hiddenNorm, LayerTensors, refuse, type SpecContext } from './conte
 import { doubleSublayerLayer } from './double'
 import type { LayerAttention } from './layer-attention'
 import { lightningDescriptor } from './lightning'
-import { deltaNetDescriptor } from './linear-attention'
+import { linearMixerDescriptor } from './linear-attention'
 import { mambaDescriptor } from './mamba'
 import { mamba2Descriptor } from './mamba2'
 import { shortConvDescriptor } from './short-conv'
@@ -54,7 +54,7 @@ function refuseUnused(context: SpecContext, tensors: LayerTensors, prefix: strin
 /** The token mixer of a layer whose kind is `kind` (`mamba2`, `mamba`, `short_conv`, `lightning` or `attention`). */
 function tokenMixer(context: SpecContext, tensors: LayerTensors, prefix: string, index: number, parts: LayerParts, hybrid: HybridDecl | undefined): AttentionDescriptor {
   const kind = parts.kinds?.[index] ?? 'attention'
-  if (parts.linear[index]) return deltaNetDescriptor(context, tensors, prefix)
+  if (parts.linear[index]) return linearMixerDescriptor(context, tensors, prefix)
   if (kind === 'mamba2' || kind === 'mamba') {
     const module = hybrid?.modules[kind]
     if (kind === 'mamba2' && module && hybrid?.mamba2) return { kind, ...mamba2Descriptor(context, tensors, `${prefix}${module}`, hybrid.mamba2) }

@@ -1,11 +1,13 @@
 /**
- * The linear-attention token mixers of hybrid families (Qwen3-Next, Qwen3.5): which decoder layers have one
- * (config `layer_types`, or every layer but each `full_attention_interval`-th, as the config class derives it),
- * and the Gated DeltaNet descriptor of such a layer, every tensor checked against the shape config.json implies.
+ * The linear-attention token mixers of hybrid families (Qwen3-Next, Qwen3.5, Kimi-Linear): which decoder layers have
+ * one (config `layer_types`, or what the config class derives without it: every layer but each
+ * `full_attention_interval`-th, Kimi-Linear's own rule), and the descriptor of such a layer's mixer (Gated DeltaNet,
+ * or Kimi Delta Attention: ./kda.ts), every tensor checked against the shape config.json implies.
  */
 import type { AttentionDescriptor, DeltaNetProjections } from '../../native/contract'
-import type { LinearAttentionDecl } from '../registry/types'
+import type { GatedDeltaNetDecl } from '../registry/types'
 import { type LayerTensors, refuse, type SpecContext } from './context'
+import { kdaDescriptor, kdaDefaultLayers } from './kda'
 
 const MIXER_TYPES = ['linear_attention', 'full_attention'] as const
 
@@ -20,12 +22,13 @@ export function linearAttentionLayers(context: SpecContext, raw: Record<string, 
     }
     return given.map((t) => t === 'linear_attention')
   }
+  if (decl.kind === 'kimi_delta_attention') return kdaDefaultLayers(context, layers)
   const interval = context.values.integer(decl.intervalKey)
   return Array.from({ length: layers }, (_, i) => (i + 1) % interval !== 0)
 }
 
 /** The DeltaNet's input projections in the family's layout, each checked and marked as used. */
-function projections(decl: LinearAttentionDecl, tensors: LayerTensors, mixer: string, hidden: number, sizes: { keyDim: number; valueDim: number; valueHeads: number }): DeltaNetProjections {
+function projections(decl: GatedDeltaNetDecl, tensors: LayerTensors, mixer: string, hidden: number, sizes: { keyDim: number; valueDim: number; valueHeads: number }): DeltaNetProjections {
   const { keyDim, valueDim, valueHeads } = sizes
   const linear = (name: string, rows: number, what: string): string => {
     tensors.use(`${mixer}.${name}.weight`, [rows, hidden], `${name} [${what}, hidden_size]`)
@@ -47,11 +50,17 @@ function projections(decl: LinearAttentionDecl, tensors: LayerTensors, mixer: st
   }
 }
 
+/** The linear-attention mixer of the decoder layer whose names start with `prefix`, of the family's kind. */
+export function linearMixerDescriptor(context: SpecContext, tensors: LayerTensors, prefix: string): AttentionDescriptor {
+  const decl = context.forward.linearAttention
+  if (!decl) return refuse(context, `${prefix}: the family declares no linear attention`)
+  if (decl.kind === 'kimi_delta_attention') return { kind: 'kimi_delta_attention', ...kdaDescriptor(context, tensors, `${prefix}self_attn`) }
+  return deltaNetDescriptor(context, tensors, prefix, decl)
+}
+
 /** The Gated DeltaNet of the decoder layer whose names start with `prefix` (`<prefix>linear_attn.*`). */
-export function deltaNetDescriptor(context: SpecContext, tensors: LayerTensors, prefix: string): AttentionDescriptor {
-  const { values, hidden, forward } = context
-  const decl = forward.linearAttention
-  if (!decl) return refuse(context, `${prefix}linear_attn: the family declares no linear attention`)
+function deltaNetDescriptor(context: SpecContext, tensors: LayerTensors, prefix: string, decl: GatedDeltaNetDecl): AttentionDescriptor {
+  const { values, hidden } = context
   const keyHeads = values.integer('linear_num_key_heads')
   const valueHeads = values.integer('linear_num_value_heads')
   const keyHeadDim = values.integer('linear_key_head_dim')

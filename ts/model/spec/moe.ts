@@ -197,7 +197,7 @@ export function denseMlpDescriptor(context: SpecContext, tensors: LayerTensors, 
 
 /**
  * The feed-forward part of decoder layer `index` (names starting with `prefix`): its MoE block when
- * detection found one, else a dense MLP under `mlp` or `feed_forward` (or the module `module`).
+ * detection found one, else a dense MLP under `mlp`, `feed_forward` or `block_sparse_moe` (or the module `module`).
  * @throws MoeQuantError `E_LAYOUT_MISSING_TENSOR` for a layer with neither
  */
 export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index: number, prefix: string, moe: MoeLayer | undefined, module?: string): MlpDescriptor {
@@ -205,7 +205,8 @@ export function mlpDescriptor(context: SpecContext, tensors: LayerTensors, index
   const projections = context.forward.expertActivation === 'relu2' ? ['up_proj'] : ['gate_proj', 'w1']
   const has = (b: string): boolean => projections.some((p) => tensors.has(`${prefix}${b}.${p}.weight`))
   const projection = projections[0] as string
-  const block = module ?? ['mlp', 'feed_forward'].find(has)
+  // `block_sparse_moe`: a hub layout whose reverse renaming moved the dense MLPs there too (Kimi-Linear).
+  const block = module ?? ['mlp', 'feed_forward', 'block_sparse_moe'].find(has)
   if (!block || !has(block)) {
     throw new MoeQuantError('E_LAYOUT_MISSING_TENSOR', `layer ${index} has neither routed experts nor a dense MLP (${prefix}${block ?? 'mlp'}.${projection}.weight)`)
   }

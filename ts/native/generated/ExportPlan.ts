@@ -6,7 +6,7 @@ import type { LinearPlan } from "./LinearPlan";
 
 export type ExportPlan = { format: FormatName, 
 /**
- * Tensors written unchanged: input name → output name.
+ * Tensors written unchanged: input name → output name (some joined with others, as transformers joins them).
  */
 keep: Array<KeptTensor>, 
 /**

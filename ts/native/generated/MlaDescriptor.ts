@@ -25,6 +25,11 @@ lora_norm_eps: number,
  */
 lora_scales?: MlaLoraScales, 
 /**
+ * Whether the rope rotates the queries' and the shared key's `qk_rope_head_dim` channels (false: Kimi-Linear,
+ * whose MLA has no position embedding and uses those channels as they are).
+ */
+rope: boolean, 
+/**
  * DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): each query attends to the keys an indexer chooses;
  * absent, to every earlier key.
  */

@@ -41,8 +41,8 @@ pub fn output_layout(
 ) -> Result<Vec<TensorLayout>> {
     let mut layout = Vec::new();
     for kept in &plan.keep {
-        let info = checkpoint.info(&kept.input)?;
-        layout.push(TensorLayout { name: kept.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
+        let (dtype, shape) = kept.layout(checkpoint)?;
+        layout.push(TensorLayout { name: kept.output.clone(), dtype, shape });
     }
     // `observed`: calibration sees the weight's input (not a plan's weight-only linear), which then has an input scale.
     let mut add = |naming: Naming, output: &str, tensors: Vec<(&'static str, Dtype, Vec<usize>)>, observed: bool| {

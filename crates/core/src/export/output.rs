@@ -45,11 +45,12 @@ impl<'a> Output<'a> {
         self.writer.write(name, dtype, shape, &data)
     }
 
-    /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint.
+    /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint (joined
+    /// where the plan joins them).
     pub fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan) -> Result<()> {
         for kept in &plan.keep {
-            let tensor = checkpoint.read(&kept.input)?;
-            self.add(&kept.output, tensor.dtype, &tensor.shape, tensor.data.to_vec())?;
+            let (dtype, shape) = kept.layout(checkpoint)?;
+            self.add(&kept.output, dtype, &shape, kept.read(checkpoint)?)?;
         }
         Ok(())
     }

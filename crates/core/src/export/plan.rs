@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::FormatName;
 use crate::model::descriptor::{ExpertLayout, ExpertTensors};
@@ -12,7 +13,7 @@ use crate::model::descriptor::{ExpertLayout, ExpertTensors};
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExportPlan {
     pub format: FormatName,
-    /// Tensors written unchanged: input name → output name.
+    /// Tensors written unchanged: input name → output name (some joined with others, as transformers joins them).
     pub keep: Vec<KeptTensor>,
     /// Linears quantized outside the routed experts.
     pub linears: Vec<LinearPlan>,
@@ -27,9 +28,53 @@ pub struct ExportPlan {
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+#[ts(optional_fields)]
 pub struct KeptTensor {
     pub input: String,
     pub output: String,
+    /// Further inputs whose rows follow `input`'s in the output, along the first axis (the hub's
+    /// `q_conv1d`, `k_conv1d`, `v_conv1d` written as the `conv1d` transformers joins them into); each of the same
+    /// dtype and the same other dimensions.
+    #[serde(default)]
+    pub join: Option<Vec<String>>,
+}
+
+impl KeptTensor {
+    fn joined(&self) -> impl Iterator<Item = &String> {
+        self.join.iter().flatten()
+    }
+
+    /// The output's dtype and shape; `E_TENSOR_SHAPE` when a joined input differs from the first in dtype or in a
+    /// dimension but the first.
+    pub fn layout(&self, checkpoint: &Checkpoint) -> Result<(Dtype, Vec<usize>)> {
+        let first = checkpoint.info(&self.input)?;
+        let mut shape = first.shape.clone();
+        for name in self.joined() {
+            let part = checkpoint.info(name)?;
+            if part.dtype != first.dtype || part.shape.is_empty() || shape.is_empty() || part.shape[1..] != shape[1..] {
+                return Err(Error::ShapeInvalid {
+                    tensor: name.clone(),
+                    shape: part.shape.clone(),
+                    message: format!(
+                        "{:?}: cannot follow {} ({:?} {:?}) along the first axis in {}",
+                        part.dtype, self.input, first.dtype, first.shape, self.output
+                    ),
+                });
+            }
+            shape[0] += part.shape[0];
+        }
+        Ok((first.dtype, shape))
+    }
+
+    /// The output's bytes: the input's, then each joined input's (row-major, so joining along the first axis is
+    /// concatenating the bytes; [`Self::layout`] checks that they can be joined).
+    pub fn read(&self, checkpoint: &Checkpoint) -> Result<Vec<u8>> {
+        let mut data = checkpoint.read(&self.input)?.data.to_vec();
+        for name in self.joined() {
+            data.extend_from_slice(&checkpoint.read(name)?.data);
+        }
+        Ok(data)
+    }
 }
 
 /// One linear (`[out, in]` weight) to quantize.
@@ -143,5 +188,56 @@ impl ExportPlan {
         let layers: std::collections::BTreeSet<usize> =
             self.linears.iter().map(|l| l.layer).chain(self.experts.iter().map(|x| x.layer)).collect();
         layers.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint directory holding bf16 tensors `(name, shape, first byte)`, each byte of a tensor counting up
+    /// from its first.
+    fn checkpoint(tensors: &[(&str, &[usize], u8)]) -> (tempfile::TempDir, Checkpoint) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, shape, first)| {
+                (0..shape.iter().product::<usize>() * 2).map(|i| first.wrapping_add(i as u8)).collect()
+            })
+            .collect();
+        let views = tensors.iter().zip(&data).map(|((name, shape, _), bytes)| {
+            (*name, safetensors::tensor::TensorView::new(Dtype::BF16.to_safetensors(), shape.to_vec(), bytes).unwrap())
+        });
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        (dir, checkpoint)
+    }
+
+    fn kept(input: &str, join: &[&str]) -> KeptTensor {
+        KeptTensor {
+            input: input.into(),
+            output: "conv1d.weight".into(),
+            join: Some(join.iter().map(|n| n.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn joined_inputs_follow_the_first_along_the_first_axis() {
+        let (_dir, checkpoint) = checkpoint(&[("q", &[2, 1, 2], 0), ("k", &[1, 1, 2], 100), ("v", &[2, 1, 2], 200)]);
+        let joined = kept("q", &["k", "v"]);
+        assert_eq!(joined.layout(&checkpoint).unwrap(), (Dtype::BF16, vec![5, 1, 2]));
+        let data = joined.read(&checkpoint).unwrap();
+        let want: Vec<u8> = (0..8).chain(100..104).chain(200..208).collect();
+        assert_eq!(data, want);
+        let alone = KeptTensor { input: "k".into(), output: "k".into(), join: None };
+        assert_eq!(alone.layout(&checkpoint).unwrap(), (Dtype::BF16, vec![1, 1, 2]));
+    }
+
+    #[test]
+    fn inputs_that_differ_past_the_first_axis_are_not_joined() {
+        let (_dir, checkpoint) = checkpoint(&[("q", &[2, 1, 4], 0), ("k", &[2, 1, 2], 0)]);
+        let error = kept("q", &["k"]).layout(&checkpoint).unwrap_err();
+        assert_eq!(error.code(), "E_TENSOR_SHAPE", "{error}");
+        assert!(error.to_string().contains('k'), "{error}");
     }
 }

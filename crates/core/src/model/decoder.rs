@@ -1,5 +1,5 @@
-//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet linear attention,
-//! Mamba-2, Mamba, a gated short convolution or lightning attention) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
+//! One decoder layer assembled from blocks: a token mixer (attention, MLA, Gated DeltaNet or Kimi Delta Attention
+//! linear attention, Mamba-2, Mamba, a gated short convolution or lightning attention) and an MLP (dense or MoE), each with its norm on the input (pre-norm) or on the output (post-norm),
 //! each added to the residual stream (scaled by Granite's residual multiplier); or, on a single-mixer layer
 //! (Nemotron-H), one pre-norm mixer of either kind; or (MiniMax-Text-01) the residual taken after each norm and
 //! weighted with the branch; or (Gemma 4) a norm on each sublayer's input and another on its output, the layer's
@@ -10,6 +10,7 @@ use candle_core::Tensor;
 
 use super::blocks::attention::Attention;
 use super::blocks::deltanet::GatedDeltaNet;
+use super::blocks::kda::KimiDeltaAttention;
 use super::blocks::key_selection::ChosenKeys;
 use super::blocks::lightning::LightningAttention;
 use super::blocks::mamba::Mamba;
@@ -32,6 +33,7 @@ enum TokenMixer {
     Gqa(Attention),
     Mla(Mla),
     DeltaNet(Box<GatedDeltaNet>),
+    Kda(Box<KimiDeltaAttention>),
     Mamba2(Box<Mamba2>),
     Mamba(Box<Mamba>),
     ShortConv(Box<ShortConv>),
@@ -45,6 +47,9 @@ impl TokenMixer {
             AttentionDescriptor::Mla(mla) => TokenMixer::Mla(Mla::load(loader, mla)?),
             AttentionDescriptor::GatedDeltaNet(mixer) => {
                 TokenMixer::DeltaNet(Box::new(GatedDeltaNet::load(loader, mixer, style.eps)?))
+            }
+            AttentionDescriptor::KimiDeltaAttention(mixer) => {
+                TokenMixer::Kda(Box::new(KimiDeltaAttention::load(loader, mixer, style.eps)?))
             }
             AttentionDescriptor::Mamba2(mamba) => TokenMixer::Mamba2(Box::new(Mamba2::load(loader, mamba)?)),
             AttentionDescriptor::Mamba(mamba) => TokenMixer::Mamba(Box::new(Mamba::load(loader, mamba)?)),
@@ -66,11 +71,14 @@ impl TokenMixer {
         match self {
             // GQA attention times its own parts.
             TokenMixer::Gqa(attention) => attention.forward(input, rope, observers),
-            TokenMixer::Mla(mla) => profile::section(device, "MLA attention", || {
-                mla.forward(input, required_rope(rope)?, chosen, observers)
-            }),
+            TokenMixer::Mla(mla) => {
+                profile::section(device, "MLA attention", || mla.forward(input, rope, chosen, observers))
+            }
             TokenMixer::DeltaNet(mixer) => {
                 profile::section(device, "Gated DeltaNet", || mixer.forward(input, observers))
+            }
+            TokenMixer::Kda(mixer) => {
+                profile::section(device, "Kimi delta attention", || mixer.forward(input, observers))
             }
             TokenMixer::Mamba2(mamba) => profile::section(device, "Mamba-2", || mamba.forward(input, observers)),
             TokenMixer::Mamba(mamba) => profile::section(device, "Mamba", || mamba.forward(input, observers)),
@@ -321,7 +329,7 @@ fn check_form(desc: &LayerDescriptor, rope: bool) -> Result<()> {
     }
     let rotates = |attention: Option<&AttentionDescriptor>| match attention {
         Some(AttentionDescriptor::Gqa(gqa)) => gqa.rope,
-        Some(AttentionDescriptor::Mla(_)) => true,
+        Some(AttentionDescriptor::Mla(mla)) => mla.rope,
         _ => false,
     };
     let rotates = rotates(desc.attention.as_ref()) || rotates(desc.double.as_ref().map(|d| &d.attention));

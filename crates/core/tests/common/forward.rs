@@ -38,6 +38,8 @@ pub const DESCRIBED: &[&str] = &[
     // Sandwich norms, attention by layer type (keys as values, proportional rope), a dense MLP beside the experts,
     // a scaled router, GELU (Gemma 4).
     "families/gemma4_text/hub",
+    // Kimi Delta Attention (a decay per key channel) and MLA without rope (Kimi-Linear).
+    "families/kimi_linear/hub",
 ];
 
 /// Described fixtures whose bf16 logits are not a measure of the forward: bf16 flips the choices of their tiny

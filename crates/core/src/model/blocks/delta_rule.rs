@@ -1,16 +1,19 @@
-//! The gated delta rule of Gated DeltaNet, in its recurrent form, in f32 on the host. Per value head, a state
-//! `S [key_dim, value_dim]` starts at 0 and, token after token:
+//! The gated delta rule of Gated DeltaNet and Kimi Delta Attention, in its recurrent form, in f32 on the host. Per
+//! value head, a state `S [key_dim, value_dim]` starts at 0 and, token after token:
 //!
 //! ```text
-//! S = S · exp(g_t);   m = Sᵀ k_t;   δ = (v_t − m) · β_t;   S = S + k_t δᵀ;   o_t = Sᵀ q_t
+//! S = diag(exp(g_t)) · S;   m = Sᵀ k_t;   δ = (v_t − m) · β_t;   S = S + k_t δᵀ;   o_t = Sᵀ q_t
 //! ```
 //!
 //! with q and k L2-normalised (`x · rsqrt(Σx² + 1e-6)`) and q scaled by `key_dim^-0.5`; key head `h / r` serves
-//! value heads `h` (`r = value_heads / key_heads`, transformers' `repeat_interleave`). transformers computes the
-//! same recurrence re-associated in chunks of 64 tokens for whole sequences (`torch_chunk_gated_delta_rule`) and
-//! this form for single tokens (`torch_recurrent_gated_delta_rule`); the two agree to f32 rounding (the tests
-//! below compare them).
-//! transformers: models/qwen3_next/modeling_qwen3_next.py.
+//! value heads `h` (`r = value_heads / key_heads`, transformers' `repeat_interleave`). The log decay `g_t` is one
+//! number per value head in Gated DeltaNet (the whole state decays alike) and one per key channel in Kimi Delta
+//! Attention (each row of the state at its own rate). transformers computes the same recurrence re-associated in
+//! chunks of 64 tokens for whole sequences (`torch_chunk_gated_delta_rule`, `chunk_kimi_delta_attention`) and this
+//! form for single tokens (`torch_recurrent_gated_delta_rule`, `recurrent_kimi_delta_attention`); the two agree to
+//! f32 rounding (the tests below compare them). Kimi's L2 norm divides by `√(Σx² + 1e-6)` where this multiplies by
+//! its inverse, the same to within one rounding.
+//! transformers: models/qwen3_next/modeling_qwen3_next.py, models/kimi_linear/modeling_kimi_linear.py.
 
 use crate::error::{Error, Result};
 
@@ -32,7 +35,7 @@ impl DeltaShape {
             ("q", inputs.q.len(), tokens * self.key_heads * self.key_dim),
             ("k", inputs.k.len(), tokens * self.key_heads * self.key_dim),
             ("v", inputs.v.len(), tokens * self.value_heads * self.value_dim),
-            ("g", inputs.g.len(), tokens * self.value_heads),
+            ("g", inputs.g.values().len(), tokens * self.value_heads * inputs.g.per_token_and_head(self.key_dim)),
             ("beta", inputs.beta.len(), tokens * self.value_heads),
         ];
         for (what, got, want) in sizes {
@@ -50,13 +53,50 @@ impl DeltaShape {
     }
 }
 
+/// The log decay `g` of every token, row-major f32.
+#[derive(Clone, Copy)]
+pub enum Decay<'a> {
+    /// `[B, T, value_heads]`: the whole state of a head decays alike (Gated DeltaNet).
+    PerHead(&'a [f32]),
+    /// `[B, T, value_heads, key_dim]`: each row of a head's state decays at its own rate (Kimi Delta Attention).
+    PerKeyChannel(&'a [f32]),
+}
+
+impl<'a> Decay<'a> {
+    fn values(&self) -> &'a [f32] {
+        match self {
+            Decay::PerHead(g) | Decay::PerKeyChannel(g) => g,
+        }
+    }
+
+    /// How many values each (token, value head) has.
+    fn per_token_and_head(&self, key_dim: usize) -> usize {
+        match self {
+            Decay::PerHead(_) => 1,
+            Decay::PerKeyChannel(_) => key_dim,
+        }
+    }
+
+    /// `exp(g)` of each row of the state of (token, value head) `at` (its index in `[B·T, value_heads]`), into `out`
+    /// `[key_dim]`.
+    fn row_factors(&self, at: usize, out: &mut [f32]) {
+        match self {
+            Decay::PerHead(g) => out.fill(g[at].exp()),
+            Decay::PerKeyChannel(g) => {
+                let dim = out.len();
+                out.iter_mut().zip(&g[at * dim..(at + 1) * dim]).for_each(|(o, g)| *o = g.exp());
+            }
+        }
+    }
+}
+
 /// Row-major f32 inputs: q, k `[B, T, key_heads, key_dim]`, v `[B, T, value_heads, value_dim]`, the log decay g and
 /// the rate β `[B, T, value_heads]`.
 pub struct DeltaInputs<'a> {
     pub q: &'a [f32],
     pub k: &'a [f32],
     pub v: &'a [f32],
-    pub g: &'a [f32],
+    pub g: Decay<'a>,
     pub beta: &'a [f32],
 }
 
@@ -117,6 +157,7 @@ fn run_unit(shape: DeltaShape, inputs: &DeltaInputs, unit: usize) -> Vec<f32> {
     let key_head = h / (value_heads / key_heads);
     let mut state = vec![0f32; key_dim * value_dim];
     let mut memory = vec![0f32; value_dim];
+    let mut decays = vec![0f32; key_dim];
     let mut out = vec![0f32; len * value_dim];
     for t in 0..len {
         let token = b * len + t;
@@ -124,10 +165,11 @@ fn run_unit(shape: DeltaShape, inputs: &DeltaInputs, unit: usize) -> Vec<f32> {
         let (q, k) = (&inputs.q[kq..kq + key_dim], &inputs.k[kq..kq + key_dim]);
         let at = (token * value_heads + h) * value_dim;
         let v = &inputs.v[at..at + value_dim];
-        let (decay, beta) = (inputs.g[token * value_heads + h].exp(), inputs.beta[token * value_heads + h]);
+        inputs.g.row_factors(token * value_heads + h, &mut decays);
+        let beta = inputs.beta[token * value_heads + h];
         // Decay the state and read what it holds for k: m = Sᵀ k.
         memory.fill(0.0);
-        for (row, &ki) in state.chunks_exact_mut(value_dim).zip(k) {
+        for ((row, &ki), &decay) in state.chunks_exact_mut(value_dim).zip(k).zip(&decays) {
             for (m, s) in memory.iter_mut().zip(row.iter_mut()) {
                 *s *= decay;
                 *m += *s * ki;
@@ -153,11 +195,13 @@ fn run_unit(shape: DeltaShape, inputs: &DeltaInputs, unit: usize) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    /// The chunked form transformers runs on whole sequences (`torch_chunk_gated_delta_rule`), for one unit, from
-    /// normalised inputs: within each chunk of `size` tokens (the sequence padded with zeros), `γ` the cumulative
-    /// log decay, `A[i][j] = (β_i k_i · k_j) e^{γ_i − γ_j}` below the diagonal, `U = (I + A)⁻¹ (β v)`,
-    /// `W = (I + A)⁻¹ (β k e^{γ})` (forward substitution), then `v' = U − W S`,
-    /// `o_i = e^{γ_i} q_i S + Σ_{j ≤ i} (q_i · k_j) e^{γ_i − γ_j} v'_j`, `S = e^{γ_C} S + Σ_j e^{γ_C − γ_j} k_j v'_jᵀ`.
+    /// The chunked form transformers runs on whole sequences (`torch_chunk_gated_delta_rule`,
+    /// `chunk_kimi_delta_attention`), for one unit, from normalised inputs: within each chunk of `size` tokens (the
+    /// sequence padded with zeros), `γ` the cumulative log decay of each key channel,
+    /// `A[i][j] = β_i Σ_r k_i[r] k_j[r] e^{γ_i[r] − γ_j[r]}` below the diagonal, `U = (I + A)⁻¹ (β v)`,
+    /// `W = (I + A)⁻¹ (β k ⊙ e^{γ})` (forward substitution), then `v' = U − W S`,
+    /// `o_i = (q_i ⊙ e^{γ_i}) S + Σ_{j ≤ i} (Σ_r q_i[r] k_j[r] e^{γ_i[r] − γ_j[r]}) v'_j`,
+    /// `S = diag(e^{γ_C}) S + Σ_j (k_j ⊙ e^{γ_C − γ_j}) v'_jᵀ`.
     fn chunked_unit(shape: DeltaShape, inputs: &DeltaInputs, unit: usize, size: usize) -> Vec<f32> {
         let DeltaShape { len, key_heads, value_heads, key_dim: dk, value_dim: dv, .. } = shape;
         let (b, h) = (unit / value_heads, unit % value_heads);
@@ -171,8 +215,14 @@ mod tests {
             let at = (token(t) * heads + head) * dim;
             xs[at..at + dim].to_vec()
         };
+        let log_decay = |t: usize| -> Vec<f32> {
+            match inputs.g {
+                _ if t >= len => vec![0.0; dk],
+                Decay::PerHead(g) => vec![g[token(t) * value_heads + h]; dk],
+                Decay::PerKeyChannel(g) => row(g, t, value_heads, h, dk),
+            }
+        };
         let scalar = |xs: &[f32], t: usize| if t < len { xs[token(t) * value_heads + h] } else { 0.0 };
-        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         let mut state = vec![vec![0f32; dv]; dk];
         let mut out = Vec::with_capacity(padded * dv);
         for start in (0..padded).step_by(size) {
@@ -181,22 +231,24 @@ mod tests {
             let k: Vec<Vec<f32>> = ts.iter().map(|&t| row(inputs.k, t, key_heads, key_head, dk)).collect();
             let v: Vec<Vec<f32>> = ts.iter().map(|&t| row(inputs.v, t, value_heads, h, dv)).collect();
             let beta: Vec<f32> = ts.iter().map(|&t| scalar(inputs.beta, t)).collect();
-            let gamma: Vec<f32> = ts
+            let gamma: Vec<Vec<f32>> = ts
                 .iter()
-                .scan(0f32, |sum, &t| {
-                    *sum += scalar(inputs.g, t);
-                    Some(*sum)
+                .scan(vec![0f32; dk], |sum, &t| {
+                    sum.iter_mut().zip(log_decay(t)).for_each(|(s, g)| *s += g);
+                    Some(sum.clone())
                 })
                 .collect();
-            let decay = |i: usize, j: usize| (gamma[i] - gamma[j]).exp();
-            let a = |i: usize, j: usize| dot(&k[i], &k[j]) * beta[i] * decay(i, j);
+            // Σ_r x[r] y[r] e^{γ_i[r] − γ_j[r]}.
+            let decayed_dot = |x: &[f32], y: &[f32], i: usize, j: usize| -> f32 {
+                (0..dk).map(|r| x[r] * y[r] * (gamma[i][r] - gamma[j][r]).exp()).sum()
+            };
             let mut u: Vec<Vec<f32>> = Vec::with_capacity(size);
             let mut w: Vec<Vec<f32>> = Vec::with_capacity(size);
             for i in 0..size {
                 let mut ui: Vec<f32> = v[i].iter().map(|x| x * beta[i]).collect();
-                let mut wi: Vec<f32> = k[i].iter().map(|x| x * beta[i] * gamma[i].exp()).collect();
+                let mut wi: Vec<f32> = (0..dk).map(|r| k[i][r] * beta[i] * gamma[i][r].exp()).collect();
                 for j in 0..i {
-                    let aij = a(i, j);
+                    let aij = beta[i] * decayed_dot(&k[i], &k[j], i, j);
                     ui.iter_mut().zip(&u[j]).for_each(|(x, y)| *x -= aij * y);
                     wi.iter_mut().zip(&w[j]).for_each(|(x, y)| *x -= aij * y);
                 }
@@ -209,10 +261,10 @@ mod tests {
             let fresh: Vec<Vec<f32>> =
                 (0..size).map(|i| u[i].iter().zip(read(&w[i], &state)).map(|(x, y)| x - y).collect()).collect();
             for i in 0..size {
-                let decayed: Vec<f32> = q[i].iter().map(|x| x * gamma[i].exp()).collect();
+                let decayed: Vec<f32> = (0..dk).map(|r| q[i][r] * gamma[i][r].exp()).collect();
                 let mut o = read(&decayed, &state);
                 for j in 0..=i {
-                    let p = dot(&q[i], &k[j]) * decay(i, j);
+                    let p = decayed_dot(&q[i], &k[j], i, j);
                     o.iter_mut().zip(&fresh[j]).for_each(|(x, y)| *x += p * y);
                 }
                 out.extend(o);
@@ -220,8 +272,9 @@ mod tests {
             let last = size - 1;
             for (r, srow) in state.iter_mut().enumerate() {
                 for (c, s) in srow.iter_mut().enumerate() {
-                    let update: f32 = (0..size).map(|j| k[j][r] * decay(last, j) * fresh[j][c]).sum();
-                    *s = *s * gamma[last].exp() + update;
+                    let update: f32 =
+                        (0..size).map(|j| k[j][r] * (gamma[last][r] - gamma[j][r]).exp() * fresh[j][c]).sum();
+                    *s = *s * gamma[last][r].exp() + update;
                 }
             }
         }
@@ -242,20 +295,23 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn the_recurrent_form_equals_the_chunked_form() {
+    /// The recurrent form against the chunked form, in chunks of 1, 16 and 64 tokens over 150, for a decay given
+    /// per head (`per_channel` false) or per key channel.
+    fn check_recurrent_against_chunked(per_channel: bool) {
         let shape = DeltaShape { batch: 2, len: 150, key_heads: 2, value_heads: 4, key_dim: 8, value_dim: 6 };
         let (tokens, keys) = (shape.batch * shape.len, shape.key_heads * shape.key_dim);
         let q = values(tokens * keys, 1, -1.0, 1.0);
         let k = values(tokens * keys, 2, -1.0, 1.0);
         let v = values(tokens * shape.value_heads * shape.value_dim, 3, -2.0, 2.0);
-        let g = values(tokens * shape.value_heads, 4, -1.5, 0.0);
+        let per_head = if per_channel { shape.key_dim } else { 1 };
+        let g_values = values(tokens * shape.value_heads * per_head, 4, -1.5, 0.0);
+        let g = if per_channel { Decay::PerKeyChannel(&g_values) } else { Decay::PerHead(&g_values) };
         let beta = values(tokens * shape.value_heads, 5, 0.0, 1.0);
-        let inputs = DeltaInputs { q: &q, k: &k, v: &v, g: &g, beta: &beta };
+        let inputs = DeltaInputs { q: &q, k: &k, v: &v, g, beta: &beta };
         let recurrent = gated_delta_rule(shape, &inputs).unwrap();
         let qn = l2_normalized(&q, shape.key_dim, (shape.key_dim as f32).powf(-0.5));
         let kn = l2_normalized(&k, shape.key_dim, 1.0);
-        let normalized = DeltaInputs { q: &qn, k: &kn, v: &v, g: &g, beta: &beta };
+        let normalized = DeltaInputs { q: &qn, k: &kn, v: &v, g, beta: &beta };
         let scale = recurrent.iter().fold(0f32, |m, x| m.max(x.abs()));
         for size in [1, 16, 64] {
             for unit in 0..shape.batch * shape.value_heads {
@@ -275,6 +331,16 @@ mod tests {
     }
 
     #[test]
+    fn the_recurrent_form_equals_the_chunked_form() {
+        check_recurrent_against_chunked(false);
+    }
+
+    #[test]
+    fn with_a_decay_per_key_channel_the_recurrent_form_equals_the_chunked_form() {
+        check_recurrent_against_chunked(true);
+    }
+
+    #[test]
     fn a_tiny_case_matches_transformers() {
         // One key head serving two value heads, three tokens. Expected: transformers 5.25's
         // torch_chunk_gated_delta_rule (use_qk_l2norm_in_kernel=True, f32) on these inputs. By hand, token 0 of
@@ -285,7 +351,8 @@ mod tests {
         let v = [1.0, 2.0, -1.0, 0.5, 0.0, 1.0, 2.0, 2.0, 3.0, -1.0, 0.5, 0.25];
         let g = [-0.1, -0.5, -0.2, 0.0, -1.0, -0.3];
         let beta = [0.5, 0.9, 0.25, 0.1, 1.0, 0.75];
-        let got = gated_delta_rule(shape, &DeltaInputs { q: &q, k: &k, v: &v, g: &g, beta: &beta }).unwrap();
+        let got =
+            gated_delta_rule(shape, &DeltaInputs { q: &q, k: &k, v: &v, g: Decay::PerHead(&g), beta: &beta }).unwrap();
         let want = [
             0.158_113_78,
             0.316_227_56,
@@ -306,9 +373,51 @@ mod tests {
     }
 
     #[test]
+    fn a_tiny_case_with_a_decay_per_key_channel_matches_transformers() {
+        // Two heads of two key and two value channels, three tokens. Expected: transformers 5.25's
+        // chunk_kimi_delta_attention (use_qk_l2norm_in_kernel=True, f32) on these inputs; token 0 of head 0 is the
+        // same as in the case above (a fresh state does not decay).
+        let shape = DeltaShape { batch: 1, len: 3, key_heads: 2, value_heads: 2, key_dim: 2, value_dim: 2 };
+        let q = [1.0, 2.0, 0.5, -1.0, 3.0, 0.0, -0.5, 1.5, 2.0, -1.0, 1.0, 1.0];
+        let k = [1.0, 0.0, 1.0, 1.0, -2.0, 1.0, 0.5, 0.5, 0.0, 1.0, -1.0, 2.0];
+        let v = [1.0, 2.0, -1.0, 0.5, 0.0, 1.0, 2.0, 2.0, 3.0, -1.0, 0.5, 0.25];
+        let g = [-0.1, -0.5, -0.2, 0.0, -1.0, -0.3, -0.05, -2.0, -0.7, -0.01, -1.5, -0.4];
+        let beta = [0.5, 0.9, 0.25, 0.1, 1.0, 0.75];
+        let inputs = DeltaInputs { q: &q, k: &k, v: &v, g: Decay::PerKeyChannel(&g), beta: &beta };
+        let got = gated_delta_rule(shape, &inputs).unwrap();
+        let want = [
+            0.158_113_78,
+            0.316_227_56,
+            0.201_245_98,
+            -0.100_622_99,
+            0.104_051_98,
+            0.049_990_103,
+            0.156_294_17,
+            0.016_721_126,
+            -0.902_467_1,
+            0.338_431_1,
+            0.049_849_555,
+            0.135_912_87,
+        ];
+        for (i, (got, want)) in got.iter().zip(want).enumerate() {
+            assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "output {i}: {got} vs transformers {want}");
+        }
+    }
+
+    #[test]
     fn mismatched_sizes_are_refused() {
         let shape = DeltaShape { batch: 1, len: 2, key_heads: 1, value_heads: 2, key_dim: 2, value_dim: 2 };
-        let inputs = DeltaInputs { q: &[0.0; 4], k: &[0.0; 4], v: &[0.0; 7], g: &[0.0; 4], beta: &[0.0; 4] };
+        let inputs =
+            DeltaInputs { q: &[0.0; 4], k: &[0.0; 4], v: &[0.0; 7], g: Decay::PerHead(&[0.0; 4]), beta: &[0.0; 4] };
+        assert!(gated_delta_rule(shape, &inputs).is_err());
+        // A decay per key channel needs key_dim values per token and head.
+        let inputs = DeltaInputs {
+            q: &[0.0; 4],
+            k: &[0.0; 4],
+            v: &[0.0; 8],
+            g: Decay::PerKeyChannel(&[0.0; 4]),
+            beta: &[0.0; 4],
+        };
         assert!(gated_delta_rule(shape, &inputs).is_err());
     }
 }

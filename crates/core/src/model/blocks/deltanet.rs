@@ -10,9 +10,9 @@
 use candle_core::{DType, Tensor};
 
 use super::causal_conv::CausalConv;
-use super::delta_rule::{gated_delta_rule, DeltaInputs, DeltaShape};
+use super::delta_rule::{gated_delta_rule, Decay, DeltaInputs, DeltaShape};
 use super::linear::Linear;
-use super::norm::GatedRmsNorm;
+use super::norm::{GatedRmsNorm, OutputGate};
 use super::ops::softplus;
 use crate::error::Result;
 use crate::model::descriptor::{DeltaNetProjections, GatedDeltaNetDescriptor};
@@ -58,7 +58,7 @@ pub struct GatedDeltaNet {
 }
 
 /// The values of a small `[n]` tensor, in f32.
-fn host_vector(loader: &WeightLoader, name: &str, n: usize) -> Result<Vec<f32>> {
+pub(super) fn host_vector(loader: &WeightLoader, name: &str, n: usize) -> Result<Vec<f32>> {
     Ok(loader.tensor_shaped(name, &[n])?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
@@ -87,7 +87,11 @@ impl GatedDeltaNet {
             conv,
             dt_bias: host_vector(loader, &desc.dt_bias, dims.value_heads)?,
             decay_rate,
-            norm: GatedRmsNorm { weight: loader.tensor_shaped(&desc.norm, &[dims.value_dim])?, eps },
+            norm: GatedRmsNorm {
+                weight: loader.tensor_shaped(&desc.norm, &[dims.value_dim])?,
+                eps,
+                gate: OutputGate::Silu,
+            },
             out_proj: linear(&desc.out_proj)?,
             dims,
         })
@@ -144,7 +148,7 @@ impl GatedDeltaNet {
         let v = host(mixed.narrow(2, 2 * keys, value_heads * value_dim)?)?;
         let (g, beta) = self.gates(host(projected.a)?, host(projected.b)?);
         let shape = DeltaShape { batch: b, len: t, key_heads, value_heads, key_dim, value_dim };
-        let core = gated_delta_rule(shape, &DeltaInputs { q: &q, k: &k, v: &v, g: &g, beta: &beta })?;
+        let core = gated_delta_rule(shape, &DeltaInputs { q: &q, k: &k, v: &v, g: Decay::PerHead(&g), beta: &beta })?;
         let core = Tensor::from_vec(core, (b, t, value_heads, value_dim), xs.device())?.to_dtype(xs.dtype())?;
         observers.check(|| format!("the output of the delta rule of {}", self.name), &core)?;
         let normed = self.norm.forward(&core, &projected.z)?.reshape((b, t, value_heads * value_dim))?;

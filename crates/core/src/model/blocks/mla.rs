@@ -1,9 +1,11 @@
 //! DeepSeek multi-head latent attention: queries through an optional low-rank bottleneck, keys and values
-//! from a compressed latent plus a shared rotary key (LongCat-Flash scales the queries and the latent by constants);
-//! with DeepSeek sparse attention, each query attends only to the keys the lightning indexer chooses (or those an
-//! earlier layer's indexer chose).
+//! from a compressed latent plus a shared rotary key (LongCat-Flash scales the queries and the latent by constants;
+//! Kimi-Linear, which has no position embedding, leaves the rotary channels unrotated); with DeepSeek sparse
+//! attention, each query attends only to the keys the lightning indexer chooses (or those an earlier layer's
+//! indexer chose).
 //! transformers: models/deepseek_v3/modeling_deepseek_v3.py `DeepseekV3Attention`, models/deepseek_v32
-//! `DeepseekV32Attention`, models/glm_moe_dsa `GlmMoeDsaAttention`, models/longcat_flash `LongcatFlashMLA`.
+//! `DeepseekV32Attention`, models/glm_moe_dsa `GlmMoeDsaAttention`, models/longcat_flash `LongcatFlashMLA`,
+//! models/kimi_linear `KimiLinearAttention`.
 
 use candle_core::Tensor;
 
@@ -14,6 +16,7 @@ use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
 use crate::error::{Error, Result};
+use crate::model::decoder::required_rope;
 use crate::model::descriptor::{MlaDescriptor, MlaLoraScales, SparseAttentionDescriptor};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::Observers;
@@ -36,6 +39,8 @@ pub struct Mla {
     v_dim: usize,
     scaling: f64,
     lora_scales: Option<MlaLoraScales>,
+    /// The rope rotates the `rope_dim` channels of the queries and of the shared key.
+    rotate: bool,
     sparse: Option<Sparse>,
 }
 
@@ -84,6 +89,7 @@ impl Mla {
             v_dim: desc.v_head_dim,
             scaling: desc.scaling,
             lora_scales: desc.lora_scales,
+            rotate: desc.rope,
             sparse,
         })
     }
@@ -120,22 +126,24 @@ impl Mla {
         &self,
         xs: &Tensor,
         latent: Option<&Tensor>,
-        rope: &Rope,
+        rope: Option<&Rope>,
         chosen: &'c mut ChosenKeys,
     ) -> Result<Option<&'c [KeySelection]>> {
         let Some(sparse) = &self.sparse else { return Ok(None) };
         if let Some(indexer) = &sparse.indexer {
             let latent = latent.ok_or_else(|| Error::internal("the indexer needs the MLA query latent"))?;
+            let rope = rope.ok_or_else(|| Error::internal("the indexer of sparse attention rotates its keys"))?;
             chosen.replace(indexer.choose(xs, latent, rope, sparse.top_k)?);
         }
         chosen.current().map(Some)
     }
 
-    /// `xs [B, T, H]` → `[B, T, H]`; `chosen` carries the keys an indexer chose from layer to layer.
+    /// `xs [B, T, H]` → `[B, T, H]`; `chosen` carries the keys an indexer chose from layer to layer; `rope` is the
+    /// model's rotary embedding, which an MLA that rotates needs.
     pub fn forward(
         &self,
         xs: &Tensor,
-        rope: &Rope,
+        rope: Option<&Rope>,
         chosen: &mut ChosenKeys,
         observers: &mut Observers,
     ) -> Result<Tensor> {
@@ -162,8 +170,13 @@ impl Mla {
         let value = kv.narrow(3, self.nope, self.v_dim)?.contiguous()?;
         let k_rot = k_rot.reshape((b, 1, t, self.rope_dim))?.contiguous()?;
 
-        let q_rot = rope.apply(&q_rot)?;
-        let k_rot = rope.apply(&k_rot)?.expand((b, heads, t, self.rope_dim))?;
+        let (q_rot, k_rot) = if self.rotate {
+            let rope = required_rope(rope)?;
+            (rope.apply(&q_rot)?, rope.apply(&k_rot)?)
+        } else {
+            (q_rot, k_rot)
+        };
+        let k_rot = k_rot.expand((b, heads, t, self.rope_dim))?;
         let query = Tensor::cat(&[&q_pass, &q_rot], 3)?.contiguous()?;
         let key = Tensor::cat(&[&k_pass, &k_rot], 3)?.contiguous()?;
         let out = match self.chosen_keys(xs, latent.as_ref(), rope, chosen)? {

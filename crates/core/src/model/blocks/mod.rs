@@ -6,6 +6,7 @@ pub mod causal_conv;
 pub mod delta_rule;
 pub mod deltanet;
 pub mod indexer;
+pub mod kda;
 pub mod key_selection;
 pub mod lightning;
 pub mod linear;

@@ -1,11 +1,12 @@
 //! RMSNorm over the last dimension: `x · rsqrt(mean(x²) + eps) · w`, normalised in f32 as transformers
 //! computes it, then cast back to the input dtype before the weight multiplies it (and, for the residual stream
 //! of some families, LayerNorm with a bias); the `(1 + w)` variant of
-//! Qwen3-Next and Qwen3.5, which multiplies in f32 before the cast; the gated variant of their linear-attention
-//! mixers, `w · x̂ · silu(z)`; and the norm without a weight.
+//! Qwen3-Next and Qwen3.5, which multiplies in f32 before the cast; the gated variant of linear-attention mixers,
+//! `w · x̂ · silu(z)` (Gated DeltaNet) or `w · x̂ · sigmoid(g)` (Kimi Delta Attention); and the norm without a weight.
 
 use candle_core::{DType, Tensor, D};
 
+use super::ops::sigmoid;
 use crate::error::Result;
 use crate::model::descriptor::NormKind;
 use crate::model::loader::WeightLoader;
@@ -88,20 +89,40 @@ fn normalize_f32(xs: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(xs.broadcast_mul(&(variance + eps)?.sqrt()?.recip()?)?)
 }
 
-/// RMSNorm then gate: `w · x̂ · silu(z)` over the last dimension (the heads of a Gated DeltaNet's output), the
-/// normalisation in f32 cast back to the input dtype before the weight, the gate in f32.
-/// transformers: models/qwen3_next `Qwen3NextRMSNormGated`.
+/// How a gated RMSNorm gates its output, and where its weight multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputGate {
+    /// `w · x̂ · silu(z)`, x̂ cast back to the input dtype before the weight multiplies it (Qwen3-Next's
+    /// `Qwen3NextRMSNormGated`).
+    Silu,
+    /// `w · x̂ · sigmoid(g)`, all in f32 (Kimi-Linear's `KimiLinearRMSNormGated`).
+    Sigmoid,
+}
+
+/// RMSNorm then gate over the last dimension (the heads of a linear-attention mixer's output): the
+/// normalisation in f32, the gate in f32, the result in the input dtype.
+/// transformers: models/qwen3_next `Qwen3NextRMSNormGated`, models/kimi_linear `KimiLinearRMSNormGated`.
 pub struct GatedRmsNorm {
     /// `[D]`.
     pub weight: Tensor,
     pub eps: f64,
+    pub gate: OutputGate,
 }
 
 impl GatedRmsNorm {
     /// `xs` and `gate` `[…, D]` → `[…, D]` in `xs`'s dtype.
     pub fn forward(&self, xs: &Tensor, gate: &Tensor) -> Result<Tensor> {
-        let normed = normalize(xs, self.eps)?.broadcast_mul(&self.weight)?;
-        let gated = normed.to_dtype(DType::F32)?.mul(&gate.to_dtype(DType::F32)?.silu()?)?;
+        let gate = gate.to_dtype(DType::F32)?;
+        let gated = match self.gate {
+            OutputGate::Silu => {
+                let normed = normalize(xs, self.eps)?.broadcast_mul(&self.weight)?;
+                normed.to_dtype(DType::F32)?.mul(&gate.silu()?)?
+            }
+            OutputGate::Sigmoid => {
+                let normed = normalize_f32(xs, self.eps)?.broadcast_mul(&self.weight.to_dtype(DType::F32)?)?;
+                normed.mul(&sigmoid(&gate)?)?
+            }
+        };
         Ok(gated.to_dtype(xs.dtype())?)
     }
 }
@@ -140,6 +161,24 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+
+    #[test]
+    fn the_gated_norm_gates_by_silu_or_by_sigmoid() {
+        // x = (3, 4): mean square 12.5, x̂ = x / √12.5; weight (1, 2); gate (0, ln 3).
+        let xs = Tensor::new(&[[3f32, 4.0]], &Device::Cpu).unwrap();
+        let gate = Tensor::new(&[[0f32, 3f32.ln()]], &Device::Cpu).unwrap();
+        let weight = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let normed = [3.0 / 12.5f32.sqrt(), 2.0 * 4.0 / 12.5f32.sqrt()];
+        // silu(0) = 0, silu(ln 3) = ln 3 · 3/4; sigmoid(0) = 1/2, sigmoid(ln 3) = 3/4.
+        let cases = [(OutputGate::Silu, [0.0, 3f32.ln() * 0.75]), (OutputGate::Sigmoid, [0.5, 0.75])];
+        for (kind, factors) in cases {
+            let norm = GatedRmsNorm { weight: weight.clone(), eps: 0.0, gate: kind };
+            let got = norm.forward(&xs, &gate).unwrap().to_vec2::<f32>().unwrap();
+            for ((g, n), f) in got[0].iter().zip(normed).zip(factors) {
+                assert!((g - n * f).abs() < 1e-6, "{kind:?}: {g} vs {}", n * f);
+            }
+        }
+    }
 
     #[test]
     fn layer_norm_centres_scales_and_shifts() {

@@ -1,5 +1,5 @@
-//! The token mixers of hybrid stacks, as TS describes them: Gated DeltaNet linear attention, Mamba-2, Mamba and
-//! the gated short convolution.
+//! The token mixers of hybrid stacks, as TS describes them: Gated DeltaNet and Kimi Delta Attention (linear
+//! attention), Mamba-2, Mamba, the gated short convolution and lightning attention.
 
 use serde::Deserialize;
 
@@ -39,6 +39,43 @@ pub enum DeltaNetProjections {
     /// Qwen3.5: `in_proj_qkv [2·key_dim + value_dim, H]` (all q heads, all k heads, all v heads),
     /// `in_proj_z [value_dim, H]`, `in_proj_b` and `in_proj_a [value_heads, H]`.
     Split { qkv: String, z: String, b: String, a: String },
+}
+
+/// A Kimi Delta Attention mixer: q, k and v projected from the hidden states, each through a depthwise causal
+/// convolution and SiLU; per token a log decay for every key channel, `g = −exp(A_log) · softplus(f_b(f_a(x)) +
+/// dt_bias)`, and a rate per head, `β = sigmoid(b_proj(x))`; the gated delta rule (per head a `[head_dim, head_dim]`
+/// state, each of its rows decayed by its channel's `exp(g)`); per head an RMSNorm gated by
+/// `sigmoid(g_b(g_a(x)))`; the output projection. No projection has a bias.
+/// transformers: models/kimi_linear `KimiLinearDeltaAttention`.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct KimiDeltaAttentionDescriptor {
+    /// Module names of the projections q, k and v `[heads·head_dim, H]`.
+    pub q_proj: String,
+    pub k_proj: String,
+    pub v_proj: String,
+    /// The depthwise convolution weights over the channels of q, k and v in that order (no bias): one
+    /// `[3·heads·head_dim, 1, conv_kernel]` (transformers' `conv1d`), or one `[heads·head_dim, 1, conv_kernel]` each
+    /// (the hub's `q_conv1d`, `k_conv1d`, `v_conv1d`), joined along the channels.
+    pub conv1d: Vec<String>,
+    /// Module names of the decay's low-rank projections `[head_dim, H]` and `[heads·head_dim, head_dim]`.
+    pub f_a_proj: String,
+    pub f_b_proj: String,
+    /// `[heads·head_dim]`, added before the softplus.
+    pub dt_bias: String,
+    /// `[1, 1, heads, 1]`: the decay rate of each head is `exp(A_log)`.
+    pub a_log: String,
+    /// Module name of the rate projection `[heads, H]`.
+    pub b_proj: String,
+    /// Module names of the output gate's low-rank projections `[head_dim, H]` and `[heads·head_dim, head_dim]`.
+    pub g_a_proj: String,
+    pub g_b_proj: String,
+    /// Weight `[head_dim]` of the gated RMSNorm (`w · x̂ · sigmoid(gate)`, the model's eps).
+    pub norm: String,
+    /// Module name of the output projection `[H, heads·head_dim]`.
+    pub o_proj: String,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub conv_kernel: usize,
 }
 
 /// A Mamba-2 mixer: `[z | xBC | dt] = in_proj(x)`; `xBC = silu(causal depthwise conv(xBC))`, split into x

@@ -13,8 +13,8 @@ mod rope;
 mod sparse;
 pub use double::DoubleSublayers;
 pub use mixers::{
-    DeltaNetProjections, GatedDeltaNetDescriptor, LightningAttentionDescriptor, Mamba2Descriptor, MambaDescriptor,
-    ShortConvDescriptor,
+    DeltaNetProjections, GatedDeltaNetDescriptor, KimiDeltaAttentionDescriptor, LightningAttentionDescriptor,
+    Mamba2Descriptor, MambaDescriptor, ShortConvDescriptor,
 };
 pub use norms::{BranchNorms, NormKind, NormPlacement, OutputNorms, ResidualScales};
 pub use rope::{RopeDescriptor, RopeKind};
@@ -139,6 +139,8 @@ pub enum AttentionDescriptor {
     Mla(MlaDescriptor),
     /// Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5 `linear_attn`).
     GatedDeltaNet(GatedDeltaNetDescriptor),
+    /// Kimi Delta Attention linear attention (Kimi-Linear's `linear_attention` layers).
+    KimiDeltaAttention(KimiDeltaAttentionDescriptor),
     /// Mamba-2 (state space duality) mixer.
     Mamba2(Mamba2Descriptor),
     /// Mamba (selective state space) mixer (Jamba's `mamba`).
@@ -265,6 +267,10 @@ pub struct MlaDescriptor {
     /// LongCat-Flash's LoRA scaling (absent elsewhere).
     #[serde(default)]
     pub lora_scales: Option<MlaLoraScales>,
+    /// Whether the rope rotates the queries' and the shared key's `qk_rope_head_dim` channels (false: Kimi-Linear,
+    /// whose MLA has no position embedding and uses those channels as they are).
+    #[serde(default = "yes")]
+    pub rope: bool,
     /// DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): each query attends to the keys an indexer chooses;
     /// absent, to every earlier key.
     #[serde(default)]
