@@ -72,7 +72,7 @@ const descriptor = buildDescriptor(report, parseConfig(listing.config, 'config.j
 writeFileSync(join(out, 'descriptor.json'), JSON.stringify(descriptor))
 for (const format of ['fp8', 'nvfp4']) {
   const { plan } = planExport(report, descriptor, listing, {
-    format, exclude: [], indivisible: 'error', maxShardBytes: 5e9, overwrite: true, tool: { name: 'moe-quant', version: 'bench' },
+    format, scope: 'all', exclude: [], indivisible: 'error', maxShardBytes: 5e9, overwrite: true, tool: { name: 'moe-quant', version: 'bench' },
   })
   plan.copy = []
   writeFileSync(join(out, `plan-${format}.json`), JSON.stringify(plan))

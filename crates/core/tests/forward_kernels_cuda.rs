@@ -344,20 +344,24 @@ fn gated_activation_matches_the_activation_in_f32_rounded_once() {
     for dtype in [DType::BF16, DType::F16, DType::F32] {
         let (rows, inter) = (19, 300);
         let gate_up = Tensor::randn(0f32, 3.0, (rows, 2 * inter), &device).unwrap().to_dtype(dtype).unwrap();
-        let gate = gate_up.narrow(1, 0, inter).unwrap().to_dtype(DType::F32).unwrap();
-        let up = gate_up.narrow(1, inter, inter).unwrap();
+        // The reference activations in f64 on the CPU, rounded to f32 (what an exact f32 activation gives).
+        let gate = gate_up.narrow(1, 0, inter).unwrap().to_device(&Device::Cpu).unwrap().to_dtype(DType::F64).unwrap();
+        let up = gate_up.narrow(1, inter, inter).unwrap().to_device(&Device::Cpu).unwrap();
         for (kind, act) in [
             (cuda::GatedActivation::Silu, gate.silu().unwrap()),
             (cuda::GatedActivation::Gelu, gate.gelu_erf().unwrap()),
             (cuda::GatedActivation::GeluTanh, gate.gelu().unwrap()),
         ] {
             let got = cuda::gated_activation(&gate_up, kind).unwrap();
-            let expected = (act.to_dtype(dtype).unwrap() * &up).unwrap();
-            // Implementations of the f32 activation differ in their last bits, and far more in relative terms
-            // where the GELUs cancel towards 0 for negative inputs: measured in units at 0.01 at least, rounding
-            // to a half type may then move a value by one unit and the product by two.
-            let worst = ulps_above(&got, &expected, dtype, 1e-2);
-            let bound = if dtype == DType::F32 { 256.0 } else { 2.0 };
+            let act = act.to_dtype(DType::F32).unwrap().to_dtype(dtype).unwrap();
+            let expected = (act * &up).unwrap();
+            // The kernel's f32 functions (expf, erff, tanhf) are within a few ulps, but where the GELUs cancel
+            // towards 0 for negative inputs (1 + erf) keeps an absolute error of erff's, as any f32 GELU does (torch's
+            // included): f32 is measured in units at 1 at least. Rounding to a half type may move the activation by
+            // one unit and the product by two (in units at 0.01 at least).
+            let floor = if dtype == DType::F32 { 1.0 } else { 1e-2 };
+            let worst = ulps_above(&got.to_device(&Device::Cpu).unwrap(), &expected, dtype, floor);
+            let bound = if dtype == DType::F32 { 64.0 } else { 2.0 };
             assert!(worst <= bound, "{dtype:?} {kind:?}: {worst} ulps");
         }
     }

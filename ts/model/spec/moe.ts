@@ -92,6 +92,13 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     const shape = tensors.get(t.correctionBias)?.shape.length === 2 ? [1, experts] : [experts]
     router.correction_bias = tensors.use(t.correctionBias, shape, `e_score_correction_bias [${shape.length === 2 ? '1, ' : ''}${what}]`)
   }
+  kindParameters(context, layer, router, experts)
+  return router
+}
+
+/** The parameters of `router` that its kind reads from the config (renormalisation, groups, scaling, …). */
+function kindParameters(context: SpecContext, layer: MoeLayer, router: RouterDescriptor, experts: number): void {
+  const { values } = context
   switch (layer.router) {
     case 'softmax_topk':
       // A family whose router never renormalises (Jamba) ignores the key.
@@ -144,7 +151,6 @@ function routerDescriptor(context: SpecContext, layer: MoeLayer, tensors: LayerT
     case 'topk_sigmoid':
       break
   }
-  return router
 }
 
 /** The shared experts of an MoE layer: what the registry declares must be what the checkpoint holds. */

@@ -66,7 +66,7 @@ pub fn combine_routed(routed: &Tensor, rows: &Tensor, weights: Option<&Tensor>, 
     let (slots, hidden) =
         routed.dims2().map_err(|_| shape_error(routed, "combine_routed expects outputs [slots, H]"))?;
     let count = rows.elem_count();
-    if rows.dtype() != DType::U32 || !rows.is_contiguous() || top_k == 0 || count % top_k != 0 {
+    if rows.dtype() != DType::U32 || !rows.is_contiguous() || top_k == 0 || !count.is_multiple_of(top_k) {
         return Err(shape_error(rows, &format!("combine_routed expects contiguous U32 slot rows [tokens · {top_k}]")));
     }
     if let Some(weights) = weights {
@@ -171,7 +171,7 @@ pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
         return Err(shape_error(weight, &format!("rms_norm expects a contiguous {:?} weight [{dim}]", xs.dtype())));
     }
     let source = Source::new(xs, op)?;
-    let rows = if dim == 0 { 0 } else { xs.elem_count() / dim };
+    let rows = xs.elem_count().checked_div(dim).unwrap_or(0);
     let mut out = source.alloc(xs.dtype(), xs.elem_count())?;
     if rows > 0 {
         let grid = Grid::Fixed { grid: (to_u32(rows, op)?, 1, 1), block: (256, 1, 1) };

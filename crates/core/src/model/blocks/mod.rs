@@ -5,6 +5,7 @@ pub mod attention;
 pub mod causal_conv;
 pub mod delta_rule;
 pub mod deltanet;
+mod dispatch;
 pub mod indexer;
 pub mod kda;
 pub mod key_selection;

@@ -8,11 +8,12 @@
 use candle_core::{DType, Tensor};
 
 use super::activation::gated;
+use super::dispatch::{device_router, group_by_expert, Dispatch};
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::norm::{NormStyle, RmsNorm};
 use super::ops::{abs_max_on_device, read_scalars, sigmoid};
-use super::router::{route, Routing};
+use super::router::route;
 use super::router_input::RouterInput;
 use super::zero_experts::divert;
 use crate::cuda::{self, DeviceRouter};
@@ -107,41 +108,6 @@ fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor>
         Some(bias) => ys.broadcast_add(&bias.to_dtype(xs.dtype())?)?,
         None => ys,
     })
-}
-
-/// The routing kernel's form of the block's router, when it has one (`cuda::route`); the other routers, and any
-/// block with zero experts or per-expert scales, route on the host.
-fn device_router(desc: &MoeDescriptor) -> Option<DeviceRouter> {
-    let router = &desc.router;
-    let device_router = match router.kind {
-        RouterKind::SoftmaxTopk => DeviceRouter::Softmax { normalise: router.norm_topk_prob },
-        RouterKind::SoftmaxTopkNorm => DeviceRouter::Softmax { normalise: true },
-        RouterKind::SigmoidGroupTopk => DeviceRouter::SigmoidGroups {
-            normalise: router.norm_topk_prob,
-            norm_eps: router.norm_eps.unwrap_or(1e-20) as f32,
-            scaling: router.routed_scaling_factor as f32,
-            groups: router.n_group.max(1),
-            kept_groups: router.topk_group,
-        },
-        _ => return None,
-    };
-    let fits = desc.zero_experts.unwrap_or(0) == 0
-        && router.per_expert_scale.is_none()
-        && cuda::routes_on_device(desc.tensors.experts, desc.top_k, &device_router);
-    fits.then_some(device_router)
-}
-
-/// What one forward routed: the slots grouped by expert, on the device.
-struct Dispatch {
-    /// Slots of expert e: `ranges[e]` (slots sorted by expert).
-    ranges: Vec<Range<usize>>,
-    /// Token of each slot `[slots]` (U32) and its routing weight `[slots, 1]`.
-    tokens: Tensor,
-    weights: Tensor,
-    /// Each token's slots in expert order, U32 `[T · K]`.
-    rows: Tensor,
-    /// With zero experts: each token's weight of those it chose, `[T, 1]` f32.
-    identity: Option<Tensor>,
 }
 
 impl MoeBlock {
@@ -475,56 +441,4 @@ impl MoeBlock {
         }
         Ok(())
     }
-}
-
-/// The routing regrouped by expert: slots sorted by expert (tokens ascending within one), with each
-/// expert's range of slots.
-struct ExpertGroups {
-    /// Token of each slot.
-    tokens: Vec<u32>,
-    /// Routing weight of each slot.
-    weights: Vec<f32>,
-    /// Slots of expert e: `ranges[e]`.
-    ranges: Vec<Range<usize>>,
-    /// Slots per token (every token has exactly this many).
-    top_k: usize,
-}
-
-impl ExpertGroups {
-    /// For each token in turn, the slots (rows of the experts' concatenated outputs) it was routed to, in
-    /// expert order: `tokens × top_k` row indices.
-    fn rows_by_token(&self) -> Vec<u32> {
-        let mut rows = vec![0u32; self.tokens.len()];
-        let mut filled = vec![0usize; self.tokens.len() / self.top_k.max(1)];
-        // Slots are visited in expert order, so each token's rows come out in expert order.
-        for (row, &token) in self.tokens.iter().enumerate() {
-            let token = token as usize;
-            rows[token * self.top_k + filled[token]] = row as u32;
-            filled[token] += 1;
-        }
-        rows
-    }
-}
-
-/// Groups the routing by expert (a counting sort: stable, so tokens stay ascending within an expert).
-fn group_by_expert(routing: &Routing, experts: usize) -> ExpertGroups {
-    let mut counts = vec![0usize; experts];
-    for &e in &routing.experts {
-        counts[e] += 1;
-    }
-    let mut ranges = Vec::with_capacity(experts);
-    let mut start = 0;
-    for count in &counts {
-        ranges.push(start..start + count);
-        start += count;
-    }
-    let mut next: Vec<usize> = ranges.iter().map(|r| r.start).collect();
-    let mut tokens = vec![0u32; routing.experts.len()];
-    let mut weights = vec![0f32; routing.experts.len()];
-    for (slot, (&e, &w)) in routing.experts.iter().zip(&routing.weights).enumerate() {
-        tokens[next[e]] = (slot / routing.top_k) as u32;
-        weights[next[e]] = w;
-        next[e] += 1;
-    }
-    ExpertGroups { tokens, weights, ranges, top_k: routing.top_k }
 }
