@@ -1,5 +1,6 @@
 //! Routers: from router logits `[T, E]` to the K experts of each token and their weights, per family
-//! (SPEC §3). Routing runs on the host in f32; T·E values are small next to the expert matmuls.
+//! (SPEC §3). Routing runs on the host in f32; on a GPU, `cuda::route` computes the softmax routers and DeepSeek-V3's
+//! sigmoid group router the same way (this module defines the choices; ties go to the lower index).
 
 use crate::model::descriptor::{RouterDescriptor, RouterKind};
 
