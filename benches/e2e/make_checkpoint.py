@@ -3,6 +3,9 @@
 5 GB with an index, plus config.json; and the calibration ids both tools use.
 
     python3 make_checkpoint.py PLANS_DIR OUT_DIR SAMPLES SEQ_LEN
+
+The weights are drawn on the GPU when there is one (the race's checkpoints), else on the CPU (other values, the
+same distribution).
 """
 import json
 import os
@@ -19,7 +22,8 @@ def main() -> None:
     tensors = json.load(open(os.path.join(plans, "tensors.json")))
     config = json.load(open(os.path.join(plans, "config.json")))
     started = time.time()
-    gen = torch.Generator(device="cuda").manual_seed(1234)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator(device=device).manual_seed(1234)
     shard, shard_bytes, shards, weight_map = {}, 0, [], {}
 
     def flush() -> None:
@@ -34,7 +38,7 @@ def main() -> None:
         if name.endswith("norm.weight"):
             value = torch.ones(shape, dtype=torch.bfloat16)
         else:
-            value = (torch.randn(shape, generator=gen, device="cuda", dtype=torch.float32) * 0.02).to(torch.bfloat16).cpu()
+            value = (torch.randn(shape, generator=gen, device=device, dtype=torch.float32) * 0.02).to(torch.bfloat16).cpu()
         size = value.numel() * 2
         if shard_bytes + size > 5_000_000_000:
             flush()
