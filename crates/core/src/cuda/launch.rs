@@ -157,6 +157,17 @@ impl Source {
 
     /// Launches `kernel` of `module` with the source as its first argument and then `args`.
     pub fn launch(&self, module: &Module, kernel: &str, grid: Grid, args: &mut [Arg<'_>]) -> Result<()> {
+        self.run(module, kernel, grid, true, args)
+    }
+
+    /// Launches `kernel` of `module` with `args` only: for kernels whose first input is not a float tensor (it is
+    /// passed as an address, `Arg::U64`).
+    pub fn launch_args(&self, module: &Module, kernel: &str, grid: Grid, args: &mut [Arg<'_>]) -> Result<()> {
+        self.run(module, kernel, grid, false, args)
+    }
+
+    /// Launches `kernel` with the source first when `with_source`, then `args`.
+    fn run(&self, module: &Module, kernel: &str, grid: Grid, with_source: bool, args: &mut [Arg<'_>]) -> Result<()> {
         let func = function(&self.device, module, kernel)?;
         let config = match grid {
             Grid::Wave { work, rows } => wave(&self.device, &func, work, rows)?,
@@ -174,11 +185,13 @@ impl Source {
             DType::F16 => (Some(as_u16(cuda.as_cuda_slice::<f16>()?.slice(range))?), None),
             _ => (None, Some(cuda.as_cuda_slice::<f32>()?.slice(range))),
         };
-        match (&b16, &b32) {
-            (Some(view), _) => builder.arg(view),
-            (_, Some(view)) => builder.arg(view),
-            _ => return Err(Error::internal("cuda: a source without a view")),
-        };
+        if with_source {
+            match (&b16, &b32) {
+                (Some(view), _) => builder.arg(view),
+                (_, Some(view)) => builder.arg(view),
+                _ => return Err(Error::internal("cuda: a source without a view")),
+            };
+        }
         for arg in args.iter_mut() {
             match arg {
                 Arg::Out(Output::U8(s)) => builder.arg(s),
@@ -198,41 +211,8 @@ impl Source {
             };
         }
         // SAFETY: each launcher passes the pointers and scalars of its kernel's signature in order, the source
-        // and inputs are live for the call (the storage stays read-locked), and every output holds at least
-        // the elements the kernel writes for this grid.
-        unsafe { builder.launch(config) }.w()?;
-        Ok(())
-    }
-
-    /// Launches `kernel` of `module` with `args` only: for kernels whose first input is not a float tensor (it is
-    /// passed as an address, `Arg::U64`).
-    pub fn launch_args(&self, module: &Module, kernel: &str, grid: Grid, args: &mut [Arg<'_>]) -> Result<()> {
-        let func = function(&self.device, module, kernel)?;
-        let config = match grid {
-            Grid::Wave { work, rows } => wave(&self.device, &func, work, rows)?,
-            Grid::Fixed { grid, block } => LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 },
-        };
-        let stream = self.device.cuda_stream();
-        let mut builder = stream.launch_builder(&func);
-        for arg in args.iter_mut() {
-            match arg {
-                Arg::Out(Output::U8(s)) => builder.arg(s),
-                Arg::Out(Output::U32(s)) => builder.arg(s),
-                Arg::Out(Output::F32(s)) => builder.arg(s),
-                Arg::Out(Output::BF16(s)) => builder.arg(s),
-                Arg::Out(Output::F16(s)) => builder.arg(s),
-                Arg::In(Output::U8(s)) => builder.arg(s),
-                Arg::In(Output::U32(s)) => builder.arg(s),
-                Arg::In(Output::F32(s)) => builder.arg(s),
-                Arg::In(Output::BF16(s)) => builder.arg(s),
-                Arg::In(Output::F16(s)) => builder.arg(s),
-                Arg::U64(v) => builder.arg(&*v),
-                Arg::U32(v) => builder.arg(&*v),
-                Arg::I32(v) => builder.arg(&*v),
-                Arg::F32(v) => builder.arg(&*v),
-            };
-        }
-        // SAFETY: as for `launch`; addresses passed as U64 belong to tensors the caller keeps alive.
+        // and inputs are live for the call (the storage stays read-locked; tensors passed by address as U64 are
+        // kept alive by the caller), and every output holds at least the elements the kernel writes for this grid.
         unsafe { builder.launch(config) }.w()?;
         Ok(())
     }
