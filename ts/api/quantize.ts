@@ -364,7 +364,9 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
  *     calibration: { data: './calib.jsonl', samples: 512, seqLen: 512 },
  *     onProgress: (e) => console.log(e.stage, e.layer, '/', e.layers),
  *   })
- * @throws MoeQuantError `E_OPTION_INVALID` (a bad or unknown option, an `exclude` pattern matching nothing),
+ * @throws MoeQuantError `E_OPTION_INVALID` (a bad or unknown option, an `exclude` pattern matching nothing,
+ *   `kvCache: 'fp8'` with a weight-only format), `E_MODEL_UNSUPPORTED` (no forward for a calibrated format, or a
+ *   quantized KV cache asked of a family whose KV cache ModelOpt leaves unquantized),
  *   `E_CHECKPOINT_ALREADY_QUANTIZED` (a ModelOpt export, or a source stored quantized in a form that cannot be read),
  *   `E_OUTPUT_INVALID` (output is the input, inside it, not empty without `overwrite`, or another output
  *   appeared there during the run), `E_TENSOR_SHAPE` (NVFP4 and a dimension not a multiple of 16),

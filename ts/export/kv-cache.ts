@@ -58,8 +58,9 @@ export function resolveKvCache(requested: KvCacheMode | undefined, format: Quant
   const entry = lookupArchitecture(modelType)
   const unquantized = entry?.kvCacheUnquantized
   if (unquantized === undefined || mode === 'none') return { mode }
-  if (requested === undefined) return { mode: 'none', note: `${entry?.family}: KV cache left unquantized, as ModelOpt leaves it (${unquantized})` }
-  throw new MoeQuantError('E_MODEL_UNSUPPORTED', `kvCache: '${mode}' is not available for ${entry?.family}: ${unquantized}; pass kvCache: 'none'`)
+  const family = entry?.family ?? modelType
+  if (requested === undefined) return { mode: 'none', note: `${family}: KV cache left unquantized, as ModelOpt leaves it: ${unquantized}` }
+  throw new MoeQuantError('E_MODEL_UNSUPPORTED', `kvCache: '${mode}' is not available for ${family}: ${unquantized}; pass kvCache: 'none'`)
 }
 
 /**

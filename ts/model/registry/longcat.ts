@@ -18,7 +18,7 @@ export const longcatFlash: ArchitectureEntry = {
   placement: { kind: 'all' },
   // ModelOpt 0.47 puts KV cache quantizers on attention classes whose name ends with `Attention`; LongCat-Flash's
   // is `LongcatFlashMLA`, so its export of this family, KV cache options or not, has kv_cache_quant_algo null.
-  kvCacheUnquantized: "ModelOpt 0.47 quantizes no KV cache of this family (its attention class, LongcatFlashMLA, is not one it recognises) and writes kv_cache_quant_algo null",
+  kvCacheUnquantized: "its attention class, LongcatFlashMLA, is not one ModelOpt 0.47 puts KV cache quantizers on, so ModelOpt writes kv_cache_quant_algo null whatever hf_ptq's --kv_cache_qformat",
   forward: {
     attention: 'mla',
     attentionScale: 'mla_yarn_mscale',
