@@ -7,7 +7,7 @@ import { join } from 'node:path'
 
 import { BUNDLED_CALIBRATION, parseQuantizeArgs, renderSummary } from '../dist/cli/quantize.js'
 import { bar, createProgress, duration, quantizeStage } from '../dist/cli/progress.js'
-import { FIXTURES, ROOT, tempDir } from './helpers/checkpoint.mjs'
+import { FIXTURES, ROOT, readTensors, tempDir } from './helpers/checkpoint.mjs'
 
 const MAIN = join(ROOT, 'dist/cli/main.js')
 const cli = (...args) => spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' })
@@ -27,7 +27,7 @@ test('every flag, in both --flag value and --flag=value spellings', (t) => {
   const parsed = parse(
     'model', '--format=FP8', '--out', 'out', '--calib', 'c.jsonl', '--samples', '64', '--seq-len=256', '--batch-size', 'auto',
     '--max-shard-size', '500MB', '--exclude', '*visual*', '--exclude=model.layers.0.*', '--device', 'cpu', '--overwrite',
-    '--all-experts', '--no-coverage', '--json',
+    '--all-experts', '--no-coverage', '--json', '--kv-cache', 'fp8',
   )
   t.deepEqual(parsed, {
     help: false,
@@ -41,6 +41,7 @@ test('every flag, in both --flag value and --flag=value spellings', (t) => {
       maxShardSize: '500MB',
       exclude: ['*visual*', 'model.layers.0.*'],
       overwrite: true,
+      kvCache: 'fp8',
       coverageReport: false,
     },
   })
@@ -49,6 +50,9 @@ test('every flag, in both --flag value and --flag=value spellings', (t) => {
   t.is(parse(...base, '--max-shard-size', '1.5GiB').options.maxShardSize, '1.5GiB')
   t.is(parse(...base, '--keep-indivisible').options.indivisible, 'keep')
   t.is(parse(...base, '--device', 'cuda:1').options.device, 'cuda:1')
+  t.is(parse(...base, '--kv-cache=none').options.kvCache, 'none')
+  t.is(parse('m', '--format', 'w4a16_nvfp4', '--out', 'o', '--kv-cache', 'fp8_cast').options.kvCache, 'fp8_cast')
+  t.false('kvCache' in parse(...base).options, "left out, the library's default applies")
   t.throws(() => parse('--', '-model-', '--format', 'fp8', '--out', 'o'), { message: /one model directory, got 5/ }, 'everything after -- is positional')
   t.is(parse('--format', 'fp8', '--out', 'o', '--', '-model-').options.model, '-model-')
   t.deepEqual(parse(...base, '--help'), { help: true })
@@ -83,6 +87,9 @@ test('usage errors name the flag', (t) => {
     [[...base, '--exclude='], /--exclude: expected a value/],
     [[...base, '--device', 'gpu'], /--device: expected cpu, cuda or cuda:N/],
     [['m', '--format', 'fp8', '--out', 'o', '--keep-indivisible'], /--keep-indivisible applies to the block formats only \(nvfp4, w4a16_nvfp4\)/],
+    [[...base, '--kv-cache', 'int8'], /^--kv-cache: expected fp8 or fp8_cast or none, got "int8"$/],
+    [[...base, '--kv-cache', 'fp8-cast'], /^--kv-cache: expected fp8 or fp8_cast or none, got "fp8-cast" \(did you mean fp8_cast\?\)$/],
+    [['m', '--format', 'fp8_pc_pt', '--out', 'o', '--kv-cache', 'fp8'], /^--kv-cache fp8 calibrates the key and value scales: --format fp8_pc_pt is weight-only and runs no calibration \(use --kv-cache fp8_cast\)$/],
   ]
   for (const [argv, message] of cases) t.throws(() => parseQuantizeArgs(argv), { code: 'E_OPTION_INVALID', message }, argv.join(' '))
 })
@@ -112,11 +119,15 @@ const result = (layers) => ({
   peakRssBytes: 3 * 2 ** 20,
   seconds: { calibrate: 12.34, load: 4.5, forward: 7.8, quantize: 0.5, write: 2, total: 15 },
   tokens: 2048,
+  kvCache: 'fp8_cast',
 })
 
 test('the summary: sizes and ratio, tensors, per-layer error, uncalibrated experts, RSS, times, output', (t) => {
   const small = renderSummary(result(2))
   t.regex(small, /^format {16}NVFP4$/m)
+  t.regex(small, /^KV cache {14}FP8, constant scale$/m)
+  t.regex(renderSummary({ ...result(2), kvCache: 'fp8' }), /^KV cache {14}FP8, calibrated scales$/m)
+  t.regex(renderSummary({ ...result(2), kvCache: 'none' }), /^KV cache {14}not quantized$/m)
   t.regex(small, /^size {18}4\.0 GiB → 1\.0 GiB \(4\.00× smaller\)$/m)
   t.regex(small, /^quantized tensors {5}12,345$/m)
   t.regex(small, /^uncalibrated experts  layer 1: 2 \(3, 5\)$/m)
@@ -199,10 +210,10 @@ const HAVE_QUANTIZE = existsSync(join(ROOT, 'dist/api/quantize.js'))
 const real = HAVE_QUANTIZE ? test : test.skip
 const skipNote = HAVE_QUANTIZE ? '' : ' (skipped: dist/api/quantize.js is missing; build ts/api/quantize.ts first)'
 
-real(`CLI: a real run on the example model with --json${skipNote}`, (t) => {
+real(`CLI: a real run on the example model with --json and a calibrated KV cache${skipNote}`, (t) => {
   const dir = tempDir()
   const out = join(dir, 'qwen3-nvfp4')
-  const run = cli('quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'nvfp4', '--out', out, '--samples', '8', '--seq-len', '32', '--json')
+  const run = cli('quantize', join(FIXTURES, 'qwen3_moe/hub'), '--format', 'nvfp4', '--out', out, '--samples', '8', '--seq-len', '32', '--json', '--kv-cache', 'fp8')
   t.is(run.status, 0, run.stderr)
   const result = JSON.parse(run.stdout)
   t.is(result.output, out)
@@ -217,8 +228,12 @@ real(`CLI: a real run on the example model with --json${skipNote}`, (t) => {
   const hf = JSON.parse(readFileSync(join(out, 'hf_quant_config.json'), 'utf8'))
   t.is(hf.quantization.quant_algo, 'NVFP4')
   t.deepEqual(hf.quantization.exclude_modules, ['lm_head', 'model.embed_tokens', 'model.layers.0.mlp.gate', 'model.layers.1.mlp.gate'])
-  const golden = JSON.parse(readFileSync(join(FIXTURES, 'golden/qwen3_moe_hub_f32/nvfp4/config.json'), 'utf8'))
+  t.is(hf.quantization.kv_cache_quant_algo, 'FP8')
+  t.is(result.kvCache, 'fp8')
+  const golden = JSON.parse(readFileSync(join(FIXTURES, 'golden/qwen3_moe_hub_f32/nvfp4_kv_fp8/config.json'), 'utf8'))
   t.deepEqual(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).quantization_config, golden.quantization_config)
+  const kvScales = Object.keys(readTensors(join(out, 'model.safetensors'))).filter((n) => /\.(k_proj\.k_scale|v_proj\.v_scale)$/.test(n))
+  t.deepEqual(kvScales.sort(), ['model.layers.0.self_attn.k_proj.k_scale', 'model.layers.0.self_attn.v_proj.v_scale', 'model.layers.1.self_attn.k_proj.k_scale', 'model.layers.1.self_attn.v_proj.v_scale'])
 })
 
 real(`CLI: the summary table, then --overwrite and --no-coverage${skipNote}`, (t) => {
@@ -228,6 +243,7 @@ real(`CLI: the summary table, then --overwrite and --no-coverage${skipNote}`, (t
   const first = cli(...args)
   t.is(first.status, 0, first.stderr)
   t.regex(first.stdout, /^format {16}FP8$/m)
+  t.regex(first.stdout, /^KV cache {14}FP8, constant scale$/m)
   t.regex(first.stdout, /^layer +tensors +relative MSE$/m)
   t.regex(first.stdout, new RegExp(`^output {16}${out}$`, 'm'))
   t.deepEqual(readdirSync(dir), ['fp8'])

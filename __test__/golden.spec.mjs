@@ -1,7 +1,9 @@
 // quantizeModel() against ModelOpt 0.47's own exports of the same fixtures with the same calibration ids
 // (fixtures/golden, made by tools/make_golden.py): same tensor names, dtypes and shapes; same metadata;
 // input scales within 1e-5 and weight scales within 1e-6 relative; quantized weight bytes identical for at
-// least 99.9% of bytes (the count of differing bytes is logged).
+// least 99.9% of bytes (the count of differing bytes is logged). The goldens below were made with ModelOpt's format
+// configs alone, which quantize no KV cache (hf_ptq's `--kv_cache_qformat none`), so they are compared with
+// `kvCache: 'none'`; the KV cache's own goldens come last.
 import test from 'ava'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -158,7 +160,7 @@ for (const [modelType, loadedAs] of [['qwen3_5_moe'], ['kimi_linear', [/(mlp\.ga
       const model = materializeZoo(modelType, 'hub')
       const output = join(tempDir(), 'out')
       try {
-        await quantizeModel({ model, output, format })
+        await quantizeModel({ model, output, format, kvCache: 'none' })
         const goldenDir = join(GOLDEN, `zoo_${modelType}_hub`, format)
         const differing = compareTensors(t, output, goldenDir, loadedAs)
         t.is(differing, 0)
@@ -186,7 +188,7 @@ for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
     const model = materializeZoo('nemotron_h', 'hub')
     const output = join(tempDir(), 'out')
     try {
-      await quantizeModel({ model, output, format })
+      await quantizeModel({ model, output, format, kvCache: 'none' })
       const goldenDir = join(GOLDEN, 'zoo_nemotron_h_hub', format)
       t.is(compareTensors(t, output, goldenDir, [/^backbone\.layers\.1\.mixer\.gate\.weight$/, 'BF16']), 0)
       const ours = readTensors(join(output, 'model.safetensors'))
@@ -276,8 +278,9 @@ function compareTensors(t, output, goldenDir, loadedAs, skip = /^$/, rename = (n
     t.is(actual.dtype, expected.dtype, `${name} dtype`)
     t.deepEqual(actual.shape, expected.shape, `${name} shape`)
     const scalar = expected.dtype === 'F32' && expected.shape.length === 0
-    if (scalar && /(input_scale|weight_scale|weight_scale_2)$/.test(name)) {
-      const tolerance = name.endsWith('input_scale') ? 1e-5 : 1e-6
+    if (scalar && /(input_scale|weight_scale|weight_scale_2|k_scale|v_scale)$/.test(name)) {
+      // Activation scales (inputs, keys, values) come from our forward's maxima; weight scales from the weights.
+      const tolerance = /(input|k|v)_scale$/.test(name) ? 1e-5 : 1e-6
       const [a, b] = [actual.values[0], expected.values[0]]
       t.true(Math.abs(a - b) <= tolerance * Math.abs(b), `${name}: ${a} vs ModelOpt ${b}`)
       continue
@@ -295,7 +298,7 @@ for (const [fixture, golden] of WEIGHT_ONLY_CASES) {
   for (const format of ['w4a16_nvfp4', 'fp8_pc_pt']) {
     test(`${fixture} → ${format} (weight-only) equals ModelOpt's export (${golden})`, async (t) => {
       const output = join(tempDir(), 'out')
-      const result = await quantizeModel({ model: join(FIXTURES, fixture), output, format })
+      const result = await quantizeModel({ model: join(FIXTURES, fixture), output, format, kvCache: 'none' })
       const differing = compareWithGolden(t, output, join(GOLDEN, golden, format))
       if (format === 'fp8_pc_pt' || STACKED_ON_HUB.has(golden)) t.is(differing, 0, 'every byte equal')
       t.deepEqual([result.tokens, result.uncalibratedExperts, result.coverageReportPath], [0, [], null])
@@ -311,7 +314,7 @@ for (const [fixture, pattern, expected] of [
 ]) {
   test(`${fixture}: excluded stacked experts are kept and listed in exclude_modules`, async (t) => {
     const output = join(tempDir(), 'out')
-    await quantizeModel({ model: join(FIXTURES, fixture), output, format: 'w4a16_nvfp4', exclude: [pattern] })
+    await quantizeModel({ model: join(FIXTURES, fixture), output, format: 'w4a16_nvfp4', exclude: [pattern], kvCache: 'none' })
     const quant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8'))
     t.deepEqual(quant.quantization.exclude_modules, expected)
     const ours = readTensors(join(output, 'model.safetensors'))
@@ -329,7 +332,7 @@ for (const [scope, golden] of [['experts', 'nvfp4_experts'], ['mlp', 'nvfp4_mlp'
     const output = join(tempDir(), 'out')
     const ids = CALIB_ROWS
     const calibration = { ids, samples: ids.length, seqLen: ids[0].length }
-    await quantizeModel({ model: join(FIXTURES, 'glm4_moe/hub'), output, format: 'nvfp4', scope, calibration, coverageReport: false })
+    await quantizeModel({ model: join(FIXTURES, 'glm4_moe/hub'), output, format: 'nvfp4', scope, calibration, coverageReport: false, kvCache: 'none' })
     compareWithGolden(t, output, join(GOLDEN, 'glm4_moe_hub', golden))
   })
 }
@@ -344,6 +347,7 @@ for (const [fixture, golden, ids, loadedAs, formats = ['fp8', 'nvfp4'], unrouted
         format,
         calibration: { ids, samples: ids.length, seqLen: ids[0].length },
         coverageReport: false,
+        kvCache: 'none',
       })
       compareWithGolden(t, output, join(GOLDEN, golden, format), loadedAs)
       if (golden.endsWith('fewtokens')) {
@@ -393,6 +397,7 @@ for (const [fixture, golden, part, excluded, loadedAs] of PARTLY_QUANTIZED) {
         format,
         calibration: { ids, samples: ids.length, seqLen: ids[0].length },
         coverageReport: false,
+        kvCache: 'none',
       })
       const goldenDir = join(GOLDEN, golden, format)
       compareTensors(t, output, goldenDir, loadedAs, part)
@@ -429,6 +434,7 @@ for (const [fixture, golden, rename] of NAMED_OTHERWISE) {
         format,
         calibration: { ids, samples: ids.length, seqLen: ids[0].length },
         coverageReport: false,
+        kvCache: 'none',
       })
       const goldenDir = join(GOLDEN, golden, format)
       const notText = { test: (name) => !TEXT.test(name) }
@@ -438,4 +444,32 @@ for (const [fixture, golden, rename] of NAMED_OTHERWISE) {
       t.deepEqual(result.uncalibratedExperts, [])
     })
   }
+}
+
+// The KV cache as ModelOpt's hf_ptq quantizes it (tools/make_golden.py --kv-cache: the format's config merged with
+// hf_ptq's `--kv_cache_qformat` preset). `fp8` adds every attention's k_proj.k_scale and v_proj.v_scale (Qwen3-MoE: keys
+// after k_norm and the rope; DeepSeek-V3: MLA's keys, the nope part and the shared rotary part); `fp8_cast`, hf_ptq's
+// default, no tensor; both write kv_cache_quant_algo "FP8" and config.json's kv_cache_scheme.
+const KV_CASES = [
+  ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32', 'fp8', 'fp8'],
+  ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32', 'nvfp4', 'fp8'],
+  ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32', 'fp8', 'fp8_cast'],
+  ['qwen3_moe/hub_f32', 'qwen3_moe_hub_f32', 'w4a16_nvfp4', 'fp8_cast'],
+  ['deepseek_v3/hub', 'deepseek_v3_hub', 'fp8', 'fp8'],
+  ['deepseek_v3/hub', 'deepseek_v3_hub', 'nvfp4', 'fp8'],
+]
+for (const [fixture, golden, format, kvCache] of KV_CASES) {
+  test(`${fixture} → ${format} with kvCache '${kvCache}' equals ModelOpt's export (${golden}/${format}_kv_${kvCache})`, async (t) => {
+    const output = join(tempDir(), 'out')
+    const calibrated = format !== 'w4a16_nvfp4'
+    const ids = CALIB_ROWS
+    const calibration = calibrated ? { calibration: { ids, samples: ids.length, seqLen: ids[0].length }, coverageReport: false } : {}
+    // fp8_cast is the default: left out, it must give the same output.
+    const result = await quantizeModel({ model: join(FIXTURES, fixture), output, format, ...calibration, ...(kvCache === 'fp8_cast' ? {} : { kvCache }) })
+    t.is(result.kvCache, kvCache)
+    const goldenDir = join(GOLDEN, golden, `${format}_kv_${kvCache}`)
+    compareWithGolden(t, output, goldenDir)
+    const kvScales = (dir) => Object.keys(readTensors(join(dir, 'model.safetensors'))).filter((n) => /\.(k_proj\.k_scale|v_proj\.v_scale)$/.test(n))
+    t.is(kvScales(goldenDir).length, kvCache === 'fp8' ? 4 : 0, 'two attentions, a key and a value scale each')
+  })
 }

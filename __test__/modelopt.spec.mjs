@@ -126,6 +126,25 @@ for (const g of golden) {
   })
 }
 
+// The KV cache goldens (`<format>_kv_<fp8|fp8_cast>`, tools/make_golden.py --kv-cache): kv_cache_quant_algo "FP8" and
+// config.json's kv_cache_scheme placed as ModelOpt places them, for the calibrated and the constant-scale cache alike.
+const kvGolden = readdirSync(GOLDEN, { withFileTypes: true })
+  .filter((d) => d.isDirectory())
+  .flatMap((d) => readdirSync(join(GOLDEN, d.name)).filter((sub) => /_kv_/.test(sub)).map((sub) => join(GOLDEN, d.name, sub)))
+test('the KV cache goldens are all there', (t) => t.is(kvGolden.length, 6))
+for (const dir of kvGolden) {
+  const amax = JSON.parse(readFileSync(join(dir, 'amax.json'), 'utf8'))
+  const name = dir.slice(GOLDEN.length + 1)
+  test(`hf_quant_config.json and config.json with the KV cache byte for byte: ${name}`, (t) => {
+    const kvCache = amax.kv_cache_qformat
+    t.true(['fp8', 'fp8_cast'].includes(kvCache))
+    const exclude = goldenExclude(dir)
+    t.is(dumpPyJson(hfQuantConfig(amax.format, exclude, MODELOPT_VERSION, undefined, kvCache)), readFileSync(join(dir, 'hf_quant_config.json'), 'utf8'))
+    const input = readFileSync(join(ROOT, amax.fixture, 'config.json'), 'utf8')
+    t.is(outputConfigJson(input, quantizationConfig(amax.format, exclude, MODELOPT_VERSION, kvCache)), readFileSync(join(dir, 'config.json'), 'utf8'))
+  })
+}
+
 test('moduleLists: weight_scale marks quantized modules; norms and enabled convolutions are never listed', (t) => {
   const lists = moduleLists([
     'lm_head.weight',
@@ -262,5 +281,12 @@ test('every format meets the keys serving engines read from a ModelOpt checkpoin
     t.is(quantization.group_size, format.includes('nvfp4') ? 16 : undefined, format)
     const config = quantizationConfig(format, [])
     t.like(config, { quant_method: 'modelopt', quant_algo: algo, ignore: [] })
+    t.false(Object.hasOwn(config, 'kv_cache_scheme'), format)
+    // An FP8 KV cache, calibrated or not: kv_cache_quant_algo "FP8", and kv_cache_scheme right after quant_algo.
+    for (const kvCache of ['fp8', 'fp8_cast']) {
+      t.is(hfQuantConfig(format, [], MODELOPT_VERSION, undefined, kvCache).quantization.kv_cache_quant_algo, 'FP8')
+      const keys = Object.keys(quantizationConfig(format, [], MODELOPT_VERSION, kvCache))
+      t.deepEqual(keys.slice(keys.indexOf('quant_algo')), ['quant_algo', 'kv_cache_scheme', 'producer', 'quant_method'], `${format} ${kvCache}`)
+    }
   }
 })

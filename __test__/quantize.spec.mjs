@@ -153,7 +153,7 @@ test('options are validated with messages naming the option', async (t) => {
 test('unknown options are refused with the valid ones and the closest match, at every level', async (t) => {
   const output = join(tempDir(), 'out')
   const cases = [
-    [{ kvCache: 'fp8' }, /^kvCache: unknown option; valid options: model, output, format, calibration, .*signal$/],
+    [{ kvcache: 'fp8' }, /^kvcache: unknown option \(did you mean kvCache\?\); valid options: model, output, format, calibration, .*kvCache, .*signal$/],
     [{ overwirte: true }, /^overwirte: unknown option \(did you mean overwrite\?\)/],
     [{ calibration: { ...calibration, seqlen: 8 } }, /^calibration\.seqlen: unknown option \(did you mean calibration\.seqLen\?\); valid options: calibration\.data, /],
   ]

@@ -61,6 +61,18 @@ fixtures/golden/<qwen2_moe|olmoe|granitemoe>_hub/<fp8|nvfp4>/    `--more` rewrit
 fixtures/golden/dense_<model_type>/<fp8|nvfp4>/    `--dense` rewrites only these
     The calibrated formats on the dense checkpoints of fixtures/dense/ (Llama, Qwen3, Mistral; transformers 5.25).
 
+fixtures/golden/<qwen3_moe_hub_f32|deepseek_v3_hub>/<format>_kv_<fp8|fp8_cast>/    `--kv-cache` rewrites these (KV_CASES)
+    The KV cache as hf_ptq.py quantizes it: the format's config merged with hf_ptq's `--kv_cache_qformat` preset
+    (`mtq.update_quant_cfg_with_kv_cache_quant` with `KV_QUANT_CFG_CHOICES[...]`). `fp8` calibrates max |k| and |v|
+    as the attention function receives them and exports `<attention>.k_proj.k_scale` / `v_proj.v_scale` (amax / 448);
+    `fp8_cast` (hf_ptq's default) pins the amax and exports no scale tensor; both write kv_cache_quant_algo "FP8".
+    amax.json records `kv_cache_qformat` and the k/v_bmm quantizers' amax beside the others.
+
+fixtures/golden/kv_scales.json    `--kv-cache` (fixtures/ cases, transformers 5.17), `--kv-cache --families`
+    (fixtures/families/ and fixtures/dense/, transformers 5.25)
+    Per calibrated fixture, the k_scale / v_scale tensors ModelOpt exports with FP8 and the calibrated fp8 KV preset,
+    and its kv_cache_quant_algo (null where it puts no quantizer on the attention: LongCat-Flash).
+
 fixtures/golden/glm4_moe_hub/<nvfp4_experts|nvfp4_mlp>/
     ModelOpt's NVFP4_EXPERTS_ONLY_CFG and NVFP4_MLP_ONLY_CFG presets (moe-quant's
     `scope: 'experts'` and `scope: 'mlp'`), calibrated on calib_ids like the others.
@@ -162,17 +174,25 @@ def load(fixture: Path, dtype, auto_class: str = "AutoModelForCausalLM"):
     return model
 
 
-def quant_cfg(fmt: str):
+def quant_cfg(fmt: str, kv: str | None = None):
+    """ModelOpt's config for moe-quant's format `fmt`; with `kv`, merged with hf_ptq's KV cache preset of that name
+    (`--kv_cache_qformat`), as hf_ptq.py merges them."""
     import modelopt.torch.quantization as mtq
 
     if fmt in SCOPE_FORMATS:
-        return getattr(mtq, SCOPE_FORMATS[fmt])
-    return {
-        "fp8": mtq.FP8_DEFAULT_CFG,
-        "nvfp4": mtq.NVFP4_DEFAULT_CFG,
-        "w4a16_nvfp4": mtq.W4A16_NVFP4_CFG,
-        "fp8_pc_pt": mtq.FP8_PER_CHANNEL_PER_TOKEN_CFG,
-    }[fmt]
+        cfg = getattr(mtq, SCOPE_FORMATS[fmt])
+    else:
+        cfg = {
+            "fp8": mtq.FP8_DEFAULT_CFG,
+            "nvfp4": mtq.NVFP4_DEFAULT_CFG,
+            "w4a16_nvfp4": mtq.W4A16_NVFP4_CFG,
+            "fp8_pc_pt": mtq.FP8_PER_CHANNEL_PER_TOKEN_CFG,
+        }[fmt]
+    if kv is None:
+        return cfg
+    from modelopt.recipe.presets import KV_QUANT_CFG_CHOICES
+
+    return mtq.update_quant_cfg_with_kv_cache_quant(cfg, KV_QUANT_CFG_CHOICES[kv]["quant_cfg"])
 
 
 def amax_value(q):
@@ -249,7 +269,7 @@ def cast_like_twin(model, twin) -> torch.dtype:
 
 
 def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_note: str,
-             auto_class: str = "AutoModelForCausalLM") -> None:
+             auto_class: str = "AutoModelForCausalLM", kv: str | None = None) -> None:
     import modelopt
     import transformers
     import modelopt.torch.quantization as mtq
@@ -262,7 +282,7 @@ def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_no
         with torch.no_grad():
             m(input_ids=ids, use_cache=False)
 
-    model = mtq.quantize(model, quant_cfg(fmt), forward_loop)
+    model = mtq.quantize(model, quant_cfg(fmt, kv), forward_loop)
     for h in handles:
         h.remove()
     quantizers, shared_states = record_quantizers(model)
@@ -284,6 +304,7 @@ def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_no
     info = {
         "fixture": str(fixture.relative_to(ROOT)),
         "format": fmt,
+        **({"kv_cache_qformat": kv} if kv else {}),
         "modelopt_version": modelopt.__version__,
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__.split("+")[0],
@@ -420,8 +441,9 @@ def _nvfp4_group(module: str, modules: set) -> list[str]:
 def verify_export(out_dir: Path, fixture: Path) -> dict:
     from safetensors.torch import load_file
 
-    fmt = out_dir.name
-    amax = {k: v["amax"] for k, v in json.loads((out_dir / "amax.json").read_text())["quantizers"].items()}
+    info = json.loads((out_dir / "amax.json").read_text())
+    fmt = info["format"]
+    amax = {k: v["amax"] for k, v in info["quantizers"].items()}
     out = {}
     for f in sorted(out_dir.glob("*.safetensors")):
         out.update(load_file(f))
@@ -461,7 +483,14 @@ def verify_export(out_dir: Path, fixture: Path) -> dict:
             bad_scales += int(t.dtype != torch.float32 or t.dim() != 0 or t.numpy().view(np.uint32) != val.view(np.uint32))
         n_bytes += q.size
         bad_bytes += int((q != got).sum())
-    return {"linears": len(modules), "bytes": n_bytes, "bad_bytes": bad_bytes, "bad_scales": bad_scales}
+    # KV cache scales: `<attention>.k_proj.k_scale` = f32(amax of `<attention>.k_bmm_quantizer`) / f32(448), whatever
+    # the format (these fixtures' attention modules have the same names in memory and on disk).
+    kv = {k: v for k, v in out.items() if k.endswith((".k_proj.k_scale", ".v_proj.v_scale"))}
+    for name, t in kv.items():
+        attention, proj = name.rsplit(".", 2)[0], name.rsplit(".", 1)[1][0]
+        val = _f32(_f32(amax[f"{attention}.{proj}_bmm_quantizer"]) / _f32(448))
+        bad_scales += int(t.dtype != torch.float32 or t.dim() != 0 or t.numpy().view(np.uint32) != val.view(np.uint32))
+    return {"linears": len(modules), "bytes": n_bytes, "bad_bytes": bad_bytes, "bad_scales": bad_scales, "kv_scales": len(kv)}
 
 
 # Zoo checkpoints (fixtures/zoo/, materialized by tools/zoo-materialize.mjs exactly as the tests do) of families
@@ -624,9 +653,83 @@ def make_stacked(ids: torch.Tensor) -> None:
             run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]")
 
 
+# KV cache goldens (`--kv-cache`, with the transformers of fixtures/, 5.17): hf_ptq's KV cache presets
+# (`--kv_cache_qformat`) merged with the formats, on Qwen3-MoE (grouped-query attention, k after its norm and rope) and
+# DeepSeek-V3 (MLA), in fixtures/golden/<model_type>_<layout>/<format>_kv_<preset>/; fp8_cast writes no scale tensor.
+KV_CASES = [
+    ("qwen3_moe", "hub_f32", "fp8", "fp8"),
+    ("qwen3_moe", "hub_f32", "nvfp4", "fp8"),
+    ("qwen3_moe", "hub_f32", "fp8", "fp8_cast"),
+    ("qwen3_moe", "hub_f32", "w4a16_nvfp4", "fp8_cast"),
+    ("deepseek_v3", "hub", "fp8", "fp8"),
+    ("deepseek_v3", "hub", "nvfp4", "fp8"),
+]
+# fixtures/golden/kv_scales.json: per calibrated fixture, the k_scale and v_scale tensors ModelOpt exports (FP8 with
+# the calibrated fp8 preset) and its kv_cache_quant_algo. `--kv-cache` writes the fixtures/ cases (transformers 5.17),
+# `--kv-cache --families` the fixtures/families/ and fixtures/dense/ ones (5.25); each keeps the other's entries.
+KV_SCALES = GOLDEN / "kv_scales.json"
+
+
+def kv_scales_of(fixture: Path, ids: torch.Tensor, auto_class: str) -> dict:
+    """ModelOpt's KV cache scales of one fixture: FP8 with the calibrated KV preset, exported as run_case exports."""
+    import transformers
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_hf_checkpoint
+    from safetensors.torch import load_file
+
+    model = mtq.quantize(load(fixture, torch.float32, auto_class), quant_cfg("fp8", "fp8"),
+                         lambda m: m(input_ids=ids, use_cache=False))
+    twin = load(fixture, "auto", auto_class)
+    export_dtype = cast_like_twin(model, twin)
+    with tempfile.TemporaryDirectory() as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_hf_checkpoint(model, dtype=export_dtype, export_dir=tmp)
+        tensors = {}
+        for f in sorted(Path(tmp).glob("*.safetensors")):
+            tensors.update(load_file(f))
+        algo = json.loads((Path(tmp) / "hf_quant_config.json").read_text())["quantization"]["kv_cache_quant_algo"]
+    scales = {k: float(v) for k, v in sorted(tensors.items()) if k.endswith((".k_proj.k_scale", ".v_proj.v_scale"))}
+    return {"transformers_version": transformers.__version__, "kv_cache_quant_algo": algo, "scales": scales}
+
+
+def make_kv_cache(ids: torch.Tensor, families: bool) -> int:
+    import modelopt
+
+    if families:
+        fixtures = [(FIXTURES / "families" / c[0] / c[1], c[2]) for c in FAMILY_CASES]
+        fixtures += [(FIXTURES / "dense" / m, "AutoModelForCausalLM") for m in DENSE_CASES]
+    else:
+        fixtures = [(FIXTURES / m / l, "AutoModelForCausalLM") for m, l in CASES + STACKED_CASES + MORE_CASES]
+        failed = False
+        for model_type, layout, fmt, kv in KV_CASES:
+            out = GOLDEN / f"{model_type}_{layout}" / f"{fmt}_kv_{kv}"
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"== {model_type}/{layout} {fmt} + KV cache {kv} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(FIXTURES / model_type / layout, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32]", kv=kv)
+            if fmt in FORMATS:
+                r = verify_export(out, FIXTURES / model_type / layout)
+                failed |= bool(r["bad_bytes"] or r["bad_scales"])
+                print(f"check {out.relative_to(GOLDEN)}: {r}")
+        if failed:
+            print("numpy reference does NOT reproduce ModelOpt's export bit for bit", file=sys.stderr)
+            return 1
+    table = json.loads(KV_SCALES.read_text()) if KV_SCALES.exists() else {}
+    for fixture, auto_class in fixtures:
+        name = str(fixture.relative_to(FIXTURES))
+        print(f"== KV cache scales of {name}", flush=True)
+        table[name] = kv_scales_of(fixture, ids, auto_class)
+    table = {"modelopt_version": modelopt.__version__, **{k: v for k, v in sorted(table.items()) if k != "modelopt_version"}}
+    KV_SCALES.write_text(compact_json(table))
+    return 0
+
+
 def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    if "--kv-cache" in sys.argv[1:]:
+        return make_kv_cache(calib_ids(), "--families" in sys.argv[1:])
     if "--weight-only" in sys.argv[1:]:
         make_weight_only(calib_ids())
         return 0

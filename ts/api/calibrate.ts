@@ -114,6 +114,9 @@ export interface CalibrationResult {
   tokens: number
   /** max |input| of every linear outside the routed experts, by module name. */
   inputAmax: Record<string, number>
+  /** max |key| and max |value| each attention attends with (keys after their norm and rope), by attention module
+   * (the parent of its output projection): what `kvCache: 'fp8'` scales the KV cache by. */
+  kvAmax: Record<string, { key: number; value: number }>
   experts: ExpertCoverage[]
   /** Experts (over all layers) that saw no calibration token. */
   uncalibratedExperts: number
@@ -218,6 +221,7 @@ function toResult(report: CalibrationReport, descriptor: ModelDescriptor): { res
     seqLen: report.seq_len,
     tokens: report.tokens,
     inputAmax: report.observers.input_amax,
+    kvAmax: report.observers.kv_amax,
     experts,
     uncalibratedExperts: experts.reduce((n, l) => n + l.uncalibrated.length, 0),
     warnings,

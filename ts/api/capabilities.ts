@@ -4,6 +4,7 @@
  * quantizeModel() would give, without reading any weight.
  */
 import { MoeQuantError } from '../errors'
+import { resolveKvCache } from '../export/kv-cache'
 import { planExport } from '../export/plan'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
@@ -39,7 +40,8 @@ export function formatSupport(listing: HeaderListing, report: InspectReport): Fo
     const base = { format, quantAlgo: facts.quantAlgo }
     if (facts.calibrated && !descriptor) return { ...base, support: 'refused', reason: forwardRefusal }
     try {
-      const options = { format, scope: 'all' as const, exclude: [], indivisible: 'keep' as const, maxShardBytes: 1, overwrite: false, tool: { name: '', version: '' } }
+      const kvCache = resolveKvCache(undefined, format, report.modelType).mode
+      const options = { format, scope: 'all' as const, exclude: [], indivisible: 'keep' as const, kvCache, maxShardBytes: 1, overwrite: false, tool: { name: '', version: '' } }
       const planned = planExport(report, facts.calibrated ? descriptor : null, listing, options)
       const kept = planned.keptIndivisible.length
       const note = kept > 0 ? { reason: `${kept} linears stay unquantized: an input dimension is not a multiple of ${facts.groupSize}` } : {}

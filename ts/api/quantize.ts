@@ -7,6 +7,7 @@
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
+import { KV_CACHE_MODES, type KvCacheMode, resolveKvCache } from '../export/kv-cache'
 import { type PlannedExport, planExport, type QuantizeScope } from '../export/plan'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
@@ -29,7 +30,7 @@ import { packageVersion } from '../version'
 import { type CalibrationOptions, calibrationRequest, shortDataWarnings } from './calibrate'
 import { checkOptions, is, parseSize, rules, type Rules } from './options'
 
-export type { QuantFormatName }
+export type { KvCacheMode, QuantFormatName }
 
 export interface QuantizeOptions {
   /** The input model directory (Hugging Face checkpoint). */
@@ -64,6 +65,15 @@ export interface QuantizeOptions {
    * dense MLPs; attention stays in 16 bits) or `'experts'` (routed experts only).
    */
   scope?: QuantizeScope
+  /**
+   * How the KV cache is quantized, as ModelOpt's hf_ptq (`--kv_cache_qformat`) names it: `'fp8_cast'` (default, as
+   * hf_ptq's) declares an FP8 KV cache with a constant scale (`kv_cache_quant_algo: "FP8"`, no scale tensors: engines
+   * scale keys and values by 1); `'fp8'` also writes each attention's `k_proj.k_scale` and `v_proj.v_scale`, the
+   * calibrated key and value maxima over 448 (calibrated formats only); `'none'` leaves the KV cache in 16 bits
+   * (`kv_cache_quant_algo: null`). A family whose KV cache ModelOpt does not quantize (LongCat-Flash) gets `'none'`
+   * by default and refuses the others.
+   */
+  kvCache?: KvCacheMode
   /**
    * The expert-coverage heatmap (HTML). By default it is written into the output directory
    * (`moe-quant-coverage.html`, published with the checkpoint); a path writes it there instead once the
@@ -106,6 +116,8 @@ export interface LayerError {
 export interface QuantizeResult {
   output: string
   format: QuantFormatName
+  /** The KV cache's quantization as written (`kvCache`, or its default for the model). */
+  kvCache: KvCacheMode
   /** Weight bytes (safetensors files) before and after. */
   sizeBytes: { before: number; after: number }
   /** Per decoder layer, the weight quantization error. */
@@ -146,6 +158,7 @@ const QUANTIZE_OPTIONS: Rules<QuantizeOptions> = {
   overwrite: null,
   indivisible: { test: is.oneOf(['error', 'keep']), expected: "'error' or 'keep'" },
   scope: { test: is.oneOf(['all', 'mlp', 'experts']), expected: "'all', 'mlp' or 'experts'" },
+  kvCache: { test: is.oneOf(KV_CACHE_MODES), expected: KV_CACHE_MODES.map((m) => `'${m}'`).join(', ').replace(/, ([^,]*)$/, ' or $1') },
   coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path or false' },
   onProgress: rules.callback,
   signal: null,
@@ -168,9 +181,10 @@ function warningsOf(
   format: QuantFormatName,
   summary: CalibrationSummary | null,
   uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
-  { keptIndivisible, skippedFiles }: Pick<PlannedExport, 'keptIndivisible' | 'skippedFiles'>,
+  { keptIndivisible, skippedFiles, kvCacheNote }: Pick<Prepared, 'keptIndivisible' | 'skippedFiles' | 'kvCacheNote'>,
 ): string[] {
   const warnings: string[] = []
+  if (kvCacheNote) warnings.push(kvCacheNote)
   const uncalibrated = uncalibratedSummary(uncalibratedExperts)
   if (uncalibrated) {
     warnings.push(
@@ -191,7 +205,7 @@ function warningsOf(
 /** The run record: what was asked (format, options as resolved, tool version) and what calibration saw. */
 function runRecord(
   options: QuantizeOptions,
-  resolved: { tool: { name: string; version: string }; request: CalibrationRequest | null; maxShardBytes: number },
+  resolved: { tool: { name: string; version: string }; request: CalibrationRequest | null; maxShardBytes: number; kvCache: KvCacheMode },
   summary: CalibrationSummary | null,
   outcome: Pick<QuantizeResult, 'uncalibratedExperts' | 'keptIndivisible' | 'skippedFiles' | 'warnings'>,
 ): Record<string, unknown> {
@@ -206,6 +220,7 @@ function runRecord(
       exclude: options.exclude ?? [],
       indivisible: options.indivisible ?? 'error',
       scope: options.scope ?? 'all',
+      kvCache: resolved.kvCache,
       maxShardBytes: resolved.maxShardBytes,
       calibration: request && {
         source: 'path' in request.source ? request.source.path : request.source.kind,
@@ -236,6 +251,9 @@ interface Prepared extends PlannedExport {
   descriptor: ModelDescriptor | null
   request: CalibrationRequest | null
   tool: { name: string; version: string }
+  /** The KV cache's quantization, and why it differs from the default when the model decided it. */
+  kvCache: KvCacheMode
+  kvCacheNote: string | undefined
   /** The coverage report's path when the caller gave one (written once the checkpoint is complete). */
   customReport: string | undefined
 }
@@ -250,18 +268,20 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
   const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, options.device ?? 'cpu')
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }
+  const { mode: kvCache, note: kvCacheNote } = resolveKvCache(options.kvCache, options.format, report.modelType)
   const planned = planExport(report, descriptor, listing, {
     format: options.format,
     exclude: options.exclude ?? [],
     indivisible: options.indivisible ?? 'error',
     scope: options.scope ?? 'all',
+    kvCache,
     maxShardBytes: parseSize(options.maxShardSize ?? '5GB') as number,
     overwrite,
     tool,
   })
   const customReport = typeof options.coverageReport === 'string' ? options.coverageReport : undefined
   if (customReport !== undefined) await checkReportPath(customReport, { model: options.model, overwrite, option: 'coverageReport' })
-  return { ...planned, listing, report, descriptor, request, tool, customReport }
+  return { ...planned, listing, report, descriptor, request, tool, kvCache, kvCacheNote, customReport }
 }
 
 /**
@@ -294,7 +314,7 @@ function outcomeOf(options: QuantizeOptions, prepared: Prepared, summary: Calibr
 function outputFiles(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary | null): Record<string, string> {
   const { uncalibratedExperts: uncalibrated, coverage, warnings } = outcomeOf(options, prepared, summary)
   const { tool, request, plan, keptIndivisible, skippedFiles } = prepared
-  const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes }, summary, { uncalibratedExperts: uncalibrated, keptIndivisible, skippedFiles, warnings })
+  const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes, kvCache: prepared.kvCache }, summary, { uncalibratedExperts: uncalibrated, keptIndivisible, skippedFiles, warnings })
   const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
   if (summary && options.coverageReport === undefined) files[COVERAGE_FILE] = renderCoverageReport(options.model, coverageInput(summary, coverage, warnings))
   return files
@@ -319,6 +339,7 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
   return {
     output,
     format: options.format,
+    kvCache: prepared.kvCache,
     sizeBytes: { before: weightBytes(prepared.listing.files), after: weightBytes(report.files) },
     layers: report.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
     uncalibratedExperts: uncalibrated,
@@ -343,7 +364,9 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
  *     calibration: { data: './calib.jsonl', samples: 512, seqLen: 512 },
  *     onProgress: (e) => console.log(e.stage, e.layer, '/', e.layers),
  *   })
- * @throws MoeQuantError `E_OPTION_INVALID` (a bad or unknown option, an `exclude` pattern matching nothing),
+ * @throws MoeQuantError `E_OPTION_INVALID` (a bad or unknown option, an `exclude` pattern matching nothing,
+ *   `kvCache: 'fp8'` with a weight-only format), `E_MODEL_UNSUPPORTED` (no forward for a calibrated format, or a
+ *   quantized KV cache asked of a family whose KV cache ModelOpt leaves unquantized),
  *   `E_CHECKPOINT_ALREADY_QUANTIZED` (a ModelOpt export, or a source stored quantized in a form that cannot be read),
  *   `E_OUTPUT_INVALID` (output is the input, inside it, not empty without `overwrite`, or another output
  *   appeared there during the run), `E_TENSOR_SHAPE` (NVFP4 and a dimension not a multiple of 16),

@@ -10,6 +10,7 @@ import { is } from '../api/options'
 import type { CalibrationOptions } from '../api/calibrate'
 import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
 import { MoeQuantError } from '../errors'
+import { KV_CACHE_MODES } from '../export/kv-cache'
 import { FORMAT_NAMES, FORMATS } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
@@ -44,6 +45,8 @@ Options:
                           unquantized instead of stopping with an error
   --scope all|mlp|experts which linears to quantize (default all): mlp leaves attention in 16 bits, experts
                           quantizes the routed experts only (ModelOpt's *_mlp_only / *_experts_only presets)
+  --kv-cache MODE         the KV cache, as hf_ptq's --kv_cache_qformat: fp8_cast (default: FP8 with a constant
+                          scale), fp8 (FP8 with calibrated key and value scales; calibrated formats only), none
   --all-experts           route every calibration token through every expert, for statistics only
   --coverage FILE         write the expert-coverage report to FILE (default: OUT/moe-quant-coverage.html)
   --no-coverage           do not write the expert-coverage report
@@ -59,7 +62,7 @@ export interface QuantizeCommandArgs {
 export type ParsedQuantizeArgs = ({ help: false } & QuantizeCommandArgs) | { help: true }
 
 const FLAGS: FlagSpec = {
-  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope'],
+  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope', '--kv-cache'],
   repeatable: ['--exclude'],
   switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
 }
@@ -123,6 +126,11 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   if (args.switches.has('--overwrite')) options.overwrite = true
   const scope = value(args, '--scope')
   if (scope !== undefined) options.scope = choice('--scope', scope, ['all', 'mlp', 'experts'] as const, 'quantize')
+  const kvCache = value(args, '--kv-cache')
+  if (kvCache !== undefined) {
+    options.kvCache = choice('--kv-cache', kvCache, KV_CACHE_MODES, 'quantize')
+    if (options.kvCache === 'fp8' && !FORMATS[format].calibrated) invalid(`--kv-cache fp8 calibrates the key and value scales: --format ${format} is weight-only and runs no calibration (use --kv-cache fp8_cast)`)
+  }
   if (args.switches.has('--keep-indivisible')) {
     if (FORMATS[format].groupSize === null) invalid(`--keep-indivisible applies to the block formats only (${FORMAT_NAMES.filter((f) => FORMATS[f].groupSize !== null).join(', ')})`)
     options.indivisible = 'keep'
@@ -143,6 +151,8 @@ function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
 
+const KV_CACHE_LABELS = { fp8: 'FP8, calibrated scales', fp8_cast: 'FP8, constant scale', none: 'not quantized' } as const
+
 /** The human-readable summary of a finished run. */
 export function renderSummary(result: QuantizeResult): string {
   const { before, after } = result.sizeBytes
@@ -158,6 +168,7 @@ export function renderSummary(result: QuantizeResult): string {
       : result.uncalibratedExperts.map((l) => `layer ${l.layer}: ${l.experts.length} (${l.experts.join(', ')})`).join('; ')
   const rows: Array<[string, string]> = [
     ['format', result.format.toUpperCase()],
+    ['KV cache', KV_CACHE_LABELS[result.kvCache]],
     ['size', `${bytes(before)} → ${bytes(after)} (${ratio})`],
     ['quantized tensors', result.quantizedTensors.toLocaleString('en-US')],
     ['calibration', `${result.tokens.toLocaleString('en-US')} tokens per layer`],

@@ -10,6 +10,7 @@
  */
 import { MoeQuantError } from '../errors'
 import { FORMAT_NAMES, type FormatFacts, FORMATS, type QuantFormatName } from '../formats'
+import { type KvCacheMode, kvCacheQuantAlgo, kvCacheScheme } from './kv-cache'
 import { dumpPyJson, parsePyJson, PyInt, sortKeysDeep, toPyJson, type PyJson, type PyObject } from './python-json'
 
 /** The ModelOpt release whose export format we follow; written as `producer.version`. */
@@ -118,16 +119,18 @@ export interface ToolInfo {
 
 /**
  * The content of `hf_quant_config.json`, keys in ModelOpt's order. Write it with `dumpPyJson` (4-space
- * indent, no trailing newline). `tool`, when given, adds a top-level `"quantizer"` key after ModelOpt's two.
+ * indent, no trailing newline). `tool`, when given, adds a top-level `"quantizer"` key after ModelOpt's two;
+ * `kvCache` sets `kv_cache_quant_algo` (export/kv-cache.ts).
  */
 export function hfQuantConfig(
   format: QuantFormatName,
   exclude: readonly string[],
   version: string = MODELOPT_VERSION,
   tool?: ToolInfo,
+  kvCache: KvCacheMode = 'none',
 ): Record<string, unknown> {
   const facts = checkFormat(format)
-  const quantization: Record<string, unknown> = { quant_algo: facts.quantAlgo, kv_cache_quant_algo: null }
+  const quantization: Record<string, unknown> = { quant_algo: facts.quantAlgo, kv_cache_quant_algo: kvCacheQuantAlgo(kvCache) }
   if (facts.groupSize !== null) quantization.group_size = facts.groupSize
   quantization.exclude_modules = [...exclude]
   const config: Record<string, unknown> = { producer: { name: 'modelopt', version }, quantization }
@@ -135,8 +138,14 @@ export function hfQuantConfig(
   return config
 }
 
-/** config.json's `quantization_config` (`convert_hf_quant_config_format`), keys in ModelOpt's order. */
-export function quantizationConfig(format: QuantFormatName, exclude: readonly string[], version: string = MODELOPT_VERSION): Record<string, unknown> {
+/** config.json's `quantization_config` (`convert_hf_quant_config_format`), keys in ModelOpt's order; a quantized
+ * `kvCache` adds its `kv_cache_scheme` after `quant_algo`. */
+export function quantizationConfig(
+  format: QuantFormatName,
+  exclude: readonly string[],
+  version: string = MODELOPT_VERSION,
+  kvCache: KvCacheMode = 'none',
+): Record<string, unknown> {
   const facts = checkFormat(format)
   const args = { dynamic: false, num_bits: facts.bits, type: 'float', ...(facts.groupSize === null ? {} : { group_size: facts.groupSize }) }
   const groups: Record<string, Record<string, unknown>> = {
@@ -148,6 +157,7 @@ export function quantizationConfig(format: QuantFormatName, exclude: readonly st
     ...groups[facts.configGroups],
     ignore: [...exclude],
     quant_algo: facts.quantAlgo,
+    ...(kvCacheScheme(kvCache) === undefined ? {} : { kv_cache_scheme: kvCacheScheme(kvCache) }),
     producer: { name: 'modelopt', version },
     quant_method: 'modelopt',
   }

@@ -12,6 +12,7 @@ import { lookupArchitecture, wrapperTiesEmbeddings } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
 import { planCopies } from './files'
+import { type KvCacheMode, kvScalePlans } from './kv-cache'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, outputConfigJson, quantizationConfig } from './modelopt'
 import { dumpPyJson } from './python-json'
 
@@ -36,6 +37,8 @@ export interface PlanOptions {
   /** Module-name patterns (`*` wildcards) kept unquantized on top of the defaults. */
   exclude: readonly string[]
   indivisible: 'error' | 'keep'
+  /** How the KV cache is quantized (as resolved: `fp8` needs the descriptor of a calibrated format). */
+  kvCache: KvCacheMode
   maxShardBytes: number
   overwrite: boolean
   /** Recorded as `quantizer` in hf_quant_config.json beside ModelOpt's `producer`. */
@@ -435,8 +438,8 @@ function routerModuleNames(report: InspectReport): [string, string][] {
 /** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules`. */
 function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[]): Record<string, string> {
   return {
-    'config.json': outputConfigJson(listing.config, quantizationConfig(options.format, exclude), `${listing.dir}/config.json`),
-    [HF_QUANT_CONFIG]: dumpPyJson(hfQuantConfig(options.format, exclude, undefined, options.tool)),
+    'config.json': outputConfigJson(listing.config, quantizationConfig(options.format, exclude, undefined, options.kvCache), `${listing.dir}/config.json`),
+    [HF_QUANT_CONFIG]: dumpPyJson(hfQuantConfig(options.format, exclude, undefined, options.tool, options.kvCache)),
   }
 }
 
@@ -460,6 +463,8 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const { experts, expertTensors } = planExperts(report, planning)
   const planned = linearModules(report, listing, expertTensors, planning)
   const linears = planLinears(descriptor, planned, planning)
+  if (options.kvCache === 'fp8' && !descriptor) throw new MoeQuantError('E_INTERNAL', "a calibrated KV cache ('fp8') needs the calibration forward")
+  const kvScales = options.kvCache === 'fp8' && descriptor ? kvScalePlans(descriptor, (module) => outputName(planning, module)) : []
 
   // Everything else is kept in its source dtype, under its (hub) output name.
   const quantizedWeights = new Set([...expertTensors, ...[...planned].map((m) => `${m}.weight`)])
@@ -479,7 +484,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const files = metadataFiles(listing, options, exclude)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))
   return {
-    plan: { format: options.format, keep, linears, experts, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite },
+    plan: { format: options.format, keep, linears, experts, kv_scales: kvScales, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite },
     keptIndivisible: planning.keptIndivisible,
     excludeModules: exclude,
     skippedFiles: skipped,

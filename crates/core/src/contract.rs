@@ -8,10 +8,10 @@
 pub use crate::calib::data::CalibrationSource;
 pub use crate::calib::documents::Document;
 pub use crate::error::{ErrorCode, ErrorPayload};
-pub use crate::export::plan::{ExpertPlan, ExportPlan, KeptTensor, LinearPlan};
+pub use crate::export::plan::{ExpertPlan, ExportPlan, KeptTensor, KvScalePlan, LinearPlan};
 pub use crate::model::descriptor::ModelDescriptor;
 pub use crate::model::layers::ForwardProgress;
-pub use crate::model::observe::{ExpertStats, Observers};
+pub use crate::model::observe::{ExpertStats, KvAmax, Observers};
 pub use crate::ops::calibrate::{CalibrationReport, CalibrationRequest};
 pub use crate::ops::compare::{ComparisonProgress, ComparisonReport, ComparisonRequest, Side};
 pub use crate::ops::inspect::{DequantizedTensors, HeaderListing, TensorHeader};

@@ -16,6 +16,9 @@ export const longcatFlash: ArchitectureEntry = {
   layouts: [perExpertGateUpDown('mlp', 'router.classifier.weight'), fusedGateUp('mlp', 'router.classifier.weight')],
   router: 'softmax_bias_topk_scaled',
   placement: { kind: 'all' },
+  // ModelOpt 0.47 puts KV cache quantizers on attention classes whose name ends with `Attention`; LongCat-Flash's
+  // is `LongcatFlashMLA`, so its export of this family, KV cache options or not, has kv_cache_quant_algo null.
+  kvCacheUnquantized: "its attention class, LongcatFlashMLA, is not one ModelOpt 0.47 puts KV cache quantizers on, so ModelOpt writes kv_cache_quant_algo null whatever hf_ptq's --kv_cache_qformat",
   forward: {
     attention: 'mla',
     attentionScale: 'mla_yarn_mscale',

@@ -398,6 +398,9 @@ export interface ArchitectureEntry {
     renames: readonly (readonly [RegExp, string])[]
     joins: readonly { parts: readonly string[]; joined: string }[]
   }
+  /** Why ModelOpt quantizes no KV cache of this family, whatever hf_ptq's `--kv_cache_qformat` says (it writes
+   * `kv_cache_quant_algo: null`): moe-quant then leaves it unquantized by default and refuses the KV cache options. */
+  kvCacheUnquantized?: string
   /** How the calibration forward is built; absent when `forwardUnsupported` says why it cannot be yet. */
   forward?: ForwardDecl
   /** Why the descriptor cannot express this family's forward yet (describeModel refuses it with this). */

@@ -2,6 +2,7 @@
 import type { ExpertPlan } from "./ExpertPlan";
 import type { FormatName } from "./FormatName";
 import type { KeptTensor } from "./KeptTensor";
+import type { KvScalePlan } from "./KvScalePlan";
 import type { LinearPlan } from "./LinearPlan";
 
 export type ExportPlan = { format: FormatName, 
@@ -17,6 +18,11 @@ linears: Array<LinearPlan>,
  * Routed experts, one entry per MoE layer.
  */
 experts: Array<ExpertPlan>, 
+/**
+ * The calibrated scales of an FP8 KV cache, one entry per attention whose keys and values the forward records
+ * (none for an uncalibrated KV cache or none at all).
+ */
+kv_scales: Array<KvScalePlan>, 
 /**
  * Files written with the given text (config.json, hf_quant_config.json).
  */

@@ -1,6 +1,7 @@
 //! The output checkpoint's tensors, declared before anything is written: names, dtypes and shapes, in the
 //! order the export queues them.
 
+use super::kv_cache::kv_scale_names;
 use super::plan::{ExpertOutput, ExportPlan, Stack};
 use crate::checkpoint::{Checkpoint, Dtype, TensorLayout};
 use crate::error::{Error, Result};
@@ -33,7 +34,7 @@ impl Naming {
 
 /// Every tensor the export writes, in the order it queues them: the kept tensors, then layer by layer the
 /// quantized linears and experts (each weight's format tensors, then its `input_scale` when the format is
-/// calibrated and the linear is not weight-only).
+/// calibrated and the linear is not weight-only); and the KV cache's scales (0-d f32).
 pub fn output_layout(
     checkpoint: &Checkpoint,
     plan: &ExportPlan,
@@ -100,6 +101,11 @@ pub fn output_layout(
                     }
                 }
             }
+        }
+    }
+    for kv in &plan.kv_scales {
+        for name in kv_scale_names(&kv.output) {
+            layout.push(TensorLayout { name, dtype: Dtype::F32, shape: Vec::new() });
         }
     }
     Ok(layout)

@@ -1,8 +1,9 @@
 //! Export: the quantized checkpoint's parts. TS decides the plan (which tensors are quantized under which
 //! output names, which scales are shared, the metadata files); here the output's tensors are declared
-//! (`layout`), each layer is quantized (`quantizer`) and written (`output`). The verb that runs them over the
-//! calibration is `ops::quantize`.
+//! (`layout`), each layer is quantized (`quantizer`, with the KV cache's scales of `kv_cache`) and written
+//! (`output`). The verb that runs them over the calibration is `ops::quantize`.
 
+pub mod kv_cache;
 pub mod layout;
 pub mod output;
 pub mod plan;

@@ -55,6 +55,11 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
+    /// Queues a 0-d f32 tensor (a KV cache scale).
+    pub fn queue_scalar(&mut self, name: &str, value: f32) -> Result<()> {
+        self.add(name, Dtype::F32, &[], value.to_le_bytes().to_vec())
+    }
+
     /// Queues one quantized linear's tensors and, for a calibrated format, its `input_scale`.
     pub fn queue(&mut self, format: &dyn QuantFormat, quantized: QuantizedLinear) -> Result<()> {
         for tensor in quantized.weight.tensors {

@@ -19,6 +19,10 @@ pub struct ExportPlan {
     pub linears: Vec<LinearPlan>,
     /// Routed experts, one entry per MoE layer.
     pub experts: Vec<ExpertPlan>,
+    /// The calibrated scales of an FP8 KV cache, one entry per attention whose keys and values the forward records
+    /// (none for an uncalibrated KV cache or none at all).
+    #[serde(default)]
+    pub kv_scales: Vec<KvScalePlan>,
     /// Files written with the given text (config.json, hf_quant_config.json).
     pub files: BTreeMap<String, String>,
     /// Files of the input directory copied unchanged (tokenizer, generation config …).
@@ -113,6 +117,18 @@ impl LinearPlan {
     }
 }
 
+/// The KV cache scales of one attention: `<output>.k_proj.k_scale` and `<output>.v_proj.v_scale`, each the maximum the
+/// calibration forward recorded for its keys or values over 448 (ModelOpt's calibrated FP8 KV cache).
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct KvScalePlan {
+    /// The decoder layer the attention belongs to.
+    pub layer: usize,
+    /// The attention module as the forward records it (`Observers::kv_amax`).
+    pub attention: String,
+    /// The attention module's output name.
+    pub output: String,
+}
+
 /// The routed experts of one MoE layer.
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 pub struct ExpertPlan {
@@ -185,8 +201,13 @@ impl FusedOutput {
 impl ExportPlan {
     /// The decoder layers with something to quantize, in order.
     pub fn layers(&self) -> Vec<usize> {
-        let layers: std::collections::BTreeSet<usize> =
-            self.linears.iter().map(|l| l.layer).chain(self.experts.iter().map(|x| x.layer)).collect();
+        let layers: std::collections::BTreeSet<usize> = self
+            .linears
+            .iter()
+            .map(|l| l.layer)
+            .chain(self.experts.iter().map(|x| x.layer))
+            .chain(self.kv_scales.iter().map(|kv| kv.layer))
+            .collect();
         layers.into_iter().collect()
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use candle_core::Device;
 
+use super::kv_cache::kv_scales;
 use super::layout::{check_stack, Naming};
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, FusedOutput, LinearPlan, PerExpertOutput, Stack};
 use crate::checkpoint::{Checkpoint, Dtype};
@@ -50,10 +51,11 @@ pub struct Quantizer<'a> {
     format: Box<dyn QuantFormat>,
 }
 
-/// One layer's quantized linears with the layer's error sums.
+/// One layer's quantized linears and KV cache scales (0-d f32 tensors by name), with the layer's error sums.
 pub struct QuantizedLayer {
     pub layer: usize,
     pub linears: Vec<QuantizedLinear>,
+    pub scales: Vec<(String, f32)>,
     pub errors: ErrorSum,
 }
 
@@ -110,7 +112,8 @@ impl<'a> Quantizer<'a> {
                 }
             }
         }
-        Ok(QuantizedLayer { layer, linears, errors })
+        let scales = kv_scales(layer, plan, observers)?;
+        Ok(QuantizedLayer { layer, linears, scales, errors })
     }
 
     /// max |W| of `<module>.weight`.

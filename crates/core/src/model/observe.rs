@@ -1,7 +1,8 @@
 //! Observers: what the calibration forward records. The absolute maximum of the input of every linear that
 //! will be quantized (one value per module); per MoE block, one input maximum for gate/up and one for down
 //! shared by all experts (serving engines use one activation scale per layer), routed token counts per
-//! expert, and each expert's weight maxima.
+//! expert, and each expert's weight maxima; per attention, the maxima of the keys and values it attends with (what a
+//! calibrated FP8 KV cache is scaled by).
 //!
 //! Observers also serve to find where a forward stopped being finite: created with [`Observers::tracing`],
 //! they note the first activation they see that holds a NaN or an infinity (in the order of the forward).
@@ -11,8 +12,8 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::error::Result;
-use crate::model::blocks::ops::{abs_max, all_finite};
+use crate::error::{Error, Result};
+use crate::model::blocks::ops::{abs_max, abs_max_on_device, all_finite, read_scalars};
 
 /// Statistics of one MoE block.
 #[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
@@ -42,6 +43,22 @@ impl ExpertStats {
     }
 }
 
+/// The maxima of what one attention keeps in a KV cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ts_rs::TS)]
+pub struct KvAmax {
+    /// max |k| over the keys as the attention's product with the queries reads them: after the key norm and the
+    /// rope (MLA: the decompressed keys with the shared rotary part), each key head once.
+    pub key: f32,
+    /// max |v| over the values the attention weights.
+    pub value: f32,
+}
+
+/// The name the KV maxima of an attention are recorded under: the module holding its output projection `o_proj`
+/// (`model.layers.0.self_attn` for `model.layers.0.self_attn.o_proj`), where ModelOpt's key and value quantizers sit.
+pub fn attention_module(o_proj: &str) -> String {
+    o_proj.rsplit_once('.').map_or(o_proj, |(parent, _)| parent).to_string()
+}
+
 /// Everything recorded during one calibration forward.
 #[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
 pub struct Observers {
@@ -49,6 +66,9 @@ pub struct Observers {
     pub input_amax: BTreeMap<String, f32>,
     /// MoE block path (e.g. `model.layers.1.mlp`) → statistics of its routed experts.
     pub experts: BTreeMap<String, ExpertStats>,
+    /// Attention module (the parent of its output projection, e.g. `model.layers.0.self_attn`) → the maxima of its
+    /// keys and values.
+    pub kv_amax: BTreeMap<String, KvAmax>,
     /// While tracing: `Some(first activation found not finite, if any)`.
     #[serde(skip)]
     trace: Option<Option<String>>,
@@ -96,6 +116,19 @@ impl Observers {
             let entry = self.input_amax.entry((*module).to_string()).or_insert(0.0);
             *entry = entry.max(amax);
         }
+        Ok(())
+    }
+
+    /// Records the maxima of the keys and values `[B, heads, T, D]` that `attention` attends with, read back from the
+    /// device together.
+    pub fn record_kv(&mut self, attention: &str, keys: &Tensor, values: &Tensor) -> Result<()> {
+        let maxima = read_scalars(&[abs_max_on_device(keys)?, abs_max_on_device(values)?])?;
+        let &[key, value] = maxima.as_slice() else {
+            return Err(Error::internal(format!("{attention}: two maxima read back as {}", maxima.len())));
+        };
+        let entry = self.kv_amax.entry(attention.to_string()).or_default();
+        entry.key = entry.key.max(key);
+        entry.value = entry.value.max(value);
         Ok(())
     }
 

@@ -338,6 +338,9 @@ impl Jobs<'_, '_> {
             for linear in quantized.linears {
                 pipeline.record(output.queue(self.quantizer.format(), linear))?;
             }
+            for (name, value) in &quantized.scales {
+                pipeline.record(output.queue_scalar(name, *value))?;
+            }
             Ok(())
         })?;
         let bytes_written = output.bytes_written.load(Ordering::Relaxed);

@@ -9,7 +9,7 @@
 
 use candle_core::Tensor;
 
-use super::attention::{attend, attend_masked, Pattern};
+use super::attend::{attend, attend_masked, Pattern};
 use super::indexer::Indexer;
 use super::key_selection::{ChosenKeys, KeySelection};
 use super::linear::Linear;
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::decoder::required_rope;
 use crate::model::descriptor::{MlaDescriptor, MlaLoraScales, SparseAttentionDescriptor};
 use crate::model::loader::WeightLoader;
-use crate::model::observe::Observers;
+use crate::model::observe::{attention_module, Observers};
 
 enum QueryPath {
     Direct(Linear),
@@ -179,6 +179,7 @@ impl Mla {
         let k_rot = k_rot.expand((b, heads, t, self.rope_dim))?;
         let query = Tensor::cat(&[&q_pass, &q_rot], 3)?.contiguous()?;
         let key = Tensor::cat(&[&k_pass, &k_rot], 3)?.contiguous()?;
+        observers.record_kv(&attention_module(&self.o.name), &key, &value)?;
         let out = match self.chosen_keys(xs, latent.as_ref(), rope, chosen)? {
             Some(keys) => attend_chosen(&query, &key, &value, self.scaling, keys)?,
             None => attend(&query, &key, &value, self.scaling, &Pattern::CAUSAL)?,

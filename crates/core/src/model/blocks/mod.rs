@@ -1,6 +1,7 @@
 //! Model blocks: small structs built from the descriptor and the checkpoint, each with a `forward`.
 
 pub mod activation;
+pub mod attend;
 pub mod attention;
 pub mod causal_conv;
 pub mod delta_rule;
