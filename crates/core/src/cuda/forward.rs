@@ -5,8 +5,8 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{address, kernel_module, shape_error, Arg, Grid, Module, Source};
-use crate::error::{Error, Result};
+use super::{address, kernel_module, shape_error, to_u32, Arg, Grid, Module, Source};
+use crate::error::Result;
 
 const FORWARD: Module = kernel_module!("forward");
 /// Largest head the head kernel takes (`MAX_HEAD_DIM` in forward.cu).
@@ -34,10 +34,7 @@ pub fn softmax_scores(scores: &Tensor, mask: &Tensor, sinks: Option<&Tensor>, sc
     let rows = b * heads * queries;
     let mut out = source.alloc(scores.dtype(), rows * keys)?;
     if rows > 0 && keys > 0 {
-        let dim = |value: usize| {
-            u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")))
-        };
-        let grid = Grid::Fixed { grid: (dim(rows.div_ceil(4))?, 1, 1), block: (128, 1, 1) };
+        let grid = Grid::Fixed { grid: (to_u32(rows.div_ceil(4), op)?, 1, 1), block: (128, 1, 1) };
         let mask_address = address(mask)?;
         // Without sinks the kernel never reads this pointer; the mask's is a valid stand-in.
         let sinks_address = sinks.map(address).transpose()?.unwrap_or(mask_address);
@@ -46,9 +43,9 @@ pub fn softmax_scores(scores: &Tensor, mask: &Tensor, sinks: Option<&Tensor>, sc
             Arg::U64(mask_address),
             Arg::U64(sinks_address),
             Arg::U64(rows as u64),
-            Arg::U32(dim(keys)?),
-            Arg::U32(dim(queries)?),
-            Arg::U32(dim(heads)?),
+            Arg::U32(to_u32(keys, op)?),
+            Arg::U32(to_u32(queries, op)?),
+            Arg::U32(to_u32(heads, op)?),
             Arg::F32(scaling),
             Arg::I32(i32::from(sinks.is_some())),
         ];
@@ -81,20 +78,19 @@ pub fn combine_routed(routed: &Tensor, rows: &Tensor, weights: Option<&Tensor>, 
     let source = Source::new(routed, op)?;
     let mut out = source.alloc(DType::F32, tokens * hidden)?;
     if tokens > 0 && hidden > 0 {
-        let dim = |value: usize| {
-            u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")))
-        };
         let threads = 256;
-        let grid =
-            Grid::Fixed { grid: (dim(tokens)?, dim(hidden.div_ceil(threads))?, 1), block: (threads as u32, 1, 1) };
+        let grid = Grid::Fixed {
+            grid: (to_u32(tokens, op)?, to_u32(hidden.div_ceil(threads), op)?, 1),
+            block: (threads as u32, 1, 1),
+        };
         let rows_address = address(rows)?;
         let weights_address = weights.map(address).transpose()?.unwrap_or(rows_address);
         let mut args = [
             Arg::Out(&mut out),
             Arg::U64(rows_address),
             Arg::U64(weights_address),
-            Arg::U32(dim(hidden)?),
-            Arg::U32(dim(top_k)?),
+            Arg::U32(to_u32(hidden, op)?),
+            Arg::U32(to_u32(top_k, op)?),
             Arg::I32(i32::from(weights.is_some())),
         ];
         source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
@@ -132,9 +128,6 @@ pub fn head_norm_rope(xs: &Tensor, norm: Option<(&Tensor, f32)>, rope: Option<(&
     let rows = b * t * heads;
     let mut out = source.alloc(xs.dtype(), rows * dim)?;
     if rows > 0 && dim > 0 {
-        let dim_u32 = |value: usize| {
-            u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")))
-        };
         // Stand-ins for pointers the kernel does not read without a norm or a rope.
         let xs_address = address(xs)?;
         let weight_address = norm.map(|(w, _)| address(w)).transpose()?.unwrap_or(xs_address);
@@ -148,15 +141,15 @@ pub fn head_norm_rope(xs: &Tensor, norm: Option<(&Tensor, f32)>, rope: Option<(&
             Arg::U64(cos_address),
             Arg::U64(sin_address),
             Arg::U64(rows as u64),
-            Arg::U32(dim_u32(t)?),
-            Arg::U32(dim_u32(heads)?),
-            Arg::U32(dim_u32(dim)?),
-            Arg::U32(dim_u32(rotary)?),
+            Arg::U32(to_u32(t, op)?),
+            Arg::U32(to_u32(heads, op)?),
+            Arg::U32(to_u32(dim, op)?),
+            Arg::U32(to_u32(rotary, op)?),
             Arg::F32(norm.map_or(0.0, |(_, eps)| eps)),
             Arg::I32(i32::from(norm.is_some())),
             Arg::I32(i32::from(rope.is_some())),
         ];
-        let grid = Grid::Fixed { grid: (dim_u32(rows.div_ceil(4))?, 1, 1), block: (128, 1, 1) };
+        let grid = Grid::Fixed { grid: (to_u32(rows.div_ceil(4), op)?, 1, 1), block: (128, 1, 1) };
         source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
     }
     Ok(source.tensor(out, (b, heads, t, dim)))
@@ -262,8 +255,4 @@ pub fn all_finite(xs: &Tensor) -> Result<bool> {
         source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
     }
     Ok(source.tensor(flag, 1).to_vec1::<f32>()?[0] == 0.0)
-}
-
-fn to_u32(value: usize, op: &str) -> Result<u32> {
-    u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")))
 }

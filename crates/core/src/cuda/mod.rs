@@ -131,6 +131,12 @@ pub(crate) fn not_on_cuda(op: &str, device: &Device) -> Error {
     }
 }
 
+/// A launch dimension or kernel argument as u32, or an internal error naming `op`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn to_u32(value: usize, op: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")))
+}
+
 pub(crate) fn shape_error(xs: &Tensor, message: &str) -> Error {
     Error::ShapeInvalid { tensor: "(device tensor)".into(), shape: xs.dims().to_vec(), message: message.into() }
 }

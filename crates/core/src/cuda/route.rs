@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{address, kernel_module, shape_error, Arg, Grid, Module, Source};
+use super::{address, kernel_module, shape_error, to_u32, Arg, Grid, Module, Source};
 use crate::error::{Error, Result};
 
 const ROUTE: Module = kernel_module!("route");
@@ -68,8 +68,7 @@ pub fn route(logits: &Tensor, top_k: usize, router: &DeviceRouter, bias: Option<
     }
     let Device::Cuda(_) = logits.device() else { return Err(super::not_on_cuda(op, logits.device())) };
     let source = Source::new(logits, op)?;
-    let dim =
-        |value: usize| u32::try_from(value).map_err(|_| Error::internal(format!("cuda::{op}: dimension too large")));
+
     if tokens == 0 {
         let empty = || Tensor::zeros(0, DType::U32, logits.device());
         return Ok(DeviceRouting {
@@ -96,17 +95,17 @@ pub fn route(logits: &Tensor, top_k: usize, router: &DeviceRouter, bias: Option<
             Arg::Out(&mut weights),
             Arg::U64(bias_address),
             Arg::U64(tokens as u64),
-            Arg::U32(dim(experts)?),
-            Arg::U32(dim(top_k)?),
+            Arg::U32(to_u32(experts, op)?),
+            Arg::U32(to_u32(top_k, op)?),
             Arg::I32(kind),
             Arg::I32(i32::from(normalise)),
             Arg::F32(norm_eps),
             Arg::F32(scaling),
-            Arg::U32(dim(groups)?),
-            Arg::U32(dim(kept)?),
+            Arg::U32(to_u32(groups, op)?),
+            Arg::U32(to_u32(kept, op)?),
             Arg::I32(i32::from(bias.is_some())),
         ];
-        let grid = Grid::Fixed { grid: (dim(tokens.div_ceil(4))?, 1, 1), block: (128, 1, 1) };
+        let grid = Grid::Fixed { grid: (to_u32(tokens.div_ceil(4), op)?, 1, 1), block: (128, 1, 1) };
         source.launch(&ROUTE, "route_topk", grid, &mut args)?;
     }
     let chosen = source.tensor(chosen, slots);
@@ -123,7 +122,7 @@ fn group(
     top_k: usize,
     experts: usize,
 ) -> Result<DeviceRouting> {
-    let dim = |value: usize| u32::try_from(value).map_err(|_| Error::internal("cuda::route: dimension too large"));
+    let op = "route";
     let tiles = tokens.div_ceil(TILE);
     let slots = tokens * top_k;
     let mut counts = source.alloc(DType::U32, tiles * experts)?;
@@ -132,11 +131,11 @@ fn group(
             Arg::U64(address(chosen)?),
             Arg::Out(&mut counts),
             Arg::U64(tokens as u64),
-            Arg::U32(dim(top_k)?),
-            Arg::U32(dim(experts)?),
-            Arg::U32(dim(TILE)?),
+            Arg::U32(to_u32(top_k, op)?),
+            Arg::U32(to_u32(experts, op)?),
+            Arg::U32(to_u32(TILE, op)?),
         ];
-        let grid = Grid::Fixed { grid: (dim(tiles)?, 1, 1), block: (256, 1, 1) };
+        let grid = Grid::Fixed { grid: (to_u32(tiles, op)?, 1, 1), block: (256, 1, 1) };
         source.launch_args(&ROUTE, "route_count", grid, &mut args)?;
     }
     let counts: Vec<u32> = source.tensor(counts, tiles * experts).to_vec1()?;
@@ -147,7 +146,7 @@ fn group(
     for e in 0..experts {
         let begin = start;
         for t in 0..tiles {
-            offsets[t * experts + e] = dim(start)?;
+            offsets[t * experts + e] = to_u32(start, op)?;
             start += counts[t * experts + e] as usize;
         }
         ranges.push(begin..start);
@@ -168,10 +167,10 @@ fn group(
             Arg::Out(&mut slot_weights),
             Arg::Out(&mut rows),
             Arg::U64(tokens as u64),
-            Arg::U32(dim(top_k)?),
-            Arg::U32(dim(experts)?),
+            Arg::U32(to_u32(top_k, op)?),
+            Arg::U32(to_u32(experts, op)?),
         ];
-        let grid = Grid::Fixed { grid: (dim(tiles)?, 1, 1), block: (256, 1, 1) };
+        let grid = Grid::Fixed { grid: (to_u32(tiles, op)?, 1, 1), block: (256, 1, 1) };
         source.launch_args(&ROUTE, "route_scatter", grid, &mut args)?;
     }
     Ok(DeviceRouting {
