@@ -114,10 +114,11 @@ const result = (layers) => ({
   keptIndivisible: [],
   skippedFiles: [],
   quantizedTensors: 12345,
+  quantizedOnDevice: 0,
   warnings: [],
   coverageReportPath: '/models/out.coverage.html',
   peakRssBytes: 3 * 2 ** 20,
-  seconds: { calibrate: 12.34, load: 4.5, forward: 7.8, quantize: 0.5, write: 2, total: 15 },
+  seconds: { calibrate: 12.34, load: 4.5, forward: 7.8, quantizeOnDevice: 0, quantize: 0.5, write: 2, total: 15 },
   tokens: 2048,
   kvCache: 'fp8_cast',
 })
@@ -135,6 +136,9 @@ test('the summary: sizes and ratio, tensors, per-layer error, uncalibrated exper
   t.regex(small, /^peak RSS {14}3\.0 MiB$/m)
   t.regex(small, /^time {18}calibrate 12\.3 s \(load 4\.5 s, forward 7\.8 s\), quantize 0\.50 s, write 2\.0 s, total 15\.0 s$/m)
   t.regex(small, /^output {16}\/models\/out$/m)
+  const gpu = renderSummary({ ...result(2), quantizedOnDevice: 12000, seconds: { ...result(2).seconds, quantizeOnDevice: 0.25 } })
+  t.regex(gpu, /^quantized tensors {5}12,345 \(12,000 on the GPU\)$/m)
+  t.regex(gpu, /^time {18}calibrate 12\.3 s \(load 4\.5 s, forward 7\.8 s, experts quantized on the GPU 0\.25 s\), quantize 0\.50 s, write 2\.0 s, total 15\.0 s$/m)
   t.regex(small, /^1 {6}28 {7}2\.00e-3$/m)
   t.notRegex(small, /relative MSE +min/)
   const large = renderSummary(result(9))

@@ -921,3 +921,15 @@ test('the committed descriptors (used by the Rust forward tests) equal freshly b
     t.deepEqual(committed, JSON.parse(JSON.stringify(await describeModel(join(FIXTURES, fixture)))), `${fixture}: run node tools/write_descriptors.mjs`)
   }
 })
+
+test('the committed export plans (used by the GPU quantization test) equal freshly built ones', async (t) => {
+  const { PLANNED, PLAN_FORMATS, planFile, fixturePlan } = await import('../tools/write_descriptors.mjs')
+  for (const fixture of PLANNED) {
+    for (const format of PLAN_FORMATS) {
+      const committed = JSON.parse(readFileSync(join(FIXTURES, 'descriptors', planFile(fixture, format)), 'utf8'))
+      const fresh = JSON.parse(JSON.stringify(await fixturePlan(join(FIXTURES, fixture), format)))
+      t.deepEqual(committed, fresh, `${fixture} ${format}: run node tools/write_descriptors.mjs`)
+      t.true(fresh.experts.length > 0, `${fixture}: the plan quantizes experts`)
+    }
+  }
+})

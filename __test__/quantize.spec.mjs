@@ -27,6 +27,8 @@ test('a full run reports sizes, errors per layer, stages and progress, and write
   // NVFP4 on random weights: a relative MSE of roughly 1%.
   t.true(result.layers.every((l) => l.relativeMse > 1e-4 && l.relativeMse < 0.05 && l.tensors === 28), JSON.stringify(result.layers))
   t.is(result.quantizedTensors, 56)
+  t.is(result.quantizedOnDevice, 0, 'on the CPU every weight is quantized on the CPU')
+  t.is(result.seconds.quantizeOnDevice, 0)
   t.is(result.coverageReportPath, join(output, 'moe-quant-coverage.html'))
   t.true(readFileSync(result.coverageReportPath, 'utf8').includes('Expert coverage'))
   t.deepEqual(readdirSync(dirname(output)), ['out'], 'the report is inside the output')

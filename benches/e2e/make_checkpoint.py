@@ -1,5 +1,5 @@
 """Writes the synthetic checkpoint of the race on the GPU machine: the tensors listed by prepare.mjs
-(tensors.json, Qwen3-MoE hub names) with seeded random bf16 weights (normal, std 0.02; norms 1), sharded at
+(tensors.json, hub names) with seeded random bf16 weights (normal, std 0.02; norms 1), sharded at
 5 GB with an index, plus config.json; and the calibration ids both tools use.
 
     python3 make_checkpoint.py PLANS_DIR OUT_DIR SAMPLES SEQ_LEN

@@ -4,6 +4,9 @@
 // make_checkpoint.py fills with random weights on the GPU machine.
 //
 //   npm run build:ts && node benches/e2e/prepare.mjs --layers 8 --out .device/e2e/plans-8
+//   node benches/e2e/prepare.mjs --layers 4 --config benches/e2e/mixtral-8x7b.config.json --out .device/e2e/mixtral-4
+//
+// The config decides the family (Qwen3-MoE or Mixtral, the two shapes the race runs).
 import { mkdirSync, openSync, closeSync, ftruncateSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,24 +27,34 @@ if (!out || !Number.isInteger(layers) || layers < 1) throw new Error('usage: pre
 const config = JSON.parse(readFileSync(values.config, 'utf8'))
 config.num_hidden_layers = layers
 const H = config.hidden_size
-const I = config.moe_intermediate_size
-const E = config.num_experts
 const heads = config.num_attention_heads
 const kv = config.num_key_value_heads
-const D = config.head_dim
+const D = config.head_dim ?? H / heads
 const V = config.vocab_size
 
-/** The hub (per-expert) tensor list of a Qwen3-MoE checkpoint, in file order. */
+/**
+ * The hub (per-expert) tensor list of the checkpoint, in file order: Qwen3-MoE (`mlp.experts.{e}.gate_proj`,
+ * q/k norms) or Mixtral (`block_sparse_moe.experts.{e}.w1`/`w3`/`w2`).
+ */
+const FAMILIES = {
+  qwen3_moe: { I: config.moe_intermediate_size, E: config.num_experts, moe: 'mlp', router: 'gate', projections: ['gate_proj', 'up_proj', 'down_proj'], qkNorm: true },
+  mixtral: { I: config.intermediate_size, E: config.num_local_experts, moe: 'block_sparse_moe', router: 'gate', projections: ['w1', 'w3', 'w2'], qkNorm: false },
+}
+const family = FAMILIES[config.model_type]
+if (!family) throw new Error(`prepare.mjs: no tensor list for model_type ${config.model_type} (${Object.keys(FAMILIES).join(', ')})`)
+const { I, E } = family
 const tensors = [['model.embed_tokens.weight', [V, H]]]
 for (let l = 0; l < layers; l++) {
   const p = `model.layers.${l}.`
   tensors.push([`${p}input_layernorm.weight`, [H]], [`${p}post_attention_layernorm.weight`, [H]])
   tensors.push([`${p}self_attn.q_proj.weight`, [heads * D, H]], [`${p}self_attn.k_proj.weight`, [kv * D, H]])
   tensors.push([`${p}self_attn.v_proj.weight`, [kv * D, H]], [`${p}self_attn.o_proj.weight`, [H, heads * D]])
-  tensors.push([`${p}self_attn.q_norm.weight`, [D]], [`${p}self_attn.k_norm.weight`, [D]], [`${p}mlp.gate.weight`, [E, H]])
+  if (family.qkNorm) tensors.push([`${p}self_attn.q_norm.weight`, [D]], [`${p}self_attn.k_norm.weight`, [D]])
+  tensors.push([`${p}${family.moe}.${family.router}.weight`, [E, H]])
+  const [gate, up, down] = family.projections
   for (let e = 0; e < E; e++) {
-    tensors.push([`${p}mlp.experts.${e}.gate_proj.weight`, [I, H]], [`${p}mlp.experts.${e}.up_proj.weight`, [I, H]])
-    tensors.push([`${p}mlp.experts.${e}.down_proj.weight`, [H, I]])
+    const x = `${p}${family.moe}.experts.${e}.`
+    tensors.push([`${x}${gate}.weight`, [I, H]], [`${x}${up}.weight`, [I, H]], [`${x}${down}.weight`, [H, I]])
   }
 }
 tensors.push(['model.norm.weight', [H]], ['lm_head.weight', [V, H]])

@@ -19,7 +19,10 @@ def load(path):
 def main() -> None:
     out, layers = sys.argv[1], int(sys.argv[2])
     card = open(os.path.join(out, "card.txt")).read().strip() if os.path.exists(os.path.join(out, "card.txt")) else "?"
-    print(f"Card: {card}; {layers} layers of Qwen3-30B-A3B (random bf16)\n")
+    config_path = os.path.join(out, "config.json")
+    config = json.load(open(config_path)) if os.path.exists(config_path) else {}
+    shape = {"mixtral": "Mixtral-8x7B"}.get(config.get("model_type"), "Qwen3-30B-A3B")
+    print(f"Card: {card}; {layers} layers of {shape} (random bf16)\n")
     print("| tool | format | total s | then sync s | load s | calibrate s | quantize+write s | layer-tokens/s | peak GPU MiB | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = {}

@@ -32,6 +32,7 @@ if [ -s "$work/missing.txt" ]; then
 fi
 export LD_LIBRARY_PATH=$("$here/cuda-libs.sh")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
+cp "$bundle/plans-$layers/config.json" "$out/config.json"
 
 log "writing the checkpoint ($layers layers)"
 python3 "$here/make_checkpoint.py" "$bundle/plans-$layers" "$work/model" "$samples" "$seq_len" | tee "$out/checkpoint.json"

@@ -133,16 +133,23 @@ export interface QuantizeResult {
    */
   skippedFiles: string[]
   quantizedTensors: number
+  /**
+   * Of `quantizedTensors`, the weights quantized on the GPU while the calibration forward held them (routed
+   * experts written one by one, stored in the dtype the GPU computes in); the others were quantized on the CPU.
+   * The bytes are the same either way. 0 on the CPU.
+   */
+  quantizedOnDevice: number
   warnings: string[]
   coverageReportPath: string | null
   /** `moe-quant-run.json` in the output: format, options, tool version and the calibration summary. */
   runRecordPath: string
   peakRssBytes: number | null
   /**
-   * Wall time per stage, in seconds. `load` (reading each layer and copying it to the device) and `forward`
-   * are the parts of `calibrate`; `quantize` runs on CPU threads while the next layer calibrates.
+   * Wall time per stage, in seconds. `load` (reading each layer and copying it to the device), `forward` and
+   * `quantizeOnDevice` (quantizing a layer's experts on the GPU while they are resident) are the parts of
+   * `calibrate`; `quantize` (the rest, and the input scales) runs on CPU threads while the next layer calibrates.
    */
-  seconds: { calibrate: number; load: number; forward: number; quantize: number; write: number; total: number }
+  seconds: { calibrate: number; load: number; forward: number; quantizeOnDevice: number; quantize: number; write: number; total: number }
   /** Calibration tokens per decoder layer (0 when weight-only). */
   tokens: number
 }
@@ -346,11 +353,20 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
     keptIndivisible: prepared.keptIndivisible,
     skippedFiles: prepared.skippedFiles,
     quantizedTensors: report.quantized_tensors,
+    quantizedOnDevice: report.quantized_on_device,
     warnings,
     coverageReportPath,
     runRecordPath: path.join(output, RUN_RECORD_FILE),
     peakRssBytes: report.peak_rss_bytes,
-    seconds: { ...report.seconds, total: (Date.now() - started) / 1000 },
+    seconds: {
+      calibrate: report.seconds.calibrate,
+      load: report.seconds.load,
+      forward: report.seconds.forward,
+      quantizeOnDevice: report.seconds.quantize_on_device,
+      quantize: report.seconds.quantize,
+      write: report.seconds.write,
+      total: (Date.now() - started) / 1000,
+    },
     tokens: summary ? summary.tokens : 0,
   }
 }

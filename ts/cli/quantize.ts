@@ -154,6 +154,12 @@ function median(values: readonly number[]): number {
 const KV_CACHE_LABELS = { fp8: 'FP8, calibrated scales', fp8_cast: 'FP8, constant scale', none: 'not quantized' } as const
 
 /** The human-readable summary of a finished run. */
+/** The count of quantized tensors, and how many of them the GPU quantized where it did. */
+function quantizedTensors(result: QuantizeResult): string {
+  const count = result.quantizedTensors.toLocaleString('en-US')
+  return result.quantizedOnDevice > 0 ? `${count} (${result.quantizedOnDevice.toLocaleString('en-US')} on the GPU)` : count
+}
+
 export function renderSummary(result: QuantizeResult): string {
   const { before, after } = result.sizeBytes
   const ratio = after > 0 ? `${(before / after).toFixed(2)}× smaller` : 'n/a'
@@ -162,6 +168,7 @@ export function renderSummary(result: QuantizeResult): string {
     errors.length === 0
       ? 'none'
       : `min ${mse(Math.min(...errors))}, median ${mse(median(errors))}, max ${mse(Math.max(...errors))} over ${errors.length} layers`
+  const onDevice = result.quantizedOnDevice > 0 ? `, experts quantized on the GPU ${seconds(result.seconds.quantizeOnDevice)}` : ''
   const uncalibrated =
     result.uncalibratedExperts.length === 0
       ? 'none'
@@ -170,7 +177,7 @@ export function renderSummary(result: QuantizeResult): string {
     ['format', result.format.toUpperCase()],
     ['KV cache', KV_CACHE_LABELS[result.kvCache]],
     ['size', `${bytes(before)} → ${bytes(after)} (${ratio})`],
-    ['quantized tensors', result.quantizedTensors.toLocaleString('en-US')],
+    ['quantized tensors', quantizedTensors(result)],
     ['calibration', `${result.tokens.toLocaleString('en-US')} tokens per layer`],
   ]
   if (result.layers.length > 8 || result.layers.length === 0) rows.push(['relative MSE', layerError])
@@ -183,7 +190,7 @@ export function renderSummary(result: QuantizeResult): string {
     [
       'time',
       `calibrate ${seconds(result.seconds.calibrate)} (load ${seconds(result.seconds.load)}, ` +
-        `forward ${seconds(result.seconds.forward)}), quantize ${seconds(result.seconds.quantize)}, ` +
+        `forward ${seconds(result.seconds.forward)}${onDevice}), quantize ${seconds(result.seconds.quantize)}, ` +
         `write ${seconds(result.seconds.write)}, total ${seconds(result.seconds.total)}`,
     ],
     ['output', result.output],

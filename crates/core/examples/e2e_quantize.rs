@@ -3,6 +3,8 @@
 //! (without per-module statistics) as JSON. Node is not needed where this runs. With `MOE_QUANT_PROFILE=1` the
 //! report also says where the forward's time went (a device synchronisation around each section).
 //!
+//! With `MOE_QUANT_QUANTIZE_ON_HOST=1` every weight is quantized on the CPU, as before quantization on the GPU.
+//!
 //! usage: e2e_quantize MODEL_DIR OUTPUT_DIR DESCRIPTOR.json PLAN.json CALIB_IDS.json DEVICE BATCH_SIZE
 
 use std::sync::atomic::AtomicBool;
@@ -45,12 +47,14 @@ fn run() -> Result<(), String> {
         source: CalibrationSource::Ids { ids },
     };
     let request = CalibrationRequest { sequences, all_experts: false };
+    // MOE_QUANT_QUANTIZE_ON_HOST=1: quantize every weight on the CPU (the path before quantization on the GPU).
+    let quantize_on_device = std::env::var_os("MOE_QUANT_QUANTIZE_ON_HOST").is_none();
     let started = Instant::now();
     let report = quantize_checkpoint(
         model.as_ref(),
         output.as_ref(),
         &plan,
-        Some(Calibration { desc: &descriptor, request: &request }),
+        Some(Calibration { desc: &descriptor, request: &request, quantize_on_device }),
         RunControl {
             cancel: &AtomicBool::new(false),
             progress: &mut |event| {
@@ -75,6 +79,7 @@ fn run() -> Result<(), String> {
         "tokens": calibration.tokens,
         "layers": report.layers,
         "quantized_tensors": report.quantized_tensors,
+        "quantized_on_device": report.quantized_on_device,
         "output_bytes": report.files.values().sum::<u64>(),
         "peak_rss_bytes": report.peak_rss_bytes,
         "uncalibrated_experts": uncalibrated,

@@ -178,7 +178,7 @@ fn run_quantization(
         progress: &mut |event| progress(event.stage == QuantizeStage::Quantize),
         extra_files: None,
     };
-    let calibration = Calibration { desc: &descriptor, request: &request };
+    let calibration = Calibration { desc: &descriptor, request: &request, quantize_on_device: true };
     quantize_checkpoint(model, output, &plan, Some(calibration), control).map(|_| ())
 }
 

@@ -254,7 +254,11 @@ pub fn quantize(
             progress: &mut |event| emit(&progress, &event),
             extra_files: Some(&mut files),
         };
-        let calibration = calibrated.as_ref().map(|(desc, request)| ops::quantize::Calibration { desc, request });
+        let calibration = calibrated.as_ref().map(|(desc, request)| ops::quantize::Calibration {
+            desc,
+            request,
+            quantize_on_device: true,
+        });
         let report =
             ops::quantize::quantize_checkpoint(Path::new(&dir), Path::new(&output), &plan, calibration, control)?;
         to_json(&report)

@@ -9,6 +9,11 @@ export type QuantizeReport = { layers: Array<LayerError>,
  */
 calibration: CalibrationSummary | null, quantized_tensors: number, 
 /**
+ * Of those, the weights quantized on the GPU while the calibration forward held them (the others were
+ * quantized on the CPU).
+ */
+quantized_on_device: number, 
+/**
  * Output files and their sizes.
  */
 files: { [key in string]: number }, peak_rss_bytes: number | null, seconds: StageSeconds, };

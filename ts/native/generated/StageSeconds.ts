@@ -2,6 +2,7 @@
 
 export type StageSeconds = { calibrate: number, 
 /**
- * Parts of `calibrate`: loading each layer (reading, converting, copying to the device), and the forward.
+ * Parts of `calibrate`: loading each layer (reading, converting, copying to the device), the forward, and
+ * quantizing the experts on the device while they are resident.
  */
-load: number, forward: number, quantize: number, write: number, total: number, };
+load: number, forward: number, quantize_on_device: number, quantize: number, write: number, total: number, };

@@ -8,5 +8,6 @@ pub mod layout;
 pub mod output;
 pub mod plan;
 pub mod quantizer;
+pub mod resident;
 
 pub use plan::ExportPlan;

@@ -9,6 +9,7 @@ use candle_core::Device;
 use super::kv_cache::kv_scales;
 use super::layout::{check_stack, Naming};
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, FusedOutput, LinearPlan, PerExpertOutput, Stack};
+use super::resident::{ResidentExperts, ResidentQuantizer};
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
@@ -84,11 +85,14 @@ impl<'a> Quantizer<'a> {
 
     /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded (`None`
     /// for a format that needs none: weight amaxes then come from the weights themselves).
+    /// Experts `resident` quantized on the device while the forward held them are taken from it, their input
+    /// amaxes attached.
     pub fn quantize_layer(
         &self,
         layer: usize,
         plan: &ExportPlan,
         observers: Option<&Observers>,
+        resident: Option<&ResidentQuantizer<'_>>,
     ) -> Result<QuantizedLayer> {
         let mut errors = ErrorSum::default();
         let mut linears = Vec::new();
@@ -103,11 +107,15 @@ impl<'a> Quantizer<'a> {
                 })?),
                 None => None,
             };
-            match &experts.output {
-                ExpertOutput::PerExpert(names) => {
+            let held = resident.and_then(|resident| resident.take(layer, &experts.block));
+            match (&experts.output, held, stats) {
+                (ExpertOutput::PerExpert(names), Some(held), Some(stats)) => {
+                    linears.extend(resident_linears(held, names, stats, &mut errors))
+                }
+                (ExpertOutput::PerExpert(names), _, _) => {
                     linears.extend(self.quantize_experts(experts, names, stats, &mut errors)?)
                 }
-                ExpertOutput::Fused(fused) => {
+                (ExpertOutput::Fused(fused), _, _) => {
                     linears.extend(self.quantize_fused(experts, fused, stats, &mut errors)?)
                 }
             }
@@ -351,6 +359,33 @@ impl<'a> Quantizer<'a> {
         let gate = gate.map(|name| read(&name)).transpose()?;
         Ok(Some((gate, read(&up)?, read(&down)?)))
     }
+}
+
+/// The linears of experts quantized on the device (`held`), with the block's shared input amaxes, in the order
+/// [`Quantizer::quantize_experts`] gives them.
+fn resident_linears(
+    held: ResidentExperts,
+    names: &PerExpertOutput,
+    stats: &ExpertStats,
+    errors: &mut ErrorSum,
+) -> Vec<QuantizedLinear> {
+    errors.add(&held.errors);
+    let (gate_up_input, down_input) = (stats.gate_up_input_amax, stats.down_input_amax);
+    let mut linears = Vec::with_capacity(3 * held.experts.len());
+    for (e, expert) in held.experts.into_iter().enumerate() {
+        let linear = |pattern: &str, weight, input| QuantizedLinear {
+            output: expert_name(pattern, e),
+            naming: Naming::Module,
+            weight,
+            input_amax: Some(input),
+        };
+        if let (Some(pattern), Some(gate)) = (&names.gate, expert.gate) {
+            linears.push(linear(pattern, gate, gate_up_input));
+        }
+        linears.push(linear(&names.up, expert.up, gate_up_input));
+        linears.push(linear(&names.down, expert.down, down_input));
+    }
+    linears
 }
 
 /// Quantizes one weight and adds its error to `errors`.

@@ -218,11 +218,22 @@ pub trait QuantFormat: Send + Sync {
 
 /// A format's quantization by a CUDA kernel, for weights already on the GPU (bf16, f16 or f32). Without the
 /// `cuda` feature (or for a tensor on the CPU) every call fails with `E_DEVICE_UNAVAILABLE`.
-pub trait DeviceQuantize {
+pub trait DeviceQuantize: Send + Sync {
     /// Quantizes `xs` (`[.., N, K]`: one weight, or `[E, N, K]` experts) with per-tensor scales from
     /// [`QuantFormat::weight_scale`]: one for the whole tensor or one per expert. Returns the tensors `quantize`
     /// writes that are not per-tensor scalars, in `output_layout` order, stacked over the experts.
     fn quantize_on_device(&self, xs: &Tensor, weight_scales: &[f32]) -> Result<Vec<Tensor>>;
+
+    /// The f32 values `[.., N, K]` that `parts` (what [`Self::quantize_on_device`] returned for one per-tensor
+    /// `weight_scale`) stand for, on their device: what [`QuantFormat::dequantize`] computes, by candle ops (so
+    /// on any device), to measure the quantization error where the weight is.
+    fn dequantize_on_device(&self, parts: &[Tensor], weight_scale: f32) -> Result<Tensor>;
+}
+
+/// The f32 value of every E4M3 byte, as a `[256]` tensor on `device` (decoding by `index_select`).
+pub(crate) fn e4m3_table(device: &candle_core::Device) -> Result<Tensor> {
+    let values: Vec<f32> = (0..=255u8).map(crate::numerics::e4m3::e4m3_to_f32).collect();
+    Ok(Tensor::from_vec(values, 256, device)?)
 }
 
 impl QuantizedWeight {

@@ -24,7 +24,7 @@ use super::blocks::short_conv::ShortConv;
 use super::descriptor::{
     AttentionDescriptor, DoubleSublayers, LayerDescriptor, MlpDescriptor, NormPlacement, ResidualScales,
 };
-use super::loader::WeightLoader;
+use super::loader::{ExpertWeights, WeightLoader};
 use crate::error::{Error, Result};
 use crate::model::observe::Observers;
 use crate::model::profile;
@@ -174,6 +174,14 @@ impl DecoderLayer {
             scales: desc.residual_scales,
             double: desc.double.as_ref().map(|double| Double::load(loader, double, style).map(Box::new)).transpose()?,
         })
+    }
+
+    /// Each MoE block's name and routed experts, as the forward holds them (none for a dense layer).
+    pub fn routed_experts(&self) -> Vec<(&str, &[ExpertWeights])> {
+        match &self.feed_forward {
+            Some(FeedForward::Moe(moe)) => vec![moe.routed_experts()],
+            _ => Vec::new(),
+        }
     }
 
     /// Records weight statistics that do not depend on the input (per-expert weight maxima).

@@ -21,7 +21,7 @@ use super::blocks::ops::all_finite;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, ModelDescriptor};
-use super::loader::WeightLoader;
+use super::loader::{ExpertWeights, WeightLoader};
 use crate::calib::data::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::device::ComputeDevice;
@@ -105,7 +105,16 @@ pub struct LayerStream<'a> {
     /// the batches through them.
     pub load_seconds: f64,
     pub forward_seconds: f64,
+    /// Called for each layer once its weights are resident and their maxima recorded, before the batches run.
+    resident: Option<&'a ResidentHook<'a>>,
+    /// Seconds spent in that call.
+    pub resident_seconds: f64,
 }
+
+/// What a layer's resident weights are handed to (see [`LayerStream::on_resident`]): the layer's position, each
+/// MoE block's name and routed experts as the forward holds them, and the observers (the weight maxima of this
+/// layer recorded).
+pub type ResidentHook<'h> = dyn Fn(usize, &[(&str, &[ExpertWeights])], &Observers) -> Result<()> + Sync + 'h;
 
 impl<'a> LayerStream<'a> {
     /// Checks the batches and embeds them on `compute`'s device.
@@ -179,7 +188,15 @@ impl<'a> LayerStream<'a> {
             tokens: batches.iter().map(|b| b.rows * b.seq_len).sum(),
             load_seconds: 0.0,
             forward_seconds: 0.0,
+            resident: None,
+            resident_seconds: 0.0,
         })
+    }
+
+    /// Hands each layer's resident weights to `hook` from the next layer on: once the layer is loaded and its
+    /// weight maxima recorded, before its batches run (an error stops the run).
+    pub fn on_resident(&mut self, hook: &'a ResidentHook<'a>) {
+        self.resident = Some(hook);
     }
 
     /// The eps and weight offset of the model's RMSNorms.
@@ -217,6 +234,15 @@ impl<'a> LayerStream<'a> {
         prefetch_layer(self.loader.checkpoint, self.desc, self.next_layer + 1);
         let clock = Instant::now();
         profile::section(&self.loader.device, "weight maxima", || layer.observe_weights(&mut self.observers))?;
+        self.forward_seconds += clock.elapsed().as_secs_f64();
+        if let Some(hook) = self.resident {
+            let clock = Instant::now();
+            profile::section(&self.loader.device, "quantization of the resident experts", || {
+                hook(self.next_layer, &layer.routed_experts(), &self.observers)
+            })?;
+            self.resident_seconds += clock.elapsed().as_secs_f64();
+        }
+        let clock = Instant::now();
         for batch in 0..self.hidden.len() {
             let ys = layer.forward(&self.hidden[batch], rope, &mut self.chosen[batch], &mut self.observers)?;
             if !profile::section(&self.loader.device, "finite check", || all_finite(&ys))? {

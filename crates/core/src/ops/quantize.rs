@@ -21,8 +21,10 @@ use crate::export::layout::output_layout;
 use crate::export::output::Output;
 use crate::export::plan::ExportPlan;
 use crate::export::quantizer::{ErrorSum, Quantizer};
+use crate::export::resident::ResidentQuantizer;
 use crate::formats;
 use crate::model::layers::{self, LayerStream};
+use crate::model::loader::ExpertWeights;
 use crate::model::observe::Observers;
 use crate::model::ModelDescriptor;
 use crate::threads::lock;
@@ -65,9 +67,11 @@ pub struct LayerError {
 #[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
 pub struct StageSeconds {
     pub calibrate: f64,
-    /// Parts of `calibrate`: loading each layer (reading, converting, copying to the device), and the forward.
+    /// Parts of `calibrate`: loading each layer (reading, converting, copying to the device), the forward, and
+    /// quantizing the experts on the device while they are resident.
     pub load: f64,
     pub forward: f64,
+    pub quantize_on_device: f64,
     pub quantize: f64,
     pub write: f64,
     pub total: f64,
@@ -105,6 +109,9 @@ pub struct QuantizeReport {
     /// What calibration recorded; `None` for a weight-only format, which runs no calibration.
     pub calibration: Option<CalibrationSummary>,
     pub quantized_tensors: usize,
+    /// Of those, the weights quantized on the GPU while the calibration forward held them (the others were
+    /// quantized on the CPU).
+    pub quantized_on_device: usize,
     /// Output files and their sizes.
     pub files: BTreeMap<String, u64>,
     pub peak_rss_bytes: Option<u64>,
@@ -122,6 +129,9 @@ struct LayerDone {
 pub struct Calibration<'a> {
     pub desc: &'a ModelDescriptor,
     pub request: &'a CalibrationRequest,
+    /// On a GPU, quantize the routed experts there while the forward holds them, where the format and the
+    /// weights allow (`export::resident`); the same bytes as quantizing them on the CPU, which `false` forces.
+    pub quantize_on_device: bool,
 }
 
 /// Quantizes the checkpoint in `dir` as `plan` says and writes it to `target`: calibrated (`calibration`
@@ -189,7 +199,7 @@ fn quantize_calibrated(
     control: RunControl<'_>,
 ) -> Result<QuantizeReport> {
     let RunControl { cancel, progress, extra_files } = control;
-    let Calibration { desc, request } = *calibration;
+    let Calibration { desc, request, quantize_on_device } = *calibration;
     let started = Instant::now();
     let checkpoint = Checkpoint::open(dir)?;
     // The disk starts on the embedding and layer 0 while the device starts up (the checkpoint's drop stops
@@ -201,11 +211,21 @@ fn quantize_calibrated(
     let set = request.sequences.load(dir, desc.vocab_size, cancel)?;
     let bytes_written = AtomicU64::new(0);
     let output = create_output(dir, target, &checkpoint, plan, &quantizer, &bytes_written)?;
+    let resident = (quantize_on_device && compute.device.is_cuda())
+        .then(|| ResidentQuantizer::new(&checkpoint, plan, quantizer.format()))
+        .flatten();
+    let hook = |layer, blocks: &[(&str, &[ExpertWeights])], observers: &Observers| match &resident {
+        Some(resident) => resident.quantize_layer(layer, blocks, observers),
+        None => Ok(()),
+    };
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, request.all_experts, &compute)?;
+    if resident.is_some() {
+        stream.on_resident(&hook);
+    }
     let pipeline = LayerPipeline::new(cancel);
     let event =
         Event { layers: stream.layers(), tokens: stream.tokens, batches: stream.batches(), bytes: &bytes_written };
-    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan };
+    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan, resident: resident.as_ref() };
     let layer_errors = jobs.run(&mut stream, &event, progress)?;
 
     let clock = Instant::now();
@@ -227,6 +247,7 @@ fn quantize_calibrated(
         calibrate,
         load: stream.load_seconds,
         forward: stream.forward_seconds,
+        quantize_on_device: stream.resident_seconds,
         quantize,
         write: write + clock.elapsed().as_secs_f64(),
         total: started.elapsed().as_secs_f64(),
@@ -235,6 +256,7 @@ fn quantize_calibrated(
         layers: layer_errors,
         calibration: Some(summary),
         quantized_tensors,
+        quantized_on_device: resident.map_or(0, |resident| resident.tensors.into_inner()),
         files: written.files,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         seconds,
@@ -254,7 +276,7 @@ fn quantize_weights(dir: &Path, target: &Path, plan: &ExportPlan, control: RunCo
     let pipeline = LayerPipeline::new(cancel);
     let layers = plan.layers();
     let event = Event { layers: layers.len(), tokens: 0, batches: 0, bytes: &bytes_written };
-    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan };
+    let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan, resident: None };
     jobs.copy_kept()?;
     let mut layer_errors = Vec::with_capacity(layers.len());
     for (done, &layer) in layers.iter().enumerate() {
@@ -283,6 +305,7 @@ fn quantize_weights(dir: &Path, target: &Path, plan: &ExportPlan, control: RunCo
         layers: layer_errors,
         calibration: None,
         quantized_tensors,
+        quantized_on_device: 0,
         files: written.files,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         seconds,
@@ -317,6 +340,8 @@ struct Jobs<'a, 'o> {
     quantizer: &'a Quantizer<'a>,
     output: &'a Mutex<Output<'o>>,
     plan: &'a ExportPlan,
+    /// The experts quantized on the device as their layers were loaded, when that runs.
+    resident: Option<&'a ResidentQuantizer<'a>>,
 }
 
 impl Jobs<'_, '_> {
@@ -330,9 +355,9 @@ impl Jobs<'_, '_> {
     /// calibrate; tensors go to their declared places in whatever order they come.
     fn layer(&self, layer: usize, observers: Option<&Observers>) -> Result<LayerDone> {
         let pipeline = self.pipeline;
-        let quantized = pipeline
-            .clock
-            .time(Stage::Quantize, || pipeline.record(self.quantizer.quantize_layer(layer, self.plan, observers)))?;
+        let quantized = pipeline.clock.time(Stage::Quantize, || {
+            pipeline.record(self.quantizer.quantize_layer(layer, self.plan, observers, self.resident))
+        })?;
         let mut output = lock(self.output);
         pipeline.clock.time(Stage::Write, || -> Result<()> {
             for linear in quantized.linears {

@@ -183,6 +183,12 @@ impl MoeBlock {
         })
     }
 
+    /// The block's name and its routed experts' weights as the forward holds them (`[out, in]`, in the compute
+    /// dtype), for quantizing them where they are.
+    pub fn routed_experts(&self) -> (&str, &[ExpertWeights]) {
+        (&self.desc.block, self.experts.weights())
+    }
+
     /// Records each expert's weight maxima (gate and up separately) in the block's statistics.
     pub fn observe_weights(&self, observers: &mut Observers) -> Result<()> {
         let inter = self.desc.tensors.intermediate;

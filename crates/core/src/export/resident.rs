@@ -1,0 +1,252 @@
+//! Quantizing a layer's routed experts on the GPU while the calibration forward holds them. A weight's
+//! quantized tensors depend on the weight alone (its amax and its values); only the `input_scale` needs the
+//! calibration. So once a layer is loaded, and before its batches run, each expert's weights are quantized by
+//! the format's kernel from the very tensors the forward multiplies with, their error is measured there, and
+//! only the quantized bytes come back to the host. The layer job then attaches the input scales and writes:
+//! the checkpoint is not read a second time for these weights, and the CPU does no quantization arithmetic.
+//!
+//! The bytes are the CPU path's (the kernels are tested byte for byte against it, and a quantization on the GPU
+//! divides as torch does there, [`crate::formats::Fp8`]). That holds only for weights the forward holds in the
+//! exact values stored: a block is quantized here only when every expert tensor is stored unquantized in the
+//! dtype the forward computes in (bf16 weights on a bf16 forward); any other block, a stacked output, or a
+//! block with a weight that is not finite goes the CPU way, which also names the bad value.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use candle_core::{DType, Tensor};
+
+use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, PerExpertOutput};
+use super::quantizer::ErrorSum;
+use crate::checkpoint::{Checkpoint, Dtype};
+use crate::error::{Error, Result};
+use crate::formats::{self, DeviceQuantize, OutputTensor, QuantFormat, QuantizedWeight};
+use crate::model::blocks::ops::read_scalars;
+use crate::model::descriptor::{expert_name, ExpertTensors};
+use crate::model::loader::ExpertWeights;
+use crate::model::observe::{ExpertStats, Observers};
+use crate::threads::lock;
+
+/// One expert quantized on the device: gate (none for ungated experts), up and down.
+pub struct QuantizedExpert {
+    pub gate: Option<QuantizedWeight>,
+    pub up: QuantizedWeight,
+    pub down: QuantizedWeight,
+}
+
+/// The routed experts of one MoE block quantized on the device, in expert order, with their error sums.
+pub struct ResidentExperts {
+    pub experts: Vec<QuantizedExpert>,
+    pub errors: ErrorSum,
+}
+
+/// Quantizes the experts of each layer as the forward loads them and keeps the results until the layer's job
+/// takes them.
+pub struct ResidentQuantizer<'a> {
+    checkpoint: &'a Checkpoint,
+    plan: &'a ExportPlan,
+    format: &'a dyn QuantFormat,
+    device: &'a dyn DeviceQuantize,
+    done: Mutex<BTreeMap<(usize, String), ResidentExperts>>,
+    /// Weights quantized on the device so far.
+    pub tensors: AtomicUsize,
+}
+
+impl<'a> ResidentQuantizer<'a> {
+    /// `None` for a format without a kernel.
+    pub fn new(checkpoint: &'a Checkpoint, plan: &'a ExportPlan, format: &'a dyn QuantFormat) -> Option<Self> {
+        let device = format.on_device()?;
+        let done = Mutex::new(BTreeMap::new());
+        Some(ResidentQuantizer { checkpoint, plan, format, device, done, tensors: AtomicUsize::new(0) })
+    }
+
+    /// Quantizes the experts the plan writes one by one in layer `layer` (a position in the descriptor's
+    /// layers), from the weights `blocks` holds, with the weight maxima `observers` recorded for them.
+    pub fn quantize_layer(
+        &self,
+        layer: usize,
+        blocks: &[(&str, &[ExpertWeights])],
+        observers: &Observers,
+    ) -> Result<()> {
+        for plan in self.plan.experts.iter().filter(|x| x.layer == layer) {
+            let ExpertOutput::PerExpert(names) = &plan.output else { continue };
+            let Some((_, weights)) = blocks.iter().find(|(block, _)| *block == plan.block) else { continue };
+            let Some(stats) = observers.experts.get(&plan.block) else { continue };
+            if let Some(done) = self.quantize_block(plan, names, weights, stats)? {
+                self.tensors.fetch_add(done.errors.tensors, Ordering::Relaxed);
+                lock(&self.done).insert((layer, plan.block.clone()), done);
+            }
+        }
+        Ok(())
+    }
+
+    /// The experts of `block` in layer `layer`, if they were quantized here.
+    pub fn take(&self, layer: usize, block: &str) -> Option<ResidentExperts> {
+        lock(&self.done).remove(&(layer, block.to_string()))
+    }
+
+    /// The block's experts, or `None` where the CPU must quantize them (see the module documentation).
+    fn quantize_block(
+        &self,
+        plan: &ExpertPlan,
+        names: &PerExpertOutput,
+        weights: &[ExpertWeights],
+        stats: &ExpertStats,
+    ) -> Result<Option<ResidentExperts>> {
+        let moe = &plan.source;
+        let gated = moe.gated();
+        let rows = if gated { 2 * moe.intermediate } else { moe.intermediate };
+        let shapes_match = weights
+            .iter()
+            .all(|w| w.gate_up.dims() == [rows, moe.hidden] && w.down.dims() == [moe.hidden, moe.intermediate]);
+        if weights.len() != moe.experts || gated != names.gate.is_some() || !shapes_match {
+            return Ok(None);
+        }
+        if !self.stored_as_held(moe, weights)? {
+            return Ok(None);
+        }
+        let mut sums = Vec::with_capacity(4 * weights.len());
+        let mut experts = Vec::with_capacity(weights.len());
+        for (e, w) in weights.iter().enumerate() {
+            let at = |values: &[f32]| values.get(e).copied().unwrap_or(f32::NAN);
+            let gate_amax = if gated { at(&stats.gate_amax) } else { 0.0 };
+            let (gate_up_amax, down_amax) = (gate_amax.max(at(&stats.up_amax)), at(&stats.down_amax));
+            if !gate_up_amax.is_finite() || !down_amax.is_finite() {
+                return Ok(None);
+            }
+            let up_name = format!("{}.weight", expert_name(&names.up, e));
+            let down_name = format!("{}.weight", expert_name(&names.down, e));
+            let gate_up = self.quantize(&w.gate_up, &up_name, gate_up_amax, &mut sums)?;
+            let down = self.quantize(&w.down, &down_name, down_amax, &mut sums)?;
+            let (gate, up) = if gated {
+                let (gate, up) = split_rows(gate_up, moe.intermediate, &up_name)?;
+                (Some(gate), up)
+            } else {
+                (None, gate_up)
+            };
+            experts.push(QuantizedExpert { gate, up, down });
+        }
+        let mut errors = ErrorSum::default();
+        for pair in read_scalars(&sums)?.chunks_exact(2) {
+            // A weight that is not finite (or squares past f32): the CPU path names it or sums in f64.
+            if !pair.iter().all(|x| x.is_finite()) {
+                return Ok(None);
+            }
+            errors.error += f64::from(pair[0]);
+            errors.norm += f64::from(pair[1]);
+        }
+        errors.tensors = experts.len() * if gated { 3 } else { 2 };
+        Ok(Some(ResidentExperts { experts, errors }))
+    }
+
+    /// Whether every expert tensor of the block is stored unquantized in the dtype the forward holds it in
+    /// (so the held values are the stored ones).
+    fn stored_as_held(&self, moe: &ExpertTensors, weights: &[ExpertWeights]) -> Result<bool> {
+        let patterns: Vec<&String> = [&moe.gate, &moe.up, &moe.gate_up].into_iter().flatten().collect();
+        for (e, w) in weights.iter().enumerate() {
+            for (pattern, held) in patterns.iter().map(|p| (*p, &w.gate_up)).chain([(&moe.down, &w.down)]) {
+                let name = expert_name(pattern, e);
+                if formats::stored_format(self.checkpoint, &name)?.is_some() {
+                    return Ok(false);
+                }
+                if Some(self.checkpoint.info(&name)?.dtype) != stored_dtype(held.dtype()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// One weight `[N, K]` quantized with its per-tensor amax; its squared error and squared norm (0-d f32, left
+    /// on the device) are pushed to `sums`.
+    fn quantize(&self, weight: &Tensor, name: &str, amax: f32, sums: &mut Vec<Tensor>) -> Result<QuantizedWeight> {
+        let scale = self.format.weight_scale(name, amax)?;
+        let parts = self.device.quantize_on_device(weight, &[scale])?;
+        let restored = self.device.dequantize_on_device(&parts, scale)?;
+        let original = weight.to_dtype(DType::F32)?;
+        sums.push((restored - &original)?.sqr()?.sum_all()?);
+        sums.push(original.sqr()?.sum_all()?);
+        assemble(self.format, name, weight.dims(), &parts, scale)
+    }
+}
+
+/// The checkpoint dtype of a tensor held in `dtype`.
+fn stored_dtype(dtype: DType) -> Option<Dtype> {
+    match dtype {
+        DType::BF16 => Some(Dtype::BF16),
+        DType::F16 => Some(Dtype::F16),
+        DType::F32 => Some(Dtype::F32),
+        _ => None,
+    }
+}
+
+/// The format's tensors for a weight of `dims`, in `output_layout` order: the device's `parts` for the tensors
+/// with a shape, the per-tensor `scale` for the 0-d one.
+fn assemble(
+    format: &dyn QuantFormat,
+    name: &str,
+    dims: &[usize],
+    parts: &[Tensor],
+    scale: f32,
+) -> Result<QuantizedWeight> {
+    let shape = formats::matrix_shape(name, dims)?;
+    let mut parts = parts.iter();
+    let mut tensors = Vec::new();
+    for (suffix, dtype, shape) in format.output_layout(shape) {
+        if shape.is_empty() {
+            tensors.push(OutputTensor::scalar_f32(suffix, scale));
+            continue;
+        }
+        let part = parts
+            .next()
+            .filter(|part| part.dims() == shape.as_slice())
+            .ok_or_else(|| Error::internal(format!("{name}: the device did not return its {suffix} {shape:?}")))?;
+        let data = part.flatten_all()?.to_vec1::<u8>()?;
+        tensors.push(OutputTensor { suffix, dtype, shape, data });
+    }
+    Ok(QuantizedWeight { tensors })
+}
+
+/// A quantized gate/up weight `[2I, K]` split into gate (its first `rows` rows) and up: each tensor with a
+/// shape splits along its first axis, the 0-d scale goes to both (gate and up share it).
+fn split_rows(weight: QuantizedWeight, rows: usize, name: &str) -> Result<(QuantizedWeight, QuantizedWeight)> {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for tensor in weight.tensors {
+        let Some(&total) = tensor.shape.first() else {
+            first.push(tensor.clone());
+            second.push(tensor);
+            continue;
+        };
+        if total < rows || total == 0 || tensor.data.len() % total != 0 {
+            return Err(Error::internal(format!("{name}: cannot split {:?} after row {rows}", tensor.shape)));
+        }
+        let at = tensor.data.len() / total * rows;
+        let (mut head, mut tail) = (tensor.shape.clone(), tensor.shape.clone());
+        head[0] = rows;
+        tail[0] = total - rows;
+        let (a, b) = tensor.data.split_at(at);
+        first.push(OutputTensor { suffix: tensor.suffix, dtype: tensor.dtype, shape: head, data: a.to_vec() });
+        second.push(OutputTensor { suffix: tensor.suffix, dtype: tensor.dtype, shape: tail, data: b.to_vec() });
+    }
+    Ok((QuantizedWeight { tensors: first }, QuantizedWeight { tensors: second }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::{Nvfp4, WeightInput};
+
+    #[test]
+    fn a_gate_up_weight_splits_into_the_gate_and_up_quantized_alone() {
+        // Quantizing [gate; up] with their shared amax gives gate's and up's tensors stacked by rows.
+        let values: Vec<f32> = (0..4 * 32).map(|i| ((i * 13) % 29) as f32 * 0.125 - 1.75).collect();
+        let both = WeightInput::new("w", Dtype::BF16, &[4, 32], &values).unwrap();
+        let amax = 1.75;
+        let (gate, up) = split_rows(Nvfp4.quantize(&both, amax).unwrap(), 1, "w").unwrap();
+        let alone =
+            |rows: &[f32], n| Nvfp4.quantize(&WeightInput::new("w", Dtype::BF16, &[n, 32], rows).unwrap(), amax);
+        assert_eq!(gate, alone(&values[..32], 1).unwrap());
+        assert_eq!(up, alone(&values[32..], 3).unwrap());
+    }
+}

@@ -1,0 +1,94 @@
+//! Quantization on the GPU while the forward holds the experts (`export::resident`) against quantizing every
+//! weight on the CPU in the same GPU run: every output file byte for byte equal, on the fixtures whose export
+//! plans are committed (fixtures/descriptors/plans, written by tools/write_descriptors.mjs). Built and run only
+//! with the `cuda` feature on a GPU machine.
+
+#![cfg(feature = "cuda")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use common::forward::fixtures;
+use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
+use moe_quant_core::export::ExportPlan;
+use moe_quant_core::model::ModelDescriptor;
+use moe_quant_core::ops::calibrate::CalibrationRequest;
+use moe_quant_core::ops::quantize::{quantize_checkpoint, Calibration, QuantizeReport, RunControl};
+
+/// The fixtures with committed plans (`PLANNED` of tools/write_descriptors.mjs), and whether their experts are
+/// written one by one (quantized on the GPU) or as whole stacks (GPT-OSS: on the CPU).
+const PLANNED: &[(&str, bool)] = &[
+    ("qwen3_moe/hub", true),
+    ("mixtral/hub", true),
+    ("qwen2_moe/fused", true),
+    ("deepseek_v3/hub", true),
+    ("gpt_oss/hub", false),
+    ("families/nemotron_h/hub", true),
+];
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn quantize(fixture: &str, format: &str, on_device: bool, output: &Path) -> QuantizeReport {
+    let file = fixture.replace('/', "_");
+    let descriptor: ModelDescriptor = read_json(&fixtures().join(format!("descriptors/{file}.json")));
+    let mut plan: ExportPlan = read_json(&fixtures().join(format!("descriptors/plans/{file}.{format}.json")));
+    plan.copy.clear();
+    let vocab = descriptor.vocab_size as u32;
+    let ids: Vec<Vec<u32>> = (0..8u32).map(|s| (0..24u32).map(|i| (s * 131 + i * 17 + 3) % vocab).collect()).collect();
+    let sequences = SequenceRequest {
+        samples: ids.len(),
+        seq_len: 24,
+        batch_size: 4,
+        device: Some("cuda:0".into()),
+        source: CalibrationSource::Ids { ids },
+    };
+    let request = CalibrationRequest { sequences, all_experts: false };
+    let calibration = Calibration { desc: &descriptor, request: &request, quantize_on_device: on_device };
+    let control = RunControl { cancel: &AtomicBool::new(false), progress: &mut |_| {}, extra_files: None };
+    quantize_checkpoint(&fixtures().join(fixture), output, &plan, Some(calibration), control).unwrap()
+}
+
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn experts_quantized_on_the_gpu_write_the_bytes_of_the_cpu_quantization() {
+    for &(fixture, per_expert) in PLANNED {
+        for format in ["fp8", "nvfp4"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (gpu, cpu) = (dir.path().join("gpu"), dir.path().join("cpu"));
+            let on_gpu = quantize(fixture, format, true, &gpu);
+            let on_cpu = quantize(fixture, format, false, &cpu);
+            println!(
+                "{fixture} {format}: {} of {} weights quantized on the GPU",
+                on_gpu.quantized_on_device, on_gpu.quantized_tensors
+            );
+            assert_eq!(on_cpu.quantized_on_device, 0);
+            assert_eq!(on_gpu.quantized_on_device > 0, per_expert, "{fixture} {format}");
+            assert_eq!(on_gpu.quantized_tensors, on_cpu.quantized_tensors);
+            let (gpu_files, cpu_files) = (files(&gpu), files(&cpu));
+            assert_eq!(gpu_files.keys().collect::<Vec<_>>(), cpu_files.keys().collect::<Vec<_>>());
+            for (name, bytes) in &gpu_files {
+                assert!(bytes == &cpu_files[name], "{fixture} {format}: {name} differs");
+            }
+            // The error is summed in f32 on the GPU, in f64 on the CPU.
+            for (a, b) in on_gpu.layers.iter().zip(&on_cpu.layers) {
+                let close = (a.relative_mse - b.relative_mse).abs() <= 1e-4 * b.relative_mse.max(1e-12);
+                assert!(close && a.tensors == b.tensors, "{fixture} {format} layer {}: {a:?} vs {b:?}", a.layer);
+            }
+        }
+    }
+}
