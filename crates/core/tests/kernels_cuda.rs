@@ -550,3 +550,48 @@ fn gpu_matches_modelopt_vectors() {
     }
     assert!(compared >= 30, "{compared} cases");
 }
+
+#[test]
+fn fp8_with_torch_cuda_arithmetic_matches_the_cpu() {
+    // A GPU run divides bf16 / f16 weights by the scale rounded to their dtype, as torch does on CUDA.
+    let device = gpu();
+    let format = Fp8 { torch_cuda: true };
+    for (seed, dtype) in SOURCES.into_iter().enumerate() {
+        let shape = [96usize, 160];
+        let values = random_values(shape[0] * shape[1], seed as u64 + 11, dtype);
+        for amax in [weight_amax(&values), weight_amax(&values) * 1.37, 0.7 * 448.0] {
+            let weight = WeightInput::new("w", dtype, &shape, &values).unwrap();
+            let cpu = format.quantize(&weight, amax).unwrap();
+            let scale = scalar_of(&cpu, "weight_scale");
+            let gpu = format.quantize_on_device(&tensor(&values, dtype, &shape, &device), &[scale]).unwrap();
+            let (got, expected) = (bytes(&gpu[0]), &cpu.get("weight").unwrap().data);
+            assert!(got == *expected, "{dtype} amax {amax:e}: {}", first_difference(&got, expected));
+        }
+    }
+}
+
+#[test]
+fn dequantizing_on_the_gpu_with_scales_per_expert_gives_the_cpu_values() {
+    let device = gpu();
+    let (experts, rows, cols) = (5usize, 48, 64);
+    let values = random_values(experts * rows * cols, 91, Dtype::BF16);
+    let xs = tensor(&values, Dtype::BF16, &[experts, rows, cols], &device);
+    let per_expert = rows * cols;
+    let formats: [&dyn QuantFormat; 2] = [&Fp8 { torch_cuda: true }, &Nvfp4];
+    for format in formats {
+        let kernel = format.on_device().unwrap();
+        let amaxes: Vec<f32> = values.chunks(per_expert).map(weight_amax).collect();
+        let scales: Vec<f32> = amaxes.iter().map(|&a| format.weight_scale("w", a).unwrap()).collect();
+        let parts = kernel.quantize_on_device(&xs, &scales).unwrap();
+        let restored = f32s(&kernel.dequantize_on_device(&parts, &scales).unwrap());
+        for e in 0..experts {
+            let weight =
+                WeightInput::new("w", Dtype::BF16, &[rows, cols], &values[e * per_expert..(e + 1) * per_expert]);
+            let cpu = format.quantize(&weight.unwrap(), amaxes[e]).unwrap();
+            let (_, expected) = format.dequantize("w", &cpu.views()).unwrap();
+            let got = &restored[e * per_expert..(e + 1) * per_expert];
+            let same = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} expert {e}", format.quant_algo());
+        }
+    }
+}

@@ -106,26 +106,31 @@ impl<'a> ResidentQuantizer<'a> {
         if !self.stored_as_held(moe, weights)? {
             return Ok(None);
         }
-        let mut sums = Vec::with_capacity(4 * weights.len());
-        let mut experts = Vec::with_capacity(weights.len());
-        for (e, w) in weights.iter().enumerate() {
+        let mut amaxes = Vec::with_capacity(weights.len());
+        for e in 0..weights.len() {
             let at = |values: &[f32]| values.get(e).copied().unwrap_or(f32::NAN);
             let gate_amax = if gated { at(&stats.gate_amax) } else { 0.0 };
-            let (gate_up_amax, down_amax) = (gate_amax.max(at(&stats.up_amax)), at(&stats.down_amax));
-            if !gate_up_amax.is_finite() || !down_amax.is_finite() {
+            let (gate_up, down) = (gate_amax.max(at(&stats.up_amax)), at(&stats.down_amax));
+            if !gate_up.is_finite() || !down.is_finite() {
                 return Ok(None);
             }
-            let up_name = format!("{}.weight", expert_name(&names.up, e));
-            let down_name = format!("{}.weight", expert_name(&names.down, e));
-            let gate_up = self.quantize(&w.gate_up, &up_name, gate_up_amax, &mut sums)?;
-            let down = self.quantize(&w.down, &down_name, down_amax, &mut sums)?;
-            let (gate, up) = if gated {
-                let (gate, up) = split_rows(gate_up, moe.intermediate, &up_name)?;
-                (Some(gate), up)
-            } else {
-                (None, gate_up)
-            };
-            experts.push(QuantizedExpert { gate, up, down });
+            amaxes.push((gate_up, down));
+        }
+        let chunk = (CHUNK_ELEMENTS / (rows * moe.hidden).max(1)).clamp(1, weights.len().max(1));
+        let mut sums = Vec::new();
+        let (mut gate_ups, mut downs) = (Vec::with_capacity(weights.len()), Vec::with_capacity(weights.len()));
+        for first in (0..weights.len()).step_by(chunk) {
+            let experts = first..(first + chunk).min(weights.len());
+            let name = |pattern: &str, e| format!("{}.weight", expert_name(pattern, e));
+            let gate_up: Vec<Held<'_>> = experts
+                .clone()
+                .map(|e| Held { weight: &weights[e].gate_up, name: name(&names.up, e), amax: amaxes[e].0 })
+                .collect();
+            gate_ups.extend(self.quantize_stack(&gate_up, &mut sums)?);
+            let down: Vec<Held<'_>> = experts
+                .map(|e| Held { weight: &weights[e].down, name: name(&names.down, e), amax: amaxes[e].1 })
+                .collect();
+            downs.extend(self.quantize_stack(&down, &mut sums)?);
         }
         let mut errors = ErrorSum::default();
         for pair in read_scalars(&sums)?.chunks_exact(2) {
@@ -136,7 +141,17 @@ impl<'a> ResidentQuantizer<'a> {
             errors.error += f64::from(pair[0]);
             errors.norm += f64::from(pair[1]);
         }
-        errors.tensors = experts.len() * if gated { 3 } else { 2 };
+        errors.tensors = weights.len() * if gated { 3 } else { 2 };
+        let mut experts = Vec::with_capacity(weights.len());
+        for ((e, gate_up), down) in gate_ups.into_iter().enumerate().zip(downs) {
+            let (gate, up) = if gated {
+                let (gate, up) = split_rows(gate_up, moe.intermediate, &expert_name(&names.up, e))?;
+                (Some(gate), up)
+            } else {
+                (None, gate_up)
+            };
+            experts.push(QuantizedExpert { gate, up, down });
+        }
         Ok(Some(ResidentExperts { experts, errors }))
     }
 
@@ -158,18 +173,53 @@ impl<'a> ResidentQuantizer<'a> {
         Ok(true)
     }
 
-    /// One weight `[N, K]` quantized with its per-tensor amax; its squared error and squared norm (0-d f32, left
-    /// on the device) are pushed to `sums`.
-    fn quantize(&self, weight: &Tensor, name: &str, amax: f32, sums: &mut Vec<Tensor>) -> Result<QuantizedWeight> {
-        let scale = self.format.weight_scale(name, amax)?;
-        let parts = self.device.quantize_on_device(weight, &[scale])?;
-        let restored = self.device.dequantize_on_device(&parts, scale)?;
-        let original = weight.to_dtype(DType::F32)?;
-        sums.push((restored - &original)?.sqr()?.sum_all()?);
-        sums.push(original.sqr()?.sum_all()?);
-        assemble(self.format, name, weight.dims(), &parts, scale)
+    /// Weights `[N, K]` of the same shape (experts) quantized as one stack, each with its own per-tensor amax;
+    /// the stack's squared error and squared norm (0-d f32, left on the device) are pushed to `sums`. Returns
+    /// each weight's tensors, in order.
+    fn quantize_stack(&self, held: &[Held<'_>], sums: &mut Vec<Tensor>) -> Result<Vec<QuantizedWeight>> {
+        let Some(first) = held.first() else { return Ok(Vec::new()) };
+        let scales = held.iter().map(|h| self.format.weight_scale(&h.name, h.amax)).collect::<Result<Vec<f32>>>()?;
+        let stack = Tensor::stack(&held.iter().map(|h| h.weight).collect::<Vec<_>>(), 0)?;
+        let parts = self.device.quantize_on_device(&stack, &scales)?;
+        {
+            let restored = self.device.dequantize_on_device(&parts, &scales)?;
+            let original = stack.to_dtype(DType::F32)?;
+            sums.push((restored - &original)?.sqr()?.sum_all()?);
+            sums.push(original.sqr()?.sum_all()?);
+        }
+        let bytes = parts.iter().map(|part| Ok(part.flatten_all()?.to_vec1::<u8>()?)).collect::<Result<Vec<_>>>()?;
+        let shape = formats::matrix_shape(&first.name, first.weight.dims())?;
+        let mut weights = Vec::with_capacity(held.len());
+        for (i, (h, &scale)) in held.iter().zip(&scales).enumerate() {
+            let mut parts = bytes.iter();
+            let mut tensors = Vec::new();
+            for (suffix, dtype, shape) in self.format.output_layout(shape) {
+                if shape.is_empty() {
+                    tensors.push(OutputTensor::scalar_f32(suffix, scale));
+                    continue;
+                }
+                let size: usize = shape.iter().product();
+                let data = parts.next().and_then(|all| all.get(i * size..(i + 1) * size)).ok_or_else(|| {
+                    Error::internal(format!("{}: the device did not return its {suffix} {shape:?}", h.name))
+                })?;
+                tensors.push(OutputTensor { suffix, dtype, shape, data: data.to_vec() });
+            }
+            weights.push(QuantizedWeight { tensors });
+        }
+        Ok(weights)
     }
 }
+
+/// One weight the forward holds, to quantize: its output name (for errors) and its per-tensor amax.
+struct Held<'w> {
+    weight: &'w Tensor,
+    name: String,
+    amax: f32,
+}
+
+/// Elements of one chunk of experts quantized as a stack: its f32 temporaries (the values dequantized, to
+/// measure the error) take 128 MiB each.
+const CHUNK_ELEMENTS: usize = 1 << 25;
 
 /// The checkpoint dtype of a tensor held in `dtype`.
 fn stored_dtype(dtype: DType) -> Option<Dtype> {
@@ -179,33 +229,6 @@ fn stored_dtype(dtype: DType) -> Option<Dtype> {
         DType::F32 => Some(Dtype::F32),
         _ => None,
     }
-}
-
-/// The format's tensors for a weight of `dims`, in `output_layout` order: the device's `parts` for the tensors
-/// with a shape, the per-tensor `scale` for the 0-d one.
-fn assemble(
-    format: &dyn QuantFormat,
-    name: &str,
-    dims: &[usize],
-    parts: &[Tensor],
-    scale: f32,
-) -> Result<QuantizedWeight> {
-    let shape = formats::matrix_shape(name, dims)?;
-    let mut parts = parts.iter();
-    let mut tensors = Vec::new();
-    for (suffix, dtype, shape) in format.output_layout(shape) {
-        if shape.is_empty() {
-            tensors.push(OutputTensor::scalar_f32(suffix, scale));
-            continue;
-        }
-        let part = parts
-            .next()
-            .filter(|part| part.dims() == shape.as_slice())
-            .ok_or_else(|| Error::internal(format!("{name}: the device did not return its {suffix} {shape:?}")))?;
-        let data = part.flatten_all()?.to_vec1::<u8>()?;
-        tensors.push(OutputTensor { suffix, dtype, shape, data });
-    }
-    Ok(QuantizedWeight { tensors })
 }
 
 /// A quantized gate/up weight `[2I, K]` split into gate (its first `rows` rows) and up: each tensor with a

@@ -61,11 +61,11 @@ impl QuantFormat for Fp8 {
         weight.validate()?;
         let scale = self.weight_scale(weight.name, amax)?;
         let mut data = crate::memory::try_zeroed(weight.values.len(), || format!("the FP8 codes of {}", weight.name))?;
-        let divisor = |round: fn(f32) -> f32| if self.torch_cuda { round(scale) } else { scale };
+        let divisor = self.divisor(scale, weight.source_dtype);
         match weight.source_dtype {
-            Dtype::BF16 => encode(weight.values, divisor(round_to_bf16), &mut data, round_to_bf16),
-            Dtype::F16 => encode(weight.values, divisor(round_to_f16), &mut data, round_to_f16),
-            _ => encode(weight.values, scale, &mut data, |q| q),
+            Dtype::BF16 => encode(weight.values, divisor, &mut data, round_to_bf16),
+            Dtype::F16 => encode(weight.values, divisor, &mut data, round_to_f16),
+            _ => encode(weight.values, divisor, &mut data, |q| q),
         }
         Ok(QuantizedWeight {
             tensors: vec![
@@ -106,6 +106,18 @@ impl QuantFormat for Fp8 {
 
     fn on_device(&self) -> Option<&dyn super::DeviceQuantize> {
         Some(self)
+    }
+}
+
+impl Fp8 {
+    /// What a weight of `dtype` is divided by for its `weight_scale`: the scale itself, or on CUDA (torch's
+    /// arithmetic there) the scale rounded to a bf16 / f16 weight's dtype.
+    pub fn divisor(&self, scale: f32, dtype: Dtype) -> f32 {
+        match dtype {
+            Dtype::BF16 if self.torch_cuda => round_to_bf16(scale),
+            Dtype::F16 if self.torch_cuda => round_to_f16(scale),
+            _ => scale,
+        }
     }
 }
 

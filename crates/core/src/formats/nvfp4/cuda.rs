@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use super::{Nvfp4, E2M1_VALUES, NVFP4_BLOCK};
 use crate::cuda::{check_scales, kernel_module, shape_error, Arg, Grid, Module, Source};
 use crate::error::{Error, Result};
-use crate::formats::{e4m3_table, DeviceQuantize};
+use crate::formats::{e4m3_table, scale_leading, DeviceQuantize};
 
 const NVFP4: Module = kernel_module!("nvfp4");
 
@@ -41,7 +41,7 @@ impl DeviceQuantize for Nvfp4 {
 
     /// `e2m1(code) · (e4m3(block scale) · weight_scale_2)`, as [`dequantize_nvfp4`](super::dequantize_nvfp4)
     /// computes it: the low nibble of each byte first.
-    fn dequantize_on_device(&self, parts: &[Tensor], weight_scale_2: f32) -> Result<Tensor> {
+    fn dequantize_on_device(&self, parts: &[Tensor], weight_scales_2: &[f32]) -> Result<Tensor> {
         let [packed, block_scales] = parts else {
             return Err(Error::internal(format!(
                 "NVFP4 dequantizes codes and block scales, not {} tensors",
@@ -58,7 +58,7 @@ impl DeviceQuantize for Nvfp4 {
         let codes = pairs.index_select(&packed.flatten_all()?, 0)?.reshape(blocked.as_slice())?;
         let scales = e4m3_table(device)?.index_select(&block_scales.flatten_all()?, 0)?;
         let scales =
-            (scales * f64::from(weight_scale_2))?.reshape(block_scales.dims())?.unsqueeze(blocked.len() - 1)?;
+            scale_leading(&scales.reshape(block_scales.dims())?, weight_scales_2)?.unsqueeze(blocked.len() - 1)?;
         let mut dims = packed.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last *= 2;
@@ -105,7 +105,7 @@ mod tests {
             Tensor::from_vec(quantized.tensors[i].data.clone(), shape, &Device::Cpu).unwrap()
         };
         let parts = [part(0, (3, 32)), part(1, (3, 4))];
-        let restored = Nvfp4.dequantize_on_device(&parts, Nvfp4.weight_scale("w", 3.6).unwrap()).unwrap();
+        let restored = Nvfp4.dequantize_on_device(&parts, &[Nvfp4.weight_scale("w", 3.6).unwrap()]).unwrap();
         assert_eq!(restored.dims(), [3, 64]);
         let restored = restored.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(
