@@ -571,27 +571,37 @@ fn fp8_with_torch_cuda_arithmetic_matches_the_cpu() {
 }
 
 #[test]
-fn dequantizing_on_the_gpu_with_scales_per_expert_gives_the_cpu_values() {
+fn the_quantization_error_summed_on_the_gpu_is_the_cpu_s() {
+    // Experts of a real shape with weights as models have them (the decades of `random_values` would make most
+    // NVFP4 codes zero), and the small test shapes: the error and norm sums against the CPU's f64 sums.
     let device = gpu();
-    let (experts, rows, cols) = (5usize, 48, 64);
-    let values = random_values(experts * rows * cols, 91, Dtype::BF16);
-    let xs = tensor(&values, Dtype::BF16, &[experts, rows, cols], &device);
-    let per_expert = rows * cols;
-    let formats: [&dyn QuantFormat; 2] = [&Fp8 { torch_cuda: true }, &Nvfp4];
-    for format in formats {
-        let kernel = format.on_device().unwrap();
-        let amaxes: Vec<f32> = values.chunks(per_expert).map(weight_amax).collect();
-        let scales: Vec<f32> = amaxes.iter().map(|&a| format.weight_scale("w", a).unwrap()).collect();
-        let parts = kernel.quantize_on_device(&xs, &scales).unwrap();
-        let restored = f32s(&kernel.dequantize_on_device(&parts, &scales).unwrap());
-        for e in 0..experts {
-            let weight =
-                WeightInput::new("w", Dtype::BF16, &[rows, cols], &values[e * per_expert..(e + 1) * per_expert]);
-            let cpu = format.quantize(&weight.unwrap(), amaxes[e]).unwrap();
-            let (_, expected) = format.dequantize("w", &cpu.views()).unwrap();
-            let got = &restored[e * per_expert..(e + 1) * per_expert];
-            let same = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{} expert {e}", format.quant_algo());
+    let cases = [(3usize, 1536usize, 2048usize, 5u64), (5, 48, 64, 91), (1, 16, 32, 7)];
+    for (experts, rows, cols, seed) in cases {
+        let per_expert = rows * cols;
+        let values: Vec<f32> = random_values(experts * per_expert, seed, Dtype::F32)
+            .iter()
+            .map(|&v| round(v.signum() * (v.abs() * 1e4).ln_1p() * 0.004, Dtype::BF16))
+            .collect();
+        let xs = tensor(&values, Dtype::BF16, &[experts, rows, cols], &device);
+        let formats: [&dyn QuantFormat; 2] = [&Fp8 { torch_cuda: true }, &Nvfp4];
+        for format in formats {
+            let kernel = format.on_device().unwrap();
+            let amaxes: Vec<f32> = values.chunks(per_expert).map(weight_amax).collect();
+            let scales: Vec<f32> = amaxes.iter().map(|&a| format.weight_scale("w", a).unwrap()).collect();
+            let parts = kernel.quantize_on_device(&xs, &scales).unwrap();
+            let sums = f32s(&kernel.error_on_device(&xs, &parts, &scales).unwrap());
+            let (mut error, mut norm) = (0f64, 0f64);
+            for (e, chunk) in values.chunks(per_expert).enumerate() {
+                let weight = WeightInput::new("w", Dtype::BF16, &[rows, cols], chunk).unwrap();
+                let cpu = format.quantize(&weight, amaxes[e]).unwrap();
+                let (_, restored) = format.dequantize("w", &cpu.views()).unwrap();
+                error += restored.iter().zip(chunk).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>();
+                norm += chunk.iter().map(|&b| f64::from(b).powi(2)).sum::<f64>();
+            }
+            let label = format!("{} [{experts}, {rows}, {cols}]", format.quant_algo());
+            println!("{label}: error {} / {error:e}, norm {} / {norm:e}", sums[0], sums[1]);
+            assert!((f64::from(sums[0]) - error).abs() <= 1e-4 * error, "{label}: error {} vs {error}", sums[0]);
+            assert!((f64::from(sums[1]) - norm).abs() <= 1e-4 * norm, "{label}: norm {} vs {norm}", sums[1]);
         }
     }
 }

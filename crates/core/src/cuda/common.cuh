@@ -203,3 +203,34 @@ struct F32 {
 
 // The source dtypes every kernel is instantiated for: suffix of the entry point, loader struct.
 #define FOR_EACH_SOURCE(X) X(bf16, Bf16) X(f16, F16) X(f32, F32)
+
+// Adds `a` and `b` over the thread block (blockDim.x a multiple of 32, at most 1024) and writes the two sums to
+// out[0] and out[1] (thread 0). Every thread of the block must call it.
+__device__ __forceinline__ void block_sums(float a, float b, float* out) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        a += __shfl_down_sync(0xFFFFFFFFu, a, offset);
+        b += __shfl_down_sync(0xFFFFFFFFu, b, offset);
+    }
+    __shared__ float warp_a[32], warp_b[32];
+    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        warp_a[warp] = a;
+        warp_b[warp] = b;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const unsigned warps = blockDim.x >> 5;
+        a = lane < warps ? warp_a[lane] : 0.0f;
+        b = lane < warps ? warp_b[lane] : 0.0f;
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            a += __shfl_down_sync(0xFFFFFFFFu, a, offset);
+            b += __shfl_down_sync(0xFFFFFFFFu, b, offset);
+        }
+        if (lane == 0) {
+            out[0] = a;
+            out[1] = b;
+        }
+    }
+}

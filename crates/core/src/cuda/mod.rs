@@ -34,6 +34,15 @@ pub use split::{split_gate_up, split_gate_up_transposed};
 
 use crate::error::{Error, Result};
 
+/// The grid of an error kernel (`fp8_error`, `nvfp4_error`: one pair of partial sums per thread block, see
+/// `block_sums` in common.cuh) over `runs` experts of `work` items each, and its number of blocks.
+pub(crate) fn error_grid(work: usize, runs: usize) -> Result<(Grid, usize)> {
+    const MAX_BLOCKS_PER_EXPERT: usize = 64;
+    let blocks = work.div_ceil(BLOCK_THREADS as usize).clamp(1, MAX_BLOCKS_PER_EXPERT);
+    let rows = u32::try_from(runs.max(1)).map_err(|_| Error::internal("cuda: too many experts for one launch"))?;
+    Ok((Grid::Fixed { grid: (blocks as u32, rows, 1), block: (BLOCK_THREADS, 1, 1) }, blocks * rows as usize))
+}
+
 /// Whether this build has CUDA (the `cuda` feature).
 pub const COMPILED: bool = cfg!(feature = "cuda");
 

@@ -22,7 +22,6 @@ use super::quantizer::ErrorSum;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::{self, DeviceQuantize, OutputTensor, QuantFormat, QuantizedWeight};
-use crate::model::blocks::ops::read_scalars;
 use crate::model::descriptor::{expert_name, ExpertTensors};
 use crate::model::loader::ExpertWeights;
 use crate::model::observe::{ExpertStats, Observers};
@@ -133,7 +132,9 @@ impl<'a> ResidentQuantizer<'a> {
             downs.extend(self.quantize_stack(&down, &mut sums)?);
         }
         let mut errors = ErrorSum::default();
-        for pair in read_scalars(&sums)?.chunks_exact(2) {
+        // One (error, norm) pair per stack, read back with one copy.
+        let sums = if sums.is_empty() { Vec::new() } else { Tensor::cat(&sums, 0)?.to_vec1::<f32>()? };
+        for pair in sums.chunks_exact(2) {
             // A weight that is not finite (or squares past f32): the CPU path names it or sums in f64.
             if !pair.iter().all(|x| x.is_finite()) {
                 return Ok(None);
@@ -177,37 +178,43 @@ impl<'a> ResidentQuantizer<'a> {
     /// the stack's squared error and squared norm (0-d f32, left on the device) are pushed to `sums`. Returns
     /// each weight's tensors, in order.
     fn quantize_stack(&self, held: &[Held<'_>], sums: &mut Vec<Tensor>) -> Result<Vec<QuantizedWeight>> {
-        let Some(first) = held.first() else { return Ok(Vec::new()) };
         let scales = held.iter().map(|h| self.format.weight_scale(&h.name, h.amax)).collect::<Result<Vec<f32>>>()?;
         let stack = Tensor::stack(&held.iter().map(|h| h.weight).collect::<Vec<_>>(), 0)?;
         let parts = self.device.quantize_on_device(&stack, &scales)?;
-        {
-            let restored = self.device.dequantize_on_device(&parts, &scales)?;
-            let original = stack.to_dtype(DType::F32)?;
-            sums.push((restored - &original)?.sqr()?.sum_all()?);
-            sums.push(original.sqr()?.sum_all()?);
-        }
-        let bytes = parts.iter().map(|part| Ok(part.flatten_all()?.to_vec1::<u8>()?)).collect::<Result<Vec<_>>>()?;
-        let shape = formats::matrix_shape(&first.name, first.weight.dims())?;
-        let mut weights = Vec::with_capacity(held.len());
-        for (i, (h, &scale)) in held.iter().zip(&scales).enumerate() {
-            let mut parts = bytes.iter();
-            let mut tensors = Vec::new();
-            for (suffix, dtype, shape) in self.format.output_layout(shape) {
-                if shape.is_empty() {
-                    tensors.push(OutputTensor::scalar_f32(suffix, scale));
-                    continue;
-                }
-                let size: usize = shape.iter().product();
-                let data = parts.next().and_then(|all| all.get(i * size..(i + 1) * size)).ok_or_else(|| {
-                    Error::internal(format!("{}: the device did not return its {suffix} {shape:?}", h.name))
-                })?;
-                tensors.push(OutputTensor { suffix, dtype, shape, data: data.to_vec() });
-            }
-            weights.push(QuantizedWeight { tensors });
-        }
-        Ok(weights)
+        sums.push(self.device.error_on_device(&stack, &parts, &scales)?);
+        split_stack(self.format, &parts, held, &scales)
     }
+}
+
+/// The device's tensors `parts` of a stack (quantized with `scales`, one per weight of `held`) as each weight's
+/// tensors, in `output_layout` order with the per-tensor scale as the 0-d one.
+fn split_stack(
+    format: &dyn QuantFormat,
+    parts: &[Tensor],
+    held: &[Held<'_>],
+    scales: &[f32],
+) -> Result<Vec<QuantizedWeight>> {
+    let Some(first) = held.first() else { return Ok(Vec::new()) };
+    let bytes = parts.iter().map(|part| Ok(part.flatten_all()?.to_vec1::<u8>()?)).collect::<Result<Vec<_>>>()?;
+    let shape = formats::matrix_shape(&first.name, first.weight.dims())?;
+    let mut weights = Vec::with_capacity(held.len());
+    for (i, (h, &scale)) in held.iter().zip(scales).enumerate() {
+        let mut parts = bytes.iter();
+        let mut tensors = Vec::new();
+        for (suffix, dtype, shape) in format.output_layout(shape) {
+            if shape.is_empty() {
+                tensors.push(OutputTensor::scalar_f32(suffix, scale));
+                continue;
+            }
+            let size: usize = shape.iter().product();
+            let data = parts.next().and_then(|all| all.get(i * size..(i + 1) * size)).ok_or_else(|| {
+                Error::internal(format!("{}: the device did not return its {suffix} {shape:?}", h.name))
+            })?;
+            tensors.push(OutputTensor { suffix, dtype, shape, data: data.to_vec() });
+        }
+        weights.push(QuantizedWeight { tensors });
+    }
+    Ok(weights)
 }
 
 /// One weight the forward holds, to quantize: its output name (for errors) and its per-tensor amax.
@@ -257,8 +264,45 @@ fn split_rows(weight: QuantizedWeight, rows: usize, name: &str) -> Result<(Quant
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Device;
+
     use super::*;
-    use crate::formats::{Nvfp4, WeightInput};
+    use crate::formats::{Fp8, Nvfp4, WeightInput};
+
+    #[test]
+    fn a_stack_quantized_elsewhere_splits_into_the_tensors_of_each_weight() {
+        // The device's tensors of a stack (as the CPU writes them, stacked) give each weight's CPU tensors.
+        let (experts, rows, cols) = (3usize, 8usize, 64usize);
+        let values: Vec<f32> = (0..experts * rows * cols)
+            .map(|i| half::bf16::from_f32(((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.04).to_f32())
+            .collect();
+        let per_expert = rows * cols;
+        let formats: [&dyn QuantFormat; 2] = [&Fp8 { torch_cuda: false }, &Nvfp4];
+        for format in formats {
+            let amaxes: Vec<f32> = values.chunks(per_expert).map(crate::numerics::weight_amax).collect();
+            let scales: Vec<f32> = amaxes.iter().map(|&a| format.weight_scale("w", a).unwrap()).collect();
+            let cpu: Vec<QuantizedWeight> = values
+                .chunks(per_expert)
+                .zip(&amaxes)
+                .map(|(chunk, &amax)| {
+                    format.quantize(&WeightInput::new("w", Dtype::BF16, &[rows, cols], chunk).unwrap(), amax).unwrap()
+                })
+                .collect();
+            let parts: Vec<Tensor> = (0..cpu[0].tensors.len())
+                .filter(|&t| !cpu[0].tensors[t].shape.is_empty())
+                .map(|t| {
+                    let data: Vec<u8> = cpu.iter().flat_map(|q| q.tensors[t].data.clone()).collect();
+                    let mut shape = vec![experts];
+                    shape.extend(&cpu[0].tensors[t].shape);
+                    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+                })
+                .collect();
+            let weight = Tensor::zeros((rows, cols), candle_core::DType::BF16, &Device::Cpu).unwrap();
+            let held: Vec<Held<'_>> =
+                (0..experts).map(|_| Held { weight: &weight, name: "w".into(), amax: 0.0 }).collect();
+            assert_eq!(split_stack(format, &parts, &held, &scales).unwrap(), cpu, "{}", format.quant_algo());
+        }
+    }
 
     #[test]
     fn a_gate_up_weight_splits_into_the_gate_and_up_quantized_alone() {

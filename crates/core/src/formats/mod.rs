@@ -224,30 +224,10 @@ pub trait DeviceQuantize: Send + Sync {
     /// writes that are not per-tensor scalars, in `output_layout` order, stacked over the experts.
     fn quantize_on_device(&self, xs: &Tensor, weight_scales: &[f32]) -> Result<Vec<Tensor>>;
 
-    /// The f32 values `[.., N, K]` that `parts` (what [`Self::quantize_on_device`] returned for `weight_scales`,
-    /// one for the whole tensor or one per expert) stand for, on their device: what [`QuantFormat::dequantize`]
-    /// computes, by candle ops (so on any device), to measure the quantization error where the weight is.
-    fn dequantize_on_device(&self, parts: &[Tensor], weight_scales: &[f32]) -> Result<Tensor>;
-}
-
-/// `xs [E, ..]` times `scales` (f32 products): one scale for the whole tensor, or one per index of the first axis.
-pub(crate) fn scale_leading(xs: &Tensor, scales: &[f32]) -> Result<Tensor> {
-    if let [scale] = scales {
-        return Ok((xs * f64::from(*scale))?);
-    }
-    if xs.dims().first() != Some(&scales.len()) {
-        return Err(Error::internal(format!("{} scales for a tensor of shape {:?}", scales.len(), xs.dims())));
-    }
-    let mut shape = vec![1; xs.rank()];
-    shape[0] = scales.len();
-    let scales = Tensor::from_slice(scales, scales.len(), xs.device())?.reshape(shape)?;
-    Ok(xs.broadcast_mul(&scales)?)
-}
-
-/// The f32 value of every E4M3 byte, as a `[256]` tensor on `device` (decoding by `index_select`).
-pub(crate) fn e4m3_table(device: &candle_core::Device) -> Result<Tensor> {
-    let values: Vec<f32> = (0..=255u8).map(crate::numerics::e4m3::e4m3_to_f32).collect();
-    Ok(Tensor::from_vec(values, 256, device)?)
+    /// The squared error of `parts` (what [`Self::quantize_on_device`] made of `xs` with `weight_scales`) against
+    /// `xs`, and the squared norm of `xs`, each summed in f32 on the device: an F32 `[2]` tensor left there (to
+    /// report the quantization error of weights that never leave the GPU).
+    fn error_on_device(&self, xs: &Tensor, parts: &[Tensor], weight_scales: &[f32]) -> Result<Tensor>;
 }
 
 impl QuantizedWeight {

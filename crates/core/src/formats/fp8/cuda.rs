@@ -5,9 +5,9 @@ use candle_core::{DType, Tensor};
 
 use super::Fp8;
 use crate::checkpoint::Dtype;
-use crate::cuda::{check_scales, kernel_module, Arg, Grid, Module, Source};
+use crate::cuda::{address, check_scales, error_grid, kernel_module, Arg, Grid, Module, Source};
 use crate::error::{Error, Result};
-use crate::formats::{e4m3_table, scale_leading, DeviceQuantize};
+use crate::formats::DeviceQuantize;
 
 const FP8: Module = kernel_module!("fp8");
 /// Elements one thread loads with 16-byte vectors (`GROUP` in common.cuh).
@@ -41,39 +41,23 @@ impl DeviceQuantize for Fp8 {
         Ok(vec![source.tensor(out, xs.dims())])
     }
 
-    /// `e4m3(code) · weight_scale`, as [`dequantize_fp8`](super::dequantize_fp8) computes it.
-    fn dequantize_on_device(&self, parts: &[Tensor], weight_scales: &[f32]) -> Result<Tensor> {
+    /// Σ (e4m3(code) · weight_scale − x)² and Σ x², as [`dequantize_fp8`](super::dequantize_fp8) restores the
+    /// values.
+    fn error_on_device(&self, xs: &Tensor, parts: &[Tensor], weight_scales: &[f32]) -> Result<Tensor> {
         let [codes] = parts else {
-            return Err(Error::internal(format!("FP8 dequantizes one tensor of codes, not {}", parts.len())));
+            return Err(Error::internal(format!("FP8 measures one tensor of codes, not {}", parts.len())));
         };
-        let table = e4m3_table(codes.device())?;
-        let values = table.index_select(&codes.flatten_all()?, 0)?.reshape(codes.dims())?;
-        scale_leading(&values, weight_scales)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::Device;
-
-    use super::*;
-    use crate::formats::{QuantFormat, WeightInput};
-
-    #[test]
-    fn dequantizing_by_tensor_ops_gives_the_values_of_dequantize() {
-        let values: Vec<f32> = (0..6 * 16).map(|i| ((i * 37) % 101) as f32 * 0.07 - 3.4).collect();
-        let weight = WeightInput::new("w", Dtype::BF16, &[6, 16], &values).unwrap();
-        let format = Fp8 { torch_cuda: false };
-        let quantized = format.quantize(&weight, 3.5).unwrap();
-        let (_, expected) = format.dequantize("w", &quantized.views()).unwrap();
-        let codes = Tensor::from_vec(quantized.tensors[0].data.clone(), (6, 16), &Device::Cpu).unwrap();
-        let scale = format.weight_scale("w", 3.5).unwrap();
-        let restored = format.dequantize_on_device(&[codes], &[scale]).unwrap();
-        assert_eq!(restored.dims(), [6, 16]);
-        let restored = restored.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(
-            restored.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-            expected.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        );
+        check_scales(xs, weight_scales, "fp8_error")?;
+        let source = Source::new(xs, "fp8_error")?;
+        let per_expert = xs.elem_count() / weight_scales.len().max(1);
+        let codes = codes.contiguous()?;
+        let scales = source.upload(weight_scales)?;
+        let (grid, blocks) = error_grid(per_expert, weight_scales.len())?;
+        let mut partial = source.alloc(DType::F32, 2 * blocks)?;
+        let kernel = format!("fp8_error_{}", source.suffix());
+        let mut args =
+            [Arg::U64(address(&codes)?), Arg::In(&scales), Arg::U64(per_expert as u64), Arg::Out(&mut partial)];
+        source.launch(&FP8, &kernel, grid, &mut args)?;
+        Ok(source.tensor(partial, (blocks, 2)).sum(0)?)
     }
 }

@@ -56,10 +56,33 @@ __device__ __forceinline__ void fp8_quantize(const typename T::storage* x, uint8
 }
 
 
+// The quantization error of FP8 codes against the weights they were made from: blockIdx.y is an expert of
+// `per_expert` elements with its own `scale`; each thread block adds up (e4m3(code)·scale − x)² and x² over its
+// share in f32 and writes the two sums to partial[2·(blockIdx.y·gridDim.x + blockIdx.x) + {0, 1}].
+template <typename T>
+__device__ __forceinline__ void fp8_error(const typename T::storage* x, const uint8_t* codes, const float* scales,
+                                          uint64_t per_expert, float* partial) {
+    const uint64_t base = (uint64_t)blockIdx.y * per_expert;
+    const float scale = scales[blockIdx.y];
+    float error = 0.0f, norm = 0.0f;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < per_expert; i += stride) {
+        const float value = T::load_one(x + base + i);
+        const float difference = __fmul_rn(e4m3_to_f32(codes[base + i]), scale) - value;
+        error = fmaf(difference, difference, error);
+        norm = fmaf(value, value, norm);
+    }
+    block_sums(error, norm, partial + 2 * ((uint64_t)blockIdx.y * gridDim.x + blockIdx.x));
+}
+
 #define FP8_ENTRY_POINTS(suffix, T)                                                                              \
     extern "C" __global__ void fp8_quantize_##suffix(const T::storage* x, uint8_t* y, const float* scales,       \
                                                      uint64_t per_expert, int vectorized) {                      \
         fp8_quantize<T>(x, y, scales, per_expert, vectorized);                                                   \
+    }                                                                                                            \
+    extern "C" __global__ void fp8_error_##suffix(const T::storage* x, const uint8_t* codes, const float* scales, \
+                                                  uint64_t per_expert, float* partial) {                          \
+        fp8_error<T>(x, codes, scales, per_expert, partial);                                                     \
     }
 
 FOR_EACH_SOURCE(FP8_ENTRY_POINTS)

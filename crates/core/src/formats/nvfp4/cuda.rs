@@ -3,10 +3,10 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{Nvfp4, E2M1_VALUES, NVFP4_BLOCK};
-use crate::cuda::{check_scales, kernel_module, shape_error, Arg, Grid, Module, Source};
+use super::{Nvfp4, NVFP4_BLOCK};
+use crate::cuda::{address, check_scales, error_grid, kernel_module, shape_error, Arg, Grid, Module, Source};
 use crate::error::{Error, Result};
-use crate::formats::{e4m3_table, scale_leading, DeviceQuantize};
+use crate::formats::DeviceQuantize;
 
 const NVFP4: Module = kernel_module!("nvfp4");
 
@@ -39,31 +39,30 @@ impl DeviceQuantize for Nvfp4 {
         Ok(vec![source.tensor(packed, packed_dims), source.tensor(block_scales, scale_dims)])
     }
 
-    /// `e2m1(code) · (e4m3(block scale) · weight_scale_2)`, as [`dequantize_nvfp4`](super::dequantize_nvfp4)
-    /// computes it: the low nibble of each byte first.
-    fn dequantize_on_device(&self, parts: &[Tensor], weight_scales_2: &[f32]) -> Result<Tensor> {
+    /// Σ (e2m1(code) · e4m3(block scale) · weight_scale_2 − x)² and Σ x², as
+    /// [`dequantize_nvfp4`](super::dequantize_nvfp4) restores the values.
+    fn error_on_device(&self, xs: &Tensor, parts: &[Tensor], weight_scales_2: &[f32]) -> Result<Tensor> {
         let [packed, block_scales] = parts else {
-            return Err(Error::internal(format!(
-                "NVFP4 dequantizes codes and block scales, not {} tensors",
-                parts.len()
-            )));
+            return Err(Error::internal(format!("NVFP4 measures codes and block scales, not {} tensors", parts.len())));
         };
-        let device = packed.device();
-        let pairs: Vec<f32> = (0..=255u8)
-            .flat_map(|byte| [E2M1_VALUES[usize::from(byte & 0x0F)], E2M1_VALUES[usize::from(byte >> 4)]])
-            .collect();
-        let pairs = Tensor::from_vec(pairs, (256, 2), device)?;
-        let mut blocked = block_scales.dims().to_vec();
-        blocked.push(NVFP4_BLOCK);
-        let codes = pairs.index_select(&packed.flatten_all()?, 0)?.reshape(blocked.as_slice())?;
-        let scales = e4m3_table(device)?.index_select(&block_scales.flatten_all()?, 0)?;
-        let scales =
-            scale_leading(&scales.reshape(block_scales.dims())?, weight_scales_2)?.unsqueeze(blocked.len() - 1)?;
-        let mut dims = packed.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last *= 2;
-        }
-        Ok(codes.broadcast_mul(&scales)?.reshape(dims)?)
+        check_blocks(xs, "nvfp4_error")?;
+        check_scales(xs, weight_scales_2, "nvfp4_error")?;
+        let source = Source::new(xs, "nvfp4_error")?;
+        let per_expert = xs.elem_count() / weight_scales_2.len().max(1);
+        let (packed, block_scales) = (packed.contiguous()?, block_scales.contiguous()?);
+        let scales_2 = source.upload(weight_scales_2)?;
+        let (grid, blocks) = error_grid(per_expert / NVFP4_BLOCK, weight_scales_2.len())?;
+        let mut partial = source.alloc(DType::F32, 2 * blocks)?;
+        let kernel = format!("nvfp4_error_{}", source.suffix());
+        let mut args = [
+            Arg::U64(address(&packed)?),
+            Arg::U64(address(&block_scales)?),
+            Arg::In(&scales_2),
+            Arg::U64(per_expert as u64),
+            Arg::Out(&mut partial),
+        ];
+        source.launch(&NVFP4, &kernel, grid, &mut args)?;
+        Ok(source.tensor(partial, (blocks, 2)).sum(0)?)
     }
 }
 
@@ -81,36 +80,5 @@ fn check_blocks(xs: &Tensor, op: &str) -> Result<()> {
             xs,
             &format!("{op} quantizes blocks of {NVFP4_BLOCK} along the last (input) dimension, which must be a multiple of {NVFP4_BLOCK}"),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::Device;
-
-    use super::*;
-    use crate::checkpoint::Dtype;
-    use crate::formats::{QuantFormat, WeightInput};
-
-    #[test]
-    fn dequantizing_by_tensor_ops_gives_the_values_of_dequantize() {
-        // Blocks of very different magnitudes, so that the block scales differ.
-        let values: Vec<f32> = (0..3 * 64)
-            .map(|i| (((i * 37) % 101) as f32 * 0.07 - 3.4) * if (i / 16) % 3 == 0 { 0.01 } else { 1.0 })
-            .collect();
-        let weight = WeightInput::new("w", Dtype::BF16, &[3, 64], &values).unwrap();
-        let quantized = Nvfp4.quantize(&weight, 3.6).unwrap();
-        let (_, expected) = Nvfp4.dequantize("w", &quantized.views()).unwrap();
-        let part = |i: usize, shape: (usize, usize)| {
-            Tensor::from_vec(quantized.tensors[i].data.clone(), shape, &Device::Cpu).unwrap()
-        };
-        let parts = [part(0, (3, 32)), part(1, (3, 4))];
-        let restored = Nvfp4.dequantize_on_device(&parts, &[Nvfp4.weight_scale("w", 3.6).unwrap()]).unwrap();
-        assert_eq!(restored.dims(), [3, 64]);
-        let restored = restored.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(
-            restored.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-            expected.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        );
     }
 }

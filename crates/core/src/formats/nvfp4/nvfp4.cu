@@ -67,11 +67,49 @@ __device__ __forceinline__ void nvfp4_quantize(const typename T::storage* x, uin
     }
 }
 
+// The value of each E2M1 code (bit 3 the sign).
+__constant__ float E2M1_VALUES[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+// The quantization error of NVFP4 codes against the weights they were made from: blockIdx.y is an expert of
+// `per_expert` elements with its own weight_scale_2; a value is e2m1(code)·(e4m3(block scale)·scale_2), the low
+// nibble of a byte first. Each thread block adds up (value − x)² and x² over its share of the 16-element blocks
+// in f32 and writes the two sums to partial[2·(blockIdx.y·gridDim.x + blockIdx.x) + {0, 1}].
+template <typename T>
+__device__ __forceinline__ void nvfp4_error(const typename T::storage* x, const uint8_t* packed,
+                                            const uint8_t* block_scales, const float* scales_2,
+                                            uint64_t per_expert, float* partial) {
+    const uint64_t first_block = (uint64_t)blockIdx.y * (per_expert / 16);
+    const float scale_2 = scales_2[blockIdx.y];
+    float error = 0.0f, norm = 0.0f;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; b < per_expert / 16; b += stride) {
+        const uint64_t block = first_block + b;
+        const float scale = __fmul_rn(e4m3_to_f32(block_scales[block]), scale_2);
+        float v[16];
+        T::load_group(x + block * 16, v);
+        const uint2 codes = reinterpret_cast<const uint2*>(packed)[block];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            const uint32_t word = i < 8 ? codes.x : codes.y;
+            const uint32_t code = (word >> (4 * (i % 8))) & 0xFu;
+            const float difference = __fmul_rn(E2M1_VALUES[code], scale) - v[i];
+            error = fmaf(difference, difference, error);
+            norm = fmaf(v[i], v[i], norm);
+        }
+    }
+    block_sums(error, norm, partial + 2 * ((uint64_t)blockIdx.y * gridDim.x + blockIdx.x));
+}
 
 #define NVFP4_ENTRY_POINTS(suffix, T)                                                                            \
     extern "C" __global__ void nvfp4_quantize_##suffix(const T::storage* x, uint8_t* packed, uint8_t* block_scales, \
                                                        const float* scales_2, uint64_t per_expert) {             \
         nvfp4_quantize<T>(x, packed, block_scales, scales_2, per_expert);                                        \
+    }                                                                                                            \
+    extern "C" __global__ void nvfp4_error_##suffix(const T::storage* x, const uint8_t* packed,                  \
+                                                    const uint8_t* block_scales, const float* scales_2,          \
+                                                    uint64_t per_expert, float* partial) {                       \
+        nvfp4_error<T>(x, packed, block_scales, scales_2, per_expert, partial);                                  \
     }
 
 FOR_EACH_SOURCE(NVFP4_ENTRY_POINTS)
