@@ -35,6 +35,11 @@ pub(crate) fn grouped_matmul_t(
     Err(not_compiled("grouped_matmul_t"))
 }
 
+pub(crate) fn download_u8(tensor: &Tensor, range: Range<usize>) -> Result<Vec<u8>> {
+    let _ = (tensor, range);
+    Err(not_compiled("download_u8"))
+}
+
 pub(crate) fn address(tensor: &Tensor) -> Result<u64> {
     let _ = tensor;
     Err(not_compiled("address"))

@@ -234,6 +234,27 @@ pub(crate) fn wrap<T: CudaDType>(slice: CudaSlice<T>, device: &CudaDevice, shape
     Tensor::from_storage(storage, shape, BackpropOp::none(), false)
 }
 
+/// Elements `range` of a contiguous U8 CUDA tensor, copied to the host in one transfer of just those bytes.
+pub(crate) fn download_u8(tensor: &Tensor, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cuda(cuda) = &*storage else {
+        return Err(super::not_on_cuda("download_u8", tensor.device()));
+    };
+    if tensor.dtype() != DType::U8 || !layout.is_contiguous() || range.end > tensor.elem_count() {
+        return Err(Error::internal(format!(
+            "cuda::download_u8: elements {range:?} of a {:?} tensor {:?} (contiguous U8 expected)",
+            tensor.dtype(),
+            tensor.dims()
+        )));
+    }
+    let Device::Cuda(device) = tensor.device() else {
+        return Err(super::not_on_cuda("download_u8", tensor.device()));
+    };
+    let offset = layout.start_offset();
+    let view = cuda.as_cuda_slice::<u8>()?.slice(offset + range.start..offset + range.end);
+    Ok(device.cuda_stream().clone_dtoh(&view).w()?)
+}
+
 /// The device address of element `layout.start_offset()` of a CUDA tensor (U8, U32, F32, BF16 or F16), to pass a
 /// second input to a kernel as a pointer (`Arg::U64`). The caller keeps the tensor alive until the kernel has run:
 /// everything runs on the device's one stream, so a later free is ordered after it.

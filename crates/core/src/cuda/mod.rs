@@ -34,6 +34,18 @@ pub use split::{split_gate_up, split_gate_up_transposed};
 
 use crate::error::{Error, Result};
 
+/// Elements `range` of a U8 tensor (row-major order) on the host. From a GPU only those bytes travel, once:
+/// candle's `to_vec1` copies a CUDA tensor's whole storage, then the part asked for.
+pub fn download_u8(xs: &Tensor, range: Range<usize>) -> Result<Vec<u8>> {
+    if xs.device().is_cuda() {
+        return launch::download_u8(xs, range);
+    }
+    let all = xs.flatten_all()?.to_vec1::<u8>()?;
+    all.get(range.clone())
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Error::internal(format!("download_u8: elements {range:?} of {:?}", xs.dims())))
+}
+
 /// The grid of an error kernel (`fp8_error`, `nvfp4_error`: one pair of partial sums per thread block, see
 /// `block_sums` in common.cuh) over `runs` experts of `work` items each, and its number of blocks.
 pub(crate) fn error_grid(work: usize, runs: usize) -> Result<(Grid, usize)> {

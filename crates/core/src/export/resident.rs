@@ -125,11 +125,11 @@ impl<'a> ResidentQuantizer<'a> {
                 .clone()
                 .map(|e| Held { weight: &weights[e].gate_up, name: name(&names.up, e), amax: amaxes[e].0 })
                 .collect();
-            gate_ups.extend(self.quantize_stack(&gate_up, &mut sums)?);
+            gate_ups.extend(self.quantize_stack(&gate_up, gated.then_some(moe.intermediate), &mut sums)?);
             let down: Vec<Held<'_>> = experts
                 .map(|e| Held { weight: &weights[e].down, name: name(&names.down, e), amax: amaxes[e].1 })
                 .collect();
-            downs.extend(self.quantize_stack(&down, &mut sums)?);
+            downs.extend(self.quantize_stack(&down, None, &mut sums)?);
         }
         let mut errors = ErrorSum::default();
         // One (error, norm) pair per stack, read back with one copy.
@@ -144,14 +144,11 @@ impl<'a> ResidentQuantizer<'a> {
         }
         errors.tensors = weights.len() * if gated { 3 } else { 2 };
         let mut experts = Vec::with_capacity(weights.len());
-        for ((e, gate_up), down) in gate_ups.into_iter().enumerate().zip(downs) {
-            let (gate, up) = if gated {
-                let (gate, up) = split_rows(gate_up, moe.intermediate, &expert_name(&names.up, e))?;
-                (Some(gate), up)
-            } else {
-                (None, gate_up)
+        for (mut gate_up, down) in gate_ups.into_iter().zip(downs) {
+            let (Some(up), Some(down)) = (gate_up.pop(), down.into_iter().next()) else {
+                return Err(Error::internal(format!("{}: an expert came back without its tensors", plan.block)));
             };
-            experts.push(QuantizedExpert { gate, up, down });
+            experts.push(QuantizedExpert { gate: gate_up.pop(), up, down });
         }
         Ok(Some(ResidentExperts { experts, errors }))
     }
@@ -177,42 +174,62 @@ impl<'a> ResidentQuantizer<'a> {
     /// Weights `[N, K]` of the same shape (experts) quantized as one stack, each with its own per-tensor amax;
     /// the stack's squared error and squared norm (0-d f32, left on the device) are pushed to `sums`. Returns
     /// each weight's tensors, in order.
-    fn quantize_stack(&self, held: &[Held<'_>], sums: &mut Vec<Tensor>) -> Result<Vec<QuantizedWeight>> {
+    fn quantize_stack(
+        &self,
+        held: &[Held<'_>],
+        split: Option<usize>,
+        sums: &mut Vec<Tensor>,
+    ) -> Result<Vec<Vec<QuantizedWeight>>> {
         let scales = held.iter().map(|h| self.format.weight_scale(&h.name, h.amax)).collect::<Result<Vec<f32>>>()?;
         let stack = Tensor::stack(&held.iter().map(|h| h.weight).collect::<Vec<_>>(), 0)?;
         let parts = self.device.quantize_on_device(&stack, &scales)?;
         sums.push(self.device.error_on_device(&stack, &parts, &scales)?);
-        split_stack(self.format, &parts, held, &scales)
+        split_stack(self.format, &parts, held, &scales, split)
     }
 }
 
 /// The device's tensors `parts` of a stack (quantized with `scales`, one per weight of `held`) as each weight's
-/// tensors, in `output_layout` order with the per-tensor scale as the 0-d one.
+/// tensors, in `output_layout` order with the per-tensor scale as the 0-d one; each weight whole, or (`split`) as
+/// its first `split` rows and the rest (gate and up of a gate/up weight, sharing the scale). Each piece is copied
+/// to the host once, straight from its place in the stack.
 fn split_stack(
     format: &dyn QuantFormat,
     parts: &[Tensor],
     held: &[Held<'_>],
     scales: &[f32],
-) -> Result<Vec<QuantizedWeight>> {
+    split: Option<usize>,
+) -> Result<Vec<Vec<QuantizedWeight>>> {
     let Some(first) = held.first() else { return Ok(Vec::new()) };
-    let bytes = parts.iter().map(|part| Ok(part.flatten_all()?.to_vec1::<u8>()?)).collect::<Result<Vec<_>>>()?;
     let shape = formats::matrix_shape(&first.name, first.weight.dims())?;
+    let pieces = match split {
+        Some(rows) if rows < shape[0] => vec![0..rows, rows..shape[0]],
+        _ => vec![0..shape[0]],
+    };
+    let layout = format.output_layout(shape);
     let mut weights = Vec::with_capacity(held.len());
     for (i, (h, &scale)) in held.iter().zip(scales).enumerate() {
-        let mut parts = bytes.iter();
-        let mut tensors = Vec::new();
-        for (suffix, dtype, shape) in format.output_layout(shape) {
-            if shape.is_empty() {
-                tensors.push(OutputTensor::scalar_f32(suffix, scale));
-                continue;
+        let mut own = Vec::with_capacity(pieces.len());
+        for rows in &pieces {
+            let mut parts = parts.iter();
+            let mut tensors = Vec::with_capacity(layout.len());
+            for (suffix, dtype, shape) in &layout {
+                if shape.is_empty() {
+                    tensors.push(OutputTensor::scalar_f32(suffix, scale));
+                    continue;
+                }
+                let part = parts.next().ok_or_else(|| {
+                    Error::internal(format!("{}: the device did not return its {suffix} {shape:?}", h.name))
+                })?;
+                let size: usize = shape.iter().product();
+                let row = size / shape[0].max(1);
+                let data = crate::cuda::download_u8(part, i * size + rows.start * row..i * size + rows.end * row)?;
+                let mut piece = shape.clone();
+                piece[0] = rows.len();
+                tensors.push(OutputTensor { suffix, dtype: *dtype, shape: piece, data });
             }
-            let size: usize = shape.iter().product();
-            let data = parts.next().and_then(|all| all.get(i * size..(i + 1) * size)).ok_or_else(|| {
-                Error::internal(format!("{}: the device did not return its {suffix} {shape:?}", h.name))
-            })?;
-            tensors.push(OutputTensor { suffix, dtype, shape, data: data.to_vec() });
+            own.push(QuantizedWeight { tensors });
         }
-        weights.push(QuantizedWeight { tensors });
+        weights.push(own);
     }
     Ok(weights)
 }
@@ -238,30 +255,6 @@ fn stored_dtype(dtype: DType) -> Option<Dtype> {
     }
 }
 
-/// A quantized gate/up weight `[2I, K]` split into gate (its first `rows` rows) and up: each tensor with a
-/// shape splits along its first axis, the 0-d scale goes to both (gate and up share it).
-fn split_rows(weight: QuantizedWeight, rows: usize, name: &str) -> Result<(QuantizedWeight, QuantizedWeight)> {
-    let (mut first, mut second) = (Vec::new(), Vec::new());
-    for tensor in weight.tensors {
-        let Some(&total) = tensor.shape.first() else {
-            first.push(tensor.clone());
-            second.push(tensor);
-            continue;
-        };
-        if total < rows || total == 0 || tensor.data.len() % total != 0 {
-            return Err(Error::internal(format!("{name}: cannot split {:?} after row {rows}", tensor.shape)));
-        }
-        let at = tensor.data.len() / total * rows;
-        let (mut head, mut tail) = (tensor.shape.clone(), tensor.shape.clone());
-        head[0] = rows;
-        tail[0] = total - rows;
-        let (a, b) = tensor.data.split_at(at);
-        first.push(OutputTensor { suffix: tensor.suffix, dtype: tensor.dtype, shape: head, data: a.to_vec() });
-        second.push(OutputTensor { suffix: tensor.suffix, dtype: tensor.dtype, shape: tail, data: b.to_vec() });
-    }
-    Ok((QuantizedWeight { tensors: first }, QuantizedWeight { tensors: second }))
-}
-
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
@@ -270,7 +263,7 @@ mod tests {
     use crate::formats::{Fp8, Nvfp4, WeightInput};
 
     #[test]
-    fn a_stack_quantized_elsewhere_splits_into_the_tensors_of_each_weight() {
+    fn a_stack_quantized_elsewhere_splits_into_the_tensors_of_each_weight_and_of_gate_and_up() {
         // The device's tensors of a stack (as the CPU writes them, stacked) give each weight's CPU tensors.
         let (experts, rows, cols) = (3usize, 8usize, 64usize);
         let values: Vec<f32> = (0..experts * rows * cols)
@@ -300,20 +293,21 @@ mod tests {
             let weight = Tensor::zeros((rows, cols), candle_core::DType::BF16, &Device::Cpu).unwrap();
             let held: Vec<Held<'_>> =
                 (0..experts).map(|_| Held { weight: &weight, name: "w".into(), amax: 0.0 }).collect();
-            assert_eq!(split_stack(format, &parts, &held, &scales).unwrap(), cpu, "{}", format.quant_algo());
+            let whole: Vec<QuantizedWeight> =
+                split_stack(format, &parts, &held, &scales, None).unwrap().into_iter().flatten().collect();
+            assert_eq!(whole, cpu, "{}", format.quant_algo());
+            // Gate and up of a gate/up weight: its first rows and the rest, each as quantized alone with the
+            // shared amax.
+            let halves = split_stack(format, &parts, &held, &scales, Some(3)).unwrap();
+            for (e, pieces) in halves.iter().enumerate() {
+                let chunk = &values[e * per_expert..(e + 1) * per_expert];
+                let alone = |values: &[f32], n| {
+                    let weight = WeightInput::new("w", Dtype::BF16, &[n, cols], values).unwrap();
+                    format.quantize(&weight, amaxes[e]).unwrap()
+                };
+                assert_eq!(pieces[0], alone(&chunk[..3 * cols], 3), "{} gate", format.quant_algo());
+                assert_eq!(pieces[1], alone(&chunk[3 * cols..], rows - 3), "{} up", format.quant_algo());
+            }
         }
-    }
-
-    #[test]
-    fn a_gate_up_weight_splits_into_the_gate_and_up_quantized_alone() {
-        // Quantizing [gate; up] with their shared amax gives gate's and up's tensors stacked by rows.
-        let values: Vec<f32> = (0..4 * 32).map(|i| ((i * 13) % 29) as f32 * 0.125 - 1.75).collect();
-        let both = WeightInput::new("w", Dtype::BF16, &[4, 32], &values).unwrap();
-        let amax = 1.75;
-        let (gate, up) = split_rows(Nvfp4.quantize(&both, amax).unwrap(), 1, "w").unwrap();
-        let alone =
-            |rows: &[f32], n| Nvfp4.quantize(&WeightInput::new("w", Dtype::BF16, &[n, 32], rows).unwrap(), amax);
-        assert_eq!(gate, alone(&values[..32], 1).unwrap());
-        assert_eq!(up, alone(&values[32..], 3).unwrap());
     }
 }
