@@ -52,13 +52,16 @@ pub struct Quantizer<'a> {
     format: Box<dyn QuantFormat>,
 }
 
-/// One layer's quantized linears and KV cache scales (0-d f32 tensors by name), with the layer's error sums.
+/// One layer once its quantized linears went to the sink: its KV cache scales (0-d f32 tensors by name) and its
+/// error sums.
 pub struct QuantizedLayer {
     pub layer: usize,
-    pub linears: Vec<QuantizedLinear>,
     pub scales: Vec<(String, f32)>,
     pub errors: ErrorSum,
 }
+
+/// Where a layer's quantized weights go as they are made (the output's queue): a layer is never held whole.
+pub type Sink<'s> = dyn FnMut(QuantizedLinear) -> Result<()> + 's;
 
 /// One quantized weight (a linear's, or a stack of experts') waiting to be written.
 pub struct QuantizedLinear {
@@ -86,19 +89,19 @@ impl<'a> Quantizer<'a> {
     /// Quantizes everything the plan assigns to `layer`, with the statistics its calibration recorded (`None`
     /// for a format that needs none: weight amaxes then come from the weights themselves).
     /// Experts `resident` quantized on the device while the forward held them are taken from it, their input
-    /// amaxes attached.
+    /// amaxes attached. Each quantized weight goes to `sink` as soon as it is made (experts a group at a time).
     pub fn quantize_layer(
         &self,
         layer: usize,
         plan: &ExportPlan,
         observers: Option<&Observers>,
         resident: Option<&ResidentQuantizer<'_>>,
+        sink: &mut Sink<'_>,
     ) -> Result<QuantizedLayer> {
         let mut errors = ErrorSum::default();
-        let mut linears = Vec::new();
         let mut amax_cache = HashMap::new();
         for linear in plan.linears.iter().filter(|l| l.layer == layer) {
-            linears.push(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?);
+            sink(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?)?;
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let stats = match observers {
@@ -110,18 +113,22 @@ impl<'a> Quantizer<'a> {
             let held = resident.and_then(|resident| resident.take(layer, &experts.block));
             match (&experts.output, held, stats) {
                 (ExpertOutput::PerExpert(names), Some(held), Some(stats)) => {
-                    linears.extend(resident_linears(held, names, stats, &mut errors))
+                    for linear in resident_linears(held, names, stats, &mut errors) {
+                        sink(linear)?;
+                    }
                 }
                 (ExpertOutput::PerExpert(names), _, _) => {
-                    linears.extend(self.quantize_experts(experts, names, stats, &mut errors)?)
+                    self.quantize_experts(experts, names, stats, &mut errors, sink)?
                 }
                 (ExpertOutput::Fused(fused), _, _) => {
-                    linears.extend(self.quantize_fused(experts, fused, stats, &mut errors)?)
+                    for linear in self.quantize_fused(experts, fused, stats, &mut errors)? {
+                        sink(linear)?;
+                    }
                 }
             }
         }
         let scales = kv_scales(layer, plan, observers)?;
-        Ok(QuantizedLayer { layer, linears, scales, errors })
+        Ok(QuantizedLayer { layer, scales, errors })
     }
 
     /// max |W| of `<module>.weight`.
@@ -187,18 +194,24 @@ impl<'a> Quantizer<'a> {
         names: &PerExpertOutput,
         stats: Option<&ExpertStats>,
         errors: &mut ErrorSum,
-    ) -> Result<Vec<QuantizedLinear>> {
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
         let moe = &plan.source;
-        let experts = for_experts(moe.experts, |e| {
-            let mut sums = ErrorSum::default();
-            Ok((self.quantize_expert(plan, names, stats, e, &mut sums)?, sums))
-        })?;
-        let mut linears = Vec::with_capacity(3 * moe.experts);
-        for (expert, sums) in experts {
-            errors.add(&sums);
-            linears.extend(expert);
+        // A few experts per core at a time: what waits for the writer is a group of experts, not the layer.
+        let group = 4 * cores();
+        for first in (0..moe.experts).step_by(group) {
+            let experts = for_experts(first..(first + group).min(moe.experts), |e| {
+                let mut sums = ErrorSum::default();
+                Ok((self.quantize_expert(plan, names, stats, e, &mut sums)?, sums))
+            })?;
+            for (expert, sums) in experts {
+                errors.add(&sums);
+                for linear in expert {
+                    sink(linear)?;
+                }
+            }
         }
-        Ok(linears)
+        Ok(())
     }
 
     /// The experts of a layer written fused, as ModelOpt writes experts stored stacked: each stack quantized
@@ -225,7 +238,7 @@ impl<'a> Quantizer<'a> {
         let [experts, k, n] = stack.shape;
         let expert = |e: usize| -> Result<Vec<f32>> { Ok(tensor.view().slice_first(e)?.to_f32()) };
         // A value that cannot be quantized is named by its index in the stack as stored.
-        let amaxes = for_experts(experts, |e| {
+        let amaxes = for_experts(0..experts, |e| {
             let values = expert(e)?;
             match first_non_finite(&values) {
                 Some(i) => Err(Error::NonFinite {
@@ -237,7 +250,7 @@ impl<'a> Quantizer<'a> {
             }
         })?;
         let amax = amaxes.into_iter().fold(0f32, f32::max);
-        let parts = for_experts(experts, |e| {
+        let parts = for_experts(0..experts, |e| {
             let values = expert(e)?;
             let (shape, matrix) = formats::expert_matrix(rule, [k, n], &values);
             let weight = WeightInput::new(&stack.input, rule.division_dtype(tensor.dtype), &shape, &matrix)?;
@@ -402,18 +415,25 @@ fn quantize_one(
     Ok(QuantizedLinear { output: output.to_string(), naming: Naming::Module, weight: quantized, input_amax })
 }
 
-/// `f` for experts `0..count`, spread over the CPU's cores at background priority; results in expert order.
-fn for_experts<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count.max(1));
+/// The CPU's cores (what expert quantization spreads over).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `f` for the experts of `experts`, spread over the CPU's cores at background priority; results in expert order.
+fn for_experts<T: Send>(experts: std::ops::Range<usize>, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let count = experts.len();
+    let threads = cores().min(count.max(1));
     let chunk = count.div_ceil(threads).max(1);
     let f = &f;
+    let end = experts.end;
     let results: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..count)
+        let handles: Vec<_> = experts
             .step_by(chunk)
             .map(|first| {
                 scope.spawn(move || {
                     background_priority();
-                    (first..(first + chunk).min(count)).map(f).collect::<Result<Vec<T>>>()
+                    (first..(first + chunk).min(end)).map(f).collect::<Result<Vec<T>>>()
                 })
             })
             .collect();

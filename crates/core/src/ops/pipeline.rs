@@ -40,13 +40,18 @@ impl StageClock {
     pub fn time<T>(&self, stage: Stage, work: impl FnOnce() -> T) -> T {
         let clock = Instant::now();
         let result = work();
-        let seconds = match stage {
+        self.add(stage, clock.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Adds `seconds` to `stage`'s time.
+    pub fn add(&self, stage: Stage, seconds: f64) {
+        let total = match stage {
             Stage::Calibrate => &self.calibrate,
             Stage::Quantize => &self.quantize,
             Stage::Write => &self.write,
         };
-        *lock(seconds) += clock.elapsed().as_secs_f64();
-        result
+        *lock(total) += seconds;
     }
 
     /// `(calibrate, quantize, write)` seconds so far.

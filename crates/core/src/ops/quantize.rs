@@ -352,22 +352,28 @@ impl Jobs<'_, '_> {
     }
 
     /// Layer `layer` quantized (with its calibration statistics, if any) and written, while the next layers
-    /// calibrate; tensors go to their declared places in whatever order they come.
+    /// calibrate; each quantized weight is queued as soon as it exists, and tensors go to their declared places in
+    /// whatever order they come.
     fn layer(&self, layer: usize, observers: Option<&Observers>) -> Result<LayerDone> {
         let pipeline = self.pipeline;
-        let quantized = pipeline.clock.time(Stage::Quantize, || {
-            pipeline.record(self.quantizer.quantize_layer(layer, self.plan, observers, self.resident))
-        })?;
+        let format = self.quantizer.format();
+        let clock = Instant::now();
+        let mut writing = 0.0;
+        let mut sink = |linear| {
+            let clock = Instant::now();
+            let queued = lock(self.output).queue(format, linear);
+            writing += clock.elapsed().as_secs_f64();
+            pipeline.record(queued)
+        };
+        let quantized = self.quantizer.quantize_layer(layer, self.plan, observers, self.resident, &mut sink);
+        let quantized = pipeline.record(quantized)?;
         let mut output = lock(self.output);
-        pipeline.clock.time(Stage::Write, || -> Result<()> {
-            for linear in quantized.linears {
-                pipeline.record(output.queue(self.quantizer.format(), linear))?;
-            }
-            for (name, value) in &quantized.scales {
-                pipeline.record(output.queue_scalar(name, *value))?;
-            }
-            Ok(())
-        })?;
+        for (name, value) in &quantized.scales {
+            pipeline.record(output.queue_scalar(name, *value))?;
+        }
+        let total = clock.elapsed().as_secs_f64();
+        pipeline.clock.add(Stage::Quantize, total - writing);
+        pipeline.clock.add(Stage::Write, writing);
         let bytes_written = output.bytes_written.load(Ordering::Relaxed);
         Ok(LayerDone { layer: quantized.layer, errors: quantized.errors, bytes_written })
     }
