@@ -39,6 +39,8 @@ fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGH
     fused). `python tools/make_golden.py --weight-only` rewrites only these; the numpy self-check below covers
     the calibrated formats only.
 
+fixtures/golden/<model_type>_<layout>/fp8_pb_wo/    for each TILED_CASES entry (`--tiled` rewrites only these)
+    ModelOpt's FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG (E4M3 weights, one scale per 128×128 tile), same files.
 fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, for each ZOO_CASES entry
     The weight-only formats on a zoo checkpoint (fixtures/zoo/, materialized by tools/zoo-materialize.mjs): Qwen3.5-MoE,
     a vision-language wrapper with Gated DeltaNet layers and gated shared experts; Nemotron-H; Kimi-Linear, whose
@@ -187,6 +189,7 @@ def quant_cfg(fmt: str, kv: str | None = None):
             "nvfp4": mtq.NVFP4_DEFAULT_CFG,
             "w4a16_nvfp4": mtq.W4A16_NVFP4_CFG,
             "fp8_pc_pt": mtq.FP8_PER_CHANNEL_PER_TOKEN_CFG,
+            "fp8_pb_wo": mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG,
         }[fmt]
     if kv is None:
         return cfg
@@ -539,6 +542,21 @@ def make_zoo_goldens(only: list[str]) -> None:
                             shutil.copyfile(Path(tmp) / name, out / name)
 
 
+# fp8_pb_wo (ModelOpt FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG) on the fixtures whose experts are written one by one (ModelOpt
+# does not write stacked experts in it). `--tiled` rewrites only these.
+TILED_CASES = [case for case in WEIGHT_ONLY_CASES if case not in STACKED_CASES]
+
+
+def make_tiled(ids: torch.Tensor) -> None:
+    """The fp8_pb_wo goldens (`--tiled`)."""
+    for model_type, layout in TILED_CASES:
+        out = GOLDEN / f"{model_type}_{layout}" / "fp8_pb_wo"
+        if out.exists():
+            shutil.rmtree(out)
+        print(f"== {model_type}/{layout} fp8_pb_wo -> {out.relative_to(ROOT)}", flush=True)
+        run_case(FIXTURES / model_type / layout, "fp8_pb_wo", ids, out, "calib_ids.safetensors input_ids [4, 32]")
+
+
 def make_weight_only(ids: torch.Tensor) -> None:
     """The weight-only and scope goldens (`--weight-only` rewrites only these, leaving the others as they are)."""
     cases = [(*SCOPE_FIXTURE, fmt) for fmt in SCOPE_FORMATS]
@@ -730,6 +748,9 @@ def main() -> int:
     torch.manual_seed(0)
     if "--kv-cache" in sys.argv[1:]:
         return make_kv_cache(calib_ids(), "--families" in sys.argv[1:])
+    if "--tiled" in sys.argv[1:]:
+        make_tiled(calib_ids())
+        return 0
     if "--weight-only" in sys.argv[1:]:
         make_weight_only(calib_ids())
         return 0

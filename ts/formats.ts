@@ -5,7 +5,7 @@
  */
 import type { FormatName } from './native/contract'
 
-/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4, W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN): the native core's `FormatName`. */
+/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4, W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN, fp8_pb_wo): the native core's `FormatName`. */
 export type QuantFormatName = FormatName
 
 /** What moe-quant knows of one format. */
@@ -31,21 +31,30 @@ export interface FormatFacts {
   /** The tensors config.json's `quantization_config.config_groups` describes, as ModelOpt 0.47 writes it:
    * weights and input activations, weights only, or no `config_groups` at all. */
   configGroups: 'weights_and_inputs' | 'weights' | 'none'
-  /** What the weights carry beside `weight`: per-tensor scale(s), per-channel scale, or both block scales. */
-  weightScales: 'tensor' | 'channel' | 'block'
+  /** What the weights carry beside `weight`: per-tensor scale(s), per-channel scale, both block scales, or one
+   * scale per 128×128 tile. */
+  weightScales: 'tensor' | 'channel' | 'block' | 'tile'
+  /** The linears that read one input (q/k/v, gate/up) share their weight amax: always (NVFP4's `weight_scale_2`),
+   * or where the group's first weight is a single 128×128 tile (`fp8_pb_wo`, decided by the native core). */
+  sharedWeightAmax: boolean
 }
 
 /**
  * Per-tensor E4M3; NVFP4's E2M1 with E4M3 scales for blocks of 16 weights and an f32 global scale; the same
- * NVFP4 weights with 16-bit activations; and E4M3 with one scale per output channel, activations scaled per
- * token by the serving engine.
+ * NVFP4 weights with 16-bit activations; E4M3 with one scale per output channel, activations scaled per
+ * token by the serving engine; and E4M3 with one scale per 128×128 tile, activations in 16 bits.
  */
 export const FORMATS: Readonly<Record<QuantFormatName, FormatFacts>> = {
-  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor' },
-  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'block' },
-  w4a16_nvfp4: { quantAlgo: 'W4A16_NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: false, configGroups: 'weights', weightScales: 'block' },
-  fp8_pc_pt: { quantAlgo: 'FP8_PER_CHANNEL_PER_TOKEN', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'channel' },
+  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor', sharedWeightAmax: false },
+  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'block', sharedWeightAmax: true },
+  w4a16_nvfp4: { quantAlgo: 'W4A16_NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: false, configGroups: 'weights', weightScales: 'block', sharedWeightAmax: true },
+  fp8_pc_pt: { quantAlgo: 'FP8_PER_CHANNEL_PER_TOKEN', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'channel', sharedWeightAmax: false },
+  // ModelOpt 0.47 writes this quant_algo in lower case.
+  fp8_pb_wo: { quantAlgo: 'fp8_pb_wo', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'tile', sharedWeightAmax: true },
 }
+
+/** The side of `fp8_pb_wo`'s square tiles. */
+export const FP8_TILE = 128
 
 /** The format names, in the order messages list them. */
 export const FORMAT_NAMES = Object.keys(FORMATS) as QuantFormatName[]

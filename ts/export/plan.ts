@@ -11,6 +11,7 @@ import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture, wrapperTiesEmbeddings } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
+import { checkTiledExperts } from './fp8-blocks'
 import { planCopies } from './files'
 import { type KvCacheMode, kvScalePlans } from './kv-cache'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, outputConfigJson, quantizationConfig } from './modelopt'
@@ -331,6 +332,7 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
       if (naming.output.kind === 'fused') planning.keptStacks.push(...naming.modules)
       continue
     }
+    if (options.format === 'fp8_pb_wo') checkTiledExperts(layer, naming.output.kind, names[0] as string)
     for (const name of names) expertTensors.add(name)
     experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), output: naming.output })
     planning.quantizedModules.push(...naming.modules)
@@ -389,7 +391,7 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
       const parts: [string, number, number][] = [['q_proj', 0, fused.q], ['k_proj', fused.q, fused.kv], ['v_proj', fused.q + fused.kv, fused.kv]]
       for (const [projection, start, count] of parts) {
         const output = `${parent}.${projection}`
-        const weightGroup = planning.groupSize !== null ? [module] : []
+        const weightGroup = FORMATS[planning.options.format].sharedWeightAmax ? [module] : []
         linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: [], weight_only: false, rows: [start, count] })
         planning.quantizedModules.push(output)
       }
@@ -398,8 +400,9 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
     const group = (groupOf.get(module) ?? []).filter((m) => planned.has(m))
     const shared = group.length > 1 ? group : []
     const output = outputName(planning, module)
-    // A group-scaled format's per-tensor weight_scale_2 is shared by the linears that read one input.
-    const weightGroup = planning.groupSize !== null ? shared : []
+    // A group-scaled format's per-tensor weight_scale_2 is shared by the linears that read one input (and
+    // fp8_pb_wo's amax, where the native core finds the group's first weight a single tile).
+    const weightGroup = FORMATS[planning.options.format].sharedWeightAmax ? shared : []
     linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: shared, weight_only: unobserved.has(module), rows: null })
     planning.quantizedModules.push(output)
   }

@@ -166,11 +166,18 @@ impl<'a> Quantizer<'a> {
             values = values[start * columns..(start + count) * columns].to_vec();
         }
         // A group's amax is over its modules' whole weights (a fused q/k/v projection: q's, k's and v's).
+        let shared = match linear.weight_group.first() {
+            Some(first) => {
+                let shape = self.checkpoint.info(&format!("{first}.weight"))?.shape.clone();
+                self.format.shares_amax(crate::formats::matrix_shape(first, &shape)?)
+            }
+            None => false,
+        };
         let mut weight_amax = 0.0f32;
-        if linear.weight_group.is_empty() {
+        if !shared {
             weight_amax = crate::numerics::reduce::weight_amax(&values);
         }
-        for module in &linear.weight_group {
+        for module in linear.weight_group.iter().filter(|_| shared) {
             weight_amax = weight_amax.max(self.weight_amax(module, cache)?);
         }
         let mut input_amax = 0.0f32;
@@ -312,12 +319,20 @@ impl<'a> Quantizer<'a> {
                         .ok_or_else(|| Error::internal(format!("{}: no statistics for expert {e}", plan.block)))
                 };
                 let gate_amax = if gated { at(&s.gate_amax)? } else { 0.0 };
-                (gate_amax.max(at(&s.up_amax)?), at(&s.down_amax)?, s.gate_up_input_amax, s.down_input_amax)
+                ([gate_amax, at(&s.up_amax)?], at(&s.down_amax)?, s.gate_up_input_amax, s.down_input_amax)
             }
             None => {
                 let gate_amax = gate.as_deref().map_or(0.0, weight_amax);
-                (gate_amax.max(weight_amax(&up)), weight_amax(&down), 0.0, 0.0)
+                ([gate_amax, weight_amax(&up)], weight_amax(&down), 0.0, 0.0)
             }
+        };
+        // Gate and up share their amax (as ModelOpt's one quantizer over the fused gate/up does) where the
+        // format shares it; an ungated up has its own.
+        let gate_up_rows = if gated { 2 * inter } else { inter };
+        let [gate_amax, up_amax] = if gated && self.format.shares_amax([gate_up_rows, hidden]) {
+            [gate_up_amax[0].max(gate_up_amax[1]); 2]
+        } else {
+            gate_up_amax
         };
         let format = self.format.as_ref();
         let mut out = Vec::with_capacity(3);
@@ -331,9 +346,9 @@ impl<'a> Quantizer<'a> {
             };
         if let (Some(gate_out), Some(gate)) = (&names.gate, &gate) {
             let gate_dtype = stored(moe.gate.as_ref().or(moe.gate_up.as_ref()))?;
-            one(gate_out, gate_dtype, [inter, hidden], gate, gate_up_amax, gate_up_input)?;
+            one(gate_out, gate_dtype, [inter, hidden], gate, gate_amax, gate_up_input)?;
         }
-        one(&names.up, up_dtype, [inter, hidden], &up, gate_up_amax, gate_up_input)?;
+        one(&names.up, up_dtype, [inter, hidden], &up, up_amax, gate_up_input)?;
         one(&names.down, down_dtype, [hidden, inter], &down, down_amax, down_input)?;
         Ok(out)
     }

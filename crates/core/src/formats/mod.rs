@@ -15,7 +15,7 @@ mod stored;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-pub use fp8::{dequantize_fp8, Fp8, Fp8PerChannel};
+pub use fp8::{dequantize_fp8, Fp8, Fp8Block, Fp8PerChannel};
 pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, W4a16Nvfp4, NVFP4_BLOCK};
 pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
 pub use stored::{dequantize_stored, stored_format};
@@ -24,7 +24,7 @@ use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::numerics::first_non_finite;
 
-/// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`).
+/// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
 pub enum FormatName {
     /// FP8 E4M3, one scale per tensor, calibrated static input scales (`FP8`).
@@ -40,11 +40,16 @@ pub enum FormatName {
     /// (`FP8_PER_CHANNEL_PER_TOKEN`): no calibration.
     #[serde(rename = "fp8_pc_pt")]
     Fp8PcPt,
+    /// FP8 E4M3 weights with one scale per 128×128 block, activations left in 16 bits (`fp8_pb_wo`, ModelOpt's
+    /// `FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG`): no calibration.
+    #[serde(rename = "fp8_pb_wo")]
+    Fp8PbWo,
 }
 
 impl FormatName {
     /// Every format; the ones that read stored weights back try them in this order.
-    pub const ALL: [FormatName; 4] = [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PcPt];
+    pub const ALL: [FormatName; 5] =
+        [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PcPt, FormatName::Fp8PbWo];
 
     /// The name options use.
     pub fn as_str(self) -> &'static str {
@@ -53,6 +58,7 @@ impl FormatName {
             FormatName::Nvfp4 => "nvfp4",
             FormatName::W4a16Nvfp4 => "w4a16_nvfp4",
             FormatName::Fp8PcPt => "fp8_pc_pt",
+            FormatName::Fp8PbWo => "fp8_pb_wo",
         }
     }
 }
@@ -65,6 +71,7 @@ pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
         FormatName::Nvfp4 => Box::new(Nvfp4),
         FormatName::W4a16Nvfp4 => Box::new(W4a16Nvfp4),
         FormatName::Fp8PcPt => Box::new(Fp8PerChannel),
+        FormatName::Fp8PbWo => Box::new(Fp8Block),
     }
 }
 
@@ -210,6 +217,11 @@ pub trait QuantFormat: Send + Sync {
     fn stacked_rule(&self) -> Option<StackedRule> {
         None
     }
+    /// Whether the linears of a weight group (q/k/v, gate/up: they read one input) take the group's largest
+    /// weight amax, `first` being the shape of the group's first weight (a routed expert's fused gate/up `[2I, H]`).
+    fn shares_amax(&self, _first: [usize; 2]) -> bool {
+        true
+    }
     /// This format's GPU quantization, where it has one.
     fn on_device(&self) -> Option<&dyn DeviceQuantize> {
         None
@@ -290,9 +302,9 @@ mod tests {
         }
         assert!(serde_json::from_value::<FormatName>("int4".into()).is_err());
         let calibrated: Vec<bool> = FormatName::ALL.iter().map(|&name| format(name, false).calibrated()).collect();
-        assert_eq!(calibrated, [true, true, false, false]);
+        assert_eq!(calibrated, [true, true, false, false, false]);
         let algos: Vec<&str> = FormatName::ALL.iter().map(|&name| format(name, false).quant_algo()).collect();
-        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN"]);
+        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN", "fp8_pb_wo"]);
     }
 
     #[test]
@@ -301,7 +313,7 @@ mod tests {
         let weight = WeightInput::new("w", Dtype::F32, &[1, 16], &values).unwrap();
         // Every format with a per-tensor scale (per-channel FP8 has none, and refuses).
         assert!(format(FormatName::Fp8PcPt, false).weight_scale("w", 1.0).is_err());
-        for name in [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4] {
+        for name in [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PbWo] {
             let format = format(name, false);
             let scalar = format.output_layout([1, 16]).iter().rev().find(|(_, _, s)| s.is_empty()).unwrap().0;
             for amax in [0.0, 1e-45, 1e-39, 0.5, 3.7, 448.0, 1e30] {

@@ -9,9 +9,11 @@
 //! export equals `e4m3(bf16(W / bf16(scale)))` in every byte, and differs from its CPU export in about 1% of
 //! them. [`Fp8::torch_cuda`] selects that arithmetic, so a GPU run writes what ModelOpt writes on a GPU.
 
+mod block;
 mod cuda;
 mod per_channel;
 
+pub use block::{dequantize_fp8_blocks, Fp8Block};
 pub use per_channel::Fp8PerChannel;
 
 use super::{
@@ -100,6 +102,10 @@ impl QuantFormat for Fp8 {
                 scale.shape,
                 format!("the scale of an FP8 weight must be floating point, not {}", scale.dtype),
             ));
+        }
+        if scale.shape.len() == 4 {
+            // 128×128 block scales (`fp8_pb_wo`).
+            return Ok((shape, dequantize_fp8_blocks(name, shape, weight.data, scale)?));
         }
         Ok((shape, dequantize_fp8(name, shape, weight.data, &scale.to_f32())?))
     }
