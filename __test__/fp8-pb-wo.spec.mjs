@@ -5,7 +5,7 @@ import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { quantizeModel } from '../dist/index.js'
+import { evaluateModel, quantizeModel } from '../dist/index.js'
 import { FIXTURES, readTensors, tempDir, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 const TILE = 128
@@ -71,6 +71,14 @@ test('weights of several tiles: one scale per 128×128 tile, from that tile alon
   const quant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8')).quantization
   t.like(quant, { quant_algo: 'fp8_pb_wo', kv_cache_quant_algo: null })
   t.false(Object.hasOwn(quant, 'group_size'))
+  // E4M3 with per-tile scales: a small weight error, and the checkpoint reads back (dequantized by its block scales)
+  // into a model whose next-token choices are the original's.
+  for (const layer of result.layers) t.true(layer.relativeMse > 0 && layer.relativeMse < 2e-3, `${layer.relativeMse}`)
+  const ids = [Uint32Array.from({ length: 24 }, (_, i) => (i * 37 + 5) % 128), Uint32Array.from({ length: 24 }, (_, i) => (i * 11 + 3) % 128)]
+  const evaluation = await evaluateModel(model, output, { ids })
+  t.log(`top-1 agreement ${evaluation.top1Agreement}, mean KL ${evaluation.klMean}`)
+  t.true(evaluation.top1Agreement >= 0.9, JSON.stringify(evaluation))
+  t.true(evaluation.klMean < 1e-2, JSON.stringify(evaluation))
 })
 
 test('experts whose width ModelOpt tiles across gate and up, and stacked experts, are refused with the reason', async (t) => {
