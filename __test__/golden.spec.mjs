@@ -310,6 +310,19 @@ for (const [fixture, golden] of WEIGHT_ONLY_CASES) {
   }
 }
 
+// MXFP8: ModelOpt's export needs every quantized input dimension a multiple of 32, so its goldens are of copies of
+// fixtures with wider experts and blocks of edge cases (zero, -0, amaxes on and one step either side of 448·2^k,
+// subnormal and near-maximal values), made with them by tools/make_golden.py --mx. Per row and block of 32, a
+// power-of-two scale and E4M3 codes: every byte equal, and config.json and hf_quant_config.json as ModelOpt's.
+for (const name of ['qwen3_moe_hub', 'mixtral_hub', 'qwen2_moe_fused']) {
+  test(`mx_${name} → mxfp8 (weight-only) equals ModelOpt's export`, async (t) => {
+    const output = join(tempDir(), 'out')
+    const result = await quantizeModel({ model: join(GOLDEN, `mx_${name}`, 'source'), output, format: 'mxfp8', kvCache: 'none' })
+    t.is(compareWithGolden(t, output, join(GOLDEN, `mx_${name}`, 'mxfp8')), 0, 'every byte equal')
+    t.true(result.quantizedTensors > 0)
+  })
+}
+
 // Stacked experts excluded: kept as they are, and listed in exclude_modules as ModelOpt 0.47 lists them when its
 // quantizers on `*experts*` are disabled (the whole MLP of GPT-OSS, whose router is unquantized too).
 for (const [fixture, pattern, expected] of [

@@ -41,6 +41,9 @@ fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGH
 
 fixtures/golden/<model_type>_<layout>/fp8_pb_wo/    for each TILED_CASES entry (`--tiled` rewrites only these)
     ModelOpt's FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG (E4M3 weights, one scale per 128×128 tile), same files.
+fixtures/golden/mx_<case>/<source|mxfp8>/    for each MX_CASES entry (`--mx` rewrites only these)
+    ModelOpt's MXFP8_DEFAULT_CFG export of `source`, a copy of a fixture with every quantized input dimension a
+    multiple of 32 (see MX_CASES), same files.
 fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, for each ZOO_CASES entry
     The weight-only formats on a zoo checkpoint (fixtures/zoo/, materialized by tools/zoo-materialize.mjs): Qwen3.5-MoE,
     a vision-language wrapper with Gated DeltaNet layers and gated shared experts; Nemotron-H; Kimi-Linear, whose
@@ -190,6 +193,7 @@ def quant_cfg(fmt: str, kv: str | None = None):
             "w4a16_nvfp4": mtq.W4A16_NVFP4_CFG,
             "fp8_pc_pt": mtq.FP8_PER_CHANNEL_PER_TOKEN_CFG,
             "fp8_pb_wo": mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG,
+            "mxfp8": mtq.MXFP8_DEFAULT_CFG,
         }[fmt]
     if kv is None:
         return cfg
@@ -557,6 +561,100 @@ def make_tiled(ids: torch.Tensor) -> None:
         run_case(FIXTURES / model_type / layout, "fp8_pb_wo", ids, out, "calib_ids.safetensors input_ids [4, 32]")
 
 
+# MXFP8 (ModelOpt MXFP8_DEFAULT_CFG): ModelOpt's export asserts that every quantized input dimension is a multiple
+# of 32, which the fixtures' experts (I = 48) are not, so each case is a copy of a fixture with its expert widths
+# raised (config key: old → new), the tensors of changed shape redrawn (seeded, bf16) and the others kept, and blocks
+# of edge cases written into layer 0's q_proj and first expert's down projection. `--mx` rewrites these:
+# fixtures/golden/mx_<case>/source/ (the copy) and fixtures/golden/mx_<case>/mxfp8/ (ModelOpt's export of it).
+MX_CASES = {
+    "qwen3_moe_hub": ("qwen3_moe/hub", {"moe_intermediate_size": (48, 64)}),
+    "mixtral_hub": ("mixtral/hub", {"intermediate_size": (48, 64)}),
+    "qwen2_moe_fused": ("qwen2_moe/fused", {"moe_intermediate_size": (48, 64), "shared_expert_intermediate_size": (80, 96)}),
+}
+
+
+def mx_edge_blocks(weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A 2-D bf16 weight with its first rows' first 32 columns replaced by edge cases for MX scales: all zero, only
+    -0, an amax of exactly 448·2^-12, one bf16 step above and below it, E4M3 subnormals, a bf16-subnormal amax, huge
+    values near the bf16 maximum, many exponents in one block, and a wide range."""
+    w = weight.clone().float()
+    rows = []
+    base = lambda scale: torch.randn(32, generator=gen) * scale  # noqa: E731
+    rows.append(torch.zeros(32))
+    rows.append(torch.cat([torch.tensor([-0.0]), torch.zeros(31)]))
+    for position, value in ((3, 1.75 * 2**-4), (5, -(1.75 + 2**-7) * 2**-4), (7, (1.75 - 2**-7) * 2**-4)):
+        block = base(0.01)
+        block[position] = value
+        rows.append(block)
+    block = base(1.0)
+    block[0] = 2.0**-6
+    block[1:] = block[1:] * 2**-20
+    rows.append(block)
+    rows.append(base(1e-38))
+    rows.append(base(1e30))
+    rows.append(base(3e38).clamp(-3.3e38, 3.3e38))
+    rows.append(torch.tensor([(-1) ** i * (1 + i / 64.0) * 2.0 ** (i % 9 - 4) for i in range(32)]))
+    rows.append(torch.linspace(-1, 1, 32) * 448 * 2**-3)
+    block = base(0.03)
+    block[::2] = block[::2] * 1e-3
+    rows.append(block)
+    for r, values in enumerate(rows):
+        w[r, :32] = values
+    return w.to(torch.bfloat16)
+
+
+def make_mx_source(name: str) -> Path:
+    """The copy of MX_CASES[name]'s fixture (see MX_CASES) under fixtures/golden/mx_<name>/source/."""
+    from safetensors.torch import load_file, save_file
+
+    fixture, changes = MX_CASES[name]
+    gen = torch.Generator().manual_seed(1234)
+    src, dst = FIXTURES / fixture, GOLDEN / f"mx_{name}" / "source"
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    config = json.loads((src / "config.json").read_text())
+    widths = {}
+    for key, (old, new) in changes.items():
+        assert config[key] == old, (key, config[key])
+        config[key] = new
+        widths[old] = new
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for f in src.iterdir():
+        if f.name not in ("config.json", "model.safetensors", "reference.safetensors"):
+            shutil.copyfile(f, dst / f.name)
+    tensors = {}
+    for key, tensor in load_file(src / "model.safetensors").items():
+        shape = [widths.get(x, x) for x in tensor.shape]
+        if "gate_up_proj" in key:  # [E, 2I, H]
+            shape[1] = 2 * widths.get(tensor.shape[1] // 2, tensor.shape[1] // 2)
+        if shape != list(tensor.shape):
+            tensor = (torch.randn(shape, generator=gen) * 0.03).to(torch.bfloat16)
+        tensors[key] = tensor.contiguous()
+    for key in list(tensors):
+        if "layers.0." not in key:
+            continue
+        if key.endswith(("experts.0.down_proj.weight", "experts.0.w2.weight", "self_attn.q_proj.weight")):
+            tensors[key] = mx_edge_blocks(tensors[key], gen)
+        if key.endswith("experts.down_proj"):  # fused [E, H, I]
+            stacked = tensors[key].clone()
+            stacked[0] = mx_edge_blocks(stacked[0], gen)
+            tensors[key] = stacked
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+def make_mx(ids: torch.Tensor) -> None:
+    """The MXFP8 goldens and their sources (`--mx`)."""
+    for name in MX_CASES:
+        source = make_mx_source(name)
+        out = GOLDEN / f"mx_{name}" / "mxfp8"
+        if out.exists():
+            shutil.rmtree(out)
+        print(f"== {source.relative_to(ROOT)} mxfp8 -> {out.relative_to(ROOT)}", flush=True)
+        run_case(source, "mxfp8", ids, out, "calib_ids.safetensors input_ids [4, 32] (ModelOpt runs no forward for MXFP8)")
+
+
 def make_weight_only(ids: torch.Tensor) -> None:
     """The weight-only and scope goldens (`--weight-only` rewrites only these, leaving the others as they are)."""
     cases = [(*SCOPE_FIXTURE, fmt) for fmt in SCOPE_FORMATS]
@@ -748,6 +846,9 @@ def main() -> int:
     torch.manual_seed(0)
     if "--kv-cache" in sys.argv[1:]:
         return make_kv_cache(calib_ids(), "--families" in sys.argv[1:])
+    if "--mx" in sys.argv[1:]:
+        make_mx(calib_ids())
+        return 0
     if "--tiled" in sys.argv[1:]:
         make_tiled(calib_ids())
         return 0

@@ -40,9 +40,9 @@ export interface QuantizeOptions {
   /**
    * `'fp8'` and `'nvfp4'` calibrate static activation scales (they need `calibration` and a forward of the
    * model's family); `'w4a16_nvfp4'` (NVFP4 weights, 16-bit activations), `'fp8_pc_pt'` (FP8 weights with
-   * one scale per output channel, activations scaled per token by the engine) and `'fp8_pb_wo'` (FP8 weights
-   * with one scale per 128×128 block, 16-bit activations) are weight-only: no calibration, any detected MoE
-   * model.
+   * one scale per output channel, activations scaled per token by the engine), `'fp8_pb_wo'` (FP8 weights
+   * with one scale per 128×128 block, 16-bit activations) and `'mxfp8'` (FP8 weights with a power-of-two scale
+   * per 32, activations MX-scaled by the engine) are weight-only: no calibration, any detected MoE model.
    */
   format: QuantFormatName
   /** The calibration data of a calibrated format; not given for a weight-only one. */

@@ -11,7 +11,7 @@ import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture, wrapperTiesEmbeddings } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
-import { checkTiledExperts } from './fp8-blocks'
+import { checkExpertsForFormat } from './format-limits'
 import { planCopies } from './files'
 import { type KvCacheMode, kvScalePlans } from './kv-cache'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, outputConfigJson, quantizationConfig } from './modelopt'
@@ -332,7 +332,7 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
       if (naming.output.kind === 'fused') planning.keptStacks.push(...naming.modules)
       continue
     }
-    if (options.format === 'fp8_pb_wo') checkTiledExperts(layer, naming.output.kind, names[0] as string)
+    checkExpertsForFormat(layer, options.format, naming.output.kind, names[0] as string)
     for (const name of names) expertTensors.add(name)
     experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), output: naming.output })
     planning.quantizedModules.push(...naming.modules)

@@ -476,7 +476,7 @@ fn accumulate_error(
         return Err(Error::internal(format!("{}: dequantized to {shape:?}, not {:?}", weight.name, weight.shape)));
     }
     for (a, b) in restored.iter().zip(weight.values) {
-        errors.error += f64::from(a - b).powi(2);
+        errors.error += (f64::from(*a) - f64::from(*b)).powi(2);
         errors.norm += f64::from(*b).powi(2);
     }
     errors.tensors += 1;

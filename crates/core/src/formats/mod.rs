@@ -8,6 +8,7 @@
 //! gate/up or q/k/v, SPEC §4.3) and the output names (`<module>.` + each tensor's suffix).
 
 mod fp8;
+mod mxfp8;
 mod nvfp4;
 mod stacked;
 mod stored;
@@ -16,6 +17,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 pub use fp8::{dequantize_fp8, Fp8, Fp8Block, Fp8PerChannel};
+pub use mxfp8::{e8m0_exponent, Mxfp8, MX_BLOCK};
 pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, W4a16Nvfp4, NVFP4_BLOCK};
 pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
 pub use stored::{dequantize_stored, stored_format};
@@ -24,7 +26,7 @@ use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::numerics::first_non_finite;
 
-/// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`).
+/// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`, `"mxfp8"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
 pub enum FormatName {
     /// FP8 E4M3, one scale per tensor, calibrated static input scales (`FP8`).
@@ -44,12 +46,22 @@ pub enum FormatName {
     /// `FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG`): no calibration.
     #[serde(rename = "fp8_pb_wo")]
     Fp8PbWo,
+    /// FP8 E4M3 weights with one power-of-two (E8M0) scale per 32 elements, activations MX-scaled by the engine
+    /// (`MXFP8`): no calibration.
+    #[serde(rename = "mxfp8")]
+    Mxfp8,
 }
 
 impl FormatName {
     /// Every format; the ones that read stored weights back try them in this order.
-    pub const ALL: [FormatName; 5] =
-        [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PcPt, FormatName::Fp8PbWo];
+    pub const ALL: [FormatName; 6] = [
+        FormatName::Fp8,
+        FormatName::Nvfp4,
+        FormatName::W4a16Nvfp4,
+        FormatName::Fp8PcPt,
+        FormatName::Fp8PbWo,
+        FormatName::Mxfp8,
+    ];
 
     /// The name options use.
     pub fn as_str(self) -> &'static str {
@@ -59,6 +71,7 @@ impl FormatName {
             FormatName::W4a16Nvfp4 => "w4a16_nvfp4",
             FormatName::Fp8PcPt => "fp8_pc_pt",
             FormatName::Fp8PbWo => "fp8_pb_wo",
+            FormatName::Mxfp8 => "mxfp8",
         }
     }
 }
@@ -72,6 +85,7 @@ pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
         FormatName::W4a16Nvfp4 => Box::new(W4a16Nvfp4),
         FormatName::Fp8PcPt => Box::new(Fp8PerChannel),
         FormatName::Fp8PbWo => Box::new(Fp8Block),
+        FormatName::Mxfp8 => Box::new(Mxfp8),
     }
 }
 
@@ -302,9 +316,9 @@ mod tests {
         }
         assert!(serde_json::from_value::<FormatName>("int4".into()).is_err());
         let calibrated: Vec<bool> = FormatName::ALL.iter().map(|&name| format(name, false).calibrated()).collect();
-        assert_eq!(calibrated, [true, true, false, false, false]);
+        assert_eq!(calibrated, [true, true, false, false, false, false]);
         let algos: Vec<&str> = FormatName::ALL.iter().map(|&name| format(name, false).quant_algo()).collect();
-        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN", "fp8_pb_wo"]);
+        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN", "fp8_pb_wo", "MXFP8"]);
     }
 
     #[test]
@@ -313,6 +327,7 @@ mod tests {
         let weight = WeightInput::new("w", Dtype::F32, &[1, 16], &values).unwrap();
         // Every format with a per-tensor scale (per-channel FP8 has none, and refuses).
         assert!(format(FormatName::Fp8PcPt, false).weight_scale("w", 1.0).is_err());
+        assert!(format(FormatName::Mxfp8, false).weight_scale("w", 1.0).is_err());
         for name in [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PbWo] {
             let format = format(name, false);
             let scalar = format.output_layout([1, 16]).iter().rev().find(|(_, _, s)| s.is_empty()).unwrap().0;
@@ -333,6 +348,9 @@ mod tests {
         for (name, torch_cuda) in cases {
             let format = format(name, torch_cuda);
             for shape in [[1usize, 16], [3, 32], [48, 64]] {
+                if format.group_size().is_some_and(|group| shape[1] % group != 0) {
+                    continue;
+                }
                 let values: Vec<f32> = (0..shape[0] * shape[1]).map(|i| (i % 13) as f32 - 6.0).collect();
                 let weight = WeightInput::new("w", Dtype::BF16, &shape, &values).unwrap();
                 let quantized = format.quantize(&weight, 6.0).unwrap();

@@ -88,7 +88,7 @@ impl QuantFormat for Fp8 {
 
     /// An F8_E4M3 weight with a `weight_scale` beside it.
     fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
-        matches!(dtypes, [Some(Dtype::F8E4M3), Some(_)])
+        matches!(dtypes, [Some(Dtype::F8E4M3), Some(scale)] if scale.is_float())
     }
 
     fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
