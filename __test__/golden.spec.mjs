@@ -323,6 +323,17 @@ for (const name of ['qwen3_moe_hub', 'mixtral_hub', 'qwen2_moe_fused']) {
   })
 }
 
+// fp8_pb_wo on weights of several 128×128 tiles, partial ones among them (hidden 320, experts of 256), with an
+// all-zero tile, a tile 40× larger than its neighbours and one of bf16-subnormal values (tools/make_golden.py --tiled):
+// each tile its own scale, no amax shared (q is not a single tile), F32 [⌈N/128⌉, 1, ⌈K/128⌉, 1] scales.
+test('tiled_qwen3_moe → fp8_pb_wo (weights of several tiles) equals ModelOpt\'s export', async (t) => {
+  const output = join(tempDir(), 'out')
+  await quantizeModel({ model: join(GOLDEN, 'tiled_qwen3_moe', 'source'), output, format: 'fp8_pb_wo', kvCache: 'none' })
+  t.is(compareWithGolden(t, output, join(GOLDEN, 'tiled_qwen3_moe', 'fp8_pb_wo')), 0, 'every byte equal')
+  const scale = readTensors(join(output, 'model.safetensors'))['model.layers.0.self_attn.k_proj.weight_scale']
+  t.deepEqual(scale.shape, [2, 1, 3, 1])
+})
+
 // Stacked experts excluded: kept as they are, and listed in exclude_modules as ModelOpt 0.47 lists them when its
 // quantizers on `*experts*` are disabled (the whole MLP of GPT-OSS, whose router is unquantized too).
 for (const [fixture, pattern, expected] of [

@@ -40,7 +40,8 @@ fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGH
     the calibrated formats only.
 
 fixtures/golden/<model_type>_<layout>/fp8_pb_wo/    for each TILED_CASES entry (`--tiled` rewrites only these)
-    ModelOpt's FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG (E4M3 weights, one scale per 128×128 tile), same files.
+    ModelOpt's FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG (E4M3 weights, one scale per 128×128 tile), same files; and
+    fixtures/golden/tiled_qwen3_moe/<source|fp8_pb_wo>/, a checkpoint of several tiles a weight and its export.
 fixtures/golden/mx_<case>/<source|mxfp8>/    for each MX_CASES entry (`--mx` rewrites only these)
     ModelOpt's MXFP8_DEFAULT_CFG export of `source`, a copy of a fixture with every quantized input dimension a
     multiple of 32 (see MX_CASES), same files.
@@ -551,8 +552,45 @@ def make_zoo_goldens(only: list[str]) -> None:
 TILED_CASES = [case for case in WEIGHT_ONLY_CASES if case not in STACKED_CASES]
 
 
+def make_tiled_source(dst: Path) -> Path:
+    """A Qwen3-MoE checkpoint whose weights span several 128×128 tiles, partial ones included (the fixtures' are
+    single tiles): hidden 320 (2.5 tiles), q/o [320, 320], k/v [160, 320], 4 experts of I = 256 (the width ModelOpt
+    tiles on each projection's own rows), one layer, random bf16 (std 0.02, seeded); layer 0's first expert has an
+    all-zero gate tile, o_proj a tile 40× larger, q_proj a tile of bf16-subnormal values."""
+    import transformers
+
+    torch.manual_seed(1234)
+    config = transformers.Qwen3MoeConfig(
+        vocab_size=VOCAB, hidden_size=320, intermediate_size=640, moe_intermediate_size=256, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=80, num_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=256, tie_word_embeddings=False, dtype="bfloat16", bos_token_id=0, eos_token_id=0,
+        pad_token_id=None,
+    )
+    model = transformers.Qwen3MoeForCausalLM(config).to(torch.bfloat16)
+    with torch.no_grad():
+        for _, parameter in model.named_parameters():
+            if parameter.dim() >= 2:
+                parameter.copy_((torch.randn(parameter.shape) * 0.02).to(parameter.dtype))
+        model.model.layers[0].mlp.experts.gate_up_proj[0, :128, :128] = 0
+        attention = model.model.layers[0].self_attn
+        attention.o_proj.weight[128:256, 128:256] *= 40
+        corner = attention.q_proj.weight[256:, 256:]
+        corner.copy_((torch.randn(corner.shape) * 1e-38).to(torch.bfloat16))
+    if dst.exists():
+        shutil.rmtree(dst)
+    model.save_pretrained(dst)
+    return dst
+
+
 def make_tiled(ids: torch.Tensor) -> None:
-    """The fp8_pb_wo goldens (`--tiled`)."""
+    """The fp8_pb_wo goldens (`--tiled`): the fixtures', and those of a checkpoint of several tiles a weight
+    (fixtures/golden/tiled_qwen3_moe/<source|fp8_pb_wo>/)."""
+    source = make_tiled_source(GOLDEN / "tiled_qwen3_moe" / "source")
+    out = GOLDEN / "tiled_qwen3_moe" / "fp8_pb_wo"
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"== {source.relative_to(ROOT)} fp8_pb_wo -> {out.relative_to(ROOT)}", flush=True)
+    run_case(source, "fp8_pb_wo", ids, out, "calib_ids.safetensors input_ids [4, 32]")
     for model_type, layout in TILED_CASES:
         out = GOLDEN / f"{model_type}_{layout}" / "fp8_pb_wo"
         if out.exists():
