@@ -314,13 +314,16 @@ for (const [fixture, golden] of WEIGHT_ONLY_CASES) {
 // fixtures with wider experts and blocks of edge cases (zero, -0, amaxes on and one step either side of 448·2^k,
 // subnormal and near-maximal values), made with them by tools/make_golden.py --mx. Per row and block of 32, a
 // power-of-two scale and E4M3 codes: every byte equal, and config.json and hf_quant_config.json as ModelOpt's.
+// MXFP4 likewise: E2M1 codes (ties toward zero, zero with the sign bit set) under a power-of-two scale per 32.
 for (const name of ['qwen3_moe_hub', 'mixtral_hub', 'qwen2_moe_fused']) {
-  test(`mx_${name} → mxfp8 (weight-only) equals ModelOpt's export`, async (t) => {
-    const output = join(tempDir(), 'out')
-    const result = await quantizeModel({ model: join(GOLDEN, `mx_${name}`, 'source'), output, format: 'mxfp8', kvCache: 'none' })
-    t.is(compareWithGolden(t, output, join(GOLDEN, `mx_${name}`, 'mxfp8')), 0, 'every byte equal')
-    t.true(result.quantizedTensors > 0)
-  })
+  for (const format of ['mxfp8', 'mxfp4']) {
+    test(`mx_${name} → ${format} (weight-only) equals ModelOpt's export`, async (t) => {
+      const output = join(tempDir(), 'out')
+      const result = await quantizeModel({ model: join(GOLDEN, `mx_${name}`, 'source'), output, format, kvCache: 'none' })
+      t.is(compareWithGolden(t, output, join(GOLDEN, `mx_${name}`, format)), 0, 'every byte equal')
+      t.true(result.quantizedTensors > 0)
+    })
+  }
 }
 
 // fp8_pb_wo on weights of several 128×128 tiles, partial ones among them (hidden 320, experts of 256), with an

@@ -273,7 +273,7 @@ test('every format meets the keys serving engines read from a ModelOpt checkpoin
   // NVFP4 formats, kv_cache_quant_algo, and exclude_modules, which must be present even when empty; config.json
   // carries the same under quantization_config with quant_method "modelopt".
   // ModelOpt 0.47 writes the 128×128 block format's name in lower case.
-  const accepted = { fp8: 'FP8', nvfp4: 'NVFP4', w4a16_nvfp4: 'W4A16_NVFP4', fp8_pc_pt: 'FP8_PER_CHANNEL_PER_TOKEN', fp8_pb_wo: 'fp8_pb_wo', mxfp8: 'MXFP8' }
+  const accepted = { fp8: 'FP8', nvfp4: 'NVFP4', w4a16_nvfp4: 'W4A16_NVFP4', fp8_pc_pt: 'FP8_PER_CHANNEL_PER_TOKEN', fp8_pb_wo: 'fp8_pb_wo', mxfp8: 'MXFP8', mxfp4: 'mxfp4' }
   for (const [format, algo] of Object.entries(accepted)) {
     const { quantization } = hfQuantConfig(format, [])
     t.is(quantization.quant_algo, algo, format)

@@ -1,4 +1,4 @@
-// The weight-only formats (w4a16_nvfp4, fp8_pc_pt, fp8_pb_wo, mxfp8) from the user's side: no calibration asked or accepted, any
+// The weight-only formats (w4a16_nvfp4, fp8_pc_pt, fp8_pb_wo, mxfp8, mxfp4) from the user's side: no calibration asked or accepted, any
 // family detected (with or without a forward), what inspect reports, and the refusals that name what is missing.
 // Bytes are compared with ModelOpt's exports in golden.spec.mjs.
 import test from 'ava'
@@ -26,7 +26,7 @@ test('a weight-only format takes no calibration, and a calibrated one needs it',
   })
   await t.throwsAsync(quantizeModel({ model, output, format: 'nvfp4' }), {
     code: 'E_OPTION_INVALID',
-    message: /format 'nvfp4' measures activation scales and needs calibration data \(the weight-only formats 'w4a16_nvfp4', 'fp8_pc_pt', 'fp8_pb_wo', 'mxfp8' need none\)/,
+    message: /format 'nvfp4' measures activation scales and needs calibration data \(the weight-only formats 'w4a16_nvfp4', 'fp8_pc_pt', 'fp8_pb_wo', 'mxfp8', 'mxfp4' need none\)/,
   })
   t.false(existsSync(output))
 })
@@ -53,7 +53,7 @@ test('a family without a forward: calibrated formats refused in one line naming 
     t.false(error.message.includes('\n'))
     t.regex(
       error.message,
-      /^forward not supported for Cohere2-MoE \(cohere2_moe\): Cohere's parallel layer \(attention and MLP both read one norm of the layer's input\), which the decoder layer does not apply \(the weight-only formats w4a16_nvfp4, fp8_pc_pt, fp8_pb_wo, mxfp8 need no forward\)$/,
+      /^forward not supported for Cohere2-MoE \(cohere2_moe\): Cohere's parallel layer \(attention and MLP both read one norm of the layer's input\), which the decoder layer does not apply \(the weight-only formats w4a16_nvfp4, fp8_pc_pt, fp8_pb_wo, mxfp8, mxfp4 need no forward\)$/,
     )
     const report = await inspectModel(model)
     for (const f of report.formats) {
@@ -67,12 +67,12 @@ test('a family without a forward: calibrated formats refused in one line naming 
 
 test('inspect lists the formats each model takes, and why not', async (t) => {
   const qwen = await inspectModel(join(FIXTURES, 'qwen3_moe/hub'))
-  t.deepEqual(qwen.formats.map((f) => [f.format, f.support]), [['fp8', 'calibrated'], ['nvfp4', 'calibrated'], ['w4a16_nvfp4', 'weight_only'], ['fp8_pc_pt', 'weight_only'], ['fp8_pb_wo', 'weight_only'], ['mxfp8', 'weight_only']])
-  // MXFP8 scales blocks of 32 inputs, and the experts' down projections have 48: kept unquantized if asked.
-  t.is(qwen.formats[5].reason, '2 linears stay unquantized: an input dimension is not a multiple of 32')
+  t.deepEqual(qwen.formats.map((f) => [f.format, f.support]), [['fp8', 'calibrated'], ['nvfp4', 'calibrated'], ['w4a16_nvfp4', 'weight_only'], ['fp8_pc_pt', 'weight_only'], ['fp8_pb_wo', 'weight_only'], ['mxfp8', 'weight_only'], ['mxfp4', 'weight_only']])
+  // MXFP8 and MXFP4 scale blocks of 32 inputs, and the experts' down projections have 48: kept unquantized if asked.
+  for (const f of qwen.formats.slice(5)) t.is(f.reason, '2 linears stay unquantized: an input dimension is not a multiple of 32', f.format)
   const llama4 = await inspectModel(join(FIXTURES, 'llama4_text/hub'))
   // MXFP8: its experts (down projection input 48) would stay unquantized, so no stacked MXFP8 is written.
-  t.deepEqual(llama4.formats.map((f) => f.support), ['calibrated', 'calibrated', 'weight_only', 'weight_only', 'refused', 'weight_only'])
+  t.deepEqual(llama4.formats.map((f) => f.support), ['calibrated', 'calibrated', 'weight_only', 'weight_only', 'refused', 'weight_only', 'weight_only'])
   t.regex(llama4.formats[4].reason, /^E_MODEL_UNSUPPORTED: .*format 'fp8_pb_wo' is not written for experts kept stacked/)
   const shown = cli('inspect', join(FIXTURES, 'qwen3_moe/hub'))
   t.is(shown.status, 0, shown.stderr)

@@ -42,8 +42,8 @@ fixtures/golden/<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    for each WEIGH
 fixtures/golden/<model_type>_<layout>/fp8_pb_wo/    for each TILED_CASES entry (`--tiled` rewrites only these)
     ModelOpt's FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG (E4M3 weights, one scale per 128×128 tile), same files; and
     fixtures/golden/tiled_qwen3_moe/<source|fp8_pb_wo>/, a checkpoint of several tiles a weight and its export.
-fixtures/golden/mx_<case>/<source|mxfp8>/    for each MX_CASES entry (`--mx` rewrites only these)
-    ModelOpt's MXFP8_DEFAULT_CFG export of `source`, a copy of a fixture with every quantized input dimension a
+fixtures/golden/mx_<case>/<source|mxfp8|mxfp4>/    for each MX_CASES entry (`--mx` rewrites only these)
+    ModelOpt's MXFP8_DEFAULT_CFG and MXFP4_DEFAULT_CFG exports of `source`, a copy of a fixture with every quantized input dimension a
     multiple of 32 (see MX_CASES), same files.
 fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, for each ZOO_CASES entry
     The weight-only formats on a zoo checkpoint (fixtures/zoo/, materialized by tools/zoo-materialize.mjs): Qwen3.5-MoE,
@@ -195,6 +195,7 @@ def quant_cfg(fmt: str, kv: str | None = None):
             "fp8_pc_pt": mtq.FP8_PER_CHANNEL_PER_TOKEN_CFG,
             "fp8_pb_wo": mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG,
             "mxfp8": mtq.MXFP8_DEFAULT_CFG,
+            "mxfp4": mtq.MXFP4_DEFAULT_CFG,
         }[fmt]
     if kv is None:
         return cfg
@@ -683,14 +684,15 @@ def make_mx_source(name: str) -> Path:
 
 
 def make_mx(ids: torch.Tensor) -> None:
-    """The MXFP8 goldens and their sources (`--mx`)."""
+    """The MXFP8 and MXFP4 goldens and their sources (`--mx`)."""
     for name in MX_CASES:
         source = make_mx_source(name)
-        out = GOLDEN / f"mx_{name}" / "mxfp8"
-        if out.exists():
-            shutil.rmtree(out)
-        print(f"== {source.relative_to(ROOT)} mxfp8 -> {out.relative_to(ROOT)}", flush=True)
-        run_case(source, "mxfp8", ids, out, "calib_ids.safetensors input_ids [4, 32] (ModelOpt runs no forward for MXFP8)")
+        for fmt in ("mxfp8", "mxfp4"):
+            out = GOLDEN / f"mx_{name}" / fmt
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"== {source.relative_to(ROOT)} {fmt} -> {out.relative_to(ROOT)}", flush=True)
+            run_case(source, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32] (ModelOpt runs no forward for MX formats)")
 
 
 def make_weight_only(ids: torch.Tensor) -> None:

@@ -5,7 +5,7 @@
  */
 import type { FormatName } from './native/contract'
 
-/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4, W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN, fp8_pb_wo, MXFP8): the native core's `FormatName`. */
+/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4, W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN, fp8_pb_wo, MXFP8, mxfp4): the native core's `FormatName`. */
 export type QuantFormatName = FormatName
 
 /** What moe-quant knows of one format. */
@@ -34,6 +34,8 @@ export interface FormatFacts {
   /** What the weights carry beside `weight`: per-tensor scale(s), per-channel scale, both block scales, or one
    * scale per 128×128 tile. */
   weightScales: 'tensor' | 'channel' | 'block' | 'tile' | 'mx'
+  /** hf_quant_config.json carries `group_size` (ModelOpt 0.47 writes it for NVFP4 and MXFP8, not for its `mxfp4`). */
+  writesGroupSize: boolean
   /** Experts stored stacked on the hub (GPT-OSS, Llama 4) can be written stacked in this format, as ModelOpt does. */
   stackedExperts: boolean
   /** The linears that read one input (q/k/v, gate/up) share their weight amax: always (NVFP4's `weight_scale_2`),
@@ -44,17 +46,19 @@ export interface FormatFacts {
 /**
  * Per-tensor E4M3; NVFP4's E2M1 with E4M3 scales for blocks of 16 weights and an f32 global scale; the same
  * NVFP4 weights with 16-bit activations; E4M3 with one scale per output channel, activations scaled per
- * token by the serving engine; E4M3 with one scale per 128×128 tile, activations in 16 bits; and MXFP8, E4M3 with a
- * power-of-two scale per 32 weights of a row, activations MX-scaled by the engine.
+ * token by the serving engine; E4M3 with one scale per 128×128 tile, activations in 16 bits; and MXFP8 and MXFP4, E4M3
+ * or E2M1 with a power-of-two scale per 32 weights of a row, activations MX-scaled by the engine.
  */
 export const FORMATS: Readonly<Record<QuantFormatName, FormatFacts>> = {
-  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor', stackedExperts: true, sharedWeightAmax: false },
-  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'block', stackedExperts: true, sharedWeightAmax: true },
-  w4a16_nvfp4: { quantAlgo: 'W4A16_NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: false, configGroups: 'weights', weightScales: 'block', stackedExperts: true, sharedWeightAmax: true },
-  fp8_pc_pt: { quantAlgo: 'FP8_PER_CHANNEL_PER_TOKEN', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'channel', stackedExperts: true, sharedWeightAmax: false },
+  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor', writesGroupSize: false, stackedExperts: true, sharedWeightAmax: false },
+  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'block', writesGroupSize: true, stackedExperts: true, sharedWeightAmax: true },
+  w4a16_nvfp4: { quantAlgo: 'W4A16_NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: false, configGroups: 'weights', weightScales: 'block', writesGroupSize: true, stackedExperts: true, sharedWeightAmax: true },
+  fp8_pc_pt: { quantAlgo: 'FP8_PER_CHANNEL_PER_TOKEN', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'channel', writesGroupSize: false, stackedExperts: true, sharedWeightAmax: false },
   // ModelOpt 0.47 writes this quant_algo in lower case.
-  fp8_pb_wo: { quantAlgo: 'fp8_pb_wo', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'tile', stackedExperts: false, sharedWeightAmax: true },
-  mxfp8: { quantAlgo: 'MXFP8', bits: 8, groupSize: 32, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', stackedExperts: false, sharedWeightAmax: false },
+  fp8_pb_wo: { quantAlgo: 'fp8_pb_wo', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'tile', writesGroupSize: false, stackedExperts: false, sharedWeightAmax: true },
+  mxfp8: { quantAlgo: 'MXFP8', bits: 8, groupSize: 32, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', writesGroupSize: true, stackedExperts: false, sharedWeightAmax: false },
+  // ModelOpt 0.47 writes this quant_algo in lower case, without a group_size.
+  mxfp4: { quantAlgo: 'mxfp4', bits: 4, groupSize: 32, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', writesGroupSize: false, stackedExperts: false, sharedWeightAmax: false },
 }
 
 /** The side of `fp8_pb_wo`'s square tiles. */

@@ -41,8 +41,9 @@ export interface QuantizeOptions {
    * `'fp8'` and `'nvfp4'` calibrate static activation scales (they need `calibration` and a forward of the
    * model's family); `'w4a16_nvfp4'` (NVFP4 weights, 16-bit activations), `'fp8_pc_pt'` (FP8 weights with
    * one scale per output channel, activations scaled per token by the engine), `'fp8_pb_wo'` (FP8 weights
-   * with one scale per 128×128 block, 16-bit activations) and `'mxfp8'` (FP8 weights with a power-of-two scale
-   * per 32, activations MX-scaled by the engine) are weight-only: no calibration, any detected MoE model.
+   * with one scale per 128×128 block, 16-bit activations), `'mxfp8'` and `'mxfp4'` (FP8 or FP4 weights with a
+   * power-of-two scale per 32, activations MX-scaled by the engine) are weight-only: no calibration, any detected
+   * MoE model.
    */
   format: QuantFormatName
   /** The calibration data of a calibrated format; not given for a weight-only one. */

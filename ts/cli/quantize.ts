@@ -30,8 +30,9 @@ Options:
   --format FORMAT         quantization format (required): fp8, nvfp4 (calibrated activation scales);
                           w4a16_nvfp4 (NVFP4 weights, 16-bit activations), fp8_pc_pt (FP8 weights with a
                           scale per output channel, activations scaled per token by the engine), fp8_pb_wo
-                          (FP8 weights with a scale per 128x128 block, 16-bit activations), mxfp8 (FP8
-                          weights with a power-of-two scale per 32, activations MX-scaled by the engine)
+                          (FP8 weights with a scale per 128x128 block, 16-bit activations), mxfp8 and mxfp4
+                          (FP8 or FP4 weights with a power-of-two scale per 32, activations MX-scaled by the
+                          engine)
   --out OUT               output directory (required); written beside it, renamed into place when complete
   --calib FILE            calibration documents: .jsonl ({"text": …} or {"messages": […]} per line),
                           .json (an array of documents) or plain text (documents separated by blank lines)

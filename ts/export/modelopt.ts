@@ -131,7 +131,7 @@ export function hfQuantConfig(
 ): Record<string, unknown> {
   const facts = checkFormat(format)
   const quantization: Record<string, unknown> = { quant_algo: facts.quantAlgo, kv_cache_quant_algo: kvCacheQuantAlgo(kvCache) }
-  if (facts.groupSize !== null) quantization.group_size = facts.groupSize
+  if (facts.groupSize !== null && facts.writesGroupSize) quantization.group_size = facts.groupSize
   quantization.exclude_modules = [...exclude]
   const config: Record<string, unknown> = { producer: { name: 'modelopt', version }, quantization }
   if (tool) config.quantizer = { name: tool.name, version: tool.version }

@@ -8,6 +8,7 @@
 //! gate/up or q/k/v, SPEC §4.3) and the output names (`<module>.` + each tensor's suffix).
 
 mod fp8;
+mod mxfp4;
 mod mxfp8;
 mod nvfp4;
 mod stacked;
@@ -17,6 +18,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 pub use fp8::{dequantize_fp8, Fp8, Fp8Block, Fp8PerChannel};
+pub use mxfp4::{mxfp4_code, mxfp4_exponent, Mxfp4, MXFP4_BLOCK};
 pub use mxfp8::{e8m0_exponent, Mxfp8, MX_BLOCK};
 pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, W4a16Nvfp4, NVFP4_BLOCK};
 pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
@@ -26,7 +28,8 @@ use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::numerics::first_non_finite;
 
-/// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`, `"mxfp8"`).
+/// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`, `"mxfp8"`,
+/// `"mxfp4"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
 pub enum FormatName {
     /// FP8 E4M3, one scale per tensor, calibrated static input scales (`FP8`).
@@ -50,17 +53,22 @@ pub enum FormatName {
     /// (`MXFP8`): no calibration.
     #[serde(rename = "mxfp8")]
     Mxfp8,
+    /// E2M1 weights with one power-of-two (E8M0) scale per 32 elements, activations MX-scaled by the engine
+    /// (`mxfp4`): no calibration.
+    #[serde(rename = "mxfp4")]
+    Mxfp4,
 }
 
 impl FormatName {
     /// Every format; the ones that read stored weights back try them in this order.
-    pub const ALL: [FormatName; 6] = [
+    pub const ALL: [FormatName; 7] = [
         FormatName::Fp8,
         FormatName::Nvfp4,
         FormatName::W4a16Nvfp4,
         FormatName::Fp8PcPt,
         FormatName::Fp8PbWo,
         FormatName::Mxfp8,
+        FormatName::Mxfp4,
     ];
 
     /// The name options use.
@@ -72,6 +80,7 @@ impl FormatName {
             FormatName::Fp8PcPt => "fp8_pc_pt",
             FormatName::Fp8PbWo => "fp8_pb_wo",
             FormatName::Mxfp8 => "mxfp8",
+            FormatName::Mxfp4 => "mxfp4",
         }
     }
 }
@@ -86,6 +95,7 @@ pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
         FormatName::Fp8PcPt => Box::new(Fp8PerChannel),
         FormatName::Fp8PbWo => Box::new(Fp8Block),
         FormatName::Mxfp8 => Box::new(Mxfp8),
+        FormatName::Mxfp4 => Box::new(Mxfp4),
     }
 }
 
@@ -316,9 +326,9 @@ mod tests {
         }
         assert!(serde_json::from_value::<FormatName>("int4".into()).is_err());
         let calibrated: Vec<bool> = FormatName::ALL.iter().map(|&name| format(name, false).calibrated()).collect();
-        assert_eq!(calibrated, [true, true, false, false, false, false]);
+        assert_eq!(calibrated, [true, true, false, false, false, false, false]);
         let algos: Vec<&str> = FormatName::ALL.iter().map(|&name| format(name, false).quant_algo()).collect();
-        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN", "fp8_pb_wo", "MXFP8"]);
+        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN", "fp8_pb_wo", "MXFP8", "mxfp4"]);
     }
 
     #[test]
@@ -328,6 +338,7 @@ mod tests {
         // Every format with a per-tensor scale (per-channel FP8 has none, and refuses).
         assert!(format(FormatName::Fp8PcPt, false).weight_scale("w", 1.0).is_err());
         assert!(format(FormatName::Mxfp8, false).weight_scale("w", 1.0).is_err());
+        assert!(format(FormatName::Mxfp4, false).weight_scale("w", 1.0).is_err());
         for name in [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PbWo] {
             let format = format(name, false);
             let scalar = format.output_layout([1, 16]).iter().rev().find(|(_, _, s)| s.is_empty()).unwrap().0;
