@@ -6,6 +6,7 @@ import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
+import { renderSummary } from '../dist/cli/quantize.js'
 import { evaluateModel, quantizeModel } from '../dist/index.js'
 import { FIXTURES, readTensors, tempDir, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
@@ -119,3 +120,13 @@ for (const [format, codes] of [['mxfp8', ['F8_E4M3', [64, 64]]], ['mxfp4', ['U8'
     t.true(evaluation.top1Agreement >= 0.8 && evaluation.klMean < 1e-2, JSON.stringify(evaluation))
   })
 }
+
+test('a weight whose quantized values read back beyond f32 reports an infinite error, and the CLI summary shows it', async (t) => {
+  // Layer 0 of the MX checkpoints holds values near the bf16 maximum (tools/make_golden.py --mx): their E2M1 codes
+  // times the block's power-of-two scale exceed f32, as they do for ModelOpt.
+  const output = join(tempDir(), 'out')
+  const result = await quantizeModel({ model: join(FIXTURES, 'golden', 'mx_qwen3_moe_hub', 'source'), output, format: 'mxfp4', kvCache: 'none' })
+  t.is(result.layers[0].relativeMse, Number.POSITIVE_INFINITY)
+  t.true(Number.isFinite(result.layers[1].relativeMse))
+  t.regex(renderSummary(result), /^0 +28 +Infinity$/m)
+})

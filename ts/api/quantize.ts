@@ -111,7 +111,8 @@ export interface LayerError {
   layer: number
   /** Quantized weight tensors of the layer. */
   tensors: number
-  /** Σ(dequantized − original)² / Σ original² over the layer's quantized weights. */
+  /** Σ(dequantized − original)² / Σ original² over the layer's quantized weights; `Infinity` where a quantized value
+   * reads back beyond the f32 range (weights near the bf16 maximum, whose block scale rounds them up). */
   relativeMse: number
 }
 
@@ -350,7 +351,9 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
     format: options.format,
     kvCache: prepared.kvCache,
     sizeBytes: { before: weightBytes(prepared.listing.files), after: weightBytes(report.files) },
-    layers: report.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse })),
+    // JSON carries an infinite error (a weight near the bf16 maximum whose quantized value overflows f32 when read
+    // back) as null.
+    layers: report.layers.map((l) => ({ layer: l.layer, tensors: l.tensors, relativeMse: l.relative_mse ?? Number.POSITIVE_INFINITY })),
     uncalibratedExperts: uncalibrated,
     keptIndivisible: prepared.keptIndivisible,
     skippedFiles: prepared.skippedFiles,
