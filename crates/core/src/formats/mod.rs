@@ -8,6 +8,7 @@
 //! gate/up or q/k/v, SPEC §4.3) and the output names (`<module>.` + each tensor's suffix).
 
 mod fp8;
+mod mx;
 mod mxfp4;
 mod mxfp8;
 mod nvfp4;
@@ -18,8 +19,9 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 pub use fp8::{dequantize_fp8, Fp8, Fp8Block, Fp8PerChannel};
-pub use mxfp4::{mxfp4_code, mxfp4_exponent, Mxfp4, MXFP4_BLOCK};
-pub use mxfp8::{e8m0_exponent, Mxfp8, MX_BLOCK};
+pub use mx::MX_BLOCK;
+pub use mxfp4::{mxfp4_code, mxfp4_exponent, Mxfp4};
+pub use mxfp8::{e8m0_exponent, Mxfp8};
 pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, W4a16Nvfp4, NVFP4_BLOCK};
 pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
 pub use stored::{dequantize_stored, stored_format};

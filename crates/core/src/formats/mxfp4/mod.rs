@@ -13,11 +13,9 @@
 
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
-use crate::formats::{shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
+use crate::formats::mx::{check_blocks, check_scales, exponent_above, power_of_two, MX_BLOCK};
+use crate::formats::{FormatName, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
 use crate::numerics::e2m1::{e2m1_to_f32, E2M1_MAX};
-
-/// Elements along K sharing one E8M0 scale.
-pub const MXFP4_BLOCK: usize = 32;
 
 /// E2M1 weights with one power-of-two (E8M0) scale per 32 elements of a row; activations MX-scaled at run time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,8 +23,7 @@ pub struct Mxfp4;
 
 /// The biased E8M0 exponent of a block whose largest magnitude is `amax` (see the module documentation).
 pub fn mxfp4_exponent(amax: f32) -> u8 {
-    let d = amax / E2M1_MAX;
-    let exponent = if d > 0.0 { ((f64::from(d).log2() as f32).ceil() as i32).max(-127) } else { -127 };
+    let exponent = exponent_above(amax, E2M1_MAX).map_or(-127, |e| e.max(-127));
     (exponent + 127).clamp(0, 255) as u8
 }
 
@@ -36,11 +33,6 @@ pub fn mxfp4_code(x: f32) -> u8 {
     let magnitude = [0.25f32, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0].iter().filter(|&&midpoint| a > midpoint).count() as u8;
     let sign = if x > 0.0 { 0 } else { 0x8 };
     sign | magnitude
-}
-
-/// 2^(e − 127) for a biased exponent `e` (as f32; down to 2^−127, a subnormal, exact).
-fn power_of_two(biased: u8) -> f32 {
-    2f64.powi(i32::from(biased) - 127) as f32
 }
 
 impl QuantFormat for Mxfp4 {
@@ -54,7 +46,7 @@ impl QuantFormat for Mxfp4 {
     }
 
     fn group_size(&self) -> Option<usize> {
-        Some(MXFP4_BLOCK)
+        Some(MX_BLOCK)
     }
 
     /// 4 bits a weight and an 8-bit scale per 32.
@@ -64,7 +56,7 @@ impl QuantFormat for Mxfp4 {
 
     /// MX scales belong to blocks of 32; there is no per-tensor one.
     fn weight_scale(&self, name: &str, _amax: f32) -> Result<f32> {
-        Err(Error::internal(format!("{name}: MXFP4 has one scale per block of {MXFP4_BLOCK}, not per tensor")))
+        Err(Error::internal(format!("{name}: MXFP4 has one scale per block of {MX_BLOCK}, not per tensor")))
     }
 
     fn calibrated(&self) -> bool {
@@ -80,30 +72,18 @@ impl QuantFormat for Mxfp4 {
     /// Each block with its own scale; the per-tensor `amax` is not used.
     fn quantize(&self, weight: &WeightInput, _amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
+        check_blocks(weight, "MXFP4")?;
         let [rows, cols] = weight.shape;
-        if cols % MXFP4_BLOCK != 0 {
-            return Err(Error::ShapeInvalid {
-                tensor: weight.name.to_string(),
-                shape: weight.shape.to_vec(),
-                message: format!(
-                    "MXFP4 scales blocks of {MXFP4_BLOCK} along the input dimension, and K = {cols} is not a multiple \
-                     of {MXFP4_BLOCK}; leave this tensor unquantized"
-                ),
-            });
-        }
         let mut packed =
             crate::memory::try_zeroed(weight.values.len() / 2, || format!("the MXFP4 codes of {}", weight.name))?;
-        let mut scales = crate::memory::try_zeroed(weight.values.len() / MXFP4_BLOCK, || {
+        let mut scales = crate::memory::try_zeroed(weight.values.len() / MX_BLOCK, || {
             format!("the MXFP4 scales of {}", weight.name)
         })?;
-        let blocks = weight
-            .values
-            .chunks_exact(MXFP4_BLOCK)
-            .zip(packed.chunks_exact_mut(MXFP4_BLOCK / 2))
-            .zip(scales.iter_mut());
+        let blocks =
+            weight.values.chunks_exact(MX_BLOCK).zip(packed.chunks_exact_mut(MX_BLOCK / 2)).zip(scales.iter_mut());
         for ((block, out), scale) in blocks {
             *scale = mxfp4_exponent(block.iter().fold(0f32, |m, v| m.max(v.abs())));
-            let divisor = power_of_two(*scale);
+            let divisor = power_of_two(i32::from(*scale));
             for (byte, pair) in out.iter_mut().zip(block.chunks_exact(2)) {
                 *byte = mxfp4_code(pair[0] / divisor) | (mxfp4_code(pair[1] / divisor) << 4);
             }
@@ -114,7 +94,7 @@ impl QuantFormat for Mxfp4 {
                 OutputTensor {
                     suffix: "weight_scale",
                     dtype: Dtype::U8,
-                    shape: vec![rows, cols / MXFP4_BLOCK],
+                    shape: vec![rows, cols / MX_BLOCK],
                     data: scales,
                 },
             ],
@@ -122,7 +102,7 @@ impl QuantFormat for Mxfp4 {
     }
 
     fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
-        vec![("weight", Dtype::U8, vec![rows, cols / 2]), ("weight_scale", Dtype::U8, vec![rows, cols / MXFP4_BLOCK])]
+        vec![("weight", Dtype::U8, vec![rows, cols / 2]), ("weight_scale", Dtype::U8, vec![rows, cols / MX_BLOCK])]
     }
 
     /// U8 codes with a U8 (E8M0) `weight_scale` beside them, and no `weight_scale_2` (NVFP4's).
@@ -136,16 +116,10 @@ impl QuantFormat for Mxfp4 {
         };
         let [rows, half] = crate::formats::matrix_shape(weight.name, weight.shape)?;
         let cols = 2 * half;
-        if cols % MXFP4_BLOCK != 0 || scale.shape != [rows, cols / MXFP4_BLOCK] || scale.dtype != Dtype::U8 {
-            return Err(shape_error(
-                scale.name,
-                scale.shape,
-                format!("expected U8 [{rows}, {}] for {name}", cols / MXFP4_BLOCK),
-            ));
-        }
+        check_scales(name, [rows, cols], scale)?;
         let mut values = Vec::with_capacity(rows * cols);
-        for (block, &biased) in weight.data.chunks_exact(MXFP4_BLOCK / 2).zip(scale.data) {
-            let multiplier = power_of_two(biased);
+        for (block, &biased) in weight.data.chunks_exact(MX_BLOCK / 2).zip(scale.data) {
+            let multiplier = power_of_two(i32::from(biased));
             for &byte in block {
                 values.push(e2m1_to_f32(byte & 0x0F) * multiplier);
                 values.push(e2m1_to_f32(byte >> 4) * multiplier);
@@ -193,7 +167,7 @@ mod tests {
         let scales = q.get("weight_scale").unwrap().data.clone();
         let (_, restored) = Mxfp4.dequantize("w", &q.views()).unwrap();
         for (i, (a, b)) in restored.iter().zip(&values).enumerate() {
-            let step = power_of_two(scales[i / 32]);
+            let step = power_of_two(i32::from(scales[i / 32]));
             assert!((a - b).abs() <= step, "{i}: {a} vs {b}");
         }
         let odd = WeightInput::new("w", Dtype::BF16, &[1, 48], &values[..48]).unwrap();

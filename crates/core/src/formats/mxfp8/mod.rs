@@ -14,11 +14,9 @@
 
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
-use crate::formats::{shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
+use crate::formats::mx::{check_blocks, check_scales, exponent_above, power_of_two, MX_BLOCK};
+use crate::formats::{FormatName, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
 use crate::numerics::e4m3::{e4m3_to_f32, f32_to_e4m3, E4M3_MAX};
-
-/// Elements along K sharing one E8M0 scale.
-pub const MX_BLOCK: usize = 32;
 
 /// FP8 E4M3 weights with one power-of-two (E8M0) scale per 32 elements of a row; activations MX-scaled at run time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,14 +24,8 @@ pub struct Mxfp8;
 
 /// The biased E8M0 exponent of a block whose largest magnitude is `amax` (see the module documentation).
 pub fn e8m0_exponent(amax: f32) -> u8 {
-    let d = amax / E4M3_MAX;
-    let exponent = if d > 0.0 { ((f64::from(d).log2() as f32).ceil() as i32).clamp(-127, 127) } else { -127 };
+    let exponent = exponent_above(amax, E4M3_MAX).map_or(-127, |e| e.clamp(-127, 127));
     (exponent + 127) as u8
-}
-
-/// 2^(e − 127) for a biased E8M0 exponent `e` (as f32; 2^−127 is a subnormal, exact).
-fn power_of_two(biased: i32) -> f32 {
-    2f64.powi(biased - 127) as f32
 }
 
 impl QuantFormat for Mxfp8 {
@@ -72,17 +64,8 @@ impl QuantFormat for Mxfp8 {
     /// Each block with its own scale; the per-tensor `amax` is not used.
     fn quantize(&self, weight: &WeightInput, _amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
+        check_blocks(weight, "MXFP8")?;
         let [rows, cols] = weight.shape;
-        if cols % MX_BLOCK != 0 {
-            return Err(Error::ShapeInvalid {
-                tensor: weight.name.to_string(),
-                shape: weight.shape.to_vec(),
-                message: format!(
-                    "MXFP8 scales blocks of {MX_BLOCK} along the input dimension, and K = {cols} is not a multiple of \
-                     {MX_BLOCK}; leave this tensor unquantized"
-                ),
-            });
-        }
         let mut codes =
             crate::memory::try_zeroed(weight.values.len(), || format!("the MXFP8 codes of {}", weight.name))?;
         let mut scales = crate::memory::try_zeroed(weight.values.len() / MX_BLOCK, || {
@@ -124,13 +107,7 @@ impl QuantFormat for Mxfp8 {
             return Err(Error::internal(format!("{name}: MXFP8 dequantizes a weight and its scales")));
         };
         let [rows, cols] = crate::formats::matrix_shape(weight.name, weight.shape)?;
-        if cols % MX_BLOCK != 0 || scale.shape != [rows, cols / MX_BLOCK] || scale.dtype != Dtype::U8 {
-            return Err(shape_error(
-                scale.name,
-                scale.shape,
-                format!("expected U8 [{rows}, {}] for {name}", cols / MX_BLOCK),
-            ));
-        }
+        check_scales(name, [rows, cols], scale)?;
         let mut values = Vec::with_capacity(weight.data.len());
         for (block, &biased) in weight.data.chunks_exact(MX_BLOCK).zip(scale.data) {
             let multiplier = power_of_two(i32::from(biased));
