@@ -31,8 +31,8 @@ export interface FormatFacts {
   /** The tensors config.json's `quantization_config.config_groups` describes, as ModelOpt 0.47 writes it:
    * weights and input activations, weights only, or no `config_groups` at all. */
   configGroups: 'weights_and_inputs' | 'weights' | 'none'
-  /** What the weights carry beside `weight`: per-tensor scale(s), per-channel scale, both block scales, or one
-   * scale per 128×128 tile. */
+  /** What the weights carry beside `weight`: per-tensor scale(s), per-channel scale, both block scales, one scale
+   * per 128×128 tile, or a power-of-two (E8M0) scale per 32 inputs. */
   weightScales: 'tensor' | 'channel' | 'block' | 'tile' | 'mx'
   /** hf_quant_config.json carries `group_size` (ModelOpt 0.47 writes it for NVFP4 and MXFP8, not for its `mxfp4`). */
   writesGroupSize: boolean
