@@ -25,7 +25,7 @@ const GOLDEN = join(FIXTURES, 'golden')
 /** quant_algo values vLLM 0.34 accepts (upper-cased before comparing). */
 const VLLM_ALGOS = ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8', 'MIXED_PRECISION']
 const GROUP_SIZE = { NVFP4: 16, W4A16_NVFP4: 16, MXFP8: 32 }
-/** ModelOpt's mxfp4 is not among them (TensorRT-LLM's path): everything else about it is checked. */
+/** ModelOpt's mxfp4 is not among them: everything else about it is checked. */
 const NOT_SERVED = ['MXFP4']
 const SCALAR = (info) => info.dtype === 'F32' && info.shape.reduce((a, b) => a * b, 1) === 1
 

@@ -38,6 +38,9 @@ export interface FormatFacts {
   writesGroupSize: boolean
   /** Experts stored stacked on the hub (GPT-OSS, Llama 4) can be written stacked in this format, as ModelOpt does. */
   stackedExperts: boolean
+  /** What the serving engines' ModelOpt loaders do not take of this format, for the run's warnings (null: they take
+   * it all). */
+  servingNote: string | null
   /** The linears that read one input (q/k/v, gate/up) share their weight amax: always (NVFP4's `weight_scale_2`),
    * or where the group's first weight is a single 128×128 tile (`fp8_pb_wo`, decided by the native core). */
   sharedWeightAmax: boolean
@@ -50,15 +53,15 @@ export interface FormatFacts {
  * or E2M1 with a power-of-two scale per 32 weights of a row, activations MX-scaled by the engine.
  */
 export const FORMATS: Readonly<Record<QuantFormatName, FormatFacts>> = {
-  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor', writesGroupSize: false, stackedExperts: true, sharedWeightAmax: false },
-  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'block', writesGroupSize: true, stackedExperts: true, sharedWeightAmax: true },
-  w4a16_nvfp4: { quantAlgo: 'W4A16_NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: false, configGroups: 'weights', weightScales: 'block', writesGroupSize: true, stackedExperts: true, sharedWeightAmax: true },
-  fp8_pc_pt: { quantAlgo: 'FP8_PER_CHANNEL_PER_TOKEN', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'channel', writesGroupSize: false, stackedExperts: true, sharedWeightAmax: false },
+  fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor', writesGroupSize: false, stackedExperts: true, sharedWeightAmax: false, servingNote: null },
+  nvfp4: { quantAlgo: 'NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'block', writesGroupSize: true, stackedExperts: true, sharedWeightAmax: true, servingNote: null },
+  w4a16_nvfp4: { quantAlgo: 'W4A16_NVFP4', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: 'F8_E4M3', calibrated: false, configGroups: 'weights', weightScales: 'block', writesGroupSize: true, stackedExperts: true, sharedWeightAmax: true, servingNote: null },
+  fp8_pc_pt: { quantAlgo: 'FP8_PER_CHANNEL_PER_TOKEN', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'channel', writesGroupSize: false, stackedExperts: true, sharedWeightAmax: false, servingNote: null },
   // ModelOpt 0.47 writes this quant_algo in lower case.
-  fp8_pb_wo: { quantAlgo: 'fp8_pb_wo', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'tile', writesGroupSize: false, stackedExperts: false, sharedWeightAmax: true },
-  mxfp8: { quantAlgo: 'MXFP8', bits: 8, groupSize: 32, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', writesGroupSize: true, stackedExperts: false, sharedWeightAmax: false },
+  fp8_pb_wo: { quantAlgo: 'fp8_pb_wo', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'tile', writesGroupSize: false, stackedExperts: false, sharedWeightAmax: true, servingNote: "serving: vLLM 0.34 loads fp8_pb_wo linears whose input dimension is a multiple of 128, and MoE experts only with one FP8 scale each (exclude '*experts*' to serve this format there); SGLang 0.5.23 takes it only inside a MIXED_PRECISION checkpoint" },
+  mxfp8: { quantAlgo: 'MXFP8', bits: 8, groupSize: 32, weightDtype: 'F8_E4M3', weightsPerByte: 1, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', writesGroupSize: true, stackedExperts: false, sharedWeightAmax: false, servingNote: null },
   // ModelOpt 0.47 writes this quant_algo in lower case, without a group_size.
-  mxfp4: { quantAlgo: 'mxfp4', bits: 4, groupSize: 32, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', writesGroupSize: false, stackedExperts: false, sharedWeightAmax: false },
+  mxfp4: { quantAlgo: 'mxfp4', bits: 4, groupSize: 32, weightDtype: 'U8', weightsPerByte: 2, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', writesGroupSize: false, stackedExperts: false, sharedWeightAmax: false, servingNote: "serving: the ModelOpt loaders of vLLM 0.34 and SGLang 0.5.23 do not take ModelOpt's mxfp4 (their MXFP4 path reads GPT-OSS's own format)" },
 }
 
 /** The side of `fp8_pb_wo`'s square tiles. */

@@ -186,7 +186,8 @@ interface Outcome {
   warnings: string[]
 }
 
-/** The run's warnings: experts without tokens, too little data, linears and files left as they were. */
+/** The run's warnings: where engines do not load the format, experts without tokens, too little data, linears and
+ * files left as they were. */
 function warningsOf(
   format: QuantFormatName,
   summary: CalibrationSummary | null,
@@ -195,6 +196,8 @@ function warningsOf(
 ): string[] {
   const warnings: string[] = []
   if (kvCacheNote) warnings.push(kvCacheNote)
+  const { servingNote } = FORMATS[format]
+  if (servingNote) warnings.push(servingNote)
   const uncalibrated = uncalibratedSummary(uncalibratedExperts)
   if (uncalibrated) {
     warnings.push(
