@@ -292,6 +292,43 @@ fn read_ahead_hands_out_each_tensor_once_with_the_stored_bytes() {
 }
 
 #[test]
+fn a_queued_read_ahead_keeps_what_the_current_one_holds_and_release_forgets_a_prefix() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let tensors = every_dtype();
+    write_checkpoint(&target, &tensors, 64);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    let count = |prefix: &str| tensors.iter().filter(|t| t.name.starts_with(prefix)).count();
+    let (layer, rope) = (count("model.layers.0."), count("rope."));
+    let embed = "model.embed_tokens.weight";
+    checkpoint.prefetch(&["model.embed_tokens."]);
+    // Queued behind it: both are held, and asking again for tensors already queued reads nothing twice.
+    checkpoint.prefetch_next(&["model.layers.0."]);
+    checkpoint.prefetch_next(&["model.layers.0.", "rope."]);
+    assert_eq!(checkpoint.prefetched(), 1 + layer + rope);
+    assert_eq!(&*checkpoint.read(embed).unwrap().data, &tensors[0].data[..]);
+    assert_eq!(checkpoint.prefetched(), layer + rope);
+    // An expert slice leaves its fused tensor held; releasing the layer forgets it and the rest of the layer.
+    let fused = "model.layers.0.mlp.experts.gate_up_proj";
+    let slice = checkpoint.read_slice_first(fused, 1).unwrap();
+    let gate = "model.layers.0.mlp.gate.weight";
+    checkpoint.read(gate).unwrap();
+    assert_eq!(checkpoint.prefetched(), layer + rope - 1);
+    checkpoint.release_read_ahead(&["model.layers.0."]);
+    assert_eq!(checkpoint.prefetched(), rope);
+    // Read again after the release: from the file, the same bytes.
+    assert_eq!(&*checkpoint.read_slice_first(fused, 1).unwrap().data, &*slice.data);
+    assert_ne!(checkpoint.read_slice_first(fused, 1).unwrap().data.as_ptr(), slice.data.as_ptr());
+    let written = |name: &str| tensors.iter().find(|t| t.name == name).unwrap().data.clone();
+    assert_eq!(&*checkpoint.read("rope.inv_freq").unwrap().data, &written("rope.inv_freq")[..]);
+    assert_eq!(checkpoint.prefetched(), 0);
+    // With nothing held, a queued read starts at once.
+    checkpoint.prefetch_next(&["model.layers.0."]);
+    assert_eq!(checkpoint.prefetched(), layer);
+    assert_same_tensors(&checkpoint, &tensors);
+}
+
+#[test]
 fn a_file_that_changes_during_the_run_is_reported() {
     let tmp = temp_dir();
     let target = tmp.path().join("out");

@@ -303,14 +303,30 @@ impl Checkpoint {
     /// read and nobody took, unless it asked for the very same tensors and none was taken yet: that read-ahead
     /// goes on. Returns at once; a failed read-ahead only means the tensor is read when asked for.
     pub fn prefetch(&self, prefixes: &[&str]) {
-        let wanted = self
-            .tensors
+        self.ahead.start(Arc::clone(&self.sources), self.wanted(prefixes));
+    }
+
+    /// The stored parts of every tensor whose name starts with one of `prefixes`, as the read-ahead fetches them.
+    fn wanted(&self, prefixes: &[&str]) -> Vec<Wanted> {
+        self.tensors
             .iter()
             .filter(|t| prefixes.iter().any(|prefix| t.name.starts_with(prefix)))
             .flat_map(|t| self.parts(t))
             .map(|t| Wanted { name: t.name.clone(), file: t.file, range: t.start as u64..t.end as u64 })
-            .collect();
-        self.ahead.start(Arc::clone(&self.sources), wanted);
+            .collect()
+    }
+
+    /// Queues the tensors whose names start with one of `prefixes` behind what the current read-ahead still has
+    /// to read, keeping what it holds: the next layer, asked for as the current one starts loading, so that the
+    /// disk goes on while this layer is converted and copied to the device. Returns at once.
+    pub fn prefetch_next(&self, prefixes: &[&str]) {
+        self.ahead.queue(Arc::clone(&self.sources), self.wanted(prefixes));
+    }
+
+    /// Forgets what the read-ahead holds or has still to read of the tensors whose names start with one of
+    /// `prefixes` (a loaded layer's leftovers: fused tensors its slices were cut from).
+    pub fn release_read_ahead(&self, prefixes: &[&str]) {
+        self.ahead.release(prefixes);
     }
 
     /// Tensors read ahead and not yet taken (or still on their way).

@@ -7,7 +7,7 @@
 //! during the run is reported instead of silently mixing two versions. And a layer read as a few large
 //! requests over several threads is faster than the page faults of a cold map.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -169,6 +169,10 @@ struct AheadState {
     /// Bumped by every new read-ahead; a read finishing for an older one is dropped.
     generation: u64,
     slots: HashMap<String, Slot>,
+    /// What the background thread reads next, in order (entries no longer pending are skipped).
+    queue: VecDeque<Wanted>,
+    /// Whether a background thread of the current generation is reading.
+    reading: bool,
 }
 
 /// Tensors read ahead of need, handed out once each.
@@ -191,71 +195,108 @@ impl ReadAhead {
     /// read-ahead still holds or fetches (none of them handed out yet), it lets that read-ahead go on: a run
     /// starts reading its first layer before it opens its device, and the layer stream asks for the same
     /// read once it exists.
-    pub fn start(self: &Arc<Self>, sources: Arc<Vec<ShardSource>>, mut wanted: Vec<Wanted>) {
-        wanted.sort_by_key(|w| (w.file, w.range.start));
-        let generation = {
-            let mut state = self.lock();
-            let same = !wanted.is_empty()
-                && state.slots.len() == wanted.len()
-                && wanted.iter().all(|w| state.slots.contains_key(&w.name));
-            if same {
-                return;
-            }
-            state.generation += 1;
-            state.slots = wanted.iter().map(|w| (w.name.clone(), Slot::Pending)).collect();
-            state.generation
-        };
+    pub fn start(self: &Arc<Self>, sources: Arc<Vec<ShardSource>>, wanted: Vec<Wanted>) {
+        let mut state = self.lock();
+        let same = !wanted.is_empty()
+            && state.slots.len() == wanted.len()
+            && wanted.iter().all(|w| state.slots.contains_key(&w.name));
+        if same {
+            return;
+        }
+        state.generation += 1;
+        state.slots.clear();
+        state.queue.clear();
+        state.reading = false;
+        drop(state);
         self.changed.notify_all();
+        self.queue(sources, wanted);
+    }
+
+    /// Adds `wanted` behind what the current read-ahead still has to read (the next layer, asked for while this
+    /// one loads, so that the disk never waits for the device), keeping what it holds. Tensors it already holds
+    /// or fetches are not read twice.
+    pub fn queue(self: &Arc<Self>, sources: Arc<Vec<ShardSource>>, mut wanted: Vec<Wanted>) {
+        wanted.sort_by_key(|w| (w.file, w.range.start));
+        let mut state = self.lock();
+        wanted.retain(|w| !state.slots.contains_key(&w.name));
         if wanted.is_empty() {
             return;
         }
+        for w in &wanted {
+            state.slots.insert(w.name.clone(), Slot::Pending);
+        }
+        state.queue.extend(wanted);
+        if state.reading {
+            return;
+        }
+        state.reading = true;
+        let generation = state.generation;
+        drop(state);
         let ahead = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("moe-quant-read-ahead".into()).spawn(move || {
-            let mut rest = wanted.as_slice();
-            while !rest.is_empty() {
-                let first = &rest[0];
-                let mut count = 1;
-                while let Some(next) = rest.get(count) {
-                    let contiguous = next.file == first.file && next.range.start == rest[count - 1].range.end;
-                    if !contiguous || next.range.end - first.range.start > MAX_REQUEST {
-                        break;
-                    }
-                    count += 1;
-                }
-                let (group, after) = rest.split_at(count);
-                rest = after;
-                if ahead.lock().generation != generation {
-                    return;
-                }
-                let span = first.range.start..group[count - 1].range.end;
-                let read = sources[first.file].read_range(span.clone());
-                let mut state = ahead.lock();
+        let spawned = std::thread::Builder::new()
+            .name("moe-quant-read-ahead".into())
+            .spawn(move || ahead.read_queue(&sources, generation));
+        if spawned.is_err() {
+            // No thread: every tensor is read directly when needed.
+            let mut state = self.lock();
+            state.slots.clear();
+            state.queue.clear();
+            state.reading = false;
+        }
+    }
+
+    /// The background thread: reads the queue in requests of contiguous tensors until it is empty or a new
+    /// read-ahead replaces this generation's.
+    fn read_queue(&self, sources: &[ShardSource], generation: u64) {
+        loop {
+            let group = {
+                let mut state = self.lock();
                 if state.generation != generation {
                     return;
                 }
-                match read {
-                    Ok(bytes) => {
-                        let bytes = SharedBytes::new(bytes);
-                        for w in group {
+                let group = next_request(&mut state);
+                if group.is_empty() {
+                    state.reading = false;
+                    return;
+                }
+                group
+            };
+            let span = group[0].range.start..group[group.len() - 1].range.end;
+            let read = sources[group[0].file].read_range(span.clone());
+            let mut state = self.lock();
+            if state.generation != generation {
+                return;
+            }
+            match read {
+                Ok(bytes) => {
+                    let bytes = SharedBytes::new(bytes);
+                    for w in &group {
+                        // Released while it was read: nobody wants it any more.
+                        if let Some(slot @ Slot::Pending) = state.slots.get_mut(&w.name) {
                             let local = (w.range.start - span.start) as usize..(w.range.end - span.start) as usize;
-                            state.slots.insert(w.name.clone(), Slot::Ready(bytes.slice(local)));
-                        }
-                    }
-                    // The reader reports the error itself when it reads the tensor directly.
-                    Err(_) => {
-                        for w in group {
-                            state.slots.remove(&w.name);
+                            *slot = Slot::Ready(bytes.slice(local));
                         }
                     }
                 }
-                drop(state);
-                ahead.changed.notify_all();
+                // The reader reports the error itself when it reads the tensor directly.
+                Err(_) => {
+                    for w in &group {
+                        state.slots.remove(&w.name);
+                    }
+                }
             }
-        });
-        if spawned.is_err() {
-            // No thread: every tensor is read directly when needed.
-            self.lock().slots.clear();
+            drop(state);
+            self.changed.notify_all();
         }
+    }
+
+    /// Forgets the tensors whose names start with one of `prefixes`, held or still to be read (what a layer left
+    /// untaken once it is loaded: the fused tensors its slices were cut from).
+    pub fn release(&self, prefixes: &[&str]) {
+        let mut state = self.lock();
+        state.slots.retain(|name, _| !prefixes.iter().any(|prefix| name.starts_with(prefix)));
+        drop(state);
+        self.changed.notify_all();
     }
 
     /// Stops the current read-ahead at its next request and forgets what it fetched.
@@ -263,6 +304,8 @@ impl ReadAhead {
         let mut state = self.lock();
         state.generation += 1;
         state.slots.clear();
+        state.queue.clear();
+        state.reading = false;
         drop(state);
         self.changed.notify_all();
     }
@@ -304,4 +347,25 @@ impl ReadAhead {
     pub fn outstanding(&self) -> usize {
         self.lock().slots.len()
     }
+}
+
+/// The next request of the queue: its first tensor still pending and those contiguous with it in the same file,
+/// up to [`MAX_REQUEST`] bytes (tensors no longer pending are dropped from the queue).
+fn next_request(state: &mut AheadState) -> Vec<Wanted> {
+    let pending = |state: &AheadState, w: &Wanted| matches!(state.slots.get(&w.name), Some(Slot::Pending));
+    let mut group: Vec<Wanted> = Vec::new();
+    while let Some(next) = state.queue.front() {
+        if !pending(state, next) {
+            state.queue.pop_front();
+            continue;
+        }
+        if let (Some(first), Some(last)) = (group.first(), group.last()) {
+            let contiguous = next.file == first.file && next.range.start == last.range.end;
+            if !contiguous || next.range.end - first.range.start > MAX_REQUEST {
+                break;
+            }
+        }
+        group.extend(state.queue.pop_front());
+    }
+    group
 }

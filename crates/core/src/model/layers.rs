@@ -224,14 +224,28 @@ impl<'a> LayerStream<'a> {
     pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
+        // The next layer is read from disk while this one computes. On a GPU its read is queued before this one
+        // loads, so the disk goes on while this layer is copied to the device (whose host bytes are then gone:
+        // two layers' bytes at most). On the CPU the loaded layer lives in host memory, so the next one is read
+        // only once this one is loaded.
+        let checkpoint = self.loader.checkpoint;
+        let next = layer_prefix(self.desc, self.next_layer + 1);
+        let early = self.loader.device.is_cuda();
+        if let (true, Some(next)) = (early, next) {
+            checkpoint.prefetch_next(&[next]);
+        }
         let rope = layer_rope(&self.rope, &self.layer_ropes, layer_desc)?;
         let layer = profile::section(&self.loader.device, "layer weights (wait for the disk, upload)", || {
             DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), rope.is_some(), self.all_experts_stats)
         })?;
+        // What the layer left untaken (fused tensors its slices were cut from) is of no more use.
+        if let Some(this) = layer_prefix(self.desc, self.next_layer) {
+            checkpoint.release_read_ahead(&[this]);
+        }
+        if let (false, Some(next)) = (early, next) {
+            checkpoint.prefetch_next(&[next]);
+        }
         self.load_seconds += clock.elapsed().as_secs_f64();
-        // Read the next layer from disk while this one computes. (Started only now: a new read-ahead replaces
-        // the previous one, which this layer's load has just used up.)
-        prefetch_layer(self.loader.checkpoint, self.desc, self.next_layer + 1);
         let clock = Instant::now();
         profile::section(&self.loader.device, "weight maxima", || layer.observe_weights(&mut self.observers))?;
         self.forward_seconds += clock.elapsed().as_secs_f64();
@@ -377,13 +391,6 @@ pub fn read_ahead_first(checkpoint: &Checkpoint, desc: &ModelDescriptor) {
     let mut prefixes = vec![desc.embed.as_str()];
     prefixes.extend(layer_prefix(desc, 0));
     checkpoint.prefetch(&prefixes);
-}
-
-/// Starts reading decoder layer `index`'s tensors in the background (nothing past the last layer).
-fn prefetch_layer(checkpoint: &Checkpoint, desc: &ModelDescriptor, index: usize) {
-    if let Some(prefix) = layer_prefix(desc, index) {
-        checkpoint.prefetch(&[prefix]);
-    }
 }
 
 /// `…layers.<i>.`: the name prefix of decoder layer `index`'s tensors.
