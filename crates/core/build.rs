@@ -23,6 +23,7 @@ const KERNELS: &[(&str, &str)] = &[
     ("amax", "src/cuda/amax.cu"),
     ("split", "src/cuda/split.cu"),
     ("forward", "src/cuda/forward.cu"),
+    ("attention", "src/cuda/attention.cu"),
     ("route", "src/cuda/route.cu"),
     ("fp8", "src/formats/fp8/fp8.cu"),
     ("nvfp4", "src/formats/nvfp4/nvfp4.cu"),

@@ -319,6 +319,15 @@ fn head_norm_rope_matches_the_op_by_op_path() {
     }
 }
 
+/// The maximum the kernel recorded for its output is exactly max |x| over it (the amax kernel's value).
+fn assert_recorded_max(out: &Tensor) {
+    let recorded = cuda::known_max::known(out).expect("the kernel records its output's maximum");
+    let recorded = recorded.to_scalar::<f32>().unwrap();
+    let computed = cuda::amax(out).unwrap().to_scalar::<f32>().unwrap();
+    assert!(computed > 0.0);
+    assert_eq!(recorded, computed, "recorded maximum against the amax kernel's");
+}
+
 #[test]
 fn rms_norm_matches_the_op_by_op_path() {
     let device = gpu();
@@ -334,6 +343,7 @@ fn rms_norm_matches_the_op_by_op_path() {
             let worst = ulps(&got, &expected, dtype);
             let bound = if dtype == DType::F32 { 16.0 } else { 1.0 };
             assert!(worst <= bound, "{dtype:?} rows {rows} dim {dim}: {worst} ulps");
+            assert_recorded_max(&got);
         }
     }
 }
@@ -363,6 +373,7 @@ fn gated_activation_matches_the_activation_in_f32_rounded_once() {
             let worst = ulps_above(&got.to_device(&Device::Cpu).unwrap(), &expected, dtype, floor);
             let bound = if dtype == DType::F32 { 64.0 } else { 2.0 };
             assert!(worst <= bound, "{dtype:?} {kind:?}: {worst} ulps");
+            assert_recorded_max(&got);
         }
     }
 }

@@ -24,6 +24,13 @@ __device__ __forceinline__ float warp_sum(float x) {
     return x;
 }
 
+// amax[0] = max(amax[0], the warp's largest m) (m ≥ 0; NaN ignored, as the amax kernel ignores it). Every lane of
+// the warp calls it. A float's bits order non-negative floats as integers do.
+__device__ __forceinline__ void record_amax(float* amax, float m) {
+    m = warp_max(m);
+    if ((threadIdx.x & 31) == 0 && m > 0.0f) atomicMax(reinterpret_cast<int*>(amax), __float_as_int(m));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Attention: softmax(scores · scaling + mask) in f32, written in the scores' dtype
 // ---------------------------------------------------------------------------------------------------------------
@@ -185,10 +192,10 @@ HEAD_NORM_ROPE(f32, float)
 // ---------------------------------------------------------------------------------------------------------------
 
 // xs [rows, dim] → out [rows, dim]: the mean of squares in f32, x · (1 / sqrt(mean + eps)) rounded to T, times
-// weight [dim] in T. One block of 256 threads per row.
+// weight [dim] in T; amax[0] (zeroed by the launcher) the largest |out|. One block of 256 threads per row.
 template <typename T>
-__device__ __forceinline__ void rms_norm(const T* xs, T* out, const T* weight, uint64_t rows, uint32_t dim,
-                                         float eps) {
+__device__ __forceinline__ void rms_norm(const T* xs, T* out, float* amax, const T* weight, uint64_t rows,
+                                         uint32_t dim, float eps) {
     __shared__ float partial[8];
     __shared__ float inverse_of_row;
     const uint64_t row = blockIdx.x;
@@ -210,16 +217,20 @@ __device__ __forceinline__ void rms_norm(const T* xs, T* out, const T* weight, u
     __syncthreads();
     const float inverse = inverse_of_row;
     T* to = out + row * dim;
+    float largest = 0.0f;
     for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
         const float n = to_f32(from_f32<T>(__fmul_rn(to_f32(in[i]), inverse)));
-        to[i] = from_f32<T>(__fmul_rn(n, to_f32(weight[i])));
+        const T y = from_f32<T>(__fmul_rn(n, to_f32(weight[i])));
+        to[i] = y;
+        largest = fmaxf(largest, fabsf(to_f32(y)));
     }
+    record_amax(amax, largest);
 }
 
 #define RMS_NORM(suffix, T)                                                                                       \
-    extern "C" __global__ void rms_norm_##suffix(const T* xs, T* out, const T* weight, uint64_t rows,           \
-                                                 uint32_t dim, float eps) {                                       \
-        rms_norm<T>(xs, out, weight, rows, dim, eps);                                                             \
+    extern "C" __global__ void rms_norm_##suffix(const T* xs, T* out, float* amax, const T* weight,             \
+                                                 uint64_t rows, uint32_t dim, float eps) {                        \
+        rms_norm<T>(xs, out, amax, weight, rows, dim, eps);                                                       \
     }
 
 RMS_NORM(bf16, __nv_bfloat16)
@@ -235,9 +246,12 @@ RMS_NORM(f32, float)
 #define ACT_GELU_TANH 2 // the tanh approximation
 
 // gate_up [rows, 2I] (gate in the first I columns, up in the last I) → out [rows, I]: act(gate) computed in f32 and
-// rounded to T, times up, rounded (torch computes the activation in f32 for bf16 and f16). Grid-stride.
+// rounded to T, times up, rounded (torch computes the activation in f32 for bf16 and f16); amax[0] (zeroed by the
+// launcher) the largest |out|. Grid-stride.
 template <typename T>
-__device__ __forceinline__ void gated_activation(const T* gate_up, T* out, uint64_t rows, uint32_t inter, int kind) {
+__device__ __forceinline__ void gated_activation(const T* gate_up, T* out, float* amax, uint64_t rows,
+                                                 uint32_t inter, int kind) {
+    float largest = 0.0f;
     const uint64_t count = rows * inter;
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) {
@@ -255,14 +269,17 @@ __device__ __forceinline__ void gated_activation(const T* gate_up, T* out, uint6
             act = 0.5f * x * (1.0f + tanhf(inner));
         }
         const float gate = to_f32(from_f32<T>(act));
-        out[i] = from_f32<T>(__fmul_rn(gate, to_f32(pair[inter + column])));
+        const T y = from_f32<T>(__fmul_rn(gate, to_f32(pair[inter + column])));
+        out[i] = y;
+        largest = fmaxf(largest, fabsf(to_f32(y)));
     }
+    record_amax(amax, largest);
 }
 
 #define GATED_ACTIVATION(suffix, T)                                                                               \
-    extern "C" __global__ void gated_activation_##suffix(const T* gate_up, T* out, uint64_t rows,               \
+    extern "C" __global__ void gated_activation_##suffix(const T* gate_up, T* out, float* amax, uint64_t rows,  \
                                                          uint32_t inter, int kind) {                              \
-        gated_activation<T>(gate_up, out, rows, inter, kind);                                                     \
+        gated_activation<T>(gate_up, out, amax, rows, inter, kind);                                               \
     }
 
 GATED_ACTIVATION(bf16, __nv_bfloat16)

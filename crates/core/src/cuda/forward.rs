@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{address, kernel_module, shape_error, to_u32, Arg, Grid, Module, Source};
+use super::{address, kernel_module, known_max, shape_error, to_u32, Arg, Grid, Module, Source};
 use crate::error::Result;
 
 const FORWARD: Module = kernel_module!("forward");
@@ -156,7 +156,8 @@ pub fn head_norm_rope(xs: &Tensor, norm: Option<(&Tensor, f32)>, rope: Option<(&
 }
 
 /// RMSNorm over the last dimension: `xs [.., D]` → the same shape, the mean of squares in f32, `x / sqrt(mean +
-/// eps)` rounded to the dtype, times `weight [D]` (the op-by-op values).
+/// eps)` rounded to the dtype, times `weight [D]` (the op-by-op values); its maximum |x| is recorded (see
+/// [`known_max`]).
 pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     let op = "rms_norm";
     let dim = *xs.dims().last().ok_or_else(|| shape_error(xs, "rms_norm needs a last dimension"))?;
@@ -166,10 +167,12 @@ pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     let source = Source::new(xs, op)?;
     let rows = xs.elem_count().checked_div(dim).unwrap_or(0);
     let mut out = source.alloc(xs.dtype(), xs.elem_count())?;
+    let mut amax = source.zeros(1)?;
     if rows > 0 {
         let grid = Grid::Fixed { grid: (to_u32(rows, op)?, 1, 1), block: (256, 1, 1) };
         let mut args = [
             Arg::Out(&mut out),
+            Arg::Out(&mut amax),
             Arg::U64(address(weight)?),
             Arg::U64(rows as u64),
             Arg::U32(to_u32(dim, op)?),
@@ -177,7 +180,9 @@ pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
         ];
         source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
     }
-    Ok(source.tensor(out, xs.dims().to_vec()))
+    let normed = source.tensor(out, xs.dims().to_vec());
+    known_max::offer(&normed, source.tensor(amax, ()));
+    Ok(normed)
 }
 
 /// The gated activations the kernel computes.
@@ -191,7 +196,8 @@ pub enum GatedActivation {
 }
 
 /// `act(gate) · up` of `gate_up [rows, 2I]` (gate in the first I columns): `[rows, I]`, the activation in f32 and
-/// rounded to the dtype before the product (as torch computes it for bf16 and f16).
+/// rounded to the dtype before the product (as torch computes it for bf16 and f16); its maximum |x| is recorded
+/// (see [`known_max`]).
 pub fn gated_activation(gate_up: &Tensor, activation: GatedActivation) -> Result<Tensor> {
     let op = "gated_activation";
     let (rows, two_i) =
@@ -202,6 +208,7 @@ pub fn gated_activation(gate_up: &Tensor, activation: GatedActivation) -> Result
     let inter = two_i / 2;
     let source = Source::new(gate_up, op)?;
     let mut out = source.alloc(gate_up.dtype(), rows * inter)?;
+    let mut amax = source.zeros(1)?;
     if rows * inter > 0 {
         let kind = match activation {
             GatedActivation::Silu => 0,
@@ -209,10 +216,18 @@ pub fn gated_activation(gate_up: &Tensor, activation: GatedActivation) -> Result
             GatedActivation::GeluTanh => 2,
         };
         let grid = Grid::Wave { work: rows * inter, rows: 1 };
-        let mut args = [Arg::Out(&mut out), Arg::U64(rows as u64), Arg::U32(to_u32(inter, op)?), Arg::I32(kind)];
+        let mut args = [
+            Arg::Out(&mut out),
+            Arg::Out(&mut amax),
+            Arg::U64(rows as u64),
+            Arg::U32(to_u32(inter, op)?),
+            Arg::I32(kind),
+        ];
         source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
     }
-    Ok(source.tensor(out, (rows, inter)))
+    let hidden = source.tensor(out, (rows, inter));
+    known_max::offer(&hidden, source.tensor(amax, ()));
+    Ok(hidden)
 }
 
 /// Rows `index` (U32 `[m]`) of `src [n, H]`: `[m, H]`, as `index_select` on dimension 0.

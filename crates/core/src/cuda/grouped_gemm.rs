@@ -62,28 +62,56 @@ fn run<T: CudaDType + DeviceRepr>(
         ptr
     };
     let xs_base = address::<T>(xs, device)?;
-    // One upload of the three pointer arrays: weights (A), inputs (B), outputs (C).
-    let mut pointers = Vec::with_capacity(3 * groups.len());
-    for &(i, _) in &groups {
-        pointers.push(address::<T>(weights[i], device)?);
+    let problems = Problems {
+        weights: groups.iter().map(|&(i, _)| address::<T>(weights[i], device)).collect::<Result<_>>()?,
+        inputs: groups.iter().map(|(_, range)| xs_base + (range.start * k) as u64 * size).collect(),
+        outputs: groups.iter().map(|(_, range)| out_base + (range.start * n) as u64 * size).collect(),
+        rows: groups.iter().map(|(_, range)| int(range.len())).collect::<Result<_>>()?,
+        n: int(n)?,
+        k: int(k)?,
+        data_type,
+    };
+    if std::env::var("MOE_QUANT_EXPERT_GEMM").is_ok_and(|v| v == "each") {
+        each(device, &problems)?;
+    } else {
+        grouped(device, &problems)?;
     }
-    pointers.extend(groups.iter().map(|(_, range)| xs_base + (range.start * k) as u64 * size));
-    pointers.extend(groups.iter().map(|(_, range)| out_base + (range.start * n) as u64 * size));
+    Ok(wrap(out, device, (rows, n)))
+}
+
+/// The GEMMs of one call: per group, the addresses of its weight, input rows and output rows, and its row count.
+struct Problems {
+    weights: Vec<u64>,
+    inputs: Vec<u64>,
+    outputs: Vec<u64>,
+    rows: Vec<i32>,
+    n: i32,
+    k: i32,
+    data_type: cublas::cudaDataType_t,
+}
+
+fn int(value: usize) -> Result<i32> {
+    i32::try_from(value).map_err(|_| Error::internal(format!("grouped GEMM: {value} > i32")))
+}
+
+// Row-major `out_rows [m, n] = x_rows [m, k] · W [n, k]ᵀ` is column-major `outᵀ [n, m] = Wᵀ · xᵀ`: cuBLAS sees W
+// as a k×n matrix (transposed to n×k) and the rows of x as a k×m one.
+
+/// All groups as one `cublasGemmGroupedBatchedEx` (pointer arrays uploaded once).
+fn grouped(device: &CudaDevice, problems: &Problems) -> Result<()> {
+    let stream = device.cuda_stream();
+    let count = problems.rows.len();
+    let pointers: Vec<u64> =
+        problems.weights.iter().chain(&problems.inputs).chain(&problems.outputs).copied().collect();
     let pointers_on_device = stream.clone_htod(&pointers).w()?;
     let (array_base, _sync) = pointers_on_device.device_ptr(&stream);
-    let count = groups.len();
     let array = |part: usize| (array_base + (part * count * std::mem::size_of::<u64>()) as u64) as *const *const _;
-
-    // Row-major `out_rows [m, n] = x_rows [m, k] · W [n, k]ᵀ` is column-major `outᵀ [n, m] = Wᵀ · xᵀ`: cuBLAS
-    // sees W as a k×n matrix (transposed to n×k) and the rows of x as a k×m one.
-    let int = |value: usize| i32::try_from(value).map_err(|_| Error::internal(format!("grouped GEMM: {value} > i32")));
-    let (n_i, k_i) = (int(n)?, int(k)?);
-    let m_array = groups.iter().map(|(_, range)| int(range.len())).collect::<Result<Vec<i32>>>()?;
     let transa = vec![cublas::cublasOperation_t::CUBLAS_OP_T; count];
     let transb = vec![cublas::cublasOperation_t::CUBLAS_OP_N; count];
-    let (n_array, k_array) = (vec![n_i; count], vec![k_i; count]);
+    let (n_array, k_array) = (vec![problems.n; count], vec![problems.k; count]);
     let (alpha, beta) = (vec![1.0f32; count], vec![0.0f32; count]);
     let group_size = vec![1i32; count];
+    let data_type = problems.data_type;
     let blas = device.cublas_handle();
     // SAFETY: the host arrays have `count` entries each; the device pointer arrays point into live tensors
     // (read-locked until this returns, and ordered on the one stream of this device) whose extents cover the
@@ -94,7 +122,7 @@ fn run<T: CudaDType + DeviceRepr>(
             transa.as_ptr(),
             transb.as_ptr(),
             n_array.as_ptr(),
-            m_array.as_ptr(),
+            problems.rows.as_ptr(),
             k_array.as_ptr(),
             alpha.as_ptr().cast(),
             array(0),
@@ -107,7 +135,7 @@ fn run<T: CudaDType + DeviceRepr>(
             array(2) as *const *mut _,
             data_type,
             n_array.as_ptr(),
-            i32::try_from(count).map_err(|_| Error::internal("grouped GEMM: too many groups"))?,
+            int(count)?,
             group_size.as_ptr(),
             cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
         )
@@ -115,5 +143,41 @@ fn run<T: CudaDType + DeviceRepr>(
         .w()?;
     }
     // The pointer arrays are freed when this returns, in stream order: after the GEMM has read them.
-    Ok(wrap(out, device, (rows, n)))
+    Ok(())
+}
+
+/// One `cublasGemmEx` per group.
+fn each(device: &CudaDevice, problems: &Problems) -> Result<()> {
+    let blas = device.cublas_handle();
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let data_type = problems.data_type;
+    for (i, &m) in problems.rows.iter().enumerate() {
+        // SAFETY: as in `grouped`: each pointer addresses a live tensor whose extent covers the GEMM's operands.
+        unsafe {
+            cublas::cublasGemmEx(
+                *blas.handle(),
+                cublas::cublasOperation_t::CUBLAS_OP_T,
+                cublas::cublasOperation_t::CUBLAS_OP_N,
+                problems.n,
+                m,
+                problems.k,
+                (&alpha as *const f32).cast(),
+                problems.weights[i] as *const _,
+                data_type,
+                problems.k,
+                problems.inputs[i] as *const _,
+                data_type,
+                problems.k,
+                (&beta as *const f32).cast(),
+                problems.outputs[i] as *mut _,
+                data_type,
+                problems.n,
+                cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+            .result()
+            .w()?;
+        }
+    }
+    Ok(())
 }

@@ -1,11 +1,13 @@
 //! Scaled dot-product attention over whole sequences (calibration keeps no KV cache): the causal,
 //! sliding-window and chunked masks, attention sinks, key/value heads shared by groups of query heads, sequences
-//! attended in chunks to bound the scores' memory, and on a GPU the grouped product with the fused softmax.
+//! attended in chunks to bound the scores' memory; on a GPU, one fused kernel for the common head sizes
+//! (`cuda::fused_attention`), else the grouped product with the fused softmax.
 //! transformers: `eager_attention_forward` of models/llama, models/gpt_oss (sinks).
 
 use candle_core::{DType, Device, Tensor};
 
 use super::ops::{attention_mask, softmax_last};
+use crate::cuda::KeyMask;
 use crate::error::Result;
 use crate::model::descriptor::AttentionMask;
 
@@ -36,6 +38,14 @@ const SCORES_BYTES_PER_CHUNK: usize = 128 << 20;
 /// fewer (each kv head serving a group of H / kv query heads; v's head size may differ from q's and k's); with
 /// sinks, each row's softmax also counts its head's sink logit, whose share is dropped.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scaling: f64, pattern: &Pattern) -> Result<Tensor> {
+    if crate::cuda::fused_attention_fits(q, k, v) {
+        let mask = match pattern.mask {
+            AttentionMask::Causal => KeyMask::Causal,
+            AttentionMask::SlidingWindow { window } => KeyMask::Window(window),
+            AttentionMask::Chunked { size } => KeyMask::Chunks(size),
+        };
+        return crate::cuda::fused_attention(q, k, v, scaling as f32, mask, pattern.sinks.as_ref());
+    }
     let (_, heads, t, _) = q.dims4()?;
     let per_sequence = heads * t * (t + 1) * std::mem::size_of::<f32>();
     attend_in_chunks(q, k, v, scaling, pattern, (SCORES_BYTES_PER_CHUNK / per_sequence.max(1)).max(1))

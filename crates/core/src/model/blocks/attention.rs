@@ -242,8 +242,10 @@ impl Attention {
         // k and v `[B, kv heads, T, D]` as both the fused kernels on a GPU and the general path leave them.
         profile::section(device, "observers", || observers.record_kv(&self.name, &k, &v))?;
         let mut out = profile::section(device, "attention scores, softmax, values", || {
-            let out = attend(&q, &k, &v, self.scaling, &self.pattern)?;
-            Ok(out.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?)
+            let attended = attend(&q, &k, &v, self.scaling, &self.pattern)?;
+            let out = attended.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
+            crate::cuda::known_max::carry(&attended, &out);
+            Ok(out)
         })?;
         if let Some(gate) = gate {
             out = (out * sigmoid(&gate)?)?;

@@ -266,6 +266,7 @@ impl MoeBlock {
         let dims = xs.dims().to_vec();
         let hidden = self.desc.tensors.hidden;
         let flat = xs.reshape(((), hidden))?;
+        crate::cuda::known_max::carry(xs, &flat);
         let Some((experts_input, experts_output, shared_output)) = &self.branches else {
             let mut out = self.routed(&flat, &flat, observers)?;
             if let Some(shared) = self.shared_forward(&flat, observers)? {

@@ -54,10 +54,14 @@ pub fn attention_mask(len: usize, kind: AttentionMask, device: &Device) -> Resul
     Ok(Tensor::from_vec(mask, (len, len), device)?)
 }
 
-/// max |x| over the whole tensor, as a 0-d f32 tensor left on the device (no host synchronisation). On a GPU
-/// this is our amax kernel (all multiprocessors at memory bandwidth; candle's `max_all` reduces the whole
+/// max |x| over the whole tensor, as a 0-d f32 tensor left on the device (no host synchronisation): the maximum
+/// the fused kernel that wrote `xs` recorded (`cuda::known_max`: no pass over the tensor), else, on a GPU, our
+/// amax kernel (all multiprocessors at memory bandwidth; candle's `max_all` reduces the whole
 /// tensor in one thread block); NaN is ignored on both paths, as `f32::max` does.
 pub fn abs_max_on_device(xs: &Tensor) -> Result<Tensor> {
+    if let Some(amax) = crate::cuda::known_max::known(xs) {
+        return Ok(amax);
+    }
     if xs.device().is_cuda() && matches!(xs.dtype(), DType::BF16 | DType::F16 | DType::F32) {
         return crate::cuda::amax(xs);
     }
