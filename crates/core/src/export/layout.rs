@@ -3,6 +3,7 @@
 
 use super::kv_cache::kv_scale_names;
 use super::plan::{ExpertOutput, ExportPlan, Stack};
+use super::FormatSet;
 use crate::checkpoint::{Checkpoint, Dtype, TensorLayout};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat};
@@ -38,19 +39,20 @@ impl Naming {
 pub fn output_layout(
     checkpoint: &Checkpoint,
     plan: &ExportPlan,
-    format: &dyn QuantFormat,
+    formats: &FormatSet,
 ) -> Result<Vec<TensorLayout>> {
     let mut layout = Vec::new();
     for kept in &plan.keep {
         let (dtype, shape) = kept.layout(checkpoint)?;
         layout.push(TensorLayout { name: kept.output.clone(), dtype, shape });
     }
-    // `observed`: calibration sees the weight's input (not a plan's weight-only linear), which then has an input scale.
-    let mut add = |naming: Naming, output: &str, tensors: Vec<(&'static str, Dtype, Vec<usize>)>, observed: bool| {
+    // `scaled`: the weight's format is calibrated and calibration sees its input (not a plan's weight-only linear),
+    // so it has an input scale.
+    let mut add = |naming: Naming, output: &str, tensors: Vec<(&'static str, Dtype, Vec<usize>)>, scaled: bool| {
         for (suffix, dtype, shape) in tensors {
             layout.push(TensorLayout { name: naming.tensor(output, suffix), dtype, shape });
         }
-        if format.calibrated() && observed {
+        if scaled {
             layout.push(TensorLayout {
                 name: naming.tensor(output, INPUT_SCALE),
                 dtype: Dtype::F32,
@@ -58,22 +60,24 @@ pub fn output_layout(
             });
         }
     };
-    let linear = |weight: &str, shape: &[usize]| -> Result<_> {
+    let linear = |format: &dyn QuantFormat, weight: &str, shape: &[usize]| -> Result<_> {
         Ok(format.output_layout(formats::matrix_shape(weight, shape)?))
     };
     for layer in plan.layers() {
         for l in plan.linears.iter().filter(|l| l.layer == layer) {
             let weight = format!("{}.weight", l.module);
+            let format = formats.linear(l);
             add(
                 Naming::Module,
                 &l.output,
-                linear(&weight, &l.shape(&checkpoint.info(&weight)?.shape))?,
-                !l.weight_only,
+                linear(format, &weight, &l.shape(&checkpoint.info(&weight)?.shape))?,
+                format.calibrated() && !l.weight_only,
             );
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let source = &experts.source;
             let (inter, hidden) = (source.intermediate, source.hidden);
+            let format = formats.experts(experts);
             match &experts.output {
                 ExpertOutput::PerExpert(names) => {
                     // Ungated experts (no gate output) write up and down only.
@@ -85,7 +89,8 @@ pub fn output_layout(
                     for e in 0..source.experts {
                         for (output, shape) in projections.iter().flatten() {
                             let output = expert_name(output, e);
-                            add(Naming::Module, &output, linear(&format!("{output}.weight"), shape)?, true);
+                            let tensors = linear(format, &format!("{output}.weight"), shape)?;
+                            add(Naming::Module, &output, tensors, format.calibrated());
                         }
                     }
                 }
@@ -96,7 +101,7 @@ pub fn output_layout(
                             Naming::Parameter,
                             &stack.output,
                             formats::stacked_layout(format, &stack.input, stack.shape)?,
-                            true,
+                            format.calibrated(),
                         );
                     }
                 }

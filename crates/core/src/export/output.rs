@@ -9,7 +9,6 @@ use super::plan::ExportPlan;
 use super::quantizer::QuantizedLinear;
 use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype};
 use crate::error::{Error, Result};
-use crate::formats::QuantFormat;
 
 /// The output being written.
 pub struct Output<'a> {
@@ -60,8 +59,8 @@ impl<'a> Output<'a> {
         self.add(name, Dtype::F32, &[], value.to_le_bytes().to_vec())
     }
 
-    /// Queues one quantized linear's tensors and, for a calibrated format, its `input_scale`.
-    pub fn queue(&mut self, format: &dyn QuantFormat, quantized: QuantizedLinear) -> Result<()> {
+    /// Queues one quantized linear's tensors and its `input_scale`, if it has one.
+    pub fn queue(&mut self, quantized: QuantizedLinear) -> Result<()> {
         for tensor in quantized.weight.tensors {
             self.add(
                 &quantized.naming.tensor(&quantized.output, tensor.suffix),
@@ -70,8 +69,7 @@ impl<'a> Output<'a> {
                 tensor.data,
             )?;
         }
-        if let (true, Some(amax)) = (format.calibrated(), quantized.input_amax) {
-            let input_scale = format.input_scale(amax);
+        if let Some(input_scale) = quantized.input_scale {
             let name = quantized.naming.tensor(&quantized.output, INPUT_SCALE);
             self.add(&name, Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
         }

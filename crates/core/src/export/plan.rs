@@ -104,6 +104,10 @@ pub struct LinearPlan {
     /// its q, k and v linears); the whole weight when absent.
     #[serde(default)]
     pub rows: Option<[usize; 2]>,
+    /// Its own format (a mixed-precision recipe's); the plan's when absent.
+    #[serde(default)]
+    #[ts(optional)]
+    pub format: Option<FormatName>,
 }
 
 impl LinearPlan {
@@ -139,6 +143,10 @@ pub struct ExpertPlan {
     pub source: ExpertTensors,
     /// How they are written.
     pub output: ExpertOutput,
+    /// Their own format (a mixed-precision recipe's); the plan's when absent.
+    #[serde(default)]
+    #[ts(optional)]
+    pub format: Option<FormatName>,
 }
 
 /// The form the routed experts of one layer are written in.
@@ -209,6 +217,20 @@ impl ExportPlan {
             .chain(self.kv_scales.iter().map(|kv| kv.layer))
             .collect();
         layers.into_iter().collect()
+    }
+
+    /// The formats its linears and experts are written in, in [`FormatName::ALL`]'s order.
+    pub fn formats_used(&self) -> Vec<FormatName> {
+        let named: std::collections::BTreeSet<usize> = self
+            .linears
+            .iter()
+            .map(|l| l.format)
+            .chain(self.experts.iter().map(|x| x.format))
+            .map(|name| name.unwrap_or(self.format))
+            .chain((self.linears.is_empty() && self.experts.is_empty()).then_some(self.format))
+            .filter_map(|name| FormatName::ALL.iter().position(|&n| n == name))
+            .collect();
+        named.into_iter().map(|index| FormatName::ALL[index]).collect()
     }
 }
 

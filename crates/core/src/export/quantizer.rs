@@ -13,6 +13,7 @@ use super::resident::{ResidentExperts, ResidentQuantizer};
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
+use super::FormatSet;
 use crate::model::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::{ExpertStats, Observers};
@@ -49,7 +50,7 @@ impl ErrorSum {
 pub struct Quantizer<'a> {
     checkpoint: &'a Checkpoint,
     loader: WeightLoader<'a>,
-    format: Box<dyn QuantFormat>,
+    formats: FormatSet,
 }
 
 /// One layer once its quantized linears went to the sink: its KV cache scales (0-d f32 tensors by name) and its
@@ -69,17 +70,17 @@ pub struct QuantizedLinear {
     /// How its tensors are named after `output`.
     pub naming: Naming,
     pub weight: QuantizedWeight,
-    /// The input amax its `input_scale` comes from (none: no `input_scale` is written).
-    pub input_amax: Option<f32>,
+    /// Its `input_scale` (none for a weight-only format or linear: no `input_scale` is written).
+    pub input_scale: Option<f32>,
 }
 
 impl<'a> Quantizer<'a> {
-    pub fn new(checkpoint: &'a Checkpoint, format: Box<dyn QuantFormat>) -> Self {
-        Quantizer { checkpoint, loader: WeightLoader::new(checkpoint, Device::Cpu), format }
+    pub fn new(checkpoint: &'a Checkpoint, formats: FormatSet) -> Self {
+        Quantizer { checkpoint, loader: WeightLoader::new(checkpoint, Device::Cpu), formats }
     }
 
-    pub fn format(&self) -> &dyn QuantFormat {
-        self.format.as_ref()
+    pub fn formats(&self) -> &FormatSet {
+        &self.formats
     }
 
     pub fn checkpoint(&self) -> &'a Checkpoint {
@@ -113,7 +114,8 @@ impl<'a> Quantizer<'a> {
             let held = resident.and_then(|resident| resident.take(layer, &experts.block));
             match (&experts.output, held, stats) {
                 (ExpertOutput::PerExpert(names), Some(held), Some(stats)) => {
-                    for linear in resident_linears(held, names, stats, &mut errors) {
+                    let format = self.formats.experts(experts);
+                    for linear in resident_linears(format, held, names, stats, &mut errors) {
                         sink(linear)?;
                     }
                 }
@@ -169,7 +171,7 @@ impl<'a> Quantizer<'a> {
         let shared = match linear.weight_group.first() {
             Some(first) => {
                 let shape = self.checkpoint.info(&format!("{first}.weight"))?.shape.clone();
-                self.format.shares_amax(crate::formats::matrix_shape(first, &shape)?)
+                self.formats.linear(linear).shares_amax(crate::formats::matrix_shape(first, &shape)?)
             }
             None => false,
         };
@@ -191,7 +193,7 @@ impl<'a> Quantizer<'a> {
         }
         let weight = WeightInput::new(&name, tensor.dtype, &shape, &values)?;
         let input_amax = (!linear.weight_only).then_some(input_amax);
-        quantize_one(self.format.as_ref(), &linear.output, &weight, weight_amax, input_amax, errors)
+        quantize_one(self.formats.linear(linear), &linear.output, &weight, weight_amax, input_amax, errors)
     }
 
     /// Quantizes every expert of a layer, spread over the CPU's cores, results in expert order.
@@ -232,14 +234,23 @@ impl<'a> Quantizer<'a> {
     ) -> Result<Vec<QuantizedLinear>> {
         let [gate_up, down] = fused.stacks(&plan.source)?;
         let inputs = stats.map_or((0.0, 0.0), |s| (s.gate_up_input_amax, s.down_input_amax));
-        Ok(vec![self.quantize_stack(&gate_up, inputs.0, errors)?, self.quantize_stack(&down, inputs.1, errors)?])
+        let format = self.formats.experts(plan);
+        Ok(vec![
+            self.quantize_stack(format, &gate_up, inputs.0, errors)?,
+            self.quantize_stack(format, &down, inputs.1, errors)?,
+        ])
     }
 
     /// One stack `[E, K, N]` read whole and quantized expert by expert (spread over the CPU's cores) as its
     /// format's stacked rule says, with the amax of the whole stack where the rule takes one.
-    fn quantize_stack(&self, stack: &Stack, input_amax: f32, errors: &mut ErrorSum) -> Result<QuantizedLinear> {
+    fn quantize_stack(
+        &self,
+        format: &dyn QuantFormat,
+        stack: &Stack,
+        input_amax: f32,
+        errors: &mut ErrorSum,
+    ) -> Result<QuantizedLinear> {
         check_stack(self.checkpoint, stack)?;
-        let format = self.format.as_ref();
         let rule = formats::stacked_rule(format, &stack.input)?;
         let tensor = self.checkpoint.read(&stack.input)?;
         let [experts, k, n] = stack.shape;
@@ -278,7 +289,7 @@ impl<'a> Quantizer<'a> {
             output: stack.output.clone(),
             naming: Naming::Parameter,
             weight,
-            input_amax: Some(input_amax),
+            input_scale: input_scale(format, Some(input_amax)),
         })
     }
 
@@ -329,12 +340,12 @@ impl<'a> Quantizer<'a> {
         // Gate and up share their amax (as ModelOpt's one quantizer over the fused gate/up does) where the
         // format shares it; an ungated up has its own.
         let gate_up_rows = if gated { 2 * inter } else { inter };
-        let [gate_amax, up_amax] = if gated && self.format.shares_amax([gate_up_rows, hidden]) {
+        let format = self.formats.experts(plan);
+        let [gate_amax, up_amax] = if gated && format.shares_amax([gate_up_rows, hidden]) {
             [gate_up_amax[0].max(gate_up_amax[1]); 2]
         } else {
             gate_up_amax
         };
-        let format = self.format.as_ref();
         let mut out = Vec::with_capacity(3);
         let mut one =
             |pattern: &str, dtype: Dtype, shape: [usize; 2], values: &[f32], amax: f32, input: f32| -> Result<()> {
@@ -392,6 +403,7 @@ impl<'a> Quantizer<'a> {
 /// The linears of experts quantized on the device (`held`), with the block's shared input amaxes, in the order
 /// [`Quantizer::quantize_experts`] gives them.
 fn resident_linears(
+    format: &dyn QuantFormat,
     held: ResidentExperts,
     names: &PerExpertOutput,
     stats: &ExpertStats,
@@ -405,7 +417,7 @@ fn resident_linears(
             output: expert_name(pattern, e),
             naming: Naming::Module,
             weight,
-            input_amax: Some(input),
+            input_scale: input_scale(format, Some(input)),
         };
         if let (Some(pattern), Some(gate)) = (&names.gate, expert.gate) {
             linears.push(linear(pattern, gate, gate_up_input));
@@ -427,7 +439,13 @@ fn quantize_one(
 ) -> Result<QuantizedLinear> {
     let quantized = format.quantize(weight, weight_amax)?;
     accumulate_error(format, &quantized, weight, errors)?;
-    Ok(QuantizedLinear { output: output.to_string(), naming: Naming::Module, weight: quantized, input_amax })
+    let input_scale = input_scale(format, input_amax);
+    Ok(QuantizedLinear { output: output.to_string(), naming: Naming::Module, weight: quantized, input_scale })
+}
+
+/// The `input_scale` of a calibrated format's weight from its input amax (none for a weight-only format).
+fn input_scale(format: &dyn QuantFormat, input_amax: Option<f32>) -> Option<f32> {
+    input_amax.filter(|_| format.calibrated()).map(|amax| format.input_scale(amax))
 }
 
 /// The CPU's cores (what expert quantization spreads over).

@@ -22,6 +22,7 @@ use super::quantizer::ErrorSum;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::{self, DeviceQuantize, OutputTensor, QuantFormat, QuantizedWeight};
+use super::FormatSet;
 use crate::model::descriptor::{expert_name, ExpertTensors};
 use crate::model::loader::ExpertWeights;
 use crate::model::observe::{ExpertStats, Observers};
@@ -45,19 +46,22 @@ pub struct ResidentExperts {
 pub struct ResidentQuantizer<'a> {
     checkpoint: &'a Checkpoint,
     plan: &'a ExportPlan,
-    format: &'a dyn QuantFormat,
-    device: &'a dyn DeviceQuantize,
+    formats: &'a FormatSet,
     done: Mutex<BTreeMap<(usize, String), ResidentExperts>>,
     /// Weights quantized on the device so far.
     pub tensors: AtomicUsize,
 }
 
 impl<'a> ResidentQuantizer<'a> {
-    /// `None` for a format without a kernel.
-    pub fn new(checkpoint: &'a Checkpoint, plan: &'a ExportPlan, format: &'a dyn QuantFormat) -> Option<Self> {
-        let device = format.on_device()?;
-        let done = Mutex::new(BTreeMap::new());
-        Some(ResidentQuantizer { checkpoint, plan, format, device, done, tensors: AtomicUsize::new(0) })
+    /// `None` when no experts of the plan are in a format with a kernel.
+    pub fn new(checkpoint: &'a Checkpoint, plan: &'a ExportPlan, formats: &'a FormatSet) -> Option<Self> {
+        plan.experts.iter().any(|x| formats.experts(x).on_device().is_some()).then(|| ResidentQuantizer {
+            checkpoint,
+            plan,
+            formats,
+            done: Mutex::new(BTreeMap::new()),
+            tensors: AtomicUsize::new(0),
+        })
     }
 
     /// Quantizes the experts the plan writes one by one in layer `layer` (a position in the descriptor's
@@ -93,6 +97,9 @@ impl<'a> ResidentQuantizer<'a> {
         weights: &[ExpertWeights],
         stats: &ExpertStats,
     ) -> Result<Option<ResidentExperts>> {
+        let format = self.formats.experts(plan);
+        let Some(device) = format.on_device() else { return Ok(None) };
+        let on_device = OnDevice { format, device };
         let moe = &plan.source;
         let gated = moe.gated();
         let rows = if gated { 2 * moe.intermediate } else { moe.intermediate };
@@ -125,11 +132,11 @@ impl<'a> ResidentQuantizer<'a> {
                 .clone()
                 .map(|e| Held { weight: &weights[e].gate_up, name: name(&names.up, e), amax: amaxes[e].0 })
                 .collect();
-            gate_ups.extend(self.quantize_stack(&gate_up, gated.then_some(moe.intermediate), &mut sums)?);
+            gate_ups.extend(on_device.quantize_stack(&gate_up, gated.then_some(moe.intermediate), &mut sums)?);
             let down: Vec<Held<'_>> = experts
                 .map(|e| Held { weight: &weights[e].down, name: name(&names.down, e), amax: amaxes[e].1 })
                 .collect();
-            downs.extend(self.quantize_stack(&down, None, &mut sums)?);
+            downs.extend(on_device.quantize_stack(&down, None, &mut sums)?);
         }
         let mut errors = ErrorSum::default();
         // One (error, norm) pair per stack, read back with one copy.
@@ -171,6 +178,15 @@ impl<'a> ResidentQuantizer<'a> {
         Ok(true)
     }
 
+}
+
+/// A format with its kernel.
+struct OnDevice<'f> {
+    format: &'f dyn QuantFormat,
+    device: &'f dyn DeviceQuantize,
+}
+
+impl OnDevice<'_> {
     /// Weights `[N, K]` of the same shape (experts) quantized as one stack, each with its own per-tensor amax;
     /// the stack's squared error and squared norm (0-d f32, left on the device) are pushed to `sums`. Returns
     /// each weight's tensors, in order.

@@ -22,7 +22,7 @@ use crate::export::output::Output;
 use crate::export::plan::ExportPlan;
 use crate::export::quantizer::{ErrorSum, Quantizer};
 use crate::export::resident::ResidentQuantizer;
-use crate::formats;
+use crate::export::FormatSet;
 use crate::model::layers::{self, LayerStream};
 use crate::model::loader::ExpertWeights;
 use crate::model::observe::Observers;
@@ -143,13 +143,14 @@ pub fn quantize_checkpoint(
     calibration: Option<Calibration<'_>>,
     control: RunControl<'_>,
 ) -> Result<QuantizeReport> {
-    let calibrated = formats::format(plan.format, false).calibrated();
+    let formats = FormatSet::new(plan, false);
+    let calibrated = formats.calibrated();
     match calibration {
         Some(calibration) if calibrated => quantize_calibrated(dir, target, plan, &calibration, control),
         None if !calibrated => quantize_weights(dir, target, plan, control),
         _ => Err(Error::internal(format!(
             "{} {} calibration",
-            plan.format.as_str(),
+            formats.names(),
             if calibrated { "needs" } else { "takes no" }
         ))),
     }
@@ -168,7 +169,7 @@ fn create_output<'a>(
         WriterOptions { max_shard_bytes: plan.max_shard_bytes, overwrite: plan.overwrite, input_dir: Some(dir.into()) };
     let mut writer = CheckpointWriter::create(target, options)?;
     // Declared up front, every tensor is written straight to its place in its shard as soon as it exists.
-    writer.declare(&output_layout(checkpoint, plan, quantizer.format())?)?;
+    writer.declare(&output_layout(checkpoint, plan, quantizer.formats())?)?;
     Ok(Mutex::new(Output::new(writer, bytes_written)))
 }
 
@@ -207,12 +208,12 @@ fn quantize_calibrated(
     layers::read_ahead_first(&checkpoint, desc);
     let compute = request.sequences.compute_device()?;
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
-    let quantizer = Quantizer::new(&checkpoint, formats::format(plan.format, compute.device.is_cuda()));
+    let quantizer = Quantizer::new(&checkpoint, FormatSet::new(plan, compute.device.is_cuda()));
     let set = request.sequences.load(dir, desc.vocab_size, cancel)?;
     let bytes_written = AtomicU64::new(0);
     let output = create_output(dir, target, &checkpoint, plan, &quantizer, &bytes_written)?;
     let resident = (quantize_on_device && compute.device.is_cuda())
-        .then(|| ResidentQuantizer::new(&checkpoint, plan, quantizer.format()))
+        .then(|| ResidentQuantizer::new(&checkpoint, plan, quantizer.formats()))
         .flatten();
     let hook = |layer, blocks: &[(&str, &[ExpertWeights])], observers: &Observers| match &resident {
         Some(resident) => resident.quantize_layer(layer, blocks, observers),
@@ -270,7 +271,7 @@ fn quantize_weights(dir: &Path, target: &Path, plan: &ExportPlan, control: RunCo
     let started = Instant::now();
     let checkpoint = Checkpoint::open(dir)?;
     // Weight-only formats divide in f32 (per-row and per-block divisors): the same bytes on every device.
-    let quantizer = Quantizer::new(&checkpoint, formats::format(plan.format, false));
+    let quantizer = Quantizer::new(&checkpoint, FormatSet::new(plan, false));
     let bytes_written = AtomicU64::new(0);
     let output = create_output(dir, target, &checkpoint, plan, &quantizer, &bytes_written)?;
     let pipeline = LayerPipeline::new(cancel);
@@ -356,12 +357,11 @@ impl Jobs<'_, '_> {
     /// whatever order they come.
     fn layer(&self, layer: usize, observers: Option<&Observers>) -> Result<LayerDone> {
         let pipeline = self.pipeline;
-        let format = self.quantizer.format();
         let clock = Instant::now();
         let mut writing = 0.0;
         let mut sink = |linear| {
             let clock = Instant::now();
-            let queued = lock(self.output).queue(format, linear);
+            let queued = lock(self.output).queue(linear);
             writing += clock.elapsed().as_secs_f64();
             pipeline.record(queued)
         };

@@ -1,0 +1,50 @@
+//! The formats of one plan: the plan's own and those a recipe gives single linears or experts blocks
+//! (`MIXED_PRECISION`), each made once and looked up by name.
+
+use crate::formats::{self, FormatName, QuantFormat};
+
+use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
+
+pub struct FormatSet {
+    /// One per [`FormatName::ALL`], in that order.
+    all: Vec<Box<dyn QuantFormat>>,
+    /// The formats the plan uses.
+    used: Vec<FormatName>,
+    default: FormatName,
+}
+
+impl FormatSet {
+    /// The formats of `plan`, with torch's CUDA arithmetic where `torch_cuda` (see [`formats::format`]).
+    pub fn new(plan: &ExportPlan, torch_cuda: bool) -> Self {
+        FormatSet {
+            all: FormatName::ALL.iter().map(|&name| formats::format(name, torch_cuda)).collect(),
+            used: plan.formats_used(),
+            default: plan.format,
+        }
+    }
+
+    pub fn get(&self, name: FormatName) -> &dyn QuantFormat {
+        let index = FormatName::ALL.iter().position(|&n| n == name).unwrap_or(0);
+        self.all[index].as_ref()
+    }
+
+    /// The format of a linear.
+    pub fn linear(&self, linear: &LinearPlan) -> &dyn QuantFormat {
+        self.get(linear.format.unwrap_or(self.default))
+    }
+
+    /// The format of a layer's routed experts.
+    pub fn experts(&self, experts: &ExpertPlan) -> &dyn QuantFormat {
+        self.get(experts.format.unwrap_or(self.default))
+    }
+
+    /// Whether any format the plan uses needs calibration (input scales from the forward).
+    pub fn calibrated(&self) -> bool {
+        self.used.iter().any(|&name| self.get(name).calibrated())
+    }
+
+    /// The formats the plan uses, by name, for messages.
+    pub fn names(&self) -> String {
+        self.used.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
