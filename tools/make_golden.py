@@ -45,6 +45,9 @@ fixtures/golden/<model_type>_<layout>/fp8_pb_wo/    for each TILED_CASES entry (
 fixtures/golden/mx_<case>/<source|mxfp8|mxfp4>/    for each MX_CASES entry (`--mx` rewrites only these)
     ModelOpt's MXFP8_DEFAULT_CFG and MXFP4_DEFAULT_CFG exports of `source`, a copy of a fixture with every quantized input dimension a
     multiple of 32 (see MX_CASES), same files.
+fixtures/golden/mixed_<case>/    for each MIXED_CASES entry (`--mixed` rewrites only these)
+    MIXED_PRECISION exports: a moe-quant recipe (recipe.json, rules of module globs and formats) and ModelOpt's
+    export with the quant_cfg that means the same, same files.
 fixtures/golden/zoo_<model_type>_<layout>/<w4a16_nvfp4|fp8_pc_pt>/    `--zoo`, for each ZOO_CASES entry
     The weight-only formats on a zoo checkpoint (fixtures/zoo/, materialized by tools/zoo-materialize.mjs): Qwen3.5-MoE,
     a vision-language wrapper with Gated DeltaNet layers and gated shared experts; Nemotron-H; Kimi-Linear, whose
@@ -278,7 +281,7 @@ def cast_like_twin(model, twin) -> torch.dtype:
 
 
 def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_note: str,
-             auto_class: str = "AutoModelForCausalLM", kv: str | None = None) -> None:
+             auto_class: str = "AutoModelForCausalLM", kv: str | None = None, config: dict | None = None) -> None:
     import modelopt
     import transformers
     import modelopt.torch.quantization as mtq
@@ -291,7 +294,7 @@ def run_case(fixture: Path, fmt: str, ids: torch.Tensor, out_dir: Path, calib_no
         with torch.no_grad():
             m(input_ids=ids, use_cache=False)
 
-    model = mtq.quantize(model, quant_cfg(fmt, kv), forward_loop)
+    model = mtq.quantize(model, config or quant_cfg(fmt, kv), forward_loop)
     for h in handles:
         h.remove()
     quantizers, shared_states = record_quantizers(model)
@@ -695,6 +698,46 @@ def make_mx(ids: torch.Tensor) -> None:
             run_case(source, fmt, ids, out, "calib_ids.safetensors input_ids [4, 32] (ModelOpt runs no forward for MX formats)")
 
 
+# Mixed precision (`--mixed` rewrites only these): moe-quant recipes, as (fixture model type, layout, rules), each
+# rule (module glob, format) and the last matching rule winning. ModelOpt is given the quant_cfg that means the same
+# (`mixed_quant_cfg`); its export goes to fixtures/golden/mixed_<case>/ with the recipe beside it (recipe.json).
+MIXED_CASES = {
+    "nvfp4_experts_fp8_attention": ("qwen3_moe", "hub", [("*.mlp.experts", "nvfp4"), ("*.self_attn.*", "fp8")]),
+    "w4a16_experts_fp8_shared_fp8pb_attention": (
+        "qwen2_moe",
+        "hub",
+        [("*.mlp.experts", "w4a16_nvfp4"), ("*.mlp.shared_expert.*", "fp8"), ("*.self_attn.*", "fp8_pb_wo")],
+    ),
+}
+
+
+def mixed_quant_cfg(rules: list[tuple[str, str]]) -> dict:
+    """ModelOpt's quant_cfg for a recipe: everything off, then per rule its format's weight and input quantizer
+    settings on the quantizers of the modules the glob names, then the modules every ModelOpt preset leaves
+    unquantized (routers, lm_head ...), as the presets order them."""
+    entries = [{"quantizer_name": "*", "enable": False}]
+    for glob, fmt in rules:
+        for entry in quant_cfg(fmt)["quant_cfg"]:
+            if entry["quantizer_name"] in ("*weight_quantizer", "*input_quantizer"):
+                entries.append({**entry, "quantizer_name": glob.rstrip("*") + entry["quantizer_name"]})
+    preset = quant_cfg(rules[0][1])["quant_cfg"]
+    entries += [e for e in preset if e.get("enable") is False and e["quantizer_name"] != "*"]
+    return {"quant_cfg": entries, "algorithm": "max"}
+
+
+def make_mixed(ids: torch.Tensor) -> None:
+    """The mixed-precision goldens (`--mixed`)."""
+    for name, (model_type, layout, rules) in MIXED_CASES.items():
+        out = GOLDEN / f"mixed_{name}"
+        if out.exists():
+            shutil.rmtree(out)
+        print(f"== {model_type}/{layout} mixed {name} -> {out.relative_to(ROOT)}", flush=True)
+        run_case(FIXTURES / model_type / layout, "mixed", ids, out, "calib_ids.safetensors input_ids [4, 32]",
+                 config=mixed_quant_cfg(rules))
+        recipe = {"rules": [{"modules": glob, "format": fmt} for glob, fmt in rules]}
+        (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+
+
 def make_weight_only(ids: torch.Tensor) -> None:
     """The weight-only and scope goldens (`--weight-only` rewrites only these, leaving the others as they are)."""
     cases = [(*SCOPE_FIXTURE, fmt) for fmt in SCOPE_FORMATS]
@@ -886,6 +929,9 @@ def main() -> int:
     torch.manual_seed(0)
     if "--kv-cache" in sys.argv[1:]:
         return make_kv_cache(calib_ids(), "--families" in sys.argv[1:])
+    if "--mixed" in sys.argv[1:]:
+        make_mixed(calib_ids())
+        return 0
     if "--mx" in sys.argv[1:]:
         make_mx(calib_ids())
         return 0
