@@ -390,6 +390,38 @@ for (const [fixture, golden, ids, loadedAs, formats = ['fp8', 'nvfp4'], unrouted
   }
 }
 
+// MIXED_PRECISION: ModelOpt's export with a quant_cfg per module group, and our run with the same recipe (recipe.json
+// beside each golden, tools/make_golden.py --mixed): NVFP4 experts with FP8 attention (calibrated), and W4A16_NVFP4
+// experts with an FP8 shared expert and 128×128-block FP8 attention (calibrated for the shared expert only). The run's
+// `format` is that of the experts' rule; every quantized module is named by a rule. quantized_layers lists each
+// module once (the routed experts of a layer as their experts module) in the model's order, config.json one config
+// group per distinct entry.
+for (const [golden, fixture, format] of [
+  ['mixed_nvfp4_experts_fp8_attention', 'qwen3_moe/hub', 'nvfp4'],
+  ['mixed_w4a16_experts_fp8_shared_fp8pb_attention', 'qwen2_moe/hub', 'w4a16_nvfp4'],
+]) {
+  test(`${fixture} with a recipe → MIXED_PRECISION equals ModelOpt's export (${golden})`, async (t) => {
+    const output = join(tempDir(), 'out')
+    const dir = join(GOLDEN, golden)
+    const result = await quantizeModel({
+      model: join(FIXTURES, fixture),
+      output,
+      format,
+      recipe: join(dir, 'recipe.json'),
+      calibration: { ids: CALIB_ROWS, samples: CALIB_ROWS.length, seqLen: CALIB_ROWS[0].length },
+      coverageReport: false,
+      kvCache: 'none',
+    })
+    compareWithGolden(t, output, dir)
+    const quant = JSON.parse(readFileSync(join(output, 'hf_quant_config.json'), 'utf8')).quantization
+    t.is(quant.quant_algo, 'MIXED_PRECISION')
+    t.false(Object.hasOwn(quant, 'exclude_modules'))
+    const record = JSON.parse(readFileSync(join(output, 'moe-quant-run.json'), 'utf8'))
+    t.deepEqual(record.options.recipe, JSON.parse(readFileSync(join(dir, 'recipe.json'), 'utf8')))
+    t.true(result.quantizedTensors > 0)
+  })
+}
+
 // NVFP4 needs input dimensions that are multiples of 16: ModelOpt 0.47 stops on the Jamba fixture's dt_proj
 // [128, 4] ("Weight shape is not divisible for block size"), and so do we, unless told to keep such linears.
 test('families/jamba/hub → nvfp4 is refused on dt_proj, as ModelOpt fails on it', async (t) => {

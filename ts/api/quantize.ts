@@ -4,11 +4,13 @@
  * formats (W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN), quantize its weights without calibration, which needs no
  * forward of the model's family.
  */
+import { readFileSync } from 'node:fs'
 import * as path from 'node:path'
 
 import { MoeQuantError } from '../errors'
 import { KV_CACHE_MODES, type KvCacheMode, resolveKvCache } from '../export/kv-cache'
 import { type PlannedExport, planExport, type QuantizeScope } from '../export/plan'
+import { parseRecipe, type Recipe, recipeFormats } from '../export/recipe'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import { reportFromListing } from '../model/inspection'
@@ -30,7 +32,7 @@ import { packageVersion } from '../version'
 import { type CalibrationOptions, calibrationRequest, shortDataWarnings } from './calibrate'
 import { checkOptions, is, parseSize, rules, type Rules } from './options'
 
-export type { KvCacheMode, QuantFormatName }
+export type { KvCacheMode, QuantFormatName, Recipe }
 
 export interface QuantizeOptions {
   /** The input model directory (Hugging Face checkpoint). */
@@ -67,6 +69,15 @@ export interface QuantizeOptions {
    * dense MLPs; attention stays in 16 bits) or `'experts'` (routed experts only).
    */
   scope?: QuantizeScope
+  /**
+   * Mixed precision (ModelOpt's `MIXED_PRECISION`): modules in other formats than `format`, given as an object or as
+   * the path of a JSON file, `{ "rules": [{ "modules": pattern, "format": format or null }, …] }`. A module takes the
+   * format of the last rule whose pattern (`*` wildcards, whole names) matches its name, else `format` (within
+   * `scope`); `null` keeps it in 16 bits. Linears are named as in the output (`model.layers.0.self_attn.q_proj`),
+   * a layer's routed experts by their module (`model.layers.0.mlp.experts`). Modules that read one input (q/k/v,
+   * gate/up) take one format; a rule that matches nothing is refused.
+   */
+  recipe?: Recipe | string
   /**
    * How the KV cache is quantized, as ModelOpt's hf_ptq (`--kv_cache_qformat`) names it: `'fp8_cast'` (default, as
    * hf_ptq's) declares an FP8 KV cache with a constant scale (`kv_cache_quant_algo: "FP8"`, no scale tensors: engines
@@ -168,6 +179,7 @@ const QUANTIZE_OPTIONS: Rules<QuantizeOptions> = {
   overwrite: null,
   indivisible: { test: is.oneOf(['error', 'keep']), expected: "'error' or 'keep'" },
   scope: { test: is.oneOf(['all', 'mlp', 'experts']), expected: "'all', 'mlp' or 'experts'" },
+  recipe: { test: (value) => is.nonEmptyString(value) || (typeof value === 'object' && value !== null), expected: 'a recipe object or the path of a recipe file' },
   kvCache: { test: is.oneOf(KV_CACHE_MODES), expected: KV_CACHE_MODES.map((m) => `'${m}'`).join(', ').replace(/, ([^,]*)$/, ' or $1') },
   coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path or false' },
   onProgress: rules.callback,
@@ -192,12 +204,18 @@ function warningsOf(
   format: QuantFormatName,
   summary: CalibrationSummary | null,
   uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
-  { keptIndivisible, skippedFiles, kvCacheNote }: Pick<Prepared, 'keptIndivisible' | 'skippedFiles' | 'kvCacheNote'>,
+  { keptIndivisible, skippedFiles, kvCacheNote, quantizedLayers }: Pick<Prepared, 'keptIndivisible' | 'skippedFiles' | 'kvCacheNote' | 'quantizedLayers'>,
 ): string[] {
   const warnings: string[] = []
   if (kvCacheNote) warnings.push(kvCacheNote)
-  const { servingNote } = FORMATS[format]
-  if (servingNote) warnings.push(servingNote)
+  const used = new Set(quantizedLayers.values())
+  for (const written of used.size > 0 ? used : [format]) {
+    const { servingNote } = FORMATS[written]
+    if (servingNote) warnings.push(servingNote)
+  }
+  if (used.size > 1 && !used.has('nvfp4') && !used.has('w4a16_nvfp4')) {
+    warnings.push('serving: SGLang 0.5.23 reads a MIXED_PRECISION checkpoint without NVFP4 or W4A16_NVFP4 layers as its w4afp8 format and loads it wrongly; vLLM 0.34 loads it')
+  }
   const uncalibrated = uncalibratedSummary(uncalibratedExperts)
   if (uncalibrated) {
     warnings.push(
@@ -218,7 +236,7 @@ function warningsOf(
 /** The run record: what was asked (format, options as resolved, tool version) and what calibration saw. */
 function runRecord(
   options: QuantizeOptions,
-  resolved: { tool: { name: string; version: string }; request: CalibrationRequest | null; maxShardBytes: number; kvCache: KvCacheMode },
+  resolved: { tool: { name: string; version: string }; request: CalibrationRequest | null; maxShardBytes: number; kvCache: KvCacheMode; recipe?: Recipe },
   summary: CalibrationSummary | null,
   outcome: Pick<QuantizeResult, 'uncalibratedExperts' | 'keptIndivisible' | 'skippedFiles' | 'warnings'>,
 ): Record<string, unknown> {
@@ -233,6 +251,7 @@ function runRecord(
       exclude: options.exclude ?? [],
       indivisible: options.indivisible ?? 'error',
       scope: options.scope ?? 'all',
+      recipe: resolved.recipe ?? null,
       kvCache: resolved.kvCache,
       maxShardBytes: resolved.maxShardBytes,
       calibration: request && {
@@ -269,19 +288,46 @@ interface Prepared extends PlannedExport {
   kvCacheNote: string | undefined
   /** The coverage report's path when the caller gave one (written once the checkpoint is complete). */
   customReport: string | undefined
+  recipe: Recipe | undefined
+}
+
+/** The recipe option as data: the object given, or the JSON file it names, checked.
+ * @throws MoeQuantError `E_OPTION_INVALID` */
+export function resolveRecipe(recipe: Recipe | string | undefined): Recipe | undefined {
+  if (typeof recipe !== 'string') return recipe === undefined ? undefined : parseRecipe(recipe)
+  let text: string
+  try {
+    text = readFileSync(recipe, 'utf8')
+  } catch (error) {
+    throw new MoeQuantError('E_OPTION_INVALID', `recipe: cannot read ${recipe}: ${(error as Error).message}`, { file: recipe })
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (error) {
+    throw new MoeQuantError('E_OPTION_INVALID', `recipe: ${recipe} is not JSON: ${(error as Error).message}`, { file: recipe })
+  }
+  return parseRecipe(value, `recipe ${recipe}`)
+}
+
+/** Whether any format of the run (`format` and the recipe's) calibrates, and the one that decides it. */
+function calibratingFormat(format: QuantFormatName, recipe: Recipe | undefined): QuantFormatName {
+  return recipeFormats(format, recipe).find((f) => FORMATS[f].calibrated) ?? format
 }
 
 /** Reads the model's headers and decides the run, refusing what cannot run before any work. */
 async function prepare(options: QuantizeOptions): Promise<Prepared> {
   const listing = await readListing(options.model)
   refuseQuantizedSource(listing, { modelOpt: true })
-  checkCalibrationOption(options)
-  const calibrated = FORMATS[options.format].calibrated
+  const recipe = resolveRecipe(options.recipe)
+  const deciding = calibratingFormat(options.format, recipe)
+  checkCalibrationOption(options, deciding)
+  const calibrated = FORMATS[deciding].calibrated
   const { report, descriptor } = calibrated ? describeListing(listing) : { report: reportFromListing(listing), descriptor: null }
   const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, options.device ?? 'cpu')
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }
-  const { mode: kvCache, note: kvCacheNote } = resolveKvCache(options.kvCache, options.format, report.modelType)
+  const { mode: kvCache, note: kvCacheNote } = resolveKvCache(options.kvCache, deciding, report.modelType)
   const planned = planExport(report, descriptor, listing, {
     format: options.format,
     exclude: options.exclude ?? [],
@@ -291,27 +337,28 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
     maxShardBytes: parseSize(options.maxShardSize ?? '5GB') as number,
     overwrite,
     tool,
+    ...(recipe ? { recipe } : {}),
   })
   const customReport = typeof options.coverageReport === 'string' ? options.coverageReport : undefined
   if (customReport !== undefined) await checkReportPath(customReport, { model: options.model, overwrite, option: 'coverageReport' })
-  return { ...planned, listing, report, descriptor, request, tool, kvCache, kvCacheNote, customReport }
+  return { ...planned, listing, report, descriptor, request, tool, kvCache, kvCacheNote, customReport, recipe }
 }
 
 /**
  * `calibration` is given exactly when the format calibrates.
  * @throws MoeQuantError `E_OPTION_INVALID`
  */
-function checkCalibrationOption(options: QuantizeOptions): void {
-  const calibrated = FORMATS[options.format].calibrated
+function checkCalibrationOption(options: QuantizeOptions, deciding: QuantFormatName): void {
+  const calibrated = FORMATS[deciding].calibrated
   const weightOnly = FORMAT_NAMES.filter((f) => !FORMATS[f].calibrated).map((f) => `'${f}'`).join(', ')
   if (calibrated && options.calibration === undefined) {
-    throw new MoeQuantError('E_OPTION_INVALID', `calibration: format '${options.format}' measures activation scales and needs calibration data (the weight-only formats ${weightOnly} need none)`)
+    throw new MoeQuantError('E_OPTION_INVALID', `calibration: format '${deciding}' measures activation scales and needs calibration data (the weight-only formats ${weightOnly} need none)`)
   }
   if (!calibrated && options.calibration !== undefined) {
-    throw new MoeQuantError('E_OPTION_INVALID', `calibration: format '${options.format}' is weight-only and runs no calibration; leave the option out`)
+    throw new MoeQuantError('E_OPTION_INVALID', `calibration: format '${deciding}'${options.recipe ? ' (and every format of the recipe)' : ''} is weight-only and runs no calibration; leave the option out`)
   }
   if (!calibrated && typeof options.coverageReport === 'string') {
-    throw new MoeQuantError('E_OPTION_INVALID', `coverageReport: format '${options.format}' is weight-only; without calibration there is no expert coverage to report`)
+    throw new MoeQuantError('E_OPTION_INVALID', `coverageReport: format '${deciding}' is weight-only; without calibration there is no expert coverage to report`)
   }
 }
 
@@ -327,7 +374,7 @@ function outcomeOf(options: QuantizeOptions, prepared: Prepared, summary: Calibr
 function outputFiles(options: QuantizeOptions, prepared: Prepared, summary: CalibrationSummary | null): Record<string, string> {
   const { uncalibratedExperts: uncalibrated, coverage, warnings } = outcomeOf(options, prepared, summary)
   const { tool, request, plan, keptIndivisible, skippedFiles } = prepared
-  const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes, kvCache: prepared.kvCache }, summary, { uncalibratedExperts: uncalibrated, keptIndivisible, skippedFiles, warnings })
+  const record = runRecord(options, { tool, request, maxShardBytes: plan.max_shard_bytes, kvCache: prepared.kvCache, ...(prepared.recipe ? { recipe: prepared.recipe } : {}) }, summary, { uncalibratedExperts: uncalibrated, keptIndivisible, skippedFiles, warnings })
   const files: Record<string, string> = { [RUN_RECORD_FILE]: `${JSON.stringify(record, null, 2)}\n` }
   if (summary && options.coverageReport === undefined) files[COVERAGE_FILE] = renderCoverageReport(options.model, coverageInput(summary, coverage, warnings))
   return files

@@ -14,7 +14,9 @@ import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, KeptTensor, ModelDes
 import { checkExpertsForFormat } from './format-limits'
 import { planCopies } from './files'
 import { type KvCacheMode, kvScalePlans } from './kv-cache'
-import { excludeModules, hfQuantConfig, listedWhenUnquantized, outputConfigJson, quantizationConfig } from './modelopt'
+import { excludeModules, hfQuantConfig, listedWhenUnquantized, MODELOPT_VERSION, outputConfigJson, quantizationConfig } from './modelopt'
+import { Excludes } from './patterns'
+import { isMixed, mixedHfQuantConfig, mixedQuantizationConfig, type Recipe, RecipeMatcher } from './recipe'
 import { dumpPyJson } from './python-json'
 
 /**
@@ -44,6 +46,8 @@ export interface PlanOptions {
   overwrite: boolean
   /** Recorded as `quantizer` in hf_quant_config.json beside ModelOpt's `producer`. */
   tool: { name: string; version: string }
+  /** Modules given another format than `format`, or none (export/recipe.ts): `MIXED_PRECISION`. */
+  recipe?: Recipe
 }
 
 export interface PlannedExport {
@@ -52,14 +56,10 @@ export interface PlannedExport {
   keptIndivisible: string[]
   /** The `exclude_modules` written. */
   excludeModules: string[]
+  /** Each quantized module's format, by its name in `quantized_layers` (routed experts by their experts module). */
+  quantizedLayers: Map<string, QuantFormatName>
   /** Input files not copied into the output (not on the allow-list of export/files.ts). */
   skippedFiles: string[]
-}
-
-/** `*` wildcards → a RegExp over whole module names. */
-function globToRegExp(pattern: string): RegExp {
-  const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')
-  return new RegExp(`^${escaped}$`)
 }
 
 const moduleOf = (tensor: string): string => tensor.replace(/\.(weight|bias)$/, '')
@@ -210,42 +210,16 @@ function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<strin
   return groups
 }
 
-/** The caller's exclude patterns, remembering which matched a module: one that matches none is most likely misspelled. */
-class Excludes {
-  private readonly patterns: RegExp[]
-  private readonly matched = new Set<number>()
-
-  constructor(private readonly given: readonly string[]) {
-    this.patterns = given.map(globToRegExp)
-  }
-
-  /** Whether `module` is excluded. */
-  test(module: string): boolean {
-    const hits = this.patterns.flatMap((re, i) => (re.test(module) ? [i] : []))
-    for (const i of hits) this.matched.add(i)
-    return hits.length > 0
-  }
-
-  /** @throws MoeQuantError `E_OPTION_INVALID` naming the patterns that matched no module, with examples of names. */
-  refuseUnmatched(quantizedModules: readonly string[]): void {
-    const unmatched = this.given.filter((_, i) => !this.matched.has(i))
-    if (unmatched.length === 0) return
-    const examples = [...new Set(quantizedModules.map((m) => m.replace(/\.\d+\./g, '.*.')))].slice(0, 4)
-    throw new MoeQuantError(
-      'E_OPTION_INVALID',
-      `exclude: ${unmatched.map((p) => JSON.stringify(p)).join(', ')} ${unmatched.length > 1 ? 'match' : 'matches'} no module of this model ` +
-        `(patterns match whole module names with * wildcards, e.g. ${examples.join(', ')})`,
-    )
-  }
-}
-
 /** What planning the experts and the linears shares. */
 interface Planning {
   options: PlanOptions
-  /** The format's group size (null: any input dimension) and its name, for messages. */
-  groupSize: number | null
-  quantAlgo: string
   excludes: Excludes
+  recipe: RecipeMatcher | null
+  /** The format of each quantized module, by input module (linears) and by `quantized_layers` name. */
+  linearFormats: Map<string, QuantFormatName>
+  quantizedLayers: Map<string, QuantFormatName>
+  /** Every module a recipe could name (quantizable linears by output name, experts modules). */
+  candidates: string[]
   /** Block renames a fused input needs (`from.` → `to.`), found with the experts. */
   renames: Array<[string, string]>
   /** The renames of a layout that transformers renames on load, which ModelOpt exports under its names. */
@@ -263,6 +237,27 @@ interface Planning {
 function outputName(planning: Planning, name: string): string {
   for (const [from, to] of planning.renames) if (name.startsWith(from)) return to + name.slice(from.length)
   return planning.layoutRenames.reduce((renamed, [pattern, to]) => renamed.replace(pattern, to), name)
+}
+
+/** A module's format: the last recipe rule naming it (`output`, its output name), else the run's if `inScope`; null keeps
+ * it unquantized. */
+function formatFor(planning: Planning, output: string, inScope: boolean): QuantFormatName | null {
+  planning.candidates.push(output)
+  const ruled = planning.recipe?.formatOf(output)
+  return ruled !== undefined ? ruled : inScope ? planning.options.format : null
+}
+
+/** `E_TENSOR_SHAPE` for a weight whose input dimension `inputs` is not a multiple of its format's group size, or
+ * false (the module is kept unquantized) with `indivisible: 'keep'`; true when the format takes it. */
+function divisible(planning: Planning, format: QuantFormatName, inputs: number[], tensor: string, what: string, shape?: number[]): boolean {
+  const { groupSize, quantAlgo } = FORMATS[format]
+  if (groupSize === null || inputs.every((n) => n % groupSize === 0)) return true
+  if (planning.options.indivisible === 'keep') return false
+  throw new MoeQuantError(
+    'E_TENSOR_SHAPE',
+    `${what}: ${quantAlgo} needs input dimensions that are multiples of ${groupSize}` + ' (pass indivisible: "keep" to keep such linears unquantized)',
+    { tensor, ...(shape ? { shape } : {}) },
+  )
 }
 
 /** The export renames of the family's other layout when the checkpoint is in it (Param2 / Sarvam-MoE hub names). */
@@ -310,7 +305,6 @@ function fusedQkv(descriptor: ModelDescriptor | null): Map<string, { q: number; 
 
 /** The routed experts quantized, layer by layer, and their input tensors. */
 function planExperts(report: InspectReport, planning: Planning): { experts: ExportPlan['experts']; expertTensors: Set<string> } {
-  const { groupSize, quantAlgo, options } = planning
   const experts: ExportPlan['experts'] = []
   const expertTensors = new Set<string>()
   for (const layer of report.moeLayers) {
@@ -318,31 +312,27 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
     // A stacked output keeps the biases beside the stacks, unquantized.
     const names = naming.output.kind === 'fused' ? [naming.output.gate_up, naming.output.down] : expertTensorNames(layer)
     if (naming.rename) planning.renames.push(naming.rename)
-    const indivisible = groupSize !== null && (layer.hidden % groupSize !== 0 || layer.intermediate % groupSize !== 0)
-    if (planning.excludes.test(naming.modules[0] as string) || indivisible) {
-      if (indivisible && options.indivisible === 'error') {
-        throw new MoeQuantError(
-          'E_TENSOR_SHAPE',
-          `${names[0]}: ${quantAlgo} needs input dimensions that are multiples of ${groupSize}, but the experts of ${layer.block} have H = ${layer.hidden}, I = ${layer.intermediate}` +
-            ' (pass indivisible: "keep" to keep such linears unquantized)',
-          { tensor: names[0] },
-        )
-      }
-      if (indivisible) planning.keptIndivisible.push(`${layer.block}.experts`)
+    const module = (naming.modules[0] as string).replace(/(\.experts)\..*$/, '$1')
+    const format = planning.excludes.test(naming.modules[0] as string) ? null : formatFor(planning, module, true)
+    const what = `${names[0]}: the experts of ${layer.block} have H = ${layer.hidden}, I = ${layer.intermediate}`
+    const kept = format === null || !divisible(planning, format, [layer.hidden, layer.intermediate], names[0] as string, what)
+    if (kept || format === null) {
+      if (format !== null) planning.keptIndivisible.push(`${layer.block}.experts`)
       if (naming.output.kind === 'fused') planning.keptStacks.push(...naming.modules)
       continue
     }
-    checkExpertsForFormat(layer, options.format, naming.output.kind, names[0] as string)
+    checkExpertsForFormat(layer, format, naming.output.kind, names[0] as string)
     for (const name of names) expertTensors.add(name)
-    experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), output: naming.output })
+    experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), output: naming.output, ...(planning.recipe ? { format } : {}) })
     planning.quantizedModules.push(...naming.modules)
+    planning.quantizedLayers.set(module, format)
   }
   return { experts, expertTensors }
 }
 
 /** The modules of the other linears to quantize (attention projections, dense MLPs, shared experts). */
 function linearModules(report: InspectReport, listing: HeaderListing, expertTensors: Set<string>, planning: Planning): Set<string> {
-  const { groupSize, quantAlgo, options } = planning
+  const { options } = planning
   const byName = new Map(listing.tensors.map((t) => [t.name, t]))
   const planned = new Set<string>()
   for (const name of report.tensors.quantize) {
@@ -350,21 +340,16 @@ function linearModules(report: InspectReport, listing: HeaderListing, expertTens
     if (report.moeLayers.some((l) => expertTensorNames(l).includes(name))) continue
     const module = moduleOf(name)
     const tensor = byName.get(name)
-    if (!inScope(module, options.scope) || planning.excludes.test(module) || !tensor || tensor.shape.length !== 2) continue
-    const inputs = tensor.shape[1] as number
-    if (groupSize !== null && inputs % groupSize !== 0) {
-      if (options.indivisible === 'error') {
-        throw new MoeQuantError(
-          'E_TENSOR_SHAPE',
-          `${name} [${tensor.shape.join(', ')}]: ${quantAlgo} needs an input dimension that is a multiple of ${groupSize}, this one is ${inputs}` +
-            ' (pass indivisible: "keep" to keep such linears unquantized)',
-          { tensor: name, shape: tensor.shape },
-        )
-      }
+    if (planning.excludes.test(module) || !tensor || tensor.shape.length !== 2) continue
+    const format = formatFor(planning, outputName(planning, module), inScope(module, options.scope))
+    if (format === null) continue
+    const what = `${name} [${tensor.shape.join(', ')}]`
+    if (!divisible(planning, format, [tensor.shape[1] as number], name, what, tensor.shape)) {
       planning.keptIndivisible.push(module)
       continue
     }
     planned.add(module)
+    planning.linearFormats.set(module, format)
   }
   return planned
 }
@@ -383,6 +368,8 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
   const unobserved = new Set(descriptor?.layers.flatMap((l) => (l.attention?.kind === 'mamba' ? [l.attention.dt_proj] : [])))
   const linears: ExportPlan['linears'] = []
   for (const module of planned) {
+    const format = planning.linearFormats.get(module) ?? planning.options.format
+    const own = planning.recipe ? { format } : {}
     const fused = planning.fusedQkv.get(module)
     if (fused) {
       // One linear per projection, from its rows; they share the fused module's input, and with a group-scaled format
@@ -391,20 +378,30 @@ function planLinears(descriptor: ModelDescriptor | null, planned: Set<string>, p
       const parts: [string, number, number][] = [['q_proj', 0, fused.q], ['k_proj', fused.q, fused.kv], ['v_proj', fused.q + fused.kv, fused.kv]]
       for (const [projection, start, count] of parts) {
         const output = `${parent}.${projection}`
-        const weightGroup = FORMATS[planning.options.format].sharedWeightAmax ? [module] : []
-        linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: [], weight_only: false, rows: [start, count] })
+        const weightGroup = FORMATS[format].sharedWeightAmax ? [module] : []
+        linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: [], weight_only: false, rows: [start, count], ...own })
         planning.quantizedModules.push(output)
+        planning.quantizedLayers.set(output, format)
       }
       continue
     }
     const group = (groupOf.get(module) ?? []).filter((m) => planned.has(m))
     const shared = group.length > 1 ? group : []
     const output = outputName(planning, module)
+    const other = shared.find((m) => planning.linearFormats.get(m) !== format)
+    if (other !== undefined) {
+      throw new MoeQuantError(
+        'E_OPTION_INVALID',
+        `recipe: ${output} is ${format} but ${outputName(planning, other)}, which reads the same input, is ${planning.linearFormats.get(other)}: ` +
+          `modules that read one input (${shared.map((m) => outputName(planning, m)).join(', ')}) share one format (engines load them as one fused linear)`,
+      )
+    }
     // A group-scaled format's per-tensor weight_scale_2 is shared by the linears that read one input (and
     // fp8_pb_wo's amax, where the native core finds the group's first weight a single tile).
-    const weightGroup = FORMATS[planning.options.format].sharedWeightAmax ? shared : []
-    linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: shared, weight_only: unobserved.has(module), rows: null })
+    const weightGroup = FORMATS[format].sharedWeightAmax ? shared : []
+    linears.push({ layer: layerOf(module), module, output, weight_group: weightGroup, input_group: shared, weight_only: unobserved.has(module), rows: null, ...own })
     planning.quantizedModules.push(output)
+    planning.quantizedLayers.set(output, format)
   }
   return linears
 }
@@ -439,21 +436,24 @@ function routerModuleNames(report: InspectReport): [string, string][] {
 }
 
 /** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules`. */
-function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[]): Record<string, string> {
-  return {
-    'config.json': outputConfigJson(listing.config, quantizationConfig(options.format, exclude, undefined, options.kvCache), `${listing.dir}/config.json`),
-    [HF_QUANT_CONFIG]: dumpPyJson(hfQuantConfig(options.format, exclude, undefined, options.tool, options.kvCache)),
-  }
+function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[], layers: Map<string, QuantFormatName>): Record<string, string> {
+  const mixed = isMixed(layers)
+  // A recipe that leaves one format writes that format's files, as ModelOpt does.
+  const format = new Set(layers.values()).size === 1 ? ([...layers.values()][0] as QuantFormatName) : options.format
+  const config = mixed ? mixedQuantizationConfig(layers, MODELOPT_VERSION, options.kvCache) : quantizationConfig(format, exclude, undefined, options.kvCache)
+  const hfQuant = mixed ? mixedHfQuantConfig(layers, MODELOPT_VERSION, options.tool, options.kvCache) : hfQuantConfig(format, exclude, undefined, options.tool, options.kvCache)
+  return { 'config.json': outputConfigJson(listing.config, config, `${listing.dir}/config.json`), [HF_QUANT_CONFIG]: dumpPyJson(hfQuant) }
 }
 
 /** Builds the export plan; `descriptor` is the calibration forward's (null for a weight-only format). */
 export function planExport(report: InspectReport, descriptor: ModelDescriptor | null, listing: HeaderListing, options: PlanOptions): PlannedExport {
-  const { groupSize, quantAlgo } = FORMATS[options.format]
   const planning: Planning = {
     options,
-    groupSize,
-    quantAlgo,
     excludes: new Excludes(options.exclude),
+    recipe: options.recipe ? new RecipeMatcher(options.recipe) : null,
+    linearFormats: new Map(),
+    quantizedLayers: new Map(),
+    candidates: [],
     renames: [],
     // Weight-only formats (no descriptor, so no split of a fused q/k/v) keep the checkpoint's names, except where
     // ModelOpt writes transformers 5's whatever the format.
@@ -474,6 +474,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const keep = keptTensors(report, listing, quantizedWeights, planning)
   for (const module of new Set(listing.tensors.map((t) => moduleOf(t.name)))) planning.excludes.test(outputName(planning, module))
   planning.excludes.refuseUnmatched(planning.quantizedModules)
+  planning.recipe?.refuseUnmatched(planning.candidates)
 
   // ModelOpt lists unquantized modules that own a weight, except norms and convolutions it leaves enabled
   // (moduleLists' rule), routers by their module in transformers.
@@ -484,12 +485,13 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const unlisted = lookupArchitecture(report.modelType)?.exportUnlisted ?? []
   for (const module of unquantized) if (unlisted.some((suffix) => module.endsWith(suffix))) unquantized.delete(module)
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
-  const files = metadataFiles(listing, options, exclude)
+  const files = metadataFiles(listing, options, exclude, planning.quantizedLayers)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))
   return {
     plan: { format: options.format, keep, linears, experts, kv_scales: kvScales, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite },
     keptIndivisible: planning.keptIndivisible,
-    excludeModules: exclude,
+    excludeModules: isMixed(planning.quantizedLayers) ? [] : exclude,
+    quantizedLayers: planning.quantizedLayers,
     skippedFiles: skipped,
   }
 }
