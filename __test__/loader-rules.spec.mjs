@@ -14,6 +14,10 @@
 //   block scales [N, K/16], a scalar F32 weight_scale_2; every input_scale, k_scale and v_scale a finite F32 scalar
 //   (vLLM reshapes them to 0-d); a routed expert's gate (w1) and up (w3) the same NVFP4 weight_scale_2 (vLLM keeps
 //   w1's and warns when they differ).
+// - MIXED_PRECISION (vLLM's and SGLang's ModelOptMixedPrecisionConfig): a non-empty quantized_layers in both files, no
+//   exclude_modules needed (`ignore` empty), each entry a quant_algo their linear and MoE methods take (anything else
+//   loads silently unquantized) with its group_size; each weight checked against its module's entry (exact name,
+//   else the entry whose name it starts with: a layer's experts module).
 import test from 'ava'
 import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -27,6 +31,9 @@ const VLLM_ALGOS = ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', 'NVFP4', 'W
 const GROUP_SIZE = { NVFP4: 16, W4A16_NVFP4: 16, MXFP8: 32 }
 /** ModelOpt's mxfp4 is not among them: everything else about it is checked. */
 const NOT_SERVED = ['MXFP4']
+/** The per-module quant_algo values the mixed-precision loaders take for linears and for MoE experts. */
+const MIXED_LINEAR_ALGOS = ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8']
+const MIXED_MOE_ALGOS = ['FP8', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8']
 const SCALAR = (info) => info.dtype === 'F32' && info.shape.reduce((a, b) => a * b, 1) === 1
 
 /** Every failure of `dir`'s export against the loaders' rules (empty when it meets them). */
@@ -39,11 +46,29 @@ function loaderProblems(dir) {
   if (hf.producer?.name !== 'modelopt') fail(`producer ${JSON.stringify(hf.producer)}`)
   if (!VLLM_ALGOS.includes(algo) && !NOT_SERVED.includes(algo)) fail(`quant_algo ${quantization.quant_algo}`)
   if (!Object.hasOwn(quantization, 'kv_cache_quant_algo')) fail('no kv_cache_quant_algo')
-  if (!Array.isArray(quantization.exclude_modules)) fail('exclude_modules is not a list')
+  const mixed = algo === 'MIXED_PRECISION'
+  if (!mixed && !Array.isArray(quantization.exclude_modules)) fail('exclude_modules is not a list')
   if (GROUP_SIZE[algo] !== undefined && quantization.group_size !== GROUP_SIZE[algo]) fail(`group_size ${quantization.group_size}`)
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config ?? {}
   if (config.quant_method !== 'modelopt' || config.quant_algo !== quantization.quant_algo) fail(`quantization_config ${config.quant_method} ${config.quant_algo}`)
-  if (JSON.stringify(config.ignore) !== JSON.stringify(quantization.exclude_modules)) fail('ignore differs from exclude_modules')
+  if (JSON.stringify(config.ignore) !== JSON.stringify(quantization.exclude_modules ?? [])) fail('ignore differs from exclude_modules')
+  const layers = quantization.quantized_layers ?? {}
+  if (mixed) {
+    if (Object.keys(layers).length === 0) fail('MIXED_PRECISION without quantized_layers')
+    if (JSON.stringify(config.quantized_layers) !== JSON.stringify(layers)) fail('config.json quantized_layers differ')
+    for (const [module, entry] of Object.entries(layers)) {
+      const layerAlgo = String(entry.quant_algo).toUpperCase()
+      const served = /experts$/.test(module) ? MIXED_MOE_ALGOS : MIXED_LINEAR_ALGOS
+      if (!served.includes(layerAlgo)) fail(`${module}: ${entry.quant_algo} loads unquantized`)
+      if (GROUP_SIZE[layerAlgo] !== undefined && entry.group_size !== GROUP_SIZE[layerAlgo]) fail(`${module}: group_size ${entry.group_size}`)
+    }
+  }
+  // A weight's format: the checkpoint's, or in a mixed one its module's entry (a layer's experts by their module).
+  const algoOf = (module) => {
+    if (!mixed) return algo
+    const key = layers[module] ? module : Object.keys(layers).find((k) => module.startsWith(`${k}.`))
+    return key === undefined ? undefined : String(layers[key].quant_algo).toUpperCase()
+  }
   if ((quantization.kv_cache_quant_algo === 'FP8') !== (config.kv_cache_scheme !== undefined)) fail('kv_cache_scheme and kv_cache_quant_algo disagree')
   if (config.kv_cache_scheme && !(config.kv_cache_scheme.dynamic === false && config.kv_cache_scheme.num_bits === 8 && config.kv_cache_scheme.type === 'float')) {
     fail(`kv_cache_scheme ${JSON.stringify(config.kv_cache_scheme)}`)
@@ -57,6 +82,8 @@ function loaderProblems(dir) {
     const weight = header[name.replace(/_scale$/, '')]
     if (!weight) continue // a stacked parameter's scale (`<param>_weight_scale`) is named otherwise
     const [n, k] = weight.shape
+    const weightAlgo = algoOf(name.replace(/\.weight_scale$/, ''))
+    if (weightAlgo === undefined) fail(`${name}: quantized but in no quantized_layers entry`)
     const rule = {
       FP8: () => weight.dtype === 'F8_E4M3' && SCALAR(info),
       FP8_PER_CHANNEL_PER_TOKEN: () => weight.dtype === 'F8_E4M3' && info.dtype === 'F32' && info.shape.join() === String(n),
@@ -64,10 +91,10 @@ function loaderProblems(dir) {
       MXFP8: () => weight.dtype === 'F8_E4M3' && info.dtype === 'U8' && info.shape.join() === [n, k / 32].join(),
       MXFP4: () => weight.dtype === 'U8' && info.dtype === 'U8' && info.shape.join() === [n, (2 * k) / 32].join(),
       NVFP4: () => weight.dtype === 'U8' && info.dtype === 'F8_E4M3' && info.shape.join() === [n, (2 * k) / 16].join() && header[`${name}_2`] !== undefined,
-    }[algo === 'W4A16_NVFP4' ? 'NVFP4' : algo]
+    }[weightAlgo === 'W4A16_NVFP4' ? 'NVFP4' : weightAlgo]
     if (rule && !rule()) fail(`${name}: ${weight.dtype} ${JSON.stringify(weight.shape)} with ${info.dtype} ${JSON.stringify(info.shape)}`)
   }
-  if (algo === 'NVFP4' || algo === 'W4A16_NVFP4') {
+  if (algo === 'NVFP4' || algo === 'W4A16_NVFP4' || mixed) {
     const tensors = Object.assign({}, ...readdirSync(dir).filter((f) => f.endsWith('.safetensors')).map((f) => readTensors(join(dir, f))))
     for (const name of Object.keys(tensors).filter((n) => /\.(gate_proj|w1)\.weight_scale_2$/.test(n))) {
       const up = name.replace(/gate_proj(?=\.weight_scale_2$)/, 'up_proj').replace(/\.w1\.weight_scale_2$/, '.w3.weight_scale_2')
@@ -82,8 +109,12 @@ const exports = readdirSync(GOLDEN, { withFileTypes: true })
   .flatMap((d) => readdirSync(join(GOLDEN, d.name), { withFileTypes: true }).filter((f) => f.isDirectory()).map((f) => join(d.name, f.name)))
   .filter((dir) => existsSync(join(GOLDEN, dir, 'hf_quant_config.json')))
 
+const mixedExports = readdirSync(GOLDEN).filter((d) => d.startsWith('mixed_'))
+
 test('every ModelOpt golden export meets the loaders\' rules', (t) => {
   t.is(exports.length, 146, 'every golden export (calibrated, weight-only, scope, KV cache, MXFP8, MXFP4, fp8_pb_wo)')
+  t.is(mixedExports.length, 2, 'and the MIXED_PRECISION ones')
+  exports.push(...mixedExports)
   const failing = exports.map((dir) => [dir, loaderProblems(join(GOLDEN, dir))]).filter(([, problems]) => problems.length > 0)
   t.deepEqual(failing, [])
 })
@@ -97,6 +128,12 @@ test('our exports in every format meet the loaders\' rules, with each KV cache f
     ['glm4_moe/hub', 'fp8_pb_wo', { kvCache: 'none' }],
     ['golden/mx_qwen2_moe_fused/source', 'mxfp8', { kvCache: 'fp8_cast' }],
     ['golden/mx_mixtral_hub/source', 'mxfp4', { kvCache: 'none' }],
+    // Mixed: NVFP4 experts, FP8 attention, the shared expert weight-only NVFP4.
+    ['qwen2_moe/fused', 'nvfp4', {
+      calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] },
+      kvCache: 'fp8',
+      recipe: { rules: [{ modules: '*.self_attn.*', format: 'fp8' }, { modules: '*.shared_expert.*', format: 'w4a16_nvfp4' }] },
+    }],
   ]
   for (const [fixture, format, options] of cases) {
     const output = join(tempDir(), 'out')

@@ -8,9 +8,10 @@ import * as path from 'node:path'
 
 import { is } from '../api/options'
 import type { CalibrationOptions } from '../api/calibrate'
-import type { QuantizeOptions, QuantizeResult } from '../api/quantize'
+import { type QuantizeOptions, type QuantizeResult, resolveRecipe } from '../api/quantize'
 import { MoeQuantError } from '../errors'
 import { KV_CACHE_MODES } from '../export/kv-cache'
+import { recipeFormats } from '../export/recipe'
 import { FORMAT_NAMES, FORMATS } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
@@ -48,6 +49,9 @@ Options:
                           unquantized instead of stopping with an error
   --scope all|mlp|experts which linears to quantize (default all): mlp leaves attention in 16 bits, experts
                           quantizes the routed experts only (ModelOpt's *_mlp_only / *_experts_only presets)
+  --recipe FILE           mixed precision (MIXED_PRECISION): a JSON recipe {"rules": [{"modules": PATTERN,
+                          "format": FORMAT or null}, …]}; a module takes the format of the last rule matching its
+                          name (* wildcards), else --format; null keeps it in 16 bits
   --kv-cache MODE         the KV cache, as hf_ptq's --kv_cache_qformat: fp8_cast (default: FP8 with a constant
                           scale), fp8 (FP8 with calibrated key and value scales; calibrated formats only), none
   --all-experts           route every calibration token through every expert, for statistics only
@@ -65,7 +69,7 @@ export interface QuantizeCommandArgs {
 export type ParsedQuantizeArgs = ({ help: false } & QuantizeCommandArgs) | { help: true }
 
 const FLAGS: FlagSpec = {
-  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope', '--kv-cache'],
+  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope', '--kv-cache', '--recipe'],
   repeatable: ['--exclude'],
   switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
 }
@@ -105,7 +109,12 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   const integer = (flag: string, text: string): number => positiveInteger(flag, text, 'quantize')
 
   const options: QuantizeCommandArgs['options'] = { model: positional[0] as string, output, format }
-  if (FORMATS[format].calibrated) {
+  const recipeFile = value(args, '--recipe')
+  const recipe = recipeFile === undefined ? undefined : resolveRecipe(recipeFile)
+  if (recipe) options.recipe = recipe
+  // A recipe that gives a module a calibrated format makes the run calibrate.
+  const calibrated = recipeFormats(format, recipe).some((f) => FORMATS[f].calibrated)
+  if (calibrated) {
     const calibration: CalibrationOptions = { data: value(args, '--calib') ?? defaults.calibration ?? BUNDLED_CALIBRATION }
     const samples = value(args, '--samples')
     if (samples !== undefined) calibration.samples = integer('--samples', samples)
@@ -118,7 +127,7 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   } else {
     const given = ['--calib', '--samples', '--seq-len', '--batch-size', '--coverage'].filter((flag) => args.values.has(flag))
     if (args.switches.has('--all-experts')) given.push('--all-experts')
-    if (given.length > 0) invalid(`${given.join(', ')}: --format ${format} is weight-only and runs no calibration`)
+    if (given.length > 0) invalid(`${given.join(', ')}: --format ${format}${recipe ? ' with this recipe' : ''} is weight-only and runs no calibration`)
   }
   const deviceText = value(args, '--device')
   if (deviceText !== undefined) options.device = device('--device', deviceText, 'quantize')
@@ -132,7 +141,7 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   const kvCache = value(args, '--kv-cache')
   if (kvCache !== undefined) {
     options.kvCache = choice('--kv-cache', kvCache, KV_CACHE_MODES, 'quantize')
-    if (options.kvCache === 'fp8' && !FORMATS[format].calibrated) invalid(`--kv-cache fp8 calibrates the key and value scales: --format ${format} is weight-only and runs no calibration (use --kv-cache fp8_cast)`)
+    if (options.kvCache === 'fp8' && !calibrated) invalid(`--kv-cache fp8 calibrates the key and value scales: --format ${format} is weight-only and runs no calibration (use --kv-cache fp8_cast)`)
   }
   if (args.switches.has('--keep-indivisible')) {
     if (FORMATS[format].groupSize === null) invalid(`--keep-indivisible applies to the block formats only (${FORMAT_NAMES.filter((f) => FORMATS[f].groupSize !== null).join(', ')})`)
