@@ -6,8 +6,9 @@ import test from 'ava'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
+import { renderPlan } from '../dist/cli/inspect.js'
 import { parseQuantizeArgs } from '../dist/cli/quantize.js'
-import { quantizeModel } from '../dist/index.js'
+import { inspectModel, quantizeModel } from '../dist/index.js'
 import { FIXTURES, readTensors, tempDir } from './helpers/checkpoint.mjs'
 
 const MODEL = join(FIXTURES, 'qwen3_moe', 'hub')
@@ -98,4 +99,28 @@ test('the CLI reads --recipe FILE, and calibrates when the recipe asks for it', 
   t.is(parsed.options.calibration.data, 'data.jsonl')
   const weightOnly = parseQuantizeArgs([MODEL, '--format', 'fp8_pb_wo', '--out', join(dir, 'out')], { calibration: 'data.jsonl' })
   t.is(weightOnly.options.calibration, undefined)
+})
+
+test('inspect previews the plan of a format and recipe, as the run would follow it', async (t) => {
+  const recipe = { rules: [{ modules: '*.self_attn.*', format: 'fp8_pb_wo' }, { modules: '*.self_attn.o_proj', format: null }] }
+  const report = await inspectModel(MODEL, { format: 'w4a16_nvfp4', recipe })
+  t.is(report.plan.quantAlgo, 'MIXED_PRECISION')
+  t.deepEqual(report.plan.layers.slice(0, 4), [
+    { module: 'model.layers.0.self_attn.q_proj', format: 'fp8_pb_wo', quantAlgo: 'fp8_pb_wo' },
+    { module: 'model.layers.0.self_attn.k_proj', format: 'fp8_pb_wo', quantAlgo: 'fp8_pb_wo' },
+    { module: 'model.layers.0.self_attn.v_proj', format: 'fp8_pb_wo', quantAlgo: 'fp8_pb_wo' },
+    { module: 'model.layers.0.mlp.experts', format: 'w4a16_nvfp4', quantAlgo: 'W4A16_NVFP4' },
+  ])
+  // The run writes exactly that plan.
+  const output = join(tempDir(), 'out')
+  await quantizeModel({ model: MODEL, output, format: 'w4a16_nvfp4', recipe, kvCache: 'none' })
+  const written = Object.entries(hfQuant(output).quantized_layers).map(([module, entry]) => [module, entry.quant_algo])
+  t.deepEqual(written, report.plan.layers.map((l) => [l.module, l.quantAlgo]))
+  const rendered = renderPlan(report.plan)
+  t.regex(rendered, /writes MIXED_PRECISION/)
+  t.regex(rendered, /model\.layers\.\*\.self_attn\.q_proj\s+fp8_pb_wo\s+fp8_pb_wo\s+0-1/)
+  // Without a format nothing is previewed; a recipe alone is refused, as a bad one is.
+  t.is((await inspectModel(MODEL)).plan, undefined)
+  await t.throwsAsync(inspectModel(MODEL, { recipe }), { code: 'E_OPTION_INVALID' })
+  await t.throwsAsync(inspectModel(MODEL, { format: 'w4a16_nvfp4', recipe: { rules: [{ modules: 'nothing', format: 'fp8' }] } }), { code: 'E_OPTION_INVALID' })
 })

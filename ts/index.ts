@@ -3,7 +3,7 @@
  * Public API; see README.md for a tour.
  */
 export { inspectModel, isQuantizedCheckpoint } from './api/inspect'
-export type { FormatSupport, InspectReport } from './api/inspect'
+export type { FormatSupport, InspectOptions, InspectReport, PlanPreview } from './api/inspect'
 export { expertTensorNames } from './model/resolve'
 export type { MoeLayer } from './model/resolve'
 export type { KeepReason } from './model/tensor-plan'
@@ -12,7 +12,7 @@ export { REGISTRY, lookupArchitecture } from './model/registry'
 export { computeLogits } from './api/logits'
 export { calibrateModel } from './api/calibrate'
 export { quantizeModel } from './api/quantize'
-export type { KvCacheMode, QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult, LayerError } from './api/quantize'
+export type { KvCacheMode, QuantFormatName, QuantizeOptions, QuantizeProgress, QuantizeResult, LayerError, Recipe } from './api/quantize'
 export type { CalibrateOptions, CalibrationOptions, CalibrationProgress, CalibrationResult, ChatMessage, ExpertCoverage } from './api/calibrate'
 export type { LogitsResult } from './api/logits'
 export { evaluateModel } from './api/evaluate'

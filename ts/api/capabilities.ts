@@ -6,6 +6,7 @@
 import { MoeQuantError } from '../errors'
 import { resolveKvCache } from '../export/kv-cache'
 import { planExport } from '../export/plan'
+import { inDefinitionOrder, isMixed, layerQuantConfig, type Recipe, recipeFormats } from '../export/recipe'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import type { HeaderListing } from '../model/listing'
@@ -51,4 +52,35 @@ export function formatSupport(listing: HeaderListing, report: InspectReport): Fo
       return { ...base, support: 'refused', reason: `${error.code}: ${error.message}` }
     }
   })
+}
+
+/** What a run with a format (and a recipe) would quantize: each quantized module, in `quantized_layers` order. */
+export interface PlanPreview {
+  format: QuantFormatName
+  /** The checkpoint's `quant_algo`: the format's, or `MIXED_PRECISION`. */
+  quantAlgo: string
+  layers: Array<{ module: string; format: QuantFormatName; quantAlgo: string }>
+}
+
+/**
+ * The per-module plan quantizeModel() would follow with `format` and `recipe` (the same planning, no weight read).
+ * @throws MoeQuantError as quantizeModel() would refuse the run (`E_OPTION_INVALID` for the recipe, `E_MODEL_UNSUPPORTED`
+ *   for a calibrated format without a forward of the family …).
+ */
+export function previewPlan(listing: HeaderListing, report: InspectReport, format: QuantFormatName, recipe: Recipe | undefined): PlanPreview {
+  const deciding = recipeFormats(format, recipe).find((f) => FORMATS[f].calibrated)
+  const descriptor = deciding ? describeListing(listing).descriptor : null
+  const kvCache = resolveKvCache(undefined, deciding ?? format, report.modelType).mode
+  const options = { format, scope: 'all' as const, exclude: [], indivisible: 'error' as const, kvCache, maxShardBytes: 1, overwrite: false, tool: { name: '', version: '' }, ...(recipe ? { recipe } : {}) }
+  const { quantizedLayers } = planExport(report, descriptor, listing, options)
+  const formats = new Set(quantizedLayers.values())
+  const single = formats.size === 1 ? ([...formats][0] as QuantFormatName) : format
+  return {
+    format,
+    quantAlgo: isMixed(quantizedLayers) ? 'MIXED_PRECISION' : FORMATS[single].quantAlgo,
+    layers: inDefinitionOrder(quantizedLayers.keys()).map((module) => {
+      const moduleFormat = quantizedLayers.get(module) as QuantFormatName
+      return { module, format: moduleFormat, quantAlgo: String(layerQuantConfig(moduleFormat).quant_algo) }
+    }),
+  }
 }

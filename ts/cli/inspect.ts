@@ -1,7 +1,8 @@
 /** `moe-quant inspect DIR [--json]`: the inspect report as a readable table, or as JSON. */
-import { inspectModel, type InspectReport } from '../api/inspect'
+import { inspectModel, type InspectReport, type PlanPreview } from '../api/inspect'
+import { FORMAT_NAMES } from '../formats'
 import type { MoeLayer } from '../model/resolve'
-import { localModel, parseArgs, UsageError } from './args'
+import { choice, localModel, parseArgs, UsageError, value } from './args'
 import { bytes, count, ranges, table } from './format'
 
 /** Groups consecutive MoE layers that share everything but the layer index, for a compact table. */
@@ -76,31 +77,53 @@ export function renderReport(report: InspectReport): string {
       ),
     )
   }
+  if (report.plan) out.push('', renderPlan(report.plan))
   for (const note of report.notes) out.push(`note: ${note}`)
   return out.join('\n')
 }
 
+/** The plan of a format and recipe, modules that differ only in their layer index on one row. */
+export function renderPlan(plan: PlanPreview): string {
+  const rows = new Map<string, { module: string; format: string; quantAlgo: string; layers: number[] }>()
+  for (const { module, format, quantAlgo } of plan.layers) {
+    const layer = /\.(\d+)\./.exec(module)
+    const pattern = layer ? module.replace(`.${layer[1]}.`, '.*.') : module
+    const row = rows.get(`${pattern} ${format}`) ?? { module: pattern, format, quantAlgo, layers: [] }
+    if (layer) row.layers.push(Number(layer[1]))
+    rows.set(`${pattern} ${format}`, row)
+  }
+  const body = [...rows.values()].map((r) => [r.module, r.format, r.quantAlgo, r.layers.length > 0 ? ranges(r.layers) : ''])
+  return `plan: --format ${plan.format} writes ${plan.quantAlgo} (${plan.layers.length} modules quantized)\n${table(['module', 'format', 'quant_algo', 'layers'], body)}`
+}
+
 export const INSPECT_USAGE = `Usage:
-  moe-quant inspect DIR [--json]
+  moe-quant inspect DIR [--format FORMAT [--recipe FILE]] [--json]
 
 Reads only the headers of the checkpoint in DIR and shows its architecture, expert layout per MoE layer,
 parameter counts, which tensors a quantization would quantize or keep, and which formats the model can
 take (calibrated, weight-only, or not, with the reason).
 
 Options:
-  --json      print the report as JSON (the same data as the tables)
-  -h, --help  show this help`
+  --format FORMAT  also show the plan of a quantization with FORMAT: every module it would quantize, with its
+                   format (${FORMAT_NAMES.join(', ')})
+  --recipe FILE    with --format: the plan of this mixed-precision recipe (as quantize --recipe takes it)
+  --json           print the report as JSON (the same data as the tables)
+  -h, --help       show this help`
 
 /** `moe-quant inspect DIR [--json]`: returns the exit status. */
 export async function inspectCommand(argv: readonly string[]): Promise<number> {
-  const args = parseArgs(argv, { values: [], switches: ['--json'] }, 'inspect')
+  const args = parseArgs(argv, { values: ['--format', '--recipe'], switches: ['--json'] }, 'inspect')
   if (args.help) {
     process.stdout.write(`${INSPECT_USAGE}\n`)
     return 0
   }
   const [dir, ...extra] = args.positional
   if (dir === undefined || extra.length > 0) throw new UsageError('inspect takes exactly one directory', 'inspect')
-  const report = await inspectModel(localModel(dir, 'inspect'))
+  const formatText = value(args, '--format')
+  const format = formatText === undefined ? undefined : choice('--format', formatText, FORMAT_NAMES, 'inspect')
+  const recipe = value(args, '--recipe')
+  if (recipe !== undefined && format === undefined) throw new UsageError('--recipe needs --format (the format of the modules no rule names)', 'inspect')
+  const report = await inspectModel(localModel(dir, 'inspect'), { ...(format ? { format } : {}), ...(recipe ? { recipe } : {}) })
   process.stdout.write(args.switches.has('--json') ? `${JSON.stringify(report, null, 2)}\n` : `${renderReport(report)}\n`)
   return 0
 }
