@@ -36,11 +36,7 @@ impl Naming {
 /// Every tensor the export writes, in the order it queues them: the kept tensors, then layer by layer the
 /// quantized linears and experts (each weight's format tensors, then its `input_scale` when the format is
 /// calibrated and the linear is not weight-only); and the KV cache's scales (0-d f32).
-pub fn output_layout(
-    checkpoint: &Checkpoint,
-    plan: &ExportPlan,
-    formats: &FormatSet,
-) -> Result<Vec<TensorLayout>> {
+pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &FormatSet) -> Result<Vec<TensorLayout>> {
     let mut layout = Vec::new();
     for kept in &plan.keep {
         let (dtype, shape) = kept.layout(checkpoint)?;

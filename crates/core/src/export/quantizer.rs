@@ -10,10 +10,10 @@ use super::kv_cache::kv_scales;
 use super::layout::{check_stack, Naming};
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, FusedOutput, LinearPlan, PerExpertOutput, Stack};
 use super::resident::{ResidentExperts, ResidentQuantizer};
+use super::FormatSet;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
-use super::FormatSet;
 use crate::model::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::{ExpertStats, Observers};
@@ -233,12 +233,10 @@ impl<'a> Quantizer<'a> {
         errors: &mut ErrorSum,
     ) -> Result<Vec<QuantizedLinear>> {
         let [gate_up, down] = fused.stacks(&plan.source)?;
-        let inputs = stats.map_or((0.0, 0.0), |s| (s.gate_up_input_amax, s.down_input_amax));
+        let (gate_up_input, down_input) = stats.map_or((0.0, 0.0), |s| (s.gate_up_input_amax, s.down_input_amax));
         let format = self.formats.experts(plan);
-        Ok(vec![
-            self.quantize_stack(format, &gate_up, inputs.0, errors)?,
-            self.quantize_stack(format, &down, inputs.1, errors)?,
-        ])
+        let gate_up = self.quantize_stack(format, &gate_up, gate_up_input, errors)?;
+        Ok(vec![gate_up, self.quantize_stack(format, &down, down_input, errors)?])
     }
 
     /// One stack `[E, K, N]` read whole and quantized expert by expert (spread over the CPU's cores) as its

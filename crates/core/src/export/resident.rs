@@ -19,10 +19,10 @@ use candle_core::{DType, Tensor};
 
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, PerExpertOutput};
 use super::quantizer::ErrorSum;
+use super::FormatSet;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::{self, DeviceQuantize, OutputTensor, QuantFormat, QuantizedWeight};
-use super::FormatSet;
 use crate::model::descriptor::{expert_name, ExpertTensors};
 use crate::model::loader::ExpertWeights;
 use crate::model::observe::{ExpertStats, Observers};
@@ -177,7 +177,6 @@ impl<'a> ResidentQuantizer<'a> {
         }
         Ok(true)
     }
-
 }
 
 /// A format with its kernel.
