@@ -73,6 +73,7 @@ test('the default report and the run record are published inside the output, wit
     exclude: ['model.layers.1.*'],
     indivisible: 'error',
     scope: 'all',
+    recipe: null,
     kvCache: 'fp8_cast',
     maxShardBytes: 5e9,
     calibration: { source: 'ids', samples: 1, seqLen: 8, batchSize: 1, allExperts: false },
