@@ -82,7 +82,10 @@ fn fused_attention_matches_eager_attention_op_by_op() {
                     let (worst, equal) = compare(&got, &expected, dtype, 1.0 / 32.0);
                     let label = format!("{dtype:?} D {d} B {b} H {heads} KV {kv} T {t} {mask:?} sinks {with_sinks}");
                     println!("{label}: {worst} ulps at most, {:.4} equal", equal);
-                    assert!(worst <= 16.0 && equal >= 0.5, "{label}: {worst} ulps, {equal} equal");
+                    // Measured on an H100: at most 3.4 bf16 ulps and 16 f16 ulps (f16 ulps are 8x finer), and
+                    // at least 99.9% of outputs equal, over every case.
+                    let bound = if dtype == DType::BF16 { 8.0 } else { 64.0 };
+                    assert!(worst <= bound && equal >= 0.99, "{label}: {worst} ulps, {equal} equal");
                     // The maximum recorded for the output is exactly the amax kernel's.
                     let recorded = cuda::known_max::known(&got).unwrap().to_scalar::<f32>().unwrap();
                     assert_eq!(recorded, cuda::amax(&got.contiguous().unwrap()).unwrap().to_scalar::<f32>().unwrap());
