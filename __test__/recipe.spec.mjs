@@ -62,6 +62,12 @@ test('a rule of null keeps its modules in 16 bits; a recipe that leaves one form
   const all = join(tempDir(), 'all')
   await quantizeModel({ model: MODEL, output: all, format: 'w4a16_nvfp4', recipe: { rules: [{ modules: '*', format: 'fp8_pb_wo' }] }, kvCache: 'none' })
   t.is(hfQuant(all).quant_algo, 'fp8_pb_wo')
+  // A calibrated format whose modules all went to a weight-only one: the run still calibrates (as it was asked to,
+  // and as its plan was made), and writes that format without input scales.
+  const moved = join(tempDir(), 'moved')
+  await quantizeModel({ model: MODEL, output: moved, format: 'nvfp4', recipe: { rules: [{ modules: '*', format: 'fp8_pb_wo' }] }, calibration: CALIBRATION, kvCache: 'none', coverageReport: false })
+  t.is(hfQuant(moved).quant_algo, 'fp8_pb_wo')
+  t.false(Object.keys(readTensors(join(moved, 'model.safetensors'))).some((name) => name.endsWith('input_scale')))
 })
 
 test('a recipe with a calibrated format makes the run calibrate; weight-only throughout, it takes no calibration', async (t) => {

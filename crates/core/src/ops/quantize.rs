@@ -135,7 +135,8 @@ pub struct Calibration<'a> {
 }
 
 /// Quantizes the checkpoint in `dir` as `plan` says and writes it to `target`: calibrated (`calibration`
-/// given, required by a calibrated format) or weight-only (`None`, the format must need no calibration).
+/// given, required when a format of the plan is calibrated; a run asked to calibrate whose recipe left only
+/// weight-only formats still runs its forward, which its plan was made with) or weight-only (`None`).
 pub fn quantize_checkpoint(
     dir: &Path,
     target: &Path,
@@ -146,13 +147,9 @@ pub fn quantize_checkpoint(
     let formats = FormatSet::new(plan, false);
     let calibrated = formats.calibrated();
     match calibration {
-        Some(calibration) if calibrated => quantize_calibrated(dir, target, plan, &calibration, control),
+        Some(calibration) => quantize_calibrated(dir, target, plan, &calibration, control),
         None if !calibrated => quantize_weights(dir, target, plan, control),
-        _ => Err(Error::internal(format!(
-            "{} {} calibration",
-            formats.names(),
-            if calibrated { "needs" } else { "takes no" }
-        ))),
+        None => Err(Error::internal(format!("{} needs calibration", formats.names()))),
     }
 }
 
