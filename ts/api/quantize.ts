@@ -73,7 +73,7 @@ export interface QuantizeOptions {
    * Mixed precision (ModelOpt's `MIXED_PRECISION`): modules in other formats than `format`, given as an object or as
    * the path of a JSON file, `{ "rules": [{ "modules": pattern, "format": format or null }, …] }`. A module takes the
    * format of the last rule whose pattern (`*` wildcards, whole names) matches its name, else `format` (within
-   * `scope`); `null` keeps it in 16 bits. Linears are named as in the output (`model.layers.0.self_attn.q_proj`),
+   * `scope`); `null` keeps it in 16 bits, as `exclude` does whatever the rules say. Linears are named as in the output (`model.layers.0.self_attn.q_proj`),
    * a layer's routed experts by their module (`model.layers.0.mlp.experts`). Modules that read one input (q/k/v,
    * gate/up) take one format; a rule that matches nothing is refused.
    */
