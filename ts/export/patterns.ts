@@ -27,14 +27,21 @@ export class Excludes {
 
   /** @throws MoeQuantError `E_OPTION_INVALID` naming the patterns that matched no module, with examples of names. */
   refuseUnmatched(quantizedModules: readonly string[]): void {
-    const unmatched = this.given.filter((_, i) => !this.matched.has(i))
-    if (unmatched.length === 0) return
-    const examples = [...new Set(quantizedModules.map((m) => m.replace(/\.\d+\./g, '.*.')))].slice(0, 4)
-    throw new MoeQuantError(
-      'E_OPTION_INVALID',
-      `exclude: ${unmatched.map((p) => JSON.stringify(p)).join(', ')} ${unmatched.length > 1 ? 'match' : 'matches'} no module of this model ` +
-        `(patterns match whole module names with * wildcards, e.g. ${examples.join(', ')})`,
-    )
+    refuseUnmatched('exclude', this.given.filter((_, i) => !this.matched.has(i)), 'module', quantizedModules)
   }
+}
+
+/**
+ * @throws MoeQuantError `E_OPTION_INVALID` when `unmatched` (patterns of `option` that matched no `what` of the model)
+ *   is not empty, naming them, with examples of names from `modules` (layer indices as `*`).
+ */
+export function refuseUnmatched(option: string, unmatched: readonly string[], what: string, modules: readonly string[]): void {
+  if (unmatched.length === 0) return
+  const examples = [...new Set(modules.map((m) => m.replace(/\.\d+\./g, '.*.')))].slice(0, 4)
+  throw new MoeQuantError(
+    'E_OPTION_INVALID',
+    `${option}: ${unmatched.map((p) => JSON.stringify(p)).join(', ')} ${unmatched.length > 1 ? 'match' : 'matches'} no ${what} of this model ` +
+      `(patterns match whole module names with * wildcards, e.g. ${examples.join(', ')})`,
+  )
 }
 

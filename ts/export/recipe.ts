@@ -13,7 +13,7 @@
 import { MoeQuantError } from '../errors'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import { type KvCacheMode, kvCacheQuantAlgo, kvCacheScheme } from './kv-cache'
-import { globToRegExp } from './patterns'
+import { globToRegExp, refuseUnmatched } from './patterns'
 
 export interface RecipeRule {
   /** A module-name pattern, `*` matching any run of characters. */
@@ -90,13 +90,7 @@ export class RecipeMatcher {
     // A rule shadowed by a later one for every module it matches still matched.
     for (const module of modules) this.patterns.forEach((re, i) => re.test(module) && this.matched.add(i))
     const unmatched = this.recipe.rules.flatMap((rule, i) => (this.matched.has(i) ? [] : [rule.modules]))
-    if (unmatched.length === 0) return
-    const examples = [...new Set(modules.map((m) => m.replace(/\.\d+\./g, '.*.')))].slice(0, 4)
-    throw new MoeQuantError(
-      'E_OPTION_INVALID',
-      `recipe: ${unmatched.map((p) => JSON.stringify(p)).join(', ')} ${unmatched.length > 1 ? 'match' : 'matches'} no quantizable module of this model ` +
-        `(patterns match whole module names with * wildcards, e.g. ${examples.join(', ')})`,
-    )
+    refuseUnmatched('recipe', unmatched, 'quantizable module', modules)
   }
 }
 
