@@ -6,7 +6,7 @@
 import { MoeQuantError } from '../errors'
 import { resolveKvCache } from '../export/kv-cache'
 import { planExport } from '../export/plan'
-import { inDefinitionOrder, isMixed, layerQuantConfig, type Recipe, recipeFormats } from '../export/recipe'
+import { inDefinitionOrder, layerQuantConfig, type Recipe, recipeFormats, singleFormat } from '../export/recipe'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
 import type { HeaderListing } from '../model/listing'
@@ -73,11 +73,10 @@ export function previewPlan(listing: HeaderListing, report: InspectReport, forma
   const kvCache = resolveKvCache(undefined, deciding ?? format, report.modelType).mode
   const options = { format, scope: 'all' as const, exclude: [], indivisible: 'error' as const, kvCache, maxShardBytes: 1, overwrite: false, tool: { name: '', version: '' }, ...(recipe ? { recipe } : {}) }
   const { quantizedLayers } = planExport(report, descriptor, listing, options)
-  const formats = new Set(quantizedLayers.values())
-  const single = formats.size === 1 ? ([...formats][0] as QuantFormatName) : format
+  const single = singleFormat(quantizedLayers, format)
   return {
     format,
-    quantAlgo: isMixed(quantizedLayers) ? 'MIXED_PRECISION' : FORMATS[single].quantAlgo,
+    quantAlgo: single ? FORMATS[single].quantAlgo : 'MIXED_PRECISION',
     layers: inDefinitionOrder(quantizedLayers.keys()).map((module) => {
       const moduleFormat = quantizedLayers.get(module) as QuantFormatName
       return { module, format: moduleFormat, quantAlgo: String(layerQuantConfig(moduleFormat).quant_algo) }

@@ -16,7 +16,7 @@ import { planCopies } from './files'
 import { type KvCacheMode, kvScalePlans } from './kv-cache'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, MODELOPT_VERSION, outputConfigJson, quantizationConfig } from './modelopt'
 import { Excludes } from './patterns'
-import { isMixed, mixedHfQuantConfig, mixedQuantizationConfig, type Recipe, RecipeMatcher } from './recipe'
+import { mixedHfQuantConfig, mixedQuantizationConfig, type Recipe, RecipeMatcher, singleFormat } from './recipe'
 import { dumpPyJson } from './python-json'
 
 /**
@@ -437,11 +437,9 @@ function routerModuleNames(report: InspectReport): [string, string][] {
 
 /** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules`. */
 function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[], layers: Map<string, QuantFormatName>): Record<string, string> {
-  const mixed = isMixed(layers)
-  // A recipe that leaves one format writes that format's files, as ModelOpt does.
-  const format = new Set(layers.values()).size === 1 ? ([...layers.values()][0] as QuantFormatName) : options.format
-  const config = mixed ? mixedQuantizationConfig(layers, MODELOPT_VERSION, options.kvCache) : quantizationConfig(format, exclude, undefined, options.kvCache)
-  const hfQuant = mixed ? mixedHfQuantConfig(layers, MODELOPT_VERSION, options.tool, options.kvCache) : hfQuantConfig(format, exclude, undefined, options.tool, options.kvCache)
+  const format = singleFormat(layers, options.format)
+  const config = format ? quantizationConfig(format, exclude, undefined, options.kvCache) : mixedQuantizationConfig(layers, MODELOPT_VERSION, options.kvCache)
+  const hfQuant = format ? hfQuantConfig(format, exclude, undefined, options.tool, options.kvCache) : mixedHfQuantConfig(layers, MODELOPT_VERSION, options.tool, options.kvCache)
   return { 'config.json': outputConfigJson(listing.config, config, `${listing.dir}/config.json`), [HF_QUANT_CONFIG]: dumpPyJson(hfQuant) }
 }
 
@@ -490,7 +488,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   return {
     plan: { format: options.format, keep, linears, experts, kv_scales: kvScales, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite },
     keptIndivisible: planning.keptIndivisible,
-    excludeModules: isMixed(planning.quantizedLayers) ? [] : exclude,
+    excludeModules: singleFormat(planning.quantizedLayers, options.format) ? exclude : [],
     quantizedLayers: planning.quantizedLayers,
     skippedFiles: skipped,
   }

@@ -123,9 +123,14 @@ export function inDefinitionOrder(modules: Iterable<string>): string[] {
   return keyed.map(([, module]) => module)
 }
 
-/** Whether the quantized modules' entries differ: ModelOpt then writes `MIXED_PRECISION`. */
-export function isMixed(layers: ReadonlyMap<string, QuantFormatName>): boolean {
-  return new Set([...layers.values()].map((format) => JSON.stringify(layerQuantConfig(format)))).size > 1
+/**
+ * The one format a checkpoint whose quantized modules are `layers` is written in (`fallback` when none is
+ * quantized), or null when their entries differ: ModelOpt then writes `MIXED_PRECISION`. A recipe that leaves one
+ * format writes that format's files, as ModelOpt does.
+ */
+export function singleFormat(layers: ReadonlyMap<string, QuantFormatName>, fallback: QuantFormatName): QuantFormatName | null {
+  const entries = new Map([...layers.values()].map((format) => [JSON.stringify(layerQuantConfig(format)), format]))
+  return entries.size > 1 ? null : ([...entries.values()][0] ?? fallback)
 }
 
 /** hf_quant_config.json's `quantized_layers`, in definition order. */

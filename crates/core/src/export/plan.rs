@@ -219,18 +219,17 @@ impl ExportPlan {
         layers.into_iter().collect()
     }
 
-    /// The formats its linears and experts are written in, in [`FormatName::ALL`]'s order.
+    /// The formats its linears and experts are written in (the plan's own when it quantizes nothing), in
+    /// [`FormatName::ALL`]'s order.
     pub fn formats_used(&self) -> Vec<FormatName> {
-        let named: std::collections::BTreeSet<usize> = self
+        let named: Vec<FormatName> = self
             .linears
             .iter()
             .map(|l| l.format)
             .chain(self.experts.iter().map(|x| x.format))
             .map(|name| name.unwrap_or(self.format))
-            .chain((self.linears.is_empty() && self.experts.is_empty()).then_some(self.format))
-            .filter_map(|name| FormatName::ALL.iter().position(|&n| n == name))
             .collect();
-        named.into_iter().map(|index| FormatName::ALL[index]).collect()
+        FormatName::ALL.into_iter().filter(|n| named.contains(n) || (named.is_empty() && *n == self.format)).collect()
     }
 }
 
