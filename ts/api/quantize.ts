@@ -10,6 +10,7 @@ import * as path from 'node:path'
 import { MoeQuantError } from '../errors'
 import { KV_CACHE_MODES, type KvCacheMode, resolveKvCache } from '../export/kv-cache'
 import { type PlannedExport, planExport, type QuantizeScope } from '../export/plan'
+import { checkCompressedTensorsOptions, EXPORT_FORMATS, type ExportFormat } from '../export/compressed-tensors'
 import { parseRecipe, type Recipe, recipeFormats } from '../export/recipe'
 import { FORMAT_NAMES, FORMATS, type QuantFormatName } from '../formats'
 import type { InspectReport } from '../model/inspection'
@@ -88,6 +89,13 @@ export interface QuantizeOptions {
    */
   kvCache?: KvCacheMode
   /**
+   * How the checkpoint is written: `'modelopt'` (default; ModelOpt's unified HF checkpoint with hf_quant_config.json,
+   * byte for byte as ModelOpt exports it) or `'compressed-tensors'` (vLLM's native format, as llm-compressor writes
+   * it: formats `nvfp4`, `w4a16_nvfp4`, `fp8`, `fp8_pc_pt`, `fp8_pb_wo` as its NVFP4, NVFP4A16, FP8, FP8_DYNAMIC and
+   * FP8_BLOCK presets, FP8 with bf16 scales; no recipe, KV cache left in 16 bits).
+   */
+  exportFormat?: ExportFormat
+  /**
    * The expert-coverage heatmap (HTML). By default it is written into the output directory
    * (`moe-quant-coverage.html`, published with the checkpoint); a path writes it there instead once the
    * checkpoint is complete (not inside the input; an existing file only with `overwrite`); `false` for none.
@@ -132,6 +140,8 @@ export interface QuantizeResult {
   format: QuantFormatName
   /** The KV cache's quantization as written (`kvCache`, or its default for the model). */
   kvCache: KvCacheMode
+  /** The form the checkpoint was written in. */
+  exportFormat: ExportFormat
   /** Weight bytes (safetensors files) before and after. */
   sizeBytes: { before: number; after: number }
   /** Per decoder layer, the weight quantization error. */
@@ -180,6 +190,7 @@ const QUANTIZE_OPTIONS: Rules<QuantizeOptions> = {
   indivisible: { test: is.oneOf(['error', 'keep']), expected: "'error' or 'keep'" },
   scope: { test: is.oneOf(['all', 'mlp', 'experts']), expected: "'all', 'mlp' or 'experts'" },
   recipe: { test: (value) => is.nonEmptyString(value) || (typeof value === 'object' && value !== null), expected: 'a recipe object or the path of a recipe file' },
+  exportFormat: { test: is.oneOf(EXPORT_FORMATS), expected: EXPORT_FORMATS.map((f) => `'${f}'`).join(' or ') },
   kvCache: { test: is.oneOf(KV_CACHE_MODES), expected: KV_CACHE_MODES.map((m) => `'${m}'`).join(', ').replace(/, ([^,]*)$/, ' or $1') },
   coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path or false' },
   onProgress: rules.callback,
@@ -253,6 +264,7 @@ function runRecord(
       scope: options.scope ?? 'all',
       recipe: resolved.recipe ?? null,
       kvCache: resolved.kvCache,
+      exportFormat: options.exportFormat ?? 'modelopt',
       maxShardBytes: resolved.maxShardBytes,
       calibration: request && {
         source: 'path' in request.source ? request.source.path : request.source.kind,
@@ -320,6 +332,8 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
   const listing = await readListing(options.model)
   refuseQuantizedSource(listing, { modelOpt: true })
   const recipe = resolveRecipe(options.recipe)
+  const compressedTensors = options.exportFormat === 'compressed-tensors'
+  if (compressedTensors) checkCompressedTensorsOptions(options)
   const deciding = calibratingFormat(options.format, recipe)
   checkCalibrationOption(options, deciding)
   const calibrated = FORMATS[deciding].calibrated
@@ -327,7 +341,7 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
   const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, options.device ?? 'cpu')
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }
-  const { mode: kvCache, note: kvCacheNote } = resolveKvCache(options.kvCache, deciding, report.modelType)
+  const { mode: kvCache, note: kvCacheNote } = compressedTensors ? { mode: 'none' as const, note: undefined } : resolveKvCache(options.kvCache, deciding, report.modelType)
   const planned = planExport(report, descriptor, listing, {
     format: options.format,
     exclude: options.exclude ?? [],
@@ -338,6 +352,7 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
     overwrite,
     tool,
     ...(recipe ? { recipe } : {}),
+    ...(compressedTensors ? { exportFormat: 'compressed-tensors' as const } : {}),
   })
   const customReport = typeof options.coverageReport === 'string' ? options.coverageReport : undefined
   if (customReport !== undefined) await checkReportPath(customReport, { model: options.model, overwrite, option: 'coverageReport' })
@@ -400,6 +415,7 @@ async function finish(options: QuantizeOptions, prepared: Prepared, report: Quan
     output,
     format: options.format,
     kvCache: prepared.kvCache,
+    exportFormat: options.exportFormat ?? 'modelopt',
     sizeBytes: { before: weightBytes(prepared.listing.files), after: weightBytes(report.files) },
     // JSON carries an infinite error (a weight near the bf16 maximum whose quantized value overflows f32 when read
     // back) as null.

@@ -11,6 +11,7 @@ import type { CalibrationOptions } from '../api/calibrate'
 import { type QuantizeOptions, type QuantizeResult, resolveRecipe } from '../api/quantize'
 import { MoeQuantError } from '../errors'
 import { KV_CACHE_MODES } from '../export/kv-cache'
+import { EXPORT_FORMATS } from '../export/compressed-tensors'
 import { recipeFormats } from '../export/recipe'
 import { FORMAT_NAMES, FORMATS } from '../formats'
 import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
@@ -54,6 +55,9 @@ Options:
                           name (* wildcards), else --format; null keeps it in 16 bits
   --kv-cache MODE         the KV cache, as hf_ptq's --kv_cache_qformat: fp8_cast (default: FP8 with a constant
                           scale), fp8 (FP8 with calibrated key and value scales; calibrated formats only), none
+  --export-format FORM    modelopt (default: ModelOpt's checkpoint, hf_quant_config.json) or compressed-tensors
+                          (vLLM's native format, as llm-compressor writes it: nvfp4, w4a16_nvfp4, fp8,
+                          fp8_pc_pt and fp8_pb_wo; no --recipe, KV cache in 16 bits)
   --all-experts           route every calibration token through every expert, for statistics only
   --coverage FILE         write the expert-coverage report to FILE (default: OUT/moe-quant-coverage.html)
   --no-coverage           do not write the expert-coverage report
@@ -69,7 +73,7 @@ export interface QuantizeCommandArgs {
 export type ParsedQuantizeArgs = ({ help: false } & QuantizeCommandArgs) | { help: true }
 
 const FLAGS: FlagSpec = {
-  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope', '--kv-cache', '--recipe'],
+  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope', '--kv-cache', '--recipe', '--export-format'],
   repeatable: ['--exclude'],
   switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
 }
@@ -143,6 +147,8 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
     options.kvCache = choice('--kv-cache', kvCache, KV_CACHE_MODES, 'quantize')
     if (options.kvCache === 'fp8' && !calibrated) invalid(`--kv-cache fp8 calibrates the key and value scales: --format ${format} is weight-only and runs no calibration (use --kv-cache fp8_cast)`)
   }
+  const exportFormat = value(args, '--export-format')
+  if (exportFormat !== undefined) options.exportFormat = choice('--export-format', exportFormat, EXPORT_FORMATS, 'quantize')
   if (args.switches.has('--keep-indivisible')) {
     if (FORMATS[format].groupSize === null) invalid(`--keep-indivisible applies to the block formats only (${FORMAT_NAMES.filter((f) => FORMATS[f].groupSize !== null).join(', ')})`)
     options.indivisible = 'keep'
@@ -186,7 +192,7 @@ export function renderSummary(result: QuantizeResult): string {
       ? 'none'
       : result.uncalibratedExperts.map((l) => `layer ${l.layer}: ${l.experts.length} (${l.experts.join(', ')})`).join('; ')
   const rows: Array<[string, string]> = [
-    ['format', result.format.toUpperCase()],
+    ['format', `${result.format.toUpperCase()}${result.exportFormat === 'compressed-tensors' ? ' (compressed-tensors)' : ''}`],
     ['KV cache', KV_CACHE_LABELS[result.kvCache]],
     ['size', `${bytes(before)} → ${bytes(after)} (${ratio})`],
     ['quantized tensors', quantizedTensors(result)],

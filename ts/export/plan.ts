@@ -10,9 +10,11 @@ import type { InspectReport } from '../model/inspection'
 import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture, wrapperTiesEmbeddings } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
-import type { DenseMlpDescriptor, ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
+import type { ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
+import { type ExportFormat, compressedTensorsConfig, compressedTensorsConfigJson } from './compressed-tensors'
 import { checkExpertsForFormat } from './format-limits'
 import { planCopies } from './files'
+import { inputGroups } from './input-groups'
 import { type KvCacheMode, kvScalePlans } from './kv-cache'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, MODELOPT_VERSION, outputConfigJson, quantizationConfig } from './modelopt'
 import { Excludes } from './patterns'
@@ -48,13 +50,15 @@ export interface PlanOptions {
   tool: { name: string; version: string }
   /** Modules given another format than `format`, or none (export/recipe.ts): `MIXED_PRECISION`. */
   recipe?: Recipe
+  /** ModelOpt's form (default) or compressed-tensors' (export/compressed-tensors.ts, checked by its caller). */
+  exportFormat?: ExportFormat
 }
 
 export interface PlannedExport {
   plan: ExportPlan
   /** Linears kept unquantized because an input dimension is not a multiple of the format's group size (NVFP4). */
   keptIndivisible: string[]
-  /** The `exclude_modules` written. */
+  /** The `exclude_modules` written (compressed-tensors' form: its `ignore`). */
   excludeModules: string[]
   /** Each quantized module's format, by its name in `quantized_layers` (routed experts by their experts module). */
   quantizedLayers: Map<string, QuantFormatName>
@@ -123,91 +127,6 @@ function expertNaming(layer: MoeLayer, modelType: string): ExpertNaming {
 function stackedNaming(layer: MoeLayer): ExpertNaming {
   const gateUp = layer.tensors.gateUp as string
   return { output: { kind: 'fused', gate_up: gateUp, down: layer.tensors.down }, modules: [gateUp.slice(0, gateUp.lastIndexOf('.'))] }
-}
-
-/** Sibling linears that read one input, by name: q/k/v (Kimi Delta Attention's with the first projections of its
- * decay and output gate and b_proj, the decay's beside them on the hub, in `forget_gate` in transformers 5), MLA's two
- * down-projections (with a sparse-attention indexer, its wk and weights_proj read the same input, and its wq_b the
- * query latent q_b_proj reads), gate/up (w1/w3), and the query/key/value and output-gate projections of a Gated
- * DeltaNet mixer (Qwen3.5). The first group a module completes is its group. */
-const NAMED_INPUT_GROUPS = [
-  ['q_proj', 'k_proj', 'v_proj', 'f_a_proj', 'b_proj', 'g_a_proj'],
-  ['q_proj', 'k_proj', 'v_proj', 'forget_gate.f_a_proj', 'b_proj', 'g_a_proj'],
-  ['q_proj', 'k_proj', 'v_proj'],
-  ['q_a_proj', 'kv_a_proj_with_mqa', 'indexer.wk', 'indexer.weights_proj'],
-  ['q_a_proj', 'kv_a_proj_with_mqa'],
-  ['q_proj', 'kv_a_proj_with_mqa'],
-  ['q_b_proj', 'indexer.wq_b'],
-  ['gate_proj', 'up_proj'],
-  ['w1', 'w3'],
-  ['in_proj_qkv', 'in_proj_z'],
-] as const
-
-/**
- * Groups of linears that read the same input: q/k/v (MLA: the query and key/value down-projections; Gated DeltaNet:
- * its input projections; lightning attention: qkv_proj and output_gate; Kimi Delta Attention: q/k/v, f_a_proj,
- * b_proj and g_a_proj), and gate/up of dense MLPs and shared experts (of both sublayers of a LongCat-Flash layer).
- * From the
- * forward's descriptor when there is one; otherwise (weight-only formats, which run no forward) from the
- * module names (NAMED_INPUT_GROUPS, siblings of one parent).
- */
-function inputGroups(descriptor: ModelDescriptor | null, modules: Iterable<string>): string[][] {
-  const groups: string[][] = []
-  if (!descriptor) {
-    const present = new Set(modules)
-    for (const module of present) {
-      for (const [first, ...rest] of NAMED_INPUT_GROUPS) {
-        if (!module.endsWith(`.${first}`)) continue
-        const parent = module.slice(0, -first.length)
-        const group = [module, ...rest.map((leaf) => `${parent}${leaf}`)]
-        if (group.every((m) => present.has(m))) {
-          groups.push(group)
-          break
-        }
-      }
-    }
-    return groups
-  }
-  // Gate and up of an MLP are two linears reading one input (a fused gate_up, or an ungated up, is one).
-  const mlpGroup = (mlp: DenseMlpDescriptor): void => {
-    if (mlp.gate && mlp.up) groups.push([mlp.gate, mlp.up])
-  }
-  // A LongCat-Flash layer's second attention and its two dense MLPs are sublayers of their own.
-  const sublayers = descriptor.layers.flatMap(({ attention, mlp, double }) => [
-    { attention, mlp },
-    ...(double
-      ? [
-          { attention: double.attention, mlp: { kind: 'dense' as const, ...double.first_mlp } },
-          { attention: undefined, mlp: { kind: 'dense' as const, ...double.second_mlp } },
-        ]
-      : []),
-  ])
-  for (const { attention, mlp } of sublayers) {
-    // A fused q/k/v projection is one linear; keys that are the values too are one (Gemma 4: q and k).
-    if (attention?.kind === 'gqa' && !attention.qkv) {
-      groups.push(attention.values_from_keys ? [attention.q, attention.k] : [attention.q, attention.k, attention.v])
-    }
-    if (attention?.kind === 'mla') {
-      // A sparse-attention indexer reads the layer's input (wk, weights_proj) and the query latent (wq_b).
-      const indexer = attention.sparse?.indexer
-      groups.push([(attention.q_a_proj ?? attention.q_proj) as string, attention.kv_a_proj, ...(indexer ? [indexer.wk, indexer.weights_proj] : [])])
-      if (indexer && attention.q_b_proj) groups.push([attention.q_b_proj, indexer.wq_b])
-    }
-    if (attention?.kind === 'gated_delta_net') {
-      // Every input projection reads the layer's normed hidden states (ModelOpt leaves in_proj_a/b, in_proj_ba unquantized).
-      const p = attention.projections
-      groups.push(p.layout === 'grouped' ? [p.qkvz, p.ba] : [p.qkv, p.z, p.b, p.a])
-    }
-    // Lightning attention's qkv_proj and output_gate both read the layer's normed hidden states.
-    if (attention?.kind === 'lightning') groups.push([attention.qkv_proj, attention.output_gate])
-    // So do Kimi Delta Attention's q, k, v, the decay's and the output gate's first projections, and b_proj.
-    if (attention?.kind === 'kimi_delta_attention') {
-      groups.push([attention.q_proj, attention.k_proj, attention.v_proj, attention.f_a_proj, attention.b_proj, attention.g_a_proj])
-    }
-    if (mlp?.kind === 'dense') mlpGroup(mlp)
-    if (mlp?.kind === 'moe' && mlp.shared) mlpGroup(mlp.shared.mlp)
-  }
-  return groups
 }
 
 /** What planning the experts and the linears shares. */
@@ -322,6 +241,9 @@ function planExperts(report: InspectReport, planning: Planning): { experts: Expo
       continue
     }
     checkExpertsForFormat(layer, format, naming.output.kind, names[0] as string)
+    if (naming.output.kind === 'fused' && planning.options.exportFormat === 'compressed-tensors') {
+      throw new MoeQuantError('E_OPTION_INVALID', `exportFormat 'compressed-tensors': the experts of ${layer.block} are written stacked (${names[0]}), which compressed-tensors has no form for; use exportFormat 'modelopt'`)
+    }
     for (const name of names) expertTensors.add(name)
     experts.push({ layer: layer.layer, block: layer.block, source: expertSource(layer), output: naming.output, ...(planning.recipe ? { format } : {}) })
     planning.quantizedModules.push(...naming.modules)
@@ -435,12 +357,15 @@ function routerModuleNames(report: InspectReport): [string, string][] {
   })
 }
 
-/** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules`. */
-function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[], layers: Map<string, QuantFormatName>): Record<string, string> {
+/** config.json and hf_quant_config.json of the output, with ModelOpt's `exclude_modules` (compressed-tensors' form:
+ * config.json alone, with the unquantized linears listed in `ignore`). */
+function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[], layers: Map<string, QuantFormatName>, ignore: string[]): Record<string, string> {
+  const source = `${listing.dir}/config.json`
+  if (options.exportFormat === 'compressed-tensors') return { 'config.json': compressedTensorsConfigJson(listing.config, compressedTensorsConfig(options.format, ignore), source) }
   const format = singleFormat(layers, options.format)
   const config = format ? quantizationConfig(format, exclude, undefined, options.kvCache) : mixedQuantizationConfig(layers, MODELOPT_VERSION, options.kvCache)
   const hfQuant = format ? hfQuantConfig(format, exclude, undefined, options.tool, options.kvCache) : mixedHfQuantConfig(layers, MODELOPT_VERSION, options.tool, options.kvCache)
-  return { 'config.json': outputConfigJson(listing.config, config, `${listing.dir}/config.json`), [HF_QUANT_CONFIG]: dumpPyJson(hfQuant) }
+  return { 'config.json': outputConfigJson(listing.config, config, source), [HF_QUANT_CONFIG]: dumpPyJson(hfQuant) }
 }
 
 /** Builds the export plan; `descriptor` is the calibration forward's (null for a weight-only format). */
@@ -483,12 +408,17 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const unlisted = lookupArchitecture(report.modelType)?.exportUnlisted ?? []
   for (const module of unquantized) if (unlisted.some((suffix) => module.endsWith(suffix))) unquantized.delete(module)
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
-  const files = metadataFiles(listing, options, exclude, planning.quantizedLayers)
+  // compressed-tensors' `ignore`: the unquantized linears by name (lm_head, and those excluded, out of scope or kept).
+  const quantizedModules = new Set(planning.quantizedModules)
+  const linearNames = report.tensors.quantize.filter((t) => t.endsWith('.weight')).map((t) => outputName(planning, moduleOf(t)))
+  const hasLmHead = unquantized.has('lm_head') || listing.tensors.some((t) => t.name === 'lm_head.weight')
+  const ignore = [...new Set([...(hasLmHead ? ['lm_head'] : []), ...linearNames.filter((m) => !quantizedModules.has(m))])].sort()
+  const files = metadataFiles(listing, options, exclude, planning.quantizedLayers, ignore)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))
   return {
-    plan: { format: options.format, keep, linears, experts, kv_scales: kvScales, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite },
+    plan: { format: options.format, keep, linears, experts, kv_scales: kvScales, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite, encoding: options.exportFormat ?? 'modelopt' },
     keptIndivisible: planning.keptIndivisible,
-    excludeModules: singleFormat(planning.quantizedLayers, options.format) ? exclude : [],
+    excludeModules: options.exportFormat === 'compressed-tensors' ? ignore : singleFormat(planning.quantizedLayers, options.format) ? exclude : [],
     quantizedLayers: planning.quantizedLayers,
     skippedFiles: skipped,
   }

@@ -1,9 +1,10 @@
 //! The formats of one plan: the plan's own and those a recipe gives single linears or experts blocks
 //! (`MIXED_PRECISION`), each made once and looked up by name.
 
-use crate::formats::{self, FormatName, QuantFormat};
+use crate::formats::{self, Fp8Bf16Scales, Fp8Granularity, FormatName, QuantFormat};
 
 use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
+use super::Encoding;
 
 pub struct FormatSet {
     /// One per [`FormatName::ALL`], in that order.
@@ -14,10 +15,25 @@ pub struct FormatSet {
 }
 
 impl FormatSet {
-    /// The formats of `plan`, with torch's CUDA arithmetic where `torch_cuda` (see [`formats::format`]).
+    /// The formats of `plan`, with torch's CUDA arithmetic where `torch_cuda` (see [`formats::format`]). A plan
+    /// written in compressed-tensors' form quantizes FP8 with bf16 scales, as that form stores them.
     pub fn new(plan: &ExportPlan, torch_cuda: bool) -> Self {
+        let make = |name: FormatName| -> Box<dyn QuantFormat> {
+            let granularity = match name {
+                FormatName::Fp8 => Some(Fp8Granularity::Tensor),
+                FormatName::Fp8PcPt => Some(Fp8Granularity::Channel),
+                FormatName::Fp8PbWo => Some(Fp8Granularity::Block),
+                _ => None,
+            };
+            match granularity {
+                Some(granularity) if plan.encoding == Encoding::CompressedTensors => {
+                    Box::new(Fp8Bf16Scales { granularity })
+                }
+                _ => formats::format(name, torch_cuda),
+            }
+        };
         FormatSet {
-            all: FormatName::ALL.iter().map(|&name| formats::format(name, torch_cuda)).collect(),
+            all: FormatName::ALL.iter().map(|&name| make(name)).collect(),
             used: plan.formats_used(),
             default: plan.format,
         }

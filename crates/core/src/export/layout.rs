@@ -3,7 +3,7 @@
 
 use super::kv_cache::kv_scale_names;
 use super::plan::{ExpertOutput, ExportPlan, Stack};
-use super::FormatSet;
+use super::{compressed, Encoding, FormatSet};
 use crate::checkpoint::{Checkpoint, Dtype, TensorLayout};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat};
@@ -44,17 +44,17 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
     }
     // `scaled`: the weight's format is calibrated and calibration sees its input (not a plan's weight-only linear),
     // so it has an input scale.
-    let mut add = |naming: Naming, output: &str, tensors: Vec<(&'static str, Dtype, Vec<usize>)>, scaled: bool| {
+    let mut add = |naming: Naming, output: &str, format: &dyn QuantFormat, mut tensors: Vec<_>, scaled: bool| {
+        if scaled {
+            tensors.push((INPUT_SCALE, Dtype::F32, Vec::new()));
+        }
+        if plan.encoding == Encoding::CompressedTensors {
+            tensors = compressed::layout(format.name(), tensors)?;
+        }
         for (suffix, dtype, shape) in tensors {
             layout.push(TensorLayout { name: naming.tensor(output, suffix), dtype, shape });
         }
-        if scaled {
-            layout.push(TensorLayout {
-                name: naming.tensor(output, INPUT_SCALE),
-                dtype: Dtype::F32,
-                shape: Vec::new(),
-            });
-        }
+        Ok::<(), Error>(())
     };
     let linear = |format: &dyn QuantFormat, weight: &str, shape: &[usize]| -> Result<_> {
         Ok(format.output_layout(formats::matrix_shape(weight, shape)?))
@@ -66,9 +66,10 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
             add(
                 Naming::Module,
                 &l.output,
+                format,
                 linear(format, &weight, &l.shape(&checkpoint.info(&weight)?.shape))?,
                 format.calibrated() && !l.weight_only,
-            );
+            )?;
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let source = &experts.source;
@@ -86,7 +87,7 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
                         for (output, shape) in projections.iter().flatten() {
                             let output = expert_name(output, e);
                             let tensors = linear(format, &format!("{output}.weight"), shape)?;
-                            add(Naming::Module, &output, tensors, format.calibrated());
+                            add(Naming::Module, &output, format, tensors, format.calibrated())?;
                         }
                     }
                 }
@@ -96,9 +97,10 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
                         add(
                             Naming::Parameter,
                             &stack.output,
+                            format,
                             formats::stacked_layout(format, &stack.input, stack.shape)?,
                             format.calibrated(),
-                        );
+                        )?;
                     }
                 }
             }

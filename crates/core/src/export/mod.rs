@@ -3,6 +3,7 @@
 //! (`layout`), each layer is quantized (`quantizer`, with the KV cache's scales of `kv_cache`) and written
 //! (`output`). The verb that runs them over the calibration is `ops::quantize`.
 
+pub mod compressed;
 pub mod format_set;
 pub mod kv_cache;
 pub mod layout;
@@ -11,5 +12,6 @@ pub mod plan;
 pub mod quantizer;
 pub mod resident;
 
+pub use compressed::Encoding;
 pub use format_set::FormatSet;
 pub use plan::ExportPlan;

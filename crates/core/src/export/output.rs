@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::layout::INPUT_SCALE;
 use super::plan::ExportPlan;
 use super::quantizer::QuantizedLinear;
+use super::{compressed, Encoding};
 use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype};
 use crate::error::{Error, Result};
+use crate::formats::OutputTensor;
 
 /// The output being written.
 pub struct Output<'a> {
@@ -17,11 +19,12 @@ pub struct Output<'a> {
     /// the writing thread holds while a finished shard goes to disk.
     pub bytes_written: &'a AtomicU64,
     pub quantized_tensors: usize,
+    pub encoding: Encoding,
 }
 
 impl<'a> Output<'a> {
-    pub fn new(writer: CheckpointWriter, bytes_written: &'a AtomicU64) -> Self {
-        Output { writer, bytes_written, quantized_tensors: 0 }
+    pub fn new(writer: CheckpointWriter, bytes_written: &'a AtomicU64, encoding: Encoding) -> Self {
+        Output { writer, bytes_written, quantized_tensors: 0, encoding }
     }
 
     /// The plan's metadata files, the input's files it copies, and `extra` (checked against the plan's names).
@@ -59,19 +62,24 @@ impl<'a> Output<'a> {
         self.add(name, Dtype::F32, &[], value.to_le_bytes().to_vec())
     }
 
-    /// Queues one quantized linear's tensors and its `input_scale`, if it has one.
+    /// Queues one quantized linear's tensors and its `input_scale`, if it has one (in compressed-tensors' form
+    /// where the output is written so).
     pub fn queue(&mut self, quantized: QuantizedLinear) -> Result<()> {
-        for tensor in quantized.weight.tensors {
+        let mut tensors = quantized.weight.tensors;
+        if let Some(input_scale) = quantized.input_scale {
+            tensors.push(OutputTensor::scalar_f32(INPUT_SCALE, input_scale));
+        }
+        for tensor in tensors {
+            let tensor = match self.encoding {
+                Encoding::ModelOpt => tensor,
+                Encoding::CompressedTensors => compressed::encode(quantized.format, &quantized.output, tensor)?,
+            };
             self.add(
                 &quantized.naming.tensor(&quantized.output, tensor.suffix),
                 tensor.dtype,
                 &tensor.shape,
                 tensor.data,
             )?;
-        }
-        if let Some(input_scale) = quantized.input_scale {
-            let name = quantized.naming.tensor(&quantized.output, INPUT_SCALE);
-            self.add(&name, Dtype::F32, &[], input_scale.to_le_bytes().to_vec())?;
         }
         self.quantized_tensors += 1;
         Ok(())

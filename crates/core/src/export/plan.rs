@@ -29,6 +29,9 @@ pub struct ExportPlan {
     pub copy: Vec<String>,
     pub max_shard_bytes: u64,
     pub overwrite: bool,
+    /// How the quantized tensors are stored: ModelOpt's form (the default) or compressed-tensors'.
+    #[serde(default)]
+    pub encoding: super::Encoding,
 }
 
 #[derive(Debug, Clone, Deserialize, ts_rs::TS)]

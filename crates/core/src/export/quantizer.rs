@@ -9,11 +9,11 @@ use candle_core::Device;
 use super::kv_cache::kv_scales;
 use super::layout::{check_stack, Naming};
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, FusedOutput, LinearPlan, PerExpertOutput, Stack};
-use super::resident::{ResidentExperts, ResidentQuantizer};
+use super::resident::ResidentQuantizer;
 use super::FormatSet;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
-use crate::formats::{self, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
+use crate::formats::{self, FormatName, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
 use crate::model::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::{ExpertStats, Observers};
@@ -38,7 +38,7 @@ impl ErrorSum {
         }
     }
 
-    fn add(&mut self, other: &ErrorSum) {
+    pub(super) fn add(&mut self, other: &ErrorSum) {
         self.tensors += other.tensors;
         self.error += other.error;
         self.norm += other.norm;
@@ -70,8 +70,18 @@ pub struct QuantizedLinear {
     /// How its tensors are named after `output`.
     pub naming: Naming,
     pub weight: QuantizedWeight,
+    /// The format it was quantized in (which says how its tensors are re-encoded for compressed-tensors).
+    pub format: FormatName,
     /// Its `input_scale` (none for a weight-only format or linear: no `input_scale` is written).
     pub input_scale: Option<f32>,
+}
+
+impl QuantizedLinear {
+    /// A linear module's weight in `format`, with the `input_scale` of `input_amax` where the format calibrates.
+    pub(super) fn module(output: String, format: &dyn QuantFormat, weight: QuantizedWeight, input_amax: Option<f32>) -> Self {
+        let input_scale = input_scale(format, input_amax);
+        QuantizedLinear { output, naming: Naming::Module, weight, format: format.name(), input_scale }
+    }
 }
 
 impl<'a> Quantizer<'a> {
@@ -115,7 +125,7 @@ impl<'a> Quantizer<'a> {
             match (&experts.output, held, stats) {
                 (ExpertOutput::PerExpert(names), Some(held), Some(stats)) => {
                     let format = self.formats.experts(experts);
-                    for linear in resident_linears(format, held, names, stats, &mut errors) {
+                    for linear in super::resident::linears(format, held, names, stats, &mut errors) {
                         sink(linear)?;
                     }
                 }
@@ -287,6 +297,7 @@ impl<'a> Quantizer<'a> {
             output: stack.output.clone(),
             naming: Naming::Parameter,
             weight,
+            format: format.name(),
             input_scale: input_scale(format, Some(input_amax)),
         })
     }
@@ -398,34 +409,6 @@ impl<'a> Quantizer<'a> {
     }
 }
 
-/// The linears of experts quantized on the device (`held`), with the block's shared input amaxes, in the order
-/// [`Quantizer::quantize_experts`] gives them.
-fn resident_linears(
-    format: &dyn QuantFormat,
-    held: ResidentExperts,
-    names: &PerExpertOutput,
-    stats: &ExpertStats,
-    errors: &mut ErrorSum,
-) -> Vec<QuantizedLinear> {
-    errors.add(&held.errors);
-    let (gate_up_input, down_input) = (stats.gate_up_input_amax, stats.down_input_amax);
-    let mut linears = Vec::with_capacity(3 * held.experts.len());
-    for (e, expert) in held.experts.into_iter().enumerate() {
-        let linear = |pattern: &str, weight, input| QuantizedLinear {
-            output: expert_name(pattern, e),
-            naming: Naming::Module,
-            weight,
-            input_scale: input_scale(format, Some(input)),
-        };
-        if let (Some(pattern), Some(gate)) = (&names.gate, expert.gate) {
-            linears.push(linear(pattern, gate, gate_up_input));
-        }
-        linears.push(linear(&names.up, expert.up, gate_up_input));
-        linears.push(linear(&names.down, expert.down, down_input));
-    }
-    linears
-}
-
 /// Quantizes one weight and adds its error to `errors`.
 fn quantize_one(
     format: &dyn QuantFormat,
@@ -437,8 +420,7 @@ fn quantize_one(
 ) -> Result<QuantizedLinear> {
     let quantized = format.quantize(weight, weight_amax)?;
     accumulate_error(format, &quantized, weight, errors)?;
-    let input_scale = input_scale(format, input_amax);
-    Ok(QuantizedLinear { output: output.to_string(), naming: Naming::Module, weight: quantized, input_scale })
+    Ok(QuantizedLinear::module(output.to_string(), format, quantized, input_amax))
 }
 
 /// The `input_scale` of a calibrated format's weight from its input amax (none for a weight-only format).

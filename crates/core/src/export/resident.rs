@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Tensor};
 
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, PerExpertOutput};
-use super::quantizer::ErrorSum;
+use super::quantizer::{ErrorSum, QuantizedLinear};
 use super::FormatSet;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
@@ -268,6 +268,29 @@ fn stored_dtype(dtype: DType) -> Option<Dtype> {
         DType::F32 => Some(Dtype::F32),
         _ => None,
     }
+}
+
+/// The linears of experts quantized on the device (`held`), with the block's shared input amaxes, in the order
+/// [`super::quantizer::Quantizer::quantize_experts`] gives them.
+pub(super) fn linears(
+    format: &dyn QuantFormat,
+    held: ResidentExperts,
+    names: &PerExpertOutput,
+    stats: &ExpertStats,
+    errors: &mut ErrorSum,
+) -> Vec<QuantizedLinear> {
+    errors.add(&held.errors);
+    let (gate_up_input, down_input) = (stats.gate_up_input_amax, stats.down_input_amax);
+    let mut linears = Vec::with_capacity(3 * held.experts.len());
+    for (e, expert) in held.experts.into_iter().enumerate() {
+        let linear = |pattern: &str, weight, input| QuantizedLinear::module(expert_name(pattern, e), format, weight, Some(input));
+        if let (Some(pattern), Some(gate)) = (&names.gate, expert.gate) {
+            linears.push(linear(pattern, gate, gate_up_input));
+        }
+        linears.push(linear(&names.up, expert.up, gate_up_input));
+        linears.push(linear(&names.down, expert.down, down_input));
+    }
+    linears
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod stored;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-pub use fp8::{dequantize_fp8, Fp8, Fp8Block, Fp8PerChannel};
+pub use fp8::{dequantize_fp8, Fp8, Fp8Bf16Scales, Fp8Block, Fp8Granularity, Fp8PerChannel};
 pub use mx::MX_BLOCK;
 pub use mxfp4::{mxfp4_code, mxfp4_exponent, Mxfp4};
 pub use mxfp8::{e8m0_exponent, Mxfp8};

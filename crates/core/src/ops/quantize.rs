@@ -167,7 +167,7 @@ fn create_output<'a>(
     let mut writer = CheckpointWriter::create(target, options)?;
     // Declared up front, every tensor is written straight to its place in its shard as soon as it exists.
     writer.declare(&output_layout(checkpoint, plan, quantizer.formats())?)?;
-    Ok(Mutex::new(Output::new(writer, bytes_written)))
+    Ok(Mutex::new(Output::new(writer, bytes_written, plan.encoding)))
 }
 
 /// Adds the metadata and extra files and publishes the output once the input is known unchanged.

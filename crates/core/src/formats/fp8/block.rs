@@ -155,11 +155,13 @@ impl QuantFormat for Fp8Block {
     }
 }
 
-/// FP8 codes `[N, K]` times their 128×128 block scales (`[N/128, 1, K/128, 1]`, or 0-d for one block).
+/// FP8 codes `[N, K]` times their 128×128 block scales (`[N/128, 1, K/128, 1]`, or 0-d for one block; or
+/// compressed-tensors' `[N/128, K/128]`).
 pub fn dequantize_fp8_blocks(name: &str, shape: [usize; 2], codes: &[u8], scale: &TensorView<'_>) -> Result<Vec<f32>> {
     let [rows, cols] = shape;
     let expected = Fp8Block::scale_shape(shape);
-    if scale.shape != expected.as_slice() || !scale.dtype.is_float() || rows * cols != codes.len() {
+    let known = scale.shape == expected.as_slice() || scale.shape == Fp8Block::blocks(shape);
+    if !known || !scale.dtype.is_float() || rows * cols != codes.len() {
         return Err(shape_error(
             scale.name,
             scale.shape,

@@ -9,11 +9,13 @@
 //! export equals `e4m3(bf16(W / bf16(scale)))` in every byte, and differs from its CPU export in about 1% of
 //! them. [`Fp8::torch_cuda`] selects that arithmetic, so a GPU run writes what ModelOpt writes on a GPU.
 
+mod bf16_scales;
 mod block;
 mod cuda;
 mod per_channel;
 
-pub use block::{dequantize_fp8_blocks, Fp8Block};
+pub use bf16_scales::{Fp8Bf16Scales, Fp8Granularity};
+pub use block::{dequantize_fp8_blocks, Fp8Block, FP8_BLOCK};
 pub use per_channel::Fp8PerChannel;
 
 use super::{
@@ -103,8 +105,9 @@ impl QuantFormat for Fp8 {
                 format!("the scale of an FP8 weight must be floating point, not {}", scale.dtype),
             ));
         }
-        if scale.shape.len() == 4 {
-            // 128×128 block scales (`fp8_pb_wo`).
+        let per_row = scale.shape == [shape[0], 1];
+        if scale.shape.len() == 4 || (!per_row && scale.shape == Fp8Block::blocks(shape)) {
+            // 128×128 block scales (`fp8_pb_wo`; compressed-tensors' `[N/128, K/128]`).
             return Ok((shape, dequantize_fp8_blocks(name, shape, weight.data, scale)?));
         }
         Ok((shape, dequantize_fp8(name, shape, weight.data, &scale.to_f32())?))
