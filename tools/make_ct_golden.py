@@ -23,8 +23,18 @@ qwen_30b_a3b.py):
 Calibration data is the `input_ids` tensor of --ids ([rows, seq_len] int64):
 one sample per row, an all-ones attention mask, no shuffling, no padding,
 num_calibration_samples = rows and max_seq_length = seq_len. Schemes that need
-no calibration data (weight-only or dynamic activations) are given the same
-dataset; LC simply runs the forward passes.
+no calibration data (weight-only or dynamic activations: FP8_DYNAMIC,
+FP8_BLOCK, NVFP4A16) are given the same dataset, but LC picks its data-free
+pipeline for them and never runs a forward pass; the export is byte-identical
+to one made without a dataset.
+
+What LC's calibration does (0.14.0.1, checked on the tiny fixtures): observers
+see bf16 activations of an unquantized forward (errors of already-calibrated
+layers are not propagated) with attention forced to "eager". With LC's
+default sequential pipeline the traced Qwen3-MoE graph gets no attention mask
+at run time, so its calibration attention is bidirectional (not causal); the
+dense Qwen3 graph keeps its causal mask. `--pipeline basic` runs the plain
+model forward instead (causal), and changes only the input_* scales.
 
 Needs llmcompressor (tested with 0.14.0.1 / compressed-tensors 0.19.0 /
 transformers 5.17 / torch 2.14, CPU only).

@@ -20,6 +20,7 @@
 import { MoeQuantError } from '../errors'
 import type { QuantFormatName } from '../formats'
 import type { KvCacheMode } from './kv-cache'
+import { inDefinitionOrder } from './recipe'
 import { dumpPyJson, parsePyJson, sortKeysDeep, toPyJson, type PyObject } from './python-json'
 
 /** How the output stores its quantized weights and metadata. */
@@ -40,7 +41,7 @@ function quantizationArgs(fields: Args): Args {
     dynamic: false,
     group_size: null,
     num_bits: 8,
-    observer: 'minmax',
+    observer: 'memoryless_minmax',
     observer_kwargs: {},
     scale_dtype: null,
     strategy: 'tensor',
@@ -119,6 +120,16 @@ function scheme(format: QuantFormatName): Scheme {
   const found = SCHEMES[format]
   if (!found) throw new MoeQuantError('E_INTERNAL', `format '${format}' has no compressed-tensors scheme`)
   return found
+}
+
+/**
+ * `ignore` as llm-compressor writes it: the unquantized linears (routers included) by name, in the order of the model's
+ * modules, the decoder layers' before the others (lm_head).
+ */
+export function compressedTensorsIgnore(modules: Iterable<string>): string[] {
+  const unique = [...new Set(modules)]
+  const inLayer = (m: string): boolean => /(^|\.)(layers|blocks)\.\d+\./.test(m)
+  return [...inDefinitionOrder(unique.filter(inLayer)), ...unique.filter((m) => !inLayer(m)).sort()]
 }
 
 /**

@@ -11,7 +11,7 @@ import { HF_QUANT_CONFIG, type HeaderListing } from '../model/listing'
 import { lookupArchitecture, wrapperTiesEmbeddings } from '../model/registry'
 import { expertSource, expertTensorNames, type MoeLayer } from '../model/resolve'
 import type { ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
-import { type ExportFormat, compressedTensorsConfig, compressedTensorsConfigJson } from './compressed-tensors'
+import { compressedTensorsConfig, compressedTensorsConfigJson, compressedTensorsIgnore, type ExportFormat } from './compressed-tensors'
 import { checkExpertsForFormat } from './format-limits'
 import { planCopies } from './files'
 import { inputGroups } from './input-groups'
@@ -408,11 +408,12 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const unlisted = lookupArchitecture(report.modelType)?.exportUnlisted ?? []
   for (const module of unquantized) if (unlisted.some((suffix) => module.endsWith(suffix))) unquantized.delete(module)
   const exclude = excludeModules([...unquantized].sort(), planning.quantizedModules)
-  // compressed-tensors' `ignore`: the unquantized linears by name (lm_head, and those excluded, out of scope or kept).
+  // compressed-tensors' `ignore`: the unquantized linears by name (routers, lm_head, those excluded, out of scope or kept).
   const quantizedModules = new Set(planning.quantizedModules)
-  const linearNames = report.tensors.quantize.filter((t) => t.endsWith('.weight')).map((t) => outputName(planning, moduleOf(t)))
+  const routers = report.tensors.keep.filter((k) => k.reason === 'router').map((k) => k.name)
+  const linearNames = [...report.tensors.quantize, ...routers].filter((t) => t.endsWith('.weight')).map((t) => outputName(planning, moduleOf(t)))
   const hasLmHead = unquantized.has('lm_head') || listing.tensors.some((t) => t.name === 'lm_head.weight')
-  const ignore = [...new Set([...(hasLmHead ? ['lm_head'] : []), ...linearNames.filter((m) => !quantizedModules.has(m))])].sort()
+  const ignore = compressedTensorsIgnore([...linearNames.filter((m) => !quantizedModules.has(m)), ...(hasLmHead ? ['lm_head'] : [])])
   const files = metadataFiles(listing, options, exclude, planning.quantizedLayers, ignore)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))
   return {

@@ -1,21 +1,16 @@
 //! The compressed-tensors form of the quantized tensors (`exportFormat: 'compressed-tensors'`), as vLLM's
-//! compressed-tensors loader and the `compressed-tensors` package read them. The formats quantize into their
-//! ModelOpt form; each tensor is then renamed and re-encoded here, losslessly:
+//! compressed-tensors loader and the `compressed-tensors` package read them. A plan in this form quantizes with
+//! compressed-tensors' arithmetic (`export::FormatSet`): NVFP4 by [`crate::formats::Nvfp4CompressedTensors`], whose
+//! scalars are already in this form, FP8 by [`crate::formats::Fp8Bf16Scales`], whose f32 scales are bf16 values.
+//! Each tensor is then renamed and re-encoded here, losslessly:
 //!
-//! | ModelOpt form | compressed-tensors |
+//! | as quantized | compressed-tensors |
 //! |---|---|
-//! | NVFP4 `weight` U8 `[N, K/2]` | `weight_packed`, same bytes (low nibble = even column in both) |
-//! | NVFP4 `weight_scale` F8_E4M3 `[N, K/16]` | `weight_scale`, same bytes |
-//! | NVFP4 `weight_scale_2` F32 0-d | `weight_global_scale` F32 `[1]` = `1 / weight_scale_2` |
-//! | NVFP4 `input_scale` F32 0-d | `input_global_scale` F32 `[1]` = `1 / input_scale` |
-//! | FP8 `weight` F8_E4M3 `[N, K]` | `weight`, same bytes |
+//! | NVFP4 `weight` U8 `[N, K/2]` | `weight_packed`, same bytes (low nibble = even column) |
+//! | NVFP4 `weight_scale` F8_E4M3 `[N, K/16]`, `weight_global_scale` and `input_global_scale` F32 `[1]` | unchanged |
+//! | FP8 `weight` F8_E4M3 `[N, K]` | unchanged |
 //! | FP8 `weight_scale` F32: 0-d, `[N]`, `[N/128, 1, K/128, 1]` (or 0-d) | BF16 `[1]`, `[N, 1]`, `[N/128, K/128]` |
-//! | FP8 `input_scale` F32 0-d | `input_scale` BF16 `[1]` |
-//!
-//! compressed-tensors stores global scales as divisors (`weight_global_scale = 448·6 / amax`), ModelOpt as
-//! multipliers (`weight_scale_2 = amax / (448·6)`): the reciprocal is taken in f32. FP8 scales are stored in
-//! bf16, so an export in this form quantizes FP8 with bf16 scales ([`crate::formats::Fp8Bf16Scales`]) and the
-//! conversion here only checks that each value is exactly a bf16 one.
+//! | FP8 `input_scale` F32 0-d | BF16 `[1]` |
 
 use serde::Deserialize;
 
@@ -40,8 +35,6 @@ pub enum Encoding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Values {
     Same,
-    /// An f32 scalar replaced by its reciprocal.
-    Reciprocal,
     /// f32 values, each exactly a bf16 one, stored as bf16.
     Bf16,
 }
@@ -55,12 +48,8 @@ fn convert(format: FormatName, suffix: &str, dtype: Dtype, shape: &[usize]) -> R
         ("weight", Dtype::U8) if nvfp4 => ("weight_packed", dtype, shape.to_vec(), Values::Same),
         ("weight", Dtype::F8E4M3) if fp8 => ("weight", dtype, shape.to_vec(), Values::Same),
         ("weight_scale", Dtype::F8E4M3) if nvfp4 => ("weight_scale", dtype, shape.to_vec(), Values::Same),
-        ("weight_scale_2", Dtype::F32) if nvfp4 && shape.is_empty() => {
-            ("weight_global_scale", Dtype::F32, vec![1], Values::Reciprocal)
-        }
-        ("input_scale", Dtype::F32) if nvfp4 && shape.is_empty() => {
-            ("input_global_scale", Dtype::F32, vec![1], Values::Reciprocal)
-        }
+        ("weight_global_scale", Dtype::F32) if nvfp4 && shape == [1] => ("weight_global_scale", dtype, vec![1], Values::Same),
+        ("input_global_scale", Dtype::F32) if nvfp4 && shape == [1] => ("input_global_scale", dtype, vec![1], Values::Same),
         ("input_scale", Dtype::F32) if format == FormatName::Fp8 && shape.is_empty() => {
             ("input_scale", Dtype::BF16, vec![1], Values::Bf16)
         }
@@ -103,12 +92,6 @@ pub fn encode(format: FormatName, name: &str, tensor: OutputTensor) -> Result<Ou
     let (suffix, dtype, shape, values) = convert(format, tensor.suffix, tensor.dtype, &tensor.shape)?;
     let data = match values {
         Values::Same => tensor.data,
-        Values::Reciprocal => {
-            let value = f32::from_le_bytes(tensor.data.as_slice().try_into().map_err(|_| {
-                Error::internal(format!("{name}: {} is not one f32", tensor.suffix))
-            })?);
-            (1.0 / value).to_le_bytes().to_vec()
-        }
         Values::Bf16 => {
             let mut out = Vec::with_capacity(tensor.data.len() / 2);
             for bytes in tensor.data.chunks_exact(4) {
@@ -136,14 +119,14 @@ mod tests {
     }
 
     #[test]
-    fn nvfp4_global_scales_become_divisors_and_the_codes_keep_their_bytes() {
+    fn nvfp4_codes_are_renamed_and_its_scales_kept() {
         let packed = OutputTensor { suffix: "weight", dtype: Dtype::U8, shape: vec![2, 8], data: vec![0x97; 16] };
         let out = encode(FormatName::Nvfp4, "w", packed.clone()).unwrap();
         assert_eq!((out.suffix, out.dtype, &out.shape, &out.data), ("weight_packed", Dtype::U8, &packed.shape, &packed.data));
-        let global = encode(FormatName::Nvfp4, "w", scalar("weight_scale_2", 0.25)).unwrap();
-        assert_eq!((global.suffix, &global.shape, global.data.as_slice()), ("weight_global_scale", &vec![1], &4f32.to_le_bytes()[..]));
-        let input = encode(FormatName::W4a16Nvfp4, "w", scalar("input_scale", 0.5)).unwrap();
-        assert_eq!((input.suffix, input.data.as_slice()), ("input_global_scale", &2f32.to_le_bytes()[..]));
+        let global = OutputTensor { shape: vec![1], ..scalar("weight_global_scale", 4.0) };
+        assert_eq!(encode(FormatName::W4a16Nvfp4, "w", global.clone()).unwrap(), global);
+        // ModelOpt's multiplier has no place here: the plan's NVFP4 must be compressed-tensors'.
+        assert!(encode(FormatName::Nvfp4, "w", scalar("weight_scale_2", 0.25)).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The formats of one plan: the plan's own and those a recipe gives single linears or experts blocks
 //! (`MIXED_PRECISION`), each made once and looked up by name.
 
-use crate::formats::{self, Fp8Bf16Scales, Fp8Granularity, FormatName, QuantFormat};
+use crate::formats::{self, Fp8Bf16Scales, Fp8Granularity, FormatName, Nvfp4CompressedTensors, QuantFormat};
 
 use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
 use super::Encoding;
@@ -16,9 +16,14 @@ pub struct FormatSet {
 
 impl FormatSet {
     /// The formats of `plan`, with torch's CUDA arithmetic where `torch_cuda` (see [`formats::format`]). A plan
-    /// written in compressed-tensors' form quantizes FP8 with bf16 scales, as that form stores them.
+    /// written in compressed-tensors' form quantizes as compressed-tensors does: FP8 with bf16 scales, NVFP4 with a
+    /// bf16 global divisor.
     pub fn new(plan: &ExportPlan, torch_cuda: bool) -> Self {
         let make = |name: FormatName| -> Box<dyn QuantFormat> {
+            let ct = plan.encoding == Encoding::CompressedTensors;
+            if ct && matches!(name, FormatName::Nvfp4 | FormatName::W4a16Nvfp4) {
+                return Box::new(Nvfp4CompressedTensors { weight_only: name == FormatName::W4a16Nvfp4 });
+            }
             let granularity = match name {
                 FormatName::Fp8 => Some(Fp8Granularity::Tensor),
                 FormatName::Fp8PcPt => Some(Fp8Granularity::Channel),
@@ -26,7 +31,7 @@ impl FormatSet {
                 _ => None,
             };
             match granularity {
-                Some(granularity) if plan.encoding == Encoding::CompressedTensors => {
+                Some(granularity) if ct => {
                     Box::new(Fp8Bf16Scales { granularity })
                 }
                 _ => formats::format(name, torch_cuda),

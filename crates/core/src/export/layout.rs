@@ -46,7 +46,7 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
     // so it has an input scale.
     let mut add = |naming: Naming, output: &str, format: &dyn QuantFormat, mut tensors: Vec<_>, scaled: bool| {
         if scaled {
-            tensors.push((INPUT_SCALE, Dtype::F32, Vec::new()));
+            tensors.push(format.input_scale_layout());
         }
         if plan.encoding == Encoding::CompressedTensors {
             tensors = compressed::layout(format.name(), tensors)?;

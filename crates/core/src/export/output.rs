@@ -4,13 +4,11 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::layout::INPUT_SCALE;
 use super::plan::ExportPlan;
 use super::quantizer::QuantizedLinear;
 use super::{compressed, Encoding};
 use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype};
 use crate::error::{Error, Result};
-use crate::formats::OutputTensor;
 
 /// The output being written.
 pub struct Output<'a> {
@@ -66,9 +64,7 @@ impl<'a> Output<'a> {
     /// where the output is written so).
     pub fn queue(&mut self, quantized: QuantizedLinear) -> Result<()> {
         let mut tensors = quantized.weight.tensors;
-        if let Some(input_scale) = quantized.input_scale {
-            tensors.push(OutputTensor::scalar_f32(INPUT_SCALE, input_scale));
-        }
+        tensors.extend(quantized.input_scale);
         for tensor in tensors {
             let tensor = match self.encoding {
                 Encoding::ModelOpt => tensor,

@@ -13,7 +13,7 @@ use super::resident::ResidentQuantizer;
 use super::FormatSet;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
-use crate::formats::{self, FormatName, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
+use crate::formats::{self, FormatName, OutputTensor, QuantFormat, QuantizedWeight, StackAssembler, WeightInput};
 use crate::model::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::{ExpertStats, Observers};
@@ -72,8 +72,8 @@ pub struct QuantizedLinear {
     pub weight: QuantizedWeight,
     /// The format it was quantized in (which says how its tensors are re-encoded for compressed-tensors).
     pub format: FormatName,
-    /// Its `input_scale` (none for a weight-only format or linear: no `input_scale` is written).
-    pub input_scale: Option<f32>,
+    /// Its `input_scale` tensor (none for a weight-only format or linear: no `input_scale` is written).
+    pub input_scale: Option<OutputTensor>,
 }
 
 impl QuantizedLinear {
@@ -424,8 +424,8 @@ fn quantize_one(
 }
 
 /// The `input_scale` of a calibrated format's weight from its input amax (none for a weight-only format).
-fn input_scale(format: &dyn QuantFormat, input_amax: Option<f32>) -> Option<f32> {
-    input_amax.filter(|_| format.calibrated()).map(|amax| format.input_scale(amax))
+fn input_scale(format: &dyn QuantFormat, input_amax: Option<f32>) -> Option<OutputTensor> {
+    input_amax.filter(|_| format.calibrated()).map(|amax| format.input_scale_tensor(amax))
 }
 
 /// The CPU's cores (what expert quantization spreads over).

@@ -22,7 +22,7 @@ pub use fp8::{dequantize_fp8, Fp8, Fp8Bf16Scales, Fp8Block, Fp8Granularity, Fp8P
 pub use mx::MX_BLOCK;
 pub use mxfp4::{mxfp4_code, mxfp4_exponent, Mxfp4};
 pub use mxfp8::{e8m0_exponent, Mxfp8};
-pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, W4a16Nvfp4, NVFP4_BLOCK};
+pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, Nvfp4CompressedTensors, W4a16Nvfp4, NVFP4_BLOCK};
 pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
 pub use stored::{dequantize_stored, stored_format};
 
@@ -228,6 +228,14 @@ pub trait QuantFormat: Send + Sync {
     }
     /// The `input_scale` written for an activation amax (the max |x| calibration saw), for calibrated formats.
     fn input_scale(&self, amax: f32) -> f32;
+    /// The tensor that holds [`Self::input_scale`]: `input_scale`, 0-d f32, unless the format stores it otherwise.
+    fn input_scale_tensor(&self, amax: f32) -> OutputTensor {
+        OutputTensor::scalar_f32("input_scale", self.input_scale(amax))
+    }
+    /// The suffix, dtype and shape of [`Self::input_scale_tensor`].
+    fn input_scale_layout(&self) -> (&'static str, Dtype, Vec<usize>) {
+        ("input_scale", Dtype::F32, Vec::new())
+    }
     /// Quantizes one weight with the per-tensor weight amax to use (which may exceed the weight's own max).
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight>;
     /// The suffix, dtype and shape of each tensor `quantize` returns for a weight `[N, K]`, in its order.
