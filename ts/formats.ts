@@ -71,4 +71,4 @@ export const FP8_TILE = 128
 export const FORMAT_NAMES = Object.keys(FORMATS) as QuantFormatName[]
 
 /** The scale tensors ModelOpt writes beside a quantized weight `M.weight`, as `M.<name>`. */
-export const SCALE_TENSORS = ['weight_scale', 'weight_scale_2', 'input_scale', 'k_scale', 'v_scale'] as const
+export const SCALE_TENSORS = ['weight_scale', 'weight_scale_2', 'input_scale', 'k_scale', 'v_scale', 'weight_global_scale', 'input_global_scale'] as const

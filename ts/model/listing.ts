@@ -9,11 +9,13 @@
  * a plain bf16 one here, with `dequantized` saying what was stored.
  *
  * A checkpoint is quantized when it has `hf_quant_config.json`, or when config.json's `quantization_config`
- * has `quant_method: "modelopt"`. Its listing is rewritten so that detection and the descriptor see the model
+ * has `quant_method: "modelopt"` or `"compressed-tensors"` (as moe-quant and llm-compressor write it). Its listing is rewritten so that detection and the descriptor see the model
  * the weights stand for (the native WeightLoader dequantizes the same tensors when they are read):
  * - `M.weight` U8 `[N, K/2]` beside an F8_E4M3 `M.weight_scale` and an `M.weight_scale_2` (NVFP4) keeps its
  *   dtype but gets the logical shape `[N, K]` and `quantized: 'nvfp4'`;
  * - `M.weight` F8_E4M3 beside `M.weight_scale` (FP8) gets `quantized: 'fp8'`;
+ * - compressed-tensors' NVFP4 `M.weight_packed` U8 `[N, K/2]` beside an F8_E4M3 `M.weight_scale` and an
+ *   `M.weight_global_scale` is listed as `M.weight` `[N, K]` with `quantized: 'nvfp4'`;
  * - scale tensors (`weight_scale`, `weight_scale_2`, `input_scale`, `k_scale`, `v_scale`) leave the tensor
  *   list and are recorded in `scales`.
  */
@@ -104,6 +106,10 @@ export function quantizationFromFiles(configText: string, hfQuantConfigText: str
   }
   const section = isObject(config) ? config.quantization_config : undefined
   if (isObject(section) && section.quant_method === 'modelopt') return info(section, section.producer, 'config.json')
+  // compressed-tensors in the forms moe-quant writes (other forms are refused by unreadableQuantization).
+  if (isObject(section) && section.quant_method === 'compressed-tensors' && READABLE_COMPRESSED_TENSORS.has(section.format as string)) {
+    return { algo: `compressed-tensors ${section.format as string}`, declaredIn: 'config.json', producer: null }
+  }
   return null
 }
 
@@ -116,8 +122,11 @@ export function logicalListing(listing: NativeListing, quantization: Quantizatio
   const byName = new Map(listing.tensors.map((t) => [t.name, t]))
   const recognised = new Set<string>()
   const tensors: TensorHeader[] = []
-  for (const tensor of listing.tensors) {
-    const format = weightFormat(tensor, byName)
+  for (const stored of listing.tensors) {
+    // compressed-tensors' packed NVFP4 weight stands for `M.weight`.
+    const packed = packedNvfp4(stored, byName)
+    const tensor = packed ? { ...stored, name: `${packed}.weight` } : stored
+    const format = packed ? 'nvfp4' : weightFormat(tensor, byName)
     if (!format) {
       tensors.push(tensor)
       continue
@@ -136,6 +145,14 @@ export function logicalListing(listing: NativeListing, quantization: Quantizatio
   return { ...listing, tensors: kept, scales, quantization }
 }
 
+/** `M` of compressed-tensors' NVFP4 `M.weight_packed` (U8 beside F8_E4M3 `M.weight_scale` and `M.weight_global_scale`). */
+function packedNvfp4(tensor: NativeTensor, byName: Map<string, NativeTensor>): string | undefined {
+  if (!tensor.name.endsWith('.weight_packed') || tensor.dtype !== 'U8' || tensor.shape.length !== 2) return undefined
+  const module = tensor.name.slice(0, -'.weight_packed'.length)
+  const ok = byName.get(`${module}.weight_scale`)?.dtype === 'F8_E4M3' && byName.has(`${module}.weight_global_scale`) && !byName.has(`${module}.weight`)
+  return ok ? module : undefined
+}
+
 /** The format of a stored `M.weight` recognised from the tensors beside it, as the native loader does. */
 function weightFormat(tensor: NativeTensor, byName: Map<string, NativeTensor>): QuantFormatName | undefined {
   if (!tensor.name.endsWith('.weight') || tensor.shape.length !== 2) return undefined
@@ -148,6 +165,9 @@ function weightFormat(tensor: NativeTensor, byName: Map<string, NativeTensor>): 
     return groupScaleDtype === null || (scale.dtype === groupScaleDtype && byName.has(`${module}.weight_scale_2`))
   })
 }
+
+/** compressed-tensors formats the native core reads dequantized. */
+const READABLE_COMPRESSED_TENSORS = new Set(['nvfp4-pack-quantized', 'float-quantized'])
 
 /** `quant_method`s of config.json whose tensors the native core reads dequantized (MXFP4, FP8 with block scales). */
 const READ_DEQUANTIZED = new Set(['mxfp4', 'fp8'])

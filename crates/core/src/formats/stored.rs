@@ -1,9 +1,11 @@
 //! A quantized weight as a checkpoint stores it (an export of ours or ModelOpt's): recognised by the tensors
 //! beside `<module>.weight` (each format's `output_layout` suffixes and [`QuantFormat::recognizes`]), read and
 //! dequantized through its format, so that an exported checkpoint can be run (and compared with its original)
-//! by the same f32 forward.
+//! by the same f32 forward. compressed-tensors' NVFP4 stores the codes as `<module>.weight_packed` beside
+//! `weight_scale` and `weight_global_scale`; it is read for `<module>.weight` too (FP8 in that form keeps the name
+//! `weight`, and its bf16 scales are read as FP8's).
 
-use super::{format, FormatName, QuantFormat};
+use super::{format, FormatName, Nvfp4CompressedTensors, QuantFormat};
 use crate::checkpoint::{Checkpoint, TensorData};
 use crate::error::Result;
 
@@ -13,6 +15,9 @@ pub fn stored_format(checkpoint: &Checkpoint, name: &str) -> Result<Option<Box<d
     let Some(module) = name.strip_suffix(".weight") else { return Ok(None) };
     if !checkpoint.contains(&format!("{module}.weight_scale")) {
         return Ok(None);
+    }
+    if packed_nvfp4(checkpoint, module) {
+        return Ok(Some(Box::new(Nvfp4CompressedTensors { weight_only: false })));
     }
     for candidate in FormatName::ALL.map(|name| format(name, false)) {
         let mut dtypes = Vec::new();
@@ -32,14 +37,25 @@ pub fn stored_format(checkpoint: &Checkpoint, name: &str) -> Result<Option<Box<d
 pub fn dequantize_stored(checkpoint: &Checkpoint, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
     let Some(format) = stored_format(checkpoint, name)? else { return Ok(None) };
     let module = name.strip_suffix(".weight").unwrap_or(name);
+    let packed = packed_nvfp4(checkpoint, module);
     let parts = format
         .output_layout([1, 1])
         .iter()
-        .map(|(suffix, _, _)| checkpoint.read(&format!("{module}.{suffix}")))
+        .map(|&(suffix, _, _)| {
+            let suffix = if packed && suffix == "weight" { "weight_packed" } else { suffix };
+            checkpoint.read(&format!("{module}.{suffix}"))
+        })
         .collect::<Result<Vec<TensorData>>>()?;
     let views: Vec<_> = parts.iter().map(TensorData::view).collect();
     let (shape, values) = format.dequantize(name, &views)?;
     Ok(Some((shape.to_vec(), values)))
+}
+
+/// Whether `module` is stored as compressed-tensors' NVFP4: `weight_packed` and `weight_global_scale`, no `weight`.
+fn packed_nvfp4(checkpoint: &Checkpoint, module: &str) -> bool {
+    !checkpoint.contains(&format!("{module}.weight"))
+        && checkpoint.contains(&format!("{module}.weight_packed"))
+        && checkpoint.contains(&format!("{module}.weight_global_scale"))
 }
 
 #[cfg(test)]

@@ -66,10 +66,10 @@ impl<'a> WeightLoader<'a> {
 
     /// The tensor, checking its (logical) shape.
     pub fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let info = self.checkpoint.info(name)?;
         let quantized = formats::stored_format(self.checkpoint, name)?.is_some();
         // A quantized weight's stored shape is not its logical one (NVFP4 packs two values per byte).
-        if !quantized && info.shape != shape {
+        let info = if quantized { None } else { Some(self.checkpoint.info(name)?) };
+        if let Some(info) = info.filter(|info| info.shape != shape) {
             return Err(Error::ShapeInvalid {
                 tensor: name.to_string(),
                 shape: info.shape.clone(),
