@@ -1,0 +1,137 @@
+// exportFormat: 'compressed-tensors' against llm-compressor and against the consumers that read that format.
+//
+// 1. llm-compressor 0.14.0.1's exports of the same fixtures with the same calibration ids (fixtures/golden/
+//    compressed_tensors, made by tools/make_ct_golden.py; the MoE's calibrated schemes with --pipeline basic, the
+//    causal forward): same tensor names, dtypes and shapes; every weight tensor (codes, block and global scales)
+//    byte-identical; config.json's quantization_config equal. Input scales come from each tool's own forward (ours in
+//    f32 on the CPU, llm-compressor's in bf16) and agree within 2%, except the routed experts' down_proj: llm-compressor
+//    runs every expert on every calibration token and scales each expert's down_proj input on its own, where moe-quant
+//    writes the one input scale per layer that ModelOpt writes (checked to be one value per layer).
+// 2. The consumers (these run only where a Python with transformers, compressed-tensors and torch is found: the
+//    MOE_QUANT_PYTHON interpreter, else python3; otherwise they pass with a log line saying they did not run):
+//    - transformers + compressed-tensors load a dense export in float32, decompressed, and its logits (activation
+//      quantization off) equal our own forward's over the same checkpoint within 1e-5 relative L2;
+//    - every weight of a MoE export decoded by compressed-tensors' own functions gives a checkpoint whose logits under
+//      our forward equal our forward's over the export itself (transformers 5.17 cannot load NVFP4 MoE experts from
+//      compressed-tensors: it merges them without their global scale, and rounds merged experts to bf16).
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { computeLogits, quantizeModel } from '../dist/index.js'
+import { FIXTURES, readTensors, relativeL2, ROOT, rows, tempDir } from './helpers/checkpoint.mjs'
+
+const GOLDEN = join(FIXTURES, 'golden', 'compressed_tensors')
+const calibIds = readTensors(join(FIXTURES, 'golden', 'calib_ids.safetensors')).input_ids
+const CALIB_ROWS = rows(calibIds.values, calibIds.shape[1])
+
+// [fixture, format, golden]
+const CASES = [
+  ['qwen3_moe/hub', 'fp8', 'qwen3_moe_FP8'],
+  ['qwen3_moe/hub', 'fp8_pc_pt', 'qwen3_moe_FP8_DYNAMIC'],
+  ['qwen3_moe/hub', 'fp8_pb_wo', 'qwen3_moe_FP8_BLOCK'],
+  ['qwen3_moe/hub', 'nvfp4', 'qwen3_moe_NVFP4'],
+  ['qwen3_moe/hub', 'w4a16_nvfp4', 'qwen3_moe_NVFP4A16'],
+  ['dense/qwen3', 'fp8', 'dense_qwen3_FP8'],
+  ['dense/qwen3', 'fp8_pb_wo', 'dense_qwen3_FP8_BLOCK'],
+  ['dense/qwen3', 'nvfp4', 'dense_qwen3_NVFP4'],
+]
+
+const CALIBRATED = new Set(['fp8', 'nvfp4'])
+const INPUT_SCALE = /\.(input_scale|input_global_scale)$/
+const EXPERT_DOWN_INPUT = /\.experts\.\d+\.down_proj\.(input_scale|input_global_scale)$/
+
+async function exportCompressed(fixture, format) {
+  const output = join(tempDir('moe-quant-ct-'), 'out')
+  await quantizeModel({
+    model: join(FIXTURES, fixture),
+    output,
+    format,
+    exportFormat: 'compressed-tensors',
+    coverageReport: false,
+    ...(CALIBRATED.has(format) ? { calibration: { ids: CALIB_ROWS } } : {}),
+  })
+  return output
+}
+
+/** A one-element F32 or BF16 tensor's value. */
+function scalar({ dtype, values }) {
+  if (dtype === 'F32') return values[0]
+  const bytes = new Uint8Array(4)
+  bytes.set(values.slice(0, 2), 2)
+  return new DataView(bytes.buffer).getFloat32(0, true)
+}
+
+const sameBytes = (a, b) => a.length === b.length && a.every((byte, i) => byte === b[i])
+
+for (const [fixture, format, golden] of CASES) {
+  test(`${fixture} ${format}: llm-compressor's ${golden.replace(/^.*?_(?=[A-Z])/, '')} export`, async (t) => {
+    const output = await exportCompressed(fixture, format)
+    const ours = readTensors(join(output, 'model.safetensors'))
+    const theirs = readTensors(join(GOLDEN, golden, 'model.safetensors'))
+    t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort())
+    const downScales = new Map()
+    for (const [name, want] of Object.entries(theirs)) {
+      const got = ours[name]
+      t.deepEqual([got.dtype, got.shape], [want.dtype, want.shape], name)
+      if (!INPUT_SCALE.test(name)) {
+        const [a, b] = [new Uint8Array(got.values.buffer ?? got.values), new Uint8Array(want.values.buffer ?? want.values)]
+        t.true(sameBytes(a, b), `${name}: bytes differ from llm-compressor's`)
+      } else if (EXPERT_DOWN_INPUT.test(name)) {
+        const layer = name.replace(/\.experts\.\d+\..*$/, '')
+        downScales.set(layer, [...(downScales.get(layer) ?? []), scalar(got)])
+      } else {
+        const [a, b] = [scalar(got), scalar(want)]
+        t.true(Math.abs(a - b) <= 0.02 * b, `${name}: ${a} vs llm-compressor's ${b}`)
+      }
+    }
+    for (const [layer, values] of downScales) t.is(new Set(values).size, 1, `${layer}: one down_proj input scale for the layer's experts`)
+    const config = (dir) => JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
+    t.deepEqual(config(output), config(join(GOLDEN, golden)))
+  })
+}
+
+// --- the consumers -------------------------------------------------------------------------------------------------
+
+const python = [process.env.MOE_QUANT_PYTHON, 'python3'].find(
+  (p) => p && spawnSync(p, ['-c', 'import transformers, compressed_tensors, torch, safetensors'], { stdio: 'ignore' }).status === 0,
+)
+const MISSING = 'not run: no Python with transformers, compressed-tensors, torch and safetensors (set MOE_QUANT_PYTHON)'
+const SCRIPT = join(ROOT, 'tools', 'ct_consumer_logits.py')
+
+function consumer(...args) {
+  const run = spawnSync(python, [SCRIPT, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
+  if (run.status !== 0) throw new Error(`${SCRIPT} ${args[0]} failed (${run.status}):\n${run.stderr.slice(-2000)}`)
+  return JSON.parse(run.stdout.trim().split('\n').pop())
+}
+
+const logitsOf = async (dir) => (await computeLogits(dir, CALIB_ROWS)).logits
+
+for (const format of ['nvfp4', 'w4a16_nvfp4', 'fp8', 'fp8_pc_pt', 'fp8_pb_wo']) {
+  test(`dense/qwen3 ${format}: transformers + compressed-tensors give our forward's logits`, async (t) => {
+    if (!python) return t.pass(t.log(MISSING))
+    const output = await exportCompressed('dense/qwen3', format)
+    const ids = join(output, '..', 'ids.json')
+    const logits = join(output, '..', 'logits.f32')
+    writeFileSync(ids, JSON.stringify(CALIB_ROWS))
+    const versions = consumer('logits', output, ids, logits)
+    t.log(versions)
+    const bytes = readFileSync(logits)
+    const theirs = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)
+    const ours = await logitsOf(output)
+    t.is(ours.length, theirs.length)
+    const error = relativeL2(ours, theirs)
+    t.true(error < 1e-5, `relative L2 ${error}`)
+  })
+
+  test(`qwen3_moe/hub ${format}: compressed-tensors decodes every weight as we read it`, async (t) => {
+    if (!python) return t.pass(t.log(MISSING))
+    const output = await exportCompressed('qwen3_moe/hub', format)
+    const decoded = join(output, '..', 'decoded')
+    const { decoded: count } = consumer('decompress', output, decoded)
+    t.is(count, 56, 'quantized weights decoded')
+    const error = relativeL2(await logitsOf(output), await logitsOf(decoded))
+    t.true(error < 1e-7, `relative L2 ${error}`)
+  })
+}
