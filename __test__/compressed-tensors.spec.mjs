@@ -16,7 +16,7 @@
 //      compressed-tensors: it merges them without their global scale, and rounds merged experts to bf16).
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { computeLogits, quantizeModel } from '../dist/index.js'
@@ -135,3 +135,98 @@ for (const format of ['nvfp4', 'w4a16_nvfp4', 'fp8', 'fp8_pc_pt', 'fp8_pb_wo']) 
     t.true(error < 1e-7, `relative L2 ${error}`)
   })
 }
+
+// --- what vLLM's compressed-tensors loader reads --------------------------------------------------------------------
+// From vLLM's compressed_tensors.py and its W4A4 NVFP4 / W4A16 NVFP4 / W8A8 FP8 linear and MoE schemes: the config's
+// scheme must be one of those (NVFP4: 4-bit float tensor_group weights in groups of 16, symmetric, inputs the same or
+// none; FP8: 8-bit float symmetric static weights per tensor, channel or block, inputs dynamic or static per tensor;
+// MoE FP8: tensor weights with static tensor inputs, channel with token inputs, or blocks); each quantized module has
+// the tensors of its scheme in their dtypes and shapes (NVFP4 weight_packed U8 [N, K/2], weight_scale F8_E4M3
+// [N, K/16], weight_global_scale F32 [1] and, for static inputs, input_global_scale F32 [1]; FP8 weight F8_E4M3 [N, K],
+// weight_scale [1], [N, 1] or [⌈N/128⌉, ⌈K/128⌉], and input_scale [1] for static inputs), scales finite and positive;
+// the shards vLLM fuses (q/k/v, gate/up, w1/w3) share their NVFP4 weight_global_scale; every `ignore` entry names a
+// module of the checkpoint that is not quantized.
+
+/** Every failure of the compressed-tensors checkpoint in `dir` against vLLM's loader (empty when it meets them). */
+function compressedTensorsProblems(dir) {
+  const problems = []
+  const qc = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config ?? {}
+  if (qc.quant_method !== 'compressed-tensors') problems.push(`quant_method ${qc.quant_method}`)
+  const groups = Object.values(qc.config_groups ?? {})
+  if (groups.length !== 1) return [...problems, `${groups.length} config groups`]
+  const { weights: w, input_activations: i, format } = groups[0]
+  const nvfp4Args = (a) => a && a.num_bits === 4 && a.type === 'float' && a.strategy === 'tensor_group' && a.group_size === 16 && a.symmetric
+  const fp8Weights = w.num_bits === 8 && w.type === 'float' && w.symmetric && !w.dynamic && ['tensor', 'channel', 'block'].includes(w.strategy)
+  const fp8Inputs = i && i.num_bits === 8 && i.type === 'float' && (i.dynamic === true || (i.symmetric && i.strategy === 'tensor'))
+  const nvfp4 = format === 'nvfp4-pack-quantized' && nvfp4Args(w) && (i === null || nvfp4Args(i))
+  const fp8 = format === 'float-quantized' && fp8Weights && fp8Inputs
+  if (!nvfp4 && !fp8) problems.push(`a scheme vLLM does not load: ${JSON.stringify(groups[0])}`)
+  const moeFp8 = (w.strategy === 'tensor' && i?.strategy === 'tensor' && !i.dynamic) || (w.strategy === 'channel' && i?.strategy === 'token') || w.strategy === 'block'
+  const staticInputs = i !== null && i.dynamic !== true
+  const tensors = {}
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.safetensors'))) Object.assign(tensors, readTensors(join(dir, file)))
+  const quantized = new Set(Object.keys(tensors).filter((n) => n.endsWith('.weight_scale')).map((n) => n.slice(0, -'.weight_scale'.length)))
+  const positive = (name) => {
+    const t = tensors[name]
+    const ok = t && t.shape.length === 1 && t.shape[0] === 1 && ['F32', 'BF16'].includes(t.dtype) && scalar(t) > 0 && Number.isFinite(scalar(t))
+    if (!ok) problems.push(`${name}: ${t ? `${t.dtype} [${t.shape}]` : 'missing'}, not one finite positive scale`)
+  }
+  const shape = (name, dtype, dims) => {
+    const t = tensors[name]
+    if (!t || t.dtype !== dtype || JSON.stringify(t.shape) !== JSON.stringify(dims)) problems.push(`${name}: ${t ? `${t.dtype} [${t.shape}]` : 'missing'}, not ${dtype} [${dims}]`)
+  }
+  const globals = new Map()
+  for (const module of quantized) {
+    if (fp8 && module.includes('.experts.') && !moeFp8) problems.push(`${module}: vLLM's FP8 MoE takes no ${w.strategy} weights with ${i?.strategy} inputs`)
+    if (nvfp4) {
+      const [n, half] = tensors[`${module}.weight_packed`]?.shape ?? [0, 0]
+      shape(`${module}.weight_packed`, 'U8', [n, half])
+      shape(`${module}.weight_scale`, 'F8_E4M3', [n, (half * 2) / 16])
+      positive(`${module}.weight_global_scale`)
+      if (staticInputs) positive(`${module}.input_global_scale`)
+      globals.set(module, scalar(tensors[`${module}.weight_global_scale`] ?? { dtype: 'F32', values: [NaN] }))
+    } else {
+      const [n, k] = tensors[`${module}.weight`]?.shape ?? [0, 0]
+      shape(`${module}.weight`, 'F8_E4M3', [n, k])
+      const dims = { tensor: [1], channel: [n, 1], block: [Math.ceil(n / 128), Math.ceil(k / 128)] }[w.strategy]
+      shape(`${module}.weight_scale`, tensors[`${module}.weight_scale`]?.dtype === 'F32' ? 'F32' : 'BF16', dims)
+      if (staticInputs) positive(`${module}.input_scale`)
+    }
+  }
+  const fused = [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj'], ['w1', 'w3']]
+  for (const [module, value] of globals) {
+    for (const [first, ...rest] of fused) {
+      if (!module.endsWith(`.${first}`)) continue
+      const parent = module.slice(0, -first.length)
+      for (const other of rest) {
+        const v = globals.get(`${parent}${other}`)
+        if (v !== undefined && v !== value) problems.push(`${parent}${other}: weight_global_scale ${v}, ${module}'s ${value} (vLLM fuses them)`)
+      }
+    }
+  }
+  const modules = Object.keys(tensors).map((n) => n.slice(0, n.lastIndexOf('.')))
+  for (const name of qc.ignore ?? []) {
+    if (quantized.has(name) || !modules.includes(name)) problems.push(`ignore: ${name} is ${quantized.has(name) ? 'quantized' : 'not a module of the checkpoint'}`)
+  }
+  return problems
+}
+
+test("llm-compressor's exports and ours meet vLLM's compressed-tensors loader rules", async (t) => {
+  for (const [fixture, format, golden] of CASES) {
+    t.deepEqual(compressedTensorsProblems(join(GOLDEN, golden)), [], golden)
+    t.deepEqual(compressedTensorsProblems(await exportCompressed(fixture, format)), [], `${fixture} ${format}`)
+  }
+  t.deepEqual(compressedTensorsProblems(await exportCompressed('qwen3_moe/hub', 'fp8_pc_pt')), [])
+})
+
+test('the compressed-tensors rules catch what the loader rejects', async (t) => {
+  const output = await exportCompressed('qwen3_moe/hub', 'w4a16_nvfp4')
+  const configPath = join(output, 'config.json')
+  const config = JSON.parse(readFileSync(configPath, 'utf8'))
+  config.quantization_config.ignore.push('model.layers.0.self_attn.q_proj')
+  config.quantization_config.config_groups.group_0.weights.group_size = 32
+  writeFileSync(configPath, JSON.stringify(config))
+  const problems = compressedTensorsProblems(output)
+  t.true(problems.some((p) => p.startsWith('a scheme vLLM does not load')), problems.join('\n'))
+  t.true(problems.some((p) => p.includes('model.layers.0.self_attn.q_proj is quantized')), problems.join('\n'))
+})

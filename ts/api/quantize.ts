@@ -215,12 +215,13 @@ function warningsOf(
   format: QuantFormatName,
   summary: CalibrationSummary | null,
   uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
-  { keptIndivisible, skippedFiles, kvCacheNote, quantizedLayers }: Pick<Prepared, 'keptIndivisible' | 'skippedFiles' | 'kvCacheNote' | 'quantizedLayers'>,
+  { keptIndivisible, skippedFiles, kvCacheNote, quantizedLayers, plan }: Pick<Prepared, 'keptIndivisible' | 'skippedFiles' | 'kvCacheNote' | 'quantizedLayers' | 'plan'>,
 ): string[] {
   const warnings: string[] = []
   if (kvCacheNote) warnings.push(kvCacheNote)
   const used = new Set(quantizedLayers.values())
-  for (const written of used.size > 0 ? used : [format]) {
+  // The serving notes are about the engines' ModelOpt loaders.
+  for (const written of plan.encoding === 'compressed-tensors' ? [] : used.size > 0 ? used : [format]) {
     const { servingNote } = FORMATS[written]
     if (servingNote) warnings.push(servingNote)
   }
