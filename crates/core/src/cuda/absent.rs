@@ -59,6 +59,7 @@ pub(crate) enum Arg<'a> {
 pub(crate) enum Grid {
     Wave { work: usize, rows: usize },
     Fixed { grid: (u32, u32, u32), block: (u32, u32, u32) },
+    Shared { grid: (u32, u32, u32), block: (u32, u32, u32), bytes: u32 },
 }
 
 pub(crate) enum Source {}

@@ -7,8 +7,9 @@
 // order of the f32 sums differs from the op-by-op path (tested against it in tests/forward_kernels_cuda.rs).
 //
 // Tensor cores through mma.sync m16n8k16 (sm_80+), f32 accumulation. A block of 4 warps takes 64 queries of one
-// (sequence, head); each warp 16 of them; keys go through shared memory 64 at a time. Loaded by
-// src/cuda/attention.rs.
+// (sequence, head); each warp 16 of them; keys and values go through shared memory 64 at a time, the next tile
+// copied asynchronously (cp.async) while this one is multiplied: 4 tiles of dynamic shared memory, (64 × (D + 8))
+// elements each. Loaded by src/cuda/attention.rs.
 
 #include <stdint.h>
 #include <cuda_bf16.h>
@@ -65,18 +66,24 @@ __device__ __forceinline__ bool sees(uint32_t q, uint32_t k, int kind, uint32_t 
     return true;
 }
 
-// A tile of 64 rows of `from` (row stride `stride` elements, `valid` rows present) into shared memory, rows past
-// `valid` zeroed; 16-byte copies.
+// Starts copying a tile of 64 rows of `from` (row stride `stride` elements, `valid` rows present) into shared
+// memory with 16-byte asynchronous copies, rows past `valid` zero-filled; the copies are one commit group.
 template <typename T, int D>
 __device__ __forceinline__ void load_tile(T (*to)[D + PAD], const T* from, uint64_t stride, uint32_t valid) {
     constexpr int CHUNKS = D / 8;
     for (int i = threadIdx.x; i < KEYS_PER_TILE * CHUNKS; i += WARPS * 32) {
         const int row = i / CHUNKS, chunk = i % CHUNKS;
-        uint4 value = make_uint4(0, 0, 0, 0);
-        if ((uint32_t)row < valid) value = *reinterpret_cast<const uint4*>(from + row * stride + chunk * 8);
-        *reinterpret_cast<uint4*>(&to[row][chunk * 8]) = value;
+        const bool present = (uint32_t)row < valid;
+        const T* source = present ? from + row * stride + chunk * 8 : from;
+        const uint32_t target = (uint32_t)__cvta_generic_to_shared(&to[row][chunk * 8]);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(target), "l"(source), "r"(present ? 16 : 0));
     }
 }
+
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most `pending` commit groups of this thread are still copying.
+template <int pending>
+__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_group %0;\n" ::"n"(pending)); }
 
 // One warp's 16 queries against one tile of 64 keys: s[n][0..4] is the m16n8 accumulator of keys 8n..8n+7
 // (rows g and g+8 of the warp, keys 2t and 2t+1 of the eight), turned into logits x: the product rounded to T,
@@ -125,8 +132,11 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
                                           uint32_t len, uint32_t heads, uint32_t kv_heads, uint64_t k_batch,
                                           uint64_t k_head, uint64_t k_row, uint64_t v_batch, uint64_t v_head,
                                           uint64_t v_row, float scaling, int kind, uint32_t span, int has_sinks) {
-    __shared__ __align__(16) T ks[KEYS_PER_TILE][D + PAD];
-    __shared__ __align__(16) T vs[KEYS_PER_TILE][D + PAD];
+    // Two buffers each of keys and values: the next tile copies in while this one is multiplied.
+    extern __shared__ __align__(16) unsigned char shared[];
+    typedef T Tile[KEYS_PER_TILE][D + PAD];
+    Tile* ks = reinterpret_cast<Tile*>(shared);
+    Tile* vs = ks + 2;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const uint32_t head = blockIdx.y, batch = blockIdx.z;
     const uint32_t block0 = blockIdx.x * QUERIES_PER_BLOCK, query0 = block0 + warp * 16;
@@ -157,12 +167,20 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
     float top[2] = {sink0, sink0}, total[2] = {0.0f, 0.0f};
     if (has_sinks && t == 0) total[0] = total[1] = 1.0f;
     float s[KEYS_PER_TILE / 8][4];
+    load_tile<T, D>(ks[0], keys + tile0 * KEYS_PER_TILE * k_row, k_row, len - tile0 * KEYS_PER_TILE);
+    commit_copies();
     for (uint32_t tile = tile0; tile < tiles; ++tile) {
-        const uint32_t key0 = tile * KEYS_PER_TILE;
+        const uint32_t key0 = tile * KEYS_PER_TILE, buffer = (tile - tile0) & 1;
+        if (tile + 1 < tiles) {
+            const uint32_t next = key0 + KEYS_PER_TILE;
+            load_tile<T, D>(ks[buffer ^ 1], keys + next * k_row, k_row, len - next);
+            commit_copies();
+            wait_copies<1>();
+        } else {
+            wait_copies<0>();
+        }
         __syncthreads();
-        load_tile<T, D>(ks, keys + key0 * k_row, k_row, len - key0);
-        __syncthreads();
-        logits<T, D>(s, qa, ks, query0, key0, scaling, kind, span);
+        logits<T, D>(s, qa, ks[buffer], query0, key0, scaling, kind, span);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             float m = -INFINITY;
@@ -179,6 +197,8 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
             top[r] = m;
             total[r] = sum;
         }
+        // Every warp is done with this buffer before the next iteration copies into it.
+        __syncthreads();
     }
     total[0] = quad_sum(total[0]);
     total[1] = quad_sum(total[1]);
@@ -187,13 +207,22 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
     float o[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    load_tile<T, D>(ks[0], keys + tile0 * KEYS_PER_TILE * k_row, k_row, len - tile0 * KEYS_PER_TILE);
+    load_tile<T, D>(vs[0], values + tile0 * KEYS_PER_TILE * v_row, v_row, len - tile0 * KEYS_PER_TILE);
+    commit_copies();
     for (uint32_t tile = tile0; tile < tiles; ++tile) {
-        const uint32_t key0 = tile * KEYS_PER_TILE;
+        const uint32_t key0 = tile * KEYS_PER_TILE, buffer = (tile - tile0) & 1;
+        if (tile + 1 < tiles) {
+            const uint32_t next = key0 + KEYS_PER_TILE;
+            load_tile<T, D>(ks[buffer ^ 1], keys + next * k_row, k_row, len - next);
+            load_tile<T, D>(vs[buffer ^ 1], values + next * v_row, v_row, len - next);
+            commit_copies();
+            wait_copies<1>();
+        } else {
+            wait_copies<0>();
+        }
         __syncthreads();
-        load_tile<T, D>(ks, keys + key0 * k_row, k_row, len - key0);
-        load_tile<T, D>(vs, values + key0 * v_row, v_row, len - key0);
-        __syncthreads();
-        logits<T, D>(s, qa, ks, query0, key0, scaling, kind, span);
+        logits<T, D>(s, qa, ks[buffer], query0, key0, scaling, kind, span);
 #pragma unroll
         for (int kk = 0; kk < KEYS_PER_TILE / 16; ++kk) {
             // P's A fragment for keys 16kk..16kk+15 is the accumulator of key groups 2kk and 2kk + 1.
@@ -212,11 +241,12 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
                 // are the B fragments (b0, b1) of column groups 2j and 2j + 1.
                 const int m = lane >> 3, row = lane & 7;
                 uint32_t b[4];
-                ldmatrix_trans(b, &vs[kk * 16 + (m & 1) * 8 + row][j * 16 + (m >> 1) * 8]);
+                ldmatrix_trans(b, &vs[buffer][kk * 16 + (m & 1) * 8 + row][j * 16 + (m >> 1) * 8]);
                 mma(o[2 * j], pa, b[0], b[1], (T*)nullptr);
                 mma(o[2 * j + 1], pa, b[2], b[3], (T*)nullptr);
             }
         }
+        __syncthreads();
     }
     float largest = 0.0f;
 #pragma unroll

@@ -82,8 +82,10 @@ pub fn fused_attention(
     let mut out = source.alloc(q.dtype(), b * heads * t * d)?;
     let mut amax = source.zeros(1)?;
     if b * heads * t > 0 {
-        let grid =
-            Grid::Fixed { grid: (to_u32(t.div_ceil(64), op)?, to_u32(heads, op)?, to_u32(b, op)?), block: (128, 1, 1) };
+        // Two tiles each of keys and values, 64 rows of D + 8 two-byte elements (attention.cu).
+        let bytes = to_u32(4 * 64 * (d + 8) * 2, op)?;
+        let grid = (to_u32(t.div_ceil(64), op)?, to_u32(heads, op)?, to_u32(b, op)?);
+        let grid = Grid::Shared { grid, block: (128, 1, 1), bytes };
         let (k_address, v_address) = (address(&k)?, address(&v)?);
         // Without sinks the kernel never reads this pointer; k's is a valid stand-in.
         let sinks_address = sinks.as_ref().map(address).transpose()?.unwrap_or(k_address);

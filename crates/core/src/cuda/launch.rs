@@ -3,7 +3,7 @@
 //! (`cuda/amax.rs`, `cuda/split.rs`, `formats/*/cuda.rs`) is written against this API only, so that a build
 //! without CUDA swaps in `absent.rs` (same API, no values) instead of a `cfg` pair per function.
 
-use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
+use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::op::BackpropOp;
@@ -89,6 +89,8 @@ pub(crate) enum Grid {
     Wave { work: usize, rows: usize },
     /// Exactly these dimensions.
     Fixed { grid: (u32, u32, u32), block: (u32, u32, u32) },
+    /// These dimensions, with `bytes` of dynamic shared memory per block.
+    Shared { grid: (u32, u32, u32), block: (u32, u32, u32), bytes: u32 },
 }
 
 /// A source tensor's memory: on a CUDA device, contiguous, starting 16-byte aligned, bf16, f16 or f32.
@@ -172,6 +174,12 @@ impl Source {
         let config = match grid {
             Grid::Wave { work, rows } => wave(&self.device, &func, work, rows)?,
             Grid::Fixed { grid, block } => LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 },
+            Grid::Shared { grid, block, bytes } => {
+                // More than 48 KiB of dynamic shared memory has to be asked for (sm_80 and later have it).
+                let attribute = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+                func.set_attribute(attribute, bytes as i32).w()?;
+                LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: bytes }
+            }
         };
         let (storage, layout) = self.tensor.storage_and_layout();
         let Storage::Cuda(cuda) = &*storage else {
