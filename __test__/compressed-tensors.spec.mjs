@@ -10,7 +10,9 @@
 // 2. The consumers (these run only where a Python with transformers, compressed-tensors and torch is found: the
 //    MOE_QUANT_PYTHON interpreter, else python3; otherwise they pass with a log line saying they did not run):
 //    - transformers + compressed-tensors load a dense export in float32, decompressed, and its logits (activation
-//      quantization off) equal our own forward's over the same checkpoint within 1e-5 relative L2;
+//      quantization off) equal our own forward's over the same checkpoint within 1e-5 relative L2 for FP8; NVFP4 within
+//      5e-3, because compressed-tensors decompresses NVFP4 weights in bf16 (measured 2.7e-3, where NVFP4 itself moves
+//      the logits by 0.17);
 //    - every weight of a MoE export decoded by compressed-tensors' own functions gives a checkpoint whose logits under
 //      our forward equal our forward's over the export itself (transformers 5.17 cannot load NVFP4 MoE experts from
 //      compressed-tensors: it merges them without their global scale, and rounds merged experts to bf16).
@@ -122,7 +124,7 @@ for (const format of ['nvfp4', 'w4a16_nvfp4', 'fp8', 'fp8_pc_pt', 'fp8_pb_wo']) 
     const ours = await logitsOf(output)
     t.is(ours.length, theirs.length)
     const error = relativeL2(ours, theirs)
-    t.true(error < 1e-5, `relative L2 ${error}`)
+    t.true(error < (format.includes('nvfp4') ? 5e-3 : 1e-5), `relative L2 ${error}`)
   })
 
   test(`qwen3_moe/hub ${format}: compressed-tensors decodes every weight as we read it`, async (t) => {

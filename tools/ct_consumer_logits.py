@@ -2,7 +2,8 @@
 
   python tools/ct_consumer_logits.py logits MODEL_DIR IDS_JSON OUT_FILE
       transformers with the compressed-tensors package loads MODEL_DIR on the CPU in float32, the weights
-      decompressed by compressed-tensors at load (run_compressed=False), and runs the eager forward over the rows of
+      decompressed by compressed-tensors at load (run_compressed=False; NVFP4 weights decompressed in bf16, as
+      compressed-tensors does), and runs the eager forward over the rows of
       token ids in IDS_JSON with activation quantization switched off (moe-quant's forward does not quantize
       activations). The logits are written to OUT_FILE as raw little-endian float32 [rows, seq_len, vocab].
 
@@ -39,6 +40,9 @@ def logits(model_dir, ids_file, out_file):
         attn_implementation="eager",
     )
     model.apply(disable_quantization)
+    # compressed-tensors decompresses NVFP4 weights in bf16 (unpack_fp4_from_uint8's default dtype): cast them back
+    # to the float32 the model was loaded in.
+    model.float()
     model.eval()
     ids = torch.tensor(json.load(open(ids_file)), dtype=torch.long)
     with torch.no_grad():
