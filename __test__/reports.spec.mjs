@@ -75,6 +75,7 @@ test('the default report and the run record are published inside the output, wit
     scope: 'all',
     recipe: null,
     kvCache: 'fp8_cast',
+    exportFormat: 'modelopt',
     maxShardBytes: 5e9,
     calibration: { source: 'ids', samples: 1, seqLen: 8, batchSize: 1, allExperts: false },
   })
