@@ -232,3 +232,34 @@ test('the compressed-tensors rules catch what the loader rejects', async (t) => 
   t.true(problems.some((p) => p.startsWith('a scheme vLLM does not load')), problems.join('\n'))
   t.true(problems.some((p) => p.includes('model.layers.0.self_attn.q_proj is quantized')), problems.join('\n'))
 })
+
+test('what has no compressed-tensors form is refused before any work, naming the way out', async (t) => {
+  const output = join(tempDir('moe-quant-ct-'), 'out')
+  const refused = async (options, message) => {
+    await t.throwsAsync(quantizeModel({ output, exportFormat: 'compressed-tensors', coverageReport: false, ...options }), { code: 'E_OPTION_INVALID', message })
+  }
+  const qwen = join(FIXTURES, 'qwen3_moe/hub')
+  await refused({ model: qwen, format: 'mxfp8' }, /format 'mxfp8' has no compressed-tensors scheme.*exportFormat 'modelopt'/)
+  await refused({ model: qwen, format: 'fp8', kvCache: 'fp8', calibration: { ids: CALIB_ROWS } }, /kvCache 'fp8'.*kvCache: 'none'/)
+  await refused({ model: qwen, format: 'nvfp4', recipe: { rules: [{ modules: '*.self_attn.*', format: 'fp8' }] }, calibration: { ids: CALIB_ROWS } }, /a recipe/)
+  // GPT-OSS keeps its experts stacked, the form ModelOpt exports them in.
+  await refused({ model: join(FIXTURES, 'gpt_oss/hub'), format: 'w4a16_nvfp4' }, /written stacked .*experts\.gate_up_proj/)
+  await refused({ model: qwen, format: 'fp8', exportFormat: 'safetensors' }, /exportFormat/)
+})
+
+test('exclusions and scope reach ignore; the CLI takes --export-format', async (t) => {
+  const output = join(tempDir('moe-quant-ct-'), 'out')
+  const result = await quantizeModel({
+    model: join(FIXTURES, 'qwen2_moe/hub'), output, format: 'w4a16_nvfp4', exportFormat: 'compressed-tensors', scope: 'experts', exclude: ['model.layers.1.*'], coverageReport: false,
+  })
+  t.is(result.exportFormat, 'compressed-tensors')
+  const { ignore } = JSON.parse(readFileSync(join(output, 'config.json'), 'utf8')).quantization_config
+  for (const name of ['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.shared_expert.down_proj', 'model.layers.0.mlp.gate', 'model.layers.1.mlp.experts.3.up_proj', 'lm_head']) {
+    t.true(ignore.includes(name), name)
+  }
+  t.false(ignore.some((name) => name.startsWith('model.layers.0.mlp.experts.')))
+  t.deepEqual(compressedTensorsProblems(output), [])
+  const { parseQuantizeArgs } = await import('../dist/cli/quantize.js')
+  t.is(parseQuantizeArgs(['m', '--format', 'fp8_pb_wo', '--out', 'o', '--export-format', 'compressed-tensors']).options.exportFormat, 'compressed-tensors')
+  t.throws(() => parseQuantizeArgs(['m', '--format', 'fp8', '--out', 'o', '--export-format', 'ct']), { code: 'E_OPTION_INVALID', message: /--export-format/ })
+})
