@@ -3,7 +3,9 @@
 // 1. llm-compressor 0.14.0.1's exports of the same fixtures with the same calibration ids (fixtures/golden/
 //    compressed_tensors, made by tools/make_ct_golden.py; the MoE's calibrated schemes with --pipeline basic, the
 //    causal forward): same tensor names, dtypes and shapes; every weight tensor (codes, block and global scales)
-//    byte-identical; config.json's quantization_config equal. Input scales come from each tool's own forward (ours in
+//    byte-identical; config.json's quantization_config equal. KV cache scales are the largest |key| (|value|) over 448
+//    in bf16, as ModelOpt takes them; llm-compressor's minmax observer averages the samples' maxima (weight 0.01), so
+//    its scales are at most ours. Input scales come from each tool's own forward (ours in
 //    f32 on the CPU, llm-compressor's in bf16) and agree within 2%, except the routed experts' down_proj: llm-compressor
 //    runs every expert on every calibration token and scales each expert's down_proj input on its own, where moe-quant
 //    writes the one input scale per layer that ModelOpt writes (checked to be one value per layer).
@@ -21,14 +23,14 @@ import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { computeLogits, quantizeModel } from '../dist/index.js'
+import { calibrateModel, computeLogits, quantizeModel } from '../dist/index.js'
 import { FIXTURES, readTensors, relativeL2, ROOT, rows, tempDir } from './helpers/checkpoint.mjs'
 
 const GOLDEN = join(FIXTURES, 'golden', 'compressed_tensors')
 const calibIds = readTensors(join(FIXTURES, 'golden', 'calib_ids.safetensors')).input_ids
 const CALIB_ROWS = rows(calibIds.values, calibIds.shape[1])
 
-// [fixture, format, golden]
+// [fixture, format, golden, options]
 const CASES = [
   ['qwen3_moe/hub', 'fp8', 'qwen3_moe_FP8'],
   ['qwen3_moe/hub', 'fp8_pc_pt', 'qwen3_moe_FP8_DYNAMIC'],
@@ -38,13 +40,18 @@ const CASES = [
   ['dense/qwen3', 'fp8', 'dense_qwen3_FP8'],
   ['dense/qwen3', 'fp8_pb_wo', 'dense_qwen3_FP8_BLOCK'],
   ['dense/qwen3', 'nvfp4', 'dense_qwen3_NVFP4'],
+  // With an FP8 KV cache (llm-compressor's kv_cache_scheme).
+  ['qwen3_moe/hub', 'fp8', 'qwen3_moe_FP8_KV', { kvCache: 'fp8' }],
+  ['qwen3_moe/hub', 'nvfp4', 'qwen3_moe_NVFP4_KV', { kvCache: 'fp8' }],
+  ['dense/qwen3', 'fp8', 'dense_qwen3_FP8_KV', { kvCache: 'fp8' }],
 ]
 
 const CALIBRATED = new Set(['fp8', 'nvfp4'])
 const INPUT_SCALE = /\.(input_scale|input_global_scale)$/
+const KV_SCALE = /\.(k_scale|v_scale)$/
 const EXPERT_DOWN_INPUT = /\.experts\.\d+\.down_proj\.(input_scale|input_global_scale)$/
 
-async function exportCompressed(fixture, format) {
+async function exportCompressed(fixture, format, options = {}) {
   const output = join(tempDir('moe-quant-ct-'), 'out')
   await quantizeModel({
     model: join(FIXTURES, fixture),
@@ -53,8 +60,17 @@ async function exportCompressed(fixture, format) {
     exportFormat: 'compressed-tensors',
     coverageReport: false,
     ...(CALIBRATED.has(format) ? { calibration: { ids: CALIB_ROWS } } : {}),
+    ...options,
   })
   return output
+}
+
+const bf16 = (x) => {
+  const view = new DataView(new ArrayBuffer(4))
+  view.setFloat32(0, x, true)
+  const bits = view.getUint32(0, true)
+  view.setUint32(0, ((bits + 0x7fff + ((bits >>> 16) & 1)) & 0xffff0000) >>> 0, true)
+  return view.getFloat32(0, true)
 }
 
 /** A one-element F32 or BF16 tensor's value. */
@@ -67,9 +83,11 @@ function scalar({ dtype, values }) {
 
 const sameBytes = (a, b) => a.length === b.length && a.every((byte, i) => byte === b[i])
 
-for (const [fixture, format, golden] of CASES) {
+for (const [fixture, format, golden, options] of CASES) {
   test(`${fixture} ${format}: llm-compressor's ${golden.replace(/^.*?_(?=[A-Z])/, '')} export`, async (t) => {
-    const output = await exportCompressed(fixture, format)
+    const output = await exportCompressed(fixture, format, options)
+    // Our KV scales: the largest |key| (|value|) of our forward over 448, in bf16.
+    const kvAmax = options ? (await calibrateModel({ model: join(FIXTURES, fixture), calibration: { ids: CALIB_ROWS }, coverageReport: false })).kvAmax : {}
     const ours = readTensors(join(output, 'model.safetensors'))
     const theirs = readTensors(join(GOLDEN, golden, 'model.safetensors'))
     t.deepEqual(Object.keys(ours).sort(), Object.keys(theirs).sort())
@@ -77,7 +95,12 @@ for (const [fixture, format, golden] of CASES) {
     for (const [name, want] of Object.entries(theirs)) {
       const got = ours[name]
       t.deepEqual([got.dtype, got.shape], [want.dtype, want.shape], name)
-      if (!INPUT_SCALE.test(name)) {
+      if (KV_SCALE.test(name)) {
+        const [attention, which] = [name.replace(/\.[kv]_scale$/, ''), name.endsWith('k_scale') ? 'key' : 'value']
+        t.is(scalar(got), bf16(kvAmax[attention][which] / 448), name)
+        // llm-compressor's running average of per-sample maxima stays below the maximum.
+        t.true(scalar(want) <= scalar(got), `${name}: llm-compressor's ${scalar(want)} above our maximum's ${scalar(got)}`)
+      } else if (!INPUT_SCALE.test(name)) {
         const [a, b] = [new Uint8Array(got.values.buffer ?? got.values), new Uint8Array(want.values.buffer ?? want.values)]
         t.true(sameBytes(a, b), `${name}: bytes differ from llm-compressor's`)
       } else if (EXPERT_DOWN_INPUT.test(name)) {
@@ -147,7 +170,8 @@ for (const format of ['nvfp4', 'w4a16_nvfp4', 'fp8', 'fp8_pc_pt', 'fp8_pb_wo']) 
 // [N, K/16], weight_global_scale F32 [1] and, for static inputs, input_global_scale F32 [1]; FP8 weight F8_E4M3 [N, K],
 // weight_scale [1], [N, 1] or [⌈N/128⌉, ⌈K/128⌉], and input_scale [1] for static inputs), scales finite and positive;
 // the shards vLLM fuses (q/k/v, gate/up, w1/w3) share their NVFP4 weight_global_scale; every `ignore` entry names a
-// module of the checkpoint that is not quantized.
+// module of the checkpoint that is not quantized; a kv_cache_scheme is FP8 per tensor and static, and then every
+// attention (the parent of a k_proj) has a k_scale and a v_scale of one finite positive value (none without it).
 
 /** Every failure of the compressed-tensors checkpoint in `dir` against vLLM's loader (empty when it meets them). */
 function compressedTensorsProblems(dir) {
@@ -206,6 +230,15 @@ function compressedTensorsProblems(dir) {
       }
     }
   }
+  const kv = qc.kv_cache_scheme
+  if (kv && !(kv.num_bits === 8 && kv.type === 'float' && kv.strategy === 'tensor' && kv.dynamic === false)) problems.push(`kv_cache_scheme ${JSON.stringify(kv)}`)
+  const attentions = new Set(Object.keys(tensors).filter((n) => /\.k_proj\.(weight|weight_packed)$/.test(n)).map((n) => n.replace(/\.k_proj\..*$/, '')))
+  for (const attention of attentions) {
+    for (const which of ['k_scale', 'v_scale']) {
+      if (kv) positive(`${attention}.${which}`)
+      else if (tensors[`${attention}.${which}`]) problems.push(`${attention}.${which} without a kv_cache_scheme`)
+    }
+  }
   const modules = Object.keys(tensors).map((n) => n.slice(0, n.lastIndexOf('.')))
   for (const name of qc.ignore ?? []) {
     if (quantized.has(name) || !modules.includes(name)) problems.push(`ignore: ${name} is ${quantized.has(name) ? 'quantized' : 'not a module of the checkpoint'}`)
@@ -214,9 +247,9 @@ function compressedTensorsProblems(dir) {
 }
 
 test("llm-compressor's exports and ours meet vLLM's compressed-tensors loader rules", async (t) => {
-  for (const [fixture, format, golden] of CASES) {
+  for (const [fixture, format, golden, options] of CASES) {
     t.deepEqual(compressedTensorsProblems(join(GOLDEN, golden)), [], golden)
-    t.deepEqual(compressedTensorsProblems(await exportCompressed(fixture, format)), [], `${fixture} ${format}`)
+    t.deepEqual(compressedTensorsProblems(await exportCompressed(fixture, format, options)), [], `${fixture} ${format}`)
   }
   t.deepEqual(compressedTensorsProblems(await exportCompressed('qwen3_moe/hub', 'fp8_pc_pt')), [])
 })
@@ -240,7 +273,8 @@ test('what has no compressed-tensors form is refused before any work, naming the
   }
   const qwen = join(FIXTURES, 'qwen3_moe/hub')
   await refused({ model: qwen, format: 'mxfp8' }, /format 'mxfp8' has no compressed-tensors scheme.*exportFormat 'modelopt'/)
-  await refused({ model: qwen, format: 'fp8', kvCache: 'fp8', calibration: { ids: CALIB_ROWS } }, /kvCache 'fp8'.*kvCache: 'none'/)
+  await refused({ model: qwen, format: 'fp8', kvCache: 'fp8_cast', calibration: { ids: CALIB_ROWS } }, /kvCache 'fp8_cast'.*'fp8'.*'none'/)
+  await refused({ model: qwen, format: 'w4a16_nvfp4', kvCache: 'fp8' }, /kvCache: 'fp8' calibrates/)
   await refused({ model: qwen, format: 'nvfp4', recipe: { rules: [{ modules: '*.self_attn.*', format: 'fp8' }] }, calibration: { ids: CALIB_ROWS } }, /a recipe/)
   // GPT-OSS keeps its experts stacked, the form ModelOpt exports them in.
   await refused({ model: join(FIXTURES, 'gpt_oss/hub'), format: 'w4a16_nvfp4' }, /written stacked .*experts\.gate_up_proj/)

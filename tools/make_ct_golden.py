@@ -36,6 +36,15 @@ at run time, so its calibration attention is bidirectional (not causal); the
 dense Qwen3 graph keeps its causal mask. `--pipeline basic` runs the plain
 model forward instead (causal), and changes only the input_* scales.
 
+`--kv-cache` adds LC's FP8 KV-cache recipe (examples/quantization_kv_cache):
+`kv_cache_scheme` = 8-bit float, per-tensor, static, symmetric. Each
+`self_attn` gets a key and a value observer ("minmax": a running average,
+weight 0.01 per batch, of min and max, kept in bf16) on the post-k_norm,
+post-RoPE keys and the values passed to the KV cache, [1, kv_heads, seq,
+head_dim] per row; `k_scale` = max(|min|, max) / 448 in bf16, saved as
+`model.layers.N.self_attn.{k,v}_scale`, bf16 [1]. Nothing else in the
+checkpoint changes; config.json gains `quantization_config.kv_cache_scheme`.
+
 Needs llmcompressor (tested with 0.14.0.1 / compressed-tensors 0.19.0 /
 transformers 5.17 / torch 2.14, CPU only).
 
@@ -74,6 +83,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--log-observer-dtypes", action="store_true",
                    help="print the dtypes of the tensors LC's observers saw")
+    p.add_argument("--kv-cache", action="store_true",
+                   help="also quantize the KV cache: FP8 (E4M3) per-tensor static "
+                        "k_scale / v_scale per attention layer (LC's "
+                        "examples/quantization_kv_cache recipe)")
     return p.parse_args(argv)
 
 
@@ -144,9 +157,22 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(args.fixture)
     param_dtypes = sorted({str(p.dtype) for p in model.parameters()})
     print(f"[make_ct_golden] model {type(model).__name__} params {param_dtypes}, "
-          f"calibration {num_rows} x {seq_len} tokens, scheme {args.scheme}")
+          f"calibration {num_rows} x {seq_len} tokens, scheme {args.scheme}"
+          f"{' + FP8 KV cache' if args.kv_cache else ''}")
 
-    recipe = QuantizationModifier(targets="Linear", scheme=args.scheme, ignore=IGNORE)
+    kv_cache_scheme = None
+    if args.kv_cache:
+        # Exactly LC's examples/quantization_kv_cache recipe. LC observes the
+        # post-k_norm, post-RoPE keys and the values each attention layer hands
+        # to its cache (default "minmax" observer, per-tensor) and saves
+        # `*.self_attn.k_scale` / `*.self_attn.v_scale` in the model dtype.
+        from compressed_tensors.quantization import QuantizationArgs
+
+        kv_cache_scheme = QuantizationArgs(
+            num_bits=8, type="float", strategy="tensor", dynamic=False,
+            symmetric=True)
+    recipe = QuantizationModifier(targets="Linear", scheme=args.scheme, ignore=IGNORE,
+                                  kv_cache_scheme=kv_cache_scheme)
 
     seen = collections.Counter()
     recorder = (record_observer_dtypes(seen) if args.log_observer_dtypes

@@ -92,7 +92,7 @@ export interface QuantizeOptions {
    * How the checkpoint is written: `'modelopt'` (default; ModelOpt's unified HF checkpoint with hf_quant_config.json,
    * byte for byte as ModelOpt exports it) or `'compressed-tensors'` (vLLM's native format, as llm-compressor writes
    * it: formats `nvfp4`, `w4a16_nvfp4`, `fp8`, `fp8_pc_pt`, `fp8_pb_wo` as its NVFP4, NVFP4A16, FP8, FP8_DYNAMIC and
-   * FP8_BLOCK presets, FP8 with bf16 scales; no recipe, KV cache left in 16 bits).
+   * FP8_BLOCK presets, FP8 with bf16 scales; no recipe; the KV cache in 16 bits unless `kvCache: 'fp8'`).
    */
   exportFormat?: ExportFormat
   /**
@@ -342,7 +342,9 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
   const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, options.device ?? 'cpu')
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }
-  const { mode: kvCache, note: kvCacheNote } = compressedTensors ? { mode: 'none' as const, note: undefined } : resolveKvCache(options.kvCache, deciding, report.modelType)
+  // compressed-tensors' default is an unquantized KV cache (llm-compressor's), ModelOpt's hf_ptq's fp8_cast.
+  const kvRequested = compressedTensors ? (options.kvCache ?? 'none') : options.kvCache
+  const { mode: kvCache, note: kvCacheNote } = resolveKvCache(kvRequested, deciding, report.modelType)
   const planned = planExport(report, descriptor, listing, {
     format: options.format,
     exclude: options.exclude ?? [],

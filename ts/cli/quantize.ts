@@ -57,7 +57,7 @@ Options:
                           scale), fp8 (FP8 with calibrated key and value scales; calibrated formats only), none
   --export-format FORM    modelopt (default: ModelOpt's checkpoint, hf_quant_config.json) or compressed-tensors
                           (vLLM's native format, as llm-compressor writes it: nvfp4, w4a16_nvfp4, fp8,
-                          fp8_pc_pt and fp8_pb_wo; no --recipe, KV cache in 16 bits)
+                          fp8_pc_pt and fp8_pb_wo; no --recipe; KV cache in 16 bits unless --kv-cache fp8)
   --all-experts           route every calibration token through every expert, for statistics only
   --coverage FILE         write the expert-coverage report to FILE (default: OUT/moe-quant-coverage.html)
   --no-coverage           do not write the expert-coverage report

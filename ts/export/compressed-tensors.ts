@@ -16,6 +16,12 @@
  *
  * `fp8_pb_wo` is weight-only in ModelOpt's form; compressed-tensors has no weight-only FP8 block scheme, so its
  * checkpoint is FP8_BLOCK, whose activations the engine quantizes at run time (as DeepSeek-style FP8 checkpoints).
+ *
+ * The KV cache (`kvCache: 'fp8'`): `kv_cache_scheme` as llm-compressor writes it and `<attention>.k_scale` /
+ * `<attention>.v_scale` BF16 `[1]`, max |k| (|v|) over the calibration tokens / 448 (crates/core/src/export/kv_cache.rs).
+ * llm-compressor's own minmax observer keeps a running average (weight 0.01) of each calibration sample's min and max
+ * instead, so that its scales follow the first samples and clip keys the later ones exceed; the maximum is what
+ * ModelOpt takes, and what moe-quant writes.
  */
 import { MoeQuantError } from '../errors'
 import type { QuantFormatName } from '../formats'
@@ -96,7 +102,7 @@ export const COMPRESSED_TENSORS_FORMATS = Object.keys(SCHEMES) as QuantFormatNam
 /**
  * What a compressed-tensors export cannot take, refused before any work.
  * @throws MoeQuantError `E_OPTION_INVALID` for a format without a compressed-tensors scheme here, a recipe (mixed
- *   precision), or a calibrated KV cache.
+ *   precision), or a constant-scale KV cache.
  */
 export function checkCompressedTensorsOptions(options: { format: QuantFormatName; recipe?: unknown; kvCache?: KvCacheMode }): void {
   const refuse = (message: string): never => {
@@ -106,8 +112,8 @@ export function checkCompressedTensorsOptions(options: { format: QuantFormatName
     refuse(`format '${options.format}' has no compressed-tensors scheme here; use ${COMPRESSED_TENSORS_FORMATS.map((f) => `'${f}'`).join(', ')} or exportFormat 'modelopt'`)
   }
   if (options.recipe !== undefined) refuse('a recipe (mixed precision) is written in ModelOpt\'s form only; leave recipe out or use exportFormat \'modelopt\'')
-  if (options.kvCache !== undefined && options.kvCache !== 'none') {
-    refuse(`kvCache '${options.kvCache}' is written in ModelOpt's form only (compressed-tensors' kv_cache_scheme is not written yet); pass kvCache: 'none' or leave it out`)
+  if (options.kvCache === 'fp8_cast') {
+    refuse("kvCache 'fp8_cast' (a constant scale) has no compressed-tensors form: use 'fp8' (calibrated key and value scales) or 'none' (the default here)")
   }
 }
 
@@ -136,14 +142,15 @@ export function compressedTensorsIgnore(modules: Iterable<string>): string[] {
  * config.json's `quantization_config` as llm-compressor writes it for one scheme applied to every `Linear` but those
  * in `ignore` (real module names).
  */
-export function compressedTensorsConfig(format: QuantFormatName, ignore: readonly string[]): Record<string, unknown> {
+export function compressedTensorsConfig(format: QuantFormatName, ignore: readonly string[], kvCache: KvCacheMode = 'none'): Record<string, unknown> {
   const { format: ctFormat, weights, input_activations } = scheme(format)
   return {
     config_groups: { group_0: { format: ctFormat, input_activations, output_activations: null, targets: ['Linear'], weights } },
     format: ctFormat,
     global_compression_ratio: null,
     ignore: [...ignore],
-    kv_cache_scheme: null,
+    // An FP8 KV cache with per-tensor static scales, as llm-compressor's kv_cache_scheme (its observer not recorded).
+    kv_cache_scheme: kvCache === 'fp8' ? quantizationArgs({ observer: null }) : null,
     quant_method: 'compressed-tensors',
     quantization_status: 'compressed',
     sparsity_config: {},

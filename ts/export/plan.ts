@@ -361,7 +361,7 @@ function routerModuleNames(report: InspectReport): [string, string][] {
  * config.json alone, with the unquantized linears listed in `ignore`). */
 function metadataFiles(listing: HeaderListing, options: PlanOptions, exclude: string[], layers: Map<string, QuantFormatName>, ignore: string[]): Record<string, string> {
   const source = `${listing.dir}/config.json`
-  if (options.exportFormat === 'compressed-tensors') return { 'config.json': compressedTensorsConfigJson(listing.config, compressedTensorsConfig(options.format, ignore), source) }
+  if (options.exportFormat === 'compressed-tensors') return { 'config.json': compressedTensorsConfigJson(listing.config, compressedTensorsConfig(options.format, ignore, options.kvCache), source) }
   const format = singleFormat(layers, options.format)
   const config = format ? quantizationConfig(format, exclude, undefined, options.kvCache) : mixedQuantizationConfig(layers, MODELOPT_VERSION, options.kvCache)
   const hfQuant = format ? hfQuantConfig(format, exclude, undefined, options.tool, options.kvCache) : mixedHfQuantConfig(layers, MODELOPT_VERSION, options.tool, options.kvCache)

@@ -31,6 +31,15 @@ pub enum Encoding {
     CompressedTensors,
 }
 
+/// The dtype and shape of a KV cache scale: 0-d F32 in ModelOpt's form, BF16 `[1]` in compressed-tensors' (the
+/// attention's dtype, as llm-compressor stores it).
+pub fn scalar_layout(encoding: Encoding) -> (Dtype, Vec<usize>) {
+    match encoding {
+        Encoding::ModelOpt => (Dtype::F32, Vec::new()),
+        Encoding::CompressedTensors => (Dtype::BF16, vec![1]),
+    }
+}
+
 /// What happens to a tensor's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Values {

@@ -4,13 +4,10 @@
 use super::kv_cache::kv_scale_names;
 use super::plan::{ExpertOutput, ExportPlan, Stack};
 use super::{compressed, Encoding, FormatSet};
-use crate::checkpoint::{Checkpoint, Dtype, TensorLayout};
+use crate::checkpoint::{Checkpoint, TensorLayout};
 use crate::error::{Error, Result};
 use crate::formats::{self, QuantFormat};
 use crate::model::descriptor::expert_name;
-
-/// Suffix of the 0-d activation scale written beside each quantized weight.
-pub const INPUT_SCALE: &str = "input_scale";
 
 /// How the tensors of one quantized weight are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +104,9 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
         }
     }
     for kv in &plan.kv_scales {
-        for name in kv_scale_names(&kv.output) {
-            layout.push(TensorLayout { name, dtype: Dtype::F32, shape: Vec::new() });
+        for name in kv_scale_names(&kv.output, plan.encoding) {
+            let (dtype, shape) = compressed::scalar_layout(plan.encoding);
+            layout.push(TensorLayout { name, dtype, shape });
         }
     }
     Ok(layout)

@@ -55,9 +55,14 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    /// Queues a 0-d f32 tensor (a KV cache scale).
+    /// Queues a KV cache scale: a 0-d f32 tensor, or in compressed-tensors' form BF16 `[1]`.
     pub fn queue_scalar(&mut self, name: &str, value: f32) -> Result<()> {
-        self.add(name, Dtype::F32, &[], value.to_le_bytes().to_vec())
+        let (dtype, shape) = compressed::scalar_layout(self.encoding);
+        let data = match dtype {
+            Dtype::BF16 => half::bf16::from_f32(value).to_le_bytes().to_vec(),
+            _ => value.to_le_bytes().to_vec(),
+        };
+        self.add(name, dtype, &shape, data)
     }
 
     /// Queues one quantized linear's tensors and its `input_scale`, if it has one (in compressed-tensors' form
