@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use moe_quant_core::export::kv_cache::{kv_scale, kv_scale_names};
+use moe_quant_core::export::Encoding;
 use moe_quant_core::{Checkpoint, Dtype};
 
 fn golden(relative: &str) -> PathBuf {
@@ -33,7 +34,7 @@ fn kv_scales_are_modelopts_bits_from_its_maxima() {
             let Some(attention) = name.strip_suffix(".k_bmm_quantizer") else { continue };
             let value_amax = &info["quantizers"][format!("{attention}.v_bmm_quantizer")]["amax"];
             let maxima = [quantizer["amax"].as_f64().unwrap() as f32, value_amax.as_f64().unwrap() as f32];
-            for (tensor, amax) in kv_scale_names(attention).iter().zip(maxima) {
+            for (tensor, amax) in kv_scale_names(attention, Encoding::ModelOpt).iter().zip(maxima) {
                 let view = checkpoint.read(tensor).unwrap();
                 assert_eq!((view.dtype, view.shape.len()), (Dtype::F32, 0), "{case}: {tensor}");
                 assert_eq!(view.to_f32()[0].to_bits(), kv_scale(amax).to_bits(), "{case}: {tensor} from amax {amax}");
