@@ -287,7 +287,7 @@ impl MoeBlock {
     /// The routed experts of `flat [tokens, H]`, routed on `router_flat`: their weighted sum `[tokens, H]` in f32.
     fn routed(&self, router_flat: &Tensor, flat: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let device = flat.device();
-        let dispatch = profile::section(device, "routing (router, top-k on the host, upload)", || {
+        let dispatch = profile::section(device, "routing (router, top-k, slots by expert)", || {
             self.route(router_flat, observers)
         })?;
         // Maxima stay on the device until the end of the block: no synchronisation inside the expert pass.
