@@ -208,10 +208,23 @@ fn child_process_entry_point() {
         }
         held = true;
         if let Some(dir) = &task.remount_read_only {
-            // `-t tmpfs … tmpfs`: util-linux's mount cannot remount by mount point alone in a user namespace.
-            let status =
-                Command::new("mount").args(["-t", "tmpfs", "-o", "remount,ro", "tmpfs"]).arg(dir).status().unwrap();
-            assert!(status.success(), "remounting {} read-only failed", dir.display());
+            // `-t tmpfs … tmpfs`: util-linux's mount cannot remount by mount point alone in a user namespace. The
+            // kernel refuses (EBUSY) while a file is open for writing: the writer thread opens a shard for each
+            // tensor it writes, so this retries until it is between two writes.
+            let remount = || {
+                let output = Command::new("mount").args(["-t", "tmpfs", "-o", "remount,ro", "tmpfs"]).arg(dir).output();
+                output.unwrap()
+            };
+            let mut attempt = remount();
+            for _ in 0..500 {
+                if attempt.status.success() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                attempt = remount();
+            }
+            let stderr = String::from_utf8_lossy(&attempt.stderr);
+            assert!(attempt.status.success(), "remounting {} read-only failed: {stderr}", dir.display());
         }
         if task.hold {
             // On a line of its own: libtest has printed "test child_process_entry_point ... " before.
