@@ -97,11 +97,21 @@ fn chunked(device: &CudaDevice, problems: &Problems, chunk: usize) -> Result<()>
         let full = rows / chunk;
         for c in 0..full {
             let offset = (c * chunk) as u64;
-            whole.push(problems.weights[g], problems.inputs[g] + offset * k * size, problems.outputs[g] + offset * n * size, int(chunk)?);
+            whole.push(
+                problems.weights[g],
+                problems.inputs[g] + offset * k * size,
+                problems.outputs[g] + offset * n * size,
+                int(chunk)?,
+            );
         }
         if rows % chunk > 0 {
             let offset = (full * chunk) as u64;
-            rest.push(problems.weights[g], problems.inputs[g] + offset * k * size, problems.outputs[g] + offset * n * size, int(rows % chunk)?);
+            rest.push(
+                problems.weights[g],
+                problems.inputs[g] + offset * k * size,
+                problems.outputs[g] + offset * n * size,
+                int(rows % chunk)?,
+            );
         }
     }
     if !whole.rows.is_empty() {
@@ -169,7 +179,15 @@ struct Problems {
 
 impl Problems {
     fn empty(like: &Problems) -> Problems {
-        Problems { weights: vec![], inputs: vec![], outputs: vec![], rows: vec![], n: like.n, k: like.k, data_type: like.data_type }
+        Problems {
+            weights: vec![],
+            inputs: vec![],
+            outputs: vec![],
+            rows: vec![],
+            n: like.n,
+            k: like.k,
+            data_type: like.data_type,
+        }
     }
 
     fn push(&mut self, weight: u64, input: u64, output: u64, rows: i32) {

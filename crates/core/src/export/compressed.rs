@@ -50,15 +50,24 @@ enum Values {
 
 /// The compressed-tensors name, dtype and shape of the ModelOpt-form tensor `suffix` of a weight in `format`, and
 /// what happens to its values.
-fn convert(format: FormatName, suffix: &str, dtype: Dtype, shape: &[usize]) -> Result<(&'static str, Dtype, Vec<usize>, Values)> {
+fn convert(
+    format: FormatName,
+    suffix: &str,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<(&'static str, Dtype, Vec<usize>, Values)> {
     let nvfp4 = matches!(format, FormatName::Nvfp4 | FormatName::W4a16Nvfp4);
     let fp8 = matches!(format, FormatName::Fp8 | FormatName::Fp8PcPt | FormatName::Fp8PbWo);
     let converted = match (suffix, dtype) {
         ("weight", Dtype::U8) if nvfp4 => ("weight_packed", dtype, shape.to_vec(), Values::Same),
         ("weight", Dtype::F8E4M3) if fp8 => ("weight", dtype, shape.to_vec(), Values::Same),
         ("weight_scale", Dtype::F8E4M3) if nvfp4 => ("weight_scale", dtype, shape.to_vec(), Values::Same),
-        ("weight_global_scale", Dtype::F32) if nvfp4 && shape == [1] => ("weight_global_scale", dtype, vec![1], Values::Same),
-        ("input_global_scale", Dtype::F32) if nvfp4 && shape == [1] => ("input_global_scale", dtype, vec![1], Values::Same),
+        ("weight_global_scale", Dtype::F32) if nvfp4 && shape == [1] => {
+            ("weight_global_scale", dtype, vec![1], Values::Same)
+        }
+        ("input_global_scale", Dtype::F32) if nvfp4 && shape == [1] => {
+            ("input_global_scale", dtype, vec![1], Values::Same)
+        }
         ("input_scale", Dtype::F32) if format == FormatName::Fp8 && shape.is_empty() => {
             ("input_scale", Dtype::BF16, vec![1], Values::Bf16)
         }
@@ -78,10 +87,7 @@ fn convert(format: FormatName, suffix: &str, dtype: Dtype, shape: &[usize]) -> R
 }
 
 fn unconvertible(format: FormatName, suffix: &str, dtype: Dtype, shape: &[usize]) -> Error {
-    Error::internal(format!(
-        "{} tensor {suffix} ({dtype} {shape:?}) has no compressed-tensors form",
-        format.as_str()
-    ))
+    Error::internal(format!("{} tensor {suffix} ({dtype} {shape:?}) has no compressed-tensors form", format.as_str()))
 }
 
 /// The compressed-tensors layout of the ModelOpt-form `tensors` (suffix, dtype, shape) of a weight in `format`.
@@ -131,7 +137,10 @@ mod tests {
     fn nvfp4_codes_are_renamed_and_its_scales_kept() {
         let packed = OutputTensor { suffix: "weight", dtype: Dtype::U8, shape: vec![2, 8], data: vec![0x97; 16] };
         let out = encode(FormatName::Nvfp4, "w", packed.clone()).unwrap();
-        assert_eq!((out.suffix, out.dtype, &out.shape, &out.data), ("weight_packed", Dtype::U8, &packed.shape, &packed.data));
+        assert_eq!(
+            (out.suffix, out.dtype, &out.shape, &out.data),
+            ("weight_packed", Dtype::U8, &packed.shape, &packed.data)
+        );
         let global = OutputTensor { shape: vec![1], ..scalar("weight_global_scale", 4.0) };
         assert_eq!(encode(FormatName::W4a16Nvfp4, "w", global.clone()).unwrap(), global);
         // ModelOpt's multiplier has no place here: the plan's NVFP4 must be compressed-tensors'.
@@ -143,9 +152,15 @@ mod tests {
         let bf16 = |v: f32| half::bf16::from_f32(v).to_le_bytes().to_vec();
         let per_tensor = encode(FormatName::Fp8, "w", scalar("weight_scale", 0.375)).unwrap();
         assert_eq!((per_tensor.dtype, per_tensor.shape.clone(), per_tensor.data), (Dtype::BF16, vec![1], bf16(0.375)));
-        let rows = OutputTensor { suffix: "weight_scale", dtype: Dtype::F32, shape: vec![2], data: [1f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let rows = OutputTensor {
+            suffix: "weight_scale",
+            dtype: Dtype::F32,
+            shape: vec![2],
+            data: [1f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
         assert_eq!(encode(FormatName::Fp8PcPt, "w", rows).unwrap().shape, [2, 1]);
-        let blocks = OutputTensor { suffix: "weight_scale", dtype: Dtype::F32, shape: vec![2, 1, 3, 1], data: vec![0; 24] };
+        let blocks =
+            OutputTensor { suffix: "weight_scale", dtype: Dtype::F32, shape: vec![2, 1, 3, 1], data: vec![0; 24] };
         assert_eq!(encode(FormatName::Fp8PbWo, "w", blocks).unwrap().shape, [2, 3]);
         assert_eq!(layout(FormatName::Fp8PbWo, vec![("weight_scale", Dtype::F32, vec![])]).unwrap()[0].2, [1, 1]);
         let input = encode(FormatName::Fp8, "w", scalar("input_scale", 0.5)).unwrap();

@@ -1,7 +1,7 @@
 //! The formats of one plan: the plan's own and those a recipe gives single linears or experts blocks
 //! (`MIXED_PRECISION`), each made once and looked up by name.
 
-use crate::formats::{self, Fp8Bf16Scales, Fp8Granularity, FormatName, Nvfp4CompressedTensors, QuantFormat};
+use crate::formats::{self, FormatName, Fp8Bf16Scales, Fp8Granularity, Nvfp4CompressedTensors, QuantFormat};
 
 use super::plan::{ExpertPlan, ExportPlan, LinearPlan};
 use super::Encoding;
@@ -31,9 +31,7 @@ impl FormatSet {
                 _ => None,
             };
             match granularity {
-                Some(granularity) if ct => {
-                    Box::new(Fp8Bf16Scales { granularity })
-                }
+                Some(granularity) if ct => Box::new(Fp8Bf16Scales { granularity }),
                 _ => formats::format(name, torch_cuda),
             }
         };

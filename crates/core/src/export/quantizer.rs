@@ -78,7 +78,12 @@ pub struct QuantizedLinear {
 
 impl QuantizedLinear {
     /// A linear module's weight in `format`, with the `input_scale` of `input_amax` where the format calibrates.
-    pub(super) fn module(output: String, format: &dyn QuantFormat, weight: QuantizedWeight, input_amax: Option<f32>) -> Self {
+    pub(super) fn module(
+        output: String,
+        format: &dyn QuantFormat,
+        weight: QuantizedWeight,
+        input_amax: Option<f32>,
+    ) -> Self {
         let input_scale = input_scale(format, input_amax);
         QuantizedLinear { output, naming: Naming::Module, weight, format: format.name(), input_scale }
     }

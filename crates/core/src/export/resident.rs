@@ -283,7 +283,9 @@ pub(super) fn linears(
     let (gate_up_input, down_input) = (stats.gate_up_input_amax, stats.down_input_amax);
     let mut linears = Vec::with_capacity(3 * held.experts.len());
     for (e, expert) in held.experts.into_iter().enumerate() {
-        let linear = |pattern: &str, weight, input| QuantizedLinear::module(expert_name(pattern, e), format, weight, Some(input));
+        let linear = |pattern: &str, weight, input| {
+            QuantizedLinear::module(expert_name(pattern, e), format, weight, Some(input))
+        };
         if let (Some(pattern), Some(gate)) = (&names.gate, expert.gate) {
             linears.push(linear(pattern, gate, gate_up_input));
         }

@@ -194,6 +194,9 @@ mod tests {
         assert_eq!(&back[..16], &values[..16]);
         assert!(back[16..].iter().all(|&v| v == 0.0));
         let input = format.input_scale_tensor(2688.0);
-        assert_eq!((input.suffix, input.shape.as_slice(), input.data.as_slice()), ("input_global_scale", &[1][..], &1f32.to_le_bytes()[..]));
+        assert_eq!(
+            (input.suffix, input.shape.as_slice(), input.data.as_slice()),
+            ("input_global_scale", &[1][..], &1f32.to_le_bytes()[..])
+        );
     }
 }
