@@ -438,9 +438,10 @@ fn expert_split_matches_candle_on_the_cpu() {
     }
 }
 
-/// Each range of rows times its own weight, in one grouped GEMM, against the f32 product on the CPU: empty,
-/// single-row and uneven ranges, weights that are views into one stacked tensor (non-zero start offsets) as
-/// well as separate tensors, bf16 and f16.
+/// Each range of rows times its own weight, in one call, against the f32 product on the CPU: empty, single-row
+/// and uneven ranges, ranges of whole 256-row chunks with and without a remainder (the batched GEMM and the grouped
+/// one), weights that are views into one stacked tensor (non-zero start offsets) as well as separate tensors, bf16
+/// and f16.
 #[test]
 #[allow(clippy::single_range_in_vec_init)] // one range of rows per weight: a slice of one range is meant
 fn grouped_matmul_matches_per_expert_products() {
@@ -459,6 +460,7 @@ fn grouped_matmul_matches_per_expert_products() {
             (64usize, 96usize, vec![0usize, 5, 5, 37, 38, 100]),
             (2048, 1536, vec![0, 300, 300, 301, 700]),
             (768, 2048, vec![0, 1, 450, 451]),
+            (256, 512, vec![0, 600, 1112, 1112, 1400]),
         ] {
             let ranges: Vec<std::ops::Range<usize>> = bounds.windows(2).map(|w| w[0]..w[1]).collect();
             let rows = *bounds.last().unwrap();
