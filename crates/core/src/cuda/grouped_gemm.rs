@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use candle_core::cuda_backend::cudarc::cublas::sys as cublas;
-use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, DType, Storage, Tensor};
 use half::{bf16, f16};
@@ -127,9 +127,7 @@ fn chunked(device: &CudaDevice, problems: &Problems, chunk: usize) -> Result<()>
 fn batched(device: &CudaDevice, problems: &Problems, rows: i32) -> Result<()> {
     let stream = device.cuda_stream();
     let count = problems.rows.len();
-    let pointers: Vec<u64> =
-        problems.weights.iter().chain(&problems.inputs).chain(&problems.outputs).copied().collect();
-    let pointers_on_device = stream.clone_htod(&pointers).w()?;
+    let pointers_on_device = problems.pointer_arrays(&stream)?;
     let (array_base, _sync) = pointers_on_device.device_ptr(&stream);
     let array = |part: usize| (array_base + (part * count * std::mem::size_of::<u64>()) as u64) as *const *const _;
     let (alpha, beta) = (1.0f32, 0.0f32);
@@ -197,6 +195,12 @@ impl Problems {
         self.rows.push(rows);
     }
 
+    /// The weights', inputs' and outputs' addresses as three consecutive device arrays of `rows.len()` each.
+    fn pointer_arrays(&self, stream: &std::sync::Arc<CudaStream>) -> Result<CudaSlice<u64>> {
+        let pointers: Vec<u64> = self.weights.iter().chain(&self.inputs).chain(&self.outputs).copied().collect();
+        Ok(stream.clone_htod(&pointers).w()?)
+    }
+
     /// Bytes per element: the GEMMs run on bf16 or f16.
     fn data_type_size(&self) -> u64 {
         2
@@ -214,9 +218,7 @@ fn int(value: usize) -> Result<i32> {
 fn grouped(device: &CudaDevice, problems: &Problems) -> Result<()> {
     let stream = device.cuda_stream();
     let count = problems.rows.len();
-    let pointers: Vec<u64> =
-        problems.weights.iter().chain(&problems.inputs).chain(&problems.outputs).copied().collect();
-    let pointers_on_device = stream.clone_htod(&pointers).w()?;
+    let pointers_on_device = problems.pointer_arrays(&stream)?;
     let (array_base, _sync) = pointers_on_device.device_ptr(&stream);
     let array = |part: usize| (array_base + (part * count * std::mem::size_of::<u64>()) as u64) as *const *const _;
     let transa = vec![cublas::cublasOperation_t::CUBLAS_OP_T; count];

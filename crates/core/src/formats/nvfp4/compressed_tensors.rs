@@ -116,18 +116,8 @@ impl QuantFormat for Nvfp4CompressedTensors {
                 *byte = pack_pair(code(pair[0]), code(pair[1]));
             }
         }
-        Ok(QuantizedWeight {
-            tensors: vec![
-                OutputTensor { suffix: "weight", dtype: Dtype::U8, shape: vec![rows, cols / 2], data: packed },
-                OutputTensor {
-                    suffix: "weight_scale",
-                    dtype: Dtype::F8E4M3,
-                    shape: vec![rows, cols / NVFP4_BLOCK],
-                    data: scales,
-                },
-                OutputTensor { shape: vec![1], ..OutputTensor::scalar_f32("weight_global_scale", gs) },
-            ],
-        })
+        let global = OutputTensor { shape: vec![1], ..OutputTensor::scalar_f32("weight_global_scale", gs) };
+        Ok(super::nvfp4_weight([rows, cols], packed, scales, global))
     }
 
     fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {

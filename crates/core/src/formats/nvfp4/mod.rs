@@ -81,18 +81,7 @@ impl QuantFormat for Nvfp4 {
         let mut packed =
             crate::memory::try_zeroed(weight.values.len() / 2, || format!("the NVFP4 codes of {}", weight.name))?;
         quantize_blocks(weight.values, scale_2, &mut scales, &mut packed);
-        Ok(QuantizedWeight {
-            tensors: vec![
-                OutputTensor { suffix: "weight", dtype: Dtype::U8, shape: vec![rows, cols / 2], data: packed },
-                OutputTensor {
-                    suffix: "weight_scale",
-                    dtype: Dtype::F8E4M3,
-                    shape: vec![rows, cols / NVFP4_BLOCK],
-                    data: scales,
-                },
-                OutputTensor::scalar_f32("weight_scale_2", scale_2),
-            ],
-        })
+        Ok(nvfp4_weight([rows, cols], packed, scales, OutputTensor::scalar_f32("weight_scale_2", scale_2)))
     }
 
     fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
@@ -141,6 +130,28 @@ impl QuantFormat for Nvfp4 {
 
     fn on_device(&self) -> Option<&dyn super::DeviceQuantize> {
         Some(self)
+    }
+}
+
+/// An NVFP4 weight `[N, K]`: its packed codes (`weight` U8 `[N, K/2]`), its block scales (`weight_scale` F8_E4M3
+/// `[N, K/16]`) and its per-tensor scale, in that order.
+pub(super) fn nvfp4_weight(
+    [rows, cols]: [usize; 2],
+    packed: Vec<u8>,
+    scales: Vec<u8>,
+    global: OutputTensor,
+) -> QuantizedWeight {
+    QuantizedWeight {
+        tensors: vec![
+            OutputTensor { suffix: "weight", dtype: Dtype::U8, shape: vec![rows, cols / 2], data: packed },
+            OutputTensor {
+                suffix: "weight_scale",
+                dtype: Dtype::F8E4M3,
+                shape: vec![rows, cols / NVFP4_BLOCK],
+                data: scales,
+            },
+            global,
+        ],
     }
 }
 
