@@ -9,15 +9,16 @@
  * a plain bf16 one here, with `dequantized` saying what was stored.
  *
  * A checkpoint is quantized when it has `hf_quant_config.json`, or when config.json's `quantization_config`
- * has `quant_method: "modelopt"` or `"compressed-tensors"` (as moe-quant and llm-compressor write it). Its listing is rewritten so that detection and the descriptor see the model
- * the weights stand for (the native WeightLoader dequantizes the same tensors when they are read):
+ * has `quant_method: "modelopt"` or `"compressed-tensors"` (in the forms moe-quant and llm-compressor write). Its
+ * listing is rewritten so that detection and the descriptor see the model the weights stand for (the native
+ * WeightLoader dequantizes the same tensors when they are read):
  * - `M.weight` U8 `[N, K/2]` beside an F8_E4M3 `M.weight_scale` and an `M.weight_scale_2` (NVFP4) keeps its
  *   dtype but gets the logical shape `[N, K]` and `quantized: 'nvfp4'`;
  * - `M.weight` F8_E4M3 beside `M.weight_scale` (FP8) gets `quantized: 'fp8'`;
  * - compressed-tensors' NVFP4 `M.weight_packed` U8 `[N, K/2]` beside an F8_E4M3 `M.weight_scale` and an
  *   `M.weight_global_scale` is listed as `M.weight` `[N, K]` with `quantized: 'nvfp4'`;
- * - scale tensors (`weight_scale`, `weight_scale_2`, `input_scale`, `k_scale`, `v_scale`) leave the tensor
- *   list and are recorded in `scales`.
+ * - scale tensors (`weight_scale`, `weight_scale_2`, `input_scale`, `k_scale`, `v_scale`; compressed-tensors'
+ *   `weight_global_scale`, `input_global_scale`) leave the tensor list and are recorded in `scales`.
  */
 import { readFile, stat } from 'node:fs/promises'
 import * as path from 'node:path'
