@@ -16,7 +16,7 @@
 use super::{Fp8, Fp8Block, Fp8PerChannel, FP8_BLOCK};
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::Result;
-use crate::formats::{sanitize_weight_amax, FormatName, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
+use crate::formats::{sanitize_weight_amax, FormatName, QuantFormat, QuantizedWeight, WeightInput};
 use crate::numerics::e4m3::{f32_to_e4m3, round_to_bf16, round_to_dtype, E4M3_MAX};
 
 /// Which values share one scale.
@@ -117,17 +117,7 @@ impl QuantFormat for Fp8Bf16Scales {
             Fp8Granularity::Channel => vec![rows],
             Fp8Granularity::Block => Fp8Block::scale_shape(weight.shape),
         };
-        Ok(QuantizedWeight {
-            tensors: vec![
-                OutputTensor { suffix: "weight", dtype: Dtype::F8E4M3, shape: vec![rows, cols], data: codes },
-                OutputTensor {
-                    suffix: "weight_scale",
-                    dtype: Dtype::F32,
-                    shape: scale_shape,
-                    data: scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                },
-            ],
-        })
+        Ok(super::fp8_weight(weight.shape, codes, scale_shape, &scales))
     }
 
     fn output_layout(&self, shape: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {

@@ -15,9 +15,7 @@
 
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
-use crate::formats::{
-    sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight, WeightInput,
-};
+use crate::formats::{sanitize_weight_amax, shape_error, FormatName, QuantFormat, QuantizedWeight, WeightInput};
 use crate::numerics::e4m3::{e4m3_to_f32, f32_to_e4m3, E4M3_MAX};
 
 /// Rows and columns of one block.
@@ -90,7 +88,7 @@ impl QuantFormat for Fp8Block {
     /// Each block with its own amax; a single-block weight with `amax` (its own, or its group's).
     fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
-        let [rows, cols] = weight.shape;
+        let cols = weight.shape[1];
         let [row_blocks, col_blocks] = Self::blocks(weight.shape);
         let mut scales = vec![0f32; row_blocks * col_blocks];
         if row_blocks * col_blocks == 1 {
@@ -117,18 +115,7 @@ impl QuantFormat for Fp8Block {
                 *byte = f32_to_e4m3(value / block_row[c / FP8_BLOCK]);
             }
         }
-        let data = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-        Ok(QuantizedWeight {
-            tensors: vec![
-                OutputTensor { suffix: "weight", dtype: Dtype::F8E4M3, shape: vec![rows, cols], data: codes },
-                OutputTensor {
-                    suffix: "weight_scale",
-                    dtype: Dtype::F32,
-                    shape: Self::scale_shape(weight.shape),
-                    data,
-                },
-            ],
-        })
+        Ok(super::fp8_weight(weight.shape, codes, Self::scale_shape(weight.shape), &scales))
     }
 
     fn output_layout(&self, shape: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {

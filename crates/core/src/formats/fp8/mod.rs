@@ -71,12 +71,7 @@ impl QuantFormat for Fp8 {
             Dtype::F16 => encode(weight.values, divisor, &mut data, round_to_f16),
             _ => encode(weight.values, divisor, &mut data, |q| q),
         }
-        Ok(QuantizedWeight {
-            tensors: vec![
-                OutputTensor { suffix: "weight", dtype: Dtype::F8E4M3, shape: weight.shape.to_vec(), data },
-                OutputTensor::scalar_f32("weight_scale", scale),
-            ],
-        })
+        Ok(fp8_weight(weight.shape, data, Vec::new(), &[scale]))
     }
 
     fn output_layout(&self, shape: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
@@ -127,6 +122,27 @@ impl Fp8 {
             Dtype::F16 if self.torch_cuda => round_to_f16(scale),
             _ => scale,
         }
+    }
+}
+
+/// An FP8 weight `[N, K]`: its E4M3 codes (`weight`), then its F32 scales (`weight_scale`) of `scale_shape`
+/// (0-d for one per tensor).
+pub(super) fn fp8_weight(
+    shape: [usize; 2],
+    codes: Vec<u8>,
+    scale_shape: Vec<usize>,
+    scales: &[f32],
+) -> QuantizedWeight {
+    QuantizedWeight {
+        tensors: vec![
+            OutputTensor { suffix: "weight", dtype: Dtype::F8E4M3, shape: shape.to_vec(), data: codes },
+            OutputTensor {
+                suffix: "weight_scale",
+                dtype: Dtype::F32,
+                shape: scale_shape,
+                data: scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            },
+        ],
     }
 }
 
