@@ -3,6 +3,7 @@
 //! The TypeScript side decides *what* to do (architecture, layout, which tensors); this crate does the
 //! work on the descriptor it is given. The crate root only lists modules and re-exports entry points.
 
+pub mod awq;
 pub mod calib;
 pub mod checkpoint;
 pub mod contract;

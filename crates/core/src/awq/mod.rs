@@ -1,0 +1,217 @@
+//! Activation-aware weight quantization (AWQ), as ModelOpt 0.47's `awq_lite` finds it and its unified HF export
+//! writes it (SPEC §4.8). For each linear, a per-input-channel smoothing `s` multiplies the weight's columns before
+//! they are quantized and divides the input (`pre_quant_scale = 1/s`), so that the channels the activations
+//! stress most lose the least to quantization:
+//!
+//! - `act_scale`: per channel, the mean over forward calls of each call's mean `|x|` (bf16 means);
+//! - `weight_scale`: per channel, the mean over output rows of `|w| / (its block's max |w|)` (bf16 arithmetic);
+//! - for `alpha` in 0, 0.1, …, 1: `s = clamp(act^alpha / (weight^(1−alpha) + tiny), 1e-4, 1e4)`,
+//!   `s /= sqrt(max(s)·min(s))`; the search keeps the alpha whose quantized output is closest to the
+//!   original (squared error summed over calls; ties to the smaller alpha) — see [`search`];
+//! - `pre_quant_scale = bf16(1/s)` and the weight becomes `bf16(W · (1 / f32(1/s)))`.
+//!
+//! At export, linears reading one input (q/k/v, gate/up, every routed expert's projection of one kind) take the
+//! mean of their `pre_quant_scale`s, each weight re-smoothed to it; where that input is a norm's output, the
+//! norm's weight absorbs it and no `pre_quant_scale` is written.
+
+pub mod search;
+
+use half::bf16;
+
+use crate::numerics::e4m3::round_to_bf16;
+
+/// The alphas tried, as torch's `arange(0, 1.1, 0.1)` gives them in f32.
+pub const ALPHAS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// The mean of f32 values as torch computes a bf16 tensor's mean on the CPU: summed in f32, divided by the
+/// count in f32, rounded to bf16.
+pub fn bf16_mean(sum: f32, count: usize) -> f32 {
+    round_to_bf16(sum / count as f32)
+}
+
+/// Per input channel, the mean over output rows of `|w| / (block max |w| + tiny)`, in bf16 arithmetic
+/// (ModelOpt's `get_weight_scale`): `values` `[rows, cols]` (bf16 values), blocks of `block` along a row.
+pub fn weight_scale(values: &[f32], [rows, cols]: [usize; 2], block: usize) -> Vec<f32> {
+    let tiny = f32::MIN_POSITIVE; // torch.finfo(bfloat16).tiny, the same number
+    let mut sums = vec![0.0f32; cols];
+    for row in values.chunks_exact(cols).take(rows) {
+        for (start, chunk) in row.chunks(block).enumerate().map(|(b, c)| (b * block, c)) {
+            let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let divisor = round_to_bf16(amax + tiny);
+            for (offset, v) in chunk.iter().enumerate() {
+                sums[start + offset] += round_to_bf16(v.abs() / divisor);
+            }
+        }
+    }
+    sums.into_iter().map(|sum| bf16_mean(sum, rows)).collect()
+}
+
+/// `x^e` as torch's `pow(tensor, scalar)` computes it for the exponents the search uses (0 and 1 exactly, 0.5 as
+/// a square root).
+fn pow(x: f32, e: f32) -> f32 {
+    match e {
+        0.0 => 1.0,
+        1.0 => x,
+        0.5 => x.sqrt(),
+        _ => x.powf(e),
+    }
+}
+
+/// The smoothing `s` for `alpha` (ModelOpt's `get_scale`), in f32.
+pub fn smoothing(act_scale: &[f32], weight_scale: &[f32], alpha: f32) -> Vec<f32> {
+    // `1 - alpha` is taken in double precision (alpha is a Python float), then used as an f32 exponent.
+    let beta = (1.0f64 - f64::from(alpha)) as f32;
+    let s: Vec<f32> = act_scale
+        .iter()
+        .zip(weight_scale)
+        .map(|(&a, &w)| (pow(a, alpha) / (pow(w, beta) + f32::MIN_POSITIVE)).clamp(1e-4, 1e4))
+        .collect();
+    let max = s.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let min = s.iter().fold(f32::MAX, |m, &v| m.min(v));
+    let norm = (max * min).sqrt();
+    s.into_iter().map(|v| v / norm).collect()
+}
+
+/// The index in [`ALPHAS`] of the smallest loss, the first on ties.
+pub fn best_alpha(losses: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &loss) in losses.iter().enumerate() {
+        if loss < losses[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A linear's smoothing once searched: the f32 `1/s` (ModelOpt divides by this exact value) and its bf16
+/// rounding (the `pre_quant_scale` written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Smoothing {
+    pub inverse: Vec<f32>,
+}
+
+impl Smoothing {
+    /// From the searched `s`: `1/s` in f32.
+    pub fn from_scale(scale: &[f32]) -> Self {
+        Smoothing { inverse: scale.iter().map(|s| 1.0 / s).collect() }
+    }
+
+    /// The neutral smoothing of a linear the search could not run on (no calibration token): ones.
+    pub fn neutral(cols: usize) -> Self {
+        Smoothing { inverse: vec![1.0; cols] }
+    }
+
+    /// `pre_quant_scale` as written: bf16.
+    pub fn pre_quant_scale(&self) -> Vec<f32> {
+        self.inverse.iter().map(|&v| round_to_bf16(v)).collect()
+    }
+
+    /// The smoothed weight `bf16(W · (1 / inverse))`, columns scaled; `values` `[rows, cols]`.
+    pub fn smooth(&self, values: &mut [f32]) {
+        let factors: Vec<f32> = self.inverse.iter().map(|v| 1.0 / v).collect();
+        for row in values.chunks_exact_mut(factors.len()) {
+            for (w, f) in row.iter_mut().zip(&factors) {
+                *w = round_to_bf16(*w * f);
+            }
+        }
+    }
+}
+
+/// The mean of several linears' bf16 `pre_quant_scale`s (torch's bf16 mean of the stack: f32 sum in order, f32
+/// division, bf16).
+pub fn average(scales: &[&[f32]]) -> Vec<f32> {
+    let cols = scales.first().map_or(0, |s| s.len());
+    (0..cols).map(|c| bf16_mean(scales.iter().map(|s| s[c]).fold(0.0f32, |acc, v| acc + v), scales.len())).collect()
+}
+
+/// Re-smooths a weight from its `pre_quant_scale` `old` to the group's `new`: `bf16(W · old / new)` in f32, left
+/// to right; unchanged when the two are equal (as ModelOpt skips it).
+pub fn resmooth(values: &mut [f32], old: &[f32], new: &[f32]) {
+    if old == new {
+        return;
+    }
+    for row in values.chunks_exact_mut(old.len()) {
+        for ((w, o), n) in row.iter_mut().zip(old).zip(new) {
+            *w = round_to_bf16(*w * o / n);
+        }
+    }
+}
+
+/// A norm weight that absorbs `pre_quant_scale`: `bf16(w · pqs)`; for norms that scale by `1 + w` (Gemma's),
+/// `bf16(bf16(bf16(w + 1) · pqs) − 1)`.
+pub fn fold_into_norm(weight: &mut [f32], pre_quant_scale: &[f32], offset: bool) {
+    for (w, p) in weight.iter_mut().zip(pre_quant_scale) {
+        *w = if offset {
+            round_to_bf16(round_to_bf16(round_to_bf16(*w + 1.0) * p) - 1.0)
+        } else {
+            round_to_bf16(*w * p)
+        };
+    }
+}
+
+/// f32 values as bf16 little-endian bytes (values already bf16 are exact).
+pub fn bf16_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alphas_are_torch_arange_in_f32() {
+        for (i, alpha) in ALPHAS.iter().enumerate() {
+            // torch computes start + i·step in double, then rounds to f32.
+            assert_eq!(*alpha, (i as f64 * 0.1) as f32, "{i}");
+        }
+    }
+
+    #[test]
+    fn weight_scale_by_hand() {
+        // One row of two blocks of 2: |w| / block max, then the mean over rows (here two rows).
+        let values = [1.0, -0.5, 0.25, 2.0, 0.5, 0.5, -1.0, 4.0];
+        let scale = weight_scale(&values, [2, 4], 2);
+        assert_eq!(scale, [1.0, 0.75, 0.1875, 1.0]);
+    }
+
+    #[test]
+    fn smoothing_by_hand_and_special_exponents() {
+        let act = [4.0f32, 1.0];
+        let weight = [1.0f32, 0.25];
+        // alpha 1: s = act, normalised by sqrt(4·1) = 2.
+        assert_eq!(smoothing(&act, &weight, 1.0), [2.0, 0.5]);
+        // alpha 0: s = 1/weight = [1, 4], normalised by 2.
+        assert_eq!(smoothing(&act, &weight, 0.0), [0.5, 2.0]);
+        // alpha 0.5: sqrt(act)/sqrt(weight) = [2, 2], normalised by 2.
+        assert_eq!(smoothing(&act, &weight, 0.5), [1.0, 1.0]);
+        // Clamped to [1e-4, 1e4] before normalising.
+        let s = smoothing(&[1e9, 1.0], &[1.0, 1.0], 1.0);
+        assert_eq!(s, [1e4 / 100.0, 1.0 / 100.0]);
+    }
+
+    #[test]
+    fn best_alpha_takes_the_first_minimum() {
+        assert_eq!(best_alpha(&[3.0, 1.0, 1.0, 2.0]), 1);
+        assert_eq!(best_alpha(&[1.0, 1.0]), 0);
+    }
+
+    #[test]
+    fn smoothing_weights_averaging_and_norms() {
+        let smoothing = Smoothing::from_scale(&[2.0, 0.5]);
+        assert_eq!(smoothing.pre_quant_scale(), [0.5, 2.0]);
+        let mut w = vec![1.0, 1.0, 3.0, -3.0];
+        smoothing.smooth(&mut w);
+        assert_eq!(w, [2.0, 0.5, 6.0, -1.5]);
+        let avg = average(&[&[0.5, 2.0], &[1.5, 1.0]]);
+        assert_eq!(avg, [1.0, 1.5]);
+        resmooth(&mut w, &[0.5, 2.0], &avg);
+        assert_eq!(w, [1.0, round_to_bf16(0.5 * 2.0 / 1.5), 3.0, -2.0]);
+        let mut norm = vec![1.5, 0.5];
+        fold_into_norm(&mut norm, &avg, false);
+        assert_eq!(norm, [1.5, 0.75]);
+        let mut gemma = vec![0.5, -0.5];
+        fold_into_norm(&mut gemma, &avg, true);
+        assert_eq!(gemma, [0.5, -0.25]);
+        assert_eq!(bf16_bytes(&[1.0]), [0x80, 0x3f]);
+    }
+}

@@ -1,0 +1,254 @@
+//! The AWQ search over the calibration forward, in two passes over each decoder layer: the first
+//! ([`Phase::Statistics`]) records, per linear, the sum over calls of each call's per-channel mean `|x|` and the
+//! per-channel max `|x|`; the second ([`Phase::Search`]) runs the same batches again and, for each linear and each
+//! alpha, measures how far the output of the smoothed, INT4-quantized weight falls from the original one.
+//! A call is one batch through the linear (a routed expert: the batch's tokens routed to it; none, no call).
+//!
+//! Statistics stay on the device until the layer ends. The search runs in f32 whatever the forward's dtype, with
+//! the bf16 roundings ModelOpt's bf16 search makes (the smoothed input and weight, the fake-quantized weight).
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor, D};
+
+use super::{best_alpha, smoothing, weight_scale, Smoothing, ALPHAS};
+use crate::error::{Error, Result};
+
+/// Which pass a layer's forward is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Statistics,
+    Search,
+}
+
+/// What one linear accumulates over the calibration.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Σ over calls of bf16(mean |x| per channel), f32 `[cols]`.
+    act_sum: Tensor,
+    /// max |x| per channel, f32 `[cols]`.
+    channel_amax: Tensor,
+    calls: usize,
+    /// Once the statistics pass ends: act_scale and the weight's per-channel scale, on the host.
+    scales: Option<(Vec<f32>, Vec<f32>)>,
+    /// Σ over search calls of each alpha's mean squared error, f32 `[alphas]`.
+    losses: Option<Tensor>,
+    searched: usize,
+}
+
+/// One linear's search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Searched {
+    pub smoothing: Smoothing,
+    /// The alpha kept (None: the search saw no call, the smoothing is neutral).
+    pub alpha: Option<f32>,
+    /// max |x| per channel over the calibration (W4A8's input scale is made from it).
+    pub channel_amax: Vec<f32>,
+}
+
+/// The AWQ search of one decoder layer's linears.
+#[derive(Debug, Clone)]
+pub struct AwqSearch {
+    /// The weight quantizer's block along K.
+    pub block: usize,
+    pub phase: Phase,
+    records: BTreeMap<String, Record>,
+}
+
+impl AwqSearch {
+    pub fn new(block: usize) -> Self {
+        AwqSearch { block, phase: Phase::Statistics, records: BTreeMap::new() }
+    }
+
+    /// Records one call of linear `module` on `xs [.., cols]` with weight `weight [out, cols]` (read only by the
+    /// search pass).
+    pub fn record(&mut self, module: &str, xs: &Tensor, weight: &Tensor) -> Result<()> {
+        let cols = xs.dim(D::Minus1)?;
+        let x = xs.reshape(((), cols))?.to_dtype(DType::F32)?;
+        if x.dim(0)? == 0 {
+            return Ok(());
+        }
+        match self.phase {
+            Phase::Statistics => self.statistics(module, &x),
+            Phase::Search => self.search(module, &x, weight),
+        }
+    }
+
+    fn statistics(&mut self, module: &str, x: &Tensor) -> Result<()> {
+        let abs = x.abs()?;
+        let mean = round_bf16(&abs.mean(0)?)?;
+        let amax = abs.max(0)?;
+        match self.records.get_mut(module) {
+            Some(record) => {
+                record.act_sum = (&record.act_sum + mean)?;
+                record.channel_amax = record.channel_amax.maximum(&amax)?;
+                record.calls += 1;
+            }
+            None => {
+                let record = Record {
+                    act_sum: mean,
+                    channel_amax: amax,
+                    calls: 1,
+                    scales: None,
+                    losses: None,
+                    searched: 0,
+                };
+                self.records.insert(module.to_string(), record);
+            }
+        }
+        Ok(())
+    }
+
+    fn search(&mut self, module: &str, x: &Tensor, weight: &Tensor) -> Result<()> {
+        let block = self.block;
+        let record = self.records.get_mut(module).ok_or_else(|| {
+            Error::internal(format!("AWQ: {module} ran in the search pass but not in the statistics pass"))
+        })?;
+        let weight = weight.to_dtype(DType::F32)?;
+        if record.scales.is_none() {
+            let act_sum = record.act_sum.to_vec1::<f32>()?;
+            let act: Vec<f32> = act_sum.iter().map(|s| s / record.calls as f32).collect();
+            let (out, cols) = weight.dims2()?;
+            let values = weight.flatten_all()?.to_vec1::<f32>()?;
+            record.scales = Some((act, weight_scale(&values, [out, cols], block)));
+        }
+        let Some((act, wscale)) = &record.scales else { unreachable!() };
+        let device = x.device();
+        let reference = x.matmul(&weight.t()?)?;
+        let mut losses = Vec::with_capacity(ALPHAS.len());
+        for &alpha in &ALPHAS {
+            let s = smoothing(act, wscale, alpha);
+            let inverse: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
+            let inverse = round_bf16(&Tensor::from_vec(inverse, (1, s.len()), device)?)?;
+            let scale = round_bf16(&Tensor::from_vec(s, (1, act.len()), device)?)?;
+            let xs = round_bf16(&x.broadcast_mul(&inverse)?)?;
+            let ws = fake_int4(&round_bf16(&weight.broadcast_mul(&scale)?)?, block)?;
+            let diff = (xs.matmul(&ws.t()?)? - &reference)?;
+            losses.push(diff.sqr()?.mean_all()?);
+        }
+        let losses = Tensor::stack(&losses, 0)?;
+        record.losses = Some(match record.losses.take() {
+            Some(sum) => (sum + losses)?,
+            None => losses,
+        });
+        record.searched += 1;
+        Ok(())
+    }
+
+    /// Moves to the search pass (after every batch ran through the layer once).
+    pub fn start_search(&mut self) {
+        self.phase = Phase::Search;
+    }
+
+    /// The layer's results: per linear, its smoothing (neutral where the search saw no call).
+    pub fn finish(self) -> Result<BTreeMap<String, Searched>> {
+        let mut results = BTreeMap::new();
+        for (module, record) in self.records {
+            let channel_amax = record.channel_amax.to_vec1::<f32>()?;
+            let searched = match (record.scales, record.losses) {
+                (Some((act, wscale)), Some(losses)) if record.searched > 0 => {
+                    let losses: Vec<f64> = losses.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+                    let alpha = ALPHAS[best_alpha(&losses)];
+                    let usable = act.iter().chain(&wscale).all(|v| v.is_finite());
+                    match usable {
+                        true => Searched {
+                            smoothing: Smoothing::from_scale(&smoothing(&act, &wscale, alpha)),
+                            alpha: Some(alpha),
+                            channel_amax,
+                        },
+                        false => Searched { smoothing: Smoothing::neutral(act.len()), alpha: None, channel_amax },
+                    }
+                }
+                _ => Searched { smoothing: Smoothing::neutral(channel_amax.len()), alpha: None, channel_amax },
+            };
+            results.insert(module, searched);
+        }
+        Ok(results)
+    }
+}
+
+/// The values rounded to bf16, kept in f32.
+fn round_bf16(xs: &Tensor) -> Result<Tensor> {
+    Ok(xs.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
+}
+
+/// Round half to even of f32 values below 2²²: adding and removing 1.5·2²³ leaves the nearest integer, ties to even.
+fn round_half_even(xs: &Tensor) -> Result<Tensor> {
+    const MAGIC: f64 = 12_582_912.0;
+    Ok(((xs + MAGIC)? - MAGIC)?)
+}
+
+/// The weight fake-quantized to INT4 with one scale per `block` along K (the block's max |w| maps to 7), as
+/// ModelOpt's search quantizes it: codes rounded half to even and clamped to [−8, 7], values back in bf16; a
+/// block whose max is at most 2⁻²⁴ becomes zeros.
+pub fn fake_int4(weight: &Tensor, block: usize) -> Result<Tensor> {
+    let (out, cols) = weight.dims2()?;
+    if cols % block != 0 {
+        return Err(Error::ShapeInvalid {
+            tensor: "AWQ search weight".into(),
+            shape: vec![out, cols],
+            message: format!("INT4 blocks of {block} need the input dimension a multiple of {block}"),
+        });
+    }
+    let blocks = weight.reshape((out * cols / block, block))?;
+    let amax = blocks.abs()?.max_keepdim(1)?;
+    let floor = 2f64.powi(-24);
+    let kept = amax.gt(floor)?.to_dtype(DType::F32)?;
+    let scale = (amax.clamp(floor, f64::MAX)?.recip()? * 7.0)?;
+    let codes = round_half_even(&blocks.broadcast_mul(&scale)?)?.clamp(-8.0, 7.0)?;
+    let values = codes.broadcast_div(&scale)?.broadcast_mul(&kept)?;
+    round_bf16(&values.reshape((out, cols))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn fake_int4_by_hand() {
+        // Block max 3.5 → scale 2: 1.25·2 = 2.5 → 2 (tie to even) → 1.0; −0.75·2 = −1.5 → −2 → −1.0.
+        let mut values = vec![0.0f32; 4];
+        values[..4].copy_from_slice(&[3.5, 1.25, -0.75, 0.1]);
+        let w = Tensor::from_vec(values, (1, 4), &Device::Cpu).unwrap();
+        let q = fake_int4(&w, 4).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(q, [3.5, 1.0, -1.0, 0.0]);
+        let zeros = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(fake_int4(&zeros, 4).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn statistics_are_means_of_per_call_means_and_the_search_prefers_the_exact_alpha() {
+        let device = Device::Cpu;
+        // Two calls of different sizes: act_scale is the mean of the two calls' means, not a token mean.
+        let a = Tensor::from_vec(vec![1.0f32, -2.0, 3.0, 4.0], (2, 2), &device).unwrap();
+        let b = Tensor::from_vec(vec![5.0f32, 0.0], (1, 2), &device).unwrap();
+        let weight = Tensor::from_vec(vec![1.0f32, 0.5, -0.25, 1.0], (2, 2), &device).unwrap();
+        let mut search = AwqSearch::new(2);
+        search.record("m", &a, &weight).unwrap();
+        search.record("m", &b, &weight).unwrap();
+        search.record("m", &Tensor::zeros((0, 2), DType::F32, &device).unwrap(), &weight).unwrap();
+        search.start_search();
+        search.record("m", &a, &weight).unwrap();
+        search.record("m", &b, &weight).unwrap();
+        let record = &search.records["m"];
+        assert_eq!(record.calls, 2);
+        let (act, _) = record.scales.clone().unwrap();
+        assert_eq!(act, [(2.0 + 5.0) / 2.0, (3.0 + 0.0) / 2.0]);
+        let results = search.finish().unwrap();
+        assert_eq!(results["m"].channel_amax, [5.0, 4.0]);
+        assert!(results["m"].alpha.is_some());
+    }
+
+    #[test]
+    fn a_linear_never_searched_keeps_a_neutral_smoothing() {
+        let device = Device::Cpu;
+        let x = Tensor::from_vec(vec![1.0f32, 2.0], (1, 2), &device).unwrap();
+        let mut search = AwqSearch::new(2);
+        search.record("m", &x, &x).unwrap();
+        let results = search.finish().unwrap();
+        assert_eq!(results["m"].smoothing, Smoothing::neutral(2));
+        assert_eq!(results["m"].alpha, None);
+    }
+}

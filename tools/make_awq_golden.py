@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Build the AWQ goldens under fixtures/golden/awq_<case>/ with NVIDIA ModelOpt (dev tooling, not a runtime
+dependency).
+
+ModelOpt's AWQ formats (INT4_AWQ_CFG → quant_algo W4A16_AWQ, W4A8_AWQ_BETA_CFG → W4A8_AWQ) pack INT4 in blocks of 128
+along the input dimension and refuse any linear whose input dimension is not a multiple of 128, so the fixtures of
+fixtures/ (hidden 64) cannot be exported; this script makes its own source checkpoint.
+
+Regenerate (from the repository root; CPU only, a few seconds, deterministic on one machine):
+
+    python -m venv .venv-tools && .venv-tools/bin/pip install torch transformers==5.17.* nvidia-modelopt==0.47.0 \
+        safetensors && .venv-tools/bin/python tools/make_awq_golden.py
+
+What it writes, per case (CASES):
+fixtures/golden/awq_<case>/source/
+    A tiny random bf16 checkpoint (seed 1234; every input dimension a multiple of 128, see CASES).
+fixtures/golden/awq_<case>/<int4_awq|w4a8_awq>/
+    model.safetensors, config.json, hf_quant_config.json: what export_hf_checkpoint wrote.
+    awq.json: per linear, the statistics ModelOpt's search kept (`algorithm: {method: awq_lite, debug: true}`):
+        "act_scale" (the mean over forward calls of each call's per-channel mean |x|, f32), "loss" (per alpha,
+        summed over calls), "best_alpha", and for W4A8 "channel_amax" (the per-channel max |x| the input
+        quantizer recorded, from which its input scale is made after smoothing).
+
+Calibration is the user flow in bf16: the model loaded in bf16, ONE forward on fixtures/golden/calib_ids.safetensors
+([4, 32]), export in bf16. ModelOpt's search depends on bf16 GEMMs whose roundings change with the CPU's instruction
+set, so its losses (and on close calls its best alpha) are only reproducible on a like machine; everything AWQ
+derives from act_scale and best_alpha is exact arithmetic, which is what moe-quant's tests compare byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "fixtures" / "golden"
+FORMATS = {"int4_awq": "INT4_AWQ_CFG", "w4a8_awq": "W4A8_AWQ_BETA_CFG"}
+CASES = {
+    # Dense Qwen3: q 4×64, k/v 2×64 (GQA), MLP 384; two layers.
+    "qwen3": dict(kind="qwen3", hidden_size=256, intermediate_size=384, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=64),
+}
+
+
+def make_source(case: str, spec: dict, dst: Path) -> None:
+    import transformers
+
+    torch.manual_seed(1234)
+    spec = dict(spec)
+    kind = spec.pop("kind")
+    config = {"qwen3": transformers.Qwen3Config}[kind](
+        vocab_size=256, max_position_embeddings=256, tie_word_embeddings=False, dtype="bfloat16",
+        bos_token_id=0, eos_token_id=0, pad_token_id=None, **spec)
+    model = {"qwen3": transformers.Qwen3ForCausalLM}[kind](config).to(torch.bfloat16)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_((torch.randn(p.shape) * 0.02).to(p.dtype))
+            elif "norm" in name:
+                p.copy_((1 + 0.1 * torch.randn(p.shape)).to(p.dtype))
+    if dst.exists():
+        shutil.rmtree(dst)
+    model.save_pretrained(dst)
+    (dst / "generation_config.json").unlink(missing_ok=True)
+
+
+def floats(t: torch.Tensor) -> list[float]:
+    return [float(x) for x in t.detach().float().flatten()]
+
+
+def run(source: Path, fmt: str, ids: torch.Tensor, out: Path) -> None:
+    import modelopt
+    import modelopt.torch.quantization as mtq
+    import transformers
+    from modelopt.torch.export import export_hf_checkpoint
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16).eval()
+    cfg = dict(getattr(mtq, FORMATS[fmt]))
+    algorithm = cfg["algorithm"]
+    algorithm = {"method": algorithm} if isinstance(algorithm, str) else dict(algorithm)
+    cfg["algorithm"] = {**algorithm, "debug": True}
+
+    def forward_loop(m):
+        with torch.no_grad():
+            m(input_ids=ids, use_cache=False)
+
+    model = mtq.quantize(model, cfg, forward_loop)
+    stats = {}
+    for name, module in model.named_modules():
+        helper = getattr(module, "awq_lite", None)
+        if helper is None:
+            continue
+        entry = {
+            "enabled": bool(helper.is_enabled),
+            "act_scale": floats(helper.act_scale) if torch.is_tensor(helper.act_scale) else None,
+            "loss": {f"{k:.1f}": float(v) for k, v in helper.loss.items()},
+            "best_alpha": None if helper.best_alpha is None else float(helper.best_alpha),
+            "calls": int(helper.num_cache_steps),
+        }
+        smoothing = getattr(module.input_quantizer, "_amax_for_smoothing", None)
+        if smoothing is not None:
+            entry["channel_amax"] = floats(smoothing)
+        stats[name] = entry
+    if out.exists():
+        shutil.rmtree(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_hf_checkpoint(model, dtype=torch.bfloat16, export_dir=out)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    record = {
+        "format": FORMATS[fmt],
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "modelopt": modelopt.__version__},
+        "calibration": "one bf16 forward of fixtures/golden/calib_ids.safetensors [4, 32]",
+        "modules": stats,
+    }
+    (out / "awq.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def main() -> None:
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    ids = load_file(GOLDEN / "calib_ids.safetensors")["input_ids"]
+    for case, spec in CASES.items():
+        root = GOLDEN / f"awq_{case}"
+        make_source(case, spec, root / "source")
+        for fmt in FORMATS:
+            run(root / "source", fmt, ids, root / fmt)
+            print(f"awq_{case}/{fmt}: written")
+
+
+if __name__ == "__main__":
+    main()
