@@ -28,9 +28,9 @@ import { FIXTURES, readRaw, readTensors, tempDir, writeRaw } from './helpers/che
 const GOLDEN = join(FIXTURES, 'golden')
 /** quant_algo values vLLM 0.34 accepts (upper-cased before comparing). */
 const VLLM_ALGOS = ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8', 'MIXED_PRECISION']
-const GROUP_SIZE = { NVFP4: 16, W4A16_NVFP4: 16, MXFP8: 32 }
-/** ModelOpt's mxfp4 is not among them: everything else about it is checked. */
-const NOT_SERVED = ['MXFP4']
+const GROUP_SIZE = { NVFP4: 16, W4A16_NVFP4: 16, MXFP8: 32, W4A16_AWQ: 128, W4A8_AWQ: 128 }
+/** ModelOpt's mxfp4 is not among them, nor its INT4 AWQ formats (TensorRT-LLM's): everything else about them is checked. */
+const NOT_SERVED = ['MXFP4', 'W4A16_AWQ', 'W4A8_AWQ']
 /** The per-module quant_algo values the mixed-precision loaders take for linears and for MoE experts. */
 const MIXED_LINEAR_ALGOS = ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8']
 const MIXED_MOE_ALGOS = ['FP8', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8']
@@ -49,6 +49,7 @@ function loaderProblems(dir) {
   const mixed = algo === 'MIXED_PRECISION'
   if (!mixed && !Array.isArray(quantization.exclude_modules)) fail('exclude_modules is not a list')
   if (GROUP_SIZE[algo] !== undefined && quantization.group_size !== GROUP_SIZE[algo]) fail(`group_size ${quantization.group_size}`)
+  if (/_AWQ$/.test(algo) && !(quantization.has_zero_point === false && quantization.pre_quant_scale === true)) fail('AWQ without has_zero_point false and pre_quant_scale true')
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config ?? {}
   if (config.quant_method !== 'modelopt' || config.quant_algo !== quantization.quant_algo) fail(`quantization_config ${config.quant_method} ${config.quant_algo}`)
   if (JSON.stringify(config.ignore) !== JSON.stringify(quantization.exclude_modules ?? [])) fail('ignore differs from exclude_modules')
@@ -78,6 +79,11 @@ function loaderProblems(dir) {
   delete header.__metadata__
   for (const [name, info] of Object.entries(header)) {
     if (/\.(input_scale|k_scale|v_scale|weight_scale_2)$/.test(name) && !SCALAR(info)) fail(`${name} ${info.dtype} ${JSON.stringify(info.shape)}`)
+    if (name.endsWith('.pre_quant_scale')) {
+      // AWQ's smoothing of the input, one 16-bit value per input channel of the linear's (unpacked) weight.
+      const codes = header[name.replace(/pre_quant_scale$/, 'weight')]
+      if (!codes || !['BF16', 'F16'].includes(info.dtype) || info.shape.join() !== String(codes.shape[1])) fail(`${name} ${info.dtype} ${JSON.stringify(info.shape)}`)
+    }
     if (!name.endsWith('.weight_scale')) continue
     const weight = header[name.replace(/_scale$/, '')]
     if (!weight) continue // a stacked parameter's scale (`<param>_weight_scale`) is named otherwise
@@ -91,6 +97,9 @@ function loaderProblems(dir) {
       MXFP8: () => weight.dtype === 'F8_E4M3' && info.dtype === 'U8' && info.shape.join() === [n, k / 32].join(),
       MXFP4: () => weight.dtype === 'U8' && info.dtype === 'U8' && info.shape.join() === [n, (2 * k) / 32].join(),
       NVFP4: () => weight.dtype === 'U8' && info.dtype === 'F8_E4M3' && info.shape.join() === [n, (2 * k) / 16].join() && header[`${name}_2`] !== undefined,
+      // INT4 codes packed two output rows a byte [N/2, K], an F32 scale per 128 inputs of each row; W4A8 adds an FP8 weight scale.
+      W4A16_AWQ: () => weight.dtype === 'U8' && info.dtype === 'F32' && info.shape.join() === [2 * n, k / 128].join(),
+      W4A8_AWQ: () => weight.dtype === 'U8' && info.dtype === 'F32' && info.shape.join() === [2 * n, k / 128].join() && header[`${name}_2`] !== undefined,
     }[weightAlgo === 'W4A16_NVFP4' ? 'NVFP4' : weightAlgo]
     if (rule && !rule()) fail(`${name}: ${weight.dtype} ${JSON.stringify(weight.shape)} with ${info.dtype} ${JSON.stringify(info.shape)}`)
   }
@@ -112,7 +121,7 @@ const exports = readdirSync(GOLDEN, { withFileTypes: true })
 const mixedExports = readdirSync(GOLDEN).filter((d) => d.startsWith('mixed_'))
 
 test('every ModelOpt golden export meets the loaders\' rules', (t) => {
-  t.is(exports.length, 146, 'every golden export (calibrated, weight-only, scope, KV cache, MXFP8, MXFP4, fp8_pb_wo)')
+  t.is(exports.length, 148, 'every golden export (calibrated, weight-only, scope, KV cache, MXFP8, MXFP4, fp8_pb_wo, INT4 AWQ)')
   t.is(mixedExports.length, 2, 'and the MIXED_PRECISION ones')
   exports.push(...mixedExports)
   const failing = exports.map((dir) => [dir, loaderProblems(join(GOLDEN, dir))]).filter(([, problems]) => problems.length > 0)

@@ -20,7 +20,7 @@ const FLOORS = {
   numerics: 2,
   checkpoint: 3, cuda: 3,
   device: 4, formats: 4,
-  calib: 5,
+  awq: 5, calib: 5,
   model: 6,
   export: 7,
   ops: 8,

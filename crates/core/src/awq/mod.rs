@@ -117,6 +117,14 @@ impl Smoothing {
     }
 }
 
+/// The input amax W4A8 scales a linear's activations by once smoothed: per channel, the bf16 input maximum times
+/// the f32 `1/s`, the largest rounded to bf16 (ModelOpt computes it from each linear's own smoothing, before a group
+/// averages them; the group then takes its largest).
+pub fn smoothed_input_amax(channel_amax: &[f32], smoothing: &Smoothing) -> f32 {
+    let amax = channel_amax.iter().zip(&smoothing.inverse).fold(0.0f32, |m, (a, p)| m.max(round_to_bf16(*a) * p));
+    round_to_bf16(amax)
+}
+
 /// The mean of several linears' bf16 `pre_quant_scale`s (torch's bf16 mean of the stack: f32 sum in order, f32
 /// division, bf16).
 pub fn average(scales: &[&[f32]]) -> Vec<f32> {

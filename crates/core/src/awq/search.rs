@@ -85,14 +85,8 @@ impl AwqSearch {
                 record.calls += 1;
             }
             None => {
-                let record = Record {
-                    act_sum: mean,
-                    channel_amax: amax,
-                    calls: 1,
-                    scales: None,
-                    losses: None,
-                    searched: 0,
-                };
+                let record =
+                    Record { act_sum: mean, channel_amax: amax, calls: 1, scales: None, losses: None, searched: 0 };
                 self.records.insert(module.to_string(), record);
             }
         }

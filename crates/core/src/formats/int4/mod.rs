@@ -8,7 +8,7 @@
 //! - W4A8 adds `weight_scale_2 = amax / 448` (F32 0-d, the largest |W| of the linears sharing the input) and a
 //!   calibrated `input_scale = amax / 448`.
 
-use super::{sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
+use super::{sanitize_input_amax, sanitize_weight_amax, shape_error, OutputTensor, QuantizedWeight, WeightInput};
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::numerics::e4m3::E4M3_MAX;
@@ -95,16 +95,10 @@ fn check_shape(name: &str, [rows, cols]: [usize; 2]) -> Result<()> {
     Ok(())
 }
 
-impl QuantFormat for Int4Awq {
-    fn name(&self) -> FormatName {
-        if self.fp8_activations {
-            FormatName::W4a8Awq
-        } else {
-            FormatName::Int4Awq
-        }
-    }
-
-    fn quant_algo(&self) -> &'static str {
+/// The same surface as [`QuantFormat`]'s (the format is not among the names options take yet: the calibration
+/// forward does not run the AWQ search).
+impl Int4Awq {
+    pub fn quant_algo(&self) -> &'static str {
         if self.fp8_activations {
             "W4A8_AWQ"
         } else {
@@ -112,42 +106,34 @@ impl QuantFormat for Int4Awq {
         }
     }
 
-    fn group_size(&self) -> Option<usize> {
+    pub fn group_size(&self) -> Option<usize> {
         Some(INT4_BLOCK)
     }
 
-    fn bits_per_weight(&self) -> f64 {
+    pub fn bits_per_weight(&self) -> f64 {
         4.0 + 32.0 / INT4_BLOCK as f64
     }
 
     /// W4A8's `weight_scale_2`, `amax / 448`; W4A16 has no per-tensor scale.
-    fn weight_scale(&self, name: &str, amax: f32) -> Result<f32> {
+    pub fn weight_scale(&self, name: &str, amax: f32) -> Result<f32> {
         if !self.fp8_activations {
             return Err(Error::internal(format!("{name}: W4A16_AWQ has no per-tensor weight scale")));
         }
         Ok(sanitize_weight_amax(name, amax, E4M3_MAX)? / E4M3_MAX)
     }
 
-    fn calibrated(&self) -> bool {
-        self.fp8_activations
-    }
-
-    fn awq_block(&self) -> Option<usize> {
-        Some(INT4_BLOCK)
-    }
-
     /// `amax / 448` (0 or NaN read as 448).
-    fn input_scale(&self, amax: f32) -> f32 {
+    pub fn input_scale(&self, amax: f32) -> f32 {
         sanitize_input_amax(amax, E4M3_MAX) / E4M3_MAX
     }
 
-    fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
+    pub fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
         check_shape(weight.name, weight.shape)?;
         self.quantize_blocks(weight, &Self::block_amax(weight), amax)
     }
 
-    fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
+    pub fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
         let mut layout = vec![
             ("weight", Dtype::U8, vec![rows / 2, cols]),
             ("weight_scale", Dtype::F32, vec![rows, cols / INT4_BLOCK]),
@@ -158,7 +144,7 @@ impl QuantFormat for Int4Awq {
         layout
     }
 
-    fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
+    pub fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
         match dtypes {
             [Some(Dtype::U8), Some(Dtype::F32), third] => third.is_some() == self.fp8_activations,
             _ => false,
@@ -166,7 +152,7 @@ impl QuantFormat for Int4Awq {
     }
 
     /// The smoothed weight `q · weight_scale` (what multiplies the input once scaled by `pre_quant_scale`).
-    fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
+    pub fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
         let (weight, scale) = match parts {
             [weight, scale] | [weight, scale, _] => (weight, scale),
             _ => return Err(Error::internal(format!("{name}: INT4 dequantizes codes and their block scales"))),
@@ -217,7 +203,7 @@ mod tests {
         let codes = &q.get("weight").unwrap().data;
         assert_eq!(q.get("weight").unwrap().shape, [1, 128]);
         assert_eq!(codes[0], 0x7 | (0x7 << 4));
-        assert_eq!(codes[1], 0x2 | (0x0 << 4));
+        assert_eq!(codes[1], 0x2); // 2, and 0 in the high nibble
         assert_eq!(codes[2], 0xC | (0x2 << 4)); // −4 = 0b1100
         assert_eq!(codes[3], 0x9); // −7 = 0b1001
         let scales: Vec<f32> =
@@ -238,7 +224,12 @@ mod tests {
         let q = format.quantize(&weight, 8.96).unwrap();
         let scale_2 = f32::from_le_bytes(q.get("weight_scale_2").unwrap().data.clone().try_into().unwrap());
         assert_eq!(scale_2, 8.96f32 / 448.0);
-        assert!(q.get("weight_scale").unwrap().data.chunks(4).all(|b| f32::from_le_bytes(b.try_into().unwrap()) == 1.0));
+        assert!(q
+            .get("weight_scale")
+            .unwrap()
+            .data
+            .chunks(4)
+            .all(|b| f32::from_le_bytes(b.try_into().unwrap()) == 1.0));
         assert_eq!((format.quant_algo(), format.input_scale(44.8)), ("W4A8_AWQ", 44.8f32 / 448.0));
         assert!(format.recognizes(&[Some(Dtype::U8), Some(Dtype::F32), Some(Dtype::F32)]));
         assert!(!Int4Awq::default().recognizes(&[Some(Dtype::U8), Some(Dtype::F32), Some(Dtype::F32)]));
