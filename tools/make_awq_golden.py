@@ -14,6 +14,7 @@ Regenerate (from the repository root; CPU only, a few seconds, deterministic on 
 What it writes, per case (CASES):
 fixtures/golden/awq_<case>/source/
     A tiny random bf16 checkpoint (seed 1234; every input dimension a multiple of 128, see CASES).
+    For the MoE case, ModelOpt runs on per-expert modules (see MOE_FORMATS), INT4 only.
 fixtures/golden/awq_<case>/<int4_awq|w4a8_awq>/
     model.safetensors, config.json, hf_quant_config.json: what export_hf_checkpoint wrote.
     awq.json: per linear, the statistics ModelOpt's search kept (`algorithm: {method: awq_lite, debug: true}`):
@@ -43,7 +44,17 @@ CASES = {
     # Dense Qwen3: q 4×64, k/v 2×64 (GQA), MLP 384; two layers.
     "qwen3": dict(kind="qwen3", hidden_size=256, intermediate_size=384, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=64),
+    # Qwen3-MoE: 8 experts of 128 (top 2); two layers.
+    "qwen3_moe": dict(kind="qwen3_moe", hidden_size=256, intermediate_size=384, moe_intermediate_size=128,
+                      num_experts=8, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=64),
 }
+# ModelOpt 0.47 runs AWQ on linears only. transformers 5 holds routed experts fused (3-D parameters), which it does not
+# search and cannot export in these formats (its export fails), so the MoE case runs it on the experts as transformers
+# 4 held them, one MLP module per expert (sequential_experts below): each expert's projections are searched alone, on
+# the tokens routed to it, and the export averages each projection's pre_quant_scale over the experts. W4A8_AWQ does not
+# export with per-expert modules either (its FP8 weight stage rejects the per-expert amax), so the MoE case is INT4 only.
+MOE_FORMATS = ["int4_awq"]
 
 
 def make_source(case: str, spec: dict, dst: Path) -> None:
@@ -52,10 +63,11 @@ def make_source(case: str, spec: dict, dst: Path) -> None:
     torch.manual_seed(1234)
     spec = dict(spec)
     kind = spec.pop("kind")
-    config = {"qwen3": transformers.Qwen3Config}[kind](
+    config = {"qwen3": transformers.Qwen3Config, "qwen3_moe": transformers.Qwen3MoeConfig}[kind](
         vocab_size=256, max_position_embeddings=256, tie_word_embeddings=False, dtype="bfloat16",
         bos_token_id=0, eos_token_id=0, pad_token_id=None, **spec)
-    model = {"qwen3": transformers.Qwen3ForCausalLM}[kind](config).to(torch.bfloat16)
+    model = {"qwen3": transformers.Qwen3ForCausalLM, "qwen3_moe": transformers.Qwen3MoeForCausalLM}[kind](config)
+    model = model.to(torch.bfloat16)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() >= 2:
@@ -66,6 +78,42 @@ def make_source(case: str, spec: dict, dst: Path) -> None:
         shutil.rmtree(dst)
     model.save_pretrained(dst)
     (dst / "generation_config.json").unlink(missing_ok=True)
+
+
+def sequential_experts(model) -> None:
+    """Replaces each fused MoE block by one holding an MLP module per expert, with the same router and weights."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import transformers.models.qwen3_moe.modeling_qwen3_moe as qwen3_moe
+
+    # ModelOpt's export knows a MoE block by its class name (ending in SparseMoeBlock).
+    class SequentialQwen3MoeSparseMoeBlock(nn.Module):
+        def __init__(self, config, fused):
+            super().__init__()
+            self.gate = fused.gate
+            count, inter = config.num_experts, config.moe_intermediate_size
+            self.experts = nn.ModuleList([qwen3_moe.Qwen3MoeMLP(config, intermediate_size=inter) for _ in range(count)])
+            with torch.no_grad():
+                for e, expert in enumerate(self.experts):
+                    expert.gate_proj.weight.copy_(fused.experts.gate_up_proj[e, :inter])
+                    expert.up_proj.weight.copy_(fused.experts.gate_up_proj[e, inter:])
+                    expert.down_proj.weight.copy_(fused.experts.down_proj[e])
+            self.count = count
+
+        def forward(self, hidden_states):
+            batch, seq, hidden = hidden_states.shape
+            flat = hidden_states.view(-1, hidden)
+            _, weights, chosen = self.gate(flat)
+            out = torch.zeros_like(flat)
+            mask = F.one_hot(chosen, num_classes=self.count).permute(2, 1, 0)
+            for e in range(self.count):
+                slot, token = torch.where(mask[e])
+                y = self.experts[e](flat[token]) * weights[token, slot, None]
+                out.index_add_(0, token, y.to(flat.dtype))
+            return out.reshape(batch, seq, hidden)
+
+    for layer in model.model.layers:
+        layer.mlp = SequentialQwen3MoeSparseMoeBlock(model.config, layer.mlp).to(torch.bfloat16)
 
 
 def floats(t: torch.Tensor) -> list[float]:
@@ -79,6 +127,8 @@ def run(source: Path, fmt: str, ids: torch.Tensor, out: Path) -> None:
     from modelopt.torch.export import export_hf_checkpoint
 
     model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16).eval()
+    if getattr(model.config, "num_experts", None):
+        sequential_experts(model)
     cfg = dict(getattr(mtq, FORMATS[fmt]))
     algorithm = cfg["algorithm"]
     algorithm = {"method": algorithm} if isinstance(algorithm, str) else dict(algorithm)
@@ -129,7 +179,7 @@ def main() -> None:
     for case, spec in CASES.items():
         root = GOLDEN / f"awq_{case}"
         make_source(case, spec, root / "source")
-        for fmt in FORMATS:
+        for fmt in MOE_FORMATS if "num_experts" in spec else FORMATS:
             run(root / "source", fmt, ids, root / fmt)
             print(f"awq_{case}/{fmt}: written")
 

@@ -1,9 +1,10 @@
-//! AWQ against ModelOpt 0.47's own INT4_AWQ (W4A16_AWQ) and W4A8_AWQ exports of a dense Qwen3
-//! (fixtures/golden/awq_qwen3, written by tools/make_awq_golden.py). Given the statistics ModelOpt's search kept
-//! (each linear's act_scale and best alpha, and W4A8's per-channel input maxima), everything AWQ derives from them
-//! must be ModelOpt's byte for byte: the weight scale per channel, the smoothing, `pre_quant_scale`, the smoothed
-//! weights, the q/k/v and gate/up averages re-smoothing each weight and folded into the norms, the INT4 codes and
-//! block scales, and W4A8's FP8 weight and input scales.
+//! AWQ against ModelOpt 0.47's own INT4_AWQ (W4A16_AWQ) and W4A8_AWQ exports (fixtures/golden/awq_*, written by
+//! tools/make_awq_golden.py): a dense Qwen3 in both formats, and a Qwen3-MoE in INT4 whose experts ModelOpt searched
+//! one by one. Given the statistics ModelOpt's search kept (each linear's act_scale and best alpha, and W4A8's
+//! per-channel input maxima), everything AWQ derives from them must be ModelOpt's byte for byte: the weight scale per
+//! channel, the smoothing, `pre_quant_scale`, the smoothed weights, the q/k/v and gate/up means re-smoothing each
+//! weight and folded into the norms, the experts' means over all experts, the INT4 codes and block scales (an
+//! expert's gate and up sharing their block maxima), and W4A8's FP8 weight and input scales.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,13 +12,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use moe_quant_core::awq::{
-    average, best_alpha, fold_into_norm, resmooth, smoothed_input_amax, smoothing, weight_scale, Smoothing, ALPHAS,
+    average, best_alpha, bf16_bytes, fold_into_norm, resmooth, smoothed_input_amax, smoothing, weight_scale, Smoothing,
+    ALPHAS,
 };
 use moe_quant_core::formats::{Int4Awq, WeightInput, INT4_BLOCK};
 use moe_quant_core::{Checkpoint, Dtype};
 
 fn golden(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/golden/awq_qwen3").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/golden").join(relative)
 }
 
 struct Stats {
@@ -26,8 +28,8 @@ struct Stats {
     channel_amax: Option<Vec<f32>>,
 }
 
-fn stats(format: &str) -> BTreeMap<String, Stats> {
-    let text = std::fs::read_to_string(golden(&format!("{format}/awq.json"))).unwrap();
+fn stats(dir: &str) -> BTreeMap<String, Stats> {
+    let text = std::fs::read_to_string(golden(&format!("{dir}/awq.json"))).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let floats = |v: &serde_json::Value| -> Vec<f32> {
         v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
@@ -48,141 +50,209 @@ fn stats(format: &str) -> BTreeMap<String, Stats> {
         .collect()
 }
 
-fn f32s(checkpoint: &Checkpoint, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let view = checkpoint.read(name).unwrap();
-    (view.shape.clone(), view.to_f32())
+/// One linear once smoothed by its own search: its shape, bf16 values, smoothing and `pre_quant_scale`.
+struct Smoothed {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+    smoothing: Smoothing,
+    pqs: Vec<f32>,
 }
 
-/// The groups of linears reading one input (with the norm that produces it) and the linears alone, per layer.
-fn groups(layer: usize) -> Vec<(Vec<String>, Option<String>)> {
-    let p = format!("model.layers.{layer}.");
-    let names = |leaves: &[&str], parent: &str| leaves.iter().map(|l| format!("{p}{parent}.{l}")).collect::<Vec<_>>();
-    vec![
-        (names(&["q_proj", "k_proj", "v_proj"], "self_attn"), Some(format!("{p}input_layernorm.weight"))),
-        (names(&["o_proj"], "self_attn"), None),
-        (names(&["gate_proj", "up_proj"], "mlp"), Some(format!("{p}post_attention_layernorm.weight"))),
-        (names(&["down_proj"], "mlp"), None),
-    ]
+/// The comparison of one case's tensors with ModelOpt's export.
+struct Case {
+    source: Checkpoint,
+    export: Checkpoint,
+    stats: BTreeMap<String, Stats>,
+    format: Int4Awq,
+    compared: usize,
+    mismatches: Vec<String>,
 }
 
-/// Compares one tensor of the export; returns whether it is identical.
-fn same(export: &Checkpoint, name: &str, dtype: Dtype, shape: &[usize], data: &[u8], mismatches: &mut Vec<String>) {
-    let want = export.read(name).unwrap_or_else(|_| panic!("{name} is not in the export"));
-    if want.dtype != dtype || want.shape != shape || &want.data[..] != data {
-        mismatches.push(format!("{name}: {:?} {:?} exported, {dtype:?} {shape:?} made", want.dtype, want.shape));
+impl Case {
+    fn new(case: &str, format: &str) -> Self {
+        Case {
+            source: Checkpoint::open(golden(&format!("{case}/source"))).unwrap(),
+            export: Checkpoint::open(golden(&format!("{case}/{format}"))).unwrap(),
+            stats: stats(&format!("{case}/{format}")),
+            format: Int4Awq { fp8_activations: format == "w4a8_awq" },
+            compared: 0,
+            mismatches: Vec::new(),
+        }
     }
-}
 
-fn check(format_dir: &str, fp8_activations: bool) {
-    let source = Checkpoint::open(golden("source")).unwrap();
-    let export = Checkpoint::open(golden(format_dir)).unwrap();
-    let stats = stats(format_dir);
-    let format = Int4Awq { fp8_activations };
-    let bytes = |values: &[f32]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
-    let mut mismatches = Vec::new();
-    let mut compared = 0;
-    for layer in 0..2 {
-        for (modules, norm) in groups(layer) {
-            // Each linear smoothed by its own search's result.
-            let mut weights = Vec::new();
-            let mut scales = Vec::new();
-            let mut smoothings = Vec::new();
-            for module in &modules {
-                let s = &stats[module];
-                let (shape, mut values) = f32s(&source, &format!("{module}.weight"));
-                let wscale = weight_scale(&values, [shape[0], shape[1]], INT4_BLOCK);
-                let smoothing = Smoothing::from_scale(&smoothing(&s.act_scale, &wscale, s.alpha));
-                smoothing.smooth(&mut values);
-                weights.push((shape, values));
-                scales.push(smoothing.pre_quant_scale());
-                smoothings.push(smoothing);
+    fn same(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) {
+        let want = self.export.read(name).unwrap_or_else(|_| panic!("{name} is not in the export"));
+        if want.dtype != dtype || want.shape != shape || want.data[..] != *data {
+            self.mismatches
+                .push(format!("{name}: {:?} {:?} exported, {dtype:?} {shape:?} made", want.dtype, want.shape));
+        }
+        self.compared += 1;
+    }
+
+    /// `module`'s weight (`weight` the source tensor's name) smoothed by its own statistics.
+    fn smoothed(&self, module: &str, weight: &str) -> Smoothed {
+        let s = &self.stats[module];
+        let view = self.source.read(weight).unwrap();
+        let (shape, mut values) = (view.shape.clone(), view.to_f32());
+        let wscale = weight_scale(&values, [shape[0], shape[1]], INT4_BLOCK);
+        let smoothing = Smoothing::from_scale(&smoothing(&s.act_scale, &wscale, s.alpha));
+        smoothing.smooth(&mut values);
+        let pqs = smoothing.pre_quant_scale();
+        Smoothed { shape, values, smoothing, pqs }
+    }
+
+    /// Linears reading one input: each re-smoothed to the group's mean, which the norm absorbs where one produces
+    /// the input (else `pre_quant_scale` is written); then each quantized, with the group's FP8 scales for W4A8.
+    fn group(&mut self, modules: &[String], norm: Option<&str>) {
+        let mut linears: Vec<Smoothed> = modules.iter().map(|m| self.smoothed(m, &format!("{m}.weight"))).collect();
+        let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>());
+        for linear in &mut linears {
+            resmooth(&mut linear.values, &linear.pqs, &avg);
+        }
+        let weight_amax = linears.iter().flat_map(|l| l.values.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
+        let input_amax = modules.iter().zip(&linears).fold(0.0f32, |m, (module, linear)| {
+            let channel = self.stats[module].channel_amax.clone().unwrap_or_default();
+            m.max(smoothed_input_amax(&channel, &linear.smoothing))
+        });
+        match norm {
+            Some(norm) => {
+                let view = self.source.read(norm).unwrap();
+                let mut values = view.to_f32();
+                fold_into_norm(&mut values, &avg, false);
+                self.same(norm, Dtype::BF16, &view.shape.clone(), &bf16_bytes(&values));
             }
-            // The group's mean, each weight re-smoothed to it.
-            let refs: Vec<&[f32]> = scales.iter().map(Vec::as_slice).collect();
-            let avg = average(&refs);
-            for ((_, values), own) in weights.iter_mut().zip(&scales) {
-                resmooth(values, own, &avg);
+            None => {
+                let name = format!("{}.pre_quant_scale", modules[0]);
+                self.same(&name, Dtype::BF16, &[avg.len()], &bf16_bytes(&avg));
             }
-            let weight_amax = weights.iter().flat_map(|(_, v)| v.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
-            // W4A8: each linear's input max smoothed by its own smoothing; the group's largest.
-            let input_amax = modules.iter().zip(&smoothings).fold(0.0f32, |m, (module, own)| {
-                let channel = stats[module].channel_amax.as_ref().map_or(&[][..], Vec::as_slice);
-                m.max(smoothed_input_amax(channel, own))
-            });
-            match &norm {
-                Some(norm) => {
-                    let (shape, mut values) = f32s(&source, norm);
-                    fold_into_norm(&mut values, &avg, false);
-                    same(
-                        &export,
-                        norm,
-                        Dtype::BF16,
-                        &shape,
-                        &moe_quant_core::awq::bf16_bytes(&values),
-                        &mut mismatches,
-                    );
-                }
-                None => {
-                    let name = format!("{}.pre_quant_scale", modules[0]);
-                    same(
-                        &export,
-                        &name,
-                        Dtype::BF16,
-                        &[avg.len()],
-                        &moe_quant_core::awq::bf16_bytes(&avg),
-                        &mut mismatches,
-                    );
-                }
+        }
+        for (module, linear) in modules.iter().zip(&linears) {
+            self.quantized(module, linear, None, weight_amax);
+            if self.format.fp8_activations {
+                let scale = self.format.input_scale(input_amax).to_le_bytes();
+                self.same(&format!("{module}.input_scale"), Dtype::F32, &[], &scale);
             }
-            for (module, (shape, values)) in modules.iter().zip(&weights) {
-                let name = format!("{module}.weight");
-                let weight = WeightInput::new(&name, Dtype::BF16, shape, values).unwrap();
-                for tensor in format.quantize(&weight, weight_amax).unwrap().tensors {
-                    same(
-                        &export,
-                        &format!("{module}.{}", tensor.suffix),
-                        tensor.dtype,
-                        &tensor.shape,
-                        &tensor.data,
-                        &mut mismatches,
-                    );
-                    compared += 1;
-                }
-                if fp8_activations {
-                    let scale = format.input_scale(input_amax);
-                    same(&export, &format!("{module}.input_scale"), Dtype::F32, &[], &bytes(&[scale]), &mut mismatches);
-                    compared += 1;
-                }
-                if norm.is_some() {
-                    assert!(!export.contains(&format!("{module}.pre_quant_scale")), "{module}: folded into the norm");
-                }
+            if norm.is_some() {
+                assert!(!self.export.contains(&format!("{module}.pre_quant_scale")), "{module}: folded into the norm");
             }
         }
     }
-    let per_linear = if fp8_activations { 4 } else { 2 };
-    assert_eq!(compared, 2 * 7 * per_linear);
-    assert!(mismatches.is_empty(), "{} of {compared} tensors differ:\n{}", mismatches.len(), mismatches.join("\n"));
+
+    fn quantized(&mut self, module: &str, linear: &Smoothed, block_amax: Option<&[f32]>, weight_amax: f32) {
+        let name = format!("{module}.weight");
+        let weight = WeightInput::new(&name, Dtype::BF16, &linear.shape, &linear.values).unwrap();
+        let own = Int4Awq::block_amax(&weight);
+        let quantized = self.format.quantize_blocks(&weight, block_amax.unwrap_or(&own), weight_amax).unwrap();
+        for tensor in quantized.tensors {
+            self.same(&format!("{module}.{}", tensor.suffix), tensor.dtype, &tensor.shape, &tensor.data);
+        }
+    }
+
+    /// A layer's routed experts: each projection's mean over the experts, then gate and up's mean, each weight
+    /// re-smoothed at each step; an expert's gate and up quantized with their larger block maxima.
+    fn experts(&mut self, block: &str, experts: usize) {
+        let name = |e: usize, proj: &str| format!("{block}.experts.{e}.{proj}");
+        let mut projections: Vec<Vec<Smoothed>> = ["gate_proj", "up_proj", "down_proj"]
+            .iter()
+            .map(|proj| {
+                (0..experts).map(|e| self.smoothed(&name(e, proj), &format!("{}.weight", name(e, proj)))).collect()
+            })
+            .collect();
+        let mut means = Vec::new();
+        for linears in &mut projections {
+            let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>());
+            for linear in linears.iter_mut() {
+                resmooth(&mut linear.values, &linear.pqs, &avg);
+                linear.pqs.clone_from(&avg);
+            }
+            means.push(avg);
+        }
+        let gate_up = average(&[&means[0], &means[1]]);
+        for linears in &mut projections[..2] {
+            for linear in linears.iter_mut() {
+                resmooth(&mut linear.values, &linear.pqs, &gate_up);
+                linear.pqs.clone_from(&gate_up);
+            }
+        }
+        for e in 0..experts {
+            let [gate, up, down] = [&projections[0][e], &projections[1][e], &projections[2][e]];
+            let weight =
+                |l: &Smoothed| Int4Awq::block_amax(&WeightInput::new("w", Dtype::BF16, &l.shape, &l.values).unwrap());
+            let shared: Vec<f32> = weight(gate).iter().zip(weight(up)).map(|(g, u)| g.max(u)).collect();
+            for (proj, linear) in [("gate_proj", gate), ("up_proj", up)] {
+                self.quantized(&name(e, proj), linear, Some(&shared), 0.0);
+                self.same(
+                    &format!("{}.pre_quant_scale", name(e, proj)),
+                    Dtype::BF16,
+                    &[gate_up.len()],
+                    &bf16_bytes(&gate_up),
+                );
+            }
+            self.quantized(&name(e, "down_proj"), down, None, 0.0);
+            self.same(
+                &format!("{}.pre_quant_scale", name(e, "down_proj")),
+                Dtype::BF16,
+                &[means[2].len()],
+                &bf16_bytes(&means[2]),
+            );
+        }
+    }
+
+    fn attention_layer(&mut self, layer: usize, dense_mlp: bool) {
+        let p = format!("model.layers.{layer}.");
+        let names =
+            |leaves: &[&str], parent: &str| leaves.iter().map(|l| format!("{p}{parent}.{l}")).collect::<Vec<_>>();
+        self.group(&names(&["q_proj", "k_proj", "v_proj"], "self_attn"), Some(&format!("{p}input_layernorm.weight")));
+        self.group(&names(&["o_proj"], "self_attn"), None);
+        if dense_mlp {
+            self.group(&names(&["gate_proj", "up_proj"], "mlp"), Some(&format!("{p}post_attention_layernorm.weight")));
+            self.group(&names(&["down_proj"], "mlp"), None);
+        }
+    }
+
+    fn finish(self, compared: usize) {
+        assert_eq!(self.compared, compared);
+        let (bad, all) = (self.mismatches.len(), self.compared);
+        assert!(bad == 0, "{bad} of {all} tensors differ:\n{}", self.mismatches.join("\n"));
+    }
 }
 
 #[test]
 fn int4_awq_is_modelopt_byte_for_byte_given_its_statistics() {
-    check("int4_awq", false);
+    let mut case = Case::new("awq_qwen3", "int4_awq");
+    (0..2).for_each(|layer| case.attention_layer(layer, true));
+    // Per layer: 7 linears × (codes, block scales), 2 norms, 2 pre_quant_scales.
+    case.finish(2 * (7 * 2 + 4));
 }
 
 #[test]
 fn w4a8_awq_is_modelopt_byte_for_byte_given_its_statistics() {
-    check("w4a8_awq", true);
+    let mut case = Case::new("awq_qwen3", "w4a8_awq");
+    (0..2).for_each(|layer| case.attention_layer(layer, true));
+    // Per layer: 7 linears × (codes, block scales, weight_scale_2, input_scale), 2 norms, 2 pre_quant_scales.
+    case.finish(2 * (7 * 4 + 4));
+}
+
+#[test]
+fn int4_awq_experts_are_modelopt_byte_for_byte_given_its_statistics() {
+    let mut case = Case::new("awq_qwen3_moe", "int4_awq");
+    for layer in 0..2 {
+        case.attention_layer(layer, false);
+        case.experts(&format!("model.layers.{layer}.mlp"), 8);
+    }
+    // Per layer: 4 attention linears × 2 tensors, a norm and o_proj's pre_quant_scale; 8 experts × 3 × 3 tensors.
+    case.finish(2 * (4 * 2 + 2 + 8 * 9));
 }
 
 #[test]
 fn the_kept_alpha_is_the_first_smallest_loss_modelopt_recorded() {
-    for format in ["int4_awq", "w4a8_awq"] {
-        let text = std::fs::read_to_string(golden(&format!("{format}/awq.json"))).unwrap();
+    for dir in ["awq_qwen3/int4_awq", "awq_qwen3/w4a8_awq", "awq_qwen3_moe/int4_awq"] {
+        let text = std::fs::read_to_string(golden(&format!("{dir}/awq.json"))).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         for (name, entry) in json["modules"].as_object().unwrap() {
             let losses: Vec<f64> = ALPHAS.iter().map(|a| entry["loss"][format!("{a:.1}")].as_f64().unwrap()).collect();
             let kept = entry["best_alpha"].as_f64().unwrap() as f32;
-            assert_eq!(ALPHAS[best_alpha(&losses)], kept, "{format} {name}: losses {losses:?}");
+            assert_eq!(ALPHAS[best_alpha(&losses)], kept, "{dir} {name}: losses {losses:?}");
         }
     }
 }
