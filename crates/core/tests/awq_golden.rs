@@ -174,8 +174,8 @@ impl Case {
                 linear.pqs.clone_from(&gate_up);
             }
         }
-        for e in 0..experts {
-            let [gate, up, down] = [&projections[0][e], &projections[1][e], &projections[2][e]];
+        let [gates, ups, downs] = &projections[..] else { unreachable!() };
+        for (e, ((gate, up), down)) in gates.iter().zip(ups).zip(downs).enumerate() {
             let weight =
                 |l: &Smoothed| Int4Awq::block_amax(&WeightInput::new("w", Dtype::BF16, &l.shape, &l.values).unwrap());
             let shared: Vec<f32> = weight(gate).iter().zip(weight(up)).map(|(g, u)| g.max(u)).collect();
