@@ -12,11 +12,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use moe_quant_core::awq::{
-    average, best_alpha, bf16_bytes, fold_into_norm, resmooth, smoothed_input_amax, smoothing, weight_scale, Smoothing,
-    ALPHAS,
+    average, best_alpha, dtype_bytes, fold_into_norm, resmooth, smoothed_input_amax, smoothing, weight_scale,
+    Smoothing, ALPHAS,
 };
-use moe_quant_core::formats::{Int4Awq, WeightInput, INT4_BLOCK};
+use moe_quant_core::formats::{Int4Awq, QuantFormat, WeightInput, INT4_BLOCK};
 use moe_quant_core::{Checkpoint, Dtype};
+
+fn bf16(values: &[f32]) -> Vec<u8> {
+    dtype_bytes(values, Dtype::BF16)
+}
 
 fn golden(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/golden").join(relative)
@@ -94,10 +98,10 @@ impl Case {
         let s = &self.stats[module];
         let view = self.source.read(weight).unwrap();
         let (shape, mut values) = (view.shape.clone(), view.to_f32());
-        let wscale = weight_scale(&values, [shape[0], shape[1]], INT4_BLOCK);
+        let wscale = weight_scale(&values, [shape[0], shape[1]], INT4_BLOCK, Dtype::BF16);
         let smoothing = Smoothing::from_scale(&smoothing(&s.act_scale, &wscale, s.alpha));
-        smoothing.smooth(&mut values);
-        let pqs = smoothing.pre_quant_scale();
+        smoothing.smooth(&mut values, Dtype::BF16);
+        let pqs = smoothing.pre_quant_scale(Dtype::BF16);
         Smoothed { shape, values, smoothing, pqs }
     }
 
@@ -105,25 +109,25 @@ impl Case {
     /// the input (else `pre_quant_scale` is written); then each quantized, with the group's FP8 scales for W4A8.
     fn group(&mut self, modules: &[String], norm: Option<&str>) {
         let mut linears: Vec<Smoothed> = modules.iter().map(|m| self.smoothed(m, &format!("{m}.weight"))).collect();
-        let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>());
+        let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>(), Dtype::BF16);
         for linear in &mut linears {
-            resmooth(&mut linear.values, &linear.pqs, &avg);
+            resmooth(&mut linear.values, &linear.pqs, &avg, Dtype::BF16);
         }
         let weight_amax = linears.iter().flat_map(|l| l.values.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
         let input_amax = modules.iter().zip(&linears).fold(0.0f32, |m, (module, linear)| {
             let channel = self.stats[module].channel_amax.clone().unwrap_or_default();
-            m.max(smoothed_input_amax(&channel, &linear.smoothing))
+            m.max(smoothed_input_amax(&channel, &linear.smoothing, Dtype::BF16))
         });
         match norm {
             Some(norm) => {
                 let view = self.source.read(norm).unwrap();
                 let mut values = view.to_f32();
-                fold_into_norm(&mut values, &avg, false);
-                self.same(norm, Dtype::BF16, &view.shape.clone(), &bf16_bytes(&values));
+                fold_into_norm(&mut values, &avg, false, Dtype::BF16);
+                self.same(norm, Dtype::BF16, &view.shape.clone(), &bf16(&values));
             }
             None => {
                 let name = format!("{}.pre_quant_scale", modules[0]);
-                self.same(&name, Dtype::BF16, &[avg.len()], &bf16_bytes(&avg));
+                self.same(&name, Dtype::BF16, &[avg.len()], &bf16(&avg));
             }
         }
         for (module, linear) in modules.iter().zip(&linears) {
@@ -160,17 +164,17 @@ impl Case {
             .collect();
         let mut means = Vec::new();
         for linears in &mut projections {
-            let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>());
+            let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>(), Dtype::BF16);
             for linear in linears.iter_mut() {
-                resmooth(&mut linear.values, &linear.pqs, &avg);
+                resmooth(&mut linear.values, &linear.pqs, &avg, Dtype::BF16);
                 linear.pqs.clone_from(&avg);
             }
             means.push(avg);
         }
-        let gate_up = average(&[&means[0], &means[1]]);
+        let gate_up = average(&[&means[0], &means[1]], Dtype::BF16);
         for linears in &mut projections[..2] {
             for linear in linears.iter_mut() {
-                resmooth(&mut linear.values, &linear.pqs, &gate_up);
+                resmooth(&mut linear.values, &linear.pqs, &gate_up, Dtype::BF16);
                 linear.pqs.clone_from(&gate_up);
             }
         }
@@ -185,7 +189,7 @@ impl Case {
                     &format!("{}.pre_quant_scale", name(e, proj)),
                     Dtype::BF16,
                     &[gate_up.len()],
-                    &bf16_bytes(&gate_up),
+                    &bf16(&gate_up),
                 );
             }
             self.quantized(&name(e, "down_proj"), down, None, 0.0);
@@ -193,7 +197,7 @@ impl Case {
                 &format!("{}.pre_quant_scale", name(e, "down_proj")),
                 Dtype::BF16,
                 &[means[2].len()],
-                &bf16_bytes(&means[2]),
+                &bf16(&means[2]),
             );
         }
     }

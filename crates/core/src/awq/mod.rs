@@ -18,32 +18,28 @@ pub mod search;
 
 use half::bf16;
 
-use crate::numerics::e4m3::round_to_bf16;
+use crate::numerics::dtype::Dtype;
+use crate::numerics::e4m3::round_to_dtype;
 
 /// The alphas tried, as torch's `arange(0, 1.1, 0.1)` gives them in f32.
 pub const ALPHAS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
-/// The mean of f32 values as torch computes a bf16 tensor's mean on the CPU: summed in f32, divided by the
-/// count in f32, rounded to bf16.
-pub fn bf16_mean(sum: f32, count: usize) -> f32 {
-    round_to_bf16(sum / count as f32)
-}
-
-/// Per input channel, the mean over output rows of `|w| / (block max |w| + tiny)`, in bf16 arithmetic
-/// (ModelOpt's `get_weight_scale`): `values` `[rows, cols]` (bf16 values), blocks of `block` along a row.
-pub fn weight_scale(values: &[f32], [rows, cols]: [usize; 2], block: usize) -> Vec<f32> {
-    let tiny = f32::MIN_POSITIVE; // torch.finfo(bfloat16).tiny, the same number
+/// Per input channel, the mean over output rows of `|w| / (block max |w| + tiny)`, in the arithmetic of the
+/// weight's `dtype` (ModelOpt's `get_weight_scale`): `values` `[rows, cols]`, blocks of `block` along a row.
+pub fn weight_scale(values: &[f32], [rows, cols]: [usize; 2], block: usize, dtype: Dtype) -> Vec<f32> {
+    let round = |v: f32| round_to_dtype(v, dtype);
+    let tiny = f32::MIN_POSITIVE; // torch.finfo(dtype).tiny for bf16 and f32 alike
     let mut sums = vec![0.0f32; cols];
     for row in values.chunks_exact(cols).take(rows) {
         for (start, chunk) in row.chunks(block).enumerate().map(|(b, c)| (b * block, c)) {
             let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let divisor = round_to_bf16(amax + tiny);
+            let divisor = round(amax + tiny);
             for (offset, v) in chunk.iter().enumerate() {
-                sums[start + offset] += round_to_bf16(v.abs() / divisor);
+                sums[start + offset] += round(v.abs() / divisor);
             }
         }
     }
-    sums.into_iter().map(|sum| bf16_mean(sum, rows)).collect()
+    sums.into_iter().map(|sum| round(sum / rows as f32)).collect()
 }
 
 /// `x^e` as torch's `pow(tensor, scalar)` computes it for the exponents the search uses (0 and 1 exactly, 0.5 as
@@ -83,8 +79,9 @@ pub fn best_alpha(losses: &[f64]) -> usize {
     best
 }
 
-/// A linear's smoothing once searched: the f32 `1/s` (ModelOpt divides by this exact value) and its bf16
-/// rounding (the `pre_quant_scale` written).
+/// A linear's smoothing once searched: the f32 `1/s` (ModelOpt divides by this exact value), and its rounding to
+/// the weight's dtype (the `pre_quant_scale` written). Every product below is rounded to the weight's dtype, as
+/// ModelOpt computes in the model's (bf16 for a bf16 checkpoint).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Smoothing {
     pub inverse: Vec<f32>,
@@ -101,65 +98,68 @@ impl Smoothing {
         Smoothing { inverse: vec![1.0; cols] }
     }
 
-    /// `pre_quant_scale` as written: bf16.
-    pub fn pre_quant_scale(&self) -> Vec<f32> {
-        self.inverse.iter().map(|&v| round_to_bf16(v)).collect()
+    /// `pre_quant_scale` as written, in `dtype`.
+    pub fn pre_quant_scale(&self, dtype: Dtype) -> Vec<f32> {
+        self.inverse.iter().map(|&v| round_to_dtype(v, dtype)).collect()
     }
 
-    /// The smoothed weight `bf16(W · (1 / inverse))`, columns scaled; `values` `[rows, cols]`.
-    pub fn smooth(&self, values: &mut [f32]) {
+    /// The smoothed weight `dtype(W · (1 / inverse))`, columns scaled; `values` `[rows, cols]`.
+    pub fn smooth(&self, values: &mut [f32], dtype: Dtype) {
         let factors: Vec<f32> = self.inverse.iter().map(|v| 1.0 / v).collect();
         for row in values.chunks_exact_mut(factors.len()) {
             for (w, f) in row.iter_mut().zip(&factors) {
-                *w = round_to_bf16(*w * f);
+                *w = round_to_dtype(*w * f, dtype);
             }
         }
     }
 }
 
-/// The input amax W4A8 scales a linear's activations by once smoothed: per channel, the bf16 input maximum times
-/// the f32 `1/s`, the largest rounded to bf16 (ModelOpt computes it from each linear's own smoothing, before a group
-/// averages them; the group then takes its largest).
-pub fn smoothed_input_amax(channel_amax: &[f32], smoothing: &Smoothing) -> f32 {
-    let amax = channel_amax.iter().zip(&smoothing.inverse).fold(0.0f32, |m, (a, p)| m.max(round_to_bf16(*a) * p));
-    round_to_bf16(amax)
+/// The input amax W4A8 scales a linear's activations by once smoothed: per channel, the input maximum (in
+/// `dtype`) times the f32 `1/s`, the largest rounded to `dtype` (ModelOpt computes it from each linear's own
+/// smoothing, before a group averages them; the group then takes its largest).
+pub fn smoothed_input_amax(channel_amax: &[f32], smoothing: &Smoothing, dtype: Dtype) -> f32 {
+    let amax =
+        channel_amax.iter().zip(&smoothing.inverse).fold(0.0f32, |m, (a, p)| m.max(round_to_dtype(*a, dtype) * p));
+    round_to_dtype(amax, dtype)
 }
 
-/// The mean of several linears' bf16 `pre_quant_scale`s (torch's bf16 mean of the stack: f32 sum in order, f32
-/// division, bf16).
-pub fn average(scales: &[&[f32]]) -> Vec<f32> {
+/// The mean of several linears' `pre_quant_scale`s (torch's mean of the stack in `dtype`: summed in f32 in order,
+/// divided in f32, rounded to `dtype`).
+pub fn average(scales: &[&[f32]], dtype: Dtype) -> Vec<f32> {
     let cols = scales.first().map_or(0, |s| s.len());
-    (0..cols).map(|c| bf16_mean(scales.iter().map(|s| s[c]).fold(0.0f32, |acc, v| acc + v), scales.len())).collect()
+    let mean = |c: usize| scales.iter().map(|s| s[c]).fold(0.0f32, |acc, v| acc + v) / scales.len() as f32;
+    (0..cols).map(|c| round_to_dtype(mean(c), dtype)).collect()
 }
 
-/// Re-smooths a weight from its `pre_quant_scale` `old` to the group's `new`: `bf16(W · old / new)` in f32, left
+/// Re-smooths a weight from its `pre_quant_scale` `old` to the group's `new`: `dtype(W · old / new)` in f32, left
 /// to right; unchanged when the two are equal (as ModelOpt skips it).
-pub fn resmooth(values: &mut [f32], old: &[f32], new: &[f32]) {
+pub fn resmooth(values: &mut [f32], old: &[f32], new: &[f32], dtype: Dtype) {
     if old == new {
         return;
     }
     for row in values.chunks_exact_mut(old.len()) {
         for ((w, o), n) in row.iter_mut().zip(old).zip(new) {
-            *w = round_to_bf16(*w * o / n);
+            *w = round_to_dtype(*w * o / n, dtype);
         }
     }
 }
 
-/// A norm weight that absorbs `pre_quant_scale`: `bf16(w · pqs)`; for norms that scale by `1 + w` (Gemma's),
-/// `bf16(bf16(bf16(w + 1) · pqs) − 1)`.
-pub fn fold_into_norm(weight: &mut [f32], pre_quant_scale: &[f32], offset: bool) {
+/// A norm weight (stored in `dtype`) that absorbs `pre_quant_scale`: `w · pqs`; for norms that scale by `1 + w`
+/// (Gemma's), `(w + 1) · pqs − 1`, each step rounded to `dtype`.
+pub fn fold_into_norm(weight: &mut [f32], pre_quant_scale: &[f32], offset: bool, dtype: Dtype) {
+    let round = |v: f32| round_to_dtype(v, dtype);
     for (w, p) in weight.iter_mut().zip(pre_quant_scale) {
-        *w = if offset {
-            round_to_bf16(round_to_bf16(round_to_bf16(*w + 1.0) * p) - 1.0)
-        } else {
-            round_to_bf16(*w * p)
-        };
+        *w = if offset { round(round(round(*w + 1.0) * p) - 1.0) } else { round(*w * p) };
     }
 }
 
-/// f32 values as bf16 little-endian bytes (values already bf16 are exact).
-pub fn bf16_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect()
+/// f32 values as little-endian bytes of `dtype` (BF16, F16 or F32; values already of that dtype are exact).
+pub fn dtype_bytes(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+        Dtype::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +178,7 @@ mod tests {
     fn weight_scale_by_hand() {
         // One row of two blocks of 2: |w| / block max, then the mean over rows (here two rows).
         let values = [1.0, -0.5, 0.25, 2.0, 0.5, 0.5, -1.0, 4.0];
-        let scale = weight_scale(&values, [2, 4], 2);
+        let scale = weight_scale(&values, [2, 4], 2, Dtype::BF16);
         assert_eq!(scale, [1.0, 0.75, 0.1875, 1.0]);
     }
 
@@ -205,21 +205,29 @@ mod tests {
 
     #[test]
     fn smoothing_weights_averaging_and_norms() {
+        let bf16 = Dtype::BF16;
         let smoothing = Smoothing::from_scale(&[2.0, 0.5]);
-        assert_eq!(smoothing.pre_quant_scale(), [0.5, 2.0]);
+        assert_eq!(smoothing.pre_quant_scale(bf16), [0.5, 2.0]);
         let mut w = vec![1.0, 1.0, 3.0, -3.0];
-        smoothing.smooth(&mut w);
+        smoothing.smooth(&mut w, bf16);
         assert_eq!(w, [2.0, 0.5, 6.0, -1.5]);
-        let avg = average(&[&[0.5, 2.0], &[1.5, 1.0]]);
+        let avg = average(&[&[0.5, 2.0], &[1.5, 1.0]], bf16);
         assert_eq!(avg, [1.0, 1.5]);
-        resmooth(&mut w, &[0.5, 2.0], &avg);
-        assert_eq!(w, [1.0, round_to_bf16(0.5 * 2.0 / 1.5), 3.0, -2.0]);
+        resmooth(&mut w, &[0.5, 2.0], &avg, bf16);
+        assert_eq!(w, [1.0, round_to_dtype(0.5 * 2.0 / 1.5, bf16), 3.0, -2.0]);
         let mut norm = vec![1.5, 0.5];
-        fold_into_norm(&mut norm, &avg, false);
+        fold_into_norm(&mut norm, &avg, false, bf16);
         assert_eq!(norm, [1.5, 0.75]);
         let mut gemma = vec![0.5, -0.5];
-        fold_into_norm(&mut gemma, &avg, true);
+        fold_into_norm(&mut gemma, &avg, true, bf16);
         assert_eq!(gemma, [0.5, -0.25]);
-        assert_eq!(bf16_bytes(&[1.0]), [0x80, 0x3f]);
+        // In f32 nothing is rounded: 1/3 stays 1/3 in f32.
+        let mut f32_weight = vec![1.0f32];
+        resmooth(&mut f32_weight, &[1.0], &[3.0], Dtype::F32);
+        assert_eq!(f32_weight, [1.0f32 / 3.0]);
+        assert_eq!(dtype_bytes(&[1.0], bf16), [0x80, 0x3f]);
+        assert_eq!(dtype_bytes(&[1.0], Dtype::F32), 1.0f32.to_le_bytes());
+        let input = smoothed_input_amax(&[2.0, 1.0], &Smoothing::from_scale(&[0.5, 4.0]), bf16);
+        assert_eq!(input, 4.0);
     }
 }

@@ -7,12 +7,13 @@
 //! Statistics stay on the device until the layer ends. The search runs in f32 whatever the forward's dtype, with
 //! the bf16 roundings ModelOpt's bf16 search makes (the smoothed input and weight, the fake-quantized weight).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use candle_core::{DType, Tensor, D};
 
 use super::{best_alpha, smoothing, weight_scale, Smoothing, ALPHAS};
 use crate::error::{Error, Result};
+use crate::numerics::dtype::Dtype;
 
 /// Which pass a layer's forward is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,17 +52,41 @@ pub struct Searched {
 pub struct AwqSearch {
     /// The weight quantizer's block along K.
     pub block: usize,
+    /// The dtype the weights are stored in (the search's roundings are ModelOpt's in the model's dtype).
+    pub dtype: Dtype,
     pub phase: Phase,
+    /// The linears searched, by module name, with their weights `[out, in]` as the forward runs them.
+    weights: HashMap<String, Tensor>,
+    /// The MoE blocks whose routed experts are searched (each expert's projections alone, see [`expert_key`]).
+    blocks: BTreeSet<String>,
     records: BTreeMap<String, Record>,
 }
 
+/// The name a routed expert's projection (`gate`, `up` or `down`) is searched under.
+pub fn expert_key(block: &str, expert: usize, projection: &str) -> String {
+    format!("{block}.experts.{expert}.{projection}")
+}
+
 impl AwqSearch {
-    pub fn new(block: usize) -> Self {
-        AwqSearch { block, phase: Phase::Statistics, records: BTreeMap::new() }
+    pub fn new(block: usize, dtype: Dtype, weights: HashMap<String, Tensor>, blocks: BTreeSet<String>) -> Self {
+        AwqSearch { block, dtype, phase: Phase::Statistics, weights, blocks, records: BTreeMap::new() }
+    }
+
+    /// Records a call of linear `module` on `xs`, when it is one of the searched linears.
+    pub fn record_linear(&mut self, module: &str, xs: &Tensor) -> Result<()> {
+        match self.weights.get(module).cloned() {
+            Some(weight) => self.record(module, xs, &weight),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the routed experts of MoE block `block` are searched.
+    pub fn searches_experts(&self, block: &str) -> bool {
+        self.blocks.contains(block)
     }
 
     /// Records one call of linear `module` on `xs [.., cols]` with weight `weight [out, cols]` (read only by the
-    /// search pass).
+    /// search pass); a call without rows is none.
     pub fn record(&mut self, module: &str, xs: &Tensor, weight: &Tensor) -> Result<()> {
         let cols = xs.dim(D::Minus1)?;
         let x = xs.reshape(((), cols))?.to_dtype(DType::F32)?;
@@ -76,7 +101,7 @@ impl AwqSearch {
 
     fn statistics(&mut self, module: &str, x: &Tensor) -> Result<()> {
         let abs = x.abs()?;
-        let mean = round_bf16(&abs.mean(0)?)?;
+        let mean = round_to(&abs.mean(0)?, self.dtype)?;
         let amax = abs.max(0)?;
         match self.records.get_mut(module) {
             Some(record) => {
@@ -94,7 +119,7 @@ impl AwqSearch {
     }
 
     fn search(&mut self, module: &str, x: &Tensor, weight: &Tensor) -> Result<()> {
-        let block = self.block;
+        let (block, dtype) = (self.block, self.dtype);
         let record = self.records.get_mut(module).ok_or_else(|| {
             Error::internal(format!("AWQ: {module} ran in the search pass but not in the statistics pass"))
         })?;
@@ -104,7 +129,7 @@ impl AwqSearch {
             let act: Vec<f32> = act_sum.iter().map(|s| s / record.calls as f32).collect();
             let (out, cols) = weight.dims2()?;
             let values = weight.flatten_all()?.to_vec1::<f32>()?;
-            record.scales = Some((act, weight_scale(&values, [out, cols], block)));
+            record.scales = Some((act, weight_scale(&values, [out, cols], block, dtype)));
         }
         let Some((act, wscale)) = &record.scales else { unreachable!() };
         let device = x.device();
@@ -113,10 +138,10 @@ impl AwqSearch {
         for &alpha in &ALPHAS {
             let s = smoothing(act, wscale, alpha);
             let inverse: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
-            let inverse = round_bf16(&Tensor::from_vec(inverse, (1, s.len()), device)?)?;
-            let scale = round_bf16(&Tensor::from_vec(s, (1, act.len()), device)?)?;
-            let xs = round_bf16(&x.broadcast_mul(&inverse)?)?;
-            let ws = fake_int4(&round_bf16(&weight.broadcast_mul(&scale)?)?, block)?;
+            let inverse = round_to(&Tensor::from_vec(inverse, (1, s.len()), device)?, dtype)?;
+            let scale = round_to(&Tensor::from_vec(s, (1, act.len()), device)?, dtype)?;
+            let xs = round_to(&x.broadcast_mul(&inverse)?, dtype)?;
+            let ws = fake_int4(&round_to(&weight.broadcast_mul(&scale)?, dtype)?, block, dtype)?;
             let diff = (xs.matmul(&ws.t()?)? - &reference)?;
             losses.push(diff.sqr()?.mean_all()?);
         }
@@ -161,9 +186,14 @@ impl AwqSearch {
     }
 }
 
-/// The values rounded to bf16, kept in f32.
-fn round_bf16(xs: &Tensor) -> Result<Tensor> {
-    Ok(xs.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
+/// The values rounded to `dtype` (BF16 or F16; F32 as they are), kept in f32.
+fn round_to(xs: &Tensor, dtype: Dtype) -> Result<Tensor> {
+    let to = match dtype {
+        Dtype::BF16 => DType::BF16,
+        Dtype::F16 => DType::F16,
+        _ => return Ok(xs.clone()),
+    };
+    Ok(xs.to_dtype(to)?.to_dtype(DType::F32)?)
 }
 
 /// Round half to even of f32 values below 2²²: adding and removing 1.5·2²³ leaves the nearest integer, ties to even.
@@ -173,9 +203,9 @@ fn round_half_even(xs: &Tensor) -> Result<Tensor> {
 }
 
 /// The weight fake-quantized to INT4 with one scale per `block` along K (the block's max |w| maps to 7), as
-/// ModelOpt's search quantizes it: codes rounded half to even and clamped to [−8, 7], values back in bf16; a
+/// ModelOpt's search quantizes it: codes rounded half to even and clamped to [−8, 7], values back in the weights' `dtype`; a
 /// block whose max is at most 2⁻²⁴ becomes zeros.
-pub fn fake_int4(weight: &Tensor, block: usize) -> Result<Tensor> {
+pub fn fake_int4(weight: &Tensor, block: usize, dtype: Dtype) -> Result<Tensor> {
     let (out, cols) = weight.dims2()?;
     if cols % block != 0 {
         return Err(Error::ShapeInvalid {
@@ -191,7 +221,7 @@ pub fn fake_int4(weight: &Tensor, block: usize) -> Result<Tensor> {
     let scale = (amax.clamp(floor, f64::MAX)?.recip()? * 7.0)?;
     let codes = round_half_even(&blocks.broadcast_mul(&scale)?)?.clamp(-8.0, 7.0)?;
     let values = codes.broadcast_div(&scale)?.broadcast_mul(&kept)?;
-    round_bf16(&values.reshape((out, cols))?)
+    round_to(&values.reshape((out, cols))?, dtype)
 }
 
 #[cfg(test)]
@@ -206,10 +236,10 @@ mod tests {
         let mut values = vec![0.0f32; 4];
         values[..4].copy_from_slice(&[3.5, 1.25, -0.75, 0.1]);
         let w = Tensor::from_vec(values, (1, 4), &Device::Cpu).unwrap();
-        let q = fake_int4(&w, 4).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let q = fake_int4(&w, 4, Dtype::BF16).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(q, [3.5, 1.0, -1.0, 0.0]);
         let zeros = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(fake_int4(&zeros, 4).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(fake_int4(&zeros, 4, Dtype::BF16).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }
 
     #[test]
@@ -219,7 +249,7 @@ mod tests {
         let a = Tensor::from_vec(vec![1.0f32, -2.0, 3.0, 4.0], (2, 2), &device).unwrap();
         let b = Tensor::from_vec(vec![5.0f32, 0.0], (1, 2), &device).unwrap();
         let weight = Tensor::from_vec(vec![1.0f32, 0.5, -0.25, 1.0], (2, 2), &device).unwrap();
-        let mut search = AwqSearch::new(2);
+        let mut search = AwqSearch::new(2, Dtype::BF16, HashMap::new(), BTreeSet::new());
         search.record("m", &a, &weight).unwrap();
         search.record("m", &b, &weight).unwrap();
         search.record("m", &Tensor::zeros((0, 2), DType::F32, &device).unwrap(), &weight).unwrap();
@@ -239,7 +269,7 @@ mod tests {
     fn a_linear_never_searched_keeps_a_neutral_smoothing() {
         let device = Device::Cpu;
         let x = Tensor::from_vec(vec![1.0f32, 2.0], (1, 2), &device).unwrap();
-        let mut search = AwqSearch::new(2);
+        let mut search = AwqSearch::new(2, Dtype::BF16, HashMap::new(), BTreeSet::new());
         search.record("m", &x, &x).unwrap();
         let results = search.finish().unwrap();
         assert_eq!(results["m"].smoothing, Smoothing::neutral(2));

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::numerics::first_non_finite;
 
 /// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`, `"mxfp8"`,
-/// `"mxfp4"`).
+/// `"mxfp4"`, `"int4_awq"`, `"w4a8_awq"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
 pub enum FormatName {
     /// FP8 E4M3, one scale per tensor, calibrated static input scales (`FP8`).
@@ -61,11 +61,18 @@ pub enum FormatName {
     /// (`mxfp4`): no calibration.
     #[serde(rename = "mxfp4")]
     Mxfp4,
+    /// INT4 weights in blocks of 128 smoothed by an AWQ search, activations left in 16 bits (`W4A16_AWQ`): the
+    /// calibration forward finds each linear's smoothing; no input scale is written.
+    #[serde(rename = "int4_awq")]
+    Int4Awq,
+    /// INT4 AWQ weights with FP8 activations and a calibrated input scale (`W4A8_AWQ`).
+    #[serde(rename = "w4a8_awq")]
+    W4a8Awq,
 }
 
 impl FormatName {
     /// Every format; the ones that read stored weights back try them in this order.
-    pub const ALL: [FormatName; 7] = [
+    pub const ALL: [FormatName; 9] = [
         FormatName::Fp8,
         FormatName::Nvfp4,
         FormatName::W4a16Nvfp4,
@@ -73,6 +80,8 @@ impl FormatName {
         FormatName::Fp8PbWo,
         FormatName::Mxfp8,
         FormatName::Mxfp4,
+        FormatName::Int4Awq,
+        FormatName::W4a8Awq,
     ];
 
     /// The name options use.
@@ -85,6 +94,8 @@ impl FormatName {
             FormatName::Fp8PbWo => "fp8_pb_wo",
             FormatName::Mxfp8 => "mxfp8",
             FormatName::Mxfp4 => "mxfp4",
+            FormatName::Int4Awq => "int4_awq",
+            FormatName::W4a8Awq => "w4a8_awq",
         }
     }
 }
@@ -100,6 +111,8 @@ pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
         FormatName::Fp8PbWo => Box::new(Fp8Block),
         FormatName::Mxfp8 => Box::new(Mxfp8),
         FormatName::Mxfp4 => Box::new(Mxfp4),
+        FormatName::Int4Awq => Box::new(Int4Awq { fp8_activations: false }),
+        FormatName::W4a8Awq => Box::new(Int4Awq { fp8_activations: true }),
     }
 }
 
@@ -228,6 +241,12 @@ pub trait QuantFormat: Send + Sync {
     fn calibrated(&self) -> bool {
         true
     }
+    /// The block along K of the weight quantizer an AWQ search smooths this format's weights for, for the formats
+    /// found by one (`int4_awq`, `w4a8_awq`): the calibration forward then searches each linear's smoothing, the
+    /// weights are quantized smoothed, and a `pre_quant_scale` is written (see `awq`).
+    fn awq_block(&self) -> Option<usize> {
+        None
+    }
     /// The `input_scale` written for an activation amax (the max |x| calibration saw), for calibrated formats.
     fn input_scale(&self, amax: f32) -> f32;
     /// The tensor that holds [`Self::input_scale`]: `input_scale`, 0-d f32, unless the format stores it otherwise.
@@ -338,9 +357,20 @@ mod tests {
         }
         assert!(serde_json::from_value::<FormatName>("int4".into()).is_err());
         let calibrated: Vec<bool> = FormatName::ALL.iter().map(|&name| format(name, false).calibrated()).collect();
-        assert_eq!(calibrated, [true, true, false, false, false, false, false]);
+        assert_eq!(calibrated, [true, true, false, false, false, false, false, false, true]);
         let algos: Vec<&str> = FormatName::ALL.iter().map(|&name| format(name, false).quant_algo()).collect();
-        assert_eq!(algos, ["FP8", "NVFP4", "W4A16_NVFP4", "FP8_PER_CHANNEL_PER_TOKEN", "fp8_pb_wo", "MXFP8", "mxfp4"]);
+        let expected = [
+            "FP8",
+            "NVFP4",
+            "W4A16_NVFP4",
+            "FP8_PER_CHANNEL_PER_TOKEN",
+            "fp8_pb_wo",
+            "MXFP8",
+            "mxfp4",
+            "W4A16_AWQ",
+            "W4A8_AWQ",
+        ];
+        assert_eq!(algos, expected);
     }
 
     #[test]
@@ -370,7 +400,7 @@ mod tests {
         cases.push((FormatName::Fp8, true));
         for (name, torch_cuda) in cases {
             let format = format(name, torch_cuda);
-            for shape in [[1usize, 16], [3, 32], [48, 64]] {
+            for shape in [[1usize, 16], [3, 32], [48, 64], [4, 256]] {
                 if format.group_size().is_some_and(|group| shape[1] % group != 0) {
                     continue;
                 }

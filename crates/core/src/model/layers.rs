@@ -7,7 +7,7 @@
 //! an infinity would otherwise end as a meaningless scale. The first batch found not finite stops the run
 //! with an error naming the layer and the first weight or activation that is not finite.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, ModelDescriptor};
 use super::loader::{ExpertWeights, WeightLoader};
+use crate::awq::search::AwqSearch;
 use crate::calib::data::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::device::ComputeDevice;
@@ -86,6 +87,20 @@ pub struct ForwardResult {
     pub seconds: f64,
 }
 
+/// What the AWQ search covers (the plan's linears and routed experts in an AWQ format): each layer then runs its
+/// batches twice, for the statistics and for the search (see `awq::search`).
+#[derive(Debug, Clone)]
+pub struct AwqPlan {
+    /// The weight quantizer's block along K.
+    pub block: usize,
+    /// The dtype the searched weights are stored in.
+    pub dtype: crate::numerics::dtype::Dtype,
+    /// Linears, by module name.
+    pub modules: BTreeSet<String>,
+    /// MoE blocks whose routed experts are searched.
+    pub blocks: BTreeSet<String>,
+}
+
 /// The calibration batches' hidden states moving through the decoder one layer at a time.
 pub struct LayerStream<'a> {
     loader: WeightLoader<'a>,
@@ -109,6 +124,8 @@ pub struct LayerStream<'a> {
     resident: Option<&'a ResidentHook<'a>>,
     /// Seconds spent in that call.
     pub resident_seconds: f64,
+    /// The AWQ search, when the plan has AWQ formats.
+    awq: Option<AwqPlan>,
 }
 
 /// What a layer's resident weights are handed to (see [`LayerStream::on_resident`]): the layer's position, each
@@ -190,6 +207,7 @@ impl<'a> LayerStream<'a> {
             forward_seconds: 0.0,
             resident: None,
             resident_seconds: 0.0,
+            awq: None,
         })
     }
 
@@ -197,6 +215,48 @@ impl<'a> LayerStream<'a> {
     /// weight maxima recorded, before its batches run (an error stops the run).
     pub fn on_resident(&mut self, hook: &'a ResidentHook<'a>) {
         self.resident = Some(hook);
+    }
+
+    /// Runs the AWQ search of `plan` in every layer from the next on (each layer's results in
+    /// `observers.smoothing` once it ran).
+    pub fn search_awq(&mut self, plan: AwqPlan) {
+        self.awq = Some(plan);
+    }
+
+    /// The AWQ search of the next layer: its searched linears' weights loaded as the forward runs them.
+    fn awq_search(&self) -> Result<Option<AwqSearch>> {
+        let Some(plan) = &self.awq else { return Ok(None) };
+        let Some(prefix) = layer_prefix(self.desc, self.next_layer) else { return Ok(None) };
+        let weights = plan
+            .modules
+            .iter()
+            .filter(|module| module.starts_with(prefix))
+            .map(|module| Ok((module.clone(), self.loader.weight(module)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let blocks = plan.blocks.iter().filter(|block| block.starts_with(prefix)).cloned().collect();
+        Ok(Some(AwqSearch::new(plan.block, plan.dtype, weights, blocks)))
+    }
+
+    /// The AWQ search pass of a layer: `inputs` (each batch's input of the layer) run through it again with the
+    /// search attached, on observers of their own (the statistics pass recorded everything else); the layer's
+    /// results go to `observers.smoothing`.
+    fn awq_search_pass(
+        observers: &mut Observers,
+        layer: &DecoderLayer,
+        rope: Option<&Rope>,
+        inputs: &[Tensor],
+        mut chosen: Vec<ChosenKeys>,
+    ) -> Result<()> {
+        let Some(mut search) = observers.awq.take() else { return Ok(()) };
+        search.start_search();
+        let mut scratch = Observers::default();
+        scratch.awq = Some(search);
+        for (xs, chosen) in inputs.iter().zip(&mut chosen) {
+            layer.forward(xs, rope, chosen, &mut scratch)?;
+        }
+        let search = scratch.awq.take().ok_or_else(|| Error::internal("the AWQ search was lost"))?;
+        observers.smoothing = search.finish()?;
+        Ok(())
     }
 
     /// The eps and weight offset of the model's RMSNorms.
@@ -257,6 +317,8 @@ impl<'a> LayerStream<'a> {
             self.resident_seconds += clock.elapsed().as_secs_f64();
         }
         let clock = Instant::now();
+        self.observers.awq = self.awq_search()?;
+        let awq_inputs = self.observers.awq.as_ref().map(|_| (self.hidden.clone(), self.chosen.clone()));
         for batch in 0..self.hidden.len() {
             let ys = layer.forward(&self.hidden[batch], rope, &mut self.chosen[batch], &mut self.observers)?;
             if !profile::section(&self.loader.device, "finite check", || all_finite(&ys))? {
@@ -266,6 +328,11 @@ impl<'a> LayerStream<'a> {
             if batch + 1 < self.hidden.len() {
                 on_batch(batch + 1);
             }
+        }
+        if let Some((inputs, chosen)) = awq_inputs {
+            profile::section(&self.loader.device, "AWQ search", || {
+                Self::awq_search_pass(&mut self.observers, &layer, rope, &inputs, chosen)
+            })?;
         }
         if let Some(module) = self.observers.first_infinite() {
             return Err(Error::ActivationNonFinite {

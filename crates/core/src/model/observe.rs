@@ -4,16 +4,23 @@
 //! expert, and each expert's weight maxima; per attention, the maxima of the keys and values it attends with (what a
 //! calibrated FP8 KV cache is scaled by).
 //!
+//! For the AWQ formats, a layer's forward runs twice with an [`AwqSearch`] attached (its statistics, then its search),
+//! which sees every searched linear's input and each routed expert's tokens; the layer's results are kept in
+//! [`Observers::smoothing`] until the next layer's replace them.
+//!
 //! Observers also serve to find where a forward stopped being finite: created with [`Observers::tracing`],
 //! they note the first activation they see that holds a NaN or an infinity (in the order of the forward).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use candle_core::Tensor;
 use serde::Serialize;
 
+use crate::awq::search::{expert_key, AwqSearch, Searched};
 use crate::error::{Error, Result};
 use crate::model::blocks::ops::{abs_max, abs_max_on_device, all_finite, read_scalars};
+use crate::model::loader::ExpertWeights;
 
 /// Statistics of one MoE block.
 #[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
@@ -72,6 +79,14 @@ pub struct Observers {
     /// While tracing: `Some(first activation found not finite, if any)`.
     #[serde(skip)]
     trace: Option<Option<String>>,
+    /// The AWQ search of the layer running, when the plan has AWQ formats.
+    #[serde(skip)]
+    #[ts(skip)]
+    pub awq: Option<AwqSearch>,
+    /// The last layer's AWQ results: each searched linear's smoothing (routed experts' under [`expert_key`]).
+    #[serde(skip)]
+    #[ts(skip)]
+    pub smoothing: BTreeMap<String, Searched>,
 }
 
 impl Observers {
@@ -115,6 +130,37 @@ impl Observers {
         for module in modules {
             let entry = self.input_amax.entry((*module).to_string()).or_insert(0.0);
             *entry = entry.max(amax);
+        }
+        if let Some(awq) = &mut self.awq {
+            for module in modules {
+                awq.record_linear(module, xs)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records, for the AWQ search of MoE block `block`, each expert's call: `routed [slots, H]` and `hidden
+    /// [slots, I]` (the inputs of gate/up and of down, rows sorted by expert, `ranges` each expert's), with the
+    /// experts' weights as the forward holds them. Does nothing unless the block's experts are searched.
+    pub fn record_experts(
+        &mut self,
+        block: &str,
+        ranges: &[Range<usize>],
+        routed: &Tensor,
+        hidden: &Tensor,
+        experts: &[ExpertWeights],
+    ) -> Result<()> {
+        let Some(awq) = self.awq.as_mut().filter(|awq| awq.searches_experts(block)) else { return Ok(()) };
+        for (e, (range, weights)) in ranges.iter().zip(experts).enumerate().filter(|(_, (r, _))| !r.is_empty()) {
+            let x = routed.narrow(0, range.start, range.len())?;
+            let inter = weights.down.dim(1)?;
+            if weights.gate_up.dim(0)? == 2 * inter {
+                awq.record(&expert_key(block, e, "gate"), &x, &weights.gate_up.narrow(0, 0, inter)?)?;
+                awq.record(&expert_key(block, e, "up"), &x, &weights.gate_up.narrow(0, inter, inter)?)?;
+            } else {
+                awq.record(&expert_key(block, e, "up"), &x, &weights.gate_up)?;
+            }
+            awq.record(&expert_key(block, e, "down"), &hidden.narrow(0, range.start, range.len())?, &weights.down)?;
         }
         Ok(())
     }

@@ -8,7 +8,10 @@
 //! - W4A8 adds `weight_scale_2 = amax / 448` (F32 0-d, the largest |W| of the linears sharing the input) and a
 //!   calibrated `input_scale = amax / 448`.
 
-use super::{sanitize_input_amax, sanitize_weight_amax, shape_error, OutputTensor, QuantizedWeight, WeightInput};
+use super::{
+    sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight,
+    WeightInput,
+};
 use crate::checkpoint::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::numerics::e4m3::E4M3_MAX;
@@ -95,10 +98,16 @@ fn check_shape(name: &str, [rows, cols]: [usize; 2]) -> Result<()> {
     Ok(())
 }
 
-/// The same surface as [`QuantFormat`]'s (the format is not among the names options take yet: the calibration
-/// forward does not run the AWQ search).
-impl Int4Awq {
-    pub fn quant_algo(&self) -> &'static str {
+impl QuantFormat for Int4Awq {
+    fn name(&self) -> FormatName {
+        if self.fp8_activations {
+            FormatName::W4a8Awq
+        } else {
+            FormatName::Int4Awq
+        }
+    }
+
+    fn quant_algo(&self) -> &'static str {
         if self.fp8_activations {
             "W4A8_AWQ"
         } else {
@@ -106,34 +115,42 @@ impl Int4Awq {
         }
     }
 
-    pub fn group_size(&self) -> Option<usize> {
+    fn group_size(&self) -> Option<usize> {
         Some(INT4_BLOCK)
     }
 
-    pub fn bits_per_weight(&self) -> f64 {
+    fn bits_per_weight(&self) -> f64 {
         4.0 + 32.0 / INT4_BLOCK as f64
     }
 
     /// W4A8's `weight_scale_2`, `amax / 448`; W4A16 has no per-tensor scale.
-    pub fn weight_scale(&self, name: &str, amax: f32) -> Result<f32> {
+    fn weight_scale(&self, name: &str, amax: f32) -> Result<f32> {
         if !self.fp8_activations {
             return Err(Error::internal(format!("{name}: W4A16_AWQ has no per-tensor weight scale")));
         }
         Ok(sanitize_weight_amax(name, amax, E4M3_MAX)? / E4M3_MAX)
     }
 
+    fn calibrated(&self) -> bool {
+        self.fp8_activations
+    }
+
+    fn awq_block(&self) -> Option<usize> {
+        Some(INT4_BLOCK)
+    }
+
     /// `amax / 448` (0 or NaN read as 448).
-    pub fn input_scale(&self, amax: f32) -> f32 {
+    fn input_scale(&self, amax: f32) -> f32 {
         sanitize_input_amax(amax, E4M3_MAX) / E4M3_MAX
     }
 
-    pub fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
+    fn quantize(&self, weight: &WeightInput, amax: f32) -> Result<QuantizedWeight> {
         weight.validate()?;
         check_shape(weight.name, weight.shape)?;
         self.quantize_blocks(weight, &Self::block_amax(weight), amax)
     }
 
-    pub fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
+    fn output_layout(&self, [rows, cols]: [usize; 2]) -> Vec<(&'static str, Dtype, Vec<usize>)> {
         let mut layout = vec![
             ("weight", Dtype::U8, vec![rows / 2, cols]),
             ("weight_scale", Dtype::F32, vec![rows, cols / INT4_BLOCK]),
@@ -144,7 +161,7 @@ impl Int4Awq {
         layout
     }
 
-    pub fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
+    fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
         match dtypes {
             [Some(Dtype::U8), Some(Dtype::F32), third] => third.is_some() == self.fp8_activations,
             _ => false,
@@ -152,7 +169,7 @@ impl Int4Awq {
     }
 
     /// The smoothed weight `q · weight_scale` (what multiplies the input once scaled by `pre_quant_scale`).
-    pub fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
+    fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
         let (weight, scale) = match parts {
             [weight, scale] | [weight, scale, _] => (weight, scale),
             _ => return Err(Error::internal(format!("{name}: INT4 dequantizes codes and their block scales"))),

@@ -380,6 +380,7 @@ impl MoeBlock {
         let ranges = &dispatch.ranges;
         let device = flat.device();
         // Scoped so that each intermediate is freed as soon as the next exists (GPU memory).
+        let awq_input;
         let hidden = {
             let mut routed = profile::section(device, "expert gather", || {
                 if flat.device().is_cuda() {
@@ -399,9 +400,14 @@ impl MoeBlock {
             })?;
             let gate_up =
                 profile::section(device, "expert GEMMs", || self.experts.project(&routed, ranges, Projection::GateUp))?;
-            drop(routed);
+            // The AWQ search reads each expert's tokens again once their down input exists.
+            let searched = observers.awq.as_ref().is_some_and(|awq| awq.searches_experts(&self.desc.block));
+            awq_input = searched.then_some(routed);
             profile::section(device, "expert activation", || self.activate(&gate_up))?
         };
+        if let Some(routed) = awq_input {
+            observers.record_experts(&self.desc.block, ranges, &routed, &hidden, self.experts.weights())?;
+        }
         profile::section(device, "observers", || {
             observers.check(|| format!("the input of {}.experts (down)", self.desc.block), &hidden)?;
             down_maxima.push(abs_max_on_device(&hidden)?);
