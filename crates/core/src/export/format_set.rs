@@ -57,9 +57,14 @@ impl FormatSet {
         self.get(experts.format.unwrap_or(self.default))
     }
 
-    /// Whether any format the plan uses needs calibration (input scales from the forward).
+    /// Whether any format the plan uses needs calibration (input scales, or an AWQ search, from the forward).
     pub fn calibrated(&self) -> bool {
-        self.used.iter().any(|&name| self.get(name).calibrated())
+        self.used.iter().any(|&name| self.get(name).calibrated() || self.get(name).awq_block().is_some())
+    }
+
+    /// The block of the AWQ search the plan's AWQ formats need (None without one).
+    pub fn awq_block(&self) -> Option<usize> {
+        self.used.iter().find_map(|&name| self.get(name).awq_block())
     }
 
     /// The formats the plan uses, by name, for messages.

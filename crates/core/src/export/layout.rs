@@ -32,7 +32,8 @@ impl Naming {
 
 /// Every tensor the export writes, in the order it queues them: the kept tensors, then layer by layer the
 /// quantized linears and experts (each weight's format tensors, then its `input_scale` when the format is
-/// calibrated and the linear is not weight-only); and the KV cache's scales (0-d f32).
+/// calibrated and the linear is not weight-only); the AWQ formats' `pre_quant_scale`s and the norms that absorb
+/// them instead; and the KV cache's scales (0-d f32).
 pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &FormatSet) -> Result<Vec<TensorLayout>> {
     let mut layout = Vec::new();
     for kept in &plan.keep {
@@ -56,17 +57,25 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
     let linear = |format: &dyn QuantFormat, weight: &str, shape: &[usize]| -> Result<_> {
         Ok(format.output_layout(formats::matrix_shape(weight, shape)?))
     };
+    // An AWQ weight's `pre_quant_scale`, in its dtype, one per input channel.
+    let mut pre_quant_scales = Vec::new();
+    let folded = |module: &str| plan.awq_norms.iter().any(|n| n.modules.iter().any(|m| m == module));
     for layer in plan.layers() {
         for l in plan.linears.iter().filter(|l| l.layer == layer) {
             let weight = format!("{}.weight", l.module);
             let format = formats.linear(l);
+            let info = checkpoint.info(&weight)?;
+            let shape = l.shape(&info.shape);
             add(
                 Naming::Module,
                 &l.output,
                 format,
-                linear(format, &weight, &l.shape(&checkpoint.info(&weight)?.shape))?,
+                linear(format, &weight, &shape)?,
                 format.calibrated() && !l.weight_only,
             )?;
+            if format.awq_block().is_some() && !folded(&l.module) {
+                pre_quant_scales.push((format!("{}.pre_quant_scale", l.output), info.dtype, shape[1..].to_vec()));
+            }
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let source = &experts.source;
@@ -80,11 +89,17 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
                         Some((&names.up, [inter, hidden])),
                         Some((&names.down, [hidden, inter])),
                     ];
+                    let dtype = checkpoint
+                        .info(&expert_name(&source.down, 0))
+                        .map_or(crate::checkpoint::Dtype::BF16, |info| info.dtype);
                     for e in 0..source.experts {
                         for (output, shape) in projections.iter().flatten() {
                             let output = expert_name(output, e);
                             let tensors = linear(format, &format!("{output}.weight"), shape)?;
                             add(Naming::Module, &output, format, tensors, format.calibrated())?;
+                            if format.awq_block().is_some() {
+                                pre_quant_scales.push((format!("{output}.pre_quant_scale"), dtype, vec![shape[1]]));
+                            }
                         }
                     }
                 }
@@ -102,6 +117,13 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
                 }
             }
         }
+    }
+    for (name, dtype, shape) in pre_quant_scales {
+        layout.push(TensorLayout { name, dtype, shape });
+    }
+    for norm in &plan.awq_norms {
+        let info = checkpoint.info(&norm.input)?;
+        layout.push(TensorLayout { name: norm.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
     }
     for kv in &plan.kv_scales {
         for name in kv_scale_names(&kv.output, plan.encoding) {

@@ -70,6 +70,7 @@ impl<'a> Output<'a> {
     pub fn queue(&mut self, quantized: QuantizedLinear) -> Result<()> {
         let mut tensors = quantized.weight.tensors;
         tensors.extend(quantized.input_scale);
+        let counted = quantized.quantized;
         for tensor in tensors {
             let tensor = match self.encoding {
                 Encoding::ModelOpt => tensor,
@@ -82,7 +83,9 @@ impl<'a> Output<'a> {
                 tensor.data,
             )?;
         }
-        self.quantized_tensors += 1;
+        if counted {
+            self.quantized_tensors += 1;
+        }
         Ok(())
     }
 }

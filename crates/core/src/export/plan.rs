@@ -23,6 +23,9 @@ pub struct ExportPlan {
     /// (none for an uncalibrated KV cache or none at all).
     #[serde(default)]
     pub kv_scales: Vec<KvScalePlan>,
+    /// The norms whose weights absorb an AWQ group's `pre_quant_scale` (written here, not kept).
+    #[serde(default)]
+    pub awq_norms: Vec<AwqNormPlan>,
     /// Files written with the given text (config.json, hf_quant_config.json).
     pub files: BTreeMap<String, String>,
     /// Files of the input directory copied unchanged (tokenizer, generation config …).
@@ -134,6 +137,24 @@ pub struct KvScalePlan {
     pub attention: String,
     /// The attention module's output name.
     pub output: String,
+}
+
+/// A norm whose output the linears of one AWQ input group read (q/k/v after the input norm, gate/up after the
+/// post-attention norm): its weight is written multiplied by the group's mean `pre_quant_scale`, which the linears
+/// then do not carry (as ModelOpt's export folds it).
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct AwqNormPlan {
+    /// The decoder layer it belongs to.
+    pub layer: usize,
+    /// The norm's weight tensor, read.
+    pub input: String,
+    /// Its output name (a tensor name ending in `.weight`).
+    pub output: String,
+    /// The linears (module names, the group's) whose mean `pre_quant_scale` it absorbs.
+    pub modules: Vec<String>,
+    /// The norm scales by `1 + weight` (Gemma's): `(w + 1)·s − 1` is written.
+    #[serde(default)]
+    pub offset: bool,
 }
 
 /// The routed experts of one MoE layer.

@@ -8,6 +8,7 @@ use candle_core::Device;
 
 use super::kv_cache::kv_scales;
 use super::layout::{check_stack, Naming};
+use super::parallel::{cores, for_experts};
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, FusedOutput, LinearPlan, PerExpertOutput, Stack};
 use super::resident::ResidentQuantizer;
 use super::FormatSet;
@@ -18,7 +19,6 @@ use crate::model::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use crate::model::loader::WeightLoader;
 use crate::model::observe::{ExpertStats, Observers};
 use crate::numerics::{first_non_finite, weight_amax};
-use crate::threads::background_priority;
 
 /// Accumulates a layer's squared error and squared norm.
 #[derive(Default)]
@@ -74,6 +74,9 @@ pub struct QuantizedLinear {
     pub format: FormatName,
     /// Its `input_scale` tensor (none for a weight-only format or linear: no `input_scale` is written).
     pub input_scale: Option<OutputTensor>,
+    /// False for a tensor the export rewrites unquantized (a norm that absorbs an AWQ smoothing): not counted
+    /// among the quantized weights.
+    pub quantized: bool,
 }
 
 impl QuantizedLinear {
@@ -85,7 +88,7 @@ impl QuantizedLinear {
         input_amax: Option<f32>,
     ) -> Self {
         let input_scale = input_scale(format, input_amax);
-        QuantizedLinear { output, naming: Naming::Module, weight, format: format.name(), input_scale }
+        QuantizedLinear { output, naming: Naming::Module, weight, format: format.name(), input_scale, quantized: true }
     }
 }
 
@@ -116,8 +119,16 @@ impl<'a> Quantizer<'a> {
     ) -> Result<QuantizedLayer> {
         let mut errors = ErrorSum::default();
         let mut amax_cache = HashMap::new();
-        for linear in plan.linears.iter().filter(|l| l.layer == layer) {
+        let awq = |format: &dyn QuantFormat| format.awq_block().is_some();
+        for linear in plan.linears.iter().filter(|l| l.layer == layer && !awq(self.formats.linear(l))) {
             sink(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?)?;
+        }
+        match observers {
+            Some(observers) => self.quantize_awq_linears(layer, plan, observers, &mut errors, sink)?,
+            None if plan.linears.iter().any(|l| l.layer == layer && awq(self.formats.linear(l))) => {
+                return Err(Error::internal("AWQ formats need the calibration forward's search"));
+            }
+            None => {}
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let stats = match observers {
@@ -127,6 +138,16 @@ impl<'a> Quantizer<'a> {
                 None => None,
             };
             let held = resident.and_then(|resident| resident.take(layer, &experts.block));
+            if awq(self.formats.experts(experts)) {
+                let (ExpertOutput::PerExpert(names), Some(observers)) = (&experts.output, observers) else {
+                    return Err(Error::internal(format!(
+                        "{}: AWQ experts are written one per expert, from the calibration forward's search",
+                        experts.block
+                    )));
+                };
+                self.quantize_awq_experts(experts, names, observers, &mut errors, sink)?;
+                continue;
+            }
             match (&experts.output, held, stats) {
                 (ExpertOutput::PerExpert(names), Some(held), Some(stats)) => {
                     let format = self.formats.experts(experts);
@@ -304,6 +325,7 @@ impl<'a> Quantizer<'a> {
             weight,
             format: format.name(),
             input_scale: input_scale(format, Some(input_amax)),
+            quantized: true,
         })
     }
 
@@ -379,7 +401,11 @@ impl<'a> Quantizer<'a> {
     }
 
     /// Expert `e`'s gate (none when ungated), up and down values in the `[out, in]` orientation.
-    fn expert_values(&self, moe: &ExpertTensors, e: usize) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
+    pub(super) fn expert_values(
+        &self,
+        moe: &ExpertTensors,
+        e: usize,
+    ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
         if let Some(values) = self.plain_expert(moe, e)? {
             return Ok(values);
         }
@@ -433,42 +459,8 @@ fn input_scale(format: &dyn QuantFormat, input_amax: Option<f32>) -> Option<Outp
     input_amax.filter(|_| format.calibrated()).map(|amax| format.input_scale_tensor(amax))
 }
 
-/// The CPU's cores (what expert quantization spreads over).
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// `f` for the experts of `experts`, spread over the CPU's cores at background priority; results in expert order.
-fn for_experts<T: Send>(experts: std::ops::Range<usize>, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let count = experts.len();
-    let threads = cores().min(count.max(1));
-    let chunk = count.div_ceil(threads).max(1);
-    let f = &f;
-    let end = experts.end;
-    let results: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = experts
-            .step_by(chunk)
-            .map(|first| {
-                scope.spawn(move || {
-                    background_priority();
-                    (first..(first + chunk).min(end)).map(f).collect::<Result<Vec<T>>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("an expert quantization thread panicked"))))
-            .collect()
-    });
-    let mut out = Vec::with_capacity(count);
-    for result in results {
-        out.extend(result?);
-    }
-    Ok(out)
-}
-
 /// Adds one quantized weight's squared error to the layer's sums.
-fn accumulate_error(
+pub(super) fn accumulate_error(
     format: &dyn QuantFormat,
     quantized: &QuantizedWeight,
     weight: &WeightInput,

@@ -7,7 +7,7 @@
 //! an infinity would otherwise end as a meaningless scale. The first batch found not finite stops the run
 //! with an error naming the layer and the first weight or activation that is not finite.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -22,13 +22,15 @@ use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, ModelDescriptor};
 use super::loader::{ExpertWeights, WeightLoader};
-use crate::awq::search::AwqSearch;
 use crate::calib::data::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::model::observe::Observers;
 use crate::model::profile;
+
+mod awq;
+pub use awq::AwqPlan;
 
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOptions {
@@ -85,20 +87,6 @@ pub struct ForwardResult {
     pub tokens: usize,
     pub peak_rss_bytes: Option<u64>,
     pub seconds: f64,
-}
-
-/// What the AWQ search covers (the plan's linears and routed experts in an AWQ format): each layer then runs its
-/// batches twice, for the statistics and for the search (see `awq::search`).
-#[derive(Debug, Clone)]
-pub struct AwqPlan {
-    /// The weight quantizer's block along K.
-    pub block: usize,
-    /// The dtype the searched weights are stored in.
-    pub dtype: crate::numerics::dtype::Dtype,
-    /// Linears, by module name.
-    pub modules: BTreeSet<String>,
-    /// MoE blocks whose routed experts are searched.
-    pub blocks: BTreeSet<String>,
 }
 
 /// The calibration batches' hidden states moving through the decoder one layer at a time.
@@ -215,48 +203,6 @@ impl<'a> LayerStream<'a> {
     /// weight maxima recorded, before its batches run (an error stops the run).
     pub fn on_resident(&mut self, hook: &'a ResidentHook<'a>) {
         self.resident = Some(hook);
-    }
-
-    /// Runs the AWQ search of `plan` in every layer from the next on (each layer's results in
-    /// `observers.smoothing` once it ran).
-    pub fn search_awq(&mut self, plan: AwqPlan) {
-        self.awq = Some(plan);
-    }
-
-    /// The AWQ search of the next layer: its searched linears' weights loaded as the forward runs them.
-    fn awq_search(&self) -> Result<Option<AwqSearch>> {
-        let Some(plan) = &self.awq else { return Ok(None) };
-        let Some(prefix) = layer_prefix(self.desc, self.next_layer) else { return Ok(None) };
-        let weights = plan
-            .modules
-            .iter()
-            .filter(|module| module.starts_with(prefix))
-            .map(|module| Ok((module.clone(), self.loader.weight(module)?)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        let blocks = plan.blocks.iter().filter(|block| block.starts_with(prefix)).cloned().collect();
-        Ok(Some(AwqSearch::new(plan.block, plan.dtype, weights, blocks)))
-    }
-
-    /// The AWQ search pass of a layer: `inputs` (each batch's input of the layer) run through it again with the
-    /// search attached, on observers of their own (the statistics pass recorded everything else); the layer's
-    /// results go to `observers.smoothing`.
-    fn awq_search_pass(
-        observers: &mut Observers,
-        layer: &DecoderLayer,
-        rope: Option<&Rope>,
-        inputs: &[Tensor],
-        mut chosen: Vec<ChosenKeys>,
-    ) -> Result<()> {
-        let Some(mut search) = observers.awq.take() else { return Ok(()) };
-        search.start_search();
-        let mut scratch = Observers::default();
-        scratch.awq = Some(search);
-        for (xs, chosen) in inputs.iter().zip(&mut chosen) {
-            layer.forward(xs, rope, chosen, &mut scratch)?;
-        }
-        let search = scratch.awq.take().ok_or_else(|| Error::internal("the AWQ search was lost"))?;
-        observers.smoothing = search.finish()?;
-        Ok(())
     }
 
     /// The eps and weight offset of the model's RMSNorms.

@@ -23,7 +23,7 @@ use crate::export::plan::ExportPlan;
 use crate::export::quantizer::{ErrorSum, Quantizer};
 use crate::export::resident::ResidentQuantizer;
 use crate::export::FormatSet;
-use crate::model::layers::{self, LayerStream};
+use crate::model::layers::{self, AwqPlan, LayerStream};
 use crate::model::loader::ExpertWeights;
 use crate::model::observe::Observers;
 use crate::model::ModelDescriptor;
@@ -153,6 +153,29 @@ pub fn quantize_checkpoint(
     }
 }
 
+/// What the calibration's AWQ search covers: the plan's linears and routed experts in an AWQ format.
+fn awq_plan(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &FormatSet) -> Result<Option<AwqPlan>> {
+    let Some(block) = formats.awq_block() else { return Ok(None) };
+    let awq = |format: &dyn crate::formats::QuantFormat| format.awq_block().is_some();
+    let linears: Vec<&str> =
+        plan.linears.iter().filter(|l| awq(formats.linear(l))).map(|l| l.module.as_str()).collect();
+    let experts: Vec<&crate::export::plan::ExpertPlan> =
+        plan.experts.iter().filter(|x| awq(formats.experts(x))).collect();
+    // The weights' stored dtype (ModelOpt's search rounds in the model's).
+    let first = linears.first().map(|m| format!("{m}.weight"));
+    let first = first.or_else(|| experts.first().map(|x| crate::model::descriptor::expert_name(&x.source.down, 0)));
+    let dtype = match first {
+        Some(name) => checkpoint.info(&name)?.dtype,
+        None => return Ok(None),
+    };
+    Ok(Some(AwqPlan {
+        block,
+        dtype,
+        modules: linears.into_iter().map(str::to_string).collect(),
+        blocks: experts.iter().map(|x| x.block.clone()).collect(),
+    }))
+}
+
 /// The output's writer with every tensor of the plan declared.
 fn create_output<'a>(
     dir: &Path,
@@ -219,6 +242,9 @@ fn quantize_calibrated(
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, request.all_experts, &compute)?;
     if resident.is_some() {
         stream.on_resident(&hook);
+    }
+    if let Some(awq) = awq_plan(&checkpoint, plan, quantizer.formats())? {
+        stream.search_awq(awq);
     }
     let pipeline = LayerPipeline::new(cancel);
     let event =
