@@ -137,6 +137,8 @@ test('our exports in every format meet the loaders\' rules, with each KV cache f
     ['glm4_moe/hub', 'fp8_pb_wo', { kvCache: 'none' }],
     ['golden/mx_qwen2_moe_fused/source', 'mxfp8', { kvCache: 'fp8_cast' }],
     ['golden/mx_mixtral_hub/source', 'mxfp4', { kvCache: 'none' }],
+    ['golden/awq_qwen3/source', 'w4a8_awq', { calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] }, kvCache: 'fp8' }],
+    ['golden/awq_qwen3_moe/source', 'int4_awq', { calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] }, kvCache: 'none' }],
     // Mixed: NVFP4 experts, FP8 attention, the shared expert weight-only NVFP4.
     ['qwen2_moe/fused', 'nvfp4', {
       calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] },

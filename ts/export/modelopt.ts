@@ -132,6 +132,8 @@ export function hfQuantConfig(
   const facts = checkFormat(format)
   const quantization: Record<string, unknown> = { quant_algo: facts.quantAlgo, kv_cache_quant_algo: kvCacheQuantAlgo(kvCache) }
   if (facts.groupSize !== null && facts.writesGroupSize) quantization.group_size = facts.groupSize
+  // ModelOpt's AWQ formats: symmetric INT4 (no zero point), inputs smoothed by `pre_quant_scale`.
+  if (facts.awq) Object.assign(quantization, { has_zero_point: false, pre_quant_scale: true })
   quantization.exclude_modules = [...exclude]
   const config: Record<string, unknown> = { producer: { name: 'modelopt', version }, quantization }
   if (tool) config.quantizer = { name: tool.name, version: tool.version }

@@ -14,11 +14,12 @@ import type { ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../n
 import { compressedTensorsConfig, compressedTensorsConfigJson, compressedTensorsIgnore, type ExportFormat } from './compressed-tensors'
 import { checkExpertsForFormat } from './format-limits'
 import { planCopies } from './files'
+import { planAwqNorms, refuseForAwq } from './awq'
 import { inputGroups } from './input-groups'
 import { type KvCacheMode, kvScalePlans } from './kv-cache'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, MODELOPT_VERSION, outputConfigJson, quantizationConfig } from './modelopt'
 import { Excludes } from './patterns'
-import { mixedHfQuantConfig, mixedQuantizationConfig, type Recipe, RecipeMatcher, singleFormat } from './recipe'
+import { mixedHfQuantConfig, mixedQuantizationConfig, type Recipe, RecipeMatcher, recipeFormats, singleFormat } from './recipe'
 import { dumpPyJson } from './python-json'
 
 /**
@@ -386,6 +387,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
     keptStacks: [],
     keptIndivisible: [],
   }
+  refuseForAwq(recipeFormats(options.format, options.recipe), descriptor, Boolean(options.recipe))
   const { experts, expertTensors } = planExperts(report, planning)
   const planned = linearModules(report, listing, expertTensors, planning)
   const linears = planLinears(descriptor, planned, planning)
@@ -416,8 +418,10 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   const ignore = compressedTensorsIgnore([...linearNames.filter((m) => !quantizedModules.has(m)), ...(hasLmHead ? ['lm_head'] : [])])
   const files = metadataFiles(listing, options, exclude, planning.quantizedLayers, ignore)
   const { copy, skipped } = planCopies(listing.other_files, Object.keys(files))
+  // AWQ: the norms that absorb a group's smoothing are written by their layer, not kept.
+  const awq = planAwqNorms(recipeFormats(options.format, options.recipe), descriptor, linears, keep)
   return {
-    plan: { format: options.format, keep, linears, experts, kv_scales: kvScales, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite, encoding: options.exportFormat ?? 'modelopt' },
+    plan: { format: options.format, keep: awq.keep, linears, experts, kv_scales: kvScales, awq_norms: awq.norms, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite, encoding: options.exportFormat ?? 'modelopt' },
     keptIndivisible: planning.keptIndivisible,
     excludeModules: options.exportFormat === 'compressed-tensors' ? ignore : singleFormat(planning.quantizedLayers, options.format) ? exclude : [],
     quantizedLayers: planning.quantizedLayers,

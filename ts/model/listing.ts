@@ -15,6 +15,9 @@
  * - `M.weight` U8 `[N, K/2]` beside an F8_E4M3 `M.weight_scale` and an `M.weight_scale_2` (NVFP4) keeps its
  *   dtype but gets the logical shape `[N, K]` and `quantized: 'nvfp4'`;
  * - `M.weight` F8_E4M3 beside `M.weight_scale` (FP8) gets `quantized: 'fp8'`;
+ * - `M.weight` U8 `[N/2, K]` beside an F32 `M.weight_scale` `[N, K/128]` (INT4 AWQ, with an `M.weight_scale_2` for
+ *   W4A8) gets the logical shape `[N, K]` and `quantized: 'int4_awq'` or `'w4a8_awq'`; its `M.pre_quant_scale` is a
+ *   scale tensor;
  * - compressed-tensors' NVFP4 `M.weight_packed` U8 `[N, K/2]` beside an F8_E4M3 `M.weight_scale` and an
  *   `M.weight_global_scale` is listed as `M.weight` `[N, K]` with `quantized: 'nvfp4'`;
  * - scale tensors (`weight_scale`, `weight_scale_2`, `input_scale`, `k_scale`, `v_scale`; compressed-tensors'
@@ -134,7 +137,9 @@ export function logicalListing(listing: NativeListing, quantization: Quantizatio
     }
     recognised.add(tensor.name.slice(0, -'.weight'.length))
     const [rows, cols] = tensor.shape as [number, number]
-    tensors.push({ ...tensor, shape: [rows, cols * FORMATS[format].weightsPerByte], quantized: format })
+    const { weightsPerByte, packsRows } = FORMATS[format]
+    const shape = packsRows ? [rows * weightsPerByte, cols] : [rows, cols * weightsPerByte]
+    tensors.push({ ...tensor, shape, quantized: format })
   }
   const scales: TensorHeader[] = []
   const kept = tensors.filter((tensor) => {
@@ -160,10 +165,12 @@ function weightFormat(tensor: NativeTensor, byName: Map<string, NativeTensor>): 
   const module = tensor.name.slice(0, -'.weight'.length)
   const scale = byName.get(`${module}.weight_scale`)
   if (!scale) return undefined
-  return FORMAT_NAMES.find((name) => {
-    const { weightDtype, groupScaleDtype } = FORMATS[name]
+  // Formats whose group scales have one dtype first: the others take a scale of any dtype.
+  const candidates = [...FORMAT_NAMES].sort((a, b) => Number(FORMATS[a].groupScaleDtype === null) - Number(FORMATS[b].groupScaleDtype === null))
+  return candidates.find((name) => {
+    const { weightDtype, groupScaleDtype, secondScale } = FORMATS[name]
     if (tensor.dtype !== weightDtype) return false
-    return groupScaleDtype === null || (scale.dtype === groupScaleDtype && byName.has(`${module}.weight_scale_2`))
+    return groupScaleDtype === null || (scale.dtype === groupScaleDtype && byName.has(`${module}.weight_scale_2`) === secondScale)
   })
 }
 

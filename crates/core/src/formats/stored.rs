@@ -3,7 +3,8 @@
 //! dequantized through its format, so that an exported checkpoint can be run (and compared with its original)
 //! by the same f32 forward. compressed-tensors' NVFP4 stores the codes as `<module>.weight_packed` beside
 //! `weight_scale` and `weight_global_scale`; it is read for `<module>.weight` too (FP8 in that form keeps the name
-//! `weight`, and its bf16 scales are read as FP8's).
+//! `weight`, and its bf16 scales are read as FP8's). An AWQ weight's `pre_quant_scale` (the smoothing its input is
+//! multiplied by) is applied to its columns.
 
 use super::{format, FormatName, Nvfp4CompressedTensors, QuantFormat};
 use crate::checkpoint::{Checkpoint, TensorData};
@@ -47,7 +48,23 @@ pub fn dequantize_stored(checkpoint: &Checkpoint, name: &str) -> Result<Option<(
         })
         .collect::<Result<Vec<TensorData>>>()?;
     let views: Vec<_> = parts.iter().map(TensorData::view).collect();
-    let (shape, values) = format.dequantize(name, &views)?;
+    let (shape, mut values) = format.dequantize(name, &views)?;
+    // An AWQ weight multiplies inputs scaled by its `pre_quant_scale`: the same product as the weight's columns
+    // scaled by it.
+    let smoothing = format!("{module}.pre_quant_scale");
+    if checkpoint.contains(&smoothing) {
+        let scale = checkpoint.read(&smoothing)?.to_f32();
+        if scale.len() != shape[1] {
+            return Err(crate::error::Error::ShapeInvalid {
+                tensor: smoothing,
+                shape: vec![scale.len()],
+                message: format!("one value per input channel of {name} {shape:?} expected"),
+            });
+        }
+        for row in values.chunks_exact_mut(shape[1]) {
+            row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
+        }
+    }
     Ok(Some((shape.to_vec(), values)))
 }
 

@@ -161,9 +161,12 @@ impl QuantFormat for Int4Awq {
         layout
     }
 
+    /// U8 codes beside F32 block scales (W4A8: and its F32 `weight_scale_2`). W4A16 is asked about its two tensors
+    /// only, so it also takes a W4A8 weight: both dequantize alike (`weight_scale_2` scales activations' FP8 codes).
     fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool {
         match dtypes {
-            [Some(Dtype::U8), Some(Dtype::F32), third] => third.is_some() == self.fp8_activations,
+            [Some(Dtype::U8), Some(Dtype::F32)] => !self.fp8_activations,
+            [Some(Dtype::U8), Some(Dtype::F32), Some(Dtype::F32)] => self.fp8_activations,
             _ => false,
         }
     }
@@ -249,7 +252,9 @@ mod tests {
             .all(|b| f32::from_le_bytes(b.try_into().unwrap()) == 1.0));
         assert_eq!((format.quant_algo(), format.input_scale(44.8)), ("W4A8_AWQ", 44.8f32 / 448.0));
         assert!(format.recognizes(&[Some(Dtype::U8), Some(Dtype::F32), Some(Dtype::F32)]));
-        assert!(!Int4Awq::default().recognizes(&[Some(Dtype::U8), Some(Dtype::F32), Some(Dtype::F32)]));
+        assert!(!format.recognizes(&[Some(Dtype::U8), Some(Dtype::F32), None]));
+        assert!(Int4Awq::default().recognizes(&[Some(Dtype::U8), Some(Dtype::F32)]));
+        assert!(!Int4Awq::default().recognizes(&[Some(Dtype::U8), Some(Dtype::U8)]));
     }
 
     #[test]

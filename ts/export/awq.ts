@@ -1,0 +1,70 @@
+/**
+ * The AWQ formats' part of the export plan (`int4_awq`, `w4a8_awq`): which norms absorb a group's smoothing, and
+ * what these formats are not written for yet.
+ *
+ * ModelOpt's export folds the mean `pre_quant_scale` of linears that read one norm's output straight into that
+ * norm's weight: q/k/v after the input norm and a dense MLP's gate/up after the post-attention norm of a pre-norm
+ * layer. Every other AWQ linear (o_proj, down_proj, routed experts; shared experts, which read a reshaped copy of
+ * the norm's output) carries its `pre_quant_scale`.
+ */
+import { MoeQuantError } from '../errors'
+import { FORMATS, type QuantFormatName } from '../formats'
+import type { AwqNormPlan, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
+
+/** What is refused with an AWQ format: `E_MODEL_UNSUPPORTED` naming the layer and the way out. */
+function refuse(format: QuantFormatName, what: string): never {
+  throw new MoeQuantError(
+    'E_MODEL_UNSUPPORTED',
+    `format '${format}': ${what}; AWQ is written for pre-norm layers of grouped-query attention (separate q/k/v) and dense or MoE MLPs. Use 'nvfp4', 'w4a16_nvfp4' or 'fp8' for this model`,
+  )
+}
+
+/**
+ * Refuses, before any planning, an AWQ run (a run whose `formats`, its own and its recipe's, include an AWQ one)
+ * on a model or with options the AWQ export is not written for.
+ * @throws MoeQuantError `E_MODEL_UNSUPPORTED` naming the layer; `E_OPTION_INVALID` for a recipe.
+ */
+export function refuseForAwq(formats: QuantFormatName[], descriptor: ModelDescriptor | null, recipe: boolean): void {
+  const format = formats.find((f) => FORMATS[f].awq)
+  if (format === undefined) return
+  if (recipe) throw new MoeQuantError('E_OPTION_INVALID', `recipe: format '${format}' is not taken with a recipe (a MIXED_PRECISION checkpoint with AWQ is not written yet)`)
+  if (!descriptor) throw new MoeQuantError('E_INTERNAL', `format '${format}' needs the calibration forward's descriptor`)
+  for (const layer of descriptor.layers) {
+    const at = `decoder layer ${layer.index}`
+    if (layer.double) refuse(format, `${at} has double sublayers`)
+    if (layer.norm_placement !== 'pre') refuse(format, `${at} places its norms '${layer.norm_placement}'`)
+    const attention = layer.attention
+    if (attention && attention.kind !== 'gqa') refuse(format, `${at} mixes tokens with '${attention.kind}'`)
+    if (attention?.kind === 'gqa' && attention.qkv) refuse(format, `${at} projects q, k and v with one fused module (${attention.qkv})`)
+  }
+}
+
+/**
+ * The norms that absorb an AWQ group's smoothing, and `keep` without them (they are written by the layer that
+ * smooths them), for a run whose `formats` include an AWQ one (checked by `refuseForAwq`); nothing otherwise.
+ */
+export function planAwqNorms(
+  formats: QuantFormatName[],
+  descriptor: ModelDescriptor | null,
+  linears: ExportPlan['linears'],
+  keep: KeptTensor[],
+): { norms: AwqNormPlan[]; keep: KeptTensor[] } {
+  if (!descriptor || !formats.some((f) => FORMATS[f].awq)) return { norms: [], keep }
+  const planned = new Set(linears.map((l) => l.module))
+  const norms: AwqNormPlan[] = []
+  const fold = (layer: number, norm: string | undefined, modules: string[]): void => {
+    if (norm === undefined || !modules.every((m) => planned.has(m))) return
+    const kept = keep.find((k) => k.input === norm && !k.join)
+    if (!kept) return
+    norms.push({ layer, input: norm, output: kept.output, modules, offset: descriptor.rms_norm_offset !== 0 })
+  }
+  for (const layer of descriptor.layers) {
+    const attention = layer.attention
+    if (attention?.kind === 'gqa') {
+      fold(layer.index, layer.input_norm, attention.values_from_keys ? [attention.q, attention.k] : [attention.q, attention.k, attention.v])
+    }
+    if (layer.mlp?.kind === 'dense' && layer.mlp.gate && layer.mlp.up) fold(layer.index, layer.post_attention_norm, [layer.mlp.gate, layer.mlp.up])
+  }
+  const folded = new Set(norms.map((n) => n.input))
+  return { norms, keep: keep.filter((k) => !folded.has(k.input)) }
+}
