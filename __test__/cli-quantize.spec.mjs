@@ -76,7 +76,7 @@ test('usage errors name the flag', (t) => {
     [[], /needs the model directory/],
     [['a', 'b', '--format', 'fp8', '--out', 'o'], /one model directory, got 2/],
     [['m', '--out', 'o'], /--format is required/],
-    [['m', '--format', 'int4', '--out', 'o'], /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4, got "int4"/],
+    [['m', '--format', 'int4', '--out', 'o'], /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4 or int4_awq or w4a8_awq, got "int4"/],
     [['m', '--format', 'fp8'], /--out is required/],
     [['m', '--format', 'fp8', '--out'], /--out needs a value/],
     [['m', '--format', '--out', 'o'], /--format needs a value/],
@@ -284,7 +284,7 @@ test('CLI: errors are worded with flags, close misspellings get a suggestion, --
   const model = join(FIXTURES, 'qwen3_moe/hub')
   const format = cli('quantize', model, '--format', 'nvpf4', '--out', join(tempDir(), 'o'))
   t.is(format.status, 2)
-  t.regex(format.stderr, /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4, got "nvpf4" \(did you mean nvfp4\?\)/)
+  t.regex(format.stderr, /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4 or int4_awq or w4a8_awq, got "nvpf4" \(did you mean nvfp4\?\)/)
   const flag = cli('quantize', model, '--format', 'fp8', '--out', join(tempDir(), 'o'), '--overwirte')
   t.regex(flag.stderr, /unknown option --overwirte \(did you mean --overwrite\?\)/)
   const busy = tempDir()

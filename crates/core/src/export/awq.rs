@@ -17,7 +17,7 @@ use super::parallel::{cores, for_experts};
 use super::plan::{AwqNormPlan, ExpertPlan, ExportPlan, LinearPlan, PerExpertOutput};
 use super::quantizer::{accumulate_error, ErrorSum, QuantizedLinear, Quantizer, Sink};
 use crate::awq::search::{expert_key, Searched};
-use crate::awq::{average, dtype_bytes, fold_into_norm, resmooth, smoothed_input_amax};
+use crate::awq::{average, dtype_bytes, fold_into_norm, resmooth, smoothed_input_amax, Smoothing};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
 use crate::formats::{self, FormatName, Int4Awq, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
@@ -66,6 +66,19 @@ fn searched<'o>(observers: &'o Observers, key: &str) -> Result<&'o Searched> {
     observers.smoothing.get(key).ok_or_else(|| {
         Error::internal(format!("no AWQ search result for {key}: the calibration forward did not run it"))
     })
+}
+
+/// The search result of routed expert `e`'s `projection` (`cols` inputs): a neutral smoothing for an expert that
+/// received no calibration token (as ModelOpt writes one), an error for one the forward did not run.
+fn expert_searched(observers: &Observers, block: &str, e: usize, projection: &str, cols: usize) -> Result<Searched> {
+    let tokens = observers.experts.get(block).and_then(|stats| stats.tokens.get(e).copied());
+    match (observers.smoothing.get(&expert_key(block, e, projection)), tokens) {
+        (Some(searched), _) => Ok(searched.clone()),
+        (None, Some(0)) => {
+            Ok(Searched { smoothing: Smoothing::neutral(cols), alpha: None, channel_amax: vec![0.0; cols] })
+        }
+        (None, _) => searched(observers, &expert_key(block, e, projection)).cloned(),
+    }
 }
 
 /// The `pre_quant_scale` tensor of one linear.
@@ -216,8 +229,9 @@ impl Quantizer<'_> {
         let mut means = Vec::new();
         let mut inputs = Vec::new();
         for projection in projections {
+            let cols = if *projection == "down" { moe.intermediate } else { moe.hidden };
             let results = (0..moe.experts)
-                .map(|e| searched(observers, &expert_key(&plan.block, e, projection)))
+                .map(|e| expert_searched(observers, &plan.block, e, projection, cols))
                 .collect::<Result<Vec<_>>>()?;
             let pqs: Vec<Vec<f32>> = results.iter().map(|r| r.smoothing.pre_quant_scale(dtype)).collect();
             means.push(average(&pqs.iter().map(Vec::as_slice).collect::<Vec<_>>(), dtype));
@@ -260,17 +274,16 @@ impl Quantizer<'_> {
         let moe = &cx.plan.source;
         let (inter, hidden) = (moe.intermediate, moe.hidden);
         let (gate, up, down) = self.expert_values(moe, e)?;
-        let key = |projection: &str| expert_key(&cx.plan.block, e, projection);
+        let searched = |projection: &str, cols| expert_searched(cx.observers, &cx.plan.block, e, projection, cols);
         let mut gate_up = Vec::new();
         let projections = gate.map(|g| ("gate", g)).into_iter().chain([("up", up)]);
         for ((projection, values), mean) in projections.zip(cx.means) {
-            let searched = searched(cx.observers, &key(projection))?;
-            let mut smoothed = Smoothed::new(values, [inter, hidden], cx.dtype, searched)?;
+            let mut smoothed = Smoothed::new(values, [inter, hidden], cx.dtype, &searched(projection, hidden)?)?;
             smoothed.resmooth(mean);
             smoothed.resmooth(cx.gate_up_mean);
             gate_up.push(smoothed);
         }
-        let mut down = Smoothed::new(down, [hidden, inter], cx.dtype, searched(cx.observers, &key("down"))?)?;
+        let mut down = Smoothed::new(down, [hidden, inter], cx.dtype, &searched("down", inter)?)?;
         down.resmooth(cx.down_mean);
         let format = int4(cx.format);
         // Gate and up share their block maxima (ModelOpt syncs an expert's gate/up amax) and W4A8 weight scale.

@@ -57,25 +57,17 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
     let linear = |format: &dyn QuantFormat, weight: &str, shape: &[usize]| -> Result<_> {
         Ok(format.output_layout(formats::matrix_shape(weight, shape)?))
     };
-    // An AWQ weight's `pre_quant_scale`, in its dtype, one per input channel.
-    let mut pre_quant_scales = Vec::new();
-    let folded = |module: &str| plan.awq_norms.iter().any(|n| n.modules.iter().any(|m| m == module));
     for layer in plan.layers() {
         for l in plan.linears.iter().filter(|l| l.layer == layer) {
             let weight = format!("{}.weight", l.module);
             let format = formats.linear(l);
-            let info = checkpoint.info(&weight)?;
-            let shape = l.shape(&info.shape);
             add(
                 Naming::Module,
                 &l.output,
                 format,
-                linear(format, &weight, &shape)?,
+                linear(format, &weight, &l.shape(&checkpoint.info(&weight)?.shape))?,
                 format.calibrated() && !l.weight_only,
             )?;
-            if format.awq_block().is_some() && !folded(&l.module) {
-                pre_quant_scales.push((format!("{}.pre_quant_scale", l.output), info.dtype, shape[1..].to_vec()));
-            }
         }
         for experts in plan.experts.iter().filter(|x| x.layer == layer) {
             let source = &experts.source;
@@ -89,17 +81,11 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
                         Some((&names.up, [inter, hidden])),
                         Some((&names.down, [hidden, inter])),
                     ];
-                    let dtype = checkpoint
-                        .info(&expert_name(&source.down, 0))
-                        .map_or(crate::checkpoint::Dtype::BF16, |info| info.dtype);
                     for e in 0..source.experts {
                         for (output, shape) in projections.iter().flatten() {
                             let output = expert_name(output, e);
                             let tensors = linear(format, &format!("{output}.weight"), shape)?;
                             add(Naming::Module, &output, format, tensors, format.calibrated())?;
-                            if format.awq_block().is_some() {
-                                pre_quant_scales.push((format!("{output}.pre_quant_scale"), dtype, vec![shape[1]]));
-                            }
                         }
                     }
                 }
@@ -118,18 +104,41 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
             }
         }
     }
-    for (name, dtype, shape) in pre_quant_scales {
-        layout.push(TensorLayout { name, dtype, shape });
-    }
-    for norm in &plan.awq_norms {
-        let info = checkpoint.info(&norm.input)?;
-        layout.push(TensorLayout { name: norm.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
-    }
+    layout.extend(awq_layout(checkpoint, plan, formats)?);
     for kv in &plan.kv_scales {
         for name in kv_scale_names(&kv.output, plan.encoding) {
             let (dtype, shape) = compressed::scalar_layout(plan.encoding);
             layout.push(TensorLayout { name, dtype, shape });
         }
+    }
+    Ok(layout)
+}
+
+/// The AWQ formats' tensors beside the quantized weights: each smoothed weight's `pre_quant_scale` (in the weight's
+/// dtype, one per input channel) where no norm absorbs it, and the norms that do.
+fn awq_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &FormatSet) -> Result<Vec<TensorLayout>> {
+    let mut layout = Vec::new();
+    let mut smoothing = |output: &str, dtype, inputs: usize| {
+        layout.push(TensorLayout { name: format!("{output}.pre_quant_scale"), dtype, shape: vec![inputs] });
+    };
+    let folded = |module: &str| plan.awq_norms.iter().any(|n| n.modules.iter().any(|m| m == module));
+    for l in plan.linears.iter().filter(|l| formats.linear(l).awq_block().is_some() && !folded(&l.module)) {
+        let info = checkpoint.info(&format!("{}.weight", l.module))?;
+        smoothing(&l.output, info.dtype, info.shape.last().copied().unwrap_or(0));
+    }
+    for experts in plan.experts.iter().filter(|x| formats.experts(x).awq_block().is_some()) {
+        let (source, ExpertOutput::PerExpert(names)) = (&experts.source, &experts.output) else { continue };
+        let dtype = checkpoint.info(&expert_name(&source.down, 0))?.dtype;
+        for e in 0..source.experts {
+            for gate_or_up in names.gate.iter().chain([&names.up]) {
+                smoothing(&expert_name(gate_or_up, e), dtype, source.hidden);
+            }
+            smoothing(&expert_name(&names.down, e), dtype, source.intermediate);
+        }
+    }
+    for norm in &plan.awq_norms {
+        let info = checkpoint.info(&norm.input)?;
+        layout.push(TensorLayout { name: norm.output.clone(), dtype: info.dtype, shape: info.shape.clone() });
     }
     Ok(layout)
 }

@@ -264,6 +264,11 @@ pub trait QuantFormat: Send + Sync {
     /// Whether tensors of these dtypes, stored under the suffixes of `output_layout` (in its order; `None`
     /// where a tensor is absent), are a weight of this format.
     fn recognizes(&self, dtypes: &[Option<Dtype>]) -> bool;
+    /// Whether tensors of these shapes (as [`Self::recognizes`] gets their dtypes; `None` where absent) fit one
+    /// weight of this format: formats whose dtypes alone could be another tensor's check their shapes too.
+    fn recognizes_shapes(&self, _shapes: &[Option<&[usize]>]) -> bool {
+        true
+    }
     /// The logical shape `[N, K]` and the f32 values (row major) of a weight of this format, from its tensors
     /// in `output_layout` order; `name` is the weight's, for errors.
     fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)>;

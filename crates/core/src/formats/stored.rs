@@ -21,12 +21,14 @@ pub fn stored_format(checkpoint: &Checkpoint, name: &str) -> Result<Option<Box<d
         return Ok(Some(Box::new(Nvfp4CompressedTensors { weight_only: false })));
     }
     for candidate in FormatName::ALL.map(|name| format(name, false)) {
-        let mut dtypes = Vec::new();
+        let mut infos = Vec::new();
         for (suffix, _, _) in candidate.output_layout([1, 1]) {
             let tensor = format!("{module}.{suffix}");
-            dtypes.push(if checkpoint.contains(&tensor) { Some(checkpoint.info(&tensor)?.dtype) } else { None });
+            infos.push(if checkpoint.contains(&tensor) { Some(checkpoint.info(&tensor)?) } else { None });
         }
-        if candidate.recognizes(&dtypes) {
+        let dtypes: Vec<_> = infos.iter().map(|info| info.map(|i| i.dtype)).collect();
+        let shapes: Vec<_> = infos.iter().map(|info| info.map(|i| i.shape.as_slice())).collect();
+        if candidate.recognizes(&dtypes) && candidate.recognizes_shapes(&shapes) {
             return Ok(Some(candidate));
         }
     }

@@ -171,6 +171,14 @@ impl QuantFormat for Int4Awq {
         }
     }
 
+    /// Codes `[N/2, K]` beside block scales `[N, K/128]`.
+    fn recognizes_shapes(&self, shapes: &[Option<&[usize]>]) -> bool {
+        match shapes {
+            [Some(&[half, cols]), Some(&[rows, blocks]), ..] => rows == 2 * half && blocks * INT4_BLOCK == cols,
+            _ => false,
+        }
+    }
+
     /// The smoothed weight `q · weight_scale` (what multiplies the input once scaled by `pre_quant_scale`).
     fn dequantize(&self, name: &str, parts: &[TensorView<'_>]) -> Result<([usize; 2], Vec<f32>)> {
         let (weight, scale) = match parts {
