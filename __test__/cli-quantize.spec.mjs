@@ -86,7 +86,7 @@ test('usage errors name the flag', (t) => {
     [[...base, '--json=yes'], /--json takes no value/],
     [[...base, '--exclude='], /--exclude: expected a value/],
     [[...base, '--device', 'gpu'], /--device: expected cpu, cuda or cuda:N/],
-    [['m', '--format', 'fp8', '--out', 'o', '--keep-indivisible'], /--keep-indivisible applies to the block formats only \(nvfp4, w4a16_nvfp4, mxfp8, mxfp4\)/],
+    [['m', '--format', 'fp8', '--out', 'o', '--keep-indivisible'], /--keep-indivisible applies to the block formats only \(nvfp4, w4a16_nvfp4, mxfp8, mxfp4, int4_awq, w4a8_awq\)/],
     [[...base, '--kv-cache', 'int8'], /^--kv-cache: expected fp8 or fp8_cast or none, got "int8"$/],
     [[...base, '--kv-cache', 'fp8-cast'], /^--kv-cache: expected fp8 or fp8_cast or none, got "fp8-cast" \(did you mean fp8_cast\?\)$/],
     [['m', '--format', 'fp8_pc_pt', '--out', 'o', '--kv-cache', 'fp8'], /^--kv-cache fp8 calibrates the key and value scales: --format fp8_pc_pt is weight-only and runs no calibration \(use --kv-cache fp8_cast\)$/],
