@@ -29,9 +29,11 @@ Calibrates the model in DIR, quantizes it and writes a ModelOpt-format checkpoin
 formats need no calibration (and no calibration flags): any detected MoE model takes them.
 
 Options:
-  --format FORMAT         quantization format (required): fp8, nvfp4 (calibrated activation scales);
-                          w4a16_nvfp4 (NVFP4 weights, 16-bit activations), fp8_pc_pt (FP8 weights with a
-                          scale per output channel, activations scaled per token by the engine), fp8_pb_wo
+  --format FORMAT         quantization format (required): fp8, nvfp4 (calibrated activation scales),
+                          int4_awq and w4a8_awq (INT4 weights smoothed by an AWQ search during calibration,
+                          16-bit or FP8 activations; TensorRT-LLM's W4A16_AWQ / W4A8_AWQ); w4a16_nvfp4
+                          (NVFP4 weights, 16-bit activations), fp8_pc_pt (FP8 weights with a scale per
+                          output channel, activations scaled per token by the engine), fp8_pb_wo
                           (FP8 weights with a scale per 128x128 block, 16-bit activations), mxfp8 and mxfp4
                           (FP8 or FP4 weights with a power-of-two scale per 32, activations MX-scaled by the
                           engine)
@@ -46,8 +48,8 @@ Options:
   --exclude PATTERN       also keep modules matching PATTERN (* wildcards) unquantized; repeatable
   --device DEVICE         cpu (default), cuda or cuda:N
   --overwrite             replace OUT if it exists and is not empty
-  --keep-indivisible      NVFP4 formats: keep linears whose input dimension is not a multiple of ${FORMATS.nvfp4.groupSize}
-                          unquantized instead of stopping with an error
+  --keep-indivisible      block formats: keep linears whose input dimension is not a multiple of their block
+                          (NVFP4 ${FORMATS.nvfp4.groupSize}, MXFP8/MXFP4 ${FORMATS.mxfp8.groupSize}, INT4 AWQ ${FORMATS.int4_awq.groupSize}) unquantized instead of stopping with an error
   --scope all|mlp|experts which linears to quantize (default all): mlp leaves attention in 16 bits, experts
                           quantizes the routed experts only (ModelOpt's *_mlp_only / *_experts_only presets)
   --recipe FILE           mixed precision (MIXED_PRECISION): a JSON recipe {"rules": [{"modules": PATTERN,
