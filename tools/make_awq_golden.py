@@ -2,9 +2,11 @@
 """Build the AWQ goldens under fixtures/golden/awq_<case>/ with NVIDIA ModelOpt (dev tooling, not a runtime
 dependency).
 
-ModelOpt's AWQ formats (INT4_AWQ_CFG → quant_algo W4A16_AWQ, W4A8_AWQ_BETA_CFG → W4A8_AWQ) pack INT4 in blocks of 128
-along the input dimension and refuse any linear whose input dimension is not a multiple of 128, so the fixtures of
-fixtures/ (hidden 64) cannot be exported; this script makes its own source checkpoint.
+ModelOpt's AWQ formats (INT4_AWQ_CFG → quant_algo W4A16_AWQ, W4A8_AWQ_BETA_CFG → W4A8_AWQ, NVFP4_AWQ_LITE_CFG →
+NVFP4_AWQ): the INT4 ones pack blocks of 128 along the input dimension and refuse any linear whose input dimension is
+not a multiple of 128, so the fixtures of fixtures/ (hidden 64) cannot be exported; this script makes its own source
+checkpoints. On a machine without CUDA, NVFP4_AWQ's search runs on a CPU stand-in for ModelOpt's GPU-only kernel
+(emulate_nvfp4_search_on_cpu).
 
 Regenerate (from the repository root; CPU only, a few seconds, deterministic on one machine):
 
@@ -15,12 +17,13 @@ What it writes, per case (CASES):
 fixtures/golden/awq_<case>/source/
     A tiny random bf16 checkpoint (seed 1234; every input dimension a multiple of 128, see CASES).
     For the MoE case, ModelOpt runs on per-expert modules (see MOE_FORMATS), INT4 only.
-fixtures/golden/awq_<case>/<int4_awq|w4a8_awq>/
+fixtures/golden/awq_<case>/<int4_awq|w4a8_awq|nvfp4_awq>/
     model.safetensors, config.json, hf_quant_config.json: what export_hf_checkpoint wrote.
     awq.json: per linear, the statistics ModelOpt's search kept (`algorithm: {method: awq_lite, debug: true}`):
-        "act_scale" (the mean over forward calls of each call's per-channel mean |x|, f32), "loss" (per alpha,
-        summed over calls), "best_alpha", and for W4A8 "channel_amax" (the per-channel max |x| the input
-        quantizer recorded, from which its input scale is made after smoothing).
+        "act_scale" (the mean over forward calls of each call's per-channel mean |x|, f32), "weight_scale" (the
+        per-channel mean over rows of |w| / block max), "loss" (per alpha, summed over calls), "best_alpha",
+        "best_scale" (the smoothing s of the best alpha, f32), and for W4A8 and NVFP4_AWQ "channel_amax" (the
+        per-channel max |x| the input quantizer recorded, from which its input scale is made after smoothing).
 
 Calibration is the user flow in bf16: the model loaded in bf16, ONE forward on fixtures/golden/calib_ids.safetensors
 ([4, 32]), export in bf16. ModelOpt's search depends on bf16 GEMMs whose roundings change with the CPU's instruction
@@ -39,11 +42,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "fixtures" / "golden"
-FORMATS = {"int4_awq": "INT4_AWQ_CFG", "w4a8_awq": "W4A8_AWQ_BETA_CFG"}
+FORMATS = {"int4_awq": "INT4_AWQ_CFG", "w4a8_awq": "W4A8_AWQ_BETA_CFG", "nvfp4_awq": "NVFP4_AWQ_LITE_CFG"}
 CASES = {
     # Dense Qwen3: q 4×64, k/v 2×64 (GQA), MLP 384; two layers.
     "qwen3": dict(kind="qwen3", hidden_size=256, intermediate_size=384, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=64),
+    # The same without GQA (as many key/value heads as query heads): NVFP4_AWQ folds o_proj's smoothing into v_proj.
+    "qwen3_mha": dict(kind="qwen3", hidden_size=256, intermediate_size=384, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, head_dim=64),
     # Qwen3-MoE: 8 experts of 128 (top 2); two layers.
     "qwen3_moe": dict(kind="qwen3_moe", hidden_size=256, intermediate_size=384, moe_intermediate_size=128,
                       num_experts=8, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4,
@@ -54,7 +60,9 @@ CASES = {
 # 4 held them, one MLP module per expert (sequential_experts below): each expert's projections are searched alone, on
 # the tokens routed to it, and the export averages each projection's pre_quant_scale over the experts. W4A8_AWQ does not
 # export with per-expert modules either (its FP8 weight stage rejects the per-expert amax), so the MoE case is INT4 only.
-MOE_FORMATS = ["int4_awq"]
+MOE_FORMATS = ["int4_awq", "nvfp4_awq"]
+# The case without GQA exists for NVFP4_AWQ's o_proj → v_proj fold.
+CASE_FORMATS = {"qwen3_mha": ["nvfp4_awq"]}
 
 
 def make_source(case: str, spec: dict, dst: Path) -> None:
@@ -116,6 +124,43 @@ def sequential_experts(model) -> None:
         layer.mlp = SequentialQwen3MoeSparseMoeBlock(model.config, layer.mlp).to(torch.bfloat16)
 
 
+def emulate_nvfp4_search_on_cpu() -> None:
+    """ModelOpt 0.47 fake-quantizes NVFP4 during its AWQ search with a triton kernel (GPU only: on the CPU it stops
+    with "amax must be a CUDA tensor for dynamic block quantization"). This stands in for it on the CPU, as that kernel
+    computes: a global scale amax / (6·448), per block of 16 the scale min(block max / (6·global), 448) rounded to E4M3
+    times the global scale (1 where under 1e-5), and each |x| / scale rounded to E2M1 (ties at .25, 1.25, 2.5 and 5
+    down, at .75, 1.75 and 3.5 up). Only the search's choice of alpha depends on it: the exported tensors follow from
+    the statistics awq.json keeps, by ModelOpt's own export."""
+    import modelopt.torch.quantization.nn.modules.tensor_quantizer as tensor_quantizer
+
+    original = tensor_quantizer.dynamic_block_quant
+
+    def fake_nvfp4(x, global_amax, block):
+        shape, dtype = x.shape, x.dtype
+        t = x.reshape(-1, shape[-1]).float()
+        t = t.view(t.shape[0], t.shape[1] // block, block)
+        scale_2 = global_amax.float().amax() / (6.0 * 448.0)
+        scale_2 = torch.where(scale_2 > 0, scale_2, torch.tensor(1e-12))
+        block_max = t.abs().amax(-1, keepdim=True)
+        scale = torch.minimum(block_max / (6.0 * scale_2), torch.tensor(448.0)).to(torch.float8_e4m3fn).float() * scale_2
+        scale = torch.where(scale >= 1e-5, scale, torch.ones_like(scale))
+        a = t.abs() / scale
+        steps = [(0.25, True, 0.0), (0.75, False, 0.5), (1.25, True, 1.0), (1.75, False, 1.5), (2.5, True, 2.0),
+                 (3.5, False, 3.0), (5.0, True, 4.0)]
+        q = torch.full_like(a, 6.0)
+        for bound, inclusive, value in reversed(steps):
+            q = torch.where(a <= bound if inclusive else a < bound, value, q)
+        y = torch.where(t >= 0, q * scale, -q * scale)
+        return y.view(shape).to(dtype)
+
+    def dynamic_block_quant(inputs, block_size, amax, bias, num_bits, scale_bits, *args, **kwargs):
+        if num_bits == (2, 1) and scale_bits == (4, 3) and not inputs.is_cuda:
+            return fake_nvfp4(inputs, amax, block_size)
+        return original(inputs, block_size, amax, bias, num_bits, scale_bits, *args, **kwargs)
+
+    tensor_quantizer.dynamic_block_quant = dynamic_block_quant
+
+
 def floats(t: torch.Tensor) -> list[float]:
     return [float(x) for x in t.detach().float().flatten()]
 
@@ -147,6 +192,8 @@ def run(source: Path, fmt: str, ids: torch.Tensor, out: Path) -> None:
         entry = {
             "enabled": bool(helper.is_enabled),
             "act_scale": floats(helper.act_scale) if torch.is_tensor(helper.act_scale) else None,
+            "weight_scale": floats(helper.weight_scale),
+            "best_scale": None if helper.best_scale is None else floats(helper.best_scale),
             "loss": {f"{k:.1f}": float(v) for k, v in helper.loss.items()},
             "best_alpha": None if helper.best_alpha is None else float(helper.best_alpha),
             "calls": int(helper.num_cache_steps),
@@ -175,11 +222,13 @@ def main() -> None:
     from safetensors.torch import load_file
 
     torch.set_num_threads(1)
+    if not torch.cuda.is_available():
+        emulate_nvfp4_search_on_cpu()
     ids = load_file(GOLDEN / "calib_ids.safetensors")["input_ids"]
     for case, spec in CASES.items():
         root = GOLDEN / f"awq_{case}"
         make_source(case, spec, root / "source")
-        for fmt in MOE_FORMATS if "num_experts" in spec else FORMATS:
+        for fmt in CASE_FORMATS.get(case) or (MOE_FORMATS if "num_experts" in spec else FORMATS):
             run(root / "source", fmt, ids, root / fmt)
             print(f"awq_{case}/{fmt}: written")
 

@@ -8,7 +8,7 @@
 pub use crate::calib::data::CalibrationSource;
 pub use crate::calib::documents::Document;
 pub use crate::error::{ErrorCode, ErrorPayload};
-pub use crate::export::plan::{AwqNormPlan, ExpertPlan, ExportPlan, KeptTensor, KvScalePlan, LinearPlan};
+pub use crate::export::plan::{AwqFoldPlan, AwqNormPlan, ExpertPlan, ExportPlan, KeptTensor, KvScalePlan, LinearPlan};
 pub use crate::model::descriptor::ModelDescriptor;
 pub use crate::model::layers::ForwardProgress;
 pub use crate::model::observe::{ExpertStats, KvAmax, Observers};

@@ -15,7 +15,8 @@ use moe_quant_core::awq::{
     average, best_alpha, dtype_bytes, fold_into_norm, resmooth, smoothed_input_amax, smoothing, weight_scale,
     Smoothing, ALPHAS,
 };
-use moe_quant_core::formats::{Int4Awq, QuantFormat, WeightInput, INT4_BLOCK};
+use moe_quant_core::formats::{self, AwqQuantizer, FormatName, Int4Awq, QuantFormat, WeightInput};
+use moe_quant_core::numerics::e4m3::round_to_bf16;
 use moe_quant_core::{Checkpoint, Dtype};
 
 fn bf16(values: &[f32]) -> Vec<u8> {
@@ -28,6 +29,8 @@ fn golden(relative: &str) -> PathBuf {
 
 struct Stats {
     act_scale: Vec<f32>,
+    weight_scale: Vec<f32>,
+    best_scale: Vec<f32>,
     alpha: f32,
     channel_amax: Option<Vec<f32>>,
 }
@@ -46,6 +49,8 @@ fn stats(dir: &str) -> BTreeMap<String, Stats> {
             assert_eq!(entry["enabled"], true, "{name}");
             let stats = Stats {
                 act_scale: floats(&entry["act_scale"]),
+                weight_scale: floats(&entry["weight_scale"]),
+                best_scale: floats(&entry["best_scale"]),
                 alpha: entry["best_alpha"].as_f64().unwrap() as f32,
                 channel_amax: entry.get("channel_amax").map(floats),
             };
@@ -67,18 +72,22 @@ struct Case {
     source: Checkpoint,
     export: Checkpoint,
     stats: BTreeMap<String, Stats>,
-    format: Int4Awq,
+    format: Box<dyn QuantFormat>,
+    /// NVFP4_AWQ: (from, into): `from`'s own smoothing multiplies `into`'s output rows.
+    folds: Vec<(String, String)>,
     compared: usize,
     mismatches: Vec<String>,
 }
 
 impl Case {
     fn new(case: &str, format: &str) -> Self {
+        let name = serde_json::from_value::<FormatName>(format.into()).unwrap();
         Case {
             source: Checkpoint::open(golden(&format!("{case}/source"))).unwrap(),
             export: Checkpoint::open(golden(&format!("{case}/{format}"))).unwrap(),
             stats: stats(&format!("{case}/{format}")),
-            format: Int4Awq { fp8_activations: format == "w4a8_awq" },
+            format: formats::format(name, false),
+            folds: Vec::new(),
             compared: 0,
             mismatches: Vec::new(),
         }
@@ -93,20 +102,46 @@ impl Case {
         self.compared += 1;
     }
 
-    /// `module`'s weight (`weight` the source tensor's name) smoothed by its own statistics.
+    fn absent(&self, name: &str) {
+        assert!(!self.export.contains(name), "{name} is written, though absorbed");
+    }
+
+    /// `module`'s weight (`weight` the source tensor's name) smoothed by ModelOpt's smoothing `s`; where a fold names
+    /// it as `into`, its output rows multiplied by the folded linear's own smoothing. Our weight scale must be
+    /// ModelOpt's exactly, and our `s` from its statistics within 1e-6 relative of its own: torch's vectorised `pow`
+    /// is not correctly rounded (nor is Rust's), so the last bits of `s` may differ (and through the normalisation by
+    /// its extremes, every channel's), and with them, where `1/s` lies that close to a bf16 rounding boundary, one
+    /// `pre_quant_scale` element; the bytes are compared from ModelOpt's `s`.
     fn smoothed(&self, module: &str, weight: &str) -> Smoothed {
         let s = &self.stats[module];
         let view = self.source.read(weight).unwrap();
         let (shape, mut values) = (view.shape.clone(), view.to_f32());
-        let wscale = weight_scale(&values, [shape[0], shape[1]], INT4_BLOCK, Dtype::BF16);
-        let smoothing = Smoothing::from_scale(&smoothing(&s.act_scale, &wscale, s.alpha));
+        let block = self.format.awq().unwrap().block();
+        let wscale = weight_scale(&values, [shape[0], shape[1]], block, Dtype::BF16);
+        assert!(wscale == s.weight_scale, "{module}: weight scale differs from ModelOpt's");
+        let ours = smoothing(&s.act_scale, &wscale, s.alpha);
+        for (c, (a, b)) in ours.iter().zip(&s.best_scale).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * b.abs(), "{module} channel {c}: s {a} vs ModelOpt's {b}");
+        }
+        let smoothing = Smoothing::from_scale(&s.best_scale);
         smoothing.smooth(&mut values, Dtype::BF16);
         let pqs = smoothing.pre_quant_scale(Dtype::BF16);
+        if let Some((from, _)) = self.folds.iter().find(|(_, into)| into == module) {
+            let from = self.smoothed(from, &format!("{from}.weight")).pqs;
+            for (row, p) in values.chunks_exact_mut(shape[1]).zip(&from) {
+                row.iter_mut().for_each(|w| *w = round_to_bf16(*w * p));
+            }
+        }
         Smoothed { shape, values, smoothing, pqs }
     }
 
+    fn folded(&self, module: &str) -> bool {
+        self.folds.iter().any(|(from, _)| from == module)
+    }
+
     /// Linears reading one input: each re-smoothed to the group's mean, which the norm absorbs where one produces
-    /// the input (else `pre_quant_scale` is written); then each quantized, with the group's FP8 scales for W4A8.
+    /// the input (else `pre_quant_scale` is written, unless folded into the linear before); then each quantized,
+    /// with the group's shared weight and input scales.
     fn group(&mut self, modules: &[String], norm: Option<&str>) {
         let mut linears: Vec<Smoothed> = modules.iter().map(|m| self.smoothed(m, &format!("{m}.weight"))).collect();
         let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>(), Dtype::BF16);
@@ -125,6 +160,7 @@ impl Case {
                 fold_into_norm(&mut values, &avg, false, Dtype::BF16);
                 self.same(norm, Dtype::BF16, &view.shape.clone(), &bf16(&values));
             }
+            None if self.folded(&modules[0]) => self.absent(&format!("{}.pre_quant_scale", modules[0])),
             None => {
                 let name = format!("{}.pre_quant_scale", modules[0]);
                 self.same(&name, Dtype::BF16, &[avg.len()], &bf16(&avg));
@@ -132,42 +168,60 @@ impl Case {
         }
         for (module, linear) in modules.iter().zip(&linears) {
             self.quantized(module, linear, None, weight_amax);
-            if self.format.fp8_activations {
+            if self.format.calibrated() {
                 let scale = self.format.input_scale(input_amax).to_le_bytes();
                 self.same(&format!("{module}.input_scale"), Dtype::F32, &[], &scale);
             }
             if norm.is_some() {
-                assert!(!self.export.contains(&format!("{module}.pre_quant_scale")), "{module}: folded into the norm");
+                self.absent(&format!("{module}.pre_quant_scale"));
             }
         }
     }
 
-    fn quantized(&mut self, module: &str, linear: &Smoothed, block_amax: Option<&[f32]>, weight_amax: f32) {
+    fn quantized(&mut self, module: &str, linear: &Smoothed, int4_blocks: Option<&[f32]>, weight_amax: f32) {
         let name = format!("{module}.weight");
         let weight = WeightInput::new(&name, Dtype::BF16, &linear.shape, &linear.values).unwrap();
-        let own = Int4Awq::block_amax(&weight);
-        let quantized = self.format.quantize_blocks(&weight, block_amax.unwrap_or(&own), weight_amax).unwrap();
+        let quantized = match int4_blocks {
+            Some(blocks) => Int4Awq::default().quantize_blocks(&weight, blocks, weight_amax).unwrap(),
+            None => self.format.quantize(&weight, weight_amax).unwrap(),
+        };
         for tensor in quantized.tensors {
             self.same(&format!("{module}.{}", tensor.suffix), tensor.dtype, &tensor.shape, &tensor.data);
         }
     }
 
     /// A layer's routed experts: each projection's mean over the experts, then gate and up's mean, each weight
-    /// re-smoothed at each step; an expert's gate and up quantized with their larger block maxima.
+    /// re-smoothed at each step (NVFP4_AWQ: down's own smoothing folded into up's rows first, down keeping its own);
+    /// an expert's gate and up quantized with their larger maxima; the layer's largest input scale.
     fn experts(&mut self, block: &str, experts: usize) {
         let name = |e: usize, proj: &str| format!("{block}.experts.{e}.{proj}");
+        let fold = self.format.awq() == Some(AwqQuantizer::Nvfp4);
+        if fold {
+            for e in 0..experts {
+                self.folds.push((name(e, "down_proj"), name(e, "up_proj")));
+            }
+        }
         let mut projections: Vec<Vec<Smoothed>> = ["gate_proj", "up_proj", "down_proj"]
             .iter()
             .map(|proj| {
                 (0..experts).map(|e| self.smoothed(&name(e, proj), &format!("{}.weight", name(e, proj)))).collect()
             })
             .collect();
+        let mut inputs = Vec::new();
         let mut means = Vec::new();
-        for linears in &mut projections {
+        for (p, linears) in projections.iter_mut().enumerate() {
+            let amax = (0..experts).fold(0.0f32, |m, e| {
+                let proj = ["gate_proj", "up_proj", "down_proj"][p];
+                let channel = self.stats[&name(e, proj)].channel_amax.clone().unwrap_or_default();
+                m.max(smoothed_input_amax(&channel, &linears[e].smoothing, Dtype::BF16))
+            });
+            inputs.push(amax);
             let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>(), Dtype::BF16);
-            for linear in linears.iter_mut() {
-                resmooth(&mut linear.values, &linear.pqs, &avg, Dtype::BF16);
-                linear.pqs.clone_from(&avg);
+            if !(fold && p == 2) {
+                for linear in linears.iter_mut() {
+                    resmooth(&mut linear.values, &linear.pqs, &avg, Dtype::BF16);
+                    linear.pqs.clone_from(&avg);
+                }
             }
             means.push(avg);
         }
@@ -179,12 +233,14 @@ impl Case {
             }
         }
         let [gates, ups, downs] = &projections[..] else { unreachable!() };
+        let int4 = self.format.awq() == Some(AwqQuantizer::Int4);
         for (e, ((gate, up), down)) in gates.iter().zip(ups).zip(downs).enumerate() {
-            let weight =
+            let blocks =
                 |l: &Smoothed| Int4Awq::block_amax(&WeightInput::new("w", Dtype::BF16, &l.shape, &l.values).unwrap());
-            let shared: Vec<f32> = weight(gate).iter().zip(weight(up)).map(|(g, u)| g.max(u)).collect();
+            let shared: Vec<f32> = blocks(gate).iter().zip(blocks(up)).map(|(g, u)| g.max(u)).collect();
+            let amax = gate.values.iter().chain(&up.values).fold(0.0f32, |m, v| m.max(v.abs()));
             for (proj, linear) in [("gate_proj", gate), ("up_proj", up)] {
-                self.quantized(&name(e, proj), linear, Some(&shared), 0.0);
+                self.quantized(&name(e, proj), linear, int4.then_some(&shared[..]), amax);
                 self.same(
                     &format!("{}.pre_quant_scale", name(e, proj)),
                     Dtype::BF16,
@@ -192,13 +248,34 @@ impl Case {
                     &bf16(&gate_up),
                 );
             }
-            self.quantized(&name(e, "down_proj"), down, None, 0.0);
-            self.same(
-                &format!("{}.pre_quant_scale", name(e, "down_proj")),
-                Dtype::BF16,
-                &[means[2].len()],
-                &bf16(&means[2]),
-            );
+            let down_amax = down.values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            self.quantized(&name(e, "down_proj"), down, None, down_amax);
+            match fold {
+                true => self.absent(&format!("{}.pre_quant_scale", name(e, "down_proj"))),
+                false => {
+                    let pqs = bf16(&means[2]);
+                    self.same(
+                        &format!("{}.pre_quant_scale", name(e, "down_proj")),
+                        Dtype::BF16,
+                        &[means[2].len()],
+                        &pqs,
+                    );
+                }
+            }
+        }
+        // ModelOpt writes each expert's own input scale (its modules are per expert); we write the layer's largest,
+        // which is theirs' largest.
+        if self.format.calibrated() {
+            for (p, proj) in ["gate_proj", "up_proj", "down_proj"].iter().enumerate() {
+                let theirs = (0..experts).fold(0.0f32, |m, e| {
+                    m.max(self.export.read(&format!("{}.input_scale", name(e, proj))).unwrap().to_f32()[0])
+                });
+                let ours = self.format.input_scale(if p < 2 { inputs[0].max(inputs[1]) } else { inputs[2] });
+                if ours != theirs {
+                    self.mismatches.push(format!("{block} {proj}: input scale {ours}, ModelOpt's largest {theirs}"));
+                }
+                self.compared += 1;
+            }
         }
     }
 
@@ -211,6 +288,18 @@ impl Case {
         if dense_mlp {
             self.group(&names(&["gate_proj", "up_proj"], "mlp"), Some(&format!("{p}post_attention_layernorm.weight")));
             self.group(&names(&["down_proj"], "mlp"), None);
+        }
+    }
+
+    /// NVFP4_AWQ's folds of a layer (ModelOpt's for Llama and Qwen3): down_proj into up_proj of a dense MLP, and
+    /// o_proj into v_proj where the attention has as many key/value heads as query heads.
+    fn fold_layer(&mut self, layer: usize, attention: bool, mlp: bool) {
+        let p = format!("model.layers.{layer}.");
+        if attention {
+            self.folds.push((format!("{p}self_attn.o_proj"), format!("{p}self_attn.v_proj")));
+        }
+        if mlp {
+            self.folds.push((format!("{p}mlp.down_proj"), format!("{p}mlp.up_proj")));
         }
     }
 
@@ -249,8 +338,43 @@ fn int4_awq_experts_are_modelopt_byte_for_byte_given_its_statistics() {
 }
 
 #[test]
+fn nvfp4_awq_is_modelopt_byte_for_byte_given_its_statistics() {
+    // With grouped heads (o_proj keeps its smoothing) and without (o_proj's folds into v_proj); down_proj's always
+    // folds into up_proj.
+    for (case_name, heads_fold) in [("awq_qwen3", false), ("awq_qwen3_mha", true)] {
+        let mut case = Case::new(case_name, "nvfp4_awq");
+        for layer in 0..2 {
+            case.fold_layer(layer, heads_fold, true);
+            case.attention_layer(layer, true);
+        }
+        // Per layer: 7 linears × (codes, block scales, weight_scale_2, input_scale), 2 norms, o_proj's
+        // pre_quant_scale unless folded.
+        case.finish(2 * (7 * 4 + 2 + usize::from(!heads_fold)));
+    }
+}
+
+#[test]
+fn nvfp4_awq_experts_are_modelopt_byte_for_byte_given_its_statistics() {
+    let mut case = Case::new("awq_qwen3_moe", "nvfp4_awq");
+    for layer in 0..2 {
+        case.attention_layer(layer, false);
+        case.experts(&format!("model.layers.{layer}.mlp"), 8);
+    }
+    // Per layer: 4 attention linears × 4 tensors, a norm and o_proj's pre_quant_scale; 8 experts × (3 × 3 weight
+    // tensors + gate/up pre_quant_scale); the three input scales.
+    case.finish(2 * (4 * 4 + 2 + 8 * 11 + 3));
+}
+
+#[test]
 fn the_kept_alpha_is_the_first_smallest_loss_modelopt_recorded() {
-    for dir in ["awq_qwen3/int4_awq", "awq_qwen3/w4a8_awq", "awq_qwen3_moe/int4_awq"] {
+    for dir in [
+        "awq_qwen3/int4_awq",
+        "awq_qwen3/w4a8_awq",
+        "awq_qwen3/nvfp4_awq",
+        "awq_qwen3_mha/nvfp4_awq",
+        "awq_qwen3_moe/int4_awq",
+        "awq_qwen3_moe/nvfp4_awq",
+    ] {
         let text = std::fs::read_to_string(golden(&format!("{dir}/awq.json"))).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         for (name, entry) in json["modules"].as_object().unwrap() {

@@ -25,21 +25,71 @@ use crate::numerics::e4m3::round_to_dtype;
 pub const ALPHAS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 /// Per input channel, the mean over output rows of `|w| / (block max |w| + tiny)`, in the arithmetic of the
-/// weight's `dtype` (ModelOpt's `get_weight_scale`): `values` `[rows, cols]`, blocks of `block` along a row.
+/// weight's `dtype` (ModelOpt's `get_weight_scale`): `values` `[rows, cols]`, blocks of `block` along a row. The
+/// column sums are taken in f32 in the order torch's CPU sum takes them ([`ColumnSums`]).
 pub fn weight_scale(values: &[f32], [rows, cols]: [usize; 2], block: usize, dtype: Dtype) -> Vec<f32> {
     let round = |v: f32| round_to_dtype(v, dtype);
     let tiny = f32::MIN_POSITIVE; // torch.finfo(dtype).tiny for bf16 and f32 alike
-    let mut sums = vec![0.0f32; cols];
+    let mut sums = ColumnSums::new(cols, rows);
+    let mut ratios = vec![0.0f32; cols];
     for row in values.chunks_exact(cols).take(rows) {
         for (start, chunk) in row.chunks(block).enumerate().map(|(b, c)| (b * block, c)) {
             let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let divisor = round(amax + tiny);
             for (offset, v) in chunk.iter().enumerate() {
-                sums[start + offset] += round(v.abs() / divisor);
+                ratios[start + offset] = round(v.abs() / divisor);
+            }
+        }
+        sums.add_row(&ratios);
+    }
+    sums.finish().into_iter().map(|sum| round(sum / rows as f32)).collect()
+}
+
+/// Column sums of `rows` rows in f32, accumulated as torch's CPU sum over an outer dimension does (its cascade sum,
+/// `multi_row_sum`): rows go into the first of four levels; every `2^p` rows (`p = max(4, ⌈log2 rows⌉ / 4)`) a level
+/// is added into the next and cleared, climbing while the row count is a multiple of the next level's span; the
+/// levels are added up at the end. Its rounding is what a bf16 mean of ModelOpt's rounds.
+pub struct ColumnSums {
+    levels: [Vec<f32>; 4],
+    power: u32,
+    rows: usize,
+    seen: usize,
+}
+
+impl ColumnSums {
+    pub fn new(cols: usize, rows: usize) -> Self {
+        let power = 4.max(rows.max(1).next_power_of_two().trailing_zeros() / 4);
+        ColumnSums { levels: std::array::from_fn(|_| vec![0.0; cols]), power, rows, seen: 0 }
+    }
+
+    pub fn add_row(&mut self, row: &[f32]) {
+        self.levels[0].iter_mut().zip(row).for_each(|(acc, v)| *acc += v);
+        self.seen += 1;
+        let step = 1usize << self.power;
+        // Levels climb only within the whole spans of the rows (the rest stays in the first level).
+        if self.seen % step != 0 || self.seen > self.rows / step * step {
+            return;
+        }
+        for level in 1..4 {
+            let (below, above) = self.levels.split_at_mut(level);
+            above[0].iter_mut().zip(below[level - 1].iter_mut()).for_each(|(acc, lower)| {
+                *acc += *lower;
+                *lower = 0.0;
+            });
+            let mask = (step - 1) << (level as u32 * self.power);
+            if self.seen & mask != 0 {
+                break;
             }
         }
     }
-    sums.into_iter().map(|sum| round(sum / rows as f32)).collect()
+
+    pub fn finish(self) -> Vec<f32> {
+        let [mut total, one, two, three] = self.levels;
+        for level in [one, two, three] {
+            total.iter_mut().zip(level).for_each(|(acc, v)| *acc += v);
+        }
+        total
+    }
 }
 
 /// `x^e` as torch's `pow(tensor, scalar)` computes it for the exponents the search uses (0 and 1 exactly, 0.5 as
@@ -180,6 +230,22 @@ mod tests {
         let values = [1.0, -0.5, 0.25, 2.0, 0.5, 0.5, -1.0, 4.0];
         let scale = weight_scale(&values, [2, 4], 2, Dtype::BF16);
         assert_eq!(scale, [1.0, 0.75, 0.1875, 1.0]);
+    }
+
+    #[test]
+    fn column_sums_follow_torchs_cascade() {
+        // A 1, then 40 rows of 2^-24, in levels of 16 rows: the first 16 rows sum to 1 (each small value added to 1
+        // alone rounds away) and go up at row 16; rows 17..32 sum exactly to 2^-20 and go up at row 32, onto the 1;
+        // the last 9 stay below and take the upper level at the end.
+        let small = 2f32.powi(-24);
+        let mut sums = ColumnSums::new(1, 41);
+        sums.add_row(&[1.0]);
+        (0..40).for_each(|_| sums.add_row(&[small]));
+        let upper = 1.0f32 + 16.0 * small;
+        assert_eq!(sums.finish(), [9.0 * small + upper]);
+        let mut sequential = 1.0f32;
+        (0..40).for_each(|_| sequential += 2f32.powi(-24));
+        assert_eq!(sequential, 1.0, "summed one by one, the small values vanish");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use candle_core::{DType, Tensor, D};
 
 use super::{best_alpha, smoothing, weight_scale, Smoothing, ALPHAS};
 use crate::error::{Error, Result};
+use crate::formats::AwqQuantizer;
 use crate::numerics::dtype::Dtype;
 
 /// Which pass a layer's forward is in.
@@ -50,8 +51,8 @@ pub struct Searched {
 /// The AWQ search of one decoder layer's linears.
 #[derive(Debug, Clone)]
 pub struct AwqSearch {
-    /// The weight quantizer's block along K.
-    pub block: usize,
+    /// The weight quantizer the search fake-quantizes with.
+    pub quantizer: AwqQuantizer,
     /// The dtype the weights are stored in (the search's roundings are ModelOpt's in the model's dtype).
     pub dtype: Dtype,
     pub phase: Phase,
@@ -68,8 +69,13 @@ pub fn expert_key(block: &str, expert: usize, projection: &str) -> String {
 }
 
 impl AwqSearch {
-    pub fn new(block: usize, dtype: Dtype, weights: HashMap<String, Tensor>, blocks: BTreeSet<String>) -> Self {
-        AwqSearch { block, dtype, phase: Phase::Statistics, weights, blocks, records: BTreeMap::new() }
+    pub fn new(
+        quantizer: AwqQuantizer,
+        dtype: Dtype,
+        weights: HashMap<String, Tensor>,
+        blocks: BTreeSet<String>,
+    ) -> Self {
+        AwqSearch { quantizer, dtype, phase: Phase::Statistics, weights, blocks, records: BTreeMap::new() }
     }
 
     /// Records a call of linear `module` on `xs`, when it is one of the searched linears.
@@ -119,7 +125,7 @@ impl AwqSearch {
     }
 
     fn search(&mut self, module: &str, x: &Tensor, weight: &Tensor) -> Result<()> {
-        let (block, dtype) = (self.block, self.dtype);
+        let (quantizer, dtype) = (self.quantizer, self.dtype);
         let record = self.records.get_mut(module).ok_or_else(|| {
             Error::internal(format!("AWQ: {module} ran in the search pass but not in the statistics pass"))
         })?;
@@ -129,7 +135,7 @@ impl AwqSearch {
             let act: Vec<f32> = act_sum.iter().map(|s| s / record.calls as f32).collect();
             let (out, cols) = weight.dims2()?;
             let values = weight.flatten_all()?.to_vec1::<f32>()?;
-            record.scales = Some((act, weight_scale(&values, [out, cols], block, dtype)));
+            record.scales = Some((act, weight_scale(&values, [out, cols], quantizer.block(), dtype)));
         }
         let Some((act, wscale)) = &record.scales else { unreachable!() };
         let device = x.device();
@@ -141,7 +147,11 @@ impl AwqSearch {
             let inverse = round_to(&Tensor::from_vec(inverse, (1, s.len()), device)?, dtype)?;
             let scale = round_to(&Tensor::from_vec(s, (1, act.len()), device)?, dtype)?;
             let xs = round_to(&x.broadcast_mul(&inverse)?, dtype)?;
-            let ws = fake_int4(&round_to(&weight.broadcast_mul(&scale)?, dtype)?, block, dtype)?;
+            let smoothed = round_to(&weight.broadcast_mul(&scale)?, dtype)?;
+            let ws = match quantizer {
+                AwqQuantizer::Int4 => fake_int4(&smoothed, quantizer.block(), dtype)?,
+                AwqQuantizer::Nvfp4 => fake_nvfp4(&smoothed, dtype)?,
+            };
             let diff = (xs.matmul(&ws.t()?)? - &reference)?;
             losses.push(diff.sqr()?.mean_all()?);
         }
@@ -224,6 +234,49 @@ pub fn fake_int4(weight: &Tensor, block: usize, dtype: Dtype) -> Result<Tensor> 
     round_to(&values.reshape((out, cols))?, dtype)
 }
 
+/// The weight fake-quantized to NVFP4 as ModelOpt's search does it (its dynamic-block kernel): the global scale
+/// `max |w| / (6·448)`, per block of 16 the scale `e4m3(min(block max / (6·global), 448)) · global` (1 where under
+/// 1e-5), each `|w| / scale` rounded to E2M1 with the kernel's ties (at 0.25, 1.25, 2.5 and 5 down, at 0.75, 1.75
+/// and 3.5 up), values back in the weights' `dtype`.
+pub fn fake_nvfp4(weight: &Tensor, dtype: Dtype) -> Result<Tensor> {
+    const BLOCK: usize = 16;
+    let (out, cols) = weight.dims2()?;
+    if cols % BLOCK != 0 {
+        return Err(Error::ShapeInvalid {
+            tensor: "AWQ search weight".into(),
+            shape: vec![out, cols],
+            message: format!("NVFP4 blocks of {BLOCK} need the input dimension a multiple of {BLOCK}"),
+        });
+    }
+    let blocks = weight.reshape((out * cols / BLOCK, BLOCK))?;
+    let abs = blocks.abs()?;
+    let global = (abs.max_all()?.to_dtype(DType::F32)? / (6.0 * 448.0))?;
+    let global = global.maximum(1e-12)?;
+    let block_max = abs.max_keepdim(1)?;
+    let scale = block_max.broadcast_div(&(global.clone() * 6.0)?)?.minimum(448.0)?;
+    let scale = scale.to_dtype(DType::F8E4M3)?.to_dtype(DType::F32)?.broadcast_mul(&global)?;
+    let usable = scale.ge(1e-5)?.to_dtype(DType::F32)?;
+    let scale = ((scale * &usable)? + (1.0 - &usable)?)?;
+    let a = abs.broadcast_div(&scale)?;
+    // E2M1: 0, 0.5, 1, 1.5, 2, 3, 4, 6 as increments past each threshold.
+    let steps: [(f64, bool, f64); 7] = [
+        (0.25, false, 0.5),
+        (0.75, true, 0.5),
+        (1.25, false, 0.5),
+        (1.75, true, 0.5),
+        (2.5, false, 1.0),
+        (3.5, true, 1.0),
+        (5.0, false, 2.0),
+    ];
+    let mut codes = a.zeros_like()?;
+    for (threshold, inclusive, step) in steps {
+        let past = if inclusive { a.ge(threshold)? } else { a.gt(threshold)? };
+        codes = (codes + (past.to_dtype(DType::F32)? * step)?)?;
+    }
+    let values = (codes.broadcast_mul(&scale)? * blocks.sign()?)?;
+    round_to(&values.reshape((out, cols))?, dtype)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
@@ -243,25 +296,38 @@ mod tests {
     }
 
     #[test]
+    fn fake_nvfp4_by_hand() {
+        // Global max 6·448·g with g = 1/448 makes the global scale 1/448; a block whose max is 6 then has the scale
+        // e4m3(6 / (6/448)) / 448 = 1: codes are the values on the E2M1 grid, ties by the kernel's rule.
+        let mut values = vec![0.0f32; 32];
+        values[..9].copy_from_slice(&[6.0, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, -5.0, 5.1]);
+        let w = Tensor::from_vec(values, (1, 32), &Device::Cpu).unwrap();
+        let q = fake_nvfp4(&w, Dtype::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(&q[..9], &[6.0, 0.0, 1.0, 1.0, 2.0, 2.0, 4.0, -4.0, 6.0]);
+        assert!(q[9..].iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
     fn statistics_are_means_of_per_call_means_and_the_search_prefers_the_exact_alpha() {
         let device = Device::Cpu;
         // Two calls of different sizes: act_scale is the mean of the two calls' means, not a token mean.
-        let a = Tensor::from_vec(vec![1.0f32, -2.0, 3.0, 4.0], (2, 2), &device).unwrap();
-        let b = Tensor::from_vec(vec![5.0f32, 0.0], (1, 2), &device).unwrap();
-        let weight = Tensor::from_vec(vec![1.0f32, 0.5, -0.25, 1.0], (2, 2), &device).unwrap();
-        let mut search = AwqSearch::new(2, Dtype::BF16, HashMap::new(), BTreeSet::new());
+        let pad = |row: &[f32]| -> Vec<f32> { row.iter().copied().chain(std::iter::repeat_n(1.0, 14)).collect() };
+        let a = Tensor::from_vec([pad(&[1.0, -2.0]), pad(&[3.0, 4.0])].concat(), (2, 16), &device).unwrap();
+        let b = Tensor::from_vec(pad(&[5.0, 0.0]), (1, 16), &device).unwrap();
+        let weight = Tensor::from_vec(pad(&[1.0, 0.5]).repeat(2), (2, 16), &device).unwrap();
+        let mut search = AwqSearch::new(AwqQuantizer::Nvfp4, Dtype::F32, HashMap::new(), BTreeSet::new());
         search.record("m", &a, &weight).unwrap();
         search.record("m", &b, &weight).unwrap();
-        search.record("m", &Tensor::zeros((0, 2), DType::F32, &device).unwrap(), &weight).unwrap();
+        search.record("m", &Tensor::zeros((0, 16), DType::F32, &device).unwrap(), &weight).unwrap();
         search.start_search();
         search.record("m", &a, &weight).unwrap();
         search.record("m", &b, &weight).unwrap();
         let record = &search.records["m"];
         assert_eq!(record.calls, 2);
         let (act, _) = record.scales.clone().unwrap();
-        assert_eq!(act, [(2.0 + 5.0) / 2.0, (3.0 + 0.0) / 2.0]);
+        assert_eq!(&act[..3], &[(2.0 + 5.0) / 2.0, (3.0 + 0.0) / 2.0, 1.0]);
         let results = search.finish().unwrap();
-        assert_eq!(results["m"].channel_amax, [5.0, 4.0]);
+        assert_eq!(&results["m"].channel_amax[..3], &[5.0, 4.0, 1.0]);
         assert!(results["m"].alpha.is_some());
     }
 
@@ -269,7 +335,7 @@ mod tests {
     fn a_linear_never_searched_keeps_a_neutral_smoothing() {
         let device = Device::Cpu;
         let x = Tensor::from_vec(vec![1.0f32, 2.0], (1, 2), &device).unwrap();
-        let mut search = AwqSearch::new(2, Dtype::BF16, HashMap::new(), BTreeSet::new());
+        let mut search = AwqSearch::new(AwqQuantizer::Int4, Dtype::BF16, HashMap::new(), BTreeSet::new());
         search.record("m", &x, &x).unwrap();
         let results = search.finish().unwrap();
         assert_eq!(results["m"].smoothing, Smoothing::neutral(2));

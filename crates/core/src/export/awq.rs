@@ -14,15 +14,18 @@ use std::collections::HashSet;
 
 use super::layout::Naming;
 use super::parallel::{cores, for_experts};
-use super::plan::{AwqNormPlan, ExpertPlan, ExportPlan, LinearPlan, PerExpertOutput};
+use super::plan::{AwqFoldPlan, AwqNormPlan, ExpertPlan, ExportPlan, LinearPlan, PerExpertOutput};
 use super::quantizer::{accumulate_error, ErrorSum, QuantizedLinear, Quantizer, Sink};
 use crate::awq::search::{expert_key, Searched};
 use crate::awq::{average, dtype_bytes, fold_into_norm, resmooth, smoothed_input_amax, Smoothing};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
-use crate::formats::{self, FormatName, Int4Awq, OutputTensor, QuantFormat, QuantizedWeight, WeightInput};
+use crate::formats::{
+    self, AwqQuantizer, FormatName, Int4Awq, OutputTensor, QuantFormat, QuantizedWeight, WeightInput,
+};
 use crate::model::descriptor::expert_name;
 use crate::model::observe::Observers;
+use crate::numerics::e4m3::round_to_dtype;
 use crate::numerics::reduce::weight_amax;
 
 /// One weight smoothed by its own search.
@@ -48,6 +51,21 @@ impl Smoothed {
         let pqs = searched.smoothing.pre_quant_scale(dtype);
         let input_amax = smoothed_input_amax(&searched.channel_amax, &searched.smoothing, dtype);
         Ok(Smoothed { shape, dtype, values, pqs, input_amax })
+    }
+
+    /// Output rows multiplied by `pqs` (the following linear's smoothing, `from`), in `dtype`.
+    fn scale_rows(&mut self, pqs: &[f32], from: &str) -> Result<()> {
+        if pqs.len() != self.shape[0] {
+            return Err(Error::internal(format!(
+                "the AWQ smoothing of {from} ({} channels) cannot fold into {} output rows",
+                pqs.len(),
+                self.shape[0]
+            )));
+        }
+        for (row, p) in self.values.chunks_exact_mut(self.shape[1]).zip(pqs) {
+            row.iter_mut().for_each(|w| *w = round_to_dtype(*w * p, self.dtype));
+        }
+        Ok(())
     }
 
     /// Re-smoothed to `pqs`.
@@ -101,11 +119,8 @@ impl Quantizer<'_> {
         errors: &mut ErrorSum,
         sink: &mut Sink<'_>,
     ) -> Result<()> {
-        let awq: Vec<&LinearPlan> = plan
-            .linears
-            .iter()
-            .filter(|l| l.layer == layer && self.formats().linear(l).awq_block().is_some())
-            .collect();
+        let awq: Vec<&LinearPlan> =
+            plan.linears.iter().filter(|l| l.layer == layer && self.formats().linear(l).awq().is_some()).collect();
         let mut done = HashSet::new();
         for linear in &awq {
             if done.contains(linear.module.as_str()) {
@@ -150,7 +165,13 @@ impl Quantizer<'_> {
             }
             let tensor = self.checkpoint().read(&name)?;
             let shape = formats::matrix_shape(&name, &tensor.shape)?;
-            linears.push(Smoothed::new(tensor.to_f32(), shape, tensor.dtype, searched(observers, &linear.module)?)?);
+            let mut smoothed =
+                Smoothed::new(tensor.to_f32(), shape, tensor.dtype, searched(observers, &linear.module)?)?;
+            if let Some(fold) = plan.awq_folds.iter().find(|f| f.into == linear.module) {
+                let from = searched(observers, &fold.from)?.smoothing.pre_quant_scale(smoothed.dtype);
+                smoothed.scale_rows(&from, &fold.from)?;
+            }
+            linears.push(smoothed);
         }
         let dtype = linears[0].dtype;
         let mean = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>(), dtype);
@@ -167,7 +188,7 @@ impl Quantizer<'_> {
             let mut quantized =
                 format.quantize(&weight, if shared { group_amax } else { weight_amax(&smoothed.values) })?;
             accumulate_error(format, &quantized, &weight, errors)?;
-            if norm.is_none() {
+            if norm.is_none() && !plan.awq_folds.iter().any(|f| f.from == linear.module) {
                 quantized.tensors.push(pre_quant_scale(&mean, dtype));
             }
             let input = (!linear.weight_only).then_some(input_amax);
@@ -216,6 +237,7 @@ impl Quantizer<'_> {
         &self,
         plan: &ExpertPlan,
         names: &PerExpertOutput,
+        plan_folds: &[AwqFoldPlan],
         observers: &Observers,
         errors: &mut ErrorSum,
         sink: &mut Sink<'_>,
@@ -252,6 +274,7 @@ impl Quantizer<'_> {
             gate_up_mean: &gate_up_mean,
             down_mean: &down_mean,
             inputs: [gate_up_input, down_input],
+            fold_down: plan_folds.iter().any(|f| f.from == names.down && f.into == names.up),
         };
         let group = 4 * cores();
         for first in (0..moe.experts).step_by(group) {
@@ -269,59 +292,88 @@ impl Quantizer<'_> {
         Ok(())
     }
 
-    /// Expert `e`'s projections smoothed, re-smoothed to the layer's means and quantized.
+    /// Expert `e`'s projections smoothed, re-smoothed to the layer's means and quantized (NVFP4_AWQ where the plan
+    /// folds it: down's own smoothing into up's output rows first, down keeping its own).
     fn awq_expert(&self, cx: &ExpertsContext<'_>, e: usize, errors: &mut ErrorSum) -> Result<Vec<QuantizedLinear>> {
         let moe = &cx.plan.source;
         let (inter, hidden) = (moe.intermediate, moe.hidden);
         let (gate, up, down) = self.expert_values(moe, e)?;
         let searched = |projection: &str, cols| expert_searched(cx.observers, &cx.plan.block, e, projection, cols);
+        let down_searched = searched("down", inter)?;
         let mut gate_up = Vec::new();
         let projections = gate.map(|g| ("gate", g)).into_iter().chain([("up", up)]);
         for ((projection, values), mean) in projections.zip(cx.means) {
             let mut smoothed = Smoothed::new(values, [inter, hidden], cx.dtype, &searched(projection, hidden)?)?;
+            if cx.fold_down && projection == "up" {
+                smoothed.scale_rows(&down_searched.smoothing.pre_quant_scale(cx.dtype), "down")?;
+            }
             smoothed.resmooth(mean);
             smoothed.resmooth(cx.gate_up_mean);
             gate_up.push(smoothed);
         }
-        let mut down = Smoothed::new(down, [hidden, inter], cx.dtype, &searched("down", inter)?)?;
-        down.resmooth(cx.down_mean);
-        let format = int4(cx.format);
-        // Gate and up share their block maxima (ModelOpt syncs an expert's gate/up amax) and W4A8 weight scale.
-        let blocks: Vec<Vec<f32>> =
-            gate_up.iter().map(|l| l.weight("").map(|w| Int4Awq::block_amax(&w))).collect::<Result<_>>()?;
-        let shared: Vec<f32> =
-            (0..blocks[0].len()).map(|i| blocks.iter().map(|b| b[i]).fold(0.0f32, f32::max)).collect();
+        let mut down = Smoothed::new(down, [hidden, inter], cx.dtype, &down_searched)?;
+        if !cx.fold_down {
+            down.resmooth(cx.down_mean);
+        }
+        // Gate and up share their weight amax (ModelOpt syncs an expert's gate/up amax): INT4's block maxima, NVFP4's
+        // and W4A8's per-tensor scale.
         let gate_up_amax = gate_up.iter().map(|l| weight_amax(&l.values)).fold(0.0f32, f32::max);
+        let blocks = match cx.format.awq() {
+            Some(AwqQuantizer::Int4) => {
+                let each: Vec<Vec<f32>> =
+                    gate_up.iter().map(|l| l.weight("").map(|w| Int4Awq::block_amax(&w))).collect::<Result<_>>()?;
+                Some((0..each[0].len()).map(|i| each.iter().map(|b| b[i]).fold(0.0f32, f32::max)).collect::<Vec<_>>())
+            }
+            _ => None,
+        };
         let outputs = cx.names.gate.iter().chain([&cx.names.up]);
         let mut out = Vec::with_capacity(3);
         for (pattern, smoothed) in outputs.zip(&gate_up) {
-            out.push(self.awq_one(cx, &format, pattern, e, smoothed, &shared, gate_up_amax, cx.inputs[0], errors)?);
+            let pqs = Some(cx.gate_up_mean);
+            out.push(self.awq_one(
+                cx,
+                pattern,
+                e,
+                smoothed,
+                blocks.as_deref(),
+                gate_up_amax,
+                pqs,
+                cx.inputs[0],
+                errors,
+            )?);
         }
-        let down_blocks = Int4Awq::block_amax(&down.weight("")?);
+        let pqs = (!cx.fold_down).then_some(cx.down_mean);
         let down_amax = weight_amax(&down.values);
-        out.push(self.awq_one(cx, &format, &cx.names.down, e, &down, &down_blocks, down_amax, cx.inputs[1], errors)?);
+        out.push(self.awq_one(cx, &cx.names.down, e, &down, None, down_amax, pqs, cx.inputs[1], errors)?);
         Ok(out)
     }
 
+    /// One expert projection quantized (with shared INT4 block maxima where given), its `pre_quant_scale` beside it
+    /// unless folded.
     #[allow(clippy::too_many_arguments)]
     fn awq_one(
         &self,
         cx: &ExpertsContext<'_>,
-        format: &Int4Awq,
         pattern: &str,
         e: usize,
         smoothed: &Smoothed,
-        blocks: &[f32],
+        blocks: Option<&[f32]>,
         amax: f32,
+        pqs: Option<&[f32]>,
         input_amax: f32,
         errors: &mut ErrorSum,
     ) -> Result<QuantizedLinear> {
         let output = expert_name(pattern, e);
         let name = format!("{output}.weight");
         let weight = smoothed.weight(&name)?;
-        let mut quantized = format.quantize_blocks(&weight, blocks, amax)?;
-        accumulate_error(format, &quantized, &weight, errors)?;
-        quantized.tensors.push(pre_quant_scale(&smoothed.pqs, cx.dtype));
+        let mut quantized = match blocks {
+            Some(blocks) => int4(cx.format).quantize_blocks(&weight, blocks, amax)?,
+            None => cx.format.quantize(&weight, amax)?,
+        };
+        accumulate_error(cx.format, &quantized, &weight, errors)?;
+        if let Some(pqs) = pqs {
+            quantized.tensors.push(pre_quant_scale(pqs, cx.dtype));
+        }
         Ok(QuantizedLinear::module(output, cx.format, quantized, Some(input_amax)))
     }
 }
@@ -339,4 +391,6 @@ struct ExpertsContext<'c> {
     down_mean: &'c [f32],
     /// The shared input amax of gate/up and of down.
     inputs: [f32; 2],
+    /// NVFP4_AWQ: each expert's down smoothing folds into its up's output rows.
+    fold_down: bool,
 }

@@ -59,12 +59,12 @@ impl FormatSet {
 
     /// Whether any format the plan uses needs calibration (input scales, or an AWQ search, from the forward).
     pub fn calibrated(&self) -> bool {
-        self.used.iter().any(|&name| self.get(name).calibrated() || self.get(name).awq_block().is_some())
+        self.used.iter().any(|&name| self.get(name).calibrated() || self.get(name).awq().is_some())
     }
 
-    /// The block of the AWQ search the plan's AWQ formats need (None without one).
-    pub fn awq_block(&self) -> Option<usize> {
-        self.used.iter().find_map(|&name| self.get(name).awq_block())
+    /// The quantizer of the AWQ search the plan's AWQ format needs (None without one).
+    pub fn awq(&self) -> Option<crate::formats::AwqQuantizer> {
+        self.used.iter().find_map(|&name| self.get(name).awq())
     }
 
     /// The formats the plan uses, by name, for messages.

@@ -115,25 +115,30 @@ pub fn output_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &Forma
 }
 
 /// The AWQ formats' tensors beside the quantized weights: each smoothed weight's `pre_quant_scale` (in the weight's
-/// dtype, one per input channel) where no norm absorbs it, and the norms that do.
+/// dtype, one per input channel) where no norm or preceding linear absorbs it, and the norms that do.
 fn awq_layout(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &FormatSet) -> Result<Vec<TensorLayout>> {
     let mut layout = Vec::new();
     let mut smoothing = |output: &str, dtype, inputs: usize| {
         layout.push(TensorLayout { name: format!("{output}.pre_quant_scale"), dtype, shape: vec![inputs] });
     };
-    let folded = |module: &str| plan.awq_norms.iter().any(|n| n.modules.iter().any(|m| m == module));
-    for l in plan.linears.iter().filter(|l| formats.linear(l).awq_block().is_some() && !folded(&l.module)) {
+    let folded = |module: &str| {
+        plan.awq_norms.iter().any(|n| n.modules.iter().any(|m| m == module))
+            || plan.awq_folds.iter().any(|f| f.from == module)
+    };
+    for l in plan.linears.iter().filter(|l| formats.linear(l).awq().is_some() && !folded(&l.module)) {
         let info = checkpoint.info(&format!("{}.weight", l.module))?;
         smoothing(&l.output, info.dtype, info.shape.last().copied().unwrap_or(0));
     }
-    for experts in plan.experts.iter().filter(|x| formats.experts(x).awq_block().is_some()) {
+    for experts in plan.experts.iter().filter(|x| formats.experts(x).awq().is_some()) {
         let (source, ExpertOutput::PerExpert(names)) = (&experts.source, &experts.output) else { continue };
         let dtype = checkpoint.info(&expert_name(&source.down, 0))?.dtype;
         for e in 0..source.experts {
             for gate_or_up in names.gate.iter().chain([&names.up]) {
                 smoothing(&expert_name(gate_or_up, e), dtype, source.hidden);
             }
-            smoothing(&expert_name(&names.down, e), dtype, source.intermediate);
+            if !folded(&names.down) {
+                smoothing(&expert_name(&names.down, e), dtype, source.intermediate);
+            }
         }
     }
     for norm in &plan.awq_norms {

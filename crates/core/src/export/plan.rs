@@ -26,6 +26,9 @@ pub struct ExportPlan {
     /// The norms whose weights absorb an AWQ group's `pre_quant_scale` (written here, not kept).
     #[serde(default)]
     pub awq_norms: Vec<AwqNormPlan>,
+    /// NVFP4_AWQ: linears whose `pre_quant_scale` the preceding linear's output rows absorb.
+    #[serde(default)]
+    pub awq_folds: Vec<AwqFoldPlan>,
     /// Files written with the given text (config.json, hf_quant_config.json).
     pub files: BTreeMap<String, String>,
     /// Files of the input directory copied unchanged (tokenizer, generation config …).
@@ -155,6 +158,21 @@ pub struct AwqNormPlan {
     /// The norm scales by `1 + weight` (Gemma's): `(w + 1)·s − 1` is written.
     #[serde(default)]
     pub offset: bool,
+}
+
+/// A linear whose input is another's output, unchanged but for the channels (NVFP4_AWQ, as ModelOpt folds it for
+/// Llama and Qwen3 attention and MLPs): `from`'s `pre_quant_scale` (its own, before any group mean) multiplies the
+/// output rows of `into`, and `from` carries none. `o_proj` into `v_proj` (without grouped heads), `down_proj` into
+/// `up_proj`; for routed experts, the patterns of the experts' output names (`…experts.{e}.down_proj` into
+/// `…experts.{e}.up_proj`).
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
+pub struct AwqFoldPlan {
+    /// The decoder layer both belong to.
+    pub layer: usize,
+    /// The linear whose smoothing is folded (its module name, or the experts' output pattern).
+    pub from: String,
+    /// The linear whose output rows absorb it.
+    pub into: String,
 }
 
 /// The routed experts of one MoE layer.

@@ -119,7 +119,7 @@ impl<'a> Quantizer<'a> {
     ) -> Result<QuantizedLayer> {
         let mut errors = ErrorSum::default();
         let mut amax_cache = HashMap::new();
-        let awq = |format: &dyn QuantFormat| format.awq_block().is_some();
+        let awq = |format: &dyn QuantFormat| format.awq().is_some();
         for linear in plan.linears.iter().filter(|l| l.layer == layer && !awq(self.formats.linear(l))) {
             sink(self.quantize_linear(linear, observers, &mut amax_cache, &mut errors)?)?;
         }
@@ -145,7 +145,7 @@ impl<'a> Quantizer<'a> {
                         experts.block
                     )));
                 };
-                self.quantize_awq_experts(experts, names, observers, &mut errors, sink)?;
+                self.quantize_awq_experts(experts, names, &plan.awq_folds, observers, &mut errors, sink)?;
                 continue;
             }
             match (&experts.output, held, stats) {

@@ -24,7 +24,7 @@ pub use int4::{Int4Awq, INT4_BLOCK};
 pub use mx::MX_BLOCK;
 pub use mxfp4::{mxfp4_code, mxfp4_exponent, Mxfp4};
 pub use mxfp8::{e8m0_exponent, Mxfp8};
-pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, Nvfp4CompressedTensors, W4a16Nvfp4, NVFP4_BLOCK};
+pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, Nvfp4Awq, Nvfp4CompressedTensors, W4a16Nvfp4, NVFP4_BLOCK};
 pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
 pub use stored::{dequantize_stored, stored_format};
 
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::numerics::first_non_finite;
 
 /// The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`, `"mxfp8"`,
-/// `"mxfp4"`, `"int4_awq"`, `"w4a8_awq"`).
+/// `"mxfp4"`, `"int4_awq"`, `"w4a8_awq"`, `"nvfp4_awq"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
 pub enum FormatName {
     /// FP8 E4M3, one scale per tensor, calibrated static input scales (`FP8`).
@@ -68,11 +68,14 @@ pub enum FormatName {
     /// INT4 AWQ weights with FP8 activations and a calibrated input scale (`W4A8_AWQ`).
     #[serde(rename = "w4a8_awq")]
     W4a8Awq,
+    /// NVFP4 weights smoothed by an AWQ search, with calibrated input scales (`NVFP4_AWQ`).
+    #[serde(rename = "nvfp4_awq")]
+    Nvfp4Awq,
 }
 
 impl FormatName {
     /// Every format; the ones that read stored weights back try them in this order.
-    pub const ALL: [FormatName; 9] = [
+    pub const ALL: [FormatName; 10] = [
         FormatName::Fp8,
         FormatName::Nvfp4,
         FormatName::W4a16Nvfp4,
@@ -82,6 +85,7 @@ impl FormatName {
         FormatName::Mxfp4,
         FormatName::Int4Awq,
         FormatName::W4a8Awq,
+        FormatName::Nvfp4Awq,
     ];
 
     /// The name options use.
@@ -96,6 +100,7 @@ impl FormatName {
             FormatName::Mxfp4 => "mxfp4",
             FormatName::Int4Awq => "int4_awq",
             FormatName::W4a8Awq => "w4a8_awq",
+            FormatName::Nvfp4Awq => "nvfp4_awq",
         }
     }
 }
@@ -113,6 +118,7 @@ pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
         FormatName::Mxfp4 => Box::new(Mxfp4),
         FormatName::Int4Awq => Box::new(Int4Awq { fp8_activations: false }),
         FormatName::W4a8Awq => Box::new(Int4Awq { fp8_activations: true }),
+        FormatName::Nvfp4Awq => Box::new(Nvfp4Awq),
     }
 }
 
@@ -224,6 +230,23 @@ pub fn matrix_shape(name: &str, shape: &[usize]) -> Result<[usize; 2]> {
     }
 }
 
+/// The weight quantizer an AWQ search fake-quantizes with: INT4 in blocks of 128, or NVFP4 (blocks of 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwqQuantizer {
+    Int4,
+    Nvfp4,
+}
+
+impl AwqQuantizer {
+    /// The block along K its scales cover (the search's per-channel weight scale is taken over it).
+    pub fn block(self) -> usize {
+        match self {
+            AwqQuantizer::Int4 => INT4_BLOCK,
+            AwqQuantizer::Nvfp4 => NVFP4_BLOCK,
+        }
+    }
+}
+
 /// A weight quantization format. Optional abilities belong in other traits ([`DeviceQuantize`]).
 pub trait QuantFormat: Send + Sync {
     fn name(&self) -> FormatName;
@@ -241,10 +264,10 @@ pub trait QuantFormat: Send + Sync {
     fn calibrated(&self) -> bool {
         true
     }
-    /// The block along K of the weight quantizer an AWQ search smooths this format's weights for, for the formats
-    /// found by one (`int4_awq`, `w4a8_awq`): the calibration forward then searches each linear's smoothing, the
+    /// The weight quantizer an AWQ search smooths this format's weights for, for the formats found by one
+    /// (`int4_awq`, `w4a8_awq`, `nvfp4_awq`): the calibration forward then searches each linear's smoothing, the
     /// weights are quantized smoothed, and a `pre_quant_scale` is written (see `awq`).
-    fn awq_block(&self) -> Option<usize> {
+    fn awq(&self) -> Option<AwqQuantizer> {
         None
     }
     /// The `input_scale` written for an activation amax (the max |x| calibration saw), for calibrated formats.
@@ -362,7 +385,7 @@ mod tests {
         }
         assert!(serde_json::from_value::<FormatName>("int4".into()).is_err());
         let calibrated: Vec<bool> = FormatName::ALL.iter().map(|&name| format(name, false).calibrated()).collect();
-        assert_eq!(calibrated, [true, true, false, false, false, false, false, false, true]);
+        assert_eq!(calibrated, [true, true, false, false, false, false, false, false, true, true]);
         let algos: Vec<&str> = FormatName::ALL.iter().map(|&name| format(name, false).quant_algo()).collect();
         let expected = [
             "FP8",
@@ -374,6 +397,7 @@ mod tests {
             "mxfp4",
             "W4A16_AWQ",
             "W4A8_AWQ",
+            "NVFP4_AWQ",
         ];
         assert_eq!(algos, expected);
     }
@@ -386,7 +410,9 @@ mod tests {
         assert!(format(FormatName::Fp8PcPt, false).weight_scale("w", 1.0).is_err());
         assert!(format(FormatName::Mxfp8, false).weight_scale("w", 1.0).is_err());
         assert!(format(FormatName::Mxfp4, false).weight_scale("w", 1.0).is_err());
-        for name in [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PbWo] {
+        for name in
+            [FormatName::Fp8, FormatName::Nvfp4, FormatName::W4a16Nvfp4, FormatName::Fp8PbWo, FormatName::Nvfp4Awq]
+        {
             let format = format(name, false);
             let scalar = format.output_layout([1, 16]).iter().rev().find(|(_, _, s)| s.is_empty()).unwrap().0;
             for amax in [0.0, 1e-45, 1e-39, 0.5, 3.7, 448.0, 1e30] {

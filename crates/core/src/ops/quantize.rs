@@ -155,8 +155,8 @@ pub fn quantize_checkpoint(
 
 /// What the calibration's AWQ search covers: the plan's linears and routed experts in an AWQ format.
 fn awq_plan(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &FormatSet) -> Result<Option<AwqPlan>> {
-    let Some(block) = formats.awq_block() else { return Ok(None) };
-    let awq = |format: &dyn crate::formats::QuantFormat| format.awq_block().is_some();
+    let Some(quantizer) = formats.awq() else { return Ok(None) };
+    let awq = |format: &dyn crate::formats::QuantFormat| format.awq().is_some();
     let linears: Vec<&str> =
         plan.linears.iter().filter(|l| awq(formats.linear(l))).map(|l| l.module.as_str()).collect();
     let experts: Vec<&crate::export::plan::ExpertPlan> =
@@ -169,7 +169,7 @@ fn awq_plan(checkpoint: &Checkpoint, plan: &ExportPlan, formats: &FormatSet) -> 
         None => return Ok(None),
     };
     Ok(Some(AwqPlan {
-        block,
+        quantizer,
         dtype,
         modules: linears.into_iter().map(str::to_string).collect(),
         blocks: experts.iter().map(|x| x.block.clone()).collect(),

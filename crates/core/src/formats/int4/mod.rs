@@ -135,8 +135,8 @@ impl QuantFormat for Int4Awq {
         self.fp8_activations
     }
 
-    fn awq_block(&self) -> Option<usize> {
-        Some(INT4_BLOCK)
+    fn awq(&self) -> Option<super::AwqQuantizer> {
+        Some(super::AwqQuantizer::Int4)
     }
 
     /// `amax / 448` (0 or NaN read as 448).

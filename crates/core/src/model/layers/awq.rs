@@ -8,6 +8,7 @@ use candle_core::Tensor;
 use super::{layer_prefix, LayerStream};
 use crate::awq::search::AwqSearch;
 use crate::error::{Error, Result};
+use crate::formats::AwqQuantizer;
 use crate::model::blocks::key_selection::ChosenKeys;
 use crate::model::blocks::rope::Rope;
 use crate::model::decoder::DecoderLayer;
@@ -18,8 +19,8 @@ use crate::numerics::dtype::Dtype;
 /// batches twice, for the statistics and for the search (see `awq::search`).
 #[derive(Debug, Clone)]
 pub struct AwqPlan {
-    /// The weight quantizer's block along K.
-    pub block: usize,
+    /// The weight quantizer the search fake-quantizes with.
+    pub quantizer: AwqQuantizer,
     /// The dtype the searched weights are stored in.
     pub dtype: Dtype,
     /// Linears, by module name.
@@ -46,7 +47,7 @@ impl LayerStream<'_> {
             .map(|module| Ok((module.clone(), self.loader.weight(module)?)))
             .collect::<Result<HashMap<_, _>>>()?;
         let blocks = plan.blocks.iter().filter(|block| block.starts_with(prefix)).cloned().collect();
-        Ok(Some(AwqSearch::new(plan.block, plan.dtype, weights, blocks)))
+        Ok(Some(AwqSearch::new(plan.quantizer, plan.dtype, weights, blocks)))
     }
 
     /// The AWQ search pass of a layer: `inputs` (each batch's input of the layer) run through it again with the
