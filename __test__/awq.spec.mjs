@@ -1,18 +1,18 @@
-// The AWQ formats (int4_awq → W4A16_AWQ, w4a8_awq → W4A8_AWQ) against ModelOpt 0.47's exports of the same source
+// The AWQ formats (int4_awq → W4A16_AWQ, w4a8_awq → W4A8_AWQ, nvfp4_awq → NVFP4_AWQ) against ModelOpt 0.47's exports of the same source
 // checkpoints and calibration ids (fixtures/golden/awq_*, made by tools/make_awq_golden.py).
 //
 // Byte identity is checked in crates/core/tests/awq_golden.rs, given ModelOpt's own search statistics: every tensor
 // of the three goldens. A run of ours searches on its own forward, in f32 where ModelOpt's CPU run is bf16 (and
 // ModelOpt's bf16 GEMMs change with the CPU's instruction set), so where two alphas are close our search may keep the
 // other one. Here the whole run is checked against the goldens: the same tensors, dtypes and shapes, the same
-// metadata; INT4 codes, scales, pre_quant_scale and the norms that absorb it close to ModelOpt's; and the
+// metadata; 4-bit codes, scales, pre_quant_scale and the norms that absorb it close to ModelOpt's; and the
 // dequantized model as close to the original as ModelOpt's export is.
 import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { computeLogits, quantizeModel } from '../dist/index.js'
-import { FIXTURES, readRaw, readTensors, rows, tempDir } from './helpers/checkpoint.mjs'
+import { FIXTURES, floatValues, readRaw, readTensors, rows, tempDir } from './helpers/checkpoint.mjs'
 
 const GOLDEN = join(FIXTURES, 'golden')
 const calibIds = readTensors(join(GOLDEN, 'calib_ids.safetensors')).input_ids
@@ -61,7 +61,10 @@ async function compare(t, kase, format) {
     const [start, end] = file.header[name].data_offsets
     return file.data.subarray(start, end)
   }
-  const maxRel = (x, y) => x.values.reduce((m, v, i) => Math.max(m, Math.abs(v - y.values[i]) / Math.max(Math.abs(y.values[i]), 1e-12)), 0)
+  const maxRel = (x, y) => {
+    const [ours, theirs] = [floatValues(x), floatValues(y)]
+    return ours.reduce((m, v, i) => Math.max(m, Math.abs(v - theirs[i]) / Math.max(Math.abs(theirs[i]), 1e-12)), 0)
+  }
   for (const name of Object.keys(b)) {
     if (name.endsWith('.weight') && b[name].dtype === 'U8') {
       const [ours, theirs] = [nibbles(bytes(raw.ours, name)), nibbles(bytes(raw.theirs, name))]
@@ -72,14 +75,22 @@ async function compare(t, kase, format) {
     } else if (name.endsWith('.pre_quant_scale') || name.endsWith('layernorm.weight')) {
       worst.smoothing = Math.max(worst.smoothing, maxRel(a[name], b[name]))
     } else if (name.endsWith('.input_scale')) {
-      worst.input = Math.max(worst.input, maxRel(a[name], b[name]))
+      // ModelOpt writes each routed expert's own; ours is the layer's, their largest.
+      const expert = /^(.*\.experts\.)\d+(\..*)$/.exec(name)
+      const same = expert ? Object.keys(b).filter((n) => n.startsWith(expert[1]) && n.endsWith(expert[2]) && /^\d+$/.test(n.slice(expert[1].length, -expert[2].length))) : [name]
+      const theirs = Math.max(...same.map((n) => b[n].values[0]))
+      worst.input = Math.max(worst.input, Math.abs(a[name].values[0] - theirs) / theirs)
     }
   }
   const agreement = equalCodes / codes
-  t.log(`${kase} ${format}: ${(100 * agreement).toFixed(2)}% of ${codes} INT4 codes equal; max relative difference: block scales ${worst.scale.toExponential(2)}, pre_quant_scale and norms ${worst.smoothing.toExponential(2)}, input scales ${worst.input.toExponential(2)}`)
-  t.true(agreement >= 0.95, `INT4 codes equal to ModelOpt's: ${agreement}`)
-  // Where our search keeps a neighbouring alpha, that linear's smoothing moves by up to about 15%.
-  t.true(worst.smoothing <= 0.3 && worst.scale <= 0.15 && worst.input <= 0.05, JSON.stringify(worst))
+  t.log(`${kase} ${format}: ${(100 * agreement).toFixed(2)}% of ${codes} 4-bit codes equal; max relative difference: block scales ${worst.scale.toExponential(2)}, pre_quant_scale and norms ${worst.smoothing.toExponential(2)}, input scales ${worst.input.toExponential(2)}`)
+  // Where our search keeps a neighbouring alpha, that linear's smoothing moves by up to about 15%. NVFP4's loss is
+  // flatter across alphas (and ModelOpt's CPU golden searched with a stand-in for its GPU kernel), so its alphas
+  // part more often; its E4M3 block scales of near-zero blocks move by whole steps, so codes and logits judge it.
+  const nvfp4 = format === 'nvfp4_awq'
+  t.true(agreement >= (nvfp4 ? 0.9 : 0.95), `codes equal to ModelOpt's: ${agreement}`)
+  t.true(worst.smoothing <= (nvfp4 ? 0.2 : 0.15) && worst.input <= (nvfp4 ? 0.1 : 0.05), JSON.stringify(worst))
+  if (!nvfp4) t.true(worst.scale <= 0.15, JSON.stringify(worst))
 
   // Read back by our forward (pre_quant_scale applied, the norms as written): as close to the original as ModelOpt's.
   const original = (await computeLogits(source, PROBE)).logits
@@ -92,6 +103,9 @@ async function compare(t, kase, format) {
 test('int4_awq on a dense Qwen3 is ModelOpt\'s W4A16_AWQ export', (t) => compare(t, 'awq_qwen3', 'int4_awq'))
 test('w4a8_awq on a dense Qwen3 is ModelOpt\'s W4A8_AWQ export', (t) => compare(t, 'awq_qwen3', 'w4a8_awq'))
 test('int4_awq searches each routed expert and averages over the experts as ModelOpt does', (t) => compare(t, 'awq_qwen3_moe', 'int4_awq'))
+test('nvfp4_awq on a dense Qwen3 is ModelOpt\'s NVFP4_AWQ export (down_proj folded into up_proj)', (t) => compare(t, 'awq_qwen3', 'nvfp4_awq'))
+test('nvfp4_awq without grouped heads folds o_proj into v_proj as ModelOpt does', (t) => compare(t, 'awq_qwen3_mha', 'nvfp4_awq'))
+test('nvfp4_awq folds each expert\'s down_proj into its up_proj as ModelOpt does', (t) => compare(t, 'awq_qwen3_moe', 'nvfp4_awq'))
 
 test('what the AWQ formats are not written for is refused before any work', async (t) => {
   const output = join(tempDir(), 'out')

@@ -76,7 +76,7 @@ test('usage errors name the flag', (t) => {
     [[], /needs the model directory/],
     [['a', 'b', '--format', 'fp8', '--out', 'o'], /one model directory, got 2/],
     [['m', '--out', 'o'], /--format is required/],
-    [['m', '--format', 'int4', '--out', 'o'], /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4 or int4_awq or w4a8_awq, got "int4"/],
+    [['m', '--format', 'int4', '--out', 'o'], /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4 or int4_awq or w4a8_awq or nvfp4_awq, got "int4"/],
     [['m', '--format', 'fp8'], /--out is required/],
     [['m', '--format', 'fp8', '--out'], /--out needs a value/],
     [['m', '--format', '--out', 'o'], /--format needs a value/],
@@ -86,7 +86,7 @@ test('usage errors name the flag', (t) => {
     [[...base, '--json=yes'], /--json takes no value/],
     [[...base, '--exclude='], /--exclude: expected a value/],
     [[...base, '--device', 'gpu'], /--device: expected cpu, cuda or cuda:N/],
-    [['m', '--format', 'fp8', '--out', 'o', '--keep-indivisible'], /--keep-indivisible applies to the block formats only \(nvfp4, w4a16_nvfp4, mxfp8, mxfp4, int4_awq, w4a8_awq\)/],
+    [['m', '--format', 'fp8', '--out', 'o', '--keep-indivisible'], /--keep-indivisible applies to the block formats only \(nvfp4, w4a16_nvfp4, mxfp8, mxfp4, int4_awq, w4a8_awq, nvfp4_awq\)/],
     [[...base, '--kv-cache', 'int8'], /^--kv-cache: expected fp8 or fp8_cast or none, got "int8"$/],
     [[...base, '--kv-cache', 'fp8-cast'], /^--kv-cache: expected fp8 or fp8_cast or none, got "fp8-cast" \(did you mean fp8_cast\?\)$/],
     [['m', '--format', 'fp8_pc_pt', '--out', 'o', '--kv-cache', 'fp8'], /^--kv-cache fp8 calibrates the key and value scales: --format fp8_pc_pt is weight-only and runs no calibration \(use --kv-cache fp8_cast\)$/],
@@ -284,7 +284,7 @@ test('CLI: errors are worded with flags, close misspellings get a suggestion, --
   const model = join(FIXTURES, 'qwen3_moe/hub')
   const format = cli('quantize', model, '--format', 'nvpf4', '--out', join(tempDir(), 'o'))
   t.is(format.status, 2)
-  t.regex(format.stderr, /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4 or int4_awq or w4a8_awq, got "nvpf4" \(did you mean nvfp4\?\)/)
+  t.regex(format.stderr, /--format: expected fp8 or nvfp4 or w4a16_nvfp4 or fp8_pc_pt or fp8_pb_wo or mxfp8 or mxfp4 or int4_awq or w4a8_awq or nvfp4_awq, got "nvpf4" \(did you mean nvfp4\?\)/)
   const flag = cli('quantize', model, '--format', 'fp8', '--out', join(tempDir(), 'o'), '--overwirte')
   t.regex(flag.stderr, /unknown option --overwirte \(did you mean --overwrite\?\)/)
   const busy = tempDir()

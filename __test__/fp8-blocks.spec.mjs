@@ -8,24 +8,9 @@ import { join } from 'node:path'
 
 import { renderSummary } from '../dist/cli/quantize.js'
 import { evaluateModel, quantizeModel } from '../dist/index.js'
-import { FIXTURES, readTensors, tempDir, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
+import { bf16Values, e4m3, FIXTURES, readTensors, tempDir, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 const TILE = 128
-
-/** bf16 bytes as numbers. */
-function bf16Values(bytes) {
-  const halves = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength))
-  return new Float32Array(Uint32Array.from(halves, (h) => h << 16).buffer)
-}
-
-/** The value of an E4M3 byte. */
-function e4m3(byte) {
-  const sign = byte & 0x80 ? -1 : 1
-  const exponent = (byte >> 3) & 0x0f
-  const mantissa = byte & 0x07
-  if ((byte & 0x7f) === 0x7f) return Number.NaN
-  return sign * (exponent === 0 ? mantissa / 512 : 2 ** (exponent - 7) * (1 + mantissa / 8))
-}
 
 /** Max |x| of each 128×128 tile of a row-major [rows, cols] weight, tile-row major. */
 function tileAmaxes(values, rows, cols) {

@@ -28,9 +28,9 @@ import { FIXTURES, readRaw, readTensors, tempDir, writeRaw } from './helpers/che
 const GOLDEN = join(FIXTURES, 'golden')
 /** quant_algo values vLLM 0.34 accepts (upper-cased before comparing). */
 const VLLM_ALGOS = ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8', 'MIXED_PRECISION']
-const GROUP_SIZE = { NVFP4: 16, W4A16_NVFP4: 16, MXFP8: 32, W4A16_AWQ: 128, W4A8_AWQ: 128 }
-/** ModelOpt's mxfp4 is not among them, nor its INT4 AWQ formats (TensorRT-LLM's): everything else about them is checked. */
-const NOT_SERVED = ['MXFP4', 'W4A16_AWQ', 'W4A8_AWQ']
+const GROUP_SIZE = { NVFP4: 16, W4A16_NVFP4: 16, MXFP8: 32, W4A16_AWQ: 128, W4A8_AWQ: 128, NVFP4_AWQ: 16 }
+/** ModelOpt's mxfp4 is not among them, nor its AWQ formats (TensorRT-LLM's): everything else about them is checked. */
+const NOT_SERVED = ['MXFP4', 'W4A16_AWQ', 'W4A8_AWQ', 'NVFP4_AWQ']
 /** The per-module quant_algo values the mixed-precision loaders take for linears and for MoE experts. */
 const MIXED_LINEAR_ALGOS = ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8']
 const MIXED_MOE_ALGOS = ['FP8', 'FP8_PB_WO', 'NVFP4', 'W4A16_NVFP4', 'MXFP8']
@@ -100,7 +100,7 @@ function loaderProblems(dir) {
       // INT4 codes packed two output rows a byte [N/2, K], an F32 scale per 128 inputs of each row; W4A8 adds an FP8 weight scale.
       W4A16_AWQ: () => weight.dtype === 'U8' && info.dtype === 'F32' && info.shape.join() === [2 * n, k / 128].join(),
       W4A8_AWQ: () => weight.dtype === 'U8' && info.dtype === 'F32' && info.shape.join() === [2 * n, k / 128].join() && header[`${name}_2`] !== undefined,
-    }[weightAlgo === 'W4A16_NVFP4' ? 'NVFP4' : weightAlgo]
+    }[weightAlgo === 'W4A16_NVFP4' || weightAlgo === 'NVFP4_AWQ' ? 'NVFP4' : weightAlgo]
     if (rule && !rule()) fail(`${name}: ${weight.dtype} ${JSON.stringify(weight.shape)} with ${info.dtype} ${JSON.stringify(info.shape)}`)
   }
   if (algo === 'NVFP4' || algo === 'W4A16_NVFP4' || mixed) {
@@ -121,7 +121,7 @@ const exports = readdirSync(GOLDEN, { withFileTypes: true })
 const mixedExports = readdirSync(GOLDEN).filter((d) => d.startsWith('mixed_'))
 
 test('every ModelOpt golden export meets the loaders\' rules', (t) => {
-  t.is(exports.length, 149, 'every golden export (calibrated, weight-only, scope, KV cache, MXFP8, MXFP4, fp8_pb_wo, INT4 AWQ)')
+  t.is(exports.length, 152, 'every golden export (calibrated, weight-only, scope, KV cache, MXFP8, MXFP4, fp8_pb_wo, AWQ)')
   t.is(mixedExports.length, 2, 'and the MIXED_PRECISION ones')
   exports.push(...mixedExports)
   const failing = exports.map((dir) => [dir, loaderProblems(join(GOLDEN, dir))]).filter(([, problems]) => problems.length > 0)
@@ -139,6 +139,7 @@ test('our exports in every format meet the loaders\' rules, with each KV cache f
     ['golden/mx_mixtral_hub/source', 'mxfp4', { kvCache: 'none' }],
     ['golden/awq_qwen3/source', 'w4a8_awq', { calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] }, kvCache: 'fp8' }],
     ['golden/awq_qwen3_moe/source', 'int4_awq', { calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] }, kvCache: 'none' }],
+    ['golden/awq_qwen3_mha/source', 'nvfp4_awq', { calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] }, kvCache: 'fp8' }],
     // Mixed: NVFP4 experts, FP8 attention, the shared expert weight-only NVFP4.
     ['qwen2_moe/fused', 'nvfp4', {
       calibration: { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] },

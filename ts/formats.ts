@@ -5,7 +5,7 @@
  */
 import type { FormatName } from './native/contract'
 
-/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4, W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN, fp8_pb_wo, MXFP8, mxfp4, W4A16_AWQ, W4A8_AWQ): the native core's `FormatName`. */
+/** Quantization formats (ModelOpt `quant_algo`: FP8, NVFP4, W4A16_NVFP4, FP8_PER_CHANNEL_PER_TOKEN, fp8_pb_wo, MXFP8, mxfp4, W4A16_AWQ, W4A8_AWQ, NVFP4_AWQ): the native core's `FormatName`. */
 export type QuantFormatName = FormatName
 
 /** What moe-quant knows of one format. */
@@ -61,8 +61,8 @@ export interface FormatFacts {
  * or E2M1 with a power-of-two scale per 32 weights of a row, activations MX-scaled by the engine; and INT4 with an f32
  * scale per 128 inputs, smoothed by an AWQ search, activations in 16 bits or FP8 with a static scale.
  */
-/** Where ModelOpt's INT4 AWQ checkpoints are served. */
-const AWQ_SERVING = "serving: ModelOpt's W4A16_AWQ and W4A8_AWQ are TensorRT-LLM's formats; the ModelOpt loader of vLLM 0.34 does not take them"
+/** Where ModelOpt's AWQ checkpoints are served. */
+const AWQ_SERVING = "serving: ModelOpt's W4A16_AWQ, W4A8_AWQ and NVFP4_AWQ are TensorRT-LLM's formats; the ModelOpt loader of vLLM 0.34 does not take them"
 
 export const FORMATS: Readonly<Record<QuantFormatName, FormatFacts>> = {
   fp8: { quantAlgo: 'FP8', bits: 8, groupSize: null, weightDtype: 'F8_E4M3', weightsPerByte: 1, packsRows: false, secondScale: false, awq: false, groupScaleDtype: null, calibrated: true, configGroups: 'weights_and_inputs', weightScales: 'tensor', writesGroupSize: false, stackedExperts: true, sharedWeightAmax: false, servingNote: null },
@@ -76,6 +76,7 @@ export const FORMATS: Readonly<Record<QuantFormatName, FormatFacts>> = {
   mxfp4: { quantAlgo: 'mxfp4', bits: 4, groupSize: 32, weightDtype: 'U8', weightsPerByte: 2, packsRows: false, secondScale: false, awq: false, groupScaleDtype: null, calibrated: false, configGroups: 'none', weightScales: 'mx', writesGroupSize: false, stackedExperts: false, sharedWeightAmax: false, servingNote: "serving: the ModelOpt loaders of vLLM 0.34 and SGLang 0.5.23 do not take ModelOpt's mxfp4 (their MXFP4 path reads GPT-OSS's own format)" },
   int4_awq: { quantAlgo: 'W4A16_AWQ', bits: 4, groupSize: 128, weightDtype: 'U8', weightsPerByte: 2, packsRows: true, secondScale: false, awq: true, groupScaleDtype: 'F32', calibrated: true, configGroups: 'none', weightScales: 'block', writesGroupSize: true, stackedExperts: false, sharedWeightAmax: false, servingNote: AWQ_SERVING },
   w4a8_awq: { quantAlgo: 'W4A8_AWQ', bits: 4, groupSize: 128, weightDtype: 'U8', weightsPerByte: 2, packsRows: true, secondScale: true, awq: true, groupScaleDtype: 'F32', calibrated: true, configGroups: 'none', weightScales: 'block', writesGroupSize: true, stackedExperts: false, sharedWeightAmax: true, servingNote: AWQ_SERVING },
+  nvfp4_awq: { quantAlgo: 'NVFP4_AWQ', bits: 4, groupSize: 16, weightDtype: 'U8', weightsPerByte: 2, packsRows: false, secondScale: true, awq: true, groupScaleDtype: 'F8_E4M3', calibrated: true, configGroups: 'none', weightScales: 'block', writesGroupSize: true, stackedExperts: false, sharedWeightAmax: true, servingNote: AWQ_SERVING },
 }
 
 /** The side of `fp8_pb_wo`'s square tiles. */

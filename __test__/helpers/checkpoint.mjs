@@ -106,6 +106,28 @@ export function readTensors(path) {
   return out
 }
 
+/** bf16 bytes as numbers. */
+export function bf16Values(bytes) {
+  const halves = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength))
+  return new Float32Array(Uint32Array.from(halves, (h) => h << 16).buffer)
+}
+
+/** The value of an E4M3 byte. */
+export function e4m3(byte) {
+  const sign = byte & 0x80 ? -1 : 1
+  const exponent = (byte >> 3) & 0x0f
+  const mantissa = byte & 0x07
+  if ((byte & 0x7f) === 0x7f) return Number.NaN
+  return sign * (exponent === 0 ? mantissa / 512 : 2 ** (exponent - 7) * (1 + mantissa / 8))
+}
+
+/** A tensor of `readTensors` as numbers: F32 as read, BF16 and F8_E4M3 decoded. */
+export function floatValues({ dtype, values }) {
+  if (dtype === 'BF16') return bf16Values(values)
+  if (dtype === 'F8_E4M3') return Array.from(values, e4m3)
+  return values
+}
+
 /** ‖a − b‖ / ‖b‖. */
 export function relativeL2(a, b) {
   let num = 0

@@ -30,8 +30,8 @@ formats need no calibration (and no calibration flags): any detected MoE model t
 
 Options:
   --format FORMAT         quantization format (required): fp8, nvfp4 (calibrated activation scales),
-                          int4_awq and w4a8_awq (INT4 weights smoothed by an AWQ search during calibration,
-                          16-bit or FP8 activations; TensorRT-LLM's W4A16_AWQ / W4A8_AWQ); w4a16_nvfp4
+                          int4_awq, w4a8_awq, nvfp4_awq (INT4 or NVFP4 weights smoothed by an AWQ search
+                          during calibration; TensorRT-LLM's W4A16_AWQ / W4A8_AWQ / NVFP4_AWQ); w4a16_nvfp4
                           (NVFP4 weights, 16-bit activations), fp8_pc_pt (FP8 weights with a scale per
                           output channel, activations scaled per token by the engine), fp8_pb_wo
                           (FP8 weights with a scale per 128x128 block, 16-bit activations), mxfp8 and mxfp4

@@ -5,11 +5,13 @@
  * ModelOpt's export folds the mean `pre_quant_scale` of linears that read one norm's output straight into that
  * norm's weight: q/k/v after the input norm and a dense MLP's gate/up after the post-attention norm of a pre-norm
  * layer. Every other AWQ linear (o_proj, down_proj, routed experts; shared experts, which read a reshaped copy of
- * the norm's output) carries its `pre_quant_scale`.
+ * the norm's output) carries its `pre_quant_scale`, except NVFP4_AWQ's folds: in Llama's and Qwen3's attention and
+ * MLP classes (`PQS_FUSE_MODULE_MAPPING`), o_proj's smoothing goes into v_proj's output rows (without grouped heads)
+ * and down_proj's into up_proj's, routed experts' too.
  */
 import { MoeQuantError } from '../errors'
 import { FORMATS, type QuantFormatName } from '../formats'
-import type { AwqNormPlan, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
+import type { AwqFoldPlan, AwqNormPlan, ExportPlan, KeptTensor, ModelDescriptor } from '../native/contract'
 
 /** What is refused with an AWQ format: `E_MODEL_UNSUPPORTED` naming the layer and the way out. */
 function refuse(format: QuantFormatName, what: string): never {
@@ -67,4 +69,30 @@ export function planAwqNorms(
   }
   const folded = new Set(norms.map((n) => n.input))
   return { norms, keep: keep.filter((k) => !folded.has(k.input)) }
+}
+
+/** The model types whose attention and MLP classes ModelOpt 0.47 folds NVFP4_AWQ's smoothing through (Llama, Qwen3,
+ * Qwen3-MoE, whose experts held one module each are Qwen3-MoE MLPs too). */
+const FOLDING_MODEL_TYPES = new Set(['llama', 'qwen3', 'qwen3_moe'])
+
+/**
+ * NVFP4_AWQ's folds of a `o_proj` into its `v_proj` (same number of key/value and query heads) and of a `down_proj`
+ * into its `up_proj`: for dense MLPs by module, for routed experts by their output patterns.
+ */
+export function planAwqFolds(format: QuantFormatName, modelType: string, descriptor: ModelDescriptor | null, linears: ExportPlan['linears'], experts: ExportPlan['experts']): AwqFoldPlan[] {
+  if (format !== 'nvfp4_awq' || !descriptor || !FOLDING_MODEL_TYPES.has(modelType)) return []
+  const planned = new Set(linears.map((l) => l.module))
+  const folds: AwqFoldPlan[] = []
+  const fold = (layer: number, from: string | undefined, into: string | undefined): void => {
+    if (from !== undefined && into !== undefined && planned.has(from) && planned.has(into)) folds.push({ layer, from, into })
+  }
+  for (const layer of descriptor.layers) {
+    const attention = layer.attention
+    if (attention?.kind === 'gqa' && !attention.qkv && attention.num_kv_heads === attention.num_heads) fold(layer.index, attention.o, attention.v)
+    if (layer.mlp?.kind === 'dense') fold(layer.index, layer.mlp.down, layer.mlp.up)
+  }
+  for (const x of experts) {
+    if (x.output.kind === 'per_expert' && x.output.gate) folds.push({ layer: x.layer, from: x.output.down, into: x.output.up })
+  }
+  return folds
 }

@@ -14,7 +14,7 @@ import type { ExpertOutput, ExportPlan, KeptTensor, ModelDescriptor } from '../n
 import { compressedTensorsConfig, compressedTensorsConfigJson, compressedTensorsIgnore, type ExportFormat } from './compressed-tensors'
 import { checkExpertsForFormat } from './format-limits'
 import { planCopies } from './files'
-import { planAwqNorms, refuseForAwq } from './awq'
+import { planAwqFolds, planAwqNorms, refuseForAwq } from './awq'
 import { inputGroups } from './input-groups'
 import { type KvCacheMode, kvScalePlans } from './kv-cache'
 import { excludeModules, hfQuantConfig, listedWhenUnquantized, MODELOPT_VERSION, outputConfigJson, quantizationConfig } from './modelopt'
@@ -421,7 +421,7 @@ export function planExport(report: InspectReport, descriptor: ModelDescriptor | 
   // AWQ: the norms that absorb a group's smoothing are written by their layer, not kept.
   const awq = planAwqNorms(recipeFormats(options.format, options.recipe), descriptor, linears, keep)
   return {
-    plan: { format: options.format, keep: awq.keep, linears, experts, kv_scales: kvScales, awq_norms: awq.norms, files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite, encoding: options.exportFormat ?? 'modelopt' },
+    plan: { format: options.format, keep: awq.keep, linears, experts, kv_scales: kvScales, awq_norms: awq.norms, awq_folds: planAwqFolds(options.format, report.modelType, descriptor, linears, experts), files, copy, max_shard_bytes: options.maxShardBytes, overwrite: options.overwrite, encoding: options.exportFormat ?? 'modelopt' },
     keptIndivisible: planning.keptIndivisible,
     excludeModules: options.exportFormat === 'compressed-tensors' ? ignore : singleFormat(planning.quantizedLayers, options.format) ? exclude : [],
     quantizedLayers: planning.quantizedLayers,

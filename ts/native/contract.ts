@@ -3,6 +3,7 @@
  * generated/ are written by `cargo test` from the Rust types and committed; CI fails when they drift.
  */
 export type { AttentionDescriptor } from './generated/AttentionDescriptor'
+export type { AwqFoldPlan } from './generated/AwqFoldPlan'
 export type { AwqNormPlan } from './generated/AwqNormPlan'
 export type { AttentionMask } from './generated/AttentionMask'
 export type { AttentionTemperature } from './generated/AttentionTemperature'

@@ -1,10 +1,12 @@
-//! AWQ against ModelOpt 0.47's own INT4_AWQ (W4A16_AWQ) and W4A8_AWQ exports (fixtures/golden/awq_*, written by
-//! tools/make_awq_golden.py): a dense Qwen3 in both formats, and a Qwen3-MoE in INT4 whose experts ModelOpt searched
-//! one by one. Given the statistics ModelOpt's search kept (each linear's act_scale and best alpha, and W4A8's
-//! per-channel input maxima), everything AWQ derives from them must be ModelOpt's byte for byte: the weight scale per
-//! channel, the smoothing, `pre_quant_scale`, the smoothed weights, the q/k/v and gate/up means re-smoothing each
-//! weight and folded into the norms, the experts' means over all experts, the INT4 codes and block scales (an
-//! expert's gate and up sharing their block maxima), and W4A8's FP8 weight and input scales.
+//! AWQ against ModelOpt 0.47's own INT4_AWQ (W4A16_AWQ), W4A8_AWQ and NVFP4_AWQ exports (fixtures/golden/awq_*,
+//! written by tools/make_awq_golden.py): a dense Qwen3 in the three formats, the same without grouped heads in
+//! NVFP4_AWQ, and a Qwen3-MoE in INT4 and NVFP4_AWQ whose experts ModelOpt searched one by one. Given the statistics
+//! ModelOpt's search kept (each linear's act and weight scales, its smoothing and best alpha, and the per-channel input
+//! maxima), everything AWQ derives from them must be ModelOpt's byte for byte: the weight scale per channel, the
+//! smoothing (within 1e-6: `pow`), `pre_quant_scale`, the smoothed weights, the q/k/v and gate/up means re-smoothing
+//! each weight and folded into the norms, NVFP4_AWQ's folds into v_proj and up_proj, the experts' means over all
+//! experts, the 4-bit codes and block scales (an expert's gate and up sharing their maxima), and the weight and
+//! input scales.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -208,14 +210,19 @@ impl Case {
             })
             .collect();
         let mut inputs = Vec::new();
+        let mut per_expert = Vec::new();
         let mut means = Vec::new();
         for (p, linears) in projections.iter_mut().enumerate() {
-            let amax = (0..experts).fold(0.0f32, |m, e| {
-                let proj = ["gate_proj", "up_proj", "down_proj"][p];
-                let channel = self.stats[&name(e, proj)].channel_amax.clone().unwrap_or_default();
-                m.max(smoothed_input_amax(&channel, &linears[e].smoothing, Dtype::BF16))
-            });
-            inputs.push(amax);
+            // The experts' per-channel input maxima are shared (the largest) before each expert's smoothing.
+            let proj = ["gate_proj", "up_proj", "down_proj"][p];
+            let channels: Vec<Vec<f32>> =
+                (0..experts).map(|e| self.stats[&name(e, proj)].channel_amax.clone().unwrap_or_default()).collect();
+            let shared: Vec<f32> =
+                (0..channels[0].len()).map(|c| channels.iter().map(|ch| ch[c]).fold(0.0f32, f32::max)).collect();
+            let each: Vec<f32> =
+                (0..experts).map(|e| smoothed_input_amax(&shared, &linears[e].smoothing, Dtype::BF16)).collect();
+            inputs.push(each.iter().copied().fold(0.0f32, f32::max));
+            per_expert.push(each);
             let avg = average(&linears.iter().map(|l| l.pqs.as_slice()).collect::<Vec<_>>(), Dtype::BF16);
             if !(fold && p == 2) {
                 for linear in linears.iter_mut() {
@@ -263,9 +270,15 @@ impl Case {
                 }
             }
         }
-        // ModelOpt writes each expert's own input scale (its modules are per expert); we write the layer's largest,
-        // which is theirs' largest.
+        // ModelOpt writes each expert's own input scale (its modules are per expert): from the shared per-channel
+        // maxima and the expert's smoothing (gate and up their larger). We write the layer's largest, theirs' largest.
         if self.format.calibrated() {
+            for (e, gate_up) in per_expert[0].iter().zip(&per_expert[1]).map(|(g, u)| g.max(*u)).enumerate() {
+                for (proj, amax) in [("gate_proj", gate_up), ("up_proj", gate_up), ("down_proj", per_expert[2][e])] {
+                    let theirs = self.export.read(&format!("{}.input_scale", name(e, proj))).unwrap().to_f32()[0];
+                    assert_eq!(self.format.input_scale(amax), theirs, "{}: ModelOpt's own input scale", name(e, proj));
+                }
+            }
             for (p, proj) in ["gate_proj", "up_proj", "down_proj"].iter().enumerate() {
                 let theirs = (0..experts).fold(0.0f32, |m, e| {
                     m.max(self.export.read(&format!("{}.input_scale", name(e, proj))).unwrap().to_f32()[0])

@@ -2,6 +2,6 @@
 
 /**
  * The formats by the name options use (`"fp8"`, `"nvfp4"`, `"w4a16_nvfp4"`, `"fp8_pc_pt"`, `"fp8_pb_wo"`, `"mxfp8"`,
- * `"mxfp4"`, `"int4_awq"`, `"w4a8_awq"`).
+ * `"mxfp4"`, `"int4_awq"`, `"w4a8_awq"`, `"nvfp4_awq"`).
  */
-export type FormatName = "fp8" | "nvfp4" | "w4a16_nvfp4" | "fp8_pc_pt" | "fp8_pb_wo" | "mxfp8" | "mxfp4" | "int4_awq" | "w4a8_awq";
+export type FormatName = "fp8" | "nvfp4" | "w4a16_nvfp4" | "fp8_pc_pt" | "fp8_pb_wo" | "mxfp8" | "mxfp4" | "int4_awq" | "w4a8_awq" | "nvfp4_awq";

@@ -67,7 +67,7 @@ impl ColumnSums {
         self.seen += 1;
         let step = 1usize << self.power;
         // Levels climb only within the whole spans of the rows (the rest stays in the first level).
-        if self.seen % step != 0 || self.seen > self.rows / step * step {
+        if !self.seen.is_multiple_of(step) || self.seen > self.rows / step * step {
             return;
         }
         for level in 1..4 {

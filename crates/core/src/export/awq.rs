@@ -257,7 +257,11 @@ impl Quantizer<'_> {
                 .collect::<Result<Vec<_>>>()?;
             let pqs: Vec<Vec<f32>> = results.iter().map(|r| r.smoothing.pre_quant_scale(dtype)).collect();
             means.push(average(&pqs.iter().map(Vec::as_slice).collect::<Vec<_>>(), dtype));
-            let amax = results.iter().map(|r| smoothed_input_amax(&r.channel_amax, &r.smoothing, dtype));
+            // ModelOpt shares the experts' per-channel input maxima (the largest over the experts) before each
+            // expert's smoothing scales them; the layer writes the largest result.
+            let channels = (0..cols).map(|c| results.iter().map(|r| r.channel_amax[c]).fold(0.0f32, f32::max));
+            let shared: Vec<f32> = channels.collect();
+            let amax = results.iter().map(|r| smoothed_input_amax(&shared, &r.smoothing, dtype));
             inputs.push(amax.fold(0.0f32, f32::max));
         }
         let down_mean = means.pop().unwrap_or_default();
