@@ -80,9 +80,12 @@ function loaderProblems(dir) {
   for (const [name, info] of Object.entries(header)) {
     if (/\.(input_scale|k_scale|v_scale|weight_scale_2)$/.test(name) && !SCALAR(info)) fail(`${name} ${info.dtype} ${JSON.stringify(info.shape)}`)
     if (name.endsWith('.pre_quant_scale')) {
-      // AWQ's smoothing of the input, one 16-bit value per input channel of the linear's (unpacked) weight.
+      // AWQ's smoothing of the input, one 16-bit value per input channel of the linear's weight (NVFP4 packs two
+      // inputs a byte, INT4 two output rows).
       const codes = header[name.replace(/pre_quant_scale$/, 'weight')]
-      if (!codes || !['BF16', 'F16'].includes(info.dtype) || info.shape.join() !== String(codes.shape[1])) fail(`${name} ${info.dtype} ${JSON.stringify(info.shape)}`)
+      const scale = header[name.replace(/pre_quant_scale$/, 'weight_scale')]
+      const inputs = codes && (scale?.dtype === 'F8_E4M3' ? 2 * codes.shape[1] : codes.shape[1])
+      if (!codes || !['BF16', 'F16'].includes(info.dtype) || info.shape.join() !== String(inputs)) fail(`${name} ${info.dtype} ${JSON.stringify(info.shape)}`)
     }
     if (!name.endsWith('.weight_scale')) continue
     const weight = header[name.replace(/_scale$/, '')]
