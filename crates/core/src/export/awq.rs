@@ -1,14 +1,17 @@
-//! One layer's linears and routed experts in an AWQ format (`int4_awq`, `w4a8_awq`), from the smoothing its
-//! calibration searched (`awq::search`), as ModelOpt 0.47's export writes them:
+//! One layer's linears and routed experts in an AWQ format (`int4_awq`, `w4a8_awq`, `nvfp4_awq`), from the smoothing
+//! its calibration searched (`awq::search`), as ModelOpt 0.47's export writes them:
 //!
-//! - each weight smoothed by its own search, then re-smoothed to its input group's mean `pre_quant_scale` (q/k/v,
-//!   gate/up); where the plan names the norm producing that input (`awq_norms`), the norm's weight absorbs the mean
-//!   and the linears carry no `pre_quant_scale`;
+//! - each weight smoothed by its own search; NVFP4_AWQ's folds (`awq_folds`) then multiply a linear's output rows by
+//!   the following linear's own `pre_quant_scale` (o_proj into v_proj, down_proj into up_proj), which that one
+//!   does not carry;
+//! - each weight re-smoothed to its input group's mean `pre_quant_scale` (q/k/v, gate/up); where the plan names the
+//!   norm producing that input (`awq_norms`), the norm's weight absorbs the mean and the linears carry none;
 //! - routed experts: each projection's `pre_quant_scale` averaged over all the layer's experts, then gate and up's
 //!   averaged (each weight re-smoothed at each step, as ModelOpt's export does for experts held one module each);
-//!   an expert's gate and up share their block maxima; every expert carries its `pre_quant_scale`s;
-//! - W4A8: `weight_scale_2` shared within a group (an expert's gate/up), `input_scale` from each linear's
-//!   per-channel input maxima smoothed by its own search, the group's (experts: the layer's projection's) largest.
+//!   an expert's gate and up share their maxima (INT4's blocks, the per-tensor scale);
+//! - W4A8 and NVFP4_AWQ: `weight_scale_2` shared within a group (an expert's gate/up), `input_scale` from each
+//!   linear's per-channel input maxima smoothed by its own search, the group's largest; routed experts share their
+//!   per-channel maxima before each expert's smoothing, and the layer writes the largest.
 
 use std::collections::HashSet;
 
