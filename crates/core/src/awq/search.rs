@@ -15,6 +15,7 @@ use super::{best_alpha, smoothing, weight_scale, Smoothing, ALPHAS};
 use crate::error::{Error, Result};
 use crate::formats::AwqQuantizer;
 use crate::numerics::dtype::Dtype;
+use crate::numerics::e4m3::{e4m3_to_f32, f32_to_e4m3};
 
 /// Which pass a layer's forward is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +255,11 @@ pub fn fake_nvfp4(weight: &Tensor, dtype: Dtype) -> Result<Tensor> {
     let global = global.maximum(1e-12)?;
     let block_max = abs.max_keepdim(1)?;
     let scale = block_max.broadcast_div(&(global.clone() * 6.0)?)?.minimum(448.0)?;
-    let scale = scale.to_dtype(DType::F8E4M3)?.to_dtype(DType::F32)?.broadcast_mul(&global)?;
+    // Rounded to E4M3 on the host (candle 0.11's CUDA backend names its f32 → E4M3 cast kernel wrongly): one value
+    // per block of 16.
+    let rounded: Vec<f32> =
+        scale.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| e4m3_to_f32(f32_to_e4m3(v))).collect();
+    let scale = Tensor::from_vec(rounded, scale.shape(), scale.device())?.broadcast_mul(&global)?;
     let usable = scale.ge(1e-5)?.to_dtype(DType::F32)?;
     let scale = ((scale * &usable)? + (1.0 - &usable)?)?;
     let a = abs.broadcast_div(&scale)?;
