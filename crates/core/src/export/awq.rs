@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use super::layout::Naming;
-use super::parallel::{cores, for_experts};
+use super::parallel::quantize_experts_in_groups;
 use super::plan::{AwqFoldPlan, AwqNormPlan, ExpertPlan, ExportPlan, LinearPlan, PerExpertOutput};
 use super::quantizer::{accumulate_error, ErrorSum, QuantizedLinear, Quantizer, Sink};
 use crate::awq::search::{expert_key, Searched};
@@ -283,20 +283,7 @@ impl Quantizer<'_> {
             inputs: [gate_up_input, down_input],
             fold_down: plan_folds.iter().any(|f| f.from == names.down && f.into == names.up),
         };
-        let group = 4 * cores();
-        for first in (0..moe.experts).step_by(group) {
-            let experts = for_experts(first..(first + group).min(moe.experts), |e| {
-                let mut sums = ErrorSum::default();
-                Ok((self.awq_expert(&context, e, &mut sums)?, sums))
-            })?;
-            for (expert, sums) in experts {
-                errors.add(&sums);
-                for linear in expert {
-                    sink(linear)?;
-                }
-            }
-        }
-        Ok(())
+        quantize_experts_in_groups(moe.experts, errors, sink, |e, sums| self.awq_expert(&context, e, sums))
     }
 
     /// Expert `e`'s projections smoothed, re-smoothed to the layer's means and quantized (NVFP4_AWQ where the plan

@@ -8,7 +8,7 @@ use candle_core::Device;
 
 use super::kv_cache::kv_scales;
 use super::layout::{check_stack, Naming};
-use super::parallel::{cores, for_experts};
+use super::parallel::{for_experts, quantize_experts_in_groups};
 use super::plan::{ExpertOutput, ExpertPlan, ExportPlan, FusedOutput, LinearPlan, PerExpertOutput, Stack};
 use super::resident::ResidentQuantizer;
 use super::FormatSet;
@@ -241,22 +241,9 @@ impl<'a> Quantizer<'a> {
         errors: &mut ErrorSum,
         sink: &mut Sink<'_>,
     ) -> Result<()> {
-        let moe = &plan.source;
-        // A few experts per core at a time: what waits for the writer is a group of experts, not the layer.
-        let group = 4 * cores();
-        for first in (0..moe.experts).step_by(group) {
-            let experts = for_experts(first..(first + group).min(moe.experts), |e| {
-                let mut sums = ErrorSum::default();
-                Ok((self.quantize_expert(plan, names, stats, e, &mut sums)?, sums))
-            })?;
-            for (expert, sums) in experts {
-                errors.add(&sums);
-                for linear in expert {
-                    sink(linear)?;
-                }
-            }
-        }
-        Ok(())
+        quantize_experts_in_groups(plan.source.experts, errors, sink, |e, sums| {
+            self.quantize_expert(plan, names, stats, e, sums)
+        })
     }
 
     /// The experts of a layer written fused, as ModelOpt writes experts stored stacked: each stack quantized
