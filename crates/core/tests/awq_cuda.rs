@@ -8,6 +8,8 @@
 #![cfg(feature = "cuda")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 
 use candle_core::{DType, Device, Tensor};
@@ -22,15 +24,11 @@ fn gpu() -> Device {
 
 /// Deterministic bf16 values of a few magnitudes.
 fn values(count: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..count)
-        .map(|i| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let unit = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            half::bf16::from_f32(unit * [0.02, 0.05, 1.0, 3.0][i % 4]).to_f32()
-        })
+    let noise = common::unit_noise(count, seed);
+    noise
+        .into_iter()
+        .enumerate()
+        .map(|(i, unit)| half::bf16::from_f32(unit * [0.02, 0.05, 1.0, 3.0][i % 4]).to_f32())
         .collect()
 }
 

@@ -12,6 +12,8 @@
 // clippy.toml's allow-*-in-tests covers `#[test]` functions only; the helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -58,16 +60,8 @@ fn gpu() -> Device {
 
 /// Values over several decades (so some land in E4M3's subnormal range), rounded to `dtype`.
 fn random_values(count: usize, seed: u64, dtype: Dtype) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..count)
-        .map(|i| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let unit = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            round(unit * 10f32.powi((i % 9) as i32 - 5), dtype)
-        })
-        .collect()
+    let noise = common::unit_noise(count, seed);
+    noise.into_iter().enumerate().map(|(i, unit)| round(unit * 10f32.powi((i % 9) as i32 - 5), dtype)).collect()
 }
 
 fn round(value: f32, dtype: Dtype) -> f32 {

@@ -109,3 +109,16 @@ pub fn expect_err<T>(result: moe_quant_core::Result<T>) -> Error {
         Err(e) => e,
     }
 }
+
+/// `count` deterministic values uniform in [−0.5, 0.5) (an xorshift generator started from `seed`).
+pub fn unit_noise(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
