@@ -1,6 +1,6 @@
 /**
- * The AWQ formats' part of the export plan (`int4_awq`, `w4a8_awq`): which norms absorb a group's smoothing, and
- * what these formats are not written for yet.
+ * The AWQ formats' part of the export plan (`int4_awq`, `w4a8_awq`, `nvfp4_awq`): which norms absorb a group's smoothing,
+ * which linears absorb NVFP4_AWQ's, and what these formats are not written for yet.
  *
  * ModelOpt's export folds the mean `pre_quant_scale` of linears that read one norm's output straight into that
  * norm's weight: q/k/v after the input norm and a dense MLP's gate/up after the post-attention norm of a pre-norm
