@@ -106,6 +106,8 @@ test('int4_awq searches each routed expert and averages over the experts as Mode
 test('nvfp4_awq on a dense Qwen3 is ModelOpt\'s NVFP4_AWQ export (down_proj folded into up_proj)', (t) => compare(t, 'awq_qwen3', 'nvfp4_awq'))
 test('nvfp4_awq without grouped heads folds o_proj into v_proj as ModelOpt does', (t) => compare(t, 'awq_qwen3_mha', 'nvfp4_awq'))
 test('nvfp4_awq folds each expert\'s down_proj into its up_proj as ModelOpt does', (t) => compare(t, 'awq_qwen3_moe', 'nvfp4_awq'))
+test('int4_awq keeps a shared expert\'s smoothing on it (Qwen2-MoE)', (t) => compare(t, 'awq_qwen2_moe', 'int4_awq'))
+test('nvfp4_awq folds nothing in Qwen2-MoE, as ModelOpt does', (t) => compare(t, 'awq_qwen2_moe', 'nvfp4_awq'))
 
 test('what the AWQ formats are not written for is refused before any work', async (t) => {
   const output = join(tempDir(), 'out')

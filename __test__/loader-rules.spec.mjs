@@ -124,7 +124,7 @@ const exports = readdirSync(GOLDEN, { withFileTypes: true })
 const mixedExports = readdirSync(GOLDEN).filter((d) => d.startsWith('mixed_'))
 
 test('every ModelOpt golden export meets the loaders\' rules', (t) => {
-  t.is(exports.length, 152, 'every golden export (calibrated, weight-only, scope, KV cache, MXFP8, MXFP4, fp8_pb_wo, AWQ)')
+  t.is(exports.length, 154, 'every golden export (calibrated, weight-only, scope, KV cache, MXFP8, MXFP4, fp8_pb_wo, AWQ)')
   t.is(mixedExports.length, 2, 'and the MIXED_PRECISION ones')
   exports.push(...mixedExports)
   const failing = exports.map((dir) => [dir, loaderProblems(join(GOLDEN, dir))]).filter(([, problems]) => problems.length > 0)

@@ -50,6 +50,10 @@ CASES = {
     # The same without GQA (as many key/value heads as query heads): NVFP4_AWQ folds o_proj's smoothing into v_proj.
     "qwen3_mha": dict(kind="qwen3", hidden_size=256, intermediate_size=384, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=4, head_dim=64),
+    # Qwen2-MoE: 8 experts of 128 (top 2) and a sigmoid-gated shared expert of 256; q/k/v biases; one layer.
+    "qwen2_moe": dict(kind="qwen2_moe", hidden_size=256, intermediate_size=384, moe_intermediate_size=128,
+                      shared_expert_intermediate_size=256, num_experts=8, num_experts_per_tok=2, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2),
     # Qwen3-MoE: 8 experts of 128 (top 2); two layers.
     "qwen3_moe": dict(kind="qwen3_moe", hidden_size=256, intermediate_size=384, moe_intermediate_size=128,
                       num_experts=8, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4,
@@ -71,10 +75,14 @@ def make_source(case: str, spec: dict, dst: Path) -> None:
     torch.manual_seed(1234)
     spec = dict(spec)
     kind = spec.pop("kind")
-    config = {"qwen3": transformers.Qwen3Config, "qwen3_moe": transformers.Qwen3MoeConfig}[kind](
+    configs = {"qwen3": transformers.Qwen3Config, "qwen3_moe": transformers.Qwen3MoeConfig,
+               "qwen2_moe": transformers.Qwen2MoeConfig}
+    config = configs[kind](
         vocab_size=256, max_position_embeddings=256, tie_word_embeddings=False, dtype="bfloat16",
         bos_token_id=0, eos_token_id=0, pad_token_id=None, **spec)
-    model = {"qwen3": transformers.Qwen3ForCausalLM, "qwen3_moe": transformers.Qwen3MoeForCausalLM}[kind](config)
+    models = {"qwen3": transformers.Qwen3ForCausalLM, "qwen3_moe": transformers.Qwen3MoeForCausalLM,
+              "qwen2_moe": transformers.Qwen2MoeForCausalLM}
+    model = models[kind](config)
     model = model.to(torch.bfloat16)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -88,19 +96,35 @@ def make_source(case: str, spec: dict, dst: Path) -> None:
     (dst / "generation_config.json").unlink(missing_ok=True)
 
 
+SEQUENTIAL_BLOCKS: dict = {}
+
+
 def sequential_experts(model) -> None:
-    """Replaces each fused MoE block by one holding an MLP module per expert, with the same router and weights."""
+    """Replaces each fused MoE block by one holding an MLP module per expert, with the same router, shared expert
+    (Qwen2-MoE's, gated by a sigmoid) and weights. The block's input is flattened first, as transformers does."""
     import torch.nn as nn
     import torch.nn.functional as F
+    import transformers.models.qwen2_moe.modeling_qwen2_moe as qwen2_moe
     import transformers.models.qwen3_moe.modeling_qwen3_moe as qwen3_moe
 
-    # ModelOpt's export knows a MoE block by its class name (ending in SparseMoeBlock).
-    class SequentialQwen3MoeSparseMoeBlock(nn.Module):
+    kind = model.config.model_type
+    mlp = qwen2_moe.Qwen2MoeMLP if kind == "qwen2_moe" else qwen3_moe.Qwen3MoeMLP
+    if kind in SEQUENTIAL_BLOCKS:
+        block = SEQUENTIAL_BLOCKS[kind]
+        for layer in model.model.layers:
+            layer.mlp = block(model.config, layer.mlp).to(torch.bfloat16)
+        return
+
+    # ModelOpt's export knows a MoE block by its class name (ending in SparseMoeBlock, naming the family); it
+    # registers one quantized class per name, so each model type's block class is made once.
+    class SequentialMoeSparseMoeBlock(nn.Module):
         def __init__(self, config, fused):
             super().__init__()
             self.gate = fused.gate
+            self.shared_expert = getattr(fused, "shared_expert", None)
+            self.shared_expert_gate = getattr(fused, "shared_expert_gate", None)
             count, inter = config.num_experts, config.moe_intermediate_size
-            self.experts = nn.ModuleList([qwen3_moe.Qwen3MoeMLP(config, intermediate_size=inter) for _ in range(count)])
+            self.experts = nn.ModuleList([mlp(config, intermediate_size=inter) for _ in range(count)])
             with torch.no_grad():
                 for e, expert in enumerate(self.experts):
                     expert.gate_proj.weight.copy_(fused.experts.gate_up_proj[e, :inter])
@@ -118,10 +142,16 @@ def sequential_experts(model) -> None:
                 slot, token = torch.where(mask[e])
                 y = self.experts[e](flat[token]) * weights[token, slot, None]
                 out.index_add_(0, token, y.to(flat.dtype))
+            if self.shared_expert is not None:
+                out = out + F.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
             return out.reshape(batch, seq, hidden)
 
+    # Its expert linears' names (gate/up/down, or w1/w3/w2) are read from the family in that name too.
+    name = {"qwen2_moe": "SequentialQwen2MoeSparseMoeBlock", "qwen3_moe": "SequentialQwen3MoeSparseMoeBlock"}[kind]
+    SequentialMoeSparseMoeBlock.__name__ = SequentialMoeSparseMoeBlock.__qualname__ = name
+    SEQUENTIAL_BLOCKS[kind] = SequentialMoeSparseMoeBlock
     for layer in model.model.layers:
-        layer.mlp = SequentialQwen3MoeSparseMoeBlock(model.config, layer.mlp).to(torch.bfloat16)
+        layer.mlp = SequentialMoeSparseMoeBlock(model.config, layer.mlp).to(torch.bfloat16)
 
 
 def emulate_nvfp4_search_on_cpu() -> None:

@@ -195,9 +195,8 @@ impl Case {
     /// A layer's routed experts: each projection's mean over the experts, then gate and up's mean, each weight
     /// re-smoothed at each step (NVFP4_AWQ: down's own smoothing folded into up's rows first, down keeping its own);
     /// an expert's gate and up quantized with their larger maxima; the layer's largest input scale.
-    fn experts(&mut self, block: &str, experts: usize) {
+    fn experts(&mut self, block: &str, experts: usize, fold: bool) {
         let name = |e: usize, proj: &str| format!("{block}.experts.{e}.{proj}");
-        let fold = self.format.awq() == Some(AwqQuantizer::Nvfp4);
         if fold {
             for e in 0..experts {
                 self.folds.push((name(e, "down_proj"), name(e, "up_proj")));
@@ -344,7 +343,7 @@ fn int4_awq_experts_are_modelopt_byte_for_byte_given_its_statistics() {
     let mut case = Case::new("awq_qwen3_moe", "int4_awq");
     for layer in 0..2 {
         case.attention_layer(layer, false);
-        case.experts(&format!("model.layers.{layer}.mlp"), 8);
+        case.experts(&format!("model.layers.{layer}.mlp"), 8, false);
     }
     // Per layer: 4 attention linears × 2 tensors, a norm and o_proj's pre_quant_scale; 8 experts × 3 × 3 tensors.
     case.finish(2 * (4 * 2 + 2 + 8 * 9));
@@ -371,11 +370,29 @@ fn nvfp4_awq_experts_are_modelopt_byte_for_byte_given_its_statistics() {
     let mut case = Case::new("awq_qwen3_moe", "nvfp4_awq");
     for layer in 0..2 {
         case.attention_layer(layer, false);
-        case.experts(&format!("model.layers.{layer}.mlp"), 8);
+        case.experts(&format!("model.layers.{layer}.mlp"), 8, true);
     }
     // Per layer: 4 attention linears × 4 tensors, a norm and o_proj's pre_quant_scale; 8 experts × (3 × 3 weight
     // tensors + gate/up pre_quant_scale); the three input scales.
     case.finish(2 * (4 * 4 + 2 + 8 * 11 + 3));
+}
+
+#[test]
+fn shared_experts_keep_their_smoothing_as_modelopt_writes_it() {
+    // Qwen2-MoE: the shared expert reads a flattened copy of the norm's output, so its gate/up mean stays on it; its
+    // experts (Qwen2-MoE MLPs) fold nothing, in NVFP4_AWQ too.
+    // Attention: 4 linears, the norm, o_proj's pre_quant_scale; the shared expert: 3 linears and 2 pre_quant_scales
+    // (gate/up's, down's); 8 experts × 3 projections × (weight tensors + pre_quant_scale); NVFP4: each non-expert
+    // linear's input scale, and the experts' 3.
+    for (format, expected) in [("int4_awq", 10 + 8 + 8 * 3 * 3), ("nvfp4_awq", 18 + 14 + 8 * 3 * 4 + 3)] {
+        let mut case = Case::new("awq_qwen2_moe", format);
+        case.attention_layer(0, false);
+        let shared = |leaf: &str| format!("model.layers.0.mlp.shared_expert.{leaf}");
+        case.group(&[shared("gate_proj"), shared("up_proj")], None);
+        case.group(&[shared("down_proj")], None);
+        case.experts("model.layers.0.mlp", 8, false);
+        case.finish(expected);
+    }
 }
 
 #[test]
