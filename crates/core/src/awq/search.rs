@@ -165,6 +165,36 @@ impl AwqSearch {
         Ok(())
     }
 
+    /// Adds what `other` recorded over other batches in the same pass (data parallel): sums of per-call means,
+    /// calls and losses add up, per-channel maxima take the larger. Both must be in the same phase; in the search
+    /// pass, both must have finished the same statistics (merged before the search started).
+    pub fn merge(&mut self, other: AwqSearch) -> Result<()> {
+        if self.phase != other.phase {
+            return Err(Error::internal("AWQ searches in different passes cannot be merged"));
+        }
+        for (module, theirs) in other.records {
+            let Some(ours) = self.records.get_mut(&module) else {
+                self.records.insert(module, theirs);
+                continue;
+            };
+            match self.phase {
+                Phase::Statistics => {
+                    ours.act_sum = (&ours.act_sum + &theirs.act_sum)?;
+                    ours.channel_amax = ours.channel_amax.maximum(&theirs.channel_amax)?;
+                    ours.calls += theirs.calls;
+                }
+                Phase::Search => {
+                    ours.losses = match (ours.losses.take(), theirs.losses) {
+                        (Some(a), Some(b)) => Some((a + b)?),
+                        (a, b) => a.or(b),
+                    };
+                    ours.searched += theirs.searched;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Moves to the search pass (after every batch ran through the layer once).
     pub fn start_search(&mut self) {
         self.phase = Phase::Search;
@@ -334,6 +364,38 @@ mod tests {
         let results = search.finish().unwrap();
         assert_eq!(&results["m"].channel_amax[..3], &[5.0, 4.0, 1.0]);
         assert!(results["m"].alpha.is_some());
+    }
+
+    #[test]
+    fn searches_over_shares_of_the_batches_merge_into_one_over_all() {
+        let device = Device::Cpu;
+        let batch = |seed: usize| {
+            let values: Vec<f32> = (0..32).map(|i| ((i * 7 + seed * 13) % 17) as f32 * 0.25 - 2.0).collect();
+            Tensor::from_vec(values, (2, 16), &device).unwrap()
+        };
+        let weight = batch(5);
+        let weights = || HashMap::from([("m".to_string(), weight.clone())]);
+        let new = || AwqSearch::new(AwqQuantizer::Nvfp4, Dtype::F32, weights(), BTreeSet::new());
+        let batches: Vec<Tensor> = (0..4).map(batch).collect();
+        let mut whole = new();
+        batches.iter().for_each(|x| whole.record_linear("m", x).unwrap());
+        whole.start_search();
+        batches.iter().for_each(|x| whole.record_linear("m", x).unwrap());
+        // Two devices: statistics of each share, merged; both then search their share from the merged statistics.
+        let (mut first, mut second) = (new(), new());
+        batches[..1].iter().for_each(|x| first.record_linear("m", x).unwrap());
+        batches[1..].iter().for_each(|x| second.record_linear("m", x).unwrap());
+        first.merge(second).unwrap();
+        let mut second = first.clone();
+        first.start_search();
+        second.start_search();
+        batches[..1].iter().for_each(|x| first.record_linear("m", x).unwrap());
+        batches[1..].iter().for_each(|x| second.record_linear("m", x).unwrap());
+        first.merge(second).unwrap();
+        assert_eq!(first.finish().unwrap(), whole.finish().unwrap());
+        let mut searching = new();
+        searching.start_search();
+        assert!(searching.merge(new()).is_err(), "passes differ");
     }
 
     #[test]

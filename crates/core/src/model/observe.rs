@@ -178,6 +178,48 @@ impl Observers {
         Ok(())
     }
 
+    /// Adds what `other` recorded over other calibration batches (data parallel: each device runs its share of the
+    /// batches through a layer, then the observers are combined): maxima take the larger, token counts add up, and
+    /// an AWQ search's statistics combine as [`AwqSearch::merge`] says. The result is what one run over all the
+    /// batches records.
+    pub fn merge(&mut self, other: Observers) -> Result<()> {
+        for (module, amax) in other.input_amax {
+            let entry = self.input_amax.entry(module).or_insert(0.0);
+            *entry = entry.max(amax);
+        }
+        for (block, stats) in other.experts {
+            let ours = self.experts_mut(&block, stats.tokens.len());
+            if ours.tokens.len() != stats.tokens.len() {
+                return Err(Error::internal(format!(
+                    "{block}: statistics of {} and {} experts",
+                    ours.tokens.len(),
+                    stats.tokens.len()
+                )));
+            }
+            ours.gate_up_input_amax = ours.gate_up_input_amax.max(stats.gate_up_input_amax);
+            ours.down_input_amax = ours.down_input_amax.max(stats.down_input_amax);
+            ours.tokens.iter_mut().zip(&stats.tokens).for_each(|(a, b)| *a += b);
+            for (mine, theirs) in [
+                (&mut ours.gate_amax, &stats.gate_amax),
+                (&mut ours.up_amax, &stats.up_amax),
+                (&mut ours.down_amax, &stats.down_amax),
+            ] {
+                mine.iter_mut().zip(theirs).for_each(|(a, b)| *a = a.max(*b));
+            }
+        }
+        for (attention, kv) in other.kv_amax {
+            let entry = self.kv_amax.entry(attention).or_default();
+            entry.key = entry.key.max(kv.key);
+            entry.value = entry.value.max(kv.value);
+        }
+        match (&mut self.awq, other.awq) {
+            (Some(ours), Some(theirs)) => ours.merge(theirs)?,
+            (None, Some(theirs)) => self.awq = Some(theirs),
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The statistics of one MoE block, created on first use.
     pub fn experts_mut(&mut self, block: &str, experts: usize) -> &mut ExpertStats {
         self.experts.entry(block.to_string()).or_insert_with(|| ExpertStats::new(experts))
