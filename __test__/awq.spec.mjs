@@ -109,6 +109,17 @@ test('nvfp4_awq folds each expert\'s down_proj into its up_proj as ModelOpt does
 test('int4_awq keeps a shared expert\'s smoothing on it (Qwen2-MoE)', (t) => compare(t, 'awq_qwen2_moe', 'int4_awq'))
 test('nvfp4_awq folds nothing in Qwen2-MoE, as ModelOpt does', (t) => compare(t, 'awq_qwen2_moe', 'nvfp4_awq'))
 
+test('calibration progress counts each batch twice with an AWQ format: its statistics, then its search', async (t) => {
+  const events = []
+  const calibration = { ids: [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]], batchSize: 1 }
+  const model = join(GOLDEN, 'awq_qwen3', 'source')
+  await quantizeModel({ model, output: join(tempDir(), 'out'), format: 'int4_awq', calibration, kvCache: 'none', onProgress: (e) => events.push(e) })
+  const calibrate = events.filter((e) => e.stage === 'calibrate')
+  t.true(calibrate.every((e) => e.batches === 6), JSON.stringify(calibrate))
+  t.like(calibrate[0], { layer: 0, batch: 1, batches: 6 })
+  t.deepEqual(calibrate.filter((e) => e.batch === e.batches).map((e) => e.layer), [1, 2])
+})
+
 test('what the AWQ formats are not written for is refused before any work', async (t) => {
   const output = join(tempDir(), 'out')
   const calibration = { ids: [[1, 2, 3, 4, 5, 6, 7, 8]] }

@@ -225,8 +225,15 @@ impl<'a> LayerStream<'a> {
         self.hidden.len()
     }
 
+    /// Batch runs per layer, what [`Self::step`]'s progress counts: each batch once, or twice with an AWQ search
+    /// (its statistics, then its search).
+    pub fn batch_runs(&self) -> usize {
+        self.hidden.len() * if self.awq.is_some() { 2 } else { 1 }
+    }
+
     /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
-    /// `on_batch(done)` follows the batches within the layer (not called after the last: the layer is done).
+    /// `on_batch(done)` follows the batch runs within the layer, of [`Self::batch_runs`] (not called after the last:
+    /// the layer is done).
     pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let clock = Instant::now();
@@ -271,13 +278,15 @@ impl<'a> LayerStream<'a> {
                 return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
             }
             self.hidden[batch] = ys;
-            if batch + 1 < self.hidden.len() {
+            if batch + 1 < self.batch_runs() {
                 on_batch(batch + 1);
             }
         }
         if let Some((inputs, chosen)) = awq_inputs {
+            // The search's runs follow the statistics', in the same count.
+            let mut searched = |run: usize| on_batch(inputs.len() + run);
             profile::section(&self.loader.device, "AWQ search", || {
-                Self::awq_search_pass(&mut self.observers, &layer, rope, &inputs, chosen)
+                Self::awq_search_pass(&mut self.observers, &layer, rope, &inputs, chosen, &mut searched)
             })?;
         }
         if let Some(module) = self.observers.first_infinite() {

@@ -49,7 +49,8 @@ pub struct QuantizeProgress {
     pub layer: usize,
     pub layers: usize,
     pub tokens: usize,
-    /// Calibration batches of the next layer done, of `batches` (`batches` once a layer is done).
+    /// Calibration batch runs of the next layer done, of `batches` (`batches` once a layer is done): each batch once,
+    /// or twice with an AWQ format (its statistics, then its search).
     pub batch: usize,
     pub batches: usize,
     pub bytes_written: u64,
@@ -248,7 +249,7 @@ fn quantize_calibrated(
     }
     let pipeline = LayerPipeline::new(cancel);
     let event =
-        Event { layers: stream.layers(), tokens: stream.tokens, batches: stream.batches(), bytes: &bytes_written };
+        Event { layers: stream.layers(), tokens: stream.tokens, batches: stream.batch_runs(), bytes: &bytes_written };
     let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan, resident: resident.as_ref() };
     let layer_errors = jobs.run(&mut stream, &event, progress)?;
 

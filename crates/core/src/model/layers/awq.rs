@@ -52,20 +52,24 @@ impl LayerStream<'_> {
 
     /// The AWQ search pass of a layer: `inputs` (each batch's input of the layer) run through it again with the
     /// search attached, on observers of their own (the statistics pass recorded everything else); the layer's
-    /// results go to `observers.smoothing`.
+    /// results go to `observers.smoothing`. `on_batch(done)` follows the runs (not called after the last).
     pub(super) fn awq_search_pass(
         observers: &mut Observers,
         layer: &DecoderLayer,
         rope: Option<&Rope>,
         inputs: &[Tensor],
         mut chosen: Vec<ChosenKeys>,
+        on_batch: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let Some(mut search) = observers.awq.take() else { return Ok(()) };
         search.start_search();
         let mut scratch = Observers::default();
         scratch.awq = Some(search);
-        for (xs, chosen) in inputs.iter().zip(&mut chosen) {
+        for (run, (xs, chosen)) in inputs.iter().zip(&mut chosen).enumerate() {
             layer.forward(xs, rope, chosen, &mut scratch)?;
+            if run + 1 < inputs.len() {
+                on_batch(run + 1);
+            }
         }
         let search = scratch.awq.take().ok_or_else(|| Error::internal("the AWQ search was lost"))?;
         observers.smoothing = search.finish()?;
