@@ -10,6 +10,7 @@ export type QuantizeProgress = { stage: QuantizeStage,
  */
 layer: number, layers: number, tokens: number, 
 /**
- * Calibration batches of the next layer done, of `batches` (`batches` once a layer is done).
+ * Calibration batch runs of the next layer done, of `batches` (`batches` once a layer is done): each batch once,
+ * or twice with an AWQ format (its statistics, then its search).
  */
 batch: number, batches: number, bytes_written: number, };
