@@ -243,19 +243,24 @@ fn round_half_even(xs: &Tensor) -> Result<Tensor> {
     Ok(((xs + MAGIC)? - MAGIC)?)
 }
 
-/// The weight fake-quantized to INT4 with one scale per `block` along K (the block's max |w| maps to 7), as
-/// ModelOpt's search quantizes it: codes rounded half to even and clamped to [−8, 7], values back in the weights' `dtype`; a
-/// block whose max is at most 2⁻²⁴ becomes zeros.
-pub fn fake_int4(weight: &Tensor, block: usize, dtype: Dtype) -> Result<Tensor> {
+/// A weight `[out, cols]` as rows of `block` values (with its shape); `E_TENSOR_SHAPE` unless `block` divides `cols`.
+fn in_blocks(weight: &Tensor, block: usize, format: &str) -> Result<(Tensor, (usize, usize))> {
     let (out, cols) = weight.dims2()?;
     if cols % block != 0 {
         return Err(Error::ShapeInvalid {
             tensor: "AWQ search weight".into(),
             shape: vec![out, cols],
-            message: format!("INT4 blocks of {block} need the input dimension a multiple of {block}"),
+            message: format!("{format} blocks of {block} need the input dimension a multiple of {block}"),
         });
     }
-    let blocks = weight.reshape((out * cols / block, block))?;
+    Ok((weight.reshape((out * cols / block, block))?, (out, cols)))
+}
+
+/// The weight fake-quantized to INT4 with one scale per `block` along K (the block's max |w| maps to 7), as
+/// ModelOpt's search quantizes it: codes rounded half to even and clamped to [−8, 7], values back in the weights' `dtype`; a
+/// block whose max is at most 2⁻²⁴ becomes zeros.
+pub fn fake_int4(weight: &Tensor, block: usize, dtype: Dtype) -> Result<Tensor> {
+    let (blocks, (out, cols)) = in_blocks(weight, block, "INT4")?;
     let amax = blocks.abs()?.max_keepdim(1)?;
     let floor = 2f64.powi(-24);
     let kept = amax.gt(floor)?.to_dtype(DType::F32)?;
@@ -270,16 +275,7 @@ pub fn fake_int4(weight: &Tensor, block: usize, dtype: Dtype) -> Result<Tensor> 
 /// 1e-5), each `|w| / scale` rounded to E2M1 with the kernel's ties (at 0.25, 1.25, 2.5 and 5 down, at 0.75, 1.75
 /// and 3.5 up), values back in the weights' `dtype`.
 pub fn fake_nvfp4(weight: &Tensor, dtype: Dtype) -> Result<Tensor> {
-    const BLOCK: usize = 16;
-    let (out, cols) = weight.dims2()?;
-    if cols % BLOCK != 0 {
-        return Err(Error::ShapeInvalid {
-            tensor: "AWQ search weight".into(),
-            shape: vec![out, cols],
-            message: format!("NVFP4 blocks of {BLOCK} need the input dimension a multiple of {BLOCK}"),
-        });
-    }
-    let blocks = weight.reshape((out * cols / BLOCK, BLOCK))?;
+    let (blocks, (out, cols)) = in_blocks(weight, 16, "NVFP4")?;
     let abs = blocks.abs()?;
     let global = (abs.max_all()?.to_dtype(DType::F32)? / (6.0 * 448.0))?;
     let global = global.maximum(1e-12)?;
