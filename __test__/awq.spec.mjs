@@ -12,22 +12,12 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { computeLogits, quantizeModel } from '../dist/index.js'
-import { FIXTURES, floatValues, readRaw, readTensors, rows, tempDir } from './helpers/checkpoint.mjs'
+import { FIXTURES, floatValues, readRaw, readTensors, relativeL2, rows, tempDir } from './helpers/checkpoint.mjs'
 
 const GOLDEN = join(FIXTURES, 'golden')
 const calibIds = readTensors(join(GOLDEN, 'calib_ids.safetensors')).input_ids
 const CALIB_ROWS = rows(calibIds.values, calibIds.shape[1])
 const PROBE = [[5, 17, 99, 3, 200, 45, 8, 77, 12, 140, 33, 250, 61, 2, 90, 180]]
-
-const relL2 = (a, b) => {
-  let error = 0
-  let norm = 0
-  for (let i = 0; i < a.length; i++) {
-    error += (a[i] - b[i]) ** 2
-    norm += b[i] ** 2
-  }
-  return Math.sqrt(error / norm)
-}
 
 /** The signed INT4 codes of a packed weight, both nibbles of each byte. */
 const nibbles = (bytes) => Array.from(bytes).flatMap((b) => [b & 15, b >> 4])
@@ -94,8 +84,8 @@ async function compare(t, kase, format) {
 
   // Read back by our forward (pre_quant_scale applied, the norms as written): as close to the original as ModelOpt's.
   const original = (await computeLogits(source, PROBE)).logits
-  const ourError = relL2((await computeLogits(output, PROBE)).logits, original)
-  const theirError = relL2((await computeLogits(golden, PROBE)).logits, original)
+  const ourError = relativeL2((await computeLogits(output, PROBE)).logits, original)
+  const theirError = relativeL2((await computeLogits(golden, PROBE)).logits, original)
   t.log(`logits relative L2 to the original: ours ${ourError.toExponential(3)}, ModelOpt's ${theirError.toExponential(3)}`)
   t.true(ourError <= 1.1 * theirError, `${ourError} vs ${theirError}`)
 }
