@@ -162,10 +162,11 @@ function calibrationSource(options: CalibrationOptions, rows: number[][] | undef
 }
 
 /**
- * Validates calibration options (`device` is the caller's, already checked) and resolves their defaults into
+ * Validates calibration options (`device` is the caller's, already checked: one device, or several that split the
+ * batches) and resolves their defaults into
  * the native request. Token ids are checked against the model's vocabulary.
  */
-export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device = 'cpu'): CalibrationRequest {
+export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device: string | string[] = 'cpu'): CalibrationRequest {
   checkOptions(options, CALIBRATION_OPTIONS, 'calibration', 'calibration.')
   const given = SOURCES.filter((key) => options[key] !== undefined)
   if (given.length !== 1) {
@@ -182,7 +183,8 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
   const batchSize =
     options.batchSize === undefined || options.batchSize === 'auto' ? Math.max(1, Math.min(samples, Math.floor(TOKENS_PER_AUTO_BATCH / seqLen))) : options.batchSize
   const source = calibrationSource(options, rows)
-  return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, device }
+  const where = typeof device === 'string' ? { device } : { devices: device }
+  return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, ...where }
 }
 
 /** The warning of a calibration that ran out of data before `samples` sequences, if it did. */

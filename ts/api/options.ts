@@ -46,6 +46,9 @@ export function parseSize(value: unknown): number | undefined {
   return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : undefined
 }
 
+/** GPUs named as `cuda:N` (`cuda` is `cuda:0`); undefined for the CPU. */
+const gpuOrdinal = (device: string): number | undefined => (device === 'cpu' ? undefined : Number(device.split(':')[1] ?? 0))
+
 /** The small predicates option rules are made of. */
 export const is = {
   object: (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value),
@@ -53,6 +56,13 @@ export const is = {
   function: (value: unknown): value is (...args: never[]) => unknown => typeof value === 'function',
   positiveInteger: (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 1,
   device: (value: unknown): value is string => typeof value === 'string' && DEVICE.test(value),
+  /** A non-empty list of devices of one kind: distinct GPUs, or `cpu` entries. */
+  devices: (value: unknown): value is string[] => {
+    if (!Array.isArray(value) || value.length === 0 || !value.every((d) => is.device(d))) return false
+    const gpus = (value as string[]).map(gpuOrdinal)
+    const onGpu = gpus.filter((g) => g !== undefined)
+    return onGpu.length === 0 || (onGpu.length === gpus.length && new Set(onGpu).size === gpus.length)
+  },
   size: (value: unknown): value is number | string => parseSize(value) !== undefined,
   oneOf:
     <T>(choices: readonly T[]) =>
@@ -79,6 +89,7 @@ export type Rules<T> = { readonly [K in keyof Required<T>]: Rule | null }
 /** Rules options of several functions share. */
 export const rules = {
   device: { test: is.device, expected: "'cpu', 'cuda' or 'cuda:N'" },
+  devices: { test: is.devices, expected: "a non-empty array of distinct GPUs ('cuda:0', 'cuda:1', …) or of 'cpu' entries" },
   positiveInteger: { test: is.positiveInteger, expected: 'an integer ≥ 1' },
   batchSize: { test: (value: unknown) => value === 'auto' || is.positiveInteger(value), expected: 'an integer ≥ 1' },
   filePath: { test: is.nonEmptyString, expected: 'a file path' },

@@ -53,6 +53,13 @@ export interface QuantizeOptions {
   calibration?: CalibrationOptions
   /** `'cpu'` (default) or `'cuda'`/`'cuda:N'` with the CUDA build; it runs the calibration forward. */
   device?: string
+  /**
+   * Several GPUs that split the calibration forward (data parallel), instead of `device`: `['cuda:0', 'cuda:1', …]`.
+   * The calibration batches are dealt out in order, each GPU runs its share through its own copy of each layer (read
+   * from disk once), and what they record is merged; the output is the same, byte for byte, as with one device.
+   * The first GPU also quantizes the experts. A list of `'cpu'` entries runs the same split on the CPU.
+   */
+  devices?: string[]
   /** Largest output shard: bytes, or a string such as `'5GB'`, `'500MB'`. Default `'5GB'`. */
   maxShardSize?: number | string
   /** Extra module-name patterns (`*` wildcards) to keep unquantized, added to the defaults. */
@@ -184,6 +191,7 @@ const QUANTIZE_OPTIONS: Rules<QuantizeOptions> = {
   format: { test: is.oneOf(FORMAT_NAMES), expected: `one of ${FORMAT_NAMES.map((f) => `'${f}'`).join(', ')}`, required: true },
   calibration: null,
   device: rules.device,
+  devices: rules.devices,
   maxShardSize: { test: is.size, expected: "a positive byte count or a size such as '5GB'" },
   exclude: { test: is.arrayOf(is.nonEmptyString), expected: 'an array of module-name patterns' },
   overwrite: null,
@@ -259,7 +267,8 @@ function runRecord(
     input: path.resolve(options.model),
     format: options.format,
     options: {
-      device: request ? request.device : null,
+      device: request ? (request.device ?? null) : null,
+      ...(request?.devices ? { devices: request.devices } : {}),
       exclude: options.exclude ?? [],
       indivisible: options.indivisible ?? 'error',
       scope: options.scope ?? 'all',
@@ -339,7 +348,11 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
   checkCalibrationOption(options, deciding)
   const calibrated = FORMATS[deciding].calibrated
   const { report, descriptor } = calibrated ? describeListing(listing) : { report: reportFromListing(listing), descriptor: null }
-  const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, options.device ?? 'cpu')
+  if (options.device !== undefined && options.devices !== undefined) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'device and devices: give one device or a list of devices, not both')
+  }
+  const devices = options.devices ?? options.device ?? 'cpu'
+  const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, devices)
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }
   // compressed-tensors' default is an unquantized KV cache (llm-compressor's), ModelOpt's hf_ptq's fp8_cast.

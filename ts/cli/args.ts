@@ -100,6 +100,13 @@ export function choice<T extends string>(flag: string, text: string, choices: re
   throw new UsageError(`${flag}: expected ${choices.join(' or ')}, got ${JSON.stringify(text)}${guess ? ` (did you mean ${guess}?)` : ''}`, command)
 }
 
+/** A comma-separated list of devices, as the API's `devices` option: distinct GPUs, or `cpu` entries. */
+export function devices(flag: string, text: string, command: string): string[] {
+  const list = text.split(',').map((d) => d.trim())
+  if (!rules.devices.test(list)) throw new UsageError(`${flag}: expected distinct GPUs such as cuda:0,cuda:1 (or cpu entries), got ${JSON.stringify(text)}`, command)
+  return list
+}
+
 /** `cpu`, `cuda` or `cuda:N`, as the API's `device` option. */
 export function device(flag: string, text: string, command: string): string {
   if (!rules.device.test(text)) throw new UsageError(`${flag}: expected cpu, cuda or cuda:N, got ${JSON.stringify(text)}`, command)

@@ -14,7 +14,7 @@ import { KV_CACHE_MODES } from '../export/kv-cache'
 import { EXPORT_FORMATS } from '../export/compressed-tensors'
 import { recipeFormats } from '../export/recipe'
 import { FORMAT_NAMES, FORMATS } from '../formats'
-import { choice, device, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
+import { choice, device, devices, type FlagSpec, localModel, parseArgs, positiveInteger, UsageError, value } from './args'
 import { bytes, table } from './format'
 import { EXIT_CODES, interruptible } from './interrupt'
 import { createProgress, quantizeStage } from './progress'
@@ -47,6 +47,7 @@ Options:
   --max-shard-size SIZE   largest output shard, e.g. 5GB, 500MB, or bytes (default 5GB)
   --exclude PATTERN       also keep modules matching PATTERN (* wildcards) unquantized; repeatable
   --device DEVICE         cpu (default), cuda or cuda:N
+  --devices LIST          several GPUs splitting the calibration, e.g. cuda:0,cuda:1 (same output as one)
   --overwrite             replace OUT if it exists and is not empty
   --keep-indivisible      block formats: keep linears whose input dimension is not a multiple of their block
                           (NVFP4 ${FORMATS.nvfp4.groupSize}, MXFP8/MXFP4 ${FORMATS.mxfp8.groupSize}, INT4 AWQ ${FORMATS.int4_awq.groupSize}) unquantized instead of stopping with an error
@@ -75,7 +76,7 @@ export interface QuantizeCommandArgs {
 export type ParsedQuantizeArgs = ({ help: false } & QuantizeCommandArgs) | { help: true }
 
 const FLAGS: FlagSpec = {
-  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--coverage', '--scope', '--kv-cache', '--recipe', '--export-format'],
+  values: ['--format', '--out', '--calib', '--samples', '--seq-len', '--batch-size', '--max-shard-size', '--exclude', '--device', '--devices', '--coverage', '--scope', '--kv-cache', '--recipe', '--export-format'],
   repeatable: ['--exclude'],
   switches: ['--overwrite', '--keep-indivisible', '--all-experts', '--no-coverage', '--json'],
 }
@@ -137,6 +138,9 @@ export function parseQuantizeArgs(argv: readonly string[], defaults: { calibrati
   }
   const deviceText = value(args, '--device')
   if (deviceText !== undefined) options.device = device('--device', deviceText, 'quantize')
+  const devicesText = value(args, '--devices')
+  if (devicesText !== undefined) options.devices = devices('--devices', devicesText, 'quantize')
+  if (deviceText !== undefined && devicesText !== undefined) throw new UsageError('give --device or --devices, not both', 'quantize')
   const maxShard = value(args, '--max-shard-size')
   if (maxShard !== undefined) options.maxShardSize = shardSize(maxShard)
   const excludes = args.values.get('--exclude')

@@ -41,6 +41,8 @@ export type Guard = <A, R>(fn: (arg: A) => R, fallback: R) => (arg: A) => R
 /** What a cancellable native task takes from the caller's options. */
 export interface TaskOptions<E> {
   device?: string
+  /** Several devices of one kind (the first decides which build runs). */
+  devices?: string[]
   signal?: AbortSignal
   onProgress?: (event: E) => void
 }
@@ -61,7 +63,7 @@ export async function runTask<T, E>(
 ): Promise<T> {
   const stack = new Error().stack
   if (options.signal?.aborted) throw new MoeQuantError('E_CANCELLED', 'the operation was cancelled')
-  const binding = native(options.device)
+  const binding = native(options.device ?? options.devices?.[0])
   const token = new binding.CancelToken()
   const abort = (): void => token.cancel()
   options.signal?.addEventListener('abort', abort, { once: true })

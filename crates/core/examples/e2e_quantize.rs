@@ -43,7 +43,9 @@ fn run() -> Result<(), String> {
         samples: ids.len(),
         seq_len: ids.first().map_or(0, Vec::len),
         batch_size: batch_size.parse().map_err(|e| format!("batch size: {e}"))?,
-        device: Some(device.clone()),
+        // `cuda:0,cuda:1`: the batches split over several devices.
+        device: (!device.contains(',')).then(|| device.clone()),
+        devices: device.contains(',').then(|| device.split(',').map(str::to_string).collect()),
         source: CalibrationSource::Ids { ids },
     };
     let request = CalibrationRequest { sequences, all_experts: false };

@@ -32,6 +32,30 @@ impl ComputeDevice {
         }
     }
 
+    /// Parses several devices that split the work between them: distinct GPUs, or CPU entries (the same split on the
+    /// CPU, which the tests run), not both kinds. `E_CALIBRATION_OPTIONS` for an empty list, a GPU named twice
+    /// (`cuda` is `cuda:0`) or the two kinds mixed; `E_DEVICE_UNAVAILABLE` as [`Self::parse`].
+    pub fn parse_all(specs: &[String]) -> Result<Vec<Self>> {
+        let invalid = |message: String| Error::CalibrationOptions { message };
+        if specs.is_empty() {
+            return Err(invalid("devices: the list is empty".into()));
+        }
+        let ordinal = |spec: &str| match spec {
+            "cuda" => Some(0),
+            _ => spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()),
+        };
+        let gpus: Vec<Option<usize>> = specs.iter().map(|spec| ordinal(spec)).collect();
+        if gpus.iter().any(Option::is_some) && gpus.iter().any(Option::is_none) {
+            return Err(invalid(format!("devices: {specs:?} mixes GPUs and the CPU")));
+        }
+        for (i, gpu) in gpus.iter().enumerate() {
+            if gpu.is_some() && gpus[..i].contains(gpu) {
+                return Err(invalid(format!("devices: {specs:?} names {} twice", specs[i])));
+            }
+        }
+        specs.iter().map(|spec| Self::parse(spec)).collect()
+    }
+
     /// The GPU (bf16 compute), opened with the kernels' memory-pool setting; `E_DEVICE_UNAVAILABLE` in a CPU
     /// build or without such a GPU.
     fn cuda(ordinal: usize) -> Result<Self> {

@@ -1,7 +1,7 @@
-//! Data-parallel calibration's reduction, simulated on the CPU: the calibration batches split between two
-//! "devices", each running its share through the whole model, and their observers merged (`Observers::merge`: maxima
-//! take the larger, token counts add up) record exactly what one run over all the batches records, for every
-//! committed descriptor (MoE routing, KV maxima, each family's mixers).
+//! Data-parallel calibration on several CPU "devices": the layer stream splits the calibration batches between
+//! devices in order, each running its share through its own copy of every layer on its own thread, and merges what they
+//! record. For every committed descriptor (MoE routing, KV maxima, each family's mixers), two and three devices
+//! record exactly what one records (maxima, token counts) and give the same logits, bit for bit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -11,41 +11,76 @@ use std::sync::atomic::AtomicBool;
 
 use common::forward::{fixtures, reference, DESCRIBED};
 use moe_quant_core::calib::data::Batch;
-use moe_quant_core::model::layers::{run_forward, ForwardOptions};
+use moe_quant_core::device::ComputeDevice;
+use moe_quant_core::model::layers::{run_forward, ForwardOptions, ForwardResult};
 use moe_quant_core::model::observe::Observers;
 use moe_quant_core::model::ModelDescriptor;
 use moe_quant_core::Checkpoint;
 
-fn observers(fixture: &str, batches: &[Batch]) -> Observers {
+fn forward(fixture: &str, batches: &[Batch], devices: usize) -> ForwardResult {
     let name = format!("{}.json", fixture.replace('/', "_"));
     let text = std::fs::read_to_string(fixtures().join("descriptors").join(name)).unwrap();
     let descriptor: ModelDescriptor = serde_json::from_str(&text).unwrap();
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
-    let options = ForwardOptions::default();
-    run_forward(&checkpoint, &descriptor, batches, &options, &AtomicBool::new(false), &mut |_| {}).unwrap().observers
+    let options =
+        ForwardOptions { logits: true, all_experts_stats: false, devices: vec![ComputeDevice::cpu(); devices] };
+    run_forward(&checkpoint, &descriptor, batches, &options, &AtomicBool::new(false), &mut |_| {}).unwrap()
 }
 
-/// The reference ids' rows, one batch each.
+/// Four batches from the reference ids: each row whole, then each row's first half.
 fn rows(fixture: &str) -> Vec<Batch> {
     let (batch, _) = reference(fixture);
-    (0..batch.rows).map(|r| Batch { ids: batch.row(r).unwrap().to_vec(), rows: 1, seq_len: batch.seq_len }).collect()
+    let half = batch.seq_len / 2;
+    let whole = (0..batch.rows).map(|r| Batch { ids: batch.row(r).unwrap().to_vec(), rows: 1, seq_len: batch.seq_len });
+    let halves = (0..batch.rows).map(|r| Batch { ids: batch.row(r).unwrap()[..half].to_vec(), rows: 1, seq_len: half });
+    whole.chain(halves).collect()
+}
+
+fn recorded(observers: &Observers) -> serde_json::Value {
+    serde_json::to_value(observers).unwrap()
 }
 
 #[test]
-fn merged_shares_record_what_one_run_records() {
+fn several_devices_record_and_compute_what_one_does() {
     for fixture in DESCRIBED {
         let batches = rows(fixture);
-        assert!(batches.len() >= 2, "{fixture}");
-        let whole = observers(fixture, &batches);
-        let (first, second) = batches.split_at(batches.len() / 2);
-        let mut merged = observers(fixture, first);
-        merged.merge(observers(fixture, second)).unwrap();
-        assert_eq!(serde_json::to_value(&merged).unwrap(), serde_json::to_value(&whole).unwrap(), "{fixture}");
-        // Not trivially so: each share alone records less.
-        let share = observers(fixture, first);
+        assert_eq!(batches.len(), 4, "{fixture}");
+        let one = forward(fixture, &batches, 1);
+        // Shares of 2 + 2 and 2 + 1 + 1 batches.
+        for devices in [2, 3] {
+            let split = forward(fixture, &batches, devices);
+            assert_eq!(recorded(&split.observers), recorded(&one.observers), "{fixture} on {devices} devices");
+            assert_eq!(split.logits, one.logits, "{fixture} on {devices} devices");
+        }
+    }
+}
+
+#[test]
+fn the_merge_is_needed_each_share_alone_records_less() {
+    for fixture in DESCRIBED {
+        let batches = rows(fixture);
+        let whole = forward(fixture, &batches, 1).observers;
+        let share = forward(fixture, &batches[..batches.len() / 2], 1).observers;
         let tokens = |o: &Observers| o.experts.values().flat_map(|s| s.tokens.iter()).sum::<u64>();
         if !whole.experts.is_empty() {
             assert!(tokens(&share) < tokens(&whole), "{fixture}");
         }
     }
+}
+
+#[test]
+fn devices_are_checked() {
+    let parse = |specs: &[&str]| ComputeDevice::parse_all(&specs.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(parse(&["cpu", "cpu", "cpu"]).unwrap().len(), 3);
+    for (specs, message) in [
+        (&[][..], "empty"),
+        (&["cpu", "cuda:0"][..], "mixes GPUs and the CPU"),
+        (&["cuda:1", "cuda:1"][..], "names cuda:1 twice"),
+        (&["cuda", "cuda:0"][..], "names cuda:0 twice"),
+    ] {
+        let error = parse(specs).unwrap_err();
+        assert_eq!(error.code(), "E_CALIBRATION_OPTIONS", "{specs:?}");
+        assert!(error.to_string().contains(message), "{specs:?}: {error}");
+    }
+    assert_eq!(parse(&["cpu", "gpu"]).unwrap_err().code(), "E_DEVICE_UNAVAILABLE");
 }

@@ -170,6 +170,7 @@ fn run_quantization(
         seq_len: 16,
         batch_size: 2,
         device: None,
+        devices: None,
         source: CalibrationSource::Ids { ids },
     };
     let request = CalibrationRequest { sequences, all_experts: false };

@@ -46,6 +46,7 @@ fn quantize(fixture: &str, format: &str, on_device: bool, output: &Path) -> Quan
         seq_len: 24,
         batch_size: 4,
         device: Some("cuda:0".into()),
+        devices: None,
         source: CalibrationSource::Ids { ids },
     };
     let request = CalibrationRequest { sequences, all_experts: false };

@@ -20,4 +20,9 @@ batch_size: number,
 /**
  * `cpu` (default), `cuda` or `cuda:N`.
  */
-device?: string, };
+device?: string, 
+/**
+ * Several devices that split the calibration batches between them (data parallel), instead of `device`:
+ * distinct GPUs (`cuda:0`, `cuda:1`, …), or `cpu` entries (the same split on the CPU).
+ */
+devices?: Array<string>, };

@@ -4,12 +4,14 @@
 //! alpha, measures how far the output of the smoothed, INT4-quantized weight falls from the original one.
 //! A call is one batch through the linear (a routed expert: the batch's tokens routed to it; none, no call).
 //!
-//! Statistics stay on the device until the layer ends. The search runs in f32 whatever the forward's dtype, with
+//! Statistics stay on the device until the layer ends. Split over devices (data parallel), each device records its
+//! share of the batches and the shares merge in batch order into what one device records: a later share keeps its
+//! per-call terms ([`AwqSearch::keeping_calls`]), which the merge adds one by one where one run adds them. The search runs in f32 whatever the forward's dtype, with
 //! the bf16 roundings ModelOpt's bf16 search makes (the smoothed input and weight, the fake-quantized weight).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::{best_alpha, smoothing, weight_scale, Smoothing, ALPHAS};
 use crate::error::{Error, Result};
@@ -24,18 +26,63 @@ pub enum Phase {
     Search,
 }
 
+/// A sum of per-call tensors, in call order: a running total, and the terms a later share of the calls keeps
+/// for the merge to add one by one (f32 addition is not associative: two partial sums added differ from one
+/// running sum in the last bits).
+#[derive(Debug, Clone, Default)]
+struct OrderedSum {
+    total: Option<Tensor>,
+    terms: Vec<Tensor>,
+}
+
+impl OrderedSum {
+    /// Adds one call's term (kept apart when `keep`).
+    fn add(&mut self, term: Tensor, keep: bool) -> Result<()> {
+        if keep {
+            self.terms.push(term);
+            return Ok(());
+        }
+        self.total = Some(match self.total.take() {
+            Some(total) => (&total + term.to_device(total.device())?)?,
+            None => term,
+        });
+        Ok(())
+    }
+
+    /// Adds what the calls after ours summed: their total (exact only when ours is empty), then their terms.
+    fn extend(&mut self, later: OrderedSum, keep: bool) -> Result<()> {
+        later.total.into_iter().chain(later.terms).try_for_each(|term| self.add(term, keep))
+    }
+
+    /// The sum over every call, in order (None without calls).
+    fn sum(&self) -> Result<Option<Tensor>> {
+        let mut all = OrderedSum { total: self.total.clone(), terms: Vec::new() };
+        self.terms.iter().try_for_each(|term| all.add(term.clone(), false))?;
+        Ok(all.total)
+    }
+
+    /// The same sum on `device`.
+    fn to_device(&self, device: &Device) -> Result<OrderedSum> {
+        let move_to = |t: &Tensor| t.to_device(device);
+        Ok(OrderedSum {
+            total: self.total.as_ref().map(move_to).transpose()?,
+            terms: self.terms.iter().map(move_to).collect::<candle_core::Result<_>>()?,
+        })
+    }
+}
+
 /// What one linear accumulates over the calibration.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Σ over calls of bf16(mean |x| per channel), f32 `[cols]`.
-    act_sum: Tensor,
+    act: OrderedSum,
     /// max |x| per channel, f32 `[cols]`.
     channel_amax: Tensor,
     calls: usize,
     /// Once the statistics pass ends: act_scale and the weight's per-channel scale, on the host.
     scales: Option<(Vec<f32>, Vec<f32>)>,
     /// Σ over search calls of each alpha's mean squared error, f32 `[alphas]`.
-    losses: Option<Tensor>,
+    losses: OrderedSum,
     searched: usize,
 }
 
@@ -62,6 +109,8 @@ pub struct AwqSearch {
     /// The MoE blocks whose routed experts are searched (each expert's projections alone, see [`expert_key`]).
     blocks: BTreeSet<String>,
     records: BTreeMap<String, Record>,
+    /// Whether each call's terms are kept apart for a merge after an earlier share's (see [`OrderedSum`]).
+    keep_calls: bool,
 }
 
 /// The name a routed expert's projection (`gate`, `up` or `down`) is searched under.
@@ -76,7 +125,40 @@ impl AwqSearch {
         weights: HashMap<String, Tensor>,
         blocks: BTreeSet<String>,
     ) -> Self {
-        AwqSearch { quantizer, dtype, phase: Phase::Statistics, weights, blocks, records: BTreeMap::new() }
+        let records = BTreeMap::new();
+        AwqSearch { quantizer, dtype, phase: Phase::Statistics, weights, blocks, records, keep_calls: false }
+    }
+
+    /// The search of a share of the batches that comes after another's (data parallel: every device after the
+    /// first): it keeps each call's terms, so that [`merge`](Self::merge) reproduces one run's sums bit for bit.
+    pub fn keeping_calls(mut self) -> Self {
+        self.keep_calls = true;
+        self
+    }
+
+    /// Takes the statistics `merged` holds (every share's, merged), its tensors moved to `device`, and moves to
+    /// the search pass: each device then searches its own share of the batches from the same statistics.
+    pub fn search_from(&mut self, merged: &AwqSearch, device: &Device) -> Result<()> {
+        if merged.phase != Phase::Statistics || self.phase != Phase::Statistics {
+            return Err(Error::internal("AWQ: a search starts from merged statistics, before its search pass"));
+        }
+        self.records = merged
+            .records
+            .iter()
+            .map(|(module, record)| {
+                let moved = Record {
+                    act: record.act.to_device(device)?,
+                    channel_amax: record.channel_amax.to_device(device)?,
+                    calls: record.calls,
+                    scales: record.scales.clone(),
+                    losses: OrderedSum::default(),
+                    searched: 0,
+                };
+                Ok((module.clone(), moved))
+            })
+            .collect::<Result<_>>()?;
+        self.start_search();
+        Ok(())
     }
 
     /// Records a call of linear `module` on `xs`, when it is one of the searched linears.
@@ -112,13 +194,15 @@ impl AwqSearch {
         let amax = abs.max(0)?;
         match self.records.get_mut(module) {
             Some(record) => {
-                record.act_sum = (&record.act_sum + mean)?;
+                record.act.add(mean, self.keep_calls)?;
                 record.channel_amax = record.channel_amax.maximum(&amax)?;
                 record.calls += 1;
             }
             None => {
-                let record =
-                    Record { act_sum: mean, channel_amax: amax, calls: 1, scales: None, losses: None, searched: 0 };
+                let mut act = OrderedSum::default();
+                act.add(mean, self.keep_calls)?;
+                let losses = OrderedSum::default();
+                let record = Record { act, channel_amax: amax, calls: 1, scales: None, losses, searched: 0 };
                 self.records.insert(module.to_string(), record);
             }
         }
@@ -126,13 +210,15 @@ impl AwqSearch {
     }
 
     fn search(&mut self, module: &str, x: &Tensor, weight: &Tensor) -> Result<()> {
-        let (quantizer, dtype) = (self.quantizer, self.dtype);
+        let (quantizer, dtype, keep) = (self.quantizer, self.dtype, self.keep_calls);
         let record = self.records.get_mut(module).ok_or_else(|| {
             Error::internal(format!("AWQ: {module} ran in the search pass but not in the statistics pass"))
         })?;
         let weight = weight.to_dtype(DType::F32)?;
         if record.scales.is_none() {
-            let act_sum = record.act_sum.to_vec1::<f32>()?;
+            let act_sum =
+                record.act.sum()?.ok_or_else(|| Error::internal(format!("AWQ: {module} has no statistics")))?;
+            let act_sum = act_sum.to_vec1::<f32>()?;
             let act: Vec<f32> = act_sum.iter().map(|s| s / record.calls as f32).collect();
             let (out, cols) = weight.dims2()?;
             let values = weight.flatten_all()?.to_vec1::<f32>()?;
@@ -156,18 +242,15 @@ impl AwqSearch {
             let diff = (xs.matmul(&ws.t()?)? - &reference)?;
             losses.push(diff.sqr()?.mean_all()?);
         }
-        let losses = Tensor::stack(&losses, 0)?;
-        record.losses = Some(match record.losses.take() {
-            Some(sum) => (sum + losses)?,
-            None => losses,
-        });
+        record.losses.add(Tensor::stack(&losses, 0)?, keep)?;
         record.searched += 1;
         Ok(())
     }
 
-    /// Adds what `other` recorded over other batches in the same pass (data parallel): sums of per-call means,
-    /// calls and losses add up, per-channel maxima take the larger. Both must be in the same phase; in the search
-    /// pass, both must have finished the same statistics (merged before the search started).
+    /// Adds what `other` recorded over the batches after ours in the same pass (data parallel): sums of per-call
+    /// means, calls and losses add up (in call order: bit for bit one run's when `other` [keeps its
+    /// calls](Self::keeping_calls)), per-channel maxima take the larger. Both must be in the same phase; in the
+    /// search pass, both must have started from the same statistics (see [`search_from`](Self::search_from)).
     pub fn merge(&mut self, other: AwqSearch) -> Result<()> {
         if self.phase != other.phase {
             return Err(Error::internal("AWQ searches in different passes cannot be merged"));
@@ -179,15 +262,13 @@ impl AwqSearch {
             };
             match self.phase {
                 Phase::Statistics => {
-                    ours.act_sum = (&ours.act_sum + &theirs.act_sum)?;
-                    ours.channel_amax = ours.channel_amax.maximum(&theirs.channel_amax)?;
+                    ours.act.extend(theirs.act, self.keep_calls)?;
+                    let theirs_amax = theirs.channel_amax.to_device(ours.channel_amax.device())?;
+                    ours.channel_amax = ours.channel_amax.maximum(&theirs_amax)?;
                     ours.calls += theirs.calls;
                 }
                 Phase::Search => {
-                    ours.losses = match (ours.losses.take(), theirs.losses) {
-                        (Some(a), Some(b)) => Some((a + b)?),
-                        (a, b) => a.or(b),
-                    };
+                    ours.losses.extend(theirs.losses, self.keep_calls)?;
                     ours.searched += theirs.searched;
                 }
             }
@@ -205,7 +286,7 @@ impl AwqSearch {
         let mut results = BTreeMap::new();
         for (module, record) in self.records {
             let channel_amax = record.channel_amax.to_vec1::<f32>()?;
-            let searched = match (record.scales, record.losses) {
+            let searched = match (record.scales, record.losses.sum()?) {
                 (Some((act, wscale)), Some(losses)) if record.searched > 0 => {
                     let losses: Vec<f64> = losses.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
                     let alpha = ALPHAS[best_alpha(&losses)];
@@ -366,29 +447,38 @@ mod tests {
     fn searches_over_shares_of_the_batches_merge_into_one_over_all() {
         let device = Device::Cpu;
         let batch = |seed: usize| {
-            let values: Vec<f32> = (0..32).map(|i| ((i * 7 + seed * 13) % 17) as f32 * 0.25 - 2.0).collect();
+            let values: Vec<f32> = (0..32).map(|i| ((i * 7 + seed * 13) as f32 * 0.37).sin() * 2.1).collect();
             Tensor::from_vec(values, (2, 16), &device).unwrap()
         };
-        let weight = batch(5);
+        let weight = batch(9);
         let weights = || HashMap::from([("m".to_string(), weight.clone())]);
         let new = || AwqSearch::new(AwqQuantizer::Nvfp4, Dtype::F32, weights(), BTreeSet::new());
-        let batches: Vec<Tensor> = (0..4).map(batch).collect();
+        let batches: Vec<Tensor> = (0..7).map(batch).collect();
         let mut whole = new();
         batches.iter().for_each(|x| whole.record_linear("m", x).unwrap());
+        let whole_statistics = whole.clone();
         whole.start_search();
         batches.iter().for_each(|x| whole.record_linear("m", x).unwrap());
-        // Two devices: statistics of each share, merged; both then search their share from the merged statistics.
-        let (mut first, mut second) = (new(), new());
-        batches[..1].iter().for_each(|x| first.record_linear("m", x).unwrap());
-        batches[1..].iter().for_each(|x| second.record_linear("m", x).unwrap());
-        first.merge(second).unwrap();
-        let mut second = first.clone();
-        first.start_search();
-        second.start_search();
-        batches[..1].iter().for_each(|x| first.record_linear("m", x).unwrap());
-        batches[1..].iter().for_each(|x| second.record_linear("m", x).unwrap());
-        first.merge(second).unwrap();
-        assert_eq!(first.finish().unwrap(), whole.finish().unwrap());
+        // Three devices: statistics of each share, merged in order; each then searches its share from the merged
+        // statistics, and the searches merge in order. The later shares keep their calls: the same sums bit for bit.
+        let shares = [&batches[..2], &batches[2..5], &batches[5..]];
+        let mut searches: Vec<AwqSearch> = (0..3).map(|i| if i == 0 { new() } else { new().keeping_calls() }).collect();
+        for (search, share) in searches.iter_mut().zip(shares) {
+            share.iter().for_each(|x| search.record_linear("m", x).unwrap());
+        }
+        let mut merged = searches[0].clone();
+        searches[1..].iter().for_each(|later| merged.merge(later.clone()).unwrap());
+        let act = |search: &AwqSearch| search.records["m"].act.sum().unwrap().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(act(&merged), act(&whole_statistics));
+        for (search, share) in searches.iter_mut().zip(shares) {
+            search.search_from(&merged, &device).unwrap();
+            share.iter().for_each(|x| search.record_linear("m", x).unwrap());
+        }
+        let mut searched = searches.remove(0);
+        searches.into_iter().for_each(|later| searched.merge(later).unwrap());
+        let whole = whole.finish().unwrap();
+        assert_eq!(searched.finish().unwrap(), whole);
+        assert!(whole["m"].alpha.is_some());
         let mut searching = new();
         searching.start_search();
         assert!(searching.merge(new()).is_err(), "passes differ");

@@ -50,6 +50,10 @@ pub struct SequenceRequest {
     /// `cpu` (default), `cuda` or `cuda:N`.
     #[serde(default)]
     pub device: Option<String>,
+    /// Several devices that split the calibration batches between them (data parallel), instead of `device`:
+    /// distinct GPUs (`cuda:0`, `cuda:1`, …), or `cpu` entries (the same split on the CPU).
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
 }
 
 impl SequenceRequest {
@@ -59,9 +63,19 @@ impl SequenceRequest {
         load_calibration(dir, &self.source, &options, vocab_size, cancel)
     }
 
-    /// The device the forward runs on.
+    /// The device the forward runs on (the first, with several).
     pub fn compute_device(&self) -> Result<crate::device::ComputeDevice> {
-        crate::device::ComputeDevice::parse(self.device.as_deref().unwrap_or("cpu"))
+        let mut devices = self.compute_devices()?;
+        Ok(devices.swap_remove(0))
+    }
+
+    /// The devices the forward runs on: `devices`, or the one `device`.
+    pub fn compute_devices(&self) -> Result<Vec<crate::device::ComputeDevice>> {
+        match (&self.device, &self.devices) {
+            (Some(_), Some(_)) => Err(Error::CalibrationOptions { message: "give device or devices, not both".into() }),
+            (_, Some(devices)) => crate::device::ComputeDevice::parse_all(devices),
+            (device, None) => Ok(vec![crate::device::ComputeDevice::parse(device.as_deref().unwrap_or("cpu"))?]),
+        }
     }
 }
 

@@ -329,6 +329,13 @@ impl Checkpoint {
         self.ahead.release(prefixes);
     }
 
+    /// Hands what the read-ahead holds of the tensors whose names start with one of `prefixes` to every reader
+    /// until [`release_read_ahead`](Self::release_read_ahead) names the same prefixes: one read of a layer that
+    /// several devices load.
+    pub fn share_read_ahead(&self, prefixes: &[&str]) {
+        self.ahead.share(prefixes);
+    }
+
     /// Tensors read ahead and not yet taken (or still on their way).
     pub fn prefetched(&self) -> usize {
         self.ahead.outstanding()

@@ -173,6 +173,9 @@ struct AheadState {
     queue: VecDeque<Wanted>,
     /// Whether a background thread of the current generation is reading.
     reading: bool,
+    /// Name prefixes whose tensors are handed out to every taker until released (a layer loaded on several
+    /// devices), not once.
+    shared: Vec<String>,
 }
 
 /// Tensors read ahead of need, handed out once each.
@@ -295,8 +298,15 @@ impl ReadAhead {
     pub fn release(&self, prefixes: &[&str]) {
         let mut state = self.lock();
         state.slots.retain(|name, _| !prefixes.iter().any(|prefix| name.starts_with(prefix)));
+        state.shared.retain(|shared| !prefixes.contains(&shared.as_str()));
         drop(state);
         self.changed.notify_all();
+    }
+
+    /// Hands the tensors whose names start with one of `prefixes` to every [`take`](Self::take) until
+    /// [`release`](Self::release) names the same prefix: the bytes of a layer that several devices load.
+    pub fn share(&self, prefixes: &[&str]) {
+        self.lock().shared.extend(prefixes.iter().map(|prefix| prefix.to_string()));
     }
 
     /// Stops the current read-ahead at its next request and forgets what it fetched.
@@ -306,14 +316,21 @@ impl ReadAhead {
         state.slots.clear();
         state.queue.clear();
         state.reading = false;
+        state.shared.clear();
         drop(state);
         self.changed.notify_all();
     }
 
-    /// The bytes of `name` if a read-ahead fetched them (waiting for one that is on its way), handed out once:
-    /// `None` when the tensor is not part of the current read-ahead, or was already taken.
+    /// The bytes of `name` if a read-ahead fetched them (waiting for one that is on its way), handed out once
+    /// (unless [shared](Self::share)): `None` when the tensor is not part of the current read-ahead, or was already taken.
     pub fn take(&self, name: &str) -> Option<SharedBytes> {
         let mut state = self.wait_ready(name)?;
+        if state.shared.iter().any(|prefix| name.starts_with(prefix.as_str())) {
+            return match state.slots.get(name) {
+                Some(Slot::Ready(bytes)) => Some(bytes.clone()),
+                _ => None,
+            };
+        }
         match state.slots.remove(name) {
             Some(Slot::Ready(bytes)) => Some(bytes),
             _ => None,

@@ -14,14 +14,12 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::blocks::key_selection::ChosenKeys;
 use super::blocks::linear::Linear;
 use super::blocks::norm::NormStyle;
-use super::blocks::ops::all_finite;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
 use super::descriptor::{AttentionDescriptor, LayerDescriptor, ModelDescriptor};
-use super::loader::{ExpertWeights, WeightLoader};
+use super::loader::ExpertWeights;
 use crate::calib::data::Batch;
 use crate::checkpoint::Checkpoint;
 use crate::device::ComputeDevice;
@@ -30,7 +28,9 @@ use crate::model::observe::Observers;
 use crate::model::profile;
 
 mod awq;
+mod shard;
 pub use awq::AwqPlan;
+use shard::{on_shards, Progress, Shard, ShardRun};
 
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOptions {
@@ -38,8 +38,8 @@ pub struct ForwardOptions {
     pub logits: bool,
     /// Route every token through every expert for statistics (outputs unchanged).
     pub all_experts_stats: bool,
-    /// Where the forward runs (CPU f32 by default).
-    pub device: Option<ComputeDevice>,
+    /// Where the forward runs: one device, or several that split the batches (CPU f32 when empty).
+    pub devices: Vec<ComputeDevice>,
 }
 
 /// Progress of the forward: `layer` of `layers` done, and `batch` of `batches` of the next one (`batches`
@@ -89,16 +89,14 @@ pub struct ForwardResult {
     pub seconds: f64,
 }
 
-/// The calibration batches' hidden states moving through the decoder one layer at a time.
+/// The calibration batches' hidden states moving through the decoder one layer at a time, on one device or split
+/// over several (data parallel, see [`shard`]).
 pub struct LayerStream<'a> {
-    loader: WeightLoader<'a>,
+    checkpoint: &'a Checkpoint,
     desc: &'a ModelDescriptor,
-    rope: Option<Rope>,
-    /// The ropes of the layer types that have their own (`layer_type_ropes`).
-    layer_ropes: BTreeMap<String, Rope>,
-    hidden: Vec<Tensor>,
-    /// Per batch, the keys the last layer with a sparse-attention indexer chose.
-    chosen: Vec<ChosenKeys>,
+    /// Each device's share of the batches, in batch order (the first device's also holds what only one device
+    /// does: the weight maxima, the experts quantized while resident).
+    shards: Vec<Shard<'a>>,
     all_experts_stats: bool,
     next_layer: usize,
     pub observers: Observers,
@@ -122,19 +120,21 @@ pub struct LayerStream<'a> {
 pub type ResidentHook<'h> = dyn Fn(usize, &[(&str, &[ExpertWeights])], &Observers) -> Result<()> + Sync + 'h;
 
 impl<'a> LayerStream<'a> {
-    /// Checks the batches and embeds them on `compute`'s device.
+    /// Checks the batches and embeds them: on `devices`' one device, or split over several in order (data parallel:
+    /// each device runs its share through its own copy of every layer).
     pub fn new(
         checkpoint: &'a Checkpoint,
         desc: &'a ModelDescriptor,
         batches: &[Batch],
         all_experts_stats: bool,
-        compute: &ComputeDevice,
+        devices: &[ComputeDevice],
     ) -> Result<Self> {
-        let device = compute.device.clone();
+        if devices.is_empty() {
+            return Err(Error::internal("a layer stream on no device"));
+        }
         // The embedding and the first layer are read from disk while the batches are checked (a run started
         // this read before it opened its device; it then goes on).
         read_ahead_first(checkpoint, desc);
-        let loader = WeightLoader::with_dtype(checkpoint, device.clone(), compute.dtype);
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
                 return Err(Error::internal(format!(
@@ -151,42 +151,27 @@ impl<'a> LayerStream<'a> {
                 )));
             }
         }
-        let hidden = {
-            let embed = loader.tensor_shaped(&desc.embed, &[desc.vocab_size, desc.hidden_size])?;
-            batches
-                .iter()
-                .map(|batch| {
-                    let ids = match &desc.embed_as {
-                        Some(replace) => {
-                            batch.ids.iter().map(|id| if replace.ids.contains(id) { replace.by } else { *id }).collect()
-                        }
-                        None => batch.ids.clone(),
-                    };
-                    let ids = Tensor::from_vec(ids, batch.ids.len(), &device)?;
-                    let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
-                    let xs = (xs * desc.embedding_multiplier)?;
-                    if !all_finite(&xs)? {
-                        return Err(non_finite_embedding(checkpoint, desc, batch)?);
-                    }
-                    Ok(xs)
-                })
-                .collect::<Result<Vec<_>>>()?
-        };
         let max_len = batches.iter().map(|b| b.seq_len).max().unwrap_or(0);
-        let rope =
-            desc.rope.as_ref().map(|rope| Rope::new(rope, max_len.max(1), &device, compute.dtype)).transpose()?;
-        let layer_ropes = desc
-            .layer_type_ropes
-            .iter()
-            .map(|(kind, rope)| Ok((kind.clone(), Rope::new(rope, max_len.max(1), &device, compute.dtype)?)))
-            .collect::<Result<BTreeMap<_, _>>>()?;
+        let shares = shard::split(batches.len(), devices.len());
+        // Several devices embed from one read of the embedding.
+        let (embed, several) = ([desc.embed.as_str()], shares.len() > 1);
+        if several {
+            checkpoint.share_read_ahead(&embed);
+        }
+        let shards = shares
+            .into_iter()
+            .zip(devices)
+            .map(|(share, compute)| {
+                Shard::new(checkpoint, desc, &batches[share.clone()], share.start, compute, max_len)
+            })
+            .collect::<Result<Vec<_>>>();
+        if several {
+            checkpoint.release_read_ahead(&embed);
+        }
         Ok(LayerStream {
-            loader,
+            checkpoint,
             desc,
-            rope,
-            layer_ropes,
-            chosen: vec![ChosenKeys::default(); hidden.len()],
-            hidden,
+            shards: shards?,
             all_experts_stats,
             next_layer: 0,
             observers: Observers::default(),
@@ -222,13 +207,23 @@ impl<'a> LayerStream<'a> {
 
     /// Number of calibration batches (run through each layer in turn).
     pub fn batches(&self) -> usize {
-        self.hidden.len()
+        self.shards.iter().map(|shard| shard.hidden.len()).sum()
+    }
+
+    /// Number of devices the batches are split over (fewer than asked for when there are fewer batches).
+    pub fn devices(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The first device, which records the weight maxima and runs the resident hook.
+    fn device(&self) -> &candle_core::Device {
+        &self.shards[0].loader.device
     }
 
     /// Batch runs per layer, what [`Self::step`]'s progress counts: each batch once, or twice with an AWQ search
     /// (its statistics, then its search).
     pub fn batch_runs(&self) -> usize {
-        self.hidden.len() * if self.awq.is_some() { 2 } else { 1 }
+        self.batches() * if self.awq.is_some() { 2 } else { 1 }
     }
 
     /// Loads the next layer, runs every batch through it, frees it; returns its index (None when done).
@@ -236,58 +231,45 @@ impl<'a> LayerStream<'a> {
     /// the layer is done).
     pub fn step(&mut self, on_batch: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
+        let device = self.device().clone();
         let clock = Instant::now();
-        // The next layer is read from disk while this one computes. On a GPU its read is queued before this one
-        // loads, so the disk goes on while this layer is copied to the device (whose host bytes are then gone:
-        // two layers' bytes at most). On the CPU the loaded layer lives in host memory, so the next one is read
-        // only once this one is loaded.
-        let checkpoint = self.loader.checkpoint;
-        let next = layer_prefix(self.desc, self.next_layer + 1);
-        let early = self.loader.device.is_cuda();
-        if let (true, Some(next)) = (early, next) {
-            checkpoint.prefetch_next(&[next]);
-        }
-        let rope = layer_rope(&self.rope, &self.layer_ropes, layer_desc)?;
-        let layer = profile::section(&self.loader.device, "layer weights (wait for the disk, upload)", || {
-            DecoderLayer::load(&self.loader, layer_desc, self.norm_style(), rope.is_some(), self.all_experts_stats)
-        })?;
-        // What the layer left untaken (fused tensors its slices were cut from) is of no more use.
-        if let Some(this) = layer_prefix(self.desc, self.next_layer) {
-            checkpoint.release_read_ahead(&[this]);
-        }
-        if let (false, Some(next)) = (early, next) {
-            checkpoint.prefetch_next(&[next]);
-        }
+        let layers = profile::section(&device, "layer weights (wait for the disk, upload)", || self.load_layer())?;
         self.load_seconds += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        profile::section(&self.loader.device, "weight maxima", || layer.observe_weights(&mut self.observers))?;
+        profile::section(&device, "weight maxima", || layers[0].observe_weights(&mut self.observers))?;
         self.forward_seconds += clock.elapsed().as_secs_f64();
         if let Some(hook) = self.resident {
             let clock = Instant::now();
-            profile::section(&self.loader.device, "quantization of the resident experts", || {
-                hook(self.next_layer, &layer.routed_experts(), &self.observers)
+            profile::section(&device, "quantization of the resident experts", || {
+                hook(self.next_layer, &layers[0].routed_experts(), &self.observers)
             })?;
             self.resident_seconds += clock.elapsed().as_secs_f64();
         }
         let clock = Instant::now();
-        self.observers.awq = self.awq_search()?;
-        let awq_inputs = self.observers.awq.as_ref().map(|_| (self.hidden.clone(), self.chosen.clone()));
-        for batch in 0..self.hidden.len() {
-            let ys = layer.forward(&self.hidden[batch], rope, &mut self.chosen[batch], &mut self.observers)?;
-            if !profile::section(&self.loader.device, "finite check", || all_finite(&ys))? {
-                return Err(self.non_finite(&layer, batch, &self.hidden[batch]));
-            }
-            self.hidden[batch] = ys;
-            if batch + 1 < self.batch_runs() {
-                on_batch(batch + 1);
+        let searches = self.awq_searches()?;
+        let awq_inputs = searches[0]
+            .is_some()
+            .then(|| self.shards.iter().map(|shard| (shard.hidden.clone(), shard.chosen.clone())).collect::<Vec<_>>());
+        let total = self.batch_runs();
+        let mut progress = Progress { on_batch, offset: 0, total };
+        let inputs = layers.iter().zip(searches.iter().cloned()).collect();
+        let runs = on_shards(
+            &mut self.shards,
+            inputs,
+            |shard, (layer, awq), tick| shard.run(layer, layer_desc, awq, tick),
+            &mut progress,
+        )?;
+        self.observers.awq = None;
+        for (i, run) in runs.into_iter().enumerate() {
+            match run {
+                ShardRun::Done(observers) => self.observers.merge(*observers)?,
+                ShardRun::NonFinite { batch, input } => return Err(self.non_finite(i, &layers[i], batch, &input)),
             }
         }
-        if let Some((inputs, chosen)) = awq_inputs {
+        if let Some(inputs) = awq_inputs {
             // The search's runs follow the statistics', in the same count.
-            let mut searched = |run: usize| on_batch(inputs.len() + run);
-            profile::section(&self.loader.device, "AWQ search", || {
-                Self::awq_search_pass(&mut self.observers, &layer, rope, &inputs, chosen, &mut searched)
-            })?;
+            progress.offset = self.batches();
+            profile::section(&device, "AWQ search", || self.awq_search_pass(&layers, searches, inputs, &mut progress))?;
         }
         if let Some(module) = self.observers.first_infinite() {
             return Err(Error::ActivationNonFinite {
@@ -301,14 +283,54 @@ impl<'a> LayerStream<'a> {
         Ok(Some(self.next_layer - 1))
     }
 
-    /// The error for batch `batch` whose output of `layer` (the next one) is not finite, `xs` being its input:
-    /// a weight of the layer that is not finite if there is one (the likeliest cause), else the first
-    /// activation found not finite when the batch runs through the layer again.
-    fn non_finite(&self, layer: &DecoderLayer, batch: usize, xs: &Tensor) -> Error {
+    /// The next layer on every device. The layer after it is read from disk while this one computes. On a GPU its
+    /// read is queued before this one loads, so the disk goes on while this layer is copied to the device (whose
+    /// host bytes are then gone: two layers' bytes at most). On the CPU the loaded layer lives in host memory, so
+    /// the next one is read only once this one is loaded. Several devices load from one read of the layer.
+    fn load_layer(&mut self) -> Result<Vec<DecoderLayer>> {
+        let (checkpoint, desc, all_experts) = (self.checkpoint, self.desc, self.all_experts_stats);
+        let layer_desc = &desc.layers[self.next_layer];
+        let this = layer_prefix(desc, self.next_layer);
+        let next = layer_prefix(desc, self.next_layer + 1);
+        let early = self.device().is_cuda();
+        if let (true, Some(next)) = (early, next) {
+            checkpoint.prefetch_next(&[next]);
+        }
+        let several = self.shards.len() > 1;
+        if let (true, Some(this)) = (several, this) {
+            checkpoint.share_read_ahead(&[this]);
+        }
+        let norm = self.norm_style();
+        let mut quiet = |_| {};
+        let mut progress = Progress { on_batch: &mut quiet, offset: 0, total: 0 };
+        let inputs = vec![(); self.shards.len()];
+        let layers = on_shards(
+            &mut self.shards,
+            inputs,
+            |shard, (), _| {
+                let rope = shard.rope(layer_desc)?.is_some();
+                DecoderLayer::load(&shard.loader, layer_desc, norm, rope, all_experts)
+            },
+            &mut progress,
+        );
+        // What the layer left untaken (fused tensors its slices were cut from) is of no more use; nor, once every
+        // device has its copy, are the shared bytes.
+        if let Some(this) = this {
+            checkpoint.release_read_ahead(&[this]);
+        }
+        if let (false, Some(next)) = (early, next) {
+            checkpoint.prefetch_next(&[next]);
+        }
+        layers
+    }
+
+    /// The error for shard `shard`'s batch `batch` whose output of `layer` (the next one, that device's copy) is not
+    /// finite, `xs` being its input: a weight of the layer that is not finite if there is one (the likeliest cause),
+    /// else the first activation found not finite when the batch runs through the layer again.
+    fn non_finite(&self, shard: usize, layer: &DecoderLayer, batch: usize, xs: &Tensor) -> Error {
         let index = self.desc.layers[self.next_layer].index;
         let location = format!("decoder layer {index}");
-        let checkpoint = self.loader.checkpoint;
-        match layer_prefix(self.desc, self.next_layer).map(|prefix| first_non_finite_weight(checkpoint, prefix)) {
+        match layer_prefix(self.desc, self.next_layer).map(|prefix| first_non_finite_weight(self.checkpoint, prefix)) {
             Some(Ok(Some((tensor, element)))) => {
                 return Error::NonFinite {
                     tensor,
@@ -319,9 +341,10 @@ impl<'a> LayerStream<'a> {
             Some(Err(error)) => return error,
             _ => {}
         }
+        let shard = &self.shards[shard];
         let mut trace = Observers::tracing();
-        let mut chosen = self.chosen[batch].clone();
-        let rope = match layer_rope(&self.rope, &self.layer_ropes, &self.desc.layers[self.next_layer]) {
+        let mut chosen = shard.chosen[batch].clone();
+        let rope = match shard.rope(&self.desc.layers[self.next_layer]) {
             Ok(rope) => rope,
             Err(error) => return error,
         };
@@ -329,21 +352,37 @@ impl<'a> LayerStream<'a> {
             return error;
         }
         let tensor = trace.first_non_finite().map_or_else(|| format!("the output of {location}"), str::to_string);
-        Error::ActivationNonFinite { location, tensor, detail: format!("calibration batch {batch}") }
+        Error::ActivationNonFinite { location, tensor, detail: format!("calibration batch {}", shard.first + batch) }
     }
 
     /// Final norm and lm_head over every batch (after the last layer), soft-capped where the model caps them:
     /// logits `[rows, seq_len, vocab]`.
     pub fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
         let desc = self.desc;
-        let norm = self.norm_style().hidden(&self.loader, &desc.final_norm)?;
-        let weight = self.loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?;
-        let bias = desc.lm_head_bias.as_ref().map(|b| self.loader.tensor_shaped(b, &[desc.vocab_size])).transpose()?;
-        let head = Linear::from_weight("lm_head", weight, bias);
-        let mut logits = Vec::with_capacity(self.hidden.len());
-        for xs in &self.hidden {
+        let mut logits = Vec::with_capacity(self.batches());
+        for shard in &self.shards {
+            let loader = &shard.loader;
+            let norm = self.norm_style().hidden(loader, &desc.final_norm)?;
+            let weight = loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?;
+            let bias = desc.lm_head_bias.as_ref().map(|b| loader.tensor_shaped(b, &[desc.vocab_size])).transpose()?;
+            let head = Linear::from_weight("lm_head", weight, bias);
+            Self::head_logits(desc, &norm, &head, &shard.hidden, &mut self.observers, &mut logits)?;
+        }
+        Ok(logits)
+    }
+
+    /// The logits of `hidden`'s batches, appended to `logits`.
+    fn head_logits(
+        desc: &ModelDescriptor,
+        norm: &super::blocks::norm::HiddenNorm,
+        head: &Linear,
+        hidden: &[Tensor],
+        observers: &mut Observers,
+        logits: &mut Vec<Vec<f32>>,
+    ) -> Result<()> {
+        for xs in hidden {
             let normed = norm.forward(xs)?;
-            self.observers.record_input(&["lm_head"], &normed)?;
+            observers.record_input(&["lm_head"], &normed)?;
             let mut ys = head.forward(&normed)?;
             if let Some(cap) = desc.final_logit_softcapping {
                 ys = ((ys / cap)?.tanh()? * cap)?;
@@ -351,7 +390,7 @@ impl<'a> LayerStream<'a> {
             let ys = (ys.to_dtype(DType::F32)? / desc.logits_scaling)?;
             logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
         }
-        Ok(logits)
+        Ok(())
     }
 }
 
@@ -433,8 +472,8 @@ pub fn run_forward(
     progress: &mut dyn FnMut(ForwardProgress),
 ) -> Result<ForwardResult> {
     let started = Instant::now();
-    let compute = options.device.clone().unwrap_or_else(ComputeDevice::cpu);
-    let mut stream = LayerStream::new(checkpoint, desc, batches, options.all_experts_stats, &compute)?;
+    let devices = if options.devices.is_empty() { vec![ComputeDevice::cpu()] } else { options.devices.clone() };
+    let mut stream = LayerStream::new(checkpoint, desc, batches, options.all_experts_stats, &devices)?;
     let (layers, batches, tokens) = (stream.layers(), stream.batches(), stream.tokens);
     let mut throttle = Throttle::new(Throttle::WITHIN_LAYER);
     for layer in 0.. {

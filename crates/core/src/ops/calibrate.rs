@@ -48,7 +48,7 @@ pub fn calibrate(
     let forward_options = ForwardOptions {
         logits: false,
         all_experts_stats: request.all_experts,
-        device: Some(request.sequences.compute_device()?),
+        devices: request.sequences.compute_devices()?,
     };
     let result = run_forward(&checkpoint, desc, &set.batches, &forward_options, cancel, progress)?;
     Ok(CalibrationReport {

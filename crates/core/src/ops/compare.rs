@@ -216,8 +216,8 @@ pub fn compare_models(
     let vocab = original.vocab_size;
     let set = request.sequences.load(original_dir, vocab, cancel)?;
     let checkpoints = [Checkpoint::open(original_dir)?, Checkpoint::open(quantized_dir)?];
-    let device = Some(request.sequences.compute_device()?);
-    let forward_options = ForwardOptions { logits: true, all_experts_stats: false, device };
+    let devices = request.sequences.compute_devices()?;
+    let forward_options = ForwardOptions { logits: true, all_experts_stats: false, devices };
     let batches = set.batches.len();
     let mut stats = ComparisonStats::default();
     let mut first_sample = 0;

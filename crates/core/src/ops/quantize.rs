@@ -227,7 +227,9 @@ fn quantize_calibrated(
     // The disk starts on the embedding and layer 0 while the device starts up (the checkpoint's drop stops
     // this read when the run ends early).
     layers::read_ahead_first(&checkpoint, desc);
-    let compute = request.sequences.compute_device()?;
+    // With several devices they split the batches; the first also quantizes the experts while resident.
+    let devices = request.sequences.compute_devices()?;
+    let compute = &devices[0];
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
     let quantizer = Quantizer::new(&checkpoint, FormatSet::new(plan, compute.device.is_cuda()));
     let set = request.sequences.load(dir, desc.vocab_size, cancel)?;
@@ -240,7 +242,7 @@ fn quantize_calibrated(
         Some(resident) => resident.quantize_layer(layer, blocks, observers),
         None => Ok(()),
     };
-    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, request.all_experts, &compute)?;
+    let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, request.all_experts, &devices)?;
     if resident.is_some() {
         stream.on_resident(&hook);
     }

@@ -86,7 +86,7 @@ pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&m
     let descriptor: ModelDescriptor = serde_json::from_value(json).unwrap();
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
     let (batch, _) = reference(fixture);
-    let options = ForwardOptions { logits: true, all_experts_stats: false, device: Some(compute) };
+    let options = ForwardOptions { logits: true, all_experts_stats: false, devices: vec![compute] };
     let mut result =
         run_forward(&checkpoint, &descriptor, &[batch], &options, &AtomicBool::new(false), &mut |_| {}).unwrap();
     result.logits.pop().unwrap()

@@ -5,14 +5,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use candle_core::Tensor;
 
+use super::shard::{on_shards, Progress};
 use super::{layer_prefix, LayerStream};
 use crate::awq::search::AwqSearch;
 use crate::error::{Error, Result};
 use crate::formats::AwqQuantizer;
 use crate::model::blocks::key_selection::ChosenKeys;
-use crate::model::blocks::rope::Rope;
 use crate::model::decoder::DecoderLayer;
-use crate::model::observe::Observers;
 use crate::numerics::dtype::Dtype;
 
 /// What the AWQ search covers (the plan's linears and routed experts in an AWQ format): each layer then runs its
@@ -36,43 +35,58 @@ impl LayerStream<'_> {
         self.awq = Some(plan);
     }
 
-    /// The AWQ search of the next layer: its searched linears' weights loaded as the forward runs them.
-    pub(super) fn awq_search(&self) -> Result<Option<AwqSearch>> {
-        let Some(plan) = &self.awq else { return Ok(None) };
-        let Some(prefix) = layer_prefix(self.desc, self.next_layer) else { return Ok(None) };
-        let weights = plan
-            .modules
+    /// The AWQ search of the next layer on each device, empty (None without a search): its searched linears'
+    /// weights loaded as the forward runs them. Every device after the first keeps its calls apart for the merge.
+    pub(super) fn awq_searches(&self) -> Result<Vec<Option<AwqSearch>>> {
+        let Some((plan, prefix)) = self.awq.as_ref().zip(layer_prefix(self.desc, self.next_layer)) else {
+            return Ok(vec![None; self.shards.len()]);
+        };
+        let blocks: BTreeSet<String> = plan.blocks.iter().filter(|block| block.starts_with(prefix)).cloned().collect();
+        let modules: Vec<&String> = plan.modules.iter().filter(|module| module.starts_with(prefix)).collect();
+        self.shards
             .iter()
-            .filter(|module| module.starts_with(prefix))
-            .map(|module| Ok((module.clone(), self.loader.weight(module)?)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        let blocks = plan.blocks.iter().filter(|block| block.starts_with(prefix)).cloned().collect();
-        Ok(Some(AwqSearch::new(plan.quantizer, plan.dtype, weights, blocks)))
+            .enumerate()
+            .map(|(i, shard)| {
+                let weights = modules
+                    .iter()
+                    .map(|module| Ok(((*module).clone(), shard.loader.weight(module)?)))
+                    .collect::<Result<HashMap<_, _>>>()?;
+                let search = AwqSearch::new(plan.quantizer, plan.dtype, weights, blocks.clone());
+                Ok(Some(if i == 0 { search } else { search.keeping_calls() }))
+            })
+            .collect()
     }
 
-    /// The AWQ search pass of a layer: `inputs` (each batch's input of the layer) run through it again with the
-    /// search attached, on observers of their own (the statistics pass recorded everything else); the layer's
-    /// results go to `observers.smoothing`. `on_batch(done)` follows the runs (not called after the last).
+    /// The AWQ search pass of a layer, after its statistics pass merged into `observers.awq`: each device runs its
+    /// `inputs` (each batch's input of the layer, with the keys chosen before it) through its copy of the layer again,
+    /// searching from the merged statistics with its `blanks` search (as [`Self::awq_searches`] made it); the
+    /// searches merge in batch order and the layer's results go to `observers.smoothing`.
     pub(super) fn awq_search_pass(
-        observers: &mut Observers,
-        layer: &DecoderLayer,
-        rope: Option<&Rope>,
-        inputs: &[Tensor],
-        mut chosen: Vec<ChosenKeys>,
-        on_batch: &mut dyn FnMut(usize),
+        &mut self,
+        layers: &[DecoderLayer],
+        blanks: Vec<Option<AwqSearch>>,
+        inputs: Vec<(Vec<Tensor>, Vec<ChosenKeys>)>,
+        progress: &mut Progress<'_>,
     ) -> Result<()> {
-        let Some(mut search) = observers.awq.take() else { return Ok(()) };
-        search.start_search();
-        let mut scratch = Observers::default();
-        scratch.awq = Some(search);
-        for (run, (xs, chosen)) in inputs.iter().zip(&mut chosen).enumerate() {
-            layer.forward(xs, rope, chosen, &mut scratch)?;
-            if run + 1 < inputs.len() {
-                on_batch(run + 1);
-            }
+        let Some(merged) = self.observers.awq.take() else { return Ok(()) };
+        let mut searches = Vec::with_capacity(blanks.len());
+        for (blank, shard) in blanks.into_iter().zip(&self.shards) {
+            let mut search = blank.ok_or_else(|| Error::internal("a device without its AWQ search"))?;
+            search.search_from(&merged, &shard.loader.device)?;
+            searches.push(search);
         }
-        let search = scratch.awq.take().ok_or_else(|| Error::internal("the AWQ search was lost"))?;
-        observers.smoothing = search.finish()?;
+        let desc = &self.desc.layers[self.next_layer];
+        let work = layers.iter().zip(searches).zip(inputs).collect();
+        let searched = on_shards(
+            &mut self.shards,
+            work,
+            |shard, ((layer, search), inputs), tick| shard.search(layer, desc, search, inputs, tick),
+            progress,
+        )?;
+        let mut searched = searched.into_iter();
+        let mut all = searched.next().ok_or_else(|| Error::internal("an AWQ search on no device"))?;
+        searched.try_for_each(|later| all.merge(later))?;
+        self.observers.smoothing = all.finish()?;
         Ok(())
     }
 }

@@ -1,0 +1,93 @@
+// Several devices (`devices`, `--devices`): the calibration batches dealt out in order, each device running its share
+// through its own copy of every layer, what they record merged. The output must be byte for byte what one device
+// writes. On a machine without several GPUs the same code runs with several CPU entries (one thread each). Four
+// calibration batches: two devices take 2 + 2, three take 2 + 1 + 1. (That the AWQ statistics' sums come out bit for
+// bit, which whole runs this small would rarely show in their bytes, is checked in crates/core/src/awq/search.rs.)
+import test from 'ava'
+import { readdirSync, readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+
+import { quantizeModel } from '../dist/index.js'
+import { FIXTURES, readTensors, rows, ROOT, tempDir } from './helpers/checkpoint.mjs'
+
+const GOLDEN = join(FIXTURES, 'golden')
+const calibIds = readTensors(join(GOLDEN, 'calib_ids.safetensors')).input_ids
+const CALIB_ROWS = rows(calibIds.values, calibIds.shape[1])
+const MAIN = join(ROOT, 'dist', 'cli', 'main.js')
+
+/** The output files that hold weights and metadata a consumer reads (the run's own report names its devices). */
+function consumed(dir) {
+  const names = readdirSync(dir).filter((name) => name.endsWith('.safetensors') || name === 'config.json' || name === 'hf_quant_config.json')
+  return Object.fromEntries(names.sort().map((name) => [name, readFileSync(join(dir, name))]))
+}
+
+function sameBytes(t, a, b, what) {
+  t.deepEqual(Object.keys(a), Object.keys(b), what)
+  for (const name of Object.keys(a)) {
+    const { quantizer: _a, ...ours } = name === 'hf_quant_config.json' ? JSON.parse(a[name]) : {}
+    const { quantizer: _b, ...theirs } = name === 'hf_quant_config.json' ? JSON.parse(b[name]) : {}
+    if (name === 'hf_quant_config.json') t.deepEqual(ours, theirs, `${what}: ${name}`)
+    else t.true(a[name].equals(b[name]), `${what}: ${name} differs`)
+  }
+}
+
+async function run(model, format, where, extra = {}) {
+  const output = join(tempDir(), 'out')
+  await quantizeModel({ model, output, format, calibration: { ids: CALIB_ROWS, batchSize: 1 }, ...where, ...extra })
+  return output
+}
+
+for (const [kase, format] of [
+  ['awq_qwen3_moe', 'int4_awq'],
+  ['awq_qwen3_moe', 'nvfp4_awq'],
+  ['awq_qwen2_moe', 'w4a8_awq'],
+]) {
+  test(`${format} on ${kase}: two and three devices write what one writes (the AWQ search merged in batch order)`, async (t) => {
+    const model = join(GOLDEN, kase, 'source')
+    const one = consumed(await run(model, format, { device: 'cpu' }, { kvCache: 'none' }))
+    for (const devices of [['cpu', 'cpu'], ['cpu', 'cpu', 'cpu']]) {
+      sameBytes(t, consumed(await run(model, format, { devices }, { kvCache: 'none' })), one, `${devices.length} devices`)
+    }
+  })
+}
+
+test('fp8 with a calibrated KV cache on a MoE: three devices write what one writes', async (t) => {
+  const model = join(FIXTURES, 'qwen3_moe', 'hub')
+  const one = consumed(await run(model, 'fp8', { device: 'cpu' }, { kvCache: 'fp8' }))
+  const three = await run(model, 'fp8', { devices: ['cpu', 'cpu', 'cpu'] }, { kvCache: 'fp8' })
+  sameBytes(t, consumed(three), one, '3 devices')
+  const report = JSON.parse(readFileSync(join(three, 'moe-quant-run.json'), 'utf8'))
+  t.deepEqual(report.options.devices, ['cpu', 'cpu', 'cpu'])
+})
+
+test('devices: refused before any work when invalid or given with device', async (t) => {
+  const model = join(FIXTURES, 'qwen3_moe', 'hub')
+  for (const [options, message] of [
+    [{ devices: ['cuda:0', 'cuda:0'] }, /devices: expected a non-empty array of distinct GPUs/],
+    [{ devices: ['cpu', 'cuda:1'] }, /devices: expected/],
+    [{ devices: [] }, /devices: expected/],
+    [{ devices: 'cuda:0' }, /devices: expected/],
+    [{ device: 'cpu', devices: ['cpu', 'cpu'] }, /not both/],
+  ]) {
+    const output = join(tempDir(), 'out')
+    const error = await t.throwsAsync(quantizeModel({ model, output, format: 'fp8', calibration: { ids: CALIB_ROWS }, ...options }))
+    t.is(error.code, 'E_OPTION_INVALID', JSON.stringify(options))
+    t.regex(error.message, message)
+  }
+})
+
+test('--devices splits the calibration from the command line; with --device it is a usage error', (t) => {
+  const model = join(FIXTURES, 'qwen3_moe', 'hub')
+  const out = join(tempDir(), 'out')
+  const cli = (...args) => spawnSync(process.execPath, [MAIN, 'quantize', model, '--format', 'fp8', '--samples', '4', '--seq-len', '16', '--batch-size', '1', ...args], { encoding: 'utf8' })
+  const ok = cli('--out', out, '--devices', 'cpu,cpu')
+  t.is(ok.status, 0, ok.stderr)
+  t.deepEqual(JSON.parse(readFileSync(join(out, 'moe-quant-run.json'), 'utf8')).options.devices, ['cpu', 'cpu'])
+  const both = cli('--out', join(tempDir(), 'o'), '--device', 'cpu', '--devices', 'cpu,cpu')
+  t.is(both.status, 2)
+  t.regex(both.stderr, /--device or --devices, not both/)
+  const bad = cli('--out', join(tempDir(), 'o'), '--devices', 'cuda:0,cuda:0')
+  t.is(bad.status, 2)
+  t.regex(bad.stderr, /--devices: expected distinct GPUs/)
+})
