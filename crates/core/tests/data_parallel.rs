@@ -7,33 +7,14 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
-use common::forward::{fixtures, reference, DESCRIBED};
+use common::forward::{forward_on, four_batches, DESCRIBED};
 use moe_quant_core::calib::data::Batch;
 use moe_quant_core::device::ComputeDevice;
-use moe_quant_core::model::layers::{run_forward, ForwardOptions, ForwardResult};
+use moe_quant_core::model::layers::ForwardResult;
 use moe_quant_core::model::observe::Observers;
-use moe_quant_core::model::ModelDescriptor;
-use moe_quant_core::Checkpoint;
 
 fn forward(fixture: &str, batches: &[Batch], devices: usize) -> ForwardResult {
-    let name = format!("{}.json", fixture.replace('/', "_"));
-    let text = std::fs::read_to_string(fixtures().join("descriptors").join(name)).unwrap();
-    let descriptor: ModelDescriptor = serde_json::from_str(&text).unwrap();
-    let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
-    let options =
-        ForwardOptions { logits: true, all_experts_stats: false, devices: vec![ComputeDevice::cpu(); devices] };
-    run_forward(&checkpoint, &descriptor, batches, &options, &AtomicBool::new(false), &mut |_| {}).unwrap()
-}
-
-/// Four batches from the reference ids: each row whole, then each row's first half.
-fn rows(fixture: &str) -> Vec<Batch> {
-    let (batch, _) = reference(fixture);
-    let half = batch.seq_len / 2;
-    let whole = (0..batch.rows).map(|r| Batch { ids: batch.row(r).unwrap().to_vec(), rows: 1, seq_len: batch.seq_len });
-    let halves = (0..batch.rows).map(|r| Batch { ids: batch.row(r).unwrap()[..half].to_vec(), rows: 1, seq_len: half });
-    whole.chain(halves).collect()
+    forward_on(fixture, batches, vec![ComputeDevice::cpu(); devices])
 }
 
 fn recorded(observers: &Observers) -> serde_json::Value {
@@ -43,7 +24,7 @@ fn recorded(observers: &Observers) -> serde_json::Value {
 #[test]
 fn several_devices_record_and_compute_what_one_does() {
     for fixture in DESCRIBED {
-        let batches = rows(fixture);
+        let batches = four_batches(fixture);
         assert_eq!(batches.len(), 4, "{fixture}");
         let one = forward(fixture, &batches, 1);
         // Shares of 2 + 2 and 2 + 1 + 1 batches.
@@ -58,7 +39,7 @@ fn several_devices_record_and_compute_what_one_does() {
 #[test]
 fn the_merge_is_needed_each_share_alone_records_less() {
     for fixture in DESCRIBED {
-        let batches = rows(fixture);
+        let batches = four_batches(fixture);
         let whole = forward(fixture, &batches, 1).observers;
         let share = forward(fixture, &batches[..batches.len() / 2], 1).observers;
         let tokens = |o: &Observers| o.experts.values().flat_map(|s| s.tokens.iter()).sum::<u64>();

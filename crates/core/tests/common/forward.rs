@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use moe_quant_core::calib::data::Batch;
 use moe_quant_core::device::ComputeDevice;
-use moe_quant_core::model::{run_forward, ForwardOptions, ModelDescriptor};
+use moe_quant_core::model::{run_forward, ForwardOptions, ForwardResult, ModelDescriptor};
 use moe_quant_core::Checkpoint;
 
 /// Fixtures whose descriptors are committed in fixtures/descriptors (tools/write_descriptors.mjs).
@@ -90,6 +90,25 @@ pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&m
     let mut result =
         run_forward(&checkpoint, &descriptor, &[batch], &options, &AtomicBool::new(false), &mut |_| {}).unwrap();
     result.logits.pop().unwrap()
+}
+
+/// The forward of a fixture over `batches`, split over `devices` (one device: the ordinary run), with logits.
+pub fn forward_on(fixture: &str, batches: &[Batch], devices: Vec<ComputeDevice>) -> ForwardResult {
+    let name = format!("{}.json", fixture.replace('/', "_"));
+    let text = std::fs::read_to_string(fixtures().join("descriptors").join(name)).unwrap();
+    let descriptor: ModelDescriptor = serde_json::from_str(&text).unwrap();
+    let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
+    let options = ForwardOptions { logits: true, all_experts_stats: false, devices };
+    run_forward(&checkpoint, &descriptor, batches, &options, &AtomicBool::new(false), &mut |_| {}).unwrap()
+}
+
+/// Four batches from a fixture's reference ids: each row whole, then each row's first half.
+pub fn four_batches(fixture: &str) -> Vec<Batch> {
+    let (batch, _) = reference(fixture);
+    let half = batch.seq_len / 2;
+    let row = |r: usize, len: usize| Batch { ids: batch.row(r).unwrap()[..len].to_vec(), rows: 1, seq_len: len };
+    let whole = (0..batch.rows).map(|r| row(r, batch.seq_len));
+    whole.chain((0..batch.rows).map(|r| row(r, half))).collect()
 }
 
 /// ‖a − b‖ / ‖b‖.

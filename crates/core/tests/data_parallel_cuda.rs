@@ -1,0 +1,39 @@
+//! Data-parallel calibration on GPUs: the batches split between devices, each on its own thread, record exactly what
+//! one device records and give the same logits, bit for bit (the same kernels on the same shapes). With two GPUs the
+//! split goes over `cuda:0` and `cuda:1`; with one, two shares run on `cuda:0` from two threads (the threading and
+//! merging of the multi-GPU path, on the one card). Built and run only with the `cuda` feature on a GPU machine.
+
+#![cfg(feature = "cuda")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+mod common;
+
+use common::forward::{forward_on, four_batches, DESCRIBED};
+use moe_quant_core::device::ComputeDevice;
+
+fn check(devices: &[ComputeDevice], what: &str) {
+    for fixture in DESCRIBED {
+        let batches = four_batches(fixture);
+        let one = forward_on(fixture, &batches, vec![devices[0].clone()]);
+        let split = forward_on(fixture, &batches, devices.to_vec());
+        let recorded = |r: &moe_quant_core::model::ForwardResult| serde_json::to_value(&r.observers).unwrap();
+        assert_eq!(recorded(&split), recorded(&one), "{fixture}: {what}");
+        assert_eq!(split.logits, one.logits, "{fixture}: {what}");
+        println!("{fixture}: {what}: the same observers and logits");
+    }
+}
+
+#[test]
+fn two_shares_on_one_gpu_record_and_compute_what_one_does() {
+    let gpu = ComputeDevice::parse("cuda:0").unwrap();
+    check(&[gpu.clone(), gpu], "two threads on cuda:0");
+}
+
+#[test]
+fn two_gpus_record_and_compute_what_one_does() {
+    let Ok(second) = ComputeDevice::parse("cuda:1") else {
+        println!("SKIPPED: one GPU only (cuda:1 cannot be opened); the two-GPU identity check needs two");
+        return;
+    };
+    check(&[ComputeDevice::parse("cuda:0").unwrap(), second], "cuda:0 and cuda:1");
+}
