@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 
-import { quantizeModel } from '../dist/index.js'
+import { calibrateModel, quantizeModel } from '../dist/index.js'
 import { FIXTURES, readTensors, rows, ROOT, tempDir } from './helpers/checkpoint.mjs'
 
 const GOLDEN = join(FIXTURES, 'golden')
@@ -59,6 +59,18 @@ test('fp8 with a calibrated KV cache on a MoE: three devices write what one writ
   sameBytes(t, consumed(three), one, '3 devices')
   const report = JSON.parse(readFileSync(join(three, 'moe-quant-run.json'), 'utf8'))
   t.deepEqual(report.options.devices, ['cpu', 'cpu', 'cpu'])
+})
+
+test('calibrateModel on three devices records what one records', async (t) => {
+  const model = join(FIXTURES, 'qwen3_moe', 'hub')
+  const calibration = { data: join(ROOT, 'examples', 'calibration.jsonl'), samples: 6, seqLen: 32, batchSize: 1 }
+  const recorded = ({ samples, tokens, inputAmax, kvAmax, experts, uncalibratedExperts }) => ({ samples, tokens, inputAmax, kvAmax, experts, uncalibratedExperts })
+  const one = await calibrateModel({ model, calibration, device: 'cpu' })
+  const three = await calibrateModel({ model, calibration, devices: ['cpu', 'cpu', 'cpu'] })
+  t.deepEqual(recorded(three), recorded(one))
+  t.true(one.experts.some((layer) => layer.tokens.some((n) => n > 0)))
+  const error = await t.throwsAsync(calibrateModel({ model, calibration, device: 'cpu', devices: ['cpu'] }))
+  t.is(error.code, 'E_OPTION_INVALID')
 })
 
 test('devices: refused before any work when invalid or given with device', async (t) => {

@@ -81,6 +81,8 @@ export interface CalibrateOptions {
   model: string
   /** `'cpu'` (default, f32) or `'cuda'`/`'cuda:N'` (bf16, with the CUDA build). */
   device?: string
+  /** Several GPUs that split the calibration batches, instead of `device` (as `quantizeModel`'s `devices`). */
+  devices?: string[]
   calibration: CalibrationOptions
   /** Write the expert-coverage heatmap (HTML) here (not inside the model directory). */
   coverageReport?: string
@@ -146,6 +148,7 @@ const SOURCES = ['data', 'texts', 'conversations', 'ids'] as const
 const CALIBRATE_OPTIONS: Rules<CalibrateOptions> = {
   model: rules.directory,
   device: rules.device,
+  devices: rules.devices,
   calibration: null,
   coverageReport: { test: (value) => value === false || is.nonEmptyString(value), expected: 'a file path' },
   overwrite: null,
@@ -246,7 +249,10 @@ function toResult(report: CalibrationReport, descriptor: ModelDescriptor): { res
 export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationResult> {
   checkOptions(options, CALIBRATE_OPTIONS, 'calibrateModel(options)')
   const descriptor = await describeModel(options.model)
-  const request = calibrationRequest(options.calibration, descriptor, options.device)
+  if (options.device !== undefined && options.devices !== undefined) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'device and devices: give one device or a list of devices, not both')
+  }
+  const request = calibrationRequest(options.calibration, descriptor, options.devices ?? options.device)
   if (options.coverageReport) {
     await checkReportPath(options.coverageReport, { model: options.model, overwrite: options.overwrite === true, option: 'coverageReport' })
   }

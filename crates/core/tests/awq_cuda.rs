@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use candle_core::{DType, Device, Tensor};
 use moe_quant_core::awq::search::{fake_int4, fake_nvfp4, AwqSearch};
@@ -56,11 +56,10 @@ fn the_search_keeps_the_cpus_alphas() {
             let weight = on(&device, &values(384 * 256, 11), (384, 256), dtype);
             let batches: Vec<Tensor> =
                 (0..3).map(|b| on(&device, &values(64 * 256, 20 + b), (64, 256), dtype)).collect();
-            let weights = HashMap::from([("m".to_string(), weight)]);
-            let mut search = AwqSearch::new(quantizer, Dtype::BF16, weights, BTreeSet::new());
-            batches.iter().for_each(|x| search.record_linear("m", x).unwrap());
+            let mut search = AwqSearch::new(quantizer, Dtype::BF16, BTreeSet::from(["m".to_string()]), BTreeSet::new());
+            batches.iter().for_each(|x| search.record_linear("m", x, &weight).unwrap());
             search.start_search();
-            batches.iter().for_each(|x| search.record_linear("m", x).unwrap());
+            batches.iter().for_each(|x| search.record_linear("m", x, &weight).unwrap());
             results.push(search.finish().unwrap().remove("m").unwrap());
         }
         let (cpu, gpu) = (&results[0], &results[1]);

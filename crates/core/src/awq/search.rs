@@ -9,7 +9,7 @@
 //! per-call terms ([`AwqSearch::keeping_calls`]), which the merge adds one by one where one run adds them. The search runs in f32 whatever the forward's dtype, with
 //! the bf16 roundings ModelOpt's bf16 search makes (the smoothed input and weight, the fake-quantized weight).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{DType, Device, Tensor, D};
 
@@ -104,8 +104,8 @@ pub struct AwqSearch {
     /// The dtype the weights are stored in (the search's roundings are ModelOpt's in the model's dtype).
     pub dtype: Dtype,
     pub phase: Phase,
-    /// The linears searched, by module name, with their weights `[out, in]` as the forward runs them.
-    weights: HashMap<String, Tensor>,
+    /// The linears searched, by module name (the forward hands each call's weight as it runs it).
+    modules: BTreeSet<String>,
     /// The MoE blocks whose routed experts are searched (each expert's projections alone, see [`expert_key`]).
     blocks: BTreeSet<String>,
     records: BTreeMap<String, Record>,
@@ -119,14 +119,9 @@ pub fn expert_key(block: &str, expert: usize, projection: &str) -> String {
 }
 
 impl AwqSearch {
-    pub fn new(
-        quantizer: AwqQuantizer,
-        dtype: Dtype,
-        weights: HashMap<String, Tensor>,
-        blocks: BTreeSet<String>,
-    ) -> Self {
+    pub fn new(quantizer: AwqQuantizer, dtype: Dtype, modules: BTreeSet<String>, blocks: BTreeSet<String>) -> Self {
         let records = BTreeMap::new();
-        AwqSearch { quantizer, dtype, phase: Phase::Statistics, weights, blocks, records, keep_calls: false }
+        AwqSearch { quantizer, dtype, phase: Phase::Statistics, modules, blocks, records, keep_calls: false }
     }
 
     /// The search of a share of the batches that comes after another's (data parallel: every device after the
@@ -161,11 +156,12 @@ impl AwqSearch {
         Ok(())
     }
 
-    /// Records a call of linear `module` on `xs`, when it is one of the searched linears.
-    pub fn record_linear(&mut self, module: &str, xs: &Tensor) -> Result<()> {
-        match self.weights.get(module).cloned() {
-            Some(weight) => self.record(module, xs, &weight),
-            None => Ok(()),
+    /// Records a call of linear `module` (weight `[out, cols]` as the forward runs it) on `xs`, when it is one of the
+    /// searched linears.
+    pub fn record_linear(&mut self, module: &str, xs: &Tensor, weight: &Tensor) -> Result<()> {
+        match self.modules.contains(module) {
+            true => self.record(module, xs, weight),
+            false => Ok(()),
         }
     }
 
@@ -427,7 +423,7 @@ mod tests {
         let a = Tensor::from_vec([pad(&[1.0, -2.0]), pad(&[3.0, 4.0])].concat(), (2, 16), &device).unwrap();
         let b = Tensor::from_vec(pad(&[5.0, 0.0]), (1, 16), &device).unwrap();
         let weight = Tensor::from_vec(pad(&[1.0, 0.5]).repeat(2), (2, 16), &device).unwrap();
-        let mut search = AwqSearch::new(AwqQuantizer::Nvfp4, Dtype::F32, HashMap::new(), BTreeSet::new());
+        let mut search = AwqSearch::new(AwqQuantizer::Nvfp4, Dtype::F32, BTreeSet::new(), BTreeSet::new());
         search.record("m", &a, &weight).unwrap();
         search.record("m", &b, &weight).unwrap();
         search.record("m", &Tensor::zeros((0, 16), DType::F32, &device).unwrap(), &weight).unwrap();
@@ -451,20 +447,20 @@ mod tests {
             Tensor::from_vec(values, (2, 16), &device).unwrap()
         };
         let weight = batch(9);
-        let weights = || HashMap::from([("m".to_string(), weight.clone())]);
-        let new = || AwqSearch::new(AwqQuantizer::Nvfp4, Dtype::F32, weights(), BTreeSet::new());
+        let modules = || BTreeSet::from(["m".to_string()]);
+        let new = || AwqSearch::new(AwqQuantizer::Nvfp4, Dtype::F32, modules(), BTreeSet::new());
         let batches: Vec<Tensor> = (0..7).map(batch).collect();
         let mut whole = new();
-        batches.iter().for_each(|x| whole.record_linear("m", x).unwrap());
+        batches.iter().for_each(|x| whole.record_linear("m", x, &weight).unwrap());
         let whole_statistics = whole.clone();
         whole.start_search();
-        batches.iter().for_each(|x| whole.record_linear("m", x).unwrap());
+        batches.iter().for_each(|x| whole.record_linear("m", x, &weight).unwrap());
         // Three devices: statistics of each share, merged in order; each then searches its share from the merged
         // statistics, and the searches merge in order. The later shares keep their calls: the same sums bit for bit.
         let shares = [&batches[..2], &batches[2..5], &batches[5..]];
         let mut searches: Vec<AwqSearch> = (0..3).map(|i| if i == 0 { new() } else { new().keeping_calls() }).collect();
         for (search, share) in searches.iter_mut().zip(shares) {
-            share.iter().for_each(|x| search.record_linear("m", x).unwrap());
+            share.iter().for_each(|x| search.record_linear("m", x, &weight).unwrap());
         }
         let mut merged = searches[0].clone();
         searches[1..].iter().for_each(|later| merged.merge(later.clone()).unwrap());
@@ -472,7 +468,7 @@ mod tests {
         assert_eq!(act(&merged), act(&whole_statistics));
         for (search, share) in searches.iter_mut().zip(shares) {
             search.search_from(&merged, &device).unwrap();
-            share.iter().for_each(|x| search.record_linear("m", x).unwrap());
+            share.iter().for_each(|x| search.record_linear("m", x, &weight).unwrap());
         }
         let mut searched = searches.remove(0);
         searches.into_iter().for_each(|later| searched.merge(later).unwrap());
@@ -488,7 +484,7 @@ mod tests {
     fn a_linear_never_searched_keeps_a_neutral_smoothing() {
         let device = Device::Cpu;
         let x = Tensor::from_vec(vec![1.0f32, 2.0], (1, 2), &device).unwrap();
-        let mut search = AwqSearch::new(AwqQuantizer::Int4, Dtype::BF16, HashMap::new(), BTreeSet::new());
+        let mut search = AwqSearch::new(AwqQuantizer::Int4, Dtype::BF16, BTreeSet::new(), BTreeSet::new());
         search.record("m", &x, &x).unwrap();
         let results = search.finish().unwrap();
         assert_eq!(results["m"].smoothing, Smoothing::neutral(2));

@@ -5,8 +5,9 @@
 //! calibrated FP8 KV cache is scaled by).
 //!
 //! For the AWQ formats, a layer's forward runs twice with an [`AwqSearch`] attached (its statistics, then its search),
-//! which sees every searched linear's input and each routed expert's tokens; the layer's results are kept in
-//! [`Observers::smoothing`] until the next layer's replace them.
+//! which sees every searched linear's input with the weight the forward runs it with ([`Observers::record_linears`])
+//! and each routed expert's tokens; the layer's results are kept in [`Observers::smoothing`] until the next layer's
+//! replace them.
 //!
 //! Observers also serve to find where a forward stopped being finite: created with [`Observers::tracing`],
 //! they note the first activation they see that holds a NaN or an infinity (in the order of the forward).
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::awq::search::{expert_key, AwqSearch, Searched};
 use crate::error::{Error, Result};
+use crate::model::blocks::linear::Linear;
 use crate::model::blocks::ops::{abs_max, abs_max_on_device, all_finite, read_scalars};
 use crate::model::loader::ExpertWeights;
 
@@ -131,9 +133,17 @@ impl Observers {
             let entry = self.input_amax.entry((*module).to_string()).or_insert(0.0);
             *entry = entry.max(amax);
         }
+        Ok(())
+    }
+
+    /// Records `xs` as the input of each of `linears` (reading the same input): its maximum, and for the AWQ search
+    /// the call with each searched linear's weight as the forward runs it.
+    pub fn record_linears(&mut self, linears: &[&Linear], xs: &Tensor) -> Result<()> {
+        let names: Vec<&str> = linears.iter().map(|linear| linear.name.as_str()).collect();
+        self.record_input(&names, xs)?;
         if let Some(awq) = &mut self.awq {
-            for module in modules {
-                awq.record_linear(module, xs)?;
+            for linear in linears {
+                awq.record_linear(&linear.name, xs, &linear.weight)?;
             }
         }
         Ok(())

@@ -142,11 +142,11 @@ impl Attention {
     }
 
     /// The module names whose input is the layer's hidden states.
-    fn input_names(&self) -> Vec<&str> {
+    fn input_linears(&self) -> Vec<&Linear> {
         match &self.qkv {
-            Projections::Separate { q, k, v } => vec![&q.name, &k.name, &v.name],
-            Projections::KeysAsValues { q, k } => vec![&q.name, &k.name],
-            Projections::Fused(qkv) => vec![&qkv.name],
+            Projections::Separate { q, k, v } => vec![q, k, v],
+            Projections::KeysAsValues { q, k } => vec![q, k],
+            Projections::Fused(qkv) => vec![qkv],
         }
     }
 
@@ -213,7 +213,7 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, rope: Option<&Rope>, observers: &mut Observers) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let device = xs.device();
-        profile::section(device, "observers", || observers.record_input(&self.input_names(), xs))?;
+        profile::section(device, "observers", || observers.record_linears(&self.input_linears(), xs))?;
         let (q, k, v) = profile::section(device, "attention projections", || self.project(xs))?;
         let (q, k, v, gate) = profile::section(device, "attention heads, norms and rope", || {
             let (q, gate) = self.query(q)?;
@@ -250,7 +250,7 @@ impl Attention {
         if let Some(gate) = gate {
             out = (out * sigmoid(&gate)?)?;
         }
-        profile::section(device, "observers", || observers.record_input(&[&self.o.name], &out))?;
+        profile::section(device, "observers", || observers.record_linears(&[&self.o], &out))?;
         profile::section(device, "attention projections", || self.o.forward(&out))
     }
 }

@@ -47,22 +47,22 @@ impl Mlp {
     pub fn forward(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let hidden = match &self.input {
             Input::Gated { gate, up } => {
-                observers.record_input(&[&gate.name, &up.name], xs)?;
+                observers.record_linears(&[gate, up], xs)?;
                 gated(self.activation, &gate.forward(xs)?, &up.forward(xs)?)?
             }
             Input::Fused(gate_up) => {
-                observers.record_input(&[&gate_up.name], xs)?;
+                observers.record_linears(&[gate_up], xs)?;
                 let both = gate_up.forward(xs)?;
                 let half = both.dim(candle_core::D::Minus1)? / 2;
                 let gate = both.narrow(candle_core::D::Minus1, 0, half)?;
                 gated(self.activation, &gate, &both.narrow(candle_core::D::Minus1, half, half)?)?
             }
             Input::Relu2(up) => {
-                observers.record_input(&[&up.name], xs)?;
+                observers.record_linears(&[up], xs)?;
                 up.forward(xs)?.relu()?.sqr()?
             }
         };
-        observers.record_input(&[&self.down.name], &hidden)?;
+        observers.record_linears(&[&self.down], &hidden)?;
         self.down.forward(&hidden)
     }
 }

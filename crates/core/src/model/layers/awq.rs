@@ -1,7 +1,7 @@
 //! The AWQ search's passes over a layer (see `awq::search`): the search attached to the statistics pass, then the
 //! search pass over the layer's inputs again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use candle_core::Tensor;
 
@@ -35,26 +35,18 @@ impl LayerStream<'_> {
         self.awq = Some(plan);
     }
 
-    /// The AWQ search of the next layer on each device, empty (None without a search): its searched linears'
-    /// weights loaded as the forward runs them. Every device after the first keeps its calls apart for the merge.
+    /// The AWQ search of the next layer on each device, empty (None without a search): the forward hands it each
+    /// searched linear's weight as it runs it. Every device after the first keeps its calls apart for the merge.
     pub(super) fn awq_searches(&self) -> Result<Vec<Option<AwqSearch>>> {
         let Some((plan, prefix)) = self.awq.as_ref().zip(layer_prefix(self.desc, self.next_layer)) else {
             return Ok(vec![None; self.shards.len()]);
         };
         let blocks: BTreeSet<String> = plan.blocks.iter().filter(|block| block.starts_with(prefix)).cloned().collect();
-        let modules: Vec<&String> = plan.modules.iter().filter(|module| module.starts_with(prefix)).collect();
-        self.shards
-            .iter()
-            .enumerate()
-            .map(|(i, shard)| {
-                let weights = modules
-                    .iter()
-                    .map(|module| Ok(((*module).clone(), shard.loader.weight(module)?)))
-                    .collect::<Result<HashMap<_, _>>>()?;
-                let search = AwqSearch::new(plan.quantizer, plan.dtype, weights, blocks.clone());
-                Ok(Some(if i == 0 { search } else { search.keeping_calls() }))
-            })
-            .collect()
+        let modules: BTreeSet<String> =
+            plan.modules.iter().filter(|module| module.starts_with(prefix)).cloned().collect();
+        let search = AwqSearch::new(plan.quantizer, plan.dtype, modules, blocks);
+        let later = search.clone().keeping_calls();
+        Ok((0..self.shards.len()).map(|i| Some(if i == 0 { search.clone() } else { later.clone() })).collect())
     }
 
     /// The AWQ search pass of a layer, after its statistics pass merged into `observers.awq`: each device runs its
