@@ -24,7 +24,7 @@ pub use int4::{Int4Awq, INT4_BLOCK};
 pub use mx::MX_BLOCK;
 pub use mxfp4::{mxfp4_code, mxfp4_exponent, Mxfp4};
 pub use mxfp8::{e8m0_exponent, Mxfp8};
-pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, Nvfp4Awq, Nvfp4CompressedTensors, W4a16Nvfp4, NVFP4_BLOCK};
+pub use nvfp4::{block_amax, dequantize_nvfp4, Nvfp4, Nvfp4CompressedTensors, Nvfp4Variant, NVFP4_BLOCK};
 pub use stacked::{expert_matrix, stack_shape, stacked_layout, stacked_rule, StackAssembler, StackedRule};
 pub use stored::{dequantize_stored, stored_format};
 
@@ -111,14 +111,14 @@ pub fn format(name: FormatName, torch_cuda: bool) -> Box<dyn QuantFormat> {
     match name {
         FormatName::Fp8 => Box::new(Fp8 { torch_cuda }),
         FormatName::Nvfp4 => Box::new(Nvfp4),
-        FormatName::W4a16Nvfp4 => Box::new(W4a16Nvfp4),
+        FormatName::W4a16Nvfp4 => Box::new(Nvfp4Variant { awq: false }),
         FormatName::Fp8PcPt => Box::new(Fp8PerChannel),
         FormatName::Fp8PbWo => Box::new(Fp8Block),
         FormatName::Mxfp8 => Box::new(Mxfp8),
         FormatName::Mxfp4 => Box::new(Mxfp4),
         FormatName::Int4Awq => Box::new(Int4Awq { fp8_activations: false }),
         FormatName::W4a8Awq => Box::new(Int4Awq { fp8_activations: true }),
-        FormatName::Nvfp4Awq => Box::new(Nvfp4Awq),
+        FormatName::Nvfp4Awq => Box::new(Nvfp4Variant { awq: true }),
     }
 }
 

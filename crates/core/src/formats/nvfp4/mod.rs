@@ -7,15 +7,13 @@
 //! - `y = W / f32(f32(weight_scale) · weight_scale_2)` in f32 whatever the weight's dtype (torch promotes a
 //!   bf16 weight divided by an f32 block tensor to f32), then E2M1 codes packed two per byte, U8 `[N, K/2]`.
 
-mod awq;
 mod compressed_tensors;
 mod cuda;
-mod w4a16;
+mod variant;
 
-pub use awq::Nvfp4Awq;
 pub use compressed_tensors::Nvfp4CompressedTensors;
 pub use cuda::block_amax;
-pub use w4a16::W4a16Nvfp4;
+pub use variant::Nvfp4Variant;
 
 use super::{
     sanitize_input_amax, sanitize_weight_amax, shape_error, FormatName, OutputTensor, QuantFormat, QuantizedWeight,
