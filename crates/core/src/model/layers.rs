@@ -210,11 +210,6 @@ impl<'a> LayerStream<'a> {
         self.shards.iter().map(|shard| shard.hidden.len()).sum()
     }
 
-    /// Number of devices the batches are split over (fewer than asked for when there are fewer batches).
-    pub fn devices(&self) -> usize {
-        self.shards.len()
-    }
-
     /// The first device, which records the weight maxima and runs the resident hook.
     fn device(&self) -> &candle_core::Device {
         &self.shards[0].loader.device
