@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 
 import { calibrateModel, quantizeModel } from '../dist/index.js'
-import { FIXTURES, readTensors, rows, ROOT, tempDir } from './helpers/checkpoint.mjs'
+import { FIXTURES, readTensors, rows, ROOT, tempDir, writeSyntheticQwen3 } from './helpers/checkpoint.mjs'
 
 const GOLDEN = join(FIXTURES, 'golden')
 const calibIds = readTensors(join(GOLDEN, 'calib_ids.safetensors')).input_ids
@@ -102,4 +102,24 @@ test('--devices splits the calibration from the command line; with --device it i
   const bad = cli('--out', join(tempDir(), 'o'), '--devices', 'cuda:0,cuda:0')
   t.is(bad.status, 2)
   t.regex(bad.stderr, /--devices: expected distinct GPUs/)
+})
+
+test('a calibration that stops being finite on a later device is refused as on one, nothing written', async (t) => {
+  // Token 3's embedding row is NaN, and only the last of three batches uses it: the third device's share.
+  const poisoned = writeSyntheticQwen3(join(tempDir(), 'model'), { poison: { tensor: 'model.embed_tokens.weight', index: 3 * 64 + 5, value: Number.NaN } })
+  const ids = [[1, 2, 4, 5, 6, 7, 8, 9], [10, 11, 12, 13, 14, 15, 16, 17], [20, 21, 3, 22, 23, 24, 25, 26]]
+  // Layer 1's experts scaled to 1e19: act(gate)·up overflows f32 in every device's share.
+  const overflowing = writeSyntheticQwen3(join(tempDir(), 'model'), { layers: 3, scales: { 'model.layers.1.mlp.experts.': 1e19 } })
+  for (const [model, code, needles] of [
+    [poisoned, 'E_TENSOR_NON_FINITE', ['model.embed_tokens.weight', 'element 197', 'token 3']],
+    [overflowing, 'E_ACTIVATION_NON_FINITE', ['decoder layer 1', 'the input of model.layers.1.mlp.experts (down)']],
+  ]) {
+    const parent = tempDir()
+    const calibration = { ids, samples: 3, seqLen: 8, batchSize: 1 }
+    const run = quantizeModel({ model, output: join(parent, 'out'), format: 'fp8', calibration, devices: ['cpu', 'cpu', 'cpu'], coverageReport: false })
+    const error = await t.throwsAsync(run)
+    t.is(error.code, code, error.message)
+    for (const needle of needles) t.true(error.message.includes(needle), `${error.message} lacks ${needle}`)
+    t.deepEqual(readdirSync(parent), [], 'nothing written')
+  }
 })
