@@ -165,9 +165,20 @@ function calibrationSource(options: CalibrationOptions, rows: number[][] | undef
 }
 
 /**
- * Validates calibration options (`device` is the caller's, already checked: one device, or several that split the
- * batches) and resolves their defaults into
- * the native request. Token ids are checked against the model's vocabulary.
+ * Where a calibration runs: the caller's `devices` (several that split the batches) or `device` (default `'cpu'`),
+ * each already checked.
+ * @throws MoeQuantError `E_OPTION_INVALID` when both are given
+ */
+export function calibrationDevices(options: { device?: string; devices?: string[] }): string | string[] {
+  if (options.device !== undefined && options.devices !== undefined) {
+    throw new MoeQuantError('E_OPTION_INVALID', 'device and devices: give one device or a list of devices, not both')
+  }
+  return options.devices ?? options.device ?? 'cpu'
+}
+
+/**
+ * Validates calibration options (`device`, from `calibrationDevices`, is the caller's) and resolves their defaults
+ * into the native request. Token ids are checked against the model's vocabulary.
  */
 export function calibrationRequest(options: CalibrationOptions, descriptor: ModelDescriptor, device: string | string[] = 'cpu'): CalibrationRequest {
   checkOptions(options, CALIBRATION_OPTIONS, 'calibration', 'calibration.')
@@ -249,10 +260,7 @@ function toResult(report: CalibrationReport, descriptor: ModelDescriptor): { res
 export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationResult> {
   checkOptions(options, CALIBRATE_OPTIONS, 'calibrateModel(options)')
   const descriptor = await describeModel(options.model)
-  if (options.device !== undefined && options.devices !== undefined) {
-    throw new MoeQuantError('E_OPTION_INVALID', 'device and devices: give one device or a list of devices, not both')
-  }
-  const request = calibrationRequest(options.calibration, descriptor, options.devices ?? options.device)
+  const request = calibrationRequest(options.calibration, descriptor, calibrationDevices(options))
   if (options.coverageReport) {
     await checkReportPath(options.coverageReport, { model: options.model, overwrite: options.overwrite === true, option: 'coverageReport' })
   }

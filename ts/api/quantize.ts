@@ -30,7 +30,7 @@ import {
   writeCoverageReport,
 } from '../report/coverage'
 import { packageVersion } from '../version'
-import { type CalibrationOptions, calibrationRequest, shortDataWarnings } from './calibrate'
+import { type CalibrationOptions, calibrationDevices, calibrationRequest, shortDataWarnings } from './calibrate'
 import { checkOptions, is, parseSize, rules, type Rules } from './options'
 
 export type { KvCacheMode, QuantFormatName, Recipe }
@@ -348,10 +348,7 @@ async function prepare(options: QuantizeOptions): Promise<Prepared> {
   checkCalibrationOption(options, deciding)
   const calibrated = FORMATS[deciding].calibrated
   const { report, descriptor } = calibrated ? describeListing(listing) : { report: reportFromListing(listing), descriptor: null }
-  if (options.device !== undefined && options.devices !== undefined) {
-    throw new MoeQuantError('E_OPTION_INVALID', 'device and devices: give one device or a list of devices, not both')
-  }
-  const devices = options.devices ?? options.device ?? 'cpu'
+  const devices = calibrationDevices(options)
   const request = descriptor && calibrationRequest(options.calibration as CalibrationOptions, descriptor, devices)
   const overwrite = options.overwrite === true
   const tool = { name: 'moe-quant', version: packageVersion() }
