@@ -20,15 +20,12 @@ impl ComputeDevice {
 
     /// Parses `cpu`, `cuda` or `cuda:N`.
     pub fn parse(spec: &str) -> Result<Self> {
-        match spec {
-            "cpu" => Ok(Self::cpu()),
-            "cuda" => Self::cuda(0),
-            _ => match spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-                Some(ordinal) => Self::cuda(ordinal),
-                None => Err(Error::DeviceUnavailable {
-                    message: format!("unknown device {spec:?}: expected cpu, cuda or cuda:N"),
-                }),
-            },
+        match (spec, gpu_ordinal(spec)) {
+            ("cpu", _) => Ok(Self::cpu()),
+            (_, Some(ordinal)) => Self::cuda(ordinal),
+            _ => Err(Error::DeviceUnavailable {
+                message: format!("unknown device {spec:?}: expected cpu, cuda or cuda:N"),
+            }),
         }
     }
 
@@ -40,11 +37,7 @@ impl ComputeDevice {
         if specs.is_empty() {
             return Err(invalid("devices: the list is empty".into()));
         }
-        let ordinal = |spec: &str| match spec {
-            "cuda" => Some(0),
-            _ => spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()),
-        };
-        let gpus: Vec<Option<usize>> = specs.iter().map(|spec| ordinal(spec)).collect();
+        let gpus: Vec<Option<usize>> = specs.iter().map(|spec| gpu_ordinal(spec)).collect();
         if gpus.iter().any(Option::is_some) && gpus.iter().any(Option::is_none) {
             return Err(invalid(format!("devices: {specs:?} mixes GPUs and the CPU")));
         }
@@ -60,5 +53,13 @@ impl ComputeDevice {
     /// build or without such a GPU.
     fn cuda(ordinal: usize) -> Result<Self> {
         Ok(ComputeDevice { device: crate::cuda::device(ordinal)?, dtype: DType::BF16 })
+    }
+}
+
+/// The GPU `cuda` (0) or `cuda:N` names; None for anything else.
+fn gpu_ordinal(spec: &str) -> Option<usize> {
+    match spec {
+        "cuda" => Some(0),
+        _ => spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()),
     }
 }
