@@ -69,6 +69,10 @@ test('calibrateModel on three devices records what one records', async (t) => {
   const three = await calibrateModel({ model, calibration, devices: ['cpu', 'cpu', 'cpu'] })
   t.deepEqual(recorded(three), recorded(one))
   t.true(one.experts.some((layer) => layer.tokens.some((n) => n > 0)))
+  t.false(three.warnings.some((w) => w.startsWith('devices:')), 'six batches for three devices')
+  // Two batches for three devices: one device gets none, and the result says so.
+  const idle = await calibrateModel({ model, calibration: { ...calibration, samples: 2 }, devices: ['cpu', 'cpu', 'cpu'] })
+  t.true(idle.warnings.includes('devices: 2 calibration batch(es) for 3 devices; 1 of them had no share and ran nothing (more samples or a smaller batchSize would use them)'), idle.warnings.join('\n'))
   const error = await t.throwsAsync(calibrateModel({ model, calibration, device: 'cpu', devices: ['cpu'] }))
   t.is(error.code, 'E_OPTION_INVALID')
 })

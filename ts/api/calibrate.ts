@@ -201,10 +201,18 @@ export function calibrationRequest(options: CalibrationOptions, descriptor: Mode
   return { source, samples, seq_len: seqLen, batch_size: batchSize, all_experts: options.allExperts === true, ...where }
 }
 
-/** The warning of a calibration that ran out of data before `samples` sequences, if it did. */
-export function shortDataWarnings(summary: CalibrationSummary): string[] {
-  if (summary.samples >= summary.requested_samples) return []
-  return [`the calibration data gave ${summary.samples} sequences of ${summary.seq_len} tokens, fewer than the ${summary.requested_samples} asked for`]
+/** The warnings of a calibration: it ran out of data before `samples` sequences, or some of its devices got no batch. */
+export function calibrationWarnings(summary: CalibrationSummary, request: CalibrationRequest): string[] {
+  const warnings: string[] = []
+  if (summary.samples < summary.requested_samples) {
+    warnings.push(`the calibration data gave ${summary.samples} sequences of ${summary.seq_len} tokens, fewer than the ${summary.requested_samples} asked for`)
+  }
+  const batches = Math.ceil(summary.samples / request.batch_size)
+  const devices = request.devices?.length ?? 1
+  if (devices > batches) {
+    warnings.push(`devices: ${batches} calibration batch(es) for ${devices} devices; ${devices - batches} of them had no share and ran nothing (more samples or a smaller batchSize would use them)`)
+  }
+  return warnings
 }
 
 /** The MoE blocks of the model, in layer order. */
@@ -212,7 +220,7 @@ const moeBlocks = (descriptor: ModelDescriptor): Array<{ layer: number; block: s
   descriptor.layers.flatMap((l) => (l.mlp?.kind === 'moe' ? [{ layer: l.index, block: l.mlp.block }] : []))
 
 /** Turns the native report into the public result, and the coverage report's layers. */
-function toResult(report: CalibrationReport, descriptor: ModelDescriptor): { result: CalibrationResult; coverage: CoverageLayer[] } {
+function toResult(report: CalibrationReport, descriptor: ModelDescriptor, request: CalibrationRequest): { result: CalibrationResult; coverage: CoverageLayer[] } {
   const coverage = coverageLayers(report, moeBlocks(descriptor))
   const experts = coverage.map(({ layer, block, tokens }): ExpertCoverage => {
     const stats = report.observers.experts[block] as ExpertStats
@@ -230,7 +238,7 @@ function toResult(report: CalibrationReport, descriptor: ModelDescriptor): { res
   const warnings = uncalibrated
     ? [`${uncalibrated}; they get weight scales from their own weights and their layer's shared input scale. More or more varied calibration data would cover them.`]
     : []
-  warnings.push(...shortDataWarnings(report))
+  warnings.push(...calibrationWarnings(report, request))
   const result: CalibrationResult = {
     samples: report.samples,
     requestedSamples: report.requested_samples,
@@ -270,7 +278,7 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
     (binding, token, onEvent) => binding.calibrate(options.model, JSON.stringify(descriptor), JSON.stringify(request), token, onEvent),
   )
   const report = JSON.parse(text) as CalibrationReport
-  const { result, coverage } = toResult(report, descriptor)
+  const { result, coverage } = toResult(report, descriptor, request)
   if (options.coverageReport) {
     result.coverageReportPath = await writeCoverageReport(options.coverageReport, options.model, coverageInput(report, coverage, result.warnings))
   }

@@ -30,7 +30,7 @@ import {
   writeCoverageReport,
 } from '../report/coverage'
 import { packageVersion } from '../version'
-import { type CalibrationOptions, calibrationDevices, calibrationRequest, shortDataWarnings } from './calibrate'
+import { type CalibrationOptions, calibrationDevices, calibrationRequest, calibrationWarnings } from './calibrate'
 import { checkOptions, is, parseSize, rules, type Rules } from './options'
 
 export type { KvCacheMode, QuantFormatName, Recipe }
@@ -223,7 +223,7 @@ function warningsOf(
   format: QuantFormatName,
   summary: CalibrationSummary | null,
   uncalibratedExperts: QuantizeResult['uncalibratedExperts'],
-  { keptIndivisible, skippedFiles, kvCacheNote, quantizedLayers, plan }: Pick<Prepared, 'keptIndivisible' | 'skippedFiles' | 'kvCacheNote' | 'quantizedLayers' | 'plan'>,
+  { keptIndivisible, skippedFiles, kvCacheNote, quantizedLayers, plan, request }: Pick<Prepared, 'keptIndivisible' | 'skippedFiles' | 'kvCacheNote' | 'quantizedLayers' | 'plan' | 'request'>,
 ): string[] {
   const warnings: string[] = []
   if (kvCacheNote) warnings.push(kvCacheNote)
@@ -242,7 +242,7 @@ function warningsOf(
       `${uncalibrated}; their weight scales come from their own weights and their input scale is the layer's shared one. More calibration data would cover them.`,
     )
   }
-  if (summary) warnings.push(...shortDataWarnings(summary))
+  if (summary && request) warnings.push(...calibrationWarnings(summary, request))
   if (keptIndivisible.length > 0) {
     warnings.push(`${keptIndivisible.length} linears kept unquantized: an input dimension is not a multiple of ${FORMATS[format].groupSize} (${keptIndivisible.slice(0, 3).join(', ')}${keptIndivisible.length > 3 ? ', …' : ''})`)
   }
