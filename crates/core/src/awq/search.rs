@@ -6,8 +6,10 @@
 //!
 //! Statistics stay on the device until the layer ends. Split over devices (data parallel), each device records its
 //! share of the batches and the shares merge in batch order into what one device records: a later share keeps its
-//! per-call terms ([`AwqSearch::keeping_calls`]), which the merge adds one by one where one run adds them. The search runs in f32 whatever the forward's dtype, with
-//! the bf16 roundings ModelOpt's bf16 search makes (the smoothed input and weight, the fake-quantized weight).
+//! per-call terms ([`AwqSearch::keeping_calls`]), which the merge adds one by one where one run adds them.
+//!
+//! The search runs in f32 whatever the forward's dtype, with the bf16 roundings ModelOpt's bf16 search makes (the
+//! smoothed input and weight, the fake-quantized weight).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -131,13 +133,14 @@ impl AwqSearch {
         self
     }
 
-    /// Takes the statistics `merged` holds (every share's, merged), its tensors moved to `device`, and moves to
-    /// the search pass: each device then searches its own share of the batches from the same statistics.
-    pub fn search_from(&mut self, merged: &AwqSearch, device: &Device) -> Result<()> {
-        if merged.phase != Phase::Statistics || self.phase != Phase::Statistics {
-            return Err(Error::internal("AWQ: a search starts from merged statistics, before its search pass"));
+    /// The search pass of one device's share of the batches, from these statistics (every share's, merged) with
+    /// their tensors moved to `device`; `keep_calls` as [`keeping_calls`](Self::keeping_calls) for every device after
+    /// the first. Each device then searches its own share from the same statistics.
+    pub fn search_share(&self, device: &Device, keep_calls: bool) -> Result<AwqSearch> {
+        if self.phase != Phase::Statistics {
+            return Err(Error::internal("AWQ: a search pass starts from statistics, not from another search"));
         }
-        self.records = merged
+        let records = self
             .records
             .iter()
             .map(|(module, record)| {
@@ -152,8 +155,9 @@ impl AwqSearch {
                 Ok((module.clone(), moved))
             })
             .collect::<Result<_>>()?;
-        self.start_search();
-        Ok(())
+        let (modules, blocks) = (self.modules.clone(), self.blocks.clone());
+        let (quantizer, dtype, phase) = (self.quantizer, self.dtype, Phase::Search);
+        Ok(AwqSearch { quantizer, dtype, phase, modules, blocks, records, keep_calls })
     }
 
     /// Records a call of linear `module` (weight `[out, cols]` as the forward runs it) on `xs`, when it is one of the
@@ -246,7 +250,7 @@ impl AwqSearch {
     /// Adds what `other` recorded over the batches after ours in the same pass (data parallel): sums of per-call
     /// means, calls and losses add up (in call order: bit for bit one run's when `other` [keeps its
     /// calls](Self::keeping_calls)), per-channel maxima take the larger. Both must be in the same phase; in the
-    /// search pass, both must have started from the same statistics (see [`search_from`](Self::search_from)).
+    /// search pass, both must have started from the same statistics (see [`search_share`](Self::search_share)).
     pub fn merge(&mut self, other: AwqSearch) -> Result<()> {
         if self.phase != other.phase {
             return Err(Error::internal("AWQ searches in different passes cannot be merged"));
@@ -466,8 +470,8 @@ mod tests {
         searches[1..].iter().for_each(|later| merged.merge(later.clone()).unwrap());
         let act = |search: &AwqSearch| search.records["m"].act.sum().unwrap().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(act(&merged), act(&whole_statistics));
+        let mut searches: Vec<AwqSearch> = (0..3).map(|i| merged.search_share(&device, i > 0).unwrap()).collect();
         for (search, share) in searches.iter_mut().zip(shares) {
-            search.search_from(&merged, &device).unwrap();
             share.iter().for_each(|x| search.record_linear("m", x, &weight).unwrap());
         }
         let mut searched = searches.remove(0);

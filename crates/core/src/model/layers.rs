@@ -247,7 +247,7 @@ impl<'a> LayerStream<'a> {
             .then(|| self.shards.iter().map(|shard| (shard.hidden.clone(), shard.chosen.clone())).collect::<Vec<_>>());
         let total = self.batch_runs();
         let mut progress = Progress { on_batch, offset: 0, total };
-        let inputs = layers.iter().zip(searches.iter().cloned()).collect();
+        let inputs = layers.iter().zip(searches).collect();
         let runs = on_shards(
             &mut self.shards,
             inputs,
@@ -264,7 +264,7 @@ impl<'a> LayerStream<'a> {
         if let Some(inputs) = awq_inputs {
             // The search's runs follow the statistics', in the same count.
             progress.offset = self.batches();
-            profile::section(&device, "AWQ search", || self.awq_search_pass(&layers, searches, inputs, &mut progress))?;
+            profile::section(&device, "AWQ search", || self.awq_search_pass(&layers, inputs, &mut progress))?;
         }
         if let Some(module) = self.observers.first_infinite() {
             return Err(Error::ActivationNonFinite {

@@ -51,22 +51,18 @@ impl LayerStream<'_> {
 
     /// The AWQ search pass of a layer, after its statistics pass merged into `observers.awq`: each device runs its
     /// `inputs` (each batch's input of the layer, with the keys chosen before it) through its copy of the layer again,
-    /// searching from the merged statistics with its `blanks` search (as [`Self::awq_searches`] made it); the
-    /// searches merge in batch order and the layer's results go to `observers.smoothing`.
+    /// searching from the merged statistics; the searches merge in batch order and the layer's results go to
+    /// `observers.smoothing`.
     pub(super) fn awq_search_pass(
         &mut self,
         layers: &[DecoderLayer],
-        blanks: Vec<Option<AwqSearch>>,
         inputs: Vec<(Vec<Tensor>, Vec<ChosenKeys>)>,
         progress: &mut Progress<'_>,
     ) -> Result<()> {
         let Some(merged) = self.observers.awq.take() else { return Ok(()) };
-        let mut searches = Vec::with_capacity(blanks.len());
-        for (blank, shard) in blanks.into_iter().zip(&self.shards) {
-            let mut search = blank.ok_or_else(|| Error::internal("a device without its AWQ search"))?;
-            search.search_from(&merged, &shard.loader.device)?;
-            searches.push(search);
-        }
+        let searches = (self.shards.iter().enumerate())
+            .map(|(i, shard)| merged.search_share(&shard.loader.device, i > 0))
+            .collect::<Result<Vec<_>>>()?;
         let desc = &self.desc.layers[self.next_layer];
         let work = layers.iter().zip(searches).zip(inputs).collect();
         let searched = on_shards(
