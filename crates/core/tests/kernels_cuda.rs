@@ -403,6 +403,40 @@ fn amax_kernels_match_the_cpu() {
 }
 
 #[test]
+fn amax_of_many_tensors_in_one_launch_matches_the_cpu() {
+    let device = gpu();
+    for dtype in SOURCES {
+        // Experts of different sizes (tails shorter than 16 elements included), a gate/up pair as the two halves
+        // of one tensor (views read in place), and a view starting off a 16-byte boundary (copied).
+        let shapes: [&[usize]; 5] = [&[96, 64], &[3, 5, 7], &[1, 16], &[7], &[1536, 256]];
+        let mut values = Vec::new();
+        let mut tensors = Vec::new();
+        for (i, dims) in shapes.iter().enumerate() {
+            let count = dims.iter().product();
+            let v = random_values(count, 100 + i as u64, dtype);
+            tensors.push(tensor(&v, dtype, dims, &device));
+            values.push(v);
+        }
+        let pair = tensors[4].clone();
+        let (gate, up) = (pair.narrow(0, 0, 768).unwrap(), pair.narrow(0, 768, 768).unwrap());
+        let odd = tensors[0].flatten_all().unwrap().narrow(0, 3, 100).unwrap();
+        let mut views: Vec<&Tensor> = tensors.iter().collect();
+        views.extend([&gate, &up, &odd]);
+        let half = values[4].len() / 2;
+        let mut expected: Vec<f32> = values.iter().map(|v| weight_amax(v)).collect();
+        expected.push(weight_amax(&values[4][..half]));
+        expected.push(weight_amax(&values[4][half..]));
+        expected.push(weight_amax(&values[0][3..103]));
+        let got = cuda::amax_each(&views).unwrap();
+        assert_eq!(f32s(&got), expected, "{dtype}");
+        // What the per-tensor kernel gives, element by element.
+        for (view, want) in views.iter().zip(&expected) {
+            assert_eq!(cuda::amax(view).unwrap().to_scalar::<f32>().unwrap(), *want, "{dtype} {:?}", view.dims());
+        }
+    }
+}
+
+#[test]
 fn expert_split_matches_candle_on_the_cpu() {
     let device = gpu();
     for dtype in SOURCES {

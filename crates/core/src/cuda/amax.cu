@@ -67,6 +67,27 @@ __device__ __forceinline__ void amax_groups(const typename T::storage* x, float*
 }
 
 
+// out[blockIdx.y] = max |x| over tensor blockIdx.y of a table of (address, element count) pairs (out zeroed by the
+// caller): many tensors in one launch. Each address is 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ void amax_each(const uint64_t* table, float* out) {
+    const typename T::storage* x = reinterpret_cast<const typename T::storage*>(table[2 * blockIdx.y]);
+    const uint64_t count = table[2 * blockIdx.y + 1];
+    const uint64_t groups = count / GROUP;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    float m = 0.0f;
+    for (uint64_t g = first; g < groups; g += stride) {
+        float v[GROUP];
+        T::load_group(x + g * GROUP, v);
+#pragma unroll
+        for (int i = 0; i < GROUP; ++i) m = fmaxf(m, fabsf(v[i]));
+    }
+    for (uint64_t i = groups * GROUP + first; i < count; i += stride) m = fmaxf(m, fabsf(T::load_one(x + i)));
+    m = block_max(m);
+    if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned int*>(out + blockIdx.y), __float_as_uint(m));
+}
+
 #define AMAX_ENTRY_POINTS(suffix, T)                                                                             \
     extern "C" __global__ void amax_experts_##suffix(const T::storage* x, float* out, uint64_t per_expert,      \
                                                      int vectorized) {                                           \
@@ -74,6 +95,9 @@ __device__ __forceinline__ void amax_groups(const typename T::storage* x, float*
     }                                                                                                            \
     extern "C" __global__ void amax_groups_##suffix(const T::storage* x, float* out, uint64_t groups) {          \
         amax_groups<T>(x, out, groups);                                                                          \
+    }                                                                                                            \
+    extern "C" __global__ void amax_each_##suffix(const uint64_t* table, float* out) {                           \
+        amax_each<T>(table, out);                                                                                \
     }
 
 FOR_EACH_SOURCE(AMAX_ENTRY_POINTS)

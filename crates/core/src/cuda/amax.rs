@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{kernel_module, leading_dim, shape_error, Arg, Grid, Module, Source};
+use super::{address, kernel_module, leading_dim, shape_error, Arg, Grid, Module, Source};
 use crate::error::Result;
 
 const AMAX: Module = kernel_module!("amax");
@@ -42,6 +42,42 @@ pub fn amax_per_block(xs: &Tensor) -> Result<Tensor> {
         *last /= VECTOR_GROUP;
     }
     Ok(source.tensor(out, dims))
+}
+
+/// max |x| of each tensor, as F32 `[n]`, in one launch: the tensors (bf16, f16 or f32, one dtype, on one GPU; any
+/// shapes) are read where they lie when contiguous and 16-byte aligned (a view such as half an expert's gate_up
+/// is), copied otherwise. One launch instead of one per tensor: a layer's 384 expert weights cost one.
+pub fn amax_each(tensors: &[&Tensor]) -> Result<Tensor> {
+    let op = "amax_each";
+    let Some(first) = tensors.first() else {
+        return Err(crate::error::Error::internal(format!("cuda::{op}: no tensors")));
+    };
+    let source = Source::new(first, op)?;
+    let mut kept = Vec::with_capacity(tensors.len());
+    let mut table = Vec::with_capacity(4 * tensors.len());
+    let mut largest = 0;
+    for tensor in tensors {
+        if tensor.dtype() != first.dtype() || !tensor.device().same_device(first.device()) {
+            return Err(shape_error(tensor, &format!("{op} expects {:?} tensors on one device", first.dtype())));
+        }
+        let aligned = tensor.is_contiguous()
+            && (tensor.layout().start_offset() * tensor.dtype().size_in_bytes()).is_multiple_of(16);
+        let tensor = if aligned { (*tensor).clone() } else { tensor.force_contiguous()? };
+        let count = tensor.elem_count() as u64;
+        for word in [address(&tensor)?, count] {
+            table.extend([word as u32, (word >> 32) as u32]);
+        }
+        largest = largest.max(tensor.elem_count());
+        kept.push(tensor);
+    }
+    let table = source.upload_u32(&table)?;
+    let mut out = source.zeros(tensors.len())?;
+    let kernel = format!("amax_each_{}", source.suffix());
+    let grid = Grid::Wave { work: largest.div_ceil(VECTOR_GROUP), rows: tensors.len() };
+    source.launch_args(&AMAX, &kernel, grid, &mut [Arg::In(&table), Arg::Out(&mut out)])?;
+    // The copies (if any) and the table live until the kernel has run: one stream orders their frees after it.
+    drop(kept);
+    Ok(source.tensor(out, tensors.len()))
 }
 
 /// `amax` over `runs` equal consecutive runs of the tensor's elements, F32 `[runs]`.

@@ -157,6 +157,11 @@ impl Source {
         Ok(Output::F32(self.device.clone_htod(values)?))
     }
 
+    /// Host words copied to the device (tables of addresses and counts, as pairs of u32 halves).
+    pub fn upload_u32(&self, values: &[u32]) -> Result<Output> {
+        Ok(Output::U32(self.device.clone_htod(values)?))
+    }
+
     /// Launches `kernel` of `module` with the source as its first argument and then `args`.
     pub fn launch(&self, module: &Module, kernel: &str, grid: Grid, args: &mut [Arg<'_>]) -> Result<()> {
         self.run(module, kernel, grid, true, args)

@@ -12,7 +12,7 @@ use super::dispatch::{device_router, group_by_expert, Dispatch};
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::norm::{NormStyle, RmsNorm};
-use super::ops::{abs_max_on_device, read_scalars, sigmoid};
+use super::ops::{abs_max_each, abs_max_on_device, read_scalars, sigmoid};
 use super::router::route;
 use super::router_input::RouterInput;
 use super::zero_experts::divert;
@@ -193,24 +193,26 @@ impl MoeBlock {
     pub fn observe_weights(&self, observers: &mut Observers) -> Result<()> {
         let inter = self.desc.tensors.intermediate;
         let stats = observers.experts_mut(&self.desc.block, self.desc.tensors.experts);
-        // Reduced on the device and read back at once: one synchronisation per layer, not three per expert.
-        let mut maxima = Vec::with_capacity(3 * self.desc.tensors.experts);
+        // Reduced on the device and read back at once: one launch and one synchronisation per layer.
         let gated = self.desc.tensors.gated();
+        let mut halves = Vec::with_capacity(3 * self.desc.tensors.experts);
         for weights in self.experts.weights() {
+            // Ungated: no gate (its maximum stays 0); `gate_up` is up alone.
             if gated {
-                maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, 0, inter)?)?);
-                maxima.push(abs_max_on_device(&weights.gate_up.narrow(0, inter, inter)?)?);
+                halves.push(weights.gate_up.narrow(0, 0, inter)?);
+                halves.push(weights.gate_up.narrow(0, inter, inter)?);
             } else {
-                // Ungated: no gate (its maximum stays 0); `gate_up` is up alone.
-                maxima.push(Tensor::new(0f32, weights.gate_up.device())?);
-                maxima.push(abs_max_on_device(&weights.gate_up)?);
+                halves.push(weights.gate_up.clone());
             }
-            maxima.push(abs_max_on_device(&weights.down)?);
+            halves.push(weights.down.clone());
         }
-        for (e, amax) in read_scalars(&maxima)?.chunks_exact(3).enumerate() {
-            stats.gate_amax[e] = amax[0];
-            stats.up_amax[e] = amax[1];
-            stats.down_amax[e] = amax[2];
+        let maxima = abs_max_each(&halves.iter().collect::<Vec<_>>())?;
+        let per_expert = if gated { 3 } else { 2 };
+        for (e, amax) in maxima.chunks_exact(per_expert).enumerate() {
+            let (gate, up, down) = if gated { (amax[0], amax[1], amax[2]) } else { (0.0, amax[0], amax[1]) };
+            stats.gate_amax[e] = gate;
+            stats.up_amax[e] = up;
+            stats.down_amax[e] = down;
         }
         Ok(())
     }

@@ -68,6 +68,19 @@ pub fn abs_max_on_device(xs: &Tensor) -> Result<Tensor> {
     Ok(xs.abs()?.flatten_all()?.max_all()?.to_dtype(DType::F32)?)
 }
 
+/// max |x| of each tensor, read back with one copy; on a GPU one launch reduces them all (`cuda::amax_each`).
+pub fn abs_max_each(tensors: &[&Tensor]) -> Result<Vec<f32>> {
+    let Some(first) = tensors.first() else {
+        return Ok(Vec::new());
+    };
+    let one_dtype = tensors.iter().all(|t| t.dtype() == first.dtype());
+    if first.device().is_cuda() && one_dtype && matches!(first.dtype(), DType::BF16 | DType::F16 | DType::F32) {
+        return Ok(crate::cuda::amax_each(tensors)?.to_vec1::<f32>()?);
+    }
+    let maxima = tensors.iter().map(|t| abs_max_on_device(t)).collect::<Result<Vec<_>>>()?;
+    read_scalars(&maxima)
+}
+
 /// The values of 0-d tensors gathered on the device and read back with one copy.
 pub fn read_scalars(values: &[Tensor]) -> Result<Vec<f32>> {
     if values.is_empty() {
