@@ -7,6 +7,7 @@ pub mod causal_conv;
 pub mod delta_rule;
 pub mod deltanet;
 mod dispatch;
+mod host;
 pub mod indexer;
 pub mod kda;
 pub mod key_selection;

@@ -9,6 +9,7 @@ use candle_core::{DType, Tensor};
 
 use super::activation::gated;
 use super::dispatch::{device_router, group_by_expert, Dispatch};
+use super::host;
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::norm::{NormStyle, RmsNorm};
@@ -428,6 +429,10 @@ impl MoeBlock {
         if routed.device().is_cuda() {
             let weights = (!self.scales_input()).then(|| dispatch.weights.flatten_all()).transpose()?;
             return cuda::combine_routed(&routed, gather, weights.as_ref(), self.desc.top_k);
+        }
+        let weights = (!self.scales_input()).then_some(&dispatch.weights);
+        if let Some(out) = host::combine_routed(&routed, gather, weights, self.desc.top_k)? {
+            return Ok(out);
         }
         let routed = if self.scales_input() { routed } else { routed.broadcast_mul(&dispatch.weights)? };
         Ok(routed

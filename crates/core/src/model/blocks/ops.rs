@@ -65,6 +65,9 @@ pub fn abs_max_on_device(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cuda() && matches!(xs.dtype(), DType::BF16 | DType::F16 | DType::F32) {
         return crate::cuda::amax(xs);
     }
+    if let Some(amax) = super::host::abs_max(xs)? {
+        return Ok(Tensor::new(amax, xs.device())?);
+    }
     Ok(xs.abs()?.flatten_all()?.max_all()?.to_dtype(DType::F32)?)
 }
 
