@@ -11,10 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 
-use super::blocks::linear::Linear;
 use super::blocks::norm::NormStyle;
 use super::blocks::rope::Rope;
 use super::decoder::DecoderLayer;
@@ -28,6 +27,7 @@ use crate::model::observe::Observers;
 use crate::model::profile;
 
 mod awq;
+mod head;
 mod shard;
 pub use awq::AwqPlan;
 use shard::{on_shards, Progress, Shard, ShardRun};
@@ -348,44 +348,6 @@ impl<'a> LayerStream<'a> {
         }
         let tensor = trace.first_non_finite().map_or_else(|| format!("the output of {location}"), str::to_string);
         Error::ActivationNonFinite { location, tensor, detail: format!("calibration batch {}", shard.first + batch) }
-    }
-
-    /// Final norm and lm_head over every batch (after the last layer), soft-capped where the model caps them:
-    /// logits `[rows, seq_len, vocab]`.
-    pub fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
-        let desc = self.desc;
-        let mut logits = Vec::with_capacity(self.batches());
-        for shard in &self.shards {
-            let loader = &shard.loader;
-            let norm = self.norm_style().hidden(loader, &desc.final_norm)?;
-            let weight = loader.tensor_shaped(&desc.lm_head, &[desc.vocab_size, desc.hidden_size])?;
-            let bias = desc.lm_head_bias.as_ref().map(|b| loader.tensor_shaped(b, &[desc.vocab_size])).transpose()?;
-            let head = Linear::from_weight("lm_head", weight, bias);
-            Self::head_logits(desc, &norm, &head, &shard.hidden, &mut self.observers, &mut logits)?;
-        }
-        Ok(logits)
-    }
-
-    /// The logits of `hidden`'s batches, appended to `logits`.
-    fn head_logits(
-        desc: &ModelDescriptor,
-        norm: &super::blocks::norm::HiddenNorm,
-        head: &Linear,
-        hidden: &[Tensor],
-        observers: &mut Observers,
-        logits: &mut Vec<Vec<f32>>,
-    ) -> Result<()> {
-        for xs in hidden {
-            let normed = norm.forward(xs)?;
-            observers.record_input(&["lm_head"], &normed)?;
-            let mut ys = head.forward(&normed)?;
-            if let Some(cap) = desc.final_logit_softcapping {
-                ys = ((ys / cap)?.tanh()? * cap)?;
-            }
-            let ys = (ys.to_dtype(DType::F32)? / desc.logits_scaling)?;
-            logits.push(ys.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(())
     }
 }
 
