@@ -30,26 +30,30 @@ __device__ __forceinline__ float block_max(float value) {
     return value;
 }
 
-// out[blockIdx.y] = max |x| over the blockIdx.y-th run of `per_expert` elements (out zeroed by the caller).
+// *out = max(*out, max |x| over x[0..count)) for the thread block (grid-stride along blockIdx.x), with 16-byte
+// vector loads when `vectorized` (x 16-byte aligned).
 template <typename T>
-__device__ __forceinline__ void amax_experts(const typename T::storage* x, float* out, uint64_t per_expert,
-                                             int vectorized) {
-    const typename T::storage* expert = x + (uint64_t)blockIdx.y * per_expert;
-    const uint64_t groups = vectorized ? per_expert / GROUP : 0;
+__device__ __forceinline__ void amax_run(const typename T::storage* x, uint64_t count, bool vectorized, float* out) {
+    const uint64_t groups = vectorized ? count / GROUP : 0;
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     float m = 0.0f;
     for (uint64_t g = first; g < groups; g += stride) {
         float v[GROUP];
-        T::load_group(expert + g * GROUP, v);
+        T::load_group(x + g * GROUP, v);
 #pragma unroll
         for (int i = 0; i < GROUP; ++i) m = fmaxf(m, fabsf(v[i]));
     }
-    for (uint64_t i = groups * GROUP + first; i < per_expert; i += stride) {
-        m = fmaxf(m, fabsf(T::load_one(expert + i)));
-    }
+    for (uint64_t i = groups * GROUP + first; i < count; i += stride) m = fmaxf(m, fabsf(T::load_one(x + i)));
     m = block_max(m);
-    if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned int*>(out + blockIdx.y), __float_as_uint(m));
+    if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned int*>(out), __float_as_uint(m));
+}
+
+// out[blockIdx.y] = max |x| over the blockIdx.y-th run of `per_expert` elements (out zeroed by the caller).
+template <typename T>
+__device__ __forceinline__ void amax_experts(const typename T::storage* x, float* out, uint64_t per_expert,
+                                             int vectorized) {
+    amax_run<T>(x + (uint64_t)blockIdx.y * per_expert, per_expert, vectorized != 0, out + blockIdx.y);
 }
 
 // out[g] = max |x| over the g-th group of 16 (the element count is a multiple of 16).
@@ -66,26 +70,12 @@ __device__ __forceinline__ void amax_groups(const typename T::storage* x, float*
     }
 }
 
-
 // out[blockIdx.y] = max |x| over tensor blockIdx.y of a table of (address, element count) pairs (out zeroed by the
 // caller): many tensors in one launch. Each address is 16-byte aligned.
 template <typename T>
 __device__ __forceinline__ void amax_each(const uint64_t* table, float* out) {
     const typename T::storage* x = reinterpret_cast<const typename T::storage*>(table[2 * blockIdx.y]);
-    const uint64_t count = table[2 * blockIdx.y + 1];
-    const uint64_t groups = count / GROUP;
-    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-    const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    float m = 0.0f;
-    for (uint64_t g = first; g < groups; g += stride) {
-        float v[GROUP];
-        T::load_group(x + g * GROUP, v);
-#pragma unroll
-        for (int i = 0; i < GROUP; ++i) m = fmaxf(m, fabsf(v[i]));
-    }
-    for (uint64_t i = groups * GROUP + first; i < count; i += stride) m = fmaxf(m, fabsf(T::load_one(x + i)));
-    m = block_max(m);
-    if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned int*>(out + blockIdx.y), __float_as_uint(m));
+    amax_run<T>(x, table[2 * blockIdx.y + 1], true, out + blockIdx.y);
 }
 
 #define AMAX_ENTRY_POINTS(suffix, T)                                                                             \
