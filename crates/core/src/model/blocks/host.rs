@@ -1,7 +1,8 @@
-//! Loops over host memory for two steps of the CPU forward where candle's ops make several passes and allocate
-//! between them: max |x| of a tensor (candle: `abs`, then `max_all`) and the weighted sum of each token's routed
-//! expert outputs (candle: a product, a gather, then a sum over a middle dimension, which it walks element by
-//! element). Each computes exactly what the op-by-op path computes: the same products, added in the same order.
+//! Loops over host memory for steps of the CPU forward where candle's ops make several passes and allocate
+//! between them, or run on one core: max |x| of a tensor (candle: `abs`, then `max_all`), the weighted sum of each
+//! token's routed expert outputs (candle: a product, a gather, then a sum over a middle dimension, which it walks
+//! element by element) and the gather of the routed rows. Each computes exactly what the op-by-op path computes:
+//! the same products, added in the same order.
 
 use candle_core::{DType, Storage, Tensor};
 use half::{bf16, f16};
@@ -60,8 +61,7 @@ pub fn combine_routed(
         let (storage, layout) = routed.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else { return Ok(None) };
         let values = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + slots * hidden];
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tokens.max(1));
-        let per_thread = tokens.div_ceil(threads.max(1)).max(1);
+        let per_thread = tokens.div_ceil(threads(tokens)).max(1);
         std::thread::scope(|scope| {
             for (chunk, out) in out.chunks_mut(per_thread * hidden).enumerate() {
                 let (rows, weights) = (&rows, weights.as_deref());
@@ -82,6 +82,43 @@ pub fn combine_routed(
         });
     }
     Ok(Some(Tensor::from_vec(out, (tokens, hidden), routed.device())?))
+}
+
+/// Rows `rows` of f32 `xs [n, H]` on the CPU, in order, as `[rows, H]` (what `index_select` on dimension 0
+/// gives), copied on all cores; None for other tensors.
+pub fn gather_rows(xs: &Tensor, rows: &Tensor) -> Result<Option<Tensor>> {
+    let (n, hidden) = xs.dims2()?;
+    if xs.dtype() != DType::F32 || !xs.device().is_cpu() || !xs.is_contiguous() || hidden == 0 {
+        return Ok(None);
+    }
+    let rows = rows.flatten_all()?.to_vec1::<u32>()?;
+    if rows.iter().any(|&r| r as usize >= n) {
+        return Ok(None);
+    }
+    let mut out = vec![0f32; rows.len() * hidden];
+    {
+        let (storage, layout) = xs.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else { return Ok(None) };
+        let values = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * hidden];
+        let per_thread = rows.len().div_ceil(threads(rows.len())).max(1);
+        std::thread::scope(|scope| {
+            for (chunk, out) in out.chunks_mut(per_thread * hidden).enumerate() {
+                let rows = &rows[chunk * per_thread..];
+                scope.spawn(move || {
+                    for (to, &row) in out.chunks_mut(hidden).zip(rows) {
+                        let row = row as usize;
+                        to.copy_from_slice(&values[row * hidden..(row + 1) * hidden]);
+                    }
+                });
+            }
+        });
+    }
+    Ok(Some(Tensor::from_vec(out, (rows.len(), hidden), xs.device())?))
+}
+
+/// Threads for `items` independent pieces of work: the machine's cores, at most one per item.
+fn threads(items: usize) -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(items).max(1)
 }
 
 #[cfg(test)]
@@ -129,6 +166,20 @@ mod tests {
         let grid = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
         assert_eq!(abs_max(&grid.t().unwrap()).unwrap(), None);
         assert_eq!(abs_max(&Tensor::new(&[1u32], &Device::Cpu).unwrap()).unwrap(), None);
+    }
+
+    #[test]
+    fn gather_gives_index_select_rows() {
+        let xs = Tensor::from_vec(edge_values(7 * 5, 11), (7, 5), &Device::Cpu).unwrap();
+        let rows = Tensor::new(&[6u32, 0, 3, 3, 1, 6, 2, 5, 4], &Device::Cpu).unwrap();
+        let bits = |t: &Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        let got = gather_rows(&xs, &rows).unwrap().unwrap();
+        assert_eq!(got.dims(), [9, 5]);
+        assert_eq!(bits(&got), bits(&xs.index_select(&rows, 0).unwrap()));
+        let outside = Tensor::new(&[7u32], &Device::Cpu).unwrap();
+        assert!(gather_rows(&xs, &outside).unwrap().is_none(), "candle reports a row outside the tensor");
     }
 
     #[test]

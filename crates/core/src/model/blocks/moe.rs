@@ -389,6 +389,9 @@ impl MoeBlock {
                 if flat.device().is_cuda() {
                     return cuda::gather_rows(flat, &dispatch.tokens);
                 }
+                if let Some(routed) = host::gather_rows(flat, &dispatch.tokens)? {
+                    return Ok(routed);
+                }
                 Ok(flat.index_select(&dispatch.tokens, 0)?)
             })?;
             profile::section(device, "observers", || {
