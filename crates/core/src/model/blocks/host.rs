@@ -46,79 +46,69 @@ pub fn combine_routed(
     weights: Option<&Tensor>,
     top_k: usize,
 ) -> Result<Option<Tensor>> {
-    let (slots, hidden) = routed.dims2()?;
-    if routed.dtype() != DType::F32 || !routed.device().is_cpu() || !routed.is_contiguous() || top_k == 0 {
-        return Ok(None);
-    }
-    let rows = rows.flatten_all()?.to_vec1::<u32>()?;
+    let Some(rows) = row_indices(routed, rows)? else { return Ok(None) };
     let weights = weights.map(|w| w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
-    if weights.as_ref().is_some_and(|w| w.len() != slots) || rows.iter().any(|&r| r as usize >= slots) {
+    if top_k == 0 || weights.as_ref().is_some_and(|w| w.len() != routed.dim(0).unwrap_or_default()) {
         return Ok(None);
     }
-    let tokens = rows.len() / top_k;
-    let mut out = vec![0f32; tokens * hidden];
-    {
-        let (storage, layout) = routed.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else { return Ok(None) };
-        let values = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + slots * hidden];
-        let per_thread = tokens.div_ceil(threads(tokens)).max(1);
-        std::thread::scope(|scope| {
-            for (chunk, out) in out.chunks_mut(per_thread * hidden).enumerate() {
-                let (rows, weights) = (&rows, weights.as_deref());
-                scope.spawn(move || {
-                    for (i, sum) in out.chunks_mut(hidden).enumerate() {
-                        let token = chunk * per_thread + i;
-                        for &slot in &rows[token * top_k..(token + 1) * top_k] {
-                            let slot = slot as usize;
-                            let row = &values[slot * hidden..(slot + 1) * hidden];
-                            match weights {
-                                Some(w) => sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x * w[slot]),
-                                None => sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x),
-                            }
-                        }
-                    }
-                });
+    let weights = weights.as_deref();
+    each_output_row(routed, rows.len() / top_k, |token, sum, row_of| {
+        for &slot in &rows[token * top_k..(token + 1) * top_k] {
+            let row = row_of(slot as usize);
+            match weights {
+                Some(w) => sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x * w[slot as usize]),
+                None => sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x),
             }
-        });
-    }
-    Ok(Some(Tensor::from_vec(out, (tokens, hidden), routed.device())?))
+        }
+    })
 }
 
 /// Rows `rows` of f32 `xs [n, H]` on the CPU, in order, as `[rows, H]` (what `index_select` on dimension 0
 /// gives), copied on all cores; None for other tensors.
 pub fn gather_rows(xs: &Tensor, rows: &Tensor) -> Result<Option<Tensor>> {
+    let Some(rows) = row_indices(xs, rows)? else { return Ok(None) };
+    each_output_row(xs, rows.len(), |i, to, row_of| to.copy_from_slice(row_of(rows[i] as usize)))
+}
+
+/// The row indices `rows` (U32) into f32 `xs [n, H]` when both loops above can take them: `xs` contiguous on the
+/// CPU, H > 0, every index below n. None otherwise (candle's op then runs, and reports a bad index).
+fn row_indices(xs: &Tensor, rows: &Tensor) -> Result<Option<Vec<u32>>> {
     let (n, hidden) = xs.dims2()?;
     if xs.dtype() != DType::F32 || !xs.device().is_cpu() || !xs.is_contiguous() || hidden == 0 {
         return Ok(None);
     }
     let rows = rows.flatten_all()?.to_vec1::<u32>()?;
-    if rows.iter().any(|&r| r as usize >= n) {
-        return Ok(None);
-    }
-    let mut out = vec![0f32; rows.len() * hidden];
+    Ok(rows.iter().all(|&r| (r as usize) < n).then_some(rows))
+}
+
+/// An f32 `[rows, H]` tensor whose row i is written by `fill(i, row, row_of)` (zeros before; `row_of(j)` is row j
+/// of `xs [n, H]`, f32, contiguous, on the CPU), the rows dealt out over the machine's cores in consecutive runs.
+fn each_output_row(
+    xs: &Tensor,
+    rows: usize,
+    fill: impl for<'v> Fn(usize, &mut [f32], &(dyn Fn(usize) -> &'v [f32] + 'v)) + Sync,
+) -> Result<Option<Tensor>> {
+    let (n, hidden) = xs.dims2()?;
+    let mut out = vec![0f32; rows * hidden];
     {
         let (storage, layout) = xs.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else { return Ok(None) };
         let values = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * hidden];
-        let per_thread = rows.len().div_ceil(threads(rows.len())).max(1);
+        let row_of = |j: usize| &values[j * hidden..(j + 1) * hidden];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows).max(1);
+        let per_thread = rows.div_ceil(threads).max(1);
         std::thread::scope(|scope| {
             for (chunk, out) in out.chunks_mut(per_thread * hidden).enumerate() {
-                let rows = &rows[chunk * per_thread..];
+                let (fill, row_of) = (&fill, &row_of);
                 scope.spawn(move || {
-                    for (to, &row) in out.chunks_mut(hidden).zip(rows) {
-                        let row = row as usize;
-                        to.copy_from_slice(&values[row * hidden..(row + 1) * hidden]);
+                    for (i, row) in out.chunks_mut(hidden).enumerate() {
+                        fill(chunk * per_thread + i, row, row_of);
                     }
                 });
             }
         });
     }
-    Ok(Some(Tensor::from_vec(out, (rows.len(), hidden), xs.device())?))
-}
-
-/// Threads for `items` independent pieces of work: the machine's cores, at most one per item.
-fn threads(items: usize) -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(items).max(1)
+    Ok(Some(Tensor::from_vec(out, (rows, hidden), xs.device())?))
 }
 
 #[cfg(test)]
