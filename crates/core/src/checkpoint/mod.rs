@@ -13,7 +13,7 @@ pub use crate::numerics::Dtype;
 pub use header::{header_prefix_len, parse_safetensors, parse_safetensors_prefix, ParsedHeader};
 pub use prequant::StoredForm;
 pub use reader::{Checkpoint, TensorData, TensorInfo};
-pub use source::SharedBytes;
+pub use source::{AheadBytes, SharedBytes};
 pub use view::{bytes_to_f32, TensorView};
 pub use writer::{CheckpointWriter, OutputOp, TensorLayout, WriteSummary, WriterOptions};
 

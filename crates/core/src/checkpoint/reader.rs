@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::header::{header_prefix_len, parse_safetensors_prefix, too_short};
 use super::prequant::{self, StoredForm};
-use super::source::{ReadAhead, ShardSource, SharedBytes, Wanted};
+use super::source::{AheadBytes, ReadAhead, ShardSource, SharedBytes, Wanted};
 use super::{Dtype, TensorView, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::{open_regular, read_small_text, MAX_INDEX_BYTES};
@@ -334,6 +334,19 @@ impl Checkpoint {
     /// several devices load.
     pub fn share_read_ahead(&self, prefixes: &[&str]) {
         self.ahead.share(prefixes);
+    }
+
+    /// The tensors stored as listed (not pre-quantized) whose names start with one of `prefixes`, and a handle
+    /// through which another thread gets their bytes from the read-ahead, leaving them for this checkpoint's
+    /// readers: where a layer's copy to the device starts while the layer before it computes.
+    pub fn plain_read_ahead(&self, prefixes: &[&str]) -> (Vec<TensorInfo>, AheadBytes) {
+        let plain = self
+            .tensors
+            .iter()
+            .filter(|t| t.form == StoredForm::Plain && prefixes.iter().any(|prefix| t.name.starts_with(prefix)))
+            .cloned()
+            .collect();
+        (plain, AheadBytes::new(Arc::clone(&self.ahead)))
     }
 
     /// Tensors read ahead and not yet taken (or still on their way).

@@ -366,6 +366,22 @@ impl ReadAhead {
     }
 }
 
+/// A read-ahead's bytes for another thread: [`get`](Self::get) waits for a tensor on its way and leaves it for
+/// the checkpoint's own readers.
+#[derive(Clone)]
+pub struct AheadBytes(Arc<ReadAhead>);
+
+impl AheadBytes {
+    pub(crate) fn new(ahead: Arc<ReadAhead>) -> Self {
+        AheadBytes(ahead)
+    }
+
+    /// The bytes of `name` once read ahead; `None` when the tensor is not part of the read-ahead (any more).
+    pub fn get(&self, name: &str) -> Option<SharedBytes> {
+        self.0.get(name)
+    }
+}
+
 /// The next request of the queue: its first tensor still pending and those contiguous with it in the same file,
 /// up to [`MAX_REQUEST`] bytes (tensors no longer pending are dropped from the queue).
 fn next_request(state: &mut AheadState) -> Vec<Wanted> {

@@ -103,3 +103,24 @@ impl Source {
 }
 
 pub(crate) const BLOCK_THREADS: u32 = 256;
+
+/// `upload.rs`'s copier: never made without CUDA.
+pub(crate) struct Uploader;
+
+impl Uploader {
+    pub fn new(_device: &Device) -> Result<Self> {
+        Err(not_compiled("upload"))
+    }
+
+    pub fn fits(&self, _bytes: usize) -> bool {
+        false
+    }
+
+    pub fn upload(&mut self, _bytes: &[u8], _dtype: DType, _shape: &[usize]) -> Result<()> {
+        Err(not_compiled("upload"))
+    }
+
+    pub fn finish(&mut self) -> Result<Vec<Tensor>> {
+        Err(not_compiled("upload"))
+    }
+}

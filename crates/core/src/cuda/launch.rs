@@ -13,7 +13,11 @@ use half::{bf16, f16};
 #[path = "grouped_gemm.rs"]
 mod grouped_gemm;
 
+#[path = "upload.rs"]
+mod upload;
+
 pub(crate) use grouped_gemm::grouped_matmul_t;
+pub(crate) use upload::Uploader;
 
 use super::Module;
 use crate::error::{Error, Result};

@@ -31,7 +31,7 @@ pub use forward::{
     all_finite, combine_routed, gated_activation, gather_rows, head_norm_rope, rms_norm, softmax_scores,
     GatedActivation,
 };
-pub(crate) use launch::{address, Arg, Grid, Source, BLOCK_THREADS};
+pub(crate) use launch::{address, Arg, Grid, Source, Uploader, BLOCK_THREADS};
 pub use route::{route, routes_on_device, DeviceRouter, DeviceRouting};
 pub use split::{split_gate_up, split_gate_up_transposed};
 

@@ -25,6 +25,7 @@ use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::model::observe::Observers;
 use crate::model::profile;
+use crate::model::stage::Staging;
 
 mod awq;
 mod head;
@@ -112,6 +113,8 @@ pub struct LayerStream<'a> {
     pub resident_seconds: f64,
     /// The AWQ search, when the plan has AWQ formats.
     awq: Option<AwqPlan>,
+    /// On one GPU, the next layer copied to it while this one computes.
+    staging: Staging,
 }
 
 /// What a layer's resident weights are handed to (see [`LayerStream::on_resident`]): the layer's position, each
@@ -181,6 +184,7 @@ impl<'a> LayerStream<'a> {
             resident: None,
             resident_seconds: 0.0,
             awq: None,
+            staging: Staging::new(&devices[0].device, devices.len()),
         })
     }
 
@@ -296,6 +300,7 @@ impl<'a> LayerStream<'a> {
             checkpoint.share_read_ahead(&[this]);
         }
         let norm = self.norm_style();
+        self.shards[0].loader.staged = self.staging.take();
         let mut quiet = |_| {};
         let mut progress = Progress { on_batch: &mut quiet, offset: 0, total: 0 };
         let inputs = vec![(); self.shards.len()];
@@ -310,11 +315,16 @@ impl<'a> LayerStream<'a> {
         );
         // What the layer left untaken (fused tensors its slices were cut from) is of no more use; nor, once every
         // device has its copy, are the shared bytes.
+        self.shards[0].loader.staged = None;
         if let Some(this) = this {
             checkpoint.release_read_ahead(&[this]);
         }
         if let (false, Some(next)) = (early, next) {
             checkpoint.prefetch_next(&[next]);
+        }
+        if let (Ok(_), Some(next)) = (&layers, next) {
+            let device = self.device().clone();
+            self.staging.start(checkpoint, next, &device);
         }
         layers
     }

@@ -1,9 +1,12 @@
 //! Loading tensors from a checkpoint into f32 candle tensors, and the expert view: gate, up and down of
 //! expert e in the standard `[out, in]` orientation from any stored layout, without rewriting the file.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 
 use super::descriptor::{expert_name, ExpertLayout, ExpertTensors};
+use super::stage::Staged;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::formats;
@@ -15,23 +18,32 @@ pub struct WeightLoader<'a> {
     pub dtype: DType,
     /// Keep bf16 / f16 / f32 tensors in their stored dtype instead of converting them to `dtype`.
     pub keep_stored: bool,
+    /// The layer's tensors already copied to the device (see [`stage`](super::stage)), taken instead of the
+    /// checkpoint's bytes.
+    pub staged: Option<Arc<Staged>>,
 }
 
 impl<'a> WeightLoader<'a> {
     /// A loader producing f32 tensors.
     pub fn new(checkpoint: &'a Checkpoint, device: Device) -> Self {
-        WeightLoader { checkpoint, device, dtype: DType::F32, keep_stored: false }
+        WeightLoader { checkpoint, device, dtype: DType::F32, keep_stored: false, staged: None }
     }
 
     /// A loader producing tensors of `dtype` (bf16 on the GPU).
     pub fn with_dtype(checkpoint: &'a Checkpoint, device: Device, dtype: DType) -> Self {
-        WeightLoader { checkpoint, device, dtype, keep_stored: false }
+        WeightLoader { checkpoint, device, dtype, keep_stored: false, staged: None }
     }
 
     /// A loader on the same checkpoint and device that, when `keep` is set, keeps floating-point tensors in
     /// their stored dtype (half the memory of f32 for bf16 weights; users convert at the point of use).
     pub fn keeping_stored(&self, keep: bool) -> Self {
-        WeightLoader { checkpoint: self.checkpoint, device: self.device.clone(), dtype: self.dtype, keep_stored: keep }
+        WeightLoader {
+            checkpoint: self.checkpoint,
+            device: self.device.clone(),
+            dtype: self.dtype,
+            keep_stored: keep,
+            staged: self.staged.clone(),
+        }
     }
 
     /// Values as stored (bf16, f16, f32 copied as they are; anything else through f32) on the device, in the
@@ -48,7 +60,13 @@ impl<'a> WeightLoader<'a> {
             Some(native) => Tensor::from_raw_buffer(data, native, shape, &self.device)?,
             None => Tensor::from_vec(crate::checkpoint::bytes_to_f32(dtype, data), shape, &self.device)?,
         };
-        if self.keep_stored && native.is_some() {
+        self.stored(tensor, native.is_some())
+    }
+
+    /// A tensor as loaded, `as_stored` when it holds the stored values in their stored dtype: in the compute dtype,
+    /// unless the loader keeps stored dtypes.
+    fn stored(&self, tensor: Tensor, as_stored: bool) -> Result<Tensor> {
+        if self.keep_stored && as_stored {
             return Ok(tensor);
         }
         Ok(tensor.to_dtype(self.dtype)?)
@@ -59,6 +77,9 @@ impl<'a> WeightLoader<'a> {
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         if let Some((shape, values)) = formats::dequantize_stored(self.checkpoint, name)? {
             return Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?);
+        }
+        if let Some(staged) = self.staged.as_ref().and_then(|staged| staged.tensor(name)) {
+            return self.stored(staged, true);
         }
         let tensor = self.checkpoint.read(name)?;
         self.upload(tensor.dtype, &tensor.shape, &tensor.data)
@@ -103,6 +124,9 @@ impl<'a> WeightLoader<'a> {
 
     /// One expert's slice `[…]` of a fused `[E, …]` tensor.
     fn expert_slice(&self, name: &str, expert: usize) -> Result<Tensor> {
+        if let Some(staged) = self.staged.as_ref().and_then(|staged| staged.slice(name, expert)) {
+            return self.stored(staged, true);
+        }
         let slice = self.checkpoint.read_slice_first(name, expert)?;
         self.upload(slice.dtype, &slice.shape, &slice.data)
     }

@@ -8,6 +8,7 @@ pub mod layers;
 pub mod loader;
 pub mod observe;
 pub mod profile;
+pub(crate) mod stage;
 
 pub use descriptor::ModelDescriptor;
 pub use layers::{run_forward, ForwardOptions, ForwardResult};

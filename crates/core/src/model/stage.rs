@@ -1,0 +1,184 @@
+//! The next layer's weights copied to the GPU while the current layer computes (one CUDA device). A helper thread
+//! takes each plain bf16, f16 or f32 tensor of that layer from the read-ahead as the disk delivers it and copies it
+//! through pinned buffers on the device's copy stream ([`cuda::Uploader`]); when the layer loads, the loader takes
+//! these copies instead of copying on the compute stream. A tensor of three or more dimensions is copied as its
+//! slices along the first (one per expert of a fused `[E, …]` tensor), which is how the loader asks for it. The
+//! read-ahead keeps the bytes, so whatever is not staged (a failure, a tensor asked for whole after all) loads as
+//! before.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::{Checkpoint, Dtype};
+use crate::cuda::Uploader;
+use crate::error::{Error, Result};
+
+/// A layer's tensors on the device, by name.
+#[derive(Default)]
+pub struct Staged {
+    whole: HashMap<String, Tensor>,
+    slices: HashMap<String, Vec<Tensor>>,
+}
+
+impl Staged {
+    /// The tensor, as stored, when it was copied whole.
+    pub fn tensor(&self, name: &str) -> Option<Tensor> {
+        self.whole.get(name).cloned()
+    }
+
+    /// Slice `index` along the first dimension, as stored, when the tensor was copied as slices.
+    pub fn slice(&self, name: &str, index: usize) -> Option<Tensor> {
+        self.slices.get(name).and_then(|slices| slices.get(index)).cloned()
+    }
+}
+
+/// The dtype a stored tensor is copied in, when it is copied as stored.
+fn native(dtype: Dtype) -> Option<DType> {
+    match dtype {
+        Dtype::BF16 => Some(DType::BF16),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::F32 => Some(DType::F32),
+        _ => None,
+    }
+}
+
+/// One tensor to copy: its name, dtype, shape, and whether it goes as slices.
+struct Wanted {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    sliced: bool,
+}
+
+/// The copy of the next layer under way.
+struct NextLayer {
+    thread: Option<JoinHandle<(Uploader, Result<Staged>)>>,
+}
+
+impl NextLayer {
+    /// Starts copying the tensors under `prefix` (the next layer's) with `uploader`, unless their bytes would not
+    /// fit twice in the device's free memory (the layer that computes meanwhile needs its room): then the uploader
+    /// comes back unused.
+    pub fn start(checkpoint: &Checkpoint, prefix: &str, uploader: Uploader) -> std::result::Result<Self, Uploader> {
+        let (plain, ahead) = checkpoint.plain_read_ahead(&[prefix]);
+        let mut wanted: Vec<_> = plain
+            .into_iter()
+            .filter_map(|info| {
+                let dtype = native(info.dtype)?;
+                let sliced = info.shape.len() >= 3 && info.shape[0] > 0;
+                Some(((info.file, info.start), Wanted { name: info.name, dtype, shape: info.shape, sliced }))
+            })
+            .collect();
+        // In the order the disk delivers them.
+        wanted.sort_by_key(|(at, _)| *at);
+        let wanted: Vec<Wanted> = wanted.into_iter().map(|(_, w)| w).collect();
+        let bytes: usize = wanted.iter().map(|w| w.shape.iter().product::<usize>() * w.dtype.size_in_bytes()).sum();
+        if wanted.is_empty() || !uploader.fits(2 * bytes) {
+            return Err(uploader);
+        }
+        let mut uploader = uploader;
+        let spawned = std::thread::Builder::new().name("moe-quant-upload".into()).spawn(move || {
+            let staged = copy(&mut uploader, &ahead, &wanted);
+            (uploader, staged)
+        });
+        // No thread: the layer loads as before (the uploader went with the closure).
+        Ok(NextLayer { thread: spawned.ok() })
+    }
+
+    /// Waits for the copies: the staged tensors (none if anything failed; the loader then reads as before) and the
+    /// uploader for the next layer (none if its thread failed).
+    pub fn join(mut self) -> (Option<Uploader>, Option<Staged>) {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok((uploader, Ok(staged)))) => (Some(uploader), Some(staged)),
+            Some(Ok((_, Err(_)))) | Some(Err(_)) | None => (None, None),
+        }
+    }
+}
+
+impl Drop for NextLayer {
+    /// A run that stops early lets the copy finish before the device goes.
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Copies each wanted tensor the read-ahead holds (waiting for those on their way), then collects them.
+fn copy(uploader: &mut Uploader, ahead: &crate::checkpoint::AheadBytes, wanted: &[Wanted]) -> Result<Staged> {
+    let mut copied = Vec::new();
+    for w in wanted {
+        let Some(bytes) = ahead.get(&w.name) else { continue };
+        if !w.sliced {
+            uploader.upload(&bytes, w.dtype, &w.shape)?;
+            copied.push((w, 1));
+            continue;
+        }
+        let count = w.shape[0];
+        let stride = bytes.len() / count;
+        for slice in bytes.chunks_exact(stride.max(1)).take(count) {
+            uploader.upload(slice, w.dtype, &w.shape[1..])?;
+        }
+        copied.push((w, count));
+    }
+    let mut tensors = uploader.finish()?.into_iter();
+    let mut staged = Staged::default();
+    for (w, count) in copied {
+        let taken: Vec<Tensor> = tensors.by_ref().take(count).collect();
+        if taken.len() != count {
+            return Err(Error::internal(format!("stage: {} of {count} copies of {}", taken.len(), w.name)));
+        }
+        if w.sliced {
+            staged.slices.insert(w.name.clone(), taken);
+        } else {
+            staged.whole.extend(taken.into_iter().next().map(|t| (w.name.clone(), t)));
+        }
+    }
+    Ok(staged)
+}
+
+/// A layer stream's copies ahead on its one GPU: the uploader between layers, the copy under way.
+pub(crate) struct Staging {
+    uploader: Option<Uploader>,
+    next: Option<NextLayer>,
+    /// False once an uploader could not be made (no CUDA device, no pinned memory): layers load as before.
+    enabled: bool,
+}
+
+impl Staging {
+    /// Copies ahead on `device` when it is one CUDA device.
+    pub fn new(device: &Device, devices: usize) -> Self {
+        Staging { uploader: None, next: None, enabled: device.is_cuda() && devices == 1 }
+    }
+
+    /// The layer copied while the last one computed, if one was.
+    pub fn take(&mut self) -> Option<Arc<Staged>> {
+        let (uploader, staged) = self.next.take()?.join();
+        self.uploader = uploader;
+        staged.map(Arc::new)
+    }
+
+    /// Starts copying the tensors under `prefix` (the next layer) while this one computes.
+    pub fn start(&mut self, checkpoint: &Checkpoint, prefix: &str, device: &Device) {
+        if !self.enabled {
+            return;
+        }
+        let uploader = match self.uploader.take() {
+            Some(uploader) => uploader,
+            None => match Uploader::new(device) {
+                Ok(uploader) => uploader,
+                Err(_) => {
+                    self.enabled = false;
+                    return;
+                }
+            },
+        };
+        match NextLayer::start(checkpoint, prefix, uploader) {
+            Ok(next) => self.next = Some(next),
+            Err(unused) => self.uploader = Some(unused),
+        }
+    }
+}
