@@ -292,6 +292,36 @@ fn read_ahead_hands_out_each_tensor_once_with_the_stored_bytes() {
 }
 
 #[test]
+fn a_read_ahead_buffer_is_reused_once_its_bytes_are_dropped_and_holds_only_the_new_bytes() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    // The second layer's tensor is smaller: its read fits the first one's buffer, whose tail then holds stale bytes.
+    let tensors = [
+        Tensor::patterned("model.layers.0.mlp.gate.weight", Dtype::BF16, &[64, 64], 3),
+        Tensor::patterned("model.layers.1.mlp.gate.weight", Dtype::BF16, &[24, 40], 29),
+    ];
+    let (first, second) = (&tensors[0], &tensors[1]);
+    assert_ne!(&first.data[..second.data.len()], &second.data[..]);
+    write_checkpoint(&target, &tensors, 1 << 30);
+    let checkpoint = Checkpoint::open(&target).unwrap();
+    checkpoint.prefetch(&["model.layers.0."]);
+    let read = checkpoint.read(&first.name).unwrap();
+    assert_eq!(&*read.data, &first.data[..]);
+    let buffer = read.data.as_ptr() as usize;
+    drop(read);
+    // Its bytes dropped, the buffer serves the next read-ahead, which hands out exactly the bytes it read.
+    checkpoint.prefetch(&["model.layers.1."]);
+    let reused = checkpoint.read(&second.name).unwrap();
+    assert_eq!(reused.data.as_ptr() as usize, buffer);
+    assert_eq!(&*reused.data, &second.data[..]);
+    // While those bytes are held, the same read goes to another buffer.
+    checkpoint.prefetch(&["model.layers.1."]);
+    let again = checkpoint.read(&second.name).unwrap();
+    assert_ne!(again.data.as_ptr() as usize, buffer);
+    assert_eq!(&*again.data, &second.data[..]);
+}
+
+#[test]
 fn a_queued_read_ahead_keeps_what_the_current_one_holds_and_release_forgets_a_prefix() {
     let tmp = temp_dir();
     let target = tmp.path().join("out");

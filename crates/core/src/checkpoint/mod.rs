@@ -2,6 +2,7 @@
 //! reads and a layer of read-ahead; weights stored as MXFP4 or block-scaled FP8 read dequantized) and writing
 //! sharded ones atomically.
 
+mod bytes;
 mod header;
 mod prequant;
 mod reader;

@@ -336,17 +336,11 @@ impl Checkpoint {
         self.ahead.share(prefixes);
     }
 
-    /// The tensors stored as listed (not pre-quantized) whose names start with one of `prefixes`, and a handle
-    /// through which another thread gets their bytes from the read-ahead, leaving them for this checkpoint's
-    /// readers: where a layer's copy to the device starts while the layer before it computes.
+    /// The tensors stored as listed (not pre-quantized) under one of `prefixes`, and a handle through which another
+    /// thread gets their bytes from the read-ahead, leaving them for this checkpoint's readers.
     pub fn plain_read_ahead(&self, prefixes: &[&str]) -> (Vec<TensorInfo>, AheadBytes) {
-        let plain = self
-            .tensors
-            .iter()
-            .filter(|t| t.form == StoredForm::Plain && prefixes.iter().any(|prefix| t.name.starts_with(prefix)))
-            .cloned()
-            .collect();
-        (plain, AheadBytes::new(Arc::clone(&self.ahead)))
+        let wanted = |t: &&TensorInfo| t.form == StoredForm::Plain && prefixes.iter().any(|p| t.name.starts_with(p));
+        (self.tensors.iter().filter(wanted).cloned().collect(), AheadBytes::new(Arc::clone(&self.ahead)))
     }
 
     /// Tensors read ahead and not yet taken (or still on their way).

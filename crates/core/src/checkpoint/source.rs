@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use super::bytes::BufferPool;
+pub use super::bytes::SharedBytes;
 use crate::error::{Error, IoContext, Result};
 
 /// An open shard file and what it looked like when opened.
@@ -67,17 +69,31 @@ impl ShardSource {
         self.check_unchanged()
     }
 
+    /// The length of a read of `range`, checked to fit memory.
+    fn range_len(&self, range: &Range<u64>) -> Result<usize> {
+        usize::try_from(range.end - range.start)
+            .map_err(|_| Error::internal(format!("{}: a read of {range:?} does not fit memory", self.path.display())))
+    }
+
+    /// A zeroed buffer for a read of `len` bytes (`E_OUT_OF_MEMORY` when refused).
+    fn buffer(&self, len: usize) -> Result<Vec<u8>> {
+        crate::memory::try_zeroed(len, || format!("reading {} bytes of {}", len, self.path.display()))
+    }
+
     /// Reads `range` into a new buffer, in pieces over a few threads when it is large.
     pub fn read_range(&self, range: Range<u64>) -> Result<Vec<u8>> {
+        let mut buf = self.buffer(self.range_len(&range)?)?;
+        self.read_into(range.start, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` from byte `offset` on, in pieces over a few threads when it is large.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         const PIECE: usize = 16 << 20;
         const THREADS: usize = 4;
-        let len = usize::try_from(range.end - range.start).map_err(|_| {
-            Error::internal(format!("{}: a read of {range:?} does not fit memory", self.path.display()))
-        })?;
-        let mut buf = crate::memory::try_zeroed(len, || format!("reading {} bytes of {}", len, self.path.display()))?;
+        let len = buf.len();
         if len <= PIECE {
-            self.read_at(range.start, &mut buf)?;
-            return Ok(buf);
+            return self.read_at(offset, buf);
         }
         let share = len.div_ceil(THREADS).next_multiple_of(PIECE);
         std::thread::scope(|scope| {
@@ -85,15 +101,26 @@ impl ShardSource {
                 .chunks_mut(share)
                 .enumerate()
                 .map(|(i, chunk)| {
-                    let offset = range.start + (i * share) as u64;
+                    let offset = offset + (i * share) as u64;
                     scope.spawn(move || self.read_at(offset, chunk))
                 })
                 .collect();
             handles.into_iter().try_for_each(|handle| {
                 handle.join().unwrap_or_else(|_| Err(Error::internal("a checkpoint read thread panicked")))
             })
-        })?;
-        Ok(buf)
+        })
+    }
+
+    /// Reads `range` into a buffer of `pool` (a new one when none is large enough), handed out as shared bytes
+    /// that go back to the pool once dropped.
+    fn read_pooled(&self, range: Range<u64>, pool: &Arc<BufferPool>) -> Result<SharedBytes> {
+        let len = self.range_len(&range)?;
+        let mut buf = match pool.take(len) {
+            Some(buf) => buf,
+            None => self.buffer(BufferPool::size_for(len))?,
+        };
+        self.read_into(range.start, &mut buf[..len])?;
+        Ok(SharedBytes::pooled(buf, len, pool))
     }
 }
 
@@ -118,37 +145,6 @@ pub(super) fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) ->
         }
     }
     Ok(())
-}
-
-/// Bytes of one tensor (or one slice of it), owned and cheap to clone: a range of a shared buffer that may
-/// hold several tensors read together.
-#[derive(Debug, Clone)]
-pub struct SharedBytes {
-    buffer: Arc<Vec<u8>>,
-    range: Range<usize>,
-}
-
-impl SharedBytes {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        let range = 0..bytes.len();
-        SharedBytes { buffer: Arc::new(bytes), range }
-    }
-
-    /// The sub-range `range` (relative to these bytes), without copying.
-    pub fn slice(&self, range: Range<usize>) -> Self {
-        debug_assert!(range.end <= self.range.len());
-        SharedBytes {
-            buffer: Arc::clone(&self.buffer),
-            range: self.range.start + range.start..self.range.start + range.end,
-        }
-    }
-}
-
-impl std::ops::Deref for SharedBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.buffer[self.range.clone()]
-    }
 }
 
 /// One tensor a read-ahead will fetch: its name, file and absolute byte range.
@@ -183,10 +179,12 @@ struct AheadState {
 pub(crate) struct ReadAhead {
     state: Mutex<AheadState>,
     changed: Condvar,
+    /// The buffers its reads fill, reused.
+    pool: Arc<BufferPool>,
 }
 
 /// Reads coalesced into one request stop growing at this size.
-const MAX_REQUEST: u64 = 64 << 20;
+pub(super) const MAX_REQUEST: u64 = 64 << 20;
 
 impl ReadAhead {
     fn lock(&self) -> MutexGuard<'_, AheadState> {
@@ -210,6 +208,7 @@ impl ReadAhead {
         state.slots.clear();
         state.queue.clear();
         state.reading = false;
+        self.pool.forget();
         drop(state);
         self.changed.notify_all();
         self.queue(sources, wanted);
@@ -225,6 +224,7 @@ impl ReadAhead {
         if wanted.is_empty() {
             return;
         }
+        self.pool.expect(wanted.iter().map(|w| (w.range.end - w.range.start) as usize).sum());
         for w in &wanted {
             state.slots.insert(w.name.clone(), Slot::Pending);
         }
@@ -265,14 +265,13 @@ impl ReadAhead {
                 group
             };
             let span = group[0].range.start..group[group.len() - 1].range.end;
-            let read = sources[group[0].file].read_range(span.clone());
+            let read = sources[group[0].file].read_pooled(span.clone(), &self.pool);
             let mut state = self.lock();
             if state.generation != generation {
                 return;
             }
             match read {
                 Ok(bytes) => {
-                    let bytes = SharedBytes::new(bytes);
                     for w in &group {
                         // Released while it was read: nobody wants it any more.
                         if let Some(slot @ Slot::Pending) = state.slots.get_mut(&w.name) {
@@ -316,6 +315,7 @@ impl ReadAhead {
         state.slots.clear();
         state.queue.clear();
         state.reading = false;
+        self.pool.forget();
         state.shared.clear();
         drop(state);
         self.changed.notify_all();

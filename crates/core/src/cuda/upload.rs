@@ -110,15 +110,15 @@ impl Uploader {
             .pending
             .drain(..)
             .map(|Pending { memory, dtype, shape }| {
-                let bytes = memory.len();
+                let elements = memory.len() / dtype.size_in_bytes();
                 let address = memory.leak();
-                // SAFETY: the memory is `bytes` long, its copy has completed (the stream was synchronised above),
-                // and from here on only the compute stream uses and frees it.
+                // SAFETY: the memory holds `elements` values of `dtype`, its copy has completed (the stream was
+                // synchronised above), and from here on only the compute stream uses and frees it.
                 unsafe {
                     match dtype {
-                        DType::BF16 => wrap(compute.upgrade_device_ptr::<bf16>(address, bytes / 2), &self.device, shape),
-                        DType::F16 => wrap(compute.upgrade_device_ptr::<f16>(address, bytes / 2), &self.device, shape),
-                        _ => wrap(compute.upgrade_device_ptr::<f32>(address, bytes / 4), &self.device, shape),
+                        DType::BF16 => wrap(compute.upgrade_device_ptr::<bf16>(address, elements), &self.device, shape),
+                        DType::F16 => wrap(compute.upgrade_device_ptr::<f16>(address, elements), &self.device, shape),
+                        _ => wrap(compute.upgrade_device_ptr::<f32>(address, elements), &self.device, shape),
                     }
                 }
             })
