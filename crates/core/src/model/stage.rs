@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::{Checkpoint, Dtype};
+use crate::checkpoint::{AheadBytes, Checkpoint, Dtype};
 use crate::cuda::Uploader;
 use crate::error::{Error, Result};
 
@@ -59,33 +59,14 @@ struct NextLayer {
 }
 
 impl NextLayer {
-    /// Starts copying the tensors under `prefix` (the next layer's) with `uploader`, unless their bytes would not
-    /// fit twice in the device's free memory (the layer that computes meanwhile needs its room): then the uploader
-    /// comes back unused.
-    pub fn start(checkpoint: &Checkpoint, prefix: &str, uploader: Uploader) -> std::result::Result<Self, Uploader> {
-        let (plain, ahead) = checkpoint.plain_read_ahead(&[prefix]);
-        let mut wanted: Vec<_> = plain
-            .into_iter()
-            .filter_map(|info| {
-                let dtype = native(info.dtype)?;
-                let sliced = info.shape.len() >= 3 && info.shape[0] > 0;
-                Some(((info.file, info.start), Wanted { name: info.name, dtype, shape: info.shape, sliced }))
-            })
-            .collect();
-        // In the order the disk delivers them.
-        wanted.sort_by_key(|(at, _)| *at);
-        let wanted: Vec<Wanted> = wanted.into_iter().map(|(_, w)| w).collect();
-        let bytes: usize = wanted.iter().map(|w| w.shape.iter().product::<usize>() * w.dtype.size_in_bytes()).sum();
-        if wanted.is_empty() || !uploader.fits(2 * bytes) {
-            return Err(uploader);
-        }
-        let mut uploader = uploader;
+    /// Starts copying `wanted` (read ahead through `ahead`) with `uploader` on a thread of its own.
+    fn start(mut uploader: Uploader, ahead: AheadBytes, wanted: Vec<Wanted>) -> Self {
         let spawned = std::thread::Builder::new().name("moe-quant-upload".into()).spawn(move || {
             let staged = copy(&mut uploader, &ahead, &wanted);
             (uploader, staged)
         });
         // No thread: the layer loads as before (the uploader went with the closure).
-        Ok(NextLayer { thread: spawned.ok() })
+        NextLayer { thread: spawned.ok() }
     }
 
     /// Waits for the copies: the staged tensors (none if anything failed; the loader then reads as before) and the
@@ -108,7 +89,7 @@ impl Drop for NextLayer {
 }
 
 /// Copies each wanted tensor the read-ahead holds (waiting for those on their way), then collects them.
-fn copy(uploader: &mut Uploader, ahead: &crate::checkpoint::AheadBytes, wanted: &[Wanted]) -> Result<Staged> {
+fn copy(uploader: &mut Uploader, ahead: &AheadBytes, wanted: &[Wanted]) -> Result<Staged> {
     let mut copied = Vec::new();
     for w in wanted {
         let Some(bytes) = ahead.get(&w.name) else { continue };
@@ -161,24 +142,41 @@ impl Staging {
         staged.map(Arc::new)
     }
 
-    /// Starts copying the tensors under `prefix` (the next layer) while this one computes.
+    /// Starts copying the tensors under `prefix` (the next layer) while this one computes, unless their bytes would
+    /// not fit twice in the device's free memory (the layer that computes meanwhile needs its room).
     pub fn start(&mut self, checkpoint: &Checkpoint, prefix: &str, device: &Device) {
         if !self.enabled {
             return;
         }
-        let uploader = match self.uploader.take() {
-            Some(uploader) => uploader,
-            None => match Uploader::new(device) {
-                Ok(uploader) => uploader,
-                Err(_) => {
-                    self.enabled = false;
-                    return;
-                }
-            },
+        let uploader = match self.uploader.take().map_or_else(|| Uploader::new(device), Ok) {
+            Ok(uploader) => uploader,
+            Err(_) => {
+                self.enabled = false;
+                return;
+            }
         };
-        match NextLayer::start(checkpoint, prefix, uploader) {
-            Ok(next) => self.next = Some(next),
-            Err(unused) => self.uploader = Some(unused),
+        let (wanted, ahead) = wanted(checkpoint, prefix);
+        let bytes: usize = wanted.iter().map(|w| w.shape.iter().product::<usize>() * w.dtype.size_in_bytes()).sum();
+        if wanted.is_empty() || !uploader.fits(2 * bytes) {
+            self.uploader = Some(uploader);
+            return;
         }
+        self.next = Some(NextLayer::start(uploader, ahead, wanted));
     }
+}
+
+/// The plain bf16, f16 and f32 tensors under `prefix`, in the order the disk delivers them, and the read-ahead that
+/// holds their bytes.
+fn wanted(checkpoint: &Checkpoint, prefix: &str) -> (Vec<Wanted>, AheadBytes) {
+    let (plain, ahead) = checkpoint.plain_read_ahead(&[prefix]);
+    let mut wanted: Vec<_> = plain
+        .into_iter()
+        .filter_map(|info| {
+            let dtype = native(info.dtype)?;
+            let sliced = info.shape.len() >= 3 && info.shape[0] > 0;
+            Some(((info.file, info.start), Wanted { name: info.name, dtype, shape: info.shape, sliced }))
+        })
+        .collect();
+    wanted.sort_by_key(|(at, _)| *at);
+    (wanted.into_iter().map(|(_, w)| w).collect(), ahead)
 }
