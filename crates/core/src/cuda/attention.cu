@@ -58,14 +58,6 @@ __device__ __forceinline__ void ldmatrix_trans(uint32_t* r, const void* row) {
                  : "r"(address));
 }
 
-// The same, not transposed: lane l of matrix m receives row l / 4, columns 2(l % 4) and 2(l % 4) + 1.
-__device__ __forceinline__ void ldmatrix(uint32_t* r, const void* row) {
-    const uint32_t address = (uint32_t)__cvta_generic_to_shared(row);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(address));
-}
-
 // Whether query q sees key k: causal, then a sliding window (kind 1: k > q - window) or chunks (kind 2).
 __device__ __forceinline__ bool sees(uint32_t q, uint32_t k, int kind, uint32_t span) {
     if (k > q) return false;
@@ -100,43 +92,21 @@ template <typename T, int D>
 __device__ __forceinline__ void logits(float (*s)[4], const uint32_t (*qa)[4], const T (*ks)[D + PAD],
                                        uint32_t query0, uint32_t key0, float scaling, int kind, uint32_t span) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    // Whether each of the warp's 16 queries sees each of the tile's keys (the common case below the diagonal): then
-    // no key needs its mask test. The same for the whole warp, so the branch does not diverge.
-    const bool all_seen = sees(query0, key0 + KEYS_PER_TILE - 1, kind, span) && sees(query0 + 15, key0, kind, span) &&
-                          (kind != 2 || key0 / span == (key0 + KEYS_PER_TILE - 1) / span);
 #pragma unroll
     for (int n = 0; n < KEYS_PER_TILE / 8; ++n) {
         s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk += 2) {
-            // Matrix m of the four: keys 8n.., dimensions 16kk + 8m..: the B fragments (b0, b1) of kk and kk + 1.
-            uint32_t b[4];
-            ldmatrix(b, &ks[n * 8 + (lane & 7)][kk * 16 + (lane >> 3) * 8]);
-            mma(s[n], qa[kk], b[0], b[1], (T*)nullptr);
-            mma(s[n], qa[kk + 1], b[2], b[3], (T*)nullptr);
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&ks[n * 8 + g][kk * 16 + 2 * t]);
+            const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&ks[n * 8 + g][kk * 16 + 2 * t + 8]);
+            mma(s[n], qa[kk], b0, b1, (T*)nullptr);
         }
-        if (all_seen) {
 #pragma unroll
-            for (int i = 0; i < 4; ++i) s[n][i] = __fmul_rn(round_to(s[n][i], (T*)nullptr), scaling);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const uint32_t q = query0 + g + (i >> 1) * 8, k = key0 + n * 8 + 2 * t + (i & 1);
-                s[n][i] = sees(q, k, kind, span) ? __fmul_rn(round_to(s[n][i], (T*)nullptr), scaling) : -INFINITY;
-            }
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t q = query0 + g + (i >> 1) * 8, k = key0 + n * 8 + 2 * t + (i & 1);
+            s[n][i] = sees(q, k, kind, span) ? __fmul_rn(round_to(s[n][i], (T*)nullptr), scaling) : -INFINITY;
         }
     }
-}
-
-// a / b rounded to nearest, from b's correctly rounded reciprocal: the quotient a·reciprocal corrected once by
-// the residual a - b·q, exact in an fma (Markstein). That gives IEEE division's result unless the residual is
-// subnormal, which needs a quotient below 2^-100 (checked over 4e8 random quotients of the softmax's range);
-// there, and for anything else unusual, the full division. Three operations instead of __fdiv_rn's path.
-__device__ __forceinline__ float divide(float a, float b, float reciprocal) {
-    const float q = __fmul_rn(a, reciprocal);
-    const float residual = __fmaf_rn(-b, q, a);
-    const float corrected = __fmaf_rn(residual, reciprocal, q);
-    return corrected > 0x1p-100f || a == 0.0f ? corrected : __fdiv_rn(a, b);
 }
 
 __device__ __forceinline__ float quad_max(float x) {
@@ -232,9 +202,6 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
     }
     total[0] = quad_sum(total[0]);
     total[1] = quad_sum(total[1]);
-    // A row that sees no key and has no sink (top -inf) gets p = 0: exp(-inf - -inf) would be NaN.
-    const bool seen[2] = {top[0] != -INFINITY, top[1] != -INFINITY};
-    const float reciprocal[2] = {__frcp_rn(total[0]), __frcp_rn(total[1])};
 
     // Pass 2: p = T(exp(x - max) / Σ), then out += p · v.
     float o[D / 8][4];
@@ -264,8 +231,8 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
             for (int i = 0; i < 4; ++i) {
                 const float* pair = &s[2 * kk + (i >> 1)][(i & 1) * 2];
                 const int r = i & 1;
-                const float p0 = seen[r] ? divide(expf(__fadd_rn(pair[0], -top[r])), total[r], reciprocal[r]) : 0.0f;
-                const float p1 = seen[r] ? divide(expf(__fadd_rn(pair[1], -top[r])), total[r], reciprocal[r]) : 0.0f;
+                const float p0 = top[r] == -INFINITY ? 0.0f : __fdiv_rn(expf(__fadd_rn(pair[0], -top[r])), total[r]);
+                const float p1 = top[r] == -INFINITY ? 0.0f : __fdiv_rn(expf(__fadd_rn(pair[1], -top[r])), total[r]);
                 pa[i] = pack2(p0, p1, (T*)nullptr);
             }
 #pragma unroll
