@@ -1,5 +1,6 @@
 //! Data-parallel calibration on GPUs: the batches split between devices, each on its own thread, record exactly what
-//! one device records and give the same logits, bit for bit (the same kernels on the same shapes). With two GPUs the
+//! one device records and give the same logits, bit for bit (the same kernels on the same shapes). One GPU alone also
+//! copies each next layer to the device while the current one computes, which several do not: the same bits again. With two GPUs the
 //! split goes over `cuda:0` and `cuda:1`; with one, two shares run on `cuda:0` from two threads (the threading and
 //! merging of the multi-GPU path, on the one card). Built and run only with the `cuda` feature on a GPU machine.
 
@@ -19,6 +20,9 @@ fn check(devices: &[ComputeDevice], what: &str) {
         let recorded = |r: &moe_quant_core::model::ForwardResult| serde_json::to_value(&r.observers).unwrap();
         assert_eq!(recorded(&split), recorded(&one), "{fixture}: {what}");
         assert_eq!(split.logits, one.logits, "{fixture}: {what}");
+        // One GPU copies each layer after the first while the one before computes; several load each in turn.
+        let layers = common::forward::described(fixture).layers.len();
+        assert_eq!((one.staged_layers, split.staged_layers), (layers - 1, 0), "{fixture}: layers copied ahead");
         println!("{fixture}: {what}: the same observers and logits");
     }
 }

@@ -88,6 +88,8 @@ pub struct ForwardResult {
     pub tokens: usize,
     pub peak_rss_bytes: Option<u64>,
     pub seconds: f64,
+    /// Layers copied to the GPU while the layer before them computed (one GPU; see `model::stage`).
+    pub staged_layers: usize,
 }
 
 /// The calibration batches' hidden states moving through the decoder one layer at a time, on one device or split
@@ -107,6 +109,8 @@ pub struct LayerStream<'a> {
     /// the batches through them.
     pub load_seconds: f64,
     pub forward_seconds: f64,
+    /// Layers that arrived already copied to the GPU (see `model::stage`).
+    pub staged_layers: usize,
     /// Called for each layer once its weights are resident and their maxima recorded, before the batches run.
     resident: Option<&'a ResidentHook<'a>>,
     /// Seconds spent in that call.
@@ -181,6 +185,7 @@ impl<'a> LayerStream<'a> {
             tokens: batches.iter().map(|b| b.rows * b.seq_len).sum(),
             load_seconds: 0.0,
             forward_seconds: 0.0,
+            staged_layers: 0,
             resident: None,
             resident_seconds: 0.0,
             awq: None,
@@ -301,6 +306,7 @@ impl<'a> LayerStream<'a> {
         }
         let norm = self.norm_style();
         self.shards[0].loader.staged = self.staging.take();
+        self.staged_layers += usize::from(self.shards[0].loader.staged.is_some());
         let mut quiet = |_| {};
         let mut progress = Progress { on_batch: &mut quiet, offset: 0, total: 0 };
         let inputs = vec![(); self.shards.len()];
@@ -462,5 +468,6 @@ pub fn run_forward(
         observers: stream.observers,
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         seconds: started.elapsed().as_secs_f64(),
+        staged_layers: stream.staged_layers,
     })
 }

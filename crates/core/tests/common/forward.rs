@@ -77,11 +77,21 @@ pub fn logits(fixture: &str, compute: ComputeDevice) -> Vec<f32> {
     edited_logits(fixture, compute, |_| {})
 }
 
-/// Our logits of a fixture's reference ids with its committed descriptor changed by `edit`.
-pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<f32> {
+/// A fixture's committed descriptor, as JSON.
+fn descriptor_json(fixture: &str) -> serde_json::Value {
     let name = format!("{}.json", fixture.replace('/', "_"));
     let text = std::fs::read_to_string(fixtures().join("descriptors").join(name)).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A fixture's committed descriptor.
+pub fn described(fixture: &str) -> ModelDescriptor {
+    serde_json::from_value(descriptor_json(fixture)).unwrap()
+}
+
+/// Our logits of a fixture's reference ids with its committed descriptor changed by `edit`.
+pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<f32> {
+    let mut json = descriptor_json(fixture);
     edit(&mut json);
     let descriptor: ModelDescriptor = serde_json::from_value(json).unwrap();
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
@@ -94,9 +104,7 @@ pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&m
 
 /// The forward of a fixture over `batches`, split over `devices` (one device: the ordinary run), with logits.
 pub fn forward_on(fixture: &str, batches: &[Batch], devices: Vec<ComputeDevice>) -> ForwardResult {
-    let name = format!("{}.json", fixture.replace('/', "_"));
-    let text = std::fs::read_to_string(fixtures().join("descriptors").join(name)).unwrap();
-    let descriptor: ModelDescriptor = serde_json::from_str(&text).unwrap();
+    let descriptor = described(fixture);
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
     let options = ForwardOptions { logits: true, all_experts_stats: false, devices };
     run_forward(&checkpoint, &descriptor, batches, &options, &AtomicBool::new(false), &mut |_| {}).unwrap()
