@@ -146,3 +146,48 @@ impl std::fmt::Debug for BufferPool {
         write!(f, "BufferPool {{ {} buffers, {} bytes, {} pending }}", state.free.len(), state.held, state.pending)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn buffer(mib: usize) -> Vec<u8> {
+        vec![0; mib * MIB]
+    }
+
+    #[test]
+    fn the_pool_keeps_buffers_only_for_reads_still_to_come() {
+        let pool = BufferPool::default();
+        // Nothing queued: one request of slack, no more.
+        pool.give(buffer(64));
+        pool.give(buffer(1));
+        assert_eq!(pool.lock().held, 64 * MIB);
+        // 100 MiB queued: kept up to 164 MiB.
+        pool.expect(100 * MIB);
+        pool.give(buffer(64));
+        pool.give(buffer(64));
+        assert_eq!(pool.lock().held, 128 * MIB);
+        // A read of 10 MiB starts: the smallest buffer that holds it (all are 64 MiB), 90 MiB still to come.
+        assert_eq!(pool.take(10 * MIB).map(|b| b.len()), Some(64 * MIB));
+        let state = pool.lock();
+        assert_eq!((state.held, state.pending), (64 * MIB, 90 * MIB));
+        drop(state);
+        // None large enough: nothing handed out, but the read is counted.
+        assert!(pool.take(80 * MIB).is_none());
+        assert_eq!(pool.lock().pending, 10 * MIB);
+        // The reads dropped: back to one request of slack.
+        pool.give(buffer(8));
+        pool.forget();
+        assert_eq!(pool.lock().pending, 0);
+        assert!(pool.lock().held <= 64 * MIB);
+    }
+
+    #[test]
+    fn a_new_buffer_is_a_power_of_two_below_a_request_and_exact_above() {
+        assert_eq!(BufferPool::size_for(3 * MIB + 1), 4 * MIB);
+        assert_eq!(BufferPool::size_for(64 * MIB), 64 * MIB);
+        assert_eq!(BufferPool::size_for(65 * MIB + 3), 65 * MIB + 3);
+    }
+}
