@@ -23,6 +23,17 @@ pub struct WeightLoader<'a> {
     pub staged: Option<Arc<Staged>>,
 }
 
+/// The candle dtype a stored tensor is loaded in as it lies (bf16, f16, f32); anything else goes through f32.
+pub(super) fn native_dtype(dtype: crate::checkpoint::Dtype) -> Option<DType> {
+    use crate::checkpoint::Dtype as Stored;
+    match dtype {
+        Stored::BF16 => Some(DType::BF16),
+        Stored::F16 => Some(DType::F16),
+        Stored::F32 => Some(DType::F32),
+        _ => None,
+    }
+}
+
 impl<'a> WeightLoader<'a> {
     /// A loader producing f32 tensors.
     pub fn new(checkpoint: &'a Checkpoint, device: Device) -> Self {
@@ -49,13 +60,7 @@ impl<'a> WeightLoader<'a> {
     /// Values as stored (bf16, f16, f32 copied as they are; anything else through f32) on the device, in the
     /// compute dtype.
     fn upload(&self, dtype: crate::checkpoint::Dtype, shape: &[usize], data: &[u8]) -> Result<Tensor> {
-        use crate::checkpoint::Dtype as Stored;
-        let native = match dtype {
-            Stored::BF16 => Some(DType::BF16),
-            Stored::F16 => Some(DType::F16),
-            Stored::F32 => Some(DType::F32),
-            _ => None,
-        };
+        let native = native_dtype(dtype);
         let tensor = match native {
             Some(native) => Tensor::from_raw_buffer(data, native, shape, &self.device)?,
             None => Tensor::from_vec(crate::checkpoint::bytes_to_f32(dtype, data), shape, &self.device)?,

@@ -12,7 +12,8 @@ use std::thread::JoinHandle;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::{AheadBytes, Checkpoint, Dtype};
+use super::loader::native_dtype;
+use crate::checkpoint::{AheadBytes, Checkpoint};
 use crate::cuda::Uploader;
 use crate::error::{Error, Result};
 
@@ -35,21 +36,12 @@ impl Staged {
     }
 }
 
-/// The dtype a stored tensor is copied in, when it is copied as stored.
-fn native(dtype: Dtype) -> Option<DType> {
-    match dtype {
-        Dtype::BF16 => Some(DType::BF16),
-        Dtype::F16 => Some(DType::F16),
-        Dtype::F32 => Some(DType::F32),
-        _ => None,
-    }
-}
-
-/// One tensor to copy: its name, dtype, shape, and whether it goes as slices.
+/// One tensor to copy: its name, dtype, shape, bytes, and whether it goes as slices.
 struct Wanted {
     name: String,
     dtype: DType,
     shape: Vec<usize>,
+    bytes: usize,
     sliced: bool,
 }
 
@@ -156,7 +148,7 @@ impl Staging {
             }
         };
         let (wanted, ahead) = wanted(checkpoint, prefix);
-        let bytes: usize = wanted.iter().map(|w| w.shape.iter().product::<usize>() * w.dtype.size_in_bytes()).sum();
+        let bytes: usize = wanted.iter().map(|w| w.bytes).sum();
         if wanted.is_empty() || !uploader.fits(2 * bytes) {
             self.uploader = Some(uploader);
             return;
@@ -172,9 +164,9 @@ fn wanted(checkpoint: &Checkpoint, prefix: &str) -> (Vec<Wanted>, AheadBytes) {
     let mut wanted: Vec<_> = plain
         .into_iter()
         .filter_map(|info| {
-            let dtype = native(info.dtype)?;
+            let (dtype, bytes) = (native_dtype(info.dtype)?, info.bytes());
             let sliced = info.shape.len() >= 3 && info.shape[0] > 0;
-            Some(((info.file, info.start), Wanted { name: info.name, dtype, shape: info.shape, sliced }))
+            Some(((info.file, info.start), Wanted { name: info.name, dtype, shape: info.shape, bytes, sliced }))
         })
         .collect();
     wanted.sort_by_key(|(at, _)| *at);
