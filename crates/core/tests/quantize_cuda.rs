@@ -35,18 +35,23 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
 }
 
 fn quantize(fixture: &str, format: &str, on_device: bool, output: &Path) -> QuantizeReport {
+    quantize_on(fixture, format, on_device, &["cuda:0"], output)
+}
+
+/// As [`quantize`], the batches (and the experts quantized while resident) split over `devices`.
+fn quantize_on(fixture: &str, format: &str, on_device: bool, devices: &[&str], output: &Path) -> QuantizeReport {
     let file = fixture.replace('/', "_");
     let descriptor: ModelDescriptor = read_json(&fixtures().join(format!("descriptors/{file}.json")));
     let mut plan: ExportPlan = read_json(&fixtures().join(format!("descriptors/plans/{file}.{format}.json")));
     plan.copy.clear();
     let vocab = descriptor.vocab_size as u32;
-    let ids: Vec<Vec<u32>> = (0..8u32).map(|s| (0..24u32).map(|i| (s * 131 + i * 17 + 3) % vocab).collect()).collect();
+    let ids: Vec<Vec<u32>> = (0..12u32).map(|s| (0..24u32).map(|i| (s * 131 + i * 17 + 3) % vocab).collect()).collect();
     let sequences = SequenceRequest {
         samples: ids.len(),
         seq_len: 24,
         batch_size: 4,
-        device: Some("cuda:0".into()),
-        devices: None,
+        device: (devices.len() == 1).then(|| devices[0].to_string()),
+        devices: (devices.len() > 1).then(|| devices.iter().map(|d| d.to_string()).collect()),
         source: CalibrationSource::Ids { ids },
     };
     let request = CalibrationRequest { sequences, all_experts: false };
@@ -91,6 +96,42 @@ fn experts_quantized_on_the_gpu_write_the_bytes_of_the_cpu_quantization() {
                 let close = (a.relative_mse - b.relative_mse).abs() <= 1e-4 * b.relative_mse.max(1e-12);
                 if !close || a.tensors != b.tensors {
                     failures.push(format!("{fixture} {format} layer {}: {a:?} vs {b:?}", a.layer));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn experts_quantized_by_several_devices_write_the_bytes_of_one() {
+    // Two and three shares of this GPU (three batches: each share has one): each quantizes its stacks of experts
+    // from its own copy of the layer.
+    let mut failures = Vec::new();
+    for &(fixture, per_expert) in PLANNED.iter().filter(|(_, per_expert)| *per_expert) {
+        for format in ["fp8", "nvfp4"] {
+            let dir = tempfile::tempdir().unwrap();
+            let one = quantize(fixture, format, true, &dir.path().join("one"));
+            let one_files = files(&dir.path().join("one"));
+            for devices in [&["cuda:0", "cuda:0"][..], &["cuda:0", "cuda:0", "cuda:0"]] {
+                let out = dir.path().join(format!("shares-{}", devices.len()));
+                let shared = quantize_on(fixture, format, true, devices, &out);
+                assert!(per_expert && shared.quantized_on_device > 0, "{fixture} {format}");
+                assert_eq!(shared.quantized_on_device, one.quantized_on_device, "{fixture} {format}");
+                let shared_files = files(&out);
+                assert_eq!(shared_files.keys().collect::<Vec<_>>(), one_files.keys().collect::<Vec<_>>());
+                for (name, bytes) in &shared_files {
+                    assert!(
+                        bytes == &one_files[name],
+                        "{fixture} {format} on {} shares: {name} differs",
+                        devices.len()
+                    );
+                }
+                // The stacks are smaller with several shares, so their f32 error sums round differently.
+                for (a, b) in shared.layers.iter().zip(&one.layers) {
+                    if (a.relative_mse - b.relative_mse).abs() > 1e-5 * b.relative_mse.max(1e-12) {
+                        failures.push(format!("{fixture} {format} layer {}: {a:?} vs {b:?}", a.layer));
+                    }
                 }
             }
         }

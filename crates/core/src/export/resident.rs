@@ -12,6 +12,7 @@
 //! block with a weight that is not finite goes the CPU way, which also names the bad value.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -65,18 +66,23 @@ impl<'a> ResidentQuantizer<'a> {
     }
 
     /// Quantizes the experts the plan writes one by one in layer `layer` (a position in the descriptor's
-    /// layers), from the weights `blocks` holds, with the weight maxima `observers` recorded for them.
+    /// layers), from the weights `devices` hold (each device's copy of the layer's blocks; several devices share
+    /// the experts out), with the weight maxima `observers` recorded for them.
     pub fn quantize_layer(
         &self,
         layer: usize,
-        blocks: &[(&str, &[ExpertWeights])],
+        devices: &[Vec<(&str, &[ExpertWeights])>],
         observers: &Observers,
     ) -> Result<()> {
         for plan in self.plan.experts.iter().filter(|x| x.layer == layer) {
             let ExpertOutput::PerExpert(names) = &plan.output else { continue };
-            let Some((_, weights)) = blocks.iter().find(|(block, _)| *block == plan.block) else { continue };
+            let copies: Option<Vec<&[ExpertWeights]>> = devices
+                .iter()
+                .map(|blocks| blocks.iter().find(|(block, _)| *block == plan.block).map(|(_, weights)| *weights))
+                .collect();
+            let Some(copies) = copies.filter(|copies| !copies.is_empty()) else { continue };
             let Some(stats) = observers.experts.get(&plan.block) else { continue };
-            if let Some(done) = self.quantize_block(plan, names, weights, stats)? {
+            if let Some(done) = self.quantize_block(plan, names, &copies, stats)? {
                 self.tensors.fetch_add(done.errors.tensors, Ordering::Relaxed);
                 lock(&self.done).insert((layer, plan.block.clone()), done);
             }
@@ -89,12 +95,14 @@ impl<'a> ResidentQuantizer<'a> {
         lock(&self.done).remove(&(layer, block.to_string()))
     }
 
-    /// The block's experts, or `None` where the CPU must quantize them (see the module documentation).
+    /// The block's experts, or `None` where the CPU must quantize them (see the module documentation). `copies`
+    /// holds each device's copy of the experts; with several, each device quantizes its share of them (whole
+    /// stacks, [`device_chunks`]) from its own copy, at once.
     fn quantize_block(
         &self,
         plan: &ExpertPlan,
         names: &PerExpertOutput,
-        weights: &[ExpertWeights],
+        copies: &[&[ExpertWeights]],
         stats: &ExpertStats,
     ) -> Result<Option<ResidentExperts>> {
         let format = self.formats.experts(plan);
@@ -103,9 +111,13 @@ impl<'a> ResidentQuantizer<'a> {
         let moe = &plan.source;
         let gated = moe.gated();
         let rows = if gated { 2 * moe.intermediate } else { moe.intermediate };
-        let shapes_match = weights
-            .iter()
-            .all(|w| w.gate_up.dims() == [rows, moe.hidden] && w.down.dims() == [moe.hidden, moe.intermediate]);
+        let weights = copies[0];
+        let shapes_match = copies.iter().all(|copy| {
+            copy.len() == weights.len()
+                && copy
+                    .iter()
+                    .all(|w| w.gate_up.dims() == [rows, moe.hidden] && w.down.dims() == [moe.hidden, moe.intermediate])
+        });
         if weights.len() != moe.experts || gated != names.gate.is_some() || !shapes_match {
             return Ok(None);
         }
@@ -122,41 +134,46 @@ impl<'a> ResidentQuantizer<'a> {
             }
             amaxes.push((gate_up, down));
         }
-        let chunk = (CHUNK_ELEMENTS / (rows * moe.hidden).max(1)).clamp(1, weights.len().max(1));
-        let mut sums = Vec::new();
-        let (mut gate_ups, mut downs) = (Vec::with_capacity(weights.len()), Vec::with_capacity(weights.len()));
-        for first in (0..weights.len()).step_by(chunk) {
-            let experts = first..(first + chunk).min(weights.len());
-            let name = |pattern: &str, e| format!("{}.weight", expert_name(pattern, e));
-            let gate_up: Vec<Held<'_>> = experts
-                .clone()
-                .map(|e| Held { weight: &weights[e].gate_up, name: name(&names.up, e), amax: amaxes[e].0 })
-                .collect();
-            gate_ups.extend(on_device.quantize_stack(&gate_up, gated.then_some(moe.intermediate), &mut sums)?);
-            let down: Vec<Held<'_>> = experts
-                .map(|e| Held { weight: &weights[e].down, name: name(&names.down, e), amax: amaxes[e].1 })
-                .collect();
-            downs.extend(on_device.quantize_stack(&down, None, &mut sums)?);
-        }
+        let stack = Stack { on_device: &on_device, names, amaxes: &amaxes, split: gated.then_some(moe.intermediate) };
+        let shares = device_chunks(weights.len(), CHUNK_ELEMENTS / (rows * moe.hidden).max(1), copies.len());
+        let mut chunks: Vec<QuantizedChunk> = if copies.len() == 1 {
+            stack.quantize(weights, &shares[0])?
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = copies
+                    .iter()
+                    .zip(&shares)
+                    .map(|(copy, share)| scope.spawn(|| stack.quantize(copy, share)))
+                    .collect();
+                let mut chunks = Vec::new();
+                for handle in handles {
+                    let done = handle.join().map_err(|_| Error::internal("a device's expert quantization panicked"))?;
+                    chunks.extend(done?);
+                }
+                Ok::<_, Error>(chunks)
+            })?
+        };
+        // Summed and assembled in expert order, as one device does.
+        chunks.sort_by_key(|chunk| chunk.first);
         let mut errors = ErrorSum::default();
-        // One (error, norm) pair per stack, read back with one copy.
-        let sums = if sums.is_empty() { Vec::new() } else { Tensor::cat(&sums, 0)?.to_vec1::<f32>()? };
-        for pair in sums.chunks_exact(2) {
-            // A weight that is not finite (or squares past f32): the CPU path names it or sums in f64.
-            if !pair.iter().all(|x| x.is_finite()) {
-                return Ok(None);
+        let mut experts = Vec::with_capacity(weights.len());
+        for chunk in chunks {
+            for pair in chunk.sums.chunks_exact(2) {
+                // A weight that is not finite (or squares past f32): the CPU path names it or sums in f64.
+                if !pair.iter().all(|x| x.is_finite()) {
+                    return Ok(None);
+                }
+                errors.error += f64::from(pair[0]);
+                errors.norm += f64::from(pair[1]);
             }
-            errors.error += f64::from(pair[0]);
-            errors.norm += f64::from(pair[1]);
+            for (mut gate_up, down) in chunk.gate_ups.into_iter().zip(chunk.downs) {
+                let (Some(up), Some(down)) = (gate_up.pop(), down.into_iter().next()) else {
+                    return Err(Error::internal(format!("{}: an expert came back without its tensors", plan.block)));
+                };
+                experts.push(QuantizedExpert { gate: gate_up.pop(), up, down });
+            }
         }
         errors.tensors = weights.len() * if gated { 3 } else { 2 };
-        let mut experts = Vec::with_capacity(weights.len());
-        for (mut gate_up, down) in gate_ups.into_iter().zip(downs) {
-            let (Some(up), Some(down)) = (gate_up.pop(), down.into_iter().next()) else {
-                return Err(Error::internal(format!("{}: an expert came back without its tensors", plan.block)));
-            };
-            experts.push(QuantizedExpert { gate: gate_up.pop(), up, down });
-        }
         Ok(Some(ResidentExperts { experts, errors }))
     }
 
@@ -201,6 +218,66 @@ impl OnDevice<'_> {
         sums.push(self.device.error_on_device(&stack, &parts, &scales)?);
         split_stack(self.format, &parts, held, &scales, split)
     }
+}
+
+/// What quantizes one block's experts, stack by stack, on the device that holds the weights given.
+struct Stack<'s> {
+    on_device: &'s OnDevice<'s>,
+    names: &'s PerExpertOutput,
+    /// Per expert, the amax of gate/up and of down.
+    amaxes: &'s [(f32, f32)],
+    /// Gate/up weights: the rows of gate.
+    split: Option<usize>,
+}
+
+/// Experts `first..` of a block quantized as stacks: each expert's gate/up pieces and down, and the stacks'
+/// (error, norm) sums in order, gate/up's then down's.
+struct QuantizedChunk {
+    first: usize,
+    gate_ups: Vec<Vec<QuantizedWeight>>,
+    downs: Vec<Vec<QuantizedWeight>>,
+    sums: Vec<f32>,
+}
+
+impl Stack<'_> {
+    /// The experts `chunks` of `weights` (one device's copy), one stack each; the sums read back with one copy.
+    fn quantize(&self, weights: &[ExpertWeights], chunks: &[Range<usize>]) -> Result<Vec<QuantizedChunk>> {
+        let name = |pattern: &str, e| format!("{}.weight", expert_name(pattern, e));
+        let mut done = Vec::with_capacity(chunks.len());
+        let mut sums = Vec::new();
+        for experts in chunks {
+            let gate_up: Vec<Held<'_>> = experts
+                .clone()
+                .map(|e| Held { weight: &weights[e].gate_up, name: name(&self.names.up, e), amax: self.amaxes[e].0 })
+                .collect();
+            let gate_ups = self.on_device.quantize_stack(&gate_up, self.split, &mut sums)?;
+            let down: Vec<Held<'_>> = experts
+                .clone()
+                .map(|e| Held { weight: &weights[e].down, name: name(&self.names.down, e), amax: self.amaxes[e].1 })
+                .collect();
+            let downs = self.on_device.quantize_stack(&down, None, &mut sums)?;
+            done.push(QuantizedChunk { first: experts.start, gate_ups, downs, sums: Vec::new() });
+        }
+        // One (error, norm) pair per stack, two stacks per chunk.
+        let sums = if sums.is_empty() { Vec::new() } else { Tensor::cat(&sums, 0)?.to_vec1::<f32>()? };
+        for (chunk, pairs) in done.iter_mut().zip(sums.chunks(4)) {
+            chunk.sums = pairs.to_vec();
+        }
+        Ok(done)
+    }
+}
+
+/// The stacks `experts` experts are quantized in, and which device takes which: stacks of at most `limit`
+/// experts (at least one), and with several devices at most an equal share each, so that every device gets work;
+/// dealt out in turn (stack `i` to device `i % devices`).
+fn device_chunks(experts: usize, limit: usize, devices: usize) -> Vec<Vec<Range<usize>>> {
+    let devices = devices.max(1);
+    let size = limit.clamp(1, experts.div_ceil(devices).max(1));
+    let mut shares = vec![Vec::new(); devices];
+    for (i, first) in (0..experts).step_by(size).enumerate() {
+        shares[i % devices].push(first..(first + size).min(experts));
+    }
+    shares
 }
 
 /// The device's tensors `parts` of a stack (quantized with `scales`, one per weight of `held`) as each weight's
@@ -301,6 +378,38 @@ mod tests {
 
     use super::*;
     use crate::formats::{Fp8, Nvfp4, WeightInput};
+
+    #[test]
+    fn experts_are_dealt_out_in_whole_stacks_every_device_getting_work() {
+        let ranges = |shares: Vec<Vec<Range<usize>>>| {
+            shares
+                .into_iter()
+                .map(|share| share.into_iter().map(|r| (r.start, r.end)).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        // One device: the stacks the memory limit allows, as before there were several.
+        assert_eq!(ranges(device_chunks(10, 4, 1)), vec![vec![(0, 4), (4, 8), (8, 10)]]);
+        assert_eq!(ranges(device_chunks(10, 64, 1)), vec![vec![(0, 10)]]);
+        // Several: stacks of at most an equal share, dealt out in turn.
+        assert_eq!(ranges(device_chunks(8, 64, 2)), vec![vec![(0, 4)], vec![(4, 8)]]);
+        assert_eq!(ranges(device_chunks(8, 64, 3)), vec![vec![(0, 3)], vec![(3, 6)], vec![(6, 8)]]);
+        assert_eq!(ranges(device_chunks(128, 10, 8)), {
+            let mut shares = vec![Vec::new(); 8];
+            for (i, first) in (0..128).step_by(10).enumerate() {
+                shares[i % 8].push((first, (first + 10).min(128)));
+            }
+            shares
+        });
+        // More devices than experts: one each, the rest idle; a zero limit still makes progress.
+        assert_eq!(ranges(device_chunks(2, 64, 3)), vec![vec![(0, 1)], vec![(1, 2)], vec![]]);
+        assert_eq!(ranges(device_chunks(3, 0, 1)), vec![vec![(0, 1), (1, 2), (2, 3)]]);
+        // Every expert exactly once.
+        for (experts, limit, devices) in [(128, 10, 8), (60, 7, 3), (1, 5, 4), (256, 1, 8)] {
+            let mut all: Vec<usize> = device_chunks(experts, limit, devices).into_iter().flatten().flatten().collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..experts).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn a_stack_quantized_elsewhere_splits_into_the_tensors_of_each_weight_and_of_gate_and_up() {

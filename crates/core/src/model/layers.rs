@@ -97,8 +97,8 @@ pub struct ForwardResult {
 pub struct LayerStream<'a> {
     checkpoint: &'a Checkpoint,
     desc: &'a ModelDescriptor,
-    /// Each device's share of the batches, in batch order (the first device's also holds what only one device
-    /// does: the weight maxima, the experts quantized while resident).
+    /// Each device's share of the batches, in batch order (the first device's also records what only one device
+    /// does: the weight maxima).
     shards: Vec<Shard<'a>>,
     all_experts_stats: bool,
     next_layer: usize,
@@ -122,9 +122,9 @@ pub struct LayerStream<'a> {
 }
 
 /// What a layer's resident weights are handed to (see [`LayerStream::on_resident`]): the layer's position, each
-/// MoE block's name and routed experts as the forward holds them, and the observers (the weight maxima of this
-/// layer recorded).
-pub type ResidentHook<'h> = dyn Fn(usize, &[(&str, &[ExpertWeights])], &Observers) -> Result<()> + Sync + 'h;
+/// MoE block's name and routed experts as the forward holds them on each device (one entry per device), and the
+/// observers (the weight maxima of this layer recorded).
+pub type ResidentHook<'h> = dyn Fn(usize, &[Vec<(&str, &[ExpertWeights])>], &Observers) -> Result<()> + Sync + 'h;
 
 impl<'a> LayerStream<'a> {
     /// Checks the batches and embeds them: on `devices`' one device, or split over several in order (data parallel:
@@ -219,7 +219,7 @@ impl<'a> LayerStream<'a> {
         self.shards.iter().map(|shard| shard.hidden.len()).sum()
     }
 
-    /// The first device, which records the weight maxima and runs the resident hook.
+    /// The first device, which records the weight maxima (the resident hook gets every device's copy).
     fn device(&self) -> &candle_core::Device {
         &self.shards[0].loader.device
     }
@@ -245,7 +245,8 @@ impl<'a> LayerStream<'a> {
         if let Some(hook) = self.resident {
             let clock = Instant::now();
             profile::section(&device, "quantization of the resident experts", || {
-                hook(self.next_layer, &layers[0].routed_experts(), &self.observers)
+                let blocks: Vec<_> = layers.iter().map(DecoderLayer::routed_experts).collect();
+                hook(self.next_layer, &blocks, &self.observers)
             })?;
             self.resident_seconds += clock.elapsed().as_secs_f64();
         }

@@ -227,7 +227,7 @@ fn quantize_calibrated(
     // The disk starts on the embedding and layer 0 while the device starts up (the checkpoint's drop stops
     // this read when the run ends early).
     layers::read_ahead_first(&checkpoint, desc);
-    // With several devices they split the batches; the first also quantizes the experts while resident.
+    // With several devices they split the batches, and the experts quantized while resident.
     let devices = request.sequences.compute_devices()?;
     let compute = &devices[0];
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
@@ -238,7 +238,7 @@ fn quantize_calibrated(
     let resident = (quantize_on_device && compute.device.is_cuda())
         .then(|| ResidentQuantizer::new(&checkpoint, plan, quantizer.formats()))
         .flatten();
-    let hook = |layer, blocks: &[(&str, &[ExpertWeights])], observers: &Observers| match &resident {
+    let hook = |layer, blocks: &[Vec<(&str, &[ExpertWeights])>], observers: &Observers| match &resident {
         Some(resident) => resident.quantize_layer(layer, blocks, observers),
         None => Ok(()),
     };
