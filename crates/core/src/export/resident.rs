@@ -29,6 +29,9 @@ use crate::model::loader::ExpertWeights;
 use crate::model::observe::{ExpertStats, Observers};
 use crate::threads::lock;
 
+mod shares;
+use shares::{assemble, device_chunks, QuantizedChunk};
+
 /// One expert quantized on the device: gate (none for ungated experts), up and down.
 pub struct QuantizedExpert {
     pub gate: Option<QuantizedWeight>,
@@ -136,7 +139,7 @@ impl<'a> ResidentQuantizer<'a> {
         }
         let stack = Stack { on_device: &on_device, names, amaxes: &amaxes, split: gated.then_some(moe.intermediate) };
         let shares = device_chunks(weights.len(), CHUNK_ELEMENTS / (rows * moe.hidden).max(1), copies.len());
-        let mut chunks: Vec<QuantizedChunk> = if copies.len() == 1 {
+        let chunks: Vec<QuantizedChunk> = if copies.len() == 1 {
             stack.quantize(weights, &shares[0])?
         } else {
             std::thread::scope(|scope| {
@@ -153,28 +156,7 @@ impl<'a> ResidentQuantizer<'a> {
                 Ok::<_, Error>(chunks)
             })?
         };
-        // Summed and assembled in expert order, as one device does.
-        chunks.sort_by_key(|chunk| chunk.first);
-        let mut errors = ErrorSum::default();
-        let mut experts = Vec::with_capacity(weights.len());
-        for chunk in chunks {
-            for pair in chunk.sums.chunks_exact(2) {
-                // A weight that is not finite (or squares past f32): the CPU path names it or sums in f64.
-                if !pair.iter().all(|x| x.is_finite()) {
-                    return Ok(None);
-                }
-                errors.error += f64::from(pair[0]);
-                errors.norm += f64::from(pair[1]);
-            }
-            for (mut gate_up, down) in chunk.gate_ups.into_iter().zip(chunk.downs) {
-                let (Some(up), Some(down)) = (gate_up.pop(), down.into_iter().next()) else {
-                    return Err(Error::internal(format!("{}: an expert came back without its tensors", plan.block)));
-                };
-                experts.push(QuantizedExpert { gate: gate_up.pop(), up, down });
-            }
-        }
-        errors.tensors = weights.len() * if gated { 3 } else { 2 };
-        Ok(Some(ResidentExperts { experts, errors }))
+        assemble(&plan.block, chunks, weights.len(), gated)
     }
 
     /// Whether every expert tensor of the block is stored unquantized in the dtype the forward holds it in
@@ -230,15 +212,6 @@ struct Stack<'s> {
     split: Option<usize>,
 }
 
-/// Experts `first..` of a block quantized as stacks: each expert's gate/up pieces and down, and the stacks'
-/// (error, norm) sums in order, gate/up's then down's.
-struct QuantizedChunk {
-    first: usize,
-    gate_ups: Vec<Vec<QuantizedWeight>>,
-    downs: Vec<Vec<QuantizedWeight>>,
-    sums: Vec<f32>,
-}
-
 impl Stack<'_> {
     /// The experts `chunks` of `weights` (one device's copy), one stack each; the sums read back with one copy.
     fn quantize(&self, weights: &[ExpertWeights], chunks: &[Range<usize>]) -> Result<Vec<QuantizedChunk>> {
@@ -265,19 +238,6 @@ impl Stack<'_> {
         }
         Ok(done)
     }
-}
-
-/// The stacks `experts` experts are quantized in, and which device takes which: stacks of at most `limit`
-/// experts (at least one), and with several devices at most an equal share each, so that every device gets work;
-/// dealt out in turn (stack `i` to device `i % devices`).
-fn device_chunks(experts: usize, limit: usize, devices: usize) -> Vec<Vec<Range<usize>>> {
-    let devices = devices.max(1);
-    let size = limit.clamp(1, experts.div_ceil(devices).max(1));
-    let mut shares = vec![Vec::new(); devices];
-    for (i, first) in (0..experts).step_by(size).enumerate() {
-        shares[i % devices].push(first..(first + size).min(experts));
-    }
-    shares
 }
 
 /// The device's tensors `parts` of a stack (quantized with `scales`, one per weight of `held`) as each weight's
@@ -378,38 +338,6 @@ mod tests {
 
     use super::*;
     use crate::formats::{Fp8, Nvfp4, WeightInput};
-
-    #[test]
-    fn experts_are_dealt_out_in_whole_stacks_every_device_getting_work() {
-        let ranges = |shares: Vec<Vec<Range<usize>>>| {
-            shares
-                .into_iter()
-                .map(|share| share.into_iter().map(|r| (r.start, r.end)).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-        };
-        // One device: the stacks the memory limit allows, as before there were several.
-        assert_eq!(ranges(device_chunks(10, 4, 1)), vec![vec![(0, 4), (4, 8), (8, 10)]]);
-        assert_eq!(ranges(device_chunks(10, 64, 1)), vec![vec![(0, 10)]]);
-        // Several: stacks of at most an equal share, dealt out in turn.
-        assert_eq!(ranges(device_chunks(8, 64, 2)), vec![vec![(0, 4)], vec![(4, 8)]]);
-        assert_eq!(ranges(device_chunks(8, 64, 3)), vec![vec![(0, 3)], vec![(3, 6)], vec![(6, 8)]]);
-        assert_eq!(ranges(device_chunks(128, 10, 8)), {
-            let mut shares = vec![Vec::new(); 8];
-            for (i, first) in (0..128).step_by(10).enumerate() {
-                shares[i % 8].push((first, (first + 10).min(128)));
-            }
-            shares
-        });
-        // More devices than experts: one each, the rest idle; a zero limit still makes progress.
-        assert_eq!(ranges(device_chunks(2, 64, 3)), vec![vec![(0, 1)], vec![(1, 2)], vec![]]);
-        assert_eq!(ranges(device_chunks(3, 0, 1)), vec![vec![(0, 1), (1, 2), (2, 3)]]);
-        // Every expert exactly once.
-        for (experts, limit, devices) in [(128, 10, 8), (60, 7, 3), (1, 5, 4), (256, 1, 8)] {
-            let mut all: Vec<usize> = device_chunks(experts, limit, devices).into_iter().flatten().flatten().collect();
-            all.sort_unstable();
-            assert_eq!(all, (0..experts).collect::<Vec<_>>());
-        }
-    }
 
     #[test]
     fn a_stack_quantized_elsewhere_splits_into_the_tensors_of_each_weight_and_of_gate_and_up() {
