@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn stacks_from_several_devices_assemble_in_expert_order_with_their_sums_added_in_that_order() {
-        // Expert e's tensors carry e in their bytes; a stack's sums carry its first expert.
+        // Expert e's tensors carry e and which piece they are in their bytes.
         let weight = |e: usize, piece: u8| QuantizedWeight {
             tensors: vec![OutputTensor {
                 suffix: "weight",
