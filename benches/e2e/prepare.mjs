@@ -5,8 +5,10 @@
 //
 //   npm run build:ts && node benches/e2e/prepare.mjs --layers 8 --out .device/e2e/plans-8
 //   node benches/e2e/prepare.mjs --layers 4 --config benches/e2e/mixtral-8x7b.config.json --out .device/e2e/mixtral-4
+//   node benches/e2e/prepare.mjs --layers 5 --config benches/e2e/deepseek-v3.config.json --out .device/e2e/dsv3-5
 //
-// The config decides the family (Qwen3-MoE or Mixtral, the two shapes the race runs).
+// The config decides the family: Qwen3-MoE or Mixtral (the race's two shapes), or DeepSeek-V3 (MLA attention, the
+// first `first_k_dense_replace` layers dense, a shared expert; the several-GPU benchmark's shape, benches/e2e/scaling.sh).
 import { mkdirSync, openSync, closeSync, ftruncateSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -40,21 +42,49 @@ const FAMILIES = {
   qwen3_moe: { I: config.moe_intermediate_size, E: config.num_experts, moe: 'mlp', router: 'gate', projections: ['gate_proj', 'up_proj', 'down_proj'], qkNorm: true },
   mixtral: { I: config.intermediate_size, E: config.num_local_experts, moe: 'block_sparse_moe', router: 'gate', projections: ['w1', 'w3', 'w2'], qkNorm: false },
 }
-const family = FAMILIES[config.model_type]
-if (!family) throw new Error(`prepare.mjs: no tensor list for model_type ${config.model_type} (${Object.keys(FAMILIES).join(', ')})`)
-const { I, E } = family
 const tensors = [['model.embed_tokens.weight', [V, H]]]
-for (let l = 0; l < layers; l++) {
-  const p = `model.layers.${l}.`
-  tensors.push([`${p}input_layernorm.weight`, [H]], [`${p}post_attention_layernorm.weight`, [H]])
-  tensors.push([`${p}self_attn.q_proj.weight`, [heads * D, H]], [`${p}self_attn.k_proj.weight`, [kv * D, H]])
-  tensors.push([`${p}self_attn.v_proj.weight`, [kv * D, H]], [`${p}self_attn.o_proj.weight`, [H, heads * D]])
-  if (family.qkNorm) tensors.push([`${p}self_attn.q_norm.weight`, [D]], [`${p}self_attn.k_norm.weight`, [D]])
-  tensors.push([`${p}${family.moe}.${family.router}.weight`, [E, H]])
-  const [gate, up, down] = family.projections
-  for (let e = 0; e < E; e++) {
-    const x = `${p}${family.moe}.experts.${e}.`
-    tensors.push([`${x}${gate}.weight`, [I, H]], [`${x}${up}.weight`, [I, H]], [`${x}${down}.weight`, [H, I]])
+if (config.model_type === 'deepseek_v3') {
+  deepseekV3Layers()
+} else {
+  const family = FAMILIES[config.model_type]
+  if (!family) throw new Error(`prepare.mjs: no tensor list for model_type ${config.model_type} (${[...Object.keys(FAMILIES), 'deepseek_v3'].join(', ')})`)
+  const { I, E } = family
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}.`
+    tensors.push([`${p}input_layernorm.weight`, [H]], [`${p}post_attention_layernorm.weight`, [H]])
+    tensors.push([`${p}self_attn.q_proj.weight`, [heads * D, H]], [`${p}self_attn.k_proj.weight`, [kv * D, H]])
+    tensors.push([`${p}self_attn.v_proj.weight`, [kv * D, H]], [`${p}self_attn.o_proj.weight`, [H, heads * D]])
+    if (family.qkNorm) tensors.push([`${p}self_attn.q_norm.weight`, [D]], [`${p}self_attn.k_norm.weight`, [D]])
+    tensors.push([`${p}${family.moe}.${family.router}.weight`, [E, H]])
+    const [gate, up, down] = family.projections
+    for (let e = 0; e < E; e++) {
+      const x = `${p}${family.moe}.experts.${e}.`
+      tensors.push([`${x}${gate}.weight`, [I, H]], [`${x}${up}.weight`, [I, H]], [`${x}${down}.weight`, [H, I]])
+    }
+  }
+}
+
+/** DeepSeek-V3's hub tensors: MLA attention, dense MLPs in the first layers, then routed experts with a shared one. */
+function deepseekV3Layers() {
+  const { q_lora_rank: qRank, kv_lora_rank: kvRank, qk_nope_head_dim: nope, qk_rope_head_dim: rope, v_head_dim: vDim } = config
+  const I = config.moe_intermediate_size
+  const mlp = (prefix, inner) => {
+    tensors.push([`${prefix}gate_proj.weight`, [inner, H]], [`${prefix}up_proj.weight`, [inner, H]], [`${prefix}down_proj.weight`, [H, inner]])
+  }
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}.`
+    tensors.push([`${p}input_layernorm.weight`, [H]], [`${p}post_attention_layernorm.weight`, [H]])
+    tensors.push([`${p}self_attn.q_a_proj.weight`, [qRank, H]], [`${p}self_attn.q_a_layernorm.weight`, [qRank]])
+    tensors.push([`${p}self_attn.q_b_proj.weight`, [heads * (nope + rope), qRank]])
+    tensors.push([`${p}self_attn.kv_a_proj_with_mqa.weight`, [kvRank + rope, H]], [`${p}self_attn.kv_a_layernorm.weight`, [kvRank]])
+    tensors.push([`${p}self_attn.kv_b_proj.weight`, [heads * (nope + vDim), kvRank]], [`${p}self_attn.o_proj.weight`, [H, heads * vDim]])
+    if (l < config.first_k_dense_replace) {
+      mlp(`${p}mlp.`, config.intermediate_size)
+      continue
+    }
+    tensors.push([`${p}mlp.gate.weight`, [config.n_routed_experts, H]], [`${p}mlp.gate.e_score_correction_bias`, [config.n_routed_experts]])
+    for (let e = 0; e < config.n_routed_experts; e++) mlp(`${p}mlp.experts.${e}.`, I)
+    mlp(`${p}mlp.shared_experts.`, I * config.n_shared_experts)
   }
 }
 tensors.push(['model.norm.weight', [H]], ['lm_head.weight', [V, H]])
