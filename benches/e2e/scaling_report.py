@@ -12,18 +12,15 @@ PROGRESS = re.compile(r"Calibrate layer (\d+)/(\d+) \(([\d.]+) s\)")
 
 
 def layer_seconds(log_path):
-    """Seconds of each calibrated layer, from the progress lines: from the first one (layer 0 begins) to the time the
-    count of layers done first reaches 1, 2, …"""
-    reached, first = {}, None
+    """Seconds of each calibrated layer after the first, by index, from the progress lines: layer k took from the time
+    the count of layers done first reached k to the time it reached k + 1. (Layer 0's time, which includes the
+    start, stays with the time outside the layers.)"""
+    reached = {}
     for line in open(log_path):
         match = PROGRESS.search(line)
-        if not match:
-            continue
-        done, at = int(match.group(1)), float(match.group(3))
-        first = at if first is None else first
-        reached.setdefault(done, at)
-    times = [first] + [reached[k] for k in sorted(reached) if k > 0]
-    return [b - a for a, b in zip(times, times[1:])]
+        if match:
+            reached.setdefault(int(match.group(1)), float(match.group(3)))
+    return {k: reached[k + 1] - reached[k] for k in sorted(reached) if k >= 1 and k + 1 in reached}
 
 
 def peak_per_gpu(csv_path):
@@ -66,18 +63,19 @@ def main() -> None:
         efficiency = f"{base / (n * wall):.0%}" if base else ""
         same = {None: "(reference)", True: "yes", False: "**no**"}[measure["identical_to_one"]]
         print(f"| {n} | {wall:.1f} | {speed} | {efficiency} | {memory} | {same} |")
-    print(f"\n**Extrapolated** to all {full} layers (not measured): the time outside the layers as measured, plus each"
-          " further layer at the measured mean of its kind (dense or MoE).\n")
+    print(f"\n**Extrapolated** to all {full} layers (not measured): the time outside layers 1 to {layers - 1} as measured"
+          " (the start and layer 0 included), plus every other layer at the measured mean of its kind (dense or MoE).\n")
     print("| GPUs | dense layer s | MoE layer s | full model, extrapolated s |")
     print("|---:|---:|---:|---:|")
     for n, measure, result in runs:
         if measure["status"] != 0 or result is None:
             continue
         seconds = layer_seconds(os.path.join(out, f"run-{n}.log"))
-        kinds = [seconds[:dense], seconds[dense:]]
+        kinds = [[s for k, s in seconds.items() if k < dense], [s for k, s in seconds.items() if k >= dense]]
         means = [sum(k) / len(k) if k else None for k in kinds]
-        outside = measure["wall_seconds"] - sum(seconds)
-        dense_full, moe_full = min(dense, full), full - min(dense, full)
+        outside = measure["wall_seconds"] - sum(seconds.values())
+        # Layer 0 is in `outside`; the other dense layers and all MoE layers at their kind's mean.
+        dense_full, moe_full = max(min(dense, full) - 1, 0), full - max(min(dense, full), 1)
         if (dense_full and means[0] is None) or (moe_full and means[1] is None):
             continue
         total = outside + dense_full * (means[0] or 0) + moe_full * (means[1] or 0)
