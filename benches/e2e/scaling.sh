@@ -26,7 +26,13 @@ else
   echo "CPU entries ($(nproc) cores)" | tee "$out/card.txt"
 fi
 cp "$plans/config.json" "$out/config.json"
-[ -d "$work/model" ] || python3 "$here/make_checkpoint.py" "$plans" "$work/model" "$samples" "$seq_len" | tee "$out/checkpoint.json"
+# The checkpoint is written once and kept for later runs of the same tensor list and calibration size.
+made_from="$(md5sum <"$plans/tensors.json" | cut -d' ' -f1) $samples $seq_len"
+if [ "$(cat "$work/model/.made-from" 2>/dev/null)" != "$made_from" ]; then
+  rm -rf "$work/model"
+  python3 "$here/make_checkpoint.py" "$plans" "$work/model" "$samples" "$seq_len" | tee "$out/checkpoint.json" &&
+    echo "$made_from" >"$work/model/.made-from"
+fi
 
 for n in $counts; do
   if [ "$kind" = cuda ]; then devices=$(seq -s, -f 'cuda:%g' 0 $((n - 1))); else devices=$(yes cpu | head -n "$n" | paste -sd,); fi
