@@ -70,6 +70,27 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Asserts that the output folder `dir` holds the files of `expected`, byte for byte.
+fn assert_same_files(dir: &Path, expected: &Path, context: &str) {
+    let (got, want) = (files(dir), files(expected));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{context}");
+    for (name, bytes) in &got {
+        assert!(bytes == &want[name], "{context}: {name} differs");
+    }
+}
+
+/// The layers of `a` whose reported error is more than `relative` away from `b`'s, or whose tensor counts differ.
+fn error_mismatches(a: &QuantizeReport, b: &QuantizeReport, relative: f64, context: &str) -> Vec<String> {
+    a.layers
+        .iter()
+        .zip(&b.layers)
+        .filter(|(x, y)| {
+            (x.relative_mse - y.relative_mse).abs() > relative * y.relative_mse.max(1e-12) || x.tensors != y.tensors
+        })
+        .map(|(x, y)| format!("{context} layer {}: {x:?} vs {y:?}", x.layer))
+        .collect()
+}
+
 #[test]
 fn experts_quantized_on_the_gpu_write_the_bytes_of_the_cpu_quantization() {
     let mut failures = Vec::new();
@@ -86,18 +107,9 @@ fn experts_quantized_on_the_gpu_write_the_bytes_of_the_cpu_quantization() {
             assert_eq!(on_cpu.quantized_on_device, 0);
             assert_eq!(on_gpu.quantized_on_device > 0, per_expert, "{fixture} {format}");
             assert_eq!(on_gpu.quantized_tensors, on_cpu.quantized_tensors);
-            let (gpu_files, cpu_files) = (files(&gpu), files(&cpu));
-            assert_eq!(gpu_files.keys().collect::<Vec<_>>(), cpu_files.keys().collect::<Vec<_>>());
-            for (name, bytes) in &gpu_files {
-                assert!(bytes == &cpu_files[name], "{fixture} {format}: {name} differs");
-            }
+            assert_same_files(&gpu, &cpu, &format!("{fixture} {format}"));
             // The error is summed in f32 on the GPU, in f64 on the CPU.
-            for (a, b) in on_gpu.layers.iter().zip(&on_cpu.layers) {
-                let close = (a.relative_mse - b.relative_mse).abs() <= 1e-4 * b.relative_mse.max(1e-12);
-                if !close || a.tensors != b.tensors {
-                    failures.push(format!("{fixture} {format} layer {}: {a:?} vs {b:?}", a.layer));
-                }
-            }
+            failures.extend(error_mismatches(&on_gpu, &on_cpu, 1e-4, &format!("{fixture} {format}")));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -108,31 +120,20 @@ fn experts_quantized_by_several_devices_write_the_bytes_of_one() {
     // Two and three shares of this GPU (three batches: each share has one): each quantizes its stacks of experts
     // from its own copy of the layer.
     let mut failures = Vec::new();
-    for &(fixture, per_expert) in PLANNED.iter().filter(|(_, per_expert)| *per_expert) {
+    for &(fixture, _) in PLANNED.iter().filter(|(_, per_expert)| *per_expert) {
         for format in ["fp8", "nvfp4"] {
             let dir = tempfile::tempdir().unwrap();
-            let one = quantize(fixture, format, true, &dir.path().join("one"));
-            let one_files = files(&dir.path().join("one"));
+            let one_dir = dir.path().join("one");
+            let one = quantize(fixture, format, true, &one_dir);
             for devices in [&["cuda:0", "cuda:0"][..], &["cuda:0", "cuda:0", "cuda:0"]] {
+                let context = format!("{fixture} {format} on {} shares", devices.len());
                 let out = dir.path().join(format!("shares-{}", devices.len()));
                 let shared = quantize_on(fixture, format, true, devices, &out);
-                assert!(per_expert && shared.quantized_on_device > 0, "{fixture} {format}");
-                assert_eq!(shared.quantized_on_device, one.quantized_on_device, "{fixture} {format}");
-                let shared_files = files(&out);
-                assert_eq!(shared_files.keys().collect::<Vec<_>>(), one_files.keys().collect::<Vec<_>>());
-                for (name, bytes) in &shared_files {
-                    assert!(
-                        bytes == &one_files[name],
-                        "{fixture} {format} on {} shares: {name} differs",
-                        devices.len()
-                    );
-                }
+                assert!(shared.quantized_on_device > 0, "{context}");
+                assert_eq!(shared.quantized_on_device, one.quantized_on_device, "{context}");
+                assert_same_files(&out, &one_dir, &context);
                 // The stacks are smaller with several shares, so their f32 error sums round differently.
-                for (a, b) in shared.layers.iter().zip(&one.layers) {
-                    if (a.relative_mse - b.relative_mse).abs() > 1e-5 * b.relative_mse.max(1e-12) {
-                        failures.push(format!("{fixture} {format} layer {}: {a:?} vs {b:?}", a.layer));
-                    }
-                }
+                failures.extend(error_mismatches(&shared, &one, 1e-5, &context));
             }
         }
     }
