@@ -8,6 +8,8 @@ import os
 import re
 import sys
 
+from report import load
+
 PROGRESS = re.compile(r"Calibrate layer (\d+)/(\d+) \(([\d.]+) s\)")
 
 
@@ -44,7 +46,7 @@ def main() -> None:
         if name.startswith("measure-"):
             measure = json.load(open(os.path.join(out, name)))
             n = measure["devices"]
-            result = json.loads(open(os.path.join(out, f"run-{n}.json")).read().strip() or "null")
+            result = load(os.path.join(out, f"run-{n}.json"))
             runs.append((n, measure, result))
     runs.sort(key=lambda run: run[0])
     print(f"{open(os.path.join(out, 'card.txt')).read().strip()}; {config['model_type']}, {layers} of {full} layers\n")
@@ -54,7 +56,8 @@ def main() -> None:
     for n, measure, result in runs:
         wall = measure["wall_seconds"]
         if measure["status"] != 0 or result is None:
-            print(f"| {n} | failed (status {measure['status']}) | | | | |")
+            why = f"failed (status {measure['status']})" if measure["status"] != 0 else "no result printed"
+            print(f"| {n} | {why} | | | | |")
             continue
         peaks = peak_per_gpu(os.path.join(out, f"gpu-{n}.csv"))
         used = [peaks.get(i, 0) for i in range(n)]
