@@ -1,13 +1,15 @@
 //! Data-parallel calibration on several CPU "devices": the layer stream splits the calibration batches between
 //! devices in order, each running its share through its own copy of every layer on its own thread, and merges what they
 //! record. For every committed descriptor (MoE routing, KV maxima, each family's mixers), two and three devices
-//! record exactly what one records (maxima, token counts) and give the same logits, bit for bit.
+//! record exactly what one records (maxima, token counts) and give the same logits, bit for bit; quantizing on
+//! devices the caller opened writes what the request's devices write.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
 mod common;
 
 use common::forward::{forward_on, four_batches, DESCRIBED};
+use common::quantize::{assert_same_files, quantize_fixture, Devices};
 use moe_quant_core::calib::data::Batch;
 use moe_quant_core::device::ComputeDevice;
 use moe_quant_core::model::layers::ForwardResult;
@@ -64,4 +66,25 @@ fn devices_are_checked() {
         assert!(error.to_string().contains(message), "{specs:?}: {error}");
     }
     assert_eq!(parse(&["cpu", "gpu"]).unwrap_err().code(), "E_DEVICE_UNAVAILABLE");
+}
+
+#[test]
+fn quantizing_on_devices_opened_by_the_caller_writes_what_the_request_s_devices_write() {
+    let dir = common::temp_dir();
+    let out = |name: &str| dir.path().join(name);
+    let cpu = ComputeDevice::cpu();
+    for format in ["fp8", "nvfp4"] {
+        let fixture = "qwen3_moe/hub";
+        quantize_fixture(fixture, format, false, Devices::Requested(&["cpu"]), &out("one")).unwrap();
+        quantize_fixture(fixture, format, false, Devices::Requested(&["cpu", "cpu"]), &out("requested")).unwrap();
+        quantize_fixture(fixture, format, false, Devices::Opened(&[cpu.clone(), cpu.clone()]), &out("opened")).unwrap();
+        assert_same_files(&out("requested"), &out("one"), &format!("{format}: two requested devices"));
+        assert_same_files(&out("opened"), &out("one"), &format!("{format}: two opened devices"));
+        for name in ["one", "requested", "opened"] {
+            std::fs::remove_dir_all(out(name)).unwrap();
+        }
+    }
+    let error = common::expect_err(quantize_fixture("qwen3_moe/hub", "fp8", false, Devices::Opened(&[]), &out("none")));
+    common::assert_error(&error, "E_CALIBRATION_OPTIONS", &["devices", "empty"]);
+    assert!(!out("none").exists());
 }

@@ -8,16 +8,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
-use common::forward::fixtures;
-use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
-use moe_quant_core::export::ExportPlan;
-use moe_quant_core::model::ModelDescriptor;
-use moe_quant_core::ops::calibrate::CalibrationRequest;
-use moe_quant_core::ops::quantize::{quantize_checkpoint, Calibration, QuantizeReport, RunControl};
+use common::quantize::{assert_same_files, quantize_fixture, Devices};
+use moe_quant_core::device::ComputeDevice;
+use moe_quant_core::ops::quantize::QuantizeReport;
 
 /// The fixtures with committed plans (`PLANNED` of tools/write_descriptors.mjs), and whether their experts are
 /// written one by one (quantized on the GPU) or as whole stacks (GPT-OSS: on the CPU).
@@ -30,53 +25,16 @@ const PLANNED: &[(&str, bool)] = &[
     ("families/nemotron_h/hub", true),
 ];
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
+/// On cuda:0, as a user's request names it.
 fn quantize(fixture: &str, format: &str, on_device: bool, output: &Path) -> QuantizeReport {
-    quantize_on(fixture, format, on_device, &["cuda:0"], output)
+    quantize_fixture(fixture, format, on_device, Devices::Requested(&["cuda:0"]), output).unwrap()
 }
 
-/// As [`quantize`], the batches (and the experts quantized while resident) split over `devices`.
+/// As [`quantize`], the batches (and the experts quantized while resident) split over `devices`, opened here: the
+/// request's `devices` may not name cuda:0 twice, as the shares on a one-GPU machine do.
 fn quantize_on(fixture: &str, format: &str, on_device: bool, devices: &[&str], output: &Path) -> QuantizeReport {
-    let file = fixture.replace('/', "_");
-    let descriptor: ModelDescriptor = read_json(&fixtures().join(format!("descriptors/{file}.json")));
-    let mut plan: ExportPlan = read_json(&fixtures().join(format!("descriptors/plans/{file}.{format}.json")));
-    plan.copy.clear();
-    let vocab = descriptor.vocab_size as u32;
-    let ids: Vec<Vec<u32>> = (0..12u32).map(|s| (0..24u32).map(|i| (s * 131 + i * 17 + 3) % vocab).collect()).collect();
-    let sequences = SequenceRequest {
-        samples: ids.len(),
-        seq_len: 24,
-        batch_size: 4,
-        device: (devices.len() == 1).then(|| devices[0].to_string()),
-        devices: (devices.len() > 1).then(|| devices.iter().map(|d| d.to_string()).collect()),
-        source: CalibrationSource::Ids { ids },
-    };
-    let request = CalibrationRequest { sequences, all_experts: false };
-    let calibration = Calibration { desc: &descriptor, request: &request, quantize_on_device: on_device };
-    let control = RunControl { cancel: &AtomicBool::new(false), progress: &mut |_| {}, extra_files: None };
-    quantize_checkpoint(&fixtures().join(fixture), output, &plan, Some(calibration), control).unwrap()
-}
-
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            (entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).unwrap())
-        })
-        .collect()
-}
-
-/// Asserts that the output folder `dir` holds the files of `expected`, byte for byte.
-fn assert_same_files(dir: &Path, expected: &Path, context: &str) {
-    let (got, want) = (files(dir), files(expected));
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{context}");
-    for (name, bytes) in &got {
-        assert!(bytes == &want[name], "{context}: {name} differs");
-    }
+    let devices: Vec<ComputeDevice> = devices.iter().map(|d| ComputeDevice::parse(d).unwrap()).collect();
+    quantize_fixture(fixture, format, on_device, Devices::Opened(&devices), output).unwrap()
 }
 
 /// The layers of `a` whose reported error is more than `relative` away from `b`'s, or whose tensor counts differ.

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::calibrate::CalibrationRequest;
 use super::pipeline::{LayerPipeline, Progress, Stage};
 use crate::checkpoint::{Checkpoint, CheckpointWriter, WriteSummary, WriterOptions};
+use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::export::layout::output_layout;
 use crate::export::output::Output;
@@ -148,10 +149,27 @@ pub fn quantize_checkpoint(
     let formats = FormatSet::new(plan, false);
     let calibrated = formats.calibrated();
     match calibration {
-        Some(calibration) => quantize_calibrated(dir, target, plan, &calibration, control),
+        Some(calibration) => quantize_calibrated(dir, target, plan, &calibration, None, control),
         None if !calibrated => quantize_weights(dir, target, plan, control),
         None => Err(Error::internal(format!("{} needs calibration", formats.names()))),
     }
+}
+
+/// As [`quantize_checkpoint`] with calibration, on `devices` already opened instead of the request's `device` or
+/// `devices` (which are not read). Unlike the request's list, `devices` may name one GPU more than once: its shares
+/// then run on that GPU from separate threads, which tests the split on a machine with one GPU.
+pub fn quantize_checkpoint_on(
+    dir: &Path,
+    target: &Path,
+    plan: &ExportPlan,
+    calibration: Calibration<'_>,
+    devices: &[ComputeDevice],
+    control: RunControl<'_>,
+) -> Result<QuantizeReport> {
+    if devices.is_empty() {
+        return Err(Error::CalibrationOptions { message: "devices: the list is empty".into() });
+    }
+    quantize_calibrated(dir, target, plan, &calibration, Some(devices), control)
 }
 
 /// What the calibration's AWQ search covers: the plan's linears and routed experts in an AWQ format.
@@ -212,12 +230,14 @@ fn finish_output(
     Ok((quantized_tensors, written))
 }
 
-/// The calibrated run: calibration layer by layer, each layer quantized once its statistics are final.
+/// The calibrated run: calibration layer by layer, each layer quantized once its statistics are final; on
+/// `devices`, or those the request names (opened once the disk has started on the first layer).
 fn quantize_calibrated(
     dir: &Path,
     target: &Path,
     plan: &ExportPlan,
     calibration: &Calibration<'_>,
+    devices: Option<&[ComputeDevice]>,
     control: RunControl<'_>,
 ) -> Result<QuantizeReport> {
     let RunControl { cancel, progress, extra_files } = control;
@@ -228,7 +248,10 @@ fn quantize_calibrated(
     // this read when the run ends early).
     layers::read_ahead_first(&checkpoint, desc);
     // With several devices they split the batches, and the experts quantized while resident.
-    let devices = request.sequences.compute_devices()?;
+    let devices = match devices {
+        Some(devices) => devices.to_vec(),
+        None => request.sequences.compute_devices()?,
+    };
     let compute = &devices[0];
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
     let quantizer = Quantizer::new(&checkpoint, FormatSet::new(plan, compute.device.is_cuda()));

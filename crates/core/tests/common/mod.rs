@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod forward;
+pub mod quantize;
 
 use std::path::Path;
 
