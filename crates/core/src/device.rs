@@ -56,6 +56,11 @@ impl ComputeDevice {
     }
 }
 
+/// Whether `spec` names a GPU (`cuda` or `cuda:N`), without opening it.
+pub fn names_gpu(spec: &str) -> bool {
+    gpu_ordinal(spec).is_some()
+}
+
 /// The GPU `cuda` (0) or `cuda:N` names; None for anything else.
 fn gpu_ordinal(spec: &str) -> Option<usize> {
     match spec {

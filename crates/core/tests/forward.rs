@@ -8,6 +8,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::forward::{edited_logits, logits, reference, relative_l2, BF16_UNSTABLE, DESCRIBED};
 use moe_quant_core::device::ComputeDevice;
+use moe_quant_core::model::layers::read_ahead_first;
 
 #[test]
 fn f32_logits_match_transformers() {
@@ -167,4 +168,26 @@ fn a_forward_that_stops_being_finite_names_the_layer_and_the_first_activation() 
     let error = forward_error(|d| d["rope"]["theta"] = 0.0.into());
     assert_eq!(error.code(), "E_ACTIVATION_NON_FINITE", "{error}");
     assert!(error.to_string().contains("the input of model.layers.0.self_attn.o_proj"), "{error}");
+}
+
+#[test]
+fn a_run_on_a_gpu_reads_layer_1_while_the_device_starts() {
+    // What the read-ahead holds before anything is taken: the embedding and layer 0, and on a GPU layer 1 too (which
+    // the layer stream asks for before layer 0 loads), so that the disk goes on while the device starts.
+    let fixture = "qwen3_moe/hub";
+    let desc = common::forward::described(fixture);
+    let dir = common::forward::fixtures().join(fixture);
+    let names =
+        moe_quant_core::Checkpoint::open(&dir).unwrap().tensors().iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    let count = |prefix: &str| names.iter().filter(|name| name.starts_with(prefix)).count();
+    let (layer0, layer1) = (count("model.layers.0."), count("model.layers.1."));
+    assert!(layer0 > 0 && layer1 > 0);
+    for (gpu, expected) in [(false, 1 + layer0), (true, 1 + layer0 + layer1)] {
+        let checkpoint = moe_quant_core::Checkpoint::open(&dir).unwrap();
+        read_ahead_first(&checkpoint, &desc, gpu);
+        assert_eq!(checkpoint.prefetched(), expected, "gpu: {gpu}");
+        // The layer stream asks for the same read, which goes on.
+        read_ahead_first(&checkpoint, &desc, gpu);
+        assert_eq!(checkpoint.prefetched(), expected, "gpu: {gpu}");
+    }
 }

@@ -69,6 +69,12 @@ impl SequenceRequest {
         Ok(devices.swap_remove(0))
     }
 
+    /// Whether the forward runs on GPUs, as `device` or `devices` name them (without opening them).
+    pub fn names_gpu(&self) -> bool {
+        let mut named = self.devices.iter().flatten().chain(&self.device);
+        named.any(|spec| crate::device::names_gpu(spec))
+    }
+
     /// The devices the forward runs on: `devices`, or the one `device`.
     pub fn compute_devices(&self) -> Result<Vec<crate::device::ComputeDevice>> {
         match (&self.device, &self.devices) {

@@ -141,7 +141,7 @@ impl<'a> LayerStream<'a> {
         }
         // The embedding and the first layer are read from disk while the batches are checked (a run started
         // this read before it opened its device; it then goes on).
-        read_ahead_first(checkpoint, desc);
+        read_ahead_first(checkpoint, desc, devices[0].device.is_cuda());
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
                 return Err(Error::internal(format!(
@@ -165,13 +165,15 @@ impl<'a> LayerStream<'a> {
         if several {
             checkpoint.share_read_ahead(&embed);
         }
-        let shards = shares
-            .into_iter()
-            .zip(devices)
-            .map(|(share, compute)| {
-                Shard::new(checkpoint, desc, &batches[share.clone()], share.start, compute, max_len)
-            })
-            .collect::<Result<Vec<_>>>();
+        let shards = profile::section(&devices[0].device, "embedding (wait for the disk, upload, look up)", || {
+            shares
+                .into_iter()
+                .zip(devices)
+                .map(|(share, compute)| {
+                    Shard::new(checkpoint, desc, &batches[share.clone()], share.start, compute, max_len)
+                })
+                .collect::<Result<Vec<_>>>()
+        });
         if several {
             checkpoint.release_read_ahead(&embed);
         }
@@ -237,7 +239,11 @@ impl<'a> LayerStream<'a> {
         let Some(layer_desc) = self.desc.layers.get(self.next_layer) else { return Ok(None) };
         let device = self.device().clone();
         let clock = Instant::now();
-        let layers = profile::section(&device, "layer weights (wait for the disk, upload)", || self.load_layer())?;
+        let section = match self.next_layer {
+            0 => "first layer's weights (wait for the disk, upload)",
+            _ => "layer weights (wait for the disk, upload)",
+        };
+        let layers = profile::section(&device, section, || self.load_layer())?;
         self.load_seconds += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         profile::section(&device, "weight maxima", || layers[0].observe_weights(&mut self.observers))?;
@@ -419,12 +425,16 @@ fn non_finite_embedding(checkpoint: &Checkpoint, desc: &ModelDescriptor, batch: 
     })
 }
 
-/// Starts reading what calibration needs first, the embedding and decoder layer 0, in the background. A run
-/// calls this as soon as the checkpoint is open, so the disk works while the device starts;
-/// [`LayerStream::new`] asks for the same read, which then goes on.
-pub fn read_ahead_first(checkpoint: &Checkpoint, desc: &ModelDescriptor) {
+/// Starts reading what calibration needs first, the embedding and decoder layer 0, in the background; on a GPU
+/// (`gpu`) decoder layer 1 too, which [`LayerStream::load_layer`] asks for before layer 0 loads: the disk goes on
+/// with it while the device starts, instead of waiting for layer 0's load. A run calls this as soon as the
+/// checkpoint is open; [`LayerStream::new`] asks for the same read, which then goes on.
+pub fn read_ahead_first(checkpoint: &Checkpoint, desc: &ModelDescriptor, gpu: bool) {
     let mut prefixes = vec![desc.embed.as_str()];
     prefixes.extend(layer_prefix(desc, 0));
+    if gpu {
+        prefixes.extend(layer_prefix(desc, 1));
+    }
     checkpoint.prefetch(&prefixes);
 }
 

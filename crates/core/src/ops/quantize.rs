@@ -27,6 +27,7 @@ use crate::export::FormatSet;
 use crate::model::layers::{self, AwqPlan, LayerStream};
 use crate::model::loader::ExpertWeights;
 use crate::model::observe::Observers;
+use crate::model::profile;
 use crate::model::ModelDescriptor;
 use crate::threads::lock;
 
@@ -230,6 +231,25 @@ fn finish_output(
     Ok((quantized_tensors, written))
 }
 
+/// Starts the disk on the embedding and the first layers, then opens `devices` or the request's (the checkpoint's
+/// drop stops this read when the run ends early).
+fn open_devices(
+    checkpoint: &Checkpoint,
+    calibration: &Calibration<'_>,
+    devices: Option<&[ComputeDevice]>,
+) -> Result<Vec<ComputeDevice>> {
+    let sequences = &calibration.request.sequences;
+    let gpu = match devices {
+        Some(devices) => devices.first().is_some_and(|d| d.device.is_cuda()),
+        None => sequences.names_gpu(),
+    };
+    layers::read_ahead_first(checkpoint, calibration.desc, gpu);
+    profile::section(&candle_core::Device::Cpu, "start: open the devices", || match devices {
+        Some(devices) => Ok(devices.to_vec()),
+        None => sequences.compute_devices(),
+    })
+}
+
 /// The calibrated run: calibration layer by layer, each layer quantized once its statistics are final; on
 /// `devices`, or those the request names (opened once the disk has started on the first layer).
 fn quantize_calibrated(
@@ -244,14 +264,8 @@ fn quantize_calibrated(
     let Calibration { desc, request, quantize_on_device } = *calibration;
     let started = Instant::now();
     let checkpoint = Checkpoint::open(dir)?;
-    // The disk starts on the embedding and layer 0 while the device starts up (the checkpoint's drop stops
-    // this read when the run ends early).
-    layers::read_ahead_first(&checkpoint, desc);
     // With several devices they split the batches, and the experts quantized while resident.
-    let devices = match devices {
-        Some(devices) => devices.to_vec(),
-        None => request.sequences.compute_devices()?,
-    };
+    let devices = open_devices(&checkpoint, calibration, devices)?;
     let compute = &devices[0];
     // Same bytes as ModelOpt running on the same kind of device (their FP8 arithmetic differs, see `Fp8`).
     let quantizer = Quantizer::new(&checkpoint, FormatSet::new(plan, compute.device.is_cuda()));
