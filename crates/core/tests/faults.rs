@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::forward::fixtures;
-use common::{assert_error, declare_and_write, expect_err, pattern, temp_dir, Tensor};
+use common::{assert_error, declare_and_write, expect_err, files, pattern, temp_dir, Tensor};
 use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
 use moe_quant_core::checkpoint::OutputOp;
 use moe_quant_core::export::ExportPlan;
@@ -50,17 +49,6 @@ fn copy_fixture(dir: &Path) -> PathBuf {
         std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
     }
     model
-}
-
-/// Every file of `dir` with its bytes (to show that the input is left untouched).
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap())
-        })
-        .collect()
 }
 
 /// Sorted names in `dir`.
@@ -272,7 +260,7 @@ fn results(stdout: &str) -> Vec<ChildResult> {
 fn a_file_size_limit_fails_the_export_with_e_output_write_and_leaves_nothing() {
     let tmp = temp_dir();
     let model = copy_fixture(&tmp.path().join("input"));
-    let before = snapshot(&model);
+    let before = files(&model);
     let parent = tmp.path().join("output");
     std::fs::create_dir(&parent).unwrap();
     // The single shard is about 230 KB; config.json and the tokenizer fit under 64 KiB.
@@ -288,7 +276,7 @@ fn a_file_size_limit_fails_the_export_with_e_output_write_and_leaves_nothing() {
     assert_output_write(result, &parent.join("out"), "a file-size limit was reached");
     assert!(result.message.contains("/shard-0: cannot write"), "{}", result.message);
     assert_eq!(listing(&parent), Vec::<String>::new(), "no output and no temporary directory");
-    assert_eq!(snapshot(&model), before, "the input is untouched");
+    assert_eq!(files(&model), before, "the input is untouched");
 }
 
 // ---- memory exhausted (a real quantization in a child process) ------------------------------------------
@@ -338,7 +326,7 @@ fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_lea
 fn a_run_killed_mid_export_leaves_only_its_temporary_directory_which_the_next_run_removes() {
     let tmp = temp_dir();
     let model = copy_fixture(&tmp.path().join("input"));
-    let before = snapshot(&model);
+    let before = files(&model);
     let parent = tmp.path().join("output");
     std::fs::create_dir(&parent).unwrap();
     let output = parent.join("out");
@@ -378,7 +366,7 @@ fn a_run_killed_mid_export_leaves_only_its_temporary_directory_which_the_next_ru
     run_quantization(&model, &output, 16 << 10, &mut |_| {}).unwrap();
     assert_eq!(listing(&parent), vec!["out".to_string()]);
     assert!(output.join("model.safetensors.index.json").is_file());
-    assert_eq!(snapshot(&model), before, "the input is untouched");
+    assert_eq!(files(&model), before, "the input is untouched");
 }
 
 // ---- stale temporary directories --------------------------------------------------------------------------
@@ -599,7 +587,7 @@ const RUN_CHILD: &str =
 fn a_full_disk_fails_the_export_with_e_output_write_and_leaves_nothing() {
     let tmp = temp_dir();
     let model = copy_fixture(&tmp.path().join("input"));
-    let before = snapshot(&model);
+    let before = files(&model);
     let disk = tmp.path().join("disk");
     std::fs::create_dir(&disk).unwrap();
     let Some(namespace) = mount_namespace(&disk) else { return };
@@ -615,14 +603,14 @@ fn a_full_disk_fails_the_export_with_e_output_write_and_leaves_nothing() {
     let [result] = &results(&stdout)[..] else { panic!("no single RESULT line in {stdout}") };
     assert_output_write(result, &disk.join("out"), "the disk is full");
     assert!(stdout.lines().any(|l| l == "LISTING []"), "the tmpfs is left empty: {stdout}");
-    assert_eq!(snapshot(&model), before, "the input is untouched");
+    assert_eq!(files(&model), before, "the input is untouched");
 }
 
 #[test]
 fn a_file_system_turning_read_only_mid_export_is_e_output_write_and_the_next_run_cleans_up() {
     let tmp = temp_dir();
     let model = copy_fixture(&tmp.path().join("input"));
-    let before = snapshot(&model);
+    let before = files(&model);
     let disk = tmp.path().join("disk");
     std::fs::create_dir(&disk).unwrap();
     let Some(namespace) = mount_namespace(&disk) else { return };
@@ -658,5 +646,5 @@ fn a_file_system_turning_read_only_mid_export_is_e_output_write_and_the_next_run
     let [left] = &after_failure[..] else { panic!("only the temporary directory is left: {after_failure:?}") };
     assert!(left.starts_with(".out.moe-quant-tmp-"), "{left}");
     assert_eq!(after_success, &["out"], "the next run removed it");
-    assert_eq!(snapshot(&model), before, "the input is untouched");
+    assert_eq!(files(&model), before, "the input is untouched");
 }

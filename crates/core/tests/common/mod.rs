@@ -8,6 +8,7 @@
 pub mod forward;
 pub mod quantize;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use moe_quant_core::checkpoint::TensorLayout;
@@ -16,6 +17,17 @@ use moe_quant_core::{CheckpointWriter, Dtype, Error};
 /// A fresh temporary directory, removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
+}
+
+/// Every file of `dir` with its bytes, by name.
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.file_name().into_string().unwrap(), std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
 }
 
 /// The bytes of a safetensors file: 8-byte little-endian header length, the header, then `data`.

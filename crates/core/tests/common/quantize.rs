@@ -1,10 +1,10 @@
 //! Quantizing a committed fixture with its committed export plan (fixtures/descriptors/plans, written by
 //! tools/write_descriptors.mjs) and twelve calibration sequences, and comparing output folders.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+use super::files;
 use super::forward::fixtures;
 use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
 use moe_quant_core::device::ComputeDevice;
@@ -64,16 +64,6 @@ pub fn quantize_fixture(
         Devices::Requested(_) => quantize_checkpoint(&model, output, &plan, Some(calibration), control),
         Devices::Opened(opened) => quantize_checkpoint_on(&model, output, &plan, calibration, opened, control),
     }
-}
-
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            (entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).unwrap())
-        })
-        .collect()
 }
 
 /// Asserts that the output folder `dir` holds the files of `expected`, byte for byte.
