@@ -139,8 +139,8 @@ impl<'a> LayerStream<'a> {
         if devices.is_empty() {
             return Err(Error::internal("a layer stream on no device"));
         }
-        // The embedding and the first layer are read from disk while the batches are checked (a run started
-        // this read before it opened its device; it then goes on).
+        // The embedding and the first layer (on a GPU the first two) are read from disk while the batches are
+        // checked (a run started this read before it opened its device; it then goes on).
         read_ahead_first(checkpoint, desc, devices[0].device.is_cuda());
         for (i, batch) in batches.iter().enumerate() {
             if batch.ids.len() != batch.rows * batch.seq_len {
