@@ -41,6 +41,9 @@ pub struct ForwardOptions {
     pub all_experts_stats: bool,
     /// Where the forward runs: one device, or several that split the batches (CPU f32 when empty).
     pub devices: Vec<ComputeDevice>,
+    /// Load each layer when its turn comes instead of copying it to the GPUs while the one before computes
+    /// (`model::stage`): the same bits, which tests check.
+    pub load_in_turn: bool,
 }
 
 /// Progress of the forward: `layer` of `layers` done, and `batch` of `batches` of the next one (`batches`
@@ -88,7 +91,7 @@ pub struct ForwardResult {
     pub tokens: usize,
     pub peak_rss_bytes: Option<u64>,
     pub seconds: f64,
-    /// Layers copied to the GPU while the layer before them computed (one GPU; see `model::stage`).
+    /// Layers copied to every GPU while the layer before them computed (see `model::stage`).
     pub staged_layers: usize,
 }
 
@@ -109,7 +112,7 @@ pub struct LayerStream<'a> {
     /// the batches through them.
     pub load_seconds: f64,
     pub forward_seconds: f64,
-    /// Layers that arrived already copied to the GPU (see `model::stage`).
+    /// Layers that arrived already copied to every GPU (see `model::stage`).
     pub staged_layers: usize,
     /// Called for each layer once its weights are resident and their maxima recorded, before the batches run.
     resident: Option<&'a ResidentHook<'a>>,
@@ -117,7 +120,7 @@ pub struct LayerStream<'a> {
     pub resident_seconds: f64,
     /// The AWQ search, when the plan has AWQ formats.
     awq: Option<AwqPlan>,
-    /// On one GPU, the next layer copied to it while this one computes.
+    /// On each GPU, the next layer copied to it while this one computes.
     staging: Staging,
 }
 
@@ -191,7 +194,7 @@ impl<'a> LayerStream<'a> {
             resident: None,
             resident_seconds: 0.0,
             awq: None,
-            staging: Staging::new(&devices[0].device, devices.len()),
+            staging: Staging::new(devices.iter().map(|d| &d.device)),
         })
     }
 
@@ -297,7 +300,8 @@ impl<'a> LayerStream<'a> {
     /// The next layer on every device. The layer after it is read from disk while this one computes. On a GPU its
     /// read is queued before this one loads, so the disk goes on while this layer is copied to the device (whose
     /// host bytes are then gone: two layers' bytes at most). On the CPU the loaded layer lives in host memory, so
-    /// the next one is read only once this one is loaded. Several devices load from one read of the layer.
+    /// the next one is read only once this one is loaded. Several devices load from one read of the layer, and each
+    /// GPU copies the next one from one read of it while this one computes (`model::stage`).
     fn load_layer(&mut self) -> Result<Vec<DecoderLayer>> {
         let (checkpoint, desc, all_experts) = (self.checkpoint, self.desc, self.all_experts_stats);
         let layer_desc = &desc.layers[self.next_layer];
@@ -312,8 +316,11 @@ impl<'a> LayerStream<'a> {
             checkpoint.share_read_ahead(&[this]);
         }
         let norm = self.norm_style();
-        self.shards[0].loader.staged = self.staging.take();
-        self.staged_layers += usize::from(self.shards[0].loader.staged.is_some());
+        let staged = self.staging.take();
+        self.staged_layers += usize::from(staged.iter().all(Option::is_some));
+        for (shard, staged) in self.shards.iter_mut().zip(staged) {
+            shard.loader.staged = staged;
+        }
         let mut quiet = |_| {};
         let mut progress = Progress { on_batch: &mut quiet, offset: 0, total: 0 };
         let inputs = vec![(); self.shards.len()];
@@ -328,7 +335,9 @@ impl<'a> LayerStream<'a> {
         );
         // What the layer left untaken (fused tensors its slices were cut from) is of no more use; nor, once every
         // device has its copy, are the shared bytes.
-        self.shards[0].loader.staged = None;
+        for shard in &mut self.shards {
+            shard.loader.staged = None;
+        }
         if let Some(this) = this {
             checkpoint.release_read_ahead(&[this]);
         }
@@ -336,8 +345,7 @@ impl<'a> LayerStream<'a> {
             checkpoint.prefetch_next(&[next]);
         }
         if let (Ok(_), Some(next)) = (&layers, next) {
-            let device = self.device().clone();
-            self.staging.start(checkpoint, next, &device);
+            self.staging.start(checkpoint, next);
         }
         layers
     }
@@ -458,6 +466,9 @@ pub fn run_forward(
     let started = Instant::now();
     let devices = if options.devices.is_empty() { vec![ComputeDevice::cpu()] } else { options.devices.clone() };
     let mut stream = LayerStream::new(checkpoint, desc, batches, options.all_experts_stats, &devices)?;
+    if options.load_in_turn {
+        stream.staging.stop();
+    }
     let (layers, batches, tokens) = (stream.layers(), stream.batches(), stream.tokens);
     let mut throttle = Throttle::new(Throttle::WITHIN_LAYER);
     for layer in 0.. {

@@ -1,10 +1,10 @@
-//! The next layer's weights copied to the GPU while the current layer computes (one CUDA device). A helper thread
+//! The next layer's weights copied to each GPU while the current layer computes. A helper thread per device
 //! takes each plain bf16, f16 or f32 tensor of that layer from the read-ahead as the disk delivers it and copies it
 //! through pinned buffers on the device's copy stream ([`cuda::Uploader`]); when the layer loads, the loader takes
 //! these copies instead of copying on the compute stream. A tensor of three or more dimensions is copied as its
 //! slices along the first (one per expert of a fused `[E, …]` tensor), which is how the loader asks for it. The
-//! read-ahead keeps the bytes, so whatever is not staged (a failure, a tensor asked for whole after all) loads as
-//! before.
+//! read-ahead keeps the bytes, so several devices copy from one read of the layer, and whatever is not staged (a
+//! failure, a tensor asked for whole after all) loads as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -113,8 +113,14 @@ fn copy(uploader: &mut Uploader, ahead: &AheadBytes, wanted: &[Wanted]) -> Resul
     Ok(staged)
 }
 
-/// A layer stream's copies ahead on its one GPU: the uploader between layers, the copy under way.
+/// A layer stream's copies ahead, one lane per device: on each GPU the next layer copied from one read of it.
 pub(crate) struct Staging {
+    lanes: Vec<Lane>,
+}
+
+/// One device's copies ahead: the uploader between layers, the copy under way.
+struct Lane {
+    device: Device,
     uploader: Option<Uploader>,
     next: Option<NextLayer>,
     /// False once an uploader could not be made (no CUDA device, no pinned memory): layers load as before.
@@ -122,38 +128,52 @@ pub(crate) struct Staging {
 }
 
 impl Staging {
-    /// Copies ahead on `device` when it is one CUDA device.
-    pub fn new(device: &Device, devices: usize) -> Self {
-        Staging { uploader: None, next: None, enabled: device.is_cuda() && devices == 1 }
+    /// Copies ahead on each of `devices` that is a CUDA device.
+    pub fn new<'d>(devices: impl IntoIterator<Item = &'d Device>) -> Self {
+        let lane =
+            |device: &Device| Lane { device: device.clone(), uploader: None, next: None, enabled: device.is_cuda() };
+        Staging { lanes: devices.into_iter().map(lane).collect() }
     }
 
-    /// The layer copied while the last one computed, if one was.
-    pub fn take(&mut self) -> Option<Arc<Staged>> {
-        let (uploader, staged) = self.next.take()?.join();
-        self.uploader = uploader;
-        staged.map(Arc::new)
-    }
-
-    /// Starts copying the tensors under `prefix` (the next layer) while this one computes, unless their bytes would
-    /// not fit twice in the device's free memory (the layer that computes meanwhile needs its room).
-    pub fn start(&mut self, checkpoint: &Checkpoint, prefix: &str, device: &Device) {
-        if !self.enabled {
-            return;
+    /// Copies nothing ahead from now on: each layer loads when its turn comes.
+    pub fn stop(&mut self) {
+        for lane in &mut self.lanes {
+            lane.enabled = false;
         }
-        let uploader = match self.uploader.take().map_or_else(|| Uploader::new(device), Ok) {
-            Ok(uploader) => uploader,
-            Err(_) => {
-                self.enabled = false;
-                return;
+    }
+
+    /// Each device's layer copied while the last one computed, if one was.
+    pub fn take(&mut self) -> Vec<Option<Arc<Staged>>> {
+        self.lanes
+            .iter_mut()
+            .map(|lane| {
+                let (uploader, staged) = lane.next.take()?.join();
+                lane.uploader = uploader;
+                staged.map(Arc::new)
+            })
+            .collect()
+    }
+
+    /// Starts copying the tensors under `prefix` (the next layer) to each device while this one computes, on a
+    /// thread per device, unless their bytes would not fit twice in that device's free memory (the layer that
+    /// computes meanwhile needs its room). Every device copies from the same read of the layer.
+    pub fn start(&mut self, checkpoint: &Checkpoint, prefix: &str) {
+        for lane in self.lanes.iter_mut().filter(|lane| lane.enabled) {
+            let uploader = match lane.uploader.take().map_or_else(|| Uploader::new(&lane.device), Ok) {
+                Ok(uploader) => uploader,
+                Err(_) => {
+                    lane.enabled = false;
+                    continue;
+                }
+            };
+            let (wanted, ahead) = wanted(checkpoint, prefix);
+            let bytes: usize = wanted.iter().map(|w| w.bytes).sum();
+            if wanted.is_empty() || !uploader.fits(2 * bytes) {
+                lane.uploader = Some(uploader);
+                continue;
             }
-        };
-        let (wanted, ahead) = wanted(checkpoint, prefix);
-        let bytes: usize = wanted.iter().map(|w| w.bytes).sum();
-        if wanted.is_empty() || !uploader.fits(2 * bytes) {
-            self.uploader = Some(uploader);
-            return;
+            lane.next = Some(NextLayer::start(uploader, ahead, wanted));
         }
-        self.next = Some(NextLayer::start(uploader, ahead, wanted));
     }
 }
 

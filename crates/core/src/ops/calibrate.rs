@@ -49,6 +49,7 @@ pub fn calibrate(
         logits: false,
         all_experts_stats: request.all_experts,
         devices: request.sequences.compute_devices()?,
+        load_in_turn: false,
     };
     let result = run_forward(&checkpoint, desc, &set.batches, &forward_options, cancel, progress)?;
     Ok(CalibrationReport {

@@ -217,7 +217,7 @@ pub fn compare_models(
     let set = request.sequences.load(original_dir, vocab, cancel)?;
     let checkpoints = [Checkpoint::open(original_dir)?, Checkpoint::open(quantized_dir)?];
     let devices = request.sequences.compute_devices()?;
-    let forward_options = ForwardOptions { logits: true, all_experts_stats: false, devices };
+    let forward_options = ForwardOptions { logits: true, all_experts_stats: false, devices, load_in_turn: false };
     let batches = set.batches.len();
     let mut stats = ComparisonStats::default();
     let mut first_sample = 0;

@@ -96,7 +96,8 @@ pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&m
     let descriptor: ModelDescriptor = serde_json::from_value(json).unwrap();
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
     let (batch, _) = reference(fixture);
-    let options = ForwardOptions { logits: true, all_experts_stats: false, devices: vec![compute] };
+    let options =
+        ForwardOptions { logits: true, all_experts_stats: false, devices: vec![compute], load_in_turn: false };
     let mut result =
         run_forward(&checkpoint, &descriptor, &[batch], &options, &AtomicBool::new(false), &mut |_| {}).unwrap();
     result.logits.pop().unwrap()
@@ -104,9 +105,25 @@ pub fn edited_logits(fixture: &str, compute: ComputeDevice, edit: impl FnOnce(&m
 
 /// The forward of a fixture over `batches`, split over `devices` (one device: the ordinary run), with logits.
 pub fn forward_on(fixture: &str, batches: &[Batch], devices: Vec<ComputeDevice>) -> ForwardResult {
+    forward_with(
+        fixture,
+        batches,
+        ForwardOptions { logits: true, all_experts_stats: false, devices, load_in_turn: false },
+    )
+}
+
+/// As [`forward_on`], each layer loaded when its turn comes (no copies to the GPUs ahead of it).
+pub fn forward_in_turn(fixture: &str, batches: &[Batch], devices: Vec<ComputeDevice>) -> ForwardResult {
+    forward_with(
+        fixture,
+        batches,
+        ForwardOptions { logits: true, all_experts_stats: false, devices, load_in_turn: true },
+    )
+}
+
+fn forward_with(fixture: &str, batches: &[Batch], options: ForwardOptions) -> ForwardResult {
     let descriptor = described(fixture);
     let checkpoint = Checkpoint::open(fixtures().join(fixture)).unwrap();
-    let options = ForwardOptions { logits: true, all_experts_stats: false, devices };
     run_forward(&checkpoint, &descriptor, batches, &options, &AtomicBool::new(false), &mut |_| {}).unwrap()
 }
 
