@@ -37,6 +37,7 @@ impl Staged {
 }
 
 /// One tensor to copy: its name, dtype, shape, bytes, and whether it goes as slices.
+#[derive(Clone)]
 struct Wanted {
     name: String,
     dtype: DType,
@@ -158,6 +159,11 @@ impl Staging {
     /// thread per device, unless their bytes would not fit twice in that device's free memory (the layer that
     /// computes meanwhile needs its room). Every device copies from the same read of the layer.
     pub fn start(&mut self, checkpoint: &Checkpoint, prefix: &str) {
+        if !self.lanes.iter().any(|lane| lane.enabled) {
+            return;
+        }
+        let (wanted, ahead) = wanted(checkpoint, prefix);
+        let bytes: usize = wanted.iter().map(|w| w.bytes).sum();
         for lane in self.lanes.iter_mut().filter(|lane| lane.enabled) {
             let uploader = match lane.uploader.take().map_or_else(|| Uploader::new(&lane.device), Ok) {
                 Ok(uploader) => uploader,
@@ -166,13 +172,11 @@ impl Staging {
                     continue;
                 }
             };
-            let (wanted, ahead) = wanted(checkpoint, prefix);
-            let bytes: usize = wanted.iter().map(|w| w.bytes).sum();
             if wanted.is_empty() || !uploader.fits(2 * bytes) {
                 lane.uploader = Some(uploader);
                 continue;
             }
-            lane.next = Some(NextLayer::start(uploader, ahead, wanted));
+            lane.next = Some(NextLayer::start(uploader, ahead.clone(), wanted.clone()));
         }
     }
 }
