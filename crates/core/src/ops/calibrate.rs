@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::calib::data::SequenceRequest;
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::model::layers::{run_forward, ForwardOptions, ForwardProgress};
+use crate::model::layers::{read_ahead_first, run_forward, ForwardOptions, ForwardProgress};
 use crate::model::observe::Observers;
 use crate::model::ModelDescriptor;
 
@@ -43,8 +43,10 @@ pub fn calibrate(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(ForwardProgress),
 ) -> Result<CalibrationReport> {
-    let set = request.sequences.load(dir, desc.vocab_size, cancel)?;
     let checkpoint = Checkpoint::open(dir)?;
+    // The disk starts on the first layers while the calibration data loads and the devices start.
+    read_ahead_first(&checkpoint, desc, request.sequences.names_gpu());
+    let set = request.sequences.load(dir, desc.vocab_size, cancel)?;
     let forward_options = ForwardOptions {
         logits: false,
         all_experts_stats: request.all_experts,
