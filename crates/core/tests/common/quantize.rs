@@ -5,11 +5,10 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use super::files;
-use super::forward::fixtures;
+use super::forward::{described, fixtures};
 use moe_quant_core::calib::data::{CalibrationSource, SequenceRequest};
 use moe_quant_core::device::ComputeDevice;
 use moe_quant_core::export::ExportPlan;
-use moe_quant_core::model::ModelDescriptor;
 use moe_quant_core::ops::calibrate::CalibrationRequest;
 use moe_quant_core::ops::quantize::{
     quantize_checkpoint, quantize_checkpoint_on, Calibration, QuantizeReport, RunControl,
@@ -24,10 +23,6 @@ pub enum Devices<'a> {
     Opened(&'a [ComputeDevice]),
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// Quantizes `fixture` in `format` into `output`, calibrated on twelve sequences of 24 ids in batches of 4 (so that
 /// each of three devices gets a batch), its experts quantized on the GPU while resident if `on_device`.
 pub fn quantize_fixture(
@@ -37,9 +32,9 @@ pub fn quantize_fixture(
     devices: Devices<'_>,
     output: &Path,
 ) -> Result<QuantizeReport> {
-    let file = fixture.replace('/', "_");
-    let descriptor: ModelDescriptor = read_json(&fixtures().join(format!("descriptors/{file}.json")));
-    let mut plan: ExportPlan = read_json(&fixtures().join(format!("descriptors/plans/{file}.{format}.json")));
+    let descriptor = described(fixture);
+    let plan_file = fixtures().join(format!("descriptors/plans/{}.{format}.json", fixture.replace('/', "_")));
+    let mut plan: ExportPlan = serde_json::from_str(&std::fs::read_to_string(plan_file).unwrap()).unwrap();
     plan.copy.clear();
     let vocab = descriptor.vocab_size as u32;
     let ids: Vec<Vec<u32>> = (0..12u32).map(|s| (0..24u32).map(|i| (s * 131 + i * 17 + 3) % vocab).collect()).collect();
