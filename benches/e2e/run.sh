@@ -37,9 +37,10 @@ cp "$bundle/plans-$layers/config.json" "$out/config.json"
 log "writing the checkpoint ($layers layers)"
 python3 "$here/make_checkpoint.py" "$bundle/plans-$layers" "$work/model" "$samples" "$seq_len" | tee "$out/checkpoint.json"
 
-# What the disk alone allows: the checkpoint read cold, then 4 GiB written and fsync'd (moe-quant's output is
-# on disk when it exits), then both at once (whether reads and writes share the disk's bandwidth).
-log "disk: cold read of the checkpoint, a 4 GiB write with fsync, then both at once"
+# What the disk alone allows: the checkpoint read cold, in 64 MiB reads on one thread and again on four threads
+# (moe-quant's reader splits each request over four), then 4 GiB written and fsync'd (moe-quant's output is on disk
+# when it exits), then both at once (whether reads and writes share the disk's bandwidth).
+log "disk: cold reads of the checkpoint (one thread, four), a 4 GiB write with fsync, then both at once"
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 python3 - "$work/model" "$work/disk-probe" <<'PY' >"$out/disk.json"
 import json, os, sys, threading, time
@@ -60,14 +61,33 @@ def write(size):
     os.fsync(fd)
     os.close(fd)
     os.unlink(probe)
+def read_threads(count):
+    chunks = [(path, offset) for path in shards for offset in range(0, os.path.getsize(path), 64 << 20)]
+    lock, total = threading.Lock(), [0]
+    def work():
+        while True:
+            with lock:
+                if not chunks:
+                    return
+                path, offset = chunks.pop(0)
+            with open(path, "rb", buffering=0) as f:
+                n = len(os.pread(f.fileno(), 64 << 20, offset))
+            with lock:
+                total[0] += n
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return total[0]
 t = time.time(); read_bytes = read_all(); read_s = time.time() - t
+os.sync(); open("/proc/sys/vm/drop_caches", "w").write("3\n")
+t = time.time(); assert read_threads(4) == read_bytes; read_4_s = time.time() - t
 write_bytes = 4 << 30
 t = time.time(); write(write_bytes); write_s = time.time() - t
 os.sync(); open("/proc/sys/vm/drop_caches", "w").write("3\n")
 t = time.time(); writer = threading.Thread(target=write, args=(write_bytes,)); writer.start(); read_all(); writer.join()
 both_s = time.time() - t
-print(json.dumps({"read_bytes": read_bytes, "read_seconds": read_s, "write_bytes": write_bytes, "write_seconds": write_s,
-                  "read_and_write_at_once_seconds": both_s}))
+print(json.dumps({"read_bytes": read_bytes, "read_seconds": read_s, "read_four_threads_seconds": read_4_s,
+                  "write_bytes": write_bytes, "write_seconds": write_s, "read_and_write_at_once_seconds": both_s}))
 PY
 cat "$out/disk.json"
 
