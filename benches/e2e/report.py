@@ -47,9 +47,9 @@ def main() -> None:
     disk = load(os.path.join(out, "disk.json"))
     if disk:
         # The floor takes the disk at its best: the faster of the two reads (older runs measured one thread only).
-        read_seconds = min(disk["read_seconds"], disk.get("read_four_threads_seconds", disk["read_seconds"]))
-        read_rate, write_rate = disk["read_bytes"] / read_seconds, disk["write_bytes"] / disk["write_seconds"]
         four = disk.get("read_four_threads_seconds")
+        read_seconds = min(disk["read_seconds"], four or disk["read_seconds"])
+        read_rate, write_rate = disk["read_bytes"] / read_seconds, disk["write_bytes"] / disk["write_seconds"]
         reads = f"{disk['read_bytes'] / disk['read_seconds'] / 1e9:.2f} GB/s on one thread" + (
             f", {disk['read_bytes'] / four / 1e9:.2f} GB/s on four" if four else "")
         print(f"- disk: the checkpoint ({disk['read_bytes'] / 1e9:.1f} GB) read cold at {reads}; "
