@@ -167,8 +167,8 @@ struct AheadState {
     slots: HashMap<String, Slot>,
     /// What the background thread reads next, in order (entries no longer pending are skipped).
     queue: VecDeque<Wanted>,
-    /// Whether a background thread of the current generation is reading.
-    reading: bool,
+    /// Background threads of the current generation reading (at most [`READERS`]).
+    readers: usize,
     /// Name prefixes whose tensors are handed out to every taker until released (a layer loaded on several
     /// devices), not once.
     shared: Vec<String>,
@@ -185,6 +185,13 @@ pub(crate) struct ReadAhead {
 
 /// Reads coalesced into one request stop growing at this size.
 pub(super) const MAX_REQUEST: u64 = 64 << 20;
+
+/// Requests a read-ahead has in flight at once, each split over [`ShardSource::read_into`]'s threads. With one, the
+/// disk idles from the moment a request's first piece is in until its last one is, and again until the next request
+/// begins. Reading 4.8 GB of expert weights cold, layer by layer as a run does, on a 2-core virtual machine's disk:
+/// 1.84 GB/s on average with one request in flight, 2.13 GB/s with two (faster in 7 of 8 paired runs), 2.06 GB/s
+/// with three.
+const READERS: usize = 2;
 
 impl ReadAhead {
     fn lock(&self) -> MutexGuard<'_, AheadState> {
@@ -207,7 +214,7 @@ impl ReadAhead {
         state.generation += 1;
         state.slots.clear();
         state.queue.clear();
-        state.reading = false;
+        state.readers = 0;
         self.pool.forget();
         drop(state);
         self.changed.notify_all();
@@ -229,27 +236,35 @@ impl ReadAhead {
             state.slots.insert(w.name.clone(), Slot::Pending);
         }
         state.queue.extend(wanted);
-        if state.reading {
-            return;
-        }
-        state.reading = true;
+        let spawn = READERS.saturating_sub(state.readers);
+        state.readers += spawn;
         let generation = state.generation;
         drop(state);
-        let ahead = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("moe-quant-read-ahead".into())
-            .spawn(move || ahead.read_queue(&sources, generation));
-        if spawned.is_err() {
-            // No thread: every tensor is read directly when needed.
+        for spawned in 0..spawn {
+            let (ahead, sources) = (Arc::clone(self), Arc::clone(&sources));
+            let thread = std::thread::Builder::new()
+                .name("moe-quant-read-ahead".into())
+                .spawn(move || ahead.read_queue(&sources, generation));
+            if thread.is_ok() {
+                continue;
+            }
             let mut state = self.lock();
-            state.slots.clear();
-            state.queue.clear();
-            state.reading = false;
+            if state.generation == generation {
+                state.readers -= spawn - spawned;
+                if state.readers == 0 {
+                    // No thread: every tensor is read directly when needed.
+                    state.slots.clear();
+                    state.queue.clear();
+                }
+            }
+            drop(state);
+            self.changed.notify_all();
+            break;
         }
     }
 
-    /// The background thread: reads the queue in requests of contiguous tensors until it is empty or a new
-    /// read-ahead replaces this generation's.
+    /// A background thread: reads the queue in requests of contiguous tensors until it is empty or a new
+    /// read-ahead replaces this generation's. [`READERS`] of them take requests in turn.
     fn read_queue(&self, sources: &[ShardSource], generation: u64) {
         loop {
             let group = {
@@ -259,7 +274,7 @@ impl ReadAhead {
                 }
                 let group = next_request(&mut state);
                 if group.is_empty() {
-                    state.reading = false;
+                    state.readers -= 1;
                     return;
                 }
                 group
@@ -314,7 +329,7 @@ impl ReadAhead {
         state.generation += 1;
         state.slots.clear();
         state.queue.clear();
-        state.reading = false;
+        state.readers = 0;
         self.pool.forget();
         state.shared.clear();
         drop(state);
@@ -401,4 +416,55 @@ fn next_request(state: &mut AheadState) -> Vec<Wanted> {
         group.extend(state.queue.pop_front());
     }
     group
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tensors of `len` bytes with a gap of one byte after each (so no two share a request), in a file of bytes
+    /// counting up.
+    fn apart(count: usize, len: u64) -> (tempfile::TempDir, Arc<Vec<ShardSource>>, Vec<Wanted>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard.safetensors");
+        let bytes: Vec<u8> = (0..count as u64 * (len + 1)).map(|i| i as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let source = ShardSource::new(path.clone(), File::open(&path).unwrap()).unwrap();
+        let wanted = (0..count as u64)
+            .map(|i| Wanted { name: format!("t{i}"), file: 0, range: i * (len + 1)..i * (len + 1) + len })
+            .collect();
+        (dir, Arc::new(vec![source]), wanted)
+    }
+
+    fn readers(ahead: &ReadAhead) -> usize {
+        ahead.lock().readers
+    }
+
+    #[test]
+    fn the_readers_take_requests_in_turn_and_leave_when_the_queue_is_empty() {
+        let (_dir, sources, wanted) = apart(40, 1000);
+        let expected: Vec<(String, Vec<u8>)> =
+            wanted.iter().map(|w| (w.name.clone(), (w.range.start..w.range.end).map(|i| i as u8).collect())).collect();
+        let ahead = Arc::new(ReadAhead::default());
+        for round in 0..3 {
+            let again = wanted.iter().map(|w| Wanted { name: w.name.clone(), file: w.file, range: w.range.clone() });
+            ahead.queue(Arc::clone(&sources), again.collect());
+            assert!(readers(&ahead) <= READERS);
+            for (name, bytes) in &expected {
+                assert_eq!(ahead.take(name).as_deref(), Some(&bytes[..]), "round {round}, {name}");
+            }
+            // Every request was handed out: the readers find the queue empty and leave, so that the next queue
+            // starts new ones (a reader counted but gone would leave the next tensors pending for ever).
+            let started = std::time::Instant::now();
+            while readers(&ahead) > 0 {
+                assert!(started.elapsed().as_secs() < 10, "round {round}: {} readers left", readers(&ahead));
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        // A new read-ahead forgets the readers of the one before, whose threads stop at their next request.
+        ahead.queue(Arc::clone(&sources), wanted);
+        ahead.start(Arc::clone(&sources), Vec::new());
+        assert_eq!((readers(&ahead), ahead.outstanding()), (0, 0));
+        assert!(ahead.take("t0").is_none());
+    }
 }
