@@ -58,12 +58,13 @@ __device__ __forceinline__ void ldmatrix_trans(uint32_t* r, const void* row) {
                  : "r"(address));
 }
 
-// Whether query q sees key k: causal, then a sliding window (kind 1: k > q - window) or chunks (kind 2).
-__device__ __forceinline__ bool sees(uint32_t q, uint32_t k, int kind, uint32_t span) {
-    if (k > q) return false;
-    if (kind == 1) return k + span > q;
-    if (kind == 2) return k / span == q / span;
-    return true;
+// The first key query q sees (it sees keys first..q): causal (kind 0), a sliding window of `span` keys (kind 1:
+// k + span > q), or chunks of `span` positions (kind 2: k / span == q / span, i.e. k at or after q's chunk start).
+// Computed once per query row, so the test per score is two comparisons, without a division or a branch.
+__device__ __forceinline__ uint32_t first_seen(uint32_t q, int kind, uint32_t span) {
+    if (kind == 1) return q + 1 > span ? q + 1 - span : 0;
+    if (kind == 2) return q / span * span;
+    return 0;
 }
 
 // Starts copying a tile of 64 rows of `from` (row stride `stride` elements, `valid` rows present) into shared
@@ -87,24 +88,36 @@ __device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_grou
 
 // One warp's 16 queries against one tile of 64 keys: s[n][0..4] is the m16n8 accumulator of keys 8n..8n+7
 // (rows g and g+8 of the warp, keys 2t and 2t+1 of the eight), turned into logits x: the product rounded to T,
-// times scaling, -inf where the query does not see the key.
+// times scaling, -inf where the query does not see the key. seen[r] is the first key that the thread's query row r
+// (query0 + g + 8r) sees.
+//
+// The products run over the head dimension outermost and the key groups innermost: consecutive mma go to different
+// accumulators, so the tensor cores overlap them; each accumulator still sums its 16-column steps in order, so the
+// values are those of one group at a time. The mask after them has no branch, so all 64 products of the tile are
+// one stretch of code the compiler can schedule.
 template <typename T, int D>
 __device__ __forceinline__ void logits(float (*s)[4], const uint32_t (*qa)[4], const T (*ks)[D + PAD],
-                                       uint32_t query0, uint32_t key0, float scaling, int kind, uint32_t span) {
+                                       uint32_t query0, const uint32_t* seen, uint32_t key0, float scaling) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int n = 0; n < KEYS_PER_TILE / 8; ++n) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    for (int n = 0; n < KEYS_PER_TILE / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int n = 0; n < KEYS_PER_TILE / 8; ++n) {
             const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&ks[n * 8 + g][kk * 16 + 2 * t]);
             const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&ks[n * 8 + g][kk * 16 + 2 * t + 8]);
             mma(s[n], qa[kk], b0, b1, (T*)nullptr);
         }
+    }
+#pragma unroll
+    for (int n = 0; n < KEYS_PER_TILE / 8; ++n) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const uint32_t q = query0 + g + (i >> 1) * 8, k = key0 + n * 8 + 2 * t + (i & 1);
-            s[n][i] = sees(q, k, kind, span) ? __fmul_rn(round_to(s[n][i], (T*)nullptr), scaling) : -INFINITY;
+            const uint32_t r = i >> 1, q = query0 + g + r * 8, k = key0 + n * 8 + 2 * t + (i & 1);
+            const bool visible = k >= seen[r] && k <= q;
+            const float x = __fmul_rn(round_to(s[n][i], (T*)nullptr), scaling);
+            s[n][i] = visible ? x : -INFINITY;
         }
     }
 }
@@ -156,6 +169,8 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
             qa[kk][i] = row < len ? *reinterpret_cast<const uint32_t*>(queries + (uint64_t)row * D + col) : 0u;
         }
     }
+    // The first key each of this thread's two query rows sees.
+    const uint32_t seen[2] = {first_seen(query0 + g, kind, span), first_seen(query0 + g + 8, kind, span)};
     // The first key any query of the block sees.
     uint32_t first = 0;
     if (kind == 1) first = block0 + 1 > span ? block0 + 1 - span : 0;
@@ -180,7 +195,7 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
             wait_copies<0>();
         }
         __syncthreads();
-        logits<T, D>(s, qa, ks[buffer], query0, key0, scaling, kind, span);
+        logits<T, D>(s, qa, ks[buffer], query0, seen, key0, scaling);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             float m = -INFINITY;
@@ -222,7 +237,7 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
             wait_copies<0>();
         }
         __syncthreads();
-        logits<T, D>(s, qa, ks[buffer], query0, key0, scaling, kind, span);
+        logits<T, D>(s, qa, ks[buffer], query0, seen, key0, scaling);
 #pragma unroll
         for (int kk = 0; kk < KEYS_PER_TILE / 16; ++kk) {
             // P's A fragment for keys 16kk..16kk+15 is the accumulator of key groups 2kk and 2kk + 1.
@@ -267,7 +282,7 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
 }
 
 #define ATTENTION(suffix, T, D)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_##suffix##_##D(                           \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 3) attention_##suffix##_##D(                           \
         const T* q, T* out, float* amax, const T* k, const T* v, const float* sinks, uint32_t len, uint32_t heads,\
         uint32_t kv_heads, uint64_t k_batch, uint64_t k_head, uint64_t k_row, uint64_t v_batch, uint64_t v_head,  \
         uint64_t v_row, float scaling, int kind, uint32_t span, int has_sinks) {                                  \
