@@ -171,10 +171,8 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
     }
     // The first key each of this thread's two query rows sees.
     const uint32_t seen[2] = {first_seen(query0 + g, kind, span), first_seen(query0 + g + 8, kind, span)};
-    // The first key any query of the block sees.
-    uint32_t first = 0;
-    if (kind == 1) first = block0 + 1 > span ? block0 + 1 - span : 0;
-    if (kind == 2) first = block0 / span * span;
+    // The first key any query of the block sees: its first query's (first_seen never decreases with the query).
+    const uint32_t first = first_seen(block0, kind, span);
     const uint32_t tile0 = first / KEYS_PER_TILE, tiles = last / KEYS_PER_TILE + 1;
 
     // Pass 1: each row's maximum logit and Σ exp(x - max) (this thread's columns; the quad's sum at the end).
@@ -282,7 +280,7 @@ __device__ __forceinline__ void attention(const T* q, T* out, float* amax, const
 }
 
 #define ATTENTION(suffix, T, D)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32, 3) attention_##suffix##_##D(                           \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 3) attention_##suffix##_##D(                         \
         const T* q, T* out, float* amax, const T* k, const T* v, const float* sinks, uint32_t len, uint32_t heads,\
         uint32_t kv_heads, uint64_t k_batch, uint64_t k_head, uint64_t k_row, uint64_t v_batch, uint64_t v_head,  \
         uint64_t v_row, float scaling, int kind, uint32_t span, int has_sinks) {                                  \
