@@ -1,11 +1,15 @@
 """Summarises a kernel trace written by benches/e2e/kernel_trace.c: time per kernel, copies by direction, and where
 the busiest stream sat idle between two kernels (the host not keeping up, or a wait on the host).
 
-    python3 benches/e2e/kernel_report.py TRACE.csv [--match REGEX] [--top N]
+    python3 benches/e2e/kernel_report.py TRACE.csv [--match REGEX] [--top N] [--per REGEX]
 
 With --match, only the stretches of the trace from each kernel matching REGEX up to the next kernel that does not
 follow within 5 ms count: for example --match 'attention|rms_norm|nvjet|gather|combine|route' keeps the calibration
 forward's batches and leaves out the quantization between layers.
+
+With --per, the whole trace is also cut where a kernel matching REGEX starts (--per amax_each: at each layer's
+weight maxima, so one segment a layer), and each segment gets a row: its span, kernel time, idle time, longest
+idle gap and what came before and after it, and its copies from the device.
 """
 
 import argparse
@@ -52,6 +56,7 @@ def main():
     parser.add_argument("trace")
     parser.add_argument("--match")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--per")
     args = parser.parse_args()
     kernels, copies = read(args.trace)
     if not kernels:
@@ -98,6 +103,38 @@ def main():
     print("\n| after | before | times | ms |\n|---|---|---:|---:|")
     for (before, after), (total, count) in sorted(gaps.items(), key=lambda item: -item[1][0])[:15]:
         print(f"| {before} | {after} | {count} | {total / 1e6:.1f} |")
+
+
+    if args.per:
+        segments(kernels, copies, re.compile(args.per))
+
+
+def segments(kernels, copies, pattern):
+    """One row per segment of the trace, each starting at a kernel matching `pattern`."""
+    starts = [i for i, k in enumerate(kernels) if pattern.search(k[3])]
+    if not starts:
+        print(f"\nNo kernel matches {pattern.pattern}")
+        return
+    origin = kernels[0][0]
+    print(f"\nSegments starting at {pattern.pattern}\n")
+    print("| segment | starts at s | span ms | kernels ms | idle ms | longest gap ms | between | device to host GB, ms |")
+    print("|---:|---:|---:|---:|---:|---:|---|---:|")
+    for n, (first, end) in enumerate(zip(starts, starts[1:] + [len(kernels)])):
+        part = kernels[first:end]
+        begin, finish = part[0][0], max(k[1] for k in part)
+        busy, idle, reach, longest, between, previous = 0, 0, begin, 0, "", part[0][3]
+        for start, stop, _, name in part:
+            if start > reach:
+                idle += start - reach
+                if start - reach > longest:
+                    longest, between = start - reach, f"{short(previous, 24)} → {short(name, 24)}"
+            busy += stop - start
+            if stop > reach:
+                reach, previous = stop, name
+        down = [c for c in copies if c[4] == 2 and begin <= c[0] < finish]
+        print(f"| {n} | {(begin - origin) / 1e9:.3f} | {(finish - begin) / 1e6:.1f} | {busy / 1e6:.1f} | "
+              f"{idle / 1e6:.1f} | {longest / 1e6:.1f} | {between} | "
+              f"{sum(c[3] for c in down) / 1e9:.2f}, {sum(c[1] - c[0] for c in down) / 1e6:.1f} |")
 
 
 if __name__ == "__main__":
