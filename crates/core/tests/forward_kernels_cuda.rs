@@ -332,7 +332,8 @@ fn assert_recorded_max(out: &Tensor) {
 fn rms_norm_matches_the_op_by_op_path() {
     let device = gpu();
     for dtype in [DType::BF16, DType::F16, DType::F32] {
-        for (rows, dim) in [(7, 2048), (33, 100), (4, 5000)] {
+        // Rows held in registers (up to 8192 wide) and rows read twice.
+        for (rows, dim) in [(7, 2048), (33, 100), (4, 5000), (3, 9000)] {
             let xs = Tensor::randn(0f32, 2.0, (rows, dim), &device).unwrap().to_dtype(dtype).unwrap();
             let weight = Tensor::randn(1f32, 0.3, dim, &device).unwrap().to_dtype(dtype).unwrap();
             let got = cuda::rms_norm(&xs, &weight, 1e-6).unwrap();
@@ -346,6 +347,29 @@ fn rms_norm_matches_the_op_by_op_path() {
             assert_recorded_max(&got);
         }
     }
+}
+
+#[test]
+fn add_rms_norm_is_the_sum_then_the_norm() {
+    let device = gpu();
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        for (rows, dim) in [(7, 2048), (33, 100), (3, 9000)] {
+            let xs = Tensor::randn(0f32, 2.0, (rows, dim), &device).unwrap().to_dtype(dtype).unwrap();
+            let branch = Tensor::randn(0f32, 3.0, (rows, dim), &device).unwrap().to_dtype(dtype).unwrap();
+            let weight = Tensor::randn(1f32, 0.3, dim, &device).unwrap().to_dtype(dtype).unwrap();
+            let (sum, normed) = cuda::add_rms_norm(&xs, &branch, &weight, 1e-6).unwrap();
+            let expected_sum = (&xs + &branch).unwrap();
+            assert_eq!(ulps(&sum, &expected_sum, dtype), 0.0, "{dtype:?} rows {rows} dim {dim}: the sum");
+            let expected = cuda::rms_norm(&expected_sum, &weight, 1e-6).unwrap();
+            assert_eq!(ulps(&normed, &expected, dtype), 0.0, "{dtype:?} rows {rows} dim {dim}: the norm");
+            assert_recorded_max(&normed);
+        }
+    }
+    let xs = Tensor::zeros((2, 64), DType::BF16, &device).unwrap();
+    let narrow = Tensor::zeros((2, 32), DType::BF16, &device).unwrap();
+    let weight = Tensor::ones(64, DType::BF16, &device).unwrap();
+    let error = cuda::add_rms_norm(&xs, &narrow, &weight, 1e-6).unwrap_err().to_string();
+    assert!(error.contains("add_rms_norm expects a BF16 residual [2, 64]"), "{error}");
 }
 
 #[test]

@@ -191,20 +191,54 @@ HEAD_NORM_ROPE(f32, float)
 // RMSNorm over the last dimension
 // ---------------------------------------------------------------------------------------------------------------
 
-// xs [rows, dim] → out [rows, dim]: the mean of squares in f32, x · (1 / sqrt(mean + eps)) rounded to T, times
-// weight [dim] in T; amax[0] (zeroed by the launcher) the largest |out|. One block of 256 threads per row.
+// a + b rounded once to T, as torch adds two tensors of T (the exact sum rounded: `__hadd` for the half types).
+__device__ __forceinline__ float add_same(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ __nv_bfloat16 add_same(__nv_bfloat16 a, __nv_bfloat16 b) { return __hadd(a, b); }
+__device__ __forceinline__ __half add_same(__half a, __half b) { return __hadd(a, b); }
+
+// Elements of a row each thread keeps in registers between the two passes (rows up to 256 · 32 = 8192 wide); wider
+// rows are read again.
+#define NORM_ITEMS 32
+
+// Element `at` of the norm's input: xs[at], or with a residual the sum xs[at] + residual[at] in T, stored to sum[at].
 template <typename T>
-__device__ __forceinline__ void rms_norm(const T* xs, T* out, float* amax, const T* weight, uint64_t rows,
-                                         uint32_t dim, float eps) {
+__device__ __forceinline__ float norm_input(const T* xs, const T* residual, T* sum, uint64_t at) {
+    if (residual == nullptr) return to_f32(xs[at]);
+    const T s = add_same(xs[at], residual[at]);
+    sum[at] = s;
+    return to_f32(s);
+}
+
+// xs [rows, dim] → out [rows, dim]: the mean of squares in f32, x · (1 / sqrt(mean + eps)) rounded to T, times
+// weight [dim] in T; amax[0] (zeroed by the launcher) the largest |out|. With `residual` [rows, dim] the norm's
+// input is xs + residual in T, also written to `sum`. One block of 256 threads per row; thread t takes elements
+// t, t + 256, … in that order (the order of its partial sum), all loaded before the first is used.
+template <typename T>
+__device__ __forceinline__ void rms_norm(const T* xs, const T* residual, T* sum, T* out, float* amax,
+                                         const T* weight, uint64_t rows, uint32_t dim, float eps) {
     __shared__ float partial[8];
     __shared__ float inverse_of_row;
     const uint64_t row = blockIdx.x;
     if (row >= rows) return;
-    const T* in = xs + row * dim;
+    const uint64_t first = row * dim;
+    const bool cached = dim <= blockDim.x * NORM_ITEMS;
+    float values[NORM_ITEMS];
     float squares = 0.0f;
-    for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
-        const float x = to_f32(in[i]);
-        squares = __fadd_rn(squares, __fmul_rn(x, x));
+    if (cached) {
+#pragma unroll
+        for (uint32_t j = 0; j < NORM_ITEMS; ++j) {
+            const uint32_t i = threadIdx.x + j * blockDim.x;
+            values[j] = i < dim ? norm_input(xs, residual, sum, first + i) : 0.0f;
+        }
+#pragma unroll
+        for (uint32_t j = 0; j < NORM_ITEMS; ++j) {
+            if (threadIdx.x + j * blockDim.x < dim) squares = __fadd_rn(squares, __fmul_rn(values[j], values[j]));
+        }
+    } else {
+        for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
+            const float x = norm_input(xs, residual, sum, first + i);
+            squares = __fadd_rn(squares, __fmul_rn(x, x));
+        }
     }
     squares = warp_sum(squares);
     if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = squares;
@@ -216,13 +250,22 @@ __device__ __forceinline__ void rms_norm(const T* xs, T* out, float* amax, const
     }
     __syncthreads();
     const float inverse = inverse_of_row;
-    T* to = out + row * dim;
+    const T* input = residual == nullptr ? xs : sum; // each thread reads back only what it wrote
     float largest = 0.0f;
-    for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
-        const float n = to_f32(from_f32<T>(__fmul_rn(to_f32(in[i]), inverse)));
+    const auto emit = [&](uint32_t i, float x) {
+        const float n = to_f32(from_f32<T>(__fmul_rn(x, inverse)));
         const T y = from_f32<T>(__fmul_rn(n, to_f32(weight[i])));
-        to[i] = y;
+        out[first + i] = y;
         largest = fmaxf(largest, fabsf(to_f32(y)));
+    };
+    if (cached) {
+#pragma unroll
+        for (uint32_t j = 0; j < NORM_ITEMS; ++j) {
+            const uint32_t i = threadIdx.x + j * blockDim.x;
+            if (i < dim) emit(i, values[j]);
+        }
+    } else {
+        for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) emit(i, to_f32(input[first + i]));
     }
     record_amax(amax, largest);
 }
@@ -230,7 +273,11 @@ __device__ __forceinline__ void rms_norm(const T* xs, T* out, float* amax, const
 #define RMS_NORM(suffix, T)                                                                                       \
     extern "C" __global__ void rms_norm_##suffix(const T* xs, T* out, float* amax, const T* weight,             \
                                                  uint64_t rows, uint32_t dim, float eps) {                        \
-        rms_norm<T>(xs, out, amax, weight, rows, dim, eps);                                                       \
+        rms_norm<T>(xs, nullptr, nullptr, out, amax, weight, rows, dim, eps);                                     \
+    }                                                                                                             \
+    extern "C" __global__ void add_rms_norm_##suffix(const T* xs, const T* residual, T* sum, T* out, float* amax, \
+                                                     const T* weight, uint64_t rows, uint32_t dim, float eps) {   \
+        rms_norm<T>(xs, residual, sum, out, amax, weight, rows, dim, eps);                                        \
     }
 
 RMS_NORM(bf16, __nv_bfloat16)

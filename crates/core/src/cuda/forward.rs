@@ -6,7 +6,7 @@
 use candle_core::{DType, Tensor};
 
 use super::{address, kernel_module, known_max, shape_error, to_u32, Arg, Grid, Module, Source};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 const FORWARD: Module = kernel_module!("forward");
 /// Largest head the head kernel takes (`MAX_HEAD_DIM` in forward.cu).
@@ -159,30 +159,58 @@ pub fn head_norm_rope(xs: &Tensor, norm: Option<(&Tensor, f32)>, rope: Option<(&
 /// eps)` rounded to the dtype, times `weight [D]` (the op-by-op values); its maximum |x| is recorded (see
 /// [`known_max`]).
 pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    let op = "rms_norm";
-    let dim = *xs.dims().last().ok_or_else(|| shape_error(xs, "rms_norm needs a last dimension"))?;
+    Ok(norm_launch(xs, None, weight, eps)?.1)
+}
+
+/// The residual sum `xs + residual` (both `[.., D]` of one dtype, rounded once as candle and torch add them) and
+/// its RMSNorm as [`rms_norm`] computes it, in one pass: `(sum, normed)`.
+pub fn add_rms_norm(xs: &Tensor, residual: &Tensor, weight: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    if residual.dims() != xs.dims() || residual.dtype() != xs.dtype() {
+        return Err(shape_error(
+            residual,
+            &format!("add_rms_norm expects a {:?} residual {:?}", xs.dtype(), xs.dims()),
+        ));
+    }
+    let (sum, normed) = norm_launch(xs, Some(residual), weight, eps)?;
+    Ok((sum.ok_or_else(|| Error::internal("cuda::add_rms_norm: no sum"))?, normed))
+}
+
+fn norm_launch(xs: &Tensor, residual: Option<&Tensor>, weight: &Tensor, eps: f32) -> Result<(Option<Tensor>, Tensor)> {
+    let op = if residual.is_some() { "add_rms_norm" } else { "rms_norm" };
+    let dim = *xs.dims().last().ok_or_else(|| shape_error(xs, &format!("{op} needs a last dimension")))?;
     if weight.dims() != [dim] || weight.dtype() != xs.dtype() || !weight.is_contiguous() {
-        return Err(shape_error(weight, &format!("rms_norm expects a contiguous {:?} weight [{dim}]", xs.dtype())));
+        return Err(shape_error(weight, &format!("{op} expects a contiguous {:?} weight [{dim}]", xs.dtype())));
     }
     let source = Source::new(xs, op)?;
+    let residual = residual.map(Tensor::contiguous).transpose()?;
     let rows = xs.elem_count().checked_div(dim).unwrap_or(0);
     let mut out = source.alloc(xs.dtype(), xs.elem_count())?;
+    let mut sum = residual.as_ref().map(|_| source.alloc(xs.dtype(), xs.elem_count())).transpose()?;
     let mut amax = source.zeros(1)?;
     if rows > 0 {
         let grid = Grid::Fixed { grid: (to_u32(rows, op)?, 1, 1), block: (256, 1, 1) };
-        let mut args = [
-            Arg::Out(&mut out),
-            Arg::Out(&mut amax),
-            Arg::U64(address(weight)?),
-            Arg::U64(rows as u64),
-            Arg::U32(to_u32(dim, op)?),
-            Arg::F32(eps),
-        ];
-        source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
+        let (weight, rows, dim) = (Arg::U64(address(weight)?), Arg::U64(rows as u64), Arg::U32(to_u32(dim, op)?));
+        let name = format!("{op}_{}", source.suffix());
+        match (&residual, &mut sum) {
+            (Some(residual), Some(sum)) => {
+                let residual = Arg::U64(address(residual)?);
+                let (out, amax, eps) = (Arg::Out(&mut out), Arg::Out(&mut amax), Arg::F32(eps));
+                source.launch(
+                    &FORWARD,
+                    &name,
+                    grid,
+                    &mut [residual, Arg::Out(sum), out, amax, weight, rows, dim, eps],
+                )?;
+            }
+            _ => {
+                let mut args = [Arg::Out(&mut out), Arg::Out(&mut amax), weight, rows, dim, Arg::F32(eps)];
+                source.launch(&FORWARD, &name, grid, &mut args)?;
+            }
+        }
     }
     let normed = source.tensor(out, xs.dims().to_vec());
     known_max::offer(&normed, source.tensor(amax, ()));
-    Ok(normed)
+    Ok((sum.map(|sum| source.tensor(sum, xs.dims().to_vec())), normed))
 }
 
 /// The gated activations the kernel computes.

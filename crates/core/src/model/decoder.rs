@@ -205,6 +205,8 @@ impl DecoderLayer {
             return self.forward_double(double, xs, rope, chosen, observers);
         }
         let mut xs = xs.clone();
+        // The feed-forward part's normed input, where one kernel computed it with the residual sum.
+        let mut normed = None;
         if let Some(mixer) = &self.mixer {
             let mixed = self.sublayer(
                 (&self.input_norm, self.output_norms.as_ref().map(|(attention, _)| attention)),
@@ -212,20 +214,22 @@ impl DecoderLayer {
                 |input, _, observers| mixer.forward(input, rope, chosen, observers),
                 observers,
             )?;
-            xs = self.residual(&xs, mixed, |s| (s.attention_alpha, s.attention_beta))?;
+            match self.residual_and_norm(&xs, &mixed)? {
+                Some((sum, next)) => (xs, normed) = (sum, Some(next)),
+                None => xs = self.residual(&xs, mixed, |s| (s.attention_alpha, s.attention_beta))?,
+            }
         }
         if let (Some(norm), Some(feed_forward)) = (&self.feed_forward_norm, &self.feed_forward) {
-            let fed = self.sublayer(
-                (norm, self.output_norms.as_ref().map(|(_, mlp)| mlp)),
-                &xs,
-                |input, unnormed, observers| match feed_forward {
-                    FeedForward::Dense(mlp) => {
-                        profile::section(input.device(), "dense MLP", || mlp.forward(input, observers))
-                    }
-                    FeedForward::Moe(moe) => moe.forward_branches(input, unnormed, observers),
-                },
-                observers,
-            )?;
+            let run = |input: &Tensor, unnormed: &Tensor, observers: &mut Observers| match feed_forward {
+                FeedForward::Dense(mlp) => {
+                    profile::section(input.device(), "dense MLP", || mlp.forward(input, observers))
+                }
+                FeedForward::Moe(moe) => moe.forward_branches(input, unnormed, observers),
+            };
+            let fed = match normed {
+                Some(input) => (run(&input, &xs, observers)?, None),
+                None => self.sublayer((norm, self.output_norms.as_ref().map(|(_, mlp)| mlp)), &xs, run, observers)?,
+            };
             xs = self.residual(&xs, fed, |s| (s.mlp_alpha, s.mlp_beta))?;
         }
         match &self.output_scale {
@@ -271,7 +275,22 @@ impl DecoderLayer {
                 let (alpha, beta) = weights(scales);
                 Ok(((normed * alpha)? + (out * beta)?)?)
             }
+            ((out, _), _) if self.residual_multiplier == 1.0 => Ok((xs + out)?),
             ((out, _), _) => Ok((xs + (out * self.residual_multiplier)?)?),
+        }
+    }
+
+    /// After the token mixer of a pre-norm layer whose stream adds the branch unscaled: the sum `x + branch` and
+    /// the feed-forward part's norm of it, from one kernel where there is one (the values of [`Self::residual`]
+    /// then the norm). None where another form applies or no kernel does it.
+    fn residual_and_norm(&self, xs: &Tensor, mixed: &(Tensor, Option<Tensor>)) -> Result<Option<(Tensor, Tensor)>> {
+        let unscaled = self.placement == NormPlacement::Pre
+            && self.scales.is_none()
+            && mixed.1.is_none()
+            && self.residual_multiplier == 1.0;
+        match (&self.feed_forward_norm, &self.feed_forward) {
+            (Some(norm), Some(_)) if unscaled => norm.add_forward(xs, &mixed.0),
+            _ => Ok(None),
         }
     }
 

@@ -74,6 +74,20 @@ impl RmsNorm {
         }
         Ok(normalize(xs, self.eps)?.broadcast_mul(&self.weight)?)
     }
+
+    /// `(xs + branch, norm of it)` in one pass where a kernel does it (on a GPU, without the `1 + w` offset, all of
+    /// one dtype): the same values as the sum, then [`Self::forward`]. None elsewhere.
+    pub fn add_forward(&self, xs: &Tensor, branch: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+        let fits = !self.offset
+            && xs.device().is_cuda()
+            && self.weight.dtype() == xs.dtype()
+            && branch.dtype() == xs.dtype()
+            && branch.dims() == xs.dims();
+        if !fits {
+            return Ok(None);
+        }
+        Ok(Some(crate::cuda::add_rms_norm(xs, branch, &self.weight, self.eps as f32)?))
+    }
 }
 
 /// `x · rsqrt(mean(x²) + eps)` over the last dimension, computed in f32 and returned in `xs`'s dtype: RMSNorm
@@ -152,6 +166,14 @@ impl HiddenNorm {
                 let bias = bias.to_dtype(DType::F32)?;
                 Ok(normed.broadcast_mul(&weight)?.broadcast_add(&bias)?.to_dtype(dtype)?)
             }
+        }
+    }
+
+    /// `(xs + branch, norm of it)` in one pass where [`RmsNorm::add_forward`] has a kernel for it; None elsewhere.
+    pub fn add_forward(&self, xs: &Tensor, branch: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+        match self {
+            HiddenNorm::Rms(norm) => norm.add_forward(xs, branch),
+            HiddenNorm::Layer { .. } => Ok(None),
         }
     }
 }
