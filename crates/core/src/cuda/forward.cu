@@ -196,50 +196,22 @@ __device__ __forceinline__ float add_same(float a, float b) { return __fadd_rn(a
 __device__ __forceinline__ __nv_bfloat16 add_same(__nv_bfloat16 a, __nv_bfloat16 b) { return __hadd(a, b); }
 __device__ __forceinline__ __half add_same(__half a, __half b) { return __hadd(a, b); }
 
-// Elements of a row each thread keeps in registers between the two passes (rows up to 256 · 32 = 8192 wide); wider
-// rows are read again.
-#define NORM_ITEMS 32
-
-// Element `at` of the norm's input: xs[at], or with a residual the sum xs[at] + residual[at] in T, stored to sum[at].
-template <typename T>
-__device__ __forceinline__ float norm_input(const T* xs, const T* residual, T* sum, uint64_t at) {
-    if (residual == nullptr) return to_f32(xs[at]);
+// Element `at` of the norm's input: xs[at], or with a residual (ADD) the sum xs[at] + residual[at] in T, stored to
+// sum[at].
+template <typename T, bool ADD>
+__device__ __forceinline__ float norm_input(const T* __restrict__ xs, const T* __restrict__ residual,
+                                            T* __restrict__ sum, uint64_t at) {
+    if (!ADD) return to_f32(xs[at]);
     const T s = add_same(xs[at], residual[at]);
     sum[at] = s;
     return to_f32(s);
 }
 
-// xs [rows, dim] → out [rows, dim]: the mean of squares in f32, x · (1 / sqrt(mean + eps)) rounded to T, times
-// weight [dim] in T; amax[0] (zeroed by the launcher) the largest |out|. With `residual` [rows, dim] the norm's
-// input is xs + residual in T, also written to `sum`. One block of 256 threads per row; thread t takes elements
-// t, t + 256, … in that order (the order of its partial sum), all loaded before the first is used.
-template <typename T>
-__device__ __forceinline__ void rms_norm(const T* xs, const T* residual, T* sum, T* out, float* amax,
-                                         const T* weight, uint64_t rows, uint32_t dim, float eps) {
+// 1 / sqrt(mean of squares + eps) of the block's row, from each thread's partial sum of squares: summed over each
+// warp, then warp by warp in order by one thread. Every thread of the block calls it.
+__device__ __forceinline__ float row_inverse(float squares, uint32_t dim, float eps) {
     __shared__ float partial[8];
     __shared__ float inverse_of_row;
-    const uint64_t row = blockIdx.x;
-    if (row >= rows) return;
-    const uint64_t first = row * dim;
-    const bool cached = dim <= blockDim.x * NORM_ITEMS;
-    float values[NORM_ITEMS];
-    float squares = 0.0f;
-    if (cached) {
-#pragma unroll
-        for (uint32_t j = 0; j < NORM_ITEMS; ++j) {
-            const uint32_t i = threadIdx.x + j * blockDim.x;
-            values[j] = i < dim ? norm_input(xs, residual, sum, first + i) : 0.0f;
-        }
-#pragma unroll
-        for (uint32_t j = 0; j < NORM_ITEMS; ++j) {
-            if (threadIdx.x + j * blockDim.x < dim) squares = __fadd_rn(squares, __fmul_rn(values[j], values[j]));
-        }
-    } else {
-        for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
-            const float x = norm_input(xs, residual, sum, first + i);
-            squares = __fadd_rn(squares, __fmul_rn(x, x));
-        }
-    }
     squares = warp_sum(squares);
     if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = squares;
     __syncthreads();
@@ -249,23 +221,72 @@ __device__ __forceinline__ void rms_norm(const T* xs, const T* residual, T* sum,
         inverse_of_row = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)dim), eps)));
     }
     __syncthreads();
-    const float inverse = inverse_of_row;
-    const T* input = residual == nullptr ? xs : sum; // each thread reads back only what it wrote
-    float largest = 0.0f;
-    const auto emit = [&](uint32_t i, float x) {
-        const float n = to_f32(from_f32<T>(__fmul_rn(x, inverse)));
-        const T y = from_f32<T>(__fmul_rn(n, to_f32(weight[i])));
-        out[first + i] = y;
-        largest = fmaxf(largest, fabsf(to_f32(y)));
-    };
-    if (cached) {
+    return inverse_of_row;
+}
+
+// Element `first + i` of the norm's output from its input x: x · inverse rounded to T, times weight[i] in T. Returns
+// its magnitude.
+template <typename T>
+__device__ __forceinline__ float norm_output(float x, float inverse, const T* __restrict__ weight,
+                                             T* __restrict__ out, uint64_t first, uint32_t i) {
+    const float n = to_f32(from_f32<T>(__fmul_rn(x, inverse)));
+    const T y = from_f32<T>(__fmul_rn(n, to_f32(weight[i])));
+    out[first + i] = y;
+    return fabsf(to_f32(y));
+}
+
+// The row starting at `first`, with at most ITEMS elements per thread: all of a thread's elements loaded before the
+// first is used, and kept in registers for the second pass.
+template <typename T, bool ADD, uint32_t ITEMS>
+__device__ __forceinline__ void rms_norm_held(const T* __restrict__ xs, const T* __restrict__ residual,
+                                              T* __restrict__ sum, T* __restrict__ out, float* amax,
+                                              const T* __restrict__ weight, uint64_t first, uint32_t dim, float eps) {
+    float values[ITEMS];
 #pragma unroll
-        for (uint32_t j = 0; j < NORM_ITEMS; ++j) {
-            const uint32_t i = threadIdx.x + j * blockDim.x;
-            if (i < dim) emit(i, values[j]);
-        }
-    } else {
-        for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) emit(i, to_f32(input[first + i]));
+    for (uint32_t j = 0; j < ITEMS; ++j) {
+        const uint32_t i = threadIdx.x + j * blockDim.x;
+        values[j] = i < dim ? norm_input<T, ADD>(xs, residual, sum, first + i) : 0.0f;
+    }
+    float squares = 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < ITEMS; ++j) {
+        if (threadIdx.x + j * blockDim.x < dim) squares = __fadd_rn(squares, __fmul_rn(values[j], values[j]));
+    }
+    const float inverse = row_inverse(squares, dim, eps);
+    float largest = 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < ITEMS; ++j) {
+        const uint32_t i = threadIdx.x + j * blockDim.x;
+        if (i < dim) largest = fmaxf(largest, norm_output(values[j], inverse, weight, out, first, i));
+    }
+    record_amax(amax, largest);
+}
+
+// xs [rows, dim] → out [rows, dim]: the mean of squares in f32, x · (1 / sqrt(mean + eps)) rounded to T, times
+// weight [dim] in T; amax[0] (zeroed by the launcher) the largest |out|. With ADD the norm's input is
+// xs + residual [rows, dim] in T, also written to `sum`. One block of 256 threads per row; thread t takes elements
+// t, t + 256, … in that order (the order of its partial sum). Rows up to 4096 wide stay in registers; wider ones
+// are read twice.
+template <typename T, bool ADD>
+__device__ __forceinline__ void rms_norm(const T* __restrict__ xs, const T* __restrict__ residual, T* __restrict__ sum,
+                                         T* __restrict__ out, float* amax, const T* __restrict__ weight,
+                                         uint64_t rows, uint32_t dim, float eps) {
+    const uint64_t row = blockIdx.x;
+    if (row >= rows) return;
+    const uint64_t first = row * dim;
+    const uint32_t per_thread = (dim + blockDim.x - 1) / blockDim.x;
+    if (per_thread <= 8) return rms_norm_held<T, ADD, 8>(xs, residual, sum, out, amax, weight, first, dim, eps);
+    if (per_thread <= 16) return rms_norm_held<T, ADD, 16>(xs, residual, sum, out, amax, weight, first, dim, eps);
+    float squares = 0.0f;
+    for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float x = norm_input<T, ADD>(xs, residual, sum, first + i);
+        squares = __fadd_rn(squares, __fmul_rn(x, x));
+    }
+    const float inverse = row_inverse(squares, dim, eps);
+    const T* input = ADD ? sum : xs; // each thread reads back only what it wrote
+    float largest = 0.0f;
+    for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        largest = fmaxf(largest, norm_output(to_f32(input[first + i]), inverse, weight, out, first, i));
     }
     record_amax(amax, largest);
 }
@@ -273,11 +294,11 @@ __device__ __forceinline__ void rms_norm(const T* xs, const T* residual, T* sum,
 #define RMS_NORM(suffix, T)                                                                                       \
     extern "C" __global__ void rms_norm_##suffix(const T* xs, T* out, float* amax, const T* weight,             \
                                                  uint64_t rows, uint32_t dim, float eps) {                        \
-        rms_norm<T>(xs, nullptr, nullptr, out, amax, weight, rows, dim, eps);                                     \
+        rms_norm<T, false>(xs, nullptr, nullptr, out, amax, weight, rows, dim, eps);                              \
     }                                                                                                             \
     extern "C" __global__ void add_rms_norm_##suffix(const T* xs, const T* residual, T* sum, T* out, float* amax, \
                                                      const T* weight, uint64_t rows, uint32_t dim, float eps) {   \
-        rms_norm<T>(xs, residual, sum, out, amax, weight, rows, dim, eps);                                        \
+        rms_norm<T, true>(xs, residual, sum, out, amax, weight, rows, dim, eps);                                  \
     }
 
 RMS_NORM(bf16, __nv_bfloat16)
