@@ -373,6 +373,25 @@ fn add_rms_norm_is_the_sum_then_the_norm() {
 }
 
 #[test]
+fn add_rounded_is_the_cast_then_the_sum() {
+    let device = gpu();
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        for shape in [(2, 7, 2048), (1, 3, 100)] {
+            let xs = Tensor::randn(0f32, 2.0, shape, &device).unwrap().to_dtype(dtype).unwrap();
+            let branch = Tensor::randn(0f32, 3.0, shape, &device).unwrap();
+            let got = cuda::add_rounded(&xs, &branch).unwrap();
+            let expected = (&xs + branch.to_dtype(dtype).unwrap()).unwrap();
+            assert_eq!(got.dims(), xs.dims());
+            assert_eq!(ulps(&got, &expected, dtype), 0.0, "{dtype:?} {shape:?}");
+        }
+    }
+    let xs = Tensor::zeros((2, 64), DType::BF16, &device).unwrap();
+    let half = Tensor::zeros((2, 64), DType::BF16, &device).unwrap();
+    let error = cuda::add_rounded(&xs, &half).unwrap_err().to_string();
+    assert!(error.contains("add_rounded expects an F32 branch [2, 64]"), "{error}");
+}
+
+#[test]
 fn gated_activation_matches_the_activation_in_f32_rounded_once() {
     let device = gpu();
     for dtype in [DType::BF16, DType::F16, DType::F32] {

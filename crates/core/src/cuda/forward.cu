@@ -306,6 +306,30 @@ RMS_NORM(f16, __half)
 RMS_NORM(f32, float)
 
 // ---------------------------------------------------------------------------------------------------------------
+// The residual stream plus a branch summed in f32
+// ---------------------------------------------------------------------------------------------------------------
+
+// out[i] = xs[i] + branch[i] rounded to T, the sum rounded once in T: the values of casting the branch to T and
+// adding it. Grid-stride.
+template <typename T>
+__device__ __forceinline__ void add_rounded(const T* __restrict__ xs, const float* __restrict__ branch,
+                                            T* __restrict__ out, uint64_t count) {
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) {
+        out[i] = add_same(xs[i], from_f32<T>(branch[i]));
+    }
+}
+
+#define ADD_ROUNDED(suffix, T)                                                                                    \
+    extern "C" __global__ void add_rounded_##suffix(const T* xs, const float* branch, T* out, uint64_t count) {  \
+        add_rounded<T>(xs, branch, out, count);                                                                   \
+    }
+
+ADD_ROUNDED(bf16, __nv_bfloat16)
+ADD_ROUNDED(f16, __half)
+ADD_ROUNDED(f32, float)
+
+// ---------------------------------------------------------------------------------------------------------------
 // Gated activation of the experts: act(gate) · up
 // ---------------------------------------------------------------------------------------------------------------
 

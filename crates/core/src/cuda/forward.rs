@@ -213,6 +213,26 @@ fn norm_launch(xs: &Tensor, residual: Option<&Tensor>, weight: &Tensor, eps: f32
     Ok((sum.map(|sum| source.tensor(sum, xs.dims().to_vec())), normed))
 }
 
+/// `xs + branch` for a stream `xs` in bf16, f16 or f32 and a branch `branch` of the same shape in F32: the branch
+/// rounded to `xs`'s dtype and added, one rounding each (the values of `xs + branch.to_dtype(xs.dtype())`), in one
+/// pass.
+pub fn add_rounded(xs: &Tensor, branch: &Tensor) -> Result<Tensor> {
+    let op = "add_rounded";
+    if branch.dims() != xs.dims() || branch.dtype() != DType::F32 {
+        return Err(shape_error(branch, &format!("add_rounded expects an F32 branch {:?}", xs.dims())));
+    }
+    let source = Source::new(xs, op)?;
+    let branch = branch.contiguous()?;
+    let count = xs.elem_count();
+    let mut out = source.alloc(xs.dtype(), count)?;
+    if count > 0 {
+        let grid = Grid::Wave { work: count, rows: 1 };
+        let mut args = [Arg::U64(address(&branch)?), Arg::Out(&mut out), Arg::U64(count as u64)];
+        source.launch(&FORWARD, &format!("{op}_{}", source.suffix()), grid, &mut args)?;
+    }
+    Ok(source.tensor(out, xs.dims().to_vec()))
+}
+
 /// The gated activations the kernel computes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GatedActivation {

@@ -28,8 +28,8 @@ use candle_core::{Device, Tensor};
 pub use amax::{amax, amax_each, amax_per_block, amax_per_expert};
 pub use attention::{fused_attention, fused_attention_fits, KeyMask};
 pub use forward::{
-    add_rms_norm, all_finite, combine_routed, gated_activation, gather_rows, head_norm_rope, rms_norm, softmax_scores,
-    GatedActivation,
+    add_rms_norm, add_rounded, all_finite, combine_routed, gated_activation, gather_rows, head_norm_rope, rms_norm,
+    softmax_scores, GatedActivation,
 };
 pub(crate) use launch::{address, Arg, Grid, Source, Uploader, BLOCK_THREADS};
 pub use route::{route, routes_on_device, DeviceRouter, DeviceRouting};
