@@ -266,16 +266,13 @@ impl MoeBlock {
     /// `xs [B, T, H]` (the layer's normed input) → `[B, T, H]`; with branch norms (Gemma 4) the router and the
     /// experts' input norm read `unnormed`, the layer's input before its norm, and the shared MLP `xs`.
     pub fn forward_branches(&self, xs: &Tensor, unnormed: &Tensor, observers: &mut Observers) -> Result<Tensor> {
-        if let Some(sum) = self.forward_f32(xs, observers)? {
-            return Ok(sum.to_dtype(xs.dtype())?);
-        }
+        let Some((experts_input, experts_output, shared_output)) = &self.branches else {
+            return Ok(self.sum_f32(xs, observers)?.to_dtype(xs.dtype())?);
+        };
         let dims = xs.dims().to_vec();
         let hidden = self.desc.tensors.hidden;
         let flat = xs.reshape(((), hidden))?;
         crate::cuda::known_max::carry(xs, &flat);
-        let Some((experts_input, experts_output, shared_output)) = &self.branches else {
-            return Err(crate::error::Error::internal("an MoE block without branch norms not summed in f32"));
-        };
         let unnormed = unnormed.reshape(((), hidden))?;
         let routed = self.routed(&unnormed, &experts_input.forward(&unnormed)?, observers)?;
         let routed = experts_output.forward(&routed.to_dtype(flat.dtype())?)?;
@@ -290,16 +287,18 @@ impl MoeBlock {
     /// the cast back to `xs`'s dtype ([`Self::forward`] casts it). None for a block with branch norms (Gemma 4),
     /// whose sum is normed in the dtype.
     pub fn forward_f32(&self, xs: &Tensor, observers: &mut Observers) -> Result<Option<Tensor>> {
-        if self.branches.is_some() {
-            return Ok(None);
-        }
+        self.branches.is_none().then(|| self.sum_f32(xs, observers)).transpose()
+    }
+
+    /// The f32 sum of [`Self::forward_f32`], for a block without branch norms.
+    fn sum_f32(&self, xs: &Tensor, observers: &mut Observers) -> Result<Tensor> {
         let flat = xs.reshape(((), self.desc.tensors.hidden))?;
         crate::cuda::known_max::carry(xs, &flat);
         let mut out = self.routed(&flat, &flat, observers)?;
         if let Some(shared) = self.shared_forward(&flat, observers)? {
             out = (out + shared.to_dtype(DType::F32)?)?;
         }
-        Ok(Some(out.reshape(xs.dims())?))
+        Ok(out.reshape(xs.dims())?)
     }
 
     /// The routed experts of `flat [tokens, H]`, routed on `router_flat`: their weighted sum `[tokens, H]` in f32.
