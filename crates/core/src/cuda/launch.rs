@@ -282,7 +282,14 @@ pub(crate) fn download_u8(tensor: &Tensor, range: std::ops::Range<usize>) -> Res
     };
     let offset = layout.start_offset();
     let view = cuda.as_cuda_slice::<u8>()?.slice(offset + range.start..offset + range.end);
-    Ok(device.cuda_stream().clone_dtoh(&view).w()?)
+    let mut host = crate::memory::with_pages(range.len());
+    // SAFETY: the copy below writes all `range.len()` bytes (the capacity is that) before anything reads them.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        host.set_len(range.len())
+    };
+    device.cuda_stream().memcpy_dtoh(&view, &mut host).w()?;
+    Ok(host)
 }
 
 /// The device address of element `layout.start_offset()` of a CUDA tensor (U8, U32, F32, BF16 or F16), to pass a
