@@ -227,17 +227,20 @@ impl DecoderLayer {
                 FeedForward::Moe(moe) => moe.forward_branches(input, unnormed, observers),
             };
             let weights = |s: &ResidualScales| (s.mlp_alpha, s.mlp_beta);
-            xs = match (normed, feed_forward) {
+            xs = match normed {
                 // The stream is unscaled here (see residual_and_norm): an MoE's f32 sum is rounded and added in one
                 // kernel, with the values of the cast and then the sum.
-                (Some(input), FeedForward::Moe(moe)) => match moe.forward_f32(&input, observers)? {
-                    Some(sum) => crate::cuda::add_rounded(&xs, &sum)?,
-                    None => self.residual(&xs, (run(&input, &xs, observers)?, None), weights)?,
-                },
-                (Some(input), FeedForward::Dense(_)) => {
-                    self.residual(&xs, (run(&input, &xs, observers)?, None), weights)?
+                Some(input) => {
+                    let sum = match feed_forward {
+                        FeedForward::Moe(moe) => moe.forward_f32(&input, observers)?,
+                        FeedForward::Dense(_) => None,
+                    };
+                    match sum {
+                        Some(sum) => crate::cuda::add_rounded(&xs, &sum)?,
+                        None => self.residual(&xs, (run(&input, &xs, observers)?, None), weights)?,
+                    }
                 }
-                (None, _) => {
+                None => {
                     let output_norm = self.output_norms.as_ref().map(|(_, mlp)| mlp);
                     let fed = self.sublayer((norm, output_norm), &xs, run, observers)?;
                     self.residual(&xs, fed, weights)?
