@@ -89,8 +89,8 @@ pub(super) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<
     }
 }
 
-/// Asks the kernel to start writing a finished file's dirty pages to disk now, without waiting, so that
-/// the sync before publishing finds little left to do. A hint: nothing happens where it is not available.
+/// Asks the kernel to start writing a file's dirty pages to disk now, without waiting for the write to end,
+/// so that the sync before publishing finds little left to do. A hint: nothing happens where it is not available.
 pub(super) fn start_writeback(file: &File) {
     #[cfg(target_os = "linux")]
     {

@@ -42,14 +42,22 @@ pub(super) struct Shard {
     tensors: Vec<String>,
     /// Declared tensors not written yet.
     missing: usize,
+    /// Bytes written since the file's write-back to disk last started.
+    unsent: u64,
 }
+
+/// A shard's write-back to disk starts whenever this many bytes were written to it since the last start (and
+/// once its last tensor is in): the disk writes while the run goes on, instead of taking the whole output at
+/// the sync before publishing.
+pub(super) const WRITEBACK_EVERY: u64 = 64 << 20;
 
 /// Where one tensor's bytes are to be written.
 pub(super) struct Slot<'a> {
     pub path: &'a Path,
     pub offset: u64,
-    /// The tensor is the last of its shard to be written.
-    pub completes_shard: bool,
+    /// The shard's write-back is to start once these bytes are in: the tensor is its last to be written, or
+    /// [`WRITEBACK_EVERY`] bytes were written since the last start.
+    pub start_writeback: bool,
 }
 
 /// Every declared tensor's place in the output.
@@ -124,7 +132,7 @@ impl Layout {
             self.tensor_bytes += entry.len as u64;
         }
         let tensors = group.iter().map(|e| e.name.to_string()).collect();
-        self.shards.push(Shard { path, head, len: offset, tensors, missing: group.len() });
+        self.shards.push(Shard { path, head, len: offset, tensors, missing: group.len(), unsent: 0 });
         Ok(())
     }
 
@@ -156,7 +164,12 @@ impl Layout {
         };
         placement.written = true;
         shard.missing -= 1;
-        Ok(Slot { path: &shard.path, offset: placement.offset, completes_shard: shard.missing == 0 })
+        shard.unsent += dtype.byte_len(shape).unwrap_or(0) as u64;
+        let start_writeback = shard.missing == 0 || shard.unsent >= WRITEBACK_EVERY;
+        if start_writeback {
+            shard.unsent = 0;
+        }
+        Ok(Slot { path: &shard.path, offset: placement.offset, start_writeback })
     }
 
     /// The error for declared tensors that were never written, if any.
@@ -311,11 +324,30 @@ mod tests {
             let slot = layout.claim(&tensor.name, tensor.dtype, &tensor.shape).unwrap();
             let offset = slot.offset as usize;
             assert_eq!(theirs[offset..offset + bytes.len()], bytes[..], "{}", tensor.name);
-            assert_eq!(slot.completes_shard, k == tensors.len() - 1, "{}", tensor.name);
+            assert_eq!(slot.start_writeback, k == tensors.len() - 1, "{}", tensor.name);
         }
         let again = layout.claim("c", Dtype::F8E4M3, &[7]).err().map(|e| e.to_string());
         assert_eq!(again.as_deref(), Some("internal error: tensor c was written twice"));
         layout.check_complete().unwrap();
+    }
+
+    #[test]
+    fn a_shard_starts_its_write_back_every_so_many_bytes_and_at_its_last_tensor() {
+        // Five tensors of 40 MiB in one shard, and one of a byte in the next: 40, 80 (start), 40, 80 (start),
+        // 40 and the last (start); the small shard's only tensor is its last.
+        let size = 40 << 20;
+        let names: Vec<String> = (0..6).map(|k| format!("t{k}")).collect();
+        let mut tensors: Vec<TensorLayout> = names[..5]
+            .iter()
+            .map(|name| TensorLayout { name: name.clone(), dtype: Dtype::U8, shape: vec![size] })
+            .collect();
+        tensors.push(TensorLayout { name: names[5].clone(), dtype: Dtype::U8, shape: vec![1] });
+        let mut layout = Layout::plan(&tensors, 5 * size as u64, Path::new("/out")).unwrap();
+        assert_eq!(layout.shards.len(), 2);
+        let starts: Vec<bool> =
+            tensors.iter().map(|t| layout.claim(&t.name, t.dtype, &t.shape).unwrap().start_writeback).collect();
+        assert_eq!(starts, [false, true, false, true, true, true]);
+        assert!(2 * size as u64 >= WRITEBACK_EVERY && (size as u64) < WRITEBACK_EVERY);
     }
 
     #[test]

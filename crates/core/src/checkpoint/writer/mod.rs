@@ -132,7 +132,7 @@ impl CheckpointWriter {
     }
 
     /// Writes one declared tensor (row-major little-endian bytes) at its place in its shard, and starts
-    /// writing the shard back to disk once its last tensor is in. Data that does not fill the shape, or a
+    /// writing the shard back to disk every [`layout::WRITEBACK_EVERY`] bytes and once its last tensor is in. Data that does not fill the shape, or a
     /// tensor written a second time, is refused and the writer stays usable; any other failure discards it.
     pub fn write(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
         self.staging.ensure_open()?;
@@ -161,7 +161,7 @@ impl CheckpointWriter {
             .and_then(|()| File::options().write(true).open(slot.path))
             .and_then(|file| {
                 write_all_at(&file, data, slot.offset)?;
-                if slot.completes_shard {
+                if slot.start_writeback {
                     start_writeback(&file);
                 }
                 Ok(())
