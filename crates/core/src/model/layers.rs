@@ -204,6 +204,11 @@ impl<'a> LayerStream<'a> {
         self.resident = Some(hook);
     }
 
+    /// Whether a layer's experts are handed to a resident hook (and so quantized) as the layer loads.
+    pub fn quantizes_resident(&self) -> bool {
+        self.resident.is_some()
+    }
+
     /// The eps and weight offset of the model's RMSNorms.
     fn norm_style(&self) -> NormStyle {
         NormStyle {

@@ -132,10 +132,29 @@ impl<'a> LayerPipeline<'a> {
                 let result = handle.join().unwrap_or_else(|_| Err(Error::internal("a layer job panicked")));
                 events(Progress::Done(result.map_err(|error| self.reported(error))?))
             };
+            // Waits for the oldest jobs until a new one may start.
+            let make_room = |pending: &mut VecDeque<ScopedJoinHandle<'_, Result<D>>>,
+                             events: &mut dyn FnMut(Progress<D>) -> Result<()>|
+             -> Result<()> {
+                while pending.len() >= Self::JOBS {
+                    if let Some(handle) = pending.pop_front() {
+                        finish(handle, events)?;
+                    }
+                }
+                Ok(())
+            };
             let mut throttle = Throttle::new(Throttle::WITHIN_LAYER);
             let mut calibrated = 0;
+            // Where a layer's experts are quantized as it loads, its output exists from its step on (until its
+            // job writes it): a step then waits for a job slot first, so that at most `JOBS` layers' output
+            // wait in memory, not one more, and the next layer is not read ahead meanwhile. Otherwise a job
+            // makes its layer's output itself, and the step runs while it waits for a slot.
+            let outputs_in_step = stream.quantizes_resident();
             loop {
                 self.cancelled()?;
+                if outputs_in_step {
+                    make_room(&mut pending, events)?;
+                }
                 // A failure of the progress callback ends the run at the layer's end.
                 let mut failed = Ok(());
                 let mut within = |batch| {
@@ -147,11 +166,7 @@ impl<'a> LayerPipeline<'a> {
                 failed?;
                 calibrated = layer + 1;
                 events(Progress::Calibrated { layer })?;
-                while pending.len() >= Self::JOBS {
-                    if let Some(handle) = pending.pop_front() {
-                        finish(handle, events)?;
-                    }
-                }
+                make_room(&mut pending, events)?;
                 let observers = stream.observers.clone();
                 pending.push_back(scope.spawn(move || {
                     background_priority();
