@@ -17,10 +17,18 @@ use moe_quant_core::ops::calibrate::CalibrationRequest;
 use moe_quant_core::ops::quantize::{quantize_checkpoint, Calibration, RunControl};
 
 fn main() {
+    // When the process entered and left `main` (Unix seconds), against which a caller's clock shows what the
+    // process's start and exit took.
+    eprintln!("main entered at {:.3}", unix_seconds());
     if let Err(message) = run() {
         eprintln!("e2e_quantize: {message}");
         std::process::exit(1);
     }
+    eprintln!("main returns at {:.3}", unix_seconds());
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn read<T: serde::de::DeserializeOwned>(path: &str) -> Result<T, String> {
@@ -61,7 +69,7 @@ fn run() -> Result<(), String> {
             cancel: &AtomicBool::new(false),
             progress: &mut |event| {
                 eprintln!(
-                    "{:?} layer {}/{} ({:.1} s)",
+                    "{:?} layer {}/{} ({:.2} s)",
                     event.stage,
                     event.layer,
                     event.layers,
