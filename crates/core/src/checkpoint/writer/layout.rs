@@ -336,6 +336,7 @@ mod tests {
         // Five tensors of 40 MiB in one shard, and one of a byte in the next: 40, 80 (start), 40, 80 (start),
         // 40 and the last (start); the small shard's only tensor is its last.
         let size = 40 << 20;
+        assert!((size as u64) < WRITEBACK_EVERY && 2 * size as u64 >= WRITEBACK_EVERY, "the counts below");
         let names: Vec<String> = (0..6).map(|k| format!("t{k}")).collect();
         let mut tensors: Vec<TensorLayout> = names[..5]
             .iter()
@@ -347,7 +348,6 @@ mod tests {
         let starts: Vec<bool> =
             tensors.iter().map(|t| layout.claim(&t.name, t.dtype, &t.shape).unwrap().start_writeback).collect();
         assert_eq!(starts, [false, true, false, true, true, true]);
-        assert!(2 * size as u64 >= WRITEBACK_EVERY && (size as u64) < WRITEBACK_EVERY);
     }
 
     #[test]

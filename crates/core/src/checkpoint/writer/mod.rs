@@ -132,8 +132,9 @@ impl CheckpointWriter {
     }
 
     /// Writes one declared tensor (row-major little-endian bytes) at its place in its shard, and starts
-    /// writing the shard back to disk every [`layout::WRITEBACK_EVERY`] bytes and once its last tensor is in. Data that does not fill the shape, or a
-    /// tensor written a second time, is refused and the writer stays usable; any other failure discards it.
+    /// writing the shard back to disk every [`layout::WRITEBACK_EVERY`] bytes and once its last tensor is in.
+    /// Data that does not fill the shape, or a tensor written a second time, is refused and the writer stays
+    /// usable; any other failure discards it.
     pub fn write(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
         self.staging.ensure_open()?;
         let expected = dtype.byte_len(shape);
