@@ -40,9 +40,9 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> Result<()> {
+    fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
         self.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.writer.write(name, dtype, shape, &data)
+        self.writer.write(name, dtype, shape, data)
     }
 
     /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint (joined
@@ -50,7 +50,7 @@ impl<'a> Output<'a> {
     pub fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan) -> Result<()> {
         for kept in &plan.keep {
             let (dtype, shape) = kept.layout(checkpoint)?;
-            self.add(&kept.output, dtype, &shape, kept.read(checkpoint)?)?;
+            self.add(&kept.output, dtype, &shape, &kept.read(checkpoint)?)?;
         }
         Ok(())
     }
@@ -62,7 +62,7 @@ impl<'a> Output<'a> {
             Dtype::BF16 => half::bf16::from_f32(value).to_le_bytes().to_vec(),
             _ => value.to_le_bytes().to_vec(),
         };
-        self.add(name, dtype, &shape, data)
+        self.add(name, dtype, &shape, &data)
     }
 
     /// Queues one quantized linear's tensors and its `input_scale`, if it has one (in compressed-tensors' form
@@ -80,7 +80,7 @@ impl<'a> Output<'a> {
                 &quantized.naming.tensor(&quantized.output, tensor.suffix),
                 tensor.dtype,
                 &tensor.shape,
-                tensor.data,
+                &tensor.data,
             )?;
         }
         if counted {

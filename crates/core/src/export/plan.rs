@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::checkpoint::{Checkpoint, Dtype};
+use crate::checkpoint::{Checkpoint, Dtype, SharedBytes};
 use crate::error::{Error, Result};
 use crate::formats::FormatName;
 use crate::model::descriptor::{ExpertLayout, ExpertTensors};
@@ -79,14 +79,19 @@ impl KeptTensor {
         Ok((first.dtype, shape))
     }
 
-    /// The output's bytes: the input's, then each joined input's (row-major, so joining along the first axis is
-    /// concatenating the bytes; [`Self::layout`] checks that they can be joined).
-    pub fn read(&self, checkpoint: &Checkpoint) -> Result<Vec<u8>> {
-        let mut data = checkpoint.read(&self.input)?.data.to_vec();
+    /// The output's bytes: the input's as read (not copied: an embedding can be a gigabyte), then each joined
+    /// input's (row-major, so joining along the first axis is concatenating the bytes; [`Self::layout`] checks
+    /// that they can be joined).
+    pub fn read(&self, checkpoint: &Checkpoint) -> Result<SharedBytes> {
+        let first = checkpoint.read(&self.input)?.data;
+        if self.joined().next().is_none() {
+            return Ok(first);
+        }
+        let mut data = first.to_vec();
         for name in self.joined() {
             data.extend_from_slice(&checkpoint.read(name)?.data);
         }
-        Ok(data)
+        Ok(SharedBytes::new(data))
     }
 }
 
@@ -312,9 +317,10 @@ mod tests {
         assert_eq!(joined.layout(&checkpoint).unwrap(), (Dtype::BF16, vec![5, 1, 2]));
         let data = joined.read(&checkpoint).unwrap();
         let want: Vec<u8> = (0..8).chain(100..104).chain(200..208).collect();
-        assert_eq!(data, want);
+        assert_eq!(data[..], want[..]);
         let alone = KeptTensor { input: "k".into(), output: "k".into(), join: None };
         assert_eq!(alone.layout(&checkpoint).unwrap(), (Dtype::BF16, vec![1, 1, 2]));
+        assert_eq!(alone.read(&checkpoint).unwrap()[..], (100..104).collect::<Vec<u8>>()[..]);
     }
 
     #[test]
