@@ -46,11 +46,14 @@ impl<'a> Output<'a> {
     }
 
     /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint (joined
-    /// where the plan joins them).
-    pub fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan) -> Result<()> {
+    /// where the plan joins them). Of `shared`, tensors the read-ahead shares with another reader, each is let go
+    /// once the tensor that reads it is copied.
+    pub fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan, shared: &[&str]) -> Result<()> {
         for kept in &plan.keep {
             let (dtype, shape) = kept.layout(checkpoint)?;
             self.add(&kept.output, dtype, &shape, &kept.read(checkpoint)?)?;
+            let done: Vec<&str> = shared.iter().copied().filter(|&name| kept.reads(name)).collect();
+            checkpoint.release_read_ahead(&done);
         }
         Ok(())
     }

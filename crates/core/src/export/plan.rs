@@ -57,6 +57,11 @@ impl KeptTensor {
         self.join.iter().flatten()
     }
 
+    /// Whether the tensor `name` is among its inputs.
+    pub fn reads(&self, name: &str) -> bool {
+        self.input == name || self.joined().any(|joined| joined == name)
+    }
+
     /// The output's dtype and shape; `E_TENSOR_SHAPE` when a joined input differs from the first in dtype or in a
     /// dimension but the first.
     pub fn layout(&self, checkpoint: &Checkpoint) -> Result<(Dtype, Vec<usize>)> {

@@ -279,6 +279,11 @@ fn quantize_calibrated(
         Some(resident) => resident.quantize_layer(layer, blocks, observers),
         None => Ok(()),
     };
+    // The embedding read for the calibration's lookup stays in the read-ahead for the copy of the kept tensors, which
+    // then takes it from there instead of reading it again (several devices share it among themselves and let it go).
+    let embed = [desc.embed.as_str()];
+    let copy_shares: &[&str] = if plan.keep.iter().any(|kept| kept.reads(&desc.embed)) { &embed } else { &[] };
+    checkpoint.share_read_ahead(copy_shares);
     let mut stream = LayerStream::new(&checkpoint, desc, &set.batches, request.all_experts, &devices)?;
     if resident.is_some() {
         stream.on_resident(&hook);
@@ -290,7 +295,7 @@ fn quantize_calibrated(
     let event =
         Event { layers: stream.layers(), tokens: stream.tokens, batches: stream.batch_runs(), bytes: &bytes_written };
     let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan, resident: resident.as_ref() };
-    let layer_errors = jobs.run(&mut stream, &event, progress)?;
+    let layer_errors = jobs.run(&mut stream, &event, copy_shares, progress)?;
 
     let clock = Instant::now();
     progress(event.at(QuantizeStage::Write, event.layers, event.batches));
@@ -341,7 +346,7 @@ fn quantize_weights(dir: &Path, target: &Path, plan: &ExportPlan, control: RunCo
     let layers = plan.layers();
     let event = Event { layers: layers.len(), tokens: 0, batches: 0, bytes: &bytes_written };
     let jobs = Jobs { pipeline: &pipeline, quantizer: &quantizer, output: &output, plan, resident: None };
-    jobs.copy_kept()?;
+    jobs.copy_kept(&[])?;
     let mut layer_errors = Vec::with_capacity(layers.len());
     for (done, &layer) in layers.iter().enumerate() {
         pipeline.cancelled()?;
@@ -409,10 +414,10 @@ struct Jobs<'a, 'o> {
 }
 
 impl Jobs<'_, '_> {
-    /// The tensors kept as they are, copied while layer 0 calibrates.
-    fn copy_kept(&self) -> Result<()> {
+    /// The tensors kept as they are, copied while layer 0 calibrates (`shared`: see [`Output::copy_kept`]).
+    fn copy_kept(&self, shared: &[&str]) -> Result<()> {
         let mut output = lock(self.output);
-        self.pipeline.clock.time(Stage::Write, || output.copy_kept(self.quantizer.checkpoint(), self.plan))
+        self.pipeline.clock.time(Stage::Write, || output.copy_kept(self.quantizer.checkpoint(), self.plan, shared))
     }
 
     /// Layer `layer` quantized (with its calibration statistics, if any) and written, while the next layers
@@ -441,16 +446,18 @@ impl Jobs<'_, '_> {
         Ok(LayerDone { layer: quantized.layer, errors: quantized.errors, bytes_written })
     }
 
-    /// Calibrates every layer, quantizing and writing each in a background job; returns the layers' errors.
+    /// Calibrates every layer, quantizing and writing each in a background job, while the kept tensors are copied
+    /// (taking the tensors `shared` from the read-ahead, which then lets them go); returns the layers' errors.
     fn run(
         &self,
         stream: &mut LayerStream<'_>,
         event: &Event<'_>,
+        shared: &[&str],
         progress: &mut dyn FnMut(QuantizeProgress),
     ) -> Result<Vec<LayerError>> {
         let mut errors = Vec::with_capacity(event.layers);
         let job = |layer, observers: Observers| self.layer(layer, Some(&observers));
-        self.pipeline.run(stream, || self.copy_kept(), &job, &mut |step| {
+        self.pipeline.run(stream, || self.copy_kept(shared), &job, &mut |step| {
             match step {
                 Progress::Batch { layer, batch } => progress(event.at(QuantizeStage::Calibrate, layer, batch)),
                 Progress::Calibrated { layer } => {
