@@ -53,7 +53,9 @@ impl<'a> Output<'a> {
             let (dtype, shape) = kept.layout(checkpoint)?;
             self.add(&kept.output, dtype, &shape, &kept.read(checkpoint)?)?;
             let done: Vec<&str> = shared.iter().copied().filter(|&name| kept.reads(name)).collect();
-            checkpoint.release_read_ahead(&done);
+            if !done.is_empty() {
+                checkpoint.release_read_ahead(&done);
+            }
         }
         Ok(())
     }
