@@ -443,6 +443,49 @@ fn write_rejects_data_that_does_not_fill_the_shape() {
     assert!(!writer.tmp_dir().exists());
 }
 
+#[test]
+fn a_tensor_written_in_parts_is_the_tensor_and_parts_that_miss_its_length_discard_the_output() {
+    let tmp = temp_dir();
+    let target = tmp.path().join("out");
+    let mut writer = CheckpointWriter::create(&target, WriterOptions::default()).unwrap();
+    let (w, v) = (Tensor::patterned("w", Dtype::BF16, &[5, 3], 7), Tensor::patterned("v", Dtype::U8, &[4], 2));
+    writer.declare(&[w.layout(), v.layout()]).unwrap();
+    // Parts of uneven lengths, an empty one among them.
+    let parts = writer.write_parts("w", w.dtype, &w.shape, |put| {
+        [0..7, 7..7, 7..24, 24..30].into_iter().try_for_each(|range| put(&w.data[range]))
+    });
+    parts.unwrap();
+    assert_error(&w.write_to(&mut writer).unwrap_err(), "E_INTERNAL", &["w was written twice"]);
+    v.write_to(&mut writer).unwrap();
+    writer.finish().unwrap();
+    let written = Checkpoint::open(&target).unwrap();
+    assert_eq!(&*written.read("w").unwrap().data, &w.data[..]);
+    assert_eq!(&*written.read("v").unwrap().data, &v.data[..]);
+
+    // Too many bytes, too few, or a failing source: the output is discarded (its place was taken).
+    let cases: [(&str, &[usize], &[&str]); 3] = [
+        ("long", &[30, 1], &["w", "31 bytes", "30 bytes"]),
+        ("short", &[10, 19], &["w", "29 bytes", "30 bytes"]),
+        ("failing", &[], &["the source failed"]),
+    ];
+    for (case, lengths, needles) in cases {
+        let mut writer = CheckpointWriter::create(tmp.path().join(case), WriterOptions::default()).unwrap();
+        writer.declare(&[w.layout()]).unwrap();
+        let error = writer
+            .write_parts("w", w.dtype, &w.shape, |put| {
+                if lengths.is_empty() {
+                    return Err(moe_quant_core::Error::internal("the source failed"));
+                }
+                lengths.iter().try_for_each(|&len| put(&vec![1; len]))
+            })
+            .unwrap_err();
+        let code = if lengths.is_empty() { "E_INTERNAL" } else { "E_TENSOR_SHAPE" };
+        assert_error(&error, code, needles);
+        assert!(!writer.tmp_dir().exists(), "{case}: the temporary output is left");
+        assert_error(&w.write_to(&mut writer).unwrap_err(), "E_INTERNAL", &["used after it failed"]);
+    }
+}
+
 // ---- writer atomicity and refusals -------------------------------------------------------------------
 
 /// Entries of `dir` whose names carry the writer's temporary marker.

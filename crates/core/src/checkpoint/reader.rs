@@ -371,6 +371,36 @@ impl Checkpoint {
         Ok(TensorData::of(info, SharedBytes::new(data)))
     }
 
+    /// The tensor's bytes (dequantized when stored pre-quantized) handed to `part` in order, at most `part_bytes`
+    /// at a time: from the read-ahead when it fetched them, else read from disk a part at a time, so that a
+    /// large tensor (an embedding being copied) is never whole in memory. A pre-quantized tensor is decoded whole.
+    ///
+    /// Errors: those of [`read`](Self::read), and whatever `part` returns (which ends the read).
+    pub fn read_in_parts(
+        &self,
+        name: &str,
+        part_bytes: usize,
+        part: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let info = self.info(name)?;
+        let part_bytes = part_bytes.max(1);
+        let whole = match info.form {
+            StoredForm::Plain => self.ahead.take(&info.name),
+            _ => Some(self.read(name)?.data),
+        };
+        if let Some(bytes) = whole {
+            return bytes.chunks(part_bytes).try_for_each(part);
+        }
+        let (source, end) = (&self.sources[info.file], info.end as u64);
+        let mut at = info.start as u64;
+        while at < end {
+            let next = end.min(at + part_bytes as u64);
+            part(&source.read_range(at..next)?)?;
+            at = next;
+        }
+        Ok(())
+    }
+
     /// A stored tensor's bytes, from the read-ahead when it fetched them (each once), else read now.
     fn read_stored(&self, info: &TensorInfo) -> Result<SharedBytes> {
         match self.ahead.take(&info.name) {

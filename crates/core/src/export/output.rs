@@ -4,11 +4,14 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::plan::ExportPlan;
+use super::plan::{ExportPlan, KeptTensor};
 use super::quantizer::QuantizedLinear;
 use super::{compressed, Encoding};
 use crate::checkpoint::{Checkpoint, CheckpointWriter, Dtype};
 use crate::error::{Error, Result};
+
+/// The most bytes of a kept tensor read and written at once: [`Output::copy_kept`].
+pub const COPY_PART: usize = 64 << 20;
 
 /// The output being written.
 pub struct Output<'a> {
@@ -46,12 +49,21 @@ impl<'a> Output<'a> {
     }
 
     /// The tensors the plan keeps as they are (embeddings, norms, lm_head), copied from the checkpoint (joined
-    /// where the plan joins them). Of `shared`, tensors the read-ahead shares with another reader, each is let go
-    /// once the tensor that reads it is copied.
+    /// where the plan joins them) a part of at most [`COPY_PART`] bytes at a time, so that a vocabulary-sized
+    /// tensor is never whole in memory for the copy. Of `shared`, tensors the read-ahead holds and shares with
+    /// another reader, each is let go once the tensor that reads it is copied; those are copied first.
     pub fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan, shared: &[&str]) -> Result<()> {
-        for kept in &plan.keep {
+        let reads_shared = |kept: &&KeptTensor| shared.iter().any(|&name| kept.reads(name));
+        let (first, rest): (Vec<&KeptTensor>, Vec<&KeptTensor>) = plan.keep.iter().partition(reads_shared);
+        for kept in first.into_iter().chain(rest) {
             let (dtype, shape) = kept.layout(checkpoint)?;
-            self.add(&kept.output, dtype, &shape, &kept.read(checkpoint)?)?;
+            let bytes_written = self.bytes_written;
+            self.writer.write_parts(&kept.output, dtype, &shape, |put| {
+                kept.read_in_parts(checkpoint, COPY_PART, &mut |part| {
+                    bytes_written.fetch_add(part.len() as u64, Ordering::Relaxed);
+                    put(part)
+                })
+            })?;
             let done: Vec<&str> = shared.iter().copied().filter(|&name| kept.reads(name)).collect();
             if !done.is_empty() {
                 checkpoint.release_read_ahead(&done);

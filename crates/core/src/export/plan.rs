@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::checkpoint::{Checkpoint, Dtype, SharedBytes};
+use crate::checkpoint::{Checkpoint, Dtype};
 use crate::error::{Error, Result};
 use crate::formats::FormatName;
 use crate::model::descriptor::{ExpertLayout, ExpertTensors};
@@ -84,19 +84,19 @@ impl KeptTensor {
         Ok((first.dtype, shape))
     }
 
-    /// The output's bytes: the input's as read (not copied: an embedding can be a gigabyte), then each joined
+    /// The output's bytes handed to `part` in order, at most `part_bytes` at a time: the input's, then each joined
     /// input's (row-major, so joining along the first axis is concatenating the bytes; [`Self::layout`] checks
-    /// that they can be joined).
-    pub fn read(&self, checkpoint: &Checkpoint) -> Result<SharedBytes> {
-        let first = checkpoint.read(&self.input)?.data;
-        if self.joined().next().is_none() {
-            return Ok(first);
-        }
-        let mut data = first.to_vec();
-        for name in self.joined() {
-            data.extend_from_slice(&checkpoint.read(name)?.data);
-        }
-        Ok(SharedBytes::new(data))
+    /// that they can be joined). See [`Checkpoint::read_in_parts`]: an embedding of a gigabyte is never whole in
+    /// memory unless the read-ahead holds it already.
+    pub fn read_in_parts(
+        &self,
+        checkpoint: &Checkpoint,
+        part_bytes: usize,
+        part: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        std::iter::once(&self.input)
+            .chain(self.joined())
+            .try_for_each(|name| checkpoint.read_in_parts(name, part_bytes, part))
     }
 }
 
@@ -320,12 +320,29 @@ mod tests {
         let (_dir, checkpoint) = checkpoint(&[("q", &[2, 1, 2], 0), ("k", &[1, 1, 2], 100), ("v", &[2, 1, 2], 200)]);
         let joined = kept("q", &["k", "v"]);
         assert_eq!(joined.layout(&checkpoint).unwrap(), (Dtype::BF16, vec![5, 1, 2]));
-        let data = joined.read(&checkpoint).unwrap();
-        let want: Vec<u8> = (0..8).chain(100..104).chain(200..208).collect();
-        assert_eq!(data[..], want[..]);
+        // In parts of 3 bytes: parts end within a tensor and at each input's end, never across two inputs.
+        let parts = |kept: &KeptTensor| {
+            let mut parts: Vec<Vec<u8>> = Vec::new();
+            kept.read_in_parts(&checkpoint, 3, &mut |part| Ok(parts.push(part.to_vec()))).unwrap();
+            parts
+        };
+        let want: Vec<Vec<u8>> = [0..3, 3..6, 6..8, 100..103, 103..104, 200..203, 203..206, 206..208]
+            .into_iter()
+            .map(|range| range.collect())
+            .collect();
+        assert_eq!(parts(&joined), want);
         let alone = KeptTensor { input: "k".into(), output: "k".into(), join: None };
         assert_eq!(alone.layout(&checkpoint).unwrap(), (Dtype::BF16, vec![1, 1, 2]));
-        assert_eq!(alone.read(&checkpoint).unwrap()[..], (100..104).collect::<Vec<u8>>()[..]);
+        assert_eq!(parts(&alone), vec![vec![100, 101, 102], vec![103]]);
+        // A failing consumer ends the read with its error.
+        let mut calls = 0;
+        let error = joined
+            .read_in_parts(&checkpoint, 3, &mut |_| {
+                calls += 1;
+                Err(Error::internal("the output failed"))
+            })
+            .unwrap_err();
+        assert!(error.to_string().contains("the output failed") && calls == 1, "{error} after {calls} parts");
     }
 
     #[test]
