@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::descriptor::{expert_name, ExpertLayout, ExpertTensors};
 use super::stage::Staged;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, TensorData};
 use crate::error::{Error, Result};
 use crate::formats;
 
@@ -88,6 +88,25 @@ impl<'a> WeightLoader<'a> {
         }
         let tensor = self.checkpoint.read(name)?;
         self.upload(tensor.dtype, &tensor.shape, &tensor.data)
+    }
+
+    /// Rows `ids` of a 2-D tensor as read, gathered from its bytes before they are converted: `[ids.len(),
+    /// columns]` in the compute dtype, the values that converting the whole tensor and selecting the rows gives,
+    /// without the whole tensor converted (an f32 copy of a vocabulary-sized embedding on the CPU).
+    pub fn rows(&self, tensor: &TensorData, ids: &[u32]) -> Result<Tensor> {
+        let &[count, columns] = tensor.shape.as_slice() else {
+            return Err(Error::internal(format!("rows of {} {:?}, which is not 2-D", tensor.name, tensor.shape)));
+        };
+        let row = if count == 0 { 0 } else { tensor.data.len() / count };
+        let mut bytes = Vec::with_capacity(ids.len() * row);
+        for &id in ids {
+            let id = id as usize;
+            if id >= count {
+                return Err(Error::internal(format!("row {id} of {} {:?}", tensor.name, tensor.shape)));
+            }
+            bytes.extend_from_slice(&tensor.data[id * row..(id + 1) * row]);
+        }
+        self.upload(tensor.dtype, &[ids.len(), columns], &bytes)
     }
 
     /// The tensor, checking its (logical) shape.
@@ -239,4 +258,43 @@ pub struct ExpertWeights {
     pub down: Tensor,
     pub gate_up_bias: Option<Tensor>,
     pub down_bias: Option<Tensor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Dtype;
+
+    /// A checkpoint with `table` ([5, 3], bf16 values that f32 holds exactly) and `wide` (the same in f32).
+    fn checkpoint() -> (tempfile::TempDir, Checkpoint) {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<f32> = (0..15).map(|i| (i as f32 - 7.0) * 0.375).collect();
+        let bf16: Vec<u8> = values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let f32: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = [("table", Dtype::BF16, &bf16), ("wide", Dtype::F32, &f32)].map(|(name, dtype, bytes)| {
+            (name, safetensors::tensor::TensorView::new(dtype.to_safetensors(), vec![5, 3], bytes).unwrap())
+        });
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        (dir, checkpoint)
+    }
+
+    #[test]
+    fn rows_gathered_before_the_conversion_are_the_rows_of_the_converted_tensor() {
+        let (_dir, checkpoint) = checkpoint();
+        let ids = [4u32, 0, 4, 2];
+        for (name, dtype) in [("table", DType::F32), ("table", DType::BF16), ("wide", DType::BF16)] {
+            let loader = WeightLoader::with_dtype(&checkpoint, Device::Cpu, dtype);
+            let rows = loader.rows(&checkpoint.read(name).unwrap(), &ids).unwrap();
+            let whole = loader.tensor(name).unwrap();
+            let selected = whole.index_select(&Tensor::new(&ids, &Device::Cpu).unwrap(), 0).unwrap();
+            assert_eq!((rows.dims(), rows.dtype()), (&[4, 3][..], dtype), "{name} in {dtype:?}");
+            let [rows, selected] = [rows, selected].map(|t| t.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap());
+            assert_eq!(rows, selected, "{name} in {dtype:?}");
+            assert_eq!(rows[1], [-2.625, -2.25, -1.875], "{name}: row 0 as written");
+        }
+        let loader = WeightLoader::new(&checkpoint, Device::Cpu);
+        let error = loader.rows(&checkpoint.read("table").unwrap(), &[5]).unwrap_err();
+        assert!(error.to_string().contains("row 5 of table [5, 3]"), "{error}");
+    }
 }

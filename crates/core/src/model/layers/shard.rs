@@ -12,9 +12,10 @@ use candle_core::Tensor;
 use super::layer_rope;
 use crate::awq::search::AwqSearch;
 use crate::calib::data::Batch;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, TensorData};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::formats;
 use crate::model::blocks::key_selection::ChosenKeys;
 use crate::model::blocks::ops::all_finite;
 use crate::model::blocks::rope::Rope;
@@ -53,6 +54,45 @@ pub(super) fn split(batches: usize, devices: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The embedding the batches are looked up in. On the CPU it is kept as read, and each batch's rows are gathered
+/// from its bytes before they are converted: converted whole, a bf16 vocabulary would be held twice more in f32.
+/// On a GPU it is uploaded once and the device gathers the rows.
+enum Embedding {
+    Read(TensorData),
+    Loaded(Tensor),
+}
+
+impl Embedding {
+    fn load(loader: &WeightLoader<'_>, desc: &ModelDescriptor) -> Result<Self> {
+        let (name, shape) = (&desc.embed, [desc.vocab_size, desc.hidden_size]);
+        // An embedding stored quantized in ModelOpt's form is dequantized whole.
+        if loader.device.is_cuda() || formats::stored_format(loader.checkpoint, name)?.is_some() {
+            return Ok(Embedding::Loaded(loader.tensor_shaped(name, &shape)?));
+        }
+        let read = loader.checkpoint.read(name)?;
+        if read.shape != shape {
+            return Err(Error::ShapeInvalid {
+                tensor: name.clone(),
+                shape: read.shape,
+                message: format!("expected shape {shape:?}"),
+            });
+        }
+        Ok(Embedding::Read(read))
+    }
+
+    /// The rows of `ids`, `[ids.len(), hidden]` in the compute dtype.
+    fn rows(&self, loader: &WeightLoader<'_>, ids: Vec<u32>) -> Result<Tensor> {
+        match self {
+            Embedding::Read(read) => loader.rows(read, &ids),
+            Embedding::Loaded(embed) => {
+                let len = ids.len();
+                let ids = Tensor::from_vec(ids, len, &loader.device)?;
+                Ok(embed.index_select(&ids, 0)?)
+            }
+        }
+    }
+}
+
 impl<'a> Shard<'a> {
     /// Embeds `batches` (the batches from index `first` on) on `compute`'s device, with ropes for sequences of up
     /// to `max_len` tokens. Errors name the first batch whose embedding is not finite.
@@ -66,7 +106,7 @@ impl<'a> Shard<'a> {
     ) -> Result<Self> {
         let device = compute.device.clone();
         let loader = WeightLoader::with_dtype(checkpoint, device.clone(), compute.dtype);
-        let embed = loader.tensor_shaped(&desc.embed, &[desc.vocab_size, desc.hidden_size])?;
+        let embed = Embedding::load(&loader, desc)?;
         let hidden = batches
             .iter()
             .map(|batch| {
@@ -76,8 +116,7 @@ impl<'a> Shard<'a> {
                     }
                     None => batch.ids.clone(),
                 };
-                let ids = Tensor::from_vec(ids, batch.ids.len(), &device)?;
-                let xs = embed.index_select(&ids, 0)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
+                let xs = embed.rows(&loader, ids)?.reshape((batch.rows, batch.seq_len, desc.hidden_size))?;
                 let xs = (xs * desc.embedding_multiplier)?;
                 if !all_finite(&xs)? {
                     return Err(super::non_finite_embedding(checkpoint, desc, batch)?);
