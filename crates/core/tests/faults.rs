@@ -65,7 +65,8 @@ fn tmp_dirs(dir: &Path) -> Vec<String> {
 
 /// An FP8 export plan for the qwen3_moe/hub fixture, built from its committed descriptor as the TypeScript
 /// side would: attention projections and routed experts quantized, every other tensor kept.
-fn qwen3_plan(model: &Path, max_shard_bytes: u64) -> (ModelDescriptor, ExportPlan) {
+/// The fixture's plan (FP8), with the modules of `weight_only` quantized weight-only after layer 0.
+fn qwen3_plan(model: &Path, max_shard_bytes: u64, weight_only: &[String]) -> (ModelDescriptor, ExportPlan) {
     let text = std::fs::read_to_string(fixtures().join("descriptors/qwen3_moe_hub.json")).unwrap();
     let descriptor: ModelDescriptor = serde_json::from_str(&text).unwrap();
     let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -90,6 +91,10 @@ fn qwen3_plan(model: &Path, max_shard_bytes: u64) -> (ModelDescriptor, ExportPla
         let [gate, up, down] = names.map(|n| n.trim_end_matches(".weight").to_string());
         let output = json!({ "kind": "per_expert", "gate": gate, "up": up, "down": down });
         experts.push(json!({ "layer": index, "block": mlp["block"], "source": mlp, "output": output }));
+    }
+    for module in weight_only {
+        quantized.insert(format!("{module}.weight"));
+        linears.push(json!({ "layer": 0, "module": module, "output": module, "weight_only": true }));
     }
     let checkpoint = moe_quant_core::Checkpoint::open(model).unwrap();
     let keep: Vec<_> = checkpoint
@@ -126,6 +131,8 @@ struct ChildTask {
     remount_read_only: Option<PathBuf>,
     /// RLIMIT_AS to set before running, as bytes above the address space the process already uses.
     address_space_headroom: Option<u64>,
+    /// Modules quantized weight-only besides the fixture's.
+    weight_only: Vec<String>,
 }
 
 /// How a quantization ended, as a child process reports it on a `RESULT` line.
@@ -145,13 +152,9 @@ fn assert_output_write(result: &ChildResult, output: &Path, reason: &str) {
 }
 
 /// Quantizes `model` into `output` with fixed pre-tokenized calibration ids.
-fn run_quantization(
-    model: &Path,
-    output: &Path,
-    max_shard_bytes: u64,
-    progress: &mut dyn FnMut(bool),
-) -> moe_quant_core::Result<()> {
-    let (descriptor, plan) = qwen3_plan(model, max_shard_bytes);
+fn run_quantization(task: &ChildTask, progress: &mut dyn FnMut(bool)) -> moe_quant_core::Result<()> {
+    let (model, output) = (&task.model, &task.output);
+    let (descriptor, plan) = qwen3_plan(model, task.max_shard_bytes, &task.weight_only);
     let ids: Vec<Vec<u32>> = (0..4u32).map(|s| (0..16u32).map(|i| (s * 37 + i * 11) % 256).collect()).collect();
     let sequences = SequenceRequest {
         samples: ids.len(),
@@ -191,7 +194,7 @@ fn child_process_entry_point() {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
     }
     let mut held = false;
-    let result = run_quantization(&task.model, &task.output, task.max_shard_bytes, &mut |quantizing| {
+    let result = run_quantization(&task, &mut |quantizing| {
         if !quantizing || held {
             return;
         }
@@ -281,24 +284,34 @@ fn a_file_size_limit_fails_the_export_with_e_output_write_and_leaves_nothing() {
 
 // ---- memory exhausted (a real quantization in a child process) ------------------------------------------
 
-#[test]
-fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_leaves_nothing() {
-    let tmp = temp_dir();
-    let model = copy_fixture(&tmp.path().join("input"));
-    // A 4 GiB tensor (a sparse file) beside the model, kept as it is by the export: reading it cannot fit
-    // under a limit of 1 GiB above what the process uses.
-    let big = 4u64 << 30;
-    let header = format!(r#"{{"model.extra.weight":{{"dtype":"U8","shape":[{big}],"data_offsets":[0,{big}]}}}}"#);
+/// Adds `model.extra.weight`, BF16 `shape`, to the fixture copied under `dir`: a sparse file beside the model
+/// (its bytes read as zeros, taking no disk), listed in a new index. Returns the model's directory.
+fn fixture_with_sparse_tensor(dir: &Path, shape: [u64; 2]) -> PathBuf {
+    let model = copy_fixture(dir);
+    let len = shape[0] * shape[1] * 2;
+    let header = format!(
+        r#"{{"model.extra.weight":{{"dtype":"BF16","shape":[{},{}],"data_offsets":[0,{len}]}}}}"#,
+        shape[0], shape[1]
+    );
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header.as_bytes());
     let file = std::fs::File::create(model.join("extra.safetensors")).unwrap();
     std::io::Write::write_all(&mut &file, &bytes).unwrap();
-    file.set_len(bytes.len() as u64 + big).unwrap();
+    file.set_len(bytes.len() as u64 + len).unwrap();
     let tensors: Vec<String> =
         moe_quant_core::Checkpoint::open(&model).unwrap().tensors().iter().map(|t| t.name.clone()).collect();
     let mut map: Vec<(&str, &str)> = tensors.iter().map(|t| (t.as_str(), "model.safetensors")).collect();
     map.push(("model.extra.weight", "extra.safetensors"));
     common::write_index(&model, &map);
+    model
+}
+
+#[test]
+fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_leaves_nothing() {
+    let tmp = temp_dir();
+    // A 4 GiB weight quantized weight-only: reading it whole cannot fit under a limit of 1 GiB above what the
+    // process uses.
+    let model = fixture_with_sparse_tensor(&tmp.path().join("input"), [65536, 32768]);
     let parent = tmp.path().join("output");
     std::fs::create_dir(&parent).unwrap();
     let task = ChildTask {
@@ -306,18 +319,48 @@ fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_lea
         output: parent.join("out"),
         max_shard_bytes: 5_000_000_000,
         address_space_headroom: Some(1 << 30),
+        weight_only: vec!["model.extra".into()],
         ..ChildTask::default()
     };
     // Few malloc arenas: each one reserves address space of its own.
     // Without fallible allocation, the child would abort (SIGABRT).
     let result = run_child(child_command(&task).env("MALLOC_ARENA_MAX", "2"));
     assert_eq!(result.code.as_deref(), Some("E_OUT_OF_MEMORY"), "{}", result.message);
-    assert!(
-        result.message.contains("extra.safetensors") && result.message.contains(&big.to_string()),
-        "{}",
-        result.message
-    );
+    let big = (4u64 << 30).to_string();
+    assert!(result.message.contains("extra.safetensors") && result.message.contains(&big), "{}", result.message);
     assert_eq!(listing(&parent), Vec::<String>::new(), "no output and no temporary directory");
+}
+
+#[test]
+fn a_kept_tensor_larger_than_the_memory_left_is_copied_in_parts() {
+    let tmp = temp_dir();
+    // 1.5 GiB kept as it is, under a limit of 1 GiB above what the process uses: read whole, it would not fit.
+    let shape = [49152u64, 16384];
+    let model = fixture_with_sparse_tensor(&tmp.path().join("input"), shape);
+    let parent = tmp.path().join("output");
+    std::fs::create_dir(&parent).unwrap();
+    let output = parent.join("out");
+    let task = ChildTask {
+        model: model.clone(),
+        output: output.clone(),
+        max_shard_bytes: 5_000_000_000,
+        address_space_headroom: Some(1 << 30),
+        ..ChildTask::default()
+    };
+    let result = run_child(child_command(&task).env("MALLOC_ARENA_MAX", "2"));
+    assert_eq!(result.code, None, "{}", result.message);
+    let written = moe_quant_core::Checkpoint::open(&output).unwrap();
+    let info = written.info("model.extra.weight").unwrap();
+    assert_eq!(info.shape, shape.map(|d| d as usize), "the kept tensor's shape");
+    let (mut bytes, mut nonzero) = (0u64, 0usize);
+    written
+        .read_in_parts("model.extra.weight", 64 << 20, &mut |part| {
+            bytes += part.len() as u64;
+            nonzero += part.iter().filter(|&&b| b != 0).count();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((bytes, nonzero), (shape[0] * shape[1] * 2, 0), "the kept tensor's bytes");
 }
 
 // ---- kill -9 mid-export (a real quantization in a child process) ----------------------------------------
@@ -363,7 +406,9 @@ fn a_run_killed_mid_export_leaves_only_its_temporary_directory_which_the_next_ru
     assert_eq!(listing(&parent), vec![stale.clone()], "no output directory, the temporary one left behind");
 
     // The next run to the same output removes it (its process is gone) and succeeds.
-    run_quantization(&model, &output, 16 << 10, &mut |_| {}).unwrap();
+    let again =
+        ChildTask { model: model.clone(), output: output.clone(), max_shard_bytes: 16 << 10, ..ChildTask::default() };
+    run_quantization(&again, &mut |_| {}).unwrap();
     assert_eq!(listing(&parent), vec!["out".to_string()]);
     assert!(output.join("model.safetensors.index.json").is_file());
     assert_eq!(files(&model), before, "the input is untouched");
