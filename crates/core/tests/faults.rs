@@ -306,6 +306,22 @@ fn fixture_with_sparse_tensor(dir: &Path, shape: [u64; 2]) -> PathBuf {
     model
 }
 
+/// Quantizes `model` into `parent/out` (creating `parent`) in a child process whose address space may grow by 1 GiB,
+/// with `weight_only` quantized weight-only.
+fn run_in_one_gib_more(model: &Path, parent: &Path, weight_only: Vec<String>) -> ChildResult {
+    std::fs::create_dir(parent).unwrap();
+    let task = ChildTask {
+        model: model.to_path_buf(),
+        output: parent.join("out"),
+        max_shard_bytes: 5_000_000_000,
+        address_space_headroom: Some(1 << 30),
+        weight_only,
+        ..ChildTask::default()
+    };
+    // Few malloc arenas: each one reserves address space of its own.
+    run_child(child_command(&task).env("MALLOC_ARENA_MAX", "2"))
+}
+
 #[test]
 fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_leaves_nothing() {
     let tmp = temp_dir();
@@ -313,18 +329,8 @@ fn an_allocation_refused_under_an_address_space_limit_is_e_out_of_memory_and_lea
     // process uses.
     let model = fixture_with_sparse_tensor(&tmp.path().join("input"), [65536, 32768]);
     let parent = tmp.path().join("output");
-    std::fs::create_dir(&parent).unwrap();
-    let task = ChildTask {
-        model: model.clone(),
-        output: parent.join("out"),
-        max_shard_bytes: 5_000_000_000,
-        address_space_headroom: Some(1 << 30),
-        weight_only: vec!["model.extra".into()],
-        ..ChildTask::default()
-    };
-    // Few malloc arenas: each one reserves address space of its own.
     // Without fallible allocation, the child would abort (SIGABRT).
-    let result = run_child(child_command(&task).env("MALLOC_ARENA_MAX", "2"));
+    let result = run_in_one_gib_more(&model, &parent, vec!["model.extra".into()]);
     assert_eq!(result.code.as_deref(), Some("E_OUT_OF_MEMORY"), "{}", result.message);
     let big = (4u64 << 30).to_string();
     assert!(result.message.contains("extra.safetensors") && result.message.contains(&big), "{}", result.message);
@@ -338,18 +344,9 @@ fn a_kept_tensor_larger_than_the_memory_left_is_copied_in_parts() {
     let shape = [49152u64, 16384];
     let model = fixture_with_sparse_tensor(&tmp.path().join("input"), shape);
     let parent = tmp.path().join("output");
-    std::fs::create_dir(&parent).unwrap();
-    let output = parent.join("out");
-    let task = ChildTask {
-        model: model.clone(),
-        output: output.clone(),
-        max_shard_bytes: 5_000_000_000,
-        address_space_headroom: Some(1 << 30),
-        ..ChildTask::default()
-    };
-    let result = run_child(child_command(&task).env("MALLOC_ARENA_MAX", "2"));
+    let result = run_in_one_gib_more(&model, &parent, Vec::new());
     assert_eq!(result.code, None, "{}", result.message);
-    let written = moe_quant_core::Checkpoint::open(&output).unwrap();
+    let written = moe_quant_core::Checkpoint::open(parent.join("out")).unwrap();
     let info = written.info("model.extra.weight").unwrap();
     assert_eq!(info.shape, shape.map(|d| d as usize), "the kept tensor's shape");
     let (mut bytes, mut nonzero) = (0u64, 0usize);

@@ -323,7 +323,11 @@ mod tests {
         // In parts of 3 bytes: parts end within a tensor and at each input's end, never across two inputs.
         let parts = |kept: &KeptTensor| {
             let mut parts: Vec<Vec<u8>> = Vec::new();
-            kept.read_in_parts(&checkpoint, 3, &mut |part| Ok(parts.push(part.to_vec()))).unwrap();
+            kept.read_in_parts(&checkpoint, 3, &mut |part| {
+                parts.push(part.to_vec());
+                Ok(())
+            })
+            .unwrap();
             parts
         };
         let want: Vec<Vec<u8>> = [0..3, 3..6, 6..8, 100..103, 103..104, 200..203, 203..206, 206..208]

@@ -97,7 +97,7 @@ impl<'a> WeightLoader<'a> {
         let &[count, columns] = tensor.shape.as_slice() else {
             return Err(Error::internal(format!("rows of {} {:?}, which is not 2-D", tensor.name, tensor.shape)));
         };
-        let row = if count == 0 { 0 } else { tensor.data.len() / count };
+        let row = tensor.data.len().checked_div(count).unwrap_or(0);
         let mut bytes = Vec::with_capacity(ids.len() * row);
         for &id in ids {
             let id = id as usize;
