@@ -325,15 +325,16 @@ impl Checkpoint {
         self.ahead.queue(Arc::clone(&self.sources), self.wanted(prefixes));
     }
 
-    /// Forgets what the read-ahead holds or has still to read of the tensors whose names start with one of
-    /// `prefixes` (a loaded layer's leftovers: fused tensors its slices were cut from).
+    /// Ends one [`share_read_ahead`](Self::share_read_ahead) of each of `prefixes`, and forgets what the read-ahead
+    /// holds or has still to read of the tensors under them that no share left covers (a loaded layer's leftovers:
+    /// fused tensors its slices were cut from).
     pub fn release_read_ahead(&self, prefixes: &[&str]) {
         self.ahead.release(prefixes);
     }
 
     /// Hands what the read-ahead holds of the tensors whose names start with one of `prefixes` to every reader
-    /// until [`release_read_ahead`](Self::release_read_ahead) names the same prefixes: one read of a layer that
-    /// several devices load.
+    /// until [`release_read_ahead`](Self::release_read_ahead) has named the same prefixes as often (shares are
+    /// counted): one read of a layer that several devices load, or of an embedding both looked up in and copied.
     pub fn share_read_ahead(&self, prefixes: &[&str]) {
         self.ahead.share(prefixes);
     }

@@ -170,7 +170,7 @@ struct AheadState {
     /// Background threads of the current generation reading (at most [`READERS`]).
     readers: usize,
     /// Name prefixes whose tensors are handed out to every taker until released (a layer loaded on several
-    /// devices), not once.
+    /// devices), not once; a prefix shared twice is in it twice, and stays shared until released twice.
     shared: Vec<String>,
 }
 
@@ -307,18 +307,26 @@ impl ReadAhead {
         }
     }
 
-    /// Forgets the tensors whose names start with one of `prefixes`, held or still to be read (what a layer left
-    /// untaken once it is loaded: the fused tensors its slices were cut from).
+    /// Ends one [`share`](Self::share) of each of `prefixes` (if any), then forgets the tensors whose names start with
+    /// one of them, held or still to be read, that no share left covers: what a layer left untaken once it is loaded
+    /// (the fused tensors its slices were cut from), or a tensor whose last sharer is done with it.
     pub fn release(&self, prefixes: &[&str]) {
         let mut state = self.lock();
-        state.slots.retain(|name, _| !prefixes.iter().any(|prefix| name.starts_with(prefix)));
-        state.shared.retain(|shared| !prefixes.contains(&shared.as_str()));
+        let AheadState { slots, shared, .. } = &mut *state;
+        for prefix in prefixes {
+            if let Some(at) = shared.iter().position(|one| one == prefix) {
+                shared.swap_remove(at);
+            }
+        }
+        let covered = |name: &str| shared.iter().any(|one| name.starts_with(one.as_str()));
+        slots.retain(|name, _| !prefixes.iter().any(|prefix| name.starts_with(prefix)) || covered(name));
         drop(state);
         self.changed.notify_all();
     }
 
     /// Hands the tensors whose names start with one of `prefixes` to every [`take`](Self::take) until
-    /// [`release`](Self::release) names the same prefix: the bytes of a layer that several devices load.
+    /// [`release`](Self::release) names the same prefix as often as it was shared: the bytes of a layer that several
+    /// devices load, or an embedding both looked up in and copied.
     pub fn share(&self, prefixes: &[&str]) {
         self.lock().shared.extend(prefixes.iter().map(|prefix| prefix.to_string()));
     }
@@ -466,5 +474,27 @@ mod tests {
         ahead.start(Arc::clone(&sources), Vec::new());
         assert_eq!((readers(&ahead), ahead.outstanding()), (0, 0));
         assert!(ahead.take("t0").is_none());
+    }
+
+    #[test]
+    fn a_tensor_shared_twice_stays_until_released_twice_and_a_release_without_a_share_forgets_it() {
+        let (_dir, sources, wanted) = apart(3, 100);
+        let ahead = Arc::new(ReadAhead::default());
+        ahead.queue(Arc::clone(&sources), wanted);
+        ahead.share(&["t0"]);
+        ahead.share(&["t0", "t1"]);
+        let bytes = |i: u64| (i * 101..i * 101 + 100).map(|b| b as u8).collect::<Vec<u8>>();
+        for _ in 0..2 {
+            assert_eq!(ahead.take("t0").as_deref(), Some(&bytes(0)[..]), "shared: handed to every taker");
+        }
+        ahead.release(&["t0", "t1"]);
+        assert_eq!(ahead.get("t0").as_deref(), Some(&bytes(0)[..]), "t0 is still shared once");
+        assert!(ahead.get("t1").is_none(), "t1's only share ended, and it was forgotten");
+        assert_eq!(ahead.take("t0").as_deref(), Some(&bytes(0)[..]));
+        ahead.release(&["t0"]);
+        assert!(ahead.get("t0").is_none(), "t0's last share ended");
+        // A release of a prefix never shared forgets what it covers (a loaded layer's leftovers).
+        ahead.release(&["t2"]);
+        assert!(ahead.take("t2").is_none());
     }
 }

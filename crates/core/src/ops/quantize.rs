@@ -280,7 +280,8 @@ fn quantize_calibrated(
         None => Ok(()),
     };
     // The embedding read for the calibration's lookup stays in the read-ahead for the copy of the kept tensors, which
-    // then takes it from there instead of reading it again (several devices share it among themselves and let it go).
+    // then takes it from there instead of reading it again (several devices share it among themselves too; shares
+    // are counted, so their release leaves it to the copy).
     let embed = [desc.embed.as_str()];
     let copy_shares: &[&str] = if plan.keep.iter().any(|kept| kept.reads(&desc.embed)) { &embed } else { &[] };
     checkpoint.share_read_ahead(copy_shares);
