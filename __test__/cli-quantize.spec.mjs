@@ -212,6 +212,9 @@ test('CLI: usage errors exit 2 with the code; --help exits 0', (t) => {
 
 const HAVE_QUANTIZE = existsSync(join(ROOT, 'dist/api/quantize.js'))
 const real = HAVE_QUANTIZE ? test : test.skip
+// Before the file's concurrent tests: their spawnSync calls block this worker's event loop for seconds, so the signal
+// would reach the child only after it had finished.
+const realSerial = HAVE_QUANTIZE ? test.serial : test.skip
 const skipNote = HAVE_QUANTIZE ? '' : ' (skipped: dist/api/quantize.js is missing; build ts/api/quantize.ts first)'
 
 real(`CLI: a real run on the example model with --json and a calibrated KV cache${skipNote}`, (t) => {
@@ -256,7 +259,7 @@ real(`CLI: the summary table, then --overwrite and --no-coverage${skipNote}`, (t
 })
 
 for (const [signal, status, said] of [['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)']]) {
-  real(`CLI: ${signal} cancels, exits ${status} with one line and leaves nothing behind${skipNote}`, async (t) => {
+  realSerial(`CLI: ${signal} cancels, exits ${status} with one line and leaves nothing behind${skipNote}`, async (t) => {
     const dir = tempDir()
     const out = join(dir, 'out')
     // Enough calibration work that layer 1 is still running when the first layer's progress line arrives.
