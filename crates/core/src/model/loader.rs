@@ -109,18 +109,27 @@ impl<'a> WeightLoader<'a> {
         self.upload(tensor.dtype, &[ids.len(), columns], &bytes)
     }
 
-    /// The tensor, checking its (logical) shape.
-    pub fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let quantized = formats::stored_format(self.checkpoint, name)?.is_some();
-        // A quantized weight's stored shape is not its logical one (NVFP4 packs two values per byte).
-        let info = if quantized { None } else { Some(self.checkpoint.info(name)?) };
-        if let Some(info) = info.filter(|info| info.shape != shape) {
+    /// Whether `name` is a weight stored quantized in ModelOpt's form, and when it is not, `E_TENSOR_SHAPE` unless
+    /// its (logical) shape is `shape`. A quantized weight's stored shape is not its logical one (NVFP4 packs two
+    /// values per byte): its shape is known once it is dequantized.
+    pub fn check_shape(&self, name: &str, shape: &[usize]) -> Result<bool> {
+        if formats::stored_format(self.checkpoint, name)?.is_some() {
+            return Ok(true);
+        }
+        let info = self.checkpoint.info(name)?;
+        if info.shape != shape {
             return Err(Error::ShapeInvalid {
                 tensor: name.to_string(),
                 shape: info.shape.clone(),
                 message: format!("expected shape {shape:?}"),
             });
         }
+        Ok(false)
+    }
+
+    /// The tensor, checking its (logical) shape.
+    pub fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.check_shape(name, shape)?;
         let tensor = self.tensor(name)?;
         if tensor.dims() != shape {
             return Err(Error::ShapeInvalid {

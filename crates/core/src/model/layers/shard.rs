@@ -15,7 +15,6 @@ use crate::calib::data::Batch;
 use crate::checkpoint::{Checkpoint, TensorData};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::formats;
 use crate::model::blocks::key_selection::ChosenKeys;
 use crate::model::blocks::ops::all_finite;
 use crate::model::blocks::rope::Rope;
@@ -66,18 +65,11 @@ impl Embedding {
     fn load(loader: &WeightLoader<'_>, desc: &ModelDescriptor) -> Result<Self> {
         let (name, shape) = (&desc.embed, [desc.vocab_size, desc.hidden_size]);
         // An embedding stored quantized in ModelOpt's form is dequantized whole.
-        if loader.device.is_cuda() || formats::stored_format(loader.checkpoint, name)?.is_some() {
+        let quantized = loader.check_shape(name, &shape)?;
+        if loader.device.is_cuda() || quantized {
             return Ok(Embedding::Loaded(loader.tensor_shaped(name, &shape)?));
         }
-        let read = loader.checkpoint.read(name)?;
-        if read.shape != shape {
-            return Err(Error::ShapeInvalid {
-                tensor: name.clone(),
-                shape: read.shape,
-                message: format!("expected shape {shape:?}"),
-            });
-        }
-        Ok(Embedding::Read(read))
+        Ok(Embedding::Read(loader.checkpoint.read(name)?))
     }
 
     /// The rows of `ids`, `[ids.len(), hidden]` in the compute dtype.
