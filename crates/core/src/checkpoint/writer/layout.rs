@@ -55,9 +55,8 @@ pub(super) const WRITEBACK_EVERY: u64 = 64 << 20;
 pub(super) struct Slot<'a> {
     pub path: &'a Path,
     pub offset: u64,
-    /// The shard's write-back is to start once these bytes are in: the tensor is its last to be written, or
-    /// [`WRITEBACK_EVERY`] bytes were written since the last start.
-    pub start_writeback: bool,
+    /// The shard's index, for [`Layout::wrote`].
+    pub shard: usize,
 }
 
 /// Every declared tensor's place in the output.
@@ -164,12 +163,20 @@ impl Layout {
         };
         placement.written = true;
         shard.missing -= 1;
-        shard.unsent += dtype.byte_len(shape).unwrap_or(0) as u64;
-        let start_writeback = shard.missing == 0 || shard.unsent >= WRITEBACK_EVERY;
-        if start_writeback {
+        Ok(Slot { path: &shard.path, offset: placement.offset, shard: placement.shard })
+    }
+
+    /// Counts `bytes` written to shard `shard` (`tensor_done`: the last of a claimed tensor's), and says whether its
+    /// write-back to disk is to start now: [`WRITEBACK_EVERY`] bytes were written to it since the last start, or
+    /// its last tensor is in.
+    pub fn wrote(&mut self, shard: usize, bytes: u64, tensor_done: bool) -> bool {
+        let Some(shard) = self.shards.get_mut(shard) else { return false };
+        shard.unsent += bytes;
+        let start = shard.unsent >= WRITEBACK_EVERY || (tensor_done && shard.missing == 0);
+        if start {
             shard.unsent = 0;
         }
-        Ok(Slot { path: &shard.path, offset: placement.offset, start_writeback })
+        start
     }
 
     /// The error for declared tensors that were never written, if any.
@@ -322,9 +329,10 @@ mod tests {
         assert_eq!(shard.len, theirs.len() as u64);
         for (k, (tensor, bytes)) in tensors.iter().zip(&data).enumerate() {
             let slot = layout.claim(&tensor.name, tensor.dtype, &tensor.shape).unwrap();
-            let offset = slot.offset as usize;
+            let (offset, shard) = (slot.offset as usize, slot.shard);
             assert_eq!(theirs[offset..offset + bytes.len()], bytes[..], "{}", tensor.name);
-            assert_eq!(slot.start_writeback, k == tensors.len() - 1, "{}", tensor.name);
+            let start = layout.wrote(shard, bytes.len() as u64, true);
+            assert_eq!(start, k == tensors.len() - 1, "{}", tensor.name);
         }
         let again = layout.claim("c", Dtype::F8E4M3, &[7]).err().map(|e| e.to_string());
         assert_eq!(again.as_deref(), Some("internal error: tensor c was written twice"));
@@ -345,9 +353,19 @@ mod tests {
         tensors.push(TensorLayout { name: names[5].clone(), dtype: Dtype::U8, shape: vec![1] });
         let mut layout = Layout::plan(&tensors, 5 * size as u64, Path::new("/out")).unwrap();
         assert_eq!(layout.shards.len(), 2);
-        let starts: Vec<bool> =
-            tensors.iter().map(|t| layout.claim(&t.name, t.dtype, &t.shape).unwrap().start_writeback).collect();
+        let mut write = |t: &TensorLayout| {
+            let shard = layout.claim(&t.name, t.dtype, &t.shape).unwrap().shard;
+            layout.wrote(shard, t.dtype.byte_len(&t.shape).unwrap() as u64, true)
+        };
+        let starts: Vec<bool> = tensors.iter().map(&mut write).collect();
         assert_eq!(starts, [false, true, false, true, true, true]);
+        // Written in parts, a tensor counts part by part: 24 MiB, then 24 (48 in the shard), then 24 (72: start).
+        let part = 24 << 20;
+        let tensors = [TensorLayout { name: "big".into(), dtype: Dtype::U8, shape: vec![3 * part] }];
+        let mut layout = Layout::plan(&tensors, u64::MAX, Path::new("/out")).unwrap();
+        let shard = layout.claim("big", Dtype::U8, &[3 * part]).unwrap().shard;
+        let starts: Vec<bool> = (0..3).map(|k| layout.wrote(shard, part as u64, k == 2)).collect();
+        assert_eq!(starts, [false, false, true]);
     }
 
     #[test]

@@ -3,15 +3,15 @@
 use std::fs::File;
 
 use super::fs::{check, output_error, start_writeback, write_all_at};
-use super::{layout, CheckpointWriter, OutputOp};
+use super::{CheckpointWriter, OutputOp};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
 
 impl CheckpointWriter {
-    /// Writes one declared tensor (row-major little-endian bytes) at its place in its shard, and starts
-    /// writing the shard back to disk every [`layout::WRITEBACK_EVERY`] bytes and once its last tensor is in.
-    /// Data that does not fill the shape, or a tensor written a second time, is refused and the writer stays
-    /// usable; any other failure discards it.
+    /// Writes one declared tensor (row-major little-endian bytes) at its place in its shard, and starts writing
+    /// the shard back to disk every [`WRITEBACK_EVERY`](super::layout::WRITEBACK_EVERY) bytes and once its last
+    /// tensor is in. Data that does not fill the shape, or a tensor written a second time, is refused and the
+    /// writer stays usable; any other failure discards it.
     pub fn write(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
         let len = self.unwritten_len(name, dtype, shape)?;
         if data.len() != len {
@@ -57,8 +57,8 @@ impl CheckpointWriter {
         Ok(len)
     }
 
-    /// Takes the tensor's place and writes the `len` bytes that `parts` gives, starting the shard's write-back every
-    /// [`layout::WRITEBACK_EVERY`] bytes within the tensor and where [`Layout::claim`] says.
+    /// Takes the tensor's place and writes the `len` bytes that `parts` gives, starting the shard's write-back where
+    /// [`Layout::wrote`](super::layout::Layout::wrote) says, part by part.
     fn write_declared(
         &mut self,
         name: &str,
@@ -71,28 +71,30 @@ impl CheckpointWriter {
             return Err(Error::internal(format!("tensor {name} was not declared before the output was written")));
         };
         let slot = layout.claim(name, dtype, shape)?;
-        let (path, offset, writeback_at_end) = (slot.path.to_path_buf(), slot.offset, slot.start_writeback);
+        let (path, offset, shard) = (slot.path.to_path_buf(), slot.offset, slot.shard);
         let file = check(&mut self.fault, OutputOp::Write, &path)
             .and_then(|()| File::options().write(true).open(&path))
             .map_err(|e| output_error(&path, e))?;
-        let (mut written, mut unsent) = (0usize, 0u64);
+        let mut written = 0usize;
         parts(&mut |part: &[u8]| {
+            if part.is_empty() {
+                return Ok(());
+            }
             if part.len() > len - written {
                 return Err(parts_mismatch(name, dtype, shape, written + part.len(), len));
             }
             write_all_at(&file, part, offset + written as u64).map_err(|e| output_error(&path, e))?;
             written += part.len();
-            unsent += part.len() as u64;
-            if unsent >= layout::WRITEBACK_EVERY && written < len {
+            if layout.wrote(shard, part.len() as u64, written == len) {
                 start_writeback(&file);
-                unsent = 0;
             }
             Ok(())
         })?;
         if written != len {
             return Err(parts_mismatch(name, dtype, shape, written, len));
         }
-        if writeback_at_end {
+        // An empty tensor has no part that completes it.
+        if len == 0 && layout.wrote(shard, 0, true) {
             start_writeback(&file);
         }
         Ok(())
