@@ -53,9 +53,14 @@ impl<'a> Output<'a> {
     /// tensor is never whole in memory for the copy. Of `shared`, tensors the read-ahead holds and shares with
     /// another reader, each is let go once the tensor that reads it is copied; those are copied first.
     pub fn copy_kept(&mut self, checkpoint: &Checkpoint, plan: &ExportPlan, shared: &[&str]) -> Result<()> {
-        let reads_shared = |kept: &&KeptTensor| shared.iter().any(|&name| kept.reads(name));
-        let (first, rest): (Vec<&KeptTensor>, Vec<&KeptTensor>) = plan.keep.iter().partition(reads_shared);
-        for kept in first.into_iter().chain(rest) {
+        // Each kept tensor with the shared names it reads; those reading some first (the sort is stable).
+        let mut copies: Vec<(&KeptTensor, Vec<&str>)> = plan
+            .keep
+            .iter()
+            .map(|kept| (kept, shared.iter().copied().filter(|&name| kept.reads(name)).collect()))
+            .collect();
+        copies.sort_by_key(|(_, done)| done.is_empty());
+        for (kept, done) in copies {
             let (dtype, shape) = kept.layout(checkpoint)?;
             let bytes_written = self.bytes_written;
             self.writer.write_parts(&kept.output, dtype, &shape, |put| {
@@ -64,7 +69,6 @@ impl<'a> Output<'a> {
                     put(part)
                 })
             })?;
-            let done: Vec<&str> = shared.iter().copied().filter(|&name| kept.reads(name)).collect();
             if !done.is_empty() {
                 checkpoint.release_read_ahead(&done);
             }
